@@ -1,0 +1,258 @@
+/* net/http server: one event per request served by net/http.
+ *
+ * Probed: func (sh serverHandler) ServeHTTP(rw ResponseWriter, req *Request)
+ *   sh  (struct{srv *Server})  RAX
+ *   rw  (interface: itab, data) RBX, RCX  -- data is *http.response for HTTP/1.x
+ *   req (*Request)             RDI
+ * Entry: the first instruction after the stack-growth check (the check can
+ * jump back to the entry and fire it twice). Exit: a plain uprobe on every
+ * RET of the function (uretprobes break Go's stack unwinding). */
+#include "go_abi.h"
+
+enum gt_http_limits {
+	GT_HTTP_METHOD_MAX = 16,
+	GT_HTTP_PATH_MAX = 128,
+	GT_HTTP_HOST_MAX = 64,
+	GT_HTTP_REMOTE_MAX = 64,
+	GT_HTTP_TRACEPARENT_MAX = 64,
+	GT_HTTP_HEAD_MAX = 2048,
+	GT_HTTP_INFLIGHT_MAX = 16384,
+};
+
+/* Struct-field offsets for one binary, filled by user space from DWARF or
+ * the offsets database. Indexed by the binary id from the attach cookie. */
+struct gt_http_server_config {
+	__u32 req_method;       /* net/http.Request.Method */
+	__u32 req_url;          /* net/http.Request.URL */
+	__u32 req_host;         /* net/http.Request.Host */
+	__u32 req_remote_addr;  /* net/http.Request.RemoteAddr */
+	__u32 url_path;         /* net/url.URL.Path */
+	__u32 resp_status;      /* net/http.response.status */
+	__u32 resp_conn;        /* net/http.response.conn */
+	__u32 conn_bufr;        /* net/http.conn.bufr */
+	__u32 bufr_buf;         /* bufio.Reader.buf */
+	__u32 bufr_r;           /* bufio.Reader.r */
+	__u32 flags;            /* enum gt_http_server_flags */
+	__u32 reserved;
+};
+
+enum gt_http_server_flags {
+	GT_HTTP_SERVER_ENABLED = 1,
+	/* the response and connection offsets are known, so the request head
+	 * can be searched for an incoming traceparent */
+	GT_HTTP_SERVER_READ_HEAD = 2,
+};
+
+enum gt_http_event_flags {
+	GT_HTTP_EVENT_TRACEPARENT = 1,
+	GT_HTTP_EVENT_HEAD_UNREADABLE = 2,
+};
+
+struct gt_http_server_event {
+	struct gt_event_header hdr;
+	__u64 start_ns;          /* CLOCK_MONOTONIC */
+	__u64 end_ns;
+	__s32 method_len;        /* full Go string lengths: may exceed the copy */
+	__s32 path_len;
+	__s32 host_len;
+	__s32 remote_len;
+	__u32 status;            /* 0: the handler wrote nothing (net/http sends 200) */
+	__u32 flags;             /* enum gt_http_event_flags */
+	char method[GT_HTTP_METHOD_MAX];
+	char path[GT_HTTP_PATH_MAX];
+	char host[GT_HTTP_HOST_MAX];
+	char remote[GT_HTTP_REMOTE_MAX];
+	char traceparent[GT_HTTP_TRACEPARENT_MAX];
+};
+
+GT_EXPORT_LAYOUTS(http_server,
+	struct gt_http_server_event event;
+	struct gt_http_server_config config;
+	enum gt_http_limits limits;
+	enum gt_http_server_flags config_flags;
+	enum gt_http_event_flags event_flags;
+);
+
+struct http_server_inflight {
+	__u64 start_ns;
+	__u64 req;
+	__u64 resp;
+	__u32 flags;
+	__u32 reserved;
+	char traceparent[GT_HTTP_TRACEPARENT_MAX];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, GT_MAX_BINARIES);
+	__type(key, __u32);
+	__type(value, struct gt_http_server_config);
+} gt_http_server_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, GT_HTTP_INFLIGHT_MAX);
+	__type(key, struct gt_goroutine_key);
+	__type(value, struct http_server_inflight);
+} gt_http_server_inflight SEC(".maps");
+
+struct http_head_scratch {
+	char buf[GT_HTTP_HEAD_MAX];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct http_head_scratch);
+} http_head_scratch SEC(".maps");
+
+struct head_search {
+	__u32 len;
+	__s32 found; /* index of the value's first byte, or -1 */
+};
+
+static const char traceparent_name[] = "traceparent:";
+
+/* bpf_loop callback: is a "\ntraceparent:" header line at index i?
+ * Header names are case-insensitive. */
+static long find_traceparent(__u32 i, struct head_search *s)
+{
+	__u32 zero = 0;
+	struct http_head_scratch *h = bpf_map_lookup_elem(&http_head_scratch, &zero);
+	if (!h)
+		return 1;
+	if (i >= GT_HTTP_HEAD_MAX - 16 || i + 13 >= s->len)
+		return 1;
+	if (h->buf[i] != '\n')
+		return 0;
+#pragma unroll
+	for (int k = 0; k < 12; k++) {
+		char c = h->buf[i + 1 + k];
+		if (c >= 'A' && c <= 'Z')
+			c += 'a' - 'A';
+		if (c != traceparent_name[k])
+			return 0;
+	}
+	__u32 v = i + 13;
+#pragma unroll
+	for (int k = 0; k < 3; k++) {
+		if (v < GT_HTTP_HEAD_MAX && h->buf[v] == ' ')
+			v++;
+	}
+	s->found = v;
+	return 1;
+}
+
+/* Looks for an incoming traceparent in the request head still held by the
+ * connection's bufio.Reader: net/http parses headers into a Go map whose
+ * layout changed completely in Go 1.24, while the raw head bytes sit at the
+ * start of the reader's buffer in every version. */
+static __always_inline void read_traceparent(struct gt_http_server_config *cfg, __u64 resp,
+					     __u64 req, struct http_server_inflight *st)
+{
+	__u64 conn = 0, bufr = 0;
+	struct go_slice buf = {};
+	__s64 r = 0;
+	__u32 zero = 0;
+
+	if (go_read_ptr(resp, cfg->resp_conn, &conn) < 0 ||
+	    go_read_ptr(conn, cfg->conn_bufr, &bufr) < 0 || !bufr ||
+	    bpf_probe_read_user(&buf, sizeof(buf), (void *)(bufr + cfg->bufr_buf)) < 0 ||
+	    bpf_probe_read_user(&r, sizeof(r), (void *)(bufr + cfg->bufr_r)) < 0) {
+		st->flags |= GT_HTTP_EVENT_HEAD_UNREADABLE;
+		return;
+	}
+	if (!buf.ptr || r <= 0)
+		return;
+	struct http_head_scratch *h = bpf_map_lookup_elem(&http_head_scratch, &zero);
+	if (!h)
+		return;
+	__u32 n = r > GT_HTTP_HEAD_MAX ? GT_HTTP_HEAD_MAX : (__u32)r;
+	if (n > buf.len)
+		n = buf.len;
+	if (n < 16 || n > GT_HTTP_HEAD_MAX)
+		return;
+	if (bpf_probe_read_user(h->buf, n, (void *)buf.ptr) < 0) {
+		st->flags |= GT_HTTP_EVENT_HEAD_UNREADABLE;
+		return;
+	}
+	struct head_search s = { .len = n, .found = -1 };
+	bpf_loop(n, find_traceparent, &s, 0);
+	if (s.found < 0 || s.found > GT_HTTP_HEAD_MAX - GT_HTTP_TRACEPARENT_MAX)
+		return;
+	/* copy the value; user space validates it (format, hex, version) */
+	__builtin_memcpy(st->traceparent, h->buf + s.found, GT_HTTP_TRACEPARENT_MAX);
+	st->flags |= GT_HTTP_EVENT_TRACEPARENT;
+}
+
+SEC("uprobe.multi")
+int gt_http_server_entry(struct pt_regs *ctx)
+{
+	__u32 tgid = gt_tgid();
+	if (!gt_process_traced(tgid))
+		return 0;
+	__u32 bin_id = (__u32)bpf_get_attach_cookie(ctx);
+	struct gt_binary_info *bin = gt_binary(bin_id);
+	struct gt_http_server_config *cfg = bpf_map_lookup_elem(&gt_http_server_config, &bin_id);
+	if (!bin || !cfg || !(cfg->flags & GT_HTTP_SERVER_ENABLED))
+		return 0;
+
+	struct gt_goroutine_key key = { .tgid = tgid, .goid = go_goid(ctx, bin) };
+	struct http_server_inflight st = {};
+	st.start_ns = bpf_ktime_get_ns();
+	st.resp = GO_ARG3(ctx);
+	st.req = GO_ARG4(ctx);
+	if (cfg->flags & GT_HTTP_SERVER_READ_HEAD)
+		read_traceparent(cfg, st.resp, st.req, &st);
+	if (bpf_map_update_elem(&gt_http_server_inflight, &key, &st, BPF_ANY) < 0)
+		gt_count(GT_COUNTER_INFLIGHT_FULL);
+	return 0;
+}
+
+SEC("uprobe.multi")
+int gt_http_server_return(struct pt_regs *ctx)
+{
+	__u32 tgid = gt_tgid();
+	if (!gt_process_traced(tgid))
+		return 0;
+	__u32 bin_id = (__u32)bpf_get_attach_cookie(ctx);
+	struct gt_binary_info *bin = gt_binary(bin_id);
+	struct gt_http_server_config *cfg = bpf_map_lookup_elem(&gt_http_server_config, &bin_id);
+	if (!bin || !cfg)
+		return 0;
+
+	struct gt_goroutine_key key = { .tgid = tgid, .goid = go_goid(ctx, bin) };
+	struct http_server_inflight *st = bpf_map_lookup_elem(&gt_http_server_inflight, &key);
+	if (!st) {
+		gt_count(GT_COUNTER_NO_ENTRY);
+		return 0;
+	}
+	struct gt_http_server_event *ev = bpf_ringbuf_reserve(&gt_events, sizeof(*ev), 0);
+	if (!ev) {
+		gt_count(GT_COUNTER_RINGBUF_FULL);
+		bpf_map_delete_elem(&gt_http_server_inflight, &key);
+		return 0;
+	}
+	gt_fill_header(&ev->hdr, GT_EVENT_HTTP_SERVER, sizeof(*ev), tgid, bin_id, key.goid);
+	ev->start_ns = st->start_ns;
+	ev->end_ns = bpf_ktime_get_ns();
+	ev->flags = st->flags;
+	__builtin_memcpy(ev->traceparent, st->traceparent, GT_HTTP_TRACEPARENT_MAX);
+
+	__u64 req = st->req, url = 0, status = 0;
+	ev->method_len = go_read_string(req, cfg->req_method, ev->method, GT_HTTP_METHOD_MAX);
+	ev->host_len = go_read_string(req, cfg->req_host, ev->host, GT_HTTP_HOST_MAX);
+	ev->remote_len = go_read_string(req, cfg->req_remote_addr, ev->remote, GT_HTTP_REMOTE_MAX);
+	go_read_ptr(req, cfg->req_url, &url);
+	ev->path_len = go_read_string(url, cfg->url_path, ev->path, GT_HTTP_PATH_MAX);
+	if (st->resp)
+		bpf_probe_read_user(&status, sizeof(status), (void *)(st->resp + cfg->resp_status));
+	ev->status = status < 1000 ? (__u32)status : 0;
+	if (ev->method_len < 0 || ev->path_len < 0)
+		gt_count(GT_COUNTER_READ_FAILED);
+
+	bpf_map_delete_elem(&gt_http_server_inflight, &key);
+	gt_submit(ev);
+	return 0;
+}

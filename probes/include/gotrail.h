@@ -1,0 +1,181 @@
+/* Shared definitions for every gotrail probe: event header, the shared maps
+ * (ring buffer, per-binary facts, per-process allow-list) and helpers.
+ *
+ * Types whose names start with gt_ are exported to TypeScript by
+ * probes/codegen/btf-to-ts.ts from the compiled object's BTF; they are the
+ * single definition of every layout that crosses the kernel/user boundary.
+ * Layout rules: fixed-width types, explicit padding, no packed structs
+ * (the build uses -Wpadded -Werror). */
+#pragma once
+
+/* Kernel and libbpf headers are not ours to pad: -Wpadded applies to our
+ * own layouts only. */
+#pragma clang diagnostic push
+#pragma clang diagnostic ignored "-Wpadded"
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#pragma clang diagnostic pop
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Event type tags: the first field of every ring-buffer record. */
+enum gt_event_type {
+	GT_EVENT_HTTP_SERVER = 1,
+	GT_EVENT_PROCESS_EXEC = 2,
+	GT_EVENT_PROCESS_EXIT = 3,
+};
+
+struct gt_event_header {
+	__u16 type;       /* enum gt_event_type */
+	__u16 size;       /* bytes of the whole record, for forward compatibility */
+	__u32 tgid;
+	__u32 binary_id;  /* from the attach cookie; 0 for non-uprobe events */
+	__u32 cpu;
+	__u64 goid;
+};
+
+/* Per-binary facts shared by every probe; indexed by the binary id that
+ * the attach cookie carries, so one loaded program serves every binary. */
+struct gt_binary_info {
+	__u32 goid_offset;  /* offset of runtime.g.goid */
+	__u32 flags;        /* GT_BINARY_* */
+};
+
+enum gt_binary_flags {
+	GT_BINARY_VALID = 1,
+};
+
+/* User space's per-process decision, kept in BPF so that a binary shared
+ * by an included and an excluded process traces only the included one. */
+struct gt_process_info {
+	__u32 flags;        /* GT_PROCESS_* */
+	__u32 reserved;
+};
+
+enum gt_process_flags {
+	GT_PROCESS_TRACED = 1,
+};
+
+/* Key of in-flight state: goroutines are the unit of Go concurrency, so
+ * per-request state is keyed by goroutine, never by thread or stack. */
+struct gt_goroutine_key {
+	__u32 tgid;
+	__u32 reserved;
+	__u64 goid;
+};
+
+/* Counters that user space exposes as metrics; one slot per reason. */
+enum gt_counter {
+	GT_COUNTER_RINGBUF_FULL = 0,
+	GT_COUNTER_NO_BINARY_INFO = 1,
+	GT_COUNTER_READ_FAILED = 2,
+	GT_COUNTER_NO_ENTRY = 3,
+	GT_COUNTER_INFLIGHT_FULL = 4,
+	GT_COUNTER_MAX = 8,
+};
+
+#ifndef GT_MAX_BINARIES
+#define GT_MAX_BINARIES 4096
+#endif
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 * 1024 * 1024);
+} gt_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, GT_MAX_BINARIES);
+	__type(key, __u32);
+	__type(value, struct gt_binary_info);
+} gt_binaries SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct gt_process_info);
+} gt_processes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, GT_COUNTER_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} gt_counters SEC(".maps");
+
+static __always_inline void gt_count(__u32 which)
+{
+	__u64 *v = bpf_map_lookup_elem(&gt_counters, &which);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline __u32 gt_tgid(void)
+{
+	return bpf_get_current_pid_tgid() >> 32;
+}
+
+/* The process filter: anything not explicitly selected by user space is
+ * ignored before any memory is read. */
+static __always_inline bool gt_process_traced(__u32 tgid)
+{
+	struct gt_process_info *p = bpf_map_lookup_elem(&gt_processes, &tgid);
+	return p && (p->flags & GT_PROCESS_TRACED);
+}
+
+static __always_inline struct gt_binary_info *gt_binary(__u32 id)
+{
+	struct gt_binary_info *b = bpf_map_lookup_elem(&gt_binaries, &id);
+	if (!b || !(b->flags & GT_BINARY_VALID)) {
+		gt_count(GT_COUNTER_NO_BINARY_INFO);
+		return 0;
+	}
+	return b;
+}
+
+static __always_inline void gt_fill_header(struct gt_event_header *h, __u16 type, __u16 size,
+					   __u32 tgid, __u32 binary_id, __u64 goid)
+{
+	h->type = type;
+	h->size = size;
+	h->tgid = tgid;
+	h->binary_id = binary_id;
+	h->cpu = bpf_get_smp_processor_id();
+	h->goid = goid;
+}
+
+/* Probes submit without waking user space: a wakeup per event raised the
+ * cost of a probe hit by half; user space consumes on a short timer. */
+static __always_inline void gt_submit(void *ev)
+{
+	bpf_ringbuf_submit(ev, BPF_RB_NO_WAKEUP);
+}
+
+/* Puts a probe's exported layouts into the object's BTF (clang emits BTF
+ * only for types reachable from globals), so that the TypeScript decoders
+ * can be generated from the compiled object. The map is one entry, never
+ * used at run time. Usage: GT_EXPORT_LAYOUTS(name, struct x a; enum y b;) */
+#define GT_EXPORT_LAYOUTS(name, fields)                          \
+	_Pragma("clang diagnostic push")                         \
+	_Pragma("clang diagnostic ignored \"-Wpadded\"")         \
+	struct gt_layouts_##name { fields };                     \
+	_Pragma("clang diagnostic pop")                          \
+	struct {                                                 \
+		__uint(type, BPF_MAP_TYPE_ARRAY);                \
+		__uint(max_entries, 1);                          \
+		__type(key, __u32);                              \
+		__type(value, struct gt_layouts_##name);         \
+	} gt_layouts_##name SEC(".maps")
+
+GT_EXPORT_LAYOUTS(common,
+	struct gt_event_header header;
+	struct gt_binary_info binary;
+	struct gt_process_info process;
+	struct gt_goroutine_key goroutine;
+	enum gt_event_type event_type;
+	enum gt_binary_flags binary_flags;
+	enum gt_process_flags process_flags;
+	enum gt_counter counter;
+);
