@@ -1,0 +1,82 @@
+// BpfObject: one libbpf bpf_object plus the links attached from its
+// programs and at most one ring buffer consumer. Every method runs on the JS
+// thread that created the object; only the ring buffer has a thread of its
+// own (see ring_buffer.h).
+#pragma once
+
+#include <bpf/libbpf.h>
+#include <napi.h>
+
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "ring_buffer.h"
+
+namespace gotrail {
+
+class BpfObject : public Napi::ObjectWrap<BpfObject>, public RingBufferOwner {
+ public:
+  static Napi::Function Define(Napi::Env env);
+
+  explicit BpfObject(const Napi::CallbackInfo& info);
+  ~BpfObject() override;
+
+  void RingBufferStopped(RingBufferState* state, const RingBufferCounters& final) override;
+
+ private:
+  enum class LinkKind { kUprobeMulti, kUprobe, kTracepoint };
+  struct LinkSet {
+    std::string program;
+    std::string target;
+    LinkKind kind;
+    size_t sites = 0;
+    int multi_fd = -1;               // kUprobeMulti
+    std::vector<bpf_link*> links;    // kUprobe, kTracepoint
+  };
+
+  Napi::Value Load(const Napi::CallbackInfo& info);
+  Napi::Value ProgramNames(const Napi::CallbackInfo& info);
+  Napi::Value MapNames(const Napi::CallbackInfo& info);
+  Napi::Value MapInfo(const Napi::CallbackInfo& info);
+  Napi::Value MapUpdate(const Napi::CallbackInfo& info);
+  Napi::Value MapLookup(const Napi::CallbackInfo& info);
+  Napi::Value MapDelete(const Napi::CallbackInfo& info);
+  Napi::Value MapKeys(const Napi::CallbackInfo& info);
+  Napi::Value MapCount(const Napi::CallbackInfo& info);
+  Napi::Value AttachUprobes(const Napi::CallbackInfo& info);
+  Napi::Value AttachTracepoint(const Napi::CallbackInfo& info);
+  Napi::Value Detach(const Napi::CallbackInfo& info);
+  Napi::Value LinkSets(const Napi::CallbackInfo& info);
+  Napi::Value ProgramStats(const Napi::CallbackInfo& info);
+  Napi::Value StartRingBuffer(const Napi::CallbackInfo& info);
+  Napi::Value RingBufferStats(const Napi::CallbackInfo& info);
+  Napi::Value StopRingBuffer(const Napi::CallbackInfo& info);
+  Napi::Value Close(const Napi::CallbackInfo& info);
+  Napi::Value GetUprobeMulti(const Napi::CallbackInfo& info);
+  Napi::Value GetLoaded(const Napi::CallbackInfo& info);
+  Napi::Value GetClosed(const Napi::CallbackInfo& info);
+
+  void RequireOpen(Napi::Env env, const std::string& op) const;
+  bpf_program* FindProgram(Napi::Env env, const std::string& op, const std::string& name) const;
+  bpf_map* FindMap(Napi::Env env, const std::string& op, const std::string& name) const;
+  int LoadedMapFd(Napi::Env env, const std::string& op, bpf_map* map) const;
+  size_t ValueSize(bpf_map* map) const;
+  int AddLinkSet(LinkSet set);
+  static void DestroyLinkSet(LinkSet& set);
+  void CloseAll();
+
+  bpf_object* obj_ = nullptr;
+  std::string path_;
+  bool loaded_ = false;
+  bool uprobe_multi_ = false;
+  std::set<std::string> multi_programs_;  // from SEC("uprobe.multi")
+  std::map<int, LinkSet> link_sets_;
+  int next_handle_ = 1;
+  std::shared_ptr<RingBufferState> ring_;
+  RingBufferCounters last_ring_counters_;
+};
+
+}  // namespace gotrail

@@ -1,0 +1,122 @@
+/**
+ * net/http server: one SERVER span per request handled by net/http, following
+ * the OpenTelemetry HTTP semantic conventions.
+ */
+import type { Attributes } from '@opentelemetry/api';
+import {
+  EventType, HttpEventFlags, HttpServerFlags, HTTP_SERVER_EVENT_SIZE,
+  decodeHttpServerEvent, encodeHttpServerConfig,
+} from '../../../../../generated/layouts.ts';
+import { makeSpan, SpanKind, SpanStatusCode } from '../../../../../spans/span-record.ts';
+import { newSpanId, newTraceId } from '../../../../../spans/ids.ts';
+import { traceParentFromWindow } from '../../../../../spans/traceparent.ts';
+import type { EventContext, ProbeDescriptor } from '../../../../types.ts';
+
+const F = {
+  method: 'net/http.Request.Method',
+  url: 'net/http.Request.URL',
+  host: 'net/http.Request.Host',
+  remote: 'net/http.Request.RemoteAddr',
+  path: 'net/url.URL.Path',
+  status: 'net/http.response.status',
+  conn: 'net/http.response.conn',
+  bufr: 'net/http.conn.bufr',
+  buf: 'bufio.Reader.buf',
+  r: 'bufio.Reader.r',
+} as const;
+
+/** A Go string copied by the probe: `len` is the Go length, the copy may be shorter. */
+function goString(bytes: Buffer, len: number): string {
+  if (len <= 0) return '';
+  return bytes.subarray(0, Math.min(len, bytes.length)).toString('utf8');
+}
+
+/** Splits "host:port" / "[v6]:port"; the port is undefined when absent or not numeric. */
+export function splitHostPort(s: string): { host: string; port?: number } {
+  const m = /^\[([^\]]*)\](?::(\d+))?$/.exec(s) ?? /^([^:]*)(?::(\d+))?$/.exec(s);
+  if (!m) return { host: s };
+  const port = m[2] !== undefined ? Number(m[2]) : undefined;
+  return { host: m[1] ?? s, port: port !== undefined && port <= 65535 ? port : undefined };
+}
+
+export const httpServerProbe: ProbeDescriptor = {
+  id: 'net/http/server',
+  module: 'std',
+  goPackage: 'net/http',
+  description: 'net/http server requests (SERVER spans)',
+  functions: [{ symbol: 'net/http.serverHandler.ServeHTTP', entryProgram: 'gt_http_server_entry', returnProgram: 'gt_http_server_return' }],
+  requiredFields: [F.method, F.url, F.host, F.remote, F.path, F.status],
+  optionalFields: [F.conn, F.bufr, F.buf, F.r],
+  optionalFieldEffects: {
+    [F.conn]: 'incoming traceparent headers are not read',
+    [F.bufr]: 'incoming traceparent headers are not read',
+    [F.buf]: 'incoming traceparent headers are not read',
+    [F.r]: 'incoming traceparent headers are not read',
+  },
+  configMap: 'gt_http_server_config',
+  encodeConfig(o, missingOptional) {
+    const head = missingOptional.length === 0;
+    return encodeHttpServerConfig({
+      req_method: o[F.method] ?? 0,
+      req_url: o[F.url] ?? 0,
+      req_host: o[F.host] ?? 0,
+      req_remote_addr: o[F.remote] ?? 0,
+      url_path: o[F.path] ?? 0,
+      resp_status: o[F.status] ?? 0,
+      resp_conn: o[F.conn] ?? 0,
+      conn_bufr: o[F.bufr] ?? 0,
+      bufr_buf: o[F.buf] ?? 0,
+      bufr_r: o[F.r] ?? 0,
+      flags: HttpServerFlags.GT_HTTP_SERVER_ENABLED | (head ? HttpServerFlags.GT_HTTP_SERVER_READ_HEAD : 0),
+      reserved: 0,
+    });
+  },
+  eventType: EventType.GT_EVENT_HTTP_SERVER,
+  eventSize: HTTP_SERVER_EVENT_SIZE,
+  handleEvent(buf: Buffer, off: number, ctx: EventContext): void {
+    const ev = decodeHttpServerEvent(buf, off);
+    const resource = ctx.resourceOf(ev.hdr.tgid);
+    if (!resource) {
+      ctx.problem('http server event from an unknown process');
+      return;
+    }
+    const method = goString(ev.method, ev.method_len);
+    if (!method) {
+      ctx.problem('http server event without a readable method');
+      return;
+    }
+    const path = goString(ev.path, ev.path_len);
+    const status = ev.status === 0 ? 200 : ev.status;
+    const attributes: Attributes = {
+      'http.request.method': method,
+      'url.path': path,
+      'url.scheme': 'http',
+      'http.response.status_code': status,
+    };
+    const host = splitHostPort(goString(ev.host, ev.host_len));
+    if (host.host) attributes['server.address'] = host.host;
+    if (host.port !== undefined) attributes['server.port'] = host.port;
+    const client = splitHostPort(goString(ev.remote, ev.remote_len));
+    if (client.host) attributes['client.address'] = client.host;
+    if (client.port !== undefined) attributes['client.port'] = client.port;
+    if (ev.path_len > ev.path.length) attributes['gotrail.url.path.truncated'] = true;
+
+    const parent = ev.flags & HttpEventFlags.GT_HTTP_EVENT_TRACEPARENT ? traceParentFromWindow(ev.traceparent) : undefined;
+    const isError = status >= 500;
+    ctx.emit(makeSpan({
+      name: method,
+      kind: SpanKind.SERVER,
+      traceId: parent?.traceId ?? newTraceId(),
+      spanId: newSpanId(),
+      parentSpanId: parent?.spanId,
+      parentRemote: parent !== undefined,
+      sampled: parent?.sampled ?? true,
+      startUnixNano: ctx.clock.toUnixNano(ev.start_ns),
+      endUnixNano: ctx.clock.toUnixNano(ev.end_ns),
+      attributes,
+      status: isError ? { code: SpanStatusCode.ERROR } : { code: SpanStatusCode.UNSET },
+      resource,
+      scope: 'net/http',
+    }));
+  },
+};

@@ -1,0 +1,49 @@
+/**
+ * What a probe declares to the agent. One instrumented Go package = one
+ * descriptor (daemon/probes/go/<import path>/descriptor.ts) + one BPF source
+ * (probes/go/<import path>/*.bpf.c) + one registry line.
+ */
+import type { Resource } from '@opentelemetry/resources';
+import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
+import type { MonotonicClock } from '../spans/clock.ts';
+
+export interface ProbedFunction {
+  /** Fully qualified Go symbol, e.g. `net/http.serverHandler.ServeHTTP`. */
+  symbol: string;
+  /** Program attached past the stack-growth prologue. */
+  entryProgram?: string;
+  /** Program attached at every RET instruction. */
+  returnProgram?: string;
+}
+
+export interface EventContext {
+  clock: MonotonicClock;
+  /** The resource of a traced process, undefined when it is unknown (exited). */
+  resourceOf(tgid: number): Resource | undefined;
+  emit(span: ReadableSpan): void;
+  /** Counts a decoding problem once per reason (metrics + one log line). */
+  problem(reason: string): void;
+}
+
+export interface ProbeDescriptor {
+  /** Stable id, the Go import path plus role: `net/http/server`. */
+  id: string;
+  /** Module whose version selects offsets: `std` for the standard library. */
+  module: string;
+  /** Package whose presence in the binary makes the probe relevant. */
+  goPackage: string;
+  description: string;
+  functions: ProbedFunction[];
+  /** Offsets without which the probe cannot run (`pkg.Struct.field`). */
+  requiredFields: string[];
+  /** Offsets that enable extra features; missing ones degrade the probe. */
+  optionalFields: string[];
+  /** BPF array map (indexed by binary id) receiving `encodeConfig`'s bytes. */
+  configMap: string;
+  encodeConfig(offsets: Record<string, number>, missingOptional: string[]): Buffer;
+  /** Human notes on what missing optional fields cost, keyed by field. */
+  optionalFieldEffects: Record<string, string>;
+  eventType: number;
+  eventSize: number;
+  handleEvent(buf: Buffer, off: number, ctx: EventContext): void;
+}
