@@ -1,0 +1,235 @@
+/**
+ * The agent: loads the probes once, finds Go processes, attaches per binary,
+ * turns events into spans and exports them. One instance per node.
+ */
+import type { Resource } from '@opentelemetry/resources';
+import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-base';
+import { BpfRuntime, type MapSizes } from './bpf-runtime.ts';
+import { AttachmentManager } from './attachments.ts';
+import { GoProcessProbe, listPids, type ProcessInfo } from './discovery.ts';
+import { decide, type SelectionRules } from './selection.ts';
+import type { MetricsSnapshot, MetricsSource } from './metrics.ts';
+import { SpanBatcher, type BatcherOptions } from '../export/batcher.ts';
+import { MonotonicClock } from '../spans/clock.ts';
+import { processResource, readProcessEnv } from '../spans/resource.ts';
+import { probes as allProbes } from '../probes/registry.ts';
+import type { EventContext, ProbeDescriptor } from '../probes/types.ts';
+import type { Logger } from '../util/log.ts';
+
+export interface AgentOptions {
+  /** Which processes to trace. Default: every Go process except gotrail. */
+  selection?: SelectionRules;
+  /** Where spans go. */
+  exporter: SpanExporter;
+  batcher?: BatcherOptions;
+  /** Interval of the /proc scan that finds new and exited processes. Default 1000 ms. */
+  scanIntervalMs?: number;
+  /** Ring-buffer consume interval. Default 5 ms. */
+  consumeIntervalMs?: number;
+  /** Probes to load. Default: all registered. */
+  probes?: readonly ProbeDescriptor[];
+  mapSizes?: MapSizes;
+  /** Compiled probe object. Default: build/probes/gotrail.bpf.o. */
+  bpfObjectPath?: string;
+  /** Called for every span before export (tests, demo). */
+  onSpan?: (span: ReadableSpan) => void;
+}
+
+interface TracedProcess {
+  info: ProcessInfo;
+  resource: Resource;
+}
+
+/** How long the resource of an exited process is kept for its last events. */
+const EXITED_GRACE_MS = 10_000;
+
+export class Agent implements MetricsSource {
+  readonly log: Logger;
+  private readonly opts: AgentOptions;
+  private readonly probes: readonly ProbeDescriptor[];
+  private rt: BpfRuntime | undefined;
+  private attach: AttachmentManager | undefined;
+  private batcher: SpanBatcher | undefined;
+  private readonly discovery = new GoProcessProbe();
+  private readonly clock = new MonotonicClock();
+  /** pid → traced process */
+  private readonly traced = new Map<number, TracedProcess>();
+  /** pid → start time of processes seen and not traced (non-Go, excluded) */
+  private readonly ignored = new Map<number, string>();
+  private readonly exited = new Map<number, { resource: Resource; at: number }>();
+  private scanTimer: NodeJS.Timeout | undefined;
+  private readonly problems = new Map<string, number>();
+  private started = false;
+
+  constructor(log: Logger, opts: AgentOptions) {
+    this.log = log;
+    this.opts = opts;
+    this.probes = opts.probes ?? allProbes;
+  }
+
+  async start(): Promise<void> {
+    this.rt = new BpfRuntime(this.log, this.probes, { objectPath: this.opts.bpfObjectPath, mapSizes: this.opts.mapSizes });
+    const f = this.rt.features;
+    this.log.info('probes loaded', {
+      uprobeMulti: f.uprobeMulti, lockdown: f.lockdown,
+      headerInjection: f.probeWriteUser ? 'available' : 'unavailable (kernel lockdown); node-local links only',
+    });
+    this.attach = new AttachmentManager(this.rt, this.probes, this.log);
+    this.batcher = new SpanBatcher(this.opts.exporter, this.log, this.opts.batcher);
+    this.rt.start(this.eventContext(), { intervalMs: this.opts.consumeIntervalMs });
+    this.started = true;
+    this.scan();
+    this.scanTimer = setInterval(() => this.scan(), this.opts.scanIntervalMs ?? 1000);
+  }
+
+  private eventContext(): EventContext {
+    return {
+      clock: this.clock,
+      resourceOf: (tgid) => this.traced.get(tgid)?.resource ?? this.exited.get(tgid)?.resource,
+      emit: (span) => {
+        this.opts.onSpan?.(span);
+        this.batcher?.push(span);
+      },
+      problem: (reason) => {
+        const n = (this.problems.get(reason) ?? 0) + 1;
+        this.problems.set(reason, n);
+        if (n === 1) this.log.warn(`event problem: ${reason} (counted in gotrail_events_malformed_total)`);
+      },
+    };
+  }
+
+  /** One pass over /proc: attach new Go processes, release exited ones. */
+  scan(): void {
+    if (!this.rt || !this.attach) return;
+    let pids: number[];
+    try {
+      pids = listPids();
+    } catch (e) {
+      this.log.once('scan.proc', 'cannot list /proc', { error: (e as Error).message });
+      return;
+    }
+    const alive = new Set(pids);
+    for (const [pid] of this.traced) if (!alive.has(pid)) this.processExited(pid);
+    for (const [pid] of this.ignored) if (!alive.has(pid)) this.ignored.delete(pid);
+    const now = Date.now();
+    for (const [pid, e] of this.exited) if (now - e.at > EXITED_GRACE_MS) this.exited.delete(pid);
+    for (const pid of pids) {
+      if (this.traced.has(pid) || this.ignored.has(pid)) continue;
+      this.consider(pid);
+    }
+  }
+
+  private consider(pid: number): void {
+    const r = this.discovery.probe(pid);
+    if (r.kind === 'gone') return;
+    if (r.kind === 'unreadable') {
+      this.log.once(`proc.unreadable.${pid}`, 'cannot inspect process', { pid, reason: r.reason });
+      this.ignored.set(pid, '');
+      return;
+    }
+    if (r.kind === 'not-go') {
+      this.ignored.set(pid, '');
+      return;
+    }
+    const info = r.info;
+    const d = decide(this.opts.selection ?? {}, { pid, exe: info.exe, name: info.name });
+    if (!d.traced) {
+      this.log.debug('process not selected', { pid, exe: info.exe, reason: d.reason });
+      this.ignored.set(pid, info.startTime);
+      return;
+    }
+    const resource = processResource({ pid, executablePath: info.exe, goVersion: info.goVersion, env: readProcessEnv(pid) });
+    // allow-list first, so that no event of this process is missed once the links exist
+    this.rt!.traceProcess(pid);
+    const b = this.attach!.addProcess(pid, info.key, info.exePath);
+    if (b.handles.length === 0) {
+      this.rt!.untraceProcess(pid);
+      this.attach!.removeProcess(pid, info.key);
+      this.ignored.set(pid, info.startTime);
+      return;
+    }
+    this.traced.set(pid, { info, resource });
+    this.log.info('tracing process', { pid, exe: info.exe, service: String(resource.attributes['service.name']) });
+  }
+
+  private processExited(pid: number): void {
+    const t = this.traced.get(pid);
+    if (!t) return;
+    this.traced.delete(pid);
+    this.exited.set(pid, { resource: t.resource, at: Date.now() });
+    try {
+      this.rt?.untraceProcess(pid);
+      this.rt?.forgetProcessState(pid);
+    } catch (e) {
+      this.log.once('exit.cleanup', 'cleaning BPF state of an exited process failed', { error: (e as Error).message });
+    }
+    this.attach?.removeProcess(pid, t.info.key);
+    this.log.info('process exited', { pid, exe: t.info.exe });
+  }
+
+  tracedPids(): number[] {
+    return [...this.traced.keys()];
+  }
+
+  attachments(): AttachmentManager | undefined {
+    return this.attach;
+  }
+
+  runtime(): BpfRuntime | undefined {
+    return this.rt;
+  }
+
+  healthy(): { ok: boolean; detail: string } {
+    if (!this.started) return { ok: false, detail: 'starting' };
+    return { ok: true, detail: `ok: ${this.traced.size} processes traced` };
+  }
+
+  collect(): MetricsSnapshot {
+    const rt = this.rt;
+    const events: Record<string, number> = {};
+    for (const [t, n] of rt?.eventStats.byType ?? []) {
+      events[this.probes.find((p) => p.eventType === t)?.id ?? `type_${t}`] = n;
+    }
+    const rb = rt?.obj.ringBufferStats();
+    const maps: MetricsSnapshot['maps'] = [];
+    for (const name of ['gt_processes', 'gt_http_server_inflight']) {
+      try {
+        maps.push({ name, entries: rt?.obj.mapCount(name) ?? 0, capacity: rt?.obj.mapInfo(name).maxEntries ?? 0 });
+      } catch {
+        /* map absent from this build */
+      }
+    }
+    const binaries = this.attach?.binaries() ?? [];
+    let malformed = rt?.eventStats.malformed ?? 0;
+    for (const n of this.problems.values()) malformed += n;
+    return {
+      processesTraced: this.traced.size,
+      binariesAttached: binaries.filter((b) => b.handles.length > 0).length,
+      links: binaries.reduce((n, b) => n + b.handles.length, 0),
+      events,
+      eventsMalformed: malformed,
+      bpfCounters: rt?.counters() ?? {},
+      ringBuffer: { droppedRecords: rb?.droppedRecords ?? 0n, droppedBatches: rb?.droppedBatches ?? 0n, records: rb?.records ?? 0n },
+      spans: this.batcher?.stats ?? { exported: 0, dropped: 0, failed: 0, queued: 0 },
+      programs: rt?.obj.programStats() ?? [],
+      maps,
+      attachFailures: this.attach?.stats.attachFailures ?? 0,
+    };
+  }
+
+  /** Exports every span produced so far (after consuming what the ring buffer holds). */
+  async flush(): Promise<void> {
+    await new Promise((r) => setTimeout(r, (this.opts.consumeIntervalMs ?? 5) * 4 + 20));
+    await this.batcher?.flush();
+  }
+
+  async stop(): Promise<void> {
+    if (this.scanTimer) clearInterval(this.scanTimer);
+    this.scanTimer = undefined;
+    this.attach?.detachAll();
+    await this.flush();
+    await this.rt?.stop();
+    await this.batcher?.shutdown();
+    this.started = false;
+  }
+}

@@ -1,0 +1,168 @@
+/**
+ * Attachment per binary, not per process: one set of links per (binary,
+ * probe), shared by every process running that binary and reference-counted;
+ * the links go when the last such process exits. Binaries are identified by
+ * device + inode, so the same file seen through different paths (or mount
+ * namespaces) is analysed and attached once.
+ */
+import type { BpfRuntime } from './bpf-runtime.ts';
+import { planBinaryAt, type BinaryPlan } from './binary-plan.ts';
+import type { ProbeDescriptor } from '../probes/types.ts';
+import type { Logger } from '../util/log.ts';
+
+export interface BinaryKey {
+  dev: bigint;
+  ino: bigint;
+}
+
+export const keyString = (k: BinaryKey): string => `${k.dev}:${k.ino}`;
+
+export interface AttachedBinary {
+  id: number;
+  key: string;
+  path: string;
+  plan?: BinaryPlan;
+  /** why nothing is attached (analysis failed, or no probe applies) */
+  error?: string;
+  handles: Array<{ probe: string; program: string; handle: number; sites: number }>;
+  failedProbes: Array<{ probe: string; reason: string }>;
+  pids: Set<number>;
+}
+
+export interface AttachStats {
+  binariesAnalysed: number;
+  attachFailures: number;
+}
+
+export class AttachmentManager {
+  private readonly byKey = new Map<string, AttachedBinary>();
+  private readonly freeIds: number[] = [];
+  private nextId = 1;
+  readonly stats: AttachStats = { binariesAnalysed: 0, attachFailures: 0 };
+  private readonly rt: BpfRuntime;
+  private readonly probes: readonly ProbeDescriptor[];
+  private readonly log: Logger;
+  private readonly maxBinaries: number;
+
+  constructor(rt: BpfRuntime, probes: readonly ProbeDescriptor[], log: Logger, maxBinaries = 4096) {
+    this.rt = rt;
+    this.probes = probes;
+    this.log = log;
+    this.maxBinaries = maxBinaries;
+  }
+
+  binaries(): AttachedBinary[] {
+    return [...this.byKey.values()];
+  }
+
+  get(key: BinaryKey): AttachedBinary | undefined {
+    return this.byKey.get(keyString(key));
+  }
+
+  private allocId(): number | undefined {
+    const id = this.freeIds.pop() ?? (this.nextId < this.maxBinaries ? this.nextId++ : undefined);
+    return id;
+  }
+
+  /**
+   * Adds a process running the binary at `path` (e.g. /proc/PID/exe) with
+   * identity `key`; analyses and attaches on the first process.
+   */
+  addProcess(pid: number, key: BinaryKey, path: string): AttachedBinary {
+    const k = keyString(key);
+    let b = this.byKey.get(k);
+    if (!b) {
+      b = this.attachBinary(k, path);
+      this.byKey.set(k, b);
+    }
+    b.pids.add(pid);
+    return b;
+  }
+
+  /** Drops a process; detaches the binary's links when it was the last one. */
+  removeProcess(pid: number, key: BinaryKey): void {
+    const k = keyString(key);
+    const b = this.byKey.get(k);
+    if (!b) return;
+    b.pids.delete(pid);
+    if (b.pids.size === 0) this.detachBinary(b);
+  }
+
+  private attachBinary(key: string, path: string): AttachedBinary {
+    const b: AttachedBinary = { id: 0, key, path, handles: [], failedProbes: [], pids: new Set() };
+    this.stats.binariesAnalysed++;
+    const { plan, error } = planBinaryAt(path, this.probes);
+    if (!plan) {
+      b.error = `analysis failed: ${error?.message ?? 'unknown error'}`;
+      this.log.warn('not tracing binary', { path, reason: b.error });
+      return b;
+    }
+    b.plan = plan;
+    const attachable = plan.probes.filter((p) => p.attachable);
+    for (const p of plan.probes.filter((p) => !p.attachable)) b.failedProbes.push({ probe: p.probe.id, reason: p.reason ?? 'unknown' });
+    if (attachable.length === 0 || plan.goidOffset === undefined) {
+      b.error = plan.reason ?? 'no probe applies to this binary';
+      this.log.debug('no probe attaches to binary', { path, reasons: b.failedProbes.map((f) => `${f.probe}: ${f.reason}`).join('; ') });
+      return b;
+    }
+    const id = this.allocId();
+    if (id === undefined) {
+      b.error = `too many binaries traced at once (${this.maxBinaries})`;
+      this.log.once('attach.too-many-binaries', 'not tracing binary', { path, reason: b.error });
+      return b;
+    }
+    b.id = id;
+    this.rt.setBinary(id, plan.goidOffset);
+    for (const p of attachable) {
+      const probeHandles: AttachedBinary['handles'] = [];
+      try {
+        this.rt.setProbeConfig(p.probe, id, p.probe.encodeConfig(p.offsets, p.missingOptional));
+        for (const s of p.sites) {
+          const handle = this.rt.obj.attachUprobes(s.program, path, s.offsets, s.offsets.map(() => BigInt(id)));
+          probeHandles.push({ probe: p.probe.id, program: s.program, handle, sites: s.offsets.length });
+        }
+        b.handles.push(...probeHandles);
+        for (const d of p.degraded) this.log.warn(`probe ${p.probe.id} degraded`, { path, reason: d });
+      } catch (e) {
+        // One failing probe never takes down the others.
+        for (const h of probeHandles) this.safeDetach(h.handle);
+        this.stats.attachFailures++;
+        const reason = (e as Error).message;
+        b.failedProbes.push({ probe: p.probe.id, reason });
+        this.log.warn(`probe ${p.probe.id} not attached`, { path, reason });
+      }
+    }
+    this.log.info('tracing binary', {
+      path, go: plan.goVersion, id,
+      probes: b.handles.map((h) => `${h.probe}:${h.program}x${h.sites}`).join(','),
+    });
+    return b;
+  }
+
+  private safeDetach(handle: number): void {
+    try {
+      this.rt.obj.detach(handle);
+    } catch (e) {
+      this.log.once('detach.failed', 'detaching a probe failed', { error: (e as Error).message });
+    }
+  }
+
+  private detachBinary(b: AttachedBinary): void {
+    for (const h of b.handles) this.safeDetach(h.handle);
+    b.handles = [];
+    if (b.id) {
+      try {
+        this.rt.clearBinary(b.id, this.probes);
+      } catch (e) {
+        this.log.once('binary.clear-failed', 'clearing binary facts failed', { error: (e as Error).message });
+      }
+      this.freeIds.push(b.id);
+    }
+    this.byKey.delete(b.key);
+    this.log.debug('binary released', { path: b.path });
+  }
+
+  detachAll(): void {
+    for (const b of [...this.byKey.values()]) this.detachBinary(b);
+  }
+}

@@ -1,0 +1,168 @@
+/**
+ * What gotrail would do with one Go binary: for every probe, whether it can
+ * attach and, if not, exactly why; the sites it would probe and the offsets it
+ * would use. `gotrail inspect` prints this, the agent executes it, and both
+ * use the same reasons.
+ */
+import { openGoBinary, GoBinaryError, type GoBinary } from '../analysis/go-binary.ts';
+import { loadDwarfSections, readStructOffsets } from '../offsets/dwarf.ts';
+import { resolveOffsets } from '../offsets/resolve.ts';
+import type { ProbeDescriptor } from '../probes/types.ts';
+
+export const GOID_FIELD = 'runtime.g.goid';
+
+export interface SiteSet {
+  program: string;
+  symbol: string;
+  role: 'entry' | 'return';
+  /** file offsets */
+  offsets: number[];
+}
+
+export interface ProbePlan {
+  probe: ProbeDescriptor;
+  attachable: boolean;
+  /** Why the probe cannot attach (attachable = false). */
+  reason?: string;
+  /** What works less well, and why (attachable, but degraded). */
+  degraded: string[];
+  /** Offsets resolved from DB extrapolation rather than DWARF or a verified range. */
+  unverified: string[];
+  sites: SiteSet[];
+  offsets: Record<string, number>;
+  offsetSources: Record<string, string>;
+  missingOptional: string[];
+}
+
+export interface BinaryPlan {
+  path: string;
+  goVersion: string;
+  modules: Array<{ path: string; version: string }>;
+  stripped: boolean;
+  hasDwarf: boolean;
+  pie: boolean;
+  functionSource: 'symtab' | 'pclntab';
+  goidOffset?: number;
+  /** Set when nothing can attach to this binary at all. */
+  reason?: string;
+  probes: ProbePlan[];
+}
+
+/** Go's register ABI (arguments and g in registers) arrived on amd64 in Go 1.17; the probes depend on it. */
+export function goVersionSupported(goVersion: string): string | undefined {
+  const m = /^go(\d+)\.(\d+)/.exec(goVersion);
+  if (!m) return `unknown Go version "${goVersion}"`;
+  const major = Number(m[1]);
+  const minor = Number(m[2]);
+  if (major !== 1 || minor < 17) return `Go version ${goVersion} predates the register-based calling convention gotrail needs (Go >= 1.17)`;
+  return undefined;
+}
+
+function moduleVersion(bin: GoBinary, module: string): string | undefined {
+  return module === 'std' ? bin.goVersion : bin.moduleVersion(module);
+}
+
+function dwarfOffsets(bin: GoBinary, wanted: string[]): { offsets?: Map<string, number>; error?: string } {
+  if (!bin.hasDwarf) return {};
+  try {
+    const sections = loadDwarfSections(bin.path);
+    if (!sections) return {};
+    return { offsets: readStructOffsets(sections, wanted) };
+  } catch (e) {
+    return { error: (e as Error).message };
+  }
+}
+
+export function planProbe(bin: GoBinary, probe: ProbeDescriptor, dwarf: Map<string, number> | undefined, goidOffset: number | undefined): ProbePlan {
+  const plan: ProbePlan = { probe, attachable: false, degraded: [], unverified: [], sites: [], offsets: {}, offsetSources: {}, missingOptional: [] };
+  const version = moduleVersion(bin, probe.module);
+  if (!version) {
+    plan.reason = probe.module === 'std' ? 'no Go version in the binary' : `module ${probe.module} is not linked into this binary`;
+    return plan;
+  }
+  if (goidOffset === undefined) {
+    plan.reason = `no offset for ${GOID_FIELD} at ${bin.goVersion}: goroutines cannot be told apart`;
+    return plan;
+  }
+  for (const fn of probe.functions) {
+    const f = bin.findFunction(fn.symbol);
+    if (!f) {
+      plan.reason = `function ${fn.symbol} not found (${probe.goPackage} is not used by this program, or was inlined away)`;
+      return plan;
+    }
+    try {
+      if (fn.entryProgram) plan.sites.push({ program: fn.entryProgram, symbol: fn.symbol, role: 'entry', offsets: [bin.entrySite(f)] });
+      if (fn.returnProgram) {
+        const rets = bin.retSites(f);
+        if (rets.length === 0) {
+          plan.reason = `function ${fn.symbol} has no RET instruction to probe`;
+          return plan;
+        }
+        plan.sites.push({ program: fn.returnProgram, symbol: fn.symbol, role: 'return', offsets: rets });
+      }
+    } catch (e) {
+      plan.reason = `cannot decode ${fn.symbol}: ${(e as Error).message}`;
+      return plan;
+    }
+  }
+  const fields = [...probe.requiredFields, ...probe.optionalFields];
+  const res = resolveOffsets({ module: probe.module, version, fields }, { dwarf });
+  plan.offsets = res.offsets;
+  plan.offsetSources = res.source;
+  plan.unverified = res.unverified;
+  const missingRequired = res.missing.filter((m) => probe.requiredFields.includes(m.field));
+  if (missingRequired.length) {
+    plan.reason = missingRequired.map((m) => m.reason).join('; ');
+    return plan;
+  }
+  plan.missingOptional = res.missing.filter((m) => probe.optionalFields.includes(m.field)).map((m) => m.field);
+  for (const m of res.missing) {
+    if (!probe.optionalFields.includes(m.field)) continue;
+    plan.degraded.push(`${probe.optionalFieldEffects[m.field] ?? 'reduced detail'}: ${m.reason}`);
+  }
+  plan.degraded = [...new Set(plan.degraded)];
+  plan.attachable = true;
+  return plan;
+}
+
+export function planBinary(bin: GoBinary, probes: readonly ProbeDescriptor[]): BinaryPlan {
+  const plan: BinaryPlan = {
+    path: bin.path,
+    goVersion: bin.goVersion,
+    modules: bin.modules.map((m) => ({ path: m.path, version: m.version })),
+    stripped: bin.stripped,
+    hasDwarf: bin.hasDwarf,
+    pie: bin.pie,
+    functionSource: bin.functionSource,
+    probes: [],
+  };
+  const unsupported = goVersionSupported(bin.goVersion);
+  const wanted = [GOID_FIELD, ...probes.flatMap((p) => [...p.requiredFields, ...p.optionalFields])];
+  const dw = unsupported ? {} : dwarfOffsets(bin, wanted);
+  const goid = resolveOffsets({ module: 'std', version: bin.goVersion, fields: [GOID_FIELD] }, { dwarf: dw.offsets });
+  plan.goidOffset = goid.offsets[GOID_FIELD];
+  for (const probe of probes) {
+    if (unsupported) {
+      plan.probes.push({ probe, attachable: false, reason: unsupported, degraded: [], unverified: [], sites: [], offsets: {}, offsetSources: {}, missingOptional: [] });
+      continue;
+    }
+    const p = planProbe(bin, probe, dw.offsets, plan.goidOffset);
+    if (dw.error) p.degraded.push(`DWARF unreadable, offsets from the database: ${dw.error}`);
+    plan.probes.push(p);
+  }
+  if (unsupported) plan.reason = unsupported;
+  return plan;
+}
+
+/** Opens and plans a binary; analysis errors become a plan with a reason instead of an exception. */
+export function planBinaryAt(path: string, probes: readonly ProbeDescriptor[]): { plan?: BinaryPlan; error?: GoBinaryError | Error } {
+  let bin: GoBinary | undefined;
+  try {
+    bin = openGoBinary(path);
+    return { plan: planBinary(bin, probes) };
+  } catch (e) {
+    return { error: e as Error };
+  } finally {
+    bin?.close();
+  }
+}

@@ -1,0 +1,155 @@
+/**
+ * The agent's one loaded BPF object: shared maps (per-binary facts, process
+ * allow-list, counters), the ring buffer, and the event dispatch to probes.
+ * Everything here is policy-free; the attachment manager decides.
+ */
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { BpfObject, enableStats, kernelFeatures } from '../native/index.ts';
+import {
+  BinaryFlags, Counter, ProcessFlags, EVENT_HEADER_SIZE,
+  encodeBinaryInfo, encodeProcessInfo,
+} from '../generated/layouts.ts';
+import type { EventContext, ProbeDescriptor } from '../probes/types.ts';
+import type { Logger } from '../util/log.ts';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const DEFAULT_BPF_OBJECT = join(root, 'build', 'probes', 'gotrail.bpf.o');
+
+export interface MapSizes {
+  /** Binaries tracked at once (array maps indexed by binary id). Fixed by the probes' build: 4096. */
+  processes?: number;
+  /** In-flight requests per probe (LRU). Default 16384. */
+  inflight?: number;
+  /** Ring buffer bytes (a power of two, multiple of the page size). Default 4 MiB. */
+  ringBufferBytes?: number;
+}
+
+export interface EventStats {
+  records: number;
+  byType: Map<number, number>;
+  unknownType: number;
+  malformed: number;
+}
+
+function u32key(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n >>> 0);
+  return b;
+}
+
+export class BpfRuntime {
+  readonly obj: BpfObject;
+  readonly features: ReturnType<typeof kernelFeatures>;
+  readonly eventStats: EventStats = { records: 0, byType: new Map(), unknownType: 0, malformed: 0 };
+  private readonly handlers = new Map<number, ProbeDescriptor>();
+  private readonly log: Logger;
+
+  constructor(log: Logger, probes: readonly ProbeDescriptor[], opts: { objectPath?: string; mapSizes?: MapSizes } = {}) {
+    this.log = log;
+    const path = opts.objectPath ?? DEFAULT_BPF_OBJECT;
+    if (!existsSync(path)) throw new Error(`BPF object ${path} not found: run bash deploy/setup.sh to build the probes`);
+    this.features = kernelFeatures();
+    const sizes: Record<string, number> = {};
+    if (opts.mapSizes?.processes) sizes['gt_processes'] = opts.mapSizes.processes;
+    if (opts.mapSizes?.inflight) sizes['gt_http_server_inflight'] = opts.mapSizes.inflight;
+    if (opts.mapSizes?.ringBufferBytes) sizes['gt_events'] = opts.mapSizes.ringBufferBytes;
+    this.obj = new BpfObject(path, { mapMaxEntries: sizes });
+    this.obj.load();
+    if (!enableStats()) log.warn('BPF run-time statistics unavailable: probe overhead metrics will read 0');
+    for (const p of probes) this.handlers.set(p.eventType, p);
+  }
+
+  setBinary(id: number, goidOffset: number): void {
+    this.obj.mapUpdate('gt_binaries', u32key(id), encodeBinaryInfo({ goid_offset: goidOffset, flags: BinaryFlags.GT_BINARY_VALID }));
+  }
+
+  clearBinary(id: number, probes: readonly ProbeDescriptor[]): void {
+    this.obj.mapUpdate('gt_binaries', u32key(id), encodeBinaryInfo({ goid_offset: 0, flags: 0 }));
+    for (const p of probes) this.obj.mapUpdate(p.configMap, u32key(id), Buffer.alloc(this.obj.mapInfo(p.configMap).valueSize));
+  }
+
+  setProbeConfig(probe: ProbeDescriptor, id: number, config: Buffer): void {
+    this.obj.mapUpdate(probe.configMap, u32key(id), config);
+  }
+
+  traceProcess(tgid: number): void {
+    this.obj.mapUpdate('gt_processes', u32key(tgid), encodeProcessInfo({ flags: ProcessFlags.GT_PROCESS_TRACED, reserved: 0 }));
+  }
+
+  untraceProcess(tgid: number): boolean {
+    return this.obj.mapDelete('gt_processes', u32key(tgid));
+  }
+
+  tracedProcesses(): number[] {
+    return this.obj.mapKeys('gt_processes').map((k) => k.readUInt32LE(0));
+  }
+
+  /** Removes in-flight goroutine state of a process that exited. */
+  forgetProcessState(tgid: number): number {
+    let removed = 0;
+    for (const map of ['gt_http_server_inflight']) {
+      for (const k of this.obj.mapKeys(map)) {
+        if (k.readUInt32LE(0) === tgid && this.obj.mapDelete(map, k)) removed++;
+      }
+    }
+    return removed;
+  }
+
+  /** Sums the per-CPU BPF-side counters. */
+  counters(): Record<string, bigint> {
+    const out: Record<string, bigint> = {};
+    for (const [name, idx] of Object.entries(Counter)) {
+      if (name === 'GT_COUNTER_MAX') continue;
+      const v = this.obj.mapLookup('gt_counters', u32key(idx));
+      let sum = 0n;
+      if (v) for (let o = 0; o + 8 <= v.length; o += 8) sum += v.readBigUInt64LE(o);
+      out[name.replace('GT_COUNTER_', '').toLowerCase()] = sum;
+    }
+    return out;
+  }
+
+  /** Starts consuming events; `ctx` turns them into spans. */
+  start(ctx: EventContext, opts: { intervalMs?: number } = {}): void {
+    this.obj.startRingBuffer('gt_events', (batch) => this.dispatch(batch, ctx), { intervalMs: opts.intervalMs ?? 5 });
+  }
+
+  /** Walks one batch (u32 length + record, 8-byte aligned) without throwing. */
+  dispatch(batch: Buffer, ctx: EventContext): void {
+    let off = 0;
+    while (off + 4 <= batch.length) {
+      const len = batch.readUInt32LE(off);
+      const rec = off + 4;
+      if (len === 0 || rec + len > batch.length) {
+        this.eventStats.malformed++;
+        this.log.once('event.malformed-batch', 'malformed ring-buffer batch: rest of batch skipped', { offset: off, len });
+        return;
+      }
+      this.eventStats.records++;
+      if (len >= EVENT_HEADER_SIZE) {
+        const type = batch.readUInt16LE(rec);
+        this.eventStats.byType.set(type, (this.eventStats.byType.get(type) ?? 0) + 1);
+        const h = this.handlers.get(type);
+        if (!h) this.eventStats.unknownType++;
+        else if (len < h.eventSize) {
+          this.eventStats.malformed++;
+          this.log.once(`event.short.${type}`, 'event shorter than its layout: skipped', { type, len, expected: h.eventSize });
+        } else {
+          try {
+            h.handleEvent(batch, rec, ctx);
+          } catch (e) {
+            this.eventStats.malformed++;
+            this.log.once(`event.decode.${h.id}`, `decoding a ${h.id} event failed`, { error: (e as Error).message });
+          }
+        }
+      } else this.eventStats.malformed++;
+      off = rec + ((len + 7) & ~7);
+    }
+  }
+
+  async stop(): Promise<void> {
+    await this.obj.stopRingBuffer();
+    this.obj.close();
+  }
+}

@@ -1,0 +1,125 @@
+/**
+ * The agent's own overhead and health as Prometheus metrics, served on an
+ * address the operator chooses (loopback by default: metrics reveal which
+ * programs run on the node).
+ */
+import { createServer, type Server } from 'node:http';
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+
+export interface MetricsSource {
+  collect(): MetricsSnapshot;
+}
+
+export interface MetricsSnapshot {
+  processesTraced: number;
+  binariesAttached: number;
+  links: number;
+  events: Record<string, number>;
+  eventsMalformed: number;
+  bpfCounters: Record<string, bigint>;
+  ringBuffer: { droppedRecords: bigint; droppedBatches: bigint; records: bigint };
+  spans: { exported: number; dropped: number; failed: number; queued: number };
+  programs: Array<{ name: string; runCount: bigint; runTimeNs: bigint }>;
+  maps: Array<{ name: string; entries: number; capacity: number }>;
+  attachFailures: number;
+}
+
+export function createMetrics(source: MetricsSource): Registry {
+  const reg = new Registry();
+  collectDefaultMetrics({ register: reg, prefix: 'gotrail_agent_' });
+  let snap: MetricsSnapshot | undefined;
+  const take = (): MetricsSnapshot => (snap ??= source.collect());
+  const gauge = (name: string, help: string, labelNames: string[], fill: (g: Gauge<string>, s: MetricsSnapshot) => void): void => {
+    new Gauge({ name, help, labelNames, registers: [reg], collect() { fill(this, take()); } });
+  };
+  // counters read from cumulative sources are exposed with Counter semantics via reset+inc
+  const counter = (name: string, help: string, labelNames: string[], fill: (set: (labels: Record<string, string>, v: number) => void, s: MetricsSnapshot) => void): void => {
+    new Counter({
+      name, help, labelNames, registers: [reg],
+      collect() {
+        this.reset();
+        fill((labels, v) => this.inc(labels, v), take());
+      },
+    });
+  };
+  gauge('gotrail_processes_traced', 'Go processes currently traced', [], (g, s) => g.set(s.processesTraced));
+  gauge('gotrail_binaries_attached', 'Distinct binaries with probes attached', [], (g, s) => g.set(s.binariesAttached));
+  gauge('gotrail_link_sets', 'Probe link sets currently attached', [], (g, s) => g.set(s.links));
+  counter('gotrail_events_total', 'Events received from the probes, by type', ['type'], (set, s) => {
+    for (const [t, v] of Object.entries(s.events)) set({ type: t }, v);
+  });
+  counter('gotrail_events_malformed_total', 'Events that could not be decoded', [], (set, s) => set({}, s.eventsMalformed));
+  counter('gotrail_events_lost_total', 'Events lost before reaching user space, by reason', ['reason'], (set, s) => {
+    for (const [r, v] of Object.entries(s.bpfCounters)) set({ reason: r }, Number(v));
+    set({ reason: 'ringbuf_consumer_queue_full' }, Number(s.ringBuffer.droppedRecords));
+  });
+  counter('gotrail_spans_exported_total', 'Spans handed to the exporter successfully', [], (set, s) => set({}, s.spans.exported));
+  counter('gotrail_spans_dropped_total', 'Spans dropped, by reason', ['reason'], (set, s) => {
+    set({ reason: 'queue_full' }, s.spans.dropped);
+    set({ reason: 'export_failed' }, s.spans.failed);
+  });
+  gauge('gotrail_span_queue_length', 'Spans waiting for export', [], (g, s) => g.set(s.spans.queued));
+  counter('gotrail_probe_runs_total', 'Times each BPF program ran', ['program'], (set, s) => {
+    for (const p of s.programs) set({ program: p.name }, Number(p.runCount));
+  });
+  counter('gotrail_probe_run_seconds_total', 'CPU time spent in each BPF program (excludes the uprobe trap itself)', ['program'], (set, s) => {
+    for (const p of s.programs) set({ program: p.name }, Number(p.runTimeNs) / 1e9);
+  });
+  gauge('gotrail_bpf_map_entries', 'Entries in each BPF map', ['map'], (g, s) => {
+    for (const m of s.maps) g.set({ map: m.name }, m.entries);
+  });
+  gauge('gotrail_bpf_map_fill_ratio', 'How full each BPF hash map is (entries / capacity)', ['map'], (g, s) => {
+    for (const m of s.maps) g.set({ map: m.name }, m.capacity ? m.entries / m.capacity : 0);
+  });
+  counter('gotrail_attach_failures_total', 'Probe attachments that failed', [], (set, s) => set({}, s.attachFailures));
+  // one snapshot per scrape
+  const orig = reg.metrics.bind(reg);
+  reg.metrics = async () => {
+    snap = undefined;
+    try {
+      return await orig();
+    } finally {
+      snap = undefined;
+    }
+  };
+  return reg;
+}
+
+export interface MetricsServer {
+  address: string;
+  port: number;
+  close(): Promise<void>;
+}
+
+/** Serves /metrics and /healthz; `healthy` decides the health answer. */
+export function serveMetrics(reg: Registry, host: string, port: number, healthy: () => { ok: boolean; detail: string }): Promise<MetricsServer> {
+  const server: Server = createServer((req, res) => {
+    if (req.url === '/metrics') {
+      reg.metrics().then((text) => {
+        res.writeHead(200, { 'content-type': reg.contentType });
+        res.end(text);
+      }, (e: Error) => {
+        res.writeHead(500);
+        res.end(e.message);
+      });
+    } else if (req.url === '/healthz') {
+      const h = healthy();
+      res.writeHead(h.ok ? 200 : 503, { 'content-type': 'text/plain' });
+      res.end(h.detail + '\n');
+    } else {
+      res.writeHead(404);
+      res.end('not found: try /metrics or /healthz\n');
+    }
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      const a = server.address();
+      resolve({
+        address: host,
+        port: typeof a === 'object' && a ? a.port : port,
+        close: () => new Promise((r) => server.close(() => r())),
+      });
+    });
+  });
+}
