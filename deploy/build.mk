@@ -6,8 +6,8 @@ NODE_BIN := $(shell $(NODE) -p process.execPath)
 NODEDIR := $(abspath $(dir $(NODE_BIN))/..)
 BUILD := $(ROOT)/build
 
-.PHONY: all native probes testprogs
-all: native probes $(if $(SKIP_TESTS),,testprogs)
+.PHONY: all native probes testprogs demo-programs collector
+all: native probes demo-programs $(if $(SKIP_TESTS),,testprogs)
 
 # --- native addon (node-addon-api over the system libbpf) --------------------
 NATIVE_SRC := $(wildcard $(ROOT)/daemon/native/src/*.cc $(ROOT)/daemon/native/src/*.h) $(ROOT)/daemon/native/binding.gyp

@@ -1,0 +1,93 @@
+/**
+ * `gotrail inspect <binary|pid>`: everything gotrail knows about one binary
+ * and, for every probe, whether it would attach and exactly why not.
+ */
+import { existsSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { planBinaryAt, type BinaryPlan } from '../agent/binary-plan.ts';
+import { probes } from '../probes/registry.ts';
+import { CliError, EXIT } from './exit-codes.ts';
+
+export const inspectHelp = `Usage: gotrail inspect <binary|pid> [--json]
+
+Analyses a Go executable (or the executable of a running process) and shows
+its Go version, modules, whether it is stripped or has DWARF, and for every
+probe whether it would attach: the functions and sites it would probe, the
+offsets it would use and where they come from, or exactly why it would not.
+
+Options:
+  --json       machine-readable output
+  -h, --help   this help
+
+Exit codes: 0 at least one probe would attach; 1 not a readable Go binary;
+2 usage; 4 a Go binary on which no probe would attach.
+`;
+
+export function planToJson(plan: BinaryPlan): unknown {
+  return {
+    path: plan.path,
+    goVersion: plan.goVersion,
+    stripped: plan.stripped,
+    dwarf: plan.hasDwarf,
+    pie: plan.pie,
+    functionSource: plan.functionSource,
+    goidOffset: plan.goidOffset ?? null,
+    reason: plan.reason ?? null,
+    modules: plan.modules,
+    probes: plan.probes.map((p) => ({
+      id: p.probe.id,
+      description: p.probe.description,
+      attachable: p.attachable,
+      reason: p.reason ?? null,
+      degraded: p.degraded,
+      unverified: p.unverified,
+      sites: p.sites.map((s) => ({ symbol: s.symbol, role: s.role, program: s.program, fileOffsets: s.offsets.map((o) => '0x' + o.toString(16)) })),
+      offsets: Object.fromEntries(Object.entries(p.offsets).map(([k, v]) => [k, { offset: v, source: p.offsetSources[k] ?? 'unknown' }])),
+    })),
+  };
+}
+
+export function renderPlan(plan: BinaryPlan): string {
+  const lines: string[] = [];
+  lines.push(`binary:     ${plan.path}`);
+  lines.push(`go:         ${plan.goVersion}`);
+  lines.push(`stripped:   ${plan.stripped ? 'yes (functions from pclntab)' : 'no'}`);
+  lines.push(`dwarf:      ${plan.hasDwarf ? 'yes (offsets read from it)' : 'no (offsets from the database)'}`);
+  lines.push(`pie:        ${plan.pie ? 'yes' : 'no'}`);
+  lines.push(`goid:       ${plan.goidOffset !== undefined ? `runtime.g.goid at +${plan.goidOffset}` : 'unknown'}`);
+  if (plan.modules.length) {
+    lines.push('modules:');
+    for (const m of plan.modules) lines.push(`  ${m.path} ${m.version}`);
+  }
+  lines.push('probes:');
+  for (const p of plan.probes) {
+    lines.push(`  ${p.attachable ? '✔' : '✘'} ${p.probe.id} — ${p.probe.description}`);
+    if (!p.attachable) {
+      lines.push(`      not attachable: ${p.reason}`);
+      continue;
+    }
+    for (const s of p.sites) {
+      lines.push(`      ${s.role.padEnd(6)} ${s.symbol} → ${s.program} at ${s.offsets.map((o) => '0x' + o.toString(16)).join(', ')}`);
+    }
+    for (const [f, o] of Object.entries(p.offsets)) lines.push(`      offset ${f} = ${o} (${p.offsetSources[f] ?? '?'})`);
+    for (const d of p.degraded) lines.push(`      degraded: ${d}`);
+    for (const u of p.unverified) lines.push(`      unverified: ${u}`);
+  }
+  return lines.join('\n') + '\n';
+}
+
+export function runInspect(argv: string[], out: (s: string) => void): number {
+  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } });
+  if (values.help) {
+    out(inspectHelp);
+    return EXIT.OK;
+  }
+  if (positionals.length !== 1) throw new CliError(`inspect takes one binary path or pid\n\n${inspectHelp}`, EXIT.USAGE);
+  const target = positionals[0]!;
+  const path = /^\d+$/.test(target) ? `/proc/${target}/exe` : target;
+  if (!existsSync(path)) throw new CliError(/^\d+$/.test(target) ? `no process ${target} (or its executable is not readable)` : `${target}: no such file`, EXIT.FAILED);
+  const { plan, error } = planBinaryAt(path, probes);
+  if (!plan) throw new CliError(`${target}: ${error?.message ?? 'analysis failed'}`, EXIT.FAILED);
+  out(values.json ? JSON.stringify(planToJson(plan), null, 2) + '\n' : renderPlan(plan));
+  return plan.probes.some((p) => p.attachable) ? EXIT.OK : EXIT.NOTHING_ATTACHES;
+}

@@ -1,0 +1,124 @@
+/**
+ * `gotrail run`: the agent.
+ */
+import { existsSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { Agent } from '../agent/agent.ts';
+import { DEFAULT_BPF_OBJECT } from '../agent/bpf-runtime.ts';
+import { createMetrics, serveMetrics, type MetricsServer } from '../agent/metrics.ts';
+import { createExporter, type ExporterKind } from '../export/exporters.ts';
+import { createLogger, isLogLevel } from '../util/log.ts';
+import { CliError, EXIT } from './exit-codes.ts';
+
+export const runHelp = `Usage: gotrail run [options]
+
+Traces every Go process on this host (or those the rules select) and exports
+one span per operation. Needs root (or CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE,
+CAP_DAC_READ_SEARCH and CAP_SYS_RESOURCE) and a kernel with BTF.
+
+Selection (repeatable; excludes win; without includes every Go process is traced):
+  --include-exe GLOB     trace executables whose path matches GLOB
+  --exclude-exe GLOB     never trace executables whose path matches GLOB
+  --include-name GLOB    trace processes whose name (comm) matches GLOB
+  --exclude-name GLOB    never trace processes whose name matches GLOB
+
+Export:
+  --exporter KIND        otlp (default), console (trace trees on stdout) or none
+  --otlp-endpoint URL    OTLP/HTTP traces URL; default from OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
+                         or OTEL_EXPORTER_OTLP_ENDPOINT, else http://localhost:4318/v1/traces
+
+Agent:
+  --metrics-address A    serve /metrics and /healthz on host:port (default 127.0.0.1:9464;
+                         "off" disables; metrics name the programs on this node, so
+                         bind wider only on purpose)
+  --scan-interval MS     /proc reconciliation interval (default 1000)
+  --log-level LEVEL      debug, info (default), warn, error
+  --duration S           stop after S seconds (default: run until SIGINT/SIGTERM)
+  -h, --help             this help
+
+Exit codes: 0 stopped cleanly; 1 failed; 2 usage; 3 environment (privileges,
+BTF, probes not built).
+`;
+
+export function parseHostPort(s: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(s) ?? /^()()(\d+)$/.exec(s);
+  if (!m) throw new CliError(`--metrics-address: expected host:port, got "${s}"`, EXIT.USAGE);
+  const port = Number(m[3]);
+  if (port > 65535) throw new CliError(`--metrics-address: port ${port} out of range`, EXIT.USAGE);
+  return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
+}
+
+export function checkEnvironment(): void {
+  if (!existsSync('/sys/kernel/btf/vmlinux')) throw new CliError('this kernel has no BTF (/sys/kernel/btf/vmlinux): gotrail needs CONFIG_DEBUG_INFO_BTF', EXIT.ENVIRONMENT);
+  if (!existsSync(DEFAULT_BPF_OBJECT)) throw new CliError(`probes not built (${DEFAULT_BPF_OBJECT}): run bash deploy/setup.sh`, EXIT.ENVIRONMENT);
+}
+
+export async function runAgent(argv: string[], out: (s: string) => void): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      'include-exe': { type: 'string', multiple: true },
+      'exclude-exe': { type: 'string', multiple: true },
+      'include-name': { type: 'string', multiple: true },
+      'exclude-name': { type: 'string', multiple: true },
+      exporter: { type: 'string', default: 'otlp' },
+      'otlp-endpoint': { type: 'string' },
+      'metrics-address': { type: 'string', default: '127.0.0.1:9464' },
+      'scan-interval': { type: 'string', default: '1000' },
+      'log-level': { type: 'string', default: 'info' },
+      duration: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    out(runHelp);
+    return EXIT.OK;
+  }
+  const exporterKind = values.exporter as ExporterKind;
+  if (!['otlp', 'console', 'none'].includes(exporterKind)) throw new CliError(`--exporter: expected otlp, console or none, got "${values.exporter}"`, EXIT.USAGE);
+  if (!isLogLevel(values['log-level'])) throw new CliError(`--log-level: expected debug, info, warn or error, got "${values['log-level']}"`, EXIT.USAGE);
+  const scanInterval = Number(values['scan-interval']);
+  if (!Number.isFinite(scanInterval) || scanInterval < 50) throw new CliError('--scan-interval: expected milliseconds >= 50', EXIT.USAGE);
+  const duration = values.duration !== undefined ? Number(values.duration) : undefined;
+  if (duration !== undefined && !(duration > 0)) throw new CliError('--duration: expected seconds > 0', EXIT.USAGE);
+  const metricsAddr = values['metrics-address'] === 'off' ? undefined : parseHostPort(values['metrics-address']);
+  checkEnvironment();
+
+  const log = createLogger(values['log-level']);
+  const agent = new Agent(log, {
+    exporter: createExporter({ kind: exporterKind, endpoint: values['otlp-endpoint'] }),
+    selection: {
+      includeExe: values['include-exe'], excludeExe: values['exclude-exe'],
+      includeName: values['include-name'], excludeName: values['exclude-name'],
+    },
+    scanIntervalMs: scanInterval,
+  });
+  try {
+    await agent.start();
+  } catch (e) {
+    const err = e as Error & { code?: string };
+    if (err.code === 'EPERM' || err.code === 'EACCES') throw new CliError(`${err.message}\ngotrail needs root or CAP_BPF + CAP_PERFMON + CAP_SYS_PTRACE`, EXIT.ENVIRONMENT);
+    throw new CliError(`starting the agent failed: ${err.message}`, EXIT.FAILED);
+  }
+  let metrics: MetricsServer | undefined;
+  if (metricsAddr) {
+    try {
+      metrics = await serveMetrics(createMetrics(agent), metricsAddr.host, metricsAddr.port, () => agent.healthy());
+      log.info('metrics served', { url: `http://${metricsAddr.host}:${metrics.port}/metrics` });
+    } catch (e) {
+      await agent.stop();
+      throw new CliError(`cannot serve metrics on ${values['metrics-address']}: ${(e as Error).message}`, EXIT.FAILED);
+    }
+  }
+  log.info('gotrail running', { exporter: exporterKind, pid: process.pid });
+  await new Promise<void>((resolve) => {
+    const stop = (): void => resolve();
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+    if (duration) setTimeout(stop, duration * 1000).unref();
+  });
+  log.info('stopping');
+  await metrics?.close();
+  await agent.stop();
+  return EXIT.OK;
+}

@@ -1,0 +1,3 @@
+module gotrail.demo/service
+
+go 1.19

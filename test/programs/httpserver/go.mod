@@ -1,0 +1,3 @@
+module gotrail.test/httpserver
+
+go 1.19
