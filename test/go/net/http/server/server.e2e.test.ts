@@ -1,0 +1,164 @@
+/**
+ * End to end: real Go HTTP servers (each Go toolchain here × plain, stripped,
+ * PIE), the real agent (`gotrail run`), real eBPF, and a real OpenTelemetry
+ * Collector receiving the spans over OTLP.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { startCollector, type Collector, type ReceivedSpan } from '../../../../support/collector.ts';
+import { startAgent, repoRoot, type AgentProcess } from '../../../../support/agent-process.ts';
+import { startGoServer, httpRequest, type GoServer } from '../../../../support/go-server.ts';
+import { skipUnlessBpf } from '../../../../support/privileges.ts';
+
+const skip = skipUnlessBpf();
+const toolchains = ['go1.19', 'go1.26', 'go1.27'];
+const variants = ['plain', 'stripped', 'pie'];
+const binPath = (tc: string, v: string): string => join(repoRoot, 'build', 'go', tc, v, 'httpserver');
+const excludedDir = join(repoRoot, 'build', 'e2e-excluded');
+
+function spansOf(spans: ReceivedSpan[], pid: number): ReceivedSpan[] {
+  return spans.filter((s) => s.resource['process.pid'] === pid);
+}
+
+describe('net/http server probe, end to end', { skip }, () => {
+  let collector: Collector;
+  let agent: AgentProcess;
+
+  before(async () => {
+    for (const tc of toolchains) for (const v of variants) assert.ok(existsSync(binPath(tc, v)), `${binPath(tc, v)} missing: run bash deploy/setup.sh`);
+    collector = await startCollector();
+    agent = await startAgent([
+      '--exporter', 'otlp',
+      '--otlp-endpoint', `${collector.otlpHttpEndpoint}/v1/traces`,
+      '--include-exe', join(repoRoot, 'build', 'go', '**'),
+      '--include-exe', join(excludedDir, '*'),
+      '--exclude-exe', join(excludedDir, 'excluded-*'),
+    ]);
+  });
+
+  after(async () => {
+    const code = await agent?.stop();
+    await collector?.stop();
+    assert.equal(code, 0, 'gotrail run exits 0 on SIGTERM');
+  });
+
+  for (const tc of toolchains) {
+    for (const v of variants) {
+      test(`${tc} ${v}: one SERVER span per request, with the request's attributes`, async () => {
+        const server = await startGoServer(binPath(tc, v), [], { OTEL_SERVICE_NAME: `e2e-${tc}-${v}`, OTEL_RESOURCE_ATTRIBUTES: 'team=platform,tier=test%20tier' });
+        try {
+          await agent.waitTraced(server.pid);
+          const traceId = '4bf92f3577b34da6a3ce929d0e0e' + tc.replace(/\D/g, '').padStart(4, '0');
+          const parentSpanId = '00f067aa0ba902b7';
+          const plan: Array<{ path: string; method?: string; status: number; headers?: Record<string, string>; body?: Buffer }> = [];
+          for (let i = 0; i < 20; i++) plan.push({ path: `/hello?i=${i}`, status: 200 });
+          for (let i = 0; i < 5; i++) plan.push({ path: '/status/503', status: 503 });
+          plan.push({ path: '/status/404', status: 404 });
+          plan.push({ path: '/sleep?ms=50', status: 200 });
+          plan.push({ path: '/hello', status: 200, headers: { traceparent: `00-${traceId}-${parentSpanId}-01` } });
+          // a body larger than the connection's read buffer, then a traced request on a fresh connection
+          plan.push({ path: '/echo', method: 'POST', status: 200, body: Buffer.alloc(64 * 1024, 120) });
+          plan.push({ path: '/hello', status: 200, headers: { traceparent: `00-${traceId}-${'1'.repeat(16)}-01`, 'x-padding': 'p'.repeat(900), connection: 'close' } });
+          for (const r of plan) {
+            const res = await httpRequest(server.url + r.path, { method: r.method, headers: r.headers, body: r.body });
+            assert.equal(res.status, r.status, `${r.path} answered ${res.status}`);
+          }
+          const spans = spansOf(await collector.waitForSpans((all) => spansOf(all, server.pid).length >= plan.length, 20_000), server.pid);
+          // let stragglers arrive: the count must be exact, not at least
+          await new Promise((r) => setTimeout(r, 1500));
+          const final = spansOf(await collector.spans(), server.pid);
+          assert.equal(final.length, plan.length, `exactly one span per request (got ${final.length}, sent ${plan.length})`);
+          assert.equal(spans.length >= plan.length, true);
+
+          for (const s of final) {
+            assert.equal(s.kind, 'SERVER');
+            assert.equal(s.resource['service.name'], `e2e-${tc}-${v}`);
+            assert.equal(s.resource['team'], 'platform');
+            assert.equal(s.resource['tier'], 'test tier');
+            assert.equal(s.resource['process.runtime.name'], 'go');
+            assert.match(String(s.resource['process.runtime.version']), new RegExp(`^${tc.replace('.', '\\.')}`));
+            assert.equal(s.resource['process.executable.path'], binPath(tc, v));
+            assert.ok(s.resource['host.name']);
+            assert.equal(s.attributes['server.address'], '127.0.0.1');
+            assert.equal(s.attributes['server.port'], Number(new URL(server.url).port));
+            assert.equal(s.attributes['client.address'], '127.0.0.1');
+            assert.ok(Number(s.attributes['client.port']) > 0);
+            const dur = Number(s.endTimeUnixNano - s.startTimeUnixNano) / 1e6;
+            assert.ok(dur >= 0 && dur < 5000, `plausible duration ${dur} ms`);
+            const now = Date.now() * 1e6;
+            assert.ok(Math.abs(Number(s.startTimeUnixNano) - now) < 120e9, 'start time is wall-clock time, within two minutes of now');
+          }
+          const byPath = (p: string): ReceivedSpan[] => final.filter((s) => s.attributes['url.path'] === p);
+          assert.equal(byPath('/hello').length, 22);
+          const hello = byPath('/hello')[0]!;
+          assert.equal(hello.name, 'GET');
+          assert.equal(hello.attributes['http.request.method'], 'GET');
+          assert.equal(hello.attributes['http.response.status_code'], 200);
+          assert.notEqual(hello.status.code, 'ERROR');
+          const errs = byPath('/status/503');
+          assert.equal(errs.length, 5);
+          for (const s of errs) {
+            assert.equal(s.attributes['http.response.status_code'], 503);
+            assert.equal(s.status.code, 'ERROR', '5xx is an error');
+          }
+          const nf = byPath('/status/404')[0]!;
+          assert.equal(nf.attributes['http.response.status_code'], 404);
+          assert.notEqual(nf.status.code, 'ERROR', '4xx on a server span is not an error');
+          const slow = byPath('/sleep')[0]!;
+          const slowMs = Number(slow.endTimeUnixNano - slow.startTimeUnixNano) / 1e6;
+          assert.ok(slowMs >= 50 && slowMs < 2000, `/sleep?ms=50 lasted ${slowMs} ms`);
+          const echo = byPath('/echo')[0]!;
+          assert.equal(echo.attributes['http.request.method'], 'POST');
+
+          const withParent = final.filter((s) => s.traceId === traceId);
+          assert.equal(withParent.length, 2, 'both requests sent with a traceparent joined its trace');
+          assert.deepEqual(withParent.map((s) => s.parentSpanId).sort(), ['1'.repeat(16), parentSpanId].sort());
+          const withoutParent = final.filter((s) => s.traceId !== traceId);
+          for (const s of withoutParent) assert.equal(s.parentSpanId, '', 'requests without traceparent start a new trace');
+          assert.equal(new Set(final.map((s) => s.spanId)).size, final.length, 'span ids are unique');
+        } finally {
+          await server.stop();
+        }
+      });
+    }
+  }
+
+  test('processes the selection excludes produce no spans, even running a traced binary', async () => {
+    mkdirSync(excludedDir, { recursive: true });
+    const included = join(excludedDir, 'included-httpserver');
+    const excluded = join(excludedDir, 'excluded-httpserver');
+    copyFileSync(binPath('go1.26', 'plain'), included);
+    copyFileSync(binPath('go1.26', 'plain'), excluded);
+    const a = await startGoServer(included);
+    const b = await startGoServer(excluded);
+    try {
+      await agent.waitTraced(a.pid);
+      for (let i = 0; i < 10; i++) {
+        await httpRequest(`${a.url}/hello`);
+        await httpRequest(`${b.url}/hello`);
+      }
+      await collector.waitForSpans((all) => spansOf(all, a.pid).length >= 10, 20_000);
+      await new Promise((r) => setTimeout(r, 1500));
+      const all = await collector.spans();
+      assert.equal(spansOf(all, a.pid).length, 10);
+      assert.equal(spansOf(all, b.pid).length, 0, 'no span from the excluded process');
+      assert.doesNotMatch(agent.log(), new RegExp(`tracing process pid=${b.pid}\\b`));
+    } finally {
+      await a.stop();
+      await b.stop();
+    }
+  });
+
+  test('the agent reports itself in Prometheus metrics', async () => {
+    const url = await agent.metricsUrl();
+    const text = (await httpRequest(url)).body;
+    assert.match(text, /^gotrail_processes_traced \d+/m);
+    assert.match(text, /^gotrail_events_total\{type="net\/http\/server"\} [1-9]\d*/m);
+    assert.match(text, /^gotrail_probe_runs_total\{program="gt_http_server_entry"\} [1-9]\d*/m);
+    assert.match(text, /^gotrail_events_lost_total\{reason="ringbuf_full"\} 0$/m);
+    const health = await httpRequest(url.replace('/metrics', '/healthz'));
+    assert.equal(health.status, 200);
+  });
+});

@@ -1,0 +1,73 @@
+/**
+ * Runs `gotrail run` as a child process, the way a user runs it, and follows
+ * its log to know when a process is traced.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const gotrailBin = join(repoRoot, 'daemon', 'bin', 'gotrail');
+
+export interface AgentProcess {
+  child: ChildProcess;
+  log(): string;
+  metricsUrl(): Promise<string>;
+  waitTraced(pid: number, timeoutMs?: number): Promise<void>;
+  waitFor(re: RegExp, timeoutMs?: number): Promise<RegExpExecArray>;
+  stop(): Promise<number | null>;
+}
+
+export async function startAgent(args: string[], env: Record<string, string> = {}): Promise<AgentProcess> {
+  const child = spawn(gotrailBin, ['run', '--metrics-address', '127.0.0.1:0', '--scan-interval', '200', ...args], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let text = '';
+  const waiters: Array<() => void> = [];
+  const onData = (d: Buffer): void => {
+    text += d.toString();
+    for (const w of waiters.splice(0)) w();
+  };
+  child.stdout!.on('data', onData);
+  child.stderr!.on('data', onData);
+  let exited: number | null | undefined;
+  const exitP = new Promise<number | null>((r) => child.once('exit', (code) => {
+    exited = code;
+    for (const w of waiters.splice(0)) w();
+    r(code);
+  }));
+  process.once('exit', () => child.kill('SIGKILL'));
+  const waitFor = async (re: RegExp, timeoutMs = 15_000): Promise<RegExpExecArray> => {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const m = re.exec(text);
+      if (m) return m;
+      if (exited !== undefined) throw new Error(`gotrail exited (code ${exited}) before ${re}:\n${text}`);
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`timed out waiting for ${re} in gotrail's log:\n${text.slice(-4000)}`);
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, Math.min(left, 200));
+        waiters.push(() => {
+          clearTimeout(t);
+          r();
+        });
+      });
+    }
+  };
+  await waitFor(/gotrail running/, 30_000);
+  return {
+    child,
+    log: () => text,
+    metricsUrl: async () => (await waitFor(/metrics served url=(\S+)/))[1]!,
+    waitTraced: async (pid, timeoutMs) => void (await waitFor(new RegExp(`tracing process pid=${pid}\\b`), timeoutMs)),
+    waitFor,
+    stop: async () => {
+      if (exited === undefined) child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), 15_000);
+      const code = await exitP;
+      clearTimeout(t);
+      return code;
+    },
+  };
+}
