@@ -37,6 +37,7 @@ class BpfObject : public Napi::ObjectWrap<BpfObject>, public RingBufferOwner {
     std::vector<bpf_link*> links;    // kUprobe, kTracepoint
   };
 
+  void Open(const Napi::CallbackInfo& info);
   Napi::Value Load(const Napi::CallbackInfo& info);
   Napi::Value ProgramNames(const Napi::CallbackInfo& info);
   Napi::Value MapNames(const Napi::CallbackInfo& info);

@@ -72,6 +72,16 @@ void Throw(Napi::Env env, const std::string& operation, int err, const std::stri
   throw MakeError(env, operation, err, detail);
 }
 
+void ThrowWithLog(Napi::Env env, const std::string& operation, int err, const std::string& log,
+                  const std::string& detail) {
+  Napi::Error e = MakeError(env, operation, err, detail);
+  if (!log.empty()) {
+    e.Set("message", Napi::String::New(env, e.Message() + "\n" + log));
+    e.Set("log", Napi::String::New(env, log));
+  }
+  throw e;
+}
+
 void InstallLibbpfPrint() { libbpf_set_print(LibbpfPrint); }
 
 LibbpfLogCapture::LibbpfLogCapture() : previous_(t_capture) { t_capture = this; }

@@ -20,6 +20,11 @@ Napi::Error MakeError(Napi::Env env, const std::string& operation, int err,
 [[noreturn]] void Throw(Napi::Env env, const std::string& operation, int err,
                         const std::string& detail = "");
 
+// As Throw, with libbpf's own words (the verifier log on load errors) on
+// the lines after the message and in a `log` property.
+[[noreturn]] void ThrowWithLog(Napi::Env env, const std::string& operation, int err,
+                               const std::string& log, const std::string& detail = "");
+
 // 'ENOENT' for 2; "E<n>" when the C library has no name for it.
 std::string ErrnoName(int err);
 

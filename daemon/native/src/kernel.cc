@@ -76,6 +76,8 @@ bool ProbeUprobeMulti() {
 bool ProbeWriteUser() {
   // bpf_probe_write_user(NULL, &zero_on_stack, 8): the verifier only checks
   // types, and lockdown removes the helper from the program's helper set.
+  // Where it is allowed the kernel logs a one-line warning when this loads;
+  // the program is never attached.
   const bpf_insn insns[] = {
       Insn(kMov64Imm, 1, 0, 0, 0),       Insn(kStoreDwImm, 10, 0, -8, 0),
       Insn(kMov64Reg, 2, 10, 0, 0),      Insn(kAdd64Imm, 2, 0, 0, -8),

@@ -21,6 +21,7 @@ inline size_t Align8(size_t n) { return (n + 7) & ~static_cast<size_t>(7); }
 
 }  // namespace
 
+// JS thread.
 Napi::Object CountersToJs(Napi::Env env, const RingBufferCounters& c) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("batches", Napi::BigInt::New(env, c.batches));
@@ -43,7 +44,10 @@ std::shared_ptr<RingBufferState> RingBufferState::Start(Napi::Env env, int map_f
   {
     LibbpfLogCapture log;
     state->rb_ = ring_buffer__new(map_fd, &RingBufferState::OnSample, state.get(), nullptr);
-    if (state->rb_ == nullptr) Throw(env, op, errno, log.Tail(40));
+    if (state->rb_ == nullptr) {
+      const int err = errno;
+      ThrowWithLog(env, op, err, log.Tail(40));
+    }
   }
   state->batch_.reserve(kInitialBatchReserve);
 
@@ -167,9 +171,7 @@ void RingBufferState::Flush() {
 }
 
 // JS thread. env is null when Node drains the queue of a TSFN that is being
-// destroyed; the batch must still be freed. A throwing callback is not
-// caught here: node-addon-api rethrows it into JS and Node reports it as an
-// uncaught exception, as for any other callback.
+// destroyed; the batch must still be freed.
 void RingBufferState::CallJs(Napi::Env env, Napi::Function callback, RingBufferState* state,
                              Batch* batch) {
   std::unique_ptr<Batch> owned(batch);
@@ -178,7 +180,14 @@ void RingBufferState::CallJs(Napi::Env env, Napi::Function callback, RingBufferS
   Napi::Buffer<uint8_t> buf = Napi::Buffer<uint8_t>::NewOrCopy(
       env, raw->data.data(), raw->data.size(),
       [](Napi::Env, uint8_t*, Batch* b) { delete b; }, raw);
-  callback.Call({buf, CountersToJs(env, state->Counters())});
+  try {
+    callback.Call({buf, CountersToJs(env, state->Counters())});
+  } catch (const Napi::Error& e) {
+    // Left pending, Node would only print a DEP0168 warning for a module of
+    // a stable Node-API version and carry on: a failing decoder would go
+    // unnoticed. Report it like any other uncaught exception instead.
+    napi_fatal_exception(env, e.Value());
+  }
 }
 
 // JS thread, once the poll thread released the TSFN and the queue is empty,
