@@ -1,0 +1,245 @@
+// Typed entry point of the native addon (daemon/native/src), a thin layer
+// over libbpf: open/load objects, maps, uprobe and tracepoint links, program
+// statistics and ring-buffer batches. Policy (what to attach where, retries,
+// metrics) lives in TypeScript; everything here is mechanism.
+//
+// Every method runs synchronously on the calling JS thread unless noted.
+// Every error the addon throws is a NativeError: its message reads
+// "<operation>: <strerror> (errno N)", optionally followed by ": <detail>"
+// and, for libbpf failures, by libbpf's log on the following lines.
+//
+// For probe authors:
+// - SEC("uprobe.multi") int prog(struct pt_regs *ctx): attached with one
+//   uprobe_multi link per attachUprobes() call where the kernel has them
+//   (Linux >= 6.6), else with one perf-event uprobe per site. Either way
+//   bpf_get_attach_cookie(ctx) returns that site's cookie. The choice is made
+//   per object at open time (OpenOptions.uprobeMulti, default: detected).
+// - SEC("uprobe") programs always attach as single perf-event uprobes
+//   (slow to detach: ~110 ms each); prefer uprobe.multi.
+// - Tracepoints: SEC("raw_tp/<name>") and SEC("tp_btf/<name>") need no
+//   tracefs; SEC("tracepoint/<cat>/<name>") needs tracefs mounted.
+// - Ring buffer records: submit with BPF_RB_NO_WAKEUP; the poll thread
+//   drains on a timer. A batch holds frames [u32 LE length][payload][zero
+//   padding to the next multiple of 8]; frames start at 8-byte-aligned
+//   offsets of the batch, so a payload starts at offset % 8 == 4. The next
+//   frame is at align8(frameStart + 4 + length).
+
+import { createRequire } from 'node:module';
+
+/** Options of {@link BpfObject}'s constructor; all are applied before load(). */
+export interface OpenOptions {
+  /** Load only these programs (by function name); the others keep their
+   * section but are not loaded. Default: every program. Unknown names throw
+   * ENOENT. */
+  autoload?: string[];
+  /** New max_entries per map name, applied before load. Default: as compiled. */
+  mapMaxEntries?: Record<string, number>;
+  /** How programs in SEC("uprobe.multi") sections are loaded and attached,
+   * for the whole object: true loads them for uprobe_multi links (one link
+   * per attachUprobes call; needs Linux >= 6.6 and throws EOPNOTSUPP at open
+   * otherwise), false loads them as plain uprobe programs attached with one
+   * perf-event link per site. Default: kernelFeatures().uprobeMulti. */
+  uprobeMulti?: boolean;
+}
+
+export interface MapInfo {
+  /** enum bpf_map_type (e.g. 1 hash, 2 array, 27 ringbuf). */
+  type: number;
+  keySize: number;
+  /** Per element, as declared; per-CPU maps exchange one 8-byte-aligned
+   * slot per possible CPU in mapUpdate/mapLookup. */
+  valueSize: number;
+  maxEntries: number;
+}
+
+export interface ProgramStats {
+  name: string;
+  /** Both counters only advance while run-time stats are enabled
+   * ({@link enableStats} or the kernel.bpf_stats_enabled sysctl). */
+  runCount: bigint;
+  runTimeNs: bigint;
+}
+
+export interface UprobeAttachOptions {
+  /** Only fire in this process. Default -1: every process running the binary. */
+  pid?: number;
+  /** Attach one perf-event uprobe per site even for SEC("uprobe.multi")
+   * programs. Only valid on objects opened with `uprobeMulti: false`
+   * (throws EINVAL otherwise, since the program was loaded for multi links).
+   * Default false. */
+  forceSingle?: boolean;
+}
+
+export interface RingBufferOptions {
+  /** How often the poll thread drains the ring buffer, in ms. Probes submit
+   * with BPF_RB_NO_WAKEUP, so this is the delivery latency. Default 5. */
+  intervalMs: number;
+  /** Batches waiting for the JS thread before new ones are dropped (and
+   * counted). Default 64. */
+  maxQueuedBatches: number;
+  /** A batch is handed over once it would grow past this many bytes (a
+   * single larger record travels alone). Default 1 MiB. */
+  maxBatchBytes: number;
+}
+
+/** Cumulative since startRingBuffer(). batches/records/bytes count what was
+ * handed to JS (bytes: record payloads, without framing); the dropped
+ * counters what the JS thread was too far behind to receive. */
+export interface RingBufferStats {
+  batches: bigint;
+  records: bigint;
+  bytes: bigint;
+  droppedBatches: bigint;
+  droppedRecords: bigint;
+}
+
+export type LinkKind = 'uprobe_multi' | 'uprobe' | 'tracepoint';
+
+export interface LinkSetInfo {
+  handle: number;
+  program: string;
+  /** Binary path for uprobes, "category:name" for tracepoints. */
+  target: string;
+  kind: LinkKind;
+  sites: number;
+}
+
+/**
+ * Receives one batch: records concatenated, each framed as a little-endian
+ * u32 payload length followed by the payload, then zero padding so that the
+ * next frame starts at an 8-byte-aligned offset within the batch. Runs on
+ * the JS thread; an exception thrown here surfaces as an uncaught exception.
+ */
+export type BatchCallback = (batch: Buffer, stats: RingBufferStats) => void;
+
+export interface BpfObject {
+  /** Whether SEC("uprobe.multi") programs were set up for uprobe_multi links. */
+  readonly uprobeMulti: boolean;
+  readonly loaded: boolean;
+  readonly closed: boolean;
+  /** bpf_object__load. Errors carry the tail of the verifier log in `log`. */
+  load(): void;
+  programNames(): string[];
+  mapNames(): string[];
+  /** Works before load (shows resized max_entries). */
+  mapInfo(name: string): MapInfo;
+  /** flags: BPF_ANY (0, default), BPF_NOEXIST (1), BPF_EXIST (2). */
+  mapUpdate(name: string, key: Uint8Array, value: Uint8Array, flags?: number): void;
+  /** null when the key is absent. */
+  mapLookup(name: string, key: Uint8Array): Buffer | null;
+  /** false when the key was absent. */
+  mapDelete(name: string, key: Uint8Array): boolean;
+  /** Keys in iteration order, at most `limit` (default: max_entries). */
+  mapKeys(name: string, limit?: number): Buffer[];
+  /** Number of keys (for array maps: max_entries). */
+  mapCount(name: string): number;
+  /**
+   * Attaches `program` at each file offset of `binaryPath`, site i with
+   * cookies[i] (bpf_get_attach_cookie; empty array: all 0). All-or-nothing.
+   * One uprobe_multi link when the program is in a SEC("uprobe.multi")
+   * section and the object is in uprobe_multi mode; otherwise one perf-event
+   * uprobe per site. Returns a link-set handle for detach().
+   */
+  attachUprobes(program: string, binaryPath: string, fileOffsets: number[], cookies: bigint[], opts?: UprobeAttachOptions): number;
+  attachTracepoint(program: string, category: string, name: string): number;
+  /** Destroys a link set. Perf-event uprobes take ~110 ms each to detach;
+   * a uprobe_multi link is quick. Unknown handles throw ENOENT. */
+  detach(handle: number): void;
+  linkSets(): LinkSetInfo[];
+  /** Loaded programs only. */
+  programStats(): ProgramStats[];
+  /** Starts the named poll thread ("gotrail-rb") for a BPF_MAP_TYPE_RINGBUF
+   * map; one ring buffer per object (EBUSY otherwise). While it runs it keeps
+   * the event loop alive. */
+  startRingBuffer(mapName: string, onBatch: BatchCallback, opts?: Partial<RingBufferOptions>): void;
+  /** Live counters, or the final ones after the ring buffer stopped. */
+  ringBufferStats(): RingBufferStats;
+  /** Drains once more, stops the poll thread and resolves once it has
+   * exited and every queued batch was delivered. Resolves at once when no
+   * ring buffer runs. */
+  stopRingBuffer(): Promise<void>;
+  /** Destroys every link, asks the ring buffer to stop and frees the object.
+   * Idempotent; other methods throw EBADF afterwards. Garbage collection
+   * does the same. */
+  close(): void;
+}
+
+export interface BpfObjectConstructor {
+  /** bpf_object__open_file, then the {@link OpenOptions}. */
+  new (path: string, opts?: OpenOptions): BpfObject;
+}
+
+export interface KernelFeatures {
+  /** BPF_TRACE_UPROBE_MULTI links work (probed, not inferred from the version). */
+  uprobeMulti: boolean;
+  /** Program run counters are being accumulated. */
+  bpfStatsEnabled: boolean;
+  /** From /sys/kernel/security/lockdown; 'unknown' when securityfs is not mounted. */
+  lockdown: 'none' | 'integrity' | 'confidentiality' | 'unknown';
+  /** The verifier accepts bpf_probe_write_user (refused under lockdown). */
+  probeWriteUser: boolean;
+}
+
+/** Shape of every error the addon throws. */
+export interface NativeError extends Error {
+  errno: number;
+  /** errno name, e.g. 'ENOENT'. */
+  code: string;
+  /** What was attempted, e.g. "attach uprobe_multi prog p to /usr/bin/x (3 sites)". */
+  operation: string;
+  /** libbpf's output for the failed call (verifier log tail on load). */
+  log?: string;
+}
+
+export function isNativeError(e: unknown): e is NativeError {
+  return e instanceof Error && typeof (e as Partial<NativeError>).errno === 'number' &&
+    typeof (e as Partial<NativeError>).operation === 'string';
+}
+
+/** BPF map update flags. */
+export const BPF_ANY = 0;
+export const BPF_NOEXIST = 1;
+export const BPF_EXIST = 2;
+
+interface Addon {
+  BpfObject: BpfObjectConstructor;
+  kernelFeatures(): KernelFeatures;
+  enableStats(): boolean;
+}
+
+const addonPath = new URL('./build/Release/gotrail_native.node', import.meta.url);
+
+function loadAddon(): Addon {
+  const require = createRequire(import.meta.url);
+  try {
+    return require(addonPath.pathname) as Addon;
+  } catch (err) {
+    const code = (err as { code?: unknown }).code;
+    if (code === 'MODULE_NOT_FOUND' || code === 'ERR_DLOPEN_FAILED') {
+      throw new Error(
+        `gotrail native addon is not built or cannot be loaded (${addonPath.pathname}): ` +
+          `run bash deploy/setup.sh (${(err as Error).message})`,
+        { cause: err },
+      );
+    }
+    throw err;
+  }
+}
+
+const addon = loadAddon();
+
+/** One libbpf object; see the BpfObject interface for its methods. */
+export const BpfObject: BpfObjectConstructor = addon.BpfObject;
+
+/** Probed once per process and cached (except bpfStatsEnabled). */
+export function kernelFeatures(): KernelFeatures {
+  return addon.kernelFeatures();
+}
+
+/**
+ * Turns on BPF_STATS_RUN_TIME for the rest of this process's life (the fd
+ * that keeps it on is never closed). Returns false when the kernel refuses.
+ */
+export function enableStats(): boolean {
+  return addon.enableStats();
+}
