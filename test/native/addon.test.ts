@@ -1,0 +1,410 @@
+// The native addon against the real kernel: a real BPF object, a real Go
+// binary, uprobe_multi and single-uprobe attachment, the ring buffer path,
+// maps, program statistics and error shapes.
+//
+// Run: deploy/node --test test/native/*.test.ts   (as root)
+
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { describe, it, before } from 'node:test';
+import type * as Native from '../../daemon/native/index.ts';
+import {
+  Collector,
+  GoWorker,
+  buildFixtures,
+  fixturesDir,
+  skipReason,
+  symbolFileOffset,
+  u32,
+  u64,
+  unusedPid,
+  type Fixtures,
+} from './support.ts';
+
+const skip = skipReason();
+const native: typeof Native | undefined = skip ? undefined : await import('../../daemon/native/index.ts');
+
+const COOKIE_WORK = 0x1122334455667788n;
+const COOKIE_OTHER = 0xfedcba9876543210n;
+const BPF_MAP_TYPE_RINGBUF = 27;
+const BPF_NOEXIST = 1;
+
+/** Asserts a thrown NativeError with the given code, returning it. */
+function expectError(fn: () => unknown, code: string, operation: RegExp): Native.NativeError {
+  let caught: unknown;
+  try {
+    fn();
+  } catch (e) {
+    caught = e;
+  }
+  assert.ok(caught instanceof Error, 'expected an Error to be thrown');
+  assert.ok(native!.isNativeError(caught), `not a NativeError: ${String(caught)}`);
+  assert.equal(caught.code, code, caught.message);
+  assert.match(caught.operation, operation);
+  assert.match(caught.message, new RegExp(`^${escape(caught.operation)}: .+ \\(errno ${caught.errno}\\)`));
+  return caught;
+}
+
+function escape(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+function runChild(args: string[], opts: { prefix?: string[]; nodeFlags?: string[] } = {}) {
+  const node = process.execPath;
+  const cmd = [...(opts.prefix ?? []), node, ...(opts.nodeFlags ?? []), join(fixturesDir, 'child.ts'), ...args];
+  return spawnSync(cmd[0]!, cmd.slice(1), { encoding: 'utf8', timeout: 20_000 });
+}
+
+describe('native addon', { skip, timeout: 120_000 }, () => {
+  let fx: Fixtures;
+  let workOffset: number;
+  let otherOffset: number;
+  const { BpfObject, kernelFeatures, enableStats } = native ?? ({} as typeof Native);
+
+  before(() => {
+    fx = buildFixtures();
+    workOffset = symbolFileOffset(fx.worker, 'main.Work');
+    otherOffset = symbolFileOffset(fx.worker, 'main.Other');
+  });
+
+  it('reports kernel features', () => {
+    const f = kernelFeatures();
+    assert.equal(typeof f.uprobeMulti, 'boolean');
+    assert.equal(typeof f.probeWriteUser, 'boolean');
+    assert.ok(['none', 'integrity', 'confidentiality', 'unknown'].includes(f.lockdown));
+    if (f.lockdown === 'integrity' || f.lockdown === 'confidentiality') assert.equal(f.probeWriteUser, false);
+  });
+
+  it('enableStats turns on run-time statistics', () => {
+    assert.equal(enableStats(), true);
+    assert.equal(enableStats(), true);
+    assert.equal(kernelFeatures().bpfStatsEnabled, true);
+  });
+
+  it('open errors name the operation and errno', () => {
+    expectError(() => new BpfObject('/nonexistent/x.bpf.o'), 'ENOENT', /^open BPF object \/nonexistent\/x\.bpf\.o$/);
+    expectError(() => new BpfObject(fx.object, { autoload: ['no_such_prog'] }), 'ENOENT', /^open BPF object /);
+    expectError(() => new BpfObject(fx.object, { mapMaxEntries: { nope: 8 } }), 'ENOENT', /resize map nope$/);
+  });
+
+  it('load errors carry the verifier log', () => {
+    const o = new BpfObject(fx.badObject);
+    try {
+      const err = expectError(() => o.load(), 'EACCES', /^load BPF object .*bad_fixture\.bpf\.o$/);
+      assert.match(err.log ?? '', /invalid mem access|R0 .*null/i, err.message);
+      assert.ok(err.message.includes(err.log ?? '\0'), 'message includes the log');
+    } finally {
+      o.close();
+    }
+  });
+
+  it('autoload loads only the named programs; mapMaxEntries resizes', () => {
+    const o = new BpfObject(fx.badObject, { autoload: ['good'], mapMaxEntries: { slots: 16 } });
+    try {
+      assert.deepEqual(o.programNames().sort(), ['good', 'refused']);
+      assert.equal(o.mapInfo('slots').maxEntries, 16);
+      o.load();
+      assert.equal(o.loaded, true);
+      assert.deepEqual(o.programStats().map((p) => p.name), ['good']);
+      o.mapUpdate('slots', u32(1), u64(2n));
+      assert.equal(o.mapCount('slots'), 1);
+    } finally {
+      o.close();
+    }
+  });
+
+  it('maps: update, lookup, delete, keys, count', () => {
+    const o = new BpfObject(fx.object);
+    try {
+      assert.deepEqual(o.mapInfo('events'), { type: BPF_MAP_TYPE_RINGBUF, keySize: 0, valueSize: 0, maxEntries: 256 * 1024 });
+      expectError(() => o.mapUpdate('kv', u32(1), u64(1n)), 'EBADF', /^update map kv$/);
+      o.load();
+      assert.equal(o.mapCount('kv'), 0);
+      for (let i = 1; i <= 5; i++) o.mapUpdate('kv', u32(i), u64(BigInt(i * 100)));
+      assert.equal(o.mapCount('kv'), 5);
+      assert.equal(o.mapLookup('kv', u32(3))?.readBigUInt64LE(), 300n);
+      assert.equal(o.mapLookup('kv', u32(42)), null);
+      const keys = o.mapKeys('kv').map((k) => k.readUInt32LE()).sort();
+      assert.deepEqual(keys, [1, 2, 3, 4, 5]);
+      assert.equal(o.mapKeys('kv', 2).length, 2);
+      assert.equal(o.mapDelete('kv', u32(3)), true);
+      assert.equal(o.mapDelete('kv', u32(3)), false);
+      assert.equal(o.mapCount('kv'), 4);
+      expectError(() => o.mapUpdate('kv', u32(1), u64(9n), BPF_NOEXIST), 'EEXIST', /^update map kv$/);
+      expectError(() => o.mapUpdate('kv', Buffer.alloc(8), u64(9n)), 'EINVAL', /^update map kv$/);
+      expectError(() => o.mapLookup('nope', u32(1)), 'ENOENT', /^lookup in map nope$/);
+      // Per-CPU maps exchange one 8-byte slot per possible CPU.
+      const perCpu = o.mapLookup('percpu', u32(0));
+      assert.ok(perCpu !== null && perCpu.length % 8 === 0 && perCpu.length >= 8);
+      const values = Buffer.alloc(perCpu.length);
+      for (let i = 0; i < values.length / 8; i++) values.writeUInt32LE(i + 1, i * 8);
+      o.mapUpdate('percpu', u32(1), values);
+      assert.deepEqual(o.mapLookup('percpu', u32(1)), values);
+      assert.equal(o.mapCount('counters'), 4);
+    } finally {
+      o.close();
+    }
+  });
+
+  /**
+   * The whole uprobe path for one attach mode: N hits give exactly N records
+   * with the site's cookie and the worker's tgid; detach stops them; a second
+   * link with two sites reports per-site cookies.
+   */
+  async function exerciseUprobes(openOpts: Native.OpenOptions, attachOpts: Native.UprobeAttachOptions, kind: Native.LinkKind) {
+    const N = 100;
+    enableStats();
+    const o = new BpfObject(fx.object, openOpts);
+    const worker = new GoWorker(fx.worker);
+    try {
+      o.load();
+      const c = new Collector();
+      o.startRingBuffer('events', c.onBatch, { intervalMs: 2 });
+      const h1 = o.attachUprobes('on_work', fx.worker, [workOffset], [COOKIE_WORK], attachOpts);
+      assert.deepEqual(o.linkSets(), [{ handle: h1, program: 'on_work', target: fx.worker, kind, sites: 1 }]);
+
+      await worker.run(N);
+      await c.waitFor(N);
+      assert.equal(c.records.length, N);
+      for (const r of c.records) {
+        assert.equal(r.cookie, COOKIE_WORK);
+        assert.equal(r.tgid, worker.pid);
+      }
+      assert.deepEqual(c.records.map((r) => r.seq), Array.from({ length: N }, (_, i) => BigInt(i)));
+      const stats = o.programStats().find((p) => p.name === 'on_work');
+      assert.equal(stats?.runCount, BigInt(N));
+      assert.ok((stats?.runTimeNs ?? 0n) > 0n);
+
+      o.detach(h1);
+      assert.deepEqual(o.linkSets(), []);
+      await worker.run(N);
+      await new Promise((resolve) => setTimeout(resolve, 30));
+      assert.equal(c.records.length, N, 'no records after detach');
+
+      const h2 = o.attachUprobes('on_work', fx.worker, [workOffset, otherOffset], [COOKIE_WORK, COOKIE_OTHER], attachOpts);
+      assert.equal(o.linkSets()[0]?.sites, 2);
+      assert.notEqual(h2, h1);
+      await worker.run(10);
+      await o.stopRingBuffer(); // drains what is left
+      const second = c.records.slice(N);
+      assert.equal(second.filter((r) => r.cookie === COOKIE_WORK).length, 10);
+      assert.equal(second.filter((r) => r.cookie === COOKIE_OTHER).length, 1);
+      assert.equal(second.length, 11);
+
+      const rs = o.ringBufferStats();
+      assert.equal(rs.records, BigInt(N + 11));
+      assert.equal(rs.bytes, BigInt((N + 11) * 24));
+      assert.equal(rs.batches, BigInt(c.batchSizes.length));
+      assert.equal(rs.droppedRecords, 0n);
+    } finally {
+      await worker.stop();
+      o.close();
+    }
+  }
+
+  it('uprobe_multi: one link per call, exact records and cookies', async (t) => {
+    if (!kernelFeatures().uprobeMulti) return t.skip('kernel has no uprobe_multi links');
+    const o = new BpfObject(fx.object);
+    assert.equal(o.uprobeMulti, true);
+    o.close();
+    await exerciseUprobes({}, {}, 'uprobe_multi');
+  });
+
+  it('single uprobes when the object is opened with uprobeMulti: false', async () => {
+    await exerciseUprobes({ uprobeMulti: false }, { forceSingle: true }, 'uprobe');
+  });
+
+  it('SEC("uprobe") programs attach as single uprobes; forceSingle needs a single-mode object', async (t) => {
+    const o = new BpfObject(fx.object);
+    const worker = new GoWorker(fx.worker);
+    try {
+      o.load();
+      const c = new Collector();
+      o.startRingBuffer('events', c.onBatch);
+      const h = o.attachUprobes('on_work_single', fx.worker, [workOffset], [5n], { pid: worker.pid });
+      assert.equal(o.linkSets()[0]?.kind, 'uprobe');
+      await worker.run(20);
+      await o.stopRingBuffer();
+      assert.equal(c.records.length, 20);
+      assert.ok(c.records.every((r) => r.cookie === 5n && r.tgid === worker.pid));
+      o.detach(h);
+      if (!o.uprobeMulti) return t.skip('object is not in uprobe_multi mode');
+      expectError(
+        () => o.attachUprobes('on_work', fx.worker, [workOffset], [1n], { forceSingle: true }),
+        'EINVAL',
+        /^attach uprobes prog on_work to /,
+      );
+    } finally {
+      await worker.stop();
+      o.close();
+    }
+  });
+
+  it('attach errors: missing binary, unknown program, gone process, unknown handle', () => {
+    for (const opts of [{}, { uprobeMulti: false }] as Native.OpenOptions[]) {
+      if (opts.uprobeMulti !== false && !kernelFeatures().uprobeMulti) continue;
+      const o = new BpfObject(fx.object, opts);
+      try {
+        o.load();
+        const kind = o.uprobeMulti ? 'uprobe_multi' : 'uprobe';
+        const err = expectError(
+          () => o.attachUprobes('on_work', '/nonexistent/bin', [0x1000, 0x2000], [1n, 2n]),
+          'ENOENT',
+          new RegExp(`^attach ${kind} prog on_work to /nonexistent/bin `),
+        );
+        if (kind === 'uprobe_multi') assert.match(err.operation, /\(2 sites\)$/);
+        expectError(() => o.attachUprobes('no_such_prog', fx.worker, [workOffset], [1n]), 'ENOENT', /no_such_prog/);
+        if (o.uprobeMulti) {
+          expectError(
+            () => o.attachUprobes('on_work', fx.worker, [workOffset], [1n], { pid: unusedPid() }),
+            'ESRCH',
+            /^attach uprobe_multi prog on_work to .* \(1 site\)$/,
+          );
+        }
+        expectError(() => o.attachUprobes('on_work', fx.worker, [workOffset], [1n, 2n]), 'EINVAL', /^attach uprobes/);
+        expectError(() => o.attachUprobes('on_exec', fx.worker, [workOffset], [1n]), 'EINVAL', /^attach uprobes/);
+        expectError(() => o.detach(12345), 'ENOENT', /^detach link set 12345$/);
+        assert.deepEqual(o.linkSets(), []);
+      } finally {
+        o.close();
+      }
+    }
+  });
+
+  it('ring buffer: batches are framed, 8-byte aligned and bounded by maxBatchBytes', async () => {
+    const o = new BpfObject(fx.object);
+    const worker = new GoWorker(fx.worker);
+    try {
+      o.load();
+      const c = new Collector();
+      const sizes: number[] = [];
+      o.startRingBuffer('events', (b, s) => {
+        sizes.push(b.length);
+        assert.equal(typeof s.batches, 'bigint');
+        c.onBatch(b);
+      }, { maxBatchBytes: 64, intervalMs: 1 });
+      o.attachUprobes('on_work', fx.worker, [workOffset], [1n]);
+      await worker.run(30);
+      await c.waitFor(30);
+      await o.stopRingBuffer();
+      assert.equal(c.records.length, 30);
+      // 24-byte records frame to 32 bytes: at most two per 64-byte batch.
+      assert.ok(sizes.every((s) => s <= 64 && s % 32 === 0), sizes.join(','));
+      assert.ok(sizes.length >= 15);
+    } finally {
+      await worker.stop();
+      o.close();
+    }
+  });
+
+  it('ring buffer: a full queue drops and counts batches without blocking', async () => {
+    const o = new BpfObject(fx.object);
+    const worker = new GoWorker(fx.worker);
+    try {
+      o.load();
+      const c = new Collector();
+      o.startRingBuffer('events', c.onBatch, { maxQueuedBatches: 1, maxBatchBytes: 64, intervalMs: 1 });
+      o.attachUprobes('on_work', fx.worker, [workOffset], [1n]);
+      worker.send(100);
+      // Keep the JS thread busy while the poll thread produces ~50 batches.
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 400);
+      await worker.done();
+      await o.stopRingBuffer();
+      const s = o.ringBufferStats();
+      assert.ok(s.droppedBatches > 0n, `no drops: ${JSON.stringify(s, (_, v) => (typeof v === 'bigint' ? String(v) : v))}`);
+      assert.equal(s.records + s.droppedRecords, 100n);
+      assert.equal(BigInt(c.records.length), s.records);
+    } finally {
+      await worker.stop();
+      o.close();
+    }
+  });
+
+  it('ring buffer lifecycle: one per object, stop resolves, restart works', async () => {
+    const o = new BpfObject(fx.object);
+    try {
+      await o.stopRingBuffer(); // nothing running: resolves at once
+      expectError(() => o.startRingBuffer('events', () => {}), 'EBADF', /^start ring buffer events$/);
+      o.load();
+      expectError(() => o.startRingBuffer('kv', () => {}), 'EINVAL', /^start ring buffer kv$/);
+      expectError(() => o.startRingBuffer('nope', () => {}), 'ENOENT', /^start ring buffer nope$/);
+      o.startRingBuffer('events', () => {});
+      expectError(() => o.startRingBuffer('events', () => {}), 'EBUSY', /^start ring buffer events$/);
+      const stops = [o.stopRingBuffer(), o.stopRingBuffer()];
+      await Promise.all(stops);
+      o.startRingBuffer('events', () => {});
+      o.close(); // stops it too
+      await o.stopRingBuffer();
+      assert.equal(o.ringBufferStats().droppedBatches, 0n);
+    } finally {
+      o.close();
+    }
+  });
+
+  it('close() is idempotent; later calls throw EBADF', async () => {
+    const o = new BpfObject(fx.object);
+    o.load();
+    o.attachUprobes('on_work', fx.worker, [workOffset], [1n]);
+    o.close();
+    o.close();
+    assert.equal(o.closed, true);
+    assert.deepEqual(o.linkSets(), []);
+    expectError(() => o.programNames(), 'EBADF', /^list programs$/);
+    expectError(() => o.mapCount('kv'), 'EBADF', /^count entries of map kv$/);
+    await o.stopRingBuffer();
+  });
+
+  it('raw_tp and tp_btf programs attach without tracefs', async () => {
+    const o = new BpfObject(fx.object);
+    try {
+      o.load();
+      o.attachTracepoint('on_exec_raw', '', 'sched_process_exec');
+      o.attachTracepoint('on_exec_btf', '', 'sched_process_exec');
+      expectError(() => o.attachTracepoint('on_exec_btf', '', 'sched_process_fork'), 'EINVAL', /^attach BTF tracepoint/);
+      expectError(() => o.attachTracepoint('on_work', 'sched', 'sched_process_exec'), 'EINVAL', /^attach tracepoint/);
+      spawnSync('/bin/true');
+      assert.ok((o.mapLookup('counters', u32(2))?.readBigUInt64LE() ?? 0n) >= 1n);
+      assert.ok((o.mapLookup('counters', u32(3))?.readBigUInt64LE() ?? 0n) >= 1n);
+      assert.deepEqual(o.linkSets().map((l) => l.kind), ['tracepoint', 'tracepoint']);
+    } finally {
+      o.close();
+    }
+  });
+
+  it('classic tracepoints attach where tracefs is mounted', (t) => {
+    // tracefs is mounted in a private mount namespace of the child only, so
+    // the host is left as it was.
+    if (spawnSync('sh', ['-c', 'command -v unshare'], { stdio: 'ignore' }).status !== 0) {
+      return t.skip('unshare(1) not available');
+    }
+    const r = runChild(['tracepoint', fx.object], {
+      prefix: ['unshare', '-m', '--propagation', 'private', 'sh', '-c',
+        'mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing; exec "$@"', 'sh'],
+    });
+    assert.equal(r.status, 0, r.stderr);
+    const out = JSON.parse(r.stdout) as { hits: string; links: Native.LinkSetInfo[] };
+    assert.ok(BigInt(out.hits) >= 1n, r.stdout);
+    assert.equal(out.links[0]?.target, 'sched:sched_process_exec');
+  });
+
+  it('process.exit() with a running ring buffer exits cleanly', () => {
+    const r = runChild(['exit-with-ring', fx.object]);
+    assert.equal(r.signal, null, r.stderr);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /exiting/);
+  });
+
+  it('an exception thrown by onBatch surfaces as an uncaught exception', () => {
+    const r = runChild(['throw-in-callback', fx.object, fx.worker, String(workOffset)]);
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /uncaught: boom from onBatch/);
+  });
+
+  it('garbage collection of an object with a running ring buffer stops it', () => {
+    const r = runChild(['gc', fx.object], { nodeFlags: ['--expose-gc'] });
+    assert.equal(r.signal, null, `hung or crashed: ${r.stderr}`);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /exit 0/);
+  });
+});
