@@ -144,7 +144,7 @@ export class BpfRuntime {
           }
         }
       } else this.eventStats.malformed++;
-      off = rec + ((len + 7) & ~7);
+      off = (rec + len + 7) & ~7;
     }
   }
 
