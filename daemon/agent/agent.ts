@@ -123,7 +123,8 @@ export class Agent implements MetricsSource {
     const r = this.discovery.probe(pid);
     if (r.kind === 'gone') return;
     if (r.kind === 'unreadable') {
-      this.log.once(`proc.unreadable.${pid}`, 'cannot inspect process', { pid, reason: r.reason });
+      // e.g. processes of another user namespace; not an agent problem
+      this.log.debug('cannot inspect process', { pid, reason: r.reason });
       this.ignored.set(pid, '');
       return;
     }

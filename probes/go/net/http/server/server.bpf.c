@@ -122,19 +122,24 @@ static long find_traceparent(__u32 i, struct head_search *s)
 	struct http_head_scratch *h = bpf_map_lookup_elem(&http_head_scratch, &zero);
 	if (!h)
 		return 1;
-	if (i >= GT_HTTP_HEAD_MAX - 16 || i + 13 >= s->len)
+	/* clang re-derives bounded indexes from the unbounded loop counter;
+	 * the barrier makes it mask the value the verifier sees */
+	__u32 idx = i;
+	asm volatile("" : "+r"(idx));
+	idx &= GT_HTTP_HEAD_MAX - 1;
+	if (idx >= GT_HTTP_HEAD_MAX - 16 || idx + 13 >= s->len)
 		return 1;
-	if (h->buf[i] != '\n')
+	if (h->buf[idx] != '\n')
 		return 0;
 #pragma unroll
 	for (int k = 0; k < 12; k++) {
-		char c = h->buf[i + 1 + k];
+		char c = h->buf[idx + 1 + k];
 		if (c >= 'A' && c <= 'Z')
 			c += 'a' - 'A';
 		if (c != traceparent_name[k])
 			return 0;
 	}
-	__u32 v = i + 13;
+	__u32 v = idx + 13;
 #pragma unroll
 	for (int k = 0; k < 3; k++) {
 		if (v < GT_HTTP_HEAD_MAX && h->buf[v] == ' ')
@@ -168,9 +173,13 @@ static __always_inline void read_traceparent(struct gt_http_server_config *cfg, 
 	struct http_head_scratch *h = bpf_map_lookup_elem(&http_head_scratch, &zero);
 	if (!h)
 		return;
-	__u32 n = r > GT_HTTP_HEAD_MAX ? GT_HTTP_HEAD_MAX : (__u32)r;
-	if (n > buf.len)
-		n = buf.len;
+	__s64 avail = r < buf.len ? r : buf.len;
+	if (avail > GT_HTTP_HEAD_MAX)
+		avail = GT_HTTP_HEAD_MAX;
+	if (avail < 16)
+		return;
+	__u32 n = (__u32)avail;
+	asm volatile("" : "+r"(n)); /* bound the register the helper call uses */
 	if (n < 16 || n > GT_HTTP_HEAD_MAX)
 		return;
 	if (bpf_probe_read_user(h->buf, n, (void *)buf.ptr) < 0) {
@@ -181,8 +190,13 @@ static __always_inline void read_traceparent(struct gt_http_server_config *cfg, 
 	bpf_loop(n, find_traceparent, &s, 0);
 	if (s.found < 0 || s.found > GT_HTTP_HEAD_MAX - GT_HTTP_TRACEPARENT_MAX)
 		return;
+	__u32 at = (__u32)s.found;
+	asm volatile("" : "+r"(at));
+	at &= GT_HTTP_HEAD_MAX - 1;
+	if (at > GT_HTTP_HEAD_MAX - GT_HTTP_TRACEPARENT_MAX)
+		return;
 	/* copy the value; user space validates it (format, hex, version) */
-	__builtin_memcpy(st->traceparent, h->buf + s.found, GT_HTTP_TRACEPARENT_MAX);
+	__builtin_memcpy(st->traceparent, h->buf + at, GT_HTTP_TRACEPARENT_MAX);
 	st->flags |= GT_HTTP_EVENT_TRACEPARENT;
 }
 
