@@ -1,0 +1,3 @@
+module gotrail/offsets-db/generator
+
+go 1.19
