@@ -1,0 +1,3 @@
+module gotrail.bench/loadgen
+
+go 1.19
