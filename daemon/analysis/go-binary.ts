@@ -1,0 +1,255 @@
+/**
+ * Analysis of Go executables for uprobe attachment: toolchain and module
+ * versions, function addresses (from the symbol table, or the pclntab of
+ * stripped binaries), and the instruction sites to probe.
+ *
+ * Files are read with positioned reads of only the tables needed, and every
+ * failure is a {@link GoBinaryError} naming the file and the problem.
+ *
+ * @module
+ */
+import { BinaryFile } from './binary-file.ts';
+import { parseModInfo, readBuildInfoStrings } from './buildinfo.ts';
+import type { GoModule } from './buildinfo.ts';
+import { EM_X86_64, ET_DYN, ET_EXEC, ElfFile } from './elf.ts';
+import { GoBinaryError, hex } from './errors.ts';
+import { FunctionIndex } from './functions.ts';
+import type { FunctionSource, GoFunction } from './functions.ts';
+import { addressAfterStackCheck, retAddresses } from './instructions.ts';
+import { findPclntab } from './pclntab.ts';
+import type { Pclntab } from './pclntab.ts';
+
+export { GoBinaryError } from './errors.ts';
+export type { GoBinaryErrorCode } from './errors.ts';
+export type { GoModule } from './buildinfo.ts';
+export type { GoFunction, FunctionSource } from './functions.ts';
+
+/** Longest function body {@link GoBinary.retSites} will decode; Go's largest functions are a few hundred KiB. */
+const MAX_FUNCTION_SIZE = 64 << 20;
+/** Enough bytes to cover the longest stack-check prologue. */
+const PROLOGUE_BYTES = 64;
+/** The linker's symbol-table suffix for an ABI0 function that also has an ABIInternal symbol. */
+const ABI0_SUFFIX = '.abi0';
+/** Note types in `.note.go.buildid` and `.note.gnu.build-id`. */
+const NT_GO_BUILD_ID = 4;
+const NT_GNU_BUILD_ID = 3;
+
+/** An analysed Go executable. Holds a file descriptor until {@link GoBinary.close}. */
+export interface GoBinary {
+  /** Path the binary was opened with. */
+  readonly path: string;
+  /** Toolchain version from the build info, e.g. `go1.26.8`. */
+  readonly goVersion: string;
+  readonly arch: 'amd64';
+  /** Import path of the main package, e.g. `example.com/cmd/server` (`command-line-arguments` for `go build x.go`). */
+  readonly mainPackage?: string;
+  /** The main module; absent when built outside a module. */
+  readonly mainModule?: GoModule;
+  /** Dependency modules, as `go version -m` lists them. */
+  readonly modules: readonly GoModule[];
+  /** Build settings (`-buildmode`, `-ldflags`, `GOARCH`, `CGO_ENABLED`, `vcs.revision`, …). */
+  readonly settings: Readonly<Record<string, string>>;
+  /** Position-independent (ELF type DYN): addresses are link-time addresses, relocated at load. */
+  readonly pie: boolean;
+  /** No `.symtab`: functions come from the pclntab and there is usually no DWARF either. */
+  readonly stripped: boolean;
+  /** Has DWARF (`.debug_info`, compressed or not). */
+  readonly hasDwarf: boolean;
+  /** The Go build ID (`go tool buildid`), else the GNU build ID in hex. */
+  readonly buildId?: string;
+  /** Table function lookups use: the symbol table when it is complete, else the pclntab. */
+  readonly functionSource: FunctionSource;
+  /** Where the pclntab was found (section, symbol or scan), for diagnostics. */
+  readonly pclntabLocation: string;
+
+  /**
+   * The function with this fully qualified name
+   * (`net/http.serverHandler.ServeHTTP`), if linked in. The symbol table
+   * names an assembly (ABI0) function `pkg.F.abi0` when an ABIInternal
+   * `pkg.F` also exists, the pclntab names both `pkg.F`; either spelling is
+   * accepted, and where the pclntab has two functions of one name the one
+   * at the lower address is returned. Ordinary Go functions — everything a
+   * probe targets — have exactly one name in both tables.
+   */
+  findFunction(name: string): GoFunction | undefined;
+  /** File offset of a virtual address; throws `CORRUPT` if no PT_LOAD maps it from the file. */
+  fileOffset(vaddr: number): number;
+  /** File offsets (what uprobes take) of every RET instruction in the function. */
+  retSites(fn: GoFunction): number[];
+  /**
+   * File offset of the first instruction after the stack-growth check, so
+   * that a probe there fires once per call; the entry itself for functions
+   * without the check.
+   */
+  entrySite(fn: GoFunction): number;
+  /**
+   * Version of a module as built into the binary: `std` gives the Go
+   * version without `go` (`1.26.8`); a replaced module gives its
+   * replacement's version, unless replaced by a directory.
+   */
+  moduleVersion(modulePath: string): string | undefined;
+  /** Every function of the lookup table, in table order (for tooling; reads names from the file). */
+  functions(): IterableIterator<GoFunction>;
+  /** Closes the file. Further calls throw `IO`. Idempotent. */
+  close(): void;
+}
+
+/**
+ * Opens and analyses a Go executable: ELF tables, build info, and the
+ * function table. Throws {@link GoBinaryError}: `IO`, `NOT_ELF`, `NOT_GO`
+ * (no Go build info), `UNSUPPORTED_ARCH` (not x86-64), `TRUNCATED`, `CORRUPT`.
+ */
+export function openGoBinary(path: string): GoBinary {
+  const elf = ElfFile.parse(BinaryFile.open(path));
+  try {
+    return analyse(elf);
+  } catch (err) {
+    elf.close();
+    if (err instanceof GoBinaryError) throw err;
+    // A bug here must not take the agent down nor hide which file caused it.
+    throw new GoBinaryError('CORRUPT', path, `unexpected analysis failure: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+  }
+}
+
+/**
+ * Cheap check for process discovery: the Go version recorded in an ELF
+ * executable (any machine), or null for an ELF file not built by Go.
+ * Reads only the ELF header tables and the build info. Throws
+ * {@link GoBinaryError} for non-ELF (`NOT_ELF`), 32-bit or big-endian
+ * (`UNSUPPORTED_ARCH`), truncated or corrupt files.
+ */
+export function readGoVersion(path: string): { goVersion: string } | null {
+  const elf = ElfFile.parse(BinaryFile.open(path));
+  try {
+    if (elf.type !== ET_EXEC && elf.type !== ET_DYN) return null;
+    const strings = readBuildInfoStrings(elf);
+    return strings ? { goVersion: strings.goVersion } : null;
+  } finally {
+    elf.close();
+  }
+}
+
+function analyse(elf: ElfFile): GoBinary {
+  const file: BinaryFile = elf.file;
+  if (elf.machine !== EM_X86_64) file.fail('UNSUPPORTED_ARCH', `ELF machine ${elf.machine} is not x86-64 (amd64 only)`);
+  if (elf.type !== ET_EXEC && elf.type !== ET_DYN) file.fail('NOT_GO', `ELF type ${elf.type} is not an executable`);
+  const strings = readBuildInfoStrings(elf);
+  if (!strings) file.fail('NOT_GO', 'no Go build info (.go.buildinfo): not built by the Go toolchain');
+  const info = parseModInfo(strings.goVersion, strings.modinfo);
+
+  const symbols = elf.symbolValues(['runtime.text', 'runtime.pclntab', 'runtime.epclntab', 'runtime.firstmoduledata']);
+  const pclntab = findPclntab(elf, (name) => symbols.get(name));
+  const symtab = FunctionIndex.fromSymtab(elf);
+  // A symbol table with local symbols stripped (strip --strip-unneeded)
+  // lacks many Go functions; the pclntab never does.
+  const index = symtab && symtab.count >= pclntab.nfunc ? symtab : FunctionIndex.fromPclntab(elf, pclntab);
+  return new AnalysedBinary(elf, info, pclntab, index, symtab !== undefined);
+}
+
+class AnalysedBinary implements GoBinary {
+  readonly path: string;
+  readonly goVersion: string;
+  readonly arch = 'amd64' as const;
+  readonly mainPackage?: string;
+  readonly mainModule?: GoModule;
+  readonly modules: readonly GoModule[];
+  readonly settings: Readonly<Record<string, string>>;
+  readonly pie: boolean;
+  readonly stripped: boolean;
+  readonly hasDwarf: boolean;
+  readonly buildId?: string;
+  readonly functionSource: FunctionSource;
+  readonly pclntabLocation: string;
+  readonly #elf: ElfFile;
+  readonly #index: FunctionIndex;
+  #closed = false;
+
+  constructor(elf: ElfFile, info: ReturnType<typeof parseModInfo>, pclntab: Pclntab, index: FunctionIndex, hasSymtab: boolean) {
+    this.#elf = elf;
+    this.#index = index;
+    this.path = elf.path;
+    this.goVersion = info.goVersion;
+    if (info.mainPackage !== undefined) this.mainPackage = info.mainPackage;
+    if (info.mainModule) this.mainModule = info.mainModule;
+    this.modules = info.modules;
+    this.settings = info.settings;
+    this.pie = elf.type === ET_DYN;
+    this.stripped = !hasSymtab;
+    this.hasDwarf = elf.sections.some((s) => s.name === '.debug_info' || s.name === '.zdebug_info');
+    const buildId = readBuildId(elf);
+    if (buildId !== undefined) this.buildId = buildId;
+    this.functionSource = index.source;
+    this.pclntabLocation = pclntab.foundIn;
+  }
+
+  findFunction(name: string): GoFunction | undefined {
+    this.#checkOpen();
+    const exact = this.#index.find(name);
+    if (exact) return exact;
+    // The two tables spell ABI0 functions differently; accept either spelling.
+    if (this.#index.source === 'symtab') return this.#index.find(`${name}${ABI0_SUFFIX}`);
+    if (name.endsWith(ABI0_SUFFIX)) {
+      const fn = this.#index.find(name.slice(0, -ABI0_SUFFIX.length));
+      return fn && { ...fn, name };
+    }
+    return undefined;
+  }
+
+  fileOffset(vaddr: number): number {
+    this.#checkOpen();
+    return this.#elf.fileOffset(vaddr, 1, 'address');
+  }
+
+  retSites(fn: GoFunction): number[] {
+    const { code, offset } = this.#code(fn, Number.MAX_SAFE_INTEGER);
+    return retAddresses(code, fn.entry).map((a) => offset + (a - fn.entry));
+  }
+
+  entrySite(fn: GoFunction): number {
+    const { code, offset } = this.#code(fn, PROLOGUE_BYTES);
+    return offset + (addressAfterStackCheck(code, fn.entry) - fn.entry);
+  }
+
+  moduleVersion(modulePath: string): string | undefined {
+    if (modulePath === 'std') {
+      const m = /go(\d+(?:\.\d+)*(?:(?:rc|beta)\d+)?)/.exec(this.goVersion);
+      return m ? m[1] : this.goVersion;
+    }
+    const mod = this.mainModule?.path === modulePath ? this.mainModule : this.modules.find((m) => m.path === modulePath);
+    if (!mod) return undefined;
+    return mod.replace && mod.replace.version !== '' ? mod.replace.version : mod.version;
+  }
+
+  functions(): IterableIterator<GoFunction> {
+    this.#checkOpen();
+    return this.#index.all();
+  }
+
+  close(): void {
+    this.#closed = true;
+    this.#elf.close();
+  }
+
+  #code(fn: GoFunction, max: number): { code: Buffer; offset: number } {
+    this.#checkOpen();
+    const size = fn.end - fn.entry;
+    if (!Number.isSafeInteger(fn.entry) || !Number.isSafeInteger(size) || size < 0 || size > MAX_FUNCTION_SIZE) {
+      this.#elf.file.fail('CORRUPT', `function ${fn.name}: bad range ${hex(fn.entry)}–${hex(fn.end)}`);
+    }
+    const length = Math.min(size, max);
+    const offset = this.#elf.fileOffset(fn.entry, length, `function ${fn.name}`);
+    return { code: this.#elf.file.read(offset, length, `code of ${fn.name}`), offset };
+  }
+
+  #checkOpen(): void {
+    if (this.#closed) this.#elf.file.fail('IO', 'binary used after close()');
+  }
+}
+
+function readBuildId(elf: ElfFile): string | undefined {
+  const notes = elf.notes();
+  const go = notes.find((n) => n.name === 'Go' && n.type === NT_GO_BUILD_ID);
+  if (go) return go.desc.toString('utf8');
+  const gnu = notes.find((n) => n.name === 'GNU' && n.type === NT_GNU_BUILD_ID);
+  return gnu ? gnu.desc.toString('hex') : undefined;
+}

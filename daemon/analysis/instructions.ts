@@ -1,0 +1,108 @@
+import { Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register } from 'iced-x86';
+
+/** Offset of g.stackguard0, the bound the stack-growth check compares against. */
+const STACKGUARD0 = 0x10n;
+/** The check is at most a TLS load, four instructions and the branch. */
+const PROLOGUE_MAX_INSTRUCTIONS = 8;
+
+/**
+ * Addresses of every near RET in `code`, decoded linearly from `address`
+ * (Go emits no data inside function bodies, so a linear sweep is exact).
+ */
+export function retAddresses(code: Uint8Array, address: number): number[] {
+  const out: number[] = [];
+  decode(code, address, Number.MAX_SAFE_INTEGER, (ins) => {
+    if (ins.mnemonic === Mnemonic.Ret) out.push(Number(ins.ip));
+    return true;
+  });
+  return out;
+}
+
+/**
+ * Address of the first instruction after the stack-growth check that Go
+ * puts at the top of every function that may grow its stack:
+ *
+ *     CMP RSP, [g+0x10]                  ; small frames
+ *     LEA R12, [RSP-N]; CMP R12, [g+0x10] ; frames up to 4 KiB
+ *     MOV R12, RSP; SUB R12, N; JB more; CMP R12, [g+0x10] ; larger frames
+ *     JBE morestack
+ *
+ * where g is R14 (ABIInternal, Go ≥ 1.17) or a register loaded from TLS
+ * just before (ABI0 and older Go). `morestack` jumps back to the entry,
+ * so a probe on the entry would fire twice for one call; past the check it
+ * fires once. Functions without the check (NOSPLIT) return `address`.
+ */
+export function addressAfterStackCheck(code: Uint8Array, address: number): number {
+  let state: 'start' | 'compare' | 'branch' = 'start';
+  let g: Register = Register.R14;
+  let scratch: Register = Register.None;
+  let result = address;
+  decode(code, address, PROLOGUE_MAX_INSTRUCTIONS, (ins) => {
+    if (state === 'start' && isTlsLoad(ins)) {
+      g = ins.op0Register;
+      return true;
+    }
+    if (state === 'start' || state === 'compare') {
+      if (isGuardCompare(ins, g, state === 'start' ? Register.RSP : scratch)) {
+        state = 'branch';
+        return true;
+      }
+      if (state === 'start' && ins.mnemonic === Mnemonic.Lea && ins.op0Kind === OpKind.Register && ins.op1Kind === OpKind.Memory && ins.memoryBase === Register.RSP && ins.memoryIndex === Register.None) {
+        scratch = ins.op0Register;
+        state = 'compare';
+        return true;
+      }
+      if (state === 'start' && ins.mnemonic === Mnemonic.Mov && ins.op0Kind === OpKind.Register && ins.op1Kind === OpKind.Register && ins.op1Register === Register.RSP) {
+        scratch = ins.op0Register;
+        state = 'compare';
+        return true;
+      }
+      // The wrap-around check between computing SP-N and comparing it.
+      if (state === 'compare' && scratch !== Register.None && ins.mnemonic === Mnemonic.Sub && ins.op0Kind === OpKind.Register && ins.op0Register === scratch) return true;
+      if (state === 'compare' && ins.mnemonic === Mnemonic.Jb) return true;
+      return false;
+    }
+    if (ins.mnemonic === Mnemonic.Jbe) result = Number(ins.nextIP);
+    return false;
+  });
+  return result;
+}
+
+/** Loading g from thread-local storage: `MOV r, FS:[…]`, preceded in PIC code by loading the TLS offset `MOV r, [RIP+…]`. */
+function isTlsLoad(ins: Instruction): boolean {
+  return (
+    ins.mnemonic === Mnemonic.Mov &&
+    ins.op0Kind === OpKind.Register &&
+    ins.op1Kind === OpKind.Memory &&
+    (ins.memorySegment === Register.FS || ins.memoryBase === Register.RIP)
+  );
+}
+
+function isGuardCompare(ins: Instruction, g: Register, reg: Register): boolean {
+  return (
+    ins.mnemonic === Mnemonic.Cmp &&
+    ins.op0Kind === OpKind.Register &&
+    ins.op0Register === reg &&
+    ins.op1Kind === OpKind.Memory &&
+    ins.memoryBase === g &&
+    ins.memoryIndex === Register.None &&
+    ins.memoryDisplacement === STACKGUARD0
+  );
+}
+
+/** Decodes up to `max` instructions, stopping when `visit` returns false. Frees the decoder's memory. */
+function decode(code: Uint8Array, address: number, max: number, visit: (ins: Instruction) => boolean): void {
+  const decoder = new Decoder(64, code, DecoderOptions.None);
+  const ins = new Instruction();
+  try {
+    decoder.ip = BigInt(address);
+    // Every decode consumes at least one byte, so this ends within code.length steps.
+    for (let n = 0; n < max && decoder.canDecode; n++) {
+      decoder.decodeOut(ins);
+      if (!visit(ins)) break;
+    }
+  } finally {
+    ins.free();
+    decoder.free();
+  }
+}
