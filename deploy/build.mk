@@ -7,7 +7,7 @@ NODEDIR := $(abspath $(dir $(NODE_BIN))/..)
 BUILD := $(ROOT)/build
 
 .PHONY: all native probes testprogs demo-programs collector
-all: native probes demo-programs $(if $(SKIP_TESTS),,testprogs)
+all: native probes demo-programs $(if $(SKIP_TESTS),,testprogs collector)
 
 # --- native addon (node-addon-api over the system libbpf) --------------------
 NATIVE_SRC := $(wildcard $(ROOT)/daemon/native/src/*.cc $(ROOT)/daemon/native/src/*.h) $(ROOT)/daemon/native/binding.gyp
@@ -20,3 +20,4 @@ $(NATIVE_OUT): $(NATIVE_SRC)
 
 -include $(ROOT)/probes/probes.mk
 -include $(ROOT)/test/programs/programs.mk
+-include $(ROOT)/test/collector/collector.mk
