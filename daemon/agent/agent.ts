@@ -11,6 +11,7 @@ import { decide, type SelectionRules } from './selection.ts';
 import type { MetricsSnapshot, MetricsSource } from './metrics.ts';
 import { SpanBatcher, type BatcherOptions } from '../export/batcher.ts';
 import { MonotonicClock } from '../spans/clock.ts';
+import { EventType, decodeEventHeader } from '../generated/layouts.ts';
 import { processResource, readProcessEnv } from '../spans/resource.ts';
 import { probes as allProbes } from '../probes/registry.ts';
 import type { EventContext, ProbeDescriptor } from '../probes/types.ts';
@@ -22,7 +23,7 @@ export interface AgentOptions {
   /** Where spans go. */
   exporter: SpanExporter;
   batcher?: BatcherOptions;
-  /** Interval of the /proc scan that finds new and exited processes. Default 1000 ms. */
+  /** Interval of the /proc reconciliation scan, the safety net behind exec/exit events. Default 5000 ms (1000 ms when exec events are unavailable). */
   scanIntervalMs?: number;
   /** Ring-buffer consume interval. Default 5 ms. */
   consumeIntervalMs?: number;
@@ -76,10 +77,13 @@ export class Agent implements MetricsSource {
     });
     this.attach = new AttachmentManager(this.rt, this.probes, this.log);
     this.batcher = new SpanBatcher(this.opts.exporter, this.log, this.opts.batcher);
+    this.rt.onSystemEvent(EventType.GT_EVENT_PROCESS_EXEC, (buf, off) => this.onExec(decodeEventHeader(buf, off).tgid));
+    this.rt.onSystemEvent(EventType.GT_EVENT_PROCESS_EXIT, (buf, off) => this.processExited(decodeEventHeader(buf, off).tgid));
+    const events = this.rt.attachProcessEvents();
     this.rt.start(this.eventContext(), { intervalMs: this.opts.consumeIntervalMs });
     this.started = true;
     this.scan();
-    this.scanTimer = setInterval(() => this.scan(), this.opts.scanIntervalMs ?? 1000);
+    this.scanTimer = setInterval(() => this.scan(), this.opts.scanIntervalMs ?? (events ? 5000 : 1000));
   }
 
   private eventContext(): EventContext {
@@ -117,6 +121,13 @@ export class Agent implements MetricsSource {
       if (this.traced.has(pid) || this.ignored.has(pid)) continue;
       this.consider(pid);
     }
+  }
+
+  /** A process replaced its image: judge it afresh (it may be Go now, or no longer). */
+  private onExec(pid: number): void {
+    if (this.traced.has(pid)) this.processExited(pid);
+    this.ignored.delete(pid);
+    this.consider(pid);
   }
 
   private consider(pid: number): void {

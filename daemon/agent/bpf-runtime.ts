@@ -44,6 +44,8 @@ export class BpfRuntime {
   readonly features: ReturnType<typeof kernelFeatures>;
   readonly eventStats: EventStats = { records: 0, byType: new Map(), unknownType: 0, malformed: 0 };
   private readonly handlers = new Map<number, ProbeDescriptor>();
+  /** Handlers of the agent's own events (process lifecycle), by event type. */
+  private readonly systemHandlers = new Map<number, (buf: Buffer, off: number) => void>();
   private readonly log: Logger;
 
   constructor(log: Logger, probes: readonly ProbeDescriptor[], opts: { objectPath?: string; mapSizes?: MapSizes } = {}) {
@@ -110,6 +112,23 @@ export class BpfRuntime {
     return out;
   }
 
+  /** Routes an event type that is not a probe's (process exec/exit) to `fn`. */
+  onSystemEvent(type: number, fn: (buf: Buffer, off: number) => void): void {
+    this.systemHandlers.set(type, fn);
+  }
+
+  /** Attaches the process exec/exit tracepoints; returns false (and says why) when they cannot be. */
+  attachProcessEvents(): boolean {
+    try {
+      this.obj.attachTracepoint('gt_process_exec', 'sched', 'sched_process_exec');
+      this.obj.attachTracepoint('gt_process_exit', 'sched', 'sched_process_exit');
+      return true;
+    } catch (e) {
+      this.log.warn('process exec/exit events unavailable: new processes are found by the periodic /proc scan only', { error: (e as Error).message });
+      return false;
+    }
+  }
+
   /** Starts consuming events; `ctx` turns them into spans. */
   start(ctx: EventContext, opts: { intervalMs?: number } = {}): void {
     this.obj.startRingBuffer('gt_events', (batch) => this.dispatch(batch, ctx), { intervalMs: opts.intervalMs ?? 5 });
@@ -131,7 +150,15 @@ export class BpfRuntime {
         const type = batch.readUInt16LE(rec);
         this.eventStats.byType.set(type, (this.eventStats.byType.get(type) ?? 0) + 1);
         const h = this.handlers.get(type);
-        if (!h) this.eventStats.unknownType++;
+        const sys = h ? undefined : this.systemHandlers.get(type);
+        if (sys) {
+          try {
+            sys(batch, rec);
+          } catch (e) {
+            this.eventStats.malformed++;
+            this.log.once(`event.system.${type}`, 'handling a process event failed', { error: (e as Error).message });
+          }
+        } else if (!h) this.eventStats.unknownType++;
         else if (len < h.eventSize) {
           this.eventStats.malformed++;
           this.log.once(`event.short.${type}`, 'event shorter than its layout: skipped', { type, len, expected: h.eventSize });

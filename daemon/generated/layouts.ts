@@ -47,6 +47,11 @@ export const HttpServerFlags = {
   GT_HTTP_SERVER_READ_HEAD: 2,
 } as const;
 
+/** enum gt_process_event_limits */
+export const ProcessEventLimits = {
+  GT_PROCESS_COMM_MAX: 16,
+} as const;
+
 /** enum gt_process_flags */
 export const ProcessFlags = {
   GT_PROCESS_TRACED: 1,
@@ -297,6 +302,46 @@ export function encodeHttpServerEvent(v: HttpServerEvent, buf: Buffer = Buffer.a
   buf.fill(0, off + 208, off + 208 + 64); v.host.copy(buf, off + 208, 0, Math.min(v.host.length, 64));
   buf.fill(0, off + 272, off + 272 + 64); v.remote.copy(buf, off + 272, 0, Math.min(v.remote.length, 64));
   buf.fill(0, off + 336, off + 336 + 64); v.traceparent.copy(buf, off + 336, 0, Math.min(v.traceparent.length, 64));
+  return buf;
+}
+
+/** struct gt_process_event (56 bytes) */
+export interface ProcessEvent {
+  hdr: EventHeader;
+  time_ns: bigint;
+  ppid: number;
+  reserved: number;
+  comm: Buffer;
+}
+
+export const PROCESS_EVENT_SIZE = 56;
+export const ProcessEventOffsets = {
+  hdr: 0,
+  time_ns: 24,
+  ppid: 32,
+  reserved: 36,
+  comm: 40,
+} as const;
+
+/** Decodes struct gt_process_event at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeProcessEvent(buf: Buffer, off = 0): ProcessEvent {
+  if (off + 56 > buf.length) throw new RangeError(`gt_process_event: need 56 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    hdr: decodeEventHeader(buf, off + 0),
+    time_ns: buf.readBigUInt64LE(off + 24),
+    ppid: buf.readUInt32LE(off + 32),
+    reserved: buf.readUInt32LE(off + 36),
+    comm: buf.subarray(off + 40, off + 40 + 16),
+  };
+}
+
+/** Encodes struct gt_process_event into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeProcessEvent(v: ProcessEvent, buf: Buffer = Buffer.alloc(56), off = 0): Buffer {
+  encodeEventHeader(v.hdr, buf, off + 0);
+  buf.writeBigUInt64LE(v.time_ns, off + 24);
+  buf.writeUInt32LE(v.ppid, off + 32);
+  buf.writeUInt32LE(v.reserved, off + 36);
+  buf.fill(0, off + 40, off + 40 + 16); v.comm.copy(buf, off + 40, 0, Math.min(v.comm.length, 16));
   return buf;
 }
 

@@ -15,6 +15,7 @@
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
 #pragma clang diagnostic pop
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
