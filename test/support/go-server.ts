@@ -9,9 +9,15 @@ export interface GoServer {
   stop(): Promise<void>;
 }
 
+const live = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const c of live) c.kill('SIGKILL');
+});
+
 export function startGoServer(bin: string, args: string[] = [], env: Record<string, string> = {}): Promise<GoServer> {
   const child = spawn(bin, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  process.once('exit', () => child.kill('SIGKILL'));
+  live.add(child);
+  child.once('exit', () => live.delete(child));
   return new Promise((resolve, reject) => {
     let out = '';
     let err = '';
