@@ -13,9 +13,15 @@ import type { Logger } from '../util/log.ts';
 export interface BinaryKey {
   dev: bigint;
   ino: bigint;
+  /** modification time (ns) and size: a file rewritten in place is another binary */
+  mtimeNs?: bigint;
+  size?: bigint;
 }
 
-export const keyString = (k: BinaryKey): string => `${k.dev}:${k.ino}`;
+export const keyString = (k: BinaryKey): string => `${k.dev}:${k.ino}:${k.mtimeNs ?? 0n}:${k.size ?? 0n}`;
+
+/** Plans of recently seen binaries: short-lived processes of one binary come and go far more often than binaries change. */
+const PLAN_CACHE_MAX = 512;
 
 export interface AttachedBinary {
   id: number;
@@ -39,6 +45,7 @@ export class AttachmentManager {
   private readonly freeIds: number[] = [];
   private nextId = 1;
   readonly stats: AttachStats = { binariesAnalysed: 0, attachFailures: 0 };
+  private readonly planCache = new Map<string, { plan?: BinaryPlan; error?: string }>();
   private readonly rt: BpfRuntime;
   private readonly probes: readonly ProbeDescriptor[];
   private readonly log: Logger;
@@ -90,10 +97,9 @@ export class AttachmentManager {
 
   private attachBinary(key: string, path: string): AttachedBinary {
     const b: AttachedBinary = { id: 0, key, path, handles: [], failedProbes: [], pids: new Set() };
-    this.stats.binariesAnalysed++;
-    const { plan, error } = planBinaryAt(path, this.probes);
+    const { plan, error } = this.planFor(key, path);
     if (!plan) {
-      b.error = `analysis failed: ${error?.message ?? 'unknown error'}`;
+      b.error = `analysis failed: ${error ?? 'unknown error'}`;
       this.log.warn('not tracing binary', { path, reason: b.error });
       return b;
     }
@@ -137,6 +143,21 @@ export class AttachmentManager {
       probes: b.handles.map((h) => `${h.probe}:${h.program}x${h.sites}`).join(','),
     });
     return b;
+  }
+
+  private planFor(key: string, path: string): { plan?: BinaryPlan; error?: string } {
+    const hit = this.planCache.get(key);
+    if (hit) {
+      this.planCache.delete(key);
+      this.planCache.set(key, hit);
+      return hit;
+    }
+    this.stats.binariesAnalysed++;
+    const r = planBinaryAt(path, this.probes);
+    const entry = { plan: r.plan, error: r.error?.message };
+    this.planCache.set(key, entry);
+    if (this.planCache.size > PLAN_CACHE_MAX) this.planCache.delete(this.planCache.keys().next().value!);
+    return entry;
   }
 
   private safeDetach(handle: number): void {

@@ -62,7 +62,7 @@ export class GoProcessProbe {
     try {
       exe = readlinkSync(exePath).replace(/ \(deleted\)$/, '');
       const st = statSync(exePath, { bigint: true });
-      key = { dev: st.dev, ino: st.ino };
+      key = { dev: st.dev, ino: st.ino, mtimeNs: st.mtimeNs, size: st.size };
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       // kernel threads have no executable; a vanished pid is not an error

@@ -31,7 +31,10 @@ Agent:
   --metrics-address A    serve /metrics and /healthz on host:port (default 127.0.0.1:9464;
                          "off" disables; metrics name the programs on this node, so
                          bind wider only on purpose)
-  --scan-interval MS     /proc reconciliation interval (default 1000)
+  --scan-interval MS     /proc reconciliation interval, behind exec/exit events (default 5000)
+  --max-processes N      BPF allow-list capacity: Go processes traced at once (default 16384)
+  --max-inflight N       in-flight requests tracked per probe, node-wide (default 16384)
+  --ring-buffer-bytes N  event ring buffer size, a power of two (default 4194304)
   --log-level LEVEL      debug, info (default), warn, error
   --duration S           stop after S seconds (default: run until SIGINT/SIGTERM)
   -h, --help             this help
@@ -64,7 +67,10 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
       exporter: { type: 'string', default: 'otlp' },
       'otlp-endpoint': { type: 'string' },
       'metrics-address': { type: 'string', default: '127.0.0.1:9464' },
-      'scan-interval': { type: 'string', default: '1000' },
+      'scan-interval': { type: 'string' },
+      'max-processes': { type: 'string' },
+      'max-inflight': { type: 'string' },
+      'ring-buffer-bytes': { type: 'string' },
       'log-level': { type: 'string', default: 'info' },
       duration: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
@@ -77,8 +83,19 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
   const exporterKind = values.exporter as ExporterKind;
   if (!['otlp', 'console', 'none'].includes(exporterKind)) throw new CliError(`--exporter: expected otlp, console or none, got "${values.exporter}"`, EXIT.USAGE);
   if (!isLogLevel(values['log-level'])) throw new CliError(`--log-level: expected debug, info, warn or error, got "${values['log-level']}"`, EXIT.USAGE);
-  const scanInterval = Number(values['scan-interval']);
-  if (!Number.isFinite(scanInterval) || scanInterval < 50) throw new CliError('--scan-interval: expected milliseconds >= 50', EXIT.USAGE);
+  const scanInterval = values['scan-interval'] === undefined ? undefined : Number(values['scan-interval']);
+  if (scanInterval !== undefined && !(Number.isFinite(scanInterval) && scanInterval >= 50)) throw new CliError('--scan-interval: expected milliseconds >= 50', EXIT.USAGE);
+  const count = (name: string, v: string | undefined, min: number, pow2 = false): number | undefined => {
+    if (v === undefined) return undefined;
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min || (pow2 && (n & (n - 1)) !== 0)) throw new CliError(`--${name}: expected an integer >= ${min}${pow2 ? ', a power of two' : ''}, got "${v}"`, EXIT.USAGE);
+    return n;
+  };
+  const mapSizes = {
+    processes: count('max-processes', values['max-processes'], 16),
+    inflight: count('max-inflight', values['max-inflight'], 16),
+    ringBufferBytes: count('ring-buffer-bytes', values['ring-buffer-bytes'], 4096, true),
+  };
   const duration = values.duration !== undefined ? Number(values.duration) : undefined;
   if (duration !== undefined && !(duration > 0)) throw new CliError('--duration: expected seconds > 0', EXIT.USAGE);
   const metricsAddr = values['metrics-address'] === 'off' ? undefined : parseHostPort(values['metrics-address']);
@@ -92,6 +109,7 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
       includeName: values['include-name'], excludeName: values['exclude-name'],
     },
     scanIntervalMs: scanInterval,
+    mapSizes,
   });
   try {
     await agent.start();

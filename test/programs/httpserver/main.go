@@ -15,7 +15,12 @@ import (
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:0", "listen address")
+	flag.String("tag", "", "ignored: lets tests tell processes of one binary apart by command line")
+	exitAfter := flag.Duration("exit-after", 0, "exit after this long (0: serve forever)")
 	flag.Parse()
+	if *exitAfter > 0 {
+		time.AfterFunc(*exitAfter, func() { os.Exit(0) })
+	}
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("/hello", func(w http.ResponseWriter, r *http.Request) {
