@@ -507,15 +507,24 @@ class Reader {
     if (current !== null) found.set(current.name, current.members);
   }
 
+  /** The real form behind DW_FORM_indirect (which the value itself names). */
+  private direct(form: number): number {
+    if (form !== FORM.indirect) return form;
+    const c = this.info;
+    const at = c.pos;
+    const real = c.uleb();
+    if (real === FORM.indirect) c.fail('DW_FORM_indirect pointing to DW_FORM_indirect', at);
+    return real;
+  }
+
   /** Skips a DIE's attributes, returning its unit-relative DW_AT_sibling if any. */
   private skipAttributes(ab: Abbrev, u: Unit): number | undefined {
     const c = this.info;
     let sibling: number | undefined;
     for (let i = 0; i < ab.specs.length; i += 2) {
       const attr = ab.specs[i]!;
-      const form = ab.specs[i + 1]!;
-      if (attr === AT_SIBLING) sibling = this.readSibling(form, u, ab.implicit.get(i / 2));
-      else skipForm(c, form, u);
+      if (attr === AT_SIBLING) sibling = this.readSibling(this.direct(ab.specs[i + 1]!), u, ab.implicit.get(i / 2));
+      else skipForm(c, ab.specs[i + 1]!, u);
     }
     return sibling;
   }
@@ -540,8 +549,8 @@ class Reader {
     for (let i = 0; i < ab.specs.length; i += 2) {
       const attr = ab.specs[i]!;
       const form = ab.specs[i + 1]!;
-      if (attr === AT_NAME) name = this.readString(form, u);
-      else if (attr === AT_SIBLING) sibling = this.readSibling(form, u, ab.implicit.get(i / 2));
+      if (attr === AT_NAME) name = this.readString(this.direct(form), u);
+      else if (attr === AT_SIBLING) sibling = this.readSibling(this.direct(form), u, ab.implicit.get(i / 2));
       else skipForm(c, form, u);
     }
     return { name, sibling };
@@ -555,12 +564,13 @@ class Reader {
     for (let i = 0; i < ab.specs.length; i += 2) {
       const attr = ab.specs[i]!;
       const form = ab.specs[i + 1]!;
-      if (attr === AT_NAME) name = this.readString(form, u);
-      else if (attr === AT_SIBLING) sibling = this.readSibling(form, u, ab.implicit.get(i / 2));
-      else {
-        if (attr === AT_DATA_MEMBER_LOCATION) location = { form, at: c.pos, implicit: ab.implicit.get(i / 2) };
-        skipForm(c, form, u);
-      }
+      if (attr === AT_NAME) name = this.readString(this.direct(form), u);
+      else if (attr === AT_SIBLING) sibling = this.readSibling(this.direct(form), u, ab.implicit.get(i / 2));
+      else if (attr === AT_DATA_MEMBER_LOCATION) {
+        const real = this.direct(form);
+        location = { form: real, at: c.pos, implicit: ab.implicit.get(i / 2) };
+        skipForm(c, real, u);
+      } else skipForm(c, form, u);
     }
     // Decode the location only for wanted members: an exotic expression on a
     // field nobody asked for must not fail the lookup.
@@ -601,11 +611,12 @@ function parseWanted(wanted: readonly string[]): Map<string, Set<string>> {
   const byStruct = new Map<string, Set<string>>();
   for (const field of wanted) {
     const dot = field.lastIndexOf('.');
-    // The struct part is itself qualified (pkg.Type), so it contains a dot too.
-    if (dot <= 0 || dot === field.length - 1 || !field.slice(0, dot).includes('.')) {
+    const s = field.slice(0, Math.max(dot, 0));
+    const typeDot = s.lastIndexOf('.');
+    // The struct part is itself qualified (pkg.Type): three non-empty parts.
+    if (dot <= 0 || dot === field.length - 1 || typeDot <= 0 || typeDot === s.length - 1) {
       throw new TypeError(`field ${JSON.stringify(field)} is not of the form pkg.Struct.field`);
     }
-    const s = field.slice(0, dot);
     let set = byStruct.get(s);
     if (set === undefined) byStruct.set(s, (set = new Set()));
     set.add(field.slice(dot + 1));

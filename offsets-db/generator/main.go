@@ -63,8 +63,12 @@ func main() {
 
 func splitField(f string) (structName, member string, err error) {
 	i := strings.LastIndexByte(f, '.')
-	// The struct part must itself be qualified ("pkg.Type"), so it needs a dot too.
-	if i <= 0 || i == len(f)-1 || !strings.Contains(f[:i], ".") {
+	j := -1
+	if i > 0 {
+		j = strings.LastIndexByte(f[:i], '.')
+	}
+	// The struct part is itself qualified ("pkg.Type"): three non-empty parts.
+	if i <= 0 || i == len(f)-1 || j <= 0 || j == i-1 {
 		return "", "", fmt.Errorf("field %q is not of the form pkg.Struct.field", f)
 	}
 	return f[:i], f[i+1:], nil
