@@ -28,6 +28,8 @@ export type { GoFunction, FunctionSource } from './functions.ts';
 const MAX_FUNCTION_SIZE = 64 << 20;
 /** Enough bytes to cover the longest stack-check prologue. */
 const PROLOGUE_BYTES = 64;
+/** Message prefix of errors that are really analysis bugs (tests look for it). */
+export const INTERNAL_ERROR = 'unexpected analysis failure';
 /** The linker's symbol-table suffix for an ABI0 function that also has an ABIInternal symbol. */
 const ABI0_SUFFIX = '.abi0';
 /** Note types in `.note.go.buildid` and `.note.gnu.build-id`. */
@@ -84,8 +86,9 @@ export interface GoBinary {
   entrySite(fn: GoFunction): number;
   /**
    * Version of a module as built into the binary: `std` gives the Go
-   * version without `go` (`1.26.8`); a replaced module gives its
-   * replacement's version, unless replaced by a directory.
+   * version without `go` (`1.26.8`); a module replaced by another module
+   * version gives the replacement's version; one replaced by a local
+   * directory gives the version it was required at.
    */
   moduleVersion(modulePath: string): string | undefined;
   /** Every function of the lookup table, in table order (for tooling; reads names from the file). */
@@ -100,15 +103,15 @@ export interface GoBinary {
  * (no Go build info), `UNSUPPORTED_ARCH` (not x86-64), `TRUNCATED`, `CORRUPT`.
  */
 export function openGoBinary(path: string): GoBinary {
-  const elf = ElfFile.parse(BinaryFile.open(path));
-  try {
-    return analyse(elf);
-  } catch (err) {
-    elf.close();
-    if (err instanceof GoBinaryError) throw err;
-    // A bug here must not take the agent down nor hide which file caused it.
-    throw new GoBinaryError('CORRUPT', path, `unexpected analysis failure: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
-  }
+  return guard(path, () => {
+    const elf = ElfFile.parse(BinaryFile.open(path));
+    try {
+      return analyse(elf);
+    } catch (err) {
+      elf.close();
+      throw err;
+    }
+  });
 }
 
 /**
@@ -119,13 +122,29 @@ export function openGoBinary(path: string): GoBinary {
  * (`UNSUPPORTED_ARCH`), truncated or corrupt files.
  */
 export function readGoVersion(path: string): { goVersion: string } | null {
-  const elf = ElfFile.parse(BinaryFile.open(path));
+  return guard(path, () => {
+    const elf = ElfFile.parse(BinaryFile.open(path));
+    try {
+      if (elf.type !== ET_EXEC && elf.type !== ET_DYN) return null;
+      const strings = readBuildInfoStrings(elf);
+      return strings ? { goVersion: strings.goVersion } : null;
+    } finally {
+      elf.close();
+    }
+  });
+}
+
+/**
+ * Runs `fn`, turning any exception other than a GoBinaryError into one:
+ * a parser bug on some odd binary must neither take the agent down nor
+ * hide which file caused it.
+ */
+function guard<T>(path: string, fn: () => T): T {
   try {
-    if (elf.type !== ET_EXEC && elf.type !== ET_DYN) return null;
-    const strings = readBuildInfoStrings(elf);
-    return strings ? { goVersion: strings.goVersion } : null;
-  } finally {
-    elf.close();
+    return fn();
+  } catch (err) {
+    if (err instanceof GoBinaryError) throw err;
+    throw new GoBinaryError('CORRUPT', path, `${INTERNAL_ERROR}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
   }
 }
 
@@ -183,6 +202,10 @@ class AnalysedBinary implements GoBinary {
   }
 
   findFunction(name: string): GoFunction | undefined {
+    return guard(this.path, () => this.#findFunction(name));
+  }
+
+  #findFunction(name: string): GoFunction | undefined {
     this.#checkOpen();
     const exact = this.#index.find(name);
     if (exact) return exact;
@@ -201,13 +224,17 @@ class AnalysedBinary implements GoBinary {
   }
 
   retSites(fn: GoFunction): number[] {
-    const { code, offset } = this.#code(fn, Number.MAX_SAFE_INTEGER);
-    return retAddresses(code, fn.entry).map((a) => offset + (a - fn.entry));
+    return guard(this.path, () => {
+      const { code, offset } = this.#code(fn, Number.MAX_SAFE_INTEGER);
+      return retAddresses(code, fn.entry).map((a) => offset + (a - fn.entry));
+    });
   }
 
   entrySite(fn: GoFunction): number {
-    const { code, offset } = this.#code(fn, PROLOGUE_BYTES);
-    return offset + (addressAfterStackCheck(code, fn.entry) - fn.entry);
+    return guard(this.path, () => {
+      const { code, offset } = this.#code(fn, PROLOGUE_BYTES);
+      return offset + (addressAfterStackCheck(code, fn.entry) - fn.entry);
+    });
   }
 
   moduleVersion(modulePath: string): string | undefined {
@@ -217,12 +244,20 @@ class AnalysedBinary implements GoBinary {
     }
     const mod = this.mainModule?.path === modulePath ? this.mainModule : this.modules.find((m) => m.path === modulePath);
     if (!mod) return undefined;
-    return mod.replace && mod.replace.version !== '' ? mod.replace.version : mod.version;
+    // A directory replacement records "(devel)" or nothing: the required
+    // version is the best description of that code there is.
+    const r = mod.replace;
+    return r && r.version !== '' && !isLocalPath(r.path) ? r.version : mod.version;
   }
 
-  functions(): IterableIterator<GoFunction> {
+  *functions(): IterableIterator<GoFunction> {
     this.#checkOpen();
-    return this.#index.all();
+    const it = this.#index.all();
+    for (;;) {
+      const next = guard(this.path, () => it.next());
+      if (next.done) return;
+      yield next.value;
+    }
   }
 
   close(): void {
@@ -244,6 +279,11 @@ class AnalysedBinary implements GoBinary {
   #checkOpen(): void {
     if (this.#closed) this.#elf.file.fail('IO', 'binary used after close()');
   }
+}
+
+/** A replacement that is a directory rather than a module (as in cmd/go's modfile.IsDirectoryPath). */
+function isLocalPath(p: string): boolean {
+  return p.startsWith('./') || p.startsWith('../') || p.startsWith('/') || p === '.' || p === '..' || /^[A-Za-z]:[\\/]/.test(p);
 }
 
 function readBuildId(elf: ElfFile): string | undefined {

@@ -1,0 +1,201 @@
+/**
+ * The agent as one per node: many Go processes at once, processes coming and
+ * going, processes in other mount namespaces — real processes, real eBPF.
+ * The agent runs in this test process so its internals (link sets, BPF maps,
+ * file descriptors, memory) can be checked directly.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { copyFileSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
+import { Agent } from '../../daemon/agent/agent.ts';
+import { createExporter } from '../../daemon/export/exporters.ts';
+import { createLogger } from '../../daemon/util/log.ts';
+import { repoRoot } from '../support/agent-process.ts';
+import { startGoServer, httpRequest, type GoServer } from '../support/go-server.ts';
+import { skipUnlessBpf } from '../support/privileges.ts';
+
+const skip = skipUnlessBpf();
+const goBin = (tc: string, v: string, name = 'httpserver'): string => join(repoRoot, 'build', 'go', tc, v, name);
+const work = join(repoRoot, 'build', 'test-node-wide');
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+async function until(what: string, pred: () => boolean, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!pred()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+function openFds(): number {
+  return readdirSync('/proc/self/fd').length;
+}
+
+describe('node-wide agent', { skip }, () => {
+  let agent: Agent;
+  const spans: ReadableSpan[] = [];
+  const pidOf = (s: ReadableSpan): number => Number(s.resource.attributes['process.pid']);
+
+  before(async () => {
+    rmSync(work, { recursive: true, force: true });
+    mkdirSync(work, { recursive: true });
+    agent = new Agent(createLogger('warn'), {
+      exporter: createExporter({ kind: 'none' }),
+      selection: { includeExe: [join(repoRoot, 'build', '**'), '/srv'] },
+      onSpan: (s) => spans.push(s),
+      batcher: { intervalMs: 100 },
+    });
+    await agent.start();
+  });
+
+  after(async () => {
+    await agent?.stop();
+  });
+
+  test('100 concurrent processes of 10 binaries: all traced, one link set per (binary, probe)', async () => {
+    const binaries: Array<{ path: string; args: string[] }> = [];
+    for (const tc of ['go1.19', 'go1.26', 'go1.27']) for (const v of ['plain', 'stripped', 'pie']) binaries.push({ path: goBin(tc, v), args: [] });
+    binaries.push({ path: goBin('go1.26', 'plain', 'demo-service'), args: ['-role', 'inventory'] });
+    const servers: GoServer[] = [];
+    try {
+      for (let i = 0; i < 100; i++) {
+        const b = binaries[i % binaries.length]!;
+        servers.push(await startGoServer(b.path, b.args));
+      }
+      await until('all 100 processes traced', () => servers.every((s) => agent.tracedPids().includes(s.pid)), 30_000);
+      const rt = agent.runtime()!;
+      const attached = agent.attachments()!.binaries().filter((b) => b.handles.length > 0);
+      assert.equal(attached.length, 10, 'ten distinct binaries attached');
+      for (const b of attached) {
+        assert.equal(b.handles.length, 2, `${b.path}: one link set for the entry and one for the returns`);
+        assert.equal(b.pids.size, 10, 'ten processes share each binary\'s links');
+      }
+      const uprobeSets = rt.obj.linkSets().filter((l) => l.kind !== 'tracepoint');
+      assert.equal(uprobeSets.length, 20, 'one uprobe link set per (binary, program), not per process');
+      assert.equal(rt.obj.mapCount('gt_processes'), 100, 'all 100 in the BPF allow-list');
+
+      for (const s of servers) await httpRequest(`${s.url}${s.url.includes('inventory') ? '' : ''}/hello`).catch(() => undefined);
+      for (const s of servers.filter((_, i) => i % 10 === 9)) await httpRequest(`${s.url}/stock/teapot`);
+      await until('a span from every process', () => {
+        const seen = new Set(spans.map(pidOf));
+        return servers.every((s) => seen.has(s.pid));
+      }, 20_000);
+    } finally {
+      await Promise.all(servers.map((s) => s.stop()));
+    }
+    await until('every process released', () => agent.tracedPids().length === 0);
+    assert.equal(agent.runtime()!.obj.linkSets().filter((l) => l.kind !== 'tracepoint').length, 0, 'links detached with the last process of each binary');
+  });
+
+  test('1,000 start/exit cycles of short-lived Go processes leave nothing behind', async () => {
+    const rt = agent.runtime()!;
+    const a = join(work, 'short-a');
+    const b = join(work, 'short-b');
+    copyFileSync(goBin('go1.26', 'stripped'), a);
+    copyFileSync(goBin('go1.19', 'plain'), b);
+    // warm up: first analysis, JIT, allocations that stay
+    const warm = await startGoServer(a, ['-exit-after', '50ms']);
+    await new Promise((r) => warm.child.once('exit', r));
+    await until('warm-up released', () => agent.tracedPids().length === 0);
+    global.gc?.();
+    const fds0 = openFds();
+    const rss0 = process.memoryUsage().rss;
+    let traced = 0;
+    const seen = new Set<number>();
+    const tick = setInterval(() => {
+      for (const p of agent.tracedPids()) seen.add(p);
+    }, 5);
+    const cycles = 1000;
+    const parallel = 16;
+    let started = 0;
+    const worker = async (): Promise<void> => {
+      while (started < cycles) {
+        const n = started++;
+        const child = spawn(n % 2 ? a : b, ['-exit-after', '30ms'], { stdio: 'ignore' });
+        await new Promise((r) => child.once('exit', r));
+      }
+    };
+    const t0 = Date.now();
+    await Promise.all(Array.from({ length: parallel }, worker));
+    clearInterval(tick);
+    traced = seen.size;
+    await until('all short-lived processes released', () => agent.tracedPids().length === 0, 20_000);
+    agent.scan();
+    global.gc?.();
+    const elapsed = Date.now() - t0;
+    const fds1 = openFds();
+    const rss1 = process.memoryUsage().rss;
+    process.stderr.write(`# 1000 cycles in ${elapsed} ms; ${traced} processes seen traced; fds ${fds0} -> ${fds1}; rss ${(rss0 / 2 ** 20).toFixed(0)} -> ${(rss1 / 2 ** 20).toFixed(0)} MiB\n`);
+    assert.ok(traced >= cycles * 0.5, `most short-lived processes were traced while alive (${traced} of ${cycles})`);
+    assert.equal(rt.obj.linkSets().filter((l) => l.kind !== 'tracepoint').length, 0, 'no uprobe links remain');
+    assert.equal(rt.obj.mapCount('gt_processes'), 0, 'no allow-list entries remain');
+    assert.equal(rt.obj.mapCount('gt_http_server_inflight'), 0, 'no in-flight entries remain');
+    assert.equal(agent.attachments()!.binaries().length, 0, 'no attached binaries remain');
+    assert.ok(fds1 <= fds0 + 8, `file descriptors bounded: ${fds0} before, ${fds1} after`);
+    assert.ok(rss1 - rss0 < 64 * 2 ** 20, `memory growth under 64 MiB: ${(rss1 - rss0) / 2 ** 20} MiB`);
+  });
+
+  test('exec to first span within one second', async () => {
+    const latencies: number[] = [];
+    for (let i = 0; i < 6; i++) {
+      // half on binaries never seen before (full analysis), half on a known one
+      const bin = i % 2 === 0 ? join(work, `fresh-${i}`) : goBin('go1.27', 'pie');
+      if (i % 2 === 0) copyFileSync(goBin('go1.27', 'plain'), bin);
+      const t0 = Date.now();
+      const server = await startGoServer(bin);
+      try {
+        let first: ReadableSpan | undefined;
+        const deadline = t0 + 5000;
+        while (!first && Date.now() < deadline) {
+          await httpRequest(`${server.url}/hello`);
+          await sleep(5);
+          await agent.flush();
+          first = spans.find((s) => pidOf(s) === server.pid);
+        }
+        assert.ok(first, 'a span arrived');
+        const startMs = first.startTime[0] * 1000 + first.startTime[1] / 1e6;
+        latencies.push(startMs - t0);
+      } finally {
+        await server.stop();
+      }
+    }
+    const sorted = [...latencies].sort((x, y) => x - y);
+    const median = (sorted[2]! + sorted[3]!) / 2;
+    process.stderr.write(`# exec-to-first-span ms: ${latencies.map((l) => l.toFixed(1)).join(', ')}; median ${median.toFixed(1)}\n`);
+    for (const l of latencies) assert.ok(l <= 1000, `exec to first span ${l} ms`);
+  });
+
+  test('a process in another mount namespace is found and traced', async () => {
+    const root = join(work, 'mntns-root');
+    mkdirSync(root, { recursive: true });
+    // the binary exists only on a tmpfs mounted inside the new mount namespace
+    const script = `mount -t tmpfs tmpfs "${root}" && cp "${goBin('go1.26', 'plain')}" "${root}/srv" && exec chroot "${root}" /srv`;
+    const child = spawn('unshare', ['--mount', '--propagation', 'private', '--fork', 'sh', '-c', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+    try {
+      await until('the namespaced server listens', () => /listening on/.test(out) || child.exitCode !== null, 10_000);
+      assert.match(out, /listening on/, `server in the namespace failed: ${err}`);
+      assert.deepEqual(readdirSync(root), [], 'the binary is not visible from the agent\'s mount namespace');
+      const url = `http://${/listening on (\S+)/.exec(out)![1]}`;
+      let got: ReadableSpan | undefined;
+      const deadline = Date.now() + 10_000;
+      while (!got && Date.now() < deadline) {
+        await httpRequest(`${url}/hello`);
+        await agent.flush();
+        got = spans.find((s) => s.resource.attributes['process.executable.path'] === '/srv');
+      }
+      assert.ok(got, 'a span from the process in the other mount namespace');
+      assert.equal(got.attributes['url.path'], '/hello');
+    } finally {
+      child.kill('SIGKILL');
+      spawn('pkill', ['-f', '^/srv']).unref();
+    }
+  });
+});
