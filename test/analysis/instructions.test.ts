@@ -1,0 +1,78 @@
+// The instruction-level probe-site logic on hand-assembled byte sequences,
+// covering each prologue shape (the real-binary tests cover what today's
+// toolchains emit; these also cover older Go's TLS-loaded g).
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { addressAfterStackCheck, retAddresses } from '../../daemon/analysis/instructions.ts';
+
+const AT = 0x401000;
+const bytes = (...parts: number[][]): Uint8Array => Uint8Array.from(parts.flat());
+
+const CMP_RSP_G = [0x49, 0x3b, 0x66, 0x10]; // cmp rsp, [r14+0x10]
+const JBE_SHORT = [0x76, 0x40];
+const JBE_NEAR = [0x0f, 0x86, 0x10, 0x01, 0x00, 0x00];
+const LEA_R12 = [0x4c, 0x8d, 0x64, 0x24, 0x98]; // lea r12, [rsp-0x68]
+const CMP_R12_G = [0x4d, 0x3b, 0x66, 0x10]; // cmp r12, [r14+0x10]
+const MOV_R12_RSP = [0x49, 0x89, 0xe4]; // mov r12, rsp
+const SUB_R12 = [0x49, 0x81, 0xec, 0x98, 0x7f, 0x00, 0x00]; // sub r12, 0x7f98
+const JB_NEAR = [0x0f, 0x82, 0x8c, 0x00, 0x00, 0x00];
+const PUSH_RBP = [0x55];
+const RET = [0xc3];
+
+describe('entry site past the stack-growth check', () => {
+  test('small frame: CMP RSP; JBE', () => {
+    assert.equal(addressAfterStackCheck(bytes(CMP_RSP_G, JBE_NEAR, PUSH_RBP), AT), AT + 10);
+    assert.equal(addressAfterStackCheck(bytes(CMP_RSP_G, JBE_SHORT, PUSH_RBP), AT), AT + 6);
+  });
+
+  test('large frame: LEA R12; CMP R12; JBE', () => {
+    assert.equal(addressAfterStackCheck(bytes(LEA_R12, CMP_R12_G, JBE_NEAR, PUSH_RBP), AT), AT + 15);
+  });
+
+  test('huge frame: MOV R12, RSP; SUB; JB; CMP R12; JBE', () => {
+    assert.equal(addressAfterStackCheck(bytes(MOV_R12_RSP, SUB_R12, JB_NEAR, CMP_R12_G, JBE_NEAR, PUSH_RBP), AT), AT + 26);
+  });
+
+  test('g loaded from TLS (ABI0 and Go before 1.17)', () => {
+    const movRcxFs = [0x64, 0x48, 0x8b, 0x0c, 0x25, 0xf8, 0xff, 0xff, 0xff]; // mov rcx, fs:[-8]
+    const cmpRspRcx = [0x48, 0x3b, 0x61, 0x10]; // cmp rsp, [rcx+0x10]
+    assert.equal(addressAfterStackCheck(bytes(movRcxFs, cmpRspRcx, JBE_SHORT, PUSH_RBP), AT), AT + 15);
+    // PIC: the TLS offset is loaded first, then g through FS.
+    const movRcxRip = [0x48, 0x8b, 0x0d, 0x00, 0x10, 0x00, 0x00]; // mov rcx, [rip+0x1000]
+    const movRcxFsRcx = [0x64, 0x48, 0x8b, 0x09]; // mov rcx, fs:[rcx]
+    assert.equal(addressAfterStackCheck(bytes(movRcxRip, movRcxFsRcx, cmpRspRcx, JBE_SHORT, PUSH_RBP), AT), AT + 17);
+  });
+
+  test('no check (NOSPLIT), or something else that only looks like one: the entry', () => {
+    assert.equal(addressAfterStackCheck(bytes([0x48, 0x89, 0xd8], RET), AT), AT); // mov rax, rbx; ret
+    assert.equal(addressAfterStackCheck(bytes([0x49, 0x3b, 0x66, 0x18], JBE_SHORT), AT), AT); // stackguard1
+    assert.equal(addressAfterStackCheck(bytes(CMP_RSP_G, [0x74, 0x10]), AT), AT); // JE, not JBE
+    assert.equal(addressAfterStackCheck(bytes(CMP_R12_G, JBE_SHORT), AT), AT); // R12 never set from RSP
+    assert.equal(addressAfterStackCheck(bytes(CMP_RSP_G), AT), AT); // cut short
+    assert.equal(addressAfterStackCheck(new Uint8Array(0), AT), AT);
+  });
+});
+
+describe('RET sites', () => {
+  test('finds RET instructions, not 0xC3 bytes inside other instructions', () => {
+    const code = bytes(
+      [0xb8, 0xc3, 0x00, 0x00, 0x00], // mov eax, 0xc3
+      RET,
+      [0x48, 0x8d, 0x05, 0xc3, 0xc3, 0x00, 0x00], // lea rax, [rip+0xc3c3]
+      [0xc2, 0x08, 0x00], // ret 8
+      RET,
+      [0xcc, 0xcc, 0xcc], // padding
+    );
+    assert.deepEqual(retAddresses(code, AT), [AT + 5, AT + 13, AT + 16]);
+  });
+
+  test('undecodable bytes are stepped over and never loop', () => {
+    const junk = new Uint8Array(4096).fill(0x0f);
+    junk[4095] = 0xc3;
+    const t0 = performance.now();
+    const rets = retAddresses(junk, AT);
+    assert.ok(performance.now() - t0 < 2000);
+    assert.ok(rets.every((a) => a >= AT && a < AT + 4096));
+    assert.deepEqual(retAddresses(new Uint8Array(0), AT), []);
+  });
+});
