@@ -61,6 +61,8 @@ export class Agent implements MetricsSource {
   private scanTimer: NodeJS.Timeout | undefined;
   private readonly problems = new Map<string, number>();
   private started = false;
+  /** Cumulative counts since start. */
+  readonly totals = { processesTraced: 0, processesExited: 0, execEvents: 0, exitEvents: 0 };
 
   constructor(log: Logger, opts: AgentOptions) {
     this.log = log;
@@ -77,8 +79,14 @@ export class Agent implements MetricsSource {
     });
     this.attach = new AttachmentManager(this.rt, this.probes, this.log);
     this.batcher = new SpanBatcher(this.opts.exporter, this.log, this.opts.batcher);
-    this.rt.onSystemEvent(EventType.GT_EVENT_PROCESS_EXEC, (buf, off) => this.onExec(decodeEventHeader(buf, off).tgid));
-    this.rt.onSystemEvent(EventType.GT_EVENT_PROCESS_EXIT, (buf, off) => this.processExited(decodeEventHeader(buf, off).tgid));
+    this.rt.onSystemEvent(EventType.GT_EVENT_PROCESS_EXEC, (buf, off) => {
+      this.totals.execEvents++;
+      this.onExec(decodeEventHeader(buf, off).tgid);
+    });
+    this.rt.onSystemEvent(EventType.GT_EVENT_PROCESS_EXIT, (buf, off) => {
+      this.totals.exitEvents++;
+      this.processExited(decodeEventHeader(buf, off).tgid);
+    });
     const events = this.rt.attachProcessEvents();
     this.rt.start(this.eventContext(), { intervalMs: this.opts.consumeIntervalMs });
     this.started = true;
@@ -161,6 +169,7 @@ export class Agent implements MetricsSource {
       return;
     }
     this.traced.set(pid, { info, resource });
+    this.totals.processesTraced++;
     this.log.info('tracing process', { pid, exe: info.exe, service: String(resource.attributes['service.name']) });
   }
 
@@ -169,6 +178,7 @@ export class Agent implements MetricsSource {
     if (!t) return;
     this.traced.delete(pid);
     this.exited.set(pid, { resource: t.resource, at: Date.now() });
+    this.totals.processesExited++;
     try {
       this.rt?.untraceProcess(pid);
       this.rt?.forgetProcessState(pid);
