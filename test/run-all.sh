@@ -9,4 +9,4 @@ echo "[test] generated layouts are current"
 deploy/node probes/codegen/btf-to-ts.ts --check
 echo "[test] test suites"
 # one file at a time: the end-to-end suites measure timing on a 2-core machine
-exec deploy/node --test --test-concurrency=1 --test-reporter=spec "${@:-test/**/*.test.ts}"
+exec deploy/node --expose-gc --test --test-concurrency=1 --test-reporter=spec "${@:-test/**/*.test.ts}"
