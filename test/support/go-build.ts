@@ -48,11 +48,17 @@ export interface GoToolchain {
  * - `pie`: `-buildmode=pie`.
  * - `pie-stripped`: both.
  * - `external`: `-ldflags=-linkmode=external` with cgo enabled (needs gcc).
+ * - `external-pie`, `external-pie-stripped`: external linking of a PIE
+ *   (with `-s -w`), where the system linker merges Go's read-only data
+ *   into `.data.rel.ro` — for Go 1.19, the pclntab too.
  */
-export type GoBuildVariant = 'plain' | 'stripped' | 'pie' | 'pie-stripped' | 'external';
+export type GoBuildVariant = 'plain' | 'stripped' | 'pie' | 'pie-stripped' | 'external' | 'external-pie' | 'external-pie-stripped';
 
-/** All variants, in the order above. */
+/** The variants every probe should be tested against. */
 export const GO_BUILD_VARIANTS: readonly GoBuildVariant[] = ['plain', 'stripped', 'pie', 'pie-stripped', 'external'];
+
+/** {@link GO_BUILD_VARIANTS} plus the rarer external PIE variants, for binary-format tests. */
+export const ALL_GO_BUILD_VARIANTS: readonly GoBuildVariant[] = [...GO_BUILD_VARIANTS, 'external-pie', 'external-pie-stripped'];
 
 export interface GoBuildOptions {
   toolchain: GoToolchain;
@@ -118,7 +124,7 @@ let gccReason: string | null | undefined;
 /** Why `variant` cannot be built with `toolchain` here, or undefined if it can. */
 export function buildSkipReason(toolchain: GoToolchain, variant: GoBuildVariant): string | undefined {
   void toolchain;
-  if (variant !== 'external') return undefined;
+  if (!variant.startsWith('external')) return undefined;
   if (gccReason === undefined) {
     try {
       execFileSync('gcc', ['--version'], { stdio: 'ignore', timeout: 30_000 });
@@ -145,7 +151,7 @@ export function buildGo(opts: GoBuildOptions): string {
     ? path.resolve(BUILD_DIR, opts.outPath)
     : path.join(BUILD_DIR, 'go', program, `${toolchain.name}-${variant}`, program);
   const args = buildArgs(variant);
-  const cgo = variant === 'external' ? '1' : '0';
+  const cgo = variant.startsWith('external') ? '1' : '0';
   const stamp = JSON.stringify({ bin: toolchain.bin, env: toolchain.env, args, cgo });
   const stampPath = `${out}.stamp`;
   if (isUpToDate(out, stampPath, stamp, srcDir)) return out;
@@ -185,6 +191,10 @@ function buildArgs(variant: GoBuildVariant): string[] {
       return [...common, '-buildmode=pie', '-ldflags=-s -w'];
     case 'external':
       return [...common, '-ldflags=-linkmode=external'];
+    case 'external-pie':
+      return [...common, '-buildmode=pie', '-ldflags=-linkmode=external'];
+    case 'external-pie-stripped':
+      return [...common, '-buildmode=pie', '-ldflags=-linkmode=external -s -w'];
   }
 }
 
