@@ -1,0 +1,65 @@
+/**
+ * The struct fields whose offsets gotrail's probes read, per module: the one
+ * list that offsets-db/generate.ts generates data for. A probe that needs a new
+ * field adds it here (with the reason) and re-runs the generator.
+ */
+
+/** What the generator needs to know to produce offsets for one module. */
+export interface ModuleFields {
+  /** `std` for the standard library, else the module path. */
+  module: string;
+  /**
+   * Module versions to build from the module proxy (third-party modules only;
+   * the standard library is built once per available Go toolchain instead).
+   * Without `v` prefix, like the data files. Default: none (reference data only).
+   */
+  versions?: string[];
+  /** Import paths the probe program imports. */
+  imports: string[];
+  /**
+   * Go statements that make the linker keep the code (and so the DWARF types)
+   * of the structs below. They are compiled but never executed.
+   */
+  keep: string[];
+  /** `pkg.Struct.field` → which probe reads it (documentation for reviewers). */
+  fields: Record<string, string>;
+}
+
+const HTTP_SERVER = 'net/http server probe (probes/go/net/http/server)';
+
+/** All modules and fields, in the order the data files list them. */
+export const MODULE_FIELDS: readonly ModuleFields[] = [
+  {
+    module: 'std',
+    imports: ['bufio', 'net/http', 'net/url'],
+    keep: ['_ = http.ListenAndServe("", nil)', '_, _ = url.Parse("")', '_ = bufio.NewReader(nil)'],
+    fields: {
+      'runtime.g.goid': 'every probe: in-flight state is keyed by {tgid, goid}',
+      'net/http.Request.Method': HTTP_SERVER,
+      'net/http.Request.URL': HTTP_SERVER,
+      'net/http.Request.Host': HTTP_SERVER,
+      'net/http.Request.RemoteAddr': HTTP_SERVER,
+      'net/http.Request.RequestURI': HTTP_SERVER,
+      'net/http.Request.Proto': HTTP_SERVER,
+      'net/url.URL.Path': HTTP_SERVER,
+      'net/url.URL.RawQuery': HTTP_SERVER,
+      'net/url.URL.Scheme': HTTP_SERVER,
+      'net/url.URL.Host': HTTP_SERVER,
+      'net/http.response.req': HTTP_SERVER,
+      'net/http.response.status': HTTP_SERVER,
+      'net/http.response.conn': HTTP_SERVER,
+      'net/http.response.wroteHeader': HTTP_SERVER,
+      'net/http.conn.bufr': `${HTTP_SERVER}: reads traceparent from the connection's read buffer`,
+      'net/http.conn.rwc': `${HTTP_SERVER}: the net.Conn, for the 4-tuple`,
+      'net/http.conn.remoteAddr': HTTP_SERVER,
+      'bufio.Reader.buf': `${HTTP_SERVER}: request bytes buffered for the connection`,
+      'bufio.Reader.r': HTTP_SERVER,
+      'bufio.Reader.w': HTTP_SERVER,
+    },
+  },
+];
+
+/** The field list of one module, or `undefined` when no probe needs that module. */
+export function fieldsOf(module: string): ModuleFields | undefined {
+  return MODULE_FIELDS.find((m) => m.module === module);
+}
