@@ -1,0 +1,3 @@
+module gotrail/test/programs/offsets-probe
+
+go 1.19

@@ -1,0 +1,29 @@
+// Command offsets-probe links the standard-library code whose struct layouts
+// the offsets tests compare (DWARF reader vs. Go's debug/dwarf vs. the
+// offsets database). It serves HTTP when given an address, so the same binary
+// can double as a target for probe tests.
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		u, _ := url.Parse("http://example.invalid/path?q=1")
+		r := bufio.NewReader(os.Stdin)
+		fmt.Println(u.Path, u.RawQuery, r.Size())
+		return
+	}
+	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s %s\n", r.Method, r.URL.Path)
+	})
+	if err := http.ListenAndServe(os.Args[1], nil); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
