@@ -9,6 +9,7 @@ export const ET_DYN = 3;
 export const EM_X86_64 = 62;
 
 export const PT_LOAD = 1;
+export const PT_DYNAMIC = 2;
 export const PT_NOTE = 4;
 export const PF_X = 1;
 export const PF_W = 2;
@@ -23,6 +24,8 @@ export const SHF_COMPRESSED = 0x800;
 
 export const STT_FUNC = 2;
 export const R_X86_64_RELATIVE = 8;
+const DT_RELA = 7n;
+const DT_RELASZ = 8n;
 
 const EHDR_SIZE = 64;
 const PHDR_SIZE = 56;
@@ -382,20 +385,57 @@ export class ElfFile {
    * PIE binaries whose pointers are only meaningful after relocation.
    */
   relativeRelocationAt(vaddr: number): number | undefined {
-    for (const sec of this.sections) {
-      if (sec.type !== SHT_RELA || (sec.flags & SHF_ALLOC) === 0) continue;
-      if (sec.size % RELA_SIZE !== 0) continue;
-      const reader = new WindowReader(this.file, sec.offset, sec.offset + sec.size, `relocations ${sec.name}`, RELA_SIZE * 16384);
-      for (let i = 0; i < sec.size / RELA_SIZE; i++) {
+    let found: number | undefined;
+    this.#forEachRelative((offset, addend) => {
+      if (offset !== vaddr) return true;
+      found = addend;
+      return false;
+    });
+    return found;
+  }
+
+  /** Addresses that R_X86_64_RELATIVE relocations set to `target`. */
+  relativeRelocationsTo(target: number): number[] {
+    const out: number[] = [];
+    this.#forEachRelative((offset, addend) => {
+      if (addend === target) out.push(offset);
+      return out.length < 64;
+    });
+    return out;
+  }
+
+  #forEachRelative(fn: (offset: number, addend: number) => boolean): void {
+    for (const table of this.#relaTables()) {
+      const reader = new WindowReader(this.file, table.offset, table.offset + table.size, 'relocation table', RELA_SIZE * 16384);
+      for (let i = 0; i < Math.floor(table.size / RELA_SIZE); i++) {
         const { buf, pos } = reader.bytes(i * RELA_SIZE, RELA_SIZE);
         if (buf.readUInt32LE(pos + 8) !== R_X86_64_RELATIVE || buf.readUInt32LE(pos + 12) !== 0) continue;
-        if (this.file.u64(buf, pos, 'relocation offset') === vaddr) {
-          const addend = buf.readBigInt64LE(pos + 16);
-          return addend >= 0n && addend <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(addend) : undefined;
-        }
+        const addend = buf.readBigInt64LE(pos + 16);
+        if (addend < 0n || addend > BigInt(Number.MAX_SAFE_INTEGER)) continue;
+        if (!fn(this.file.u64(buf, pos, 'relocation offset'), Number(addend))) return;
       }
     }
-    return undefined;
+  }
+
+  /** RELA tables: allocated SHT_RELA sections, or DT_RELA of the dynamic segment when there are no section headers. */
+  #relaTables(): { offset: number; size: number }[] {
+    if (this.sections.length > 0) {
+      return this.sections.filter((s) => s.type === SHT_RELA && (s.flags & SHF_ALLOC) !== 0);
+    }
+    const dyn = this.programs.find((p) => p.type === PT_DYNAMIC);
+    if (!dyn || dyn.filesz > 1 << 20) return [];
+    const buf = this.file.read(dyn.offset, dyn.filesz - (dyn.filesz % 16), 'dynamic segment');
+    let rela: number | undefined;
+    let size: number | undefined;
+    for (let pos = 0; pos + 16 <= buf.length; pos += 16) {
+      const tag = buf.readBigUInt64LE(pos);
+      if (tag === 0n) break;
+      if (tag === DT_RELA) rela = this.file.u64(buf, pos + 8, 'DT_RELA');
+      if (tag === DT_RELASZ) size = this.file.u64(buf, pos + 8, 'DT_RELASZ');
+    }
+    if (rela === undefined || size === undefined) return [];
+    const offset = this.tryFileOffset(rela, size);
+    return offset === undefined ? [] : [{ offset, size }];
   }
 
   /** Notes from SHT_NOTE sections, or from PT_NOTE segments when there are no section headers. */

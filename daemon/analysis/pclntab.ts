@@ -232,6 +232,11 @@ function moduledataText(elf: ElfFile, t: Pclntab, symbol: SymbolLookup): number 
       }
     }
   }
+  // Linkers that leave relocated words zero on disk (lld) still name them in relocations.
+  for (const md of elf.relativeRelocationsTo(t.vaddr)) {
+    const v = readModuledataText(elf, t, md);
+    if (v !== undefined) return v;
+  }
   return undefined;
 }
 
