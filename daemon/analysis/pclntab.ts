@@ -49,12 +49,18 @@ export interface Pclntab {
 export type SymbolLookup = (name: string) => number | undefined;
 
 /**
- * Finds the pclntab: the `.gopclntab` section (`.data.rel.ro.gopclntab` in
- * Go 1.19 PIE builds), else the `runtime.pclntab` symbol, else a scan of
- * the loadable segments for a header that validates — needed for
- * externally linked PIE binaries, where the linker merged it into
- * `.data.rel.ro`, and for files without section headers. Throws `CORRUPT`
- * if none is found.
+ * Finds the pclntab. Where it lives (measured with the toolchains here):
+ *
+ * - `.gopclntab` section: every build of Go 1.26 and 1.27 (PIE and external
+ *   linking included), and Go 1.19 non-PIE builds;
+ * - `.data.rel.ro.gopclntab`: Go 1.19 internally linked PIE;
+ * - inside `.data.rel.ro`, merged by the system linker: Go 1.19 externally
+ *   linked PIE — found through the `runtime.pclntab` symbol, or, stripped,
+ *   only by scanning.
+ *
+ * So: sections named `*.gopclntab`, then the `runtime.pclntab` symbol, then a
+ * scan of the loadable segments for a header that validates (also the way
+ * for files without section headers). Throws `CORRUPT` if none is found.
  */
 export function findPclntab(elf: ElfFile, symbol: SymbolLookup): Pclntab {
   const errors: string[] = [];
