@@ -37,15 +37,24 @@ const FLAG_BIG_ENDIAN = 1;
 /** Bounds for the strings; real module info of huge programs is tens of KiB. */
 const MAX_VERSION_LEN = 1024;
 const MAX_MODINFO_LEN = 16 << 20;
+/**
+ * How far into a writable segment to look when there are no section
+ * headers. The blob leads the segment in Go-linked files, and follows the
+ * C runtime's small data (tens of KiB) in externally linked ones.
+ */
+const SCAN_LIMIT = 4 << 20;
 /** Module info is framed by 16-byte sentinels (cmd/go's infoStart/infoEnd). */
 const SENTINEL_LEN = 16;
 
 /**
- * Locates the build information blob: in the `.go.buildinfo` section, or
- * (for files without section headers) near the start of a writable
- * segment, where the linker puts it. Returns null when there is none: the
- * file was not built by the gc Go toolchain (or predates Go 1.13).
- * A `.go.buildinfo` section without the blob is `CORRUPT`.
+ * Locates the build information blob: in the `.go.buildinfo` section, or,
+ * for files without section headers, near the start of a writable segment,
+ * where the linker puts it. Returns null when there is none: the file was
+ * not built by the gc Go toolchain (or predates Go 1.13). The gc linker
+ * always writes the section, so a file with section headers but without it
+ * is answered without scanning — this is on process discovery's path for
+ * every non-Go program. A `.go.buildinfo` section without the blob is
+ * `CORRUPT`.
  */
 export function readBuildInfoStrings(elf: ElfFile): { goVersion: string; modinfo: string } | null {
   const sec = elf.section('.go.buildinfo');
@@ -53,10 +62,12 @@ export function readBuildInfoStrings(elf: ElfFile): { goVersion: string; modinfo
   if (sec) {
     header = findHeader(elf, sec.offset, sec.offset + sec.size);
     if (!header) elf.file.fail('CORRUPT', `.go.buildinfo section (at ${hex(sec.offset)}) does not hold the build info magic`);
+  } else if (elf.sections.length > 0) {
+    return null;
   } else {
     for (const p of elf.programs) {
       if (p.type !== PT_LOAD || (p.flags & (PF_W | PF_X)) !== PF_W) continue;
-      header = findHeader(elf, p.offset, p.offset + p.filesz);
+      header = findHeader(elf, p.offset, p.offset + Math.min(p.filesz, SCAN_LIMIT));
       if (header) break;
     }
     if (!header) return null;
