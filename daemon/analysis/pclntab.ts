@@ -1,6 +1,6 @@
 import { WindowReader } from './binary-file.ts';
 import type { BinaryFile } from './binary-file.ts';
-import { PF_W, PF_X, PT_LOAD } from './elf.ts';
+import { PF_W, PF_X } from './elf.ts';
 import type { ElfFile } from './elf.ts';
 import { GoBinaryError, hex } from './errors.ts';
 
@@ -115,7 +115,8 @@ function scanSegment(elf: ElfFile, start: number, size: number, tryAt: (off: num
   for (let base = 0; base < size; base += chunk) {
     const len = Math.min(chunk + 8, size - base);
     const { buf, pos } = reader.bytes(base, len);
-    const view = Buffer.from(buf.subarray(pos, pos + len));
+    // tryAt reads through the file, not this reader, so the view stays valid.
+    const view = buf.subarray(pos, pos + len);
     // Search for the 4 fixed bytes after the magic, then look back at it.
     for (let i = view.indexOf(PATTERN_TAIL, 4); i >= 4 && i - 4 < chunk; i = view.indexOf(PATTERN_TAIL, i + 1)) {
       const at = i - 4;
