@@ -58,9 +58,11 @@ export type SymbolLookup = (name: string) => number | undefined;
  *   linked PIE — found through the `runtime.pclntab` symbol, or, stripped,
  *   only by scanning.
  *
- * So: sections named `*.gopclntab`, then the `runtime.pclntab` symbol, then a
- * scan of the loadable segments for a header that validates (also the way
- * for files without section headers). Throws `CORRUPT` if none is found.
+ * So: sections named `*.gopclntab`, then the `runtime.pclntab` symbol, then
+ * the pointer in the module data (`runtime.firstmoduledata`, or the
+ * `.go.module` section of Go 1.26+), then a scan of the loadable segments
+ * for a header that validates (the way for files without section headers).
+ * Throws `CORRUPT` if none is found.
  */
 export function findPclntab(elf: ElfFile, symbol: SymbolLookup): Pclntab {
   const errors: string[] = [];
@@ -90,6 +92,15 @@ export function findPclntab(elf: ElfFile, symbol: SymbolLookup): Pclntab {
       const t = attempt(off, limit, 'symbol runtime.pclntab');
       if (t) return t;
     }
+  }
+  // The module data's first word points at the pclntab header.
+  for (const md of moduledataCandidates(elf, symbol)) {
+    const header = readPointer(elf, md);
+    const off = header === undefined ? undefined : elf.tryFileOffset(header, 8);
+    if (header === undefined || off === undefined) continue;
+    const seg = elf.loads().find((p) => header >= p.vaddr && header < p.vaddr + p.filesz)!;
+    const t = attempt(off, seg.vaddr + seg.filesz - header, 'module data');
+    if (t) return t;
   }
   // Read-only data first: that is where every linker we know puts it.
   const segs = [...elf.loads()].sort((a, b) => rank(a.flags) - rank(b.flags));
@@ -211,13 +222,26 @@ function findTextStart(elf: ElfFile, t: Pclntab, headerValue: number, symbol: Sy
   elf.file.fail('CORRUPT', `pclntab (${t.foundIn}): cannot determine the start of the Go text`);
 }
 
-function moduledataText(elf: ElfFile, t: Pclntab, symbol: SymbolLookup): number | undefined {
+/** Addresses where runtime.firstmoduledata may be: its symbol, or the `.go.module` section of Go 1.26+. */
+function moduledataCandidates(elf: ElfFile, symbol: SymbolLookup): number[] {
   const candidates: number[] = [];
   const sym = symbol('runtime.firstmoduledata');
   if (sym !== undefined) candidates.push(sym);
   const sec = elf.section('.go.module');
   if (sec) candidates.push(sec.addr);
-  for (const md of candidates) {
+  return candidates;
+}
+
+/** The pointer stored at `vaddr`, from the file or, if zero there, from its relocation. */
+function readPointer(elf: ElfFile, vaddr: number): number | undefined {
+  const off = elf.tryFileOffset(vaddr, 8);
+  if (off === undefined) return undefined;
+  const v = Number(elf.file.read(off, 8, 'pointer').readBigUInt64LE(0));
+  return v !== 0 ? v : elf.relativeRelocationAt(vaddr);
+}
+
+function moduledataText(elf: ElfFile, t: Pclntab, symbol: SymbolLookup): number | undefined {
+  for (const md of moduledataCandidates(elf, symbol)) {
     const v = readModuledataText(elf, t, md);
     if (v !== undefined) return v;
   }

@@ -53,6 +53,36 @@ for (const tc of goToolchains()) {
   });
 }
 
+for (const tc of goToolchains()) {
+  test(`${tc.name} pie-stripped: pclntab found through the module data`, (t) => {
+    const src = buildGo({ toolchain: tc, srcDir: programDir('analysis-http'), variant: 'pie-stripped' });
+    const data = fs.readFileSync(src);
+    // Hide the section by renaming it in the section name table.
+    const at = data.indexOf('\0.gopclntab\0');
+    if (at < 0) return t.skip('no .gopclntab section name to hide');
+    const copy = path.join(BUILD_DIR, 'analysis-tests', `${tc.name}-renamed-${process.pid}`);
+    fs.mkdirSync(path.dirname(copy), { recursive: true });
+    data.write('.goXXXXtab', at + 1);
+    fs.writeFileSync(copy, data);
+    try {
+      const elf = ElfFile.parse(BinaryFile.open(copy));
+      const hasModule = elf.section('.go.module') !== undefined;
+      elf.close();
+      const ref = openGoBinary(src);
+      const b = openGoBinary(copy);
+      try {
+        assert.equal(b.pclntabLocation, hasModule ? 'module data' : b.pclntabLocation);
+        assert.deepEqual(b.findFunction('main.handler'), ref.findFunction('main.handler'));
+      } finally {
+        b.close();
+        ref.close();
+      }
+    } finally {
+      fs.rmSync(copy, { force: true });
+    }
+  });
+}
+
 /**
  * The pre-1.18 layouts no toolchain here produces, on a synthesised ELF:
  * text at 0x401000 (R+X), the pclntab alone in a read-only segment at
