@@ -29,8 +29,9 @@ const EMPTY = -1;
  * Name → address index over a binary's functions that keeps no names in
  * memory: per function it holds the entry, end, a 32-bit hash of the name
  * and the file offset of the name, and confirms a hash match by reading
- * the name back from the file. About 30 bytes per function, so an agent
- * can hold indexes of many large binaries at once.
+ * the name back from the file. About 40 bytes per function (under 1 MiB
+ * for the 20,000 functions of the Go compiler), so an agent can hold
+ * indexes of many large binaries at once.
  */
 export class FunctionIndex {
   readonly source: FunctionSource;

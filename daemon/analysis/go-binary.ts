@@ -59,7 +59,11 @@ export interface GoBinary {
   readonly hasDwarf: boolean;
   /** The Go build ID (`go tool buildid`), else the GNU build ID in hex. */
   readonly buildId?: string;
-  /** Table function lookups use: the symbol table when it is complete, else the pclntab. */
+  /**
+   * Which table function lookups use: the symbol table when it has at least
+   * as many functions as the pclntab (it lacks many once local symbols are
+   * stripped), else the pclntab.
+   */
   readonly functionSource: FunctionSource;
   /** Where the pclntab was found (section, symbol or scan), for diagnostics. */
   readonly pclntabLocation: string;
