@@ -108,7 +108,7 @@ export class AttachmentManager {
     for (const p of plan.probes.filter((p) => !p.attachable)) b.failedProbes.push({ probe: p.probe.id, reason: p.reason ?? 'unknown' });
     if (attachable.length === 0 || plan.goidOffset === undefined) {
       b.error = plan.reason ?? 'no probe applies to this binary';
-      this.log.debug('no probe attaches to binary', { path, reasons: b.failedProbes.map((f) => `${f.probe}: ${f.reason}`).join('; ') });
+      this.log.info('not tracing binary: no probe attaches', { path, go: plan.goVersion, reasons: b.failedProbes.map((f) => `${f.probe}: ${f.reason}`).join('; ') });
       return b;
     }
     const id = this.allocId();
@@ -138,6 +138,7 @@ export class AttachmentManager {
         this.log.warn(`probe ${p.probe.id} not attached`, { path, reason });
       }
     }
+    for (const f of b.failedProbes) this.log.info(`probe ${f.probe} not attached`, { path, reason: f.reason });
     this.log.info('tracing binary', {
       path, go: plan.goVersion, id,
       probes: b.handles.map((h) => `${h.probe}:${h.program}x${h.sites}`).join(','),

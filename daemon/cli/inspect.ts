@@ -8,6 +8,32 @@ import { planBinaryAt, type BinaryPlan } from '../agent/binary-plan.ts';
 import { probes } from '../probes/registry.ts';
 import { CliError, EXIT } from './exit-codes.ts';
 
+interface KernelView {
+  uprobeMulti: boolean;
+  lockdown: string;
+  headerInjection: boolean;
+}
+
+/** What the running kernel allows, when we may ask it (root); undefined otherwise. */
+async function kernelView(): Promise<KernelView | undefined> {
+  if (process.getuid?.() !== 0) return undefined;
+  try {
+    const { kernelFeatures } = await import('../native/index.ts');
+    const f = kernelFeatures();
+    return { uprobeMulti: f.uprobeMulti, lockdown: f.lockdown, headerInjection: f.probeWriteUser };
+  } catch {
+    return undefined;
+  }
+}
+
+function kernelLines(k: KernelView | undefined): string[] {
+  if (!k) return ['kernel:     not checked (run as root to see what this kernel allows)'];
+  return [
+    `kernel:     ${k.uprobeMulti ? 'uprobe_multi links (one link per binary and program)' : 'single uprobes (one per site; slow to detach)'}`,
+    `            header injection ${k.headerInjection ? 'available' : `unavailable: bpf_probe_write_user is refused${k.lockdown !== 'unknown' && k.lockdown !== 'none' ? ` (lockdown=${k.lockdown})` : ' (kernel lockdown)'}`}`,
+  ];
+}
+
 export const inspectHelp = `Usage: gotrail inspect <binary|pid> [--json]
 
 Analyses a Go executable (or the executable of a running process) and shows
@@ -23,8 +49,9 @@ Exit codes: 0 at least one probe would attach; 1 not a readable Go binary;
 2 usage; 4 a Go binary on which no probe would attach.
 `;
 
-export function planToJson(plan: BinaryPlan): unknown {
+export function planToJson(plan: BinaryPlan, kernel?: KernelView): unknown {
   return {
+    kernel: kernel ?? null,
     path: plan.path,
     goVersion: plan.goVersion,
     stripped: plan.stripped,
@@ -47,7 +74,7 @@ export function planToJson(plan: BinaryPlan): unknown {
   };
 }
 
-export function renderPlan(plan: BinaryPlan): string {
+export function renderPlan(plan: BinaryPlan, kernel?: KernelView): string {
   const lines: string[] = [];
   lines.push(`binary:     ${plan.path}`);
   lines.push(`go:         ${plan.goVersion}`);
@@ -59,6 +86,7 @@ export function renderPlan(plan: BinaryPlan): string {
     lines.push('modules:');
     for (const m of plan.modules) lines.push(`  ${m.path} ${m.version}`);
   }
+  lines.push(...kernelLines(kernel));
   lines.push('probes:');
   for (const p of plan.probes) {
     lines.push(`  ${p.attachable ? '✔' : '✘'} ${p.probe.id} — ${p.probe.description}`);
@@ -76,7 +104,7 @@ export function renderPlan(plan: BinaryPlan): string {
   return lines.join('\n') + '\n';
 }
 
-export function runInspect(argv: string[], out: (s: string) => void): number {
+export async function runInspect(argv: string[], out: (s: string) => void): Promise<number> {
   const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } });
   if (values.help) {
     out(inspectHelp);
@@ -88,6 +116,7 @@ export function runInspect(argv: string[], out: (s: string) => void): number {
   if (!existsSync(path)) throw new CliError(/^\d+$/.test(target) ? `no process ${target} (or its executable is not readable)` : `${target}: no such file`, EXIT.FAILED);
   const { plan, error } = planBinaryAt(path, probes);
   if (!plan) throw new CliError(`${target}: ${error?.message ?? 'analysis failed'}`, EXIT.FAILED);
-  out(values.json ? JSON.stringify(planToJson(plan), null, 2) + '\n' : renderPlan(plan));
+  const kernel = await kernelView();
+  out(values.json ? JSON.stringify(planToJson(plan, kernel), null, 2) + '\n' : renderPlan(plan, kernel));
   return plan.probes.some((p) => p.attachable) ? EXIT.OK : EXIT.NOTHING_ATTACHES;
 }
