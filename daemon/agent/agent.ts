@@ -236,6 +236,7 @@ export class Agent implements MetricsSource {
       programs: rt?.obj.programStats() ?? [],
       maps,
       attachFailures: this.attach?.stats.attachFailures ?? 0,
+      probeUnavailable: this.attach?.unavailableByProbe() ?? {},
     };
   }
 

@@ -146,6 +146,15 @@ export class AttachmentManager {
     return b;
   }
 
+  /** Per probe: recently seen Go binaries (the plan cache) on which it cannot attach. */
+  unavailableByProbe(): Record<string, number> {
+    const out: Record<string, number> = Object.fromEntries(this.probes.map((p) => [p.id, 0]));
+    for (const e of this.planCache.values()) {
+      for (const p of e.plan?.probes ?? []) if (!p.attachable) out[p.probe.id] = (out[p.probe.id] ?? 0) + 1;
+    }
+    return out;
+  }
+
   private planFor(key: string, path: string): { plan?: BinaryPlan; error?: string } {
     const hit = this.planCache.get(key);
     if (hit) {

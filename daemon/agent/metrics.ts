@@ -22,6 +22,8 @@ export interface MetricsSnapshot {
   programs: Array<{ name: string; runCount: bigint; runTimeNs: bigint }>;
   maps: Array<{ name: string; entries: number; capacity: number }>;
   attachFailures: number;
+  /** per probe: binaries in use on which it could not attach (reasons in the log and in `gotrail inspect`) */
+  probeUnavailable: Record<string, number>;
 }
 
 export function createMetrics(source: MetricsSource): Registry {
@@ -70,6 +72,9 @@ export function createMetrics(source: MetricsSource): Registry {
   });
   gauge('gotrail_bpf_map_fill_ratio', 'How full each BPF hash map is (entries / capacity)', ['map'], (g, s) => {
     for (const m of s.maps) g.set({ map: m.name }, m.capacity ? m.entries / m.capacity : 0);
+  });
+  gauge('gotrail_probe_unavailable_binaries', 'Recently seen Go binaries on which a probe cannot attach (the log and gotrail inspect say why)', ['probe'], (g, s) => {
+    for (const [p, n] of Object.entries(s.probeUnavailable)) g.set({ probe: p }, n);
   });
   counter('gotrail_attach_failures_total', 'Probe attachments that failed', [], (set, s) => set({}, s.attachFailures));
   // one snapshot per scrape

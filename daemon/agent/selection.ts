@@ -1,9 +1,35 @@
 /**
- * Which processes the user wants traced. Rules are matched in order of
- * precedence: any exclude match wins over includes; with no include rules,
- * every Go process is included. gotrail's own processes are never traced.
+ * Which processes the user wants traced.
+ *
+ * Precedence, first match decides:
+ * 1. gotrail's own process is never traced;
+ * 2. exclude rules (executable, name, `GOTRAIL_TRACE=false`, command line,
+ *    container, namespace, pod label) — any match excludes, whatever the
+ *    includes say;
+ * 3. the opt-in variable, when configured, must be `true` or `1`;
+ * 4. include rules: with none, every Go process is included; with some, a
+ *    process must match at least one (of any kind);
+ * 5. executables under gotrail's install root (its own tools, such as the
+ *    test collector) are excluded unless an include rule selected them in 4.
+ *
+ * A process always opts out with `GOTRAIL_TRACE=false` (or `0`) in its
+ * environment — as /proc/PID/environ shows it, i.e. as it was started.
+ *
+ * Facts beyond the executable and name (command line, environment, container,
+ * pod) are asked for only when a rule needs them, through the callbacks of
+ * {@link ProcessIdentity}. A pod that is not known yet makes the decision
+ * `pending` when a namespace or label rule could change it: the caller asks
+ * again later rather than deciding on missing facts.
  */
 import { matchesGlob } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { normalizeContainerId } from '../metadata/container.ts';
+
+/** gotrail's install root (the repository or the image's directory), ending in `/`. */
+export const INSTALL_ROOT = fileURLToPath(new URL('../../', import.meta.url));
+
+/** The environment variable with which any process opts out of tracing. */
+export const OPT_OUT_ENV = 'GOTRAIL_TRACE';
 
 export interface SelectionRules {
   /** Executable path globs to include (e.g. `/usr/local/bin/*`). Default: all. */
@@ -14,32 +40,249 @@ export interface SelectionRules {
   includeName?: string[];
   /** Process names (comm), globs, to exclude. */
   excludeName?: string[];
+  /**
+   * Command-line globs to include, matched against /proc/PID/cmdline with its
+   * arguments joined by spaces. `*` matches any characters, `/` and spaces
+   * included (`*--role=api*`), `?` one character.
+   */
+  includeCmdline?: string[];
+  /** Command-line globs to exclude (as {@link includeCmdline}). */
+  excludeCmdline?: string[];
+  /**
+   * Opt-in variable: when set, only processes whose environment sets it to
+   * `true` or `1` (any case) are traced. Default: no opt-in needed.
+   */
+  optInEnv?: string;
+  /** Container id prefixes to include (`docker://` and the like are ignored). */
+  includeContainer?: string[];
+  /** Container id prefixes to exclude. */
+  excludeContainer?: string[];
+  /** Kubernetes namespace globs to include (`*` and `?` as in {@link includeCmdline}). */
+  includeNamespace?: string[];
+  /** Kubernetes namespace globs to exclude. */
+  excludeNamespace?: string[];
+  /** Pod label rules to include: `key=value-glob`, or `key` for "has the label". */
+  includePodLabel?: string[];
+  /** Pod label rules to exclude (as {@link includePodLabel}). */
+  excludePodLabel?: string[];
+  /**
+   * Executables under this directory are gotrail's own tools and are not
+   * traced unless an include rule selects them. `false` turns this off.
+   * Default: {@link INSTALL_ROOT}.
+   */
+  ownRoot?: string | false;
+}
+
+/** The part of a pod the rules look at. */
+export interface PodView {
+  namespace: string;
+  labels: Readonly<Record<string, string>>;
 }
 
 export interface ProcessIdentity {
   pid: number;
   exe: string;
   name: string;
+  /** Arguments joined by spaces; undefined when unreadable. Asked only by command-line rules. */
+  cmdline?: () => string | undefined;
+  /** Environment; undefined when unreadable. */
+  env?: () => ReadonlyMap<string, string> | undefined;
+  /** 64-hex container id; undefined outside containers. Asked only by container rules. */
+  containerId?: () => string | undefined;
+  /**
+   * The process's pod; undefined outside Kubernetes; `'pending'` while its pod
+   * is expected but not known yet. Asked only by namespace and label rules.
+   */
+  pod?: () => PodView | 'pending' | undefined;
 }
 
 export interface Decision {
   traced: boolean;
+  /** Names the rule that decided, for logs and `inspect`. */
   reason: string;
+  /** Not decided yet: facts a rule needs are still arriving (a pod not known yet). */
+  pending?: boolean;
 }
 
-const any = (globs: string[] | undefined, value: string): string | undefined => globs?.find((g) => g === value || matchesGlob(value, g));
+interface Pattern {
+  text: string;
+  re: RegExp;
+}
+
+interface LabelRule {
+  text: string;
+  key: string;
+  value?: RegExp;
+}
+
+interface Compiled {
+  includeCmdline: Pattern[];
+  excludeCmdline: Pattern[];
+  includeContainer: string[];
+  excludeContainer: string[];
+  includeNamespace: Pattern[];
+  excludeNamespace: Pattern[];
+  includeLabel: LabelRule[];
+  excludeLabel: LabelRule[];
+  hasIncludes: boolean;
+  ownRoot: string | undefined;
+}
+
+/** A glob where `*` matches any run of characters (separators included) and `?` one character. */
+export function textGlob(glob: string): RegExp {
+  let src = '';
+  for (const ch of glob) {
+    if (ch === '*') src += '.*';
+    else if (ch === '?') src += '.';
+    else src += ch.replace(/[.+^${}()|[\]\\]/g, '\\$&');
+  }
+  return new RegExp(`^${src}$`, 's');
+}
+
+/** Parses `key=value-glob` or `key`; throws on an empty key. */
+export function parseLabelRule(text: string): LabelRule {
+  const eq = text.indexOf('=');
+  const key = (eq < 0 ? text : text.slice(0, eq)).trim();
+  if (!key) throw new Error(`pod label rule "${text}": expected key=value or key`);
+  return eq < 0 ? { text, key } : { text, key, value: textGlob(text.slice(eq + 1)) };
+}
+
+/** Problems with the rules, one message per bad rule (empty when all are usable). */
+export function validateSelection(rules: SelectionRules): string[] {
+  const errors: string[] = [];
+  for (const r of [...(rules.includePodLabel ?? []), ...(rules.excludePodLabel ?? [])]) {
+    try {
+      parseLabelRule(r);
+    } catch (e) {
+      errors.push((e as Error).message);
+    }
+  }
+  for (const r of [...(rules.includeContainer ?? []), ...(rules.excludeContainer ?? [])]) {
+    if (!/^[0-9a-f]{1,64}$/.test(normalizeContainerId(r))) errors.push(`container rule "${r}": expected a prefix of a hex container id`);
+  }
+  if (rules.optInEnv !== undefined && !/^[A-Za-z_][A-Za-z0-9_]*$/.test(rules.optInEnv)) errors.push(`opt-in variable "${rules.optInEnv}": expected an environment variable name`);
+  return errors;
+}
+
+/** Whether the rules look at Kubernetes pods (and so need the pod metadata). */
+export function usesKubernetes(rules: SelectionRules): boolean {
+  return [rules.includeNamespace, rules.excludeNamespace, rules.includePodLabel, rules.excludePodLabel].some((r) => (r?.length ?? 0) > 0);
+}
+
+const compiledCache = new WeakMap<SelectionRules, Compiled>();
+
+function compile(rules: SelectionRules): Compiled {
+  let c = compiledCache.get(rules);
+  if (c) return c;
+  const patterns = (globs?: string[]): Pattern[] => (globs ?? []).map((text) => ({ text, re: textGlob(text) }));
+  const ownRoot = rules.ownRoot === false ? undefined : rules.ownRoot ?? INSTALL_ROOT;
+  c = {
+    includeCmdline: patterns(rules.includeCmdline),
+    excludeCmdline: patterns(rules.excludeCmdline),
+    includeContainer: (rules.includeContainer ?? []).map(normalizeContainerId),
+    excludeContainer: (rules.excludeContainer ?? []).map(normalizeContainerId),
+    includeNamespace: patterns(rules.includeNamespace),
+    excludeNamespace: patterns(rules.excludeNamespace),
+    includeLabel: (rules.includePodLabel ?? []).map(parseLabelRule),
+    excludeLabel: (rules.excludePodLabel ?? []).map(parseLabelRule),
+    hasIncludes: [rules.includeExe, rules.includeName, rules.includeCmdline, rules.includeContainer, rules.includeNamespace, rules.includePodLabel].some((r) => (r?.length ?? 0) > 0),
+    ownRoot: ownRoot === undefined ? undefined : ownRoot.endsWith('/') ? ownRoot : `${ownRoot}/`,
+  };
+  compiledCache.set(rules, c);
+  return c;
+}
+
+const anyGlob = (globs: string[] | undefined, value: string): string | undefined => globs?.find((g) => g === value || matchesGlob(value, g));
+const anyPattern = (ps: Pattern[], value: string | undefined): Pattern | undefined => (value === undefined ? undefined : ps.find((p) => p.re.test(value)));
+const anyPrefix = (prefixes: string[], id: string | undefined): string | undefined => (id === undefined ? undefined : prefixes.find((p) => id.startsWith(p)));
+const anyLabel = (rules: LabelRule[], labels: Readonly<Record<string, string>>): LabelRule | undefined =>
+  rules.find((r) => Object.hasOwn(labels, r.key) && (r.value === undefined || r.value.test(labels[r.key]!)));
+
+/** Calls `f` at most once. */
+function once<T>(f: (() => T) | undefined): () => T | undefined {
+  let done = false;
+  let v: T | undefined;
+  return () => {
+    if (!done) {
+      v = f?.();
+      done = true;
+    }
+    return v;
+  };
+}
+
+const no = (reason: string): Decision => ({ traced: false, reason });
+const yes = (reason: string): Decision => ({ traced: true, reason });
+const short = (id: string): string => id.slice(0, 12);
 
 export function decide(rules: SelectionRules, p: ProcessIdentity): Decision {
-  if (p.pid === process.pid) return { traced: false, reason: 'gotrail itself' };
-  const ex = any(rules.excludeExe, p.exe);
-  if (ex) return { traced: false, reason: `executable matches exclude rule ${ex}` };
-  const exn = any(rules.excludeName, p.name);
-  if (exn) return { traced: false, reason: `process name matches exclude rule ${exn}` };
-  const hasIncludes = (rules.includeExe?.length ?? 0) + (rules.includeName?.length ?? 0) > 0;
-  if (!hasIncludes) return { traced: true, reason: 'every Go process is traced by default' };
-  const inc = any(rules.includeExe, p.exe);
-  if (inc) return { traced: true, reason: `executable matches include rule ${inc}` };
-  const incn = any(rules.includeName, p.name);
-  if (incn) return { traced: true, reason: `process name matches include rule ${incn}` };
-  return { traced: false, reason: 'matches no include rule' };
+  if (p.pid === process.pid) return no('gotrail itself');
+  const c = compile(rules);
+  const env = once(p.env);
+  const cmdline = once(p.cmdline);
+  const container = once(p.containerId);
+  const pod = once(p.pod);
+
+  // excludes, cheapest facts first
+  const exe = anyGlob(rules.excludeExe, p.exe);
+  if (exe) return no(`executable matches exclude rule ${exe}`);
+  const name = anyGlob(rules.excludeName, p.name);
+  if (name) return no(`process name matches exclude rule ${name}`);
+  const optOut = env()?.get(OPT_OUT_ENV);
+  if (optOut !== undefined && /^(false|0)$/i.test(optOut.trim())) return no(`its environment sets ${OPT_OUT_ENV}=${optOut}`);
+  if (c.excludeCmdline.length) {
+    const m = anyPattern(c.excludeCmdline, cmdline());
+    if (m) return no(`command line matches exclude rule ${m.text}`);
+  }
+  if (c.excludeContainer.length) {
+    const m = anyPrefix(c.excludeContainer, container());
+    if (m) return no(`container ${short(container()!)} matches exclude rule ${m}`);
+  }
+  if (c.excludeNamespace.length || c.excludeLabel.length) {
+    const pv = pod();
+    if (pv === 'pending') return { traced: false, pending: true, reason: 'waiting for its Kubernetes pod (namespace and label exclude rules)' };
+    if (pv) {
+      const ns = anyPattern(c.excludeNamespace, pv.namespace);
+      if (ns) return no(`namespace ${pv.namespace} matches exclude rule ${ns.text}`);
+      const l = anyLabel(c.excludeLabel, pv.labels);
+      if (l) return no(`pod label ${l.key}=${pv.labels[l.key]} matches exclude rule ${l.text}`);
+    }
+  }
+
+  let optedIn = '';
+  if (rules.optInEnv !== undefined) {
+    const v = env()?.get(rules.optInEnv);
+    if (v === undefined || !/^(true|1)$/i.test(v.trim())) {
+      return no(`opt-in required: ${rules.optInEnv} is ${v === undefined ? 'not set' : `"${v}"`} in its environment (needs true or 1)`);
+    }
+    optedIn = ` (opted in with ${rules.optInEnv}=${v})`;
+  }
+
+  if (!c.hasIncludes) {
+    if (c.ownRoot && p.exe.startsWith(c.ownRoot)) return no(`executable under gotrail's install root ${c.ownRoot} (its own tools; an include rule selects it)`);
+    return yes(optedIn ? `opted in with ${rules.optInEnv}` : 'every Go process is traced by default');
+  }
+  const incExe = anyGlob(rules.includeExe, p.exe);
+  if (incExe) return yes(`executable matches include rule ${incExe}${optedIn}`);
+  const incName = anyGlob(rules.includeName, p.name);
+  if (incName) return yes(`process name matches include rule ${incName}${optedIn}`);
+  if (c.includeCmdline.length) {
+    const m = anyPattern(c.includeCmdline, cmdline());
+    if (m) return yes(`command line matches include rule ${m.text}${optedIn}`);
+  }
+  if (c.includeContainer.length) {
+    const m = anyPrefix(c.includeContainer, container());
+    if (m) return yes(`container ${short(container()!)} matches include rule ${m}${optedIn}`);
+  }
+  if (c.includeNamespace.length || c.includeLabel.length) {
+    const pv = pod();
+    if (pv === 'pending') return { traced: false, pending: true, reason: 'waiting for its Kubernetes pod (namespace and label include rules)' };
+    if (pv) {
+      const ns = anyPattern(c.includeNamespace, pv.namespace);
+      if (ns) return yes(`namespace ${pv.namespace} matches include rule ${ns.text}${optedIn}`);
+      const l = anyLabel(c.includeLabel, pv.labels);
+      if (l) return yes(`pod label ${l.key}=${pv.labels[l.key]} matches include rule ${l.text}${optedIn}`);
+    }
+  }
+  return no('matches no include rule');
 }
