@@ -151,6 +151,11 @@ export class ProcessMetadata {
     return attrs;
   }
 
+  /** Drops what is known of a process: it exec'd another program (same pid, same start time, new facts). */
+  forget(pid: number): void {
+    this.entries.delete(pid);
+  }
+
   /** Drops what is known of processes that are gone. */
   prune(alive: ReadonlySet<number>): void {
     for (const pid of this.entries.keys()) if (!alive.has(pid)) this.entries.delete(pid);

@@ -149,3 +149,14 @@ test('without a pod source (no cluster) nothing waits', () => {
   assert.equal(meta.pod(70), undefined);
   assert.equal(decide({ includeNamespace: ['*'] }, meta.identity({ pid: 70, exe: '/x', name: 'x', startTime: '1' })).traced, false);
 });
+
+test("forget drops a process's facts (after exec: same pid and start time, new program)", () => {
+  fakeProcess(80, { cmdline: ['/bin/sh', '-c', 'exec /srv/bin/api'] });
+  const meta = new ProcessMetadata({ procRoot: root });
+  const id = () => meta.identity({ pid: 80, exe: '/srv/bin/api', name: 'api', startTime: '1' });
+  assert.equal(id().cmdline!(), '/bin/sh -c exec /srv/bin/api');
+  fakeProcess(80, { cmdline: ['/srv/bin/api', '--role=api'] });
+  assert.equal(id().cmdline!(), '/bin/sh -c exec /srv/bin/api');
+  meta.forget(80);
+  assert.equal(id().cmdline!(), '/srv/bin/api --role=api');
+});
