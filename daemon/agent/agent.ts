@@ -7,12 +7,14 @@ import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-base';
 import { BpfRuntime, type MapSizes } from './bpf-runtime.ts';
 import { AttachmentManager } from './attachments.ts';
 import { GoProcessProbe, listPids, type ProcessInfo } from './discovery.ts';
-import { decide, type SelectionRules } from './selection.ts';
+import { decide, usesKubernetes, type SelectionRules } from './selection.ts';
 import type { MetricsSnapshot, MetricsSource } from './metrics.ts';
 import { SpanBatcher, type BatcherOptions } from '../export/batcher.ts';
 import { MonotonicClock } from '../spans/clock.ts';
 import { EventType, decodeEventHeader } from '../generated/layouts.ts';
-import { processResource, readProcessEnv } from '../spans/resource.ts';
+import { processResource } from '../spans/resource.ts';
+import { inClusterConnection, PodWatcher, type KubernetesConnection, type PodWatcherOptions } from '../metadata/kubernetes.ts';
+import { ProcessMetadata } from '../metadata/process.ts';
 import { probes as allProbes } from '../probes/registry.ts';
 import type { EventContext, ProbeDescriptor } from '../probes/types.ts';
 import type { Logger } from '../util/log.ts';
@@ -34,6 +36,12 @@ export interface AgentOptions {
   bpfObjectPath?: string;
   /** Called for every span before export (tests, demo). */
   onSpan?: (span: ReadableSpan) => void;
+  /**
+   * Kubernetes pod metadata (resource attributes, namespace and label rules).
+   * Default: watched when running in a cluster (service-account token and
+   * `KUBERNETES_SERVICE_HOST`), else nothing is attempted. `false`: never.
+   */
+  kubernetes?: false | (Omit<PodWatcherOptions, 'connection'> & { connection?: KubernetesConnection });
 }
 
 interface TracedProcess {
@@ -43,6 +51,8 @@ interface TracedProcess {
 
 /** How long the resource of an exited process is kept for its last events. */
 const EXITED_GRACE_MS = 10_000;
+/** How long start waits for the first pod list, so that the first processes are named at once. */
+const KUBERNETES_SYNC_WAIT_MS = 3000;
 
 export class Agent implements MetricsSource {
   readonly log: Logger;
@@ -58,6 +68,10 @@ export class Agent implements MetricsSource {
   /** pid → start time of processes seen and not traced (non-Go, excluded) */
   private readonly ignored = new Map<number, string>();
   private readonly exited = new Map<number, { resource: Resource; at: number }>();
+  /** pid → start time of Go processes whose selection waits for their pod */
+  private readonly pending = new Map<number, string>();
+  private readonly meta = new ProcessMetadata();
+  private k8s: PodWatcher | undefined;
   private scanTimer: NodeJS.Timeout | undefined;
   private readonly problems = new Map<string, number>();
   private started = false;
@@ -68,6 +82,7 @@ export class Agent implements MetricsSource {
     this.log = log;
     this.opts = opts;
     this.probes = opts.probes ?? allProbes;
+    this.meta.onRefresh((pids) => this.podsChanged(pids));
   }
 
   async start(): Promise<void> {
@@ -89,9 +104,24 @@ export class Agent implements MetricsSource {
     });
     const events = this.rt.attachProcessEvents();
     this.rt.start(this.eventContext(), { intervalMs: this.opts.consumeIntervalMs });
+    await this.startKubernetes();
     this.started = true;
     this.scan();
     this.scanTimer = setInterval(() => this.scan(), this.opts.scanIntervalMs ?? (events ? 5000 : 1000));
+  }
+
+  private async startKubernetes(): Promise<void> {
+    const k = this.opts.kubernetes;
+    const connection = k === false ? undefined : k?.connection ?? inClusterConnection();
+    if (!connection) {
+      this.log.debug(k === false ? 'Kubernetes metadata disabled' : 'not in a Kubernetes cluster: no Kubernetes metadata');
+      if (usesKubernetes(this.opts.selection ?? {})) this.log.warn('namespace and pod-label rules match no process without Kubernetes metadata');
+      return;
+    }
+    this.k8s = new PodWatcher(this.log, { ...(k || {}), connection });
+    this.meta.setPodSource(this.k8s);
+    this.k8s.start();
+    if (!(await this.k8s.whenSynced(KUBERNETES_SYNC_WAIT_MS))) this.log.info('Kubernetes pods not listed yet; processes get their pod metadata when it arrives');
   }
 
   private eventContext(): EventContext {
@@ -123,6 +153,8 @@ export class Agent implements MetricsSource {
     const alive = new Set(pids);
     for (const [pid] of this.traced) if (!alive.has(pid)) this.processExited(pid);
     for (const [pid] of this.ignored) if (!alive.has(pid)) this.ignored.delete(pid);
+    for (const [pid] of this.pending) if (!alive.has(pid)) this.pending.delete(pid);
+    this.meta.prune(alive);
     const now = Date.now();
     for (const [pid, e] of this.exited) if (now - e.at > EXITED_GRACE_MS) this.exited.delete(pid);
     for (const pid of pids) {
@@ -135,6 +167,7 @@ export class Agent implements MetricsSource {
   private onExec(pid: number): void {
     if (this.traced.has(pid)) this.processExited(pid);
     this.ignored.delete(pid);
+    this.meta.forget(pid);
     this.consider(pid);
   }
 
@@ -152,13 +185,20 @@ export class Agent implements MetricsSource {
       return;
     }
     const info = r.info;
-    const d = decide(this.opts.selection ?? {}, { pid, exe: info.exe, name: info.name });
+    const d = decide(this.opts.selection ?? {}, this.meta.identity(info));
+    if (d.pending) {
+      // asked again at the next scan, or as soon as the pod arrives
+      if (this.pending.get(pid) !== info.startTime) this.log.debug('process selection waits', { pid, exe: info.exe, reason: d.reason });
+      this.pending.set(pid, info.startTime);
+      return;
+    }
+    this.pending.delete(pid);
     if (!d.traced) {
       this.log.debug('process not selected', { pid, exe: info.exe, reason: d.reason });
       this.ignored.set(pid, info.startTime);
       return;
     }
-    const resource = processResource({ pid, executablePath: info.exe, goVersion: info.goVersion, env: readProcessEnv(pid) });
+    const resource = this.resourceOf(info);
     // allow-list first, so that no event of this process is missed once the links exist
     this.rt!.traceProcess(pid);
     const b = this.attach!.addProcess(pid, info.key, info.exePath);
@@ -173,12 +213,50 @@ export class Agent implements MetricsSource {
     this.log.info('tracing process', { pid, exe: info.exe, service: String(resource.attributes['service.name']) });
   }
 
+  private resourceOf(info: ProcessInfo): Resource {
+    return processResource({ pid: info.pid, executablePath: info.exe, goVersion: info.goVersion, env: this.meta.env(info.pid), extra: this.meta.resourceAttributes(info.pid) });
+  }
+
+  /**
+   * Pods of these processes were added, changed or deleted: name the traced
+   * ones anew, and decide again where namespace or label rules may now
+   * decide otherwise.
+   */
+  private podsChanged(pids: number[]): void {
+    if (!this.started) return;
+    const selection = this.opts.selection ?? {};
+    const podRules = usesKubernetes(selection);
+    for (const pid of pids) {
+      const t = this.traced.get(pid);
+      if (t) {
+        const d = podRules ? decide(selection, this.meta.identity(t.info)) : undefined;
+        if (d && !d.traced && !d.pending) {
+          this.log.info('process no longer selected', { pid, exe: t.info.exe, reason: d.reason });
+          this.release(pid);
+          this.ignored.set(pid, t.info.startTime);
+        } else {
+          t.resource = this.resourceOf(t.info);
+        }
+      } else if (this.pending.has(pid) || (podRules && this.ignored.get(pid))) {
+        this.ignored.delete(pid);
+        this.consider(pid);
+      }
+    }
+  }
+
   private processExited(pid: number): void {
-    const t = this.traced.get(pid);
+    const t = this.release(pid);
     if (!t) return;
+    this.totals.processesExited++;
+    this.log.info('process exited', { pid, exe: t.info.exe });
+  }
+
+  /** Stops tracing a process, keeping its resource a while for its last events. */
+  private release(pid: number): TracedProcess | undefined {
+    const t = this.traced.get(pid);
+    if (!t) return undefined;
     this.traced.delete(pid);
     this.exited.set(pid, { resource: t.resource, at: Date.now() });
-    this.totals.processesExited++;
     try {
       this.rt?.untraceProcess(pid);
       this.rt?.forgetProcessState(pid);
@@ -186,7 +264,7 @@ export class Agent implements MetricsSource {
       this.log.once('exit.cleanup', 'cleaning BPF state of an exited process failed', { error: (e as Error).message });
     }
     this.attach?.removeProcess(pid, t.info.key);
-    this.log.info('process exited', { pid, exe: t.info.exe });
+    return t;
   }
 
   tracedPids(): number[] {
@@ -250,6 +328,7 @@ export class Agent implements MetricsSource {
     if (this.scanTimer) clearInterval(this.scanTimer);
     this.scanTimer = undefined;
     this.attach?.detachAll();
+    await this.k8s?.stop();
     await this.flush();
     await this.rt?.stop();
     await this.batcher?.shutdown();
