@@ -4,6 +4,7 @@
 import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { Agent } from '../agent/agent.ts';
+import { validateSelection, type SelectionRules } from '../agent/selection.ts';
 import { DEFAULT_BPF_OBJECT } from '../agent/bpf-runtime.ts';
 import { createMetrics, serveMetrics, type MetricsServer } from '../agent/metrics.ts';
 import { createExporter, type ExporterKind } from '../export/exporters.ts';
@@ -16,11 +17,31 @@ Traces every Go process on this host (or those the rules select) and exports
 one span per operation. Needs root (or CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE,
 CAP_DAC_READ_SEARCH and CAP_SYS_RESOURCE) and a kernel with BTF.
 
-Selection (repeatable; excludes win; without includes every Go process is traced):
+Selection (repeatable; any exclude wins; a process matching any include is
+traced; without includes every Go process is traced):
   --include-exe GLOB     trace executables whose path matches GLOB
   --exclude-exe GLOB     never trace executables whose path matches GLOB
   --include-name GLOB    trace processes whose name (comm) matches GLOB
   --exclude-name GLOB    never trace processes whose name matches GLOB
+  --include-cmdline GLOB trace processes whose command line (arguments joined by
+                         spaces) matches GLOB; * also matches / and spaces
+  --exclude-cmdline GLOB never trace processes whose command line matches GLOB
+  --include-container ID trace processes in containers whose id starts with ID
+  --exclude-container ID never trace processes in containers whose id starts with ID
+  --include-namespace GLOB  trace processes of pods in matching Kubernetes namespaces
+  --exclude-namespace GLOB  never trace processes of pods in matching namespaces
+  --include-pod-label K=V   trace processes of pods with label K matching glob V
+                            (K alone: pods that have label K)
+  --exclude-pod-label K=V   never trace processes of pods with such a label
+  --opt-in-env NAME      trace only processes started with NAME=true (or 1)
+A process started with GOTRAIL_TRACE=false (or 0) is never traced. gotrail's
+own tools (executables under its install directory) are traced only when an
+include rule selects them.
+
+Kubernetes:
+  --kubernetes MODE      auto (default): in a cluster, watch this node's pods for
+                         k8s.* resource attributes and the namespace/label rules
+                         (node from K8S_NODE_NAME, else the hostname); off: never
 
 Export:
   --exporter KIND        otlp (default), console (trace trees on stdout) or none
@@ -64,6 +85,16 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
       'exclude-exe': { type: 'string', multiple: true },
       'include-name': { type: 'string', multiple: true },
       'exclude-name': { type: 'string', multiple: true },
+      'include-cmdline': { type: 'string', multiple: true },
+      'exclude-cmdline': { type: 'string', multiple: true },
+      'include-container': { type: 'string', multiple: true },
+      'exclude-container': { type: 'string', multiple: true },
+      'include-namespace': { type: 'string', multiple: true },
+      'exclude-namespace': { type: 'string', multiple: true },
+      'include-pod-label': { type: 'string', multiple: true },
+      'exclude-pod-label': { type: 'string', multiple: true },
+      'opt-in-env': { type: 'string' },
+      kubernetes: { type: 'string', default: 'auto' },
       exporter: { type: 'string', default: 'otlp' },
       'otlp-endpoint': { type: 'string' },
       'metrics-address': { type: 'string', default: '127.0.0.1:9464' },
@@ -99,15 +130,25 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
   const duration = values.duration !== undefined ? Number(values.duration) : undefined;
   if (duration !== undefined && !(duration > 0)) throw new CliError('--duration: expected seconds > 0', EXIT.USAGE);
   const metricsAddr = values['metrics-address'] === 'off' ? undefined : parseHostPort(values['metrics-address']);
+  const selection: SelectionRules = {
+    includeExe: values['include-exe'], excludeExe: values['exclude-exe'],
+    includeName: values['include-name'], excludeName: values['exclude-name'],
+    includeCmdline: values['include-cmdline'], excludeCmdline: values['exclude-cmdline'],
+    includeContainer: values['include-container'], excludeContainer: values['exclude-container'],
+    includeNamespace: values['include-namespace'], excludeNamespace: values['exclude-namespace'],
+    includePodLabel: values['include-pod-label'], excludePodLabel: values['exclude-pod-label'],
+    optInEnv: values['opt-in-env'],
+  };
+  const ruleErrors = validateSelection(selection);
+  if (ruleErrors.length) throw new CliError(ruleErrors.join('\n'), EXIT.USAGE);
+  if (values.kubernetes !== 'auto' && values.kubernetes !== 'off') throw new CliError(`--kubernetes: expected auto or off, got "${values.kubernetes}"`, EXIT.USAGE);
   checkEnvironment();
 
   const log = createLogger(values['log-level']);
   const agent = new Agent(log, {
     exporter: createExporter({ kind: exporterKind, endpoint: values['otlp-endpoint'] }),
-    selection: {
-      includeExe: values['include-exe'], excludeExe: values['exclude-exe'],
-      includeName: values['include-name'], excludeName: values['exclude-name'],
-    },
+    selection,
+    kubernetes: values.kubernetes === 'off' ? false : undefined,
     scanIntervalMs: scanInterval,
     mapSizes,
   });
