@@ -56,10 +56,8 @@ export function createMetrics(source: MetricsSource): Registry {
     set({ reason: 'ringbuf_consumer_queue_full' }, Number(s.ringBuffer.droppedRecords));
   });
   counter('gotrail_spans_exported_total', 'Spans handed to the exporter successfully', [], (set, s) => set({}, s.spans.exported));
-  counter('gotrail_spans_dropped_total', 'Spans dropped, by reason', ['reason'], (set, s) => {
-    set({ reason: 'queue_full' }, s.spans.dropped);
-    set({ reason: 'export_failed' }, s.spans.failed);
-  });
+  counter('gotrail_spans_dropped_total', 'Spans dropped because the export queue was full', [], (set, s) => set({}, s.spans.dropped));
+  counter('gotrail_export_failures_total', 'Export attempts that failed (their spans are retried)', [], (set, s) => set({}, s.spans.failed));
   gauge('gotrail_span_queue_length', 'Spans waiting for export', [], (g, s) => g.set(s.spans.queued));
   counter('gotrail_probe_runs_total', 'Times each BPF program ran', ['program'], (set, s) => {
     for (const p of s.programs) set({ program: p.name }, Number(p.runCount));

@@ -1,8 +1,10 @@
 /**
  * A bounded queue in front of an exporter: spans are exported in batches on a
  * timer, one export in flight at a time. When the queue is full new spans are
- * dropped and counted (never blocking the event path); a failing exporter
- * (dead collector) loses the batch, counts it and logs once.
+ * dropped and counted (never blocking the event path). A failing export (a
+ * dead collector) puts its batch back at the head of the queue and the next
+ * attempt waits, doubling up to `maxBackoffMs`: nothing is lost while the
+ * queue has room, and what overflows is counted.
  */
 import { ExportResultCode } from '@opentelemetry/core';
 import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-base';
@@ -17,12 +19,16 @@ export interface BatcherOptions {
   intervalMs?: number;
   /** Time an export may take before it is counted as failed. Default 30000 ms. */
   exportTimeoutMs?: number;
+  /** Longest wait between retries while exports fail. Default 30000 ms. */
+  maxBackoffMs?: number;
 }
 
 export interface BatcherStats {
   queued: number;
   exported: number;
+  /** dropped because the queue was full */
   dropped: number;
+  /** export attempts that failed (their spans were re-queued) */
   failed: number;
 }
 
@@ -31,6 +37,8 @@ export class SpanBatcher {
   private timer: NodeJS.Timeout | undefined;
   private inFlight: Promise<void> | undefined;
   private readonly opts: Required<BatcherOptions>;
+  private backoffMs = 0;
+  private retryAt = 0;
   readonly stats: BatcherStats = { queued: 0, exported: 0, dropped: 0, failed: 0 };
 
   private readonly exporter: SpanExporter;
@@ -44,6 +52,7 @@ export class SpanBatcher {
       maxBatchSize: opts.maxBatchSize ?? 512,
       intervalMs: opts.intervalMs ?? 1000,
       exportTimeoutMs: opts.exportTimeoutMs ?? 30000,
+      maxBackoffMs: opts.maxBackoffMs ?? 30000,
     };
     this.timer = setInterval(() => void this.flushSome(), this.opts.intervalMs);
     this.timer.unref();
@@ -59,8 +68,9 @@ export class SpanBatcher {
     this.stats.queued = this.queue.length;
   }
 
-  private flushSome(): Promise<void> {
+  private flushSome(force = false): Promise<void> {
     if (this.inFlight || this.queue.length === 0) return this.inFlight ?? Promise.resolve();
+    if (!force && Date.now() < this.retryAt) return Promise.resolve();
     const batch = this.queue.splice(0, this.opts.maxBatchSize);
     this.stats.queued = this.queue.length;
     this.inFlight = new Promise<void>((resolve) => {
@@ -69,10 +79,21 @@ export class SpanBatcher {
         if (done) return;
         done = true;
         clearTimeout(timeout);
-        if (ok) this.stats.exported += batch.length;
-        else {
-          this.stats.failed += batch.length;
-          this.log.once('export.failed', 'span export failed: spans lost (is the collector reachable?)', { error: error?.message ?? 'timeout' });
+        if (ok) {
+          this.stats.exported += batch.length;
+          if (this.backoffMs) this.log.info('span export recovered', { queued: this.queue.length });
+          this.backoffMs = 0;
+          this.retryAt = 0;
+        } else {
+          this.stats.failed++;
+          this.backoffMs = Math.min(this.opts.maxBackoffMs, this.backoffMs ? this.backoffMs * 2 : this.opts.intervalMs);
+          this.retryAt = Date.now() + this.backoffMs;
+          const room = this.opts.maxQueueSize - this.queue.length;
+          const keep = batch.slice(0, Math.max(0, room));
+          this.stats.dropped += batch.length - keep.length;
+          this.queue.unshift(...keep);
+          this.stats.queued = this.queue.length;
+          this.log.once('export.failed', 'span export failed: spans kept and retried with backoff (is the collector reachable?)', { error: error?.message ?? 'timeout' });
         }
         resolve();
       };
@@ -89,10 +110,14 @@ export class SpanBatcher {
     return this.inFlight;
   }
 
-  /** Exports everything queued now. */
+  /** Exports everything queued now: one attempt per batch, so a dead collector cannot hold it forever. */
   async flush(): Promise<void> {
-    while (this.queue.length > 0 || this.inFlight) {
-      await (this.inFlight ?? this.flushSome());
+    if (this.inFlight) await this.inFlight;
+    let attempts = Math.ceil(this.queue.length / this.opts.maxBatchSize) + 1;
+    while (this.queue.length > 0 && attempts-- > 0) {
+      const failedBefore = this.stats.failed;
+      await this.flushSome(true);
+      if (this.stats.failed !== failedBefore) break;
     }
     await this.exporter.forceFlush?.();
   }

@@ -76,6 +76,8 @@ export interface StartCollectorOptions {
   logLevel?: 'debug' | 'info' | 'warn' | 'error';
   /** Keep the temporary directory (config, received spans) after stop(), e.g. to inspect a failure. */
   keepFiles?: boolean;
+  /** Listen for OTLP/HTTP on this port (e.g. a collector coming back where an agent already sends). Default: a free port. */
+  httpPort?: number;
 }
 
 export interface Collector {
@@ -151,7 +153,8 @@ class CollectorStartError extends Error {
 }
 
 async function startOnce(binaryPath: string, opts: StartCollectorOptions): Promise<Collector> {
-  const [httpPort, grpcPort] = (await freePorts(2)) as [number, number];
+  const [freeHttp, grpcPort] = (await freePorts(2)) as [number, number];
+  const httpPort = opts.httpPort ?? freeHttp;
   const dir = await mkdtemp(join(tmpdir(), 'gotrail-otelcol-'));
   const outputPath = join(dir, 'traces.jsonl');
   const configPath = join(dir, 'config.yaml');

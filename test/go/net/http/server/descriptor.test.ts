@@ -1,0 +1,113 @@
+/**
+ * The net/http server event → span mapping, on hand-built events encoded with
+ * the generated layout (the end-to-end test covers real probes).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { SpanKind, SpanStatusCode } from '@opentelemetry/api';
+import { resourceFromAttributes } from '@opentelemetry/resources';
+import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
+import { httpServerProbe, splitHostPort } from '../../../../../daemon/probes/go/net/http/server/descriptor.ts';
+import { encodeHttpServerEvent, EventType, HttpEventFlags, HTTP_SERVER_EVENT_SIZE, HttpLimits } from '../../../../../daemon/generated/layouts.ts';
+import { MonotonicClock } from '../../../../../daemon/spans/clock.ts';
+import type { EventContext } from '../../../../../daemon/probes/types.ts';
+
+function field(s: string, size: number): Buffer {
+  const b = Buffer.alloc(size);
+  b.write(s.slice(0, size), 'utf8');
+  return b;
+}
+
+function event(o: { method?: string; path?: string; host?: string; remote?: string; status?: number; traceparent?: string; tgid?: number; pathLen?: number }): Buffer {
+  const method = o.method ?? 'GET';
+  const path = o.path ?? '/x';
+  const host = o.host ?? '127.0.0.1:8080';
+  const remote = o.remote ?? '127.0.0.1:51234';
+  const buf = Buffer.alloc(HTTP_SERVER_EVENT_SIZE + 8);
+  encodeHttpServerEvent({
+    hdr: { type: EventType.GT_EVENT_HTTP_SERVER, size: HTTP_SERVER_EVENT_SIZE, tgid: o.tgid ?? 42, binary_id: 1, cpu: 0, goid: 7n },
+    start_ns: 1_000_000_000n,
+    end_ns: 1_002_500_000n,
+    method_len: method.length,
+    path_len: o.pathLen ?? Buffer.byteLength(path),
+    host_len: host.length,
+    remote_len: remote.length,
+    status: o.status ?? 200,
+    flags: o.traceparent ? HttpEventFlags.GT_HTTP_EVENT_TRACEPARENT : 0,
+    method: field(method, HttpLimits.GT_HTTP_METHOD_MAX),
+    path: field(path, HttpLimits.GT_HTTP_PATH_MAX),
+    host: field(host, HttpLimits.GT_HTTP_HOST_MAX),
+    remote: field(remote, HttpLimits.GT_HTTP_REMOTE_MAX),
+    traceparent: field(o.traceparent ?? '', HttpLimits.GT_HTTP_TRACEPARENT_MAX),
+  }, buf, 8);
+  return buf;
+}
+
+function run(buf: Buffer, known = true): { spans: ReadableSpan[]; problems: string[] } {
+  const spans: ReadableSpan[] = [];
+  const problems: string[] = [];
+  const ctx: EventContext = {
+    clock: new MonotonicClock(),
+    resourceOf: (tgid) => (known ? resourceFromAttributes({ 'service.name': 'svc', 'process.pid': tgid }) : undefined),
+    emit: (s) => spans.push(s),
+    problem: (r) => problems.push(r),
+  };
+  httpServerProbe.handleEvent(buf, 8, ctx);
+  return { spans, problems };
+}
+
+test('a request becomes one SERVER span with the HTTP semantic-convention attributes', () => {
+  const { spans } = run(event({ method: 'POST', path: '/api/orders', host: 'shop.example:8443', remote: '[::1]:40000', status: 201 }));
+  assert.equal(spans.length, 1);
+  const s = spans[0]!;
+  assert.equal(s.kind, SpanKind.SERVER);
+  assert.equal(s.name, 'POST');
+  assert.deepEqual(s.attributes, {
+    'http.request.method': 'POST', 'url.path': '/api/orders', 'url.scheme': 'http', 'http.response.status_code': 201,
+    'server.address': 'shop.example', 'server.port': 8443, 'client.address': '::1', 'client.port': 40000,
+  });
+  assert.equal(s.status.code, SpanStatusCode.UNSET);
+  assert.deepEqual(s.duration, [0, 2_500_000]);
+  assert.equal(s.parentSpanContext, undefined);
+  assert.match(s.spanContext().traceId, /^[0-9a-f]{32}$/);
+  assert.equal(s.instrumentationScope.name, 'gotrail/net/http');
+});
+
+test('5xx marks the span as an error; a handler that wrote nothing answered 200', () => {
+  assert.equal(run(event({ status: 502 })).spans[0]!.status.code, SpanStatusCode.ERROR);
+  assert.equal(run(event({ status: 404 })).spans[0]!.status.code, SpanStatusCode.UNSET);
+  assert.equal(run(event({ status: 0 })).spans[0]!.attributes['http.response.status_code'], 200);
+});
+
+test('a valid traceparent sets trace id and remote parent; an invalid one is ignored', () => {
+  const tp = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
+  const s = run(event({ traceparent: `${tp}\r\nhost: x` })).spans[0]!;
+  assert.equal(s.spanContext().traceId, '4bf92f3577b34da6a3ce929d0e0e4736');
+  assert.equal(s.parentSpanContext?.spanId, '00f067aa0ba902b7');
+  assert.equal(s.parentSpanContext?.isRemote, true);
+  for (const bad of ['00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01', 'ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01', '00-xyz', '']) {
+    const b = run(event({ traceparent: bad })).spans[0]!;
+    assert.equal(b.parentSpanContext, undefined, `ignored: ${JSON.stringify(bad)}`);
+  }
+});
+
+test('a path longer than the probe copies is marked truncated', () => {
+  const long = '/' + 'a'.repeat(300);
+  const s = run(event({ path: long, pathLen: long.length })).spans[0]!;
+  assert.equal(String(s.attributes['url.path']).length, HttpLimits.GT_HTTP_PATH_MAX);
+  assert.equal(s.attributes['gotrail.url.path.truncated'], true);
+});
+
+test('events of unknown processes or without a method are counted, not exported', () => {
+  assert.deepEqual(run(event({}), false), { spans: [], problems: ['http server event from an unknown process'] });
+  const r = run(event({ method: '' }));
+  assert.equal(r.spans.length, 0);
+  assert.equal(r.problems.length, 1);
+});
+
+test('host:port splitting', () => {
+  assert.deepEqual(splitHostPort('example.com:80'), { host: 'example.com', port: 80 });
+  assert.deepEqual(splitHostPort('example.com'), { host: 'example.com', port: undefined });
+  assert.deepEqual(splitHostPort('[2001:db8::1]:443'), { host: '2001:db8::1', port: 443 });
+  assert.deepEqual(splitHostPort('host:99999'), { host: 'host', port: undefined });
+});
