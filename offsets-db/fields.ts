@@ -26,25 +26,27 @@ export interface ModuleFields {
 }
 
 const HTTP_SERVER = 'net/http server probe (probes/go/net/http/server)';
+const HTTP_CLIENT = 'net/http client probe (probes/go/net/http/client)';
 
 /** All modules and fields, in the order the data files list them. */
 export const MODULE_FIELDS: readonly ModuleFields[] = [
   {
     module: 'std',
     imports: ['bufio', 'net/http', 'net/url'],
-    keep: ['_ = http.ListenAndServe("", nil)', '_, _ = url.Parse("")', '_ = bufio.NewReader(nil)'],
+    keep: ['_ = http.ListenAndServe("", nil)', '_, _ = url.Parse("")', '_ = bufio.NewReader(nil)', '_, _ = http.Get("")'],
     fields: {
       'runtime.g.goid': 'every probe: in-flight state is keyed by {tgid, goid}',
-      'net/http.Request.Method': HTTP_SERVER,
-      'net/http.Request.URL': HTTP_SERVER,
+      'net/http.Request.Method': `${HTTP_SERVER}, ${HTTP_CLIENT}`,
+      'net/http.Request.URL': `${HTTP_SERVER}, ${HTTP_CLIENT}`,
       'net/http.Request.Host': HTTP_SERVER,
       'net/http.Request.RemoteAddr': HTTP_SERVER,
       'net/http.Request.RequestURI': HTTP_SERVER,
       'net/http.Request.Proto': HTTP_SERVER,
-      'net/url.URL.Path': HTTP_SERVER,
+      'net/url.URL.Path': `${HTTP_SERVER}, ${HTTP_CLIENT}`,
       'net/url.URL.RawQuery': HTTP_SERVER,
-      'net/url.URL.Scheme': HTTP_SERVER,
-      'net/url.URL.Host': HTTP_SERVER,
+      'net/url.URL.Scheme': HTTP_CLIENT,
+      'net/url.URL.Host': HTTP_CLIENT,
+      'net/http.Response.StatusCode': HTTP_CLIENT,
       'net/http.response.req': HTTP_SERVER,
       'net/http.response.status': HTTP_SERVER,
       'net/http.response.conn': HTTP_SERVER,
