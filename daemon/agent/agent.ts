@@ -292,7 +292,7 @@ export class Agent implements MetricsSource {
     }
     const rb = rt?.obj.ringBufferStats();
     const maps: MetricsSnapshot['maps'] = [];
-    for (const name of ['gt_processes', 'gt_http_server_inflight']) {
+    for (const name of rt?.trackedMaps() ?? []) {
       try {
         maps.push({ name, entries: rt?.obj.mapCount(name) ?? 0, capacity: rt?.obj.mapInfo(name).maxEntries ?? 0 });
       } catch {

@@ -47,6 +47,7 @@ export class BpfRuntime {
   /** Handlers of the agent's own events (process lifecycle), by event type. */
   private readonly systemHandlers = new Map<number, (buf: Buffer, off: number) => void>();
   private readonly log: Logger;
+  private readonly stateMaps: string[];
 
   constructor(log: Logger, probes: readonly ProbeDescriptor[], opts: { objectPath?: string; mapSizes?: MapSizes } = {}) {
     this.log = log;
@@ -55,12 +56,16 @@ export class BpfRuntime {
     this.features = kernelFeatures();
     const sizes: Record<string, number> = {};
     if (opts.mapSizes?.processes) sizes['gt_processes'] = opts.mapSizes.processes;
-    if (opts.mapSizes?.inflight) sizes['gt_http_server_inflight'] = opts.mapSizes.inflight;
+    if (opts.mapSizes?.inflight) {
+      sizes['gt_goroutine_spans'] = opts.mapSizes.inflight;
+      for (const p of probes) for (const m of p.stateMaps) sizes[m] = opts.mapSizes.inflight;
+    }
     if (opts.mapSizes?.ringBufferBytes) sizes['gt_events'] = opts.mapSizes.ringBufferBytes;
     this.obj = new BpfObject(path, { mapMaxEntries: sizes });
     this.obj.load();
     if (!enableStats()) log.warn('BPF run-time statistics unavailable: probe overhead metrics will read 0');
     for (const p of probes) this.handlers.set(p.eventType, p);
+    this.stateMaps = ['gt_goroutine_spans', ...probes.flatMap((p) => p.stateMaps)];
   }
 
   setBinary(id: number, goidOffset: number): void {
@@ -91,12 +96,17 @@ export class BpfRuntime {
   /** Removes in-flight goroutine state of a process that exited. */
   forgetProcessState(tgid: number): number {
     let removed = 0;
-    for (const map of ['gt_http_server_inflight']) {
+    for (const map of this.stateMaps) {
       for (const k of this.obj.mapKeys(map)) {
         if (k.readUInt32LE(0) === tgid && this.obj.mapDelete(map, k)) removed++;
       }
     }
     return removed;
+  }
+
+  /** Maps whose fill the agent reports. */
+  trackedMaps(): string[] {
+    return ['gt_processes', ...this.stateMaps];
   }
 
   /** Sums the per-CPU BPF-side counters. */

@@ -22,6 +22,26 @@ export const EventType = {
   GT_EVENT_HTTP_SERVER: 1,
   GT_EVENT_PROCESS_EXEC: 2,
   GT_EVENT_PROCESS_EXIT: 3,
+  GT_EVENT_HTTP_CLIENT: 4,
+} as const;
+
+/** enum gt_http_client_event_flags */
+export const HttpClientEventFlags = {
+  GT_HTTP_CLIENT_EVENT_ERROR: 1,
+} as const;
+
+/** enum gt_http_client_flags */
+export const HttpClientFlags = {
+  GT_HTTP_CLIENT_ENABLED: 1,
+} as const;
+
+/** enum gt_http_client_limits */
+export const HttpClientLimits = {
+  GT_HTTP_CLIENT_METHOD_MAX: 16,
+  GT_HTTP_CLIENT_HOST_MAX: 64,
+  GT_HTTP_CLIENT_PATH_MAX: 128,
+  GT_HTTP_CLIENT_SCHEME_MAX: 8,
+  GT_HTTP_CLIENT_INFLIGHT_MAX: 16384,
 } as const;
 
 /** enum gt_http_event_flags */
@@ -55,6 +75,13 @@ export const ProcessEventLimits = {
 /** enum gt_process_flags */
 export const ProcessFlags = {
   GT_PROCESS_TRACED: 1,
+} as const;
+
+/** enum gt_span_flags */
+export const SpanFlags = {
+  GT_SPAN_SAMPLED: 1,
+  GT_SPAN_HAS_PARENT: 2,
+  GT_SPAN_PARENT_REMOTE: 4,
 } as const;
 
 /** struct gt_binary_info (8 bytes) */
@@ -161,6 +188,134 @@ export function encodeGoroutineKey(v: GoroutineKey, buf: Buffer = Buffer.alloc(1
   return buf;
 }
 
+/** struct gt_http_client_config (32 bytes) */
+export interface HttpClientConfig {
+  req_method: number;
+  req_url: number;
+  url_scheme: number;
+  url_host: number;
+  url_path: number;
+  resp_status: number;
+  flags: number;
+  reserved: number;
+}
+
+export const HTTP_CLIENT_CONFIG_SIZE = 32;
+export const HttpClientConfigOffsets = {
+  req_method: 0,
+  req_url: 4,
+  url_scheme: 8,
+  url_host: 12,
+  url_path: 16,
+  resp_status: 20,
+  flags: 24,
+  reserved: 28,
+} as const;
+
+/** Decodes struct gt_http_client_config at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeHttpClientConfig(buf: Buffer, off = 0): HttpClientConfig {
+  if (off + 32 > buf.length) throw new RangeError(`gt_http_client_config: need 32 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    req_method: buf.readUInt32LE(off + 0),
+    req_url: buf.readUInt32LE(off + 4),
+    url_scheme: buf.readUInt32LE(off + 8),
+    url_host: buf.readUInt32LE(off + 12),
+    url_path: buf.readUInt32LE(off + 16),
+    resp_status: buf.readUInt32LE(off + 20),
+    flags: buf.readUInt32LE(off + 24),
+    reserved: buf.readUInt32LE(off + 28),
+  };
+}
+
+/** Encodes struct gt_http_client_config into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeHttpClientConfig(v: HttpClientConfig, buf: Buffer = Buffer.alloc(32), off = 0): Buffer {
+  buf.writeUInt32LE(v.req_method, off + 0);
+  buf.writeUInt32LE(v.req_url, off + 4);
+  buf.writeUInt32LE(v.url_scheme, off + 8);
+  buf.writeUInt32LE(v.url_host, off + 12);
+  buf.writeUInt32LE(v.url_path, off + 16);
+  buf.writeUInt32LE(v.resp_status, off + 20);
+  buf.writeUInt32LE(v.flags, off + 24);
+  buf.writeUInt32LE(v.reserved, off + 28);
+  return buf;
+}
+
+/** struct gt_http_client_event (320 bytes) */
+export interface HttpClientEvent {
+  hdr: EventHeader;
+  start_ns: bigint;
+  end_ns: bigint;
+  method_len: number;
+  scheme_len: number;
+  host_len: number;
+  path_len: number;
+  status: number;
+  flags: number;
+  span: SpanContext;
+  method: Buffer;
+  scheme: Buffer;
+  host: Buffer;
+  path: Buffer;
+}
+
+export const HTTP_CLIENT_EVENT_SIZE = 320;
+export const HttpClientEventOffsets = {
+  hdr: 0,
+  start_ns: 24,
+  end_ns: 32,
+  method_len: 40,
+  scheme_len: 44,
+  host_len: 48,
+  path_len: 52,
+  status: 56,
+  flags: 60,
+  span: 64,
+  method: 104,
+  scheme: 120,
+  host: 128,
+  path: 192,
+} as const;
+
+/** Decodes struct gt_http_client_event at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeHttpClientEvent(buf: Buffer, off = 0): HttpClientEvent {
+  if (off + 320 > buf.length) throw new RangeError(`gt_http_client_event: need 320 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    hdr: decodeEventHeader(buf, off + 0),
+    start_ns: buf.readBigUInt64LE(off + 24),
+    end_ns: buf.readBigUInt64LE(off + 32),
+    method_len: buf.readInt32LE(off + 40),
+    scheme_len: buf.readInt32LE(off + 44),
+    host_len: buf.readInt32LE(off + 48),
+    path_len: buf.readInt32LE(off + 52),
+    status: buf.readUInt32LE(off + 56),
+    flags: buf.readUInt32LE(off + 60),
+    span: decodeSpanContext(buf, off + 64),
+    method: buf.subarray(off + 104, off + 104 + 16),
+    scheme: buf.subarray(off + 120, off + 120 + 8),
+    host: buf.subarray(off + 128, off + 128 + 64),
+    path: buf.subarray(off + 192, off + 192 + 128),
+  };
+}
+
+/** Encodes struct gt_http_client_event into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeHttpClientEvent(v: HttpClientEvent, buf: Buffer = Buffer.alloc(320), off = 0): Buffer {
+  encodeEventHeader(v.hdr, buf, off + 0);
+  buf.writeBigUInt64LE(v.start_ns, off + 24);
+  buf.writeBigUInt64LE(v.end_ns, off + 32);
+  buf.writeInt32LE(v.method_len, off + 40);
+  buf.writeInt32LE(v.scheme_len, off + 44);
+  buf.writeInt32LE(v.host_len, off + 48);
+  buf.writeInt32LE(v.path_len, off + 52);
+  buf.writeUInt32LE(v.status, off + 56);
+  buf.writeUInt32LE(v.flags, off + 60);
+  encodeSpanContext(v.span, buf, off + 64);
+  buf.fill(0, off + 104, off + 104 + 16); v.method.copy(buf, off + 104, 0, Math.min(v.method.length, 16));
+  buf.fill(0, off + 120, off + 120 + 8); v.scheme.copy(buf, off + 120, 0, Math.min(v.scheme.length, 8));
+  buf.fill(0, off + 128, off + 128 + 64); v.host.copy(buf, off + 128, 0, Math.min(v.host.length, 64));
+  buf.fill(0, off + 192, off + 192 + 128); v.path.copy(buf, off + 192, 0, Math.min(v.path.length, 128));
+  return buf;
+}
+
 /** struct gt_http_server_config (48 bytes) */
 export interface HttpServerConfig {
   req_method: number;
@@ -229,7 +384,7 @@ export function encodeHttpServerConfig(v: HttpServerConfig, buf: Buffer = Buffer
   return buf;
 }
 
-/** struct gt_http_server_event (400 bytes) */
+/** struct gt_http_server_event (376 bytes) */
 export interface HttpServerEvent {
   hdr: EventHeader;
   start_ns: bigint;
@@ -240,14 +395,14 @@ export interface HttpServerEvent {
   remote_len: number;
   status: number;
   flags: number;
+  span: SpanContext;
   method: Buffer;
   path: Buffer;
   host: Buffer;
   remote: Buffer;
-  traceparent: Buffer;
 }
 
-export const HTTP_SERVER_EVENT_SIZE = 400;
+export const HTTP_SERVER_EVENT_SIZE = 376;
 export const HttpServerEventOffsets = {
   hdr: 0,
   start_ns: 24,
@@ -258,16 +413,16 @@ export const HttpServerEventOffsets = {
   remote_len: 52,
   status: 56,
   flags: 60,
-  method: 64,
-  path: 80,
-  host: 208,
-  remote: 272,
-  traceparent: 336,
+  span: 64,
+  method: 104,
+  path: 120,
+  host: 248,
+  remote: 312,
 } as const;
 
 /** Decodes struct gt_http_server_event at `off`; byte arrays are views into `buf`, not copies. */
 export function decodeHttpServerEvent(buf: Buffer, off = 0): HttpServerEvent {
-  if (off + 400 > buf.length) throw new RangeError(`gt_http_server_event: need 400 bytes at ${off}, have ${buf.length - off}`);
+  if (off + 376 > buf.length) throw new RangeError(`gt_http_server_event: need 376 bytes at ${off}, have ${buf.length - off}`);
   return {
     hdr: decodeEventHeader(buf, off + 0),
     start_ns: buf.readBigUInt64LE(off + 24),
@@ -278,16 +433,16 @@ export function decodeHttpServerEvent(buf: Buffer, off = 0): HttpServerEvent {
     remote_len: buf.readInt32LE(off + 52),
     status: buf.readUInt32LE(off + 56),
     flags: buf.readUInt32LE(off + 60),
-    method: buf.subarray(off + 64, off + 64 + 16),
-    path: buf.subarray(off + 80, off + 80 + 128),
-    host: buf.subarray(off + 208, off + 208 + 64),
-    remote: buf.subarray(off + 272, off + 272 + 64),
-    traceparent: buf.subarray(off + 336, off + 336 + 64),
+    span: decodeSpanContext(buf, off + 64),
+    method: buf.subarray(off + 104, off + 104 + 16),
+    path: buf.subarray(off + 120, off + 120 + 128),
+    host: buf.subarray(off + 248, off + 248 + 64),
+    remote: buf.subarray(off + 312, off + 312 + 64),
   };
 }
 
 /** Encodes struct gt_http_server_event into `buf` at `off` (a new zeroed buffer by default). */
-export function encodeHttpServerEvent(v: HttpServerEvent, buf: Buffer = Buffer.alloc(400), off = 0): Buffer {
+export function encodeHttpServerEvent(v: HttpServerEvent, buf: Buffer = Buffer.alloc(376), off = 0): Buffer {
   encodeEventHeader(v.hdr, buf, off + 0);
   buf.writeBigUInt64LE(v.start_ns, off + 24);
   buf.writeBigUInt64LE(v.end_ns, off + 32);
@@ -297,11 +452,11 @@ export function encodeHttpServerEvent(v: HttpServerEvent, buf: Buffer = Buffer.a
   buf.writeInt32LE(v.remote_len, off + 52);
   buf.writeUInt32LE(v.status, off + 56);
   buf.writeUInt32LE(v.flags, off + 60);
-  buf.fill(0, off + 64, off + 64 + 16); v.method.copy(buf, off + 64, 0, Math.min(v.method.length, 16));
-  buf.fill(0, off + 80, off + 80 + 128); v.path.copy(buf, off + 80, 0, Math.min(v.path.length, 128));
-  buf.fill(0, off + 208, off + 208 + 64); v.host.copy(buf, off + 208, 0, Math.min(v.host.length, 64));
-  buf.fill(0, off + 272, off + 272 + 64); v.remote.copy(buf, off + 272, 0, Math.min(v.remote.length, 64));
-  buf.fill(0, off + 336, off + 336 + 64); v.traceparent.copy(buf, off + 336, 0, Math.min(v.traceparent.length, 64));
+  encodeSpanContext(v.span, buf, off + 64);
+  buf.fill(0, off + 104, off + 104 + 16); v.method.copy(buf, off + 104, 0, Math.min(v.method.length, 16));
+  buf.fill(0, off + 120, off + 120 + 128); v.path.copy(buf, off + 120, 0, Math.min(v.path.length, 128));
+  buf.fill(0, off + 248, off + 248 + 64); v.host.copy(buf, off + 248, 0, Math.min(v.host.length, 64));
+  buf.fill(0, off + 312, off + 312 + 64); v.remote.copy(buf, off + 312, 0, Math.min(v.remote.length, 64));
   return buf;
 }
 
@@ -370,5 +525,45 @@ export function decodeProcessInfo(buf: Buffer, off = 0): ProcessInfo {
 export function encodeProcessInfo(v: ProcessInfo, buf: Buffer = Buffer.alloc(8), off = 0): Buffer {
   buf.writeUInt32LE(v.flags, off + 0);
   buf.writeUInt32LE(v.reserved, off + 4);
+  return buf;
+}
+
+/** struct gt_span_context (40 bytes) */
+export interface SpanContext {
+  trace_id: Buffer;
+  span_id: Buffer;
+  parent_span_id: Buffer;
+  flags: number;
+  reserved: number;
+}
+
+export const SPAN_CONTEXT_SIZE = 40;
+export const SpanContextOffsets = {
+  trace_id: 0,
+  span_id: 16,
+  parent_span_id: 24,
+  flags: 32,
+  reserved: 36,
+} as const;
+
+/** Decodes struct gt_span_context at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeSpanContext(buf: Buffer, off = 0): SpanContext {
+  if (off + 40 > buf.length) throw new RangeError(`gt_span_context: need 40 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    trace_id: buf.subarray(off + 0, off + 0 + 16),
+    span_id: buf.subarray(off + 16, off + 16 + 8),
+    parent_span_id: buf.subarray(off + 24, off + 24 + 8),
+    flags: buf.readUInt32LE(off + 32),
+    reserved: buf.readUInt32LE(off + 36),
+  };
+}
+
+/** Encodes struct gt_span_context into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeSpanContext(v: SpanContext, buf: Buffer = Buffer.alloc(40), off = 0): Buffer {
+  buf.fill(0, off + 0, off + 0 + 16); v.trace_id.copy(buf, off + 0, 0, Math.min(v.trace_id.length, 16));
+  buf.fill(0, off + 16, off + 16 + 8); v.span_id.copy(buf, off + 16, 0, Math.min(v.span_id.length, 8));
+  buf.fill(0, off + 24, off + 24 + 8); v.parent_span_id.copy(buf, off + 24, 0, Math.min(v.parent_span_id.length, 8));
+  buf.writeUInt32LE(v.flags, off + 32);
+  buf.writeUInt32LE(v.reserved, off + 36);
   return buf;
 }

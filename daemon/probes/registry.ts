@@ -1,8 +1,9 @@
 /** Every probe gotrail knows; adding an instrumented package adds one line here. */
 import type { ProbeDescriptor } from './types.ts';
 import { httpServerProbe } from './go/net/http/server/descriptor.ts';
+import { httpClientProbe } from './go/net/http/client/descriptor.ts';
 
-export const probes: readonly ProbeDescriptor[] = [httpServerProbe];
+export const probes: readonly ProbeDescriptor[] = [httpServerProbe, httpClientProbe];
 
 export function probeById(id: string): ProbeDescriptor | undefined {
   return probes.find((p) => p.id === id);

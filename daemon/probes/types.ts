@@ -38,6 +38,8 @@ export interface ProbeDescriptor {
   requiredFields: string[];
   /** Offsets that enable extra features; missing ones degrade the probe. */
   optionalFields: string[];
+  /** BPF maps keyed by gt_goroutine_key holding this probe's in-flight state: cleared for a process that exits. */
+  stateMaps: string[];
   /** BPF array map (indexed by binary id) receiving `encodeConfig`'s bytes. */
   configMap: string;
   encodeConfig(offsets: Record<string, number>, missingOptional: string[]): Buffer;

@@ -25,6 +25,7 @@ enum gt_event_type {
 	GT_EVENT_HTTP_SERVER = 1,
 	GT_EVENT_PROCESS_EXEC = 2,
 	GT_EVENT_PROCESS_EXIT = 3,
+	GT_EVENT_HTTP_CLIENT = 4,
 };
 
 struct gt_event_header {
@@ -180,3 +181,113 @@ GT_EXPORT_LAYOUTS(common,
 	enum gt_process_flags process_flags;
 	enum gt_counter counter;
 );
+
+/* W3C trace context of one span, made in BPF so that spans started later on
+ * the same goroutine (outgoing calls) can name it as their parent. */
+struct gt_span_context {
+	__u8 trace_id[16];
+	__u8 span_id[8];
+	__u8 parent_span_id[8];  /* meaningful with GT_SPAN_HAS_PARENT */
+	__u32 flags;             /* enum gt_span_flags */
+	__u32 reserved;
+};
+
+enum gt_span_flags {
+	GT_SPAN_SAMPLED = 1,
+	GT_SPAN_HAS_PARENT = 2,
+	GT_SPAN_PARENT_REMOTE = 4,   /* the parent came from another process */
+};
+
+GT_EXPORT_LAYOUTS(span,
+	struct gt_span_context context;
+	enum gt_span_flags flags;
+);
+
+static __always_inline void gt_random_bytes(__u8 *out, int n)
+{
+#pragma unroll
+	for (int i = 0; i < 16; i += 4) {
+		if (i >= n)
+			break;
+		__u32 r = bpf_get_prandom_u32();
+		__builtin_memcpy(out + i, &r, 4);
+	}
+}
+
+/* A new root span: random trace and span ids, sampled. */
+static __always_inline void gt_new_root(struct gt_span_context *c)
+{
+	gt_random_bytes(c->trace_id, 16);
+	gt_random_bytes(c->span_id, 8);
+	c->flags = GT_SPAN_SAMPLED;
+}
+
+/* A child of `parent` (same trace), with a new span id. */
+static __always_inline void gt_new_child(struct gt_span_context *c, const struct gt_span_context *parent)
+{
+	__builtin_memcpy(c->trace_id, parent->trace_id, 16);
+	__builtin_memcpy(c->parent_span_id, parent->span_id, 8);
+	gt_random_bytes(c->span_id, 8);
+	c->flags = GT_SPAN_HAS_PARENT | (parent->flags & GT_SPAN_SAMPLED);
+}
+
+static __always_inline int gt_hex(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1; /* the spec allows lower-case hex only */
+}
+
+/* Parses a traceparent value ("00-<32 hex>-<16 hex>-<2 hex>") into a child
+ * context of the remote span; false when malformed. Per the spec, versions
+ * other than 00 are read as 00 (except the invalid ff), all-zero ids are
+ * invalid. */
+static __always_inline bool gt_parse_traceparent(const char *s, struct gt_span_context *c)
+{
+	__u8 ver = 0, flags = 0, any_trace = 0, any_span = 0;
+	if (s[2] != '-' || s[35] != '-' || s[52] != '-')
+		return false;
+	int a = gt_hex(s[0]), b = gt_hex(s[1]);
+	if (a < 0 || b < 0)
+		return false;
+	ver = (__u8)(a << 4 | b);
+	if (ver == 0xff)
+		return false;
+#pragma unroll
+	for (int i = 0; i < 16; i++) {
+		int hi = gt_hex(s[3 + 2 * i]), lo = gt_hex(s[4 + 2 * i]);
+		if (hi < 0 || lo < 0)
+			return false;
+		c->trace_id[i] = (__u8)(hi << 4 | lo);
+		any_trace |= c->trace_id[i];
+	}
+#pragma unroll
+	for (int i = 0; i < 8; i++) {
+		int hi = gt_hex(s[36 + 2 * i]), lo = gt_hex(s[37 + 2 * i]);
+		if (hi < 0 || lo < 0)
+			return false;
+		c->parent_span_id[i] = (__u8)(hi << 4 | lo);
+		any_span |= c->parent_span_id[i];
+	}
+	a = gt_hex(s[53]);
+	b = gt_hex(s[54]);
+	if (a < 0 || b < 0 || !any_trace || !any_span)
+		return false;
+	flags = (__u8)(a << 4 | b);
+	gt_random_bytes(c->span_id, 8);
+	c->flags = GT_SPAN_HAS_PARENT | GT_SPAN_PARENT_REMOTE | ((flags & 1) ? GT_SPAN_SAMPLED : 0);
+	return true;
+}
+
+/* The span a goroutine is serving right now (set by server probes at entry,
+ * removed at return): what an outgoing call on the same goroutine becomes a
+ * child of. Shared by every probe, so a gRPC server span can parent an HTTP
+ * client span. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct gt_goroutine_key);
+	__type(value, struct gt_span_context);
+} gt_goroutine_spans SEC(".maps");

@@ -54,6 +54,18 @@ func main() {
 		fmt.Fprintln(w, n)
 	})
 
+	// /proxy?to=URL fetches URL with net/http's client and answers with its status
+	client := &http.Client{Timeout: 5 * time.Second}
+	mux.HandleFunc("/proxy", func(w http.ResponseWriter, r *http.Request) {
+		resp, err := client.Get(r.URL.Query().Get("to"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		resp.Body.Close()
+		w.WriteHeader(resp.StatusCode)
+	})
+
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "listen:", err)

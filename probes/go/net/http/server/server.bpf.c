@@ -14,7 +14,7 @@ enum gt_http_limits {
 	GT_HTTP_PATH_MAX = 128,
 	GT_HTTP_HOST_MAX = 64,
 	GT_HTTP_REMOTE_MAX = 64,
-	GT_HTTP_TRACEPARENT_MAX = 64,
+	GT_HTTP_TRACEPARENT_MAX = 64,   /* window searched for the value */
 	GT_HTTP_HEAD_MAX = 2048,
 	GT_HTTP_INFLIGHT_MAX = 16384,
 };
@@ -58,11 +58,11 @@ struct gt_http_server_event {
 	__s32 remote_len;
 	__u32 status;            /* 0: the handler wrote nothing (net/http sends 200) */
 	__u32 flags;             /* enum gt_http_event_flags */
+	struct gt_span_context span;
 	char method[GT_HTTP_METHOD_MAX];
 	char path[GT_HTTP_PATH_MAX];
 	char host[GT_HTTP_HOST_MAX];
 	char remote[GT_HTTP_REMOTE_MAX];
-	char traceparent[GT_HTTP_TRACEPARENT_MAX];
 };
 
 GT_EXPORT_LAYOUTS(http_server,
@@ -79,7 +79,7 @@ struct http_server_inflight {
 	__u64 resp;
 	__u32 flags;
 	__u32 reserved;
-	char traceparent[GT_HTTP_TRACEPARENT_MAX];
+	struct gt_span_context span;
 };
 
 struct {
@@ -195,9 +195,8 @@ static __always_inline void read_traceparent(struct gt_http_server_config *cfg, 
 	at &= GT_HTTP_HEAD_MAX - 1;
 	if (at > GT_HTTP_HEAD_MAX - GT_HTTP_TRACEPARENT_MAX)
 		return;
-	/* copy the value; user space validates it (format, hex, version) */
-	__builtin_memcpy(st->traceparent, h->buf + at, GT_HTTP_TRACEPARENT_MAX);
-	st->flags |= GT_HTTP_EVENT_TRACEPARENT;
+	if (gt_parse_traceparent(h->buf + at, &st->span))
+		st->flags |= GT_HTTP_EVENT_TRACEPARENT;
 }
 
 SEC("uprobe.multi")
@@ -219,8 +218,11 @@ int gt_http_server_entry(struct pt_regs *ctx)
 	st.req = GO_ARG4(ctx);
 	if (cfg->flags & GT_HTTP_SERVER_READ_HEAD)
 		read_traceparent(cfg, st.resp, st.req, &st);
+	if (!(st.flags & GT_HTTP_EVENT_TRACEPARENT))
+		gt_new_root(&st.span);
 	if (bpf_map_update_elem(&gt_http_server_inflight, &key, &st, BPF_ANY) < 0)
 		gt_count(GT_COUNTER_INFLIGHT_FULL);
+	bpf_map_update_elem(&gt_goroutine_spans, &key, &st.span, BPF_ANY);
 	return 0;
 }
 
@@ -246,13 +248,14 @@ int gt_http_server_return(struct pt_regs *ctx)
 	if (!ev) {
 		gt_count(GT_COUNTER_RINGBUF_FULL);
 		bpf_map_delete_elem(&gt_http_server_inflight, &key);
+		bpf_map_delete_elem(&gt_goroutine_spans, &key);
 		return 0;
 	}
 	gt_fill_header(&ev->hdr, GT_EVENT_HTTP_SERVER, sizeof(*ev), tgid, bin_id, key.goid);
 	ev->start_ns = st->start_ns;
 	ev->end_ns = bpf_ktime_get_ns();
 	ev->flags = st->flags;
-	__builtin_memcpy(ev->traceparent, st->traceparent, GT_HTTP_TRACEPARENT_MAX);
+	ev->span = st->span;
 
 	__u64 req = st->req, url = 0, status = 0;
 	ev->method_len = go_read_string(req, cfg->req_method, ev->method, GT_HTTP_METHOD_MAX);
@@ -267,6 +270,7 @@ int gt_http_server_return(struct pt_regs *ctx)
 		gt_count(GT_COUNTER_READ_FAILED);
 
 	bpf_map_delete_elem(&gt_http_server_inflight, &key);
+	bpf_map_delete_elem(&gt_goroutine_spans, &key);
 	gt_submit(ev);
 	return 0;
 }

@@ -18,8 +18,8 @@ const variants = ['plain', 'stripped', 'pie'];
 const binPath = (tc: string, v: string): string => join(repoRoot, 'build', 'go', tc, v, 'httpserver');
 const excludedDir = join(repoRoot, 'build', 'e2e-excluded');
 
-function spansOf(spans: ReceivedSpan[], pid: number): ReceivedSpan[] {
-  return spans.filter((s) => s.resource['process.pid'] === pid);
+function spansOf(spans: ReceivedSpan[], pid: number, kind = 'SERVER'): ReceivedSpan[] {
+  return spans.filter((s) => s.resource['process.pid'] === pid && s.kind === kind);
 }
 
 describe('net/http server probe, end to end', { skip }, () => {
@@ -46,7 +46,7 @@ describe('net/http server probe, end to end', { skip }, () => {
 
   for (const tc of toolchains) {
     for (const v of variants) {
-      test(`${tc} ${v}: one SERVER span per request, with the request's attributes`, async () => {
+      test(`${tc} ${v}: one SERVER span per request, CLIENT spans for outgoing calls`, async () => {
         const server = await startGoServer(binPath(tc, v), [], { OTEL_SERVICE_NAME: `e2e-${tc}-${v}`, OTEL_RESOURCE_ATTRIBUTES: 'team=platform,tier=test%20tier' });
         try {
           await agent.waitTraced(server.pid);
@@ -61,16 +61,25 @@ describe('net/http server probe, end to end', { skip }, () => {
           // a body larger than the connection's read buffer, then a traced request on a fresh connection
           plan.push({ path: '/echo', method: 'POST', status: 200, body: Buffer.alloc(64 * 1024, 120) });
           plan.push({ path: '/hello', status: 200, headers: { traceparent: `00-${traceId}-${'1'.repeat(16)}-01`, 'x-padding': 'p'.repeat(900), connection: 'close' } });
+          // malformed traceparents are ignored: a new trace starts
+          plan.push({ path: '/hello', status: 200, headers: { traceparent: `00-${traceId}-${'0'.repeat(16)}-01` } });
+          plan.push({ path: '/hello', status: 200, headers: { traceparent: `00-${traceId.toUpperCase()}-${parentSpanId}-01` } });
+          plan.push({ path: '/hello', status: 200, headers: { traceparent: `ff-${traceId}-${parentSpanId}-01` } });
+          // outgoing calls made while serving: CLIENT spans, children of the SERVER span
+          plan.push({ path: `/proxy?to=${encodeURIComponent(server.url + '/status/201')}`, status: 201 });
+          plan.push({ path: '/proxy?to=' + encodeURIComponent('http://127.0.0.1:1/refused'), status: 502 });
+          // the proxied /status/201 request is served by the same server: one more SERVER span
+          const expected = plan.length + 1;
           for (const r of plan) {
             const res = await httpRequest(server.url + r.path, { method: r.method, headers: r.headers, body: r.body });
             assert.equal(res.status, r.status, `${r.path} answered ${res.status}`);
           }
-          const spans = spansOf(await collector.waitForSpans((all) => spansOf(all, server.pid).length >= plan.length, 20_000), server.pid);
+          const spans = spansOf(await collector.waitForSpans((all) => spansOf(all, server.pid).length >= expected, 20_000), server.pid);
           // let stragglers arrive: the count must be exact, not at least
           await new Promise((r) => setTimeout(r, 1500));
           const final = spansOf(await collector.spans(), server.pid);
-          assert.equal(final.length, plan.length, `exactly one span per request (got ${final.length}, sent ${plan.length})`);
-          assert.equal(spans.length >= plan.length, true);
+          assert.equal(final.length, expected, `exactly one SERVER span per request (got ${final.length}, expected ${expected})`);
+          assert.equal(spans.length >= expected, true);
 
           for (const s of final) {
             assert.equal(s.kind, 'SERVER');
@@ -91,7 +100,7 @@ describe('net/http server probe, end to end', { skip }, () => {
             assert.ok(Math.abs(Number(s.startTimeUnixNano) - now) < 120e9, 'start time is wall-clock time, within two minutes of now');
           }
           const byPath = (p: string): ReceivedSpan[] => final.filter((s) => s.attributes['url.path'] === p);
-          assert.equal(byPath('/hello').length, 22);
+          assert.equal(byPath('/hello').length, 25);
           const hello = byPath('/hello')[0]!;
           assert.equal(hello.name, 'GET');
           assert.equal(hello.attributes['http.request.method'], 'GET');
@@ -116,8 +125,30 @@ describe('net/http server probe, end to end', { skip }, () => {
           assert.equal(withParent.length, 2, 'both requests sent with a traceparent joined its trace');
           assert.deepEqual(withParent.map((s) => s.parentSpanId).sort(), ['1'.repeat(16), parentSpanId].sort());
           const withoutParent = final.filter((s) => s.traceId !== traceId);
+          assert.equal(withoutParent.length, final.length - 2, 'malformed traceparents (zero span id, upper-case hex, version ff) start new traces');
           for (const s of withoutParent) assert.equal(s.parentSpanId, '', 'requests without traceparent start a new trace');
           assert.equal(new Set(final.map((s) => s.spanId)).size, final.length, 'span ids are unique');
+
+          const clients = spansOf(await collector.spans(), server.pid, 'CLIENT');
+          assert.equal(clients.length, 2, 'one CLIENT span per outgoing request');
+          const proxies = byPath('/proxy');
+          const ok = clients.find((c) => c.attributes['http.response.status_code'] === 201)!;
+          assert.ok(ok, 'the successful outgoing request');
+          assert.equal(ok.name, 'GET');
+          assert.equal(ok.attributes['http.request.method'], 'GET');
+          assert.equal(ok.attributes['server.address'], '127.0.0.1');
+          assert.equal(ok.attributes['server.port'], Number(new URL(server.url).port));
+          assert.equal(ok.attributes['url.full'], `${server.url}/status/201`);
+          const okParent = proxies.find((p) => p.attributes['http.response.status_code'] === 201)!;
+          assert.equal(ok.parentSpanId, okParent.spanId, 'the CLIENT span is a child of the SERVER span that made it');
+          assert.equal(ok.traceId, okParent.traceId);
+          assert.ok(ok.startTimeUnixNano >= okParent.startTimeUnixNano && ok.endTimeUnixNano <= okParent.endTimeUnixNano, 'nested in time');
+          const refused = clients.find((c) => c !== ok)!;
+          assert.equal(refused.status.code, 'ERROR', 'a failed outgoing request is an error');
+          assert.equal(refused.attributes['error.type'], 'transport');
+          assert.equal(refused.attributes['server.port'], 1);
+          // the served /status/201 request is its own SERVER span (no header injection: its own trace)
+          assert.equal(byPath('/status/201').length, 1);
         } finally {
           await server.stop();
         }

@@ -4,12 +4,11 @@
  */
 import type { Attributes } from '@opentelemetry/api';
 import {
-  EventType, HttpEventFlags, HttpServerFlags, HTTP_SERVER_EVENT_SIZE,
+  EventType, HttpServerFlags, HTTP_SERVER_EVENT_SIZE,
   decodeHttpServerEvent, encodeHttpServerConfig,
 } from '../../../../../generated/layouts.ts';
 import { makeSpan, SpanKind, SpanStatusCode } from '../../../../../spans/span-record.ts';
-import { newSpanId, newTraceId } from '../../../../../spans/ids.ts';
-import { traceParentFromWindow } from '../../../../../spans/traceparent.ts';
+import { spanContextFrom } from '../../../../../spans/span-context.ts';
 import type { EventContext, ProbeDescriptor } from '../../../../types.ts';
 
 const F = {
@@ -25,19 +24,9 @@ const F = {
   r: 'bufio.Reader.r',
 } as const;
 
-/** A Go string copied by the probe: `len` is the Go length, the copy may be shorter. */
-function goString(bytes: Buffer, len: number): string {
-  if (len <= 0) return '';
-  return bytes.subarray(0, Math.min(len, bytes.length)).toString('utf8');
-}
+import { goString, splitHostPort } from '../../../../../spans/go-values.ts';
 
-/** Splits "host:port" / "[v6]:port"; the port is undefined when absent or not numeric. */
-export function splitHostPort(s: string): { host: string; port?: number } {
-  const m = /^\[([^\]]*)\](?::(\d+))?$/.exec(s) ?? /^([^:]*)(?::(\d+))?$/.exec(s);
-  if (!m) return { host: s };
-  const port = m[2] !== undefined ? Number(m[2]) : undefined;
-  return { host: m[1] ?? s, port: port !== undefined && port <= 65535 ? port : undefined };
-}
+export { splitHostPort };
 
 export const httpServerProbe: ProbeDescriptor = {
   id: 'net/http/server',
@@ -54,6 +43,7 @@ export const httpServerProbe: ProbeDescriptor = {
     [F.r]: 'incoming traceparent headers are not read',
   },
   configMap: 'gt_http_server_config',
+  stateMaps: ['gt_http_server_inflight'],
   encodeConfig(o, missingOptional) {
     const head = missingOptional.length === 0;
     return encodeHttpServerConfig({
@@ -101,16 +91,11 @@ export const httpServerProbe: ProbeDescriptor = {
     if (client.port !== undefined) attributes['client.port'] = client.port;
     if (ev.path_len > ev.path.length) attributes['gotrail.url.path.truncated'] = true;
 
-    const parent = ev.flags & HttpEventFlags.GT_HTTP_EVENT_TRACEPARENT ? traceParentFromWindow(ev.traceparent) : undefined;
     const isError = status >= 500;
     ctx.emit(makeSpan({
       name: method,
       kind: SpanKind.SERVER,
-      traceId: parent?.traceId ?? newTraceId(),
-      spanId: newSpanId(),
-      parentSpanId: parent?.spanId,
-      parentRemote: parent !== undefined,
-      sampled: parent?.sampled ?? true,
+      ...spanContextFrom(ev.span),
       startUnixNano: ctx.clock.toUnixNano(ev.start_ns),
       endUnixNano: ctx.clock.toUnixNano(ev.end_ns),
       attributes,

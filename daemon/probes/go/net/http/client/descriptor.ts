@@ -1,0 +1,86 @@
+/**
+ * net/http client: one CLIENT span per request sent through an
+ * http.Transport, following the OpenTelemetry HTTP semantic conventions. A
+ * request made on a goroutine that is serving a traced request is that
+ * request's child (the link is made in BPF).
+ */
+import type { Attributes } from '@opentelemetry/api';
+import { EventType, HttpClientEventFlags, HttpClientFlags, HTTP_CLIENT_EVENT_SIZE, decodeHttpClientEvent, encodeHttpClientConfig } from '../../../../../generated/layouts.ts';
+import { makeSpan, SpanKind, SpanStatusCode } from '../../../../../spans/span-record.ts';
+import { spanContextFrom } from '../../../../../spans/span-context.ts';
+import { goString, splitHostPort } from '../../../../../spans/go-values.ts';
+import type { EventContext, ProbeDescriptor } from '../../../../types.ts';
+
+const F = {
+  method: 'net/http.Request.Method',
+  url: 'net/http.Request.URL',
+  scheme: 'net/url.URL.Scheme',
+  host: 'net/url.URL.Host',
+  path: 'net/url.URL.Path',
+  status: 'net/http.Response.StatusCode',
+} as const;
+
+export const httpClientProbe: ProbeDescriptor = {
+  id: 'net/http/client',
+  module: 'std',
+  goPackage: 'net/http',
+  description: 'net/http client requests (CLIENT spans)',
+  functions: [{ symbol: 'net/http.(*Transport).roundTrip', entryProgram: 'gt_http_client_entry', returnProgram: 'gt_http_client_return' }],
+  requiredFields: [F.method, F.url, F.scheme, F.host, F.path, F.status],
+  optionalFields: [],
+  optionalFieldEffects: {},
+  configMap: 'gt_http_client_config',
+  stateMaps: ['gt_http_client_inflight'],
+  encodeConfig(o) {
+    return encodeHttpClientConfig({
+      req_method: o[F.method] ?? 0,
+      req_url: o[F.url] ?? 0,
+      url_scheme: o[F.scheme] ?? 0,
+      url_host: o[F.host] ?? 0,
+      url_path: o[F.path] ?? 0,
+      resp_status: o[F.status] ?? 0,
+      flags: HttpClientFlags.GT_HTTP_CLIENT_ENABLED,
+      reserved: 0,
+    });
+  },
+  eventType: EventType.GT_EVENT_HTTP_CLIENT,
+  eventSize: HTTP_CLIENT_EVENT_SIZE,
+  handleEvent(buf: Buffer, off: number, ctx: EventContext): void {
+    const ev = decodeHttpClientEvent(buf, off);
+    const resource = ctx.resourceOf(ev.hdr.tgid);
+    if (!resource) {
+      ctx.problem('http client event from an unknown process');
+      return;
+    }
+    const method = goString(ev.method, ev.method_len);
+    if (!method) {
+      ctx.problem('http client event without a readable method');
+      return;
+    }
+    const scheme = goString(ev.scheme, ev.scheme_len) || 'http';
+    const hostPort = goString(ev.host, ev.host_len);
+    const path = goString(ev.path, ev.path_len);
+    const { host, port } = splitHostPort(hostPort);
+    const failed = (ev.flags & HttpClientEventFlags.GT_HTTP_CLIENT_EVENT_ERROR) !== 0;
+    const attributes: Attributes = {
+      'http.request.method': method,
+      'server.address': host,
+      'server.port': port ?? (scheme === 'https' ? 443 : 80),
+      'url.full': `${scheme}://${hostPort}${path}`,
+    };
+    if (ev.status) attributes['http.response.status_code'] = ev.status;
+    if (failed) attributes['error.type'] = 'transport';
+    const isError = failed || ev.status >= 400;
+    ctx.emit(makeSpan({
+      name: method,
+      kind: SpanKind.CLIENT,
+      ...spanContextFrom(ev.span),
+      startUnixNano: ctx.clock.toUnixNano(ev.start_ns),
+      endUnixNano: ctx.clock.toUnixNano(ev.end_ns),
+      attributes,
+      status: isError ? { code: SpanStatusCode.ERROR } : { code: SpanStatusCode.UNSET },
+      resource,
+      scope: 'net/http',
+    }));
+  },
+};

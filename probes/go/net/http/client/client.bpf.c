@@ -1,0 +1,151 @@
+/* net/http client: one event per request sent through an http.Transport.
+ *
+ * Probed: func (t *Transport) roundTrip(req *Request) (*Response, error)
+ *   t   RAX, req RBX at entry
+ *   results at RET: *Response RAX, error (itab, data) RBX, RCX
+ * roundTrip (not RoundTrip) is where every Transport request goes, HTTP/1
+ * and HTTP/2 alike, and it runs on the caller's goroutine, so the caller's
+ * server span (if any) is this span's parent. */
+#include "go_abi.h"
+
+enum gt_http_client_limits {
+	GT_HTTP_CLIENT_METHOD_MAX = 16,
+	GT_HTTP_CLIENT_HOST_MAX = 64,
+	GT_HTTP_CLIENT_PATH_MAX = 128,
+	GT_HTTP_CLIENT_SCHEME_MAX = 8,
+	GT_HTTP_CLIENT_INFLIGHT_MAX = 16384,
+};
+
+struct gt_http_client_config {
+	__u32 req_method;      /* net/http.Request.Method */
+	__u32 req_url;         /* net/http.Request.URL */
+	__u32 url_scheme;      /* net/url.URL.Scheme */
+	__u32 url_host;        /* net/url.URL.Host */
+	__u32 url_path;        /* net/url.URL.Path */
+	__u32 resp_status;     /* net/http.Response.StatusCode */
+	__u32 flags;           /* enum gt_http_client_flags */
+	__u32 reserved;
+};
+
+enum gt_http_client_flags {
+	GT_HTTP_CLIENT_ENABLED = 1,
+};
+
+enum gt_http_client_event_flags {
+	GT_HTTP_CLIENT_EVENT_ERROR = 1,   /* roundTrip returned an error */
+};
+
+struct gt_http_client_event {
+	struct gt_event_header hdr;
+	__u64 start_ns;
+	__u64 end_ns;
+	__s32 method_len;
+	__s32 scheme_len;
+	__s32 host_len;
+	__s32 path_len;
+	__u32 status;            /* 0 when there is no response */
+	__u32 flags;             /* enum gt_http_client_event_flags */
+	struct gt_span_context span;
+	char method[GT_HTTP_CLIENT_METHOD_MAX];
+	char scheme[GT_HTTP_CLIENT_SCHEME_MAX];
+	char host[GT_HTTP_CLIENT_HOST_MAX];
+	char path[GT_HTTP_CLIENT_PATH_MAX];
+};
+
+GT_EXPORT_LAYOUTS(http_client,
+	struct gt_http_client_event event;
+	struct gt_http_client_config config;
+	enum gt_http_client_limits limits;
+	enum gt_http_client_flags config_flags;
+	enum gt_http_client_event_flags event_flags;
+);
+
+struct http_client_inflight {
+	__u64 start_ns;
+	__u64 req;
+	struct gt_span_context span;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, GT_MAX_BINARIES);
+	__type(key, __u32);
+	__type(value, struct gt_http_client_config);
+} gt_http_client_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, GT_HTTP_CLIENT_INFLIGHT_MAX);
+	__type(key, struct gt_goroutine_key);
+	__type(value, struct http_client_inflight);
+} gt_http_client_inflight SEC(".maps");
+
+SEC("uprobe.multi")
+int gt_http_client_entry(struct pt_regs *ctx)
+{
+	__u32 tgid = gt_tgid();
+	if (!gt_process_traced(tgid))
+		return 0;
+	__u32 bin_id = (__u32)bpf_get_attach_cookie(ctx);
+	struct gt_binary_info *bin = gt_binary(bin_id);
+	struct gt_http_client_config *cfg = bpf_map_lookup_elem(&gt_http_client_config, &bin_id);
+	if (!bin || !cfg || !(cfg->flags & GT_HTTP_CLIENT_ENABLED))
+		return 0;
+	struct gt_goroutine_key key = { .tgid = tgid, .goid = go_goid(ctx, bin) };
+	struct http_client_inflight st = {};
+	st.start_ns = bpf_ktime_get_ns();
+	st.req = GO_ARG2(ctx);
+	struct gt_span_context *parent = bpf_map_lookup_elem(&gt_goroutine_spans, &key);
+	if (parent)
+		gt_new_child(&st.span, parent);
+	else
+		gt_new_root(&st.span);
+	if (bpf_map_update_elem(&gt_http_client_inflight, &key, &st, BPF_ANY) < 0)
+		gt_count(GT_COUNTER_INFLIGHT_FULL);
+	return 0;
+}
+
+SEC("uprobe.multi")
+int gt_http_client_return(struct pt_regs *ctx)
+{
+	__u32 tgid = gt_tgid();
+	if (!gt_process_traced(tgid))
+		return 0;
+	__u32 bin_id = (__u32)bpf_get_attach_cookie(ctx);
+	struct gt_binary_info *bin = gt_binary(bin_id);
+	struct gt_http_client_config *cfg = bpf_map_lookup_elem(&gt_http_client_config, &bin_id);
+	if (!bin || !cfg)
+		return 0;
+	struct gt_goroutine_key key = { .tgid = tgid, .goid = go_goid(ctx, bin) };
+	struct http_client_inflight *st = bpf_map_lookup_elem(&gt_http_client_inflight, &key);
+	if (!st) {
+		gt_count(GT_COUNTER_NO_ENTRY);
+		return 0;
+	}
+	__u64 resp = GO_ARG1(ctx), err = GO_ARG2(ctx);
+	struct gt_http_client_event *ev = bpf_ringbuf_reserve(&gt_events, sizeof(*ev), 0);
+	if (!ev) {
+		gt_count(GT_COUNTER_RINGBUF_FULL);
+		bpf_map_delete_elem(&gt_http_client_inflight, &key);
+		return 0;
+	}
+	gt_fill_header(&ev->hdr, GT_EVENT_HTTP_CLIENT, sizeof(*ev), tgid, bin_id, key.goid);
+	ev->start_ns = st->start_ns;
+	ev->end_ns = bpf_ktime_get_ns();
+	ev->span = st->span;
+	ev->flags = err ? GT_HTTP_CLIENT_EVENT_ERROR : 0;
+	__u64 req = st->req, url = 0, status = 0;
+	ev->method_len = go_read_string(req, cfg->req_method, ev->method, GT_HTTP_CLIENT_METHOD_MAX);
+	go_read_ptr(req, cfg->req_url, &url);
+	ev->scheme_len = go_read_string(url, cfg->url_scheme, ev->scheme, GT_HTTP_CLIENT_SCHEME_MAX);
+	ev->host_len = go_read_string(url, cfg->url_host, ev->host, GT_HTTP_CLIENT_HOST_MAX);
+	ev->path_len = go_read_string(url, cfg->url_path, ev->path, GT_HTTP_CLIENT_PATH_MAX);
+	if (resp && !err)
+		bpf_probe_read_user(&status, sizeof(status), (void *)(resp + cfg->resp_status));
+	ev->status = status < 1000 ? (__u32)status : 0;
+	if (ev->method_len < 0)
+		gt_count(GT_COUNTER_READ_FAILED);
+	bpf_map_delete_elem(&gt_http_client_inflight, &key);
+	gt_submit(ev);
+	return 0;
+}
