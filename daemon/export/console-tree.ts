@@ -21,6 +21,7 @@ function describe(span: ReadableSpan): string {
   const pid = span.resource.attributes['process.pid'];
   const parts = [span.name];
   if (a['url.path'] !== undefined) parts.push(String(a['url.path']));
+  else if (a['url.full'] !== undefined) parts.push(String(a['url.full']));
   parts.push(KIND[span.kind] ?? String(span.kind));
   if (a['http.response.status_code'] !== undefined) parts.push(String(a['http.response.status_code']));
   parts.push(ms(span));
