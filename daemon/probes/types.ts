@@ -49,3 +49,21 @@ export interface ProbeDescriptor {
   eventSize: number;
   handleEvent(buf: Buffer, off: number, ctx: EventContext): void;
 }
+
+/**
+ * The common start of every span-producing event: the process's resource and
+ * the request method; undefined (and a counted problem) when either is
+ * missing, so the event is skipped.
+ */
+export function eventBasics(ctx: EventContext, what: string, tgid: number, method: string): { resource: Resource } | undefined {
+  const resource = ctx.resourceOf(tgid);
+  if (!resource) {
+    ctx.problem(`${what} event from an unknown process`);
+    return undefined;
+  }
+  if (!method) {
+    ctx.problem(`${what} event without a readable method`);
+    return undefined;
+  }
+  return { resource };
+}

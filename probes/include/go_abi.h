@@ -65,3 +65,25 @@ static __always_inline __s64 go_read_string(__u64 base, __u32 off, char *dst, __
 		return -1;
 	return s.len;
 }
+
+/* The common start of every uprobe program: is this process traced, which
+ * binary fired (the attach cookie), that binary's facts and this probe's
+ * config for it, and the goroutine's key. Returns the config, or 0 when the
+ * event is to be ignored. */
+static __always_inline void *gt_probe_enter(struct pt_regs *ctx, void *config_map,
+					    struct gt_goroutine_key *key, __u32 *bin_id)
+{
+	__u32 tgid = gt_tgid();
+	if (!gt_process_traced(tgid))
+		return 0;
+	__u32 id = (__u32)bpf_get_attach_cookie(ctx);
+	struct gt_binary_info *bin = gt_binary(id);
+	void *cfg = bpf_map_lookup_elem(config_map, &id);
+	if (!bin || !cfg)
+		return 0;
+	key->tgid = tgid;
+	key->reserved = 0;
+	key->goid = go_goid(ctx, bin);
+	*bin_id = id;
+	return cfg;
+}

@@ -16,20 +16,13 @@ import { createLogger } from '../../daemon/util/log.ts';
 import { repoRoot } from '../support/agent-process.ts';
 import { startGoServer, httpRequest, type GoServer } from '../support/go-server.ts';
 import { skipUnlessBpf } from '../support/privileges.ts';
+import { sleep, until } from '../support/wait.ts';
 
 const skip = skipUnlessBpf();
 const goBin = (tc: string, v: string, name = 'httpserver'): string => join(repoRoot, 'build', 'go', tc, v, name);
 const work = join(repoRoot, 'build', 'test-node-wide');
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-async function until(what: string, pred: () => boolean, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
 
 function openFds(): number {
   return readdirSync('/proc/self/fd').length;

@@ -16,18 +16,11 @@ import { createLogger } from '../../daemon/util/log.ts';
 import { repoRoot } from '../support/agent-process.ts';
 import { startGoServer, httpRequest } from '../support/go-server.ts';
 import { skipUnlessBpf } from '../support/privileges.ts';
+import { sleep, until } from '../support/wait.ts';
 
 const goBin = (tc: string, v: string): string => join(repoRoot, 'build', 'go', tc, v, 'httpserver');
 const work = join(repoRoot, 'build', 'test-robustness');
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-async function until(what: string, pred: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
 
 describe('agent robustness', { skip: skipUnlessBpf() }, () => {
   let agent: Agent;

@@ -83,15 +83,11 @@ struct {
 SEC("uprobe.multi")
 int gt_http_client_entry(struct pt_regs *ctx)
 {
-	__u32 tgid = gt_tgid();
-	if (!gt_process_traced(tgid))
+	struct gt_goroutine_key key;
+	__u32 bin_id;
+	struct gt_http_client_config *cfg = gt_probe_enter(ctx, &gt_http_client_config, &key, &bin_id);
+	if (!cfg || !(cfg->flags & GT_HTTP_CLIENT_ENABLED))
 		return 0;
-	__u32 bin_id = (__u32)bpf_get_attach_cookie(ctx);
-	struct gt_binary_info *bin = gt_binary(bin_id);
-	struct gt_http_client_config *cfg = bpf_map_lookup_elem(&gt_http_client_config, &bin_id);
-	if (!bin || !cfg || !(cfg->flags & GT_HTTP_CLIENT_ENABLED))
-		return 0;
-	struct gt_goroutine_key key = { .tgid = tgid, .goid = go_goid(ctx, bin) };
 	struct http_client_inflight st = {};
 	st.start_ns = bpf_ktime_get_ns();
 	st.req = GO_ARG2(ctx);
@@ -108,15 +104,11 @@ int gt_http_client_entry(struct pt_regs *ctx)
 SEC("uprobe.multi")
 int gt_http_client_return(struct pt_regs *ctx)
 {
-	__u32 tgid = gt_tgid();
-	if (!gt_process_traced(tgid))
+	struct gt_goroutine_key key;
+	__u32 bin_id;
+	struct gt_http_client_config *cfg = gt_probe_enter(ctx, &gt_http_client_config, &key, &bin_id);
+	if (!cfg)
 		return 0;
-	__u32 bin_id = (__u32)bpf_get_attach_cookie(ctx);
-	struct gt_binary_info *bin = gt_binary(bin_id);
-	struct gt_http_client_config *cfg = bpf_map_lookup_elem(&gt_http_client_config, &bin_id);
-	if (!bin || !cfg)
-		return 0;
-	struct gt_goroutine_key key = { .tgid = tgid, .goid = go_goid(ctx, bin) };
 	struct http_client_inflight *st = bpf_map_lookup_elem(&gt_http_client_inflight, &key);
 	if (!st) {
 		gt_count(GT_COUNTER_NO_ENTRY);
@@ -129,7 +121,7 @@ int gt_http_client_return(struct pt_regs *ctx)
 		bpf_map_delete_elem(&gt_http_client_inflight, &key);
 		return 0;
 	}
-	gt_fill_header(&ev->hdr, GT_EVENT_HTTP_CLIENT, sizeof(*ev), tgid, bin_id, key.goid);
+	gt_fill_header(&ev->hdr, GT_EVENT_HTTP_CLIENT, sizeof(*ev), key.tgid, bin_id, key.goid);
 	ev->start_ns = st->start_ns;
 	ev->end_ns = bpf_ktime_get_ns();
 	ev->span = st->span;

@@ -9,7 +9,7 @@ import { EventType, HttpClientEventFlags, HttpClientFlags, HTTP_CLIENT_EVENT_SIZ
 import { makeSpan, SpanKind, SpanStatusCode } from '../../../../../spans/span-record.ts';
 import { spanContextFrom } from '../../../../../spans/span-context.ts';
 import { goString, splitHostPort } from '../../../../../spans/go-values.ts';
-import type { EventContext, ProbeDescriptor } from '../../../../types.ts';
+import { eventBasics, type EventContext, type ProbeDescriptor } from '../../../../types.ts';
 
 const F = {
   method: 'net/http.Request.Method',
@@ -47,16 +47,10 @@ export const httpClientProbe: ProbeDescriptor = {
   eventSize: HTTP_CLIENT_EVENT_SIZE,
   handleEvent(buf: Buffer, off: number, ctx: EventContext): void {
     const ev = decodeHttpClientEvent(buf, off);
-    const resource = ctx.resourceOf(ev.hdr.tgid);
-    if (!resource) {
-      ctx.problem('http client event from an unknown process');
-      return;
-    }
     const method = goString(ev.method, ev.method_len);
-    if (!method) {
-      ctx.problem('http client event without a readable method');
-      return;
-    }
+    const basics = eventBasics(ctx, 'http client', ev.hdr.tgid, method);
+    if (!basics) return;
+    const { resource } = basics;
     const scheme = goString(ev.scheme, ev.scheme_len) || 'http';
     const hostPort = goString(ev.host, ev.host_len);
     const path = goString(ev.path, ev.path_len);

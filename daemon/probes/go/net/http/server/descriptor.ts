@@ -9,7 +9,7 @@ import {
 } from '../../../../../generated/layouts.ts';
 import { makeSpan, SpanKind, SpanStatusCode } from '../../../../../spans/span-record.ts';
 import { spanContextFrom } from '../../../../../spans/span-context.ts';
-import type { EventContext, ProbeDescriptor } from '../../../../types.ts';
+import { eventBasics, type EventContext, type ProbeDescriptor } from '../../../../types.ts';
 
 const F = {
   method: 'net/http.Request.Method',
@@ -65,16 +65,10 @@ export const httpServerProbe: ProbeDescriptor = {
   eventSize: HTTP_SERVER_EVENT_SIZE,
   handleEvent(buf: Buffer, off: number, ctx: EventContext): void {
     const ev = decodeHttpServerEvent(buf, off);
-    const resource = ctx.resourceOf(ev.hdr.tgid);
-    if (!resource) {
-      ctx.problem('http server event from an unknown process');
-      return;
-    }
     const method = goString(ev.method, ev.method_len);
-    if (!method) {
-      ctx.problem('http server event without a readable method');
-      return;
-    }
+    const basics = eventBasics(ctx, 'http server', ev.hdr.tgid, method);
+    if (!basics) return;
+    const { resource } = basics;
     const path = goString(ev.path, ev.path_len);
     const status = ev.status === 0 ? 200 : ev.status;
     const attributes: Attributes = {
