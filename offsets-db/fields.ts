@@ -26,14 +26,18 @@ export interface ModuleFields {
 }
 
 const HTTP_SERVER = 'net/http server probe (probes/go/net/http/server)';
+const GRPC_SERVER = 'gRPC server probe (google.golang.org/grpc.(*Server).handleStream)';
+const GRPC_CLIENT = 'gRPC client probe (google.golang.org/grpc.(*ClientConn).Invoke)';
+const GRPC = 'google.golang.org/grpc';
 const HTTP_CLIENT = 'net/http client probe (probes/go/net/http/client)';
+const CONN_LINK = 'net/http client and server probes: the TCP 4-tuple that links a client span to the server span of the same connection';
 
 /** All modules and fields, in the order the data files list them. */
 export const MODULE_FIELDS: readonly ModuleFields[] = [
   {
     module: 'std',
-    imports: ['bufio', 'net/http', 'net/url'],
-    keep: ['_ = http.ListenAndServe("", nil)', '_, _ = url.Parse("")', '_ = bufio.NewReader(nil)', '_, _ = http.Get("")'],
+    imports: ['bufio', 'net', 'net/http', 'net/url'],
+    keep: ['_ = http.ListenAndServe("", nil)', '_, _ = url.Parse("")', '_ = bufio.NewReader(nil)', '_, _ = http.Get("")', '_, _ = net.Dial("", "")'],
     fields: {
       'runtime.g.goid': 'every probe: in-flight state is keyed by {tgid, goid}',
       'net/http.Request.Method': `${HTTP_SERVER}, ${HTTP_CLIENT}`,
@@ -57,6 +61,12 @@ export const MODULE_FIELDS: readonly ModuleFields[] = [
       'bufio.Reader.buf': `${HTTP_SERVER}: request bytes buffered for the connection`,
       'bufio.Reader.r': HTTP_SERVER,
       'bufio.Reader.w': HTTP_SERVER,
+      'net/http.persistConn.conn': `${HTTP_CLIENT}: the connection a request is sent on`,
+      'net.conn.fd': CONN_LINK,
+      'net.netFD.laddr': CONN_LINK,
+      'net.netFD.raddr': CONN_LINK,
+      'net.TCPAddr.IP': CONN_LINK,
+      'net.TCPAddr.Port': CONN_LINK,
     },
   },
 ];
