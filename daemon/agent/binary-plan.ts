@@ -86,6 +86,10 @@ export function planProbe(bin: GoBinary, probe: ProbeDescriptor, dwarf: Map<stri
   }
   for (const fn of probe.functions) {
     const f = bin.findFunction(fn.symbol);
+    if (!f && fn.optional) {
+      plan.degraded.push(`${fn.optional}: function ${fn.symbol} not found`);
+      continue;
+    }
     if (!f) {
       plan.reason = `function ${fn.symbol} not found (${probe.goPackage} is not used by this program, or was inlined away)`;
       return plan;

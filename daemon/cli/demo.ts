@@ -107,6 +107,6 @@ export async function runDemo(argv: string[], out: (s: string) => void): Promise
     for (const c of children) c.kill('SIGTERM');
     await agent.stop();
   }
-  out('gotrail demo: done. Requests sent with a traceparent show the caller as a remote parent;\nthe shop forwards it, so the inventory span joins the same trace.\n');
+  out('gotrail demo: done. The shop\'s outgoing call (CLIENT) and the inventory\'s request (SERVER)\nare linked on this node by their TCP connection: no header was written into either program.\n');
   return EXIT.OK;
 }

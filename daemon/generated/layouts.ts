@@ -28,11 +28,13 @@ export const EventType = {
 /** enum gt_http_client_event_flags */
 export const HttpClientEventFlags = {
   GT_HTTP_CLIENT_EVENT_ERROR: 1,
+  GT_HTTP_CLIENT_EVENT_LINKED: 2,
 } as const;
 
 /** enum gt_http_client_flags */
 export const HttpClientFlags = {
   GT_HTTP_CLIENT_ENABLED: 1,
+  GT_HTTP_CLIENT_LINK: 2,
 } as const;
 
 /** enum gt_http_client_limits */
@@ -48,6 +50,7 @@ export const HttpClientLimits = {
 export const HttpEventFlags = {
   GT_HTTP_EVENT_TRACEPARENT: 1,
   GT_HTTP_EVENT_HEAD_UNREADABLE: 2,
+  GT_HTTP_EVENT_LINKED: 4,
 } as const;
 
 /** enum gt_http_limits */
@@ -65,6 +68,7 @@ export const HttpLimits = {
 export const HttpServerFlags = {
   GT_HTTP_SERVER_ENABLED: 1,
   GT_HTTP_SERVER_READ_HEAD: 2,
+  GT_HTTP_SERVER_LINK: 4,
 } as const;
 
 /** enum gt_process_event_limits */
@@ -109,6 +113,46 @@ export function decodeBinaryInfo(buf: Buffer, off = 0): BinaryInfo {
 export function encodeBinaryInfo(v: BinaryInfo, buf: Buffer = Buffer.alloc(8), off = 0): Buffer {
   buf.writeUInt32LE(v.goid_offset, off + 0);
   buf.writeUInt32LE(v.flags, off + 4);
+  return buf;
+}
+
+/** struct gt_conn_key (40 bytes) */
+export interface ConnKey {
+  client_ip: Buffer;
+  server_ip: Buffer;
+  client_port: number;
+  server_port: number;
+  reserved: number;
+}
+
+export const CONN_KEY_SIZE = 40;
+export const ConnKeyOffsets = {
+  client_ip: 0,
+  server_ip: 16,
+  client_port: 32,
+  server_port: 34,
+  reserved: 36,
+} as const;
+
+/** Decodes struct gt_conn_key at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeConnKey(buf: Buffer, off = 0): ConnKey {
+  if (off + 40 > buf.length) throw new RangeError(`gt_conn_key: need 40 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    client_ip: buf.subarray(off + 0, off + 0 + 16),
+    server_ip: buf.subarray(off + 16, off + 16 + 16),
+    client_port: buf.readUInt16LE(off + 32),
+    server_port: buf.readUInt16LE(off + 34),
+    reserved: buf.readUInt32LE(off + 36),
+  };
+}
+
+/** Encodes struct gt_conn_key into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeConnKey(v: ConnKey, buf: Buffer = Buffer.alloc(40), off = 0): Buffer {
+  buf.fill(0, off + 0, off + 0 + 16); v.client_ip.copy(buf, off + 0, 0, Math.min(v.client_ip.length, 16));
+  buf.fill(0, off + 16, off + 16 + 16); v.server_ip.copy(buf, off + 16, 0, Math.min(v.server_ip.length, 16));
+  buf.writeUInt16LE(v.client_port, off + 32);
+  buf.writeUInt16LE(v.server_port, off + 34);
+  buf.writeUInt32LE(v.reserved, off + 36);
   return buf;
 }
 
@@ -188,7 +232,7 @@ export function encodeGoroutineKey(v: GoroutineKey, buf: Buffer = Buffer.alloc(1
   return buf;
 }
 
-/** struct gt_http_client_config (32 bytes) */
+/** struct gt_http_client_config (56 bytes) */
 export interface HttpClientConfig {
   req_method: number;
   req_url: number;
@@ -196,11 +240,12 @@ export interface HttpClientConfig {
   url_host: number;
   url_path: number;
   resp_status: number;
+  pconn_conn: number;
   flags: number;
-  reserved: number;
+  tcp: TcpOffsets;
 }
 
-export const HTTP_CLIENT_CONFIG_SIZE = 32;
+export const HTTP_CLIENT_CONFIG_SIZE = 56;
 export const HttpClientConfigOffsets = {
   req_method: 0,
   req_url: 4,
@@ -208,13 +253,14 @@ export const HttpClientConfigOffsets = {
   url_host: 12,
   url_path: 16,
   resp_status: 20,
-  flags: 24,
-  reserved: 28,
+  pconn_conn: 24,
+  flags: 28,
+  tcp: 32,
 } as const;
 
 /** Decodes struct gt_http_client_config at `off`; byte arrays are views into `buf`, not copies. */
 export function decodeHttpClientConfig(buf: Buffer, off = 0): HttpClientConfig {
-  if (off + 32 > buf.length) throw new RangeError(`gt_http_client_config: need 32 bytes at ${off}, have ${buf.length - off}`);
+  if (off + 56 > buf.length) throw new RangeError(`gt_http_client_config: need 56 bytes at ${off}, have ${buf.length - off}`);
   return {
     req_method: buf.readUInt32LE(off + 0),
     req_url: buf.readUInt32LE(off + 4),
@@ -222,21 +268,23 @@ export function decodeHttpClientConfig(buf: Buffer, off = 0): HttpClientConfig {
     url_host: buf.readUInt32LE(off + 12),
     url_path: buf.readUInt32LE(off + 16),
     resp_status: buf.readUInt32LE(off + 20),
-    flags: buf.readUInt32LE(off + 24),
-    reserved: buf.readUInt32LE(off + 28),
+    pconn_conn: buf.readUInt32LE(off + 24),
+    flags: buf.readUInt32LE(off + 28),
+    tcp: decodeTcpOffsets(buf, off + 32),
   };
 }
 
 /** Encodes struct gt_http_client_config into `buf` at `off` (a new zeroed buffer by default). */
-export function encodeHttpClientConfig(v: HttpClientConfig, buf: Buffer = Buffer.alloc(32), off = 0): Buffer {
+export function encodeHttpClientConfig(v: HttpClientConfig, buf: Buffer = Buffer.alloc(56), off = 0): Buffer {
   buf.writeUInt32LE(v.req_method, off + 0);
   buf.writeUInt32LE(v.req_url, off + 4);
   buf.writeUInt32LE(v.url_scheme, off + 8);
   buf.writeUInt32LE(v.url_host, off + 12);
   buf.writeUInt32LE(v.url_path, off + 16);
   buf.writeUInt32LE(v.resp_status, off + 20);
-  buf.writeUInt32LE(v.flags, off + 24);
-  buf.writeUInt32LE(v.reserved, off + 28);
+  buf.writeUInt32LE(v.pconn_conn, off + 24);
+  buf.writeUInt32LE(v.flags, off + 28);
+  encodeTcpOffsets(v.tcp, buf, off + 32);
   return buf;
 }
 
@@ -316,7 +364,7 @@ export function encodeHttpClientEvent(v: HttpClientEvent, buf: Buffer = Buffer.a
   return buf;
 }
 
-/** struct gt_http_server_config (48 bytes) */
+/** struct gt_http_server_config (72 bytes) */
 export interface HttpServerConfig {
   req_method: number;
   req_url: number;
@@ -328,11 +376,12 @@ export interface HttpServerConfig {
   conn_bufr: number;
   bufr_buf: number;
   bufr_r: number;
+  conn_rwc: number;
   flags: number;
-  reserved: number;
+  tcp: TcpOffsets;
 }
 
-export const HTTP_SERVER_CONFIG_SIZE = 48;
+export const HTTP_SERVER_CONFIG_SIZE = 72;
 export const HttpServerConfigOffsets = {
   req_method: 0,
   req_url: 4,
@@ -344,13 +393,14 @@ export const HttpServerConfigOffsets = {
   conn_bufr: 28,
   bufr_buf: 32,
   bufr_r: 36,
-  flags: 40,
-  reserved: 44,
+  conn_rwc: 40,
+  flags: 44,
+  tcp: 48,
 } as const;
 
 /** Decodes struct gt_http_server_config at `off`; byte arrays are views into `buf`, not copies. */
 export function decodeHttpServerConfig(buf: Buffer, off = 0): HttpServerConfig {
-  if (off + 48 > buf.length) throw new RangeError(`gt_http_server_config: need 48 bytes at ${off}, have ${buf.length - off}`);
+  if (off + 72 > buf.length) throw new RangeError(`gt_http_server_config: need 72 bytes at ${off}, have ${buf.length - off}`);
   return {
     req_method: buf.readUInt32LE(off + 0),
     req_url: buf.readUInt32LE(off + 4),
@@ -362,13 +412,14 @@ export function decodeHttpServerConfig(buf: Buffer, off = 0): HttpServerConfig {
     conn_bufr: buf.readUInt32LE(off + 28),
     bufr_buf: buf.readUInt32LE(off + 32),
     bufr_r: buf.readUInt32LE(off + 36),
-    flags: buf.readUInt32LE(off + 40),
-    reserved: buf.readUInt32LE(off + 44),
+    conn_rwc: buf.readUInt32LE(off + 40),
+    flags: buf.readUInt32LE(off + 44),
+    tcp: decodeTcpOffsets(buf, off + 48),
   };
 }
 
 /** Encodes struct gt_http_server_config into `buf` at `off` (a new zeroed buffer by default). */
-export function encodeHttpServerConfig(v: HttpServerConfig, buf: Buffer = Buffer.alloc(48), off = 0): Buffer {
+export function encodeHttpServerConfig(v: HttpServerConfig, buf: Buffer = Buffer.alloc(72), off = 0): Buffer {
   buf.writeUInt32LE(v.req_method, off + 0);
   buf.writeUInt32LE(v.req_url, off + 4);
   buf.writeUInt32LE(v.req_host, off + 8);
@@ -379,8 +430,9 @@ export function encodeHttpServerConfig(v: HttpServerConfig, buf: Buffer = Buffer
   buf.writeUInt32LE(v.conn_bufr, off + 28);
   buf.writeUInt32LE(v.bufr_buf, off + 32);
   buf.writeUInt32LE(v.bufr_r, off + 36);
-  buf.writeUInt32LE(v.flags, off + 40);
-  buf.writeUInt32LE(v.reserved, off + 44);
+  buf.writeUInt32LE(v.conn_rwc, off + 40);
+  buf.writeUInt32LE(v.flags, off + 44);
+  encodeTcpOffsets(v.tcp, buf, off + 48);
   return buf;
 }
 
@@ -565,5 +617,49 @@ export function encodeSpanContext(v: SpanContext, buf: Buffer = Buffer.alloc(40)
   buf.fill(0, off + 24, off + 24 + 8); v.parent_span_id.copy(buf, off + 24, 0, Math.min(v.parent_span_id.length, 8));
   buf.writeUInt32LE(v.flags, off + 32);
   buf.writeUInt32LE(v.reserved, off + 36);
+  return buf;
+}
+
+/** struct gt_tcp_offsets (24 bytes) */
+export interface TcpOffsets {
+  conn_fd: number;
+  fd_laddr: number;
+  fd_raddr: number;
+  tcpaddr_ip: number;
+  tcpaddr_port: number;
+  reserved: number;
+}
+
+export const TCP_OFFSETS_SIZE = 24;
+export const TcpOffsetsOffsets = {
+  conn_fd: 0,
+  fd_laddr: 4,
+  fd_raddr: 8,
+  tcpaddr_ip: 12,
+  tcpaddr_port: 16,
+  reserved: 20,
+} as const;
+
+/** Decodes struct gt_tcp_offsets at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeTcpOffsets(buf: Buffer, off = 0): TcpOffsets {
+  if (off + 24 > buf.length) throw new RangeError(`gt_tcp_offsets: need 24 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    conn_fd: buf.readUInt32LE(off + 0),
+    fd_laddr: buf.readUInt32LE(off + 4),
+    fd_raddr: buf.readUInt32LE(off + 8),
+    tcpaddr_ip: buf.readUInt32LE(off + 12),
+    tcpaddr_port: buf.readUInt32LE(off + 16),
+    reserved: buf.readUInt32LE(off + 20),
+  };
+}
+
+/** Encodes struct gt_tcp_offsets into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeTcpOffsets(v: TcpOffsets, buf: Buffer = Buffer.alloc(24), off = 0): Buffer {
+  buf.writeUInt32LE(v.conn_fd, off + 0);
+  buf.writeUInt32LE(v.fd_laddr, off + 4);
+  buf.writeUInt32LE(v.fd_raddr, off + 8);
+  buf.writeUInt32LE(v.tcpaddr_ip, off + 12);
+  buf.writeUInt32LE(v.tcpaddr_port, off + 16);
+  buf.writeUInt32LE(v.reserved, off + 20);
   return buf;
 }

@@ -14,6 +14,8 @@ export interface ProbedFunction {
   entryProgram?: string;
   /** Program attached at every RET instruction. */
   returnProgram?: string;
+  /** Set when the probe works without this function: what is lost if it is missing. */
+  optional?: string;
 }
 
 export interface EventContext {

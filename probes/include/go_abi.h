@@ -87,3 +87,85 @@ static __always_inline void *gt_probe_enter(struct pt_regs *ctx, void *config_ma
 	*bin_id = id;
 	return cfg;
 }
+
+/* Both ends of a TCP connection, as the client sees them; the server sees
+ * the same connection with local and remote swapped. IPv4 addresses are
+ * stored IPv4-mapped, as Go's net.IP does for accepted connections. */
+struct gt_conn_key {
+	__u8 client_ip[16];
+	__u8 server_ip[16];
+	__u16 client_port;
+	__u16 server_port;
+	__u32 reserved;
+};
+
+/* Offsets to walk from a *net.TCPConn to its addresses. */
+struct gt_tcp_offsets {
+	__u32 conn_fd;       /* net.conn.fd */
+	__u32 fd_laddr;      /* net.netFD.laddr (net.Addr) */
+	__u32 fd_raddr;      /* net.netFD.raddr (net.Addr) */
+	__u32 tcpaddr_ip;    /* net.TCPAddr.IP */
+	__u32 tcpaddr_port;  /* net.TCPAddr.Port */
+	__u32 reserved;
+};
+
+/* Client span context by connection: set by the client probe just before a
+ * request goes out on a connection, read by the server probe when the
+ * request arrives. Both ends on one node link without writing anything
+ * into the programs' memory (kernels in lockdown refuse that). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct gt_conn_key);
+	__type(value, struct gt_span_context);
+} gt_conn_spans SEC(".maps");
+
+/* Reads one endpoint (a net.Addr holding a *net.TCPAddr) of a netFD. */
+static __always_inline int gt_read_tcp_addr(__u64 fd, __u32 addr_off, const struct gt_tcp_offsets *o,
+					    __u8 ip[16], __u16 *port)
+{
+	__u64 addr = 0;
+	struct go_slice s = {};
+	__s64 p = 0;
+	/* an interface is {itab, data}: the *TCPAddr is the second word */
+	if (bpf_probe_read_user(&addr, sizeof(addr), (void *)(fd + addr_off + 8)) < 0 || !addr)
+		return -1;
+	if (bpf_probe_read_user(&s, sizeof(s), (void *)(addr + o->tcpaddr_ip)) < 0 ||
+	    bpf_probe_read_user(&p, sizeof(p), (void *)(addr + o->tcpaddr_port)) < 0)
+		return -1;
+	if (p <= 0 || p > 65535)
+		return -1;
+	__builtin_memset(ip, 0, 16);
+	if (s.len == 4) {
+		ip[10] = 0xff;
+		ip[11] = 0xff;
+		if (bpf_probe_read_user(ip + 12, 4, (void *)s.ptr) < 0)
+			return -1;
+	} else if (s.len == 16) {
+		if (bpf_probe_read_user(ip, 16, (void *)s.ptr) < 0)
+			return -1;
+	} else {
+		return -1;
+	}
+	*port = (__u16)p;
+	return 0;
+}
+
+/* The connection key of a *net.TCPConn (`tcpconn`); `client_side` says
+ * whether this process is the client (local = client) or the server. */
+static __always_inline int gt_conn_key_of(__u64 tcpconn, const struct gt_tcp_offsets *o, bool client_side,
+					  struct gt_conn_key *k)
+{
+	__u64 fd = 0;
+	if (!tcpconn || bpf_probe_read_user(&fd, sizeof(fd), (void *)(tcpconn + o->conn_fd)) < 0 || !fd)
+		return -1;
+	__u8 *local_ip = client_side ? k->client_ip : k->server_ip;
+	__u8 *remote_ip = client_side ? k->server_ip : k->client_ip;
+	__u16 *local_port = client_side ? &k->client_port : &k->server_port;
+	__u16 *remote_port = client_side ? &k->server_port : &k->client_port;
+	k->reserved = 0;
+	if (gt_read_tcp_addr(fd, o->fd_laddr, o, local_ip, local_port) < 0 ||
+	    gt_read_tcp_addr(fd, o->fd_raddr, o, remote_ip, remote_port) < 0)
+		return -1;
+	return 0;
+}

@@ -63,12 +63,17 @@ describe('node-wide agent', { skip }, () => {
       const rt = agent.runtime()!;
       const attached = agent.attachments()!.binaries().filter((b) => b.handles.length > 0);
       assert.equal(attached.length, 10, 'ten distinct binaries attached');
+      let expectedSets = 0;
       for (const b of attached) {
-        assert.equal(b.handles.length, 2, `${b.path}: one link set for the entry and one for the returns`);
+        // one link set per (binary, program): the entry and the RETs of each probed function
+        const sites = b.plan!.probes.filter((p) => p.attachable).flatMap((p) => p.sites).length;
+        assert.ok(sites >= 4, 'server and client probes attached');
+        assert.equal(b.handles.length, sites, `${b.path}: one link set per probed site group`);
         assert.equal(b.pids.size, 10, 'ten processes share each binary\'s links');
+        expectedSets += sites;
       }
       const uprobeSets = rt.obj.linkSets().filter((l) => l.kind !== 'tracepoint');
-      assert.equal(uprobeSets.length, 20, 'one uprobe link set per (binary, program), not per process');
+      assert.equal(uprobeSets.length, expectedSets, 'one uprobe link set per (binary, program), not per process');
       assert.equal(rt.obj.mapCount('gt_processes'), 100, 'all 100 in the BPF allow-list');
 
       for (const s of servers) await httpRequest(`${s.url}${s.url.includes('inventory') ? '' : ''}/hello`).catch(() => undefined);

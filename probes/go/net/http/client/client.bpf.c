@@ -23,16 +23,20 @@ struct gt_http_client_config {
 	__u32 url_host;        /* net/url.URL.Host */
 	__u32 url_path;        /* net/url.URL.Path */
 	__u32 resp_status;     /* net/http.Response.StatusCode */
+	__u32 pconn_conn;      /* net/http.persistConn.conn */
 	__u32 flags;           /* enum gt_http_client_flags */
-	__u32 reserved;
+	struct gt_tcp_offsets tcp;
 };
 
 enum gt_http_client_flags {
 	GT_HTTP_CLIENT_ENABLED = 1,
+	/* connection offsets known: publish the span for the server side */
+	GT_HTTP_CLIENT_LINK = 2,
 };
 
 enum gt_http_client_event_flags {
 	GT_HTTP_CLIENT_EVENT_ERROR = 1,   /* roundTrip returned an error */
+	GT_HTTP_CLIENT_EVENT_LINKED = 2,  /* the span was published for its connection */
 };
 
 struct gt_http_client_event {
@@ -64,6 +68,9 @@ struct http_client_inflight {
 	__u64 start_ns;
 	__u64 req;
 	struct gt_span_context span;
+	struct gt_conn_key conn;
+	__u32 linked;
+	__u32 reserved;
 };
 
 struct {
@@ -101,6 +108,35 @@ int gt_http_client_entry(struct pt_regs *ctx)
 	return 0;
 }
 
+/* func (pc *persistConn) roundTrip(req *transportRequest) (*Response, error)
+ *   pc RAX. Runs on the caller's goroutine once the connection is chosen and
+ *   before the request is written: the moment to tell the server side which
+ *   span is about to arrive on this connection. */
+SEC("uprobe.multi")
+int gt_http_client_conn(struct pt_regs *ctx)
+{
+	struct gt_goroutine_key key;
+	__u32 bin_id;
+	struct gt_http_client_config *cfg = gt_probe_enter(ctx, &gt_http_client_config, &key, &bin_id);
+	if (!cfg || !(cfg->flags & GT_HTTP_CLIENT_LINK))
+		return 0;
+	struct http_client_inflight *st = bpf_map_lookup_elem(&gt_http_client_inflight, &key);
+	if (!st)
+		return 0;
+	__u64 tcpconn = 0;
+	/* persistConn.conn is a net.Conn: {itab, data}; data is the *net.TCPConn */
+	if (go_read_ptr(GO_ARG1(ctx), cfg->pconn_conn + 8, &tcpconn) < 0)
+		return 0;
+	struct gt_conn_key k = {};
+	if (gt_conn_key_of(tcpconn, &cfg->tcp, true, &k) < 0)
+		return 0;
+	if (bpf_map_update_elem(&gt_conn_spans, &k, &st->span, BPF_ANY) == 0) {
+		st->conn = k;
+		st->linked = 1;
+	}
+	return 0;
+}
+
 SEC("uprobe.multi")
 int gt_http_client_return(struct pt_regs *ctx)
 {
@@ -125,7 +161,9 @@ int gt_http_client_return(struct pt_regs *ctx)
 	ev->start_ns = st->start_ns;
 	ev->end_ns = bpf_ktime_get_ns();
 	ev->span = st->span;
-	ev->flags = err ? GT_HTTP_CLIENT_EVENT_ERROR : 0;
+	ev->flags = (err ? GT_HTTP_CLIENT_EVENT_ERROR : 0) | (st->linked ? GT_HTTP_CLIENT_EVENT_LINKED : 0);
+	if (st->linked)
+		bpf_map_delete_elem(&gt_conn_spans, &st->conn);
 	__u64 req = st->req, url = 0, status = 0;
 	ev->method_len = go_read_string(req, cfg->req_method, ev->method, GT_HTTP_CLIENT_METHOD_MAX);
 	go_read_ptr(req, cfg->req_url, &url);

@@ -32,8 +32,9 @@ struct gt_http_server_config {
 	__u32 conn_bufr;        /* net/http.conn.bufr */
 	__u32 bufr_buf;         /* bufio.Reader.buf */
 	__u32 bufr_r;           /* bufio.Reader.r */
+	__u32 conn_rwc;         /* net/http.conn.rwc */
 	__u32 flags;            /* enum gt_http_server_flags */
-	__u32 reserved;
+	struct gt_tcp_offsets tcp;
 };
 
 enum gt_http_server_flags {
@@ -41,11 +42,15 @@ enum gt_http_server_flags {
 	/* the response and connection offsets are known, so the request head
 	 * can be searched for an incoming traceparent */
 	GT_HTTP_SERVER_READ_HEAD = 2,
+	/* connection offsets known: look for a traced client on this node */
+	GT_HTTP_SERVER_LINK = 4,
 };
 
 enum gt_http_event_flags {
 	GT_HTTP_EVENT_TRACEPARENT = 1,
 	GT_HTTP_EVENT_HEAD_UNREADABLE = 2,
+	/* the parent is the client span of a traced process on this node */
+	GT_HTTP_EVENT_LINKED = 4,
 };
 
 struct gt_http_server_event {
@@ -199,6 +204,26 @@ static __always_inline void read_traceparent(struct gt_http_server_config *cfg, 
 		st->flags |= GT_HTTP_EVENT_TRACEPARENT;
 }
 
+/* A client on this node may have published its span for this connection
+ * (probes/go/net/http/client): then that span is the parent. */
+static __always_inline void link_local_client(struct gt_http_server_config *cfg, __u64 resp,
+					      struct http_server_inflight *st)
+{
+	__u64 conn = 0, tcpconn = 0;
+	struct gt_conn_key k = {};
+	/* conn.rwc is a net.Conn: {itab, data}; data is the *net.TCPConn */
+	if (go_read_ptr(resp, cfg->resp_conn, &conn) < 0 ||
+	    go_read_ptr(conn, cfg->conn_rwc + 8, &tcpconn) < 0 ||
+	    gt_conn_key_of(tcpconn, &cfg->tcp, false, &k) < 0)
+		return;
+	struct gt_span_context *client = bpf_map_lookup_elem(&gt_conn_spans, &k);
+	if (!client)
+		return;
+	gt_new_child(&st->span, client);
+	st->span.flags |= GT_SPAN_PARENT_REMOTE;
+	st->flags |= GT_HTTP_EVENT_LINKED;
+}
+
 SEC("uprobe.multi")
 int gt_http_server_entry(struct pt_regs *ctx)
 {
@@ -211,9 +236,14 @@ int gt_http_server_entry(struct pt_regs *ctx)
 	st.start_ns = bpf_ktime_get_ns();
 	st.resp = GO_ARG3(ctx);
 	st.req = GO_ARG4(ctx);
-	if (cfg->flags & GT_HTTP_SERVER_READ_HEAD)
+	/* A traced client on this node is the most exact parent (it is the very
+	 * span that sent this request); else an incoming traceparent; else a
+	 * new trace. */
+	if (cfg->flags & GT_HTTP_SERVER_LINK)
+		link_local_client(cfg, st.resp, &st);
+	if (!(st.flags & GT_HTTP_EVENT_LINKED) && (cfg->flags & GT_HTTP_SERVER_READ_HEAD))
 		read_traceparent(cfg, st.resp, st.req, &st);
-	if (!(st.flags & GT_HTTP_EVENT_TRACEPARENT))
+	if (!(st.flags & (GT_HTTP_EVENT_TRACEPARENT | GT_HTTP_EVENT_LINKED)))
 		gt_new_root(&st.span);
 	if (bpf_map_update_elem(&gt_http_server_inflight, &key, &st, BPF_ANY) < 0)
 		gt_count(GT_COUNTER_INFLIGHT_FULL);

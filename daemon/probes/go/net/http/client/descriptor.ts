@@ -9,6 +9,7 @@ import { EventType, HttpClientEventFlags, HttpClientFlags, HTTP_CLIENT_EVENT_SIZ
 import { makeSpan, SpanKind, SpanStatusCode } from '../../../../../spans/span-record.ts';
 import { spanContextFrom } from '../../../../../spans/span-context.ts';
 import { goString, splitHostPort } from '../../../../../spans/go-values.ts';
+import { TCP_FIELDS, tcpOffsets } from '../tcp-fields.ts';
 import { eventBasics, type EventContext, type ProbeDescriptor } from '../../../../types.ts';
 
 const F = {
@@ -18,20 +19,28 @@ const F = {
   host: 'net/url.URL.Host',
   path: 'net/url.URL.Path',
   status: 'net/http.Response.StatusCode',
+  pconn: 'net/http.persistConn.conn',
 } as const;
+
+const LINK_FIELDS = [F.pconn, ...TCP_FIELDS];
 
 export const httpClientProbe: ProbeDescriptor = {
   id: 'net/http/client',
   module: 'std',
   goPackage: 'net/http',
   description: 'net/http client requests (CLIENT spans)',
-  functions: [{ symbol: 'net/http.(*Transport).roundTrip', entryProgram: 'gt_http_client_entry', returnProgram: 'gt_http_client_return' }],
+  functions: [
+    { symbol: 'net/http.(*Transport).roundTrip', entryProgram: 'gt_http_client_entry', returnProgram: 'gt_http_client_return' },
+    // where the connection is known: publishes the span for a server on this node
+    { symbol: 'net/http.(*persistConn).roundTrip', entryProgram: 'gt_http_client_conn', optional: 'traced servers on this node are not linked to these requests' },
+  ],
   requiredFields: [F.method, F.url, F.scheme, F.host, F.path, F.status],
-  optionalFields: [],
-  optionalFieldEffects: {},
+  optionalFields: LINK_FIELDS,
+  optionalFieldEffects: Object.fromEntries(LINK_FIELDS.map((f) => [f, 'traced servers on this node are not linked to these requests'])),
   configMap: 'gt_http_client_config',
   stateMaps: ['gt_http_client_inflight'],
-  encodeConfig(o) {
+  encodeConfig(o, missingOptional) {
+    const link = LINK_FIELDS.every((f) => !missingOptional.includes(f));
     return encodeHttpClientConfig({
       req_method: o[F.method] ?? 0,
       req_url: o[F.url] ?? 0,
@@ -39,8 +48,9 @@ export const httpClientProbe: ProbeDescriptor = {
       url_host: o[F.host] ?? 0,
       url_path: o[F.path] ?? 0,
       resp_status: o[F.status] ?? 0,
-      flags: HttpClientFlags.GT_HTTP_CLIENT_ENABLED,
-      reserved: 0,
+      pconn_conn: o[F.pconn] ?? 0,
+      flags: HttpClientFlags.GT_HTTP_CLIENT_ENABLED | (link ? HttpClientFlags.GT_HTTP_CLIENT_LINK : 0),
+      tcp: tcpOffsets(o),
     });
   },
   eventType: EventType.GT_EVENT_HTTP_CLIENT,

@@ -22,9 +22,14 @@ const F = {
   bufr: 'net/http.conn.bufr',
   buf: 'bufio.Reader.buf',
   r: 'bufio.Reader.r',
+  rwc: 'net/http.conn.rwc',
 } as const;
 
+const HEAD_FIELDS = [F.conn, F.bufr, F.buf, F.r];
+const LINK_FIELDS = [F.conn, F.rwc, ...TCP_FIELDS];
+
 import { goString, splitHostPort } from '../../../../../spans/go-values.ts';
+import { TCP_FIELDS, tcpOffsets } from '../tcp-fields.ts';
 
 export { splitHostPort };
 
@@ -35,17 +40,16 @@ export const httpServerProbe: ProbeDescriptor = {
   description: 'net/http server requests (SERVER spans)',
   functions: [{ symbol: 'net/http.serverHandler.ServeHTTP', entryProgram: 'gt_http_server_entry', returnProgram: 'gt_http_server_return' }],
   requiredFields: [F.method, F.url, F.host, F.remote, F.path, F.status],
-  optionalFields: [F.conn, F.bufr, F.buf, F.r],
+  optionalFields: [...new Set([...HEAD_FIELDS, ...LINK_FIELDS])],
   optionalFieldEffects: {
-    [F.conn]: 'incoming traceparent headers are not read',
-    [F.bufr]: 'incoming traceparent headers are not read',
-    [F.buf]: 'incoming traceparent headers are not read',
-    [F.r]: 'incoming traceparent headers are not read',
+    ...Object.fromEntries(LINK_FIELDS.map((f) => [f, 'requests from traced clients on this node are not linked to them'])),
+    ...Object.fromEntries(HEAD_FIELDS.map((f) => [f, 'incoming traceparent headers are not read'])),
   },
   configMap: 'gt_http_server_config',
   stateMaps: ['gt_http_server_inflight'],
   encodeConfig(o, missingOptional) {
-    const head = missingOptional.length === 0;
+    const head = HEAD_FIELDS.every((f) => !missingOptional.includes(f));
+    const link = LINK_FIELDS.every((f) => !missingOptional.includes(f));
     return encodeHttpServerConfig({
       req_method: o[F.method] ?? 0,
       req_url: o[F.url] ?? 0,
@@ -57,8 +61,11 @@ export const httpServerProbe: ProbeDescriptor = {
       conn_bufr: o[F.bufr] ?? 0,
       bufr_buf: o[F.buf] ?? 0,
       bufr_r: o[F.r] ?? 0,
-      flags: HttpServerFlags.GT_HTTP_SERVER_ENABLED | (head ? HttpServerFlags.GT_HTTP_SERVER_READ_HEAD : 0),
-      reserved: 0,
+      conn_rwc: o[F.rwc] ?? 0,
+      flags: HttpServerFlags.GT_HTTP_SERVER_ENABLED
+        | (head ? HttpServerFlags.GT_HTTP_SERVER_READ_HEAD : 0)
+        | (link ? HttpServerFlags.GT_HTTP_SERVER_LINK : 0),
+      tcp: tcpOffsets(o),
     });
   },
   eventType: EventType.GT_EVENT_HTTP_SERVER,
