@@ -69,6 +69,44 @@ export const MODULE_FIELDS: readonly ModuleFields[] = [
       'net.TCPAddr.Port': CONN_LINK,
     },
   },
+  {
+    module: GRPC,
+    // Spread over the versions the module proxy serves that the toolchains here build (v1.20.0
+    // and later), cross-checked with the reference; then every version from v1.82.0 on, where
+    // headerFrame gave way to clientHeaders in a patch release (v1.82.1) and the reference lacks
+    // one or the other, including the -dev tags cut from the main branch, which kept headerFrame
+    // until v1.85.0-dev; v1.83.2 and later are newer than the reference snapshot. v1.86.0-dev was
+    // the newest version on the module proxy: with it the newest three minor lines are known for
+    // every field, which is what carrying offsets forward to newer versions needs.
+    versions: [
+      '1.20.0', '1.40.0', '1.50.1', '1.60.1', '1.70.0',
+      '1.82.0', '1.82.1', '1.83.0-dev', '1.83.0', '1.83.1', '1.83.2', '1.84.0-dev', '1.84.0', '1.85.0-dev', '1.85.0', '1.86.0-dev',
+    ],
+    imports: ['context', GRPC, `${GRPC}/peer`, `${GRPC}/status`],
+    keep: [
+      '_ = grpc.NewServer().Serve(nil)',
+      'cc, _ := grpc.Dial("")',
+      '_ = cc.Invoke(context.Background(), "", nil, nil)',
+      '_, _ = peer.FromContext(context.Background())',
+      '_ = status.Convert(nil)',
+    ],
+    fields: {
+      [`${GRPC}.ClientConn.target`]: `${GRPC_CLIENT}: the dial target, for server.address`,
+      [`${GRPC}/internal/transport.http2Client.nextID`]: `${GRPC_CLIENT}: id of the stream being opened, to find its headers`,
+      [`${GRPC}/internal/transport.headerFrame.streamID`]: `${GRPC_CLIENT}: writes traceparent into the request headers (up to v1.82.0)`,
+      [`${GRPC}/internal/transport.headerFrame.hf`]: `${GRPC_CLIENT}: the request header fields (up to v1.82.0)`,
+      [`${GRPC}/internal/transport.clientHeaders.streamID`]: `${GRPC_CLIENT}: writes traceparent into the request headers (v1.82.1 and later)`,
+      [`${GRPC}/internal/transport.clientHeaders.hf`]: `${GRPC_CLIENT}: the request header fields (v1.82.1 and later)`,
+      [`${GRPC}/internal/status.Error.s`]: `${GRPC_CLIENT}: the status behind the error Invoke returns`,
+      [`${GRPC}/internal/status.Status.s`]: 'gRPC client and server probes: the status proto, for rpc.grpc.status_code',
+      [`${GRPC}/internal/transport.ServerStream.Stream`]: `${GRPC_SERVER}: the Stream of the ServerStream it is given (v1.69.0 and later)`,
+      [`${GRPC}/internal/transport.Stream.method`]: `${GRPC_SERVER}: the full method name, for rpc.service and rpc.method`,
+      [`${GRPC}/internal/transport.Stream.id`]: `${GRPC_SERVER}: the stream id, to find the request's headers`,
+      [`${GRPC}/internal/transport.Stream.ctx`]: `${GRPC_SERVER}: the stream's context (incoming metadata)`,
+      [`${GRPC}/internal/transport.http2Server.peer`]: `${GRPC_SERVER}: the connection's addresses (v1.60.0 and later)`,
+      [`${GRPC}/peer.Peer.LocalAddr`]: `${GRPC_SERVER}: the server's address, for server.address and server.port (v1.60.0 and later)`,
+    },
+  },
 ];
 
 /** The field list of one module, or `undefined` when no probe needs that module. */
