@@ -49,6 +49,7 @@ let events = 0;
 let lost = 0;
 let probeNs = 0;
 let probeRuns = 0;
+const perProgram: string[] = [];
 try {
   // the agent logs "tracing process" at info; with warn, poll its metrics instead
   const murl = await agent.metricsUrl();
@@ -67,6 +68,12 @@ try {
   lost = metric(after, /^gotrail_events_lost_total\{[^}]*\} (\d+)/gm) - metric(before, /^gotrail_events_lost_total\{[^}]*\} (\d+)/gm);
   probeNs = (metric(after, /^gotrail_probe_run_seconds_total\{[^}]*\} ([\d.e-]+)/gm) - metric(before, /^gotrail_probe_run_seconds_total\{[^}]*\} ([\d.e-]+)/gm)) * 1e9;
   probeRuns = metric(after, /^gotrail_probe_runs_total\{[^}]*\} (\d+)/gm) - metric(before, /^gotrail_probe_runs_total\{[^}]*\} (\d+)/gm);
+  for (const m of after.matchAll(/^gotrail_probe_runs_total\{program="([^"]+)"\} (\d+)/gm)) {
+    const name = m[1]!;
+    const runs = Number(m[2]) - metric(before, new RegExp(`^gotrail_probe_runs_total\\{program="${name}"\\} (\\d+)`, 'gm'));
+    const secs = metric(after, new RegExp(`^gotrail_probe_run_seconds_total\\{program="${name}"\\} ([\\d.e-]+)`, 'gm')) - metric(before, new RegExp(`^gotrail_probe_run_seconds_total\\{program="${name}"\\} ([\\d.e-]+)`, 'gm'));
+    if (runs > 0) perProgram.push(`  ${name.padEnd(26)} ${String(runs).padStart(8)} runs ${(secs * 1e9 / runs).toFixed(0).padStart(6)} ns/run`);
+  }
 } finally {
   await agent.stop();
   await server.stop();
@@ -88,5 +95,6 @@ const lines = [
   `added latency: p50 +${withAgent.p50us - without.p50us} µs, p99 +${withAgent.p99us - without.p99us} µs`,
   `requests ${withAgent.sent}, events received ${events}, events lost ${lost}, dropped ${Math.max(0, withAgent.sent - events)}`,
   `BPF program time: ${probeRuns} runs, ${(probeRuns ? probeNs / probeRuns : 0).toFixed(0)} ns per run (excludes the uprobe trap)`,
+  ...perProgram,
 ];
 process.stdout.write(lines.join('\n') + '\n');

@@ -120,6 +120,31 @@ struct {
 	__type(value, struct gt_span_context);
 } gt_conn_spans SEC(".maps");
 
+/* How many client spans are published in gt_conn_spans right now: while
+ * none are, server probes skip the connection walk (a dozen user-memory
+ * reads) entirely. A hint, not an exact count. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __s64);
+} gt_conn_published SEC(".maps");
+
+static __always_inline void gt_conn_published_add(__s64 d)
+{
+	__u32 zero = 0;
+	__s64 *n = bpf_map_lookup_elem(&gt_conn_published, &zero);
+	if (n)
+		__sync_fetch_and_add(n, d);
+}
+
+static __always_inline bool gt_conn_any_published(void)
+{
+	__u32 zero = 0;
+	__s64 *n = bpf_map_lookup_elem(&gt_conn_published, &zero);
+	return n && *n > 0;
+}
+
 /* Reads one endpoint (a net.Addr holding a *net.TCPAddr) of a netFD. */
 static __always_inline int gt_read_tcp_addr(__u64 fd, __u32 addr_off, const struct gt_tcp_offsets *o,
 					    __u8 ip[16], __u16 *port)

@@ -133,6 +133,7 @@ int gt_http_client_conn(struct pt_regs *ctx)
 	if (bpf_map_update_elem(&gt_conn_spans, &k, &st->span, BPF_ANY) == 0) {
 		st->conn = k;
 		st->linked = 1;
+		gt_conn_published_add(1);
 	}
 	return 0;
 }
@@ -162,8 +163,10 @@ int gt_http_client_return(struct pt_regs *ctx)
 	ev->end_ns = bpf_ktime_get_ns();
 	ev->span = st->span;
 	ev->flags = (err ? GT_HTTP_CLIENT_EVENT_ERROR : 0) | (st->linked ? GT_HTTP_CLIENT_EVENT_LINKED : 0);
-	if (st->linked)
+	if (st->linked) {
 		bpf_map_delete_elem(&gt_conn_spans, &st->conn);
+		gt_conn_published_add(-1);
+	}
 	__u64 req = st->req, url = 0, status = 0;
 	ev->method_len = go_read_string(req, cfg->req_method, ev->method, GT_HTTP_CLIENT_METHOD_MAX);
 	go_read_ptr(req, cfg->req_url, &url);

@@ -113,45 +113,65 @@ struct {
 } http_head_scratch SEC(".maps");
 
 struct head_search {
+	struct http_head_scratch *h;
 	__u32 len;
 	__s32 found; /* index of the value's first byte, or -1 */
 };
 
 static const char traceparent_name[] = "traceparent:";
 
-/* bpf_loop callback: is a "\ntraceparent:" header line at index i?
- * Header names are case-insensitive. */
+static __always_inline bool is_traceparent_name(const char *p)
+{
+#pragma unroll
+	for (int k = 0; k < 12; k++) {
+		char c = p[k];
+		if (c >= 'A' && c <= 'Z')
+			c += 'a' - 'A';
+		if (c != traceparent_name[k])
+			return false;
+	}
+	return true;
+}
+
+/* bpf_loop callback over the head 8 bytes at a time (a bpf_loop iteration
+ * costs more than the word test): does a "\ntraceparent:" line start in
+ * word i? Header names are case-insensitive. */
 static long find_traceparent(__u32 i, struct head_search *s)
 {
-	__u32 zero = 0;
-	struct http_head_scratch *h = bpf_map_lookup_elem(&http_head_scratch, &zero);
+	struct http_head_scratch *h = s->h;
 	if (!h)
 		return 1;
 	/* clang re-derives bounded indexes from the unbounded loop counter;
 	 * the barrier makes it mask the value the verifier sees */
-	__u32 idx = i;
-	asm volatile("" : "+r"(idx));
-	idx &= GT_HTTP_HEAD_MAX - 1;
-	if (idx >= GT_HTTP_HEAD_MAX - 16 || idx + 13 >= s->len)
+	__u32 base = i * 8;
+	asm volatile("" : "+r"(base));
+	base &= GT_HTTP_HEAD_MAX - 1;
+	if (base >= GT_HTTP_HEAD_MAX - 32 || base >= s->len)
 		return 1;
-	if (h->buf[idx] != '\n')
+	__u64 w = 0;
+	__builtin_memcpy(&w, h->buf + base, 8);
+	__u64 x = w ^ 0x0a0a0a0a0a0a0a0aULL; /* zero bytes where w has '\n' */
+	if (!((x - 0x0101010101010101ULL) & ~x & 0x8080808080808080ULL))
 		return 0;
 #pragma unroll
-	for (int k = 0; k < 12; k++) {
-		char c = h->buf[idx + 1 + k];
-		if (c >= 'A' && c <= 'Z')
-			c += 'a' - 'A';
-		if (c != traceparent_name[k])
-			return 0;
-	}
-	__u32 v = idx + 13;
+	for (int b = 0; b < 8; b++) {
+		__u32 idx = base + b;
+		if (h->buf[idx] != '\n')
+			continue;
+		if (idx + 13 >= s->len)
+			return 1;
+		if (!is_traceparent_name(h->buf + idx + 1))
+			continue;
+		__u32 v = idx + 13;
 #pragma unroll
-	for (int k = 0; k < 3; k++) {
-		if (v < GT_HTTP_HEAD_MAX && h->buf[v] == ' ')
-			v++;
+		for (int k = 0; k < 3; k++) {
+			if (v < GT_HTTP_HEAD_MAX && h->buf[v] == ' ')
+				v++;
+		}
+		s->found = v;
+		return 1;
 	}
-	s->found = v;
-	return 1;
+	return 0;
 }
 
 /* Looks for an incoming traceparent in the request head still held by the
@@ -191,8 +211,8 @@ static __always_inline void read_traceparent(struct gt_http_server_config *cfg, 
 		st->flags |= GT_HTTP_EVENT_HEAD_UNREADABLE;
 		return;
 	}
-	struct head_search s = { .len = n, .found = -1 };
-	bpf_loop(n, find_traceparent, &s, 0);
+	struct head_search s = { .h = h, .len = n, .found = -1 };
+	bpf_loop((n + 7) / 8, find_traceparent, &s, 0);
 	if (s.found < 0 || s.found > GT_HTTP_HEAD_MAX - GT_HTTP_TRACEPARENT_MAX)
 		return;
 	__u32 at = (__u32)s.found;
@@ -239,7 +259,7 @@ int gt_http_server_entry(struct pt_regs *ctx)
 	/* A traced client on this node is the most exact parent (it is the very
 	 * span that sent this request); else an incoming traceparent; else a
 	 * new trace. */
-	if (cfg->flags & GT_HTTP_SERVER_LINK)
+	if ((cfg->flags & GT_HTTP_SERVER_LINK) && gt_conn_any_published())
 		link_local_client(cfg, st.resp, &st);
 	if (!(st.flags & GT_HTTP_EVENT_LINKED) && (cfg->flags & GT_HTTP_SERVER_READ_HEAD))
 		read_traceparent(cfg, st.resp, st.req, &st);
