@@ -162,6 +162,38 @@ describe('net/http server probe, end to end', { skip }, () => {
     }
   }
 
+  test('under concurrent load: exactly one span per request, none lost', async () => {
+    const server = await startGoServer(binPath('go1.26', 'pie'));
+    try {
+      await agent.waitTraced(server.pid);
+      const total = 2000;
+      const concurrency = 32;
+      let next = 0;
+      const statuses = new Map<number, number>();
+      await Promise.all(Array.from({ length: concurrency }, async () => {
+        while (next < total) {
+          const i = next++;
+          const path = i % 10 === 0 ? '/status/500' : `/hello?i=${i}`;
+          const r = await httpRequest(server.url + path);
+          statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
+        }
+      }));
+      assert.equal(statuses.get(200), total * 0.9);
+      await collector.waitForSpans((all) => spansOf(all, server.pid).length >= total, 30_000);
+      await new Promise((r) => setTimeout(r, 1500));
+      const spans = spansOf(await collector.spans(), server.pid);
+      assert.equal(spans.length, total, 'one span per request');
+      assert.equal(spans.filter((s) => s.attributes['http.response.status_code'] === 500).length, total / 10);
+      assert.equal(new Set(spans.map((s) => s.spanId)).size, total);
+      const metrics = (await httpRequest(await agent.metricsUrl())).body;
+      assert.match(metrics, /^gotrail_events_lost_total\{reason="ringbuf_full"\} 0$/m);
+      assert.match(metrics, /^gotrail_events_lost_total\{reason="no_entry"\} 0$/m, 'every return found its entry');
+      assert.match(metrics, /^gotrail_spans_dropped_total 0$/m);
+    } finally {
+      await server.stop();
+    }
+  });
+
   test('processes the selection excludes produce no spans, even running a traced binary', async () => {
     mkdirSync(excludedDir, { recursive: true });
     const included = join(excludedDir, 'included-httpserver');
