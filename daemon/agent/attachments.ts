@@ -5,6 +5,7 @@
  * device + inode, so the same file seen through different paths (or mount
  * namespaces) is analysed and attached once.
  */
+import { existsSync } from 'node:fs';
 import type { BpfRuntime } from './bpf-runtime.ts';
 import { planBinaryAt, type BinaryPlan } from './binary-plan.ts';
 import type { ProbeDescriptor } from '../probes/types.ts';
@@ -165,8 +166,13 @@ export class AttachmentManager {
     this.stats.binariesAnalysed++;
     const r = planBinaryAt(path, this.probes);
     const entry = { plan: r.plan, error: r.error?.message };
-    this.planCache.set(key, entry);
-    if (this.planCache.size > PLAN_CACHE_MAX) this.planCache.delete(this.planCache.keys().next().value!);
+    // A failure is a fact about the binary only if its process outlived the
+    // analysis: a process that exits mid-read leaves a truncated or vanished
+    // file behind, and the next process of the binary must be analysed anew.
+    if (r.plan || existsSync(path)) {
+      this.planCache.set(key, entry);
+      if (this.planCache.size > PLAN_CACHE_MAX) this.planCache.delete(this.planCache.keys().next().value!);
+    }
     return entry;
   }
 

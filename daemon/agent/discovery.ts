@@ -79,6 +79,8 @@ export class GoProcessProbe {
       } catch {
         cached = null; // non-ELF (scripts run through binfmt), truncated: not ours
       }
+      // a process that exited mid-read says nothing about its binary
+      if (readStartTime(pid, this.procRoot) !== startTime) return { kind: 'gone' };
       this.binaryCache.set(k, cached);
     }
     const goVersion: string | null = cached;

@@ -13,6 +13,17 @@ import (
 )
 
 func main() {
+	// "-get URL" fetches URL: links the client side (persistConn, net.conn)
+	if len(os.Args) > 2 && os.Args[1] == "-get" {
+		resp, err := http.Get(os.Args[2])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		resp.Body.Close()
+		fmt.Println(resp.StatusCode)
+		return
+	}
 	if len(os.Args) < 2 {
 		u, _ := url.Parse("http://example.invalid/path?q=1")
 		r := bufio.NewReader(os.Stdin)
