@@ -119,6 +119,12 @@ function sourceHash(o: BuildOptions): string {
   return h.digest('hex');
 }
 
+/** Whether {@link buildGo} would reuse the existing output instead of building. */
+export function buildIsCurrent(o: BuildOptions): boolean {
+  const stamp = `${o.out}.stamp`;
+  return existsSync(o.out) && existsSync(stamp) && readFileSync(stamp, 'utf8') === sourceHash(o);
+}
+
 /**
  * `go build` with a cache: the build is skipped when the output exists and
  * was produced from the same sources, toolchain and flags. Test files run in
@@ -131,7 +137,7 @@ function sourceHash(o: BuildOptions): string {
 export function buildGo(o: BuildOptions): boolean {
   const stamp = `${o.out}.stamp`;
   const hash = sourceHash(o);
-  if (existsSync(o.out) && existsSync(stamp) && readFileSync(stamp, 'utf8') === hash) return false;
+  if (buildIsCurrent(o)) return false;
   mkdirSync(dirname(o.out), { recursive: true });
   const tmp = `${o.out}.tmp-${process.pid}`;
   // No VCS stamping: binaries must not depend on the repository's state.
