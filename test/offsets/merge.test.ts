@@ -83,6 +83,13 @@ test('the committed std.json is valid and round-trips through the formatter', ()
   assert.equal(formatOffsetsFile(db), text);
 });
 
+test('the committed grpc.json is valid and round-trips through the formatter', () => {
+  const text = readFileSync(join(REPO_ROOT, 'offsets-db', 'google.golang.org', 'grpc.json'), 'utf8');
+  const db = validateOffsetsFile(JSON.parse(text), 'google.golang.org/grpc.json');
+  assert.equal(db.module, 'google.golang.org/grpc');
+  assert.equal(formatOffsetsFile(db), text);
+});
+
 test('the validator rejects out-of-order ranges, bad offsets and missing sources', () => {
   const base = { module: 'std', fields: { 'a.B.c': { verifiedUpTo: '1.27.3', ranges: [{ since: '1.19.0', offset: 1, source: R }] } } };
   assert.doesNotThrow(() => validateOffsetsFile(base, 't'));

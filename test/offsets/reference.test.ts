@@ -9,6 +9,8 @@ import { mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from
 import { join } from 'node:path';
 import test from 'node:test';
 import { resolveOffsets } from '../../daemon/offsets/resolve.ts';
+import { mustSemver } from '../../daemon/offsets/version.ts';
+import { fieldsOf } from '../../offsets-db/fields.ts';
 import { referenceObservations } from '../../offsets-db/reference.ts';
 import { REPO_ROOT, STD_FIELDS, referenceData, toolchains } from './helpers.ts';
 
@@ -32,6 +34,44 @@ test('std: the database agrees with the reference at every version the reference
   const fieldsInRef = [...facts.values()].filter((o) => o.length > 0).length;
   t.diagnostic(`${checked} (field, version) facts checked for ${fieldsInRef} of ${STD_FIELDS.length} fields; the others are not in the reference`);
   assert.ok(checked > 1000);
+});
+
+test('grpc: the database agrees with the reference at every version the reference lists', (t) => {
+  const ref = referenceData();
+  if ('skip' in ref) return t.skip(ref.skip);
+  const module = 'google.golang.org/grpc';
+  const fields = Object.keys(fieldsOf(module)!.fields);
+  const facts = referenceObservations(ref.data, module, fields);
+  let releases = 0;
+  let preReleases = 0;
+  let windowed = 0;
+  for (const [field, obs] of facts) {
+    for (const o of obs) {
+      const r = resolveOffsets({ module, version: `v${o.version}`, fields: [field] });
+      const got = r.offsets[field] ?? r.missing[0]?.reason;
+      if (mustSemver(o.version).pre.length > 0) {
+        // A pre-release (1.69.0-dev, 1.27.0-pre) resolves only if its whole window up to its release
+        // agrees (README, resolution rule 5): then it must be the reference's offset; never another.
+        preReleases++;
+        if (o.offset === null || r.offsets[field] === undefined) {
+          windowed++;
+          assert.equal(r.offsets[field], undefined, `${field} at ${o.version}: reference ${o.offset}, database ${got}`);
+        } else {
+          assert.equal(r.offsets[field], o.offset, `${field} at ${o.version}: reference ${o.offset}, database ${got}`);
+        }
+        continue;
+      }
+      releases++;
+      if (o.offset === null) {
+        assert.match(r.missing[0]?.reason ?? '', /does not exist/, `${field} at ${o.version}: reference says absent, database ${got}`);
+      } else {
+        assert.equal(r.offsets[field], o.offset, `${field} at ${o.version}: reference ${o.offset}, database ${got}`);
+        assert.equal(r.source[field], 'db');
+      }
+    }
+  }
+  t.diagnostic(`${releases} (field, release) facts equal; ${preReleases} pre-release facts never contradicted (${windowed} of them absent or not resolved by the window rule)`);
+  assert.ok(releases > 2000);
 });
 
 test('the committed data files are what offsets-db/generate.ts writes (--check)', (t) => {
