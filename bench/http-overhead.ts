@@ -9,6 +9,7 @@
  * (--exporter none) so the number is the tracing cost, not a collector's.
  */
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { startAgent, repoRoot } from '../test/support/agent-process.ts';
@@ -27,6 +28,18 @@ function load(url: string): LoadResult {
   return JSON.parse(out) as LoadResult;
 }
 
+/** CPU seconds (user + system) a process has used, from /proc/PID/stat. */
+function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100;
+}
+
+function rssMiB(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'latin1'));
+  return m ? Number(m[1]) / 1024 : 0;
+}
+
 function metric(text: string, re: RegExp): number {
   let sum = 0;
   for (const m of text.matchAll(re)) sum += Number(m[1]);
@@ -38,7 +51,9 @@ const server = await startGoServer(bin);
 const url = `${server.url}/hello`;
 process.stderr.write(`warming up, then ${seconds} s at ${rate} req/s without the agent…\n`);
 load(url);
+const sb = cpuSeconds(server.pid);
 const without = load(url);
+const serverCpuWithout = cpuSeconds(server.pid) - sb;
 process.stderr.write(`starting gotrail…\n`);
 const agent = await startAgent(['--exporter', 'none', '--include-exe', bin]).catch(async (e) => {
   await server.stop();
@@ -47,6 +62,9 @@ const agent = await startAgent(['--exporter', 'none', '--include-exe', bin]).cat
 let withAgent: LoadResult;
 let events = 0;
 let lost = 0;
+let agentCpu = 0;
+let serverCpuWith = 0;
+let agentRss = 0;
 let probeNs = 0;
 let probeRuns = 0;
 const perProgram: string[] = [];
@@ -60,7 +78,12 @@ try {
   }
   const before = (await httpRequest(murl)).body;
   process.stderr.write(`${seconds} s at ${rate} req/s with the agent…\n`);
+  const a0 = cpuSeconds(agent.child.pid!);
+  const s0 = cpuSeconds(server.pid);
   withAgent = load(url);
+  agentCpu = cpuSeconds(agent.child.pid!) - a0;
+  serverCpuWith = cpuSeconds(server.pid) - s0;
+  agentRss = rssMiB(agent.child.pid!);
   await new Promise((r) => setTimeout(r, 1500));
   const after = (await httpRequest(murl)).body;
   const ev = /^gotrail_events_total\{type="net\/http\/server"\} (\d+)/gm;
@@ -91,8 +114,10 @@ const lines = [
   row('latency p99', without.p99us, withAgent.p99us, 'µs'),
   row('achieved rate', without.achievedRate, withAgent.achievedRate, '/s'),
   row('errors', without.errors, withAgent.errors, ''),
+  row('server CPU (% of a core)', (serverCpuWithout / seconds) * 100, (serverCpuWith / seconds) * 100, '%'),
   '',
   `added latency: p50 +${withAgent.p50us - without.p50us} µs, p99 +${withAgent.p99us - without.p99us} µs`,
+  `gotrail agent: ${((agentCpu / seconds) * 100).toFixed(1)}% of a core in user space, ${agentRss.toFixed(0)} MiB RSS (exporter: none)`,
   `requests ${withAgent.sent}, events received ${events}, events lost ${lost}, dropped ${Math.max(0, withAgent.sent - events)}`,
   `BPF program time: ${probeRuns} runs, ${(probeRuns ? probeNs / probeRuns : 0).toFixed(0)} ns per run (excludes the uprobe trap)`,
   ...perProgram,
