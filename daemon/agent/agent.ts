@@ -11,7 +11,7 @@ import { decide, usesKubernetes, type SelectionRules } from './selection.ts';
 import type { MetricsSnapshot, MetricsSource } from './metrics.ts';
 import { SpanBatcher, type BatcherOptions } from '../export/batcher.ts';
 import { MonotonicClock } from '../spans/clock.ts';
-import { EventType, decodeEventHeader } from '../generated/layouts.ts';
+import { EventType, decodeEventHeader, decodeProcessEvent } from '../generated/layouts.ts';
 import { processResource } from '../spans/resource.ts';
 import { inClusterConnection, PodWatcher, type KubernetesConnection, type PodWatcherOptions } from '../metadata/kubernetes.ts';
 import { ProcessMetadata } from '../metadata/process.ts';
@@ -96,7 +96,8 @@ export class Agent implements MetricsSource {
     this.batcher = new SpanBatcher(this.opts.exporter, this.log, this.opts.batcher);
     this.rt.onSystemEvent(EventType.GT_EVENT_PROCESS_EXEC, (buf, off) => {
       this.totals.execEvents++;
-      this.onExec(decodeEventHeader(buf, off).tgid);
+      const ev = decodeProcessEvent(buf, off);
+      this.onExec(ev.hdr.tgid, ev.time_ns);
     });
     this.rt.onSystemEvent(EventType.GT_EVENT_PROCESS_EXIT, (buf, off) => {
       this.totals.exitEvents++;
@@ -164,11 +165,33 @@ export class Agent implements MetricsSource {
   }
 
   /** A process replaced its image: judge it afresh (it may be Go now, or no longer). */
-  private onExec(pid: number): void {
+  private onExec(pid: number, execNs: bigint): void {
     if (this.traced.has(pid)) this.processExited(pid);
     this.ignored.delete(pid);
     this.meta.forget(pid);
     this.consider(pid);
+    if (this.traced.has(pid)) {
+      // the exec event's kernel timestamp and process.hrtime share CLOCK_MONOTONIC
+      const seconds = Number(process.hrtime.bigint() - execNs) / 1e9;
+      for (const list of [this.execToAttach, this.execToAttachRecent]) {
+        list.push(seconds);
+        if (list.length > 4096) list.splice(0, list.length - 4096);
+      }
+    }
+  }
+
+  /** Seconds from exec to attached, for processes found by their exec event; drained by the metrics. */
+  private execToAttach: number[] = [];
+  private execToAttachRecent: number[] = [];
+
+  /** Takes the exec-to-attach samples recorded since the last call. */
+  drainExecToAttach(): number[] {
+    return this.execToAttach.splice(0);
+  }
+
+  /** The last (up to 4096) exec-to-attach times in seconds, oldest first. */
+  recentExecToAttach(): number[] {
+    return [...this.execToAttachRecent];
   }
 
   private consider(pid: number): void {
@@ -315,6 +338,7 @@ export class Agent implements MetricsSource {
       maps,
       attachFailures: this.attach?.stats.attachFailures ?? 0,
       probeUnavailable: this.attach?.unavailableByProbe() ?? {},
+      execToAttach: this.drainExecToAttach(),
     };
   }
 
@@ -327,7 +351,7 @@ export class Agent implements MetricsSource {
   async stop(): Promise<void> {
     if (this.scanTimer) clearInterval(this.scanTimer);
     this.scanTimer = undefined;
-    this.attach?.detachAll();
+    await this.attach?.detachAll();
     await this.k8s?.stop();
     await this.flush();
     await this.rt?.stop();

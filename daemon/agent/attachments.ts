@@ -184,22 +184,43 @@ export class AttachmentManager {
     }
   }
 
+  /** Detaches in flight: resolved once the kernel has released the links. */
+  private readonly detaching = new Set<Promise<void>>();
+
+  /**
+   * Releases a binary whose last process exited. The links go on a pool
+   * thread (detaching takes tens of milliseconds per link set, which would
+   * stall discovery of the next process); the binary id is reused only
+   * once they are gone.
+   */
   private detachBinary(b: AttachedBinary): void {
-    for (const h of b.handles) this.safeDetach(h.handle);
+    const handles = b.handles.map((h) => h.handle);
     b.handles = [];
-    if (b.id) {
-      try {
-        this.rt.clearBinary(b.id, this.probes);
-      } catch (e) {
-        this.log.once('binary.clear-failed', 'clearing binary facts failed', { error: (e as Error).message });
-      }
-      this.freeIds.push(b.id);
-    }
     this.byKey.delete(b.key);
+    const id = b.id;
+    const done = (handles.length ? this.rt.obj.detachAsync(handles) : Promise.resolve())
+      .catch((e: Error) => this.log.once('detach.failed', 'detaching a probe failed', { error: e.message }))
+      .then(() => {
+        if (!id) return;
+        try {
+          this.rt.clearBinary(id, this.probes);
+        } catch (e) {
+          this.log.once('binary.clear-failed', 'clearing binary facts failed', { error: (e as Error).message });
+        }
+        this.freeIds.push(id);
+      })
+      .finally(() => this.detaching.delete(done));
+    this.detaching.add(done);
     this.log.debug('binary released', { path: b.path });
   }
 
-  detachAll(): void {
+  /** Resolves when every detach started so far has finished. */
+  async settled(): Promise<void> {
+    while (this.detaching.size) await Promise.all([...this.detaching]);
+  }
+
+  async detachAll(): Promise<void> {
     for (const b of [...this.byKey.values()]) this.detachBinary(b);
+    await this.settled();
   }
 }

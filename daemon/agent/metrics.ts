@@ -4,7 +4,7 @@
  * programs run on the node).
  */
 import { createServer, type Server } from 'node:http';
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 export interface MetricsSource {
   collect(): MetricsSnapshot;
@@ -24,6 +24,8 @@ export interface MetricsSnapshot {
   attachFailures: number;
   /** per probe: binaries in use on which it could not attach (reasons in the log and in `gotrail inspect`) */
   probeUnavailable: Record<string, number>;
+  /** exec-to-attach samples (seconds) since the last snapshot */
+  execToAttach: number[];
 }
 
 export function createMetrics(source: MetricsSource): Registry {
@@ -73,6 +75,15 @@ export function createMetrics(source: MetricsSource): Registry {
   });
   gauge('gotrail_probe_unavailable_binaries', 'Recently seen Go binaries on which a probe cannot attach (the log and gotrail inspect say why)', ['probe'], (g, s) => {
     for (const [p, n] of Object.entries(s.probeUnavailable)) g.set({ probe: p }, n);
+  });
+  new Histogram({
+    name: 'gotrail_exec_to_attach_seconds',
+    help: 'Time from a Go process\'s exec to its probes being active',
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [reg],
+    collect() {
+      for (const v of take().execToAttach) this.observe(v);
+    },
   });
   counter('gotrail_attach_failures_total', 'Probe attachments that failed', [], (set, s) => set({}, s.attachFailures));
   // one snapshot per scrape

@@ -145,6 +145,13 @@ export interface BpfObject {
   /** Destroys a link set. Perf-event uprobes take ~110 ms each to detach;
    * a uprobe_multi link is quick. Unknown handles throw ENOENT. */
   detach(handle: number): void;
+  /**
+   * Detaches link sets without blocking the event loop: they leave
+   * `linkSets()` at once and the kernel releases them on a pool thread (a
+   * uprobe_multi link takes tens of milliseconds to go). Unknown handles
+   * throw before anything is detached.
+   */
+  detachAsync(handles: number[]): Promise<void>;
   linkSets(): LinkSetInfo[];
   /** Loaded programs only. */
   programStats(): ProgramStats[];

@@ -182,6 +182,22 @@ describe('native addon', { skip, timeout: 120_000 }, () => {
       await new Promise((resolve) => setTimeout(resolve, 30));
       assert.equal(c.records.length, N, 'no records after detach');
 
+      // the same without blocking the event loop: gone from linkSets() at
+      // once, released on a pool thread, unknown handles refused up front
+      const ha = o.attachUprobes('on_work', fx.worker, [workOffset], [COOKIE_WORK], attachOpts);
+      await worker.run(1);
+      await c.waitFor(N + 1);
+      assert.equal(c.records.length, N + 1);
+      expectError(() => o.detachAsync([ha, 999_999]), 'ENOENT', /^detach link set 999999$/);
+      assert.equal(o.linkSets().length, 1, 'an unknown handle detaches nothing');
+      const pending = o.detachAsync([ha]);
+      assert.deepEqual(o.linkSets(), []);
+      await pending;
+      await worker.run(N);
+      await new Promise((resolve) => setTimeout(resolve, 30));
+      assert.equal(c.records.length, N + 1, 'no records after detachAsync');
+      c.records.splice(N);
+
       const h2 = o.attachUprobes('on_work', fx.worker, [workOffset, otherOffset], [COOKIE_WORK, COOKIE_OTHER], attachOpts);
       assert.equal(o.linkSets()[0]?.sites, 2);
       assert.notEqual(h2, h1);
@@ -193,8 +209,9 @@ describe('native addon', { skip, timeout: 120_000 }, () => {
       assert.equal(second.length, 11);
 
       const rs = o.ringBufferStats();
-      assert.equal(rs.records, BigInt(N + 11));
-      assert.equal(rs.bytes, BigInt((N + 11) * 24));
+      // + 1: the record of the detachAsync round, taken out of c.records above
+      assert.equal(rs.records, BigInt(N + 12));
+      assert.equal(rs.bytes, BigInt((N + 12) * 24));
       assert.equal(rs.batches, BigInt(c.batchSizes.length));
       assert.equal(rs.droppedRecords, 0n);
     } finally {

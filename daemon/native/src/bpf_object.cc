@@ -128,6 +128,7 @@ Napi::Function BpfObject::Define(Napi::Env env) {
           InstanceMethod<&BpfObject::AttachUprobes>("attachUprobes"),
           InstanceMethod<&BpfObject::AttachTracepoint>("attachTracepoint"),
           InstanceMethod<&BpfObject::Detach>("detach"),
+          InstanceMethod<&BpfObject::DetachAsync>("detachAsync"),
           InstanceMethod<&BpfObject::LinkSets>("linkSets"),
           InstanceMethod<&BpfObject::ProgramStats>("programStats"),
           InstanceMethod<&BpfObject::StartRingBuffer>("startRingBuffer"),
@@ -627,6 +628,57 @@ Napi::Value BpfObject::Detach(const Napi::CallbackInfo& info) {
   DestroyLinkSet(it->second);
   link_sets_.erase(it);
   return env.Undefined();
+}
+
+// Destroys link sets on a libuv pool thread: closing a link waits for the
+// kernel to retire it (tens of milliseconds for a uprobe_multi link, ~110 ms
+// per perf-event uprobe), which must not stall the agent's event loop while
+// processes come and go. The sets were already taken out of the object on
+// the JS thread, so nothing else can reach them.
+class DetachWorker : public Napi::AsyncWorker {
+ public:
+  DetachWorker(Napi::Env env, std::vector<BpfObject::LinkSet> sets)
+      : Napi::AsyncWorker(env), sets_(std::move(sets)), deferred_(Napi::Promise::Deferred::New(env)) {}
+  // Pool thread.
+  void Execute() override {
+    for (auto& set : sets_) BpfObject::DestroyLinkSet(set);
+  }
+  // JS thread.
+  void OnOK() override { deferred_.Resolve(Env().Undefined()); }
+  Napi::Promise Promise() const { return deferred_.Promise(); }
+
+ private:
+  std::vector<BpfObject::LinkSet> sets_;
+  Napi::Promise::Deferred deferred_;
+};
+
+// JS thread. detachAsync(handles): the link sets disappear from linkSets()
+// at once; the promise resolves when the kernel has let go of them.
+Napi::Value BpfObject::DetachAsync(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsArray()) Throw(env, "detach", EINVAL, "handles must be an array of numbers");
+  Napi::Array arr = info[0].As<Napi::Array>();
+  // all handles are checked before any set is taken, so an error leaves
+  // every link where it was
+  std::vector<int> handles;
+  for (uint32_t i = 0; i < arr.Length(); i++) {
+    Napi::Value v = arr.Get(i);
+    if (!v.IsNumber()) Throw(env, "detach", EINVAL, "handles must be an array of numbers");
+    const int handle = v.As<Napi::Number>().Int32Value();
+    if (link_sets_.find(handle) == link_sets_.end()) Throw(env, "detach link set " + std::to_string(handle), ENOENT, "no such link set");
+    handles.push_back(handle);
+  }
+  std::vector<LinkSet> sets;
+  for (int handle : handles) {
+    auto it = link_sets_.find(handle);
+    if (it == link_sets_.end()) continue;  // listed twice
+    sets.push_back(std::move(it->second));
+    link_sets_.erase(it);
+  }
+  auto* worker = new DetachWorker(env, std::move(sets));
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
 }
 
 // JS thread.

@@ -50,6 +50,7 @@ class BpfObject : public Napi::ObjectWrap<BpfObject>, public RingBufferOwner {
   Napi::Value AttachUprobes(const Napi::CallbackInfo& info);
   Napi::Value AttachTracepoint(const Napi::CallbackInfo& info);
   Napi::Value Detach(const Napi::CallbackInfo& info);
+  Napi::Value DetachAsync(const Napi::CallbackInfo& info);
   Napi::Value LinkSets(const Napi::CallbackInfo& info);
   Napi::Value ProgramStats(const Napi::CallbackInfo& info);
   Napi::Value StartRingBuffer(const Napi::CallbackInfo& info);
@@ -67,6 +68,7 @@ class BpfObject : public Napi::ObjectWrap<BpfObject>, public RingBufferOwner {
   size_t ValueSize(bpf_map* map) const;
   int AddLinkSet(LinkSet set);
   static void DestroyLinkSet(LinkSet& set);
+  friend class DetachWorker;
   void CloseAll();
 
   bpf_object* obj_ = nullptr;
