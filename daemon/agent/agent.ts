@@ -224,7 +224,7 @@ export class Agent implements MetricsSource {
     const resource = this.resourceOf(info);
     // allow-list first, so that no event of this process is missed once the links exist
     this.rt!.traceProcess(pid);
-    const b = this.attach!.addProcess(pid, info.key, info.exePath);
+    const b = this.attach!.addProcess(pid, info.key, info.exePath, info.exe);
     if (b.handles.length === 0) {
       this.rt!.untraceProcess(pid);
       this.attach!.removeProcess(pid, info.key);
@@ -300,6 +300,24 @@ export class Agent implements MetricsSource {
 
   runtime(): BpfRuntime | undefined {
     return this.rt;
+  }
+
+  /** What is traced right now, per binary and probe, with the reason for every probe that is not attached. */
+  status(): unknown {
+    const binaries = (this.attach?.binaries() ?? []).map((b) => ({
+      path: b.exe,
+      goVersion: b.plan?.goVersion,
+      pids: [...b.pids].sort((x, y) => x - y),
+      attached: [...new Set(b.handles.map((h) => h.probe))],
+      notAttached: b.failedProbes,
+      degraded: b.plan?.probes.flatMap((p) => p.degraded.map((d) => ({ probe: p.probe.id, reason: d }))) ?? [],
+    }));
+    return {
+      processesTraced: [...this.traced.values()].map((t) => ({ pid: t.info.pid, exe: t.info.exe, service: t.resource.attributes['service.name'] })),
+      binaries,
+      notTraced: this.attach?.notTraced() ?? [],
+      kernel: this.rt?.features,
+    };
   }
 
   healthy(): { ok: boolean; detail: string } {

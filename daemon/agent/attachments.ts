@@ -27,7 +27,10 @@ const PLAN_CACHE_MAX = 512;
 export interface AttachedBinary {
   id: number;
   key: string;
+  /** path the analysis and the kernel open (/proc/PID/exe of the first process) */
   path: string;
+  /** the executable as its first process named it */
+  exe: string;
   plan?: BinaryPlan;
   /** why nothing is attached (analysis failed, or no probe applies) */
   error?: string;
@@ -46,7 +49,7 @@ export class AttachmentManager {
   private readonly freeIds: number[] = [];
   private nextId = 1;
   readonly stats: AttachStats = { binariesAnalysed: 0, attachFailures: 0 };
-  private readonly planCache = new Map<string, { plan?: BinaryPlan; error?: string }>();
+  private readonly planCache = new Map<string, { plan?: BinaryPlan; error?: string; path?: string }>();
   private readonly rt: BpfRuntime;
   private readonly probes: readonly ProbeDescriptor[];
   private readonly log: Logger;
@@ -76,11 +79,11 @@ export class AttachmentManager {
    * Adds a process running the binary at `path` (e.g. /proc/PID/exe) with
    * identity `key`; analyses and attaches on the first process.
    */
-  addProcess(pid: number, key: BinaryKey, path: string): AttachedBinary {
+  addProcess(pid: number, key: BinaryKey, path: string, exe = path): AttachedBinary {
     const k = keyString(key);
     let b = this.byKey.get(k);
     if (!b) {
-      b = this.attachBinary(k, path);
+      b = this.attachBinary(k, path, exe);
       this.byKey.set(k, b);
     }
     b.pids.add(pid);
@@ -96,12 +99,12 @@ export class AttachmentManager {
     if (b.pids.size === 0) this.detachBinary(b);
   }
 
-  private attachBinary(key: string, path: string): AttachedBinary {
-    const b: AttachedBinary = { id: 0, key, path, handles: [], failedProbes: [], pids: new Set() };
-    const { plan, error } = this.planFor(key, path);
+  private attachBinary(key: string, path: string, exe: string): AttachedBinary {
+    const b: AttachedBinary = { id: 0, key, path, exe, handles: [], failedProbes: [], pids: new Set() };
+    const { plan, error } = this.planFor(key, path, exe);
     if (!plan) {
       b.error = `analysis failed: ${error ?? 'unknown error'}`;
-      this.log.warn('not tracing binary', { path, reason: b.error });
+      this.log.warn('not tracing binary', { path: exe, reason: b.error });
       return b;
     }
     b.plan = plan;
@@ -109,13 +112,13 @@ export class AttachmentManager {
     for (const p of plan.probes.filter((p) => !p.attachable)) b.failedProbes.push({ probe: p.probe.id, reason: p.reason ?? 'unknown' });
     if (attachable.length === 0 || plan.goidOffset === undefined) {
       b.error = plan.reason ?? 'no probe applies to this binary';
-      this.log.info('not tracing binary: no probe attaches', { path, go: plan.goVersion, reasons: b.failedProbes.map((f) => `${f.probe}: ${f.reason}`).join('; ') });
+      this.log.info('not tracing binary: no probe attaches', { path: exe, go: plan.goVersion, reasons: b.failedProbes.map((f) => `${f.probe}: ${f.reason}`).join('; ') });
       return b;
     }
     const id = this.allocId();
     if (id === undefined) {
       b.error = `too many binaries traced at once (${this.maxBinaries})`;
-      this.log.once('attach.too-many-binaries', 'not tracing binary', { path, reason: b.error });
+      this.log.once('attach.too-many-binaries', 'not tracing binary', { path: exe, reason: b.error });
       return b;
     }
     b.id = id;
@@ -129,22 +132,37 @@ export class AttachmentManager {
           probeHandles.push({ probe: p.probe.id, program: s.program, handle, sites: s.offsets.length });
         }
         b.handles.push(...probeHandles);
-        for (const d of p.degraded) this.log.warn(`probe ${p.probe.id} degraded`, { path, reason: d });
+        for (const d of p.degraded) this.log.warn(`probe ${p.probe.id} degraded`, { path: exe, reason: d });
       } catch (e) {
         // One failing probe never takes down the others.
         for (const h of probeHandles) this.safeDetach(h.handle);
         this.stats.attachFailures++;
         const reason = (e as Error).message;
         b.failedProbes.push({ probe: p.probe.id, reason });
-        this.log.warn(`probe ${p.probe.id} not attached`, { path, reason });
+        this.log.warn(`probe ${p.probe.id} not attached`, { path: exe, reason });
       }
     }
-    for (const f of b.failedProbes) this.log.info(`probe ${f.probe} not attached`, { path, reason: f.reason });
+    for (const f of b.failedProbes) this.log.info(`probe ${f.probe} not attached`, { path: exe, reason: f.reason });
     this.log.info('tracing binary', {
-      path, go: plan.goVersion, id,
+      path: exe, go: plan.goVersion, id,
       probes: b.handles.map((h) => `${h.probe}:${h.program}x${h.sites}`).join(','),
     });
     return b;
+  }
+
+  /** Recently seen Go binaries on which nothing attaches, with the reasons. */
+  notTraced(): Array<{ path: string; goVersion?: string; reason: string; probes: Array<{ probe: string; reason: string }> }> {
+    const out: ReturnType<AttachmentManager['notTraced']> = [];
+    for (const e of this.planCache.values()) {
+      if (e.error) out.push({ path: e.path ?? '?', reason: e.error, probes: [] });
+      else if (e.plan && !e.plan.probes.some((p) => p.attachable)) {
+        out.push({
+          path: e.path ?? e.plan.path, goVersion: e.plan.goVersion, reason: e.plan.reason ?? 'no probe attaches',
+          probes: e.plan.probes.map((p) => ({ probe: p.probe.id, reason: p.reason ?? '' })),
+        });
+      }
+    }
+    return out;
   }
 
   /** Per probe: recently seen Go binaries (the plan cache) on which it cannot attach. */
@@ -156,7 +174,7 @@ export class AttachmentManager {
     return out;
   }
 
-  private planFor(key: string, path: string): { plan?: BinaryPlan; error?: string } {
+  private planFor(key: string, path: string, exe: string): { plan?: BinaryPlan; error?: string } {
     const hit = this.planCache.get(key);
     if (hit) {
       this.planCache.delete(key);
@@ -165,7 +183,7 @@ export class AttachmentManager {
     }
     this.stats.binariesAnalysed++;
     const r = planBinaryAt(path, this.probes);
-    const entry = { plan: r.plan, error: r.error?.message };
+    const entry = { plan: r.plan, error: r.error?.message, path: exe };
     // A failure is a fact about the binary only if its process outlived the
     // analysis: a process that exits mid-read leaves a truncated or vanished
     // file behind, and the next process of the binary must be analysed anew.

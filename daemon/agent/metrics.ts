@@ -105,8 +105,8 @@ export interface MetricsServer {
   close(): Promise<void>;
 }
 
-/** Serves /metrics and /healthz; `healthy` decides the health answer. */
-export function serveMetrics(reg: Registry, host: string, port: number, healthy: () => { ok: boolean; detail: string }): Promise<MetricsServer> {
+/** Serves /metrics, /healthz and /status; `healthy` decides the health answer, `status` (JSON) says what is traced and why not. */
+export function serveMetrics(reg: Registry, host: string, port: number, healthy: () => { ok: boolean; detail: string }, status: () => unknown = () => ({})): Promise<MetricsServer> {
   const server: Server = createServer((req, res) => {
     if (req.url === '/metrics') {
       reg.metrics().then((text) => {
@@ -116,13 +116,16 @@ export function serveMetrics(reg: Registry, host: string, port: number, healthy:
         res.writeHead(500);
         res.end(e.message);
       });
+    } else if (req.url === '/status') {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(status(), null, 2) + '\n');
     } else if (req.url === '/healthz') {
       const h = healthy();
       res.writeHead(h.ok ? 200 : 503, { 'content-type': 'text/plain' });
       res.end(h.detail + '\n');
     } else {
       res.writeHead(404);
-      res.end('not found: try /metrics or /healthz\n');
+      res.end('not found: try /metrics, /healthz or /status\n');
     }
   });
   return new Promise((resolve, reject) => {

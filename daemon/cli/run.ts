@@ -49,7 +49,8 @@ Export:
                          or OTEL_EXPORTER_OTLP_ENDPOINT, else http://localhost:4318/v1/traces
 
 Agent:
-  --metrics-address A    serve /metrics and /healthz on host:port (default 127.0.0.1:9464;
+  --metrics-address A    serve /metrics, /healthz and /status (what is traced, and why
+                         not) on host:port (default 127.0.0.1:9464;
                          "off" disables; metrics name the programs on this node, so
                          bind wider only on purpose)
   --scan-interval MS     /proc reconciliation interval, behind exec/exit events (default 5000)
@@ -162,7 +163,7 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
   let metrics: MetricsServer | undefined;
   if (metricsAddr) {
     try {
-      metrics = await serveMetrics(createMetrics(agent), metricsAddr.host, metricsAddr.port, () => agent.healthy());
+      metrics = await serveMetrics(createMetrics(agent), metricsAddr.host, metricsAddr.port, () => agent.healthy(), () => agent.status());
       log.info('metrics served', { url: `http://${metricsAddr.host}:${metrics.port}/metrics` });
     } catch (e) {
       await agent.stop();

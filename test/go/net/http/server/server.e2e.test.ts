@@ -229,5 +229,8 @@ describe('net/http server probe, end to end', { skip }, () => {
     assert.match(text, /^gotrail_events_lost_total\{reason="ringbuf_full"\} 0$/m);
     const health = await httpRequest(url.replace('/metrics', '/healthz'));
     assert.equal(health.status, 200);
+    const status = JSON.parse((await httpRequest(url.replace('/metrics', '/status'))).body);
+    assert.ok(Array.isArray(status.processesTraced) && Array.isArray(status.binaries));
+    assert.equal(typeof status.kernel.uprobeMulti, 'boolean');
   });
 });
