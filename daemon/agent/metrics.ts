@@ -70,6 +70,9 @@ export function createMetrics(source: MetricsSource): Registry {
   gauge('gotrail_bpf_map_entries', 'Entries in each BPF map', ['map'], (g, s) => {
     for (const m of s.maps) g.set({ map: m.name }, m.entries);
   });
+  gauge('gotrail_bpf_map_capacity', 'Capacity (max entries) of each BPF map', ['map'], (g, s) => {
+    for (const m of s.maps) g.set({ map: m.name }, m.capacity);
+  });
   gauge('gotrail_bpf_map_fill_ratio', 'How full each BPF hash map is (entries / capacity)', ['map'], (g, s) => {
     for (const m of s.maps) g.set({ map: m.name }, m.capacity ? m.entries / m.capacity : 0);
   });

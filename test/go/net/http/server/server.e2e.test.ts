@@ -35,6 +35,8 @@ describe('net/http server probe, end to end', { skip }, () => {
       '--include-exe', join(repoRoot, 'build', 'go', '**'),
       '--include-exe', join(excludedDir, '*'),
       '--exclude-exe', join(excludedDir, 'excluded-*'),
+      '--max-processes', '2048',
+      '--max-inflight', '8192',
     ]);
   });
 
@@ -227,6 +229,11 @@ describe('net/http server probe, end to end', { skip }, () => {
     assert.match(text, /^gotrail_events_total\{type="net\/http\/server"\} [1-9]\d*/m);
     assert.match(text, /^gotrail_probe_runs_total\{program="gt_http_server_entry"\} [1-9]\d*/m);
     assert.match(text, /^gotrail_events_lost_total\{reason="ringbuf_full"\} 0$/m);
+    // map sizes follow the command line, and their fill is reported
+    assert.match(text, /^gotrail_bpf_map_capacity\{map="gt_processes"\} 2048$/m);
+    assert.match(text, /^gotrail_bpf_map_capacity\{map="gt_http_server_inflight"\} 8192$/m);
+    assert.match(text, /^gotrail_bpf_map_fill_ratio\{map="gt_processes"\} [\d.e-]+$/m);
+    assert.match(text, /^gotrail_exec_to_attach_seconds_count [1-9]/m);
     const health = await httpRequest(url.replace('/metrics', '/healthz'));
     assert.equal(health.status, 200);
     const status = JSON.parse((await httpRequest(url.replace('/metrics', '/status'))).body);
