@@ -15,18 +15,10 @@ import { createLogger } from '../../daemon/util/log.ts';
 import { repoRoot } from '../support/agent-process.ts';
 import { httpRequest, startGoServer, type GoServer } from '../support/go-server.ts';
 import { skipUnlessBpf } from '../support/privileges.ts';
+import { sleep, until } from '../support/wait.ts';
 import { FakeKubeApi, pod, type WatchStream } from './fake-kube-api.ts';
 
 const server = join(repoRoot, 'build', 'go', 'go1.26', 'plain', 'httpserver');
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-async function until(what: string, pred: () => boolean, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
 
 /** A cgroup hierarchy this test may create cgroups in (v1 pids, else v2), or undefined. */
 function writableHierarchy(): string | undefined {
