@@ -51,6 +51,7 @@ export const HttpEventFlags = {
   GT_HTTP_EVENT_TRACEPARENT: 1,
   GT_HTTP_EVENT_HEAD_UNREADABLE: 2,
   GT_HTTP_EVENT_LINKED: 4,
+  GT_HTTP_EVENT_PANIC: 8,
 } as const;
 
 /** enum gt_http_limits */

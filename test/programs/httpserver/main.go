@@ -54,6 +54,11 @@ func main() {
 		fmt.Fprintln(w, n)
 	})
 
+	// /panic panics in the handler (net/http recovers and drops the connection)
+	mux.HandleFunc("/panic", func(w http.ResponseWriter, r *http.Request) {
+		panic("handler panicked on purpose")
+	})
+
 	// /proxy?to=URL fetches URL with net/http's client and answers with its status
 	client := &http.Client{Timeout: 5 * time.Second}
 	mux.HandleFunc("/proxy", func(w http.ResponseWriter, r *http.Request) {

@@ -51,6 +51,8 @@ enum gt_http_event_flags {
 	GT_HTTP_EVENT_HEAD_UNREADABLE = 2,
 	/* the parent is the client span of a traced process on this node */
 	GT_HTTP_EVENT_LINKED = 4,
+	/* the handler panicked: ServeHTTP never returned */
+	GT_HTTP_EVENT_PANIC = 8,
 };
 
 struct gt_http_server_event {
@@ -271,30 +273,21 @@ int gt_http_server_entry(struct pt_regs *ctx)
 	return 0;
 }
 
-SEC("uprobe.multi")
-int gt_http_server_return(struct pt_regs *ctx)
+/* Ends the request in flight on this goroutine: one event, state removed. */
+static __always_inline void finish_request(struct gt_http_server_config *cfg, struct gt_goroutine_key *key,
+					   __u32 bin_id, struct http_server_inflight *st, __u32 extra_flags)
 {
-	struct gt_goroutine_key key;
-	__u32 bin_id;
-	struct gt_http_server_config *cfg = gt_probe_enter(ctx, &gt_http_server_config, &key, &bin_id);
-	if (!cfg)
-		return 0;
-	struct http_server_inflight *st = bpf_map_lookup_elem(&gt_http_server_inflight, &key);
-	if (!st) {
-		gt_count(GT_COUNTER_NO_ENTRY);
-		return 0;
-	}
 	struct gt_http_server_event *ev = bpf_ringbuf_reserve(&gt_events, sizeof(*ev), 0);
 	if (!ev) {
 		gt_count(GT_COUNTER_RINGBUF_FULL);
-		bpf_map_delete_elem(&gt_http_server_inflight, &key);
-		bpf_map_delete_elem(&gt_goroutine_spans, &key);
-		return 0;
+		bpf_map_delete_elem(&gt_http_server_inflight, key);
+		bpf_map_delete_elem(&gt_goroutine_spans, key);
+		return;
 	}
-	gt_fill_header(&ev->hdr, GT_EVENT_HTTP_SERVER, sizeof(*ev), key.tgid, bin_id, key.goid);
+	gt_fill_header(&ev->hdr, GT_EVENT_HTTP_SERVER, sizeof(*ev), key->tgid, bin_id, key->goid);
 	ev->start_ns = st->start_ns;
 	ev->end_ns = bpf_ktime_get_ns();
-	ev->flags = st->flags;
+	ev->flags = st->flags | extra_flags;
 	ev->span = st->span;
 
 	__u64 req = st->req, url = 0, status = 0;
@@ -309,8 +302,44 @@ int gt_http_server_return(struct pt_regs *ctx)
 	if (ev->method_len < 0 || ev->path_len < 0)
 		gt_count(GT_COUNTER_READ_FAILED);
 
-	bpf_map_delete_elem(&gt_http_server_inflight, &key);
-	bpf_map_delete_elem(&gt_goroutine_spans, &key);
+	bpf_map_delete_elem(&gt_http_server_inflight, key);
+	bpf_map_delete_elem(&gt_goroutine_spans, key);
 	gt_submit(ev);
+}
+
+SEC("uprobe.multi")
+int gt_http_server_return(struct pt_regs *ctx)
+{
+	struct gt_goroutine_key key;
+	__u32 bin_id;
+	struct gt_http_server_config *cfg = gt_probe_enter(ctx, &gt_http_server_config, &key, &bin_id);
+	if (!cfg)
+		return 0;
+	struct http_server_inflight *st = bpf_map_lookup_elem(&gt_http_server_inflight, &key);
+	if (!st) {
+		gt_count(GT_COUNTER_NO_ENTRY);
+		return 0;
+	}
+	finish_request(cfg, &key, bin_id, st, 0);
+	return 0;
+}
+
+/* The deferred recover of func (c *conn) serve(ctx context.Context), i.e.
+ * net/http.(*conn).serve.func1: it runs on the connection's goroutine when
+ * the connection ends, and after a handler panicked. A request still in
+ * flight here never returned from ServeHTTP: its handler panicked (or
+ * aborted with http.ErrAbortHandler), and without this its span would be
+ * lost. One hit per connection, not per request. */
+SEC("uprobe.multi")
+int gt_http_server_panic(struct pt_regs *ctx)
+{
+	struct gt_goroutine_key key;
+	__u32 bin_id;
+	struct gt_http_server_config *cfg = gt_probe_enter(ctx, &gt_http_server_config, &key, &bin_id);
+	if (!cfg)
+		return 0;
+	struct http_server_inflight *st = bpf_map_lookup_elem(&gt_http_server_inflight, &key);
+	if (st)
+		finish_request(cfg, &key, bin_id, st, GT_HTTP_EVENT_PANIC);
 	return 0;
 }

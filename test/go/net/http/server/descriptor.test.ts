@@ -8,7 +8,7 @@ import { SpanKind, SpanStatusCode } from '@opentelemetry/api';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { httpServerProbe, splitHostPort } from '../../../../../daemon/probes/go/net/http/server/descriptor.ts';
-import { encodeHttpServerEvent, EventType, HTTP_SERVER_EVENT_SIZE, HttpLimits, SpanFlags } from '../../../../../daemon/generated/layouts.ts';
+import { encodeHttpServerEvent, EventType, HttpEventFlags, HTTP_SERVER_EVENT_SIZE, HttpLimits, SpanFlags } from '../../../../../daemon/generated/layouts.ts';
 import { MonotonicClock } from '../../../../../daemon/spans/clock.ts';
 import type { EventContext } from '../../../../../daemon/probes/types.ts';
 
@@ -22,7 +22,7 @@ const TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';
 const PARENT = '00f067aa0ba902b7';
 const SPAN = 'a1b2c3d4e5f60718';
 
-function event(o: { method?: string; path?: string; host?: string; remote?: string; status?: number; remoteParent?: boolean; tgid?: number; pathLen?: number }): Buffer {
+function event(o: { method?: string; path?: string; host?: string; remote?: string; status?: number; remoteParent?: boolean; tgid?: number; pathLen?: number; flags?: number }): Buffer {
   const method = o.method ?? 'GET';
   const path = o.path ?? '/x';
   const host = o.host ?? '127.0.0.1:8080';
@@ -37,7 +37,7 @@ function event(o: { method?: string; path?: string; host?: string; remote?: stri
     host_len: host.length,
     remote_len: remote.length,
     status: o.status ?? 200,
-    flags: 0,
+    flags: o.flags ?? 0,
     span: {
       trace_id: Buffer.from(TRACE, 'hex'),
       span_id: Buffer.from(SPAN, 'hex'),
@@ -88,6 +88,13 @@ test('5xx marks the span as an error; a handler that wrote nothing answered 200'
   assert.equal(run(event({ status: 502 })).spans[0]!.status.code, SpanStatusCode.ERROR);
   assert.equal(run(event({ status: 404 })).spans[0]!.status.code, SpanStatusCode.UNSET);
   assert.equal(run(event({ status: 0 })).spans[0]!.attributes['http.response.status_code'], 200);
+});
+
+test('a handler that panicked: an error span without a status code', () => {
+  const s = run(event({ status: 0, flags: HttpEventFlags.GT_HTTP_EVENT_PANIC })).spans[0]!;
+  assert.equal(s.status.code, SpanStatusCode.ERROR);
+  assert.equal(s.attributes['error.type'], 'panic');
+  assert.equal(s.attributes['http.response.status_code'], undefined);
 });
 
 test('a parent taken from an incoming traceparent is a remote parent in the same trace', () => {

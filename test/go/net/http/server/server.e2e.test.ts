@@ -70,12 +70,14 @@ describe('net/http server probe, end to end', { skip }, () => {
           // outgoing calls made while serving: CLIENT spans, children of the SERVER span
           plan.push({ path: `/proxy?to=${encodeURIComponent(server.url + '/status/201')}`, status: 201 });
           plan.push({ path: '/proxy?to=' + encodeURIComponent('http://127.0.0.1:1/refused'), status: 502 });
-          // the proxied /status/201 request is served by the same server: one more SERVER span
-          const expected = plan.length + 1;
+          // the proxied /status/201 request is served by the same server, and a
+          // panicking handler answers nothing: two more SERVER spans
+          const expected = plan.length + 2;
           for (const r of plan) {
             const res = await httpRequest(server.url + r.path, { method: r.method, headers: r.headers, body: r.body });
             assert.equal(res.status, r.status, `${r.path} answered ${res.status}`);
           }
+          await assert.rejects(httpRequest(`${server.url}/panic`), 'a panicking handler drops the connection');
           const spans = spansOf(await collector.waitForSpans((all) => spansOf(all, server.pid).length >= expected, 20_000), server.pid);
           // let stragglers arrive: the count must be exact, not at least
           await new Promise((r) => setTimeout(r, 1500));
@@ -120,6 +122,11 @@ describe('net/http server probe, end to end', { skip }, () => {
           const slow = byPath('/sleep')[0]!;
           const slowMs = Number(slow.endTimeUnixNano - slow.startTimeUnixNano) / 1e6;
           assert.ok(slowMs >= 50 && slowMs < 2000, `/sleep?ms=50 lasted ${slowMs} ms`);
+          const panicked = byPath('/panic');
+          assert.equal(panicked.length, 1, 'a handler that panics still gets its span');
+          assert.equal(panicked[0]!.status.code, 'ERROR');
+          assert.equal(panicked[0]!.attributes['error.type'], 'panic');
+          assert.equal(panicked[0]!.attributes['http.response.status_code'], undefined, 'nothing was answered');
           const echo = byPath('/echo')[0]!;
           assert.equal(echo.attributes['http.request.method'], 'POST');
 

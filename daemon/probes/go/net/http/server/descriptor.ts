@@ -4,7 +4,7 @@
  */
 import type { Attributes } from '@opentelemetry/api';
 import {
-  EventType, HttpServerFlags, HTTP_SERVER_EVENT_SIZE,
+  EventType, HttpEventFlags, HttpServerFlags, HTTP_SERVER_EVENT_SIZE,
   decodeHttpServerEvent, encodeHttpServerConfig,
 } from '../../../../../generated/layouts.ts';
 import { makeSpan, SpanKind, SpanStatusCode } from '../../../../../spans/span-record.ts';
@@ -38,7 +38,11 @@ export const httpServerProbe: ProbeDescriptor = {
   module: 'std',
   goPackage: 'net/http',
   description: 'net/http server requests (SERVER spans)',
-  functions: [{ symbol: 'net/http.serverHandler.ServeHTTP', entryProgram: 'gt_http_server_entry', returnProgram: 'gt_http_server_return' }],
+  functions: [
+    { symbol: 'net/http.serverHandler.ServeHTTP', entryProgram: 'gt_http_server_entry', returnProgram: 'gt_http_server_return' },
+    // the connection's deferred recover: ends the span of a handler that panicked
+    { symbol: 'net/http.(*conn).serve.func1', entryProgram: 'gt_http_server_panic', optional: 'requests whose handler panics produce no span' },
+  ],
   requiredFields: [F.method, F.url, F.host, F.remote, F.path, F.status],
   optionalFields: [...new Set([...HEAD_FIELDS, ...LINK_FIELDS])],
   optionalFieldEffects: {
@@ -77,13 +81,16 @@ export const httpServerProbe: ProbeDescriptor = {
     if (!basics) return;
     const { resource } = basics;
     const path = goString(ev.path, ev.path_len);
-    const status = ev.status === 0 ? 200 : ev.status;
+    const panicked = (ev.flags & HttpEventFlags.GT_HTTP_EVENT_PANIC) !== 0;
+    // a handler that wrote nothing answered 200 — unless it panicked, and then nothing was answered
+    const status = ev.status === 0 ? (panicked ? undefined : 200) : ev.status;
     const attributes: Attributes = {
       'http.request.method': method,
       'url.path': path,
       'url.scheme': 'http',
-      'http.response.status_code': status,
     };
+    if (status !== undefined) attributes['http.response.status_code'] = status;
+    if (panicked) attributes['error.type'] = 'panic';
     const host = splitHostPort(goString(ev.host, ev.host_len));
     if (host.host) attributes['server.address'] = host.host;
     if (host.port !== undefined) attributes['server.port'] = host.port;
@@ -92,7 +99,7 @@ export const httpServerProbe: ProbeDescriptor = {
     if (client.port !== undefined) attributes['client.port'] = client.port;
     if (ev.path_len > ev.path.length) attributes['gotrail.url.path.truncated'] = true;
 
-    const isError = status >= 500;
+    const isError = panicked || (status ?? 0) >= 500;
     ctx.emit(makeSpan({
       name: method,
       kind: SpanKind.SERVER,
