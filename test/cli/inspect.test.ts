@@ -48,7 +48,11 @@ describe('gotrail inspect', () => {
       const p = r.json.probes.find((x: any) => x.id === 'net/http/server');
       assert.equal(p.attachable, true);
       assert.equal(p.offsets['net/http.Request.Method'].source, 'dwarf');
-      assert.deepEqual(p.sites.map((s: any) => s.role).sort(), ['entry', 'return']);
+      assert.deepEqual(p.sites.map((s: any) => `${s.role} ${s.symbol}`).sort(), [
+        'entry net/http.(*conn).serve.func1',
+        'entry net/http.serverHandler.ServeHTTP',
+        'return net/http.serverHandler.ServeHTTP',
+      ]);
       assert.ok(p.sites.every((s: any) => s.fileOffsets.length > 0));
     });
 
