@@ -57,6 +57,7 @@ export const MODULE_FIELDS: readonly ModuleFields[] = [
       'net/http.response.wroteHeader': HTTP_SERVER,
       'net/http.conn.bufr': `${HTTP_SERVER}: reads traceparent from the connection's read buffer`,
       'net/http.conn.rwc': `${HTTP_SERVER}: the net.Conn, for the 4-tuple`,
+      'net/http.conn.server': `${HTTP_SERVER}: tells an HTTP/1 response (whose conn names the handler's server) from an HTTP/2 one`,
       'net/http.conn.remoteAddr': HTTP_SERVER,
       'bufio.Reader.buf': `${HTTP_SERVER}: request bytes buffered for the connection`,
       'bufio.Reader.r': HTTP_SERVER,

@@ -3,7 +3,14 @@
 package main
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"flag"
+	"math/big"
 	"fmt"
 	"net"
 	"net/http"
@@ -17,6 +24,7 @@ func main() {
 	addr := flag.String("addr", "127.0.0.1:0", "listen address")
 	flag.String("tag", "", "ignored: lets tests tell processes of one binary apart by command line")
 	exitAfter := flag.Duration("exit-after", 0, "exit after this long (0: serve forever)")
+	useTLS := flag.Bool("tls", false, "serve HTTPS (HTTP/2 and HTTP/1.1) with a self-signed certificate")
 	flag.Parse()
 	if *exitAfter > 0 {
 		time.AfterFunc(*exitAfter, func() { os.Exit(0) })
@@ -77,8 +85,37 @@ func main() {
 		os.Exit(1)
 	}
 	fmt.Printf("listening on %s\n", ln.Addr())
-	if err := http.Serve(ln, mux); err != nil {
+	srv := &http.Server{Handler: mux}
+	if *useTLS {
+		// ServeTLS turns HTTP/2 on (ALPN h2) next to HTTP/1.1
+		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{selfSigned()}}
+		if err := srv.ServeTLS(ln, "", ""); err != nil {
+			fmt.Fprintln(os.Stderr, "serve:", err)
+			os.Exit(1)
+		}
+	}
+	if err := srv.Serve(ln); err != nil {
 		fmt.Fprintln(os.Stderr, "serve:", err)
 		os.Exit(1)
 	}
+}
+
+// selfSigned makes a throwaway certificate for 127.0.0.1.
+func selfSigned() tls.Certificate {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "127.0.0.1"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		panic(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }

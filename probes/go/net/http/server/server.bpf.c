@@ -33,7 +33,9 @@ struct gt_http_server_config {
 	__u32 bufr_buf;         /* bufio.Reader.buf */
 	__u32 bufr_r;           /* bufio.Reader.r */
 	__u32 conn_rwc;         /* net/http.conn.rwc */
+	__u32 conn_server;      /* net/http.conn.server */
 	__u32 flags;            /* enum gt_http_server_flags */
+	__u32 reserved;
 	struct gt_tcp_offsets tcp;
 };
 
@@ -44,6 +46,8 @@ enum gt_http_server_flags {
 	GT_HTTP_SERVER_READ_HEAD = 2,
 	/* connection offsets known: look for a traced client on this node */
 	GT_HTTP_SERVER_LINK = 4,
+	/* conn.server known: tell HTTP/1 responses from HTTP/2 ones */
+	GT_HTTP_SERVER_CHECK_HTTP1 = 8,
 };
 
 enum gt_http_event_flags {
@@ -53,6 +57,9 @@ enum gt_http_event_flags {
 	GT_HTTP_EVENT_LINKED = 4,
 	/* the handler panicked: ServeHTTP never returned */
 	GT_HTTP_EVENT_PANIC = 8,
+	/* the ResponseWriter is not net/http's HTTP/1 *response (HTTP/2):
+	 * its status, connection and read buffer are not where the offsets say */
+	GT_HTTP_EVENT_NOT_HTTP1 = 16,
 };
 
 struct gt_http_server_event {
@@ -258,12 +265,22 @@ int gt_http_server_entry(struct pt_regs *ctx)
 	st.start_ns = bpf_ktime_get_ns();
 	st.resp = GO_ARG3(ctx);
 	st.req = GO_ARG4(ctx);
+	/* HTTP/2 requests reach serverHandler.ServeHTTP too, with another
+	 * ResponseWriter: an HTTP/1 *response's conn names the server that the
+	 * serverHandler (RAX) carries, an HTTP/2 writer's memory does not. */
+	if (cfg->flags & GT_HTTP_SERVER_CHECK_HTTP1) {
+		__u64 conn = 0, srv = 0;
+		if (go_read_ptr(st.resp, cfg->resp_conn, &conn) < 0 || go_read_ptr(conn, cfg->conn_server, &srv) < 0 ||
+		    srv != GO_ARG1(ctx))
+			st.flags |= GT_HTTP_EVENT_NOT_HTTP1;
+	}
 	/* A traced client on this node is the most exact parent (it is the very
 	 * span that sent this request); else an incoming traceparent; else a
 	 * new trace. */
-	if ((cfg->flags & GT_HTTP_SERVER_LINK) && gt_conn_any_published())
+	bool http1 = !(st.flags & GT_HTTP_EVENT_NOT_HTTP1);
+	if (http1 && (cfg->flags & GT_HTTP_SERVER_LINK) && gt_conn_any_published())
 		link_local_client(cfg, st.resp, &st);
-	if (!(st.flags & GT_HTTP_EVENT_LINKED) && (cfg->flags & GT_HTTP_SERVER_READ_HEAD))
+	if (http1 && !(st.flags & GT_HTTP_EVENT_LINKED) && (cfg->flags & GT_HTTP_SERVER_READ_HEAD))
 		read_traceparent(cfg, st.resp, st.req, &st);
 	if (!(st.flags & (GT_HTTP_EVENT_TRACEPARENT | GT_HTTP_EVENT_LINKED)))
 		gt_new_root(&st.span);
@@ -296,7 +313,7 @@ static __always_inline void finish_request(struct gt_http_server_config *cfg, st
 	ev->remote_len = go_read_string(req, cfg->req_remote_addr, ev->remote, GT_HTTP_REMOTE_MAX);
 	go_read_ptr(req, cfg->req_url, &url);
 	ev->path_len = go_read_string(url, cfg->url_path, ev->path, GT_HTTP_PATH_MAX);
-	if (st->resp)
+	if (st->resp && !(st->flags & GT_HTTP_EVENT_NOT_HTTP1))
 		bpf_probe_read_user(&status, sizeof(status), (void *)(st->resp + cfg->resp_status));
 	ev->status = status < 1000 ? (__u32)status : 0;
 	if (ev->method_len < 0 || ev->path_len < 0)

@@ -7,6 +7,8 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { connect } from 'node:http2';
+import https from 'node:https';
 import { startCollector, type Collector, type ReceivedSpan } from '../../../../support/collector.ts';
 import { startAgent, repoRoot, type AgentProcess } from '../../../../support/agent-process.ts';
 import { startGoServer, httpRequest, type GoServer } from '../../../../support/go-server.ts';
@@ -170,6 +172,46 @@ describe('net/http server probe, end to end', { skip }, () => {
       });
     }
   }
+
+  test('HTTP/2 over TLS: one span per request, the status not misread from a foreign writer', async () => {
+    const server = await startGoServer(binPath('go1.26', 'stripped'), ['-tls']);
+    const origin = server.url.replace('http://', 'https://');
+    const session = connect(origin, { rejectUnauthorized: false });
+    try {
+      await agent.waitTraced(server.pid);
+      const h2get = (path: string): Promise<number> => new Promise((resolve, reject) => {
+        const req = session.request({ ':path': path });
+        req.on('response', (h) => {
+          req.resume();
+          req.on('end', () => resolve(Number(h[':status'])));
+        });
+        req.on('error', reject);
+        req.end();
+      });
+      for (const p of ['/hello', '/status/503', '/status/201']) assert.ok((await h2get(p)) > 0);
+      // and HTTP/1.1 over TLS on the same server
+      const h1 = await new Promise<number>((resolve, reject) => {
+        https.get(`${origin}/status/202`, { rejectUnauthorized: false, agent: false }, (res) => {
+          res.resume();
+          res.on('end', () => resolve(res.statusCode ?? 0));
+        }).on('error', reject);
+      });
+      assert.equal(h1, 202);
+      await collector.waitForSpans((all) => spansOf(all, server.pid).length >= 4, 20_000);
+      await new Promise((r) => setTimeout(r, 1000));
+      const spans = spansOf(await collector.spans(), server.pid);
+      assert.equal(spans.length, 4, 'one span per request, HTTP/2 and HTTP/1.1');
+      const h2spans = spans.filter((s) => s.attributes['network.protocol.version'] === '2');
+      assert.equal(h2spans.length, 3, 'HTTP/2 requests are told apart');
+      assert.deepEqual(h2spans.map((s) => s.attributes['url.path']).sort(), ['/hello', '/status/201', '/status/503']);
+      for (const s of h2spans) assert.equal(s.attributes['http.response.status_code'], undefined, 'no status read from an HTTP/2 writer');
+      const tls1 = spans.find((s) => s.attributes['url.path'] === '/status/202')!;
+      assert.equal(tls1.attributes['http.response.status_code'], 202, 'HTTP/1.1 over TLS keeps its status');
+    } finally {
+      session.close();
+      await server.stop();
+    }
+  });
 
   test('under concurrent load: exactly one span per request, none lost', async () => {
     const server = await startGoServer(binPath('go1.26', 'pie'));

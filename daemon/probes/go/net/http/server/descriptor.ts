@@ -23,10 +23,12 @@ const F = {
   buf: 'bufio.Reader.buf',
   r: 'bufio.Reader.r',
   rwc: 'net/http.conn.rwc',
+  server: 'net/http.conn.server',
 } as const;
 
 const HEAD_FIELDS = [F.conn, F.bufr, F.buf, F.r];
 const LINK_FIELDS = [F.conn, F.rwc, ...TCP_FIELDS];
+const HTTP1_CHECK_FIELDS = [F.conn, F.server];
 
 import { goString, splitHostPort } from '../../../../../spans/go-values.ts';
 import { TCP_FIELDS, tcpOffsets } from '../tcp-fields.ts';
@@ -44,8 +46,9 @@ export const httpServerProbe: ProbeDescriptor = {
     { symbol: 'net/http.(*conn).serve.func1', entryProgram: 'gt_http_server_panic', optional: 'requests whose handler panics produce no span' },
   ],
   requiredFields: [F.method, F.url, F.host, F.remote, F.path, F.status],
-  optionalFields: [...new Set([...HEAD_FIELDS, ...LINK_FIELDS])],
+  optionalFields: [...new Set([...HEAD_FIELDS, ...LINK_FIELDS, ...HTTP1_CHECK_FIELDS])],
   optionalFieldEffects: {
+    [F.server]: 'HTTP/2 requests are not told from HTTP/1 ones, so their status code may be misread',
     ...Object.fromEntries(LINK_FIELDS.map((f) => [f, 'requests from traced clients on this node are not linked to them'])),
     ...Object.fromEntries(HEAD_FIELDS.map((f) => [f, 'incoming traceparent headers are not read'])),
   },
@@ -54,6 +57,7 @@ export const httpServerProbe: ProbeDescriptor = {
   encodeConfig(o, missingOptional) {
     const head = HEAD_FIELDS.every((f) => !missingOptional.includes(f));
     const link = LINK_FIELDS.every((f) => !missingOptional.includes(f));
+    const check = HTTP1_CHECK_FIELDS.every((f) => !missingOptional.includes(f));
     return encodeHttpServerConfig({
       req_method: o[F.method] ?? 0,
       req_url: o[F.url] ?? 0,
@@ -66,9 +70,12 @@ export const httpServerProbe: ProbeDescriptor = {
       bufr_buf: o[F.buf] ?? 0,
       bufr_r: o[F.r] ?? 0,
       conn_rwc: o[F.rwc] ?? 0,
+      conn_server: o[F.server] ?? 0,
       flags: HttpServerFlags.GT_HTTP_SERVER_ENABLED
         | (head ? HttpServerFlags.GT_HTTP_SERVER_READ_HEAD : 0)
-        | (link ? HttpServerFlags.GT_HTTP_SERVER_LINK : 0),
+        | (link ? HttpServerFlags.GT_HTTP_SERVER_LINK : 0)
+        | (check ? HttpServerFlags.GT_HTTP_SERVER_CHECK_HTTP1 : 0),
+      reserved: 0,
       tcp: tcpOffsets(o),
     });
   },
@@ -82,8 +89,10 @@ export const httpServerProbe: ProbeDescriptor = {
     const { resource } = basics;
     const path = goString(ev.path, ev.path_len);
     const panicked = (ev.flags & HttpEventFlags.GT_HTTP_EVENT_PANIC) !== 0;
-    // a handler that wrote nothing answered 200 — unless it panicked, and then nothing was answered
-    const status = ev.status === 0 ? (panicked ? undefined : 200) : ev.status;
+    const http2 = (ev.flags & HttpEventFlags.GT_HTTP_EVENT_NOT_HTTP1) !== 0;
+    // a handler that wrote nothing answered 200 — unless it panicked (nothing
+    // was answered), or the request is HTTP/2 (whose status is not read)
+    const status = ev.status === 0 ? (panicked || http2 ? undefined : 200) : ev.status;
     const attributes: Attributes = {
       'http.request.method': method,
       'url.path': path,
@@ -91,6 +100,7 @@ export const httpServerProbe: ProbeDescriptor = {
     };
     if (status !== undefined) attributes['http.response.status_code'] = status;
     if (panicked) attributes['error.type'] = 'panic';
+    if (http2) attributes['network.protocol.version'] = '2';
     const host = splitHostPort(goString(ev.host, ev.host_len));
     if (host.host) attributes['server.address'] = host.host;
     if (host.port !== undefined) attributes['server.port'] = host.port;
