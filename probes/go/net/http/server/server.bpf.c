@@ -324,8 +324,9 @@ static __always_inline void finish_request(struct gt_http_server_config *cfg, st
 	gt_submit(ev);
 }
 
-SEC("uprobe.multi")
-int gt_http_server_return(struct pt_regs *ctx)
+/* Ends this goroutine's request, if one is in flight; `expected` says
+ * whether a missing entry is worth counting. */
+static __always_inline int end_inflight(struct pt_regs *ctx, __u32 extra_flags, bool expected)
 {
 	struct gt_goroutine_key key;
 	__u32 bin_id;
@@ -333,12 +334,17 @@ int gt_http_server_return(struct pt_regs *ctx)
 	if (!cfg)
 		return 0;
 	struct http_server_inflight *st = bpf_map_lookup_elem(&gt_http_server_inflight, &key);
-	if (!st) {
+	if (st)
+		finish_request(cfg, &key, bin_id, st, extra_flags);
+	else if (expected)
 		gt_count(GT_COUNTER_NO_ENTRY);
-		return 0;
-	}
-	finish_request(cfg, &key, bin_id, st, 0);
 	return 0;
+}
+
+SEC("uprobe.multi")
+int gt_http_server_return(struct pt_regs *ctx)
+{
+	return end_inflight(ctx, 0, true);
 }
 
 /* The deferred recover of func (c *conn) serve(ctx context.Context), i.e.
@@ -350,13 +356,5 @@ int gt_http_server_return(struct pt_regs *ctx)
 SEC("uprobe.multi")
 int gt_http_server_panic(struct pt_regs *ctx)
 {
-	struct gt_goroutine_key key;
-	__u32 bin_id;
-	struct gt_http_server_config *cfg = gt_probe_enter(ctx, &gt_http_server_config, &key, &bin_id);
-	if (!cfg)
-		return 0;
-	struct http_server_inflight *st = bpf_map_lookup_elem(&gt_http_server_inflight, &key);
-	if (st)
-		finish_request(cfg, &key, bin_id, st, GT_HTTP_EVENT_PANIC);
-	return 0;
+	return end_inflight(ctx, GT_HTTP_EVENT_PANIC, false);
 }
