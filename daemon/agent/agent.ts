@@ -32,6 +32,12 @@ export interface AgentOptions {
   /** Probes to load. Default: all registered. */
   probes?: readonly ProbeDescriptor[];
   mapSizes?: MapSizes;
+  /**
+   * Attach with one uprobe_multi link per (binary, program) (true) or one
+   * perf-event uprobe per site (false), as kernels before 6.6 require.
+   * Default: uprobe_multi where the kernel has it.
+   */
+  uprobeMulti?: boolean;
   /** Compiled probe object. Default: build/probes/gotrail.bpf.o. */
   bpfObjectPath?: string;
   /** Called for every span before export (tests, demo). */
@@ -86,7 +92,7 @@ export class Agent implements MetricsSource {
   }
 
   async start(): Promise<void> {
-    this.rt = new BpfRuntime(this.log, this.probes, { objectPath: this.opts.bpfObjectPath, mapSizes: this.opts.mapSizes });
+    this.rt = new BpfRuntime(this.log, this.probes, { objectPath: this.opts.bpfObjectPath, mapSizes: this.opts.mapSizes, uprobeMulti: this.opts.uprobeMulti });
     const f = this.rt.features;
     this.log.info('probes loaded', {
       uprobeMulti: f.uprobeMulti, lockdown: f.lockdown,

@@ -49,7 +49,7 @@ export class BpfRuntime {
   private readonly log: Logger;
   private readonly stateMaps: string[];
 
-  constructor(log: Logger, probes: readonly ProbeDescriptor[], opts: { objectPath?: string; mapSizes?: MapSizes } = {}) {
+  constructor(log: Logger, probes: readonly ProbeDescriptor[], opts: { objectPath?: string; mapSizes?: MapSizes; uprobeMulti?: boolean } = {}) {
     this.log = log;
     const path = opts.objectPath ?? DEFAULT_BPF_OBJECT;
     if (!existsSync(path)) throw new Error(`BPF object ${path} not found: run bash deploy/setup.sh to build the probes`);
@@ -61,7 +61,7 @@ export class BpfRuntime {
       for (const p of probes) for (const m of p.stateMaps) sizes[m] = opts.mapSizes.inflight;
     }
     if (opts.mapSizes?.ringBufferBytes) sizes['gt_events'] = opts.mapSizes.ringBufferBytes;
-    this.obj = new BpfObject(path, { mapMaxEntries: sizes });
+    this.obj = new BpfObject(path, { mapMaxEntries: sizes, ...(opts.uprobeMulti === undefined ? {} : { uprobeMulti: opts.uprobeMulti }) });
     this.obj.load();
     if (!enableStats()) log.warn('BPF run-time statistics unavailable: probe overhead metrics will read 0');
     for (const p of probes) this.handlers.set(p.eventType, p);
