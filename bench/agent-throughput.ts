@@ -1,0 +1,96 @@
+/**
+ * How many events per second the agent's user-space path can turn into
+ * spans and serialize for OTLP, on one core: decoding (generated layouts),
+ * span assembly and the OTLP protobuf serializer, fed with event batches laid
+ * out as the ring buffer delivers them. No BPF is involved, so this runs
+ * anywhere and bounds the agent's throughput independently of the kernel.
+ *
+ *   deploy/node bench/agent-throughput.ts [--events 200000]
+ */
+import { parseArgs } from 'node:util';
+import { resourceFromAttributes } from '@opentelemetry/resources';
+import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
+import { ProtobufTraceSerializer } from '@opentelemetry/otlp-transformer';
+import { encodeHttpServerEvent, EventType, HTTP_SERVER_EVENT_SIZE, HttpLimits, SpanFlags } from '../daemon/generated/layouts.ts';
+import { httpServerProbe } from '../daemon/probes/go/net/http/server/descriptor.ts';
+import { MonotonicClock } from '../daemon/spans/clock.ts';
+import type { EventContext } from '../daemon/probes/types.ts';
+
+const { values } = parseArgs({ options: { events: { type: 'string', default: '200000' } } });
+const total = Number(values.events);
+
+function field(s: string, size: number): Buffer {
+  const b = Buffer.alloc(size);
+  b.write(s, 'utf8');
+  return b;
+}
+
+// one batch of 256 records, framed as the addon frames them (u32 length + record, 8-byte aligned)
+const perBatch = 256;
+const frame = (4 + HTTP_SERVER_EVENT_SIZE + 7) & ~7;
+const batch = Buffer.alloc(frame * perBatch + 8);
+for (let i = 0; i < perBatch; i++) {
+  const off = i * frame;
+  batch.writeUInt32LE(HTTP_SERVER_EVENT_SIZE, off);
+  const path = `/api/items/${i}`;
+  encodeHttpServerEvent({
+    hdr: { type: EventType.GT_EVENT_HTTP_SERVER, size: HTTP_SERVER_EVENT_SIZE, tgid: 1000 + (i % 8), binary_id: 1, cpu: 0, goid: BigInt(i) },
+    start_ns: 1_000_000_000n + BigInt(i) * 1000n, end_ns: 1_000_500_000n + BigInt(i) * 1000n,
+    method_len: 3, path_len: path.length, host_len: 14, remote_len: 15, status: i % 10 ? 200 : 503, flags: 0,
+    span: { trace_id: Buffer.alloc(16, i + 1), span_id: Buffer.alloc(8, i + 2), parent_span_id: Buffer.alloc(8), flags: SpanFlags.GT_SPAN_SAMPLED, reserved: 0 },
+    method: field('GET', HttpLimits.GT_HTTP_METHOD_MAX), path: field(path, HttpLimits.GT_HTTP_PATH_MAX),
+    host: field('127.0.0.1:8080', HttpLimits.GT_HTTP_HOST_MAX), remote: field('127.0.0.1:51234', HttpLimits.GT_HTTP_REMOTE_MAX),
+  }, batch, off + 4);
+}
+
+const resources = new Map(Array.from({ length: 8 }, (_, i) => [1000 + i, resourceFromAttributes({ 'service.name': `svc-${i}`, 'process.pid': 1000 + i })]));
+const out: ReadableSpan[] = [];
+const ctx: EventContext = {
+  clock: new MonotonicClock(),
+  resourceOf: (tgid) => resources.get(tgid),
+  emit: (s) => out.push(s),
+  problem: (r) => {
+    throw new Error(r);
+  },
+};
+
+function decodeBatch(): void {
+  for (let off = 0; off + 4 <= batch.length;) {
+    const len = batch.readUInt32LE(off);
+    if (!len) break;
+    httpServerProbe.handleEvent(batch, off + 4, ctx);
+    off = (off + 4 + len + 7) & ~7;
+  }
+}
+
+// warm up the JIT
+for (let i = 0; i < 50; i++) decodeBatch();
+out.length = 0;
+
+let t = process.hrtime.bigint();
+const batches = Math.ceil(total / perBatch);
+let serializeNs = 0n;
+let bytes = 0;
+for (let b = 0; b < batches; b++) {
+  decodeBatch();
+  if (out.length >= 512) {
+    const s0 = process.hrtime.bigint();
+    bytes += ProtobufTraceSerializer.serializeRequest(out.splice(0))?.length ?? 0;
+    serializeNs += process.hrtime.bigint() - s0;
+  }
+}
+const elapsedNs = process.hrtime.bigint() - t;
+const n = batches * perBatch;
+const decodeNs = Number(elapsedNs - serializeNs);
+const lines = [
+  `agent user-space path, one core, ${n} net/http server events in batches of ${perBatch}`,
+  '',
+  `| stage                         | events/s   | µs/event |`,
+  `|-------------------------------|------------|----------|`,
+  `| decode + span assembly        | ${Math.round(n / (decodeNs / 1e9)).toString().padStart(10)} | ${(decodeNs / n / 1000).toFixed(2).padStart(8)} |`,
+  `| OTLP protobuf serialization   | ${Math.round(n / (Number(serializeNs) / 1e9)).toString().padStart(10)} | ${(Number(serializeNs) / n / 1000).toFixed(2).padStart(8)} |`,
+  `| both                          | ${Math.round(n / (Number(elapsedNs) / 1e9)).toString().padStart(10)} | ${(Number(elapsedNs) / n / 1000).toFixed(2).padStart(8)} |`,
+  '',
+  `serialized ${(bytes / n).toFixed(0)} bytes per span`,
+];
+process.stdout.write(lines.join('\n') + '\n');
