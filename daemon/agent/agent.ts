@@ -363,6 +363,7 @@ export class Agent implements MetricsSource {
       attachFailures: this.attach?.stats.attachFailures ?? 0,
       probeUnavailable: this.attach?.unavailableByProbe() ?? {},
       execToAttach: this.drainExecToAttach(),
+      kubernetes: this.k8s ? { pods: this.k8s.stats.pods, relists: this.k8s.stats.relists, failures: this.k8s.stats.failures, events: this.k8s.stats.events } : undefined,
     };
   }
 

@@ -26,6 +26,8 @@ export interface MetricsSnapshot {
   probeUnavailable: Record<string, number>;
   /** exec-to-attach samples (seconds) since the last snapshot */
   execToAttach: number[];
+  /** the Kubernetes pod watcher, when running in a cluster */
+  kubernetes?: { pods: number; relists: number; failures: number; events: number };
 }
 
 export function createMetrics(source: MetricsSource): Registry {
@@ -87,6 +89,15 @@ export function createMetrics(source: MetricsSource): Registry {
     collect() {
       for (const v of take().execToAttach) this.observe(v);
     },
+  });
+  gauge('gotrail_kubernetes_pods', 'Pods of this node known to the agent (absent outside Kubernetes)', [], (g, s) => {
+    if (s.kubernetes) g.set(s.kubernetes.pods);
+  });
+  counter('gotrail_kubernetes_watch_failures_total', 'Failed Kubernetes API requests (list or watch), retried with backoff', [], (set, s) => {
+    if (s.kubernetes) set({}, s.kubernetes.failures);
+  });
+  counter('gotrail_kubernetes_relists_total', 'Full pod relists (after 410 Gone or a lost watch)', [], (set, s) => {
+    if (s.kubernetes) set({}, s.kubernetes.relists);
   });
   counter('gotrail_attach_failures_total', 'Probe attachments that failed', [], (set, s) => set({}, s.attachFailures));
   // one snapshot per scrape

@@ -10,6 +10,7 @@ import { mkdirSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { Agent, type AgentOptions } from '../../daemon/agent/agent.ts';
+import { createMetrics } from '../../daemon/agent/metrics.ts';
 import { createExporter } from '../../daemon/export/exporters.ts';
 import { createLogger } from '../../daemon/util/log.ts';
 import { repoRoot } from '../support/agent-process.ts';
@@ -148,6 +149,9 @@ describe('container and Kubernetes resource attributes', { skip }, () => {
     assert.equal(attrs['k8s.deployment.name'], 'checkout');
     assert.equal(attrs['k8s.replicaset.name'], 'checkout-5f7c9d');
     assert.equal(attrs['k8s.node.name'], 'node-1');
+    const text = await createMetrics(r!.agent).metrics();
+    assert.match(text, /^gotrail_kubernetes_pods 1$/m, 'the listed pod is counted');
+    assert.match(text, /^gotrail_kubernetes_watch_failures_total 0$/m);
   });
 
   test('a process that starts before its pod is known gets the pod attributes when the pod arrives', async () => {
