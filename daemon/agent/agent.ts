@@ -98,7 +98,8 @@ export class Agent implements MetricsSource {
       uprobeMulti: f.uprobeMulti, lockdown: f.lockdown,
       headerInjection: f.probeWriteUser ? 'available' : 'unavailable (kernel lockdown); node-local links only',
     });
-    this.attach = new AttachmentManager(this.rt, this.probes, this.log);
+    const usable = this.probes.filter((p) => !this.rt!.disabledProbes.has(p.id));
+    this.attach = new AttachmentManager(this.rt, usable, this.log);
     this.batcher = new SpanBatcher(this.opts.exporter, this.log, this.opts.batcher);
     this.rt.onSystemEvent(EventType.GT_EVENT_PROCESS_EXEC, (buf, off) => {
       this.totals.execEvents++;
@@ -322,6 +323,7 @@ export class Agent implements MetricsSource {
       processesTraced: [...this.traced.values()].map((t) => ({ pid: t.info.pid, exe: t.info.exe, service: t.resource.attributes['service.name'] })),
       binaries,
       notTraced: this.attach?.notTraced() ?? [],
+      disabledProbes: Object.fromEntries(this.rt?.disabledProbes ?? []),
       kernel: this.rt?.features,
     };
   }

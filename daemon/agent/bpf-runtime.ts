@@ -61,11 +61,46 @@ export class BpfRuntime {
       for (const p of probes) for (const m of p.stateMaps) sizes[m] = opts.mapSizes.inflight;
     }
     if (opts.mapSizes?.ringBufferBytes) sizes['gt_events'] = opts.mapSizes.ringBufferBytes;
-    this.obj = new BpfObject(path, { mapMaxEntries: sizes, ...(opts.uprobeMulti === undefined ? {} : { uprobeMulti: opts.uprobeMulti }) });
-    this.obj.load();
+    this.obj = this.loadSparingFailures(path, probes, { mapMaxEntries: sizes, ...(opts.uprobeMulti === undefined ? {} : { uprobeMulti: opts.uprobeMulti }) });
     if (!enableStats()) log.warn('BPF run-time statistics unavailable: probe overhead metrics will read 0');
-    for (const p of probes) this.handlers.set(p.eventType, p);
-    this.stateMaps = ['gt_goroutine_spans', ...probes.flatMap((p) => p.stateMaps)];
+    const usable = probes.filter((p) => !this.disabledProbes.has(p.id));
+    for (const p of usable) this.handlers.set(p.eventType, p);
+    this.stateMaps = ['gt_goroutine_spans', ...usable.flatMap((p) => p.stateMaps)];
+  }
+
+  /** Probes whose programs the kernel refused, with the reason: the others run without them. */
+  readonly disabledProbes = new Map<string, string>();
+
+  /**
+   * Loads the object; when the kernel refuses one program (a verifier that
+   * is older or stricter than ours, a missing helper), the probe owning it
+   * is left out and the rest is loaded again, so one failing probe never
+   * takes the others down. Failures outside any probe's programs (maps, the
+   * process tracepoints' dependencies) still fail the load.
+   */
+  private loadSparingFailures(path: string, probes: readonly ProbeDescriptor[], open: ConstructorParameters<typeof BpfObject>[1]): BpfObject {
+    const programsOf = (p: ProbeDescriptor): string[] => p.functions.flatMap((f) => [f.entryProgram, f.returnProgram]).filter((x): x is string => !!x);
+    const skipped = new Set<string>();
+    for (;;) {
+      const probe = new BpfObject(path, open);
+      const all = probe.programNames();
+      probe.close();
+      const obj = new BpfObject(path, { ...open, autoload: all.filter((n) => !skipped.has(n)) });
+      try {
+        obj.load();
+        return obj;
+      } catch (e) {
+        obj.close();
+        const text = `${(e as Error).message}\n${(e as { log?: string }).log ?? ''}`;
+        const prog = /prog '([^']+)': (?:BPF program load failed|failed to load)/.exec(text)?.[1];
+        const owner = prog ? probes.find((p) => programsOf(p).includes(prog)) : undefined;
+        if (!prog || !owner || skipped.has(prog)) throw e;
+        const reason = `the kernel refused its BPF program ${prog}: ${(e as Error).message.split('\n')[0]}`;
+        this.disabledProbes.set(owner.id, reason);
+        for (const q of programsOf(owner)) skipped.add(q);
+        this.log.error(`probe ${owner.id} disabled`, { reason });
+      }
+    }
   }
 
   setBinary(id: number, goidOffset: number): void {
