@@ -37,7 +37,7 @@ export const MODULE_FIELDS: readonly ModuleFields[] = [
   {
     module: 'std',
     imports: ['bufio', 'net', 'net/http', 'net/url'],
-    keep: ['_ = http.ListenAndServe("", nil)', '_, _ = url.Parse("")', '_ = bufio.NewReader(nil)', '_, _ = http.Get("")', '_, _ = net.Dial("", "")'],
+    keep: ['_ = http.ListenAndServe("", nil)', '_, _ = url.Parse("")', '_ = bufio.NewReader(nil)', '_, _ = http.Get("")', '_, _ = net.Dial("", "")', '_ = http.ListenAndServeTLS("", "", "", nil)'],
     fields: {
       'runtime.g.goid': 'every probe: in-flight state is keyed by {tgid, goid}',
       'net/http.Request.Method': `${HTTP_SERVER}, ${HTTP_CLIENT}`,
@@ -57,6 +57,10 @@ export const MODULE_FIELDS: readonly ModuleFields[] = [
       'net/http.response.wroteHeader': HTTP_SERVER,
       'net/http.conn.bufr': `${HTTP_SERVER}: reads traceparent from the connection's read buffer`,
       'net/http.conn.rwc': `${HTTP_SERVER}: the net.Conn, for the 4-tuple`,
+      'net/http.http2responseWriter.rws': `${HTTP_SERVER}: the status of an HTTP/2 response (Go before 1.27, bundled HTTP/2)`,
+      'net/http.http2responseWriterState.status': `${HTTP_SERVER}: the status of an HTTP/2 response (Go before 1.27)`,
+      'net/http/internal/http2.responseWriter.rws': `${HTTP_SERVER}: the status of an HTTP/2 response (Go 1.27 and later)`,
+      'net/http/internal/http2.responseWriterState.status': `${HTTP_SERVER}: the status of an HTTP/2 response (Go 1.27 and later)`,
       'net/http.conn.server': `${HTTP_SERVER}: tells an HTTP/1 response (whose conn names the handler's server) from an HTTP/2 one`,
       'net/http.conn.remoteAddr': HTTP_SERVER,
       'bufio.Reader.buf': `${HTTP_SERVER}: request bytes buffered for the connection`,

@@ -106,7 +106,12 @@ function stdObservations(spec: ModuleFields, toolchains: GoToolchain[], generato
     const t0 = Date.now();
     log(`std: building the probe program with ${tc.version} …`);
     const built = buildGo({ toolchain: tc, dir: join(dir, 'src'), out: join(dir, 'probe') });
-    const out = runGenerator(generator, join(dir, 'probe'), fields);
+    // The toolchain's own source tells a type this Go version does not have
+    // (HTTP/2 moved from net/http's bundle to net/http/internal/http2 in 1.27)
+    // from one the linker dropped.
+    const goroot = execFileSync(tc.go, ['env', 'GOROOT'], { env: goEnv(tc), encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
+    const pkgs = [...new Set(fields.map((f) => f.slice(0, f.lastIndexOf('.', f.lastIndexOf('.') - 1))))];
+    const out = runGenerator(generator, join(dir, 'probe'), fields, Object.fromEntries(pkgs.map((p) => [p, join(goroot, 'src', p)])));
     if (out.goVersion !== undefined && out.goVersion !== tc.version) {
       throw new Error(`std: binary built with ${tc.version} reports ${out.goVersion}`);
     }
@@ -115,7 +120,7 @@ function stdObservations(spec: ModuleFields, toolchains: GoToolchain[], generato
       const o = obs.get(f);
       if (o !== undefined) all.get(f)!.push(o);
     }
-    log(`std: ${tc.version}: ${Object.keys(out.offsets).length} offsets, ${out.absent.length} absent (${built ? 'built' : 'cached'}, ${Date.now() - t0} ms)`);
+    log(`std: ${tc.version}: ${Object.keys(out.offsets).length} offsets, ${out.absent.length} absent, ${(out.notDeclared ?? []).length} in types this version does not have (${built ? 'built' : 'cached'}, ${Date.now() - t0} ms)`);
   }
   return all;
 }

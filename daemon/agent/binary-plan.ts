@@ -119,8 +119,15 @@ export function planProbe(bin: GoBinary, probe: ProbeDescriptor, dwarf: Map<stri
     plan.reason = missingRequired.map((m) => m.reason).join('; ');
     return plan;
   }
-  plan.missingOptional = res.missing.filter((m) => probe.optionalFields.includes(m.field)).map((m) => m.field);
-  for (const m of res.missing) {
+  // a field whose alternative resolved is not missing
+  const covered = new Set<string>();
+  for (const [a, b] of probe.alternativeFields ?? []) {
+    if (res.offsets[a] !== undefined) covered.add(b);
+    if (res.offsets[b] !== undefined) covered.add(a);
+  }
+  const missing = res.missing.filter((m) => !covered.has(m.field));
+  plan.missingOptional = missing.filter((m) => probe.optionalFields.includes(m.field)).map((m) => m.field);
+  for (const m of missing) {
     if (!probe.optionalFields.includes(m.field)) continue;
     plan.degraded.push(`${probe.optionalFieldEffects[m.field] ?? 'reduced detail'}: ${m.reason}`);
   }

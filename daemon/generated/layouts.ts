@@ -53,6 +53,7 @@ export const HttpEventFlags = {
   GT_HTTP_EVENT_LINKED: 4,
   GT_HTTP_EVENT_PANIC: 8,
   GT_HTTP_EVENT_NOT_HTTP1: 16,
+  GT_HTTP_EVENT_H2_STATUS: 32,
 } as const;
 
 /** enum gt_http_limits */
@@ -72,6 +73,7 @@ export const HttpServerFlags = {
   GT_HTTP_SERVER_READ_HEAD: 2,
   GT_HTTP_SERVER_LINK: 4,
   GT_HTTP_SERVER_CHECK_HTTP1: 8,
+  GT_HTTP_SERVER_H2_STATUS: 16,
 } as const;
 
 /** enum gt_process_event_limits */
@@ -367,7 +369,7 @@ export function encodeHttpClientEvent(v: HttpClientEvent, buf: Buffer = Buffer.a
   return buf;
 }
 
-/** struct gt_http_server_config (80 bytes) */
+/** struct gt_http_server_config (84 bytes) */
 export interface HttpServerConfig {
   req_method: number;
   req_url: number;
@@ -381,12 +383,13 @@ export interface HttpServerConfig {
   bufr_r: number;
   conn_rwc: number;
   conn_server: number;
+  h2_rws: number;
+  h2_status: number;
   flags: number;
-  reserved: number;
   tcp: TcpOffsets;
 }
 
-export const HTTP_SERVER_CONFIG_SIZE = 80;
+export const HTTP_SERVER_CONFIG_SIZE = 84;
 export const HttpServerConfigOffsets = {
   req_method: 0,
   req_url: 4,
@@ -400,14 +403,15 @@ export const HttpServerConfigOffsets = {
   bufr_r: 36,
   conn_rwc: 40,
   conn_server: 44,
-  flags: 48,
-  reserved: 52,
-  tcp: 56,
+  h2_rws: 48,
+  h2_status: 52,
+  flags: 56,
+  tcp: 60,
 } as const;
 
 /** Decodes struct gt_http_server_config at `off`; byte arrays are views into `buf`, not copies. */
 export function decodeHttpServerConfig(buf: Buffer, off = 0): HttpServerConfig {
-  if (off + 80 > buf.length) throw new RangeError(`gt_http_server_config: need 80 bytes at ${off}, have ${buf.length - off}`);
+  if (off + 84 > buf.length) throw new RangeError(`gt_http_server_config: need 84 bytes at ${off}, have ${buf.length - off}`);
   return {
     req_method: buf.readUInt32LE(off + 0),
     req_url: buf.readUInt32LE(off + 4),
@@ -421,14 +425,15 @@ export function decodeHttpServerConfig(buf: Buffer, off = 0): HttpServerConfig {
     bufr_r: buf.readUInt32LE(off + 36),
     conn_rwc: buf.readUInt32LE(off + 40),
     conn_server: buf.readUInt32LE(off + 44),
-    flags: buf.readUInt32LE(off + 48),
-    reserved: buf.readUInt32LE(off + 52),
-    tcp: decodeTcpOffsets(buf, off + 56),
+    h2_rws: buf.readUInt32LE(off + 48),
+    h2_status: buf.readUInt32LE(off + 52),
+    flags: buf.readUInt32LE(off + 56),
+    tcp: decodeTcpOffsets(buf, off + 60),
   };
 }
 
 /** Encodes struct gt_http_server_config into `buf` at `off` (a new zeroed buffer by default). */
-export function encodeHttpServerConfig(v: HttpServerConfig, buf: Buffer = Buffer.alloc(80), off = 0): Buffer {
+export function encodeHttpServerConfig(v: HttpServerConfig, buf: Buffer = Buffer.alloc(84), off = 0): Buffer {
   buf.writeUInt32LE(v.req_method, off + 0);
   buf.writeUInt32LE(v.req_url, off + 4);
   buf.writeUInt32LE(v.req_host, off + 8);
@@ -441,9 +446,10 @@ export function encodeHttpServerConfig(v: HttpServerConfig, buf: Buffer = Buffer
   buf.writeUInt32LE(v.bufr_r, off + 36);
   buf.writeUInt32LE(v.conn_rwc, off + 40);
   buf.writeUInt32LE(v.conn_server, off + 44);
-  buf.writeUInt32LE(v.flags, off + 48);
-  buf.writeUInt32LE(v.reserved, off + 52);
-  encodeTcpOffsets(v.tcp, buf, off + 56);
+  buf.writeUInt32LE(v.h2_rws, off + 48);
+  buf.writeUInt32LE(v.h2_status, off + 52);
+  buf.writeUInt32LE(v.flags, off + 56);
+  encodeTcpOffsets(v.tcp, buf, off + 60);
   return buf;
 }
 

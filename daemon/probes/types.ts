@@ -45,6 +45,12 @@ export interface ProbeDescriptor {
   /** BPF array map (indexed by binary id) receiving `encodeConfig`'s bytes. */
   configMap: string;
   encodeConfig(offsets: Record<string, number>, missingOptional: string[]): Buffer;
+  /**
+   * Pairs of optional fields that stand for each other (the same fact under a
+   * name that changed between versions): one of a pair missing is no loss
+   * while the other resolves.
+   */
+  alternativeFields?: Array<[string, string]>;
   /** Human notes on what missing optional fields cost, keyed by field. */
   optionalFieldEffects: Record<string, string>;
   eventType: number;

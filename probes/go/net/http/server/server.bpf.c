@@ -34,8 +34,9 @@ struct gt_http_server_config {
 	__u32 bufr_r;           /* bufio.Reader.r */
 	__u32 conn_rwc;         /* net/http.conn.rwc */
 	__u32 conn_server;      /* net/http.conn.server */
+	__u32 h2_rws;           /* HTTP/2 responseWriter.rws (bundled before Go 1.27, internal/http2 after) */
+	__u32 h2_status;        /* HTTP/2 responseWriterState.status */
 	__u32 flags;            /* enum gt_http_server_flags */
-	__u32 reserved;
 	struct gt_tcp_offsets tcp;
 };
 
@@ -48,6 +49,8 @@ enum gt_http_server_flags {
 	GT_HTTP_SERVER_LINK = 4,
 	/* conn.server known: tell HTTP/1 responses from HTTP/2 ones */
 	GT_HTTP_SERVER_CHECK_HTTP1 = 8,
+	/* HTTP/2 writer offsets known: read an HTTP/2 response's status */
+	GT_HTTP_SERVER_H2_STATUS = 16,
 };
 
 enum gt_http_event_flags {
@@ -60,6 +63,8 @@ enum gt_http_event_flags {
 	/* the ResponseWriter is not net/http's HTTP/1 *response (HTTP/2):
 	 * its status, connection and read buffer are not where the offsets say */
 	GT_HTTP_EVENT_NOT_HTTP1 = 16,
+	/* the HTTP/2 writer's status was read (0: the handler wrote nothing) */
+	GT_HTTP_EVENT_H2_STATUS = 32,
 };
 
 struct gt_http_server_event {
@@ -313,8 +318,14 @@ static __always_inline void finish_request(struct gt_http_server_config *cfg, st
 	ev->remote_len = go_read_string(req, cfg->req_remote_addr, ev->remote, GT_HTTP_REMOTE_MAX);
 	go_read_ptr(req, cfg->req_url, &url);
 	ev->path_len = go_read_string(url, cfg->url_path, ev->path, GT_HTTP_PATH_MAX);
-	if (st->resp && !(st->flags & GT_HTTP_EVENT_NOT_HTTP1))
+	if (st->resp && !(st->flags & GT_HTTP_EVENT_NOT_HTTP1)) {
 		bpf_probe_read_user(&status, sizeof(status), (void *)(st->resp + cfg->resp_status));
+	} else if (st->resp && (cfg->flags & GT_HTTP_SERVER_H2_STATUS)) {
+		__u64 rws = 0;
+		if (go_read_ptr(st->resp, cfg->h2_rws, &rws) == 0 && rws &&
+		    bpf_probe_read_user(&status, sizeof(status), (void *)(rws + cfg->h2_status)) == 0)
+			ev->flags |= GT_HTTP_EVENT_H2_STATUS;
+	}
 	ev->status = status < 1000 ? (__u32)status : 0;
 	if (ev->method_len < 0 || ev->path_len < 0)
 		gt_count(GT_COUNTER_READ_FAILED);

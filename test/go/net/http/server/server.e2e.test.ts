@@ -173,45 +173,52 @@ describe('net/http server probe, end to end', { skip }, () => {
     }
   }
 
-  test('HTTP/2 over TLS: one span per request, the status not misread from a foreign writer', async () => {
-    const server = await startGoServer(binPath('go1.26', 'stripped'), ['-tls']);
-    const origin = server.url.replace('http://', 'https://');
-    const session = connect(origin, { rejectUnauthorized: false });
-    try {
-      await agent.waitTraced(server.pid);
-      const h2get = (path: string): Promise<number> => new Promise((resolve, reject) => {
-        const req = session.request({ ':path': path });
-        req.on('response', (h) => {
-          req.resume();
-          req.on('end', () => resolve(Number(h[':status'])));
+  for (const [tc, v] of [['go1.19', 'plain'], ['go1.26', 'stripped'], ['go1.27', 'pie']] as const) {
+    test(`${tc} ${v}: HTTP/2 over TLS — one span per request, its status read from the HTTP/2 writer`, async () => {
+      const server = await startGoServer(binPath(tc, v), ['-tls']);
+      const origin = server.url.replace('http://', 'https://');
+      const session = connect(origin, { rejectUnauthorized: false });
+      try {
+        await agent.waitTraced(server.pid);
+        const h2get = (path: string): Promise<number> => new Promise((resolve, reject) => {
+          const req = session.request({ ':path': path });
+          req.on('response', (h) => {
+            req.resume();
+            req.on('end', () => resolve(Number(h[':status'])));
+          });
+          req.on('error', reject);
+          req.end();
         });
-        req.on('error', reject);
-        req.end();
-      });
-      for (const p of ['/hello', '/status/503', '/status/201']) assert.ok((await h2get(p)) > 0);
-      // and HTTP/1.1 over TLS on the same server
-      const h1 = await new Promise<number>((resolve, reject) => {
-        https.get(`${origin}/status/202`, { rejectUnauthorized: false, agent: false }, (res) => {
-          res.resume();
-          res.on('end', () => resolve(res.statusCode ?? 0));
-        }).on('error', reject);
-      });
-      assert.equal(h1, 202);
-      await collector.waitForSpans((all) => spansOf(all, server.pid).length >= 4, 20_000);
-      await new Promise((r) => setTimeout(r, 1000));
-      const spans = spansOf(await collector.spans(), server.pid);
-      assert.equal(spans.length, 4, 'one span per request, HTTP/2 and HTTP/1.1');
-      const h2spans = spans.filter((s) => s.attributes['network.protocol.version'] === '2');
-      assert.equal(h2spans.length, 3, 'HTTP/2 requests are told apart');
-      assert.deepEqual(h2spans.map((s) => s.attributes['url.path']).sort(), ['/hello', '/status/201', '/status/503']);
-      for (const s of h2spans) assert.equal(s.attributes['http.response.status_code'], undefined, 'no status read from an HTTP/2 writer');
-      const tls1 = spans.find((s) => s.attributes['url.path'] === '/status/202')!;
-      assert.equal(tls1.attributes['http.response.status_code'], 202, 'HTTP/1.1 over TLS keeps its status');
-    } finally {
-      session.close();
-      await server.stop();
-    }
-  });
+        assert.equal(await h2get('/hello'), 200);
+        assert.equal(await h2get('/status/503'), 503);
+        assert.equal(await h2get('/status/201'), 201);
+        // and HTTP/1.1 over TLS on the same server
+        const h1 = await new Promise<number>((resolve, reject) => {
+          https.get(`${origin}/status/202`, { rejectUnauthorized: false, agent: false }, (res) => {
+            res.resume();
+            res.on('end', () => resolve(res.statusCode ?? 0));
+          }).on('error', reject);
+        });
+        assert.equal(h1, 202);
+        await collector.waitForSpans((all) => spansOf(all, server.pid).length >= 4, 20_000);
+        await new Promise((r) => setTimeout(r, 1000));
+        const spans = spansOf(await collector.spans(), server.pid);
+        assert.equal(spans.length, 4, 'one span per request, HTTP/2 and HTTP/1.1');
+        const h2spans = spans.filter((s) => s.attributes['network.protocol.version'] === '2');
+        assert.equal(h2spans.length, 3, 'HTTP/2 requests are told apart');
+        const byPath = new Map(h2spans.map((s) => [s.attributes['url.path'], s]));
+        assert.equal(byPath.get('/hello')?.attributes['http.response.status_code'], 200, 'a handler that wrote nothing answered 200');
+        assert.equal(byPath.get('/status/201')?.attributes['http.response.status_code'], 201);
+        assert.equal(byPath.get('/status/503')?.attributes['http.response.status_code'], 503);
+        assert.equal(byPath.get('/status/503')?.status.code, 'ERROR');
+        const tls1 = spans.find((s) => s.attributes['url.path'] === '/status/202')!;
+        assert.equal(tls1.attributes['http.response.status_code'], 202, 'HTTP/1.1 over TLS keeps its status');
+      } finally {
+        session.close();
+        await server.stop();
+      }
+    });
+  }
 
   test('under concurrent load: exactly one span per request, none lost', async () => {
     const server = await startGoServer(binPath('go1.26', 'pie'));
@@ -237,9 +244,10 @@ describe('net/http server probe, end to end', { skip }, () => {
       assert.equal(spans.filter((s) => s.attributes['http.response.status_code'] === 500).length, total / 10);
       assert.equal(new Set(spans.map((s) => s.spanId)).size, total);
       const metrics = (await httpRequest(await agent.metricsUrl())).body;
-      assert.match(metrics, /^gotrail_events_lost_total\{reason="ringbuf_full"\} 0$/m);
-      assert.match(metrics, /^gotrail_events_lost_total\{reason="no_entry"\} 0$/m, 'every return found its entry');
-      assert.match(metrics, /^gotrail_spans_dropped_total 0$/m);
+      const counters = metrics.split('\n').filter((l) => /^gotrail_(events_lost_total|spans_dropped_total)/.test(l)).join('; ');
+      assert.match(metrics, /^gotrail_events_lost_total\{reason="ringbuf_full"\} 0$/m, counters);
+      assert.match(metrics, /^gotrail_events_lost_total\{reason="no_entry"\} 0$/m, `every return found its entry: ${counters}`);
+      assert.match(metrics, /^gotrail_spans_dropped_total 0$/m, counters);
     } finally {
       await server.stop();
     }

@@ -24,11 +24,17 @@ const F = {
   r: 'bufio.Reader.r',
   rwc: 'net/http.conn.rwc',
   server: 'net/http.conn.server',
+  // HTTP/2 was bundled into net/http until Go 1.27, then moved to net/http/internal/http2
+  h2RwsBundled: 'net/http.http2responseWriter.rws',
+  h2StatusBundled: 'net/http.http2responseWriterState.status',
+  h2Rws: 'net/http/internal/http2.responseWriter.rws',
+  h2Status: 'net/http/internal/http2.responseWriterState.status',
 } as const;
 
 const HEAD_FIELDS = [F.conn, F.bufr, F.buf, F.r];
 const LINK_FIELDS = [F.conn, F.rwc, ...TCP_FIELDS];
 const HTTP1_CHECK_FIELDS = [F.conn, F.server];
+const H2_FIELDS = [F.h2RwsBundled, F.h2StatusBundled, F.h2Rws, F.h2Status];
 
 import { goString, splitHostPort } from '../../../../../spans/go-values.ts';
 import { TCP_FIELDS, tcpOffsets } from '../tcp-fields.ts';
@@ -46,8 +52,10 @@ export const httpServerProbe: ProbeDescriptor = {
     { symbol: 'net/http.(*conn).serve.func1', entryProgram: 'gt_http_server_panic', optional: 'requests whose handler panics produce no span' },
   ],
   requiredFields: [F.method, F.url, F.host, F.remote, F.path, F.status],
-  optionalFields: [...new Set([...HEAD_FIELDS, ...LINK_FIELDS, ...HTTP1_CHECK_FIELDS])],
+  optionalFields: [...new Set([...HEAD_FIELDS, ...LINK_FIELDS, ...HTTP1_CHECK_FIELDS, ...H2_FIELDS])],
+  alternativeFields: [[F.h2RwsBundled, F.h2Rws], [F.h2StatusBundled, F.h2Status]],
   optionalFieldEffects: {
+    ...Object.fromEntries(H2_FIELDS.map((f) => [f, 'HTTP/2 responses carry no status code'])),
     [F.server]: 'HTTP/2 requests are not told from HTTP/1 ones, so their status code may be misread',
     ...Object.fromEntries(LINK_FIELDS.map((f) => [f, 'requests from traced clients on this node are not linked to them'])),
     ...Object.fromEntries(HEAD_FIELDS.map((f) => [f, 'incoming traceparent headers are not read'])),
@@ -58,6 +66,9 @@ export const httpServerProbe: ProbeDescriptor = {
     const head = HEAD_FIELDS.every((f) => !missingOptional.includes(f));
     const link = LINK_FIELDS.every((f) => !missingOptional.includes(f));
     const check = HTTP1_CHECK_FIELDS.every((f) => !missingOptional.includes(f));
+    const h2Rws = o[F.h2RwsBundled] ?? o[F.h2Rws];
+    const h2Status = o[F.h2StatusBundled] ?? o[F.h2Status];
+    const h2 = check && h2Rws !== undefined && h2Status !== undefined;
     return encodeHttpServerConfig({
       req_method: o[F.method] ?? 0,
       req_url: o[F.url] ?? 0,
@@ -71,11 +82,13 @@ export const httpServerProbe: ProbeDescriptor = {
       bufr_r: o[F.r] ?? 0,
       conn_rwc: o[F.rwc] ?? 0,
       conn_server: o[F.server] ?? 0,
+      h2_rws: h2Rws ?? 0,
+      h2_status: h2Status ?? 0,
       flags: HttpServerFlags.GT_HTTP_SERVER_ENABLED
         | (head ? HttpServerFlags.GT_HTTP_SERVER_READ_HEAD : 0)
         | (link ? HttpServerFlags.GT_HTTP_SERVER_LINK : 0)
-        | (check ? HttpServerFlags.GT_HTTP_SERVER_CHECK_HTTP1 : 0),
-      reserved: 0,
+        | (check ? HttpServerFlags.GT_HTTP_SERVER_CHECK_HTTP1 : 0)
+        | (h2 ? HttpServerFlags.GT_HTTP_SERVER_H2_STATUS : 0),
       tcp: tcpOffsets(o),
     });
   },
@@ -91,8 +104,9 @@ export const httpServerProbe: ProbeDescriptor = {
     const panicked = (ev.flags & HttpEventFlags.GT_HTTP_EVENT_PANIC) !== 0;
     const http2 = (ev.flags & HttpEventFlags.GT_HTTP_EVENT_NOT_HTTP1) !== 0;
     // a handler that wrote nothing answered 200 — unless it panicked (nothing
-    // was answered), or the request is HTTP/2 (whose status is not read)
-    const status = ev.status === 0 ? (panicked || http2 ? undefined : 200) : ev.status;
+    // was answered), or it is HTTP/2 and the status could not be read
+    const statusKnown = !http2 || (ev.flags & HttpEventFlags.GT_HTTP_EVENT_H2_STATUS) !== 0;
+    const status = ev.status === 0 ? (panicked || !statusKnown ? undefined : 200) : ev.status;
     const attributes: Attributes = {
       'http.request.method': method,
       'url.path': path,
