@@ -124,10 +124,6 @@ export class BpfRuntime {
     return this.obj.mapDelete('gt_processes', u32key(tgid));
   }
 
-  tracedProcesses(): number[] {
-    return this.obj.mapKeys('gt_processes').map((k) => k.readUInt32LE(0));
-  }
-
   /** Removes in-flight goroutine state of a process that exited. */
   forgetProcessState(tgid: number): number {
     let removed = 0;

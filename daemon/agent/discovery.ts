@@ -93,13 +93,4 @@ export class GoProcessProbe {
     }
     return { kind: 'go', info: { pid, startTime, exe, exePath, name, key, goVersion } };
   }
-
-  /** Forget a binary (e.g. replaced on disk: new inode, so this only bounds the cache). */
-  forgetBinary(key: BinaryKey): void {
-    this.binaryCache.delete(keyString(key));
-  }
-
-  cacheSize(): number {
-    return this.binaryCache.size;
-  }
 }

@@ -3,7 +3,7 @@
  * process's own OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES (as its SDK would
  * have used them), else the executable's name.
  */
-import { readFileSync, readlinkSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { basename } from 'node:path';
 import { resourceFromAttributes, type Resource } from '@opentelemetry/resources';
@@ -74,13 +74,4 @@ export function processAttributes(p: ProcessFacts): Attributes {
 
 export function processResource(p: ProcessFacts): Resource {
   return resourceFromAttributes(processAttributes(p));
-}
-
-/** The executable of a live process, as the kernel names it (" (deleted)" removed). */
-export function processExecutable(pid: number, procRoot = '/proc'): string | undefined {
-  try {
-    return readlinkSync(`${procRoot}/${pid}/exe`).replace(/ \(deleted\)$/, '');
-  } catch {
-    return undefined;
-  }
 }

@@ -16,7 +16,7 @@ import { createLogger } from '../../daemon/util/log.ts';
 import { repoRoot } from '../support/agent-process.ts';
 import { startGoServer, httpRequest } from '../support/go-server.ts';
 import { skipUnlessBpf } from '../support/privileges.ts';
-import { sleep, until } from '../support/wait.ts';
+import { until } from '../support/wait.ts';
 
 const goBin = (tc: string, v: string): string => join(repoRoot, 'build', 'go', tc, v, 'httpserver');
 const work = join(repoRoot, 'build', 'test-robustness');

@@ -11,7 +11,7 @@ import { connect } from 'node:http2';
 import https from 'node:https';
 import { startCollector, type Collector, type ReceivedSpan } from '../../../../support/collector.ts';
 import { startAgent, repoRoot, type AgentProcess } from '../../../../support/agent-process.ts';
-import { startGoServer, httpRequest, type GoServer } from '../../../../support/go-server.ts';
+import { startGoServer, httpRequest } from '../../../../support/go-server.ts';
 import { skipUnlessBpf } from '../../../../support/privileges.ts';
 
 const skip = skipUnlessBpf();
