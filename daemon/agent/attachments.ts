@@ -7,6 +7,7 @@
  */
 import { existsSync } from 'node:fs';
 import type { BpfRuntime } from './bpf-runtime.ts';
+import { LruCache } from '../util/lru.ts';
 import { planBinaryAt, type BinaryPlan } from './binary-plan.ts';
 import type { ProbeDescriptor } from '../probes/types.ts';
 import type { Logger } from '../util/log.ts';
@@ -49,7 +50,7 @@ export class AttachmentManager {
   private readonly freeIds: number[] = [];
   private nextId = 1;
   readonly stats: AttachStats = { binariesAnalysed: 0, attachFailures: 0 };
-  private readonly planCache = new Map<string, { plan?: BinaryPlan; error?: string; path?: string }>();
+  private readonly planCache = new LruCache<string, { plan?: BinaryPlan; error?: string; path?: string }>(PLAN_CACHE_MAX);
   private readonly rt: BpfRuntime;
   private readonly probes: readonly ProbeDescriptor[];
   private readonly log: Logger;
@@ -176,21 +177,14 @@ export class AttachmentManager {
 
   private planFor(key: string, path: string, exe: string): { plan?: BinaryPlan; error?: string } {
     const hit = this.planCache.get(key);
-    if (hit) {
-      this.planCache.delete(key);
-      this.planCache.set(key, hit);
-      return hit;
-    }
+    if (hit) return hit;
     this.stats.binariesAnalysed++;
     const r = planBinaryAt(path, this.probes);
     const entry = { plan: r.plan, error: r.error?.message, path: exe };
     // A failure is a fact about the binary only if its process outlived the
     // analysis: a process that exits mid-read leaves a truncated or vanished
     // file behind, and the next process of the binary must be analysed anew.
-    if (r.plan || existsSync(path)) {
-      this.planCache.set(key, entry);
-      if (this.planCache.size > PLAN_CACHE_MAX) this.planCache.delete(this.planCache.keys().next().value!);
-    }
+    if (r.plan || existsSync(path)) this.planCache.set(key, entry);
     return entry;
   }
 

@@ -8,6 +8,7 @@ import { readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { readGoVersion } from '../analysis/go-binary.ts';
 import type { BinaryKey } from './attachments.ts';
 import { keyString } from './attachments.ts';
+import { LruCache } from '../util/lru.ts';
 
 export interface ProcessInfo {
   pid: number;
@@ -47,8 +48,8 @@ export function listPids(procRoot = '/proc'): number[] {
 }
 
 export class GoProcessProbe {
-  /** binary key → Go version, or null for non-Go binaries */
-  private readonly binaryCache = new Map<string, string | null>();
+  /** binary key → Go version, or null for non-Go binaries (most recent binaries only) */
+  private readonly binaryCache = new LruCache<string, string | null>(8192);
   private readonly procRoot: string;
 
   constructor(procRoot = '/proc') {
