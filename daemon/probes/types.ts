@@ -5,7 +5,11 @@
  */
 import type { Resource } from '@opentelemetry/resources';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
+import { SpanStatusCode, type Attributes, type SpanKind } from '@opentelemetry/api';
 import type { MonotonicClock } from '../spans/clock.ts';
+import { makeSpan } from '../spans/span-record.ts';
+import { spanContextFrom } from '../spans/span-context.ts';
+import type { SpanContext as SpanContextLayout } from '../generated/layouts.ts';
 
 export interface ProbedFunction {
   /** Fully qualified Go symbol, e.g. `net/http.serverHandler.ServeHTTP`. */
@@ -74,4 +78,33 @@ export function eventBasics(ctx: EventContext, what: string, tgid: number, metho
     return undefined;
   }
   return { resource };
+}
+
+/** What a probe event carries about its span, in the layout every probe event shares. */
+export interface ProbeSpan {
+  name: string;
+  kind: SpanKind;
+  span: SpanContextLayout;
+  start_ns: bigint;
+  end_ns: bigint;
+  attributes: Attributes;
+  error: boolean;
+  resource: Resource;
+  /** the instrumented Go package */
+  scope: string;
+}
+
+/** Emits the span of a probe event: ids made in BPF, monotonic stamps turned to wall time. */
+export function emitProbeSpan(ctx: EventContext, s: ProbeSpan): void {
+  ctx.emit(makeSpan({
+    name: s.name,
+    kind: s.kind,
+    ...spanContextFrom(s.span),
+    startUnixNano: ctx.clock.toUnixNano(s.start_ns),
+    endUnixNano: ctx.clock.toUnixNano(s.end_ns),
+    attributes: s.attributes,
+    status: s.error ? { code: SpanStatusCode.ERROR } : { code: SpanStatusCode.UNSET },
+    resource: s.resource,
+    scope: s.scope,
+  }));
 }

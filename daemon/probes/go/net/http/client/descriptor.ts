@@ -4,13 +4,11 @@
  * request made on a goroutine that is serving a traced request is that
  * request's child (the link is made in BPF).
  */
-import type { Attributes } from '@opentelemetry/api';
+import { SpanKind, type Attributes } from '@opentelemetry/api';
 import { EventType, HttpClientEventFlags, HttpClientFlags, HTTP_CLIENT_EVENT_SIZE, decodeHttpClientEvent, encodeHttpClientConfig } from '../../../../../generated/layouts.ts';
-import { makeSpan, SpanKind, SpanStatusCode } from '../../../../../spans/span-record.ts';
-import { spanContextFrom } from '../../../../../spans/span-context.ts';
 import { goString, splitHostPort } from '../../../../../spans/go-values.ts';
 import { TCP_FIELDS, tcpOffsets } from '../tcp-fields.ts';
-import { eventBasics, type EventContext, type ProbeDescriptor } from '../../../../types.ts';
+import { emitProbeSpan, eventBasics, type EventContext, type ProbeDescriptor } from '../../../../types.ts';
 
 const F = {
   method: 'net/http.Request.Method',
@@ -74,17 +72,16 @@ export const httpClientProbe: ProbeDescriptor = {
     };
     if (ev.status) attributes['http.response.status_code'] = ev.status;
     if (failed) attributes['error.type'] = 'transport';
-    const isError = failed || ev.status >= 400;
-    ctx.emit(makeSpan({
+    emitProbeSpan(ctx, {
       name: method,
       kind: SpanKind.CLIENT,
-      ...spanContextFrom(ev.span),
-      startUnixNano: ctx.clock.toUnixNano(ev.start_ns),
-      endUnixNano: ctx.clock.toUnixNano(ev.end_ns),
+      span: ev.span,
+      start_ns: ev.start_ns,
+      end_ns: ev.end_ns,
       attributes,
-      status: isError ? { code: SpanStatusCode.ERROR } : { code: SpanStatusCode.UNSET },
+      error: failed || ev.status >= 400,
       resource,
       scope: 'net/http',
-    }));
+    });
   },
 };

@@ -2,14 +2,14 @@
  * net/http server: one SERVER span per request handled by net/http, following
  * the OpenTelemetry HTTP semantic conventions.
  */
-import type { Attributes } from '@opentelemetry/api';
+import { SpanKind, type Attributes } from '@opentelemetry/api';
 import {
   EventType, HttpEventFlags, HttpServerFlags, HTTP_SERVER_EVENT_SIZE,
   decodeHttpServerEvent, encodeHttpServerConfig,
 } from '../../../../../generated/layouts.ts';
-import { makeSpan, SpanKind, SpanStatusCode } from '../../../../../spans/span-record.ts';
-import { spanContextFrom } from '../../../../../spans/span-context.ts';
-import { eventBasics, type EventContext, type ProbeDescriptor } from '../../../../types.ts';
+import { emitProbeSpan, eventBasics, type EventContext, type ProbeDescriptor } from '../../../../types.ts';
+import { goString, splitHostPort } from '../../../../../spans/go-values.ts';
+import { TCP_FIELDS, tcpOffsets } from '../tcp-fields.ts';
 
 const F = {
   method: 'net/http.Request.Method',
@@ -36,8 +36,6 @@ const LINK_FIELDS = [F.conn, F.rwc, ...TCP_FIELDS];
 const HTTP1_CHECK_FIELDS = [F.conn, F.server];
 const H2_FIELDS = [F.h2RwsBundled, F.h2StatusBundled, F.h2Rws, F.h2Status];
 
-import { goString, splitHostPort } from '../../../../../spans/go-values.ts';
-import { TCP_FIELDS, tcpOffsets } from '../tcp-fields.ts';
 
 export { splitHostPort };
 
@@ -123,17 +121,16 @@ export const httpServerProbe: ProbeDescriptor = {
     if (client.port !== undefined) attributes['client.port'] = client.port;
     if (ev.path_len > ev.path.length) attributes['gotrail.url.path.truncated'] = true;
 
-    const isError = panicked || (status ?? 0) >= 500;
-    ctx.emit(makeSpan({
+    emitProbeSpan(ctx, {
       name: method,
       kind: SpanKind.SERVER,
-      ...spanContextFrom(ev.span),
-      startUnixNano: ctx.clock.toUnixNano(ev.start_ns),
-      endUnixNano: ctx.clock.toUnixNano(ev.end_ns),
+      span: ev.span,
+      start_ns: ev.start_ns,
+      end_ns: ev.end_ns,
       attributes,
-      status: isError ? { code: SpanStatusCode.ERROR } : { code: SpanStatusCode.UNSET },
+      error: panicked || (status ?? 0) >= 500,
       resource,
       scope: 'net/http',
-    }));
+    });
   },
 };
