@@ -81,11 +81,10 @@ export class BpfRuntime {
   private loadSparingFailures(path: string, probes: readonly ProbeDescriptor[], open: ConstructorParameters<typeof BpfObject>[1]): BpfObject {
     const programsOf = (p: ProbeDescriptor): string[] => p.functions.flatMap((f) => [f.entryProgram, f.returnProgram]).filter((x): x is string => !!x);
     const skipped = new Set<string>();
+    let obj = new BpfObject(path, open);
+    const all = obj.programNames();
     for (;;) {
-      const probe = new BpfObject(path, open);
-      const all = probe.programNames();
-      probe.close();
-      const obj = new BpfObject(path, { ...open, autoload: all.filter((n) => !skipped.has(n)) });
+      if (skipped.size) obj = new BpfObject(path, { ...open, autoload: all.filter((n) => !skipped.has(n)) });
       try {
         obj.load();
         return obj;

@@ -240,42 +240,39 @@ static __always_inline int gt_hex(char c)
 	return -1; /* the spec allows lower-case hex only */
 }
 
+/* Parses 2*n hex characters into n bytes; returns the OR of the bytes (0:
+ * all zero) or -1 when a character is not lower-case hex. */
+static __always_inline int gt_parse_hex(const char *s, __u8 *out, int n)
+{
+	__u8 any = 0;
+#pragma unroll
+	for (int i = 0; i < 16; i++) {
+		if (i >= n)
+			break;
+		int hi = gt_hex(s[2 * i]), lo = gt_hex(s[2 * i + 1]);
+		if (hi < 0 || lo < 0)
+			return -1;
+		out[i] = (__u8)(hi << 4 | lo);
+		any |= out[i];
+	}
+	return any;
+}
+
 /* Parses a traceparent value ("00-<32 hex>-<16 hex>-<2 hex>") into a child
  * context of the remote span; false when malformed. Per the spec, versions
  * other than 00 are read as 00 (except the invalid ff), all-zero ids are
  * invalid. */
 static __always_inline bool gt_parse_traceparent(const char *s, struct gt_span_context *c)
 {
-	__u8 ver = 0, flags = 0, any_trace = 0, any_span = 0;
+	__u8 ver = 0, flags = 0;
 	if (s[2] != '-' || s[35] != '-' || s[52] != '-')
 		return false;
-	int a = gt_hex(s[0]), b = gt_hex(s[1]);
-	if (a < 0 || b < 0)
+	if (gt_parse_hex(s, &ver, 1) < 0 || ver == 0xff)
 		return false;
-	ver = (__u8)(a << 4 | b);
-	if (ver == 0xff)
+	if (gt_parse_hex(s + 3, c->trace_id, 16) <= 0 || gt_parse_hex(s + 36, c->parent_span_id, 8) <= 0)
 		return false;
-#pragma unroll
-	for (int i = 0; i < 16; i++) {
-		int hi = gt_hex(s[3 + 2 * i]), lo = gt_hex(s[4 + 2 * i]);
-		if (hi < 0 || lo < 0)
-			return false;
-		c->trace_id[i] = (__u8)(hi << 4 | lo);
-		any_trace |= c->trace_id[i];
-	}
-#pragma unroll
-	for (int i = 0; i < 8; i++) {
-		int hi = gt_hex(s[36 + 2 * i]), lo = gt_hex(s[37 + 2 * i]);
-		if (hi < 0 || lo < 0)
-			return false;
-		c->parent_span_id[i] = (__u8)(hi << 4 | lo);
-		any_span |= c->parent_span_id[i];
-	}
-	a = gt_hex(s[53]);
-	b = gt_hex(s[54]);
-	if (a < 0 || b < 0 || !any_trace || !any_span)
+	if (gt_parse_hex(s + 53, &flags, 1) < 0)
 		return false;
-	flags = (__u8)(a << 4 | b);
 	gt_random_bytes(c->span_id, 8);
 	c->flags = GT_SPAN_HAS_PARENT | GT_SPAN_PARENT_REMOTE | ((flags & 1) ? GT_SPAN_SAMPLED : 0);
 	return true;
