@@ -3,7 +3,9 @@
 // statistics and ring-buffer batches. Policy (what to attach where, retries,
 // metrics) lives in TypeScript; everything here is mechanism.
 //
-// Every method runs synchronously on the calling JS thread unless noted.
+// Every method runs synchronously on the calling JS thread unless noted;
+// each ring buffer has a poll thread of its own ("gotrail-rb-<n>") that
+// only takes records out of the kernel and never runs JS.
 // Every error the addon throws is a NativeError: its message reads
 // "<operation>: <strerror> (errno N)", optionally followed by ": <detail>"
 // and, for libbpf failures, by libbpf's log on the following lines.
@@ -19,7 +21,8 @@
 // - Tracepoints: SEC("raw_tp/<name>") and SEC("tp_btf/<name>") need no
 //   tracefs; SEC("tracepoint/<cat>/<name>") needs tracefs mounted.
 // - Ring buffer records: submit with BPF_RB_NO_WAKEUP; the poll thread
-//   drains on a timer. A batch holds frames [u32 LE length][payload][zero
+//   drains on a timer (a ring buffer started with `wakeup: true` also
+//   wakes for records submitted with a wakeup). A batch holds frames [u32 LE length][payload][zero
 //   padding to the next multiple of 8]; frames start at 8-byte-aligned
 //   offsets of the batch, so a payload starts at offset % 8 == 4. The next
 //   frame is at align8(frameStart + 4 + length).
@@ -71,26 +74,50 @@ export interface UprobeAttachOptions {
 }
 
 export interface RingBufferOptions {
-  /** How often the poll thread drains the ring buffer, in ms. Probes submit
-   * with BPF_RB_NO_WAKEUP, so this is the delivery latency. Default 5. */
+  /** How often the poll thread drains the ring buffer, in ms (1..60000).
+   * Probes submit with BPF_RB_NO_WAKEUP, so in timer mode this is the
+   * delivery latency. Default 5. */
   intervalMs: number;
-  /** Batches waiting for the JS thread before new ones are dropped (and
-   * counted). Default 64. */
+  /** Batches handed to the JS thread and not yet returned from onBatch
+   * (1..2^20). When this many are out, the poll thread stops taking records
+   * out of the kernel ring buffer until one returns: records wait in the
+   * kernel, and what no longer fits there is counted by the BPF side (a
+   * failed bpf_ringbuf_reserve). Memory held by the addon is at most
+   * (maxQueuedBatches + 2) * maxBatchBytes. Default 64. */
   maxQueuedBatches: number;
   /** A batch is handed over once it would grow past this many bytes (a
-   * single larger record travels alone). Default 1 MiB. */
+   * single larger record travels alone). 64..2^30, default 1 MiB. */
   maxBatchBytes: number;
+  /** Wakeup mode, for low-rate, latency-sensitive ring buffers whose
+   * producers submit with wakeups (flags 0 or BPF_RB_FORCE_WAKEUP; e.g.
+   * process exec/exit): the poll thread also sleeps in poll(2) on the ring
+   * buffer and consumes as soon as the kernel signals a record, besides the
+   * timer. BPF_RB_NO_WAKEUP records are still seen on the timer (and
+   * whenever a wakeup record arrives). A flood of records makes a
+   * wakeup-mode thread consume continuously; leave it off for data ring
+   * buffers. Default false (timer only). */
+  wakeup: boolean;
 }
 
-/** Cumulative since startRingBuffer(). batches/records/bytes count what was
- * handed to JS (bytes: record payloads, without framing); the dropped
- * counters what the JS thread was too far behind to receive. */
+/** Cumulative since startRingBuffer() of that map. batches/records/bytes
+ * count what was delivered to onBatch (bytes: record payloads, without
+ * framing). A record taken out of the kernel is never dropped because JS is
+ * slow (the poll thread stops consuming instead, see `stalls`), so the
+ * dropped counters only count batches discarded at environment teardown
+ * (process or worker exit); records lost because the kernel ring buffer was
+ * full are counted by the BPF programs that failed to reserve them. */
 export interface RingBufferStats {
   batches: bigint;
   records: bigint;
   bytes: bigint;
   droppedBatches: bigint;
   droppedRecords: bigint;
+  /** Times the poll thread stopped consuming because maxQueuedBatches
+   * batches were out to JS (backpressure, not loss). */
+  stalls: bigint;
+  /** Batches out to JS right now (a gauge; summed over maps when no map is
+   * named). */
+  queuedBatches: number;
 }
 
 export type LinkKind = 'uprobe_multi' | 'uprobe' | 'tracepoint';
@@ -109,6 +136,9 @@ export interface LinkSetInfo {
  * u32 payload length followed by the payload, then zero padding so that the
  * next frame starts at an 8-byte-aligned offset within the batch. Runs on
  * the JS thread; an exception thrown here surfaces as an uncaught exception.
+ * The batch counts against maxQueuedBatches until this returns, so a slow
+ * callback slows consumption rather than losing records. `stats` are the
+ * map's counters including this batch.
  */
 export type BatchCallback = (batch: Buffer, stats: RingBufferStats) => void;
 
@@ -155,17 +185,38 @@ export interface BpfObject {
   linkSets(): LinkSetInfo[];
   /** Loaded programs only. */
   programStats(): ProgramStats[];
-  /** Starts the named poll thread ("gotrail-rb") for a BPF_MAP_TYPE_RINGBUF
-   * map; one ring buffer per object (EBUSY otherwise). While it runs it keeps
-   * the event loop alive. */
+  /**
+   * Starts consuming a BPF_MAP_TYPE_RINGBUF map on a poll thread of its own
+   * (named "gotrail-rb-<n>"); several maps of one object may run at once.
+   * onBatch runs on this JS thread, one call per batch, in ring order. While
+   * it runs it keeps the event loop alive. Throws EBUSY when that map already
+   * runs, EINVAL when it is not a ring buffer or an option is out of range,
+   * ENOENT for an unknown map, EBADF before load() or after close().
+   */
   startRingBuffer(mapName: string, onBatch: BatchCallback, opts?: Partial<RingBufferOptions>): void;
-  /** Live counters, or the final ones after the ring buffer stopped. */
-  ringBufferStats(): RingBufferStats;
-  /** Drains once more, stops the poll thread and resolves once it has
-   * exited and every queued batch was delivered. Resolves at once when no
-   * ring buffer runs. */
-  stopRingBuffer(): Promise<void>;
-  /** Destroys every link, asks the ring buffer to stop and frees the object.
+  /**
+   * Pauses (true) or resumes (false) taking records out of that map's ring
+   * buffer. Effective from the next record the poll thread looks at; batches
+   * already taken are still delivered. While paused, records wait in the
+   * kernel and the BPF side counts what does not fit; resuming consumes at
+   * once. stopRingBuffer() drains even a paused ring buffer. Returns whether
+   * a ring buffer runs on that map (false: nothing to pause). Does not block.
+   */
+  pauseRingBuffer(mapName: string, paused: boolean): boolean;
+  /** One map's counters (live, or final after it stopped; zeros when it
+   * never ran, ENOENT for an unknown map), or without a name the sum over
+   * every ring buffer this object ran. */
+  ringBufferStats(mapName?: string): RingBufferStats;
+  /**
+   * Stops one map's ring buffer, or every one when no name is given: the
+   * poll thread takes what the ring buffer holds at that moment (at most its
+   * size, paused or not), hands it over, and exits. Resolves once every
+   * batch was delivered and the thread was joined; this waits for onBatch
+   * to work through a full queue, never for producers that keep writing.
+   * Resolves at once when nothing (of that name) runs. Does not block.
+   */
+  stopRingBuffer(mapName?: string): Promise<void>;
+  /** Destroys every link, asks every ring buffer to stop and frees the object.
    * Idempotent; other methods throw EBADF afterwards. Garbage collection
    * does the same. */
   close(): void;

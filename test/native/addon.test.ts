@@ -11,7 +11,13 @@ import { describe, it, before } from 'node:test';
 import type * as Native from '../../daemon/native/index.ts';
 import {
   Collector,
+  Counter,
   GoWorker,
+  blockUntil,
+  firstGap,
+  readCounter,
+  sleep,
+  threadNames,
   buildFixtures,
   fixturesDir,
   skipReason,
@@ -141,7 +147,7 @@ describe('native addon', { skip, timeout: 120_000 }, () => {
       for (let i = 0; i < values.length / 8; i++) values.writeUInt32LE(i + 1, i * 8);
       o.mapUpdate('percpu', u32(1), values);
       assert.deepEqual(o.mapLookup('percpu', u32(1)), values);
-      assert.equal(o.mapCount('counters'), 4);
+      assert.equal(o.mapCount('counters'), 8);
     } finally {
       o.close();
     }
@@ -315,30 +321,248 @@ describe('native addon', { skip, timeout: 120_000 }, () => {
     }
   });
 
-  it('ring buffer: a full queue drops and counts batches without blocking', async () => {
+  /** Attaches on_work, and on_side at main.Other with `sideCookie` (odd: NO_WAKEUP). */
+  function attachBoth(o: Native.BpfObject, sideCookie: bigint): void {
+    o.attachUprobes('on_work', fx.worker, [workOffset], [1n]);
+    o.attachUprobes('on_side', fx.worker, [otherOffset], [sideCookie]);
+  }
+
+  it('ring buffer backpressure: a consumer blocked during a flood loses nothing that left the kernel', async () => {
     const o = new BpfObject(fx.object);
     const worker = new GoWorker(fx.worker);
     try {
       o.load();
+      const N = 40_000; // 5x what the 256 KiB ring holds
+      const maxQueuedBatches = 2;
       const c = new Collector();
-      o.startRingBuffer('events', c.onBatch, { maxQueuedBatches: 1, maxBatchBytes: 64, intervalMs: 1 });
+      let first = true;
+      let maxQueued = 0;
+      o.startRingBuffer('events', (batch, stats) => {
+        maxQueued = Math.max(maxQueued, stats.queuedBatches);
+        c.onBatch(batch);
+        if (!first) return;
+        first = false;
+        // The whole flood runs while the event loop is blocked here.
+        worker.send(N);
+        blockUntil(() => readCounter(o, Counter.hitsEvents) === BigInt(N + 1), 'the flood');
+      }, { maxQueuedBatches, maxBatchBytes: 4096, intervalMs: 1 });
       o.attachUprobes('on_work', fx.worker, [workOffset], [1n]);
-      worker.send(100);
-      // Keep the JS thread busy while the poll thread produces ~50 batches.
-      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 400);
+      worker.send(1);
       await worker.done();
+      await worker.done(60_000);
+      const full = readCounter(o, Counter.fullEvents);
+      assert.ok(full > 0n, 'the flood overflowed the kernel ring buffer while JS was blocked');
+      await c.waitFor(N + 1 - Number(full), 30_000);
       await o.stopRingBuffer();
-      const s = o.ringBufferStats();
-      assert.ok(s.droppedBatches > 0n, `no drops: ${JSON.stringify(s, (_, v) => (typeof v === 'bigint' ? String(v) : v))}`);
-      assert.equal(s.records + s.droppedRecords, 100n);
-      assert.equal(BigInt(c.records.length), s.records);
+
+      const s = o.ringBufferStats('events');
+      assert.equal(BigInt(c.records.length) + full, BigInt(N + 1), 'produced == delivered + BPF-side overflow');
+      assert.equal(firstGap(c.records.map((r) => r.seq)), -1, 'every record that left the kernel arrived, in order');
+      assert.equal(s.droppedRecords, 0n);
+      assert.equal(s.droppedBatches, 0n);
+      assert.equal(s.records, BigInt(c.records.length));
+      assert.ok(s.stalls > 0n, 'the poll thread waited for JS');
+      assert.ok(maxQueued <= maxQueuedBatches, `queued ${maxQueued} > ${maxQueuedBatches}`);
+      assert.equal(s.queuedBatches, 0);
     } finally {
       await worker.stop();
       o.close();
     }
   });
 
-  it('ring buffer lifecycle: one per object, stop resolves, restart works', async () => {
+  it('ring buffer pause: nothing is delivered while paused, what fitted arrives after resume', async () => {
+    const o = new BpfObject(fx.object);
+    const worker = new GoWorker(fx.worker);
+    try {
+      o.load();
+      const c = new Collector();
+      o.startRingBuffer('events', c.onBatch, { intervalMs: 2 });
+      o.attachUprobes('on_work', fx.worker, [workOffset], [1n]);
+      await worker.run(10);
+      await c.waitFor(10);
+      assert.equal(c.records.length, 10);
+
+      assert.equal(o.pauseRingBuffer('events', true), true);
+      const N = 20_000; // more than the ring holds
+      await worker.run(N);
+      await sleep(100); // 50 intervals
+      assert.equal(c.records.length, 10, 'nothing delivered while paused');
+      const full = readCounter(o, Counter.fullEvents);
+      assert.ok(full > 0n, 'records that did not fit are counted by the BPF side');
+
+      assert.equal(o.pauseRingBuffer('events', false), true);
+      const expected = 10 + N - Number(full);
+      await c.waitFor(expected);
+      assert.equal(c.records.length, expected, 'everything that fitted arrives after resume');
+      await o.stopRingBuffer();
+      assert.equal(c.records.length, expected);
+      assert.equal(firstGap(c.records.map((r) => r.seq)), -1);
+      assert.equal(o.ringBufferStats('events').droppedRecords, 0n);
+      assert.equal(o.pauseRingBuffer('events', true), false, 'nothing to pause after stop');
+      assert.equal(o.pauseRingBuffer('side', true), false, 'nothing to pause on a map that never ran');
+      expectError(() => o.pauseRingBuffer('events', 1 as unknown as boolean), 'EINVAL', /^pause ring buffer events$/);
+    } finally {
+      await worker.stop();
+      o.close();
+    }
+  });
+
+  it('two ring buffers at once: one flooded and paused, the other still delivers', async () => {
+    const o = new BpfObject(fx.object);
+    const worker = new GoWorker(fx.worker);
+    try {
+      o.load();
+      const events = new Collector();
+      const side = new Collector();
+      assert.deepEqual(threadNames(/^gotrail-rb/), []);
+      o.startRingBuffer('events', events.onBatch, { intervalMs: 2 });
+      o.startRingBuffer('side', side.onBatch, { intervalMs: 2 });
+      const threads = threadNames(/^gotrail-rb/);
+      assert.equal(threads.length, 2, threads.join(','));
+      assert.ok(threads.every((t) => /^gotrail-rb-\d+$/.test(t)) && threads[0] !== threads[1], threads.join(','));
+      expectError(() => o.startRingBuffer('side', () => {}), 'EBUSY', /^start ring buffer side$/);
+      attachBoth(o, 2n);
+
+      assert.equal(o.pauseRingBuffer('events', true), true);
+      const N = 5_000;
+      for (let k = 1; k <= 3; k++) {
+        await worker.run(N);
+        await side.waitFor(k);
+        assert.equal(side.records.length, k, `side record ${k} delivered while events is paused`);
+      }
+      assert.equal(events.records.length, 0);
+      const full = readCounter(o, Counter.fullEvents);
+      assert.ok(full > 0n, 'events overflowed');
+      assert.deepEqual(side.records.map((r) => [r.cookie, r.seq]), [[2n, 0n], [2n, 1n], [2n, 2n]]);
+      assert.equal(o.ringBufferStats('side').records, 3n);
+      assert.equal(o.ringBufferStats('events').records, 0n);
+
+      await o.stopRingBuffer('side'); // only that one
+      assert.equal(threadNames(/^gotrail-rb/).length, 1);
+      assert.equal(o.pauseRingBuffer('events', false), true);
+      const expected = 3 * N - Number(full);
+      await events.waitFor(expected);
+      await o.stopRingBuffer();
+      assert.deepEqual(threadNames(/^gotrail-rb/), []);
+      assert.equal(events.records.length, expected);
+      assert.equal(firstGap(events.records.map((r) => r.seq)), -1);
+      const se = o.ringBufferStats('events');
+      const ss = o.ringBufferStats('side');
+      const all = o.ringBufferStats();
+      assert.equal(se.records, BigInt(expected));
+      assert.equal(ss.records, 3n);
+      assert.equal(all.records, se.records + ss.records);
+      assert.equal(all.batches, se.batches + ss.batches);
+      assert.equal(all.droppedRecords, 0n);
+      expectError(() => o.ringBufferStats('nope'), 'ENOENT', /^read ring buffer stats nope$/);
+    } finally {
+      await worker.stop();
+      o.close();
+    }
+  });
+
+  it('wakeup mode delivers a record submitted with a wakeup at once, and NO_WAKEUP records on the timer', async () => {
+    const INTERVAL = 10_000;
+    const o = new BpfObject(fx.object);
+    const worker = new GoWorker(fx.worker);
+    try {
+      o.load();
+      const c = new Collector();
+      // Control: timer mode does not look at the ring before its tick...
+      o.startRingBuffer('side', c.onBatch, { intervalMs: INTERVAL });
+      const h = o.attachUprobes('on_side', fx.worker, [otherOffset], [0n]);
+      await worker.run(0); // main.Other once: one record, submitted with a wakeup
+      await sleep(300);
+      assert.equal(c.records.length, 0, 'timer mode waits for its tick');
+      await o.stopRingBuffer('side'); // ...and stop drains it at once
+      assert.equal(c.records.length, 1);
+
+      o.startRingBuffer('side', c.onBatch, { intervalMs: INTERVAL, wakeup: true });
+      await sleep(50); // the poll thread is asleep
+      const latencies: number[] = [];
+      for (let i = 2; i <= 4; i++) {
+        const t0 = performance.now();
+        worker.send(0);
+        await c.waitFor(i, 5_000);
+        latencies.push(performance.now() - t0);
+        assert.equal(c.records.length, i);
+        await worker.done();
+      }
+      assert.ok(latencies.every((ms) => ms < 1_000), `latencies ${latencies.map((ms) => ms.toFixed(1)).join(', ')} ms, interval ${INTERVAL} ms`);
+      await o.stopRingBuffer('side');
+
+      // NO_WAKEUP records in wakeup mode: seen on the timer.
+      o.detach(h);
+      o.attachUprobes('on_side', fx.worker, [otherOffset], [1n]);
+      o.startRingBuffer('side', c.onBatch, { intervalMs: 100, wakeup: true });
+      await worker.run(0);
+      await c.waitFor(5, 5_000);
+      assert.equal(c.records.length, 5);
+      assert.equal(c.records[4]?.cookie, 1n);
+      await o.stopRingBuffer();
+      assert.deepEqual(c.records.map((r) => r.seq), [0n, 1n, 2n, 3n, 4n]);
+    } finally {
+      await worker.stop();
+      o.close();
+    }
+  });
+
+  it('stop resolves with a full queue, and while paused, delivering what the ring held', async () => {
+    const o = new BpfObject(fx.object);
+    const worker = new GoWorker(fx.worker);
+    const within = <T>(p: Promise<T>, ms: number, what: string): Promise<T> =>
+      Promise.race([p, sleep(ms).then(() => Promise.reject(new Error(`${what} did not resolve within ${ms} ms`)))]);
+    try {
+      o.load();
+      const N = 20_000;
+      const c = new Collector();
+      let stopped: Promise<void> | undefined;
+      o.startRingBuffer('events', (batch) => {
+        c.onBatch(batch);
+        if (stopped !== undefined) return;
+        worker.send(N);
+        blockUntil(() => readCounter(o, Counter.hitsEvents) === BigInt(N + 1), 'the flood');
+        blockUntil(() => o.ringBufferStats('events').stalls > 0n, 'the poll thread to wait for JS');
+        stopped = o.stopRingBuffer(); // the poll thread holds a full batch and the queue is full
+      }, { maxQueuedBatches: 1, maxBatchBytes: 4096, intervalMs: 1 });
+      o.attachUprobes('on_work', fx.worker, [workOffset], [1n]);
+      await worker.run(1);
+      await worker.done(60_000);
+      assert.ok(stopped !== undefined, 'the flood was sent from the first batch');
+      await within(stopped!, 20_000, 'stopRingBuffer() with a full queue');
+      let full = readCounter(o, Counter.fullEvents);
+      assert.ok(full > 0n);
+      assert.equal(BigInt(c.records.length) + full, BigInt(N + 1), 'stop delivered everything the ring held');
+      assert.equal(firstGap(c.records.map((r) => r.seq)), -1);
+      assert.equal(o.ringBufferStats('events').droppedRecords, 0n);
+
+      // Paused with a full ring: stop still drains it.
+      const d = new Collector();
+      o.startRingBuffer('events', d.onBatch, { maxQueuedBatches: 1, maxBatchBytes: 4096, intervalMs: 1 });
+      o.pauseRingBuffer('events', true);
+      const before = readCounter(o, Counter.fullEvents);
+      await worker.run(N);
+      full = readCounter(o, Counter.fullEvents) - before;
+      assert.ok(full > 0n);
+      await within(o.stopRingBuffer('events'), 20_000, 'stopRingBuffer() while paused');
+      assert.equal(BigInt(d.records.length) + full, BigInt(N));
+      assert.equal(d.records[0]?.seq, BigInt(c.records.length));
+    } finally {
+      await worker.stop();
+      o.close();
+    }
+  });
+
+  it('process exit while the poll thread waits for JS exits cleanly', () => {
+    for (const mode of ['exit-with-full-queue', 'worker-exit-with-full-queue']) {
+      const r = runChild([mode, fx.object, fx.worker, String(workOffset)]);
+      assert.equal(r.signal, null, `${mode}: hung or crashed: ${r.stderr}`);
+      assert.equal(r.status, 0, `${mode}: ${r.stdout}${r.stderr}`);
+      assert.match(r.stdout, /exiting with a stalled poll thread/, mode);
+    }
+  });
+
+  it('ring buffer lifecycle: one per map, stop resolves, restart works', async () => {
     const o = new BpfObject(fx.object);
     try {
       await o.stopRingBuffer(); // nothing running: resolves at once

@@ -252,3 +252,55 @@ export function unusedPid(): number {
   for (let pid = max - 1; pid > 1; pid--) if (!existsSync(`/proc/${pid}`)) return pid;
   throw new Error('no free pid');
 }
+
+/** Indexes of the `counters` map of fixtures/addon_fixture.bpf.c. */
+export const Counter = {
+  seqEvents: 0,
+  fullEvents: 4,
+  seqSide: 5,
+  fullSide: 6,
+  hitsEvents: 7,
+} as const;
+
+/** Reads one u64 of the fixture's `counters` map. */
+export function readCounter(o: { mapLookup(name: string, key: Uint8Array): Buffer | null }, index: number): bigint {
+  const v = o.mapLookup('counters', u32(index));
+  if (v === null) throw new Error(`counters[${index}] missing`);
+  return v.readBigUInt64LE();
+}
+
+/**
+ * Blocks the JS thread (the event loop included) until `done()` holds,
+ * looking every 2 ms; throws after `timeoutMs` so that a broken test fails
+ * instead of hanging.
+ */
+export function blockUntil(done: () => boolean, what: string, timeoutMs = 60_000): void {
+  const cell = new Int32Array(new SharedArrayBuffer(4));
+  const deadline = Date.now() + timeoutMs;
+  while (!done()) {
+    if (Date.now() > deadline) throw new Error(`timed out (blocking) waiting for ${what}`);
+    Atomics.wait(cell, 0, 0, 2);
+  }
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Names of this process's threads that match `pattern` (from /proc/self/task/N/comm). */
+export function threadNames(pattern: RegExp): string[] {
+  const names: string[] = [];
+  for (const tid of readdirSync('/proc/self/task')) {
+    try {
+      const comm = readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim();
+      if (pattern.test(comm)) names.push(comm);
+    } catch {
+      // the thread exited between the listing and the read
+    }
+  }
+  return names.sort();
+}
+
+/** Index of the first seq that differs from its position (a gap, a duplicate or a reordering), or -1 when seqs are exactly 0..n-1. */
+export function firstGap(seqs: bigint[]): number {
+  for (let i = 0; i < seqs.length; i++) if (seqs[i] !== BigInt(i)) return i;
+  return -1;
+}

@@ -134,6 +134,7 @@ Napi::Function BpfObject::Define(Napi::Env env) {
           InstanceMethod<&BpfObject::StartRingBuffer>("startRingBuffer"),
           InstanceMethod<&BpfObject::RingBufferStats>("ringBufferStats"),
           InstanceMethod<&BpfObject::StopRingBuffer>("stopRingBuffer"),
+          InstanceMethod<&BpfObject::PauseRingBuffer>("pauseRingBuffer"),
           InstanceMethod<&BpfObject::Close>("close"),
           InstanceAccessor<&BpfObject::GetUprobeMulti>("uprobeMulti"),
           InstanceAccessor<&BpfObject::GetLoaded>("loaded"),
@@ -231,17 +232,17 @@ void BpfObject::Open(const Napi::CallbackInfo& info) {
 
 // JS thread: garbage collection or environment teardown.
 BpfObject::~BpfObject() {
-  if (ring_) ring_->DetachOwner();
+  for (auto& entry : rings_) entry.second->DetachOwner();
   CloseAll();
 }
 
 // JS thread.
 void BpfObject::CloseAll() {
-  // The ring buffer reads the map through its own mmap, which keeps the map
-  // alive after the object is closed; the poll thread winds down on its own
-  // and ring_ stays until then, so that stopRingBuffer() after close() still
-  // waits for it.
-  if (ring_) ring_->RequestStop();
+  // A ring buffer reads the map through its own mmap, which keeps the map
+  // alive after the object is closed; each poll thread winds down on its own
+  // and stays in rings_ until then, so that stopRingBuffer() after close()
+  // still waits for it.
+  for (auto& entry : rings_) entry.second->RequestStop();
   for (auto& entry : link_sets_) DestroyLinkSet(entry.second);
   link_sets_.clear();
   if (obj_ != nullptr) {
@@ -252,9 +253,10 @@ void BpfObject::CloseAll() {
 
 // JS thread, from the ring buffer's TSFN finalizer.
 void BpfObject::RingBufferStopped(RingBufferState* state, const RingBufferCounters& final) {
-  if (ring_.get() != state) return;
-  last_ring_counters_ = final;
-  ring_.reset();
+  auto it = rings_.find(state->MapName());
+  if (it == rings_.end() || it->second.get() != state) return;
+  stopped_rings_[state->MapName()] = final;
+  rings_.erase(it);
 }
 
 void BpfObject::RequireOpen(Napi::Env env, const std::string& op) const {
@@ -724,7 +726,8 @@ Napi::Value BpfObject::ProgramStats(const Napi::CallbackInfo& info) {
   return out;
 }
 
-// JS thread. Starts the poll thread; see ring_buffer.h.
+// JS thread. Starts the poll thread of one ring-buffer map; see
+// ring_buffer.h.
 Napi::Value BpfObject::StartRingBuffer(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string name = StringArg(info, 0, "start ring buffer", "map name");
@@ -735,7 +738,7 @@ Napi::Value BpfObject::StartRingBuffer(const Napi::CallbackInfo& info) {
     Throw(env, op, EINVAL, "map " + name + " is not a ring buffer");
   }
   if (info.Length() < 2 || !info[1].IsFunction()) Throw(env, op, EINVAL, "onBatch must be a function");
-  if (ring_) Throw(env, op, EBUSY, "a ring buffer is already running on this object");
+  if (rings_.count(name) > 0) Throw(env, op, EBUSY, "a ring buffer is already running on map " + name);
   Napi::Object o = OptionalObject(info, 2, op, "options");
   RingBufferOptions ro;
   ro.interval_ms = static_cast<uint32_t>(IntOption(env, o, "intervalMs", ro.interval_ms, 1, 60000, op));
@@ -743,30 +746,77 @@ Napi::Value BpfObject::StartRingBuffer(const Napi::CallbackInfo& info) {
       IntOption(env, o, "maxQueuedBatches", ro.max_queued_batches, 1, 1 << 20, op));
   ro.max_batch_bytes = static_cast<uint32_t>(
       IntOption(env, o, "maxBatchBytes", ro.max_batch_bytes, 64, 1 << 30, op));
-  ring_ = RingBufferState::Start(env, fd, name, info[1].As<Napi::Function>(), ro, this);
+  Napi::Value wakeup = o.Get("wakeup");
+  if (!wakeup.IsUndefined()) {
+    if (!wakeup.IsBoolean()) Throw(env, op, EINVAL, "wakeup must be a boolean");
+    ro.wakeup = wakeup.As<Napi::Boolean>().Value();
+  }
+  rings_[name] = RingBufferState::Start(env, fd, bpf_map__max_entries(map), name,
+                                        info[1].As<Napi::Function>(), ro, this);
+  stopped_rings_.erase(name);
   return env.Undefined();
 }
 
-// JS thread.
+// JS thread. ringBufferStats(mapName?): one map's counters (live, or final
+// once stopped), or the sum over every ring buffer of the object.
 Napi::Value BpfObject::RingBufferStats(const Napi::CallbackInfo& info) {
-  return CountersToJs(info.Env(), ring_ ? ring_->Counters() : last_ring_counters_);
+  Napi::Env env = info.Env();
+  if (info.Length() > 0 && !info[0].IsUndefined()) {
+    std::string name = StringArg(info, 0, "read ring buffer stats", "map name");
+    auto live = rings_.find(name);
+    if (live != rings_.end()) return CountersToJs(env, live->second->Counters());
+    auto done = stopped_rings_.find(name);
+    if (done != stopped_rings_.end()) return CountersToJs(env, done->second);
+    // Never started: zeros, but only for a map that exists.
+    FindMap(env, "read ring buffer stats " + name, name);
+    return CountersToJs(env, RingBufferCounters());
+  }
+  RingBufferCounters sum;
+  for (const auto& entry : rings_) sum += entry.second->Counters();
+  for (const auto& entry : stopped_rings_) sum += entry.second;
+  return CountersToJs(env, sum);
 }
 
-// JS thread. Only signals: the promise settles from the TSFN finalizer once
-// the poll thread has drained, released and been joined.
+// JS thread. stopRingBuffer(mapName?): only signals; the promise settles
+// from the TSFN finalizers once the poll threads have drained, released and
+// been joined. Resolves at once when nothing (of that name) runs.
 Napi::Value BpfObject::StopRingBuffer(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  std::vector<RingBufferState*> targets;
+  if (info.Length() > 0 && !info[0].IsUndefined()) {
+    std::string name = StringArg(info, 0, "stop ring buffer", "map name");
+    auto it = rings_.find(name);
+    if (it != rings_.end()) targets.push_back(it->second.get());
+  } else {
+    for (auto& entry : rings_) targets.push_back(entry.second.get());
+  }
   napi_deferred deferred;
   napi_value promise;
   napi_status st = napi_create_promise(env, &deferred, &promise);
   NAPI_THROW_IF_FAILED(env, st, Napi::Value());
-  if (!ring_) {
+  if (targets.empty()) {
     napi_resolve_deferred(env, deferred, env.Undefined());
   } else {
-    ring_->AddStopWaiter(deferred);
-    ring_->RequestStop();
+    auto waiter = std::make_shared<StopWaiter>(StopWaiter{deferred, targets.size()});
+    for (RingBufferState* r : targets) {
+      r->AddStopWaiter(waiter);
+      r->RequestStop();
+    }
   }
   return Napi::Value(env, promise);
+}
+
+// JS thread. pauseRingBuffer(mapName, paused) -> whether a ring buffer runs
+// on that map (nothing to pause otherwise).
+Napi::Value BpfObject::PauseRingBuffer(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string name = StringArg(info, 0, "pause ring buffer", "map name");
+  const std::string op = "pause ring buffer " + name;
+  if (info.Length() < 2 || !info[1].IsBoolean()) Throw(env, op, EINVAL, "paused must be a boolean");
+  auto it = rings_.find(name);
+  if (it == rings_.end()) return Napi::Boolean::New(env, false);
+  it->second->SetPaused(info[1].As<Napi::Boolean>().Value());
+  return Napi::Boolean::New(env, true);
 }
 
 // JS thread. Detaching perf-event uprobes is slow (see DestroyLinkSet), so

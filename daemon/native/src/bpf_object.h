@@ -1,6 +1,6 @@
 // BpfObject: one libbpf bpf_object plus the links attached from its
-// programs and at most one ring buffer consumer. Every method runs on the JS
-// thread that created the object; only the ring buffer has a thread of its
+// programs and one consumer per ring-buffer map. Every method runs on the JS
+// thread that created the object; only each ring buffer has a thread of its
 // own (see ring_buffer.h).
 #pragma once
 
@@ -56,6 +56,7 @@ class BpfObject : public Napi::ObjectWrap<BpfObject>, public RingBufferOwner {
   Napi::Value StartRingBuffer(const Napi::CallbackInfo& info);
   Napi::Value RingBufferStats(const Napi::CallbackInfo& info);
   Napi::Value StopRingBuffer(const Napi::CallbackInfo& info);
+  Napi::Value PauseRingBuffer(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
   Napi::Value GetUprobeMulti(const Napi::CallbackInfo& info);
   Napi::Value GetLoaded(const Napi::CallbackInfo& info);
@@ -78,8 +79,10 @@ class BpfObject : public Napi::ObjectWrap<BpfObject>, public RingBufferOwner {
   std::set<std::string> multi_programs_;  // from SEC("uprobe.multi")
   std::map<int, LinkSet> link_sets_;
   int next_handle_ = 1;
-  std::shared_ptr<RingBufferState> ring_;
-  RingBufferCounters last_ring_counters_;
+  // Running (or stopping) ring buffers by map name; final counters of the
+  // stopped ones, which ringBufferStats() keeps reporting.
+  std::map<std::string, std::shared_ptr<RingBufferState>> rings_;
+  std::map<std::string, RingBufferCounters> stopped_rings_;
 };
 
 }  // namespace gotrail

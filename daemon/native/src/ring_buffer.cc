@@ -1,9 +1,15 @@
 #include "ring_buffer.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <system_error>
 
@@ -17,23 +23,65 @@ namespace {
 // large enough that a busy one grows the vector only a few times per batch.
 constexpr size_t kInitialBatchReserve = 64 * 1024;
 
+// The kernel's per-record header (length and flags) in front of each
+// record, as counted against the ring's size.
+constexpr size_t kRingbufHeader = 8;
+
 inline size_t Align8(size_t n) { return (n + 7) & ~static_cast<size_t>(7); }
+
+// Poll threads are numbered per process so that `top -H` tells them apart;
+// the name must fit the kernel's 15 characters.
+std::atomic<unsigned> next_thread_no{0};
 
 }  // namespace
 
-// JS thread.
-Napi::Object CountersToJs(Napi::Env env, const RingBufferCounters& c) {
-  Napi::Object o = Napi::Object::New(env);
-  o.Set("batches", Napi::BigInt::New(env, c.batches));
-  o.Set("records", Napi::BigInt::New(env, c.records));
-  o.Set("bytes", Napi::BigInt::New(env, c.bytes));
-  o.Set("droppedBatches", Napi::BigInt::New(env, c.dropped_batches));
-  o.Set("droppedRecords", Napi::BigInt::New(env, c.dropped_records));
+RingBufferCounters& RingBufferCounters::operator+=(const RingBufferCounters& o) {
+  batches += o.batches;
+  records += o.records;
+  bytes += o.bytes;
+  dropped_batches += o.dropped_batches;
+  dropped_records += o.dropped_records;
+  stalls += o.stalls;
+  queued_batches += o.queued_batches;
+  return *this;
+}
+
+// JS thread. Plain Node-API with status checks rather than node-addon-api,
+// whose error path aborts the process when the environment can no longer
+// run JS (a worker thread calling process.exit() inside onBatch): nullptr
+// then.
+static napi_value CountersToJsOrNull(napi_env env, const RingBufferCounters& c) {
+  napi_value o;
+  if (napi_create_object(env, &o) != napi_ok) return nullptr;
+  const std::pair<const char*, uint64_t> big[] = {
+      {"batches", c.batches},           {"records", c.records},
+      {"bytes", c.bytes},               {"droppedBatches", c.dropped_batches},
+      {"droppedRecords", c.dropped_records}, {"stalls", c.stalls},
+  };
+  napi_value v;
+  for (const auto& [key, value] : big) {
+    if (napi_create_bigint_uint64(env, value, &v) != napi_ok ||
+        napi_set_named_property(env, o, key, v) != napi_ok) {
+      return nullptr;
+    }
+  }
+  if (napi_create_uint32(env, c.queued_batches, &v) != napi_ok ||
+      napi_set_named_property(env, o, "queuedBatches", v) != napi_ok) {
+    return nullptr;
+  }
   return o;
 }
 
 // JS thread.
+Napi::Object CountersToJs(Napi::Env env, const RingBufferCounters& c) {
+  napi_value o = CountersToJsOrNull(env, c);
+  if (o == nullptr) NAPI_THROW(Napi::Error::New(env), Napi::Object());
+  return Napi::Object(env, o);
+}
+
+// JS thread.
 std::shared_ptr<RingBufferState> RingBufferState::Start(Napi::Env env, int map_fd,
+                                                        uint32_t ring_bytes,
                                                         const std::string& map_name,
                                                         Napi::Function on_batch,
                                                         const RingBufferOptions& opts,
@@ -41,15 +89,23 @@ std::shared_ptr<RingBufferState> RingBufferState::Start(Napi::Env env, int map_f
   const std::string op = "start ring buffer " + map_name;
   std::shared_ptr<RingBufferState> state(new RingBufferState());
   state->opts_ = opts;
+  state->map_name_ = map_name;
+  state->ring_bytes_ = ring_bytes;
+  // On failure below, the state's destructor closes what was opened.
+  state->event_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (state->event_fd_ < 0) Throw(env, op + ": create eventfd", errno);
+  // close() closes the object's map fd while the poll thread may still be
+  // draining; the mmap keeps the ring alive, this dup keeps it pollable.
+  state->ring_fd_ = fcntl(map_fd, F_DUPFD_CLOEXEC, 0);
+  if (state->ring_fd_ < 0) Throw(env, op + ": dup map fd", errno);
   {
     LibbpfLogCapture log;
-    state->rb_ = ring_buffer__new(map_fd, &RingBufferState::OnSample, state.get(), nullptr);
+    state->rb_ = ring_buffer__new(state->ring_fd_, &RingBufferState::OnSample, state.get(), nullptr);
     if (state->rb_ == nullptr) {
       const int err = errno;
       ThrowWithLog(env, op, err, log.Tail(40));
     }
   }
-  state->batch_.reserve(kInitialBatchReserve);
 
   // The finalizer owns one reference so that the state outlives the
   // BpfObject when JS drops the object while batches are still queued.
@@ -58,7 +114,7 @@ std::shared_ptr<RingBufferState> RingBufferState::Start(Napi::Env env, int map_f
     state->tsfn_ = Tsfn::New(env, on_batch, "gotrail-ringbuf", opts.max_queued_batches, 1,
                              state.get(), &RingBufferState::Finalize, holder);
   } catch (...) {
-    delete holder;  // the state's destructor frees the ring buffer
+    delete holder;
     throw;
   }
   try {
@@ -68,6 +124,11 @@ std::shared_ptr<RingBufferState> RingBufferState::Start(Napi::Env env, int map_f
     state->tsfn_.Release();
     Throw(env, op + ": create poll thread", e.code().value());
   }
+  // Named from here rather than by the thread itself, so that it carries
+  // its name by the time startRingBuffer() returns.
+  char name[16];
+  std::snprintf(name, sizeof name, "gotrail-rb-%u", next_thread_no.fetch_add(1) % 10000);
+  pthread_setname_np(state->thread_.native_handle(), name);
   state->owner_ = owner;
   return state;
 }
@@ -75,17 +136,33 @@ std::shared_ptr<RingBufferState> RingBufferState::Start(Napi::Env env, int map_f
 RingBufferState::~RingBufferState() {
   // Only reached after the poll thread was joined (or never started).
   if (rb_ != nullptr) ring_buffer__free(rb_);
+  if (ring_fd_ >= 0) close(ring_fd_);
+  if (event_fd_ >= 0) close(event_fd_);
+}
+
+// Any thread. An eventfd counts, so a signal sent before the poll thread
+// sleeps is not lost.
+void RingBufferState::Signal() {
+  const uint64_t one = 1;
+  ssize_t n = write(event_fd_, &one, sizeof one);
+  (void)n;  // EAGAIN only when the counter is saturated: already signalled
 }
 
 // JS thread.
 void RingBufferState::RequestStop() {
-  std::lock_guard<std::mutex> lock(mu_);
-  stop_ = true;
-  cv_.notify_all();
+  stop_.store(true);
+  Signal();
 }
 
 // JS thread.
-void RingBufferState::AddStopWaiter(napi_deferred deferred) { waiters_.push_back(deferred); }
+void RingBufferState::SetPaused(bool paused) {
+  if (paused_.exchange(paused) != paused) Signal();
+}
+
+// JS thread.
+void RingBufferState::AddStopWaiter(std::shared_ptr<StopWaiter> waiter) {
+  waiters_.push_back(std::move(waiter));
+}
 
 // Any thread: the counters are independent atomics, so a snapshot may mix
 // two batches' worth; good enough for metrics.
@@ -96,43 +173,141 @@ RingBufferCounters RingBufferState::Counters() const {
   c.bytes = bytes_.load(std::memory_order_relaxed);
   c.dropped_batches = dropped_batches_.load(std::memory_order_relaxed);
   c.dropped_records = dropped_records_.load(std::memory_order_relaxed);
+  c.stalls = stalls_.load(std::memory_order_relaxed);
+  c.queued_batches = in_flight_.load(std::memory_order_relaxed);
   return c;
 }
 
 // Poll thread.
 void RingBufferState::PollLoop() {
-  pthread_setname_np(pthread_self(), "gotrail-rb");
+  using Clock = std::chrono::steady_clock;
   const auto interval = std::chrono::milliseconds(opts_.interval_ms);
-  std::unique_lock<std::mutex> lock(mu_);
+  auto next_tick = Clock::now() + interval;
+  bool drained = false;  // the stop drain emptied the ring or used its budget
+  bool stalled = false;  // counted once per wait for a credit
+  Wait(opts_.wakeup, static_cast<int>(opts_.interval_ms));
   for (;;) {
-    cv_.wait_for(lock, interval, [this] { return stop_; });
-    const bool stopping = stop_;
-    lock.unlock();
-    // A stop request still drains what the probes already submitted, so
-    // that stopping after the traced work finished loses nothing.
-    ring_buffer__consume(rb_);
-    Flush();
-    lock.lock();
-    if (stopping || closing_) break;
+    if (abandon_.load()) break;
+    if (!draining_ && stop_.load()) {
+      // Stopping drains what the probes already submitted, so that stopping
+      // after the traced work finished loses nothing; bounded by the ring's
+      // size so that producers still running cannot keep stop waiting.
+      draining_ = true;
+      drain_budget_ = ring_bytes_;
+    }
+    TrySendFull();
+    if (!full_ && (draining_ ? !drained : !paused_.load())) {
+      cut_ = Cut::kNone;
+      ring_buffer__consume(rb_);
+      if (draining_ && (cut_ == Cut::kNone || cut_ == Cut::kBudget)) drained = true;
+    }
+    // Hand over what was taken without waiting for the batch to fill.
+    if (!full_ && cur_ != nullptr && !cur_->data.empty()) {
+      full_ = std::move(cur_);
+      TrySendFull();
+    }
+    if (abandon_.load()) break;
+    if (draining_ && drained && full_ == nullptr && cur_ == nullptr) break;
+
+    if (full_ != nullptr) {
+      // JS has max_queued_batches batches: sleep until it returns one. The
+      // flag is raised before the last look at the credits, and CallJs
+      // lowers the credits before it looks at the flag, so one of the two
+      // sees the other.
+      waiting_credit_.store(true);
+      TrySendFull();
+      if (full_ == nullptr) {
+        waiting_credit_.store(false);
+        continue;
+      }
+      if (!stalled) stalls_.fetch_add(1, std::memory_order_relaxed);
+      stalled = true;
+    } else {
+      stalled = false;
+    }
+    const auto now = Clock::now();
+    if (now >= next_tick) next_tick = now + interval;
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(next_tick - now).count() + 1;
+    const bool want_ring = opts_.wakeup && full_ == nullptr && !draining_ && !paused_.load();
+    Wait(want_ring, static_cast<int>(left));
+    waiting_credit_.store(false);
   }
-  lock.unlock();
+  if (abandon_.load()) {
+    // Environment teardown: JS will never take these.
+    for (Batch* b : {cur_.get(), full_.get()}) {
+      if (b == nullptr || b->records == 0) continue;
+      dropped_batches_.fetch_add(1, std::memory_order_relaxed);
+      dropped_records_.fetch_add(b->records, std::memory_order_relaxed);
+    }
+    cur_.reset();
+    full_.reset();
+  }
   // Last touch of the TSFN: after this the finalizer may run and join us.
+  // (After a napi_closing answer Node already dropped our reference and
+  // this returns napi_invalid_arg; the TSFN itself lives until the
+  // finalizer, which first joins this thread.)
   tsfn_.Release();
+}
+
+// Poll thread. Sleeps until the timeout, a control signal, or (want_ring)
+// a record submitted with a wakeup; poll(2) on the map fd also returns at
+// once when records are already waiting.
+void RingBufferState::Wait(bool want_ring, int timeout_ms) {
+  pollfd fds[2] = {{event_fd_, POLLIN, 0}, {ring_fd_, POLLIN, 0}};
+  const int n = poll(fds, want_ring ? 2 : 1, timeout_ms);
+  if (n > 0 && (fds[0].revents & POLLIN) != 0) {
+    uint64_t v;
+    ssize_t r = read(event_fd_, &v, sizeof v);
+    (void)r;
+  }
+}
+
+// Poll thread: queues the sealed batch to JS if a credit is free.
+void RingBufferState::TrySendFull() {
+  if (full_ == nullptr) return;
+  // Only this thread raises in_flight_, so the check cannot go stale upwards.
+  if (in_flight_.load() >= opts_.max_queued_batches) return;
+  in_flight_.fetch_add(1);
+  full_->state = shared_from_this();
+  const napi_status status = tsfn_.NonBlockingCall(full_.get());
+  if (status == napi_ok) {
+    full_.release();
+    return;
+  }
+  full_->state.reset();
+  in_flight_.fetch_sub(1);
+  // napi_queue_full cannot happen while credits match the queue's size;
+  // were it to, the batch is kept and retried like any other stall.
+  if (status == napi_closing) abandon_.store(true);
 }
 
 // Poll thread, from inside ring_buffer__consume.
 int RingBufferState::OnSample(void* ctx, void* data, size_t size) {
-  static_cast<RingBufferState*>(ctx)->Append(data, size);
-  return 0;
+  return static_cast<RingBufferState*>(ctx)->Append(data, size);
 }
 
-// Poll thread.
-void RingBufferState::Append(const void* data, size_t size) {
+// Poll thread. The record is already consumed when this runs (libbpf
+// advances the consumer position whatever we answer), so it is always
+// kept; a negative answer only stops ring_buffer__consume before the next.
+int RingBufferState::Append(const void* data, size_t size) {
   const size_t need = Align8(4 + size);
-  if (!batch_.empty() && batch_.size() + need > opts_.max_batch_bytes) Flush();
-  const size_t at = batch_.size();
-  batch_.resize(at + need, 0);
-  uint8_t* p = batch_.data() + at;
+  if (cur_ != nullptr && !cur_->data.empty() && cur_->data.size() + need > opts_.max_batch_bytes &&
+      full_ == nullptr) {
+    // Consumption stops as soon as a sealed batch waits for a credit, so
+    // there is never a second one to seal; were there, the batch would
+    // rather grow past max_batch_bytes than lose the record.
+    full_ = std::move(cur_);
+    TrySendFull();
+  }
+  if (cur_ == nullptr) {
+    cur_.reset(new Batch());
+    cur_->data.reserve(std::min<size_t>(kInitialBatchReserve, opts_.max_batch_bytes));
+  }
+  std::vector<uint8_t>& buf = cur_->data;
+  const size_t at = buf.size();
+  buf.resize(at + need, 0);
+  uint8_t* p = buf.data() + at;
   const uint32_t len = static_cast<uint32_t>(size);
   // Little-endian by contract, independent of the host.
   p[0] = len & 0xff;
@@ -140,53 +315,96 @@ void RingBufferState::Append(const void* data, size_t size) {
   p[2] = (len >> 16) & 0xff;
   p[3] = (len >> 24) & 0xff;
   std::memcpy(p + 4, data, size);
-  batch_records_++;
-  batch_payload_ += size;
-}
+  cur_->records++;
+  cur_->payload_bytes += size;
 
-// Poll thread. Never blocks: a full queue means JS is behind, and waiting
-// would only move the loss into the kernel ring buffer while also delaying
-// stop and shutdown.
-void RingBufferState::Flush() {
-  if (batch_.empty()) return;
-  auto* batch = new Batch{std::move(batch_), batch_records_, batch_payload_};
-  batch_ = std::vector<uint8_t>();
-  batch_.reserve(kInitialBatchReserve);
-  const uint64_t records = batch_records_, payload = batch_payload_;
-  batch_records_ = 0;
-  batch_payload_ = 0;
-
-  napi_status status = closing_ ? napi_closing : tsfn_.NonBlockingCall(batch);
-  if (status == napi_ok) {
-    batches_.fetch_add(1, std::memory_order_relaxed);
-    records_.fetch_add(records, std::memory_order_relaxed);
-    bytes_.fetch_add(payload, std::memory_order_relaxed);
-    return;
+  if (abandon_.load(std::memory_order_relaxed)) {
+    cut_ = Cut::kAbandon;
+    return -EAGAIN;
   }
-  delete batch;
-  dropped_batches_.fetch_add(1, std::memory_order_relaxed);
-  dropped_records_.fetch_add(records, std::memory_order_relaxed);
-  // The environment is going away; the finalizer is about to join us.
-  if (status == napi_closing) closing_ = true;
+  if (full_ != nullptr) {
+    cut_ = Cut::kCredit;
+    return -EAGAIN;
+  }
+  if (draining_) {
+    drain_budget_ -= static_cast<int64_t>(Align8(kRingbufHeader + size));
+    if (drain_budget_ <= 0) {
+      cut_ = Cut::kBudget;
+      return -EAGAIN;
+    }
+  } else if (paused_.load(std::memory_order_relaxed)) {
+    cut_ = Cut::kPaused;
+    return -EAGAIN;
+  }
+  return 0;
 }
 
-// JS thread. env is null when Node drains the queue of a TSFN that is being
-// destroyed; the batch must still be freed.
-void RingBufferState::CallJs(Napi::Env env, Napi::Function callback, RingBufferState* state,
-                             Batch* batch) {
+// JS thread. env is null when Node empties the queue of a TSFN that is
+// being destroyed at environment teardown; the batch is then counted as
+// dropped, as it is when the environment can no longer run JS. Plain
+// Node-API throughout, for the reason given at CountersToJsOrNull.
+void RingBufferState::CallJs(Napi::Env napi_env_wrapper, Napi::Function callback,
+                             RingBufferState*, Batch* batch) {
+  if (batch == nullptr) return;
+  napi_env env = napi_env_wrapper;
   std::unique_ptr<Batch> owned(batch);
-  if (static_cast<napi_env>(env) == nullptr || callback.IsEmpty() || batch == nullptr) return;
-  Batch* raw = owned.release();
-  Napi::Buffer<uint8_t> buf = Napi::Buffer<uint8_t>::NewOrCopy(
-      env, raw->data.data(), raw->data.size(),
-      [](Napi::Env, uint8_t*, Batch* b) { delete b; }, raw);
-  try {
-    callback.Call({buf, CountersToJs(env, state->Counters())});
-  } catch (const Napi::Error& e) {
+  std::shared_ptr<RingBufferState> state = std::move(owned->state);
+  // Returns the credit however this ends, waking a poll thread that waits
+  // for one.
+  struct Credit {
+    RingBufferState* s;
+    ~Credit() {
+      s->in_flight_.fetch_sub(1);
+      if (s->waiting_credit_.load()) s->Signal();
+    }
+  } credit{state.get()};
+  const auto drop = [&] {
+    state->dropped_batches_.fetch_add(1, std::memory_order_relaxed);
+    state->dropped_records_.fetch_add(owned->records, std::memory_order_relaxed);
+  };
+  if (env == nullptr || callback.IsEmpty()) return drop();
+
+  // The stats handed over include this batch.
+  RingBufferCounters snap = state->Counters();
+  snap.batches += 1;
+  snap.records += owned->records;
+  snap.bytes += owned->payload_bytes;
+  napi_value stats = CountersToJsOrNull(env, snap);
+  if (stats == nullptr) return drop();
+
+  std::vector<uint8_t>& bytes = owned->data;
+  napi_value buf;
+  auto* data = new std::vector<uint8_t>(std::move(bytes));
+  napi_status st = napi_create_external_buffer(
+      env, data->size(), data->data(),
+      [](napi_env, void*, void* hint) { delete static_cast<std::vector<uint8_t>*>(hint); }, data,
+      &buf);
+  if (st != napi_ok) {
+    // Runtimes that forbid external buffers (V8 sandbox) get a copy.
+    void* copy_at;
+    st = napi_create_buffer_copy(env, data->size(), data->data(), &copy_at, &buf);
+    delete data;
+    if (st != napi_ok) return drop();
+  }
+  state->batches_.fetch_add(1, std::memory_order_relaxed);
+  state->records_.fetch_add(owned->records, std::memory_order_relaxed);
+  state->bytes_.fetch_add(owned->payload_bytes, std::memory_order_relaxed);
+
+  napi_value recv, result;
+  napi_get_undefined(env, &recv);
+  napi_value argv[2] = {buf, stats};
+  if (napi_call_function(env, recv, callback, 2, argv, &result) != napi_ok) {
     // Left pending, Node would only print a DEP0168 warning for a module of
     // a stable Node-API version and carry on: a failing decoder would go
-    // unnoticed. Report it like any other uncaught exception instead.
-    napi_fatal_exception(env, e.Value());
+    // unnoticed. Report it like any other uncaught exception instead. When
+    // the environment is stopping there is no exception to report, and
+    // napi_fatal_exception declines.
+    bool pending = false;
+    napi_value err;
+    if (napi_is_exception_pending(env, &pending) == napi_ok && pending &&
+        napi_get_and_clear_last_exception(env, &err) == napi_ok) {
+      napi_fatal_exception(env, err);
+    }
   }
 }
 
@@ -195,7 +413,11 @@ void RingBufferState::CallJs(Napi::Env env, Napi::Function callback, RingBufferS
 void RingBufferState::Finalize(Napi::Env env, std::shared_ptr<RingBufferState>* holder,
                                RingBufferState* state) {
   std::unique_ptr<std::shared_ptr<RingBufferState>> keep(holder);
-  state->RequestStop();
+  // At teardown the poll thread may be waiting for a credit that this
+  // thread will never return: tell it to give up before joining.
+  state->abandon_.store(true);
+  state->stop_.store(true);
+  state->Signal();
   if (state->thread_.joinable()) state->thread_.join();
   if (state->owner_ != nullptr) {
     state->owner_->RingBufferStopped(state, state->Counters());
@@ -203,9 +425,9 @@ void RingBufferState::Finalize(Napi::Env env, std::shared_ptr<RingBufferState>* 
   }
   napi_value undefined;
   napi_get_undefined(env, &undefined);
-  for (napi_deferred d : state->waiters_) {
+  for (const auto& w : state->waiters_) {
     // Fails harmlessly when the environment can no longer run JS.
-    napi_resolve_deferred(env, d, undefined);
+    if (--w->remaining == 0) napi_resolve_deferred(env, w->deferred, undefined);
   }
   state->waiters_.clear();
 }

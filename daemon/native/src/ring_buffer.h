@@ -1,26 +1,48 @@
-// Ring buffer delivery: one poll thread per ring buffer drains records on a
-// timer into batches and hands JS one Buffer per batch.
+// Ring buffer delivery: one named poll thread per ring buffer drains records
+// into batches and hands JS one Buffer per batch.
 //
-// Why a timer and ring_buffer__consume rather than epoll: probes submit with
-// BPF_RB_NO_WAKEUP (a wakeup per event costs ~50% more per probe hit), so
-// nothing ever makes the ring buffer fd readable.
+// Backpressure, not drops: the kernel ring buffer is the bounded buffer.
+// The poll thread takes records out of it only while fewer than
+// max_queued_batches batches wait for (or are being handled by) the JS
+// thread; when JS is behind it stops consuming, records stay in the kernel,
+// and the BPF side counts what no longer fits (a failed bpf_ringbuf_reserve).
+// A record the poll thread took is always delivered; only environment
+// teardown (process or worker exit) can discard one, and that is counted.
+// Memory is bounded by (max_queued_batches + 2) * max_batch_bytes: the
+// batches queued to JS, one full batch waiting for a credit and the batch
+// being filled.
 //
-// Lifetime: the state is shared by the owning BpfObject and the
-// ThreadSafeFunction. The poll thread is joined from the TSFN finalizer,
-// which runs on the JS thread only after the poll thread released the TSFN
-// (or the environment is being torn down): joining from stop() instead
-// could wait on a poll thread that is itself waiting for the JS thread.
+// Timer mode (default): probes submit with BPF_RB_NO_WAKEUP (a wakeup per
+// event costs ~50% more per probe hit), so nothing ever makes the ring
+// buffer readable and the poll thread drains it on a timer with
+// ring_buffer__consume. Wakeup mode additionally sleeps in poll(2) on the
+// ring buffer's fd, which the kernel makes readable when a record is
+// submitted with a wakeup; records submitted either way are seen (the
+// timer still runs). poll(2) on the map fd rather than ring_buffer__poll:
+// the latter sleeps in libbpf's own epoll set, which cannot be woken for
+// stop, resume or a freed credit without registering a foreign fd there
+// (libbpf reads each event's data as a ring index).
+//
+// Control (stop, pause, credits) reaches the poll thread through an
+// eventfd that it polls alongside, so it reacts at once whatever its
+// interval.
+//
+// Lifetime: the state is shared by the owning BpfObject, the
+// ThreadSafeFunction's finalizer and every batch queued to JS. The poll
+// thread is joined from the TSFN finalizer, which runs on the JS thread
+// only after the poll thread released the TSFN (or the environment is
+// being torn down, when it first tells the poll thread to give up waiting
+// for credits): joining from stop() instead could wait on a poll thread
+// that is itself waiting for the JS thread.
 #pragma once
 
 #include <bpf/libbpf.h>
 #include <napi.h>
 
 #include <atomic>
-#include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <memory>
-#include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -30,6 +52,7 @@ struct RingBufferOptions {
   uint32_t interval_ms = 5;
   uint32_t max_queued_batches = 64;
   uint32_t max_batch_bytes = 1 << 20;
+  bool wakeup = false;
 };
 
 struct RingBufferCounters {
@@ -38,34 +61,53 @@ struct RingBufferCounters {
   uint64_t bytes = 0;
   uint64_t dropped_batches = 0;
   uint64_t dropped_records = 0;
+  uint64_t stalls = 0;
+  uint32_t queued_batches = 0;  // a gauge: summing adds the live ones
+
+  RingBufferCounters& operator+=(const RingBufferCounters& o);
 };
 
 Napi::Object CountersToJs(Napi::Env env, const RingBufferCounters& c);
 
+// Several stopRingBuffer() calls may wait on one ring buffer, and one
+// stopRingBuffer() (all maps) on several: the promise settles when the last
+// of its ring buffers has stopped. JS thread only.
+struct StopWaiter {
+  napi_deferred deferred;
+  size_t remaining;
+};
+
 class RingBufferOwner;
 
-class RingBufferState {
+class RingBufferState : public std::enable_shared_from_this<RingBufferState> {
  public:
   // JS thread. Creates the ring buffer, the TSFN and the poll thread; throws
-  // a JS error on failure (nothing is left running then).
-  static std::shared_ptr<RingBufferState> Start(Napi::Env env, int map_fd,
+  // a JS error on failure (nothing is left running then). ring_bytes is the
+  // map's max_entries, which bounds the drain on stop.
+  static std::shared_ptr<RingBufferState> Start(Napi::Env env, int map_fd, uint32_t ring_bytes,
                                                 const std::string& map_name,
                                                 Napi::Function on_batch,
                                                 const RingBufferOptions& opts,
                                                 RingBufferOwner* owner);
 
-  // JS thread. Asks the poll thread to drain once more and exit; returns at
-  // once. Idempotent.
+  // JS thread. Asks the poll thread to drain what the ring buffer holds
+  // (paused or not), hand it over and exit; returns at once. Idempotent.
   void RequestStop();
 
-  // JS thread. The deferred is resolved by the finalizer once the poll
-  // thread has exited.
-  void AddStopWaiter(napi_deferred deferred);
+  // JS thread. While paused the poll thread takes nothing out of the ring
+  // buffer (effective from the next record); batches already taken are
+  // still delivered.
+  void SetPaused(bool paused);
+  bool Paused() const { return paused_.load(); }
+
+  // JS thread. Settled by the finalizer once the poll thread has exited.
+  void AddStopWaiter(std::shared_ptr<StopWaiter> waiter);
 
   // Any thread.
   RingBufferCounters Counters() const;
+  const std::string& MapName() const { return map_name_; }
 
-  // JS thread: the owner is going away (close() or GC) before the finalizer.
+  // JS thread: the owner is going away (GC or teardown) before the finalizer.
   void DetachOwner() { owner_ = nullptr; }
 
   ~RingBufferState();
@@ -73,42 +115,63 @@ class RingBufferState {
  private:
   struct Batch {
     std::vector<uint8_t> data;
-    uint64_t records;
-    uint64_t payload_bytes;
+    uint64_t records = 0;
+    uint64_t payload_bytes = 0;
+    // Set when queued to JS: keeps the counters alive for CallJs, which
+    // Node may run (with a null env) after the finalizer at teardown.
+    std::shared_ptr<RingBufferState> state;
   };
-  static void CallJs(Napi::Env env, Napi::Function callback, RingBufferState* state, Batch* batch);
+  // Why ring_buffer__consume stopped before the ring was empty.
+  enum class Cut { kNone, kCredit, kPaused, kBudget, kAbandon };
+
+  static void CallJs(Napi::Env env, Napi::Function callback, RingBufferState* context, Batch* batch);
   static void Finalize(Napi::Env env, std::shared_ptr<RingBufferState>* holder,
                        RingBufferState* state);
   using Tsfn = Napi::TypedThreadSafeFunction<RingBufferState, Batch, CallJs>;
 
+  RingBufferState() = default;
   static int OnSample(void* ctx, void* data, size_t size);
   void PollLoop();
-  void Append(const void* data, size_t size);
-  void Flush();
+  int Append(const void* data, size_t size);
+  void TrySendFull();
+  void Wait(bool want_ring, int timeout_ms);
+  void Signal();
+  void DropHeld();
 
   RingBufferOptions opts_;
+  std::string map_name_;
+  uint32_t ring_bytes_ = 0;
   ring_buffer* rb_ = nullptr;
+  int ring_fd_ = -1;   // our own dup of the map fd: close() closes the object's
+  int event_fd_ = -1;  // wakes the poll thread: stop, pause, credits
   Tsfn tsfn_;
   std::thread thread_;
-  RingBufferOwner* owner_ = nullptr;  // JS thread only
-  std::vector<napi_deferred> waiters_;  // JS thread only
+  RingBufferOwner* owner_ = nullptr;                   // JS thread only
+  std::vector<std::shared_ptr<StopWaiter>> waiters_;   // JS thread only
 
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stop_ = false;  // guarded by mu_
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> paused_{false};
+  std::atomic<bool> abandon_{false};  // teardown: stop waiting for JS
+  // Batches queued to JS and not yet returned from the callback. The poll
+  // thread raises it, the JS thread lowers it.
+  std::atomic<uint32_t> in_flight_{0};
+  // The poll thread holds a full batch and sleeps until a credit frees up.
+  std::atomic<bool> waiting_credit_{false};
 
   // Poll thread only.
-  std::vector<uint8_t> batch_;
-  uint64_t batch_records_ = 0;
-  uint64_t batch_payload_ = 0;
-  bool closing_ = false;
+  std::unique_ptr<Batch> cur_;   // being filled
+  std::unique_ptr<Batch> full_;  // sealed, waiting for a credit
+  bool draining_ = false;
+  int64_t drain_budget_ = 0;
+  Cut cut_ = Cut::kNone;
 
   std::atomic<uint64_t> batches_{0}, records_{0}, bytes_{0}, dropped_batches_{0},
-      dropped_records_{0};
+      dropped_records_{0}, stalls_{0};
 };
 
-// Implemented by BpfObject: told on the JS thread when its ring buffer has
-// fully stopped, so that it can start another one and keep final counters.
+// Implemented by BpfObject: told on the JS thread when one of its ring
+// buffers has fully stopped, so that it can start another one on that map
+// and keep the final counters.
 class RingBufferOwner {
  public:
   virtual void RingBufferStopped(RingBufferState* state, const RingBufferCounters& final) = 0;
