@@ -6,12 +6,19 @@ import type { Resource } from '@opentelemetry/resources';
 import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-base';
 import { BpfRuntime, type MapSizes } from './bpf-runtime.ts';
 import { AttachmentManager } from './attachments.ts';
-import { GoProcessProbe, listPids, type ProcessInfo } from './discovery.ts';
+import { GoProcessProbe, listPids, releaseProcessInfo, type ProcessInfo } from './discovery.ts';
+import { inodeString, keyString, type BinaryKey } from './attachments.ts';
+import { binaryKeyOf } from './file-identity.ts';
+import { repairStaleSites } from './text-repair.ts';
+import { BinaryWatcher } from './binary-watcher.ts';
 import { decide, usesKubernetes, type SelectionRules } from './selection.ts';
 import type { MetricsSnapshot, MetricsSource } from './metrics.ts';
 import { SpanBatcher, type BatcherOptions } from '../export/batcher.ts';
 import { MonotonicClock } from '../spans/clock.ts';
-import { EventType, decodeEventHeader, decodeProcessEvent } from '../generated/layouts.ts';
+import {
+  EventType, ExecFlags, PROCESS_EXEC_ARGS_SIZE,
+  decodeEventHeader, decodeProcessEvent, decodeProcessExecArgs, type ProcessEvent,
+} from '../generated/layouts.ts';
 import { processResource } from '../spans/resource.ts';
 import { inClusterConnection, PodWatcher, type KubernetesConnection, type PodWatcherOptions } from '../metadata/kubernetes.ts';
 import { ProcessMetadata } from '../metadata/process.ts';
@@ -38,6 +45,12 @@ export interface AgentOptions {
    * Default: uprobe_multi where the kernel has it.
    */
   uprobeMulti?: boolean;
+  /**
+   * How long a binary's links stay after its last process exited (ms), so
+   * that restarted and short-lived programs are traced from their first
+   * instruction. Default 30 000; 0 detaches with the last process.
+   */
+  lingerMs?: number;
   /** Compiled probe object. Default: build/probes/gotrail.bpf.o. */
   bpfObjectPath?: string;
   /** Called for every span before export (tests, demo). */
@@ -57,6 +70,22 @@ interface TracedProcess {
 
 /** How long the resource of an exited process is kept for its last events. */
 const EXITED_GRACE_MS = 10_000;
+/** What the exec hook learnt of a process, for when it is gone before the agent looks. */
+interface ExecFacts {
+  key: BinaryKey;
+  startTime: string;
+  comm: string;
+  /** the path execve was given */
+  filename: string;
+}
+
+/** NUL-separated strings of a copied area; a cut last string is dropped when `total` says the area was cut. */
+function nulStrings(buf: Buffer, len: number, total: number): string[] {
+  const parts = buf.subarray(0, len).toString('utf8').split('\0');
+  if (parts.at(-1) === '' || len < total) parts.pop();
+  return parts;
+}
+
 /** How long start waits for the first pod list, so that the first processes are named at once. */
 const KUBERNETES_SYNC_WAIT_MS = 3000;
 
@@ -81,8 +110,19 @@ export class Agent implements MetricsSource {
   private scanTimer: NodeJS.Timeout | undefined;
   private readonly problems = new Map<string, number>();
   private started = false;
+  /** pids whose tracing waits for a stale link set to go (and, when held, for SIGCONT) */
+  private readonly waiting = new Set<number>();
+  private watcher: BinaryWatcher | undefined;
   /** Cumulative counts since start. */
-  readonly totals = { processesTraced: 0, processesExited: 0, execEvents: 0, exitEvents: 0 };
+  readonly totals = {
+    processesTraced: 0, processesExited: 0, execEvents: 0, exitEvents: 0,
+    /** execs of an attached inode whose content changed (rewritten in place) */
+    staleExecs: 0,
+    /** processes stopped at exec until stale links were gone */
+    heldProcesses: 0,
+    /** code bytes of such processes put back to the file's content */
+    repairedBytes: 0,
+  };
 
   constructor(log: Logger, opts: AgentOptions) {
     this.log = log;
@@ -99,12 +139,23 @@ export class Agent implements MetricsSource {
       headerInjection: f.probeWriteUser ? 'available' : 'unavailable (kernel lockdown); node-local links only',
     });
     const usable = this.probes.filter((p) => !this.rt!.disabledProbes.has(p.id));
-    this.attach = new AttachmentManager(this.rt, usable, this.log);
+    this.attach = new AttachmentManager(this.rt, usable, this.log, { lingerMs: this.opts.lingerMs });
+    this.watcher = new BinaryWatcher(this.log, (inode) => this.binaryChanged(inode));
     this.batcher = new SpanBatcher(this.opts.exporter, this.log, this.opts.batcher);
     this.rt.onSystemEvent(EventType.GT_EVENT_PROCESS_EXEC, (buf, off) => {
       this.totals.execEvents++;
       const ev = decodeProcessEvent(buf, off);
-      this.onExec(ev.hdr.tgid, ev.time_ns);
+      let seed: { cmdline?: string; env?: Map<string, string> } | undefined;
+      if ((ev.flags & ExecFlags.GT_EXEC_ARGS) && buf.length >= off + PROCESS_EXEC_ARGS_SIZE) {
+        const a = decodeProcessExecArgs(buf, off);
+        const env = new Map<string, string>();
+        for (const kv of nulStrings(a.env, ev.env_len, ev.env_total)) {
+          const i = kv.indexOf('=');
+          if (i > 0) env.set(kv.slice(0, i), kv.slice(i + 1));
+        }
+        seed = { cmdline: nulStrings(a.args, ev.args_len, ev.args_len).join(' ') || undefined, env };
+      }
+      this.onExec(ev, seed);
     });
     this.rt.onSystemEvent(EventType.GT_EVENT_PROCESS_EXIT, (buf, off) => {
       this.totals.exitEvents++;
@@ -171,20 +222,113 @@ export class Agent implements MetricsSource {
     }
   }
 
-  /** A process replaced its image: judge it afresh (it may be Go now, or no longer). */
-  private onExec(pid: number, execNs: bigint): void {
-    if (this.traced.has(pid)) this.processExited(pid);
+  /**
+   * A process replaced its image: judge it afresh (it may be Go now, or no
+   * longer). `seed`: the command line and environment the exec hook copied
+   * (processes of attached files), for when the process is gone before
+   * /proc is read.
+   */
+  private onExec(ev: ProcessEvent, seed?: { cmdline?: string; env?: Map<string, string> }): void {
+    const pid = ev.hdr.tgid;
+    const facts: ExecFacts = {
+      key: binaryKeyOf(ev.file, ev.content),
+      // /proc/PID/stat's start time is in clock ticks (USER_HZ = 100)
+      startTime: String(ev.start_boottime / 10_000_000n),
+      comm: ev.comm.toString('latin1').replace(/\0.*$/s, ''),
+      filename: ev.filename.toString('utf8').replace(/\0.*$/s, ''),
+    };
+    if (ev.flags & ExecFlags.GT_EXEC_STALE) {
+      this.totals.staleExecs++;
+      if (ev.flags & ExecFlags.GT_EXEC_HELD) this.totals.heldProcesses++;
+      this.log.info('process started on a binary rewritten in place: replacing its stale probes first', { pid, held: (ev.flags & ExecFlags.GT_EXEC_HELD) !== 0 });
+      void this.replaceStale(pid, facts.key, (ev.flags & ExecFlags.GT_EXEC_HELD) !== 0, seed);
+      return;
+    }
+    const t = this.traced.get(pid);
+    if (t) {
+      // The same program again (a wrapper such as env exec'ing twice, or an
+      // exec event read after the scan already found the final image): it
+      // stays traced; the exec hook took it off the allow-list.
+      const now = this.discovery.currentKey(pid);
+      if (now && keyString(now) === keyString(t.info.key)) {
+        this.rt!.traceProcess(pid);
+        this.rt!.decided(pid, true);
+        return;
+      }
+      this.processExited(pid);
+    }
     this.ignored.delete(pid);
     this.meta.forget(pid);
-    this.consider(pid);
+    if (seed) this.meta.seed(pid, facts.startTime, seed);
+    this.consider(pid, facts);
+    if (!this.traced.has(pid) && (ev.flags & ExecFlags.GT_EXEC_ALLOWED) && !this.waiting.has(pid)) this.rt!.untraceProcess(pid);
+    if (!this.waiting.has(pid)) this.rt!.decided(pid, this.traced.has(pid));
     if (this.traced.has(pid)) {
       // the exec event's kernel timestamp and process.hrtime share CLOCK_MONOTONIC
-      const seconds = Number(process.hrtime.bigint() - execNs) / 1e9;
+      const seconds = (ev.flags & ExecFlags.GT_EXEC_ALLOWED) ? 0 : Number(process.hrtime.bigint() - ev.time_ns) / 1e9;
       for (const list of [this.execToAttach, this.execToAttachRecent]) {
         list.push(seconds);
         if (list.length > 4096) list.splice(0, list.length - 4096);
       }
     }
+  }
+
+  /**
+   * A process runs content that a stale link set's breakpoints were made
+   * for (its file was rewritten in place). The stale links go first; the
+   * bytes the kernel put back from the old code are repaired; then the new
+   * content is attached and the process, stopped at exec by the hook,
+   * continues. SIGCONT is sent whatever fails on the way.
+   */
+  private async replaceStale(pid: number, key: BinaryKey, held: boolean, seed?: { cmdline?: string; env?: Map<string, string> }): Promise<void> {
+    if (this.waiting.has(pid)) return;
+    this.waiting.add(pid);
+    const inode = inodeString(key);
+    try {
+      const stale = this.attach!.byInode(inode);
+      const sites = this.attach!.staleSites(inode);
+      // a file being executed cannot be written, so processes recorded on
+      // the old content are gone whatever the bookkeeping says
+      for (const p of [...(stale?.pids ?? [])]) if (p !== pid) this.processExited(p);
+      if (this.traced.get(pid)) this.processExited(pid);
+      await this.attach!.detachInode(inode);
+      for (const s of this.attach!.staleSites(inode)) if (!sites.includes(s)) sites.push(s);
+      if (sites.length) {
+        try {
+          const r = repairStaleSites(pid, key.ino, `/proc/${pid}/exe`, sites);
+          this.totals.repairedBytes += r.repaired;
+          this.log.info('stale probe sites repaired', { pid, checked: r.checked, repaired: r.repaired });
+        } catch (e) {
+          this.log.warn('could not repair the code of a process started on a rewritten binary', { pid, error: (e as Error).message });
+        }
+      }
+      this.waiting.delete(pid);
+      this.ignored.delete(pid);
+      this.meta.forget(pid);
+      this.consider(pid);
+      if (!this.traced.has(pid)) this.rt?.untraceProcess(pid);
+      this.rt?.decided(pid, this.traced.has(pid));
+      void seed;
+    } catch (e) {
+      this.log.warn('replacing stale probes failed', { pid, error: (e as Error).message });
+    } finally {
+      this.waiting.delete(pid);
+      if (held) {
+        try {
+          process.kill(pid, 'SIGCONT');
+        } catch {
+          /* exited meanwhile */
+        }
+      }
+    }
+  }
+
+  /** An attached file changed on disk: links without processes go at once, before a process of the new content meets them. */
+  private binaryChanged(inode: string): void {
+    const b = this.attach?.byInode(inode);
+    if (!b || b.pids.size > 0) return;
+    this.log.debug('attached binary changed on disk: detaching its idle probes', { path: b.exe });
+    void this.attach!.detachInode(inode).then(() => this.watcher?.sync(this.attach!.watchedFiles()));
   }
 
   /** Seconds from exec to attached, for processes found by their exec event; drained by the metrics. */
@@ -201,9 +345,22 @@ export class Agent implements MetricsSource {
     return [...this.execToAttachRecent];
   }
 
-  private consider(pid: number): void {
+  private consider(pid: number, facts?: ExecFacts): void {
+    if (this.waiting.has(pid)) return;
     const r = this.discovery.probe(pid);
-    if (r.kind === 'gone') return;
+    if (r.kind === 'gone') {
+      // A process that exited before it could be looked at: when it ran an
+      // attached file, the exec hook allowed it and its events are on their
+      // way; judge it by what the hook learnt.
+      if (!facts) return;
+      const b = this.attach!.get(facts.key);
+      if (!b || b.handles.length === 0 || !b.plan) {
+        this.prepareBinary(pid, facts);
+        return;
+      }
+      this.accept({ pid, startTime: facts.startTime, exe: b.exe, exePath: b.path, fd: -1, name: facts.comm, key: facts.key, goVersion: b.plan.goVersion });
+      return;
+    }
     if (r.kind === 'unreadable') {
       // e.g. processes of another user namespace; not an agent problem
       this.log.debug('cannot inspect process', { pid, reason: r.reason });
@@ -215,6 +372,63 @@ export class Agent implements MetricsSource {
       return;
     }
     const info = r.info;
+    try {
+      const stale = this.attach!.staleFor(info.key);
+      const inflight = this.attach!.detachInFlight(inodeString(info.key));
+      if (stale) {
+        // found by the scan, or on a filesystem the exec hook cannot match
+        this.totals.staleExecs++;
+        void this.replaceStale(pid, info.key, false);
+        return;
+      }
+      if (inflight) {
+        // a link set of this inode is being detached: a second one at once
+        // would make every site fire twice
+        this.waiting.add(pid);
+        void inflight.finally(() => {
+          this.waiting.delete(pid);
+          this.ignored.delete(pid);
+          this.consider(pid);
+          if (!this.traced.has(pid)) this.rt?.untraceProcess(pid);
+          this.rt?.decided(pid, this.traced.has(pid));
+        });
+        return;
+      }
+      this.accept(info);
+    } finally {
+      releaseProcessInfo(info);
+    }
+  }
+
+  /**
+   * A process exited before it could be looked at, running a file not
+   * attached yet: its requests are lost, but the file is attached (when the
+   * rules would trace such a process) so that the next process of it is
+   * allowed at exec and traced from its first instruction. The file is found
+   * by the path execve was given, checked against the exec event's identity.
+   */
+  private prepareBinary(pid: number, facts: ExecFacts): void {
+    if (!facts.filename.startsWith('/')) return;
+    const r = this.discovery.probeFile(facts.filename, facts.key);
+    if (r.kind !== 'go') return;
+    try {
+      const info: ProcessInfo = { ...r.info, pid, startTime: facts.startTime, name: facts.comm };
+      const d = decide(this.opts.selection ?? {}, this.meta.identity(info));
+      if (!d.traced) return;
+      const b = this.attach!.addProcess(pid, info.key, info.exePath, info.exe);
+      this.attach!.removeProcess(pid, info.key);
+      if (b.handles.length) {
+        this.log.info('attached the binary of a process that exited before it was looked at: its next processes are traced from exec', { pid, exe: info.exe });
+        this.watcher?.sync(this.attach!.watchedFiles());
+      }
+    } finally {
+      releaseProcessInfo(r.info);
+    }
+  }
+
+  /** Decides on a Go process and, when selected, attaches its binary and traces it. */
+  private accept(info: ProcessInfo): void {
+    const pid = info.pid;
     const d = decide(this.opts.selection ?? {}, this.meta.identity(info));
     if (d.pending) {
       // asked again at the next scan, or as soon as the pod arrives
@@ -240,6 +454,7 @@ export class Agent implements MetricsSource {
     }
     this.traced.set(pid, { info, resource });
     this.totals.processesTraced++;
+    this.watcher?.sync(this.attach!.watchedFiles());
     this.log.info('tracing process', { pid, exe: info.exe, service: String(resource.attributes['service.name']) });
   }
 
@@ -365,6 +580,10 @@ export class Agent implements MetricsSource {
       attachFailures: this.attach?.stats.attachFailures ?? 0,
       probeUnavailable: this.attach?.unavailableByProbe() ?? {},
       execToAttach: this.drainExecToAttach(),
+      lifecycle: {
+        staleExecs: this.totals.staleExecs, heldProcesses: this.totals.heldProcesses, repairedBytes: this.totals.repairedBytes,
+        eventsHeld: rt?.eventStats.held ?? 0, eventsNotSelected: rt?.eventStats.heldNotSelected ?? 0, eventsUndecided: rt?.eventStats.heldExpired ?? 0,
+      },
       kubernetes: this.k8s ? { pods: this.k8s.stats.pods, relists: this.k8s.stats.relists, failures: this.k8s.stats.failures, events: this.k8s.stats.events } : undefined,
     };
   }
@@ -376,6 +595,7 @@ export class Agent implements MetricsSource {
   }
 
   async stop(): Promise<void> {
+    await this.watcher?.close();
     if (this.scanTimer) clearInterval(this.scanTimer);
     this.scanTimer = undefined;
     await this.attach?.detachAll();

@@ -7,6 +7,8 @@
  */
 import { existsSync } from 'node:fs';
 import type { BpfRuntime } from './bpf-runtime.ts';
+import { FileFlags } from '../generated/layouts.ts';
+import { fileInfoOf, fileKeyOf } from './file-identity.ts';
 import { LruCache } from '../util/lru.ts';
 import { planBinaryAt, type BinaryPlan } from './binary-plan.ts';
 import type { ProbeDescriptor } from '../probes/types.ts';
@@ -15,12 +17,15 @@ import type { Logger } from '../util/log.ts';
 export interface BinaryKey {
   dev: bigint;
   ino: bigint;
-  /** modification time (ns) and size: a file rewritten in place is another binary */
+  /** modification and change times (ns) and size: a file rewritten in place is another binary */
   mtimeNs?: bigint;
+  ctimeNs?: bigint;
   size?: bigint;
 }
 
-export const keyString = (k: BinaryKey): string => `${k.dev}:${k.ino}:${k.mtimeNs ?? 0n}:${k.size ?? 0n}`;
+export const keyString = (k: BinaryKey): string => `${k.dev}:${k.ino}:${k.mtimeNs ?? 0n}:${k.ctimeNs ?? 0n}:${k.size ?? 0n}`;
+/** The inode alone: what uprobes belong to. */
+export const inodeString = (k: BinaryKey): string => `${k.dev}:${k.ino}`;
 
 /** Plans of recently seen binaries: short-lived processes of one binary come and go far more often than binaries change. */
 const PLAN_CACHE_MAX = 512;
@@ -28,6 +33,13 @@ const PLAN_CACHE_MAX = 512;
 export interface AttachedBinary {
   id: number;
   key: string;
+  binaryKey: BinaryKey;
+  /** device:inode: what the kernel's uprobes belong to */
+  inode: string;
+  /** every probed file offset, for repairing processes that met stale breakpoints */
+  sites: number[];
+  /** pending detach after the last process exited */
+  linger?: NodeJS.Timeout;
   /** path the analysis and the kernel open (/proc/PID/exe of the first process) */
   path: string;
   /** the executable as its first process named it */
@@ -45,8 +57,29 @@ export interface AttachStats {
   attachFailures: number;
 }
 
+export interface AttachmentOptions {
+  /** Binary ids available (the probes' array maps). Default 4096. */
+  maxBinaries?: number;
+  /**
+   * How long a binary's links stay after its last process exited, so that a
+   * restarted or short-lived program is traced from its first instruction
+   * (the exec hook allows processes of an attached file at once). A file
+   * rewritten in place loses its links at once (watcher, exec hook). Default
+   * 30 000 ms; 0 detaches with the last process.
+   */
+  lingerMs?: number;
+}
+
 export class AttachmentManager {
   private readonly byKey = new Map<string, AttachedBinary>();
+  /** device:inode → detaches in flight; a new link set on the inode waits for them */
+  private readonly detachingInodes = new Map<string, Promise<void>>();
+  /**
+   * device:inode → sites of link sets detached from it, kept until a new
+   * link set is attached there: a process started while they were still
+   * registered needs them repaired (see text-repair.ts).
+   */
+  private readonly retiredSites = new Map<string, Set<number>>();
   private readonly freeIds: number[] = [];
   private nextId = 1;
   readonly stats: AttachStats = { binariesAnalysed: 0, attachFailures: 0 };
@@ -55,12 +88,49 @@ export class AttachmentManager {
   private readonly probes: readonly ProbeDescriptor[];
   private readonly log: Logger;
   private readonly maxBinaries: number;
+  private readonly lingerMs: number;
 
-  constructor(rt: BpfRuntime, probes: readonly ProbeDescriptor[], log: Logger, maxBinaries = 4096) {
+  constructor(rt: BpfRuntime, probes: readonly ProbeDescriptor[], log: Logger, opts: AttachmentOptions = {}) {
     this.rt = rt;
     this.probes = probes;
     this.log = log;
-    this.maxBinaries = maxBinaries;
+    this.maxBinaries = opts.maxBinaries ?? 4096;
+    this.lingerMs = opts.lingerMs ?? 30_000;
+  }
+
+  /** The link set on this device:inode, whatever content it was made for. */
+  byInode(inode: string): AttachedBinary | undefined {
+    for (const b of this.byKey.values()) if (b.inode === inode) return b;
+    return undefined;
+  }
+
+  /**
+   * A link set made for other content of the file `key` names (the file was
+   * rewritten in place): it must be gone before a process of the new content
+   * runs into its breakpoints.
+   */
+  staleFor(key: BinaryKey): AttachedBinary | undefined {
+    const b = this.byInode(inodeString(key));
+    return b && b.key !== keyString(key) ? b : undefined;
+  }
+
+  /** Every site a link set on this inode had since the last attach: where stale breakpoints may have been. */
+  staleSites(inode: string): number[] {
+    const out = new Set(this.retiredSites.get(inode) ?? []);
+    for (const s of this.byInode(inode)?.sites ?? []) out.add(s);
+    return [...out];
+  }
+
+  /** Resolves when no detach is in flight on this inode; undefined when none is. */
+  detachInFlight(inode: string): Promise<void> | undefined {
+    return this.detachingInodes.get(inode);
+  }
+
+  /** Detaches the link set on this inode now (lingering or not) and waits for every detach of it. */
+  async detachInode(inode: string): Promise<void> {
+    const b = this.byInode(inode);
+    if (b) this.detachBinary(b);
+    await this.detachingInodes.get(inode);
   }
 
   binaries(): AttachedBinary[] {
@@ -84,24 +154,46 @@ export class AttachmentManager {
     const k = keyString(key);
     let b = this.byKey.get(k);
     if (!b) {
-      b = this.attachBinary(k, path, exe);
+      b = this.attachBinary(k, key, path, exe);
       this.byKey.set(k, b);
     }
+    if (b.linger) clearTimeout(b.linger);
+    b.linger = undefined;
     b.pids.add(pid);
     return b;
   }
 
-  /** Drops a process; detaches the binary's links when it was the last one. */
+  /** Drops a process; the binary's links go `lingerMs` after its last process. */
   removeProcess(pid: number, key: BinaryKey): void {
     const k = keyString(key);
     const b = this.byKey.get(k);
     if (!b) return;
     b.pids.delete(pid);
-    if (b.pids.size === 0) this.detachBinary(b);
+    if (b.pids.size > 0 || b.linger) return;
+    if (this.lingerMs <= 0 || b.handles.length === 0) {
+      this.detachBinary(b);
+      return;
+    }
+    b.linger = setTimeout(() => {
+      b.linger = undefined;
+      if (b.pids.size === 0 && this.byKey.get(b.key) === b) this.detachBinary(b);
+    }, this.lingerMs);
+    b.linger.unref();
   }
 
-  private attachBinary(key: string, path: string, exe: string): AttachedBinary {
-    const b: AttachedBinary = { id: 0, key, path, exe, handles: [], failedProbes: [], pids: new Set() };
+  /** Binaries whose links stay without a process, waiting for one. */
+  lingering(): AttachedBinary[] {
+    return [...this.byKey.values()].filter((b) => b.pids.size === 0 && b.handles.length > 0);
+  }
+
+  /** Detaches every binary that has no process left, now. */
+  async detachIdle(): Promise<void> {
+    for (const b of [...this.byKey.values()]) if (b.pids.size === 0) this.detachBinary(b);
+    await this.settled();
+  }
+
+  private attachBinary(key: string, binaryKey: BinaryKey, path: string, exe: string): AttachedBinary {
+    const b: AttachedBinary = { id: 0, key, binaryKey, inode: inodeString(binaryKey), sites: [], path, exe, handles: [], failedProbes: [], pids: new Set() };
     const { plan, error } = this.planFor(key, path, exe);
     if (!plan) {
       b.error = `analysis failed: ${error ?? 'unknown error'}`;
@@ -131,6 +223,7 @@ export class AttachmentManager {
         for (const s of p.sites) {
           const handle = this.rt.obj.attachUprobes(s.program, path, s.offsets, s.offsets.map(() => BigInt(id)));
           probeHandles.push({ probe: p.probe.id, program: s.program, handle, sites: s.offsets.length });
+          b.sites.push(...s.offsets);
         }
         b.handles.push(...probeHandles);
         for (const d of p.degraded) this.log.warn(`probe ${p.probe.id} degraded`, { path: exe, reason: d });
@@ -144,6 +237,16 @@ export class AttachmentManager {
       }
     }
     for (const f of b.failedProbes) this.log.info(`probe ${f.probe} not attached`, { path: exe, reason: f.reason });
+    if (b.handles.length) {
+      this.retiredSites.delete(b.inode);
+      // from now on the exec hook knows this file: its processes are allowed
+      // at exec, and other content behind this inode is held for repair
+      try {
+        this.rt.setFile(fileKeyOf(binaryKey), fileInfoOf(binaryKey, id, FileFlags.GT_FILE_ALLOW_AT_EXEC));
+      } catch (e) {
+        this.log.once('file.register-failed', 'registering an attached file with the exec hook failed: its processes are found by their exec event instead', { error: (e as Error).message });
+      }
+    }
     this.log.info('tracing binary', {
       path: exe, go: plan.goVersion, id,
       probes: b.handles.map((h) => `${h.probe}:${h.program}x${h.sites}`).join(','),
@@ -206,13 +309,31 @@ export class AttachmentManager {
    * once they are gone.
    */
   private detachBinary(b: AttachedBinary): void {
+    if (b.linger) clearTimeout(b.linger);
+    b.linger = undefined;
     const handles = b.handles.map((h) => h.handle);
     b.handles = [];
-    this.byKey.delete(b.key);
+    if (this.byKey.get(b.key) === b) this.byKey.delete(b.key);
+    if (handles.length) {
+      const r = this.retiredSites.get(b.inode) ?? new Set<number>();
+      for (const s of b.sites) r.add(s);
+      this.retiredSites.set(b.inode, r);
+    }
     const id = b.id;
-    const done = (handles.length ? this.rt.obj.detachAsync(handles) : Promise.resolve())
+    const previous = this.detachingInodes.get(b.inode);
+    const done: Promise<void> = (handles.length ? this.rt.obj.detachAsync(handles) : Promise.resolve())
       .catch((e: Error) => this.log.once('detach.failed', 'detaching a probe failed', { error: e.message }))
-      .then(() => {
+      .then(async () => {
+        await previous;
+        // the exec hook forgets the file only once its breakpoints are gone,
+        // so that other content behind the inode is held until then
+        if (handles.length) {
+          try {
+            this.rt.clearFile(fileKeyOf(b.binaryKey), id);
+          } catch (e) {
+            this.log.once('file.clear-failed', 'clearing an attached file failed', { error: (e as Error).message });
+          }
+        }
         if (!id) return;
         try {
           this.rt.clearBinary(id, this.probes);
@@ -221,14 +342,23 @@ export class AttachmentManager {
         }
         this.freeIds.push(id);
       })
-      .finally(() => this.detaching.delete(done));
+      .finally(() => {
+        this.detaching.delete(done);
+        if (this.detachingInodes.get(b.inode) === done) this.detachingInodes.delete(b.inode);
+      });
     this.detaching.add(done);
-    this.log.debug('binary released', { path: b.path });
+    this.detachingInodes.set(b.inode, done);
+    this.log.debug('binary released', { path: b.exe });
   }
 
   /** Resolves when every detach started so far has finished. */
   async settled(): Promise<void> {
     while (this.detaching.size) await Promise.all([...this.detaching]);
+  }
+
+  /** Every attached file's path (as its first process named it) and inode, for the file watcher. */
+  watchedFiles(): Array<{ path: string; inode: string }> {
+    return [...this.byKey.values()].filter((b) => b.handles.length > 0).map((b) => ({ path: b.exe, inode: b.inode }));
   }
 
   async detachAll(): Promise<void> {

@@ -9,7 +9,8 @@ import { fileURLToPath } from 'node:url';
 import { BpfObject, enableStats, kernelFeatures } from '../native/index.ts';
 import {
   BinaryFlags, Counter, ProcessFlags, EVENT_HEADER_SIZE,
-  encodeBinaryInfo, encodeProcessInfo,
+  decodeFileInfo, encodeBinaryInfo, encodeFileInfo, encodeFileKey, encodeProcessInfo,
+  type FileInfo, type FileKey,
 } from '../generated/layouts.ts';
 import type { EventContext, ProbeDescriptor } from '../probes/types.ts';
 import type { Logger } from '../util/log.ts';
@@ -31,7 +32,22 @@ export interface EventStats {
   byType: Map<number, number>;
   unknownType: number;
   malformed: number;
+  /** probe events of processes the agent had not decided on yet, kept until it did */
+  held: number;
+  /** held events dropped: their process was not selected (the user's choice, not a loss) */
+  heldNotSelected: number;
+  /** held events dropped: no decision came in time, or the holding area was full */
+  heldExpired: number;
 }
+
+/**
+ * How long a probe event of an undecided process is kept. A process of a
+ * known file is allowed at exec in BPF and may emit events before the agent
+ * has read its exec event (the two come through different ring buffers).
+ */
+const HOLD_MS = 2000;
+/** Probe events kept for undecided processes, node-wide. */
+const HOLD_MAX = 16384;
 
 function u32key(n: number): Buffer {
   const b = Buffer.alloc(4);
@@ -42,7 +58,12 @@ function u32key(n: number): Buffer {
 export class BpfRuntime {
   readonly obj: BpfObject;
   readonly features: ReturnType<typeof kernelFeatures>;
-  readonly eventStats: EventStats = { records: 0, byType: new Map(), unknownType: 0, malformed: 0 };
+  readonly eventStats: EventStats = { records: 0, byType: new Map(), unknownType: 0, malformed: 0, held: 0, heldNotSelected: 0, heldExpired: 0 };
+  /** tgid → probe events (copies) waiting for the agent's decision on that process */
+  private readonly heldEvents = new Map<number, { since: number; records: Buffer[] }>();
+  private heldCount = 0;
+  private holdTimer: NodeJS.Timeout | undefined;
+  private ctx: EventContext | undefined;
   private readonly handlers = new Map<number, ProbeDescriptor>();
   /** Handlers of the agent's own events (process lifecycle), by event type. */
   private readonly systemHandlers = new Map<number, (buf: Buffer, off: number) => void>();
@@ -104,6 +125,18 @@ export class BpfRuntime {
 
   setBinary(id: number, goidOffset: number): void {
     this.obj.mapUpdate('gt_binaries', u32key(id), encodeBinaryInfo({ goid_offset: goidOffset, flags: BinaryFlags.GT_BINARY_VALID }));
+  }
+
+  /** Tells the exec hook about an attached file (see probes/process/process.bpf.c). */
+  setFile(key: FileKey, info: FileInfo): void {
+    this.obj.mapUpdate('gt_binary_files', encodeFileKey(key), encodeFileInfo(info));
+  }
+
+  /** Forgets an attached file, unless it was registered again for another binary id since. */
+  clearFile(key: FileKey, binaryId: number): void {
+    const k = encodeFileKey(key);
+    const v = this.obj.mapLookup('gt_binary_files', k);
+    if (v && decodeFileInfo(v).binary_id === binaryId) this.obj.mapDelete('gt_binary_files', k);
   }
 
   clearBinary(id: number, probes: readonly ProbeDescriptor[]): void {
@@ -169,9 +202,72 @@ export class BpfRuntime {
     }
   }
 
-  /** Starts consuming events; `ctx` turns them into spans. */
+  /**
+   * Starts consuming events; `ctx` turns them into spans. Process events
+   * have their own ring buffer, polled with wakeups so they arrive at once
+   * and survive floods of probe events.
+   */
   start(ctx: EventContext, opts: { intervalMs?: number } = {}): void {
+    this.ctx = ctx;
+    this.obj.startRingBuffer('gt_process_events', (batch) => this.dispatch(batch, ctx), { intervalMs: 100, wakeup: true });
     this.obj.startRingBuffer('gt_events', (batch) => this.dispatch(batch, ctx), { intervalMs: opts.intervalMs ?? 5 });
+    this.holdTimer = setInterval(() => this.expireHeld(), 250);
+    this.holdTimer.unref();
+  }
+
+  /**
+   * Stops (true) or resumes (false) taking probe events out of the kernel:
+   * while the span pipeline is full, events wait in the ring buffer (where
+   * an overflow is counted as ringbuf_full) rather than being taken and
+   * dropped. Process events keep flowing.
+   */
+  pauseProbeEvents(paused: boolean): void {
+    this.obj.pauseRingBuffer('gt_events', paused);
+  }
+
+  /** The agent decided on process `tgid`: its held events are handled now (traced) or dropped (not). */
+  decided(tgid: number, traced: boolean): void {
+    this.releaseHeld(tgid, traced ? 'traced' : 'not-selected');
+  }
+
+  private releaseHeld(tgid: number, outcome: 'traced' | 'not-selected' | 'expired'): void {
+    const h = this.heldEvents.get(tgid);
+    if (!h) return;
+    this.heldEvents.delete(tgid);
+    this.heldCount -= h.records.length;
+    if (outcome === 'traced' && this.ctx) {
+      for (const r of h.records) this.handleRecord(r, 0, r.length, this.ctx, false);
+    } else if (outcome === 'not-selected') {
+      this.eventStats.heldNotSelected += h.records.length;
+    } else {
+      this.eventStats.heldExpired += h.records.length;
+      this.log.once('event.hold-expired', 'probe events of a process the agent never decided on were dropped (counted in gotrail_events_dropped_total{reason="undecided_process"})', { tgid });
+    }
+  }
+
+  private expireHeld(): void {
+    const now = Date.now();
+    for (const [tgid, h] of this.heldEvents) {
+      if (now - h.since < HOLD_MS) continue;
+      // the decision may have been made on a path that does not report here
+      this.releaseHeld(tgid, this.ctx?.resourceOf(tgid) !== undefined ? 'traced' : 'expired');
+    }
+  }
+
+  private hold(tgid: number, batch: Buffer, rec: number, len: number): void {
+    if (this.heldCount >= HOLD_MAX) {
+      this.eventStats.heldExpired++;
+      this.log.once('event.hold-full', `probe events of undecided processes exceed ${HOLD_MAX}: dropped (counted in gotrail_events_dropped_total{reason="undecided_process"})`);
+      return;
+    }
+    let h = this.heldEvents.get(tgid);
+    if (!h) {
+      h = { since: Date.now(), records: [] };
+      this.heldEvents.set(tgid, h);
+    }
+    h.records.push(Buffer.from(batch.subarray(rec, rec + len)));
+    this.heldCount++;
+    this.eventStats.held++;
   }
 
   /** Walks one batch (u32 length + record, 8-byte aligned) without throwing. */
@@ -198,24 +294,41 @@ export class BpfRuntime {
             this.eventStats.malformed++;
             this.log.once(`event.system.${type}`, 'handling a process event failed', { error: (e as Error).message });
           }
-        } else if (!h) this.eventStats.unknownType++;
-        else if (len < h.eventSize) {
-          this.eventStats.malformed++;
-          this.log.once(`event.short.${type}`, 'event shorter than its layout: skipped', { type, len, expected: h.eventSize });
-        } else {
-          try {
-            h.handleEvent(batch, rec, ctx);
-          } catch (e) {
-            this.eventStats.malformed++;
-            this.log.once(`event.decode.${h.id}`, `decoding a ${h.id} event failed`, { error: (e as Error).message });
-          }
-        }
+        } else this.handleRecord(batch, rec, len, ctx, true);
       } else this.eventStats.malformed++;
       off = (rec + len + 7) & ~7;
     }
   }
 
+  /** One probe event; `mayHold`: keep it when its process is not decided yet. */
+  private handleRecord(batch: Buffer, rec: number, len: number, ctx: EventContext, mayHold: boolean): void {
+    const type = batch.readUInt16LE(rec);
+    const h = this.handlers.get(type);
+    if (!h) {
+      this.eventStats.unknownType++;
+      return;
+    }
+    if (len < h.eventSize) {
+      this.eventStats.malformed++;
+      this.log.once(`event.short.${type}`, 'event shorter than its layout: skipped', { type, len, expected: h.eventSize });
+      return;
+    }
+    const tgid = batch.readUInt32LE(rec + 4);
+    if (mayHold && ctx.resourceOf(tgid) === undefined) {
+      this.hold(tgid, batch, rec, len);
+      return;
+    }
+    try {
+      h.handleEvent(batch, rec, ctx);
+    } catch (e) {
+      this.eventStats.malformed++;
+      this.log.once(`event.decode.${h.id}`, `decoding a ${h.id} event failed`, { error: (e as Error).message });
+    }
+  }
+
   async stop(): Promise<void> {
+    if (this.holdTimer) clearInterval(this.holdTimer);
+    for (const tgid of [...this.heldEvents.keys()]) this.releaseHeld(tgid, this.ctx?.resourceOf(tgid) !== undefined ? 'traced' : 'expired');
     await this.obj.stopRingBuffer();
     this.obj.close();
   }

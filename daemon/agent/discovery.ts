@@ -4,7 +4,7 @@
  * (device + inode of /proc/PID/exe, which resolves inside the process's own
  * mount namespace) is checked for Go once.
  */
-import { readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { readGoVersion } from '../analysis/go-binary.ts';
 import type { BinaryKey } from './attachments.ts';
 import { keyString } from './attachments.ts';
@@ -14,8 +14,15 @@ export interface ProcessInfo {
   pid: number;
   startTime: string;
   exe: string;
-  /** path the kernel and the analysis can open, valid while the process lives */
+  /**
+   * Path the kernel and the analysis open: `/proc/self/fd/N` of a descriptor
+   * opened on the executable when the process was first looked at, so the
+   * file stays reachable when the process exits mid-attach (a short-lived
+   * process). Valid until {@link releaseProcessInfo}.
+   */
   exePath: string;
+  /** The descriptor behind exePath; -1 once released. */
+  fd: number;
   name: string;
   key: BinaryKey;
   goVersion: string;
@@ -56,42 +63,117 @@ export class GoProcessProbe {
     this.procRoot = procRoot;
   }
 
-  probe(pid: number): ProbeResult {
-    const exePath = `${this.procRoot}/${pid}/exe`;
-    let exe: string;
-    let key: BinaryKey;
+  /**
+   * Looks at an executable by path, for a process that exited before it
+   * could be looked at: `expected` (from its exec event) must match the
+   * file exactly, else the path names another file now. The result holds a
+   * descriptor like {@link probe}'s (pid 0, no start time or name).
+   */
+  probeFile(path: string, expected: BinaryKey): ProbeResult {
+    let fd: number;
     try {
-      exe = readlinkSync(exePath).replace(/ \(deleted\)$/, '');
-      const st = statSync(exePath, { bigint: true });
-      key = { dev: st.dev, ino: st.ino, mtimeNs: st.mtimeNs, size: st.size };
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      // kernel threads have no executable; a vanished pid is not an error
-      if (code === 'ENOENT' || code === 'ESRCH') return { kind: 'gone' };
-      return { kind: 'unreadable', reason: `${exePath}: ${(e as Error).message}` };
+      fd = openSync(path, 'r');
+    } catch {
+      return { kind: 'gone' };
     }
-    const startTime = readStartTime(pid, this.procRoot);
-    if (startTime === undefined) return { kind: 'gone' };
+    let handedOver = false;
+    try {
+      const st = fstatSync(fd, { bigint: true });
+      const key: BinaryKey = { dev: st.dev, ino: st.ino, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs, size: st.size };
+      if (keyString(key) !== keyString(expected)) return { kind: 'gone' };
+      const exePath = `/proc/self/fd/${fd}`;
+      const goVersion = this.goVersionOf(key, exePath);
+      if (goVersion === null) return { kind: 'not-go' };
+      handedOver = true;
+      return { kind: 'go', info: { pid: 0, startTime: '', exe: path, exePath, fd, name: '', key, goVersion } };
+    } catch {
+      return { kind: 'gone' };
+    } finally {
+      if (!handedOver) closeSync(fd);
+    }
+  }
+
+  private goVersionOf(key: BinaryKey, path: string): string | null {
     const k = keyString(key);
     let cached = this.binaryCache.get(k);
     if (cached === undefined) {
       try {
-        cached = readGoVersion(exePath)?.goVersion ?? null;
+        cached = readGoVersion(path)?.goVersion ?? null;
       } catch {
         cached = null; // non-ELF (scripts run through binfmt), truncated: not ours
       }
-      // a process that exited mid-read says nothing about its binary
-      if (readStartTime(pid, this.procRoot) !== startTime) return { kind: 'gone' };
       this.binaryCache.set(k, cached);
     }
-    const goVersion: string | null = cached;
-    if (goVersion === null) return { kind: 'not-go' };
-    let name = '';
-    try {
-      name = readFileSync(`${this.procRoot}/${pid}/comm`, 'utf8').trim();
-    } catch {
-      return { kind: 'gone' };
-    }
-    return { kind: 'go', info: { pid, startTime, exe, exePath, name, key, goVersion } };
+    return cached;
   }
+
+  /** The identity of the file a process runs now; undefined when it is gone. */
+  currentKey(pid: number): BinaryKey | undefined {
+    try {
+      const st = statSync(`${this.procRoot}/${pid}/exe`, { bigint: true });
+      return { dev: st.dev, ino: st.ino, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs, size: st.size };
+    } catch {
+      return undefined;
+    }
+  }
+
+  /**
+   * Looks at one process. A Go process's result holds a descriptor on its
+   * executable (see {@link ProcessInfo.exePath}): the caller must pass it to
+   * {@link releaseProcessInfo} once the binary is attached or ignored.
+   */
+  probe(pid: number): ProbeResult {
+    const link = `${this.procRoot}/${pid}/exe`;
+    let exe: string;
+    let fd: number;
+    try {
+      // the descriptor first: it keeps the very file the process runs,
+      // whatever happens to the process or the path afterwards
+      fd = openSync(link, 'r');
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      // kernel threads have no executable; a vanished pid is not an error
+      if (code === 'ENOENT' || code === 'ESRCH') return { kind: 'gone' };
+      return { kind: 'unreadable', reason: `${link}: ${(e as Error).message}` };
+    }
+    let handedOver = false;
+    try {
+      let key: BinaryKey;
+      try {
+        const st = fstatSync(fd, { bigint: true });
+        key = { dev: st.dev, ino: st.ino, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs, size: st.size };
+        exe = readlinkSync(link).replace(/ \(deleted\)$/, '');
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT' || code === 'ESRCH') return { kind: 'gone' };
+        return { kind: 'unreadable', reason: `${link}: ${(e as Error).message}` };
+      }
+      const exePath = `/proc/self/fd/${fd}`;
+      const startTime = readStartTime(pid, this.procRoot);
+      if (startTime === undefined) return { kind: 'gone' };
+      const goVersion = this.goVersionOf(key, exePath);
+      if (goVersion === null) return { kind: 'not-go' };
+      let name = '';
+      try {
+        name = readFileSync(`${this.procRoot}/${pid}/comm`, 'utf8').trim();
+      } catch {
+        return { kind: 'gone' };
+      }
+      handedOver = true;
+      return { kind: 'go', info: { pid, startTime, exe, exePath, fd, name, key, goVersion } };
+    } finally {
+      if (!handedOver) closeSync(fd);
+    }
+  }
+}
+
+/** Closes the descriptor a {@link ProcessInfo} holds on its executable. Idempotent. */
+export function releaseProcessInfo(info: ProcessInfo): void {
+  if (info.fd < 0) return;
+  try {
+    closeSync(info.fd);
+  } catch {
+    /* already closed */
+  }
+  info.fd = -1;
 }

@@ -28,6 +28,8 @@ export interface MetricsSnapshot {
   execToAttach: number[];
   /** the Kubernetes pod watcher, when running in a cluster */
   kubernetes?: { pods: number; relists: number; failures: number; events: number };
+  /** process lifecycle: rewritten binaries met at exec, processes held for repair, repaired code bytes, held probe events */
+  lifecycle?: { staleExecs: number; heldProcesses: number; repairedBytes: number; eventsHeld: number; eventsNotSelected: number; eventsUndecided: number };
 }
 
 export function createMetrics(source: MetricsSource): Registry {
@@ -100,6 +102,14 @@ export function createMetrics(source: MetricsSource): Registry {
     if (s.kubernetes) set({}, s.kubernetes.relists);
   });
   counter('gotrail_attach_failures_total', 'Probe attachments that failed', [], (set, s) => set({}, s.attachFailures));
+  counter('gotrail_binary_rewrites_total', 'Processes started on an attached binary rewritten in place (its stale probes were replaced first)', [], (set, s) => set({}, s.lifecycle?.staleExecs ?? 0));
+  counter('gotrail_processes_held_total', 'Processes stopped at exec until stale probes of their rewritten binary were gone', [], (set, s) => set({}, s.lifecycle?.heldProcesses ?? 0));
+  counter('gotrail_code_bytes_repaired_total', 'Code bytes of such processes the kernel had restored from the old binary, put back to the file\'s content', [], (set, s) => set({}, s.lifecycle?.repairedBytes ?? 0));
+  counter('gotrail_events_held_total', 'Probe events of processes allowed at exec, kept until the agent decided on the process', [], (set, s) => set({}, s.lifecycle?.eventsHeld ?? 0));
+  counter('gotrail_events_dropped_total', 'Probe events dropped in user space, by reason (not_selected: the selection rules excluded the process after the exec hook allowed it; undecided_process: no decision in time)', ['reason'], (set, s) => {
+    set({ reason: 'not_selected' }, s.lifecycle?.eventsNotSelected ?? 0);
+    set({ reason: 'undecided_process' }, s.lifecycle?.eventsUndecided ?? 0);
+  });
   // one snapshot per scrape
   const orig = reg.metrics.bind(reg);
   reg.metrics = async () => {

@@ -54,6 +54,9 @@ Agent:
                          "off" disables; metrics name the programs on this node, so
                          bind wider only on purpose)
   --scan-interval MS     /proc reconciliation interval, behind exec/exit events (default 5000)
+  --linger MS            keep a binary's probes this long after its last process exits, so
+                         restarted and short-lived programs are traced from their first
+                         instruction (default 30000; 0: detach with the last process)
   --max-processes N      BPF allow-list capacity: Go processes traced at once (default 16384)
   --max-inflight N       in-flight requests tracked per probe, node-wide (default 16384)
   --ring-buffer-bytes N  event ring buffer size, a power of two (default 4194304)
@@ -100,6 +103,7 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
       'otlp-endpoint': { type: 'string' },
       'metrics-address': { type: 'string', default: '127.0.0.1:9464' },
       'scan-interval': { type: 'string' },
+      linger: { type: 'string' },
       'max-processes': { type: 'string' },
       'max-inflight': { type: 'string' },
       'ring-buffer-bytes': { type: 'string' },
@@ -117,6 +121,8 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
   if (!isLogLevel(values['log-level'])) throw new CliError(`--log-level: expected debug, info, warn or error, got "${values['log-level']}"`, EXIT.USAGE);
   const scanInterval = values['scan-interval'] === undefined ? undefined : Number(values['scan-interval']);
   if (scanInterval !== undefined && !(Number.isFinite(scanInterval) && scanInterval >= 50)) throw new CliError('--scan-interval: expected milliseconds >= 50', EXIT.USAGE);
+  const linger = values.linger === undefined ? undefined : Number(values.linger);
+  if (linger !== undefined && !(Number.isInteger(linger) && linger >= 0)) throw new CliError(`--linger: expected milliseconds >= 0, got "${values.linger}"`, EXIT.USAGE);
   const count = (name: string, v: string | undefined, min: number, pow2 = false): number | undefined => {
     if (v === undefined) return undefined;
     const n = Number(v);
@@ -151,6 +157,7 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
     selection,
     kubernetes: values.kubernetes === 'off' ? false : undefined,
     scanIntervalMs: scanInterval,
+    lingerMs: linger,
     mapSizes,
   });
   try {

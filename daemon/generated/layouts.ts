@@ -14,6 +14,7 @@ export const Counter = {
   GT_COUNTER_READ_FAILED: 2,
   GT_COUNTER_NO_ENTRY: 3,
   GT_COUNTER_INFLIGHT_FULL: 4,
+  GT_COUNTER_PROCESS_EVENTS_FULL: 5,
   GT_COUNTER_MAX: 8,
 } as const;
 
@@ -23,6 +24,20 @@ export const EventType = {
   GT_EVENT_PROCESS_EXEC: 2,
   GT_EVENT_PROCESS_EXIT: 3,
   GT_EVENT_HTTP_CLIENT: 4,
+} as const;
+
+/** enum gt_exec_flags */
+export const ExecFlags = {
+  GT_EXEC_KNOWN: 1,
+  GT_EXEC_STALE: 2,
+  GT_EXEC_HELD: 4,
+  GT_EXEC_ALLOWED: 8,
+  GT_EXEC_ARGS: 16,
+} as const;
+
+/** enum gt_file_flags */
+export const FileFlags = {
+  GT_FILE_ALLOW_AT_EXEC: 1,
 } as const;
 
 /** enum gt_http_client_event_flags */
@@ -79,6 +94,11 @@ export const HttpServerFlags = {
 /** enum gt_process_event_limits */
 export const ProcessEventLimits = {
   GT_PROCESS_COMM_MAX: 16,
+  GT_PROCESS_FILENAME_MAX: 256,
+  GT_PROCESS_ARGS_MAX: 512,
+  GT_PROCESS_ENV_MAX: 4096,
+  GT_BINARY_FILES_MAX: 4096,
+  GT_SIGSTOP: 19,
 } as const;
 
 /** enum gt_process_flags */
@@ -202,6 +222,82 @@ export function encodeEventHeader(v: EventHeader, buf: Buffer = Buffer.alloc(24)
   buf.writeUInt32LE(v.binary_id, off + 8);
   buf.writeUInt32LE(v.cpu, off + 12);
   buf.writeBigUInt64LE(v.goid, off + 16);
+  return buf;
+}
+
+/** struct gt_file_info (40 bytes) */
+export interface FileInfo {
+  size: bigint;
+  mtime_sec: bigint;
+  ctime_sec: bigint;
+  mtime_nsec: number;
+  ctime_nsec: number;
+  binary_id: number;
+  flags: number;
+}
+
+export const FILE_INFO_SIZE = 40;
+export const FileInfoOffsets = {
+  size: 0,
+  mtime_sec: 8,
+  ctime_sec: 16,
+  mtime_nsec: 24,
+  ctime_nsec: 28,
+  binary_id: 32,
+  flags: 36,
+} as const;
+
+/** Decodes struct gt_file_info at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeFileInfo(buf: Buffer, off = 0): FileInfo {
+  if (off + 40 > buf.length) throw new RangeError(`gt_file_info: need 40 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    size: buf.readBigUInt64LE(off + 0),
+    mtime_sec: buf.readBigInt64LE(off + 8),
+    ctime_sec: buf.readBigInt64LE(off + 16),
+    mtime_nsec: buf.readUInt32LE(off + 24),
+    ctime_nsec: buf.readUInt32LE(off + 28),
+    binary_id: buf.readUInt32LE(off + 32),
+    flags: buf.readUInt32LE(off + 36),
+  };
+}
+
+/** Encodes struct gt_file_info into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeFileInfo(v: FileInfo, buf: Buffer = Buffer.alloc(40), off = 0): Buffer {
+  buf.writeBigUInt64LE(v.size, off + 0);
+  buf.writeBigInt64LE(v.mtime_sec, off + 8);
+  buf.writeBigInt64LE(v.ctime_sec, off + 16);
+  buf.writeUInt32LE(v.mtime_nsec, off + 24);
+  buf.writeUInt32LE(v.ctime_nsec, off + 28);
+  buf.writeUInt32LE(v.binary_id, off + 32);
+  buf.writeUInt32LE(v.flags, off + 36);
+  return buf;
+}
+
+/** struct gt_file_key (16 bytes) */
+export interface FileKey {
+  dev: bigint;
+  ino: bigint;
+}
+
+export const FILE_KEY_SIZE = 16;
+export const FileKeyOffsets = {
+  dev: 0,
+  ino: 8,
+} as const;
+
+/** Decodes struct gt_file_key at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeFileKey(buf: Buffer, off = 0): FileKey {
+  if (off + 16 > buf.length) throw new RangeError(`gt_file_key: need 16 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    dev: buf.readBigUInt64LE(off + 0),
+    ino: buf.readBigUInt64LE(off + 8),
+  };
+}
+
+/** Encodes struct gt_file_key into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeFileKey(v: FileKey, buf: Buffer = Buffer.alloc(16), off = 0): Buffer {
+  buf.writeBigUInt64LE(v.dev, off + 0);
+  buf.writeBigUInt64LE(v.ino, off + 8);
   return buf;
 }
 
@@ -529,43 +625,107 @@ export function encodeHttpServerEvent(v: HttpServerEvent, buf: Buffer = Buffer.a
   return buf;
 }
 
-/** struct gt_process_event (56 bytes) */
+/** struct gt_process_event (392 bytes) */
 export interface ProcessEvent {
   hdr: EventHeader;
   time_ns: bigint;
+  start_boottime: bigint;
   ppid: number;
+  flags: number;
+  file: FileKey;
+  content: FileInfo;
+  args_len: number;
+  env_len: number;
+  env_total: number;
   reserved: number;
   comm: Buffer;
+  filename: Buffer;
 }
 
-export const PROCESS_EVENT_SIZE = 56;
+export const PROCESS_EVENT_SIZE = 392;
 export const ProcessEventOffsets = {
   hdr: 0,
   time_ns: 24,
-  ppid: 32,
-  reserved: 36,
-  comm: 40,
+  start_boottime: 32,
+  ppid: 40,
+  flags: 44,
+  file: 48,
+  content: 64,
+  args_len: 104,
+  env_len: 108,
+  env_total: 112,
+  reserved: 116,
+  comm: 120,
+  filename: 136,
 } as const;
 
 /** Decodes struct gt_process_event at `off`; byte arrays are views into `buf`, not copies. */
 export function decodeProcessEvent(buf: Buffer, off = 0): ProcessEvent {
-  if (off + 56 > buf.length) throw new RangeError(`gt_process_event: need 56 bytes at ${off}, have ${buf.length - off}`);
+  if (off + 392 > buf.length) throw new RangeError(`gt_process_event: need 392 bytes at ${off}, have ${buf.length - off}`);
   return {
     hdr: decodeEventHeader(buf, off + 0),
     time_ns: buf.readBigUInt64LE(off + 24),
-    ppid: buf.readUInt32LE(off + 32),
-    reserved: buf.readUInt32LE(off + 36),
-    comm: buf.subarray(off + 40, off + 40 + 16),
+    start_boottime: buf.readBigUInt64LE(off + 32),
+    ppid: buf.readUInt32LE(off + 40),
+    flags: buf.readUInt32LE(off + 44),
+    file: decodeFileKey(buf, off + 48),
+    content: decodeFileInfo(buf, off + 64),
+    args_len: buf.readUInt32LE(off + 104),
+    env_len: buf.readUInt32LE(off + 108),
+    env_total: buf.readUInt32LE(off + 112),
+    reserved: buf.readUInt32LE(off + 116),
+    comm: buf.subarray(off + 120, off + 120 + 16),
+    filename: buf.subarray(off + 136, off + 136 + 256),
   };
 }
 
 /** Encodes struct gt_process_event into `buf` at `off` (a new zeroed buffer by default). */
-export function encodeProcessEvent(v: ProcessEvent, buf: Buffer = Buffer.alloc(56), off = 0): Buffer {
+export function encodeProcessEvent(v: ProcessEvent, buf: Buffer = Buffer.alloc(392), off = 0): Buffer {
   encodeEventHeader(v.hdr, buf, off + 0);
   buf.writeBigUInt64LE(v.time_ns, off + 24);
-  buf.writeUInt32LE(v.ppid, off + 32);
-  buf.writeUInt32LE(v.reserved, off + 36);
-  buf.fill(0, off + 40, off + 40 + 16); v.comm.copy(buf, off + 40, 0, Math.min(v.comm.length, 16));
+  buf.writeBigUInt64LE(v.start_boottime, off + 32);
+  buf.writeUInt32LE(v.ppid, off + 40);
+  buf.writeUInt32LE(v.flags, off + 44);
+  encodeFileKey(v.file, buf, off + 48);
+  encodeFileInfo(v.content, buf, off + 64);
+  buf.writeUInt32LE(v.args_len, off + 104);
+  buf.writeUInt32LE(v.env_len, off + 108);
+  buf.writeUInt32LE(v.env_total, off + 112);
+  buf.writeUInt32LE(v.reserved, off + 116);
+  buf.fill(0, off + 120, off + 120 + 16); v.comm.copy(buf, off + 120, 0, Math.min(v.comm.length, 16));
+  buf.fill(0, off + 136, off + 136 + 256); v.filename.copy(buf, off + 136, 0, Math.min(v.filename.length, 256));
+  return buf;
+}
+
+/** struct gt_process_exec_args (5000 bytes) */
+export interface ProcessExecArgs {
+  ev: ProcessEvent;
+  args: Buffer;
+  env: Buffer;
+}
+
+export const PROCESS_EXEC_ARGS_SIZE = 5000;
+export const ProcessExecArgsOffsets = {
+  ev: 0,
+  args: 392,
+  env: 904,
+} as const;
+
+/** Decodes struct gt_process_exec_args at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeProcessExecArgs(buf: Buffer, off = 0): ProcessExecArgs {
+  if (off + 5000 > buf.length) throw new RangeError(`gt_process_exec_args: need 5000 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    ev: decodeProcessEvent(buf, off + 0),
+    args: buf.subarray(off + 392, off + 392 + 512),
+    env: buf.subarray(off + 904, off + 904 + 4096),
+  };
+}
+
+/** Encodes struct gt_process_exec_args into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeProcessExecArgs(v: ProcessExecArgs, buf: Buffer = Buffer.alloc(5000), off = 0): Buffer {
+  encodeProcessEvent(v.ev, buf, off + 0);
+  buf.fill(0, off + 392, off + 392 + 512); v.args.copy(buf, off + 392, 0, Math.min(v.args.length, 512));
+  buf.fill(0, off + 904, off + 904 + 4096); v.env.copy(buf, off + 904, 0, Math.min(v.env.length, 4096));
   return buf;
 }
 

@@ -41,6 +41,8 @@ interface Entry {
   firstSeen: number;
   cmdline?: string | null;
   env?: Map<string, string> | null;
+  /** What the exec hook copied, for a process that is gone before /proc is read. */
+  seeded?: { cmdline?: string; env?: Map<string, string> };
   container?: ContainerInfo | null;
   /** The last pod found: kept after the pod's deletion so the process's last spans are still named. */
   pod?: PodLookup;
@@ -104,14 +106,23 @@ export class ProcessMetadata {
 
   cmdline(pid: number): string | undefined {
     const e = this.entry(pid);
-    if (e.cmdline === undefined) e.cmdline = readCmdline(pid, this.procRoot) ?? null;
+    if (e.cmdline === undefined) e.cmdline = readCmdline(pid, this.procRoot) ?? e.seeded?.cmdline ?? null;
     return e.cmdline ?? undefined;
   }
 
   env(pid: number): Map<string, string> | undefined {
     const e = this.entry(pid);
-    if (e.env === undefined) e.env = readProcessEnv(pid, this.procRoot) ?? null;
+    if (e.env === undefined) e.env = readProcessEnv(pid, this.procRoot) ?? e.seeded?.env ?? null;
     return e.env ?? undefined;
+  }
+
+  /**
+   * Keeps the command line and environment the exec hook copied (a bounded
+   * prefix of each), used only when /proc can no longer be read: a process
+   * that exited before the agent looked is judged by its own facts.
+   */
+  seed(pid: number, startTime: string, facts: { cmdline?: string; env?: Map<string, string> }): void {
+    this.entry(pid, startTime).seeded = facts;
   }
 
   container(pid: number): ContainerInfo | undefined {

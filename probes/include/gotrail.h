@@ -74,6 +74,7 @@ enum gt_counter {
 	GT_COUNTER_READ_FAILED = 2,
 	GT_COUNTER_NO_ENTRY = 3,
 	GT_COUNTER_INFLIGHT_FULL = 4,
+	GT_COUNTER_PROCESS_EVENTS_FULL = 5,  /* process exec/exit ring buffer full */
 	GT_COUNTER_MAX = 8,
 };
 

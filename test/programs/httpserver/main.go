@@ -25,7 +25,18 @@ func main() {
 	flag.String("tag", "", "ignored: lets tests tell processes of one binary apart by command line")
 	exitAfter := flag.Duration("exit-after", 0, "exit after this long (0: serve forever)")
 	useTLS := flag.Bool("tls", false, "serve HTTPS (HTTP/2 and HTTP/1.1) with a self-signed certificate")
+	get := flag.String("get", "", "send one GET to this URL with net/http's client, print the status and exit (a short-lived client)")
 	flag.Parse()
+	if *get != "" {
+		resp, err := http.Get(*get)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "get:", err)
+			os.Exit(1)
+		}
+		resp.Body.Close()
+		fmt.Println(resp.StatusCode)
+		return
+	}
 	if *exitAfter > 0 {
 		time.AfterFunc(*exitAfter, func() { os.Exit(0) })
 	}
