@@ -38,6 +38,11 @@ export interface AgentOptions {
    * Default: uprobe_multi where the kernel has it.
    */
   uprobeMulti?: boolean;
+  /**
+   * Debugging aid: record every probe hit and the agent's steps into this
+   * file (JSON lines, see ProbeHitLog). Default: off.
+   */
+  debugProbeHitsPath?: string;
   /** Compiled probe object. Default: build/probes/gotrail.bpf.o. */
   bpfObjectPath?: string;
   /** Called for every span before export (tests, demo). */
@@ -53,6 +58,8 @@ export interface AgentOptions {
 interface TracedProcess {
   info: ProcessInfo;
   resource: Resource;
+  /** CLOCK_MONOTONIC ns just before /proc/PID/exe was read: the image judged is that of every exec before */
+  judgedAtNs: bigint;
 }
 
 /** How long the resource of an exited process is kept for its last events. */
@@ -93,6 +100,10 @@ export class Agent implements MetricsSource {
 
   async start(): Promise<void> {
     this.rt = new BpfRuntime(this.log, this.probes, { objectPath: this.opts.bpfObjectPath, mapSizes: this.opts.mapSizes, uprobeMulti: this.opts.uprobeMulti });
+    if (this.opts.debugProbeHitsPath) {
+      this.rt.enableProbeHitLog(this.opts.debugProbeHitsPath);
+      this.log.warn('recording every probe hit (a debugging aid that slows every traced request)', { file: this.opts.debugProbeHitsPath });
+    }
     const f = this.rt.features;
     this.log.info('probes loaded', {
       uprobeMulti: f.uprobeMulti, lockdown: f.lockdown,
@@ -173,7 +184,15 @@ export class Agent implements MetricsSource {
 
   /** A process replaced its image: judge it afresh (it may be Go now, or no longer). */
   private onExec(pid: number, execNs: bigint): void {
-    if (this.traced.has(pid)) this.processExited(pid);
+    this.rt?.debugNote('exec', { tgid: pid, execNs });
+    // The /proc scan may have judged the new image before this event was
+    // consumed: that process is traced already. Releasing and attaching it
+    // again would leave it untraced (and its state forgotten) mid-request and
+    // its binary attached twice while the first link set detaches, so that
+    // every return fired twice and the second found no entry.
+    const t = this.traced.get(pid);
+    if (t && execNs < t.judgedAtNs) return;
+    if (t) this.processExited(pid);
     this.ignored.delete(pid);
     this.meta.forget(pid);
     this.consider(pid);
@@ -202,6 +221,7 @@ export class Agent implements MetricsSource {
   }
 
   private consider(pid: number): void {
+    const judgedAtNs = process.hrtime.bigint();
     const r = this.discovery.probe(pid);
     if (r.kind === 'gone') return;
     if (r.kind === 'unreadable') {
@@ -238,7 +258,7 @@ export class Agent implements MetricsSource {
       this.ignored.set(pid, info.startTime);
       return;
     }
-    this.traced.set(pid, { info, resource });
+    this.traced.set(pid, { info, resource, judgedAtNs });
     this.totals.processesTraced++;
     this.log.info('tracing process', { pid, exe: info.exe, service: String(resource.attributes['service.name']) });
   }

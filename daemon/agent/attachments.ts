@@ -144,6 +144,7 @@ export class AttachmentManager {
       }
     }
     for (const f of b.failedProbes) this.log.info(`probe ${f.probe} not attached`, { path: exe, reason: f.reason });
+    this.rt.debugNote('attached', { id, key, links: b.handles.length });
     this.log.info('tracing binary', {
       path: exe, go: plan.goVersion, id,
       probes: b.handles.map((h) => `${h.probe}:${h.program}x${h.sites}`).join(','),
@@ -207,9 +208,17 @@ export class AttachmentManager {
    */
   private detachBinary(b: AttachedBinary): void {
     const handles = b.handles.map((h) => h.handle);
+    this.rt.debugNote('detaching', { id: b.id, key: b.key, links: handles.length });
     b.handles = [];
     this.byKey.delete(b.key);
     const id = b.id;
+    if (id) {
+      try {
+        this.rt.releaseBinary(id);
+      } catch (e) {
+        this.log.once('binary.release-failed', 'marking a binary released failed', { error: (e as Error).message });
+      }
+    }
     const done = (handles.length ? this.rt.obj.detachAsync(handles) : Promise.resolve())
       .catch((e: Error) => this.log.once('detach.failed', 'detaching a probe failed', { error: e.message }))
       .then(() => {
