@@ -94,7 +94,7 @@ describe('return probes find their entries', { skip }, () => {
   after(() => void (failed || rmSync(dir, { recursive: true, force: true })));
 
   for (let round = 1; round <= rounds; round++) {
-    test(`round ${round}: every scenario of the server suite, no return without its entry`, async () => {
+    test(`round ${round}: every scenario of the server suite, no return without its entry`, async (t) => {
       const hits = join(dir, `hits-${round}.jsonl`);
       const agent = await startAgent(['--exporter', 'none', '--include-exe', join(repoRoot, 'build', 'go', '**'), '--debug-probe-hits', hits]);
       try {
@@ -132,6 +132,7 @@ describe('return probes find their entries', { skip }, () => {
         await new Promise((r) => setTimeout(r, 300));
         const lost = await lostCounters(agent);
         failed = lost['no_entry'] !== 0;
+        t.diagnostic(`lost: ${JSON.stringify(lost)}; ${explain(hits)}`);
         assert.equal(lost['no_entry'], 0, `every return found its entry: ${JSON.stringify(lost)}; ${explain(hits)} (log: ${hits})`);
         assert.equal(lost['no_entry_preattach'], 0, 'no request was running before its process was attached');
       } finally {
