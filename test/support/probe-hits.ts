@@ -25,7 +25,7 @@ export interface HitLine {
 
 /** Why a return found no entry. */
 export type MissCause =
-  /** the same RET fired in two link sets of one binary: the first consumed the entry */
+  /** the same RET fired in two (or more) link sets of one binary: the first consumed the entry */
   | 'double-link-set'
   /** the entry hit while the process was not on the allow-list */
   | 'entry-untraced'
@@ -75,7 +75,9 @@ export function explainMisses(lines: HitLine[]): Miss[] {
       let from = h.length;
       while (from > 0 && !(isReturn(h[from - 1]!.hit!) && h[from - 1]!.outcome === 'FOUND' && h[from - 1]!.t < l.t - 1_000_000n)) from--;
       const since = h.slice(from);
-      const last = h[h.length - 1];
+      // the goroutine's last entry or completed return: a return completed by
+      // another link set just before, with no entry since, fired for this same RET
+      const last = [...h].reverse().find((x) => isEntry(x.hit!) || (isReturn(x.hit!) && x.outcome === 'FOUND'));
       const stored = [...since].reverse().find((x) => isEntry(x.hit!) && x.outcome === 'STORED');
       let cause: MissCause;
       if (last && isReturn(last.hit!) && last.outcome === 'FOUND' && last.cookie !== l.cookie && l.t - last.t < 50_000_000n) cause = 'double-link-set';
