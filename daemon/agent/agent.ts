@@ -51,6 +51,11 @@ export interface AgentOptions {
    * instruction. Default 30 000; 0 detaches with the last process.
    */
   lingerMs?: number;
+  /**
+   * Debugging aid: record every probe hit and the agent's steps into this
+   * file (JSON lines, see ProbeHitLog). Default: off.
+   */
+  debugProbeHitsPath?: string;
   /** Compiled probe object. Default: build/probes/gotrail.bpf.o. */
   bpfObjectPath?: string;
   /** Called for every span before export (tests, demo). */
@@ -66,6 +71,8 @@ export interface AgentOptions {
 interface TracedProcess {
   info: ProcessInfo;
   resource: Resource;
+  /** CLOCK_MONOTONIC ns just before /proc/PID/exe was read: the image judged is that of every exec before */
+  judgedAtNs: bigint;
 }
 
 /** How long the resource of an exited process is kept for its last events. */
@@ -133,6 +140,10 @@ export class Agent implements MetricsSource {
 
   async start(): Promise<void> {
     this.rt = new BpfRuntime(this.log, this.probes, { objectPath: this.opts.bpfObjectPath, mapSizes: this.opts.mapSizes, uprobeMulti: this.opts.uprobeMulti });
+    if (this.opts.debugProbeHitsPath) {
+      this.rt.enableProbeHitLog(this.opts.debugProbeHitsPath);
+      this.log.warn('recording every probe hit (a debugging aid that slows every traced request)', { file: this.opts.debugProbeHitsPath });
+    }
     const f = this.rt.features;
     this.log.info('probes loaded', {
       uprobeMulti: f.uprobeMulti, lockdown: f.lockdown,
@@ -244,7 +255,16 @@ export class Agent implements MetricsSource {
       void this.replaceStale(pid, facts.key, (ev.flags & ExecFlags.GT_EXEC_HELD) !== 0, seed);
       return;
     }
+    this.rt?.debugNote('exec', { tgid: pid, execNs: ev.time_ns });
     const t = this.traced.get(pid);
+    // The /proc scan may have judged the new image before this event was
+    // consumed: that process is traced already. Releasing and attaching it
+    // again would leave it untraced mid-request and its binary attached twice.
+    if (t && ev.time_ns < t.judgedAtNs) {
+      this.rt!.traceProcess(pid);
+      this.rt!.decided(pid, true);
+      return;
+    }
     if (t) {
       // The same program again (a wrapper such as env exec'ing twice, or an
       // exec event read after the scan already found the final image): it
@@ -347,6 +367,7 @@ export class Agent implements MetricsSource {
 
   private consider(pid: number, facts?: ExecFacts): void {
     if (this.waiting.has(pid)) return;
+    const judgedAtNs = process.hrtime.bigint();
     const r = this.discovery.probe(pid);
     if (r.kind === 'gone') {
       // A process that exited before it could be looked at: when it ran an
@@ -394,7 +415,7 @@ export class Agent implements MetricsSource {
         });
         return;
       }
-      this.accept(info);
+      this.accept(info, judgedAtNs);
     } finally {
       releaseProcessInfo(info);
     }
@@ -427,7 +448,7 @@ export class Agent implements MetricsSource {
   }
 
   /** Decides on a Go process and, when selected, attaches its binary and traces it. */
-  private accept(info: ProcessInfo): void {
+  private accept(info: ProcessInfo, judgedAtNs = process.hrtime.bigint()): void {
     const pid = info.pid;
     const d = decide(this.opts.selection ?? {}, this.meta.identity(info));
     if (d.pending) {
@@ -452,7 +473,7 @@ export class Agent implements MetricsSource {
       this.ignored.set(pid, info.startTime);
       return;
     }
-    this.traced.set(pid, { info, resource });
+    this.traced.set(pid, { info, resource, judgedAtNs });
     this.totals.processesTraced++;
     this.watcher?.sync(this.attach!.watchedFiles());
     this.log.info('tracing process', { pid, exe: info.exe, service: String(resource.attributes['service.name']) });

@@ -247,6 +247,7 @@ export class AttachmentManager {
         this.log.once('file.register-failed', 'registering an attached file with the exec hook failed: its processes are found by their exec event instead', { error: (e as Error).message });
       }
     }
+    this.rt.debugNote('attached', { id, key, links: b.handles.length });
     this.log.info('tracing binary', {
       path: exe, go: plan.goVersion, id,
       probes: b.handles.map((h) => `${h.probe}:${h.program}x${h.sites}`).join(','),
@@ -312,6 +313,7 @@ export class AttachmentManager {
     if (b.linger) clearTimeout(b.linger);
     b.linger = undefined;
     const handles = b.handles.map((h) => h.handle);
+    this.rt.debugNote('detaching', { id: b.id, key: b.key, links: handles.length });
     b.handles = [];
     if (this.byKey.get(b.key) === b) this.byKey.delete(b.key);
     if (handles.length) {
@@ -320,6 +322,13 @@ export class AttachmentManager {
       this.retiredSites.set(b.inode, r);
     }
     const id = b.id;
+    if (id) {
+      try {
+        this.rt.releaseBinary(id);
+      } catch (e) {
+        this.log.once('binary.release-failed', 'marking a binary released failed', { error: (e as Error).message });
+      }
+    }
     const previous = this.detachingInodes.get(b.inode);
     const done: Promise<void> = (handles.length ? this.rt.obj.detachAsync(handles) : Promise.resolve())
       .catch((e: Error) => this.log.once('detach.failed', 'detaching a probe failed', { error: e.message }))

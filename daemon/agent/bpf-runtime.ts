@@ -8,10 +8,11 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BpfObject, enableStats, kernelFeatures } from '../native/index.ts';
 import {
-  BinaryFlags, Counter, ProcessFlags, EVENT_HEADER_SIZE,
+  BinaryFlags, Counter, DebugFlags, EventType, ProcessFlags, EVENT_HEADER_SIZE,
   decodeFileInfo, encodeBinaryInfo, encodeFileInfo, encodeFileKey, encodeProcessInfo,
   type FileInfo, type FileKey,
 } from '../generated/layouts.ts';
+import { ProbeHitLog } from './probe-hit-log.ts';
 import type { EventContext, ProbeDescriptor } from '../probes/types.ts';
 import type { Logger } from '../util/log.ts';
 
@@ -79,6 +80,7 @@ export class BpfRuntime {
     if (opts.mapSizes?.processes) sizes['gt_processes'] = opts.mapSizes.processes;
     if (opts.mapSizes?.inflight) {
       sizes['gt_goroutine_spans'] = opts.mapSizes.inflight;
+      sizes['gt_goroutines_entered'] = opts.mapSizes.inflight;
       for (const p of probes) for (const m of p.stateMaps) sizes[m] = opts.mapSizes.inflight;
     }
     if (opts.mapSizes?.ringBufferBytes) sizes['gt_events'] = opts.mapSizes.ringBufferBytes;
@@ -86,7 +88,7 @@ export class BpfRuntime {
     if (!enableStats()) log.warn('BPF run-time statistics unavailable: probe overhead metrics will read 0');
     const usable = probes.filter((p) => !this.disabledProbes.has(p.id));
     for (const p of usable) this.handlers.set(p.eventType, p);
-    this.stateMaps = ['gt_goroutine_spans', ...usable.flatMap((p) => p.stateMaps)];
+    this.stateMaps = ['gt_goroutine_spans', 'gt_goroutines_entered', ...usable.flatMap((p) => p.stateMaps)];
   }
 
   /** Probes whose programs the kernel refused, with the reason: the others run without them. */
@@ -123,7 +125,29 @@ export class BpfRuntime {
     }
   }
 
+  private hitLog: ProbeHitLog | undefined;
+
+  /**
+   * Records every probe hit and the agent's steps that change what a hit
+   * sees into `path` (JSON lines, see ProbeHitLog). A debugging aid: one
+   * synchronous write per hit. Throws when `path` cannot be opened.
+   */
+  enableProbeHitLog(path: string): void {
+    this.hitLog = new ProbeHitLog(path);
+    const log = this.hitLog;
+    this.onSystemEvent(EventType.GT_EVENT_PROBE_HIT, (buf, off) => log.hit(buf, off));
+    const v = Buffer.alloc(4);
+    v.writeUInt32LE(DebugFlags.GT_DEBUG_PROBE_HITS);
+    this.obj.mapUpdate('gt_debug', u32key(0), v);
+  }
+
+  /** An agent step for the probe-hit log; nothing when it is off. */
+  debugNote(op: string, fields: Record<string, number | string | bigint | undefined> = {}): void {
+    this.hitLog?.note(op, fields);
+  }
+
   setBinary(id: number, goidOffset: number): void {
+    this.debugNote('binary', { id });
     this.obj.mapUpdate('gt_binaries', u32key(id), encodeBinaryInfo({ goid_offset: goidOffset, flags: BinaryFlags.GT_BINARY_VALID }));
   }
 
@@ -139,7 +163,18 @@ export class BpfRuntime {
     if (v && decodeFileInfo(v).binary_id === binaryId) this.obj.mapDelete('gt_binary_files', k);
   }
 
+  /**
+   * Makes the probes ignore the hits of binary `id`'s link set from now on,
+   * before it is detached: a new process of the same file may get a new link
+   * set while this one is still being detached, and each site must count once.
+   */
+  releaseBinary(id: number): void {
+    this.debugNote('releasing', { id });
+    this.obj.mapUpdate('gt_binaries', u32key(id), encodeBinaryInfo({ goid_offset: 0, flags: BinaryFlags.GT_BINARY_RELEASED }));
+  }
+
   clearBinary(id: number, probes: readonly ProbeDescriptor[]): void {
+    this.debugNote('released', { id });
     this.obj.mapUpdate('gt_binaries', u32key(id), encodeBinaryInfo({ goid_offset: 0, flags: 0 }));
     for (const p of probes) this.obj.mapUpdate(p.configMap, u32key(id), Buffer.alloc(this.obj.mapInfo(p.configMap).valueSize));
   }
@@ -149,10 +184,12 @@ export class BpfRuntime {
   }
 
   traceProcess(tgid: number): void {
+    this.debugNote('trace', { tgid });
     this.obj.mapUpdate('gt_processes', u32key(tgid), encodeProcessInfo({ flags: ProcessFlags.GT_PROCESS_TRACED, reserved: 0 }));
   }
 
   untraceProcess(tgid: number): boolean {
+    this.debugNote('untrace', { tgid });
     return this.obj.mapDelete('gt_processes', u32key(tgid));
   }
 
@@ -164,6 +201,7 @@ export class BpfRuntime {
         if (k.readUInt32LE(0) === tgid && this.obj.mapDelete(map, k)) removed++;
       }
     }
+    this.debugNote('forget', { tgid, removed });
     return removed;
   }
 
@@ -331,5 +369,6 @@ export class BpfRuntime {
     for (const tgid of [...this.heldEvents.keys()]) this.releaseHeld(tgid, this.ctx?.resourceOf(tgid) !== undefined ? 'traced' : 'expired');
     await this.obj.stopRingBuffer();
     this.obj.close();
+    this.hitLog?.close();
   }
 }

@@ -61,6 +61,10 @@ Agent:
   --max-inflight N       in-flight requests tracked per probe, node-wide (default 16384)
   --ring-buffer-bytes N  event ring buffer size, a power of two (default 4194304)
   --log-level LEVEL      debug, info (default), warn, error
+  --debug-probe-hits FILE  debugging aid: write every probe hit (program, process,
+                         goroutine, link set, time, CPU) and the agent's attach and
+                         allow-list steps to FILE as JSON lines; slows every
+                         traced request (default: off)
   --duration S           stop after S seconds (default: run until SIGINT/SIGTERM)
   -h, --help             this help
 
@@ -108,6 +112,7 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
       'max-inflight': { type: 'string' },
       'ring-buffer-bytes': { type: 'string' },
       'log-level': { type: 'string', default: 'info' },
+      'debug-probe-hits': { type: 'string' },
       duration: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -159,6 +164,7 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
     scanIntervalMs: scanInterval,
     lingerMs: linger,
     mapSizes,
+    debugProbeHitsPath: values['debug-probe-hits'],
   });
   try {
     await agent.start();

@@ -5,6 +5,7 @@
 /** enum gt_binary_flags */
 export const BinaryFlags = {
   GT_BINARY_VALID: 1,
+  GT_BINARY_RELEASED: 2,
 } as const;
 
 /** enum gt_counter */
@@ -15,7 +16,13 @@ export const Counter = {
   GT_COUNTER_NO_ENTRY: 3,
   GT_COUNTER_INFLIGHT_FULL: 4,
   GT_COUNTER_PROCESS_EVENTS_FULL: 5,
+  GT_COUNTER_NO_ENTRY_PREATTACH: 6,
   GT_COUNTER_MAX: 8,
+} as const;
+
+/** enum gt_debug_flags */
+export const DebugFlags = {
+  GT_DEBUG_PROBE_HITS: 1,
 } as const;
 
 /** enum gt_event_type */
@@ -24,6 +31,7 @@ export const EventType = {
   GT_EVENT_PROCESS_EXEC: 2,
   GT_EVENT_PROCESS_EXIT: 3,
   GT_EVENT_HTTP_CLIENT: 4,
+  GT_EVENT_PROBE_HIT: 5,
 } as const;
 
 /** enum gt_exec_flags */
@@ -38,6 +46,27 @@ export const ExecFlags = {
 /** enum gt_file_flags */
 export const FileFlags = {
   GT_FILE_ALLOW_AT_EXEC: 1,
+} as const;
+
+/** enum gt_hit_outcome */
+export const HitOutcome = {
+  GT_HIT_UNTRACED: 1,
+  GT_HIT_NO_BINARY: 2,
+  GT_HIT_DISABLED: 3,
+  GT_HIT_STORED: 4,
+  GT_HIT_STORE_FAILED: 5,
+  GT_HIT_FOUND: 6,
+  GT_HIT_NOT_FOUND: 7,
+} as const;
+
+/** enum gt_hit_site */
+export const HitSite = {
+  GT_HIT_HTTP_SERVER_ENTRY: 1,
+  GT_HIT_HTTP_SERVER_RETURN: 2,
+  GT_HIT_HTTP_SERVER_PANIC: 3,
+  GT_HIT_HTTP_CLIENT_ENTRY: 4,
+  GT_HIT_HTTP_CLIENT_CONN: 5,
+  GT_HIT_HTTP_CLIENT_RETURN: 6,
 } as const;
 
 /** enum gt_http_client_event_flags */
@@ -89,6 +118,12 @@ export const HttpServerFlags = {
   GT_HTTP_SERVER_LINK: 4,
   GT_HTTP_SERVER_CHECK_HTTP1: 8,
   GT_HTTP_SERVER_H2_STATUS: 16,
+} as const;
+
+/** enum gt_paired_function */
+export const PairedFunction = {
+  GT_PAIRED_HTTP_SERVER: 1,
+  GT_PAIRED_HTTP_CLIENT: 2,
 } as const;
 
 /** enum gt_process_event_limits */
@@ -622,6 +657,54 @@ export function encodeHttpServerEvent(v: HttpServerEvent, buf: Buffer = Buffer.a
   buf.fill(0, off + 120, off + 120 + 128); v.path.copy(buf, off + 120, 0, Math.min(v.path.length, 128));
   buf.fill(0, off + 248, off + 248 + 64); v.host.copy(buf, off + 248, 0, Math.min(v.host.length, 64));
   buf.fill(0, off + 312, off + 312 + 64); v.remote.copy(buf, off + 312, 0, Math.min(v.remote.length, 64));
+  return buf;
+}
+
+/** struct gt_probe_hit_event (64 bytes) */
+export interface ProbeHitEvent {
+  hdr: EventHeader;
+  time_ns: bigint;
+  ip: bigint;
+  sp: bigint;
+  g: bigint;
+  site: number;
+  outcome: number;
+}
+
+export const PROBE_HIT_EVENT_SIZE = 64;
+export const ProbeHitEventOffsets = {
+  hdr: 0,
+  time_ns: 24,
+  ip: 32,
+  sp: 40,
+  g: 48,
+  site: 56,
+  outcome: 60,
+} as const;
+
+/** Decodes struct gt_probe_hit_event at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeProbeHitEvent(buf: Buffer, off = 0): ProbeHitEvent {
+  if (off + 64 > buf.length) throw new RangeError(`gt_probe_hit_event: need 64 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    hdr: decodeEventHeader(buf, off + 0),
+    time_ns: buf.readBigUInt64LE(off + 24),
+    ip: buf.readBigUInt64LE(off + 32),
+    sp: buf.readBigUInt64LE(off + 40),
+    g: buf.readBigUInt64LE(off + 48),
+    site: buf.readUInt32LE(off + 56),
+    outcome: buf.readUInt32LE(off + 60),
+  };
+}
+
+/** Encodes struct gt_probe_hit_event into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeProbeHitEvent(v: ProbeHitEvent, buf: Buffer = Buffer.alloc(64), off = 0): Buffer {
+  encodeEventHeader(v.hdr, buf, off + 0);
+  buf.writeBigUInt64LE(v.time_ns, off + 24);
+  buf.writeBigUInt64LE(v.ip, off + 32);
+  buf.writeBigUInt64LE(v.sp, off + 40);
+  buf.writeBigUInt64LE(v.g, off + 48);
+  buf.writeUInt32LE(v.site, off + 56);
+  buf.writeUInt32LE(v.outcome, off + 60);
   return buf;
 }
 

@@ -69,18 +69,25 @@ static __always_inline __s64 go_read_string(__u64 base, __u32 off, char *dst, __
 /* The common start of every uprobe program: is this process traced, which
  * binary fired (the attach cookie), that binary's facts and this probe's
  * config for it, and the goroutine's key. Returns the config, or 0 when the
- * event is to be ignored. */
+ * event is to be ignored. `site` names the program for the debug record. */
 static __always_inline void *gt_probe_enter(struct pt_regs *ctx, void *config_map,
-					    struct gt_goroutine_key *key, __u32 *bin_id)
+					    struct gt_goroutine_key *key, __u32 *bin_id, __u32 site)
 {
 	__u32 tgid = gt_tgid();
-	if (!gt_process_traced(tgid))
-		return 0;
 	__u32 id = (__u32)bpf_get_attach_cookie(ctx);
+	if (!gt_process_traced(tgid)) {
+		if (gt_debug_hits()) {
+			struct gt_binary_info *b = bpf_map_lookup_elem(&gt_binaries, &id);
+			gt_debug_hit(ctx, site, GT_HIT_UNTRACED, tgid, id, b ? go_goid(ctx, b) : 0);
+		}
+		return 0;
+	}
 	struct gt_binary_info *bin = gt_binary(id);
 	void *cfg = bpf_map_lookup_elem(config_map, &id);
-	if (!bin || !cfg)
+	if (!bin || !cfg) {
+		gt_debug_hit(ctx, site, GT_HIT_NO_BINARY, tgid, id, 0);
 		return 0;
+	}
 	key->tgid = tgid;
 	key->reserved = 0;
 	key->goid = go_goid(ctx, bin);

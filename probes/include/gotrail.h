@@ -26,6 +26,7 @@ enum gt_event_type {
 	GT_EVENT_PROCESS_EXEC = 2,
 	GT_EVENT_PROCESS_EXIT = 3,
 	GT_EVENT_HTTP_CLIENT = 4,
+	GT_EVENT_PROBE_HIT = 5,     /* debug only: see gt_debug */
 };
 
 struct gt_event_header {
@@ -46,6 +47,10 @@ struct gt_binary_info {
 
 enum gt_binary_flags {
 	GT_BINARY_VALID = 1,
+	/* the binary's link set is being detached (its last process exited):
+	 * its hits are ignored, so that while a new process of the same file is
+	 * attached with a new link set, each site counts once, not twice */
+	GT_BINARY_RELEASED = 2,
 };
 
 /* User space's per-process decision, kept in BPF so that a binary shared
@@ -75,6 +80,9 @@ enum gt_counter {
 	GT_COUNTER_NO_ENTRY = 3,
 	GT_COUNTER_INFLIGHT_FULL = 4,
 	GT_COUNTER_PROCESS_EVENTS_FULL = 5,  /* process exec/exit ring buffer full */
+	/* a return without entry whose call began before its process was
+	 * traced (the one expected miss; see gt_count_no_entry) */
+	GT_COUNTER_NO_ENTRY_PREATTACH = 6,
 	GT_COUNTER_MAX = 8,
 };
 
@@ -131,6 +139,8 @@ static __always_inline bool gt_process_traced(__u32 tgid)
 static __always_inline struct gt_binary_info *gt_binary(__u32 id)
 {
 	struct gt_binary_info *b = bpf_map_lookup_elem(&gt_binaries, &id);
+	if (b && (b->flags & GT_BINARY_RELEASED))
+		return 0;
 	if (!b || !(b->flags & GT_BINARY_VALID)) {
 		gt_count(GT_COUNTER_NO_BINARY_INFO);
 		return 0;
@@ -154,6 +164,81 @@ static __always_inline void gt_fill_header(struct gt_event_header *h, __u16 type
 static __always_inline void gt_submit(void *ev)
 {
 	bpf_ringbuf_submit(ev, BPF_RB_NO_WAKEUP);
+}
+
+/* Debug switches, off by default: one slot, GT_DEBUG_* bits, set by user
+ * space (`gotrail run --debug-probe-hits FILE`). Off, a probe hit pays one
+ * array lookup. */
+enum gt_debug_flags {
+	GT_DEBUG_PROBE_HITS = 1,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} gt_debug SEC(".maps");
+
+/* Which program a probe hit ran. */
+enum gt_hit_site {
+	GT_HIT_HTTP_SERVER_ENTRY = 1,
+	GT_HIT_HTTP_SERVER_RETURN = 2,
+	GT_HIT_HTTP_SERVER_PANIC = 3,
+	GT_HIT_HTTP_CLIENT_ENTRY = 4,
+	GT_HIT_HTTP_CLIENT_CONN = 5,
+	GT_HIT_HTTP_CLIENT_RETURN = 6,
+};
+
+/* What a probe hit did with the goroutine's in-flight state. */
+enum gt_hit_outcome {
+	GT_HIT_UNTRACED = 1,      /* process not (or no longer) allowed: ignored */
+	GT_HIT_NO_BINARY = 2,     /* the cookie's binary id has no facts: ignored */
+	GT_HIT_DISABLED = 3,      /* the probe is not enabled for this binary */
+	GT_HIT_STORED = 4,        /* an entry: in-flight state stored */
+	GT_HIT_STORE_FAILED = 5,  /* an entry whose state could not be stored */
+	GT_HIT_FOUND = 6,         /* state found (a return: request ended) */
+	GT_HIT_NOT_FOUND = 7,     /* no state for this goroutine */
+};
+
+/* One probe hit, recorded only while GT_DEBUG_PROBE_HITS is set: enough to
+ * pair every return with its entry offline (program, process, goroutine,
+ * link set via the cookie, time, CPU, instruction). */
+struct gt_probe_hit_event {
+	struct gt_event_header hdr;  /* binary_id: the attach cookie */
+	__u64 time_ns;               /* CLOCK_MONOTONIC */
+	__u64 ip;                    /* instruction probed (process address) */
+	__u64 sp;
+	__u64 g;                     /* R14 */
+	__u32 site;                  /* enum gt_hit_site */
+	__u32 outcome;               /* enum gt_hit_outcome */
+};
+
+static __always_inline bool gt_debug_hits(void)
+{
+	__u32 zero = 0;
+	__u32 *f = bpf_map_lookup_elem(&gt_debug, &zero);
+	return f && (*f & GT_DEBUG_PROBE_HITS);
+}
+
+static __always_inline void gt_debug_hit(struct pt_regs *ctx, __u32 site, __u32 outcome, __u32 tgid,
+					 __u32 binary_id, __u64 goid)
+{
+	if (!gt_debug_hits())
+		return;
+	struct gt_probe_hit_event *ev = bpf_ringbuf_reserve(&gt_events, sizeof(*ev), 0);
+	if (!ev) {
+		gt_count(GT_COUNTER_RINGBUF_FULL);
+		return;
+	}
+	gt_fill_header(&ev->hdr, GT_EVENT_PROBE_HIT, sizeof(*ev), tgid, binary_id, goid);
+	ev->time_ns = bpf_ktime_get_ns();
+	ev->ip = ctx->ip;
+	ev->sp = ctx->sp;
+	ev->g = ctx->r14;
+	ev->site = site;
+	ev->outcome = outcome;
+	gt_submit(ev);
 }
 
 /* Puts a probe's exported layouts into the object's BTF (clang emits BTF
@@ -181,7 +266,59 @@ GT_EXPORT_LAYOUTS(common,
 	enum gt_binary_flags binary_flags;
 	enum gt_process_flags process_flags;
 	enum gt_counter counter;
+	struct gt_probe_hit_event probe_hit;
+	enum gt_debug_flags debug_flags;
+	enum gt_hit_site hit_site;
+	enum gt_hit_outcome hit_outcome;
 );
+
+/* Probed functions whose entries and returns are paired, for
+ * gt_goroutines_entered's key. */
+enum gt_paired_function {
+	GT_PAIRED_HTTP_SERVER = 1,
+	GT_PAIRED_HTTP_CLIENT = 2,
+};
+
+/* Goroutines that entered a paired function since their process was traced
+ * (key: the goroutine, `reserved` = enum gt_paired_function). It tells the
+ * one expected return without entry — a call already running when the
+ * process was traced, or when its links were attached — from every other:
+ * a goroutine that entered since then has its mark, so its return can only
+ * miss its entry if something lost it. Marks are written at a goroutine's
+ * first entry (later entries find it with a lookup) and removed with the
+ * process's other state when it exits. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct gt_goroutine_key);
+	__type(value, __u32);
+} gt_goroutines_entered SEC(".maps");
+
+/* Marks the goroutine of `key` as having entered `fn` while traced. */
+static __always_inline void gt_mark_entered(const struct gt_goroutine_key *key, __u32 fn)
+{
+	struct gt_goroutine_key k = *key;
+	__u32 one = 1;
+	k.reserved = fn;
+	if (!bpf_map_lookup_elem(&gt_goroutines_entered, &k))
+		bpf_map_update_elem(&gt_goroutines_entered, &k, &one, BPF_ANY);
+}
+
+/* Counts a return of `fn` that found no entry: as NO_ENTRY_PREATTACH when
+ * its goroutine never entered `fn` while traced, i.e. the call began before
+ * (its goroutine is marked now: a second miss is not one); else NO_ENTRY. */
+static __always_inline void gt_count_no_entry(const struct gt_goroutine_key *key, __u32 fn)
+{
+	struct gt_goroutine_key k = *key;
+	__u32 one = 1;
+	k.reserved = fn;
+	if (bpf_map_lookup_elem(&gt_goroutines_entered, &k)) {
+		gt_count(GT_COUNTER_NO_ENTRY);
+		return;
+	}
+	gt_count(GT_COUNTER_NO_ENTRY_PREATTACH);
+	bpf_map_update_elem(&gt_goroutines_entered, &k, &one, BPF_ANY);
+}
 
 /* W3C trace context of one span, made in BPF so that spans started later on
  * the same goroutine (outgoing calls) can name it as their parent. */
@@ -202,6 +339,7 @@ enum gt_span_flags {
 GT_EXPORT_LAYOUTS(span,
 	struct gt_span_context context;
 	enum gt_span_flags flags;
+	enum gt_paired_function paired_function;
 );
 
 static __always_inline void gt_random_bytes(__u8 *out, int n)

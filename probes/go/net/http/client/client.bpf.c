@@ -92,9 +92,14 @@ int gt_http_client_entry(struct pt_regs *ctx)
 {
 	struct gt_goroutine_key key;
 	__u32 bin_id;
-	struct gt_http_client_config *cfg = gt_probe_enter(ctx, &gt_http_client_config, &key, &bin_id);
-	if (!cfg || !(cfg->flags & GT_HTTP_CLIENT_ENABLED))
+	struct gt_http_client_config *cfg = gt_probe_enter(ctx, &gt_http_client_config, &key, &bin_id,
+							    GT_HIT_HTTP_CLIENT_ENTRY);
+	if (!cfg)
 		return 0;
+	if (!(cfg->flags & GT_HTTP_CLIENT_ENABLED)) {
+		gt_debug_hit(ctx, GT_HIT_HTTP_CLIENT_ENTRY, GT_HIT_DISABLED, key.tgid, bin_id, key.goid);
+		return 0;
+	}
 	struct http_client_inflight st = {};
 	st.start_ns = bpf_ktime_get_ns();
 	st.req = GO_ARG2(ctx);
@@ -103,8 +108,13 @@ int gt_http_client_entry(struct pt_regs *ctx)
 		gt_new_child(&st.span, parent);
 	else
 		gt_new_root(&st.span);
-	if (bpf_map_update_elem(&gt_http_client_inflight, &key, &st, BPF_ANY) < 0)
+	gt_mark_entered(&key, GT_PAIRED_HTTP_CLIENT);
+	if (bpf_map_update_elem(&gt_http_client_inflight, &key, &st, BPF_ANY) < 0) {
 		gt_count(GT_COUNTER_INFLIGHT_FULL);
+		gt_debug_hit(ctx, GT_HIT_HTTP_CLIENT_ENTRY, GT_HIT_STORE_FAILED, key.tgid, bin_id, key.goid);
+	} else {
+		gt_debug_hit(ctx, GT_HIT_HTTP_CLIENT_ENTRY, GT_HIT_STORED, key.tgid, bin_id, key.goid);
+	}
 	return 0;
 }
 
@@ -117,10 +127,12 @@ int gt_http_client_conn(struct pt_regs *ctx)
 {
 	struct gt_goroutine_key key;
 	__u32 bin_id;
-	struct gt_http_client_config *cfg = gt_probe_enter(ctx, &gt_http_client_config, &key, &bin_id);
+	struct gt_http_client_config *cfg = gt_probe_enter(ctx, &gt_http_client_config, &key, &bin_id,
+							    GT_HIT_HTTP_CLIENT_CONN);
 	if (!cfg || !(cfg->flags & GT_HTTP_CLIENT_LINK))
 		return 0;
 	struct http_client_inflight *st = bpf_map_lookup_elem(&gt_http_client_inflight, &key);
+	gt_debug_hit(ctx, GT_HIT_HTTP_CLIENT_CONN, st ? GT_HIT_FOUND : GT_HIT_NOT_FOUND, key.tgid, bin_id, key.goid);
 	if (!st)
 		return 0;
 	__u64 tcpconn = 0;
@@ -143,12 +155,14 @@ int gt_http_client_return(struct pt_regs *ctx)
 {
 	struct gt_goroutine_key key;
 	__u32 bin_id;
-	struct gt_http_client_config *cfg = gt_probe_enter(ctx, &gt_http_client_config, &key, &bin_id);
+	struct gt_http_client_config *cfg = gt_probe_enter(ctx, &gt_http_client_config, &key, &bin_id,
+							    GT_HIT_HTTP_CLIENT_RETURN);
 	if (!cfg)
 		return 0;
 	struct http_client_inflight *st = bpf_map_lookup_elem(&gt_http_client_inflight, &key);
+	gt_debug_hit(ctx, GT_HIT_HTTP_CLIENT_RETURN, st ? GT_HIT_FOUND : GT_HIT_NOT_FOUND, key.tgid, bin_id, key.goid);
 	if (!st) {
-		gt_count(GT_COUNTER_NO_ENTRY);
+		gt_count_no_entry(&key, GT_PAIRED_HTTP_CLIENT);
 		return 0;
 	}
 	__u64 resp = GO_ARG1(ctx), err = GO_ARG2(ctx);

@@ -263,9 +263,14 @@ int gt_http_server_entry(struct pt_regs *ctx)
 {
 	struct gt_goroutine_key key;
 	__u32 bin_id;
-	struct gt_http_server_config *cfg = gt_probe_enter(ctx, &gt_http_server_config, &key, &bin_id);
-	if (!cfg || !(cfg->flags & GT_HTTP_SERVER_ENABLED))
+	struct gt_http_server_config *cfg = gt_probe_enter(ctx, &gt_http_server_config, &key, &bin_id,
+							    GT_HIT_HTTP_SERVER_ENTRY);
+	if (!cfg)
 		return 0;
+	if (!(cfg->flags & GT_HTTP_SERVER_ENABLED)) {
+		gt_debug_hit(ctx, GT_HIT_HTTP_SERVER_ENTRY, GT_HIT_DISABLED, key.tgid, bin_id, key.goid);
+		return 0;
+	}
 	struct http_server_inflight st = {};
 	st.start_ns = bpf_ktime_get_ns();
 	st.resp = GO_ARG3(ctx);
@@ -289,8 +294,13 @@ int gt_http_server_entry(struct pt_regs *ctx)
 		read_traceparent(cfg, st.resp, st.req, &st);
 	if (!(st.flags & (GT_HTTP_EVENT_TRACEPARENT | GT_HTTP_EVENT_LINKED)))
 		gt_new_root(&st.span);
-	if (bpf_map_update_elem(&gt_http_server_inflight, &key, &st, BPF_ANY) < 0)
+	gt_mark_entered(&key, GT_PAIRED_HTTP_SERVER);
+	if (bpf_map_update_elem(&gt_http_server_inflight, &key, &st, BPF_ANY) < 0) {
 		gt_count(GT_COUNTER_INFLIGHT_FULL);
+		gt_debug_hit(ctx, GT_HIT_HTTP_SERVER_ENTRY, GT_HIT_STORE_FAILED, key.tgid, bin_id, key.goid);
+	} else {
+		gt_debug_hit(ctx, GT_HIT_HTTP_SERVER_ENTRY, GT_HIT_STORED, key.tgid, bin_id, key.goid);
+	}
 	bpf_map_update_elem(&gt_goroutine_spans, &key, &st.span, BPF_ANY);
 	return 0;
 }
@@ -337,25 +347,26 @@ static __always_inline void finish_request(struct gt_http_server_config *cfg, st
 
 /* Ends this goroutine's request, if one is in flight; `expected` says
  * whether a missing entry is worth counting. */
-static __always_inline int end_inflight(struct pt_regs *ctx, __u32 extra_flags, bool expected)
+static __always_inline int end_inflight(struct pt_regs *ctx, __u32 extra_flags, bool expected, __u32 site)
 {
 	struct gt_goroutine_key key;
 	__u32 bin_id;
-	struct gt_http_server_config *cfg = gt_probe_enter(ctx, &gt_http_server_config, &key, &bin_id);
+	struct gt_http_server_config *cfg = gt_probe_enter(ctx, &gt_http_server_config, &key, &bin_id, site);
 	if (!cfg)
 		return 0;
 	struct http_server_inflight *st = bpf_map_lookup_elem(&gt_http_server_inflight, &key);
+	gt_debug_hit(ctx, site, st ? GT_HIT_FOUND : GT_HIT_NOT_FOUND, key.tgid, bin_id, key.goid);
 	if (st)
 		finish_request(cfg, &key, bin_id, st, extra_flags);
 	else if (expected)
-		gt_count(GT_COUNTER_NO_ENTRY);
+		gt_count_no_entry(&key, GT_PAIRED_HTTP_SERVER);
 	return 0;
 }
 
 SEC("uprobe.multi")
 int gt_http_server_return(struct pt_regs *ctx)
 {
-	return end_inflight(ctx, 0, true);
+	return end_inflight(ctx, 0, true, GT_HIT_HTTP_SERVER_RETURN);
 }
 
 /* The deferred recover of func (c *conn) serve(ctx context.Context), i.e.
@@ -367,5 +378,5 @@ int gt_http_server_return(struct pt_regs *ctx)
 SEC("uprobe.multi")
 int gt_http_server_panic(struct pt_regs *ctx)
 {
-	return end_inflight(ctx, GT_HTTP_EVENT_PANIC, false);
+	return end_inflight(ctx, GT_HTTP_EVENT_PANIC, false, GT_HIT_HTTP_SERVER_PANIC);
 }
