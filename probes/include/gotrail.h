@@ -74,6 +74,8 @@ enum gt_counter {
 	GT_COUNTER_READ_FAILED = 2,
 	GT_COUNTER_NO_ENTRY = 3,
 	GT_COUNTER_INFLIGHT_FULL = 4,
+	/* not a loss: a request gotrail itself sent, deliberately not traced */
+	GT_COUNTER_SKIPPED_SELF = 5,
 	GT_COUNTER_MAX = 8,
 };
 
