@@ -602,14 +602,14 @@ export function encodeProcessInfo(v: ProcessInfo, buf: Buffer = Buffer.alloc(8),
 export interface SelfSock {
   key: ConnKey;
   established: number;
-  reserved: number;
+  tgid: number;
 }
 
 export const SELF_SOCK_SIZE = 48;
 export const SelfSockOffsets = {
   key: 0,
   established: 40,
-  reserved: 44,
+  tgid: 44,
 } as const;
 
 /** Decodes struct gt_self_sock at `off`; byte arrays are views into `buf`, not copies. */
@@ -618,7 +618,7 @@ export function decodeSelfSock(buf: Buffer, off = 0): SelfSock {
   return {
     key: decodeConnKey(buf, off + 0),
     established: buf.readUInt32LE(off + 40),
-    reserved: buf.readUInt32LE(off + 44),
+    tgid: buf.readUInt32LE(off + 44),
   };
 }
 
@@ -626,7 +626,7 @@ export function decodeSelfSock(buf: Buffer, off = 0): SelfSock {
 export function encodeSelfSock(v: SelfSock, buf: Buffer = Buffer.alloc(48), off = 0): Buffer {
   encodeConnKey(v.key, buf, off + 0);
   buf.writeUInt32LE(v.established, off + 40);
-  buf.writeUInt32LE(v.reserved, off + 44);
+  buf.writeUInt32LE(v.tgid, off + 44);
   return buf;
 }
 

@@ -18,7 +18,7 @@
 struct gt_self_sock {
 	struct gt_conn_key key;   /* valid with established */
 	__u32 established;
-	__u32 reserved;
+	__u32 tgid;               /* the gotrail process that connected */
 };
 
 GT_EXPORT_LAYOUTS(self,
@@ -72,7 +72,7 @@ int BPF_PROG(gt_self_sock_state, const struct sock *sk, int oldstate, int newsta
 			return 0;
 		if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
 			return 0;
-		struct gt_self_sock s = {};
+		struct gt_self_sock s = { .tgid = tgid };
 		bpf_map_update_elem(&gt_self_socks, &id, &s, BPF_ANY);
 		return 0;
 	}
@@ -84,7 +84,7 @@ int BPF_PROG(gt_self_sock_state, const struct sock *sk, int oldstate, int newsta
 	if (newstate == TCP_ESTABLISHED) {
 		if (s->established || conn_key_of_sock(sk, &s->key) < 0)
 			return 0;
-		if (bpf_map_update_elem(&gt_self_conns, &s->key, &id, BPF_ANY) == 0) {
+		if (bpf_map_update_elem(&gt_self_conns, &s->key, &s->tgid, BPF_ANY) == 0) {
 			s->established = 1;
 			gt_self_conn_count_add(1);
 		}
