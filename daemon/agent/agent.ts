@@ -40,6 +40,14 @@ export interface AgentOptions {
   uprobeMulti?: boolean;
   /** Compiled probe object. Default: build/probes/gotrail.bpf.o. */
   bpfObjectPath?: string;
+  /**
+   * Requests this process sends to traced servers make no span (its OTLP
+   * exports to a traced collector would otherwise each make a span, exported
+   * in turn, forever). Default true. Turn it off only where the process
+   * embedding the agent is also the traced programs' client (the demo,
+   * tests): its requests are then traced like anyone's.
+   */
+  skipOwnRequests?: boolean;
   /** Called for every span before export (tests, demo). */
   onSpan?: (span: ReadableSpan) => void;
   /**
@@ -114,7 +122,7 @@ export class Agent implements MetricsSource {
     });
     const events = this.rt.attachProcessEvents();
     // before anything is exported, so that the exporter's first connection is known
-    this.rt.trackOwnConnections(process.pid);
+    if (this.opts.skipOwnRequests ?? true) this.rt.trackOwnConnections(process.pid);
     this.rt.start(this.eventContext(), { intervalMs: this.opts.consumeIntervalMs });
     await this.startKubernetes();
     this.started = true;
