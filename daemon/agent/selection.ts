@@ -163,7 +163,7 @@ interface Compiled {
   excludeLabel: LabelRule[];
   hasIncludes: boolean;
   ownRoot: string | undefined;
-  backends: readonly string[];
+  backends: Pattern[];
 }
 
 /** A glob where `*` matches any run of characters (separators included) and `?` one character. */
@@ -225,13 +225,14 @@ function compile(rules: SelectionRules): Compiled {
     excludeLabel: (rules.excludePodLabel ?? []).map(parseLabelRule),
     hasIncludes: [rules.includeExe, rules.includeName, rules.includeCmdline, rules.includeContainer, rules.includeNamespace, rules.includePodLabel].some((r) => (r?.length ?? 0) > 0),
     ownRoot: ownRoot === undefined ? undefined : ownRoot.endsWith('/') ? ownRoot : `${ownRoot}/`,
-    backends: rules.defaultExcludes === false ? [] : rules.defaultExcludes ?? DEFAULT_TELEMETRY_BACKENDS,
+    // base names hold no '/': a text glob matches them as a path glob would, compiled once
+    backends: rules.defaultExcludes === false ? [] : patterns([...(rules.defaultExcludes ?? DEFAULT_TELEMETRY_BACKENDS)]),
   };
   compiledCache.set(rules, c);
   return c;
 }
 
-const anyGlob = (globs: readonly string[] | undefined, value: string): string | undefined => globs?.find((g) => g === value || matchesGlob(value, g));
+const anyGlob = (globs: string[] | undefined, value: string): string | undefined => globs?.find((g) => g === value || matchesGlob(value, g));
 const anyPattern = (ps: Pattern[], value: string | undefined): Pattern | undefined => (value === undefined ? undefined : ps.find((p) => p.re.test(value)));
 const anyPrefix = (prefixes: string[], id: string | undefined): string | undefined => (id === undefined ? undefined : prefixes.find((p) => id.startsWith(p)));
 const anyLabel = (rules: LabelRule[], labels: Readonly<Record<string, string>>): LabelRule | undefined =>
@@ -298,11 +299,12 @@ export function decide(rules: SelectionRules, p: ProcessIdentity): Decision {
   }
 
   // a back-end is traced only when a rule names this very program (or it opted in)
-  const backend = optedIn ? undefined : anyGlob(c.backends, basename(p.exe));
-  const backendRule = (): Decision => no(`excluded by the default telemetry back-end rule ${backend} (an include rule on its executable, name or command line selects it; --no-default-excludes turns the rule off)`);
+  const backend = (): Pattern | undefined => (optedIn || !c.backends.length ? undefined : anyPattern(c.backends, basename(p.exe)));
+  const backendRule = (b: Pattern): Decision => no(`excluded by the default telemetry back-end rule ${b.text} (an include rule on its executable, name or command line selects it; --no-default-excludes turns the rule off)`);
   if (!c.hasIncludes) {
     if (c.ownRoot && p.exe.startsWith(c.ownRoot)) return no(`executable under gotrail's install root ${c.ownRoot} (its own tools; an include rule selects it)`);
-    if (backend) return backendRule();
+    const b = backend();
+    if (b) return backendRule(b);
     return yes(optedIn ? `opted in with ${rules.optInEnv}` : 'every Go process is traced by default');
   }
   const incExe = anyGlob(rules.includeExe, p.exe);
@@ -313,7 +315,8 @@ export function decide(rules: SelectionRules, p: ProcessIdentity): Decision {
     const m = anyPattern(c.includeCmdline, cmdline());
     if (m) return yes(`command line matches include rule ${m.text}${optedIn}`);
   }
-  if (backend) return backendRule();
+  const b = backend();
+  if (b) return backendRule(b);
   if (c.includeContainer.length) {
     const m = anyPrefix(c.includeContainer, container());
     if (m) return yes(`container ${short(container()!)} matches include rule ${m}${optedIn}`);
