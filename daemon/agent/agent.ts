@@ -58,6 +58,14 @@ export interface AgentOptions {
   debugProbeHitsPath?: string;
   /** Compiled probe object. Default: build/probes/gotrail.bpf.o. */
   bpfObjectPath?: string;
+  /**
+   * Requests this process sends to traced servers make no span (its OTLP
+   * exports to a traced collector would otherwise each make a span, exported
+   * in turn, forever). Default true. Turn it off only where the process
+   * embedding the agent is also the traced programs' client (the demo,
+   * tests): its requests are then traced like anyone's.
+   */
+  skipOwnRequests?: boolean;
   /** Called for every span before export (tests, demo). */
   onSpan?: (span: ReadableSpan) => void;
   /**
@@ -110,6 +118,8 @@ export class Agent implements MetricsSource {
   /** pid → start time of processes seen and not traced (non-Go, excluded) */
   private readonly ignored = new Map<number, string>();
   private readonly exited = new Map<number, { resource: Resource; at: number }>();
+  /** pid → Go processes the selection rules leave out, with the rule's reason (for /status) */
+  private readonly notSelected = new Map<number, { exe: string; reason: string }>();
   /** pid → start time of Go processes whose selection waits for their pod */
   private readonly pending = new Map<number, string>();
   private readonly meta = new ProcessMetadata();
@@ -173,6 +183,8 @@ export class Agent implements MetricsSource {
       this.processExited(decodeEventHeader(buf, off).tgid);
     });
     const events = this.rt.attachProcessEvents();
+    // before anything is exported, so that the exporter's first connection is known
+    if (this.opts.skipOwnRequests ?? true) this.rt.trackOwnConnections(process.pid);
     this.rt.start(this.eventContext(), { intervalMs: this.opts.consumeIntervalMs });
     await this.startKubernetes();
     this.started = true;
@@ -224,6 +236,7 @@ export class Agent implements MetricsSource {
     for (const [pid] of this.traced) if (!alive.has(pid)) this.processExited(pid);
     for (const [pid] of this.ignored) if (!alive.has(pid)) this.ignored.delete(pid);
     for (const [pid] of this.pending) if (!alive.has(pid)) this.pending.delete(pid);
+    for (const [pid] of this.notSelected) if (!alive.has(pid)) this.notSelected.delete(pid);
     this.meta.prune(alive);
     const now = Date.now();
     for (const [pid, e] of this.exited) if (now - e.at > EXITED_GRACE_MS) this.exited.delete(pid);
@@ -278,6 +291,7 @@ export class Agent implements MetricsSource {
       this.processExited(pid);
     }
     this.ignored.delete(pid);
+    this.notSelected.delete(pid);
     this.meta.forget(pid);
     if (seed) this.meta.seed(pid, facts.startTime, seed);
     this.consider(pid, facts);
@@ -461,8 +475,10 @@ export class Agent implements MetricsSource {
     if (!d.traced) {
       this.log.debug('process not selected', { pid, exe: info.exe, reason: d.reason });
       this.ignored.set(pid, info.startTime);
+      this.notSelected.set(pid, { exe: info.exe, reason: d.reason });
       return;
     }
+    this.notSelected.delete(pid);
     const resource = this.resourceOf(info);
     // allow-list first, so that no event of this process is missed once the links exist
     this.rt!.traceProcess(pid);
@@ -500,6 +516,7 @@ export class Agent implements MetricsSource {
           this.log.info('process no longer selected', { pid, exe: t.info.exe, reason: d.reason });
           this.release(pid);
           this.ignored.set(pid, t.info.startTime);
+          this.notSelected.set(pid, { exe: t.info.exe, reason: d.reason });
         } else {
           t.resource = this.resourceOf(t.info);
         }
@@ -557,6 +574,7 @@ export class Agent implements MetricsSource {
     }));
     return {
       processesTraced: [...this.traced.values()].map((t) => ({ pid: t.info.pid, exe: t.info.exe, service: t.resource.attributes['service.name'] })),
+      processesNotSelected: [...this.notSelected].map(([pid, n]) => ({ pid, exe: n.exe, reason: n.reason })),
       binaries,
       notTraced: this.attach?.notTraced() ?? [],
       disabledProbes: Object.fromEntries(this.rt?.disabledProbes ?? []),

@@ -88,7 +88,7 @@ export class BpfRuntime {
     if (!enableStats()) log.warn('BPF run-time statistics unavailable: probe overhead metrics will read 0');
     const usable = probes.filter((p) => !this.disabledProbes.has(p.id));
     for (const p of usable) this.handlers.set(p.eventType, p);
-    this.stateMaps = ['gt_goroutine_spans', 'gt_goroutines_entered', ...usable.flatMap((p) => p.stateMaps)];
+    this.stateMaps = ['gt_goroutine_spans', 'gt_goroutines_entered', 'gt_self_skipped', ...usable.flatMap((p) => p.stateMaps)];
   }
 
   /** Probes whose programs the kernel refused, with the reason: the others run without them. */
@@ -207,7 +207,7 @@ export class BpfRuntime {
 
   /** Maps whose fill the agent reports. */
   trackedMaps(): string[] {
-    return ['gt_processes', ...this.stateMaps];
+    return ['gt_processes', 'gt_self_conns', ...this.stateMaps];
   }
 
   /** Sums the per-CPU BPF-side counters. */
@@ -236,6 +236,27 @@ export class BpfRuntime {
       return true;
     } catch (e) {
       this.log.warn('process exec/exit events unavailable: new processes are found by the periodic /proc scan only', { error: (e as Error).message });
+      return false;
+    }
+  }
+
+  /**
+   * Makes the probes recognise the TCP connections process `tgid` (the
+   * agent) opens from now on, so that no span is made of a request it sent
+   * (its OTLP exports to a traced collector would otherwise each make a
+   * span, exported in turn: a loop). Returns false, and says why, when the
+   * kernel lacks the inet_sock_set_state BTF tracepoint; requests gotrail
+   * sends to traced servers are then traced.
+   */
+  trackOwnConnections(tgid: number): boolean {
+    try {
+      const v = Buffer.alloc(4);
+      v.writeUInt32LE(tgid >>> 0);
+      this.obj.mapUpdate('gt_self_processes', u32key(tgid), v);
+      this.obj.attachTracepoint('gt_self_sock_state', 'sock', 'inet_sock_set_state');
+      return true;
+    } catch (e) {
+      this.log.warn('gotrail cannot recognise its own connections: its requests to traced servers (e.g. OTLP exports to a traced collector) are traced', { error: (e as Error).message });
       return false;
     }
   }

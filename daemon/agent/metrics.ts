@@ -32,6 +32,9 @@ export interface MetricsSnapshot {
   lifecycle?: { staleExecs: number; heldProcesses: number; repairedBytes: number; eventsHeld: number; eventsNotSelected: number; eventsUndecided: number };
 }
 
+/** BPF counters named skipped_<reason> count requests not traced on purpose, not losses. */
+const SKIPPED = 'skipped_';
+
 export function createMetrics(source: MetricsSource): Registry {
   const reg = new Registry();
   collectDefaultMetrics({ register: reg, prefix: 'gotrail_agent_' });
@@ -58,8 +61,11 @@ export function createMetrics(source: MetricsSource): Registry {
   });
   counter('gotrail_events_malformed_total', 'Events that could not be decoded', [], (set, s) => set({}, s.eventsMalformed));
   counter('gotrail_events_lost_total', 'Events lost before reaching user space, by reason', ['reason'], (set, s) => {
-    for (const [r, v] of Object.entries(s.bpfCounters)) set({ reason: r }, Number(v));
+    for (const [r, v] of Object.entries(s.bpfCounters)) if (!r.startsWith(SKIPPED)) set({ reason: r }, Number(v));
     set({ reason: 'ringbuf_consumer_queue_full' }, Number(s.ringBuffer.droppedRecords));
+  });
+  counter('gotrail_requests_skipped_total', 'Requests deliberately not traced, by reason (self: sent by gotrail itself, e.g. its OTLP exports to a traced collector)', ['reason'], (set, s) => {
+    for (const [r, v] of Object.entries(s.bpfCounters)) if (r.startsWith(SKIPPED)) set({ reason: r.slice(SKIPPED.length) }, Number(v));
   });
   counter('gotrail_spans_exported_total', 'Spans handed to the exporter successfully', [], (set, s) => set({}, s.spans.exported));
   counter('gotrail_spans_dropped_total', 'Spans dropped because the export queue was full', [], (set, s) => set({}, s.spans.dropped));

@@ -10,7 +10,11 @@
  * 4. include rules: with none, every Go process is included; with some, a
  *    process must match at least one (of any kind);
  * 5. executables under gotrail's install root (its own tools, such as the
- *    test collector) are excluded unless an include rule selected them in 4.
+ *    test collector) are excluded unless an include rule selected them in 4;
+ * 6. well-known telemetry back-ends ({@link DEFAULT_TELEMETRY_BACKENDS}) are
+ *    excluded unless an include rule on their executable, name or command
+ *    line selected them in 4 (or they opted in with the opt-in variable);
+ *    `defaultExcludes: false` turns this off.
  *
  * A process always opts out with `GOTRAIL_TRACE=false` (or `0`) in its
  * environment — as /proc/PID/environ shows it, i.e. as it was started.
@@ -21,7 +25,7 @@
  * `pending` when a namespace or label rule could change it: the caller asks
  * again later rather than deciding on missing facts.
  */
-import { matchesGlob } from 'node:path';
+import { basename, matchesGlob } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { normalizeContainerId } from '../metadata/container.ts';
 
@@ -30,6 +34,32 @@ export const INSTALL_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
 /** The environment variable with which any process opts out of tracing. */
 export const OPT_OUT_ENV = 'GOTRAIL_TRACE';
+
+/**
+ * Executable base names (globs) of well-known telemetry back-ends, excluded
+ * by default: their work is telemetry traffic — much of it gotrail's own
+ * exports and what a collector forwards of them — so tracing them feeds
+ * gotrail's output back into its input (an OTLP export to a traced
+ * collector makes a span, exported in turn, …) and fills traces with
+ * pipeline noise. The probes already skip requests on gotrail's own
+ * connections, but not behind a NAT (a Kubernetes Service) nor what a
+ * traced collector forwards; this rule covers both. Matched against the
+ * executable's base name, not the process name, which the kernel cuts to
+ * 15 characters. Only Go programs are listed: gotrail traces nothing else.
+ */
+export const DEFAULT_TELEMETRY_BACKENDS: readonly string[] = [
+  // OpenTelemetry Collector distributions (otelcol, otelcol-contrib,
+  // otelcol-k8s, otelcol-otlp, builder output), the AWS distribution
+  'otelcol*', 'otelcorecol', 'awscollector',
+  // Jaeger (v2 and the v1 components)
+  'jaeger*',
+  // Grafana: agents and back-ends
+  'alloy', 'grafana-agent*', 'tempo', 'tempo-query', 'loki', 'mimir', 'pyroscope',
+  // Prometheus-like metrics back-ends
+  'prometheus', 'thanos', 'cortex', 'victoria-metrics*', 'victoria-logs*', 'vmagent*', 'vminsert*', 'vmselect*', 'vmstorage*',
+  // Elastic APM
+  'apm-server',
+];
 
 export interface SelectionRules {
   /** Executable path globs to include (e.g. `/usr/local/bin/*`). Default: all. */
@@ -71,6 +101,13 @@ export interface SelectionRules {
    * Default: {@link INSTALL_ROOT}.
    */
   ownRoot?: string | false;
+  /**
+   * Executable base-name globs of telemetry back-ends, not traced unless an
+   * include rule on their executable, name or command line (or the opt-in
+   * variable) selects them. `false` turns this off.
+   * Default: {@link DEFAULT_TELEMETRY_BACKENDS}.
+   */
+  defaultExcludes?: readonly string[] | false;
 }
 
 /** The part of a pod the rules look at. */
@@ -126,6 +163,7 @@ interface Compiled {
   excludeLabel: LabelRule[];
   hasIncludes: boolean;
   ownRoot: string | undefined;
+  backends: Pattern[];
 }
 
 /** A glob where `*` matches any run of characters (separators included) and `?` one character. */
@@ -187,6 +225,8 @@ function compile(rules: SelectionRules): Compiled {
     excludeLabel: (rules.excludePodLabel ?? []).map(parseLabelRule),
     hasIncludes: [rules.includeExe, rules.includeName, rules.includeCmdline, rules.includeContainer, rules.includeNamespace, rules.includePodLabel].some((r) => (r?.length ?? 0) > 0),
     ownRoot: ownRoot === undefined ? undefined : ownRoot.endsWith('/') ? ownRoot : `${ownRoot}/`,
+    // base names hold no '/': a text glob matches them as a path glob would, compiled once
+    backends: rules.defaultExcludes === false ? [] : patterns([...(rules.defaultExcludes ?? DEFAULT_TELEMETRY_BACKENDS)]),
   };
   compiledCache.set(rules, c);
   return c;
@@ -258,8 +298,13 @@ export function decide(rules: SelectionRules, p: ProcessIdentity): Decision {
     optedIn = ` (opted in with ${rules.optInEnv}=${v})`;
   }
 
+  // a back-end is traced only when a rule names this very program (or it opted in)
+  const backend = (): Pattern | undefined => (optedIn || !c.backends.length ? undefined : anyPattern(c.backends, basename(p.exe)));
+  const backendRule = (b: Pattern): Decision => no(`excluded by the default telemetry back-end rule ${b.text} (an include rule on its executable, name or command line selects it; --no-default-excludes turns the rule off)`);
   if (!c.hasIncludes) {
     if (c.ownRoot && p.exe.startsWith(c.ownRoot)) return no(`executable under gotrail's install root ${c.ownRoot} (its own tools; an include rule selects it)`);
+    const b = backend();
+    if (b) return backendRule(b);
     return yes(optedIn ? `opted in with ${rules.optInEnv}` : 'every Go process is traced by default');
   }
   const incExe = anyGlob(rules.includeExe, p.exe);
@@ -270,6 +315,8 @@ export function decide(rules: SelectionRules, p: ProcessIdentity): Decision {
     const m = anyPattern(c.includeCmdline, cmdline());
     if (m) return yes(`command line matches include rule ${m.text}${optedIn}`);
   }
+  const b = backend();
+  if (b) return backendRule(b);
   if (c.includeContainer.length) {
     const m = anyPrefix(c.includeContainer, container());
     if (m) return yes(`container ${short(container()!)} matches include rule ${m}${optedIn}`);

@@ -74,6 +74,8 @@ export async function runDemo(argv: string[], out: (s: string) => void): Promise
     selection: { includeExe: [SERVICE_BIN] },
     scanIntervalMs: 200,
     batcher: { intervalMs: 200 },
+    // the demo's requests come from this very process: they are what is shown
+    skipOwnRequests: false,
   });
   try {
     out('gotrail demo: starting the agent (console exporter)\n');

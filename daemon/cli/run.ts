@@ -36,7 +36,11 @@ traced; without includes every Go process is traced):
   --opt-in-env NAME      trace only processes started with NAME=true (or 1)
 A process started with GOTRAIL_TRACE=false (or 0) is never traced. gotrail's
 own tools (executables under its install directory) are traced only when an
-include rule selects them.
+include rule selects them. Telemetry back-ends (OpenTelemetry Collector,
+Jaeger, Tempo, Grafana Alloy and Agent, Loki, Mimir, Prometheus, Thanos,
+VictoriaMetrics, …: see README) are excluded by default: an --include-exe,
+--include-name or --include-cmdline rule matching one traces it;
+  --no-default-excludes  trace telemetry back-ends like any Go process
 
 Kubernetes:
   --kubernetes MODE      auto (default): in a cluster, watch this node's pods for
@@ -102,6 +106,7 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
       'include-pod-label': { type: 'string', multiple: true },
       'exclude-pod-label': { type: 'string', multiple: true },
       'opt-in-env': { type: 'string' },
+      'no-default-excludes': { type: 'boolean' },
       kubernetes: { type: 'string', default: 'auto' },
       exporter: { type: 'string', default: 'otlp' },
       'otlp-endpoint': { type: 'string' },
@@ -150,6 +155,7 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
     includeNamespace: values['include-namespace'], excludeNamespace: values['exclude-namespace'],
     includePodLabel: values['include-pod-label'], excludePodLabel: values['exclude-pod-label'],
     optInEnv: values['opt-in-env'],
+    ...(values['no-default-excludes'] ? { defaultExcludes: false as const } : {}),
   };
   const ruleErrors = validateSelection(selection);
   if (ruleErrors.length) throw new CliError(ruleErrors.join('\n'), EXIT.USAGE);

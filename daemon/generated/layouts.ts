@@ -17,6 +17,7 @@ export const Counter = {
   GT_COUNTER_INFLIGHT_FULL: 4,
   GT_COUNTER_PROCESS_EVENTS_FULL: 5,
   GT_COUNTER_NO_ENTRY_PREATTACH: 6,
+  GT_COUNTER_SKIPPED_SELF: 7,
   GT_COUNTER_MAX: 8,
 } as const;
 
@@ -837,6 +838,38 @@ export function decodeProcessInfo(buf: Buffer, off = 0): ProcessInfo {
 export function encodeProcessInfo(v: ProcessInfo, buf: Buffer = Buffer.alloc(8), off = 0): Buffer {
   buf.writeUInt32LE(v.flags, off + 0);
   buf.writeUInt32LE(v.reserved, off + 4);
+  return buf;
+}
+
+/** struct gt_self_sock (48 bytes) */
+export interface SelfSock {
+  key: ConnKey;
+  established: number;
+  tgid: number;
+}
+
+export const SELF_SOCK_SIZE = 48;
+export const SelfSockOffsets = {
+  key: 0,
+  established: 40,
+  tgid: 44,
+} as const;
+
+/** Decodes struct gt_self_sock at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeSelfSock(buf: Buffer, off = 0): SelfSock {
+  if (off + 48 > buf.length) throw new RangeError(`gt_self_sock: need 48 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    key: decodeConnKey(buf, off + 0),
+    established: buf.readUInt32LE(off + 40),
+    tgid: buf.readUInt32LE(off + 44),
+  };
+}
+
+/** Encodes struct gt_self_sock into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeSelfSock(v: SelfSock, buf: Buffer = Buffer.alloc(48), off = 0): Buffer {
+  encodeConnKey(v.key, buf, off + 0);
+  buf.writeUInt32LE(v.established, off + 40);
+  buf.writeUInt32LE(v.tgid, off + 44);
   return buf;
 }
 

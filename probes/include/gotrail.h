@@ -83,6 +83,8 @@ enum gt_counter {
 	/* a return without entry whose call began before its process was
 	 * traced (the one expected miss; see gt_count_no_entry) */
 	GT_COUNTER_NO_ENTRY_PREATTACH = 6,
+	/* not a loss: a request gotrail itself sent, deliberately not traced */
+	GT_COUNTER_SKIPPED_SELF = 7,
 	GT_COUNTER_MAX = 8,
 };
 

@@ -38,6 +38,8 @@ describe('node-wide agent', { skip }, () => {
     rmSync(work, { recursive: true, force: true });
     mkdirSync(work, { recursive: true });
     agent = new Agent(createLogger('warn'), {
+      // the test's own requests are the traced programs' traffic
+      skipOwnRequests: false,
       exporter: createExporter({ kind: 'none' }),
       selection: { includeExe: [join(repoRoot, 'build', '**')] },
       onSpan: (s) => spans.push(s),

@@ -39,6 +39,8 @@ describe('binary rewritten in place and restarted at once', { skip }, () => {
       exporter: createExporter({ kind: 'none' }),
       selection: { includeExe: [join(work, '*')] },
       onSpan: (s) => spans.push(s),
+      // the load comes from this process, which is also the agent's
+      skipOwnRequests: false,
     });
     await agent.start();
     busy = startBusyLoad();

@@ -47,6 +47,8 @@ test('a probe the kernel refuses is left out; the agent and the other probes run
   const bin = join(dir, 'httpserver');
   copyFileSync(join(repoRoot, 'build', 'go', 'go1.26', 'plain', 'httpserver'), bin);
   const agent = new Agent(createLogger('info', (l) => void logs.push(l)), {
+    // the test's own requests are the traced programs' traffic
+    skipOwnRequests: false,
     exporter: createExporter({ kind: 'none' }),
     selection: { includeExe: [bin] },
     onSpan: (s) => spans.push(s),

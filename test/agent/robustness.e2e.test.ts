@@ -33,6 +33,8 @@ describe('agent robustness', { skip: skipUnlessBpf() }, () => {
     mkdirSync(work, { recursive: true });
     const log = createLogger('debug', (l) => void logLines.push(l));
     agent = new Agent(log, {
+      // the test's own requests are the traced programs' traffic
+      skipOwnRequests: false,
       exporter: createExporter({ kind: 'none' }),
       selection: { includeExe: [join(work, '*')] },
       onSpan: (s) => spans.push(s),

@@ -1,6 +1,6 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { decide, INSTALL_ROOT, textGlob, usesKubernetes, validateSelection, type PodView, type ProcessIdentity, type SelectionRules } from '../../daemon/agent/selection.ts';
+import { decide, DEFAULT_TELEMETRY_BACKENDS, INSTALL_ROOT, textGlob, usesKubernetes, validateSelection, type PodView, type ProcessIdentity, type SelectionRules } from '../../daemon/agent/selection.ts';
 
 const CID = '3f'.repeat(32);
 const OTHER_CID = 'a1'.repeat(32);
@@ -64,7 +64,50 @@ describe('defaults', () => {
   test('ownRoot is configurable and can be turned off', () => {
     assert.equal(traced({ ownRoot: '/opt/tools' }, { exe: '/opt/tools/x' }), false);
     assert.equal(traced({ ownRoot: '/opt/tools' }, { exe: '/opt/toolsx/x' }), true);
-    assert.equal(traced({ ownRoot: false }, { exe: `${INSTALL_ROOT}build/collector/otelcol` }), true);
+    assert.equal(traced({ ownRoot: false }, { exe: `${INSTALL_ROOT}build/go/go1.26/plain/httpserver` }), true);
+  });
+});
+
+describe('telemetry back-ends', () => {
+  const backends = [
+    '/otelcol', '/otelcol-contrib', '/otelcol-k8s', '/usr/bin/otelcol-otlp', '/awscollector',
+    '/cmd/jaeger/jaeger-linux', '/go/bin/jaeger-all-in-one', '/tempo', '/bin/alloy', '/bin/grafana-agent',
+    '/usr/bin/loki', '/bin/mimir', '/bin/prometheus', '/bin/thanos', '/victoria-metrics-prod', '/vmagent-prod',
+    '/usr/share/apm-server/apm-server',
+  ];
+  test('well-known back-ends are excluded by default, by their executable, and say so', () => {
+    for (const exe of backends) {
+      // the kernel cuts the process name to 15 characters: the executable decides
+      const d = decide({}, proc({ exe, name: exe.split('/').pop()!.slice(0, 15) }));
+      assert.equal(d.traced, false, exe);
+      assert.match(d.reason, /^excluded by the default telemetry back-end rule \S+/, exe);
+    }
+    assert.match(decide({}, proc({ exe: '/otelcol-contrib' })).reason, /rule otelcol\* /);
+  });
+  test('other programs are not taken for back-ends', () => {
+    for (const exe of ['/srv/bin/api', '/usr/local/bin/collector', '/srv/otel-demo/checkout', '/srv/prometheus-app/bin/api', '/bin/lokiwrapper', '/srv/bin/tempo2']) {
+      assert.deepEqual(decide({}, proc({ exe })), { traced: true, reason: 'every Go process is traced by default' }, exe);
+    }
+  });
+  test('an include rule on the executable, name or command line opts a back-end back in', () => {
+    const f = { exe: '/usr/bin/otelcol-contrib', name: 'otelcol-contrib', cmdline: '/usr/bin/otelcol-contrib --config /etc/otelcol/config.yaml' };
+    assert.deepEqual(decide({ includeExe: ['/usr/bin/otelcol-*'] }, proc(f)), { traced: true, reason: 'executable matches include rule /usr/bin/otelcol-*' });
+    assert.equal(traced({ includeName: ['otelcol-contrib'] }, f), true);
+    assert.equal(traced({ includeCmdline: ['*--config /etc/otelcol/*'] }, f), true);
+    // broad rules about where it runs do not: the back-end stays excluded
+    const inNs = { ...f, pod: { namespace: 'observability', labels: {} } };
+    assert.match(decide({ includeNamespace: ['observability'] }, proc(inNs)).reason, /default telemetry back-end rule/);
+    assert.equal(traced({ includeExe: ['/srv/**'] }, f), false);
+    // the process's own opt-in does
+    assert.equal(traced({ optInEnv: 'TRACE_ME' }, { ...f, env: { TRACE_ME: 'true' } }), true);
+    // and excludes still win
+    assert.equal(traced({ includeExe: ['/usr/bin/otelcol-*'], excludeName: ['otelcol-*'] }, f), false);
+  });
+  test('the rule can be turned off or replaced', () => {
+    assert.equal(traced({ defaultExcludes: false }, { exe: '/otelcol-contrib' }), true);
+    assert.equal(traced({ defaultExcludes: ['my-collector'] }, { exe: '/otelcol-contrib' }), true);
+    assert.match(decide({ defaultExcludes: ['my-*'] }, proc({ exe: '/opt/my-collector' })).reason, /default telemetry back-end rule my-\*/);
+    assert.ok(DEFAULT_TELEMETRY_BACKENDS.includes('otelcol*'));
   });
 });
 

@@ -22,6 +22,8 @@ test('single perf-event uprobes (no uprobe_multi): server, client and linked spa
   copyFileSync(join(repoRoot, 'build', 'go', 'go1.27', 'stripped', 'httpserver'), bin);
   const spans: ReadableSpan[] = [];
   const agent = new Agent(createLogger('warn'), {
+    // the test's own requests are the traced programs' traffic
+    skipOwnRequests: false,
     exporter: createExporter({ kind: 'none' }),
     selection: { includeExe: [bin] },
     onSpan: (s) => spans.push(s),

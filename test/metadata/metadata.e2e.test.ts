@@ -93,6 +93,8 @@ async function rig(opts: Partial<AgentOptions>, listed: Array<Record<string, unk
   const baseUrl = await api.start();
   const spans: ReadableSpan[] = [];
   const agent = new Agent(createLogger('warn'), {
+    // the test's own requests are the traced programs' traffic
+    skipOwnRequests: false,
     exporter: createExporter({ kind: 'none' }),
     onSpan: (s) => spans.push(s),
     batcher: { intervalMs: 100 },

@@ -78,6 +78,8 @@ export interface StartCollectorOptions {
   keepFiles?: boolean;
   /** Listen for OTLP/HTTP on this port (e.g. a collector coming back where an agent already sends). Default: a free port. */
   httpPort?: number;
+  /** Listen for OTLP/HTTP on this address (e.g. '::1', or '0.0.0.0' for every address of the host). Default 127.0.0.1. */
+  httpHost?: string;
 }
 
 export interface Collector {
@@ -158,7 +160,11 @@ async function startOnce(binaryPath: string, opts: StartCollectorOptions): Promi
   const dir = await mkdtemp(join(tmpdir(), 'gotrail-otelcol-'));
   const outputPath = join(dir, 'traces.jsonl');
   const configPath = join(dir, 'config.yaml');
-  await writeFile(configPath, collectorConfig({ httpPort, grpcPort, outputPath, logLevel: opts.logLevel ?? 'info' }));
+  const httpHost = opts.httpHost ?? '127.0.0.1';
+  // where this host reaches the listener: a wildcard is reached on loopback
+  const httpReach = httpHost === '0.0.0.0' ? '127.0.0.1' : httpHost === '::' ? '::1' : httpHost;
+  const httpHostPort = (h: string): string => (h.includes(':') ? `[${h}]:${httpPort}` : `${h}:${httpPort}`);
+  await writeFile(configPath, collectorConfig({ httpEndpoint: httpHostPort(httpHost), grpcPort, outputPath, logLevel: opts.logLevel ?? 'info' }));
 
   // setpriv's parent-death signal kills the collector even when the test
   // process itself is killed and no exit hook runs.
@@ -235,11 +241,11 @@ async function startOnce(binaryPath: string, opts: StartCollectorOptions): Promi
         lastStderr(),
       );
     }
-    if ((await accepts(httpPort)) && (await accepts(grpcPort))) break;
+    if ((await accepts(httpPort, httpReach)) && (await accepts(grpcPort))) break;
     if (Date.now() > deadline) {
       await cleanupFailedStart();
       throw new CollectorStartError(
-        `the OpenTelemetry Collector did not accept connections on 127.0.0.1:${httpPort} (OTLP/HTTP) and ` +
+        `the OpenTelemetry Collector did not accept connections on ${httpHostPort(httpReach)} (OTLP/HTTP) and ` +
           `127.0.0.1:${grpcPort} (OTLP/gRPC) within ${timeoutMs} ms; stderr tail:\n${tail(lastStderr())}`,
         lastStderr(),
       );
@@ -285,7 +291,7 @@ async function startOnce(binaryPath: string, opts: StartCollectorOptions): Promi
 
   return {
     binaryPath,
-    otlpHttpEndpoint: `http://127.0.0.1:${httpPort}`,
+    otlpHttpEndpoint: `http://${httpHostPort(httpReach)}`,
     otlpGrpcEndpoint: `http://127.0.0.1:${grpcPort}`,
     pid: child.pid!,
     dir,
@@ -298,13 +304,13 @@ async function startOnce(binaryPath: string, opts: StartCollectorOptions): Promi
   };
 }
 
-function collectorConfig(c: { httpPort: number; grpcPort: number; outputPath: string; logLevel: string }): string {
+function collectorConfig(c: { httpEndpoint: string; grpcPort: number; outputPath: string; logLevel: string }): string {
   // JSON is valid YAML, and JSON.stringify quotes the path whatever it holds.
   const config = {
     receivers: {
       otlp: {
         protocols: {
-          http: { endpoint: `127.0.0.1:${c.httpPort}` },
+          http: { endpoint: c.httpEndpoint },
           grpc: { endpoint: `127.0.0.1:${c.grpcPort}` },
         },
       },
@@ -548,9 +554,9 @@ async function freePorts(n: number): Promise<number[]> {
   return ports;
 }
 
-function accepts(port: number): Promise<boolean> {
+function accepts(port: number, host = '127.0.0.1'): Promise<boolean> {
   return new Promise((resolve) => {
-    const socket = createConnection({ host: '127.0.0.1', port });
+    const socket = createConnection({ host, port });
     const done = (ok: boolean): void => {
       socket.destroy();
       resolve(ok);

@@ -8,6 +8,7 @@
  * jump back to the entry and fire it twice). Exit: a plain uprobe on every
  * RET of the function (uretprobes break Go's stack unwinding). */
 #include "go_abi.h"
+#include "self.h"
 
 enum gt_http_limits {
 	GT_HTTP_METHOD_MAX = 16,
@@ -238,19 +239,22 @@ static __always_inline void read_traceparent(struct gt_http_server_config *cfg, 
 		st->flags |= GT_HTTP_EVENT_TRACEPARENT;
 }
 
-/* A client on this node may have published its span for this connection
- * (probes/go/net/http/client): then that span is the parent. */
-static __always_inline void link_local_client(struct gt_http_server_config *cfg, __u64 resp,
-					      struct http_server_inflight *st)
+/* The ends of the request's connection, as its client sees them. */
+static __always_inline int conn_key_of(struct gt_http_server_config *cfg, __u64 resp, struct gt_conn_key *k)
 {
 	__u64 conn = 0, tcpconn = 0;
-	struct gt_conn_key k = {};
 	/* conn.rwc is a net.Conn: {itab, data}; data is the *net.TCPConn */
 	if (go_read_ptr(resp, cfg->resp_conn, &conn) < 0 ||
-	    go_read_ptr(conn, cfg->conn_rwc + 8, &tcpconn) < 0 ||
-	    gt_conn_key_of(tcpconn, &cfg->tcp, false, &k) < 0)
-		return;
-	struct gt_span_context *client = bpf_map_lookup_elem(&gt_conn_spans, &k);
+	    go_read_ptr(conn, cfg->conn_rwc + 8, &tcpconn) < 0)
+		return -1;
+	return gt_conn_key_of(tcpconn, &cfg->tcp, false, k);
+}
+
+/* A client on this node may have published its span for this connection
+ * (probes/go/net/http/client): then that span is the parent. */
+static __always_inline void link_local_client(const struct gt_conn_key *k, struct http_server_inflight *st)
+{
+	struct gt_span_context *client = bpf_map_lookup_elem(&gt_conn_spans, k);
 	if (!client)
 		return;
 	gt_new_child(&st->span, client);
@@ -288,8 +292,20 @@ int gt_http_server_entry(struct pt_regs *ctx)
 	 * span that sent this request); else an incoming traceparent; else a
 	 * new trace. */
 	bool http1 = !(st.flags & GT_HTTP_EVENT_NOT_HTTP1);
-	if (http1 && (cfg->flags & GT_HTTP_SERVER_LINK) && gt_conn_any_published())
-		link_local_client(cfg, st.resp, &st);
+	/* The connection's ends tell both whether gotrail itself sent the
+	 * request and which local client did; they are walked for once, and
+	 * only while either map has entries. */
+	bool self_conns = gt_self_any_conn(), published = gt_conn_any_published();
+	struct gt_conn_key conn = {};
+	if (http1 && (cfg->flags & GT_HTTP_SERVER_LINK) && (self_conns || published) &&
+	    conn_key_of(cfg, st.resp, &conn) == 0) {
+		if (self_conns && gt_conn_is_own(&conn)) {
+			gt_self_skip_mark(&key);
+			return 0;
+		}
+		if (published)
+			link_local_client(&conn, &st);
+	}
 	if (http1 && !(st.flags & GT_HTTP_EVENT_LINKED) && (cfg->flags & GT_HTTP_SERVER_READ_HEAD))
 		read_traceparent(cfg, st.resp, st.req, &st);
 	if (!(st.flags & (GT_HTTP_EVENT_TRACEPARENT | GT_HTTP_EVENT_LINKED)))
@@ -358,7 +374,7 @@ static __always_inline int end_inflight(struct pt_regs *ctx, __u32 extra_flags, 
 	gt_debug_hit(ctx, site, st ? GT_HIT_FOUND : GT_HIT_NOT_FOUND, key.tgid, bin_id, key.goid);
 	if (st)
 		finish_request(cfg, &key, bin_id, st, extra_flags);
-	else if (expected)
+	else if (expected && !gt_self_skip_take(&key))
 		gt_count_no_entry(&key, GT_PAIRED_HTTP_SERVER);
 	return 0;
 }

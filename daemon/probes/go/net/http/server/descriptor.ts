@@ -55,7 +55,7 @@ export const httpServerProbe: ProbeDescriptor = {
   optionalFieldEffects: {
     ...Object.fromEntries(H2_FIELDS.map((f) => [f, 'HTTP/2 responses carry no status code'])),
     [F.server]: 'HTTP/2 requests are not told from HTTP/1 ones, so their status code may be misread',
-    ...Object.fromEntries(LINK_FIELDS.map((f) => [f, 'requests from traced clients on this node are not linked to them'])),
+    ...Object.fromEntries(LINK_FIELDS.map((f) => [f, 'requests from traced clients on this node are not linked to them, and requests gotrail itself sent are traced'])),
     ...Object.fromEntries(HEAD_FIELDS.map((f) => [f, 'incoming traceparent headers are not read'])),
   },
   configMap: 'gt_http_server_config',
