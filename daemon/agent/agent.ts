@@ -92,6 +92,8 @@ interface ExecFacts {
   comm: string;
   /** the path execve was given */
   filename: string;
+  /** the exec hook allowed it: it ran an attached file, whose events are on their way */
+  allowed: boolean;
 }
 
 /** NUL-separated strings of a copied area; a cut last string is dropped when `total` says the area was cut. */
@@ -260,7 +262,9 @@ export class Agent implements MetricsSource {
       startTime: String(ev.start_boottime / 10_000_000n),
       comm: ev.comm.toString('latin1').replace(/\0.*$/s, ''),
       filename: ev.filename.toString('utf8').replace(/\0.*$/s, ''),
+      allowed: (ev.flags & ExecFlags.GT_EXEC_ALLOWED) !== 0,
     };
+    if (this.log.level === 'debug') this.log.debug('exec', { pid, flags: ev.flags, filename: facts.filename });
     if (ev.flags & ExecFlags.GT_EXEC_STALE) {
       this.totals.staleExecs++;
       if (ev.flags & ExecFlags.GT_EXEC_HELD) this.totals.heldProcesses++;
@@ -387,13 +391,15 @@ export class Agent implements MetricsSource {
       // A process that exited before it could be looked at: when it ran an
       // attached file, the exec hook allowed it and its events are on their
       // way; judge it by what the hook learnt.
+      // (When its links went meanwhile, the ones made now serve the next
+      // processes of the file.)
       if (!facts) return;
-      const b = this.attach!.get(facts.key);
-      if (!b || b.handles.length === 0 || !b.plan) {
+      const known = facts.allowed ? this.attach!.known(facts.key) : undefined;
+      if (!known) {
         this.prepareBinary(pid, facts);
         return;
       }
-      this.accept({ pid, startTime: facts.startTime, exe: b.exe, exePath: b.path, fd: -1, name: facts.comm, key: facts.key, goVersion: b.plan.goVersion });
+      this.accept({ pid, startTime: facts.startTime, exe: known.exe, exePath: facts.filename, fd: -1, name: facts.comm, key: facts.key, goVersion: known.plan.goVersion });
       return;
     }
     if (r.kind === 'unreadable') {
@@ -423,7 +429,7 @@ export class Agent implements MetricsSource {
         void inflight.finally(() => {
           this.waiting.delete(pid);
           this.ignored.delete(pid);
-          this.consider(pid);
+          this.consider(pid, facts);
           if (!this.traced.has(pid)) this.rt?.untraceProcess(pid);
           this.rt?.decided(pid, this.traced.has(pid));
         });

@@ -114,6 +114,18 @@ export class AttachmentManager {
     return b && b.key !== keyString(key) ? b : undefined;
   }
 
+  /**
+   * A binary analysed before (attached now or recently), by identity: the
+   * path its first process named and its plan; undefined when never seen or
+   * evicted from the plan cache.
+   */
+  known(key: BinaryKey): { exe: string; plan: BinaryPlan } | undefined {
+    const b = this.byKey.get(keyString(key));
+    if (b?.plan) return { exe: b.exe, plan: b.plan };
+    const e = this.planCache.get(keyString(key));
+    return e?.plan ? { exe: e.path ?? e.plan.path, plan: e.plan } : undefined;
+  }
+
   /** Every site a link set on this inode had since the last attach: where stale breakpoints may have been. */
   staleSites(inode: string): number[] {
     const out = new Set(this.retiredSites.get(inode) ?? []);
@@ -175,8 +187,13 @@ export class AttachmentManager {
       return;
     }
     b.linger = setTimeout(() => {
-      b.linger = undefined;
-      if (b.pids.size === 0 && this.byKey.get(b.key) === b) this.detachBinary(b);
+      // After the event loop was held up, this timer runs before the
+      // process events that queued meanwhile (a new process of the binary
+      // may be among them): decide only after those.
+      setImmediate(() => {
+        b.linger = undefined;
+        if (b.pids.size === 0 && this.byKey.get(b.key) === b) this.detachBinary(b);
+      });
     }, this.lingerMs);
     b.linger.unref();
   }

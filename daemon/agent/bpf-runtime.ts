@@ -268,7 +268,10 @@ export class BpfRuntime {
    */
   start(ctx: EventContext, opts: { intervalMs?: number } = {}): void {
     this.ctx = ctx;
-    this.obj.startRingBuffer('gt_process_events', (batch) => this.dispatch(batch, ctx), { intervalMs: 100, wakeup: true });
+    // With wakeups most batches hold a record or two: the bound on batches
+    // out to JS must be high for it not to stop consumption long before the
+    // kernel ring buffer is full (memory stays bounded by batches × bytes).
+    this.obj.startRingBuffer('gt_process_events', (batch) => this.dispatch(batch, ctx), { intervalMs: 100, wakeup: true, maxQueuedBatches: 1024, maxBatchBytes: 64 * 1024 });
     this.obj.startRingBuffer('gt_events', (batch) => this.dispatch(batch, ctx), { intervalMs: opts.intervalMs ?? 5 });
     this.holdTimer = setInterval(() => this.expireHeld(), 250);
     this.holdTimer.unref();
