@@ -359,7 +359,7 @@ export class Agent implements MetricsSource {
       eventsMalformed: malformed,
       bpfCounters: rt?.counters() ?? {},
       ringBuffer: { droppedRecords: rb?.droppedRecords ?? 0n, droppedBatches: rb?.droppedBatches ?? 0n, records: rb?.records ?? 0n },
-      spans: this.batcher?.stats ?? { exported: 0, dropped: 0, failed: 0, queued: 0 },
+      spans: this.batcher?.stats ?? { exported: 0, dropped: { queue_full: 0, shutdown: 0 }, failed: 0, queued: 0 },
       programs: rt?.obj.programStats() ?? [],
       maps,
       attachFailures: this.attach?.stats.attachFailures ?? 0,
@@ -369,10 +369,15 @@ export class Agent implements MetricsSource {
     };
   }
 
+  /** Lets the ring-buffer consumer take what the probes have submitted so far. */
+  private async drainRingBuffer(): Promise<void> {
+    await new Promise((r) => setTimeout(r, (this.opts.consumeIntervalMs ?? 5) * 4 + 20));
+  }
+
   /** Exports every span produced so far (after consuming what the ring buffer holds). */
   async flush(): Promise<void> {
-    await new Promise((r) => setTimeout(r, (this.opts.consumeIntervalMs ?? 5) * 4 + 20));
-    await this.batcher?.flush();
+    await this.drainRingBuffer();
+    await this.batcher?.forceFlush();
   }
 
   async stop(): Promise<void> {
@@ -380,8 +385,9 @@ export class Agent implements MetricsSource {
     this.scanTimer = undefined;
     await this.attach?.detachAll();
     await this.k8s?.stop();
-    await this.flush();
+    await this.drainRingBuffer();
     await this.rt?.stop();
+    // flushes once; what a dead collector leaves unexported is counted as dropped
     await this.batcher?.shutdown();
     this.started = false;
   }

@@ -40,7 +40,7 @@ describe('node-wide agent', { skip }, () => {
       exporter: createExporter({ kind: 'none' }),
       selection: { includeExe: [join(repoRoot, 'build', '**')] },
       onSpan: (s) => spans.push(s),
-      batcher: { intervalMs: 100 },
+      batcher: { scheduledDelayMillis: 100 },
     });
     await agent.start();
   });

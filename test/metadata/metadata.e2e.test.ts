@@ -95,7 +95,7 @@ async function rig(opts: Partial<AgentOptions>, listed: Array<Record<string, unk
   const agent = new Agent(createLogger('warn'), {
     exporter: createExporter({ kind: 'none' }),
     onSpan: (s) => spans.push(s),
-    batcher: { intervalMs: 100 },
+    batcher: { scheduledDelayMillis: 100 },
     // far beyond the test: any decision taken in time came from exec or pod events
     scanIntervalMs: 60_000,
     kubernetes: { connection: { baseUrl, token: 't' }, nodeName: 'node-1' },
