@@ -45,7 +45,7 @@ export interface BatcherOptions {
    * dropped (reason `queue_full`). Default 65536 (the SDK's 2048 is sized for
    * one process; one agent carries a whole node's spans and must ride out a
    * slow collector for a few seconds at tens of thousands of spans per
-   * second; about 1 KiB of heap per span). Env `OTEL_BSP_MAX_QUEUE_SIZE`.
+   * second; a span takes about 1 KiB of heap: 64 MiB when full). Env `OTEL_BSP_MAX_QUEUE_SIZE`.
    */
   maxQueueSize?: number;
   /**
