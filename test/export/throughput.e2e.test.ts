@@ -5,11 +5,19 @@
  * answered request must arrive as exactly one span, and the agent must count
  * nothing lost or dropped.
  *
- * The rate (GOTRAIL_THROUGHPUT_RATE, default 4000 requests/s) is one this
- * 2-core machine sustains with the server, the load generator, the agent and
- * the collector sharing it; the load generator reports whether it kept the
- * schedule. Before the batcher exported full batches at once, 1 batch of 512
- * spans per second left the agent and the rest overflowed its queue.
+ * The rate (GOTRAIL_THROUGHPUT_RATE, default 6000 requests/s) is one step
+ * below the highest this 2-core machine sustained with the server, the load
+ * generator, the agent and the collector sharing it (7000/s kept its
+ * schedule for 60 s; at 8000/s the server fell behind), so that other work on
+ * the machine does not push it into overload; the count is exact at any rate,
+ * only the duration grows. Before the export queue sent full batches at once,
+ * one batch of 512 spans per second left the agent and the rest overflowed.
+ *
+ * Under sustained overload (8000/s asked here) the agent's JavaScript thread
+ * fell behind long enough for the addon's queue of ring-buffer batches to
+ * overflow (gotrail_events_lost_total{reason="ringbuf_consumer_queue_full"}):
+ * counted, and what the ring-buffer backpressure is meant to remove; the rate
+ * is chosen so that this is not what the test measures.
  *
  * The ring buffer is raised to 64 MiB (--ring-buffer-bytes): this test
  * measures the export path, and until the consumer applies backpressure a
@@ -19,7 +27,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, execFile } from 'node:child_process';
-import { copyFileSync, mkdirSync } from 'node:fs';
+import { copyFileSync, mkdirSync, rmSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { startCollector } from '../support/collector.ts';
@@ -27,7 +35,7 @@ import { startAgent, repoRoot } from '../support/agent-process.ts';
 import { startGoServer, httpRequest } from '../support/go-server.ts';
 import { skipUnlessBpf } from '../support/privileges.ts';
 
-const RATE = Number(process.env['GOTRAIL_THROUGHPUT_RATE'] ?? 4000);
+const RATE = Number(process.env['GOTRAIL_THROUGHPUT_RATE'] ?? 6000);
 const SECONDS = Number(process.env['GOTRAIL_THROUGHPUT_SECONDS'] ?? 60);
 const SERVICE = 'throughput-e2e';
 
@@ -102,6 +110,8 @@ test(`every span reaches the collector at ${RATE} requests/s for ${SECONDS} s`, 
   const dir = join(repoRoot, 'build', 'test-throughput');
   mkdirSync(dir, { recursive: true });
   const bin = join(dir, 'httpserver');
+  // a new inode: never rewrite a binary in place that may still run or carry uprobes
+  rmSync(bin, { force: true });
   copyFileSync(join(repoRoot, 'build', 'go', 'go1.26', 'plain', 'httpserver'), bin);
   const loadgen = join(repoRoot, 'build', 'bench', 'loadgen');
   execFileSync('go', ['build', '-o', loadgen, '.'], { cwd: join(repoRoot, 'bench', 'loadgen'), stdio: 'inherit' });
