@@ -141,6 +141,8 @@ export class Agent implements MetricsSource {
     heldProcesses: 0,
     /** code bytes of such processes put back to the file's content */
     repairedBytes: 0,
+    /** times probe events stopped being taken from the kernel because the export queue was full */
+    backpressurePauses: 0,
   };
 
   constructor(log: Logger, opts: AgentOptions) {
@@ -165,6 +167,7 @@ export class Agent implements MetricsSource {
     this.attach = new AttachmentManager(this.rt, usable, this.log, { lingerMs: this.opts.lingerMs });
     this.watcher = new BinaryWatcher(this.log, (inode) => this.binaryChanged(inode));
     this.batcher = new SpanBatcher(this.opts.exporter, this.log, this.opts.batcher);
+    this.batcher.onSpace(() => this.exportQueueHasSpace());
     this.rt.onSystemEvent(EventType.GT_EVENT_PROCESS_EXEC, (buf, off) => {
       this.totals.execEvents++;
       const ev = decodeProcessEvent(buf, off);
@@ -214,7 +217,18 @@ export class Agent implements MetricsSource {
       resourceOf: (tgid) => this.traced.get(tgid)?.resource ?? this.exited.get(tgid)?.resource,
       emit: (span) => {
         this.opts.onSpan?.(span);
-        this.batcher?.push(span);
+        const b = this.batcher;
+        if (!b) return;
+        if (this.overflow.length > this.overflowHead || b.full) {
+          // Backpressure: spans already taken from the kernel are kept, and
+          // no more are taken until the export queue has room (events wait
+          // in the ring buffer, where an overflow is counted). What is kept
+          // here is bounded by the batches in flight from the ring buffer.
+          this.overflow.push(span);
+          this.pauseProbeEvents(true);
+          return;
+        }
+        b.push(span);
       },
       problem: (reason) => {
         const n = (this.problems.get(reason) ?? 0) + 1;
@@ -222,6 +236,33 @@ export class Agent implements MetricsSource {
         if (n === 1) this.log.warn(`event problem: ${reason} (counted in gotrail_events_malformed_total)`);
       },
     };
+  }
+
+  /** Spans taken from the kernel while the export queue was full, oldest first from overflowHead. */
+  private overflow: ReadableSpan[] = [];
+  private overflowHead = 0;
+  private probeEventsPaused = false;
+
+  private pauseProbeEvents(paused: boolean): void {
+    if (this.probeEventsPaused === paused) return;
+    this.probeEventsPaused = paused;
+    this.totals.backpressurePauses += paused ? 1 : 0;
+    try {
+      this.rt?.pauseProbeEvents(paused);
+    } catch (e) {
+      this.log.once('backpressure.pause', 'pausing probe events failed', { error: (e as Error).message });
+    }
+  }
+
+  /** The export queue has room again: hand over kept spans, and take events again once all are handed over. */
+  private exportQueueHasSpace(): void {
+    const b = this.batcher;
+    if (!b) return;
+    while (this.overflowHead < this.overflow.length && !b.full) b.push(this.overflow[this.overflowHead++]!);
+    if (this.overflowHead < this.overflow.length) return;
+    this.overflow = [];
+    this.overflowHead = 0;
+    this.pauseProbeEvents(false);
   }
 
   /** One pass over /proc: attach new Go processes, release exited ones. */
@@ -619,7 +660,7 @@ export class Agent implements MetricsSource {
       eventsMalformed: malformed,
       bpfCounters: rt?.counters() ?? {},
       ringBuffer: { droppedRecords: rb?.droppedRecords ?? 0n, droppedBatches: rb?.droppedBatches ?? 0n, records: rb?.records ?? 0n },
-      spans: this.batcher?.stats ?? { exported: 0, dropped: 0, failed: 0, queued: 0 },
+      spans: this.batcher?.stats ?? { exported: 0, dropped: { queue_full: 0, shutdown: 0 }, failed: 0, queued: 0 },
       programs: rt?.obj.programStats() ?? [],
       maps,
       attachFailures: this.attach?.stats.attachFailures ?? 0,
@@ -633,10 +674,20 @@ export class Agent implements MetricsSource {
     };
   }
 
+  /** Lets the ring-buffer consumer take what the probes have submitted so far. */
+  private async drainRingBuffer(): Promise<void> {
+    await new Promise((r) => setTimeout(r, (this.opts.consumeIntervalMs ?? 5) * 4 + 20));
+  }
+
   /** Exports every span produced so far (after consuming what the ring buffer holds). */
   async flush(): Promise<void> {
-    await new Promise((r) => setTimeout(r, (this.opts.consumeIntervalMs ?? 5) * 4 + 20));
-    await this.batcher?.flush();
+    await this.drainRingBuffer();
+    await this.batcher?.forceFlush();
+    // spans kept while the queue was full enter it as exports free room
+    for (let i = 0; i < 100 && this.overflowHead < this.overflow.length; i++) {
+      this.exportQueueHasSpace();
+      await this.batcher?.forceFlush();
+    }
   }
 
   async stop(): Promise<void> {
@@ -645,8 +696,13 @@ export class Agent implements MetricsSource {
     this.scanTimer = undefined;
     await this.attach?.detachAll();
     await this.k8s?.stop();
-    await this.flush();
+    await this.drainRingBuffer();
     await this.rt?.stop();
+    await this.flush();
+    // what still waits could not be exported (a dead collector): the
+    // batcher counts it as it refuses it
+    for (; this.overflowHead < this.overflow.length; this.overflowHead++) this.batcher?.push(this.overflow[this.overflowHead]!);
+    // flushes once; what a dead collector leaves unexported is counted as dropped
     await this.batcher?.shutdown();
     this.started = false;
   }

@@ -272,7 +272,9 @@ export class BpfRuntime {
     // out to JS must be high for it not to stop consumption long before the
     // kernel ring buffer is full (memory stays bounded by batches × bytes).
     this.obj.startRingBuffer('gt_process_events', (batch) => this.dispatch(batch, ctx), { intervalMs: 100, wakeup: true, maxQueuedBatches: 1024, maxBatchBytes: 64 * 1024 });
-    this.obj.startRingBuffer('gt_events', (batch) => this.dispatch(batch, ctx), { intervalMs: opts.intervalMs ?? 5 });
+    // Few, moderate batches in flight: when the export queue fills, what was
+    // already taken from the kernel (and must be kept) stays small.
+    this.obj.startRingBuffer('gt_events', (batch) => this.dispatch(batch, ctx), { intervalMs: opts.intervalMs ?? 5, maxQueuedBatches: 8, maxBatchBytes: 256 * 1024 });
     this.holdTimer = setInterval(() => this.expireHeld(), 250);
     this.holdTimer.unref();
   }

@@ -5,6 +5,7 @@
  */
 import { createServer, type Server } from 'node:http';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { BatcherStats } from '../export/batcher.ts';
 
 export interface MetricsSource {
   collect(): MetricsSnapshot;
@@ -18,7 +19,7 @@ export interface MetricsSnapshot {
   eventsMalformed: number;
   bpfCounters: Record<string, bigint>;
   ringBuffer: { droppedRecords: bigint; droppedBatches: bigint; records: bigint };
-  spans: { exported: number; dropped: number; failed: number; queued: number };
+  spans: BatcherStats;
   programs: Array<{ name: string; runCount: bigint; runTimeNs: bigint }>;
   maps: Array<{ name: string; entries: number; capacity: number }>;
   attachFailures: number;
@@ -68,9 +69,11 @@ export function createMetrics(source: MetricsSource): Registry {
     for (const [r, v] of Object.entries(s.bpfCounters)) if (r.startsWith(SKIPPED)) set({ reason: r.slice(SKIPPED.length) }, Number(v));
   });
   counter('gotrail_spans_exported_total', 'Spans handed to the exporter successfully', [], (set, s) => set({}, s.spans.exported));
-  counter('gotrail_spans_dropped_total', 'Spans dropped because the export queue was full', [], (set, s) => set({}, s.spans.dropped));
+  counter('gotrail_spans_dropped_total', 'Spans dropped before export, by reason (queue_full: pushed into a full export queue; shutdown: unexported when the agent stopped)', ['reason'], (set, s) => {
+    for (const [r, v] of Object.entries(s.spans.dropped)) set({ reason: r }, v);
+  });
   counter('gotrail_export_failures_total', 'Export attempts that failed (their spans are retried)', [], (set, s) => set({}, s.spans.failed));
-  gauge('gotrail_span_queue_length', 'Spans waiting for export', [], (g, s) => g.set(s.spans.queued));
+  gauge('gotrail_span_queue_length', 'Spans held in the export queue (waiting or being exported)', [], (g, s) => g.set(s.spans.queued));
   counter('gotrail_probe_runs_total', 'Times each BPF program ran', ['program'], (set, s) => {
     for (const p of s.programs) set({ program: p.name }, Number(p.runCount));
   });

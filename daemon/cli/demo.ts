@@ -73,7 +73,7 @@ export async function runDemo(argv: string[], out: (s: string) => void): Promise
     exporter: new ConsoleTreeExporter((t) => out(t), 300),
     selection: { includeExe: [SERVICE_BIN] },
     scanIntervalMs: 200,
-    batcher: { intervalMs: 200 },
+    batcher: { scheduledDelayMillis: 200 },
     // the demo's requests come from this very process: they are what is shown
     skipOwnRequests: false,
   });

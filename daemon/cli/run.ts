@@ -7,7 +7,8 @@ import { Agent } from '../agent/agent.ts';
 import { validateSelection, type SelectionRules } from '../agent/selection.ts';
 import { DEFAULT_BPF_OBJECT } from '../agent/bpf-runtime.ts';
 import { createMetrics, serveMetrics, type MetricsServer } from '../agent/metrics.ts';
-import { createExporter, type ExporterKind } from '../export/exporters.ts';
+import { createExporter } from '../export/exporters.ts';
+import { ExportConfigError, resolveExportConfig, type ExportConfig } from '../export/config.ts';
 import { createLogger, isLogLevel } from '../util/log.ts';
 import { CliError, EXIT } from './exit-codes.ts';
 
@@ -47,10 +48,23 @@ Kubernetes:
                          k8s.* resource attributes and the namespace/label rules
                          (node from K8S_NODE_NAME, else the hostname); off: never
 
-Export:
-  --exporter KIND        otlp (default), console (trace trees on stdout) or none
+Export (a flag wins over its environment variable, which wins over the default):
+  --exporter KIND        otlp (default), console (trace trees on stdout) or none;
+                         env OTEL_TRACES_EXPORTER
   --otlp-endpoint URL    OTLP/HTTP traces URL; default from OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
                          or OTEL_EXPORTER_OTLP_ENDPOINT, else http://localhost:4318/v1/traces
+  --max-queue-size N     spans held for export (waiting or being sent) before new ones
+                         are dropped, counted in gotrail_spans_dropped_total{reason="queue_full"}
+                         (default 65536); env OTEL_BSP_MAX_QUEUE_SIZE
+  --max-export-batch-size N  spans per export; a full batch is sent at once (default 512,
+                         at most the queue size: larger values are clamped with a
+                         warning); env OTEL_BSP_MAX_EXPORT_BATCH_SIZE
+  --schedule-delay MS    longest wait before a partial batch is sent (default 1000);
+                         env OTEL_BSP_SCHEDULE_DELAY
+  --export-timeout MS    an export taking longer counts as failed and is retried
+                         (default 30000; 0: no limit); env OTEL_BSP_EXPORT_TIMEOUT
+  --max-concurrent-exports N  exports in flight at once (default 2)
+  While exports fail, spans stay queued and are retried with backoff (up to 30 s).
 
 Agent:
   --metrics-address A    serve /metrics, /healthz and /status (what is traced, and why
@@ -108,7 +122,12 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
       'opt-in-env': { type: 'string' },
       'no-default-excludes': { type: 'boolean' },
       kubernetes: { type: 'string', default: 'auto' },
-      exporter: { type: 'string', default: 'otlp' },
+      exporter: { type: 'string' },
+      'max-queue-size': { type: 'string' },
+      'max-export-batch-size': { type: 'string' },
+      'schedule-delay': { type: 'string' },
+      'export-timeout': { type: 'string' },
+      'max-concurrent-exports': { type: 'string' },
       'otlp-endpoint': { type: 'string' },
       'metrics-address': { type: 'string', default: '127.0.0.1:9464' },
       'scan-interval': { type: 'string' },
@@ -126,8 +145,21 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
     out(runHelp);
     return EXIT.OK;
   }
-  const exporterKind = values.exporter as ExporterKind;
-  if (!['otlp', 'console', 'none'].includes(exporterKind)) throw new CliError(`--exporter: expected otlp, console or none, got "${values.exporter}"`, EXIT.USAGE);
+  let exportConfig: ExportConfig;
+  try {
+    exportConfig = resolveExportConfig({
+      exporter: values.exporter,
+      maxQueueSize: values['max-queue-size'],
+      maxExportBatchSize: values['max-export-batch-size'],
+      scheduleDelay: values['schedule-delay'],
+      exportTimeout: values['export-timeout'],
+      maxConcurrentExports: values['max-concurrent-exports'],
+    });
+  } catch (e) {
+    if (e instanceof ExportConfigError) throw new CliError(e.message, EXIT.USAGE);
+    throw e;
+  }
+  const exporterKind = exportConfig.exporter;
   if (!isLogLevel(values['log-level'])) throw new CliError(`--log-level: expected debug, info, warn or error, got "${values['log-level']}"`, EXIT.USAGE);
   const scanInterval = values['scan-interval'] === undefined ? undefined : Number(values['scan-interval']);
   if (scanInterval !== undefined && !(Number.isFinite(scanInterval) && scanInterval >= 50)) throw new CliError('--scan-interval: expected milliseconds >= 50', EXIT.USAGE);
@@ -163,8 +195,18 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
   checkEnvironment();
 
   const log = createLogger(values['log-level']);
+  const bsp = exportConfig.batcher;
+  if (bsp.maxExportBatchSize > bsp.maxQueueSize) {
+    // the specification requires batch size <= queue size; its SDKs clamp and warn
+    log.warn('the export batch size exceeds the queue size: using the queue size', {
+      maxExportBatchSize: bsp.maxExportBatchSize, from: exportConfig.sources['maxExportBatchSize'],
+      maxQueueSize: bsp.maxQueueSize, queueSizeFrom: exportConfig.sources['maxQueueSize'],
+    });
+    bsp.maxExportBatchSize = bsp.maxQueueSize;
+  }
   const agent = new Agent(log, {
     exporter: createExporter({ kind: exporterKind, endpoint: values['otlp-endpoint'] }),
+    batcher: bsp,
     selection,
     kubernetes: values.kubernetes === 'off' ? false : undefined,
     scanIntervalMs: scanInterval,
@@ -189,7 +231,11 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
       throw new CliError(`cannot serve metrics on ${values['metrics-address']}: ${(e as Error).message}`, EXIT.FAILED);
     }
   }
-  log.info('gotrail running', { exporter: exporterKind, pid: process.pid });
+  log.info('gotrail running', {
+    exporter: exporterKind, pid: process.pid,
+    maxQueueSize: bsp.maxQueueSize, maxExportBatchSize: bsp.maxExportBatchSize, scheduledDelayMillis: bsp.scheduledDelayMillis,
+    exportTimeoutMillis: bsp.exportTimeoutMillis, maxConcurrentExports: bsp.maxConcurrentExports,
+  });
   await new Promise<void>((resolve) => {
     const stop = (): void => resolve();
     process.once('SIGINT', stop);

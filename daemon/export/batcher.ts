@@ -1,131 +1,347 @@
 /**
- * A bounded queue in front of an exporter: spans are exported in batches on a
- * timer, one export in flight at a time. When the queue is full new spans are
- * dropped and counted (never blocking the event path). A failing export (a
- * dead collector) puts its batch back at the head of the queue and the next
- * attempt waits, doubling up to `maxBackoffMs`: nothing is lost while the
- * queue has room, and what overflows is counted.
+ * The export queue: a batch span processor with the semantics of the
+ * OpenTelemetry SDK specification's "Batching processor" (trace SDK), plus
+ * what a node agent needs on top of it:
+ *
+ * - a full batch (`maxExportBatchSize` spans) is exported as soon as it is
+ *   queued, without waiting for the timer; a partial batch is exported at the
+ *   latest `scheduledDelayMillis` after its first span was queued, and the
+ *   timer is re-armed after each export while spans wait;
+ * - at most `maxConcurrentExports` exports run at once (the specification
+ *   exports one at a time; a second one overlaps serialization with the
+ *   collector's round trip);
+ * - an export that does not finish within `exportTimeoutMillis` counts as
+ *   failed;
+ * - unlike the specification's processor, which forgets a failed batch, a
+ *   failed batch goes back to the head of the queue and is retried with
+ *   exponential backoff, so a collector that is down loses nothing while the
+ *   queue has room (delivery is therefore at least once: a timed-out export
+ *   that did reach the collector is sent again);
+ * - the queue is bounded by `maxQueueSize` spans, counting the spans being
+ *   exported, so a failed batch always fits back; `full` and `onSpace` let
+ *   the producer stop taking events from the kernel's ring buffer instead of
+ *   handing over spans that would be dropped. A span pushed into a full queue
+ *   is dropped and counted (reason `queue_full`); `push` never blocks or
+ *   throws.
+ *
+ * Own code rather than the SDK's BatchSpanProcessor: that one drops failed
+ * batches, exports one batch at a time, and offers no backpressure signal.
  */
 import { ExportResultCode } from '@opentelemetry/core';
 import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-base';
 import type { Logger } from '../util/log.ts';
 
+/** Why a span was dropped: the label `reason` of `gotrail_spans_dropped_total`. */
+export type DropReason =
+  /** pushed while `maxQueueSize` spans were held */
+  | 'queue_full'
+  /** pushed after shutdown, or still unexported when shutdown's last flush failed */
+  | 'shutdown';
+export const DROP_REASONS: readonly DropReason[] = ['queue_full', 'shutdown'];
+
 export interface BatcherOptions {
-  /** Spans held at most before new ones are dropped. Default 20480. */
+  /**
+   * Spans held at most (waiting or being exported); a span pushed beyond is
+   * dropped (reason `queue_full`). Default 65536 (the SDK's 2048 is sized for
+   * one process; one agent carries a whole node's spans and must ride out a
+   * slow collector for a few seconds at tens of thousands of spans per
+   * second; a span takes about 1 KiB of heap: 64 MiB when full). Env `OTEL_BSP_MAX_QUEUE_SIZE`.
+   */
   maxQueueSize?: number;
-  /** Spans per export call. Default 512. */
-  maxBatchSize?: number;
-  /** Delay between exports. Default 1000 ms. */
-  intervalMs?: number;
-  /** Time an export may take before it is counted as failed. Default 30000 ms. */
-  exportTimeoutMs?: number;
-  /** Longest wait between retries while exports fail. Default 30000 ms. */
-  maxBackoffMs?: number;
+  /**
+   * Spans per export; a full batch is exported at once. Must not exceed
+   * `maxQueueSize` (clamped with a warning). Default 512. Env
+   * `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`.
+   */
+  maxExportBatchSize?: number;
+  /**
+   * Longest wait, in milliseconds, between a span being queued and the export
+   * of its (partial) batch. Default 1000 (the SDK's default is 5000; spans of
+   * a node agent should show up sooner). Env `OTEL_BSP_SCHEDULE_DELAY`.
+   */
+  scheduledDelayMillis?: number;
+  /**
+   * Time in milliseconds an export may take before it counts as failed (its
+   * batch is then retried); 0: no limit. Default 30000. Env
+   * `OTEL_BSP_EXPORT_TIMEOUT`.
+   */
+  exportTimeoutMillis?: number;
+  /** Exports running at once. Default 2. */
+  maxConcurrentExports?: number;
+  /**
+   * Longest wait in milliseconds between retries while exports fail; the
+   * first retry waits `scheduledDelayMillis` (at least 100 ms), each further
+   * one twice as long. Default 30000.
+   */
+  maxBackoffMillis?: number;
 }
 
+export const BATCHER_DEFAULTS: Readonly<Required<BatcherOptions>> = Object.freeze({
+  maxQueueSize: 65536,
+  maxExportBatchSize: 512,
+  scheduledDelayMillis: 1000,
+  exportTimeoutMillis: 30000,
+  maxConcurrentExports: 2,
+  maxBackoffMillis: 30000,
+});
+
 export interface BatcherStats {
+  /** spans held: waiting for export or being exported */
   queued: number;
+  /** spans the exporter reported as delivered */
   exported: number;
-  /** dropped because the queue was full */
-  dropped: number;
-  /** export attempts that failed (their spans were re-queued) */
+  /** spans dropped, by reason */
+  dropped: Record<DropReason, number>;
+  /** export attempts that failed or timed out (their spans were queued again) */
   failed: number;
 }
 
+const MIN_RETRY_MS = 100;
+
 export class SpanBatcher {
-  private queue: ReadableSpan[] = [];
+  private waiting: ReadableSpan[] = [];
+  private inFlightSpans = 0;
+  private readonly exports = new Set<Promise<boolean>>();
   private timer: NodeJS.Timeout | undefined;
-  private inFlight: Promise<void> | undefined;
-  private readonly opts: Required<BatcherOptions>;
+  private timerAt = 0;
+  /** the timer fired: export a partial batch as soon as a slot is free */
+  private due = false;
+  private pumpQueued = false;
+  private wasFull = false;
+  private readonly spaceListeners = new Set<() => void>();
   private backoffMs = 0;
   private retryAt = 0;
-  readonly stats: BatcherStats = { queued: 0, exported: 0, dropped: 0, failed: 0 };
+  private closed = false;
+  private shuttingDown: Promise<void> | undefined;
+  private exported = 0;
+  private failed = 0;
+  private readonly dropped: Record<DropReason, number> = { queue_full: 0, shutdown: 0 };
+  /** The options in force (defaults applied, batch size clamped). */
+  readonly options: Readonly<Required<BatcherOptions>>;
 
   private readonly exporter: SpanExporter;
   private readonly log: Logger;
 
+  /** @throws Error when an option is not a positive integer (a non-negative one for the delays). */
   constructor(exporter: SpanExporter, log: Logger, opts: BatcherOptions = {}) {
     this.exporter = exporter;
     this.log = log;
-    this.opts = {
-      maxQueueSize: opts.maxQueueSize ?? 20480,
-      maxBatchSize: opts.maxBatchSize ?? 512,
-      intervalMs: opts.intervalMs ?? 1000,
-      exportTimeoutMs: opts.exportTimeoutMs ?? 30000,
-      maxBackoffMs: opts.maxBackoffMs ?? 30000,
-    };
-    this.timer = setInterval(() => void this.flushSome(), this.opts.intervalMs);
+    const o: Required<BatcherOptions> = { ...BATCHER_DEFAULTS };
+    for (const [k, v] of Object.entries(opts) as Array<[keyof BatcherOptions, number | undefined]>) if (v !== undefined) o[k] = v;
+    for (const k of ['maxQueueSize', 'maxExportBatchSize', 'maxConcurrentExports'] as const) {
+      if (!Number.isSafeInteger(o[k]) || o[k] < 1) throw new Error(`batcher option ${k}: expected an integer >= 1, got ${o[k]}`);
+    }
+    for (const k of ['scheduledDelayMillis', 'exportTimeoutMillis', 'maxBackoffMillis'] as const) {
+      if (!Number.isSafeInteger(o[k]) || o[k] < 0) throw new Error(`batcher option ${k}: expected an integer >= 0, got ${o[k]}`);
+    }
+    if (o.maxExportBatchSize > o.maxQueueSize) {
+      log.warn('maxExportBatchSize exceeds maxQueueSize: using maxQueueSize', { maxExportBatchSize: o.maxExportBatchSize, maxQueueSize: o.maxQueueSize });
+      o.maxExportBatchSize = o.maxQueueSize;
+    }
+    this.options = Object.freeze(o);
+  }
+
+  get stats(): BatcherStats {
+    return { queued: this.size, exported: this.exported, dropped: { ...this.dropped }, failed: this.failed };
+  }
+
+  private get size(): number {
+    return this.waiting.length + this.inFlightSpans;
+  }
+
+  /** True while `maxQueueSize` spans are held: a span pushed now would be dropped. */
+  get full(): boolean {
+    return this.size >= this.options.maxQueueSize;
+  }
+
+  /**
+   * Calls `cb` each time the queue has room again after having been full
+   * (once per full → not full transition, after an export freed space). A
+   * callback added twice is called once. Returns a function that removes it.
+   */
+  onSpace(cb: () => void): () => void {
+    this.spaceListeners.add(cb);
+    return () => void this.spaceListeners.delete(cb);
+  }
+
+  /** Queues a span for export; drops and counts it when the queue is full or shut down. Never throws. */
+  push(span: ReadableSpan): void {
+    if (this.closed) {
+      this.drop('shutdown', 1);
+      return;
+    }
+    if (this.size >= this.options.maxQueueSize) {
+      this.wasFull = true;
+      this.drop('queue_full', 1);
+      return;
+    }
+    this.waiting.push(span);
+    if (this.size >= this.options.maxQueueSize) this.wasFull = true;
+    if (this.waiting.length >= this.options.maxExportBatchSize) this.schedulePump();
+    else if (!this.timer) this.arm(this.options.scheduledDelayMillis);
+  }
+
+  private drop(reason: DropReason, n: number): void {
+    this.dropped[reason] += n;
+    if (reason === 'queue_full') {
+      this.log.once('batcher.full', 'span queue full: dropping spans (the exporter cannot keep up; counted in gotrail_spans_dropped_total{reason="queue_full"})', { maxQueueSize: this.options.maxQueueSize });
+    }
+  }
+
+  /** Starts exports once the current synchronous run (e.g. one ring-buffer batch) has pushed its spans. */
+  private schedulePump(): void {
+    if (this.pumpQueued) return;
+    this.pumpQueued = true;
+    queueMicrotask(() => {
+      this.pumpQueued = false;
+      this.pump();
+    });
+  }
+
+  private arm(ms: number): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timerAt = Date.now() + ms;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.due = true;
+      this.pump();
+    }, ms);
     this.timer.unref();
   }
 
-  push(span: ReadableSpan): void {
-    if (this.queue.length >= this.opts.maxQueueSize) {
-      this.stats.dropped++;
-      this.log.once('batcher.full', 'span queue full: dropping spans (the exporter cannot keep up)', { maxQueueSize: this.opts.maxQueueSize });
+  /** Starts what may start now: full batches, a partial one when its delay is over, nothing during backoff. */
+  private pump(): void {
+    if (this.closed) return;
+    const now = Date.now();
+    if (now < this.retryAt) {
+      if (!this.timer || this.timerAt < this.retryAt) this.arm(this.retryAt - now);
       return;
     }
-    this.queue.push(span);
-    this.stats.queued = this.queue.length;
+    const max = this.options.maxExportBatchSize;
+    // an exporter may fail synchronously: stop at once, the backoff applies
+    const failed = this.failed;
+    while (this.failed === failed && this.exports.size < this.options.maxConcurrentExports && (this.waiting.length >= max || (this.due && this.waiting.length > 0))) {
+      if (this.waiting.length <= max) this.due = false;
+      void this.startExport();
+    }
+    if (this.failed !== failed) {
+      this.arm(this.retryAt - Date.now());
+      return;
+    }
+    if (this.waiting.length === 0) this.due = false;
+    if (this.waiting.length > 0 && !this.timer) this.arm(this.options.scheduledDelayMillis);
   }
 
-  private flushSome(force = false): Promise<void> {
-    if (this.inFlight || this.queue.length === 0) return this.inFlight ?? Promise.resolve();
-    if (!force && Date.now() < this.retryAt) return Promise.resolve();
-    const batch = this.queue.splice(0, this.opts.maxBatchSize);
-    this.stats.queued = this.queue.length;
-    this.inFlight = new Promise<void>((resolve) => {
+  /** Exports the batch at the head of the queue; resolves true when the exporter reported success. */
+  private startExport(): Promise<boolean> {
+    const batch = this.waiting.splice(0, this.options.maxExportBatchSize);
+    this.inFlightSpans += batch.length;
+    const p = new Promise<boolean>((resolve) => {
       let done = false;
+      let timeout: NodeJS.Timeout | undefined;
       const finish = (ok: boolean, error?: Error): void => {
         if (done) return;
         done = true;
-        clearTimeout(timeout);
+        if (timeout) clearTimeout(timeout);
+        this.inFlightSpans -= batch.length;
         if (ok) {
-          this.stats.exported += batch.length;
-          if (this.backoffMs) this.log.info('span export recovered', { queued: this.queue.length });
+          this.exported += batch.length;
+          if (this.backoffMs) this.log.info('span export recovered', { queued: this.size });
           this.backoffMs = 0;
           this.retryAt = 0;
         } else {
-          this.stats.failed++;
-          this.backoffMs = Math.min(this.opts.maxBackoffMs, this.backoffMs ? this.backoffMs * 2 : this.opts.intervalMs);
+          this.failed++;
+          // back at the head: the oldest spans go first once the collector answers
+          this.waiting = batch.concat(this.waiting);
+          const base = Math.max(MIN_RETRY_MS, this.options.scheduledDelayMillis);
+          this.backoffMs = Math.min(Math.max(base, this.options.maxBackoffMillis), this.backoffMs ? this.backoffMs * 2 : base);
           this.retryAt = Date.now() + this.backoffMs;
-          const room = this.opts.maxQueueSize - this.queue.length;
-          const keep = batch.slice(0, Math.max(0, room));
-          this.stats.dropped += batch.length - keep.length;
-          this.queue.unshift(...keep);
-          this.stats.queued = this.queue.length;
-          this.log.once('export.failed', 'span export failed: spans kept and retried with backoff (is the collector reachable?)', { error: error?.message ?? 'timeout' });
+          this.log.once('export.failed', 'span export failed: spans kept and retried with backoff (is the collector reachable?)', { error: error?.message ?? 'unknown' });
         }
-        resolve();
+        resolve(ok);
       };
-      const timeout = setTimeout(() => finish(false, new Error(`export timed out after ${this.opts.exportTimeoutMs} ms`)), this.opts.exportTimeoutMs);
-      timeout.unref();
+      if (this.options.exportTimeoutMillis > 0) {
+        timeout = setTimeout(() => finish(false, new Error(`export timed out after ${this.options.exportTimeoutMillis} ms`)), this.options.exportTimeoutMillis);
+        timeout.unref();
+      }
       try {
         this.exporter.export(batch, (r) => finish(r.code === ExportResultCode.SUCCESS, r.error));
       } catch (e) {
         finish(false, e as Error);
       }
-    }).finally(() => {
-      this.inFlight = undefined;
     });
-    return this.inFlight;
+    this.exports.add(p);
+    void p.then(() => {
+      this.exports.delete(p);
+      this.afterExport();
+    });
+    return p;
   }
 
-  /** Exports everything queued now: one attempt per batch, so a dead collector cannot hold it forever. */
-  async flush(): Promise<void> {
-    if (this.inFlight) await this.inFlight;
-    let attempts = Math.ceil(this.queue.length / this.opts.maxBatchSize) + 1;
-    while (this.queue.length > 0 && attempts-- > 0) {
-      const failedBefore = this.stats.failed;
-      await this.flushSome(true);
-      if (this.stats.failed !== failedBefore) break;
+  private afterExport(): void {
+    if (this.wasFull && this.size < this.options.maxQueueSize) {
+      this.wasFull = false;
+      for (const cb of [...this.spaceListeners]) {
+        try {
+          cb();
+        } catch (e) {
+          this.log.once('batcher.onSpace', 'a queue space listener threw', { error: (e as Error).message });
+        }
+      }
+    }
+    this.pump();
+  }
+
+  /**
+   * Exports every span held now, ignoring the schedule and any backoff: one
+   * attempt per batch, stopping at the first failure (so a dead collector
+   * cannot hold it longer than one export timeout); failed spans stay queued.
+   * Resolves when those exports have finished, then flushes the exporter.
+   */
+  async forceFlush(): Promise<void> {
+    let budget = Math.ceil(this.size / this.options.maxExportBatchSize) + this.options.maxConcurrentExports;
+    // an export already running that fails ends the flush, as one of its own would
+    if (!(await this.settle([...this.exports]))) budget = 0;
+    while (this.waiting.length > 0 && budget > 0) {
+      const round: Array<Promise<boolean>> = [];
+      const failed = this.failed;
+      while (this.failed === failed && this.exports.size < this.options.maxConcurrentExports && this.waiting.length > 0 && budget > 0) {
+        budget--;
+        round.push(this.startExport());
+      }
+      if (round.length === 0) {
+        await Promise.race(this.exports);
+        continue;
+      }
+      if (!(await this.settle(round))) break;
     }
     await this.exporter.forceFlush?.();
   }
 
-  async shutdown(): Promise<void> {
-    if (this.timer) clearInterval(this.timer);
-    this.timer = undefined;
-    await this.flush();
-    await this.exporter.shutdown();
+  private async settle(ps: Array<Promise<boolean>>): Promise<boolean> {
+    return (await Promise.all(ps)).every(Boolean);
+  }
+
+  /**
+   * Flushes once (as forceFlush), counts what is still unexported as dropped
+   * (reason `shutdown`), then shuts the exporter down. Spans pushed afterwards
+   * are dropped and counted. Idempotent: later calls return the same promise.
+   */
+  shutdown(): Promise<void> {
+    this.shuttingDown ??= (async () => {
+      this.closed = true;
+      if (this.timer) clearTimeout(this.timer);
+      this.timer = undefined;
+      await this.forceFlush();
+      while (this.exports.size > 0) await Promise.all([...this.exports]);
+      const left = this.waiting.length;
+      if (left > 0) {
+        this.waiting = [];
+        this.drop('shutdown', left);
+        this.log.warn('spans not exported at shutdown (the last export failed)', { spans: left });
+      }
+      await this.exporter.shutdown();
+    })();
+    return this.shuttingDown;
   }
 }

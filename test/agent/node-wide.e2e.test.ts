@@ -43,7 +43,7 @@ describe('node-wide agent', { skip }, () => {
       exporter: createExporter({ kind: 'none' }),
       selection: { includeExe: [join(repoRoot, 'build', '**')] },
       onSpan: (s) => spans.push(s),
-      batcher: { intervalMs: 100 },
+      batcher: { scheduledDelayMillis: 100 },
       // long enough to outlive gaps between short-lived processes, short enough for the test to see links go
       lingerMs: 1000,
     });

@@ -52,7 +52,7 @@ test('a probe the kernel refuses is left out; the agent and the other probes run
     exporter: createExporter({ kind: 'none' }),
     selection: { includeExe: [bin] },
     onSpan: (s) => spans.push(s),
-    batcher: { intervalMs: 100 },
+    batcher: { scheduledDelayMillis: 100 },
     bpfObjectPath: object,
     probes: [...probes, refusedProbe],
   });

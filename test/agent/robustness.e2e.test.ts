@@ -38,7 +38,7 @@ describe('agent robustness', { skip: skipUnlessBpf() }, () => {
       exporter: createExporter({ kind: 'none' }),
       selection: { includeExe: [join(work, '*')] },
       onSpan: (s) => spans.push(s),
-      batcher: { intervalMs: 100 },
+      batcher: { scheduledDelayMillis: 100 },
     });
     await agent.start();
   });

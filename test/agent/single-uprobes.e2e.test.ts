@@ -27,7 +27,7 @@ test('single perf-event uprobes (no uprobe_multi): server, client and linked spa
     exporter: createExporter({ kind: 'none' }),
     selection: { includeExe: [bin] },
     onSpan: (s) => spans.push(s),
-    batcher: { intervalMs: 100 },
+    batcher: { scheduledDelayMillis: 100 },
     uprobeMulti: false,
   });
   await agent.start();

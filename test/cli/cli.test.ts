@@ -5,7 +5,11 @@ import { spawnSync } from 'node:child_process';
 import { gotrailBin } from '../support/agent-process.ts';
 
 function gotrail(...args: string[]): { code: number | null; out: string; err: string } {
-  const r = spawnSync(gotrailBin, args, { encoding: 'utf8', timeout: 30_000 });
+  return gotrailWithEnv({}, ...args);
+}
+
+function gotrailWithEnv(env: Record<string, string>, ...args: string[]): { code: number | null; out: string; err: string } {
+  const r = spawnSync(gotrailBin, args, { encoding: 'utf8', timeout: 30_000, env: { ...process.env, ...env } });
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
 
@@ -30,10 +34,32 @@ test('usage errors exit 2 and name the problem', () => {
     [['run', '--ring-buffer-bytes', '5000'], /--ring-buffer-bytes: expected an integer >= 4096, a power of two/],
     [['run', '--scan-interval', '1'], /--scan-interval/],
     [['run', '--no-such-flag'], /Unknown option '--no-such-flag'/],
+    [['run', '--max-queue-size', '0'], /--max-queue-size: expected an integer >= 1 \(spans\), got "0"/],
+    [['run', '--schedule-delay', '1s'], /--schedule-delay: expected an integer >= 0 \(milliseconds\), got "1s"/],
   ];
   for (const [args, re] of cases) {
     const r = gotrail(...args);
     assert.equal(r.code, 2, `${args.join(' ')} exits 2 (got ${r.code}: ${r.err})`);
     assert.match(r.err, re);
   }
+});
+
+test('invalid OpenTelemetry environment variables stop the start with an error naming the variable', () => {
+  const cases: Array<[Record<string, string>, RegExp]> = [
+    [{ OTEL_TRACES_EXPORTER: 'zipkin' }, /OTEL_TRACES_EXPORTER: expected otlp, console or none, got "zipkin"/],
+    [{ OTEL_BSP_MAX_QUEUE_SIZE: 'lots' }, /OTEL_BSP_MAX_QUEUE_SIZE: expected an integer >= 1/],
+    [{ OTEL_BSP_MAX_EXPORT_BATCH_SIZE: '-5' }, /OTEL_BSP_MAX_EXPORT_BATCH_SIZE: expected an integer >= 1/],
+    [{ OTEL_BSP_SCHEDULE_DELAY: '2.5' }, /OTEL_BSP_SCHEDULE_DELAY: expected an integer >= 0/],
+    [{ OTEL_BSP_EXPORT_TIMEOUT: '30s' }, /OTEL_BSP_EXPORT_TIMEOUT: expected an integer >= 0/],
+  ];
+  for (const [env, re] of cases) {
+    const r = gotrailWithEnv(env, 'run');
+    assert.equal(r.code, 2, `${JSON.stringify(env)} exits 2 (got ${r.code}: ${r.err})`);
+    assert.match(r.err, re);
+  }
+  // the flag wins: a bad variable it overrides is never read
+  const r = gotrailWithEnv({ OTEL_TRACES_EXPORTER: 'zipkin' }, 'run', '--exporter', 'none', '--log-level', 'loud');
+  assert.equal(r.code, 2);
+  assert.match(r.err, /--log-level/);
+  assert.doesNotMatch(r.err, /OTEL_TRACES_EXPORTER/);
 });

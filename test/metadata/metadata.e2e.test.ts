@@ -97,7 +97,7 @@ async function rig(opts: Partial<AgentOptions>, listed: Array<Record<string, unk
     skipOwnRequests: false,
     exporter: createExporter({ kind: 'none' }),
     onSpan: (s) => spans.push(s),
-    batcher: { intervalMs: 100 },
+    batcher: { scheduledDelayMillis: 100 },
     // far beyond the test: any decision taken in time came from exec or pod events
     scanIntervalMs: 60_000,
     kubernetes: { connection: { baseUrl, token: 't' }, nodeName: 'node-1' },

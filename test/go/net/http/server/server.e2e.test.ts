@@ -247,7 +247,8 @@ describe('net/http server probe, end to end', { skip }, () => {
       const counters = metrics.split('\n').filter((l) => /^gotrail_(events_lost_total|spans_dropped_total)/.test(l)).join('; ');
       assert.match(metrics, /^gotrail_events_lost_total\{reason="ringbuf_full"\} 0$/m, counters);
       assert.match(metrics, /^gotrail_events_lost_total\{reason="no_entry"\} 0$/m, `every return found its entry: ${counters}`);
-      assert.match(metrics, /^gotrail_spans_dropped_total 0$/m, counters);
+      assert.match(metrics, /^gotrail_spans_dropped_total\{reason="queue_full"\} 0$/m, counters);
+      assert.doesNotMatch(metrics, /^gotrail_spans_dropped_total\{[^}]*\} [1-9]/m, counters);
     } finally {
       await server.stop();
     }

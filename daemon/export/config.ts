@@ -1,0 +1,119 @@
+/**
+ * The export settings from the command line and the standard OpenTelemetry
+ * environment variables: a flag wins over its variable, a variable over the
+ * default. An empty variable counts as unset (as the specification says).
+ *
+ * | setting              | flag                       | variable                         | default |
+ * |----------------------|----------------------------|----------------------------------|---------|
+ * | exporter             | --exporter                 | OTEL_TRACES_EXPORTER             | otlp    |
+ * | maxQueueSize         | --max-queue-size           | OTEL_BSP_MAX_QUEUE_SIZE          | 65536   |
+ * | maxExportBatchSize   | --max-export-batch-size    | OTEL_BSP_MAX_EXPORT_BATCH_SIZE   | 512     |
+ * | scheduledDelayMillis | --schedule-delay           | OTEL_BSP_SCHEDULE_DELAY          | 1000    |
+ * | exportTimeoutMillis  | --export-timeout           | OTEL_BSP_EXPORT_TIMEOUT          | 30000   |
+ * | maxConcurrentExports | --max-concurrent-exports   | (none in the specification)      | 2       |
+ */
+import { BATCHER_DEFAULTS, type BatcherOptions } from './batcher.ts';
+import type { ExporterKind } from './exporters.ts';
+
+export const EXPORTER_KINDS: readonly ExporterKind[] = ['otlp', 'console', 'none'];
+
+/** A setting that cannot be used; the message names the flag or variable and the value. */
+export class ExportConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ExportConfigError';
+  }
+}
+
+/** Command-line values as given (strings), undefined when absent. */
+export interface ExportFlags {
+  exporter?: string;
+  maxQueueSize?: string;
+  maxExportBatchSize?: string;
+  scheduleDelay?: string;
+  exportTimeout?: string;
+  maxConcurrentExports?: string;
+}
+
+export interface ExportConfig {
+  exporter: ExporterKind;
+  /** Every option set (defaults applied); the batcher still clamps the batch size to the queue size. */
+  batcher: Required<BatcherOptions>;
+  /** Where each setting came from, e.g. `{ maxQueueSize: 'OTEL_BSP_MAX_QUEUE_SIZE' }` (for the start-up log). */
+  sources: Record<string, string>;
+}
+
+interface NumberSetting {
+  key: keyof BatcherOptions;
+  flag: keyof ExportFlags;
+  flagName: string;
+  env?: string;
+  min: number;
+  unit: string;
+}
+
+const NUMBER_SETTINGS: readonly NumberSetting[] = [
+  { key: 'maxQueueSize', flag: 'maxQueueSize', flagName: '--max-queue-size', env: 'OTEL_BSP_MAX_QUEUE_SIZE', min: 1, unit: 'spans' },
+  { key: 'maxExportBatchSize', flag: 'maxExportBatchSize', flagName: '--max-export-batch-size', env: 'OTEL_BSP_MAX_EXPORT_BATCH_SIZE', min: 1, unit: 'spans' },
+  { key: 'scheduledDelayMillis', flag: 'scheduleDelay', flagName: '--schedule-delay', env: 'OTEL_BSP_SCHEDULE_DELAY', min: 0, unit: 'milliseconds' },
+  { key: 'exportTimeoutMillis', flag: 'exportTimeout', flagName: '--export-timeout', env: 'OTEL_BSP_EXPORT_TIMEOUT', min: 0, unit: 'milliseconds (0: no limit)' },
+  { key: 'maxConcurrentExports', flag: 'maxConcurrentExports', flagName: '--max-concurrent-exports', min: 1, unit: 'exports' },
+];
+
+function parseCount(where: string, raw: string, min: number, unit: string): number {
+  const s = raw.trim();
+  const n = /^\d+$/.test(s) ? Number(s) : NaN;
+  if (!Number.isSafeInteger(n) || n < min) throw new ExportConfigError(`${where}: expected an integer >= ${min} (${unit}), got "${raw}"`);
+  return n;
+}
+
+function parseExporter(where: string, raw: string): ExporterKind {
+  // the variable is a comma-separated list in the specification; gotrail sends to one exporter
+  const names = raw.split(',').map((s) => s.trim().toLowerCase()).filter((s) => s !== '');
+  const name = names[0];
+  if (names.length !== 1 || !(EXPORTER_KINDS as readonly string[]).includes(name!)) {
+    throw new ExportConfigError(`${where}: expected otlp, console or none, got "${raw}"${names.length > 1 ? ' (one exporter only)' : ''}`);
+  }
+  return name as ExporterKind;
+}
+
+/**
+ * Resolves the export settings: flag, else environment variable, else default.
+ * @throws ExportConfigError naming the flag or variable when a value is not valid
+ *   (the agent refuses to start rather than run with a setting it ignored).
+ */
+export function resolveExportConfig(flags: ExportFlags, env: NodeJS.ProcessEnv = process.env): ExportConfig {
+  const sources: Record<string, string> = {};
+  const fromEnv = (name: string): string | undefined => {
+    const v = env[name];
+    return v === undefined || v.trim() === '' ? undefined : v;
+  };
+  let exporter: ExporterKind = 'otlp';
+  sources['exporter'] = 'default';
+  if (flags.exporter !== undefined) {
+    exporter = parseExporter('--exporter', flags.exporter);
+    sources['exporter'] = '--exporter';
+  } else {
+    const v = fromEnv('OTEL_TRACES_EXPORTER');
+    if (v !== undefined) {
+      exporter = parseExporter('OTEL_TRACES_EXPORTER', v);
+      sources['exporter'] = 'OTEL_TRACES_EXPORTER';
+    }
+  }
+  const batcher: Required<BatcherOptions> = { ...BATCHER_DEFAULTS };
+  for (const s of NUMBER_SETTINGS) {
+    sources[s.key] = 'default';
+    const f = flags[s.flag];
+    if (f !== undefined) {
+      batcher[s.key] = parseCount(s.flagName, f, s.min, s.unit);
+      sources[s.key] = s.flagName;
+      continue;
+    }
+    const v = s.env ? fromEnv(s.env) : undefined;
+    if (v !== undefined && s.env) {
+      batcher[s.key] = parseCount(s.env, v, s.min, s.unit);
+      sources[s.key] = s.env;
+    }
+  }
+  return { exporter, batcher, sources };
+}

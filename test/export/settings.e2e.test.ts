@@ -1,0 +1,44 @@
+/**
+ * The export settings as a user sets them on `gotrail run`: the standard
+ * OTEL_TRACES_EXPORTER and OTEL_BSP_* variables take effect, a flag wins over
+ * its variable, and a batch size above the queue size is clamped with a
+ * warning.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { startAgent, repoRoot } from '../support/agent-process.ts';
+import { startGoServer, httpRequest } from '../support/go-server.ts';
+import { skipUnlessBpf } from '../support/privileges.ts';
+
+const bin = join(repoRoot, 'build', 'go', 'go1.26', 'plain', 'httpserver');
+
+test('OTEL_TRACES_EXPORTER=console and OTEL_BSP_SCHEDULE_DELAY: a request is printed as a trace tree', { skip: skipUnlessBpf() }, async () => {
+  const agent = await startAgent(['--include-exe', bin], { OTEL_TRACES_EXPORTER: 'console', OTEL_BSP_SCHEDULE_DELAY: '100' });
+  const server = await startGoServer(bin, ['-tag', 'settings-console'], { OTEL_SERVICE_NAME: 'settings-console' });
+  try {
+    assert.match(agent.log(), /gotrail running exporter=console .*scheduledDelayMillis=100\b/);
+    await agent.waitTraced(server.pid);
+    assert.equal((await httpRequest(`${server.url}/hello`)).status, 200);
+    await agent.waitFor(/GET {2}\/hello {2}SERVER {2}200 .*\[settings-console pid \d+\]/, 15_000);
+  } finally {
+    await server.stop();
+    assert.equal(await agent.stop(), 0);
+  }
+});
+
+test('a flag wins over its variable; a batch size above the queue size is clamped with a warning', { skip: skipUnlessBpf() }, async () => {
+  const agent = await startAgent(['--include-exe', bin, '--exporter', 'none', '--max-queue-size', '300'], {
+    OTEL_TRACES_EXPORTER: 'console',
+    OTEL_BSP_MAX_QUEUE_SIZE: '5',
+    OTEL_BSP_MAX_EXPORT_BATCH_SIZE: '1000',
+    OTEL_BSP_EXPORT_TIMEOUT: '0',
+  });
+  try {
+    const log = agent.log();
+    assert.match(log, /WARN .*the export batch size exceeds the queue size: using the queue size maxExportBatchSize=1000 from=OTEL_BSP_MAX_EXPORT_BATCH_SIZE maxQueueSize=300 queueSizeFrom=--max-queue-size/);
+    assert.match(log, /gotrail running exporter=none .*maxQueueSize=300 maxExportBatchSize=300 scheduledDelayMillis=1000 exportTimeoutMillis=0 maxConcurrentExports=2/);
+  } finally {
+    assert.equal(await agent.stop(), 0);
+  }
+});
