@@ -684,9 +684,11 @@ export class Agent implements MetricsSource {
     await this.drainRingBuffer();
     await this.batcher?.forceFlush();
     // spans kept while the queue was full enter it as exports free room
-    for (let i = 0; i < 100 && this.overflowHead < this.overflow.length; i++) {
+    while (this.overflowHead < this.overflow.length) {
+      const before = this.overflowHead;
       this.exportQueueHasSpace();
       await this.batcher?.forceFlush();
+      if (this.overflowHead === before) break; // nothing left the queue (collector down)
     }
   }
 
