@@ -687,8 +687,8 @@ export class Agent implements MetricsSource {
     while (this.overflowHead < this.overflow.length) {
       const before = this.overflowHead;
       this.exportQueueHasSpace();
-      await this.batcher?.forceFlush();
       if (this.overflowHead === before) break; // nothing left the queue (collector down)
+      await this.batcher?.forceFlush();
     }
   }
 
