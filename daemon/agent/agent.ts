@@ -164,7 +164,7 @@ export class Agent implements MetricsSource {
       headerInjection: f.probeWriteUser ? 'available' : 'unavailable (kernel lockdown); node-local links only',
     });
     const usable = this.probes.filter((p) => !this.rt!.disabledProbes.has(p.id));
-    this.attach = new AttachmentManager(this.rt, usable, this.log, { lingerMs: this.opts.lingerMs });
+    this.attach = new AttachmentManager(this.rt, usable, this.log, { lingerMs: this.opts.lingerMs, inUse: (inode) => this.discovery.anyProcessRuns(inode) });
     this.watcher = new BinaryWatcher(this.log, (inode) => this.binaryChanged(inode));
     this.batcher = new SpanBatcher(this.opts.exporter, this.log, this.opts.batcher);
     this.batcher.onSpace(() => this.exportQueueHasSpace());

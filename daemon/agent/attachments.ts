@@ -68,6 +68,13 @@ export interface AttachmentOptions {
    * 30 000 ms; 0 detaches with the last process.
    */
   lingerMs?: number;
+  /**
+   * Whether some process runs this device:inode now. Asked when the linger
+   * time ends: processes the exec hook allowed may run before the agent has
+   * read their exec events (a busy node), and the links must not go under
+   * them. Default: never asked.
+   */
+  inUse?: (inode: string) => boolean;
 }
 
 export class AttachmentManager {
@@ -89,6 +96,7 @@ export class AttachmentManager {
   private readonly log: Logger;
   private readonly maxBinaries: number;
   private readonly lingerMs: number;
+  private readonly inUse: ((inode: string) => boolean) | undefined;
 
   constructor(rt: BpfRuntime, probes: readonly ProbeDescriptor[], log: Logger, opts: AttachmentOptions = {}) {
     this.rt = rt;
@@ -96,6 +104,7 @@ export class AttachmentManager {
     this.log = log;
     this.maxBinaries = opts.maxBinaries ?? 4096;
     this.lingerMs = opts.lingerMs ?? 30_000;
+    this.inUse = opts.inUse;
   }
 
   /** The link set on this device:inode, whatever content it was made for. */
@@ -186,13 +195,22 @@ export class AttachmentManager {
       this.detachBinary(b);
       return;
     }
+    this.armLinger(b);
+  }
+
+  private armLinger(b: AttachedBinary): void {
     b.linger = setTimeout(() => {
       // After the event loop was held up, this timer runs before the
       // process events that queued meanwhile (a new process of the binary
       // may be among them): decide only after those.
       setImmediate(() => {
         b.linger = undefined;
-        if (b.pids.size === 0 && this.byKey.get(b.key) === b) this.detachBinary(b);
+        if (b.pids.size > 0 || this.byKey.get(b.key) !== b) return;
+        if (this.inUse?.(b.inode)) {
+          this.armLinger(b);
+          return;
+        }
+        this.detachBinary(b);
       });
     }, this.lingerMs);
     b.linger.unref();

@@ -107,6 +107,19 @@ export class GoProcessProbe {
     return cached;
   }
 
+  /** Whether any process runs the file device:inode (`${dev}:${ino}` as stat gives them) now: one stat per process. */
+  anyProcessRuns(inode: string): boolean {
+    for (const pid of listPids(this.procRoot)) {
+      try {
+        const st = statSync(`${this.procRoot}/${pid}/exe`, { bigint: true });
+        if (`${st.dev}:${st.ino}` === inode) return true;
+      } catch {
+        /* kernel threads, gone */
+      }
+    }
+    return false;
+  }
+
   /** The identity of the file a process runs now; undefined when it is gone. */
   currentKey(pid: number): BinaryKey | undefined {
     try {

@@ -116,6 +116,8 @@ describe('agent robustness', { skip: skipUnlessBpf() }, () => {
     await Promise.all(children.map((c) => new Promise((r) => c.once('exit', r))));
     agent.scan();
     await until('nothing traced', () => agent.tracedPids().length === 0);
+    // their binary's links linger for the next process; gone when let go
+    await agent.attachments()!.detachIdle();
     const rt = agent.runtime()!;
     assert.equal(rt.obj.mapCount('gt_processes'), 0);
     assert.equal(rt.obj.linkSets().filter((l) => l.kind !== 'tracepoint').length, 0);
