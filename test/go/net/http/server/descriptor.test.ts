@@ -22,7 +22,7 @@ const TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';
 const PARENT = '00f067aa0ba902b7';
 const SPAN = 'a1b2c3d4e5f60718';
 
-function event(o: { method?: string; path?: string; host?: string; remote?: string; status?: number; remoteParent?: boolean; tgid?: number; pathLen?: number; flags?: number }): Buffer {
+function event(o: { method?: string; path?: string; host?: string; remote?: string; status?: number; remoteParent?: boolean; tgid?: number; pathLen?: number; flags?: number; tracestate?: string; tracestateLen?: number }): Buffer {
   const method = o.method ?? 'GET';
   const path = o.path ?? '/x';
   const host = o.host ?? '127.0.0.1:8080';
@@ -49,6 +49,9 @@ function event(o: { method?: string; path?: string; host?: string; remote?: stri
     path: field(path, HttpLimits.GT_HTTP_PATH_MAX),
     host: field(host, HttpLimits.GT_HTTP_HOST_MAX),
     remote: field(remote, HttpLimits.GT_HTTP_REMOTE_MAX),
+    tracestate_len: o.tracestate === undefined ? 0 : (o.tracestateLen ?? Buffer.byteLength(o.tracestate)),
+    reserved: 0,
+    tracestate: field(o.tracestate ?? '', HttpLimits.GT_HTTP_TRACESTATE_MAX),
   }, buf, 8);
   return buf;
 }
