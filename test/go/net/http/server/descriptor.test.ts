@@ -128,3 +128,16 @@ test('host:port splitting', () => {
   assert.deepEqual(splitHostPort('[2001:db8::1]:443'), { host: '2001:db8::1', port: 443 });
   assert.deepEqual(splitHostPort('host:99999'), { host: 'host', port: undefined });
 });
+
+test('tracestate: carried on the span; a member cut by the probe\'s limit and invalid members are dropped', () => {
+  const s = run(event({ remoteParent: true, tracestate: 'congo=t61rcWkgMzE,rojo=00f067aa0ba902b7' })).spans[0]!;
+  assert.equal(s.spanContext().traceState?.serialize(), 'congo=t61rcWkgMzE,rojo=00f067aa0ba902b7');
+  // the header was longer than the probe copies: its last, partial member goes
+  const long = `a=${'x'.repeat(250)},b=${'y'.repeat(250)},c=${'z'.repeat(100)}`;
+  const cut = run(event({ remoteParent: true, tracestate: long, tracestateLen: long.length + 40 })).spans[0]!;
+  assert.equal(cut.spanContext().traceState?.serialize(), `a=${'x'.repeat(250)},b=${'y'.repeat(250)}`);
+  const bad = run(event({ remoteParent: true, tracestate: 'UPPER=1,ok=2' })).spans[0]!;
+  assert.equal(bad.spanContext().traceState?.get('ok'), '2');
+  assert.equal(bad.spanContext().traceState?.get('UPPER'), undefined);
+  assert.equal(run(event({ remoteParent: true })).spans[0]!.spanContext().traceState, undefined);
+});

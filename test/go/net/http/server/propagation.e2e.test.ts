@@ -147,6 +147,80 @@ describe('net/http server: the parent comes from the request being served', { sk
     });
   }
 
+  for (const [tc, v] of targets) {
+    test(`${tc} ${v}: W3C Trace Context to the letter — valid and invalid traceparents, sampling, tracestate`, async () => {
+      const server = await startGoServer(binPath(tc, v));
+      try {
+        await agent.waitTraced(server.pid);
+        const T = `3c3c${tc.replace(/\D/g, '').padStart(4, '0')}${'1'.repeat(24)}`;
+        const P = 'd00dfeedd00dfeed';
+        const valid = `00-${T}-${P}-01`;
+        // [traceparent header lines, parent expected (true) or a new trace (false), what the case is]
+        const table: Array<[string[], boolean, string]> = [
+          [[valid], true, 'plain'],
+          [[` \t${valid}\t `], true, 'optional whitespace around the value'],
+          [[`00-${T}-${P}-09`], true, 'other flag bits besides sampled'],
+          [[`cc-${T}-${P}-01`], true, 'a higher version, 55 characters'],
+          [[`cc-${T}-${P}-01-what-comes-next`], true, 'a higher version carries more after a dash'],
+          [[`${valid}-`], false, 'version 00 is exactly 55 characters'],
+          [[`${valid}0`], false, 'version 00 with a character more'],
+          [[`cc-${T}-${P}-01x`], false, 'a higher version: more only after a dash'],
+          [[`ff-${T}-${P}-01`], false, 'version ff'],
+          [[`00-${T.toUpperCase()}-${P}-01`], false, 'upper-case trace id'],
+          [[`00-${T}-${P.toUpperCase()}-01`], false, 'upper-case parent id'],
+          [[`0A-${T}-${P}-01`], false, 'upper-case version'],
+          [[`00-${'0'.repeat(32)}-${P}-01`], false, 'all-zero trace id'],
+          [[`00-${T}-${'0'.repeat(16)}-01`], false, 'all-zero parent id'],
+          [[`00-${T}-${P}-zz`], false, 'flags not hex'],
+          [[`00_${T}-${P}-01`], false, 'wrong separator'],
+          [[`00-${T}-${P}-1`], false, 'too short'],
+          [[valid, valid], false, 'sent twice (the spec: do not use)'],
+          [[valid, `00-${T}-${'e'.repeat(16)}-01`], false, 'two different ones'],
+          [[''], false, 'empty'],
+        ];
+        const path = (i: number): string => `/status/${220 + i}`;
+        for (const [i, [values, , what]] of table.entries()) {
+          const headers: Array<[string, string]> = values.map((x) => ['traceparent', x]);
+          assert.deepEqual(await rawExchange(server.url, [rawRequest({ path: path(i), headers: [...headers, ['Connection', 'close']] })], 1), [220 + i], what);
+        }
+        // tracestate is carried along with a valid parent, dropped with an invalid one
+        const ts = 'vendor=abc,other=x y';
+        assert.deepEqual(await rawExchange(server.url, [rawRequest({ path: '/status/250', headers: [['traceparent', valid], ['tracestate', ts], ['Connection', 'close']] })], 1), [250]);
+        assert.deepEqual(await rawExchange(server.url, [rawRequest({ path: '/status/251', headers: [['traceparent', `ff-${T}-${P}-01`], ['tracestate', ts], ['Connection', 'close']] })], 1), [251]);
+        // an unsampled parent: no span for the request, nor for the outgoing call it makes, nor
+        // for that call's own request arriving at this server (linked on this node)
+        const notSampled = async (): Promise<number> => Number(/^gotrail_spans_not_sampled_total (\S+)/m.exec(await fetch(await agent.metricsUrl()).then((r) => r.text()))?.[1]);
+        const before = await notSampled();
+        const U = `0a5a${'2'.repeat(28)}`;
+        const to = encodeURIComponent(`${server.url}/status/201`);
+        assert.deepEqual(await rawExchange(server.url, [rawRequest({ path: `/proxy?to=${to}`, headers: [['traceparent', `00-${U}-${P}-00`], ['Connection', 'close']] })], 1), [201]);
+        const spans = await serverSpans(server, table.length + 2);
+        for (const [i, [, parented, what]] of table.entries()) {
+          const s = spans.find((x) => x.attributes['url.path'] === path(i));
+          assert.ok(s, `a span for ${what}`);
+          if (parented) {
+            assert.equal(s.traceId, T, `${what}: valid, joins the trace`);
+            assert.equal(s.parentSpanId, P, `${what}: valid, the parent is the remote span`);
+          } else {
+            assert.equal(s.parentSpanId, '', `${what}: invalid, no parent`);
+            assert.notEqual(s.traceId, T, `${what}: invalid, a new trace`);
+          }
+        }
+        const withState = spans.find((x) => x.attributes['url.path'] === '/status/250')!;
+        assert.equal(withState.parentSpanId, P);
+        assert.equal(withState.traceState, ts, 'tracestate is carried on the span');
+        const invalidState = spans.find((x) => x.attributes['url.path'] === '/status/251')!;
+        assert.equal(invalidState.traceState, '', 'no tracestate without a valid traceparent');
+        const all = await collector.spans();
+        assert.equal(all.filter((x) => x.traceId === U).length, 0, 'nothing of the unsampled trace is exported');
+        assert.equal(spans.filter((x) => ['/proxy', '/status/201'].includes(String(x.attributes['url.path']))).length, 0);
+        assert.equal(await notSampled() - before, 3, 'counted: the request, its outgoing call, and the call arriving here');
+      } finally {
+        await server.stop();
+      }
+    });
+  }
+
   // Go 1.27 refuses requests with more than 500 header values; earlier versions do not
   for (const [tc, v] of [['go1.19', 'plain'], ['go1.26', 'stripped']] as const) {
     test(`${tc} ${v}: a head with more header names than the probe searches says so on its span`, async () => {
