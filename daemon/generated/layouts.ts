@@ -57,6 +57,9 @@ export const HttpEventFlags = {
   GT_HTTP_EVENT_H2_STATUS: 32,
   GT_HTTP_EVENT_HEADERS_UNSEARCHED: 64,
   GT_HTTP_EVENT_TRACEPARENT_INVALID: 128,
+  GT_HTTP_EVENT_TLS: 256,
+  GT_HTTP_EVENT_HIJACKED: 512,
+  GT_HTTP_EVENT_TLS_KNOWN: 1024,
 } as const;
 
 /** enum gt_http_limits */
@@ -80,6 +83,9 @@ export const HttpServerFlags = {
   GT_HTTP_SERVER_CHECK_HTTP1: 8,
   GT_HTTP_SERVER_H2_STATUS: 16,
   GT_HTTP_SERVER_HEADER_SWISS: 32,
+  GT_HTTP_SERVER_TLS: 64,
+  GT_HTTP_SERVER_PROTO: 128,
+  GT_HTTP_SERVER_HIJACK: 256,
 } as const;
 
 /** enum gt_process_event_limits */
@@ -375,7 +381,7 @@ export function encodeHttpClientEvent(v: HttpClientEvent, buf: Buffer = Buffer.a
   return buf;
 }
 
-/** struct gt_http_server_config (108 bytes) */
+/** struct gt_http_server_config (124 bytes) */
 export interface HttpServerConfig {
   req_method: number;
   req_url: number;
@@ -393,6 +399,10 @@ export interface HttpServerConfig {
   map_dir_len: number;
   table_groups: number;
   table_mask: number;
+  req_tls: number;
+  req_proto_major: number;
+  req_proto_minor: number;
+  conn_hijacked: number;
   conn_rwc: number;
   conn_server: number;
   h2_rws: number;
@@ -401,7 +411,7 @@ export interface HttpServerConfig {
   tcp: TcpOffsets;
 }
 
-export const HTTP_SERVER_CONFIG_SIZE = 108;
+export const HTTP_SERVER_CONFIG_SIZE = 124;
 export const HttpServerConfigOffsets = {
   req_method: 0,
   req_url: 4,
@@ -419,17 +429,21 @@ export const HttpServerConfigOffsets = {
   map_dir_len: 52,
   table_groups: 56,
   table_mask: 60,
-  conn_rwc: 64,
-  conn_server: 68,
-  h2_rws: 72,
-  h2_status: 76,
-  flags: 80,
-  tcp: 84,
+  req_tls: 64,
+  req_proto_major: 68,
+  req_proto_minor: 72,
+  conn_hijacked: 76,
+  conn_rwc: 80,
+  conn_server: 84,
+  h2_rws: 88,
+  h2_status: 92,
+  flags: 96,
+  tcp: 100,
 } as const;
 
 /** Decodes struct gt_http_server_config at `off`; byte arrays are views into `buf`, not copies. */
 export function decodeHttpServerConfig(buf: Buffer, off = 0): HttpServerConfig {
-  if (off + 108 > buf.length) throw new RangeError(`gt_http_server_config: need 108 bytes at ${off}, have ${buf.length - off}`);
+  if (off + 124 > buf.length) throw new RangeError(`gt_http_server_config: need 124 bytes at ${off}, have ${buf.length - off}`);
   return {
     req_method: buf.readUInt32LE(off + 0),
     req_url: buf.readUInt32LE(off + 4),
@@ -447,17 +461,21 @@ export function decodeHttpServerConfig(buf: Buffer, off = 0): HttpServerConfig {
     map_dir_len: buf.readUInt32LE(off + 52),
     table_groups: buf.readUInt32LE(off + 56),
     table_mask: buf.readUInt32LE(off + 60),
-    conn_rwc: buf.readUInt32LE(off + 64),
-    conn_server: buf.readUInt32LE(off + 68),
-    h2_rws: buf.readUInt32LE(off + 72),
-    h2_status: buf.readUInt32LE(off + 76),
-    flags: buf.readUInt32LE(off + 80),
-    tcp: decodeTcpOffsets(buf, off + 84),
+    req_tls: buf.readUInt32LE(off + 64),
+    req_proto_major: buf.readUInt32LE(off + 68),
+    req_proto_minor: buf.readUInt32LE(off + 72),
+    conn_hijacked: buf.readUInt32LE(off + 76),
+    conn_rwc: buf.readUInt32LE(off + 80),
+    conn_server: buf.readUInt32LE(off + 84),
+    h2_rws: buf.readUInt32LE(off + 88),
+    h2_status: buf.readUInt32LE(off + 92),
+    flags: buf.readUInt32LE(off + 96),
+    tcp: decodeTcpOffsets(buf, off + 100),
   };
 }
 
 /** Encodes struct gt_http_server_config into `buf` at `off` (a new zeroed buffer by default). */
-export function encodeHttpServerConfig(v: HttpServerConfig, buf: Buffer = Buffer.alloc(108), off = 0): Buffer {
+export function encodeHttpServerConfig(v: HttpServerConfig, buf: Buffer = Buffer.alloc(124), off = 0): Buffer {
   buf.writeUInt32LE(v.req_method, off + 0);
   buf.writeUInt32LE(v.req_url, off + 4);
   buf.writeUInt32LE(v.req_host, off + 8);
@@ -474,12 +492,16 @@ export function encodeHttpServerConfig(v: HttpServerConfig, buf: Buffer = Buffer
   buf.writeUInt32LE(v.map_dir_len, off + 52);
   buf.writeUInt32LE(v.table_groups, off + 56);
   buf.writeUInt32LE(v.table_mask, off + 60);
-  buf.writeUInt32LE(v.conn_rwc, off + 64);
-  buf.writeUInt32LE(v.conn_server, off + 68);
-  buf.writeUInt32LE(v.h2_rws, off + 72);
-  buf.writeUInt32LE(v.h2_status, off + 76);
-  buf.writeUInt32LE(v.flags, off + 80);
-  encodeTcpOffsets(v.tcp, buf, off + 84);
+  buf.writeUInt32LE(v.req_tls, off + 64);
+  buf.writeUInt32LE(v.req_proto_major, off + 68);
+  buf.writeUInt32LE(v.req_proto_minor, off + 72);
+  buf.writeUInt32LE(v.conn_hijacked, off + 76);
+  buf.writeUInt32LE(v.conn_rwc, off + 80);
+  buf.writeUInt32LE(v.conn_server, off + 84);
+  buf.writeUInt32LE(v.h2_rws, off + 88);
+  buf.writeUInt32LE(v.h2_status, off + 92);
+  buf.writeUInt32LE(v.flags, off + 96);
+  encodeTcpOffsets(v.tcp, buf, off + 100);
   return buf;
 }
 
@@ -500,7 +522,8 @@ export interface HttpServerEvent {
   host: Buffer;
   remote: Buffer;
   tracestate_len: number;
-  reserved: number;
+  proto_major: number;
+  proto_minor: number;
   tracestate: Buffer;
 }
 
@@ -521,7 +544,8 @@ export const HttpServerEventOffsets = {
   host: 248,
   remote: 312,
   tracestate_len: 376,
-  reserved: 380,
+  proto_major: 380,
+  proto_minor: 382,
   tracestate: 384,
 } as const;
 
@@ -544,7 +568,8 @@ export function decodeHttpServerEvent(buf: Buffer, off = 0): HttpServerEvent {
     host: buf.subarray(off + 248, off + 248 + 64),
     remote: buf.subarray(off + 312, off + 312 + 64),
     tracestate_len: buf.readInt32LE(off + 376),
-    reserved: buf.readUInt32LE(off + 380),
+    proto_major: buf.readUInt16LE(off + 380),
+    proto_minor: buf.readUInt16LE(off + 382),
     tracestate: buf.subarray(off + 384, off + 384 + 512),
   };
 }
@@ -566,7 +591,8 @@ export function encodeHttpServerEvent(v: HttpServerEvent, buf: Buffer = Buffer.a
   buf.fill(0, off + 248, off + 248 + 64); v.host.copy(buf, off + 248, 0, Math.min(v.host.length, 64));
   buf.fill(0, off + 312, off + 312 + 64); v.remote.copy(buf, off + 312, 0, Math.min(v.remote.length, 64));
   buf.writeInt32LE(v.tracestate_len, off + 376);
-  buf.writeUInt32LE(v.reserved, off + 380);
+  buf.writeUInt16LE(v.proto_major, off + 380);
+  buf.writeUInt16LE(v.proto_minor, off + 382);
   buf.fill(0, off + 384, off + 384 + 512); v.tracestate.copy(buf, off + 384, 0, Math.min(v.tracestate.length, 512));
   return buf;
 }

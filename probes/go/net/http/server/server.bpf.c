@@ -44,6 +44,10 @@ struct gt_http_server_config {
 	__u32 map_dir_len;      /* Map.dirLen */
 	__u32 table_groups;     /* maps.table.groups + maps.groupsReference.data */
 	__u32 table_mask;       /* maps.table.groups + maps.groupsReference.lengthMask */
+	__u32 req_tls;          /* net/http.Request.TLS */
+	__u32 req_proto_major;  /* net/http.Request.ProtoMajor */
+	__u32 req_proto_minor;  /* net/http.Request.ProtoMinor */
+	__u32 conn_hijacked;    /* net/http.conn.hijackedv */
 	__u32 conn_rwc;         /* net/http.conn.rwc */
 	__u32 conn_server;      /* net/http.conn.server */
 	__u32 h2_rws;           /* HTTP/2 responseWriter.rws (bundled before Go 1.27, internal/http2 after) */
@@ -64,6 +68,9 @@ enum gt_http_server_flags {
 	GT_HTTP_SERVER_H2_STATUS = 16,
 	/* ...or Go 1.24 and later (swiss tables, internal/runtime/maps.Map) */
 	GT_HTTP_SERVER_HEADER_SWISS = 32,
+	GT_HTTP_SERVER_TLS = 64,        /* Request.TLS known */
+	GT_HTTP_SERVER_PROTO = 128,     /* Request.ProtoMajor/ProtoMinor known */
+	GT_HTTP_SERVER_HIJACK = 256,    /* conn.hijackedv known (with conn.server) */
 };
 
 enum gt_http_event_flags {
@@ -84,6 +91,13 @@ enum gt_http_event_flags {
 	/* the traceparent header was present but is not used (malformed,
 	 * or sent more than once) */
 	GT_HTTP_EVENT_TRACEPARENT_INVALID = 128,
+	/* the request came over TLS (Request.TLS set) */
+	GT_HTTP_EVENT_TLS = 256,
+	/* the handler hijacked the HTTP/1 connection: what it answered there
+	 * went around the ResponseWriter */
+	GT_HTTP_EVENT_HIJACKED = 512,
+	/* the request knew whether it came over TLS */
+	GT_HTTP_EVENT_TLS_KNOWN = 1024,
 };
 
 struct gt_http_server_event {
@@ -102,7 +116,8 @@ struct gt_http_server_event {
 	char host[GT_HTTP_HOST_MAX];
 	char remote[GT_HTTP_REMOTE_MAX];
 	__s32 tracestate_len;    /* the first tracestate header's full length (0: none) */
-	__u32 reserved;
+	__u16 proto_major;       /* Request.ProtoMajor/ProtoMinor; 0.0: unknown */
+	__u16 proto_minor;
 	char tracestate[GT_HTTP_TRACESTATE_MAX];
 };
 
@@ -544,7 +559,29 @@ static __always_inline void finish_request(struct gt_http_server_config *cfg, st
 	/* tracestate: the first header line only (dropping the members of
 	 * later lines is a truncation the spec allows), up to 512 bytes */
 	ev->tracestate_len = 0;
-	ev->reserved = 0;
+	ev->proto_major = 0;
+	ev->proto_minor = 0;
+	if (cfg->flags & GT_HTTP_SERVER_PROTO) {
+		__s64 major = 0, minor = 0;
+		if (bpf_probe_read_user(&major, sizeof(major), (void *)(req + cfg->req_proto_major)) == 0 &&
+		    bpf_probe_read_user(&minor, sizeof(minor), (void *)(req + cfg->req_proto_minor)) == 0 &&
+		    major >= 0 && major < 10 && minor >= 0 && minor < 10) {
+			ev->proto_major = (__u16)major;
+			ev->proto_minor = (__u16)minor;
+		}
+	}
+	if (cfg->flags & GT_HTTP_SERVER_TLS) {
+		__u64 tls = 0;
+		if (go_read_ptr(req, cfg->req_tls, &tls) == 0)
+			ev->flags |= GT_HTTP_EVENT_TLS_KNOWN | (tls ? GT_HTTP_EVENT_TLS : 0);
+	}
+	if ((cfg->flags & GT_HTTP_SERVER_HIJACK) && st->resp && !(st->flags & GT_HTTP_EVENT_NOT_HTTP1)) {
+		__u64 conn = 0;
+		__u8 hijacked = 0;
+		if (go_read_ptr(st->resp, cfg->resp_conn, &conn) == 0 && conn &&
+		    bpf_probe_read_user(&hijacked, 1, (void *)(conn + cfg->conn_hijacked)) == 0 && hijacked)
+			ev->flags |= GT_HTTP_EVENT_HIJACKED;
+	}
 	if (st->tracestate_n > 0) {
 		__s64 n = go_read_string(st->tracestate, 0, ev->tracestate, GT_HTTP_TRACESTATE_MAX);
 		ev->tracestate_len = n > 0x7fffffff ? 0x7fffffff : (__s32)n;

@@ -21,6 +21,10 @@ const F = {
   status: 'net/http.response.status',
   conn: 'net/http.response.conn',
   header: 'net/http.Request.Header',
+  tls: 'net/http.Request.TLS',
+  protoMajor: 'net/http.Request.ProtoMajor',
+  protoMinor: 'net/http.Request.ProtoMinor',
+  hijacked: 'net/http.conn.hijackedv',
   // the header map: runtime.hmap before Go 1.24, swiss tables (internal/runtime/maps) after
   hmapCount: 'runtime.hmap.count',
   hmapFlags: 'runtime.hmap.flags',
@@ -47,6 +51,7 @@ const SWISS_FIELDS = [F.mapUsed, F.mapDirPtr, F.mapDirLen, F.tableGroups, F.grou
 const HEADER_FIELDS = [F.header, ...HMAP_FIELDS, ...SWISS_FIELDS];
 const LINK_FIELDS = [F.conn, F.rwc, ...TCP_FIELDS];
 const HTTP1_CHECK_FIELDS = [F.conn, F.server];
+const PROTO_FIELDS = [F.protoMajor, F.protoMinor];
 const H2_FIELDS = [F.h2RwsBundled, F.h2StatusBundled, F.h2Rws, F.h2Status];
 
 
@@ -63,7 +68,7 @@ export const httpServerProbe: ProbeDescriptor = {
     { symbol: 'net/http.(*conn).serve.func1', entryProgram: 'gt_http_server_panic', optional: 'requests whose handler panics produce no span' },
   ],
   requiredFields: [F.method, F.url, F.host, F.remote, F.path, F.status],
-  optionalFields: [...new Set([...HEADER_FIELDS, ...LINK_FIELDS, ...HTTP1_CHECK_FIELDS, ...H2_FIELDS])],
+  optionalFields: [...new Set([...HEADER_FIELDS, ...LINK_FIELDS, ...HTTP1_CHECK_FIELDS, ...H2_FIELDS, F.tls, ...PROTO_FIELDS, F.hijacked])],
   alternativeFields: [
     [F.h2RwsBundled, F.h2Rws], [F.h2StatusBundled, F.h2Status],
     // a binary has one map implementation: either set walks the header map
@@ -73,6 +78,9 @@ export const httpServerProbe: ProbeDescriptor = {
   optionalFieldEffects: {
     ...Object.fromEntries(H2_FIELDS.map((f) => [f, 'HTTP/2 responses carry no status code'])),
     [F.server]: 'HTTP/2 requests are not told from HTTP/1 ones, so their status code may be misread',
+    [F.tls]: 'url.scheme is not reported',
+    ...Object.fromEntries(PROTO_FIELDS.map((f) => [f, 'network.protocol.version is not reported for HTTP/1.x'])),
+    [F.hijacked]: 'a handler that hijacks the connection (WebSocket upgrades) is reported with status 200',
     ...Object.fromEntries(LINK_FIELDS.map((f) => [f, 'requests from traced clients on this node are not linked to them'])),
     ...Object.fromEntries(HEADER_FIELDS.map((f) => [f, 'incoming traceparent headers are not read'])),
   },
@@ -87,6 +95,9 @@ export const httpServerProbe: ProbeDescriptor = {
     const h2Rws = o[F.h2RwsBundled] ?? o[F.h2Rws];
     const h2Status = o[F.h2StatusBundled] ?? o[F.h2Status];
     const h2 = check && h2Rws !== undefined && h2Status !== undefined;
+    const tls = has(F.tls);
+    const proto = PROTO_FIELDS.every(has);
+    const hijack = check && has(F.hijacked);
     return encodeHttpServerConfig({
       req_method: o[F.method] ?? 0,
       req_url: o[F.url] ?? 0,
@@ -113,7 +124,14 @@ export const httpServerProbe: ProbeDescriptor = {
         | (swiss ? HttpServerFlags.GT_HTTP_SERVER_HEADER_SWISS : 0)
         | (link ? HttpServerFlags.GT_HTTP_SERVER_LINK : 0)
         | (check ? HttpServerFlags.GT_HTTP_SERVER_CHECK_HTTP1 : 0)
-        | (h2 ? HttpServerFlags.GT_HTTP_SERVER_H2_STATUS : 0),
+        | (h2 ? HttpServerFlags.GT_HTTP_SERVER_H2_STATUS : 0)
+        | (tls ? HttpServerFlags.GT_HTTP_SERVER_TLS : 0)
+        | (proto ? HttpServerFlags.GT_HTTP_SERVER_PROTO : 0)
+        | (hijack ? HttpServerFlags.GT_HTTP_SERVER_HIJACK : 0),
+      req_tls: o[F.tls] ?? 0,
+      req_proto_major: o[F.protoMajor] ?? 0,
+      req_proto_minor: o[F.protoMinor] ?? 0,
+      conn_hijacked: o[F.hijacked] ?? 0,
       tcp: tcpOffsets(o),
     });
   },
@@ -128,18 +146,26 @@ export const httpServerProbe: ProbeDescriptor = {
     const path = goString(ev.path, ev.path_len);
     const panicked = (ev.flags & HttpEventFlags.GT_HTTP_EVENT_PANIC) !== 0;
     const http2 = (ev.flags & HttpEventFlags.GT_HTTP_EVENT_NOT_HTTP1) !== 0;
-    // a handler that wrote nothing answered 200 — unless it panicked (nothing
-    // was answered), or it is HTTP/2 and the status could not be read
-    const statusKnown = !http2 || (ev.flags & HttpEventFlags.GT_HTTP_EVENT_H2_STATUS) !== 0;
+    const hijacked = (ev.flags & HttpEventFlags.GT_HTTP_EVENT_HIJACKED) !== 0;
+    // A handler that wrote nothing answered 200 — unless it panicked (nothing
+    // was answered), hijacked the connection (it answered, e.g. 101, around
+    // the ResponseWriter: semconv sets the status only when one is known to
+    // have been sent), or it is HTTP/2 and the status could not be read. 1xx
+    // informational responses never reach the recorded status: net/http keeps
+    // the final one.
+    const statusKnown = !hijacked && (!http2 || (ev.flags & HttpEventFlags.GT_HTTP_EVENT_H2_STATUS) !== 0);
     const status = ev.status === 0 ? (panicked || !statusKnown ? undefined : 200) : ev.status;
+    const known = KNOWN_METHODS.has(method);
     const attributes: Attributes = {
-      'http.request.method': method,
+      'http.request.method': known ? method : '_OTHER',
       'url.path': path,
-      'url.scheme': 'http',
     };
+    if (!known) attributes['http.request.method_original'] = method;
+    if (ev.flags & HttpEventFlags.GT_HTTP_EVENT_TLS_KNOWN) attributes['url.scheme'] = ev.flags & HttpEventFlags.GT_HTTP_EVENT_TLS ? 'https' : 'http';
     if (status !== undefined) attributes['http.response.status_code'] = status;
     if (panicked) attributes['error.type'] = 'panic';
-    if (http2) attributes['network.protocol.version'] = '2';
+    const version = http2 ? '2' : protocolVersion(ev.proto_major, ev.proto_minor);
+    if (version) attributes['network.protocol.version'] = version;
     const host = splitHostPort(goString(ev.host, ev.host_len));
     if (host.host) attributes['server.address'] = host.host;
     if (host.port !== undefined) attributes['server.port'] = host.port;
@@ -152,7 +178,9 @@ export const httpServerProbe: ProbeDescriptor = {
 
     emitProbeSpan(ctx, {
       traceState: incomingTraceState(ev.tracestate, ev.tracestate_len),
-      name: method,
+      // semconv: "{method} {http.route}" where the route is known (not yet
+      // read), else the method; "HTTP" for methods outside the known set
+      name: known ? method : 'HTTP',
       kind: SpanKind.SERVER,
       span: ev.span,
       start_ns: ev.start_ns,
@@ -176,4 +204,13 @@ export function incomingTraceState(bytes: Buffer, len: number): TraceState | und
   if (len > bytes.length) raw = raw.slice(0, Math.max(0, raw.lastIndexOf(',')));
   const ts = new TraceState(raw);
   return ts.serialize() ? ts : undefined;
+}
+
+/** The methods HTTP semantic conventions name (RFC 9110, RFC 5789); others are reported as `_OTHER`. */
+const KNOWN_METHODS = new Set(['CONNECT', 'DELETE', 'GET', 'HEAD', 'OPTIONS', 'PATCH', 'POST', 'PUT', 'TRACE']);
+
+/** `network.protocol.version` from Request.ProtoMajor/ProtoMinor: `1.0`, `1.1`, `2`, `3`; undefined when unknown. */
+export function protocolVersion(major: number, minor: number): string | undefined {
+  if (major === 0) return undefined;
+  return major >= 2 && minor === 0 ? String(major) : `${major}.${minor}`;
 }
