@@ -20,6 +20,12 @@ export interface ProbedFunction {
   returnProgram?: string;
   /** Set when the probe works without this function: what is lost if it is missing. */
   optional?: string;
+  /**
+   * What it means when the package is linked but this function is not (the
+   * linker keeps only what the program can call), e.g. `this program never
+   * sends client requests through http.Transport`.
+   */
+  absentMeans?: string;
 }
 
 export interface EventContext {

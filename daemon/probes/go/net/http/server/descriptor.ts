@@ -63,7 +63,7 @@ export const httpServerProbe: ProbeDescriptor = {
   goPackage: 'net/http',
   description: 'net/http server requests (SERVER spans)',
   functions: [
-    { symbol: 'net/http.serverHandler.ServeHTTP', entryProgram: 'gt_http_server_entry', returnProgram: 'gt_http_server_return' },
+    { symbol: 'net/http.serverHandler.ServeHTTP', entryProgram: 'gt_http_server_entry', returnProgram: 'gt_http_server_return', absentMeans: 'this program never serves requests with http.Server' },
     // the connection's deferred recover: ends the span of a handler that panicked
     { symbol: 'net/http.(*conn).serve.func1', entryProgram: 'gt_http_server_panic', optional: 'requests whose handler panics produce no span' },
   ],
