@@ -53,6 +53,8 @@ export interface AgentOptions {
 interface TracedProcess {
   info: ProcessInfo;
   resource: Resource;
+  /** CLOCK_MONOTONIC ns when tracing began (the image then in place is the one traced) */
+  sinceNs: bigint;
 }
 
 /** How long the resource of an exited process is kept for its last events. */
@@ -173,7 +175,12 @@ export class Agent implements MetricsSource {
 
   /** A process replaced its image: judge it afresh (it may be Go now, or no longer). */
   private onExec(pid: number, execNs: bigint): void {
-    if (this.traced.has(pid)) this.processExited(pid);
+    // The /proc scan can find the new image before its exec event is
+    // consumed: that exec is already the traced image, and releasing and
+    // re-attaching it would drop the requests in flight meanwhile.
+    const t = this.traced.get(pid);
+    if (t && execNs <= t.sinceNs) return;
+    if (t) this.processExited(pid);
     this.ignored.delete(pid);
     this.meta.forget(pid);
     this.consider(pid);
@@ -238,7 +245,7 @@ export class Agent implements MetricsSource {
       this.ignored.set(pid, info.startTime);
       return;
     }
-    this.traced.set(pid, { info, resource });
+    this.traced.set(pid, { info, resource, sinceNs: process.hrtime.bigint() });
     this.totals.processesTraced++;
     this.log.info('tracing process', { pid, exe: info.exe, service: String(resource.attributes['service.name']) });
   }
