@@ -5,6 +5,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { copyFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect } from 'node:http2';
 import https from 'node:https';
@@ -15,7 +16,22 @@ import { rawExchange, rawRequest } from '../../../../support/raw-http.ts';
 import { skipUnlessBpf } from '../../../../support/privileges.ts';
 
 const skip = skipUnlessBpf();
-const binPath = (tc: string, v: string): string => join(repoRoot, 'build', 'go', tc, v, 'httpserver');
+const copies = join(repoRoot, 'build', 'e2e-attributes');
+let copyCount = 0;
+/**
+ * A fresh copy of the test server binary for each test: a binary whose last
+ * process exited is detached asynchronously, and a process of the same file
+ * started meanwhile gets a second link set; until the first is gone both
+ * fire (a return then finds no entry). A file per test keeps each test to
+ * one link set, so that what it asserts is the probe's work alone.
+ */
+const binPath = (tc: string, v: string): string => {
+  const dir = join(copies, `${tc}-${v}-${copyCount++}`);
+  mkdirSync(dir, { recursive: true });
+  const dst = join(dir, 'httpserver');
+  copyFileSync(join(repoRoot, 'build', 'go', tc, v, 'httpserver'), dst);
+  return dst;
+};
 const targets = [['go1.19', 'plain'], ['go1.26', 'stripped'], ['go1.27', 'pie']] as const;
 
 describe('net/http server span attributes, end to end', { skip }, () => {
@@ -27,7 +43,7 @@ describe('net/http server span attributes, end to end', { skip }, () => {
     agent = await startAgent([
       '--exporter', 'otlp',
       '--otlp-endpoint', `${collector.otlpHttpEndpoint}/v1/traces`,
-      '--include-exe', join(repoRoot, 'build', 'go', '**'),
+      '--include-exe', join(copies, '**'),
     ]);
   });
 

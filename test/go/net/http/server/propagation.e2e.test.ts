@@ -5,6 +5,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { copyFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { startCollector, type Collector, type ReceivedSpan } from '../../../../support/collector.ts';
 import { startAgent, repoRoot, type AgentProcess } from '../../../../support/agent-process.ts';
@@ -13,7 +14,22 @@ import { rawExchange, rawRequest } from '../../../../support/raw-http.ts';
 import { skipUnlessBpf } from '../../../../support/privileges.ts';
 
 const skip = skipUnlessBpf();
-const binPath = (tc: string, v: string): string => join(repoRoot, 'build', 'go', tc, v, 'httpserver');
+const copies = join(repoRoot, 'build', 'e2e-propagation');
+let copyCount = 0;
+/**
+ * A fresh copy of the test server binary for each test: a binary whose last
+ * process exited is detached asynchronously, and a process of the same file
+ * started meanwhile gets a second link set; until the first is gone both
+ * fire (a return then finds no entry). A file per test keeps each test to
+ * one link set, so that what it asserts is the probe's work alone.
+ */
+const binPath = (tc: string, v: string): string => {
+  const dir = join(copies, `${tc}-${v}-${copyCount++}`);
+  mkdirSync(dir, { recursive: true });
+  const dst = join(dir, 'httpserver');
+  copyFileSync(join(repoRoot, 'build', 'go', tc, v, 'httpserver'), dst);
+  return dst;
+};
 // each toolchain once: Go 1.19 has runtime.hmap header maps, 1.26 and 1.27 swiss tables;
 // stripped and PIE binaries take their offsets from the database
 const targets = [['go1.19', 'plain'], ['go1.26', 'stripped'], ['go1.27', 'pie']] as const;
@@ -30,7 +46,7 @@ describe('net/http server: the parent comes from the request being served', { sk
     agent = await startAgent([
       '--exporter', 'otlp',
       '--otlp-endpoint', `${collector.otlpHttpEndpoint}/v1/traces`,
-      '--include-exe', join(repoRoot, 'build', 'go', '**'),
+      '--include-exe', join(copies, '**'),
     ]);
   });
 
@@ -48,8 +64,10 @@ describe('net/http server: the parent comes from the request being served', { sk
     const spans = mine(await collector.spans());
     if (spans.length !== n) {
       const metrics = (await fetch(await agent.metricsUrl()).then((r) => r.text())).split('\n').filter((l) => /^gotrail_(events|spans)/.test(l)).join('; ');
-      assert.fail(`one SERVER span per request: got ${spans.length} (${spans.map((s) => `${s.attributes['url.path']}<-${s.parentSpanId}`).join(', ')}), expected ${n}; ${metrics}`);
+      assert.fail(`one SERVER span per request: got ${spans.length} (${spans.map((s) => `${s.attributes['url.path']}<-${s.parentSpanId}`).join(', ')}), expected ${n}; ${metrics}\nagent log:\n${agent.log().split('\n').filter((l) => !/process not selected/.test(l)).slice(-40).join('\n')}`);
     }
+    const lost = /^gotrail_events_lost_total\{reason="no_entry"\} (\S+)/m.exec(await fetch(await agent.metricsUrl()).then((r) => r.text()))?.[1];
+    assert.equal(lost, '0', 'every return of ServeHTTP found its entry');
     return spans;
   }
 
