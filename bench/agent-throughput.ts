@@ -59,6 +59,7 @@ for (let i = 0; i < perBatch; i++) {
     span: { trace_id: Buffer.alloc(16, i + 1), span_id: Buffer.alloc(8, i + 2), parent_span_id: Buffer.alloc(8), flags: SpanFlags.GT_SPAN_SAMPLED, reserved: 0 },
     method: field('GET', HttpLimits.GT_HTTP_METHOD_MAX), path: field(path, HttpLimits.GT_HTTP_PATH_MAX),
     host: field('127.0.0.1:8080', HttpLimits.GT_HTTP_HOST_MAX), remote: field('127.0.0.1:51234', HttpLimits.GT_HTTP_REMOTE_MAX),
+    tracestate_len: 0, proto_major: 1, proto_minor: 1, tracestate: Buffer.alloc(HttpLimits.GT_HTTP_TRACESTATE_MAX),
   }, batch, off + 4);
 }
 

@@ -638,7 +638,7 @@ export class Agent implements MetricsSource {
     const rt = this.rt;
     const events: Record<string, number> = {};
     for (const [t, n] of rt?.eventStats.byType ?? []) {
-      events[this.probes.find((p) => p.eventType === t)?.id ?? `type_${t}`] = n;
+      events[this.probes.find((p) => p.eventType === t)?.id ?? eventTypeName(t)] = n;
     }
     const rb = rt?.obj.ringBufferStats();
     const maps: MetricsSnapshot['maps'] = [];
@@ -708,4 +708,10 @@ export class Agent implements MetricsSource {
     await this.batcher?.shutdown();
     this.started = false;
   }
+}
+
+/** The name of an event type for metric labels: `GT_EVENT_PROCESS_EXEC` → `process_exec`. */
+function eventTypeName(t: number): string {
+  const name = Object.entries(EventType).find(([, v]) => v === t)?.[0];
+  return name ? name.replace(/^GT_EVENT_/, '').toLowerCase() : `type_${t}`;
 }

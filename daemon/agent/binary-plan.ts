@@ -73,6 +73,12 @@ function dwarfOffsets(bin: GoBinary, wanted: string[]): { offsets?: Map<string, 
   }
 }
 
+/** Whether any function of Go package `pkg` is in the binary (methods too: `pkg.(*T).m`). */
+function packageLinked(bin: GoBinary, pkg: string): boolean {
+  for (const f of bin.functions()) if (f.name.startsWith(`${pkg}.`)) return true;
+  return false;
+}
+
 export function planProbe(bin: GoBinary, probe: ProbeDescriptor, dwarf: Map<string, number> | undefined, goidOffset: number | undefined): ProbePlan {
   const plan: ProbePlan = { probe, attachable: false, degraded: [], unverified: [], sites: [], offsets: {}, offsetSources: {}, missingOptional: [] };
   const version = moduleVersion(bin, probe.module);
@@ -91,7 +97,9 @@ export function planProbe(bin: GoBinary, probe: ProbeDescriptor, dwarf: Map<stri
       continue;
     }
     if (!f) {
-      plan.reason = `function ${fn.symbol} not found (${probe.goPackage} is not used by this program, or was inlined away)`;
+      plan.reason = packageLinked(bin, probe.goPackage)
+        ? `${probe.goPackage} is linked, but ${fn.absentMeans ?? `nothing in this program calls ${fn.symbol}`} (function ${fn.symbol} not found)`
+        : `${probe.goPackage} is not linked into this program (function ${fn.symbol} not found)`;
       return plan;
     }
     try {

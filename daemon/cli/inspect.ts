@@ -6,6 +6,7 @@ import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { planBinaryAt, type BinaryPlan } from '../agent/binary-plan.ts';
 import { probes } from '../probes/registry.ts';
+import { untracedLibraries } from '../probes/untraced.ts';
 import { CliError, EXIT } from './exit-codes.ts';
 
 interface KernelView {
@@ -61,6 +62,7 @@ export function planToJson(plan: BinaryPlan, kernel?: KernelView): unknown {
     goidOffset: plan.goidOffset ?? null,
     reason: plan.reason ?? null,
     modules: plan.modules,
+    untracedLibraries: untracedLibraries(plan.modules, probes),
     probes: plan.probes.map((p) => ({
       id: p.probe.id,
       description: p.probe.description,
@@ -100,6 +102,11 @@ export function renderPlan(plan: BinaryPlan, kernel?: KernelView): string {
     for (const [f, o] of Object.entries(p.offsets)) lines.push(`      offset ${f} = ${o} (${p.offsetSources[f] ?? '?'})`);
     for (const d of p.degraded) lines.push(`      degraded: ${d}`);
     for (const u of p.unverified) lines.push(`      unverified: ${u}`);
+  }
+  const untraced = untracedLibraries(plan.modules, probes);
+  if (untraced.length) {
+    lines.push('not traced (gotrail has no probe for these libraries yet):');
+    for (const u of untraced) lines.push(`  ✘ ${u.module} ${u.version} — its ${u.calls} make no spans`);
   }
   return lines.join('\n') + '\n';
 }

@@ -18,7 +18,8 @@ export const Counter = {
   GT_COUNTER_PROCESS_EVENTS_FULL: 5,
   GT_COUNTER_NO_ENTRY_PREATTACH: 6,
   GT_COUNTER_SKIPPED_SELF: 7,
-  GT_COUNTER_MAX: 8,
+  GT_COUNTER_NOT_SAMPLED: 8,
+  GT_COUNTER_MAX: 16,
 } as const;
 
 /** enum gt_debug_flags */
@@ -99,6 +100,11 @@ export const HttpEventFlags = {
   GT_HTTP_EVENT_PANIC: 8,
   GT_HTTP_EVENT_NOT_HTTP1: 16,
   GT_HTTP_EVENT_H2_STATUS: 32,
+  GT_HTTP_EVENT_HEADERS_UNSEARCHED: 64,
+  GT_HTTP_EVENT_TRACEPARENT_INVALID: 128,
+  GT_HTTP_EVENT_TLS: 256,
+  GT_HTTP_EVENT_HIJACKED: 512,
+  GT_HTTP_EVENT_TLS_KNOWN: 1024,
 } as const;
 
 /** enum gt_http_limits */
@@ -107,18 +113,24 @@ export const HttpLimits = {
   GT_HTTP_PATH_MAX: 128,
   GT_HTTP_HOST_MAX: 64,
   GT_HTTP_REMOTE_MAX: 64,
-  GT_HTTP_TRACEPARENT_MAX: 64,
-  GT_HTTP_HEAD_MAX: 2048,
+  GT_HTTP_TRACEPARENT_MAX: 128,
+  GT_HTTP_OWS_MAX: 16,
+  GT_HTTP_TRACESTATE_MAX: 512,
+  GT_HTTP_HEADER_UNITS_MAX: 256,
   GT_HTTP_INFLIGHT_MAX: 16384,
 } as const;
 
 /** enum gt_http_server_flags */
 export const HttpServerFlags = {
   GT_HTTP_SERVER_ENABLED: 1,
-  GT_HTTP_SERVER_READ_HEAD: 2,
+  GT_HTTP_SERVER_HEADER_HMAP: 2,
   GT_HTTP_SERVER_LINK: 4,
   GT_HTTP_SERVER_CHECK_HTTP1: 8,
   GT_HTTP_SERVER_H2_STATUS: 16,
+  GT_HTTP_SERVER_HEADER_SWISS: 32,
+  GT_HTTP_SERVER_TLS: 64,
+  GT_HTTP_SERVER_PROTO: 128,
+  GT_HTTP_SERVER_HIJACK: 256,
 } as const;
 
 /** enum gt_paired_function */
@@ -501,7 +513,7 @@ export function encodeHttpClientEvent(v: HttpClientEvent, buf: Buffer = Buffer.a
   return buf;
 }
 
-/** struct gt_http_server_config (84 bytes) */
+/** struct gt_http_server_config (124 bytes) */
 export interface HttpServerConfig {
   req_method: number;
   req_url: number;
@@ -510,9 +522,19 @@ export interface HttpServerConfig {
   url_path: number;
   resp_status: number;
   resp_conn: number;
-  conn_bufr: number;
-  bufr_buf: number;
-  bufr_r: number;
+  req_header: number;
+  map_count: number;
+  map_flags: number;
+  map_b: number;
+  map_buckets: number;
+  map_oldbuckets: number;
+  map_dir_len: number;
+  table_groups: number;
+  table_mask: number;
+  req_tls: number;
+  req_proto_major: number;
+  req_proto_minor: number;
+  conn_hijacked: number;
   conn_rwc: number;
   conn_server: number;
   h2_rws: number;
@@ -521,7 +543,7 @@ export interface HttpServerConfig {
   tcp: TcpOffsets;
 }
 
-export const HTTP_SERVER_CONFIG_SIZE = 84;
+export const HTTP_SERVER_CONFIG_SIZE = 124;
 export const HttpServerConfigOffsets = {
   req_method: 0,
   req_url: 4,
@@ -530,20 +552,30 @@ export const HttpServerConfigOffsets = {
   url_path: 16,
   resp_status: 20,
   resp_conn: 24,
-  conn_bufr: 28,
-  bufr_buf: 32,
-  bufr_r: 36,
-  conn_rwc: 40,
-  conn_server: 44,
-  h2_rws: 48,
-  h2_status: 52,
-  flags: 56,
-  tcp: 60,
+  req_header: 28,
+  map_count: 32,
+  map_flags: 36,
+  map_b: 40,
+  map_buckets: 44,
+  map_oldbuckets: 48,
+  map_dir_len: 52,
+  table_groups: 56,
+  table_mask: 60,
+  req_tls: 64,
+  req_proto_major: 68,
+  req_proto_minor: 72,
+  conn_hijacked: 76,
+  conn_rwc: 80,
+  conn_server: 84,
+  h2_rws: 88,
+  h2_status: 92,
+  flags: 96,
+  tcp: 100,
 } as const;
 
 /** Decodes struct gt_http_server_config at `off`; byte arrays are views into `buf`, not copies. */
 export function decodeHttpServerConfig(buf: Buffer, off = 0): HttpServerConfig {
-  if (off + 84 > buf.length) throw new RangeError(`gt_http_server_config: need 84 bytes at ${off}, have ${buf.length - off}`);
+  if (off + 124 > buf.length) throw new RangeError(`gt_http_server_config: need 124 bytes at ${off}, have ${buf.length - off}`);
   return {
     req_method: buf.readUInt32LE(off + 0),
     req_url: buf.readUInt32LE(off + 4),
@@ -552,20 +584,30 @@ export function decodeHttpServerConfig(buf: Buffer, off = 0): HttpServerConfig {
     url_path: buf.readUInt32LE(off + 16),
     resp_status: buf.readUInt32LE(off + 20),
     resp_conn: buf.readUInt32LE(off + 24),
-    conn_bufr: buf.readUInt32LE(off + 28),
-    bufr_buf: buf.readUInt32LE(off + 32),
-    bufr_r: buf.readUInt32LE(off + 36),
-    conn_rwc: buf.readUInt32LE(off + 40),
-    conn_server: buf.readUInt32LE(off + 44),
-    h2_rws: buf.readUInt32LE(off + 48),
-    h2_status: buf.readUInt32LE(off + 52),
-    flags: buf.readUInt32LE(off + 56),
-    tcp: decodeTcpOffsets(buf, off + 60),
+    req_header: buf.readUInt32LE(off + 28),
+    map_count: buf.readUInt32LE(off + 32),
+    map_flags: buf.readUInt32LE(off + 36),
+    map_b: buf.readUInt32LE(off + 40),
+    map_buckets: buf.readUInt32LE(off + 44),
+    map_oldbuckets: buf.readUInt32LE(off + 48),
+    map_dir_len: buf.readUInt32LE(off + 52),
+    table_groups: buf.readUInt32LE(off + 56),
+    table_mask: buf.readUInt32LE(off + 60),
+    req_tls: buf.readUInt32LE(off + 64),
+    req_proto_major: buf.readUInt32LE(off + 68),
+    req_proto_minor: buf.readUInt32LE(off + 72),
+    conn_hijacked: buf.readUInt32LE(off + 76),
+    conn_rwc: buf.readUInt32LE(off + 80),
+    conn_server: buf.readUInt32LE(off + 84),
+    h2_rws: buf.readUInt32LE(off + 88),
+    h2_status: buf.readUInt32LE(off + 92),
+    flags: buf.readUInt32LE(off + 96),
+    tcp: decodeTcpOffsets(buf, off + 100),
   };
 }
 
 /** Encodes struct gt_http_server_config into `buf` at `off` (a new zeroed buffer by default). */
-export function encodeHttpServerConfig(v: HttpServerConfig, buf: Buffer = Buffer.alloc(84), off = 0): Buffer {
+export function encodeHttpServerConfig(v: HttpServerConfig, buf: Buffer = Buffer.alloc(124), off = 0): Buffer {
   buf.writeUInt32LE(v.req_method, off + 0);
   buf.writeUInt32LE(v.req_url, off + 4);
   buf.writeUInt32LE(v.req_host, off + 8);
@@ -573,19 +615,29 @@ export function encodeHttpServerConfig(v: HttpServerConfig, buf: Buffer = Buffer
   buf.writeUInt32LE(v.url_path, off + 16);
   buf.writeUInt32LE(v.resp_status, off + 20);
   buf.writeUInt32LE(v.resp_conn, off + 24);
-  buf.writeUInt32LE(v.conn_bufr, off + 28);
-  buf.writeUInt32LE(v.bufr_buf, off + 32);
-  buf.writeUInt32LE(v.bufr_r, off + 36);
-  buf.writeUInt32LE(v.conn_rwc, off + 40);
-  buf.writeUInt32LE(v.conn_server, off + 44);
-  buf.writeUInt32LE(v.h2_rws, off + 48);
-  buf.writeUInt32LE(v.h2_status, off + 52);
-  buf.writeUInt32LE(v.flags, off + 56);
-  encodeTcpOffsets(v.tcp, buf, off + 60);
+  buf.writeUInt32LE(v.req_header, off + 28);
+  buf.writeUInt32LE(v.map_count, off + 32);
+  buf.writeUInt32LE(v.map_flags, off + 36);
+  buf.writeUInt32LE(v.map_b, off + 40);
+  buf.writeUInt32LE(v.map_buckets, off + 44);
+  buf.writeUInt32LE(v.map_oldbuckets, off + 48);
+  buf.writeUInt32LE(v.map_dir_len, off + 52);
+  buf.writeUInt32LE(v.table_groups, off + 56);
+  buf.writeUInt32LE(v.table_mask, off + 60);
+  buf.writeUInt32LE(v.req_tls, off + 64);
+  buf.writeUInt32LE(v.req_proto_major, off + 68);
+  buf.writeUInt32LE(v.req_proto_minor, off + 72);
+  buf.writeUInt32LE(v.conn_hijacked, off + 76);
+  buf.writeUInt32LE(v.conn_rwc, off + 80);
+  buf.writeUInt32LE(v.conn_server, off + 84);
+  buf.writeUInt32LE(v.h2_rws, off + 88);
+  buf.writeUInt32LE(v.h2_status, off + 92);
+  buf.writeUInt32LE(v.flags, off + 96);
+  encodeTcpOffsets(v.tcp, buf, off + 100);
   return buf;
 }
 
-/** struct gt_http_server_event (376 bytes) */
+/** struct gt_http_server_event (896 bytes) */
 export interface HttpServerEvent {
   hdr: EventHeader;
   start_ns: bigint;
@@ -601,9 +653,13 @@ export interface HttpServerEvent {
   path: Buffer;
   host: Buffer;
   remote: Buffer;
+  tracestate_len: number;
+  proto_major: number;
+  proto_minor: number;
+  tracestate: Buffer;
 }
 
-export const HTTP_SERVER_EVENT_SIZE = 376;
+export const HTTP_SERVER_EVENT_SIZE = 896;
 export const HttpServerEventOffsets = {
   hdr: 0,
   start_ns: 24,
@@ -619,11 +675,15 @@ export const HttpServerEventOffsets = {
   path: 120,
   host: 248,
   remote: 312,
+  tracestate_len: 376,
+  proto_major: 380,
+  proto_minor: 382,
+  tracestate: 384,
 } as const;
 
 /** Decodes struct gt_http_server_event at `off`; byte arrays are views into `buf`, not copies. */
 export function decodeHttpServerEvent(buf: Buffer, off = 0): HttpServerEvent {
-  if (off + 376 > buf.length) throw new RangeError(`gt_http_server_event: need 376 bytes at ${off}, have ${buf.length - off}`);
+  if (off + 896 > buf.length) throw new RangeError(`gt_http_server_event: need 896 bytes at ${off}, have ${buf.length - off}`);
   return {
     hdr: decodeEventHeader(buf, off + 0),
     start_ns: buf.readBigUInt64LE(off + 24),
@@ -639,11 +699,15 @@ export function decodeHttpServerEvent(buf: Buffer, off = 0): HttpServerEvent {
     path: buf.subarray(off + 120, off + 120 + 128),
     host: buf.subarray(off + 248, off + 248 + 64),
     remote: buf.subarray(off + 312, off + 312 + 64),
+    tracestate_len: buf.readInt32LE(off + 376),
+    proto_major: buf.readUInt16LE(off + 380),
+    proto_minor: buf.readUInt16LE(off + 382),
+    tracestate: buf.subarray(off + 384, off + 384 + 512),
   };
 }
 
 /** Encodes struct gt_http_server_event into `buf` at `off` (a new zeroed buffer by default). */
-export function encodeHttpServerEvent(v: HttpServerEvent, buf: Buffer = Buffer.alloc(376), off = 0): Buffer {
+export function encodeHttpServerEvent(v: HttpServerEvent, buf: Buffer = Buffer.alloc(896), off = 0): Buffer {
   encodeEventHeader(v.hdr, buf, off + 0);
   buf.writeBigUInt64LE(v.start_ns, off + 24);
   buf.writeBigUInt64LE(v.end_ns, off + 32);
@@ -658,6 +722,10 @@ export function encodeHttpServerEvent(v: HttpServerEvent, buf: Buffer = Buffer.a
   buf.fill(0, off + 120, off + 120 + 128); v.path.copy(buf, off + 120, 0, Math.min(v.path.length, 128));
   buf.fill(0, off + 248, off + 248 + 64); v.host.copy(buf, off + 248, 0, Math.min(v.host.length, 64));
   buf.fill(0, off + 312, off + 312 + 64); v.remote.copy(buf, off + 312, 0, Math.min(v.remote.length, 64));
+  buf.writeInt32LE(v.tracestate_len, off + 376);
+  buf.writeUInt16LE(v.proto_major, off + 380);
+  buf.writeUInt16LE(v.proto_minor, off + 382);
+  buf.fill(0, off + 384, off + 384 + 512); v.tracestate.copy(buf, off + 384, 0, Math.min(v.tracestate.length, 512));
   return buf;
 }
 

@@ -5,7 +5,7 @@
  */
 import type { Resource } from '@opentelemetry/resources';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
-import { SpanStatusCode, type Attributes, type SpanKind } from '@opentelemetry/api';
+import { SpanStatusCode, type Attributes, type SpanKind, type TraceState } from '@opentelemetry/api';
 import type { MonotonicClock } from '../spans/clock.ts';
 import { makeSpan } from '../spans/span-record.ts';
 import { spanContextFrom } from '../spans/span-context.ts';
@@ -20,6 +20,12 @@ export interface ProbedFunction {
   returnProgram?: string;
   /** Set when the probe works without this function: what is lost if it is missing. */
   optional?: string;
+  /**
+   * What it means when the package is linked but this function is not (the
+   * linker keeps only what the program can call), e.g. `this program never
+   * sends client requests through http.Transport`.
+   */
+  absentMeans?: string;
 }
 
 export interface EventContext {
@@ -92,6 +98,7 @@ export interface ProbeSpan {
   resource: Resource;
   /** the instrumented Go package */
   scope: string;
+  traceState?: TraceState;
 }
 
 /** Emits the span of a probe event: ids made in BPF, monotonic stamps turned to wall time. */
@@ -100,6 +107,7 @@ export function emitProbeSpan(ctx: EventContext, s: ProbeSpan): void {
     name: s.name,
     kind: s.kind,
     ...spanContextFrom(s.span),
+    traceState: s.traceState,
     startUnixNano: ctx.clock.toUnixNano(s.start_ns),
     endUnixNano: ctx.clock.toUnixNano(s.end_ns),
     attributes: s.attributes,

@@ -3,7 +3,7 @@
  * events: going through an SDK tracer per event would cap the agent far below
  * what the serializer can do.
  */
-import { SpanKind, SpanStatusCode, TraceFlags, type Attributes, type SpanContext, type SpanStatus, type HrTime } from '@opentelemetry/api';
+import { SpanKind, SpanStatusCode, TraceFlags, type Attributes, type SpanContext, type SpanStatus, type HrTime, type TraceState } from '@opentelemetry/api';
 import type { Resource } from '@opentelemetry/resources';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { nanosToHrTime } from './clock.ts';
@@ -18,6 +18,8 @@ export interface SpanInput {
   /** the parent came from another process (a traceparent header) */
   parentRemote?: boolean;
   sampled: boolean;
+  /** W3C tracestate carried in from the parent, already validated */
+  traceState?: TraceState;
   startUnixNano: bigint;
   endUnixNano: bigint;
   attributes: Attributes;
@@ -28,7 +30,7 @@ export interface SpanInput {
 }
 
 export function makeSpan(s: SpanInput): ReadableSpan {
-  const ctx: SpanContext = { traceId: s.traceId, spanId: s.spanId, traceFlags: s.sampled ? TraceFlags.SAMPLED : TraceFlags.NONE };
+  const ctx: SpanContext = { traceId: s.traceId, spanId: s.spanId, traceFlags: s.sampled ? TraceFlags.SAMPLED : TraceFlags.NONE, traceState: s.traceState };
   const parent: SpanContext | undefined = s.parentSpanId
     ? { traceId: s.traceId, spanId: s.parentSpanId, traceFlags: ctx.traceFlags, isRemote: s.parentRemote ?? false }
     : undefined;

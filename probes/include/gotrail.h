@@ -85,7 +85,10 @@ enum gt_counter {
 	GT_COUNTER_NO_ENTRY_PREATTACH = 6,
 	/* not a loss: a request gotrail itself sent, deliberately not traced */
 	GT_COUNTER_SKIPPED_SELF = 7,
-	GT_COUNTER_MAX = 8,
+	/* not an event lost: spans not made because the incoming parent was
+	 * not sampled (a W3C traceparent with the sampled flag unset) */
+	GT_COUNTER_NOT_SAMPLED = 8,
+	GT_COUNTER_MAX = 16,
 };
 
 #ifndef GT_MAX_BINARIES
@@ -399,16 +402,20 @@ static __always_inline int gt_parse_hex(const char *s, __u8 *out, int n)
 	return any;
 }
 
-/* Parses a traceparent value ("00-<32 hex>-<16 hex>-<2 hex>") into a child
- * context of the remote span; false when malformed. Per the spec, versions
- * other than 00 are read as 00 (except the invalid ff), all-zero ids are
- * invalid. */
-static __always_inline bool gt_parse_traceparent(const char *s, struct gt_span_context *c)
+/* Parses a traceparent value of `len` characters (optional whitespace
+ * already trimmed; at least 55 readable at s) into a child context of the
+ * remote span, per W3C Trace Context: "<version>-<trace-id>-<parent-id>-
+ * <flags>", lower-case hex only; version ff and all-zero ids are invalid;
+ * version 00 is exactly 55 characters, a higher version may carry more after
+ * a '-'. False when invalid (the context is then left to be overwritten). */
+static __always_inline bool gt_parse_traceparent(const char *s, __s64 len, struct gt_span_context *c)
 {
 	__u8 ver = 0, flags = 0;
-	if (s[2] != '-' || s[35] != '-' || s[52] != '-')
+	if (len < 55 || s[2] != '-' || s[35] != '-' || s[52] != '-')
 		return false;
 	if (gt_parse_hex(s, &ver, 1) < 0 || ver == 0xff)
+		return false;
+	if (ver == 0 ? len != 55 : (len > 55 && s[55] != '-'))
 		return false;
 	if (gt_parse_hex(s + 3, c->trace_id, 16) <= 0 || gt_parse_hex(s + 36, c->parent_span_id, 8) <= 0)
 		return false;

@@ -10,6 +10,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gotrailBin, repoRoot } from '../support/agent-process.ts';
 import { startGoServer } from '../support/go-server.ts';
+import { buildGo, goToolchains, programDir } from '../support/go-build.ts';
 
 const goBin = (tc: string, v: string): string => join(repoRoot, 'build', 'go', tc, v, 'httpserver');
 const work = join(repoRoot, 'build', 'test-inspect');
@@ -129,5 +130,30 @@ describe('gotrail inspect', () => {
     const h = inspect('--help');
     assert.equal(h.code, 0);
     assert.match(h.out, /Usage: gotrail inspect/);
+  });
+
+  test('a function that is not there: says whether its package is linked at all, and what its absence means', () => {
+    const tc = goToolchains().find((t) => t.name === 'go1.26') ?? goToolchains()[0]!;
+    const serverOnly = inspect(buildGo({ toolchain: tc, srcDir: programDir('inspect-server-only'), variant: 'stripped' }), '--json');
+    assert.equal(serverOnly.code, 0, serverOnly.err);
+    const client = serverOnly.json.probes.find((x: any) => x.id === 'net/http/client');
+    assert.equal(client.attachable, false);
+    assert.equal(client.reason, 'net/http is linked, but this program never sends client requests through http.Transport (function net/http.(*Transport).roundTrip not found)');
+    assert.equal(serverOnly.json.probes.find((x: any) => x.id === 'net/http/server').attachable, true);
+
+    const noHttp = inspect(buildGo({ toolchain: tc, srcDir: programDir('inspect-no-http'), variant: 'plain' }));
+    assert.equal(noHttp.code, 4, 'no probe attaches');
+    assert.match(noHttp.out, /not attachable: net\/http is not linked into this program \(function net\/http\.serverHandler\.ServeHTTP not found\)/);
+    assert.doesNotMatch(noHttp.out, /not traced \(gotrail has no probe/);
+  });
+
+  test('a library gotrail has no probe for yet (from the buildinfo module list) is named', () => {
+    const tc = goToolchains().find((t) => t.name === 'go1.26') ?? goToolchains()[0]!;
+    const bin = buildGo({ toolchain: tc, srcDir: programDir('inspect-grpc'), variant: 'plain' });
+    const r = inspect(bin, '--json');
+    assert.deepEqual(r.json.untracedLibraries, [{ module: 'google.golang.org/grpc', version: 'v1.50.1', calls: 'gRPC calls' }]);
+    const text = inspect(bin);
+    assert.match(text.out, /not traced \(gotrail has no probe for these libraries yet\):\n  ✘ google\.golang\.org\/grpc v1\.50\.1 — its gRPC calls make no spans/);
+    assert.match(text.out, /net\/http is linked, but this program never serves requests with http\.Server/);
   });
 });

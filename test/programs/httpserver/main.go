@@ -73,6 +73,25 @@ func main() {
 		fmt.Fprintln(w, n)
 	})
 
+	// /early-hints answers 103 Early Hints, then 201: the 1xx is informational
+	mux.HandleFunc("/early-hints", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</style.css>; rel=preload; as=style")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.WriteHeader(http.StatusCreated)
+	})
+	// /upgrade hijacks the connection and answers 101 itself, as WebSocket
+	// servers do, around the ResponseWriter
+	mux.HandleFunc("/upgrade", func(w http.ResponseWriter, r *http.Request) {
+		conn, rw, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		defer conn.Close()
+		rw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: example\r\nConnection: Upgrade\r\n\r\n")
+		rw.Flush()
+	})
+
 	// /panic panics in the handler (net/http recovers and drops the connection)
 	mux.HandleFunc("/panic", func(w http.ResponseWriter, r *http.Request) {
 		panic("handler panicked on purpose")

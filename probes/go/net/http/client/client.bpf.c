@@ -166,9 +166,15 @@ int gt_http_client_return(struct pt_regs *ctx)
 		return 0;
 	}
 	__u64 resp = GO_ARG1(ctx), err = GO_ARG2(ctx);
-	struct gt_http_client_event *ev = bpf_ringbuf_reserve(&gt_events, sizeof(*ev), 0);
+	/* a child of an unsampled request is not sampled either: no span */
+	bool sampled = st->span.flags & GT_SPAN_SAMPLED;
+	struct gt_http_client_event *ev = sampled ? bpf_ringbuf_reserve(&gt_events, sizeof(*ev), 0) : 0;
 	if (!ev) {
-		gt_count(GT_COUNTER_RINGBUF_FULL);
+		gt_count(sampled ? GT_COUNTER_RINGBUF_FULL : GT_COUNTER_NOT_SAMPLED);
+		if (st->linked) {
+			bpf_map_delete_elem(&gt_conn_spans, &st->conn);
+			gt_conn_published_add(-1);
+		}
 		bpf_map_delete_elem(&gt_http_client_inflight, &key);
 		return 0;
 	}

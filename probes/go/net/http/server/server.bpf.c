@@ -15,8 +15,13 @@ enum gt_http_limits {
 	GT_HTTP_PATH_MAX = 128,
 	GT_HTTP_HOST_MAX = 64,
 	GT_HTTP_REMOTE_MAX = 64,
-	GT_HTTP_TRACEPARENT_MAX = 64,   /* window searched for the value */
-	GT_HTTP_HEAD_MAX = 2048,
+	GT_HTTP_TRACEPARENT_MAX = 128,  /* bytes of a traceparent value read */
+	GT_HTTP_OWS_MAX = 16,           /* leading whitespace skipped in a value */
+	GT_HTTP_TRACESTATE_MAX = 512,   /* bytes of tracestate carried (W3C: propagate at least 512) */
+	/* buckets or groups of the request's header map read per request: a
+	 * request with more distinct header names (about 1,600) is not searched
+	 * to the end, and its span says so */
+	GT_HTTP_HEADER_UNITS_MAX = 256,
 	GT_HTTP_INFLIGHT_MAX = 16384,
 };
 
@@ -30,9 +35,20 @@ struct gt_http_server_config {
 	__u32 url_path;         /* net/url.URL.Path */
 	__u32 resp_status;      /* net/http.response.status */
 	__u32 resp_conn;        /* net/http.response.conn */
-	__u32 conn_bufr;        /* net/http.conn.bufr */
-	__u32 bufr_buf;         /* bufio.Reader.buf */
-	__u32 bufr_r;           /* bufio.Reader.r */
+	__u32 req_header;       /* net/http.Request.Header (a map[string][]string) */
+	/* the header map: runtime.hmap before Go 1.24, internal/runtime/maps.Map after */
+	__u32 map_count;        /* hmap.count / Map.used */
+	__u32 map_flags;        /* hmap.flags */
+	__u32 map_b;            /* hmap.B */
+	__u32 map_buckets;      /* hmap.buckets / Map.dirPtr */
+	__u32 map_oldbuckets;   /* hmap.oldbuckets */
+	__u32 map_dir_len;      /* Map.dirLen */
+	__u32 table_groups;     /* maps.table.groups + maps.groupsReference.data */
+	__u32 table_mask;       /* maps.table.groups + maps.groupsReference.lengthMask */
+	__u32 req_tls;          /* net/http.Request.TLS */
+	__u32 req_proto_major;  /* net/http.Request.ProtoMajor */
+	__u32 req_proto_minor;  /* net/http.Request.ProtoMinor */
+	__u32 conn_hijacked;    /* net/http.conn.hijackedv */
 	__u32 conn_rwc;         /* net/http.conn.rwc */
 	__u32 conn_server;      /* net/http.conn.server */
 	__u32 h2_rws;           /* HTTP/2 responseWriter.rws (bundled before Go 1.27, internal/http2 after) */
@@ -43,15 +59,19 @@ struct gt_http_server_config {
 
 enum gt_http_server_flags {
 	GT_HTTP_SERVER_ENABLED = 1,
-	/* the response and connection offsets are known, so the request head
-	 * can be searched for an incoming traceparent */
-	GT_HTTP_SERVER_READ_HEAD = 2,
+	/* the request's header map can be read: Go before 1.24 (runtime.hmap)... */
+	GT_HTTP_SERVER_HEADER_HMAP = 2,
 	/* connection offsets known: look for a traced client on this node */
 	GT_HTTP_SERVER_LINK = 4,
 	/* conn.server known: tell HTTP/1 responses from HTTP/2 ones */
 	GT_HTTP_SERVER_CHECK_HTTP1 = 8,
 	/* HTTP/2 writer offsets known: read an HTTP/2 response's status */
 	GT_HTTP_SERVER_H2_STATUS = 16,
+	/* ...or Go 1.24 and later (swiss tables, internal/runtime/maps.Map) */
+	GT_HTTP_SERVER_HEADER_SWISS = 32,
+	GT_HTTP_SERVER_TLS = 64,        /* Request.TLS known */
+	GT_HTTP_SERVER_PROTO = 128,     /* Request.ProtoMajor/ProtoMinor known */
+	GT_HTTP_SERVER_HIJACK = 256,    /* conn.hijackedv known (with conn.server) */
 };
 
 enum gt_http_event_flags {
@@ -66,6 +86,19 @@ enum gt_http_event_flags {
 	GT_HTTP_EVENT_NOT_HTTP1 = 16,
 	/* the HTTP/2 writer's status was read (0: the handler wrote nothing) */
 	GT_HTTP_EVENT_H2_STATUS = 32,
+	/* the header map had more buckets than are searched, and no
+	 * traceparent was found in those that were */
+	GT_HTTP_EVENT_HEADERS_UNSEARCHED = 64,
+	/* the traceparent header was present but is not used (malformed,
+	 * or sent more than once) */
+	GT_HTTP_EVENT_TRACEPARENT_INVALID = 128,
+	/* the request came over TLS (Request.TLS set) */
+	GT_HTTP_EVENT_TLS = 256,
+	/* the handler hijacked the HTTP/1 connection: what it answered there
+	 * went around the ResponseWriter */
+	GT_HTTP_EVENT_HIJACKED = 512,
+	/* the request knew whether it came over TLS */
+	GT_HTTP_EVENT_TLS_KNOWN = 1024,
 };
 
 struct gt_http_server_event {
@@ -83,6 +116,10 @@ struct gt_http_server_event {
 	char path[GT_HTTP_PATH_MAX];
 	char host[GT_HTTP_HOST_MAX];
 	char remote[GT_HTTP_REMOTE_MAX];
+	__s32 tracestate_len;    /* the first tracestate header's full length (0: none) */
+	__u16 proto_major;       /* Request.ProtoMajor/ProtoMinor; 0.0: unknown */
+	__u16 proto_minor;
+	char tracestate[GT_HTTP_TRACESTATE_MAX];
 };
 
 GT_EXPORT_LAYOUTS(http_server,
@@ -97,6 +134,8 @@ struct http_server_inflight {
 	__u64 start_ns;
 	__u64 req;
 	__u64 resp;
+	__u64 tracestate;     /* the incoming tracestate header's []string: array... */
+	__s64 tracestate_n;   /* ...and its length (0: none); read when the request ends */
 	__u32 flags;
 	__u32 reserved;
 	struct gt_span_context span;
@@ -116,127 +155,314 @@ struct {
 	__type(value, struct http_server_inflight);
 } gt_http_server_inflight SEC(".maps");
 
-struct http_head_scratch {
-	char buf[GT_HTTP_HEAD_MAX];
+/* The layouts of a map[string][]string (net/http.Header): fixed by the Go
+ * compiler's map implementation, not by a struct declared in Go source, so
+ * they are constants here; the map header's own fields come from the offsets.
+ * Before Go 1.24 (runtime.hmap): buckets of tophash[8], keys[8], elems[8],
+ * overflow pointer. From Go 1.24 (swiss tables, internal/runtime/maps): groups
+ * of a control word and 8 interleaved {key, elem} slots. */
+enum gt_gomap_layout {
+	GT_GOMAP_BUCKET_KEYS = 8,
+	GT_GOMAP_BUCKET_ELEMS = 8 + 8 * 16,
+	GT_GOMAP_BUCKET_OVERFLOW = 8 + 8 * 16 + 8 * 24,
+	GT_GOMAP_BUCKET_SIZE = 8 + 8 * 16 + 8 * 24 + 8,
+	GT_GOMAP_MIN_TOPHASH = 5,      /* lower tophash values: empty or evacuated */
+	GT_GOMAP_SAME_SIZE_GROW = 8,   /* hmap.flags: growing to the same size */
+	GT_GOMAP_SLOT_SIZE = 16 + 24,
+	GT_GOMAP_GROUP_SIZE = 8 + 8 * (16 + 24),
+	GT_GOMAP_SCRATCH = 8 + 8 * 16 + 8 * 24 + 8, /* the larger of a bucket and a group */
+};
+
+enum header_found {
+	HEADER_TRACEPARENT = 1,
+	HEADER_TRACESTATE = 2,
+};
+
+/* A walk over every live entry of the request's header map: one slot per
+ * bpf_loop iteration, plus one to read each bucket (hmap) or group (swiss)
+ * and one per table of a swiss directory. Small callbacks keep the
+ * verifier's work linear. */
+struct header_search {
+	__u64 arr;          /* bucket array, or the current table's groups */
+	__u64 cur;          /* hmap: the next bucket of an overflow chain */
+	__u64 old_arr;      /* hmap: the buckets being evacuated while the map grows */
+	__u64 dir;          /* swiss: the directory of tables */
+	__u64 prev_table;   /* swiss: a table spans consecutive directory entries */
+	__u32 idx;          /* next bucket or group of arr */
+	__u32 n;            /* buckets or groups in arr */
+	__u32 old_n;
+	__u32 dir_idx;
+	__u32 dir_len;
+	__u32 swiss;
+	__u32 slot;         /* next slot of the unit in scratch; 8: read the next unit */
+	__u32 found;        /* enum header_found */
+	__s64 left;         /* live entries not seen yet */
+	struct go_slice traceparent;  /* the header's []string value */
+	struct go_slice tracestate;
+	__u32 done;         /* the walk saw every entry */
+	__u32 reserved;
+};
+
+/* The walk's state lives in map memory, not on the stack: the verifier
+ * checks a bpf_loop callback until the caller's state converges, and exact
+ * values on the stack (slot 0, 1, 2, ...) would never converge. */
+struct http_map_scratch {
+	__u8 unit[GT_GOMAP_SCRATCH];
+	struct header_search s;
 };
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct http_head_scratch);
-} http_head_scratch SEC(".maps");
+	__type(value, struct http_map_scratch);
+} http_map_scratch SEC(".maps");
 
-struct head_search {
-	struct http_head_scratch *h;
-	__u32 len;
-	__s32 found; /* index of the value's first byte, or -1 */
+struct header_walk {
+	struct http_map_scratch *scr;
+	struct gt_http_server_config *cfg;
 };
 
-static const char traceparent_name[] = "traceparent:";
+/* "Traceparent" and "Tracestate" (canonical header keys), little-endian */
+#define KEY_TRACEPAR 0x7261706563617254ULL /* "Tracepar" */
+#define KEY_ENT      0x00746e65U           /* "ent" */
+#define KEY_TRACESTA 0x6174736563617254ULL /* "Tracesta" */
+#define KEY_TE       0x00006574U           /* "te" */
 
-static __always_inline bool is_traceparent_name(const char *p)
+/* Reads the next bucket or group into scratch; false when the walk ends. */
+static __always_inline bool next_unit(struct header_search *s, struct http_map_scratch *scr,
+				      struct gt_http_server_config *cfg)
 {
-#pragma unroll
-	for (int k = 0; k < 12; k++) {
-		char c = p[k];
-		if (c >= 'A' && c <= 'Z')
-			c += 'a' - 'A';
-		if (c != traceparent_name[k])
+	__u64 unit;
+	if (s->swiss) {
+		if (s->idx >= s->n) {
+			/* the next table of the directory */
+			__u64 t = 0, data = 0, mask = 0;
+			if (s->dir_idx >= s->dir_len) {
+				s->done = 1;
+				return false;
+			}
+			if (bpf_probe_read_user(&t, sizeof(t), (void *)(s->dir + (__u64)s->dir_idx * 8)) < 0)
+				return false;
+			s->dir_idx++;
+			if (!t || t == s->prev_table)
+				return true;
+			s->prev_table = t;
+			if (bpf_probe_read_user(&data, sizeof(data), (void *)(t + cfg->table_groups)) < 0 ||
+			    bpf_probe_read_user(&mask, sizeof(mask), (void *)(t + cfg->table_mask)) < 0)
+				return false;
+			s->arr = data;
+			s->n = mask < (1 << 20) ? (__u32)mask + 1 : (1 << 20);
+			s->idx = 0;
+			return true;
+		}
+		unit = s->arr + (__u64)s->idx * GT_GOMAP_GROUP_SIZE;
+		s->idx++;
+		if (bpf_probe_read_user(scr->unit, GT_GOMAP_GROUP_SIZE, (void *)unit) < 0)
 			return false;
+		s->slot = 0;
+		return true;
 	}
+	if (!s->cur) {
+		if (s->idx >= s->n) {
+			if (!s->old_arr) {
+				s->done = 1;
+				return false;
+			}
+			s->arr = s->old_arr;
+			s->n = s->old_n;
+			s->idx = 0;
+			s->old_arr = 0;
+			return true;
+		}
+		s->cur = s->arr + (__u64)s->idx * GT_GOMAP_BUCKET_SIZE;
+		s->idx++;
+	}
+	if (bpf_probe_read_user(scr->unit, GT_GOMAP_BUCKET_SIZE, (void *)s->cur) < 0)
+		return false;
+	__builtin_memcpy(&s->cur, scr->unit + GT_GOMAP_BUCKET_OVERFLOW, 8);
+	s->slot = 0;
 	return true;
 }
 
-/* bpf_loop callback over the head 8 bytes at a time (a bpf_loop iteration
- * costs more than the word test): does a "\ntraceparent:" line start in
- * word i? Header names are case-insensitive. */
-static long find_traceparent(__u32 i, struct head_search *s)
+static long search_headers(__u32 i, struct header_walk *w)
 {
-	struct http_head_scratch *h = s->h;
-	if (!h)
+	struct http_map_scratch *scr = w->scr;
+	struct gt_http_server_config *cfg = w->cfg;
+	if (!scr || !cfg)
 		return 1;
-	/* clang re-derives bounded indexes from the unbounded loop counter;
-	 * the barrier makes it mask the value the verifier sees */
-	__u32 base = i * 8;
-	asm volatile("" : "+r"(base));
-	base &= GT_HTTP_HEAD_MAX - 1;
-	if (base >= GT_HTTP_HEAD_MAX - 32 || base >= s->len)
-		return 1;
-	__u64 w = 0;
-	__builtin_memcpy(&w, h->buf + base, 8);
-	__u64 x = w ^ 0x0a0a0a0a0a0a0a0aULL; /* zero bytes where w has '\n' */
-	if (!((x - 0x0101010101010101ULL) & ~x & 0x8080808080808080ULL))
+	struct header_search *s = &scr->s;
+	if (s->slot >= 8)
+		return next_unit(s, scr, cfg) ? 0 : 1;
+	__u32 b = s->slot & 7;
+	s->slot++;
+	__u8 c = scr->unit[b];
+	if (s->swiss ? (c & 0x80) : c < GT_GOMAP_MIN_TOPHASH)
 		return 0;
-#pragma unroll
-	for (int b = 0; b < 8; b++) {
-		__u32 idx = base + b;
-		if (h->buf[idx] != '\n')
-			continue;
-		if (idx + 13 >= s->len)
-			return 1;
-		if (!is_traceparent_name(h->buf + idx + 1))
-			continue;
-		__u32 v = idx + 13;
-#pragma unroll
-		for (int k = 0; k < 3; k++) {
-			if (v < GT_HTTP_HEAD_MAX && h->buf[v] == ' ')
-				v++;
+	s->left--;
+	__u32 koff = s->swiss ? 8 + b * GT_GOMAP_SLOT_SIZE : GT_GOMAP_BUCKET_KEYS + b * 16;
+	__u32 eoff = s->swiss ? 8 + b * GT_GOMAP_SLOT_SIZE + 16 : GT_GOMAP_BUCKET_ELEMS + b * 24;
+	koff &= 511;
+	eoff &= 511;
+	if (koff > GT_GOMAP_SCRATCH - 16 || eoff > GT_GOMAP_SCRATCH - 24)
+		return 1;
+	struct go_string key;
+	__builtin_memcpy(&key, scr->unit + koff, sizeof(key));
+	if (key.len == 11 || key.len == 10) {
+		struct { __u64 head; __u32 tail; __u32 pad; } k = {};
+		if (bpf_probe_read_user(&k, key.len == 11 ? 11 : 10, (void *)key.ptr) == 0) {
+			if (key.len == 11 && k.head == KEY_TRACEPAR && k.tail == KEY_ENT) {
+				__builtin_memcpy(&s->traceparent, scr->unit + eoff, sizeof(s->traceparent));
+				s->found |= HEADER_TRACEPARENT;
+			} else if (key.len == 10 && k.head == KEY_TRACESTA && k.tail == KEY_TE) {
+				__builtin_memcpy(&s->tracestate, scr->unit + eoff, sizeof(s->tracestate));
+				s->found |= HEADER_TRACESTATE;
+			}
 		}
-		s->found = v;
+	}
+	if (s->left <= 0) {
+		s->done = 1;
 		return 1;
 	}
 	return 0;
 }
 
-/* Looks for an incoming traceparent in the request head still held by the
- * connection's bufio.Reader: net/http parses headers into a Go map whose
- * layout changed completely in Go 1.24, while the raw head bytes sit at the
- * start of the reader's buffer in every version. */
-static __always_inline void read_traceparent(struct gt_http_server_config *cfg, __u64 resp,
-					     __u64 req, struct http_server_inflight *st)
-{
-	__u64 conn = 0, bufr = 0;
-	struct go_slice buf = {};
-	__s64 r = 0;
-	__u32 zero = 0;
+/* Optional whitespace around a value, found by bpf_loop callbacks: an
+ * unrolled loop would give the verifier one path per whitespace count. */
+struct ows_trim {
+	struct http_map_scratch *scr;
+	__u32 start;  /* first byte of the value */
+	__u32 end;    /* one past its last byte */
+};
 
-	if (go_read_ptr(resp, cfg->resp_conn, &conn) < 0 ||
-	    go_read_ptr(conn, cfg->conn_bufr, &bufr) < 0 || !bufr ||
-	    bpf_probe_read_user(&buf, sizeof(buf), (void *)(bufr + cfg->bufr_buf)) < 0 ||
-	    bpf_probe_read_user(&r, sizeof(r), (void *)(bufr + cfg->bufr_r)) < 0) {
+static __always_inline bool is_ows(char c)
+{
+	return c == ' ' || c == '\t';
+}
+
+static long skip_leading_ows(__u32 i, struct ows_trim *t)
+{
+	if (!t->scr || t->start >= t->end || !is_ows(t->scr->unit[t->start & (GT_HTTP_TRACEPARENT_MAX - 1)]))
+		return 1;
+	t->start++;
+	return 0;
+}
+
+static long drop_trailing_ows(__u32 i, struct ows_trim *t)
+{
+	if (!t->scr || t->end <= t->start || !is_ows(t->scr->unit[(t->end - 1) & (GT_HTTP_TRACEPARENT_MAX - 1)]))
+		return 1;
+	t->end--;
+	return 0;
+}
+
+/* Parses the Go string v as a traceparent value, trimming the optional
+ * whitespace (spaces and tabs) the spec allows around it. */
+static __always_inline bool parse_traceparent_value(struct http_map_scratch *scr, struct go_string v,
+						    struct gt_span_context *span)
+{
+	__u32 n = v.len < GT_HTTP_TRACEPARENT_MAX ? (__u32)v.len : GT_HTTP_TRACEPARENT_MAX;
+	asm volatile("" : "+r"(n));
+	if (n < 55 || n > GT_HTTP_TRACEPARENT_MAX)
+		return false;
+	if (bpf_probe_read_user(scr->unit, n, (void *)v.ptr) < 0)
+		return false;
+	struct ows_trim t = { .scr = scr, .start = 0, .end = n };
+	bpf_loop(GT_HTTP_OWS_MAX, skip_leading_ows, &t, 0);
+	/* trailing whitespace is only visible when the whole value was read;
+	 * a longer value is valid only for a future version, which needs no
+	 * end */
+	__s64 len;
+	if (v.len <= GT_HTTP_TRACEPARENT_MAX) {
+		bpf_loop(GT_HTTP_OWS_MAX, drop_trailing_ows, &t, 0);
+		len = (__s64)t.end - (__s64)t.start;
+	} else {
+		len = v.len - (__s64)t.start;
+	}
+	__u32 start = t.start;
+	if (start >= GT_HTTP_OWS_MAX)
+		return false;
+	start &= GT_HTTP_OWS_MAX - 1;
+	return gt_parse_traceparent((const char *)scr->unit + start, len, span);
+}
+
+/* Finds the incoming traceparent (and tracestate) in the header map of the
+ * request being served. The map is the request's own: on a connection whose
+ * read buffer still holds earlier pipelined requests, or a head larger than
+ * that buffer (4 KB, reused while the head is parsed), only the parsed
+ * header says what this request carried. */
+static __always_inline void read_traceparent(struct gt_http_server_config *cfg, __u64 req,
+					     struct http_server_inflight *st)
+{
+	__u64 m = 0;
+	__u32 zero = 0;
+	if (go_read_ptr(req, cfg->req_header, &m) < 0) {
 		st->flags |= GT_HTTP_EVENT_HEAD_UNREADABLE;
 		return;
 	}
-	if (!buf.ptr || r <= 0)
+	if (!m)
 		return;
-	struct http_head_scratch *h = bpf_map_lookup_elem(&http_head_scratch, &zero);
-	if (!h)
+	struct header_walk w = { .cfg = cfg, .scr = bpf_map_lookup_elem(&http_map_scratch, &zero) };
+	if (!w.scr)
 		return;
-	__s64 avail = r < buf.len ? r : buf.len;
-	if (avail > GT_HTTP_HEAD_MAX)
-		avail = GT_HTTP_HEAD_MAX;
-	if (avail < 16)
-		return;
-	__u32 n = (__u32)avail;
-	asm volatile("" : "+r"(n)); /* bound the register the helper call uses */
-	if (n < 16 || n > GT_HTTP_HEAD_MAX)
-		return;
-	if (bpf_probe_read_user(h->buf, n, (void *)buf.ptr) < 0) {
+	struct header_search *sp = &w.scr->s;
+	__builtin_memset(sp, 0, sizeof(*sp));
+	struct header_search s = {};
+	s.slot = 8;
+	__u64 arr = 0, old = 0;
+	if (bpf_probe_read_user(&s.left, sizeof(s.left), (void *)(m + cfg->map_count)) < 0 ||
+	    go_read_ptr(m, cfg->map_buckets, &arr) < 0) {
 		st->flags |= GT_HTTP_EVENT_HEAD_UNREADABLE;
 		return;
 	}
-	struct head_search s = { .h = h, .len = n, .found = -1 };
-	bpf_loop((n + 7) / 8, find_traceparent, &s, 0);
-	if (s.found < 0 || s.found > GT_HTTP_HEAD_MAX - GT_HTTP_TRACEPARENT_MAX)
+	if (s.left <= 0 || !arr)
 		return;
-	__u32 at = (__u32)s.found;
-	asm volatile("" : "+r"(at));
-	at &= GT_HTTP_HEAD_MAX - 1;
-	if (at > GT_HTTP_HEAD_MAX - GT_HTTP_TRACEPARENT_MAX)
+	if (cfg->flags & GT_HTTP_SERVER_HEADER_SWISS) {
+		__s64 dir_len = 0;
+		if (bpf_probe_read_user(&dir_len, sizeof(dir_len), (void *)(m + cfg->map_dir_len)) < 0)
+			return;
+		s.swiss = 1;
+		if (dir_len == 0) {
+			/* a small map: dirPtr is its only group */
+			s.arr = arr;
+			s.n = 1;
+		} else {
+			s.dir = arr;
+			s.dir_len = dir_len > 0 && dir_len < (1 << 20) ? (__u32)dir_len : 0;
+		}
+	} else {
+		__u8 b = 0, mflags = 0;
+		if (bpf_probe_read_user(&b, 1, (void *)(m + cfg->map_b)) < 0 ||
+		    bpf_probe_read_user(&mflags, 1, (void *)(m + cfg->map_flags)) < 0 ||
+		    go_read_ptr(m, cfg->map_oldbuckets, &old) < 0)
+			return;
+		if (b > 20)
+			return;
+		s.arr = arr;
+		s.n = 1u << b;
+		s.old_arr = old;
+		s.old_n = (mflags & GT_GOMAP_SAME_SIZE_GROW) || b == 0 ? s.n : s.n >> 1;
+	}
+	*sp = s;
+	bpf_loop(GT_HTTP_HEADER_UNITS_MAX * 9, search_headers, &w, 0);
+	s = *sp;
+	if (!(s.found & HEADER_TRACEPARENT)) {
+		if (!s.done)
+			st->flags |= GT_HTTP_EVENT_HEADERS_UNSEARCHED;
 		return;
-	if (gt_parse_traceparent(h->buf + at, &st->span))
-		st->flags |= GT_HTTP_EVENT_TRACEPARENT;
+	}
+	/* the spec: a traceparent sent more than once is not used */
+	struct go_string v = {};
+	if (s.traceparent.len != 1 || bpf_probe_read_user(&v, sizeof(v), (void *)s.traceparent.ptr) < 0 ||
+	    !v.ptr || v.len < 55 || !parse_traceparent_value(w.scr, v, &st->span)) {
+		st->flags |= GT_HTTP_EVENT_TRACEPARENT_INVALID;
+		return;
+	}
+	st->flags |= GT_HTTP_EVENT_TRACEPARENT;
+	if ((s.found & HEADER_TRACESTATE) && s.tracestate.len > 0) {
+		st->tracestate = s.tracestate.ptr;
+		st->tracestate_n = s.tracestate.len;
+	}
 }
 
 /* The ends of the request's connection, as its client sees them. */
@@ -306,8 +532,8 @@ int gt_http_server_entry(struct pt_regs *ctx)
 		if (published)
 			link_local_client(&conn, &st);
 	}
-	if (http1 && !(st.flags & GT_HTTP_EVENT_LINKED) && (cfg->flags & GT_HTTP_SERVER_READ_HEAD))
-		read_traceparent(cfg, st.resp, st.req, &st);
+	if (!(st.flags & GT_HTTP_EVENT_LINKED) && (cfg->flags & (GT_HTTP_SERVER_HEADER_HMAP | GT_HTTP_SERVER_HEADER_SWISS)))
+		read_traceparent(cfg, st.req, &st);
 	if (!(st.flags & (GT_HTTP_EVENT_TRACEPARENT | GT_HTTP_EVENT_LINKED)))
 		gt_new_root(&st.span);
 	gt_mark_entered(&key, GT_PAIRED_HTTP_SERVER);
@@ -325,9 +551,12 @@ int gt_http_server_entry(struct pt_regs *ctx)
 static __always_inline void finish_request(struct gt_http_server_config *cfg, struct gt_goroutine_key *key,
 					   __u32 bin_id, struct http_server_inflight *st, __u32 extra_flags)
 {
-	struct gt_http_server_event *ev = bpf_ringbuf_reserve(&gt_events, sizeof(*ev), 0);
+	/* an unsampled incoming parent is honoured: no span (its children on
+	 * this goroutine inherit the flag) */
+	bool sampled = st->span.flags & GT_SPAN_SAMPLED;
+	struct gt_http_server_event *ev = sampled ? bpf_ringbuf_reserve(&gt_events, sizeof(*ev), 0) : 0;
 	if (!ev) {
-		gt_count(GT_COUNTER_RINGBUF_FULL);
+		gt_count(sampled ? GT_COUNTER_RINGBUF_FULL : GT_COUNTER_NOT_SAMPLED);
 		bpf_map_delete_elem(&gt_http_server_inflight, key);
 		bpf_map_delete_elem(&gt_goroutine_spans, key);
 		return;
@@ -353,6 +582,36 @@ static __always_inline void finish_request(struct gt_http_server_config *cfg, st
 			ev->flags |= GT_HTTP_EVENT_H2_STATUS;
 	}
 	ev->status = status < 1000 ? (__u32)status : 0;
+	/* tracestate: the first header line only (dropping the members of
+	 * later lines is a truncation the spec allows), up to 512 bytes */
+	ev->tracestate_len = 0;
+	ev->proto_major = 0;
+	ev->proto_minor = 0;
+	if (cfg->flags & GT_HTTP_SERVER_PROTO) {
+		__s64 major = 0, minor = 0;
+		if (bpf_probe_read_user(&major, sizeof(major), (void *)(req + cfg->req_proto_major)) == 0 &&
+		    bpf_probe_read_user(&minor, sizeof(minor), (void *)(req + cfg->req_proto_minor)) == 0 &&
+		    major >= 0 && major < 10 && minor >= 0 && minor < 10) {
+			ev->proto_major = (__u16)major;
+			ev->proto_minor = (__u16)minor;
+		}
+	}
+	if (cfg->flags & GT_HTTP_SERVER_TLS) {
+		__u64 tls = 0;
+		if (go_read_ptr(req, cfg->req_tls, &tls) == 0)
+			ev->flags |= GT_HTTP_EVENT_TLS_KNOWN | (tls ? GT_HTTP_EVENT_TLS : 0);
+	}
+	if ((cfg->flags & GT_HTTP_SERVER_HIJACK) && st->resp && !(st->flags & GT_HTTP_EVENT_NOT_HTTP1)) {
+		__u64 conn = 0;
+		__u8 hijacked = 0;
+		if (go_read_ptr(st->resp, cfg->resp_conn, &conn) == 0 && conn &&
+		    bpf_probe_read_user(&hijacked, 1, (void *)(conn + cfg->conn_hijacked)) == 0 && hijacked)
+			ev->flags |= GT_HTTP_EVENT_HIJACKED;
+	}
+	if (st->tracestate_n > 0) {
+		__s64 n = go_read_string(st->tracestate, 0, ev->tracestate, GT_HTTP_TRACESTATE_MAX);
+		ev->tracestate_len = n > 0x7fffffff ? 0x7fffffff : (__s32)n;
+	}
 	if (ev->method_len < 0 || ev->path_len < 0)
 		gt_count(GT_COUNTER_READ_FAILED);
 

@@ -22,7 +22,7 @@ const TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';
 const PARENT = '00f067aa0ba902b7';
 const SPAN = 'a1b2c3d4e5f60718';
 
-function event(o: { method?: string; path?: string; host?: string; remote?: string; status?: number; remoteParent?: boolean; tgid?: number; pathLen?: number; flags?: number }): Buffer {
+function event(o: { method?: string; path?: string; host?: string; remote?: string; status?: number; remoteParent?: boolean; tgid?: number; pathLen?: number; flags?: number; tracestate?: string; tracestateLen?: number; proto?: [number, number] }): Buffer {
   const method = o.method ?? 'GET';
   const path = o.path ?? '/x';
   const host = o.host ?? '127.0.0.1:8080';
@@ -49,6 +49,10 @@ function event(o: { method?: string; path?: string; host?: string; remote?: stri
     path: field(path, HttpLimits.GT_HTTP_PATH_MAX),
     host: field(host, HttpLimits.GT_HTTP_HOST_MAX),
     remote: field(remote, HttpLimits.GT_HTTP_REMOTE_MAX),
+    tracestate_len: o.tracestate === undefined ? 0 : (o.tracestateLen ?? Buffer.byteLength(o.tracestate)),
+    proto_major: o.proto?.[0] ?? 1,
+    proto_minor: o.proto?.[1] ?? 1,
+    tracestate: field(o.tracestate ?? '', HttpLimits.GT_HTTP_TRACESTATE_MAX),
   }, buf, 8);
   return buf;
 }
@@ -67,14 +71,14 @@ function run(buf: Buffer, known = true): { spans: ReadableSpan[]; problems: stri
 }
 
 test('a request becomes one SERVER span with the HTTP semantic-convention attributes', () => {
-  const { spans } = run(event({ method: 'POST', path: '/api/orders', host: 'shop.example:8443', remote: '[::1]:40000', status: 201 }));
+  const { spans } = run(event({ method: 'POST', path: '/api/orders', host: 'shop.example:8443', remote: '[::1]:40000', status: 201, flags: HttpEventFlags.GT_HTTP_EVENT_TLS_KNOWN }));
   assert.equal(spans.length, 1);
   const s = spans[0]!;
   assert.equal(s.kind, SpanKind.SERVER);
   assert.equal(s.name, 'POST');
   assert.deepEqual(s.attributes, {
     'http.request.method': 'POST', 'url.path': '/api/orders', 'url.scheme': 'http', 'http.response.status_code': 201,
-    'server.address': 'shop.example', 'server.port': 8443, 'client.address': '::1', 'client.port': 40000,
+    'network.protocol.version': '1.1', 'server.address': 'shop.example', 'server.port': 8443, 'client.address': '::1', 'client.port': 40000,
   });
   assert.equal(s.status.code, SpanStatusCode.UNSET);
   assert.deepEqual(s.duration, [0, 2_500_000]);
@@ -124,4 +128,46 @@ test('host:port splitting', () => {
   assert.deepEqual(splitHostPort('example.com'), { host: 'example.com', port: undefined });
   assert.deepEqual(splitHostPort('[2001:db8::1]:443'), { host: '2001:db8::1', port: 443 });
   assert.deepEqual(splitHostPort('host:99999'), { host: 'host', port: undefined });
+});
+
+test('tracestate: carried on the span; a member cut by the probe\'s limit and invalid members are dropped', () => {
+  const s = run(event({ remoteParent: true, tracestate: 'congo=t61rcWkgMzE,rojo=00f067aa0ba902b7' })).spans[0]!;
+  assert.equal(s.spanContext().traceState?.serialize(), 'congo=t61rcWkgMzE,rojo=00f067aa0ba902b7');
+  // the header was longer than the probe copies: its last, partial member goes
+  const long = `a=${'x'.repeat(250)},b=${'y'.repeat(250)},c=${'z'.repeat(100)}`;
+  const cut = run(event({ remoteParent: true, tracestate: long, tracestateLen: long.length + 40 })).spans[0]!;
+  assert.equal(cut.spanContext().traceState?.serialize(), `a=${'x'.repeat(250)},b=${'y'.repeat(250)}`);
+  const bad = run(event({ remoteParent: true, tracestate: 'UPPER=1,ok=2' })).spans[0]!;
+  assert.equal(bad.spanContext().traceState?.get('ok'), '2');
+  assert.equal(bad.spanContext().traceState?.get('UPPER'), undefined);
+  assert.equal(run(event({ remoteParent: true })).spans[0]!.spanContext().traceState, undefined);
+});
+
+test('url.scheme from the connection: https over TLS, absent when unknown', () => {
+  const tls = HttpEventFlags.GT_HTTP_EVENT_TLS_KNOWN | HttpEventFlags.GT_HTTP_EVENT_TLS;
+  assert.equal(run(event({ flags: tls })).spans[0]!.attributes['url.scheme'], 'https');
+  assert.equal(run(event({ flags: HttpEventFlags.GT_HTTP_EVENT_TLS_KNOWN })).spans[0]!.attributes['url.scheme'], 'http');
+  assert.equal(run(event({})).spans[0]!.attributes['url.scheme'], undefined);
+});
+
+test('network.protocol.version from Request.ProtoMajor/ProtoMinor', () => {
+  assert.equal(run(event({ proto: [1, 0] })).spans[0]!.attributes['network.protocol.version'], '1.0');
+  assert.equal(run(event({ proto: [1, 1] })).spans[0]!.attributes['network.protocol.version'], '1.1');
+  assert.equal(run(event({ proto: [2, 0] })).spans[0]!.attributes['network.protocol.version'], '2');
+  assert.equal(run(event({ proto: [0, 0] })).spans[0]!.attributes['network.protocol.version'], undefined);
+});
+
+test('a hijacked connection: no made-up status', () => {
+  const s = run(event({ status: 0, flags: HttpEventFlags.GT_HTTP_EVENT_HIJACKED })).spans[0]!;
+  assert.equal(s.attributes['http.response.status_code'], undefined);
+  assert.equal(s.status.code, SpanStatusCode.UNSET);
+  // a status the handler set through the ResponseWriter before hijacking is the one recorded
+  assert.equal(run(event({ status: 101, flags: HttpEventFlags.GT_HTTP_EVENT_HIJACKED })).spans[0]!.attributes['http.response.status_code'], 101);
+});
+
+test('methods outside the semantic conventions\' set: _OTHER, span name HTTP', () => {
+  const s = run(event({ method: 'PROPFIND' })).spans[0]!;
+  assert.equal(s.name, 'HTTP');
+  assert.equal(s.attributes['http.request.method'], '_OTHER');
+  assert.equal(s.attributes['http.request.method_original'], 'PROPFIND');
 });

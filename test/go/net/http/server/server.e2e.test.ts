@@ -285,6 +285,9 @@ describe('net/http server probe, end to end', { skip }, () => {
     const text = (await httpRequest(url)).body;
     assert.match(text, /^gotrail_processes_traced \d+/m);
     assert.match(text, /^gotrail_events_total\{type="net\/http\/server"\} [1-9]\d*/m);
+    // event types without a probe are named too (the Go servers of this file were exec'd)
+    assert.match(text, /^gotrail_events_total\{type="process_exec"\} [1-9]\d*/m);
+    assert.doesNotMatch(text, /^gotrail_events_total\{type="type_\d+"\}/m);
     assert.match(text, /^gotrail_probe_runs_total\{program="gt_http_server_entry"\} [1-9]\d*/m);
     assert.match(text, /^gotrail_events_lost_total\{reason="ringbuf_full"\} 0$/m);
     // map sizes follow the command line, and their fill is reported

@@ -28,7 +28,7 @@ export const httpClientProbe: ProbeDescriptor = {
   goPackage: 'net/http',
   description: 'net/http client requests (CLIENT spans)',
   functions: [
-    { symbol: 'net/http.(*Transport).roundTrip', entryProgram: 'gt_http_client_entry', returnProgram: 'gt_http_client_return' },
+    { symbol: 'net/http.(*Transport).roundTrip', entryProgram: 'gt_http_client_entry', returnProgram: 'gt_http_client_return', absentMeans: 'this program never sends client requests through http.Transport' },
     // where the connection is known: publishes the span for a server on this node
     { symbol: 'net/http.(*persistConn).roundTrip', entryProgram: 'gt_http_client_conn', optional: 'traced servers on this node are not linked to these requests' },
   ],

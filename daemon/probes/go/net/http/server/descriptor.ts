@@ -3,6 +3,7 @@
  * the OpenTelemetry HTTP semantic conventions.
  */
 import { SpanKind, type Attributes } from '@opentelemetry/api';
+import { TraceState } from '@opentelemetry/core';
 import {
   EventType, HttpEventFlags, HttpServerFlags, HTTP_SERVER_EVENT_SIZE,
   decodeHttpServerEvent, encodeHttpServerConfig,
@@ -19,9 +20,23 @@ const F = {
   path: 'net/url.URL.Path',
   status: 'net/http.response.status',
   conn: 'net/http.response.conn',
-  bufr: 'net/http.conn.bufr',
-  buf: 'bufio.Reader.buf',
-  r: 'bufio.Reader.r',
+  header: 'net/http.Request.Header',
+  tls: 'net/http.Request.TLS',
+  protoMajor: 'net/http.Request.ProtoMajor',
+  protoMinor: 'net/http.Request.ProtoMinor',
+  hijacked: 'net/http.conn.hijackedv',
+  // the header map: runtime.hmap before Go 1.24, swiss tables (internal/runtime/maps) after
+  hmapCount: 'runtime.hmap.count',
+  hmapFlags: 'runtime.hmap.flags',
+  hmapB: 'runtime.hmap.B',
+  hmapBuckets: 'runtime.hmap.buckets',
+  hmapOldBuckets: 'runtime.hmap.oldbuckets',
+  mapUsed: 'internal/runtime/maps.Map.used',
+  mapDirPtr: 'internal/runtime/maps.Map.dirPtr',
+  mapDirLen: 'internal/runtime/maps.Map.dirLen',
+  tableGroups: 'internal/runtime/maps.table.groups',
+  groupsData: 'internal/runtime/maps.groupsReference.data',
+  groupsMask: 'internal/runtime/maps.groupsReference.lengthMask',
   rwc: 'net/http.conn.rwc',
   server: 'net/http.conn.server',
   // HTTP/2 was bundled into net/http until Go 1.27, then moved to net/http/internal/http2
@@ -31,9 +46,12 @@ const F = {
   h2Status: 'net/http/internal/http2.responseWriterState.status',
 } as const;
 
-const HEAD_FIELDS = [F.conn, F.bufr, F.buf, F.r];
+const HMAP_FIELDS = [F.hmapCount, F.hmapFlags, F.hmapB, F.hmapBuckets, F.hmapOldBuckets];
+const SWISS_FIELDS = [F.mapUsed, F.mapDirPtr, F.mapDirLen, F.tableGroups, F.groupsData, F.groupsMask];
+const HEADER_FIELDS = [F.header, ...HMAP_FIELDS, ...SWISS_FIELDS];
 const LINK_FIELDS = [F.conn, F.rwc, ...TCP_FIELDS];
 const HTTP1_CHECK_FIELDS = [F.conn, F.server];
+const PROTO_FIELDS = [F.protoMajor, F.protoMinor];
 const H2_FIELDS = [F.h2RwsBundled, F.h2StatusBundled, F.h2Rws, F.h2Status];
 
 
@@ -45,28 +63,41 @@ export const httpServerProbe: ProbeDescriptor = {
   goPackage: 'net/http',
   description: 'net/http server requests (SERVER spans)',
   functions: [
-    { symbol: 'net/http.serverHandler.ServeHTTP', entryProgram: 'gt_http_server_entry', returnProgram: 'gt_http_server_return' },
+    { symbol: 'net/http.serverHandler.ServeHTTP', entryProgram: 'gt_http_server_entry', returnProgram: 'gt_http_server_return', absentMeans: 'this program never serves requests with http.Server' },
     // the connection's deferred recover: ends the span of a handler that panicked
     { symbol: 'net/http.(*conn).serve.func1', entryProgram: 'gt_http_server_panic', optional: 'requests whose handler panics produce no span' },
   ],
   requiredFields: [F.method, F.url, F.host, F.remote, F.path, F.status],
-  optionalFields: [...new Set([...HEAD_FIELDS, ...LINK_FIELDS, ...HTTP1_CHECK_FIELDS, ...H2_FIELDS])],
-  alternativeFields: [[F.h2RwsBundled, F.h2Rws], [F.h2StatusBundled, F.h2Status]],
+  optionalFields: [...new Set([...HEADER_FIELDS, ...LINK_FIELDS, ...HTTP1_CHECK_FIELDS, ...H2_FIELDS, F.tls, ...PROTO_FIELDS, F.hijacked])],
+  alternativeFields: [
+    [F.h2RwsBundled, F.h2Rws], [F.h2StatusBundled, F.h2Status],
+    // a binary has one map implementation: either set walks the header map
+    [F.hmapCount, F.mapUsed], [F.hmapB, F.mapDirLen], [F.hmapBuckets, F.mapDirPtr],
+    [F.hmapFlags, F.tableGroups], [F.hmapOldBuckets, F.groupsData], [F.hmapBuckets, F.groupsMask],
+  ],
   optionalFieldEffects: {
     ...Object.fromEntries(H2_FIELDS.map((f) => [f, 'HTTP/2 responses carry no status code'])),
     [F.server]: 'HTTP/2 requests are not told from HTTP/1 ones, so their status code may be misread',
+    [F.tls]: 'url.scheme is not reported',
+    ...Object.fromEntries(PROTO_FIELDS.map((f) => [f, 'network.protocol.version is not reported for HTTP/1.x'])),
+    [F.hijacked]: 'a handler that hijacks the connection (WebSocket upgrades) is reported with status 200',
     ...Object.fromEntries(LINK_FIELDS.map((f) => [f, 'requests from traced clients on this node are not linked to them, and requests gotrail itself sent are traced'])),
-    ...Object.fromEntries(HEAD_FIELDS.map((f) => [f, 'incoming traceparent headers are not read'])),
+    ...Object.fromEntries(HEADER_FIELDS.map((f) => [f, 'incoming traceparent headers are not read'])),
   },
   configMap: 'gt_http_server_config',
   stateMaps: ['gt_http_server_inflight'],
   encodeConfig(o, missingOptional) {
-    const head = HEAD_FIELDS.every((f) => !missingOptional.includes(f));
+    const has = (f: string): boolean => o[f] !== undefined && !missingOptional.includes(f);
+    const swiss = has(F.header) && SWISS_FIELDS.every(has);
+    const hmap = !swiss && has(F.header) && HMAP_FIELDS.every(has);
     const link = LINK_FIELDS.every((f) => !missingOptional.includes(f));
     const check = HTTP1_CHECK_FIELDS.every((f) => !missingOptional.includes(f));
     const h2Rws = o[F.h2RwsBundled] ?? o[F.h2Rws];
     const h2Status = o[F.h2StatusBundled] ?? o[F.h2Status];
     const h2 = check && h2Rws !== undefined && h2Status !== undefined;
+    const tls = has(F.tls);
+    const proto = PROTO_FIELDS.every(has);
+    const hijack = check && has(F.hijacked);
     return encodeHttpServerConfig({
       req_method: o[F.method] ?? 0,
       req_url: o[F.url] ?? 0,
@@ -75,18 +106,32 @@ export const httpServerProbe: ProbeDescriptor = {
       url_path: o[F.path] ?? 0,
       resp_status: o[F.status] ?? 0,
       resp_conn: o[F.conn] ?? 0,
-      conn_bufr: o[F.bufr] ?? 0,
-      bufr_buf: o[F.buf] ?? 0,
-      bufr_r: o[F.r] ?? 0,
+      req_header: o[F.header] ?? 0,
+      map_count: (swiss ? o[F.mapUsed] : o[F.hmapCount]) ?? 0,
+      map_flags: o[F.hmapFlags] ?? 0,
+      map_b: o[F.hmapB] ?? 0,
+      map_buckets: (swiss ? o[F.mapDirPtr] : o[F.hmapBuckets]) ?? 0,
+      map_oldbuckets: o[F.hmapOldBuckets] ?? 0,
+      map_dir_len: o[F.mapDirLen] ?? 0,
+      table_groups: (o[F.tableGroups] ?? 0) + (o[F.groupsData] ?? 0),
+      table_mask: (o[F.tableGroups] ?? 0) + (o[F.groupsMask] ?? 0),
       conn_rwc: o[F.rwc] ?? 0,
       conn_server: o[F.server] ?? 0,
       h2_rws: h2Rws ?? 0,
       h2_status: h2Status ?? 0,
       flags: HttpServerFlags.GT_HTTP_SERVER_ENABLED
-        | (head ? HttpServerFlags.GT_HTTP_SERVER_READ_HEAD : 0)
+        | (hmap ? HttpServerFlags.GT_HTTP_SERVER_HEADER_HMAP : 0)
+        | (swiss ? HttpServerFlags.GT_HTTP_SERVER_HEADER_SWISS : 0)
         | (link ? HttpServerFlags.GT_HTTP_SERVER_LINK : 0)
         | (check ? HttpServerFlags.GT_HTTP_SERVER_CHECK_HTTP1 : 0)
-        | (h2 ? HttpServerFlags.GT_HTTP_SERVER_H2_STATUS : 0),
+        | (h2 ? HttpServerFlags.GT_HTTP_SERVER_H2_STATUS : 0)
+        | (tls ? HttpServerFlags.GT_HTTP_SERVER_TLS : 0)
+        | (proto ? HttpServerFlags.GT_HTTP_SERVER_PROTO : 0)
+        | (hijack ? HttpServerFlags.GT_HTTP_SERVER_HIJACK : 0),
+      req_tls: o[F.tls] ?? 0,
+      req_proto_major: o[F.protoMajor] ?? 0,
+      req_proto_minor: o[F.protoMinor] ?? 0,
+      conn_hijacked: o[F.hijacked] ?? 0,
       tcp: tcpOffsets(o),
     });
   },
@@ -101,18 +146,26 @@ export const httpServerProbe: ProbeDescriptor = {
     const path = goString(ev.path, ev.path_len);
     const panicked = (ev.flags & HttpEventFlags.GT_HTTP_EVENT_PANIC) !== 0;
     const http2 = (ev.flags & HttpEventFlags.GT_HTTP_EVENT_NOT_HTTP1) !== 0;
-    // a handler that wrote nothing answered 200 — unless it panicked (nothing
-    // was answered), or it is HTTP/2 and the status could not be read
-    const statusKnown = !http2 || (ev.flags & HttpEventFlags.GT_HTTP_EVENT_H2_STATUS) !== 0;
+    const hijacked = (ev.flags & HttpEventFlags.GT_HTTP_EVENT_HIJACKED) !== 0;
+    // A handler that wrote nothing answered 200 — unless it panicked (nothing
+    // was answered), hijacked the connection (it answered, e.g. 101, around
+    // the ResponseWriter: semconv sets the status only when one is known to
+    // have been sent), or it is HTTP/2 and the status could not be read. 1xx
+    // informational responses never reach the recorded status: net/http keeps
+    // the final one.
+    const statusKnown = !hijacked && (!http2 || (ev.flags & HttpEventFlags.GT_HTTP_EVENT_H2_STATUS) !== 0);
     const status = ev.status === 0 ? (panicked || !statusKnown ? undefined : 200) : ev.status;
+    const known = KNOWN_METHODS.has(method);
     const attributes: Attributes = {
-      'http.request.method': method,
+      'http.request.method': known ? method : '_OTHER',
       'url.path': path,
-      'url.scheme': 'http',
     };
+    if (!known) attributes['http.request.method_original'] = method;
+    if (ev.flags & HttpEventFlags.GT_HTTP_EVENT_TLS_KNOWN) attributes['url.scheme'] = ev.flags & HttpEventFlags.GT_HTTP_EVENT_TLS ? 'https' : 'http';
     if (status !== undefined) attributes['http.response.status_code'] = status;
     if (panicked) attributes['error.type'] = 'panic';
-    if (http2) attributes['network.protocol.version'] = '2';
+    const version = http2 ? '2' : protocolVersion(ev.proto_major, ev.proto_minor);
+    if (version) attributes['network.protocol.version'] = version;
     const host = splitHostPort(goString(ev.host, ev.host_len));
     if (host.host) attributes['server.address'] = host.host;
     if (host.port !== undefined) attributes['server.port'] = host.port;
@@ -120,9 +173,14 @@ export const httpServerProbe: ProbeDescriptor = {
     if (client.host) attributes['client.address'] = client.host;
     if (client.port !== undefined) attributes['client.port'] = client.port;
     if (ev.path_len > ev.path.length) attributes['gotrail.url.path.truncated'] = true;
+    // more distinct header names than the probe searches, none of those searched a traceparent
+    if (ev.flags & HttpEventFlags.GT_HTTP_EVENT_HEADERS_UNSEARCHED) attributes['gotrail.traceparent.unsearched'] = true;
 
     emitProbeSpan(ctx, {
-      name: method,
+      traceState: incomingTraceState(ev.tracestate, ev.tracestate_len),
+      // semconv: "{method} {http.route}" where the route is known (not yet
+      // read), else the method; "HTTP" for methods outside the known set
+      name: known ? method : 'HTTP',
       kind: SpanKind.SERVER,
       span: ev.span,
       start_ns: ev.start_ns,
@@ -134,3 +192,25 @@ export const httpServerProbe: ProbeDescriptor = {
     });
   },
 };
+
+/**
+ * The incoming tracestate (the first header line, as many bytes as the probe
+ * carries) as a validated TraceState: members that do not parse are dropped,
+ * as is a member cut by the probe's limit; undefined when nothing is left.
+ */
+export function incomingTraceState(bytes: Buffer, len: number): TraceState | undefined {
+  if (len <= 0) return undefined;
+  let raw = bytes.subarray(0, Math.min(len, bytes.length)).toString('latin1');
+  if (len > bytes.length) raw = raw.slice(0, Math.max(0, raw.lastIndexOf(',')));
+  const ts = new TraceState(raw);
+  return ts.serialize() ? ts : undefined;
+}
+
+/** The methods HTTP semantic conventions name (RFC 9110, RFC 5789); others are reported as `_OTHER`. */
+const KNOWN_METHODS = new Set(['CONNECT', 'DELETE', 'GET', 'HEAD', 'OPTIONS', 'PATCH', 'POST', 'PUT', 'TRACE']);
+
+/** `network.protocol.version` from Request.ProtoMajor/ProtoMinor: `1.0`, `1.1`, `2`, `3`; undefined when unknown. */
+export function protocolVersion(major: number, minor: number): string | undefined {
+  if (major === 0) return undefined;
+  return major >= 2 && minor === 0 ? String(major) : `${major}.${minor}`;
+}

@@ -1,0 +1,18 @@
+// Command inspect-grpc serves gRPC, a library gotrail has no probe for yet.
+package main
+
+import (
+	"fmt"
+	"net"
+
+	"google.golang.org/grpc"
+)
+
+func main() {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(grpc.NewServer().Serve(ln))
+}

@@ -1,0 +1,3 @@
+module example.com/gotrail/inspect-no-http
+
+go 1.19

@@ -1,0 +1,3 @@
+module example.com/gotrail/inspect-server-only
+
+go 1.19
