@@ -153,6 +153,10 @@ export interface GoTypes {
   readonly layout: string;
   /** Descriptors walked. */
   readonly typeCount: number;
+  /** Virtual addresses `[types, etypes)` the descriptors and names lie in. */
+  readonly range: { start: number; end: number };
+  /** Virtual address of the module data. */
+  readonly moduledata: number;
   /** Named struct types, by qualified name. */
   readonly structs: ReadonlyMap<string, GoStructType>;
   /** Offsets of `pkg.Struct.field` names. */
@@ -338,9 +342,13 @@ class Reader {
     const structs = this.#structs;
     const layout = L.name;
     const typeCount = this.#infos.size;
+    const range = { start: this.#types, end: this.#etypes };
+    const moduledata = this.#md;
     return {
       layout,
       typeCount,
+      range,
+      moduledata,
       structs,
       fieldOffsets(wanted: readonly string[]): GoTypesFieldResult {
         const r: GoTypesFieldResult = { offsets: new Map(), absent: [], structNotFound: [] };
