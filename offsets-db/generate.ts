@@ -19,6 +19,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { openGoBinary } from '../daemon/analysis/go-binary.ts';
 import { isUnknown } from '../daemon/offsets/schema.ts';
 import type { FieldHistory, OffsetsFile } from '../daemon/offsets/schema.ts';
 import { mustSemver } from '../daemon/offsets/version.ts';
@@ -84,6 +85,35 @@ function runGenerator(generator: string, binary: string, fields: string[], src: 
   return JSON.parse(out) as GeneratorOutput;
 }
 
+/**
+ * Per module and field, the builds whose Go type metadata gave the field (the
+ * same offset as their DWARF, else marked as differing): COVERAGE.md's
+ * "From type metadata" column.
+ */
+const fromTypes = new Map<string, Map<string, string[]>>();
+
+function recordTypeMetadata(module: string, binary: string, out: GeneratorOutput, label: string): void {
+  let perField = fromTypes.get(module);
+  if (perField === undefined) fromTypes.set(module, (perField = new Map()));
+  const b = openGoBinary(binary);
+  let given: Map<string, number>;
+  try {
+    given = b.goTypes().fieldOffsets(Object.keys(out.offsets)).offsets;
+  } catch (err) {
+    log(`${module} ${label}: type metadata unreadable: ${(err as Error).message}`);
+    given = new Map();
+  } finally {
+    b.close();
+  }
+  for (const [f, off] of Object.entries(out.offsets)) {
+    const t = given.get(f);
+    if (t === undefined) continue;
+    const list = perField.get(f) ?? [];
+    list.push(t === off ? label : `${label} DIFFERS (${t}, DWARF ${off})`);
+    perField.set(f, list);
+  }
+}
+
 function observationsFrom(out: GeneratorOutput, version: string, source: string, what: string): Map<string, Observation> {
   if (out.structNotFound.length > 0) {
     throw new Error(`${what}: the probe program does not link the structs of ${out.structNotFound.join(', ')}; extend "keep" in offsets-db/fields.ts`);
@@ -116,6 +146,7 @@ function stdObservations(spec: ModuleFields, toolchains: GoToolchain[], generato
       throw new Error(`std: binary built with ${tc.version} reports ${out.goVersion}`);
     }
     const obs = observationsFrom(out, tc.version.replace(/^go/, ''), `dwarf:${tc.version}`, `std ${tc.version}`);
+    recordTypeMetadata('std', join(dir, 'probe'), out, tc.version);
     for (const f of fields) {
       const o = obs.get(f);
       if (o !== undefined) all.get(f)!.push(o);
@@ -190,6 +221,7 @@ function moduleObservations(spec: ModuleFields, generator: string): Map<string, 
       throw new Error(`${spec.module}: asked for v${version} but the binary links ${linked ?? 'no version of it'} (minimal version selection raised it?)`);
     }
     const obs = observationsFrom(out, version, `dwarf:${tc.version}`, `${spec.module}@v${version}`);
+    recordTypeMetadata(spec.module, join(dir, 'probe'), out, version);
     for (const f of fields) {
       const o = obs.get(f);
       if (o !== undefined) all.get(f)!.push(o);
@@ -274,6 +306,7 @@ function coverageMarkdown(modules: Array<{ module: string; reports: FieldReport[
     `DWARF read from binaries built here with ${toolchains.map((t) => t.version).join(', ')}.` +
       (refUsed ? ` Other versions from the reference data (\`${REFERENCE_SOURCE}\`).` : ' No reference data was used.'),
     'A range names where its fact comes from; see README.md ("How ranges are built") for how far a fact reaches.',
+    '"From type metadata" names the builds whose Go type metadata (read at run time from any binary, stripped or not) gave the field, with the offset DWARF gave; a build it is missing from has the field, but the struct is not reachable from that program\'s type descriptors.',
     '',
   ];
   for (const { module, reports, versions } of modules) {
@@ -288,7 +321,7 @@ function coverageMarkdown(modules: Array<{ module: string; reports: FieldReport[
         '',
       );
     }
-    out.push('| Field | Covered | Unknown | Checked by DWARF | DWARF vs reference (same version / same minor line) | Ranges: since → offset (source) |', '|---|---|---|---|---|---|');
+    out.push('| Field | Covered | Unknown | Checked by DWARF | From type metadata | DWARF vs reference (same version / same minor line) | Ranges: since → offset (source) |', '|---|---|---|---|---|---|---|');
     for (const r of reports) {
       const h = r.history;
       const unknown = h.ranges.map((e, i) => (isUnknown(e) ? span(h, i, isStd) : '')).filter((s) => s !== '');
@@ -297,7 +330,7 @@ function coverageMarkdown(modules: Array<{ module: string; reports: FieldReport[
         .join('<br>');
       const checked = r.dwarf.map((d) => (isStd ? d.source.replace(/^dwarf:/, '') : d.version)).join(', ') || '—';
       out.push(
-        `| \`${r.field}\` | ${h.ranges[0]!.since} – ${h.verifiedUpTo} | ${unknown.length === 0 ? '—' : unknown.join(', ')} | ${checked} | ${crossCheck(r, isStd)} | ${ranges} |`,
+        `| \`${r.field}\` | ${h.ranges[0]!.since} – ${h.verifiedUpTo} | ${unknown.length === 0 ? '—' : unknown.join(', ')} | ${checked} | ${fromTypes.get(module)?.get(r.field)?.join(', ') || '—'} | ${crossCheck(r, isStd)} | ${ranges} |`,
       );
     }
     out.push('');

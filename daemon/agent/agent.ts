@@ -664,6 +664,7 @@ export class Agent implements MetricsSource {
       programs: rt?.obj.programStats() ?? [],
       maps,
       attachFailures: this.attach?.stats.attachFailures ?? 0,
+      offsetDisagreements: this.attach?.stats.offsetDisagreements ?? {},
       probeUnavailable: this.attach?.unavailableByProbe() ?? {},
       execToAttach: this.drainExecToAttach(),
       lifecycle: {

@@ -10,7 +10,7 @@ import type { BpfRuntime } from './bpf-runtime.ts';
 import { FileFlags } from '../generated/layouts.ts';
 import { fileInfoOf, fileKeyOf } from './file-identity.ts';
 import { LruCache } from '../util/lru.ts';
-import { planBinaryAt, type BinaryPlan } from './binary-plan.ts';
+import { planBinaryAt, planDisagreements, type BinaryPlan } from './binary-plan.ts';
 import type { ProbeDescriptor } from '../probes/types.ts';
 import type { Logger } from '../util/log.ts';
 
@@ -55,6 +55,8 @@ export interface AttachedBinary {
 export interface AttachStats {
   binariesAnalysed: number;
   attachFailures: number;
+  /** Binaries analysed whose offset sources (DWARF, type metadata, database) disagreed, per field. */
+  offsetDisagreements: Record<string, number>;
 }
 
 export interface AttachmentOptions {
@@ -89,7 +91,7 @@ export class AttachmentManager {
   private readonly retiredSites = new Map<string, Set<number>>();
   private readonly freeIds: number[] = [];
   private nextId = 1;
-  readonly stats: AttachStats = { binariesAnalysed: 0, attachFailures: 0 };
+  readonly stats: AttachStats = { binariesAnalysed: 0, attachFailures: 0, offsetDisagreements: {} };
   private readonly planCache = new LruCache<string, { plan?: BinaryPlan; error?: string; path?: string }>(PLAN_CACHE_MAX);
   private readonly rt: BpfRuntime;
   private readonly probes: readonly ProbeDescriptor[];
@@ -320,6 +322,13 @@ export class AttachmentManager {
     this.stats.binariesAnalysed++;
     const r = planBinaryAt(path, this.probes);
     const entry = { plan: r.plan, error: r.error?.message, path: exe };
+    // Two sources of one binary giving different offsets is a bug in one of
+    // them (or a layout change they read differently): say so, loudly.
+    for (const d of r.plan ? planDisagreements(r.plan) : []) {
+      this.stats.offsetDisagreements[d.field] = (this.stats.offsetDisagreements[d.field] ?? 0) + 1;
+      const says = Object.entries(d.offsets).map(([k, v]) => `${k} ${v}`).join(', ');
+      this.log.warn('offset sources disagree', { path: exe, field: d.field, offsets: says, using: d.chosen });
+    }
     // A failure is a fact about the binary only if its process outlived the
     // analysis: a process that exits mid-read leaves a truncated or vanished
     // file behind, and the next process of the binary must be analysed anew.

@@ -6,7 +6,7 @@
  */
 import { openGoBinary, GoBinaryError, type GoBinary } from '../analysis/go-binary.ts';
 import { loadDwarfSections, readStructOffsets } from '../offsets/dwarf.ts';
-import { resolveOffsets } from '../offsets/resolve.ts';
+import { resolveOffsets, type OffsetDisagreement, type OffsetSourceKind } from '../offsets/resolve.ts';
 import type { ProbeDescriptor } from '../probes/types.ts';
 
 export const GOID_FIELD = 'runtime.g.goid';
@@ -32,6 +32,16 @@ export interface ProbePlan {
   offsets: Record<string, number>;
   offsetSources: Record<string, string>;
   missingOptional: string[];
+  /** Fields whose offset differs between DWARF, type metadata and the database (the first of those wins). */
+  disagreements: OffsetDisagreement[];
+}
+
+/** The binary's own sources of struct offsets, read once per binary. */
+export interface OffsetInputs {
+  dwarf?: Map<string, number>;
+  types?: Map<string, number>;
+  /** Restrict resolution to one source (`gotrail inspect --offsets-from`). */
+  only?: OffsetSourceKind;
 }
 
 export interface BinaryPlan {
@@ -43,6 +53,16 @@ export interface BinaryPlan {
   pie: boolean;
   functionSource: 'symtab' | 'pclntab';
   goidOffset?: number;
+  /** Source of {@link BinaryPlan.goidOffset}. */
+  goidSource?: string;
+  /** Layout the Go type metadata was read with (`go1.20`), when it was read. */
+  typesLayout?: string;
+  /** Why the Go type metadata could not be used (offsets then come from DWARF or the database). */
+  typesError?: string;
+  /** Milliseconds spent reading the type metadata. */
+  typesMs?: number;
+  /** Disagreements over runtime.g.goid (probe fields are in each probe's plan). */
+  disagreements: OffsetDisagreement[];
   /** Set when nothing can attach to this binary at all. */
   reason?: string;
   probes: ProbePlan[];
@@ -79,8 +99,23 @@ function packageLinked(bin: GoBinary, pkg: string): boolean {
   return false;
 }
 
-export function planProbe(bin: GoBinary, probe: ProbeDescriptor, dwarf: Map<string, number> | undefined, goidOffset: number | undefined): ProbePlan {
-  const plan: ProbePlan = { probe, attachable: false, degraded: [], unverified: [], sites: [], offsets: {}, offsetSources: {}, missingOptional: [] };
+function typeOffsets(bin: GoBinary, wanted: string[]): { offsets?: Map<string, number>; layout?: string; error?: string; ms: number } {
+  const t0 = performance.now();
+  try {
+    const types = bin.goTypes();
+    return { offsets: types.fieldOffsets(wanted).offsets, layout: types.layout, ms: performance.now() - t0 };
+  } catch (e) {
+    return { error: (e as Error).message, ms: performance.now() - t0 };
+  }
+}
+
+function emptyPlan(probe: ProbeDescriptor): ProbePlan {
+  return { probe, attachable: false, degraded: [], unverified: [], sites: [], offsets: {}, offsetSources: {}, missingOptional: [], disagreements: [] };
+}
+
+export function planProbe(bin: GoBinary, probe: ProbeDescriptor, inputs: OffsetInputs | Map<string, number> | undefined, goidOffset: number | undefined): ProbePlan {
+  const plan = emptyPlan(probe);
+  const src: OffsetInputs = inputs instanceof Map ? { dwarf: inputs } : (inputs ?? {});
   const version = moduleVersion(bin, probe.module);
   if (!version) {
     plan.reason = probe.module === 'std' ? 'no Go version in the binary' : `module ${probe.module} is not linked into this binary`;
@@ -118,10 +153,11 @@ export function planProbe(bin: GoBinary, probe: ProbeDescriptor, dwarf: Map<stri
     }
   }
   const fields = [...probe.requiredFields, ...probe.optionalFields];
-  const res = resolveOffsets({ module: probe.module, version, fields }, { dwarf });
+  const res = resolveOffsets({ module: probe.module, version, fields }, src);
   plan.offsets = res.offsets;
   plan.offsetSources = res.source;
   plan.unverified = res.unverified;
+  plan.disagreements = res.disagreements;
   const missingRequired = res.missing.filter((m) => probe.requiredFields.includes(m.field));
   if (missingRequired.length) {
     plan.reason = missingRequired.map((m) => m.reason).join('; ');
@@ -144,7 +180,12 @@ export function planProbe(bin: GoBinary, probe: ProbeDescriptor, dwarf: Map<stri
   return plan;
 }
 
-export function planBinary(bin: GoBinary, probes: readonly ProbeDescriptor[]): BinaryPlan {
+/**
+ * Plans every probe on `bin`. Offsets come from the binary's DWARF, then its
+ * Go type metadata, then the offsets database; `opts.only` limits them to one
+ * source.
+ */
+export function planBinary(bin: GoBinary, probes: readonly ProbeDescriptor[], opts: { only?: OffsetSourceKind } = {}): BinaryPlan {
   const plan: BinaryPlan = {
     path: bin.path,
     goVersion: bin.goVersion,
@@ -153,32 +194,50 @@ export function planBinary(bin: GoBinary, probes: readonly ProbeDescriptor[]): B
     hasDwarf: bin.hasDwarf,
     pie: bin.pie,
     functionSource: bin.functionSource,
+    disagreements: [],
     probes: [],
   };
   const unsupported = goVersionSupported(bin.goVersion);
   const wanted = [GOID_FIELD, ...probes.flatMap((p) => [...p.requiredFields, ...p.optionalFields])];
-  const dw = unsupported ? {} : dwarfOffsets(bin, wanted);
-  const goid = resolveOffsets({ module: 'std', version: bin.goVersion, fields: [GOID_FIELD] }, { dwarf: dw.offsets });
+  const only = opts.only;
+  const dw = unsupported || only === 'types' || only === 'db' ? {} : dwarfOffsets(bin, wanted);
+  const ty = unsupported || only === 'dwarf' || only === 'db' ? undefined : typeOffsets(bin, wanted);
+  if (ty) {
+    if (ty.layout !== undefined) plan.typesLayout = ty.layout;
+    if (ty.error !== undefined) plan.typesError = ty.error;
+    plan.typesMs = ty.ms;
+  }
+  const inputs: OffsetInputs = { ...(dw.offsets ? { dwarf: dw.offsets } : {}), ...(ty?.offsets ? { types: ty.offsets } : {}), ...(only ? { only } : {}) };
+  const goid = resolveOffsets({ module: 'std', version: bin.goVersion, fields: [GOID_FIELD] }, inputs);
   plan.goidOffset = goid.offsets[GOID_FIELD];
+  if (goid.source[GOID_FIELD] !== undefined) plan.goidSource = goid.source[GOID_FIELD];
+  plan.disagreements = goid.disagreements;
   for (const probe of probes) {
     if (unsupported) {
-      plan.probes.push({ probe, attachable: false, reason: unsupported, degraded: [], unverified: [], sites: [], offsets: {}, offsetSources: {}, missingOptional: [] });
+      plan.probes.push({ ...emptyPlan(probe), reason: unsupported });
       continue;
     }
-    const p = planProbe(bin, probe, dw.offsets, plan.goidOffset);
-    if (dw.error) p.degraded.push(`DWARF unreadable, offsets from the database: ${dw.error}`);
+    const p = planProbe(bin, probe, inputs, plan.goidOffset);
+    if (dw.error) p.degraded.push(`DWARF unreadable, offsets from the type metadata or the database: ${dw.error}`);
     plan.probes.push(p);
   }
   if (unsupported) plan.reason = unsupported;
   return plan;
 }
 
+/** Every disagreement of a plan (runtime.g.goid and each probe's fields), each field once. */
+export function planDisagreements(plan: BinaryPlan): OffsetDisagreement[] {
+  const seen = new Map<string, OffsetDisagreement>();
+  for (const d of [...plan.disagreements, ...plan.probes.flatMap((p) => p.disagreements)]) if (!seen.has(d.field)) seen.set(d.field, d);
+  return [...seen.values()];
+}
+
 /** Opens and plans a binary; analysis errors become a plan with a reason instead of an exception. */
-export function planBinaryAt(path: string, probes: readonly ProbeDescriptor[]): { plan?: BinaryPlan; error?: GoBinaryError | Error } {
+export function planBinaryAt(path: string, probes: readonly ProbeDescriptor[], opts: { only?: OffsetSourceKind } = {}): { plan?: BinaryPlan; error?: GoBinaryError | Error } {
   let bin: GoBinary | undefined;
   try {
     bin = openGoBinary(path);
-    return { plan: planBinary(bin, probes) };
+    return { plan: planBinary(bin, probes, opts) };
   } catch (e) {
     return { error: e as Error };
   } finally {

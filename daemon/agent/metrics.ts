@@ -23,6 +23,8 @@ export interface MetricsSnapshot {
   programs: Array<{ name: string; runCount: bigint; runTimeNs: bigint }>;
   maps: Array<{ name: string; entries: number; capacity: number }>;
   attachFailures: number;
+  /** per field: binaries whose offset sources (DWARF, type metadata, database) gave different offsets */
+  offsetDisagreements?: Record<string, number>;
   /** per probe: binaries in use on which it could not attach (reasons in the log and in `gotrail inspect`) */
   probeUnavailable: Record<string, number>;
   /** exec-to-attach samples (seconds) since the last snapshot */
@@ -91,6 +93,9 @@ export function createMetrics(source: MetricsSource): Registry {
   });
   gauge('gotrail_bpf_map_fill_ratio', 'How full each BPF hash map is (entries / capacity)', ['map'], (g, s) => {
     for (const m of s.maps) g.set({ map: m.name }, m.capacity ? m.entries / m.capacity : 0);
+  });
+  counter('gotrail_offset_disagreements_total', 'Binaries analysed whose offset sources (DWARF, Go type metadata, offsets database) gave different offsets for a field (DWARF, then type metadata, is used; the log names the binary)', ['field'], (set, s) => {
+    for (const [f, n] of Object.entries(s.offsetDisagreements ?? {})) set({ field: f }, n);
   });
   gauge('gotrail_probe_unavailable_binaries', 'Recently seen Go binaries on which a probe cannot attach (the log and gotrail inspect say why)', ['probe'], (g, s) => {
     for (const [p, n] of Object.entries(s.probeUnavailable)) g.set({ probe: p }, n);

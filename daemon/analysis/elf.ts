@@ -394,6 +394,21 @@ export class ElfFile {
     return found;
   }
 
+  /** Position-independent (ELF type DYN): pointers may be left for the dynamic linker to fill in. */
+  get isPositionIndependent(): boolean {
+    return this.type === ET_DYN;
+  }
+
+  /** Every R_X86_64_RELATIVE relocation: address → value the dynamic linker stores there. */
+  relativeRelocations(): Map<number, number> {
+    const out = new Map<number, number>();
+    this.#forEachRelative((offset, addend) => {
+      out.set(offset, addend);
+      return true;
+    });
+    return out;
+  }
+
   /** Addresses that R_X86_64_RELATIVE relocations set to `target`. */
   relativeRelocationsTo(target: number): number[] {
     const out: number[] = [];

@@ -16,6 +16,8 @@ import { GoBinaryError, hex } from './errors.ts';
 import { FunctionIndex } from './functions.ts';
 import type { FunctionSource, GoFunction } from './functions.ts';
 import { addressAfterStackCheck, retAddresses } from './instructions.ts';
+import { readGoTypes } from './go-types.ts';
+import type { GoTypes } from './go-types.ts';
 import { findPclntab } from './pclntab.ts';
 import type { Pclntab } from './pclntab.ts';
 
@@ -23,6 +25,8 @@ export { GoBinaryError } from './errors.ts';
 export type { GoBinaryErrorCode } from './errors.ts';
 export type { GoModule } from './buildinfo.ts';
 export type { GoFunction, FunctionSource } from './functions.ts';
+export { GoTypesError } from './go-types.ts';
+export type { GoTypes, GoStructType, GoStructField, GoTypesErrorCode } from './go-types.ts';
 
 /** Longest function body {@link GoBinary.retSites} will decode; Go's largest functions are a few hundred KiB. */
 const MAX_FUNCTION_SIZE = 64 << 20;
@@ -95,6 +99,12 @@ export interface GoBinary {
    * directory gives the version it was required at.
    */
   moduleVersion(modulePath: string): string | undefined;
+  /**
+   * The named struct types of the binary's Go type metadata (read on the
+   * first call, then cached; see go-types.ts). Throws {@link GoTypesError}
+   * when the metadata cannot be read or does not fit the Go version's layout.
+   */
+  goTypes(): GoTypes;
   /** Every function of the lookup table, in table order (for tooling; reads names from the file). */
   functions(): IterableIterator<GoFunction>;
   /** Closes the file. Further calls throw `IO`. Idempotent. */
@@ -166,7 +176,7 @@ function analyse(elf: ElfFile): GoBinary {
   // A symbol table with local symbols stripped (strip --strip-unneeded)
   // lacks many Go functions; the pclntab never does.
   const index = symtab && symtab.count >= pclntab.nfunc ? symtab : FunctionIndex.fromPclntab(elf, pclntab);
-  return new AnalysedBinary(elf, info, pclntab, index, symtab !== undefined);
+  return new AnalysedBinary(elf, info, pclntab, index, symtab !== undefined, (name) => symbols.get(name));
 }
 
 class AnalysedBinary implements GoBinary {
@@ -185,11 +195,23 @@ class AnalysedBinary implements GoBinary {
   readonly pclntabLocation: string;
   readonly #elf: ElfFile;
   readonly #index: FunctionIndex;
+  readonly #pclntab: Pclntab;
+  readonly #symbol: (name: string) => number | undefined;
+  #types: GoTypes | Error | undefined;
   #closed = false;
 
-  constructor(elf: ElfFile, info: ReturnType<typeof parseModInfo>, pclntab: Pclntab, index: FunctionIndex, hasSymtab: boolean) {
+  constructor(
+    elf: ElfFile,
+    info: ReturnType<typeof parseModInfo>,
+    pclntab: Pclntab,
+    index: FunctionIndex,
+    hasSymtab: boolean,
+    symbol: (name: string) => number | undefined,
+  ) {
     this.#elf = elf;
     this.#index = index;
+    this.#pclntab = pclntab;
+    this.#symbol = symbol;
     this.path = elf.path;
     this.goVersion = info.goVersion;
     if (info.mainPackage !== undefined) this.mainPackage = info.mainPackage;
@@ -252,6 +274,19 @@ class AnalysedBinary implements GoBinary {
     // version is the best description of that code there is.
     const r = mod.replace;
     return r && r.version !== '' && !isLocalPath(r.path) ? r.version : mod.version;
+  }
+
+  goTypes(): GoTypes {
+    this.#checkOpen();
+    this.#types ??= ((): GoTypes | Error => {
+      try {
+        return readGoTypes(this.#elf, this.#pclntab, this.goVersion, this.#symbol);
+      } catch (err) {
+        return err as Error;
+      }
+    })();
+    if (this.#types instanceof Error) throw this.#types;
+    return this.#types;
   }
 
   *functions(): IterableIterator<GoFunction> {

@@ -241,9 +241,20 @@ function readPointer(elf: ElfFile, vaddr: number): number | undefined {
 }
 
 function moduledataText(elf: ElfFile, t: Pclntab, symbol: SymbolLookup): number | undefined {
+  const md = findModuledata(elf, t, symbol);
+  return md === undefined ? undefined : readModuledataText(elf, t, md);
+}
+
+/**
+ * Address of the module data (`runtime.firstmoduledata`) whose first two
+ * words point at this pclntab's header and function-name table: from the
+ * symbol or the `.go.module` section (Go 1.26+), else by searching writable
+ * data for a pointer to the header (or, where the linker left it zero on
+ * disk, a relocation to it). Undefined if none is found.
+ */
+export function findModuledata(elf: ElfFile, t: Pclntab, symbol: SymbolLookup): number | undefined {
   for (const md of moduledataCandidates(elf, symbol)) {
-    const v = readModuledataText(elf, t, md);
-    if (v !== undefined) return v;
+    if (readModuledataText(elf, t, md) !== undefined) return md;
   }
   // Stripped and no .go.module: find the pointer to our header in writable data.
   const want = Buffer.alloc(8);
@@ -258,15 +269,13 @@ function moduledataText(elf: ElfFile, t: Pclntab, symbol: SymbolLookup): number 
       const view = buf.subarray(pos, pos + len);
       for (let i = view.indexOf(want); i >= 0; i = view.indexOf(want, i + 1)) {
         if ((seg.vaddr + base + i) % 8 !== 0) continue;
-        const v = readModuledataText(elf, t, seg.vaddr + base + i);
-        if (v !== undefined) return v;
+        if (readModuledataText(elf, t, seg.vaddr + base + i) !== undefined) return seg.vaddr + base + i;
       }
     }
   }
   // Linkers that leave relocated words zero on disk (lld) still name them in relocations.
   for (const md of elf.relativeRelocationsTo(t.vaddr)) {
-    const v = readModuledataText(elf, t, md);
-    if (v !== undefined) return v;
+    if (readModuledataText(elf, t, md) !== undefined) return md;
   }
   return undefined;
 }

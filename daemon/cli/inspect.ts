@@ -4,7 +4,8 @@
  */
 import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { planBinaryAt, type BinaryPlan } from '../agent/binary-plan.ts';
+import { planBinaryAt, planDisagreements, type BinaryPlan } from '../agent/binary-plan.ts';
+import type { OffsetSourceKind } from '../offsets/resolve.ts';
 import { probes } from '../probes/registry.ts';
 import { untracedLibraries } from '../probes/untraced.ts';
 import { CliError, EXIT } from './exit-codes.ts';
@@ -35,16 +36,20 @@ function kernelLines(k: KernelView | undefined): string[] {
   ];
 }
 
-export const inspectHelp = `Usage: gotrail inspect <binary|pid> [--json]
+export const inspectHelp = `Usage: gotrail inspect <binary|pid> [--json] [--offsets-from dwarf|types|db]
 
 Analyses a Go executable (or the executable of a running process) and shows
 its Go version, modules, whether it is stripped or has DWARF, and for every
 probe whether it would attach: the functions and sites it would probe, the
-offsets it would use and where they come from, or exactly why it would not.
+offsets it would use and where they come from — (dwarf) the binary's debug
+information, (types) the Go type metadata every Go binary carries, (db) the
+offsets database — or exactly why it would not. Sources that disagree on an
+offset are listed (the first in that order is used).
 
 Options:
-  --json       machine-readable output
-  -h, --help   this help
+  --json                  machine-readable output
+  --offsets-from SOURCE   resolve offsets from this source only: dwarf, types or db
+  -h, --help              this help
 
 Exit codes: 0 at least one probe would attach; 1 not a readable Go binary;
 2 usage; 4 a Go binary on which no probe would attach.
@@ -60,6 +65,9 @@ export function planToJson(plan: BinaryPlan, kernel?: KernelView): unknown {
     pie: plan.pie,
     functionSource: plan.functionSource,
     goidOffset: plan.goidOffset ?? null,
+    goidSource: plan.goidSource ?? null,
+    typeMetadata: { layout: plan.typesLayout ?? null, error: plan.typesError ?? null, ms: plan.typesMs ?? null },
+    disagreements: planDisagreements(plan),
     reason: plan.reason ?? null,
     modules: plan.modules,
     untracedLibraries: untracedLibraries(plan.modules, probes),
@@ -81,9 +89,13 @@ export function renderPlan(plan: BinaryPlan, kernel?: KernelView): string {
   lines.push(`binary:     ${plan.path}`);
   lines.push(`go:         ${plan.goVersion}`);
   lines.push(`stripped:   ${plan.stripped ? 'yes (functions from pclntab)' : 'no'}`);
-  lines.push(`dwarf:      ${plan.hasDwarf ? 'yes (offsets read from it)' : 'no (offsets from the database)'}`);
+  lines.push(`dwarf:      ${plan.hasDwarf ? 'yes (offsets read from it)' : 'no'}`);
+  lines.push(`types:      ${plan.typesError !== undefined ? `unusable: ${plan.typesError}` : plan.typesLayout !== undefined ? `Go type metadata read (${plan.typesLayout} layout, ${plan.typesMs?.toFixed(0)} ms)` : 'not read'}`);
   lines.push(`pie:        ${plan.pie ? 'yes' : 'no'}`);
-  lines.push(`goid:       ${plan.goidOffset !== undefined ? `runtime.g.goid at +${plan.goidOffset}` : 'unknown'}`);
+  lines.push(`goid:       ${plan.goidOffset !== undefined ? `runtime.g.goid at +${plan.goidOffset} (${plan.goidSource ?? '?'})` : 'unknown'}`);
+  for (const d of planDisagreements(plan)) {
+    lines.push(`DISAGREEMENT ${d.field}: ${Object.entries(d.offsets).map(([k, v]) => `${k} says ${v}`).join(', ')}; using ${d.chosen}`);
+  }
   if (plan.modules.length) {
     lines.push('modules:');
     for (const m of plan.modules) lines.push(`  ${m.path} ${m.version}`);
@@ -112,16 +124,24 @@ export function renderPlan(plan: BinaryPlan, kernel?: KernelView): string {
 }
 
 export async function runInspect(argv: string[], out: (s: string) => void): Promise<number> {
-  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } });
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { json: { type: 'boolean' }, 'offsets-from': { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+  });
   if (values.help) {
     out(inspectHelp);
     return EXIT.OK;
+  }
+  const from = values['offsets-from'];
+  if (from !== undefined && from !== 'dwarf' && from !== 'types' && from !== 'db') {
+    throw new CliError(`--offsets-from takes dwarf, types or db, not ${JSON.stringify(from)}\n\n${inspectHelp}`, EXIT.USAGE);
   }
   if (positionals.length !== 1) throw new CliError(`inspect takes one binary path or pid\n\n${inspectHelp}`, EXIT.USAGE);
   const target = positionals[0]!;
   const path = /^\d+$/.test(target) ? `/proc/${target}/exe` : target;
   if (!existsSync(path)) throw new CliError(/^\d+$/.test(target) ? `no process ${target} (or its executable is not readable)` : `${target}: no such file`, EXIT.FAILED);
-  const { plan, error } = planBinaryAt(path, probes);
+  const { plan, error } = planBinaryAt(path, probes, from ? { only: from as OffsetSourceKind } : {});
   if (!plan) throw new CliError(`${target}: ${error?.message ?? 'analysis failed'}`, EXIT.FAILED);
   const kernel = await kernelView();
   out(values.json ? JSON.stringify(planToJson(plan, kernel), null, 2) + '\n' : renderPlan(plan, kernel));

@@ -1,7 +1,10 @@
 /**
  * Run-time resolution of struct-field offsets for one binary: DWARF of the
- * binary when it has it, else the offsets database, under the rules written
- * down in offsets-db/README.md ("Resolution rules"). Resolution never throws:
+ * binary when it has it, then the binary's Go type metadata, then the offsets
+ * database, under the rules written down in offsets-db/README.md
+ * ("Resolution rules"). Sources that give different offsets for one field are
+ * reported in `disagreements` (the first source in that order still wins).
+ * Resolution never throws:
  * whatever cannot be resolved is returned in `missing` with a reason, so the
  * caller can disable exactly the probes that need it.
  */
@@ -32,12 +35,19 @@ export interface ResolveRequest {
 }
 
 /** Where a resolved offset came from. */
-export type OffsetSource = 'dwarf' | 'db' | 'db-extrapolated';
+export type OffsetSource = 'dwarf' | 'types' | 'db' | 'db-extrapolated';
+
+/** A source `resolveOffsets` can be limited to. */
+export type OffsetSourceKind = 'dwarf' | 'types' | 'db';
 
 /** Options for {@link resolveOffsets}. */
 export interface ResolveOptions {
-  /** Offsets read from the binary's own DWARF (see readStructOffsets); they win over the database. Default: none. */
+  /** Offsets read from the binary's own DWARF (see readStructOffsets); they win over everything else. Default: none. */
   dwarf?: Map<string, number>;
+  /** Offsets read from the binary's Go type metadata (analysis/go-types.ts); they win over the database. Default: none. */
+  types?: Map<string, number>;
+  /** Resolve from this source alone (for comparing sources). Default: all, in the order dwarf, types, db. */
+  only?: OffsetSourceKind;
   /** Use this database instead of loading `offsets-db/<module>.json`. Default: load from {@link ResolveOptions.dbDir}. */
   db?: OffsetsFile | null;
   /** Directory holding the data files. Default: the repository's `offsets-db/`. */
@@ -50,8 +60,19 @@ export interface MissingOffset {
   reason: string;
 }
 
+/** One field for which two sources of one binary gave different offsets. */
+export interface OffsetDisagreement {
+  field: string;
+  /** The offset each source gave (db: exact or carried forward). */
+  offsets: Partial<Record<OffsetSourceKind, number>>;
+  /** The source whose offset was used. */
+  chosen: OffsetSourceKind;
+}
+
 /** Outcome of {@link resolveOffsets}. */
 export interface ResolveResult {
+  /** Fields on which the sources disagree; empty when they agree or only one had the field. */
+  disagreements: OffsetDisagreement[];
   offsets: Record<string, number>;
   missing: MissingOffset[];
   /** Resolved fields whose offset was not checked for this exact version (extrapolated, pre-release, untagged commit). */
@@ -145,11 +166,18 @@ function extrapolate(h: FieldHistory): Lookup {
   return { ok: true, offset: r.offset, extrapolated: true };
 }
 
-/** A tagged release (or a version treated as one). */
-function atRelease(h: FieldHistory, v: Semver): Lookup {
+/**
+ * A tagged release (or a version treated as one). With `minorLine` (the
+ * standard library), a patch release newer than `verifiedUpTo` but of the
+ * same minor line has the layout of `verifiedUpTo`: Go changes no struct
+ * layout in patch releases (of the 15 standard-library layout changes in the
+ * reference data, 1.19.0–1.27.0 with every patch release, none is in one).
+ */
+function atRelease(h: FieldHistory, v: Semver, minorLine = false): Lookup {
   const upTo = mustSemver(h.verifiedUpTo);
   if (compareSemver(v, upTo) > 0) {
     if (v.major !== upTo.major) return { ok: false, why: `major version ${v.major} differs from the data's ${upTo.major}` };
+    if (minorLine && v.minor === upTo.minor) return atRelease(h, upTo);
     return extrapolate(h);
   }
   const i = entryIndex(h, v);
@@ -183,8 +211,8 @@ function planFor(module: string, version: string): FieldPlan | { error: string }
   const v = parsed.version;
   if (module === 'std') {
     // Go pre-releases are cut from the release branch: their layout is that of X.Y.0.
-    if (v.pre.length > 0) return { lookup: (h) => atRelease(h, release(v)), alwaysUnverified: true };
-    return { lookup: (h) => atRelease(h, v), alwaysUnverified: false };
+    if (v.pre.length > 0) return { lookup: (h) => atRelease(h, release(v), true), alwaysUnverified: true };
+    return { lookup: (h) => atRelease(h, v, true), alwaysUnverified: false };
   }
   const pseudo = parsed.pseudo;
   if (pseudo !== null) {
@@ -203,54 +231,73 @@ function planFor(module: string, version: string): FieldPlan | { error: string }
 /**
  * Resolves the offsets of `req.fields` for one module version of one binary.
  *
- * DWARF offsets given in `opts.dwarf` win. Other fields come from the
- * database: exactly or inside a known range → `db`; newer than the field's
- * `verifiedUpTo` → carried forward (`db-extrapolated`, listed in `unverified`)
- * only when the last {@link STABLE_MINOR_LINES} minor release lines all had
- * one offset; otherwise the field is `missing`, with a reason such as
+ * Order: DWARF offsets given in `opts.dwarf`, then type-metadata offsets in
+ * `opts.types`, then the database: exactly or inside a known range → `db`
+ * (for the standard library, a newer patch of the newest known minor line
+ * counts as that line); newer than the field's `verifiedUpTo` → carried
+ * forward (`db-extrapolated`, listed in `unverified`) only when the last
+ * {@link STABLE_MINOR_LINES} minor release lines all had one offset;
+ * otherwise the field is `missing`, with a reason such as
  * `no offset for net/http.response.status at go1.30.1 (known up to 1.27.3; …)`.
+ * Every source available is consulted, so that `disagreements` lists the
+ * fields on which they differ. `opts.only` restricts resolution to one source.
  */
 export function resolveOffsets(req: ResolveRequest, opts: ResolveOptions = {}): ResolveResult {
-  const out: ResolveResult = { offsets: {}, missing: [], unverified: [], source: {} };
-  let db: OffsetsFile | null | undefined = opts.db;
+  const out: ResolveResult = { offsets: {}, missing: [], unverified: [], source: {}, disagreements: [] };
+  const only = opts.only;
+  const dwarf = only === undefined || only === 'dwarf' ? opts.dwarf : undefined;
+  const types = only === undefined || only === 'types' ? opts.types : undefined;
+  const useDb = only === undefined || only === 'db';
+  let db: OffsetsFile | null | undefined = useDb ? opts.db : null;
   let dbError: string | undefined;
-  const needDb = req.fields.some((f) => !opts.dwarf?.has(f));
-  if (db === undefined && needDb) {
+  if (db === undefined) {
     const loaded = loadOffsetsDb(req.module, opts.dbDir);
     db = loaded.db;
     dbError = loaded.error;
   }
-  const plan = needDb ? planFor(req.module, req.version) : null;
+  const plan = useDb ? planFor(req.module, req.version) : null;
 
   for (const field of req.fields) {
-    const fromDwarf = opts.dwarf?.get(field);
-    if (fromDwarf !== undefined) {
-      out.offsets[field] = fromDwarf;
-      out.source[field] = 'dwarf';
-      continue;
-    }
     const prefix = `no offset for ${field} at ${req.version}`;
-    if (db === null || db === undefined) {
-      out.missing.push({ field, reason: `${prefix} (${dbError ?? `no offsets database for module ${req.module}`})` });
+    const fromDwarf = dwarf?.get(field);
+    const fromTypes = types?.get(field);
+    let fromDb: { offset: number; extrapolated: boolean } | undefined;
+    let dbWhy: string;
+    const h = db?.fields[field];
+    if (!useDb) {
+      dbWhy = `${prefix} (${only === 'dwarf' ? 'no DWARF, or the field is not in it' : 'not in the type metadata'}; resolving from ${only} only)`;
+    } else if (db === null || db === undefined) {
+      dbWhy = `${prefix} (${dbError ?? `no offsets database for module ${req.module}`})`;
+    } else if (h === undefined) {
+      dbWhy = `${prefix} (field not in the offsets database of ${req.module})`;
+    } else if (plan === null || 'error' in plan) {
+      dbWhy = `${prefix} (known up to ${h.verifiedUpTo}; ${plan?.error ?? 'no version'})`;
+    } else {
+      const r = plan.lookup(h);
+      if (r.ok) {
+        fromDb = { offset: r.offset, extrapolated: r.extrapolated };
+        dbWhy = '';
+      } else {
+        dbWhy = `${prefix} (known up to ${h.verifiedUpTo}; ${r.why})`;
+      }
+    }
+    const given: Partial<Record<OffsetSourceKind, number>> = {};
+    if (fromDwarf !== undefined) given.dwarf = fromDwarf;
+    if (fromTypes !== undefined) given.types = fromTypes;
+    if (fromDb !== undefined) given.db = fromDb.offset;
+    const chosen: OffsetSourceKind | undefined = fromDwarf !== undefined ? 'dwarf' : fromTypes !== undefined ? 'types' : fromDb !== undefined ? 'db' : undefined;
+    if (chosen === undefined) {
+      out.missing.push({ field, reason: dbWhy });
       continue;
     }
-    const h = db.fields[field];
-    if (h === undefined) {
-      out.missing.push({ field, reason: `${prefix} (field not in the offsets database of ${req.module})` });
-      continue;
+    if (new Set(Object.values(given)).size > 1) out.disagreements.push({ field, offsets: given, chosen });
+    out.offsets[field] = given[chosen]!;
+    if (chosen === 'db') {
+      out.source[field] = fromDb!.extrapolated ? 'db-extrapolated' : 'db';
+      if (fromDb!.extrapolated || (plan !== null && !('error' in plan) && plan.alwaysUnverified)) out.unverified.push(field);
+    } else {
+      out.source[field] = chosen;
     }
-    if (plan === null || 'error' in plan) {
-      out.missing.push({ field, reason: `${prefix} (known up to ${h.verifiedUpTo}; ${plan?.error ?? 'no version'})` });
-      continue;
-    }
-    const r = plan.lookup(h);
-    if (!r.ok) {
-      out.missing.push({ field, reason: `${prefix} (known up to ${h.verifiedUpTo}; ${r.why})` });
-      continue;
-    }
-    out.offsets[field] = r.offset;
-    out.source[field] = r.extrapolated ? 'db-extrapolated' : 'db';
-    if (r.extrapolated || plan.alwaysUnverified) out.unverified.push(field);
   }
   return out;
 }

@@ -57,38 +57,92 @@ describe('gotrail inspect', () => {
       assert.ok(p.sites.every((s: any) => s.fileOffsets.length > 0));
     });
 
-    test(`${tc}: stripped binary — functions from pclntab, offsets from the database`, () => {
+    test(`${tc}: stripped binary — functions from pclntab, offsets from the type metadata, the database agreeing`, () => {
       const r = inspect(goBin(tc, 'stripped'), '--json');
       assert.equal(r.code, 0, r.err);
       assert.equal(r.json.stripped, true);
       assert.equal(r.json.dwarf, false);
       assert.equal(r.json.functionSource, 'pclntab');
+      assert.equal(r.json.typeMetadata.error, null);
+      assert.deepEqual(r.json.disagreements, []);
       const p = r.json.probes.find((x: any) => x.id === 'net/http/server');
       assert.equal(p.attachable, true);
-      assert.equal(p.offsets['net/http.response.status'].source, 'db');
+      assert.deepEqual(p.degraded, [], 'traceparent, node-local linking and HTTP/2 status all available');
+      for (const [f, o] of Object.entries<any>(p.offsets)) assert.equal(o.source, 'types', f);
+      // Each source alone, side by side: the same offsets.
+      const db = inspect(goBin(tc, 'stripped'), '--json', '--offsets-from', 'db').json.probes.find((x: any) => x.id === 'net/http/server');
+      const plainDwarf = inspect(goBin(tc, 'plain'), '--json', '--offsets-from', 'dwarf').json.probes.find((x: any) => x.id === 'net/http/server');
+      const offsets = (q: any): Record<string, number> => Object.fromEntries(Object.entries<any>(q.offsets).map(([k, v]) => [k, v.offset]));
+      assert.deepEqual(offsets(db), offsets(p));
+      assert.deepEqual(offsets(plainDwarf), offsets(p));
+      assert.ok(Object.values<any>(db.offsets).every((o) => o.source === 'db'));
+      assert.ok(Object.values<any>(plainDwarf.offsets).every((o) => o.source === 'dwarf'));
+      assert.match(inspect(goBin(tc, 'stripped')).out, /offset net\/http\.response\.status = \d+ \(types\)/);
       // the same sites as the unstripped build of the same toolchain
       const plain = inspect(goBin(tc, 'plain'), '--json').json.probes[0].sites;
       assert.deepEqual(p.sites.map((s: any) => s.fileOffsets.length), plain.map((s: any) => s.fileOffsets.length));
     });
   }
 
-  test('a Go version past the database: the affected probe alone is disabled, the others attach unverified', () => {
+  test('a Go version past the database: offsets from the type metadata, every probe attaches; the database alone disables the server probe', () => {
     const bin = join(work, 'httpserver-go1.30');
-    withGoVersion(goBin('go1.26', 'stripped'), bin, 'go1.26.8', 'go1.30.1');
+    withGoVersion(goBin('go1.27', 'stripped'), bin, 'go1.27.3', 'go1.30.1');
     const r = inspect(bin, '--json');
-    assert.equal(r.code, 0, `exit 0: a probe still attaches\n${r.out}${r.err}`);
+    assert.equal(r.code, 0, r.err);
     assert.equal(r.json.goVersion, 'go1.30.1');
+    assert.equal(r.json.typeMetadata.layout, 'go1.27', 'the newest known layout, validated');
+    assert.equal(r.json.goidSource, 'types');
     const server = r.json.probes.find((x: any) => x.id === 'net/http/server');
-    assert.equal(server.attachable, false);
-    assert.match(server.reason, /net\/http\.response\.status/);
-    assert.match(server.reason, /go1\.30\.1/);
-    const client = r.json.probes.find((x: any) => x.id === 'net/http/client');
+    assert.equal(server.attachable, true, server.reason);
+    assert.deepEqual(server.degraded, []);
+    assert.deepEqual(server.unverified, []);
+    for (const [f, o] of Object.entries<any>(server.offsets)) assert.equal(o.source, 'types', f);
+    assert.equal(server.offsets['net/http.response.status'].offset, 128);
+
+    // The database alone cannot say (it knows up to go1.27.3): the affected probe alone is disabled.
+    const dbOnly = inspect(bin, '--json', '--offsets-from', 'db');
+    assert.equal(dbOnly.code, 0, `exit 0: a probe still attaches\n${dbOnly.out}${dbOnly.err}`);
+    const s2 = dbOnly.json.probes.find((x: any) => x.id === 'net/http/server');
+    assert.equal(s2.attachable, false);
+    assert.match(s2.reason, /net\/http\.response\.status/);
+    assert.match(s2.reason, /go1\.30\.1/);
+    const client = dbOnly.json.probes.find((x: any) => x.id === 'net/http/client');
     assert.equal(client.attachable, true, 'fields stable over the last releases are carried forward');
     assert.ok(client.unverified.length > 0, 'and marked unverified');
-    const text = inspect(bin);
+    const text = inspect(bin, '--offsets-from', 'db');
     assert.match(text.out, /✘ net\/http\/server/);
     assert.match(text.out, /not attachable: .*net\/http\.response\.status.*go1\.30\.1/);
     assert.match(text.out, /✔ net\/http\/client/);
+  });
+
+  test('a patch release past the database (go1.27.4): the database covers its minor line', () => {
+    const bin = join(work, 'httpserver-go1.27.4');
+    withGoVersion(goBin('go1.27', 'stripped'), bin, 'go1.27.3', 'go1.27.4');
+    const r = inspect(bin, '--json', '--offsets-from', 'db');
+    assert.equal(r.code, 0, r.err);
+    const server = r.json.probes.find((x: any) => x.id === 'net/http/server');
+    assert.equal(server.attachable, true, server.reason);
+    assert.equal(server.offsets['net/http.response.status'].offset, 128);
+    assert.equal(server.offsets['net/http.response.status'].source, 'db');
+    assert.deepEqual(server.unverified, []);
+  });
+
+  test('a binary whose recorded version lies about its layout: type metadata refused (detected), DWARF and database disagreement reported', () => {
+    // A go1.26 build claiming go1.27.3: read with the go1.27 layout, its type metadata does not fit.
+    const bin = join(work, 'httpserver-go1.26-as-1.27');
+    withGoVersion(goBin('go1.26', 'plain'), bin, 'go1.26.8', 'go1.27.3');
+    const r = inspect(bin, '--json');
+    assert.equal(r.code, 0, r.err);
+    assert.equal(r.json.typeMetadata.layout, null);
+    assert.match(r.json.typeMetadata.error, /type metadata: .*go1\.27 layout/);
+    const d = r.json.disagreements.find((x: any) => x.field === 'net/http.response.status');
+    assert.deepEqual(d, { field: 'net/http.response.status', offsets: { dwarf: 120, db: 128 }, chosen: 'dwarf' });
+    const server = r.json.probes.find((x: any) => x.id === 'net/http/server');
+    assert.equal(server.offsets['net/http.response.status'].offset, 120);
+    const text = inspect(bin);
+    assert.match(text.out, /types: +unusable: .*LAYOUT|types: +unusable: .*layout/);
+    assert.match(text.out, /DISAGREEMENT net\/http\.response\.status: dwarf says 120, db says 128; using dwarf/);
+    assert.equal(inspect(bin, '--offsets-from', 'nowhere').code, 2);
   });
 
   test('a live process by pid', async () => {

@@ -118,6 +118,24 @@ for (const version of TEST_VERSIONS) {
       assert.deepEqual(r.unverified, []);
       assert.deepEqual(sorted(r.missing.map((m) => m.field)), sorted(FIELDS.filter((f) => !expected.has(f))));
     });
+
+    test(`grpc v${version}, ${tc.version}, stripped: the Go type metadata gives the DWARF offsets, or the field is listed unreachable`, (t) => {
+      const b = moduleProbeBinary(spec, version, tc, true);
+      if ('skip' in b) return t.skip(b.skip);
+      const expected = dwarfTruth(version, tc);
+      const bin = openGoBinary(b.binary);
+      let types: ReturnType<ReturnType<typeof bin.goTypes>['fieldOffsets']>;
+      try {
+        types = bin.goTypes().fieldOffsets(FIELDS);
+      } finally {
+        bin.close();
+      }
+      for (const [f, off] of types.offsets) assert.equal(off, expected.get(f), `${f}: types ${off}, DWARF ${expected.get(f)}`);
+      const unreachable = [...expected.keys()].filter((f) => !types.offsets.has(f));
+      // A field the type metadata has must be one DWARF has: the two never disagree on existence.
+      for (const f of types.absent) assert.equal(expected.has(f), false, `${f} absent from its struct's descriptor but in DWARF`);
+      console.log(`# grpc v${version} ${tc.version}: ${types.offsets.size} of ${expected.size} fields from type metadata; unreachable: ${unreachable.map((f) => f.replace(`${GRPC}/`, '')).join(', ') || 'none'}`);
+    });
   }
 }
 

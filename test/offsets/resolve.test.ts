@@ -88,7 +88,42 @@ test('go1.22 means 1.22.0; GOEXPERIMENT suffixes are ignored', () => {
 
 test('newer than verifiedUpTo and stable over the last 3 minor lines: carried forward, unverified', () => {
   resolved(one('go1.30.1', 'p.S.stable'), 'p.S.stable', 24, 'db-extrapolated', true);
-  resolved(one('go1.27.4', 'p.S.stable'), 'p.S.stable', 24, 'db-extrapolated', true);
+});
+
+test('a standard-library patch release newer than verifiedUpTo resolves as its minor line (README: a fact covers its whole minor line)', () => {
+  resolved(one('go1.27.4', 'p.S.stable'), 'p.S.stable', 24, 'db', false);
+  // Changed at 1.27.0: the offset of the 1.27 line, not a refusal.
+  resolved(one('go1.27.4', 'p.S.changed'), 'p.S.changed', 128, 'db', false);
+  resolved(one('go1.27.12', 'p.S.changed'), 'p.S.changed', 128, 'db', false);
+  resolved(one('go1.27rc1', 'p.S.changed'), 'p.S.changed', 128, 'db', true);
+  // The next minor line is not covered by it.
+  missing(one('go1.28.0', 'p.S.changed'), 'p.S.changed', /not stable over the last 3 minor releases/);
+});
+
+test('DWARF, then type metadata, then the database; disagreements are reported, the first source wins', () => {
+  const r = resolveOffsets(
+    { module: 'std', version: 'go1.27.3', fields: ['p.S.stable', 'p.S.changed', 'p.S.gap'] },
+    { db: std, dwarf: new Map([['p.S.stable', 24]]), types: new Map([['p.S.stable', 24], ['p.S.changed', 136], ['p.S.gap', 80]]) },
+  );
+  assert.deepEqual(r.source, { 'p.S.stable': 'dwarf', 'p.S.changed': 'types', 'p.S.gap': 'types' });
+  assert.deepEqual(r.offsets, { 'p.S.stable': 24, 'p.S.changed': 136, 'p.S.gap': 80 });
+  assert.deepEqual(r.disagreements, [{ field: 'p.S.changed', offsets: { types: 136, db: 128 }, chosen: 'types' }]);
+  const d = resolveOffsets({ module: 'std', version: 'go1.27.3', fields: ['p.S.stable'] }, { db: std, dwarf: new Map([['p.S.stable', 16]]), types: new Map([['p.S.stable', 24]]) });
+  assert.deepEqual(d.disagreements, [{ field: 'p.S.stable', offsets: { dwarf: 16, types: 24, db: 24 }, chosen: 'dwarf' }]);
+  assert.equal(d.offsets['p.S.stable'], 16);
+});
+
+test('one source only: the others are ignored, and what it lacks is missing', () => {
+  const opts = { db: std, dwarf: new Map([['p.S.stable', 16]]), types: new Map([['p.S.changed', 136]]) };
+  const req = { module: 'std', version: 'go1.30.1', fields: ['p.S.stable', 'p.S.changed'] };
+  const t = resolveOffsets(req, { ...opts, only: 'types' });
+  assert.deepEqual(t.offsets, { 'p.S.changed': 136 });
+  assert.match(t.missing[0]!.reason, /not in the type metadata; resolving from types only/);
+  const w = resolveOffsets(req, { ...opts, only: 'dwarf' });
+  assert.deepEqual(w.offsets, { 'p.S.stable': 16 });
+  const b = resolveOffsets(req, { ...opts, only: 'db' });
+  assert.deepEqual(b.source, { 'p.S.stable': 'db-extrapolated' });
+  assert.deepEqual(b.disagreements, []);
 });
 
 test('newer than verifiedUpTo and changed within the last 3 minor lines: missing, with the reason', () => {
