@@ -194,6 +194,13 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
   if (values.kubernetes !== 'auto' && values.kubernetes !== 'off') throw new CliError(`--kubernetes: expected auto or off, got "${values.kubernetes}"`, EXIT.USAGE);
   checkEnvironment();
 
+  // Signals are taken from here on: one arriving during start-up stops the
+  // agent once it has started, instead of killing it half-way (Node's
+  // default action when no listener is registered yet).
+  let requestStop = (): void => {};
+  const stopRequested = new Promise<void>((resolve) => (requestStop = resolve));
+  process.once('SIGINT', () => requestStop());
+  process.once('SIGTERM', () => requestStop());
   const log = createLogger(values['log-level']);
   const bsp = exportConfig.batcher;
   if (bsp.maxExportBatchSize > bsp.maxQueueSize) {
@@ -236,12 +243,8 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
     maxQueueSize: bsp.maxQueueSize, maxExportBatchSize: bsp.maxExportBatchSize, scheduledDelayMillis: bsp.scheduledDelayMillis,
     exportTimeoutMillis: bsp.exportTimeoutMillis, maxConcurrentExports: bsp.maxConcurrentExports,
   });
-  await new Promise<void>((resolve) => {
-    const stop = (): void => resolve();
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
-    if (duration) setTimeout(stop, duration * 1000).unref();
-  });
+  if (duration) setTimeout(requestStop, duration * 1000).unref();
+  await stopRequested;
   log.info('stopping');
   await metrics?.close();
   await agent.stop();
