@@ -18,6 +18,7 @@ import type { FunctionSource, GoFunction } from './functions.ts';
 import { addressAfterStackCheck, retAddresses } from './instructions.ts';
 import { findPclntab } from './pclntab.ts';
 import type { Pclntab } from './pclntab.ts';
+import { dwarfSectionsOf, type DwarfSections } from '../offsets/dwarf.ts';
 
 export { GoBinaryError } from './errors.ts';
 export type { GoBinaryErrorCode } from './errors.ts';
@@ -95,6 +96,12 @@ export interface GoBinary {
    * directory gives the version it was required at.
    */
   moduleVersion(modulePath: string): string | undefined;
+  /**
+   * The DWARF sections struct offsets are read from, decompressed, taken from
+   * this already-open file; null without DWARF. Throws `DwarfError` (from
+   * the offsets reader) naming the section when one is malformed.
+   */
+  dwarfSections(): DwarfSections | null;
   /** Every function of the lookup table, in table order (for tooling; reads names from the file). */
   functions(): IterableIterator<GoFunction>;
   /** Closes the file. Further calls throw `IO`. Idempotent. */
@@ -262,6 +269,11 @@ class AnalysedBinary implements GoBinary {
       if (next.done) return;
       yield next.value;
     }
+  }
+
+  dwarfSections(): DwarfSections | null {
+    this.#checkOpen();
+    return this.hasDwarf ? dwarfSectionsOf(this.#elf) : null;
   }
 
   close(): void {
