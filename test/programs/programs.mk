@@ -32,7 +32,7 @@ flags_pie := -buildmode=pie
 PROGRAMS_FRAGMENT := $(GO_OUT)/programs.mk
 $(PROGRAMS_FRAGMENT): $(PROGRAMS_DIR) $(PROGRAMS_TS) $(wildcard $(PROGRAMS_DIR)/*/go.mod $(PROGRAMS_DIR)/*/program.conf $(PROGRAMS_DIR)/*/)
 	@mkdir -p $(dir $@)
-	$(NODE) $(PROGRAMS_TS) --make $(PROGRAMS_DIR) > $@.tmp && mv $@.tmp $@
+	@$(NODE) $(PROGRAMS_TS) --make $(PROGRAMS_DIR) > $@.tmp && mv $@.tmp $@
 -include $(PROGRAMS_FRAGMENT)
 
 $(foreach p,$(SETUP_PROGRAMS),$(foreach t,$(toolchains_$(p)),$(foreach v,$(variants_$(p)),\
