@@ -5,7 +5,7 @@
  * use the same reasons.
  */
 import { openGoBinary, GoBinaryError, type GoBinary } from '../analysis/go-binary.ts';
-import { loadDwarfSections, readStructOffsets } from '../offsets/dwarf.ts';
+import { readStructOffsets } from '../offsets/dwarf.ts';
 import { resolveOffsets, type OffsetDisagreement, type OffsetSourceKind } from '../offsets/resolve.ts';
 import type { ProbeDescriptor } from '../probes/types.ts';
 
@@ -85,7 +85,7 @@ function moduleVersion(bin: GoBinary, module: string): string | undefined {
 function dwarfOffsets(bin: GoBinary, wanted: string[]): { offsets?: Map<string, number>; error?: string } {
   if (!bin.hasDwarf) return {};
   try {
-    const sections = loadDwarfSections(bin.path);
+    const sections = bin.dwarfSections();
     if (!sections) return {};
     return { offsets: readStructOffsets(sections, wanted) };
   } catch (e) {

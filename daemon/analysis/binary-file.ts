@@ -19,11 +19,23 @@ export class BinaryFile {
   readonly path: string;
   readonly size: number;
   #fd: number | undefined;
+  /** The bytes of an in-memory image ({@link BinaryFile.fromImage}), read instead of a file. */
+  #image: Buffer | undefined;
+  #closed = false;
 
-  private constructor(path: string, fd: number, size: number) {
+  private constructor(path: string, fd: number | undefined, size: number, image?: Buffer) {
     this.path = path;
     this.#fd = fd;
     this.size = size;
+    this.#image = image;
+  }
+
+  /**
+   * An ELF image already in memory, read through the same bounds checks as a
+   * file; `name` stands for the path in error messages. The image is not copied.
+   */
+  static fromImage(name: string, image: Buffer): BinaryFile {
+    return new BinaryFile(name, undefined, image.length, image);
   }
 
   /** Opens `path` for reading; throws `IO` if it cannot be opened or is not a regular file. */
@@ -91,6 +103,11 @@ export class BinaryFile {
   }
 
   private fill(buf: Buffer, offset: number, what: string): void {
+    if (this.#closed) this.fail('IO', `read of ${what} after close`);
+    if (this.#image !== undefined) {
+      this.#image.copy(buf, 0, offset, offset + buf.length);
+      return;
+    }
     if (this.#fd === undefined) this.fail('IO', `read of ${what} after close`);
     let done = 0;
     while (done < buf.length) {
@@ -116,6 +133,7 @@ export class BinaryFile {
 
   /** Releases the file descriptor; further reads throw `IO`. Idempotent. */
   close(): void {
+    this.#closed = true;
     if (this.#fd === undefined) return;
     const fd = this.#fd;
     this.#fd = undefined;

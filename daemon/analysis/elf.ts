@@ -122,7 +122,7 @@ export class ElfFile {
       if (head.length > 0 && magic.subarray(0, head.length).equals(head)) file.fail('TRUNCATED', `ELF header cut short (${head.length} bytes)`);
       file.fail('NOT_ELF', `not an ELF file (${head.length} bytes)`);
     }
-    if (!head.subarray(0, 4).equals(magic)) file.fail('NOT_ELF', 'not an ELF file (no ELF magic)');
+    if (!head.subarray(0, 4).equals(magic)) file.fail('NOT_ELF', 'not an ELF file (bad magic)');
     if (head.length < 6) file.fail('TRUNCATED', `ELF header cut short (${head.length} bytes)`);
     if (head[4] !== 2) file.fail('UNSUPPORTED_ARCH', head[4] === 1 ? '32-bit ELF is not supported (amd64 only)' : `unknown ELF class ${head[4]}`);
     if (head[5] !== 1) file.fail('UNSUPPORTED_ARCH', head[5] === 2 ? 'big-endian ELF is not supported (amd64 only)' : `unknown ELF data encoding ${head[5]}`);
@@ -275,6 +275,8 @@ export class ElfFile {
   /**
    * Contents of a section, decompressed if it is SHF_COMPRESSED (zlib, or
    * zstd where this Node.js supports it) or an old-style `.zdebug_*` section.
+   * Throws `CORRUPT` for a malformed compression header or stream, or a
+   * declared size above 1 GiB; `TRUNCATED` for contents past the end of the file.
    */
   sectionData(sec: SectionHeader): Buffer {
     const raw = this.rawSection(sec);
@@ -285,7 +287,9 @@ export class ElfFile {
       const size = this.file.u64(raw, 8, `${what} uncompressed size`);
       return this.#decompress(chType === 1 ? 'zlib' : chType === 2 ? 'zstd' : `type ${chType}`, raw.subarray(24), size, what);
     }
-    if (sec.name.startsWith('.zdebug_') && raw.length >= 12 && raw.toString('latin1', 0, 4) === 'ZLIB') {
+    if (sec.name.startsWith('.zdebug_')) {
+      // The legacy GNU form: "ZLIB", the uncompressed size (8 bytes, big-endian), a zlib stream.
+      if (raw.length < 12 || raw.toString('latin1', 0, 4) !== 'ZLIB') this.file.fail('CORRUPT', `${what}: missing "ZLIB" header of a .zdebug section`);
       const size = Number(raw.readBigUInt64BE(4));
       return this.#decompress('zlib', raw.subarray(12), size, what);
     }
@@ -293,7 +297,10 @@ export class ElfFile {
   }
 
   #decompress(kind: string, data: Buffer, size: number, what: string): Buffer {
-    if (!Number.isSafeInteger(size) || size > MAX_DECOMPRESSED) this.file.fail('CORRUPT', `${what}: absurd uncompressed size ${size}`);
+    // A corrupt header can claim any size: refuse absurd ones before allocating.
+    if (!Number.isSafeInteger(size) || size > MAX_DECOMPRESSED) {
+      this.file.fail('CORRUPT', `${what}: declared decompressed size ${size} exceeds the ${MAX_DECOMPRESSED}-byte limit`);
+    }
     let out: Buffer;
     try {
       if (kind === 'zlib') {

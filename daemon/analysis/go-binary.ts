@@ -20,6 +20,7 @@ import { readGoTypes } from './go-types.ts';
 import type { GoTypes } from './go-types.ts';
 import { findPclntab } from './pclntab.ts';
 import type { Pclntab } from './pclntab.ts';
+import { dwarfSectionsOf, type DwarfSections } from '../offsets/dwarf.ts';
 
 export { GoBinaryError } from './errors.ts';
 export type { GoBinaryErrorCode } from './errors.ts';
@@ -105,6 +106,13 @@ export interface GoBinary {
    * when the metadata cannot be read or does not fit the Go version's layout.
    */
   goTypes(): GoTypes;
+
+  /**
+   * The DWARF sections struct offsets are read from, decompressed, taken from
+   * this already-open file; null without DWARF. Throws `DwarfError` (from
+   * the offsets reader) naming the section when one is malformed.
+   */
+  dwarfSections(): DwarfSections | null;
   /** Every function of the lookup table, in table order (for tooling; reads names from the file). */
   functions(): IterableIterator<GoFunction>;
   /** Closes the file. Further calls throw `IO`. Idempotent. */
@@ -297,6 +305,11 @@ class AnalysedBinary implements GoBinary {
       if (next.done) return;
       yield next.value;
     }
+  }
+
+  dwarfSections(): DwarfSections | null {
+    this.#checkOpen();
+    return this.hasDwarf ? dwarfSectionsOf(this.#elf) : null;
   }
 
   close(): void {

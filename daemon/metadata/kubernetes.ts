@@ -32,6 +32,9 @@ import { request as httpsRequest } from 'node:https';
 import { hostname } from 'node:os';
 import type { Logger } from '../util/log.ts';
 import { normalizeContainerId } from './container.ts';
+import { podLookup, toRecord, uidsOf, type PodLookup, type PodObject, type PodRecord } from './kubernetes-attributes.ts';
+
+export { kubernetesAttributes, ownerAttributes, type PodLookup } from './kubernetes-attributes.ts';
 
 /** Where Kubernetes mounts a pod's service-account credentials. */
 export const SERVICE_ACCOUNT_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
@@ -80,131 +83,12 @@ export function nodeNameFromEnv(env: NodeJS.ProcessEnv = process.env): string {
   return env.K8S_NODE_NAME || hostname();
 }
 
-type OwnerKind = 'deployment' | 'replicaset' | 'statefulset' | 'daemonset' | 'job' | 'cronjob';
-type OwnerAttribute = `k8s.${OwnerKind}.${'name' | 'uid'}`;
-
-/** What is known of the pod (and container) a process runs in; attribute names are OpenTelemetry's. */
-export type PodLookup = {
-  'k8s.namespace.name': string;
-  'k8s.pod.name': string;
-  'k8s.pod.uid': string;
-  'k8s.node.name': string;
-  /** Absent when the pod was found by UID only (container not started yet). */
-  'k8s.container.name'?: string;
-  /** The pod's labels (not resource attributes: they serve the selection rules). */
-  labels: Readonly<Record<string, string>>;
-} & Partial<Record<OwnerAttribute, string>>;
-
-/** The resource attributes of a lookup (everything but the labels). */
-export function kubernetesAttributes(l: PodLookup): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(l)) if (k !== 'labels' && typeof v === 'string') out[k] = v;
-  return out;
-}
-
 export interface PodChange {
   type: 'added' | 'modified' | 'deleted';
   /** The pod's UID, plus the static-pod config hash (the UID its cgroup carries) for mirror pods. */
   podUids: string[];
   /** Container ids of the pod, before and after the change. */
   containerIds: string[];
-}
-
-interface OwnerReference {
-  kind?: string;
-  name?: string;
-  uid?: string;
-  controller?: boolean;
-}
-
-/** The fields of a pod object we read; everything else is dropped on arrival. */
-interface PodObject {
-  metadata?: {
-    name?: string;
-    namespace?: string;
-    uid?: string;
-    resourceVersion?: string;
-    labels?: Record<string, string>;
-    annotations?: Record<string, string>;
-    ownerReferences?: OwnerReference[];
-  };
-  status?: {
-    containerStatuses?: ContainerStatus[];
-    initContainerStatuses?: ContainerStatus[];
-    ephemeralContainerStatuses?: ContainerStatus[];
-  };
-}
-
-interface ContainerStatus {
-  name?: string;
-  containerID?: string;
-}
-
-const OWNER_KINDS: Partial<Record<string, OwnerKind>> = { ReplicaSet: 'replicaset', StatefulSet: 'statefulset', DaemonSet: 'daemonset', Job: 'job' };
-
-/** The CronJob controller names its Jobs `<cronjob>-<scheduled time in minutes since the epoch>`: 8 digits from 1979 to 2160. */
-const CRONJOB_JOB_NAME = /^(.+)-(\d{8,})$/;
-
-/**
- * Workload attributes from a pod's controller reference, without further API
- * calls (and so without RBAC on workloads):
- * - ReplicaSet `<deploy>-<hash>` with pod label `pod-template-hash=<hash>` →
- *   also Deployment `<deploy>` (the Deployment controller's naming; a bare
- *   ReplicaSet has no such label);
- * - Job `<name>-<8+ digits>` → also CronJob `<name>` (the CronJob controller's
- *   naming; a hand-made Job named that way would be taken for a CronJob's);
- * - StatefulSet, DaemonSet, Job, ReplicaSet → themselves, with their UID.
- * Static pods (owned by their Node) and bare pods get none.
- */
-export function ownerAttributes(owners: readonly OwnerReference[] | undefined, labels: Readonly<Record<string, string>>): Partial<Record<OwnerAttribute, string>> {
-  const ref = owners?.find((o) => o.controller) ?? owners?.[0];
-  const out: Partial<Record<OwnerAttribute, string>> = {};
-  if (!ref?.name || !ref.kind) return out;
-  const kind = OWNER_KINDS[ref.kind];
-  if (!kind) return out;
-  out[`k8s.${kind}.name`] = ref.name;
-  if (ref.uid) out[`k8s.${kind}.uid`] = ref.uid;
-  if (kind === 'replicaset') {
-    const hash = labels['pod-template-hash'];
-    if (hash && ref.name.length > hash.length + 1 && ref.name.endsWith(`-${hash}`)) out['k8s.deployment.name'] = ref.name.slice(0, -hash.length - 1);
-  } else if (kind === 'job') {
-    const m = CRONJOB_JOB_NAME.exec(ref.name);
-    if (m) out['k8s.cronjob.name'] = m[1]!;
-  }
-  return out;
-}
-
-interface PodRecord {
-  uid: string;
-  namespace: string;
-  name: string;
-  labels: Record<string, string>;
-  owner: Partial<Record<OwnerAttribute, string>>;
-  /** container id → container name */
-  containers: Map<string, string>;
-  /** static pods: the kubelet's config hash, which is what the cgroup path carries */
-  mirrorOf?: string;
-  /** what lookups can observe; a change of anything else (status conditions) is not reported */
-  signature: string;
-}
-
-function toRecord(o: PodObject): PodRecord | undefined {
-  const md = o.metadata;
-  if (!md?.uid || !md.name) return undefined;
-  const labels = { ...(md.labels ?? {}) };
-  const containers = new Map<string, string>();
-  for (const list of [o.status?.containerStatuses, o.status?.initContainerStatuses, o.status?.ephemeralContainerStatuses]) {
-    for (const c of list ?? []) {
-      // empty until the container has been created
-      if (c.containerID && c.name) containers.set(normalizeContainerId(c.containerID), c.name);
-    }
-  }
-  const owner = ownerAttributes(md.ownerReferences, labels);
-  const mirrorOf = md.annotations?.['kubernetes.io/config.mirror'];
-  const rec: PodRecord = { uid: md.uid, namespace: md.namespace ?? 'default', name: md.name, labels, owner, containers, signature: '' };
-  if (mirrorOf) rec.mirrorOf = mirrorOf;
-  rec.signature = JSON.stringify([rec.namespace, rec.name, labels, owner, [...containers].sort(), mirrorOf]);
-  return rec;
 }
 
 export interface PodWatcherOptions {
@@ -352,16 +236,7 @@ export class PodWatcher {
     if (!uid && podUid) uid = this.pods.has(podUid) ? podUid : this.byMirror.get(podUid);
     const pod = uid ? this.pods.get(uid) : undefined;
     if (!pod) return undefined;
-    const out: PodLookup = {
-      'k8s.namespace.name': pod.namespace,
-      'k8s.pod.name': pod.name,
-      'k8s.pod.uid': pod.uid,
-      'k8s.node.name': this.nodeName,
-      ...pod.owner,
-      labels: pod.labels,
-    };
-    if (container) out['k8s.container.name'] = container;
-    return out;
+    return podLookup(pod, this.nodeName, container);
   }
 
   podCount(): number {
@@ -595,10 +470,6 @@ export class PodWatcher {
       req.end();
     });
   }
-}
-
-function uidsOf(rec: PodRecord): string[] {
-  return rec.mirrorOf ? [rec.uid, rec.mirrorOf] : [rec.uid];
 }
 
 async function readBody(res: IncomingMessage, max: number): Promise<string> {

@@ -15,7 +15,8 @@ import type { Attributes } from '@opentelemetry/api';
 import type { ProcessIdentity } from '../agent/selection.ts';
 import { readProcessEnv } from '../spans/resource.ts';
 import { readContainerInfo, type ContainerInfo } from './container.ts';
-import { kubernetesAttributes, type PodChange, type PodLookup } from './kubernetes.ts';
+import { kubernetesAttributes, type PodLookup } from './kubernetes-attributes.ts';
+import type { PodChange } from './kubernetes.ts';
 
 /** Where pods come from: the {@link PodWatcher}, or a test's stand-in. */
 export interface PodSource {

@@ -5,6 +5,9 @@
       "sources": [
         "src/addon.cc",
         "src/bpf_object.cc",
+        "src/bpf_object_args.cc",
+        "src/bpf_object_links.cc",
+        "src/bpf_object_maps.cc",
         "src/errors.cc",
         "src/kernel.cc",
         "src/ring_buffer.cc"

@@ -12,11 +12,12 @@
  * when the producer emits it, and the walk stops once every wanted struct has
  * been read.
  */
+import { BinaryFile } from '../analysis/binary-file.ts';
+import { ElfFile, SHT_NOBITS, type SectionHeader } from '../analysis/elf.ts';
+import { GoBinaryError } from '../analysis/errors.ts';
 import { DwarfError } from './errors.ts';
 
 export { DwarfError } from './errors.ts';
-/** Re-exported so that callers find the loader next to the reader. */
-export { dwarfSectionsFromImage, loadDwarfSections } from './elf-sections.ts';
 
 /** The decompressed DWARF sections a lookup needs. */
 export interface DwarfSections {
@@ -32,6 +33,98 @@ export interface DwarfSections {
   strOffsets?: Buffer;
   /** Byte order of the target. Default: little-endian (amd64, arm64). */
   bigEndian?: boolean;
+}
+
+/**
+ * The DWARF sections of an ELF file already parsed (by the binary analysis:
+ * one open and one parse per binary), decompressed: plain `.debug_*`,
+ * SHF_COMPRESSED `.debug_*` (zlib, zstd) and legacy `.zdebug_*` sections.
+ *
+ * @returns `null` when there is no `.debug_info`/`.debug_abbrev` (a stripped
+ *   binary), an expected case, not an error.
+ * @throws DwarfError naming the section when one is truncated or its
+ *   compression is malformed.
+ */
+export function dwarfSectionsOf(elf: ElfFile): DwarfSections | null {
+  const byName = new Map<string, SectionHeader>();
+  for (const sh of elf.sections) {
+    if (sh.type === SHT_NOBITS) continue; // a separate-debug-file stub carries no data
+    if (!byName.has(sh.name)) byName.set(sh.name, sh);
+  }
+  const find = (suffix: string): Buffer | undefined => {
+    const sh = byName.get(`.debug_${suffix}`) ?? byName.get(`.zdebug_${suffix}`);
+    if (sh === undefined) return undefined;
+    try {
+      return elf.sectionData(sh);
+    } catch (err) {
+      throw asDwarfError(err, sh.name);
+    }
+  };
+  const info = find('info');
+  const abbrev = find('abbrev');
+  if (info === undefined || abbrev === undefined) return null;
+  const out: DwarfSections = { info, abbrev };
+  const str = find('str');
+  const lineStr = find('line_str');
+  const strOffsets = find('str_offsets');
+  if (str !== undefined) out.str = str;
+  if (lineStr !== undefined) out.lineStr = lineStr;
+  if (strOffsets !== undefined) out.strOffsets = strOffsets;
+  return out;
+}
+
+/**
+ * Reads the DWARF sections of the ELF file at `path`, decompressed. Only the
+ * headers and the wanted sections are read from disk. The agent takes them
+ * from the analysed binary instead ({@link dwarfSectionsOf}); this is for
+ * tools and tests that have a path only.
+ *
+ * @returns `null` for a binary without DWARF.
+ * @throws DwarfError for malformed (or not 64-bit little-endian) ELF or
+ *   section data; the usual fs errors (ENOENT, EACCES) for unreadable files.
+ */
+export function loadDwarfSections(path: string): DwarfSections | null {
+  let file: BinaryFile;
+  try {
+    file = BinaryFile.open(path);
+  } catch (err) {
+    // keep the fs error (its code) for callers telling "missing" from "malformed"
+    if (err instanceof GoBinaryError && err.cause instanceof Error) throw err.cause;
+    throw err;
+  }
+  return withElf(file, dwarfSectionsOf);
+}
+
+/** {@link loadDwarfSections} over an in-memory ELF image. */
+export function dwarfSectionsFromImage(image: Buffer): DwarfSections | null {
+  return withElf(BinaryFile.fromImage('ELF image', image), dwarfSectionsOf);
+}
+
+/** Section headers of an in-memory ELF image (for diagnostics and tests); throws DwarfError when malformed. */
+export function elfSectionHeaders(image: Buffer): readonly SectionHeader[] {
+  return withElf(BinaryFile.fromImage('ELF image', image), (elf) => elf.sections);
+}
+
+function withElf<T>(file: BinaryFile, fn: (elf: ElfFile) => T): T {
+  let elf: ElfFile;
+  try {
+    elf = ElfFile.parse(file);
+  } catch (err) {
+    throw asDwarfError(err, 'ELF headers');
+  }
+  try {
+    return fn(elf);
+  } catch (err) {
+    throw asDwarfError(err, 'ELF file');
+  } finally {
+    elf.close();
+  }
+}
+
+/** The ELF reader's errors, as the DWARF reader's callers expect them. */
+function asDwarfError(err: unknown, section: string): unknown {
+  if (err instanceof GoBinaryError) return new DwarfError(section, 0, err.detail, { cause: err });
+  return err;
 }
 
 /** Detailed outcome of {@link readStructFields}. */

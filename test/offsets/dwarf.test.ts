@@ -8,8 +8,9 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, renameSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import test from 'node:test';
-import { readStructFields } from '../../daemon/offsets/dwarf.ts';
-import { SECTION_COMPRESSED, elfSectionHeaders, loadDwarfSections } from '../../daemon/offsets/elf-sections.ts';
+import { SHF_COMPRESSED as SECTION_COMPRESSED } from '../../daemon/analysis/elf.ts';
+import { GoBinaryError, openGoBinary } from '../../daemon/analysis/go-binary.ts';
+import { DwarfError, elfSectionHeaders, loadDwarfSections, readStructFields } from '../../daemon/offsets/dwarf.ts';
 import { resolveOffsets } from '../../daemon/offsets/resolve.ts';
 import { buildGo } from '../../offsets-db/go-build.ts';
 import { REPO_ROOT, STD_FIELDS, goGenerator, haveCommand, probeBinary, toolchains } from './helpers.ts';
@@ -123,3 +124,34 @@ for (const { mode, name, compressedFlag } of objcopyModes) {
     assert.deepEqual(Object.fromEntries(readStructFields(loadDwarfSections(out)!, STD_FIELDS).offsets), expected);
   });
 }
+
+test('the analysed binary hands on the same DWARF sections, from the file it already has open', () => {
+  const tc = toolchains().at(-1)!;
+  const path = probeBinary(tc);
+  const bin = openGoBinary(path);
+  try {
+    assert.ok(bin.hasDwarf);
+    const handed = bin.dwarfSections();
+    const loaded = loadDwarfSections(path);
+    assert.ok(handed && loaded);
+    assert.ok(handed.info.equals(loaded.info) && handed.abbrev.equals(loaded.abbrev), '.debug_info and .debug_abbrev identical');
+    assert.deepEqual(Object.fromEntries(readStructFields(handed, STD_FIELDS).offsets), Object.fromEntries(readStructFields(loaded, STD_FIELDS).offsets));
+  } finally {
+    bin.close();
+  }
+  assert.throws(() => bin.dwarfSections(), (e: unknown) => e instanceof GoBinaryError && e.code === 'IO', 'no read after close');
+
+  const out = join(REPO_ROOT, 'build', 'test', 'offsets', `${tc.version}-stripped`, 'offsets-probe');
+  buildGo({ toolchain: tc, dir: join(REPO_ROOT, 'test', 'programs', 'offsets-probe'), out, ldflags: '-s -w' });
+  const stripped = openGoBinary(out);
+  try {
+    assert.equal(stripped.dwarfSections(), null);
+  } finally {
+    stripped.close();
+  }
+});
+
+test('a missing file is the fs error; a non-ELF file is a DwarfError', () => {
+  assert.throws(() => loadDwarfSections(join(REPO_ROOT, 'build', 'no-such-binary')), (e: unknown) => (e as NodeJS.ErrnoException).code === 'ENOENT');
+  assert.throws(() => loadDwarfSections(join(REPO_ROOT, 'package.json')), (e: unknown) => e instanceof DwarfError && /bad magic/.test(e.message));
+});

@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import test from 'node:test';
 import { DwarfError, readStructFields } from '../../daemon/offsets/dwarf.ts';
 import type { DwarfSections } from '../../daemon/offsets/dwarf.ts';
-import { dwarfSectionsFromImage, elfSectionHeaders } from '../../daemon/offsets/elf-sections.ts';
+import { dwarfSectionsFromImage, elfSectionHeaders } from '../../daemon/offsets/dwarf.ts';
 import { STD_FIELDS, probeBinary, prng, toolchains } from './helpers.ts';
 
 /** A wanted struct that does not exist makes every run walk the whole section. */
