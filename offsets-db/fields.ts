@@ -30,6 +30,7 @@ const GRPC_SERVER = 'gRPC server probe (google.golang.org/grpc.(*Server).handleS
 const GRPC_CLIENT = 'gRPC client probe (google.golang.org/grpc.(*ClientConn).Invoke)';
 const GRPC = 'google.golang.org/grpc';
 const HTTP_CLIENT = 'net/http client probe (probes/go/net/http/client)';
+const H2_LINK = 'net/http client and server probes: the connection and stream id that link an HTTP/2 client span to its server span';
 const CONN_LINK = 'net/http client and server probes: the TCP 4-tuple that links a client span to the server span of the same connection';
 
 /** All modules and fields, in the order the data files list them. */
@@ -88,6 +89,26 @@ export const MODULE_FIELDS: readonly ModuleFields[] = [
       'net.netFD.raddr': CONN_LINK,
       'net.TCPAddr.IP': CONN_LINK,
       'net.TCPAddr.Port': CONN_LINK,
+      'crypto/tls.Conn.conn': `${H2_LINK}: the TCP connection under a TLS one`,
+      'net/http.http2clientStream.cc': `${H2_LINK}, client: the stream's connection (Go before 1.27, bundled HTTP/2)`,
+      'net/http.http2clientStream.ID': `${H2_LINK}, client: the stream id (Go before 1.27)`,
+      'net/http.http2ClientConn.tconn': `${H2_LINK}, client: the connection's net.Conn (Go before 1.27)`,
+      'net/http.http2ClientConn.tlsState': `${H2_LINK}, client: whether tconn is a TLS connection (Go before 1.27)`,
+      'net/http/internal/http2.clientStream.cc': `${H2_LINK}, client: the stream's connection (Go 1.27 and later)`,
+      'net/http/internal/http2.clientStream.ID': `${H2_LINK}, client: the stream id (Go 1.27 and later)`,
+      'net/http/internal/http2.ClientConn.tconn': `${H2_LINK}, client: the connection's net.Conn (Go 1.27 and later)`,
+      'net/http/internal/http2.ClientConn.tlsState': `${H2_LINK}, client: whether tconn is a TLS connection (Go 1.27 and later)`,
+      'net/http/internal/http2.ClientRequest.URL': `${H2_LINK}, client: the request's URL, shared with the http.Request (Go 1.27 and later)`,
+      'net/http.http2responseWriterState.stream': `${H2_LINK}, server: the request's stream (Go before 1.27)`,
+      'net/http.http2stream.id': `${H2_LINK}, server: the stream id (Go before 1.27)`,
+      'net/http.http2responseWriterState.conn': `${H2_LINK}, server: the stream's connection (Go before 1.27)`,
+      'net/http.http2serverConn.conn': `${H2_LINK}, server: the connection's net.Conn (Go before 1.27)`,
+      'net/http.http2serverConn.tlsState': `${H2_LINK}, server: whether conn is a TLS connection (Go before 1.27)`,
+      'net/http/internal/http2.responseWriterState.stream': `${H2_LINK}, server: the request's stream (Go 1.27 and later)`,
+      'net/http/internal/http2.stream.id': `${H2_LINK}, server: the stream id (Go 1.27 and later)`,
+      'net/http/internal/http2.responseWriterState.conn': `${H2_LINK}, server: the stream's connection (Go 1.27 and later)`,
+      'net/http/internal/http2.serverConn.conn': `${H2_LINK}, server: the connection's net.Conn (Go 1.27 and later)`,
+      'net/http/internal/http2.serverConn.tlsState': `${H2_LINK}, server: whether conn is a TLS connection (Go 1.27 and later)`,
     },
   },
   {

@@ -125,10 +125,13 @@ export function planProbe(bin: GoBinary, probe: ProbeDescriptor, inputs: OffsetI
     plan.reason = `no offset for ${GOID_FIELD} at ${bin.goVersion}: goroutines cannot be told apart`;
     return plan;
   }
-  for (const fn of probe.functions) {
-    const f = bin.findFunction(fn.symbol);
+  for (const probed of probe.functions) {
+    const names = [probed.symbol, ...(probed.alternativeSymbols ?? [])];
+    const symbol = names.find((n) => bin.findFunction(n)) ?? probed.symbol;
+    const fn = { ...probed, symbol };
+    const f = bin.findFunction(symbol);
     if (!f && fn.optional) {
-      plan.degraded.push(`${fn.optional}: function ${fn.symbol} not found`);
+      plan.degraded.push(`${fn.optional}: function ${names.join(' or ')} not found`);
       continue;
     }
     if (!f) {

@@ -69,6 +69,7 @@ export const HitSite = {
   GT_HIT_HTTP_CLIENT_ENTRY: 4,
   GT_HIT_HTTP_CLIENT_CONN: 5,
   GT_HIT_HTTP_CLIENT_RETURN: 6,
+  GT_HIT_HTTP_CLIENT_H2_HEADERS: 7,
 } as const;
 
 /** enum gt_http_client_event_flags */
@@ -81,6 +82,7 @@ export const HttpClientEventFlags = {
 export const HttpClientFlags = {
   GT_HTTP_CLIENT_ENABLED: 1,
   GT_HTTP_CLIENT_LINK: 2,
+  GT_HTTP_CLIENT_H2_LINK: 4,
 } as const;
 
 /** enum gt_http_client_limits */
@@ -131,6 +133,7 @@ export const HttpServerFlags = {
   GT_HTTP_SERVER_TLS: 64,
   GT_HTTP_SERVER_PROTO: 128,
   GT_HTTP_SERVER_HIJACK: 256,
+  GT_HTTP_SERVER_H2_LINK: 512,
 } as const;
 
 /** enum gt_paired_function */
@@ -195,7 +198,7 @@ export interface ConnKey {
   server_ip: Buffer;
   client_port: number;
   server_port: number;
-  reserved: number;
+  stream_id: number;
 }
 
 export const CONN_KEY_SIZE = 40;
@@ -204,7 +207,7 @@ export const ConnKeyOffsets = {
   server_ip: 16,
   client_port: 32,
   server_port: 34,
-  reserved: 36,
+  stream_id: 36,
 } as const;
 
 /** Decodes struct gt_conn_key at `off`; byte arrays are views into `buf`, not copies. */
@@ -215,7 +218,7 @@ export function decodeConnKey(buf: Buffer, off = 0): ConnKey {
     server_ip: buf.subarray(off + 16, off + 16 + 16),
     client_port: buf.readUInt16LE(off + 32),
     server_port: buf.readUInt16LE(off + 34),
-    reserved: buf.readUInt32LE(off + 36),
+    stream_id: buf.readUInt32LE(off + 36),
   };
 }
 
@@ -225,7 +228,7 @@ export function encodeConnKey(v: ConnKey, buf: Buffer = Buffer.alloc(40), off = 
   buf.fill(0, off + 16, off + 16 + 16); v.server_ip.copy(buf, off + 16, 0, Math.min(v.server_ip.length, 16));
   buf.writeUInt16LE(v.client_port, off + 32);
   buf.writeUInt16LE(v.server_port, off + 34);
-  buf.writeUInt32LE(v.reserved, off + 36);
+  buf.writeUInt32LE(v.stream_id, off + 36);
   return buf;
 }
 
@@ -381,7 +384,7 @@ export function encodeGoroutineKey(v: GoroutineKey, buf: Buffer = Buffer.alloc(1
   return buf;
 }
 
-/** struct gt_http_client_config (56 bytes) */
+/** struct gt_http_client_config (80 bytes) */
 export interface HttpClientConfig {
   req_method: number;
   req_url: number;
@@ -392,9 +395,15 @@ export interface HttpClientConfig {
   pconn_conn: number;
   flags: number;
   tcp: TcpOffsets;
+  h2_req_url: number;
+  h2_cs_cc: number;
+  h2_cs_id: number;
+  h2_cc_tconn: number;
+  h2_cc_tls: number;
+  tls_conn_conn: number;
 }
 
-export const HTTP_CLIENT_CONFIG_SIZE = 56;
+export const HTTP_CLIENT_CONFIG_SIZE = 80;
 export const HttpClientConfigOffsets = {
   req_method: 0,
   req_url: 4,
@@ -405,11 +414,17 @@ export const HttpClientConfigOffsets = {
   pconn_conn: 24,
   flags: 28,
   tcp: 32,
+  h2_req_url: 56,
+  h2_cs_cc: 60,
+  h2_cs_id: 64,
+  h2_cc_tconn: 68,
+  h2_cc_tls: 72,
+  tls_conn_conn: 76,
 } as const;
 
 /** Decodes struct gt_http_client_config at `off`; byte arrays are views into `buf`, not copies. */
 export function decodeHttpClientConfig(buf: Buffer, off = 0): HttpClientConfig {
-  if (off + 56 > buf.length) throw new RangeError(`gt_http_client_config: need 56 bytes at ${off}, have ${buf.length - off}`);
+  if (off + 80 > buf.length) throw new RangeError(`gt_http_client_config: need 80 bytes at ${off}, have ${buf.length - off}`);
   return {
     req_method: buf.readUInt32LE(off + 0),
     req_url: buf.readUInt32LE(off + 4),
@@ -420,11 +435,17 @@ export function decodeHttpClientConfig(buf: Buffer, off = 0): HttpClientConfig {
     pconn_conn: buf.readUInt32LE(off + 24),
     flags: buf.readUInt32LE(off + 28),
     tcp: decodeTcpOffsets(buf, off + 32),
+    h2_req_url: buf.readUInt32LE(off + 56),
+    h2_cs_cc: buf.readUInt32LE(off + 60),
+    h2_cs_id: buf.readUInt32LE(off + 64),
+    h2_cc_tconn: buf.readUInt32LE(off + 68),
+    h2_cc_tls: buf.readUInt32LE(off + 72),
+    tls_conn_conn: buf.readUInt32LE(off + 76),
   };
 }
 
 /** Encodes struct gt_http_client_config into `buf` at `off` (a new zeroed buffer by default). */
-export function encodeHttpClientConfig(v: HttpClientConfig, buf: Buffer = Buffer.alloc(56), off = 0): Buffer {
+export function encodeHttpClientConfig(v: HttpClientConfig, buf: Buffer = Buffer.alloc(80), off = 0): Buffer {
   buf.writeUInt32LE(v.req_method, off + 0);
   buf.writeUInt32LE(v.req_url, off + 4);
   buf.writeUInt32LE(v.url_scheme, off + 8);
@@ -434,6 +455,12 @@ export function encodeHttpClientConfig(v: HttpClientConfig, buf: Buffer = Buffer
   buf.writeUInt32LE(v.pconn_conn, off + 24);
   buf.writeUInt32LE(v.flags, off + 28);
   encodeTcpOffsets(v.tcp, buf, off + 32);
+  buf.writeUInt32LE(v.h2_req_url, off + 56);
+  buf.writeUInt32LE(v.h2_cs_cc, off + 60);
+  buf.writeUInt32LE(v.h2_cs_id, off + 64);
+  buf.writeUInt32LE(v.h2_cc_tconn, off + 68);
+  buf.writeUInt32LE(v.h2_cc_tls, off + 72);
+  buf.writeUInt32LE(v.tls_conn_conn, off + 76);
   return buf;
 }
 
@@ -513,7 +540,7 @@ export function encodeHttpClientEvent(v: HttpClientEvent, buf: Buffer = Buffer.a
   return buf;
 }
 
-/** struct gt_http_server_config (124 bytes) */
+/** struct gt_http_server_config (148 bytes) */
 export interface HttpServerConfig {
   req_method: number;
   req_url: number;
@@ -541,9 +568,15 @@ export interface HttpServerConfig {
   h2_status: number;
   flags: number;
   tcp: TcpOffsets;
+  h2_rws_stream: number;
+  h2_stream_id: number;
+  h2_rws_conn: number;
+  h2_sc_conn: number;
+  h2_sc_tls: number;
+  tls_conn_conn: number;
 }
 
-export const HTTP_SERVER_CONFIG_SIZE = 124;
+export const HTTP_SERVER_CONFIG_SIZE = 148;
 export const HttpServerConfigOffsets = {
   req_method: 0,
   req_url: 4,
@@ -571,11 +604,17 @@ export const HttpServerConfigOffsets = {
   h2_status: 92,
   flags: 96,
   tcp: 100,
+  h2_rws_stream: 124,
+  h2_stream_id: 128,
+  h2_rws_conn: 132,
+  h2_sc_conn: 136,
+  h2_sc_tls: 140,
+  tls_conn_conn: 144,
 } as const;
 
 /** Decodes struct gt_http_server_config at `off`; byte arrays are views into `buf`, not copies. */
 export function decodeHttpServerConfig(buf: Buffer, off = 0): HttpServerConfig {
-  if (off + 124 > buf.length) throw new RangeError(`gt_http_server_config: need 124 bytes at ${off}, have ${buf.length - off}`);
+  if (off + 148 > buf.length) throw new RangeError(`gt_http_server_config: need 148 bytes at ${off}, have ${buf.length - off}`);
   return {
     req_method: buf.readUInt32LE(off + 0),
     req_url: buf.readUInt32LE(off + 4),
@@ -603,11 +642,17 @@ export function decodeHttpServerConfig(buf: Buffer, off = 0): HttpServerConfig {
     h2_status: buf.readUInt32LE(off + 92),
     flags: buf.readUInt32LE(off + 96),
     tcp: decodeTcpOffsets(buf, off + 100),
+    h2_rws_stream: buf.readUInt32LE(off + 124),
+    h2_stream_id: buf.readUInt32LE(off + 128),
+    h2_rws_conn: buf.readUInt32LE(off + 132),
+    h2_sc_conn: buf.readUInt32LE(off + 136),
+    h2_sc_tls: buf.readUInt32LE(off + 140),
+    tls_conn_conn: buf.readUInt32LE(off + 144),
   };
 }
 
 /** Encodes struct gt_http_server_config into `buf` at `off` (a new zeroed buffer by default). */
-export function encodeHttpServerConfig(v: HttpServerConfig, buf: Buffer = Buffer.alloc(124), off = 0): Buffer {
+export function encodeHttpServerConfig(v: HttpServerConfig, buf: Buffer = Buffer.alloc(148), off = 0): Buffer {
   buf.writeUInt32LE(v.req_method, off + 0);
   buf.writeUInt32LE(v.req_url, off + 4);
   buf.writeUInt32LE(v.req_host, off + 8);
@@ -634,6 +679,12 @@ export function encodeHttpServerConfig(v: HttpServerConfig, buf: Buffer = Buffer
   buf.writeUInt32LE(v.h2_status, off + 92);
   buf.writeUInt32LE(v.flags, off + 96);
   encodeTcpOffsets(v.tcp, buf, off + 100);
+  buf.writeUInt32LE(v.h2_rws_stream, off + 124);
+  buf.writeUInt32LE(v.h2_stream_id, off + 128);
+  buf.writeUInt32LE(v.h2_rws_conn, off + 132);
+  buf.writeUInt32LE(v.h2_sc_conn, off + 136);
+  buf.writeUInt32LE(v.h2_sc_tls, off + 140);
+  buf.writeUInt32LE(v.tls_conn_conn, off + 144);
   return buf;
 }
 

@@ -14,6 +14,12 @@ import type { SpanContext as SpanContextLayout } from '../generated/layouts.ts';
 export interface ProbedFunction {
   /** Fully qualified Go symbol, e.g. `net/http.serverHandler.ServeHTTP`. */
   symbol: string;
+  /**
+   * The same function under the names other Go versions give it (HTTP/2 moved
+   * from net/http's bundled `http2*` names to `net/http/internal/http2` in Go
+   * 1.27): the first name found in the binary is probed.
+   */
+  alternativeSymbols?: string[];
   /** Program attached past the stack-growth prologue. */
   entryProgram?: string;
   /** Program attached at every RET instruction. */

@@ -97,13 +97,17 @@ static __always_inline void *gt_probe_enter(struct pt_regs *ctx, void *config_ma
 
 /* Both ends of a TCP connection, as the client sees them; the server sees
  * the same connection with local and remote swapped. IPv4 addresses are
- * stored IPv4-mapped, as Go's net.IP does for accepted connections. */
+ * stored IPv4-mapped, as Go's net.IP does for accepted connections.
+ * An HTTP/2 connection carries many requests at once, one per stream: its
+ * requests are told apart by their stream id (client-initiated ids are odd
+ * and never reused on a connection); 0 stands for the connection itself
+ * (HTTP/1, one request at a time). */
 struct gt_conn_key {
 	__u8 client_ip[16];
 	__u8 server_ip[16];
 	__u16 client_port;
 	__u16 server_port;
-	__u32 reserved;
+	__u32 stream_id;
 };
 
 /* Offsets to walk from a *net.TCPConn to its addresses. */
@@ -195,9 +199,25 @@ static __always_inline int gt_conn_key_of(__u64 tcpconn, const struct gt_tcp_off
 	__u8 *remote_ip = client_side ? k->server_ip : k->client_ip;
 	__u16 *local_port = client_side ? &k->client_port : &k->server_port;
 	__u16 *remote_port = client_side ? &k->server_port : &k->client_port;
-	k->reserved = 0;
+	k->stream_id = 0;
 	if (gt_read_tcp_addr(fd, o->fd_laddr, o, local_ip, local_port) < 0 ||
 	    gt_read_tcp_addr(fd, o->fd_raddr, o, remote_ip, remote_port) < 0)
 		return -1;
 	return 0;
+}
+
+/* The *net.TCPConn under a net.Conn `conn_data` (an interface's data word)
+ * that is a *crypto/tls.Conn when `is_tls`, else the *net.TCPConn itself.
+ * HTTP/2 keeps its connection as a net.Conn: a *tls.Conn for TLS, the bare
+ * TCP connection for unencrypted HTTP/2 (h2c); the caller knows which from
+ * the HTTP/2 connection's TLS state. `tls_conn_conn`: crypto/tls.Conn.conn,
+ * itself a net.Conn {itab, data}. */
+static __always_inline __u64 gt_tcp_conn_under(__u64 conn_data, bool is_tls, __u32 tls_conn_conn)
+{
+	__u64 tcp = 0;
+	if (!is_tls)
+		return conn_data;
+	if (go_read_ptr(conn_data, tls_conn_conn + 8, &tcp) < 0)
+		return 0;
+	return tcp;
 }

@@ -193,6 +193,7 @@ enum gt_hit_site {
 	GT_HIT_HTTP_CLIENT_ENTRY = 4,
 	GT_HIT_HTTP_CLIENT_CONN = 5,
 	GT_HIT_HTTP_CLIENT_RETURN = 6,
+	GT_HIT_HTTP_CLIENT_H2_HEADERS = 7,
 };
 
 /* What a probe hit did with the goroutine's in-flight state. */

@@ -46,7 +46,7 @@ static __always_inline int conn_key_of_sock(const struct sock *sk, struct gt_con
 {
 	const struct sock_common *c = &sk->__sk_common;
 	__u16 family = BPF_CORE_READ(c, skc_family);
-	k->reserved = 0;
+	k->stream_id = 0;
 	if (family == GT_AF_INET) {
 		mapped_v4(k->client_ip, BPF_CORE_READ(c, skc_rcv_saddr));
 		mapped_v4(k->server_ip, BPF_CORE_READ(c, skc_daddr));

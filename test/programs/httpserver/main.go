@@ -10,13 +10,16 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"flag"
-	"math/big"
 	"fmt"
+	"io"
+	"math/big"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -25,6 +28,7 @@ func main() {
 	flag.String("tag", "", "ignored: lets tests tell processes of one binary apart by command line")
 	exitAfter := flag.Duration("exit-after", 0, "exit after this long (0: serve forever)")
 	useTLS := flag.Bool("tls", false, "serve HTTPS (HTTP/2 and HTTP/1.1) with a self-signed certificate")
+	h2c := flag.Bool("h2c", false, "also serve unencrypted HTTP/2 with prior knowledge (Go 1.24 and later)")
 	get := flag.String("get", "", "send one GET to this URL with net/http's client, print the status and exit (a short-lived client)")
 	flag.Parse()
 	if *get != "" {
@@ -109,6 +113,82 @@ func main() {
 		w.WriteHeader(resp.StatusCode)
 	})
 
+	// /item/NAME answers 200 after 20 ms: a request that stays in flight a while
+	mux.HandleFunc("/item/", func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(20 * time.Millisecond)
+		fmt.Fprintln(w, "item", strings.TrimPrefix(r.URL.Path, "/item/"), r.Proto)
+	})
+	// /proxy2?to=BASE&n=N[&h2c=1] sends, with an HTTP/2 client on a fresh
+	// connection (TLS without certificate check, or h2c), one GET of
+	// BASE/item/warmup, then N concurrent GETs of BASE/item/0..N-1 over the
+	// same connection; it answers 200 with "conns=C proto=P ok=K" when all
+	// of them answered 200, else 502
+	mux.HandleFunc("/proxy2", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		base := q.Get("to")
+		n, _ := strconv.Atoi(q.Get("n"))
+		tr, err := http2Transport(q.Get("h2c") == "1")
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusNotImplemented)
+			return
+		}
+		defer tr.CloseIdleConnections()
+		c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+		var mu sync.Mutex
+		conns := map[string]bool{}
+		protos := map[string]bool{}
+		get := func(path string) error {
+			trace := &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) {
+				mu.Lock()
+				conns[info.Conn.LocalAddr().String()] = true
+				mu.Unlock()
+			}}
+			req, err := http.NewRequestWithContext(httptrace.WithClientTrace(r.Context(), trace), "GET", base+path, nil)
+			if err != nil {
+				return err
+			}
+			resp, err := c.Do(req)
+			if err != nil {
+				return err
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			mu.Lock()
+			protos[resp.Proto] = true
+			mu.Unlock()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("%s: status %d", path, resp.StatusCode)
+			}
+			return nil
+		}
+		if err := get("/item/warmup"); err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		errs := make(chan error, n)
+		for i := 0; i < n; i++ {
+			go func(i int) { errs <- get("/item/" + strconv.Itoa(i)) }(i)
+		}
+		ok := 0
+		var failed error
+		for i := 0; i < n; i++ {
+			if err := <-errs; err != nil {
+				failed = err
+			} else {
+				ok++
+			}
+		}
+		if failed != nil {
+			http.Error(w, failed.Error(), http.StatusBadGateway)
+			return
+		}
+		ps := []string{}
+		for p := range protos {
+			ps = append(ps, p)
+		}
+		fmt.Fprintf(w, "conns=%d proto=%s ok=%d\n", len(conns), strings.Join(ps, ","), ok)
+	})
+
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "listen:", err)
@@ -116,6 +196,12 @@ func main() {
 	}
 	fmt.Printf("listening on %s\n", ln.Addr())
 	srv := &http.Server{Handler: mux}
+	if *h2c {
+		if err := serveH2C(srv); err != nil {
+			fmt.Fprintln(os.Stderr, "h2c:", err)
+			os.Exit(1)
+		}
+	}
 	if *useTLS {
 		// ServeTLS turns HTTP/2 on (ALPN h2) next to HTTP/1.1
 		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{selfSigned()}}

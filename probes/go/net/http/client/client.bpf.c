@@ -5,7 +5,18 @@
  *   results at RET: *Response RAX, error (itab, data) RBX, RCX
  * roundTrip (not RoundTrip) is where every Transport request goes, HTTP/1
  * and HTTP/2 alike, and it runs on the caller's goroutine, so the caller's
- * server span (if any) is this span's parent. */
+ * server span (if any) is this span's parent.
+ *
+ * Linking to a traced server on this node: the span is published in
+ * gt_conn_spans under the connection's 4-tuple just before the request goes
+ * out, and the server probe looks it up. HTTP/1: at persistConn.roundTrip,
+ * on the caller's goroutine. HTTP/2: the request headers are written by
+ * another goroutine (`go cs.doRequest`), at clientStream.encodeAndWriteHeaders,
+ * where the stream id is known; that goroutine finds the span through the
+ * request's *url.URL, which every copy of the request on the way shares
+ * (Transport.roundTrip's rewindable copy, HTTP/2's retry copy, Go 1.27's
+ * http2.ClientRequest): gt_http_client_h2_reqs, keyed by {tgid, URL},
+ * set at roundTrip entry and removed at its return. */
 #include "go_abi.h"
 
 enum gt_http_client_limits {
@@ -26,12 +37,22 @@ struct gt_http_client_config {
 	__u32 pconn_conn;      /* net/http.persistConn.conn */
 	__u32 flags;           /* enum gt_http_client_flags */
 	struct gt_tcp_offsets tcp;
+	/* HTTP/2 (bundled in net/http as http2* before Go 1.27, then
+	 * net/http/internal/http2) */
+	__u32 h2_req_url;      /* URL of encodeAndWriteHeaders' request: Request.URL, or ClientRequest.URL (1.27) */
+	__u32 h2_cs_cc;        /* clientStream.cc */
+	__u32 h2_cs_id;        /* clientStream.ID */
+	__u32 h2_cc_tconn;     /* ClientConn.tconn (net.Conn) */
+	__u32 h2_cc_tls;       /* ClientConn.tlsState (nil: tconn is the bare TCP connection) */
+	__u32 tls_conn_conn;   /* crypto/tls.Conn.conn */
 };
 
 enum gt_http_client_flags {
 	GT_HTTP_CLIENT_ENABLED = 1,
 	/* connection offsets known: publish the span for the server side */
 	GT_HTTP_CLIENT_LINK = 2,
+	/* HTTP/2 stream offsets known too: publish HTTP/2 requests per stream */
+	GT_HTTP_CLIENT_H2_LINK = 4,
 };
 
 enum gt_http_client_event_flags {
@@ -67,9 +88,34 @@ GT_EXPORT_LAYOUTS(http_client,
 struct http_client_inflight {
 	__u64 start_ns;
 	__u64 req;
+	__u64 url;            /* the request's *url.URL: its gt_http_client_h2_reqs key (0: none) */
 	struct gt_span_context span;
 	struct gt_conn_key conn;
 	__u32 linked;
+	__u32 reserved;
+};
+
+/* A request in flight, as the goroutine that writes its HTTP/2 headers
+ * finds it: by process and *url.URL. */
+struct http_client_h2_key {
+	__u32 tgid;
+	__u32 reserved;
+	__u64 url;
+};
+
+enum http_client_h2_state {
+	H2_REQ_PUBLISHED = 1,  /* `conn` (with its stream id) is in gt_conn_spans */
+	/* two requests in flight share one *url.URL (a request reused
+	 * concurrently): which stream is whose is unknown, no further stream is
+	 * published for either */
+	H2_REQ_AMBIGUOUS = 2,
+};
+
+struct http_client_h2_req {
+	struct gt_span_context span;
+	struct gt_conn_key conn;
+	__u64 goid;           /* the goroutine in roundTrip: the entry's owner */
+	__u32 state;          /* enum http_client_h2_state bits */
 	__u32 reserved;
 };
 
@@ -86,6 +132,57 @@ struct {
 	__type(key, struct gt_goroutine_key);
 	__type(value, struct http_client_inflight);
 } gt_http_client_inflight SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, GT_HTTP_CLIENT_INFLIGHT_MAX);
+	__type(key, struct http_client_h2_key);
+	__type(value, struct http_client_h2_req);
+} gt_http_client_h2_reqs SEC(".maps");
+
+/* Makes the request in flight on goroutine `key` findable by its URL for
+ * the goroutine that will write its HTTP/2 headers. Another request in
+ * flight with the same URL makes both unlinkable; an entry whose owner is no
+ * longer in flight (its return was never seen) is stale and replaced. */
+static __always_inline void h2_expect(const struct gt_goroutine_key *key, struct http_client_inflight *st)
+{
+	struct http_client_h2_key k = { .tgid = key->tgid, .url = st->url };
+	struct http_client_h2_req r = { .span = st->span, .goid = key->goid };
+	if (bpf_map_update_elem(&gt_http_client_h2_reqs, &k, &r, BPF_NOEXIST) == 0)
+		return;
+	struct http_client_h2_req *other = bpf_map_lookup_elem(&gt_http_client_h2_reqs, &k);
+	if (!other)
+		return;
+	struct gt_goroutine_key owner = { .tgid = key->tgid, .goid = other->goid };
+	struct http_client_inflight *ost = bpf_map_lookup_elem(&gt_http_client_inflight, &owner);
+	if (other->goid != key->goid && ost && ost->url == st->url) {
+		other->state |= H2_REQ_AMBIGUOUS;
+		st->url = 0;
+		return;
+	}
+	if (other->state & H2_REQ_PUBLISHED) {
+		bpf_map_delete_elem(&gt_conn_spans, &other->conn);
+		gt_conn_published_add(-1);
+	}
+	bpf_map_update_elem(&gt_http_client_h2_reqs, &k, &r, BPF_ANY);
+}
+
+/* Forgets the URL entry of the request ending on goroutine `key`, and the
+ * stream it published; true when a stream was published. */
+static __always_inline bool h2_forget(const struct gt_goroutine_key *key, __u64 url)
+{
+	struct http_client_h2_key k = { .tgid = key->tgid, .url = url };
+	struct http_client_h2_req *r = bpf_map_lookup_elem(&gt_http_client_h2_reqs, &k);
+	if (!r || r->goid != key->goid)
+		return false;
+	bool published = r->state & H2_REQ_PUBLISHED;
+	if (published) {
+		bpf_map_delete_elem(&gt_conn_spans, &r->conn);
+		gt_conn_published_add(-1);
+	}
+	bpf_map_delete_elem(&gt_http_client_h2_reqs, &k);
+	return published;
+}
 
 SEC("uprobe.multi")
 int gt_http_client_entry(struct pt_regs *ctx)
@@ -109,6 +206,11 @@ int gt_http_client_entry(struct pt_regs *ctx)
 	else
 		gt_new_root(&st.span);
 	gt_mark_entered(&key, GT_PAIRED_HTTP_CLIENT);
+	/* whether the request goes out over HTTP/2 is decided later: every
+	 * sampled request is made findable for an HTTP/2 writer */
+	if ((cfg->flags & GT_HTTP_CLIENT_H2_LINK) && (st.span.flags & GT_SPAN_SAMPLED) &&
+	    go_read_ptr(st.req, cfg->req_url, &st.url) == 0 && st.url)
+		h2_expect(&key, &st);
 	if (bpf_map_update_elem(&gt_http_client_inflight, &key, &st, BPF_ANY) < 0) {
 		gt_count(GT_COUNTER_INFLIGHT_FULL);
 		gt_debug_hit(ctx, GT_HIT_HTTP_CLIENT_ENTRY, GT_HIT_STORE_FAILED, key.tgid, bin_id, key.goid);
@@ -166,15 +268,19 @@ int gt_http_client_return(struct pt_regs *ctx)
 		return 0;
 	}
 	__u64 resp = GO_ARG1(ctx), err = GO_ARG2(ctx);
+	/* the request is over: the server side has found its span by now */
+	bool linked = st->linked;
+	if (st->linked) {
+		bpf_map_delete_elem(&gt_conn_spans, &st->conn);
+		gt_conn_published_add(-1);
+	}
+	if (st->url && h2_forget(&key, st->url))
+		linked = true;
 	/* a child of an unsampled request is not sampled either: no span */
 	bool sampled = st->span.flags & GT_SPAN_SAMPLED;
 	struct gt_http_client_event *ev = sampled ? bpf_ringbuf_reserve(&gt_events, sizeof(*ev), 0) : 0;
 	if (!ev) {
 		gt_count(sampled ? GT_COUNTER_RINGBUF_FULL : GT_COUNTER_NOT_SAMPLED);
-		if (st->linked) {
-			bpf_map_delete_elem(&gt_conn_spans, &st->conn);
-			gt_conn_published_add(-1);
-		}
 		bpf_map_delete_elem(&gt_http_client_inflight, &key);
 		return 0;
 	}
@@ -182,11 +288,7 @@ int gt_http_client_return(struct pt_regs *ctx)
 	ev->start_ns = st->start_ns;
 	ev->end_ns = bpf_ktime_get_ns();
 	ev->span = st->span;
-	ev->flags = (err ? GT_HTTP_CLIENT_EVENT_ERROR : 0) | (st->linked ? GT_HTTP_CLIENT_EVENT_LINKED : 0);
-	if (st->linked) {
-		bpf_map_delete_elem(&gt_conn_spans, &st->conn);
-		gt_conn_published_add(-1);
-	}
+	ev->flags = (err ? GT_HTTP_CLIENT_EVENT_ERROR : 0) | (linked ? GT_HTTP_CLIENT_EVENT_LINKED : 0);
 	__u64 req = st->req, url = 0, status = 0;
 	ev->method_len = go_read_string(req, cfg->req_method, ev->method, GT_HTTP_CLIENT_METHOD_MAX);
 	go_read_ptr(req, cfg->req_url, &url);
@@ -200,5 +302,51 @@ int gt_http_client_return(struct pt_regs *ctx)
 		gt_count(GT_COUNTER_READ_FAILED);
 	bpf_map_delete_elem(&gt_http_client_inflight, &key);
 	gt_submit(ev);
+	return 0;
+}
+
+/* func (cs *clientStream) encodeAndWriteHeaders(req *Request) error
+ *   (net/http.(*http2clientStream) before Go 1.27; req *ClientRequest from 1.27)
+ *   cs RAX, req RBX. Runs on the goroutine `go cs.doRequest` started, once
+ * the stream has its id (addStreamLocked) and before its HEADERS frame is
+ * written: the moment to tell the server side which span is about to arrive
+ * on this stream of this connection. */
+SEC("uprobe.multi")
+int gt_http_client_h2_headers(struct pt_regs *ctx)
+{
+	struct gt_goroutine_key key;
+	__u32 bin_id;
+	struct gt_http_client_config *cfg = gt_probe_enter(ctx, &gt_http_client_config, &key, &bin_id,
+							    GT_HIT_HTTP_CLIENT_H2_HEADERS);
+	if (!cfg || !(cfg->flags & GT_HTTP_CLIENT_H2_LINK))
+		return 0;
+	__u64 cs = GO_ARG1(ctx), cc = 0, tconn = 0, tls = 0;
+	struct http_client_h2_key rk = { .tgid = key.tgid };
+	if (go_read_ptr(GO_ARG2(ctx), cfg->h2_req_url, &rk.url) < 0 || !rk.url)
+		return 0;
+	struct http_client_h2_req *r = bpf_map_lookup_elem(&gt_http_client_h2_reqs, &rk);
+	gt_debug_hit(ctx, GT_HIT_HTTP_CLIENT_H2_HEADERS, r ? GT_HIT_FOUND : GT_HIT_NOT_FOUND, key.tgid, bin_id, key.goid);
+	if (!r || (r->state & H2_REQ_AMBIGUOUS))
+		return 0;
+	struct gt_conn_key k = {};
+	__u32 stream_id = 0;
+	if (go_read_ptr(cs, cfg->h2_cs_cc, &cc) < 0 ||
+	    bpf_probe_read_user(&stream_id, sizeof(stream_id), (void *)(cs + cfg->h2_cs_id)) < 0 || !stream_id ||
+	    go_read_ptr(cc, cfg->h2_cc_tconn + 8, &tconn) < 0 || go_read_ptr(cc, cfg->h2_cc_tls, &tls) < 0)
+		return 0;
+	if (gt_conn_key_of(gt_tcp_conn_under(tconn, tls != 0, cfg->tls_conn_conn), &cfg->tcp, true, &k) < 0)
+		return 0;
+	k.stream_id = stream_id;
+	/* a retried request (on a new stream or connection) replaces its stream */
+	if (r->state & H2_REQ_PUBLISHED) {
+		bpf_map_delete_elem(&gt_conn_spans, &r->conn);
+		gt_conn_published_add(-1);
+		r->state = 0;
+	}
+	if (bpf_map_update_elem(&gt_conn_spans, &k, &r->span, BPF_ANY) == 0) {
+		r->conn = k;
+		r->state = H2_REQ_PUBLISHED;
+		gt_conn_published_add(1);
+	}
 	return 0;
 }

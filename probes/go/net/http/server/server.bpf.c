@@ -55,6 +55,13 @@ struct gt_http_server_config {
 	__u32 h2_status;        /* HTTP/2 responseWriterState.status */
 	__u32 flags;            /* enum gt_http_server_flags */
 	struct gt_tcp_offsets tcp;
+	/* an HTTP/2 request's stream and connection, from its responseWriterState */
+	__u32 h2_rws_stream;    /* responseWriterState.stream */
+	__u32 h2_stream_id;     /* stream.id */
+	__u32 h2_rws_conn;      /* responseWriterState.conn (the serverConn) */
+	__u32 h2_sc_conn;       /* serverConn.conn (net.Conn) */
+	__u32 h2_sc_tls;        /* serverConn.tlsState (nil: conn is the bare TCP connection) */
+	__u32 tls_conn_conn;    /* crypto/tls.Conn.conn */
 };
 
 enum gt_http_server_flags {
@@ -72,6 +79,9 @@ enum gt_http_server_flags {
 	GT_HTTP_SERVER_TLS = 64,        /* Request.TLS known */
 	GT_HTTP_SERVER_PROTO = 128,     /* Request.ProtoMajor/ProtoMinor known */
 	GT_HTTP_SERVER_HIJACK = 256,    /* conn.hijackedv known (with conn.server) */
+	/* HTTP/2 stream and connection offsets known: look for a traced
+	 * client on this node of an HTTP/2 request */
+	GT_HTTP_SERVER_H2_LINK = 512,
 };
 
 enum gt_http_event_flags {
@@ -476,6 +486,23 @@ static __always_inline int conn_key_of(struct gt_http_server_config *cfg, __u64 
 	return gt_conn_key_of(tcpconn, &cfg->tcp, false, k);
 }
 
+/* The ends of an HTTP/2 request's connection, as its client sees them, and
+ * its stream id: `resp` is the *responseWriter of the HTTP/2 server. */
+static __always_inline int h2_conn_key_of(struct gt_http_server_config *cfg, __u64 resp, struct gt_conn_key *k)
+{
+	__u64 rws = 0, stream = 0, sc = 0, conn = 0, tls = 0;
+	__u32 id = 0;
+	if (go_read_ptr(resp, cfg->h2_rws, &rws) < 0 || go_read_ptr(rws, cfg->h2_rws_stream, &stream) < 0 ||
+	    !stream || bpf_probe_read_user(&id, sizeof(id), (void *)(stream + cfg->h2_stream_id)) < 0 || !id ||
+	    go_read_ptr(rws, cfg->h2_rws_conn, &sc) < 0 || go_read_ptr(sc, cfg->h2_sc_conn + 8, &conn) < 0 ||
+	    go_read_ptr(sc, cfg->h2_sc_tls, &tls) < 0)
+		return -1;
+	if (gt_conn_key_of(gt_tcp_conn_under(conn, tls != 0, cfg->tls_conn_conn), &cfg->tcp, false, k) < 0)
+		return -1;
+	k->stream_id = id;
+	return 0;
+}
+
 /* A client on this node may have published its span for this connection
  * (probes/go/net/http/client): then that span is the parent. */
 static __always_inline void link_local_client(const struct gt_conn_key *k, struct http_server_inflight *st)
@@ -531,6 +558,9 @@ int gt_http_server_entry(struct pt_regs *ctx)
 		}
 		if (published)
 			link_local_client(&conn, &st);
+	} else if (!http1 && (cfg->flags & GT_HTTP_SERVER_H2_LINK) && published &&
+		   h2_conn_key_of(cfg, st.resp, &conn) == 0) {
+		link_local_client(&conn, &st);
 	}
 	if (!(st.flags & GT_HTTP_EVENT_LINKED) && (cfg->flags & (GT_HTTP_SERVER_HEADER_HMAP | GT_HTTP_SERVER_HEADER_SWISS)))
 		read_traceparent(cfg, st.req, &st);

@@ -18,9 +18,25 @@ const F = {
   path: 'net/url.URL.Path',
   status: 'net/http.Response.StatusCode',
   pconn: 'net/http.persistConn.conn',
+  // HTTP/2 was bundled into net/http (http2*) until Go 1.27, then moved to net/http/internal/http2
+  csCcBundled: 'net/http.http2clientStream.cc',
+  csIdBundled: 'net/http.http2clientStream.ID',
+  ccTconnBundled: 'net/http.http2ClientConn.tconn',
+  ccTlsBundled: 'net/http.http2ClientConn.tlsState',
+  csCc: 'net/http/internal/http2.clientStream.cc',
+  csId: 'net/http/internal/http2.clientStream.ID',
+  ccTconn: 'net/http/internal/http2.ClientConn.tconn',
+  ccTls: 'net/http/internal/http2.ClientConn.tlsState',
+  // Go 1.27's HTTP/2 transport takes a copy of the request (sharing its *url.URL)
+  creqUrl: 'net/http/internal/http2.ClientRequest.URL',
+  tlsConn: 'crypto/tls.Conn.conn',
 } as const;
 
 const LINK_FIELDS = [F.pconn, ...TCP_FIELDS];
+const H2_BUNDLED = [F.csCcBundled, F.csIdBundled, F.ccTconnBundled, F.ccTlsBundled];
+const H2_INTERNAL = [F.csCc, F.csId, F.ccTconn, F.ccTls, F.creqUrl];
+const H2_LINK_FIELDS = [...H2_BUNDLED, ...H2_INTERNAL, F.tlsConn];
+const H2_LINK_LOST = 'HTTP/2 requests are not linked to traced servers on this node';
 
 export const httpClientProbe: ProbeDescriptor = {
   id: 'net/http/client',
@@ -31,14 +47,34 @@ export const httpClientProbe: ProbeDescriptor = {
     { symbol: 'net/http.(*Transport).roundTrip', entryProgram: 'gt_http_client_entry', returnProgram: 'gt_http_client_return', absentMeans: 'this program never sends client requests through http.Transport' },
     // where the connection is known: publishes the span for a server on this node
     { symbol: 'net/http.(*persistConn).roundTrip', entryProgram: 'gt_http_client_conn', optional: 'traced servers on this node are not linked to these requests' },
+    // where an HTTP/2 request's stream id is known, on the goroutine that writes its headers
+    {
+      symbol: 'net/http.(*http2clientStream).encodeAndWriteHeaders',
+      alternativeSymbols: ['net/http/internal/http2.(*clientStream).encodeAndWriteHeaders'],
+      entryProgram: 'gt_http_client_h2_headers',
+      optional: H2_LINK_LOST,
+    },
   ],
   requiredFields: [F.method, F.url, F.scheme, F.host, F.path, F.status],
-  optionalFields: LINK_FIELDS,
-  optionalFieldEffects: Object.fromEntries(LINK_FIELDS.map((f) => [f, 'traced servers on this node are not linked to these requests'])),
+  optionalFields: [...LINK_FIELDS, ...H2_LINK_FIELDS],
+  alternativeFields: [
+    [F.csCcBundled, F.csCc], [F.csIdBundled, F.csId], [F.ccTconnBundled, F.ccTconn], [F.ccTlsBundled, F.ccTls],
+    // the bundled HTTP/2 is given the *http.Request itself (its URL is a required field)
+    [F.csIdBundled, F.creqUrl],
+  ],
+  optionalFieldEffects: {
+    ...Object.fromEntries(LINK_FIELDS.map((f) => [f, 'traced servers on this node are not linked to these requests'])),
+    ...Object.fromEntries(H2_LINK_FIELDS.map((f) => [f, H2_LINK_LOST])),
+  },
   configMap: 'gt_http_client_config',
-  stateMaps: ['gt_http_client_inflight'],
+  stateMaps: ['gt_http_client_inflight', 'gt_http_client_h2_reqs'],
   encodeConfig(o, missingOptional) {
+    const has = (f: string): boolean => o[f] !== undefined && !missingOptional.includes(f);
     const link = LINK_FIELDS.every((f) => !missingOptional.includes(f));
+    // one HTTP/2 implementation per binary: the bundled one, or Go 1.27's internal package
+    const h2Fields = has(F.csId) ? H2_INTERNAL : H2_BUNDLED;
+    const h2 = TCP_FIELDS.every(has) && has(F.tlsConn) && h2Fields.every(has);
+    const internal = h2Fields === H2_INTERNAL;
     return encodeHttpClientConfig({
       req_method: o[F.method] ?? 0,
       req_url: o[F.url] ?? 0,
@@ -47,8 +83,15 @@ export const httpClientProbe: ProbeDescriptor = {
       url_path: o[F.path] ?? 0,
       resp_status: o[F.status] ?? 0,
       pconn_conn: o[F.pconn] ?? 0,
-      flags: HttpClientFlags.GT_HTTP_CLIENT_ENABLED | (link ? HttpClientFlags.GT_HTTP_CLIENT_LINK : 0),
+      flags: HttpClientFlags.GT_HTTP_CLIENT_ENABLED | (link ? HttpClientFlags.GT_HTTP_CLIENT_LINK : 0)
+        | (h2 ? HttpClientFlags.GT_HTTP_CLIENT_H2_LINK : 0),
       tcp: tcpOffsets(o),
+      h2_req_url: (internal ? o[F.creqUrl] : o[F.url]) ?? 0,
+      h2_cs_cc: (internal ? o[F.csCc] : o[F.csCcBundled]) ?? 0,
+      h2_cs_id: (internal ? o[F.csId] : o[F.csIdBundled]) ?? 0,
+      h2_cc_tconn: (internal ? o[F.ccTconn] : o[F.ccTconnBundled]) ?? 0,
+      h2_cc_tls: (internal ? o[F.ccTls] : o[F.ccTlsBundled]) ?? 0,
+      tls_conn_conn: o[F.tlsConn] ?? 0,
     });
   },
   eventType: EventType.GT_EVENT_HTTP_CLIENT,

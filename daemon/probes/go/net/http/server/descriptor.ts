@@ -44,6 +44,18 @@ const F = {
   h2StatusBundled: 'net/http.http2responseWriterState.status',
   h2Rws: 'net/http/internal/http2.responseWriter.rws',
   h2Status: 'net/http/internal/http2.responseWriterState.status',
+  // an HTTP/2 request's stream and connection, to link it to a traced client on this node
+  h2StreamBundled: 'net/http.http2responseWriterState.stream',
+  h2StreamIdBundled: 'net/http.http2stream.id',
+  h2ConnBundled: 'net/http.http2responseWriterState.conn',
+  h2ScConnBundled: 'net/http.http2serverConn.conn',
+  h2ScTlsBundled: 'net/http.http2serverConn.tlsState',
+  h2Stream: 'net/http/internal/http2.responseWriterState.stream',
+  h2StreamId: 'net/http/internal/http2.stream.id',
+  h2Conn: 'net/http/internal/http2.responseWriterState.conn',
+  h2ScConn: 'net/http/internal/http2.serverConn.conn',
+  h2ScTls: 'net/http/internal/http2.serverConn.tlsState',
+  tlsConn: 'crypto/tls.Conn.conn',
 } as const;
 
 const HMAP_FIELDS = [F.hmapCount, F.hmapFlags, F.hmapB, F.hmapBuckets, F.hmapOldBuckets];
@@ -53,6 +65,9 @@ const LINK_FIELDS = [F.conn, F.rwc, ...TCP_FIELDS];
 const HTTP1_CHECK_FIELDS = [F.conn, F.server];
 const PROTO_FIELDS = [F.protoMajor, F.protoMinor];
 const H2_FIELDS = [F.h2RwsBundled, F.h2StatusBundled, F.h2Rws, F.h2Status];
+const H2_LINK_BUNDLED = [F.h2StreamBundled, F.h2StreamIdBundled, F.h2ConnBundled, F.h2ScConnBundled, F.h2ScTlsBundled];
+const H2_LINK_INTERNAL = [F.h2Stream, F.h2StreamId, F.h2Conn, F.h2ScConn, F.h2ScTls];
+const H2_LINK_FIELDS = [...H2_LINK_BUNDLED, ...H2_LINK_INTERNAL, F.tlsConn];
 
 
 export { splitHostPort };
@@ -68,9 +83,10 @@ export const httpServerProbe: ProbeDescriptor = {
     { symbol: 'net/http.(*conn).serve.func1', entryProgram: 'gt_http_server_panic', optional: 'requests whose handler panics produce no span' },
   ],
   requiredFields: [F.method, F.url, F.host, F.remote, F.path, F.status],
-  optionalFields: [...new Set([...HEADER_FIELDS, ...LINK_FIELDS, ...HTTP1_CHECK_FIELDS, ...H2_FIELDS, F.tls, ...PROTO_FIELDS, F.hijacked])],
+  optionalFields: [...new Set([...HEADER_FIELDS, ...LINK_FIELDS, ...HTTP1_CHECK_FIELDS, ...H2_FIELDS, F.tls, ...PROTO_FIELDS, F.hijacked, ...H2_LINK_FIELDS])],
   alternativeFields: [
     [F.h2RwsBundled, F.h2Rws], [F.h2StatusBundled, F.h2Status],
+    ...H2_LINK_BUNDLED.map((f, i): [string, string] => [f, H2_LINK_INTERNAL[i]!]),
     // a binary has one map implementation: either set walks the header map
     [F.hmapCount, F.mapUsed], [F.hmapB, F.mapDirLen], [F.hmapBuckets, F.mapDirPtr],
     [F.hmapFlags, F.tableGroups], [F.hmapOldBuckets, F.groupsData], [F.hmapBuckets, F.groupsMask],
@@ -83,6 +99,7 @@ export const httpServerProbe: ProbeDescriptor = {
     [F.hijacked]: 'a handler that hijacks the connection (WebSocket upgrades) is reported with status 200',
     ...Object.fromEntries(LINK_FIELDS.map((f) => [f, 'requests from traced clients on this node are not linked to them, and requests gotrail itself sent are traced'])),
     ...Object.fromEntries(HEADER_FIELDS.map((f) => [f, 'incoming traceparent headers are not read'])),
+    ...Object.fromEntries(H2_LINK_FIELDS.map((f) => [f, 'HTTP/2 requests from traced clients on this node are not linked to them'])),
   },
   configMap: 'gt_http_server_config',
   stateMaps: ['gt_http_server_inflight'],
@@ -98,6 +115,11 @@ export const httpServerProbe: ProbeDescriptor = {
     const tls = has(F.tls);
     const proto = PROTO_FIELDS.every(has);
     const hijack = check && has(F.hijacked);
+    // one HTTP/2 implementation per binary: the bundled one, or Go 1.27's internal package
+    const internal = has(F.h2StreamId);
+    const h2LinkFields = internal ? H2_LINK_INTERNAL : H2_LINK_BUNDLED;
+    const h2Link = h2 && TCP_FIELDS.every(has) && has(F.tlsConn) && h2LinkFields.every(has);
+    const h2o = (bundled: string, internalField: string): number => (internal ? o[internalField] : o[bundled]) ?? 0;
     return encodeHttpServerConfig({
       req_method: o[F.method] ?? 0,
       req_url: o[F.url] ?? 0,
@@ -127,12 +149,19 @@ export const httpServerProbe: ProbeDescriptor = {
         | (h2 ? HttpServerFlags.GT_HTTP_SERVER_H2_STATUS : 0)
         | (tls ? HttpServerFlags.GT_HTTP_SERVER_TLS : 0)
         | (proto ? HttpServerFlags.GT_HTTP_SERVER_PROTO : 0)
-        | (hijack ? HttpServerFlags.GT_HTTP_SERVER_HIJACK : 0),
+        | (hijack ? HttpServerFlags.GT_HTTP_SERVER_HIJACK : 0)
+        | (h2Link ? HttpServerFlags.GT_HTTP_SERVER_H2_LINK : 0),
       req_tls: o[F.tls] ?? 0,
       req_proto_major: o[F.protoMajor] ?? 0,
       req_proto_minor: o[F.protoMinor] ?? 0,
       conn_hijacked: o[F.hijacked] ?? 0,
       tcp: tcpOffsets(o),
+      h2_rws_stream: h2o(F.h2StreamBundled, F.h2Stream),
+      h2_stream_id: h2o(F.h2StreamIdBundled, F.h2StreamId),
+      h2_rws_conn: h2o(F.h2ConnBundled, F.h2Conn),
+      h2_sc_conn: h2o(F.h2ScConnBundled, F.h2ScConn),
+      h2_sc_tls: h2o(F.h2ScTlsBundled, F.h2ScTls),
+      tls_conn_conn: o[F.tlsConn] ?? 0,
     });
   },
   eventType: EventType.GT_EVENT_HTTP_SERVER,
