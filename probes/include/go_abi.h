@@ -112,11 +112,11 @@ struct gt_conn_key {
 
 /* Offsets to walk from a *net.TCPConn to its addresses. */
 struct gt_tcp_offsets {
-	__u32 conn_fd;       /* net.conn.fd */
-	__u32 fd_laddr;      /* net.netFD.laddr (net.Addr) */
-	__u32 fd_raddr;      /* net.netFD.raddr (net.Addr) */
-	__u32 tcpaddr_ip;    /* net.TCPAddr.IP */
-	__u32 tcpaddr_port;  /* net.TCPAddr.Port */
+	__u32 conn_fd;      /* net.conn.fd */
+	__u32 fd_laddr;     /* net.netFD.laddr (net.Addr) */
+	__u32 fd_raddr;     /* net.netFD.raddr (net.Addr) */
+	__u32 tcpaddr_ip;   /* net.TCPAddr.IP */
+	__u32 tcpaddr_port; /* net.TCPAddr.Port */
 	__u32 reserved;
 };
 

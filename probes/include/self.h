@@ -35,7 +35,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 1024);
 	__type(key, struct gt_conn_key);
-	__type(value, __u32);   /* the gotrail process that opened it */
+	__type(value, __u32); /* the gotrail process that opened it */
 } gt_self_conns SEC(".maps");
 
 /* How many entries gt_self_conns holds: while none, server probes skip the

@@ -25,8 +25,8 @@
 enum gt_process_event_limits {
 	GT_PROCESS_COMM_MAX = 16,
 	GT_PROCESS_FILENAME_MAX = 256, /* the path given to execve */
-	GT_PROCESS_ARGS_MAX = 512,    /* command line bytes carried for known binaries */
-	GT_PROCESS_ENV_MAX = 4096,    /* environment bytes carried for known binaries */
+	GT_PROCESS_ARGS_MAX = 512,     /* command line bytes carried for known binaries */
+	GT_PROCESS_ENV_MAX = 4096,     /* environment bytes carried for known binaries */
 	GT_BINARY_FILES_MAX = 4096,
 	GT_SIGSTOP = 19,
 };
@@ -44,9 +44,9 @@ struct gt_file_info {
 	__s64 mtime_sec;
 	__s64 ctime_sec;
 	__u32 mtime_nsec;
-	__u32 ctime_nsec;   /* without the kernel's multigrain "queried" bits */
+	__u32 ctime_nsec; /* without the kernel's multigrain "queried" bits */
 	__u32 binary_id;
-	__u32 flags;        /* enum gt_file_flags */
+	__u32 flags; /* enum gt_file_flags */
 };
 
 enum gt_file_flags {
@@ -69,18 +69,18 @@ enum gt_exec_flags {
 
 struct gt_process_event {
 	struct gt_event_header hdr;
-	__u64 time_ns;         /* CLOCK_MONOTONIC */
-	__u64 start_boottime;  /* task start, ns since boot (/proc/PID/stat field 22 × 10^7) */
+	__u64 time_ns;        /* CLOCK_MONOTONIC */
+	__u64 start_boottime; /* task start, ns since boot (/proc/PID/stat field 22 × 10^7) */
 	__u32 ppid;
-	__u32 flags;           /* enum gt_exec_flags (exec events) */
+	__u32 flags; /* enum gt_exec_flags (exec events) */
 	struct gt_file_key file;
-	struct gt_file_info content;   /* the executable's, at exec */
-	__u32 args_len;        /* bytes in args (NUL-separated), 0 when not copied */
-	__u32 env_len;         /* bytes in env (NUL-separated), 0 when not copied */
-	__u32 env_total;       /* the environment's full size */
+	struct gt_file_info content; /* the executable's, at exec */
+	__u32 args_len;              /* bytes in args (NUL-separated), 0 when not copied */
+	__u32 env_len;               /* bytes in env (NUL-separated), 0 when not copied */
+	__u32 env_total;             /* the environment's full size */
 	__u32 reserved;
 	char comm[GT_PROCESS_COMM_MAX];
-	char filename[GT_PROCESS_FILENAME_MAX];  /* exec events: the path execve was given */
+	char filename[GT_PROCESS_FILENAME_MAX]; /* exec events: the path execve was given */
 };
 
 /* Exec of an attached file: the small event plus what the selection rules
@@ -176,7 +176,8 @@ static __always_inline bool same_content(const struct gt_file_info *a, const str
 	       a->ctime_sec == b->ctime_sec && a->ctime_nsec == b->ctime_nsec;
 }
 
-static __always_inline void fill_event(struct gt_process_event *ev, __u16 type, __u16 size, struct task_struct *task)
+static __always_inline void fill_event(struct gt_process_event *ev, __u16 type, __u16 size,
+				       struct task_struct *task)
 {
 	__u32 tgid = BPF_CORE_READ(task, tgid);
 	gt_fill_header(&ev->hdr, type, size, tgid, 0, 0);

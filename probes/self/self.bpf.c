@@ -11,14 +11,14 @@
 #include "self.h"
 #include <bpf/bpf_endian.h>
 
-#define GT_AF_INET 2
+#define GT_AF_INET  2
 #define GT_AF_INET6 10
 
 /* A socket gotrail is connecting or connected with. */
 struct gt_self_sock {
-	struct gt_conn_key key;   /* valid with established */
+	struct gt_conn_key key; /* valid with established */
 	__u32 established;
-	__u32 tgid;               /* the gotrail process that connected */
+	__u32 tgid; /* the gotrail process that connected */
 };
 
 GT_EXPORT_LAYOUTS(self,
@@ -28,7 +28,7 @@ GT_EXPORT_LAYOUTS(self,
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 1024);
-	__type(key, __u64);        /* struct sock * */
+	__type(key, __u64); /* struct sock * */
 	__type(value, struct gt_self_sock);
 } gt_self_socks SEC(".maps");
 

@@ -33,33 +33,32 @@ bool IsUprobeMultiSection(const char* sec) {
 
 // JS thread, once per environment (main thread or worker) at module load.
 Napi::Function BpfObject::Define(Napi::Env env) {
-  return DefineClass(
-      env, "BpfObject",
-      {
-          InstanceMethod<&BpfObject::Load>("load"),
-          InstanceMethod<&BpfObject::ProgramNames>("programNames"),
-          InstanceMethod<&BpfObject::MapNames>("mapNames"),
-          InstanceMethod<&BpfObject::MapInfo>("mapInfo"),
-          InstanceMethod<&BpfObject::MapUpdate>("mapUpdate"),
-          InstanceMethod<&BpfObject::MapLookup>("mapLookup"),
-          InstanceMethod<&BpfObject::MapDelete>("mapDelete"),
-          InstanceMethod<&BpfObject::MapKeys>("mapKeys"),
-          InstanceMethod<&BpfObject::MapCount>("mapCount"),
-          InstanceMethod<&BpfObject::AttachUprobes>("attachUprobes"),
-          InstanceMethod<&BpfObject::AttachTracepoint>("attachTracepoint"),
-          InstanceMethod<&BpfObject::Detach>("detach"),
-          InstanceMethod<&BpfObject::DetachAsync>("detachAsync"),
-          InstanceMethod<&BpfObject::LinkSets>("linkSets"),
-          InstanceMethod<&BpfObject::ProgramStats>("programStats"),
-          InstanceMethod<&BpfObject::StartRingBuffer>("startRingBuffer"),
-          InstanceMethod<&BpfObject::RingBufferStats>("ringBufferStats"),
-          InstanceMethod<&BpfObject::StopRingBuffer>("stopRingBuffer"),
-          InstanceMethod<&BpfObject::PauseRingBuffer>("pauseRingBuffer"),
-          InstanceMethod<&BpfObject::Close>("close"),
-          InstanceAccessor<&BpfObject::GetUprobeMulti>("uprobeMulti"),
-          InstanceAccessor<&BpfObject::GetLoaded>("loaded"),
-          InstanceAccessor<&BpfObject::GetClosed>("closed"),
-      });
+  return DefineClass(env, "BpfObject",
+                     {
+                         InstanceMethod<&BpfObject::Load>("load"),
+                         InstanceMethod<&BpfObject::ProgramNames>("programNames"),
+                         InstanceMethod<&BpfObject::MapNames>("mapNames"),
+                         InstanceMethod<&BpfObject::MapInfo>("mapInfo"),
+                         InstanceMethod<&BpfObject::MapUpdate>("mapUpdate"),
+                         InstanceMethod<&BpfObject::MapLookup>("mapLookup"),
+                         InstanceMethod<&BpfObject::MapDelete>("mapDelete"),
+                         InstanceMethod<&BpfObject::MapKeys>("mapKeys"),
+                         InstanceMethod<&BpfObject::MapCount>("mapCount"),
+                         InstanceMethod<&BpfObject::AttachUprobes>("attachUprobes"),
+                         InstanceMethod<&BpfObject::AttachTracepoint>("attachTracepoint"),
+                         InstanceMethod<&BpfObject::Detach>("detach"),
+                         InstanceMethod<&BpfObject::DetachAsync>("detachAsync"),
+                         InstanceMethod<&BpfObject::LinkSets>("linkSets"),
+                         InstanceMethod<&BpfObject::ProgramStats>("programStats"),
+                         InstanceMethod<&BpfObject::StartRingBuffer>("startRingBuffer"),
+                         InstanceMethod<&BpfObject::RingBufferStats>("ringBufferStats"),
+                         InstanceMethod<&BpfObject::StopRingBuffer>("stopRingBuffer"),
+                         InstanceMethod<&BpfObject::PauseRingBuffer>("pauseRingBuffer"),
+                         InstanceMethod<&BpfObject::Close>("close"),
+                         InstanceAccessor<&BpfObject::GetUprobeMulti>("uprobeMulti"),
+                         InstanceAccessor<&BpfObject::GetLoaded>("loaded"),
+                         InstanceAccessor<&BpfObject::GetClosed>("closed"),
+                     });
 }
 
 // JS thread. Opens the ELF object and fixes up everything that must be
@@ -266,11 +265,14 @@ Napi::Value BpfObject::StartRingBuffer(const Napi::CallbackInfo& info) {
   if (bpf_map__type(map) != BPF_MAP_TYPE_RINGBUF) {
     Throw(env, op, EINVAL, "map " + name + " is not a ring buffer");
   }
-  if (info.Length() < 2 || !info[1].IsFunction()) Throw(env, op, EINVAL, "onBatch must be a function");
-  if (rings_.count(name) > 0) Throw(env, op, EBUSY, "a ring buffer is already running on map " + name);
+  if (info.Length() < 2 || !info[1].IsFunction())
+    Throw(env, op, EINVAL, "onBatch must be a function");
+  if (rings_.count(name) > 0)
+    Throw(env, op, EBUSY, "a ring buffer is already running on map " + name);
   Napi::Object o = OptionalObject(info, 2, op, "options");
   RingBufferOptions ro;
-  ro.interval_ms = static_cast<uint32_t>(IntOption(env, o, "intervalMs", ro.interval_ms, 1, 60000, op));
+  ro.interval_ms =
+      static_cast<uint32_t>(IntOption(env, o, "intervalMs", ro.interval_ms, 1, 60000, op));
   ro.max_queued_batches = static_cast<uint32_t>(
       IntOption(env, o, "maxQueuedBatches", ro.max_queued_batches, 1, 1 << 20, op));
   ro.max_batch_bytes = static_cast<uint32_t>(

@@ -33,8 +33,8 @@ class BpfObject : public Napi::ObjectWrap<BpfObject>, public RingBufferOwner {
     std::string target;
     LinkKind kind;
     size_t sites = 0;
-    int multi_fd = -1;               // kUprobeMulti
-    std::vector<bpf_link*> links;    // kUprobe, kTracepoint
+    int multi_fd = -1;             // kUprobeMulti
+    std::vector<bpf_link*> links;  // kUprobe, kTracepoint
   };
 
   void Open(const Napi::CallbackInfo& info);

@@ -14,8 +14,7 @@ std::string StringArg(const Napi::CallbackInfo& info, size_t i, const std::strin
   return info[i].As<Napi::String>().Utf8Value();
 }
 
-Bytes BytesArg(const Napi::CallbackInfo& info, size_t i, const std::string& op,
-               const char* what) {
+Bytes BytesArg(const Napi::CallbackInfo& info, size_t i, const std::string& op, const char* what) {
   if (i < info.Length() && info[i].IsTypedArray()) {
     Napi::TypedArray ta = info[i].As<Napi::TypedArray>();
     if (ta.TypedArrayType() == napi_uint8_array) {
@@ -26,8 +25,7 @@ Bytes BytesArg(const Napi::CallbackInfo& info, size_t i, const std::string& op,
   Throw(info.Env(), op, EINVAL, std::string(what) + " must be a Buffer or Uint8Array");
 }
 
-void RequireSize(Napi::Env env, const std::string& op, const char* what, size_t got,
-                 size_t want) {
+void RequireSize(Napi::Env env, const std::string& op, const char* what, size_t got, size_t want) {
   if (got != want) {
     Throw(env, op, EINVAL,
           std::string(what) + " is " + std::to_string(got) + " bytes, the map wants " +
@@ -44,8 +42,8 @@ Napi::Object OptionalObject(const Napi::CallbackInfo& info, size_t i, const std:
   return info[i].As<Napi::Object>();
 }
 
-int64_t IntOption(Napi::Env env, Napi::Object o, const char* key, int64_t fallback,
-                  int64_t min, int64_t max, const std::string& op) {
+int64_t IntOption(Napi::Env env, Napi::Object o, const char* key, int64_t fallback, int64_t min,
+                  int64_t max, const std::string& op) {
   Napi::Value v = o.Get(key);
   if (v.IsUndefined()) return fallback;
   if (!v.IsNumber()) Throw(env, op, EINVAL, std::string(key) + " must be a number");

@@ -21,19 +21,17 @@ struct Bytes {
   size_t size;
 };
 
-Bytes BytesArg(const Napi::CallbackInfo& info, size_t i, const std::string& op,
-               const char* what);
+Bytes BytesArg(const Napi::CallbackInfo& info, size_t i, const std::string& op, const char* what);
 
 // Throws EINVAL unless a key or value is exactly the size the map wants.
-void RequireSize(Napi::Env env, const std::string& op, const char* what, size_t got,
-                 size_t want);
+void RequireSize(Napi::Env env, const std::string& op, const char* what, size_t got, size_t want);
 
 // info[i] as an object; an empty one when absent (undefined or null).
 Napi::Object OptionalObject(const Napi::CallbackInfo& info, size_t i, const std::string& op,
                             const char* what);
 
 // Reads an optional integer option in [min, max]; `fallback` when absent.
-int64_t IntOption(Napi::Env env, Napi::Object o, const char* key, int64_t fallback,
-                  int64_t min, int64_t max, const std::string& op);
+int64_t IntOption(Napi::Env env, Napi::Object o, const char* key, int64_t fallback, int64_t min,
+                  int64_t max, const std::string& op);
 
 }  // namespace gotrail

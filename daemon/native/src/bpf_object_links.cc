@@ -61,14 +61,16 @@ Napi::Value BpfObject::AttachUprobes(const Napi::CallbackInfo& info) {
   std::string op = "attach uprobes prog " + program + " to " + binary;
   bpf_program* prog = FindProgram(env, op, program);
 
-  if (info.Length() < 3 || !info[2].IsArray()) Throw(env, op, EINVAL, "fileOffsets must be an array");
+  if (info.Length() < 3 || !info[2].IsArray())
+    Throw(env, op, EINVAL, "fileOffsets must be an array");
   Napi::Array offs = info[2].As<Napi::Array>();
   std::vector<uint64_t> offsets(offs.Length());
   for (uint32_t i = 0; i < offs.Length(); i++) {
     Napi::Value v = offs.Get(i);
     double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
     if (d < 0 || d != static_cast<double>(static_cast<uint64_t>(d))) {
-      Throw(env, op, EINVAL, "fileOffsets[" + std::to_string(i) + "] must be a non-negative integer");
+      Throw(env, op, EINVAL,
+            "fileOffsets[" + std::to_string(i) + "] must be a non-negative integer");
     }
     offsets[i] = static_cast<uint64_t>(d);
   }
@@ -114,7 +116,8 @@ Napi::Value BpfObject::AttachUprobes(const Napi::CallbackInfo& info) {
           "loaded for uprobe_multi links");
   }
 
-  const std::string sites = std::to_string(offsets.size()) + (offsets.size() == 1 ? " site" : " sites");
+  const std::string sites =
+      std::to_string(offsets.size()) + (offsets.size() == 1 ? " site" : " sites");
   LinkSet set;
   set.program = program;
   set.target = binary;
@@ -162,10 +165,13 @@ Napi::Value BpfObject::AttachTracepoint(const Napi::CallbackInfo& info) {
   bpf_program* prog = FindProgram(env, "attach tracepoint prog " + program, program);
   const enum bpf_prog_type type = bpf_program__type(prog);
   const bool raw = type == BPF_PROG_TYPE_RAW_TRACEPOINT;
-  const bool btf = type == BPF_PROG_TYPE_TRACING &&
-                   bpf_program__expected_attach_type(prog) == BPF_TRACE_RAW_TP;
+  const bool btf =
+      type == BPF_PROG_TYPE_TRACING && bpf_program__expected_attach_type(prog) == BPF_TRACE_RAW_TP;
   const std::string target = raw || btf ? name : category + ":" + name;
-  const std::string op = std::string("attach ") + (raw ? "raw tracepoint" : btf ? "BTF tracepoint" : "tracepoint") +
+  const std::string op = std::string("attach ") +
+                         (raw   ? "raw tracepoint"
+                          : btf ? "BTF tracepoint"
+                                : "tracepoint") +
                          " prog " + program + " to " + target;
   if (type != BPF_PROG_TYPE_TRACEPOINT && !raw && !btf) {
     Throw(env, op, EINVAL, "program " + program + " is not a tracepoint program");
@@ -180,8 +186,9 @@ Napi::Value BpfObject::AttachTracepoint(const Napi::CallbackInfo& info) {
     const char* sec = bpf_program__section_name(prog);
     const char* slash = sec != nullptr ? std::strchr(sec, '/') : nullptr;
     if (slash == nullptr || name != slash + 1) {
-      Throw(env, op, EINVAL, "a tp_btf program attaches to the tracepoint named in its section (" +
-                                 std::string(sec != nullptr ? sec : "?") + ")");
+      Throw(env, op, EINVAL,
+            "a tp_btf program attaches to the tracepoint named in its section (" +
+                std::string(sec != nullptr ? sec : "?") + ")");
     }
     link = bpf_program__attach_trace(prog);
   } else {
@@ -192,8 +199,9 @@ Napi::Value BpfObject::AttachTracepoint(const Napi::CallbackInfo& info) {
     std::string detail;
     if (!raw && !btf && err == ENOENT && access("/sys/kernel/tracing/events", F_OK) != 0 &&
         access("/sys/kernel/debug/tracing/events", F_OK) != 0) {
-      detail = "tracefs is not mounted (mount -t tracefs nodev /sys/kernel/tracing), or use a "
-               "SEC(\"raw_tp/...\") or SEC(\"tp_btf/...\") program, which needs none";
+      detail =
+          "tracefs is not mounted (mount -t tracefs nodev /sys/kernel/tracing), or use a "
+          "SEC(\"raw_tp/...\") or SEC(\"tp_btf/...\") program, which needs none";
     }
     ThrowWithLog(env, op, err, log.Tail(4), detail);
   }
@@ -209,7 +217,8 @@ Napi::Value BpfObject::AttachTracepoint(const Napi::CallbackInfo& info) {
 // JS thread.
 Napi::Value BpfObject::Detach(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsNumber()) Throw(env, "detach", EINVAL, "handle must be a number");
+  if (info.Length() < 1 || !info[0].IsNumber())
+    Throw(env, "detach", EINVAL, "handle must be a number");
   const int handle = info[0].As<Napi::Number>().Int32Value();
   const std::string op = "detach link set " + std::to_string(handle);
   auto it = link_sets_.find(handle);
@@ -227,7 +236,9 @@ Napi::Value BpfObject::Detach(const Napi::CallbackInfo& info) {
 class DetachWorker : public Napi::AsyncWorker {
  public:
   DetachWorker(Napi::Env env, std::vector<BpfObject::LinkSet> sets)
-      : Napi::AsyncWorker(env), sets_(std::move(sets)), deferred_(Napi::Promise::Deferred::New(env)) {}
+      : Napi::AsyncWorker(env),
+        sets_(std::move(sets)),
+        deferred_(Napi::Promise::Deferred::New(env)) {}
   // Pool thread.
   void Execute() override {
     for (auto& set : sets_) BpfObject::DestroyLinkSet(set);
@@ -245,7 +256,8 @@ class DetachWorker : public Napi::AsyncWorker {
 // at once; the promise resolves when the kernel has let go of them.
 Napi::Value BpfObject::DetachAsync(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsArray()) Throw(env, "detach", EINVAL, "handles must be an array of numbers");
+  if (info.Length() < 1 || !info[0].IsArray())
+    Throw(env, "detach", EINVAL, "handles must be an array of numbers");
   Napi::Array arr = info[0].As<Napi::Array>();
   // all handles are checked before any set is taken, so an error leaves
   // every link where it was
@@ -254,7 +266,8 @@ Napi::Value BpfObject::DetachAsync(const Napi::CallbackInfo& info) {
     Napi::Value v = arr.Get(i);
     if (!v.IsNumber()) Throw(env, "detach", EINVAL, "handles must be an array of numbers");
     const int handle = v.As<Napi::Number>().Int32Value();
-    if (link_sets_.find(handle) == link_sets_.end()) Throw(env, "detach link set " + std::to_string(handle), ENOENT, "no such link set");
+    if (link_sets_.find(handle) == link_sets_.end())
+      Throw(env, "detach link set " + std::to_string(handle), ENOENT, "no such link set");
     handles.push_back(handle);
   }
   std::vector<LinkSet> sets;

@@ -79,10 +79,10 @@ bool ProbeWriteUser() {
   // Where it is allowed the kernel logs a one-line warning when this loads;
   // the program is never attached.
   const bpf_insn insns[] = {
-      Insn(kMov64Imm, 1, 0, 0, 0),       Insn(kStoreDwImm, 10, 0, -8, 0),
-      Insn(kMov64Reg, 2, 10, 0, 0),      Insn(kAdd64Imm, 2, 0, 0, -8),
-      Insn(kMov64Imm, 3, 0, 0, 8),       Insn(kCall, 0, 0, 0, kHelperProbeWriteUser),
-      Insn(kMov64Imm, 0, 0, 0, 0),       Insn(kExit, 0, 0, 0, 0),
+      Insn(kMov64Imm, 1, 0, 0, 0),  Insn(kStoreDwImm, 10, 0, -8, 0),
+      Insn(kMov64Reg, 2, 10, 0, 0), Insn(kAdd64Imm, 2, 0, 0, -8),
+      Insn(kMov64Imm, 3, 0, 0, 8),  Insn(kCall, 0, 0, 0, kHelperProbeWriteUser),
+      Insn(kMov64Imm, 0, 0, 0, 0),  Insn(kExit, 0, 0, 0, 0),
   };
   int prog = bpf_prog_load(BPF_PROG_TYPE_KPROBE, nullptr, "GPL", insns,
                            sizeof insns / sizeof insns[0], nullptr);

@@ -54,9 +54,12 @@ static napi_value CountersToJsOrNull(napi_env env, const RingBufferCounters& c) 
   napi_value o;
   if (napi_create_object(env, &o) != napi_ok) return nullptr;
   const std::pair<const char*, uint64_t> big[] = {
-      {"batches", c.batches},           {"records", c.records},
-      {"bytes", c.bytes},               {"droppedBatches", c.dropped_batches},
-      {"droppedRecords", c.dropped_records}, {"stalls", c.stalls},
+      {"batches", c.batches},
+      {"records", c.records},
+      {"bytes", c.bytes},
+      {"droppedBatches", c.dropped_batches},
+      {"droppedRecords", c.dropped_records},
+      {"stalls", c.stalls},
   };
   napi_value v;
   for (const auto& [key, value] : big) {
@@ -80,12 +83,9 @@ Napi::Object CountersToJs(Napi::Env env, const RingBufferCounters& c) {
 }
 
 // JS thread.
-std::shared_ptr<RingBufferState> RingBufferState::Start(Napi::Env env, int map_fd,
-                                                        uint32_t ring_bytes,
-                                                        const std::string& map_name,
-                                                        Napi::Function on_batch,
-                                                        const RingBufferOptions& opts,
-                                                        RingBufferOwner* owner) {
+std::shared_ptr<RingBufferState> RingBufferState::Start(
+    Napi::Env env, int map_fd, uint32_t ring_bytes, const std::string& map_name,
+    Napi::Function on_batch, const RingBufferOptions& opts, RingBufferOwner* owner) {
   const std::string op = "start ring buffer " + map_name;
   std::shared_ptr<RingBufferState> state(new RingBufferState());
   state->opts_ = opts;
@@ -100,7 +100,8 @@ std::shared_ptr<RingBufferState> RingBufferState::Start(Napi::Env env, int map_f
   if (state->ring_fd_ < 0) Throw(env, op + ": dup map fd", errno);
   {
     LibbpfLogCapture log;
-    state->rb_ = ring_buffer__new(state->ring_fd_, &RingBufferState::OnSample, state.get(), nullptr);
+    state->rb_ =
+        ring_buffer__new(state->ring_fd_, &RingBufferState::OnSample, state.get(), nullptr);
     if (state->rb_ == nullptr) {
       const int err = errno;
       ThrowWithLog(env, op, err, log.Tail(40));
@@ -343,8 +344,8 @@ int RingBufferState::Append(const void* data, size_t size) {
 // being destroyed at environment teardown; the batch is then counted as
 // dropped, as it is when the environment can no longer run JS. Plain
 // Node-API throughout, for the reason given at CountersToJsOrNull.
-void RingBufferState::CallJs(Napi::Env napi_env_wrapper, Napi::Function callback,
-                             RingBufferState*, Batch* batch) {
+void RingBufferState::CallJs(Napi::Env napi_env_wrapper, Napi::Function callback, RingBufferState*,
+                             Batch* batch) {
   if (batch == nullptr) return;
   napi_env env = napi_env_wrapper;
   std::unique_ptr<Batch> owned(batch);

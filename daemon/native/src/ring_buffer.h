@@ -124,7 +124,8 @@ class RingBufferState : public std::enable_shared_from_this<RingBufferState> {
   // Why ring_buffer__consume stopped before the ring was empty.
   enum class Cut { kNone, kCredit, kPaused, kBudget, kAbandon };
 
-  static void CallJs(Napi::Env env, Napi::Function callback, RingBufferState* context, Batch* batch);
+  static void CallJs(Napi::Env env, Napi::Function callback, RingBufferState* context,
+                     Batch* batch);
   static void Finalize(Napi::Env env, std::shared_ptr<RingBufferState>* holder,
                        RingBufferState* state);
   using Tsfn = Napi::TypedThreadSafeFunction<RingBufferState, Batch, CallJs>;
@@ -146,8 +147,8 @@ class RingBufferState : public std::enable_shared_from_this<RingBufferState> {
   int event_fd_ = -1;  // wakes the poll thread: stop, pause, credits
   Tsfn tsfn_;
   std::thread thread_;
-  RingBufferOwner* owner_ = nullptr;                   // JS thread only
-  std::vector<std::shared_ptr<StopWaiter>> waiters_;   // JS thread only
+  RingBufferOwner* owner_ = nullptr;                  // JS thread only
+  std::vector<std::shared_ptr<StopWaiter>> waiters_;  // JS thread only
 
   std::atomic<bool> stop_{false};
   std::atomic<bool> paused_{false};

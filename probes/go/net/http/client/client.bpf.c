@@ -28,23 +28,23 @@ enum gt_http_client_limits {
 };
 
 struct gt_http_client_config {
-	__u32 req_method;      /* net/http.Request.Method */
-	__u32 req_url;         /* net/http.Request.URL */
-	__u32 url_scheme;      /* net/url.URL.Scheme */
-	__u32 url_host;        /* net/url.URL.Host */
-	__u32 url_path;        /* net/url.URL.Path */
-	__u32 resp_status;     /* net/http.Response.StatusCode */
-	__u32 pconn_conn;      /* net/http.persistConn.conn */
-	__u32 flags;           /* enum gt_http_client_flags */
+	__u32 req_method;  /* net/http.Request.Method */
+	__u32 req_url;     /* net/http.Request.URL */
+	__u32 url_scheme;  /* net/url.URL.Scheme */
+	__u32 url_host;    /* net/url.URL.Host */
+	__u32 url_path;    /* net/url.URL.Path */
+	__u32 resp_status; /* net/http.Response.StatusCode */
+	__u32 pconn_conn;  /* net/http.persistConn.conn */
+	__u32 flags;       /* enum gt_http_client_flags */
 	struct gt_tcp_offsets tcp;
 	/* HTTP/2 (bundled in net/http as http2* before Go 1.27, then
 	 * net/http/internal/http2) */
-	__u32 h2_req_url;      /* URL of encodeAndWriteHeaders' request: Request.URL, or ClientRequest.URL (1.27) */
-	__u32 h2_cs_cc;        /* clientStream.cc */
-	__u32 h2_cs_id;        /* clientStream.ID */
-	__u32 h2_cc_tconn;     /* ClientConn.tconn (net.Conn) */
-	__u32 h2_cc_tls;       /* ClientConn.tlsState (nil: tconn is the bare TCP connection) */
-	__u32 tls_conn_conn;   /* crypto/tls.Conn.conn */
+	__u32 h2_req_url; /* URL of encodeAndWriteHeaders' request: Request.URL, or ClientRequest.URL (1.27) */
+	__u32 h2_cs_cc;   /* clientStream.cc */
+	__u32 h2_cs_id;   /* clientStream.ID */
+	__u32 h2_cc_tconn;   /* ClientConn.tconn (net.Conn) */
+	__u32 h2_cc_tls;     /* ClientConn.tlsState (nil: tconn is the bare TCP connection) */
+	__u32 tls_conn_conn; /* crypto/tls.Conn.conn */
 };
 
 enum gt_http_client_flags {
@@ -56,8 +56,8 @@ enum gt_http_client_flags {
 };
 
 enum gt_http_client_event_flags {
-	GT_HTTP_CLIENT_EVENT_ERROR = 1,   /* roundTrip returned an error */
-	GT_HTTP_CLIENT_EVENT_LINKED = 2,  /* the span was published for its connection */
+	GT_HTTP_CLIENT_EVENT_ERROR = 1,  /* roundTrip returned an error */
+	GT_HTTP_CLIENT_EVENT_LINKED = 2, /* the span was published for its connection */
 };
 
 struct gt_http_client_event {
@@ -68,8 +68,8 @@ struct gt_http_client_event {
 	__s32 scheme_len;
 	__s32 host_len;
 	__s32 path_len;
-	__u32 status;            /* 0 when there is no response */
-	__u32 flags;             /* enum gt_http_client_event_flags */
+	__u32 status; /* 0 when there is no response */
+	__u32 flags;  /* enum gt_http_client_event_flags */
 	struct gt_span_context span;
 	char method[GT_HTTP_CLIENT_METHOD_MAX];
 	char scheme[GT_HTTP_CLIENT_SCHEME_MAX];
@@ -88,7 +88,7 @@ GT_EXPORT_LAYOUTS(http_client,
 struct http_client_inflight {
 	__u64 start_ns;
 	__u64 req;
-	__u64 url;            /* the request's *url.URL: its gt_http_client_h2_reqs key (0: none) */
+	__u64 url; /* the request's *url.URL: its gt_http_client_h2_reqs key (0: none) */
 	struct gt_span_context span;
 	struct gt_conn_key conn;
 	__u32 linked;
@@ -104,7 +104,7 @@ struct http_client_h2_key {
 };
 
 enum http_client_h2_state {
-	H2_REQ_PUBLISHED = 1,  /* `conn` (with its stream id) is in gt_conn_spans */
+	H2_REQ_PUBLISHED = 1, /* `conn` (with its stream id) is in gt_conn_spans */
 	/* two requests in flight share one *url.URL (a request reused
 	 * concurrently): which stream is whose is unknown, no further stream is
 	 * published for either */
@@ -114,8 +114,8 @@ enum http_client_h2_state {
 struct http_client_h2_req {
 	struct gt_span_context span;
 	struct gt_conn_key conn;
-	__u64 goid;           /* the goroutine in roundTrip: the entry's owner */
-	__u32 state;          /* enum http_client_h2_state bits */
+	__u64 goid;  /* the goroutine in roundTrip: the entry's owner */
+	__u32 state; /* enum http_client_h2_state bits */
 	__u32 reserved;
 };
 
@@ -190,7 +190,7 @@ int gt_http_client_entry(struct pt_regs *ctx)
 	struct gt_goroutine_key key;
 	__u32 bin_id;
 	struct gt_http_client_config *cfg = gt_probe_enter(ctx, &gt_http_client_config, &key, &bin_id,
-							    GT_HIT_HTTP_CLIENT_ENTRY);
+							   GT_HIT_HTTP_CLIENT_ENTRY);
 	if (!cfg)
 		return 0;
 	if (!(cfg->flags & GT_HTTP_CLIENT_ENABLED)) {
@@ -230,11 +230,12 @@ int gt_http_client_conn(struct pt_regs *ctx)
 	struct gt_goroutine_key key;
 	__u32 bin_id;
 	struct gt_http_client_config *cfg = gt_probe_enter(ctx, &gt_http_client_config, &key, &bin_id,
-							    GT_HIT_HTTP_CLIENT_CONN);
+							   GT_HIT_HTTP_CLIENT_CONN);
 	if (!cfg || !(cfg->flags & GT_HTTP_CLIENT_LINK))
 		return 0;
 	struct http_client_inflight *st = bpf_map_lookup_elem(&gt_http_client_inflight, &key);
-	gt_debug_hit(ctx, GT_HIT_HTTP_CLIENT_CONN, st ? GT_HIT_FOUND : GT_HIT_NOT_FOUND, key.tgid, bin_id, key.goid);
+	gt_debug_hit(ctx, GT_HIT_HTTP_CLIENT_CONN, st ? GT_HIT_FOUND : GT_HIT_NOT_FOUND, key.tgid, bin_id,
+		     key.goid);
 	if (!st)
 		return 0;
 	__u64 tcpconn = 0;
@@ -258,11 +259,12 @@ int gt_http_client_return(struct pt_regs *ctx)
 	struct gt_goroutine_key key;
 	__u32 bin_id;
 	struct gt_http_client_config *cfg = gt_probe_enter(ctx, &gt_http_client_config, &key, &bin_id,
-							    GT_HIT_HTTP_CLIENT_RETURN);
+							   GT_HIT_HTTP_CLIENT_RETURN);
 	if (!cfg)
 		return 0;
 	struct http_client_inflight *st = bpf_map_lookup_elem(&gt_http_client_inflight, &key);
-	gt_debug_hit(ctx, GT_HIT_HTTP_CLIENT_RETURN, st ? GT_HIT_FOUND : GT_HIT_NOT_FOUND, key.tgid, bin_id, key.goid);
+	gt_debug_hit(ctx, GT_HIT_HTTP_CLIENT_RETURN, st ? GT_HIT_FOUND : GT_HIT_NOT_FOUND, key.tgid, bin_id,
+		     key.goid);
 	if (!st) {
 		gt_count_no_entry(&key, GT_PAIRED_HTTP_CLIENT);
 		return 0;
@@ -317,7 +319,7 @@ int gt_http_client_h2_headers(struct pt_regs *ctx)
 	struct gt_goroutine_key key;
 	__u32 bin_id;
 	struct gt_http_client_config *cfg = gt_probe_enter(ctx, &gt_http_client_config, &key, &bin_id,
-							    GT_HIT_HTTP_CLIENT_H2_HEADERS);
+							   GT_HIT_HTTP_CLIENT_H2_HEADERS);
 	if (!cfg || !(cfg->flags & GT_HTTP_CLIENT_H2_LINK))
 		return 0;
 	__u64 cs = GO_ARG1(ctx), cc = 0, tconn = 0, tls = 0;
@@ -325,14 +327,16 @@ int gt_http_client_h2_headers(struct pt_regs *ctx)
 	if (go_read_ptr(GO_ARG2(ctx), cfg->h2_req_url, &rk.url) < 0 || !rk.url)
 		return 0;
 	struct http_client_h2_req *r = bpf_map_lookup_elem(&gt_http_client_h2_reqs, &rk);
-	gt_debug_hit(ctx, GT_HIT_HTTP_CLIENT_H2_HEADERS, r ? GT_HIT_FOUND : GT_HIT_NOT_FOUND, key.tgid, bin_id, key.goid);
+	gt_debug_hit(ctx, GT_HIT_HTTP_CLIENT_H2_HEADERS, r ? GT_HIT_FOUND : GT_HIT_NOT_FOUND, key.tgid,
+		     bin_id, key.goid);
 	if (!r || (r->state & H2_REQ_AMBIGUOUS))
 		return 0;
 	struct gt_conn_key k = {};
 	__u32 stream_id = 0;
 	if (go_read_ptr(cs, cfg->h2_cs_cc, &cc) < 0 ||
-	    bpf_probe_read_user(&stream_id, sizeof(stream_id), (void *)(cs + cfg->h2_cs_id)) < 0 || !stream_id ||
-	    go_read_ptr(cc, cfg->h2_cc_tconn + 8, &tconn) < 0 || go_read_ptr(cc, cfg->h2_cc_tls, &tls) < 0)
+	    bpf_probe_read_user(&stream_id, sizeof(stream_id), (void *)(cs + cfg->h2_cs_id)) < 0 ||
+	    !stream_id || go_read_ptr(cc, cfg->h2_cc_tconn + 8, &tconn) < 0 ||
+	    go_read_ptr(cc, cfg->h2_cc_tls, &tls) < 0)
 		return 0;
 	if (gt_conn_key_of(gt_tcp_conn_under(tconn, tls != 0, cfg->tls_conn_conn), &cfg->tcp, true, &k) < 0)
 		return 0;

@@ -15,9 +15,9 @@ enum gt_http_limits {
 	GT_HTTP_PATH_MAX = 128,
 	GT_HTTP_HOST_MAX = 64,
 	GT_HTTP_REMOTE_MAX = 64,
-	GT_HTTP_TRACEPARENT_MAX = 128,  /* bytes of a traceparent value read */
-	GT_HTTP_OWS_MAX = 16,           /* leading whitespace skipped in a value */
-	GT_HTTP_TRACESTATE_MAX = 512,   /* bytes of tracestate carried (W3C: propagate at least 512) */
+	GT_HTTP_TRACEPARENT_MAX = 128, /* bytes of a traceparent value read */
+	GT_HTTP_OWS_MAX = 16,          /* leading whitespace skipped in a value */
+	GT_HTTP_TRACESTATE_MAX = 512,  /* bytes of tracestate carried (W3C: propagate at least 512) */
 	/* buckets or groups of the request's header map read per request: a
 	 * request with more distinct header names (about 1,600) is not searched
 	 * to the end, and its span says so */
@@ -28,40 +28,40 @@ enum gt_http_limits {
 /* Struct-field offsets for one binary, filled by user space from DWARF or
  * the offsets database. Indexed by the binary id from the attach cookie. */
 struct gt_http_server_config {
-	__u32 req_method;       /* net/http.Request.Method */
-	__u32 req_url;          /* net/http.Request.URL */
-	__u32 req_host;         /* net/http.Request.Host */
-	__u32 req_remote_addr;  /* net/http.Request.RemoteAddr */
-	__u32 url_path;         /* net/url.URL.Path */
-	__u32 resp_status;      /* net/http.response.status */
-	__u32 resp_conn;        /* net/http.response.conn */
-	__u32 req_header;       /* net/http.Request.Header (a map[string][]string) */
+	__u32 req_method;      /* net/http.Request.Method */
+	__u32 req_url;         /* net/http.Request.URL */
+	__u32 req_host;        /* net/http.Request.Host */
+	__u32 req_remote_addr; /* net/http.Request.RemoteAddr */
+	__u32 url_path;        /* net/url.URL.Path */
+	__u32 resp_status;     /* net/http.response.status */
+	__u32 resp_conn;       /* net/http.response.conn */
+	__u32 req_header;      /* net/http.Request.Header (a map[string][]string) */
 	/* the header map: runtime.hmap before Go 1.24, internal/runtime/maps.Map after */
-	__u32 map_count;        /* hmap.count / Map.used */
-	__u32 map_flags;        /* hmap.flags */
-	__u32 map_b;            /* hmap.B */
-	__u32 map_buckets;      /* hmap.buckets / Map.dirPtr */
-	__u32 map_oldbuckets;   /* hmap.oldbuckets */
-	__u32 map_dir_len;      /* Map.dirLen */
-	__u32 table_groups;     /* maps.table.groups + maps.groupsReference.data */
-	__u32 table_mask;       /* maps.table.groups + maps.groupsReference.lengthMask */
-	__u32 req_tls;          /* net/http.Request.TLS */
-	__u32 req_proto_major;  /* net/http.Request.ProtoMajor */
-	__u32 req_proto_minor;  /* net/http.Request.ProtoMinor */
-	__u32 conn_hijacked;    /* net/http.conn.hijackedv */
-	__u32 conn_rwc;         /* net/http.conn.rwc */
-	__u32 conn_server;      /* net/http.conn.server */
-	__u32 h2_rws;           /* HTTP/2 responseWriter.rws (bundled before Go 1.27, internal/http2 after) */
-	__u32 h2_status;        /* HTTP/2 responseWriterState.status */
-	__u32 flags;            /* enum gt_http_server_flags */
+	__u32 map_count;       /* hmap.count / Map.used */
+	__u32 map_flags;       /* hmap.flags */
+	__u32 map_b;           /* hmap.B */
+	__u32 map_buckets;     /* hmap.buckets / Map.dirPtr */
+	__u32 map_oldbuckets;  /* hmap.oldbuckets */
+	__u32 map_dir_len;     /* Map.dirLen */
+	__u32 table_groups;    /* maps.table.groups + maps.groupsReference.data */
+	__u32 table_mask;      /* maps.table.groups + maps.groupsReference.lengthMask */
+	__u32 req_tls;         /* net/http.Request.TLS */
+	__u32 req_proto_major; /* net/http.Request.ProtoMajor */
+	__u32 req_proto_minor; /* net/http.Request.ProtoMinor */
+	__u32 conn_hijacked;   /* net/http.conn.hijackedv */
+	__u32 conn_rwc;        /* net/http.conn.rwc */
+	__u32 conn_server;     /* net/http.conn.server */
+	__u32 h2_rws;          /* HTTP/2 responseWriter.rws (bundled before Go 1.27, internal/http2 after) */
+	__u32 h2_status;       /* HTTP/2 responseWriterState.status */
+	__u32 flags;           /* enum gt_http_server_flags */
 	struct gt_tcp_offsets tcp;
 	/* an HTTP/2 request's stream and connection, from its responseWriterState */
-	__u32 h2_rws_stream;    /* responseWriterState.stream */
-	__u32 h2_stream_id;     /* stream.id */
-	__u32 h2_rws_conn;      /* responseWriterState.conn (the serverConn) */
-	__u32 h2_sc_conn;       /* serverConn.conn (net.Conn) */
-	__u32 h2_sc_tls;        /* serverConn.tlsState (nil: conn is the bare TCP connection) */
-	__u32 tls_conn_conn;    /* crypto/tls.Conn.conn */
+	__u32 h2_rws_stream; /* responseWriterState.stream */
+	__u32 h2_stream_id;  /* stream.id */
+	__u32 h2_rws_conn;   /* responseWriterState.conn (the serverConn) */
+	__u32 h2_sc_conn;    /* serverConn.conn (net.Conn) */
+	__u32 h2_sc_tls;     /* serverConn.tlsState (nil: conn is the bare TCP connection) */
+	__u32 tls_conn_conn; /* crypto/tls.Conn.conn */
 };
 
 enum gt_http_server_flags {
@@ -76,9 +76,9 @@ enum gt_http_server_flags {
 	GT_HTTP_SERVER_H2_STATUS = 16,
 	/* ...or Go 1.24 and later (swiss tables, internal/runtime/maps.Map) */
 	GT_HTTP_SERVER_HEADER_SWISS = 32,
-	GT_HTTP_SERVER_TLS = 64,        /* Request.TLS known */
-	GT_HTTP_SERVER_PROTO = 128,     /* Request.ProtoMajor/ProtoMinor known */
-	GT_HTTP_SERVER_HIJACK = 256,    /* conn.hijackedv known (with conn.server) */
+	GT_HTTP_SERVER_TLS = 64,     /* Request.TLS known */
+	GT_HTTP_SERVER_PROTO = 128,  /* Request.ProtoMajor/ProtoMinor known */
+	GT_HTTP_SERVER_HIJACK = 256, /* conn.hijackedv known (with conn.server) */
 	/* HTTP/2 stream and connection offsets known: look for a traced
 	 * client on this node of an HTTP/2 request */
 	GT_HTTP_SERVER_H2_LINK = 512,
@@ -113,21 +113,21 @@ enum gt_http_event_flags {
 
 struct gt_http_server_event {
 	struct gt_event_header hdr;
-	__u64 start_ns;          /* CLOCK_MONOTONIC */
+	__u64 start_ns; /* CLOCK_MONOTONIC */
 	__u64 end_ns;
-	__s32 method_len;        /* full Go string lengths: may exceed the copy */
+	__s32 method_len; /* full Go string lengths: may exceed the copy */
 	__s32 path_len;
 	__s32 host_len;
 	__s32 remote_len;
-	__u32 status;            /* 0: the handler wrote nothing (net/http sends 200) */
-	__u32 flags;             /* enum gt_http_event_flags */
+	__u32 status; /* 0: the handler wrote nothing (net/http sends 200) */
+	__u32 flags;  /* enum gt_http_event_flags */
 	struct gt_span_context span;
 	char method[GT_HTTP_METHOD_MAX];
 	char path[GT_HTTP_PATH_MAX];
 	char host[GT_HTTP_HOST_MAX];
 	char remote[GT_HTTP_REMOTE_MAX];
-	__s32 tracestate_len;    /* the first tracestate header's full length (0: none) */
-	__u16 proto_major;       /* Request.ProtoMajor/ProtoMinor; 0.0: unknown */
+	__s32 tracestate_len; /* the first tracestate header's full length (0: none) */
+	__u16 proto_major;    /* Request.ProtoMajor/ProtoMinor; 0.0: unknown */
 	__u16 proto_minor;
 	char tracestate[GT_HTTP_TRACESTATE_MAX];
 };
@@ -144,8 +144,8 @@ struct http_server_inflight {
 	__u64 start_ns;
 	__u64 req;
 	__u64 resp;
-	__u64 tracestate;     /* the incoming tracestate header's []string: array... */
-	__s64 tracestate_n;   /* ...and its length (0: none); read when the request ends */
+	__u64 tracestate;   /* the incoming tracestate header's []string: array... */
+	__s64 tracestate_n; /* ...and its length (0: none); read when the request ends */
 	__u32 flags;
 	__u32 reserved;
 	struct gt_span_context span;
@@ -176,8 +176,8 @@ enum gt_gomap_layout {
 	GT_GOMAP_BUCKET_ELEMS = 8 + 8 * 16,
 	GT_GOMAP_BUCKET_OVERFLOW = 8 + 8 * 16 + 8 * 24,
 	GT_GOMAP_BUCKET_SIZE = 8 + 8 * 16 + 8 * 24 + 8,
-	GT_GOMAP_MIN_TOPHASH = 5,      /* lower tophash values: empty or evacuated */
-	GT_GOMAP_SAME_SIZE_GROW = 8,   /* hmap.flags: growing to the same size */
+	GT_GOMAP_MIN_TOPHASH = 5,    /* lower tophash values: empty or evacuated */
+	GT_GOMAP_SAME_SIZE_GROW = 8, /* hmap.flags: growing to the same size */
 	GT_GOMAP_SLOT_SIZE = 16 + 24,
 	GT_GOMAP_GROUP_SIZE = 8 + 8 * (16 + 24),
 	GT_GOMAP_SCRATCH = 8 + 8 * 16 + 8 * 24 + 8, /* the larger of a bucket and a group */
@@ -193,23 +193,23 @@ enum header_found {
  * and one per table of a swiss directory. Small callbacks keep the
  * verifier's work linear. */
 struct header_search {
-	__u64 arr;          /* bucket array, or the current table's groups */
-	__u64 cur;          /* hmap: the next bucket of an overflow chain */
-	__u64 old_arr;      /* hmap: the buckets being evacuated while the map grows */
-	__u64 dir;          /* swiss: the directory of tables */
-	__u64 prev_table;   /* swiss: a table spans consecutive directory entries */
-	__u32 idx;          /* next bucket or group of arr */
-	__u32 n;            /* buckets or groups in arr */
+	__u64 arr;        /* bucket array, or the current table's groups */
+	__u64 cur;        /* hmap: the next bucket of an overflow chain */
+	__u64 old_arr;    /* hmap: the buckets being evacuated while the map grows */
+	__u64 dir;        /* swiss: the directory of tables */
+	__u64 prev_table; /* swiss: a table spans consecutive directory entries */
+	__u32 idx;        /* next bucket or group of arr */
+	__u32 n;          /* buckets or groups in arr */
 	__u32 old_n;
 	__u32 dir_idx;
 	__u32 dir_len;
 	__u32 swiss;
-	__u32 slot;         /* next slot of the unit in scratch; 8: read the next unit */
-	__u32 found;        /* enum header_found */
-	__s64 left;         /* live entries not seen yet */
-	struct go_slice traceparent;  /* the header's []string value */
+	__u32 slot;                  /* next slot of the unit in scratch; 8: read the next unit */
+	__u32 found;                 /* enum header_found */
+	__s64 left;                  /* live entries not seen yet */
+	struct go_slice traceparent; /* the header's []string value */
 	struct go_slice tracestate;
-	__u32 done;         /* the walk saw every entry */
+	__u32 done; /* the walk saw every entry */
 	__u32 reserved;
 };
 
@@ -319,7 +319,11 @@ static long search_headers(__u32 i, struct header_walk *w)
 	struct go_string key;
 	__builtin_memcpy(&key, scr->unit + koff, sizeof(key));
 	if (key.len == 11 || key.len == 10) {
-		struct { __u64 head; __u32 tail; __u32 pad; } k = {};
+		struct {
+			__u64 head;
+			__u32 tail;
+			__u32 pad;
+		} k = {};
 		if (bpf_probe_read_user(&k, key.len == 11 ? 11 : 10, (void *)key.ptr) == 0) {
 			if (key.len == 11 && k.head == KEY_TRACEPAR && k.tail == KEY_ENT) {
 				__builtin_memcpy(&s->traceparent, scr->unit + eoff, sizeof(s->traceparent));
@@ -341,8 +345,8 @@ static long search_headers(__u32 i, struct header_walk *w)
  * unrolled loop would give the verifier one path per whitespace count. */
 struct ows_trim {
 	struct http_map_scratch *scr;
-	__u32 start;  /* first byte of the value */
-	__u32 end;    /* one past its last byte */
+	__u32 start; /* first byte of the value */
+	__u32 end;   /* one past its last byte */
 };
 
 static __always_inline bool is_ows(char c)
@@ -360,7 +364,8 @@ static long skip_leading_ows(__u32 i, struct ows_trim *t)
 
 static long drop_trailing_ows(__u32 i, struct ows_trim *t)
 {
-	if (!t->scr || t->end <= t->start || !is_ows(t->scr->unit[(t->end - 1) & (GT_HTTP_TRACEPARENT_MAX - 1)]))
+	if (!t->scr || t->end <= t->start ||
+	    !is_ows(t->scr->unit[(t->end - 1) & (GT_HTTP_TRACEPARENT_MAX - 1)]))
 		return 1;
 	t->end--;
 	return 0;
@@ -488,14 +493,15 @@ static __always_inline int conn_key_of(struct gt_http_server_config *cfg, __u64 
 
 /* The ends of an HTTP/2 request's connection, as its client sees them, and
  * its stream id: `resp` is the *responseWriter of the HTTP/2 server. */
-static __always_inline int h2_conn_key_of(struct gt_http_server_config *cfg, __u64 resp, struct gt_conn_key *k)
+static __always_inline int h2_conn_key_of(struct gt_http_server_config *cfg, __u64 resp,
+					  struct gt_conn_key *k)
 {
 	__u64 rws = 0, stream = 0, sc = 0, conn = 0, tls = 0;
 	__u32 id = 0;
 	if (go_read_ptr(resp, cfg->h2_rws, &rws) < 0 || go_read_ptr(rws, cfg->h2_rws_stream, &stream) < 0 ||
-	    !stream || bpf_probe_read_user(&id, sizeof(id), (void *)(stream + cfg->h2_stream_id)) < 0 || !id ||
-	    go_read_ptr(rws, cfg->h2_rws_conn, &sc) < 0 || go_read_ptr(sc, cfg->h2_sc_conn + 8, &conn) < 0 ||
-	    go_read_ptr(sc, cfg->h2_sc_tls, &tls) < 0)
+	    !stream || bpf_probe_read_user(&id, sizeof(id), (void *)(stream + cfg->h2_stream_id)) < 0 ||
+	    !id || go_read_ptr(rws, cfg->h2_rws_conn, &sc) < 0 ||
+	    go_read_ptr(sc, cfg->h2_sc_conn + 8, &conn) < 0 || go_read_ptr(sc, cfg->h2_sc_tls, &tls) < 0)
 		return -1;
 	if (gt_conn_key_of(gt_tcp_conn_under(conn, tls != 0, cfg->tls_conn_conn), &cfg->tcp, false, k) < 0)
 		return -1;
@@ -521,7 +527,7 @@ int gt_http_server_entry(struct pt_regs *ctx)
 	struct gt_goroutine_key key;
 	__u32 bin_id;
 	struct gt_http_server_config *cfg = gt_probe_enter(ctx, &gt_http_server_config, &key, &bin_id,
-							    GT_HIT_HTTP_SERVER_ENTRY);
+							   GT_HIT_HTTP_SERVER_ENTRY);
 	if (!cfg)
 		return 0;
 	if (!(cfg->flags & GT_HTTP_SERVER_ENABLED)) {
@@ -537,8 +543,8 @@ int gt_http_server_entry(struct pt_regs *ctx)
 	 * serverHandler (RAX) carries, an HTTP/2 writer's memory does not. */
 	if (cfg->flags & GT_HTTP_SERVER_CHECK_HTTP1) {
 		__u64 conn = 0, srv = 0;
-		if (go_read_ptr(st.resp, cfg->resp_conn, &conn) < 0 || go_read_ptr(conn, cfg->conn_server, &srv) < 0 ||
-		    srv != GO_ARG1(ctx))
+		if (go_read_ptr(st.resp, cfg->resp_conn, &conn) < 0 ||
+		    go_read_ptr(conn, cfg->conn_server, &srv) < 0 || srv != GO_ARG1(ctx))
 			st.flags |= GT_HTTP_EVENT_NOT_HTTP1;
 	}
 	/* A traced client on this node is the most exact parent (it is the very
@@ -562,7 +568,8 @@ int gt_http_server_entry(struct pt_regs *ctx)
 		   h2_conn_key_of(cfg, st.resp, &conn) == 0) {
 		link_local_client(&conn, &st);
 	}
-	if (!(st.flags & GT_HTTP_EVENT_LINKED) && (cfg->flags & (GT_HTTP_SERVER_HEADER_HMAP | GT_HTTP_SERVER_HEADER_SWISS)))
+	if (!(st.flags & GT_HTTP_EVENT_LINKED) &&
+	    (cfg->flags & (GT_HTTP_SERVER_HEADER_HMAP | GT_HTTP_SERVER_HEADER_SWISS)))
 		read_traceparent(cfg, st.req, &st);
 	if (!(st.flags & (GT_HTTP_EVENT_TRACEPARENT | GT_HTTP_EVENT_LINKED)))
 		gt_new_root(&st.span);
