@@ -87,7 +87,7 @@ function decodeBatch(): void {
 for (let i = 0; i < 50; i++) decodeBatch();
 out.length = 0;
 
-let t = process.hrtime.bigint();
+const t = process.hrtime.bigint();
 const batches = Math.ceil(total / perBatch);
 let serializeNs = 0n;
 let bytes = 0;

@@ -94,7 +94,7 @@ const fromTypes = new Map<string, Map<string, string[]>>();
 
 function recordTypeMetadata(module: string, binary: string, out: GeneratorOutput, label: string): void {
   let perField = fromTypes.get(module);
-  if (perField === undefined) fromTypes.set(module, (perField = new Map()));
+  if (perField === undefined) fromTypes.set(module, (perField = new Map<string, string[]>()));
   const b = openGoBinary(binary);
   let given: Map<string, number>;
   try {
@@ -189,7 +189,7 @@ export function prepareModuleProgram(spec: ModuleFields, version: string, tc: Go
     execFileSync(tc.go, ['mod', 'tidy'], { cwd: src, env: goEnv(tc), stdio: ['ignore', 'pipe', 'pipe'] });
   } catch (err) {
     const e = err as { stderr?: Buffer; message: string };
-    throw new Error(`go mod tidy (${tc.version}) for ${spec.module}@v${version} failed: ${e.stderr?.toString().trim() || e.message}`);
+    throw new Error(`go mod tidy (${tc.version}) for ${spec.module}@v${version} failed: ${e.stderr?.toString().trim() || e.message}`, { cause: err });
   }
   writeFileSync(seedFile, seed);
   return true;

@@ -149,7 +149,7 @@ export function buildGo(o: BuildOptions): boolean {
   } catch (err) {
     rmSync(tmp, { force: true });
     const e = err as { stderr?: Buffer; message: string };
-    throw new Error(`go build (${o.toolchain.version}) in ${o.dir} failed: ${e.stderr?.toString().trim() || e.message}`);
+    throw new Error(`go build (${o.toolchain.version}) in ${o.dir} failed: ${e.stderr?.toString().trim() || e.message}`, { cause: err });
   }
   renameSync(tmp, o.out);
   writeFileSync(stamp, hash);

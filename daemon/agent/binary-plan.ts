@@ -4,7 +4,7 @@
  * would use. `gotrail inspect` prints this, the agent executes it, and both
  * use the same reasons.
  */
-import { openGoBinary, GoBinaryError, type GoBinary } from '../analysis/go-binary.ts';
+import { openGoBinary, type GoBinaryError, type GoBinary } from '../analysis/go-binary.ts';
 import { readStructOffsets } from '../offsets/dwarf.ts';
 import { resolveOffsets, type OffsetDisagreement, type OffsetSourceKind } from '../offsets/resolve.ts';
 import type { ProbeDescriptor } from '../probes/types.ts';

@@ -1,5 +1,5 @@
 import zlib from 'node:zlib';
-import { BinaryFile, WindowReader } from './binary-file.ts';
+import { type BinaryFile, WindowReader } from './binary-file.ts';
 import { GoBinaryError, hex } from './errors.ts';
 
 /** ELF e_type values this module distinguishes. */

@@ -35,7 +35,7 @@ function startService(role: string, args: string[]): Promise<{ child: ChildProce
     let buf = '';
     const timer = setTimeout(() => reject(new Error(`${role} did not start within 10 s`)), 10_000);
     child.once('exit', (code) => reject(new Error(`${role} exited early (code ${code})`)));
-    child.stdout!.on('data', (d: Buffer) => {
+    child.stdout.on('data', (d: Buffer) => {
       buf += d.toString();
       const m = /listening on (\S+)/.exec(buf);
       if (m) {

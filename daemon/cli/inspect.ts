@@ -5,7 +5,6 @@
 import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { planBinaryAt, planDisagreements, type BinaryPlan } from '../agent/binary-plan.ts';
-import type { OffsetSourceKind } from '../offsets/resolve.ts';
 import { probes } from '../probes/registry.ts';
 import { untracedLibraries } from '../probes/untraced.ts';
 import { CliError, EXIT } from './exit-codes.ts';
@@ -141,7 +140,7 @@ export async function runInspect(argv: string[], out: (s: string) => void): Prom
   const target = positionals[0]!;
   const path = /^\d+$/.test(target) ? `/proc/${target}/exe` : target;
   if (!existsSync(path)) throw new CliError(/^\d+$/.test(target) ? `no process ${target} (or its executable is not readable)` : `${target}: no such file`, EXIT.FAILED);
-  const { plan, error } = planBinaryAt(path, probes, from ? { only: from as OffsetSourceKind } : {});
+  const { plan, error } = planBinaryAt(path, probes, from ? { only: from } : {});
   if (!plan) throw new CliError(`${target}: ${error?.message ?? 'analysis failed'}`, EXIT.FAILED);
   const kernel = await kernelView();
   out(values.json ? JSON.stringify(planToJson(plan, kernel), null, 2) + '\n' : renderPlan(plan, kernel));

@@ -55,7 +55,7 @@ main(process.argv.slice(2)).then(
       process.stderr.write(`gotrail: ${e.message}\n`);
       process.exitCode = e.exitCode;
     } else if (e instanceof TypeError && (e as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS')) {
-      process.stderr.write(`gotrail: ${(e as Error).message}\n`);
+      process.stderr.write(`gotrail: ${e.message}\n`);
       process.exitCode = EXIT.USAGE;
     } else {
       process.stderr.write(`gotrail: ${(e as Error)?.stack ?? String(e)}\n`);

@@ -26,7 +26,7 @@ function describe(span: ReadableSpan): string {
   if (a['http.response.status_code'] !== undefined) parts.push(String(a['http.response.status_code']));
   parts.push(ms(span));
   if (span.status.code === SpanStatusCode.ERROR) parts.push('ERROR');
-  return `${parts.join('  ')}   [${svc} pid ${pid}]`;
+  return `${parts.join('  ')}   [${svc} pid ${String(pid)}]`;
 }
 
 export function renderTrace(spans: ReadableSpan[]): string {
@@ -89,8 +89,9 @@ export class ConsoleTreeExporter implements SpanExporter {
     this.write(renderTrace(entry.spans) + '\n\n');
   }
 
-  async forceFlush(): Promise<void> {
+  forceFlush(): Promise<void> {
     for (const id of [...this.pending.keys()]) this.print(id);
+    return Promise.resolve();
   }
 
   async shutdown(): Promise<void> {

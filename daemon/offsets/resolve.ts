@@ -12,7 +12,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isUnknown, validateOffsetsFile } from './schema.ts';
-import type { FieldHistory, KnownRange, OffsetsFile, RangeEntry } from './schema.ts';
+import type { FieldHistory, OffsetsFile, RangeEntry } from './schema.ts';
 import {
   compareSemver,
   formatSemver,
@@ -184,7 +184,7 @@ function atRelease(h: FieldHistory, v: Semver, minorLine = false): Lookup {
   if (i < 0) return { ok: false, why: `older than the data (from ${h.ranges[0]?.since})` };
   const e = h.ranges[i]!;
   if (isUnknown(e) || e.offset === null) return { ok: false, why: describe(h, i, e) };
-  return { ok: true, offset: (e as KnownRange).offset as number, extrapolated: false };
+  return { ok: true, offset: e.offset, extrapolated: false };
 }
 
 /** All of [lo, hi] must agree; the part beyond verifiedUpTo is covered by the extrapolation rule. */

@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { copyFileSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { SpanKind } from '@opentelemetry/api';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { Agent } from '../../daemon/agent/agent.ts';
 import { createExporter } from '../../daemon/export/exporters.ts';
@@ -163,11 +164,11 @@ describe('node-wide agent', { skip }, () => {
     const run = (): Promise<{ pid: number; out: string }> => new Promise((resolve, reject) => {
       const c = spawn(client, ['-get', `${server.url}/hello`], { stdio: ['ignore', 'pipe', 'inherit'] });
       let out = '';
-      c.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+      c.stdout.on('data', (d: Buffer) => (out += d.toString()));
       c.once('error', reject);
       c.once('exit', () => resolve({ pid: c.pid!, out: out.trim() }));
     });
-    const clientSpans = (pid: number): ReadableSpan[] => spans.filter((s) => pidOf(s) === pid && s.kind === 2 /* CLIENT */);
+    const clientSpans = (pid: number): ReadableSpan[] => spans.filter((s) => pidOf(s) === pid && s.kind === SpanKind.CLIENT);
     try {
       // the binary's first run: found by its exec event, attached after analysis
       const first = await run();
@@ -200,7 +201,7 @@ describe('node-wide agent', { skip }, () => {
     const analysedBefore = agent.attachments()!.stats.binariesAnalysed;
     const child = spawn('env', ['GOTRAIL_TEST=1', bin], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
-    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     try {
       await until('server via env listens', () => /listening on/.test(out), 10_000);
       await until('traced', () => agent.tracedPids().includes(child.pid!), 10_000);
@@ -260,8 +261,8 @@ describe('node-wide agent', { skip }, () => {
     const child = spawn('unshare', ['--mount', '--propagation', 'private', '--fork', 'sh', '-c', script], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
-    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
     try {
       await until('the namespaced server listens', () => /listening on/.test(out) || child.exitCode !== null, 10_000);
       assert.match(out, /listening on/, `server in the namespace failed: ${err}`);

@@ -60,7 +60,7 @@ describe('binary rewritten in place and restarted at once', { skip }, () => {
     await until('first process traced', () => agent.tracedPids().includes(server!.pid), 10_000);
     let repairedCycles = 0;
     for (let i = 0; i < CYCLES; i++) {
-      const stopped: GoServer = server!;
+      const stopped: GoServer = server;
       await stopped.stop();
       assert.equal(stopped.child.signalCode, 'SIGTERM', `cycle ${i}: the previous process ended by our SIGTERM, not a crash`);
       // in place: O_TRUNC on the same inode, then exec at once
@@ -104,8 +104,8 @@ describe('binary rewritten in place and restarted at once', { skip }, () => {
       const mine = spans.filter((s) => Number(s.resource.attributes['process.pid']) === pid && s.attributes['url.path'] === '/hello');
       assert.equal(mine.length, REQUESTS, `cycle ${i}: exactly one span per request`);
     }
-    await server!.stop();
-    assert.equal(server!.child.signalCode, 'SIGTERM', 'the last process ended by our SIGTERM');
+    await server.stop();
+    assert.equal(server.child.signalCode, 'SIGTERM', 'the last process ended by our SIGTERM');
     process.stderr.write(`# ${CYCLES} in-place rewrites: ${agent.totals.staleExecs} execs met stale probes (${agent.totals.heldProcesses} held at exec), ` +
       `${agent.totals.repairedBytes} code bytes repaired in ${repairedCycles} cycles, busy load ${busy.count} processes\n`);
   });

@@ -53,7 +53,7 @@ describe('agent robustness', { skip: skipUnlessBpf() }, () => {
     const child = spawn('sh', ['-c', `sleep 0.3; exec "${bin}"`], { stdio: ['ignore', 'pipe', 'ignore'] });
     try {
       let out = '';
-      child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
       await until('the exec\'d server listens', () => /listening on (\S+)/.test(out));
       await until('the same pid traced after exec', () => agent.tracedPids().includes(child.pid!));
       await httpRequest(`http://${/listening on (\S+)/.exec(out)![1]}/hello`);

@@ -76,7 +76,7 @@ describe('build info blob', () => {
     assert.deepEqual(readGoVersion(file), { goVersion: 'go1.16.15' });
     const strings = readStrings(file);
     assert.equal(strings?.goVersion, 'go1.16.15');
-    assert.deepEqual(parseModInfo('go1.16.15', strings!.modinfo).modules, [{ path: 'y', version: 'v1.2.3', sum: 'h1:q=' }]);
+    assert.deepEqual(parseModInfo('go1.16.15', strings.modinfo).modules, [{ path: 'y', version: 'v1.2.3', sum: 'h1:q=' }]);
   });
 
   test('inline format found by scanning a segment without section headers', () => {

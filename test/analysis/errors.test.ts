@@ -218,7 +218,7 @@ function exercise(bin: string): string {
   } catch (err) {
     if (!(err instanceof GoBinaryError)) throw new Error(`escaped as ${String(err)}`, { cause: err });
     if (err.message.includes(INTERNAL_ERROR)) throw new Error(`internal error: ${err.message}`, { cause: err });
-    if (!err.message.startsWith(`${bin}: `)) throw new Error(`message does not name the file: ${err.message}`);
+    if (!err.message.startsWith(`${bin}: `)) throw new Error(`message does not name the file: ${err.message}`, { cause: err });
     return err.code;
   }
 }

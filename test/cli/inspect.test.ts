@@ -207,7 +207,7 @@ describe('gotrail inspect', () => {
     const r = inspect(bin, '--json');
     assert.deepEqual(r.json.untracedLibraries, [{ module: 'google.golang.org/grpc', version: 'v1.50.1', calls: 'gRPC calls' }]);
     const text = inspect(bin);
-    assert.match(text.out, /not traced \(gotrail has no probe for these libraries yet\):\n  ✘ google\.golang\.org\/grpc v1\.50\.1 — its gRPC calls make no spans/);
+    assert.match(text.out, /not traced \(gotrail has no probe for these libraries yet\):\n {2}✘ google\.golang\.org\/grpc v1\.50\.1 — its gRPC calls make no spans/);
     assert.match(text.out, /net\/http is linked, but this program never serves requests with http\.Server/);
   });
 });

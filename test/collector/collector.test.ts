@@ -6,7 +6,7 @@
 
 import assert from 'node:assert/strict';
 import { chmod, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { connect } from 'node:http2';
+import { connect, type IncomingHttpHeaders } from 'node:http2';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -469,7 +469,7 @@ function grpcExport(endpoint: string, request: Buffer): Promise<string> {
       // A gRPC error without a body comes back as headers-only ("trailers-only").
       if (headers['grpc-status'] !== undefined) status = String(headers['grpc-status']);
     });
-    stream.on('trailers', (trailers) => {
+    stream.on('trailers', (trailers: IncomingHttpHeaders) => {
       status = String(trailers['grpc-status']);
     });
     stream.on('data', () => {});

@@ -36,8 +36,9 @@ class MemoryExporter implements SpanExporter {
     if (this.answer === 'ok') call.done({ code: ExportResultCode.SUCCESS });
     else if (this.answer === 'fail') call.done({ code: ExportResultCode.FAILED, error: new Error('collector down') });
   }
-  async shutdown(): Promise<void> {
+  shutdown(): Promise<void> {
     this.shutdowns++;
+    return Promise.resolve();
   }
 }
 

@@ -138,7 +138,7 @@ test(`every span reaches the collector at ${RATE} requests/s for ${SECONDS} s`, 
     })();
     const t0 = Date.now();
     const out = await new Promise<string>((resolve, reject) => {
-      execFile(loadgen, ['-url', `${server.url}/hello`, '-rate', String(RATE), '-duration', `${SECONDS}s`, '-conns', '64'], { encoding: 'utf8', timeout: (SECONDS + 120) * 1000, maxBuffer: 1 << 20 }, (err, stdout) => (err ? reject(err) : resolve(stdout)));
+      execFile(loadgen, ['-url', `${server.url}/hello`, '-rate', String(RATE), '-duration', `${SECONDS}s`, '-conns', '64'], { encoding: 'utf8', timeout: (SECONDS + 120) * 1000, maxBuffer: 1 << 20 }, (err, stdout) => (err instanceof Error ? reject(err) : resolve(stdout)));
     });
     const load = JSON.parse(out) as LoadResult;
     while (samples.at(-1)!.exported < load.responses && Date.now() - t0 < (load.seconds + 60) * 1000) await new Promise((r) => setTimeout(r, 200));

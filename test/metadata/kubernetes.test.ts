@@ -99,7 +99,7 @@ describe('PodWatcher against a fake API server', () => {
     assert.equal(byUid?.['k8s.container.name'], undefined);
     assert.equal(w.lookup(CID.late), undefined);
     assert.equal(w.lookup(undefined, 'no-such-uid'), undefined);
-    assert.deepEqual(Object.keys(kubernetesAttributes(web!)).includes('labels'), false);
+    assert.deepEqual(Object.keys(kubernetesAttributes(web)).includes('labels'), false);
   });
 
   test('watch events: added, modified, deleted (split across chunks), with change callbacks', async () => {
@@ -346,7 +346,7 @@ describe('in-cluster configuration', () => {
       assert.equal(c?.baseUrl, 'https://10.96.0.1:443');
       assert.equal(String(c?.ca), 'CA PEM');
       assert.equal(typeof c?.token, 'function');
-      const token = c!.token as () => string;
+      const token = c.token as () => string;
       assert.equal(token(), 'first');
       writeFileSync(join(dir, 'token'), 'rotated');
       assert.equal(token(), 'rotated');

@@ -529,7 +529,7 @@ describe('native addon', { skip, timeout: 120_000 }, () => {
       await worker.run(1);
       await worker.done(60_000);
       assert.ok(stopped !== undefined, 'the flood was sent from the first batch');
-      await within(stopped!, 20_000, 'stopRingBuffer() with a full queue');
+      await within(stopped, 20_000, 'stopRingBuffer() with a full queue');
       let full = readCounter(o, Counter.fullEvents);
       assert.ok(full > 0n);
       assert.equal(BigInt(c.records.length) + full, BigInt(N + 1), 'stop delivered everything the ring held');
@@ -596,7 +596,7 @@ describe('native addon', { skip, timeout: 120_000 }, () => {
     await o.stopRingBuffer();
   });
 
-  it('raw_tp and tp_btf programs attach without tracefs', async () => {
+  it('raw_tp and tp_btf programs attach without tracefs', () => {
     const o = new BpfObject(fx.object);
     try {
       o.load();

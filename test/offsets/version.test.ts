@@ -25,7 +25,7 @@ test('module versions and the three pseudo-version forms', () => {
   const none = parseModuleVersion('v0.0.0-20230102150405-abcdef123456');
   assert.ok(none.ok && none.pseudo !== null && none.pseudo.base === null && none.pseudo.timestamp === '20230102150405');
   const after = parseModuleVersion('v1.2.4-0.20230102150405-abcdef123456');
-  assert.ok(after.ok && after.pseudo?.base !== null && after.pseudo !== null && formatSemver(after.pseudo.base!) === '1.2.3');
+  assert.ok(after.ok && after.pseudo?.base !== null && after.pseudo !== null && formatSemver(after.pseudo.base) === '1.2.3');
   const pre = parseModuleVersion('v1.3.0-rc.1.0.20230102150405-abcdef123456');
   assert.ok(pre.ok && pre.pseudo !== null && formatSemver(pre.pseudo.base!) === '1.3.0-rc.1');
   assert.equal(pseudoVersion(mustSemver('1.2.3-rc.1')), null);

@@ -29,8 +29,8 @@ export async function startAgent(args: string[], env: Record<string, string> = {
     text += d.toString();
     for (const w of waiters.splice(0)) w();
   };
-  child.stdout!.on('data', onData);
-  child.stderr!.on('data', onData);
+  child.stdout.on('data', onData);
+  child.stderr.on('data', onData);
   let exited: number | null | undefined;
   const exitP = new Promise<number | null>((r) => child.once('exit', (code) => {
     exited = code;

@@ -10,6 +10,7 @@ import { createConnection, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { inspect } from 'node:util';
 
 export const defaultCollectorBinary = fileURLToPath(new URL('../../build/collector/otelcol', import.meta.url));
 
@@ -32,6 +33,12 @@ export type AttributeValue =
   | { [key: string]: AttributeValue };
 
 export type Attributes = Record<string, AttributeValue>;
+
+/** An attribute value as text for messages and comparisons: a scalar as
+ * String() writes it, a list or map as util.inspect does (never "[object Object]"). */
+export function attributeText(v: AttributeValue | undefined): string {
+  return typeof v === 'object' && v !== null ? inspect(v) : String(v);
+}
 
 export interface ReceivedEvent {
   name: string;
@@ -142,7 +149,7 @@ export async function startCollector(opts: StartCollectorOptions = {}): Promise<
       if (!(e instanceof CollectorStartError) || !e.addressInUse) throw e;
     }
   }
-  throw lastError;
+  throw lastError ?? new Error('the collector did not start');
 }
 
 class CollectorStartError extends Error {
@@ -181,8 +188,8 @@ async function startOnce(binaryPath: string, opts: StartCollectorOptions): Promi
   (child.stderr as Socket).unref();
 
   let stderr = '';
-  child.stderr!.setEncoding('utf8');
-  child.stderr!.on('data', (chunk: string) => {
+  child.stderr.setEncoding('utf8');
+  child.stderr.on('data', (chunk: string) => {
     stderr += chunk;
     if (stderr.length > 2 * STDERR_TAIL_BYTES) stderr = stderr.slice(-STDERR_TAIL_BYTES);
   });
@@ -206,7 +213,7 @@ async function startOnce(binaryPath: string, opts: StartCollectorOptions): Promi
   });
 
   // 'exit' can come before the last of stderr has been read.
-  const stderrClosed = new Promise<void>((resolve) => child.stderr!.once('close', resolve));
+  const stderrClosed = new Promise<void>((resolve) => child.stderr.once('close', resolve));
   const waitExit = (ms: number): Promise<boolean> => within(exitPromise, ms);
   const kill = async (): Promise<void> => {
     if (exited) return;

@@ -169,7 +169,7 @@ export function buildGo(opts: GoBuildOptions): string {
   } catch (err) {
     fs.rmSync(tmp, { force: true });
     const e = err as { stderr?: string; message: string };
-    throw new Error(`go build (${toolchain.name}, ${variant}) of ${srcDir} failed:\n${e.stderr || e.message}`);
+    throw new Error(`go build (${toolchain.name}, ${variant}) of ${srcDir} failed:\n${e.stderr || e.message}`, { cause: err });
   }
   fs.renameSync(tmp, out);
   fs.writeFileSync(stampPath, stamp);

@@ -22,9 +22,9 @@ export function startGoServer(bin: string, args: string[] = [], env: Record<stri
     let out = '';
     let err = '';
     const timer = setTimeout(() => reject(new Error(`${bin} did not start in 10 s: ${err}`)), 10_000);
-    child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
     child.once('exit', (code) => reject(new Error(`${bin} exited (code ${code}): ${err}`)));
-    child.stdout!.on('data', (d: Buffer) => {
+    child.stdout.on('data', (d: Buffer) => {
       out += d.toString();
       const m = /listening on (\S+)/.exec(out);
       if (m) {

@@ -48,7 +48,7 @@ export function readHits(path: string): HitLine[] {
   for (const l of readFileSync(path, 'utf8').split('\n')) {
     if (!l) continue;
     const o = JSON.parse(l) as Record<string, unknown>;
-    out.push({ ...(o as object), t: BigInt(o['t'] as string) } as HitLine);
+    out.push({ ...(o as object), t: BigInt(o['t'] as string) });
   }
   return out.sort((a, b) => (a.t < b.t ? -1 : a.t > b.t ? 1 : 0));
 }

@@ -9,7 +9,7 @@ import { copyFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect } from 'node:http2';
 import https from 'node:https';
-import { startCollector, type Collector, type ReceivedSpan } from '../../../../support/collector.ts';
+import { attributeText, startCollector, type Collector, type ReceivedSpan } from '../../../../support/collector.ts';
 import { startAgent, repoRoot, type AgentProcess } from '../../../../support/agent-process.ts';
 import { startGoServer } from '../../../../support/go-server.ts';
 import { rawExchange, rawRequest } from '../../../../support/raw-http.ts';
@@ -78,7 +78,7 @@ describe('net/http server span attributes, end to end', { skip }, () => {
 
         const spans = await spansOf(server.pid, 5);
         const by = (p: string): ReceivedSpan => spans.find((s) => s.attributes['url.path'] === p && s.name !== 'HTTP')!;
-        for (const s of spans) assert.equal(s.attributes['url.scheme'], 'http', `${s.attributes['url.path']}: plain HTTP`);
+        for (const s of spans) assert.equal(s.attributes['url.scheme'], 'http', `${attributeText(s.attributes['url.path'])}: plain HTTP`);
         assert.equal(by('/status/202').attributes['network.protocol.version'], '1.0');
         assert.equal(by('/status/203').attributes['network.protocol.version'], '1.1');
         assert.equal(by('/status/203').name, 'GET', 'no route known: the span is named by its method');

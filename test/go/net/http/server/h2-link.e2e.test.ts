@@ -9,7 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { copyFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { startCollector, type Collector, type ReceivedSpan } from '../../../../support/collector.ts';
+import { attributeText, startCollector, type Collector, type ReceivedSpan } from '../../../../support/collector.ts';
 import { startAgent, repoRoot, type AgentProcess } from '../../../../support/agent-process.ts';
 import { startGoServer, httpRequest, type GoServer } from '../../../../support/go-server.ts';
 import { skipUnlessBpf } from '../../../../support/privileges.ts';
@@ -86,19 +86,19 @@ describe('net/http: HTTP/2 between traced processes on one node is linked per st
         assert.equal(sent.length, n, 'one CLIENT span per HTTP/2 request');
         assert.equal(proxies.length, 1);
         const proxy = proxies[0]!;
-        for (const s of served) assert.equal(s.attributes['network.protocol.version'], '2', `${s.attributes['url.path']} came over HTTP/2`);
+        for (const s of served) assert.equal(s.attributes['network.protocol.version'], '2', `${attributeText(s.attributes['url.path'])} came over HTTP/2`);
 
         // the request each span stands for, from what each side saw of it (not from the link)
-        const sentByPath = new Map(sent.map((c) => [new URL(String(c.attributes['url.full'])).pathname, c]));
+        const sentByPath = new Map(sent.map((c) => [new URL(attributeText(c.attributes['url.full'])).pathname, c]));
         assert.equal(sentByPath.size, n, 'each CLIENT span names its own path');
         const wrong: string[] = [];
         for (const s of served) {
-          const path = String(s.attributes['url.path']);
+          const path = attributeText(s.attributes['url.path']);
           const c = sentByPath.get(path);
           assert.ok(c, `a CLIENT span for ${path}`);
           if (s.parentSpanId !== c.spanId || s.traceId !== c.traceId) {
             const other = sent.find((x) => x.spanId === s.parentSpanId);
-            wrong.push(`${path}: parent ${s.parentSpanId || '(none)'}${other ? ` = the client span of ${other.attributes['url.full']}` : ''}`);
+            wrong.push(`${path}: parent ${s.parentSpanId || '(none)'}${other ? ` = the client span of ${attributeText(other.attributes['url.full'])}` : ''}`);
           }
         }
         assert.deepEqual(wrong, [], 'every SERVER span has exactly its own CLIENT span as parent');

@@ -9,7 +9,7 @@ import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect } from 'node:http2';
 import https from 'node:https';
-import { startCollector, type Collector, type ReceivedSpan } from '../../../../support/collector.ts';
+import { attributeText, startCollector, type Collector, type ReceivedSpan } from '../../../../support/collector.ts';
 import { startAgent, repoRoot, type AgentProcess } from '../../../../support/agent-process.ts';
 import { startGoServer, httpRequest } from '../../../../support/go-server.ts';
 import { skipUnlessBpf } from '../../../../support/privileges.ts';
@@ -93,7 +93,7 @@ describe('net/http server probe, end to end', { skip }, () => {
             assert.equal(s.resource['team'], 'platform');
             assert.equal(s.resource['tier'], 'test tier');
             assert.equal(s.resource['process.runtime.name'], 'go');
-            assert.match(String(s.resource['process.runtime.version']), new RegExp(`^${tc.replace('.', '\\.')}`));
+            assert.match(attributeText(s.resource['process.runtime.version']), new RegExp(`^${tc.replace('.', '\\.')}`));
             assert.equal(s.resource['process.executable.path'], binPath(tc, v));
             assert.ok(s.resource['host.name']);
             assert.equal(s.attributes['server.address'], '127.0.0.1');
@@ -297,7 +297,7 @@ describe('net/http server probe, end to end', { skip }, () => {
     assert.match(text, /^gotrail_exec_to_attach_seconds_count [1-9]/m);
     const health = await httpRequest(url.replace('/metrics', '/healthz'));
     assert.equal(health.status, 200);
-    const status = JSON.parse((await httpRequest(url.replace('/metrics', '/status'))).body);
+    const status = JSON.parse((await httpRequest(url.replace('/metrics', '/status'))).body) as { processesTraced: unknown; binaries: unknown; kernel: { uprobeMulti: unknown } };
     assert.ok(Array.isArray(status.processesTraced) && Array.isArray(status.binaries));
     assert.equal(typeof status.kernel.uprobeMulti, 'boolean');
   });
