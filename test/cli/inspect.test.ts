@@ -15,11 +15,50 @@ import { buildGo, goToolchains, programDir } from '../support/go-build.ts';
 const goBin = (tc: string, v: string): string => join(repoRoot, 'build', 'go', tc, v, 'httpserver');
 const work = join(repoRoot, 'build', 'test-inspect');
 
-function inspect(...args: string[]): { code: number | null; out: string; err: string; json?: any } {
+/** The parts of `gotrail inspect --json` these tests read. */
+interface InspectProbeJson {
+  id: string;
+  attachable: boolean;
+  reason: string | null;
+  degraded: string[];
+  unverified: string[];
+  sites: { symbol: string; role: string; fileOffsets: string[] }[];
+  offsets: Record<string, { offset: number; source: string }>;
+}
+interface InspectJson {
+  goVersion: string;
+  stripped: boolean;
+  dwarf: boolean;
+  functionSource: string;
+  goidOffset: number | null;
+  goidSource: string | null;
+  typeMetadata: { layout: string | null; error: string | null };
+  disagreements: { field: string; offsets: Record<string, number>; chosen: string }[];
+  untracedLibraries: { module: string; version: string; calls: string }[];
+  probes: InspectProbeJson[];
+}
+
+/** Runs `gotrail inspect`; `json` is its --json report (reading it throws when there is none). */
+function inspect(...args: string[]): { code: number | null; out: string; err: string; json: InspectJson } {
   const r = spawnSync(gotrailBin, ['inspect', ...args], { encoding: 'utf8', timeout: 60_000 });
-  let json: unknown;
-  if (args.includes('--json') && r.status !== null && r.status <= 4 && r.stdout.trim().startsWith('{')) json = JSON.parse(r.stdout);
-  return { code: r.status, out: r.stdout, err: r.stderr, json };
+  let json: InspectJson | undefined;
+  if (args.includes('--json') && r.status !== null && r.status <= 4 && r.stdout.trim().startsWith('{')) json = JSON.parse(r.stdout) as InspectJson;
+  return {
+    code: r.status,
+    out: r.stdout,
+    err: r.stderr,
+    get json(): InspectJson {
+      if (json === undefined) throw new Error(`no JSON report from gotrail inspect ${args.join(' ')}: ${r.stderr}`);
+      return json;
+    },
+  };
+}
+
+/** The report's entry for one probe. */
+function probe(json: InspectJson, id: string): InspectProbeJson {
+  const p = json.probes.find((x) => x.id === id);
+  assert.ok(p, `probe ${id} in the report`);
+  return p;
 }
 
 /** Rewrites the Go version recorded in a binary's buildinfo (same length), as a newer toolchain would have written it. */
@@ -46,15 +85,15 @@ describe('gotrail inspect', () => {
       assert.equal(r.json.dwarf, true);
       assert.equal(r.json.stripped, false);
       assert.equal(r.json.goidOffset, 152);
-      const p = r.json.probes.find((x: any) => x.id === 'net/http/server');
+      const p = probe(r.json, 'net/http/server');
       assert.equal(p.attachable, true);
-      assert.equal(p.offsets['net/http.Request.Method'].source, 'dwarf');
-      assert.deepEqual(p.sites.map((s: any) => `${s.role} ${s.symbol}`).sort(), [
+      assert.equal(p.offsets['net/http.Request.Method']?.source, 'dwarf');
+      assert.deepEqual(p.sites.map((s) => `${s.role} ${s.symbol}`).sort(), [
         'entry net/http.(*conn).serve.func1',
         'entry net/http.serverHandler.ServeHTTP',
         'return net/http.serverHandler.ServeHTTP',
       ]);
-      assert.ok(p.sites.every((s: any) => s.fileOffsets.length > 0));
+      assert.ok(p.sites.every((s) => s.fileOffsets.length > 0));
     });
 
     test(`${tc}: stripped binary — functions from pclntab, offsets from the type metadata, the database agreeing`, () => {
@@ -65,22 +104,22 @@ describe('gotrail inspect', () => {
       assert.equal(r.json.functionSource, 'pclntab');
       assert.equal(r.json.typeMetadata.error, null);
       assert.deepEqual(r.json.disagreements, []);
-      const p = r.json.probes.find((x: any) => x.id === 'net/http/server');
+      const p = probe(r.json, 'net/http/server');
       assert.equal(p.attachable, true);
       assert.deepEqual(p.degraded, [], 'traceparent, node-local linking and HTTP/2 status all available');
-      for (const [f, o] of Object.entries<any>(p.offsets)) assert.equal(o.source, 'types', f);
+      for (const [f, o] of Object.entries(p.offsets)) assert.equal(o.source, 'types', f);
       // Each source alone, side by side: the same offsets.
-      const db = inspect(goBin(tc, 'stripped'), '--json', '--offsets-from', 'db').json.probes.find((x: any) => x.id === 'net/http/server');
-      const plainDwarf = inspect(goBin(tc, 'plain'), '--json', '--offsets-from', 'dwarf').json.probes.find((x: any) => x.id === 'net/http/server');
-      const offsets = (q: any): Record<string, number> => Object.fromEntries(Object.entries<any>(q.offsets).map(([k, v]) => [k, v.offset]));
+      const db = probe(inspect(goBin(tc, 'stripped'), '--json', '--offsets-from', 'db').json, 'net/http/server');
+      const plainDwarf = probe(inspect(goBin(tc, 'plain'), '--json', '--offsets-from', 'dwarf').json, 'net/http/server');
+      const offsets = (q: InspectProbeJson): Record<string, number> => Object.fromEntries(Object.entries(q.offsets).map(([k, v]) => [k, v.offset]));
       assert.deepEqual(offsets(db), offsets(p));
       assert.deepEqual(offsets(plainDwarf), offsets(p));
-      assert.ok(Object.values<any>(db.offsets).every((o) => o.source === 'db'));
-      assert.ok(Object.values<any>(plainDwarf.offsets).every((o) => o.source === 'dwarf'));
+      assert.ok(Object.values(db.offsets).every((o) => o.source === 'db'));
+      assert.ok(Object.values(plainDwarf.offsets).every((o) => o.source === 'dwarf'));
       assert.match(inspect(goBin(tc, 'stripped')).out, /offset net\/http\.response\.status = \d+ \(types\)/);
       // the same sites as the unstripped build of the same toolchain
-      const plain = inspect(goBin(tc, 'plain'), '--json').json.probes[0].sites;
-      assert.deepEqual(p.sites.map((s: any) => s.fileOffsets.length), plain.map((s: any) => s.fileOffsets.length));
+      const plain = probe(inspect(goBin(tc, 'plain'), '--json').json, 'net/http/server').sites;
+      assert.deepEqual(p.sites.map((s) => s.fileOffsets.length), plain.map((s) => s.fileOffsets.length));
     });
   }
 
@@ -92,21 +131,21 @@ describe('gotrail inspect', () => {
     assert.equal(r.json.goVersion, 'go1.30.1');
     assert.equal(r.json.typeMetadata.layout, 'go1.27', 'the newest known layout, validated');
     assert.equal(r.json.goidSource, 'types');
-    const server = r.json.probes.find((x: any) => x.id === 'net/http/server');
-    assert.equal(server.attachable, true, server.reason);
+    const server = probe(r.json, 'net/http/server');
+    assert.equal(server.attachable, true, server.reason ?? undefined);
     assert.deepEqual(server.degraded, []);
     assert.deepEqual(server.unverified, []);
-    for (const [f, o] of Object.entries<any>(server.offsets)) assert.equal(o.source, 'types', f);
-    assert.equal(server.offsets['net/http.response.status'].offset, 128);
+    for (const [f, o] of Object.entries(server.offsets)) assert.equal(o.source, 'types', f);
+    assert.equal(server.offsets['net/http.response.status']?.offset, 128);
 
     // The database alone cannot say (it knows up to go1.27.3): the affected probe alone is disabled.
     const dbOnly = inspect(bin, '--json', '--offsets-from', 'db');
     assert.equal(dbOnly.code, 0, `exit 0: a probe still attaches\n${dbOnly.out}${dbOnly.err}`);
-    const s2 = dbOnly.json.probes.find((x: any) => x.id === 'net/http/server');
+    const s2 = probe(dbOnly.json, 'net/http/server');
     assert.equal(s2.attachable, false);
-    assert.match(s2.reason, /net\/http\.response\.status/);
-    assert.match(s2.reason, /go1\.30\.1/);
-    const client = dbOnly.json.probes.find((x: any) => x.id === 'net/http/client');
+    assert.match(s2.reason ?? '', /net\/http\.response\.status/);
+    assert.match(s2.reason ?? '', /go1\.30\.1/);
+    const client = probe(dbOnly.json, 'net/http/client');
     assert.equal(client.attachable, true, 'fields stable over the last releases are carried forward');
     assert.ok(client.unverified.length > 0, 'and marked unverified');
     const text = inspect(bin, '--offsets-from', 'db');
@@ -120,10 +159,10 @@ describe('gotrail inspect', () => {
     withGoVersion(goBin('go1.27', 'stripped'), bin, 'go1.27.3', 'go1.27.4');
     const r = inspect(bin, '--json', '--offsets-from', 'db');
     assert.equal(r.code, 0, r.err);
-    const server = r.json.probes.find((x: any) => x.id === 'net/http/server');
-    assert.equal(server.attachable, true, server.reason);
-    assert.equal(server.offsets['net/http.response.status'].offset, 128);
-    assert.equal(server.offsets['net/http.response.status'].source, 'db');
+    const server = probe(r.json, 'net/http/server');
+    assert.equal(server.attachable, true, server.reason ?? undefined);
+    assert.equal(server.offsets['net/http.response.status']?.offset, 128);
+    assert.equal(server.offsets['net/http.response.status']?.source, 'db');
     assert.deepEqual(server.unverified, []);
   });
 
@@ -134,11 +173,11 @@ describe('gotrail inspect', () => {
     const r = inspect(bin, '--json');
     assert.equal(r.code, 0, r.err);
     assert.equal(r.json.typeMetadata.layout, null);
-    assert.match(r.json.typeMetadata.error, /type metadata: .*go1\.27 layout/);
-    const d = r.json.disagreements.find((x: any) => x.field === 'net/http.response.status');
+    assert.match(r.json.typeMetadata.error ?? '', /type metadata: .*go1\.27 layout/);
+    const d = r.json.disagreements.find((x) => x.field === 'net/http.response.status');
     assert.deepEqual(d, { field: 'net/http.response.status', offsets: { dwarf: 120, db: 128 }, chosen: 'dwarf' });
-    const server = r.json.probes.find((x: any) => x.id === 'net/http/server');
-    assert.equal(server.offsets['net/http.response.status'].offset, 120);
+    const server = probe(r.json, 'net/http/server');
+    assert.equal(server.offsets['net/http.response.status']?.offset, 120);
     const text = inspect(bin);
     assert.match(text.out, /types: +unusable: .*LAYOUT|types: +unusable: .*layout/);
     assert.match(text.out, /DISAGREEMENT net\/http\.response\.status: dwarf says 120, db says 128; using dwarf/);
@@ -190,10 +229,10 @@ describe('gotrail inspect', () => {
     const tc = goToolchains().find((t) => t.name === 'go1.26') ?? goToolchains()[0]!;
     const serverOnly = inspect(buildGo({ toolchain: tc, srcDir: programDir('inspect-server-only'), variant: 'stripped' }), '--json');
     assert.equal(serverOnly.code, 0, serverOnly.err);
-    const client = serverOnly.json.probes.find((x: any) => x.id === 'net/http/client');
+    const client = probe(serverOnly.json, 'net/http/client');
     assert.equal(client.attachable, false);
     assert.equal(client.reason, 'net/http is linked, but this program never sends client requests through http.Transport (function net/http.(*Transport).roundTrip not found)');
-    assert.equal(serverOnly.json.probes.find((x: any) => x.id === 'net/http/server').attachable, true);
+    assert.equal(probe(serverOnly.json, 'net/http/server').attachable, true);
 
     const noHttp = inspect(buildGo({ toolchain: tc, srcDir: programDir('inspect-no-http'), variant: 'plain' }));
     assert.equal(noHttp.code, 4, 'no probe attaches');
