@@ -28,6 +28,37 @@ export interface ProbedFunction {
   absentMeans?: string;
 }
 
+/** One struct field a probe reads. */
+export interface ProbeField {
+  /** What the probe reads it for (the offsets database's coverage notes). */
+  reads: string;
+  /**
+   * Set when the probe runs without the field: what is lost when its offset
+   * is unknown (`gotrail inspect` and the agent's log say it). Without it the
+   * field is required: an unknown offset disables the probe for that binary.
+   */
+  optional?: string;
+}
+
+/** The fields without which `probe` cannot run. */
+export function requiredFields(probe: Pick<ProbeDescriptor, 'fields'>): string[] {
+  return Object.entries(probe.fields).filter(([, f]) => f.optional === undefined).map(([name]) => name);
+}
+
+/** The fields that enable extra features of `probe`; missing ones degrade it. */
+export function optionalFields(probe: Pick<ProbeDescriptor, 'fields'>): string[] {
+  return Object.entries(probe.fields).filter(([, f]) => f.optional !== undefined).map(([name]) => name);
+}
+
+/**
+ * Declares `names` as fields read for the same purpose: `fieldGroup(LINK,
+ * { reads: 'the 4-tuple', optional: 'not linked' })` inside a descriptor's
+ * `fields`.
+ */
+export function fieldGroup(names: readonly string[], field: ProbeField): Record<string, ProbeField> {
+  return Object.fromEntries(names.map((n) => [n, field]));
+}
+
 export interface EventContext {
   clock: MonotonicClock;
   /** The resource of a traced process, undefined when it is unknown (exited). */
@@ -46,10 +77,15 @@ export interface ProbeDescriptor {
   goPackage: string;
   description: string;
   functions: ProbedFunction[];
-  /** Offsets without which the probe cannot run (`pkg.Struct.field`). */
-  requiredFields: string[];
-  /** Offsets that enable extra features; missing ones degrade the probe. */
-  optionalFields: string[];
+  /**
+   * Every struct field whose offset the probe reads (`pkg.Struct.field`, of
+   * `module`'s packages): the one declaration of them. The offsets database
+   * (offsets-db/fields.ts, generate.ts and its coverage table), `gotrail
+   * inspect` and the agent's per-binary plan all derive from it, and a test
+   * fails when the database holds a field no probe declares or lacks one a
+   * probe declares.
+   */
+  fields: Readonly<Record<string, ProbeField>>;
   /** BPF maps keyed by gt_goroutine_key holding this probe's in-flight state: cleared for a process that exits. */
   stateMaps: string[];
   /** BPF array map (indexed by binary id) receiving `encodeConfig`'s bytes. */
@@ -61,8 +97,6 @@ export interface ProbeDescriptor {
    * while the other resolves.
    */
   alternativeFields?: Array<[string, string]>;
-  /** Human notes on what missing optional fields cost, keyed by field. */
-  optionalFieldEffects: Record<string, string>;
   eventType: number;
   eventSize: number;
   handleEvent(buf: Buffer, off: number, ctx: EventContext): void;

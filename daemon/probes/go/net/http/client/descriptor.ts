@@ -7,8 +7,8 @@
 import { SpanKind, type Attributes } from '@opentelemetry/api';
 import { EventType, HttpClientEventFlags, HttpClientFlags, HTTP_CLIENT_EVENT_SIZE, decodeHttpClientEvent, encodeHttpClientConfig } from '../../../../../generated/layouts.ts';
 import { goString, splitHostPort } from '../../../../../spans/go-values.ts';
-import { TCP_FIELDS, tcpOffsets } from '../tcp-fields.ts';
-import { emitProbeSpan, eventBasics, type EventContext, type ProbeDescriptor } from '../../../../types.ts';
+import { TCP_FIELDS, TCP_FIELDS_READ, tcpOffsets } from '../tcp-fields.ts';
+import { emitProbeSpan, eventBasics, fieldGroup, type EventContext, type ProbeDescriptor } from '../../../../types.ts';
 
 const F = {
   method: 'net/http.Request.Method',
@@ -21,6 +21,7 @@ const F = {
 } as const;
 
 const LINK_FIELDS = [F.pconn, ...TCP_FIELDS];
+const NOT_LINKED = 'traced servers on this node are not linked to these requests';
 
 export const httpClientProbe: ProbeDescriptor = {
   id: 'net/http/client',
@@ -32,9 +33,16 @@ export const httpClientProbe: ProbeDescriptor = {
     // where the connection is known: publishes the span for a server on this node
     { symbol: 'net/http.(*persistConn).roundTrip', entryProgram: 'gt_http_client_conn', optional: 'traced servers on this node are not linked to these requests' },
   ],
-  requiredFields: [F.method, F.url, F.scheme, F.host, F.path, F.status],
-  optionalFields: LINK_FIELDS,
-  optionalFieldEffects: Object.fromEntries(LINK_FIELDS.map((f) => [f, 'traced servers on this node are not linked to these requests'])),
+  fields: {
+    [F.method]: { reads: 'http.request.method' },
+    [F.url]: { reads: 'the request URL' },
+    [F.scheme]: { reads: 'url.full' },
+    [F.host]: { reads: 'server.address, server.port and url.full' },
+    [F.path]: { reads: 'url.full' },
+    [F.status]: { reads: 'http.response.status_code' },
+    [F.pconn]: { reads: 'the connection a request is sent on', optional: NOT_LINKED },
+    ...fieldGroup(TCP_FIELDS, { reads: TCP_FIELDS_READ, optional: NOT_LINKED }),
+  },
   configMap: 'gt_http_client_config',
   stateMaps: ['gt_http_client_inflight'],
   encodeConfig(o, missingOptional) {

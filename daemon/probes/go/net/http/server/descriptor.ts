@@ -8,9 +8,9 @@ import {
   EventType, HttpEventFlags, HttpServerFlags, HTTP_SERVER_EVENT_SIZE,
   decodeHttpServerEvent, encodeHttpServerConfig,
 } from '../../../../../generated/layouts.ts';
-import { emitProbeSpan, eventBasics, type EventContext, type ProbeDescriptor } from '../../../../types.ts';
+import { emitProbeSpan, eventBasics, fieldGroup, type EventContext, type ProbeDescriptor } from '../../../../types.ts';
 import { goString, splitHostPort } from '../../../../../spans/go-values.ts';
-import { TCP_FIELDS, tcpOffsets } from '../tcp-fields.ts';
+import { TCP_FIELDS, TCP_FIELDS_READ, tcpOffsets } from '../tcp-fields.ts';
 
 const F = {
   method: 'net/http.Request.Method',
@@ -48,11 +48,12 @@ const F = {
 
 const HMAP_FIELDS = [F.hmapCount, F.hmapFlags, F.hmapB, F.hmapBuckets, F.hmapOldBuckets];
 const SWISS_FIELDS = [F.mapUsed, F.mapDirPtr, F.mapDirLen, F.tableGroups, F.groupsData, F.groupsMask];
-const HEADER_FIELDS = [F.header, ...HMAP_FIELDS, ...SWISS_FIELDS];
 const LINK_FIELDS = [F.conn, F.rwc, ...TCP_FIELDS];
 const HTTP1_CHECK_FIELDS = [F.conn, F.server];
 const PROTO_FIELDS = [F.protoMajor, F.protoMinor];
-const H2_FIELDS = [F.h2RwsBundled, F.h2StatusBundled, F.h2Rws, F.h2Status];
+const NO_TRACEPARENT = 'incoming traceparent headers are not read';
+const NOT_LINKED = 'requests from traced clients on this node are not linked to them, and requests gotrail itself sent are traced';
+const NO_H2_STATUS = 'HTTP/2 responses carry no status code';
 
 
 export { splitHostPort };
@@ -67,23 +68,38 @@ export const httpServerProbe: ProbeDescriptor = {
     // the connection's deferred recover: ends the span of a handler that panicked
     { symbol: 'net/http.(*conn).serve.func1', entryProgram: 'gt_http_server_panic', optional: 'requests whose handler panics produce no span' },
   ],
-  requiredFields: [F.method, F.url, F.host, F.remote, F.path, F.status],
-  optionalFields: [...new Set([...HEADER_FIELDS, ...LINK_FIELDS, ...HTTP1_CHECK_FIELDS, ...H2_FIELDS, F.tls, ...PROTO_FIELDS, F.hijacked])],
+  fields: {
+    [F.method]: { reads: 'http.request.method' },
+    [F.url]: { reads: 'the request URL, for url.path' },
+    [F.host]: { reads: 'server.address and server.port' },
+    [F.remote]: { reads: 'client.address and client.port' },
+    [F.path]: { reads: 'url.path' },
+    [F.status]: { reads: 'http.response.status_code' },
+    ...fieldGroup([F.header], { reads: "the request's parsed header, searched for traceparent and tracestate", optional: NO_TRACEPARENT }),
+    ...fieldGroup(HMAP_FIELDS, { reads: 'walks the header map (Go before 1.24)', optional: NO_TRACEPARENT }),
+    ...fieldGroup(SWISS_FIELDS, { reads: 'walks the header map (Go 1.24 and later, swiss tables)', optional: NO_TRACEPARENT }),
+    [F.conn]: { reads: "the response's connection", optional: NOT_LINKED },
+    [F.rwc]: { reads: 'the net.Conn, for the 4-tuple', optional: NOT_LINKED },
+    ...fieldGroup(TCP_FIELDS, { reads: TCP_FIELDS_READ, optional: NOT_LINKED }),
+    [F.server]: {
+      reads: "tells an HTTP/1 response (whose conn names the handler's server) from an HTTP/2 one",
+      optional: 'HTTP/2 requests are not told from HTTP/1 ones, so their status code may be misread',
+    },
+    ...fieldGroup([F.h2RwsBundled, F.h2StatusBundled], { reads: 'the status of an HTTP/2 response (Go before 1.27, bundled HTTP/2)', optional: NO_H2_STATUS }),
+    ...fieldGroup([F.h2Rws, F.h2Status], { reads: 'the status of an HTTP/2 response (Go 1.27 and later)', optional: NO_H2_STATUS }),
+    [F.tls]: { reads: 'url.scheme (https when the request came over TLS)', optional: 'url.scheme is not reported' },
+    ...fieldGroup(PROTO_FIELDS, { reads: 'network.protocol.version', optional: 'network.protocol.version is not reported for HTTP/1.x' }),
+    [F.hijacked]: {
+      reads: "a hijacked connection's status is not the ResponseWriter's",
+      optional: 'a handler that hijacks the connection (WebSocket upgrades) is reported with status 200',
+    },
+  },
   alternativeFields: [
     [F.h2RwsBundled, F.h2Rws], [F.h2StatusBundled, F.h2Status],
     // a binary has one map implementation: either set walks the header map
     [F.hmapCount, F.mapUsed], [F.hmapB, F.mapDirLen], [F.hmapBuckets, F.mapDirPtr],
     [F.hmapFlags, F.tableGroups], [F.hmapOldBuckets, F.groupsData], [F.hmapBuckets, F.groupsMask],
   ],
-  optionalFieldEffects: {
-    ...Object.fromEntries(H2_FIELDS.map((f) => [f, 'HTTP/2 responses carry no status code'])),
-    [F.server]: 'HTTP/2 requests are not told from HTTP/1 ones, so their status code may be misread',
-    [F.tls]: 'url.scheme is not reported',
-    ...Object.fromEntries(PROTO_FIELDS.map((f) => [f, 'network.protocol.version is not reported for HTTP/1.x'])),
-    [F.hijacked]: 'a handler that hijacks the connection (WebSocket upgrades) is reported with status 200',
-    ...Object.fromEntries(LINK_FIELDS.map((f) => [f, 'requests from traced clients on this node are not linked to them, and requests gotrail itself sent are traced'])),
-    ...Object.fromEntries(HEADER_FIELDS.map((f) => [f, 'incoming traceparent headers are not read'])),
-  },
   configMap: 'gt_http_server_config',
   stateMaps: ['gt_http_server_inflight'],
   encodeConfig(o, missingOptional) {
