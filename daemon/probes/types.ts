@@ -9,15 +9,15 @@ import { SpanStatusCode, type Attributes, type SpanKind, type TraceState } from 
 import type { MonotonicClock } from '../spans/clock.ts';
 import { makeSpan } from '../spans/span-record.ts';
 import { spanContextFrom } from '../spans/span-context.ts';
-import type { SpanContext as SpanContextLayout } from '../generated/layouts.ts';
+import type { BpfMapName, BpfProgramName, SpanContext as SpanContextLayout } from '../generated/layouts.ts';
 
 export interface ProbedFunction {
   /** Fully qualified Go symbol, e.g. `net/http.serverHandler.ServeHTTP`. */
   symbol: string;
-  /** Program attached past the stack-growth prologue. */
-  entryProgram?: string;
-  /** Program attached at every RET instruction. */
-  returnProgram?: string;
+  /** Program attached past the stack-growth prologue (a `BpfPrograms` constant). */
+  entryProgram?: BpfProgramName;
+  /** Program attached at every RET instruction (a `BpfPrograms` constant). */
+  returnProgram?: BpfProgramName;
   /** Set when the probe works without this function: what is lost if it is missing. */
   optional?: string;
   /**
@@ -87,9 +87,9 @@ export interface ProbeDescriptor {
    */
   fields: Readonly<Record<string, ProbeField>>;
   /** BPF maps keyed by gt_goroutine_key holding this probe's in-flight state: cleared for a process that exits. */
-  stateMaps: string[];
+  stateMaps: BpfMapName[];
   /** BPF array map (indexed by binary id) receiving `encodeConfig`'s bytes. */
-  configMap: string;
+  configMap: BpfMapName;
   encodeConfig(offsets: Record<string, number>, missingOptional: string[]): Buffer;
   /**
    * Pairs of optional fields that stand for each other (the same fact under a
@@ -97,6 +97,7 @@ export interface ProbeDescriptor {
    * while the other resolves.
    */
   alternativeFields?: Array<[string, string]>;
+  /** The probe's id in the event type family: `EventType.<its enum gt_event_type_<probe> value>`. */
   eventType: number;
   eventSize: number;
   handleEvent(buf: Buffer, off: number, ctx: EventContext): void;

@@ -5,7 +5,7 @@
  * request's child (the link is made in BPF).
  */
 import { SpanKind, type Attributes } from '@opentelemetry/api';
-import { EventType, HttpClientEventFlags, HttpClientFlags, HTTP_CLIENT_EVENT_SIZE, decodeHttpClientEvent, encodeHttpClientConfig } from '../../../../../generated/layouts.ts';
+import { BpfMaps, BpfPrograms, EventType, HttpClientEventFlags, HttpClientFlags, HTTP_CLIENT_EVENT_SIZE, decodeHttpClientEvent, encodeHttpClientConfig } from '../../../../../generated/layouts.ts';
 import { goString, splitHostPort } from '../../../../../spans/go-values.ts';
 import { TCP_FIELDS, TCP_FIELDS_READ, tcpOffsets } from '../tcp-fields.ts';
 import { emitProbeSpan, eventBasics, fieldGroup, type EventContext, type ProbeDescriptor } from '../../../../types.ts';
@@ -29,9 +29,9 @@ export const httpClientProbe: ProbeDescriptor = {
   goPackage: 'net/http',
   description: 'net/http client requests (CLIENT spans)',
   functions: [
-    { symbol: 'net/http.(*Transport).roundTrip', entryProgram: 'gt_http_client_entry', returnProgram: 'gt_http_client_return', absentMeans: 'this program never sends client requests through http.Transport' },
+    { symbol: 'net/http.(*Transport).roundTrip', entryProgram: BpfPrograms.gt_http_client_entry, returnProgram: BpfPrograms.gt_http_client_return, absentMeans: 'this program never sends client requests through http.Transport' },
     // where the connection is known: publishes the span for a server on this node
-    { symbol: 'net/http.(*persistConn).roundTrip', entryProgram: 'gt_http_client_conn', optional: 'traced servers on this node are not linked to these requests' },
+    { symbol: 'net/http.(*persistConn).roundTrip', entryProgram: BpfPrograms.gt_http_client_conn, optional: 'traced servers on this node are not linked to these requests' },
   ],
   fields: {
     [F.method]: { reads: 'http.request.method' },
@@ -43,8 +43,8 @@ export const httpClientProbe: ProbeDescriptor = {
     [F.pconn]: { reads: 'the connection a request is sent on', optional: NOT_LINKED },
     ...fieldGroup(TCP_FIELDS, { reads: TCP_FIELDS_READ, optional: NOT_LINKED }),
   },
-  configMap: 'gt_http_client_config',
-  stateMaps: ['gt_http_client_inflight'],
+  configMap: BpfMaps.gt_http_client_config,
+  stateMaps: [BpfMaps.gt_http_client_inflight],
   encodeConfig(o, missingOptional) {
     const link = LINK_FIELDS.every((f) => !missingOptional.includes(f));
     return encodeHttpClientConfig({

@@ -5,7 +5,7 @@
 import { SpanKind, type Attributes } from '@opentelemetry/api';
 import { TraceState } from '@opentelemetry/core';
 import {
-  EventType, HttpEventFlags, HttpServerFlags, HTTP_SERVER_EVENT_SIZE,
+  BpfMaps, BpfPrograms, EventType, HttpEventFlags, HttpServerFlags, HTTP_SERVER_EVENT_SIZE,
   decodeHttpServerEvent, encodeHttpServerConfig,
 } from '../../../../../generated/layouts.ts';
 import { emitProbeSpan, eventBasics, fieldGroup, type EventContext, type ProbeDescriptor } from '../../../../types.ts';
@@ -64,9 +64,9 @@ export const httpServerProbe: ProbeDescriptor = {
   goPackage: 'net/http',
   description: 'net/http server requests (SERVER spans)',
   functions: [
-    { symbol: 'net/http.serverHandler.ServeHTTP', entryProgram: 'gt_http_server_entry', returnProgram: 'gt_http_server_return', absentMeans: 'this program never serves requests with http.Server' },
+    { symbol: 'net/http.serverHandler.ServeHTTP', entryProgram: BpfPrograms.gt_http_server_entry, returnProgram: BpfPrograms.gt_http_server_return, absentMeans: 'this program never serves requests with http.Server' },
     // the connection's deferred recover: ends the span of a handler that panicked
-    { symbol: 'net/http.(*conn).serve.func1', entryProgram: 'gt_http_server_panic', optional: 'requests whose handler panics produce no span' },
+    { symbol: 'net/http.(*conn).serve.func1', entryProgram: BpfPrograms.gt_http_server_panic, optional: 'requests whose handler panics produce no span' },
   ],
   fields: {
     [F.method]: { reads: 'http.request.method' },
@@ -100,8 +100,8 @@ export const httpServerProbe: ProbeDescriptor = {
     [F.hmapCount, F.mapUsed], [F.hmapB, F.mapDirLen], [F.hmapBuckets, F.mapDirPtr],
     [F.hmapFlags, F.tableGroups], [F.hmapOldBuckets, F.groupsData], [F.hmapBuckets, F.groupsMask],
   ],
-  configMap: 'gt_http_server_config',
-  stateMaps: ['gt_http_server_inflight'],
+  configMap: BpfMaps.gt_http_server_config,
+  stateMaps: [BpfMaps.gt_http_server_inflight],
   encodeConfig(o, missingOptional) {
     const has = (f: string): boolean => o[f] !== undefined && !missingOptional.includes(f);
     const swiss = has(F.header) && SWISS_FIELDS.every(has);
