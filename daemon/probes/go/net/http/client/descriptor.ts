@@ -5,6 +5,9 @@
  * request's child (the link is made in BPF).
  */
 import { SpanKind, type Attributes } from '@opentelemetry/api';
+import {
+  ATTR_ERROR_TYPE, ATTR_HTTP_REQUEST_METHOD, ATTR_HTTP_RESPONSE_STATUS_CODE, ATTR_SERVER_ADDRESS, ATTR_SERVER_PORT, ATTR_URL_FULL,
+} from '@opentelemetry/semantic-conventions';
 import { BpfMaps, BpfPrograms, EventType, HttpClientEventFlags, HttpClientFlags, HTTP_CLIENT_EVENT_SIZE, decodeHttpClientEvent, encodeHttpClientConfig } from '../../../../../generated/layouts.ts';
 import { goString, splitHostPort } from '../../../../../spans/go-values.ts';
 import { TCP_FIELDS, TCP_FIELDS_READ, tcpOffsets } from '../tcp-fields.ts';
@@ -73,13 +76,13 @@ export const httpClientProbe: ProbeDescriptor = {
     const { host, port } = splitHostPort(hostPort);
     const failed = (ev.flags & HttpClientEventFlags.GT_HTTP_CLIENT_EVENT_ERROR) !== 0;
     const attributes: Attributes = {
-      'http.request.method': method,
-      'server.address': host,
-      'server.port': port ?? (scheme === 'https' ? 443 : 80),
-      'url.full': `${scheme}://${hostPort}${path}`,
+      [ATTR_HTTP_REQUEST_METHOD]: method,
+      [ATTR_SERVER_ADDRESS]: host,
+      [ATTR_SERVER_PORT]: port ?? (scheme === 'https' ? 443 : 80),
+      [ATTR_URL_FULL]: `${scheme}://${hostPort}${path}`,
     };
-    if (ev.status) attributes['http.response.status_code'] = ev.status;
-    if (failed) attributes['error.type'] = 'transport';
+    if (ev.status) attributes[ATTR_HTTP_RESPONSE_STATUS_CODE] = ev.status;
+    if (failed) attributes[ATTR_ERROR_TYPE] = 'transport';
     emitProbeSpan(ctx, {
       name: method,
       kind: SpanKind.CLIENT,

@@ -5,6 +5,11 @@
 import { SpanKind, type Attributes } from '@opentelemetry/api';
 import { TraceState } from '@opentelemetry/core';
 import {
+  ATTR_CLIENT_ADDRESS, ATTR_CLIENT_PORT, ATTR_ERROR_TYPE, ATTR_HTTP_REQUEST_METHOD, ATTR_HTTP_REQUEST_METHOD_ORIGINAL,
+  ATTR_HTTP_RESPONSE_STATUS_CODE, ATTR_NETWORK_PROTOCOL_VERSION, ATTR_SERVER_ADDRESS, ATTR_SERVER_PORT, ATTR_URL_PATH,
+  ATTR_URL_SCHEME, HTTP_REQUEST_METHOD_VALUE_OTHER,
+} from '@opentelemetry/semantic-conventions';
+import {
   BpfMaps, BpfPrograms, EventType, HttpEventFlags, HttpServerFlags, HTTP_SERVER_EVENT_SIZE,
   decodeHttpServerEvent, encodeHttpServerConfig,
 } from '../../../../../generated/layouts.ts';
@@ -173,21 +178,21 @@ export const httpServerProbe: ProbeDescriptor = {
     const status = ev.status === 0 ? (panicked || !statusKnown ? undefined : 200) : ev.status;
     const known = KNOWN_METHODS.has(method);
     const attributes: Attributes = {
-      'http.request.method': known ? method : '_OTHER',
-      'url.path': path,
+      [ATTR_HTTP_REQUEST_METHOD]: known ? method : HTTP_REQUEST_METHOD_VALUE_OTHER,
+      [ATTR_URL_PATH]: path,
     };
-    if (!known) attributes['http.request.method_original'] = method;
-    if (ev.flags & HttpEventFlags.GT_HTTP_EVENT_TLS_KNOWN) attributes['url.scheme'] = ev.flags & HttpEventFlags.GT_HTTP_EVENT_TLS ? 'https' : 'http';
-    if (status !== undefined) attributes['http.response.status_code'] = status;
-    if (panicked) attributes['error.type'] = 'panic';
+    if (!known) attributes[ATTR_HTTP_REQUEST_METHOD_ORIGINAL] = method;
+    if (ev.flags & HttpEventFlags.GT_HTTP_EVENT_TLS_KNOWN) attributes[ATTR_URL_SCHEME] = ev.flags & HttpEventFlags.GT_HTTP_EVENT_TLS ? 'https' : 'http';
+    if (status !== undefined) attributes[ATTR_HTTP_RESPONSE_STATUS_CODE] = status;
+    if (panicked) attributes[ATTR_ERROR_TYPE] = 'panic';
     const version = http2 ? '2' : protocolVersion(ev.proto_major, ev.proto_minor);
-    if (version) attributes['network.protocol.version'] = version;
+    if (version) attributes[ATTR_NETWORK_PROTOCOL_VERSION] = version;
     const host = splitHostPort(goString(ev.host, ev.host_len));
-    if (host.host) attributes['server.address'] = host.host;
-    if (host.port !== undefined) attributes['server.port'] = host.port;
+    if (host.host) attributes[ATTR_SERVER_ADDRESS] = host.host;
+    if (host.port !== undefined) attributes[ATTR_SERVER_PORT] = host.port;
     const client = splitHostPort(goString(ev.remote, ev.remote_len));
-    if (client.host) attributes['client.address'] = client.host;
-    if (client.port !== undefined) attributes['client.port'] = client.port;
+    if (client.host) attributes[ATTR_CLIENT_ADDRESS] = client.host;
+    if (client.port !== undefined) attributes[ATTR_CLIENT_PORT] = client.port;
     if (ev.path_len > ev.path.length) attributes['gotrail.url.path.truncated'] = true;
     // more distinct header names than the probe searches, none of those searched a traceparent
     if (ev.flags & HttpEventFlags.GT_HTTP_EVENT_HEADERS_UNSEARCHED) attributes['gotrail.traceparent.unsearched'] = true;
