@@ -26,14 +26,14 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
  * gt_event_type* enum into one EventType and refuses a value used twice.
  * The same holds for gt_hit_site* and gt_paired_function*. */
 enum gt_event_type {
-	GT_EVENT_PROBE_HIT = 5,     /* debug only: see gt_debug */
+	GT_EVENT_PROBE_HIT = 5, /* debug only: see gt_debug */
 };
 
 struct gt_event_header {
-	__u16 type;       /* enum gt_event_type */
-	__u16 size;       /* bytes of the whole record, for forward compatibility */
+	__u16 type; /* enum gt_event_type */
+	__u16 size; /* bytes of the whole record, for forward compatibility */
 	__u32 tgid;
-	__u32 binary_id;  /* from the attach cookie; 0 for non-uprobe events */
+	__u32 binary_id; /* from the attach cookie; 0 for non-uprobe events */
 	__u32 cpu;
 	__u64 goid;
 };
@@ -41,8 +41,8 @@ struct gt_event_header {
 /* Per-binary facts shared by every probe; indexed by the binary id that
  * the attach cookie carries, so one loaded program serves every binary. */
 struct gt_binary_info {
-	__u32 goid_offset;  /* offset of runtime.g.goid */
-	__u32 flags;        /* GT_BINARY_* */
+	__u32 goid_offset; /* offset of runtime.g.goid */
+	__u32 flags;       /* GT_BINARY_* */
 };
 
 enum gt_binary_flags {
@@ -56,7 +56,7 @@ enum gt_binary_flags {
 /* User space's per-process decision, kept in BPF so that a binary shared
  * by an included and an excluded process traces only the included one. */
 struct gt_process_info {
-	__u32 flags;        /* GT_PROCESS_* */
+	__u32 flags; /* GT_PROCESS_* */
 	__u32 reserved;
 };
 
@@ -79,7 +79,7 @@ enum gt_counter {
 	GT_COUNTER_READ_FAILED = 2,
 	GT_COUNTER_NO_ENTRY = 3,
 	GT_COUNTER_INFLIGHT_FULL = 4,
-	GT_COUNTER_PROCESS_EVENTS_FULL = 5,  /* process exec/exit ring buffer full */
+	GT_COUNTER_PROCESS_EVENTS_FULL = 5, /* process exec/exit ring buffer full */
 	/* a return without entry whose call began before its process was
 	 * traced (the one expected miss; see gt_count_no_entry) */
 	GT_COUNTER_NO_ENTRY_PREATTACH = 6,
@@ -153,8 +153,8 @@ static __always_inline struct gt_binary_info *gt_binary(__u32 id)
 	return b;
 }
 
-static __always_inline void gt_fill_header(struct gt_event_header *h, __u16 type, __u16 size,
-					   __u32 tgid, __u32 binary_id, __u64 goid)
+static __always_inline void gt_fill_header(struct gt_event_header *h, __u16 type, __u16 size, __u32 tgid,
+					   __u32 binary_id, __u64 goid)
 {
 	h->type = type;
 	h->size = size;
@@ -187,26 +187,26 @@ struct {
 
 /* What a probe hit did with the goroutine's in-flight state. */
 enum gt_hit_outcome {
-	GT_HIT_UNTRACED = 1,      /* process not (or no longer) allowed: ignored */
-	GT_HIT_NO_BINARY = 2,     /* the cookie's binary id has no facts: ignored */
-	GT_HIT_DISABLED = 3,      /* the probe is not enabled for this binary */
-	GT_HIT_STORED = 4,        /* an entry: in-flight state stored */
-	GT_HIT_STORE_FAILED = 5,  /* an entry whose state could not be stored */
-	GT_HIT_FOUND = 6,         /* state found (a return: request ended) */
-	GT_HIT_NOT_FOUND = 7,     /* no state for this goroutine */
+	GT_HIT_UNTRACED = 1,     /* process not (or no longer) allowed: ignored */
+	GT_HIT_NO_BINARY = 2,    /* the cookie's binary id has no facts: ignored */
+	GT_HIT_DISABLED = 3,     /* the probe is not enabled for this binary */
+	GT_HIT_STORED = 4,       /* an entry: in-flight state stored */
+	GT_HIT_STORE_FAILED = 5, /* an entry whose state could not be stored */
+	GT_HIT_FOUND = 6,        /* state found (a return: request ended) */
+	GT_HIT_NOT_FOUND = 7,    /* no state for this goroutine */
 };
 
 /* One probe hit, recorded only while GT_DEBUG_PROBE_HITS is set: enough to
  * pair every return with its entry offline (program, process, goroutine,
  * link set via the cookie, time, CPU, instruction). */
 struct gt_probe_hit_event {
-	struct gt_event_header hdr;  /* binary_id: the attach cookie */
-	__u64 time_ns;               /* CLOCK_MONOTONIC */
-	__u64 ip;                    /* instruction probed (process address) */
+	struct gt_event_header hdr; /* binary_id: the attach cookie */
+	__u64 time_ns;              /* CLOCK_MONOTONIC */
+	__u64 ip;                   /* instruction probed (process address) */
 	__u64 sp;
-	__u64 g;                     /* R14 */
-	__u32 site;                  /* which program: a probe's enum gt_hit_site_<probe> */
-	__u32 outcome;               /* enum gt_hit_outcome */
+	__u64 g;       /* R14 */
+	__u32 site;    /* which program: a probe's enum gt_hit_site_<probe> */
+	__u32 outcome; /* enum gt_hit_outcome */
 };
 
 static __always_inline bool gt_debug_hits(void)
@@ -240,16 +240,16 @@ static __always_inline void gt_debug_hit(struct pt_regs *ctx, __u32 site, __u32 
  * only for types reachable from globals), so that the TypeScript decoders
  * can be generated from the compiled object. The map is one entry, never
  * used at run time. Usage: GT_EXPORT_LAYOUTS(name, struct x a; enum y b;) */
-#define GT_EXPORT_LAYOUTS(name, fields)                          \
-	_Pragma("clang diagnostic push")                         \
-	_Pragma("clang diagnostic ignored \"-Wpadded\"")         \
-	struct gt_layouts_##name { fields };                     \
-	_Pragma("clang diagnostic pop")                          \
-	struct {                                                 \
-		__uint(type, BPF_MAP_TYPE_ARRAY);                \
-		__uint(max_entries, 1);                          \
-		__type(key, __u32);                              \
-		__type(value, struct gt_layouts_##name);         \
+#define GT_EXPORT_LAYOUTS(name, fields)                                                     \
+	_Pragma("clang diagnostic push")                                                    \
+		_Pragma("clang diagnostic ignored \"-Wpadded\"") struct gt_layouts_##name { \
+		fields                                                                      \
+	};                                                                                  \
+	_Pragma("clang diagnostic pop") struct {                                            \
+		__uint(type, BPF_MAP_TYPE_ARRAY);                                           \
+		__uint(max_entries, 1);                                                     \
+		__type(key, __u32);                                                         \
+		__type(value, struct gt_layouts_##name);                                    \
 	} gt_layouts_##name SEC(".maps")
 
 GT_EXPORT_LAYOUTS(common,
@@ -314,15 +314,15 @@ static __always_inline void gt_count_no_entry(const struct gt_goroutine_key *key
 struct gt_span_context {
 	__u8 trace_id[16];
 	__u8 span_id[8];
-	__u8 parent_span_id[8];  /* meaningful with GT_SPAN_HAS_PARENT */
-	__u32 flags;             /* enum gt_span_flags */
+	__u8 parent_span_id[8]; /* meaningful with GT_SPAN_HAS_PARENT */
+	__u32 flags;            /* enum gt_span_flags */
 	__u32 reserved;
 };
 
 enum gt_span_flags {
 	GT_SPAN_SAMPLED = 1,
 	GT_SPAN_HAS_PARENT = 2,
-	GT_SPAN_PARENT_REMOTE = 4,   /* the parent came from another process */
+	GT_SPAN_PARENT_REMOTE = 4, /* the parent came from another process */
 };
 
 GT_EXPORT_LAYOUTS(span,

@@ -38,7 +38,6 @@ const F = {
 const LINK_FIELDS = [F.pconn, ...TCP_FIELDS];
 const H2_BUNDLED = [F.csCcBundled, F.csIdBundled, F.ccTconnBundled, F.ccTlsBundled];
 const H2_INTERNAL = [F.csCc, F.csId, F.ccTconn, F.ccTls, F.creqUrl];
-const H2_LINK_FIELDS = [...H2_BUNDLED, ...H2_INTERNAL, F.tlsConn];
 const H2_LINK_LOST = 'HTTP/2 requests are not linked to traced servers on this node';
 const NOT_LINKED = 'traced servers on this node are not linked to these requests';
 
