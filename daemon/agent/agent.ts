@@ -103,6 +103,12 @@ function nulStrings(buf: Buffer, len: number, total: number): string[] {
   return parts;
 }
 
+/**
+ * The longest a process stopped at exec (its binary rewritten in place) waits
+ * for the agent: past this it is continued whatever the agent is doing.
+ */
+const HOLD_LIMIT_MS = 5000;
+
 /** How long start waits for the first pod list, so that the first processes are named at once. */
 const KUBERNETES_SYNC_WAIT_MS = 3000;
 
@@ -131,6 +137,8 @@ export class Agent implements MetricsSource {
   private started = false;
   /** pids whose tracing waits for a stale link set to go (and, when held, for SIGCONT) */
   private readonly waiting = new Set<number>();
+  /** pids the exec hook stopped (SIGSTOP) and the agent has not continued yet */
+  private readonly held = new Set<number>();
   private watcher: BinaryWatcher | undefined;
   /** Cumulative counts since start. */
   readonly totals = {
@@ -309,8 +317,14 @@ export class Agent implements MetricsSource {
     if (ev.flags & ExecFlags.GT_EXEC_STALE) {
       this.totals.staleExecs++;
       if (ev.flags & ExecFlags.GT_EXEC_HELD) this.totals.heldProcesses++;
-      this.log.info('process started on a binary rewritten in place: replacing its stale probes first', { pid, held: (ev.flags & ExecFlags.GT_EXEC_HELD) !== 0 });
-      void this.replaceStale(pid, facts.key, (ev.flags & ExecFlags.GT_EXEC_HELD) !== 0, seed);
+      const held = (ev.flags & ExecFlags.GT_EXEC_HELD) !== 0;
+      this.log.info('process started on a binary rewritten in place: replacing its stale probes first', { pid, held });
+      if (held) {
+        this.held.add(pid);
+        // whatever happens on the way, a held process is never left stopped
+        setTimeout(() => this.continueHeld(pid, true), HOLD_LIMIT_MS).unref();
+      }
+      void this.replaceStale(pid, facts.key);
       return;
     }
     this.rt?.debugNote('exec', { tgid: pid, execNs: ev.time_ns });
@@ -359,7 +373,8 @@ export class Agent implements MetricsSource {
    * content is attached and the process, stopped at exec by the hook,
    * continues. SIGCONT is sent whatever fails on the way.
    */
-  private async replaceStale(pid: number, key: BinaryKey, held: boolean, seed?: { cmdline?: string; env?: Map<string, string> }): Promise<void> {
+  private async replaceStale(pid: number, key: BinaryKey): Promise<void> {
+    // already on its way (found by the scan first): that run continues it
     if (this.waiting.has(pid)) return;
     this.waiting.add(pid);
     const inode = inodeString(key);
@@ -387,18 +402,22 @@ export class Agent implements MetricsSource {
       this.consider(pid);
       if (!this.traced.has(pid)) this.rt?.untraceProcess(pid);
       this.rt?.decided(pid, this.traced.has(pid));
-      void seed;
     } catch (e) {
       this.log.warn('replacing stale probes failed', { pid, error: (e as Error).message });
     } finally {
       this.waiting.delete(pid);
-      if (held) {
-        try {
-          process.kill(pid, 'SIGCONT');
-        } catch {
-          /* exited meanwhile */
-        }
-      }
+      this.continueHeld(pid, false);
+    }
+  }
+
+  /** Continues a process the exec hook stopped, once. `late`: the hold limit passed first (logged). */
+  private continueHeld(pid: number, late: boolean): void {
+    if (!this.held.delete(pid)) return;
+    if (late) this.log.warn(`a process held at exec was continued after ${HOLD_LIMIT_MS} ms, before its stale probes were replaced`, { pid });
+    try {
+      process.kill(pid, 'SIGCONT');
+    } catch {
+      /* exited meanwhile */
     }
   }
 
@@ -460,7 +479,7 @@ export class Agent implements MetricsSource {
       if (stale) {
         // found by the scan, or on a filesystem the exec hook cannot match
         this.totals.staleExecs++;
-        void this.replaceStale(pid, info.key, false);
+        void this.replaceStale(pid, info.key);
         return;
       }
       if (inflight) {
@@ -473,6 +492,7 @@ export class Agent implements MetricsSource {
           this.consider(pid, facts);
           if (!this.traced.has(pid)) this.rt?.untraceProcess(pid);
           this.rt?.decided(pid, this.traced.has(pid));
+          this.continueHeld(pid, false);
         });
         return;
       }
@@ -694,6 +714,7 @@ export class Agent implements MetricsSource {
   }
 
   async stop(): Promise<void> {
+    for (const pid of [...this.held]) this.continueHeld(pid, false);
     await this.watcher?.close();
     if (this.scanTimer) clearInterval(this.scanTimer);
     this.scanTimer = undefined;
