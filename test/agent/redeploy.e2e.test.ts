@@ -51,12 +51,16 @@ describe('binary rewritten in place and restarted at once', { skip }, () => {
     await agent?.stop();
   });
 
-  test(`${CYCLES} cycles alternating Go 1.26 and Go 1.19 builds: no crash, code intact, every request answered and traced`, async () => {
+  test(`${CYCLES} cycles alternating Go 1.26 and Go 1.19 builds: no crash, code intact, every request answered and traced`, async (t) => {
     const app = join(work, 'app');
     const builds = [readFileSync(goBin('go1.26', 'plain')), readFileSync(goBin('go1.19', 'pie'))];
     writeFileSync(app, builds[1]!, { mode: 0o755 });
     const ino = statSync(app, { bigint: true }).ino;
     let server: GoServer | undefined = await startGoServer(app);
+    // a failed check must not leave the server running (it would keep this test process alive)
+    t.after(() => {
+      server?.child.kill('SIGKILL');
+    });
     await until('first process traced', () => agent.tracedPids().includes(server!.pid), 10_000);
     let repairedCycles = 0;
     for (let i = 0; i < CYCLES; i++) {
