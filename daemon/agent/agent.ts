@@ -8,7 +8,7 @@ import { BpfRuntime, type MapSizes } from './bpf-runtime.ts';
 import { AttachmentManager } from './attachments.ts';
 import { GoProcessProbe, listPids, releaseProcessInfo, type ProcessInfo } from './discovery.ts';
 import { inodeString, keyString, type BinaryKey } from './attachments.ts';
-import { binaryKeyOf } from './file-identity.ts';
+import { binaryKeyOf, fileKeyOf } from './file-identity.ts';
 import { repairStaleSites } from './text-repair.ts';
 import { BinaryWatcher } from './binary-watcher.ts';
 import { decide, usesKubernetes, type SelectionRules } from './selection.ts';
@@ -333,7 +333,7 @@ export class Agent implements MetricsSource {
     // consumed: that process is traced already. Releasing and attaching it
     // again would leave it untraced mid-request and its binary attached twice.
     if (t && ev.time_ns < t.judgedAtNs) {
-      this.rt!.traceProcess(pid);
+      this.rt!.traceProcess(pid, fileKeyOf(t.info.key));
       this.rt!.decided(pid, true);
       return;
     }
@@ -343,7 +343,7 @@ export class Agent implements MetricsSource {
       // stays traced; the exec hook took it off the allow-list.
       const now = this.discovery.currentKey(pid);
       if (now && keyString(now) === keyString(t.info.key)) {
-        this.rt!.traceProcess(pid);
+        this.rt!.traceProcess(pid, fileKeyOf(t.info.key));
         this.rt!.decided(pid, true);
         return;
       }
@@ -548,7 +548,7 @@ export class Agent implements MetricsSource {
     this.notSelected.delete(pid);
     const resource = this.resourceOf(info);
     // allow-list first, so that no event of this process is missed once the links exist
-    this.rt!.traceProcess(pid);
+    this.rt!.traceProcess(pid, fileKeyOf(info.key));
     const b = this.attach!.addProcess(pid, info.key, info.exePath, info.exe);
     if (b.handles.length === 0) {
       this.rt!.untraceProcess(pid);

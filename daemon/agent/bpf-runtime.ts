@@ -183,9 +183,16 @@ export class BpfRuntime {
     this.obj.mapUpdate(probe.configMap, u32key(id), config);
   }
 
-  traceProcess(tgid: number): void {
+  /**
+   * Allows process `tgid` in BPF. `file`: the executable it was judged on
+   * (kernel encoding, see file-identity.ts), so that the exec hook keeps the
+   * decision when the process execs that very file afterwards.
+   */
+  traceProcess(tgid: number, file?: FileKey): void {
     this.debugNote('trace', { tgid });
-    this.obj.mapUpdate(BpfMaps.gt_processes, u32key(tgid), encodeProcessInfo({ flags: ProcessFlags.GT_PROCESS_TRACED, reserved: 0 }));
+    this.obj.mapUpdate(BpfMaps.gt_processes, u32key(tgid), encodeProcessInfo({
+      flags: ProcessFlags.GT_PROCESS_TRACED, reserved: 0, file_dev: file?.dev ?? 0n, file_ino: file?.ino ?? 0n,
+    }));
   }
 
   untraceProcess(tgid: number): boolean {

@@ -974,31 +974,39 @@ export function encodeProcessExecArgs(v: ProcessExecArgs, buf: Buffer = Buffer.a
   return buf;
 }
 
-/** struct gt_process_info (8 bytes) */
+/** struct gt_process_info (24 bytes) */
 export interface ProcessInfo {
   flags: number;
   reserved: number;
+  file_dev: bigint;
+  file_ino: bigint;
 }
 
-export const PROCESS_INFO_SIZE = 8;
+export const PROCESS_INFO_SIZE = 24;
 export const ProcessInfoOffsets = {
   flags: 0,
   reserved: 4,
+  file_dev: 8,
+  file_ino: 16,
 } as const;
 
 /** Decodes struct gt_process_info at `off`; byte arrays are views into `buf`, not copies. */
 export function decodeProcessInfo(buf: Buffer, off = 0): ProcessInfo {
-  if (off + 8 > buf.length) throw new RangeError(`gt_process_info: need 8 bytes at ${off}, have ${buf.length - off}`);
+  if (off + 24 > buf.length) throw new RangeError(`gt_process_info: need 24 bytes at ${off}, have ${buf.length - off}`);
   return {
     flags: buf.readUInt32LE(off + 0),
     reserved: buf.readUInt32LE(off + 4),
+    file_dev: buf.readBigUInt64LE(off + 8),
+    file_ino: buf.readBigUInt64LE(off + 16),
   };
 }
 
 /** Encodes struct gt_process_info into `buf` at `off` (a new zeroed buffer by default). */
-export function encodeProcessInfo(v: ProcessInfo, buf: Buffer = Buffer.alloc(8), off = 0): Buffer {
+export function encodeProcessInfo(v: ProcessInfo, buf: Buffer = Buffer.alloc(24), off = 0): Buffer {
   buf.writeUInt32LE(v.flags, off + 0);
   buf.writeUInt32LE(v.reserved, off + 4);
+  buf.writeBigUInt64LE(v.file_dev, off + 8);
+  buf.writeBigUInt64LE(v.file_ino, off + 16);
   return buf;
 }
 

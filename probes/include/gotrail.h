@@ -58,6 +58,12 @@ enum gt_binary_flags {
 struct gt_process_info {
 	__u32 flags; /* GT_PROCESS_* */
 	__u32 reserved;
+	/* The executable the decision was made for (s_dev in the kernel's
+	 * encoding, inode; 0 when unknown): the exec hook keeps the decision when
+	 * a process execs that very file, which the /proc scan may have judged
+	 * before the exec tracepoint ran. */
+	__u64 file_dev;
+	__u64 file_ino;
 };
 
 enum gt_process_flags {

@@ -227,11 +227,12 @@ SEC("tp_btf/sched_process_exec")
 int BPF_PROG(gt_process_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
 	__u32 tgid = BPF_CORE_READ(p, tgid);
-	bpf_map_delete_elem(&gt_processes, &tgid);
-
 	struct gt_file_key key = {};
 	struct gt_file_info now = {};
 	read_file_identity(BPF_CORE_READ(bprm, file), &key, &now);
+	struct gt_process_info *judged = bpf_map_lookup_elem(&gt_processes, &tgid);
+	if (judged && !(judged->file_dev == key.dev && judged->file_ino == key.ino))
+		bpf_map_delete_elem(&gt_processes, &tgid);
 	struct gt_file_info *known = bpf_map_lookup_elem(&gt_binary_files, &key);
 	if (!known) {
 		struct gt_process_event *ev = bpf_ringbuf_reserve(&gt_process_events, sizeof(*ev), 0);
@@ -252,7 +253,9 @@ int BPF_PROG(gt_process_exec, struct task_struct *p, pid_t old_pid, struct linux
 		flags |= GT_EXEC_KNOWN;
 		now.binary_id = known->binary_id;
 		if (known->flags & GT_FILE_ALLOW_AT_EXEC) {
-			struct gt_process_info pi = { .flags = GT_PROCESS_TRACED, .reserved = 0 };
+			struct gt_process_info pi = {
+				.flags = GT_PROCESS_TRACED, .reserved = 0, .file_dev = key.dev, .file_ino = key.ino
+			};
 			if (bpf_map_update_elem(&gt_processes, &tgid, &pi, BPF_ANY) == 0)
 				flags |= GT_EXEC_ALLOWED;
 		}

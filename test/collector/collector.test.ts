@@ -206,7 +206,7 @@ describe('OpenTelemetry Collector helper', () => {
     assert.equal(span.startTimeUnixNano, 1_700_000_000_000_000_001n);
     assert.equal(span.endTimeUnixNano, 1_700_000_000_000_000_002n);
     assert.deepEqual(span.resource, { 'service.name': 'grpc-sender' });
-    assert.deepEqual(span.scope, { name: 'raw-grpc', version: '0.0.1', attributes: {} });
+    assert.deepEqual(span.scope, { name: 'raw-grpc', version: '0.0.1', attributes: {}, schemaUrl: '' });
   });
 
   it('clear() forgets what was received before', async () => {
@@ -391,7 +391,7 @@ describe('OTLP JSON parsing', () => {
     assert.deepEqual(span.status, { code: 'ERROR' });
     assert.equal(span.startTimeUnixNano, 18_446_744_073_709_551_615n);
     assert.equal(span.endTimeUnixNano, 1000n);
-    assert.deepEqual(span.scope, { name: 's', version: '', attributes: {} });
+    assert.deepEqual(span.scope, { name: 's', version: '', attributes: {}, schemaUrl: '' });
     assert.deepEqual(span.attributes, {
       str: '',
       int: -42,
