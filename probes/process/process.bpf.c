@@ -253,9 +253,10 @@ int BPF_PROG(gt_process_exec, struct task_struct *p, pid_t old_pid, struct linux
 		flags |= GT_EXEC_KNOWN;
 		now.binary_id = known->binary_id;
 		if (known->flags & GT_FILE_ALLOW_AT_EXEC) {
-			struct gt_process_info pi = {
-				.flags = GT_PROCESS_TRACED, .reserved = 0, .file_dev = key.dev, .file_ino = key.ino
-			};
+			struct gt_process_info pi = { .flags = GT_PROCESS_TRACED,
+						      .reserved = 0,
+						      .file_dev = key.dev,
+						      .file_ino = key.ino };
 			if (bpf_map_update_elem(&gt_processes, &tgid, &pi, BPF_ANY) == 0)
 				flags |= GT_EXEC_ALLOWED;
 		}
