@@ -1,6 +1,8 @@
 /** Starts a built Go test server and waits for its "listening on" line. */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { request } from 'node:http';
+import type { ClientHttp2Session } from 'node:http2';
+import https from 'node:https';
 
 export interface GoServer {
   child: ChildProcess;
@@ -59,5 +61,28 @@ export function httpRequest(url: string, opts: { method?: string; headers?: Reco
     req.on('error', reject);
     if (opts.body !== undefined) req.write(opts.body);
     req.end();
+  });
+}
+
+/** The status of a GET of `path` on an open HTTP/2 session, once its response body has been read. */
+export function h2Status(session: ClientHttp2Session, path: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = session.request({ ':path': path });
+    req.on('response', (h) => {
+      req.resume();
+      req.on('end', () => resolve(Number(h[':status'])));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** The status of a GET of `url` over HTTP/1.1 and TLS on a connection of its own, the (test) certificate unchecked. */
+export function httpsStatus(url: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    https.get(url, { rejectUnauthorized: false, agent: false }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+    }).on('error', reject);
   });
 }

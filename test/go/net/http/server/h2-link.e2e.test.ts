@@ -5,26 +5,19 @@
  * connection (told apart by their stream id). Real Go programs of each Go
  * toolchain here, real eBPF, a real collector.
  */
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { attributeText, startCollector, type Collector, type ReceivedSpan } from '../../../../support/collector.ts';
-import { startAgent, repoRoot, type AgentProcess } from '../../../../support/agent-process.ts';
+import { attributeText } from '../../../../support/collector.ts';
+import { repoRoot } from '../../../../support/agent-process.ts';
 import { startGoServer, httpRequest, type GoServer } from '../../../../support/go-server.ts';
 import { skipUnlessBpf } from '../../../../support/privileges.ts';
+import { freshCopy, tracedCollector } from '../../../../support/traced-collector.ts';
 
 const skip = skipUnlessBpf();
 const copies = join(repoRoot, 'build', 'e2e-h2-link');
-let copyCount = 0;
-/** A fresh copy of the test program per test, so that each test has its own link set. */
-const binPath = (tc: string, v: string): string => {
-  const dir = join(copies, `${tc}-${v}-${copyCount++}`);
-  mkdirSync(dir, { recursive: true });
-  const dst = join(dir, 'httpserver');
-  copyFileSync(join(repoRoot, 'build', 'go', tc, v, 'httpserver'), dst);
-  return dst;
-};
+/** A fresh copy of the test program per test (see freshCopy), so that each test has its own link set. */
+const binPath = (tc: string, v: string): string => freshCopy(copies, tc, v);
 
 const CONCURRENT = 50;
 // net/http has unencrypted HTTP/2 (h2c) from Go 1.24 on: Go 1.19 is tested over TLS only
@@ -37,27 +30,7 @@ const cases = [
 ] as const;
 
 describe('net/http: HTTP/2 between traced processes on one node is linked per stream', { skip }, () => {
-  let collector: Collector;
-  let agent: AgentProcess;
-
-  before(async () => {
-    collector = await startCollector();
-    agent = await startAgent([
-      '--exporter', 'otlp',
-      '--otlp-endpoint', `${collector.otlpHttpEndpoint}/v1/traces`,
-      '--include-exe', join(copies, '**'),
-    ]);
-  });
-
-  after(async () => {
-    const code = await agent?.stop();
-    await collector?.stop();
-    assert.equal(code, 0, 'gotrail run exits 0 on SIGTERM');
-  });
-
-  async function metric(re: RegExp): Promise<string | undefined> {
-    return re.exec(await fetch(await agent.metricsUrl()).then((r) => r.text()))?.[1];
-  }
+  const traced = tracedCollector(['--include-exe', join(copies, '**')]);
 
   for (const { tc, v, h2c } of cases) {
     test(`${tc} ${v}, HTTP/2 ${h2c ? 'h2c' : 'over TLS'}: ${CONCURRENT} concurrent requests on one connection, each server span the child of its own client span`, async () => {
@@ -66,24 +39,17 @@ describe('net/http: HTTP/2 between traced processes on one node is linked per st
       let client: GoServer | undefined;
       try {
         client = await startGoServer(bin);
-        await agent.waitTraced(server.pid);
-        await agent.waitTraced(client.pid);
+        await traced.agent.waitTraced(server.pid);
+        await traced.agent.waitTraced(client.pid);
         const target = h2c ? server.url : server.url.replace('http://', 'https://');
         const res = await httpRequest(`${client.url}/proxy2?to=${encodeURIComponent(target)}&n=${CONCURRENT}${h2c ? '&h2c=1' : ''}`);
         assert.equal(res.status, 200, res.body);
         assert.equal(res.body.trim(), `conns=1 proto=HTTP/2.0 ok=${CONCURRENT}`, 'all requests went over one HTTP/2 connection');
 
         const n = CONCURRENT + 1; // and the warm-up request
-        const mine = (all: ReceivedSpan[], pid: number, kind: string): ReceivedSpan[] =>
-          all.filter((s) => s.resource['process.pid'] === pid && s.kind === kind);
-        await collector.waitForSpans((all) => mine(all, server.pid, 'SERVER').length >= n && mine(all, client!.pid, 'CLIENT').length >= n, 20_000);
-        await new Promise((r) => setTimeout(r, 1000));
-        const all = await collector.spans();
-        const served = mine(all, server.pid, 'SERVER');
-        const sent = mine(all, client.pid, 'CLIENT');
-        const proxies = mine(all, client.pid, 'SERVER');
-        assert.equal(served.length, n, 'one SERVER span per HTTP/2 request');
-        assert.equal(sent.length, n, 'one CLIENT span per HTTP/2 request');
+        const served = await traced.spansOf(server.pid, 'SERVER', n, 'one SERVER span per HTTP/2 request');
+        const sent = await traced.spansOf(client.pid, 'CLIENT', n, 'one CLIENT span per HTTP/2 request');
+        const proxies = (await traced.collector.spans()).filter((s) => s.resource['process.pid'] === client!.pid && s.kind === 'SERVER');
         assert.equal(proxies.length, 1);
         const proxy = proxies[0]!;
         for (const s of served) assert.equal(s.attributes['network.protocol.version'], '2', `${attributeText(s.attributes['url.path'])} came over HTTP/2`);
@@ -107,7 +73,7 @@ describe('net/http: HTTP/2 between traced processes on one node is linked per st
         const warmup = sentByPath.get('/item/warmup')!;
         assert.equal(warmup.parentSpanId, proxy.spanId, 'the CLIENT span is the child of the request that made it');
         assert.equal(warmup.traceId, proxy.traceId);
-        assert.equal(await metric(/^gotrail_events_lost_total\{reason="no_entry"\} (\S+)/m), '0', 'every return found its entry');
+        assert.equal(await traced.metric(/^gotrail_events_lost_total\{reason="no_entry"\} (\S+)/m), '0', 'every return found its entry');
       } finally {
         await client?.stop();
         await server.stop();

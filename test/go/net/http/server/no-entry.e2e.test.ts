@@ -20,7 +20,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect } from 'node:http2';
 import { startAgent, repoRoot, type AgentProcess } from '../../../../support/agent-process.ts';
-import { startGoServer, httpRequest, type GoServer } from '../../../../support/go-server.ts';
+import { h2Status, startGoServer, httpRequest, type GoServer } from '../../../../support/go-server.ts';
 import { skipUnlessBpf } from '../../../../support/privileges.ts';
 import { countByCause, explainMisses, readHits } from '../../../../support/probe-hits.ts';
 
@@ -67,16 +67,7 @@ async function exercise(server: GoServer): Promise<void> {
 async function exerciseH2(server: GoServer): Promise<void> {
   const session = connect(server.url.replace('http://', 'https://'), { rejectUnauthorized: false });
   try {
-    const get = (path: string): Promise<number> => new Promise((resolve, reject) => {
-      const req = session.request({ ':path': path });
-      req.on('response', (h) => {
-        req.resume();
-        req.on('end', () => resolve(Number(h[':status'])));
-      });
-      req.on('error', reject);
-      req.end();
-    });
-    const statuses = await Promise.all(['/hello', '/status/503', '/status/201', '/sleep?ms=10'].map(get));
+    const statuses = await Promise.all(['/hello', '/status/503', '/status/201', '/sleep?ms=10'].map((path) => h2Status(session, path)));
     assert.deepEqual(statuses, [200, 503, 201, 200]);
   } finally {
     session.close();

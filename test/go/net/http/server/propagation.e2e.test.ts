@@ -3,33 +3,20 @@
  * clients send — pipelined and keep-alive connections, large request heads —
  * on traced Go servers of each Go toolchain here, with a real collector.
  */
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { attributeText, startCollector, type Collector, type ReceivedSpan } from '../../../../support/collector.ts';
-import { startAgent, repoRoot, type AgentProcess } from '../../../../support/agent-process.ts';
+import { attributeText, type ReceivedSpan } from '../../../../support/collector.ts';
+import { repoRoot } from '../../../../support/agent-process.ts';
 import { startGoServer, type GoServer } from '../../../../support/go-server.ts';
 import { rawExchange, rawRequest } from '../../../../support/raw-http.ts';
 import { skipUnlessBpf } from '../../../../support/privileges.ts';
+import { freshCopy, tracedCollector } from '../../../../support/traced-collector.ts';
 
 const skip = skipUnlessBpf();
 const copies = join(repoRoot, 'build', 'e2e-propagation');
-let copyCount = 0;
-/**
- * A fresh copy of the test server binary for each test: a binary whose last
- * process exited is detached asynchronously, and a process of the same file
- * started meanwhile gets a second link set; until the first is gone both
- * fire (a return then finds no entry). A file per test keeps each test to
- * one link set, so that what it asserts is the probe's work alone.
- */
-const binPath = (tc: string, v: string): string => {
-  const dir = join(copies, `${tc}-${v}-${copyCount++}`);
-  mkdirSync(dir, { recursive: true });
-  const dst = join(dir, 'httpserver');
-  copyFileSync(join(repoRoot, 'build', 'go', tc, v, 'httpserver'), dst);
-  return dst;
-};
+/** A fresh copy of the test server binary per test (see freshCopy), so that each test has its own link set. */
+const binPath = (tc: string, v: string): string => freshCopy(copies, tc, v);
 // each toolchain once: Go 1.19 has runtime.hmap header maps, 1.26 and 1.27 swiss tables;
 // stripped and PIE binaries take their offsets from the database
 const targets = [['go1.19', 'plain'], ['go1.26', 'stripped'], ['go1.27', 'pie']] as const;
@@ -38,35 +25,12 @@ const hex = (n: number, width: number): string => n.toString(16).padStart(width,
 const tp = (trace: string, parent: string, flags = '01'): string => `00-${trace}-${parent}-${flags}`;
 
 describe('net/http server: the parent comes from the request being served', { skip }, () => {
-  let collector: Collector;
-  let agent: AgentProcess;
+  const traced = tracedCollector(['--include-exe', join(copies, '**')]);
 
-  before(async () => {
-    collector = await startCollector();
-    agent = await startAgent([
-      '--exporter', 'otlp',
-      '--otlp-endpoint', `${collector.otlpHttpEndpoint}/v1/traces`,
-      '--include-exe', join(copies, '**'),
-    ]);
-  });
-
-  after(async () => {
-    const code = await agent?.stop();
-    await collector?.stop();
-    assert.equal(code, 0, 'gotrail run exits 0 on SIGTERM');
-  });
-
-  /** Exactly `n` SERVER spans of the server's process, after stragglers had time to arrive. */
+  /** Exactly `n` SERVER spans of the server's process, and no return of ServeHTTP without its entry. */
   async function serverSpans(server: GoServer, n: number): Promise<ReceivedSpan[]> {
-    const mine = (all: ReceivedSpan[]): ReceivedSpan[] => all.filter((s) => s.resource['process.pid'] === server.pid && s.kind === 'SERVER');
-    await collector.waitForSpans((all) => mine(all).length >= n, 20_000).catch(() => undefined);
-    await new Promise((r) => setTimeout(r, 1000));
-    const spans = mine(await collector.spans());
-    if (spans.length !== n) {
-      const metrics = (await fetch(await agent.metricsUrl()).then((r) => r.text())).split('\n').filter((l) => /^gotrail_(events|spans)/.test(l)).join('; ');
-      assert.fail(`one SERVER span per request: got ${spans.length} (${spans.map((s) => `${attributeText(s.attributes['url.path'])}<-${s.parentSpanId}`).join(', ')}), expected ${n}; ${metrics}\nagent log:\n${agent.log().split('\n').filter((l) => !/process not selected/.test(l)).slice(-40).join('\n')}`);
-    }
-    const lost = /^gotrail_events_lost_total\{reason="no_entry"\} (\S+)/m.exec(await fetch(await agent.metricsUrl()).then((r) => r.text()))?.[1];
+    const spans = await traced.serverSpans(server, n);
+    const lost = await traced.metric(/^gotrail_events_lost_total\{reason="no_entry"\} (\S+)/m);
     assert.equal(lost, '0', 'every return of ServeHTTP found its entry');
     return spans;
   }
@@ -75,7 +39,7 @@ describe('net/http server: the parent comes from the request being served', { sk
     test(`${tc} ${v}: pipelined and keep-alive requests each get their own parent`, async () => {
       const server = await startGoServer(binPath(tc, v));
       try {
-        await agent.waitTraced(server.pid);
+        await traced.agent.waitTraced(server.pid);
         const T = (i: number): string => `5ec0${tc.replace(/\D/g, '').padStart(4, '0')}${hex(i, 24)}`;
         const X = 'aaaaaaaaaaaaaaa1', Y = 'bbbbbbbbbbbbbbb2', Z = 'ccccccccccccccc3';
         const close: [string, string] = ['Connection', 'close'];
@@ -139,7 +103,7 @@ describe('net/http server: the parent comes from the request being served', { sk
     test(`${tc} ${v}: a traceparent anywhere in a head of 1 KB to 1000 KB`, async () => {
       const server = await startGoServer(binPath(tc, v));
       try {
-        await agent.waitTraced(server.pid);
+        await traced.agent.waitTraced(server.pid);
         const trace = `1a46e${tc.replace(/\D/g, '').padStart(4, '0')}${'0'.repeat(23)}`;
         const cases: Array<{ kb: number; pos: 'first' | 'middle' | 'last'; parent: string; padLine: number }> = [];
         for (const kb of [1, 3, 5, 16, 64]) {
@@ -169,7 +133,7 @@ describe('net/http server: the parent comes from the request being served', { sk
     test(`${tc} ${v}: W3C Trace Context to the letter — valid and invalid traceparents, sampling, tracestate`, async () => {
       const server = await startGoServer(binPath(tc, v));
       try {
-        await agent.waitTraced(server.pid);
+        await traced.agent.waitTraced(server.pid);
         const T = `3c3c${tc.replace(/\D/g, '').padStart(4, '0')}${'1'.repeat(24)}`;
         const P = 'd00dfeedd00dfeed';
         const valid = `00-${T}-${P}-01`;
@@ -207,7 +171,7 @@ describe('net/http server: the parent comes from the request being served', { sk
         assert.deepEqual(await rawExchange(server.url, [rawRequest({ path: '/status/251', headers: [['traceparent', `ff-${T}-${P}-01`], ['tracestate', ts], ['Connection', 'close']] })], 1), [251]);
         // an unsampled parent: no span for the request, nor for the outgoing call it makes, nor
         // for that call's own request arriving at this server (linked on this node)
-        const notSampled = async (): Promise<number> => Number(/^gotrail_spans_not_sampled_total (\S+)/m.exec(await fetch(await agent.metricsUrl()).then((r) => r.text()))?.[1]);
+        const notSampled = async (): Promise<number> => Number(await traced.metric(/^gotrail_spans_not_sampled_total (\S+)/m));
         const before = await notSampled();
         const U = `0a5a${'2'.repeat(28)}`;
         const to = encodeURIComponent(`${server.url}/status/201`);
@@ -229,7 +193,7 @@ describe('net/http server: the parent comes from the request being served', { sk
         assert.equal(withState.traceState, ts, 'tracestate is carried on the span');
         const invalidState = spans.find((x) => x.attributes['url.path'] === '/status/251')!;
         assert.equal(invalidState.traceState, '', 'no tracestate without a valid traceparent');
-        const all = await collector.spans();
+        const all = await traced.collector.spans();
         assert.equal(all.filter((x) => x.traceId === U).length, 0, 'nothing of the unsampled trace is exported');
         assert.equal(spans.filter((x) => ['/proxy', '/status/201'].includes(attributeText(x.attributes['url.path']))).length, 0);
         assert.equal(await notSampled() - before, 3, 'counted: the request, its outgoing call, and the call arriving here');
@@ -244,7 +208,7 @@ describe('net/http server: the parent comes from the request being served', { sk
     test(`${tc} ${v}: a head with more header names than the probe searches says so on its span`, async () => {
       const server = await startGoServer(binPath(tc, v));
       try {
-        await agent.waitTraced(server.pid);
+        await traced.agent.waitTraced(server.pid);
         const pads: Array<[string, string]> = Array.from({ length: 3000 }, (_, i) => [`X-Pad-${i}`, 'p']);
         assert.deepEqual(await rawExchange(server.url, [rawRequest({ path: '/hello', headers: [...pads, ['Connection', 'close']] })], 1), [200]);
         assert.deepEqual(await rawExchange(server.url, [rawRequest({ path: '/status/201', headers: [['Connection', 'close']] })], 1), [201]);

@@ -3,16 +3,16 @@
  * PIE), the real agent (`gotrail run`), real eBPF, and a real OpenTelemetry
  * Collector receiving the spans over OTLP.
  */
-import { after, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect } from 'node:http2';
-import https from 'node:https';
-import { attributeText, startCollector, type Collector, type ReceivedSpan } from '../../../../support/collector.ts';
-import { startAgent, repoRoot, type AgentProcess } from '../../../../support/agent-process.ts';
-import { startGoServer, httpRequest } from '../../../../support/go-server.ts';
+import { attributeText, type ReceivedSpan } from '../../../../support/collector.ts';
+import { repoRoot } from '../../../../support/agent-process.ts';
+import { h2Status, httpRequest, httpsStatus, startGoServer } from '../../../../support/go-server.ts';
 import { skipUnlessBpf } from '../../../../support/privileges.ts';
+import { tracedCollector } from '../../../../support/traced-collector.ts';
 
 const skip = skipUnlessBpf();
 const toolchains = ['go1.19', 'go1.26', 'go1.27'];
@@ -25,35 +25,23 @@ function spansOf(spans: ReceivedSpan[], pid: number, kind = 'SERVER'): ReceivedS
 }
 
 describe('net/http server probe, end to end', { skip }, () => {
-  let collector: Collector;
-  let agent: AgentProcess;
-
-  before(async () => {
+  before(() => {
     for (const tc of toolchains) for (const v of variants) assert.ok(existsSync(binPath(tc, v)), `${binPath(tc, v)} missing: run bash deploy/setup.sh`);
-    collector = await startCollector();
-    agent = await startAgent([
-      '--exporter', 'otlp',
-      '--otlp-endpoint', `${collector.otlpHttpEndpoint}/v1/traces`,
-      '--include-exe', join(repoRoot, 'build', 'go', '**'),
-      '--include-exe', join(excludedDir, '*'),
-      '--exclude-exe', join(excludedDir, 'excluded-*'),
-      '--max-processes', '2048',
-      '--max-inflight', '8192',
-    ]);
   });
-
-  after(async () => {
-    const code = await agent?.stop();
-    await collector?.stop();
-    assert.equal(code, 0, 'gotrail run exits 0 on SIGTERM');
-  });
+  const traced = tracedCollector([
+    '--include-exe', join(repoRoot, 'build', 'go', '**'),
+    '--include-exe', join(excludedDir, '*'),
+    '--exclude-exe', join(excludedDir, 'excluded-*'),
+    '--max-processes', '2048',
+    '--max-inflight', '8192',
+  ]);
 
   for (const tc of toolchains) {
     for (const v of variants) {
       test(`${tc} ${v}: one SERVER span per request, CLIENT spans for outgoing calls`, async () => {
         const server = await startGoServer(binPath(tc, v), [], { OTEL_SERVICE_NAME: `e2e-${tc}-${v}`, OTEL_RESOURCE_ATTRIBUTES: 'team=platform,tier=test%20tier' });
         try {
-          await agent.waitTraced(server.pid);
+          await traced.agent.waitTraced(server.pid);
           const traceId = '4bf92f3577b34da6a3ce929d0e0e' + tc.replace(/\D/g, '').padStart(4, '0');
           const parentSpanId = '00f067aa0ba902b7';
           const plan: Array<{ path: string; method?: string; status: number; headers?: Record<string, string>; body?: Buffer }> = [];
@@ -80,10 +68,10 @@ describe('net/http server probe, end to end', { skip }, () => {
             assert.equal(res.status, r.status, `${r.path} answered ${res.status}`);
           }
           await assert.rejects(httpRequest(`${server.url}/panic`), 'a panicking handler drops the connection');
-          const spans = spansOf(await collector.waitForSpans((all) => spansOf(all, server.pid).length >= expected, 20_000), server.pid);
+          const spans = spansOf(await traced.collector.waitForSpans((all) => spansOf(all, server.pid).length >= expected, 20_000), server.pid);
           // let stragglers arrive: the count must be exact, not at least
           await new Promise((r) => setTimeout(r, 1500));
-          const final = spansOf(await collector.spans(), server.pid);
+          const final = spansOf(await traced.collector.spans(), server.pid);
           assert.equal(final.length, expected, `exactly one SERVER span per request (got ${final.length}, expected ${expected})`);
           assert.equal(spans.length >= expected, true);
 
@@ -145,7 +133,7 @@ describe('net/http server probe, end to end', { skip }, () => {
           }
           assert.equal(new Set(final.map((s) => s.spanId)).size, final.length, 'span ids are unique');
 
-          const clients = spansOf(await collector.spans(), server.pid, 'CLIENT');
+          const clients = spansOf(await traced.collector.spans(), server.pid, 'CLIENT');
           assert.equal(clients.length, 2, 'one CLIENT span per outgoing request');
           const proxies = byPath('/proxy');
           const ok = clients.find((c) => c.attributes['http.response.status_code'] === 201)!;
@@ -181,31 +169,13 @@ describe('net/http server probe, end to end', { skip }, () => {
       const origin = server.url.replace('http://', 'https://');
       const session = connect(origin, { rejectUnauthorized: false });
       try {
-        await agent.waitTraced(server.pid);
-        const h2get = (path: string): Promise<number> => new Promise((resolve, reject) => {
-          const req = session.request({ ':path': path });
-          req.on('response', (h) => {
-            req.resume();
-            req.on('end', () => resolve(Number(h[':status'])));
-          });
-          req.on('error', reject);
-          req.end();
-        });
-        assert.equal(await h2get('/hello'), 200);
-        assert.equal(await h2get('/status/503'), 503);
-        assert.equal(await h2get('/status/201'), 201);
+        await traced.agent.waitTraced(server.pid);
+        assert.equal(await h2Status(session, '/hello'), 200);
+        assert.equal(await h2Status(session, '/status/503'), 503);
+        assert.equal(await h2Status(session, '/status/201'), 201);
         // and HTTP/1.1 over TLS on the same server
-        const h1 = await new Promise<number>((resolve, reject) => {
-          https.get(`${origin}/status/202`, { rejectUnauthorized: false, agent: false }, (res) => {
-            res.resume();
-            res.on('end', () => resolve(res.statusCode ?? 0));
-          }).on('error', reject);
-        });
-        assert.equal(h1, 202);
-        await collector.waitForSpans((all) => spansOf(all, server.pid).length >= 4, 20_000);
-        await new Promise((r) => setTimeout(r, 1000));
-        const spans = spansOf(await collector.spans(), server.pid);
-        assert.equal(spans.length, 4, 'one span per request, HTTP/2 and HTTP/1.1');
+        assert.equal(await httpsStatus(`${origin}/status/202`), 202);
+        const spans = await traced.spansOf(server.pid, 'SERVER', 4, 'one span per request, HTTP/2 and HTTP/1.1');
         const h2spans = spans.filter((s) => s.attributes['network.protocol.version'] === '2');
         assert.equal(h2spans.length, 3, 'HTTP/2 requests are told apart');
         const byPath = new Map(h2spans.map((s) => [s.attributes['url.path'], s]));
@@ -225,7 +195,7 @@ describe('net/http server probe, end to end', { skip }, () => {
   test('under concurrent load: exactly one span per request, none lost', async () => {
     const server = await startGoServer(binPath('go1.26', 'pie'));
     try {
-      await agent.waitTraced(server.pid);
+      await traced.agent.waitTraced(server.pid);
       const total = 2000;
       const concurrency = 32;
       let next = 0;
@@ -239,13 +209,13 @@ describe('net/http server probe, end to end', { skip }, () => {
         }
       }));
       assert.equal(statuses.get(200), total * 0.9);
-      await collector.waitForSpans((all) => spansOf(all, server.pid).length >= total, 30_000);
+      await traced.collector.waitForSpans((all) => spansOf(all, server.pid).length >= total, 30_000);
       await new Promise((r) => setTimeout(r, 1500));
-      const spans = spansOf(await collector.spans(), server.pid);
+      const spans = spansOf(await traced.collector.spans(), server.pid);
       assert.equal(spans.length, total, 'one span per request');
       assert.equal(spans.filter((s) => s.attributes['http.response.status_code'] === 500).length, total / 10);
       assert.equal(new Set(spans.map((s) => s.spanId)).size, total);
-      const metrics = (await httpRequest(await agent.metricsUrl())).body;
+      const metrics = (await httpRequest(await traced.agent.metricsUrl())).body;
       const counters = metrics.split('\n').filter((l) => /^gotrail_(events_lost_total|spans_dropped_total)/.test(l)).join('; ');
       assert.match(metrics, /^gotrail_events_lost_total\{reason="ringbuf_full"\} 0$/m, counters);
       assert.match(metrics, /^gotrail_events_lost_total\{reason="no_entry"\} 0$/m, `every return found its entry: ${counters}`);
@@ -265,17 +235,17 @@ describe('net/http server probe, end to end', { skip }, () => {
     const a = await startGoServer(included);
     const b = await startGoServer(excluded);
     try {
-      await agent.waitTraced(a.pid);
+      await traced.agent.waitTraced(a.pid);
       for (let i = 0; i < 10; i++) {
         await httpRequest(`${a.url}/hello`);
         await httpRequest(`${b.url}/hello`);
       }
-      await collector.waitForSpans((all) => spansOf(all, a.pid).length >= 10, 20_000);
+      await traced.collector.waitForSpans((all) => spansOf(all, a.pid).length >= 10, 20_000);
       await new Promise((r) => setTimeout(r, 1500));
-      const all = await collector.spans();
+      const all = await traced.collector.spans();
       assert.equal(spansOf(all, a.pid).length, 10);
       assert.equal(spansOf(all, b.pid).length, 0, 'no span from the excluded process');
-      assert.doesNotMatch(agent.log(), new RegExp(`tracing process pid=${b.pid}\\b`));
+      assert.doesNotMatch(traced.agent.log(), new RegExp(`tracing process pid=${b.pid}\\b`));
     } finally {
       await a.stop();
       await b.stop();
@@ -283,7 +253,7 @@ describe('net/http server probe, end to end', { skip }, () => {
   });
 
   test('the agent reports itself in Prometheus metrics', async () => {
-    const url = await agent.metricsUrl();
+    const url = await traced.agent.metricsUrl();
     const text = (await httpRequest(url)).body;
     assert.match(text, /^gotrail_processes_traced \d+/m);
     assert.match(text, /^gotrail_events_total\{type="net\/http\/server"\} [1-9]\d*/m);
