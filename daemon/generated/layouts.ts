@@ -34,6 +34,8 @@ export const EventType = {
   GT_EVENT_PROCESS_EXIT: 3,
   GT_EVENT_HTTP_CLIENT: 4,
   GT_EVENT_PROBE_HIT: 5,
+  GT_EVENT_GRPC_SERVER: 6,
+  GT_EVENT_GRPC_CLIENT: 7,
 } as const;
 
 /** enum gt_exec_flags */
@@ -48,6 +50,27 @@ export const ExecFlags = {
 /** enum gt_file_flags */
 export const FileFlags = {
   GT_FILE_ALLOW_AT_EXEC: 1,
+} as const;
+
+/** enum gt_grpc_server_event_flags */
+export const GrpcServerEventFlags = {
+  GT_GRPC_SERVER_EVENT_STATUS: 1,
+  GT_GRPC_SERVER_EVENT_CONN: 2,
+  GT_GRPC_SERVER_EVENT_LINKED: 4,
+} as const;
+
+/** enum gt_grpc_server_flags */
+export const GrpcServerFlags = {
+  GT_GRPC_SERVER_ENABLED: 1,
+  GT_GRPC_SERVER_CONN: 2,
+  GT_GRPC_SERVER_LINK: 4,
+  GT_GRPC_SERVER_STATUS: 8,
+} as const;
+
+/** enum gt_grpc_server_limits */
+export const GrpcServerLimits = {
+  GT_GRPC_METHOD_MAX: 128,
+  GT_GRPC_SERVER_INFLIGHT_MAX: 16384,
 } as const;
 
 /** enum gt_hit_outcome */
@@ -70,6 +93,14 @@ export const HitSite = {
   GT_HIT_HTTP_CLIENT_CONN: 5,
   GT_HIT_HTTP_CLIENT_RETURN: 6,
   GT_HIT_HTTP_CLIENT_H2_HEADERS: 7,
+  GT_HIT_GRPC_SERVER_ENTRY: 8,
+  GT_HIT_GRPC_SERVER_RETURN: 9,
+  GT_HIT_GRPC_SERVER_STATUS: 10,
+  GT_HIT_GRPC_CLIENT_ENTRY: 11,
+  GT_HIT_GRPC_CLIENT_RETURN: 12,
+  GT_HIT_GRPC_CLIENT_FINISH: 13,
+  GT_HIT_GRPC_CLIENT_HEADERS: 14,
+  GT_HIT_GRPC_CLIENT_ORIGINATE: 15,
 } as const;
 
 /** enum gt_http_client_event_flags */
@@ -140,6 +171,8 @@ export const HttpServerFlags = {
 export const PairedFunction = {
   GT_PAIRED_HTTP_SERVER: 1,
   GT_PAIRED_HTTP_CLIENT: 2,
+  GT_PAIRED_GRPC_SERVER: 3,
+  GT_PAIRED_GRPC_CLIENT: 4,
 } as const;
 
 /** enum gt_process_event_limits */
@@ -381,6 +414,122 @@ export function encodeGoroutineKey(v: GoroutineKey, buf: Buffer = Buffer.alloc(1
   buf.writeUInt32LE(v.tgid, off + 0);
   buf.writeUInt32LE(v.reserved, off + 4);
   buf.writeBigUInt64LE(v.goid, off + 8);
+  return buf;
+}
+
+/** struct gt_grpc_server_config (56 bytes) */
+export interface GrpcServerConfig {
+  server_stream_stream: number;
+  stream_method: number;
+  stream_id: number;
+  st_conn: number;
+  status_s: number;
+  status_code: number;
+  flags: number;
+  reserved: number;
+  tcp: TcpOffsets;
+}
+
+export const GRPC_SERVER_CONFIG_SIZE = 56;
+export const GrpcServerConfigOffsets = {
+  server_stream_stream: 0,
+  stream_method: 4,
+  stream_id: 8,
+  st_conn: 12,
+  status_s: 16,
+  status_code: 20,
+  flags: 24,
+  reserved: 28,
+  tcp: 32,
+} as const;
+
+/** Decodes struct gt_grpc_server_config at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeGrpcServerConfig(buf: Buffer, off = 0): GrpcServerConfig {
+  if (off + 56 > buf.length) throw new RangeError(`gt_grpc_server_config: need 56 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    server_stream_stream: buf.readUInt32LE(off + 0),
+    stream_method: buf.readUInt32LE(off + 4),
+    stream_id: buf.readUInt32LE(off + 8),
+    st_conn: buf.readUInt32LE(off + 12),
+    status_s: buf.readUInt32LE(off + 16),
+    status_code: buf.readUInt32LE(off + 20),
+    flags: buf.readUInt32LE(off + 24),
+    reserved: buf.readUInt32LE(off + 28),
+    tcp: decodeTcpOffsets(buf, off + 32),
+  };
+}
+
+/** Encodes struct gt_grpc_server_config into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeGrpcServerConfig(v: GrpcServerConfig, buf: Buffer = Buffer.alloc(56), off = 0): Buffer {
+  buf.writeUInt32LE(v.server_stream_stream, off + 0);
+  buf.writeUInt32LE(v.stream_method, off + 4);
+  buf.writeUInt32LE(v.stream_id, off + 8);
+  buf.writeUInt32LE(v.st_conn, off + 12);
+  buf.writeUInt32LE(v.status_s, off + 16);
+  buf.writeUInt32LE(v.status_code, off + 20);
+  buf.writeUInt32LE(v.flags, off + 24);
+  buf.writeUInt32LE(v.reserved, off + 28);
+  encodeTcpOffsets(v.tcp, buf, off + 32);
+  return buf;
+}
+
+/** struct gt_grpc_server_event (264 bytes) */
+export interface GrpcServerEvent {
+  hdr: EventHeader;
+  start_ns: bigint;
+  end_ns: bigint;
+  span: SpanContext;
+  conn: ConnKey;
+  method_len: number;
+  status_code: number;
+  flags: number;
+  reserved: number;
+  method: Buffer;
+}
+
+export const GRPC_SERVER_EVENT_SIZE = 264;
+export const GrpcServerEventOffsets = {
+  hdr: 0,
+  start_ns: 24,
+  end_ns: 32,
+  span: 40,
+  conn: 80,
+  method_len: 120,
+  status_code: 124,
+  flags: 128,
+  reserved: 132,
+  method: 136,
+} as const;
+
+/** Decodes struct gt_grpc_server_event at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeGrpcServerEvent(buf: Buffer, off = 0): GrpcServerEvent {
+  if (off + 264 > buf.length) throw new RangeError(`gt_grpc_server_event: need 264 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    hdr: decodeEventHeader(buf, off + 0),
+    start_ns: buf.readBigUInt64LE(off + 24),
+    end_ns: buf.readBigUInt64LE(off + 32),
+    span: decodeSpanContext(buf, off + 40),
+    conn: decodeConnKey(buf, off + 80),
+    method_len: buf.readInt32LE(off + 120),
+    status_code: buf.readInt32LE(off + 124),
+    flags: buf.readUInt32LE(off + 128),
+    reserved: buf.readUInt32LE(off + 132),
+    method: buf.subarray(off + 136, off + 136 + 128),
+  };
+}
+
+/** Encodes struct gt_grpc_server_event into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeGrpcServerEvent(v: GrpcServerEvent, buf: Buffer = Buffer.alloc(264), off = 0): Buffer {
+  encodeEventHeader(v.hdr, buf, off + 0);
+  buf.writeBigUInt64LE(v.start_ns, off + 24);
+  buf.writeBigUInt64LE(v.end_ns, off + 32);
+  encodeSpanContext(v.span, buf, off + 40);
+  encodeConnKey(v.conn, buf, off + 80);
+  buf.writeInt32LE(v.method_len, off + 120);
+  buf.writeInt32LE(v.status_code, off + 124);
+  buf.writeUInt32LE(v.flags, off + 128);
+  buf.writeUInt32LE(v.reserved, off + 132);
+  buf.fill(0, off + 136, off + 136 + 128); v.method.copy(buf, off + 136, 0, Math.min(v.method.length, 128));
   return buf;
 }
 

@@ -2,8 +2,9 @@
 import type { ProbeDescriptor } from './types.ts';
 import { httpServerProbe } from './go/net/http/server/descriptor.ts';
 import { httpClientProbe } from './go/net/http/client/descriptor.ts';
+import { grpcServerProbe } from './go/google.golang.org/grpc/server/descriptor.ts';
 
-export const probes: readonly ProbeDescriptor[] = [httpServerProbe, httpClientProbe];
+export const probes: readonly ProbeDescriptor[] = [httpServerProbe, httpClientProbe, grpcServerProbe];
 
 export function probeById(id: string): ProbeDescriptor | undefined {
   return probes.find((p) => p.id === id);

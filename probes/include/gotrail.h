@@ -27,6 +27,8 @@ enum gt_event_type {
 	GT_EVENT_PROCESS_EXIT = 3,
 	GT_EVENT_HTTP_CLIENT = 4,
 	GT_EVENT_PROBE_HIT = 5,     /* debug only: see gt_debug */
+	GT_EVENT_GRPC_SERVER = 6,
+	GT_EVENT_GRPC_CLIENT = 7,
 };
 
 struct gt_event_header {
@@ -194,6 +196,14 @@ enum gt_hit_site {
 	GT_HIT_HTTP_CLIENT_CONN = 5,
 	GT_HIT_HTTP_CLIENT_RETURN = 6,
 	GT_HIT_HTTP_CLIENT_H2_HEADERS = 7,
+	GT_HIT_GRPC_SERVER_ENTRY = 8,
+	GT_HIT_GRPC_SERVER_RETURN = 9,
+	GT_HIT_GRPC_SERVER_STATUS = 10,
+	GT_HIT_GRPC_CLIENT_ENTRY = 11,
+	GT_HIT_GRPC_CLIENT_RETURN = 12,
+	GT_HIT_GRPC_CLIENT_FINISH = 13,
+	GT_HIT_GRPC_CLIENT_HEADERS = 14,
+	GT_HIT_GRPC_CLIENT_ORIGINATE = 15,
 };
 
 /* What a probe hit did with the goroutine's in-flight state. */
@@ -283,6 +293,8 @@ GT_EXPORT_LAYOUTS(common,
 enum gt_paired_function {
 	GT_PAIRED_HTTP_SERVER = 1,
 	GT_PAIRED_HTTP_CLIENT = 2,
+	GT_PAIRED_GRPC_SERVER = 3,
+	GT_PAIRED_GRPC_CLIENT = 4,
 };
 
 /* Goroutines that entered a paired function since their process was traced
