@@ -52,6 +52,27 @@ export const FileFlags = {
   GT_FILE_ALLOW_AT_EXEC: 1,
 } as const;
 
+/** enum gt_grpc_client_event_flags */
+export const GrpcClientEventFlags = {
+  GT_GRPC_CLIENT_EVENT_STATUS: 1,
+  GT_GRPC_CLIENT_EVENT_ERROR: 2,
+  GT_GRPC_CLIENT_EVENT_LINKED: 4,
+} as const;
+
+/** enum gt_grpc_client_flags */
+export const GrpcClientFlags = {
+  GT_GRPC_CLIENT_ENABLED: 1,
+  GT_GRPC_CLIENT_STATUS: 2,
+  GT_GRPC_CLIENT_TARGET: 4,
+} as const;
+
+/** enum gt_grpc_client_limits */
+export const GrpcClientLimits = {
+  GT_GRPC_CLIENT_METHOD_MAX: 128,
+  GT_GRPC_CLIENT_TARGET_MAX: 64,
+  GT_GRPC_CLIENT_INFLIGHT_MAX: 16384,
+} as const;
+
 /** enum gt_grpc_server_event_flags */
 export const GrpcServerEventFlags = {
   GT_GRPC_SERVER_EVENT_STATUS: 1,
@@ -414,6 +435,110 @@ export function encodeGoroutineKey(v: GoroutineKey, buf: Buffer = Buffer.alloc(1
   buf.writeUInt32LE(v.tgid, off + 0);
   buf.writeUInt32LE(v.reserved, off + 4);
   buf.writeBigUInt64LE(v.goid, off + 8);
+  return buf;
+}
+
+/** struct gt_grpc_client_config (24 bytes) */
+export interface GrpcClientConfig {
+  cc_target: number;
+  error_s: number;
+  status_s: number;
+  status_code: number;
+  flags: number;
+  reserved: number;
+}
+
+export const GRPC_CLIENT_CONFIG_SIZE = 24;
+export const GrpcClientConfigOffsets = {
+  cc_target: 0,
+  error_s: 4,
+  status_s: 8,
+  status_code: 12,
+  flags: 16,
+  reserved: 20,
+} as const;
+
+/** Decodes struct gt_grpc_client_config at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeGrpcClientConfig(buf: Buffer, off = 0): GrpcClientConfig {
+  if (off + 24 > buf.length) throw new RangeError(`gt_grpc_client_config: need 24 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    cc_target: buf.readUInt32LE(off + 0),
+    error_s: buf.readUInt32LE(off + 4),
+    status_s: buf.readUInt32LE(off + 8),
+    status_code: buf.readUInt32LE(off + 12),
+    flags: buf.readUInt32LE(off + 16),
+    reserved: buf.readUInt32LE(off + 20),
+  };
+}
+
+/** Encodes struct gt_grpc_client_config into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeGrpcClientConfig(v: GrpcClientConfig, buf: Buffer = Buffer.alloc(24), off = 0): Buffer {
+  buf.writeUInt32LE(v.cc_target, off + 0);
+  buf.writeUInt32LE(v.error_s, off + 4);
+  buf.writeUInt32LE(v.status_s, off + 8);
+  buf.writeUInt32LE(v.status_code, off + 12);
+  buf.writeUInt32LE(v.flags, off + 16);
+  buf.writeUInt32LE(v.reserved, off + 20);
+  return buf;
+}
+
+/** struct gt_grpc_client_event (288 bytes) */
+export interface GrpcClientEvent {
+  hdr: EventHeader;
+  start_ns: bigint;
+  end_ns: bigint;
+  span: SpanContext;
+  method_len: number;
+  target_len: number;
+  status_code: number;
+  flags: number;
+  method: Buffer;
+  target: Buffer;
+}
+
+export const GRPC_CLIENT_EVENT_SIZE = 288;
+export const GrpcClientEventOffsets = {
+  hdr: 0,
+  start_ns: 24,
+  end_ns: 32,
+  span: 40,
+  method_len: 80,
+  target_len: 84,
+  status_code: 88,
+  flags: 92,
+  method: 96,
+  target: 224,
+} as const;
+
+/** Decodes struct gt_grpc_client_event at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeGrpcClientEvent(buf: Buffer, off = 0): GrpcClientEvent {
+  if (off + 288 > buf.length) throw new RangeError(`gt_grpc_client_event: need 288 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    hdr: decodeEventHeader(buf, off + 0),
+    start_ns: buf.readBigUInt64LE(off + 24),
+    end_ns: buf.readBigUInt64LE(off + 32),
+    span: decodeSpanContext(buf, off + 40),
+    method_len: buf.readInt32LE(off + 80),
+    target_len: buf.readInt32LE(off + 84),
+    status_code: buf.readInt32LE(off + 88),
+    flags: buf.readUInt32LE(off + 92),
+    method: buf.subarray(off + 96, off + 96 + 128),
+    target: buf.subarray(off + 224, off + 224 + 64),
+  };
+}
+
+/** Encodes struct gt_grpc_client_event into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeGrpcClientEvent(v: GrpcClientEvent, buf: Buffer = Buffer.alloc(288), off = 0): Buffer {
+  encodeEventHeader(v.hdr, buf, off + 0);
+  buf.writeBigUInt64LE(v.start_ns, off + 24);
+  buf.writeBigUInt64LE(v.end_ns, off + 32);
+  encodeSpanContext(v.span, buf, off + 40);
+  buf.writeInt32LE(v.method_len, off + 80);
+  buf.writeInt32LE(v.target_len, off + 84);
+  buf.writeInt32LE(v.status_code, off + 88);
+  buf.writeUInt32LE(v.flags, off + 92);
+  buf.fill(0, off + 96, off + 96 + 128); v.method.copy(buf, off + 96, 0, Math.min(v.method.length, 128));
+  buf.fill(0, off + 224, off + 224 + 64); v.target.copy(buf, off + 224, 0, Math.min(v.target.length, 64));
   return buf;
 }
 
