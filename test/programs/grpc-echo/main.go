@@ -14,6 +14,7 @@
 //	/stream?to=&n=&msgs=  n concurrent bidirectional streams of /demo.Echo/Chat, msgs messages each
 //	/missing?to=          one call of a method nobody serves (Unimplemented)
 //	/addr                 the gRPC server's address
+//	/bench?to=&n=         n sequential unary calls on one connection: median and p99 latency
 //
 // Before the concurrent calls, one call is made on the handler's own goroutine
 // (its CLIENT span is the child of the HTTP request's SERVER span).
@@ -271,6 +272,26 @@ func main() {
 		defer cc.Close()
 		err = cc.Invoke(context.Background(), "/demo.Nobody/Home", wrapperspb.String("x"), new(wrapperspb.StringValue))
 		fmt.Fprintln(w, status.Code(err))
+	})
+	mux.HandleFunc("/bench", func(w http.ResponseWriter, r *http.Request) {
+		cc, err := dial(r.URL.Query().Get("to"))
+		if err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+		defer cc.Close()
+		n := intParam(r, "n", 1000)
+		took := make([]time.Duration, 0, n)
+		for i := 0; i < n; i++ {
+			t0 := time.Now()
+			if err := cc.Invoke(context.Background(), "/demo.Echo/Unary", wrapperspb.String("ok"), new(wrapperspb.StringValue)); err != nil {
+				http.Error(w, err.Error(), 500)
+				return
+			}
+			took = append(took, time.Since(t0))
+		}
+		sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
+		fmt.Fprintf(w, "p50_us=%.1f p99_us=%.1f\n", float64(took[n/2].Nanoseconds())/1e3, float64(took[n*99/100].Nanoseconds())/1e3)
 	})
 	mux.HandleFunc("/addr", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, lis.Addr())
