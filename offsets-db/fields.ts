@@ -1,11 +1,18 @@
 /**
- * The struct fields whose offsets gotrail's probes read, per module: the one
- * list that offsets-db/generate.ts generates data for. A probe that needs a new
- * field adds it here (with the reason) and re-runs the generator.
+ * What the offsets database holds, per module: the fields the probes declare
+ * (each descriptor's `fields`, daemon/probes/go/<import path>/descriptor.ts)
+ * plus the goroutine id every probe needs, and the few fields kept for a probe
+ * that is coming (`kept`, each with its reason). This file adds what the
+ * generator needs to build programs that link those structs; it lists no
+ * field a probe reads. test/offsets/fields.test.ts fails when the data files
+ * hold other fields, or lack one of these.
  */
+import { GOID_FIELD } from '../daemon/agent/binary-plan.ts';
+import { probes } from '../daemon/probes/registry.ts';
+import type { ProbeDescriptor } from '../daemon/probes/types.ts';
 
 /** What the generator needs to know to produce offsets for one module. */
-export interface ModuleFields {
+export interface ModuleSpec {
   /** `std` for the standard library, else the module path. */
   module: string;
   /**
@@ -18,98 +25,33 @@ export interface ModuleFields {
   imports: string[];
   /**
    * Go statements that make the linker keep the code (and so the DWARF types)
-   * of the structs below. They are compiled but never executed.
+   * of the fields' structs. They are compiled but never executed.
    */
   keep: string[];
-  /** `pkg.Struct.field` → which probe reads it (documentation for reviewers). */
+  /**
+   * Fields no probe reads yet, kept for one that is coming: `pkg.Struct.field`
+   * → which probe will read it and why. Move a field into its probe's
+   * descriptor when the probe lands.
+   */
+  kept?: Record<string, string>;
+}
+
+/** A module's spec with every field the database holds for it. */
+export interface ModuleFields extends ModuleSpec {
+  /** `pkg.Struct.field` → who reads it (documentation for reviewers and COVERAGE.md). */
   fields: Record<string, string>;
 }
 
-const HTTP_SERVER = 'net/http server probe (probes/go/net/http/server)';
 const GRPC_SERVER = 'gRPC server probe (google.golang.org/grpc.(*Server).handleStream)';
 const GRPC_CLIENT = 'gRPC client probe (google.golang.org/grpc.(*ClientConn).Invoke)';
 const GRPC = 'google.golang.org/grpc';
-const HTTP_CLIENT = 'net/http client probe (probes/go/net/http/client)';
-const H2_LINK = 'net/http client and server probes: the connection and stream id that link an HTTP/2 client span to its server span';
-const CONN_LINK = 'net/http client and server probes: the TCP 4-tuple that links a client span to the server span of the same connection';
 
-/** All modules and fields, in the order the data files list them. */
-export const MODULE_FIELDS: readonly ModuleFields[] = [
+/** The modules of the database, in the order COVERAGE.md lists them. */
+const MODULE_SPECS: readonly ModuleSpec[] = [
   {
     module: 'std',
-    imports: ['bufio', 'net', 'net/http', 'net/url'],
-    keep: ['_ = http.ListenAndServe("", nil)', '_, _ = url.Parse("")', '_ = bufio.NewReader(nil)', '_, _ = http.Get("")', '_, _ = net.Dial("", "")', '_ = http.ListenAndServeTLS("", "", "", nil)'],
-    fields: {
-      'runtime.g.goid': 'every probe: in-flight state is keyed by {tgid, goid}',
-      'net/http.Request.Method': `${HTTP_SERVER}, ${HTTP_CLIENT}`,
-      'net/http.Request.URL': `${HTTP_SERVER}, ${HTTP_CLIENT}`,
-      'net/http.Request.Host': HTTP_SERVER,
-      'net/http.Request.RemoteAddr': HTTP_SERVER,
-      'net/http.Request.RequestURI': HTTP_SERVER,
-      'net/http.Request.Proto': HTTP_SERVER,
-      'net/url.URL.Path': `${HTTP_SERVER}, ${HTTP_CLIENT}`,
-      'net/url.URL.RawQuery': HTTP_SERVER,
-      'net/url.URL.Scheme': HTTP_CLIENT,
-      'net/url.URL.Host': HTTP_CLIENT,
-      'net/http.Response.StatusCode': HTTP_CLIENT,
-      'net/http.response.req': HTTP_SERVER,
-      'net/http.response.status': HTTP_SERVER,
-      'net/http.response.conn': HTTP_SERVER,
-      'net/http.response.wroteHeader': HTTP_SERVER,
-      'net/http.conn.bufr': `${HTTP_SERVER}: reads traceparent from the connection's read buffer`,
-      'net/http.Request.TLS': `${HTTP_SERVER}: url.scheme (https when the request came over TLS)`,
-      'net/http.Request.ProtoMajor': `${HTTP_SERVER}: network.protocol.version`,
-      'net/http.Request.ProtoMinor': `${HTTP_SERVER}: network.protocol.version`,
-      'net/http.conn.hijackedv': `${HTTP_SERVER}: a hijacked connection's status is not the ResponseWriter's`,
-      'net/http.Request.Header': `${HTTP_SERVER}: the request's parsed header, searched for traceparent and tracestate`,
-      'runtime.hmap.count': `${HTTP_SERVER}: walks the header map (Go before 1.24)`,
-      'runtime.hmap.flags': `${HTTP_SERVER}: walks the header map (Go before 1.24)`,
-      'runtime.hmap.B': `${HTTP_SERVER}: walks the header map (Go before 1.24)`,
-      'runtime.hmap.buckets': `${HTTP_SERVER}: walks the header map (Go before 1.24)`,
-      'runtime.hmap.oldbuckets': `${HTTP_SERVER}: walks the header map while it grows (Go before 1.24)`,
-      'internal/runtime/maps.Map.used': `${HTTP_SERVER}: walks the header map (Go 1.24 and later, swiss tables)`,
-      'internal/runtime/maps.Map.dirPtr': `${HTTP_SERVER}: walks the header map (Go 1.24 and later)`,
-      'internal/runtime/maps.Map.dirLen': `${HTTP_SERVER}: walks the header map (Go 1.24 and later)`,
-      'internal/runtime/maps.table.groups': `${HTTP_SERVER}: walks the header map (Go 1.24 and later)`,
-      'internal/runtime/maps.groupsReference.data': `${HTTP_SERVER}: walks the header map (Go 1.24 and later)`,
-      'internal/runtime/maps.groupsReference.lengthMask': `${HTTP_SERVER}: walks the header map (Go 1.24 and later)`,
-      'net/http.conn.rwc': `${HTTP_SERVER}: the net.Conn, for the 4-tuple`,
-      'net/http.http2responseWriter.rws': `${HTTP_SERVER}: the status of an HTTP/2 response (Go before 1.27, bundled HTTP/2)`,
-      'net/http.http2responseWriterState.status': `${HTTP_SERVER}: the status of an HTTP/2 response (Go before 1.27)`,
-      'net/http/internal/http2.responseWriter.rws': `${HTTP_SERVER}: the status of an HTTP/2 response (Go 1.27 and later)`,
-      'net/http/internal/http2.responseWriterState.status': `${HTTP_SERVER}: the status of an HTTP/2 response (Go 1.27 and later)`,
-      'net/http.conn.server': `${HTTP_SERVER}: tells an HTTP/1 response (whose conn names the handler's server) from an HTTP/2 one`,
-      'net/http.conn.remoteAddr': HTTP_SERVER,
-      'bufio.Reader.buf': `${HTTP_SERVER}: request bytes buffered for the connection`,
-      'bufio.Reader.r': HTTP_SERVER,
-      'bufio.Reader.w': HTTP_SERVER,
-      'net/http.persistConn.conn': `${HTTP_CLIENT}: the connection a request is sent on`,
-      'net.conn.fd': CONN_LINK,
-      'net.netFD.laddr': CONN_LINK,
-      'net.netFD.raddr': CONN_LINK,
-      'net.TCPAddr.IP': CONN_LINK,
-      'net.TCPAddr.Port': CONN_LINK,
-      'crypto/tls.Conn.conn': `${H2_LINK}: the TCP connection under a TLS one`,
-      'net/http.http2clientStream.cc': `${H2_LINK}, client: the stream's connection (Go before 1.27, bundled HTTP/2)`,
-      'net/http.http2clientStream.ID': `${H2_LINK}, client: the stream id (Go before 1.27)`,
-      'net/http.http2ClientConn.tconn': `${H2_LINK}, client: the connection's net.Conn (Go before 1.27)`,
-      'net/http.http2ClientConn.tlsState': `${H2_LINK}, client: whether tconn is a TLS connection (Go before 1.27)`,
-      'net/http/internal/http2.clientStream.cc': `${H2_LINK}, client: the stream's connection (Go 1.27 and later)`,
-      'net/http/internal/http2.clientStream.ID': `${H2_LINK}, client: the stream id (Go 1.27 and later)`,
-      'net/http/internal/http2.ClientConn.tconn': `${H2_LINK}, client: the connection's net.Conn (Go 1.27 and later)`,
-      'net/http/internal/http2.ClientConn.tlsState': `${H2_LINK}, client: whether tconn is a TLS connection (Go 1.27 and later)`,
-      'net/http/internal/http2.ClientRequest.URL': `${H2_LINK}, client: the request's URL, shared with the http.Request (Go 1.27 and later)`,
-      'net/http.http2responseWriterState.stream': `${H2_LINK}, server: the request's stream (Go before 1.27)`,
-      'net/http.http2stream.id': `${H2_LINK}, server: the stream id (Go before 1.27)`,
-      'net/http.http2responseWriterState.conn': `${H2_LINK}, server: the stream's connection (Go before 1.27)`,
-      'net/http.http2serverConn.conn': `${H2_LINK}, server: the connection's net.Conn (Go before 1.27)`,
-      'net/http.http2serverConn.tlsState': `${H2_LINK}, server: whether conn is a TLS connection (Go before 1.27)`,
-      'net/http/internal/http2.responseWriterState.stream': `${H2_LINK}, server: the request's stream (Go 1.27 and later)`,
-      'net/http/internal/http2.stream.id': `${H2_LINK}, server: the stream id (Go 1.27 and later)`,
-      'net/http/internal/http2.responseWriterState.conn': `${H2_LINK}, server: the stream's connection (Go 1.27 and later)`,
-      'net/http/internal/http2.serverConn.conn': `${H2_LINK}, server: the connection's net.Conn (Go 1.27 and later)`,
-      'net/http/internal/http2.serverConn.tlsState': `${H2_LINK}, server: whether conn is a TLS connection (Go 1.27 and later)`,
-    },
+    imports: ['net', 'net/http', 'net/url'],
+    keep: ['_ = http.ListenAndServe("", nil)', '_, _ = url.Parse("")', '_, _ = http.Get("")', '_, _ = net.Dial("", "")', '_ = http.ListenAndServeTLS("", "", "", nil)'],
   },
   {
     module: GRPC,
@@ -132,7 +74,7 @@ export const MODULE_FIELDS: readonly ModuleFields[] = [
       '_, _ = peer.FromContext(context.Background())',
       '_ = status.Convert(nil)',
     ],
-    fields: {
+    kept: {
       [`${GRPC}.ClientConn.target`]: `${GRPC_CLIENT}: the dial target, for server.address`,
       [`${GRPC}/internal/transport.http2Client.nextID`]: `${GRPC_CLIENT}: id of the stream being opened, to find its headers`,
       [`${GRPC}/internal/transport.headerFrame.streamID`]: `${GRPC_CLIENT}: writes traceparent into the request headers (up to v1.82.0)`,
@@ -150,6 +92,37 @@ export const MODULE_FIELDS: readonly ModuleFields[] = [
     },
   },
 ];
+
+
+/**
+ * The fields of `module` with who reads them: the goroutine id (std), then the
+ * fields of every probe of that module in registry order, then `kept`.
+ */
+export function moduleFields(spec: ModuleSpec, all: readonly ProbeDescriptor[] = probes): Record<string, string> {
+  const readers = new Map<string, string[]>();
+  if (spec.module === 'std') readers.set(GOID_FIELD, ['every probe: in-flight state is keyed by {tgid, goid}']);
+  for (const p of all) {
+    if (p.module !== spec.module) continue;
+    for (const [field, f] of Object.entries(p.fields)) {
+      const list = readers.get(field) ?? [];
+      list.push(`${p.id} probe: ${f.reads}${f.optional === undefined ? '' : ' (optional)'}`);
+      readers.set(field, list);
+    }
+  }
+  for (const [field, why] of Object.entries(spec.kept ?? {})) {
+    if (readers.has(field)) throw new Error(`offsets-db/fields.ts: ${field} is kept for a coming probe, but ${readers.get(field)!.join('; ')} already reads it: remove it from kept`);
+    readers.set(field, [`kept: ${why}`]);
+  }
+  return Object.fromEntries([...readers].map(([field, who]) => [field, who.join('; ')]));
+}
+
+/** Modules a probe reads fields of but that have no spec here: the generator could not build them. */
+export function modulesWithoutSpec(all: readonly ProbeDescriptor[] = probes): string[] {
+  return [...new Set(all.map((p) => p.module))].filter((m) => !MODULE_SPECS.some((s) => s.module === m));
+}
+
+/** All modules and their fields, in the order the data files list them. */
+export const MODULE_FIELDS: readonly ModuleFields[] = MODULE_SPECS.map((spec) => ({ ...spec, fields: moduleFields(spec) }));
 
 /** The field list of one module, or `undefined` when no probe needs that module. */
 export function fieldsOf(module: string): ModuleFields | undefined {

@@ -4,7 +4,9 @@
  *   deploy/node offsets-db/generate.ts [--module std] [--check] [--out DIR]
  *       [--reference FILE | --no-reference] [--accept-disagreements]
  *
- * For every module in offsets-db/fields.ts it builds a tiny Go program that
+ * For every module in offsets-db/fields.ts — with the fields the probes'
+ * descriptors declare, and those kept there for a coming probe — it builds a
+ * tiny Go program that
  * links the packages of interest — the standard library once per available Go
  * toolchain, third-party modules once per listed version fetched from the
  * module proxy — reads the field offsets from each binary's DWARF with the Go
@@ -297,7 +299,7 @@ function crossCheck(r: FieldReport, isStd: boolean): string {
   return checks.length === 0 ? 'no overlap' : checks.join(', ');
 }
 
-function coverageMarkdown(modules: Array<{ module: string; reports: FieldReport[]; versions?: string[] }>, toolchains: GoToolchain[], refUsed: boolean): string {
+function coverageMarkdown(modules: Array<{ module: string; reports: FieldReport[]; versions?: string[]; readers: Record<string, string> }>, toolchains: GoToolchain[], refUsed: boolean): string {
   const out = [
     '# Offsets database coverage',
     '',
@@ -309,7 +311,7 @@ function coverageMarkdown(modules: Array<{ module: string; reports: FieldReport[
     '"From type metadata" names the builds whose Go type metadata (read at run time from any binary, stripped or not) gave the field, with the offset DWARF gave; a build it is missing from has the field, but the struct is not reachable from that program\'s type descriptors.',
     '',
   ];
-  for (const { module, reports, versions } of modules) {
+  for (const { module, reports, versions, readers } of modules) {
     const isStd = module === 'std';
     out.push(`## ${module}`, '');
     if (isStd) {
@@ -321,7 +323,7 @@ function coverageMarkdown(modules: Array<{ module: string; reports: FieldReport[
         '',
       );
     }
-    out.push('| Field | Covered | Unknown | Checked by DWARF | From type metadata | DWARF vs reference (same version / same minor line) | Ranges: since → offset (source) |', '|---|---|---|---|---|---|---|');
+    out.push('| Field | Read by | Covered | Unknown | Checked by DWARF | From type metadata | DWARF vs reference (same version / same minor line) | Ranges: since → offset (source) |', '|---|---|---|---|---|---|---|---|');
     for (const r of reports) {
       const h = r.history;
       const unknown = h.ranges.map((e, i) => (isUnknown(e) ? span(h, i, isStd) : '')).filter((s) => s !== '');
@@ -330,7 +332,7 @@ function coverageMarkdown(modules: Array<{ module: string; reports: FieldReport[
         .join('<br>');
       const checked = r.dwarf.map((d) => (isStd ? d.source.replace(/^dwarf:/, '') : d.version)).join(', ') || '—';
       out.push(
-        `| \`${r.field}\` | ${h.ranges[0]!.since} – ${h.verifiedUpTo} | ${unknown.length === 0 ? '—' : unknown.join(', ')} | ${checked} | ${fromTypes.get(module)?.get(r.field)?.join(', ') || '—'} | ${crossCheck(r, isStd)} | ${ranges} |`,
+        `| \`${r.field}\` | ${readers[r.field] ?? '—'} | ${h.ranges[0]!.since} – ${h.verifiedUpTo} | ${unknown.length === 0 ? '—' : unknown.join(', ')} | ${checked} | ${fromTypes.get(module)?.get(r.field)?.join(', ') || '—'} | ${crossCheck(r, isStd)} | ${ranges} |`,
       );
     }
     out.push('');
@@ -376,7 +378,7 @@ function main(): number {
   const refData: unknown = values['no-reference'] ? undefined : JSON.parse(readFileSync(refPath, 'utf8'));
   const problems: string[] = [];
   const files: Array<{ path: string; content: string }> = [];
-  const coverage: Array<{ module: string; reports: FieldReport[]; versions?: string[] }> = [];
+  const coverage: Array<{ module: string; reports: FieldReport[]; versions?: string[]; readers: Record<string, string> }> = [];
   for (const spec of specs) {
     const dwarf = spec.module === 'std' ? stdObservations(spec, toolchains, generator) : moduleObservations(spec, generator);
     let reference = new Map<string, Observation[]>();
@@ -432,7 +434,7 @@ function main(): number {
     }
     const rel = spec.module === 'std' ? 'std.json' : `${spec.module}.json`;
     files.push({ path: join(outDir, rel), content: formatOffsetsFile(db) });
-    coverage.push({ module: spec.module, reports, ...(spec.versions ? { versions: spec.versions } : {}) });
+    coverage.push({ module: spec.module, reports, readers: spec.fields, ...(spec.versions ? { versions: spec.versions } : {}) });
   }
 
   if (problems.length > 0) {

@@ -7,7 +7,7 @@
 import { openGoBinary, GoBinaryError, type GoBinary } from '../analysis/go-binary.ts';
 import { readStructOffsets } from '../offsets/dwarf.ts';
 import { resolveOffsets, type OffsetDisagreement, type OffsetSourceKind } from '../offsets/resolve.ts';
-import type { ProbeDescriptor } from '../probes/types.ts';
+import { optionalFields, requiredFields, type ProbeDescriptor } from '../probes/types.ts';
 
 export const GOID_FIELD = 'runtime.g.goid';
 
@@ -155,13 +155,14 @@ export function planProbe(bin: GoBinary, probe: ProbeDescriptor, inputs: OffsetI
       return plan;
     }
   }
-  const fields = [...probe.requiredFields, ...probe.optionalFields];
-  const res = resolveOffsets({ module: probe.module, version, fields }, src);
+  const required = requiredFields(probe);
+  const optional = optionalFields(probe);
+  const res = resolveOffsets({ module: probe.module, version, fields: [...required, ...optional] }, src);
   plan.offsets = res.offsets;
   plan.offsetSources = res.source;
   plan.unverified = res.unverified;
   plan.disagreements = res.disagreements;
-  const missingRequired = res.missing.filter((m) => probe.requiredFields.includes(m.field));
+  const missingRequired = res.missing.filter((m) => required.includes(m.field));
   if (missingRequired.length) {
     plan.reason = missingRequired.map((m) => m.reason).join('; ');
     return plan;
@@ -173,10 +174,10 @@ export function planProbe(bin: GoBinary, probe: ProbeDescriptor, inputs: OffsetI
     if (res.offsets[b] !== undefined) covered.add(a);
   }
   const missing = res.missing.filter((m) => !covered.has(m.field));
-  plan.missingOptional = missing.filter((m) => probe.optionalFields.includes(m.field)).map((m) => m.field);
+  plan.missingOptional = missing.filter((m) => optional.includes(m.field)).map((m) => m.field);
   for (const m of missing) {
-    if (!probe.optionalFields.includes(m.field)) continue;
-    plan.degraded.push(`${probe.optionalFieldEffects[m.field] ?? 'reduced detail'}: ${m.reason}`);
+    if (!optional.includes(m.field)) continue;
+    plan.degraded.push(`${probe.fields[m.field]?.optional ?? 'reduced detail'}: ${m.reason}`);
   }
   plan.degraded = [...new Set(plan.degraded)];
   plan.attachable = true;
@@ -201,7 +202,7 @@ export function planBinary(bin: GoBinary, probes: readonly ProbeDescriptor[], op
     probes: [],
   };
   const unsupported = goVersionSupported(bin.goVersion);
-  const wanted = [GOID_FIELD, ...probes.flatMap((p) => [...p.requiredFields, ...p.optionalFields])];
+  const wanted = [GOID_FIELD, ...probes.flatMap((p) => Object.keys(p.fields))];
   const only = opts.only;
   const dw = unsupported || only === 'types' || only === 'db' ? {} : dwarfOffsets(bin, wanted);
   const ty = unsupported || only === 'dwarf' || only === 'db' ? undefined : typeOffsets(bin, wanted);

@@ -8,9 +8,9 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BpfObject, enableStats, kernelFeatures } from '../native/index.ts';
 import {
-  BinaryFlags, Counter, DebugFlags, EventType, ProcessFlags, EVENT_HEADER_SIZE,
+  BpfMaps, BpfPrograms, BinaryFlags, Counter, DebugFlags, EventType, ProcessFlags, EVENT_HEADER_SIZE,
   decodeFileInfo, encodeBinaryInfo, encodeFileInfo, encodeFileKey, encodeProcessInfo,
-  type FileInfo, type FileKey,
+  type BpfMapName, type BpfProgramName, type FileInfo, type FileKey,
 } from '../generated/layouts.ts';
 import { ProbeHitLog } from './probe-hit-log.ts';
 import type { EventContext, ProbeDescriptor } from '../probes/types.ts';
@@ -69,7 +69,7 @@ export class BpfRuntime {
   /** Handlers of the agent's own events (process lifecycle), by event type. */
   private readonly systemHandlers = new Map<number, (buf: Buffer, off: number) => void>();
   private readonly log: Logger;
-  private readonly stateMaps: string[];
+  private readonly stateMaps: BpfMapName[];
 
   constructor(log: Logger, probes: readonly ProbeDescriptor[], opts: { objectPath?: string; mapSizes?: MapSizes; uprobeMulti?: boolean } = {}) {
     this.log = log;
@@ -77,18 +77,18 @@ export class BpfRuntime {
     if (!existsSync(path)) throw new Error(`BPF object ${path} not found: run bash deploy/setup.sh to build the probes`);
     this.features = kernelFeatures();
     const sizes: Record<string, number> = {};
-    if (opts.mapSizes?.processes) sizes['gt_processes'] = opts.mapSizes.processes;
+    if (opts.mapSizes?.processes) sizes[BpfMaps.gt_processes] = opts.mapSizes.processes;
     if (opts.mapSizes?.inflight) {
-      sizes['gt_goroutine_spans'] = opts.mapSizes.inflight;
-      sizes['gt_goroutines_entered'] = opts.mapSizes.inflight;
+      sizes[BpfMaps.gt_goroutine_spans] = opts.mapSizes.inflight;
+      sizes[BpfMaps.gt_goroutines_entered] = opts.mapSizes.inflight;
       for (const p of probes) for (const m of p.stateMaps) sizes[m] = opts.mapSizes.inflight;
     }
-    if (opts.mapSizes?.ringBufferBytes) sizes['gt_events'] = opts.mapSizes.ringBufferBytes;
+    if (opts.mapSizes?.ringBufferBytes) sizes[BpfMaps.gt_events] = opts.mapSizes.ringBufferBytes;
     this.obj = this.loadSparingFailures(path, probes, { mapMaxEntries: sizes, ...(opts.uprobeMulti === undefined ? {} : { uprobeMulti: opts.uprobeMulti }) });
     if (!enableStats()) log.warn('BPF run-time statistics unavailable: probe overhead metrics will read 0');
     const usable = probes.filter((p) => !this.disabledProbes.has(p.id));
     for (const p of usable) this.handlers.set(p.eventType, p);
-    this.stateMaps = ['gt_goroutine_spans', 'gt_goroutines_entered', 'gt_self_skipped', ...usable.flatMap((p) => p.stateMaps)];
+    this.stateMaps = [BpfMaps.gt_goroutine_spans, BpfMaps.gt_goroutines_entered, BpfMaps.gt_self_skipped, ...usable.flatMap((p) => p.stateMaps)];
   }
 
   /** Probes whose programs the kernel refused, with the reason: the others run without them. */
@@ -102,7 +102,7 @@ export class BpfRuntime {
    * process tracepoints' dependencies) still fail the load.
    */
   private loadSparingFailures(path: string, probes: readonly ProbeDescriptor[], open: ConstructorParameters<typeof BpfObject>[1]): BpfObject {
-    const programsOf = (p: ProbeDescriptor): string[] => p.functions.flatMap((f) => [f.entryProgram, f.returnProgram]).filter((x): x is string => !!x);
+    const programsOf = (p: ProbeDescriptor): BpfProgramName[] => p.functions.flatMap((f) => [f.entryProgram, f.returnProgram]).filter((x): x is BpfProgramName => !!x);
     const skipped = new Set<string>();
     let obj = new BpfObject(path, open);
     const all = obj.programNames();
@@ -115,7 +115,7 @@ export class BpfRuntime {
         obj.close();
         const text = `${(e as Error).message}\n${(e as { log?: string }).log ?? ''}`;
         const prog = /prog '([^']+)': (?:BPF program load failed|failed to load)/.exec(text)?.[1];
-        const owner = prog ? probes.find((p) => programsOf(p).includes(prog)) : undefined;
+        const owner = prog ? probes.find((p) => (programsOf(p) as string[]).includes(prog)) : undefined;
         if (!prog || !owner || skipped.has(prog)) throw e;
         const reason = `the kernel refused its BPF program ${prog}: ${(e as Error).message.split('\n')[0]}`;
         this.disabledProbes.set(owner.id, reason);
@@ -138,7 +138,7 @@ export class BpfRuntime {
     this.onSystemEvent(EventType.GT_EVENT_PROBE_HIT, (buf, off) => log.hit(buf, off));
     const v = Buffer.alloc(4);
     v.writeUInt32LE(DebugFlags.GT_DEBUG_PROBE_HITS);
-    this.obj.mapUpdate('gt_debug', u32key(0), v);
+    this.obj.mapUpdate(BpfMaps.gt_debug, u32key(0), v);
   }
 
   /** An agent step for the probe-hit log; nothing when it is off. */
@@ -148,19 +148,19 @@ export class BpfRuntime {
 
   setBinary(id: number, goidOffset: number): void {
     this.debugNote('binary', { id });
-    this.obj.mapUpdate('gt_binaries', u32key(id), encodeBinaryInfo({ goid_offset: goidOffset, flags: BinaryFlags.GT_BINARY_VALID }));
+    this.obj.mapUpdate(BpfMaps.gt_binaries, u32key(id), encodeBinaryInfo({ goid_offset: goidOffset, flags: BinaryFlags.GT_BINARY_VALID }));
   }
 
   /** Tells the exec hook about an attached file (see probes/process/process.bpf.c). */
   setFile(key: FileKey, info: FileInfo): void {
-    this.obj.mapUpdate('gt_binary_files', encodeFileKey(key), encodeFileInfo(info));
+    this.obj.mapUpdate(BpfMaps.gt_binary_files, encodeFileKey(key), encodeFileInfo(info));
   }
 
   /** Forgets an attached file, unless it was registered again for another binary id since. */
   clearFile(key: FileKey, binaryId: number): void {
     const k = encodeFileKey(key);
-    const v = this.obj.mapLookup('gt_binary_files', k);
-    if (v && decodeFileInfo(v).binary_id === binaryId) this.obj.mapDelete('gt_binary_files', k);
+    const v = this.obj.mapLookup(BpfMaps.gt_binary_files, k);
+    if (v && decodeFileInfo(v).binary_id === binaryId) this.obj.mapDelete(BpfMaps.gt_binary_files, k);
   }
 
   /**
@@ -170,12 +170,12 @@ export class BpfRuntime {
    */
   releaseBinary(id: number): void {
     this.debugNote('releasing', { id });
-    this.obj.mapUpdate('gt_binaries', u32key(id), encodeBinaryInfo({ goid_offset: 0, flags: BinaryFlags.GT_BINARY_RELEASED }));
+    this.obj.mapUpdate(BpfMaps.gt_binaries, u32key(id), encodeBinaryInfo({ goid_offset: 0, flags: BinaryFlags.GT_BINARY_RELEASED }));
   }
 
   clearBinary(id: number, probes: readonly ProbeDescriptor[]): void {
     this.debugNote('released', { id });
-    this.obj.mapUpdate('gt_binaries', u32key(id), encodeBinaryInfo({ goid_offset: 0, flags: 0 }));
+    this.obj.mapUpdate(BpfMaps.gt_binaries, u32key(id), encodeBinaryInfo({ goid_offset: 0, flags: 0 }));
     for (const p of probes) this.obj.mapUpdate(p.configMap, u32key(id), Buffer.alloc(this.obj.mapInfo(p.configMap).valueSize));
   }
 
@@ -185,12 +185,12 @@ export class BpfRuntime {
 
   traceProcess(tgid: number): void {
     this.debugNote('trace', { tgid });
-    this.obj.mapUpdate('gt_processes', u32key(tgid), encodeProcessInfo({ flags: ProcessFlags.GT_PROCESS_TRACED, reserved: 0 }));
+    this.obj.mapUpdate(BpfMaps.gt_processes, u32key(tgid), encodeProcessInfo({ flags: ProcessFlags.GT_PROCESS_TRACED, reserved: 0 }));
   }
 
   untraceProcess(tgid: number): boolean {
     this.debugNote('untrace', { tgid });
-    return this.obj.mapDelete('gt_processes', u32key(tgid));
+    return this.obj.mapDelete(BpfMaps.gt_processes, u32key(tgid));
   }
 
   /** Removes in-flight goroutine state of a process that exited. */
@@ -207,7 +207,7 @@ export class BpfRuntime {
 
   /** Maps whose fill the agent reports. */
   trackedMaps(): string[] {
-    return ['gt_processes', 'gt_self_conns', ...this.stateMaps];
+    return [BpfMaps.gt_processes, BpfMaps.gt_self_conns, ...this.stateMaps];
   }
 
   /** Sums the per-CPU BPF-side counters. */
@@ -215,7 +215,7 @@ export class BpfRuntime {
     const out: Record<string, bigint> = {};
     for (const [name, idx] of Object.entries(Counter)) {
       if (name === 'GT_COUNTER_MAX') continue;
-      const v = this.obj.mapLookup('gt_counters', u32key(idx));
+      const v = this.obj.mapLookup(BpfMaps.gt_counters, u32key(idx));
       let sum = 0n;
       if (v) for (let o = 0; o + 8 <= v.length; o += 8) sum += v.readBigUInt64LE(o);
       out[name.replace('GT_COUNTER_', '').toLowerCase()] = sum;
@@ -231,8 +231,8 @@ export class BpfRuntime {
   /** Attaches the process exec/exit tracepoints; returns false (and says why) when they cannot be. */
   attachProcessEvents(): boolean {
     try {
-      this.obj.attachTracepoint('gt_process_exec', 'sched', 'sched_process_exec');
-      this.obj.attachTracepoint('gt_process_exit', 'sched', 'sched_process_exit');
+      this.obj.attachTracepoint(BpfPrograms.gt_process_exec, 'sched', 'sched_process_exec');
+      this.obj.attachTracepoint(BpfPrograms.gt_process_exit, 'sched', 'sched_process_exit');
       return true;
     } catch (e) {
       this.log.warn('process exec/exit events unavailable: new processes are found by the periodic /proc scan only', { error: (e as Error).message });
@@ -252,8 +252,8 @@ export class BpfRuntime {
     try {
       const v = Buffer.alloc(4);
       v.writeUInt32LE(tgid >>> 0);
-      this.obj.mapUpdate('gt_self_processes', u32key(tgid), v);
-      this.obj.attachTracepoint('gt_self_sock_state', 'sock', 'inet_sock_set_state');
+      this.obj.mapUpdate(BpfMaps.gt_self_processes, u32key(tgid), v);
+      this.obj.attachTracepoint(BpfPrograms.gt_self_sock_state, 'sock', 'inet_sock_set_state');
       return true;
     } catch (e) {
       this.log.warn('gotrail cannot recognise its own connections: its requests to traced servers (e.g. OTLP exports to a traced collector) are traced', { error: (e as Error).message });
@@ -271,10 +271,10 @@ export class BpfRuntime {
     // With wakeups most batches hold a record or two: the bound on batches
     // out to JS must be high for it not to stop consumption long before the
     // kernel ring buffer is full (memory stays bounded by batches × bytes).
-    this.obj.startRingBuffer('gt_process_events', (batch) => this.dispatch(batch, ctx), { intervalMs: 100, wakeup: true, maxQueuedBatches: 1024, maxBatchBytes: 64 * 1024 });
+    this.obj.startRingBuffer(BpfMaps.gt_process_events, (batch) => this.dispatch(batch, ctx), { intervalMs: 100, wakeup: true, maxQueuedBatches: 1024, maxBatchBytes: 64 * 1024 });
     // Few, moderate batches in flight: when the export queue fills, what was
     // already taken from the kernel (and must be kept) stays small.
-    this.obj.startRingBuffer('gt_events', (batch) => this.dispatch(batch, ctx), { intervalMs: opts.intervalMs ?? 5, maxQueuedBatches: 8, maxBatchBytes: 256 * 1024 });
+    this.obj.startRingBuffer(BpfMaps.gt_events, (batch) => this.dispatch(batch, ctx), { intervalMs: opts.intervalMs ?? 5, maxQueuedBatches: 8, maxBatchBytes: 256 * 1024 });
     this.holdTimer = setInterval(() => this.expireHeld(), 250);
     this.holdTimer.unref();
   }
@@ -286,7 +286,7 @@ export class BpfRuntime {
    * dropped. Process events keep flowing.
    */
   pauseProbeEvents(paused: boolean): void {
-    this.obj.pauseRingBuffer('gt_events', paused);
+    this.obj.pauseRingBuffer(BpfMaps.gt_events, paused);
   }
 
   /** The agent decided on process `tgid`: its held events are handled now (traced) or dropped (not). */

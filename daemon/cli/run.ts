@@ -16,7 +16,7 @@ export const runHelp = `Usage: gotrail run [options]
 
 Traces every Go process on this host (or those the rules select) and exports
 one span per operation. Needs root (or CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE,
-CAP_DAC_READ_SEARCH and CAP_SYS_RESOURCE) and a kernel with BTF.
+CAP_KILL, CAP_DAC_READ_SEARCH and CAP_SYS_RESOURCE) and a kernel with BTF.
 
 Selection (repeatable; any exclude wins; a process matching any include is
 traced; without includes every Go process is traced):

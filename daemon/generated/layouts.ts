@@ -2,6 +2,48 @@
 // Change the C definitions under probes/ and run `npm run gen`.
 /* eslint-disable */
 
+/** Every map of the probes' object, by name: use these, never a string, so that a rename fails the type check. */
+export const BpfMaps = {
+  gt_binaries: 'gt_binaries',
+  gt_binary_files: 'gt_binary_files',
+  gt_conn_published: 'gt_conn_published',
+  gt_conn_spans: 'gt_conn_spans',
+  gt_counters: 'gt_counters',
+  gt_debug: 'gt_debug',
+  gt_events: 'gt_events',
+  gt_goroutine_spans: 'gt_goroutine_spans',
+  gt_goroutines_entered: 'gt_goroutines_entered',
+  gt_http_client_config: 'gt_http_client_config',
+  gt_http_client_h2_reqs: 'gt_http_client_h2_reqs',
+  gt_http_client_inflight: 'gt_http_client_inflight',
+  gt_http_server_config: 'gt_http_server_config',
+  gt_http_server_inflight: 'gt_http_server_inflight',
+  gt_process_events: 'gt_process_events',
+  gt_processes: 'gt_processes',
+  gt_self_conn_count: 'gt_self_conn_count',
+  gt_self_conns: 'gt_self_conns',
+  gt_self_processes: 'gt_self_processes',
+  gt_self_skipped: 'gt_self_skipped',
+  gt_self_socks: 'gt_self_socks',
+  http_map_scratch: 'http_map_scratch',
+} as const;
+export type BpfMapName = (typeof BpfMaps)[keyof typeof BpfMaps];
+
+/** Every program of the probes' object, by name: use these, never a string, so that a rename fails the type check. */
+export const BpfPrograms = {
+  gt_http_client_conn: 'gt_http_client_conn',
+  gt_http_client_entry: 'gt_http_client_entry',
+  gt_http_client_h2_headers: 'gt_http_client_h2_headers',
+  gt_http_client_return: 'gt_http_client_return',
+  gt_http_server_entry: 'gt_http_server_entry',
+  gt_http_server_panic: 'gt_http_server_panic',
+  gt_http_server_return: 'gt_http_server_return',
+  gt_process_exec: 'gt_process_exec',
+  gt_process_exit: 'gt_process_exit',
+  gt_self_sock_state: 'gt_self_sock_state',
+} as const;
+export type BpfProgramName = (typeof BpfPrograms)[keyof typeof BpfPrograms];
+
 /** enum gt_binary_flags */
 export const BinaryFlags = {
   GT_BINARY_VALID: 1,

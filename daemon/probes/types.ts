@@ -9,7 +9,7 @@ import { SpanStatusCode, type Attributes, type SpanKind, type TraceState } from 
 import type { MonotonicClock } from '../spans/clock.ts';
 import { makeSpan } from '../spans/span-record.ts';
 import { spanContextFrom } from '../spans/span-context.ts';
-import type { SpanContext as SpanContextLayout } from '../generated/layouts.ts';
+import type { BpfMapName, BpfProgramName, SpanContext as SpanContextLayout } from '../generated/layouts.ts';
 
 export interface ProbedFunction {
   /** Fully qualified Go symbol, e.g. `net/http.serverHandler.ServeHTTP`. */
@@ -20,10 +20,10 @@ export interface ProbedFunction {
    * 1.27): the first name found in the binary is probed.
    */
   alternativeSymbols?: string[];
-  /** Program attached past the stack-growth prologue. */
-  entryProgram?: string;
-  /** Program attached at every RET instruction. */
-  returnProgram?: string;
+  /** Program attached past the stack-growth prologue (a `BpfPrograms` constant). */
+  entryProgram?: BpfProgramName;
+  /** Program attached at every RET instruction (a `BpfPrograms` constant). */
+  returnProgram?: BpfProgramName;
   /** Set when the probe works without this function: what is lost if it is missing. */
   optional?: string;
   /**
@@ -32,6 +32,37 @@ export interface ProbedFunction {
    * sends client requests through http.Transport`.
    */
   absentMeans?: string;
+}
+
+/** One struct field a probe reads. */
+export interface ProbeField {
+  /** What the probe reads it for (the offsets database's coverage notes). */
+  reads: string;
+  /**
+   * Set when the probe runs without the field: what is lost when its offset
+   * is unknown (`gotrail inspect` and the agent's log say it). Without it the
+   * field is required: an unknown offset disables the probe for that binary.
+   */
+  optional?: string;
+}
+
+/** The fields without which `probe` cannot run. */
+export function requiredFields(probe: Pick<ProbeDescriptor, 'fields'>): string[] {
+  return Object.entries(probe.fields).filter(([, f]) => f.optional === undefined).map(([name]) => name);
+}
+
+/** The fields that enable extra features of `probe`; missing ones degrade it. */
+export function optionalFields(probe: Pick<ProbeDescriptor, 'fields'>): string[] {
+  return Object.entries(probe.fields).filter(([, f]) => f.optional !== undefined).map(([name]) => name);
+}
+
+/**
+ * Declares `names` as fields read for the same purpose: `fieldGroup(LINK,
+ * { reads: 'the 4-tuple', optional: 'not linked' })` inside a descriptor's
+ * `fields`.
+ */
+export function fieldGroup(names: readonly string[], field: ProbeField): Record<string, ProbeField> {
+  return Object.fromEntries(names.map((n) => [n, field]));
 }
 
 export interface EventContext {
@@ -52,14 +83,19 @@ export interface ProbeDescriptor {
   goPackage: string;
   description: string;
   functions: ProbedFunction[];
-  /** Offsets without which the probe cannot run (`pkg.Struct.field`). */
-  requiredFields: string[];
-  /** Offsets that enable extra features; missing ones degrade the probe. */
-  optionalFields: string[];
+  /**
+   * Every struct field whose offset the probe reads (`pkg.Struct.field`, of
+   * `module`'s packages): the one declaration of them. The offsets database
+   * (offsets-db/fields.ts, generate.ts and its coverage table), `gotrail
+   * inspect` and the agent's per-binary plan all derive from it, and a test
+   * fails when the database holds a field no probe declares or lacks one a
+   * probe declares.
+   */
+  fields: Readonly<Record<string, ProbeField>>;
   /** BPF maps keyed by gt_goroutine_key holding this probe's in-flight state: cleared for a process that exits. */
-  stateMaps: string[];
+  stateMaps: BpfMapName[];
   /** BPF array map (indexed by binary id) receiving `encodeConfig`'s bytes. */
-  configMap: string;
+  configMap: BpfMapName;
   encodeConfig(offsets: Record<string, number>, missingOptional: string[]): Buffer;
   /**
    * Pairs of optional fields that stand for each other (the same fact under a
@@ -67,8 +103,7 @@ export interface ProbeDescriptor {
    * while the other resolves.
    */
   alternativeFields?: Array<[string, string]>;
-  /** Human notes on what missing optional fields cost, keyed by field. */
-  optionalFieldEffects: Record<string, string>;
+  /** The probe's id in the event type family: `EventType.<its enum gt_event_type_<probe> value>`. */
   eventType: number;
   eventSize: number;
   handleEvent(buf: Buffer, off: number, ctx: EventContext): void;

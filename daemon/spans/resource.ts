@@ -8,9 +8,25 @@ import { hostname } from 'node:os';
 import { basename } from 'node:path';
 import { resourceFromAttributes, type Resource } from '@opentelemetry/resources';
 import type { Attributes } from '@opentelemetry/api';
+import { ATTR_SERVICE_NAME, ATTR_TELEMETRY_DISTRO_NAME, ATTR_TELEMETRY_DISTRO_VERSION } from '@opentelemetry/semantic-conventions';
+// Not yet stable in the conventions; the exact package version is locked, so a
+// rename there shows up as a type error when the dependency is upgraded.
+import {
+  ATTR_HOST_NAME, ATTR_PROCESS_EXECUTABLE_NAME, ATTR_PROCESS_EXECUTABLE_PATH, ATTR_PROCESS_PID,
+  ATTR_PROCESS_RUNTIME_NAME, ATTR_PROCESS_RUNTIME_VERSION,
+} from '@opentelemetry/semantic-conventions/incubating';
 
 export const AGENT_NAME = 'gotrail';
 export const AGENT_VERSION = '0.1.0';
+
+/**
+ * The semantic conventions the attribute keys follow: those of the
+ * `@opentelemetry/semantic-conventions` package the keys come from (it is
+ * versioned after the conventions it provides). Set on every span's
+ * instrumentation scope; test/spans/semconv.test.ts fails when the package
+ * moves on without it.
+ */
+export const SEMCONV_SCHEMA_URL = 'https://opentelemetry.io/schemas/1.45.0';
 
 /** Parses OTEL_RESOURCE_ATTRIBUTES (`k=v,k2=v2`, values percent-encoded). Malformed pairs are skipped, as the SDKs do. */
 export function parseResourceAttributes(value: string): Record<string, string> {
@@ -58,17 +74,17 @@ export interface ProcessFacts {
 export function processAttributes(p: ProcessFacts): Attributes {
   const fromEnv = p.env?.get('OTEL_RESOURCE_ATTRIBUTES');
   const attrs: Attributes = fromEnv ? { ...parseResourceAttributes(fromEnv) } : {};
-  const serviceName = p.env?.get('OTEL_SERVICE_NAME') || (attrs['service.name'] as string | undefined) || basename(p.executablePath);
+  const serviceName = p.env?.get('OTEL_SERVICE_NAME') || (attrs[ATTR_SERVICE_NAME] as string | undefined) || basename(p.executablePath);
   Object.assign(attrs, p.extra ?? {});
-  attrs['service.name'] = serviceName;
-  attrs['process.pid'] = p.pid;
-  attrs['process.executable.path'] = p.executablePath;
-  attrs['process.executable.name'] = basename(p.executablePath);
-  attrs['process.runtime.name'] = 'go';
-  attrs['process.runtime.version'] = p.goVersion;
-  attrs['host.name'] = hostname();
-  attrs['telemetry.distro.name'] = AGENT_NAME;
-  attrs['telemetry.distro.version'] = AGENT_VERSION;
+  attrs[ATTR_SERVICE_NAME] = serviceName;
+  attrs[ATTR_PROCESS_PID] = p.pid;
+  attrs[ATTR_PROCESS_EXECUTABLE_PATH] = p.executablePath;
+  attrs[ATTR_PROCESS_EXECUTABLE_NAME] = basename(p.executablePath);
+  attrs[ATTR_PROCESS_RUNTIME_NAME] = 'go';
+  attrs[ATTR_PROCESS_RUNTIME_VERSION] = p.goVersion;
+  attrs[ATTR_HOST_NAME] = hostname();
+  attrs[ATTR_TELEMETRY_DISTRO_NAME] = AGENT_NAME;
+  attrs[ATTR_TELEMETRY_DISTRO_VERSION] = AGENT_VERSION;
   return attrs;
 }
 

@@ -7,7 +7,7 @@ import { SpanKind, SpanStatusCode, TraceFlags, type Attributes, type SpanContext
 import type { Resource } from '@opentelemetry/resources';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { nanosToHrTime } from './clock.ts';
-import { AGENT_NAME, AGENT_VERSION } from './resource.ts';
+import { AGENT_NAME, AGENT_VERSION, SEMCONV_SCHEMA_URL } from './resource.ts';
 
 export interface SpanInput {
   name: string;
@@ -50,7 +50,7 @@ export function makeSpan(s: SpanInput): ReadableSpan {
     duration,
     ended: true,
     resource: s.resource,
-    instrumentationScope: { name: `${AGENT_NAME}/${s.scope}`, version: AGENT_VERSION },
+    instrumentationScope: { name: `${AGENT_NAME}/${s.scope}`, version: AGENT_VERSION, schemaUrl: SEMCONV_SCHEMA_URL },
     droppedAttributesCount: 0,
     droppedEventsCount: 0,
     droppedLinksCount: 0,

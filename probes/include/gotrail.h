@@ -20,15 +20,13 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-/* Event type tags: the first field of every ring-buffer record. */
+/* Event type tags: the first field of every ring-buffer record. Each probe
+ * defines its own in its folder, as `enum gt_event_type_<probe>` exported
+ * with GT_EXPORT_LAYOUTS; probes/codegen/btf-to-ts.ts merges every
+ * gt_event_type* enum into one EventType and refuses a value used twice.
+ * The same holds for gt_hit_site* and gt_paired_function*. */
 enum gt_event_type {
-	GT_EVENT_HTTP_SERVER = 1,
-	GT_EVENT_PROCESS_EXEC = 2,
-	GT_EVENT_PROCESS_EXIT = 3,
-	GT_EVENT_HTTP_CLIENT = 4,
 	GT_EVENT_PROBE_HIT = 5,     /* debug only: see gt_debug */
-	GT_EVENT_GRPC_SERVER = 6,
-	GT_EVENT_GRPC_CLIENT = 7,
 };
 
 struct gt_event_header {
@@ -187,25 +185,6 @@ struct {
 	__type(value, __u32);
 } gt_debug SEC(".maps");
 
-/* Which program a probe hit ran. */
-enum gt_hit_site {
-	GT_HIT_HTTP_SERVER_ENTRY = 1,
-	GT_HIT_HTTP_SERVER_RETURN = 2,
-	GT_HIT_HTTP_SERVER_PANIC = 3,
-	GT_HIT_HTTP_CLIENT_ENTRY = 4,
-	GT_HIT_HTTP_CLIENT_CONN = 5,
-	GT_HIT_HTTP_CLIENT_RETURN = 6,
-	GT_HIT_HTTP_CLIENT_H2_HEADERS = 7,
-	GT_HIT_GRPC_SERVER_ENTRY = 8,
-	GT_HIT_GRPC_SERVER_RETURN = 9,
-	GT_HIT_GRPC_SERVER_STATUS = 10,
-	GT_HIT_GRPC_CLIENT_ENTRY = 11,
-	GT_HIT_GRPC_CLIENT_RETURN = 12,
-	GT_HIT_GRPC_CLIENT_FINISH = 13,
-	GT_HIT_GRPC_CLIENT_HEADERS = 14,
-	GT_HIT_GRPC_CLIENT_ORIGINATE = 15,
-};
-
 /* What a probe hit did with the goroutine's in-flight state. */
 enum gt_hit_outcome {
 	GT_HIT_UNTRACED = 1,      /* process not (or no longer) allowed: ignored */
@@ -226,7 +205,7 @@ struct gt_probe_hit_event {
 	__u64 ip;                    /* instruction probed (process address) */
 	__u64 sp;
 	__u64 g;                     /* R14 */
-	__u32 site;                  /* enum gt_hit_site */
+	__u32 site;                  /* which program: a probe's enum gt_hit_site_<probe> */
 	__u32 outcome;               /* enum gt_hit_outcome */
 };
 
@@ -284,21 +263,13 @@ GT_EXPORT_LAYOUTS(common,
 	enum gt_counter counter;
 	struct gt_probe_hit_event probe_hit;
 	enum gt_debug_flags debug_flags;
-	enum gt_hit_site hit_site;
 	enum gt_hit_outcome hit_outcome;
 );
 
-/* Probed functions whose entries and returns are paired, for
- * gt_goroutines_entered's key. */
-enum gt_paired_function {
-	GT_PAIRED_HTTP_SERVER = 1,
-	GT_PAIRED_HTTP_CLIENT = 2,
-	GT_PAIRED_GRPC_SERVER = 3,
-	GT_PAIRED_GRPC_CLIENT = 4,
-};
-
 /* Goroutines that entered a paired function since their process was traced
- * (key: the goroutine, `reserved` = enum gt_paired_function). It tells the
+ * (key: the goroutine, `reserved` = the function's id: each probe's enum
+ * gt_paired_function_<probe> names the functions whose entries and returns
+ * it pairs). It tells the
  * one expected return without entry — a call already running when the
  * process was traced, or when its links were attached — from every other:
  * a goroutine that entered since then has its mark, so its return can only
@@ -357,7 +328,6 @@ enum gt_span_flags {
 GT_EXPORT_LAYOUTS(span,
 	struct gt_span_context context;
 	enum gt_span_flags flags;
-	enum gt_paired_function paired_function;
 );
 
 static __always_inline void gt_random_bytes(__u8 *out, int n)

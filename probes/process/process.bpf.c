@@ -92,7 +92,14 @@ struct gt_process_exec_args {
 	char env[GT_PROCESS_ENV_MAX];
 };
 
+/* The process events' ids in the object-wide family (see enum gt_event_type). */
+enum gt_event_type_process {
+	GT_EVENT_PROCESS_EXEC = 2,
+	GT_EVENT_PROCESS_EXIT = 3,
+};
+
 GT_EXPORT_LAYOUTS(process,
+	enum gt_event_type_process event_type;
 	struct gt_process_event event;
 	struct gt_process_exec_args exec_args;
 	struct gt_file_key file_key;

@@ -14,6 +14,7 @@ import { createExporter } from '../../daemon/export/exporters.ts';
 import { createLogger } from '../../daemon/util/log.ts';
 import { probes } from '../../daemon/probes/registry.ts';
 import type { ProbeDescriptor } from '../../daemon/probes/types.ts';
+import type { BpfProgramName } from '../../daemon/generated/layouts.ts';
 import { repoRoot } from '../support/agent-process.ts';
 import { startGoServer, httpRequest } from '../support/go-server.ts';
 import { skipUnlessBpf } from '../support/privileges.ts';
@@ -36,7 +37,8 @@ const refusedProbe: ProbeDescriptor = {
   ...probes[0]!,
   id: 'test/refused',
   description: 'a probe the kernel refuses',
-  functions: [{ symbol: 'main.main', entryProgram: 'gt_test_refused' }],
+  // a program of this test's own object, not of the probes' (hence not in BpfPrograms)
+  functions: [{ symbol: 'main.main', entryProgram: 'gt_test_refused' as BpfProgramName }],
   eventType: 250,
 };
 

@@ -78,7 +78,7 @@ describe('offsets from the Go type metadata', { skip }, () => {
       assert.ok(hello, 'a SERVER span for /hello');
       assert.equal(hello.attributes['http.response.status_code'], 200);
       assert.equal(hello.attributes['http.request.method'], 'GET');
-      assert.equal(hello.spanContext().traceId, traceId, 'the incoming traceparent is the parent (read through conn.bufr and bufio.Reader from type metadata)');
+      assert.equal(hello.spanContext().traceId, traceId, 'the incoming traceparent is the parent (the parsed header read with offsets from type metadata)');
       assert.equal(hello.resource.attributes['process.runtime.version'], 'go1.30.1');
     } finally {
       await s.stop();

@@ -27,7 +27,7 @@ const WORK = path.join(BUILD_DIR, 'analysis-tests', `go-types-${process.pid}`);
 const FUZZ_ROUNDS = Number(process.env.GOTRAIL_FUZZ_ROUNDS ?? 60);
 
 /** Every field a probe reads, plus the goroutine id: the set the agent resolves per binary. */
-const PROBE_FIELDS = [...new Set(['runtime.g.goid', ...probes.flatMap((p) => [...p.requiredFields, ...p.optionalFields])])];
+const PROBE_FIELDS = [...new Set(['runtime.g.goid', ...probes.flatMap((p) => Object.keys(p.fields))])];
 /** The standard-library fields of the offsets database (a superset, for the report). */
 const STD_FIELDS = Object.keys(MODULE_FIELDS.find((m) => m.module === 'std')!.fields);
 

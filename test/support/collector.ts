@@ -62,7 +62,8 @@ export interface ReceivedSpan {
   events: ReceivedEvent[];
   links: ReceivedLink[];
   resource: Attributes;
-  scope: { name: string; version: string; attributes: Attributes };
+  /** `schemaUrl`: the ScopeSpans' schema URL ('' when unset). */
+  scope: { name: string; version: string; attributes: Attributes; schemaUrl: string };
   /** The span's OTLP JSON as written by the collector, for checks the flattening loses. */
   raw: OtlpJsonSpan;
 }
@@ -445,6 +446,7 @@ interface OtlpJsonTracesRequest {
     resource?: { attributes?: OtlpJsonKeyValue[] };
     scopeSpans?: {
       scope?: { name?: string; version?: string; attributes?: OtlpJsonKeyValue[] };
+      schemaUrl?: string;
       spans?: OtlpJsonSpan[];
     }[];
   }[];
@@ -464,6 +466,7 @@ export function parseExportLine(line: string): ReceivedSpan[] {
         name: ss.scope?.name ?? '',
         version: ss.scope?.version ?? '',
         attributes: toAttributes(ss.scope?.attributes),
+        schemaUrl: ss.schemaUrl ?? '',
       };
       for (const span of ss.spans ?? []) {
         const status: ReceivedSpan['status'] = { code: enumName(STATUS_CODES, span.status?.code, 'status code') };

@@ -6,6 +6,9 @@ import type { TcpOffsets } from '../../../../generated/layouts.ts';
 
 export const TCP_FIELDS = ['net.conn.fd', 'net.netFD.laddr', 'net.netFD.raddr', 'net.TCPAddr.IP', 'net.TCPAddr.Port'];
 
+/** What the probes read the TCP fields for. */
+export const TCP_FIELDS_READ = 'the TCP 4-tuple that links a client span to the server span of the same connection';
+
 export function tcpOffsets(o: Record<string, number>): TcpOffsets {
   return {
     conn_fd: o['net.conn.fd'] ?? 0,

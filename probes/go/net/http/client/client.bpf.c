@@ -77,7 +77,26 @@ struct gt_http_client_event {
 	char path[GT_HTTP_CLIENT_PATH_MAX];
 };
 
+/* This probe's ids in the object-wide families (see enum gt_event_type). */
+enum gt_event_type_http_client {
+	GT_EVENT_HTTP_CLIENT = 4,
+};
+
+enum gt_hit_site_http_client {
+	GT_HIT_HTTP_CLIENT_ENTRY = 4,
+	GT_HIT_HTTP_CLIENT_CONN = 5,
+	GT_HIT_HTTP_CLIENT_RETURN = 6,
+	GT_HIT_HTTP_CLIENT_H2_HEADERS = 7,
+};
+
+enum gt_paired_function_http_client {
+	GT_PAIRED_HTTP_CLIENT = 2,
+};
+
 GT_EXPORT_LAYOUTS(http_client,
+	enum gt_event_type_http_client event_type;
+	enum gt_hit_site_http_client hit_site;
+	enum gt_paired_function_http_client paired_function;
 	struct gt_http_client_event event;
 	struct gt_http_client_config config;
 	enum gt_http_client_limits limits;

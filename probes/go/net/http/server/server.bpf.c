@@ -132,7 +132,25 @@ struct gt_http_server_event {
 	char tracestate[GT_HTTP_TRACESTATE_MAX];
 };
 
+/* This probe's ids in the object-wide families (see enum gt_event_type). */
+enum gt_event_type_http_server {
+	GT_EVENT_HTTP_SERVER = 1,
+};
+
+enum gt_hit_site_http_server {
+	GT_HIT_HTTP_SERVER_ENTRY = 1,
+	GT_HIT_HTTP_SERVER_RETURN = 2,
+	GT_HIT_HTTP_SERVER_PANIC = 3,
+};
+
+enum gt_paired_function_http_server {
+	GT_PAIRED_HTTP_SERVER = 1,
+};
+
 GT_EXPORT_LAYOUTS(http_server,
+	enum gt_event_type_http_server event_type;
+	enum gt_hit_site_http_server hit_site;
+	enum gt_paired_function_http_server paired_function;
 	struct gt_http_server_event event;
 	struct gt_http_server_config config;
 	enum gt_http_limits limits;

@@ -22,7 +22,7 @@ const skip = ['go1.19', 'go1.26', 'go1.27'].some((tc) => !existsSync(bin(tc))) ?
 function plan(tc: string, probe: typeof httpClientProbe, drop?: string): ReturnType<typeof planProbe> & { symbols: string[] } {
   const b = openGoBinary(bin(tc));
   try {
-    const wanted = [GOID_FIELD, ...probe.requiredFields, ...probe.optionalFields];
+    const wanted = [GOID_FIELD, ...Object.keys(probe.fields)];
     const types = b.goTypes().fieldOffsets(wanted).offsets;
     if (drop) types.delete(drop);
     const p = planProbe(b, probe, { types, only: 'types' }, types.get(GOID_FIELD));

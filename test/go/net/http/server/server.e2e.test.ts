@@ -89,6 +89,8 @@ describe('net/http server probe, end to end', { skip }, () => {
 
           for (const s of final) {
             assert.equal(s.kind, 'SERVER');
+            assert.equal(s.scope.name, 'gotrail/net/http');
+            assert.equal(s.scope.schemaUrl, 'https://opentelemetry.io/schemas/1.45.0', 'the semantic conventions the attributes follow');
             assert.equal(s.resource['service.name'], `e2e-${tc}-${v}`);
             assert.equal(s.resource['team'], 'platform');
             assert.equal(s.resource['tier'], 'test tier');

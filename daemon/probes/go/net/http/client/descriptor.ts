@@ -5,10 +5,13 @@
  * request's child (the link is made in BPF).
  */
 import { SpanKind, type Attributes } from '@opentelemetry/api';
-import { EventType, HttpClientEventFlags, HttpClientFlags, HTTP_CLIENT_EVENT_SIZE, decodeHttpClientEvent, encodeHttpClientConfig } from '../../../../../generated/layouts.ts';
+import {
+  ATTR_ERROR_TYPE, ATTR_HTTP_REQUEST_METHOD, ATTR_HTTP_RESPONSE_STATUS_CODE, ATTR_SERVER_ADDRESS, ATTR_SERVER_PORT, ATTR_URL_FULL,
+} from '@opentelemetry/semantic-conventions';
+import { BpfMaps, BpfPrograms, EventType, HttpClientEventFlags, HttpClientFlags, HTTP_CLIENT_EVENT_SIZE, decodeHttpClientEvent, encodeHttpClientConfig } from '../../../../../generated/layouts.ts';
 import { goString, splitHostPort } from '../../../../../spans/go-values.ts';
-import { TCP_FIELDS, tcpOffsets } from '../tcp-fields.ts';
-import { emitProbeSpan, eventBasics, type EventContext, type ProbeDescriptor } from '../../../../types.ts';
+import { TCP_FIELDS, TCP_FIELDS_READ, tcpOffsets } from '../tcp-fields.ts';
+import { emitProbeSpan, eventBasics, fieldGroup, type EventContext, type ProbeDescriptor } from '../../../../types.ts';
 
 const F = {
   method: 'net/http.Request.Method',
@@ -37,6 +40,7 @@ const H2_BUNDLED = [F.csCcBundled, F.csIdBundled, F.ccTconnBundled, F.ccTlsBundl
 const H2_INTERNAL = [F.csCc, F.csId, F.ccTconn, F.ccTls, F.creqUrl];
 const H2_LINK_FIELDS = [...H2_BUNDLED, ...H2_INTERNAL, F.tlsConn];
 const H2_LINK_LOST = 'HTTP/2 requests are not linked to traced servers on this node';
+const NOT_LINKED = 'traced servers on this node are not linked to these requests';
 
 export const httpClientProbe: ProbeDescriptor = {
   id: 'net/http/client',
@@ -44,30 +48,44 @@ export const httpClientProbe: ProbeDescriptor = {
   goPackage: 'net/http',
   description: 'net/http client requests (CLIENT spans)',
   functions: [
-    { symbol: 'net/http.(*Transport).roundTrip', entryProgram: 'gt_http_client_entry', returnProgram: 'gt_http_client_return', absentMeans: 'this program never sends client requests through http.Transport' },
+    { symbol: 'net/http.(*Transport).roundTrip', entryProgram: BpfPrograms.gt_http_client_entry, returnProgram: BpfPrograms.gt_http_client_return, absentMeans: 'this program never sends client requests through http.Transport' },
     // where the connection is known: publishes the span for a server on this node
-    { symbol: 'net/http.(*persistConn).roundTrip', entryProgram: 'gt_http_client_conn', optional: 'traced servers on this node are not linked to these requests' },
+    { symbol: 'net/http.(*persistConn).roundTrip', entryProgram: BpfPrograms.gt_http_client_conn, optional: 'traced servers on this node are not linked to these requests' },
     // where an HTTP/2 request's stream id is known, on the goroutine that writes its headers
     {
       symbol: 'net/http.(*http2clientStream).encodeAndWriteHeaders',
       alternativeSymbols: ['net/http/internal/http2.(*clientStream).encodeAndWriteHeaders'],
-      entryProgram: 'gt_http_client_h2_headers',
+      entryProgram: BpfPrograms.gt_http_client_h2_headers,
       optional: H2_LINK_LOST,
     },
   ],
-  requiredFields: [F.method, F.url, F.scheme, F.host, F.path, F.status],
-  optionalFields: [...LINK_FIELDS, ...H2_LINK_FIELDS],
+  fields: {
+    [F.method]: { reads: 'http.request.method' },
+    [F.url]: { reads: 'the request URL' },
+    [F.scheme]: { reads: 'url.full' },
+    [F.host]: { reads: 'server.address, server.port and url.full' },
+    [F.path]: { reads: 'url.full' },
+    [F.status]: { reads: 'http.response.status_code' },
+    [F.pconn]: { reads: 'the connection a request is sent on', optional: NOT_LINKED },
+    ...fieldGroup(TCP_FIELDS, { reads: TCP_FIELDS_READ, optional: NOT_LINKED }),
+    [F.csCcBundled]: { reads: 'the HTTP/2 stream\'s connection (Go before 1.27, bundled HTTP/2)', optional: H2_LINK_LOST },
+    [F.csIdBundled]: { reads: 'the HTTP/2 stream id (Go before 1.27)', optional: H2_LINK_LOST },
+    [F.ccTconnBundled]: { reads: 'the HTTP/2 connection\'s net.Conn (Go before 1.27)', optional: H2_LINK_LOST },
+    [F.ccTlsBundled]: { reads: 'whether the HTTP/2 connection is a TLS one (Go before 1.27)', optional: H2_LINK_LOST },
+    [F.csCc]: { reads: 'the HTTP/2 stream\'s connection (Go 1.27 and later)', optional: H2_LINK_LOST },
+    [F.csId]: { reads: 'the HTTP/2 stream id (Go 1.27 and later)', optional: H2_LINK_LOST },
+    [F.ccTconn]: { reads: 'the HTTP/2 connection\'s net.Conn (Go 1.27 and later)', optional: H2_LINK_LOST },
+    [F.ccTls]: { reads: 'whether the HTTP/2 connection is a TLS one (Go 1.27 and later)', optional: H2_LINK_LOST },
+    [F.creqUrl]: { reads: 'the request\'s URL, shared with the http.Request (Go 1.27 and later)', optional: H2_LINK_LOST },
+    [F.tlsConn]: { reads: 'the TCP connection under a TLS one', optional: H2_LINK_LOST },
+  },
   alternativeFields: [
     [F.csCcBundled, F.csCc], [F.csIdBundled, F.csId], [F.ccTconnBundled, F.ccTconn], [F.ccTlsBundled, F.ccTls],
     // the bundled HTTP/2 is given the *http.Request itself (its URL is a required field)
     [F.csIdBundled, F.creqUrl],
   ],
-  optionalFieldEffects: {
-    ...Object.fromEntries(LINK_FIELDS.map((f) => [f, 'traced servers on this node are not linked to these requests'])),
-    ...Object.fromEntries(H2_LINK_FIELDS.map((f) => [f, H2_LINK_LOST])),
-  },
-  configMap: 'gt_http_client_config',
-  stateMaps: ['gt_http_client_inflight', 'gt_http_client_h2_reqs'],
+  configMap: BpfMaps.gt_http_client_config,
+  stateMaps: [BpfMaps.gt_http_client_inflight, BpfMaps.gt_http_client_h2_reqs],
   encodeConfig(o, missingOptional) {
     const has = (f: string): boolean => o[f] !== undefined && !missingOptional.includes(f);
     const link = LINK_FIELDS.every((f) => !missingOptional.includes(f));
@@ -108,13 +126,13 @@ export const httpClientProbe: ProbeDescriptor = {
     const { host, port } = splitHostPort(hostPort);
     const failed = (ev.flags & HttpClientEventFlags.GT_HTTP_CLIENT_EVENT_ERROR) !== 0;
     const attributes: Attributes = {
-      'http.request.method': method,
-      'server.address': host,
-      'server.port': port ?? (scheme === 'https' ? 443 : 80),
-      'url.full': `${scheme}://${hostPort}${path}`,
+      [ATTR_HTTP_REQUEST_METHOD]: method,
+      [ATTR_SERVER_ADDRESS]: host,
+      [ATTR_SERVER_PORT]: port ?? (scheme === 'https' ? 443 : 80),
+      [ATTR_URL_FULL]: `${scheme}://${hostPort}${path}`,
     };
-    if (ev.status) attributes['http.response.status_code'] = ev.status;
-    if (failed) attributes['error.type'] = 'transport';
+    if (ev.status) attributes[ATTR_HTTP_RESPONSE_STATUS_CODE] = ev.status;
+    if (failed) attributes[ATTR_ERROR_TYPE] = 'transport';
     emitProbeSpan(ctx, {
       name: method,
       kind: SpanKind.CLIENT,

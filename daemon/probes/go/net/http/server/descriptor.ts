@@ -5,12 +5,17 @@
 import { SpanKind, type Attributes } from '@opentelemetry/api';
 import { TraceState } from '@opentelemetry/core';
 import {
-  EventType, HttpEventFlags, HttpServerFlags, HTTP_SERVER_EVENT_SIZE,
+  ATTR_CLIENT_ADDRESS, ATTR_CLIENT_PORT, ATTR_ERROR_TYPE, ATTR_HTTP_REQUEST_METHOD, ATTR_HTTP_REQUEST_METHOD_ORIGINAL,
+  ATTR_HTTP_RESPONSE_STATUS_CODE, ATTR_NETWORK_PROTOCOL_VERSION, ATTR_SERVER_ADDRESS, ATTR_SERVER_PORT, ATTR_URL_PATH,
+  ATTR_URL_SCHEME, HTTP_REQUEST_METHOD_VALUE_OTHER,
+} from '@opentelemetry/semantic-conventions';
+import {
+  BpfMaps, BpfPrograms, EventType, HttpEventFlags, HttpServerFlags, HTTP_SERVER_EVENT_SIZE,
   decodeHttpServerEvent, encodeHttpServerConfig,
 } from '../../../../../generated/layouts.ts';
-import { emitProbeSpan, eventBasics, type EventContext, type ProbeDescriptor } from '../../../../types.ts';
+import { emitProbeSpan, eventBasics, fieldGroup, type EventContext, type ProbeDescriptor } from '../../../../types.ts';
 import { goString, splitHostPort } from '../../../../../spans/go-values.ts';
-import { TCP_FIELDS, tcpOffsets } from '../tcp-fields.ts';
+import { TCP_FIELDS, TCP_FIELDS_READ, tcpOffsets } from '../tcp-fields.ts';
 
 const F = {
   method: 'net/http.Request.Method',
@@ -60,7 +65,6 @@ const F = {
 
 const HMAP_FIELDS = [F.hmapCount, F.hmapFlags, F.hmapB, F.hmapBuckets, F.hmapOldBuckets];
 const SWISS_FIELDS = [F.mapUsed, F.mapDirPtr, F.mapDirLen, F.tableGroups, F.groupsData, F.groupsMask];
-const HEADER_FIELDS = [F.header, ...HMAP_FIELDS, ...SWISS_FIELDS];
 const LINK_FIELDS = [F.conn, F.rwc, ...TCP_FIELDS];
 const HTTP1_CHECK_FIELDS = [F.conn, F.server];
 const PROTO_FIELDS = [F.protoMajor, F.protoMinor];
@@ -68,6 +72,10 @@ const H2_FIELDS = [F.h2RwsBundled, F.h2StatusBundled, F.h2Rws, F.h2Status];
 const H2_LINK_BUNDLED = [F.h2StreamBundled, F.h2StreamIdBundled, F.h2ConnBundled, F.h2ScConnBundled, F.h2ScTlsBundled];
 const H2_LINK_INTERNAL = [F.h2Stream, F.h2StreamId, F.h2Conn, F.h2ScConn, F.h2ScTls];
 const H2_LINK_FIELDS = [...H2_LINK_BUNDLED, ...H2_LINK_INTERNAL, F.tlsConn];
+const NO_TRACEPARENT = 'incoming traceparent headers are not read';
+const NOT_LINKED = 'requests from traced clients on this node are not linked to them, and requests gotrail itself sent are traced';
+const NO_H2_STATUS = 'HTTP/2 responses carry no status code';
+const H2_NOT_LINKED = 'HTTP/2 requests from traced clients on this node are not linked to them';
 
 
 export { splitHostPort };
@@ -78,12 +86,39 @@ export const httpServerProbe: ProbeDescriptor = {
   goPackage: 'net/http',
   description: 'net/http server requests (SERVER spans)',
   functions: [
-    { symbol: 'net/http.serverHandler.ServeHTTP', entryProgram: 'gt_http_server_entry', returnProgram: 'gt_http_server_return', absentMeans: 'this program never serves requests with http.Server' },
+    { symbol: 'net/http.serverHandler.ServeHTTP', entryProgram: BpfPrograms.gt_http_server_entry, returnProgram: BpfPrograms.gt_http_server_return, absentMeans: 'this program never serves requests with http.Server' },
     // the connection's deferred recover: ends the span of a handler that panicked
-    { symbol: 'net/http.(*conn).serve.func1', entryProgram: 'gt_http_server_panic', optional: 'requests whose handler panics produce no span' },
+    { symbol: 'net/http.(*conn).serve.func1', entryProgram: BpfPrograms.gt_http_server_panic, optional: 'requests whose handler panics produce no span' },
   ],
-  requiredFields: [F.method, F.url, F.host, F.remote, F.path, F.status],
-  optionalFields: [...new Set([...HEADER_FIELDS, ...LINK_FIELDS, ...HTTP1_CHECK_FIELDS, ...H2_FIELDS, F.tls, ...PROTO_FIELDS, F.hijacked, ...H2_LINK_FIELDS])],
+  fields: {
+    [F.method]: { reads: 'http.request.method' },
+    [F.url]: { reads: 'the request URL, for url.path' },
+    [F.host]: { reads: 'server.address and server.port' },
+    [F.remote]: { reads: 'client.address and client.port' },
+    [F.path]: { reads: 'url.path' },
+    [F.status]: { reads: 'http.response.status_code' },
+    ...fieldGroup([F.header], { reads: "the request's parsed header, searched for traceparent and tracestate", optional: NO_TRACEPARENT }),
+    ...fieldGroup(HMAP_FIELDS, { reads: 'walks the header map (Go before 1.24)', optional: NO_TRACEPARENT }),
+    ...fieldGroup(SWISS_FIELDS, { reads: 'walks the header map (Go 1.24 and later, swiss tables)', optional: NO_TRACEPARENT }),
+    [F.conn]: { reads: "the response's connection", optional: NOT_LINKED },
+    [F.rwc]: { reads: 'the net.Conn, for the 4-tuple', optional: NOT_LINKED },
+    ...fieldGroup(TCP_FIELDS, { reads: TCP_FIELDS_READ, optional: NOT_LINKED }),
+    [F.server]: {
+      reads: "tells an HTTP/1 response (whose conn names the handler's server) from an HTTP/2 one",
+      optional: 'HTTP/2 requests are not told from HTTP/1 ones, so their status code may be misread',
+    },
+    ...fieldGroup([F.h2RwsBundled, F.h2StatusBundled], { reads: 'the status of an HTTP/2 response (Go before 1.27, bundled HTTP/2)', optional: NO_H2_STATUS }),
+    ...fieldGroup([F.h2Rws, F.h2Status], { reads: 'the status of an HTTP/2 response (Go 1.27 and later)', optional: NO_H2_STATUS }),
+    [F.tls]: { reads: 'url.scheme (https when the request came over TLS)', optional: 'url.scheme is not reported' },
+    ...fieldGroup(PROTO_FIELDS, { reads: 'network.protocol.version', optional: 'network.protocol.version is not reported for HTTP/1.x' }),
+    [F.hijacked]: {
+      reads: "a hijacked connection's status is not the ResponseWriter's",
+      optional: 'a handler that hijacks the connection (WebSocket upgrades) is reported with status 200',
+    },
+    ...fieldGroup(H2_LINK_BUNDLED, { reads: 'the HTTP/2 stream, its id and connection (Go before 1.27, bundled HTTP/2)', optional: H2_NOT_LINKED }),
+    ...fieldGroup(H2_LINK_INTERNAL, { reads: 'the HTTP/2 stream, its id and connection (Go 1.27 and later)', optional: H2_NOT_LINKED }),
+    [F.tlsConn]: { reads: 'the TCP connection under a TLS one', optional: H2_NOT_LINKED },
+  },
   alternativeFields: [
     [F.h2RwsBundled, F.h2Rws], [F.h2StatusBundled, F.h2Status],
     ...H2_LINK_BUNDLED.map((f, i): [string, string] => [f, H2_LINK_INTERNAL[i]!]),
@@ -91,18 +126,8 @@ export const httpServerProbe: ProbeDescriptor = {
     [F.hmapCount, F.mapUsed], [F.hmapB, F.mapDirLen], [F.hmapBuckets, F.mapDirPtr],
     [F.hmapFlags, F.tableGroups], [F.hmapOldBuckets, F.groupsData], [F.hmapBuckets, F.groupsMask],
   ],
-  optionalFieldEffects: {
-    ...Object.fromEntries(H2_FIELDS.map((f) => [f, 'HTTP/2 responses carry no status code'])),
-    [F.server]: 'HTTP/2 requests are not told from HTTP/1 ones, so their status code may be misread',
-    [F.tls]: 'url.scheme is not reported',
-    ...Object.fromEntries(PROTO_FIELDS.map((f) => [f, 'network.protocol.version is not reported for HTTP/1.x'])),
-    [F.hijacked]: 'a handler that hijacks the connection (WebSocket upgrades) is reported with status 200',
-    ...Object.fromEntries(LINK_FIELDS.map((f) => [f, 'requests from traced clients on this node are not linked to them, and requests gotrail itself sent are traced'])),
-    ...Object.fromEntries(HEADER_FIELDS.map((f) => [f, 'incoming traceparent headers are not read'])),
-    ...Object.fromEntries(H2_LINK_FIELDS.map((f) => [f, 'HTTP/2 requests from traced clients on this node are not linked to them'])),
-  },
-  configMap: 'gt_http_server_config',
-  stateMaps: ['gt_http_server_inflight'],
+  configMap: BpfMaps.gt_http_server_config,
+  stateMaps: [BpfMaps.gt_http_server_inflight],
   encodeConfig(o, missingOptional) {
     const has = (f: string): boolean => o[f] !== undefined && !missingOptional.includes(f);
     const swiss = has(F.header) && SWISS_FIELDS.every(has);
@@ -186,21 +211,21 @@ export const httpServerProbe: ProbeDescriptor = {
     const status = ev.status === 0 ? (panicked || !statusKnown ? undefined : 200) : ev.status;
     const known = KNOWN_METHODS.has(method);
     const attributes: Attributes = {
-      'http.request.method': known ? method : '_OTHER',
-      'url.path': path,
+      [ATTR_HTTP_REQUEST_METHOD]: known ? method : HTTP_REQUEST_METHOD_VALUE_OTHER,
+      [ATTR_URL_PATH]: path,
     };
-    if (!known) attributes['http.request.method_original'] = method;
-    if (ev.flags & HttpEventFlags.GT_HTTP_EVENT_TLS_KNOWN) attributes['url.scheme'] = ev.flags & HttpEventFlags.GT_HTTP_EVENT_TLS ? 'https' : 'http';
-    if (status !== undefined) attributes['http.response.status_code'] = status;
-    if (panicked) attributes['error.type'] = 'panic';
+    if (!known) attributes[ATTR_HTTP_REQUEST_METHOD_ORIGINAL] = method;
+    if (ev.flags & HttpEventFlags.GT_HTTP_EVENT_TLS_KNOWN) attributes[ATTR_URL_SCHEME] = ev.flags & HttpEventFlags.GT_HTTP_EVENT_TLS ? 'https' : 'http';
+    if (status !== undefined) attributes[ATTR_HTTP_RESPONSE_STATUS_CODE] = status;
+    if (panicked) attributes[ATTR_ERROR_TYPE] = 'panic';
     const version = http2 ? '2' : protocolVersion(ev.proto_major, ev.proto_minor);
-    if (version) attributes['network.protocol.version'] = version;
+    if (version) attributes[ATTR_NETWORK_PROTOCOL_VERSION] = version;
     const host = splitHostPort(goString(ev.host, ev.host_len));
-    if (host.host) attributes['server.address'] = host.host;
-    if (host.port !== undefined) attributes['server.port'] = host.port;
+    if (host.host) attributes[ATTR_SERVER_ADDRESS] = host.host;
+    if (host.port !== undefined) attributes[ATTR_SERVER_PORT] = host.port;
     const client = splitHostPort(goString(ev.remote, ev.remote_len));
-    if (client.host) attributes['client.address'] = client.host;
-    if (client.port !== undefined) attributes['client.port'] = client.port;
+    if (client.host) attributes[ATTR_CLIENT_ADDRESS] = client.host;
+    if (client.port !== undefined) attributes[ATTR_CLIENT_PORT] = client.port;
     if (ev.path_len > ev.path.length) attributes['gotrail.url.path.truncated'] = true;
     // more distinct header names than the probe searches, none of those searched a traceparent
     if (ev.flags & HttpEventFlags.GT_HTTP_EVENT_HEADERS_UNSEARCHED) attributes['gotrail.traceparent.unsearched'] = true;
