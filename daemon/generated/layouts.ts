@@ -4,6 +4,8 @@
 
 /** Every map of the probes' object, by name: use these, never a string, so that a rename fails the type check. */
 export const BpfMaps = {
+  grpc_client_scratch: 'grpc_client_scratch',
+  grpc_server_scratch: 'grpc_server_scratch',
   gt_binaries: 'gt_binaries',
   gt_binary_files: 'gt_binary_files',
   gt_conn_published: 'gt_conn_published',
@@ -13,6 +15,11 @@ export const BpfMaps = {
   gt_events: 'gt_events',
   gt_goroutine_spans: 'gt_goroutine_spans',
   gt_goroutines_entered: 'gt_goroutines_entered',
+  gt_grpc_client_config: 'gt_grpc_client_config',
+  gt_grpc_client_inflight: 'gt_grpc_client_inflight',
+  gt_grpc_client_streams: 'gt_grpc_client_streams',
+  gt_grpc_server_config: 'gt_grpc_server_config',
+  gt_grpc_server_inflight: 'gt_grpc_server_inflight',
   gt_http_client_config: 'gt_http_client_config',
   gt_http_client_h2_reqs: 'gt_http_client_h2_reqs',
   gt_http_client_inflight: 'gt_http_client_inflight',
@@ -31,6 +38,12 @@ export type BpfMapName = (typeof BpfMaps)[keyof typeof BpfMaps];
 
 /** Every program of the probes' object, by name: use these, never a string, so that a rename fails the type check. */
 export const BpfPrograms = {
+  gt_grpc_client_entry: 'gt_grpc_client_entry',
+  gt_grpc_client_finish: 'gt_grpc_client_finish',
+  gt_grpc_client_return: 'gt_grpc_client_return',
+  gt_grpc_server_entry: 'gt_grpc_server_entry',
+  gt_grpc_server_return: 'gt_grpc_server_return',
+  gt_grpc_server_status: 'gt_grpc_server_status',
   gt_http_client_conn: 'gt_http_client_conn',
   gt_http_client_entry: 'gt_http_client_entry',
   gt_http_client_h2_headers: 'gt_http_client_h2_headers',
@@ -162,8 +175,6 @@ export const HitSite = {
   GT_HIT_GRPC_CLIENT_ENTRY: 11,
   GT_HIT_GRPC_CLIENT_RETURN: 12,
   GT_HIT_GRPC_CLIENT_FINISH: 13,
-  GT_HIT_GRPC_CLIENT_HEADERS: 14,
-  GT_HIT_GRPC_CLIENT_ORIGINATE: 15,
 } as const;
 
 /** enum gt_http_client_event_flags */

@@ -3,6 +3,7 @@
  * semantic conventions for gRPC (names, status codes, errors) and the
  * connection's ends as the probes carry them.
  */
+import { ATTR_CLIENT_ADDRESS, ATTR_CLIENT_PORT, ATTR_NETWORK_PEER_ADDRESS, ATTR_NETWORK_PEER_PORT, ATTR_NETWORK_TRANSPORT, ATTR_NETWORK_TYPE, ATTR_SERVER_ADDRESS, ATTR_SERVER_PORT, NETWORK_TRANSPORT_VALUE_TCP, NETWORK_TYPE_VALUE_IPV4, NETWORK_TYPE_VALUE_IPV6 } from '@opentelemetry/semantic-conventions';
 import type { Attributes } from '@opentelemetry/api';
 import type { ConnKey } from '../../../../generated/layouts.ts';
 
@@ -60,13 +61,13 @@ export function serverConnAttributes(c: ConnKey): Attributes {
   const client = ipText(c.client_ip);
   const server = ipText(c.server_ip);
   return {
-    'server.address': server,
-    'server.port': c.server_port,
-    'client.address': client,
-    'client.port': c.client_port,
-    'network.peer.address': client,
-    'network.peer.port': c.client_port,
-    'network.transport': 'tcp',
-    'network.type': server.includes(':') ? 'ipv6' : 'ipv4',
+    [ATTR_SERVER_ADDRESS]: server,
+    [ATTR_SERVER_PORT]: c.server_port,
+    [ATTR_CLIENT_ADDRESS]: client,
+    [ATTR_CLIENT_PORT]: c.client_port,
+    [ATTR_NETWORK_PEER_ADDRESS]: client,
+    [ATTR_NETWORK_PEER_PORT]: c.client_port,
+    [ATTR_NETWORK_TRANSPORT]: NETWORK_TRANSPORT_VALUE_TCP,
+    [ATTR_NETWORK_TYPE]: server.includes(':') ? NETWORK_TYPE_VALUE_IPV6 : NETWORK_TYPE_VALUE_IPV4,
   };
 }

@@ -58,7 +58,25 @@ struct gt_grpc_client_event {
 	char target[GT_GRPC_CLIENT_TARGET_MAX];
 };
 
+/* This probe's ids in the object-wide families (see enum gt_event_type). */
+enum gt_event_type_grpc_client {
+	GT_EVENT_GRPC_CLIENT = 7,
+};
+
+enum gt_hit_site_grpc_client {
+	GT_HIT_GRPC_CLIENT_ENTRY = 11,
+	GT_HIT_GRPC_CLIENT_RETURN = 12,
+	GT_HIT_GRPC_CLIENT_FINISH = 13,
+};
+
+enum gt_paired_function_grpc_client {
+	GT_PAIRED_GRPC_CLIENT = 4,
+};
+
 GT_EXPORT_LAYOUTS(grpc_client,
+	enum gt_event_type_grpc_client event_type;
+	enum gt_hit_site_grpc_client hit_site;
+	enum gt_paired_function_grpc_client paired_function;
 	struct gt_grpc_client_event event;
 	struct gt_grpc_client_config config;
 	enum gt_grpc_client_limits limits;

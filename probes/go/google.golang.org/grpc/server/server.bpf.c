@@ -62,7 +62,25 @@ struct gt_grpc_server_event {
 	char method[GT_GRPC_METHOD_MAX];
 };
 
+/* This probe's ids in the object-wide families (see enum gt_event_type). */
+enum gt_event_type_grpc_server {
+	GT_EVENT_GRPC_SERVER = 6,
+};
+
+enum gt_hit_site_grpc_server {
+	GT_HIT_GRPC_SERVER_ENTRY = 8,
+	GT_HIT_GRPC_SERVER_RETURN = 9,
+	GT_HIT_GRPC_SERVER_STATUS = 10,
+};
+
+enum gt_paired_function_grpc_server {
+	GT_PAIRED_GRPC_SERVER = 3,
+};
+
 GT_EXPORT_LAYOUTS(grpc_server,
+	enum gt_event_type_grpc_server event_type;
+	enum gt_hit_site_grpc_server hit_site;
+	enum gt_paired_function_grpc_server paired_function;
 	struct gt_grpc_server_event event;
 	struct gt_grpc_server_config config;
 	enum gt_grpc_server_limits limits;

@@ -5,9 +5,12 @@
  * that is serving a traced request is that request's child (the link is made
  * in BPF).
  */
+import { ATTR_ERROR_TYPE, ATTR_RPC_METHOD, ATTR_SERVER_ADDRESS, ATTR_SERVER_PORT, ERROR_TYPE_VALUE_OTHER } from '@opentelemetry/semantic-conventions';
+// the RPC keys gotrail's spans carry are incubating in this version of the conventions
+import { ATTR_RPC_GRPC_STATUS_CODE, ATTR_RPC_SERVICE, ATTR_RPC_SYSTEM, RPC_SYSTEM_VALUE_GRPC } from '@opentelemetry/semantic-conventions/incubating';
 import { SpanKind, type Attributes } from '@opentelemetry/api';
 import {
-  EventType, GrpcClientEventFlags, GrpcClientFlags, GRPC_CLIENT_EVENT_SIZE,
+  BpfMaps, BpfPrograms, EventType, GrpcClientEventFlags, GrpcClientFlags, GRPC_CLIENT_EVENT_SIZE,
   decodeGrpcClientEvent, encodeGrpcClientConfig,
 } from '../../../../../generated/layouts.ts';
 import { emitProbeSpan, eventBasics, type EventContext, type ProbeDescriptor } from '../../../../types.ts';
@@ -22,6 +25,7 @@ const F = {
 } as const;
 
 const STATUS_FIELDS = [F.errorS, F.statusS, F.statusCode];
+const NO_STATUS = 'gRPC client spans carry no status code';
 
 /**
  * server.address and server.port of a dial target (`host:port`,
@@ -45,19 +49,19 @@ export const grpcClientProbe: ProbeDescriptor = {
   goPackage: GRPC,
   description: 'gRPC client calls (CLIENT spans)',
   functions: [
-    { symbol: `${GRPC}.newClientStream`, entryProgram: 'gt_grpc_client_entry', absentMeans: 'this program never makes gRPC calls with grpc.ClientConn' },
+    { symbol: `${GRPC}.newClientStream`, entryProgram: BpfPrograms.gt_grpc_client_entry, absentMeans: 'this program never makes gRPC calls with grpc.ClientConn' },
     // returns the *clientStream itself (newClientStream may wrap it, v1.85 does)
-    { symbol: `${GRPC}.newClientStreamWithParams`, returnProgram: 'gt_grpc_client_return', absentMeans: 'this program never makes gRPC calls with grpc.ClientConn' },
-    { symbol: `${GRPC}.(*clientStream).finish`, entryProgram: 'gt_grpc_client_finish', absentMeans: 'this program never makes gRPC calls with grpc.ClientConn' },
+    { symbol: `${GRPC}.newClientStreamWithParams`, returnProgram: BpfPrograms.gt_grpc_client_return, absentMeans: 'this program never makes gRPC calls with grpc.ClientConn' },
+    { symbol: `${GRPC}.(*clientStream).finish`, entryProgram: BpfPrograms.gt_grpc_client_finish, absentMeans: 'this program never makes gRPC calls with grpc.ClientConn' },
   ],
-  requiredFields: [],
-  optionalFields: [F.target, ...STATUS_FIELDS],
-  optionalFieldEffects: {
-    [F.target]: 'server.address and server.port are not reported',
-    ...Object.fromEntries(STATUS_FIELDS.map((f) => [f, 'gRPC client spans carry no status code'])),
+  fields: {
+    [F.target]: { reads: 'the dial target, for server.address and server.port', optional: 'server.address and server.port are not reported' },
+    [F.errorS]: { reads: 'the status behind the error the call ended with', optional: NO_STATUS },
+    [F.statusS]: { reads: 'the status proto, for rpc.grpc.status_code', optional: NO_STATUS },
+    [F.statusCode]: { reads: 'the status code, for rpc.grpc.status_code', optional: NO_STATUS },
   },
-  configMap: 'gt_grpc_client_config',
-  stateMaps: ['gt_grpc_client_inflight', 'gt_grpc_client_streams'],
+  configMap: BpfMaps.gt_grpc_client_config,
+  stateMaps: [BpfMaps.gt_grpc_client_inflight, BpfMaps.gt_grpc_client_streams],
   encodeConfig(o, missingOptional) {
     const has = (f: string): boolean => o[f] !== undefined && !missingOptional.includes(f);
     return encodeGrpcClientConfig({
@@ -79,18 +83,18 @@ export const grpcClientProbe: ProbeDescriptor = {
     const basics = eventBasics(ctx, 'grpc client', ev.hdr.tgid, full);
     if (!basics) return;
     const { name, service, method } = splitFullMethod(full);
-    const attributes: Attributes = { 'rpc.system': 'grpc' };
-    if (service !== undefined) attributes['rpc.service'] = service;
-    if (method !== undefined) attributes['rpc.method'] = method;
+    const attributes: Attributes = { [ATTR_RPC_SYSTEM]: RPC_SYSTEM_VALUE_GRPC };
+    if (service !== undefined) attributes[ATTR_RPC_SERVICE] = service;
+    if (method !== undefined) attributes[ATTR_RPC_METHOD] = method;
     const { host, port } = targetAddress(goString(ev.target, ev.target_len));
-    if (host !== undefined) attributes['server.address'] = host;
-    if (port !== undefined) attributes['server.port'] = port;
+    if (host !== undefined) attributes[ATTR_SERVER_ADDRESS] = host;
+    if (port !== undefined) attributes[ATTR_SERVER_PORT] = port;
     const failed = (ev.flags & GrpcClientEventFlags.GT_GRPC_CLIENT_EVENT_ERROR) !== 0;
     if (ev.flags & GrpcClientEventFlags.GT_GRPC_CLIENT_EVENT_STATUS) {
-      attributes['rpc.grpc.status_code'] = ev.status_code;
-      if (ev.status_code !== 0) attributes['error.type'] = GRPC_CODES[ev.status_code] ?? String(ev.status_code);
+      attributes[ATTR_RPC_GRPC_STATUS_CODE] = ev.status_code;
+      if (ev.status_code !== 0) attributes[ATTR_ERROR_TYPE] = GRPC_CODES[ev.status_code] ?? String(ev.status_code);
     } else if (failed) {
-      attributes['error.type'] = '_OTHER';
+      attributes[ATTR_ERROR_TYPE] = ERROR_TYPE_VALUE_OTHER;
     }
     if (ev.method_len > ev.method.length) attributes['gotrail.rpc.method.truncated'] = true;
     emitProbeSpan(ctx, {

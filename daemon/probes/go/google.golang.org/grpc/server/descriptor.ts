@@ -4,14 +4,17 @@
  * The span lasts from the stream's start to the handler's return (and the
  * status written); its status code is the one the RPC ended with.
  */
+import { ATTR_ERROR_TYPE, ATTR_RPC_METHOD } from '@opentelemetry/semantic-conventions';
+// the RPC keys gotrail's spans carry are incubating in this version of the conventions
+import { ATTR_RPC_GRPC_STATUS_CODE, ATTR_RPC_SERVICE, ATTR_RPC_SYSTEM, RPC_SYSTEM_VALUE_GRPC } from '@opentelemetry/semantic-conventions/incubating';
 import { SpanKind, type Attributes } from '@opentelemetry/api';
 import {
-  EventType, GrpcServerEventFlags, GrpcServerFlags, GRPC_SERVER_EVENT_SIZE,
+  BpfMaps, BpfPrograms, EventType, GrpcServerEventFlags, GrpcServerFlags, GRPC_SERVER_EVENT_SIZE,
   decodeGrpcServerEvent, encodeGrpcServerConfig,
 } from '../../../../../generated/layouts.ts';
-import { emitProbeSpan, eventBasics, type EventContext, type ProbeDescriptor } from '../../../../types.ts';
+import { emitProbeSpan, eventBasics, fieldGroup, type EventContext, type ProbeDescriptor } from '../../../../types.ts';
 import { goString } from '../../../../../spans/go-values.ts';
-import { TCP_FIELDS, tcpOffsets } from '../../../net/http/tcp-fields.ts';
+import { TCP_FIELDS, TCP_FIELDS_READ, tcpOffsets } from '../../../net/http/tcp-fields.ts';
 import { GRPC, GRPC_CODES, SERVER_ERROR_CODES, TRANSPORT, serverConnAttributes, splitFullMethod } from '../rpc.ts';
 
 const F = {
@@ -25,6 +28,9 @@ const F = {
 
 const CONN_FIELDS = [F.conn, ...TCP_FIELDS];
 const STATUS_FIELDS = [F.statusS, F.statusCode];
+const NOT_LINKED = 'calls from traced clients on this node are not linked to them';
+const NO_CONN = `client.*, server.* and network.peer.* are not reported, and ${NOT_LINKED}`;
+const NO_STATUS = 'gRPC server spans carry no status code';
 
 export const grpcServerProbe: ProbeDescriptor = {
   id: 'google.golang.org/grpc/server',
@@ -32,26 +38,30 @@ export const grpcServerProbe: ProbeDescriptor = {
   goPackage: GRPC,
   description: 'gRPC server calls (SERVER spans)',
   functions: [
-    { symbol: `${GRPC}.(*Server).handleStream`, entryProgram: 'gt_grpc_server_entry', returnProgram: 'gt_grpc_server_return', absentMeans: 'this program never serves gRPC with grpc.Server' },
+    { symbol: `${GRPC}.(*Server).handleStream`, entryProgram: BpfPrograms.gt_grpc_server_entry, returnProgram: BpfPrograms.gt_grpc_server_return, absentMeans: 'this program never serves gRPC with grpc.Server' },
     // the status the RPC ends with (exported as WriteStatus before v1.69)
     {
       symbol: `${TRANSPORT}.(*http2Server).writeStatus`,
       alternativeSymbols: [`${TRANSPORT}.(*http2Server).WriteStatus`],
-      entryProgram: 'gt_grpc_server_status',
-      optional: 'gRPC server spans carry no status code',
+      entryProgram: BpfPrograms.gt_grpc_server_status,
+      optional: NO_STATUS,
     },
   ],
-  requiredFields: [F.method],
-  optionalFields: [F.serverStreamStream, F.id, ...CONN_FIELDS, ...STATUS_FIELDS],
-  optionalFieldEffects: {
+  fields: {
+    [F.method]: { reads: 'the full method name, for the span name, rpc.service and rpc.method' },
     // before v1.69 handleStream is given the *transport.Stream itself
-    [F.serverStreamStream]: 'none before grpc v1.69 (handleStream is given the Stream itself)',
-    [F.id]: 'calls from traced clients on this node are not linked to them',
-    ...Object.fromEntries(CONN_FIELDS.map((f) => [f, 'client.*, server.* and network.peer.* are not reported, and calls from traced clients on this node are not linked to them'])),
-    ...Object.fromEntries(STATUS_FIELDS.map((f) => [f, 'gRPC server spans carry no status code'])),
+    [F.serverStreamStream]: {
+      reads: 'the Stream of the ServerStream handleStream is given (v1.69.0 and later)',
+      optional: 'none before grpc v1.69 (handleStream is given the Stream itself)',
+    },
+    [F.id]: { reads: 'the HTTP/2 stream id, to link the call to a traced client on this node', optional: NOT_LINKED },
+    [F.conn]: { reads: "the transport's net.Conn, for the 4-tuple", optional: NO_CONN },
+    ...fieldGroup(TCP_FIELDS, { reads: TCP_FIELDS_READ, optional: NO_CONN }),
+    [F.statusS]: { reads: 'the status proto behind the status written, for rpc.grpc.status_code', optional: NO_STATUS },
+    [F.statusCode]: { reads: 'the status code, for rpc.grpc.status_code', optional: NO_STATUS },
   },
-  configMap: 'gt_grpc_server_config',
-  stateMaps: ['gt_grpc_server_inflight'],
+  configMap: BpfMaps.gt_grpc_server_config,
+  stateMaps: [BpfMaps.gt_grpc_server_inflight],
   encodeConfig(o, missingOptional) {
     const has = (f: string): boolean => o[f] !== undefined && !missingOptional.includes(f);
     const conn = CONN_FIELDS.every(has);
@@ -78,14 +88,14 @@ export const grpcServerProbe: ProbeDescriptor = {
     const basics = eventBasics(ctx, 'grpc server', ev.hdr.tgid, full);
     if (!basics) return;
     const { name, service, method } = splitFullMethod(full);
-    const attributes: Attributes = { 'rpc.system': 'grpc' };
-    if (service !== undefined) attributes['rpc.service'] = service;
-    if (method !== undefined) attributes['rpc.method'] = method;
+    const attributes: Attributes = { [ATTR_RPC_SYSTEM]: RPC_SYSTEM_VALUE_GRPC };
+    if (service !== undefined) attributes[ATTR_RPC_SERVICE] = service;
+    if (method !== undefined) attributes[ATTR_RPC_METHOD] = method;
     const hasStatus = (ev.flags & GrpcServerEventFlags.GT_GRPC_SERVER_EVENT_STATUS) !== 0;
     if (hasStatus) {
-      attributes['rpc.grpc.status_code'] = ev.status_code;
+      attributes[ATTR_RPC_GRPC_STATUS_CODE] = ev.status_code;
       // semconv: error.type is the status code's name when the span is an error
-      if (SERVER_ERROR_CODES.has(ev.status_code)) attributes['error.type'] = GRPC_CODES[ev.status_code] ?? String(ev.status_code);
+      if (SERVER_ERROR_CODES.has(ev.status_code)) attributes[ATTR_ERROR_TYPE] = GRPC_CODES[ev.status_code] ?? String(ev.status_code);
     }
     if (ev.flags & GrpcServerEventFlags.GT_GRPC_SERVER_EVENT_CONN) Object.assign(attributes, serverConnAttributes(ev.conn));
     if (ev.method_len > ev.method.length) attributes['gotrail.rpc.method.truncated'] = true;
