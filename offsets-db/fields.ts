@@ -57,14 +57,14 @@ const MODULE_SPECS: readonly ModuleSpec[] = [
   {
     module: GRPC,
     // Spread over the versions the module proxy serves that the toolchains here build (v1.20.0
-    // and later), cross-checked with the reference; then every version from v1.82.0 on, where
+    // and later; v1.64.1 is one the gRPC probes' tests build), cross-checked with the reference; then every version from v1.82.0 on, where
     // headerFrame gave way to clientHeaders in a patch release (v1.82.1) and the reference lacks
     // one or the other, including the -dev tags cut from the main branch, which kept headerFrame
     // until v1.85.0-dev; v1.83.2 and later are newer than the reference snapshot. v1.86.0-dev was
     // the newest version on the module proxy: with it the newest three minor lines are known for
     // every field, which is what carrying offsets forward to newer versions needs.
     versions: [
-      '1.20.0', '1.40.0', '1.50.1', '1.60.1', '1.70.0',
+      '1.20.0', '1.40.0', '1.50.1', '1.60.1', '1.64.1', '1.70.0',
       '1.82.0', '1.82.1', '1.83.0-dev', '1.83.0', '1.83.1', '1.83.2', '1.84.0-dev', '1.84.0', '1.85.0-dev', '1.85.0', '1.86.0-dev',
     ],
     imports: ['context', GRPC, `${GRPC}/peer`, `${GRPC}/status`],
