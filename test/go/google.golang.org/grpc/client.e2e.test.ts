@@ -47,6 +47,21 @@ describe('google.golang.org/grpc client: one CLIENT span per RPC', { skip }, () 
     assert.equal(code, 0, 'gotrail run exits 0 on SIGTERM');
   });
 
+  /** The agent's loss counters and the calls missing per method and status: what a failed wait needs to be understood. */
+  async function diagnose(spans: ReceivedSpan[]): Promise<string> {
+    const metrics = (await fetch(await agent.metricsUrl()).then((r) => r.text()))
+      .split('\n')
+      .filter((l) => /^gotrail_(events|spans)_/.test(l) || /^gotrail_(probe_runs_total|bpf_map_entries)\{.*grpc_client/.test(l))
+      .join('\n');
+    const perCall = EXPECTED.map((e) => {
+      const got = spans.filter((s) => s.name === e.name && s.attributes['rpc.grpc.status_code'] === e.code).length;
+      return `${e.name} status ${e.code}: expected ${e.count}, received ${got}`;
+    }).join('\n');
+    const other = spans.filter((s) => !EXPECTED.some((e) => s.name === e.name && s.attributes['rpc.grpc.status_code'] === e.code));
+    return `${perCall}\nunexpected: ${JSON.stringify(other.map((s) => [s.name, s.attributes['rpc.grpc.status_code']]))}\n` +
+      `counters:\n${metrics}\nagent log tail:\n${agent.log().slice(-3000)}`;
+  }
+
   for (const version of GRPC_VERSIONS) {
     for (const tc of toolchains()) {
       for (const stripped of [false, true]) {
@@ -72,11 +87,15 @@ describe('google.golang.org/grpc client: one CLIENT span per RPC', { skip }, () 
 
             const mine = (all: ReceivedSpan[], kind: string): ReceivedSpan[] =>
               all.filter((s) => s.resource['process.pid'] === proc.pid && s.kind === kind);
-            await collector.waitForSpans((all) => mine(all, 'CLIENT').length >= TOTAL, 30_000);
+            try {
+              await collector.waitForSpans((all) => mine(all, 'CLIENT').length >= TOTAL, 30_000);
+            } catch (e) {
+              throw new Error(`${(e as Error).message}\n${await diagnose(mine(await collector.spans(), 'CLIENT'))}`);
+            }
             await new Promise((r) => setTimeout(r, 1000));
             const all = await collector.spans();
             const spans = mine(all, 'CLIENT');
-            assert.equal(spans.length, TOTAL, 'one CLIENT span per RPC, no more');
+            assert.equal(spans.length, TOTAL, `one CLIENT span per RPC, no more\n${await diagnose(spans)}`);
             const [host, port] = grpcAddr.split(':');
             for (const e of EXPECTED) {
               const got = spans.filter((s) => s.name === e.name && s.attributes['rpc.grpc.status_code'] === e.code);
