@@ -1,7 +1,8 @@
 /**
  * What the offsets database holds, per module: the fields the probes declare
- * (each descriptor's `fields`, daemon/probes/go/<import path>/descriptor.ts)
- * plus the goroutine id every probe needs, and the few fields kept for a probe
+ * (each descriptor's `fields`, daemon/probes/go/<import path>/descriptor.ts;
+ * each under the module whose versions select its offset, `fieldModule`: a
+ * gRPC probe's `net.*` fields are std's), plus the goroutine id every probe needs, and the few fields kept for a probe
  * that is coming (`kept`, each with its reason). This file adds what the
  * generator needs to build programs that link those structs; it lists no
  * field a probe reads. test/offsets/fields.test.ts fails when the data files
@@ -9,7 +10,7 @@
  */
 import { GOID_FIELD } from '../daemon/agent/binary-plan.ts';
 import { probes } from '../daemon/probes/registry.ts';
-import type { ProbeDescriptor } from '../daemon/probes/types.ts';
+import { fieldModule, type ProbeDescriptor } from '../daemon/probes/types.ts';
 
 /** What the generator needs to know to produce offsets for one module. */
 export interface ModuleSpec {
@@ -56,14 +57,14 @@ const MODULE_SPECS: readonly ModuleSpec[] = [
   {
     module: GRPC,
     // Spread over the versions the module proxy serves that the toolchains here build (v1.20.0
-    // and later), cross-checked with the reference; then every version from v1.82.0 on, where
+    // and later; v1.64.1 is one the gRPC probes' tests build), cross-checked with the reference; then every version from v1.82.0 on, where
     // headerFrame gave way to clientHeaders in a patch release (v1.82.1) and the reference lacks
     // one or the other, including the -dev tags cut from the main branch, which kept headerFrame
     // until v1.85.0-dev; v1.83.2 and later are newer than the reference snapshot. v1.86.0-dev was
     // the newest version on the module proxy: with it the newest three minor lines are known for
     // every field, which is what carrying offsets forward to newer versions needs.
     versions: [
-      '1.20.0', '1.40.0', '1.50.1', '1.60.1', '1.70.0',
+      '1.20.0', '1.40.0', '1.50.1', '1.60.1', '1.64.1', '1.70.0',
       '1.82.0', '1.82.1', '1.83.0-dev', '1.83.0', '1.83.1', '1.83.2', '1.84.0-dev', '1.84.0', '1.85.0-dev', '1.85.0', '1.86.0-dev',
     ],
     imports: ['context', GRPC, `${GRPC}/peer`, `${GRPC}/status`],
@@ -75,17 +76,11 @@ const MODULE_SPECS: readonly ModuleSpec[] = [
       '_ = status.Convert(nil)',
     ],
     kept: {
-      [`${GRPC}.ClientConn.target`]: `${GRPC_CLIENT}: the dial target, for server.address`,
       [`${GRPC}/internal/transport.http2Client.nextID`]: `${GRPC_CLIENT}: id of the stream being opened, to find its headers`,
       [`${GRPC}/internal/transport.headerFrame.streamID`]: `${GRPC_CLIENT}: writes traceparent into the request headers (up to v1.82.0)`,
       [`${GRPC}/internal/transport.headerFrame.hf`]: `${GRPC_CLIENT}: the request header fields (up to v1.82.0)`,
       [`${GRPC}/internal/transport.clientHeaders.streamID`]: `${GRPC_CLIENT}: writes traceparent into the request headers (v1.82.1 and later)`,
       [`${GRPC}/internal/transport.clientHeaders.hf`]: `${GRPC_CLIENT}: the request header fields (v1.82.1 and later)`,
-      [`${GRPC}/internal/status.Error.s`]: `${GRPC_CLIENT}: the status behind the error Invoke returns`,
-      [`${GRPC}/internal/status.Status.s`]: 'gRPC client and server probes: the status proto, for rpc.grpc.status_code',
-      [`${GRPC}/internal/transport.ServerStream.Stream`]: `${GRPC_SERVER}: the Stream of the ServerStream it is given (v1.69.0 and later)`,
-      [`${GRPC}/internal/transport.Stream.method`]: `${GRPC_SERVER}: the full method name, for rpc.service and rpc.method`,
-      [`${GRPC}/internal/transport.Stream.id`]: `${GRPC_SERVER}: the stream id, to find the request's headers`,
       [`${GRPC}/internal/transport.Stream.ctx`]: `${GRPC_SERVER}: the stream's context (incoming metadata)`,
       [`${GRPC}/internal/transport.http2Server.peer`]: `${GRPC_SERVER}: the connection's addresses (v1.60.0 and later)`,
       [`${GRPC}/peer.Peer.LocalAddr`]: `${GRPC_SERVER}: the server's address, for server.address and server.port (v1.60.0 and later)`,
@@ -102,8 +97,8 @@ export function moduleFields(spec: ModuleSpec, all: readonly ProbeDescriptor[] =
   const readers = new Map<string, string[]>();
   if (spec.module === 'std') readers.set(GOID_FIELD, ['every probe: in-flight state is keyed by {tgid, goid}']);
   for (const p of all) {
-    if (p.module !== spec.module) continue;
     for (const [field, f] of Object.entries(p.fields)) {
+      if (fieldModule(p, field) !== spec.module) continue;
       const list = readers.get(field) ?? [];
       list.push(`${p.id} probe: ${f.reads}${f.optional === undefined ? '' : ' (optional)'}`);
       readers.set(field, list);
@@ -118,7 +113,7 @@ export function moduleFields(spec: ModuleSpec, all: readonly ProbeDescriptor[] =
 
 /** Modules a probe reads fields of but that have no spec here: the generator could not build them. */
 export function modulesWithoutSpec(all: readonly ProbeDescriptor[] = probes): string[] {
-  return [...new Set(all.map((p) => p.module))].filter((m) => !MODULE_SPECS.some((s) => s.module === m));
+  return [...new Set(all.flatMap((p) => Object.keys(p.fields).map((f) => fieldModule(p, f))))].filter((m) => !MODULE_SPECS.some((s) => s.module === m));
 }
 
 /** All modules and their fields, in the order the data files list them. */

@@ -7,7 +7,7 @@
 import { openGoBinary, type GoBinaryError, type GoBinary } from '../analysis/go-binary.ts';
 import { readStructOffsets } from '../offsets/dwarf.ts';
 import { resolveOffsets, type OffsetDisagreement, type OffsetSourceKind } from '../offsets/resolve.ts';
-import { optionalFields, requiredFields, type ProbeDescriptor } from '../probes/types.ts';
+import { fieldModule, optionalFields, requiredFields, type ProbeDescriptor } from '../probes/types.ts';
 
 export const GOID_FIELD = 'runtime.g.goid';
 
@@ -157,7 +157,18 @@ export function planProbe(bin: GoBinary, probe: ProbeDescriptor, inputs: OffsetI
   }
   const required = requiredFields(probe);
   const optional = optionalFields(probe);
-  const res = resolveOffsets({ module: probe.module, version, fields: [...required, ...optional] }, src);
+  // standard-library fields resolve at the Go version, the others at the probe's module version
+  const wanted = [...required, ...optional];
+  const res = resolveOffsets({ module: probe.module, version, fields: wanted.filter((f) => fieldModule(probe, f) === probe.module) }, src);
+  const stdFields = wanted.filter((f) => fieldModule(probe, f) !== probe.module);
+  if (stdFields.length) {
+    const std = resolveOffsets({ module: 'std', version: moduleVersion(bin, 'std') ?? '', fields: stdFields }, src);
+    Object.assign(res.offsets, std.offsets);
+    Object.assign(res.source, std.source);
+    res.missing.push(...std.missing);
+    res.unverified.push(...std.unverified);
+    res.disagreements.push(...std.disagreements);
+  }
   plan.offsets = res.offsets;
   plan.offsetSources = res.source;
   plan.unverified = res.unverified;

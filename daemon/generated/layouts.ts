@@ -4,6 +4,8 @@
 
 /** Every map of the probes' object, by name: use these, never a string, so that a rename fails the type check. */
 export const BpfMaps = {
+  grpc_client_scratch: 'grpc_client_scratch',
+  grpc_server_scratch: 'grpc_server_scratch',
   gt_binaries: 'gt_binaries',
   gt_binary_files: 'gt_binary_files',
   gt_conn_published: 'gt_conn_published',
@@ -13,6 +15,11 @@ export const BpfMaps = {
   gt_events: 'gt_events',
   gt_goroutine_spans: 'gt_goroutine_spans',
   gt_goroutines_entered: 'gt_goroutines_entered',
+  gt_grpc_client_config: 'gt_grpc_client_config',
+  gt_grpc_client_inflight: 'gt_grpc_client_inflight',
+  gt_grpc_client_streams: 'gt_grpc_client_streams',
+  gt_grpc_server_config: 'gt_grpc_server_config',
+  gt_grpc_server_inflight: 'gt_grpc_server_inflight',
   gt_http_client_config: 'gt_http_client_config',
   gt_http_client_h2_reqs: 'gt_http_client_h2_reqs',
   gt_http_client_inflight: 'gt_http_client_inflight',
@@ -31,6 +38,12 @@ export type BpfMapName = (typeof BpfMaps)[keyof typeof BpfMaps];
 
 /** Every program of the probes' object, by name: use these, never a string, so that a rename fails the type check. */
 export const BpfPrograms = {
+  gt_grpc_client_entry: 'gt_grpc_client_entry',
+  gt_grpc_client_finish: 'gt_grpc_client_finish',
+  gt_grpc_client_return: 'gt_grpc_client_return',
+  gt_grpc_server_entry: 'gt_grpc_server_entry',
+  gt_grpc_server_return: 'gt_grpc_server_return',
+  gt_grpc_server_status: 'gt_grpc_server_status',
   gt_http_client_conn: 'gt_http_client_conn',
   gt_http_client_entry: 'gt_http_client_entry',
   gt_http_client_h2_headers: 'gt_http_client_h2_headers',
@@ -76,6 +89,8 @@ export const EventType = {
   GT_EVENT_PROCESS_EXIT: 3,
   GT_EVENT_HTTP_CLIENT: 4,
   GT_EVENT_PROBE_HIT: 5,
+  GT_EVENT_GRPC_SERVER: 6,
+  GT_EVENT_GRPC_CLIENT: 7,
 } as const;
 
 /** enum gt_exec_flags */
@@ -90,6 +105,48 @@ export const ExecFlags = {
 /** enum gt_file_flags */
 export const FileFlags = {
   GT_FILE_ALLOW_AT_EXEC: 1,
+} as const;
+
+/** enum gt_grpc_client_event_flags */
+export const GrpcClientEventFlags = {
+  GT_GRPC_CLIENT_EVENT_STATUS: 1,
+  GT_GRPC_CLIENT_EVENT_ERROR: 2,
+  GT_GRPC_CLIENT_EVENT_LINKED: 4,
+} as const;
+
+/** enum gt_grpc_client_flags */
+export const GrpcClientFlags = {
+  GT_GRPC_CLIENT_ENABLED: 1,
+  GT_GRPC_CLIENT_STATUS: 2,
+  GT_GRPC_CLIENT_TARGET: 4,
+} as const;
+
+/** enum gt_grpc_client_limits */
+export const GrpcClientLimits = {
+  GT_GRPC_CLIENT_METHOD_MAX: 128,
+  GT_GRPC_CLIENT_TARGET_MAX: 64,
+  GT_GRPC_CLIENT_INFLIGHT_MAX: 16384,
+} as const;
+
+/** enum gt_grpc_server_event_flags */
+export const GrpcServerEventFlags = {
+  GT_GRPC_SERVER_EVENT_STATUS: 1,
+  GT_GRPC_SERVER_EVENT_CONN: 2,
+  GT_GRPC_SERVER_EVENT_LINKED: 4,
+} as const;
+
+/** enum gt_grpc_server_flags */
+export const GrpcServerFlags = {
+  GT_GRPC_SERVER_ENABLED: 1,
+  GT_GRPC_SERVER_CONN: 2,
+  GT_GRPC_SERVER_LINK: 4,
+  GT_GRPC_SERVER_STATUS: 8,
+} as const;
+
+/** enum gt_grpc_server_limits */
+export const GrpcServerLimits = {
+  GT_GRPC_METHOD_MAX: 128,
+  GT_GRPC_SERVER_INFLIGHT_MAX: 16384,
 } as const;
 
 /** enum gt_hit_outcome */
@@ -112,6 +169,12 @@ export const HitSite = {
   GT_HIT_HTTP_CLIENT_CONN: 5,
   GT_HIT_HTTP_CLIENT_RETURN: 6,
   GT_HIT_HTTP_CLIENT_H2_HEADERS: 7,
+  GT_HIT_GRPC_SERVER_ENTRY: 8,
+  GT_HIT_GRPC_SERVER_RETURN: 9,
+  GT_HIT_GRPC_SERVER_STATUS: 10,
+  GT_HIT_GRPC_CLIENT_ENTRY: 11,
+  GT_HIT_GRPC_CLIENT_RETURN: 12,
+  GT_HIT_GRPC_CLIENT_FINISH: 13,
 } as const;
 
 /** enum gt_http_client_event_flags */
@@ -182,6 +245,8 @@ export const HttpServerFlags = {
 export const PairedFunction = {
   GT_PAIRED_HTTP_SERVER: 1,
   GT_PAIRED_HTTP_CLIENT: 2,
+  GT_PAIRED_GRPC_SERVER: 3,
+  GT_PAIRED_GRPC_CLIENT: 4,
 } as const;
 
 /** enum gt_process_event_limits */
@@ -423,6 +488,226 @@ export function encodeGoroutineKey(v: GoroutineKey, buf: Buffer = Buffer.alloc(1
   buf.writeUInt32LE(v.tgid, off + 0);
   buf.writeUInt32LE(v.reserved, off + 4);
   buf.writeBigUInt64LE(v.goid, off + 8);
+  return buf;
+}
+
+/** struct gt_grpc_client_config (24 bytes) */
+export interface GrpcClientConfig {
+  cc_target: number;
+  error_s: number;
+  status_s: number;
+  status_code: number;
+  flags: number;
+  reserved: number;
+}
+
+export const GRPC_CLIENT_CONFIG_SIZE = 24;
+export const GrpcClientConfigOffsets = {
+  cc_target: 0,
+  error_s: 4,
+  status_s: 8,
+  status_code: 12,
+  flags: 16,
+  reserved: 20,
+} as const;
+
+/** Decodes struct gt_grpc_client_config at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeGrpcClientConfig(buf: Buffer, off = 0): GrpcClientConfig {
+  if (off + 24 > buf.length) throw new RangeError(`gt_grpc_client_config: need 24 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    cc_target: buf.readUInt32LE(off + 0),
+    error_s: buf.readUInt32LE(off + 4),
+    status_s: buf.readUInt32LE(off + 8),
+    status_code: buf.readUInt32LE(off + 12),
+    flags: buf.readUInt32LE(off + 16),
+    reserved: buf.readUInt32LE(off + 20),
+  };
+}
+
+/** Encodes struct gt_grpc_client_config into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeGrpcClientConfig(v: GrpcClientConfig, buf: Buffer = Buffer.alloc(24), off = 0): Buffer {
+  buf.writeUInt32LE(v.cc_target, off + 0);
+  buf.writeUInt32LE(v.error_s, off + 4);
+  buf.writeUInt32LE(v.status_s, off + 8);
+  buf.writeUInt32LE(v.status_code, off + 12);
+  buf.writeUInt32LE(v.flags, off + 16);
+  buf.writeUInt32LE(v.reserved, off + 20);
+  return buf;
+}
+
+/** struct gt_grpc_client_event (288 bytes) */
+export interface GrpcClientEvent {
+  hdr: EventHeader;
+  start_ns: bigint;
+  end_ns: bigint;
+  span: SpanContext;
+  method_len: number;
+  target_len: number;
+  status_code: number;
+  flags: number;
+  method: Buffer;
+  target: Buffer;
+}
+
+export const GRPC_CLIENT_EVENT_SIZE = 288;
+export const GrpcClientEventOffsets = {
+  hdr: 0,
+  start_ns: 24,
+  end_ns: 32,
+  span: 40,
+  method_len: 80,
+  target_len: 84,
+  status_code: 88,
+  flags: 92,
+  method: 96,
+  target: 224,
+} as const;
+
+/** Decodes struct gt_grpc_client_event at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeGrpcClientEvent(buf: Buffer, off = 0): GrpcClientEvent {
+  if (off + 288 > buf.length) throw new RangeError(`gt_grpc_client_event: need 288 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    hdr: decodeEventHeader(buf, off + 0),
+    start_ns: buf.readBigUInt64LE(off + 24),
+    end_ns: buf.readBigUInt64LE(off + 32),
+    span: decodeSpanContext(buf, off + 40),
+    method_len: buf.readInt32LE(off + 80),
+    target_len: buf.readInt32LE(off + 84),
+    status_code: buf.readInt32LE(off + 88),
+    flags: buf.readUInt32LE(off + 92),
+    method: buf.subarray(off + 96, off + 96 + 128),
+    target: buf.subarray(off + 224, off + 224 + 64),
+  };
+}
+
+/** Encodes struct gt_grpc_client_event into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeGrpcClientEvent(v: GrpcClientEvent, buf: Buffer = Buffer.alloc(288), off = 0): Buffer {
+  encodeEventHeader(v.hdr, buf, off + 0);
+  buf.writeBigUInt64LE(v.start_ns, off + 24);
+  buf.writeBigUInt64LE(v.end_ns, off + 32);
+  encodeSpanContext(v.span, buf, off + 40);
+  buf.writeInt32LE(v.method_len, off + 80);
+  buf.writeInt32LE(v.target_len, off + 84);
+  buf.writeInt32LE(v.status_code, off + 88);
+  buf.writeUInt32LE(v.flags, off + 92);
+  buf.fill(0, off + 96, off + 96 + 128); v.method.copy(buf, off + 96, 0, Math.min(v.method.length, 128));
+  buf.fill(0, off + 224, off + 224 + 64); v.target.copy(buf, off + 224, 0, Math.min(v.target.length, 64));
+  return buf;
+}
+
+/** struct gt_grpc_server_config (56 bytes) */
+export interface GrpcServerConfig {
+  server_stream_stream: number;
+  stream_method: number;
+  stream_id: number;
+  st_conn: number;
+  status_s: number;
+  status_code: number;
+  flags: number;
+  reserved: number;
+  tcp: TcpOffsets;
+}
+
+export const GRPC_SERVER_CONFIG_SIZE = 56;
+export const GrpcServerConfigOffsets = {
+  server_stream_stream: 0,
+  stream_method: 4,
+  stream_id: 8,
+  st_conn: 12,
+  status_s: 16,
+  status_code: 20,
+  flags: 24,
+  reserved: 28,
+  tcp: 32,
+} as const;
+
+/** Decodes struct gt_grpc_server_config at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeGrpcServerConfig(buf: Buffer, off = 0): GrpcServerConfig {
+  if (off + 56 > buf.length) throw new RangeError(`gt_grpc_server_config: need 56 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    server_stream_stream: buf.readUInt32LE(off + 0),
+    stream_method: buf.readUInt32LE(off + 4),
+    stream_id: buf.readUInt32LE(off + 8),
+    st_conn: buf.readUInt32LE(off + 12),
+    status_s: buf.readUInt32LE(off + 16),
+    status_code: buf.readUInt32LE(off + 20),
+    flags: buf.readUInt32LE(off + 24),
+    reserved: buf.readUInt32LE(off + 28),
+    tcp: decodeTcpOffsets(buf, off + 32),
+  };
+}
+
+/** Encodes struct gt_grpc_server_config into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeGrpcServerConfig(v: GrpcServerConfig, buf: Buffer = Buffer.alloc(56), off = 0): Buffer {
+  buf.writeUInt32LE(v.server_stream_stream, off + 0);
+  buf.writeUInt32LE(v.stream_method, off + 4);
+  buf.writeUInt32LE(v.stream_id, off + 8);
+  buf.writeUInt32LE(v.st_conn, off + 12);
+  buf.writeUInt32LE(v.status_s, off + 16);
+  buf.writeUInt32LE(v.status_code, off + 20);
+  buf.writeUInt32LE(v.flags, off + 24);
+  buf.writeUInt32LE(v.reserved, off + 28);
+  encodeTcpOffsets(v.tcp, buf, off + 32);
+  return buf;
+}
+
+/** struct gt_grpc_server_event (264 bytes) */
+export interface GrpcServerEvent {
+  hdr: EventHeader;
+  start_ns: bigint;
+  end_ns: bigint;
+  span: SpanContext;
+  conn: ConnKey;
+  method_len: number;
+  status_code: number;
+  flags: number;
+  reserved: number;
+  method: Buffer;
+}
+
+export const GRPC_SERVER_EVENT_SIZE = 264;
+export const GrpcServerEventOffsets = {
+  hdr: 0,
+  start_ns: 24,
+  end_ns: 32,
+  span: 40,
+  conn: 80,
+  method_len: 120,
+  status_code: 124,
+  flags: 128,
+  reserved: 132,
+  method: 136,
+} as const;
+
+/** Decodes struct gt_grpc_server_event at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeGrpcServerEvent(buf: Buffer, off = 0): GrpcServerEvent {
+  if (off + 264 > buf.length) throw new RangeError(`gt_grpc_server_event: need 264 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    hdr: decodeEventHeader(buf, off + 0),
+    start_ns: buf.readBigUInt64LE(off + 24),
+    end_ns: buf.readBigUInt64LE(off + 32),
+    span: decodeSpanContext(buf, off + 40),
+    conn: decodeConnKey(buf, off + 80),
+    method_len: buf.readInt32LE(off + 120),
+    status_code: buf.readInt32LE(off + 124),
+    flags: buf.readUInt32LE(off + 128),
+    reserved: buf.readUInt32LE(off + 132),
+    method: buf.subarray(off + 136, off + 136 + 128),
+  };
+}
+
+/** Encodes struct gt_grpc_server_event into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeGrpcServerEvent(v: GrpcServerEvent, buf: Buffer = Buffer.alloc(264), off = 0): Buffer {
+  encodeEventHeader(v.hdr, buf, off + 0);
+  buf.writeBigUInt64LE(v.start_ns, off + 24);
+  buf.writeBigUInt64LE(v.end_ns, off + 32);
+  encodeSpanContext(v.span, buf, off + 40);
+  encodeConnKey(v.conn, buf, off + 80);
+  buf.writeInt32LE(v.method_len, off + 120);
+  buf.writeInt32LE(v.status_code, off + 124);
+  buf.writeUInt32LE(v.flags, off + 128);
+  buf.writeUInt32LE(v.reserved, off + 132);
+  buf.fill(0, off + 136, off + 136 + 128); v.method.copy(buf, off + 136, 0, Math.min(v.method.length, 128));
   return buf;
 }
 

@@ -2,8 +2,10 @@
 import type { ProbeDescriptor } from './types.ts';
 import { httpServerProbe } from './go/net/http/server/descriptor.ts';
 import { httpClientProbe } from './go/net/http/client/descriptor.ts';
+import { grpcServerProbe } from './go/google.golang.org/grpc/server/descriptor.ts';
+import { grpcClientProbe } from './go/google.golang.org/grpc/client/descriptor.ts';
 
-export const probes: readonly ProbeDescriptor[] = [httpServerProbe, httpClientProbe];
+export const probes: readonly ProbeDescriptor[] = [httpServerProbe, httpClientProbe, grpcServerProbe, grpcClientProbe];
 
 export function probeById(id: string): ProbeDescriptor | undefined {
   return probes.find((p) => p.id === id);

@@ -57,6 +57,19 @@ export function optionalFields(probe: Pick<ProbeDescriptor, 'fields'>): string[]
 }
 
 /**
+ * The module whose versions select the offset of `field` (`pkg.Struct.field`)
+ * read by `probe`: `std` for a standard-library package (no dot in the first
+ * element of its import path: `net.netFD.laddr`), else the probe's module. A
+ * gRPC probe reading `net.conn.fd` reads it at the binary's Go version, not
+ * at its grpc version.
+ */
+export function fieldModule(probe: Pick<ProbeDescriptor, 'module'>, field: string): string {
+  const slash = field.indexOf('/');
+  const first = slash >= 0 ? field.slice(0, slash) : field.slice(0, field.indexOf('.'));
+  return first.includes('.') ? probe.module : 'std';
+}
+
+/**
  * Declares `names` as fields read for the same purpose: `fieldGroup(LINK,
  * { reads: 'the 4-tuple', optional: 'not linked' })` inside a descriptor's
  * `fields`.

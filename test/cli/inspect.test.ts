@@ -11,6 +11,9 @@ import { join } from 'node:path';
 import { gotrailBin, repoRoot } from '../support/agent-process.ts';
 import { startGoServer } from '../support/go-server.ts';
 import { buildGo, goToolchains, programDir } from '../support/go-build.ts';
+import { untracedLibraries } from '../../daemon/probes/untraced.ts';
+import { probes } from '../../daemon/probes/registry.ts';
+import type { GoModule } from '../../daemon/analysis/buildinfo.ts';
 
 const goBin = (tc: string, v: string): string => join(repoRoot, 'build', 'go', tc, v, 'httpserver');
 const work = join(repoRoot, 'build', 'test-inspect');
@@ -240,13 +243,26 @@ describe('gotrail inspect', () => {
     assert.doesNotMatch(noHttp.out, /not traced \(gotrail has no probe/);
   });
 
-  test('a library gotrail has no probe for yet (from the buildinfo module list) is named', () => {
+  test('a gRPC server program: the gRPC server probe attaches, the client probe says why not; gRPC is not named as untraced', () => {
     const tc = goToolchains().find((t) => t.name === 'go1.26') ?? goToolchains()[0]!;
     const bin = buildGo({ toolchain: tc, srcDir: programDir('inspect-grpc'), variant: 'plain' });
     const r = inspect(bin, '--json');
-    assert.deepEqual(r.json.untracedLibraries, [{ module: 'google.golang.org/grpc', version: 'v1.50.1', calls: 'gRPC calls' }]);
+    assert.deepEqual(r.json.untracedLibraries, []);
+    assert.equal(r.json.probes.find((x: any) => x.id === 'google.golang.org/grpc/server').attachable, true);
     const text = inspect(bin);
-    assert.match(text.out, /not traced \(gotrail has no probe for these libraries yet\):\n {2}✘ google\.golang\.org\/grpc v1\.50\.1 — its gRPC calls make no spans/);
+    assert.doesNotMatch(text.out, /not traced \(gotrail has no probe/);
     assert.match(text.out, /net\/http is linked, but this program never serves requests with http\.Server/);
+  });
+
+  test('a library gotrail has no probe for yet (from the buildinfo module list) is named', () => {
+    const modules = [
+      { path: 'google.golang.org/grpc', version: 'v1.50.1' },
+      { path: 'github.com/segmentio/kafka-go', version: 'v0.4.47' },
+      { path: 'github.com/redis/go-redis/v9', version: 'v9.5.1' },
+    ] as GoModule[];
+    assert.deepEqual(untracedLibraries(modules, probes), [
+      { module: 'github.com/segmentio/kafka-go', version: 'v0.4.47', calls: 'Kafka messages' },
+      { module: 'github.com/redis/go-redis/v9', version: 'v9.5.1', calls: 'Redis commands' },
+    ]);
   });
 });

@@ -11,7 +11,7 @@ import { join, relative } from 'node:path';
 import { MODULE_FIELDS, moduleFields, modulesWithoutSpec } from '../../offsets-db/fields.ts';
 import { GOID_FIELD } from '../../daemon/agent/binary-plan.ts';
 import { probes } from '../../daemon/probes/registry.ts';
-import type { ProbeDescriptor } from '../../daemon/probes/types.ts';
+import { fieldModule, type ProbeDescriptor } from '../../daemon/probes/types.ts';
 import { REPO_ROOT } from './helpers.ts';
 
 const DB_DIR = join(REPO_ROOT, 'offsets-db');
@@ -53,8 +53,8 @@ test('every probe reads fields of a module the database has', () => {
   const std = MODULE_FIELDS.find((m) => m.module === 'std')!;
   assert.ok(GOID_FIELD in std.fields, 'the goroutine id every probe needs');
   for (const p of probes) {
-    const spec = MODULE_FIELDS.find((m) => m.module === p.module)!;
     for (const [field, f] of Object.entries(p.fields)) {
+      const spec = MODULE_FIELDS.find((m) => m.module === fieldModule(p, field))!;
       assert.ok(field in spec.fields, `${p.id}: ${field}`);
       assert.match(spec.fields[field]!, new RegExp(`${p.id} probe: `), `${field} names ${p.id} as a reader`);
       assert.ok(f.reads.length > 0, `${p.id}: ${field} says what it is read for`);

@@ -1,4 +1,4 @@
-// Command inspect-grpc serves gRPC, a library gotrail has no probe for yet.
+// Command inspect-grpc serves gRPC and calls nothing.
 package main
 
 import (

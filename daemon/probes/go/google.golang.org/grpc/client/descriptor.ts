@@ -1,0 +1,113 @@
+/**
+ * google.golang.org/grpc client: one CLIENT span per RPC, unary
+ * (ClientConn.Invoke) or streaming (ClientConn.NewStream), following the
+ * OpenTelemetry RPC semantic conventions for gRPC. A call made on a goroutine
+ * that is serving a traced request is that request's child (the link is made
+ * in BPF).
+ */
+import { ATTR_ERROR_TYPE, ATTR_RPC_METHOD, ATTR_SERVER_ADDRESS, ATTR_SERVER_PORT, ERROR_TYPE_VALUE_OTHER } from '@opentelemetry/semantic-conventions';
+// the RPC keys gotrail's spans carry are incubating in this version of the conventions
+import { ATTR_RPC_GRPC_STATUS_CODE, ATTR_RPC_SERVICE, ATTR_RPC_SYSTEM, RPC_SYSTEM_VALUE_GRPC } from '@opentelemetry/semantic-conventions/incubating';
+import { SpanKind, type Attributes } from '@opentelemetry/api';
+import {
+  BpfMaps, BpfPrograms, EventType, GrpcClientEventFlags, GrpcClientFlags, GRPC_CLIENT_EVENT_SIZE,
+  decodeGrpcClientEvent, encodeGrpcClientConfig,
+} from '../../../../../generated/layouts.ts';
+import { emitProbeSpan, eventBasics, type EventContext, type ProbeDescriptor } from '../../../../types.ts';
+import { goString, splitHostPort } from '../../../../../spans/go-values.ts';
+import { GRPC, GRPC_CODES, splitFullMethod } from '../rpc.ts';
+
+const F = {
+  target: `${GRPC}.ClientConn.target`,
+  errorS: `${GRPC}/internal/status.Error.s`,
+  statusS: `${GRPC}/internal/status.Status.s`,
+  statusCode: 'google.golang.org/genproto/googleapis/rpc/status.Status.Code',
+} as const;
+
+const STATUS_FIELDS = [F.errorS, F.statusS, F.statusCode];
+const NO_STATUS = 'gRPC client spans carry no status code';
+
+/**
+ * server.address and server.port of a dial target (`host:port`,
+ * `dns:///host:port`, `passthrough:///host:port`, `unix:///path`); undefined
+ * parts when the target names no host.
+ */
+export function targetAddress(target: string): { host?: string; port?: number } {
+  let rest = target;
+  const scheme = /^([a-z][a-z0-9+.-]*):(.*)$/i.exec(target);
+  if (scheme && !/^\d+$/.test(scheme[2]!)) {
+    if (scheme[1] === 'unix' || scheme[1] === 'unix-abstract') return { host: scheme[2]!.replace(/^\/\//, '') };
+    rest = scheme[2]!.replace(/^\/\/[^/]*\//, '');
+  }
+  const { host, port } = splitHostPort(rest);
+  return { ...(host ? { host } : {}), ...(port !== undefined ? { port } : {}) };
+}
+
+export const grpcClientProbe: ProbeDescriptor = {
+  id: 'google.golang.org/grpc/client',
+  module: GRPC,
+  goPackage: GRPC,
+  description: 'gRPC client calls (CLIENT spans)',
+  functions: [
+    { symbol: `${GRPC}.newClientStream`, entryProgram: BpfPrograms.gt_grpc_client_entry, absentMeans: 'this program never makes gRPC calls with grpc.ClientConn' },
+    // returns the *clientStream itself (newClientStream may wrap it, v1.85 does)
+    { symbol: `${GRPC}.newClientStreamWithParams`, returnProgram: BpfPrograms.gt_grpc_client_return, absentMeans: 'this program never makes gRPC calls with grpc.ClientConn' },
+    { symbol: `${GRPC}.(*clientStream).finish`, entryProgram: BpfPrograms.gt_grpc_client_finish, absentMeans: 'this program never makes gRPC calls with grpc.ClientConn' },
+  ],
+  fields: {
+    [F.target]: { reads: 'the dial target, for server.address and server.port', optional: 'server.address and server.port are not reported' },
+    [F.errorS]: { reads: 'the status behind the error the call ended with', optional: NO_STATUS },
+    [F.statusS]: { reads: 'the status proto, for rpc.grpc.status_code', optional: NO_STATUS },
+    [F.statusCode]: { reads: 'the status code, for rpc.grpc.status_code', optional: NO_STATUS },
+  },
+  configMap: BpfMaps.gt_grpc_client_config,
+  stateMaps: [BpfMaps.gt_grpc_client_inflight, BpfMaps.gt_grpc_client_streams],
+  encodeConfig(o, missingOptional) {
+    const has = (f: string): boolean => o[f] !== undefined && !missingOptional.includes(f);
+    return encodeGrpcClientConfig({
+      cc_target: o[F.target] ?? 0,
+      error_s: o[F.errorS] ?? 0,
+      status_s: o[F.statusS] ?? 0,
+      status_code: o[F.statusCode] ?? 0,
+      flags: GrpcClientFlags.GT_GRPC_CLIENT_ENABLED
+        | (STATUS_FIELDS.every(has) ? GrpcClientFlags.GT_GRPC_CLIENT_STATUS : 0)
+        | (has(F.target) ? GrpcClientFlags.GT_GRPC_CLIENT_TARGET : 0),
+      reserved: 0,
+    });
+  },
+  eventType: EventType.GT_EVENT_GRPC_CLIENT,
+  eventSize: GRPC_CLIENT_EVENT_SIZE,
+  handleEvent(buf: Buffer, off: number, ctx: EventContext): void {
+    const ev = decodeGrpcClientEvent(buf, off);
+    const full = goString(ev.method, ev.method_len);
+    const basics = eventBasics(ctx, 'grpc client', ev.hdr.tgid, full);
+    if (!basics) return;
+    const { name, service, method } = splitFullMethod(full);
+    const attributes: Attributes = { [ATTR_RPC_SYSTEM]: RPC_SYSTEM_VALUE_GRPC };
+    if (service !== undefined) attributes[ATTR_RPC_SERVICE] = service;
+    if (method !== undefined) attributes[ATTR_RPC_METHOD] = method;
+    const { host, port } = targetAddress(goString(ev.target, ev.target_len));
+    if (host !== undefined) attributes[ATTR_SERVER_ADDRESS] = host;
+    if (port !== undefined) attributes[ATTR_SERVER_PORT] = port;
+    const failed = (ev.flags & GrpcClientEventFlags.GT_GRPC_CLIENT_EVENT_ERROR) !== 0;
+    if (ev.flags & GrpcClientEventFlags.GT_GRPC_CLIENT_EVENT_STATUS) {
+      attributes[ATTR_RPC_GRPC_STATUS_CODE] = ev.status_code;
+      if (ev.status_code !== 0) attributes[ATTR_ERROR_TYPE] = GRPC_CODES[ev.status_code] ?? String(ev.status_code);
+    } else if (failed) {
+      attributes[ATTR_ERROR_TYPE] = ERROR_TYPE_VALUE_OTHER;
+    }
+    if (ev.method_len > ev.method.length) attributes['gotrail.rpc.method.truncated'] = true;
+    emitProbeSpan(ctx, {
+      name,
+      kind: SpanKind.CLIENT,
+      span: ev.span,
+      start_ns: ev.start_ns,
+      end_ns: ev.end_ns,
+      attributes,
+      // semconv: every status but OK makes a client span an error
+      error: failed,
+      resource: basics.resource,
+      scope: GRPC,
+    });
+  },
+};

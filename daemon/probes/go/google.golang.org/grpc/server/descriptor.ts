@@ -1,0 +1,114 @@
+/**
+ * google.golang.org/grpc server: one SERVER span per RPC, unary or
+ * streaming, following the OpenTelemetry RPC semantic conventions for gRPC.
+ * The span lasts from the stream's start to the handler's return (and the
+ * status written); its status code is the one the RPC ended with.
+ */
+import { ATTR_ERROR_TYPE, ATTR_RPC_METHOD } from '@opentelemetry/semantic-conventions';
+// the RPC keys gotrail's spans carry are incubating in this version of the conventions
+import { ATTR_RPC_GRPC_STATUS_CODE, ATTR_RPC_SERVICE, ATTR_RPC_SYSTEM, RPC_SYSTEM_VALUE_GRPC } from '@opentelemetry/semantic-conventions/incubating';
+import { SpanKind, type Attributes } from '@opentelemetry/api';
+import {
+  BpfMaps, BpfPrograms, EventType, GrpcServerEventFlags, GrpcServerFlags, GRPC_SERVER_EVENT_SIZE,
+  decodeGrpcServerEvent, encodeGrpcServerConfig,
+} from '../../../../../generated/layouts.ts';
+import { emitProbeSpan, eventBasics, fieldGroup, type EventContext, type ProbeDescriptor } from '../../../../types.ts';
+import { goString } from '../../../../../spans/go-values.ts';
+import { TCP_FIELDS, TCP_FIELDS_READ, tcpOffsets } from '../../../net/http/tcp-fields.ts';
+import { GRPC, GRPC_CODES, SERVER_ERROR_CODES, TRANSPORT, serverConnAttributes, splitFullMethod } from '../rpc.ts';
+
+const F = {
+  serverStreamStream: `${TRANSPORT}.ServerStream.Stream`,
+  method: `${TRANSPORT}.Stream.method`,
+  id: `${TRANSPORT}.Stream.id`,
+  conn: `${TRANSPORT}.http2Server.conn`,
+  statusS: `${GRPC}/internal/status.Status.s`,
+  statusCode: 'google.golang.org/genproto/googleapis/rpc/status.Status.Code',
+} as const;
+
+const CONN_FIELDS = [F.conn, ...TCP_FIELDS];
+const STATUS_FIELDS = [F.statusS, F.statusCode];
+const NOT_LINKED = 'calls from traced clients on this node are not linked to them';
+const NO_CONN = `client.*, server.* and network.peer.* are not reported, and ${NOT_LINKED}`;
+const NO_STATUS = 'gRPC server spans carry no status code';
+
+export const grpcServerProbe: ProbeDescriptor = {
+  id: 'google.golang.org/grpc/server',
+  module: GRPC,
+  goPackage: GRPC,
+  description: 'gRPC server calls (SERVER spans)',
+  functions: [
+    { symbol: `${GRPC}.(*Server).handleStream`, entryProgram: BpfPrograms.gt_grpc_server_entry, returnProgram: BpfPrograms.gt_grpc_server_return, absentMeans: 'this program never serves gRPC with grpc.Server' },
+    // the status the RPC ends with (exported as WriteStatus before v1.69)
+    {
+      symbol: `${TRANSPORT}.(*http2Server).writeStatus`,
+      alternativeSymbols: [`${TRANSPORT}.(*http2Server).WriteStatus`],
+      entryProgram: BpfPrograms.gt_grpc_server_status,
+      optional: NO_STATUS,
+    },
+  ],
+  fields: {
+    [F.method]: { reads: 'the full method name, for the span name, rpc.service and rpc.method' },
+    // before v1.69 handleStream is given the *transport.Stream itself
+    [F.serverStreamStream]: {
+      reads: 'the Stream of the ServerStream handleStream is given (v1.69.0 and later)',
+      optional: 'none before grpc v1.69 (handleStream is given the Stream itself)',
+    },
+    [F.id]: { reads: 'the HTTP/2 stream id, to link the call to a traced client on this node', optional: NOT_LINKED },
+    [F.conn]: { reads: "the transport's net.Conn, for the 4-tuple", optional: NO_CONN },
+    ...fieldGroup(TCP_FIELDS, { reads: TCP_FIELDS_READ, optional: NO_CONN }),
+    [F.statusS]: { reads: 'the status proto behind the status written, for rpc.grpc.status_code', optional: NO_STATUS },
+    [F.statusCode]: { reads: 'the status code, for rpc.grpc.status_code', optional: NO_STATUS },
+  },
+  configMap: BpfMaps.gt_grpc_server_config,
+  stateMaps: [BpfMaps.gt_grpc_server_inflight],
+  encodeConfig(o, missingOptional) {
+    const has = (f: string): boolean => o[f] !== undefined && !missingOptional.includes(f);
+    const conn = CONN_FIELDS.every(has);
+    return encodeGrpcServerConfig({
+      server_stream_stream: o[F.serverStreamStream] ?? 0,
+      stream_method: o[F.method] ?? 0,
+      stream_id: o[F.id] ?? 0,
+      st_conn: o[F.conn] ?? 0,
+      status_s: o[F.statusS] ?? 0,
+      status_code: o[F.statusCode] ?? 0,
+      flags: GrpcServerFlags.GT_GRPC_SERVER_ENABLED
+        | (conn ? GrpcServerFlags.GT_GRPC_SERVER_CONN : 0)
+        | (conn && has(F.id) ? GrpcServerFlags.GT_GRPC_SERVER_LINK : 0)
+        | (STATUS_FIELDS.every(has) ? GrpcServerFlags.GT_GRPC_SERVER_STATUS : 0),
+      reserved: 0,
+      tcp: tcpOffsets(o),
+    });
+  },
+  eventType: EventType.GT_EVENT_GRPC_SERVER,
+  eventSize: GRPC_SERVER_EVENT_SIZE,
+  handleEvent(buf: Buffer, off: number, ctx: EventContext): void {
+    const ev = decodeGrpcServerEvent(buf, off);
+    const full = goString(ev.method, ev.method_len);
+    const basics = eventBasics(ctx, 'grpc server', ev.hdr.tgid, full);
+    if (!basics) return;
+    const { name, service, method } = splitFullMethod(full);
+    const attributes: Attributes = { [ATTR_RPC_SYSTEM]: RPC_SYSTEM_VALUE_GRPC };
+    if (service !== undefined) attributes[ATTR_RPC_SERVICE] = service;
+    if (method !== undefined) attributes[ATTR_RPC_METHOD] = method;
+    const hasStatus = (ev.flags & GrpcServerEventFlags.GT_GRPC_SERVER_EVENT_STATUS) !== 0;
+    if (hasStatus) {
+      attributes[ATTR_RPC_GRPC_STATUS_CODE] = ev.status_code;
+      // semconv: error.type is the status code's name when the span is an error
+      if (SERVER_ERROR_CODES.has(ev.status_code)) attributes[ATTR_ERROR_TYPE] = GRPC_CODES[ev.status_code] ?? String(ev.status_code);
+    }
+    if (ev.flags & GrpcServerEventFlags.GT_GRPC_SERVER_EVENT_CONN) Object.assign(attributes, serverConnAttributes(ev.conn));
+    if (ev.method_len > ev.method.length) attributes['gotrail.rpc.method.truncated'] = true;
+    emitProbeSpan(ctx, {
+      name,
+      kind: SpanKind.SERVER,
+      span: ev.span,
+      start_ns: ev.start_ns,
+      end_ns: ev.end_ns,
+      attributes,
+      error: hasStatus && SERVER_ERROR_CODES.has(ev.status_code),
+      resource: basics.resource,
+      scope: GRPC,
+    });
+  },
+};
