@@ -248,7 +248,7 @@ describe('gotrail inspect', () => {
     const bin = buildGo({ toolchain: tc, srcDir: programDir('inspect-grpc'), variant: 'plain' });
     const r = inspect(bin, '--json');
     assert.deepEqual(r.json.untracedLibraries, []);
-    assert.equal(r.json.probes.find((x: any) => x.id === 'google.golang.org/grpc/server').attachable, true);
+    assert.equal(r.json.probes.find((x) => x.id === 'google.golang.org/grpc/server')?.attachable, true);
     const text = inspect(bin);
     assert.doesNotMatch(text.out, /not traced \(gotrail has no probe/);
     assert.match(text.out, /net\/http is linked, but this program never serves requests with http\.Server/);

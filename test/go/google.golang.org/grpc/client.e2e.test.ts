@@ -90,7 +90,7 @@ describe('google.golang.org/grpc client: one CLIENT span per RPC', { skip }, () 
             try {
               await collector.waitForSpans((all) => mine(all, 'CLIENT').length >= TOTAL, 30_000);
             } catch (e) {
-              throw new Error(`${(e as Error).message}\n${await diagnose(mine(await collector.spans(), 'CLIENT'))}`);
+              throw new Error(`${(e as Error).message}\n${await diagnose(mine(await collector.spans(), 'CLIENT'))}`, { cause: e });
             }
             await new Promise((r) => setTimeout(r, 1000));
             const all = await collector.spans();

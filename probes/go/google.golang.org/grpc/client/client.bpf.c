@@ -25,24 +25,24 @@ enum gt_grpc_client_limits {
 };
 
 struct gt_grpc_client_config {
-	__u32 cc_target;        /* grpc.ClientConn.target */
-	__u32 error_s;          /* internal/status.Error.s (*Status) */
-	__u32 status_s;         /* internal/status.Status.s (*spb.Status) */
-	__u32 status_code;      /* genproto rpc/status.Status.Code (int32) */
-	__u32 flags;            /* enum gt_grpc_client_flags */
+	__u32 cc_target;   /* grpc.ClientConn.target */
+	__u32 error_s;     /* internal/status.Error.s (*Status) */
+	__u32 status_s;    /* internal/status.Status.s (*spb.Status) */
+	__u32 status_code; /* genproto rpc/status.Status.Code (int32) */
+	__u32 flags;       /* enum gt_grpc_client_flags */
 	__u32 reserved;
 };
 
 enum gt_grpc_client_flags {
 	GT_GRPC_CLIENT_ENABLED = 1,
-	GT_GRPC_CLIENT_STATUS = 2,   /* the status offsets are known */
-	GT_GRPC_CLIENT_TARGET = 4,   /* ClientConn.target is known */
+	GT_GRPC_CLIENT_STATUS = 2, /* the status offsets are known */
+	GT_GRPC_CLIENT_TARGET = 4, /* ClientConn.target is known */
 };
 
 enum gt_grpc_client_event_flags {
-	GT_GRPC_CLIENT_EVENT_STATUS = 1,  /* status_code is the call's */
-	GT_GRPC_CLIENT_EVENT_ERROR = 2,   /* the call failed */
-	GT_GRPC_CLIENT_EVENT_LINKED = 4,  /* the span was published for its stream */
+	GT_GRPC_CLIENT_EVENT_STATUS = 1, /* status_code is the call's */
+	GT_GRPC_CLIENT_EVENT_ERROR = 2,  /* the call failed */
+	GT_GRPC_CLIENT_EVENT_LINKED = 4, /* the span was published for its stream */
 };
 
 struct gt_grpc_client_event {
@@ -52,8 +52,8 @@ struct gt_grpc_client_event {
 	struct gt_span_context span;
 	__s32 method_len;
 	__s32 target_len;
-	__s32 status_code;       /* meaningful with GT_GRPC_CLIENT_EVENT_STATUS */
-	__u32 flags;             /* enum gt_grpc_client_event_flags */
+	__s32 status_code; /* meaningful with GT_GRPC_CLIENT_EVENT_STATUS */
+	__u32 flags;       /* enum gt_grpc_client_event_flags */
 	char method[GT_GRPC_CLIENT_METHOD_MAX];
 	char target[GT_GRPC_CLIENT_TARGET_MAX];
 };
@@ -88,7 +88,7 @@ GT_EXPORT_LAYOUTS(grpc_client,
  * by its *clientStream (a gt_goroutine_key whose goid is the pointer, so the
  * process's state is cleared with its goroutines'). */
 struct grpc_client_inflight {
-	struct gt_grpc_client_event ev;  /* filled as the call goes; sent at its end */
+	struct gt_grpc_client_event ev; /* filled as the call goes; sent at its end */
 };
 
 struct {
@@ -133,13 +133,15 @@ static __always_inline __s32 error_code(struct gt_grpc_client_config *cfg, __u64
 	if (!err)
 		return 0;
 	if (bpf_probe_read_user(&s, sizeof(s), (void *)err) == 0 && s.len == 3 && s.ptr &&
-	    bpf_probe_read_user(eof, 3, (void *)s.ptr) == 0 && eof[0] == 'E' && eof[1] == 'O' && eof[2] == 'F')
+	    bpf_probe_read_user(eof, 3, (void *)s.ptr) == 0 && eof[0] == 'E' && eof[1] == 'O' &&
+	    eof[2] == 'F')
 		return 0;
 	if (go_read_ptr(err, cfg->error_s, &st) < 0 || !st || go_read_ptr(st, cfg->status_s, &sp) < 0)
 		return -1;
 	if (!sp)
 		return 0;
-	if (bpf_probe_read_user(&code, sizeof(code), (void *)(sp + cfg->status_code)) < 0 || code < 0 || code > 16)
+	if (bpf_probe_read_user(&code, sizeof(code), (void *)(sp + cfg->status_code)) < 0 || code < 0 ||
+	    code > 16)
 		return -1;
 	return code;
 }
@@ -160,7 +162,8 @@ static __always_inline void send(struct gt_grpc_client_event *src, __u32 bin_id,
 	gt_submit(ev);
 }
 
-static __always_inline void set_status(struct gt_grpc_client_config *cfg, struct gt_grpc_client_event *ev, __u64 err)
+static __always_inline void set_status(struct gt_grpc_client_config *cfg, struct gt_grpc_client_event *ev,
+				       __u64 err)
 {
 	if (err)
 		ev->flags |= GT_GRPC_CLIENT_EVENT_ERROR;
@@ -181,7 +184,7 @@ int gt_grpc_client_entry(struct pt_regs *ctx)
 	struct gt_goroutine_key key;
 	__u32 bin_id, zero = 0;
 	struct gt_grpc_client_config *cfg = gt_probe_enter(ctx, &gt_grpc_client_config, &key, &bin_id,
-							    GT_HIT_GRPC_CLIENT_ENTRY);
+							   GT_HIT_GRPC_CLIENT_ENTRY);
 	if (!cfg)
 		return 0;
 	if (!(cfg->flags & GT_GRPC_CLIENT_ENABLED)) {
@@ -206,11 +209,13 @@ int gt_grpc_client_entry(struct pt_regs *ctx)
 	ev->method_len = m.len > 0x7fffffff ? 0x7fffffff : (__s32)m.len;
 	if (m.ptr && m.len > 0) {
 		__u32 n = m.len < GT_GRPC_CLIENT_METHOD_MAX ? (__u32)m.len : GT_GRPC_CLIENT_METHOD_MAX;
-		if (bpf_probe_read_user(ev->method, n & (2 * GT_GRPC_CLIENT_METHOD_MAX - 1) & 0xff, (void *)m.ptr) < 0)
+		if (bpf_probe_read_user(ev->method, n & (2 * GT_GRPC_CLIENT_METHOD_MAX - 1) & 0xff,
+					(void *)m.ptr) < 0)
 			ev->method_len = -1;
 	}
 	if (cfg->flags & GT_GRPC_CLIENT_TARGET)
-		ev->target_len = go_read_string(GO_ARG4(ctx), cfg->cc_target, ev->target, GT_GRPC_CLIENT_TARGET_MAX);
+		ev->target_len = go_read_string(GO_ARG4(ctx), cfg->cc_target, ev->target,
+						GT_GRPC_CLIENT_TARGET_MAX);
 	gt_mark_entered(&key, GT_PAIRED_GRPC_CLIENT);
 	if (bpf_map_update_elem(&gt_grpc_client_inflight, &key, st, BPF_ANY) < 0) {
 		gt_count(GT_COUNTER_INFLIGHT_FULL);
@@ -227,11 +232,12 @@ int gt_grpc_client_return(struct pt_regs *ctx)
 	struct gt_goroutine_key key;
 	__u32 bin_id;
 	struct gt_grpc_client_config *cfg = gt_probe_enter(ctx, &gt_grpc_client_config, &key, &bin_id,
-							    GT_HIT_GRPC_CLIENT_RETURN);
+							   GT_HIT_GRPC_CLIENT_RETURN);
 	if (!cfg)
 		return 0;
 	struct grpc_client_inflight *st = bpf_map_lookup_elem(&gt_grpc_client_inflight, &key);
-	gt_debug_hit(ctx, GT_HIT_GRPC_CLIENT_RETURN, st ? GT_HIT_FOUND : GT_HIT_NOT_FOUND, key.tgid, bin_id, key.goid);
+	gt_debug_hit(ctx, GT_HIT_GRPC_CLIENT_RETURN, st ? GT_HIT_FOUND : GT_HIT_NOT_FOUND, key.tgid, bin_id,
+		     key.goid);
 	if (!st) {
 		gt_count_no_entry(&key, GT_PAIRED_GRPC_CLIENT);
 		return 0;
@@ -257,12 +263,13 @@ int gt_grpc_client_finish(struct pt_regs *ctx)
 	struct gt_goroutine_key key;
 	__u32 bin_id;
 	struct gt_grpc_client_config *cfg = gt_probe_enter(ctx, &gt_grpc_client_config, &key, &bin_id,
-							    GT_HIT_GRPC_CLIENT_FINISH);
+							   GT_HIT_GRPC_CLIENT_FINISH);
 	if (!cfg)
 		return 0;
 	struct gt_goroutine_key sk = { .tgid = key.tgid, .goid = GO_ARG1(ctx) };
 	struct grpc_client_inflight *st = bpf_map_lookup_elem(&gt_grpc_client_streams, &sk);
-	gt_debug_hit(ctx, GT_HIT_GRPC_CLIENT_FINISH, st ? GT_HIT_FOUND : GT_HIT_NOT_FOUND, key.tgid, bin_id, key.goid);
+	gt_debug_hit(ctx, GT_HIT_GRPC_CLIENT_FINISH, st ? GT_HIT_FOUND : GT_HIT_NOT_FOUND, key.tgid, bin_id,
+		     key.goid);
 	/* finish runs once per stream; a stream opened before the process was
 	 * traced has no state, which is expected */
 	if (!st)

@@ -22,13 +22,13 @@ enum gt_grpc_server_limits {
 };
 
 struct gt_grpc_server_config {
-	__u32 server_stream_stream;  /* transport.ServerStream.Stream (v1.69+; 0 before: the argument is the *Stream) */
-	__u32 stream_method;         /* transport.Stream.method */
-	__u32 stream_id;             /* transport.Stream.id */
-	__u32 st_conn;               /* transport.http2Server.conn (net.Conn) */
-	__u32 status_s;              /* internal/status.Status.s (*spb.Status) */
-	__u32 status_code;           /* genproto rpc/status.Status.Code (int32) */
-	__u32 flags;                 /* enum gt_grpc_server_flags */
+	__u32 server_stream_stream; /* transport.ServerStream.Stream (v1.69+; 0 before: the argument is the *Stream) */
+	__u32 stream_method; /* transport.Stream.method */
+	__u32 stream_id;     /* transport.Stream.id */
+	__u32 st_conn;       /* transport.http2Server.conn (net.Conn) */
+	__u32 status_s;      /* internal/status.Status.s (*spb.Status) */
+	__u32 status_code;   /* genproto rpc/status.Status.Code (int32) */
+	__u32 flags;         /* enum gt_grpc_server_flags */
 	__u32 reserved;
 	struct gt_tcp_offsets tcp;
 };
@@ -44,20 +44,20 @@ enum gt_grpc_server_flags {
 };
 
 enum gt_grpc_server_event_flags {
-	GT_GRPC_SERVER_EVENT_STATUS = 1,   /* status_code was written by the RPC */
-	GT_GRPC_SERVER_EVENT_CONN = 2,     /* conn holds the connection's ends */
-	GT_GRPC_SERVER_EVENT_LINKED = 4,   /* the parent is a traced client's span on this node */
+	GT_GRPC_SERVER_EVENT_STATUS = 1, /* status_code was written by the RPC */
+	GT_GRPC_SERVER_EVENT_CONN = 2,   /* conn holds the connection's ends */
+	GT_GRPC_SERVER_EVENT_LINKED = 4, /* the parent is a traced client's span on this node */
 };
 
 struct gt_grpc_server_event {
 	struct gt_event_header hdr;
-	__u64 start_ns;          /* CLOCK_MONOTONIC */
+	__u64 start_ns; /* CLOCK_MONOTONIC */
 	__u64 end_ns;
 	struct gt_span_context span;
 	struct gt_conn_key conn; /* as the client sees it; stream_id: the HTTP/2 stream */
 	__s32 method_len;        /* the full method's length ("/pkg.Service/Method"), may exceed the copy */
-	__s32 status_code;       /* google.golang.org/grpc/codes.Code; meaningful with GT_GRPC_SERVER_EVENT_STATUS */
-	__u32 flags;             /* enum gt_grpc_server_event_flags */
+	__s32 status_code; /* google.golang.org/grpc/codes.Code; meaningful with GT_GRPC_SERVER_EVENT_STATUS */
+	__u32 flags;       /* enum gt_grpc_server_event_flags */
 	__u32 reserved;
 	char method[GT_GRPC_METHOD_MAX];
 };
@@ -90,7 +90,7 @@ GT_EXPORT_LAYOUTS(grpc_server,
 
 struct grpc_server_inflight {
 	__u64 start_ns;
-	__u64 stream;          /* the *transport.Stream */
+	__u64 stream; /* the *transport.Stream */
 	struct gt_span_context span;
 	struct gt_conn_key conn;
 	__s32 status_code;
@@ -126,7 +126,7 @@ int gt_grpc_server_entry(struct pt_regs *ctx)
 	struct gt_goroutine_key key;
 	__u32 bin_id, zero = 0;
 	struct gt_grpc_server_config *cfg = gt_probe_enter(ctx, &gt_grpc_server_config, &key, &bin_id,
-							    GT_HIT_GRPC_SERVER_ENTRY);
+							   GT_HIT_GRPC_SERVER_ENTRY);
 	if (!cfg)
 		return 0;
 	if (!(cfg->flags & GT_GRPC_SERVER_ENABLED)) {
@@ -151,8 +151,8 @@ int gt_grpc_server_entry(struct pt_regs *ctx)
 					    (void *)(st->stream + cfg->stream_id));
 		}
 	}
-	if ((st->flags & GT_GRPC_SERVER_EVENT_CONN) && (cfg->flags & GT_GRPC_SERVER_LINK) && st->conn.stream_id &&
-	    gt_conn_any_published()) {
+	if ((st->flags & GT_GRPC_SERVER_EVENT_CONN) && (cfg->flags & GT_GRPC_SERVER_LINK) &&
+	    st->conn.stream_id && gt_conn_any_published()) {
 		struct gt_span_context *client = bpf_map_lookup_elem(&gt_conn_spans, &st->conn);
 		if (client) {
 			gt_new_child(&st->span, client);
@@ -179,11 +179,12 @@ int gt_grpc_server_status(struct pt_regs *ctx)
 	struct gt_goroutine_key key;
 	__u32 bin_id;
 	struct gt_grpc_server_config *cfg = gt_probe_enter(ctx, &gt_grpc_server_config, &key, &bin_id,
-							    GT_HIT_GRPC_SERVER_STATUS);
+							   GT_HIT_GRPC_SERVER_STATUS);
 	if (!cfg || !(cfg->flags & GT_GRPC_SERVER_STATUS))
 		return 0;
 	struct grpc_server_inflight *st = bpf_map_lookup_elem(&gt_grpc_server_inflight, &key);
-	gt_debug_hit(ctx, GT_HIT_GRPC_SERVER_STATUS, st ? GT_HIT_FOUND : GT_HIT_NOT_FOUND, key.tgid, bin_id, key.goid);
+	gt_debug_hit(ctx, GT_HIT_GRPC_SERVER_STATUS, st ? GT_HIT_FOUND : GT_HIT_NOT_FOUND, key.tgid, bin_id,
+		     key.goid);
 	if (!st)
 		return 0;
 	__u64 s = 0;
@@ -204,11 +205,12 @@ int gt_grpc_server_return(struct pt_regs *ctx)
 	struct gt_goroutine_key key;
 	__u32 bin_id;
 	struct gt_grpc_server_config *cfg = gt_probe_enter(ctx, &gt_grpc_server_config, &key, &bin_id,
-							    GT_HIT_GRPC_SERVER_RETURN);
+							   GT_HIT_GRPC_SERVER_RETURN);
 	if (!cfg)
 		return 0;
 	struct grpc_server_inflight *st = bpf_map_lookup_elem(&gt_grpc_server_inflight, &key);
-	gt_debug_hit(ctx, GT_HIT_GRPC_SERVER_RETURN, st ? GT_HIT_FOUND : GT_HIT_NOT_FOUND, key.tgid, bin_id, key.goid);
+	gt_debug_hit(ctx, GT_HIT_GRPC_SERVER_RETURN, st ? GT_HIT_FOUND : GT_HIT_NOT_FOUND, key.tgid, bin_id,
+		     key.goid);
 	if (!st) {
 		gt_count_no_entry(&key, GT_PAIRED_GRPC_SERVER);
 		return 0;
