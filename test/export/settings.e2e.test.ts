@@ -23,7 +23,7 @@ test('OTEL_TRACES_EXPORTER=console and OTEL_BSP_SCHEDULE_DELAY: a request is pri
     await agent.waitFor(/GET {2}\/hello {2}SERVER {2}200 .*\[settings-console pid \d+\]/, 15_000);
   } finally {
     await server.stop();
-    assert.equal(await agent.stop(), 0);
+    assert.equal(await agent.stop(), 0, `gotrail run exits 0 on SIGTERM:\n${agent.log().slice(-3000)}`);
   }
 });
 
@@ -38,7 +38,12 @@ test('a flag wins over its variable; a batch size above the queue size is clampe
     const log = agent.log();
     assert.match(log, /WARN .*the export batch size exceeds the queue size: using the queue size maxExportBatchSize=1000 from=OTEL_BSP_MAX_EXPORT_BATCH_SIZE maxQueueSize=300 queueSizeFrom=--max-queue-size/);
     assert.match(log, /gotrail running exporter=none .*maxQueueSize=300 maxExportBatchSize=300 scheduledDelayMillis=1000 exportTimeoutMillis=0 maxConcurrentExports=2/);
+    // drops are exported by reason, every reason present from the start
+    const metrics = (await httpRequest(await agent.metricsUrl())).body;
+    assert.match(metrics, /^gotrail_spans_dropped_total\{reason="queue_full"\} 0$/m);
+    assert.match(metrics, /^gotrail_spans_dropped_total\{reason="shutdown"\} 0$/m);
+    assert.match(metrics, /^gotrail_span_queue_length 0$/m);
   } finally {
-    assert.equal(await agent.stop(), 0);
+    assert.equal(await agent.stop(), 0, `gotrail run exits 0 on SIGTERM:\n${agent.log().slice(-3000)}`);
   }
 });

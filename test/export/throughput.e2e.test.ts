@@ -5,19 +5,19 @@
  * answered request must arrive as exactly one span, and the agent must count
  * nothing lost or dropped.
  *
- * The rate (GOTRAIL_THROUGHPUT_RATE, default 6000 requests/s) is one step
- * below the highest this 2-core machine sustained with the server, the load
- * generator, the agent and the collector sharing it (7000/s kept its
- * schedule for 60 s; at 8000/s the server fell behind), so that other work on
- * the machine does not push it into overload; the count is exact at any rate,
- * only the duration grows. Before the export queue sent full batches at once,
- * one batch of 512 spans per second left the agent and the rest overflowed.
- *
- * Under sustained overload (8000/s asked here) the agent's JavaScript thread
- * fell behind long enough for the addon's queue of ring-buffer batches to
- * overflow (gotrail_events_lost_total{reason="ringbuf_consumer_queue_full"}):
- * counted, and what the ring-buffer backpressure is meant to remove; the rate
- * is chosen so that this is not what the test measures.
+ * The highest rate this 2-core machine sustained for 60 s, with the server,
+ * the load generator, the agent and the collector sharing it, was 7000
+ * requests/s (at 8000/s the server fell behind); every span arrived at 5000,
+ * 6000, 7000 and (server behind) 10000 requests/s. The default rate
+ * (GOTRAIL_THROUGHPUT_RATE) is 4000/s: when other work starves the agent's
+ * JavaScript thread of CPU, it falls behind the events, and until the
+ * ring-buffer consumer applies backpressure the addon's queue of ring-buffer
+ * batches then overflows (counted in
+ * gotrail_events_lost_total{reason="ringbuf_consumer_queue_full"}; seen once
+ * at 6000/s with the machine busy with other test suites, and at 8000/s).
+ * That loss is not what this test measures, so the rate leaves the agent
+ * headroom. Before the export queue sent full batches at once, one batch of
+ * 512 spans per second left the agent and the rest overflowed its queue.
  *
  * The ring buffer is raised to 64 MiB (--ring-buffer-bytes): this test
  * measures the export path, and until the consumer applies backpressure a
@@ -35,7 +35,7 @@ import { startAgent, repoRoot } from '../support/agent-process.ts';
 import { startGoServer, httpRequest } from '../support/go-server.ts';
 import { skipUnlessBpf } from '../support/privileges.ts';
 
-const RATE = Number(process.env['GOTRAIL_THROUGHPUT_RATE'] ?? 6000);
+const RATE = Number(process.env['GOTRAIL_THROUGHPUT_RATE'] ?? 4000);
 const SECONDS = Number(process.env['GOTRAIL_THROUGHPUT_SECONDS'] ?? 60);
 const SERVICE = 'throughput-e2e';
 
