@@ -6,10 +6,10 @@
  * method, the target and the status the caller got; a call made while the
  * goroutine serves an HTTP request is that request's child.
  */
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startCollector, type Collector, type ReceivedSpan } from '../../../support/collector.ts';
-import { startAgent, type AgentProcess } from '../../../support/agent-process.ts';
+import type { ReceivedSpan } from '../../../support/collector.ts';
+import { tracedCollector } from '../../../support/traced-collector.ts';
 import { startGoServer, httpRequest } from '../../../support/go-server.ts';
 import { skipUnlessBpf } from '../../../support/privileges.ts';
 import { echoBinary, GRPC_VERSIONS, toolchains, BUILD_ROOT } from './echo-build.ts';
@@ -29,27 +29,11 @@ const EXPECTED: Array<{ name: string; code: number; count: number }> = [
 const TOTAL = EXPECTED.reduce((n, e) => n + e.count, 0);
 
 describe('google.golang.org/grpc client: one CLIENT span per RPC', { skip }, () => {
-  let collector: Collector;
-  let agent: AgentProcess;
-
-  before(async () => {
-    collector = await startCollector();
-    agent = await startAgent([
-      '--exporter', 'otlp',
-      '--otlp-endpoint', `${collector.otlpHttpEndpoint}/v1/traces`,
-      '--include-exe', `${BUILD_ROOT}/**`,
-    ]);
-  });
-
-  after(async () => {
-    const code = await agent?.stop();
-    await collector?.stop();
-    assert.equal(code, 0, 'gotrail run exits 0 on SIGTERM');
-  });
+  const traced = tracedCollector(['--include-exe', `${BUILD_ROOT}/**`]);
 
   /** The agent's loss counters and the calls missing per method and status: what a failed wait needs to be understood. */
   async function diagnose(spans: ReceivedSpan[]): Promise<string> {
-    const metrics = (await fetch(await agent.metricsUrl()).then((r) => r.text()))
+    const metrics = (await fetch(await traced.agent.metricsUrl()).then((r) => r.text()))
       .split('\n')
       .filter((l) => /^gotrail_(events|spans)_/.test(l) || /^gotrail_(probe_runs_total|bpf_map_entries)\{.*grpc_client/.test(l))
       .join('\n');
@@ -59,7 +43,7 @@ describe('google.golang.org/grpc client: one CLIENT span per RPC', { skip }, () 
     }).join('\n');
     const other = spans.filter((s) => !EXPECTED.some((e) => s.name === e.name && s.attributes['rpc.grpc.status_code'] === e.code));
     return `${perCall}\nunexpected: ${JSON.stringify(other.map((s) => [s.name, s.attributes['rpc.grpc.status_code']]))}\n` +
-      `counters:\n${metrics}\nagent log tail:\n${agent.log().slice(-3000)}`;
+      `counters:\n${metrics}\nagent log tail:\n${traced.agent.log().slice(-3000)}`;
   }
 
   for (const version of GRPC_VERSIONS) {
@@ -70,7 +54,7 @@ describe('google.golang.org/grpc client: one CLIENT span per RPC', { skip }, () 
           if ('skip' in b) return t.skip(b.skip);
           const proc = await startGoServer(b.binary);
           try {
-            await agent.waitTraced(proc.pid);
+            await traced.agent.waitTraced(proc.pid);
             const grpcAddr = (await httpRequest(`${proc.url}/addr`)).body.trim();
             const call = async (path: string, expect: string): Promise<void> => {
               const res = await httpRequest(`${proc.url}${path}${path.includes('?') ? '&' : '?'}to=${grpcAddr}`);
@@ -88,12 +72,12 @@ describe('google.golang.org/grpc client: one CLIENT span per RPC', { skip }, () 
             const mine = (all: ReceivedSpan[], kind: string): ReceivedSpan[] =>
               all.filter((s) => s.resource['process.pid'] === proc.pid && s.kind === kind);
             try {
-              await collector.waitForSpans((all) => mine(all, 'CLIENT').length >= TOTAL, 30_000);
+              await traced.collector.waitForSpans((all) => mine(all, 'CLIENT').length >= TOTAL, 30_000);
             } catch (e) {
-              throw new Error(`${(e as Error).message}\n${await diagnose(mine(await collector.spans(), 'CLIENT'))}`, { cause: e });
+              throw new Error(`${(e as Error).message}\n${await diagnose(mine(await traced.collector.spans(), 'CLIENT'))}`, { cause: e });
             }
             await new Promise((r) => setTimeout(r, 1000));
-            const all = await collector.spans();
+            const all = await traced.collector.spans();
             const spans = mine(all, 'CLIENT');
             assert.equal(spans.length, TOTAL, `one CLIENT span per RPC, no more\n${await diagnose(spans)}`);
             const [host, port] = grpcAddr.split(':');

@@ -8,10 +8,10 @@
  * NotFound, Internal, DeadlineExceeded, a cancelled call, a panic a recovery
  * interceptor turned into Internal, an unknown method).
  */
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startCollector, type Collector, type ReceivedSpan } from '../../../support/collector.ts';
-import { startAgent, type AgentProcess } from '../../../support/agent-process.ts';
+import type { ReceivedSpan } from '../../../support/collector.ts';
+import { tracedCollector } from '../../../support/traced-collector.ts';
 import { startGoServer, httpRequest } from '../../../support/go-server.ts';
 import { skipUnlessBpf } from '../../../support/privileges.ts';
 import { echoBinary, GRPC_VERSIONS, toolchains, BUILD_ROOT } from './echo-build.ts';
@@ -32,26 +32,10 @@ const EXPECTED: Array<{ name: string; code: number; count: number; error: boolea
 const TOTAL = EXPECTED.reduce((n, e) => n + e.count, 0);
 
 describe('google.golang.org/grpc server: one SERVER span per RPC', { skip }, () => {
-  let collector: Collector;
-  let agent: AgentProcess;
-
-  before(async () => {
-    collector = await startCollector();
-    agent = await startAgent([
-      '--exporter', 'otlp',
-      '--otlp-endpoint', `${collector.otlpHttpEndpoint}/v1/traces`,
-      '--include-exe', `${BUILD_ROOT}/**`,
-    ]);
-  });
-
-  after(async () => {
-    const code = await agent?.stop();
-    await collector?.stop();
-    assert.equal(code, 0, 'gotrail run exits 0 on SIGTERM');
-  });
+  const traced = tracedCollector(['--include-exe', `${BUILD_ROOT}/**`]);
 
   async function metric(re: RegExp): Promise<string | undefined> {
-    return re.exec(await fetch(await agent.metricsUrl()).then((r) => r.text()))?.[1];
+    return re.exec(await fetch(await traced.agent.metricsUrl()).then((r) => r.text()))?.[1];
   }
 
   for (const version of GRPC_VERSIONS) {
@@ -62,7 +46,7 @@ describe('google.golang.org/grpc server: one SERVER span per RPC', { skip }, () 
           if ('skip' in b) return t.skip(b.skip);
           const server = await startGoServer(b.binary);
           try {
-            await agent.waitTraced(server.pid);
+            await traced.agent.waitTraced(server.pid);
             const grpcAddr = (await httpRequest(`${server.url}/addr`)).body.trim();
             const call = async (path: string, expect: string): Promise<void> => {
               const res = await httpRequest(`${server.url}${path}${path.includes('?') ? '&' : '?'}to=${grpcAddr}`);
@@ -80,9 +64,9 @@ describe('google.golang.org/grpc server: one SERVER span per RPC', { skip }, () 
 
             const mine = (all: ReceivedSpan[]): ReceivedSpan[] =>
               all.filter((s) => s.resource['process.pid'] === server.pid && s.kind === 'SERVER' && s.attributes['rpc.system'] === 'grpc');
-            await collector.waitForSpans((all) => mine(all).length >= TOTAL, 30_000);
+            await traced.collector.waitForSpans((all) => mine(all).length >= TOTAL, 30_000);
             await new Promise((r) => setTimeout(r, 1000));
-            const spans = mine(await collector.spans());
+            const spans = mine(await traced.collector.spans());
             assert.equal(spans.length, TOTAL, 'one SERVER span per RPC, no more');
 
             const port = Number(grpcAddr.split(':')[1]);
