@@ -354,8 +354,7 @@ export class Agent implements MetricsSource {
     this.meta.forget(pid);
     if (seed) this.meta.seed(pid, facts.startTime, seed);
     this.consider(pid, facts);
-    if (!this.traced.has(pid) && (ev.flags & ExecFlags.GT_EXEC_ALLOWED) && !this.waiting.has(pid)) this.rt!.untraceProcess(pid);
-    if (!this.waiting.has(pid)) this.rt!.decided(pid, this.traced.has(pid));
+    if (!this.waiting.has(pid)) this.settleDecision(pid);
     if (this.traced.has(pid)) {
       // the exec event's kernel timestamp and process.hrtime share CLOCK_MONOTONIC
       const seconds = (ev.flags & ExecFlags.GT_EXEC_ALLOWED) ? 0 : Number(process.hrtime.bigint() - ev.time_ns) / 1e9;
@@ -400,14 +399,24 @@ export class Agent implements MetricsSource {
       this.ignored.delete(pid);
       this.meta.forget(pid);
       this.consider(pid);
-      if (!this.traced.has(pid)) this.rt?.untraceProcess(pid);
-      this.rt?.decided(pid, this.traced.has(pid));
+      this.settleDecision(pid);
     } catch (e) {
       this.log.warn('replacing stale probes failed', { pid, error: (e as Error).message });
     } finally {
       this.waiting.delete(pid);
       this.continueHeld(pid, false);
     }
+  }
+
+  /**
+   * The agent has decided on `pid`: off the BPF allow-list unless traced (the
+   * exec hook may have allowed it), and its held probe events handled or
+   * dropped accordingly.
+   */
+  private settleDecision(pid: number): void {
+    const traced = this.traced.has(pid);
+    if (!traced) this.rt?.untraceProcess(pid);
+    this.rt?.decided(pid, traced);
   }
 
   /** Continues a process the exec hook stopped, once. `late`: the hold limit passed first (logged). */
@@ -490,8 +499,7 @@ export class Agent implements MetricsSource {
           this.waiting.delete(pid);
           this.ignored.delete(pid);
           this.consider(pid, facts);
-          if (!this.traced.has(pid)) this.rt?.untraceProcess(pid);
-          this.rt?.decided(pid, this.traced.has(pid));
+          this.settleDecision(pid);
           this.continueHeld(pid, false);
         });
         return;
