@@ -5,11 +5,13 @@
  * resolves its dependencies from the module proxy (or the module cache) once
  * per version and toolchain.
  */
+import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildGo, goEnv, type GoToolchain } from '../../../../offsets-db/go-build.ts';
 import { moduleGoVersion, REPO_ROOT, toolchainAtLeast, toolchains } from '../../../offsets/helpers.ts';
+import { httpRequest } from '../../../support/go-server.ts';
 
 /** grpc-go versions under test: spread over the range, the newest the module proxy served when written. */
 export const GRPC_VERSIONS = ['1.50.1', '1.64.1', '1.85.0'] as const;
@@ -41,4 +43,29 @@ export function echoBinary(version: string, tc: GoToolchain, stripped: boolean):
   const out = join(dir, stripped ? 'stripped' : 'plain', 'grpc-echo');
   buildGo({ toolchain: tc, dir: src, out, ...(stripped ? { ldflags: '-s -w' } : {}) });
   return { binary: out };
+}
+
+/**
+ * Drives the echo program's gRPC client (served at `url`) against its own
+ * gRPC server: 100-ish concurrent unary calls and streams, then one call per
+ * status; `panic` adds a handler panic that a recovery interceptor turns into
+ * Internal. Asserts each call's outcome as the client saw it; returns the
+ * gRPC server's host:port.
+ */
+export async function runEchoCalls(url: string, concurrent: number, opts: { panic: boolean }): Promise<string> {
+  const grpcAddr = (await httpRequest(`${url}/addr`)).body.trim();
+  const call = async (path: string, expect: string): Promise<void> => {
+    const res = await httpRequest(`${url}${path}${path.includes('?') ? '&' : '?'}to=${grpcAddr}`);
+    assert.equal(res.status, 200, res.body);
+    assert.equal(res.body.trim(), expect, path);
+  };
+  await call(`/unary?n=${concurrent}&what=ok`, `OK=${concurrent + 1}`);
+  await call(`/stream?n=${concurrent}&msgs=3`, `OK=${concurrent + 1}`);
+  await call('/unary?what=notfound', 'NotFound=1');
+  await call('/unary?what=internal', 'Internal=1');
+  if (opts.panic) await call('/unary?what=panic', 'Internal=1');
+  await call('/unary?what=deadline', 'DeadlineExceeded=1');
+  await call('/unary?what=cancel', 'Canceled=1');
+  await call('/missing', 'Unimplemented');
+  return grpcAddr;
 }

@@ -12,9 +12,9 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ReceivedSpan } from '../../../support/collector.ts';
 import { tracedCollector } from '../../../support/traced-collector.ts';
-import { startGoServer, httpRequest } from '../../../support/go-server.ts';
+import { startGoServer } from '../../../support/go-server.ts';
 import { skipUnlessBpf } from '../../../support/privileges.ts';
-import { echoBinary, GRPC_VERSIONS, toolchains, BUILD_ROOT } from './echo-build.ts';
+import { echoBinary, runEchoCalls, GRPC_VERSIONS, toolchains, BUILD_ROOT } from './echo-build.ts';
 
 const skip = skipUnlessBpf();
 const CONCURRENT = 100;
@@ -47,20 +47,7 @@ describe('google.golang.org/grpc server: one SERVER span per RPC', { skip }, () 
           const server = await startGoServer(b.binary);
           try {
             await traced.agent.waitTraced(server.pid);
-            const grpcAddr = (await httpRequest(`${server.url}/addr`)).body.trim();
-            const call = async (path: string, expect: string): Promise<void> => {
-              const res = await httpRequest(`${server.url}${path}${path.includes('?') ? '&' : '?'}to=${grpcAddr}`);
-              assert.equal(res.status, 200, res.body);
-              assert.equal(res.body.trim(), expect, path);
-            };
-            await call(`/unary?n=${CONCURRENT}&what=ok`, `OK=${CONCURRENT + 1}`);
-            await call(`/stream?n=${CONCURRENT}&msgs=3`, `OK=${CONCURRENT + 1}`);
-            await call('/unary?what=notfound', 'NotFound=1');
-            await call('/unary?what=internal', 'Internal=1');
-            await call('/unary?what=panic', 'Internal=1');
-            await call('/unary?what=deadline', 'DeadlineExceeded=1');
-            await call('/unary?what=cancel', 'Canceled=1');
-            await call('/missing', 'Unimplemented');
+            const grpcAddr = await runEchoCalls(server.url, CONCURRENT, { panic: true });
 
             const mine = (all: ReceivedSpan[]): ReceivedSpan[] =>
               all.filter((s) => s.resource['process.pid'] === server.pid && s.kind === 'SERVER' && s.attributes['rpc.system'] === 'grpc');
