@@ -11,6 +11,7 @@
  */
 import { statSync } from 'node:fs';
 import { watch, type FSWatcher } from 'chokidar';
+import { inodeString } from './attachments.ts';
 import type { Logger } from '../util/log.ts';
 
 export class BinaryWatcher {
@@ -31,7 +32,7 @@ export class BinaryWatcher {
     for (const f of files) {
       try {
         const st = statSync(f.path, { bigint: true });
-        if (`${st.dev}:${st.ino}` === f.inode) want.set(f.path, f.inode);
+        if (inodeString(st) === f.inode) want.set(f.path, f.inode);
       } catch {
         /* not visible from here */
       }

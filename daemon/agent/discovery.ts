@@ -4,10 +4,10 @@
  * (device + inode of /proc/PID/exe, which resolves inside the process's own
  * mount namespace) is checked for Go once.
  */
-import { closeSync, fstatSync, openSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { type BigIntStats, closeSync, fstatSync, openSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { readGoVersion } from '../analysis/go-binary.ts';
 import type { BinaryKey } from './attachments.ts';
-import { keyString } from './attachments.ts';
+import { inodeString, keyString } from './attachments.ts';
 import { LruCache } from '../util/lru.ts';
 
 export interface ProcessInfo {
@@ -45,6 +45,11 @@ export function readStartTime(pid: number, procRoot = '/proc'): string | undefin
   }
 }
 
+/** A binary's identity from a (bigint) stat of it: inode and content. */
+function binaryKeyOfStat(st: BigIntStats): BinaryKey {
+  return { dev: st.dev, ino: st.ino, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs, size: st.size };
+}
+
 export function listPids(procRoot = '/proc'): number[] {
   const out: number[] = [];
   for (const name of readdirSync(procRoot)) {
@@ -78,8 +83,7 @@ export class GoProcessProbe {
     }
     let handedOver = false;
     try {
-      const st = fstatSync(fd, { bigint: true });
-      const key: BinaryKey = { dev: st.dev, ino: st.ino, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs, size: st.size };
+      const key = binaryKeyOfStat(fstatSync(fd, { bigint: true }));
       if (keyString(key) !== keyString(expected)) return { kind: 'gone' };
       const exePath = `/proc/self/fd/${fd}`;
       const goVersion = this.goVersionOf(key, exePath);
@@ -112,7 +116,7 @@ export class GoProcessProbe {
     for (const pid of listPids(this.procRoot)) {
       try {
         const st = statSync(`${this.procRoot}/${pid}/exe`, { bigint: true });
-        if (`${st.dev}:${st.ino}` === inode) return true;
+        if (inodeString(st) === inode) return true;
       } catch {
         /* kernel threads, gone */
       }
@@ -123,8 +127,7 @@ export class GoProcessProbe {
   /** The identity of the file a process runs now; undefined when it is gone. */
   currentKey(pid: number): BinaryKey | undefined {
     try {
-      const st = statSync(`${this.procRoot}/${pid}/exe`, { bigint: true });
-      return { dev: st.dev, ino: st.ino, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs, size: st.size };
+      return binaryKeyOfStat(statSync(`${this.procRoot}/${pid}/exe`, { bigint: true }));
     } catch {
       return undefined;
     }
@@ -153,8 +156,7 @@ export class GoProcessProbe {
     try {
       let key: BinaryKey;
       try {
-        const st = fstatSync(fd, { bigint: true });
-        key = { dev: st.dev, ino: st.ino, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs, size: st.size };
+        key = binaryKeyOfStat(fstatSync(fd, { bigint: true }));
         exe = readlinkSync(link).replace(/ \(deleted\)$/, '');
       } catch (e) {
         const code = (e as NodeJS.ErrnoException).code;
