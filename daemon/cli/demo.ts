@@ -1,7 +1,9 @@
 /**
- * `gotrail demo`: two sample Go services (shop → inventory), the agent with
- * the console exporter, a few requests, and the traces printed as trees.
- * Needs nothing outside this machine.
+ * `gotrail demo`: a small shop of three sample Go services — an HTTP front
+ * end (shop) that calls a gRPC back end (orders), which calls an HTTP service
+ * (inventory) — traced by the agent with the console exporter: a few
+ * requests, and the traces printed as trees. Needs nothing outside this
+ * machine.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -9,6 +11,8 @@ import { request } from 'node:http';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { SpanKind } from '@opentelemetry/api';
+import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { Agent } from '../agent/agent.ts';
 import { ConsoleTreeExporter } from '../export/console-tree.ts';
 import { newSpanId, newTraceId } from '../spans/ids.ts';
@@ -17,17 +21,25 @@ import { CliError, EXIT } from './exit-codes.ts';
 import { checkEnvironment } from './run.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const SERVICE_BIN = join(root, 'build', 'go', 'go1.26', 'plain', 'demo-service');
+/** The demo's one Go program; `-role` says which service it plays. */
+export const DEMO_SERVICE_BIN = join(root, 'build', 'go', 'go1.26', 'plain', 'demo-service');
 
 export const demoHelp = `Usage: gotrail demo [--log-level LEVEL]
 
-Starts two sample Go services (shop, which calls inventory), traces them with
-gotrail, sends a few requests and prints the traces as trees. The services know
-nothing about tracing: every span comes from eBPF probes.
+Starts three sample Go services — shop (HTTP), which calls orders over gRPC,
+which calls inventory over HTTP — traces them with gotrail, sends a few
+requests and prints the traces as trees. The services know nothing about
+tracing: every span comes from eBPF probes.
 `;
 
-function startService(role: string, args: string[]): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(SERVICE_BIN, ['-role', role, ...args], {
+/** Test hooks of {@link runDemo}. */
+export interface DemoOptions {
+  /** Called with every span the agent makes, before it is printed. */
+  onSpan?: (span: ReadableSpan) => void;
+}
+
+function startService(role: string, args: string[]): Promise<{ child: ChildProcess; addr: string }> {
+  const child = spawn(DEMO_SERVICE_BIN, ['-role', role, ...args], {
     env: { ...process.env, OTEL_SERVICE_NAME: role, OTEL_RESOURCE_ATTRIBUTES: 'deployment.environment.name=demo' },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
@@ -40,7 +52,7 @@ function startService(role: string, args: string[]): Promise<{ child: ChildProce
       const m = /listening on (\S+)/.exec(buf);
       if (m) {
         clearTimeout(timer);
-        resolve({ child, url: `http://${m[1]}` });
+        resolve({ child, addr: m[1]! });
       }
     });
   });
@@ -57,7 +69,34 @@ function get(url: string, headers: Record<string, string> = {}): Promise<number>
   });
 }
 
-export async function runDemo(argv: string[], out: (s: string) => void): Promise<number> {
+/** What the spans say about the links between the services (for the closing note). */
+function linkSummary(spans: ReadableSpan[]): string {
+  const ids = new Map(spans.map((s) => [s.spanContext().spanId, s]));
+  const svc = (s: ReadableSpan): string => String(s.resource.attributes['service.name']);
+  const parentOf = (s: ReadableSpan): ReadableSpan | undefined => ids.get(s.parentSpanContext?.spanId ?? '');
+  const grpcServer = spans.filter((s) => s.kind === SpanKind.SERVER && svc(s) === 'orders');
+  const httpServer = spans.filter((s) => s.kind === SpanKind.SERVER && svc(s) === 'inventory');
+  const grpcLinked = grpcServer.filter((s) => parentOf(s)?.kind === SpanKind.CLIENT && svc(parentOf(s)!) === 'shop').length;
+  const httpLinked = httpServer.filter((s) => parentOf(s)?.kind === SpanKind.CLIENT && svc(parentOf(s)!) === 'orders').length;
+  const lines = [
+    `gotrail demo: done. orders' HTTP calls (CLIENT) and inventory's requests (SERVER): ${httpLinked} of ${httpServer.length} linked on this node`,
+    'by their TCP connection, with no header written into either program.',
+  ];
+  if (grpcServer.length > 0 && grpcLinked === grpcServer.length) {
+    lines.push(`shop's gRPC calls and orders' RPCs: all ${grpcLinked} linked by their HTTP/2 connection and stream id.`);
+  } else {
+    lines.push(`shop's gRPC calls and orders' RPCs: ${grpcLinked} of ${grpcServer.length} linked; an RPC not linked starts a trace of its own`);
+    lines.push('(gRPC calls between two traced processes are not linked yet).');
+  }
+  return lines.join('\n') + '\n';
+}
+
+/**
+ * Runs the demo, writing its progress and the trace trees to `out`.
+ * Returns the exit code; throws {@link CliError} when the environment cannot
+ * run it (not root, services not built) or a service is not traced in time.
+ */
+export async function runDemo(argv: string[], out: (s: string) => void, opts: DemoOptions = {}): Promise<number> {
   const { values } = parseArgs({ args: argv, options: { 'log-level': { type: 'string', default: 'warn' }, help: { type: 'boolean', short: 'h' } } });
   if (values.help) {
     out(demoHelp);
@@ -65,33 +104,42 @@ export async function runDemo(argv: string[], out: (s: string) => void): Promise
   }
   if (!isLogLevel(values['log-level'])) throw new CliError(`--log-level: unknown level ${values['log-level']}`, EXIT.USAGE);
   checkEnvironment();
-  if (!existsSync(SERVICE_BIN)) throw new CliError(`demo services not built (${SERVICE_BIN}): run bash deploy/setup.sh`, EXIT.ENVIRONMENT);
+  if (!existsSync(DEMO_SERVICE_BIN)) throw new CliError(`demo services not built (${DEMO_SERVICE_BIN}): run bash deploy/setup.sh`, EXIT.ENVIRONMENT);
 
   const log = createLogger(values['log-level']);
   const children: ChildProcess[] = [];
+  const spans: ReadableSpan[] = [];
   const agent = new Agent(log, {
     exporter: new ConsoleTreeExporter((t) => out(t), 300),
-    selection: { includeExe: [SERVICE_BIN] },
+    selection: { includeExe: [DEMO_SERVICE_BIN] },
     scanIntervalMs: 200,
     batcher: { scheduledDelayMillis: 200 },
     // the demo's requests come from this very process: they are what is shown
     skipOwnRequests: false,
+    onSpan: (s) => {
+      spans.push(s);
+      opts.onSpan?.(s);
+    },
   });
   try {
     out('gotrail demo: starting the agent (console exporter)\n');
     await agent.start();
     const inventory = await startService('inventory', []);
     children.push(inventory.child);
-    const shop = await startService('shop', ['-inventory', inventory.url]);
+    const orders = await startService('orders', ['-inventory', `http://${inventory.addr}`]);
+    children.push(orders.child);
+    const shop = await startService('shop', ['-orders', orders.addr]);
     children.push(shop.child);
-    out(`gotrail demo: started inventory (pid ${inventory.child.pid}) at ${inventory.url} and shop (pid ${shop.child.pid}) at ${shop.url}\n`);
-    const want = [inventory.child.pid!, shop.child.pid!];
+    const shopUrl = `http://${shop.addr}`;
+    out(`gotrail demo: started inventory (HTTP, pid ${inventory.child.pid}) at ${inventory.addr}, orders (gRPC, pid ${orders.child.pid}) at ${orders.addr}\n`);
+    out(`              and shop (HTTP, pid ${shop.child.pid}) at ${shop.addr}: shop → orders → inventory\n`);
+    const want = children.map((c) => c.pid!);
     const deadline = Date.now() + 10_000;
     while (!want.every((p) => agent.tracedPids().includes(p))) {
       if (Date.now() > deadline) throw new CliError('the demo services were not traced within 10 s (run with --log-level info to see why)', EXIT.FAILED);
       await new Promise((r) => setTimeout(r, 100));
     }
-    out('gotrail demo: both services traced; sending requests\n\n');
+    out('gotrail demo: all three services traced; sending requests\n\n');
     const calls: Array<[string, Record<string, string>]> = [
       ['/checkout?item=teapot', { traceparent: `00-${newTraceId()}-${newSpanId()}-01` }],
       ['/checkout?item=unicorn', { traceparent: `00-${newTraceId()}-${newSpanId()}-01` }],
@@ -99,7 +147,7 @@ export async function runDemo(argv: string[], out: (s: string) => void): Promise
       ['/health', {}],
     ];
     for (const [path, headers] of calls) {
-      const status = await get(shop.url + path, headers);
+      const status = await get(shopUrl + path, headers);
       out(`  GET ${path}${headers.traceparent ? ' (with traceparent)' : ''} → ${status}\n`);
     }
     out('\n');
@@ -109,6 +157,6 @@ export async function runDemo(argv: string[], out: (s: string) => void): Promise
     for (const c of children) c.kill('SIGTERM');
     await agent.stop();
   }
-  out('gotrail demo: done. The shop\'s outgoing call (CLIENT) and the inventory\'s request (SERVER)\nare linked on this node by their TCP connection: no header was written into either program.\n');
+  out(linkSummary(spans));
   return EXIT.OK;
 }

@@ -9,6 +9,8 @@ import { SpanKind, SpanStatusCode } from '@opentelemetry/api';
 import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-base';
 
 const KIND = ['INTERNAL', 'SERVER', 'CLIENT', 'PRODUCER', 'CONSUMER'];
+/** gRPC status codes by number (google.golang.org/grpc/codes). */
+const GRPC_CODE = ['OK', 'Canceled', 'Unknown', 'InvalidArgument', 'DeadlineExceeded', 'NotFound', 'AlreadyExists', 'PermissionDenied', 'ResourceExhausted', 'FailedPrecondition', 'Aborted', 'OutOfRange', 'Unimplemented', 'Internal', 'Unavailable', 'DataLoss', 'Unauthenticated'];
 
 function ms(span: ReadableSpan): string {
   const [s, ns] = span.duration;
@@ -24,6 +26,8 @@ function describe(span: ReadableSpan): string {
   else if (a['url.full'] !== undefined) parts.push(String(a['url.full']));
   parts.push(KIND[span.kind] ?? String(span.kind));
   if (a['http.response.status_code'] !== undefined) parts.push(String(a['http.response.status_code']));
+  const grpc = a['rpc.grpc.status_code'];
+  if (typeof grpc === 'number') parts.push(GRPC_CODE[grpc] ?? `code ${grpc}`);
   parts.push(ms(span));
   if (span.status.code === SpanStatusCode.ERROR) parts.push('ERROR');
   return `${parts.join('  ')}   [${svc} pid ${String(pid)}]`;
