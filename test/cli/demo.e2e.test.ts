@@ -1,0 +1,84 @@
+/**
+ * `gotrail demo` end to end: the three sample services (shop over HTTP →
+ * orders over gRPC → inventory over HTTP) really traced, and every span a
+ * user should see printed in the trace trees, with the right kinds, names,
+ * statuses and parents.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { SpanKind, SpanStatusCode } from '@opentelemetry/api';
+import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
+import { runDemo } from '../../daemon/cli/demo.ts';
+import { skipUnlessBpf } from '../support/privileges.ts';
+
+const svc = (s: ReadableSpan): string => String(s.resource.attributes['service.name']);
+const pid = (s: ReadableSpan): number => Number(s.resource.attributes['process.pid']);
+const describe = (s: ReadableSpan): string => `${svc(s)} ${SpanKind[s.kind]} ${s.name} ${JSON.stringify(s.attributes)}`;
+
+test('the demo prints whole traces of shop → orders (gRPC) → inventory', { skip: skipUnlessBpf(), timeout: 120_000 }, async () => {
+  let printed = '';
+  const spans: ReadableSpan[] = [];
+  const code = await runDemo([], (s) => (printed += s), { onSpan: (s) => spans.push(s) });
+  assert.equal(code, 0, printed);
+  const all = spans.map(describe).join('\n');
+  const byId = new Map(spans.map((s) => [s.spanContext().spanId, s]));
+  const parentOf = (s: ReadableSpan): ReadableSpan | undefined => byId.get(s.parentSpanContext?.spanId ?? '');
+  const pick = (service: string, kind: SpanKind, name: string): ReadableSpan[] => spans.filter((s) => svc(s) === service && s.kind === kind && s.name === name);
+
+  // shop: one SERVER span per request, each /checkout with one gRPC CLIENT child
+  const checkouts = pick('shop', SpanKind.SERVER, 'GET').filter((s) => s.attributes['url.path'] === '/checkout');
+  assert.equal(checkouts.length, 3, `three /checkout SERVER spans on the shop:\n${all}`);
+  assert.deepEqual(checkouts.map((s) => s.attributes['http.response.status_code']).sort(), [200, 200, 404]);
+  const calls = pick('shop', SpanKind.CLIENT, 'demo.Orders/Place');
+  assert.equal(calls.length, 3, `three gRPC CLIENT spans on the shop:\n${all}`);
+  for (const c of calls) {
+    assert.equal(c.attributes['rpc.system'], 'grpc');
+    assert.equal(c.attributes['rpc.service'], 'demo.Orders');
+    assert.equal(c.attributes['rpc.method'], 'Place');
+    const parent = parentOf(c);
+    assert.ok(parent && checkouts.includes(parent), `the gRPC call is the child of its /checkout span: ${describe(c)}`);
+  }
+  assert.deepEqual(calls.map((c) => c.attributes['rpc.grpc.status_code']).sort(), [0, 0, 5]);
+  assert.equal(calls.filter((c) => c.status.code === SpanStatusCode.ERROR).length, 1, 'NotFound is an error for the client');
+
+  // orders: one gRPC SERVER span per call, each with one HTTP CLIENT child
+  const rpcs = pick('orders', SpanKind.SERVER, 'demo.Orders/Place');
+  assert.equal(rpcs.length, 3, `three gRPC SERVER spans on orders:\n${all}`);
+  for (const r of rpcs) {
+    assert.equal(r.attributes['rpc.system'], 'grpc');
+    assert.equal(r.attributes['rpc.service'], 'demo.Orders');
+    assert.equal(r.attributes['rpc.method'], 'Place');
+    // Until gRPC client→server linking on the node exists, the RPC starts a
+    // trace of its own; once it does, its parent is the shop's call. Never
+    // anything else.
+    const parent = r.parentSpanContext ? parentOf(r) : undefined;
+    assert.ok(r.parentSpanContext === undefined || (parent !== undefined && calls.includes(parent)), `the RPC is a root or the child of a shop gRPC call: ${describe(r)}`);
+  }
+  assert.deepEqual(rpcs.map((r) => r.attributes['rpc.grpc.status_code']).sort(), [0, 0, 5]);
+  assert.equal(rpcs.filter((r) => r.status.code === SpanStatusCode.ERROR).length, 0, 'NotFound is not a server error');
+  const stockCalls = spans.filter((s) => svc(s) === 'orders' && s.kind === SpanKind.CLIENT);
+  assert.equal(stockCalls.length, 3, `three HTTP CLIENT spans on orders:\n${all}`);
+  for (const c of stockCalls) assert.ok(rpcs.includes(parentOf(c)!), `the HTTP call is the child of its RPC: ${describe(c)}`);
+
+  // inventory: linked to orders' calls by their TCP connection
+  const stock = spans.filter((s) => svc(s) === 'inventory');
+  assert.equal(stock.length, 3, `three SERVER spans on inventory:\n${all}`);
+  for (const s of stock) {
+    assert.equal(s.kind, SpanKind.SERVER);
+    assert.ok(stockCalls.includes(parentOf(s)!), `inventory's request is the child of orders' call: ${describe(s)}`);
+  }
+  assert.deepEqual(stock.map((s) => s.attributes['url.path']).sort(), ['/stock/kettle', '/stock/teapot', '/stock/unicorn']);
+
+  // what the user reads: every span in a printed tree, the RPCs with their status
+  for (const s of spans) assert.ok(printed.includes(`trace ${s.spanContext().traceId}`), `trace of ${describe(s)} printed`);
+  const line = (kind: string, status: string, service: string, suffix = ''): RegExp =>
+    new RegExp(`[├└]─ demo\\.Orders/Place  ${kind}  ${status}  [\\d.]+ ms${suffix}   \\[${service} pid \\d+\\]`);
+  assert.match(printed, line('CLIENT', 'OK', 'shop'));
+  assert.match(printed, line('CLIENT', 'NotFound', 'shop', '  ERROR'));
+  assert.match(printed, line('SERVER', 'OK', 'orders'));
+  assert.match(printed, line('SERVER', 'NotFound', 'orders'));
+  assert.match(printed, /[├└]─ GET {2}\/stock\/unicorn {2}SERVER {2}404 /);
+  assert.equal(new Set(spans.map(pid)).size, 3, 'spans from three processes');
+  assert.match(printed, /orders' HTTP calls \(CLIENT\) and inventory's requests \(SERVER\): 3 of 3 linked/);
+  assert.match(printed, /shop's gRPC calls and orders' RPCs: /);
+});
