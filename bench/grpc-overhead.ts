@@ -127,16 +127,17 @@ const hitsPerCall = perProgram.reduce((s, p) => s + p.hitsPerCall, 0);
 const bpfUsPerCall = perProgram.reduce((s, p) => s + (p.hitsPerCall * p.nsPerRun) / 1e3, 0);
 
 const f = (x: number, d = 0): string => x.toFixed(d);
+const signed = (x: number, d = 0): string => `${x >= 0 ? '+' : ''}${x.toFixed(d)}`;
 const lines = [
   `gRPC unary call overhead — ${tc.version}, grpc-go v${values.grpc}, ${rounds} rounds of ${calls} sequential calls per side, one connection, client and server in one traced process`,
   '(medians over rounds)',
   '',
   '| latency per call | without | with gotrail | added |',
   '|---|---:|---:|---:|',
-  `| median | ${f(p50.without, 1)} µs | ${f(p50.with, 1)} µs | +${f(p50.with - p50.without, 1)} µs |`,
-  `| p99 | ${f(p99.without, 1)} µs | ${f(p99.with, 1)} µs | +${f(p99.with - p99.without, 1)} µs |`,
+  `| median | ${f(p50.without, 1)} µs | ${f(p50.with, 1)} µs | ${signed(p50.with - p50.without, 1)} µs |`,
+  `| p99 | ${f(p99.without, 1)} µs | ${f(p99.with, 1)} µs | ${signed(p99.with - p99.without, 1)} µs |`,
   '',
-  `added per round: median ${without.map((w, i) => `+${f(withAgent[i]!.p50 - w.p50)}`).join(', ')} µs; p99 ${without.map((w, i) => `+${f(withAgent[i]!.p99 - w.p99)}`).join(', ')} µs`,
+  `added per round: median ${without.map((w, i) => signed(withAgent[i]!.p50 - w.p50)).join(', ')} µs; p99 ${without.map((w, i) => signed(withAgent[i]!.p99 - w.p99)).join(', ')} µs`,
   '',
   `| probe program | hits per call | BPF time per run |`,
   '|---|---:|---:|',
