@@ -11,11 +11,15 @@ import { join } from 'node:path';
 import { gotrailBin, repoRoot } from '../support/agent-process.ts';
 import { startGoServer } from '../support/go-server.ts';
 import { buildGo, goToolchains, programDir } from '../support/go-build.ts';
+import { setupBinary } from '../programs/programs.ts';
 import { untracedLibraries } from '../../daemon/probes/untraced.ts';
 import { probes } from '../../daemon/probes/registry.ts';
 import type { GoModule } from '../../daemon/analysis/buildinfo.ts';
 
 const goBin = (tc: string, v: string): string => join(repoRoot, 'build', 'go', tc, v, 'httpserver');
+const TRANSPORT = 'google.golang.org/grpc/internal/transport';
+const GRPC_STATUS_S = 'google.golang.org/grpc/internal/status.Status.s';
+const esc = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 const work = join(repoRoot, 'build', 'test-inspect');
 
 /** The parts of `gotrail inspect --json` these tests read. */
@@ -252,6 +256,40 @@ describe('gotrail inspect', () => {
     const text = inspect(bin);
     assert.doesNotMatch(text.out, /not traced \(gotrail has no probe/);
     assert.match(text.out, /net\/http is linked, but this program never serves requests with http\.Server/);
+  });
+
+  test('a grpc-go version outside the offsets database (v1.19.1, stripped): which field is unknown, and what is lost', () => {
+    const bin = setupBinary('inspect-grpc-old', 'go1.26', 'stripped');
+    const r = inspect(bin, '--json');
+    assert.equal(r.code, 0, r.err);
+    assert.equal(r.json.stripped, true);
+    assert.equal(r.json.dwarf, false);
+    assert.match(inspect(bin).out, /google\.golang\.org\/grpc v1\.19\.1/);
+    const server = probe(r.json, 'google.golang.org/grpc/server');
+    assert.equal(server.attachable, true, server.reason ?? undefined);
+    // the binary's own type metadata supplies the transport's fields, the database's range notwithstanding
+    assert.equal(server.offsets[`${TRANSPORT}.http2Server.conn`]?.source, 'types');
+    assert.equal(server.offsets[`${TRANSPORT}.Stream.method`]?.source, 'types');
+    // grpc-go v1.19 has no internal/status package: the status code is what is lost
+    assert.ok(server.degraded.some((d) => new RegExp(`^gRPC server spans carry no status code: no offset for ${esc(GRPC_STATUS_S)} at v1\\.19\\.1 \\(known up to [^;]+; the field does not exist from 1\\.0\\.0 until 1\\.20\\.0\\)$`).test(d)), server.degraded.join('\n'));
+    assert.equal(server.offsets[GRPC_STATUS_S], undefined);
+    const client = probe(r.json, 'google.golang.org/grpc/client');
+    assert.equal(client.attachable, false);
+    assert.equal(client.reason, 'google.golang.org/grpc is linked, but this grpc-go version predates newClientStreamWithParams (added in v1.37.0), whose returned stream the client probe reads: its gRPC calls are not traced (function google.golang.org/grpc.newClientStreamWithParams not found)');
+
+    // A binary whose type metadata does not reach the transport gets the database alone,
+    // which starts at v1.20.0 for http2Server.conn: that field is unknown, and only what needs it is off.
+    const dbOnly = inspect(bin, '--json', '--offsets-from', 'db');
+    assert.equal(dbOnly.code, 0, dbOnly.err);
+    const s2 = probe(dbOnly.json, 'google.golang.org/grpc/server');
+    assert.equal(s2.attachable, true, 'the server probe still attaches');
+    assert.equal(s2.offsets[`${TRANSPORT}.http2Server.conn`], undefined);
+    assert.equal(s2.offsets[`${TRANSPORT}.Stream.method`]?.source, 'db', 'span names still known');
+    const conn = new RegExp(`^client\\.\\*, server\\.\\* and network\\.peer\\.\\* are not reported, and calls from traced clients on this node are not linked to them: no offset for ${esc(TRANSPORT)}\\.http2Server\\.conn at v1\\.19\\.1 \\(known up to [^;]+; older than the data \\(from 1\\.20\\.0\\)\\)$`);
+    assert.ok(s2.degraded.some((d) => conn.test(d)), s2.degraded.join('\n'));
+    const text = inspect(bin, '--offsets-from', 'db');
+    assert.match(text.out, /✔ google\.golang\.org\/grpc\/server/);
+    assert.match(text.out, /degraded: client\.\*, server\.\* and network\.peer\.\* are not reported, .*http2Server\.conn at v1\.19\.1 .*older than the data \(from 1\.20\.0\)/);
   });
 
   test('a library gotrail has no probe for yet (from the buildinfo module list) is named', () => {

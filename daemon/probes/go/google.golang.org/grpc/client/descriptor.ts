@@ -51,7 +51,12 @@ export const grpcClientProbe: ProbeDescriptor = {
   functions: [
     { symbol: `${GRPC}.newClientStream`, entryProgram: BpfPrograms.gt_grpc_client_entry, absentMeans: 'this program never makes gRPC calls with grpc.ClientConn' },
     // returns the *clientStream itself (newClientStream may wrap it, v1.85 does)
-    { symbol: `${GRPC}.newClientStreamWithParams`, returnProgram: BpfPrograms.gt_grpc_client_return, absentMeans: 'this program never makes gRPC calls with grpc.ClientConn' },
+    // absent before v1.37.0, where newClientStream itself returns the stream: such versions are not traced yet
+    {
+      symbol: `${GRPC}.newClientStreamWithParams`,
+      returnProgram: BpfPrograms.gt_grpc_client_return,
+      absentMeans: 'this grpc-go version predates newClientStreamWithParams (added in v1.37.0), whose returned stream the client probe reads: its gRPC calls are not traced',
+    },
     { symbol: `${GRPC}.(*clientStream).finish`, entryProgram: BpfPrograms.gt_grpc_client_finish, absentMeans: 'this program never makes gRPC calls with grpc.ClientConn' },
   ],
   fields: {
