@@ -43,6 +43,10 @@ function startService(role: string, args: string[]): Promise<{ child: ChildProce
     env: { ...process.env, OTEL_SERVICE_NAME: role, OTEL_RESOURCE_ATTRIBUTES: 'deployment.environment.name=demo' },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
+  // however the demo ends (an error, a closed stdout), its services end with it
+  const kill = (): void => void child.kill('SIGTERM');
+  process.once('exit', kill);
+  child.once('exit', () => process.off('exit', kill));
   return new Promise((resolve, reject) => {
     let buf = '';
     const timer = setTimeout(() => reject(new Error(`${role} did not start within 10 s`)), 10_000);
