@@ -155,8 +155,15 @@ export async function runDemo(argv: string[], out: (s: string) => void, opts: De
       out(`  GET ${path}${headers.traceparent ? ' (with traceparent)' : ''} → ${status}\n`);
     }
     out('\n');
+    // A span ends when its Go function returns, which on busy cores may come
+    // after the caller had its answer: wait (up to 5 s) for every span the
+    // requests make — 5 per checkout (shop SERVER and CLIENT, orders SERVER and
+    // CLIENT, inventory SERVER), 1 per health check — before printing.
+    const expected = calls.reduce((n, [path]) => n + (path.startsWith('/checkout') ? 5 : 1), 0);
+    const spansDeadline = Date.now() + 5000;
+    while (spans.length < expected && Date.now() < spansDeadline) await new Promise((r) => setTimeout(r, 50));
     await agent.flush();
-    await new Promise((r) => setTimeout(r, 500));
+    await new Promise((r) => setTimeout(r, 300));
   } finally {
     for (const c of children) c.kill('SIGTERM');
     await agent.stop();
