@@ -4,6 +4,7 @@
 #   kubeconform, helm, kustomize    Kubernetes manifests and the Helm chart
 #   crdschema                       CRD -> kubeconform schema (PodMonitor)
 #   dashboardcheck                  Grafana dashboard JSON (Foundation SDK schema)
+#   yaml2json                       rendered manifests as JSON, for assertions
 #   schemas/kubernetes/vX-local-strict   Kubernetes JSON schemas (PyPI package
 #                                   kubernetes-validate, $refs made relative)
 #   schemas/crd/monitoring.coreos.com/podmonitor_v1.json   from the
@@ -13,7 +14,7 @@ TOOLS_DIR := $(ROOT)/deploy/tools
 TOOLS_OUT := $(BUILD)/tools
 TOOLS_GO := $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 TOOLS_SRC := $(TOOLS_DIR)/go.mod $(TOOLS_DIR)/go.sum $(wildcard $(TOOLS_DIR)/*/*.go)
-TOOLS_BINS := $(addprefix $(TOOLS_OUT)/,kubeconform helm kustomize crdschema dashboardcheck)
+TOOLS_BINS := $(addprefix $(TOOLS_OUT)/,kubeconform helm kustomize crdschema dashboardcheck yaml2json)
 KUBE_SCHEMA_PKG := kubernetes-validate==1.37.0
 KUBE_VERSIONS := 1.30.0 1.36.0
 KUBE_SCHEMAS := $(TOOLS_OUT)/schemas/kubernetes/.stamp
@@ -28,7 +29,7 @@ $(TOOLS_OUT)/.stamp: $(TOOLS_SRC) $(TOOLS_DIR)/tools.mk
 	@echo "[setup] building the deployment validators (first time: ~3 min)"
 	cd $(TOOLS_DIR) && CGO_ENABLED=0 GOTOOLCHAIN=local $(TOOLS_GO) build -trimpath -o $(TOOLS_OUT)/ \
 	  github.com/yannh/kubeconform/cmd/kubeconform helm.sh/helm/v3/cmd/helm \
-	  sigs.k8s.io/kustomize/kustomize/v5 ./crdschema ./dashboardcheck
+	  sigs.k8s.io/kustomize/kustomize/v5 ./crdschema ./dashboardcheck ./yaml2json
 	@touch $@
 
 $(KUBE_SCHEMAS): $(TOOLS_DIR)/tools.mk
