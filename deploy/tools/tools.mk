@@ -5,8 +5,8 @@
 #   crdschema                       CRD -> kubeconform schema (PodMonitor)
 #   dashboardcheck                  Grafana dashboard JSON (Foundation SDK schema)
 #   yaml2json                       rendered manifests as JSON, for assertions
-#   schemas/kubernetes/vX-local-strict   Kubernetes JSON schemas (PyPI package
-#                                   kubernetes-validate, $refs made relative)
+#   schemas/kubernetes/vX-standalone-strict   Kubernetes JSON schemas (from
+#                                   the PyPI package kubernetes-validate, made standalone)
 #   schemas/crd/monitoring.coreos.com/podmonitor_v1.json   from the
 #                                   prometheus-operator module's CRD
 # First build: ~3 min (helm and kustomize); then a no-op.
@@ -32,18 +32,11 @@ $(TOOLS_OUT)/.stamp: $(TOOLS_SRC) $(TOOLS_DIR)/tools.mk
 	  sigs.k8s.io/kustomize/kustomize/v5 ./crdschema ./dashboardcheck ./yaml2json
 	@touch $@
 
-$(KUBE_SCHEMAS): $(TOOLS_DIR)/tools.mk
+$(KUBE_SCHEMAS): $(TOOLS_DIR)/tools.mk $(TOOLS_DIR)/k8s-schemas.py
 	@echo "[setup] Kubernetes JSON schemas ($(KUBE_SCHEMA_PKG), $(KUBE_VERSIONS))"
 	@rm -rf $(dir $@) && mkdir -p $(dir $@)wheel
 	python3 -m pip download --quiet --no-deps --dest $(dir $@)wheel $(KUBE_SCHEMA_PKG)
-	python3 -c 'import sys, zipfile, pathlib; \
-	  out = pathlib.Path(sys.argv[1]); vs = sys.argv[3:]; \
-	  z = zipfile.ZipFile(next(pathlib.Path(sys.argv[2]).glob("*.whl"))); \
-	  pre = "kubernetes_validate/kubernetes-json-schema/"; \
-	  [ (out / n[len(pre):]).parent.mkdir(parents=True, exist_ok=True) or \
-	    (out / n[len(pre):]).write_text(z.read(n).decode().replace("\"/api/_definitions.json#", "\"_definitions.json#")) \
-	    for n in z.namelist() if n.endswith(".json") and any(n.startswith(pre + "v" + v + "-local-strict/") for v in vs) ]' \
-	  $(dir $@) $(dir $@)wheel $(KUBE_VERSIONS)
+	python3 $(TOOLS_DIR)/k8s-schemas.py $(dir $@)wheel/*.whl $(dir $@) $(KUBE_VERSIONS)
 	@rm -rf $(dir $@)wheel
 	@touch $@
 

@@ -48,7 +48,7 @@ export function kubeconform(yaml: string, version: string): Run {
   return run(tool('kubeconform'), [
     '-strict', '-summary', '-output', 'text',
     '-kubernetes-version', version,
-    '-schema-location', join(schemasDir, 'kubernetes', '{{ .NormalizedKubernetesVersion }}-local{{ .StrictSuffix }}', '{{ .ResourceKind }}{{ .KindSuffix }}.json'),
+    '-schema-location', join(schemasDir, 'kubernetes', '{{ .NormalizedKubernetesVersion }}-standalone{{ .StrictSuffix }}', '{{ .ResourceKind }}{{ .KindSuffix }}.json'),
     '-schema-location', join(schemasDir, 'crd', '{{ .Group }}', '{{ .ResourceKind }}_{{ .ResourceAPIVersion }}.json'),
     '-',
   ], yaml);
