@@ -8,12 +8,24 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 
+	"github.com/grafana/grafana-foundation-sdk/go/cog"
 	"github.com/grafana/grafana-foundation-sdk/go/cog/plugins"
 	"github.com/grafana/grafana-foundation-sdk/go/dashboard"
 )
+
+// noErrors turns the SDK's empty error lists (a nil cog.BuildErrors in a
+// non-nil error) into nil.
+func noErrors(err error) error {
+	var list cog.BuildErrors
+	if errors.As(err, &list) && len(list) == 0 {
+		return nil
+	}
+	return err
+}
 
 func main() {
 	plugins.RegisterDefaultPlugins()
@@ -23,9 +35,9 @@ func main() {
 		raw, err := os.ReadFile(file)
 		if err == nil {
 			var d dashboard.Dashboard
-			err = d.UnmarshalJSONStrict(raw)
+			err = noErrors(d.UnmarshalJSONStrict(raw))
 			if err == nil {
-				err = d.Validate()
+				err = noErrors(d.Validate())
 			}
 			if err == nil && d.SchemaVersion != want {
 				err = fmt.Errorf("schemaVersion %d, the schema validated against is %d", d.SchemaVersion, want)
