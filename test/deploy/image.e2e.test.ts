@@ -29,6 +29,19 @@ function sh(cmd: string, args: string[]): string {
   return r.stdout;
 }
 
+test('deploy/Dockerfile and the engine-less build install the same runtime packages and entrypoint', () => {
+  const dockerfile = readFileSync(join(repoRoot, 'deploy', 'Dockerfile'), 'utf8');
+  const buildSh = readFileSync(join(repoRoot, 'deploy', 'image', 'build.sh'), 'utf8');
+  const runtime = dockerfile.slice(dockerfile.lastIndexOf('FROM '));
+  const apt = /apt-get install -y --no-install-recommends\s+\\?\s*([^\\&]+)/.exec(runtime)![1]!.trim().split(/\s+/).sort();
+  const packages = /^packages=\(([^)]*)\)$/m.exec(buildSh)![1]!.trim().split(/\s+/).sort();
+  assert.deepEqual(apt, packages);
+  assert.match(runtime, /^COPY --from=build \/opt\/gotrail \/opt\/gotrail$/m);
+  assert.match(dockerfile, /deploy\/stage\.sh \/opt\/gotrail/);
+  assert.match(runtime, /^ENTRYPOINT \["\/opt\/gotrail\/daemon\/bin\/gotrail"\]\nCMD \["run"\]$/m);
+  assert.match(buildSh, /--config\.entrypoint \/opt\/gotrail\/daemon\/bin\/gotrail --config\.cmd run/);
+});
+
 const skip = skipUnlessBpf() || (spawnSync('umoci', ['--version']).status !== 0 ? 'needs umoci and mmdebstrap (Debian packages)' : false);
 
 test('the engine-less image runs the agent from its root filesystem and a traced request arrives as a span', { skip, timeout: 900_000 }, async (t) => {

@@ -83,7 +83,7 @@ function assertLeastPrivilege(objs: K8sObject[]): void {
   assert.deepEqual(hostPaths, ['/sys/kernel']);
   assert.ok(c.volumeMounts.find((m) => m.mountPath === '/sys/kernel')?.readOnly);
 
-  const role = find(objs, 'ClusterRole') as unknown as { rules: Array<{ apiGroups: string[]; resources: string[]; verbs: string[] }> };
+  const role = find(objs, 'ClusterRole') as K8sObject & { rules: Array<{ apiGroups: string[]; resources: string[]; verbs: string[] }> };
   assert.deepEqual(role.rules, [{ apiGroups: [''], resources: ['pods'], verbs: ['get', 'list', 'watch'] }]);
   const binding = find(objs, 'ClusterRoleBinding') as unknown as { roleRef: { name: string }; subjects: Array<{ kind: string; name: string }> };
   assert.equal(binding.roleRef.name, role.metadata.name);
