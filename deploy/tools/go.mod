@@ -1,5 +1,6 @@
-// Validators for the deployment manifests, built from the Go module proxy by
-// set-up into build/tools: kubeconform, helm and kustomize.
+// Validators of the deployment files, built from the Go module proxy by
+// set-up into build/tools (tools.mk): kubeconform, helm and kustomize, and
+// this module's crdschema, dashboardcheck and yaml2json.
 module gotrail.dev/deploy/tools
 
 go 1.26
