@@ -128,6 +128,13 @@ test('Helm chart: helm lint, and the rendered chart is valid and least-privilege
   assert.deepEqual(c.args.slice(3), ['--metrics-address', '0.0.0.0:9500', '--log-level=debug']);
 });
 
+test('Helm chart: a configuration change changes the ConfigMap only, not the pod template (reloaded, not rolled out)', { skip }, () => {
+  const a = parseYamlStream(renderChart());
+  const b = parseYamlStream(renderChart('config.exporter.otlp.endpoint=http://other:4318'));
+  assert.notDeepEqual(find(a, 'ConfigMap'), find(b, 'ConfigMap'));
+  assert.deepEqual(find(a, 'DaemonSet'), find(b, 'DaemonSet'));
+});
+
 test('kubeconform rejects what the cluster would: a misspelt field, a PodMonitor field the CRD lacks', { skip }, () => {
   const yaml = renderKustomize();
   const typo = yaml.replace('readOnlyRootFilesystem: true', 'readOnlyRootFileSystem: true');
