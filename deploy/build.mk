@@ -6,8 +6,8 @@ NODE_BIN := $(shell $(NODE) -p process.execPath)
 NODEDIR := $(abspath $(dir $(NODE_BIN))/..)
 BUILD := $(ROOT)/build
 
-.PHONY: all native probes testprogs demo-programs collector
-all: native probes demo-programs $(if $(SKIP_TESTS),,testprogs collector)
+.PHONY: all native probes testprogs demo-programs collector image
+all: native probes demo-programs $(if $(SKIP_TESTS),,testprogs collector deploy-tools)
 
 # --- native addon (node-addon-api over the system libbpf) --------------------
 NATIVE_SRC := $(wildcard $(ROOT)/daemon/native/src/*.cc $(ROOT)/daemon/native/src/*.h) $(ROOT)/daemon/native/binding.gyp
@@ -21,3 +21,13 @@ $(NATIVE_OUT): $(NATIVE_SRC)
 -include $(ROOT)/probes/probes.mk
 -include $(ROOT)/test/programs/programs.mk
 -include $(ROOT)/test/collector/collector.mk
+-include $(ROOT)/deploy/tools/tools.mk
+
+# --- the container image without a container engine (deploy/image/build.sh) -
+# Not part of `all`: the image test (test/deploy/image.e2e.test.ts) builds it.
+IMAGE_OUT := $(BUILD)/image/oci/index.json
+IMAGE_SRC := $(ROOT)/deploy/image/build.sh $(ROOT)/deploy/stage.sh $(ROOT)/package-lock.json \
+	$(shell find $(ROOT)/daemon -name '*.ts' -not -path '*/node_modules/*') $(wildcard $(ROOT)/offsets-db/*.json) $(BPF_OBJ) $(NATIVE_OUT)
+image: $(IMAGE_OUT)
+$(IMAGE_OUT): $(IMAGE_SRC)
+	bash $(ROOT)/deploy/image/build.sh

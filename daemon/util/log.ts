@@ -1,8 +1,13 @@
 /**
  * The agent's log: one line per record on stderr, leveled, with a helper that
  * logs a recurring problem once and counts the repeats (the hot path must
- * never flood the log).
+ * never flood the log). Under systemd, when stderr is the journal, each line
+ * starts with its syslog priority (`<3>` … `<7>`, sd-daemon(3)) instead of a
+ * timestamp, so the journal records the level as PRIORITY
+ * (`journalctl -u gotrail -p warning`); fields stay `key=value`.
  */
+import { fstatSync } from 'node:fs';
+
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
 const rank: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40, silent: 99 };
 
@@ -18,6 +23,23 @@ export interface Logger {
   onceCounts(): Map<string, number>;
 }
 
+const syslogPriority: Record<Exclude<LogLevel, 'silent'>, number> = { debug: 7, info: 6, warn: 4, error: 3 };
+
+/**
+ * True when file descriptor `fd` is the stream systemd connected to the journal:
+ * `JOURNAL_STREAM` ("DEVICE:INODE", systemd.exec(5)) names that very file.
+ */
+export function isJournalStream(env: NodeJS.ProcessEnv = process.env, fd = 2): boolean {
+  const m = /^(\d+):(\d+)$/.exec(env.JOURNAL_STREAM ?? '');
+  if (!m) return false;
+  try {
+    const st = fstatSync(fd, { bigint: true });
+    return st.dev === BigInt(m[1]!) && st.ino === BigInt(m[2]!);
+  } catch {
+    return false;
+  }
+}
+
 function fmt(fields?: Record<string, unknown>): string {
   if (!fields) return '';
   const parts: string[] = [];
@@ -29,11 +51,23 @@ function fmt(fields?: Record<string, unknown>): string {
   return parts.length ? ' ' + parts.join(' ') : '';
 }
 
-export function createLogger(level: LogLevel = 'info', write: (line: string) => void = (l) => process.stderr.write(l)): Logger {
+/**
+ * @param write    where lines go; default: stderr.
+ * @param journal  prefix lines with their syslog priority and leave the time to
+ *   the journal; default: when lines go to stderr and it is the journal
+ *   ({@link isJournalStream}).
+ */
+export function createLogger(
+  level: LogLevel = 'info',
+  write?: (line: string) => void,
+  journal: boolean = write === undefined && isJournalStream(),
+): Logger {
+  const out = write ?? ((l: string): void => void process.stderr.write(l));
   const seen = new Map<string, number>();
-  const emit = (lvl: LogLevel, msg: string, fields?: Record<string, unknown>): void => {
+  const emit = (lvl: Exclude<LogLevel, 'silent'>, msg: string, fields?: Record<string, unknown>): void => {
     if (rank[lvl] < rank[logger.level]) return;
-    write(`${new Date().toISOString()} ${lvl.toUpperCase().padEnd(5)} ${msg}${fmt(fields)}\n`);
+    const head = journal ? `<${syslogPriority[lvl]}>` : `${new Date().toISOString()} `;
+    out(`${head}${lvl.toUpperCase().padEnd(5)} ${msg}${fmt(fields)}\n`);
   };
   const logger: Logger = {
     level,

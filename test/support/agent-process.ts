@@ -18,8 +18,13 @@ export interface AgentProcess {
   stop(): Promise<number | null>;
 }
 
-export async function startAgent(args: string[], env: Record<string, string> = {}): Promise<AgentProcess> {
-  const child = spawn(gotrailBin, ['run', '--metrics-address', '127.0.0.1:0', '--scan-interval', '200', ...args], {
+/**
+ * @param opts.command  the command that is `gotrail` (default: daemon/bin/gotrail),
+ *   e.g. the image's entrypoint run in its root filesystem; `run` and the flags follow it.
+ */
+export async function startAgent(args: string[], env: Record<string, string> = {}, opts: { command?: string[] } = {}): Promise<AgentProcess> {
+  const [exe, ...pre] = opts.command ?? [gotrailBin];
+  const child = spawn(exe!, [...pre, 'run', '--metrics-address', '127.0.0.1:0', '--scan-interval', '200', ...args], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
