@@ -23,6 +23,7 @@ export const BpfMaps = {
   gt_http_client_config: 'gt_http_client_config',
   gt_http_client_h2_reqs: 'gt_http_client_h2_reqs',
   gt_http_client_inflight: 'gt_http_client_inflight',
+  gt_http_routes: 'gt_http_routes',
   gt_http_server_config: 'gt_http_server_config',
   gt_http_server_inflight: 'gt_http_server_inflight',
   gt_process_events: 'gt_process_events',
@@ -227,6 +228,21 @@ export const HttpLimits = {
   GT_HTTP_INFLIGHT_MAX: 16384,
 } as const;
 
+/** enum gt_http_route_limits */
+export const HttpRouteLimits = {
+  GT_HTTP_ROUTE_MAX: 128,
+  GT_HTTP_ROUTES_INFLIGHT_MAX: 16384,
+} as const;
+
+/** enum gt_http_route_source */
+export const HttpRouteSource = {
+  GT_HTTP_ROUTE_NONE: 0,
+  GT_HTTP_ROUTE_SERVEMUX: 1,
+  GT_HTTP_ROUTE_GORILLA: 2,
+  GT_HTTP_ROUTE_CHI: 3,
+  GT_HTTP_ROUTE_GIN: 4,
+} as const;
+
 /** enum gt_http_server_flags */
 export const HttpServerFlags = {
   GT_HTTP_SERVER_ENABLED: 1,
@@ -239,6 +255,8 @@ export const HttpServerFlags = {
   GT_HTTP_SERVER_PROTO: 128,
   GT_HTTP_SERVER_HIJACK: 256,
   GT_HTTP_SERVER_H2_LINK: 512,
+  GT_HTTP_SERVER_PATTERN: 1024,
+  GT_HTTP_SERVER_PAT: 2048,
 } as const;
 
 /** enum gt_paired_function */
@@ -867,7 +885,39 @@ export function encodeHttpClientEvent(v: HttpClientEvent, buf: Buffer = Buffer.a
   return buf;
 }
 
-/** struct gt_http_server_config (148 bytes) */
+/** struct gt_http_route (136 bytes) */
+export interface HttpRoute {
+  len: number;
+  source: number;
+  route: Buffer;
+}
+
+export const HTTP_ROUTE_SIZE = 136;
+export const HttpRouteOffsets = {
+  len: 0,
+  source: 4,
+  route: 8,
+} as const;
+
+/** Decodes struct gt_http_route at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeHttpRoute(buf: Buffer, off = 0): HttpRoute {
+  if (off + 136 > buf.length) throw new RangeError(`gt_http_route: need 136 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    len: buf.readInt32LE(off + 0),
+    source: buf.readUInt32LE(off + 4),
+    route: buf.subarray(off + 8, off + 8 + 128),
+  };
+}
+
+/** Encodes struct gt_http_route into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeHttpRoute(v: HttpRoute, buf: Buffer = Buffer.alloc(136), off = 0): Buffer {
+  buf.writeInt32LE(v.len, off + 0);
+  buf.writeUInt32LE(v.source, off + 4);
+  buf.fill(0, off + 8, off + 8 + 128); v.route.copy(buf, off + 8, 0, Math.min(v.route.length, 128));
+  return buf;
+}
+
+/** struct gt_http_server_config (164 bytes) */
 export interface HttpServerConfig {
   req_method: number;
   req_url: number;
@@ -901,9 +951,13 @@ export interface HttpServerConfig {
   h2_sc_conn: number;
   h2_sc_tls: number;
   tls_conn_conn: number;
+  req_pattern: number;
+  req_pat: number;
+  pattern_str: number;
+  reserved: number;
 }
 
-export const HTTP_SERVER_CONFIG_SIZE = 148;
+export const HTTP_SERVER_CONFIG_SIZE = 164;
 export const HttpServerConfigOffsets = {
   req_method: 0,
   req_url: 4,
@@ -937,11 +991,15 @@ export const HttpServerConfigOffsets = {
   h2_sc_conn: 136,
   h2_sc_tls: 140,
   tls_conn_conn: 144,
+  req_pattern: 148,
+  req_pat: 152,
+  pattern_str: 156,
+  reserved: 160,
 } as const;
 
 /** Decodes struct gt_http_server_config at `off`; byte arrays are views into `buf`, not copies. */
 export function decodeHttpServerConfig(buf: Buffer, off = 0): HttpServerConfig {
-  if (off + 148 > buf.length) throw new RangeError(`gt_http_server_config: need 148 bytes at ${off}, have ${buf.length - off}`);
+  if (off + 164 > buf.length) throw new RangeError(`gt_http_server_config: need 164 bytes at ${off}, have ${buf.length - off}`);
   return {
     req_method: buf.readUInt32LE(off + 0),
     req_url: buf.readUInt32LE(off + 4),
@@ -975,11 +1033,15 @@ export function decodeHttpServerConfig(buf: Buffer, off = 0): HttpServerConfig {
     h2_sc_conn: buf.readUInt32LE(off + 136),
     h2_sc_tls: buf.readUInt32LE(off + 140),
     tls_conn_conn: buf.readUInt32LE(off + 144),
+    req_pattern: buf.readUInt32LE(off + 148),
+    req_pat: buf.readUInt32LE(off + 152),
+    pattern_str: buf.readUInt32LE(off + 156),
+    reserved: buf.readUInt32LE(off + 160),
   };
 }
 
 /** Encodes struct gt_http_server_config into `buf` at `off` (a new zeroed buffer by default). */
-export function encodeHttpServerConfig(v: HttpServerConfig, buf: Buffer = Buffer.alloc(148), off = 0): Buffer {
+export function encodeHttpServerConfig(v: HttpServerConfig, buf: Buffer = Buffer.alloc(164), off = 0): Buffer {
   buf.writeUInt32LE(v.req_method, off + 0);
   buf.writeUInt32LE(v.req_url, off + 4);
   buf.writeUInt32LE(v.req_host, off + 8);
@@ -1012,10 +1074,14 @@ export function encodeHttpServerConfig(v: HttpServerConfig, buf: Buffer = Buffer
   buf.writeUInt32LE(v.h2_sc_conn, off + 136);
   buf.writeUInt32LE(v.h2_sc_tls, off + 140);
   buf.writeUInt32LE(v.tls_conn_conn, off + 144);
+  buf.writeUInt32LE(v.req_pattern, off + 148);
+  buf.writeUInt32LE(v.req_pat, off + 152);
+  buf.writeUInt32LE(v.pattern_str, off + 156);
+  buf.writeUInt32LE(v.reserved, off + 160);
   return buf;
 }
 
-/** struct gt_http_server_event (896 bytes) */
+/** struct gt_http_server_event (1032 bytes) */
 export interface HttpServerEvent {
   hdr: EventHeader;
   start_ns: bigint;
@@ -1035,9 +1101,10 @@ export interface HttpServerEvent {
   proto_major: number;
   proto_minor: number;
   tracestate: Buffer;
+  route: HttpRoute;
 }
 
-export const HTTP_SERVER_EVENT_SIZE = 896;
+export const HTTP_SERVER_EVENT_SIZE = 1032;
 export const HttpServerEventOffsets = {
   hdr: 0,
   start_ns: 24,
@@ -1057,11 +1124,12 @@ export const HttpServerEventOffsets = {
   proto_major: 380,
   proto_minor: 382,
   tracestate: 384,
+  route: 896,
 } as const;
 
 /** Decodes struct gt_http_server_event at `off`; byte arrays are views into `buf`, not copies. */
 export function decodeHttpServerEvent(buf: Buffer, off = 0): HttpServerEvent {
-  if (off + 896 > buf.length) throw new RangeError(`gt_http_server_event: need 896 bytes at ${off}, have ${buf.length - off}`);
+  if (off + 1032 > buf.length) throw new RangeError(`gt_http_server_event: need 1032 bytes at ${off}, have ${buf.length - off}`);
   return {
     hdr: decodeEventHeader(buf, off + 0),
     start_ns: buf.readBigUInt64LE(off + 24),
@@ -1081,11 +1149,12 @@ export function decodeHttpServerEvent(buf: Buffer, off = 0): HttpServerEvent {
     proto_major: buf.readUInt16LE(off + 380),
     proto_minor: buf.readUInt16LE(off + 382),
     tracestate: buf.subarray(off + 384, off + 384 + 512),
+    route: decodeHttpRoute(buf, off + 896),
   };
 }
 
 /** Encodes struct gt_http_server_event into `buf` at `off` (a new zeroed buffer by default). */
-export function encodeHttpServerEvent(v: HttpServerEvent, buf: Buffer = Buffer.alloc(896), off = 0): Buffer {
+export function encodeHttpServerEvent(v: HttpServerEvent, buf: Buffer = Buffer.alloc(1032), off = 0): Buffer {
   encodeEventHeader(v.hdr, buf, off + 0);
   buf.writeBigUInt64LE(v.start_ns, off + 24);
   buf.writeBigUInt64LE(v.end_ns, off + 32);
@@ -1104,6 +1173,7 @@ export function encodeHttpServerEvent(v: HttpServerEvent, buf: Buffer = Buffer.a
   buf.writeUInt16LE(v.proto_major, off + 380);
   buf.writeUInt16LE(v.proto_minor, off + 382);
   buf.fill(0, off + 384, off + 384 + 512); v.tracestate.copy(buf, off + 384, 0, Math.min(v.tracestate.length, 512));
+  encodeHttpRoute(v.route, buf, off + 896);
   return buf;
 }
 

@@ -9,6 +9,7 @@ import { SpanStatusCode, type Attributes, type SpanKind, type TraceState } from 
 import type { MonotonicClock } from '../spans/clock.ts';
 import { makeSpan } from '../spans/span-record.ts';
 import { spanContextFrom } from '../spans/span-context.ts';
+import type { HttpRouteBound } from '../spans/http-route.ts';
 import type { BpfMapName, BpfProgramName, SpanContext as SpanContextLayout } from '../generated/layouts.ts';
 
 export interface ProbedFunction {
@@ -85,6 +86,8 @@ export interface EventContext {
   emit(span: ReadableSpan): void;
   /** Counts a decoding problem once per reason (metrics + one log line). */
   problem(reason: string): void;
+  /** The agent's bound on distinct `http.route` values per service. */
+  routes: HttpRouteBound;
 }
 
 export interface ProbeDescriptor {
