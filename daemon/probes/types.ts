@@ -45,6 +45,12 @@ export interface ProbeField {
    * field is required: an unknown offset disables the probe for that binary.
    */
   optional?: string;
+  /**
+   * The Go release that introduced the field (`1.23`), for an optional field
+   * of a feature older Go versions lack: its absence from a binary of an
+   * older Go loses nothing, so it is not reported as a degradation there.
+   */
+  goSince?: string;
 }
 
 /** The fields without which `probe` cannot run. */

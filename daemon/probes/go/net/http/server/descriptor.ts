@@ -78,7 +78,7 @@ const H2_LINK_INTERNAL = [F.h2Stream, F.h2StreamId, F.h2Conn, F.h2ScConn, F.h2Sc
 const NO_TRACEPARENT = 'incoming traceparent headers are not read';
 const NOT_LINKED = 'requests from traced clients on this node are not linked to them, and requests gotrail itself sent are traced';
 const NO_H2_STATUS = 'HTTP/2 responses carry no status code';
-const NO_ROUTE = 'http.route is not reported for ServeMux patterns (Go 1.22 and later have them)';
+const NO_ROUTE = 'http.route is not reported for ServeMux patterns';
 const H2_NOT_LINKED = 'HTTP/2 requests from traced clients on this node are not linked to them';
 
 
@@ -122,8 +122,8 @@ export const httpServerProbe: ProbeDescriptor = {
     ...fieldGroup(H2_LINK_BUNDLED, { reads: 'the HTTP/2 stream, its id and connection (Go before 1.27, bundled HTTP/2)', optional: H2_NOT_LINKED }),
     ...fieldGroup(H2_LINK_INTERNAL, { reads: 'the HTTP/2 stream, its id and connection (Go 1.27 and later)', optional: H2_NOT_LINKED }),
     [F.tlsConn]: { reads: 'the TCP connection under a TLS one', optional: H2_NOT_LINKED },
-    [F.pattern]: { reads: 'http.route: the ServeMux pattern that matched (Go 1.23 and later)', optional: NO_ROUTE },
-    ...fieldGroup([F.pat, F.patternStr], { reads: 'http.route: the ServeMux pattern that matched (Go 1.22)', optional: NO_ROUTE }),
+    [F.pattern]: { reads: 'http.route: the ServeMux pattern that matched (Go 1.23 and later)', optional: NO_ROUTE, goSince: '1.22' },
+    ...fieldGroup([F.pat, F.patternStr], { reads: 'http.route: the ServeMux pattern that matched (Go 1.22)', optional: NO_ROUTE, goSince: '1.22' }),
   },
   alternativeFields: [
     [F.h2RwsBundled, F.h2Rws], [F.h2StatusBundled, F.h2Status],
