@@ -4,15 +4,19 @@
 
 /** Every map of the probes' object, by name: use these, never a string, so that a rename fails the type check. */
 export const BpfMaps = {
+  chi_join: 'chi_join',
   grpc_client_scratch: 'grpc_client_scratch',
   grpc_server_scratch: 'grpc_server_scratch',
   gt_binaries: 'gt_binaries',
   gt_binary_files: 'gt_binary_files',
+  gt_chi_config: 'gt_chi_config',
   gt_conn_published: 'gt_conn_published',
   gt_conn_spans: 'gt_conn_spans',
   gt_counters: 'gt_counters',
   gt_debug: 'gt_debug',
   gt_events: 'gt_events',
+  gt_gin_config: 'gt_gin_config',
+  gt_gorilla_mux_config: 'gt_gorilla_mux_config',
   gt_goroutine_spans: 'gt_goroutine_spans',
   gt_goroutines_entered: 'gt_goroutines_entered',
   gt_grpc_client_config: 'gt_grpc_client_config',
@@ -23,6 +27,7 @@ export const BpfMaps = {
   gt_http_client_config: 'gt_http_client_config',
   gt_http_client_h2_reqs: 'gt_http_client_h2_reqs',
   gt_http_client_inflight: 'gt_http_client_inflight',
+  gt_http_router_objects: 'gt_http_router_objects',
   gt_http_routes: 'gt_http_routes',
   gt_http_server_config: 'gt_http_server_config',
   gt_http_server_inflight: 'gt_http_server_inflight',
@@ -39,6 +44,11 @@ export type BpfMapName = (typeof BpfMaps)[keyof typeof BpfMaps];
 
 /** Every program of the probes' object, by name: use these, never a string, so that a rename fails the type check. */
 export const BpfPrograms = {
+  gt_chi_entry: 'gt_chi_entry',
+  gt_chi_return: 'gt_chi_return',
+  gt_gin_entry: 'gt_gin_entry',
+  gt_gin_return: 'gt_gin_return',
+  gt_gorilla_mux_route: 'gt_gorilla_mux_route',
   gt_grpc_client_entry: 'gt_grpc_client_entry',
   gt_grpc_client_finish: 'gt_grpc_client_finish',
   gt_grpc_client_return: 'gt_grpc_client_return',
@@ -62,6 +72,16 @@ export type BpfProgramName = (typeof BpfPrograms)[keyof typeof BpfPrograms];
 export const BinaryFlags = {
   GT_BINARY_VALID: 1,
   GT_BINARY_RELEASED: 2,
+} as const;
+
+/** enum gt_chi_flags */
+export const ChiFlags = {
+  GT_CHI_ENABLED: 1,
+} as const;
+
+/** enum gt_chi_limits */
+export const ChiLimits = {
+  GT_CHI_PATTERNS_MAX: 4,
 } as const;
 
 /** enum gt_counter */
@@ -106,6 +126,16 @@ export const ExecFlags = {
 /** enum gt_file_flags */
 export const FileFlags = {
   GT_FILE_ALLOW_AT_EXEC: 1,
+} as const;
+
+/** enum gt_gin_flags */
+export const GinFlags = {
+  GT_GIN_ENABLED: 1,
+} as const;
+
+/** enum gt_gorilla_mux_flags */
+export const GorillaMuxFlags = {
+  GT_GORILLA_MUX_ENABLED: 1,
 } as const;
 
 /** enum gt_grpc_client_event_flags */
@@ -176,6 +206,11 @@ export const HitSite = {
   GT_HIT_GRPC_CLIENT_ENTRY: 11,
   GT_HIT_GRPC_CLIENT_RETURN: 12,
   GT_HIT_GRPC_CLIENT_FINISH: 13,
+  GT_HIT_GORILLA_MUX_ROUTE: 40,
+  GT_HIT_GIN_ENTRY: 41,
+  GT_HIT_GIN_RETURN: 42,
+  GT_HIT_CHI_ENTRY: 43,
+  GT_HIT_CHI_RETURN: 44,
 } as const;
 
 /** enum gt_http_client_event_flags */
@@ -265,6 +300,8 @@ export const PairedFunction = {
   GT_PAIRED_HTTP_CLIENT: 2,
   GT_PAIRED_GRPC_SERVER: 3,
   GT_PAIRED_GRPC_CLIENT: 4,
+  GT_PAIRED_GIN: 10,
+  GT_PAIRED_CHI: 11,
 } as const;
 
 /** enum gt_process_event_limits */
@@ -313,6 +350,34 @@ export function decodeBinaryInfo(buf: Buffer, off = 0): BinaryInfo {
 /** Encodes struct gt_binary_info into `buf` at `off` (a new zeroed buffer by default). */
 export function encodeBinaryInfo(v: BinaryInfo, buf: Buffer = Buffer.alloc(8), off = 0): Buffer {
   buf.writeUInt32LE(v.goid_offset, off + 0);
+  buf.writeUInt32LE(v.flags, off + 4);
+  return buf;
+}
+
+/** struct gt_chi_config (8 bytes) */
+export interface ChiConfig {
+  ctx_route_patterns: number;
+  flags: number;
+}
+
+export const CHI_CONFIG_SIZE = 8;
+export const ChiConfigOffsets = {
+  ctx_route_patterns: 0,
+  flags: 4,
+} as const;
+
+/** Decodes struct gt_chi_config at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeChiConfig(buf: Buffer, off = 0): ChiConfig {
+  if (off + 8 > buf.length) throw new RangeError(`gt_chi_config: need 8 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    ctx_route_patterns: buf.readUInt32LE(off + 0),
+    flags: buf.readUInt32LE(off + 4),
+  };
+}
+
+/** Encodes struct gt_chi_config into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeChiConfig(v: ChiConfig, buf: Buffer = Buffer.alloc(8), off = 0): Buffer {
+  buf.writeUInt32LE(v.ctx_route_patterns, off + 0);
   buf.writeUInt32LE(v.flags, off + 4);
   return buf;
 }
@@ -474,6 +539,70 @@ export function decodeFileKey(buf: Buffer, off = 0): FileKey {
 export function encodeFileKey(v: FileKey, buf: Buffer = Buffer.alloc(16), off = 0): Buffer {
   buf.writeBigUInt64LE(v.dev, off + 0);
   buf.writeBigUInt64LE(v.ino, off + 8);
+  return buf;
+}
+
+/** struct gt_gin_config (8 bytes) */
+export interface GinConfig {
+  ctx_full_path: number;
+  flags: number;
+}
+
+export const GIN_CONFIG_SIZE = 8;
+export const GinConfigOffsets = {
+  ctx_full_path: 0,
+  flags: 4,
+} as const;
+
+/** Decodes struct gt_gin_config at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeGinConfig(buf: Buffer, off = 0): GinConfig {
+  if (off + 8 > buf.length) throw new RangeError(`gt_gin_config: need 8 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    ctx_full_path: buf.readUInt32LE(off + 0),
+    flags: buf.readUInt32LE(off + 4),
+  };
+}
+
+/** Encodes struct gt_gin_config into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeGinConfig(v: GinConfig, buf: Buffer = Buffer.alloc(8), off = 0): Buffer {
+  buf.writeUInt32LE(v.ctx_full_path, off + 0);
+  buf.writeUInt32LE(v.flags, off + 4);
+  return buf;
+}
+
+/** struct gt_gorilla_mux_config (16 bytes) */
+export interface GorillaMuxConfig {
+  route_regexp: number;
+  group_path: number;
+  regexp_template: number;
+  flags: number;
+}
+
+export const GORILLA_MUX_CONFIG_SIZE = 16;
+export const GorillaMuxConfigOffsets = {
+  route_regexp: 0,
+  group_path: 4,
+  regexp_template: 8,
+  flags: 12,
+} as const;
+
+/** Decodes struct gt_gorilla_mux_config at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeGorillaMuxConfig(buf: Buffer, off = 0): GorillaMuxConfig {
+  if (off + 16 > buf.length) throw new RangeError(`gt_gorilla_mux_config: need 16 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    route_regexp: buf.readUInt32LE(off + 0),
+    group_path: buf.readUInt32LE(off + 4),
+    regexp_template: buf.readUInt32LE(off + 8),
+    flags: buf.readUInt32LE(off + 12),
+  };
+}
+
+/** Encodes struct gt_gorilla_mux_config into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeGorillaMuxConfig(v: GorillaMuxConfig, buf: Buffer = Buffer.alloc(16), off = 0): Buffer {
+  buf.writeUInt32LE(v.route_regexp, off + 0);
+  buf.writeUInt32LE(v.group_path, off + 4);
+  buf.writeUInt32LE(v.regexp_template, off + 8);
+  buf.writeUInt32LE(v.flags, off + 12);
   return buf;
 }
 

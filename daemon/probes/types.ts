@@ -125,11 +125,18 @@ export interface ProbeDescriptor {
    * while the other resolves.
    */
   alternativeFields?: Array<[string, string]>;
-  /** The probe's id in the event type family: `EventType.<its enum gt_event_type_<probe> value>`. */
-  eventType: number;
-  eventSize: number;
-  handleEvent(buf: Buffer, off: number, ctx: EventContext): void;
+  /**
+   * The probe's id in the event type family: `EventType.<its enum gt_event_type_<probe> value>`.
+   * Absent for a probe that makes no spans of its own but adds to another
+   * probe's (a router's `http.route`, carried on the net/http server's event).
+   */
+  eventType?: number;
+  eventSize?: number;
+  handleEvent?(buf: Buffer, off: number, ctx: EventContext): void;
 }
+
+/** A probe that makes spans from events of its own. */
+export type EventProbe = ProbeDescriptor & Required<Pick<ProbeDescriptor, 'eventType' | 'eventSize' | 'handleEvent'>>;
 
 /**
  * The common start of every span-producing event: the process's resource and

@@ -82,5 +82,21 @@ export function routeTemplate(bytes: Buffer, len: number, source: number, bound:
   const raw = goString(bytes, len);
   const slash = raw.indexOf('/');
   if (slash < 0) return undefined;
-  return source === HttpRouteSource.GT_HTTP_ROUTE_SERVEMUX ? raw.slice(slash) : slash === 0 ? raw : undefined;
+  if (source === HttpRouteSource.GT_HTTP_ROUTE_SERVEMUX) return raw.slice(slash);
+  if (slash !== 0) return undefined;
+  return source === HttpRouteSource.GT_HTTP_ROUTE_CHI ? chiRoutePattern(raw) : raw;
+}
+
+/**
+ * chi's `Context.RoutePattern()` of its joined `RoutePatterns`: the `/*` of
+ * each mount point removed (`/api/*` + `/users/{id}` → `/api/users/{id}`),
+ * and a trailing slash dropped except from `/`.
+ */
+export function chiRoutePattern(joined: string): string {
+  let p = joined;
+  while (p.includes('/*/')) p = p.replaceAll('/*/', '/');
+  if (p === '/') return p;
+  if (p.endsWith('//')) p = p.slice(0, -2);
+  if (p.endsWith('/')) p = p.slice(0, -1);
+  return p;
 }

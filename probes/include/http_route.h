@@ -9,7 +9,7 @@
  * its request. */
 #pragma once
 
-#include "gotrail.h"
+#include "go_abi.h"
 
 enum gt_http_route_limits {
 	GT_HTTP_ROUTE_MAX = 128, /* bytes of a route template carried */
@@ -43,3 +43,33 @@ struct {
 	__type(key, struct gt_goroutine_key);
 	__type(value, struct gt_http_route);
 } gt_http_routes SEC(".maps");
+
+/* A router's object for the request being routed on a goroutine, saved at
+ * the entry of the routing function and read at its return (gin's
+ * *Context, chi's *Context): the route is known only once routing is done,
+ * and the object goes back to the router's pool right after the request,
+ * so it is read before that, on the routing goroutine. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, GT_HTTP_ROUTES_INFLIGHT_MAX);
+	__type(key, struct gt_goroutine_key);
+	__type(value, __u64);
+} gt_http_router_objects SEC(".maps");
+
+/* Records for the goroutine of `key` the route template held by the Go
+ * string at base+off. */
+static __always_inline void gt_http_route_from_string(const struct gt_goroutine_key *key, __u32 source,
+						      __u64 base, __u32 off)
+{
+	struct gt_http_route r = {};
+	__s64 n = go_read_string(base, off, r.route, GT_HTTP_ROUTE_MAX);
+	if (n < 0) {
+		gt_count(GT_COUNTER_READ_FAILED);
+		return;
+	}
+	if (n == 0)
+		return;
+	r.len = n > 0x7fffffff ? 0x7fffffff : (__s32)n;
+	r.source = source;
+	bpf_map_update_elem(&gt_http_routes, key, &r, BPF_ANY);
+}

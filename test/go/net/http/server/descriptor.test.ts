@@ -226,3 +226,11 @@ test('distinct routes per service are bounded: new routes past the limit are lef
   // the bound is per service
   assert.equal(routes.admit('other', '/c'), '/c');
 });
+
+test("chi's joined patterns read as chi's own RoutePattern()", () => {
+  const chi = (joined: string): unknown => run(event({ route: joined, routeSource: HttpRouteSource.GT_HTTP_ROUTE_CHI })).spans[0]!.attributes['http.route'];
+  assert.equal(chi('/api/v1/*/items/{id}'), '/api/v1/items/{id}');
+  assert.equal(chi('/a/*/*/b/'), '/a/b');
+  assert.equal(chi('/'), '/');
+  assert.equal(chi('/api/*'), '/api/*', 'a mount point without a match below it stays as chi reports it');
+});

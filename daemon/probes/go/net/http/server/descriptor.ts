@@ -13,7 +13,7 @@ import {
   BpfMaps, BpfPrograms, EventType, HttpEventFlags, HttpServerFlags, HTTP_SERVER_EVENT_SIZE,
   decodeHttpServerEvent, encodeHttpServerConfig,
 } from '../../../../../generated/layouts.ts';
-import { emitProbeSpan, eventBasics, fieldGroup, type EventContext, type ProbeDescriptor } from '../../../../types.ts';
+import { emitProbeSpan, eventBasics, fieldGroup, type EventContext, type EventProbe } from '../../../../types.ts';
 import { goString, splitHostPort } from '../../../../../spans/go-values.ts';
 import { routeTemplate } from '../../../../../spans/http-route.ts';
 import { TCP_FIELDS, TCP_FIELDS_READ, tcpOffsets } from '../tcp-fields.ts';
@@ -84,7 +84,7 @@ const H2_NOT_LINKED = 'HTTP/2 requests from traced clients on this node are not 
 
 export { splitHostPort };
 
-export const httpServerProbe: ProbeDescriptor = {
+export const httpServerProbe: EventProbe = {
   id: 'net/http/server',
   module: 'std',
   goPackage: 'net/http',
