@@ -10,7 +10,7 @@
 #include "http_route.h"
 
 struct gt_gorilla_mux_config {
-	__u32 route_regexp;   /* mux.Route.regexp (a routeRegexpGroup, by value) */
+	__u32 route_regexp;   /* mux.Route.routeConf + routeConf.regexp (a routeRegexpGroup, by value) */
 	__u32 group_path;     /* mux.routeRegexpGroup.path (*routeRegexp) */
 	__u32 regexp_template; /* mux.routeRegexp.template */
 	__u32 flags;          /* enum gt_gorilla_mux_flags */

@@ -7,7 +7,8 @@ import { BpfMaps, BpfPrograms, GorillaMuxFlags, encodeGorillaMuxConfig } from '.
 import type { ProbeDescriptor } from '../../../../types.ts';
 
 const F = {
-  regexp: 'github.com/gorilla/mux.Route.regexp',
+  conf: 'github.com/gorilla/mux.Route.routeConf',
+  regexp: 'github.com/gorilla/mux.routeConf.regexp',
   path: 'github.com/gorilla/mux.routeRegexpGroup.path',
   template: 'github.com/gorilla/mux.routeRegexp.template',
 } as const;
@@ -25,7 +26,8 @@ export const gorillaMuxProbe: ProbeDescriptor = {
     },
   ],
   fields: {
-    [F.regexp]: { reads: "the matched route's regexps" },
+    [F.conf]: { reads: "the matched route's configuration (embedded)" },
+    [F.regexp]: { reads: "the route's regexps" },
     [F.path]: { reads: "the route's path regexp" },
     [F.template]: { reads: 'http.route: the path template' },
   },
@@ -33,7 +35,7 @@ export const gorillaMuxProbe: ProbeDescriptor = {
   stateMaps: [],
   encodeConfig(o) {
     return encodeGorillaMuxConfig({
-      route_regexp: o[F.regexp] ?? 0,
+      route_regexp: (o[F.conf] ?? 0) + (o[F.regexp] ?? 0),
       group_path: o[F.path] ?? 0,
       regexp_template: o[F.template] ?? 0,
       flags: GorillaMuxFlags.GT_GORILLA_MUX_ENABLED,

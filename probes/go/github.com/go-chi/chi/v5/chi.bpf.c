@@ -126,8 +126,12 @@ int gt_chi_return(struct pt_regs *ctx)
 		if (off >= GT_HTTP_ROUTE_MAX || s.len == 0)
 			continue;
 		__u32 n = s.len < GT_HTTP_ROUTE_MAX ? (__u32)s.len : GT_HTTP_ROUTE_MAX - 1;
+		__u32 at = off;
+		/* the masks must reach the verifier: clang would drop them, knowing the bounds */
+		asm volatile("" : "+r"(n), "+r"(at));
 		n &= GT_HTTP_ROUTE_MAX - 1;
-		if (bpf_probe_read_user(j->buf + (off & (GT_HTTP_ROUTE_MAX - 1)), n, (void *)s.ptr) < 0) {
+		at &= GT_HTTP_ROUTE_MAX - 1;
+		if (bpf_probe_read_user(j->buf + at, n, (void *)s.ptr) < 0) {
 			gt_count(GT_COUNTER_READ_FAILED);
 			return 0;
 		}
