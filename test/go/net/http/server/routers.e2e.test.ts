@@ -12,6 +12,7 @@ import type { ReceivedSpan } from '../../../../support/collector.ts';
 import { repoRoot } from '../../../../support/agent-process.ts';
 import { httpRequest, startGoServer } from '../../../../support/go-server.ts';
 import { skipUnlessBpf } from '../../../../support/privileges.ts';
+import { startBusyLoad } from '../../../../support/busy.ts';
 import { freshCopy, tracedCollector } from '../../../../support/traced-collector.ts';
 
 const skip = skipUnlessBpf();
@@ -67,6 +68,36 @@ describe('http.route from gorilla/mux, chi and gin, end to end', { skip }, () =>
       }
     }
   }
+
+  test('concurrent requests on a busy machine: every span has its own request\'s route (routers reuse their contexts from a pool)', async () => {
+    const busy = startBusyLoad();
+    try {
+      for (const router of ['gorilla', 'chi', 'gin']) {
+        const want = ROUTES[router]!;
+        const server = await startGoServer(freshCopy(copies, 'go1.26', 'plain', 'http-routers'), ['-router', router], { OTEL_SERVICE_NAME: `${router}-concurrent` });
+        try {
+          await traced.agent.waitTraced(server.pid);
+          // three kinds of request interleaved, 30 at a time: a route, another route, no route
+          const paths = Array.from({ length: 90 }, (_, i) => [`/users/${i}`, `/api/v1/items/${i}`, `/nowhere/${i}`][i % 3]!);
+          for (let i = 0; i < paths.length; i += 30) {
+            await Promise.all(paths.slice(i, i + 30).map(async (p) => {
+              const res = await httpRequest(server.url + p);
+              assert.equal(res.status, p.startsWith('/nowhere') ? 404 : 200, `${p} answered ${res.status}`);
+            }));
+          }
+          const spans = await traced.serverSpans(server, paths.length);
+          for (const p of paths) {
+            const route = p.startsWith('/users/') ? want.user : p.startsWith('/api/') ? want.item : undefined;
+            assert.equal(byPath(spans, p).attributes['http.route'], route, `${router}: http.route of ${p}`);
+          }
+        } finally {
+          await server.stop();
+        }
+      }
+    } finally {
+      await busy.stop();
+    }
+  });
 
   test('chi, go1.26: past --max-http-routes distinct routes of a service, new routes are left out and counted', async () => {
     const cut = async (): Promise<number> => Number(await traced.metric(/^gotrail_http_routes_cut_total\{reason="cardinality"\} (\d+)/m) ?? 0);
