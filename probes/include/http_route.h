@@ -19,15 +19,16 @@ enum gt_http_route_limits {
 /* Where the route came from (the span's http.route is its template). */
 enum gt_http_route_source {
 	GT_HTTP_ROUTE_NONE = 0,
-	GT_HTTP_ROUTE_SERVEMUX = 1, /* net/http.ServeMux: Request.Pattern (Go 1.23+) or Request.pat (Go 1.22) */
-	GT_HTTP_ROUTE_GORILLA = 2,  /* github.com/gorilla/mux */
-	GT_HTTP_ROUTE_CHI = 3,      /* github.com/go-chi/chi */
-	GT_HTTP_ROUTE_GIN = 4,      /* github.com/gin-gonic/gin */
+	GT_HTTP_ROUTE_SERVEMUX =
+		1, /* net/http.ServeMux: Request.Pattern (Go 1.23+) or Request.pat (Go 1.22) */
+	GT_HTTP_ROUTE_GORILLA = 2, /* github.com/gorilla/mux */
+	GT_HTTP_ROUTE_CHI = 3,     /* github.com/go-chi/chi */
+	GT_HTTP_ROUTE_GIN = 4,     /* github.com/gin-gonic/gin */
 };
 
 struct gt_http_route {
-	__s32 len;     /* the template's full length: may exceed the copy (then it is not used) */
-	__u32 source;  /* enum gt_http_route_source */
+	__s32 len;    /* the template's full length: may exceed the copy (then it is not used) */
+	__u32 source; /* enum gt_http_route_source */
 	char route[GT_HTTP_ROUTE_MAX];
 };
 

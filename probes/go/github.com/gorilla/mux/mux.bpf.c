@@ -10,10 +10,10 @@
 #include "http_route.h"
 
 struct gt_gorilla_mux_config {
-	__u32 route_regexp;   /* mux.Route.routeConf + routeConf.regexp (a routeRegexpGroup, by value) */
-	__u32 group_path;     /* mux.routeRegexpGroup.path (*routeRegexp) */
+	__u32 route_regexp;    /* mux.Route.routeConf + routeConf.regexp (a routeRegexpGroup, by value) */
+	__u32 group_path;      /* mux.routeRegexpGroup.path (*routeRegexp) */
 	__u32 regexp_template; /* mux.routeRegexp.template */
-	__u32 flags;          /* enum gt_gorilla_mux_flags */
+	__u32 flags;           /* enum gt_gorilla_mux_flags */
 };
 
 enum gt_gorilla_mux_flags {
@@ -42,8 +42,8 @@ int gt_gorilla_mux_route(struct pt_regs *ctx)
 {
 	struct gt_goroutine_key key;
 	__u32 bin_id;
-	struct gt_gorilla_mux_config *cfg =
-		gt_probe_enter(ctx, &gt_gorilla_mux_config, &key, &bin_id, GT_HIT_GORILLA_MUX_ROUTE);
+	struct gt_gorilla_mux_config *cfg = gt_probe_enter(ctx, &gt_gorilla_mux_config, &key, &bin_id,
+							   GT_HIT_GORILLA_MUX_ROUTE);
 	if (!cfg || !(cfg->flags & GT_GORILLA_MUX_ENABLED))
 		return 0;
 	__u64 path = 0;

@@ -93,7 +93,8 @@ int gt_chi_return(struct pt_regs *ctx)
 	if (!cfg)
 		return 0;
 	__u64 *saved = bpf_map_lookup_elem(&gt_http_router_objects, &key);
-	gt_debug_hit(ctx, GT_HIT_CHI_RETURN, saved ? GT_HIT_FOUND : GT_HIT_NOT_FOUND, key.tgid, bin_id, key.goid);
+	gt_debug_hit(ctx, GT_HIT_CHI_RETURN, saved ? GT_HIT_FOUND : GT_HIT_NOT_FOUND, key.tgid, bin_id,
+		     key.goid);
 	if (!saved) {
 		gt_count_no_entry(&key, GT_PAIRED_CHI);
 		return 0;
@@ -104,7 +105,8 @@ int gt_chi_return(struct pt_regs *ctx)
 	if (!j)
 		return 0;
 	struct go_slice patterns = {};
-	if (!rctx || bpf_probe_read_user(&patterns, sizeof(patterns), (void *)(rctx + cfg->ctx_route_patterns)) < 0) {
+	if (!rctx ||
+	    bpf_probe_read_user(&patterns, sizeof(patterns), (void *)(rctx + cfg->ctx_route_patterns)) < 0) {
 		gt_count(GT_COUNTER_READ_FAILED);
 		return 0;
 	}
@@ -118,7 +120,8 @@ int gt_chi_return(struct pt_regs *ctx)
 		if (i >= patterns.len)
 			break;
 		struct go_string s = {};
-		if (bpf_probe_read_user(&s, sizeof(s), (void *)(patterns.ptr + (__u64)i * sizeof(s))) < 0 || s.len < 0) {
+		if (bpf_probe_read_user(&s, sizeof(s), (void *)(patterns.ptr + (__u64)i * sizeof(s))) < 0 ||
+		    s.len < 0) {
 			gt_count(GT_COUNTER_READ_FAILED);
 			return 0;
 		}
