@@ -23,10 +23,11 @@ import { startCollector } from '../test/support/collector.ts';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { ProtobufTraceSerializer } from '@opentelemetry/otlp-transformer';
-import { encodeHttpServerEvent, EventType, HTTP_SERVER_EVENT_SIZE, HttpLimits, SpanFlags } from '../daemon/generated/layouts.ts';
+import { encodeHttpServerEvent, EventType, HTTP_SERVER_EVENT_SIZE, HttpLimits, HttpRouteLimits, SpanFlags } from '../daemon/generated/layouts.ts';
 import { httpServerProbe } from '../daemon/probes/go/net/http/server/descriptor.ts';
 import { MonotonicClock } from '../daemon/spans/clock.ts';
 import type { EventContext } from '../daemon/probes/types.ts';
+import { HttpRouteBound } from '../daemon/spans/http-route.ts';
 
 const { values } = parseArgs({
   options: {
@@ -60,6 +61,7 @@ for (let i = 0; i < perBatch; i++) {
     method: field('GET', HttpLimits.GT_HTTP_METHOD_MAX), path: field(path, HttpLimits.GT_HTTP_PATH_MAX),
     host: field('127.0.0.1:8080', HttpLimits.GT_HTTP_HOST_MAX), remote: field('127.0.0.1:51234', HttpLimits.GT_HTTP_REMOTE_MAX),
     tracestate_len: 0, proto_major: 1, proto_minor: 1, tracestate: Buffer.alloc(HttpLimits.GT_HTTP_TRACESTATE_MAX),
+    route: { len: 0, source: 0, route: Buffer.alloc(HttpRouteLimits.GT_HTTP_ROUTE_MAX) },
   }, batch, off + 4);
 }
 
@@ -72,6 +74,7 @@ const ctx: EventContext = {
   problem: (r) => {
     throw new Error(r);
   },
+  routes: new HttpRouteBound(),
 };
 
 function decodeBatch(): void {

@@ -86,6 +86,25 @@ const MODULE_SPECS: readonly ModuleSpec[] = [
       [`${GRPC}/peer.Peer.LocalAddr`]: `${GRPC_SERVER}: the server's address, for server.address and server.port (v1.60.0 and later)`,
     },
   },
+  // routers (http.route): the versions the tests build; other versions' offsets come from the binaries' type metadata
+  {
+    module: 'github.com/gorilla/mux',
+    versions: ['1.8.1'],
+    imports: ['net/http', 'github.com/gorilla/mux'],
+    keep: ['_ = http.ListenAndServe("", mux.NewRouter())'],
+  },
+  {
+    module: 'github.com/go-chi/chi/v5',
+    versions: ['5.5.0'],
+    imports: ['net/http', 'github.com/go-chi/chi/v5'],
+    keep: ['_ = http.ListenAndServe("", chi.NewRouter())'],
+  },
+  {
+    module: 'github.com/gin-gonic/gin',
+    versions: ['1.12.0'],
+    imports: ['github.com/gin-gonic/gin'],
+    keep: ['_ = gin.New().Run()'],
+  },
 ];
 
 

@@ -24,6 +24,7 @@ import { inClusterConnection, PodWatcher, type KubernetesConnection, type PodWat
 import { ProcessMetadata } from '../metadata/process.ts';
 import { probes as allProbes } from '../probes/registry.ts';
 import type { EventContext, ProbeDescriptor } from '../probes/types.ts';
+import { HttpRouteBound } from '../spans/http-route.ts';
 import type { Logger } from '../util/log.ts';
 
 export interface AgentOptions {
@@ -58,6 +59,11 @@ export interface AgentOptions {
   debugProbeHitsPath?: string;
   /** Compiled probe object. Default: build/probes/gotrail.bpf.o. */
   bpfObjectPath?: string;
+  /**
+   * Distinct `http.route` values reported per service; further new routes
+   * are left out of their spans and counted. Default 1000 (DEFAULT_MAX_HTTP_ROUTES).
+   */
+  maxHttpRoutes?: number;
   /**
    * Requests this process sends to traced servers make no span (its OTLP
    * exports to a traced collector would otherwise each make a span, exported
@@ -134,6 +140,7 @@ export class Agent implements MetricsSource {
   private k8s: PodWatcher | undefined;
   private scanTimer: NodeJS.Timeout | undefined;
   private readonly problems = new Map<string, number>();
+  private readonly routes: HttpRouteBound;
   private started = false;
   /** pids whose tracing waits for a stale link set to go (and, when held, for SIGCONT) */
   private readonly waiting = new Set<number>();
@@ -157,6 +164,7 @@ export class Agent implements MetricsSource {
     this.log = log;
     this.opts = opts;
     this.probes = opts.probes ?? allProbes;
+    this.routes = new HttpRouteBound(opts.maxHttpRoutes);
     this.meta.onRefresh((pids) => this.podsChanged(pids));
   }
 
@@ -243,6 +251,7 @@ export class Agent implements MetricsSource {
         this.problems.set(reason, n);
         if (n === 1) this.log.warn(`event problem: ${reason} (counted in gotrail_events_malformed_total)`);
       },
+      routes: this.routes,
     };
   }
 
@@ -699,6 +708,7 @@ export class Agent implements MetricsSource {
         staleExecs: this.totals.staleExecs, heldProcesses: this.totals.heldProcesses, repairedBytes: this.totals.repairedBytes,
         eventsHeld: rt?.eventStats.held ?? 0, eventsNotSelected: rt?.eventStats.heldNotSelected ?? 0, eventsUndecided: rt?.eventStats.heldExpired ?? 0,
       },
+      httpRoutesCut: { ...this.routes.cut },
       kubernetes: this.k8s ? { pods: this.k8s.stats.pods, relists: this.k8s.stats.relists, failures: this.k8s.stats.failures, events: this.k8s.stats.events } : undefined,
     };
   }

@@ -6,6 +6,7 @@
  */
 import { openGoBinary, type GoBinaryError, type GoBinary } from '../analysis/go-binary.ts';
 import { readStructOffsets } from '../offsets/dwarf.ts';
+import { compareSemver, parseGoVersion, parseSemver, release } from '../offsets/version.ts';
 import { resolveOffsets, type OffsetDisagreement, type OffsetSourceKind } from '../offsets/resolve.ts';
 import { fieldModule, optionalFields, requiredFields, type ProbeDescriptor } from '../probes/types.ts';
 
@@ -184,7 +185,14 @@ export function planProbe(bin: GoBinary, probe: ProbeDescriptor, inputs: OffsetI
     if (res.offsets[a] !== undefined) covered.add(b);
     if (res.offsets[b] !== undefined) covered.add(a);
   }
-  const missing = res.missing.filter((m) => !covered.has(m.field));
+  // a field of a feature the binary's Go release predates is no loss
+  const goVersion = parseGoVersion(bin.goVersion);
+  const predates = (field: string): boolean => {
+    const since = probe.fields[field]?.goSince;
+    const want = since === undefined ? null : parseSemver(`${since}.0`);
+    return want !== null && goVersion.ok && compareSemver(release(goVersion.version), want) < 0;
+  };
+  const missing = res.missing.filter((m) => !covered.has(m.field) && !predates(m.field));
   plan.missingOptional = missing.filter((m) => optional.includes(m.field)).map((m) => m.field);
   for (const m of missing) {
     if (!optional.includes(m.field)) continue;

@@ -87,7 +87,7 @@ export class BpfRuntime {
     this.obj = this.loadSparingFailures(path, probes, { mapMaxEntries: sizes, ...(opts.uprobeMulti === undefined ? {} : { uprobeMulti: opts.uprobeMulti }) });
     if (!enableStats()) log.warn('BPF run-time statistics unavailable: probe overhead metrics will read 0');
     const usable = probes.filter((p) => !this.disabledProbes.has(p.id));
-    for (const p of usable) this.handlers.set(p.eventType, p);
+    for (const p of usable) if (p.eventType !== undefined) this.handlers.set(p.eventType, p);
     this.stateMaps = [BpfMaps.gt_goroutine_spans, BpfMaps.gt_goroutines_entered, BpfMaps.gt_self_skipped, ...usable.flatMap((p) => p.stateMaps)];
   }
 
@@ -379,7 +379,7 @@ export class BpfRuntime {
       this.eventStats.unknownType++;
       return;
     }
-    if (len < h.eventSize) {
+    if (len < (h.eventSize ?? 0)) {
       this.eventStats.malformed++;
       this.log.once(`event.short.${type}`, 'event shorter than its layout: skipped', { type, len, expected: h.eventSize });
       return;
@@ -390,7 +390,7 @@ export class BpfRuntime {
       return;
     }
     try {
-      h.handleEvent(batch, rec, ctx);
+      h.handleEvent?.(batch, rec, ctx);
     } catch (e) {
       this.eventStats.malformed++;
       this.log.once(`event.decode.${h.id}`, `decoding a ${h.id} event failed`, { error: (e as Error).message });

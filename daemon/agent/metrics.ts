@@ -29,6 +29,8 @@ export interface MetricsSnapshot {
   probeUnavailable: Record<string, number>;
   /** exec-to-attach samples (seconds) since the last snapshot */
   execToAttach: number[];
+  /** matched routes not reported as http.route, by reason (cardinality: past the per-service limit; truncated: longer than the probe copies) */
+  httpRoutesCut?: Record<string, number>;
   /** the Kubernetes pod watcher, when running in a cluster */
   kubernetes?: { pods: number; relists: number; failures: number; events: number };
   /** process lifecycle: rewritten binaries met at exec, processes held for repair, repaired code bytes, held probe events */
@@ -72,6 +74,9 @@ export function createMetrics(source: MetricsSource): Registry {
   });
   counter('gotrail_spans_not_sampled_total', 'Spans not made because the incoming parent (traceparent) was not sampled, with their children', [], (set, s) => {
     set({}, Number(s.bpfCounters['not_sampled'] ?? 0n));
+  });
+  counter('gotrail_http_routes_cut_total', 'Matched HTTP routes left out of their span (no http.route, method-only name), by reason (cardinality: past --max-http-routes distinct routes of the service; truncated: a template longer than the 128 bytes the probe copies)', ['reason'], (set, s) => {
+    for (const [r, v] of Object.entries(s.httpRoutesCut ?? {})) set({ reason: r }, v);
   });
   counter('gotrail_spans_exported_total', 'Spans handed to the exporter successfully', [], (set, s) => set({}, s.spans.exported));
   counter('gotrail_spans_dropped_total', 'Spans dropped before export, by reason (queue_full: pushed into a full export queue; shutdown: unexported when the agent stopped)', ['reason'], (set, s) => {

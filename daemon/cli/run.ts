@@ -77,6 +77,9 @@ Agent:
                          instruction (default 30000; 0: detach with the last process)
   --max-processes N      BPF allow-list capacity: Go processes traced at once (default 16384)
   --max-inflight N       in-flight requests tracked per probe, node-wide (default 16384)
+  --max-http-routes N    distinct http.route values reported per service; routes beyond
+                         are left out of spans and counted in gotrail_http_routes_cut_total
+                         (default 1000)
   --ring-buffer-bytes N  event ring buffer size, a power of two (default 4194304)
   --log-level LEVEL      debug, info (default), warn, error
   --debug-probe-hits FILE  debugging aid: write every probe hit (program, process,
@@ -134,6 +137,7 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
       linger: { type: 'string' },
       'max-processes': { type: 'string' },
       'max-inflight': { type: 'string' },
+      'max-http-routes': { type: 'string' },
       'ring-buffer-bytes': { type: 'string' },
       'log-level': { type: 'string', default: 'info' },
       'debug-probe-hits': { type: 'string' },
@@ -176,6 +180,7 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
     inflight: count('max-inflight', values['max-inflight'], 16),
     ringBufferBytes: count('ring-buffer-bytes', values['ring-buffer-bytes'], 4096, true),
   };
+  const maxHttpRoutes = count('max-http-routes', values['max-http-routes'], 0);
   const duration = values.duration !== undefined ? Number(values.duration) : undefined;
   if (duration !== undefined && !(duration > 0)) throw new CliError('--duration: expected seconds > 0', EXIT.USAGE);
   const metricsAddr = values['metrics-address'] === 'off' ? undefined : parseHostPort(values['metrics-address']);
@@ -219,6 +224,7 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
     scanIntervalMs: scanInterval,
     lingerMs: linger,
     mapSizes,
+    maxHttpRoutes,
     debugProbeHitsPath: values['debug-probe-hits'],
   });
   try {

@@ -4,15 +4,19 @@
 
 /** Every map of the probes' object, by name: use these, never a string, so that a rename fails the type check. */
 export const BpfMaps = {
+  chi_join: 'chi_join',
   grpc_client_scratch: 'grpc_client_scratch',
   grpc_server_scratch: 'grpc_server_scratch',
   gt_binaries: 'gt_binaries',
   gt_binary_files: 'gt_binary_files',
+  gt_chi_config: 'gt_chi_config',
   gt_conn_published: 'gt_conn_published',
   gt_conn_spans: 'gt_conn_spans',
   gt_counters: 'gt_counters',
   gt_debug: 'gt_debug',
   gt_events: 'gt_events',
+  gt_gin_config: 'gt_gin_config',
+  gt_gorilla_mux_config: 'gt_gorilla_mux_config',
   gt_goroutine_spans: 'gt_goroutine_spans',
   gt_goroutines_entered: 'gt_goroutines_entered',
   gt_grpc_client_config: 'gt_grpc_client_config',
@@ -23,6 +27,8 @@ export const BpfMaps = {
   gt_http_client_config: 'gt_http_client_config',
   gt_http_client_h2_reqs: 'gt_http_client_h2_reqs',
   gt_http_client_inflight: 'gt_http_client_inflight',
+  gt_http_router_objects: 'gt_http_router_objects',
+  gt_http_routes: 'gt_http_routes',
   gt_http_server_config: 'gt_http_server_config',
   gt_http_server_inflight: 'gt_http_server_inflight',
   gt_process_events: 'gt_process_events',
@@ -38,6 +44,11 @@ export type BpfMapName = (typeof BpfMaps)[keyof typeof BpfMaps];
 
 /** Every program of the probes' object, by name: use these, never a string, so that a rename fails the type check. */
 export const BpfPrograms = {
+  gt_chi_entry: 'gt_chi_entry',
+  gt_chi_return: 'gt_chi_return',
+  gt_gin_entry: 'gt_gin_entry',
+  gt_gin_return: 'gt_gin_return',
+  gt_gorilla_mux_route: 'gt_gorilla_mux_route',
   gt_grpc_client_entry: 'gt_grpc_client_entry',
   gt_grpc_client_finish: 'gt_grpc_client_finish',
   gt_grpc_client_return: 'gt_grpc_client_return',
@@ -61,6 +72,16 @@ export type BpfProgramName = (typeof BpfPrograms)[keyof typeof BpfPrograms];
 export const BinaryFlags = {
   GT_BINARY_VALID: 1,
   GT_BINARY_RELEASED: 2,
+} as const;
+
+/** enum gt_chi_flags */
+export const ChiFlags = {
+  GT_CHI_ENABLED: 1,
+} as const;
+
+/** enum gt_chi_limits */
+export const ChiLimits = {
+  GT_CHI_PATTERNS_MAX: 4,
 } as const;
 
 /** enum gt_counter */
@@ -105,6 +126,16 @@ export const ExecFlags = {
 /** enum gt_file_flags */
 export const FileFlags = {
   GT_FILE_ALLOW_AT_EXEC: 1,
+} as const;
+
+/** enum gt_gin_flags */
+export const GinFlags = {
+  GT_GIN_ENABLED: 1,
+} as const;
+
+/** enum gt_gorilla_mux_flags */
+export const GorillaMuxFlags = {
+  GT_GORILLA_MUX_ENABLED: 1,
 } as const;
 
 /** enum gt_grpc_client_event_flags */
@@ -175,6 +206,11 @@ export const HitSite = {
   GT_HIT_GRPC_CLIENT_ENTRY: 11,
   GT_HIT_GRPC_CLIENT_RETURN: 12,
   GT_HIT_GRPC_CLIENT_FINISH: 13,
+  GT_HIT_GORILLA_MUX_ROUTE: 40,
+  GT_HIT_GIN_ENTRY: 41,
+  GT_HIT_GIN_RETURN: 42,
+  GT_HIT_CHI_ENTRY: 43,
+  GT_HIT_CHI_RETURN: 44,
 } as const;
 
 /** enum gt_http_client_event_flags */
@@ -227,6 +263,21 @@ export const HttpLimits = {
   GT_HTTP_INFLIGHT_MAX: 16384,
 } as const;
 
+/** enum gt_http_route_limits */
+export const HttpRouteLimits = {
+  GT_HTTP_ROUTE_MAX: 128,
+  GT_HTTP_ROUTES_INFLIGHT_MAX: 16384,
+} as const;
+
+/** enum gt_http_route_source */
+export const HttpRouteSource = {
+  GT_HTTP_ROUTE_NONE: 0,
+  GT_HTTP_ROUTE_SERVEMUX: 1,
+  GT_HTTP_ROUTE_GORILLA: 2,
+  GT_HTTP_ROUTE_CHI: 3,
+  GT_HTTP_ROUTE_GIN: 4,
+} as const;
+
 /** enum gt_http_server_flags */
 export const HttpServerFlags = {
   GT_HTTP_SERVER_ENABLED: 1,
@@ -239,6 +290,8 @@ export const HttpServerFlags = {
   GT_HTTP_SERVER_PROTO: 128,
   GT_HTTP_SERVER_HIJACK: 256,
   GT_HTTP_SERVER_H2_LINK: 512,
+  GT_HTTP_SERVER_PATTERN: 1024,
+  GT_HTTP_SERVER_PAT: 2048,
 } as const;
 
 /** enum gt_paired_function */
@@ -247,6 +300,8 @@ export const PairedFunction = {
   GT_PAIRED_HTTP_CLIENT: 2,
   GT_PAIRED_GRPC_SERVER: 3,
   GT_PAIRED_GRPC_CLIENT: 4,
+  GT_PAIRED_GIN: 10,
+  GT_PAIRED_CHI: 11,
 } as const;
 
 /** enum gt_process_event_limits */
@@ -295,6 +350,34 @@ export function decodeBinaryInfo(buf: Buffer, off = 0): BinaryInfo {
 /** Encodes struct gt_binary_info into `buf` at `off` (a new zeroed buffer by default). */
 export function encodeBinaryInfo(v: BinaryInfo, buf: Buffer = Buffer.alloc(8), off = 0): Buffer {
   buf.writeUInt32LE(v.goid_offset, off + 0);
+  buf.writeUInt32LE(v.flags, off + 4);
+  return buf;
+}
+
+/** struct gt_chi_config (8 bytes) */
+export interface ChiConfig {
+  ctx_route_patterns: number;
+  flags: number;
+}
+
+export const CHI_CONFIG_SIZE = 8;
+export const ChiConfigOffsets = {
+  ctx_route_patterns: 0,
+  flags: 4,
+} as const;
+
+/** Decodes struct gt_chi_config at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeChiConfig(buf: Buffer, off = 0): ChiConfig {
+  if (off + 8 > buf.length) throw new RangeError(`gt_chi_config: need 8 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    ctx_route_patterns: buf.readUInt32LE(off + 0),
+    flags: buf.readUInt32LE(off + 4),
+  };
+}
+
+/** Encodes struct gt_chi_config into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeChiConfig(v: ChiConfig, buf: Buffer = Buffer.alloc(8), off = 0): Buffer {
+  buf.writeUInt32LE(v.ctx_route_patterns, off + 0);
   buf.writeUInt32LE(v.flags, off + 4);
   return buf;
 }
@@ -456,6 +539,70 @@ export function decodeFileKey(buf: Buffer, off = 0): FileKey {
 export function encodeFileKey(v: FileKey, buf: Buffer = Buffer.alloc(16), off = 0): Buffer {
   buf.writeBigUInt64LE(v.dev, off + 0);
   buf.writeBigUInt64LE(v.ino, off + 8);
+  return buf;
+}
+
+/** struct gt_gin_config (8 bytes) */
+export interface GinConfig {
+  ctx_full_path: number;
+  flags: number;
+}
+
+export const GIN_CONFIG_SIZE = 8;
+export const GinConfigOffsets = {
+  ctx_full_path: 0,
+  flags: 4,
+} as const;
+
+/** Decodes struct gt_gin_config at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeGinConfig(buf: Buffer, off = 0): GinConfig {
+  if (off + 8 > buf.length) throw new RangeError(`gt_gin_config: need 8 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    ctx_full_path: buf.readUInt32LE(off + 0),
+    flags: buf.readUInt32LE(off + 4),
+  };
+}
+
+/** Encodes struct gt_gin_config into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeGinConfig(v: GinConfig, buf: Buffer = Buffer.alloc(8), off = 0): Buffer {
+  buf.writeUInt32LE(v.ctx_full_path, off + 0);
+  buf.writeUInt32LE(v.flags, off + 4);
+  return buf;
+}
+
+/** struct gt_gorilla_mux_config (16 bytes) */
+export interface GorillaMuxConfig {
+  route_regexp: number;
+  group_path: number;
+  regexp_template: number;
+  flags: number;
+}
+
+export const GORILLA_MUX_CONFIG_SIZE = 16;
+export const GorillaMuxConfigOffsets = {
+  route_regexp: 0,
+  group_path: 4,
+  regexp_template: 8,
+  flags: 12,
+} as const;
+
+/** Decodes struct gt_gorilla_mux_config at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeGorillaMuxConfig(buf: Buffer, off = 0): GorillaMuxConfig {
+  if (off + 16 > buf.length) throw new RangeError(`gt_gorilla_mux_config: need 16 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    route_regexp: buf.readUInt32LE(off + 0),
+    group_path: buf.readUInt32LE(off + 4),
+    regexp_template: buf.readUInt32LE(off + 8),
+    flags: buf.readUInt32LE(off + 12),
+  };
+}
+
+/** Encodes struct gt_gorilla_mux_config into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeGorillaMuxConfig(v: GorillaMuxConfig, buf: Buffer = Buffer.alloc(16), off = 0): Buffer {
+  buf.writeUInt32LE(v.route_regexp, off + 0);
+  buf.writeUInt32LE(v.group_path, off + 4);
+  buf.writeUInt32LE(v.regexp_template, off + 8);
+  buf.writeUInt32LE(v.flags, off + 12);
   return buf;
 }
 
@@ -867,7 +1014,39 @@ export function encodeHttpClientEvent(v: HttpClientEvent, buf: Buffer = Buffer.a
   return buf;
 }
 
-/** struct gt_http_server_config (148 bytes) */
+/** struct gt_http_route (136 bytes) */
+export interface HttpRoute {
+  len: number;
+  source: number;
+  route: Buffer;
+}
+
+export const HTTP_ROUTE_SIZE = 136;
+export const HttpRouteOffsets = {
+  len: 0,
+  source: 4,
+  route: 8,
+} as const;
+
+/** Decodes struct gt_http_route at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeHttpRoute(buf: Buffer, off = 0): HttpRoute {
+  if (off + 136 > buf.length) throw new RangeError(`gt_http_route: need 136 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    len: buf.readInt32LE(off + 0),
+    source: buf.readUInt32LE(off + 4),
+    route: buf.subarray(off + 8, off + 8 + 128),
+  };
+}
+
+/** Encodes struct gt_http_route into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeHttpRoute(v: HttpRoute, buf: Buffer = Buffer.alloc(136), off = 0): Buffer {
+  buf.writeInt32LE(v.len, off + 0);
+  buf.writeUInt32LE(v.source, off + 4);
+  buf.fill(0, off + 8, off + 8 + 128); v.route.copy(buf, off + 8, 0, Math.min(v.route.length, 128));
+  return buf;
+}
+
+/** struct gt_http_server_config (164 bytes) */
 export interface HttpServerConfig {
   req_method: number;
   req_url: number;
@@ -901,9 +1080,13 @@ export interface HttpServerConfig {
   h2_sc_conn: number;
   h2_sc_tls: number;
   tls_conn_conn: number;
+  req_pattern: number;
+  req_pat: number;
+  pattern_str: number;
+  reserved: number;
 }
 
-export const HTTP_SERVER_CONFIG_SIZE = 148;
+export const HTTP_SERVER_CONFIG_SIZE = 164;
 export const HttpServerConfigOffsets = {
   req_method: 0,
   req_url: 4,
@@ -937,11 +1120,15 @@ export const HttpServerConfigOffsets = {
   h2_sc_conn: 136,
   h2_sc_tls: 140,
   tls_conn_conn: 144,
+  req_pattern: 148,
+  req_pat: 152,
+  pattern_str: 156,
+  reserved: 160,
 } as const;
 
 /** Decodes struct gt_http_server_config at `off`; byte arrays are views into `buf`, not copies. */
 export function decodeHttpServerConfig(buf: Buffer, off = 0): HttpServerConfig {
-  if (off + 148 > buf.length) throw new RangeError(`gt_http_server_config: need 148 bytes at ${off}, have ${buf.length - off}`);
+  if (off + 164 > buf.length) throw new RangeError(`gt_http_server_config: need 164 bytes at ${off}, have ${buf.length - off}`);
   return {
     req_method: buf.readUInt32LE(off + 0),
     req_url: buf.readUInt32LE(off + 4),
@@ -975,11 +1162,15 @@ export function decodeHttpServerConfig(buf: Buffer, off = 0): HttpServerConfig {
     h2_sc_conn: buf.readUInt32LE(off + 136),
     h2_sc_tls: buf.readUInt32LE(off + 140),
     tls_conn_conn: buf.readUInt32LE(off + 144),
+    req_pattern: buf.readUInt32LE(off + 148),
+    req_pat: buf.readUInt32LE(off + 152),
+    pattern_str: buf.readUInt32LE(off + 156),
+    reserved: buf.readUInt32LE(off + 160),
   };
 }
 
 /** Encodes struct gt_http_server_config into `buf` at `off` (a new zeroed buffer by default). */
-export function encodeHttpServerConfig(v: HttpServerConfig, buf: Buffer = Buffer.alloc(148), off = 0): Buffer {
+export function encodeHttpServerConfig(v: HttpServerConfig, buf: Buffer = Buffer.alloc(164), off = 0): Buffer {
   buf.writeUInt32LE(v.req_method, off + 0);
   buf.writeUInt32LE(v.req_url, off + 4);
   buf.writeUInt32LE(v.req_host, off + 8);
@@ -1012,10 +1203,14 @@ export function encodeHttpServerConfig(v: HttpServerConfig, buf: Buffer = Buffer
   buf.writeUInt32LE(v.h2_sc_conn, off + 136);
   buf.writeUInt32LE(v.h2_sc_tls, off + 140);
   buf.writeUInt32LE(v.tls_conn_conn, off + 144);
+  buf.writeUInt32LE(v.req_pattern, off + 148);
+  buf.writeUInt32LE(v.req_pat, off + 152);
+  buf.writeUInt32LE(v.pattern_str, off + 156);
+  buf.writeUInt32LE(v.reserved, off + 160);
   return buf;
 }
 
-/** struct gt_http_server_event (896 bytes) */
+/** struct gt_http_server_event (1032 bytes) */
 export interface HttpServerEvent {
   hdr: EventHeader;
   start_ns: bigint;
@@ -1035,9 +1230,10 @@ export interface HttpServerEvent {
   proto_major: number;
   proto_minor: number;
   tracestate: Buffer;
+  route: HttpRoute;
 }
 
-export const HTTP_SERVER_EVENT_SIZE = 896;
+export const HTTP_SERVER_EVENT_SIZE = 1032;
 export const HttpServerEventOffsets = {
   hdr: 0,
   start_ns: 24,
@@ -1057,11 +1253,12 @@ export const HttpServerEventOffsets = {
   proto_major: 380,
   proto_minor: 382,
   tracestate: 384,
+  route: 896,
 } as const;
 
 /** Decodes struct gt_http_server_event at `off`; byte arrays are views into `buf`, not copies. */
 export function decodeHttpServerEvent(buf: Buffer, off = 0): HttpServerEvent {
-  if (off + 896 > buf.length) throw new RangeError(`gt_http_server_event: need 896 bytes at ${off}, have ${buf.length - off}`);
+  if (off + 1032 > buf.length) throw new RangeError(`gt_http_server_event: need 1032 bytes at ${off}, have ${buf.length - off}`);
   return {
     hdr: decodeEventHeader(buf, off + 0),
     start_ns: buf.readBigUInt64LE(off + 24),
@@ -1081,11 +1278,12 @@ export function decodeHttpServerEvent(buf: Buffer, off = 0): HttpServerEvent {
     proto_major: buf.readUInt16LE(off + 380),
     proto_minor: buf.readUInt16LE(off + 382),
     tracestate: buf.subarray(off + 384, off + 384 + 512),
+    route: decodeHttpRoute(buf, off + 896),
   };
 }
 
 /** Encodes struct gt_http_server_event into `buf` at `off` (a new zeroed buffer by default). */
-export function encodeHttpServerEvent(v: HttpServerEvent, buf: Buffer = Buffer.alloc(896), off = 0): Buffer {
+export function encodeHttpServerEvent(v: HttpServerEvent, buf: Buffer = Buffer.alloc(1032), off = 0): Buffer {
   encodeEventHeader(v.hdr, buf, off + 0);
   buf.writeBigUInt64LE(v.start_ns, off + 24);
   buf.writeBigUInt64LE(v.end_ns, off + 32);
@@ -1104,6 +1302,7 @@ export function encodeHttpServerEvent(v: HttpServerEvent, buf: Buffer = Buffer.a
   buf.writeUInt16LE(v.proto_major, off + 380);
   buf.writeUInt16LE(v.proto_minor, off + 382);
   buf.fill(0, off + 384, off + 384 + 512); v.tracestate.copy(buf, off + 384, 0, Math.min(v.tracestate.length, 512));
+  encodeHttpRoute(v.route, buf, off + 896);
   return buf;
 }
 

@@ -4,8 +4,15 @@ import { httpServerProbe } from './go/net/http/server/descriptor.ts';
 import { httpClientProbe } from './go/net/http/client/descriptor.ts';
 import { grpcServerProbe } from './go/google.golang.org/grpc/server/descriptor.ts';
 import { grpcClientProbe } from './go/google.golang.org/grpc/client/descriptor.ts';
+import { gorillaMuxProbe } from './go/github.com/gorilla/mux/descriptor.ts';
+import { chiProbe } from './go/github.com/go-chi/chi/v5/descriptor.ts';
+import { ginProbe } from './go/github.com/gin-gonic/gin/descriptor.ts';
 
-export const probes: readonly ProbeDescriptor[] = [httpServerProbe, httpClientProbe, grpcServerProbe, grpcClientProbe];
+export const probes: readonly ProbeDescriptor[] = [
+  httpServerProbe, httpClientProbe, grpcServerProbe, grpcClientProbe,
+  // routers: http.route of the net/http server's spans
+  gorillaMuxProbe, chiProbe, ginProbe,
+];
 
 export function probeById(id: string): ProbeDescriptor | undefined {
   return probes.find((p) => p.id === id);

@@ -9,6 +9,7 @@ import { SpanStatusCode, type Attributes, type SpanKind, type TraceState } from 
 import type { MonotonicClock } from '../spans/clock.ts';
 import { makeSpan } from '../spans/span-record.ts';
 import { spanContextFrom } from '../spans/span-context.ts';
+import type { HttpRouteBound } from '../spans/http-route.ts';
 import type { BpfMapName, BpfProgramName, SpanContext as SpanContextLayout } from '../generated/layouts.ts';
 
 export interface ProbedFunction {
@@ -44,6 +45,12 @@ export interface ProbeField {
    * field is required: an unknown offset disables the probe for that binary.
    */
   optional?: string;
+  /**
+   * The Go release that introduced the field (`1.23`), for an optional field
+   * of a feature older Go versions lack: its absence from a binary of an
+   * older Go loses nothing, so it is not reported as a degradation there.
+   */
+  goSince?: string;
 }
 
 /** The fields without which `probe` cannot run. */
@@ -85,6 +92,8 @@ export interface EventContext {
   emit(span: ReadableSpan): void;
   /** Counts a decoding problem once per reason (metrics + one log line). */
   problem(reason: string): void;
+  /** The agent's bound on distinct `http.route` values per service. */
+  routes: HttpRouteBound;
 }
 
 export interface ProbeDescriptor {
@@ -116,11 +125,18 @@ export interface ProbeDescriptor {
    * while the other resolves.
    */
   alternativeFields?: Array<[string, string]>;
-  /** The probe's id in the event type family: `EventType.<its enum gt_event_type_<probe> value>`. */
-  eventType: number;
-  eventSize: number;
-  handleEvent(buf: Buffer, off: number, ctx: EventContext): void;
+  /**
+   * The probe's id in the event type family: `EventType.<its enum gt_event_type_<probe> value>`.
+   * Absent for a probe that makes no spans of its own but adds to another
+   * probe's (a router's `http.route`, carried on the net/http server's event).
+   */
+  eventType?: number;
+  eventSize?: number;
+  handleEvent?(buf: Buffer, off: number, ctx: EventContext): void;
 }
+
+/** A probe that makes spans from events of its own. */
+export type EventProbe = ProbeDescriptor & Required<Pick<ProbeDescriptor, 'eventType' | 'eventSize' | 'handleEvent'>>;
 
 /**
  * The common start of every span-producing event: the process's resource and

@@ -70,10 +70,10 @@ test('every probe reads fields of a module the database has', () => {
 
 test('the database follows the descriptors: a new field appears, a kept field a probe now reads is refused', () => {
   const base = probes.find((p) => p.id === 'net/http/server')!;
-  const more: ProbeDescriptor = { ...base, id: 'example/next', fields: { 'net/http.Request.Pattern': { reads: 'http.route', optional: 'no http.route' } } };
+  const more: ProbeDescriptor = { ...base, id: 'example/next', fields: { 'net/http.Request.Cancel': { reads: 'the request cancellation', optional: 'no cancellation' } } };
   const std = MODULE_FIELDS.find((m) => m.module === 'std')!;
   const fields = moduleFields(std, [...probes, more]);
-  assert.equal(fields['net/http.Request.Pattern'], 'example/next probe: http.route (optional)');
+  assert.equal(fields['net/http.Request.Cancel'], 'example/next probe: the request cancellation (optional)');
   assert.deepEqual(Object.keys(fields).slice(0, -1), Object.keys(std.fields), 'the other fields stay as they were');
   // both probes read Request.Method: one entry naming both
   const method = moduleFields(std, [...probes, { ...more, fields: { 'net/http.Request.Method': { reads: 'the method' } } }])['net/http.Request.Method'];

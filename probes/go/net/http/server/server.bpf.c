@@ -9,6 +9,7 @@
  * RET of the function (uretprobes break Go's stack unwinding). */
 #include "go_abi.h"
 #include "self.h"
+#include "http_route.h"
 
 enum gt_http_limits {
 	GT_HTTP_METHOD_MAX = 16,
@@ -62,6 +63,12 @@ struct gt_http_server_config {
 	__u32 h2_sc_conn;    /* serverConn.conn (net.Conn) */
 	__u32 h2_sc_tls;     /* serverConn.tlsState (nil: conn is the bare TCP connection) */
 	__u32 tls_conn_conn; /* crypto/tls.Conn.conn */
+	/* the ServeMux pattern that matched: Request.Pattern (Go 1.23+), or
+	 * Request.pat and pattern.str (Go 1.22) */
+	__u32 req_pattern;
+	__u32 req_pat;
+	__u32 pattern_str;
+	__u32 reserved;
 };
 
 enum gt_http_server_flags {
@@ -82,6 +89,8 @@ enum gt_http_server_flags {
 	/* HTTP/2 stream and connection offsets known: look for a traced
 	 * client on this node of an HTTP/2 request */
 	GT_HTTP_SERVER_H2_LINK = 512,
+	GT_HTTP_SERVER_PATTERN = 1024, /* Request.Pattern known (Go 1.23+) */
+	GT_HTTP_SERVER_PAT = 2048,     /* Request.pat and pattern.str known (Go 1.22) */
 };
 
 enum gt_http_event_flags {
@@ -130,6 +139,7 @@ struct gt_http_server_event {
 	__u16 proto_major;    /* Request.ProtoMajor/ProtoMinor; 0.0: unknown */
 	__u16 proto_minor;
 	char tracestate[GT_HTTP_TRACESTATE_MAX];
+	struct gt_http_route route; /* the matched route template (source NONE: none) */
 };
 
 /* This probe's ids in the object-wide families (see enum gt_event_type). */
@@ -592,6 +602,7 @@ int gt_http_server_entry(struct pt_regs *ctx)
 	if (!(st.flags & (GT_HTTP_EVENT_TRACEPARENT | GT_HTTP_EVENT_LINKED)))
 		gt_new_root(&st.span);
 	gt_mark_entered(&key, GT_PAIRED_HTTP_SERVER);
+	bpf_map_delete_elem(&gt_http_routes, &key);
 	if (bpf_map_update_elem(&gt_http_server_inflight, &key, &st, BPF_ANY) < 0) {
 		gt_count(GT_COUNTER_INFLIGHT_FULL);
 		gt_debug_hit(ctx, GT_HIT_HTTP_SERVER_ENTRY, GT_HIT_STORE_FAILED, key.tgid, bin_id, key.goid);
@@ -600,6 +611,35 @@ int gt_http_server_entry(struct pt_regs *ctx)
 	}
 	bpf_map_update_elem(&gt_goroutine_spans, &key, &st.span, BPF_ANY);
 	return 0;
+}
+
+/* The route the request matched: a router's (probes of routers write it for
+ * this goroutine while the handler runs), else the ServeMux pattern set on
+ * the request net/http handed to the handler. A router inside a ServeMux is
+ * the more precise: it matched the rest of the path. */
+static __always_inline void read_route(struct gt_http_server_config *cfg, __u64 req,
+				       struct gt_goroutine_key *key, struct gt_http_route *out)
+{
+	struct gt_http_route *r = bpf_map_lookup_elem(&gt_http_routes, key);
+	out->len = 0;
+	out->source = GT_HTTP_ROUTE_NONE;
+	if (r) {
+		__builtin_memcpy(out, r, sizeof(*out));
+		bpf_map_delete_elem(&gt_http_routes, key);
+		return;
+	}
+	__s64 n = 0;
+	if (cfg->flags & GT_HTTP_SERVER_PATTERN) {
+		n = go_read_string(req, cfg->req_pattern, out->route, GT_HTTP_ROUTE_MAX);
+	} else if (cfg->flags & GT_HTTP_SERVER_PAT) {
+		__u64 pat = 0;
+		if (go_read_ptr(req, cfg->req_pat, &pat) == 0 && pat)
+			n = go_read_string(pat, cfg->pattern_str, out->route, GT_HTTP_ROUTE_MAX);
+	}
+	if (n > 0) {
+		out->len = n > 0x7fffffff ? 0x7fffffff : (__s32)n;
+		out->source = GT_HTTP_ROUTE_SERVEMUX;
+	}
 }
 
 /* Ends the request in flight on this goroutine: one event, state removed. */
@@ -614,6 +654,7 @@ static __always_inline void finish_request(struct gt_http_server_config *cfg, st
 		gt_count(sampled ? GT_COUNTER_RINGBUF_FULL : GT_COUNTER_NOT_SAMPLED);
 		bpf_map_delete_elem(&gt_http_server_inflight, key);
 		bpf_map_delete_elem(&gt_goroutine_spans, key);
+		bpf_map_delete_elem(&gt_http_routes, key);
 		return;
 	}
 	gt_fill_header(&ev->hdr, GT_EVENT_HTTP_SERVER, sizeof(*ev), key->tgid, bin_id, key->goid);
@@ -667,6 +708,7 @@ static __always_inline void finish_request(struct gt_http_server_config *cfg, st
 		__s64 n = go_read_string(st->tracestate, 0, ev->tracestate, GT_HTTP_TRACESTATE_MAX);
 		ev->tracestate_len = n > 0x7fffffff ? 0x7fffffff : (__s32)n;
 	}
+	read_route(cfg, req, key, &ev->route);
 	if (ev->method_len < 0 || ev->path_len < 0)
 		gt_count(GT_COUNTER_READ_FAILED);
 

@@ -8,7 +8,8 @@ import { SpanKind, SpanStatusCode } from '@opentelemetry/api';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { httpServerProbe, splitHostPort } from '../../../../../daemon/probes/go/net/http/server/descriptor.ts';
-import { encodeHttpServerEvent, EventType, HttpEventFlags, HTTP_SERVER_EVENT_SIZE, HttpLimits, SpanFlags } from '../../../../../daemon/generated/layouts.ts';
+import { encodeHttpServerEvent, EventType, HttpEventFlags, HTTP_SERVER_EVENT_SIZE, HttpLimits, HttpRouteLimits, HttpRouteSource, SpanFlags } from '../../../../../daemon/generated/layouts.ts';
+import { HttpRouteBound } from '../../../../../daemon/spans/http-route.ts';
 import { MonotonicClock } from '../../../../../daemon/spans/clock.ts';
 import type { EventContext } from '../../../../../daemon/probes/types.ts';
 
@@ -22,7 +23,7 @@ const TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';
 const PARENT = '00f067aa0ba902b7';
 const SPAN = 'a1b2c3d4e5f60718';
 
-function event(o: { method?: string; path?: string; host?: string; remote?: string; status?: number; remoteParent?: boolean; tgid?: number; pathLen?: number; flags?: number; tracestate?: string; tracestateLen?: number; proto?: [number, number] }): Buffer {
+function event(o: { method?: string; path?: string; host?: string; remote?: string; status?: number; remoteParent?: boolean; tgid?: number; pathLen?: number; flags?: number; tracestate?: string; tracestateLen?: number; proto?: [number, number]; route?: string; routeLen?: number; routeSource?: number }): Buffer {
   const method = o.method ?? 'GET';
   const path = o.path ?? '/x';
   const host = o.host ?? '127.0.0.1:8080';
@@ -53,11 +54,16 @@ function event(o: { method?: string; path?: string; host?: string; remote?: stri
     proto_major: o.proto?.[0] ?? 1,
     proto_minor: o.proto?.[1] ?? 1,
     tracestate: field(o.tracestate ?? '', HttpLimits.GT_HTTP_TRACESTATE_MAX),
+    route: {
+      len: o.route === undefined ? 0 : (o.routeLen ?? Buffer.byteLength(o.route)),
+      source: o.route === undefined ? HttpRouteSource.GT_HTTP_ROUTE_NONE : (o.routeSource ?? HttpRouteSource.GT_HTTP_ROUTE_SERVEMUX),
+      route: field(o.route ?? '', HttpRouteLimits.GT_HTTP_ROUTE_MAX),
+    },
   }, buf, 8);
   return buf;
 }
 
-function run(buf: Buffer, known = true): { spans: ReadableSpan[]; problems: string[] } {
+function run(buf: Buffer, known = true, routes = new HttpRouteBound()): { spans: ReadableSpan[]; problems: string[] } {
   const spans: ReadableSpan[] = [];
   const problems: string[] = [];
   const ctx: EventContext = {
@@ -65,6 +71,7 @@ function run(buf: Buffer, known = true): { spans: ReadableSpan[]; problems: stri
     resourceOf: (tgid) => (known ? resourceFromAttributes({ 'service.name': 'svc', 'process.pid': tgid }) : undefined),
     emit: (s) => spans.push(s),
     problem: (r) => problems.push(r),
+    routes,
   };
   httpServerProbe.handleEvent(buf, 8, ctx);
   return { spans, problems };
@@ -170,4 +177,60 @@ test('methods outside the semantic conventions\' set: _OTHER, span name HTTP', (
   assert.equal(s.name, 'HTTP');
   assert.equal(s.attributes['http.request.method'], '_OTHER');
   assert.equal(s.attributes['http.request.method_original'], 'PROPFIND');
+});
+
+test('the matched route is http.route and completes the span name; a ServeMux pattern loses its method and host', () => {
+  const cases: Array<[string, number, string]> = [
+    ['GET /users/{id}', HttpRouteSource.GT_HTTP_ROUTE_SERVEMUX, '/users/{id}'],
+    ['shop.example/static/', HttpRouteSource.GT_HTTP_ROUTE_SERVEMUX, '/static/'],
+    ['POST api.example/orders/{id}/items', HttpRouteSource.GT_HTTP_ROUTE_SERVEMUX, '/orders/{id}/items'],
+    ['/', HttpRouteSource.GT_HTTP_ROUTE_SERVEMUX, '/'],
+    ['/users/{id}', HttpRouteSource.GT_HTTP_ROUTE_GORILLA, '/users/{id}'],
+    ['/users/:id', HttpRouteSource.GT_HTTP_ROUTE_GIN, '/users/:id'],
+  ];
+  for (const [raw, source, route] of cases) {
+    const s = run(event({ method: 'GET', route: raw, routeSource: source })).spans[0]!;
+    assert.equal(s.attributes['http.route'], route, raw);
+    assert.equal(s.name, `GET ${route}`, raw);
+  }
+  const other = run(event({ method: 'PURGE', route: '/cache/{key}', routeSource: HttpRouteSource.GT_HTTP_ROUTE_CHI })).spans[0]!;
+  assert.equal(other.name, 'HTTP /cache/{key}');
+});
+
+test('no route: the span is named by its method alone, and never gets the raw path as a route', () => {
+  const s = run(event({ method: 'GET', path: '/users/42' })).spans[0]!;
+  assert.equal(s.name, 'GET');
+  assert.equal(s.attributes['http.route'], undefined);
+  // a router template without a leading slash is not a path template
+  assert.equal(run(event({ route: 'users', routeSource: HttpRouteSource.GT_HTTP_ROUTE_CHI })).spans[0]!.attributes['http.route'], undefined);
+});
+
+test('a route longer than the probe copies is left out and counted, never cut short', () => {
+  const routes = new HttpRouteBound();
+  const long = '/' + 'r'.repeat(200);
+  const s = run(event({ route: long, routeLen: long.length }), true, routes).spans[0]!;
+  assert.equal(s.attributes['http.route'], undefined);
+  assert.equal(s.name, 'GET');
+  assert.equal(routes.cut.truncated, 1);
+});
+
+test('distinct routes per service are bounded: new routes past the limit are left out and counted, known ones stay', () => {
+  const routes = new HttpRouteBound(2);
+  const route = (r: string): unknown => run(event({ route: `GET ${r}` }), true, routes).spans[0]!.attributes['http.route'];
+  assert.equal(route('/a'), '/a');
+  assert.equal(route('/b'), '/b');
+  assert.equal(route('/c'), undefined);
+  assert.equal(route('/a'), '/a', 'a route already reported keeps being reported');
+  assert.equal(routes.cut.cardinality, 1);
+  assert.equal(routes.size, 2);
+  // the bound is per service
+  assert.equal(routes.admit('other', '/c'), '/c');
+});
+
+test("chi's joined patterns read as chi's own RoutePattern()", () => {
+  const chi = (joined: string): unknown => run(event({ route: joined, routeSource: HttpRouteSource.GT_HTTP_ROUTE_CHI })).spans[0]!.attributes['http.route'];
+  assert.equal(chi('/api/v1/*/items/{id}'), '/api/v1/items/{id}');
+  assert.equal(chi('/a/*/*/b/'), '/a/b');
+  assert.equal(chi('/'), '/');
+  assert.equal(chi('/api/*'), '/api/*', 'a mount point without a match below it stays as chi reports it');
 });

@@ -7,14 +7,15 @@ import { TraceState } from '@opentelemetry/core';
 import {
   ATTR_CLIENT_ADDRESS, ATTR_CLIENT_PORT, ATTR_ERROR_TYPE, ATTR_HTTP_REQUEST_METHOD, ATTR_HTTP_REQUEST_METHOD_ORIGINAL,
   ATTR_HTTP_RESPONSE_STATUS_CODE, ATTR_NETWORK_PROTOCOL_VERSION, ATTR_SERVER_ADDRESS, ATTR_SERVER_PORT, ATTR_URL_PATH,
-  ATTR_URL_SCHEME, HTTP_REQUEST_METHOD_VALUE_OTHER,
+  ATTR_URL_SCHEME, HTTP_REQUEST_METHOD_VALUE_OTHER, ATTR_HTTP_ROUTE, ATTR_SERVICE_NAME,
 } from '@opentelemetry/semantic-conventions';
 import {
   BpfMaps, BpfPrograms, EventType, HttpEventFlags, HttpServerFlags, HTTP_SERVER_EVENT_SIZE,
   decodeHttpServerEvent, encodeHttpServerConfig,
 } from '../../../../../generated/layouts.ts';
-import { emitProbeSpan, eventBasics, fieldGroup, type EventContext, type ProbeDescriptor } from '../../../../types.ts';
+import { emitProbeSpan, eventBasics, fieldGroup, type EventContext, type EventProbe } from '../../../../types.ts';
 import { goString, splitHostPort } from '../../../../../spans/go-values.ts';
+import { routeTemplate } from '../../../../../spans/http-route.ts';
 import { TCP_FIELDS, TCP_FIELDS_READ, tcpOffsets } from '../tcp-fields.ts';
 
 const F = {
@@ -61,6 +62,10 @@ const F = {
   h2ScConn: 'net/http/internal/http2.serverConn.conn',
   h2ScTls: 'net/http/internal/http2.serverConn.tlsState',
   tlsConn: 'crypto/tls.Conn.conn',
+  // the ServeMux pattern that matched: Request.Pattern from Go 1.23, Request.pat before (Go 1.22)
+  pattern: 'net/http.Request.Pattern',
+  pat: 'net/http.Request.pat',
+  patternStr: 'net/http.pattern.str',
 } as const;
 
 const HMAP_FIELDS = [F.hmapCount, F.hmapFlags, F.hmapB, F.hmapBuckets, F.hmapOldBuckets];
@@ -73,12 +78,13 @@ const H2_LINK_INTERNAL = [F.h2Stream, F.h2StreamId, F.h2Conn, F.h2ScConn, F.h2Sc
 const NO_TRACEPARENT = 'incoming traceparent headers are not read';
 const NOT_LINKED = 'requests from traced clients on this node are not linked to them, and requests gotrail itself sent are traced';
 const NO_H2_STATUS = 'HTTP/2 responses carry no status code';
+const NO_ROUTE = 'http.route is not reported for ServeMux patterns';
 const H2_NOT_LINKED = 'HTTP/2 requests from traced clients on this node are not linked to them';
 
 
 export { splitHostPort };
 
-export const httpServerProbe: ProbeDescriptor = {
+export const httpServerProbe: EventProbe = {
   id: 'net/http/server',
   module: 'std',
   goPackage: 'net/http',
@@ -116,6 +122,8 @@ export const httpServerProbe: ProbeDescriptor = {
     ...fieldGroup(H2_LINK_BUNDLED, { reads: 'the HTTP/2 stream, its id and connection (Go before 1.27, bundled HTTP/2)', optional: H2_NOT_LINKED }),
     ...fieldGroup(H2_LINK_INTERNAL, { reads: 'the HTTP/2 stream, its id and connection (Go 1.27 and later)', optional: H2_NOT_LINKED }),
     [F.tlsConn]: { reads: 'the TCP connection under a TLS one', optional: H2_NOT_LINKED },
+    [F.pattern]: { reads: 'http.route: the ServeMux pattern that matched (Go 1.23 and later)', optional: NO_ROUTE, goSince: '1.22' },
+    ...fieldGroup([F.pat, F.patternStr], { reads: 'http.route: the ServeMux pattern that matched (Go 1.22)', optional: NO_ROUTE, goSince: '1.22' }),
   },
   alternativeFields: [
     [F.h2RwsBundled, F.h2Rws], [F.h2StatusBundled, F.h2Status],
@@ -123,9 +131,11 @@ export const httpServerProbe: ProbeDescriptor = {
     // a binary has one map implementation: either set walks the header map
     [F.hmapCount, F.mapUsed], [F.hmapB, F.mapDirLen], [F.hmapBuckets, F.mapDirPtr],
     [F.hmapFlags, F.tableGroups], [F.hmapOldBuckets, F.groupsData], [F.hmapBuckets, F.groupsMask],
+    // Go 1.22 has the pattern only behind Request.pat
+    [F.pattern, F.pat], [F.pattern, F.patternStr],
   ],
   configMap: BpfMaps.gt_http_server_config,
-  stateMaps: [BpfMaps.gt_http_server_inflight],
+  stateMaps: [BpfMaps.gt_http_server_inflight, BpfMaps.gt_http_routes],
   encodeConfig(o, missingOptional) {
     const has = (f: string): boolean => o[f] !== undefined && !missingOptional.includes(f);
     const swiss = has(F.header) && SWISS_FIELDS.every(has);
@@ -142,6 +152,8 @@ export const httpServerProbe: ProbeDescriptor = {
     const internal = has(F.h2StreamId);
     const h2LinkFields = internal ? H2_LINK_INTERNAL : H2_LINK_BUNDLED;
     const h2Link = h2 && TCP_FIELDS.every(has) && has(F.tlsConn) && h2LinkFields.every(has);
+    const pattern = has(F.pattern);
+    const pat = !pattern && has(F.pat) && has(F.patternStr);
     const h2o = (bundled: string, internalField: string): number => (internal ? o[internalField] : o[bundled]) ?? 0;
     return encodeHttpServerConfig({
       req_method: o[F.method] ?? 0,
@@ -173,7 +185,9 @@ export const httpServerProbe: ProbeDescriptor = {
         | (tls ? HttpServerFlags.GT_HTTP_SERVER_TLS : 0)
         | (proto ? HttpServerFlags.GT_HTTP_SERVER_PROTO : 0)
         | (hijack ? HttpServerFlags.GT_HTTP_SERVER_HIJACK : 0)
-        | (h2Link ? HttpServerFlags.GT_HTTP_SERVER_H2_LINK : 0),
+        | (h2Link ? HttpServerFlags.GT_HTTP_SERVER_H2_LINK : 0)
+        | (pattern ? HttpServerFlags.GT_HTTP_SERVER_PATTERN : 0)
+        | (pat ? HttpServerFlags.GT_HTTP_SERVER_PAT : 0),
       req_tls: o[F.tls] ?? 0,
       req_proto_major: o[F.protoMajor] ?? 0,
       req_proto_minor: o[F.protoMinor] ?? 0,
@@ -185,6 +199,10 @@ export const httpServerProbe: ProbeDescriptor = {
       h2_sc_conn: h2o(F.h2ScConnBundled, F.h2ScConn),
       h2_sc_tls: h2o(F.h2ScTlsBundled, F.h2ScTls),
       tls_conn_conn: o[F.tlsConn] ?? 0,
+      req_pattern: pattern ? o[F.pattern] ?? 0 : 0,
+      req_pat: pat ? o[F.pat] ?? 0 : 0,
+      pattern_str: pat ? o[F.patternStr] ?? 0 : 0,
+      reserved: 0,
     });
   },
   eventType: EventType.GT_EVENT_HTTP_SERVER,
@@ -227,12 +245,15 @@ export const httpServerProbe: ProbeDescriptor = {
     if (ev.path_len > ev.path.length) attributes['gotrail.url.path.truncated'] = true;
     // more distinct header names than the probe searches, none of those searched a traceparent
     if (ev.flags & HttpEventFlags.GT_HTTP_EVENT_HEADERS_UNSEARCHED) attributes['gotrail.traceparent.unsearched'] = true;
+    const template = routeTemplate(ev.route.route, ev.route.len, ev.route.source, ctx.routes);
+    const route = template === undefined ? undefined : ctx.routes.admit(String(resource.attributes[ATTR_SERVICE_NAME] ?? ''), template);
+    if (route !== undefined) attributes[ATTR_HTTP_ROUTE] = route;
 
     emitProbeSpan(ctx, {
       traceState: incomingTraceState(ev.tracestate, ev.tracestate_len),
-      // semconv: "{method} {http.route}" where the route is known (not yet
-      // read), else the method; "HTTP" for methods outside the known set
-      name: known ? method : 'HTTP',
+      // semconv: "{method} {http.route}" where the route is known, else the
+      // method; "HTTP" for methods outside the known set
+      name: `${known ? method : 'HTTP'}${route === undefined ? '' : ` ${route}`}`,
       kind: SpanKind.SERVER,
       span: ev.span,
       start_ns: ev.start_ns,

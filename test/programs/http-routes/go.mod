@@ -1,0 +1,3 @@
+module gotrail.test/http-routes
+
+go 1.22
