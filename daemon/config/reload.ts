@@ -9,7 +9,9 @@
  * and counted (`gotrail_config_reloads_total{result="rejected"}`); the
  * running configuration stays.
  */
-import { dirname } from 'node:path';
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { basename, dirname } from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { ConfigFileError, loadConfigFile, type LoadedConfig } from './file.ts';
@@ -34,7 +36,7 @@ export interface ConfigStatus {
   lastReload?: { at: string; result: ReloadResult; trigger: string; error?: string };
   /** settings changed in the file that take effect at the next start */
   pendingRestart: string[];
-  /** where each setting comes from (flag, variable, config file, default) */
+  /** where each setting not at its default comes from (flag, variable, `config file`) */
   sources: Record<string, string>;
 }
 
@@ -51,6 +53,7 @@ export class ConfigReloader {
   private pendingTrigger = '';
   private readonly onHup = (): void => this.schedule('SIGHUP', 0);
   private closed = false;
+  private rejectedDigest: string | undefined;
 
   /** `initial`: the file the agent started with (undefined: no --config, nothing is watched). */
   constructor(log: Logger, initial: LoadedConfig | undefined, sources: Record<string, string>, apply: ApplyConfig) {
@@ -74,7 +77,14 @@ export class ConfigReloader {
     process.on('SIGHUP', this.onHup);
     // the directory, not the file: the file's inode changes with every
     // rename-over and ConfigMap swap, which a watch on the file would miss
-    this.watcher = watch(dirname(path), { depth: 0, ignoreInitial: true, followSymlinks: false, persistent: false });
+    // events of the file itself and of a mounted volume's links and
+    // timestamped directories (`..data`, `..2026_…`); other files of the
+    // directory (a log written beside it) are not the configuration
+    const name = basename(path);
+    this.watcher = watch(dirname(path), {
+      depth: 0, ignoreInitial: true, followSymlinks: false, persistent: false,
+      ignored: (p: string) => p !== dirname(path) && basename(p) !== name && !basename(p).startsWith('..'),
+    });
     this.watcher.on('all', (event, p) => this.schedule(`${event} ${p}`, DEBOUNCE_MS));
     this.watcher.on('error', (e) => this.log.once('config.watch', 'watching the configuration file failed; reload with SIGHUP', { error: (e as Error).message }));
   }
@@ -107,6 +117,15 @@ export class ConfigReloader {
     if (!path) return 'unchanged';
     let result: ReloadResult;
     let error: string | undefined;
+    // a rejected content seen again (a second event of one write) is not reported twice
+    let digest: string | undefined;
+    try {
+      digest = createHash('sha256').update(readFileSync(path)).digest('hex');
+    } catch {
+      /* reported by the load below */
+    }
+    if (digest !== undefined && digest === this.rejectedDigest && trigger !== 'SIGHUP') return 'rejected';
+    this.rejectedDigest = undefined;
     try {
       const loaded = loadConfigFile(path);
       if (loaded.digest === this.state.digest) {
@@ -121,6 +140,7 @@ export class ConfigReloader {
       }
     } catch (e) {
       result = 'rejected';
+      this.rejectedDigest = digest;
       error = e instanceof ConfigFileError ? e.problems.join('; ') : (e as Error).message;
     }
     // a watcher event that changed nothing (a touch, the old directory's removal) is not worth a line
@@ -143,8 +163,10 @@ export class ConfigReloader {
     this.state.sources = sources;
   }
 
+  /** The state, with the sources of the settings not at their default. */
   status(): ConfigStatus {
-    return { ...this.state, pendingRestart: [...this.state.pendingRestart], sources: { ...this.state.sources } };
+    const sources = Object.fromEntries(Object.entries(this.state.sources).filter(([, v]) => v !== 'default'));
+    return { ...this.state, pendingRestart: [...this.state.pendingRestart], sources };
   }
 
   /** gotrail_config_reloads_total{result}, gotrail_config_generation, gotrail_config_last_reload_successful. */

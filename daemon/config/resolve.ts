@@ -108,30 +108,30 @@ function parseSampling(env: NodeJS.ProcessEnv, file: ConfigFile['sampling'], sou
     return v === undefined || v.trim() === '' ? undefined : v.trim();
   };
   let sampler: SamplerName = 'parentbased_always_on';
-  sources['sampler'] = 'default';
+  sources['sampling.sampler'] = 'default';
   const es = fromEnv('OTEL_TRACES_SAMPLER');
   if (es !== undefined) {
     if (!(SAMPLERS as readonly string[]).includes(es)) {
       throw new RunConfigError(`OTEL_TRACES_SAMPLER: expected one of ${SAMPLERS.join(', ')}, got "${es}" (the parentbased_* samplers other than parentbased_always_on need the decision at the root span, which gotrail does not make yet)`);
     }
     sampler = es as SamplerName;
-    sources['sampler'] = 'OTEL_TRACES_SAMPLER';
+    sources['sampling.sampler'] = 'OTEL_TRACES_SAMPLER';
   } else if (file?.sampler !== undefined) {
     sampler = file.sampler;
-    sources['sampler'] = FROM_FILE;
+    sources['sampling.sampler'] = FROM_FILE;
   }
   let ratio = 1;
-  sources['ratio'] = 'default';
+  sources['sampling.ratio'] = 'default';
   const ea = fromEnv('OTEL_TRACES_SAMPLER_ARG');
   // the variable is only read for the ratio sampler (the specification ignores it otherwise)
-  if (ea !== undefined && sources['sampler'] === 'OTEL_TRACES_SAMPLER' && sampler === 'traceidratio') {
+  if (ea !== undefined && sources['sampling.sampler'] === 'OTEL_TRACES_SAMPLER' && sampler === 'traceidratio') {
     const n = Number(ea);
     if (!(Number.isFinite(n) && n >= 0 && n <= 1)) throw new RunConfigError(`OTEL_TRACES_SAMPLER_ARG: expected a number from 0 to 1, got "${ea}"`);
     ratio = n;
-    sources['ratio'] = 'OTEL_TRACES_SAMPLER_ARG';
+    sources['sampling.ratio'] = 'OTEL_TRACES_SAMPLER_ARG';
   } else if (file?.ratio !== undefined) {
     ratio = file.ratio;
-    sources['ratio'] = FROM_FILE;
+    sources['sampling.ratio'] = FROM_FILE;
   }
   return { sampler, ratio };
 }
