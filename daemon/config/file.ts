@@ -139,7 +139,7 @@ export function checkConfig(value: unknown): { config?: ConfigFile; problems: st
     }
     if (i.code === 'invalid_type' && i.expected === 'object') return `${pathText(i.path)}: expected a mapping, got ${describe(i.input)}`;
     if (i.code === 'invalid_type' && i.expected === 'array') return `${pathText(i.path)}: expected a list, got ${describe(i.input)}`;
-    if (i.code === 'invalid_type') return `${pathText(i.path)}: expected a ${i.expected}, got ${describe(i.input)}`;
+    if (i.code === 'invalid_type' && (i.expected === 'string' || i.expected === 'boolean')) return `${pathText(i.path)}: expected a ${i.expected}, got ${describe(i.input)}`;
     return `${pathText(i.path)}: ${i.message}`;
   });
   return { problems: problems.flatMap((p) => p.split('\n')) };
