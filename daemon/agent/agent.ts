@@ -674,21 +674,40 @@ export class Agent implements MetricsSource {
    * Applies new selection rules to a running agent: traced processes the new
    * rules exclude are released (their binary's probes detach with the last
    * of them, after the linger time), and Go processes left out before are
-   * judged again, so that newly included ones are attached.
+   * judged again, so that newly included ones are attached (both just after
+   * this returns).
    */
   setSelection(rules: SelectionRules): void {
     this.opts.selection = rules;
     if (!this.started) return;
+    // The rules are in force for every decision from now on; the processes
+    // already judged are judged again right after, since attaching a newly
+    // included binary means analysing it (tens of milliseconds, seconds on a
+    // saturated machine), which should not hold up the reload.
+    this.rejudgeGeneration++;
+    const generation = this.rejudgeGeneration;
+    setImmediate(() => {
+      if (generation === this.rejudgeGeneration && this.started) this.rejudge(rules);
+    });
+  }
+
+  private rejudgeGeneration = 0;
+
+  private rejudge(rules: SelectionRules): void {
+    const released = new Set<number>();
     for (const [pid, t] of [...this.traced]) {
       const d = decide(rules, this.meta.identity(t.info));
       if (d.traced || d.pending) continue;
       this.log.info('process no longer selected', { pid, exe: t.info.exe, reason: d.reason });
       this.release(pid);
+      released.add(pid);
       this.ignored.set(pid, t.info.startTime);
       this.notSelected.set(pid, { exe: t.info.exe, reason: d.reason });
     }
-    // Go processes not traced (their start time is known; non-Go ones have none) and those waiting for their pod
-    const again = [...this.ignored].filter(([, start]) => start !== '').map(([pid]) => pid);
+    // Go processes not traced (their start time is known; non-Go ones have
+    // none) and those waiting for their pod; not those just released, which
+    // these rules have judged
+    const again = [...this.ignored].filter(([pid, start]) => start !== '' && !released.has(pid)).map(([pid]) => pid);
     for (const pid of new Set([...again, ...this.pending.keys()])) {
       this.ignored.delete(pid);
       this.notSelected.delete(pid);
