@@ -30,7 +30,8 @@ function describe(v: unknown): string {
   if (Array.isArray(v)) return 'a list';
   if (typeof v === 'object') return 'a mapping';
   if (typeof v === 'string') return JSON.stringify(v);
-  return String(v);
+  if (typeof v === 'number' || typeof v === 'boolean' || typeof v === 'bigint') return String(v);
+  return typeof v;
 }
 
 const oneOf = <T extends readonly [string, ...string[]]>(values: T) =>
@@ -156,7 +157,7 @@ function knownKeys(path: readonly PropertyKey[]): string[] {
     s = next;
   }
   const def = unwrap(s);
-  return def instanceof z.ZodObject ? Object.keys(def.shape as object) : [];
+  return def instanceof z.ZodObject ? Object.keys(def.shape) : [];
 }
 
 function unwrap(s: z.ZodType): z.ZodType {

@@ -3,10 +3,9 @@
  * configuration file's `sampling`), applied to each finished span in the
  * agent, through the OpenTelemetry SDK's own samplers.
  *
- * Supported: `always_on`, `always_off`, `traceidratio` (decided by the trace
- * id alone, as the specification's TraceIdRatioBased sampler: every span of
- * one trace gets the same decision, in every process on the node and in any
- * other service sampling by the same rule) and `parentbased_always_on` (the
+ * Supported: `always_on`, `always_off`, `traceidratio` (the SDK's
+ * TraceIdRatioBased sampler, which decides by the trace id alone: every span
+ * of one trace gets the same decision, in every process on the node) and `parentbased_always_on` (the
  * default: every span, and a request whose incoming parent is not sampled
  * makes no span, as the probes already decide). The other parent-based
  * samplers need the decision made when the root span starts and inherited

@@ -89,7 +89,7 @@ test('a valid change is applied within a second on a busy machine and shown in /
     await until('the server to be judged (not selected)', 10_000, async () => (await status(u.status)).processesNotSelected.find((p) => p.pid === a.pid));
 
     // 1. a binary never attached: the rules apply at once; attaching it means analysing it first
-    let t0 = Date.now();
+    const t0 = Date.now();
     writeFileSync(file, config('  includeCmdline: ["*config-a*"]')); // an in-place write
     const reloaded = (await agent.waitFor(/^.* INFO {2}configuration reloaded file=\S+ generation=2 .*$/m, 5000))[0];
     const appliedMs = loggedAt(reloaded) - t0;
