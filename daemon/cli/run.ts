@@ -10,7 +10,7 @@ import { createMetrics, serveMetrics, type MetricsServer } from '../agent/metric
 import { createExporter } from '../export/exporters.ts';
 import type { ExportConfig } from '../export/config.ts';
 import { createSpanFilter } from '../export/sampler.ts';
-import { ConfigFileError, loadConfigFile, type LoadedConfig } from '../config/file.ts';
+import type { LoadedConfig } from '../config/file.ts';
 import { resolveRunConfig, RunConfigError, startOnlyChanges, type RunConfig } from '../config/resolve.ts';
 import { ConfigReloader } from '../config/reload.ts';
 import { createLogger, type Logger } from '../util/log.ts';
@@ -185,11 +185,13 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
   const { config: configPath, duration: durationText, help: _help, ...flags } = values;
   let file: LoadedConfig | undefined;
   let cfg: RunConfig;
+  // the parser and schema library load only when a file is given
+  const configFile = configPath !== undefined ? await import('../config/file.ts') : undefined;
   try {
-    if (configPath !== undefined) file = loadConfigFile(configPath);
+    if (configFile && configPath !== undefined) file = configFile.loadConfigFile(configPath);
     cfg = resolveRunConfig(flags, process.env, file?.config);
   } catch (e) {
-    if (e instanceof ConfigFileError || e instanceof RunConfigError) throw new CliError(e.message, EXIT.USAGE);
+    if ((configFile && e instanceof configFile.ConfigFileError) || e instanceof RunConfigError) throw new CliError(e.message, EXIT.USAGE);
     throw e;
   }
   const duration = durationText !== undefined ? Number(durationText) : undefined;
@@ -232,7 +234,7 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
   // environment; what changed is applied to the running agent.
   const started = cfg;
   let running = cfg;
-  const reloader = new ConfigReloader(log, file, cfg.sources, (loaded) => {
+  const reloader = new ConfigReloader(log, file && configFile ? { loaded: file, load: configFile.loadConfigFile } : undefined, cfg.sources, (loaded) => {
     const next = resolveRunConfig(flags, process.env, loaded.config);
     if (!same(next.selection, running.selection)) agent.setSelection(next.selection);
     if (!same([next.export, next.otlp], [running.export, running.otlp])) agent.setExporter(exporterOf(next), clampBatch(next, log));

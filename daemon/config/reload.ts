@@ -14,7 +14,7 @@ import { readFileSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
 import { Counter, Gauge, type Registry } from 'prom-client';
-import { ConfigFileError, loadConfigFile, type LoadedConfig } from './file.ts';
+import type { LoadedConfig } from './file.ts';
 import type { Logger } from '../util/log.ts';
 
 export type ReloadResult = 'applied' | 'rejected' | 'unchanged';
@@ -55,15 +55,22 @@ export class ConfigReloader {
   private closed = false;
   private rejectedDigest: string | undefined;
 
-  /** `initial`: the file the agent started with (undefined: no --config, nothing is watched). */
-  constructor(log: Logger, initial: LoadedConfig | undefined, sources: Record<string, string>, apply: ApplyConfig) {
+  private readonly load: ((path: string) => LoadedConfig) | undefined;
+
+  /**
+   * `initial`: the file the agent started with and `load`, the function that
+   * reads and validates it (loadConfigFile; undefined without --config:
+   * nothing is watched).
+   */
+  constructor(log: Logger, initial: { loaded: LoadedConfig; load: (path: string) => LoadedConfig } | undefined, sources: Record<string, string>, apply: ApplyConfig) {
     this.log = log;
     this.apply = apply;
+    this.load = initial?.load;
     this.state = {
       source: initial ? 'file' : 'flags and environment',
-      path: initial?.path,
+      path: initial?.loaded.path,
       generation: 1,
-      digest: initial?.digest,
+      digest: initial?.loaded.digest,
       appliedAt: new Date().toISOString(),
       pendingRestart: [],
       sources,
@@ -114,7 +121,7 @@ export class ConfigReloader {
   /** Reads the file again and applies it when it changed. Never throws. */
   reload(trigger: string): ReloadResult {
     const path = this.state.path;
-    if (!path) return 'unchanged';
+    if (!path || !this.load) return 'unchanged';
     let result: ReloadResult;
     let error: string | undefined;
     // a rejected content seen again (a second event of one write) is not reported twice
@@ -127,7 +134,7 @@ export class ConfigReloader {
     if (digest !== undefined && digest === this.rejectedDigest && trigger !== 'SIGHUP') return 'rejected';
     this.rejectedDigest = undefined;
     try {
-      const loaded = loadConfigFile(path);
+      const loaded = this.load(path);
       if (loaded.digest === this.state.digest) {
         result = 'unchanged';
       } else {
@@ -141,7 +148,9 @@ export class ConfigReloader {
     } catch (e) {
       result = 'rejected';
       this.rejectedDigest = digest;
-      error = e instanceof ConfigFileError ? e.problems.join('; ') : (e as Error).message;
+      // a ConfigFileError lists each problem
+      const problems = (e as { problems?: unknown }).problems;
+      error = Array.isArray(problems) ? problems.join('; ') : (e as Error).message;
     }
     // a watcher event that changed nothing (a touch, the old directory's removal) is not worth a line
     if (result === 'unchanged' && trigger !== 'SIGHUP') return result;

@@ -11,7 +11,10 @@ import { ExportConfigError, FROM_FILE, resolveExportConfig, type ExportConfig } 
 import { validateSelection, type SelectionRules } from '../agent/selection.ts';
 import type { MapSizes } from '../agent/bpf-runtime.ts';
 import { isLogLevel, type LogLevel } from '../util/log.ts';
-import { SAMPLERS, type ConfigFile } from './file.ts';
+import type { ConfigFile } from './file.ts';
+
+/** The values of OTEL_TRACES_SAMPLER gotrail supports (see export/sampler.ts). */
+export const SAMPLERS = ['always_on', 'always_off', 'traceidratio', 'parentbased_always_on'] as const;
 
 /** `gotrail run`'s flags as parsed (strings), undefined when absent. */
 export interface RunFlags {
