@@ -236,8 +236,10 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
   let running = cfg;
   const reloader = new ConfigReloader(log, file && configFile ? { loaded: file, load: configFile.loadConfigFile } : undefined, cfg.sources, (loaded) => {
     const next = resolveRunConfig(flags, process.env, loaded.config);
+    // everything that may throw before anything is applied: a reload applies whole or not at all
+    const exporter = same([next.export, next.otlp], [running.export, running.otlp]) ? undefined : exporterOf(next);
     if (!same(next.selection, running.selection)) agent.setSelection(next.selection);
-    if (!same([next.export, next.otlp], [running.export, running.otlp])) agent.setExporter(exporterOf(next), clampBatch(next, log));
+    if (exporter) agent.setExporter(exporter, clampBatch(next, log));
     if (!same(next.sampling, running.sampling)) agent.setSpanFilter(createSpanFilter(next.sampling));
     if (next.logLevel !== running.logLevel) log.level = next.logLevel;
     running = next;
@@ -259,6 +261,8 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
   reloader.start();
   process.off('SIGHUP', earlyHup);
   await reloader.ready();
+  // a change made while the agent was starting, before the watcher was there
+  if (file) reloader.reload('start');
   log.info('gotrail running', {
     exporter: cfg.export.exporter, pid: process.pid,
     maxQueueSize: bsp.maxQueueSize, maxExportBatchSize: bsp.maxExportBatchSize, scheduledDelayMillis: bsp.scheduledDelayMillis,

@@ -77,11 +77,11 @@ export class ConfigReloader {
     };
   }
 
-  /** Starts watching the file and listening for SIGHUP (nothing without a file). */
+  /** Starts listening for SIGHUP and watching the file (when there is one). */
   start(): void {
+    process.on('SIGHUP', this.onHup);
     const path = this.state.path;
     if (!path) return;
-    process.on('SIGHUP', this.onHup);
     // the directory, not the file: the file's inode changes with every
     // rename-over and ConfigMap swap, which a watch on the file would miss
     // events of the file itself and of a mounted volume's links and
@@ -121,7 +121,12 @@ export class ConfigReloader {
   /** Reads the file again and applies it when it changed. Never throws. */
   reload(trigger: string): ReloadResult {
     const path = this.state.path;
-    if (!path || !this.load) return 'unchanged';
+    if (!path || !this.load) {
+      // SIGHUP (systemd's reload) without --config: nothing to read, and no reason to stop
+      this.log.info('reload asked, but the configuration comes from flags and environment only (no --config): nothing to reload', { trigger });
+      this.counts.unchanged++;
+      return 'unchanged';
+    }
     let result: ReloadResult;
     let error: string | undefined;
     // a rejected content seen again (a second event of one write) is not reported twice

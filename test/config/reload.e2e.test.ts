@@ -277,3 +277,21 @@ test('/healthz says alive; /readyz is 503 while the exporter fails and 200 once 
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('without --config, SIGHUP (a service manager\'s reload) leaves the agent running and /status says where the settings come from', { skip: skipUnlessBpf() }, async () => {
+  const agent = await startAgent(['--exporter', 'none', '--include-exe', '/nonexistent/**']);
+  try {
+    const u = await urls(agent);
+    agent.child.kill('SIGHUP');
+    await agent.waitFor(/reload asked, but the configuration comes from flags and environment only \(no --config\): nothing to reload trigger=SIGHUP/, 5000);
+    const s = await status(u.status);
+    assert.equal(s.config.source, 'flags and environment');
+    assert.equal(s.config.path, undefined);
+    assert.equal(s.config.generation, 1);
+    assert.equal(s.config.sources['export.exporter'], '--exporter');
+    assert.equal(s.config.sources['selection.includeExe'], '--include-exe');
+    assert.equal((await httpRequest(u.readyz)).status, 200);
+  } finally {
+    assert.equal(await agent.stop(), 0, `gotrail run exits 0 on SIGTERM after a SIGHUP:\n${agent.log().slice(-3000)}`);
+  }
+});
