@@ -176,12 +176,14 @@ test('an invalid file is rejected with a logged error naming the key and a metri
     // a setting the schema accepts but the agent cannot use is rejected too
     writeAtomically(file, `${good}  includePodLabel: ["=x"]\n`);
     await until('the second rejection', 5000, async () => (metric((await httpRequest(u.metrics)).body, 'gotrail_config_reloads_total{result="rejected"}') === 2 ? true : undefined));
-    // the file fixed: applied, and the metric says so
-    writeAtomically(file, good.replace('scheduleDelayMillis: 100', 'scheduleDelayMillis: 150'));
+    // the file fixed: applied, and the metric says so; a map size waits for a restart, said in the log and /status
+    writeAtomically(file, good.replace('scheduleDelayMillis: 100', 'scheduleDelayMillis: 150') + 'maps: {maxInflight: 1024}\n');
     await until('the fixed file applied', 5000, async () => {
       const t = (await httpRequest(u.metrics)).body;
       return metric(t, 'gotrail_config_generation') === 2 && metric(t, 'gotrail_config_last_reload_successful') === 1 ? true : undefined;
     });
+    await agent.waitFor(/WARN {2}configuration settings changed that take effect at the next start settings=mapSizes/, 5000);
+    assert.deepEqual((await status(u.status)).config.pendingRestart, ['mapSizes']);
   } finally {
     await server.stop();
     assert.equal(await agent.stop(), 0, agent.log().slice(-3000));
