@@ -25,6 +25,7 @@ import { ProcessMetadata } from '../metadata/process.ts';
 import { probes as allProbes } from '../probes/registry.ts';
 import type { EventContext, ProbeDescriptor } from '../probes/types.ts';
 import { HttpRouteBound } from '../spans/http-route.ts';
+import type { SpanFilter } from '../export/sampler.ts';
 import type { Logger } from '../util/log.ts';
 
 export interface AgentOptions {
@@ -74,6 +75,8 @@ export interface AgentOptions {
   skipOwnRequests?: boolean;
   /** Called for every span before export (tests, demo). */
   onSpan?: (span: ReadableSpan) => void;
+  /** The sampler's decision per finished span (OTEL_TRACES_SAMPLER); default: every span is kept. */
+  spanFilter?: SpanFilter;
   /**
    * Kubernetes pod metadata (resource attributes, namespace and label rules).
    * Default: watched when running in a cluster (service-account token and
@@ -158,7 +161,11 @@ export class Agent implements MetricsSource {
     repairedBytes: 0,
     /** times probe events stopped being taken from the kernel because the export queue was full */
     backpressurePauses: 0,
+    /** spans the configured sampler did not keep */
+    spansSampledOut: 0,
   };
+  /** the first /proc scan has run (readiness) */
+  private initialScanDone = false;
 
   constructor(log: Logger, opts: AgentOptions) {
     this.log = log;
@@ -210,6 +217,7 @@ export class Agent implements MetricsSource {
     await this.startKubernetes();
     this.started = true;
     this.scan();
+    this.initialScanDone = true;
     this.scanTimer = setInterval(() => this.scan(), this.opts.scanIntervalMs ?? (events ? 5000 : 1000));
   }
 
@@ -232,6 +240,11 @@ export class Agent implements MetricsSource {
       clock: this.clock,
       resourceOf: (tgid) => this.traced.get(tgid)?.resource ?? this.exited.get(tgid)?.resource,
       emit: (span) => {
+        const keep = this.opts.spanFilter;
+        if (keep && !keep(span)) {
+          this.totals.spansSampledOut++;
+          return;
+        }
         this.opts.onSpan?.(span);
         const b = this.batcher;
         if (!b) return;
@@ -666,6 +679,76 @@ export class Agent implements MetricsSource {
     };
   }
 
+  /**
+   * Applies new selection rules to a running agent: traced processes the new
+   * rules exclude are released (their binary's probes detach with the last
+   * of them, after the linger time), and Go processes left out before are
+   * judged again, so that newly included ones are attached (both just after
+   * this returns).
+   */
+  setSelection(rules: SelectionRules): void {
+    this.opts.selection = rules;
+    if (!this.started) return;
+    // The rules are in force for every decision from now on; the processes
+    // already judged are judged again right after, since attaching a newly
+    // included binary means analysing it (tens of milliseconds, seconds on a
+    // saturated machine), which should not hold up the reload.
+    this.rejudgeGeneration++;
+    const generation = this.rejudgeGeneration;
+    setImmediate(() => {
+      if (generation === this.rejudgeGeneration && this.started) this.rejudge(rules);
+    });
+  }
+
+  private rejudgeGeneration = 0;
+
+  private rejudge(rules: SelectionRules): void {
+    const released = new Set<number>();
+    for (const [pid, t] of [...this.traced]) {
+      const d = decide(rules, this.meta.identity(t.info));
+      if (d.traced || d.pending) continue;
+      this.log.info('process no longer selected', { pid, exe: t.info.exe, reason: d.reason });
+      this.release(pid);
+      released.add(pid);
+      this.ignored.set(pid, t.info.startTime);
+      this.notSelected.set(pid, { exe: t.info.exe, reason: d.reason });
+    }
+    // Go processes not traced (their start time is known; non-Go ones have
+    // none) and those waiting for their pod; not those just released, which
+    // these rules have judged
+    const again = [...this.ignored].filter(([pid, start]) => start !== '' && !released.has(pid)).map(([pid]) => pid);
+    for (const pid of new Set([...again, ...this.pending.keys()])) {
+      this.ignored.delete(pid);
+      this.notSelected.delete(pid);
+      this.consider(pid);
+      if (!this.traced.has(pid) && !this.pending.has(pid)) this.settleDecision(pid);
+    }
+  }
+
+  /** Sends spans from now on through `exporter` with these batch settings; queued spans go to the new exporter. @throws Error on invalid batch settings (nothing changed). */
+  setExporter(exporter: SpanExporter, batcher: BatcherOptions): void {
+    this.opts.exporter = exporter;
+    this.opts.batcher = batcher;
+    this.batcher?.reconfigure(exporter, batcher);
+  }
+
+  /** Changes the sampler's decision per span (OTEL_TRACES_SAMPLER); undefined keeps every span. */
+  setSpanFilter(filter: SpanFilter): void {
+    this.opts.spanFilter = filter;
+  }
+
+  /**
+   * Readiness: the probes are loaded, the first /proc scan is done and the
+   * exporter is healthy (its last export did not fail). `detail` names what is missing.
+   */
+  ready(): { ok: boolean; detail: string } {
+    const missing: string[] = [];
+    if (!this.started || !this.rt) missing.push('probes not loaded');
+    if (!this.initialScanDone) missing.push('initial scan not done');
+    if (this.batcher && !this.batcher.exportHealthy) missing.push(`exporter failing (${this.batcher.stats.failed} failed exports so far, ${this.batcher.stats.queued} spans queued)`);
+    return missing.length ? { ok: false, detail: `not ready: ${missing.join('; ')}` } : { ok: true, detail: `ready: ${this.traced.size} processes traced` };
+  }
+
   healthy(): { ok: boolean; detail: string } {
     if (!this.started) return { ok: false, detail: 'starting' };
     return { ok: true, detail: `ok: ${this.traced.size} processes traced` };
@@ -704,6 +787,7 @@ export class Agent implements MetricsSource {
       offsetDisagreements: this.attach?.stats.offsetDisagreements ?? {},
       probeUnavailable: this.attach?.unavailableByProbe() ?? {},
       execToAttach: this.drainExecToAttach(),
+      spansSampledOut: this.totals.spansSampledOut,
       lifecycle: {
         staleExecs: this.totals.staleExecs, heldProcesses: this.totals.heldProcesses, repairedBytes: this.totals.repairedBytes,
         eventsHeld: rt?.eventStats.held ?? 0, eventsNotSelected: rt?.eventStats.heldNotSelected ?? 0, eventsUndecided: rt?.eventStats.heldExpired ?? 0,

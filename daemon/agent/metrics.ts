@@ -33,6 +33,8 @@ export interface MetricsSnapshot {
   httpRoutesCut?: Record<string, number>;
   /** the Kubernetes pod watcher, when running in a cluster */
   kubernetes?: { pods: number; relists: number; failures: number; events: number };
+  /** spans the configured sampler (OTEL_TRACES_SAMPLER) did not keep */
+  spansSampledOut?: number;
   /** process lifecycle: rewritten binaries met at exec, processes held for repair, repaired code bytes, held probe events */
   lifecycle?: { staleExecs: number; heldProcesses: number; repairedBytes: number; eventsHeld: number; eventsNotSelected: number; eventsUndecided: number };
 }
@@ -78,6 +80,7 @@ export function createMetrics(source: MetricsSource): Registry {
   counter('gotrail_http_routes_cut_total', 'Matched HTTP routes left out of their span (no http.route, method-only name), by reason (cardinality: past --max-http-routes distinct routes of the service; truncated: a template longer than the 128 bytes the probe copies)', ['reason'], (set, s) => {
     for (const [r, v] of Object.entries(s.httpRoutesCut ?? {})) set({ reason: r }, v);
   });
+  counter('gotrail_spans_sampled_out_total', 'Spans the configured sampler (OTEL_TRACES_SAMPLER, or sampling in the configuration file) did not keep', [], (set, s) => set({}, s.spansSampledOut ?? 0));
   counter('gotrail_spans_exported_total', 'Spans handed to the exporter successfully', [], (set, s) => set({}, s.spans.exported));
   counter('gotrail_spans_dropped_total', 'Spans dropped before export, by reason (queue_full: pushed into a full export queue; shutdown: unexported when the agent stopped)', ['reason'], (set, s) => {
     for (const [r, v] of Object.entries(s.spans.dropped)) set({ reason: r }, v);
@@ -151,8 +154,12 @@ export interface MetricsServer {
   close(): Promise<void>;
 }
 
-/** Serves /metrics, /healthz and /status; `healthy` decides the health answer, `status` (JSON) says what is traced and why not. */
-export function serveMetrics(reg: Registry, host: string, port: number, healthy: () => { ok: boolean; detail: string }, status: () => unknown = () => ({})): Promise<MetricsServer> {
+/**
+ * Serves /metrics, /healthz, /readyz and /status: `healthy` decides the
+ * liveness answer (/healthz), `ready` the readiness answer (/readyz; 200 or
+ * 503 with the reason as text), `status` (JSON) says what is traced and why not.
+ */
+export function serveMetrics(reg: Registry, host: string, port: number, healthy: () => { ok: boolean; detail: string }, status: () => unknown = () => ({}), ready: () => { ok: boolean; detail: string } = healthy): Promise<MetricsServer> {
   const server: Server = createServer((req, res) => {
     if (req.url === '/metrics') {
       reg.metrics().then((text) => {
@@ -165,13 +172,13 @@ export function serveMetrics(reg: Registry, host: string, port: number, healthy:
     } else if (req.url === '/status') {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify(status(), null, 2) + '\n');
-    } else if (req.url === '/healthz') {
-      const h = healthy();
+    } else if (req.url === '/healthz' || req.url === '/readyz') {
+      const h = req.url === '/healthz' ? healthy() : ready();
       res.writeHead(h.ok ? 200 : 503, { 'content-type': 'text/plain' });
       res.end(h.detail + '\n');
     } else {
       res.writeHead(404);
-      res.end('not found: try /metrics, /healthz or /status\n');
+      res.end('not found: try /metrics, /healthz, /readyz or /status\n');
     }
   });
   return new Promise((resolve, reject) => {

@@ -3,13 +3,17 @@
  */
 import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import type { SpanExporter } from '@opentelemetry/sdk-trace-base';
 import { Agent } from '../agent/agent.ts';
-import { validateSelection, type SelectionRules } from '../agent/selection.ts';
 import { DEFAULT_BPF_OBJECT } from '../agent/bpf-runtime.ts';
 import { createMetrics, serveMetrics, type MetricsServer } from '../agent/metrics.ts';
 import { createExporter } from '../export/exporters.ts';
-import { ExportConfigError, resolveExportConfig, type ExportConfig } from '../export/config.ts';
-import { createLogger, isLogLevel } from '../util/log.ts';
+import type { ExportConfig } from '../export/config.ts';
+import { createSpanFilter } from '../export/sampler.ts';
+import type { LoadedConfig } from '../config/file.ts';
+import { resolveRunConfig, RunConfigError, startOnlyChanges, type RunConfig } from '../config/resolve.ts';
+import { ConfigReloader } from '../config/reload.ts';
+import { createLogger, type Logger } from '../util/log.ts';
 import { CliError, EXIT } from './exit-codes.ts';
 
 export const runHelp = `Usage: gotrail run [options]
@@ -17,6 +21,15 @@ export const runHelp = `Usage: gotrail run [options]
 Traces every Go process on this host (or those the rules select) and exports
 one span per operation. Needs root (or CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE,
 CAP_KILL, CAP_DAC_READ_SEARCH and CAP_SYS_RESOURCE) and a kernel with BTF.
+
+Configuration file:
+  --config FILE          read every setting below from a YAML file (see README,
+                         deploy/config.example.yaml); a flag wins over its
+                         environment variable, which wins over the file, which
+                         wins over the default. The file is watched: selection,
+                         exporter, batch, sampling and log level changes apply
+                         without a restart (also on SIGHUP); an invalid file is
+                         rejected with an error and the running settings kept
 
 Selection (repeatable; any exclude wins; a process matching any include is
 traced; without includes every Go process is traced):
@@ -65,10 +78,13 @@ Export (a flag wins over its environment variable, which wins over the default):
                          (default 30000; 0: no limit); env OTEL_BSP_EXPORT_TIMEOUT
   --max-concurrent-exports N  exports in flight at once (default 2)
   While exports fail, spans stay queued and are retried with backoff (up to 30 s).
+Sampling (no flag): OTEL_TRACES_SAMPLER always_on, always_off, traceidratio (with
+  OTEL_TRACES_SAMPLER_ARG, 0 to 1) or parentbased_always_on (default)
 
 Agent:
-  --metrics-address A    serve /metrics, /healthz and /status (what is traced, and why
-                         not) on host:port (default 127.0.0.1:9464;
+  --metrics-address A    serve /metrics, /healthz (alive), /readyz (probes loaded,
+                         first scan done, exporter healthy) and /status (what is
+                         traced, and why not; the configuration) on host:port (default 127.0.0.1:9464;
                          "off" disables; metrics name the programs on this node, so
                          bind wider only on purpose)
   --scan-interval MS     /proc reconciliation interval, behind exec/exit events (default 5000)
@@ -106,10 +122,31 @@ export function checkEnvironment(): void {
   if (!existsSync(DEFAULT_BPF_OBJECT)) throw new CliError(`probes not built (${DEFAULT_BPF_OBJECT}): run bash deploy/setup.sh`, EXIT.ENVIRONMENT);
 }
 
+/** Batch settings as the batcher takes them: the batch size clamped to the queue size, with a warning. */
+function clampBatch(cfg: RunConfig, log: Logger): ExportConfig['batcher'] {
+  const bsp = { ...cfg.export.batcher };
+  if (bsp.maxExportBatchSize > bsp.maxQueueSize) {
+    // the specification requires batch size <= queue size; its SDKs clamp and warn
+    log.warn('the export batch size exceeds the queue size: using the queue size', {
+      maxExportBatchSize: bsp.maxExportBatchSize, from: cfg.export.sources['maxExportBatchSize'],
+      maxQueueSize: bsp.maxQueueSize, queueSizeFrom: cfg.export.sources['maxQueueSize'],
+    });
+    bsp.maxExportBatchSize = bsp.maxQueueSize;
+  }
+  return bsp;
+}
+
+function exporterOf(cfg: RunConfig): SpanExporter {
+  return createExporter({ kind: cfg.export.exporter, endpoint: cfg.otlp.endpoint, headers: cfg.otlp.headers, timeoutMillis: cfg.otlp.timeoutMillis });
+}
+
+const same = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
+
 export async function runAgent(argv: string[], out: (s: string) => void): Promise<number> {
   const { values } = parseArgs({
     args: argv,
     options: {
+      config: { type: 'string' },
       'include-exe': { type: 'string', multiple: true },
       'exclude-exe': { type: 'string', multiple: true },
       'include-name': { type: 'string', multiple: true },
@@ -124,7 +161,7 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
       'exclude-pod-label': { type: 'string', multiple: true },
       'opt-in-env': { type: 'string' },
       'no-default-excludes': { type: 'boolean' },
-      kubernetes: { type: 'string', default: 'auto' },
+      kubernetes: { type: 'string' },
       exporter: { type: 'string' },
       'max-queue-size': { type: 'string' },
       'max-export-batch-size': { type: 'string' },
@@ -132,14 +169,14 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
       'export-timeout': { type: 'string' },
       'max-concurrent-exports': { type: 'string' },
       'otlp-endpoint': { type: 'string' },
-      'metrics-address': { type: 'string', default: '127.0.0.1:9464' },
+      'metrics-address': { type: 'string' },
       'scan-interval': { type: 'string' },
       linger: { type: 'string' },
       'max-processes': { type: 'string' },
       'max-inflight': { type: 'string' },
       'max-http-routes': { type: 'string' },
       'ring-buffer-bytes': { type: 'string' },
-      'log-level': { type: 'string', default: 'info' },
+      'log-level': { type: 'string' },
       'debug-probe-hits': { type: 'string' },
       duration: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
@@ -149,54 +186,21 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
     out(runHelp);
     return EXIT.OK;
   }
-  let exportConfig: ExportConfig;
+  const { config: configPath, duration: durationText, help: _help, ...flags } = values;
+  let file: LoadedConfig | undefined;
+  let cfg: RunConfig;
+  // the parser and schema library load only when a file is given
+  const configFile = configPath !== undefined ? await import('../config/file.ts') : undefined;
   try {
-    exportConfig = resolveExportConfig({
-      exporter: values.exporter,
-      maxQueueSize: values['max-queue-size'],
-      maxExportBatchSize: values['max-export-batch-size'],
-      scheduleDelay: values['schedule-delay'],
-      exportTimeout: values['export-timeout'],
-      maxConcurrentExports: values['max-concurrent-exports'],
-    });
+    if (configFile && configPath !== undefined) file = configFile.loadConfigFile(configPath);
+    cfg = resolveRunConfig(flags, process.env, file?.config);
   } catch (e) {
-    if (e instanceof ExportConfigError) throw new CliError(e.message, EXIT.USAGE);
+    if ((configFile && e instanceof configFile.ConfigFileError) || e instanceof RunConfigError) throw new CliError(e.message, EXIT.USAGE);
     throw e;
   }
-  const exporterKind = exportConfig.exporter;
-  if (!isLogLevel(values['log-level'])) throw new CliError(`--log-level: expected debug, info, warn or error, got "${values['log-level']}"`, EXIT.USAGE);
-  const scanInterval = values['scan-interval'] === undefined ? undefined : Number(values['scan-interval']);
-  if (scanInterval !== undefined && !(Number.isFinite(scanInterval) && scanInterval >= 50)) throw new CliError('--scan-interval: expected milliseconds >= 50', EXIT.USAGE);
-  const linger = values.linger === undefined ? undefined : Number(values.linger);
-  if (linger !== undefined && !(Number.isInteger(linger) && linger >= 0)) throw new CliError(`--linger: expected milliseconds >= 0, got "${values.linger}"`, EXIT.USAGE);
-  const count = (name: string, v: string | undefined, min: number, pow2 = false): number | undefined => {
-    if (v === undefined) return undefined;
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < min || (pow2 && (n & (n - 1)) !== 0)) throw new CliError(`--${name}: expected an integer >= ${min}${pow2 ? ', a power of two' : ''}, got "${v}"`, EXIT.USAGE);
-    return n;
-  };
-  const mapSizes = {
-    processes: count('max-processes', values['max-processes'], 16),
-    inflight: count('max-inflight', values['max-inflight'], 16),
-    ringBufferBytes: count('ring-buffer-bytes', values['ring-buffer-bytes'], 4096, true),
-  };
-  const maxHttpRoutes = count('max-http-routes', values['max-http-routes'], 0);
-  const duration = values.duration !== undefined ? Number(values.duration) : undefined;
+  const duration = durationText !== undefined ? Number(durationText) : undefined;
   if (duration !== undefined && !(duration > 0)) throw new CliError('--duration: expected seconds > 0', EXIT.USAGE);
-  const metricsAddr = values['metrics-address'] === 'off' ? undefined : parseHostPort(values['metrics-address']);
-  const selection: SelectionRules = {
-    includeExe: values['include-exe'], excludeExe: values['exclude-exe'],
-    includeName: values['include-name'], excludeName: values['exclude-name'],
-    includeCmdline: values['include-cmdline'], excludeCmdline: values['exclude-cmdline'],
-    includeContainer: values['include-container'], excludeContainer: values['exclude-container'],
-    includeNamespace: values['include-namespace'], excludeNamespace: values['exclude-namespace'],
-    includePodLabel: values['include-pod-label'], excludePodLabel: values['exclude-pod-label'],
-    optInEnv: values['opt-in-env'],
-    ...(values['no-default-excludes'] ? { defaultExcludes: false as const } : {}),
-  };
-  const ruleErrors = validateSelection(selection);
-  if (ruleErrors.length) throw new CliError(ruleErrors.join('\n'), EXIT.USAGE);
-  if (values.kubernetes !== 'auto' && values.kubernetes !== 'off') throw new CliError(`--kubernetes: expected auto or off, got "${values.kubernetes}"`, EXIT.USAGE);
+  const metricsAddr = cfg.metricsAddress === 'off' ? undefined : parseHostPort(cfg.metricsAddress);
   checkEnvironment();
 
   // Signals are taken from here on: one arriving during start-up stops the
@@ -206,26 +210,22 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
   const stopRequested = new Promise<void>((resolve) => (requestStop = resolve));
   process.once('SIGINT', () => requestStop());
   process.once('SIGTERM', () => requestStop());
-  const log = createLogger(values['log-level']);
-  const bsp = exportConfig.batcher;
-  if (bsp.maxExportBatchSize > bsp.maxQueueSize) {
-    // the specification requires batch size <= queue size; its SDKs clamp and warn
-    log.warn('the export batch size exceeds the queue size: using the queue size', {
-      maxExportBatchSize: bsp.maxExportBatchSize, from: exportConfig.sources['maxExportBatchSize'],
-      maxQueueSize: bsp.maxQueueSize, queueSizeFrom: exportConfig.sources['maxQueueSize'],
-    });
-    bsp.maxExportBatchSize = bsp.maxQueueSize;
-  }
+  // until the reloader listens, a SIGHUP (a reload asked too early) must not kill the agent
+  const earlyHup = (): void => {};
+  process.on('SIGHUP', earlyHup);
+  const log = createLogger(cfg.logLevel);
+  const bsp = clampBatch(cfg, log);
   const agent = new Agent(log, {
-    exporter: createExporter({ kind: exporterKind, endpoint: values['otlp-endpoint'] }),
+    exporter: exporterOf(cfg),
     batcher: bsp,
-    selection,
-    kubernetes: values.kubernetes === 'off' ? false : undefined,
-    scanIntervalMs: scanInterval,
-    lingerMs: linger,
-    mapSizes,
-    maxHttpRoutes,
-    debugProbeHitsPath: values['debug-probe-hits'],
+    selection: cfg.selection,
+    spanFilter: createSpanFilter(cfg.sampling),
+    kubernetes: cfg.kubernetes === 'off' ? false : undefined,
+    scanIntervalMs: cfg.scanIntervalMs,
+    lingerMs: cfg.lingerMs,
+    mapSizes: cfg.mapSizes,
+    maxHttpRoutes: cfg.maxHttpRoutes,
+    debugProbeHitsPath: cfg.debugProbeHitsPath,
   });
   try {
     await agent.start();
@@ -234,24 +234,51 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
     if (err.code === 'EPERM' || err.code === 'EACCES') throw new CliError(`${err.message}\ngotrail needs root or CAP_BPF + CAP_PERFMON + CAP_SYS_PTRACE`, EXIT.ENVIRONMENT);
     throw new CliError(`starting the agent failed: ${err.message}`, EXIT.FAILED);
   }
+
+  // Reload: the file read again, resolved under the same flags and
+  // environment; what changed is applied to the running agent.
+  const started = cfg;
+  let running = cfg;
+  const reloader = new ConfigReloader(log, file && configFile ? { loaded: file, load: configFile.loadConfigFile } : undefined, cfg.sources, (loaded) => {
+    const next = resolveRunConfig(flags, process.env, loaded.config);
+    // everything that may throw before anything is applied: a reload applies whole or not at all
+    const exporter = same([next.export, next.otlp], [running.export, running.otlp]) ? undefined : exporterOf(next);
+    if (!same(next.selection, running.selection)) agent.setSelection(next.selection);
+    if (exporter) agent.setExporter(exporter, clampBatch(next, log));
+    if (!same(next.sampling, running.sampling)) agent.setSpanFilter(createSpanFilter(next.sampling));
+    if (next.logLevel !== running.logLevel) log.level = next.logLevel;
+    running = next;
+    reloader.setSources(next.sources);
+    return { pendingRestart: startOnlyChanges(started, next) };
+  });
   let metrics: MetricsServer | undefined;
   if (metricsAddr) {
     try {
-      metrics = await serveMetrics(createMetrics(agent), metricsAddr.host, metricsAddr.port, () => agent.healthy(), () => agent.status());
+      const reg = createMetrics(agent);
+      reloader.registerMetrics(reg);
+      metrics = await serveMetrics(reg, metricsAddr.host, metricsAddr.port, () => agent.healthy(), () => ({ config: reloader.status(), ...(agent.status() as object) }), () => agent.ready());
       log.info('metrics served', { url: `http://${metricsAddr.host}:${metrics.port}/metrics` });
     } catch (e) {
       await agent.stop();
-      throw new CliError(`cannot serve metrics on ${values['metrics-address']}: ${(e as Error).message}`, EXIT.FAILED);
+      throw new CliError(`cannot serve metrics on ${cfg.metricsAddress}: ${(e as Error).message}`, EXIT.FAILED);
     }
   }
+  reloader.start();
+  process.off('SIGHUP', earlyHup);
+  await reloader.ready();
+  // a change made while the agent was starting, before the watcher was there
+  if (file) reloader.reload('start');
   log.info('gotrail running', {
-    exporter: exporterKind, pid: process.pid,
+    exporter: cfg.export.exporter, pid: process.pid,
     maxQueueSize: bsp.maxQueueSize, maxExportBatchSize: bsp.maxExportBatchSize, scheduledDelayMillis: bsp.scheduledDelayMillis,
     exportTimeoutMillis: bsp.exportTimeoutMillis, maxConcurrentExports: bsp.maxConcurrentExports,
+    sampler: cfg.sampling.sampler === 'traceidratio' ? `traceidratio(${cfg.sampling.ratio})` : cfg.sampling.sampler,
+    ...(file ? { config: file.path } : {}),
   });
   if (duration) setTimeout(requestStop, duration * 1000).unref();
   await stopRequested;
   log.info('stopping');
+  await reloader.close();
   await metrics?.close();
   await agent.stop();
   return EXIT.OK;

@@ -117,15 +117,19 @@ export class SpanBatcher {
   private failed = 0;
   private readonly dropped: Record<DropReason, number> = { queue_full: 0, shutdown: 0 };
   /** The options in force (defaults applied, batch size clamped). */
-  readonly options: Readonly<Required<BatcherOptions>>;
+  options: Readonly<Required<BatcherOptions>>;
 
-  private readonly exporter: SpanExporter;
+  private exporter: SpanExporter;
   private readonly log: Logger;
 
   /** @throws Error when an option is not a positive integer (a non-negative one for the delays). */
   constructor(exporter: SpanExporter, log: Logger, opts: BatcherOptions = {}) {
     this.exporter = exporter;
     this.log = log;
+    this.options = SpanBatcher.checkOptions(opts, log);
+  }
+
+  private static checkOptions(opts: BatcherOptions, log: Logger): Readonly<Required<BatcherOptions>> {
     const o: Required<BatcherOptions> = { ...BATCHER_DEFAULTS };
     for (const [k, v] of Object.entries(opts) as Array<[keyof BatcherOptions, number | undefined]>) if (v !== undefined) o[k] = v;
     for (const k of ['maxQueueSize', 'maxExportBatchSize', 'maxConcurrentExports'] as const) {
@@ -138,7 +142,41 @@ export class SpanBatcher {
       log.warn('maxExportBatchSize exceeds maxQueueSize: using maxQueueSize', { maxExportBatchSize: o.maxExportBatchSize, maxQueueSize: o.maxQueueSize });
       o.maxExportBatchSize = o.maxQueueSize;
     }
-    this.options = Object.freeze(o);
+    return Object.freeze(o);
+  }
+
+  /**
+   * Sends from now on through `exporter` with `opts` (a configuration
+   * reload): queued spans stay and go to the new exporter; exports under way
+   * finish on the old one, which is then shut down. A queue made smaller than
+   * what it holds keeps every span and takes new ones once below the limit.
+   * @throws Error when an option is invalid (nothing changed then).
+   */
+  reconfigure(exporter: SpanExporter, opts: BatcherOptions): void {
+    const options = SpanBatcher.checkOptions(opts, this.log);
+    if (this.closed) return;
+    const old = this.exporter;
+    const running = [...this.exports];
+    this.exporter = exporter;
+    this.options = options;
+    // the new exporter starts afresh, not in the old one's backoff
+    this.backoffMs = 0;
+    this.retryAt = 0;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.due = this.waiting.length > 0;
+    if (old !== exporter) {
+      void Promise.all(running).then(() => old.shutdown()).catch((e: unknown) => {
+        this.log.warn('shutting down the previous exporter failed', { error: (e as Error).message });
+      });
+    }
+    // a larger queue may have room for a producer waiting on onSpace
+    this.afterExport();
+  }
+
+  /** The exporter's state for readiness: false while exports fail (the last attempt failed and is waiting for its retry). */
+  get exportHealthy(): boolean {
+    return this.backoffMs === 0;
   }
 
   get stats(): BatcherStats {

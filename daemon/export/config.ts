@@ -35,11 +35,21 @@ export interface ExportFlags {
   maxConcurrentExports?: string;
 }
 
+/** Values from the configuration file (already validated), undefined when absent. */
+export interface ExportFileValues {
+  exporter?: ExporterKind;
+  maxQueueSize?: number;
+  maxExportBatchSize?: number;
+  scheduledDelayMillis?: number;
+  exportTimeoutMillis?: number;
+  maxConcurrentExports?: number;
+}
+
 export interface ExportConfig {
   exporter: ExporterKind;
   /** Every option set (defaults applied); the batcher still clamps the batch size to the queue size. */
   batcher: Required<BatcherOptions>;
-  /** Where each setting came from, e.g. `{ maxQueueSize: 'OTEL_BSP_MAX_QUEUE_SIZE' }` (for the start-up log). */
+  /** Where each setting came from, e.g. `{ maxQueueSize: 'OTEL_BSP_MAX_QUEUE_SIZE' }` or `'config file'` (for the start-up log). */
   sources: Record<string, string>;
 }
 
@@ -77,12 +87,16 @@ function parseExporter(where: string, raw: string): ExporterKind {
   return name as ExporterKind;
 }
 
+/** The source name of a setting taken from the configuration file. */
+export const FROM_FILE = 'config file';
+
 /**
- * Resolves the export settings: flag, else environment variable, else default.
+ * Resolves the export settings: flag, else environment variable, else the
+ * configuration file's value, else default.
  * @throws ExportConfigError naming the flag or variable when a value is not valid
  *   (the agent refuses to start rather than run with a setting it ignored).
  */
-export function resolveExportConfig(flags: ExportFlags, env: NodeJS.ProcessEnv = process.env): ExportConfig {
+export function resolveExportConfig(flags: ExportFlags, env: NodeJS.ProcessEnv = process.env, file: ExportFileValues = {}): ExportConfig {
   const sources: Record<string, string> = {};
   const fromEnv = (name: string): string | undefined => {
     const v = env[name];
@@ -98,6 +112,9 @@ export function resolveExportConfig(flags: ExportFlags, env: NodeJS.ProcessEnv =
     if (v !== undefined) {
       exporter = parseExporter('OTEL_TRACES_EXPORTER', v);
       sources['exporter'] = 'OTEL_TRACES_EXPORTER';
+    } else if (file.exporter !== undefined) {
+      exporter = file.exporter;
+      sources['exporter'] = FROM_FILE;
     }
   }
   const batcher: Required<BatcherOptions> = { ...BATCHER_DEFAULTS };
@@ -113,6 +130,9 @@ export function resolveExportConfig(flags: ExportFlags, env: NodeJS.ProcessEnv =
     if (v !== undefined && s.env) {
       batcher[s.key] = parseCount(s.env, v, s.min, s.unit);
       sources[s.key] = s.env;
+    } else if (file[s.key as keyof ExportFileValues] !== undefined) {
+      batcher[s.key] = file[s.key as keyof ExportFileValues] as number;
+      sources[s.key] = FROM_FILE;
     }
   }
   return { exporter, batcher, sources };

@@ -13,6 +13,10 @@ export interface ExporterOptions {
   kind: ExporterKind;
   /** OTLP traces URL; default from OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT, else http://localhost:4318/v1/traces. */
   endpoint?: string;
+  /** Extra HTTP headers (merged over OTEL_EXPORTER_OTLP_HEADERS). */
+  headers?: Record<string, string>;
+  /** ms a request may take; default from OTEL_EXPORTER_OTLP_TIMEOUT, else 10000. */
+  timeoutMillis?: number;
 }
 
 class NoopExporter implements SpanExporter {
@@ -25,7 +29,11 @@ class NoopExporter implements SpanExporter {
 export function createExporter(opts: ExporterOptions): SpanExporter {
   switch (opts.kind) {
     case 'otlp':
-      return new OTLPTraceExporter(opts.endpoint ? { url: opts.endpoint } : {});
+      return new OTLPTraceExporter({
+        ...(opts.endpoint ? { url: opts.endpoint } : {}),
+        ...(opts.headers ? { headers: opts.headers } : {}),
+        ...(opts.timeoutMillis !== undefined ? { timeoutMillis: opts.timeoutMillis } : {}),
+      });
     case 'console':
       return new ConsoleTreeExporter();
     case 'none':

@@ -49,7 +49,7 @@ if [[ ! -e $dest/etc/gotrail/config.yaml ]]; then
 # gotrail's configuration (docs/operations.md); reloaded when it changes.
 exporter:
   otlp:
-    endpoint: http://localhost:4318
+    endpoint: http://localhost:4318/v1/traces
 CONF
 fi
 

@@ -2,6 +2,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { gotrailBin } from '../support/agent-process.ts';
 
 function gotrail(...args: string[]): { code: number | null; out: string; err: string } {
@@ -62,4 +65,27 @@ test('invalid OpenTelemetry environment variables stop the start with an error n
   assert.equal(r.code, 2);
   assert.match(r.err, /--log-level/);
   assert.doesNotMatch(r.err, /OTEL_TRACES_EXPORTER/);
+});
+
+test('an invalid configuration file stops the start with exit 2, naming the file, each bad key and what was expected', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'gotrail-cli-config-'));
+  try {
+    const file = join(dir, 'config.yaml');
+    writeFileSync(file, 'exporter:\n  kind: kafka\nmaps:\n  maxInflight: 3\nselection:\n  includeExe: /srv\n');
+    const r = gotrail('run', '--config', file);
+    assert.equal(r.code, 2, r.err);
+    assert.match(r.err, new RegExp(`${file}: exporter\\.kind: expected one of otlp, console, none, got "kafka"`));
+    assert.match(r.err, new RegExp(`${file}: maps\\.maxInflight: expected an integer >= 16 \\(requests\\), got 3`));
+    assert.match(r.err, new RegExp(`${file}: selection\\.includeExe: expected a list, got "/srv"`));
+    const missing = gotrail('run', '--config', join(dir, 'absent.yaml'));
+    assert.equal(missing.code, 2);
+    assert.match(missing.err, /absent\.yaml: cannot read: ENOENT/);
+    // a valid file, with a variable that is not: the variable is named
+    writeFileSync(file, 'exporter: {kind: none}\n');
+    const env = gotrailWithEnv({ OTEL_TRACES_SAMPLER: 'parentbased_traceidratio' }, 'run', '--config', file);
+    assert.equal(env.code, 2);
+    assert.match(env.err, /OTEL_TRACES_SAMPLER: expected one of always_on, always_off, traceidratio, parentbased_always_on/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

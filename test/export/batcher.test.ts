@@ -326,3 +326,58 @@ describe('export settings from flags and environment variables', () => {
     assert.throws(() => resolveExportConfig({ maxConcurrentExports: '0' }, {}), /--max-concurrent-exports: expected an integer >= 1/);
   });
 });
+
+describe('SpanBatcher.reconfigure (a configuration reload)', () => {
+  beforeEach(() => mock.timers.enable({ apis: ['setTimeout', 'Date'], now: 1_000_000 }));
+  afterEach(() => mock.timers.reset());
+
+  test('queued spans go to the new exporter; an export under way finishes on the old one, which is then shut down', async () => {
+    const { exp: old, b } = setup({ maxExportBatchSize: 2, scheduledDelayMillis: 60_000 });
+    old.answer = 'manual';
+    for (let i = 0; i < 5; i++) b.push(span(i));
+    await settle();
+    assert.equal(old.calls.length, 2, 'two full batches under way');
+    const next = new MemoryExporter();
+    b.reconfigure(next, { maxExportBatchSize: 10, scheduledDelayMillis: 60_000 });
+    await settle();
+    assert.deepEqual(next.calls.length, 0, 'both export slots are taken');
+    assert.equal(old.shutdowns, 0, 'not shut down while its exports run');
+    for (const c of old.calls) c.done(ok);
+    await settle();
+    assert.deepEqual(old.delivered, names(0, 4));
+    assert.equal(old.shutdowns, 1);
+    assert.deepEqual(next.delivered, ['s4'], 'the waiting span leaves through the new exporter as soon as a slot is free, not after the delay');
+    assert.equal(b.options.maxExportBatchSize, 10);
+    assert.deepEqual(b.stats, { queued: 0, exported: 5, failed: 0, dropped: { queue_full: 0, shutdown: 0 } });
+  });
+
+  test('the new exporter starts without the old one\'s backoff, and readiness follows it; invalid options change nothing', async () => {
+    const { exp: old, b } = setup({ scheduledDelayMillis: 100 });
+    old.answer = 'fail';
+    b.push(span(0));
+    mock.timers.tick(100);
+    await settle();
+    assert.equal(b.exportHealthy, false);
+    assert.throws(() => b.reconfigure(new MemoryExporter(), { maxQueueSize: 0 }), /maxQueueSize: expected an integer >= 1/);
+    assert.equal(b.exportHealthy, false);
+    const next = new MemoryExporter();
+    b.reconfigure(next, { scheduledDelayMillis: 100 });
+    await settle();
+    assert.deepEqual(next.delivered, ['s0'], 'retried at once, not after the backoff');
+    assert.equal(b.exportHealthy, true);
+    assert.deepEqual(b.stats, { queued: 0, exported: 1, failed: 1, dropped: { queue_full: 0, shutdown: 0 } });
+  });
+
+  test('a larger queue lets a producer waiting for space go on', () => {
+    const { exp, b } = setup({ maxQueueSize: 2, maxExportBatchSize: 2, scheduledDelayMillis: 100 });
+    exp.answer = 'manual';
+    let spaces = 0;
+    b.onSpace(() => spaces++);
+    b.push(span(0));
+    b.push(span(1));
+    assert.equal(b.full, true);
+    b.reconfigure(exp, { maxQueueSize: 100, maxExportBatchSize: 2, scheduledDelayMillis: 100 });
+    assert.equal(b.full, false);
+    assert.equal(spaces, 1);
+  });
+});

@@ -1,0 +1,246 @@
+/**
+ * Every setting of `gotrail run` from its four layers. Precedence, per
+ * setting: **flag > environment variable > configuration file > default**.
+ * A list given by a flag (e.g. `--include-exe`) replaces the file's list of
+ * the same key rather than adding to it. Flags and the environment are read
+ * once at start; the file is read again on reload, so a setting a flag or
+ * variable fixes does not follow the file (the log says so).
+ */
+import type { ExporterKind } from '../export/exporters.ts';
+import { ExportConfigError, FROM_FILE, resolveExportConfig, type ExportConfig } from '../export/config.ts';
+import { validateSelection, type SelectionRules } from '../agent/selection.ts';
+import type { MapSizes } from '../agent/bpf-runtime.ts';
+import { isLogLevel, type LogLevel } from '../util/log.ts';
+import type { ConfigFile } from './file.ts';
+
+/** The values of OTEL_TRACES_SAMPLER gotrail supports (see export/sampler.ts). */
+export const SAMPLERS = ['always_on', 'always_off', 'traceidratio', 'parentbased_always_on'] as const;
+
+/** `gotrail run`'s flags as parsed (strings), undefined when absent. */
+export interface RunFlags {
+  'include-exe'?: string[]; 'exclude-exe'?: string[];
+  'include-name'?: string[]; 'exclude-name'?: string[];
+  'include-cmdline'?: string[]; 'exclude-cmdline'?: string[];
+  'include-container'?: string[]; 'exclude-container'?: string[];
+  'include-namespace'?: string[]; 'exclude-namespace'?: string[];
+  'include-pod-label'?: string[]; 'exclude-pod-label'?: string[];
+  'opt-in-env'?: string;
+  'no-default-excludes'?: boolean;
+  kubernetes?: string;
+  exporter?: string;
+  'max-queue-size'?: string;
+  'max-export-batch-size'?: string;
+  'schedule-delay'?: string;
+  'export-timeout'?: string;
+  'max-concurrent-exports'?: string;
+  'otlp-endpoint'?: string;
+  'metrics-address'?: string;
+  'scan-interval'?: string;
+  linger?: string;
+  'max-processes'?: string;
+  'max-inflight'?: string;
+  'ring-buffer-bytes'?: string;
+  'max-http-routes'?: string;
+  'log-level'?: string;
+  'debug-probe-hits'?: string;
+}
+
+export type SamplerName = (typeof SAMPLERS)[number];
+
+export interface SamplingConfig {
+  /** OTEL_TRACES_SAMPLER's values gotrail supports; default `parentbased_always_on` (the specification's) */
+  sampler: SamplerName;
+  /** traceidratio: fraction of traces kept, 0–1; default 1 */
+  ratio: number;
+}
+
+/** The OTLP exporter's settings given by the file; absent where an OTEL_EXPORTER_OTLP_* variable or the flag decides. */
+export interface OtlpConfig {
+  endpoint?: string;
+  headers?: Record<string, string>;
+  timeoutMillis?: number;
+}
+
+/** Every setting of `gotrail run`, resolved. */
+export interface RunConfig {
+  selection: SelectionRules;
+  kubernetes: 'auto' | 'off';
+  export: ExportConfig;
+  otlp: OtlpConfig;
+  sampling: SamplingConfig;
+  /** `host:port`, or `off` */
+  metricsAddress: string;
+  scanIntervalMs?: number;
+  lingerMs?: number;
+  mapSizes: MapSizes;
+  /** distinct http.route values per service (--max-http-routes) */
+  maxHttpRoutes?: number;
+  logLevel: LogLevel;
+  debugProbeHitsPath?: string;
+  /** where each setting came from: a flag, a variable, `config file` or `default` */
+  sources: Record<string, string>;
+}
+
+/** A setting that cannot be used; the message names the flag, variable or key. */
+export class RunConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'RunConfigError';
+  }
+}
+
+const SELECTION_KEYS = [
+  ['includeExe', 'include-exe'], ['excludeExe', 'exclude-exe'],
+  ['includeName', 'include-name'], ['excludeName', 'exclude-name'],
+  ['includeCmdline', 'include-cmdline'], ['excludeCmdline', 'exclude-cmdline'],
+  ['includeContainer', 'include-container'], ['excludeContainer', 'exclude-container'],
+  ['includeNamespace', 'include-namespace'], ['excludeNamespace', 'exclude-namespace'],
+  ['includePodLabel', 'include-pod-label'], ['excludePodLabel', 'exclude-pod-label'],
+] as const;
+
+/** Settings only read at start: a change in the file is logged and waits for a restart. */
+export const START_ONLY = ['kubernetes', 'metricsAddress', 'scanIntervalMs', 'lingerMs', 'mapSizes', 'maxHttpRoutes', 'debugProbeHitsPath'] as const;
+
+function count(name: string, v: string | undefined, min: number, pow2 = false): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min || (pow2 && (n & (n - 1)) !== 0)) throw new RunConfigError(`--${name}: expected an integer >= ${min}${pow2 ? ', a power of two' : ''}, got "${v}"`);
+  return n;
+}
+
+function parseSampling(env: NodeJS.ProcessEnv, file: ConfigFile['sampling'], sources: Record<string, string>): SamplingConfig {
+  const fromEnv = (name: string): string | undefined => {
+    const v = env[name];
+    return v === undefined || v.trim() === '' ? undefined : v.trim();
+  };
+  let sampler: SamplerName = 'parentbased_always_on';
+  sources['sampling.sampler'] = 'default';
+  const es = fromEnv('OTEL_TRACES_SAMPLER');
+  if (es !== undefined) {
+    if (!(SAMPLERS as readonly string[]).includes(es)) {
+      throw new RunConfigError(`OTEL_TRACES_SAMPLER: expected one of ${SAMPLERS.join(', ')}, got "${es}" (the parentbased_* samplers other than parentbased_always_on need the decision at the root span, which gotrail does not make yet)`);
+    }
+    sampler = es as SamplerName;
+    sources['sampling.sampler'] = 'OTEL_TRACES_SAMPLER';
+  } else if (file?.sampler !== undefined) {
+    sampler = file.sampler;
+    sources['sampling.sampler'] = FROM_FILE;
+  }
+  let ratio = 1;
+  sources['sampling.ratio'] = 'default';
+  const ea = fromEnv('OTEL_TRACES_SAMPLER_ARG');
+  // the variable is only read for the ratio sampler (the specification ignores it otherwise)
+  if (ea !== undefined && sources['sampling.sampler'] === 'OTEL_TRACES_SAMPLER' && sampler === 'traceidratio') {
+    const n = Number(ea);
+    if (!(Number.isFinite(n) && n >= 0 && n <= 1)) throw new RunConfigError(`OTEL_TRACES_SAMPLER_ARG: expected a number from 0 to 1, got "${ea}"`);
+    ratio = n;
+    sources['sampling.ratio'] = 'OTEL_TRACES_SAMPLER_ARG';
+  } else if (file?.ratio !== undefined) {
+    ratio = file.ratio;
+    sources['sampling.ratio'] = FROM_FILE;
+  }
+  return { sampler, ratio };
+}
+
+/**
+ * Resolves every setting: flag, else variable, else file, else default.
+ * @throws RunConfigError naming the flag, variable or key of a value that cannot be used.
+ */
+export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = process.env, file: ConfigFile = {}): RunConfig {
+  const sources: Record<string, string> = {};
+  const pick = <T>(key: string, flagName: string, flag: T | undefined, fileValue: T | undefined): T | undefined => {
+    if (flag !== undefined) {
+      sources[key] = `--${flagName}`;
+      return flag;
+    }
+    sources[key] = fileValue !== undefined ? FROM_FILE : 'default';
+    return fileValue;
+  };
+
+  const selection: SelectionRules = {};
+  for (const [key, flag] of SELECTION_KEYS) {
+    const v = pick(`selection.${key}`, flag, flags[flag], file.selection?.[key]);
+    if (v !== undefined) selection[key] = [...v];
+  }
+  const optIn = pick('selection.optInEnv', 'opt-in-env', flags['opt-in-env'], file.selection?.optInEnv);
+  if (optIn !== undefined) selection.optInEnv = optIn;
+  const defaultExcludes = pick('selection.defaultExcludes', 'no-default-excludes', flags['no-default-excludes'] ? false : undefined, file.selection?.defaultExcludes);
+  if (defaultExcludes === false) selection.defaultExcludes = false;
+  const ruleErrors = validateSelection(selection);
+  if (ruleErrors.length) throw new RunConfigError(ruleErrors.join('\n'));
+
+  const kubernetes = pick('kubernetes', 'kubernetes', flags.kubernetes, file.kubernetes) ?? 'auto';
+  if (kubernetes !== 'auto' && kubernetes !== 'off') throw new RunConfigError(`--kubernetes: expected auto or off, got "${kubernetes}"`);
+
+  let exportConfig: ExportConfig;
+  try {
+    const b = file.exporter?.batch;
+    exportConfig = resolveExportConfig({
+      exporter: flags.exporter,
+      maxQueueSize: flags['max-queue-size'],
+      maxExportBatchSize: flags['max-export-batch-size'],
+      scheduleDelay: flags['schedule-delay'],
+      exportTimeout: flags['export-timeout'],
+      maxConcurrentExports: flags['max-concurrent-exports'],
+    }, env, {
+      exporter: file.exporter?.kind as ExporterKind | undefined,
+      maxQueueSize: b?.maxQueueSize, maxExportBatchSize: b?.maxExportBatchSize, scheduledDelayMillis: b?.scheduleDelayMillis,
+      exportTimeoutMillis: b?.exportTimeoutMillis, maxConcurrentExports: b?.maxConcurrentExports,
+    });
+  } catch (e) {
+    if (e instanceof ExportConfigError) throw new RunConfigError(e.message);
+    throw e;
+  }
+  for (const [k, v] of Object.entries(exportConfig.sources)) sources[`export.${k}`] = v;
+
+  // The OTLP exporter reads OTEL_EXPORTER_OTLP_* itself and lets values given
+  // in code win over them: the file's values are passed only where no
+  // variable is set, so that a variable wins over the file.
+  const set = (name: string): boolean => (env[name] ?? '').trim() !== '';
+  const otlp: OtlpConfig = {};
+  const fo = file.exporter?.otlp;
+  if (flags['otlp-endpoint'] !== undefined) {
+    otlp.endpoint = flags['otlp-endpoint'];
+    sources['otlp.endpoint'] = '--otlp-endpoint';
+  } else if (set('OTEL_EXPORTER_OTLP_TRACES_ENDPOINT') || set('OTEL_EXPORTER_OTLP_ENDPOINT')) {
+    sources['otlp.endpoint'] = set('OTEL_EXPORTER_OTLP_TRACES_ENDPOINT') ? 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT' : 'OTEL_EXPORTER_OTLP_ENDPOINT';
+  } else if (fo?.endpoint !== undefined) {
+    otlp.endpoint = fo.endpoint;
+    sources['otlp.endpoint'] = FROM_FILE;
+  } else {
+    sources['otlp.endpoint'] = 'default';
+  }
+  if (fo?.headers !== undefined && !set('OTEL_EXPORTER_OTLP_TRACES_HEADERS') && !set('OTEL_EXPORTER_OTLP_HEADERS')) otlp.headers = { ...fo.headers };
+  if (fo?.timeoutMillis !== undefined && !set('OTEL_EXPORTER_OTLP_TRACES_TIMEOUT') && !set('OTEL_EXPORTER_OTLP_TIMEOUT')) otlp.timeoutMillis = fo.timeoutMillis;
+
+  const sampling = parseSampling(env, file.sampling, sources);
+
+  const metricsAddress = pick('metricsAddress', 'metrics-address', flags['metrics-address'], file.metricsAddress) ?? '127.0.0.1:9464';
+  const logLevel = pick('logLevel', 'log-level', flags['log-level'], file.logLevel) ?? 'info';
+  if (!isLogLevel(logLevel) || logLevel === 'silent') throw new RunConfigError(`--log-level: expected debug, info, warn or error, got "${logLevel}"`);
+
+  const scanFlag = flags['scan-interval'] === undefined ? undefined : Number(flags['scan-interval']);
+  if (scanFlag !== undefined && !(Number.isFinite(scanFlag) && scanFlag >= 50)) throw new RunConfigError('--scan-interval: expected milliseconds >= 50');
+  const scanIntervalMs = pick('scanIntervalMs', 'scan-interval', scanFlag, file.scanIntervalMillis);
+  const lingerFlag = flags.linger === undefined ? undefined : Number(flags.linger);
+  if (lingerFlag !== undefined && !(Number.isInteger(lingerFlag) && lingerFlag >= 0)) throw new RunConfigError(`--linger: expected milliseconds >= 0, got "${flags.linger}"`);
+  const lingerMs = pick('lingerMs', 'linger', lingerFlag, file.lingerMillis);
+
+  const mapSizes: MapSizes = {
+    processes: pick('maps.maxProcesses', 'max-processes', count('max-processes', flags['max-processes'], 16), file.maps?.maxProcesses),
+    inflight: pick('maps.maxInflight', 'max-inflight', count('max-inflight', flags['max-inflight'], 16), file.maps?.maxInflight),
+    ringBufferBytes: pick('maps.ringBufferBytes', 'ring-buffer-bytes', count('ring-buffer-bytes', flags['ring-buffer-bytes'], 4096, true), file.maps?.ringBufferBytes),
+  };
+  const maxHttpRoutes = pick('maxHttpRoutes', 'max-http-routes', count('max-http-routes', flags['max-http-routes'], 0), file.maxHttpRoutes);
+  const debugProbeHitsPath = pick('debugProbeHitsPath', 'debug-probe-hits', flags['debug-probe-hits'], file.debugProbeHits);
+
+  return {
+    selection, kubernetes, export: exportConfig, otlp, sampling, metricsAddress,
+    scanIntervalMs, lingerMs, mapSizes, maxHttpRoutes, logLevel, debugProbeHitsPath, sources,
+  };
+}
+
+/** The start-only settings whose value differs between two resolutions (they wait for a restart). */
+export function startOnlyChanges(running: RunConfig, next: RunConfig): string[] {
+  return START_ONLY.filter((k) => JSON.stringify(running[k]) !== JSON.stringify(next[k]));
+}
