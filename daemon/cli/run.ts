@@ -1,6 +1,7 @@
 /**
  * `gotrail run`: the agent.
  */
+import { setDbQueryText } from '../probes/go/database/sql/descriptor.ts';
 import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { Agent } from '../agent/agent.ts';
@@ -78,6 +79,9 @@ Agent:
   --max-processes N      BPF allow-list capacity: Go processes traced at once (default 16384)
   --max-inflight N       in-flight requests tracked per probe, node-wide (default 16384)
   --ring-buffer-bytes N  event ring buffer size, a power of two (default 4194304)
+  --db-query-text        put the SQL text of database/sql calls in db.query.text,
+                         every literal replaced by ? (default: off; the operation and
+                         the table name are always there)
   --log-level LEVEL      debug, info (default), warn, error
   --debug-probe-hits FILE  debugging aid: write every probe hit (program, process,
                          goroutine, link set, time, CPU) and the agent's attach and
@@ -137,6 +141,7 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
       'ring-buffer-bytes': { type: 'string' },
       'log-level': { type: 'string', default: 'info' },
       'debug-probe-hits': { type: 'string' },
+      'db-query-text': { type: 'boolean' },
       duration: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -160,6 +165,7 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
     throw e;
   }
   const exporterKind = exportConfig.exporter;
+  setDbQueryText(values['db-query-text'] === true);
   if (!isLogLevel(values['log-level'])) throw new CliError(`--log-level: expected debug, info, warn or error, got "${values['log-level']}"`, EXIT.USAGE);
   const scanInterval = values['scan-interval'] === undefined ? undefined : Number(values['scan-interval']);
   if (scanInterval !== undefined && !(Number.isFinite(scanInterval) && scanInterval >= 50)) throw new CliError('--scan-interval: expected milliseconds >= 50', EXIT.USAGE);

@@ -10,13 +10,14 @@
 //	/setup          (re)creates the table items and fills it
 //	/run?n=         one QueryRowContext on the handler's goroutine, then n
 //	                goroutines each running a query (DB.QueryContext), an exec
-//	                (DB.ExecContext), a prepared statement (Stmt.QueryRowContext)
-//	                and an exec in a transaction (Tx.ExecContext): 1+4n calls
+//	                (DB.ExecContext), prepared statements (Stmt.QueryRowContext,
+//	                Stmt.ExecContext) and an exec in a transaction (Tx.ExecContext):
+//	                1+5n calls
 //	/errors         a syntax error (exec) and a missing table (query)
 //	/bench?n=       n sequential queries: the median latency in ns
 //
 // Every query carries string, number and list literals that must never leave
-// the node: 'alice', 'bob', 'carol', 4242, 777 and (1, 2, 3).
+// the node: 'alice', 'bob', 'carol', 'dave', 4242, 777 and (1, 2, 3).
 package main
 
 import (
@@ -80,7 +81,7 @@ func setup(ctx context.Context, db *sql.DB, table string) error {
 	return nil
 }
 
-func work(ctx context.Context, driver string, db *sql.DB, stmt *sql.Stmt) error {
+func work(ctx context.Context, db *sql.DB, stmt, update *sql.Stmt) error {
 	rows, err := db.QueryContext(ctx, "SELECT id, name FROM items WHERE name = 'alice' AND id IN (1, 2, 3)")
 	if err != nil {
 		return fmt.Errorf("query: %w", err)
@@ -94,6 +95,9 @@ func work(ctx context.Context, driver string, db *sql.DB, stmt *sql.Stmt) error 
 	var name string
 	if err := stmt.QueryRowContext(ctx, 2).Scan(&name); err != nil {
 		return fmt.Errorf("stmt: %w", err)
+	}
+	if _, err := update.ExecContext(ctx, 3); err != nil {
+		return fmt.Errorf("stmt exec: %w", err)
 	}
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
@@ -134,13 +138,19 @@ func handler(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		defer stmt.Close()
+		update, err := db.PrepareContext(ctx, "UPDATE items SET name = 'dave' WHERE id = "+param(driver, "1"))
+		if err != nil {
+			http.Error(w, "prepare: "+err.Error(), 500)
+			return
+		}
+		defer update.Close()
 		var wg sync.WaitGroup
 		errs := make(chan error, n)
 		for i := 0; i < n; i++ {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				if err := work(context.Background(), driver, db, stmt); err != nil {
+				if err := work(context.Background(), db, stmt, update); err != nil {
 					errs <- err
 				}
 			}()
@@ -151,7 +161,7 @@ func handler(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, err.Error(), 500)
 			return
 		}
-		fmt.Fprintf(w, "OK=%d\n", 1+4*n)
+		fmt.Fprintf(w, "OK=%d\n", 1+5*n)
 	case "/errors":
 		_, err1 := db.ExecContext(ctx, "SELEC 'alice' FROM items")
 		_, err2 := db.QueryContext(ctx, "SELECT name FROM no_such_table WHERE id = 4242")
