@@ -10,11 +10,15 @@ import { join } from 'node:path';
 import type { ReceivedSpan } from '../../../support/collector.ts';
 import { httpRequest, startGoServer, type GoServer } from '../../../support/go-server.ts';
 
-/** Drivers of the program: its `?driver=` value and the db.system.name it must give. */
+/**
+ * Drivers of the program: its `?driver=` value, the db.system.name it must
+ * give, and the error.type of a syntax error and of a missing table (the type
+ * the driver returns: pgx wraps a failed prepare's error in a PrepareError).
+ */
 export const DRIVERS = [
-  { driver: 'pgx', system: 'postgresql', error: '*github.com/jackc/pgx/v5/pgconn.PgError' },
-  { driver: 'pq', system: 'postgresql', error: '*github.com/lib/pq.Error' },
-  { driver: 'sqlite', system: 'sqlite', error: '*modernc.org/sqlite.Error' },
+  { driver: 'pgx', system: 'postgresql', syntaxError: '*github.com/jackc/pgx/v5/pgconn.PgError', missingTable: '*github.com/jackc/pgx/v5/pgconn.PrepareError' },
+  { driver: 'pq', system: 'postgresql', syntaxError: '*github.com/lib/pq.Error', missingTable: '*github.com/lib/pq.Error' },
+  { driver: 'sqlite', system: 'sqlite', syntaxError: '*modernc.org/sqlite.Error', missingTable: '*modernc.org/sqlite.Error' },
 ] as const;
 export type Driver = (typeof DRIVERS)[number];
 

@@ -67,16 +67,16 @@ describe('database/sql: one CLIENT span per query or exec', { skip }, () => {
             }
             for (const s of spans) {
               assert.equal(s.attributes['db.system.name'], d.system, `${s.name}: db.system.name`);
-              assert.equal(s.scope.name, 'database/sql');
+              assert.equal(s.scope.name, 'gotrail/database/sql');
               assert.equal(s.attributes['db.query.text'], undefined, 'no query text unless turned on');
               const [op, table] = s.name.split(' ');
               if (s.name !== d.system) {
                 assert.equal(s.attributes['db.operation.name'], op, `${s.name}: db.operation.name`);
                 assert.equal(s.attributes['db.collection.name'], table, `${s.name}: db.collection.name`);
               }
-              const failed = s.name === d.system || s.name === 'SELECT no_such_table';
-              assert.equal(s.status.code, failed ? 'ERROR' : 'UNSET', `${s.name}: status`);
-              assert.equal(s.attributes['error.type'], failed ? d.error : undefined, `${s.name}: error.type`);
+              const error = s.name === d.system ? d.syntaxError : s.name === 'SELECT no_such_table' ? d.missingTable : undefined;
+              assert.equal(s.status.code, error ? 'ERROR' : 'UNSET', `${s.name}: status`);
+              assert.equal(s.attributes['error.type'], error, `${s.name}: error.type`);
               assert.ok(s.endTimeUnixNano >= s.startTimeUnixNano);
             }
             // the calls made on a request's goroutine are its children; the workers' are roots
