@@ -74,8 +74,8 @@ export async function startPostgres(opts: { database?: string } = {}): Promise<P
   ], { ...asPostgres, stdio: ['ignore', 'pipe', 'pipe'] });
   live.add(child);
   let log = '';
-  child.stdout!.on('data', (d: Buffer) => (log += d.toString()));
-  child.stderr!.on('data', (d: Buffer) => (log += d.toString()));
+  child.stdout.on('data', (d: Buffer) => (log += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (log += d.toString()));
   const exited = new Promise<void>((r) => child.once('exit', () => { live.delete(child); r(); }));
   const stop = async (): Promise<void> => {
     if (child.exitCode === null && child.signalCode === null) {
@@ -98,7 +98,7 @@ export async function startPostgres(opts: { database?: string } = {}): Promise<P
     } catch (e) {
       if (Date.now() > deadline) {
         await stop();
-        throw new Error(`postgres did not accept connections in 60 s: ${(e as Error).message}\n${log}`);
+        throw new Error(`postgres did not accept connections in 60 s: ${(e as Error).message}\n${log}`, { cause: e });
       }
       await new Promise((r) => setTimeout(r, 200));
     }

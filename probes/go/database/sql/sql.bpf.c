@@ -35,18 +35,18 @@ enum gt_sql_limits {
 };
 
 struct gt_sql_config {
-	__u32 db_connector;  /* database/sql.DB.connector (driver.Connector) */
-	__u32 stmt_db;       /* database/sql.Stmt.db (*DB) */
-	__u32 stmt_query;    /* database/sql.Stmt.query (string) */
-	__u32 dsn_driver;    /* database/sql.dsnConnector.driver (driver.Driver) */
-	__u32 flags;         /* enum gt_sql_flags */
+	__u32 db_connector; /* database/sql.DB.connector (driver.Connector) */
+	__u32 stmt_db;      /* database/sql.Stmt.db (*DB) */
+	__u32 stmt_query;   /* database/sql.Stmt.query (string) */
+	__u32 dsn_driver;   /* database/sql.dsnConnector.driver (driver.Driver) */
+	__u32 flags;        /* enum gt_sql_flags */
 	__u32 reserved;
 };
 
 enum gt_sql_flags {
 	GT_SQL_ENABLED = 1,
-	GT_SQL_STMT = 2,   /* the Stmt offsets are known: Stmt calls are traced */
-	GT_SQL_DRIVER = 4, /* DB.connector is known */
+	GT_SQL_STMT = 2,       /* the Stmt offsets are known: Stmt calls are traced */
+	GT_SQL_DRIVER = 4,     /* DB.connector is known */
 	GT_SQL_DSN_DRIVER = 8, /* dsnConnector.driver is known */
 };
 
@@ -205,7 +205,8 @@ static __always_inline void sql_return(struct pt_regs *ctx, __u64 err_itab)
 	if (!cfg)
 		return;
 	struct sql_inflight *st = bpf_map_lookup_elem(&gt_sql_inflight, &key);
-	gt_debug_hit(ctx, GT_HIT_SQL_RETURN, st ? GT_HIT_FOUND : GT_HIT_NOT_FOUND, key.tgid, bin_id, key.goid);
+	gt_debug_hit(ctx, GT_HIT_SQL_RETURN, st ? GT_HIT_FOUND : GT_HIT_NOT_FOUND, key.tgid, bin_id,
+		     key.goid);
 	if (!st) {
 		gt_count_no_entry(&key, GT_PAIRED_SQL);
 		return;
