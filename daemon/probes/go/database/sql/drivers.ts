@@ -5,7 +5,7 @@
  * function table (pclntab or symbols, so stripped binaries too), names the
  * driver's package or the error's type.
  */
-import { readFileSync, readlinkSync } from 'node:fs';
+import { readFileSync, readlinkSync, statSync } from 'node:fs';
 import {
   DB_SYSTEM_NAME_VALUE_MARIADB, DB_SYSTEM_NAME_VALUE_MICROSOFT_SQL_SERVER, DB_SYSTEM_NAME_VALUE_MYSQL,
   DB_SYSTEM_NAME_VALUE_POSTGRESQL,
@@ -56,17 +56,39 @@ export function receiverType(fn: string): string | undefined {
 }
 
 const CACHE_MAX = 4096;
+const BINARIES_MAX = 64;
 
 /**
- * Function names at code addresses of live processes, cached per process
- * and address (a process runs few drivers and error types). A miss opens
- * the process's executable (through /proc, so it is the file the process
- * runs) and walks its function table once; a PIE's load address comes from
- * /proc/PID/maps. Never throws: an address it cannot place (an exited
- * process, an unreadable file) gives undefined.
+ * The first method of the itabs the probe reads: driver.Connector's is
+ * Connect, driver.Driver's Open, error's Error (an itab's methods are sorted
+ * by name). Only functions of these names are kept from a binary's table.
+ */
+const ITAB_FIRST_METHOD = /\.(Connect|Open|Error)$/;
+
+/** The kept functions of one binary, sorted by entry. */
+interface MethodTable {
+  /** relocated at load: addresses are offsets from the load address */
+  pie: boolean;
+  entries: Float64Array;
+  ends: Float64Array;
+  names: string[];
+}
+
+/**
+ * Function names at code addresses of live processes. A binary's function
+ * table is walked once (through /proc/PID/exe, so it is the file the process
+ * runs, stripped or not: the pclntab names every function) and the methods
+ * an itab can start with are kept, sorted; a PIE's load address comes from
+ * /proc/PID/maps, once per process. Results are cached per process and
+ * address. Never throws: an address it cannot place (an exited process, an
+ * unreadable file) gives undefined.
  */
 export class CodeNames {
   readonly #names = new Map<string, string | undefined>();
+  /** dev:inode of an executable → its table */
+  readonly #tables = new Map<string, MethodTable | undefined>();
+  /** pid → dev:inode of its executable and its load bias */
+  readonly #processes = new Map<number, { file: string; bias: number }>();
 
   nameAt(pid: number, pc: bigint): string | undefined {
     if (pc === 0n) return undefined;
@@ -74,7 +96,7 @@ export class CodeNames {
     if (this.#names.has(key)) return this.#names.get(key);
     let name: string | undefined;
     try {
-      name = lookup(pid, Number(pc));
+      name = this.#lookup(pid, Number(pc));
     } catch {
       name = undefined;
     }
@@ -82,23 +104,57 @@ export class CodeNames {
     this.#names.set(key, name);
     return name;
   }
+
+  #lookup(pid: number, pc: number): string | undefined {
+    let proc = this.#processes.get(pid);
+    if (!proc) {
+      const st = statSync(`/proc/${pid}/exe`);
+      const file = `${st.dev}:${st.ino}`;
+      if (!this.#tables.has(file)) {
+        if (this.#tables.size >= BINARIES_MAX) this.#tables.clear();
+        this.#tables.set(file, readTable(pid));
+      }
+      proc = { file, bias: this.#tables.get(file)?.pie ? loadBias(pid) : 0 };
+      if (this.#processes.size >= CACHE_MAX) this.#processes.clear();
+      this.#processes.set(pid, proc);
+    }
+    const t = this.#tables.get(proc.file);
+    if (!t) return undefined;
+    const addr = pc - proc.bias;
+    let lo = 0, hi = t.entries.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      if (t.entries[mid]! > addr) hi = mid - 1;
+      else if (t.ends[mid]! <= addr) lo = mid + 1;
+      else return t.names[mid];
+    }
+    return undefined;
+  }
 }
 
-function lookup(pid: number, pc: number): string | undefined {
+/** The itab-first methods of the process's executable, or undefined when it cannot be read. */
+function readTable(pid: number): MethodTable | undefined {
   const bin = openGoBinary(`/proc/${pid}/exe`);
   try {
-    let addr = pc;
-    if (bin.pie) {
-      const exe = readlinkSync(`/proc/${pid}/exe`);
-      const first = readFileSync(`/proc/${pid}/maps`, 'utf8').split('\n')
-        .map((l) => l.split(/\s+/))
-        .find((f) => f[5] === exe && f[2] !== undefined && Number.parseInt(f[2], 16) === 0);
-      if (!first) return undefined;
-      addr = pc - Number.parseInt(first[0]!.split('-')[0]!, 16);
-    }
-    for (const f of bin.functions()) if (addr >= f.entry && addr < f.end) return f.name;
-    return undefined;
+    const kept: Array<{ entry: number; end: number; name: string }> = [];
+    for (const f of bin.functions()) if (ITAB_FIRST_METHOD.test(f.name)) kept.push(f);
+    kept.sort((a, b) => a.entry - b.entry);
+    return {
+      pie: bin.pie,
+      entries: Float64Array.from(kept, (f) => f.entry),
+      ends: Float64Array.from(kept, (f) => f.end),
+      names: kept.map((f) => f.name),
+    };
   } finally {
     bin.close();
   }
+}
+
+/** Where a PIE process's executable was mapped: its mapping at file offset 0 (Go links PIEs at address 0). */
+function loadBias(pid: number): number {
+  const exe = readlinkSync(`/proc/${pid}/exe`);
+  const first = readFileSync(`/proc/${pid}/maps`, 'utf8').split('\n')
+    .map((l) => l.split(/\s+/))
+    .find((f) => f[5] === exe && f[2] !== undefined && Number.parseInt(f[2], 16) === 0);
+  return first ? Number.parseInt(first[0]!.split('-')[0]!, 16) : 0;
 }
