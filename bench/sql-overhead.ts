@@ -35,11 +35,15 @@ const copy = (name: string): string => {
   return join(dir, name, 'sql-client');
 };
 
-async function sqlRuns(url: string): Promise<number> {
+/** BPF program runs (probe hits) of the database/sql probe and their total run time (s). */
+async function sqlRuns(url: string): Promise<{ runs: number; seconds: number }> {
   const text = await fetch(url).then((r) => r.text());
-  let runs = 0;
-  for (const m of text.matchAll(/^gotrail_probe_runs_total\{program="gt_sql_[^"]+"\} (\S+)$/gm)) runs += Number(m[1]);
-  return runs;
+  let runs = 0, seconds = 0;
+  for (const m of text.matchAll(/^gotrail_probe_(runs|run_seconds)_total\{program="gt_sql_[^"]+"\} (\S+)$/gm)) {
+    if (m[1] === 'runs') runs += Number(m[2]);
+    else seconds += Number(m[2]);
+  }
+  return { runs, seconds };
 }
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -63,12 +67,14 @@ try {
       u.push(Number((await httpRequest(`${plain.url}/bench?driver=${driver}&n=${n}`)).body));
       t.push(Number((await httpRequest(`${traced.url}/bench?driver=${driver}&n=${n}`)).body));
     }
-    const runs = (await sqlRuns(await agent.metricsUrl())) - before;
+    const after = await sqlRuns(await agent.metricsUrl());
+    const runs = after.runs - before.runs;
+    const bpfUs = runs ? ((after.seconds - before.seconds) / runs) * 1e6 : 0;
     const mt = median(t) / 1000, mu = median(u) / 1000;
-    rows.push(`${driver.padEnd(8)} ${mu.toFixed(1).padStart(10)} ${mt.toFixed(1).padStart(10)} ${(mt - mu).toFixed(1).padStart(10)} ${(runs / (rounds * n)).toFixed(2).padStart(10)}`);
+    rows.push(`${driver.padEnd(8)} ${mu.toFixed(1).padStart(10)} ${mt.toFixed(1).padStart(10)} ${(mt - mu).toFixed(1).padStart(10)} ${(runs / (rounds * n)).toFixed(2).padStart(10)} ${bpfUs.toFixed(2).padStart(12)}`);
   }
   console.log(`database/sql, ${values.go}: median µs per QueryRowContext (median of ${rounds} rounds of ${n} sequential queries)`);
-  console.log(`${'driver'.padEnd(8)} ${'untraced'.padStart(10)} ${'traced'.padStart(10)} ${'added'.padStart(10)} ${'hits/query'.padStart(10)}`);
+  console.log(`${'driver'.padEnd(8)} ${'untraced'.padStart(10)} ${'traced'.padStart(10)} ${'added'.padStart(10)} ${'hits/query'.padStart(10)} ${'BPF µs/hit'.padStart(12)}`);
   for (const r of rows) console.log(r);
 } finally {
   await traced.stop();
