@@ -12,8 +12,9 @@ step() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
 # --- Debian packages --------------------------------------------------------
 pkgs=(clang clang-format llvm libbpf-dev libelf-dev zlib1g-dev bpftool pkg-config make g++ python3 golang-1.19-go)
-# the deployment tests: the engine-less image build, systemd-analyze, the schemas' download
-[[ -n ${GOTRAIL_SETUP_SKIP_TESTS:-} ]] || pkgs+=(mmdebstrap umoci systemd python3-pip)
+# the tests' servers (postgresql: the database/sql tests) and the deployment tests
+# (the engine-less image build, systemd-analyze, the schemas' download)
+[[ -n ${GOTRAIL_SETUP_SKIP_TESTS:-} ]] || pkgs+=(postgresql mmdebstrap umoci systemd python3-pip)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

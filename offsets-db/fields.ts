@@ -51,8 +51,11 @@ const GRPC = 'google.golang.org/grpc';
 const MODULE_SPECS: readonly ModuleSpec[] = [
   {
     module: 'std',
-    imports: ['net', 'net/http', 'net/url'],
-    keep: ['_ = http.ListenAndServe("", nil)', '_, _ = url.Parse("")', '_, _ = http.Get("")', '_, _ = net.Dial("", "")', '_ = http.ListenAndServeTLS("", "", "", nil)'],
+    imports: ['database/sql', 'net', 'net/http', 'net/url'],
+    keep: [
+      '_ = http.ListenAndServe("", nil)', '_, _ = url.Parse("")', '_, _ = http.Get("")', '_, _ = net.Dial("", "")', '_ = http.ListenAndServeTLS("", "", "", nil)',
+      'db, _ := sql.Open("", "")', '_, _ = db.Exec("")', 'st, _ := db.Prepare("")', '_, _ = st.Query()',
+    ],
   },
   {
     module: GRPC,

@@ -1,6 +1,7 @@
 /**
  * `gotrail run`: the agent.
  */
+import { setDbQueryText } from '../probes/go/database/sql/descriptor.ts';
 import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import type { SpanExporter } from '@opentelemetry/sdk-trace-base';
@@ -97,6 +98,9 @@ Agent:
                          are left out of spans and counted in gotrail_http_routes_cut_total
                          (default 1000)
   --ring-buffer-bytes N  event ring buffer size, a power of two (default 4194304)
+  --db-query-text        put the SQL text of database/sql calls in db.query.text,
+                         every literal replaced by ? (default: off; the operation and
+                         the table name are always there)
   --log-level LEVEL      debug, info (default), warn, error
   --debug-probe-hits FILE  debugging aid: write every probe hit (program, process,
                          goroutine, link set, time, CPU) and the agent's attach and
@@ -178,6 +182,7 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
       'ring-buffer-bytes': { type: 'string' },
       'log-level': { type: 'string' },
       'debug-probe-hits': { type: 'string' },
+      'db-query-text': { type: 'boolean' },
       duration: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -214,6 +219,7 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
   const earlyHup = (): void => {};
   process.on('SIGHUP', earlyHup);
   const log = createLogger(cfg.logLevel);
+  setDbQueryText(cfg.dbQueryText);
   const bsp = clampBatch(cfg, log);
   const agent = new Agent(log, {
     exporter: exporterOf(cfg),
@@ -247,6 +253,7 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
     if (exporter) agent.setExporter(exporter, clampBatch(next, log));
     if (!same(next.sampling, running.sampling)) agent.setSpanFilter(createSpanFilter(next.sampling));
     if (next.logLevel !== running.logLevel) log.level = next.logLevel;
+    if (next.dbQueryText !== running.dbQueryText) setDbQueryText(next.dbQueryText);
     running = next;
     reloader.setSources(next.sources);
     return { pendingRestart: startOnlyChanges(started, next) };

@@ -105,6 +105,8 @@ export const configFileSchema = z.strictObject({
   }).partial(),
   /** distinct http.route values reported per service; past it a route is left off and counted (--max-http-routes). Read at start. */
   maxHttpRoutes: intAtLeast(0, 'routes'),
+  /** sanitised SQL text (every literal replaced by ?) in db.query.text (--db-query-text); default false. Hot-reloaded. */
+  dbQueryText: z.boolean({ error: (i) => `expected true or false, got ${describe(i.input)}` }),
   /** debug, info, warn or error (--log-level). Hot-reloaded. */
   logLevel: oneOf(['debug', 'info', 'warn', 'error']),
   /** debugging aid (--debug-probe-hits). Read at start. */

@@ -41,6 +41,7 @@ export interface RunFlags {
   'max-inflight'?: string;
   'ring-buffer-bytes'?: string;
   'max-http-routes'?: string;
+  'db-query-text'?: boolean;
   'log-level'?: string;
   'debug-probe-hits'?: string;
 }
@@ -76,6 +77,8 @@ export interface RunConfig {
   /** distinct http.route values per service (--max-http-routes) */
   maxHttpRoutes?: number;
   logLevel: LogLevel;
+  /** db.query.text (sanitised) on database/sql spans (--db-query-text); default off */
+  dbQueryText: boolean;
   debugProbeHitsPath?: string;
   /** where each setting came from: a flag, a variable, `config file` or `default` */
   sources: Record<string, string>;
@@ -232,11 +235,12 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
     ringBufferBytes: pick('maps.ringBufferBytes', 'ring-buffer-bytes', count('ring-buffer-bytes', flags['ring-buffer-bytes'], 4096, true), file.maps?.ringBufferBytes),
   };
   const maxHttpRoutes = pick('maxHttpRoutes', 'max-http-routes', count('max-http-routes', flags['max-http-routes'], 0), file.maxHttpRoutes);
+  const dbQueryText = pick('dbQueryText', 'db-query-text', flags['db-query-text'] === true ? true : undefined, file.dbQueryText) ?? false;
   const debugProbeHitsPath = pick('debugProbeHitsPath', 'debug-probe-hits', flags['debug-probe-hits'], file.debugProbeHits);
 
   return {
     selection, kubernetes, export: exportConfig, otlp, sampling, metricsAddress,
-    scanIntervalMs, lingerMs, mapSizes, maxHttpRoutes, logLevel, debugProbeHitsPath, sources,
+    scanIntervalMs, lingerMs, mapSizes, maxHttpRoutes, logLevel, dbQueryText, debugProbeHitsPath, sources,
   };
 }
 

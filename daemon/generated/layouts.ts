@@ -38,7 +38,10 @@ export const BpfMaps = {
   gt_self_processes: 'gt_self_processes',
   gt_self_skipped: 'gt_self_skipped',
   gt_self_socks: 'gt_self_socks',
+  gt_sql_config: 'gt_sql_config',
+  gt_sql_inflight: 'gt_sql_inflight',
   http_map_scratch: 'http_map_scratch',
+  sql_scratch: 'sql_scratch',
 } as const;
 export type BpfMapName = (typeof BpfMaps)[keyof typeof BpfMaps];
 
@@ -65,6 +68,12 @@ export const BpfPrograms = {
   gt_process_exec: 'gt_process_exec',
   gt_process_exit: 'gt_process_exit',
   gt_self_sock_state: 'gt_self_sock_state',
+  gt_sql_exec_dc_entry: 'gt_sql_exec_dc_entry',
+  gt_sql_exec_return: 'gt_sql_exec_return',
+  gt_sql_query_dc_entry: 'gt_sql_query_dc_entry',
+  gt_sql_query_return: 'gt_sql_query_return',
+  gt_sql_stmt_exec_entry: 'gt_sql_stmt_exec_entry',
+  gt_sql_stmt_query_entry: 'gt_sql_stmt_query_entry',
 } as const;
 export type BpfProgramName = (typeof BpfPrograms)[keyof typeof BpfPrograms];
 
@@ -112,6 +121,7 @@ export const EventType = {
   GT_EVENT_PROBE_HIT: 5,
   GT_EVENT_GRPC_SERVER: 6,
   GT_EVENT_GRPC_CLIENT: 7,
+  GT_EVENT_SQL: 12,
 } as const;
 
 /** enum gt_exec_flags */
@@ -206,6 +216,8 @@ export const HitSite = {
   GT_HIT_GRPC_CLIENT_ENTRY: 11,
   GT_HIT_GRPC_CLIENT_RETURN: 12,
   GT_HIT_GRPC_CLIENT_FINISH: 13,
+  GT_HIT_SQL_ENTRY: 30,
+  GT_HIT_SQL_RETURN: 31,
   GT_HIT_GORILLA_MUX_ROUTE: 40,
   GT_HIT_GIN_ENTRY: 41,
   GT_HIT_GIN_RETURN: 42,
@@ -302,6 +314,7 @@ export const PairedFunction = {
   GT_PAIRED_GRPC_CLIENT: 4,
   GT_PAIRED_GIN: 10,
   GT_PAIRED_CHI: 11,
+  GT_PAIRED_SQL: 12,
 } as const;
 
 /** enum gt_process_event_limits */
@@ -324,6 +337,28 @@ export const SpanFlags = {
   GT_SPAN_SAMPLED: 1,
   GT_SPAN_HAS_PARENT: 2,
   GT_SPAN_PARENT_REMOTE: 4,
+} as const;
+
+/** enum gt_sql_event_flags */
+export const SqlEventFlags = {
+  GT_SQL_EVENT_ERROR: 1,
+  GT_SQL_EVENT_EXEC: 2,
+  GT_SQL_EVENT_STMT: 4,
+} as const;
+
+/** enum gt_sql_flags */
+export const SqlFlags = {
+  GT_SQL_ENABLED: 1,
+  GT_SQL_STMT: 2,
+  GT_SQL_DRIVER: 4,
+  GT_SQL_DSN_DRIVER: 8,
+} as const;
+
+/** enum gt_sql_limits */
+export const SqlLimits = {
+  GT_SQL_QUERY_MAX: 512,
+  GT_SQL_INFLIGHT_MAX: 16384,
+  GT_SQL_ITAB_FUN0: 24,
 } as const;
 
 /** struct gt_binary_info (8 bytes) */
@@ -1563,6 +1598,110 @@ export function encodeSpanContext(v: SpanContext, buf: Buffer = Buffer.alloc(40)
   buf.fill(0, off + 24, off + 24 + 8); v.parent_span_id.copy(buf, off + 24, 0, Math.min(v.parent_span_id.length, 8));
   buf.writeUInt32LE(v.flags, off + 32);
   buf.writeUInt32LE(v.reserved, off + 36);
+  return buf;
+}
+
+/** struct gt_sql_config (24 bytes) */
+export interface SqlConfig {
+  db_connector: number;
+  stmt_db: number;
+  stmt_query: number;
+  dsn_driver: number;
+  flags: number;
+  reserved: number;
+}
+
+export const SQL_CONFIG_SIZE = 24;
+export const SqlConfigOffsets = {
+  db_connector: 0,
+  stmt_db: 4,
+  stmt_query: 8,
+  dsn_driver: 12,
+  flags: 16,
+  reserved: 20,
+} as const;
+
+/** Decodes struct gt_sql_config at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeSqlConfig(buf: Buffer, off = 0): SqlConfig {
+  if (off + 24 > buf.length) throw new RangeError(`gt_sql_config: need 24 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    db_connector: buf.readUInt32LE(off + 0),
+    stmt_db: buf.readUInt32LE(off + 4),
+    stmt_query: buf.readUInt32LE(off + 8),
+    dsn_driver: buf.readUInt32LE(off + 12),
+    flags: buf.readUInt32LE(off + 16),
+    reserved: buf.readUInt32LE(off + 20),
+  };
+}
+
+/** Encodes struct gt_sql_config into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeSqlConfig(v: SqlConfig, buf: Buffer = Buffer.alloc(24), off = 0): Buffer {
+  buf.writeUInt32LE(v.db_connector, off + 0);
+  buf.writeUInt32LE(v.stmt_db, off + 4);
+  buf.writeUInt32LE(v.stmt_query, off + 8);
+  buf.writeUInt32LE(v.dsn_driver, off + 12);
+  buf.writeUInt32LE(v.flags, off + 16);
+  buf.writeUInt32LE(v.reserved, off + 20);
+  return buf;
+}
+
+/** struct gt_sql_event (624 bytes) */
+export interface SqlEvent {
+  hdr: EventHeader;
+  start_ns: bigint;
+  end_ns: bigint;
+  span: SpanContext;
+  connector_fn: bigint;
+  driver_fn: bigint;
+  error_fn: bigint;
+  query_len: number;
+  flags: number;
+  query: Buffer;
+}
+
+export const SQL_EVENT_SIZE = 624;
+export const SqlEventOffsets = {
+  hdr: 0,
+  start_ns: 24,
+  end_ns: 32,
+  span: 40,
+  connector_fn: 80,
+  driver_fn: 88,
+  error_fn: 96,
+  query_len: 104,
+  flags: 108,
+  query: 112,
+} as const;
+
+/** Decodes struct gt_sql_event at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeSqlEvent(buf: Buffer, off = 0): SqlEvent {
+  if (off + 624 > buf.length) throw new RangeError(`gt_sql_event: need 624 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    hdr: decodeEventHeader(buf, off + 0),
+    start_ns: buf.readBigUInt64LE(off + 24),
+    end_ns: buf.readBigUInt64LE(off + 32),
+    span: decodeSpanContext(buf, off + 40),
+    connector_fn: buf.readBigUInt64LE(off + 80),
+    driver_fn: buf.readBigUInt64LE(off + 88),
+    error_fn: buf.readBigUInt64LE(off + 96),
+    query_len: buf.readInt32LE(off + 104),
+    flags: buf.readUInt32LE(off + 108),
+    query: buf.subarray(off + 112, off + 112 + 512),
+  };
+}
+
+/** Encodes struct gt_sql_event into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeSqlEvent(v: SqlEvent, buf: Buffer = Buffer.alloc(624), off = 0): Buffer {
+  encodeEventHeader(v.hdr, buf, off + 0);
+  buf.writeBigUInt64LE(v.start_ns, off + 24);
+  buf.writeBigUInt64LE(v.end_ns, off + 32);
+  encodeSpanContext(v.span, buf, off + 40);
+  buf.writeBigUInt64LE(v.connector_fn, off + 80);
+  buf.writeBigUInt64LE(v.driver_fn, off + 88);
+  buf.writeBigUInt64LE(v.error_fn, off + 96);
+  buf.writeInt32LE(v.query_len, off + 104);
+  buf.writeUInt32LE(v.flags, off + 108);
+  buf.fill(0, off + 112, off + 112 + 512); v.query.copy(buf, off + 112, 0, Math.min(v.query.length, 512));
   return buf;
 }
 

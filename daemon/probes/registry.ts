@@ -8,8 +8,10 @@ import { gorillaMuxProbe } from './go/github.com/gorilla/mux/descriptor.ts';
 import { chiProbe } from './go/github.com/go-chi/chi/v5/descriptor.ts';
 import { ginProbe } from './go/github.com/gin-gonic/gin/descriptor.ts';
 
+import { sqlProbe } from './go/database/sql/descriptor.ts';
+
 export const probes: readonly ProbeDescriptor[] = [
-  httpServerProbe, httpClientProbe, grpcServerProbe, grpcClientProbe,
+  httpServerProbe, httpClientProbe, grpcServerProbe, grpcClientProbe, sqlProbe,
   // routers: http.route of the net/http server's spans
   gorillaMuxProbe, chiProbe, ginProbe,
 ];

@@ -20,9 +20,8 @@ export const UNTRACED_LIBRARIES: Readonly<Record<string, string>> = {
   'github.com/redis/go-redis': 'Redis commands',
   'github.com/go-redis/redis': 'Redis commands',
   'go.mongodb.org/mongo-driver': 'MongoDB operations',
-  'github.com/jackc/pgx': 'PostgreSQL queries',
-  'github.com/lib/pq': 'PostgreSQL queries',
-  'github.com/go-sql-driver/mysql': 'MySQL queries',
+  // its stdlib package runs under database/sql, which is traced; its own API is not
+  'github.com/jackc/pgx': 'PostgreSQL queries through pgx\'s own API (pgx.Conn, pgxpool; those through database/sql are traced)',
 };
 
 export interface UntracedLibrary {

@@ -297,6 +297,9 @@ describe('gotrail inspect', () => {
       { path: 'google.golang.org/grpc', version: 'v1.50.1' },
       { path: 'github.com/segmentio/kafka-go', version: 'v0.4.47' },
       { path: 'github.com/redis/go-redis/v9', version: 'v9.5.1' },
+      // database/sql drivers: traced through database/sql
+      { path: 'github.com/lib/pq', version: 'v1.12.3' },
+      { path: 'github.com/go-sql-driver/mysql', version: 'v1.9.3' },
     ] as GoModule[];
     assert.deepEqual(untracedLibraries(modules, probes), [
       { module: 'github.com/segmentio/kafka-go', version: 'v0.4.47', calls: 'Kafka messages' },

@@ -6,6 +6,7 @@ package main
 
 import (
 	"bufio"
+	"database/sql"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -13,6 +14,19 @@ import (
 )
 
 func main() {
+	// "-sql DRIVER" runs a query and a prepared statement: links database/sql's
+	// DB, Stmt and the connector sql.Open makes (no driver is linked: it fails)
+	if len(os.Args) > 2 && os.Args[1] == "-sql" {
+		db, err := sql.Open(os.Args[2], "")
+		if err == nil {
+			_, err = db.Exec("SELECT 1")
+			if st, perr := db.Prepare("SELECT 1"); perr == nil {
+				_, _ = st.Query()
+			}
+		}
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 	// "-get URL" fetches URL: links the client side (persistConn, net.conn)
 	if len(os.Args) > 2 && os.Args[1] == "-get" {
 		resp, err := http.Get(os.Args[2])

@@ -1,0 +1,131 @@
+/**
+ * database/sql: one CLIENT span per query or exec a program runs through the
+ * standard interface — DB, Conn and Tx calls (all through DB.queryDC and
+ * DB.execDC, QueryRowContext included) and prepared statements
+ * (Stmt.QueryContext, Stmt.ExecContext) — whatever the driver, following the
+ * OpenTelemetry database conventions. A call made on a goroutine that is
+ * serving a traced request is that request's child (the link is made in BPF).
+ *
+ * The query's text reaches the agent (bounded at GT_SQL_QUERY_MAX bytes);
+ * spans carry only what cannot hold a value of the query (operation, table,
+ * driver), and `db.query.text` sanitised (every literal `?`) only when the
+ * user turns it on ({@link setDbQueryText}).
+ */
+import { ATTR_DB_COLLECTION_NAME, ATTR_DB_OPERATION_NAME, ATTR_DB_QUERY_TEXT, ATTR_DB_SYSTEM_NAME, ATTR_ERROR_TYPE, DB_SYSTEM_NAME_VALUE_MYSQL, ERROR_TYPE_VALUE_OTHER } from '@opentelemetry/semantic-conventions';
+import { SpanKind, type Attributes } from '@opentelemetry/api';
+import {
+  BpfMaps, BpfPrograms, EventType, SqlEventFlags, SqlFlags, SQL_EVENT_SIZE, decodeSqlEvent, encodeSqlConfig,
+} from '../../../../generated/layouts.ts';
+import { emitProbeSpan, type EventContext, type EventProbe } from '../../../types.ts';
+import { CodeNames, isDsnConnector, receiverType, systemOfFunction } from './drivers.ts';
+import { sanitizeSql, summarizeSql } from './query.ts';
+
+const SQL = 'database/sql';
+
+const F = {
+  connector: `${SQL}.DB.connector`,
+  stmtDb: `${SQL}.Stmt.db`,
+  stmtQuery: `${SQL}.Stmt.query`,
+  dsnDriver: `${SQL}.dsnConnector.driver`,
+} as const;
+
+const NO_SYSTEM = 'db.system.name is other_sql';
+const NO_STMT = 'prepared statements (Stmt.QueryContext, Stmt.ExecContext) make no span';
+
+let queryText = false;
+
+/**
+ * Turns `db.query.text` on or off (default off): the query's text with every
+ * literal replaced by `?`. Off, nothing of the text but the operation and
+ * table names leaves the node.
+ */
+export function setDbQueryText(on: boolean): void {
+  queryText = on;
+}
+
+const codeNames = new CodeNames();
+
+/** db.system.name of a call: from the connector's code, or the driver's behind sql.Open's connector. */
+function systemOf(pid: number, connectorFn: bigint, driverFn: bigint): string {
+  const connector = codeNames.nameAt(pid, connectorFn);
+  if (connector !== undefined && isDsnConnector(connector)) return systemOfFunction(codeNames.nameAt(pid, driverFn));
+  return systemOfFunction(connector);
+}
+
+/** The span's name per the conventions: `{operation} {table}`, `{operation}`, else the system. */
+export function sqlSpanName(system: string, operation: string | undefined, collection: string | undefined): string {
+  if (operation === undefined) return system;
+  return collection === undefined ? operation : `${operation} ${collection}`;
+}
+
+export const sqlProbe: EventProbe = {
+  id: 'database/sql',
+  module: 'std',
+  goPackage: SQL,
+  description: 'SQL queries and execs through database/sql (CLIENT spans)',
+  functions: [
+    { symbol: `${SQL}.(*DB).queryDC`, entryProgram: BpfPrograms.gt_sql_query_dc_entry, returnProgram: BpfPrograms.gt_sql_query_return, absentMeans: 'this program never queries through database/sql' },
+    { symbol: `${SQL}.(*DB).execDC`, entryProgram: BpfPrograms.gt_sql_exec_dc_entry, returnProgram: BpfPrograms.gt_sql_exec_return, optional: 'execs (DB.ExecContext, Tx.ExecContext) make no span', absentMeans: 'this program never runs execs through database/sql' },
+    { symbol: `${SQL}.(*Stmt).QueryContext`, entryProgram: BpfPrograms.gt_sql_stmt_query_entry, returnProgram: BpfPrograms.gt_sql_query_return, optional: 'queries of prepared statements make no span', absentMeans: 'this program never queries through prepared statements' },
+    { symbol: `${SQL}.(*Stmt).ExecContext`, entryProgram: BpfPrograms.gt_sql_stmt_exec_entry, returnProgram: BpfPrograms.gt_sql_exec_return, optional: 'execs of prepared statements make no span', absentMeans: 'this program never runs execs through prepared statements' },
+  ],
+  fields: {
+    [F.connector]: { reads: 'the connector, whose code names the driver (db.system.name)', optional: NO_SYSTEM },
+    [F.dsnDriver]: { reads: 'the driver behind the connector sql.Open makes, for db.system.name', optional: `${NO_SYSTEM} for drivers opened without a connector of their own` },
+    [F.stmtDb]: { reads: 'the statement\'s DB, for db.system.name', optional: NO_STMT },
+    [F.stmtQuery]: { reads: 'the statement\'s query text', optional: NO_STMT },
+  },
+  configMap: BpfMaps.gt_sql_config,
+  stateMaps: [BpfMaps.gt_sql_inflight],
+  encodeConfig(o, missingOptional) {
+    const has = (f: string): boolean => o[f] !== undefined && !missingOptional.includes(f);
+    return encodeSqlConfig({
+      db_connector: o[F.connector] ?? 0,
+      stmt_db: o[F.stmtDb] ?? 0,
+      stmt_query: o[F.stmtQuery] ?? 0,
+      dsn_driver: o[F.dsnDriver] ?? 0,
+      flags: SqlFlags.GT_SQL_ENABLED
+        | (has(F.stmtDb) && has(F.stmtQuery) ? SqlFlags.GT_SQL_STMT : 0)
+        | (has(F.connector) ? SqlFlags.GT_SQL_DRIVER : 0)
+        | (has(F.dsnDriver) ? SqlFlags.GT_SQL_DSN_DRIVER : 0),
+      reserved: 0,
+    });
+  },
+  eventType: EventType.GT_EVENT_SQL,
+  eventSize: SQL_EVENT_SIZE,
+  handleEvent(buf: Buffer, off: number, ctx: EventContext): void {
+    const ev = decodeSqlEvent(buf, off);
+    const resource = ctx.resourceOf(ev.hdr.tgid);
+    if (!resource) {
+      ctx.problem('database/sql event from an unknown process');
+      return;
+    }
+    const captured = ev.query_len < 0 ? '' : ev.query.subarray(0, Math.min(ev.query_len, ev.query.length)).toString('utf8');
+    const system = systemOf(ev.hdr.tgid, ev.connector_fn, ev.driver_fn);
+    const dialect = system === DB_SYSTEM_NAME_VALUE_MYSQL ? 'mysql' : 'standard';
+    // a query cut short names its operation, but its table may be cut off
+    const truncated = ev.query_len > ev.query.length;
+    const { operation, collection } = summarizeSql(captured, dialect);
+    const attributes: Attributes = { [ATTR_DB_SYSTEM_NAME]: system };
+    if (operation !== undefined) attributes[ATTR_DB_OPERATION_NAME] = operation;
+    if (collection !== undefined && !truncated) attributes[ATTR_DB_COLLECTION_NAME] = collection;
+    if (queryText && captured) attributes[ATTR_DB_QUERY_TEXT] = sanitizeSql(captured, dialect);
+    if (truncated) attributes['gotrail.db.query.truncated'] = true;
+    const failed = (ev.flags & SqlEventFlags.GT_SQL_EVENT_ERROR) !== 0;
+    if (failed) {
+      const fn = codeNames.nameAt(ev.hdr.tgid, ev.error_fn);
+      attributes[ATTR_ERROR_TYPE] = (fn !== undefined ? receiverType(fn) : undefined) ?? ERROR_TYPE_VALUE_OTHER;
+    }
+    emitProbeSpan(ctx, {
+      name: sqlSpanName(system, operation, truncated ? undefined : collection),
+      kind: SpanKind.CLIENT,
+      span: ev.span,
+      start_ns: ev.start_ns,
+      end_ns: ev.end_ns,
+      attributes,
+      error: failed,
+      resource,
+      scope: SQL,
+    });
+  },
+};
