@@ -56,6 +56,8 @@ export interface AgentOptions {
    * file (JSON lines, see ProbeHitLog). Default: off.
    */
   debugProbeHitsPath?: string;
+  /** Database spans carry db.query.text, sanitised (`--db-query-text`). Default false. */
+  dbQueryText?: boolean;
   /** Compiled probe object. Default: build/probes/gotrail.bpf.o. */
   bpfObjectPath?: string;
   /**
@@ -222,6 +224,7 @@ export class Agent implements MetricsSource {
   private eventContext(): EventContext {
     return {
       clock: this.clock,
+      dbQueryText: this.opts.dbQueryText ?? false,
       resourceOf: (tgid) => this.traced.get(tgid)?.resource ?? this.exited.get(tgid)?.resource,
       emit: (span) => {
         this.opts.onSpan?.(span);

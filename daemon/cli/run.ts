@@ -78,6 +78,9 @@ Agent:
   --max-processes N      BPF allow-list capacity: Go processes traced at once (default 16384)
   --max-inflight N       in-flight requests tracked per probe, node-wide (default 16384)
   --ring-buffer-bytes N  event ring buffer size, a power of two (default 4194304)
+  --db-query-text        database spans carry db.query.text, with every literal replaced
+                         by ? (default off: no query text leaves the node);
+                         env GOTRAIL_DB_QUERY_TEXT=true
   --log-level LEVEL      debug, info (default), warn, error
   --debug-probe-hits FILE  debugging aid: write every probe hit (program, process,
                          goroutine, link set, time, CPU) and the agent's attach and
@@ -137,6 +140,7 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
       'ring-buffer-bytes': { type: 'string' },
       'log-level': { type: 'string', default: 'info' },
       'debug-probe-hits': { type: 'string' },
+      'db-query-text': { type: 'boolean' },
       duration: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -220,6 +224,7 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
     lingerMs: linger,
     mapSizes,
     debugProbeHitsPath: values['debug-probe-hits'],
+    dbQueryText: values['db-query-text'] === true || process.env.GOTRAIL_DB_QUERY_TEXT === 'true',
   });
   try {
     await agent.start();

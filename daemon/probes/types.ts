@@ -85,6 +85,8 @@ export interface EventContext {
   emit(span: ReadableSpan): void;
   /** Counts a decoding problem once per reason (metrics + one log line). */
   problem(reason: string): void;
+  /** Whether database spans carry db.query.text (always sanitised): `--db-query-text`. Default false. */
+  dbQueryText?: boolean;
 }
 
 export interface ProbeDescriptor {
