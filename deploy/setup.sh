@@ -11,7 +11,8 @@ cd "$root"
 step() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
 # --- Debian packages --------------------------------------------------------
-pkgs=(clang clang-format llvm libbpf-dev libelf-dev zlib1g-dev bpftool pkg-config make g++ python3 golang-1.19-go)
+# redis-server: the real Redis the go-redis tests start (on loopback, data in a temporary directory)
+pkgs=(clang clang-format llvm libbpf-dev libelf-dev zlib1g-dev bpftool pkg-config make g++ python3 golang-1.19-go redis-server)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
