@@ -259,10 +259,12 @@ describe('gotrail inspect', () => {
       { path: 'google.golang.org/grpc', version: 'v1.50.1' },
       { path: 'github.com/segmentio/kafka-go', version: 'v0.4.47' },
       { path: 'github.com/redis/go-redis/v9', version: 'v9.5.1' },
+      { path: 'github.com/go-redis/redis/v8', version: 'v8.11.5' },
     ] as GoModule[];
+    // go-redis v9 has its probe; v8 (another module) has none
     assert.deepEqual(untracedLibraries(modules, probes), [
       { module: 'github.com/segmentio/kafka-go', version: 'v0.4.47', calls: 'Kafka messages' },
-      { module: 'github.com/redis/go-redis/v9', version: 'v9.5.1', calls: 'Redis commands' },
+      { module: 'github.com/go-redis/redis/v8', version: 'v8.11.5', calls: 'Redis commands' },
     ]);
   });
 });

@@ -40,11 +40,11 @@ enum gt_redis_limits {
 };
 
 struct gt_redis_config {
-	__u32 client_opt;    /* baseClient.opt (*Options) */
-	__u32 opt_addr;      /* Options.Addr (string) */
-	__u32 opt_db;        /* Options.DB (int) */
-	__u32 cmd_args;      /* baseCmd.args ([]interface{}) */
-	__u32 flags;         /* enum gt_redis_flags */
+	__u32 client_opt; /* baseClient.opt (*Options) */
+	__u32 opt_addr;   /* Options.Addr (string) */
+	__u32 opt_db;     /* Options.DB (int) */
+	__u32 cmd_args;   /* baseCmd.args ([]interface{}) */
+	__u32 flags;      /* enum gt_redis_flags */
 	__u32 reserved;
 };
 
@@ -70,7 +70,7 @@ struct gt_redis_event {
 	__u32 flags;     /* enum gt_redis_event_flags */
 	__u32 cmd_count; /* commands of the call (1, or the pipeline's length) */
 	__s32 addr_len;
-	__s32 err_len;                          /* the error message's length; -1 unreadable */
+	__s32 err_len; /* the error message's length; -1 unreadable */
 	/* per command (the first GT_REDIS_CMDS_MAX): arguments, its name
 	 * included, at most 255; its name's length, 0 when args[0] is no
 	 * readable string; its name, GT_REDIS_NAME_MAX bytes each */
@@ -138,7 +138,8 @@ struct {
 } redis_scratch SEC(".maps");
 
 /* Name and argument count of the command whose baseCmd is at `cmd`. */
-static __always_inline void read_cmd(struct gt_redis_config *cfg, __u64 cmd, struct gt_redis_event *ev, __u32 i)
+static __always_inline void read_cmd(struct gt_redis_config *cfg, __u64 cmd, struct gt_redis_event *ev,
+				     __u32 i)
 {
 	struct go_slice args = {};
 	struct redis_go_iface a0 = {};
@@ -148,7 +149,8 @@ static __always_inline void read_cmd(struct gt_redis_config *cfg, __u64 cmd, str
 	if (!cmd || bpf_probe_read_user(&args, sizeof(args), (void *)(cmd + cfg->cmd_args)) < 0)
 		return;
 	ev->argc[i] = args.len < 0 ? 0 : args.len > 0xff ? 0xff : (__u8)args.len;
-	if (args.len <= 0 || !args.ptr || bpf_probe_read_user(&a0, sizeof(a0), (void *)args.ptr) < 0 || !a0.data)
+	if (args.len <= 0 || !args.ptr || bpf_probe_read_user(&a0, sizeof(a0), (void *)args.ptr) < 0 ||
+	    !a0.data)
 		return;
 	/* args[0] is the name, a string (go-redis builds it so); the interface's
 	 * data word points at the string header */
@@ -208,7 +210,8 @@ static __always_inline int enter(struct pt_regs *ctx, __u32 site, __u32 kind)
 		gt_new_root(&ev->span);
 
 	__u64 c = GO_ARG1(ctx), opt = 0;
-	if ((cfg->flags & (GT_REDIS_ADDR | GT_REDIS_DB)) && go_read_ptr(c, cfg->client_opt, &opt) == 0 && opt) {
+	if ((cfg->flags & (GT_REDIS_ADDR | GT_REDIS_DB)) && go_read_ptr(c, cfg->client_opt, &opt) == 0 &&
+	    opt) {
 		if (cfg->flags & GT_REDIS_ADDR)
 			ev->addr_len = go_read_string(opt, cfg->opt_addr, ev->addr, GT_REDIS_ADDR_MAX);
 		if ((cfg->flags & GT_REDIS_DB) &&
@@ -265,8 +268,8 @@ int gt_redis_return(struct pt_regs *ctx)
 {
 	struct gt_goroutine_key key;
 	__u32 bin_id;
-	struct gt_redis_config *cfg =
-		gt_probe_enter(ctx, &gt_redis_config, &key, &bin_id, GT_HIT_REDIS_RETURN);
+	struct gt_redis_config *cfg = gt_probe_enter(ctx, &gt_redis_config, &key, &bin_id,
+						     GT_HIT_REDIS_RETURN);
 	if (!cfg)
 		return 0;
 	__u32 *d = bpf_map_lookup_elem(&gt_redis_depth, &key);
@@ -284,7 +287,8 @@ int gt_redis_return(struct pt_regs *ctx)
 	struct gt_goroutine_key k = key;
 	k.reserved = depth;
 	struct gt_redis_event *st = bpf_map_lookup_elem(&gt_redis_inflight, &k);
-	gt_debug_hit(ctx, GT_HIT_REDIS_RETURN, st ? GT_HIT_FOUND : GT_HIT_NOT_FOUND, key.tgid, bin_id, key.goid);
+	gt_debug_hit(ctx, GT_HIT_REDIS_RETURN, st ? GT_HIT_FOUND : GT_HIT_NOT_FOUND, key.tgid, bin_id,
+		     key.goid);
 	if (!st) {
 		/* deeper than GT_REDIS_DEPTH_MAX (counted at entry), or lost */
 		return 0;
