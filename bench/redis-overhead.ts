@@ -28,7 +28,7 @@ const { values } = parseArgs({
 const rounds = Number(values.rounds);
 const n = Number(values.n);
 const spec = GO_REDIS_VERSIONS.find((v) => v.version === values.version);
-const tc = toolchains().find((t) => t.version.startsWith(values.go!));
+const tc = toolchains().find((t) => t.version.startsWith(values.go));
 if (!spec || !tc) throw new Error(`unknown go-redis version ${values.version} or toolchain ${values.go}`);
 const built = redisClientBinary(spec.version, spec.needsGo, tc, false);
 if ('skip' in built) throw new Error(built.skip);
