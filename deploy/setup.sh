@@ -11,8 +11,10 @@ cd "$root"
 step() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
 # --- Debian packages --------------------------------------------------------
-# redis-server: the real Redis the go-redis tests start (on loopback, data in a temporary directory)
-pkgs=(clang clang-format llvm libbpf-dev libelf-dev zlib1g-dev bpftool pkg-config make g++ python3 golang-1.19-go redis-server)
+# redis-server: the real Redis the go-redis tests start (on loopback, data in a temporary directory);
+# openjdk-17-jre-headless and maven: the real Kafka broker (its jars from Maven Central, below)
+pkgs=(clang clang-format llvm libbpf-dev libelf-dev zlib1g-dev bpftool pkg-config make g++ python3 golang-1.19-go redis-server
+  openjdk-17-jre-headless maven)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -57,4 +59,12 @@ fi
 # --- native addon, probes, generated layouts, Go test programs ---------------
 export NODE
 make --no-print-directory -f deploy/build.mk NODE="$NODE" ${GOTRAIL_SETUP_SKIP_TESTS:+SKIP_TESTS=1}
+# --- The Kafka broker the tests start: its jars, resolved by Maven (test/support/servers/kafka/pom.xml)
+kafka_pom=test/support/servers/kafka/pom.xml
+if [[ -z "${GOTRAIL_SETUP_SKIP_TESTS:-}" && ( ! -f build/kafka/libs.stamp || "$kafka_pom" -nt build/kafka/libs.stamp ) ]]; then
+  step "fetching the Apache Kafka broker's jars (Maven)"
+  rm -rf build/kafka/libs
+  mvn -q -B -f "$kafka_pom" dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$root/build/kafka/libs"
+  touch build/kafka/libs.stamp
+fi
 step "ready"
