@@ -12,9 +12,10 @@ step() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
 # --- Debian packages --------------------------------------------------------
 pkgs=(clang clang-format llvm libbpf-dev libelf-dev zlib1g-dev bpftool pkg-config make g++ python3 golang-1.19-go)
-# the tests' servers (postgresql: the database/sql tests) and the deployment tests
+# the tests' servers (postgresql: the database/sql tests; redis-server: go-redis;
+# openjdk-17-jre-headless and maven: the Kafka broker, its jars from Maven Central below) and the deployment tests
 # (the engine-less image build, systemd-analyze, the schemas' download)
-[[ -n ${GOTRAIL_SETUP_SKIP_TESTS:-} ]] || pkgs+=(postgresql mmdebstrap umoci systemd python3-pip)
+[[ -n ${GOTRAIL_SETUP_SKIP_TESTS:-} ]] || pkgs+=(postgresql redis-server openjdk-17-jre-headless maven mmdebstrap umoci systemd python3-pip)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -59,4 +60,12 @@ fi
 # --- native addon, probes, generated layouts, Go test programs ---------------
 export NODE
 make --no-print-directory -f deploy/build.mk NODE="$NODE" ${GOTRAIL_SETUP_SKIP_TESTS:+SKIP_TESTS=1}
+# --- The Kafka broker the tests start: its jars, resolved by Maven (test/support/servers/kafka/pom.xml)
+kafka_pom=test/support/servers/kafka/pom.xml
+if [[ -z "${GOTRAIL_SETUP_SKIP_TESTS:-}" && ( ! -f build/kafka/libs.stamp || "$kafka_pom" -nt build/kafka/libs.stamp ) ]]; then
+  step "fetching the Apache Kafka broker's jars (Maven)"
+  rm -rf build/kafka/libs
+  mvn -q -B -f "$kafka_pom" dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$root/build/kafka/libs"
+  touch build/kafka/libs.stamp
+fi
 step "ready"

@@ -108,6 +108,19 @@ const MODULE_SPECS: readonly ModuleSpec[] = [
     imports: ['github.com/gin-gonic/gin'],
     keep: ['_ = gin.New().Run()'],
   },
+  {
+    module: 'github.com/redis/go-redis/v9',
+    // The first v9 release, the newest that Go 1.19 builds (v9.7.3, which the
+    // probe's tests build), and from v9.17 on (the newest served when written:
+    // v9.23.0, also tested).
+    versions: ['9.0.0', '9.5.1', '9.7.3', '9.17.3', '9.20.0', '9.23.0'],
+    imports: ['context', 'github.com/redis/go-redis/v9'],
+    keep: [
+      'rdb := redis.NewClient(&redis.Options{})',
+      '_ = rdb.Get(context.Background(), "").Err()',
+      '_, _ = rdb.Pipelined(context.Background(), func(redis.Pipeliner) error { return nil })',
+    ],
+  },
 ];
 
 

@@ -58,6 +58,8 @@ export interface AgentOptions {
    * file (JSON lines, see ProbeHitLog). Default: off.
    */
   debugProbeHitsPath?: string;
+  /** Database spans carry db.query.text, sanitised (`--db-query-text`). Default false. */
+  dbQueryText?: boolean;
   /** Compiled probe object. Default: build/probes/gotrail.bpf.o. */
   bpfObjectPath?: string;
   /**
@@ -236,8 +238,14 @@ export class Agent implements MetricsSource {
   }
 
   private eventContext(): EventContext {
+    // eslint-disable-next-line @typescript-eslint/no-this-alias -- the getter below has its own this
+    const self = this;
     return {
       clock: this.clock,
+      // read per event: a configuration reload turns it on or off
+      get dbQueryText(): boolean {
+        return self.opts.dbQueryText ?? false;
+      },
       resourceOf: (tgid) => this.traced.get(tgid)?.resource ?? this.exited.get(tgid)?.resource,
       emit: (span) => {
         const keep = this.opts.spanFilter;
@@ -735,6 +743,11 @@ export class Agent implements MetricsSource {
   /** Changes the sampler's decision per span (OTEL_TRACES_SAMPLER); undefined keeps every span. */
   setSpanFilter(filter: SpanFilter): void {
     this.opts.spanFilter = filter;
+  }
+
+  /** Turns sanitised `db.query.text` on database spans on or off (a configuration reload). */
+  setDbQueryText(on: boolean): void {
+    this.opts.dbQueryText = on;
   }
 
   /**

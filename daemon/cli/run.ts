@@ -1,7 +1,6 @@
 /**
  * `gotrail run`: the agent.
  */
-import { setDbQueryText } from '../probes/go/database/sql/descriptor.ts';
 import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import type { SpanExporter } from '@opentelemetry/sdk-trace-base';
@@ -98,9 +97,9 @@ Agent:
                          are left out of spans and counted in gotrail_http_routes_cut_total
                          (default 1000)
   --ring-buffer-bytes N  event ring buffer size, a power of two (default 4194304)
-  --db-query-text        put the SQL text of database/sql calls in db.query.text,
-                         every literal replaced by ? (default: off; the operation and
-                         the table name are always there)
+  --db-query-text        database spans carry db.query.text, with every literal replaced
+                         by ? (default off: no query text leaves the node);
+                         env GOTRAIL_DB_QUERY_TEXT=true
   --log-level LEVEL      debug, info (default), warn, error
   --debug-probe-hits FILE  debugging aid: write every probe hit (program, process,
                          goroutine, link set, time, CPU) and the agent's attach and
@@ -219,7 +218,6 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
   const earlyHup = (): void => {};
   process.on('SIGHUP', earlyHup);
   const log = createLogger(cfg.logLevel);
-  setDbQueryText(cfg.dbQueryText);
   const bsp = clampBatch(cfg, log);
   const agent = new Agent(log, {
     exporter: exporterOf(cfg),
@@ -231,6 +229,7 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
     lingerMs: cfg.lingerMs,
     mapSizes: cfg.mapSizes,
     maxHttpRoutes: cfg.maxHttpRoutes,
+    dbQueryText: cfg.dbQueryText,
     debugProbeHitsPath: cfg.debugProbeHitsPath,
   });
   try {
@@ -253,7 +252,7 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
     if (exporter) agent.setExporter(exporter, clampBatch(next, log));
     if (!same(next.sampling, running.sampling)) agent.setSpanFilter(createSpanFilter(next.sampling));
     if (next.logLevel !== running.logLevel) log.level = next.logLevel;
-    if (next.dbQueryText !== running.dbQueryText) setDbQueryText(next.dbQueryText);
+    if (next.dbQueryText !== running.dbQueryText) agent.setDbQueryText(next.dbQueryText);
     running = next;
     reloader.setSources(next.sources);
     return { pendingRestart: startOnlyChanges(started, next) };

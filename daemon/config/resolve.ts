@@ -235,7 +235,15 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
     ringBufferBytes: pick('maps.ringBufferBytes', 'ring-buffer-bytes', count('ring-buffer-bytes', flags['ring-buffer-bytes'], 4096, true), file.maps?.ringBufferBytes),
   };
   const maxHttpRoutes = pick('maxHttpRoutes', 'max-http-routes', count('max-http-routes', flags['max-http-routes'], 0), file.maxHttpRoutes);
-  const dbQueryText = pick('dbQueryText', 'db-query-text', flags['db-query-text'] === true ? true : undefined, file.dbQueryText) ?? false;
+  let dbQueryText: boolean;
+  const dbQueryTextEnv = (env.GOTRAIL_DB_QUERY_TEXT ?? '').trim().toLowerCase();
+  if (flags['db-query-text'] !== true && dbQueryTextEnv !== '') {
+    if (dbQueryTextEnv !== 'true' && dbQueryTextEnv !== 'false') throw new RunConfigError(`GOTRAIL_DB_QUERY_TEXT: expected true or false, got "${env.GOTRAIL_DB_QUERY_TEXT}"`);
+    dbQueryText = dbQueryTextEnv === 'true';
+    sources.dbQueryText = 'GOTRAIL_DB_QUERY_TEXT';
+  } else {
+    dbQueryText = pick('dbQueryText', 'db-query-text', flags['db-query-text'] === true ? true : undefined, file.dbQueryText) ?? false;
+  }
   const debugProbeHitsPath = pick('debugProbeHitsPath', 'debug-probe-hits', flags['debug-probe-hits'], file.debugProbeHits);
 
   return {

@@ -33,6 +33,9 @@ export const BpfMaps = {
   gt_http_server_inflight: 'gt_http_server_inflight',
   gt_process_events: 'gt_process_events',
   gt_processes: 'gt_processes',
+  gt_redis_config: 'gt_redis_config',
+  gt_redis_depth: 'gt_redis_depth',
+  gt_redis_inflight: 'gt_redis_inflight',
   gt_self_conn_count: 'gt_self_conn_count',
   gt_self_conns: 'gt_self_conns',
   gt_self_processes: 'gt_self_processes',
@@ -41,6 +44,7 @@ export const BpfMaps = {
   gt_sql_config: 'gt_sql_config',
   gt_sql_inflight: 'gt_sql_inflight',
   http_map_scratch: 'http_map_scratch',
+  redis_scratch: 'redis_scratch',
   sql_scratch: 'sql_scratch',
 } as const;
 export type BpfMapName = (typeof BpfMaps)[keyof typeof BpfMaps];
@@ -67,6 +71,10 @@ export const BpfPrograms = {
   gt_http_server_return: 'gt_http_server_return',
   gt_process_exec: 'gt_process_exec',
   gt_process_exit: 'gt_process_exit',
+  gt_redis_pipeline_entry: 'gt_redis_pipeline_entry',
+  gt_redis_process_entry: 'gt_redis_process_entry',
+  gt_redis_return: 'gt_redis_return',
+  gt_redis_tx_entry: 'gt_redis_tx_entry',
   gt_self_sock_state: 'gt_self_sock_state',
   gt_sql_exec_dc_entry: 'gt_sql_exec_dc_entry',
   gt_sql_exec_return: 'gt_sql_exec_return',
@@ -122,6 +130,7 @@ export const EventType = {
   GT_EVENT_GRPC_SERVER: 6,
   GT_EVENT_GRPC_CLIENT: 7,
   GT_EVENT_SQL: 12,
+  GT_EVENT_REDIS: 20,
 } as const;
 
 /** enum gt_exec_flags */
@@ -223,6 +232,10 @@ export const HitSite = {
   GT_HIT_GIN_RETURN: 42,
   GT_HIT_CHI_ENTRY: 43,
   GT_HIT_CHI_RETURN: 44,
+  GT_HIT_REDIS_PROCESS: 50,
+  GT_HIT_REDIS_PIPELINE: 51,
+  GT_HIT_REDIS_TX: 52,
+  GT_HIT_REDIS_RETURN: 53,
 } as const;
 
 /** enum gt_http_client_event_flags */
@@ -315,6 +328,7 @@ export const PairedFunction = {
   GT_PAIRED_GIN: 10,
   GT_PAIRED_CHI: 11,
   GT_PAIRED_SQL: 12,
+  GT_PAIRED_REDIS: 20,
 } as const;
 
 /** enum gt_process_event_limits */
@@ -330,6 +344,31 @@ export const ProcessEventLimits = {
 /** enum gt_process_flags */
 export const ProcessFlags = {
   GT_PROCESS_TRACED: 1,
+} as const;
+
+/** enum gt_redis_event_flags */
+export const RedisEventFlags = {
+  GT_REDIS_EVENT_PIPELINE: 1,
+  GT_REDIS_EVENT_TX: 2,
+  GT_REDIS_EVENT_ERROR: 4,
+  GT_REDIS_EVENT_DB: 8,
+} as const;
+
+/** enum gt_redis_flags */
+export const RedisFlags = {
+  GT_REDIS_ENABLED: 1,
+  GT_REDIS_ADDR: 2,
+  GT_REDIS_DB: 4,
+} as const;
+
+/** enum gt_redis_limits */
+export const RedisLimits = {
+  GT_REDIS_NAME_MAX: 16,
+  GT_REDIS_CMDS_MAX: 8,
+  GT_REDIS_ADDR_MAX: 64,
+  GT_REDIS_ERROR_MAX: 32,
+  GT_REDIS_DEPTH_MAX: 4,
+  GT_REDIS_INFLIGHT_MAX: 16384,
 } as const;
 
 /** enum gt_span_flags */
@@ -1526,6 +1565,126 @@ export function encodeProcessInfo(v: ProcessInfo, buf: Buffer = Buffer.alloc(24)
   buf.writeUInt32LE(v.reserved, off + 4);
   buf.writeBigUInt64LE(v.file_dev, off + 8);
   buf.writeBigUInt64LE(v.file_ino, off + 16);
+  return buf;
+}
+
+/** struct gt_redis_config (24 bytes) */
+export interface RedisConfig {
+  client_opt: number;
+  opt_addr: number;
+  opt_db: number;
+  cmd_args: number;
+  flags: number;
+  reserved: number;
+}
+
+export const REDIS_CONFIG_SIZE = 24;
+export const RedisConfigOffsets = {
+  client_opt: 0,
+  opt_addr: 4,
+  opt_db: 8,
+  cmd_args: 12,
+  flags: 16,
+  reserved: 20,
+} as const;
+
+/** Decodes struct gt_redis_config at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeRedisConfig(buf: Buffer, off = 0): RedisConfig {
+  if (off + 24 > buf.length) throw new RangeError(`gt_redis_config: need 24 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    client_opt: buf.readUInt32LE(off + 0),
+    opt_addr: buf.readUInt32LE(off + 4),
+    opt_db: buf.readUInt32LE(off + 8),
+    cmd_args: buf.readUInt32LE(off + 12),
+    flags: buf.readUInt32LE(off + 16),
+    reserved: buf.readUInt32LE(off + 20),
+  };
+}
+
+/** Encodes struct gt_redis_config into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeRedisConfig(v: RedisConfig, buf: Buffer = Buffer.alloc(24), off = 0): Buffer {
+  buf.writeUInt32LE(v.client_opt, off + 0);
+  buf.writeUInt32LE(v.opt_addr, off + 4);
+  buf.writeUInt32LE(v.opt_db, off + 8);
+  buf.writeUInt32LE(v.cmd_args, off + 12);
+  buf.writeUInt32LE(v.flags, off + 16);
+  buf.writeUInt32LE(v.reserved, off + 20);
+  return buf;
+}
+
+/** struct gt_redis_event (344 bytes) */
+export interface RedisEvent {
+  hdr: EventHeader;
+  start_ns: bigint;
+  end_ns: bigint;
+  span: SpanContext;
+  db: bigint;
+  flags: number;
+  cmd_count: number;
+  addr_len: number;
+  err_len: number;
+  argc: Buffer;
+  name_len: Buffer;
+  names: Buffer;
+  addr: Buffer;
+  err: Buffer;
+}
+
+export const REDIS_EVENT_SIZE = 344;
+export const RedisEventOffsets = {
+  hdr: 0,
+  start_ns: 24,
+  end_ns: 32,
+  span: 40,
+  db: 80,
+  flags: 88,
+  cmd_count: 92,
+  addr_len: 96,
+  err_len: 100,
+  argc: 104,
+  name_len: 112,
+  names: 120,
+  addr: 248,
+  err: 312,
+} as const;
+
+/** Decodes struct gt_redis_event at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeRedisEvent(buf: Buffer, off = 0): RedisEvent {
+  if (off + 344 > buf.length) throw new RangeError(`gt_redis_event: need 344 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    hdr: decodeEventHeader(buf, off + 0),
+    start_ns: buf.readBigUInt64LE(off + 24),
+    end_ns: buf.readBigUInt64LE(off + 32),
+    span: decodeSpanContext(buf, off + 40),
+    db: buf.readBigInt64LE(off + 80),
+    flags: buf.readUInt32LE(off + 88),
+    cmd_count: buf.readUInt32LE(off + 92),
+    addr_len: buf.readInt32LE(off + 96),
+    err_len: buf.readInt32LE(off + 100),
+    argc: buf.subarray(off + 104, off + 104 + 8),
+    name_len: buf.subarray(off + 112, off + 112 + 8),
+    names: buf.subarray(off + 120, off + 120 + 128),
+    addr: buf.subarray(off + 248, off + 248 + 64),
+    err: buf.subarray(off + 312, off + 312 + 32),
+  };
+}
+
+/** Encodes struct gt_redis_event into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeRedisEvent(v: RedisEvent, buf: Buffer = Buffer.alloc(344), off = 0): Buffer {
+  encodeEventHeader(v.hdr, buf, off + 0);
+  buf.writeBigUInt64LE(v.start_ns, off + 24);
+  buf.writeBigUInt64LE(v.end_ns, off + 32);
+  encodeSpanContext(v.span, buf, off + 40);
+  buf.writeBigInt64LE(v.db, off + 80);
+  buf.writeUInt32LE(v.flags, off + 88);
+  buf.writeUInt32LE(v.cmd_count, off + 92);
+  buf.writeInt32LE(v.addr_len, off + 96);
+  buf.writeInt32LE(v.err_len, off + 100);
+  buf.fill(0, off + 104, off + 104 + 8); v.argc.copy(buf, off + 104, 0, Math.min(v.argc.length, 8));
+  buf.fill(0, off + 112, off + 112 + 8); v.name_len.copy(buf, off + 112, 0, Math.min(v.name_len.length, 8));
+  buf.fill(0, off + 120, off + 120 + 128); v.names.copy(buf, off + 120, 0, Math.min(v.names.length, 128));
+  buf.fill(0, off + 248, off + 248 + 64); v.addr.copy(buf, off + 248, 0, Math.min(v.addr.length, 64));
+  buf.fill(0, off + 312, off + 312 + 32); v.err.copy(buf, off + 312, 0, Math.min(v.err.length, 32));
   return buf;
 }
 

@@ -94,6 +94,8 @@ export interface EventContext {
   problem(reason: string): void;
   /** The agent's bound on distinct `http.route` values per service. */
   routes: HttpRouteBound;
+  /** Whether database spans carry db.query.text (always sanitised): `--db-query-text`. Default false; read per event (a reload changes it). */
+  dbQueryText?: boolean;
 }
 
 export interface ProbeDescriptor {

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { SpanKind, SpanStatusCode } from '@opentelemetry/api';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
-import { setDbQueryText, sqlProbe } from '../../../../daemon/probes/go/database/sql/descriptor.ts';
+import { sqlProbe } from '../../../../daemon/probes/go/database/sql/descriptor.ts';
 import { encodeSqlEvent, EventType, SQL_EVENT_SIZE, SqlEventFlags, SqlLimits, SpanFlags } from '../../../../daemon/generated/layouts.ts';
 import { MonotonicClock } from '../../../../daemon/spans/clock.ts';
 import { HttpRouteBound } from '../../../../daemon/spans/http-route.ts';
@@ -53,12 +53,14 @@ function run(buf: Buffer): { spans: ReadableSpan[]; problems: string[] } {
     emit: (s) => spans.push(s),
     problem: (r) => problems.push(r),
     routes: new HttpRouteBound(),
+    dbQueryText,
   };
   sqlProbe.handleEvent(buf, 8, ctx);
   return { spans, problems };
 }
 
-afterEach(() => setDbQueryText(false));
+let dbQueryText = false;
+afterEach(() => (dbQueryText = false));
 
 test('a query becomes one CLIENT span named by its operation and table, with no text by default', () => {
   const { spans } = run(event({ query: "SELECT name FROM items WHERE id = 4242 AND name = 'alice'", parent: true }));
@@ -74,7 +76,7 @@ test('a query becomes one CLIENT span named by its operation and table, with no 
 });
 
 test('turned on, db.query.text is the sanitised text', () => {
-  setDbQueryText(true);
+  dbQueryText = true;
   const { spans } = run(event({ query: "UPDATE items SET name = 'bob' WHERE id IN (1, 2)", flags: SqlEventFlags.GT_SQL_EVENT_EXEC }));
   assert.equal(spans[0]!.attributes['db.query.text'], 'UPDATE items SET name = ? WHERE id IN (?, ?)');
 });
@@ -88,7 +90,7 @@ test('an error return: error status, error.type _OTHER when the error\'s type ca
 });
 
 test('a query longer than the capture: marked truncated, no table, no literal even cut in half', () => {
-  setDbQueryText(true);
+  dbQueryText = true;
   const long = `SELECT * FROM items WHERE name = '${'x'.repeat(SqlLimits.GT_SQL_QUERY_MAX)}'`;
   const { spans } = run(event({ query: long, queryLen: long.length }));
   const s = spans[0]!;

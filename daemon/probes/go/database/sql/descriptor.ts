@@ -9,7 +9,7 @@
  * The query's text reaches the agent (bounded at GT_SQL_QUERY_MAX bytes);
  * spans carry only what cannot hold a value of the query (operation, table,
  * driver), and `db.query.text` sanitised (every literal `?`) only when the
- * user turns it on ({@link setDbQueryText}).
+ * user turns it on (`EventContext.dbQueryText`, `--db-query-text`).
  */
 import { ATTR_DB_COLLECTION_NAME, ATTR_DB_OPERATION_NAME, ATTR_DB_QUERY_TEXT, ATTR_DB_SYSTEM_NAME, ATTR_ERROR_TYPE, DB_SYSTEM_NAME_VALUE_MYSQL, ERROR_TYPE_VALUE_OTHER } from '@opentelemetry/semantic-conventions';
 import { SpanKind, type Attributes } from '@opentelemetry/api';
@@ -32,16 +32,7 @@ const F = {
 const NO_SYSTEM = 'db.system.name is other_sql';
 const NO_STMT = 'prepared statements (Stmt.QueryContext, Stmt.ExecContext) make no span';
 
-let queryText = false;
 
-/**
- * Turns `db.query.text` on or off (default off): the query's text with every
- * literal replaced by `?`. Off, nothing of the text but the operation and
- * table names leaves the node.
- */
-export function setDbQueryText(on: boolean): void {
-  queryText = on;
-}
 
 const codeNames = new CodeNames();
 
@@ -109,7 +100,7 @@ export const sqlProbe: EventProbe = {
     const attributes: Attributes = { [ATTR_DB_SYSTEM_NAME]: system };
     if (operation !== undefined) attributes[ATTR_DB_OPERATION_NAME] = operation;
     if (collection !== undefined && !truncated) attributes[ATTR_DB_COLLECTION_NAME] = collection;
-    if (queryText && captured) attributes[ATTR_DB_QUERY_TEXT] = sanitizeSql(captured, dialect);
+    if (ctx.dbQueryText === true && captured) attributes[ATTR_DB_QUERY_TEXT] = sanitizeSql(captured, dialect);
     if (truncated) attributes['gotrail.db.query.truncated'] = true;
     const failed = (ev.flags & SqlEventFlags.GT_SQL_EVENT_ERROR) !== 0;
     if (failed) {
