@@ -17,6 +17,7 @@ export const BpfMaps = {
   gt_goroutines_entered: 'gt_goroutines_entered',
   gt_grpc_client_config: 'gt_grpc_client_config',
   gt_grpc_client_inflight: 'gt_grpc_client_inflight',
+  gt_grpc_client_links: 'gt_grpc_client_links',
   gt_grpc_client_streams: 'gt_grpc_client_streams',
   gt_grpc_server_config: 'gt_grpc_server_config',
   gt_grpc_server_inflight: 'gt_grpc_server_inflight',
@@ -40,6 +41,8 @@ export type BpfMapName = (typeof BpfMaps)[keyof typeof BpfMaps];
 export const BpfPrograms = {
   gt_grpc_client_entry: 'gt_grpc_client_entry',
   gt_grpc_client_finish: 'gt_grpc_client_finish',
+  gt_grpc_client_headers: 'gt_grpc_client_headers',
+  gt_grpc_client_originate: 'gt_grpc_client_originate',
   gt_grpc_client_return: 'gt_grpc_client_return',
   gt_grpc_server_entry: 'gt_grpc_server_entry',
   gt_grpc_server_return: 'gt_grpc_server_return',
@@ -119,6 +122,7 @@ export const GrpcClientFlags = {
   GT_GRPC_CLIENT_ENABLED: 1,
   GT_GRPC_CLIENT_STATUS: 2,
   GT_GRPC_CLIENT_TARGET: 4,
+  GT_GRPC_CLIENT_LINK: 8,
 } as const;
 
 /** enum gt_grpc_client_limits */
@@ -175,6 +179,8 @@ export const HitSite = {
   GT_HIT_GRPC_CLIENT_ENTRY: 11,
   GT_HIT_GRPC_CLIENT_RETURN: 12,
   GT_HIT_GRPC_CLIENT_FINISH: 13,
+  GT_HIT_GRPC_CLIENT_HEADERS: 14,
+  GT_HIT_GRPC_CLIENT_ORIGINATE: 15,
 } as const;
 
 /** enum gt_http_client_event_flags */
@@ -491,47 +497,67 @@ export function encodeGoroutineKey(v: GoroutineKey, buf: Buffer = Buffer.alloc(1
   return buf;
 }
 
-/** struct gt_grpc_client_config (24 bytes) */
+/** struct gt_grpc_client_config (64 bytes) */
 export interface GrpcClientConfig {
   cc_target: number;
   error_s: number;
   status_s: number;
   status_code: number;
   flags: number;
-  reserved: number;
+  hdr_stream_id: number;
+  hdr_hf: number;
+  loopy_framer: number;
+  framer_writer: number;
+  bufwriter_conn: number;
+  tcp: TcpOffsets;
 }
 
-export const GRPC_CLIENT_CONFIG_SIZE = 24;
+export const GRPC_CLIENT_CONFIG_SIZE = 64;
 export const GrpcClientConfigOffsets = {
   cc_target: 0,
   error_s: 4,
   status_s: 8,
   status_code: 12,
   flags: 16,
-  reserved: 20,
+  hdr_stream_id: 20,
+  hdr_hf: 24,
+  loopy_framer: 28,
+  framer_writer: 32,
+  bufwriter_conn: 36,
+  tcp: 40,
 } as const;
 
 /** Decodes struct gt_grpc_client_config at `off`; byte arrays are views into `buf`, not copies. */
 export function decodeGrpcClientConfig(buf: Buffer, off = 0): GrpcClientConfig {
-  if (off + 24 > buf.length) throw new RangeError(`gt_grpc_client_config: need 24 bytes at ${off}, have ${buf.length - off}`);
+  if (off + 64 > buf.length) throw new RangeError(`gt_grpc_client_config: need 64 bytes at ${off}, have ${buf.length - off}`);
   return {
     cc_target: buf.readUInt32LE(off + 0),
     error_s: buf.readUInt32LE(off + 4),
     status_s: buf.readUInt32LE(off + 8),
     status_code: buf.readUInt32LE(off + 12),
     flags: buf.readUInt32LE(off + 16),
-    reserved: buf.readUInt32LE(off + 20),
+    hdr_stream_id: buf.readUInt32LE(off + 20),
+    hdr_hf: buf.readUInt32LE(off + 24),
+    loopy_framer: buf.readUInt32LE(off + 28),
+    framer_writer: buf.readUInt32LE(off + 32),
+    bufwriter_conn: buf.readUInt32LE(off + 36),
+    tcp: decodeTcpOffsets(buf, off + 40),
   };
 }
 
 /** Encodes struct gt_grpc_client_config into `buf` at `off` (a new zeroed buffer by default). */
-export function encodeGrpcClientConfig(v: GrpcClientConfig, buf: Buffer = Buffer.alloc(24), off = 0): Buffer {
+export function encodeGrpcClientConfig(v: GrpcClientConfig, buf: Buffer = Buffer.alloc(64), off = 0): Buffer {
   buf.writeUInt32LE(v.cc_target, off + 0);
   buf.writeUInt32LE(v.error_s, off + 4);
   buf.writeUInt32LE(v.status_s, off + 8);
   buf.writeUInt32LE(v.status_code, off + 12);
   buf.writeUInt32LE(v.flags, off + 16);
-  buf.writeUInt32LE(v.reserved, off + 20);
+  buf.writeUInt32LE(v.hdr_stream_id, off + 20);
+  buf.writeUInt32LE(v.hdr_hf, off + 24);
+  buf.writeUInt32LE(v.loopy_framer, off + 28);
+  buf.writeUInt32LE(v.framer_writer, off + 32);
+  buf.writeUInt32LE(v.bufwriter_conn, off + 36);
+  encodeTcpOffsets(v.tcp, buf, off + 40);
   return buf;
 }
 

@@ -8,7 +8,9 @@
 // HTTP endpoints, each dialling one client connection to ?to=ADDR:
 //
 //	/unary?to=&n=&what=   n concurrent Invoke calls of /demo.Echo/Unary, request value `what`
-//	                      (ok, notfound, internal, deadline, cancel, panic); with &tp= the calls
+//	                      (ok, notfound, internal, deadline, cancel, panic, or an http:// URL
+//	                      that the handler GETs with net/http, answering the response's
+//	                      status: a call into a further service); with &tp= the calls
 //	                      carry that traceparent (and &ts= tracestate) in their metadata
 //	/items?to=&n=         n concurrent Invoke calls of /demo.Items/Get<i> (one method each)
 //	/stream?to=&n=&msgs=  n concurrent bidirectional streams of /demo.Echo/Chat, msgs messages each
@@ -67,6 +69,19 @@ func unary(srv interface{}, ctx context.Context, dec func(interface{}) error, ic
 			return nil, status.Error(codes.Canceled, "cancelled")
 		case "panic":
 			panic("handler panic")
+		}
+		if strings.HasPrefix(v, "http://") {
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, v, nil)
+			if err != nil {
+				return nil, status.Error(codes.InvalidArgument, err.Error())
+			}
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return nil, status.Error(codes.Unavailable, err.Error())
+			}
+			io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			return wrapperspb.String(res.Status), nil
 		}
 		return wrapperspb.String(v), nil
 	}
