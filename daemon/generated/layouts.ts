@@ -5,6 +5,7 @@
 /** Every map of the probes' object, by name: use these, never a string, so that a rename fails the type check. */
 export const BpfMaps = {
   grpc_client_scratch: 'grpc_client_scratch',
+  grpc_header_scratch: 'grpc_header_scratch',
   grpc_server_scratch: 'grpc_server_scratch',
   gt_binaries: 'gt_binaries',
   gt_binary_files: 'gt_binary_files',
@@ -20,6 +21,7 @@ export const BpfMaps = {
   gt_grpc_client_links: 'gt_grpc_client_links',
   gt_grpc_client_streams: 'gt_grpc_client_streams',
   gt_grpc_server_config: 'gt_grpc_server_config',
+  gt_grpc_server_incoming: 'gt_grpc_server_incoming',
   gt_grpc_server_inflight: 'gt_grpc_server_inflight',
   gt_http_client_config: 'gt_http_client_config',
   gt_http_client_h2_reqs: 'gt_http_client_h2_reqs',
@@ -45,6 +47,7 @@ export const BpfPrograms = {
   gt_grpc_client_originate: 'gt_grpc_client_originate',
   gt_grpc_client_return: 'gt_grpc_client_return',
   gt_grpc_server_entry: 'gt_grpc_server_entry',
+  gt_grpc_server_headers: 'gt_grpc_server_headers',
   gt_grpc_server_return: 'gt_grpc_server_return',
   gt_grpc_server_status: 'gt_grpc_server_status',
   gt_http_client_conn: 'gt_http_client_conn',
@@ -77,6 +80,7 @@ export const Counter = {
   GT_COUNTER_NO_ENTRY_PREATTACH: 6,
   GT_COUNTER_SKIPPED_SELF: 7,
   GT_COUNTER_NOT_SAMPLED: 8,
+  GT_COUNTER_TRACEPARENT_INVALID: 9,
   GT_COUNTER_MAX: 16,
 } as const;
 
@@ -137,6 +141,8 @@ export const GrpcServerEventFlags = {
   GT_GRPC_SERVER_EVENT_STATUS: 1,
   GT_GRPC_SERVER_EVENT_CONN: 2,
   GT_GRPC_SERVER_EVENT_LINKED: 4,
+  GT_GRPC_SERVER_EVENT_TRACEPARENT: 8,
+  GT_GRPC_SERVER_EVENT_TRACEPARENT_INVALID: 16,
 } as const;
 
 /** enum gt_grpc_server_flags */
@@ -145,12 +151,17 @@ export const GrpcServerFlags = {
   GT_GRPC_SERVER_CONN: 2,
   GT_GRPC_SERVER_LINK: 4,
   GT_GRPC_SERVER_STATUS: 8,
+  GT_GRPC_SERVER_HEADERS: 16,
+  GT_GRPC_SERVER_HEADERS_CTX: 32,
 } as const;
 
 /** enum gt_grpc_server_limits */
 export const GrpcServerLimits = {
   GT_GRPC_METHOD_MAX: 128,
   GT_GRPC_SERVER_INFLIGHT_MAX: 16384,
+  GT_GRPC_TRACESTATE_MAX: 512,
+  GT_GRPC_HEADER_FIELDS_MAX: 64,
+  GT_GRPC_HEADER_FIELD_SIZE: 40,
 } as const;
 
 /** enum gt_hit_outcome */
@@ -181,6 +192,7 @@ export const HitSite = {
   GT_HIT_GRPC_CLIENT_FINISH: 13,
   GT_HIT_GRPC_CLIENT_HEADERS: 14,
   GT_HIT_GRPC_CLIENT_ORIGINATE: 15,
+  GT_HIT_GRPC_SERVER_HEADERS: 16,
 } as const;
 
 /** enum gt_http_client_event_flags */
@@ -621,7 +633,7 @@ export function encodeGrpcClientEvent(v: GrpcClientEvent, buf: Buffer = Buffer.a
   return buf;
 }
 
-/** struct gt_grpc_server_config (56 bytes) */
+/** struct gt_grpc_server_config (80 bytes) */
 export interface GrpcServerConfig {
   server_stream_stream: number;
   stream_method: number;
@@ -632,9 +644,15 @@ export interface GrpcServerConfig {
   flags: number;
   reserved: number;
   tcp: TcpOffsets;
+  mhf_headers_frame: number;
+  mhf_fields: number;
+  hf_frame_header: number;
+  fh_stream_id: number;
+  field_name: number;
+  field_value: number;
 }
 
-export const GRPC_SERVER_CONFIG_SIZE = 56;
+export const GRPC_SERVER_CONFIG_SIZE = 80;
 export const GrpcServerConfigOffsets = {
   server_stream_stream: 0,
   stream_method: 4,
@@ -645,11 +663,17 @@ export const GrpcServerConfigOffsets = {
   flags: 24,
   reserved: 28,
   tcp: 32,
+  mhf_headers_frame: 56,
+  mhf_fields: 60,
+  hf_frame_header: 64,
+  fh_stream_id: 68,
+  field_name: 72,
+  field_value: 76,
 } as const;
 
 /** Decodes struct gt_grpc_server_config at `off`; byte arrays are views into `buf`, not copies. */
 export function decodeGrpcServerConfig(buf: Buffer, off = 0): GrpcServerConfig {
-  if (off + 56 > buf.length) throw new RangeError(`gt_grpc_server_config: need 56 bytes at ${off}, have ${buf.length - off}`);
+  if (off + 80 > buf.length) throw new RangeError(`gt_grpc_server_config: need 80 bytes at ${off}, have ${buf.length - off}`);
   return {
     server_stream_stream: buf.readUInt32LE(off + 0),
     stream_method: buf.readUInt32LE(off + 4),
@@ -660,11 +684,17 @@ export function decodeGrpcServerConfig(buf: Buffer, off = 0): GrpcServerConfig {
     flags: buf.readUInt32LE(off + 24),
     reserved: buf.readUInt32LE(off + 28),
     tcp: decodeTcpOffsets(buf, off + 32),
+    mhf_headers_frame: buf.readUInt32LE(off + 56),
+    mhf_fields: buf.readUInt32LE(off + 60),
+    hf_frame_header: buf.readUInt32LE(off + 64),
+    fh_stream_id: buf.readUInt32LE(off + 68),
+    field_name: buf.readUInt32LE(off + 72),
+    field_value: buf.readUInt32LE(off + 76),
   };
 }
 
 /** Encodes struct gt_grpc_server_config into `buf` at `off` (a new zeroed buffer by default). */
-export function encodeGrpcServerConfig(v: GrpcServerConfig, buf: Buffer = Buffer.alloc(56), off = 0): Buffer {
+export function encodeGrpcServerConfig(v: GrpcServerConfig, buf: Buffer = Buffer.alloc(80), off = 0): Buffer {
   buf.writeUInt32LE(v.server_stream_stream, off + 0);
   buf.writeUInt32LE(v.stream_method, off + 4);
   buf.writeUInt32LE(v.stream_id, off + 8);
@@ -674,10 +704,16 @@ export function encodeGrpcServerConfig(v: GrpcServerConfig, buf: Buffer = Buffer
   buf.writeUInt32LE(v.flags, off + 24);
   buf.writeUInt32LE(v.reserved, off + 28);
   encodeTcpOffsets(v.tcp, buf, off + 32);
+  buf.writeUInt32LE(v.mhf_headers_frame, off + 56);
+  buf.writeUInt32LE(v.mhf_fields, off + 60);
+  buf.writeUInt32LE(v.hf_frame_header, off + 64);
+  buf.writeUInt32LE(v.fh_stream_id, off + 68);
+  buf.writeUInt32LE(v.field_name, off + 72);
+  buf.writeUInt32LE(v.field_value, off + 76);
   return buf;
 }
 
-/** struct gt_grpc_server_event (264 bytes) */
+/** struct gt_grpc_server_event (776 bytes) */
 export interface GrpcServerEvent {
   hdr: EventHeader;
   start_ns: bigint;
@@ -687,11 +723,12 @@ export interface GrpcServerEvent {
   method_len: number;
   status_code: number;
   flags: number;
-  reserved: number;
+  tracestate_len: number;
   method: Buffer;
+  tracestate: Buffer;
 }
 
-export const GRPC_SERVER_EVENT_SIZE = 264;
+export const GRPC_SERVER_EVENT_SIZE = 776;
 export const GrpcServerEventOffsets = {
   hdr: 0,
   start_ns: 24,
@@ -701,13 +738,14 @@ export const GrpcServerEventOffsets = {
   method_len: 120,
   status_code: 124,
   flags: 128,
-  reserved: 132,
+  tracestate_len: 132,
   method: 136,
+  tracestate: 264,
 } as const;
 
 /** Decodes struct gt_grpc_server_event at `off`; byte arrays are views into `buf`, not copies. */
 export function decodeGrpcServerEvent(buf: Buffer, off = 0): GrpcServerEvent {
-  if (off + 264 > buf.length) throw new RangeError(`gt_grpc_server_event: need 264 bytes at ${off}, have ${buf.length - off}`);
+  if (off + 776 > buf.length) throw new RangeError(`gt_grpc_server_event: need 776 bytes at ${off}, have ${buf.length - off}`);
   return {
     hdr: decodeEventHeader(buf, off + 0),
     start_ns: buf.readBigUInt64LE(off + 24),
@@ -717,13 +755,14 @@ export function decodeGrpcServerEvent(buf: Buffer, off = 0): GrpcServerEvent {
     method_len: buf.readInt32LE(off + 120),
     status_code: buf.readInt32LE(off + 124),
     flags: buf.readUInt32LE(off + 128),
-    reserved: buf.readUInt32LE(off + 132),
+    tracestate_len: buf.readInt32LE(off + 132),
     method: buf.subarray(off + 136, off + 136 + 128),
+    tracestate: buf.subarray(off + 264, off + 264 + 512),
   };
 }
 
 /** Encodes struct gt_grpc_server_event into `buf` at `off` (a new zeroed buffer by default). */
-export function encodeGrpcServerEvent(v: GrpcServerEvent, buf: Buffer = Buffer.alloc(264), off = 0): Buffer {
+export function encodeGrpcServerEvent(v: GrpcServerEvent, buf: Buffer = Buffer.alloc(776), off = 0): Buffer {
   encodeEventHeader(v.hdr, buf, off + 0);
   buf.writeBigUInt64LE(v.start_ns, off + 24);
   buf.writeBigUInt64LE(v.end_ns, off + 32);
@@ -732,8 +771,9 @@ export function encodeGrpcServerEvent(v: GrpcServerEvent, buf: Buffer = Buffer.a
   buf.writeInt32LE(v.method_len, off + 120);
   buf.writeInt32LE(v.status_code, off + 124);
   buf.writeUInt32LE(v.flags, off + 128);
-  buf.writeUInt32LE(v.reserved, off + 132);
+  buf.writeInt32LE(v.tracestate_len, off + 132);
   buf.fill(0, off + 136, off + 136 + 128); v.method.copy(buf, off + 136, 0, Math.min(v.method.length, 128));
+  buf.fill(0, off + 264, off + 264 + 512); v.tracestate.copy(buf, off + 264, 0, Math.min(v.tracestate.length, 512));
   return buf;
 }
 
