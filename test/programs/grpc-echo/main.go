@@ -4,7 +4,8 @@
 // tested version has, and hand-written service descriptions (no generated
 // code): requests and replies are google.protobuf.StringValue.
 //
-// It prints "grpc on ADDR" and "listening on ADDR" (its HTTP control port).
+// It prints "grpc on ADDR" and "listening on ADDR" (its HTTP control port);
+// -grpc-addr and -http-addr choose them (default: any free loopback port).
 // HTTP endpoints, each dialling one client connection to ?to=ADDR:
 //
 //	/unary?to=&n=&what=   n concurrent Invoke calls of /demo.Echo/Unary, request value `what`
@@ -24,6 +25,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -185,7 +187,10 @@ func intParam(r *http.Request, name string, def int) int {
 }
 
 func main() {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	grpcAddr := flag.String("grpc-addr", "127.0.0.1:0", "gRPC listen address")
+	httpAddr := flag.String("http-addr", "127.0.0.1:0", "HTTP (control) listen address")
+	flag.Parse()
+	lis, err := net.Listen("tcp", *grpcAddr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -311,7 +316,7 @@ func main() {
 	mux.HandleFunc("/addr", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, lis.Addr())
 	})
-	hl, err := net.Listen("tcp", "127.0.0.1:0")
+	hl, err := net.Listen("tcp", *httpAddr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
