@@ -7,15 +7,18 @@
  * the child of its own call's CLIENT span, never of another call's, with no
  * header written into either program. Run while every core is busy, so that
  * the writer goroutine, the caller and the server interleave as they would on
- * a loaded node.
+ * a loaded node. And a client or server whose offsets for this are unknown
+ * loses only this, as `gotrail inspect` says.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import type { ReceivedSpan } from '../../../support/collector.ts';
 import { tracedCollector } from '../../../support/traced-collector.ts';
 import { httpRequest, startGoServer } from '../../../support/go-server.ts';
 import { skipUnlessBpf } from '../../../support/privileges.ts';
 import { startBusyLoad, type BusyLoad } from '../../../support/busy.ts';
+import { gotrailBin } from '../../../support/agent-process.ts';
 import { echoBinary, GRPC_VERSIONS, toolchains, BUILD_ROOT } from './echo-build.ts';
 
 const skip = skipUnlessBpf();
@@ -84,4 +87,29 @@ describe('google.golang.org/grpc: a call to a traced server on this node links i
       }
     }
   }
+});
+
+describe('google.golang.org/grpc: without the offsets they need, only linking and the incoming traceparent are off, and inspect says why', () => {
+  test('grpc v1.66.0, stripped, offsets from the database alone (which knows none of those fields at that version)', (t) => {
+    const tc = toolchains().find((x) => x.version.startsWith('go1.26'));
+    if (!tc) return t.skip('no Go 1.26 toolchain');
+    const b = echoBinary('1.66.0', tc, true);
+    if ('skip' in b) return t.skip(b.skip);
+    const r = spawnSync(gotrailBin, ['inspect', '--json', '--offsets-from', 'db', b.binary], { encoding: 'utf8', timeout: 60_000 });
+    assert.equal(r.status, 0, r.stderr);
+    const report = JSON.parse(r.stdout) as { probes: Array<{ id: string; attachable: boolean; degraded: string[] }> };
+    const probe = (id: string): { attachable: boolean; degraded: string[] } => report.probes.find((p) => p.id === id)!;
+    const client = probe('google.golang.org/grpc/client');
+    const server = probe('google.golang.org/grpc/server');
+    assert.equal(client.attachable, true, 'the client probe still makes its spans');
+    assert.equal(server.attachable, true, 'the server probe still makes its spans');
+    for (const field of ['loopyWriter.framer', 'framer.writer', 'bufWriter.conn']) {
+      assert.ok(client.degraded.some((d) => d.startsWith('calls to traced gRPC servers on this node are not linked to them') &&
+        d.includes(`no offset for google.golang.org/grpc/internal/transport.${field} at v1.66.0`)), `${field}: ${client.degraded.join('\n')}`);
+    }
+    for (const field of ['http2.MetaHeadersFrame.Fields', 'http2/hpack.HeaderField.Value']) {
+      assert.ok(server.degraded.some((d) => d.startsWith("an incoming traceparent in a call's metadata is not used") &&
+        d.includes(`no offset for golang.org/x/net/${field} at v1.66.0`)), `${field}: ${server.degraded.join('\n')}`);
+    }
+  });
 });
