@@ -46,10 +46,16 @@ const NO_STATUS = 'gRPC server spans carry no status code';
 const NO_TRACEPARENT = "an incoming traceparent in a call's metadata is not used (the call starts a new trace)";
 const HEADER_FIELDS = [F.mhfHeadersFrame, F.mhfFields, F.hfFrameHeader, F.fhStreamId, F.fieldName, F.fieldValue, F.id];
 
-/** operateHeaders takes a context first from grpc v1.60.0 (the frame moves from the second argument to the fourth register). */
+/**
+ * operateHeaders takes a context first from grpc v1.60.0 (the frame moves
+ * from the second argument to the fourth register). A binary without a
+ * readable version (a module built from a local checkout) is taken to be
+ * recent.
+ */
 export function operateHeadersTakesContext(moduleVersion: string | undefined): boolean {
   const v = moduleVersion === undefined ? undefined : parseModuleVersion(moduleVersion);
-  return v?.ok === true && (v.version.major > 1 || v.version.minor >= 60);
+  if (v?.ok !== true) return true;
+  return v.version.major > 1 || v.version.minor >= 60;
 }
 
 export const grpcServerProbe: ProbeDescriptor = {
