@@ -129,6 +129,13 @@ export const GrpcClientFlags = {
   GT_GRPC_CLIENT_LINK: 8,
 } as const;
 
+/** enum gt_grpc_client_hdr_where */
+export const GrpcClientHdrWhere = {
+  GT_GRPC_CLIENT_HDR_ARG2: 0,
+  GT_GRPC_CLIENT_HDR_ARG3: 1,
+  GT_GRPC_CLIENT_HDR_STR_ITEM: 2,
+} as const;
+
 /** enum gt_grpc_client_limits */
 export const GrpcClientLimits = {
   GT_GRPC_CLIENT_METHOD_MAX: 128,
@@ -509,7 +516,7 @@ export function encodeGoroutineKey(v: GoroutineKey, buf: Buffer = Buffer.alloc(1
   return buf;
 }
 
-/** struct gt_grpc_client_config (64 bytes) */
+/** struct gt_grpc_client_config (80 bytes) */
 export interface GrpcClientConfig {
   cc_target: number;
   error_s: number;
@@ -522,9 +529,13 @@ export interface GrpcClientConfig {
   framer_writer: number;
   bufwriter_conn: number;
   tcp: TcpOffsets;
+  str_itl: number;
+  itl_head: number;
+  node_it: number;
+  hdr_where: number;
 }
 
-export const GRPC_CLIENT_CONFIG_SIZE = 64;
+export const GRPC_CLIENT_CONFIG_SIZE = 80;
 export const GrpcClientConfigOffsets = {
   cc_target: 0,
   error_s: 4,
@@ -537,11 +548,15 @@ export const GrpcClientConfigOffsets = {
   framer_writer: 32,
   bufwriter_conn: 36,
   tcp: 40,
+  str_itl: 64,
+  itl_head: 68,
+  node_it: 72,
+  hdr_where: 76,
 } as const;
 
 /** Decodes struct gt_grpc_client_config at `off`; byte arrays are views into `buf`, not copies. */
 export function decodeGrpcClientConfig(buf: Buffer, off = 0): GrpcClientConfig {
-  if (off + 64 > buf.length) throw new RangeError(`gt_grpc_client_config: need 64 bytes at ${off}, have ${buf.length - off}`);
+  if (off + 80 > buf.length) throw new RangeError(`gt_grpc_client_config: need 80 bytes at ${off}, have ${buf.length - off}`);
   return {
     cc_target: buf.readUInt32LE(off + 0),
     error_s: buf.readUInt32LE(off + 4),
@@ -554,11 +569,15 @@ export function decodeGrpcClientConfig(buf: Buffer, off = 0): GrpcClientConfig {
     framer_writer: buf.readUInt32LE(off + 32),
     bufwriter_conn: buf.readUInt32LE(off + 36),
     tcp: decodeTcpOffsets(buf, off + 40),
+    str_itl: buf.readUInt32LE(off + 64),
+    itl_head: buf.readUInt32LE(off + 68),
+    node_it: buf.readUInt32LE(off + 72),
+    hdr_where: buf.readUInt32LE(off + 76),
   };
 }
 
 /** Encodes struct gt_grpc_client_config into `buf` at `off` (a new zeroed buffer by default). */
-export function encodeGrpcClientConfig(v: GrpcClientConfig, buf: Buffer = Buffer.alloc(64), off = 0): Buffer {
+export function encodeGrpcClientConfig(v: GrpcClientConfig, buf: Buffer = Buffer.alloc(80), off = 0): Buffer {
   buf.writeUInt32LE(v.cc_target, off + 0);
   buf.writeUInt32LE(v.error_s, off + 4);
   buf.writeUInt32LE(v.status_s, off + 8);
@@ -570,6 +589,10 @@ export function encodeGrpcClientConfig(v: GrpcClientConfig, buf: Buffer = Buffer
   buf.writeUInt32LE(v.framer_writer, off + 32);
   buf.writeUInt32LE(v.bufwriter_conn, off + 36);
   encodeTcpOffsets(v.tcp, buf, off + 40);
+  buf.writeUInt32LE(v.str_itl, off + 64);
+  buf.writeUInt32LE(v.itl_head, off + 68);
+  buf.writeUInt32LE(v.node_it, off + 72);
+  buf.writeUInt32LE(v.hdr_where, off + 76);
   return buf;
 }
 

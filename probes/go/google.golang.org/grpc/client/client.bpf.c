@@ -25,12 +25,16 @@
  *     fields' array (RAX) becomes the call's token, since the loopy writer
  *     is handed the same slice.
  *   func (l *loopyWriter) clientHeaderHandler(hdr *clientHeaders) error   (v1.82.1 and later)
- *   func (l *loopyWriter) headerHandler(h *headerFrame) error             (before)
- *     entry, on the connection's writer goroutine: l RAX, hdr RBX. The
- *     stream id is known (the caller took it under the control buffer's
- *     lock) and the HEADERS frame is not written yet, so the span is
- *     published before the server can see the stream. headerHandler also
- *     carries a server's response headers: those find no token. */
+ *     l RAX, hdr RBX
+ *   func (l *loopyWriter) originateStream(str *outStream, hdr *headerFrame) error  (v1.53.0 - v1.82.0)
+ *     l RAX, str RBX, hdr RCX
+ *   func (l *loopyWriter) originateStream(str *outStream) error           (before v1.53.0)
+ *     l RAX, str RBX: the headerFrame is the one item of str.itl
+ *     entry, on the connection's writer goroutine, for client streams only
+ *     (a server's response headers take other paths). The stream id is
+ *     known (the caller took it under the control buffer's lock) and the
+ *     HEADERS frame is not written yet, so the span is published before the
+ *     server can see the stream. */
 #include "go_abi.h"
 
 enum gt_grpc_client_limits {
@@ -51,6 +55,17 @@ struct gt_grpc_client_config {
 	__u32 framer_writer;  /* transport.framer.writer */
 	__u32 bufwriter_conn; /* transport.bufWriter.conn (net.Conn, io.Writer from v1.82) */
 	struct gt_tcp_offsets tcp;
+	__u32 str_itl;   /* transport.outStream.itl (before v1.53.0) */
+	__u32 itl_head;  /* transport.itemList.head */
+	__u32 node_it;   /* transport.itemNode.it (an interface: its data word is the *headerFrame) */
+	__u32 hdr_where; /* enum gt_grpc_client_hdr_where */
+};
+
+/* Where the probed writer function is given the request's headers. */
+enum gt_grpc_client_hdr_where {
+	GT_GRPC_CLIENT_HDR_ARG2 = 0,     /* clientHeaderHandler(hdr) */
+	GT_GRPC_CLIENT_HDR_ARG3 = 1,     /* originateStream(str, hdr) */
+	GT_GRPC_CLIENT_HDR_STR_ITEM = 2, /* originateStream(str): str.itl.head.it */
 };
 
 enum gt_grpc_client_flags {
@@ -107,6 +122,7 @@ GT_EXPORT_LAYOUTS(grpc_client,
 	enum gt_grpc_client_limits limits;
 	enum gt_grpc_client_flags config_flags;
 	enum gt_grpc_client_event_flags event_flags;
+	enum gt_grpc_client_hdr_where hdr_where;
 );
 
 /* A call in flight: keyed by its goroutine while newClientStream runs, then
@@ -397,7 +413,18 @@ int gt_grpc_client_originate(struct pt_regs *ctx)
 							   GT_HIT_GRPC_CLIENT_ORIGINATE);
 	if (!cfg || !(cfg->flags & GT_GRPC_CLIENT_LINK))
 		return 0;
-	__u64 hdr = GO_ARG2(ctx), hf = 0, framer = 0, writer = 0, tcp = 0;
+	/* both registers read before choosing: a context field at a variable
+	 * offset is refused by the verifier */
+	__u64 arg2 = GO_ARG2(ctx), arg3 = GO_ARG3(ctx);
+	asm volatile("" : "+r"(arg2), "+r"(arg3));
+	__u64 hdr = cfg->hdr_where == GT_GRPC_CLIENT_HDR_ARG3 ? arg3 : arg2;
+	__u64 hf = 0, framer = 0, writer = 0, tcp = 0;
+	if (cfg->hdr_where == GT_GRPC_CLIENT_HDR_STR_ITEM) {
+		__u64 itl = 0, head = 0;
+		if (go_read_ptr(arg2, cfg->str_itl, &itl) < 0 || go_read_ptr(itl, cfg->itl_head, &head) < 0 ||
+		    go_read_ptr(head, cfg->node_it + 8, &hdr) < 0)
+			return 0;
+	}
 	if (go_read_ptr(hdr, cfg->hdr_hf, &hf) < 0 || !hf)
 		return 0;
 	struct gt_goroutine_key k = { .tgid = key.tgid, .goid = hf };

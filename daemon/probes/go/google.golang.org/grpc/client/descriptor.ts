@@ -12,13 +12,14 @@ import { ATTR_ERROR_TYPE, ATTR_RPC_METHOD, ATTR_SERVER_ADDRESS, ATTR_SERVER_PORT
 import { ATTR_RPC_GRPC_STATUS_CODE, ATTR_RPC_SERVICE, ATTR_RPC_SYSTEM, RPC_SYSTEM_VALUE_GRPC } from '@opentelemetry/semantic-conventions/incubating';
 import { SpanKind, type Attributes } from '@opentelemetry/api';
 import {
-  BpfMaps, BpfPrograms, EventType, GrpcClientEventFlags, GrpcClientFlags, GRPC_CLIENT_EVENT_SIZE,
+  BpfMaps, BpfPrograms, EventType, GrpcClientEventFlags, GrpcClientFlags, GrpcClientHdrWhere, GRPC_CLIENT_EVENT_SIZE,
   decodeGrpcClientEvent, encodeGrpcClientConfig,
 } from '../../../../../generated/layouts.ts';
 import { emitProbeSpan, eventBasics, fieldGroup, type EventContext, type ProbeDescriptor } from '../../../../types.ts';
 import { goString, splitHostPort } from '../../../../../spans/go-values.ts';
 import { TCP_FIELDS, TCP_FIELDS_READ, tcpOffsets } from '../../../net/http/tcp-fields.ts';
 import { GRPC, GRPC_CODES, TRANSPORT, splitFullMethod } from '../rpc.ts';
+import { parseModuleVersion } from '../../../../../offsets/version.ts';
 
 const F = {
   target: `${GRPC}.ClientConn.target`,
@@ -33,6 +34,10 @@ const F = {
   loopyFramer: `${TRANSPORT}.loopyWriter.framer`,
   framerWriter: `${TRANSPORT}.framer.writer`,
   bufWriterConn: `${TRANSPORT}.bufWriter.conn`,
+  // before v1.53.0 originateStream is given only the stream, whose one queued item is its headerFrame
+  strItl: `${TRANSPORT}.outStream.itl`,
+  itlHead: `${TRANSPORT}.itemList.head`,
+  nodeIt: `${TRANSPORT}.itemNode.it`,
 } as const;
 
 const STATUS_FIELDS = [F.errorS, F.statusS, F.statusCode];
@@ -56,6 +61,20 @@ export function targetAddress(target: string): { host?: string; port?: number } 
   return { ...(host ? { host } : {}), ...(port !== undefined ? { port } : {}) };
 }
 
+/**
+ * Where the writer function the probe is attached to is given a new
+ * stream's headers: clientHeaderHandler's argument (v1.82.1 and later, where
+ * the clientHeaders struct exists), originateStream's second argument
+ * (v1.53.0 and later), or the one item queued on its stream (before). A
+ * binary without a readable version is taken to be recent.
+ */
+export function clientHeadersWhere(hasClientHeaders: boolean, moduleVersion: string | undefined): number {
+  if (hasClientHeaders) return GrpcClientHdrWhere.GT_GRPC_CLIENT_HDR_ARG2;
+  const v = moduleVersion === undefined ? undefined : parseModuleVersion(moduleVersion);
+  if (v?.ok === true && v.version.major === 1 && v.version.minor < 53) return GrpcClientHdrWhere.GT_GRPC_CLIENT_HDR_STR_ITEM;
+  return GrpcClientHdrWhere.GT_GRPC_CLIENT_HDR_ARG3;
+}
+
 export const grpcClientProbe: ProbeDescriptor = {
   id: 'google.golang.org/grpc/client',
   module: GRPC,
@@ -68,9 +87,10 @@ export const grpcClientProbe: ProbeDescriptor = {
     { symbol: `${GRPC}.(*clientStream).finish`, entryProgram: BpfPrograms.gt_grpc_client_finish, absentMeans: 'this program never makes gRPC calls with grpc.ClientConn' },
     // node-local linking: the call's header fields (its token), then its stream id on the connection's writer
     { symbol: `${TRANSPORT}.(*http2Client).createHeaderFields`, returnProgram: BpfPrograms.gt_grpc_client_headers, optional: NOT_LINKED },
+    // client streams only (headerHandler, which calls originateStream, also carries a server's responses)
     {
       symbol: `${TRANSPORT}.(*loopyWriter).clientHeaderHandler`,
-      alternativeSymbols: [`${TRANSPORT}.(*loopyWriter).headerHandler`],
+      alternativeSymbols: [`${TRANSPORT}.(*loopyWriter).originateStream`],
       entryProgram: BpfPrograms.gt_grpc_client_originate,
       optional: NOT_LINKED,
     },
@@ -88,16 +108,21 @@ export const grpcClientProbe: ProbeDescriptor = {
     [F.framerWriter]: { reads: "the framer's writer, for the 4-tuple", optional: NOT_LINKED },
     [F.bufWriterConn]: { reads: 'the connection the writer writes to, for the 4-tuple', optional: NOT_LINKED },
     ...fieldGroup(TCP_FIELDS, { reads: TCP_FIELDS_READ, optional: NOT_LINKED }),
+    [F.strItl]: { reads: "a stream's queue, which holds its HEADERS (before v1.53.0)", optional: NOT_LINKED },
+    [F.itlHead]: { reads: "the queue's first item (before v1.53.0)", optional: NOT_LINKED },
+    [F.nodeIt]: { reads: "the item, the stream's HEADERS (before v1.53.0)", optional: NOT_LINKED },
   },
   alternativeFields: [[F.hdrStreamId, F.frameStreamId], [F.hdrHf, F.frameHf]],
   configMap: BpfMaps.gt_grpc_client_config,
   stateMaps: [BpfMaps.gt_grpc_client_inflight, BpfMaps.gt_grpc_client_streams, BpfMaps.gt_grpc_client_links],
-  encodeConfig(o, missingOptional) {
+  encodeConfig(o, missingOptional, moduleVersion) {
     const has = (f: string): boolean => o[f] !== undefined && !missingOptional.includes(f);
     // one of each pair, whichever this version's loopy writer is given
     const hdr = has(F.hdrStreamId) && has(F.hdrHf) ? { id: o[F.hdrStreamId]!, hf: o[F.hdrHf]! }
       : has(F.frameStreamId) && has(F.frameHf) ? { id: o[F.frameStreamId]!, hf: o[F.frameHf]! } : undefined;
-    const link = hdr !== undefined && LINK_FIELDS.every(has);
+    const where = clientHeadersWhere(has(F.hdrHf), moduleVersion);
+    const link = hdr !== undefined && LINK_FIELDS.every(has) &&
+      (where !== GrpcClientHdrWhere.GT_GRPC_CLIENT_HDR_STR_ITEM || [F.strItl, F.itlHead, F.nodeIt].every(has));
     return encodeGrpcClientConfig({
       cc_target: o[F.target] ?? 0,
       error_s: o[F.errorS] ?? 0,
@@ -113,6 +138,10 @@ export const grpcClientProbe: ProbeDescriptor = {
       framer_writer: o[F.framerWriter] ?? 0,
       bufwriter_conn: o[F.bufWriterConn] ?? 0,
       tcp: tcpOffsets(o),
+      str_itl: o[F.strItl] ?? 0,
+      itl_head: o[F.itlHead] ?? 0,
+      node_it: o[F.nodeIt] ?? 0,
+      hdr_where: where,
     });
   },
   eventType: EventType.GT_EVENT_GRPC_CLIENT,
