@@ -80,10 +80,6 @@ const MODULE_SPECS: readonly ModuleSpec[] = [
     ],
     kept: {
       [`${GRPC}/internal/transport.http2Client.nextID`]: `${GRPC_CLIENT}: id of the stream being opened, to find its headers`,
-      [`${GRPC}/internal/transport.headerFrame.streamID`]: `${GRPC_CLIENT}: writes traceparent into the request headers (up to v1.82.0)`,
-      [`${GRPC}/internal/transport.headerFrame.hf`]: `${GRPC_CLIENT}: the request header fields (up to v1.82.0)`,
-      [`${GRPC}/internal/transport.clientHeaders.streamID`]: `${GRPC_CLIENT}: writes traceparent into the request headers (v1.82.1 and later)`,
-      [`${GRPC}/internal/transport.clientHeaders.hf`]: `${GRPC_CLIENT}: the request header fields (v1.82.1 and later)`,
       [`${GRPC}/internal/transport.Stream.ctx`]: `${GRPC_SERVER}: the stream's context (incoming metadata)`,
       [`${GRPC}/internal/transport.http2Server.peer`]: `${GRPC_SERVER}: the connection's addresses (v1.60.0 and later)`,
       [`${GRPC}/peer.Peer.LocalAddr`]: `${GRPC_SERVER}: the server's address, for server.address and server.port (v1.60.0 and later)`,

@@ -256,7 +256,7 @@ export class AttachmentManager {
     for (const p of attachable) {
       const probeHandles: AttachedBinary['handles'] = [];
       try {
-        this.rt.setProbeConfig(p.probe, id, p.probe.encodeConfig(p.offsets, p.missingOptional));
+        this.rt.setProbeConfig(p.probe, id, p.probe.encodeConfig(p.offsets, p.missingOptional, p.moduleVersion));
         for (const s of p.sites) {
           const handle = this.rt.obj.attachUprobes(s.program, path, s.offsets, s.offsets.map(() => BigInt(id)));
           probeHandles.push({ probe: p.probe.id, program: s.program, handle, sites: s.offsets.length });

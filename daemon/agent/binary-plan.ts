@@ -33,6 +33,8 @@ export interface ProbePlan {
   offsets: Record<string, number>;
   offsetSources: Record<string, string>;
   missingOptional: string[];
+  /** The binary's version of the probe's module (the Go version for `std`), when known. */
+  moduleVersion?: string;
   /** Fields whose offset differs between DWARF, type metadata and the database (the first of those wins). */
   disagreements: OffsetDisagreement[];
 }
@@ -122,6 +124,7 @@ export function planProbe(bin: GoBinary, probe: ProbeDescriptor, inputs: OffsetI
     plan.reason = probe.module === 'std' ? 'no Go version in the binary' : `module ${probe.module} is not linked into this binary`;
     return plan;
   }
+  plan.moduleVersion = version;
   if (goidOffset === undefined) {
     plan.reason = `no offset for ${GOID_FIELD} at ${bin.goVersion}: goroutines cannot be told apart`;
     return plan;

@@ -41,6 +41,8 @@ export interface MetricsSnapshot {
 
 /** BPF counters named skipped_<reason> count requests not traced on purpose, not losses. */
 const SKIPPED = 'skipped_';
+/** BPF counters that count no lost event: each has a metric of its own. */
+const NOT_LOSSES: ReadonlySet<string> = new Set(['not_sampled', 'traceparent_invalid']);
 
 export function createMetrics(source: MetricsSource): Registry {
   const reg = new Registry();
@@ -68,7 +70,7 @@ export function createMetrics(source: MetricsSource): Registry {
   });
   counter('gotrail_events_malformed_total', 'Events that could not be decoded', [], (set, s) => set({}, s.eventsMalformed));
   counter('gotrail_events_lost_total', 'Events lost before reaching user space, by reason', ['reason'], (set, s) => {
-    for (const [r, v] of Object.entries(s.bpfCounters)) if (!r.startsWith(SKIPPED) && r !== 'not_sampled') set({ reason: r }, Number(v));
+    for (const [r, v] of Object.entries(s.bpfCounters)) if (!r.startsWith(SKIPPED) && !NOT_LOSSES.has(r)) set({ reason: r }, Number(v));
     set({ reason: 'ringbuf_consumer_queue_full' }, Number(s.ringBuffer.droppedRecords));
   });
   counter('gotrail_requests_skipped_total', 'Requests deliberately not traced, by reason (self: sent by gotrail itself, e.g. its OTLP exports to a traced collector)', ['reason'], (set, s) => {
@@ -81,6 +83,9 @@ export function createMetrics(source: MetricsSource): Registry {
     for (const [r, v] of Object.entries(s.httpRoutesCut ?? {})) set({ reason: r }, v);
   });
   counter('gotrail_spans_sampled_out_total', 'Spans the configured sampler (OTEL_TRACES_SAMPLER, or sampling in the configuration file) did not keep', [], (set, s) => set({}, s.spansSampledOut ?? 0));
+  counter('gotrail_traceparents_invalid_total', 'Incoming traceparents not used (malformed, or sent more than once): the request started a new trace', [], (set, s) => {
+    set({}, Number(s.bpfCounters['traceparent_invalid'] ?? 0n));
+  });
   counter('gotrail_spans_exported_total', 'Spans handed to the exporter successfully', [], (set, s) => set({}, s.spans.exported));
   counter('gotrail_spans_dropped_total', 'Spans dropped before export, by reason (queue_full: pushed into a full export queue; shutdown: unexported when the agent stopped)', ['reason'], (set, s) => {
     for (const [r, v] of Object.entries(s.spans.dropped)) set({ reason: r }, v);

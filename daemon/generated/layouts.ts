@@ -6,6 +6,7 @@
 export const BpfMaps = {
   chi_join: 'chi_join',
   grpc_client_scratch: 'grpc_client_scratch',
+  grpc_header_scratch: 'grpc_header_scratch',
   grpc_server_scratch: 'grpc_server_scratch',
   gt_binaries: 'gt_binaries',
   gt_binary_files: 'gt_binary_files',
@@ -21,8 +22,10 @@ export const BpfMaps = {
   gt_goroutines_entered: 'gt_goroutines_entered',
   gt_grpc_client_config: 'gt_grpc_client_config',
   gt_grpc_client_inflight: 'gt_grpc_client_inflight',
+  gt_grpc_client_links: 'gt_grpc_client_links',
   gt_grpc_client_streams: 'gt_grpc_client_streams',
   gt_grpc_server_config: 'gt_grpc_server_config',
+  gt_grpc_server_incoming: 'gt_grpc_server_incoming',
   gt_grpc_server_inflight: 'gt_grpc_server_inflight',
   gt_http_client_config: 'gt_http_client_config',
   gt_http_client_h2_reqs: 'gt_http_client_h2_reqs',
@@ -58,8 +61,11 @@ export const BpfPrograms = {
   gt_gorilla_mux_route: 'gt_gorilla_mux_route',
   gt_grpc_client_entry: 'gt_grpc_client_entry',
   gt_grpc_client_finish: 'gt_grpc_client_finish',
+  gt_grpc_client_headers: 'gt_grpc_client_headers',
+  gt_grpc_client_originate: 'gt_grpc_client_originate',
   gt_grpc_client_return: 'gt_grpc_client_return',
   gt_grpc_server_entry: 'gt_grpc_server_entry',
+  gt_grpc_server_headers: 'gt_grpc_server_headers',
   gt_grpc_server_return: 'gt_grpc_server_return',
   gt_grpc_server_status: 'gt_grpc_server_status',
   gt_http_client_conn: 'gt_http_client_conn',
@@ -112,6 +118,7 @@ export const Counter = {
   GT_COUNTER_NO_ENTRY_PREATTACH: 6,
   GT_COUNTER_SKIPPED_SELF: 7,
   GT_COUNTER_NOT_SAMPLED: 8,
+  GT_COUNTER_TRACEPARENT_INVALID: 9,
   GT_COUNTER_MAX: 16,
 } as const;
 
@@ -169,6 +176,14 @@ export const GrpcClientFlags = {
   GT_GRPC_CLIENT_ENABLED: 1,
   GT_GRPC_CLIENT_STATUS: 2,
   GT_GRPC_CLIENT_TARGET: 4,
+  GT_GRPC_CLIENT_LINK: 8,
+} as const;
+
+/** enum gt_grpc_client_hdr_where */
+export const GrpcClientHdrWhere = {
+  GT_GRPC_CLIENT_HDR_ARG2: 0,
+  GT_GRPC_CLIENT_HDR_ARG3: 1,
+  GT_GRPC_CLIENT_HDR_STR_ITEM: 2,
 } as const;
 
 /** enum gt_grpc_client_limits */
@@ -183,6 +198,8 @@ export const GrpcServerEventFlags = {
   GT_GRPC_SERVER_EVENT_STATUS: 1,
   GT_GRPC_SERVER_EVENT_CONN: 2,
   GT_GRPC_SERVER_EVENT_LINKED: 4,
+  GT_GRPC_SERVER_EVENT_TRACEPARENT: 8,
+  GT_GRPC_SERVER_EVENT_TRACEPARENT_INVALID: 16,
 } as const;
 
 /** enum gt_grpc_server_flags */
@@ -191,12 +208,17 @@ export const GrpcServerFlags = {
   GT_GRPC_SERVER_CONN: 2,
   GT_GRPC_SERVER_LINK: 4,
   GT_GRPC_SERVER_STATUS: 8,
+  GT_GRPC_SERVER_HEADERS: 16,
+  GT_GRPC_SERVER_HEADERS_CTX: 32,
 } as const;
 
 /** enum gt_grpc_server_limits */
 export const GrpcServerLimits = {
   GT_GRPC_METHOD_MAX: 128,
   GT_GRPC_SERVER_INFLIGHT_MAX: 16384,
+  GT_GRPC_TRACESTATE_MAX: 512,
+  GT_GRPC_HEADER_FIELDS_MAX: 64,
+  GT_GRPC_HEADER_FIELD_SIZE: 40,
 } as const;
 
 /** enum gt_hit_outcome */
@@ -225,6 +247,9 @@ export const HitSite = {
   GT_HIT_GRPC_CLIENT_ENTRY: 11,
   GT_HIT_GRPC_CLIENT_RETURN: 12,
   GT_HIT_GRPC_CLIENT_FINISH: 13,
+  GT_HIT_GRPC_CLIENT_HEADERS: 14,
+  GT_HIT_GRPC_CLIENT_ORIGINATE: 15,
+  GT_HIT_GRPC_SERVER_HEADERS: 16,
   GT_HIT_SQL_ENTRY: 30,
   GT_HIT_SQL_RETURN: 31,
   GT_HIT_GORILLA_MUX_ROUTE: 40,
@@ -712,47 +737,83 @@ export function encodeGoroutineKey(v: GoroutineKey, buf: Buffer = Buffer.alloc(1
   return buf;
 }
 
-/** struct gt_grpc_client_config (24 bytes) */
+/** struct gt_grpc_client_config (80 bytes) */
 export interface GrpcClientConfig {
   cc_target: number;
   error_s: number;
   status_s: number;
   status_code: number;
   flags: number;
-  reserved: number;
+  hdr_stream_id: number;
+  hdr_hf: number;
+  loopy_framer: number;
+  framer_writer: number;
+  bufwriter_conn: number;
+  tcp: TcpOffsets;
+  str_itl: number;
+  itl_head: number;
+  node_it: number;
+  hdr_where: number;
 }
 
-export const GRPC_CLIENT_CONFIG_SIZE = 24;
+export const GRPC_CLIENT_CONFIG_SIZE = 80;
 export const GrpcClientConfigOffsets = {
   cc_target: 0,
   error_s: 4,
   status_s: 8,
   status_code: 12,
   flags: 16,
-  reserved: 20,
+  hdr_stream_id: 20,
+  hdr_hf: 24,
+  loopy_framer: 28,
+  framer_writer: 32,
+  bufwriter_conn: 36,
+  tcp: 40,
+  str_itl: 64,
+  itl_head: 68,
+  node_it: 72,
+  hdr_where: 76,
 } as const;
 
 /** Decodes struct gt_grpc_client_config at `off`; byte arrays are views into `buf`, not copies. */
 export function decodeGrpcClientConfig(buf: Buffer, off = 0): GrpcClientConfig {
-  if (off + 24 > buf.length) throw new RangeError(`gt_grpc_client_config: need 24 bytes at ${off}, have ${buf.length - off}`);
+  if (off + 80 > buf.length) throw new RangeError(`gt_grpc_client_config: need 80 bytes at ${off}, have ${buf.length - off}`);
   return {
     cc_target: buf.readUInt32LE(off + 0),
     error_s: buf.readUInt32LE(off + 4),
     status_s: buf.readUInt32LE(off + 8),
     status_code: buf.readUInt32LE(off + 12),
     flags: buf.readUInt32LE(off + 16),
-    reserved: buf.readUInt32LE(off + 20),
+    hdr_stream_id: buf.readUInt32LE(off + 20),
+    hdr_hf: buf.readUInt32LE(off + 24),
+    loopy_framer: buf.readUInt32LE(off + 28),
+    framer_writer: buf.readUInt32LE(off + 32),
+    bufwriter_conn: buf.readUInt32LE(off + 36),
+    tcp: decodeTcpOffsets(buf, off + 40),
+    str_itl: buf.readUInt32LE(off + 64),
+    itl_head: buf.readUInt32LE(off + 68),
+    node_it: buf.readUInt32LE(off + 72),
+    hdr_where: buf.readUInt32LE(off + 76),
   };
 }
 
 /** Encodes struct gt_grpc_client_config into `buf` at `off` (a new zeroed buffer by default). */
-export function encodeGrpcClientConfig(v: GrpcClientConfig, buf: Buffer = Buffer.alloc(24), off = 0): Buffer {
+export function encodeGrpcClientConfig(v: GrpcClientConfig, buf: Buffer = Buffer.alloc(80), off = 0): Buffer {
   buf.writeUInt32LE(v.cc_target, off + 0);
   buf.writeUInt32LE(v.error_s, off + 4);
   buf.writeUInt32LE(v.status_s, off + 8);
   buf.writeUInt32LE(v.status_code, off + 12);
   buf.writeUInt32LE(v.flags, off + 16);
-  buf.writeUInt32LE(v.reserved, off + 20);
+  buf.writeUInt32LE(v.hdr_stream_id, off + 20);
+  buf.writeUInt32LE(v.hdr_hf, off + 24);
+  buf.writeUInt32LE(v.loopy_framer, off + 28);
+  buf.writeUInt32LE(v.framer_writer, off + 32);
+  buf.writeUInt32LE(v.bufwriter_conn, off + 36);
+  encodeTcpOffsets(v.tcp, buf, off + 40);
+  buf.writeUInt32LE(v.str_itl, off + 64);
+  buf.writeUInt32LE(v.itl_head, off + 68);
+  buf.writeUInt32LE(v.node_it, off + 72);
+  buf.writeUInt32LE(v.hdr_where, off + 76);
   return buf;
 }
 
@@ -816,7 +877,7 @@ export function encodeGrpcClientEvent(v: GrpcClientEvent, buf: Buffer = Buffer.a
   return buf;
 }
 
-/** struct gt_grpc_server_config (56 bytes) */
+/** struct gt_grpc_server_config (80 bytes) */
 export interface GrpcServerConfig {
   server_stream_stream: number;
   stream_method: number;
@@ -827,9 +888,15 @@ export interface GrpcServerConfig {
   flags: number;
   reserved: number;
   tcp: TcpOffsets;
+  mhf_headers_frame: number;
+  mhf_fields: number;
+  hf_frame_header: number;
+  fh_stream_id: number;
+  field_name: number;
+  field_value: number;
 }
 
-export const GRPC_SERVER_CONFIG_SIZE = 56;
+export const GRPC_SERVER_CONFIG_SIZE = 80;
 export const GrpcServerConfigOffsets = {
   server_stream_stream: 0,
   stream_method: 4,
@@ -840,11 +907,17 @@ export const GrpcServerConfigOffsets = {
   flags: 24,
   reserved: 28,
   tcp: 32,
+  mhf_headers_frame: 56,
+  mhf_fields: 60,
+  hf_frame_header: 64,
+  fh_stream_id: 68,
+  field_name: 72,
+  field_value: 76,
 } as const;
 
 /** Decodes struct gt_grpc_server_config at `off`; byte arrays are views into `buf`, not copies. */
 export function decodeGrpcServerConfig(buf: Buffer, off = 0): GrpcServerConfig {
-  if (off + 56 > buf.length) throw new RangeError(`gt_grpc_server_config: need 56 bytes at ${off}, have ${buf.length - off}`);
+  if (off + 80 > buf.length) throw new RangeError(`gt_grpc_server_config: need 80 bytes at ${off}, have ${buf.length - off}`);
   return {
     server_stream_stream: buf.readUInt32LE(off + 0),
     stream_method: buf.readUInt32LE(off + 4),
@@ -855,11 +928,17 @@ export function decodeGrpcServerConfig(buf: Buffer, off = 0): GrpcServerConfig {
     flags: buf.readUInt32LE(off + 24),
     reserved: buf.readUInt32LE(off + 28),
     tcp: decodeTcpOffsets(buf, off + 32),
+    mhf_headers_frame: buf.readUInt32LE(off + 56),
+    mhf_fields: buf.readUInt32LE(off + 60),
+    hf_frame_header: buf.readUInt32LE(off + 64),
+    fh_stream_id: buf.readUInt32LE(off + 68),
+    field_name: buf.readUInt32LE(off + 72),
+    field_value: buf.readUInt32LE(off + 76),
   };
 }
 
 /** Encodes struct gt_grpc_server_config into `buf` at `off` (a new zeroed buffer by default). */
-export function encodeGrpcServerConfig(v: GrpcServerConfig, buf: Buffer = Buffer.alloc(56), off = 0): Buffer {
+export function encodeGrpcServerConfig(v: GrpcServerConfig, buf: Buffer = Buffer.alloc(80), off = 0): Buffer {
   buf.writeUInt32LE(v.server_stream_stream, off + 0);
   buf.writeUInt32LE(v.stream_method, off + 4);
   buf.writeUInt32LE(v.stream_id, off + 8);
@@ -869,10 +948,16 @@ export function encodeGrpcServerConfig(v: GrpcServerConfig, buf: Buffer = Buffer
   buf.writeUInt32LE(v.flags, off + 24);
   buf.writeUInt32LE(v.reserved, off + 28);
   encodeTcpOffsets(v.tcp, buf, off + 32);
+  buf.writeUInt32LE(v.mhf_headers_frame, off + 56);
+  buf.writeUInt32LE(v.mhf_fields, off + 60);
+  buf.writeUInt32LE(v.hf_frame_header, off + 64);
+  buf.writeUInt32LE(v.fh_stream_id, off + 68);
+  buf.writeUInt32LE(v.field_name, off + 72);
+  buf.writeUInt32LE(v.field_value, off + 76);
   return buf;
 }
 
-/** struct gt_grpc_server_event (264 bytes) */
+/** struct gt_grpc_server_event (776 bytes) */
 export interface GrpcServerEvent {
   hdr: EventHeader;
   start_ns: bigint;
@@ -882,11 +967,12 @@ export interface GrpcServerEvent {
   method_len: number;
   status_code: number;
   flags: number;
-  reserved: number;
+  tracestate_len: number;
   method: Buffer;
+  tracestate: Buffer;
 }
 
-export const GRPC_SERVER_EVENT_SIZE = 264;
+export const GRPC_SERVER_EVENT_SIZE = 776;
 export const GrpcServerEventOffsets = {
   hdr: 0,
   start_ns: 24,
@@ -896,13 +982,14 @@ export const GrpcServerEventOffsets = {
   method_len: 120,
   status_code: 124,
   flags: 128,
-  reserved: 132,
+  tracestate_len: 132,
   method: 136,
+  tracestate: 264,
 } as const;
 
 /** Decodes struct gt_grpc_server_event at `off`; byte arrays are views into `buf`, not copies. */
 export function decodeGrpcServerEvent(buf: Buffer, off = 0): GrpcServerEvent {
-  if (off + 264 > buf.length) throw new RangeError(`gt_grpc_server_event: need 264 bytes at ${off}, have ${buf.length - off}`);
+  if (off + 776 > buf.length) throw new RangeError(`gt_grpc_server_event: need 776 bytes at ${off}, have ${buf.length - off}`);
   return {
     hdr: decodeEventHeader(buf, off + 0),
     start_ns: buf.readBigUInt64LE(off + 24),
@@ -912,13 +999,14 @@ export function decodeGrpcServerEvent(buf: Buffer, off = 0): GrpcServerEvent {
     method_len: buf.readInt32LE(off + 120),
     status_code: buf.readInt32LE(off + 124),
     flags: buf.readUInt32LE(off + 128),
-    reserved: buf.readUInt32LE(off + 132),
+    tracestate_len: buf.readInt32LE(off + 132),
     method: buf.subarray(off + 136, off + 136 + 128),
+    tracestate: buf.subarray(off + 264, off + 264 + 512),
   };
 }
 
 /** Encodes struct gt_grpc_server_event into `buf` at `off` (a new zeroed buffer by default). */
-export function encodeGrpcServerEvent(v: GrpcServerEvent, buf: Buffer = Buffer.alloc(264), off = 0): Buffer {
+export function encodeGrpcServerEvent(v: GrpcServerEvent, buf: Buffer = Buffer.alloc(776), off = 0): Buffer {
   encodeEventHeader(v.hdr, buf, off + 0);
   buf.writeBigUInt64LE(v.start_ns, off + 24);
   buf.writeBigUInt64LE(v.end_ns, off + 32);
@@ -927,8 +1015,9 @@ export function encodeGrpcServerEvent(v: GrpcServerEvent, buf: Buffer = Buffer.a
   buf.writeInt32LE(v.method_len, off + 120);
   buf.writeInt32LE(v.status_code, off + 124);
   buf.writeUInt32LE(v.flags, off + 128);
-  buf.writeUInt32LE(v.reserved, off + 132);
+  buf.writeInt32LE(v.tracestate_len, off + 132);
   buf.fill(0, off + 136, off + 136 + 128); v.method.copy(buf, off + 136, 0, Math.min(v.method.length, 128));
+  buf.fill(0, off + 264, off + 264 + 512); v.tracestate.copy(buf, off + 264, 0, Math.min(v.tracestate.length, 512));
   return buf;
 }
 

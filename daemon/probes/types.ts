@@ -120,7 +120,12 @@ export interface ProbeDescriptor {
   stateMaps: BpfMapName[];
   /** BPF array map (indexed by binary id) receiving `encodeConfig`'s bytes. */
   configMap: BpfMapName;
-  encodeConfig(offsets: Record<string, number>, missingOptional: string[]): Buffer;
+  /**
+   * The probe's config for one binary; `moduleVersion` is the binary's
+   * version of `module` (as its build info says, e.g. `v1.64.1`), for a
+   * probe whose functions' signatures changed between versions.
+   */
+  encodeConfig(offsets: Record<string, number>, missingOptional: string[], moduleVersion?: string): Buffer;
   /**
    * Pairs of optional fields that stand for each other (the same fact under a
    * name that changed between versions): one of a pair missing is no loss

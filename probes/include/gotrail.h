@@ -94,6 +94,9 @@ enum gt_counter {
 	/* not an event lost: spans not made because the incoming parent was
 	 * not sampled (a W3C traceparent with the sampled flag unset) */
 	GT_COUNTER_NOT_SAMPLED = 8,
+	/* not an event lost: an incoming traceparent that is not used
+	 * (malformed, or sent more than once); the request starts a new trace */
+	GT_COUNTER_TRACEPARENT_INVALID = 9,
 	GT_COUNTER_MAX = 16,
 };
 

@@ -4,11 +4,14 @@
 // tested version has, and hand-written service descriptions (no generated
 // code): requests and replies are google.protobuf.StringValue.
 //
-// It prints "grpc on ADDR" and "listening on ADDR" (its HTTP control port).
+// It prints "grpc on ADDR" and "listening on ADDR" (its HTTP control port);
+// -grpc-addr and -http-addr choose them (default: any free loopback port).
 // HTTP endpoints, each dialling one client connection to ?to=ADDR:
 //
 //	/unary?to=&n=&what=   n concurrent Invoke calls of /demo.Echo/Unary, request value `what`
-//	                      (ok, notfound, internal, deadline, cancel, panic); with &tp= the calls
+//	                      (ok, notfound, internal, deadline, cancel, panic, or an http:// URL
+//	                      that the handler GETs with net/http, answering the response's
+//	                      status: a call into a further service); with &tp= the calls
 //	                      carry that traceparent (and &ts= tracestate) in their metadata
 //	/items?to=&n=         n concurrent Invoke calls of /demo.Items/Get<i> (one method each)
 //	/stream?to=&n=&msgs=  n concurrent bidirectional streams of /demo.Echo/Chat, msgs messages each
@@ -22,6 +25,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -67,6 +71,19 @@ func unary(srv interface{}, ctx context.Context, dec func(interface{}) error, ic
 			return nil, status.Error(codes.Canceled, "cancelled")
 		case "panic":
 			panic("handler panic")
+		}
+		if strings.HasPrefix(v, "http://") {
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, v, nil)
+			if err != nil {
+				return nil, status.Error(codes.InvalidArgument, err.Error())
+			}
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return nil, status.Error(codes.Unavailable, err.Error())
+			}
+			io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			return wrapperspb.String(res.Status), nil
 		}
 		return wrapperspb.String(v), nil
 	}
@@ -170,7 +187,10 @@ func intParam(r *http.Request, name string, def int) int {
 }
 
 func main() {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	grpcAddr := flag.String("grpc-addr", "127.0.0.1:0", "gRPC listen address")
+	httpAddr := flag.String("http-addr", "127.0.0.1:0", "HTTP (control) listen address")
+	flag.Parse()
+	lis, err := net.Listen("tcp", *grpcAddr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -296,7 +316,7 @@ func main() {
 	mux.HandleFunc("/addr", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, lis.Addr())
 	})
-	hl, err := net.Listen("tcp", "127.0.0.1:0")
+	hl, err := net.Listen("tcp", *httpAddr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)

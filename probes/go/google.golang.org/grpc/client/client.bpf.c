@@ -15,7 +15,26 @@
  *   func (cs *clientStream) finish(err error)
  *     cs RAX, err (itab, data) RBX, RCX: nil or io.EOF for a call that
  *     succeeded, else the status error the caller gets.
- * The span is the child of the span the calling goroutine is serving. */
+ * The span is the child of the span the calling goroutine is serving.
+ *
+ * Node-local linking (a traced gRPC server on this node finds the call's
+ * span by the connection's 4-tuple and the HTTP/2 stream id; nothing is
+ * written into the program):
+ *   func (t *http2Client) createHeaderFields(ctx, callHdr *CallHdr) ([]hpack.HeaderField, error)
+ *     RET, on the caller's goroutine while newClientStream runs: the header
+ *     fields' array (RAX) becomes the call's token, since the loopy writer
+ *     is handed the same slice.
+ *   func (l *loopyWriter) clientHeaderHandler(hdr *clientHeaders) error   (v1.82.1 and later)
+ *     l RAX, hdr RBX
+ *   func (l *loopyWriter) originateStream(str *outStream, hdr *headerFrame) error  (v1.53.0 - v1.82.0)
+ *     l RAX, str RBX, hdr RCX
+ *   func (l *loopyWriter) originateStream(str *outStream) error           (before v1.53.0)
+ *     l RAX, str RBX: the headerFrame is the one item of str.itl
+ *     entry, on the connection's writer goroutine, for client streams only
+ *     (a server's response headers take other paths). The stream id is
+ *     known (the caller took it under the control buffer's lock) and the
+ *     HEADERS frame is not written yet, so the span is published before the
+ *     server can see the stream. */
 #include "go_abi.h"
 
 enum gt_grpc_client_limits {
@@ -25,18 +44,37 @@ enum gt_grpc_client_limits {
 };
 
 struct gt_grpc_client_config {
-	__u32 cc_target;   /* grpc.ClientConn.target */
-	__u32 error_s;     /* internal/status.Error.s (*Status) */
-	__u32 status_s;    /* internal/status.Status.s (*spb.Status) */
-	__u32 status_code; /* genproto rpc/status.Status.Code (int32) */
-	__u32 flags;       /* enum gt_grpc_client_flags */
-	__u32 reserved;
+	__u32 cc_target;      /* grpc.ClientConn.target */
+	__u32 error_s;        /* internal/status.Error.s (*Status) */
+	__u32 status_s;       /* internal/status.Status.s (*spb.Status) */
+	__u32 status_code;    /* genproto rpc/status.Status.Code (int32) */
+	__u32 flags;          /* enum gt_grpc_client_flags */
+	__u32 hdr_stream_id;  /* transport.clientHeaders.streamID (headerFrame.streamID before v1.82.1) */
+	__u32 hdr_hf;         /* transport.clientHeaders.hf (headerFrame.hf before v1.82.1) */
+	__u32 loopy_framer;   /* transport.loopyWriter.framer */
+	__u32 framer_writer;  /* transport.framer.writer */
+	__u32 bufwriter_conn; /* transport.bufWriter.conn (net.Conn, io.Writer from v1.82) */
+	struct gt_tcp_offsets tcp;
+	__u32 str_itl;   /* transport.outStream.itl (before v1.53.0) */
+	__u32 itl_head;  /* transport.itemList.head */
+	__u32 node_it;   /* transport.itemNode.it (an interface: its data word is the *headerFrame) */
+	__u32 hdr_where; /* enum gt_grpc_client_hdr_where */
+};
+
+/* Where the probed writer function is given the request's headers. */
+enum gt_grpc_client_hdr_where {
+	GT_GRPC_CLIENT_HDR_ARG2 = 0,     /* clientHeaderHandler(hdr) */
+	GT_GRPC_CLIENT_HDR_ARG3 = 1,     /* originateStream(str, hdr) */
+	GT_GRPC_CLIENT_HDR_STR_ITEM = 2, /* originateStream(str): str.itl.head.it */
 };
 
 enum gt_grpc_client_flags {
 	GT_GRPC_CLIENT_ENABLED = 1,
 	GT_GRPC_CLIENT_STATUS = 2, /* the status offsets are known */
 	GT_GRPC_CLIENT_TARGET = 4, /* ClientConn.target is known */
+	/* the headers, stream id and connection offsets are known: publish the
+	 * call's span for a traced server on this node */
+	GT_GRPC_CLIENT_LINK = 8,
 };
 
 enum gt_grpc_client_event_flags {
@@ -67,6 +105,8 @@ enum gt_hit_site_grpc_client {
 	GT_HIT_GRPC_CLIENT_ENTRY = 11,
 	GT_HIT_GRPC_CLIENT_RETURN = 12,
 	GT_HIT_GRPC_CLIENT_FINISH = 13,
+	GT_HIT_GRPC_CLIENT_HEADERS = 14,
+	GT_HIT_GRPC_CLIENT_ORIGINATE = 15,
 };
 
 enum gt_paired_function_grpc_client {
@@ -82,6 +122,7 @@ GT_EXPORT_LAYOUTS(grpc_client,
 	enum gt_grpc_client_limits limits;
 	enum gt_grpc_client_flags config_flags;
 	enum gt_grpc_client_event_flags event_flags;
+	enum gt_grpc_client_hdr_where hdr_where;
 );
 
 /* A call in flight: keyed by its goroutine while newClientStream runs, then
@@ -89,6 +130,16 @@ GT_EXPORT_LAYOUTS(grpc_client,
  * process's state is cleared with its goroutines'). */
 struct grpc_client_inflight {
 	struct gt_grpc_client_event ev; /* filled as the call goes; sent at its end */
+	__u64 hf;                       /* the request's header fields (its link token), 0: none */
+};
+
+/* A call's span on its way to the loopy writer, then published: keyed by
+ * {tgid, the header fields' array} (a gt_goroutine_key whose goid is the
+ * pointer, cleared with the process's goroutines). */
+struct grpc_client_link {
+	struct gt_span_context span;
+	struct gt_conn_key conn; /* meaningful when published */
+	__u32 published;         /* conn is in gt_conn_spans */
 };
 
 struct {
@@ -118,6 +169,44 @@ struct {
 	__type(key, __u32);
 	__type(value, struct grpc_client_inflight);
 } grpc_client_scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, GT_GRPC_CLIENT_INFLIGHT_MAX);
+	__type(key, struct gt_goroutine_key);
+	__type(value, struct grpc_client_link);
+} gt_grpc_client_links SEC(".maps");
+
+/* Withdraws a published span from gt_conn_spans. */
+static __always_inline void unpublish(struct grpc_client_link *l)
+{
+	if (!l->published)
+		return;
+	bpf_map_delete_elem(&gt_conn_spans, &l->conn);
+	gt_conn_published_add(-1);
+	l->published = 0;
+}
+
+/* Ends the link of the call `st` (of process `tgid`): its token's entry,
+ * if still its own (a header array freed after it was written may have been
+ * reused by a later call, whose entry then holds the key), and its span's
+ * publication. */
+static __always_inline void unlink_call(__u32 tgid, struct grpc_client_inflight *st)
+{
+	if (!st->hf)
+		return;
+	struct gt_goroutine_key k = { .tgid = tgid, .goid = st->hf };
+	struct grpc_client_link *l = bpf_map_lookup_elem(&gt_grpc_client_links, &k);
+	__u64 mine = 0, theirs = 0;
+	if (!l)
+		return;
+	__builtin_memcpy(&mine, st->ev.span.span_id, 8);
+	__builtin_memcpy(&theirs, l->span.span_id, 8);
+	if (mine != theirs)
+		return;
+	unpublish(l);
+	bpf_map_delete_elem(&gt_grpc_client_links, &k);
+}
 
 /* The status code of `err` (an error interface's data word): 0 for nil and
  * io.EOF (an *errors.errorString "EOF"), the code of a *status.Error, or -1
@@ -196,6 +285,7 @@ int gt_grpc_client_entry(struct pt_regs *ctx)
 		return 0;
 	struct gt_grpc_client_event *ev = &st->ev;
 	__builtin_memset(ev, 0, sizeof(*ev));
+	st->hf = 0;
 	gt_fill_header(&ev->hdr, GT_EVENT_GRPC_CLIENT, sizeof(*ev), key.tgid, bin_id, key.goid);
 	ev->start_ns = bpf_ktime_get_ns();
 	struct gt_span_context *parent = bpf_map_lookup_elem(&gt_goroutine_spans, &key);
@@ -247,6 +337,7 @@ int gt_grpc_client_return(struct pt_regs *ctx)
 		/* the stream could not be opened: the call ends here */
 		set_status(cfg, &st->ev, err);
 		st->ev.flags |= GT_GRPC_CLIENT_EVENT_ERROR;
+		unlink_call(key.tgid, st);
 		send(&st->ev, bin_id, key.goid);
 	} else {
 		struct gt_goroutine_key sk = { .tgid = key.tgid, .goid = cs };
@@ -275,7 +366,88 @@ int gt_grpc_client_finish(struct pt_regs *ctx)
 	if (!st)
 		return 0;
 	set_status(cfg, &st->ev, GO_ARG3(ctx));
+	unlink_call(key.tgid, st);
 	send(&st->ev, bin_id, st->ev.hdr.goid);
 	bpf_map_delete_elem(&gt_grpc_client_streams, &sk);
+	return 0;
+}
+
+SEC("uprobe.multi")
+int gt_grpc_client_headers(struct pt_regs *ctx)
+{
+	struct gt_goroutine_key key;
+	__u32 bin_id;
+	struct gt_grpc_client_config *cfg = gt_probe_enter(ctx, &gt_grpc_client_config, &key, &bin_id,
+							   GT_HIT_GRPC_CLIENT_HEADERS);
+	if (!cfg || !(cfg->flags & GT_GRPC_CLIENT_LINK))
+		return 0;
+	/* only the first attempt, on the caller's goroutine inside
+	 * newClientStream, has its call here; a transparent retry's stream is
+	 * not linked */
+	struct grpc_client_inflight *st = bpf_map_lookup_elem(&gt_grpc_client_inflight, &key);
+	gt_debug_hit(ctx, GT_HIT_GRPC_CLIENT_HEADERS, st ? GT_HIT_FOUND : GT_HIT_NOT_FOUND, key.tgid, bin_id,
+		     key.goid);
+	__u64 hf = GO_ARG1(ctx);
+	if (!st || !hf || GO_ARG4(ctx))
+		return 0;
+	struct gt_goroutine_key k = { .tgid = key.tgid, .goid = hf };
+	struct grpc_client_link *old = bpf_map_lookup_elem(&gt_grpc_client_links, &k);
+	if (old)
+		unpublish(old); /* the array of a finished call's headers, reused */
+	struct grpc_client_link l = {};
+	l.span = st->ev.span;
+	if (bpf_map_update_elem(&gt_grpc_client_links, &k, &l, BPF_ANY) < 0) {
+		gt_count(GT_COUNTER_INFLIGHT_FULL);
+		return 0;
+	}
+	st->hf = hf;
+	return 0;
+}
+
+SEC("uprobe.multi")
+int gt_grpc_client_originate(struct pt_regs *ctx)
+{
+	struct gt_goroutine_key key;
+	__u32 bin_id;
+	struct gt_grpc_client_config *cfg = gt_probe_enter(ctx, &gt_grpc_client_config, &key, &bin_id,
+							   GT_HIT_GRPC_CLIENT_ORIGINATE);
+	if (!cfg || !(cfg->flags & GT_GRPC_CLIENT_LINK))
+		return 0;
+	/* both registers read before choosing: a context field at a variable
+	 * offset is refused by the verifier */
+	__u64 arg2 = GO_ARG2(ctx), arg3 = GO_ARG3(ctx);
+	asm volatile("" : "+r"(arg2), "+r"(arg3));
+	__u64 hdr = cfg->hdr_where == GT_GRPC_CLIENT_HDR_ARG3 ? arg3 : arg2;
+	__u64 hf = 0, framer = 0, writer = 0, tcp = 0;
+	if (cfg->hdr_where == GT_GRPC_CLIENT_HDR_STR_ITEM) {
+		__u64 itl = 0, head = 0;
+		if (go_read_ptr(arg2, cfg->str_itl, &itl) < 0 || go_read_ptr(itl, cfg->itl_head, &head) < 0 ||
+		    go_read_ptr(head, cfg->node_it + 8, &hdr) < 0)
+			return 0;
+	}
+	if (go_read_ptr(hdr, cfg->hdr_hf, &hf) < 0 || !hf)
+		return 0;
+	struct gt_goroutine_key k = { .tgid = key.tgid, .goid = hf };
+	struct grpc_client_link *l = bpf_map_lookup_elem(&gt_grpc_client_links, &k);
+	gt_debug_hit(ctx, GT_HIT_GRPC_CLIENT_ORIGINATE, l ? GT_HIT_FOUND : GT_HIT_NOT_FOUND, key.tgid, bin_id,
+		     key.goid);
+	if (!l || l->published)
+		return 0;
+	struct gt_conn_key conn = {};
+	__u32 id = 0;
+	/* the connection under the framer's writer: a *net.TCPConn for
+	 * connections without transport security */
+	if (bpf_probe_read_user(&id, sizeof(id), (void *)(hdr + cfg->hdr_stream_id)) < 0 || !id ||
+	    go_read_ptr(GO_ARG1(ctx), cfg->loopy_framer, &framer) < 0 ||
+	    go_read_ptr(framer, cfg->framer_writer, &writer) < 0 ||
+	    go_read_ptr(writer, cfg->bufwriter_conn + 8, &tcp) < 0 ||
+	    gt_conn_key_of(tcp, &cfg->tcp, true, &conn) < 0)
+		return 0;
+	conn.stream_id = id;
+	if (bpf_map_update_elem(&gt_conn_spans, &conn, &l->span, BPF_ANY) == 0) {
+		l->conn = conn;
+		l->published = 1;
+		gt_conn_published_add(1);
+	}
 	return 0;
 }

@@ -13,12 +13,22 @@
  *     handleStream goroutine by processUnaryRPC/processStreamingRPC (the
  *     handler's returned error, as grpc-go converts it: status.Error codes,
  *     context errors, a panic an interceptor recovered) or by handleStream
- *     itself (an unknown service or method). */
+ *     itself (an unknown service or method).
+ *   func (t *http2Server) operateHeaders(ctx context.Context, frame *http2.MetaHeadersFrame, ...)
+ *     (no ctx before v1.60.0: frame RBX; since: frame RDI)
+ *     On the transport's reader goroutine, once per stream, before the
+ *     stream's handleStream: the call's HEADERS as grpc-go decoded them
+ *     (frame.Fields, lower-case names). An incoming traceparent (and
+ *     tracestate) is parsed here and kept for the stream by {transport,
+ *     stream id}; handleStream takes it. Only read, never written. */
 #include "go_abi.h"
 
 enum gt_grpc_server_limits {
 	GT_GRPC_METHOD_MAX = 128,
 	GT_GRPC_SERVER_INFLIGHT_MAX = 16384,
+	GT_GRPC_TRACESTATE_MAX = 512,   /* bytes of tracestate carried (W3C: propagate at least 512) */
+	GT_GRPC_HEADER_FIELDS_MAX = 64, /* header fields of a call searched for traceparent */
+	GT_GRPC_HEADER_FIELD_SIZE = 40, /* hpack.HeaderField: Name, Value string, Sensitive bool */
 };
 
 struct gt_grpc_server_config {
@@ -31,6 +41,12 @@ struct gt_grpc_server_config {
 	__u32 flags;         /* enum gt_grpc_server_flags */
 	__u32 reserved;
 	struct gt_tcp_offsets tcp;
+	__u32 mhf_headers_frame; /* x/net/http2.MetaHeadersFrame.HeadersFrame (*HeadersFrame) */
+	__u32 mhf_fields;        /* x/net/http2.MetaHeadersFrame.Fields ([]hpack.HeaderField) */
+	__u32 hf_frame_header;   /* x/net/http2.HeadersFrame.FrameHeader */
+	__u32 fh_stream_id;      /* x/net/http2.FrameHeader.StreamID */
+	__u32 field_name;        /* x/net/http2/hpack.HeaderField.Name */
+	__u32 field_value;       /* x/net/http2/hpack.HeaderField.Value */
 };
 
 enum gt_grpc_server_flags {
@@ -41,12 +57,19 @@ enum gt_grpc_server_flags {
 	GT_GRPC_SERVER_LINK = 4,
 	/* the written status's code can be read */
 	GT_GRPC_SERVER_STATUS = 8,
+	/* the call's header fields can be read: an incoming traceparent is the parent */
+	GT_GRPC_SERVER_HEADERS = 16,
+	/* operateHeaders takes a context first (v1.60.0 and later): frame in RDI, not RBX */
+	GT_GRPC_SERVER_HEADERS_CTX = 32,
 };
 
 enum gt_grpc_server_event_flags {
-	GT_GRPC_SERVER_EVENT_STATUS = 1, /* status_code was written by the RPC */
-	GT_GRPC_SERVER_EVENT_CONN = 2,   /* conn holds the connection's ends */
-	GT_GRPC_SERVER_EVENT_LINKED = 4, /* the parent is a traced client's span on this node */
+	GT_GRPC_SERVER_EVENT_STATUS = 1,      /* status_code was written by the RPC */
+	GT_GRPC_SERVER_EVENT_CONN = 2,        /* conn holds the connection's ends */
+	GT_GRPC_SERVER_EVENT_LINKED = 4,      /* the parent is a traced client's span on this node */
+	GT_GRPC_SERVER_EVENT_TRACEPARENT = 8, /* the parent came in the call's traceparent */
+	/* a traceparent came but is not used (malformed, or sent more than once) */
+	GT_GRPC_SERVER_EVENT_TRACEPARENT_INVALID = 16,
 };
 
 struct gt_grpc_server_event {
@@ -58,8 +81,9 @@ struct gt_grpc_server_event {
 	__s32 method_len;        /* the full method's length ("/pkg.Service/Method"), may exceed the copy */
 	__s32 status_code; /* google.golang.org/grpc/codes.Code; meaningful with GT_GRPC_SERVER_EVENT_STATUS */
 	__u32 flags;       /* enum gt_grpc_server_event_flags */
-	__u32 reserved;
+	__s32 tracestate_len; /* the first tracestate field's full length (0: none) */
 	char method[GT_GRPC_METHOD_MAX];
+	char tracestate[GT_GRPC_TRACESTATE_MAX];
 };
 
 /* This probe's ids in the object-wide families (see enum gt_event_type). */
@@ -71,6 +95,7 @@ enum gt_hit_site_grpc_server {
 	GT_HIT_GRPC_SERVER_ENTRY = 8,
 	GT_HIT_GRPC_SERVER_RETURN = 9,
 	GT_HIT_GRPC_SERVER_STATUS = 10,
+	GT_HIT_GRPC_SERVER_HEADERS = 16,
 };
 
 enum gt_paired_function_grpc_server {
@@ -95,7 +120,83 @@ struct grpc_server_inflight {
 	struct gt_conn_key conn;
 	__s32 status_code;
 	__u32 flags;
+	struct go_string tracestate; /* the incoming tracestate's value, read at the end */
 };
+
+/* What a call's HEADERS carried, from operateHeaders to handleStream: keyed
+ * by {tgid, reserved = stream id, goid = the *http2Server}. */
+struct grpc_server_incoming {
+	struct gt_span_context span; /* meaningful with GT_GRPC_SERVER_EVENT_TRACEPARENT */
+	struct go_string tracestate;
+	__u32 flags; /* GT_GRPC_SERVER_EVENT_TRACEPARENT or _TRACEPARENT_INVALID */
+	__u32 reserved;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, GT_GRPC_SERVER_INFLIGHT_MAX);
+	__type(key, struct gt_goroutine_key);
+	__type(value, struct grpc_server_incoming);
+} gt_grpc_server_incoming SEC(".maps");
+
+/* The search of a call's header fields: state in map memory, for bpf_loop. */
+struct grpc_header_search {
+	__u64 fields; /* the []hpack.HeaderField array */
+	__s64 n;
+	struct go_string traceparent; /* the first one's value */
+	struct go_string tracestate;
+	__u32 traceparents; /* how many came */
+	__u32 tracestates;
+	char value[128]; /* a traceparent value, for parsing */
+};
+
+struct grpc_header_walk {
+	struct grpc_header_search *s;
+	struct gt_grpc_server_config *cfg;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct grpc_header_search);
+} grpc_header_scratch SEC(".maps");
+
+/* "traceparent" and "tracestate" as HTTP/2 sends them (lower case), little-endian */
+#define GRPC_KEY_TRACEPAR 0x7261706563617274ULL /* "tracepar" */
+#define GRPC_KEY_ENT      0x00746e65U           /* "ent" */
+#define GRPC_KEY_TRACESTA 0x6174736563617274ULL /* "tracesta" */
+#define GRPC_KEY_TE       0x00006574U           /* "te" */
+
+static long search_fields(__u32 i, struct grpc_header_walk *w)
+{
+	struct grpc_header_search *s = w->s;
+	struct gt_grpc_server_config *cfg = w->cfg;
+	if (!s || !cfg || i >= s->n)
+		return 1;
+	__u64 f = s->fields + (__u64)i * GT_GRPC_HEADER_FIELD_SIZE;
+	struct go_string name = {}, value = {};
+	if (bpf_probe_read_user(&name, sizeof(name), (void *)(f + cfg->field_name)) < 0 ||
+	    bpf_probe_read_user(&value, sizeof(value), (void *)(f + cfg->field_value)) < 0)
+		return 1;
+	if ((name.len != 11 && name.len != 10) || !name.ptr)
+		return 0;
+	struct {
+		__u64 head;
+		__u32 tail;
+		__u32 pad;
+	} k = {};
+	if (bpf_probe_read_user(&k, name.len == 11 ? 11 : 10, (void *)name.ptr) < 0)
+		return 0;
+	if (name.len == 11 && k.head == GRPC_KEY_TRACEPAR && k.tail == GRPC_KEY_ENT) {
+		if (!s->traceparents++)
+			s->traceparent = value;
+	} else if (name.len == 10 && k.head == GRPC_KEY_TRACESTA && k.tail == GRPC_KEY_TE) {
+		if (!s->tracestates++)
+			s->tracestate = value;
+	}
+	return 0;
+}
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -140,6 +241,9 @@ int gt_grpc_server_entry(struct pt_regs *ctx)
 	st->start_ns = bpf_ktime_get_ns();
 	st->stream = GO_ARG4(ctx) + cfg->server_stream_stream;
 	st->status_code = -1;
+	__u32 stream_id = 0;
+	if (cfg->flags & (GT_GRPC_SERVER_LINK | GT_GRPC_SERVER_HEADERS))
+		bpf_probe_read_user(&stream_id, sizeof(stream_id), (void *)(st->stream + cfg->stream_id));
 	if (cfg->flags & GT_GRPC_SERVER_CONN) {
 		/* http2Server.conn is a net.Conn {itab, data}: the *net.TCPConn
 		 * for connections without transport security */
@@ -147,8 +251,19 @@ int gt_grpc_server_entry(struct pt_regs *ctx)
 		if (go_read_ptr(GO_ARG3(ctx), cfg->st_conn + 8, &tcp) == 0 &&
 		    gt_conn_key_of(tcp, &cfg->tcp, false, &st->conn) == 0) {
 			st->flags |= GT_GRPC_SERVER_EVENT_CONN;
-			bpf_probe_read_user(&st->conn.stream_id, sizeof(st->conn.stream_id),
-					    (void *)(st->stream + cfg->stream_id));
+			st->conn.stream_id = stream_id;
+		}
+	}
+	/* what the call's HEADERS carried: taken whether used or not */
+	struct grpc_server_incoming in = {};
+	if ((cfg->flags & GT_GRPC_SERVER_HEADERS) && stream_id) {
+		struct gt_goroutine_key ik = { .tgid = key.tgid,
+					       .reserved = stream_id,
+					       .goid = GO_ARG3(ctx) };
+		struct grpc_server_incoming *found = bpf_map_lookup_elem(&gt_grpc_server_incoming, &ik);
+		if (found) {
+			in = *found;
+			bpf_map_delete_elem(&gt_grpc_server_incoming, &ik);
 		}
 	}
 	if ((st->flags & GT_GRPC_SERVER_EVENT_CONN) && (cfg->flags & GT_GRPC_SERVER_LINK) &&
@@ -160,8 +275,17 @@ int gt_grpc_server_entry(struct pt_regs *ctx)
 			st->flags |= GT_GRPC_SERVER_EVENT_LINKED;
 		}
 	}
-	if (!(st->flags & GT_GRPC_SERVER_EVENT_LINKED))
-		gt_new_root(&st->span);
+	/* a traced client on this node is the most exact parent (the very span
+	 * that made the call); else the call's traceparent; else a new trace */
+	if (!(st->flags & GT_GRPC_SERVER_EVENT_LINKED)) {
+		st->flags |= in.flags;
+		if (in.flags & GT_GRPC_SERVER_EVENT_TRACEPARENT) {
+			st->span = in.span;
+			st->tracestate = in.tracestate;
+		} else {
+			gt_new_root(&st->span);
+		}
+	}
 	gt_mark_entered(&key, GT_PAIRED_GRPC_SERVER);
 	if (bpf_map_update_elem(&gt_grpc_server_inflight, &key, st, BPF_ANY) < 0) {
 		gt_count(GT_COUNTER_INFLIGHT_FULL);
@@ -230,12 +354,85 @@ int gt_grpc_server_return(struct pt_regs *ctx)
 	ev->conn = st->conn;
 	ev->status_code = st->status_code;
 	ev->flags = st->flags;
-	ev->reserved = 0;
+	ev->tracestate_len = 0;
+	/* the first tracestate field, up to 512 bytes: the string is the
+	 * call's metadata, alive while its handler runs */
+	struct go_string ts = st->tracestate;
+	if (ts.len > 0 && ts.ptr) {
+		__u32 n = ts.len < GT_GRPC_TRACESTATE_MAX ? (__u32)ts.len : GT_GRPC_TRACESTATE_MAX;
+		asm volatile("" : "+r"(n));
+		if (n >= 1 && n <= GT_GRPC_TRACESTATE_MAX &&
+		    bpf_probe_read_user(ev->tracestate, n, (void *)ts.ptr) == 0)
+			ev->tracestate_len = ts.len > 0x7fffffff ? 0x7fffffff : (__s32)ts.len;
+	}
 	ev->method_len = go_read_string(st->stream, cfg->stream_method, ev->method, GT_GRPC_METHOD_MAX);
 	if (ev->method_len < 0)
 		gt_count(GT_COUNTER_READ_FAILED);
 	bpf_map_delete_elem(&gt_grpc_server_inflight, &key);
 	bpf_map_delete_elem(&gt_goroutine_spans, &key);
 	gt_submit(ev);
+	return 0;
+}
+
+SEC("uprobe.multi")
+int gt_grpc_server_headers(struct pt_regs *ctx)
+{
+	struct gt_goroutine_key key;
+	__u32 bin_id, zero = 0;
+	struct gt_grpc_server_config *cfg = gt_probe_enter(ctx, &gt_grpc_server_config, &key, &bin_id,
+							   GT_HIT_GRPC_SERVER_HEADERS);
+	if (!cfg || !(cfg->flags & GT_GRPC_SERVER_HEADERS))
+		return 0;
+	gt_debug_hit(ctx, GT_HIT_GRPC_SERVER_HEADERS, GT_HIT_FOUND, key.tgid, bin_id, key.goid);
+	/* both registers read before choosing: a context field at a variable
+	 * offset is refused by the verifier */
+	__u64 arg2 = GO_ARG2(ctx), arg4 = GO_ARG4(ctx);
+	asm volatile("" : "+r"(arg2), "+r"(arg4));
+	__u64 frame = (cfg->flags & GT_GRPC_SERVER_HEADERS_CTX) ? arg4 : arg2;
+	__u64 hf = 0;
+	__u32 stream_id = 0;
+	struct go_slice fields = {};
+	if (go_read_ptr(frame, cfg->mhf_headers_frame, &hf) < 0 || !hf ||
+	    bpf_probe_read_user(&stream_id, sizeof(stream_id),
+				(void *)(hf + cfg->hf_frame_header + cfg->fh_stream_id)) < 0 ||
+	    !stream_id ||
+	    bpf_probe_read_user(&fields, sizeof(fields), (void *)(frame + cfg->mhf_fields)) < 0 ||
+	    !fields.ptr || fields.len <= 0)
+		return 0;
+	struct grpc_header_search *s = bpf_map_lookup_elem(&grpc_header_scratch, &zero);
+	if (!s)
+		return 0;
+	__builtin_memset(s, 0, sizeof(*s));
+	s->fields = fields.ptr;
+	s->n = fields.len;
+	struct grpc_header_walk w = { .s = s, .cfg = cfg };
+	bpf_loop(GT_GRPC_HEADER_FIELDS_MAX, search_fields, &w, 0);
+	if (!s->traceparents)
+		return 0;
+	struct grpc_server_incoming in = {};
+	/* the spec: a traceparent sent more than once is not used. HTTP/2
+	 * field values carry no surrounding whitespace (RFC 9113, 8.2.1). */
+	__s64 len = s->traceparent.len;
+	bool ok = s->traceparents == 1 && len >= 55 && s->traceparent.ptr;
+	if (ok) {
+		__u32 n = len < (__s64)sizeof(s->value) ? (__u32)len : (__u32)sizeof(s->value);
+		asm volatile("" : "+r"(n));
+		if (n < 55 || n > sizeof(s->value) ||
+		    bpf_probe_read_user(s->value, n, (void *)s->traceparent.ptr) < 0)
+			ok = false;
+		else
+			ok = gt_parse_traceparent(s->value, len, &in.span);
+	}
+	if (ok) {
+		in.flags = GT_GRPC_SERVER_EVENT_TRACEPARENT;
+		if (s->tracestates)
+			in.tracestate = s->tracestate;
+	} else {
+		in.flags = GT_GRPC_SERVER_EVENT_TRACEPARENT_INVALID;
+		gt_count(GT_COUNTER_TRACEPARENT_INVALID);
+	}
+	struct gt_goroutine_key ik = { .tgid = key.tgid, .reserved = stream_id, .goid = GO_ARG1(ctx) };
+	if (bpf_map_update_elem(&gt_grpc_server_incoming, &ik, &in, BPF_ANY) < 0)
+		gt_count(GT_COUNTER_INFLIGHT_FULL);
 	return 0;
 }

@@ -499,6 +499,7 @@ static __always_inline void read_traceparent(struct gt_http_server_config *cfg, 
 	if (s.traceparent.len != 1 || bpf_probe_read_user(&v, sizeof(v), (void *)s.traceparent.ptr) < 0 ||
 	    !v.ptr || v.len < 55 || !parse_traceparent_value(w.scr, v, &st->span)) {
 		st->flags |= GT_HTTP_EVENT_TRACEPARENT_INVALID;
+		gt_count(GT_COUNTER_TRACEPARENT_INVALID);
 		return;
 	}
 	st->flags |= GT_HTTP_EVENT_TRACEPARENT;
