@@ -90,7 +90,7 @@ function linkSummary(spans: ReadableSpan[]): string {
     lines.push(`shop's gRPC calls and orders' RPCs: all ${grpcLinked} linked by their HTTP/2 connection and stream id.`);
   } else {
     lines.push(`shop's gRPC calls and orders' RPCs: ${grpcLinked} of ${grpcServer.length} linked; an RPC not linked starts a trace of its own`);
-    lines.push('(gRPC calls between two traced processes are not linked yet).');
+    lines.push('(`gotrail inspect` on the orders binary says which field of its grpc-go is unknown).');
   }
   return lines.join('\n') + '\n';
 }
