@@ -13,6 +13,7 @@ export const BpfMaps = {
   gt_counters: 'gt_counters',
   gt_debug: 'gt_debug',
   gt_events: 'gt_events',
+  gt_goroutine_origins: 'gt_goroutine_origins',
   gt_goroutine_spans: 'gt_goroutine_spans',
   gt_goroutines_entered: 'gt_goroutines_entered',
   gt_grpc_client_config: 'gt_grpc_client_config',
@@ -27,6 +28,7 @@ export const BpfMaps = {
   gt_http_server_inflight: 'gt_http_server_inflight',
   gt_process_events: 'gt_process_events',
   gt_processes: 'gt_processes',
+  gt_runtime_config: 'gt_runtime_config',
   gt_self_conn_count: 'gt_self_conn_count',
   gt_self_conns: 'gt_self_conns',
   gt_self_processes: 'gt_self_processes',
@@ -53,6 +55,8 @@ export const BpfPrograms = {
   gt_http_server_return: 'gt_http_server_return',
   gt_process_exec: 'gt_process_exec',
   gt_process_exit: 'gt_process_exit',
+  gt_runtime_goexit1: 'gt_runtime_goexit1',
+  gt_runtime_newproc1_return: 'gt_runtime_newproc1_return',
   gt_self_sock_state: 'gt_self_sock_state',
 } as const;
 export type BpfProgramName = (typeof BpfPrograms)[keyof typeof BpfPrograms];
@@ -175,6 +179,8 @@ export const HitSite = {
   GT_HIT_GRPC_CLIENT_ENTRY: 11,
   GT_HIT_GRPC_CLIENT_RETURN: 12,
   GT_HIT_GRPC_CLIENT_FINISH: 13,
+  GT_HIT_RUNTIME_NEWPROC: 30,
+  GT_HIT_RUNTIME_GOEXIT: 31,
 } as const;
 
 /** enum gt_http_client_event_flags */
@@ -262,6 +268,11 @@ export const ProcessEventLimits = {
 /** enum gt_process_flags */
 export const ProcessFlags = {
   GT_PROCESS_TRACED: 1,
+} as const;
+
+/** enum gt_runtime_flags */
+export const RuntimeFlags = {
+  GT_RUNTIME_ENABLED: 1,
 } as const;
 
 /** enum gt_span_flags */
@@ -488,6 +499,42 @@ export function encodeGoroutineKey(v: GoroutineKey, buf: Buffer = Buffer.alloc(1
   buf.writeUInt32LE(v.tgid, off + 0);
   buf.writeUInt32LE(v.reserved, off + 4);
   buf.writeBigUInt64LE(v.goid, off + 8);
+  return buf;
+}
+
+/** struct gt_goroutine_origin (56 bytes) */
+export interface GoroutineOrigin {
+  span: SpanContext;
+  root_goid: bigint;
+  generation: number;
+  reserved: number;
+}
+
+export const GOROUTINE_ORIGIN_SIZE = 56;
+export const GoroutineOriginOffsets = {
+  span: 0,
+  root_goid: 40,
+  generation: 48,
+  reserved: 52,
+} as const;
+
+/** Decodes struct gt_goroutine_origin at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeGoroutineOrigin(buf: Buffer, off = 0): GoroutineOrigin {
+  if (off + 56 > buf.length) throw new RangeError(`gt_goroutine_origin: need 56 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    span: decodeSpanContext(buf, off + 0),
+    root_goid: buf.readBigUInt64LE(off + 40),
+    generation: buf.readUInt32LE(off + 48),
+    reserved: buf.readUInt32LE(off + 52),
+  };
+}
+
+/** Encodes struct gt_goroutine_origin into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeGoroutineOrigin(v: GoroutineOrigin, buf: Buffer = Buffer.alloc(56), off = 0): Buffer {
+  encodeSpanContext(v.span, buf, off + 0);
+  buf.writeBigUInt64LE(v.root_goid, off + 40);
+  buf.writeUInt32LE(v.generation, off + 48);
+  buf.writeUInt32LE(v.reserved, off + 52);
   return buf;
 }
 
@@ -1292,6 +1339,42 @@ export function encodeProcessInfo(v: ProcessInfo, buf: Buffer = Buffer.alloc(24)
   buf.writeUInt32LE(v.reserved, off + 4);
   buf.writeBigUInt64LE(v.file_dev, off + 8);
   buf.writeBigUInt64LE(v.file_ino, off + 16);
+  return buf;
+}
+
+/** struct gt_runtime_config (16 bytes) */
+export interface RuntimeConfig {
+  g_m: number;
+  m_curg: number;
+  flags: number;
+  reserved: number;
+}
+
+export const RUNTIME_CONFIG_SIZE = 16;
+export const RuntimeConfigOffsets = {
+  g_m: 0,
+  m_curg: 4,
+  flags: 8,
+  reserved: 12,
+} as const;
+
+/** Decodes struct gt_runtime_config at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeRuntimeConfig(buf: Buffer, off = 0): RuntimeConfig {
+  if (off + 16 > buf.length) throw new RangeError(`gt_runtime_config: need 16 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    g_m: buf.readUInt32LE(off + 0),
+    m_curg: buf.readUInt32LE(off + 4),
+    flags: buf.readUInt32LE(off + 8),
+    reserved: buf.readUInt32LE(off + 12),
+  };
+}
+
+/** Encodes struct gt_runtime_config into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeRuntimeConfig(v: RuntimeConfig, buf: Buffer = Buffer.alloc(16), off = 0): Buffer {
+  buf.writeUInt32LE(v.g_m, off + 0);
+  buf.writeUInt32LE(v.m_curg, off + 4);
+  buf.writeUInt32LE(v.flags, off + 8);
+  buf.writeUInt32LE(v.reserved, off + 12);
   return buf;
 }
 

@@ -116,10 +116,14 @@ export interface ProbeDescriptor {
    * while the other resolves.
    */
   alternativeFields?: Array<[string, string]>;
-  /** The probe's id in the event type family: `EventType.<its enum gt_event_type_<probe> value>`. */
-  eventType: number;
-  eventSize: number;
-  handleEvent(buf: Buffer, off: number, ctx: EventContext): void;
+  /**
+   * The probe's id in the event type family: `EventType.<its enum gt_event_type_<probe> value>`;
+   * absent for a probe that sends no events and only keeps state for the
+   * others (goroutine ancestry), as are `eventSize` and `handleEvent`.
+   */
+  eventType?: number;
+  eventSize?: number;
+  handleEvent?(buf: Buffer, off: number, ctx: EventContext): void;
 }
 
 /**

@@ -17,6 +17,7 @@
  *     succeeded, else the status error the caller gets.
  * The span is the child of the span the calling goroutine is serving. */
 #include "go_abi.h"
+#include "ancestry.h"
 
 enum gt_grpc_client_limits {
 	GT_GRPC_CLIENT_METHOD_MAX = 128,
@@ -198,7 +199,7 @@ int gt_grpc_client_entry(struct pt_regs *ctx)
 	__builtin_memset(ev, 0, sizeof(*ev));
 	gt_fill_header(&ev->hdr, GT_EVENT_GRPC_CLIENT, sizeof(*ev), key.tgid, bin_id, key.goid);
 	ev->start_ns = bpf_ktime_get_ns();
-	struct gt_span_context *parent = bpf_map_lookup_elem(&gt_goroutine_spans, &key);
+	struct gt_span_context *parent = gt_active_span(&key);
 	if (parent)
 		gt_new_child(&ev->span, parent);
 	else
