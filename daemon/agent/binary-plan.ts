@@ -236,6 +236,12 @@ export function planBinary(bin: GoBinary, probes: readonly ProbeDescriptor[], op
     if (dw.error) p.degraded.push(`DWARF unreadable, offsets from the type metadata or the database: ${dw.error}`);
     plan.probes.push(p);
   }
+  for (const p of plan.probes) {
+    const needs = p.probe.onlyWith;
+    if (!p.attachable || !needs || plan.probes.some((o) => o.attachable && needs.includes(o.probe.id))) continue;
+    p.attachable = false;
+    p.reason = `it serves ${needs.join(' and ')}, none of which attaches to this program`;
+  }
   if (unsupported) plan.reason = unsupported;
   return plan;
 }

@@ -105,6 +105,12 @@ export interface ProbeDescriptor {
    * probe declares.
    */
   fields: Readonly<Record<string, ProbeField>>;
+  /**
+   * Probe ids of which at least one must attach to a binary for this probe
+   * to attach too (a probe that serves others, such as goroutine ancestry,
+   * costs the program without them); unset: no such condition.
+   */
+  onlyWith?: readonly string[];
   /** BPF maps keyed by gt_goroutine_key holding this probe's in-flight state: cleared for a process that exits. */
   stateMaps: BpfMapName[];
   /** BPF array map (indexed by binary id) receiving `encodeConfig`'s bytes. */

@@ -32,6 +32,8 @@ export const runtimeProbe: ProbeDescriptor = {
     [F.gM]: { reads: 'the M running newproc1 on its g0, whose current goroutine is the creator' },
     [F.mCurg]: { reads: 'the creating goroutine (the M\'s current goroutine while newproc1 runs on g0)' },
   },
+  // ancestry serves the spans of outgoing calls: without a client probe it would only cost
+  onlyWith: ['net/http/client', 'google.golang.org/grpc/client'],
   configMap: BpfMaps.gt_runtime_config,
   stateMaps: [BpfMaps.gt_goroutine_origins],
   encodeConfig(o) {

@@ -66,7 +66,7 @@ function run(buf: Buffer, known = true): { spans: ReadableSpan[]; problems: stri
     emit: (s) => spans.push(s),
     problem: (r) => problems.push(r),
   };
-  assert.ok(httpServerProbe.handleEvent, 'the server probe decodes events');
+  assert.ok(httpServerProbe.handleEvent !== undefined, 'the server probe decodes events');
   httpServerProbe.handleEvent(buf, 8, ctx);
   return { spans, problems };
 }
