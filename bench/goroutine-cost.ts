@@ -94,6 +94,7 @@ try {
   await server.stop();
 }
 
+for (const [name, p] of bpf) if (p.runs < n * rounds) throw new Error(`${name} ran ${p.runs} times for ${n * rounds * WHERE.length} goroutines: was the probe attached?`);
 const rows = WHERE.map((w) => {
   const a = median(without[w]);
   const b = median(withAgent[w]);

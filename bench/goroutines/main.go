@@ -4,7 +4,9 @@
 // where=request starts them on the request's goroutine (which gotrail's
 // server probe gives a span: each `go` statement records its ancestry),
 // where=background on a goroutine started before any request (the common
-// case: a creator serving nothing). It prints "listening on ADDR".
+// case: a creator serving nothing). GET /call?url=U sends one client
+// request: gotrail probes goroutine creation only in programs that make
+// client calls. It prints "listening on ADDR".
 package main
 
 import (
@@ -46,6 +48,14 @@ func main() {
 			d = spawn(n)
 		}
 		json.NewEncoder(w).Encode(map[string]int64{"n": int64(n), "ns": d.Nanoseconds()})
+	})
+	http.HandleFunc("/call", func(w http.ResponseWriter, r *http.Request) {
+		resp, err := http.Get(r.URL.Query().Get("url"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		resp.Body.Close()
 	})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
