@@ -141,7 +141,7 @@ export function planProbe(bin: GoBinary, probe: ProbeDescriptor, inputs: OffsetI
       return plan;
     }
     try {
-      if (fn.entryProgram) plan.sites.push({ program: fn.entryProgram, symbol: fn.symbol, role: 'entry', offsets: [bin.entrySite(f)] });
+      if (fn.entryProgram) plan.sites.push({ program: fn.entryProgram, symbol: fn.symbol, role: 'entry', offsets: [fn.entryAtStackCheck ? bin.stackCheckSite(f) : bin.entrySite(f)] });
       if (fn.returnProgram) {
         const rets = bin.retSites(f);
         if (rets.length === 0) {

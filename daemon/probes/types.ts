@@ -22,6 +22,13 @@ export interface ProbedFunction {
   alternativeSymbols?: string[];
   /** Program attached past the stack-growth prologue (a `BpfPrograms` constant). */
   entryProgram?: BpfProgramName;
+  /**
+   * Attach `entryProgram` on the stack-growth check's branch instead: the
+   * kernel emulates a probed branch, where the instruction after the check
+   * is single-stepped in Go before 1.21 (a second trap per hit). For
+   * programs that a second hit, when the stack grows, does not harm.
+   */
+  entryAtStackCheck?: boolean;
   /** Program attached at every RET instruction (a `BpfPrograms` constant). */
   returnProgram?: BpfProgramName;
   /** Set when the probe works without this function: what is lost if it is missing. */

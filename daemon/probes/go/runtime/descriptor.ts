@@ -25,8 +25,10 @@ export const runtimeProbe: ProbeDescriptor = {
   functions: [
     // one probe hit per `go` statement: the new goroutine and its creator
     { symbol: 'runtime.newproc1', returnProgram: BpfPrograms.gt_runtime_newproc1_return },
-    // one per goroutine exit: its entry in the ancestry map is removed
-    { symbol: 'runtime.goexit1', entryProgram: BpfPrograms.gt_runtime_goexit1 },
+    // one per goroutine exit: its entry in the ancestry map is removed; on the
+    // stack check's branch, which the kernel emulates (Go 1.19's SUBQ after
+    // the check is single-stepped: several times the cost; a second delete is harmless)
+    { symbol: 'runtime.goexit1', entryProgram: BpfPrograms.gt_runtime_goexit1, entryAtStackCheck: true },
   ],
   fields: {
     [F.gM]: { reads: 'the M running newproc1 on its g0, whose current goroutine is the creator' },
