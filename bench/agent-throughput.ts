@@ -78,6 +78,7 @@ const ctx: EventContext = {
 };
 
 function decodeBatch(): void {
+  if (!httpServerProbe.handleEvent) throw new Error('the server probe decodes no events');
   for (let off = 0; off + 4 <= batch.length;) {
     const len = batch.readUInt32LE(off);
     if (!len) break;

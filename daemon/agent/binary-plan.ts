@@ -145,7 +145,7 @@ export function planProbe(bin: GoBinary, probe: ProbeDescriptor, inputs: OffsetI
       return plan;
     }
     try {
-      if (fn.entryProgram) plan.sites.push({ program: fn.entryProgram, symbol: fn.symbol, role: 'entry', offsets: [bin.entrySite(f)] });
+      if (fn.entryProgram) plan.sites.push({ program: fn.entryProgram, symbol: fn.symbol, role: 'entry', offsets: [fn.entryAtStackCheck ? bin.stackCheckSite(f) : bin.entrySite(f)] });
       if (fn.returnProgram) {
         const rets = bin.retSites(f);
         if (rets.length === 0) {
@@ -246,6 +246,12 @@ export function planBinary(bin: GoBinary, probes: readonly ProbeDescriptor[], op
     const p = planProbe(bin, probe, inputs, plan.goidOffset);
     if (dw.error) p.degraded.push(`DWARF unreadable, offsets from the type metadata or the database: ${dw.error}`);
     plan.probes.push(p);
+  }
+  for (const p of plan.probes) {
+    const needs = p.probe.onlyWith;
+    if (!p.attachable || !needs || plan.probes.some((o) => o.attachable && needs.includes(o.probe.id))) continue;
+    p.attachable = false;
+    p.reason = `it serves ${needs.join(' and ')}, none of which attaches to this program`;
   }
   if (unsupported) plan.reason = unsupported;
   return plan;

@@ -65,7 +65,7 @@ export class BpfRuntime {
   private heldCount = 0;
   private holdTimer: NodeJS.Timeout | undefined;
   private ctx: EventContext | undefined;
-  private readonly handlers = new Map<number, ProbeDescriptor>();
+  private readonly handlers = new Map<number, { id: string; eventSize: number; handleEvent(buf: Buffer, off: number, ctx: EventContext): void }>();
   /** Handlers of the agent's own events (process lifecycle), by event type. */
   private readonly systemHandlers = new Map<number, (buf: Buffer, off: number) => void>();
   private readonly log: Logger;
@@ -87,7 +87,11 @@ export class BpfRuntime {
     this.obj = this.loadSparingFailures(path, probes, { mapMaxEntries: sizes, ...(opts.uprobeMulti === undefined ? {} : { uprobeMulti: opts.uprobeMulti }) });
     if (!enableStats()) log.warn('BPF run-time statistics unavailable: probe overhead metrics will read 0');
     const usable = probes.filter((p) => !this.disabledProbes.has(p.id));
-    for (const p of usable) if (p.eventType !== undefined) this.handlers.set(p.eventType, p);
+    for (const p of usable) {
+      if (p.eventType !== undefined && p.eventSize !== undefined && p.handleEvent) {
+        this.handlers.set(p.eventType, { id: p.id, eventSize: p.eventSize, handleEvent: p.handleEvent.bind(p) });
+      }
+    }
     this.stateMaps = [BpfMaps.gt_goroutine_spans, BpfMaps.gt_goroutines_entered, BpfMaps.gt_self_skipped, ...usable.flatMap((p) => p.stateMaps)];
   }
 

@@ -15,7 +15,7 @@ import { EM_X86_64, ET_DYN, ET_EXEC, ElfFile } from './elf.ts';
 import { GoBinaryError, hex } from './errors.ts';
 import { FunctionIndex } from './functions.ts';
 import type { FunctionSource, GoFunction } from './functions.ts';
-import { addressAfterStackCheck, retAddresses } from './instructions.ts';
+import { addressAfterStackCheck, stackCheckBranch, retAddresses } from './instructions.ts';
 import { readGoTypes } from './go-types.ts';
 import type { GoTypes } from './go-types.ts';
 import { findPclntab } from './pclntab.ts';
@@ -93,6 +93,12 @@ export interface GoBinary {
    * without the check.
    */
   entrySite(fn: GoFunction): number;
+  /**
+   * File offset of the stack-growth check's conditional branch (cheaper to
+   * probe, but hit again when the stack grows; see `stackCheckBranch`), or
+   * of {@link entrySite} for a function without the check.
+   */
+  stackCheckSite(fn: GoFunction): number;
   /**
    * Version of a module as built into the binary: `std` gives the Go
    * version without `go` (`1.26.8`); a module replaced by another module
@@ -268,6 +274,14 @@ class AnalysedBinary implements GoBinary {
     return guard(this.path, () => {
       const { code, offset } = this.#code(fn, PROLOGUE_BYTES);
       return offset + (addressAfterStackCheck(code, fn.entry) - fn.entry);
+    });
+  }
+
+  stackCheckSite(fn: GoFunction): number {
+    return guard(this.path, () => {
+      const { code, offset } = this.#code(fn, PROLOGUE_BYTES);
+      const branch = stackCheckBranch(code, fn.entry);
+      return branch === undefined ? this.entrySite(fn) : offset + (branch - fn.entry);
     });
   }
 

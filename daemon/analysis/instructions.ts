@@ -33,6 +33,24 @@ export function retAddresses(code: Uint8Array, address: number): number[] {
  * fires once. Functions without the check (NOSPLIT) return `address`.
  */
 export function addressAfterStackCheck(code: Uint8Array, address: number): number {
+  return scanStackCheck(code, address).after;
+}
+
+/**
+ * Address of the `JBE morestack` of the stack-growth check (see
+ * {@link addressAfterStackCheck}), or undefined for a function without the
+ * check. A uprobe on a conditional branch is emulated by the kernel, where
+ * one on most other instructions (the `SUB RSP, N` that follows the check
+ * in Go before 1.21) is single-stepped out of line, a second trap per hit;
+ * it fires again when morestack re-enters the function, so it suits only
+ * probes for which a second hit is harmless.
+ */
+export function stackCheckBranch(code: Uint8Array, address: number): number | undefined {
+  return scanStackCheck(code, address).branch;
+}
+
+function scanStackCheck(code: Uint8Array, address: number): { after: number; branch?: number } {
+  let branch: number | undefined;
   let state: 'start' | 'compare' | 'branch' = 'start';
   let g: Register = Register.R14;
   let scratch: Register = Register.None;
@@ -62,10 +80,13 @@ export function addressAfterStackCheck(code: Uint8Array, address: number): numbe
       if (state === 'compare' && ins.mnemonic === Mnemonic.Jb) return true;
       return false;
     }
-    if (ins.mnemonic === Mnemonic.Jbe) result = Number(ins.nextIP);
+    if (ins.mnemonic === Mnemonic.Jbe) {
+      result = Number(ins.nextIP);
+      branch = Number(ins.ip);
+    }
     return false;
   });
-  return result;
+  return branch === undefined ? { after: result } : { after: result, branch };
 }
 
 /** Loading g from thread-local storage: `MOV r, FS:[…]`, preceded in PIC code by loading the TLS offset `MOV r, [RIP+…]`. */

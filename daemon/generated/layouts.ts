@@ -18,6 +18,7 @@ export const BpfMaps = {
   gt_events: 'gt_events',
   gt_gin_config: 'gt_gin_config',
   gt_gorilla_mux_config: 'gt_gorilla_mux_config',
+  gt_goroutine_origins: 'gt_goroutine_origins',
   gt_goroutine_spans: 'gt_goroutine_spans',
   gt_goroutines_entered: 'gt_goroutines_entered',
   gt_grpc_client_config: 'gt_grpc_client_config',
@@ -39,6 +40,7 @@ export const BpfMaps = {
   gt_redis_config: 'gt_redis_config',
   gt_redis_depth: 'gt_redis_depth',
   gt_redis_inflight: 'gt_redis_inflight',
+  gt_runtime_config: 'gt_runtime_config',
   gt_self_conn_count: 'gt_self_conn_count',
   gt_self_conns: 'gt_self_conns',
   gt_self_processes: 'gt_self_processes',
@@ -81,6 +83,8 @@ export const BpfPrograms = {
   gt_redis_process_entry: 'gt_redis_process_entry',
   gt_redis_return: 'gt_redis_return',
   gt_redis_tx_entry: 'gt_redis_tx_entry',
+  gt_runtime_goexit1: 'gt_runtime_goexit1',
+  gt_runtime_newproc1_return: 'gt_runtime_newproc1_return',
   gt_self_sock_state: 'gt_self_sock_state',
   gt_sql_exec_dc_entry: 'gt_sql_exec_dc_entry',
   gt_sql_exec_return: 'gt_sql_exec_return',
@@ -252,6 +256,8 @@ export const HitSite = {
   GT_HIT_GRPC_SERVER_HEADERS: 16,
   GT_HIT_SQL_ENTRY: 30,
   GT_HIT_SQL_RETURN: 31,
+  GT_HIT_RUNTIME_NEWPROC: 35,
+  GT_HIT_RUNTIME_GOEXIT: 36,
   GT_HIT_GORILLA_MUX_ROUTE: 40,
   GT_HIT_GIN_ENTRY: 41,
   GT_HIT_GIN_RETURN: 42,
@@ -394,6 +400,11 @@ export const RedisLimits = {
   GT_REDIS_ERROR_MAX: 32,
   GT_REDIS_DEPTH_MAX: 4,
   GT_REDIS_INFLIGHT_MAX: 16384,
+} as const;
+
+/** enum gt_runtime_flags */
+export const RuntimeFlags = {
+  GT_RUNTIME_ENABLED: 1,
 } as const;
 
 /** enum gt_span_flags */
@@ -734,6 +745,42 @@ export function encodeGoroutineKey(v: GoroutineKey, buf: Buffer = Buffer.alloc(1
   buf.writeUInt32LE(v.tgid, off + 0);
   buf.writeUInt32LE(v.reserved, off + 4);
   buf.writeBigUInt64LE(v.goid, off + 8);
+  return buf;
+}
+
+/** struct gt_goroutine_origin (56 bytes) */
+export interface GoroutineOrigin {
+  span: SpanContext;
+  root_goid: bigint;
+  generation: number;
+  reserved: number;
+}
+
+export const GOROUTINE_ORIGIN_SIZE = 56;
+export const GoroutineOriginOffsets = {
+  span: 0,
+  root_goid: 40,
+  generation: 48,
+  reserved: 52,
+} as const;
+
+/** Decodes struct gt_goroutine_origin at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeGoroutineOrigin(buf: Buffer, off = 0): GoroutineOrigin {
+  if (off + 56 > buf.length) throw new RangeError(`gt_goroutine_origin: need 56 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    span: decodeSpanContext(buf, off + 0),
+    root_goid: buf.readBigUInt64LE(off + 40),
+    generation: buf.readUInt32LE(off + 48),
+    reserved: buf.readUInt32LE(off + 52),
+  };
+}
+
+/** Encodes struct gt_goroutine_origin into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeGoroutineOrigin(v: GoroutineOrigin, buf: Buffer = Buffer.alloc(56), off = 0): Buffer {
+  encodeSpanContext(v.span, buf, off + 0);
+  buf.writeBigUInt64LE(v.root_goid, off + 40);
+  buf.writeUInt32LE(v.generation, off + 48);
+  buf.writeUInt32LE(v.reserved, off + 52);
   return buf;
 }
 
@@ -1774,6 +1821,42 @@ export function encodeRedisEvent(v: RedisEvent, buf: Buffer = Buffer.alloc(344),
   buf.fill(0, off + 120, off + 120 + 128); v.names.copy(buf, off + 120, 0, Math.min(v.names.length, 128));
   buf.fill(0, off + 248, off + 248 + 64); v.addr.copy(buf, off + 248, 0, Math.min(v.addr.length, 64));
   buf.fill(0, off + 312, off + 312 + 32); v.err.copy(buf, off + 312, 0, Math.min(v.err.length, 32));
+  return buf;
+}
+
+/** struct gt_runtime_config (16 bytes) */
+export interface RuntimeConfig {
+  g_m: number;
+  m_curg: number;
+  flags: number;
+  reserved: number;
+}
+
+export const RUNTIME_CONFIG_SIZE = 16;
+export const RuntimeConfigOffsets = {
+  g_m: 0,
+  m_curg: 4,
+  flags: 8,
+  reserved: 12,
+} as const;
+
+/** Decodes struct gt_runtime_config at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeRuntimeConfig(buf: Buffer, off = 0): RuntimeConfig {
+  if (off + 16 > buf.length) throw new RangeError(`gt_runtime_config: need 16 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    g_m: buf.readUInt32LE(off + 0),
+    m_curg: buf.readUInt32LE(off + 4),
+    flags: buf.readUInt32LE(off + 8),
+    reserved: buf.readUInt32LE(off + 12),
+  };
+}
+
+/** Encodes struct gt_runtime_config into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeRuntimeConfig(v: RuntimeConfig, buf: Buffer = Buffer.alloc(16), off = 0): Buffer {
+  buf.writeUInt32LE(v.g_m, off + 0);
+  buf.writeUInt32LE(v.m_curg, off + 4);
+  buf.writeUInt32LE(v.flags, off + 8);
+  buf.writeUInt32LE(v.reserved, off + 12);
   return buf;
 }
 

@@ -9,10 +9,13 @@ import { chiProbe } from './go/github.com/go-chi/chi/v5/descriptor.ts';
 import { ginProbe } from './go/github.com/gin-gonic/gin/descriptor.ts';
 
 import { goRedisProbe } from './go/github.com/redis/go-redis/v9/descriptor.ts';
+import { runtimeProbe } from './go/runtime/descriptor.ts';
 import { sqlProbe } from './go/database/sql/descriptor.ts';
 
 export const probes: readonly ProbeDescriptor[] = [
   httpServerProbe, httpClientProbe, grpcServerProbe, grpcClientProbe, sqlProbe, goRedisProbe,
+  // goroutine ancestry: state for the client probes, no spans of its own
+  runtimeProbe,
   // routers: http.route of the net/http server's spans
   gorillaMuxProbe, chiProbe, ginProbe,
 ];

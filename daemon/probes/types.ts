@@ -23,6 +23,13 @@ export interface ProbedFunction {
   alternativeSymbols?: string[];
   /** Program attached past the stack-growth prologue (a `BpfPrograms` constant). */
   entryProgram?: BpfProgramName;
+  /**
+   * Attach `entryProgram` on the stack-growth check's branch instead: the
+   * kernel emulates a probed branch, where the instruction after the check
+   * is single-stepped in Go before 1.21 (a second trap per hit). For
+   * programs that a second hit, when the stack grows, does not harm.
+   */
+  entryAtStackCheck?: boolean;
   /** Program attached at every RET instruction (a `BpfPrograms` constant). */
   returnProgram?: BpfProgramName;
   /** Set when the probe works without this function: what is lost if it is missing. */
@@ -116,6 +123,12 @@ export interface ProbeDescriptor {
    * probe declares.
    */
   fields: Readonly<Record<string, ProbeField>>;
+  /**
+   * Probe ids of which at least one must attach to a binary for this probe
+   * to attach too (a probe that serves others, such as goroutine ancestry,
+   * costs the program without them); unset: no such condition.
+   */
+  onlyWith?: readonly string[];
   /** BPF maps keyed by gt_goroutine_key holding this probe's in-flight state: cleared for a process that exits. */
   stateMaps: BpfMapName[];
   /** BPF array map (indexed by binary id) receiving `encodeConfig`'s bytes. */
@@ -134,8 +147,10 @@ export interface ProbeDescriptor {
   alternativeFields?: Array<[string, string]>;
   /**
    * The probe's id in the event type family: `EventType.<its enum gt_event_type_<probe> value>`.
-   * Absent for a probe that makes no spans of its own but adds to another
-   * probe's (a router's `http.route`, carried on the net/http server's event).
+   * Absent, as are `eventSize` and `handleEvent`, for a probe that makes no
+   * spans of its own: it adds to another probe's (a router's `http.route`,
+   * carried on the net/http server's event) or keeps state for the others
+   * (goroutine ancestry).
    */
   eventType?: number;
   eventSize?: number;

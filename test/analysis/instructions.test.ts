@@ -3,7 +3,7 @@
 // toolchains emit; these also cover older Go's TLS-loaded g).
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { addressAfterStackCheck, retAddresses } from '../../daemon/analysis/instructions.ts';
+import { addressAfterStackCheck, retAddresses, stackCheckBranch } from '../../daemon/analysis/instructions.ts';
 
 const AT = 0x401000;
 const bytes = (...parts: number[][]): Uint8Array => Uint8Array.from(parts.flat());
@@ -18,6 +18,19 @@ const SUB_R12 = [0x49, 0x81, 0xec, 0x98, 0x7f, 0x00, 0x00]; // sub r12, 0x7f98
 const JB_NEAR = [0x0f, 0x82, 0x8c, 0x00, 0x00, 0x00];
 const PUSH_RBP = [0x55];
 const RET = [0xc3];
+
+describe('the stack-growth check\'s branch (a probe site the kernel emulates)', () => {
+  test('the JBE of each prologue shape', () => {
+    assert.equal(stackCheckBranch(bytes(CMP_RSP_G, JBE_SHORT, PUSH_RBP), AT), AT + 4);
+    assert.equal(stackCheckBranch(bytes(LEA_R12, CMP_R12_G, JBE_NEAR, PUSH_RBP), AT), AT + 9);
+    assert.equal(stackCheckBranch(bytes(MOV_R12_RSP, SUB_R12, JB_NEAR, CMP_R12_G, JBE_NEAR, PUSH_RBP), AT), AT + 20);
+  });
+
+  test('none without the check', () => {
+    assert.equal(stackCheckBranch(bytes([0x48, 0x89, 0xd8], RET), AT), undefined);
+    assert.equal(stackCheckBranch(bytes(CMP_RSP_G, [0x74, 0x10]), AT), undefined); // JE, not JBE
+  });
+});
 
 describe('entry site past the stack-growth check', () => {
   test('small frame: CMP RSP; JBE', () => {

@@ -240,6 +240,10 @@ describe('gotrail inspect', () => {
     assert.equal(client.attachable, false);
     assert.equal(client.reason, 'net/http is linked, but this program never sends client requests through http.Transport (function net/http.(*Transport).roundTrip not found)');
     assert.equal(probe(serverOnly.json, 'net/http/server').attachable, true);
+    // goroutine ancestry serves client spans only: a program that makes no calls does not pay for it
+    const ancestry = probe(serverOnly.json, 'runtime/goroutines');
+    assert.equal(ancestry.attachable, false);
+    assert.equal(ancestry.reason, 'it serves net/http/client and google.golang.org/grpc/client, none of which attaches to this program');
 
     const noHttp = inspect(buildGo({ toolchain: tc, srcDir: programDir('inspect-no-http'), variant: 'plain' }));
     assert.equal(noHttp.code, 4, 'no probe attaches');

@@ -36,6 +36,7 @@
  *     HEADERS frame is not written yet, so the span is published before the
  *     server can see the stream. */
 #include "go_abi.h"
+#include "ancestry.h"
 
 enum gt_grpc_client_limits {
 	GT_GRPC_CLIENT_METHOD_MAX = 128,
@@ -288,7 +289,7 @@ int gt_grpc_client_entry(struct pt_regs *ctx)
 	st->hf = 0;
 	gt_fill_header(&ev->hdr, GT_EVENT_GRPC_CLIENT, sizeof(*ev), key.tgid, bin_id, key.goid);
 	ev->start_ns = bpf_ktime_get_ns();
-	struct gt_span_context *parent = bpf_map_lookup_elem(&gt_goroutine_spans, &key);
+	struct gt_span_context *parent = gt_active_span(&key);
 	if (parent)
 		gt_new_child(&ev->span, parent);
 	else

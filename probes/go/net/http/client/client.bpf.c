@@ -18,6 +18,7 @@
  * http2.ClientRequest): gt_http_client_h2_reqs, keyed by {tgid, URL},
  * set at roundTrip entry and removed at its return. */
 #include "go_abi.h"
+#include "ancestry.h"
 
 enum gt_http_client_limits {
 	GT_HTTP_CLIENT_METHOD_MAX = 16,
@@ -219,7 +220,7 @@ int gt_http_client_entry(struct pt_regs *ctx)
 	struct http_client_inflight st = {};
 	st.start_ns = bpf_ktime_get_ns();
 	st.req = GO_ARG2(ctx);
-	struct gt_span_context *parent = bpf_map_lookup_elem(&gt_goroutine_spans, &key);
+	struct gt_span_context *parent = gt_active_span(&key);
 	if (parent)
 		gt_new_child(&st.span, parent);
 	else

@@ -73,6 +73,7 @@ function run(buf: Buffer, known = true, routes = new HttpRouteBound()): { spans:
     problem: (r) => problems.push(r),
     routes,
   };
+  assert.ok(httpServerProbe.handleEvent !== undefined, 'the server probe decodes events');
   httpServerProbe.handleEvent(buf, 8, ctx);
   return { spans, problems };
 }

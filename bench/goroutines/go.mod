@@ -1,0 +1,3 @@
+module gotrail.bench/goroutines
+
+go 1.19

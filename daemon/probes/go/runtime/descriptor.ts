@@ -1,0 +1,49 @@
+/**
+ * runtime: goroutine ancestry. Makes no span: it records, for every goroutine
+ * created while its creator serves a traced request (directly, or through up
+ * to {@link GOROUTINE_GENERATIONS_MAX} generations of goroutines), that
+ * request's span, so that the CLIENT spans of calls made on it are that
+ * request's children. The link lasts while the request is being served. The
+ * BPF side is probes/go/runtime/runtime.bpf.c and probes/include/ancestry.h.
+ */
+import { BpfMaps, BpfPrograms, RuntimeFlags, encodeRuntimeConfig } from '../../../generated/layouts.ts';
+import type { ProbeDescriptor } from '../../types.ts';
+
+/** Generations through which a request's span is inherited (GT_GOROUTINE_GENERATIONS_MAX in BPF). */
+export const GOROUTINE_GENERATIONS_MAX = 8;
+
+const F = {
+  gM: 'runtime.g.m',
+  mCurg: 'runtime.m.curg',
+} as const;
+
+export const runtimeProbe: ProbeDescriptor = {
+  id: 'runtime/goroutines',
+  module: 'std',
+  goPackage: 'runtime',
+  description: 'goroutine ancestry (calls made on goroutines started while serving a request join its trace)',
+  functions: [
+    // one probe hit per `go` statement: the new goroutine and its creator
+    { symbol: 'runtime.newproc1', returnProgram: BpfPrograms.gt_runtime_newproc1_return },
+    // one per goroutine exit: its entry in the ancestry map is removed; on the
+    // stack check's branch, which the kernel emulates (Go 1.19's SUBQ after
+    // the check is single-stepped: several times the cost; a second delete is harmless)
+    { symbol: 'runtime.goexit1', entryProgram: BpfPrograms.gt_runtime_goexit1, entryAtStackCheck: true },
+  ],
+  fields: {
+    [F.gM]: { reads: 'the M running newproc1 on its g0, whose current goroutine is the creator' },
+    [F.mCurg]: { reads: 'the creating goroutine (the M\'s current goroutine while newproc1 runs on g0)' },
+  },
+  // ancestry serves the spans of outgoing calls: without a client probe it would only cost
+  onlyWith: ['net/http/client', 'google.golang.org/grpc/client'],
+  configMap: BpfMaps.gt_runtime_config,
+  stateMaps: [BpfMaps.gt_goroutine_origins],
+  encodeConfig(o) {
+    return encodeRuntimeConfig({
+      g_m: o[F.gM] ?? 0,
+      m_curg: o[F.mCurg] ?? 0,
+      flags: RuntimeFlags.GT_RUNTIME_ENABLED,
+      reserved: 0,
+    });
+  },
+};

@@ -1,0 +1,107 @@
+/* runtime: goroutine ancestry (see probes/include/ancestry.h). No span of
+ * its own: it lets spans started on goroutines created while a request was
+ * served join that request.
+ *
+ * Probed:
+ *   func newproc1(fn *funcval, callergp *g, callerpc uintptr) *g            (Go 1.19)
+ *   func newproc1(fn *funcval, callergp *g, callerpc uintptr, parked bool,
+ *                 waitreason waitReason) *g                                  (Go 1.21+)
+ *     at every RET: the new goroutine's *g in RAX, its goid assigned. One
+ *     probe hit per `go` statement. newproc1 runs on the system stack (g0,
+ *     whose stack never moves, but a return is probed at its RET sites as
+ *     everywhere), so R14 is the M's g0 there and the creator is g0.m.curg:
+ *     `go` switches to g0 with systemstack from the creating goroutine,
+ *     which stays the M's curg (callergp). callergp itself (RBX at entry)
+ *     is gone by the RET, and an entry probe would double the cost.
+ *   func goexit1()
+ *     entry, on the exiting goroutine (R14): its origin is removed. */
+#include "go_abi.h"
+#include "ancestry.h"
+
+struct gt_runtime_config {
+	__u32 g_m;    /* runtime.g.m */
+	__u32 m_curg; /* runtime.m.curg */
+	__u32 flags;  /* enum gt_runtime_flags */
+	__u32 reserved;
+};
+
+enum gt_runtime_flags {
+	GT_RUNTIME_ENABLED = 1,
+};
+
+enum gt_hit_site_runtime {
+	GT_HIT_RUNTIME_NEWPROC = 35,
+	GT_HIT_RUNTIME_GOEXIT = 36,
+};
+
+GT_EXPORT_LAYOUTS(runtime,
+	struct gt_runtime_config config;
+	enum gt_runtime_flags config_flags;
+	enum gt_hit_site_runtime hit_site;
+	struct gt_goroutine_origin origin;
+);
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, GT_MAX_BINARIES);
+	__type(key, __u32);
+	__type(value, struct gt_runtime_config);
+} gt_runtime_config SEC(".maps");
+
+SEC("uprobe.multi")
+int gt_runtime_newproc1_return(struct pt_regs *ctx)
+{
+	/* Every `go` statement of every process of the binary lands here: the
+	 * common case (a creator serving nothing) costs the process check, two
+	 * array lookups, three reads of user memory and two hash lookups. */
+	__u32 tgid = gt_tgid();
+	if (!gt_process_traced(tgid))
+		return 0;
+	__u32 id = (__u32)bpf_get_attach_cookie(ctx);
+	struct gt_binary_info *bin = gt_binary(id);
+	struct gt_runtime_config *cfg = bpf_map_lookup_elem(&gt_runtime_config, &id);
+	if (!bin || !cfg || !(cfg->flags & GT_RUNTIME_ENABLED))
+		return 0;
+	__u64 m = 0, curg = 0, newg = GO_ARG1(ctx);
+	struct gt_goroutine_key creator = { .tgid = tgid };
+	if (!newg || go_read_ptr(GO_G(ctx), cfg->g_m, &m) < 0 || go_read_ptr(m, cfg->m_curg, &curg) < 0 ||
+	    go_read_ptr(curg, bin->goid_offset, &creator.goid) < 0 || !creator.goid)
+		return 0;
+	struct gt_goroutine_origin o = {};
+	struct gt_span_context *served = bpf_map_lookup_elem(&gt_goroutine_spans, &creator);
+	if (served) {
+		o.span = *served;
+		o.root_goid = creator.goid;
+		o.generation = 1;
+	} else {
+		struct gt_goroutine_origin *inherited = bpf_map_lookup_elem(&gt_goroutine_origins, &creator);
+		if (!inherited || inherited->generation >= GT_GOROUTINE_GENERATIONS_MAX ||
+		    !gt_origin_live(tgid, inherited))
+			return 0;
+		o = *inherited;
+		o.generation++;
+	}
+	struct gt_goroutine_key child = { .tgid = tgid };
+	if (go_read_ptr(newg, bin->goid_offset, &child.goid) < 0 || !child.goid) {
+		gt_count(GT_COUNTER_READ_FAILED);
+		return 0;
+	}
+	bpf_map_update_elem(&gt_goroutine_origins, &child, &o, BPF_ANY);
+	gt_debug_hit(ctx, GT_HIT_RUNTIME_NEWPROC, GT_HIT_STORED, tgid, id, child.goid);
+	return 0;
+}
+
+SEC("uprobe.multi")
+int gt_runtime_goexit1(struct pt_regs *ctx)
+{
+	__u32 tgid = gt_tgid();
+	if (!gt_process_traced(tgid))
+		return 0;
+	__u32 id = (__u32)bpf_get_attach_cookie(ctx);
+	struct gt_binary_info *bin = gt_binary(id);
+	if (!bin)
+		return 0;
+	struct gt_goroutine_key key = { .tgid = tgid, .goid = go_goid(ctx, bin) };
+	bpf_map_delete_elem(&gt_goroutine_origins, &key);
+	return 0;
+}
