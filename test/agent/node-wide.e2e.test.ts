@@ -104,12 +104,15 @@ describe('node-wide agent', { skip }, () => {
     const b = join(work, 'short-b');
     copyFileSync(goBin('go1.26', 'stripped'), a);
     copyFileSync(goBin('go1.19', 'plain'), b);
-    // warm up: first analysis, JIT, allocations that stay
+    // warm up: first analysis, JIT, allocations that stay. Each warm-up
+    // process is traced and released before counting starts, so that none
+    // of their events, which a busy core delays, is counted as a cycle's.
     for (const bin of [a, b]) {
-      const warm = await startGoServer(bin, ['-exit-after', '50ms']);
-      await new Promise((r) => warm.child.once('exit', r));
+      const warm = await startGoServer(bin);
+      await until('warm-up process traced', () => agent.tracedPids().includes(warm.pid), 30_000);
+      await warm.stop();
+      await until('warm-up process released', () => !agent.tracedPids().includes(warm.pid), 30_000);
     }
-    await until('warm-up released', () => agent.tracedPids().length === 0);
     global.gc?.();
     const fds0 = openFds();
     const rss0 = process.memoryUsage().rss;
