@@ -82,10 +82,12 @@ describe('a mixed system: HTTP → gRPC → gRPC server → net/http → HTTP, o
           assert.equal(seen.frontCalls.size, CALLS, 'each gRPC call has its own chain');
           assert.equal(seen.backServed.size, CALLS);
           assert.equal(seen.backCalls.size, CALLS);
-          // the call made on the HTTP handler's own goroutine continues the front end's trace
-          const onHandler = frontCalls.filter((c) => c.parentSpanId === frontHttp[0]!.spanId);
-          assert.equal(onHandler.length, 1, 'one call is the HTTP request\'s child');
-          assert.equal(leafServed.filter((l) => l.traceId === frontHttp[0]!.traceId).length, 1, 'its trace reaches the leaf');
+          // the call made on the handler's own goroutine and those made on the
+          // goroutines it started (goroutine ancestry) all continue the front
+          // end's trace: one trace, from the HTTP request down to every leaf
+          const onRequest = frontCalls.filter((c) => c.parentSpanId === frontHttp[0]!.spanId);
+          assert.equal(onRequest.length, CALLS, "every call is the HTTP request's child");
+          assert.equal(leafServed.filter((l) => l.traceId === frontHttp[0]!.traceId).length, CALLS, 'the one trace reaches every leaf');
         } finally {
           await front.stop();
           await back.stop();
