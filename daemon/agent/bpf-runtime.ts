@@ -88,7 +88,7 @@ export class BpfRuntime {
     if (!enableStats()) log.warn('BPF run-time statistics unavailable: probe overhead metrics will read 0');
     const usable = probes.filter((p) => !this.disabledProbes.has(p.id));
     for (const p of usable) this.handlers.set(p.eventType, p);
-    this.stateMaps = [BpfMaps.gt_goroutine_spans, BpfMaps.gt_goroutines_entered, BpfMaps.gt_self_skipped, ...usable.flatMap((p) => p.stateMaps)];
+    this.stateMaps = [BpfMaps.gt_goroutine_spans, BpfMaps.gt_goroutines_entered, BpfMaps.gt_self_skipped, BpfMaps.gt_probe_hits, ...usable.flatMap((p) => p.stateMaps)];
   }
 
   /** Probes whose programs the kernel refused, with the reason: the others run without them. */

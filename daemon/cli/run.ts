@@ -231,7 +231,7 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
   let metrics: MetricsServer | undefined;
   if (metricsAddr) {
     try {
-      metrics = await serveMetrics(createMetrics(agent), metricsAddr.host, metricsAddr.port, () => agent.healthy(), () => agent.status());
+      metrics = await serveMetrics(createMetrics(agent), metricsAddr.host, metricsAddr.port, () => agent.healthy(), () => agent.status(), { calibrate: () => agent.calibrate() });
       log.info('metrics served', { url: `http://${metricsAddr.host}:${metrics.port}/metrics` });
     } catch (e) {
       await agent.stop();
