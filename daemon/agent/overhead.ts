@@ -290,13 +290,13 @@ export class OverheadEstimator {
 export function readProbeHits(obj: BpfObject, pids?: Set<number>): Map<number, Map<number, number>> {
   const out = new Map<number, Map<number, number>>();
   for (const k of obj.mapKeys(BpfMaps.gt_probe_hits)) {
-    const pid = k.readUInt32LE(0);
-    if (pids && !pids.has(pid)) continue;
+    const key = decodeHitKey(k);
+    if (pids && !pids.has(key.tgid)) continue;
     const v = obj.mapLookup(BpfMaps.gt_probe_hits, k);
     if (!v) continue;
-    const m = out.get(pid) ?? new Map<number, number>();
-    m.set(k.readUInt32LE(4), Number(v.readBigUInt64LE(0)));
-    out.set(pid, m);
+    const m = out.get(key.tgid) ?? new Map<number, number>();
+    m.set(key.site, Number(v.readBigUInt64LE(0)));
+    out.set(key.tgid, m);
   }
   return out;
 }
