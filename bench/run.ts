@@ -15,6 +15,9 @@
  * - `grpc`: unary gRPC calls, client and server in one traced program;
  * - `agent-load`: the agent's CPU and RSS while the http server serves 100,
  *   1 000 and 10 000 requests/s (one span each), with events lost;
+ * - `attach`: planning, attaching and detaching gotrail's programs for one
+ *   binary and for 100 binaries (copies), and the agent with 100 traced
+ *   processes: time until all are traced, its CPU and RSS, time to stop;
  * - `pipeline`: the agent's user-space path on one core (decode → span →
  *   OTLP bytes) and end to end into a real collector (bench/agent-throughput.ts).
  *
@@ -38,8 +41,12 @@ import { repoRoot, startAgent, type AgentProcess } from '../test/support/agent-p
 import { httpRequest, startGoServer, type GoServer } from '../test/support/go-server.ts';
 import { sleep } from '../test/support/wait.ts';
 import { attachFloor } from './floor.ts';
+import { planBinaryAt } from '../daemon/agent/binary-plan.ts';
+import { DEFAULT_BPF_OBJECT } from '../daemon/agent/bpf-runtime.ts';
+import { BpfObject } from '../daemon/native/index.ts';
+import { probes } from '../daemon/probes/registry.ts';
 
-const SCENARIOS = ['http', 'http-client', 'grpc', 'agent-load', 'pipeline'] as const;
+const SCENARIOS = ['http', 'http-client', 'grpc', 'agent-load', 'attach', 'pipeline'] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 const { values } = parseArgs({
@@ -335,6 +342,94 @@ async function agentLoadScenario(): Promise<{ json: unknown; markdown: string }>
   return { json: { scenario: 'agent-load', rows }, markdown };
 }
 
+/** Attaches every attachable probe of gotrail's plan for each binary with the agent's own programs; ms for plan, attach and detach. */
+async function attachTimes(obj: BpfObject, bins: string[]): Promise<{ planMs: number; attachMs: number; detachMs: number; sites: number; linkSets: number }> {
+  let t = performance.now();
+  const plans = bins.map((b) => {
+    const { plan, error } = planBinaryAt(b, probes);
+    if (!plan) throw new Error(`plan ${b}: ${error?.message}`);
+    return plan;
+  });
+  const planMs = performance.now() - t;
+  const handles: number[] = [];
+  let sites = 0;
+  t = performance.now();
+  for (const plan of plans) {
+    for (const p of plan.probes) {
+      if (!p.attachable) continue;
+      for (const set of p.sites) {
+        if (!set.offsets.length) continue;
+        handles.push(obj.attachUprobes(set.program, plan.path, set.offsets, set.offsets.map(() => 0n)));
+        sites += set.offsets.length;
+      }
+    }
+  }
+  const attachMs = performance.now() - t;
+  t = performance.now();
+  await obj.detachAsync(handles);
+  return { planMs, attachMs, detachMs: performance.now() - t, sites, linkSets: handles.length };
+}
+
+async function attachScenario(): Promise<{ json: unknown; markdown: string }> {
+  const src = join(repoRoot, 'build', 'go', values.go, 'plain', 'httpserver');
+  const one = benchCopy(src, 'httpserver');
+  const many = Array.from({ length: 100 }, (_, i) => benchCopy(src, `httpserver-copy-${i}`));
+  const obj = new BpfObject(DEFAULT_BPF_OBJECT);
+  obj.load();
+  let single, hundred;
+  try {
+    single = await attachTimes(obj, [one]);
+    hundred = await attachTimes(obj, many);
+  } finally {
+    obj.close();
+  }
+  // the agent with 100 traced processes of one binary
+  log('attach: starting 100 processes');
+  const servers: GoServer[] = [];
+  let agentRow: { tracedMs: number; rssMiB: number; cpuPercent: number; stopMs: number } | undefined;
+  try {
+    for (let i = 0; i < 100; i++) servers.push(await startGoServer(one));
+    const t0 = performance.now();
+    const agent = await startAgent(['--include-exe', one, '--exporter', 'none']);
+    try {
+      for (const s of servers) await agent.waitTraced(s.pid, 120_000);
+      const tracedMs = performance.now() - t0;
+      await agent.waitFor(/uprobe hit cost calibrated|calibration failed/, 60_000);
+      await sleep(2000);
+      const c0 = processCpuSeconds(agent.child.pid!)!;
+      await sleep(seconds * 1000);
+      const cpuPercent = ((processCpuSeconds(agent.child.pid!)! - c0) / seconds) * 100;
+      const rss = rssMiB(agent.child.pid!);
+      const s0 = performance.now();
+      await agent.stop();
+      agentRow = { tracedMs, rssMiB: rss, cpuPercent, stopMs: performance.now() - s0 };
+    } finally {
+      await agent.stop();
+    }
+  } finally {
+    await Promise.all(servers.map((s) => s.stop()));
+  }
+  const row = (name: string, r: typeof single): string => `| ${name} | ${r.linkSets} | ${r.sites} | ${f(r.planMs, 0)} ms | ${f(r.attachMs, 1)} ms | ${f(r.detachMs, 1)} ms |`;
+  const markdown = [
+    `### attach: attach and detach time (${values.go} net/http server binary, every probe gotrail plans for it)`,
+    '',
+    '| binaries | link sets | sites | plan | attach | detach |',
+    '|---|---:|---:|---:|---:|---:|',
+    row('1', single),
+    row('100 (copies)', hundred),
+    '',
+    '| agent with 100 traced processes of one binary | value |',
+    '|---|---:|',
+    `| start until all 100 traced | ${f(agentRow.tracedMs, 0)} ms |`,
+    `| agent CPU, idle with 100 processes | ${f(agentRow.cpuPercent, 1)} % of a core |`,
+    `| agent RSS with 100 processes | ${f(agentRow.rssMiB, 0)} MiB (target < 100 MiB) |`,
+    `| agent stop (detach, drain, flush) | ${f(agentRow.stopMs, 0)} ms |`,
+    '',
+    'Target: detaching 1000 sites < 100 ms.',
+  ].join('\n');
+  return { json: { scenario: 'attach', single, hundred, agent: agentRow }, markdown };
+}
+
 function pipelineScenario(): { json: unknown; markdown: string } {
   const out = execFileSync(process.execPath, [join(repoRoot, 'bench', 'agent-throughput.ts'), '--events', '50000', '--export', '--concurrency', '1,2', '--batch', '2048'], { encoding: 'utf8', cwd: repoRoot, stdio: ['ignore', 'pipe', 'inherit'], timeout: 600_000 });
   const markdown = ['### pipeline: the agent\'s user-space path (bench/agent-throughput.ts)', '', out.trim(), '', 'Target: ≥ 300k spans/s per core.'].join('\n');
@@ -350,6 +445,7 @@ for (const s of SCENARIOS) {
   else if (s === 'http-client') run[s] = await httpScenario(true);
   else if (s === 'grpc') run[s] = await grpcScenario();
   else if (s === 'agent-load') run[s] = await agentLoadScenario();
+  else if (s === 'attach') run[s] = await attachScenario();
   else run[s] = pipelineScenario();
   process.stdout.write(run[s].markdown + '\n\n');
 }
