@@ -203,7 +203,9 @@ export class Agent implements MetricsSource {
     if (this.opts.skipOwnRequests ?? true) this.rt.trackOwnConnections(process.pid);
     this.rt.start(this.eventContext(), { intervalMs: this.opts.consumeIntervalMs });
     this.overhead = new OverheadEstimator(this.rt.obj);
-    void this.calibrate();
+    // before any binary is attached: the helper's probe then never shares
+    // the machine with the agent's own link sets (~0.2 s; a failure is logged)
+    await this.calibrate();
     await this.startKubernetes();
     this.started = true;
     this.scan();

@@ -107,11 +107,11 @@ const median = (xs: number[]): number => {
  * Measures this host's cost of one uprobe hit: `rounds` alternations of
  * `calls` calls without, then with, the empty program attached to the
  * helper's no-op. Takes about rounds × calls × (trap cost) of CPU (with
- * the defaults, ~0.2 s on a host whose trap costs 6 µs). Throws (naming
+ * the defaults, 0.06–0.15 s on a host whose trap costs 6–14 µs). Throws (naming
  * the step) when the helper is missing or the attach fails.
  */
 export async function calibrateUprobeHitCost(obj: BpfObject, opts: { calls?: number; rounds?: number; helper?: string } = {}): Promise<HitCostCalibration> {
-  const calls = opts.calls ?? 5000;
+  const calls = opts.calls ?? 2000;
   const rounds = opts.rounds ?? 5;
   const helperPath = opts.helper ?? CALIBRATION_HELPER;
   const offset = calibrationSiteOffset(helperPath);

@@ -95,8 +95,9 @@ test('overhead: calibrated hit cost, exact hits per request, estimate close to t
   const diff = measured.reduce((a, b) => a + b, 0) - without.reduce((a, b) => a + b, 0);
   const est = estimated.reduce((a, b) => a + b, 0);
   console.log(`measured difference ${(diff * 1e6 / (2 * N)).toFixed(1)} µs/req, estimated ${(est * 1e6 / (2 * N)).toFixed(1)} µs/req`);
-  // Stated tolerance: the estimate is within a factor of 2 of the measured
-  // difference (the estimate leaves out second-order costs such as the
-  // caches the trap disturbs; the measurement carries the noise of a shared host).
-  assert.ok(est > diff / 2 && est < diff * 2, `estimate ${est.toFixed(3)} s vs measured ${diff.toFixed(3)} s`);
+  // Stated tolerance: the estimate accounts for 40% to 150% of the measured
+  // difference. It undershoots: it leaves out second-order costs of the trap
+  // (caches and TLB it disturbs in a real program, unlike in the tight
+  // calibration loop); measured on a loaded 2-core VM it covered 59–87%.
+  assert.ok(est > diff * 0.4 && est < diff * 1.5, `estimate ${est.toFixed(3)} s vs measured ${diff.toFixed(3)} s`);
 });
