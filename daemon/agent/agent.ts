@@ -203,9 +203,10 @@ export class Agent implements MetricsSource {
     if (this.opts.skipOwnRequests ?? true) this.rt.trackOwnConnections(process.pid);
     this.rt.start(this.eventContext(), { intervalMs: this.opts.consumeIntervalMs });
     this.overhead = new OverheadEstimator(this.rt.obj);
-    // before any binary is attached: the helper's probe then never shares
-    // the machine with the agent's own link sets (~0.2 s; a failure is logged)
-    await this.calibrate();
+    // in the background (~0.2 s of a helper's CPU; a failure is logged), so
+    // that start-up is not delayed: until it is done, estimates count BPF
+    // run time only and gotrail_uprobe_hit_cost_seconds is absent
+    void this.calibrate();
     await this.startKubernetes();
     this.started = true;
     this.scan();
