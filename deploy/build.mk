@@ -10,7 +10,7 @@ BUILD := $(ROOT)/build
 all: native probes demo-programs $(if $(SKIP_TESTS),,testprogs collector deploy-tools)
 
 # --- native addon (node-addon-api over the system libbpf) --------------------
-NATIVE_SRC := $(wildcard $(ROOT)/daemon/native/src/*.cc $(ROOT)/daemon/native/src/*.h) $(ROOT)/daemon/native/binding.gyp
+NATIVE_SRC := $(wildcard $(ROOT)/daemon/native/src/*.cc $(ROOT)/daemon/native/src/*.c $(ROOT)/daemon/native/src/*.h) $(ROOT)/daemon/native/binding.gyp
 NATIVE_OUT := $(ROOT)/daemon/native/build/Release/gotrail_native.node
 native: $(if $(wildcard $(ROOT)/daemon/native/binding.gyp),$(NATIVE_OUT),)
 $(NATIVE_OUT): $(NATIVE_SRC)

@@ -13,6 +13,7 @@ import { repairStaleSites } from './text-repair.ts';
 import { BinaryWatcher } from './binary-watcher.ts';
 import { decide, usesKubernetes, type SelectionRules } from './selection.ts';
 import type { MetricsSnapshot, MetricsSource } from './metrics.ts';
+import { OverheadEstimator, calibrateUprobeHitCost, type HitCostCalibration, type ProcessOverhead } from './overhead.ts';
 import { SpanBatcher, type BatcherOptions } from '../export/batcher.ts';
 import { MonotonicClock } from '../spans/clock.ts';
 import {
@@ -152,6 +153,8 @@ export class Agent implements MetricsSource {
   /** pids the exec hook stopped (SIGSTOP) and the agent has not continued yet */
   private readonly held = new Set<number>();
   private watcher: BinaryWatcher | undefined;
+  private overhead: OverheadEstimator | undefined;
+  private calibrating: Promise<HitCostCalibration | undefined> | undefined;
   /** Cumulative counts since start. */
   readonly totals = {
     processesTraced: 0, processesExited: 0, execEvents: 0, exitEvents: 0,
@@ -216,6 +219,11 @@ export class Agent implements MetricsSource {
     // before anything is exported, so that the exporter's first connection is known
     if (this.opts.skipOwnRequests ?? true) this.rt.trackOwnConnections(process.pid);
     this.rt.start(this.eventContext(), { intervalMs: this.opts.consumeIntervalMs });
+    this.overhead = new OverheadEstimator(this.rt.obj);
+    // in the background (~0.2 s of a helper's CPU; a failure is logged), so
+    // that start-up is not delayed: until it is done, estimates count BPF
+    // run time only and gotrail_uprobe_hit_cost_seconds is absent
+    void this.calibrate();
     await this.startKubernetes();
     this.started = true;
     this.scan();
@@ -684,6 +692,10 @@ export class Agent implements MetricsSource {
       notTraced: this.attach?.notTraced() ?? [],
       disabledProbes: Object.fromEntries(this.rt?.disabledProbes ?? []),
       kernel: this.rt?.features,
+      overhead: (() => {
+        const o = this.overheadNow();
+        return { uprobeHitCostSeconds: o.hitCost?.secondsPerHit, calibration: o.hitCost, processes: o.processes };
+      })(),
     };
   }
 
@@ -762,6 +774,35 @@ export class Agent implements MetricsSource {
     return missing.length ? { ok: false, detail: `not ready: ${missing.join('; ')}` } : { ok: true, detail: `ready: ${this.traced.size} processes traced` };
   }
 
+  /**
+   * Measures this host's uprobe trap cost (see overhead.ts) and uses it for
+   * the overhead estimates from then on. At start-up and on demand (POST
+   * /calibrate); concurrent calls share one run. Resolves undefined (logged)
+   * when it cannot run, e.g. without the helper program.
+   */
+  calibrate(): Promise<HitCostCalibration | undefined> {
+    const rt = this.rt;
+    if (!rt || !this.overhead) return Promise.resolve(undefined);
+    this.calibrating ??= calibrateUprobeHitCost(rt.obj).then((c) => {
+      if (this.overhead) this.overhead.hitCost = c;
+      this.log.info('uprobe hit cost calibrated', { microsecondsPerHit: +(c.secondsPerHit * 1e6).toFixed(2), rounds: c.rounds.map((r) => +(r * 1e6).toFixed(2)) });
+      return c;
+    }, (e: Error) => {
+      this.log.warn('uprobe hit cost calibration failed: overhead estimates count BPF run time only', { error: e.message });
+      return undefined;
+    }).finally(() => {
+      this.calibrating = undefined;
+    });
+    return this.calibrating;
+  }
+
+  /** Per traced process: probe hits and estimated overhead (sampled at most once a second). */
+  overheadNow(): { hitCost: HitCostCalibration | undefined; processes: ProcessOverhead[] } {
+    const traced = new Map<number, string>();
+    for (const t of this.traced.values()) traced.set(t.info.pid, String(t.resource.attributes['service.name'] ?? 'unknown_service'));
+    return { hitCost: this.overhead?.hitCost, processes: this.overhead?.sample(traced) ?? [] };
+  }
+
   healthy(): { ok: boolean; detail: string } {
     if (!this.started) return { ok: false, detail: 'starting' };
     return { ok: true, detail: `ok: ${this.traced.size} processes traced` };
@@ -806,6 +847,7 @@ export class Agent implements MetricsSource {
         eventsHeld: rt?.eventStats.held ?? 0, eventsNotSelected: rt?.eventStats.heldNotSelected ?? 0, eventsUndecided: rt?.eventStats.heldExpired ?? 0,
       },
       httpRoutesCut: { ...this.routes.cut },
+      overhead: this.overheadNow(),
       kubernetes: this.k8s ? { pods: this.k8s.stats.pods, relists: this.k8s.stats.relists, failures: this.k8s.stats.failures, events: this.k8s.stats.events } : undefined,
     };
   }

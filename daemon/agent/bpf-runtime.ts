@@ -92,7 +92,7 @@ export class BpfRuntime {
         this.handlers.set(p.eventType, { id: p.id, eventSize: p.eventSize, handleEvent: p.handleEvent.bind(p) });
       }
     }
-    this.stateMaps = [BpfMaps.gt_goroutine_spans, BpfMaps.gt_goroutines_entered, BpfMaps.gt_self_skipped, ...usable.flatMap((p) => p.stateMaps)];
+    this.stateMaps = [BpfMaps.gt_goroutine_spans, BpfMaps.gt_goroutines_entered, BpfMaps.gt_self_skipped, BpfMaps.gt_probe_hits, ...usable.flatMap((p) => p.stateMaps)];
   }
 
   /** Probes whose programs the kernel refused, with the reason: the others run without them. */

@@ -6,6 +6,7 @@
 import { createServer, type Server } from 'node:http';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { BatcherStats } from '../export/batcher.ts';
+import { OverheadEstimator, type HitCostCalibration, type ProcessOverhead } from './overhead.ts';
 
 export interface MetricsSource {
   collect(): MetricsSnapshot;
@@ -36,6 +37,8 @@ export interface MetricsSnapshot {
   /** spans the configured sampler (OTEL_TRACES_SAMPLER) did not keep */
   spansSampledOut?: number;
   /** process lifecycle: rewritten binaries met at exec, processes held for repair, repaired code bytes, held probe events */
+  /** the calibrated uprobe trap cost and each traced process's estimated overhead */
+  overhead?: { hitCost: HitCostCalibration | undefined; processes: ProcessOverhead[] };
   lifecycle?: { staleExecs: number; heldProcesses: number; repairedBytes: number; eventsHeld: number; eventsNotSelected: number; eventsUndecided: number };
 }
 
@@ -140,6 +143,22 @@ export function createMetrics(source: MetricsSource): Registry {
     set({ reason: 'not_selected' }, s.lifecycle?.eventsNotSelected ?? 0);
     set({ reason: 'undecided_process' }, s.lifecycle?.eventsUndecided ?? 0);
   });
+  const perService = (s: MetricsSnapshot): ReturnType<typeof OverheadEstimator.byService> => OverheadEstimator.byService(s.overhead?.processes ?? []);
+  gauge('gotrail_uprobe_hit_cost_seconds', 'CPU time one uprobe hit costs the traced thread on this host, besides the BPF program\'s own run time (the trap and the kernel\'s dispatch; calibrated at start-up with an empty program on a helper\'s no-op function; absent until calibrated)', [], (g, s) => {
+    if (s.overhead?.hitCost) g.set(s.overhead.hitCost.secondsPerHit);
+  });
+  counter('gotrail_probe_hits_total', 'Uprobe hits in traced processes, by service and probe site (counted in BPF; processes that exited leave the sum)', ['service', 'site'], (set, s) => {
+    for (const [svc, o] of perService(s)) for (const [site, n] of Object.entries(o.hits)) set({ service: svc, site }, n);
+  });
+  counter('gotrail_overhead_estimated_seconds_total', 'Estimated CPU time tracing cost the traced processes, by service: hits × calibrated trap cost + BPF run time', ['service'], (set, s) => {
+    for (const [svc, o] of perService(s)) set({ service: svc }, o.estimatedSeconds);
+  });
+  gauge('gotrail_overhead_seconds_per_second', 'Estimated CPU seconds per second tracing costs the traced processes, by service, since the previous sample', ['service'], (g, s) => {
+    for (const [svc, o] of perService(s)) g.set({ service: svc }, o.secondsPerSecond);
+  });
+  gauge('gotrail_overhead_cpu_ratio', 'Estimated tracing cost as a fraction of the traced processes\' own CPU time (from /proc), by service, since the previous sample', ['service'], (g, s) => {
+    for (const [svc, o] of perService(s)) if (o.cpuFraction !== undefined) g.set({ service: svc }, o.cpuFraction);
+  });
   // one snapshot per scrape
   const orig = reg.metrics.bind(reg);
   reg.metrics = async () => {
@@ -160,11 +179,13 @@ export interface MetricsServer {
 }
 
 /**
- * Serves /metrics, /healthz, /readyz and /status: `healthy` decides the
- * liveness answer (/healthz), `ready` the readiness answer (/readyz; 200 or
- * 503 with the reason as text), `status` (JSON) says what is traced and why not.
+ * Serves /metrics, /healthz, /readyz and /status, and POST /calibrate
+ * (measures the uprobe trap cost again and answers the result): `healthy`
+ * decides the liveness answer (/healthz), `ready` the readiness answer
+ * (/readyz; 200 or 503 with the reason as text), `status` (JSON) says what is
+ * traced and why not.
  */
-export function serveMetrics(reg: Registry, host: string, port: number, healthy: () => { ok: boolean; detail: string }, status: () => unknown = () => ({}), ready: () => { ok: boolean; detail: string } = healthy): Promise<MetricsServer> {
+export function serveMetrics(reg: Registry, host: string, port: number, healthy: () => { ok: boolean; detail: string }, status: () => unknown = () => ({}), ready: () => { ok: boolean; detail: string } = healthy, actions: { calibrate?: () => Promise<unknown> } = {}): Promise<MetricsServer> {
   const server: Server = createServer((req, res) => {
     if (req.url === '/metrics') {
       reg.metrics().then((text) => {
@@ -177,6 +198,14 @@ export function serveMetrics(reg: Registry, host: string, port: number, healthy:
     } else if (req.url === '/status') {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify(status(), null, 2) + '\n');
+    } else if (req.url === '/calibrate' && req.method === 'POST' && actions.calibrate) {
+      actions.calibrate().then((c) => {
+        res.writeHead(c ? 200 : 503, { 'content-type': 'application/json' });
+        res.end(JSON.stringify(c ?? { error: 'calibration failed (see the log)' }) + '\n');
+      }, () => {
+        res.writeHead(500);
+        res.end();
+      });
     } else if (req.url === '/healthz' || req.url === '/readyz') {
       const h = req.url === '/healthz' ? healthy() : ready();
       res.writeHead(h.ok ? 200 : 503, { 'content-type': 'text/plain' });

@@ -262,7 +262,7 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
     try {
       const reg = createMetrics(agent);
       reloader.registerMetrics(reg);
-      metrics = await serveMetrics(reg, metricsAddr.host, metricsAddr.port, () => agent.healthy(), () => ({ config: reloader.status(), ...(agent.status() as object) }), () => agent.ready());
+      metrics = await serveMetrics(reg, metricsAddr.host, metricsAddr.port, () => agent.healthy(), () => ({ config: reloader.status(), ...(agent.status() as object) }), () => agent.ready(), { calibrate: () => agent.calibrate() });
       log.info('metrics served', { url: `http://${metricsAddr.host}:${metrics.port}/metrics` });
     } catch (e) {
       await agent.stop();

@@ -35,6 +35,7 @@ export const BpfMaps = {
   gt_http_routes: 'gt_http_routes',
   gt_http_server_config: 'gt_http_server_config',
   gt_http_server_inflight: 'gt_http_server_inflight',
+  gt_probe_hits: 'gt_probe_hits',
   gt_process_events: 'gt_process_events',
   gt_processes: 'gt_processes',
   gt_redis_config: 'gt_redis_config',
@@ -56,6 +57,7 @@ export type BpfMapName = (typeof BpfMaps)[keyof typeof BpfMaps];
 
 /** Every program of the probes' object, by name: use these, never a string, so that a rename fails the type check. */
 export const BpfPrograms = {
+  gt_calibration_empty: 'gt_calibration_empty',
   gt_chi_entry: 'gt_chi_entry',
   gt_chi_return: 'gt_chi_return',
   gt_gin_entry: 'gt_gin_entry',
@@ -1065,6 +1067,34 @@ export function encodeGrpcServerEvent(v: GrpcServerEvent, buf: Buffer = Buffer.a
   buf.writeInt32LE(v.tracestate_len, off + 132);
   buf.fill(0, off + 136, off + 136 + 128); v.method.copy(buf, off + 136, 0, Math.min(v.method.length, 128));
   buf.fill(0, off + 264, off + 264 + 512); v.tracestate.copy(buf, off + 264, 0, Math.min(v.tracestate.length, 512));
+  return buf;
+}
+
+/** struct gt_hit_key (8 bytes) */
+export interface HitKey {
+  tgid: number;
+  site: number;
+}
+
+export const HIT_KEY_SIZE = 8;
+export const HitKeyOffsets = {
+  tgid: 0,
+  site: 4,
+} as const;
+
+/** Decodes struct gt_hit_key at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeHitKey(buf: Buffer, off = 0): HitKey {
+  if (off + 8 > buf.length) throw new RangeError(`gt_hit_key: need 8 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    tgid: buf.readUInt32LE(off + 0),
+    site: buf.readUInt32LE(off + 4),
+  };
+}
+
+/** Encodes struct gt_hit_key into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeHitKey(v: HitKey, buf: Buffer = Buffer.alloc(8), off = 0): Buffer {
+  buf.writeUInt32LE(v.tgid, off + 0);
+  buf.writeUInt32LE(v.site, off + 4);
   return buf;
 }
 

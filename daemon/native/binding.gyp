@@ -29,6 +29,12 @@
         "<!@(pkg-config --cflags libbpf)"
       ],
       "libraries": ["<!@(pkg-config --libs libbpf)"]
+    },
+    {
+      "target_name": "gotrail_calibrate",
+      "type": "executable",
+      "sources": ["src/calibrate.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra"]
     }
   ]
 }

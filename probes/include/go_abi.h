@@ -75,6 +75,7 @@ static __always_inline void *gt_probe_enter(struct pt_regs *ctx, void *config_ma
 {
 	__u32 tgid = gt_tgid();
 	__u32 id = (__u32)bpf_get_attach_cookie(ctx);
+	gt_count_hit(tgid, site);
 	if (!gt_process_traced(tgid)) {
 		if (gt_debug_hits()) {
 			struct gt_binary_info *b = bpf_map_lookup_elem(&gt_binaries, &id);

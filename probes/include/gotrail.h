@@ -130,6 +130,40 @@ struct {
 	__type(value, __u64);
 } gt_counters SEC(".maps");
 
+/* Probe hits per process and site (enum gt_hit_site), every process of an
+ * attached binary alike, traced or not: each hit costs that process a
+ * uprobe trap. User space multiplies them by the calibrated trap cost to
+ * estimate each process's overhead, and removes a process's keys when it
+ * exits (LRU: processes never seen exiting age out). */
+struct gt_hit_key {
+	__u32 tgid;
+	__u32 site;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct gt_hit_key);
+	__type(value, __u64);
+} gt_probe_hits SEC(".maps");
+
+static __always_inline void gt_count_hit(__u32 tgid, __u32 site)
+{
+	struct gt_hit_key k = { .tgid = tgid, .site = site };
+	__u64 *v = bpf_map_lookup_elem(&gt_probe_hits, &k);
+	if (v) {
+		__sync_fetch_and_add(v, 1);
+	} else {
+		__u64 one = 1;
+		/* two CPUs may race to create the key: the loser adds to the winner's */
+		if (bpf_map_update_elem(&gt_probe_hits, &k, &one, BPF_NOEXIST) < 0) {
+			v = bpf_map_lookup_elem(&gt_probe_hits, &k);
+			if (v)
+				__sync_fetch_and_add(v, 1);
+		}
+	}
+}
+
 static __always_inline void gt_count(__u32 which)
 {
 	__u64 *v = bpf_map_lookup_elem(&gt_counters, &which);
@@ -266,6 +300,7 @@ GT_EXPORT_LAYOUTS(common,
 	struct gt_binary_info binary;
 	struct gt_process_info process;
 	struct gt_goroutine_key goroutine;
+	struct gt_hit_key hit_key;
 	enum gt_event_type event_type;
 	enum gt_binary_flags binary_flags;
 	enum gt_process_flags process_flags;

@@ -1,0 +1,475 @@
+/**
+ * `npm run bench`: every benchmark of gotrail in one command, printing
+ * Markdown tables, writing JSON under bench/results/ (with the kernel, CPU,
+ * virtualisation and versions it ran on) and rewriting the results section
+ * of bench/README.md from them — the tables there are never typed by hand.
+ *
+ *   npm run bench [-- --scenario http,grpc] [--rounds 3] [--seconds 5]
+ *                 [--rate 500] [--calls 3000] [--go go1.26] [--grpc 1.85.0]
+ *
+ * Scenarios (all by default, in this order):
+ * - `http`: a net/http server answering GET /hello (2 probe hits);
+ * - `http-client`: a net/http handler that makes an HTTP client call to the
+ *   same server (GET /proxy?to=/hello: a server span, a client span and the
+ *   called server span);
+ * - `grpc`: unary gRPC calls, client and server in one traced program;
+ * - `agent-load`: the agent's CPU and RSS while the http server serves 100,
+ *   1 000 and 10 000 requests/s (one span each), with events lost;
+ * - `attach`: planning, attaching and detaching gotrail's programs for one
+ *   binary and for 100 binaries (copies), and the agent with 100 traced
+ *   processes: time until all are traced, its CPU and RSS, time to stop;
+ * - `pipeline`: the agent's user-space path on one core (decode → span →
+ *   OTLP bytes) and end to end into a real collector (bench/agent-throughput.ts).
+ *
+ * The latency scenarios alternate, in one run, rounds without the agent,
+ * with gotrail, and with the same probe sites attached to an empty BPF
+ * program (the kernel's floor: the uprobe trap alone); each round rotates
+ * which goes first, so the machine's drift hits all three alike. Reported:
+ * median and p99 (medians over rounds), added µs per request and per probe
+ * hit, and gotrail's added latency as a ratio of the floor's (target ≤ 1.5×).
+ *
+ * Needs root (eBPF) and set-up (bash deploy/setup.sh).
+ */
+import { execFileSync } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, release, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { processCpuSeconds } from '../daemon/agent/overhead.ts';
+import { echoBinary, toolchains } from '../test/go/google.golang.org/grpc/echo-build.ts';
+import { repoRoot, startAgent, type AgentProcess } from '../test/support/agent-process.ts';
+import { httpRequest, startGoServer, type GoServer } from '../test/support/go-server.ts';
+import { sleep } from '../test/support/wait.ts';
+import { attachFloor } from './floor.ts';
+import { planBinaryAt } from '../daemon/agent/binary-plan.ts';
+import { DEFAULT_BPF_OBJECT } from '../daemon/agent/bpf-runtime.ts';
+import { BpfObject } from '../daemon/native/index.ts';
+import { probes } from '../daemon/probes/registry.ts';
+
+const SCENARIOS = ['http', 'http-client', 'grpc', 'agent-load', 'attach', 'pipeline'] as const;
+type Scenario = (typeof SCENARIOS)[number];
+
+const { values } = parseArgs({
+  options: {
+    scenario: { type: 'string', default: SCENARIOS.join(',') },
+    rounds: { type: 'string', default: '3' },
+    seconds: { type: 'string', default: '5' },
+    rate: { type: 'string', default: '500' },
+    calls: { type: 'string', default: '3000' },
+    go: { type: 'string', default: 'go1.26' },
+    grpc: { type: 'string', default: '1.85.0' },
+  },
+});
+const chosen = values.scenario.split(',').map((s) => s.trim()).filter(Boolean);
+for (const s of chosen) if (!SCENARIOS.includes(s as Scenario)) throw new Error(`--scenario ${s}: one of ${SCENARIOS.join(', ')}`);
+const rounds = Number(values.rounds);
+const seconds = Number(values.seconds);
+const rate = Number(values.rate);
+const calls = Number(values.calls);
+for (const [k, v] of Object.entries({ rounds, seconds, rate, calls })) if (!Number.isInteger(v) || v < 1) throw new Error(`--${k}: a positive integer`);
+
+const resultsDir = join(repoRoot, 'bench', 'results');
+const workDir = join(repoRoot, 'build', 'bench');
+mkdirSync(resultsDir, { recursive: true });
+mkdirSync(workDir, { recursive: true });
+const log = (s: string): void => void process.stderr.write(`[bench] ${s}\n`);
+
+// --- environment ------------------------------------------------------------
+const sh = (cmd: string, args: string[]): string => {
+  try {
+    return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+  } catch (e) {
+    return ((e as { stdout?: string }).stdout ?? '').trim() || 'unknown';
+  }
+};
+const environment = {
+  date: new Date().toISOString(),
+  kernel: release(),
+  cpu: cpus()[0]?.model ?? 'unknown',
+  cores: cpus().length,
+  memoryGiB: +(totalmem() / 2 ** 30).toFixed(1),
+  virtualisation: sh('systemd-detect-virt', []) || 'unknown',
+  node: process.version,
+  go: sh('go', ['version']),
+  libbpf: sh('pkg-config', ['--modversion', 'libbpf']),
+  gotrail: sh('git', ['-C', repoRoot, 'describe', '--always', '--dirty']),
+  loadAverageAtStart: loadavg().map((x) => +x.toFixed(2)),
+  loadAverageAtEnd: [] as number[],
+};
+
+// --- helpers ----------------------------------------------------------------
+const median = (xs: number[]): number => {
+  if (!xs.length) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
+const f = (x: number, d = 1): string => (Number.isFinite(x) ? x.toFixed(d) : 'n/a');
+const signed = (x: number, d = 1): string => (Number.isFinite(x) ? `${x >= 0 ? '+' : ''}${x.toFixed(d)}` : 'n/a');
+
+function metricSum(text: string, name: string, labels: Record<string, string> = {}): number {
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name + '{') && !line.startsWith(name + ' ')) continue;
+    if (Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return sum;
+}
+const UPROBE_PROGRAM = /program="gt_(grpc|http)_/;
+function bpfSeconds(text: string): number {
+  let sum = 0;
+  for (const line of text.split('\n')) if (line.startsWith('gotrail_probe_run_seconds_total{') && UPROBE_PROGRAM.test(line)) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+  return sum;
+}
+function rssMiB(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'latin1'));
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+
+const loadgen = join(workDir, 'loadgen');
+let loadgenBuilt = false;
+interface Load { sent: number; ok: number; errors: number; achievedRate: number; p50us: number; p99us: number }
+function runLoadgen(url: string, r: number, secs: number): Load {
+  if (!loadgenBuilt) execFileSync('go', ['build', '-o', loadgen, '.'], { cwd: join(repoRoot, 'bench', 'loadgen'), stdio: 'inherit' });
+  loadgenBuilt = true;
+  return JSON.parse(execFileSync(loadgen, ['-url', url, '-rate', String(r), '-duration', `${secs}s`], { encoding: 'utf8', timeout: (secs + 120) * 1000 })) as Load;
+}
+
+/** A copy of a test program under build/bench, so that only the bench's own processes run it. */
+function benchCopy(src: string, name: string): string {
+  if (!existsSync(src)) throw new Error(`${src} is missing: run bash deploy/setup.sh`);
+  const dst = join(workDir, name);
+  copyFileSync(src, dst);
+  return dst;
+}
+
+async function startTracing(bin: string, pid: number): Promise<AgentProcess> {
+  const agent = await startAgent(['--include-exe', bin, '--exporter', 'none']);
+  await agent.waitTraced(pid, 60_000);
+  // the start-up calibration runs probes of its own: let it finish first
+  await agent.waitFor(/uprobe hit cost calibrated|calibration failed/, 60_000);
+  return agent;
+}
+const scrape = async (agent: AgentProcess): Promise<string> => (await httpRequest(await agent.metricsUrl())).body;
+
+// --- latency scenarios ------------------------------------------------------
+type Mode = 'without' | 'floor' | 'gotrail';
+const MODES: Mode[] = ['without', 'floor', 'gotrail'];
+interface Round { p50: number; p99: number }
+interface LatencyResult {
+  scenario: string;
+  title: string;
+  rounds: Record<Mode, Round[]>;
+  requestsTraced: number;
+  hitsPerRequest: number;
+  bpfUsPerRequest: number;
+  hitCostUs: number;
+  floorSites: number;
+  eventsLost: number;
+  summary: Record<'p50' | 'p99', Record<Mode, number>> & { addedUs: Record<'p50' | 'p99', { gotrail: number; floor: number }>; addedUsPerHit: { gotrail: number; floor: number }; ratioToFloor: number };
+}
+
+async function latency(scenario: string, title: string, bin: string, server: GoServer, measure: () => Promise<Round & { requests: number }>): Promise<LatencyResult> {
+  const rs: Record<Mode, Round[]> = { without: [], floor: [], gotrail: [] };
+  let requests = 0;
+  let hits = 0;
+  let bpf = 0;
+  let lost = 0;
+  let hitCost = NaN;
+  let floorSites = 0;
+  log(`${scenario}: warming up`);
+  await measure();
+  for (let round = 0; round < rounds; round++) {
+    const order = [...MODES.slice(round % 3), ...MODES.slice(0, round % 3)];
+    for (const mode of order) {
+      log(`${scenario}: round ${round + 1}/${rounds}, ${mode}`);
+      if (mode === 'without') {
+        rs.without.push(await measure());
+      } else if (mode === 'floor') {
+        const fl = attachFloor(bin);
+        floorSites = fl.sites;
+        try {
+          rs.floor.push(await measure());
+        } finally {
+          await fl.detach();
+        }
+      } else {
+        const agent = await startTracing(bin, server.pid);
+        try {
+          const before = await scrape(agent);
+          const r = await measure();
+          rs.gotrail.push(r);
+          await sleep(1500); // the overhead estimator samples at most once a second
+          const after = await scrape(agent);
+          const d = (name: string): number => metricSum(after, name) - metricSum(before, name);
+          requests += r.requests;
+          hits += d('gotrail_probe_hits_total');
+          lost += d('gotrail_events_lost_total');
+          bpf += bpfSeconds(after) - bpfSeconds(before);
+          hitCost = metricSum(after, 'gotrail_uprobe_hit_cost_seconds') * 1e6;
+        } finally {
+          await agent.stop();
+        }
+      }
+    }
+  }
+  const m = (mode: Mode, k: 'p50' | 'p99'): number => median(rs[mode].map((r) => r[k]));
+  const hitsPerRequest = requests ? hits / requests : NaN;
+  const added = (k: 'p50' | 'p99'): { gotrail: number; floor: number } => ({ gotrail: m('gotrail', k) - m('without', k), floor: m('floor', k) - m('without', k) });
+  const a50 = added('p50');
+  return {
+    scenario, title, rounds: rs, requestsTraced: requests, hitsPerRequest, bpfUsPerRequest: requests ? (bpf * 1e6) / requests : NaN,
+    hitCostUs: hitCost, floorSites, eventsLost: lost,
+    summary: {
+      p50: { without: m('without', 'p50'), floor: m('floor', 'p50'), gotrail: m('gotrail', 'p50') },
+      p99: { without: m('without', 'p99'), floor: m('floor', 'p99'), gotrail: m('gotrail', 'p99') },
+      addedUs: { p50: a50, p99: added('p99') },
+      addedUsPerHit: { gotrail: a50.gotrail / hitsPerRequest, floor: a50.floor / hitsPerRequest },
+      ratioToFloor: a50.gotrail / a50.floor,
+    },
+  };
+}
+
+function latencyMarkdown(r: LatencyResult): string {
+  const s = r.summary;
+  const row = (k: 'p50' | 'p99', name: string): string =>
+    `| ${name} | ${f(s[k].without)} µs | ${f(s[k].floor)} µs | ${f(s[k].gotrail)} µs | ${signed(s.addedUs[k].floor)} µs | ${signed(s.addedUs[k].gotrail)} µs | ${f(s.addedUs[k].gotrail / s.addedUs[k].floor, 2)}× |`;
+  return [
+    `### ${r.scenario}: ${r.title}`,
+    '',
+    `${rounds} rounds per mode, alternating in one run (medians over rounds)`,
+    '',
+    '| latency per request | without | floor (empty programs) | gotrail | added by floor | added by gotrail | gotrail / floor |',
+    '|---|---:|---:|---:|---:|---:|---:|',
+    row('p50', 'median'),
+    row('p99', 'p99'),
+    '',
+    '| per request | value |',
+    '|---|---:|',
+    `| probe hits | ${f(r.hitsPerRequest, 2)} |`,
+    `| added per hit, gotrail (median) | ${signed(s.addedUsPerHit.gotrail, 2)} µs |`,
+    `| added per hit, floor (median) | ${signed(s.addedUsPerHit.floor, 2)} µs |`,
+    `| BPF program time (kernel statistics) | ${f(r.bpfUsPerRequest, 2)} µs (${f(r.bpfUsPerRequest / r.hitsPerRequest, 2)} µs per hit; target < 1) |`,
+    `| calibrated uprobe hit cost (gotrail_uprobe_hit_cost_seconds) | ${f(r.hitCostUs, 2)} µs per hit |`,
+    `| gotrail / floor (median added latency) | ${f(s.ratioToFloor, 2)}× (target ≤ 1.5×, moonshot 1.1×) |`,
+    '',
+    `requests traced ${r.requestsTraced}, events lost ${r.eventsLost}; floor: ${r.floorSites} sites with an empty program; ` +
+      `added median per round (gotrail): ${r.rounds.gotrail.map((g, i) => signed(g.p50 - (r.rounds.without[i]?.p50 ?? NaN), 0)).join(', ')} µs`,
+  ].join('\n');
+}
+
+async function httpScenario(client: boolean): Promise<{ json: unknown; markdown: string }> {
+  const bin = benchCopy(join(repoRoot, 'build', 'go', values.go, 'plain', 'httpserver'), 'httpserver');
+  const server = await startGoServer(bin);
+  try {
+    const url = client ? `${server.url}/proxy?to=${encodeURIComponent(`${server.url}/hello`)}` : `${server.url}/hello`;
+    const measure = (): Promise<Round & { requests: number }> => {
+      const l = runLoadgen(url, rate, seconds);
+      if (l.errors) throw new Error(`loadgen: ${l.errors} errors`);
+      return Promise.resolve({ p50: l.p50us, p99: l.p99us, requests: l.sent });
+    };
+    const title = client
+      ? `net/http handler making one HTTP client call (${values.go}, ${rate} req/s open loop, ${seconds} s per round)`
+      : `net/http server, GET /hello (${values.go}, ${rate} req/s open loop, ${seconds} s per round)`;
+    const r = await latency(client ? 'http-client' : 'http', title, bin, server, measure);
+    return { json: r, markdown: latencyMarkdown(r) };
+  } finally {
+    await server.stop();
+  }
+}
+
+async function grpcScenario(): Promise<{ json: unknown; markdown: string }> {
+  const tc = toolchains().find((t) => t.version === values.go || t.version.startsWith(`${values.go}.`));
+  if (!tc) throw new Error(`--go ${values.go}: no such toolchain here`);
+  const built = echoBinary(values.grpc, tc, false);
+  if ('skip' in built) throw new Error(built.skip);
+  const bin = benchCopy(built.binary, 'grpc-echo');
+  const server = await startGoServer(bin);
+  try {
+    const addr = (await httpRequest(`${server.url}/addr`)).body.trim();
+    const measure = async (): Promise<Round & { requests: number }> => {
+      const r = await httpRequest(`${server.url}/bench?to=${addr}&n=${calls}`);
+      const m = /p50_us=([\d.]+) p99_us=([\d.]+)/.exec(r.body);
+      if (r.status !== 200 || !m) throw new Error(`grpc-echo /bench: ${r.status} ${r.body}`);
+      return { p50: Number(m[1]), p99: Number(m[2]), requests: calls };
+    };
+    const r = await latency('grpc', `unary gRPC call, client and server in one traced program (${tc.version}, grpc-go v${values.grpc}, ${calls} sequential calls per round)`, bin, server, measure);
+    return { json: r, markdown: latencyMarkdown(r) };
+  } finally {
+    await server.stop();
+  }
+}
+
+async function agentLoadScenario(): Promise<{ json: unknown; markdown: string }> {
+  const bin = benchCopy(join(repoRoot, 'build', 'go', values.go, 'plain', 'httpserver'), 'httpserver');
+  const server = await startGoServer(bin);
+  const rows: Array<{ rate: number; achieved: number; agentCpuPercent: number; agentRssMiB: number; spans: number; lost: number }> = [];
+  try {
+    const agent = await startTracing(bin, server.pid);
+    try {
+      await sleep(2000);
+      rows.push({ rate: 0, achieved: 0, agentCpuPercent: NaN, agentRssMiB: rssMiB(agent.child.pid!), spans: 0, lost: 0 });
+      const c0 = processCpuSeconds(agent.child.pid!)!;
+      await sleep(seconds * 1000);
+      rows[0]!.agentCpuPercent = ((processCpuSeconds(agent.child.pid!)! - c0) / seconds) * 100;
+      for (const r of [100, 1000, 10000]) {
+        log(`agent-load: ${r} req/s`);
+        const before = await scrape(agent);
+        const a0 = processCpuSeconds(agent.child.pid!)!;
+        const l = runLoadgen(`${server.url}/hello`, r, seconds);
+        const cpu = ((processCpuSeconds(agent.child.pid!)! - a0) / seconds) * 100;
+        const rss = rssMiB(agent.child.pid!);
+        await sleep(1500);
+        const after = await scrape(agent);
+        const d = (name: string, labels: Record<string, string> = {}): number => metricSum(after, name, labels) - metricSum(before, name, labels);
+        rows.push({ rate: r, achieved: l.achievedRate, agentCpuPercent: cpu, agentRssMiB: rss, spans: d('gotrail_events_total', { type: 'net/http/server' }), lost: d('gotrail_events_lost_total') });
+      }
+    } finally {
+      await agent.stop();
+    }
+  } finally {
+    await server.stop();
+  }
+  const markdown = [
+    `### agent-load: the agent's CPU and RSS under load (net/http server, ${values.go}, ${seconds} s per rate, no exporter)`,
+    '',
+    '| requests/s asked | achieved | spans received | events lost | agent CPU (% of a core) | agent RSS |',
+    '|---:|---:|---:|---:|---:|---:|',
+    ...rows.map((r) => `| ${r.rate || 'idle'} | ${f(r.achieved, 0)} | ${r.spans} | ${r.lost} | ${f(r.agentCpuPercent, 1)} % | ${f(r.agentRssMiB, 0)} MiB |`),
+    '',
+    'Targets: 0 events lost at 10k spans/s; RSS under 60 MiB idle, under 100 MiB with 100 traced processes (not measured here yet).',
+  ].join('\n');
+  return { json: { scenario: 'agent-load', rows }, markdown };
+}
+
+/** Attaches every attachable probe of gotrail's plan for each binary with the agent's own programs; ms for plan, attach and detach. */
+async function attachTimes(obj: BpfObject, bins: string[]): Promise<{ planMs: number; attachMs: number; detachMs: number; sites: number; linkSets: number }> {
+  let t = performance.now();
+  const plans = bins.map((b) => {
+    const { plan, error } = planBinaryAt(b, probes);
+    if (!plan) throw new Error(`plan ${b}: ${error?.message}`);
+    return plan;
+  });
+  const planMs = performance.now() - t;
+  const handles: number[] = [];
+  let sites = 0;
+  t = performance.now();
+  for (const plan of plans) {
+    for (const p of plan.probes) {
+      if (!p.attachable) continue;
+      for (const set of p.sites) {
+        if (!set.offsets.length) continue;
+        handles.push(obj.attachUprobes(set.program, plan.path, set.offsets, set.offsets.map(() => 0n)));
+        sites += set.offsets.length;
+      }
+    }
+  }
+  const attachMs = performance.now() - t;
+  t = performance.now();
+  await obj.detachAsync(handles);
+  return { planMs, attachMs, detachMs: performance.now() - t, sites, linkSets: handles.length };
+}
+
+async function attachScenario(): Promise<{ json: unknown; markdown: string }> {
+  const src = join(repoRoot, 'build', 'go', values.go, 'plain', 'httpserver');
+  const one = benchCopy(src, 'httpserver');
+  const many = Array.from({ length: 100 }, (_, i) => benchCopy(src, `httpserver-copy-${i}`));
+  const obj = new BpfObject(DEFAULT_BPF_OBJECT);
+  obj.load();
+  let single, hundred;
+  try {
+    single = await attachTimes(obj, [one]);
+    hundred = await attachTimes(obj, many);
+  } finally {
+    obj.close();
+  }
+  // the agent with 100 traced processes of one binary
+  log('attach: starting 100 processes');
+  const servers: GoServer[] = [];
+  let agentRow: { tracedMs: number; rssMiB: number; cpuPercent: number; stopMs: number } | undefined;
+  try {
+    for (let i = 0; i < 100; i++) servers.push(await startGoServer(one));
+    const t0 = performance.now();
+    const agent = await startAgent(['--include-exe', one, '--exporter', 'none']);
+    try {
+      for (const s of servers) await agent.waitTraced(s.pid, 120_000);
+      const tracedMs = performance.now() - t0;
+      await agent.waitFor(/uprobe hit cost calibrated|calibration failed/, 60_000);
+      await sleep(2000);
+      const c0 = processCpuSeconds(agent.child.pid!)!;
+      await sleep(seconds * 1000);
+      const cpuPercent = ((processCpuSeconds(agent.child.pid!)! - c0) / seconds) * 100;
+      const rss = rssMiB(agent.child.pid!);
+      const s0 = performance.now();
+      await agent.stop();
+      agentRow = { tracedMs, rssMiB: rss, cpuPercent, stopMs: performance.now() - s0 };
+    } finally {
+      await agent.stop();
+    }
+  } finally {
+    await Promise.all(servers.map((s) => s.stop()));
+  }
+  const row = (name: string, r: typeof single): string => `| ${name} | ${r.linkSets} | ${r.sites} | ${f(r.planMs, 0)} ms | ${f(r.attachMs, 1)} ms | ${f(r.detachMs, 1)} ms |`;
+  const markdown = [
+    `### attach: attach and detach time (${values.go} net/http server binary, every probe gotrail plans for it)`,
+    '',
+    '| binaries | link sets | sites | plan | attach | detach |',
+    '|---|---:|---:|---:|---:|---:|',
+    row('1', single),
+    row('100 (copies)', hundred),
+    '',
+    '| agent with 100 traced processes of one binary | value |',
+    '|---|---:|',
+    `| start until all 100 traced | ${f(agentRow.tracedMs, 0)} ms |`,
+    `| agent CPU, idle with 100 processes | ${f(agentRow.cpuPercent, 1)} % of a core |`,
+    `| agent RSS with 100 processes | ${f(agentRow.rssMiB, 0)} MiB (target < 100 MiB) |`,
+    `| agent stop (detach, drain, flush) | ${f(agentRow.stopMs, 0)} ms |`,
+    '',
+    'Target: detaching 1000 sites < 100 ms.',
+  ].join('\n');
+  return { json: { scenario: 'attach', single, hundred, agent: agentRow }, markdown };
+}
+
+function pipelineScenario(): { json: unknown; markdown: string } {
+  const out = execFileSync(process.execPath, [join(repoRoot, 'bench', 'agent-throughput.ts'), '--events', '50000', '--export', '--concurrency', '1,2', '--batch', '2048'], { encoding: 'utf8', cwd: repoRoot, stdio: ['ignore', 'pipe', 'inherit'], timeout: 600_000 });
+  const markdown = ['### pipeline: the agent\'s user-space path (bench/agent-throughput.ts)', '', out.trim(), '', 'Target: ≥ 300k spans/s per core.'].join('\n');
+  return { json: { scenario: 'pipeline', output: out }, markdown };
+}
+
+// --- run --------------------------------------------------------------------
+const run: Record<string, { json: unknown; markdown: string }> = {};
+for (const s of SCENARIOS) {
+  if (!chosen.includes(s)) continue;
+  log(`scenario ${s}`);
+  if (s === 'http') run[s] = await httpScenario(false);
+  else if (s === 'http-client') run[s] = await httpScenario(true);
+  else if (s === 'grpc') run[s] = await grpcScenario();
+  else if (s === 'agent-load') run[s] = await agentLoadScenario();
+  else if (s === 'attach') run[s] = await attachScenario();
+  else run[s] = pipelineScenario();
+  process.stdout.write(run[s].markdown + '\n\n');
+}
+environment.loadAverageAtEnd = loadavg().map((x) => +x.toFixed(2));
+const options = { rounds, seconds, rate, calls, go: values.go, grpc: values.grpc };
+for (const [s, r] of Object.entries(run)) {
+  writeFileSync(join(resultsDir, `${s}.json`), JSON.stringify({ scenario: s, environment, options, result: r.json, markdown: r.markdown }, null, 2) + '\n');
+}
+log(`wrote ${Object.keys(run).map((s) => `bench/results/${s}.json`).join(', ')}`);
+
+// bench/README.md: its results section, rebuilt from the latest result of every scenario
+interface Stored { scenario: string; environment: typeof environment; options: typeof options; markdown: string }
+const stored = readdirSync(resultsDir).filter((n) => SCENARIOS.includes(n.replace(/\.json$/, '') as Scenario))
+  .map((n) => JSON.parse(readFileSync(join(resultsDir, n), 'utf8')) as Stored)
+  .sort((a, b) => SCENARIOS.indexOf(a.scenario as Scenario) - SCENARIOS.indexOf(b.scenario as Scenario));
+const envLine = (e: typeof environment): string =>
+  `${e.date} · Linux ${e.kernel} · ${e.cpu} × ${e.cores} · ${e.memoryGiB} GiB · virtualisation: ${e.virtualisation} · Node ${e.node} · ${e.go} · libbpf ${e.libbpf} · gotrail ${e.gotrail} · load average ${e.loadAverageAtStart.join(' ')} at start, ${e.loadAverageAtEnd.join(' ')} at end`;
+const section = [
+  '<!-- bench:results:begin (written by bench/run.ts; do not edit) -->',
+  ...stored.flatMap((r) => [r.markdown, '', `<sub>${envLine(r.environment)}; options ${JSON.stringify(r.options)}</sub>`, '']),
+  '<!-- bench:results:end -->',
+].join('\n');
+const readme = join(repoRoot, 'bench', 'README.md');
+const text = existsSync(readme) ? readFileSync(readme, 'utf8') : '';
+const re = /<!-- bench:results:begin[^]*?<!-- bench:results:end -->/;
+writeFileSync(readme, re.test(text) ? text.replace(re, section) : `${text.trimEnd()}\n\n## Latest results\n\n${section}\n`);
+log('rewrote the results section of bench/README.md');

@@ -1,0 +1,123 @@
+/**
+ * The overhead gotrail reports for a traced process: the calibrated uprobe
+ * hit cost, probe hits counted per process and site, and the estimated CPU
+ * cost, checked against known load and against the CPU time the server
+ * really spent more with the agent than without.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { copyFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { processCpuSeconds, siteName } from '../../daemon/agent/overhead.ts';
+import { BpfPrograms, HitSite } from '../../daemon/generated/layouts.ts';
+import { repoRoot, startAgent, type AgentProcess } from '../support/agent-process.ts';
+import { startGoServer, httpRequest, type GoServer } from '../support/go-server.ts';
+import { skipUnlessBpf } from '../support/privileges.ts';
+import { sleep } from '../support/wait.ts';
+
+const metric = (text: string, name: string, labels: Record<string, string> = {}): number | undefined => {
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name + '{') && !line.startsWith(name + ' ')) continue;
+    if (Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) return Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return undefined;
+};
+
+/** `n` GET /hello over `conns` keep-alive connections (one request at a time on each). */
+async function load(server: GoServer, n: number, conns = 4): Promise<void> {
+  let next = 0;
+  await Promise.all(Array.from({ length: conns }, async () => {
+    while (next < n) {
+      next++;
+      const r = await httpRequest(`${server.url}/hello`);
+      assert.equal(r.status, 200);
+    }
+  }));
+}
+
+async function scrape(agent: AgentProcess): Promise<string> {
+  // the estimator samples at most once a second: let a fresh window open
+  await sleep(1100);
+  return (await httpRequest(`${await agent.metricsUrl()}`)).body;
+}
+
+test('every probe site names the BPF program whose run time its hits add', () => {
+  const programs = new Set<string>(Object.values(BpfPrograms));
+  for (const site of Object.values(HitSite)) assert.ok(programs.has(`gt_${siteName(site)}`), `site ${site}: gt_${siteName(site)}`);
+});
+
+test('overhead: calibrated hit cost, exact hits per request, estimate close to the CPU time the server really spent', { skip: skipUnlessBpf(), timeout: 600_000 }, async () => {
+  const dir = join(repoRoot, 'build', 'test-overhead');
+  mkdirSync(dir, { recursive: true });
+  const bin = join(dir, 'httpserver');
+  copyFileSync(join(repoRoot, 'build', 'go', 'go1.26', 'plain', 'httpserver'), bin);
+  const server = await startGoServer(bin);
+  const N = 20_000;
+  const ROUNDS = 3;
+  const measured: number[] = [];
+  const estimated: number[] = [];
+  const without: number[] = [];
+  try {
+    await load(server, 2000); // warm-up: connections, heap, caches
+    const baseline = async (): Promise<number> => {
+      const c0 = processCpuSeconds(server.pid)!;
+      await load(server, N);
+      const base = processCpuSeconds(server.pid)! - c0;
+      without.push(base);
+      return base;
+    };
+    // without, with, without, with, without, with, without: each round with
+    // the agent is compared with the mean of the rounds either side of it
+    await baseline();
+    for (let round = 0; round < ROUNDS; round++) {
+      const agent = await startAgent(['--include-exe', bin, '--exporter', 'none']);
+      try {
+        await agent.waitTraced(server.pid);
+        await agent.waitFor(/uprobe hit cost calibrated/, 60_000);
+        const before = await scrape(agent);
+        const c0 = processCpuSeconds(server.pid)!;
+        await load(server, N);
+        const traced = processCpuSeconds(server.pid)! - c0;
+        const after = await scrape(agent);
+        const svc = { service: 'httpserver' };
+        const d = (name: string, labels: Record<string, string>): number => (metric(after, name, labels) ?? 0) - (metric(before, name, labels) ?? 0);
+        assert.equal(d('gotrail_probe_hits_total', { ...svc, site: 'http_server_entry' }), N, 'one entry hit per request');
+        assert.equal(d('gotrail_probe_hits_total', { ...svc, site: 'http_server_return' }), N, 'one return hit per request');
+        const cost = metric(after, 'gotrail_uprobe_hit_cost_seconds');
+        assert.ok(cost !== undefined && cost > 1e-8 && cost < 1e-3, `calibrated cost ${cost} s per hit`);
+        const est = d('gotrail_overhead_estimated_seconds_total', svc);
+        const ratio = metric(after, 'gotrail_overhead_cpu_ratio', svc);
+        assert.ok(ratio !== undefined && ratio > 0 && ratio < 1, `overhead ratio ${ratio}`);
+        const status = JSON.parse((await httpRequest(`${(await agent.metricsUrl()).replace(/\/metrics$/, '')}/status`)).body) as { overhead: { uprobeHitCostSeconds: number; processes: Array<{ pid: number; hits: Record<string, number>; estimatedSeconds: number }> } };
+        const mine = status.overhead.processes.find((p) => p.pid === server.pid);
+        assert.ok(mine && mine.hits['http_server_entry']! >= N && mine.estimatedSeconds > 0, 'shown per process in /status');
+        assert.equal(status.overhead.uprobeHitCostSeconds, cost);
+        if (round === 0) {
+          const again = await httpRequest(`${(await agent.metricsUrl()).replace(/\/metrics$/, '')}/calibrate`, { method: 'POST' });
+          assert.equal(again.status, 200, 'calibrated again on demand');
+          const c = JSON.parse(again.body) as { secondsPerHit: number; rounds: number[] };
+          assert.ok(c.secondsPerHit > 1e-8 && c.rounds.length === 5);
+        }
+        measured.push(traced);
+        estimated.push(est);
+        console.log(`round ${round}: without ${(without.at(-1)! * 1e6 / N).toFixed(1)} µs/req, with ${(traced * 1e6 / N).toFixed(1)} µs/req; ` +
+          `estimate ${(est * 1e6 / N).toFixed(1)} µs/req (hit cost ${(cost * 1e6).toFixed(2)} µs); ratio ${ratio.toFixed(3)}`);
+      } finally {
+        await agent.stop();
+      }
+      await baseline();
+    }
+  } finally {
+    await server.stop();
+  }
+  // measured difference: CPU time with the agent minus without, over both rounds
+  const diff = measured.reduce((a, m, i) => a + m - (without[i]! + without[i + 1]!) / 2, 0);
+  const est = estimated.reduce((a, b) => a + b, 0);
+  console.log(`measured difference (each round with the agent against the mean of the rounds either side) ${(diff * 1e6 / (ROUNDS * N)).toFixed(1)} µs/req, estimated ${(est * 1e6 / (ROUNDS * N)).toFixed(1)} µs/req`);
+  // Stated tolerance: the estimate is within 0.4× to 2× of the measured
+  // difference. It tends to undershoot, as it leaves out second-order costs
+  // of the trap (caches and TLB disturbed in a real program, unlike in the
+  // tight calibration loop); on a loaded 2-core VM it came to 0.59–1.30× of
+  // the difference, whose own noise is the larger part of that spread.
+  assert.ok(est > diff * 0.4 && est < diff * 2, `estimate ${est.toFixed(3)} s vs measured ${diff.toFixed(3)} s`);
+});
