@@ -142,6 +142,29 @@ export async function calibrateUprobeHitCost(obj: BpfObject, opts: { calls?: num
 const siteNames = new Map<number, string>(Object.entries(HitSite).map(([k, v]) => [v, k.replace(/^GT_HIT_/, '').toLowerCase()]));
 export const siteName = (site: number): string => siteNames.get(site) ?? `site_${site}`;
 
+const programNames: readonly string[] = Object.values(BpfPrograms);
+/**
+ * The BPF programs whose runs a site's hits are: `gt_<site>` where one
+ * program serves the site, else every `gt_<probe>_…_<step>` (one site counted
+ * for several functions, e.g. sql_entry: gt_sql_query_dc_entry,
+ * gt_sql_exec_dc_entry, …).
+ */
+export function siteProgramsOf(site: number): string[] {
+  const name = siteName(site);
+  if (programNames.includes(`gt_${name}`)) return [`gt_${name}`];
+  const i = name.indexOf('_');
+  const j = name.lastIndexOf('_');
+  if (i < 0 || i !== j) return [];
+  const [probe, step] = [name.slice(0, i), name.slice(j + 1)];
+  return programNames.filter((p) => p.startsWith(`gt_${probe}_`) && p.endsWith(`_${step}`));
+}
+
+/** Mean BPF run time per run of a site's programs, seconds (0 when none ran). */
+function siteCost(cost: Map<string, number>, site: number): number {
+  const runs = siteProgramsOf(site).map((p) => cost.get(p)).filter((c): c is number => c !== undefined);
+  return runs.length ? runs.reduce((a, b) => a + b, 0) / runs.length : 0;
+}
+
 /** CPU seconds (user + system) a process has used, from /proc/PID/stat; undefined once it is gone. */
 export function processCpuSeconds(pid: number): number | undefined {
   try {
@@ -247,7 +270,7 @@ export class OverheadEstimator {
         const d = n - (st.hits.get(site) ?? 0);
         if (d <= 0) continue;
         dHits += d;
-        dEst += d * (trap + (cost.get(`gt_${siteName(site)}`) ?? 0));
+        dEst += d * (trap + siteCost(cost, site));
         st.hits.set(site, n);
       }
       st.estimated += dEst;

@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { copyFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { processCpuSeconds, siteName } from '../../daemon/agent/overhead.ts';
+import { processCpuSeconds, siteName, siteProgramsOf } from '../../daemon/agent/overhead.ts';
 import { BpfPrograms, HitSite } from '../../daemon/generated/layouts.ts';
 import { repoRoot, startAgent, type AgentProcess } from '../support/agent-process.ts';
 import { startGoServer, httpRequest, type GoServer } from '../support/go-server.ts';
@@ -43,7 +43,10 @@ async function scrape(agent: AgentProcess): Promise<string> {
 
 test('every probe site names the BPF program whose run time its hits add', () => {
   const programs = new Set<string>(Object.values(BpfPrograms));
-  for (const site of Object.values(HitSite)) assert.ok(programs.has(`gt_${siteName(site)}`), `site ${site}: gt_${siteName(site)}`);
+  for (const site of Object.values(HitSite)) {
+    const mine = siteProgramsOf(site);
+    assert.ok(mine.length > 0 && mine.every((p) => programs.has(p)), `site ${site} (${siteName(site)}): ${mine.join(', ') || 'no program'}`);
+  }
 });
 
 test('overhead: calibrated hit cost, exact hits per request, estimate close to the CPU time the server really spent', { skip: skipUnlessBpf(), timeout: 600_000 }, async () => {

@@ -30,8 +30,8 @@ enum gt_runtime_flags {
 };
 
 enum gt_hit_site_runtime {
-	GT_HIT_RUNTIME_NEWPROC = 35,
-	GT_HIT_RUNTIME_GOEXIT = 36,
+	GT_HIT_RUNTIME_NEWPROC1_RETURN = 35,
+	GT_HIT_RUNTIME_GOEXIT1 = 36,
 };
 
 GT_EXPORT_LAYOUTS(runtime,
@@ -87,7 +87,7 @@ int gt_runtime_newproc1_return(struct pt_regs *ctx)
 		return 0;
 	}
 	bpf_map_update_elem(&gt_goroutine_origins, &child, &o, BPF_ANY);
-	gt_debug_hit(ctx, GT_HIT_RUNTIME_NEWPROC, GT_HIT_STORED, tgid, id, child.goid);
+	gt_debug_hit(ctx, GT_HIT_RUNTIME_NEWPROC1_RETURN, GT_HIT_STORED, tgid, id, child.goid);
 	return 0;
 }
 

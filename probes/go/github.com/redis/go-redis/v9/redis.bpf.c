@@ -86,9 +86,9 @@ enum gt_event_type_redis {
 };
 
 enum gt_hit_site_redis {
-	GT_HIT_REDIS_PROCESS = 50,
-	GT_HIT_REDIS_PIPELINE = 51,
-	GT_HIT_REDIS_TX = 52,
+	GT_HIT_REDIS_PROCESS_ENTRY = 50,
+	GT_HIT_REDIS_PIPELINE_ENTRY = 51,
+	GT_HIT_REDIS_TX_ENTRY = 52,
 	GT_HIT_REDIS_RETURN = 53,
 };
 
@@ -248,19 +248,19 @@ static __always_inline int enter(struct pt_regs *ctx, __u32 site, __u32 kind)
 SEC("uprobe.multi")
 int gt_redis_process_entry(struct pt_regs *ctx)
 {
-	return enter(ctx, GT_HIT_REDIS_PROCESS, 0);
+	return enter(ctx, GT_HIT_REDIS_PROCESS_ENTRY, 0);
 }
 
 SEC("uprobe.multi")
 int gt_redis_pipeline_entry(struct pt_regs *ctx)
 {
-	return enter(ctx, GT_HIT_REDIS_PIPELINE, GT_REDIS_EVENT_PIPELINE);
+	return enter(ctx, GT_HIT_REDIS_PIPELINE_ENTRY, GT_REDIS_EVENT_PIPELINE);
 }
 
 SEC("uprobe.multi")
 int gt_redis_tx_entry(struct pt_regs *ctx)
 {
-	return enter(ctx, GT_HIT_REDIS_TX, GT_REDIS_EVENT_PIPELINE | GT_REDIS_EVENT_TX);
+	return enter(ctx, GT_HIT_REDIS_TX_ENTRY, GT_REDIS_EVENT_PIPELINE | GT_REDIS_EVENT_TX);
 }
 
 SEC("uprobe.multi")
