@@ -31,6 +31,9 @@ export const BpfMaps = {
   gt_http_routes: 'gt_http_routes',
   gt_http_server_config: 'gt_http_server_config',
   gt_http_server_inflight: 'gt_http_server_inflight',
+  gt_otel_config: 'gt_otel_config',
+  gt_otel_spans: 'gt_otel_spans',
+  gt_otel_starting: 'gt_otel_starting',
   gt_process_events: 'gt_process_events',
   gt_processes: 'gt_processes',
   gt_self_conn_count: 'gt_self_conn_count',
@@ -39,6 +42,7 @@ export const BpfMaps = {
   gt_self_skipped: 'gt_self_skipped',
   gt_self_socks: 'gt_self_socks',
   http_map_scratch: 'http_map_scratch',
+  otel_scratch: 'otel_scratch',
 } as const;
 export type BpfMapName = (typeof BpfMaps)[keyof typeof BpfMaps];
 
@@ -62,6 +66,11 @@ export const BpfPrograms = {
   gt_http_server_entry: 'gt_http_server_entry',
   gt_http_server_panic: 'gt_http_server_panic',
   gt_http_server_return: 'gt_http_server_return',
+  gt_otel_add_event: 'gt_otel_add_event',
+  gt_otel_end: 'gt_otel_end',
+  gt_otel_set_status: 'gt_otel_set_status',
+  gt_otel_start: 'gt_otel_start',
+  gt_otel_start_return: 'gt_otel_start_return',
   gt_process_exec: 'gt_process_exec',
   gt_process_exit: 'gt_process_exit',
   gt_self_sock_state: 'gt_self_sock_state',
@@ -112,6 +121,7 @@ export const EventType = {
   GT_EVENT_PROBE_HIT: 5,
   GT_EVENT_GRPC_SERVER: 6,
   GT_EVENT_GRPC_CLIENT: 7,
+  GT_EVENT_OTEL_SPAN: 20,
 } as const;
 
 /** enum gt_exec_flags */
@@ -211,6 +221,11 @@ export const HitSite = {
   GT_HIT_GIN_RETURN: 42,
   GT_HIT_CHI_ENTRY: 43,
   GT_HIT_CHI_RETURN: 44,
+  GT_HIT_OTEL_START: 60,
+  GT_HIT_OTEL_START_RETURN: 61,
+  GT_HIT_OTEL_END: 62,
+  GT_HIT_OTEL_SET_STATUS: 63,
+  GT_HIT_OTEL_ADD_EVENT: 64,
 } as const;
 
 /** enum gt_http_client_event_flags */
@@ -294,6 +309,27 @@ export const HttpServerFlags = {
   GT_HTTP_SERVER_PAT: 2048,
 } as const;
 
+/** enum gt_otel_flags */
+export const OtelFlags = {
+  GT_OTEL_ENABLED: 1,
+} as const;
+
+/** enum gt_otel_limits */
+export const OtelLimits = {
+  GT_OTEL_NAME_MAX: 64,
+  GT_OTEL_DESCRIPTION_MAX: 64,
+  GT_OTEL_EVENT_NAME_MAX: 32,
+  GT_OTEL_EVENTS_MAX: 4,
+  GT_OTEL_SPANS_MAX: 16384,
+} as const;
+
+/** enum gt_otel_status_code */
+export const OtelStatusCode = {
+  GT_OTEL_STATUS_UNSET: 0,
+  GT_OTEL_STATUS_ERROR: 1,
+  GT_OTEL_STATUS_OK: 2,
+} as const;
+
 /** enum gt_paired_function */
 export const PairedFunction = {
   GT_PAIRED_HTTP_SERVER: 1,
@@ -302,6 +338,7 @@ export const PairedFunction = {
   GT_PAIRED_GRPC_CLIENT: 4,
   GT_PAIRED_GIN: 10,
   GT_PAIRED_CHI: 11,
+  GT_PAIRED_OTEL_START: 20,
 } as const;
 
 /** enum gt_process_event_limits */
@@ -1303,6 +1340,178 @@ export function encodeHttpServerEvent(v: HttpServerEvent, buf: Buffer = Buffer.a
   buf.writeUInt16LE(v.proto_minor, off + 382);
   buf.fill(0, off + 384, off + 384 + 512); v.tracestate.copy(buf, off + 384, 0, Math.min(v.tracestate.length, 512));
   encodeHttpRoute(v.route, buf, off + 896);
+  return buf;
+}
+
+/** struct gt_otel_config (8 bytes) */
+export interface OtelConfig {
+  flags: number;
+  reserved: number;
+}
+
+export const OTEL_CONFIG_SIZE = 8;
+export const OtelConfigOffsets = {
+  flags: 0,
+  reserved: 4,
+} as const;
+
+/** Decodes struct gt_otel_config at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeOtelConfig(buf: Buffer, off = 0): OtelConfig {
+  if (off + 8 > buf.length) throw new RangeError(`gt_otel_config: need 8 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    flags: buf.readUInt32LE(off + 0),
+    reserved: buf.readUInt32LE(off + 4),
+  };
+}
+
+/** Encodes struct gt_otel_config into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeOtelConfig(v: OtelConfig, buf: Buffer = Buffer.alloc(8), off = 0): Buffer {
+  buf.writeUInt32LE(v.flags, off + 0);
+  buf.writeUInt32LE(v.reserved, off + 4);
+  return buf;
+}
+
+/** struct gt_otel_saved_span (48 bytes) */
+export interface OtelSavedSpan {
+  span: SpanContext;
+  present: number;
+  reserved: number;
+}
+
+export const OTEL_SAVED_SPAN_SIZE = 48;
+export const OtelSavedSpanOffsets = {
+  span: 0,
+  present: 40,
+  reserved: 44,
+} as const;
+
+/** Decodes struct gt_otel_saved_span at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeOtelSavedSpan(buf: Buffer, off = 0): OtelSavedSpan {
+  if (off + 48 > buf.length) throw new RangeError(`gt_otel_saved_span: need 48 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    span: decodeSpanContext(buf, off + 0),
+    present: buf.readUInt32LE(off + 40),
+    reserved: buf.readUInt32LE(off + 44),
+  };
+}
+
+/** Encodes struct gt_otel_saved_span into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeOtelSavedSpan(v: OtelSavedSpan, buf: Buffer = Buffer.alloc(48), off = 0): Buffer {
+  encodeSpanContext(v.span, buf, off + 0);
+  buf.writeUInt32LE(v.present, off + 40);
+  buf.writeUInt32LE(v.reserved, off + 44);
+  return buf;
+}
+
+/** struct gt_otel_span_event (416 bytes) */
+export interface OtelSpanEvent {
+  hdr: EventHeader;
+  start_ns: bigint;
+  end_ns: bigint;
+  span: SpanContext;
+  name_len: number;
+  status_code: number;
+  description_len: number;
+  events: number;
+  name: Buffer;
+  description: Buffer;
+  event0: OtelSpanEventItem;
+  event1: OtelSpanEventItem;
+  event2: OtelSpanEventItem;
+  event3: OtelSpanEventItem;
+}
+
+export const OTEL_SPAN_EVENT_SIZE = 416;
+export const OtelSpanEventOffsets = {
+  hdr: 0,
+  start_ns: 24,
+  end_ns: 32,
+  span: 40,
+  name_len: 80,
+  status_code: 84,
+  description_len: 88,
+  events: 92,
+  name: 96,
+  description: 160,
+  event0: 224,
+  event1: 272,
+  event2: 320,
+  event3: 368,
+} as const;
+
+/** Decodes struct gt_otel_span_event at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeOtelSpanEvent(buf: Buffer, off = 0): OtelSpanEvent {
+  if (off + 416 > buf.length) throw new RangeError(`gt_otel_span_event: need 416 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    hdr: decodeEventHeader(buf, off + 0),
+    start_ns: buf.readBigUInt64LE(off + 24),
+    end_ns: buf.readBigUInt64LE(off + 32),
+    span: decodeSpanContext(buf, off + 40),
+    name_len: buf.readInt32LE(off + 80),
+    status_code: buf.readUInt32LE(off + 84),
+    description_len: buf.readInt32LE(off + 88),
+    events: buf.readUInt32LE(off + 92),
+    name: buf.subarray(off + 96, off + 96 + 64),
+    description: buf.subarray(off + 160, off + 160 + 64),
+    event0: decodeOtelSpanEventItem(buf, off + 224),
+    event1: decodeOtelSpanEventItem(buf, off + 272),
+    event2: decodeOtelSpanEventItem(buf, off + 320),
+    event3: decodeOtelSpanEventItem(buf, off + 368),
+  };
+}
+
+/** Encodes struct gt_otel_span_event into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeOtelSpanEvent(v: OtelSpanEvent, buf: Buffer = Buffer.alloc(416), off = 0): Buffer {
+  encodeEventHeader(v.hdr, buf, off + 0);
+  buf.writeBigUInt64LE(v.start_ns, off + 24);
+  buf.writeBigUInt64LE(v.end_ns, off + 32);
+  encodeSpanContext(v.span, buf, off + 40);
+  buf.writeInt32LE(v.name_len, off + 80);
+  buf.writeUInt32LE(v.status_code, off + 84);
+  buf.writeInt32LE(v.description_len, off + 88);
+  buf.writeUInt32LE(v.events, off + 92);
+  buf.fill(0, off + 96, off + 96 + 64); v.name.copy(buf, off + 96, 0, Math.min(v.name.length, 64));
+  buf.fill(0, off + 160, off + 160 + 64); v.description.copy(buf, off + 160, 0, Math.min(v.description.length, 64));
+  encodeOtelSpanEventItem(v.event0, buf, off + 224);
+  encodeOtelSpanEventItem(v.event1, buf, off + 272);
+  encodeOtelSpanEventItem(v.event2, buf, off + 320);
+  encodeOtelSpanEventItem(v.event3, buf, off + 368);
+  return buf;
+}
+
+/** struct gt_otel_span_event_item (48 bytes) */
+export interface OtelSpanEventItem {
+  time_ns: bigint;
+  name_len: number;
+  reserved: number;
+  name: Buffer;
+}
+
+export const OTEL_SPAN_EVENT_ITEM_SIZE = 48;
+export const OtelSpanEventItemOffsets = {
+  time_ns: 0,
+  name_len: 8,
+  reserved: 12,
+  name: 16,
+} as const;
+
+/** Decodes struct gt_otel_span_event_item at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeOtelSpanEventItem(buf: Buffer, off = 0): OtelSpanEventItem {
+  if (off + 48 > buf.length) throw new RangeError(`gt_otel_span_event_item: need 48 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    time_ns: buf.readBigUInt64LE(off + 0),
+    name_len: buf.readInt32LE(off + 8),
+    reserved: buf.readUInt32LE(off + 12),
+    name: buf.subarray(off + 16, off + 16 + 32),
+  };
+}
+
+/** Encodes struct gt_otel_span_event_item into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeOtelSpanEventItem(v: OtelSpanEventItem, buf: Buffer = Buffer.alloc(48), off = 0): Buffer {
+  buf.writeBigUInt64LE(v.time_ns, off + 0);
+  buf.writeInt32LE(v.name_len, off + 8);
+  buf.writeUInt32LE(v.reserved, off + 12);
+  buf.fill(0, off + 16, off + 16 + 32); v.name.copy(buf, off + 16, 0, Math.min(v.name.length, 32));
   return buf;
 }
 
