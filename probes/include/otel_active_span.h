@@ -19,7 +19,8 @@ struct gt_otel_saved_span {
 
 /* Makes `span` the active span of the goroutine of `key`, keeping the one it
  * replaces in `saved`. */
-static __always_inline void gt_otel_push_active(const struct gt_goroutine_key *key, const struct gt_span_context *span,
+static __always_inline void gt_otel_push_active(const struct gt_goroutine_key *key,
+						const struct gt_span_context *span,
 						struct gt_otel_saved_span *saved)
 {
 	struct gt_span_context *cur = bpf_map_lookup_elem(&gt_goroutine_spans, key);
@@ -35,7 +36,8 @@ static __always_inline void gt_otel_push_active(const struct gt_goroutine_key *k
  * `span` is still its active span: a span ended out of order (or after the
  * request it ran in ended, which removed the entry) leaves the goroutine's
  * current span alone. */
-static __always_inline void gt_otel_pop_active(const struct gt_goroutine_key *key, const struct gt_span_context *span,
+static __always_inline void gt_otel_pop_active(const struct gt_goroutine_key *key,
+					       const struct gt_span_context *span,
 					       const struct gt_otel_saved_span *saved)
 {
 	struct gt_span_context *cur = bpf_map_lookup_elem(&gt_goroutine_spans, key);

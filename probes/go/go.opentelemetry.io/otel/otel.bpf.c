@@ -49,7 +49,7 @@ enum gt_otel_status_code {
 };
 
 struct gt_otel_span_event_item {
-	__u64 time_ns; /* CLOCK_MONOTONIC */
+	__u64 time_ns;  /* CLOCK_MONOTONIC */
 	__s32 name_len; /* the Go string's length; -1: unreadable */
 	__u32 reserved;
 	char name[GT_OTEL_EVENT_NAME_MAX];
@@ -205,11 +205,13 @@ int gt_otel_start_return(struct pt_regs *ctx)
 {
 	struct gt_goroutine_key key;
 	__u32 bin_id;
-	struct gt_otel_config *cfg = gt_probe_enter(ctx, &gt_otel_config, &key, &bin_id, GT_HIT_OTEL_START_RETURN);
+	struct gt_otel_config *cfg = gt_probe_enter(ctx, &gt_otel_config, &key, &bin_id,
+						    GT_HIT_OTEL_START_RETURN);
 	if (!cfg)
 		return 0;
 	struct otel_span_state *st = bpf_map_lookup_elem(&gt_otel_starting, &key);
-	gt_debug_hit(ctx, GT_HIT_OTEL_START_RETURN, st ? GT_HIT_FOUND : GT_HIT_NOT_FOUND, key.tgid, bin_id, key.goid);
+	gt_debug_hit(ctx, GT_HIT_OTEL_START_RETURN, st ? GT_HIT_FOUND : GT_HIT_NOT_FOUND, key.tgid, bin_id,
+		     key.goid);
 	if (!st) {
 		gt_count_no_entry(&key, GT_PAIRED_OTEL_START);
 		return 0;
@@ -263,18 +265,21 @@ int gt_otel_set_status(struct pt_regs *ctx)
 {
 	struct gt_goroutine_key key;
 	__u32 bin_id;
-	struct gt_otel_config *cfg = gt_probe_enter(ctx, &gt_otel_config, &key, &bin_id, GT_HIT_OTEL_SET_STATUS);
+	struct gt_otel_config *cfg = gt_probe_enter(ctx, &gt_otel_config, &key, &bin_id,
+						    GT_HIT_OTEL_SET_STATUS);
 	if (!cfg)
 		return 0;
 	struct gt_goroutine_key sk = { .tgid = key.tgid, .goid = GO_ARG1(ctx) };
 	struct otel_span_state *st = bpf_map_lookup_elem(&gt_otel_spans, &sk);
-	gt_debug_hit(ctx, GT_HIT_OTEL_SET_STATUS, st ? GT_HIT_FOUND : GT_HIT_NOT_FOUND, key.tgid, bin_id, key.goid);
+	gt_debug_hit(ctx, GT_HIT_OTEL_SET_STATUS, st ? GT_HIT_FOUND : GT_HIT_NOT_FOUND, key.tgid, bin_id,
+		     key.goid);
 	if (!st)
 		return 0;
 	__u32 code = (__u32)GO_ARG2(ctx);
 	/* as the SDK does: Unset is no change, Ok is final, a description only
 	 * goes with Error */
-	if (code == GT_OTEL_STATUS_UNSET || code > GT_OTEL_STATUS_OK || st->ev.status_code == GT_OTEL_STATUS_OK)
+	if (code == GT_OTEL_STATUS_UNSET || code > GT_OTEL_STATUS_OK ||
+	    st->ev.status_code == GT_OTEL_STATUS_OK)
 		return 0;
 	st->ev.status_code = code;
 	st->ev.description_len = 0;
@@ -289,12 +294,14 @@ int gt_otel_add_event(struct pt_regs *ctx)
 {
 	struct gt_goroutine_key key;
 	__u32 bin_id;
-	struct gt_otel_config *cfg = gt_probe_enter(ctx, &gt_otel_config, &key, &bin_id, GT_HIT_OTEL_ADD_EVENT);
+	struct gt_otel_config *cfg = gt_probe_enter(ctx, &gt_otel_config, &key, &bin_id,
+						    GT_HIT_OTEL_ADD_EVENT);
 	if (!cfg)
 		return 0;
 	struct gt_goroutine_key sk = { .tgid = key.tgid, .goid = GO_ARG1(ctx) };
 	struct otel_span_state *st = bpf_map_lookup_elem(&gt_otel_spans, &sk);
-	gt_debug_hit(ctx, GT_HIT_OTEL_ADD_EVENT, st ? GT_HIT_FOUND : GT_HIT_NOT_FOUND, key.tgid, bin_id, key.goid);
+	gt_debug_hit(ctx, GT_HIT_OTEL_ADD_EVENT, st ? GT_HIT_FOUND : GT_HIT_NOT_FOUND, key.tgid, bin_id,
+		     key.goid);
 	if (!st)
 		return 0;
 	__u32 i = st->ev.events;
