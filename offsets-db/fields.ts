@@ -105,6 +105,13 @@ const MODULE_SPECS: readonly ModuleSpec[] = [
     imports: ['github.com/gin-gonic/gin'],
     keep: ['_ = gin.New().Run()'],
   },
+  // the OpenTelemetry API bridge's attributes: the versions the tests build and the first bridged one
+  {
+    module: 'go.opentelemetry.io/otel',
+    versions: ['1.35.0', '1.46.0'],
+    imports: ['go.opentelemetry.io/otel/attribute'],
+    keep: ['_ = []attribute.KeyValue{attribute.String("", "")}'],
+  },
 ];
 
 

@@ -174,6 +174,8 @@ export interface ProbeSpan {
   /** Span events, at monotonic stamps; `droppedEvents` more were not kept. */
   events?: Array<{ name: string; time_ns: bigint }>;
   droppedEvents?: number;
+  /** Attributes the probe could not keep. */
+  droppedAttributes?: number;
 }
 
 /** Emits the span of a probe event: ids made in BPF, monotonic stamps turned to wall time. */
@@ -191,5 +193,6 @@ export function emitProbeSpan(ctx: EventContext, s: ProbeSpan): void {
     scope: s.scope,
     events: s.events?.map((e) => ({ name: e.name, timeUnixNano: ctx.clock.toUnixNano(e.time_ns) })),
     droppedEvents: s.droppedEvents,
+    droppedAttributes: s.droppedAttributes,
   }));
 }

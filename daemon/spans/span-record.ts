@@ -31,6 +31,8 @@ export interface SpanInput {
   events?: Array<{ name: string; timeUnixNano: bigint }>;
   /** events the probe could not keep */
   droppedEvents?: number;
+  /** attributes the probe could not keep */
+  droppedAttributes?: number;
 }
 
 export function makeSpan(s: SpanInput): ReadableSpan {
@@ -55,7 +57,7 @@ export function makeSpan(s: SpanInput): ReadableSpan {
     ended: true,
     resource: s.resource,
     instrumentationScope: { name: `${AGENT_NAME}/${s.scope}`, version: AGENT_VERSION, schemaUrl: SEMCONV_SCHEMA_URL },
-    droppedAttributesCount: 0,
+    droppedAttributesCount: s.droppedAttributes ?? 0,
     droppedEventsCount: s.droppedEvents ?? 0,
     droppedLinksCount: 0,
   };

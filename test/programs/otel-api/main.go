@@ -41,6 +41,8 @@ var base string
 func outer(w http.ResponseWriter, r *http.Request) {
 	ctx, span := tracer.Start(r.Context(), "outer-work")
 	span.SetAttributes(attribute.String("work.kind", "outer"), attribute.Int("work.items", 3))
+	span.SetAttributes(attribute.Bool("work.cached", false), attribute.Float64("work.ratio", 0.25),
+		attribute.StringSlice("work.tags", []string{"a", "b"}))
 	span.AddEvent("fetching inner")
 	resp, err := http.Get(base + "/inner")
 	if err == nil {

@@ -20,7 +20,12 @@
  *   func (*nonRecordingSpan) SetStatus(code codes.Code, description string)
  *     code RBX; description RCX (pointer), RDI (length)
  *   func (*nonRecordingSpan) AddEvent(name string, options ...trace.EventOption)
- *     name RBX (pointer), RCX (length) */
+ *     name RBX (pointer), RCX (length)
+ *   func (*nonRecordingSpan) SetAttributes(kv ...attribute.KeyValue)
+ *     kv RBX (pointer), RCX (length): attribute.KeyValue{Key string; Value
+ *     attribute.Value{vtype Type; numeric uint64; stringly string; slice any}},
+ *     offsets from the binary (the element's size: Value's offset + slice's
+ *     offset + 16, slice being Value's last field) */
 #include "go_abi.h"
 #include "otel_active_span.h"
 
@@ -29,16 +34,44 @@ enum gt_otel_limits {
 	GT_OTEL_DESCRIPTION_MAX = 64,
 	GT_OTEL_EVENT_NAME_MAX = 32,
 	GT_OTEL_EVENTS_MAX = 4,
+	GT_OTEL_ATTRIBUTES_MAX = 8,
+	GT_OTEL_ATTRIBUTE_KEY_MAX = 32,
+	GT_OTEL_ATTRIBUTE_STRING_MAX = 64,
 	GT_OTEL_SPANS_MAX = 16384,
 };
 
 struct gt_otel_config {
-	__u32 flags; /* enum gt_otel_flags */
+	__u32 flags;          /* enum gt_otel_flags */
+	__u32 kv_size;        /* sizeof(attribute.KeyValue) */
+	__u32 kv_key;         /* attribute.KeyValue.Key (a string) */
+	__u32 kv_value;       /* attribute.KeyValue.Value */
+	__u32 value_vtype;    /* attribute.Value.vtype */
+	__u32 value_numeric;  /* attribute.Value.numeric */
+	__u32 value_stringly; /* attribute.Value.stringly */
 	__u32 reserved;
 };
 
 enum gt_otel_flags {
 	GT_OTEL_ENABLED = 1,
+	GT_OTEL_ATTRIBUTES = 2, /* the attribute offsets are known */
+};
+
+/* attribute.Type: the scalar types, the same in every version */
+enum gt_otel_attribute_type {
+	GT_OTEL_ATTRIBUTE_BOOL = 1,
+	GT_OTEL_ATTRIBUTE_INT64 = 2,
+	GT_OTEL_ATTRIBUTE_FLOAT64 = 3,
+	GT_OTEL_ATTRIBUTE_STRING = 4,
+};
+
+struct gt_otel_attribute {
+	__u32 type;    /* enum gt_otel_attribute_type; others are not kept */
+	__s32 key_len; /* the Go string's length; -1: unreadable */
+	__s32 string_len;
+	__u32 reserved;
+	__u64 numeric; /* bool (0/1), int64, float64's bits */
+	char key[GT_OTEL_ATTRIBUTE_KEY_MAX];
+	char string[GT_OTEL_ATTRIBUTE_STRING_MAX];
 };
 
 /* codes.Code of go.opentelemetry.io/otel/codes */
@@ -64,6 +97,8 @@ struct gt_otel_span_event {
 	__u32 status_code;     /* enum gt_otel_status_code */
 	__s32 description_len; /* of the status description */
 	__u32 events;          /* AddEvent calls; those past GT_OTEL_EVENTS_MAX are not kept */
+	__u32 attributes;      /* attributes set; those past GT_OTEL_ATTRIBUTES_MAX are not kept */
+	__u32 reserved;
 	char name[GT_OTEL_NAME_MAX];
 	char description[GT_OTEL_DESCRIPTION_MAX];
 	/* the first GT_OTEL_EVENTS_MAX events, in order (named fields: the
@@ -72,6 +107,15 @@ struct gt_otel_span_event {
 	struct gt_otel_span_event_item event1;
 	struct gt_otel_span_event_item event2;
 	struct gt_otel_span_event_item event3;
+	/* the first GT_OTEL_ATTRIBUTES_MAX attributes set, in order */
+	struct gt_otel_attribute attr0;
+	struct gt_otel_attribute attr1;
+	struct gt_otel_attribute attr2;
+	struct gt_otel_attribute attr3;
+	struct gt_otel_attribute attr4;
+	struct gt_otel_attribute attr5;
+	struct gt_otel_attribute attr6;
+	struct gt_otel_attribute attr7;
 };
 
 _Static_assert(GT_OTEL_EVENTS_MAX == 4, "one eventN field per kept event");
@@ -79,6 +123,11 @@ _Static_assert(__builtin_offsetof(struct gt_otel_span_event, event3) ==
 		       __builtin_offsetof(struct gt_otel_span_event, event0) +
 			       3 * sizeof(struct gt_otel_span_event_item),
 	       "eventN fields are consecutive");
+_Static_assert(GT_OTEL_ATTRIBUTES_MAX == 8, "one attrN field per kept attribute");
+_Static_assert(__builtin_offsetof(struct gt_otel_span_event, attr7) ==
+		       __builtin_offsetof(struct gt_otel_span_event, attr0) +
+			       7 * sizeof(struct gt_otel_attribute),
+	       "attrN fields are consecutive");
 
 enum gt_event_type_otel {
 	GT_EVENT_OTEL_SPAN = 20,
@@ -90,6 +139,7 @@ enum gt_hit_site_otel {
 	GT_HIT_OTEL_END = 62,
 	GT_HIT_OTEL_SET_STATUS = 63,
 	GT_HIT_OTEL_ADD_EVENT = 64,
+	GT_HIT_OTEL_SET_ATTRIBUTES = 65,
 };
 
 enum gt_paired_function_otel {
@@ -107,6 +157,8 @@ GT_EXPORT_LAYOUTS(otel,
 	enum gt_otel_flags config_flags;
 	enum gt_otel_status_code status_code;
 	struct gt_otel_saved_span saved_span;
+	struct gt_otel_attribute attribute;
+	enum gt_otel_attribute_type attribute_type;
 );
 
 /* A span in flight: its event, filled as it goes, and what its goroutine's
@@ -146,7 +198,7 @@ struct {
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct otel_span_state);
-} otel_scratch SEC(".maps");
+} otel_zero SEC(".maps"); /* never written: an all-zero state */
 
 /* Copies the Go string (ptr, len) into dst of `cap` bytes;
  * returns its length, -1 when unreadable. */
@@ -177,11 +229,20 @@ int gt_otel_start(struct pt_regs *ctx)
 		gt_debug_hit(ctx, GT_HIT_OTEL_START, GT_HIT_DISABLED, key.tgid, bin_id, key.goid);
 		return 0;
 	}
-	struct otel_span_state *st = bpf_map_lookup_elem(&otel_scratch, &zero);
+	/* the state is too large to clear on the BPF stack or with memset:
+	 * stored from an all-zero value, then filled in place */
+	struct otel_span_state *blank = bpf_map_lookup_elem(&otel_zero, &zero);
+	if (!blank)
+		return 0;
+	if (bpf_map_update_elem(&gt_otel_starting, &key, blank, BPF_ANY) < 0) {
+		gt_count(GT_COUNTER_INFLIGHT_FULL);
+		gt_debug_hit(ctx, GT_HIT_OTEL_START, GT_HIT_STORE_FAILED, key.tgid, bin_id, key.goid);
+		return 0;
+	}
+	struct otel_span_state *st = bpf_map_lookup_elem(&gt_otel_starting, &key);
 	if (!st)
 		return 0;
 	struct gt_otel_span_event *ev = &st->ev;
-	__builtin_memset(st, 0, sizeof(*st));
 	gt_fill_header(&ev->hdr, GT_EVENT_OTEL_SPAN, sizeof(*ev), key.tgid, bin_id, key.goid);
 	ev->start_ns = bpf_ktime_get_ns();
 	struct gt_span_context *parent = bpf_map_lookup_elem(&gt_goroutine_spans, &key);
@@ -191,12 +252,7 @@ int gt_otel_start(struct pt_regs *ctx)
 		gt_new_root(&ev->span);
 	ev->name_len = copy_go_string(GO_ARG5(ctx), (__s64)GO_ARG6(ctx), ev->name, GT_OTEL_NAME_MAX);
 	gt_mark_entered(&key, GT_PAIRED_OTEL_START);
-	if (bpf_map_update_elem(&gt_otel_starting, &key, st, BPF_ANY) < 0) {
-		gt_count(GT_COUNTER_INFLIGHT_FULL);
-		gt_debug_hit(ctx, GT_HIT_OTEL_START, GT_HIT_STORE_FAILED, key.tgid, bin_id, key.goid);
-	} else {
-		gt_debug_hit(ctx, GT_HIT_OTEL_START, GT_HIT_STORED, key.tgid, bin_id, key.goid);
-	}
+	gt_debug_hit(ctx, GT_HIT_OTEL_START, GT_HIT_STORED, key.tgid, bin_id, key.goid);
 	return 0;
 }
 
@@ -245,16 +301,15 @@ int gt_otel_end(struct pt_regs *ctx)
 		return 0;
 	struct gt_goroutine_key starter = { .tgid = key.tgid, .goid = st->ev.hdr.goid };
 	gt_otel_pop_active(&starter, &st->ev.span, &st->saved);
-	bool sampled = st->ev.span.flags & GT_SPAN_SAMPLED;
-	struct gt_otel_span_event *ev = sampled ? bpf_ringbuf_reserve(&gt_events, sizeof(*ev), 0) : 0;
-	if (!ev) {
-		gt_count(sampled ? GT_COUNTER_RINGBUF_FULL : GT_COUNTER_NOT_SAMPLED);
+	if (!(st->ev.span.flags & GT_SPAN_SAMPLED)) {
+		gt_count(GT_COUNTER_NOT_SAMPLED);
 	} else {
-		__builtin_memcpy(ev, &st->ev, sizeof(*ev));
-		ev->hdr.binary_id = bin_id;
-		ev->hdr.cpu = bpf_get_smp_processor_id();
-		ev->end_ns = bpf_ktime_get_ns();
-		gt_submit(ev);
+		st->ev.hdr.binary_id = bin_id;
+		st->ev.hdr.cpu = bpf_get_smp_processor_id();
+		st->ev.end_ns = bpf_ktime_get_ns();
+		/* copied by the helper: the event is too large to copy in BPF */
+		if (bpf_ringbuf_output(&gt_events, &st->ev, sizeof(st->ev), BPF_RB_NO_WAKEUP) < 0)
+			gt_count(GT_COUNTER_RINGBUF_FULL);
 	}
 	bpf_map_delete_elem(&gt_otel_spans, &sk);
 	return 0;
@@ -312,5 +367,64 @@ int gt_otel_add_event(struct pt_regs *ctx)
 	struct gt_otel_span_event_item *e = &st->ev.event0 + (i & (GT_OTEL_EVENTS_MAX - 1));
 	e->time_ns = bpf_ktime_get_ns();
 	e->name_len = copy_go_string(GO_ARG2(ctx), (__s64)GO_ARG3(ctx), e->name, GT_OTEL_EVENT_NAME_MAX);
+	return 0;
+}
+
+SEC("uprobe.multi")
+int gt_otel_set_attributes(struct pt_regs *ctx)
+{
+	struct gt_goroutine_key key;
+	__u32 bin_id;
+	struct gt_otel_config *cfg = gt_probe_enter(ctx, &gt_otel_config, &key, &bin_id,
+						    GT_HIT_OTEL_SET_ATTRIBUTES);
+	if (!cfg)
+		return 0;
+	struct gt_goroutine_key sk = { .tgid = key.tgid, .goid = GO_ARG1(ctx) };
+	struct otel_span_state *st = bpf_map_lookup_elem(&gt_otel_spans, &sk);
+	gt_debug_hit(ctx, GT_HIT_OTEL_SET_ATTRIBUTES, st ? GT_HIT_FOUND : GT_HIT_NOT_FOUND, key.tgid, bin_id,
+		     key.goid);
+	if (!st || !(cfg->flags & GT_OTEL_ATTRIBUTES))
+		return 0;
+	__u64 kvs = GO_ARG2(ctx);
+	__s64 n = (__s64)GO_ARG3(ctx);
+	if (!kvs || n <= 0)
+		return 0;
+#pragma unroll
+	for (int j = 0; j < GT_OTEL_ATTRIBUTES_MAX; j++) {
+		if (j >= n)
+			break;
+		__u32 i = st->ev.attributes;
+		st->ev.attributes = i + 1;
+		if (i >= GT_OTEL_ATTRIBUTES_MAX)
+			continue;
+		/* attrN: consecutive, checked above */
+		struct gt_otel_attribute *a = &st->ev.attr0 + (i & (GT_OTEL_ATTRIBUTES_MAX - 1));
+		__u64 kv = kvs + (__u64)j * cfg->kv_size;
+		__u64 val = kv + cfg->kv_value;
+		struct go_string k = {}, v = {};
+		__s64 vtype = 0;
+		a->type = 0;
+		a->key_len = -1;
+		a->string_len = 0;
+		if (bpf_probe_read_user(&k, sizeof(k), (void *)(kv + cfg->kv_key)) == 0)
+			a->key_len = copy_go_string(k.ptr, k.len, a->key, GT_OTEL_ATTRIBUTE_KEY_MAX);
+		if (bpf_probe_read_user(&vtype, sizeof(vtype), (void *)(val + cfg->value_vtype)) < 0)
+			continue;
+		if (vtype == GT_OTEL_ATTRIBUTE_STRING) {
+			if (bpf_probe_read_user(&v, sizeof(v), (void *)(val + cfg->value_stringly)) < 0)
+				continue;
+			a->string_len = copy_go_string(v.ptr, v.len, a->string, GT_OTEL_ATTRIBUTE_STRING_MAX);
+		} else if (vtype >= GT_OTEL_ATTRIBUTE_BOOL && vtype <= GT_OTEL_ATTRIBUTE_FLOAT64) {
+			if (bpf_probe_read_user(&a->numeric, sizeof(a->numeric),
+						(void *)(val + cfg->value_numeric)) < 0)
+				continue;
+		} else {
+			continue; /* slices and maps are not kept */
+		}
+		a->type = (__u32)vtype;
+	}
+	/* attributes past the loop's bound: counted, not kept */
+	if (n > GT_OTEL_ATTRIBUTES_MAX)
+		st->ev.attributes += (__u32)(n - GT_OTEL_ATTRIBUTES_MAX);
 	return 0;
 }

@@ -8,7 +8,7 @@ import { SpanKind, SpanStatusCode } from '@opentelemetry/api';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { otelApiProbe } from '../../../../daemon/probes/go/go.opentelemetry.io/otel/descriptor.ts';
-import { encodeOtelSpanEvent, EventType, OTEL_SPAN_EVENT_SIZE, OtelLimits, OtelStatusCode, SpanFlags } from '../../../../daemon/generated/layouts.ts';
+import { encodeOtelSpanEvent, EventType, OTEL_SPAN_EVENT_SIZE, OtelAttributeType, OtelLimits, OtelStatusCode, SpanFlags, type OtelAttribute } from '../../../../daemon/generated/layouts.ts';
 import { HttpRouteBound } from '../../../../daemon/spans/http-route.ts';
 import { MonotonicClock } from '../../../../daemon/spans/clock.ts';
 import type { EventContext } from '../../../../daemon/probes/types.ts';
@@ -23,8 +23,23 @@ const TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';
 const PARENT = '00f067aa0ba902b7';
 const SPAN = 'a1b2c3d4e5f60718';
 
-function event(o: { name?: string; nameLen?: number; status?: number; description?: string; events?: string[]; eventCount?: number }): Buffer {
+type Attr = { key: string; type: number; numeric?: bigint; string?: string; keyLen?: number };
+
+function attr(a: Attr | undefined): OtelAttribute {
+  return {
+    type: a?.type ?? 0,
+    key_len: a ? (a.keyLen ?? Buffer.byteLength(a.key)) : 0,
+    string_len: a?.string !== undefined ? Buffer.byteLength(a.string) : 0,
+    reserved: 0,
+    numeric: a?.numeric ?? 0n,
+    key: field(a?.key ?? '', OtelLimits.GT_OTEL_ATTRIBUTE_KEY_MAX),
+    string: field(a?.string ?? '', OtelLimits.GT_OTEL_ATTRIBUTE_STRING_MAX),
+  };
+}
+
+function event(o: { name?: string; nameLen?: number; status?: number; description?: string; events?: string[]; eventCount?: number; attrs?: Attr[]; attrCount?: number }): Buffer {
   const name = o.name ?? 'work';
+  const attrs = o.attrs ?? [];
   const events = o.events ?? [];
   const buf = Buffer.alloc(OTEL_SPAN_EVENT_SIZE + 8);
   const items = Array.from({ length: OtelLimits.GT_OTEL_EVENTS_MAX }, (_, i) => ({
@@ -54,6 +69,10 @@ function event(o: { name?: string; nameLen?: number; status?: number; descriptio
     event1: items[1]!,
     event2: items[2]!,
     event3: items[3]!,
+    attributes: o.attrCount ?? attrs.length,
+    reserved: 0,
+    attr0: attr(attrs[0]), attr1: attr(attrs[1]), attr2: attr(attrs[2]), attr3: attr(attrs[3]),
+    attr4: attr(attrs[4]), attr5: attr(attrs[5]), attr6: attr(attrs[6]), attr7: attr(attrs[7]),
   }, buf, 8);
   return buf;
 }
@@ -111,4 +130,24 @@ test('a name longer than kept is cut and marked; an unreadable one is a counted 
   const bad = run(event({ nameLen: -1 }));
   assert.equal(bad.spans.length, 0);
   assert.deepEqual(bad.problems, ['otel span event without a readable name']);
+});
+
+test('attributes: bool, int64, float64 and string; a key set again replaces its value; what is not kept is counted', () => {
+  const f = Buffer.alloc(8);
+  f.writeDoubleLE(2.5);
+  const s = run(event({
+    attrs: [
+      { key: 'cache.hit', type: OtelAttributeType.GT_OTEL_ATTRIBUTE_BOOL, numeric: 1n },
+      { key: 'items', type: OtelAttributeType.GT_OTEL_ATTRIBUTE_INT64, numeric: BigInt.asUintN(64, -3n) },
+      { key: 'ratio', type: OtelAttributeType.GT_OTEL_ATTRIBUTE_FLOAT64, numeric: f.readBigUInt64LE(0) },
+      { key: 'user', type: OtelAttributeType.GT_OTEL_ATTRIBUTE_STRING, string: 'ada' },
+      { key: 'user', type: OtelAttributeType.GT_OTEL_ATTRIBUTE_STRING, string: 'grace' },
+      // a slice: not kept
+      { key: 'tags', type: 0 },
+    ],
+    // ten set: eight kept (one of them a slice)
+    attrCount: 10,
+  })).spans[0]!;
+  assert.deepEqual(s.attributes, { 'cache.hit': true, items: -3, ratio: 2.5, user: 'grace' });
+  assert.equal(s.droppedAttributesCount, 2 + 1 + 2);
 });

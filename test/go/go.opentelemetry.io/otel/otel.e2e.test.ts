@@ -2,7 +2,7 @@
  * End to end: spans a Go program makes through the OpenTelemetry Go API's
  * global tracer with no SDK installed, exported by gotrail (test/programs/otel-api,
  * go.opentelemetry.io/otel v1.46.0, built with Go 1.26 and 1.27; plain,
- * stripped, PIE): their names, status and events; each the child of the
+ * stripped, PIE): their names, attributes, status and events; each the child of the
  * span active on its goroutine, and the parent of the automatic spans made
  * inside it. With the SDK installed nothing is bridged. Exact counts under
  * concurrency on a busy machine.
@@ -60,6 +60,9 @@ describe('OpenTelemetry Go API spans (no SDK), end to end', { skip }, () => {
           assert.ok(outer.startTimeUnixNano >= outerServer.startTimeUnixNano && outer.endTimeUnixNano <= outerServer.endTimeUnixNano, 'outer-work within its request');
           assert.ok(client!.startTimeUnixNano >= outer.startTimeUnixNano && client!.endTimeUnixNano <= outer.endTimeUnixNano, 'the call within outer-work');
           assert.deepEqual(outer.status, { code: 'OK' });
+          // SetAttributes, twice; a string slice is not read (counted as dropped)
+          assert.deepEqual(outer.attributes, { 'work.kind': 'outer', 'work.items': 3, 'work.cached': false, 'work.ratio': 0.25 });
+          assert.equal(outer.raw.droppedAttributesCount, 1);
           assert.equal(b.status.code, 'ERROR');
           assert.equal(b.status.message, 'inner-b failed');
           assert.equal(a.status.code, 'UNSET');

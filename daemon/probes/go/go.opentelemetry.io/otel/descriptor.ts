@@ -9,10 +9,10 @@
  * the global tracer delegates to it and nothing is bridged: the SDK's spans
  * are its own.
  */
-import { SpanKind, SpanStatusCode, type Attributes, type SpanStatus } from '@opentelemetry/api';
+import { SpanKind, SpanStatusCode, type Attributes, type AttributeValue, type SpanStatus } from '@opentelemetry/api';
 import {
-  BpfMaps, BpfPrograms, EventType, OtelFlags, OtelLimits, OtelStatusCode, OTEL_SPAN_EVENT_SIZE,
-  decodeOtelSpanEvent, encodeOtelConfig,
+  BpfMaps, BpfPrograms, EventType, OtelAttributeType, OtelFlags, OtelLimits, OtelStatusCode, OTEL_SPAN_EVENT_SIZE,
+  decodeOtelSpanEvent, encodeOtelConfig, type OtelAttribute,
 } from '../../../../generated/layouts.ts';
 import { emitProbeSpan, type EventContext, type ProbeDescriptor } from '../../../types.ts';
 import { goString } from '../../../../spans/go-values.ts';
@@ -20,6 +20,31 @@ import { goString } from '../../../../spans/go-values.ts';
 const OTEL = 'go.opentelemetry.io/otel';
 const GLOBAL = `${OTEL}/internal/global`;
 const NO_SPANS = 'this program makes no spans through the OpenTelemetry API';
+const ATTRIBUTE = `${OTEL}/attribute`;
+const F = {
+  kvKey: `${ATTRIBUTE}.KeyValue.Key`,
+  kvValue: `${ATTRIBUTE}.KeyValue.Value`,
+  vtype: `${ATTRIBUTE}.Value.vtype`,
+  numeric: `${ATTRIBUTE}.Value.numeric`,
+  stringly: `${ATTRIBUTE}.Value.stringly`,
+  slice: `${ATTRIBUTE}.Value.slice`,
+} as const;
+const NO_ATTRIBUTES = 'the attributes a program sets on its spans are not reported';
+
+/** The value of an attribute the probe kept, undefined for a type it does not keep. */
+function attributeValue(a: OtelAttribute): AttributeValue | undefined {
+  switch (a.type) {
+    case OtelAttributeType.GT_OTEL_ATTRIBUTE_BOOL: return a.numeric !== 0n;
+    case OtelAttributeType.GT_OTEL_ATTRIBUTE_INT64: return Number(BigInt.asIntN(64, a.numeric));
+    case OtelAttributeType.GT_OTEL_ATTRIBUTE_FLOAT64: {
+      const b = Buffer.alloc(8);
+      b.writeBigUInt64LE(a.numeric);
+      return b.readDoubleLE(0);
+    }
+    case OtelAttributeType.GT_OTEL_ATTRIBUTE_STRING: return a.string_len >= 0 ? goString(a.string, a.string_len) : undefined;
+    default: return undefined;
+  }
+}
 
 export const otelApiProbe: ProbeDescriptor = {
   id: 'go.opentelemetry.io/otel',
@@ -36,13 +61,32 @@ export const otelApiProbe: ProbeDescriptor = {
     { symbol: `${GLOBAL}.(*nonRecordingSpan).End`, entryProgram: BpfPrograms.gt_otel_end, absentMeans: `${NO_SPANS} (or never ends one)` },
     { symbol: `${GLOBAL}.(*nonRecordingSpan).SetStatus`, entryProgram: BpfPrograms.gt_otel_set_status, optional: 'the status a program sets on its spans' },
     { symbol: `${GLOBAL}.(*nonRecordingSpan).AddEvent`, entryProgram: BpfPrograms.gt_otel_add_event, optional: 'the events a program adds to its spans' },
+    { symbol: `${GLOBAL}.(*nonRecordingSpan).SetAttributes`, entryProgram: BpfPrograms.gt_otel_set_attributes, optional: NO_ATTRIBUTES },
   ],
-  // everything is read from registers: no struct field
-  fields: {},
+  // the span's name, status and events are read from registers; attributes from the KeyValues handed to SetAttributes
+  fields: {
+    [F.kvKey]: { reads: 'an attribute\'s key', optional: NO_ATTRIBUTES },
+    [F.kvValue]: { reads: 'an attribute\'s value', optional: NO_ATTRIBUTES },
+    [F.vtype]: { reads: 'an attribute value\'s type', optional: NO_ATTRIBUTES },
+    [F.numeric]: { reads: 'a bool, int64 or float64 attribute value', optional: NO_ATTRIBUTES },
+    [F.stringly]: { reads: 'a string attribute value', optional: NO_ATTRIBUTES },
+    [F.slice]: { reads: 'the size of attribute.KeyValue (slice is Value\'s last field), to step through a []KeyValue', optional: NO_ATTRIBUTES },
+  },
   configMap: BpfMaps.gt_otel_config,
   stateMaps: [BpfMaps.gt_otel_starting, BpfMaps.gt_otel_spans],
-  encodeConfig() {
-    return encodeOtelConfig({ flags: OtelFlags.GT_OTEL_ENABLED, reserved: 0 });
+  encodeConfig(o, missingOptional) {
+    const all = Object.values(F).every((f) => o[f] !== undefined && !missingOptional.includes(f));
+    return encodeOtelConfig({
+      flags: OtelFlags.GT_OTEL_ENABLED | (all ? OtelFlags.GT_OTEL_ATTRIBUTES : 0),
+      // Value's last field is `slice`, an interface (16 bytes)
+      kv_size: all ? o[F.kvValue]! + o[F.slice]! + 16 : 0,
+      kv_key: o[F.kvKey] ?? 0,
+      kv_value: o[F.kvValue] ?? 0,
+      value_vtype: o[F.vtype] ?? 0,
+      value_numeric: o[F.numeric] ?? 0,
+      value_stringly: o[F.stringly] ?? 0,
+      reserved: 0,
+    });
   },
   eventType: EventType.GT_EVENT_OTEL_SPAN,
   eventSize: OTEL_SPAN_EVENT_SIZE,
@@ -58,6 +102,19 @@ export const otelApiProbe: ProbeDescriptor = {
       return;
     }
     const attributes: Attributes = {};
+    const keptAttributes = Math.min(ev.attributes, OtelLimits.GT_OTEL_ATTRIBUTES_MAX);
+    const slots = [ev.attr0, ev.attr1, ev.attr2, ev.attr3, ev.attr4, ev.attr5, ev.attr6, ev.attr7];
+    let droppedAttributes = ev.attributes - keptAttributes;
+    for (const a of slots.slice(0, keptAttributes)) {
+      const value = attributeValue(a);
+      // an unreadable key, or a type not kept (slices, maps)
+      if (a.key_len <= 0 || value === undefined) {
+        droppedAttributes++;
+        continue;
+      }
+      // a key set again replaces the value, as in the SDK
+      attributes[goString(a.key, a.key_len)] = value;
+    }
     if (ev.name_len > ev.name.length) attributes['gotrail.otel.span.name.truncated'] = true;
     let status: SpanStatus = { code: SpanStatusCode.UNSET };
     if (ev.status_code === OtelStatusCode.GT_OTEL_STATUS_OK) status = { code: SpanStatusCode.OK };
@@ -78,6 +135,7 @@ export const otelApiProbe: ProbeDescriptor = {
       status,
       events,
       droppedEvents: ev.events - kept,
+      droppedAttributes,
       resource,
       scope: OTEL,
     });
