@@ -44,7 +44,7 @@ function event(o: { name?: string; nameLen?: number; status?: number; descriptio
   const buf = Buffer.alloc(OTEL_SPAN_EVENT_SIZE + 8);
   const items = Array.from({ length: OtelLimits.GT_OTEL_EVENTS_MAX }, (_, i) => ({
     time_ns: 1_001_000_000n + BigInt(i),
-    name_len: events[i] !== undefined ? Buffer.byteLength(events[i]!) : 0,
+    name_len: events[i] !== undefined ? Buffer.byteLength(events[i]) : 0,
     reserved: 0,
     name: field(events[i] ?? '', OtelLimits.GT_OTEL_EVENT_NAME_MAX),
   }));
