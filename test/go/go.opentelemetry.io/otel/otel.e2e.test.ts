@@ -2,20 +2,23 @@
  * End to end: spans a Go program makes through the OpenTelemetry Go API's
  * global tracer with no SDK installed, exported by gotrail (test/programs/otel-api,
  * go.opentelemetry.io/otel v1.46.0, built with Go 1.26 and 1.27; plain,
- * stripped, PIE): their names, attributes, status and events; each the child of the
+ * stripped, PIE; and v1.35.0, the first version bridged): their names, attributes, status and events; each the child of the
  * span active on its goroutine, and the parent of the automatic spans made
  * inside it. With the SDK installed nothing is bridged. Exact counts under
  * concurrency on a busy machine.
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
+import { copyFileSync, mkdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import type { ReceivedSpan } from '../../../support/collector.ts';
 import { repoRoot } from '../../../support/agent-process.ts';
 import { httpRequest, startGoServer } from '../../../support/go-server.ts';
 import { skipUnlessBpf } from '../../../support/privileges.ts';
 import { startBusyLoad } from '../../../support/busy.ts';
 import { freshCopy, tracedCollector } from '../../../support/traced-collector.ts';
+import { toolchains } from '../../../offsets/helpers.ts';
+import { otelApiBinary } from './otel-build.ts';
 
 const skip = skipUnlessBpf();
 const copies = join(repoRoot, 'build', 'e2e-otel-api');
@@ -35,46 +38,66 @@ function childOf(child: ReceivedSpan, parent: ReceivedSpan, what: string): void 
 describe('OpenTelemetry Go API spans (no SDK), end to end', { skip }, () => {
   const traced = tracedCollector(['--include-exe', join(copies, '**')]);
 
+  /** GET /outer: the spans of both requests, their nesting, attributes, status and events. */
+  async function checkNesting(server: { pid: number; url: string }): Promise<void> {
+    await traced.agent.waitTraced(server.pid);
+    assert.equal((await httpRequest(`${server.url}/outer`)).status, 200);
+    const servers = await traced.serverSpans(server, 2);
+    const internal = await traced.spansOf(server.pid, 'INTERNAL', 3, 'one INTERNAL span per API span');
+    const [client] = await traced.spansOf(server.pid, 'CLIENT', 1, 'one CLIENT span for the http.Get');
+    const outerServer = one(servers, (s) => s.attributes['url.path'] === '/outer', 'SERVER /outer');
+    const innerServer = one(servers, (s) => s.attributes['url.path'] === '/inner', 'SERVER /inner');
+    const outer = one(internal, (s) => s.name === 'outer-work', 'outer-work');
+    const a = one(internal, (s) => s.name === 'inner-a', 'inner-a');
+    const b = one(internal, (s) => s.name === 'inner-b', 'inner-b');
+    assert.equal(outerServer.parentSpanId, '', 'the request is a root');
+    childOf(outer, outerServer, 'a manual span in a handler');
+    childOf(client!, outer, 'http.Get inside the manual span');
+    childOf(innerServer, client!, 'the server span of the node-local call');
+    childOf(a, innerServer, 'a manual span in the second handler');
+    childOf(b, a, 'a manual span inside a manual span');
+    // inside the parent's time
+    assert.ok(outer.startTimeUnixNano >= outerServer.startTimeUnixNano && outer.endTimeUnixNano <= outerServer.endTimeUnixNano, 'outer-work within its request');
+    assert.ok(client!.startTimeUnixNano >= outer.startTimeUnixNano && client!.endTimeUnixNano <= outer.endTimeUnixNano, 'the call within outer-work');
+    assert.deepEqual(outer.status, { code: 'OK' });
+    // SetAttributes, twice; a string slice is not read (counted as dropped)
+    assert.deepEqual(outer.attributes, { 'work.kind': 'outer', 'work.items': 3, 'work.cached': false, 'work.ratio': 0.25 });
+    assert.equal(outer.raw.droppedAttributesCount, 1);
+    assert.equal(b.status.code, 'ERROR');
+    assert.equal(b.status.message, 'inner-b failed');
+    assert.equal(a.status.code, 'UNSET');
+    assert.deepEqual(outer.events.map((e) => e.name), ['fetching inner']);
+    assert.ok(outer.events[0]!.timeUnixNano >= outer.startTimeUnixNano && outer.events[0]!.timeUnixNano <= outer.endTimeUnixNano, 'the event within its span');
+    assert.equal(outer.scope.name, 'gotrail/go.opentelemetry.io/otel');
+  }
+
   for (const tc of ['go1.26', 'go1.27']) {
     for (const v of ['plain', 'stripped', 'pie']) {
       test(`${tc} ${v}: server → manual → http.Get → server → manual → manual, with status and events`, async () => {
         const server = await startGoServer(freshCopy(copies, tc, v, PROGRAM), [], { OTEL_SERVICE_NAME: `otel-api-${tc}-${v}` });
         try {
-          await traced.agent.waitTraced(server.pid);
-          assert.equal((await httpRequest(`${server.url}/outer`)).status, 200);
-          const servers = await traced.serverSpans(server, 2);
-          const internal = await traced.spansOf(server.pid, 'INTERNAL', 3, 'one INTERNAL span per API span');
-          const [client] = await traced.spansOf(server.pid, 'CLIENT', 1, 'one CLIENT span for the http.Get');
-          const outerServer = one(servers, (s) => s.attributes['url.path'] === '/outer', 'SERVER /outer');
-          const innerServer = one(servers, (s) => s.attributes['url.path'] === '/inner', 'SERVER /inner');
-          const outer = one(internal, (s) => s.name === 'outer-work', 'outer-work');
-          const a = one(internal, (s) => s.name === 'inner-a', 'inner-a');
-          const b = one(internal, (s) => s.name === 'inner-b', 'inner-b');
-          assert.equal(outerServer.parentSpanId, '', 'the request is a root');
-          childOf(outer, outerServer, 'a manual span in a handler');
-          childOf(client!, outer, 'http.Get inside the manual span');
-          childOf(innerServer, client!, 'the server span of the node-local call');
-          childOf(a, innerServer, 'a manual span in the second handler');
-          childOf(b, a, 'a manual span inside a manual span');
-          // inside the parent's time
-          assert.ok(outer.startTimeUnixNano >= outerServer.startTimeUnixNano && outer.endTimeUnixNano <= outerServer.endTimeUnixNano, 'outer-work within its request');
-          assert.ok(client!.startTimeUnixNano >= outer.startTimeUnixNano && client!.endTimeUnixNano <= outer.endTimeUnixNano, 'the call within outer-work');
-          assert.deepEqual(outer.status, { code: 'OK' });
-          // SetAttributes, twice; a string slice is not read (counted as dropped)
-          assert.deepEqual(outer.attributes, { 'work.kind': 'outer', 'work.items': 3, 'work.cached': false, 'work.ratio': 0.25 });
-          assert.equal(outer.raw.droppedAttributesCount, 1);
-          assert.equal(b.status.code, 'ERROR');
-          assert.equal(b.status.message, 'inner-b failed');
-          assert.equal(a.status.code, 'UNSET');
-          assert.deepEqual(outer.events.map((e) => e.name), ['fetching inner']);
-          assert.ok(outer.events[0]!.timeUnixNano >= outer.startTimeUnixNano && outer.events[0]!.timeUnixNano <= outer.endTimeUnixNano, 'the event within its span');
-          assert.equal(outer.scope.name, 'gotrail/go.opentelemetry.io/otel');
+          await checkNesting(server);
         } finally {
           await server.stop();
         }
       });
     }
   }
+
+  test('otel v1.35.0 (the first version bridged), go1.26: the same spans and nesting', async () => {
+    const tc = toolchains().find((t) => t.version.startsWith('go1.26'));
+    assert.ok(tc, 'the machine\'s Go 1.26');
+    const bin = otelApiBinary('1.35.0', tc);
+    const copy = join(copies, `v1.35.0-${process.pid}`, 'otel-api');
+    mkdirSync(dirname(copy), { recursive: true });
+    copyFileSync(bin, copy);
+    const server = await startGoServer(copy, [], { OTEL_SERVICE_NAME: 'otel-api-v1.35.0' });
+    try {
+      await checkNesting(server);
+    } finally {
+      await server.stop();
+    }
+  });
 
   test('go1.26 with the SDK installed: its spans are not duplicated, and the automatic spans stay children of the request', async () => {
     const server = await startGoServer(freshCopy(copies, 'go1.26', 'plain', PROGRAM), ['-sdk'], { OTEL_SERVICE_NAME: 'otel-api-sdk' });
