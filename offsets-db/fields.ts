@@ -117,6 +117,13 @@ const MODULE_SPECS: readonly ModuleSpec[] = [
       '_, _ = rdb.Pipelined(context.Background(), func(redis.Pipeliner) error { return nil })',
     ],
   },
+  // the OpenTelemetry API bridge's attributes: the versions the tests build and the first bridged one
+  {
+    module: 'go.opentelemetry.io/otel',
+    versions: ['1.35.0', '1.46.0'],
+    imports: ['go.opentelemetry.io/otel/attribute'],
+    keep: ['_ = []attribute.KeyValue{attribute.String("", "")}'],
+  },
 ];
 
 

@@ -35,6 +35,9 @@ export const BpfMaps = {
   gt_http_routes: 'gt_http_routes',
   gt_http_server_config: 'gt_http_server_config',
   gt_http_server_inflight: 'gt_http_server_inflight',
+  gt_otel_config: 'gt_otel_config',
+  gt_otel_spans: 'gt_otel_spans',
+  gt_otel_starting: 'gt_otel_starting',
   gt_probe_hits: 'gt_probe_hits',
   gt_process_events: 'gt_process_events',
   gt_processes: 'gt_processes',
@@ -50,6 +53,7 @@ export const BpfMaps = {
   gt_sql_config: 'gt_sql_config',
   gt_sql_inflight: 'gt_sql_inflight',
   http_map_scratch: 'http_map_scratch',
+  otel_zero: 'otel_zero',
   redis_scratch: 'redis_scratch',
   sql_scratch: 'sql_scratch',
 } as const;
@@ -79,6 +83,12 @@ export const BpfPrograms = {
   gt_http_server_entry: 'gt_http_server_entry',
   gt_http_server_panic: 'gt_http_server_panic',
   gt_http_server_return: 'gt_http_server_return',
+  gt_otel_add_event: 'gt_otel_add_event',
+  gt_otel_end: 'gt_otel_end',
+  gt_otel_set_attributes: 'gt_otel_set_attributes',
+  gt_otel_set_status: 'gt_otel_set_status',
+  gt_otel_start: 'gt_otel_start',
+  gt_otel_start_return: 'gt_otel_start_return',
   gt_process_exec: 'gt_process_exec',
   gt_process_exit: 'gt_process_exit',
   gt_redis_pipeline_entry: 'gt_redis_pipeline_entry',
@@ -144,6 +154,7 @@ export const EventType = {
   GT_EVENT_GRPC_CLIENT: 7,
   GT_EVENT_SQL: 12,
   GT_EVENT_REDIS: 20,
+  GT_EVENT_OTEL_SPAN: 25,
 } as const;
 
 /** enum gt_exec_flags */
@@ -269,6 +280,12 @@ export const HitSite = {
   GT_HIT_REDIS_PIPELINE_ENTRY: 51,
   GT_HIT_REDIS_TX_ENTRY: 52,
   GT_HIT_REDIS_RETURN: 53,
+  GT_HIT_OTEL_START: 60,
+  GT_HIT_OTEL_START_RETURN: 61,
+  GT_HIT_OTEL_END: 62,
+  GT_HIT_OTEL_SET_STATUS: 63,
+  GT_HIT_OTEL_ADD_EVENT: 64,
+  GT_HIT_OTEL_SET_ATTRIBUTES: 65,
 } as const;
 
 /** enum gt_http_client_event_flags */
@@ -352,6 +369,39 @@ export const HttpServerFlags = {
   GT_HTTP_SERVER_PAT: 2048,
 } as const;
 
+/** enum gt_otel_attribute_type */
+export const OtelAttributeType = {
+  GT_OTEL_ATTRIBUTE_BOOL: 1,
+  GT_OTEL_ATTRIBUTE_INT64: 2,
+  GT_OTEL_ATTRIBUTE_FLOAT64: 3,
+  GT_OTEL_ATTRIBUTE_STRING: 4,
+} as const;
+
+/** enum gt_otel_flags */
+export const OtelFlags = {
+  GT_OTEL_ENABLED: 1,
+  GT_OTEL_ATTRIBUTES: 2,
+} as const;
+
+/** enum gt_otel_limits */
+export const OtelLimits = {
+  GT_OTEL_NAME_MAX: 64,
+  GT_OTEL_DESCRIPTION_MAX: 64,
+  GT_OTEL_EVENT_NAME_MAX: 32,
+  GT_OTEL_EVENTS_MAX: 4,
+  GT_OTEL_ATTRIBUTES_MAX: 8,
+  GT_OTEL_ATTRIBUTE_KEY_MAX: 32,
+  GT_OTEL_ATTRIBUTE_STRING_MAX: 64,
+  GT_OTEL_SPANS_MAX: 16384,
+} as const;
+
+/** enum gt_otel_status_code */
+export const OtelStatusCode = {
+  GT_OTEL_STATUS_UNSET: 0,
+  GT_OTEL_STATUS_ERROR: 1,
+  GT_OTEL_STATUS_OK: 2,
+} as const;
+
 /** enum gt_paired_function */
 export const PairedFunction = {
   GT_PAIRED_HTTP_SERVER: 1,
@@ -362,6 +412,7 @@ export const PairedFunction = {
   GT_PAIRED_CHI: 11,
   GT_PAIRED_SQL: 12,
   GT_PAIRED_REDIS: 20,
+  GT_PAIRED_OTEL_START: 25,
 } as const;
 
 /** enum gt_process_event_limits */
@@ -1543,6 +1594,290 @@ export function encodeHttpServerEvent(v: HttpServerEvent, buf: Buffer = Buffer.a
   buf.writeUInt16LE(v.proto_minor, off + 382);
   buf.fill(0, off + 384, off + 384 + 512); v.tracestate.copy(buf, off + 384, 0, Math.min(v.tracestate.length, 512));
   encodeHttpRoute(v.route, buf, off + 896);
+  return buf;
+}
+
+/** struct gt_otel_attribute (120 bytes) */
+export interface OtelAttribute {
+  type: number;
+  key_len: number;
+  string_len: number;
+  reserved: number;
+  numeric: bigint;
+  key: Buffer;
+  string: Buffer;
+}
+
+export const OTEL_ATTRIBUTE_SIZE = 120;
+export const OtelAttributeOffsets = {
+  type: 0,
+  key_len: 4,
+  string_len: 8,
+  reserved: 12,
+  numeric: 16,
+  key: 24,
+  string: 56,
+} as const;
+
+/** Decodes struct gt_otel_attribute at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeOtelAttribute(buf: Buffer, off = 0): OtelAttribute {
+  if (off + 120 > buf.length) throw new RangeError(`gt_otel_attribute: need 120 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    type: buf.readUInt32LE(off + 0),
+    key_len: buf.readInt32LE(off + 4),
+    string_len: buf.readInt32LE(off + 8),
+    reserved: buf.readUInt32LE(off + 12),
+    numeric: buf.readBigUInt64LE(off + 16),
+    key: buf.subarray(off + 24, off + 24 + 32),
+    string: buf.subarray(off + 56, off + 56 + 64),
+  };
+}
+
+/** Encodes struct gt_otel_attribute into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeOtelAttribute(v: OtelAttribute, buf: Buffer = Buffer.alloc(120), off = 0): Buffer {
+  buf.writeUInt32LE(v.type, off + 0);
+  buf.writeInt32LE(v.key_len, off + 4);
+  buf.writeInt32LE(v.string_len, off + 8);
+  buf.writeUInt32LE(v.reserved, off + 12);
+  buf.writeBigUInt64LE(v.numeric, off + 16);
+  buf.fill(0, off + 24, off + 24 + 32); v.key.copy(buf, off + 24, 0, Math.min(v.key.length, 32));
+  buf.fill(0, off + 56, off + 56 + 64); v.string.copy(buf, off + 56, 0, Math.min(v.string.length, 64));
+  return buf;
+}
+
+/** struct gt_otel_config (32 bytes) */
+export interface OtelConfig {
+  flags: number;
+  kv_size: number;
+  kv_key: number;
+  kv_value: number;
+  value_vtype: number;
+  value_numeric: number;
+  value_stringly: number;
+  reserved: number;
+}
+
+export const OTEL_CONFIG_SIZE = 32;
+export const OtelConfigOffsets = {
+  flags: 0,
+  kv_size: 4,
+  kv_key: 8,
+  kv_value: 12,
+  value_vtype: 16,
+  value_numeric: 20,
+  value_stringly: 24,
+  reserved: 28,
+} as const;
+
+/** Decodes struct gt_otel_config at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeOtelConfig(buf: Buffer, off = 0): OtelConfig {
+  if (off + 32 > buf.length) throw new RangeError(`gt_otel_config: need 32 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    flags: buf.readUInt32LE(off + 0),
+    kv_size: buf.readUInt32LE(off + 4),
+    kv_key: buf.readUInt32LE(off + 8),
+    kv_value: buf.readUInt32LE(off + 12),
+    value_vtype: buf.readUInt32LE(off + 16),
+    value_numeric: buf.readUInt32LE(off + 20),
+    value_stringly: buf.readUInt32LE(off + 24),
+    reserved: buf.readUInt32LE(off + 28),
+  };
+}
+
+/** Encodes struct gt_otel_config into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeOtelConfig(v: OtelConfig, buf: Buffer = Buffer.alloc(32), off = 0): Buffer {
+  buf.writeUInt32LE(v.flags, off + 0);
+  buf.writeUInt32LE(v.kv_size, off + 4);
+  buf.writeUInt32LE(v.kv_key, off + 8);
+  buf.writeUInt32LE(v.kv_value, off + 12);
+  buf.writeUInt32LE(v.value_vtype, off + 16);
+  buf.writeUInt32LE(v.value_numeric, off + 20);
+  buf.writeUInt32LE(v.value_stringly, off + 24);
+  buf.writeUInt32LE(v.reserved, off + 28);
+  return buf;
+}
+
+/** struct gt_otel_saved_span (48 bytes) */
+export interface OtelSavedSpan {
+  span: SpanContext;
+  present: number;
+  reserved: number;
+}
+
+export const OTEL_SAVED_SPAN_SIZE = 48;
+export const OtelSavedSpanOffsets = {
+  span: 0,
+  present: 40,
+  reserved: 44,
+} as const;
+
+/** Decodes struct gt_otel_saved_span at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeOtelSavedSpan(buf: Buffer, off = 0): OtelSavedSpan {
+  if (off + 48 > buf.length) throw new RangeError(`gt_otel_saved_span: need 48 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    span: decodeSpanContext(buf, off + 0),
+    present: buf.readUInt32LE(off + 40),
+    reserved: buf.readUInt32LE(off + 44),
+  };
+}
+
+/** Encodes struct gt_otel_saved_span into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeOtelSavedSpan(v: OtelSavedSpan, buf: Buffer = Buffer.alloc(48), off = 0): Buffer {
+  encodeSpanContext(v.span, buf, off + 0);
+  buf.writeUInt32LE(v.present, off + 40);
+  buf.writeUInt32LE(v.reserved, off + 44);
+  return buf;
+}
+
+/** struct gt_otel_span_event (1384 bytes) */
+export interface OtelSpanEvent {
+  hdr: EventHeader;
+  start_ns: bigint;
+  end_ns: bigint;
+  span: SpanContext;
+  name_len: number;
+  status_code: number;
+  description_len: number;
+  events: number;
+  attributes: number;
+  reserved: number;
+  name: Buffer;
+  description: Buffer;
+  event0: OtelSpanEventItem;
+  event1: OtelSpanEventItem;
+  event2: OtelSpanEventItem;
+  event3: OtelSpanEventItem;
+  attr0: OtelAttribute;
+  attr1: OtelAttribute;
+  attr2: OtelAttribute;
+  attr3: OtelAttribute;
+  attr4: OtelAttribute;
+  attr5: OtelAttribute;
+  attr6: OtelAttribute;
+  attr7: OtelAttribute;
+}
+
+export const OTEL_SPAN_EVENT_SIZE = 1384;
+export const OtelSpanEventOffsets = {
+  hdr: 0,
+  start_ns: 24,
+  end_ns: 32,
+  span: 40,
+  name_len: 80,
+  status_code: 84,
+  description_len: 88,
+  events: 92,
+  attributes: 96,
+  reserved: 100,
+  name: 104,
+  description: 168,
+  event0: 232,
+  event1: 280,
+  event2: 328,
+  event3: 376,
+  attr0: 424,
+  attr1: 544,
+  attr2: 664,
+  attr3: 784,
+  attr4: 904,
+  attr5: 1024,
+  attr6: 1144,
+  attr7: 1264,
+} as const;
+
+/** Decodes struct gt_otel_span_event at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeOtelSpanEvent(buf: Buffer, off = 0): OtelSpanEvent {
+  if (off + 1384 > buf.length) throw new RangeError(`gt_otel_span_event: need 1384 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    hdr: decodeEventHeader(buf, off + 0),
+    start_ns: buf.readBigUInt64LE(off + 24),
+    end_ns: buf.readBigUInt64LE(off + 32),
+    span: decodeSpanContext(buf, off + 40),
+    name_len: buf.readInt32LE(off + 80),
+    status_code: buf.readUInt32LE(off + 84),
+    description_len: buf.readInt32LE(off + 88),
+    events: buf.readUInt32LE(off + 92),
+    attributes: buf.readUInt32LE(off + 96),
+    reserved: buf.readUInt32LE(off + 100),
+    name: buf.subarray(off + 104, off + 104 + 64),
+    description: buf.subarray(off + 168, off + 168 + 64),
+    event0: decodeOtelSpanEventItem(buf, off + 232),
+    event1: decodeOtelSpanEventItem(buf, off + 280),
+    event2: decodeOtelSpanEventItem(buf, off + 328),
+    event3: decodeOtelSpanEventItem(buf, off + 376),
+    attr0: decodeOtelAttribute(buf, off + 424),
+    attr1: decodeOtelAttribute(buf, off + 544),
+    attr2: decodeOtelAttribute(buf, off + 664),
+    attr3: decodeOtelAttribute(buf, off + 784),
+    attr4: decodeOtelAttribute(buf, off + 904),
+    attr5: decodeOtelAttribute(buf, off + 1024),
+    attr6: decodeOtelAttribute(buf, off + 1144),
+    attr7: decodeOtelAttribute(buf, off + 1264),
+  };
+}
+
+/** Encodes struct gt_otel_span_event into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeOtelSpanEvent(v: OtelSpanEvent, buf: Buffer = Buffer.alloc(1384), off = 0): Buffer {
+  encodeEventHeader(v.hdr, buf, off + 0);
+  buf.writeBigUInt64LE(v.start_ns, off + 24);
+  buf.writeBigUInt64LE(v.end_ns, off + 32);
+  encodeSpanContext(v.span, buf, off + 40);
+  buf.writeInt32LE(v.name_len, off + 80);
+  buf.writeUInt32LE(v.status_code, off + 84);
+  buf.writeInt32LE(v.description_len, off + 88);
+  buf.writeUInt32LE(v.events, off + 92);
+  buf.writeUInt32LE(v.attributes, off + 96);
+  buf.writeUInt32LE(v.reserved, off + 100);
+  buf.fill(0, off + 104, off + 104 + 64); v.name.copy(buf, off + 104, 0, Math.min(v.name.length, 64));
+  buf.fill(0, off + 168, off + 168 + 64); v.description.copy(buf, off + 168, 0, Math.min(v.description.length, 64));
+  encodeOtelSpanEventItem(v.event0, buf, off + 232);
+  encodeOtelSpanEventItem(v.event1, buf, off + 280);
+  encodeOtelSpanEventItem(v.event2, buf, off + 328);
+  encodeOtelSpanEventItem(v.event3, buf, off + 376);
+  encodeOtelAttribute(v.attr0, buf, off + 424);
+  encodeOtelAttribute(v.attr1, buf, off + 544);
+  encodeOtelAttribute(v.attr2, buf, off + 664);
+  encodeOtelAttribute(v.attr3, buf, off + 784);
+  encodeOtelAttribute(v.attr4, buf, off + 904);
+  encodeOtelAttribute(v.attr5, buf, off + 1024);
+  encodeOtelAttribute(v.attr6, buf, off + 1144);
+  encodeOtelAttribute(v.attr7, buf, off + 1264);
+  return buf;
+}
+
+/** struct gt_otel_span_event_item (48 bytes) */
+export interface OtelSpanEventItem {
+  time_ns: bigint;
+  name_len: number;
+  reserved: number;
+  name: Buffer;
+}
+
+export const OTEL_SPAN_EVENT_ITEM_SIZE = 48;
+export const OtelSpanEventItemOffsets = {
+  time_ns: 0,
+  name_len: 8,
+  reserved: 12,
+  name: 16,
+} as const;
+
+/** Decodes struct gt_otel_span_event_item at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeOtelSpanEventItem(buf: Buffer, off = 0): OtelSpanEventItem {
+  if (off + 48 > buf.length) throw new RangeError(`gt_otel_span_event_item: need 48 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    time_ns: buf.readBigUInt64LE(off + 0),
+    name_len: buf.readInt32LE(off + 8),
+    reserved: buf.readUInt32LE(off + 12),
+    name: buf.subarray(off + 16, off + 16 + 32),
+  };
+}
+
+/** Encodes struct gt_otel_span_event_item into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeOtelSpanEventItem(v: OtelSpanEventItem, buf: Buffer = Buffer.alloc(48), off = 0): Buffer {
+  buf.writeBigUInt64LE(v.time_ns, off + 0);
+  buf.writeInt32LE(v.name_len, off + 8);
+  buf.writeUInt32LE(v.reserved, off + 12);
+  buf.fill(0, off + 16, off + 16 + 32); v.name.copy(buf, off + 16, 0, Math.min(v.name.length, 32));
   return buf;
 }
 

@@ -7,6 +7,7 @@ import { grpcClientProbe } from './go/google.golang.org/grpc/client/descriptor.t
 import { gorillaMuxProbe } from './go/github.com/gorilla/mux/descriptor.ts';
 import { chiProbe } from './go/github.com/go-chi/chi/v5/descriptor.ts';
 import { ginProbe } from './go/github.com/gin-gonic/gin/descriptor.ts';
+import { otelApiProbe } from './go/go.opentelemetry.io/otel/descriptor.ts';
 
 import { goRedisProbe } from './go/github.com/redis/go-redis/v9/descriptor.ts';
 import { runtimeProbe } from './go/runtime/descriptor.ts';
@@ -18,6 +19,8 @@ export const probes: readonly ProbeDescriptor[] = [
   runtimeProbe,
   // routers: http.route of the net/http server's spans
   gorillaMuxProbe, chiProbe, ginProbe,
+  // spans the program makes through the OpenTelemetry API
+  otelApiProbe,
 ];
 
 export function probeById(id: string): ProbeDescriptor | undefined {

@@ -5,7 +5,7 @@
  */
 import type { Resource } from '@opentelemetry/resources';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
-import { SpanStatusCode, type Attributes, type SpanKind, type TraceState } from '@opentelemetry/api';
+import { SpanStatusCode, type Attributes, type SpanKind, type SpanStatus, type TraceState } from '@opentelemetry/api';
 import type { MonotonicClock } from '../spans/clock.ts';
 import { makeSpan } from '../spans/span-record.ts';
 import { spanContextFrom } from '../spans/span-context.ts';
@@ -191,6 +191,13 @@ export interface ProbeSpan {
   /** the instrumented Go package */
   scope: string;
   traceState?: TraceState;
+  /** An explicit status (the program's own, through the OpenTelemetry API): wins over `error`. */
+  status?: SpanStatus;
+  /** Span events, at monotonic stamps; `droppedEvents` more were not kept. */
+  events?: Array<{ name: string; time_ns: bigint }>;
+  droppedEvents?: number;
+  /** Attributes the probe could not keep. */
+  droppedAttributes?: number;
 }
 
 /** Emits the span of a probe event: ids made in BPF, monotonic stamps turned to wall time. */
@@ -203,8 +210,11 @@ export function emitProbeSpan(ctx: EventContext, s: ProbeSpan): void {
     startUnixNano: ctx.clock.toUnixNano(s.start_ns),
     endUnixNano: ctx.clock.toUnixNano(s.end_ns),
     attributes: s.attributes,
-    status: s.error ? { code: SpanStatusCode.ERROR } : { code: SpanStatusCode.UNSET },
+    status: s.status ?? (s.error ? { code: SpanStatusCode.ERROR } : { code: SpanStatusCode.UNSET }),
     resource: s.resource,
     scope: s.scope,
+    events: s.events?.map((e) => ({ name: e.name, timeUnixNano: ctx.clock.toUnixNano(e.time_ns) })),
+    droppedEvents: s.droppedEvents,
+    droppedAttributes: s.droppedAttributes,
   }));
 }

@@ -27,6 +27,12 @@ export interface SpanInput {
   resource: Resource;
   /** instrumentation scope: the instrumented Go package */
   scope: string;
+  /** span events (none by default) */
+  events?: Array<{ name: string; timeUnixNano: bigint }>;
+  /** events the probe could not keep */
+  droppedEvents?: number;
+  /** attributes the probe could not keep */
+  droppedAttributes?: number;
 }
 
 export function makeSpan(s: SpanInput): ReadableSpan {
@@ -46,13 +52,13 @@ export function makeSpan(s: SpanInput): ReadableSpan {
     status: s.status,
     attributes: s.attributes,
     links: [],
-    events: [],
+    events: (s.events ?? []).map((e) => ({ name: e.name, time: nanosToHrTime(e.timeUnixNano) })),
     duration,
     ended: true,
     resource: s.resource,
     instrumentationScope: { name: `${AGENT_NAME}/${s.scope}`, version: AGENT_VERSION, schemaUrl: SEMCONV_SCHEMA_URL },
-    droppedAttributesCount: 0,
-    droppedEventsCount: 0,
+    droppedAttributesCount: s.droppedAttributes ?? 0,
+    droppedEventsCount: s.droppedEvents ?? 0,
     droppedLinksCount: 0,
   };
 }
