@@ -14,6 +14,7 @@ import { parseArgs } from 'node:util';
 import { join } from 'node:path';
 import { startAgent, repoRoot } from '../test/support/agent-process.ts';
 import { startGoServer, httpRequest } from '../test/support/go-server.ts';
+import { programStats } from './lib/program-stats.ts';
 
 const { values } = parseArgs({
   options: {
@@ -27,19 +28,6 @@ const rounds = Number(values.rounds);
 const n = Number(values.n);
 const bin = join(repoRoot, 'build', 'go', values.go, 'plain', 'httpserver');
 
-type Stats = Map<string, { runs: number; seconds: number }>;
-
-async function programStats(url: string): Promise<Stats> {
-  const text = await fetch(url).then((r) => r.text());
-  const out: Stats = new Map();
-  for (const m of text.matchAll(/^gotrail_probe_(runs|run_seconds)_total\{program="([^"]+)"\} (\S+)$/gm)) {
-    const s = out.get(m[2]!) ?? { runs: 0, seconds: 0 };
-    if (m[1] === 'runs') s.runs = Number(m[3]);
-    else s.seconds = Number(m[3]);
-    out.set(m[2]!, s);
-  }
-  return out;
-}
 
 const agent = await startAgent(['--exporter', 'none', '--include-exe', bin]);
 const server = await startGoServer(bin, [values.h2c ? '-h2c' : '-tls']);

@@ -17,24 +17,12 @@ import { parseArgs } from 'node:util';
 import { join } from 'node:path';
 import { startAgent, repoRoot } from '../test/support/agent-process.ts';
 import { startGoServer, httpRequest } from '../test/support/go-server.ts';
+import { programStats } from './lib/program-stats.ts';
 
 const { values } = parseArgs({ options: { go: { type: 'string', default: 'go1.26' }, n: { type: 'string', default: '2000' } } });
 const n = Number(values.n);
 const dir = join(repoRoot, 'build', 'go', values.go, 'plain');
 
-type Stats = Map<string, { runs: number; seconds: number }>;
-
-async function programStats(url: string): Promise<Stats> {
-  const text = await fetch(url).then((r) => r.text());
-  const out: Stats = new Map();
-  for (const m of text.matchAll(/^gotrail_probe_(runs|run_seconds)_total\{program="([^"]+)"\} (\S+)$/gm)) {
-    const s = out.get(m[2]!) ?? { runs: 0, seconds: 0 };
-    if (m[1] === 'runs') s.runs = Number(m[3]);
-    else s.seconds = Number(m[3]);
-    out.set(m[2]!, s);
-  }
-  return out;
-}
 
 const servers: Array<{ name: string; bin: string; args: string[]; path: string }> = [
   { name: 'ServeMux', bin: join(dir, 'http-routes'), args: [], path: '/users/42' },

@@ -18,25 +18,13 @@ import { parseArgs } from 'node:util';
 import { join } from 'node:path';
 import { startAgent, repoRoot } from '../test/support/agent-process.ts';
 import { startGoServer, httpRequest } from '../test/support/go-server.ts';
+import { programStats } from './lib/program-stats.ts';
 
 const { values } = parseArgs({ options: { go: { type: 'string', default: 'go1.26' }, n: { type: 'string', default: '20000' }, rounds: { type: 'string', default: '5' } } });
 const n = Number(values.n);
 const rounds = Number(values.rounds);
 const bin = join(repoRoot, 'build', 'go', values.go, 'plain', 'otel-api');
 
-type Stats = Map<string, { runs: number; seconds: number }>;
-
-async function programStats(url: string): Promise<Stats> {
-  const text = await fetch(url).then((r) => r.text());
-  const out: Stats = new Map();
-  for (const m of text.matchAll(/^gotrail_probe_(runs|run_seconds)_total\{program="([^"]+)"\} (\S+)$/gm)) {
-    const s = out.get(m[2]!) ?? { runs: 0, seconds: 0 };
-    if (m[1] === 'runs') s.runs = Number(m[3]);
-    else s.seconds = Number(m[3]);
-    out.set(m[2]!, s);
-  }
-  return out;
-}
 
 /** The best time per span (ns) over the rounds of one request of n spans each. */
 async function nsPerSpan(url: string): Promise<number> {

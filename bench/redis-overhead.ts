@@ -16,6 +16,7 @@ import { startAgent } from '../test/support/agent-process.ts';
 import { startGoServer, httpRequest } from '../test/support/go-server.ts';
 import { startRedis } from '../test/support/servers/redis.ts';
 import { GO_REDIS_VERSIONS, redisClientBinary, toolchains } from '../test/go/github.com/redis/go-redis/v9/build.ts';
+import { programStats, type ProgramStats } from './lib/program-stats.ts';
 
 const { values } = parseArgs({
   options: {
@@ -43,17 +44,7 @@ async function measure(url: string): Promise<number[]> {
   return out;
 }
 
-async function probeStats(url: string): Promise<Map<string, { runs: number; seconds: number }>> {
-  const text = await fetch(url).then((r) => r.text());
-  const out = new Map<string, { runs: number; seconds: number }>();
-  for (const m of text.matchAll(/^gotrail_probe_(runs|run_seconds)_total\{program="(gt_redis_[^"]+)"\} (\S+)$/gm)) {
-    const s = out.get(m[2]!) ?? { runs: 0, seconds: 0 };
-    if (m[1] === 'runs') s.runs = Number(m[3]);
-    else s.seconds = Number(m[3]);
-    out.set(m[2]!, s);
-  }
-  return out;
-}
+const probeStats = (url: string): Promise<ProgramStats> => programStats(url, /^gt_redis_/);
 
 const redis = await startRedis();
 const env = { REDIS_ADDR: redis.addr };

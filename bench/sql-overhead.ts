@@ -17,6 +17,7 @@ import { join } from 'node:path';
 import { startAgent, repoRoot } from '../test/support/agent-process.ts';
 import { httpRequest, startGoServer } from '../test/support/go-server.ts';
 import { startPostgres } from '../test/support/servers/postgres.ts';
+import { programStats } from './lib/program-stats.ts';
 
 const { values } = parseArgs({
   options: {
@@ -37,11 +38,10 @@ const copy = (name: string): string => {
 
 /** BPF program runs (probe hits) of the database/sql probe and their total run time (s). */
 async function sqlRuns(url: string): Promise<{ runs: number; seconds: number }> {
-  const text = await fetch(url).then((r) => r.text());
   let runs = 0, seconds = 0;
-  for (const m of text.matchAll(/^gotrail_probe_(runs|run_seconds)_total\{program="gt_sql_[^"]+"\} (\S+)$/gm)) {
-    if (m[1] === 'runs') runs += Number(m[2]);
-    else seconds += Number(m[2]);
+  for (const s of (await programStats(url, /^gt_sql_/)).values()) {
+    runs += s.runs;
+    seconds += s.seconds;
   }
   return { runs, seconds };
 }
