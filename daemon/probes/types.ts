@@ -218,3 +218,12 @@ export function emitProbeSpan(ctx: EventContext, s: ProbeSpan): void {
     droppedAttributes: s.droppedAttributes,
   }));
 }
+
+/**
+ * For `encodeConfig`: whether a field was resolved for this binary (an
+ * offset is known and the field is not among the optional ones missing), so
+ * the config enables only what its offsets allow.
+ */
+export function fieldResolved(offsets: Record<string, number>, missingOptional: readonly string[]): (field: string) => boolean {
+  return (field) => offsets[field] !== undefined && !missingOptional.includes(field);
+}

@@ -16,7 +16,7 @@ import { SpanKind, type Attributes } from '@opentelemetry/api';
 import {
   BpfMaps, BpfPrograms, EventType, SqlEventFlags, SqlFlags, SQL_EVENT_SIZE, decodeSqlEvent, encodeSqlConfig,
 } from '../../../../generated/layouts.ts';
-import { emitProbeSpan, type EventContext, type EventProbe } from '../../../types.ts';
+import { emitProbeSpan, type EventContext, type EventProbe, fieldResolved } from '../../../types.ts';
 import { CodeNames, isDsnConnector, receiverType, systemOfFunction } from './drivers.ts';
 import { sanitizeSql, summarizeSql } from './query.ts';
 
@@ -69,7 +69,7 @@ export const sqlProbe: EventProbe = {
   configMap: BpfMaps.gt_sql_config,
   stateMaps: [BpfMaps.gt_sql_inflight],
   encodeConfig(o, missingOptional) {
-    const has = (f: string): boolean => o[f] !== undefined && !missingOptional.includes(f);
+    const has = fieldResolved(o, missingOptional);
     return encodeSqlConfig({
       db_connector: o[F.connector] ?? 0,
       stmt_db: o[F.stmtDb] ?? 0,

@@ -15,7 +15,7 @@ import {
   BpfMaps, BpfPrograms, EventType, GrpcClientEventFlags, GrpcClientFlags, GrpcClientHdrWhere, GRPC_CLIENT_EVENT_SIZE,
   decodeGrpcClientEvent, encodeGrpcClientConfig,
 } from '../../../../../generated/layouts.ts';
-import { emitProbeSpan, eventBasics, fieldGroup, type EventContext, type ProbeDescriptor } from '../../../../types.ts';
+import { emitProbeSpan, eventBasics, fieldGroup, type EventContext, type ProbeDescriptor, fieldResolved } from '../../../../types.ts';
 import { goString, splitHostPort } from '../../../../../spans/go-values.ts';
 import { TCP_FIELDS, TCP_FIELDS_READ, tcpOffsets } from '../../../net/http/tcp-fields.ts';
 import { GRPC, GRPC_CODES, TRANSPORT, splitFullMethod } from '../rpc.ts';
@@ -121,7 +121,7 @@ export const grpcClientProbe: ProbeDescriptor = {
   configMap: BpfMaps.gt_grpc_client_config,
   stateMaps: [BpfMaps.gt_grpc_client_inflight, BpfMaps.gt_grpc_client_streams, BpfMaps.gt_grpc_client_links],
   encodeConfig(o, missingOptional, moduleVersion) {
-    const has = (f: string): boolean => o[f] !== undefined && !missingOptional.includes(f);
+    const has = fieldResolved(o, missingOptional);
     // one of each pair, whichever this version's loopy writer is given
     const hdr = has(F.hdrStreamId) && has(F.hdrHf) ? { id: o[F.hdrStreamId]!, hf: o[F.hdrHf]! }
       : has(F.frameStreamId) && has(F.frameHf) ? { id: o[F.frameStreamId]!, hf: o[F.frameHf]! } : undefined;

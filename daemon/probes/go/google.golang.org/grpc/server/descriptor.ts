@@ -15,7 +15,7 @@ import {
   BpfMaps, BpfPrograms, EventType, GrpcServerEventFlags, GrpcServerFlags, GRPC_SERVER_EVENT_SIZE,
   decodeGrpcServerEvent, encodeGrpcServerConfig,
 } from '../../../../../generated/layouts.ts';
-import { emitProbeSpan, eventBasics, fieldGroup, type EventContext, type ProbeDescriptor } from '../../../../types.ts';
+import { emitProbeSpan, eventBasics, fieldGroup, type EventContext, type ProbeDescriptor, fieldResolved } from '../../../../types.ts';
 import { goString } from '../../../../../spans/go-values.ts';
 import { TCP_FIELDS, TCP_FIELDS_READ, tcpOffsets } from '../../../net/http/tcp-fields.ts';
 import { incomingTraceState } from '../../../net/http/server/descriptor.ts';
@@ -97,7 +97,7 @@ export const grpcServerProbe: ProbeDescriptor = {
   configMap: BpfMaps.gt_grpc_server_config,
   stateMaps: [BpfMaps.gt_grpc_server_inflight, BpfMaps.gt_grpc_server_incoming],
   encodeConfig(o, missingOptional, moduleVersion) {
-    const has = (f: string): boolean => o[f] !== undefined && !missingOptional.includes(f);
+    const has = fieldResolved(o, missingOptional);
     const conn = CONN_FIELDS.every(has);
     return encodeGrpcServerConfig({
       server_stream_stream: o[F.serverStreamStream] ?? 0,

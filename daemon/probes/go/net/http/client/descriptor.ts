@@ -11,7 +11,7 @@ import {
 import { BpfMaps, BpfPrograms, EventType, HttpClientEventFlags, HttpClientFlags, HTTP_CLIENT_EVENT_SIZE, decodeHttpClientEvent, encodeHttpClientConfig } from '../../../../../generated/layouts.ts';
 import { goString, splitHostPort } from '../../../../../spans/go-values.ts';
 import { TCP_FIELDS, TCP_FIELDS_READ, tcpOffsets } from '../tcp-fields.ts';
-import { emitProbeSpan, eventBasics, fieldGroup, type EventContext, type ProbeDescriptor } from '../../../../types.ts';
+import { emitProbeSpan, eventBasics, fieldGroup, type EventContext, type ProbeDescriptor, fieldResolved } from '../../../../types.ts';
 
 const F = {
   method: 'net/http.Request.Method',
@@ -86,7 +86,7 @@ export const httpClientProbe: ProbeDescriptor = {
   configMap: BpfMaps.gt_http_client_config,
   stateMaps: [BpfMaps.gt_http_client_inflight, BpfMaps.gt_http_client_h2_reqs],
   encodeConfig(o, missingOptional) {
-    const has = (f: string): boolean => o[f] !== undefined && !missingOptional.includes(f);
+    const has = fieldResolved(o, missingOptional);
     const link = LINK_FIELDS.every((f) => !missingOptional.includes(f));
     // one HTTP/2 implementation per binary: the bundled one, or Go 1.27's internal package
     const h2Fields = has(F.csId) ? H2_INTERNAL : H2_BUNDLED;

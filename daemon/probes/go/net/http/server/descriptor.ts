@@ -13,7 +13,7 @@ import {
   BpfMaps, BpfPrograms, EventType, HttpEventFlags, HttpServerFlags, HTTP_SERVER_EVENT_SIZE,
   decodeHttpServerEvent, encodeHttpServerConfig,
 } from '../../../../../generated/layouts.ts';
-import { emitProbeSpan, eventBasics, fieldGroup, type EventContext, type EventProbe } from '../../../../types.ts';
+import { emitProbeSpan, eventBasics, fieldGroup, type EventContext, type EventProbe, fieldResolved } from '../../../../types.ts';
 import { goString, splitHostPort } from '../../../../../spans/go-values.ts';
 import { routeTemplate } from '../../../../../spans/http-route.ts';
 import { TCP_FIELDS, TCP_FIELDS_READ, tcpOffsets } from '../tcp-fields.ts';
@@ -137,7 +137,7 @@ export const httpServerProbe: EventProbe = {
   configMap: BpfMaps.gt_http_server_config,
   stateMaps: [BpfMaps.gt_http_server_inflight, BpfMaps.gt_http_routes],
   encodeConfig(o, missingOptional) {
-    const has = (f: string): boolean => o[f] !== undefined && !missingOptional.includes(f);
+    const has = fieldResolved(o, missingOptional);
     const swiss = has(F.header) && SWISS_FIELDS.every(has);
     const hmap = !swiss && has(F.header) && HMAP_FIELDS.every(has);
     const link = LINK_FIELDS.every((f) => !missingOptional.includes(f));

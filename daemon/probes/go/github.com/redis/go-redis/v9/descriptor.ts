@@ -21,7 +21,7 @@ import {
   BpfMaps, BpfPrograms, EventType, REDIS_EVENT_SIZE, RedisEventFlags, RedisFlags, RedisLimits,
   decodeRedisEvent, encodeRedisConfig, type RedisEvent,
 } from '../../../../../../generated/layouts.ts';
-import { emitProbeSpan, type EventContext, type EventProbe } from '../../../../../types.ts';
+import { emitProbeSpan, type EventContext, type EventProbe, fieldResolved } from '../../../../../types.ts';
 import { goString, splitHostPort } from '../../../../../../spans/go-values.ts';
 
 export const GO_REDIS = 'github.com/redis/go-redis/v9';
@@ -117,7 +117,7 @@ export const goRedisProbe: EventProbe = {
   configMap: BpfMaps.gt_redis_config,
   stateMaps: [BpfMaps.gt_redis_inflight, BpfMaps.gt_redis_depth],
   encodeConfig(o, missingOptional) {
-    const has = (f: string): boolean => o[f] !== undefined && !missingOptional.includes(f);
+    const has = fieldResolved(o, missingOptional);
     return encodeRedisConfig({
       client_opt: o[F.opt] ?? 0,
       opt_addr: o[F.addr] ?? 0,
