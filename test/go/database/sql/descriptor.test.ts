@@ -5,13 +5,10 @@
 import { afterEach, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { SpanKind, SpanStatusCode } from '@opentelemetry/api';
-import { resourceFromAttributes } from '@opentelemetry/resources';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { sqlProbe } from '../../../../daemon/probes/go/database/sql/descriptor.ts';
 import { encodeSqlEvent, EventType, SQL_EVENT_SIZE, SqlEventFlags, SqlLimits, SpanFlags } from '../../../../daemon/generated/layouts.ts';
-import { MonotonicClock } from '../../../../daemon/spans/clock.ts';
-import { HttpRouteBound } from '../../../../daemon/spans/http-route.ts';
-import type { EventContext } from '../../../../daemon/probes/types.ts';
+import { runProbeEvent } from '../../../support/probe-event.ts';
 
 const TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';
 const PARENT = '00f067aa0ba902b7';
@@ -45,18 +42,7 @@ function event(o: { query: string; queryLen?: number; flags?: number; parent?: b
 }
 
 function run(buf: Buffer): { spans: ReadableSpan[]; problems: string[] } {
-  const spans: ReadableSpan[] = [];
-  const problems: string[] = [];
-  const ctx: EventContext = {
-    clock: new MonotonicClock(),
-    resourceOf: (tgid) => resourceFromAttributes({ 'service.name': 'svc', 'process.pid': tgid }),
-    emit: (s) => spans.push(s),
-    problem: (r) => problems.push(r),
-    routes: new HttpRouteBound(),
-    dbQueryText,
-  };
-  sqlProbe.handleEvent(buf, 8, ctx);
-  return { spans, problems };
+  return runProbeEvent(sqlProbe, buf, { dbQueryText });
 }
 
 let dbQueryText = false;

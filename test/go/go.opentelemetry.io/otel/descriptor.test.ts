@@ -5,13 +5,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { SpanKind, SpanStatusCode } from '@opentelemetry/api';
-import { resourceFromAttributes } from '@opentelemetry/resources';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { otelApiProbe } from '../../../../daemon/probes/go/go.opentelemetry.io/otel/descriptor.ts';
 import { encodeOtelSpanEvent, EventType, OTEL_SPAN_EVENT_SIZE, OtelAttributeType, OtelLimits, OtelStatusCode, SpanFlags, type OtelAttribute } from '../../../../daemon/generated/layouts.ts';
-import { HttpRouteBound } from '../../../../daemon/spans/http-route.ts';
-import { MonotonicClock } from '../../../../daemon/spans/clock.ts';
-import type { EventContext } from '../../../../daemon/probes/types.ts';
+import { runProbeEvent } from '../../../support/probe-event.ts';
 
 function field(s: string, size: number): Buffer {
   const b = Buffer.alloc(size);
@@ -78,17 +75,7 @@ function event(o: { name?: string; nameLen?: number; status?: number; descriptio
 }
 
 function run(buf: Buffer): { spans: ReadableSpan[]; problems: string[] } {
-  const spans: ReadableSpan[] = [];
-  const problems: string[] = [];
-  const ctx: EventContext = {
-    clock: new MonotonicClock(),
-    resourceOf: (tgid) => resourceFromAttributes({ 'service.name': 'svc', 'process.pid': tgid }),
-    emit: (s) => spans.push(s),
-    problem: (r) => problems.push(r),
-    routes: new HttpRouteBound(),
-  };
-  otelApiProbe.handleEvent!(buf, 8, ctx);
-  return { spans, problems };
+  return runProbeEvent(otelApiProbe, buf);
 }
 
 test('an API span becomes an INTERNAL span with its name, its parent and its ids', () => {

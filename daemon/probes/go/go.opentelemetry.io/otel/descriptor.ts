@@ -14,7 +14,7 @@ import {
   BpfMaps, BpfPrograms, EventType, OtelAttributeType, OtelFlags, OtelLimits, OtelStatusCode, OTEL_SPAN_EVENT_SIZE,
   decodeOtelSpanEvent, encodeOtelConfig, type OtelAttribute,
 } from '../../../../generated/layouts.ts';
-import { emitProbeSpan, type EventContext, type ProbeDescriptor } from '../../../types.ts';
+import { emitProbeSpan, type EventContext, type EventProbe } from '../../../types.ts';
 import { goString } from '../../../../spans/go-values.ts';
 
 const OTEL = 'go.opentelemetry.io/otel';
@@ -46,7 +46,7 @@ function attributeValue(a: OtelAttribute): AttributeValue | undefined {
   }
 }
 
-export const otelApiProbe: ProbeDescriptor = {
+export const otelApiProbe: EventProbe = {
   id: 'go.opentelemetry.io/otel',
   module: OTEL,
   goPackage: GLOBAL,

@@ -5,13 +5,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { SpanKind, SpanStatusCode } from '@opentelemetry/api';
-import { resourceFromAttributes } from '@opentelemetry/resources';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { goRedisProbe, operationName, redisErrorPrefix, sanitisedCommand } from '../../../../../../daemon/probes/go/github.com/redis/go-redis/v9/descriptor.ts';
 import { encodeRedisEvent, EventType, REDIS_EVENT_SIZE, RedisEventFlags, RedisLimits, SpanFlags } from '../../../../../../daemon/generated/layouts.ts';
-import { HttpRouteBound } from '../../../../../../daemon/spans/http-route.ts';
-import { MonotonicClock } from '../../../../../../daemon/spans/clock.ts';
-import type { EventContext } from '../../../../../../daemon/probes/types.ts';
+import { runProbeEvent } from '../../../../../support/probe-event.ts';
 
 function event(o: { cmds: Array<[string, number]>; count?: number; flags?: number; db?: number; addr?: string; err?: string }): Buffer {
   const names = Buffer.alloc(RedisLimits.GT_REDIS_CMDS_MAX * RedisLimits.GT_REDIS_NAME_MAX);
@@ -51,17 +48,7 @@ function event(o: { cmds: Array<[string, number]>; count?: number; flags?: numbe
 }
 
 function run(buf: Buffer, dbQueryText = false): { span: ReadableSpan; problems: string[] } {
-  const spans: ReadableSpan[] = [];
-  const problems: string[] = [];
-  const ctx: EventContext = {
-    clock: new MonotonicClock(),
-    resourceOf: (tgid) => resourceFromAttributes({ 'service.name': 'svc', 'process.pid': tgid }),
-    emit: (s) => spans.push(s),
-    problem: (r) => problems.push(r),
-    routes: new HttpRouteBound(),
-    dbQueryText,
-  };
-  goRedisProbe.handleEvent(buf, 8, ctx);
+  const { spans, problems } = runProbeEvent(goRedisProbe, buf, { dbQueryText });
   assert.equal(spans.length, 1);
   return { span: spans[0]!, problems };
 }
