@@ -26,7 +26,8 @@ import { ProcessMetadata } from '../metadata/process.ts';
 import { probes as allProbes } from '../probes/registry.ts';
 import type { EventContext, ProbeDescriptor } from '../probes/types.ts';
 import { HttpRouteBound } from '../spans/http-route.ts';
-import type { SpanFilter } from '../export/sampler.ts';
+import { describeSampler, encodeBpfSampler } from '../export/sampler.ts';
+import type { SamplingConfig } from '../config/resolve.ts';
 import type { Logger } from '../util/log.ts';
 
 export interface AgentOptions {
@@ -78,8 +79,11 @@ export interface AgentOptions {
   skipOwnRequests?: boolean;
   /** Called for every span before export (tests, demo). */
   onSpan?: (span: ReadableSpan) => void;
-  /** The sampler's decision per finished span (OTEL_TRACES_SAMPLER); default: every span is kept. */
-  spanFilter?: SpanFilter;
+  /**
+   * The head sampler (OTEL_TRACES_SAMPLER), decided by the probes at each
+   * trace's root span. Default: parentbased_always_on.
+   */
+  sampling?: SamplingConfig;
   /**
    * Kubernetes pod metadata (resource attributes, namespace and label rules).
    * Default: watched when running in a cluster (service-account token and
@@ -166,8 +170,6 @@ export class Agent implements MetricsSource {
     repairedBytes: 0,
     /** times probe events stopped being taken from the kernel because the export queue was full */
     backpressurePauses: 0,
-    /** spans the configured sampler did not keep */
-    spansSampledOut: 0,
   };
   /** the first /proc scan has run (readiness) */
   private initialScanDone = false;
@@ -182,6 +184,7 @@ export class Agent implements MetricsSource {
 
   async start(): Promise<void> {
     this.rt = new BpfRuntime(this.log, this.probes, { objectPath: this.opts.bpfObjectPath, mapSizes: this.opts.mapSizes, uprobeMulti: this.opts.uprobeMulti });
+    if (this.opts.sampling) this.rt.setSampler(encodeBpfSampler(this.opts.sampling));
     if (this.opts.debugProbeHitsPath) {
       this.rt.enableProbeHitLog(this.opts.debugProbeHitsPath);
       this.log.warn('recording every probe hit (a debugging aid that slows every traced request)', { file: this.opts.debugProbeHitsPath });
@@ -256,11 +259,6 @@ export class Agent implements MetricsSource {
       },
       resourceOf: (tgid) => this.traced.get(tgid)?.resource ?? this.exited.get(tgid)?.resource,
       emit: (span) => {
-        const keep = this.opts.spanFilter;
-        if (keep && !keep(span)) {
-          this.totals.spansSampledOut++;
-          return;
-        }
         this.opts.onSpan?.(span);
         const b = this.batcher;
         if (!b) return;
@@ -752,9 +750,11 @@ export class Agent implements MetricsSource {
     this.batcher?.reconfigure(exporter, batcher);
   }
 
-  /** Changes the sampler's decision per span (OTEL_TRACES_SAMPLER); undefined keeps every span. */
-  setSpanFilter(filter: SpanFilter): void {
-    this.opts.spanFilter = filter;
+  /** Changes the head sampler (OTEL_TRACES_SAMPLER, a configuration reload): traces starting from now on are decided by it. */
+  setSampling(c: SamplingConfig): void {
+    this.opts.sampling = c;
+    this.rt?.setSampler(encodeBpfSampler(c));
+    this.log.info('sampler set', { sampler: describeSampler(c) });
   }
 
   /** Turns sanitised `db.query.text` on database spans on or off (a configuration reload). */
@@ -841,7 +841,6 @@ export class Agent implements MetricsSource {
       offsetDisagreements: this.attach?.stats.offsetDisagreements ?? {},
       probeUnavailable: this.attach?.unavailableByProbe() ?? {},
       execToAttach: this.drainExecToAttach(),
-      spansSampledOut: this.totals.spansSampledOut,
       lifecycle: {
         staleExecs: this.totals.staleExecs, heldProcesses: this.totals.heldProcesses, repairedBytes: this.totals.repairedBytes,
         eventsHeld: rt?.eventStats.held ?? 0, eventsNotSelected: rt?.eventStats.heldNotSelected ?? 0, eventsUndecided: rt?.eventStats.heldExpired ?? 0,

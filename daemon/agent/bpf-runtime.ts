@@ -145,6 +145,11 @@ export class BpfRuntime {
     this.obj.mapUpdate(BpfMaps.gt_debug, u32key(0), v);
   }
 
+  /** Sets the head sampler the probes apply (gt_sampler, see probes/include/sampling.h); takes effect at the next root span. */
+  setSampler(config: Buffer): void {
+    this.obj.mapUpdate(BpfMaps.gt_sampler, u32key(0), config);
+  }
+
   /** An agent step for the probe-hit log; nothing when it is off. */
   debugNote(op: string, fields: Record<string, number | string | bigint | undefined> = {}): void {
     this.hitLog?.note(op, fields);

@@ -34,8 +34,6 @@ export interface MetricsSnapshot {
   httpRoutesCut?: Record<string, number>;
   /** the Kubernetes pod watcher, when running in a cluster */
   kubernetes?: { pods: number; relists: number; failures: number; events: number };
-  /** spans the configured sampler (OTEL_TRACES_SAMPLER) did not keep */
-  spansSampledOut?: number;
   /** process lifecycle: rewritten binaries met at exec, processes held for repair, repaired code bytes, held probe events */
   /** the calibrated uprobe trap cost and each traced process's estimated overhead */
   overhead?: { hitCost: HitCostCalibration | undefined; processes: ProcessOverhead[] };
@@ -45,7 +43,7 @@ export interface MetricsSnapshot {
 /** BPF counters named skipped_<reason> count requests not traced on purpose, not losses. */
 const SKIPPED = 'skipped_';
 /** BPF counters that count no lost event: each has a metric of its own. */
-const NOT_LOSSES: ReadonlySet<string> = new Set(['not_sampled', 'traceparent_invalid']);
+const NOT_LOSSES: ReadonlySet<string> = new Set(['not_sampled', 'not_sampled_sampler', 'traceparent_invalid']);
 
 export function createMetrics(source: MetricsSource): Registry {
   const reg = new Registry();
@@ -79,13 +77,13 @@ export function createMetrics(source: MetricsSource): Registry {
   counter('gotrail_requests_skipped_total', 'Requests deliberately not traced, by reason (self: sent by gotrail itself, e.g. its OTLP exports to a traced collector)', ['reason'], (set, s) => {
     for (const [r, v] of Object.entries(s.bpfCounters)) if (r.startsWith(SKIPPED)) set({ reason: r.slice(SKIPPED.length) }, Number(v));
   });
-  counter('gotrail_spans_not_sampled_total', 'Spans not made because the incoming parent (traceparent) was not sampled, with their children', [], (set, s) => {
-    set({}, Number(s.bpfCounters['not_sampled'] ?? 0n));
+  counter('gotrail_spans_not_sampled_total', 'Spans not made (no event sent) because their trace is not sampled, by where that was decided (parent: an incoming traceparent\'s flags, under a parentbased_* sampler; sampler: this node\'s OTEL_TRACES_SAMPLER at the trace\'s root span)', ['decided_by'], (set, s) => {
+    set({ decided_by: 'parent' }, Number(s.bpfCounters['not_sampled'] ?? 0n));
+    set({ decided_by: 'sampler' }, Number(s.bpfCounters['not_sampled_sampler'] ?? 0n));
   });
   counter('gotrail_http_routes_cut_total', 'Matched HTTP routes left out of their span (no http.route, method-only name), by reason (cardinality: past --max-http-routes distinct routes of the service; truncated: a template longer than the 128 bytes the probe copies)', ['reason'], (set, s) => {
     for (const [r, v] of Object.entries(s.httpRoutesCut ?? {})) set({ reason: r }, v);
   });
-  counter('gotrail_spans_sampled_out_total', 'Spans the configured sampler (OTEL_TRACES_SAMPLER, or sampling in the configuration file) did not keep', [], (set, s) => set({}, s.spansSampledOut ?? 0));
   counter('gotrail_traceparents_invalid_total', 'Incoming traceparents not used (malformed, or sent more than once): the request started a new trace', [], (set, s) => {
     set({}, Number(s.bpfCounters['traceparent_invalid'] ?? 0n));
   });

@@ -9,7 +9,7 @@ import { DEFAULT_BPF_OBJECT } from '../agent/bpf-runtime.ts';
 import { createMetrics, serveMetrics, type MetricsServer } from '../agent/metrics.ts';
 import { createExporter } from '../export/exporters.ts';
 import type { ExportConfig } from '../export/config.ts';
-import { createSpanFilter } from '../export/sampler.ts';
+import { describeSampler } from '../export/sampler.ts';
 import type { LoadedConfig } from '../config/file.ts';
 import { resolveRunConfig, RunConfigError, startOnlyChanges, type RunConfig } from '../config/resolve.ts';
 import { ConfigReloader } from '../config/reload.ts';
@@ -78,8 +78,11 @@ Export (a flag wins over its environment variable, which wins over the default):
                          (default 30000; 0: no limit); env OTEL_BSP_EXPORT_TIMEOUT
   --max-concurrent-exports N  exports in flight at once (default 2)
   While exports fail, spans stay queued and are retried with backoff (up to 30 s).
-Sampling (no flag): OTEL_TRACES_SAMPLER always_on, always_off, traceidratio (with
-  OTEL_TRACES_SAMPLER_ARG, 0 to 1) or parentbased_always_on (default)
+Sampling (no flag; decided by the probes at each trace's root span):
+  OTEL_TRACES_SAMPLER always_on, always_off, traceidratio, parentbased_always_on
+  (default), parentbased_always_off or parentbased_traceidratio; the ratio
+  samplers take OTEL_TRACES_SAMPLER_ARG (0 to 1, default 1). A bad value is
+  ignored with a warning
 
 Agent:
   --metrics-address A    serve /metrics, /healthz (alive), /readyz (probes loaded,
@@ -218,12 +221,13 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
   const earlyHup = (): void => {};
   process.on('SIGHUP', earlyHup);
   const log = createLogger(cfg.logLevel);
+  for (const w of cfg.warnings ?? []) log.warn(w);
   const bsp = clampBatch(cfg, log);
   const agent = new Agent(log, {
     exporter: exporterOf(cfg),
     batcher: bsp,
     selection: cfg.selection,
-    spanFilter: createSpanFilter(cfg.sampling),
+    sampling: cfg.sampling,
     kubernetes: cfg.kubernetes === 'off' ? false : undefined,
     scanIntervalMs: cfg.scanIntervalMs,
     lingerMs: cfg.lingerMs,
@@ -250,7 +254,7 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
     const exporter = same([next.export, next.otlp], [running.export, running.otlp]) ? undefined : exporterOf(next);
     if (!same(next.selection, running.selection)) agent.setSelection(next.selection);
     if (exporter) agent.setExporter(exporter, clampBatch(next, log));
-    if (!same(next.sampling, running.sampling)) agent.setSpanFilter(createSpanFilter(next.sampling));
+    if (!same(next.sampling, running.sampling)) agent.setSampling(next.sampling);
     if (next.logLevel !== running.logLevel) log.level = next.logLevel;
     if (next.dbQueryText !== running.dbQueryText) agent.setDbQueryText(next.dbQueryText);
     running = next;
@@ -278,7 +282,7 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
     exporter: cfg.export.exporter, pid: process.pid,
     maxQueueSize: bsp.maxQueueSize, maxExportBatchSize: bsp.maxExportBatchSize, scheduledDelayMillis: bsp.scheduledDelayMillis,
     exportTimeoutMillis: bsp.exportTimeoutMillis, maxConcurrentExports: bsp.maxConcurrentExports,
-    sampler: cfg.sampling.sampler === 'traceidratio' ? `traceidratio(${cfg.sampling.ratio})` : cfg.sampling.sampler,
+    sampler: describeSampler(cfg.sampling),
     ...(file ? { config: file.path } : {}),
   });
   if (duration) setTimeout(requestStop, duration * 1000).unref();

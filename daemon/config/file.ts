@@ -86,7 +86,7 @@ export const configFileSchema = z.strictObject({
   /** Which traces are kept (OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG). Hot-reloaded. */
   sampling: z.strictObject({
     sampler: oneOf(SAMPLERS),
-    /** traceidratio: the fraction of traces kept, 0 to 1 */
+    /** traceidratio, parentbased_traceidratio: the fraction of traces kept, 0 to 1 */
     ratio: z.number({ error: (i) => `expected a number from 0 to 1, got ${describe(i.input)}` })
       .min(0, { error: (i) => `expected a number from 0 to 1, got ${describe(i.input)}` })
       .max(1, { error: (i) => `expected a number from 0 to 1, got ${describe(i.input)}` }),

@@ -14,7 +14,7 @@ import { isLogLevel, type LogLevel } from '../util/log.ts';
 import type { ConfigFile } from './file.ts';
 
 /** The values of OTEL_TRACES_SAMPLER gotrail supports (see export/sampler.ts). */
-export const SAMPLERS = ['always_on', 'always_off', 'traceidratio', 'parentbased_always_on'] as const;
+export const SAMPLERS = ['always_on', 'always_off', 'traceidratio', 'parentbased_always_on', 'parentbased_always_off', 'parentbased_traceidratio'] as const;
 
 /** `gotrail run`'s flags as parsed (strings), undefined when absent. */
 export interface RunFlags {
@@ -51,7 +51,7 @@ export type SamplerName = (typeof SAMPLERS)[number];
 export interface SamplingConfig {
   /** OTEL_TRACES_SAMPLER's values gotrail supports; default `parentbased_always_on` (the specification's) */
   sampler: SamplerName;
-  /** traceidratio: fraction of traces kept, 0–1; default 1 */
+  /** traceidratio, parentbased_traceidratio: fraction of traces kept, 0–1; default 1 */
   ratio: number;
 }
 
@@ -82,6 +82,8 @@ export interface RunConfig {
   debugProbeHitsPath?: string;
   /** where each setting came from: a flag, a variable, `config file` or `default` */
   sources: Record<string, string>;
+  /** values ignored with a warning (the OpenTelemetry variables' documented behaviour), to be logged */
+  warnings?: string[];
 }
 
 /** A setting that cannot be used; the message names the flag, variable or key. */
@@ -111,7 +113,14 @@ function count(name: string, v: string | undefined, min: number, pow2 = false): 
   return n;
 }
 
-function parseSampling(env: NodeJS.ProcessEnv, file: ConfigFile['sampling'], sources: Record<string, string>): SamplingConfig {
+/**
+ * OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG, else the file, else the
+ * default. A variable's value that cannot be used is ignored with a warning
+ * (as the specification's environment variables require: "generate a
+ * warning and gracefully ignore the setting"), the file's are refused
+ * earlier by its schema.
+ */
+function parseSampling(env: NodeJS.ProcessEnv, file: ConfigFile['sampling'], sources: Record<string, string>, warnings: string[]): SamplingConfig {
   const fromEnv = (name: string): string | undefined => {
     const v = env[name];
     return v === undefined || v.trim() === '' ? undefined : v.trim();
@@ -119,25 +128,32 @@ function parseSampling(env: NodeJS.ProcessEnv, file: ConfigFile['sampling'], sou
   let sampler: SamplerName = 'parentbased_always_on';
   sources['sampling.sampler'] = 'default';
   const es = fromEnv('OTEL_TRACES_SAMPLER');
-  if (es !== undefined) {
-    if (!(SAMPLERS as readonly string[]).includes(es)) {
-      throw new RunConfigError(`OTEL_TRACES_SAMPLER: expected one of ${SAMPLERS.join(', ')}, got "${es}" (the parentbased_* samplers other than parentbased_always_on need the decision at the root span, which gotrail does not make yet)`);
+  const fileSampler = (): void => {
+    if (file?.sampler !== undefined) {
+      sampler = file.sampler;
+      sources['sampling.sampler'] = FROM_FILE;
     }
+  };
+  if (es !== undefined && (SAMPLERS as readonly string[]).includes(es)) {
     sampler = es as SamplerName;
     sources['sampling.sampler'] = 'OTEL_TRACES_SAMPLER';
-  } else if (file?.sampler !== undefined) {
-    sampler = file.sampler;
-    sources['sampling.sampler'] = FROM_FILE;
+  } else {
+    fileSampler();
+    if (es !== undefined) warnings.push(`OTEL_TRACES_SAMPLER: expected one of ${SAMPLERS.join(', ')}, got "${es}": ignored, using ${sampler}`);
   }
   let ratio = 1;
   sources['sampling.ratio'] = 'default';
   const ea = fromEnv('OTEL_TRACES_SAMPLER_ARG');
-  // the variable is only read for the ratio sampler (the specification ignores it otherwise)
-  if (ea !== undefined && sources['sampling.sampler'] === 'OTEL_TRACES_SAMPLER' && sampler === 'traceidratio') {
-    const n = Number(ea);
-    if (!(Number.isFinite(n) && n >= 0 && n <= 1)) throw new RunConfigError(`OTEL_TRACES_SAMPLER_ARG: expected a number from 0 to 1, got "${ea}"`);
-    ratio = n;
-    sources['sampling.ratio'] = 'OTEL_TRACES_SAMPLER_ARG';
+  // the variable is only read for the ratio samplers (the specification ignores it otherwise)
+  const ratioSampler = sampler === 'traceidratio' || sampler === 'parentbased_traceidratio';
+  if (ea !== undefined && sources['sampling.sampler'] === 'OTEL_TRACES_SAMPLER' && ratioSampler) {
+    const n = /^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/.test(ea) ? Number(ea) : NaN;
+    if (Number.isFinite(n) && n >= 0 && n <= 1) {
+      ratio = n;
+      sources['sampling.ratio'] = 'OTEL_TRACES_SAMPLER_ARG';
+    } else {
+      warnings.push(`OTEL_TRACES_SAMPLER_ARG: expected a sampling probability from 0 to 1, got "${ea}": ignored, using the default 1.0`);
+    }
   } else if (file?.ratio !== undefined) {
     ratio = file.ratio;
     sources['sampling.ratio'] = FROM_FILE;
@@ -216,7 +232,8 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
   if (fo?.headers !== undefined && !set('OTEL_EXPORTER_OTLP_TRACES_HEADERS') && !set('OTEL_EXPORTER_OTLP_HEADERS')) otlp.headers = { ...fo.headers };
   if (fo?.timeoutMillis !== undefined && !set('OTEL_EXPORTER_OTLP_TRACES_TIMEOUT') && !set('OTEL_EXPORTER_OTLP_TIMEOUT')) otlp.timeoutMillis = fo.timeoutMillis;
 
-  const sampling = parseSampling(env, file.sampling, sources);
+  const warnings: string[] = [];
+  const sampling = parseSampling(env, file.sampling, sources, warnings);
 
   const metricsAddress = pick('metricsAddress', 'metrics-address', flags['metrics-address'], file.metricsAddress) ?? '127.0.0.1:9464';
   const logLevel = pick('logLevel', 'log-level', flags['log-level'], file.logLevel) ?? 'info';
@@ -249,6 +266,7 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
   return {
     selection, kubernetes, export: exportConfig, otlp, sampling, metricsAddress,
     scanIntervalMs, lingerMs, mapSizes, maxHttpRoutes, logLevel, dbQueryText, debugProbeHitsPath, sources,
+    ...(warnings.length ? { warnings } : {}),
   };
 }
 

@@ -45,6 +45,7 @@ export const BpfMaps = {
   gt_redis_depth: 'gt_redis_depth',
   gt_redis_inflight: 'gt_redis_inflight',
   gt_runtime_config: 'gt_runtime_config',
+  gt_sampler: 'gt_sampler',
   gt_self_conn_count: 'gt_self_conn_count',
   gt_self_conns: 'gt_self_conns',
   gt_self_processes: 'gt_self_processes',
@@ -135,6 +136,7 @@ export const Counter = {
   GT_COUNTER_SKIPPED_SELF: 7,
   GT_COUNTER_NOT_SAMPLED: 8,
   GT_COUNTER_TRACEPARENT_INVALID: 9,
+  GT_COUNTER_NOT_SAMPLED_SAMPLER: 15,
   GT_COUNTER_MAX: 16,
 } as const;
 
@@ -460,11 +462,24 @@ export const RuntimeFlags = {
   GT_RUNTIME_ENABLED: 1,
 } as const;
 
+/** enum gt_sampler_flags */
+export const SamplerFlags = {
+  GT_SAMPLER_IGNORE_PARENT: 1,
+} as const;
+
+/** enum gt_sampler_root */
+export const SamplerRoot = {
+  GT_SAMPLER_ALWAYS_ON: 0,
+  GT_SAMPLER_ALWAYS_OFF: 1,
+  GT_SAMPLER_TRACE_ID_RATIO: 2,
+} as const;
+
 /** enum gt_span_flags */
 export const SpanFlags = {
   GT_SPAN_SAMPLED: 1,
   GT_SPAN_HAS_PARENT: 2,
   GT_SPAN_PARENT_REMOTE: 4,
+  GT_SPAN_SAMPLER_DECIDED: 128,
 } as const;
 
 /** enum gt_sql_event_flags */
@@ -2222,6 +2237,38 @@ export function encodeRuntimeConfig(v: RuntimeConfig, buf: Buffer = Buffer.alloc
   buf.writeUInt32LE(v.m_curg, off + 4);
   buf.writeUInt32LE(v.flags, off + 8);
   buf.writeUInt32LE(v.reserved, off + 12);
+  return buf;
+}
+
+/** struct gt_sampler_config (16 bytes) */
+export interface SamplerConfig {
+  root: number;
+  flags: number;
+  threshold: bigint;
+}
+
+export const SAMPLER_CONFIG_SIZE = 16;
+export const SamplerConfigOffsets = {
+  root: 0,
+  flags: 4,
+  threshold: 8,
+} as const;
+
+/** Decodes struct gt_sampler_config at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeSamplerConfig(buf: Buffer, off = 0): SamplerConfig {
+  if (off + 16 > buf.length) throw new RangeError(`gt_sampler_config: need 16 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    root: buf.readUInt32LE(off + 0),
+    flags: buf.readUInt32LE(off + 4),
+    threshold: buf.readBigUInt64LE(off + 8),
+  };
+}
+
+/** Encodes struct gt_sampler_config into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeSamplerConfig(v: SamplerConfig, buf: Buffer = Buffer.alloc(16), off = 0): Buffer {
+  buf.writeUInt32LE(v.root, off + 0);
+  buf.writeUInt32LE(v.flags, off + 4);
+  buf.writeBigUInt64LE(v.threshold, off + 8);
   return buf;
 }
 

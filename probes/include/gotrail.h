@@ -97,6 +97,9 @@ enum gt_counter {
 	/* not an event lost: an incoming traceparent that is not used
 	 * (malformed, or sent more than once); the request starts a new trace */
 	GT_COUNTER_TRACEPARENT_INVALID = 9,
+	/* not an event lost: spans not made because this node's sampler
+	 * (OTEL_TRACES_SAMPLER) did not sample their trace (sampling.h) */
+	GT_COUNTER_NOT_SAMPLED_SAMPLER = 15,
 	GT_COUNTER_MAX = 16,
 };
 
@@ -367,6 +370,9 @@ enum gt_span_flags {
 	GT_SPAN_SAMPLED = 1,
 	GT_SPAN_HAS_PARENT = 2,
 	GT_SPAN_PARENT_REMOTE = 4, /* the parent came from another process */
+	/* the sampled flag is this node's sampler's decision (sampling.h), not
+	 * an incoming parent's; children inherit it with the decision */
+	GT_SPAN_SAMPLER_DECIDED = 128,
 };
 
 GT_EXPORT_LAYOUTS(span,
@@ -385,13 +391,8 @@ static __always_inline void gt_random_bytes(__u8 *out, int n)
 	}
 }
 
-/* A new root span: random trace and span ids, sampled. */
-static __always_inline void gt_new_root(struct gt_span_context *c)
-{
-	gt_random_bytes(c->trace_id, 16);
-	gt_random_bytes(c->span_id, 8);
-	c->flags = GT_SPAN_SAMPLED;
-}
+/* gt_new_root and the sampler's decision */
+#include "sampling.h"
 
 /* A child of `parent` (same trace), with a new span id. */
 static __always_inline void gt_new_child(struct gt_span_context *c, const struct gt_span_context *parent)
@@ -399,7 +400,7 @@ static __always_inline void gt_new_child(struct gt_span_context *c, const struct
 	__builtin_memcpy(c->trace_id, parent->trace_id, 16);
 	__builtin_memcpy(c->parent_span_id, parent->span_id, 8);
 	gt_random_bytes(c->span_id, 8);
-	c->flags = GT_SPAN_HAS_PARENT | (parent->flags & GT_SPAN_SAMPLED);
+	c->flags = GT_SPAN_HAS_PARENT | (parent->flags & (GT_SPAN_SAMPLED | GT_SPAN_SAMPLER_DECIDED));
 }
 
 static __always_inline int gt_hex(char c)
@@ -450,6 +451,7 @@ static __always_inline bool gt_parse_traceparent(const char *s, __s64 len, struc
 		return false;
 	gt_random_bytes(c->span_id, 8);
 	c->flags = GT_SPAN_HAS_PARENT | GT_SPAN_PARENT_REMOTE | ((flags & 1) ? GT_SPAN_SAMPLED : 0);
+	gt_sample_remote_parent(c);
 	return true;
 }
 

@@ -2,19 +2,18 @@
  * The configuration file as a user writes it: every problem names the key's
  * path and what was expected; flags, variables, file and defaults combine
  * in the documented order; the example file shipped in deploy/ is valid; the
- * sampler keeps whole traces.
+ * sampler's settings become the probes' rule (TraceIdRatioBased thresholds).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { checkConfig, ConfigFileError, configFileSchema, loadConfigFile, parseConfig } from '../../daemon/config/file.ts';
 import { resolveRunConfig, RunConfigError, startOnlyChanges } from '../../daemon/config/resolve.ts';
-import { createSpanFilter } from '../../daemon/export/sampler.ts';
+import { bpfSamplerConfig, describeSampler, ratioThreshold } from '../../daemon/export/sampler.ts';
+import { SamplerFlags, SamplerRoot } from '../../daemon/generated/layouts.ts';
 import { repoRoot } from '../support/agent-process.ts';
-import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
 
 function problems(text: string): string[] {
   try {
@@ -39,7 +38,7 @@ test('schema errors name the path of every bad key and what was expected', () =>
     '  otlp:',
     '    endpoint: ftp://collector',
     '    headrs: {}',
-    'sampling: {sampler: parentbased_traceidratio, ratio: 2}',
+    'sampling: {sampler: parentbased_sometimes, ratio: 2}',
     'maps: {ringBufferBytes: 5000}',
     'metricsAddress: everywhere',
     'logLevel: loud',
@@ -56,7 +55,7 @@ test('schema errors name the path of every bad key and what was expected', () =>
     'maps.ringBufferBytes: expected a power of two >= 4096 (bytes), got 5000',
     'metricsAddress: expected host:port or off, got "everywhere"',
     'sampling.ratio: expected a number from 0 to 1, got 2',
-    'sampling.sampler: expected one of always_on, always_off, traceidratio, parentbased_always_on, got "parentbased_traceidratio"',
+    'sampling.sampler: expected one of always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off, parentbased_traceidratio, got "parentbased_sometimes"',
     'selection.excludeName: expected a list, got "debug-*"',
     'selection.includeExe[1]: expected a string, got 3',
     'tracing: unknown key (expected one of selection, kubernetes, exporter, sampling, metricsAddress, scanIntervalMillis, lingerMillis, maps, maxHttpRoutes, dbQueryText, logLevel, debugProbeHits)',
@@ -143,8 +142,6 @@ test('precedence: flag > environment variable > file > default, per setting', ()
 });
 
 test('invalid variables and flags are refused by name; start-only settings are told apart', () => {
-  assert.throws(() => resolveRunConfig({}, { OTEL_TRACES_SAMPLER: 'parentbased_traceidratio' }), (e: Error) => e instanceof RunConfigError && /^OTEL_TRACES_SAMPLER: expected one of always_on, always_off, traceidratio, parentbased_always_on, got "parentbased_traceidratio"/.test(e.message));
-  assert.throws(() => resolveRunConfig({}, { OTEL_TRACES_SAMPLER: 'traceidratio', OTEL_TRACES_SAMPLER_ARG: '1.5' }), /OTEL_TRACES_SAMPLER_ARG: expected a number from 0 to 1, got "1.5"/);
   assert.throws(() => resolveRunConfig({ 'max-inflight': '3' }), /--max-inflight: expected an integer >= 16, got "3"/);
   assert.throws(() => resolveRunConfig({}, {}, { selection: { includePodLabel: ['=x'] } }), RunConfigError);
   const a = resolveRunConfig({}, {}, parseConfig('maps: {maxInflight: 1024}\nexporter: {kind: none}', 'c'));
@@ -152,29 +149,55 @@ test('invalid variables and flags are refused by name; start-only settings are t
   assert.deepEqual(startOnlyChanges(a, b), ['metricsAddress', 'mapSizes']);
 });
 
-function spanOf(traceId: string): ReadableSpan {
-  return { name: 'GET', kind: 1, spanContext: () => ({ traceId, spanId: '1'.repeat(16), traceFlags: 1 }) } as unknown as ReadableSpan;
-}
-
-test('traceidratio keeps a whole trace or none of it, at the configured ratio', () => {
-  const keep = createSpanFilter({ sampler: 'traceidratio', ratio: 0.25 });
-  assert.ok(keep);
-  let kept = 0;
-  for (let i = 0; i < 4000; i++) {
-    const id = randomBytes(16).toString('hex');
-    const first = keep(spanOf(id));
-    // every span of the trace (server, client, a linked server on the node) gets the same decision
-    for (let j = 0; j < 3; j++) assert.equal(keep(spanOf(id)), first);
-    if (first) kept++;
+test('a bad OTEL_TRACES_SAMPLER or OTEL_TRACES_SAMPLER_ARG is ignored with a warning (the specification\'s behaviour), the default used', () => {
+  const badName = resolveRunConfig({}, { OTEL_TRACES_SAMPLER: 'parentbased_sometimes', OTEL_TRACES_SAMPLER_ARG: '0.5' });
+  assert.deepEqual(badName.sampling, { sampler: 'parentbased_always_on', ratio: 1 });
+  assert.deepEqual(badName.warnings, ['OTEL_TRACES_SAMPLER: expected one of always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off, parentbased_traceidratio, got "parentbased_sometimes": ignored, using parentbased_always_on']);
+  // the file's sampler stands when the variable is unusable
+  const fromFile = resolveRunConfig({}, { OTEL_TRACES_SAMPLER: 'sometimes' }, parseConfig('sampling: {sampler: always_off}', 'c'));
+  assert.equal(fromFile.sampling.sampler, 'always_off');
+  assert.match(fromFile.warnings?.[0] ?? '', /got "sometimes": ignored, using always_off$/);
+  for (const arg of ['1.5', '-0.1', 'half', '0x1', 'NaN', '1e3']) {
+    const r = resolveRunConfig({}, { OTEL_TRACES_SAMPLER: 'parentbased_traceidratio', OTEL_TRACES_SAMPLER_ARG: arg });
+    assert.deepEqual(r.sampling, { sampler: 'parentbased_traceidratio', ratio: 1 }, arg);
+    assert.deepEqual(r.warnings, [`OTEL_TRACES_SAMPLER_ARG: expected a sampling probability from 0 to 1, got "${arg}": ignored, using the default 1.0`]);
   }
-  // 4000 Bernoulli(0.25) trials: mean 1000, σ ≈ 27; ±6σ
-  assert.ok(kept > 840 && kept < 1160, `kept ${kept} of 4000 traces at ratio 0.25`);
-  assert.equal(createSpanFilter({ sampler: 'always_on', ratio: 1 }), undefined, 'always_on costs nothing per span');
-  assert.equal(createSpanFilter({ sampler: 'traceidratio', ratio: 1 }), undefined);
-  const none = createSpanFilter({ sampler: 'always_off', ratio: 1 });
-  assert.equal(none?.(spanOf(randomBytes(16).toString('hex'))), false);
-  const zero = createSpanFilter({ sampler: 'traceidratio', ratio: 0 });
-  assert.equal(zero?.(spanOf('f'.repeat(32))), false);
+  const ok = resolveRunConfig({}, { OTEL_TRACES_SAMPLER: 'traceidratio', OTEL_TRACES_SAMPLER_ARG: ' 0.25 ' });
+  assert.deepEqual(ok.sampling, { sampler: 'traceidratio', ratio: 0.25 });
+  assert.equal(ok.warnings, undefined);
+  assert.equal(ok.sources['sampling.ratio'], 'OTEL_TRACES_SAMPLER_ARG');
+  // the argument belongs to the ratio samplers only
+  assert.equal(resolveRunConfig({}, { OTEL_TRACES_SAMPLER: 'always_on', OTEL_TRACES_SAMPLER_ARG: 'junk' }).warnings, undefined);
+});
+
+test('each sampler becomes the probes\' rule; TraceIdRatioBased thresholds are the specification\'s', () => {
+  // T = 2^56 - ratio * 2^56: the specification's table (tracestate probability sampling) for exact ratios
+  assert.equal(ratioThreshold(1), 0n);
+  assert.equal(ratioThreshold(0.5), 0x80000000000000n);
+  assert.equal(ratioThreshold(0.25), 0xc0000000000000n);
+  assert.equal(ratioThreshold(0.125), 0xe0000000000000n);
+  assert.equal(ratioThreshold(0.0625), 0xf0000000000000n);
+  assert.equal(ratioThreshold(0), 1n << 56n, 'ratio 0: no randomness value (at most 2^56 - 1) reaches it');
+  // 1-in-10: within the specification's 5-digit rounding (e6666) of the exact threshold
+  assert.equal(ratioThreshold(0.1) >> 36n, 0xe6666n);
+  // a higher ratio samples every trace a lower one does
+  let last = 1n << 56n;
+  for (let r = 0.01; r <= 1; r += 0.01) {
+    const t = ratioThreshold(r);
+    assert.ok(t <= last);
+    last = t;
+  }
+  const on = SamplerRoot.GT_SAMPLER_ALWAYS_ON, off = SamplerRoot.GT_SAMPLER_ALWAYS_OFF, ratio = SamplerRoot.GT_SAMPLER_TRACE_ID_RATIO;
+  const ignore = SamplerFlags.GT_SAMPLER_IGNORE_PARENT;
+  assert.deepEqual(bpfSamplerConfig({ sampler: 'parentbased_always_on', ratio: 1 }), { root: on, flags: 0, threshold: 0n });
+  assert.equal(on, 0, 'the all-zero map entry, before the agent writes it, is the default sampler');
+  assert.deepEqual(bpfSamplerConfig({ sampler: 'always_on', ratio: 1 }), { root: on, flags: ignore, threshold: 0n });
+  assert.deepEqual(bpfSamplerConfig({ sampler: 'always_off', ratio: 1 }), { root: off, flags: ignore, threshold: 0n });
+  assert.deepEqual(bpfSamplerConfig({ sampler: 'parentbased_always_off', ratio: 1 }), { root: off, flags: 0, threshold: 0n });
+  assert.deepEqual(bpfSamplerConfig({ sampler: 'traceidratio', ratio: 0.25 }), { root: ratio, flags: ignore, threshold: 0xc0000000000000n });
+  assert.deepEqual(bpfSamplerConfig({ sampler: 'parentbased_traceidratio', ratio: 0.5 }), { root: ratio, flags: 0, threshold: 0x80000000000000n });
+  assert.equal(describeSampler({ sampler: 'parentbased_traceidratio', ratio: 0.25 }), 'ParentBased{root=TraceIdRatioBased{0.25}}');
+  assert.equal(describeSampler({ sampler: 'always_off', ratio: 1 }), 'AlwaysOffSampler');
 });
 
 test('the README documents every top-level key of the file', () => {

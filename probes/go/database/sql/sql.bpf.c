@@ -223,7 +223,7 @@ static __always_inline void sql_return(struct pt_regs *ctx, __u64 err_itab)
 		ev->end_ns = bpf_ktime_get_ns();
 		gt_submit(ev);
 	} else {
-		gt_count(sampled ? GT_COUNTER_RINGBUF_FULL : GT_COUNTER_NOT_SAMPLED);
+		sampled ? gt_count(GT_COUNTER_RINGBUF_FULL) : gt_count_not_sampled(&st->ev.span);
 	}
 	bpf_map_delete_elem(&gt_sql_inflight, &key);
 }

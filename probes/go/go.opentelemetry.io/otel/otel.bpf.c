@@ -302,7 +302,7 @@ int gt_otel_end(struct pt_regs *ctx)
 	struct gt_goroutine_key starter = { .tgid = key.tgid, .goid = st->ev.hdr.goid };
 	gt_otel_pop_active(&starter, &st->ev.span, &st->saved);
 	if (!(st->ev.span.flags & GT_SPAN_SAMPLED)) {
-		gt_count(GT_COUNTER_NOT_SAMPLED);
+		gt_count_not_sampled(&st->ev.span);
 	} else {
 		st->ev.hdr.binary_id = bin_id;
 		st->ev.hdr.cpu = bpf_get_smp_processor_id();

@@ -241,7 +241,7 @@ static __always_inline void send(struct gt_grpc_client_event *src, __u32 bin_id,
 	bool sampled = src->span.flags & GT_SPAN_SAMPLED;
 	struct gt_grpc_client_event *ev = sampled ? bpf_ringbuf_reserve(&gt_events, sizeof(*ev), 0) : 0;
 	if (!ev) {
-		gt_count(sampled ? GT_COUNTER_RINGBUF_FULL : GT_COUNTER_NOT_SAMPLED);
+		sampled ? gt_count(GT_COUNTER_RINGBUF_FULL) : gt_count_not_sampled(&src->span);
 		return;
 	}
 	__builtin_memcpy(ev, src, sizeof(*ev));

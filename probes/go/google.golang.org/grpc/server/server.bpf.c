@@ -342,7 +342,7 @@ int gt_grpc_server_return(struct pt_regs *ctx)
 	bool sampled = st->span.flags & GT_SPAN_SAMPLED;
 	struct gt_grpc_server_event *ev = sampled ? bpf_ringbuf_reserve(&gt_events, sizeof(*ev), 0) : 0;
 	if (!ev) {
-		gt_count(sampled ? GT_COUNTER_RINGBUF_FULL : GT_COUNTER_NOT_SAMPLED);
+		sampled ? gt_count(GT_COUNTER_RINGBUF_FULL) : gt_count_not_sampled(&st->span);
 		bpf_map_delete_elem(&gt_grpc_server_inflight, &key);
 		bpf_map_delete_elem(&gt_goroutine_spans, &key);
 		return 0;

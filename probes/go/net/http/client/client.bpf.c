@@ -227,8 +227,9 @@ int gt_http_client_entry(struct pt_regs *ctx)
 		gt_new_root(&st.span);
 	gt_mark_entered(&key, GT_PAIRED_HTTP_CLIENT);
 	/* whether the request goes out over HTTP/2 is decided later: every
-	 * sampled request is made findable for an HTTP/2 writer */
-	if ((cfg->flags & GT_HTTP_CLIENT_H2_LINK) && (st.span.flags & GT_SPAN_SAMPLED) &&
+	 * request is made findable for an HTTP/2 writer, an unsampled one too
+	 * (the server side follows its decision) */
+	if ((cfg->flags & GT_HTTP_CLIENT_H2_LINK) &&
 	    go_read_ptr(st.req, cfg->req_url, &st.url) == 0 && st.url)
 		h2_expect(&key, &st);
 	if (bpf_map_update_elem(&gt_http_client_inflight, &key, &st, BPF_ANY) < 0) {
@@ -302,7 +303,7 @@ int gt_http_client_return(struct pt_regs *ctx)
 	bool sampled = st->span.flags & GT_SPAN_SAMPLED;
 	struct gt_http_client_event *ev = sampled ? bpf_ringbuf_reserve(&gt_events, sizeof(*ev), 0) : 0;
 	if (!ev) {
-		gt_count(sampled ? GT_COUNTER_RINGBUF_FULL : GT_COUNTER_NOT_SAMPLED);
+		sampled ? gt_count(GT_COUNTER_RINGBUF_FULL) : gt_count_not_sampled(&st->span);
 		bpf_map_delete_elem(&gt_http_client_inflight, &key);
 		return 0;
 	}

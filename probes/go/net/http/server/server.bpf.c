@@ -652,7 +652,7 @@ static __always_inline void finish_request(struct gt_http_server_config *cfg, st
 	bool sampled = st->span.flags & GT_SPAN_SAMPLED;
 	struct gt_http_server_event *ev = sampled ? bpf_ringbuf_reserve(&gt_events, sizeof(*ev), 0) : 0;
 	if (!ev) {
-		gt_count(sampled ? GT_COUNTER_RINGBUF_FULL : GT_COUNTER_NOT_SAMPLED);
+		sampled ? gt_count(GT_COUNTER_RINGBUF_FULL) : gt_count_not_sampled(&st->span);
 		bpf_map_delete_elem(&gt_http_server_inflight, key);
 		bpf_map_delete_elem(&gt_goroutine_spans, key);
 		bpf_map_delete_elem(&gt_http_routes, key);
