@@ -223,13 +223,13 @@ test('a ConfigMap update (the ..data link swapped) is seen: exporter and samplin
     // sampling: no trace kept; every span is counted, none printed
     publish(`${base}exporter:\n  kind: console\n  batch: {scheduleDelayMillis: 100}\nsampling:\n  sampler: always_off\n`);
     await agent.waitFor(/configuration reloaded file=\S+ generation=3 /, 5000);
-    const before = metric((await httpRequest(u.metrics)).body, 'gotrail_spans_sampled_out_total');
+    const before = metric((await httpRequest(u.metrics)).body, 'gotrail_spans_not_sampled_total{decided_by="sampler"}');
     assert.equal(before, 0);
     const N = 20;
     for (let i = 0; i < N; i++) assert.equal((await httpRequest(`${server.url}/status/201`)).status, 201);
-    await until(`${N} spans sampled out`, 10_000, async () => (metric((await httpRequest(u.metrics)).body, 'gotrail_spans_sampled_out_total') >= N ? true : undefined));
+    await until(`${N} spans sampled out`, 10_000, async () => (metric((await httpRequest(u.metrics)).body, 'gotrail_spans_not_sampled_total{decided_by="sampler"}') >= N ? true : undefined));
     await new Promise((r) => setTimeout(r, 500)); // past the batch delay: a kept span would be printed by now
-    assert.equal(metric((await httpRequest(u.metrics)).body, 'gotrail_spans_sampled_out_total'), N);
+    assert.equal(metric((await httpRequest(u.metrics)).body, 'gotrail_spans_not_sampled_total{decided_by="sampler"}'), N);
     assert.doesNotMatch(agent.log(), /\/status\/201 {2}SERVER/);
 
     // SIGHUP with the same content: reported as unchanged, nothing re-applied
