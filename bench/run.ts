@@ -13,6 +13,9 @@
  *   same server (GET /proxy?to=/hello: a server span, a client span and the
  *   called server span);
  * - `grpc`: unary gRPC calls, client and server in one traced program;
+ * - `sampling`: the grpc scenario's calls under OTEL_TRACES_SAMPLER always_on
+ *   and always_off (decided in BPF), alternating with rounds without the
+ *   agent: added latency, agent CPU and BPF time per call, events sent;
  * - `agent-load`: the agent's CPU and RSS while the http server serves 100,
  *   1 000 and 10 000 requests/s (one span each), with events lost;
  * - `attach`: planning, attaching and detaching gotrail's programs for one
@@ -46,7 +49,7 @@ import { DEFAULT_BPF_OBJECT } from '../daemon/agent/bpf-runtime.ts';
 import { BpfObject } from '../daemon/native/index.ts';
 import { probes } from '../daemon/probes/registry.ts';
 
-const SCENARIOS = ['http', 'http-client', 'grpc', 'agent-load', 'attach', 'pipeline'] as const;
+const SCENARIOS = ['http', 'http-client', 'grpc', 'sampling', 'agent-load', 'attach', 'pipeline'] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 const { values } = parseArgs({
@@ -143,8 +146,8 @@ function benchCopy(src: string, name: string): string {
   return dst;
 }
 
-async function startTracing(bin: string, pid: number): Promise<AgentProcess> {
-  const agent = await startAgent(['--include-exe', bin, '--exporter', 'none']);
+async function startTracing(bin: string, pid: number, env: Record<string, string> = {}): Promise<AgentProcess> {
+  const agent = await startAgent(['--include-exe', bin, '--exporter', 'none'], env);
   await agent.waitTraced(pid, 60_000);
   // the start-up calibration runs probes of its own: let it finish first
   await agent.waitFor(/uprobe hit cost calibrated|calibration failed/, 60_000);
@@ -436,6 +439,82 @@ function pipelineScenario(): { json: unknown; markdown: string } {
   return { json: { scenario: 'pipeline', output: out }, markdown };
 }
 
+/**
+ * What an unsampled request costs against a sampled one, in one run: the
+ * grpc scenario's sequential calls (timed inside the program) without the
+ * agent, with OTEL_TRACES_SAMPLER=always_on and with always_off, rounds
+ * alternating. An unsampled call takes the same probe hits (the trap is the
+ * file's) but sends no event, so the agent has nothing to do for it.
+ */
+async function samplingScenario(): Promise<{ json: unknown; markdown: string }> {
+  type SMode = 'without' | 'always_on' | 'always_off';
+  const modes: SMode[] = ['without', 'always_on', 'always_off'];
+  const tc = toolchains().find((t) => t.version === values.go || t.version.startsWith(`${values.go}.`));
+  if (!tc) throw new Error(`--go ${values.go}: no such toolchain here`);
+  const built = echoBinary(values.grpc, tc, false);
+  if ('skip' in built) throw new Error(built.skip);
+  const bin = benchCopy(built.binary, 'grpc-echo');
+  const server = await startGoServer(bin);
+  const per: Record<SMode, Array<Round & { agentCpuUs: number; bpfUs: number; events: number; notSampled: number }>> = { without: [], always_on: [], always_off: [] };
+  try {
+    const addr = (await httpRequest(`${server.url}/addr`)).body.trim();
+    const measure = async (): Promise<Round> => {
+      const r = await httpRequest(`${server.url}/bench?to=${addr}&n=${calls}`);
+      const m = /p50_us=([\d.]+) p99_us=([\d.]+)/.exec(r.body);
+      if (r.status !== 200 || !m) throw new Error(`grpc-echo /bench: ${r.status} ${r.body}`);
+      return { p50: Number(m[1]), p99: Number(m[2]) };
+    };
+    log('sampling: warming up');
+    await measure();
+    for (let round = 0; round < rounds; round++) {
+      const order = [...modes.slice(round % 3), ...modes.slice(0, round % 3)];
+      for (const mode of order) {
+        log(`sampling: round ${round + 1}/${rounds}, ${mode}`);
+        if (mode === 'without') {
+          per.without.push({ ...(await measure()), agentCpuUs: NaN, bpfUs: NaN, events: NaN, notSampled: NaN });
+          continue;
+        }
+        const agent = await startTracing(bin, server.pid, { OTEL_TRACES_SAMPLER: mode, OTEL_TRACES_SAMPLER_ARG: '' });
+        try {
+          const before = await scrape(agent);
+          const cpu0 = processCpuSeconds(agent.child.pid!)!;
+          const r = await measure();
+          await sleep(500); // the last events consumed
+          const cpu = processCpuSeconds(agent.child.pid!)! - cpu0;
+          const after = await scrape(agent);
+          const d = (name: string, labels: Record<string, string> = {}): number => metricSum(after, name, labels) - metricSum(before, name, labels);
+          per[mode].push({
+            ...r, agentCpuUs: (cpu * 1e6) / calls, bpfUs: ((bpfSeconds(after) - bpfSeconds(before)) * 1e6) / calls,
+            events: (d('gotrail_events_total', { type: 'google.golang.org/grpc/server' }) + d('gotrail_events_total', { type: 'google.golang.org/grpc/client' })) / calls,
+            notSampled: d('gotrail_spans_not_sampled_total') / calls,
+          });
+        } finally {
+          await agent.stop();
+        }
+      }
+    }
+  } finally {
+    await server.stop();
+  }
+  const m = (mode: SMode, k: 'p50' | 'p99' | 'agentCpuUs' | 'bpfUs' | 'events' | 'notSampled'): number => median(per[mode].map((r) => r[k]));
+  const row = (mode: SMode): string =>
+    `| ${mode} | ${f(m(mode, 'p50'))} µs | ${signed(m(mode, 'p50') - m('without', 'p50'))} µs | ${f(m(mode, 'p99'))} µs | ${f(m(mode, 'agentCpuUs'), 2)} µs | ${f(m(mode, 'bpfUs'), 2)} µs | ${f(m(mode, 'events'), 2)} | ${f(m(mode, 'notSampled'), 2)} |`;
+  const markdown = [
+    `### sampling: unary gRPC call under always_on and always_off, decided in BPF (${tc.version}, grpc-go v${values.grpc}, ${calls} sequential calls per round)`,
+    '',
+    `${rounds} rounds per mode, alternating in one run (medians over rounds); agent CPU and BPF time are per call`,
+    '',
+    '| sampler | median | added (median) | p99 | agent CPU | BPF program time | events sent | spans not made |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|',
+    `| without the agent | ${f(m('without', 'p50'))} µs | — | ${f(m('without', 'p99'))} µs | — | — | — | — |`,
+    row('always_on'),
+    row('always_off'),
+    '',
+    `always_off saves per call: ${signed(m('always_on', 'p50') - m('always_off', 'p50'))} µs median latency, ${f(m('always_on', 'agentCpuUs') - m('always_off', 'agentCpuUs'), 2)} µs of agent CPU, ${f(m('always_on', 'bpfUs') - m('always_off', 'bpfUs'), 2)} µs of BPF time; the probe hits (the uprobe traps) remain.`,
+  ].join('\n');
+  return { json: { scenario: 'sampling', rounds: per }, markdown };
+}
+
 // --- run --------------------------------------------------------------------
 const run: Record<string, { json: unknown; markdown: string }> = {};
 for (const s of SCENARIOS) {
@@ -444,6 +523,7 @@ for (const s of SCENARIOS) {
   if (s === 'http') run[s] = await httpScenario(false);
   else if (s === 'http-client') run[s] = await httpScenario(true);
   else if (s === 'grpc') run[s] = await grpcScenario();
+  else if (s === 'sampling') run[s] = await samplingScenario();
   else if (s === 'agent-load') run[s] = await agentLoadScenario();
   else if (s === 'attach') run[s] = await attachScenario();
   else run[s] = pipelineScenario();
