@@ -48,7 +48,7 @@ describe("google.golang.org/grpc server: the call's traceparent metadata is the 
               assert.equal(res.body.trim(), expect, query);
             };
             const counter = async (name: string): Promise<number> => Number(await traced.metric(new RegExp(`^${name} (\\S+)`, 'm')) ?? 0);
-            const unsampled0 = await counter('gotrail_spans_not_sampled_total');
+            const unsampled0 = await counter('gotrail_spans_not_sampled_total\\{decided_by="parent"\\}');
             const invalid0 = await counter('gotrail_traceparents_invalid_total');
 
             // sampled, with tracestate: every concurrent call is the remote parent's child
@@ -76,7 +76,7 @@ describe("google.golang.org/grpc server: the call's traceparent metadata is the 
               assert.equal(s.parentSpanId, '');
               assert.equal(s.traceState, '');
             }
-            assert.equal(await counter('gotrail_spans_not_sampled_total') - unsampled0, 1, 'the unsampled call is counted');
+            assert.equal(await counter('gotrail_spans_not_sampled_total\\{decided_by="parent"\\}') - unsampled0, 1, 'the unsampled call is counted');
             assert.equal(await counter('gotrail_traceparents_invalid_total') - invalid0, 2, 'the invalid traceparents are counted');
           } finally {
             await caller.stop();

@@ -171,7 +171,7 @@ describe('net/http server: the parent comes from the request being served', { sk
         assert.deepEqual(await rawExchange(server.url, [rawRequest({ path: '/status/251', headers: [['traceparent', `ff-${T}-${P}-01`], ['tracestate', ts], ['Connection', 'close']] })], 1), [251]);
         // an unsampled parent: no span for the request, nor for the outgoing call it makes, nor
         // for that call's own request arriving at this server (linked on this node)
-        const notSampled = async (): Promise<number> => Number(await traced.metric(/^gotrail_spans_not_sampled_total (\S+)/m));
+        const notSampled = async (): Promise<number> => Number(await traced.metric(/^gotrail_spans_not_sampled_total\{decided_by="parent"\} (\S+)/m));
         const before = await notSampled();
         const U = `0a5a${'2'.repeat(28)}`;
         const to = encodeURIComponent(`${server.url}/status/201`);
