@@ -12,10 +12,12 @@
  * request. A sampled request must arrive whole; an unsampled one must send
  * no event at all — the probes' event counts and
  * gotrail_spans_not_sampled_total (by where the decision was made) prove it.
+ * A gRPC server (grpc-go v1.85.0) called by an untraced caller checks that a
+ * call's traceparent metadata is decided by the same rule.
  */
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { attributeText, startCollector, type Collector, type ReceivedSpan } from '../support/collector.ts';
@@ -23,6 +25,7 @@ import { repoRoot, startAgent, type AgentProcess } from '../support/agent-proces
 import { httpRequest, startGoServer, type GoServer } from '../support/go-server.ts';
 import { skipUnlessBpf } from '../support/privileges.ts';
 import { freshCopy } from '../support/traced-collector.ts';
+import { echoBinary, toolchains } from '../go/google.golang.org/grpc/echo-build.ts';
 
 const skip = skipUnlessBpf();
 const copies = join(repoRoot, 'build', 'e2e-sampling');
@@ -211,6 +214,49 @@ describe('sampling in BPF: every sampler, children across goroutines and process
     // the set chosen has both outcomes, against both flags
     assert.deepEqual(sent.map((s) => `${s.expected}/${s.parentSampled}`).sort(), ['false/false', 'false/false', 'false/true', 'false/true', 'true/false', 'true/false', 'true/true', 'true/true']);
     await run('7a7a7a', sent);
+  });
+
+  test('traceidratio 0.5, gRPC: a call\'s traceparent metadata is decided by the same rule', async (t) => {
+    const tc = toolchains().find((x) => x.version.startsWith('go1.26'));
+    const built = tc ? echoBinary('1.85.0', tc, false) : { skip: 'no go1.26 here' };
+    if ('skip' in built) return t.skip(built.skip);
+    // the caller stands for another node: not traced, so the call's parent is its metadata
+    const callerDir = join(repoRoot, 'build', 'test', 'sampling-untraced');
+    mkdirSync(callerDir, { recursive: true });
+    copyFileSync(built.binary, join(callerDir, 'grpc-echo'));
+    const serverDir = join(copies, 'grpc');
+    mkdirSync(serverDir, { recursive: true });
+    copyFileSync(built.binary, join(serverDir, 'grpc-echo'));
+    const caller = await startGoServer(join(callerDir, 'grpc-echo'));
+    const server = await startGoServer(join(serverDir, 'grpc-echo'));
+    try {
+      await agent.waitTraced(server.pid);
+      const addr = (await httpRequest(`${server.url}/addr`)).body.trim();
+      // that request's own span (or its count) is done before the counts are taken
+      await new Promise((r) => setTimeout(r, 1500));
+      await collector.clear();
+      const before = await counts();
+      const sent = RANDOMNESS.map((r, i) => ({ traceId: `96c96c${i.toString(16).padStart(12, '0')}${r}`, parentSampled: i % 2 === 0 }));
+      for (const x of sent) {
+        const res = await httpRequest(`${caller.url}/unary?to=${addr}&what=ok&tp=00-${x.traceId}-00f067aa0ba902b7-${x.parentSampled ? '01' : '00'}`);
+        assert.equal(res.body.trim(), 'OK=1');
+      }
+      const kept = sent.filter((x) => ratioKeeps(x.traceId, 0.5));
+      assert.equal(kept.length, 4);
+      const grpcSpans = async (): Promise<ReceivedSpan[]> => (await collector.spans()).filter((x) => x.resource['process.pid'] === server.pid && x.attributes['rpc.system'] === 'grpc');
+      const deadline = Date.now() + 20_000;
+      while ((await grpcSpans()).length < kept.length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+      await new Promise((r) => setTimeout(r, 1000));
+      const spans = await grpcSpans();
+      assert.deepEqual(spans.map((x) => x.traceId).sort(), kept.map((x) => x.traceId).sort(), 'exactly the calls whose trace id the rule keeps');
+      const after = await counts();
+      assert.equal(after.sampler - before.sampler, sent.length - kept.length, 'the others counted as not sampled by the sampler');
+      assert.equal(after.parent, before.parent);
+      assert.equal(after.events - before.events, kept.length, 'one event per kept call, none for the others');
+    } finally {
+      await caller.stop();
+      await server.stop();
+    }
   });
 
   test('parentbased_always_on: the incoming flag decides; roots are sampled', async () => {
