@@ -100,12 +100,14 @@ static __always_inline void gt_sample_remote_parent(struct gt_span_context *c)
 	if (!s || !(s->flags & GT_SAMPLER_IGNORE_PARENT))
 		return;
 	bool keep = gt_sampler_keeps(s, c->trace_id);
-	c->flags = (c->flags & ~(__u32)GT_SPAN_SAMPLED) | GT_SPAN_SAMPLER_DECIDED | (keep ? GT_SPAN_SAMPLED : 0);
+	c->flags = (c->flags & ~(__u32)GT_SPAN_SAMPLED) | GT_SPAN_SAMPLER_DECIDED |
+		   (keep ? GT_SPAN_SAMPLED : 0);
 }
 
 /* Counts a span not made because its trace is not sampled, by where that was
  * decided: this node's sampler, or an incoming parent's flags. */
 static __always_inline void gt_count_not_sampled(const struct gt_span_context *c)
 {
-	gt_count((c->flags & GT_SPAN_SAMPLER_DECIDED) ? GT_COUNTER_NOT_SAMPLED_SAMPLER : GT_COUNTER_NOT_SAMPLED);
+	gt_count((c->flags & GT_SPAN_SAMPLER_DECIDED) ? GT_COUNTER_NOT_SAMPLED_SAMPLER
+						      : GT_COUNTER_NOT_SAMPLED);
 }

@@ -229,8 +229,8 @@ int gt_http_client_entry(struct pt_regs *ctx)
 	/* whether the request goes out over HTTP/2 is decided later: every
 	 * request is made findable for an HTTP/2 writer, an unsampled one too
 	 * (the server side follows its decision) */
-	if ((cfg->flags & GT_HTTP_CLIENT_H2_LINK) &&
-	    go_read_ptr(st.req, cfg->req_url, &st.url) == 0 && st.url)
+	if ((cfg->flags & GT_HTTP_CLIENT_H2_LINK) && go_read_ptr(st.req, cfg->req_url, &st.url) == 0 &&
+	    st.url)
 		h2_expect(&key, &st);
 	if (bpf_map_update_elem(&gt_http_client_inflight, &key, &st, BPF_ANY) < 0) {
 		gt_count(GT_COUNTER_INFLIGHT_FULL);
