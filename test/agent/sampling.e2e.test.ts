@@ -264,6 +264,38 @@ describe('sampling in BPF: every sampler, children across goroutines and process
     await run('b1b1b1', requests('b1b1b1', (_, p) => [p, 'parent'], 2, true));
   });
 
+  test('parentbased_always_on, HTTP/2: an unsampled request\'s calls carry the decision to the server over h2c (no new trace there)', async () => {
+    const h2 = await startGoServer(freshCopy(copies, 'go1.26', 'plain', 'httpserver'), ['-h2c']);
+    try {
+      await agent.waitTraced(h2.pid);
+      await collector.clear();
+      const before = await counts();
+      const calls = 3;
+      const proxied = async (flags: string, trace: string): Promise<void> => {
+        const res = await httpRequest(`${a.url}/proxy2?to=${encodeURIComponent(h2.url)}&n=${calls}&h2c=1`, { headers: { traceparent: `00-${trace}-00f067aa0ba902b7-${flags}` } });
+        assert.equal(res.status, 200, res.body);
+        assert.match(res.body, /proto=HTTP\/2\.0/);
+      };
+      await proxied('00', 'b2b2b2000000000000000000000000a0');
+      await proxied('01', 'b2b2b2000000000000000000000000a1');
+      // per request: A's server span, the warm-up and `calls` client spans, as many server spans in the h2c server
+      const perRequest = 1 + 2 * (calls + 1);
+      const deadline = Date.now() + 20_000;
+      const mine = async (): Promise<ReceivedSpan[]> => (await collector.spans()).filter((x) => x.resource['process.pid'] === a.pid || x.resource['process.pid'] === h2.pid);
+      while ((await mine()).length < perRequest && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+      await new Promise((r) => setTimeout(r, 1000));
+      const spans = await mine();
+      assert.deepEqual([...new Set(spans.map((x) => x.traceId))], ['b2b2b2000000000000000000000000a1'], 'only the sampled request, and no new trace in the h2c server');
+      assert.equal(spans.length, perRequest, spans.map((x) => `${x.resource['process.pid'] === a.pid ? 'A' : 'B'} ${x.kind} ${pathOf(x)}`).join(', '));
+      assert.equal(spans.filter((x) => x.resource['process.pid'] === h2.pid).length, calls + 1);
+      const after = await counts();
+      assert.equal(after.parent - before.parent, perRequest, 'every span of the unsampled request counted, the h2c server\'s too');
+      assert.equal(after.sampler, before.sampler);
+    } finally {
+      await h2.stop();
+    }
+  });
+
   test('parentbased_always_off: the incoming flag decides; roots are not sampled', async () => {
     await useSampler('{sampler: parentbased_always_off}', 'ParentBased{root=AlwaysOffSampler}');
     await run('b0b0b0', requests('b0b0b0', (_, p) => [p, 'parent'], 2, false));
