@@ -13,6 +13,7 @@ import { repairStaleSites } from './text-repair.ts';
 import { BinaryWatcher } from './binary-watcher.ts';
 import { decide, usesKubernetes, type SelectionRules } from './selection.ts';
 import type { MetricsSnapshot, MetricsSource } from './metrics.ts';
+import { BudgetEnforcer, type BudgetSettings, type ShedCount } from './budget.ts';
 import { OverheadEstimator, calibrateUprobeHitCost, type HitCostCalibration, type ProcessOverhead } from './overhead.ts';
 import { SpanBatcher, type BatcherOptions } from '../export/batcher.ts';
 import { MonotonicClock } from '../spans/clock.ts';
@@ -61,6 +62,12 @@ export interface AgentOptions {
   debugProbeHitsPath?: string;
   /** Database spans carry db.query.text, sanitised (`--db-query-text`). Default false. */
   dbQueryText?: boolean;
+  /**
+   * Overhead budget (`--overhead-budget`): probes of a binary whose traced
+   * processes spend more than this fraction of their CPU on tracing are shed
+   * (budget.ts). Default: off.
+   */
+  overheadBudget?: BudgetSettings;
   /** Compiled probe object. Default: build/probes/gotrail.bpf.o. */
   bpfObjectPath?: string;
   /**
@@ -155,6 +162,8 @@ export class Agent implements MetricsSource {
   private watcher: BinaryWatcher | undefined;
   private overhead: OverheadEstimator | undefined;
   private calibrating: Promise<HitCostCalibration | undefined> | undefined;
+  private budget: BudgetEnforcer | undefined;
+  private budgetTimer: NodeJS.Timeout | undefined;
   /** Cumulative counts since start. */
   readonly totals = {
     processesTraced: 0, processesExited: 0, execEvents: 0, exitEvents: 0,
@@ -224,6 +233,7 @@ export class Agent implements MetricsSource {
     // that start-up is not delayed: until it is done, estimates count BPF
     // run time only and gotrail_uprobe_hit_cost_seconds is absent
     void this.calibrate();
+    this.setOverheadBudget(this.opts.overheadBudget);
     await this.startKubernetes();
     this.started = true;
     this.scan();
@@ -596,7 +606,7 @@ export class Agent implements MetricsSource {
     // allow-list first, so that no event of this process is missed once the links exist
     this.rt!.traceProcess(pid, fileKeyOf(info.key));
     const b = this.attach!.addProcess(pid, info.key, info.exePath, info.exe);
-    if (b.handles.length === 0) {
+    if (b.handles.length === 0 && !b.shed?.size) {
       this.rt!.untraceProcess(pid);
       this.attach!.removeProcess(pid, info.key);
       this.ignored.set(pid, info.startTime);
@@ -682,6 +692,7 @@ export class Agent implements MetricsSource {
       goVersion: b.plan?.goVersion,
       pids: [...b.pids].sort((x, y) => x - y),
       attached: [...new Set(b.handles.map((h) => h.probe))],
+      shed: [...(b.shed ?? [])],
       notAttached: b.failedProbes,
       degraded: b.plan?.probes.flatMap((p) => p.degraded.map((d) => ({ probe: p.probe.id, reason: d }))) ?? [],
     }));
@@ -696,6 +707,7 @@ export class Agent implements MetricsSource {
         const o = this.overheadNow();
         return { uprobeHitCostSeconds: o.hitCost?.secondsPerHit, calibration: o.hitCost, processes: o.processes };
       })(),
+      overheadBudget: (this.opts.overheadBudget && this.budget?.status()) ?? { budgetPercent: null },
     };
   }
 
@@ -803,6 +815,32 @@ export class Agent implements MetricsSource {
     return { hitCost: this.overhead?.hitCost, processes: this.overhead?.sample(traced) ?? [] };
   }
 
+  /**
+   * Sets, changes or (undefined) turns off the overhead budget; off attaches
+   * every shed probe again. Samples the estimate once a second while on.
+   */
+  setOverheadBudget(settings: BudgetSettings | undefined): void {
+    this.opts.overheadBudget = settings;
+    if (!this.attach) return;
+    if (!settings) {
+      if (this.budgetTimer) clearInterval(this.budgetTimer);
+      this.budgetTimer = undefined;
+      // the enforcer stays, so that its counters never go back
+      this.budget?.restoreAll();
+      return;
+    }
+    if (this.budget) this.budget.budget.configure(settings);
+    else this.budget = new BudgetEnforcer(this.attach, this.log, settings);
+    this.budgetTimer ??= setInterval(() => this.budget?.tick(this.overheadNow().processes, Date.now()), 1000);
+    this.budgetTimer.unref();
+  }
+
+  /** Probes shed and restored by the overhead budget, and shed now per service. */
+  private budgetCounts(processes: ProcessOverhead[]): { shed: ShedCount[]; restored: ShedCount[]; shedNow: Map<string, number> } | undefined {
+    const b = this.budget;
+    return b ? { shed: [...b.shedTotal.values()], restored: [...b.restoredTotal.values()], shedNow: b.shedByService(processes) } : undefined;
+  }
+
   healthy(): { ok: boolean; detail: string } {
     if (!this.started) return { ok: false, detail: 'starting' };
     return { ok: true, detail: `ok: ${this.traced.size} processes traced` };
@@ -848,6 +886,7 @@ export class Agent implements MetricsSource {
       },
       httpRoutesCut: { ...this.routes.cut },
       overhead: this.overheadNow(),
+      budget: this.budgetCounts(this.overheadNow().processes),
       kubernetes: this.k8s ? { pods: this.k8s.stats.pods, relists: this.k8s.stats.relists, failures: this.k8s.stats.failures, events: this.k8s.stats.events } : undefined,
     };
   }
@@ -875,6 +914,8 @@ export class Agent implements MetricsSource {
     await this.watcher?.close();
     if (this.scanTimer) clearInterval(this.scanTimer);
     this.scanTimer = undefined;
+    if (this.budgetTimer) clearInterval(this.budgetTimer);
+    this.budgetTimer = undefined;
     await this.attach?.detachAll();
     await this.k8s?.stop();
     await this.drainRingBuffer();

@@ -5,7 +5,7 @@
  * device + inode, so the same file seen through different paths (or mount
  * namespaces) is analysed and attached once.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import type { BpfRuntime } from './bpf-runtime.ts';
 import { FileFlags } from '../generated/layouts.ts';
 import { fileInfoOf, fileKeyOf } from './file-identity.ts';
@@ -50,6 +50,8 @@ export interface AttachedBinary {
   handles: Array<{ probe: string; program: string; handle: number; sites: number }>;
   failedProbes: Array<{ probe: string; reason: string }>;
   pids: Set<number>;
+  /** probes detached to keep the binary within the overhead budget (budget.ts), attached again on restore */
+  shed?: Set<string>;
 }
 
 export interface AttachStats {
@@ -193,7 +195,7 @@ export class AttachmentManager {
     if (!b) return;
     b.pids.delete(pid);
     if (b.pids.size > 0 || b.linger) return;
-    if (this.lingerMs <= 0 || b.handles.length === 0) {
+    if (this.lingerMs <= 0 || (b.handles.length === 0 && !b.shed?.size)) {
       this.detachBinary(b);
       return;
     }
@@ -220,7 +222,7 @@ export class AttachmentManager {
 
   /** Binaries whose links stay without a process, waiting for one. */
   lingering(): AttachedBinary[] {
-    return [...this.byKey.values()].filter((b) => b.pids.size === 0 && b.handles.length > 0);
+    return [...this.byKey.values()].filter((b) => b.pids.size === 0 && (b.handles.length > 0 || !!b.shed?.size));
   }
 
   /** Detaches every binary that has no process left, now. */
@@ -254,19 +256,12 @@ export class AttachmentManager {
     b.id = id;
     this.rt.setBinary(id, plan.goidOffset);
     for (const p of attachable) {
-      const probeHandles: AttachedBinary['handles'] = [];
       try {
         this.rt.setProbeConfig(p.probe, id, p.probe.encodeConfig(p.offsets, p.missingOptional, p.moduleVersion));
-        for (const s of p.sites) {
-          const handle = this.rt.obj.attachUprobes(s.program, path, s.offsets, s.offsets.map(() => BigInt(id)));
-          probeHandles.push({ probe: p.probe.id, program: s.program, handle, sites: s.offsets.length });
-          b.sites.push(...s.offsets);
-        }
-        b.handles.push(...probeHandles);
+        this.attachProbe(b, p, path);
         for (const d of p.degraded) this.log.warn(`probe ${p.probe.id} degraded`, { path: exe, reason: d });
       } catch (e) {
         // One failing probe never takes down the others.
-        for (const h of probeHandles) this.safeDetach(h.handle);
         this.stats.attachFailures++;
         const reason = (e as Error).message;
         b.failedProbes.push({ probe: p.probe.id, reason });
@@ -290,6 +285,88 @@ export class AttachmentManager {
       probes: b.handles.map((h) => `${h.probe}:${h.program}x${h.sites}`).join(','),
     });
     return b;
+  }
+
+  /** Attaches every site set of one probe of `b`, all or none. @throws Error of the failing attach (nothing of the probe stays attached). */
+  private attachProbe(b: AttachedBinary, p: BinaryPlan['probes'][number], path: string): void {
+    const probeHandles: AttachedBinary['handles'] = [];
+    try {
+      for (const s of p.sites) {
+        const handle = this.rt.obj.attachUprobes(s.program, path, s.offsets, s.offsets.map(() => BigInt(b.id)));
+        probeHandles.push({ probe: p.probe.id, program: s.program, handle, sites: s.offsets.length });
+      }
+    } catch (e) {
+      for (const h of probeHandles) this.safeDetach(h.handle);
+      throw e;
+    }
+    const known = new Set(b.sites);
+    for (const s of p.sites) for (const o of s.offsets) if (!known.has(o)) b.sites.push(o);
+    b.handles.push(...probeHandles);
+  }
+
+  /**
+   * Detaches these probes of a binary (the overhead budget): their traps
+   * stop at once, their spans are no longer made. The binary stays attached
+   * (its other probes, its id and its facts in BPF maps), and
+   * {@link restoreProbes} attaches them again. Returns the probes detached.
+   */
+  shedProbes(b: AttachedBinary, probes: readonly string[]): string[] {
+    const want = new Set(probes);
+    const gone = b.handles.filter((h) => want.has(h.probe));
+    if (!gone.length) return [];
+    b.handles = b.handles.filter((h) => !want.has(h.probe));
+    const done: Promise<void> = this.rt.obj.detachAsync(gone.map((h) => h.handle))
+      .catch((e: Error) => this.log.once('detach.failed', 'detaching a probe failed', { error: e.message }))
+      .finally(() => this.detaching.delete(done));
+    this.detaching.add(done);
+    const shed = [...new Set(gone.map((h) => h.probe))];
+    b.shed ??= new Set();
+    for (const p of shed) b.shed.add(p);
+    this.rt.debugNote('shed', { id: b.id, key: b.key, probes: shed.join(',') });
+    return shed;
+  }
+
+  /**
+   * Attaches shed probes of a binary again, through a running process's
+   * /proc/PID/exe whose file still has the content the plan was made for
+   * (never old offsets into new code). Returns the probes attached; a probe
+   * that fails is logged and stays shed.
+   */
+  restoreProbes(b: AttachedBinary, probes: readonly string[]): string[] {
+    if (!b.plan || !b.shed?.size || this.byKey.get(b.key) !== b) return [];
+    let path: string | undefined;
+    for (const pid of b.pids) {
+      const p = `/proc/${pid}/exe`;
+      try {
+        const st = statSync(p, { bigint: true });
+        if (keyString({ dev: st.dev, ino: st.ino, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs, size: st.size }) === b.key) {
+          path = p;
+          break;
+        }
+      } catch {
+        /* exited meanwhile */
+      }
+    }
+    if (!path) {
+      this.log.once(`restore.no-file.${b.key}`, 'shed probes not restored: no running process of the binary shows its content', { path: b.exe });
+      return [];
+    }
+    const out: string[] = [];
+    for (const id of probes) {
+      if (!b.shed.has(id)) continue;
+      const p = b.plan.probes.find((x) => x.probe.id === id);
+      if (!p) continue;
+      try {
+        this.attachProbe(b, p, path);
+        b.shed.delete(id);
+        out.push(id);
+      } catch (e) {
+        this.stats.attachFailures++;
+        this.log.warn(`probe ${id} not restored`, { path: b.exe, reason: (e as Error).message });
+      }
+    }
+    this.rt.debugNote('restored', { id: b.id, key: b.key, probes: out.join(',') });
+    return out;
   }
 
   /** Recently seen Go binaries on which nothing attaches, with the reasons. */
