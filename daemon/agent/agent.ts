@@ -14,7 +14,7 @@ import { BinaryWatcher } from './binary-watcher.ts';
 import { decide, usesKubernetes, type SelectionRules } from './selection.ts';
 import type { MetricsSnapshot, MetricsSource } from './metrics.ts';
 import { BudgetEnforcer, type BudgetSettings, type ShedCount } from './budget.ts';
-import { OverheadEstimator, calibrateUprobeHitCost, type HitCostCalibration, type ProcessOverhead } from './overhead.ts';
+import { OverheadEstimator, calibrateUprobeHitCost, readProbeHits, type HitCostCalibration, type ProcessOverhead } from './overhead.ts';
 import { SpanBatcher, type BatcherOptions } from '../export/batcher.ts';
 import { MonotonicClock } from '../spans/clock.ts';
 import {
@@ -146,7 +146,7 @@ export class Agent implements MetricsSource {
   private readonly ignored = new Map<number, string>();
   private readonly exited = new Map<number, { resource: Resource; at: number }>();
   /** pid → Go processes the selection rules leave out, with the rule's reason (for /status) */
-  private readonly notSelected = new Map<number, { exe: string; reason: string }>();
+  private readonly notSelected = new Map<number, { exe: string; reason: string; key?: string }>();
   /** pid → start time of Go processes whose selection waits for their pod */
   private readonly pending = new Map<number, string>();
   private readonly meta = new ProcessMetadata();
@@ -343,6 +343,7 @@ export class Agent implements MetricsSource {
       if (this.traced.has(pid) || this.ignored.has(pid)) continue;
       this.consider(pid);
     }
+    this.placeBinaries();
   }
 
   /**
@@ -598,7 +599,8 @@ export class Agent implements MetricsSource {
     if (!d.traced) {
       this.log.debug('process not selected', { pid, exe: info.exe, reason: d.reason });
       this.ignored.set(pid, info.startTime);
-      this.notSelected.set(pid, { exe: info.exe, reason: d.reason });
+      this.notSelected.set(pid, { exe: info.exe, reason: d.reason, key: keyString(info.key) });
+      this.placeBinaries();
       return;
     }
     this.notSelected.delete(pid);
@@ -614,6 +616,7 @@ export class Agent implements MetricsSource {
     }
     this.traced.set(pid, { info, resource, judgedAtNs });
     this.totals.processesTraced++;
+    this.placeBinaries();
     this.watcher?.sync(this.attach!.watchedFiles());
     this.log.info('tracing process', { pid, exe: info.exe, service: String(resource.attributes['service.name']) });
   }
@@ -639,7 +642,7 @@ export class Agent implements MetricsSource {
           this.log.info('process no longer selected', { pid, exe: t.info.exe, reason: d.reason });
           this.release(pid);
           this.ignored.set(pid, t.info.startTime);
-          this.notSelected.set(pid, { exe: t.info.exe, reason: d.reason });
+          this.notSelected.set(pid, { exe: t.info.exe, reason: d.reason, key: keyString(t.info.key) });
         } else {
           t.resource = this.resourceOf(t.info);
         }
@@ -670,7 +673,16 @@ export class Agent implements MetricsSource {
       this.log.once('exit.cleanup', 'cleaning BPF state of an exited process failed', { error: (e as Error).message });
     }
     this.attach?.removeProcess(pid, t.info.key);
+    this.placeBinaries();
     return t;
+  }
+
+  /** Per-file or per-process links for each attached binary, by how many of its processes the rules exclude (AttachmentManager.place). */
+  private placeBinaries(): void {
+    if (!this.attach) return;
+    const excluded = new Map<string, number>();
+    for (const n of this.notSelected.values()) if (n.key) excluded.set(n.key, (excluded.get(n.key) ?? 0) + 1);
+    for (const b of this.attach.binaries()) this.attach.place(b.key, excluded.get(b.key) ?? 0);
   }
 
   tracedPids(): number[] {
@@ -693,6 +705,18 @@ export class Agent implements MetricsSource {
       pids: [...b.pids].sort((x, y) => x - y),
       attached: [...new Set(b.handles.map((h) => h.probe))],
       shed: [...(b.shed ?? [])],
+      perProcess: !!b.perProcess,
+      // excluded processes of the binary and the probe hits they took (the trap, skipped in BPF): none while attached per process
+      excluded: (() => {
+        const pids = new Set([...this.notSelected].filter(([, n]) => n.key === b.key).map(([pid]) => pid));
+        let hits = new Map<number, Map<number, number>>();
+        try {
+          if (pids.size && this.rt) hits = readProbeHits(this.rt.obj, pids);
+        } catch {
+          /* map unreadable: hits unknown */
+        }
+        return [...pids].map((pid) => ({ pid, hits: [...(hits.get(pid)?.values() ?? [])].reduce((a, n) => a + n, 0) }));
+      })(),
       notAttached: b.failedProbes,
       degraded: b.plan?.probes.flatMap((p) => p.degraded.map((d) => ({ probe: p.probe.id, reason: d }))) ?? [],
     }));
@@ -743,7 +767,7 @@ export class Agent implements MetricsSource {
       this.release(pid);
       released.add(pid);
       this.ignored.set(pid, t.info.startTime);
-      this.notSelected.set(pid, { exe: t.info.exe, reason: d.reason });
+      this.notSelected.set(pid, { exe: t.info.exe, reason: d.reason, key: keyString(t.info.key) });
     }
     // Go processes not traced (their start time is known; non-Go ones have
     // none) and those waiting for their pod; not those just released, which
