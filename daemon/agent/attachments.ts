@@ -371,8 +371,10 @@ export class AttachmentManager {
       try {
         if (b.perProcess) {
           for (const pid of b.pids) {
+            const own = this.livePath(b, [pid]);
+            if (!own) continue; // exited meanwhile
             const before = b.handles.length;
-            this.attachProbe(b, p, `/proc/${pid}/exe`, pid);
+            this.attachProbe(b, p, own, pid);
             done.push(...b.handles.slice(before).map((h) => h.handle));
           }
         } else {
