@@ -11,7 +11,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, mkdirSync } from 'node:fs';
+import { copyFileSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { repoRoot, startAgent } from '../support/agent-process.ts';
 import { startBusyLoad } from '../support/busy.ts';
@@ -129,5 +129,39 @@ test('overhead budget: a hot binary over a 1% budget is shed level by level unti
   } finally {
     await agent.stop();
     await server.stop();
+  }
+});
+
+test('overhead budget: set, changed and turned off by a configuration reload', { skip: skipUnlessBpf(), timeout: 120_000 }, async () => {
+  const dir = join(repoRoot, 'build', 'test-budget');
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, 'config.yaml');
+  const write = (text: string): void => {
+    writeFileSync(`${file}.tmp`, text);
+    renameSync(`${file}.tmp`, file); // an editor's write-and-rename
+  };
+  write('exporter: {kind: none}\nselection: {includeExe: ["/nonexistent/**"]}\n');
+  const agent = await startAgent(['--config', file]);
+  try {
+    const base = (await agent.metricsUrl()).replace(/\/metrics$/, '');
+    const budget = async (): Promise<{ budgetPercent: number | null; windowSeconds?: number }> =>
+      (JSON.parse((await httpRequest(`${base}/status`)).body) as { overheadBudget: { budgetPercent: number | null; windowSeconds?: number } }).overheadBudget;
+    const until = async (want: number | null): Promise<{ budgetPercent: number | null; windowSeconds?: number }> => {
+      for (let i = 0; i < 100; i++) {
+        const b = await budget();
+        if (b.budgetPercent === want) return b;
+        await sleep(100);
+      }
+      throw new Error(`budget ${want} not applied:\n${agent.log().slice(-2000)}`);
+    };
+    assert.equal((await budget()).budgetPercent, null, 'off by default');
+    write('exporter: {kind: none}\nselection: {includeExe: ["/nonexistent/**"]}\noverheadBudget: {percent: 5, windowMillis: 4000}\n');
+    assert.equal((await until(5)).windowSeconds, 4);
+    write('exporter: {kind: none}\nselection: {includeExe: ["/nonexistent/**"]}\noverheadBudget: {percent: 2.5}\n');
+    assert.equal((await until(2.5)).windowSeconds, 10, 'the default window');
+    write('exporter: {kind: none}\nselection: {includeExe: ["/nonexistent/**"]}\n');
+    await until(null);
+  } finally {
+    await agent.stop();
   }
 });
