@@ -699,6 +699,12 @@ export class Agent implements MetricsSource {
 
   /** What is traced right now, per binary and probe, with the reason for every probe that is not attached. */
   status(): unknown {
+    let excludedHits = new Map<number, Map<number, number>>();
+    try {
+      if (this.notSelected.size && this.rt) excludedHits = readProbeHits(this.rt.obj, new Set(this.notSelected.keys()));
+    } catch {
+      /* map unreadable: hits unknown (0) */
+    }
     const binaries = (this.attach?.binaries() ?? []).map((b) => ({
       path: b.exe,
       goVersion: b.plan?.goVersion,
@@ -707,16 +713,8 @@ export class Agent implements MetricsSource {
       shed: [...(b.shed ?? [])],
       perProcess: !!b.perProcess,
       // excluded processes of the binary and the probe hits they took (the trap, skipped in BPF): none while attached per process
-      excluded: (() => {
-        const pids = new Set([...this.notSelected].filter(([, n]) => n.key === b.key).map(([pid]) => pid));
-        let hits = new Map<number, Map<number, number>>();
-        try {
-          if (pids.size && this.rt) hits = readProbeHits(this.rt.obj, pids);
-        } catch {
-          /* map unreadable: hits unknown */
-        }
-        return [...pids].map((pid) => ({ pid, hits: [...(hits.get(pid)?.values() ?? [])].reduce((a, n) => a + n, 0) }));
-      })(),
+      excluded: [...this.notSelected].filter(([, n]) => n.key === b.key)
+        .map(([pid]) => ({ pid, hits: [...(excludedHits.get(pid)?.values() ?? [])].reduce((a, n) => a + n, 0) })),
       notAttached: b.failedProbes,
       degraded: b.plan?.probes.flatMap((p) => p.degraded.map((d) => ({ probe: p.probe.id, reason: d }))) ?? [],
     }));
