@@ -13,6 +13,7 @@ import { copyFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { processCpuSeconds } from '../../daemon/agent/overhead.ts';
 import { repoRoot, startAgent } from '../support/agent-process.ts';
+import { attributeText, startCollector, type ReceivedSpan } from '../support/collector.ts';
 import { startBusyLoad } from '../support/busy.ts';
 import { httpRequest, startGoServer, type GoServer } from '../support/go-server.ts';
 import { skipUnlessBpf } from '../support/privileges.ts';
@@ -44,7 +45,17 @@ test('per-process attach: an excluded process of a traced binary takes no trap o
   const a1 = await startGoServer(bin, ['-tag', 'a1']);
   let a2 = await startGoServer(bin, ['-tag', 'a2']);
   const excluded = await startGoServer(bin, ['-tag', 'excluded'], { GOTRAIL_TRACE: 'false' });
-  const agent = await startAgent(['--include-exe', bin, '--exporter', 'none']);
+  const collector = await startCollector();
+  const agent = await startAgent(['--include-exe', bin, '--exporter', 'otlp', '--otlp-endpoint', `${collector.otlpHttpEndpoint}/v1/traces`]);
+  /** SERVER spans of /hello of a process, received so far. */
+  const spansOf = async (pid: number): Promise<ReceivedSpan[]> =>
+    (await collector.spans()).filter((x) => x.kind === 'SERVER' && x.resource['process.pid'] === pid && attributeText(x.attributes['url.path']) === '/hello');
+  /** Exactly `n` such spans of `pid` (stragglers given time to arrive). */
+  const exactly = async (pid: number, n: number, what: string): Promise<void> => {
+    for (let i = 0; i < 100 && (await spansOf(pid)).length < n; i++) await sleep(100);
+    await sleep(1500);
+    assert.equal((await spansOf(pid)).length, n, what);
+  };
   const base = (await agent.metricsUrl()).replace(/\/metrics$/, '');
   const status = async (): Promise<Status> => JSON.parse((await httpRequest(`${base}/status`)).body) as Status;
   const binary = async (): Promise<Status['binaries'][number]> => (await status()).binaries.find((b) => b.path === bin)!;
@@ -84,9 +95,12 @@ test('per-process attach: an excluded process of a traced binary takes no trap o
     // the traced one is traced: exactly one entry hit per request, on a busy machine too
     const busy = startBusyLoad();
     try {
+      await collector.clear();
       const e0 = await entries(a1.pid);
       await requests(a1, N);
       assert.equal(await entries(a1.pid) - e0, N, 'the traced process: one entry hit per request');
+      await exactly(a1.pid, N, 'the traced process: one SERVER span per request');
+      assert.equal((await collector.spans()).filter((x) => x.resource['process.pid'] === excluded.pid).length, 0);
     } finally {
       await busy.stop();
     }
@@ -94,6 +108,7 @@ test('per-process attach: an excluded process of a traced binary takes no trap o
 
     // a second traced process again: back to per file, and requests to the
     // traced process across the switch are all seen
+    await collector.clear();
     const seen0 = await entries(a1.pid);
     let sent = 0;
     let loading = true;
@@ -117,11 +132,13 @@ test('per-process attach: an excluded process of a traced binary takes no trap o
     assert.equal((await binary()).perProcess, false);
     // both links fire while they overlap: a request may count twice, none is missed
     assert.ok(await entries(a1.pid) - seen0 >= sent, 'no request of the traced process missed across the switch');
+    await exactly(a1.pid, sent, `one SERVER span per request across the switch (${sent} requests), none lost, none twice`);
     const h3 = await excludedHits();
     await requests(excluded, 100);
     assert.ok(await excludedHits() - h3 >= 200, 'per file again: the excluded process takes the trap again');
   } finally {
     await agent.stop();
+    await collector.stop();
     await Promise.all([a1.stop(), a2.stop(), excluded.stop()]);
   }
 });
