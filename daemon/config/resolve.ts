@@ -270,8 +270,9 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
   const debugProbeHitsPath = pick('debugProbeHitsPath', 'debug-probe-hits', flags['debug-probe-hits'], file.debugProbeHits);
 
   return {
+    overheadBudget,
     selection, kubernetes, export: exportConfig, otlp, sampling, metricsAddress,
-    scanIntervalMs, lingerMs, mapSizes, maxHttpRoutes, logLevel, dbQueryText, overheadBudget, debugProbeHitsPath, sources,
+    scanIntervalMs, lingerMs, mapSizes, maxHttpRoutes, logLevel, dbQueryText, debugProbeHitsPath, sources,
   };
 }
 
