@@ -206,8 +206,10 @@ export class AttachmentManager {
       try {
         this.attachActive(b, `/proc/${pid}/exe`, pid);
       } catch (e) {
-        this.stats.attachFailures++;
-        this.log.warn('attaching the probes of a process failed: it is not traced', { pid, path: b.exe, reason: (e as Error).message });
+        // a process that exited before it was looked at is expected to fail here
+        const gone = !existsSync(`/proc/${pid}`);
+        if (!gone) this.stats.attachFailures++;
+        this.log[gone ? 'debug' : 'warn']('attaching the probes of a process failed: it is not traced', { pid, path: b.exe, reason: (e as Error).message });
       }
     }
     b.pids.add(pid);
