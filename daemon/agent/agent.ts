@@ -13,7 +13,8 @@ import { repairStaleSites } from './text-repair.ts';
 import { BinaryWatcher } from './binary-watcher.ts';
 import { decide, usesKubernetes, type SelectionRules } from './selection.ts';
 import type { MetricsSnapshot, MetricsSource } from './metrics.ts';
-import { OverheadEstimator, calibrateUprobeHitCost, type HitCostCalibration, type ProcessOverhead } from './overhead.ts';
+import { BudgetEnforcer, type BudgetSettings, type ShedCount } from './budget.ts';
+import { OverheadEstimator, calibrateUprobeHitCost, readProbeHits, type HitCostCalibration, type ProcessOverhead } from './overhead.ts';
 import { SpanBatcher, type BatcherOptions } from '../export/batcher.ts';
 import { MonotonicClock } from '../spans/clock.ts';
 import {
@@ -62,6 +63,12 @@ export interface AgentOptions {
   debugProbeHitsPath?: string;
   /** Database spans carry db.query.text, sanitised (`--db-query-text`). Default false. */
   dbQueryText?: boolean;
+  /**
+   * Overhead budget (`--overhead-budget`): probes of a binary whose traced
+   * processes spend more than this fraction of their CPU on tracing are shed
+   * (budget.ts). Default: off.
+   */
+  overheadBudget?: BudgetSettings;
   /** Compiled probe object. Default: build/probes/gotrail.bpf.o. */
   bpfObjectPath?: string;
   /**
@@ -143,7 +150,7 @@ export class Agent implements MetricsSource {
   private readonly ignored = new Map<number, string>();
   private readonly exited = new Map<number, { resource: Resource; at: number }>();
   /** pid → Go processes the selection rules leave out, with the rule's reason (for /status) */
-  private readonly notSelected = new Map<number, { exe: string; reason: string }>();
+  private readonly notSelected = new Map<number, { exe: string; reason: string; key?: string }>();
   /** pid → start time of Go processes whose selection waits for their pod */
   private readonly pending = new Map<number, string>();
   private readonly meta = new ProcessMetadata();
@@ -159,6 +166,8 @@ export class Agent implements MetricsSource {
   private watcher: BinaryWatcher | undefined;
   private overhead: OverheadEstimator | undefined;
   private calibrating: Promise<HitCostCalibration | undefined> | undefined;
+  private budget: BudgetEnforcer | undefined;
+  private budgetTimer: NodeJS.Timeout | undefined;
   /** Cumulative counts since start. */
   readonly totals = {
     processesTraced: 0, processesExited: 0, execEvents: 0, exitEvents: 0,
@@ -227,6 +236,7 @@ export class Agent implements MetricsSource {
     // that start-up is not delayed: until it is done, estimates count BPF
     // run time only and gotrail_uprobe_hit_cost_seconds is absent
     void this.calibrate();
+    this.setOverheadBudget(this.opts.overheadBudget);
     await this.startKubernetes();
     this.started = true;
     this.scan();
@@ -331,6 +341,7 @@ export class Agent implements MetricsSource {
       if (this.traced.has(pid) || this.ignored.has(pid)) continue;
       this.consider(pid);
     }
+    this.placeBinaries();
   }
 
   /**
@@ -586,7 +597,8 @@ export class Agent implements MetricsSource {
     if (!d.traced) {
       this.log.debug('process not selected', { pid, exe: info.exe, reason: d.reason });
       this.ignored.set(pid, info.startTime);
-      this.notSelected.set(pid, { exe: info.exe, reason: d.reason });
+      this.notSelected.set(pid, { exe: info.exe, reason: d.reason, key: keyString(info.key) });
+      this.placeBinaries();
       return;
     }
     this.notSelected.delete(pid);
@@ -594,7 +606,7 @@ export class Agent implements MetricsSource {
     // allow-list first, so that no event of this process is missed once the links exist
     this.rt!.traceProcess(pid, fileKeyOf(info.key));
     const b = this.attach!.addProcess(pid, info.key, info.exePath, info.exe);
-    if (b.handles.length === 0) {
+    if (b.handles.length === 0 && !b.shed?.size) {
       this.rt!.untraceProcess(pid);
       this.attach!.removeProcess(pid, info.key);
       this.ignored.set(pid, info.startTime);
@@ -602,6 +614,7 @@ export class Agent implements MetricsSource {
     }
     this.traced.set(pid, { info, resource, judgedAtNs });
     this.totals.processesTraced++;
+    this.placeBinaries();
     this.watcher?.sync(this.attach!.watchedFiles());
     this.log.info('tracing process', { pid, exe: info.exe, service: String(resource.attributes['service.name']) });
   }
@@ -627,7 +640,7 @@ export class Agent implements MetricsSource {
           this.log.info('process no longer selected', { pid, exe: t.info.exe, reason: d.reason });
           this.release(pid);
           this.ignored.set(pid, t.info.startTime);
-          this.notSelected.set(pid, { exe: t.info.exe, reason: d.reason });
+          this.notSelected.set(pid, { exe: t.info.exe, reason: d.reason, key: keyString(t.info.key) });
         } else {
           t.resource = this.resourceOf(t.info);
         }
@@ -658,7 +671,16 @@ export class Agent implements MetricsSource {
       this.log.once('exit.cleanup', 'cleaning BPF state of an exited process failed', { error: (e as Error).message });
     }
     this.attach?.removeProcess(pid, t.info.key);
+    this.placeBinaries();
     return t;
+  }
+
+  /** Per-file or per-process links for each attached binary, by how many of its processes the rules exclude (AttachmentManager.place). */
+  private placeBinaries(): void {
+    if (!this.attach) return;
+    const excluded = new Map<string, number>();
+    for (const n of this.notSelected.values()) if (n.key) excluded.set(n.key, (excluded.get(n.key) ?? 0) + 1);
+    for (const b of this.attach.binaries()) this.attach.place(b.key, excluded.get(b.key) ?? 0);
   }
 
   tracedPids(): number[] {
@@ -675,11 +697,22 @@ export class Agent implements MetricsSource {
 
   /** What is traced right now, per binary and probe, with the reason for every probe that is not attached. */
   status(): unknown {
+    let excludedHits = new Map<number, Map<number, number>>();
+    try {
+      if (this.notSelected.size && this.rt) excludedHits = readProbeHits(this.rt.obj, new Set(this.notSelected.keys()));
+    } catch {
+      /* map unreadable: hits unknown (0) */
+    }
     const binaries = (this.attach?.binaries() ?? []).map((b) => ({
       path: b.exe,
       goVersion: b.plan?.goVersion,
       pids: [...b.pids].sort((x, y) => x - y),
       attached: [...new Set(b.handles.map((h) => h.probe))],
+      shed: [...(b.shed ?? [])],
+      perProcess: !!b.perProcess,
+      // excluded processes of the binary and the probe hits they took (the trap, skipped in BPF): none while attached per process
+      excluded: [...this.notSelected].filter(([, n]) => n.key === b.key)
+        .map(([pid]) => ({ pid, hits: [...(excludedHits.get(pid)?.values() ?? [])].reduce((a, n) => a + n, 0) })),
       notAttached: b.failedProbes,
       degraded: b.plan?.probes.flatMap((p) => p.degraded.map((d) => ({ probe: p.probe.id, reason: d }))) ?? [],
     }));
@@ -694,6 +727,7 @@ export class Agent implements MetricsSource {
         const o = this.overheadNow();
         return { uprobeHitCostSeconds: o.hitCost?.secondsPerHit, calibration: o.hitCost, processes: o.processes };
       })(),
+      overheadBudget: (this.opts.overheadBudget && this.budget?.status()) ?? { budgetPercent: null },
     };
   }
 
@@ -729,7 +763,7 @@ export class Agent implements MetricsSource {
       this.release(pid);
       released.add(pid);
       this.ignored.set(pid, t.info.startTime);
-      this.notSelected.set(pid, { exe: t.info.exe, reason: d.reason });
+      this.notSelected.set(pid, { exe: t.info.exe, reason: d.reason, key: keyString(t.info.key) });
     }
     // Go processes not traced (their start time is known; non-Go ones have
     // none) and those waiting for their pod; not those just released, which
@@ -803,6 +837,32 @@ export class Agent implements MetricsSource {
     return { hitCost: this.overhead?.hitCost, processes: this.overhead?.sample(traced) ?? [] };
   }
 
+  /**
+   * Sets, changes or (undefined) turns off the overhead budget; off attaches
+   * every shed probe again. Samples the estimate once a second while on.
+   */
+  setOverheadBudget(settings: BudgetSettings | undefined): void {
+    this.opts.overheadBudget = settings;
+    if (!this.attach) return;
+    if (!settings) {
+      if (this.budgetTimer) clearInterval(this.budgetTimer);
+      this.budgetTimer = undefined;
+      // the enforcer stays, so that its counters never go back
+      this.budget?.restoreAll();
+      return;
+    }
+    if (this.budget) this.budget.budget.configure(settings);
+    else this.budget = new BudgetEnforcer(this.attach, this.log, settings);
+    this.budgetTimer ??= setInterval(() => this.budget?.tick(this.overheadNow().processes, Date.now()), 1000);
+    this.budgetTimer.unref();
+  }
+
+  /** Probes shed and restored by the overhead budget, and shed now per service. */
+  private budgetCounts(processes: ProcessOverhead[]): { shed: ShedCount[]; restored: ShedCount[]; shedNow: Map<string, number> } | undefined {
+    const b = this.budget;
+    return b ? { shed: [...b.shedTotal.values()], restored: [...b.restoredTotal.values()], shedNow: b.shedByService(processes) } : undefined;
+  }
+
   healthy(): { ok: boolean; detail: string } {
     if (!this.started) return { ok: false, detail: 'starting' };
     return { ok: true, detail: `ok: ${this.traced.size} processes traced` };
@@ -847,6 +907,7 @@ export class Agent implements MetricsSource {
       },
       httpRoutesCut: { ...this.routes.cut },
       overhead: this.overheadNow(),
+      budget: this.budgetCounts(this.overheadNow().processes),
       kubernetes: this.k8s ? { pods: this.k8s.stats.pods, relists: this.k8s.stats.relists, failures: this.k8s.stats.failures, events: this.k8s.stats.events } : undefined,
     };
   }
@@ -874,6 +935,8 @@ export class Agent implements MetricsSource {
     await this.watcher?.close();
     if (this.scanTimer) clearInterval(this.scanTimer);
     this.scanTimer = undefined;
+    if (this.budgetTimer) clearInterval(this.budgetTimer);
+    this.budgetTimer = undefined;
     await this.attach?.detachAll();
     await this.k8s?.stop();
     await this.drainRingBuffer();

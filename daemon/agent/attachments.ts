@@ -5,7 +5,7 @@
  * device + inode, so the same file seen through different paths (or mount
  * namespaces) is analysed and attached once.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import type { BpfRuntime } from './bpf-runtime.ts';
 import { FileFlags } from '../generated/layouts.ts';
 import { fileInfoOf, fileKeyOf } from './file-identity.ts';
@@ -27,6 +27,13 @@ export const keyString = (k: BinaryKey): string => `${k.dev}:${k.ino}:${k.mtimeN
 /** The inode alone: what uprobes belong to. */
 export const inodeString = (k: BinaryKey): string => `${k.dev}:${k.ino}`;
 
+/**
+ * A binary is attached per process while at least as many of its processes
+ * are excluded as traced, and at most this many are traced (each traced
+ * process then has link sets of its own: attach and detach cost grow with it).
+ */
+export const PER_PROCESS_MAX = 8;
+
 /** Plans of recently seen binaries: short-lived processes of one binary come and go far more often than binaries change. */
 const PLAN_CACHE_MAX = 512;
 
@@ -47,9 +54,22 @@ export interface AttachedBinary {
   plan?: BinaryPlan;
   /** why nothing is attached (analysis failed, or no probe applies) */
   error?: string;
-  handles: Array<{ probe: string; program: string; handle: number; sites: number }>;
+  /** link sets; `pid`: one process's own (per-process placement), else the whole file's */
+  handles: Array<{ probe: string; program: string; handle: number; sites: number; pid?: number }>;
+  /**
+   * Probes attached per traced process (uprobes with a pid filter) rather
+   * than per file, because most processes of the binary are excluded: an
+   * excluded process then takes no trap at all (see {@link AttachmentManager.place}).
+   */
+  perProcess?: boolean;
+  /** links were attached (registered with the exec hook): detaching clears that, even when shedding or per-process placement left no link */
+  wasAttached?: boolean;
+  /** detaches of some of its link sets (shed, per-process placement) still in flight */
+  partialDetaches?: Set<Promise<void>>;
   failedProbes: Array<{ probe: string; reason: string }>;
   pids: Set<number>;
+  /** probes detached to keep the binary within the overhead budget (budget.ts), attached again on restore */
+  shed?: Set<string>;
 }
 
 export interface AttachStats {
@@ -182,6 +202,16 @@ export class AttachmentManager {
     }
     if (b.linger) clearTimeout(b.linger);
     b.linger = undefined;
+    if (b.perProcess && !b.pids.has(pid)) {
+      try {
+        this.attachActive(b, `/proc/${pid}/exe`, pid);
+      } catch (e) {
+        // a process that exited before it was looked at is expected to fail here
+        const gone = !existsSync(`/proc/${pid}`);
+        if (!gone) this.stats.attachFailures++;
+        this.log[gone ? 'debug' : 'warn']('attaching the probes of a process failed: it is not traced', { pid, path: b.exe, reason: (e as Error).message });
+      }
+    }
     b.pids.add(pid);
     return b;
   }
@@ -192,8 +222,9 @@ export class AttachmentManager {
     const b = this.byKey.get(k);
     if (!b) return;
     b.pids.delete(pid);
+    if (b.perProcess) this.detachHandles(b, (h) => h.pid === pid);
     if (b.pids.size > 0 || b.linger) return;
-    if (this.lingerMs <= 0 || b.handles.length === 0) {
+    if (this.lingerMs <= 0 || (b.handles.length === 0 && !b.shed?.size)) {
       this.detachBinary(b);
       return;
     }
@@ -220,7 +251,7 @@ export class AttachmentManager {
 
   /** Binaries whose links stay without a process, waiting for one. */
   lingering(): AttachedBinary[] {
-    return [...this.byKey.values()].filter((b) => b.pids.size === 0 && b.handles.length > 0);
+    return [...this.byKey.values()].filter((b) => b.pids.size === 0 && (b.handles.length > 0 || !!b.shed?.size));
   }
 
   /** Detaches every binary that has no process left, now. */
@@ -254,19 +285,12 @@ export class AttachmentManager {
     b.id = id;
     this.rt.setBinary(id, plan.goidOffset);
     for (const p of attachable) {
-      const probeHandles: AttachedBinary['handles'] = [];
       try {
         this.rt.setProbeConfig(p.probe, id, p.probe.encodeConfig(p.offsets, p.missingOptional, p.moduleVersion));
-        for (const s of p.sites) {
-          const handle = this.rt.obj.attachUprobes(s.program, path, s.offsets, s.offsets.map(() => BigInt(id)));
-          probeHandles.push({ probe: p.probe.id, program: s.program, handle, sites: s.offsets.length });
-          b.sites.push(...s.offsets);
-        }
-        b.handles.push(...probeHandles);
+        this.attachProbe(b, p, path);
         for (const d of p.degraded) this.log.warn(`probe ${p.probe.id} degraded`, { path: exe, reason: d });
       } catch (e) {
         // One failing probe never takes down the others.
-        for (const h of probeHandles) this.safeDetach(h.handle);
         this.stats.attachFailures++;
         const reason = (e as Error).message;
         b.failedProbes.push({ probe: p.probe.id, reason });
@@ -275,6 +299,7 @@ export class AttachmentManager {
     }
     for (const f of b.failedProbes) this.log.info(`probe ${f.probe} not attached`, { path: exe, reason: f.reason });
     if (b.handles.length) {
+      b.wasAttached = true;
       this.retiredSites.delete(b.inode);
       // from now on the exec hook knows this file: its processes are allowed
       // at exec, and other content behind this inode is held for repair
@@ -290,6 +315,177 @@ export class AttachmentManager {
       probes: b.handles.map((h) => `${h.probe}:${h.program}x${h.sites}`).join(','),
     });
     return b;
+  }
+
+  /** Attaches every site set of one probe of `b` (only in process `pid`, when given), all or none. @throws Error of the failing attach (nothing of the probe stays attached). */
+  private attachProbe(b: AttachedBinary, p: BinaryPlan['probes'][number], path: string, pid?: number): void {
+    const probeHandles: AttachedBinary['handles'] = [];
+    try {
+      for (const s of p.sites) {
+        const handle = this.rt.obj.attachUprobes(s.program, path, s.offsets, s.offsets.map(() => BigInt(b.id)), pid === undefined ? undefined : { pid });
+        probeHandles.push({ probe: p.probe.id, program: s.program, handle, sites: s.offsets.length, ...(pid === undefined ? {} : { pid }) });
+      }
+    } catch (e) {
+      for (const h of probeHandles) this.safeDetach(h.handle);
+      throw e;
+    }
+    const known = new Set(b.sites);
+    for (const s of p.sites) for (const o of s.offsets) if (!known.has(o)) b.sites.push(o);
+    b.handles.push(...probeHandles);
+  }
+
+  /**
+   * Detaches these probes of a binary (the overhead budget): their traps
+   * stop at once, their spans are no longer made. The binary stays attached
+   * (its other probes, its id and its facts in BPF maps), and
+   * {@link restoreProbes} attaches them again. Returns the probes detached.
+   */
+  shedProbes(b: AttachedBinary, probes: readonly string[]): string[] {
+    const want = new Set(probes);
+    const gone = this.detachHandles(b, (h) => want.has(h.probe));
+    if (!gone.length) return [];
+    const shed = [...new Set(gone.map((h) => h.probe))];
+    b.shed ??= new Set();
+    for (const p of shed) b.shed.add(p);
+    this.rt.debugNote('shed', { id: b.id, key: b.key, probes: shed.join(',') });
+    return shed;
+  }
+
+  /**
+   * Attaches shed probes of a binary again, through a running process's
+   * /proc/PID/exe whose file still has the content the plan was made for
+   * (never old offsets into new code). Returns the probes attached; a probe
+   * that fails is logged and stays shed.
+   */
+  restoreProbes(b: AttachedBinary, probes: readonly string[]): string[] {
+    if (!b.plan || !b.shed?.size || this.byKey.get(b.key) !== b) return [];
+    const path = this.livePath(b);
+    if (!path) {
+      this.log.once(`restore.no-file.${b.key}`, 'shed probes not restored: no running process of the binary shows its content', { path: b.exe });
+      return [];
+    }
+    const out: string[] = [];
+    for (const id of probes) {
+      if (!b.shed.has(id)) continue;
+      const p = b.plan.probes.find((x) => x.probe.id === id);
+      if (!p) continue;
+      const done: number[] = [];
+      try {
+        if (b.perProcess) {
+          for (const pid of b.pids) {
+            const own = this.livePath(b, [pid]);
+            if (!own) continue; // exited meanwhile
+            const before = b.handles.length;
+            this.attachProbe(b, p, own, pid);
+            done.push(...b.handles.slice(before).map((h) => h.handle));
+          }
+        } else {
+          this.attachProbe(b, p, path);
+        }
+        b.shed.delete(id);
+        out.push(id);
+      } catch (e) {
+        const mine = new Set(done);
+        this.detachHandles(b, (h) => mine.has(h.handle));
+        this.stats.attachFailures++;
+        this.log.warn(`probe ${id} not restored`, { path: b.exe, reason: (e as Error).message });
+      }
+    }
+    this.rt.debugNote('restored', { id: b.id, key: b.key, probes: out.join(',') });
+    return out;
+  }
+
+  /** Takes these link sets of `b` off it and detaches them in the background; returns them. */
+  private detachHandles(b: AttachedBinary, which: (h: AttachedBinary['handles'][number]) => boolean): AttachedBinary['handles'] {
+    const gone = b.handles.filter(which);
+    if (!gone.length) return [];
+    b.handles = b.handles.filter((h) => !which(h));
+    const done: Promise<void> = this.rt.obj.detachAsync(gone.map((h) => h.handle))
+      .catch((e: Error) => this.log.once('detach.failed', 'detaching a probe failed', { error: e.message }))
+      .finally(() => {
+        this.detaching.delete(done);
+        b.partialDetaches?.delete(done);
+      });
+    this.detaching.add(done);
+    (b.partialDetaches ??= new Set()).add(done);
+    return gone;
+  }
+
+  /** A path to `b`'s file with the content its plan was made for (/proc/PID/exe of one of its processes), never other content behind the inode. */
+  private livePath(b: AttachedBinary, pids: Iterable<number> = b.pids): string | undefined {
+    for (const pid of pids) {
+      const p = `/proc/${pid}/exe`;
+      try {
+        const st = statSync(p, { bigint: true });
+        if (keyString({ dev: st.dev, ino: st.ino, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs, size: st.size }) === b.key) return p;
+      } catch {
+        /* exited meanwhile */
+      }
+    }
+    return undefined;
+  }
+
+  /** The probes of `b` that are to be attached now: attachable, not failed, not shed. */
+  private activeProbes(b: AttachedBinary): BinaryPlan['probes'] {
+    const failed = new Set(b.failedProbes.map((f) => f.probe));
+    return (b.plan?.probes ?? []).filter((p) => p.attachable && !failed.has(p.probe.id) && !b.shed?.has(p.probe.id));
+  }
+
+  /** Attaches every active probe of `b`, for the whole file or (pid) one process; all or none. @throws Error of the failing attach. */
+  private attachActive(b: AttachedBinary, path: string, pid?: number): void {
+    const before = b.handles.length;
+    try {
+      for (const p of this.activeProbes(b)) this.attachProbe(b, p, path, pid);
+    } catch (e) {
+      const mine = new Set(b.handles.slice(before).map((h) => h.handle));
+      this.detachHandles(b, (h) => mine.has(h.handle));
+      throw e;
+    }
+  }
+
+  /**
+   * Places a binary's links by how many of its processes the rules exclude
+   * (`excluded`; `b.pids` are the traced ones). Uprobes belong to the file,
+   * so a per-file link makes every process of it take the trap, an excluded
+   * one too (it is only skipped in BPF). While at least as many are excluded
+   * as traced (and at most {@link PER_PROCESS_MAX} are traced), the probes
+   * are attached per traced process instead, with a pid filter: the kernel
+   * then puts no breakpoint into an excluded process at all. Switching adds
+   * the new links before it removes the old ones, so no call of a traced
+   * process goes unseen (one in flight during the switch may be seen twice:
+   * its second return counts as `no_entry`). A failed switch leaves things
+   * as they were. Returns whether the placement changed.
+   */
+  place(key: string, excluded: number): boolean {
+    const b = this.byKey.get(key);
+    if (!b?.plan || !b.id || b.pids.size === 0) return false;
+    const perProcess = b.pids.size <= PER_PROCESS_MAX && excluded >= b.pids.size;
+    if (perProcess === !!b.perProcess) return false;
+    const old = new Set(b.handles.map((h) => h.handle));
+    const before = b.handles.length;
+    try {
+      if (perProcess) {
+        for (const pid of [...b.pids]) {
+          const path = this.livePath(b, [pid]);
+          if (path) this.attachActive(b, path, pid);
+        }
+      } else {
+        const path = this.livePath(b);
+        if (!path) return false;
+        this.attachActive(b, path);
+      }
+    } catch (e) {
+      const mine = new Set(b.handles.slice(before).map((h) => h.handle));
+      this.detachHandles(b, (h) => mine.has(h.handle));
+      this.log.warn('changing how a binary is attached failed: it stays as it was', { path: b.exe, perProcess: !perProcess, reason: (e as Error).message });
+      return false;
+    }
+    this.detachHandles(b, (h) => old.has(h.handle));
+    b.perProcess = perProcess;
+    this.rt.debugNote('placed', { id: b.id, key: b.key, perProcess: String(perProcess) });
+    this.log.info(perProcess ? 'attaching per traced process: most processes of this binary are excluded, and per-file probes would make them take the trap'
+      : 'attaching per file again: most processes of this binary are traced', { path: b.exe, traced: b.pids.size, excluded });
+    return true;
   }
 
   /** Recently seen Go binaries on which nothing attaches, with the reasons. */
@@ -357,10 +553,11 @@ export class AttachmentManager {
     if (b.linger) clearTimeout(b.linger);
     b.linger = undefined;
     const handles = b.handles.map((h) => h.handle);
+    const wasAttached = handles.length > 0 || !!b.wasAttached;
     this.rt.debugNote('detaching', { id: b.id, key: b.key, links: handles.length });
     b.handles = [];
     if (this.byKey.get(b.key) === b) this.byKey.delete(b.key);
-    if (handles.length) {
+    if (wasAttached) {
       const r = this.retiredSites.get(b.inode) ?? new Set<number>();
       for (const s of b.sites) r.add(s);
       this.retiredSites.set(b.inode, r);
@@ -378,9 +575,11 @@ export class AttachmentManager {
       .catch((e: Error) => this.log.once('detach.failed', 'detaching a probe failed', { error: e.message }))
       .then(async () => {
         await previous;
+        // the binary's id is reused only once no link of it can fire
+        await Promise.all([...(b.partialDetaches ?? [])]);
         // the exec hook forgets the file only once its breakpoints are gone,
         // so that other content behind the inode is held until then
-        if (handles.length) {
+        if (wasAttached) {
           try {
             this.rt.clearFile(fileKeyOf(b.binaryKey), id);
           } catch (e) {

@@ -37,6 +37,8 @@ export interface MetricsSnapshot {
   /** process lifecycle: rewritten binaries met at exec, processes held for repair, repaired code bytes, held probe events */
   /** the calibrated uprobe trap cost and each traced process's estimated overhead */
   overhead?: { hitCost: HitCostCalibration | undefined; processes: ProcessOverhead[] };
+  /** the overhead budget (undefined while it was never on): probes shed and restored so far, and shed now per service */
+  budget?: { shed: Array<{ service: string; level: string; probe: string; count: number }>; restored: Array<{ service: string; level: string; probe: string; count: number }>; shedNow: Map<string, number> };
   lifecycle?: { staleExecs: number; heldProcesses: number; repairedBytes: number; eventsHeld: number; eventsNotSelected: number; eventsUndecided: number };
 }
 
@@ -156,6 +158,16 @@ export function createMetrics(source: MetricsSource): Registry {
   });
   gauge('gotrail_overhead_cpu_ratio', 'Estimated tracing cost as a fraction of the traced processes\' own CPU time (from /proc), by service, since the previous sample', ['service'], (g, s) => {
     for (const [svc, o] of perService(s)) if (o.cpuFraction !== undefined) g.set({ service: svc }, o.cpuFraction);
+  });
+  counter('gotrail_probes_shed_total', 'Probes detached from a binary to keep its processes within the overhead budget (--overhead-budget), by reason, service, shedding level and probe', ['reason', 'service', 'level', 'probe'], (set, s) => {
+    for (const c of s.budget?.shed ?? []) set({ reason: 'overhead_budget', service: c.service, level: c.level, probe: c.probe }, c.count);
+  });
+  counter('gotrail_probes_restored_total', 'Shed probes attached again once the estimate stayed under half the overhead budget, by service, level and probe', ['service', 'level', 'probe'], (set, s) => {
+    for (const c of s.budget?.restored ?? []) set({ service: c.service, level: c.level, probe: c.probe }, c.count);
+  });
+  gauge('gotrail_probes_shed', 'Probes currently shed by the overhead budget, by service', ['service'], (g, s) => {
+    g.reset();
+    for (const [svc, n] of s.budget?.shedNow ?? []) g.set({ service: svc }, n);
   });
   // one snapshot per scrape
   const orig = reg.metrics.bind(reg);

@@ -194,6 +194,8 @@ export interface ProcessOverhead {
   cpuFraction: number | undefined;
   /** Length of the last window, seconds (0 before a second sample). */
   windowSeconds: number;
+  /** The process's own CPU seconds (utime + stime) at this sample; undefined when /proc could not be read. */
+  cpuSeconds: number | undefined;
 }
 
 interface ProcState {
@@ -284,6 +286,7 @@ export class OverheadEstimator {
         hits: Object.fromEntries([...st.hits].map(([s, n]) => [siteName(s), n])),
         estimatedSeconds: st.estimated,
         ...st.last,
+        cpuSeconds: cpu,
       });
     }
     this.result = out;

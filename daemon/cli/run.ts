@@ -103,6 +103,12 @@ Agent:
   --db-query-text        database spans carry db.query.text, with every literal replaced
                          by ? (default off: no query text leaves the node);
                          env GOTRAIL_DB_QUERY_TEXT=true
+  --overhead-budget P    keep tracing's estimated cost under P% of each binary's
+                         processes' own CPU time (e.g. 2%): over it, probes of that
+                         binary are detached, enrichment first, server spans last, and
+                         attached again once well under it (default off);
+                         env GOTRAIL_OVERHEAD_BUDGET
+  --overhead-budget-window MS  moving window the budget is judged over (default 10000)
   --log-level LEVEL      debug, info (default), warn, error
   --debug-probe-hits FILE  debugging aid: write every probe hit (program, process,
                          goroutine, link set, time, CPU) and the agent's attach and
@@ -185,6 +191,8 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
       'log-level': { type: 'string' },
       'debug-probe-hits': { type: 'string' },
       'db-query-text': { type: 'boolean' },
+      'overhead-budget': { type: 'string' },
+      'overhead-budget-window': { type: 'string' },
       duration: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -234,6 +242,7 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
     mapSizes: cfg.mapSizes,
     maxHttpRoutes: cfg.maxHttpRoutes,
     dbQueryText: cfg.dbQueryText,
+    overheadBudget: cfg.overheadBudget,
     debugProbeHitsPath: cfg.debugProbeHitsPath,
   });
   try {
@@ -257,6 +266,7 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
     if (!same(next.sampling, running.sampling)) agent.setSampling(next.sampling);
     if (next.logLevel !== running.logLevel) log.level = next.logLevel;
     if (next.dbQueryText !== running.dbQueryText) agent.setDbQueryText(next.dbQueryText);
+    if (!same(next.overheadBudget, running.overheadBudget)) agent.setOverheadBudget(next.overheadBudget);
     running = next;
     reloader.setSources(next.sources);
     return { pendingRestart: startOnlyChanges(started, next) };

@@ -107,6 +107,15 @@ export const configFileSchema = z.strictObject({
   maxHttpRoutes: intAtLeast(0, 'routes'),
   /** sanitised SQL text (every literal replaced by ?) in db.query.text (--db-query-text); default false. Hot-reloaded. */
   dbQueryText: z.boolean({ error: (i) => `expected true or false, got ${describe(i.input)}` }),
+  /** the overhead budget (--overhead-budget, GOTRAIL_OVERHEAD_BUDGET; --overhead-budget-window); default off. Hot-reloaded. */
+  overheadBudget: z.strictObject({
+    /** percent of the traced processes' own CPU time tracing may cost, above 0 and at most 100 */
+    percent: z.number({ error: (i) => `expected a percentage above 0 and at most 100, got ${describe(i.input)}` })
+      .gt(0, { error: (i) => `expected a percentage above 0 and at most 100, got ${describe(i.input)}` })
+      .max(100, { error: (i) => `expected a percentage above 0 and at most 100, got ${describe(i.input)}` }),
+    /** the moving window the estimate is judged over, ms (default 10000) */
+    windowMillis: intAtLeast(1000, 'milliseconds'),
+  }).partial(),
   /** debug, info, warn or error (--log-level). Hot-reloaded. */
   logLevel: oneOf(['debug', 'info', 'warn', 'error']),
   /** debugging aid (--debug-probe-hits). Read at start. */

@@ -10,6 +10,7 @@ import type { ExporterKind } from '../export/exporters.ts';
 import { ExportConfigError, FROM_FILE, resolveExportConfig, type ExportConfig } from '../export/config.ts';
 import { validateSelection, type SelectionRules } from '../agent/selection.ts';
 import type { MapSizes } from '../agent/bpf-runtime.ts';
+import { DEFAULT_BUDGET_WINDOW_MS, parseBudgetPercent, type BudgetSettings } from '../agent/budget.ts';
 import { isLogLevel, type LogLevel } from '../util/log.ts';
 import type { ConfigFile } from './file.ts';
 
@@ -42,6 +43,8 @@ export interface RunFlags {
   'ring-buffer-bytes'?: string;
   'max-http-routes'?: string;
   'db-query-text'?: boolean;
+  'overhead-budget'?: string;
+  'overhead-budget-window'?: string;
   'log-level'?: string;
   'debug-probe-hits'?: string;
 }
@@ -79,6 +82,8 @@ export interface RunConfig {
   logLevel: LogLevel;
   /** db.query.text (sanitised) on database/sql spans (--db-query-text); default off */
   dbQueryText: boolean;
+  /** the overhead budget (--overhead-budget, --overhead-budget-window); undefined: off (default) */
+  overheadBudget: BudgetSettings | undefined;
   debugProbeHitsPath?: string;
   /** where each setting came from: a flag, a variable, `config file` or `default` */
   sources: Record<string, string>;
@@ -261,9 +266,28 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
   } else {
     dbQueryText = pick('dbQueryText', 'db-query-text', flags['db-query-text'] === true ? true : undefined, file.dbQueryText) ?? false;
   }
+  let budgetFraction: number | undefined;
+  const budgetEnv = (env.GOTRAIL_OVERHEAD_BUDGET ?? '').trim();
+  try {
+    if (flags['overhead-budget'] !== undefined) {
+      budgetFraction = parseBudgetPercent(flags['overhead-budget']);
+      sources['overheadBudget.percent'] = '--overhead-budget';
+    } else if (budgetEnv !== '') {
+      budgetFraction = parseBudgetPercent(budgetEnv);
+      sources['overheadBudget.percent'] = 'GOTRAIL_OVERHEAD_BUDGET';
+    } else {
+      budgetFraction = file.overheadBudget?.percent !== undefined ? file.overheadBudget.percent / 100 : undefined;
+      sources['overheadBudget.percent'] = file.overheadBudget?.percent !== undefined ? FROM_FILE : 'default';
+    }
+  } catch (e) {
+    throw new RunConfigError(`${flags['overhead-budget'] !== undefined ? '--overhead-budget' : 'GOTRAIL_OVERHEAD_BUDGET'}: ${(e as Error).message}`);
+  }
+  const budgetWindowMs = pick('overheadBudget.windowMillis', 'overhead-budget-window', count('overhead-budget-window', flags['overhead-budget-window'], 1000), file.overheadBudget?.windowMillis) ?? DEFAULT_BUDGET_WINDOW_MS;
+  const overheadBudget = budgetFraction === undefined ? undefined : { fraction: budgetFraction, windowMs: budgetWindowMs };
   const debugProbeHitsPath = pick('debugProbeHitsPath', 'debug-probe-hits', flags['debug-probe-hits'], file.debugProbeHits);
 
   return {
+    overheadBudget,
     selection, kubernetes, export: exportConfig, otlp, sampling, metricsAddress,
     scanIntervalMs, lingerMs, mapSizes, maxHttpRoutes, logLevel, dbQueryText, debugProbeHitsPath, sources,
     ...(warnings.length ? { warnings } : {}),

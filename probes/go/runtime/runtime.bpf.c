@@ -55,6 +55,9 @@ int gt_runtime_newproc1_return(struct pt_regs *ctx)
 	 * common case (a creator serving nothing) costs the process check, two
 	 * array lookups, three reads of user memory and two hash lookups. */
 	__u32 tgid = gt_tgid();
+	/* counted like every probe's hit, so that the overhead estimate and
+	 * budget see the probe that is hit most in goroutine-heavy programs */
+	gt_count_hit(tgid, GT_HIT_RUNTIME_NEWPROC1_RETURN);
 	if (!gt_process_traced(tgid))
 		return 0;
 	__u32 id = (__u32)bpf_get_attach_cookie(ctx);
@@ -95,6 +98,7 @@ SEC("uprobe.multi")
 int gt_runtime_goexit1(struct pt_regs *ctx)
 {
 	__u32 tgid = gt_tgid();
+	gt_count_hit(tgid, GT_HIT_RUNTIME_GOEXIT1);
 	if (!gt_process_traced(tgid))
 		return 0;
 	__u32 id = (__u32)bpf_get_attach_cookie(ctx);
