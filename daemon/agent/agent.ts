@@ -27,6 +27,7 @@ import { probes as allProbes } from '../probes/registry.ts';
 import type { EventContext, ProbeDescriptor } from '../probes/types.ts';
 import { HttpRouteBound } from '../spans/http-route.ts';
 import type { SpanFilter } from '../export/sampler.ts';
+import { HeaderPropagation, type PropagationOptions } from './propagation.ts';
 import type { Logger } from '../util/log.ts';
 
 export interface AgentOptions {
@@ -86,6 +87,8 @@ export interface AgentOptions {
    * `KUBERNETES_SERVICE_HOST`), else nothing is attempted. `false`: never.
    */
   kubernetes?: false | (Omit<PodWatcherOptions, 'connection'> & { connection?: KubernetesConnection });
+  /** traceparent injection into outgoing requests and node-local linking (see PropagationOptions). Default: both on. */
+  propagation?: PropagationOptions;
 }
 
 interface TracedProcess {
@@ -129,6 +132,7 @@ export class Agent implements MetricsSource {
   private readonly opts: AgentOptions;
   private readonly probes: readonly ProbeDescriptor[];
   private rt: BpfRuntime | undefined;
+  private propagation: HeaderPropagation | undefined;
   private attach: AttachmentManager | undefined;
   private batcher: SpanBatcher | undefined;
   private readonly discovery = new GoProcessProbe();
@@ -216,6 +220,7 @@ export class Agent implements MetricsSource {
       this.processExited(decodeEventHeader(buf, off).tgid);
     });
     const events = this.rt.attachProcessEvents();
+    this.propagation = new HeaderPropagation(this.rt.obj, this.opts.propagation ?? {}, this.log);
     // before anything is exported, so that the exporter's first connection is known
     if (this.opts.skipOwnRequests ?? true) this.rt.trackOwnConnections(process.pid);
     this.rt.start(this.eventContext(), { intervalMs: this.opts.consumeIntervalMs });
@@ -691,6 +696,7 @@ export class Agent implements MetricsSource {
       binaries,
       notTraced: this.attach?.notTraced() ?? [],
       disabledProbes: Object.fromEntries(this.rt?.disabledProbes ?? []),
+      propagation: this.propagation?.status,
       kernel: this.rt?.features,
       overhead: (() => {
         const o = this.overheadNow();
@@ -847,6 +853,7 @@ export class Agent implements MetricsSource {
         eventsHeld: rt?.eventStats.held ?? 0, eventsNotSelected: rt?.eventStats.heldNotSelected ?? 0, eventsUndecided: rt?.eventStats.heldExpired ?? 0,
       },
       httpRoutesCut: { ...this.routes.cut },
+      propagation: this.propagation?.counters() ?? {},
       overhead: this.overheadNow(),
       kubernetes: this.k8s ? { pods: this.k8s.stats.pods, relists: this.k8s.stats.relists, failures: this.k8s.stats.failures, events: this.k8s.stats.events } : undefined,
     };
