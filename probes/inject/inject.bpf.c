@@ -188,7 +188,7 @@ static __always_inline void http1_inject(struct sk_msg_md *msg, const struct gt_
 		}
 	}
 	bpf_iter_num_destroy(&it0);
-	__u32 eol = line, at = eol - 10;
+	__u32 eol = line, at = eol - 11; /* " HTTP/1.x\r\n" */
 	/* the verifier must see the bound on the very register that is added */
 	asm volatile("" : "+r"(at));
 	if (eol < 16 || at > GT_INJECT_LINE_MAX) {
@@ -196,7 +196,7 @@ static __always_inline void http1_inject(struct sk_msg_md *msg, const struct gt_
 		return;
 	}
 	char *v = d + at;
-	if ((void *)(v + 10) > (void *)e || v[0] != ' ' || v[1] != 'H' || v[2] != 'T' || v[3] != 'T' ||
+	if ((void *)(v + 11) > (void *)e || v[0] != ' ' || v[1] != 'H' || v[2] != 'T' || v[3] != 'T' ||
 	    v[4] != 'P' || v[5] != '/' || v[6] != '1' || v[7] != '.' || v[9] != '\r') {
 		gt_inject_count(GT_INJECT_OUT_NOT_A_REQUEST);
 		return;
@@ -208,7 +208,7 @@ static __always_inline void http1_inject(struct sk_msg_md *msg, const struct gt_
 	struct bpf_iter_num it1;
 	GT_FOR(it1, i, GT_INJECT_SCAN_MAX) {
 		char *c = d + i;
-		if ((void *)(c + 4) > (void *)e)
+		if ((void *)(c + 3) > (void *)e)
 			break;
 		if (c[0] != '\n')
 			continue;
