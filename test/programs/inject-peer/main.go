@@ -23,7 +23,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sort"
 	"strings"
+	"time"
 )
 
 type command struct {
@@ -50,6 +52,10 @@ type result struct {
 	SentSha   string     `json:"sentSha256"`
 	Responses []received `json:"responses"`
 	Raw       string     `json:"raw,omitempty"`
+	// bench: per-request latency over N sequential GETs, in microseconds
+	MeanUs float64 `json:"meanUs,omitempty"`
+	P50Us  float64 `json:"p50Us,omitempty"`
+	P90Us  float64 `json:"p90Us,omitempty"`
 }
 
 func body(n int) []byte {
@@ -184,6 +190,22 @@ func client() {
 					rec, err = do(c, one, nil)
 				}
 				res.Responses = append(res.Responses, rec)
+			}
+		case "bench":
+			// N sequential GETs on one kept-alive connection, each timed
+			lat := make([]float64, 0, cmd.N)
+			for i := 0; i < cmd.N && err == nil; i++ {
+				t := time.Now()
+				_, err = do(c, cmd, nil)
+				lat = append(lat, float64(time.Since(t).Nanoseconds())/1e3)
+			}
+			if err == nil && len(lat) > 0 {
+				sort.Float64s(lat)
+				total := 0.0
+				for _, v := range lat {
+					total += v
+				}
+				res.MeanUs, res.P50Us, res.P90Us = total/float64(len(lat)), lat[len(lat)/2], lat[len(lat)*9/10]
 			}
 		case "sendfile", "buffers":
 			res.Raw, err = raw(cmd, b)
