@@ -268,6 +268,11 @@ static __always_inline void http1_inject(struct sk_msg_md *msg, const struct gt_
 	d[67] = (span->flags & GT_SPAN_SAMPLED) ? '1' : '0';
 	d[68] = '\r';
 	d[69] = '\n';
+	/* the room made is a scatterlist element of its own: a message of up to
+	 * one page is made one element again, so that it leaves as one write */
+	__u32 total = msg->size;
+	if (total <= GT_INJECT_SCAN_MAX)
+		bpf_msg_pull_data(msg, 0, total, 0);
 	gt_inject_count(GT_INJECT_OUT_INJECTED);
 }
 
