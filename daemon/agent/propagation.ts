@@ -53,10 +53,11 @@ export function parseDestination(entry: string): DestinationRule[] {
       addr[11] = 0xff;
       ip.split('.').forEach((o, i) => (addr[12 + i] = Number(o)));
     } else {
-      const [head, tail = ''] = ip.includes('::') ? ip.split('::') : [ip, undefined];
-      const h = head ? head.split(':') : [];
-      const t = tail ? tail.split(':') : [];
-      const groups = ip.includes('::') ? [...h, ...Array(8 - h.length - t.length).fill('0'), ...t] : h;
+      const halves: string[] = ip.split('::');
+      const h: string[] = halves[0] ? halves[0].split(':') : [];
+      const t: string[] = halves[1] ? halves[1].split(':') : [];
+      const fill: string[] = new Array<string>(Math.max(0, 8 - h.length - t.length)).fill('0');
+      const groups: string[] = halves.length > 1 ? [...h, ...fill, ...t] : h;
       if (groups.length !== 8 || groups.some((g) => g.includes('.'))) throw new Error(`destination "${entry}": IPv6 address not supported in this form`);
       groups.forEach((g, i) => addr.writeUInt16BE(parseInt(g || '0', 16), 2 * i));
     }

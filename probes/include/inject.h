@@ -26,16 +26,16 @@ extern int bpf_iter_num_new(struct bpf_iter_num *it, int start, int end) __ksym;
 extern int *bpf_iter_num_next(struct bpf_iter_num *it) __ksym;
 extern void bpf_iter_num_destroy(struct bpf_iter_num *it) __ksym;
 
-#define GT_FOR(it, i, n)                                                           \
+#define GT_FOR(it, i, n)                                                               \
 	for (int *___ip = (bpf_iter_num_new(&(it), 0, (n)), bpf_iter_num_next(&(it))); \
 	     ___ip && ((i) = *___ip, (i) >= 0 && (i) < (n)); ___ip = bpf_iter_num_next(&(it)))
 
 enum gt_inject_limits {
-	GT_INJECT_HOST_MAX = 64,      /* bytes of a host name compared to host rules */
+	GT_INJECT_HOST_MAX = 64,       /* bytes of a host name compared to host rules */
 	GT_INJECT_HOST_LABELS_MAX = 8, /* parent domains of a host looked up for `*.domain` rules */
 	GT_INJECT_CONNS_MAX = 65536,   /* connections of traced processes in the sockmap */
 	GT_INJECT_PENDING_MAX = 16384,
-	GT_INJECT_RULES_MAX = 1024,   /* CIDRs per list; host rules */
+	GT_INJECT_RULES_MAX = 1024, /* CIDRs per list; host rules */
 };
 
 /* What gt_inject_pending's record is for: the sk_msg program dispatches on
@@ -89,15 +89,17 @@ struct gt_inject_cidr_key {
 /* Outcomes, one counter each (gt_inject_counters, exposed as the metric
  * gotrail_propagation_inject_total{outcome}). */
 enum gt_inject_outcome {
-	GT_INJECT_OUT_INJECTED = 0,      /* header inserted */
-	GT_INJECT_OUT_MARKED = 1,        /* not a loss: a request marked for injection */
-	GT_INJECT_OUT_DENIED = 2,        /* not a loss: destination on the deny list */
-	GT_INJECT_OUT_NOT_ALLOWED = 3,   /* not a loss: destination not on the allow list */
-	GT_INJECT_OUT_NOT_IN_SOCKMAP = 4, /* the connection is not in the sockmap (opened before gotrail, or before its process was traced) */
+	GT_INJECT_OUT_INJECTED = 0,    /* header inserted */
+	GT_INJECT_OUT_MARKED = 1,      /* not a loss: a request marked for injection */
+	GT_INJECT_OUT_DENIED = 2,      /* not a loss: destination on the deny list */
+	GT_INJECT_OUT_NOT_ALLOWED = 3, /* not a loss: destination not on the allow list */
+	GT_INJECT_OUT_NOT_IN_SOCKMAP =
+		4, /* the connection is not in the sockmap (opened before gotrail, or before its process was traced) */
 	GT_INJECT_OUT_STORE_FAILED = 5,  /* pending map full */
 	GT_INJECT_OUT_NOT_A_REQUEST = 6, /* the next send was not an HTTP/1.x request line */
 	GT_INJECT_OUT_PRESENT = 7,       /* not a loss: the request already carries traceparent */
-	GT_INJECT_OUT_HEADER_INCOMPLETE = 8, /* the header block does not end within the first send (or the scan limit) */
+	GT_INJECT_OUT_HEADER_INCOMPLETE =
+		8, /* the header block does not end within the first send (or the scan limit) */
 	GT_INJECT_OUT_PULL_FAILED = 9,   /* bpf_msg_pull_data failed */
 	GT_INJECT_OUT_PUSH_FAILED = 10,  /* bpf_msg_push_data failed (no room) */
 	GT_INJECT_OUT_NOT_SENT = 11,     /* the request ended with its mark never taken by a send */
@@ -194,7 +196,8 @@ static __always_inline __u32 gt_inject_host_rules(__u64 host_ptr, __s64 host_len
 	/* lower case, and the port (or anything after the name) zeroed */
 	int len = GT_INJECT_HOST_MAX, i;
 	struct bpf_iter_num it0;
-	GT_FOR(it0, i, GT_INJECT_HOST_MAX) {
+	GT_FOR(it0, i, GT_INJECT_HOST_MAX)
+	{
 		char *c = buf + (i & (GT_INJECT_HOST_MAX - 1));
 		if (len == GT_INJECT_HOST_MAX && (*c == 0 || *c == ':'))
 			len = i;
@@ -214,14 +217,16 @@ static __always_inline __u32 gt_inject_host_rules(__u64 host_ptr, __s64 host_len
 	/* each parent domain: the name after each dot */
 	int labels = 0;
 	struct bpf_iter_num it1;
-	GT_FOR(it1, i, GT_INJECT_HOST_MAX - 1) {
+	GT_FOR(it1, i, GT_INJECT_HOST_MAX - 1)
+	{
 		if (i >= len)
 			break;
 		if (buf[i & (GT_INJECT_HOST_MAX - 1)] != '.')
 			continue;
 		if (++labels > GT_INJECT_HOST_LABELS_MAX)
 			break;
-		if (bpf_probe_read_kernel(key.name, GT_INJECT_HOST_MAX, buf + ((i + 1) & (GT_INJECT_HOST_MAX - 1))) < 0)
+		if (bpf_probe_read_kernel(key.name, GT_INJECT_HOST_MAX,
+					  buf + ((i + 1) & (GT_INJECT_HOST_MAX - 1))) < 0)
 			break;
 		v = bpf_map_lookup_elem(&gt_inject_hosts, &key);
 		if (v)
@@ -249,7 +254,8 @@ static __always_inline bool gt_inject_mark(const struct gt_conn_key *k, const st
 		gt_inject_count(GT_INJECT_OUT_DENIED);
 		return false;
 	}
-	if ((flags & GT_INJECT_ALLOW_LIST) && !(hosts & (GT_INJECT_HOST_ALLOW | GT_INJECT_HOST_ALLOW_SUBDOMAINS)) &&
+	if ((flags & GT_INJECT_ALLOW_LIST) &&
+	    !(hosts & (GT_INJECT_HOST_ALLOW | GT_INJECT_HOST_ALLOW_SUBDOMAINS)) &&
 	    !bpf_map_lookup_elem(&gt_inject_allow_cidrs, &ck)) {
 		gt_inject_count(GT_INJECT_OUT_NOT_ALLOWED);
 		return false;

@@ -39,7 +39,7 @@ enum gt_inject_http1_limits {
 	/* bytes of a send searched for the request line and header block:
 	 * Go's bufio.Writer for a connection holds 4096 */
 	GT_INJECT_SCAN_MAX = 4096,
-	GT_INJECT_LINE_MAX = 2048, /* request line, with the target */
+	GT_INJECT_LINE_MAX = 2048,      /* request line, with the target */
 	GT_INJECT_TRACEPARENT_LEN = 70, /* "traceparent: " + 55 + CRLF */
 };
 
@@ -83,26 +83,26 @@ static __always_inline void mapped4(__u8 ip[16], __u32 a)
 /* The connection's key as the client's gt_conn_key_of sees it: local =
  * client. Ports: local in host order, remote in network order in the
  * upper half of the field (as the kernel converts it for both contexts). */
-#define GT_INJECT_KEY_OF(ctx, k)                                                        \
-	({                                                                              \
-		int _r = 0;                                                             \
-		if ((ctx)->family == GT_AF_INET_) {                                     \
-			mapped4((k)->client_ip, (ctx)->local_ip4);                      \
-			mapped4((k)->server_ip, (ctx)->remote_ip4);                     \
-		} else if ((ctx)->family == GT_AF_INET6_) {                             \
-			__u32 _a[4] = { (ctx)->local_ip6[0], (ctx)->local_ip6[1],        \
-					(ctx)->local_ip6[2], (ctx)->local_ip6[3] };      \
-			__u32 _b[4] = { (ctx)->remote_ip6[0], (ctx)->remote_ip6[1],      \
-					(ctx)->remote_ip6[2], (ctx)->remote_ip6[3] };    \
-			__builtin_memcpy((k)->client_ip, _a, 16);                       \
-			__builtin_memcpy((k)->server_ip, _b, 16);                       \
-		} else {                                                                \
-			_r = -1;                                                        \
-		}                                                                       \
-		(k)->client_port = (__u16)(ctx)->local_port;                            \
-		(k)->server_port = (__u16)bpf_ntohl((ctx)->remote_port);                \
-		(k)->stream_id = 0;                                                     \
-		_r;                                                                     \
+#define GT_INJECT_KEY_OF(ctx, k)                                                                          \
+	({                                                                                                \
+		int _r = 0;                                                                               \
+		if ((ctx)->family == GT_AF_INET_) {                                                       \
+			mapped4((k)->client_ip, (ctx)->local_ip4);                                        \
+			mapped4((k)->server_ip, (ctx)->remote_ip4);                                       \
+		} else if ((ctx)->family == GT_AF_INET6_) {                                               \
+			__u32 _a[4] = { (ctx)->local_ip6[0], (ctx)->local_ip6[1], (ctx)->local_ip6[2],    \
+					(ctx)->local_ip6[3] };                                            \
+			__u32 _b[4] = { (ctx)->remote_ip6[0], (ctx)->remote_ip6[1], (ctx)->remote_ip6[2], \
+					(ctx)->remote_ip6[3] };                                           \
+			__builtin_memcpy((k)->client_ip, _a, 16);                                         \
+			__builtin_memcpy((k)->server_ip, _b, 16);                                         \
+		} else {                                                                                  \
+			_r = -1;                                                                          \
+		}                                                                                         \
+		(k)->client_port = (__u16)(ctx)->local_port;                                              \
+		(k)->server_port = (__u16)bpf_ntohl((ctx)->remote_port);                                  \
+		(k)->stream_id = 0;                                                                       \
+		_r;                                                                                       \
 	})
 
 SEC("sockops")
@@ -178,7 +178,8 @@ static __always_inline void http1_inject(struct sk_msg_md *msg, const struct gt_
 	/* the request line: METHOD SP target SP HTTP/1.x CRLF */
 	int line = 0, i;
 	struct bpf_iter_num it0;
-	GT_FOR(it0, i, GT_INJECT_LINE_MAX) {
+	GT_FOR(it0, i, GT_INJECT_LINE_MAX)
+	{
 		char *c = d + i;
 		if ((void *)(c + 1) > (void *)e)
 			break;
@@ -206,7 +207,8 @@ static __always_inline void http1_inject(struct sk_msg_md *msg, const struct gt_
 	 * itself, in any case: that request is left alone */
 	int end = 0, present = 0;
 	struct bpf_iter_num it1;
-	GT_FOR(it1, i, GT_INJECT_SCAN_MAX) {
+	GT_FOR(it1, i, GT_INJECT_SCAN_MAX)
+	{
 		char *c = d + i;
 		if ((void *)(c + 3) > (void *)e)
 			break;
