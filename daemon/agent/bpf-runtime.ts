@@ -190,12 +190,13 @@ export class BpfRuntime {
   /**
    * Allows process `tgid` in BPF. `file`: the executable it was judged on
    * (kernel encoding, see file-identity.ts), so that the exec hook keeps the
-   * decision when the process execs that very file afterwards.
+   * decision when the process execs that very file afterwards. `noInject`:
+   * its connections never get a traceparent header (`--no-inject-exe`).
    */
-  traceProcess(tgid: number, file?: FileKey): void {
+  traceProcess(tgid: number, file?: FileKey, noInject = false): void {
     this.debugNote('trace', { tgid });
     this.obj.mapUpdate(BpfMaps.gt_processes, u32key(tgid), encodeProcessInfo({
-      flags: ProcessFlags.GT_PROCESS_TRACED, reserved: 0, file_dev: file?.dev ?? 0n, file_ino: file?.ino ?? 0n,
+      flags: ProcessFlags.GT_PROCESS_TRACED | (noInject ? ProcessFlags.GT_PROCESS_NO_INJECT : 0), reserved: 0, file_dev: file?.dev ?? 0n, file_ino: file?.ino ?? 0n,
     }));
   }
 

@@ -23,6 +23,8 @@ export interface PropagationOptions {
   allow?: readonly string[];
   /** Destinations that never get the header, as for `allow`; deny wins over allow. Default: none. */
   deny?: readonly string[];
+  /** Executables (path globs, as `--exclude-exe`) that are traced but whose requests never get the header. Default: none. */
+  excludeExe?: readonly string[];
   /**
    * Link a client span to the server span of the same connection when both
    * ends are on this node. Default true; off, only a received traceparent

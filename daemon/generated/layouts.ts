@@ -499,6 +499,7 @@ export const ProcessEventLimits = {
 /** enum gt_process_flags */
 export const ProcessFlags = {
   GT_PROCESS_TRACED: 1,
+  GT_PROCESS_NO_INJECT: 2,
 } as const;
 
 /** enum gt_redis_event_flags */

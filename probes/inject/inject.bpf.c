@@ -113,7 +113,8 @@ int gt_inject_sockops(struct bpf_sock_ops *skops)
 		if (!(gt_inject_flags() & GT_INJECT_ENABLED))
 			return 1;
 		__u32 tgid = gt_tgid();
-		if (!gt_process_traced(tgid))
+		struct gt_process_info *proc = bpf_map_lookup_elem(&gt_processes, &tgid);
+		if (!proc || (proc->flags & (GT_PROCESS_TRACED | GT_PROCESS_NO_INJECT)) != GT_PROCESS_TRACED)
 			return 1;
 		__u64 cookie = bpf_get_socket_cookie(skops);
 		bpf_map_update_elem(&gt_inject_connecting, &cookie, &tgid, BPF_ANY);

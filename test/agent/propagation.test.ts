@@ -22,9 +22,9 @@ test('destination rules: CIDRs become IPv4-mapped LPM keys, host globs exact nam
 });
 
 test('propagation settings: on by default, flags and file keys, an invalid destination refused by flag name', () => {
-  assert.deepEqual(resolveRunConfig({}, {}, {}).propagation, { inject: true, allow: [], deny: [], localLinking: true });
+  assert.deepEqual(resolveRunConfig({}, {}, {}).propagation, { inject: true, allow: [], deny: [], excludeExe: [], localLinking: true });
   const cfg = resolveRunConfig({ 'no-local-linking': true, 'inject-deny': ['10.0.0.0/8'] }, {}, { propagation: { inject: false, allow: ['*.svc.cluster.local'], deny: ['x.example'] } });
-  assert.deepEqual(cfg.propagation, { inject: false, allow: ['*.svc.cluster.local'], deny: ['10.0.0.0/8'], localLinking: false });
+  assert.deepEqual(cfg.propagation, { inject: false, allow: ['*.svc.cluster.local'], deny: ['10.0.0.0/8'], excludeExe: [], localLinking: false });
   assert.equal(cfg.sources['propagation.deny'], '--inject-deny');
   assert.throws(() => resolveRunConfig({ 'inject-allow': ['api-*.example.com'] }, {}, {}), (e: unknown) => e instanceof RunConfigError && /^--inject-allow: destination "api-\*\.example\.com"/.test(e.message));
 });
