@@ -134,7 +134,11 @@ describe('traceparent injected at socket level into HTTP/1.x requests, across tw
   let client: Client | undefined;
   const rec = `http://${B}:18080`;
 
-  before(() => setupNetwork());
+  before(() => {
+    // also when the run is cut short (an uncaught error, a timeout)
+    process.once('exit', teardownNetwork);
+    setupNetwork();
+  });
   before(async () => {
     recorder = await startGoServer('ip', ['netns', 'exec', NS_B, PEER, '-mode', 'recorder', '-addr', '0.0.0.0:18080', '-raw-addr', '0.0.0.0:18081']);
     server = await startGoServer('ip', ['netns', 'exec', NS_B, freshCopy(COPIES, 'go1.26', 'plain'), '-addr', `${B}:18090`]);
