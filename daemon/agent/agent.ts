@@ -221,7 +221,7 @@ export class Agent implements MetricsSource {
       this.processExited(decodeEventHeader(buf, off).tgid);
     });
     const events = this.rt.attachProcessEvents();
-    this.propagation = new HeaderPropagation(this.rt.obj, this.opts.propagation ?? {}, this.log);
+    this.propagation = new HeaderPropagation(this.rt.obj, this.opts.propagation ?? {}, this.log, this.rt.injectionRefused);
     // before anything is exported, so that the exporter's first connection is known
     if (this.opts.skipOwnRequests ?? true) this.rt.trackOwnConnections(process.pid);
     this.rt.start(this.eventContext(), { intervalMs: this.opts.consumeIntervalMs });

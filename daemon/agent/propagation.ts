@@ -104,7 +104,8 @@ export class HeaderPropagation {
   readonly status: PropagationStatus;
   private readonly obj: BpfObject;
 
-  constructor(obj: BpfObject, opts: PropagationOptions, log: Logger) {
+  /** `refused`: why the kernel refused the injection programs at load, if it did. */
+  constructor(obj: BpfObject, opts: PropagationOptions, log: Logger, refused?: string) {
     this.obj = obj;
     const localLinking = opts.localLinking ?? true;
     this.status = { injection: 'off', localLinking, allow: opts.allow ?? [], deny: opts.deny ?? [] };
@@ -140,6 +141,7 @@ export class HeaderPropagation {
     const cgroup = opts.cgroupPath ?? cgroup2Root();
     this.status.cgroup = cgroup;
     try {
+      if (refused) throw new Error(refused);
       if (!cgroup) throw new Error('no cgroup v2 hierarchy is mounted');
       // the sk_msg program first: a connection entering the sockmap is then
       // handled from its first send

@@ -32,6 +32,18 @@
 #include "inject.h"
 #include <bpf/bpf_endian.h>
 
+/* Open-coded iterators (kernel 6.4): the verifier checks a loop body once
+ * per distinct state instead of once per iteration, so byte scans of a few
+ * KiB stay within its limits. GT_FOR(it, i, n) runs i = 0 … n-1; call
+ * bpf_iter_num_destroy(&it) after the loop. */
+extern int bpf_iter_num_new(struct bpf_iter_num *it, int start, int end) __ksym;
+extern int *bpf_iter_num_next(struct bpf_iter_num *it) __ksym;
+extern void bpf_iter_num_destroy(struct bpf_iter_num *it) __ksym;
+
+#define GT_FOR(it, i, n)                                                               \
+	for (int *___ip = (bpf_iter_num_new(&(it), 0, (n)), bpf_iter_num_next(&(it))); \
+	     ___ip && ((i) = *___ip, (i) >= 0 && (i) < (n)); ___ip = bpf_iter_num_next(&(it)))
+
 #define GT_AF_INET_  2
 #define GT_AF_INET6_ 10
 
@@ -53,6 +65,7 @@ GT_EXPORT_LAYOUTS(inject,
 	enum gt_inject_flags flags;
 	enum gt_inject_host_rule host_rule;
 	enum gt_inject_outcome outcome;
+	enum gt_inject_pending_flags pending_flags;
 	enum gt_inject_http1_limits http1_limits;
 	enum gt_link_flags link_flags;
 );
@@ -145,6 +158,68 @@ int gt_inject_sockops(struct bpf_sock_ops *skops)
 		}
 	}
 	return 1;
+}
+
+/* The host rules naming the marked request's host ("name[:port]", as the
+ * client probe copied it), as enum gt_inject_host_rule bits: the exact
+ * name's, and the _SUBDOMAINS bits of its parent domains. A name too long to
+ * compare counts as denied (a header never leaks through a limit). */
+static __always_inline __u32 host_rules(const struct gt_inject_pending *p)
+{
+	/* twice the compared length: a parent domain is read as the 64 bytes
+	 * at its offset, the zeroed tail padding the key */
+	char buf[2 * GT_INJECT_HOST_MAX] = {};
+	struct gt_inject_host_key key;
+	if (p->flags & GT_INJECT_PENDING_HOST_UNREAD)
+		return GT_INJECT_HOST_DENY;
+	__builtin_memcpy(buf, p->host, GT_INJECT_HOST_MAX);
+	if (buf[0] == 0)
+		return 0;
+	if (buf[0] == '[') /* an IPv6 literal: the CIDR rules apply */
+		return 0;
+	/* lower case, and the port (or anything after the name) zeroed */
+	int len = GT_INJECT_HOST_MAX, i;
+	struct bpf_iter_num it0;
+	GT_FOR(it0, i, GT_INJECT_HOST_MAX)
+	{
+		char *c = buf + (i & (GT_INJECT_HOST_MAX - 1));
+		if (len == GT_INJECT_HOST_MAX && (*c == 0 || *c == ':'))
+			len = i;
+		if (len != GT_INJECT_HOST_MAX)
+			*c = 0;
+		else if (*c >= 'A' && *c <= 'Z')
+			*c += 'a' - 'A';
+	}
+	bpf_iter_num_destroy(&it0);
+	/* a name longer than the copy, unless its port was cut within it */
+	if (len >= GT_INJECT_HOST_MAX ||
+	    ((p->flags & GT_INJECT_PENDING_HOST_LONG) && len == GT_INJECT_HOST_MAX))
+		return GT_INJECT_HOST_DENY;
+	__u32 bits = 0;
+	__builtin_memcpy(key.name, buf, GT_INJECT_HOST_MAX);
+	__u32 *v = bpf_map_lookup_elem(&gt_inject_hosts, &key);
+	if (v)
+		bits |= *v & (GT_INJECT_HOST_ALLOW | GT_INJECT_HOST_DENY);
+	/* each parent domain: the name after each dot */
+	int labels = 0;
+	struct bpf_iter_num it1;
+	GT_FOR(it1, i, GT_INJECT_HOST_MAX - 1)
+	{
+		if (i >= len)
+			break;
+		if (buf[i & (GT_INJECT_HOST_MAX - 1)] != '.')
+			continue;
+		if (++labels > GT_INJECT_HOST_LABELS_MAX)
+			break;
+		if (bpf_probe_read_kernel(key.name, GT_INJECT_HOST_MAX,
+					  buf + ((i + 1) & (GT_INJECT_HOST_MAX - 1))) < 0)
+			break;
+		v = bpf_map_lookup_elem(&gt_inject_hosts, &key);
+		if (v)
+			bits |= *v & (GT_INJECT_HOST_ALLOW_SUBDOMAINS | GT_INJECT_HOST_DENY_SUBDOMAINS);
+	}
+	bpf_iter_num_destroy(&it1);
+	return bits;
 }
 
 static __always_inline char hexdigit(__u8 v)
@@ -288,10 +363,22 @@ int gt_inject_msg(struct sk_msg_md *msg)
 	struct gt_inject_pending *pp = bpf_map_lookup_elem(&gt_inject_pending, &k);
 	if (!pp)
 		return SK_PASS;
-	struct gt_inject_pending p = *pp;
+	struct gt_span_context span = pp->span;
+	__u32 proto = pp->proto, flags = gt_inject_flags();
+	__u32 hosts = (flags & GT_INJECT_HOST_RULES) ? host_rules(pp) : 0;
+	bool allowed = (pp->flags & GT_INJECT_PENDING_CIDR_ALLOWED) ||
+		       (hosts & (GT_INJECT_HOST_ALLOW | GT_INJECT_HOST_ALLOW_SUBDOMAINS));
 	/* the mark is for the next send only, taken whatever becomes of it */
 	bpf_map_delete_elem(&gt_inject_pending, &k);
-	if (p.proto == GT_INJECT_PROTO_HTTP1)
-		http1_inject(msg, &p.span);
+	if (hosts & (GT_INJECT_HOST_DENY | GT_INJECT_HOST_DENY_SUBDOMAINS)) {
+		gt_inject_count(GT_INJECT_OUT_DENIED);
+		return SK_PASS;
+	}
+	if ((flags & GT_INJECT_ALLOW_LIST) && !allowed) {
+		gt_inject_count(GT_INJECT_OUT_NOT_ALLOWED);
+		return SK_PASS;
+	}
+	if (proto == GT_INJECT_PROTO_HTTP1)
+		http1_inject(msg, &span);
 	return SK_PASS;
 }
