@@ -4,7 +4,7 @@
  * on the cgroup v2 root, sk_msg on the sockmap it fills) and its destination
  * rules, and the node-local linking switch. See docs/cross-node-propagation.md.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { isIP } from 'node:net';
 import type { BpfObject } from '../native/index.ts';
 import { BpfMaps, BpfPrograms, InjectFlags, InjectHostRule, InjectLimits, InjectOutcome, LinkFlags } from '../generated/layouts.ts';
@@ -31,7 +31,7 @@ export interface PropagationOptions {
    * links (used to test propagation between network namespaces of one host).
    */
   localLinking?: boolean;
-  /** cgroup v2 directory whose processes' connections may be injected into. Default: the cgroup v2 root. */
+  /** cgroup v2 directory whose processes' connections may be injected into. Default: the host's cgroup v2 root. */
   cgroupPath?: string;
 }
 
@@ -74,7 +74,7 @@ export function parseDestination(entry: string): DestinationRule[] {
   return [{ kind: 'host', name, subdomains }];
 }
 
-/** The cgroup v2 mount point (the root of the unified hierarchy), from /proc/self/mountinfo; undefined when none is mounted. */
+/** The cgroup v2 mount point (the root of the unified hierarchy) in `mountinfo`; undefined when none is mounted. */
 export function cgroup2Root(mountinfo = '/proc/self/mountinfo'): string | undefined {
   for (const line of readFileSync(mountinfo, 'utf8').split('\n')) {
     const sep = line.indexOf(' - ');
@@ -82,6 +82,25 @@ export function cgroup2Root(mountinfo = '/proc/self/mountinfo'): string | undefi
     if (line.slice(sep + 3).split(' ')[0] === 'cgroup2') return line.split(' ')[4];
   }
   return undefined;
+}
+
+/**
+ * The host's cgroup v2 root, as this process can open it: the host's init
+ * (pid 1, with hostPID) sees the whole hierarchy, where a container's own
+ * mount shows only its cgroup namespace; its root directory is reached
+ * through /proc/1/root. Falls back to this process's own view when pid 1's
+ * root cannot be opened.
+ */
+export function hostCgroup2Root(): string | undefined {
+  try {
+    const m = cgroup2Root('/proc/1/mountinfo');
+    // readable mountinfo does not mean an openable root (pid 1 may be of
+    // another user namespace): the directory must be there for us
+    if (m && statSync(`/proc/1/root${m}`).isDirectory()) return `/proc/1/root${m}`;
+  } catch {
+    /* no access to pid 1: this process's view */
+  }
+  return cgroup2Root();
 }
 
 /** What `inspect`, /status and the metrics say about injection. */
@@ -138,7 +157,7 @@ export class HeaderPropagation {
       k.write(name, 'latin1');
       obj.mapUpdate(BpfMaps.gt_inject_hosts, k, u32(bits));
     }
-    const cgroup = opts.cgroupPath ?? cgroup2Root();
+    const cgroup = opts.cgroupPath ?? hostCgroup2Root();
     this.status.cgroup = cgroup;
     try {
       if (refused) throw new Error(refused);
