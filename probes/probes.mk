@@ -4,7 +4,7 @@
 # is enough for it to be compiled in.
 PROBES_DIR := $(ROOT)/probes
 PROBES_OUT := $(BUILD)/probes
-PROBE_SRCS := $(sort $(shell find $(PROBES_DIR)/go $(PROBES_DIR)/process $(PROBES_DIR)/self -name '*.bpf.c' 2>/dev/null))
+PROBE_SRCS := $(sort $(shell find $(PROBES_DIR)/go $(PROBES_DIR)/inject $(PROBES_DIR)/process $(PROBES_DIR)/self -name '*.bpf.c' 2>/dev/null))
 PROBE_HDRS := $(wildcard $(PROBES_DIR)/include/*.h)
 BPF_OBJ := $(PROBES_OUT)/gotrail.bpf.o
 BPF_CFLAGS := -target bpf -O2 -g -D__TARGET_ARCH_x86 -Wall -Wpadded -Werror \

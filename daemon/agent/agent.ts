@@ -2,6 +2,7 @@
  * The agent: loads the probes once, finds Go processes, attaches per binary,
  * turns events into spans and exports them. One instance per node.
  */
+import { matchesGlob } from 'node:path';
 import type { Resource } from '@opentelemetry/resources';
 import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-base';
 import { BpfRuntime, type MapSizes } from './bpf-runtime.ts';
@@ -29,6 +30,7 @@ import type { EventContext, ProbeDescriptor } from '../probes/types.ts';
 import { HttpRouteBound } from '../spans/http-route.ts';
 import { describeSampler, encodeBpfSampler } from '../export/sampler.ts';
 import type { SamplingConfig } from '../config/resolve.ts';
+import { HeaderPropagation, type PropagationOptions } from './propagation.ts';
 import type { Logger } from '../util/log.ts';
 
 export interface AgentOptions {
@@ -97,6 +99,8 @@ export interface AgentOptions {
    * `KUBERNETES_SERVICE_HOST`), else nothing is attempted. `false`: never.
    */
   kubernetes?: false | (Omit<PodWatcherOptions, 'connection'> & { connection?: KubernetesConnection });
+  /** traceparent injection into outgoing requests and node-local linking (see PropagationOptions). Default: both on. */
+  propagation?: PropagationOptions;
 }
 
 interface TracedProcess {
@@ -140,6 +144,7 @@ export class Agent implements MetricsSource {
   private readonly opts: AgentOptions;
   private readonly probes: readonly ProbeDescriptor[];
   private rt: BpfRuntime | undefined;
+  private propagation: HeaderPropagation | undefined;
   private attach: AttachmentManager | undefined;
   private batcher: SpanBatcher | undefined;
   private readonly discovery = new GoProcessProbe();
@@ -228,6 +233,7 @@ export class Agent implements MetricsSource {
       this.processExited(decodeEventHeader(buf, off).tgid);
     });
     const events = this.rt.attachProcessEvents();
+    this.propagation = new HeaderPropagation(this.rt.obj, this.opts.propagation ?? {}, this.log, this.rt.injectionRefused);
     // before anything is exported, so that the exporter's first connection is known
     if (this.opts.skipOwnRequests ?? true) this.rt.trackOwnConnections(process.pid);
     this.rt.start(this.eventContext(), { intervalMs: this.opts.consumeIntervalMs });
@@ -380,7 +386,7 @@ export class Agent implements MetricsSource {
     // consumed: that process is traced already. Releasing and attaching it
     // again would leave it untraced mid-request and its binary attached twice.
     if (t && ev.time_ns < t.judgedAtNs) {
-      this.rt!.traceProcess(pid, fileKeyOf(t.info.key));
+      this.rt!.traceProcess(pid, fileKeyOf(t.info.key), this.noInject(t.info.exe));
       this.rt!.decided(pid, true);
       return;
     }
@@ -390,7 +396,7 @@ export class Agent implements MetricsSource {
       // stays traced; the exec hook took it off the allow-list.
       const now = this.discovery.currentKey(pid);
       if (now && keyString(now) === keyString(t.info.key)) {
-        this.rt!.traceProcess(pid, fileKeyOf(t.info.key));
+        this.rt!.traceProcess(pid, fileKeyOf(t.info.key), this.noInject(t.info.exe));
         this.rt!.decided(pid, true);
         return;
       }
@@ -604,7 +610,7 @@ export class Agent implements MetricsSource {
     this.notSelected.delete(pid);
     const resource = this.resourceOf(info);
     // allow-list first, so that no event of this process is missed once the links exist
-    this.rt!.traceProcess(pid, fileKeyOf(info.key));
+    this.rt!.traceProcess(pid, fileKeyOf(info.key), this.noInject(info.exe));
     const b = this.attach!.addProcess(pid, info.key, info.exePath, info.exe);
     if (b.handles.length === 0 && !b.shed?.size) {
       this.rt!.untraceProcess(pid);
@@ -695,6 +701,11 @@ export class Agent implements MetricsSource {
     return this.rt;
   }
 
+  /** Whether a traced process's requests must go without a traceparent header (`--no-inject-exe`). */
+  private noInject(exe: string): boolean {
+    return (this.opts.propagation?.excludeExe ?? []).some((g) => g === exe || matchesGlob(exe, g));
+  }
+
   /** What is traced right now, per binary and probe, with the reason for every probe that is not attached. */
   status(): unknown {
     let excludedHits = new Map<number, Map<number, number>>();
@@ -722,6 +733,7 @@ export class Agent implements MetricsSource {
       binaries,
       notTraced: this.attach?.notTraced() ?? [],
       disabledProbes: Object.fromEntries(this.rt?.disabledProbes ?? []),
+      propagation: this.propagation?.status,
       kernel: this.rt?.features,
       overhead: (() => {
         const o = this.overheadNow();
@@ -906,6 +918,7 @@ export class Agent implements MetricsSource {
         eventsHeld: rt?.eventStats.held ?? 0, eventsNotSelected: rt?.eventStats.heldNotSelected ?? 0, eventsUndecided: rt?.eventStats.heldExpired ?? 0,
       },
       httpRoutesCut: { ...this.routes.cut },
+      propagation: this.propagation?.counters() ?? {},
       overhead: this.overheadNow(),
       budget: this.budgetCounts(this.overheadNow().processes),
       kubernetes: this.k8s ? { pods: this.k8s.stats.pods, relists: this.k8s.stats.relists, failures: this.k8s.stats.failures, events: this.k8s.stats.events } : undefined,

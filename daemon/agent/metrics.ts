@@ -19,6 +19,8 @@ export interface MetricsSnapshot {
   events: Record<string, number>;
   eventsMalformed: number;
   bpfCounters: Record<string, bigint>;
+  /** traceparent injection outcomes by name (see enum gt_inject_outcome) */
+  propagation?: Record<string, number>;
   ringBuffer: { droppedRecords: bigint; droppedBatches: bigint; records: bigint };
   spans: BatcherStats;
   programs: Array<{ name: string; runCount: bigint; runTimeNs: bigint }>;
@@ -88,6 +90,9 @@ export function createMetrics(source: MetricsSource): Registry {
   });
   counter('gotrail_traceparents_invalid_total', 'Incoming traceparents not used (malformed, or sent more than once): the request started a new trace', [], (set, s) => {
     set({}, Number(s.bpfCounters['traceparent_invalid'] ?? 0n));
+  });
+  counter('gotrail_propagation_inject_total', 'Outgoing HTTP/1.x requests and traceparent injection, by outcome (injected; marked: requests marked for injection; denied, not_allowed: destination rules; present: the request carried a traceparent already; not_in_sockmap: connection opened before gotrail or before its process was traced; not_a_request, header_incomplete, pull_failed, push_failed, store_failed, not_sent, sockmap_full: failures, the request went out unchanged)', ['outcome'], (set, s) => {
+    for (const [o, v] of Object.entries(s.propagation ?? {})) set({ outcome: o }, v);
   });
   counter('gotrail_spans_exported_total', 'Spans handed to the exporter successfully', [], (set, s) => set({}, s.spans.exported));
   counter('gotrail_spans_dropped_total', 'Spans dropped before export, by reason (queue_full: pushed into a full export queue; shutdown: unexported when the agent stopped)', ['reason'], (set, s) => {

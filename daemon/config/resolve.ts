@@ -13,6 +13,7 @@ import type { MapSizes } from '../agent/bpf-runtime.ts';
 import { DEFAULT_BUDGET_WINDOW_MS, parseBudgetPercent, type BudgetSettings } from '../agent/budget.ts';
 import { isLogLevel, type LogLevel } from '../util/log.ts';
 import type { ConfigFile } from './file.ts';
+import { parseDestination, type PropagationOptions } from '../agent/propagation.ts';
 
 /** The values of OTEL_TRACES_SAMPLER gotrail supports (see export/sampler.ts). */
 export const SAMPLERS = ['always_on', 'always_off', 'traceidratio', 'parentbased_always_on', 'parentbased_always_off', 'parentbased_traceidratio'] as const;
@@ -27,6 +28,11 @@ export interface RunFlags {
   'include-pod-label'?: string[]; 'exclude-pod-label'?: string[];
   'opt-in-env'?: string;
   'no-default-excludes'?: boolean;
+  'no-inject-traceparent'?: boolean;
+  'inject-allow'?: string[];
+  'inject-deny'?: string[];
+  'no-inject-exe'?: string[];
+  'no-local-linking'?: boolean;
   kubernetes?: string;
   exporter?: string;
   'max-queue-size'?: string;
@@ -85,6 +91,8 @@ export interface RunConfig {
   /** the overhead budget (--overhead-budget, --overhead-budget-window); undefined: off (default) */
   overheadBudget: BudgetSettings | undefined;
   debugProbeHitsPath?: string;
+  /** traceparent injection and node-local linking (--no-inject-traceparent, --inject-allow, --inject-deny, --no-local-linking) */
+  propagation: PropagationOptions;
   /** where each setting came from: a flag, a variable, `config file` or `default` */
   sources: Record<string, string>;
   /** values ignored with a warning (the OpenTelemetry variables' documented behaviour), to be logged */
@@ -109,7 +117,7 @@ const SELECTION_KEYS = [
 ] as const;
 
 /** Settings only read at start: a change in the file is logged and waits for a restart. */
-export const START_ONLY = ['kubernetes', 'metricsAddress', 'scanIntervalMs', 'lingerMs', 'mapSizes', 'maxHttpRoutes', 'debugProbeHitsPath'] as const;
+export const START_ONLY = ['kubernetes', 'metricsAddress', 'scanIntervalMs', 'lingerMs', 'mapSizes', 'maxHttpRoutes', 'debugProbeHitsPath', 'propagation'] as const;
 
 function count(name: string, v: string | undefined, min: number, pow2 = false): number | undefined {
   if (v === undefined) return undefined;
@@ -285,11 +293,27 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
   const budgetWindowMs = pick('overheadBudget.windowMillis', 'overhead-budget-window', count('overhead-budget-window', flags['overhead-budget-window'], 1000), file.overheadBudget?.windowMillis) ?? DEFAULT_BUDGET_WINDOW_MS;
   const overheadBudget = budgetFraction === undefined ? undefined : { fraction: budgetFraction, windowMs: budgetWindowMs };
   const debugProbeHitsPath = pick('debugProbeHitsPath', 'debug-probe-hits', flags['debug-probe-hits'], file.debugProbeHits);
+  const propagation: PropagationOptions = {
+    inject: pick('propagation.inject', 'no-inject-traceparent', flags['no-inject-traceparent'] ? false : undefined, file.propagation?.inject) ?? true,
+    allow: pick('propagation.allow', 'inject-allow', flags['inject-allow'], file.propagation?.allow) ?? [],
+    deny: pick('propagation.deny', 'inject-deny', flags['inject-deny'], file.propagation?.deny) ?? [],
+    excludeExe: pick('propagation.excludeExe', 'no-inject-exe', flags['no-inject-exe'], file.propagation?.excludeExe) ?? [],
+    localLinking: pick('propagation.localLinking', 'no-local-linking', flags['no-local-linking'] ? false : undefined, file.propagation?.localLinking) ?? true,
+  };
+  for (const [flag, list] of [['inject-allow', propagation.allow], ['inject-deny', propagation.deny]] as const) {
+    for (const d of list ?? []) {
+      try {
+        parseDestination(d);
+      } catch (e) {
+        throw new RunConfigError(`--${flag}: ${(e as Error).message}`);
+      }
+    }
+  }
 
   return {
     overheadBudget,
     selection, kubernetes, export: exportConfig, otlp, sampling, metricsAddress,
-    scanIntervalMs, lingerMs, mapSizes, maxHttpRoutes, logLevel, dbQueryText, debugProbeHitsPath, sources,
+    scanIntervalMs, lingerMs, mapSizes, maxHttpRoutes, logLevel, dbQueryText, debugProbeHitsPath, propagation, sources,
     ...(warnings.length ? { warnings } : {}),
   };
 }

@@ -35,6 +35,16 @@ export const BpfMaps = {
   gt_http_routes: 'gt_http_routes',
   gt_http_server_config: 'gt_http_server_config',
   gt_http_server_inflight: 'gt_http_server_inflight',
+  gt_inject_allow_cidrs: 'gt_inject_allow_cidrs',
+  gt_inject_connecting: 'gt_inject_connecting',
+  gt_inject_conns: 'gt_inject_conns',
+  gt_inject_counters: 'gt_inject_counters',
+  gt_inject_deny_cidrs: 'gt_inject_deny_cidrs',
+  gt_inject_hosts: 'gt_inject_hosts',
+  gt_inject_pending: 'gt_inject_pending',
+  gt_inject_settings: 'gt_inject_settings',
+  gt_inject_socks: 'gt_inject_socks',
+  gt_link_flags: 'gt_link_flags',
   gt_otel_config: 'gt_otel_config',
   gt_otel_spans: 'gt_otel_spans',
   gt_otel_starting: 'gt_otel_starting',
@@ -84,6 +94,8 @@ export const BpfPrograms = {
   gt_http_server_entry: 'gt_http_server_entry',
   gt_http_server_panic: 'gt_http_server_panic',
   gt_http_server_return: 'gt_http_server_return',
+  gt_inject_msg: 'gt_inject_msg',
+  gt_inject_sockops: 'gt_inject_sockops',
   gt_otel_add_event: 'gt_otel_add_event',
   gt_otel_end: 'gt_otel_end',
   gt_otel_set_attributes: 'gt_otel_set_attributes',
@@ -371,6 +383,72 @@ export const HttpServerFlags = {
   GT_HTTP_SERVER_PAT: 2048,
 } as const;
 
+/** enum gt_inject_flags */
+export const InjectFlags = {
+  GT_INJECT_ENABLED: 1,
+  GT_INJECT_ALLOW_LIST: 2,
+  GT_INJECT_HOST_RULES: 4,
+} as const;
+
+/** enum gt_inject_host_rule */
+export const InjectHostRule = {
+  GT_INJECT_HOST_ALLOW: 1,
+  GT_INJECT_HOST_ALLOW_SUBDOMAINS: 2,
+  GT_INJECT_HOST_DENY: 4,
+  GT_INJECT_HOST_DENY_SUBDOMAINS: 8,
+} as const;
+
+/** enum gt_inject_http1_limits */
+export const InjectHttp1Limits = {
+  GT_INJECT_SCAN_MAX: 4096,
+  GT_INJECT_LINE_MAX: 2048,
+  GT_INJECT_TRACEPARENT_LEN: 70,
+} as const;
+
+/** enum gt_inject_limits */
+export const InjectLimits = {
+  GT_INJECT_HOST_MAX: 64,
+  GT_INJECT_HOST_LABELS_MAX: 8,
+  GT_INJECT_CONNS_MAX: 65536,
+  GT_INJECT_PENDING_MAX: 16384,
+  GT_INJECT_RULES_MAX: 1024,
+} as const;
+
+/** enum gt_inject_outcome */
+export const InjectOutcome = {
+  GT_INJECT_OUT_INJECTED: 0,
+  GT_INJECT_OUT_MARKED: 1,
+  GT_INJECT_OUT_DENIED: 2,
+  GT_INJECT_OUT_NOT_ALLOWED: 3,
+  GT_INJECT_OUT_NOT_IN_SOCKMAP: 4,
+  GT_INJECT_OUT_STORE_FAILED: 5,
+  GT_INJECT_OUT_NOT_A_REQUEST: 6,
+  GT_INJECT_OUT_PRESENT: 7,
+  GT_INJECT_OUT_HEADER_INCOMPLETE: 8,
+  GT_INJECT_OUT_PULL_FAILED: 9,
+  GT_INJECT_OUT_PUSH_FAILED: 10,
+  GT_INJECT_OUT_NOT_SENT: 11,
+  GT_INJECT_OUT_SOCKMAP_FULL: 12,
+  GT_INJECT_OUT_MAX: 16,
+} as const;
+
+/** enum gt_inject_pending_flags */
+export const InjectPendingFlags = {
+  GT_INJECT_PENDING_CIDR_ALLOWED: 1,
+  GT_INJECT_PENDING_HOST_LONG: 2,
+  GT_INJECT_PENDING_HOST_UNREAD: 4,
+} as const;
+
+/** enum gt_inject_proto */
+export const InjectProto = {
+  GT_INJECT_PROTO_HTTP1: 1,
+} as const;
+
+/** enum gt_link_flags */
+export const LinkFlags = {
+  GT_LINK_LOCAL_OFF: 1,
+} as const;
+
 /** enum gt_otel_attribute_type */
 export const OtelAttributeType = {
   GT_OTEL_ATTRIBUTE_BOOL: 1,
@@ -430,6 +508,7 @@ export const ProcessEventLimits = {
 /** enum gt_process_flags */
 export const ProcessFlags = {
   GT_PROCESS_TRACED: 1,
+  GT_PROCESS_NO_INJECT: 2,
 } as const;
 
 /** enum gt_redis_event_flags */
@@ -1609,6 +1688,126 @@ export function encodeHttpServerEvent(v: HttpServerEvent, buf: Buffer = Buffer.a
   buf.writeUInt16LE(v.proto_minor, off + 382);
   buf.fill(0, off + 384, off + 384 + 512); v.tracestate.copy(buf, off + 384, 0, Math.min(v.tracestate.length, 512));
   encodeHttpRoute(v.route, buf, off + 896);
+  return buf;
+}
+
+/** struct gt_inject_cidr_key (20 bytes) */
+export interface InjectCidrKey {
+  prefixlen: number;
+  addr: Buffer;
+}
+
+export const INJECT_CIDR_KEY_SIZE = 20;
+export const InjectCidrKeyOffsets = {
+  prefixlen: 0,
+  addr: 4,
+} as const;
+
+/** Decodes struct gt_inject_cidr_key at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeInjectCidrKey(buf: Buffer, off = 0): InjectCidrKey {
+  if (off + 20 > buf.length) throw new RangeError(`gt_inject_cidr_key: need 20 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    prefixlen: buf.readUInt32LE(off + 0),
+    addr: buf.subarray(off + 4, off + 4 + 16),
+  };
+}
+
+/** Encodes struct gt_inject_cidr_key into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeInjectCidrKey(v: InjectCidrKey, buf: Buffer = Buffer.alloc(20), off = 0): Buffer {
+  buf.writeUInt32LE(v.prefixlen, off + 0);
+  buf.fill(0, off + 4, off + 4 + 16); v.addr.copy(buf, off + 4, 0, Math.min(v.addr.length, 16));
+  return buf;
+}
+
+/** struct gt_inject_host_key (64 bytes) */
+export interface InjectHostKey {
+  name: Buffer;
+}
+
+export const INJECT_HOST_KEY_SIZE = 64;
+export const InjectHostKeyOffsets = {
+  name: 0,
+} as const;
+
+/** Decodes struct gt_inject_host_key at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeInjectHostKey(buf: Buffer, off = 0): InjectHostKey {
+  if (off + 64 > buf.length) throw new RangeError(`gt_inject_host_key: need 64 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    name: buf.subarray(off + 0, off + 0 + 64),
+  };
+}
+
+/** Encodes struct gt_inject_host_key into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeInjectHostKey(v: InjectHostKey, buf: Buffer = Buffer.alloc(64), off = 0): Buffer {
+  buf.fill(0, off + 0, off + 0 + 64); v.name.copy(buf, off + 0, 0, Math.min(v.name.length, 64));
+  return buf;
+}
+
+/** struct gt_inject_pending (120 bytes) */
+export interface InjectPending {
+  span: SpanContext;
+  marked_ns: bigint;
+  proto: number;
+  flags: number;
+  host: Buffer;
+}
+
+export const INJECT_PENDING_SIZE = 120;
+export const InjectPendingOffsets = {
+  span: 0,
+  marked_ns: 40,
+  proto: 48,
+  flags: 52,
+  host: 56,
+} as const;
+
+/** Decodes struct gt_inject_pending at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeInjectPending(buf: Buffer, off = 0): InjectPending {
+  if (off + 120 > buf.length) throw new RangeError(`gt_inject_pending: need 120 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    span: decodeSpanContext(buf, off + 0),
+    marked_ns: buf.readBigUInt64LE(off + 40),
+    proto: buf.readUInt32LE(off + 48),
+    flags: buf.readUInt32LE(off + 52),
+    host: buf.subarray(off + 56, off + 56 + 64),
+  };
+}
+
+/** Encodes struct gt_inject_pending into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeInjectPending(v: InjectPending, buf: Buffer = Buffer.alloc(120), off = 0): Buffer {
+  encodeSpanContext(v.span, buf, off + 0);
+  buf.writeBigUInt64LE(v.marked_ns, off + 40);
+  buf.writeUInt32LE(v.proto, off + 48);
+  buf.writeUInt32LE(v.flags, off + 52);
+  buf.fill(0, off + 56, off + 56 + 64); v.host.copy(buf, off + 56, 0, Math.min(v.host.length, 64));
+  return buf;
+}
+
+/** struct gt_inject_settings (8 bytes) */
+export interface InjectSettings {
+  flags: number;
+  reserved: number;
+}
+
+export const INJECT_SETTINGS_SIZE = 8;
+export const InjectSettingsOffsets = {
+  flags: 0,
+  reserved: 4,
+} as const;
+
+/** Decodes struct gt_inject_settings at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeInjectSettings(buf: Buffer, off = 0): InjectSettings {
+  if (off + 8 > buf.length) throw new RangeError(`gt_inject_settings: need 8 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    flags: buf.readUInt32LE(off + 0),
+    reserved: buf.readUInt32LE(off + 4),
+  };
+}
+
+/** Encodes struct gt_inject_settings into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeInjectSettings(v: InjectSettings, buf: Buffer = Buffer.alloc(8), off = 0): Buffer {
+  buf.writeUInt32LE(v.flags, off + 0);
+  buf.writeUInt32LE(v.reserved, off + 4);
   return buf;
 }
 
