@@ -286,6 +286,10 @@ export const HitSite = {
   GT_HIT_OTEL_SET_STATUS: 63,
   GT_HIT_OTEL_ADD_EVENT: 64,
   GT_HIT_OTEL_SET_ATTRIBUTES: 65,
+  GT_HIT_WU_CONN: 75,
+  GT_HIT_WU_REQUEST_WRITE: 76,
+  GT_HIT_WU_HEADER_ENTRY: 77,
+  GT_HIT_WU_HEADER_RETURN: 78,
 } as const;
 
 /** enum gt_http_client_event_flags */
@@ -487,6 +491,38 @@ export const SqlLimits = {
   GT_SQL_QUERY_MAX: 512,
   GT_SQL_INFLIGHT_MAX: 16384,
   GT_SQL_ITAB_FUN0: 24,
+} as const;
+
+/** enum gt_write_user_dest_action */
+export const WriteUserDestAction = {
+  GT_WU_DEST_ALLOW: 1,
+  GT_WU_DEST_DENY: 2,
+} as const;
+
+/** enum gt_write_user_flags */
+export const WriteUserFlags = {
+  GT_WU_ENABLED: 1,
+} as const;
+
+/** enum gt_write_user_limits */
+export const WriteUserLimits = {
+  GT_WU_LINE_LEN: 70,
+  GT_WU_SCAN_MAX: 2048,
+  GT_WU_PENDING_MAX: 16384,
+} as const;
+
+/** enum gt_write_user_result */
+export const WriteUserResult = {
+  GT_WU_INJECTED: 0,
+  GT_WU_WOULD_INJECT: 1,
+  GT_WU_HAS_TRACEPARENT: 2,
+  GT_WU_NO_ROOM: 3,
+  GT_WU_EXCLUDED: 4,
+  GT_WU_FLUSHED: 5,
+  GT_WU_TOO_LONG: 6,
+  GT_WU_NOT_BUFFERED: 7,
+  GT_WU_WRITE_FAILED: 8,
+  GT_WU_RESULT_MAX: 16,
 } as const;
 
 /** struct gt_binary_info (8 bytes) */
@@ -2442,5 +2478,109 @@ export function encodeTcpOffsets(v: TcpOffsets, buf: Buffer = Buffer.alloc(24), 
   buf.writeUInt32LE(v.tcpaddr_ip, off + 12);
   buf.writeUInt32LE(v.tcpaddr_port, off + 16);
   buf.writeUInt32LE(v.reserved, off + 20);
+  return buf;
+}
+
+/** struct gt_write_user_config (48 bytes) */
+export interface WriteUserConfig {
+  flags: number;
+  treq_request: number;
+  req_header: number;
+  pconn_conn: number;
+  bufio_buf: number;
+  bufio_n: number;
+  tcp: TcpOffsets;
+}
+
+export const WRITE_USER_CONFIG_SIZE = 48;
+export const WriteUserConfigOffsets = {
+  flags: 0,
+  treq_request: 4,
+  req_header: 8,
+  pconn_conn: 12,
+  bufio_buf: 16,
+  bufio_n: 20,
+  tcp: 24,
+} as const;
+
+/** Decodes struct gt_write_user_config at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeWriteUserConfig(buf: Buffer, off = 0): WriteUserConfig {
+  if (off + 48 > buf.length) throw new RangeError(`gt_write_user_config: need 48 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    flags: buf.readUInt32LE(off + 0),
+    treq_request: buf.readUInt32LE(off + 4),
+    req_header: buf.readUInt32LE(off + 8),
+    pconn_conn: buf.readUInt32LE(off + 12),
+    bufio_buf: buf.readUInt32LE(off + 16),
+    bufio_n: buf.readUInt32LE(off + 20),
+    tcp: decodeTcpOffsets(buf, off + 24),
+  };
+}
+
+/** Encodes struct gt_write_user_config into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeWriteUserConfig(v: WriteUserConfig, buf: Buffer = Buffer.alloc(48), off = 0): Buffer {
+  buf.writeUInt32LE(v.flags, off + 0);
+  buf.writeUInt32LE(v.treq_request, off + 4);
+  buf.writeUInt32LE(v.req_header, off + 8);
+  buf.writeUInt32LE(v.pconn_conn, off + 12);
+  buf.writeUInt32LE(v.bufio_buf, off + 16);
+  buf.writeUInt32LE(v.bufio_n, off + 20);
+  encodeTcpOffsets(v.tcp, buf, off + 24);
+  return buf;
+}
+
+/** struct gt_write_user_dest_key (20 bytes) */
+export interface WriteUserDestKey {
+  prefixlen: number;
+  ip: Buffer;
+}
+
+export const WRITE_USER_DEST_KEY_SIZE = 20;
+export const WriteUserDestKeyOffsets = {
+  prefixlen: 0,
+  ip: 4,
+} as const;
+
+/** Decodes struct gt_write_user_dest_key at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeWriteUserDestKey(buf: Buffer, off = 0): WriteUserDestKey {
+  if (off + 20 > buf.length) throw new RangeError(`gt_write_user_dest_key: need 20 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    prefixlen: buf.readUInt32LE(off + 0),
+    ip: buf.subarray(off + 4, off + 4 + 16),
+  };
+}
+
+/** Encodes struct gt_write_user_dest_key into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeWriteUserDestKey(v: WriteUserDestKey, buf: Buffer = Buffer.alloc(20), off = 0): Buffer {
+  buf.writeUInt32LE(v.prefixlen, off + 0);
+  buf.fill(0, off + 4, off + 4 + 16); v.ip.copy(buf, off + 4, 0, Math.min(v.ip.length, 16));
+  return buf;
+}
+
+/** struct gt_write_user_settings (8 bytes) */
+export interface WriteUserSettings {
+  default_action: number;
+  reserved: number;
+}
+
+export const WRITE_USER_SETTINGS_SIZE = 8;
+export const WriteUserSettingsOffsets = {
+  default_action: 0,
+  reserved: 4,
+} as const;
+
+/** Decodes struct gt_write_user_settings at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeWriteUserSettings(buf: Buffer, off = 0): WriteUserSettings {
+  if (off + 8 > buf.length) throw new RangeError(`gt_write_user_settings: need 8 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    default_action: buf.readUInt32LE(off + 0),
+    reserved: buf.readUInt32LE(off + 4),
+  };
+}
+
+/** Encodes struct gt_write_user_settings into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeWriteUserSettings(v: WriteUserSettings, buf: Buffer = Buffer.alloc(8), off = 0): Buffer {
+  buf.writeUInt32LE(v.default_action, off + 0);
+  buf.writeUInt32LE(v.reserved, off + 4);
   return buf;
 }

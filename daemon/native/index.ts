@@ -43,6 +43,13 @@ export interface OpenOptions {
    * otherwise), false loads them as plain uprobe programs attached with one
    * perf-event link per site. Default: kernelFeatures().uprobeMulti. */
   uprobeMulti?: boolean;
+  /** A loaded object whose maps this one uses instead of creating its own,
+   * for every map of the same name (not the internal .rodata/.bss ones):
+   * programs loaded separately (e.g. ones a kernel in lockdown refuses)
+   * share the probes' state. Give it before mapMaxEntries of shared maps
+   * matter: a shared map keeps the loaded object's size. Throws EINVAL when
+   * not a BpfObject, EBADF when it is not loaded or closed. */
+  shareMapsFrom?: BpfObject;
 }
 
 export interface MapInfo {

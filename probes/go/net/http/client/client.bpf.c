@@ -19,6 +19,9 @@
  * set at roundTrip entry and removed at its return. */
 #include "go_abi.h"
 #include "ancestry.h"
+/* the bpf_probe_write_user injection's layouts (its programs are in
+ * probes/inject/, an object of their own) */
+#include "write_user.h"
 
 enum gt_http_client_limits {
 	GT_HTTP_CLIENT_METHOD_MAX = 16,

@@ -1,0 +1,390 @@
+/* Header injection with bpf_probe_write_user: the fallback for kernels that
+ * allow the helper (not in lockdown). Built as an object of its own
+ * (gotrail-write-user.bpf.o) and loaded after the probes' object, whose maps
+ * it shares: a kernel in lockdown refuses this object — the helper is not in
+ * a program's helper set there — and nothing else. Its programs are loaded
+ * with `autoload` restricted to gt_wu_*: the net/http client probe is
+ * included only for its maps and layouts.
+ *
+ * Built twice: with GT_WU_DRY_RUN the helper call is replaced by a counter
+ * (GT_WU_WOULD_INJECT) and the line that would be written is kept in
+ * gt_wu_last_line, so that every program is verified, attached and run on
+ * a kernel in lockdown up to the write itself.
+ *
+ * What is written, and where: net/http writes a request's header block into
+ * its connection's bufio.Writer (persistConn.bw, 4 KiB by default) and
+ * flushes it once the request is written. After the request's own header
+ * fields (Header.writeSubset) and before the blank line, the line
+ * "Traceparent: 00-<trace id>-<client span id>-<flags>\r\n" is appended at
+ * buf[n] and n is advanced by its length — only when
+ *   - the request was marked by the net/http client probe (it has a span),
+ *   - its destination is not excluded (gt_wu_dest_rules, longest prefix),
+ *   - it is written through the connection's bufio.Writer (the one
+ *     writeSubset is given) and the buffer was not flushed while the header
+ *     fields were written (the request line at buf[0..16) is still there
+ *     and n did not shrink), so that buf[n0..n) are exactly its fields,
+ *   - none of those fields is a traceparent (case-insensitive name),
+ *   - GT_WU_LINE_LEN bytes fit in the buffer's spare capacity.
+ * Otherwise nothing is written and the reason is counted (gt_wu_results).
+ * Over TLS the buffer holds plaintext (tls.Conn is below bufio): this path
+ * injects into HTTPS requests too, which a socket-level program cannot.
+ *
+ * Probed (each program quotes its function):
+ *   persistConn.roundTrip entry (the site the client probe also uses: one
+ *   trap for both), Request.write entry, Header.writeSubset entry and RETs. */
+#include "../go/net/http/client/client.bpf.c"
+#include "write_user.h"
+
+struct wu_req_key {
+	__u32 tgid;
+	__u32 reserved;
+	__u64 req; /* *http.Request */
+};
+
+/* A request marked for injection, from its caller's goroutine
+ * (persistConn.roundTrip) to the connection's writer goroutine
+ * (Request.write). */
+struct wu_req {
+	struct gt_span_context span;
+	__u64 header; /* the request's Header map */
+	__u32 allowed;
+	__u32 reserved;
+};
+
+enum wu_pending_state {
+	WU_WRITING = 1, /* in Request.write, before the header fields */
+	WU_FIELDS = 2,  /* in Header.writeSubset of the request's own fields */
+};
+
+/* The writer goroutine's request being written. */
+struct wu_pending {
+	struct gt_span_context span;
+	__u64 header;
+	__u64 bw;       /* the *bufio.Writer */
+	__s64 n0;       /* bw.n when the fields began */
+	__u64 head[2];  /* buf[0..16) then: the request line's start */
+	__u32 state;    /* enum wu_pending_state */
+	__u32 reserved;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, GT_MAX_BINARIES);
+	__type(key, __u32);
+	__type(value, struct gt_write_user_config);
+} gt_wu_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, GT_WU_PENDING_MAX);
+	__type(key, struct wu_req_key);
+	__type(value, struct wu_req);
+} gt_wu_reqs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, GT_WU_PENDING_MAX);
+	__type(key, struct gt_goroutine_key);
+	__type(value, struct wu_pending);
+} gt_wu_pending SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, GT_WU_RESULT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} gt_wu_results SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1024);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct gt_write_user_dest_key);
+	__type(value, __u32); /* enum gt_write_user_dest_action */
+} gt_wu_dest_rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct gt_write_user_settings);
+} gt_wu_settings SEC(".maps");
+
+/* The header block searched for a traceparent (per CPU: too big for the stack). */
+struct wu_scratch {
+	char bytes[GT_WU_SCAN_MAX];
+	char line[GT_WU_LINE_LEN + 2];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct wu_scratch);
+} gt_wu_scratch SEC(".maps");
+
+#ifdef GT_WU_DRY_RUN
+/* The dry run's last line per process, for tests. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, char[GT_WU_LINE_LEN]);
+} gt_wu_last_line SEC(".maps");
+#endif
+
+static __always_inline void wu_count(__u32 result)
+{
+	__u64 *v = bpf_map_lookup_elem(&gt_wu_results, &result);
+	if (v)
+		*v += 1;
+}
+
+/* Whether a request to `ip` may carry the header. */
+static __always_inline bool wu_dest_allowed(const __u8 ip[16])
+{
+	struct gt_write_user_dest_key k = { .prefixlen = 128 };
+	__builtin_memcpy(k.ip, ip, 16);
+	__u32 *action = bpf_map_lookup_elem(&gt_wu_dest_rules, &k);
+	if (action)
+		return *action != GT_WU_DEST_DENY;
+	__u32 zero = 0;
+	struct gt_write_user_settings *s = bpf_map_lookup_elem(&gt_wu_settings, &zero);
+	return !s || s->default_action != GT_WU_DEST_DENY;
+}
+
+static __always_inline char wu_hexdigit(__u8 v)
+{
+	return v < 10 ? '0' + v : 'a' + v - 10;
+}
+
+/* "Traceparent: 00-<trace id>-<span id>-<flags>\r\n" for a request whose
+ * client span is `c`: the receiver's span becomes the client span's child. */
+static __always_inline void wu_format(char *out, const struct gt_span_context *c)
+{
+	__builtin_memcpy(out, "Traceparent: 00-", 16);
+#pragma unroll
+	for (int i = 0; i < 16; i++) {
+		out[16 + 2 * i] = wu_hexdigit(c->trace_id[i] >> 4);
+		out[17 + 2 * i] = wu_hexdigit(c->trace_id[i] & 0xf);
+	}
+	out[48] = '-';
+#pragma unroll
+	for (int i = 0; i < 8; i++) {
+		out[49 + 2 * i] = wu_hexdigit(c->span_id[i] >> 4);
+		out[50 + 2 * i] = wu_hexdigit(c->span_id[i] & 0xf);
+	}
+	out[65] = '-';
+	out[66] = '0';
+	out[67] = (c->flags & GT_SPAN_SAMPLED) ? '1' : '0';
+	out[68] = '\r';
+	out[69] = '\n';
+}
+
+struct wu_scan_ctx {
+	const char *s;
+	__u32 len;
+	__u32 found;
+};
+
+/* One position of the scan: a line that starts here and is named
+ * traceparent (any case), followed by ':'. Bytes are OR-ed with 0x20, which
+ * lower-cases letters and leaves ':' alone (a byte that only matches this
+ * way is not valid in a field name; the cost of such a match is a header
+ * not injected). */
+static long wu_scan_step(__u32 i, void *data)
+{
+	struct wu_scan_ctx *c = data;
+	const __u32 m = GT_WU_SCAN_MAX - 1;
+	if (i + 12 > c->len)
+		return 1;
+	if (i > 0 && c->s[(i - 1) & m] != '\n')
+		return 0;
+	__u64 w = 0;
+	__u32 v = 0;
+#pragma unroll
+	for (int j = 0; j < 8; j++)
+		w |= (__u64)(__u8)c->s[(i + j) & m] << (8 * j);
+#pragma unroll
+	for (int j = 0; j < 4; j++)
+		v |= (__u32)(__u8)c->s[(i + 8 + j) & m] << (8 * j);
+	/* "tracepar" and "ent:", little-endian */
+	if ((w | 0x2020202020202020ULL) == 0x7261706563617274ULL && (v | 0x20202020U) == 0x3a746e65U) {
+		c->found = 1;
+		return 1;
+	}
+	return 0;
+}
+
+/* func (pc *persistConn) roundTrip(req *transportRequest) (*Response, error)
+ *   pc RAX, req RBX. On the caller's goroutine, after the client probe's
+ *   entry made the request's span and before the request is handed to the
+ *   connection's writer goroutine: the request and its destination meet. */
+SEC("uprobe.multi")
+int gt_wu_conn(struct pt_regs *ctx)
+{
+	struct gt_goroutine_key key;
+	__u32 bin_id;
+	struct gt_write_user_config *cfg = gt_probe_enter(ctx, &gt_wu_config, &key, &bin_id, GT_HIT_WU_CONN);
+	if (!cfg || !(cfg->flags & GT_WU_ENABLED))
+		return 0;
+	struct http_client_inflight *st = bpf_map_lookup_elem(&gt_http_client_inflight, &key);
+	if (!st)
+		return 0;
+	struct wu_req r = { .span = st->span };
+	struct wu_req_key k = { .tgid = key.tgid };
+	if (go_read_ptr(GO_ARG2(ctx), cfg->treq_request, &k.req) < 0 || !k.req ||
+	    go_read_ptr(k.req, cfg->req_header, &r.header) < 0)
+		return 0;
+	__u64 tcpconn = 0;
+	struct gt_conn_key conn = {};
+	/* persistConn.conn is a net.Conn {itab, data}: a *net.TCPConn, or a
+	 * *tls.Conn whose address walk fails here and leaves the destination
+	 * unknown (allowed only while no rule denies by default) */
+	if (go_read_ptr(GO_ARG1(ctx), cfg->pconn_conn + 8, &tcpconn) == 0 &&
+	    gt_conn_key_of(tcpconn, &cfg->tcp, true, &conn) == 0) {
+		r.allowed = wu_dest_allowed(conn.server_ip);
+	} else {
+		__u32 zero = 0;
+		struct gt_write_user_settings *s = bpf_map_lookup_elem(&gt_wu_settings, &zero);
+		r.allowed = !s || s->default_action != GT_WU_DEST_DENY;
+	}
+	bpf_map_update_elem(&gt_wu_reqs, &k, &r, BPF_ANY);
+	return 0;
+}
+
+/* func (r *Request) write(w io.Writer, usingProxy bool, extraHeaders Header,
+ *                         waitForContinue func() bool) (err error)
+ *   r RAX, w RBX (itab), RCX (data). On the connection's writer goroutine
+ *   (persistConn.writeLoop), w is the connection's *bufio.Writer. */
+SEC("uprobe.multi")
+int gt_wu_request_write(struct pt_regs *ctx)
+{
+	struct gt_goroutine_key key;
+	__u32 bin_id;
+	struct gt_write_user_config *cfg =
+		gt_probe_enter(ctx, &gt_wu_config, &key, &bin_id, GT_HIT_WU_REQUEST_WRITE);
+	if (!cfg || !(cfg->flags & GT_WU_ENABLED))
+		return 0;
+	struct wu_req_key k = { .tgid = key.tgid, .req = GO_ARG1(ctx) };
+	struct wu_req *r = bpf_map_lookup_elem(&gt_wu_reqs, &k);
+	if (!r)
+		return 0;
+	struct wu_req req = *r;
+	/* a request is written once per attempt; a retry comes through
+	 * persistConn.roundTrip again */
+	bpf_map_delete_elem(&gt_wu_reqs, &k);
+	if (!req.allowed) {
+		wu_count(GT_WU_EXCLUDED);
+		return 0;
+	}
+	struct wu_pending p = { .span = req.span, .header = req.header, .bw = GO_ARG3(ctx), .state = WU_WRITING };
+	bpf_map_update_elem(&gt_wu_pending, &key, &p, BPF_ANY);
+	return 0;
+}
+
+/* func (h Header) writeSubset(w io.Writer, exclude map[string]bool,
+ *                             trace *httptrace.ClientTrace) error
+ *   h RAX, w RBX (itab), RCX (data). Servers write their responses' fields
+ *   here too: only the writer goroutine's pending request, with its own
+ *   Header map, is considered. */
+SEC("uprobe.multi")
+int gt_wu_header_entry(struct pt_regs *ctx)
+{
+	struct gt_goroutine_key key;
+	__u32 bin_id;
+	struct gt_write_user_config *cfg =
+		gt_probe_enter(ctx, &gt_wu_config, &key, &bin_id, GT_HIT_WU_HEADER_ENTRY);
+	if (!cfg)
+		return 0;
+	struct wu_pending *p = bpf_map_lookup_elem(&gt_wu_pending, &key);
+	if (!p || p->state != WU_WRITING || p->header != GO_ARG1(ctx))
+		return 0;
+	if (p->bw != GO_ARG3(ctx)) {
+		/* Request.write wrapped a writer that is not an io.ByteWriter */
+		wu_count(GT_WU_NOT_BUFFERED);
+		bpf_map_delete_elem(&gt_wu_pending, &key);
+		return 0;
+	}
+	struct go_slice buf = {};
+	__s64 n = 0;
+	if (bpf_probe_read_user(&buf, sizeof(buf), (void *)(p->bw + cfg->bufio_buf)) < 0 ||
+	    bpf_probe_read_user(&n, sizeof(n), (void *)(p->bw + cfg->bufio_n)) < 0 || !buf.ptr ||
+	    buf.len != buf.cap || n < 16 || n > buf.len ||
+	    bpf_probe_read_user(p->head, sizeof(p->head), (void *)buf.ptr) < 0) {
+		wu_count(GT_WU_NOT_BUFFERED);
+		bpf_map_delete_elem(&gt_wu_pending, &key);
+		return 0;
+	}
+	p->n0 = n;
+	p->state = WU_FIELDS;
+	return 0;
+}
+
+/* The checks and the write for a request whose fields were just written;
+ * returns an enum gt_write_user_result, or -1 when nothing is to be counted. */
+static __always_inline int wu_inject(const struct gt_write_user_config *cfg, const struct wu_pending *p,
+				     struct wu_scratch *s, __u32 tgid)
+{
+	struct go_slice buf = {};
+	__s64 n = 0;
+	__u64 head[2] = {};
+	if (bpf_probe_read_user(&buf, sizeof(buf), (void *)(p->bw + cfg->bufio_buf)) < 0 ||
+	    bpf_probe_read_user(&n, sizeof(n), (void *)(p->bw + cfg->bufio_n)) < 0 ||
+	    bpf_probe_read_user(head, sizeof(head), (void *)buf.ptr) < 0)
+		return -1;
+	if (n < p->n0 || n > buf.len || head[0] != p->head[0] || head[1] != p->head[1])
+		return GT_WU_FLUSHED;
+	__s64 fields = n - p->n0;
+	if (fields > GT_WU_SCAN_MAX)
+		return GT_WU_TOO_LONG;
+	struct wu_scan_ctx sc = { .s = s->bytes, .len = (__u32)fields };
+	if (fields > 0) {
+		if (bpf_probe_read_user(s->bytes, (__u32)fields & (GT_WU_SCAN_MAX - 1 | GT_WU_SCAN_MAX),
+					(void *)(buf.ptr + p->n0)) < 0)
+			return -1;
+		bpf_loop(GT_WU_SCAN_MAX, wu_scan_step, &sc, 0);
+	}
+	if (sc.found)
+		return GT_WU_HAS_TRACEPARENT;
+	if (buf.len - n < GT_WU_LINE_LEN)
+		return GT_WU_NO_ROOM;
+	wu_format(s->line, &p->span);
+#ifdef GT_WU_DRY_RUN
+	bpf_map_update_elem(&gt_wu_last_line, &tgid, s->line, BPF_ANY);
+	return GT_WU_WOULD_INJECT;
+#else
+	/* the line, then n: n never covers bytes not yet written (the writer
+	 * goroutine owns the buffer; this is for a reader of a core dump) */
+	__s64 n1 = n + GT_WU_LINE_LEN;
+	if (bpf_probe_write_user((void *)(buf.ptr + n), s->line, GT_WU_LINE_LEN) < 0 ||
+	    bpf_probe_write_user((void *)(p->bw + cfg->bufio_n), &n1, sizeof(n1)) < 0)
+		return GT_WU_WRITE_FAILED;
+	return GT_WU_INJECTED;
+#endif
+}
+
+/* Header.writeSubset, at each RET (error RAX, RBX): the request's own
+ * fields are in the buffer, the blank line that ends the header block is
+ * not. */
+SEC("uprobe.multi")
+int gt_wu_header_return(struct pt_regs *ctx)
+{
+	struct gt_goroutine_key key;
+	__u32 bin_id;
+	struct gt_write_user_config *cfg =
+		gt_probe_enter(ctx, &gt_wu_config, &key, &bin_id, GT_HIT_WU_HEADER_RETURN);
+	if (!cfg)
+		return 0;
+	struct wu_pending *p = bpf_map_lookup_elem(&gt_wu_pending, &key);
+	if (!p || p->state != WU_FIELDS)
+		return 0;
+	__u32 zero = 0;
+	struct wu_scratch *s = bpf_map_lookup_elem(&gt_wu_scratch, &zero);
+	/* a failed writeSubset fails the request: nothing to add to */
+	int result = s && !GO_ARG1(ctx) ? wu_inject(cfg, p, s, key.tgid) : -1;
+	bpf_map_delete_elem(&gt_wu_pending, &key);
+	if (result >= 0)
+		wu_count(result);
+	return 0;
+}
