@@ -28,8 +28,11 @@ import type { EventContext, ProbeDescriptor } from '../probes/types.ts';
 import { HttpRouteBound } from '../spans/http-route.ts';
 import type { SpanFilter } from '../export/sampler.ts';
 import type { Logger } from '../util/log.ts';
+import { WriteUserInjection, type WriteUserOptions, type WriteUserStatus } from './write-user.ts';
 
 export interface AgentOptions {
+  /** Header injection with bpf_probe_write_user where the kernel allows it (see write-user.ts). Default: on. */
+  writeUser?: WriteUserOptions;
   /** Which processes to trace. Default: every Go process except gotrail. */
   selection?: SelectionRules;
   /** Where spans go. */
@@ -187,11 +190,10 @@ export class Agent implements MetricsSource {
       this.log.warn('recording every probe hit (a debugging aid that slows every traced request)', { file: this.opts.debugProbeHitsPath });
     }
     const f = this.rt.features;
-    this.log.info('probes loaded', {
-      uprobeMulti: f.uprobeMulti, lockdown: f.lockdown,
-      headerInjection: f.probeWriteUser ? 'available' : 'unavailable (kernel lockdown); node-local links only',
-    });
-    const usable = this.probes.filter((p) => !this.rt!.disabledProbes.has(p.id));
+    this.log.info('probes loaded', { uprobeMulti: f.uprobeMulti, lockdown: f.lockdown });
+    // after the probes' object, whose maps it shares; a refusal is reported, never thrown
+    this.writeUser = new WriteUserInjection(this.rt, this.log, this.opts.writeUser);
+    const usable = [...this.probes.filter((p) => !this.rt!.disabledProbes.has(p.id)), ...(this.writeUser.probe ? [this.writeUser.probe] : [])];
     this.attach = new AttachmentManager(this.rt, usable, this.log, { lingerMs: this.opts.lingerMs, inUse: (inode) => this.discovery.anyProcessRuns(inode) });
     this.watcher = new BinaryWatcher(this.log, (inode) => this.binaryChanged(inode));
     this.batcher = new SpanBatcher(this.opts.exporter, this.log, this.opts.batcher);
@@ -675,6 +677,23 @@ export class Agent implements MetricsSource {
     return this.rt;
   }
 
+  private writeUser: WriteUserInjection | undefined;
+
+  /** How trace context reaches other processes: node-local links always, each header injection method as detected at start. */
+  propagation(): { nodeLocalLinks: boolean; methods: WriteUserStatus[]; injections: Record<string, Record<string, number>> } {
+    const wu = this.writeUser;
+    return {
+      nodeLocalLinks: true,
+      methods: wu ? [wu.status] : [],
+      injections: wu ? { [wu.status.method]: wu.results() } : {},
+    };
+  }
+
+  /** The dry-run injection's last line for process `pid` (tests; undefined unless the dry-run build runs). */
+  writeUserLastLine(pid: number): string | undefined {
+    return this.writeUser?.lastDryRunLine(pid);
+  }
+
   /** What is traced right now, per binary and probe, with the reason for every probe that is not attached. */
   status(): unknown {
     const binaries = (this.attach?.binaries() ?? []).map((b) => ({
@@ -692,6 +711,7 @@ export class Agent implements MetricsSource {
       notTraced: this.attach?.notTraced() ?? [],
       disabledProbes: Object.fromEntries(this.rt?.disabledProbes ?? []),
       kernel: this.rt?.features,
+      propagation: this.propagation(),
       overhead: (() => {
         const o = this.overheadNow();
         return { uprobeHitCostSeconds: o.hitCost?.secondsPerHit, calibration: o.hitCost, processes: o.processes };
@@ -842,6 +862,7 @@ export class Agent implements MetricsSource {
       probeUnavailable: this.attach?.unavailableByProbe() ?? {},
       execToAttach: this.drainExecToAttach(),
       spansSampledOut: this.totals.spansSampledOut,
+      propagation: this.propagation(),
       lifecycle: {
         staleExecs: this.totals.staleExecs, heldProcesses: this.totals.heldProcesses, repairedBytes: this.totals.repairedBytes,
         eventsHeld: rt?.eventStats.held ?? 0, eventsNotSelected: rt?.eventStats.heldNotSelected ?? 0, eventsUndecided: rt?.eventStats.heldExpired ?? 0,
@@ -876,6 +897,7 @@ export class Agent implements MetricsSource {
     if (this.scanTimer) clearInterval(this.scanTimer);
     this.scanTimer = undefined;
     await this.attach?.detachAll();
+    this.writeUser?.close();
     await this.k8s?.stop();
     await this.drainRingBuffer();
     await this.rt?.stop();

@@ -7,6 +7,7 @@
  */
 import { existsSync } from 'node:fs';
 import type { BpfRuntime } from './bpf-runtime.ts';
+import type { BpfObject } from '../native/index.ts';
 import { FileFlags } from '../generated/layouts.ts';
 import { fileInfoOf, fileKeyOf } from './file-identity.ts';
 import { LruCache } from '../util/lru.ts';
@@ -258,7 +259,7 @@ export class AttachmentManager {
       try {
         this.rt.setProbeConfig(p.probe, id, p.probe.encodeConfig(p.offsets, p.missingOptional, p.moduleVersion));
         for (const s of p.sites) {
-          const handle = this.rt.obj.attachUprobes(s.program, path, s.offsets, s.offsets.map(() => BigInt(id)));
+          const handle = this.rt.objectFor(s.program).attachUprobes(s.program, path, s.offsets, s.offsets.map(() => BigInt(id)));
           probeHandles.push({ probe: p.probe.id, program: s.program, handle, sites: s.offsets.length });
           b.sites.push(...s.offsets);
         }
@@ -266,7 +267,7 @@ export class AttachmentManager {
         for (const d of p.degraded) this.log.warn(`probe ${p.probe.id} degraded`, { path: exe, reason: d });
       } catch (e) {
         // One failing probe never takes down the others.
-        for (const h of probeHandles) this.safeDetach(h.handle);
+        for (const h of probeHandles) this.safeDetach(h);
         this.stats.attachFailures++;
         const reason = (e as Error).message;
         b.failedProbes.push({ probe: p.probe.id, reason });
@@ -336,9 +337,9 @@ export class AttachmentManager {
     return entry;
   }
 
-  private safeDetach(handle: number): void {
+  private safeDetach(h: { program: string; handle: number }): void {
     try {
-      this.rt.obj.detach(handle);
+      this.rt.objectFor(h.program).detach(h.handle);
     } catch (e) {
       this.log.once('detach.failed', 'detaching a probe failed', { error: (e as Error).message });
     }
@@ -357,6 +358,12 @@ export class AttachmentManager {
     if (b.linger) clearTimeout(b.linger);
     b.linger = undefined;
     const handles = b.handles.map((h) => h.handle);
+    // link handles are per object (the probes' and any loaded separately)
+    const byObject = new Map<BpfObject, number[]>();
+    for (const h of b.handles) {
+      const o = this.rt.objectFor(h.program);
+      byObject.set(o, [...(byObject.get(o) ?? []), h.handle]);
+    }
     this.rt.debugNote('detaching', { id: b.id, key: b.key, links: handles.length });
     b.handles = [];
     if (this.byKey.get(b.key) === b) this.byKey.delete(b.key);
@@ -374,7 +381,7 @@ export class AttachmentManager {
       }
     }
     const previous = this.detachingInodes.get(b.inode);
-    const done: Promise<void> = (handles.length ? this.rt.obj.detachAsync(handles) : Promise.resolve())
+    const done: Promise<void> = Promise.all([...byObject].map(([o, hs]) => o.detachAsync(hs)))
       .catch((e: Error) => this.log.once('detach.failed', 'detaching a probe failed', { error: e.message }))
       .then(async () => {
         await previous;

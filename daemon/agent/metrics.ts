@@ -7,6 +7,7 @@ import { createServer, type Server } from 'node:http';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { BatcherStats } from '../export/batcher.ts';
 import { OverheadEstimator, type HitCostCalibration, type ProcessOverhead } from './overhead.ts';
+import { WRITE_USER_STATES } from './write-user.ts';
 
 export interface MetricsSource {
   collect(): MetricsSnapshot;
@@ -34,6 +35,8 @@ export interface MetricsSnapshot {
   httpRoutesCut?: Record<string, number>;
   /** the Kubernetes pod watcher, when running in a cluster */
   kubernetes?: { pods: number; relists: number; failures: number; events: number };
+  /** header injection methods as detected at start, and their requests by outcome */
+  propagation?: { methods: Array<{ method: string; state: string }>; injections: Record<string, Record<string, number>> };
   /** spans the configured sampler (OTEL_TRACES_SAMPLER) did not keep */
   spansSampledOut?: number;
   /** process lifecycle: rewritten binaries met at exec, processes held for repair, repaired code bytes, held probe events */
@@ -65,6 +68,12 @@ export function createMetrics(source: MetricsSource): Registry {
       },
     });
   };
+  gauge('gotrail_propagation_method_state', 'Header injection methods by state, as detected at start (1: the current state): active, dry-run, refused (the kernel refuses it, e.g. in lockdown) or off', ['method', 'state'], (g, s) => {
+    for (const m of s.propagation?.methods ?? []) for (const st of WRITE_USER_STATES) g.set({ method: m.method, state: st }, m.state === st ? 1 : 0);
+  });
+  counter('gotrail_header_injections_total', 'Outgoing requests the header injection handled, by method and result (injected, or why not)', ['method', 'result'], (set, s) => {
+    for (const [method, results] of Object.entries(s.propagation?.injections ?? {})) for (const [result, v] of Object.entries(results)) set({ method, result }, v);
+  });
   gauge('gotrail_processes_traced', 'Go processes currently traced', [], (g, s) => g.set(s.processesTraced));
   gauge('gotrail_binaries_attached', 'Distinct binaries with probes attached', [], (g, s) => g.set(s.binariesAttached));
   gauge('gotrail_link_sets', 'Probe link sets currently attached', [], (g, s) => g.set(s.links));

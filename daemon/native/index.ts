@@ -239,7 +239,10 @@ export interface KernelFeatures {
   uprobeMulti: boolean;
   /** Program run counters are being accumulated. */
   bpfStatsEnabled: boolean;
-  /** From /sys/kernel/security/lockdown; 'unknown' when securityfs is not mounted. */
+  /** From /sys/kernel/security/lockdown; where securityfs is not mounted,
+   * inferred from the helpers the verifier accepts (lockdown removes
+   * bpf_probe_write_user at integrity, bpf_probe_read_kernel too at
+   * confidentiality); 'unknown' when the file is unreadable otherwise. */
   lockdown: 'none' | 'integrity' | 'confidentiality' | 'unknown';
   /** The verifier accepts bpf_probe_write_user (refused under lockdown). */
   probeWriteUser: boolean;
