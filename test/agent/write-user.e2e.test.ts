@@ -123,8 +123,18 @@ test('the injection\'s programs, attached without the helper call, decide as des
 
     assert.equal((await proxy(`${excluded.url}/excluded`)).status, 200);
     await until('excluded', () => results().excluded === 1);
+    assert.equal(excluded.seen.length, 1);
     assert.equal(results().would_inject, 1, 'neither of the last two');
     assert.equal(results().injected, 0);
+
+    // a header block longer than the scan window, then one that does not
+    // fit the connection's 4 KiB buffer (flushed while it was written)
+    assert.equal((await proxy(`${allowed.url}/long`, '&pad=2500')).status, 200);
+    await until('too long', () => results().too_long === 1);
+    assert.equal((await proxy(`${allowed.url}/flushed`, '&pad=6000')).status, 200);
+    await until('flushed', () => results().flushed === 1);
+    assert.equal(allowed.seen.at(-1)!['x-pad']!.length, 6000, 'the request is intact');
+    assert.equal(results().would_inject, 1, 'none of them');
     const text = await createMetrics(agent).metrics();
     assert.match(text, /gotrail_header_injections_total\{method="bpf_probe_write_user",result="would_inject"\} 1/);
     assert.match(text, /gotrail_header_injections_total\{method="bpf_probe_write_user",result="excluded"\} 1/);
