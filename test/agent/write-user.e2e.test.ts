@@ -39,11 +39,11 @@ async function recordingServer(host: string): Promise<{ url: string; seen: Incom
   return { url: `http://${host}:${(server.address() as AddressInfo).port}`, seen, server };
 }
 
-function newAgent(spans: ReadableSpan[], logs: string[], writeUser?: ConstructorParameters<typeof Agent>[1]['writeUser']): Agent {
+function newAgent(spans: ReadableSpan[], logs: string[], writeUser?: ConstructorParameters<typeof Agent>[1]['writeUser'], exe = bin): Agent {
   return new Agent(createLogger('info', (l) => void logs.push(l)), {
     skipOwnRequests: false,
     exporter: createExporter({ kind: 'none' }),
-    selection: { includeExe: [bin] },
+    selection: { includeExe: [exe] },
     onSpan: (s) => spans.push(s),
     batcher: { scheduledDelayMillis: 100 },
     ...(writeUser ? { writeUser } : {}),
@@ -93,14 +93,16 @@ test('where the kernel refuses bpf_probe_write_user, the injection alone is refu
   }
 });
 
-test('the injection\'s programs, attached without the helper call, decide as designed and write nothing', { skip: skipUnlessBpf() }, async () => {
+// Go 1.19 and 1.27 with DWARF; 1.26 stripped (offsets from Go's type metadata)
+for (const [go, build] of [['go1.19', 'plain'], ['go1.26', 'stripped'], ['go1.27', 'plain']] as const) test(`the injection's programs, attached without the helper call, decide as designed and write nothing (${go}, ${build})`, { skip: skipUnlessBpf() }, async () => {
   const spans: ReadableSpan[] = [];
   const logs: string[] = [];
+  const exe = join(repoRoot, 'build', 'go', go, build, 'httpserver');
   const allowed = await recordingServer('127.0.0.1');
   const excluded = await recordingServer('127.0.0.2');
-  const agent = newAgent(spans, logs, { objectPath: WRITE_USER_DRY_RUN_OBJECT, destinations: { deny: ['127.0.0.2/32'] } });
+  const agent = newAgent(spans, logs, { objectPath: WRITE_USER_DRY_RUN_OBJECT, destinations: { deny: ['127.0.0.2/32'] } }, exe);
   await agent.start();
-  const server = await startGoServer(bin);
+  const server = await startGoServer(exe);
   try {
     assert.equal(writeUserStatus(agent).state, 'dry-run');
     await until('traced', () => agent.tracedPids().includes(server.pid));
