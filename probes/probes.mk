@@ -4,7 +4,7 @@
 # is enough for it to be compiled in.
 PROBES_DIR := $(ROOT)/probes
 PROBES_OUT := $(BUILD)/probes
-PROBE_SRCS := $(sort $(shell find $(PROBES_DIR)/go $(PROBES_DIR)/process $(PROBES_DIR)/self -name '*.bpf.c' 2>/dev/null))
+PROBE_SRCS := $(sort $(shell find $(PROBES_DIR)/go $(PROBES_DIR)/inject $(PROBES_DIR)/process $(PROBES_DIR)/self -name '*.bpf.c' 2>/dev/null))
 PROBE_HDRS := $(wildcard $(PROBES_DIR)/include/*.h)
 BPF_OBJ := $(PROBES_OUT)/gotrail.bpf.o
 BPF_CFLAGS := -target bpf -O2 -g -D__TARGET_ARCH_x86 -Wall -Wpadded -Werror \
@@ -13,7 +13,7 @@ BPF_CFLAGS := -target bpf -O2 -g -D__TARGET_ARCH_x86 -Wall -Wpadded -Werror \
 # The bpf_probe_write_user injection: an object of its own, so that a kernel
 # in lockdown refuses it alone; the dry run (no helper call) is the same
 # programs, verified and run up to the write on any kernel.
-WU_SRC := $(PROBES_DIR)/inject/write_user.bpf.c
+WU_SRC := $(PROBES_DIR)/write-user/write_user.bpf.c
 WU_OBJ := $(PROBES_OUT)/gotrail-write-user.bpf.o
 WU_DRY_OBJ := $(PROBES_OUT)/gotrail-write-user-dry-run.bpf.o
 

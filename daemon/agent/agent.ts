@@ -27,6 +27,7 @@ import { probes as allProbes } from '../probes/registry.ts';
 import type { EventContext, ProbeDescriptor } from '../probes/types.ts';
 import { HttpRouteBound } from '../spans/http-route.ts';
 import type { SpanFilter } from '../export/sampler.ts';
+import { HeaderPropagation, type PropagationOptions } from './propagation.ts';
 import type { Logger } from '../util/log.ts';
 import { WriteUserInjection, type WriteUserOptions, type WriteUserStatus } from './write-user.ts';
 
@@ -89,6 +90,8 @@ export interface AgentOptions {
    * `KUBERNETES_SERVICE_HOST`), else nothing is attempted. `false`: never.
    */
   kubernetes?: false | (Omit<PodWatcherOptions, 'connection'> & { connection?: KubernetesConnection });
+  /** traceparent injection into outgoing requests and node-local linking (see PropagationOptions). Default: both on. */
+  propagation?: PropagationOptions;
 }
 
 interface TracedProcess {
@@ -132,6 +135,7 @@ export class Agent implements MetricsSource {
   private readonly opts: AgentOptions;
   private readonly probes: readonly ProbeDescriptor[];
   private rt: BpfRuntime | undefined;
+  private propagation: HeaderPropagation | undefined;
   private attach: AttachmentManager | undefined;
   private batcher: SpanBatcher | undefined;
   private readonly discovery = new GoProcessProbe();
@@ -192,7 +196,7 @@ export class Agent implements MetricsSource {
     const f = this.rt.features;
     this.log.info('probes loaded', { uprobeMulti: f.uprobeMulti, lockdown: f.lockdown });
     // after the probes' object, whose maps it shares; a refusal is reported, never thrown
-    this.writeUser = new WriteUserInjection(this.rt, this.log, this.opts.writeUser);
+    this.writeUser = new WriteUserInjection(this.rt, this.log, { ...this.opts.writeUser, enabled: this.opts.propagation?.inject !== false && this.opts.writeUser?.enabled !== false });
     const usable = [...this.probes.filter((p) => !this.rt!.disabledProbes.has(p.id)), ...(this.writeUser.probe ? [this.writeUser.probe] : [])];
     this.attach = new AttachmentManager(this.rt, usable, this.log, { lingerMs: this.opts.lingerMs, inUse: (inode) => this.discovery.anyProcessRuns(inode) });
     this.watcher = new BinaryWatcher(this.log, (inode) => this.binaryChanged(inode));
@@ -218,6 +222,7 @@ export class Agent implements MetricsSource {
       this.processExited(decodeEventHeader(buf, off).tgid);
     });
     const events = this.rt.attachProcessEvents();
+    this.propagation = new HeaderPropagation(this.rt.obj, this.opts.propagation ?? {}, this.log);
     // before anything is exported, so that the exporter's first connection is known
     if (this.opts.skipOwnRequests ?? true) this.rt.trackOwnConnections(process.pid);
     this.rt.start(this.eventContext(), { intervalMs: this.opts.consumeIntervalMs });
@@ -679,14 +684,10 @@ export class Agent implements MetricsSource {
 
   private writeUser: WriteUserInjection | undefined;
 
-  /** How trace context reaches other processes: node-local links always, each header injection method as detected at start. */
-  propagation(): { nodeLocalLinks: boolean; methods: WriteUserStatus[]; injections: Record<string, Record<string, number>> } {
+  /** The bpf_probe_write_user injection as detected at start, with its requests by outcome. */
+  writeUserReport(): (WriteUserStatus & { outcomes: Record<string, number> }) | undefined {
     const wu = this.writeUser;
-    return {
-      nodeLocalLinks: true,
-      methods: wu ? [wu.status] : [],
-      injections: wu ? { [wu.status.method]: wu.results() } : {},
-    };
+    return wu ? { ...wu.status, outcomes: wu.results() } : undefined;
   }
 
   /** The dry-run injection's last line for process `pid` (tests; undefined unless the dry-run build runs). */
@@ -710,8 +711,8 @@ export class Agent implements MetricsSource {
       binaries,
       notTraced: this.attach?.notTraced() ?? [],
       disabledProbes: Object.fromEntries(this.rt?.disabledProbes ?? []),
+      propagation: this.propagation ? { ...this.propagation.status, bpfProbeWriteUser: this.writeUserReport() } : undefined,
       kernel: this.rt?.features,
-      propagation: this.propagation(),
       overhead: (() => {
         const o = this.overheadNow();
         return { uprobeHitCostSeconds: o.hitCost?.secondsPerHit, calibration: o.hitCost, processes: o.processes };
@@ -862,12 +863,13 @@ export class Agent implements MetricsSource {
       probeUnavailable: this.attach?.unavailableByProbe() ?? {},
       execToAttach: this.drainExecToAttach(),
       spansSampledOut: this.totals.spansSampledOut,
-      propagation: this.propagation(),
+      writeUser: this.writeUserReport(),
       lifecycle: {
         staleExecs: this.totals.staleExecs, heldProcesses: this.totals.heldProcesses, repairedBytes: this.totals.repairedBytes,
         eventsHeld: rt?.eventStats.held ?? 0, eventsNotSelected: rt?.eventStats.heldNotSelected ?? 0, eventsUndecided: rt?.eventStats.heldExpired ?? 0,
       },
       httpRoutesCut: { ...this.routes.cut },
+      propagation: this.propagation?.counters() ?? {},
       overhead: this.overheadNow(),
       kubernetes: this.k8s ? { pods: this.k8s.stats.pods, relists: this.k8s.stats.relists, failures: this.k8s.stats.failures, events: this.k8s.stats.events } : undefined,
     };

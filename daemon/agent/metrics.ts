@@ -20,6 +20,8 @@ export interface MetricsSnapshot {
   events: Record<string, number>;
   eventsMalformed: number;
   bpfCounters: Record<string, bigint>;
+  /** traceparent injection outcomes by name (see enum gt_inject_outcome) */
+  propagation?: Record<string, number>;
   ringBuffer: { droppedRecords: bigint; droppedBatches: bigint; records: bigint };
   spans: BatcherStats;
   programs: Array<{ name: string; runCount: bigint; runTimeNs: bigint }>;
@@ -35,8 +37,8 @@ export interface MetricsSnapshot {
   httpRoutesCut?: Record<string, number>;
   /** the Kubernetes pod watcher, when running in a cluster */
   kubernetes?: { pods: number; relists: number; failures: number; events: number };
-  /** header injection methods as detected at start, and their requests by outcome */
-  propagation?: { methods: Array<{ method: string; state: string }>; injections: Record<string, Record<string, number>> };
+  /** the bpf_probe_write_user injection as detected at start, and its requests by outcome */
+  writeUser?: { method: string; state: string; outcomes: Record<string, number> };
   /** spans the configured sampler (OTEL_TRACES_SAMPLER) did not keep */
   spansSampledOut?: number;
   /** process lifecycle: rewritten binaries met at exec, processes held for repair, repaired code bytes, held probe events */
@@ -68,11 +70,12 @@ export function createMetrics(source: MetricsSource): Registry {
       },
     });
   };
-  gauge('gotrail_propagation_method_state', 'Header injection methods by state, as detected at start (1: the current state): active, dry-run, refused (the kernel refuses it, e.g. in lockdown) or off', ['method', 'state'], (g, s) => {
-    for (const m of s.propagation?.methods ?? []) for (const st of WRITE_USER_STATES) g.set({ method: m.method, state: st }, m.state === st ? 1 : 0);
+  gauge('gotrail_propagation_method_state', 'Header injection with bpf_probe_write_user by state, as detected at start (1: the current state): active, dry-run (the build without the helper call), refused (the kernel refuses the helper, e.g. in lockdown) or off', ['method', 'state'], (g, s) => {
+    const m = s.writeUser;
+    if (m) for (const st of WRITE_USER_STATES) g.set({ method: m.method, state: st }, m.state === st ? 1 : 0);
   });
-  counter('gotrail_header_injections_total', 'Outgoing requests the header injection handled, by method and result (injected, or why not)', ['method', 'result'], (set, s) => {
-    for (const [method, results] of Object.entries(s.propagation?.injections ?? {})) for (const [result, v] of Object.entries(results)) set({ method, result }, v);
+  counter('gotrail_propagation_write_user_total', 'Outgoing net/http requests the bpf_probe_write_user injection handled, by outcome (injected; would_inject: dry run; has_traceparent, excluded: not losses; no_room, flushed, too_long, not_buffered, write_failed: the request went out without the header)', ['outcome'], (set, s) => {
+    for (const [o, v] of Object.entries(s.writeUser?.outcomes ?? {})) set({ outcome: o }, v);
   });
   gauge('gotrail_processes_traced', 'Go processes currently traced', [], (g, s) => g.set(s.processesTraced));
   gauge('gotrail_binaries_attached', 'Distinct binaries with probes attached', [], (g, s) => g.set(s.binariesAttached));
@@ -97,6 +100,9 @@ export function createMetrics(source: MetricsSource): Registry {
   counter('gotrail_spans_sampled_out_total', 'Spans the configured sampler (OTEL_TRACES_SAMPLER, or sampling in the configuration file) did not keep', [], (set, s) => set({}, s.spansSampledOut ?? 0));
   counter('gotrail_traceparents_invalid_total', 'Incoming traceparents not used (malformed, or sent more than once): the request started a new trace', [], (set, s) => {
     set({}, Number(s.bpfCounters['traceparent_invalid'] ?? 0n));
+  });
+  counter('gotrail_propagation_inject_total', 'Outgoing HTTP/1.x requests and traceparent injection, by outcome (injected; marked: requests marked for injection; denied, not_allowed: destination rules; present: the request carried a traceparent already; not_in_sockmap: connection opened before gotrail or before its process was traced; not_a_request, header_incomplete, pull_failed, push_failed, store_failed, not_sent, sockmap_full: failures, the request went out unchanged)', ['outcome'], (set, s) => {
+    for (const [o, v] of Object.entries(s.propagation ?? {})) set({ outcome: o }, v);
   });
   counter('gotrail_spans_exported_total', 'Spans handed to the exporter successfully', [], (set, s) => set({}, s.spans.exported));
   counter('gotrail_spans_dropped_total', 'Spans dropped before export, by reason (queue_full: pushed into a full export queue; shutdown: unexported when the agent stopped)', ['reason'], (set, s) => {

@@ -2,7 +2,7 @@
  * Header injection with `bpf_probe_write_user`: where the kernel allows the
  * helper (not in lockdown), a `traceparent` line is appended to the header
  * block of outgoing net/http requests in the program's own buffer (see
- * probes/inject/write_user.bpf.c for exactly when). Its programs are an
+ * probes/write-user/write_user.bpf.c for exactly when). Its programs are an
  * object of their own, loaded after the probes' object and sharing its maps,
  * so that a kernel that refuses the helper refuses this object and nothing
  * else. Whether it runs is decided at start-up, by loading it — never
@@ -12,7 +12,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { BpfObject, isNativeError, type KernelFeatures } from '../native/index.ts';
-import { WriteUserDestAction, WriteUserFlags, WriteUserResult, encodeWriteUserConfig, type BpfMapName, type BpfProgramName } from '../generated/layouts.ts';
+import { WriteUserFlags, WriteUserResult, encodeWriteUserConfig, type BpfMapName, type BpfProgramName } from '../generated/layouts.ts';
 import { DEFAULT_BPF_OBJECT, type BpfRuntime } from './bpf-runtime.ts';
 import { TCP_FIELDS, TCP_FIELDS_READ, tcpOffsets } from '../probes/go/net/http/tcp-fields.ts';
 import { fieldGroup, type ProbeDescriptor } from '../probes/types.ts';
@@ -49,18 +49,10 @@ export interface WriteUserStatus {
 }
 
 export interface WriteUserOptions {
-  /** Default true: used wherever the kernel allows it. */
+  /** Default true: used wherever the kernel allows it (the agent turns it off with `--no-inject-traceparent`). The destination rules are the socket-level injection's (`--inject-allow`, `--inject-deny`). */
   enabled?: boolean;
   /** The object to load; default the build's gotrail-write-user.bpf.o. A dry-run build makes state `dry-run`. */
   objectPath?: string;
-  /**
-   * Destination rules, longest prefix first: CIDRs (`10.0.0.0/8`, `fd00::/8`)
-   * whose requests get the header (`allow`) or never do (`deny`); a
-   * destination no rule matches gets `defaultAction` (default allow). A
-   * destination that cannot be read (a TLS connection) is treated as no
-   * rule matching.
-   */
-  destinations?: { allow?: string[]; deny?: string[]; defaultAction?: 'allow' | 'deny' };
 }
 
 /** The verdict for a kernel, in the words `inspect`, `/status` and the log use. */
@@ -73,7 +65,11 @@ export function writeUserVerdict(f: Pick<KernelFeatures, 'lockdown' | 'probeWrit
 const F = {
   treqRequest: 'net/http.transportRequest.Request',
   reqHeader: 'net/http.Request.Header',
+  reqUrl: 'net/http.Request.URL',
+  urlHost: 'net/url.URL.Host',
   pconn: 'net/http.persistConn.conn',
+  pconnTls: 'net/http.persistConn.tlsState',
+  tlsConn: 'crypto/tls.Conn.conn',
   bufioBuf: 'bufio.Writer.buf',
   bufioN: 'bufio.Writer.n',
 } as const;
@@ -94,7 +90,11 @@ export const writeUserProbe: ProbeDescriptor = {
   fields: {
     [F.treqRequest]: { reads: 'the request a connection is given' },
     [F.reqHeader]: { reads: 'which header write is the request\'s own' },
-    [F.pconn]: { reads: 'the destination (for the destination rules)' },
+    [F.reqUrl]: { reads: 'the request URL (its host, for the destination rules)' },
+    [F.urlHost]: { reads: 'the destination host (for the destination rules)' },
+    [F.pconn]: { reads: 'the destination address (for the destination rules)' },
+    [F.pconnTls]: { reads: 'whether the connection is a TLS one' },
+    [F.tlsConn]: { reads: 'the TCP connection under a TLS one' },
     [F.bufioBuf]: { reads: 'the buffer the header block is written to' },
     [F.bufioN]: { reads: 'how much of the buffer is written' },
     ...fieldGroup(TCP_FIELDS, { reads: TCP_FIELDS_READ }),
@@ -106,52 +106,17 @@ export const writeUserProbe: ProbeDescriptor = {
       flags: WriteUserFlags.GT_WU_ENABLED,
       treq_request: o[F.treqRequest] ?? 0,
       req_header: o[F.reqHeader] ?? 0,
+      req_url: o[F.reqUrl] ?? 0,
+      url_host: o[F.urlHost] ?? 0,
       pconn_conn: o[F.pconn] ?? 0,
+      pconn_tls: o[F.pconnTls] ?? 0,
+      tls_conn_conn: o[F.tlsConn] ?? 0,
       bufio_buf: o[F.bufioBuf] ?? 0,
       bufio_n: o[F.bufioN] ?? 0,
       tcp: tcpOffsets(o),
     });
   },
 };
-
-/** `10.0.0.0/8` → LPM key bytes (prefix length, IPv6 or IPv4-mapped address). Throws on a malformed CIDR. */
-export function destinationKey(cidr: string): Buffer {
-  const m = /^([^/]+)(?:\/(\d+))?$/.exec(cidr.trim());
-  if (!m) throw new Error(`destination rule ${JSON.stringify(cidr)}: expected an address or CIDR`);
-  const addr = m[1]!;
-  const ip = Buffer.alloc(16);
-  let bits: number;
-  if (/^\d+\.\d+\.\d+\.\d+$/.test(addr)) {
-    const parts = addr.split('.').map(Number);
-    if (parts.some((p) => p > 255)) throw new Error(`destination rule ${JSON.stringify(cidr)}: not an IPv4 address`);
-    ip[10] = 0xff;
-    ip[11] = 0xff;
-    parts.forEach((p, i) => (ip[12 + i] = p));
-    bits = 96 + Number(m[2] ?? 32);
-    if (Number(m[2] ?? 32) > 32) throw new Error(`destination rule ${JSON.stringify(cidr)}: prefix longer than 32`);
-  } else {
-    const words = expandIpv6(addr);
-    if (!words) throw new Error(`destination rule ${JSON.stringify(cidr)}: not an IP address`);
-    words.forEach((w, i) => ip.writeUInt16BE(w, 2 * i));
-    bits = Number(m[2] ?? 128);
-    if (bits > 128) throw new Error(`destination rule ${JSON.stringify(cidr)}: prefix longer than 128`);
-  }
-  const key = Buffer.alloc(20);
-  key.writeUInt32LE(bits, 0);
-  ip.copy(key, 4);
-  return key;
-}
-
-function expandIpv6(a: string): number[] | undefined {
-  if (!/^[0-9a-fA-F:]+$/.test(a)) return undefined;
-  const halves = a.split('::');
-  if (halves.length > 2) return undefined;
-  const parse = (s: string): number[] => (s ? s.split(':').map((h) => parseInt(h, 16)) : []);
-  const head = parse(halves[0]!), tail = halves.length === 2 ? parse(halves[1]!) : [];
-  const fill = 8 - head.length - tail.length;
-  if ((halves.length === 1 && fill !== 0) || fill < 0 || [...head, ...tail].some((w) => Number.isNaN(w) || w > 0xffff)) return undefined;
-  return [...head, ...Array<number>(fill).fill(0), ...tail];
-}
 
 /** Result counters' names (GT_WU_NO_ROOM → no_room). */
 export const WRITE_USER_RESULTS: ReadonlyArray<[string, number]> = Object.entries(WriteUserResult)
@@ -180,15 +145,9 @@ export class WriteUserInjection {
       const loaded = this.tryLoad(rt, path);
       if (loaded.ok) {
         this.obj = loaded.obj;
-        try {
-          this.configure(opts.destinations);
-          rt.addObject(loaded.obj);
-          this.probe = writeUserProbe;
-          this.status = { ...base, state: dryRun ? 'dry-run' : 'active', reason: dryRun ? 'the build without the helper call (nothing is written)' : writeUserVerdict({ lockdown: rt.features.lockdown, probeWriteUser: true }).reason };
-        } catch (e) {
-          this.close();
-          this.status = { ...base, state: 'off', reason: `destination rules: ${(e as Error).message}` };
-        }
+        rt.addObject(loaded.obj);
+        this.probe = writeUserProbe;
+        this.status = { ...base, state: dryRun ? 'dry-run' : 'active', reason: dryRun ? 'the build without the helper call (nothing is written)' : writeUserVerdict({ lockdown: rt.features.lockdown, probeWriteUser: true }).reason };
       } else {
         const { reason } = writeUserVerdict(rt.features.probeWriteUser ? { lockdown: 'unknown', probeWriteUser: false } : rt.features);
         const helper = /cannot use helper bpf_probe_write_user/.test(loaded.error);
@@ -220,20 +179,6 @@ export class WriteUserInjection {
       const errno = isNativeError(e) ? `${e.code} (errno ${e.errno})` : (e as Error).message;
       return { ok: false, error: verdict ? `${errno}: ${verdict}` : errno };
     }
-  }
-
-  private configure(d: WriteUserOptions['destinations']): void {
-    const o = this.obj!;
-    const action = (a: number): Buffer => {
-      const b = Buffer.alloc(4);
-      b.writeUInt32LE(a);
-      return b;
-    };
-    for (const c of d?.allow ?? []) o.mapUpdate('gt_wu_dest_rules', destinationKey(c), action(WriteUserDestAction.GT_WU_DEST_ALLOW));
-    for (const c of d?.deny ?? []) o.mapUpdate('gt_wu_dest_rules', destinationKey(c), action(WriteUserDestAction.GT_WU_DEST_DENY));
-    const settings = Buffer.alloc(8);
-    settings.writeUInt32LE(d?.defaultAction === 'deny' ? WriteUserDestAction.GT_WU_DEST_DENY : WriteUserDestAction.GT_WU_DEST_ALLOW);
-    o.mapUpdate('gt_wu_settings', Buffer.alloc(4), settings);
   }
 
   /** Requests by outcome since start (all zero unless loaded). */

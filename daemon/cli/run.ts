@@ -100,6 +100,14 @@ Agent:
   --db-query-text        database spans carry db.query.text, with every literal replaced
                          by ? (default off: no query text leaves the node);
                          env GOTRAIL_DB_QUERY_TEXT=true
+  --no-inject-traceparent  do not add a W3C traceparent header to outgoing HTTP/1.x
+                         requests of traced processes (default: added, at socket
+                         level, no user memory written; see docs/cross-node-propagation.md)
+  --inject-allow DEST    only destinations matching a DEST get the header: a CIDR,
+                         host name, *.domain or * (repeatable; default: all)
+  --inject-deny DEST     destinations that never get the header (repeatable)
+  --no-local-linking     do not link client and server spans of this node by their
+                         connection: only a received traceparent links
   --log-level LEVEL      debug, info (default), warn, error
   --debug-probe-hits FILE  debugging aid: write every probe hit (program, process,
                          goroutine, link set, time, CPU) and the agent's attach and
@@ -163,6 +171,10 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
       'include-pod-label': { type: 'string', multiple: true },
       'exclude-pod-label': { type: 'string', multiple: true },
       'opt-in-env': { type: 'string' },
+      'no-inject-traceparent': { type: 'boolean' },
+      'inject-allow': { type: 'string', multiple: true },
+      'inject-deny': { type: 'string', multiple: true },
+      'no-local-linking': { type: 'boolean' },
       'no-default-excludes': { type: 'boolean' },
       kubernetes: { type: 'string' },
       exporter: { type: 'string' },
@@ -231,6 +243,7 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
     maxHttpRoutes: cfg.maxHttpRoutes,
     dbQueryText: cfg.dbQueryText,
     debugProbeHitsPath: cfg.debugProbeHitsPath,
+    propagation: cfg.propagation,
   });
   try {
     await agent.start();

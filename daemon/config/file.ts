@@ -109,6 +109,17 @@ export const configFileSchema = z.strictObject({
   dbQueryText: z.boolean({ error: (i) => `expected true or false, got ${describe(i.input)}` }),
   /** debug, info, warn or error (--log-level). Hot-reloaded. */
   logLevel: oneOf(['debug', 'info', 'warn', 'error']),
+  /** traceparent injection into outgoing HTTP/1.x requests, and node-local linking. Read at start. */
+  propagation: z.strictObject({
+    /** false: no header is added (--no-inject-traceparent); default true */
+    inject: z.boolean({ error: (i) => `expected true or false, got ${describe(i.input)}` }),
+    /** only these destinations get the header: CIDRs, host names, *.domain, * (--inject-allow) */
+    allow: z.array(z.string().min(1, 'expected a CIDR, host name, *.domain or *')),
+    /** destinations that never get the header (--inject-deny) */
+    deny: z.array(z.string().min(1, 'expected a CIDR, host name, *.domain or *')),
+    /** false: client and server spans of this node are not linked by connection (--no-local-linking) */
+    localLinking: z.boolean({ error: (i) => `expected true or false, got ${describe(i.input)}` }),
+  }).partial(),
   /** debugging aid (--debug-probe-hits). Read at start. */
   debugProbeHits: z.string().min(1),
 }).partial();

@@ -12,6 +12,7 @@ import { validateSelection, type SelectionRules } from '../agent/selection.ts';
 import type { MapSizes } from '../agent/bpf-runtime.ts';
 import { isLogLevel, type LogLevel } from '../util/log.ts';
 import type { ConfigFile } from './file.ts';
+import { parseDestination, type PropagationOptions } from '../agent/propagation.ts';
 
 /** The values of OTEL_TRACES_SAMPLER gotrail supports (see export/sampler.ts). */
 export const SAMPLERS = ['always_on', 'always_off', 'traceidratio', 'parentbased_always_on'] as const;
@@ -26,6 +27,10 @@ export interface RunFlags {
   'include-pod-label'?: string[]; 'exclude-pod-label'?: string[];
   'opt-in-env'?: string;
   'no-default-excludes'?: boolean;
+  'no-inject-traceparent'?: boolean;
+  'inject-allow'?: string[];
+  'inject-deny'?: string[];
+  'no-local-linking'?: boolean;
   kubernetes?: string;
   exporter?: string;
   'max-queue-size'?: string;
@@ -80,6 +85,8 @@ export interface RunConfig {
   /** db.query.text (sanitised) on database/sql spans (--db-query-text); default off */
   dbQueryText: boolean;
   debugProbeHitsPath?: string;
+  /** traceparent injection and node-local linking (--no-inject-traceparent, --inject-allow, --inject-deny, --no-local-linking) */
+  propagation: PropagationOptions;
   /** where each setting came from: a flag, a variable, `config file` or `default` */
   sources: Record<string, string>;
 }
@@ -102,7 +109,7 @@ const SELECTION_KEYS = [
 ] as const;
 
 /** Settings only read at start: a change in the file is logged and waits for a restart. */
-export const START_ONLY = ['kubernetes', 'metricsAddress', 'scanIntervalMs', 'lingerMs', 'mapSizes', 'maxHttpRoutes', 'debugProbeHitsPath'] as const;
+export const START_ONLY = ['kubernetes', 'metricsAddress', 'scanIntervalMs', 'lingerMs', 'mapSizes', 'maxHttpRoutes', 'debugProbeHitsPath', 'propagation'] as const;
 
 function count(name: string, v: string | undefined, min: number, pow2 = false): number | undefined {
   if (v === undefined) return undefined;
@@ -245,10 +252,25 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
     dbQueryText = pick('dbQueryText', 'db-query-text', flags['db-query-text'] === true ? true : undefined, file.dbQueryText) ?? false;
   }
   const debugProbeHitsPath = pick('debugProbeHitsPath', 'debug-probe-hits', flags['debug-probe-hits'], file.debugProbeHits);
+  const propagation: PropagationOptions = {
+    inject: pick('propagation.inject', 'no-inject-traceparent', flags['no-inject-traceparent'] ? false : undefined, file.propagation?.inject) ?? true,
+    allow: pick('propagation.allow', 'inject-allow', flags['inject-allow'], file.propagation?.allow) ?? [],
+    deny: pick('propagation.deny', 'inject-deny', flags['inject-deny'], file.propagation?.deny) ?? [],
+    localLinking: pick('propagation.localLinking', 'no-local-linking', flags['no-local-linking'] ? false : undefined, file.propagation?.localLinking) ?? true,
+  };
+  for (const [flag, list] of [['inject-allow', propagation.allow], ['inject-deny', propagation.deny]] as const) {
+    for (const d of list ?? []) {
+      try {
+        parseDestination(d);
+      } catch (e) {
+        throw new RunConfigError(`--${flag}: ${(e as Error).message}`);
+      }
+    }
+  }
 
   return {
     selection, kubernetes, export: exportConfig, otlp, sampling, metricsAddress,
-    scanIntervalMs, lingerMs, mapSizes, maxHttpRoutes, logLevel, dbQueryText, debugProbeHitsPath, sources,
+    scanIntervalMs, lingerMs, mapSizes, maxHttpRoutes, logLevel, dbQueryText, debugProbeHitsPath, propagation, sources,
   };
 }
 

@@ -35,6 +35,16 @@ export const BpfMaps = {
   gt_http_routes: 'gt_http_routes',
   gt_http_server_config: 'gt_http_server_config',
   gt_http_server_inflight: 'gt_http_server_inflight',
+  gt_inject_allow_cidrs: 'gt_inject_allow_cidrs',
+  gt_inject_connecting: 'gt_inject_connecting',
+  gt_inject_conns: 'gt_inject_conns',
+  gt_inject_counters: 'gt_inject_counters',
+  gt_inject_deny_cidrs: 'gt_inject_deny_cidrs',
+  gt_inject_hosts: 'gt_inject_hosts',
+  gt_inject_pending: 'gt_inject_pending',
+  gt_inject_settings: 'gt_inject_settings',
+  gt_inject_socks: 'gt_inject_socks',
+  gt_link_flags: 'gt_link_flags',
   gt_otel_config: 'gt_otel_config',
   gt_otel_spans: 'gt_otel_spans',
   gt_otel_starting: 'gt_otel_starting',
@@ -83,6 +93,8 @@ export const BpfPrograms = {
   gt_http_server_entry: 'gt_http_server_entry',
   gt_http_server_panic: 'gt_http_server_panic',
   gt_http_server_return: 'gt_http_server_return',
+  gt_inject_msg: 'gt_inject_msg',
+  gt_inject_sockops: 'gt_inject_sockops',
   gt_otel_add_event: 'gt_otel_add_event',
   gt_otel_end: 'gt_otel_end',
   gt_otel_set_attributes: 'gt_otel_set_attributes',
@@ -373,6 +385,66 @@ export const HttpServerFlags = {
   GT_HTTP_SERVER_PAT: 2048,
 } as const;
 
+/** enum gt_inject_flags */
+export const InjectFlags = {
+  GT_INJECT_ENABLED: 1,
+  GT_INJECT_ALLOW_LIST: 2,
+  GT_INJECT_HOST_RULES: 4,
+  GT_INJECT_DENY_CIDRS: 8,
+} as const;
+
+/** enum gt_inject_host_rule */
+export const InjectHostRule = {
+  GT_INJECT_HOST_ALLOW: 1,
+  GT_INJECT_HOST_ALLOW_SUBDOMAINS: 2,
+  GT_INJECT_HOST_DENY: 4,
+  GT_INJECT_HOST_DENY_SUBDOMAINS: 8,
+} as const;
+
+/** enum gt_inject_http1_limits */
+export const InjectHttp1Limits = {
+  GT_INJECT_SCAN_MAX: 4096,
+  GT_INJECT_LINE_MAX: 2048,
+  GT_INJECT_TRACEPARENT_LEN: 70,
+} as const;
+
+/** enum gt_inject_limits */
+export const InjectLimits = {
+  GT_INJECT_HOST_MAX: 64,
+  GT_INJECT_HOST_LABELS_MAX: 8,
+  GT_INJECT_CONNS_MAX: 65536,
+  GT_INJECT_PENDING_MAX: 16384,
+  GT_INJECT_RULES_MAX: 1024,
+} as const;
+
+/** enum gt_inject_outcome */
+export const InjectOutcome = {
+  GT_INJECT_OUT_INJECTED: 0,
+  GT_INJECT_OUT_MARKED: 1,
+  GT_INJECT_OUT_DENIED: 2,
+  GT_INJECT_OUT_NOT_ALLOWED: 3,
+  GT_INJECT_OUT_NOT_IN_SOCKMAP: 4,
+  GT_INJECT_OUT_STORE_FAILED: 5,
+  GT_INJECT_OUT_NOT_A_REQUEST: 6,
+  GT_INJECT_OUT_PRESENT: 7,
+  GT_INJECT_OUT_HEADER_INCOMPLETE: 8,
+  GT_INJECT_OUT_PULL_FAILED: 9,
+  GT_INJECT_OUT_PUSH_FAILED: 10,
+  GT_INJECT_OUT_NOT_SENT: 11,
+  GT_INJECT_OUT_SOCKMAP_FULL: 12,
+  GT_INJECT_OUT_MAX: 16,
+} as const;
+
+/** enum gt_inject_proto */
+export const InjectProto = {
+  GT_INJECT_PROTO_HTTP1: 1,
+} as const;
+
+/** enum gt_link_flags */
+export const LinkFlags = {
+  GT_LINK_LOCAL_OFF: 1,
+} as const;
+
 /** enum gt_otel_attribute_type */
 export const OtelAttributeType = {
   GT_OTEL_ATTRIBUTE_BOOL: 1,
@@ -491,12 +563,6 @@ export const SqlLimits = {
   GT_SQL_QUERY_MAX: 512,
   GT_SQL_INFLIGHT_MAX: 16384,
   GT_SQL_ITAB_FUN0: 24,
-} as const;
-
-/** enum gt_write_user_dest_action */
-export const WriteUserDestAction = {
-  GT_WU_DEST_ALLOW: 1,
-  GT_WU_DEST_DENY: 2,
 } as const;
 
 /** enum gt_write_user_flags */
@@ -1633,6 +1699,122 @@ export function encodeHttpServerEvent(v: HttpServerEvent, buf: Buffer = Buffer.a
   return buf;
 }
 
+/** struct gt_inject_cidr_key (20 bytes) */
+export interface InjectCidrKey {
+  prefixlen: number;
+  addr: Buffer;
+}
+
+export const INJECT_CIDR_KEY_SIZE = 20;
+export const InjectCidrKeyOffsets = {
+  prefixlen: 0,
+  addr: 4,
+} as const;
+
+/** Decodes struct gt_inject_cidr_key at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeInjectCidrKey(buf: Buffer, off = 0): InjectCidrKey {
+  if (off + 20 > buf.length) throw new RangeError(`gt_inject_cidr_key: need 20 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    prefixlen: buf.readUInt32LE(off + 0),
+    addr: buf.subarray(off + 4, off + 4 + 16),
+  };
+}
+
+/** Encodes struct gt_inject_cidr_key into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeInjectCidrKey(v: InjectCidrKey, buf: Buffer = Buffer.alloc(20), off = 0): Buffer {
+  buf.writeUInt32LE(v.prefixlen, off + 0);
+  buf.fill(0, off + 4, off + 4 + 16); v.addr.copy(buf, off + 4, 0, Math.min(v.addr.length, 16));
+  return buf;
+}
+
+/** struct gt_inject_host_key (64 bytes) */
+export interface InjectHostKey {
+  name: Buffer;
+}
+
+export const INJECT_HOST_KEY_SIZE = 64;
+export const InjectHostKeyOffsets = {
+  name: 0,
+} as const;
+
+/** Decodes struct gt_inject_host_key at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeInjectHostKey(buf: Buffer, off = 0): InjectHostKey {
+  if (off + 64 > buf.length) throw new RangeError(`gt_inject_host_key: need 64 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    name: buf.subarray(off + 0, off + 0 + 64),
+  };
+}
+
+/** Encodes struct gt_inject_host_key into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeInjectHostKey(v: InjectHostKey, buf: Buffer = Buffer.alloc(64), off = 0): Buffer {
+  buf.fill(0, off + 0, off + 0 + 64); v.name.copy(buf, off + 0, 0, Math.min(v.name.length, 64));
+  return buf;
+}
+
+/** struct gt_inject_pending (56 bytes) */
+export interface InjectPending {
+  span: SpanContext;
+  marked_ns: bigint;
+  proto: number;
+  reserved: number;
+}
+
+export const INJECT_PENDING_SIZE = 56;
+export const InjectPendingOffsets = {
+  span: 0,
+  marked_ns: 40,
+  proto: 48,
+  reserved: 52,
+} as const;
+
+/** Decodes struct gt_inject_pending at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeInjectPending(buf: Buffer, off = 0): InjectPending {
+  if (off + 56 > buf.length) throw new RangeError(`gt_inject_pending: need 56 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    span: decodeSpanContext(buf, off + 0),
+    marked_ns: buf.readBigUInt64LE(off + 40),
+    proto: buf.readUInt32LE(off + 48),
+    reserved: buf.readUInt32LE(off + 52),
+  };
+}
+
+/** Encodes struct gt_inject_pending into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeInjectPending(v: InjectPending, buf: Buffer = Buffer.alloc(56), off = 0): Buffer {
+  encodeSpanContext(v.span, buf, off + 0);
+  buf.writeBigUInt64LE(v.marked_ns, off + 40);
+  buf.writeUInt32LE(v.proto, off + 48);
+  buf.writeUInt32LE(v.reserved, off + 52);
+  return buf;
+}
+
+/** struct gt_inject_settings (8 bytes) */
+export interface InjectSettings {
+  flags: number;
+  reserved: number;
+}
+
+export const INJECT_SETTINGS_SIZE = 8;
+export const InjectSettingsOffsets = {
+  flags: 0,
+  reserved: 4,
+} as const;
+
+/** Decodes struct gt_inject_settings at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeInjectSettings(buf: Buffer, off = 0): InjectSettings {
+  if (off + 8 > buf.length) throw new RangeError(`gt_inject_settings: need 8 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    flags: buf.readUInt32LE(off + 0),
+    reserved: buf.readUInt32LE(off + 4),
+  };
+}
+
+/** Encodes struct gt_inject_settings into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeInjectSettings(v: InjectSettings, buf: Buffer = Buffer.alloc(8), off = 0): Buffer {
+  buf.writeUInt32LE(v.flags, off + 0);
+  buf.writeUInt32LE(v.reserved, off + 4);
+  return buf;
+}
+
 /** struct gt_otel_attribute (120 bytes) */
 export interface OtelAttribute {
   type: number;
@@ -2481,106 +2663,66 @@ export function encodeTcpOffsets(v: TcpOffsets, buf: Buffer = Buffer.alloc(24), 
   return buf;
 }
 
-/** struct gt_write_user_config (48 bytes) */
+/** struct gt_write_user_config (64 bytes) */
 export interface WriteUserConfig {
   flags: number;
   treq_request: number;
   req_header: number;
+  req_url: number;
+  url_host: number;
   pconn_conn: number;
+  pconn_tls: number;
+  tls_conn_conn: number;
   bufio_buf: number;
   bufio_n: number;
   tcp: TcpOffsets;
 }
 
-export const WRITE_USER_CONFIG_SIZE = 48;
+export const WRITE_USER_CONFIG_SIZE = 64;
 export const WriteUserConfigOffsets = {
   flags: 0,
   treq_request: 4,
   req_header: 8,
-  pconn_conn: 12,
-  bufio_buf: 16,
-  bufio_n: 20,
-  tcp: 24,
+  req_url: 12,
+  url_host: 16,
+  pconn_conn: 20,
+  pconn_tls: 24,
+  tls_conn_conn: 28,
+  bufio_buf: 32,
+  bufio_n: 36,
+  tcp: 40,
 } as const;
 
 /** Decodes struct gt_write_user_config at `off`; byte arrays are views into `buf`, not copies. */
 export function decodeWriteUserConfig(buf: Buffer, off = 0): WriteUserConfig {
-  if (off + 48 > buf.length) throw new RangeError(`gt_write_user_config: need 48 bytes at ${off}, have ${buf.length - off}`);
+  if (off + 64 > buf.length) throw new RangeError(`gt_write_user_config: need 64 bytes at ${off}, have ${buf.length - off}`);
   return {
     flags: buf.readUInt32LE(off + 0),
     treq_request: buf.readUInt32LE(off + 4),
     req_header: buf.readUInt32LE(off + 8),
-    pconn_conn: buf.readUInt32LE(off + 12),
-    bufio_buf: buf.readUInt32LE(off + 16),
-    bufio_n: buf.readUInt32LE(off + 20),
-    tcp: decodeTcpOffsets(buf, off + 24),
+    req_url: buf.readUInt32LE(off + 12),
+    url_host: buf.readUInt32LE(off + 16),
+    pconn_conn: buf.readUInt32LE(off + 20),
+    pconn_tls: buf.readUInt32LE(off + 24),
+    tls_conn_conn: buf.readUInt32LE(off + 28),
+    bufio_buf: buf.readUInt32LE(off + 32),
+    bufio_n: buf.readUInt32LE(off + 36),
+    tcp: decodeTcpOffsets(buf, off + 40),
   };
 }
 
 /** Encodes struct gt_write_user_config into `buf` at `off` (a new zeroed buffer by default). */
-export function encodeWriteUserConfig(v: WriteUserConfig, buf: Buffer = Buffer.alloc(48), off = 0): Buffer {
+export function encodeWriteUserConfig(v: WriteUserConfig, buf: Buffer = Buffer.alloc(64), off = 0): Buffer {
   buf.writeUInt32LE(v.flags, off + 0);
   buf.writeUInt32LE(v.treq_request, off + 4);
   buf.writeUInt32LE(v.req_header, off + 8);
-  buf.writeUInt32LE(v.pconn_conn, off + 12);
-  buf.writeUInt32LE(v.bufio_buf, off + 16);
-  buf.writeUInt32LE(v.bufio_n, off + 20);
-  encodeTcpOffsets(v.tcp, buf, off + 24);
-  return buf;
-}
-
-/** struct gt_write_user_dest_key (20 bytes) */
-export interface WriteUserDestKey {
-  prefixlen: number;
-  ip: Buffer;
-}
-
-export const WRITE_USER_DEST_KEY_SIZE = 20;
-export const WriteUserDestKeyOffsets = {
-  prefixlen: 0,
-  ip: 4,
-} as const;
-
-/** Decodes struct gt_write_user_dest_key at `off`; byte arrays are views into `buf`, not copies. */
-export function decodeWriteUserDestKey(buf: Buffer, off = 0): WriteUserDestKey {
-  if (off + 20 > buf.length) throw new RangeError(`gt_write_user_dest_key: need 20 bytes at ${off}, have ${buf.length - off}`);
-  return {
-    prefixlen: buf.readUInt32LE(off + 0),
-    ip: buf.subarray(off + 4, off + 4 + 16),
-  };
-}
-
-/** Encodes struct gt_write_user_dest_key into `buf` at `off` (a new zeroed buffer by default). */
-export function encodeWriteUserDestKey(v: WriteUserDestKey, buf: Buffer = Buffer.alloc(20), off = 0): Buffer {
-  buf.writeUInt32LE(v.prefixlen, off + 0);
-  buf.fill(0, off + 4, off + 4 + 16); v.ip.copy(buf, off + 4, 0, Math.min(v.ip.length, 16));
-  return buf;
-}
-
-/** struct gt_write_user_settings (8 bytes) */
-export interface WriteUserSettings {
-  default_action: number;
-  reserved: number;
-}
-
-export const WRITE_USER_SETTINGS_SIZE = 8;
-export const WriteUserSettingsOffsets = {
-  default_action: 0,
-  reserved: 4,
-} as const;
-
-/** Decodes struct gt_write_user_settings at `off`; byte arrays are views into `buf`, not copies. */
-export function decodeWriteUserSettings(buf: Buffer, off = 0): WriteUserSettings {
-  if (off + 8 > buf.length) throw new RangeError(`gt_write_user_settings: need 8 bytes at ${off}, have ${buf.length - off}`);
-  return {
-    default_action: buf.readUInt32LE(off + 0),
-    reserved: buf.readUInt32LE(off + 4),
-  };
-}
-
-/** Encodes struct gt_write_user_settings into `buf` at `off` (a new zeroed buffer by default). */
-export function encodeWriteUserSettings(v: WriteUserSettings, buf: Buffer = Buffer.alloc(8), off = 0): Buffer {
-  buf.writeUInt32LE(v.default_action, off + 0);
-  buf.writeUInt32LE(v.reserved, off + 4);
+  buf.writeUInt32LE(v.req_url, off + 12);
+  buf.writeUInt32LE(v.url_host, off + 16);
+  buf.writeUInt32LE(v.pconn_conn, off + 20);
+  buf.writeUInt32LE(v.pconn_tls, off + 24);
+  buf.writeUInt32LE(v.tls_conn_conn, off + 28);
+  buf.writeUInt32LE(v.bufio_buf, off + 32);
+  buf.writeUInt32LE(v.bufio_n, off + 36);
+  encodeTcpOffsets(v.tcp, buf, off + 40);
   return buf;
 }

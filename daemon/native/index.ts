@@ -127,12 +127,12 @@ export interface RingBufferStats {
   queuedBatches: number;
 }
 
-export type LinkKind = 'uprobe_multi' | 'uprobe' | 'tracepoint';
+export type LinkKind = 'uprobe_multi' | 'uprobe' | 'tracepoint' | 'socket';
 
 export interface LinkSetInfo {
   handle: number;
   program: string;
-  /** Binary path for uprobes, "category:name" for tracepoints. */
+  /** Binary path for uprobes, "category:name" for tracepoints, cgroup path or map name for socket programs. */
   target: string;
   kind: LinkKind;
   sites: number;
@@ -179,6 +179,14 @@ export interface BpfObject {
    */
   attachUprobes(program: string, binaryPath: string, fileOffsets: number[], cookies: bigint[], opts?: UprobeAttachOptions): number;
   attachTracepoint(program: string, category: string, name: string): number;
+  /**
+   * Attaches a SEC("sockops") program to the cgroup v2 directory `target`,
+   * or a SEC("sk_msg") program to the sockmap/sockhash named `target`, as a
+   * BPF link (detached when the agent exits, however it exits). Returns a
+   * link-set handle for detach(). Throws with the kernel's errno (EINVAL for
+   * a program of another type; sockmap links need kernel 6.10).
+   */
+  attachSocket(program: string, target: string): number;
   /** Destroys a link set. Perf-event uprobes take ~110 ms each to detach;
    * a uprobe_multi link is quick. Unknown handles throw ENOENT. */
   detach(handle: number): void;

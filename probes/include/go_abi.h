@@ -150,11 +150,27 @@ static __always_inline void gt_conn_published_add(__s64 d)
 		__sync_fetch_and_add(n, d);
 }
 
+/* Node-wide linking switches, set by user space (one slot). */
+enum gt_link_flags {
+	/* server probes do not look for a client span of this node by
+	 * connection: only a received traceparent links (`--no-local-linking`,
+	 * used to test header propagation between two network namespaces) */
+	GT_LINK_LOCAL_OFF = 1,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} gt_link_flags SEC(".maps");
+
 static __always_inline bool gt_conn_any_published(void)
 {
 	__u32 zero = 0;
 	__s64 *n = bpf_map_lookup_elem(&gt_conn_published, &zero);
-	return n && *n > 0;
+	__u32 *f = bpf_map_lookup_elem(&gt_link_flags, &zero);
+	return n && *n > 0 && !(f && (*f & GT_LINK_LOCAL_OFF));
 }
 
 /* Reads one endpoint (a net.Addr holding a *net.TCPAddr) of a netFD. */

@@ -1,5 +1,5 @@
-/* Layouts of the bpf_probe_write_user header injection (probes/inject/
- * write_user.bpf.c), the fallback for kernels that allow the helper. The
+/* Layouts of the bpf_probe_write_user header injection
+ * (probes/write-user/write_user.bpf.c), the fallback for kernels that allow the helper. The
  * programs live in an object of their own, loaded after the probes' object
  * and sharing its maps: a kernel in lockdown refuses that object and
  * nothing else. The layouts are declared here, in the probes' object too,
@@ -19,12 +19,16 @@ enum gt_write_user_limits {
 
 /* Per-binary offsets (array indexed by the attach cookie's binary id). */
 struct gt_write_user_config {
-	__u32 flags;        /* enum gt_write_user_flags */
-	__u32 treq_request; /* net/http.transportRequest.Request (the embedded *Request) */
-	__u32 req_header;   /* net/http.Request.Header (a map: one pointer) */
-	__u32 pconn_conn;   /* net/http.persistConn.conn (net.Conn) */
-	__u32 bufio_buf;    /* bufio.Writer.buf ([]byte) */
-	__u32 bufio_n;      /* bufio.Writer.n (int) */
+	__u32 flags;         /* enum gt_write_user_flags */
+	__u32 treq_request;  /* net/http.transportRequest.Request (the embedded *Request) */
+	__u32 req_header;    /* net/http.Request.Header (a map: one pointer) */
+	__u32 req_url;       /* net/http.Request.URL */
+	__u32 url_host;      /* net/url.URL.Host */
+	__u32 pconn_conn;    /* net/http.persistConn.conn (net.Conn) */
+	__u32 pconn_tls;     /* net/http.persistConn.tlsState (nil: conn is the TCP connection) */
+	__u32 tls_conn_conn; /* crypto/tls.Conn.conn */
+	__u32 bufio_buf;     /* bufio.Writer.buf ([]byte) */
+	__u32 bufio_n;       /* bufio.Writer.n (int) */
 	struct gt_tcp_offsets tcp;
 };
 
@@ -34,14 +38,16 @@ enum gt_write_user_flags {
 
 /* What happened to one request the net/http client probe marked; one
  * counter each (gt_wu_results), exported as
- * gotrail_header_injections_total{method="bpf_probe_write_user",result}. */
+ * gotrail_propagation_write_user_total{outcome}. */
 enum gt_write_user_result {
 	GT_WU_INJECTED = 0,
 	/* the dry-run build (no helper call): everything checked, nothing written */
 	GT_WU_WOULD_INJECT = 1,
 	GT_WU_HAS_TRACEPARENT = 2, /* the request carries its own traceparent */
 	GT_WU_NO_ROOM = 3,         /* the buffer has fewer than GT_WU_LINE_LEN spare bytes */
-	GT_WU_EXCLUDED = 4,        /* the destination is excluded (or unknown while rules exist) */
+	/* the destination rules exclude it (--inject-allow, --inject-deny; see
+	 * gt_inject_excluded) */
+	GT_WU_EXCLUDED = 4,
 	/* the buffer was flushed while the headers were written: what it holds
 	 * is not this request's header block, which cannot be checked */
 	GT_WU_FLUSHED = 5,
@@ -49,23 +55,6 @@ enum gt_write_user_result {
 	GT_WU_NOT_BUFFERED = 7, /* not written through the connection's bufio.Writer */
 	GT_WU_WRITE_FAILED = 8, /* bpf_probe_write_user failed (page not writable/present) */
 	GT_WU_RESULT_MAX = 16,
-};
-
-/* Destination rules: longest prefix wins (IPv4 as IPv4-mapped IPv6). */
-struct gt_write_user_dest_key {
-	__u32 prefixlen;
-	__u8 ip[16];
-};
-
-enum gt_write_user_dest_action {
-	GT_WU_DEST_ALLOW = 1,
-	GT_WU_DEST_DENY = 2,
-};
-
-/* Slot 0 of gt_wu_settings: what a destination no rule matches gets. */
-struct gt_write_user_settings {
-	__u32 default_action; /* enum gt_write_user_dest_action; 0: allow */
-	__u32 reserved;
 };
 
 enum gt_hit_site_write_user {
@@ -80,8 +69,5 @@ GT_EXPORT_LAYOUTS(write_user,
 	struct gt_write_user_config config;
 	enum gt_write_user_flags config_flags;
 	enum gt_write_user_result result;
-	struct gt_write_user_dest_key dest_key;
-	enum gt_write_user_dest_action dest_action;
-	struct gt_write_user_settings settings;
 	enum gt_hit_site_write_user hit_site;
 );

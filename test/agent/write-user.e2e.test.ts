@@ -39,20 +39,22 @@ async function recordingServer(host: string): Promise<{ url: string; seen: Incom
   return { url: `http://${host}:${(server.address() as AddressInfo).port}`, seen, server };
 }
 
-function newAgent(spans: ReadableSpan[], logs: string[], writeUser?: ConstructorParameters<typeof Agent>[1]['writeUser'], exe = bin): Agent {
+type Options = ConstructorParameters<typeof Agent>[1];
+
+function newAgent(spans: ReadableSpan[], logs: string[], more: Partial<Options> = {}, exe = bin): Agent {
   return new Agent(createLogger('info', (l) => void logs.push(l)), {
     skipOwnRequests: false,
     exporter: createExporter({ kind: 'none' }),
     selection: { includeExe: [exe] },
     onSpan: (s) => spans.push(s),
     batcher: { scheduledDelayMillis: 100 },
-    ...(writeUser ? { writeUser } : {}),
+    ...more,
   });
 }
 
-function writeUserStatus(agent: Agent): WriteUserStatus {
-  const s = agent.status() as { propagation: { methods: WriteUserStatus[] } };
-  const m = s.propagation.methods.find((x) => x.method === 'bpf_probe_write_user');
+function writeUserStatus(agent: Agent): WriteUserStatus & { outcomes: Record<string, number> } {
+  const s = agent.status() as { propagation: { bpfProbeWriteUser?: WriteUserStatus & { outcomes: Record<string, number> } } };
+  const m = s.propagation.bpfProbeWriteUser;
   assert.ok(m, 'the method is reported');
   return m;
 }
@@ -84,8 +86,10 @@ test('where the kernel refuses bpf_probe_write_user, the injection alone is refu
     assert.equal(r.status, 200);
     await agent.flush();
     await until('server and client spans', () => spans.some((s) => s.attributes['url.path'] === '/proxy') && spans.some((s) => String(s.attributes['url.full']).endsWith('/refused')));
+    // the socket-level injection, loaded with the probes, still runs
+    const client = spans.find((s) => String(s.attributes['url.full']).endsWith('/refused'))!;
     assert.equal(upstream.seen.length, 1);
-    assert.equal(upstream.seen[0]!.traceparent, undefined, 'nothing injected');
+    assert.equal(upstream.seen[0]!.traceparent, `00-${client.spanContext().traceId}-${client.spanContext().spanId}-01`, 'the socket-level injection still runs');
   } finally {
     await server.stop();
     await agent.stop();
@@ -100,13 +104,16 @@ for (const [go, build] of [['go1.19', 'plain'], ['go1.26', 'stripped'], ['go1.27
   const exe = join(repoRoot, 'build', 'go', go, build, 'httpserver');
   const allowed = await recordingServer('127.0.0.1');
   const excluded = await recordingServer('127.0.0.2');
-  const agent = newAgent(spans, logs, { objectPath: WRITE_USER_DRY_RUN_OBJECT, destinations: { deny: ['127.0.0.2/32'] } }, exe);
+  // with the socket-level injection, and the destination rules both share:
+  // what it puts on the wire is what this path would have written, and it
+  // finds no traceparent before it (the dry run writes nothing)
+  const agent = newAgent(spans, logs, { writeUser: { objectPath: WRITE_USER_DRY_RUN_OBJECT }, propagation: { deny: ['127.0.0.2/32'] } }, exe);
   await agent.start();
   const server = await startGoServer(exe);
   try {
     assert.equal(writeUserStatus(agent).state, 'dry-run');
     await until('traced', () => agent.tracedPids().includes(server.pid));
-    const results = (): Record<string, number> => (agent.status() as { propagation: { injections: Record<string, Record<string, number>> } }).propagation.injections.bpf_probe_write_user!;
+    const results = (): Record<string, number> => writeUserStatus(agent).outcomes;
     const proxy = (to: string, extra = ''): Promise<{ status: number }> => httpRequest(`${server.url}/proxy?to=${encodeURIComponent(to)}${extra}`);
 
     assert.equal((await proxy(`${allowed.url}/marked`)).status, 200);
@@ -116,7 +123,8 @@ for (const [go, build] of [['go1.19', 'plain'], ['go1.26', 'stripped'], ['go1.27
     const client = spans.find((s) => String(s.attributes['url.full']).endsWith('/marked'))!;
     const want = `Traceparent: 00-${client.spanContext().traceId}-${client.spanContext().spanId}-01`;
     assert.equal(agent.writeUserLastLine(server.pid), want, 'the line it would append is the client span\'s traceparent');
-    assert.equal(allowed.seen[0]!.traceparent, undefined, 'the dry run writes nothing');
+    assert.equal(`Traceparent: ${allowed.seen[0]!.traceparent}`, want, 'the socket-level injection\'s header is the same');
+    assert.match(await createMetrics(agent).metrics(), /gotrail_propagation_inject_total\{outcome="injected"\} 1\n/, 'the dry run wrote nothing: the socket-level path found no traceparent');
 
     const own = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
     assert.equal((await proxy(`${allowed.url}/own`, `&traceparent=${own}`)).status, 200);
@@ -126,6 +134,7 @@ for (const [go, build] of [['go1.19', 'plain'], ['go1.26', 'stripped'], ['go1.27
     assert.equal((await proxy(`${excluded.url}/excluded`)).status, 200);
     await until('excluded', () => results().excluded === 1);
     assert.equal(excluded.seen.length, 1);
+    assert.equal(excluded.seen[0]!.traceparent, undefined, 'an excluded destination gets no header');
     assert.equal(results().would_inject, 1, 'neither of the last two');
     assert.equal(results().injected, 0);
 
@@ -138,8 +147,8 @@ for (const [go, build] of [['go1.19', 'plain'], ['go1.26', 'stripped'], ['go1.27
     assert.equal(allowed.seen.at(-1)!['x-pad']!.length, 6000, 'the request is intact');
     assert.equal(results().would_inject, 1, 'none of them');
     const text = await createMetrics(agent).metrics();
-    assert.match(text, /gotrail_header_injections_total\{method="bpf_probe_write_user",result="would_inject"\} 1/);
-    assert.match(text, /gotrail_header_injections_total\{method="bpf_probe_write_user",result="excluded"\} 1/);
+    assert.match(text, /gotrail_propagation_write_user_total\{outcome="would_inject"\} 1/);
+    assert.match(text, /gotrail_propagation_write_user_total\{outcome="excluded"\} 1/);
   } finally {
     await server.stop();
     await agent.stop();

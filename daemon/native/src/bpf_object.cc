@@ -49,6 +49,7 @@ Napi::Function BpfObject::Define(Napi::Env env) {
                          InstanceMethod<&BpfObject::MapCount>("mapCount"),
                          InstanceMethod<&BpfObject::AttachUprobes>("attachUprobes"),
                          InstanceMethod<&BpfObject::AttachTracepoint>("attachTracepoint"),
+                         InstanceMethod<&BpfObject::AttachSocket>("attachSocket"),
                          InstanceMethod<&BpfObject::Detach>("detach"),
                          InstanceMethod<&BpfObject::DetachAsync>("detachAsync"),
                          InstanceMethod<&BpfObject::LinkSets>("linkSets"),

@@ -27,13 +27,13 @@ class BpfObject : public Napi::ObjectWrap<BpfObject>, public RingBufferOwner {
   void RingBufferStopped(RingBufferState* state, const RingBufferCounters& final) override;
 
  private:
-  enum class LinkKind { kUprobeMulti, kUprobe, kTracepoint };
+  enum class LinkKind { kUprobeMulti, kUprobe, kTracepoint, kSocket };
   struct LinkSet {
     std::string program;
     std::string target;
     LinkKind kind;
     size_t sites = 0;
-    int multi_fd = -1;             // kUprobeMulti
+    int multi_fd = -1;             // kUprobeMulti, kSocket (a BPF link fd)
     std::vector<bpf_link*> links;  // kUprobe, kTracepoint
   };
 
@@ -49,6 +49,7 @@ class BpfObject : public Napi::ObjectWrap<BpfObject>, public RingBufferOwner {
   Napi::Value MapCount(const Napi::CallbackInfo& info);
   Napi::Value AttachUprobes(const Napi::CallbackInfo& info);
   Napi::Value AttachTracepoint(const Napi::CallbackInfo& info);
+  Napi::Value AttachSocket(const Napi::CallbackInfo& info);
   Napi::Value Detach(const Napi::CallbackInfo& info);
   Napi::Value DetachAsync(const Napi::CallbackInfo& info);
   Napi::Value LinkSets(const Napi::CallbackInfo& info);

@@ -2,6 +2,7 @@
 // perf-event link per site) and tracepoints as link sets, and detaching them.
 #include <bpf/bpf.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/bpf.h>
 #include <unistd.h>
 
@@ -29,6 +30,7 @@ const char* KindName(int kind) {
   switch (kind) {
     case 0: return "uprobe_multi";
     case 1: return "uprobe";
+    case 3: return "socket";
     default: return "tracepoint";
   }
 }
@@ -211,6 +213,48 @@ Napi::Value BpfObject::AttachTracepoint(const Napi::CallbackInfo& info) {
   set.kind = LinkKind::kTracepoint;
   set.sites = 1;
   set.links.push_back(link);
+  return Napi::Number::New(env, AddLinkSet(std::move(set)));
+}
+
+// JS thread. attachSocket(program, target): a SEC("sockops") program to the
+// cgroup v2 directory `target` (every socket its processes open, and its
+// descendants'), or a SEC("sk_msg") program to the sockmap/sockhash named
+// `target`. Both as BPF links (BPF_LINK_CREATE; sockmap links need kernel
+// 6.10), so that they go away with the agent, whatever way it ends.
+Napi::Value BpfObject::AttachSocket(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string program = StringArg(info, 0, "attach socket program", "program name");
+  std::string target = StringArg(info, 1, "attach socket program " + program, "target");
+  bpf_program* prog = FindProgram(env, "attach socket program " + program, program);
+  const enum bpf_prog_type type = bpf_program__type(prog);
+  const bool sockops = type == BPF_PROG_TYPE_SOCK_OPS;
+  const std::string op = std::string("attach ") + (sockops ? "sock_ops prog " : "sk_msg prog ") + program +
+                         " to " + (sockops ? "cgroup " : "map ") + target;
+  if (!sockops && type != BPF_PROG_TYPE_SK_MSG)
+    Throw(env, op, EINVAL, "program " + program + " is neither sock_ops nor sk_msg");
+  const int prog_fd = bpf_program__fd(prog);
+  if (prog_fd < 0) Throw(env, op, EBADF, "program " + program + " is not loaded");
+  int target_fd;
+  bool own_target = false;
+  if (sockops) {
+    target_fd = open(target.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (target_fd < 0) Throw(env, op, errno);
+    own_target = true;
+  } else {
+    target_fd = LoadedMapFd(env, op, FindMap(env, op, target));
+  }
+  LibbpfLogCapture log;
+  const int link_fd =
+      bpf_link_create(prog_fd, target_fd, sockops ? BPF_CGROUP_SOCK_OPS : BPF_SK_MSG_VERDICT, nullptr);
+  const int err = errno;
+  if (own_target) close(target_fd);
+  if (link_fd < 0) ThrowWithLog(env, op, err, log.Tail(4), "");
+  LinkSet set;
+  set.program = program;
+  set.target = target;
+  set.kind = LinkKind::kSocket;
+  set.sites = 1;
+  set.multi_fd = link_fd;
   return Napi::Number::New(env, AddLinkSet(std::move(set)));
 }
 

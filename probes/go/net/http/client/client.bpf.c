@@ -19,8 +19,9 @@
  * set at roundTrip entry and removed at its return. */
 #include "go_abi.h"
 #include "ancestry.h"
+#include "inject.h"
 /* the bpf_probe_write_user injection's layouts (its programs are in
- * probes/inject/, an object of their own) */
+ * probes/write-user/, an object of their own) */
 #include "write_user.h"
 
 enum gt_http_client_limits {
@@ -115,7 +116,7 @@ struct http_client_inflight {
 	struct gt_span_context span;
 	struct gt_conn_key conn;
 	__u32 linked;
-	__u32 reserved;
+	__u32 marked; /* a traceparent is to be injected on `conn` (probes/include/inject.h) */
 };
 
 /* A request in flight, as the goroutine that writes its HTTP/2 headers
@@ -269,10 +270,17 @@ int gt_http_client_conn(struct pt_regs *ctx)
 	if (gt_conn_key_of(tcpconn, &cfg->tcp, true, &k) < 0)
 		return 0;
 	if (bpf_map_update_elem(&gt_conn_spans, &k, &st->span, BPF_ANY) == 0) {
-		st->conn = k;
 		st->linked = 1;
 		gt_conn_published_add(1);
 	}
+	st->conn = k;
+	/* the receiver, on this node or another, traced or not, gets a
+	 * traceparent header; the destination rules see URL.Host */
+	__u64 url = 0;
+	struct go_string host = {};
+	if (go_read_ptr(st->req, cfg->req_url, &url) == 0 && url)
+		bpf_probe_read_user(&host, sizeof(host), (void *)(url + cfg->url_host));
+	st->marked = gt_inject_mark(&k, &st->span, GT_INJECT_PROTO_HTTP1, host.ptr, host.len);
 	return 0;
 }
 
@@ -299,6 +307,8 @@ int gt_http_client_return(struct pt_regs *ctx)
 		bpf_map_delete_elem(&gt_conn_spans, &st->conn);
 		gt_conn_published_add(-1);
 	}
+	if (st->marked)
+		gt_inject_unmark(&st->conn, &st->span);
 	if (st->url && h2_forget(&key, st->url))
 		linked = true;
 	/* a child of an unsampled request is not sampled either: no span */

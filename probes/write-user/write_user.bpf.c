@@ -18,7 +18,8 @@
  * "Traceparent: 00-<trace id>-<client span id>-<flags>\r\n" is appended at
  * buf[n] and n is advanced by its length — only when
  *   - the request was marked by the net/http client probe (it has a span),
- *   - its destination is not excluded (gt_wu_dest_rules, longest prefix),
+ *   - its destination is not excluded (the socket-level injection's rules,
+ *     gt_inject_excluded: --inject-allow, --inject-deny),
  *   - it is written through the connection's bufio.Writer (the one
  *     writeSubset is given) and the buffer was not flushed while the header
  *     fields were written (the request line at buf[0..16) is still there
@@ -95,21 +96,6 @@ struct {
 	__type(value, __u64);
 } gt_wu_results SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 1024);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct gt_write_user_dest_key);
-	__type(value, __u32); /* enum gt_write_user_dest_action */
-} gt_wu_dest_rules SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct gt_write_user_settings);
-} gt_wu_settings SEC(".maps");
-
 /* The header block searched for a traceparent (per CPU: too big for the stack). */
 struct wu_scratch {
 	char bytes[GT_WU_SCAN_MAX];
@@ -138,19 +124,6 @@ static __always_inline void wu_count(__u32 result)
 	__u64 *v = bpf_map_lookup_elem(&gt_wu_results, &result);
 	if (v)
 		*v += 1;
-}
-
-/* Whether a request to `ip` may carry the header. */
-static __always_inline bool wu_dest_allowed(const __u8 ip[16])
-{
-	struct gt_write_user_dest_key k = { .prefixlen = 128 };
-	__builtin_memcpy(k.ip, ip, 16);
-	__u32 *action = bpf_map_lookup_elem(&gt_wu_dest_rules, &k);
-	if (action)
-		return *action != GT_WU_DEST_DENY;
-	__u32 zero = 0;
-	struct gt_write_user_settings *s = bpf_map_lookup_elem(&gt_wu_settings, &zero);
-	return !s || s->default_action != GT_WU_DEST_DENY;
 }
 
 static __always_inline char wu_hexdigit(__u8 v)
@@ -236,19 +209,17 @@ int gt_wu_conn(struct pt_regs *ctx)
 	if (go_read_ptr(GO_ARG2(ctx), cfg->treq_request, &k.req) < 0 || !k.req ||
 	    go_read_ptr(k.req, cfg->req_header, &r.header) < 0)
 		return 0;
-	__u64 tcpconn = 0;
-	struct gt_conn_key conn = {};
-	/* persistConn.conn is a net.Conn {itab, data}: a *net.TCPConn, or a
-	 * *tls.Conn whose address walk fails here and leaves the destination
-	 * unknown (allowed only while no rule denies by default) */
-	if (go_read_ptr(GO_ARG1(ctx), cfg->pconn_conn + 8, &tcpconn) == 0 &&
-	    gt_conn_key_of(tcpconn, &cfg->tcp, true, &conn) == 0) {
-		r.allowed = wu_dest_allowed(conn.server_ip);
-	} else {
-		__u32 zero = 0;
-		struct gt_write_user_settings *s = bpf_map_lookup_elem(&gt_wu_settings, &zero);
-		r.allowed = !s || s->default_action != GT_WU_DEST_DENY;
-	}
+	/* the destination rules of the socket-level injection, with the
+	 * connection's peer address (over TLS too) and the URL's host */
+	__u64 conn = 0, tls = 0, url = 0;
+	struct gt_conn_key ck = {};
+	struct go_string host = {};
+	bool known = go_read_ptr(GO_ARG1(ctx), cfg->pconn_conn + 8, &conn) == 0 &&
+		     go_read_ptr(GO_ARG1(ctx), cfg->pconn_tls, &tls) == 0 &&
+		     gt_conn_key_of(gt_tcp_conn_under(conn, tls != 0, cfg->tls_conn_conn), &cfg->tcp, true, &ck) == 0;
+	if (go_read_ptr(k.req, cfg->req_url, &url) == 0 && url)
+		bpf_probe_read_user(&host, sizeof(host), (void *)(url + cfg->url_host));
+	r.allowed = !gt_inject_excluded(gt_inject_flags(), known ? ck.server_ip : 0, host.ptr, host.len);
 	bpf_map_update_elem(&gt_wu_reqs, &k, &r, BPF_ANY);
 	return 0;
 }

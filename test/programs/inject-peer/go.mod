@@ -1,0 +1,3 @@
+module gotrail.test/injectpeer
+
+go 1.26.0
