@@ -241,16 +241,19 @@ static __always_inline __u32 gt_inject_host_rules(__u64 host_ptr, __s64 host_len
  * CIDR could deny it, so that a header never leaks for want of an address.
  * Shared with the bpf_probe_write_user injection (probes/write-user/).
  * Counts nothing. */
-static __always_inline __u32 gt_inject_excluded(__u32 flags, const __u8 *server_ip, __u64 host_ptr, __s64 host_len)
+static __always_inline __u32 gt_inject_excluded(__u32 flags, const __u8 *server_ip, __u64 host_ptr,
+						__s64 host_len)
 {
 	struct gt_inject_cidr_key ck = { .prefixlen = 128 };
 	if (server_ip)
 		__builtin_memcpy(ck.addr, server_ip, 16);
 	__u32 hosts = (flags & GT_INJECT_HOST_RULES) ? gt_inject_host_rules(host_ptr, host_len) : 0;
-	if ((server_ip ? bpf_map_lookup_elem(&gt_inject_deny_cidrs, &ck) != 0 : (flags & GT_INJECT_DENY_CIDRS) != 0) ||
+	if ((server_ip ? bpf_map_lookup_elem(&gt_inject_deny_cidrs, &ck) != 0
+		       : (flags & GT_INJECT_DENY_CIDRS) != 0) ||
 	    (hosts & (GT_INJECT_HOST_DENY | GT_INJECT_HOST_DENY_SUBDOMAINS)))
 		return GT_INJECT_OUT_DENIED;
-	if ((flags & GT_INJECT_ALLOW_LIST) && !(hosts & (GT_INJECT_HOST_ALLOW | GT_INJECT_HOST_ALLOW_SUBDOMAINS)) &&
+	if ((flags & GT_INJECT_ALLOW_LIST) &&
+	    !(hosts & (GT_INJECT_HOST_ALLOW | GT_INJECT_HOST_ALLOW_SUBDOMAINS)) &&
 	    !(server_ip && bpf_map_lookup_elem(&gt_inject_allow_cidrs, &ck)))
 		return GT_INJECT_OUT_NOT_ALLOWED;
 	return 0;

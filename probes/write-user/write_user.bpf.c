@@ -61,10 +61,10 @@ enum wu_pending_state {
 struct wu_pending {
 	struct gt_span_context span;
 	__u64 header;
-	__u64 bw;       /* the *bufio.Writer */
-	__s64 n0;       /* bw.n when the fields began */
-	__u64 head[2];  /* buf[0..16) then: the request line's start */
-	__u32 state;    /* enum wu_pending_state */
+	__u64 bw;      /* the *bufio.Writer */
+	__s64 n0;      /* bw.n when the fields began */
+	__u64 head[2]; /* buf[0..16) then: the request line's start */
+	__u32 state;   /* enum wu_pending_state */
 	__u32 reserved;
 };
 
@@ -216,7 +216,8 @@ int gt_wu_conn(struct pt_regs *ctx)
 	struct go_string host = {};
 	bool known = go_read_ptr(GO_ARG1(ctx), cfg->pconn_conn + 8, &conn) == 0 &&
 		     go_read_ptr(GO_ARG1(ctx), cfg->pconn_tls, &tls) == 0 &&
-		     gt_conn_key_of(gt_tcp_conn_under(conn, tls != 0, cfg->tls_conn_conn), &cfg->tcp, true, &ck) == 0;
+		     gt_conn_key_of(gt_tcp_conn_under(conn, tls != 0, cfg->tls_conn_conn), &cfg->tcp, true,
+				    &ck) == 0;
 	if (go_read_ptr(k.req, cfg->req_url, &url) == 0 && url)
 		bpf_probe_read_user(&host, sizeof(host), (void *)(url + cfg->url_host));
 	r.allowed = !gt_inject_excluded(gt_inject_flags(), known ? ck.server_ip : 0, host.ptr, host.len);
@@ -233,8 +234,8 @@ int gt_wu_request_write(struct pt_regs *ctx)
 {
 	struct gt_goroutine_key key;
 	__u32 bin_id;
-	struct gt_write_user_config *cfg =
-		gt_probe_enter(ctx, &gt_wu_config, &key, &bin_id, GT_HIT_WU_REQUEST_WRITE);
+	struct gt_write_user_config *cfg = gt_probe_enter(ctx, &gt_wu_config, &key, &bin_id,
+							  GT_HIT_WU_REQUEST_WRITE);
 	if (!cfg || !(cfg->flags & GT_WU_ENABLED))
 		return 0;
 	struct wu_req_key k = { .tgid = key.tgid, .req = GO_ARG1(ctx) };
@@ -249,7 +250,9 @@ int gt_wu_request_write(struct pt_regs *ctx)
 		wu_count(GT_WU_EXCLUDED);
 		return 0;
 	}
-	struct wu_pending p = { .span = req.span, .header = req.header, .bw = GO_ARG3(ctx), .state = WU_WRITING };
+	struct wu_pending p = {
+		.span = req.span, .header = req.header, .bw = GO_ARG3(ctx), .state = WU_WRITING
+	};
 	bpf_map_update_elem(&gt_wu_pending, &key, &p, BPF_ANY);
 	return 0;
 }
@@ -264,8 +267,8 @@ int gt_wu_header_entry(struct pt_regs *ctx)
 {
 	struct gt_goroutine_key key;
 	__u32 bin_id;
-	struct gt_write_user_config *cfg =
-		gt_probe_enter(ctx, &gt_wu_config, &key, &bin_id, GT_HIT_WU_HEADER_ENTRY);
+	struct gt_write_user_config *cfg = gt_probe_enter(ctx, &gt_wu_config, &key, &bin_id,
+							  GT_HIT_WU_HEADER_ENTRY);
 	if (!cfg)
 		return 0;
 	struct wu_pending *p = bpf_map_lookup_elem(&gt_wu_pending, &key);
@@ -343,8 +346,8 @@ int gt_wu_header_return(struct pt_regs *ctx)
 {
 	struct gt_goroutine_key key;
 	__u32 bin_id;
-	struct gt_write_user_config *cfg =
-		gt_probe_enter(ctx, &gt_wu_config, &key, &bin_id, GT_HIT_WU_HEADER_RETURN);
+	struct gt_write_user_config *cfg = gt_probe_enter(ctx, &gt_wu_config, &key, &bin_id,
+							  GT_HIT_WU_HEADER_RETURN);
 	if (!cfg)
 		return 0;
 	struct wu_pending *p = bpf_map_lookup_elem(&gt_wu_pending, &key);

@@ -123,7 +123,7 @@ for (const [go, build] of [['go1.19', 'plain'], ['go1.26', 'stripped'], ['go1.27
     const client = spans.find((s) => String(s.attributes['url.full']).endsWith('/marked'))!;
     const want = `Traceparent: 00-${client.spanContext().traceId}-${client.spanContext().spanId}-01`;
     assert.equal(agent.writeUserLastLine(server.pid), want, 'the line it would append is the client span\'s traceparent');
-    assert.equal(`Traceparent: ${allowed.seen[0]!.traceparent}`, want, 'the socket-level injection\'s header is the same');
+    assert.equal(`Traceparent: ${String(allowed.seen[0]!.traceparent)}`, want, 'the socket-level injection\'s header is the same');
     assert.match(await createMetrics(agent).metrics(), /gotrail_propagation_inject_total\{outcome="injected"\} 1\n/, 'the dry run wrote nothing: the socket-level path found no traceparent');
 
     const own = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';

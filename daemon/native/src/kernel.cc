@@ -104,9 +104,13 @@ bool ProbeTrivial() {
 bool ProbeReadKernel() {
   // bpf_probe_read_kernel(fp-8, 8, NULL): refused under lockdown=confidentiality only
   const bpf_insn insns[] = {
-      Insn(kMov64Reg, 1, 10, 0, 0), Insn(kAdd64Imm, 1, 0, 0, -8), Insn(kMov64Imm, 2, 0, 0, 8),
-      Insn(kMov64Imm, 3, 0, 0, 0),  Insn(kCall, 0, 0, 0, kHelperProbeReadKernel),
-      Insn(kMov64Imm, 0, 0, 0, 0),  Insn(kExit, 0, 0, 0, 0),
+      Insn(kMov64Reg, 1, 10, 0, 0),
+      Insn(kAdd64Imm, 1, 0, 0, -8),
+      Insn(kMov64Imm, 2, 0, 0, 8),
+      Insn(kMov64Imm, 3, 0, 0, 0),
+      Insn(kCall, 0, 0, 0, kHelperProbeReadKernel),
+      Insn(kMov64Imm, 0, 0, 0, 0),
+      Insn(kExit, 0, 0, 0, 0),
   };
   int prog = bpf_prog_load(BPF_PROG_TYPE_KPROBE, nullptr, "GPL", insns,
                            sizeof insns / sizeof insns[0], nullptr);
