@@ -48,6 +48,7 @@ struct wu_req_key {
 struct wu_req {
 	struct gt_span_context span;
 	__u64 header; /* the request's Header map */
+	__u64 caller; /* the goroutine in roundTrip (its client probe record) */
 	__u32 allowed;
 	__u32 reserved;
 };
@@ -204,7 +205,7 @@ int gt_wu_conn(struct pt_regs *ctx)
 	struct http_client_inflight *st = bpf_map_lookup_elem(&gt_http_client_inflight, &key);
 	if (!st)
 		return 0;
-	struct wu_req r = { .span = st->span };
+	struct wu_req r = { .span = st->span, .caller = key.goid };
 	struct wu_req_key k = { .tgid = key.tgid };
 	if (go_read_ptr(GO_ARG2(ctx), cfg->treq_request, &k.req) < 0 || !k.req ||
 	    go_read_ptr(k.req, cfg->req_header, &r.header) < 0)
@@ -246,6 +247,13 @@ int gt_wu_request_write(struct pt_regs *ctx)
 	/* a request is written once per attempt; a retry comes through
 	 * persistConn.roundTrip again */
 	bpf_map_delete_elem(&gt_wu_reqs, &k);
+	/* still in flight: a record left by a request that failed before it
+	 * was written must not lend its span to a later request that Go
+	 * allocated at the same address */
+	struct gt_goroutine_key caller = { .tgid = key.tgid, .goid = req.caller };
+	struct http_client_inflight *st = bpf_map_lookup_elem(&gt_http_client_inflight, &caller);
+	if (!st || *(__u64 *)st->span.span_id != *(__u64 *)req.span.span_id)
+		return 0;
 	if (!req.allowed) {
 		wu_count(GT_WU_EXCLUDED);
 		return 0;
