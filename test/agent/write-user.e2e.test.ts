@@ -10,6 +10,7 @@
  * nothing is written.
  */
 import { test } from 'node:test';
+import { execFileSync } from 'node:child_process';
 import assert from 'node:assert/strict';
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -77,6 +78,8 @@ test('where the kernel refuses bpf_probe_write_user, the injection alone is refu
     assert.equal(st.verifiedWithoutHelper, true, 'the same programs without the helper call load');
     assert.deepEqual(Object.keys((agent.status() as { disabledProbes: object }).disabledProbes), [], 'no probe is disabled');
     assert.ok(logs.some((l) => /header injection with bpf_probe_write_user refused; every other probe runs/.test(l) && /lockdown|refuses/.test(l)));
+    const inspect = execFileSync(join(repoRoot, 'daemon', 'bin', 'gotrail'), ['inspect', bin], { encoding: 'utf8' });
+    assert.match(inspect, new RegExp(`header injection with bpf_probe_write_user: refused \\(${f.lockdown === 'integrity' ? 'lockdown=integrity' : '[^)]+'}\\)`));
     const text = await createMetrics(agent).metrics();
     assert.match(text, /gotrail_propagation_method_state\{method="bpf_probe_write_user",state="refused"\} 1/);
     assert.match(text, /gotrail_propagation_method_state\{method="bpf_probe_write_user",state="active"\} 0/);
