@@ -24,7 +24,7 @@ export const WRITE_USER_OBJECT = join(DEFAULT_BPF_OBJECT, '..', 'gotrail-write-u
 export const WRITE_USER_DRY_RUN_OBJECT = join(DEFAULT_BPF_OBJECT, '..', 'gotrail-write-user-dry-run.bpf.o');
 
 /** The object's programs (its other sections are the net/http client probe's, included for its maps). */
-export const WRITE_USER_PROGRAMS = ['gt_wu_conn', 'gt_wu_request_write', 'gt_wu_header_entry', 'gt_wu_header_return'] as const;
+export const WRITE_USER_PROGRAMS = ['gt_wu_conn', 'gt_wu_request_write', 'gt_wu_fields_written'] as const;
 const P = Object.fromEntries(WRITE_USER_PROGRAMS.map((p) => [p, p as BpfProgramName])) as Record<(typeof WRITE_USER_PROGRAMS)[number], BpfProgramName>;
 
 /**
@@ -64,7 +64,7 @@ export function writeUserVerdict(f: Pick<KernelFeatures, 'lockdown' | 'probeWrit
 
 const F = {
   treqRequest: 'net/http.transportRequest.Request',
-  reqHeader: 'net/http.Request.Header',
+  reqMethod: 'net/http.Request.Method',
   reqUrl: 'net/http.Request.URL',
   urlHost: 'net/url.URL.Host',
   pconn: 'net/http.persistConn.conn',
@@ -84,12 +84,14 @@ export const writeUserProbe: ProbeDescriptor = {
   functions: [
     // the site the client probe uses too: one trap for both
     { symbol: 'net/http.(*persistConn).roundTrip', entryProgram: P.gt_wu_conn },
-    { symbol: 'net/http.(*Request).write', entryProgram: P.gt_wu_request_write },
-    { symbol: 'net/http.Header.writeSubset', entryProgram: P.gt_wu_header_entry, returnProgram: P.gt_wu_header_return },
+    // the request's fields are written by its call of Header.writeSubset:
+    // right after it, not at writeSubset's own RETs, which every server
+    // response would hit too
+    { symbol: 'net/http.(*Request).write', entryProgram: P.gt_wu_request_write, afterCall: { callee: 'net/http.Header.writeSubset', program: P.gt_wu_fields_written } },
   ],
   fields: {
     [F.treqRequest]: { reads: 'the request a connection is given' },
-    [F.reqHeader]: { reads: 'which header write is the request\'s own' },
+    [F.reqMethod]: { reads: 'the request line\'s start (to tell the buffer was not flushed)' },
     [F.reqUrl]: { reads: 'the request URL (its host, for the destination rules)' },
     [F.urlHost]: { reads: 'the destination host (for the destination rules)' },
     [F.pconn]: { reads: 'the destination address (for the destination rules)' },
@@ -105,7 +107,7 @@ export const writeUserProbe: ProbeDescriptor = {
     return encodeWriteUserConfig({
       flags: WriteUserFlags.GT_WU_ENABLED,
       treq_request: o[F.treqRequest] ?? 0,
-      req_header: o[F.reqHeader] ?? 0,
+      req_method: o[F.reqMethod] ?? 0,
       req_url: o[F.reqUrl] ?? 0,
       url_host: o[F.urlHost] ?? 0,
       pconn_conn: o[F.pconn] ?? 0,

@@ -300,8 +300,7 @@ export const HitSite = {
   GT_HIT_OTEL_SET_ATTRIBUTES: 65,
   GT_HIT_WU_CONN: 75,
   GT_HIT_WU_REQUEST_WRITE: 76,
-  GT_HIT_WU_HEADER_ENTRY: 77,
-  GT_HIT_WU_HEADER_RETURN: 78,
+  GT_HIT_WU_FIELDS_WRITTEN: 77,
 } as const;
 
 /** enum gt_http_client_event_flags */
@@ -2667,7 +2666,7 @@ export function encodeTcpOffsets(v: TcpOffsets, buf: Buffer = Buffer.alloc(24), 
 export interface WriteUserConfig {
   flags: number;
   treq_request: number;
-  req_header: number;
+  req_method: number;
   req_url: number;
   url_host: number;
   pconn_conn: number;
@@ -2682,7 +2681,7 @@ export const WRITE_USER_CONFIG_SIZE = 64;
 export const WriteUserConfigOffsets = {
   flags: 0,
   treq_request: 4,
-  req_header: 8,
+  req_method: 8,
   req_url: 12,
   url_host: 16,
   pconn_conn: 20,
@@ -2699,7 +2698,7 @@ export function decodeWriteUserConfig(buf: Buffer, off = 0): WriteUserConfig {
   return {
     flags: buf.readUInt32LE(off + 0),
     treq_request: buf.readUInt32LE(off + 4),
-    req_header: buf.readUInt32LE(off + 8),
+    req_method: buf.readUInt32LE(off + 8),
     req_url: buf.readUInt32LE(off + 12),
     url_host: buf.readUInt32LE(off + 16),
     pconn_conn: buf.readUInt32LE(off + 20),
@@ -2715,7 +2714,7 @@ export function decodeWriteUserConfig(buf: Buffer, off = 0): WriteUserConfig {
 export function encodeWriteUserConfig(v: WriteUserConfig, buf: Buffer = Buffer.alloc(64), off = 0): Buffer {
   buf.writeUInt32LE(v.flags, off + 0);
   buf.writeUInt32LE(v.treq_request, off + 4);
-  buf.writeUInt32LE(v.req_header, off + 8);
+  buf.writeUInt32LE(v.req_method, off + 8);
   buf.writeUInt32LE(v.req_url, off + 12);
   buf.writeUInt32LE(v.url_host, off + 16);
   buf.writeUInt32LE(v.pconn_conn, off + 20);

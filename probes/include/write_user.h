@@ -11,8 +11,8 @@
 enum gt_write_user_limits {
 	/* "Traceparent: 00-<32 hex>-<16 hex>-<2 hex>\r\n" */
 	GT_WU_LINE_LEN = 70,
-	/* header bytes of one request searched for a traceparent of its own;
-	 * a longer header block is not injected into */
+	/* header block bytes of one request (request line included) searched
+	 * for a traceparent of its own; a longer block is not injected into */
 	GT_WU_SCAN_MAX = 2048,
 	GT_WU_PENDING_MAX = 16384,
 };
@@ -21,7 +21,7 @@ enum gt_write_user_limits {
 struct gt_write_user_config {
 	__u32 flags;         /* enum gt_write_user_flags */
 	__u32 treq_request;  /* net/http.transportRequest.Request (the embedded *Request) */
-	__u32 req_header;    /* net/http.Request.Header (a map: one pointer) */
+	__u32 req_method;    /* net/http.Request.Method */
 	__u32 req_url;       /* net/http.Request.URL */
 	__u32 url_host;      /* net/url.URL.Host */
 	__u32 pconn_conn;    /* net/http.persistConn.conn (net.Conn) */
@@ -60,8 +60,7 @@ enum gt_write_user_result {
 enum gt_hit_site_write_user {
 	GT_HIT_WU_CONN = 75,
 	GT_HIT_WU_REQUEST_WRITE = 76,
-	GT_HIT_WU_HEADER_ENTRY = 77,
-	GT_HIT_WU_HEADER_RETURN = 78,
+	GT_HIT_WU_FIELDS_WRITTEN = 77,
 };
 
 GT_EXPORT_LAYOUTS(write_user,

@@ -13,26 +13,31 @@
  *
  * What is written, and where: net/http writes a request's header block into
  * its connection's bufio.Writer (persistConn.bw, 4 KiB by default) and
- * flushes it once the request is written. After the request's own header
- * fields (Header.writeSubset) and before the blank line, the line
+ * flushes it once the request is written. Right after Request.write's call
+ * of the request's own Header.writeSubset (the request line, Host,
+ * User-Agent, framing fields and the request's fields are in the buffer; the
+ * blank line that ends the block is not), the line
  * "Traceparent: 00-<trace id>-<client span id>-<flags>\r\n" is appended at
  * buf[n] and n is advanced by its length — only when
- *   - the request was marked by the net/http client probe (it has a span),
+ *   - the request was marked by the net/http client probe (it has a span)
+ *     and is still in flight,
  *   - its destination is not excluded (the socket-level injection's rules,
  *     gt_inject_excluded: --inject-allow, --inject-deny),
- *   - it is written through the connection's bufio.Writer (the one
- *     writeSubset is given) and the buffer was not flushed while the header
- *     fields were written (the request line at buf[0..16) is still there
- *     and n did not shrink), so that buf[n0..n) are exactly its fields,
- *   - none of those fields is a traceparent (case-insensitive name),
+ *   - it is written through the connection's bufio.Writer and the buffer
+ *     was not flushed meanwhile (the request line, "METHOD ", is still where
+ *     Request.write began and n did not shrink), so that buf[n0..n) is
+ *     exactly its header block so far,
+ *   - no line of it is a traceparent field (case-insensitive name),
  *   - GT_WU_LINE_LEN bytes fit in the buffer's spare capacity.
  * Otherwise nothing is written and the reason is counted (gt_wu_results).
  * Over TLS the buffer holds plaintext (tls.Conn is below bufio): this path
  * injects into HTTPS requests too, which a socket-level program cannot.
  *
- * Probed (each program quotes its function):
- *   persistConn.roundTrip entry (the site the client probe also uses: one
- *   trap for both), Request.write entry, Header.writeSubset entry and RETs. */
+ * Probed (each program quotes its function): persistConn.roundTrip entry
+ * (the site the client probe also uses: one trap for both), Request.write
+ * entry, and the instruction after Request.write's call of
+ * Header.writeSubset: two traps per request, none for a server's
+ * responses (which go through writeSubset too). */
 #include "../go/net/http/client/client.bpf.c"
 #include "write_user.h"
 
@@ -47,25 +52,23 @@ struct wu_req_key {
  * (Request.write). */
 struct wu_req {
 	struct gt_span_context span;
-	__u64 header; /* the request's Header map */
 	__u64 caller; /* the goroutine in roundTrip (its client probe record) */
 	__u32 allowed;
 	__u32 reserved;
 };
 
 enum wu_pending_state {
-	WU_WRITING = 1, /* in Request.write, before the header fields */
-	WU_FIELDS = 2,  /* in Header.writeSubset of the request's own fields */
+	WU_WRITING = 1, /* in Request.write, before its fields are written */
 };
 
 /* The writer goroutine's request being written. */
 struct wu_pending {
 	struct gt_span_context span;
-	__u64 header;
-	__u64 bw;      /* the *bufio.Writer */
-	__s64 n0;      /* bw.n when the fields began */
-	__u64 head[2]; /* buf[0..16) then: the request line's start */
-	__u32 state;   /* enum wu_pending_state */
+	__u64 bw;    /* the *bufio.Writer */
+	__s64 n0;    /* bw.n when Request.write began: where its request line starts */
+	__u64 line0; /* the request line's first bytes: "METHOD " (up to 8) */
+	__u64 mask0; /* which bytes of line0 are compared */
+	__u32 state; /* enum wu_pending_state */
 	__u32 reserved;
 };
 
@@ -207,8 +210,7 @@ int gt_wu_conn(struct pt_regs *ctx)
 		return 0;
 	struct wu_req r = { .span = st->span, .caller = key.goid };
 	struct wu_req_key k = { .tgid = key.tgid };
-	if (go_read_ptr(GO_ARG2(ctx), cfg->treq_request, &k.req) < 0 || !k.req ||
-	    go_read_ptr(k.req, cfg->req_header, &r.header) < 0)
+	if (go_read_ptr(GO_ARG2(ctx), cfg->treq_request, &k.req) < 0 || !k.req)
 		return 0;
 	/* the destination rules of the socket-level injection, with the
 	 * connection's peer address (over TLS too) and the URL's host */
@@ -258,48 +260,33 @@ int gt_wu_request_write(struct pt_regs *ctx)
 		wu_count(GT_WU_EXCLUDED);
 		return 0;
 	}
-	struct wu_pending p = {
-		.span = req.span, .header = req.header, .bw = GO_ARG3(ctx), .state = WU_WRITING
-	};
-	bpf_map_update_elem(&gt_wu_pending, &key, &p, BPF_ANY);
-	return 0;
-}
-
-/* func (h Header) writeSubset(w io.Writer, exclude map[string]bool,
- *                             trace *httptrace.ClientTrace) error
- *   h RAX, w RBX (itab), RCX (data). Servers write their responses' fields
- *   here too: only the writer goroutine's pending request, with its own
- *   Header map, is considered. */
-SEC("uprobe.multi")
-int gt_wu_header_entry(struct pt_regs *ctx)
-{
-	struct gt_goroutine_key key;
-	__u32 bin_id;
-	struct gt_write_user_config *cfg = gt_probe_enter(ctx, &gt_wu_config, &key, &bin_id,
-							  GT_HIT_WU_HEADER_ENTRY);
-	if (!cfg)
-		return 0;
-	struct wu_pending *p = bpf_map_lookup_elem(&gt_wu_pending, &key);
-	if (!p || p->state != WU_WRITING || p->header != GO_ARG1(ctx))
-		return 0;
-	if (p->bw != GO_ARG3(ctx)) {
-		/* Request.write wrapped a writer that is not an io.ByteWriter */
-		wu_count(GT_WU_NOT_BUFFERED);
-		bpf_map_delete_elem(&gt_wu_pending, &key);
-		return 0;
-	}
+	struct wu_pending p = { .span = req.span, .bw = GO_ARG3(ctx), .state = WU_WRITING };
 	struct go_slice buf = {};
-	__s64 n = 0;
-	if (bpf_probe_read_user(&buf, sizeof(buf), (void *)(p->bw + cfg->bufio_buf)) < 0 ||
-	    bpf_probe_read_user(&n, sizeof(n), (void *)(p->bw + cfg->bufio_n)) < 0 || !buf.ptr ||
-	    buf.len != buf.cap || n < 16 || n > buf.len ||
-	    bpf_probe_read_user(p->head, sizeof(p->head), (void *)buf.ptr) < 0) {
+	struct go_string method = {};
+	if (bpf_probe_read_user(&buf, sizeof(buf), (void *)(p.bw + cfg->bufio_buf)) < 0 ||
+	    bpf_probe_read_user(&p.n0, sizeof(p.n0), (void *)(p.bw + cfg->bufio_n)) < 0 || !buf.ptr ||
+	    buf.len != buf.cap || p.n0 < 0 || p.n0 > buf.len ||
+	    bpf_probe_read_user(&method, sizeof(method), (void *)(k.req + cfg->req_method)) < 0) {
+		/* Request.write wraps a writer that is not an io.ByteWriter */
 		wu_count(GT_WU_NOT_BUFFERED);
-		bpf_map_delete_elem(&gt_wu_pending, &key);
 		return 0;
 	}
-	p->n0 = n;
-	p->state = WU_FIELDS;
+	/* the request line starts with the method and a space ("GET" when
+	 * empty), compared as one little-endian word of up to 8 bytes */
+	__u64 w = 0x20544547; /* "GET " */
+	__u32 mlen = 4;
+	if (method.len > 0) {
+		__u32 m = method.len > 8 ? 8 : (__u32)method.len;
+		w = 0;
+		if (bpf_probe_read_user(&w, m & 15, (void *)method.ptr) < 0)
+			return 0;
+		if (m < 8)
+			w |= (__u64)' ' << (8 * m);
+		mlen = m < 8 ? m + 1 : 8;
+	}
+	p.mask0 = mlen >= 8 ? ~0ULL : (1ULL << (8 * mlen)) - 1;
+	p.line0 = w & p.mask0;
+	bpf_map_update_elem(&gt_wu_pending, &key, &p, BPF_ANY);
 	return 0;
 }
 
@@ -310,12 +297,12 @@ static __always_inline int wu_inject(const struct gt_write_user_config *cfg, con
 {
 	struct go_slice buf = {};
 	__s64 n = 0;
-	__u64 head[2] = {};
+	__u64 head = 0;
 	if (bpf_probe_read_user(&buf, sizeof(buf), (void *)(p->bw + cfg->bufio_buf)) < 0 ||
 	    bpf_probe_read_user(&n, sizeof(n), (void *)(p->bw + cfg->bufio_n)) < 0 ||
-	    bpf_probe_read_user(head, sizeof(head), (void *)buf.ptr) < 0)
+	    bpf_probe_read_user(&head, sizeof(head), (void *)(buf.ptr + p->n0)) < 0)
 		return -1;
-	if (n < p->n0 || n > buf.len || head[0] != p->head[0] || head[1] != p->head[1])
+	if (n < p->n0 + 8 || n > buf.len || (head & p->mask0) != p->line0)
 		return GT_WU_FLUSHED;
 	__s64 fields = n - p->n0;
 	if (fields > GT_WU_SCAN_MAX)
@@ -346,20 +333,20 @@ static __always_inline int wu_inject(const struct gt_write_user_config *cfg, con
 #endif
 }
 
-/* Header.writeSubset, at each RET (error RAX, RBX): the request's own
- * fields are in the buffer, the blank line that ends the header block is
- * not. */
+/* Request.write, right after its call of r.Header.writeSubset(w, ...)
+ * (the call's error in RAX, RBX): the request's fields are in the buffer,
+ * the blank line that ends the block is not. */
 SEC("uprobe.multi")
-int gt_wu_header_return(struct pt_regs *ctx)
+int gt_wu_fields_written(struct pt_regs *ctx)
 {
 	struct gt_goroutine_key key;
 	__u32 bin_id;
 	struct gt_write_user_config *cfg = gt_probe_enter(ctx, &gt_wu_config, &key, &bin_id,
-							  GT_HIT_WU_HEADER_RETURN);
+							  GT_HIT_WU_FIELDS_WRITTEN);
 	if (!cfg)
 		return 0;
 	struct wu_pending *p = bpf_map_lookup_elem(&gt_wu_pending, &key);
-	if (!p || p->state != WU_FIELDS)
+	if (!p || p->state != WU_WRITING)
 		return 0;
 	__u32 zero = 0;
 	struct wu_scratch *s = bpf_map_lookup_elem(&gt_wu_scratch, &zero);
