@@ -2,6 +2,7 @@
  * The agent: loads the probes once, finds Go processes, attaches per binary,
  * turns events into spans and exports them. One instance per node.
  */
+import { matchesGlob } from 'node:path';
 import type { Resource } from '@opentelemetry/resources';
 import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-base';
 import { BpfRuntime, type MapSizes } from './bpf-runtime.ts';
@@ -222,7 +223,7 @@ export class Agent implements MetricsSource {
       this.processExited(decodeEventHeader(buf, off).tgid);
     });
     const events = this.rt.attachProcessEvents();
-    this.propagation = new HeaderPropagation(this.rt.obj, this.opts.propagation ?? {}, this.log);
+    this.propagation = new HeaderPropagation(this.rt.obj, this.opts.propagation ?? {}, this.log, this.rt.injectionRefused);
     // before anything is exported, so that the exporter's first connection is known
     if (this.opts.skipOwnRequests ?? true) this.rt.trackOwnConnections(process.pid);
     this.rt.start(this.eventContext(), { intervalMs: this.opts.consumeIntervalMs });
@@ -378,7 +379,7 @@ export class Agent implements MetricsSource {
     // consumed: that process is traced already. Releasing and attaching it
     // again would leave it untraced mid-request and its binary attached twice.
     if (t && ev.time_ns < t.judgedAtNs) {
-      this.rt!.traceProcess(pid, fileKeyOf(t.info.key));
+      this.rt!.traceProcess(pid, fileKeyOf(t.info.key), this.noInject(t.info.exe));
       this.rt!.decided(pid, true);
       return;
     }
@@ -388,7 +389,7 @@ export class Agent implements MetricsSource {
       // stays traced; the exec hook took it off the allow-list.
       const now = this.discovery.currentKey(pid);
       if (now && keyString(now) === keyString(t.info.key)) {
-        this.rt!.traceProcess(pid, fileKeyOf(t.info.key));
+        this.rt!.traceProcess(pid, fileKeyOf(t.info.key), this.noInject(t.info.exe));
         this.rt!.decided(pid, true);
         return;
       }
@@ -601,7 +602,7 @@ export class Agent implements MetricsSource {
     this.notSelected.delete(pid);
     const resource = this.resourceOf(info);
     // allow-list first, so that no event of this process is missed once the links exist
-    this.rt!.traceProcess(pid, fileKeyOf(info.key));
+    this.rt!.traceProcess(pid, fileKeyOf(info.key), this.noInject(info.exe));
     const b = this.attach!.addProcess(pid, info.key, info.exePath, info.exe);
     if (b.handles.length === 0) {
       this.rt!.untraceProcess(pid);
@@ -693,6 +694,11 @@ export class Agent implements MetricsSource {
   /** The dry-run injection's last line for process `pid` (tests; undefined unless the dry-run build runs). */
   writeUserLastLine(pid: number): string | undefined {
     return this.writeUser?.lastDryRunLine(pid);
+  }
+
+  /** Whether a traced process's requests must go without a traceparent header (`--no-inject-exe`). */
+  private noInject(exe: string): boolean {
+    return (this.opts.propagation?.excludeExe ?? []).some((g) => g === exe || matchesGlob(exe, g));
   }
 
   /** What is traced right now, per binary and probe, with the reason for every probe that is not attached. */

@@ -17,6 +17,9 @@ import type { EventContext, ProbeDescriptor } from '../probes/types.ts';
 import type { Logger } from '../util/log.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+/** The socket-level header injection programs (probes/inject/): optional, left out when the kernel refuses them. */
+const INJECT_PROGRAMS = [BpfPrograms.gt_inject_msg, BpfPrograms.gt_inject_sockops] as const;
+
 export const DEFAULT_BPF_OBJECT = join(root, 'build', 'probes', 'gotrail.bpf.o');
 
 export interface MapSizes {
@@ -98,6 +101,9 @@ export class BpfRuntime {
   /** Probes whose programs the kernel refused, with the reason: the others run without them. */
   readonly disabledProbes = new Map<string, string>();
 
+  /** Why the socket programs of header injection were refused by the kernel (then left out), if they were. */
+  injectionRefused: string | undefined;
+
   /**
    * Loads the object; when the kernel refuses one program (a verifier that
    * is older or stricter than ours, a missing helper), the probe owning it
@@ -120,6 +126,13 @@ export class BpfRuntime {
         const text = `${(e as Error).message}\n${(e as { log?: string }).log ?? ''}`;
         const prog = /prog '([^']+)': (?:BPF program load failed|failed to load)/.exec(text)?.[1];
         const owner = prog ? probes.find((p) => (programsOf(p) as string[]).includes(prog)) : undefined;
+        if (prog && !owner && !skipped.has(prog) && (INJECT_PROGRAMS as readonly string[]).includes(prog)) {
+          // header injection is optional: the rest loads without it
+          this.injectionRefused = `the kernel refused its BPF program ${prog}: ${(e as Error).message.split('\n')[0]}`;
+          for (const q of INJECT_PROGRAMS) skipped.add(q);
+          this.log.error('traceparent injection disabled', { reason: this.injectionRefused });
+          continue;
+        }
         if (!prog || !owner || skipped.has(prog)) throw e;
         const reason = `the kernel refused its BPF program ${prog}: ${(e as Error).message.split('\n')[0]}`;
         this.disabledProbes.set(owner.id, reason);
@@ -220,12 +233,13 @@ export class BpfRuntime {
   /**
    * Allows process `tgid` in BPF. `file`: the executable it was judged on
    * (kernel encoding, see file-identity.ts), so that the exec hook keeps the
-   * decision when the process execs that very file afterwards.
+   * decision when the process execs that very file afterwards. `noInject`:
+   * its connections never get a traceparent header (`--no-inject-exe`).
    */
-  traceProcess(tgid: number, file?: FileKey): void {
+  traceProcess(tgid: number, file?: FileKey, noInject = false): void {
     this.debugNote('trace', { tgid });
     this.obj.mapUpdate(BpfMaps.gt_processes, u32key(tgid), encodeProcessInfo({
-      flags: ProcessFlags.GT_PROCESS_TRACED, reserved: 0, file_dev: file?.dev ?? 0n, file_ino: file?.ino ?? 0n,
+      flags: ProcessFlags.GT_PROCESS_TRACED | (noInject ? ProcessFlags.GT_PROCESS_NO_INJECT : 0), reserved: 0, file_dev: file?.dev ?? 0n, file_ino: file?.ino ?? 0n,
     }));
   }
 

@@ -23,6 +23,8 @@ export interface PropagationOptions {
   allow?: readonly string[];
   /** Destinations that never get the header, as for `allow`; deny wins over allow. Default: none. */
   deny?: readonly string[];
+  /** Executables (path globs, as `--exclude-exe`) that are traced but whose requests never get the header. Default: none. */
+  excludeExe?: readonly string[];
   /**
    * Link a client span to the server span of the same connection when both
    * ends are on this node. Default true; off, only a received traceparent
@@ -53,10 +55,11 @@ export function parseDestination(entry: string): DestinationRule[] {
       addr[11] = 0xff;
       ip.split('.').forEach((o, i) => (addr[12 + i] = Number(o)));
     } else {
-      const [head, tail = ''] = ip.includes('::') ? ip.split('::') : [ip, undefined];
-      const h = head ? head.split(':') : [];
-      const t = tail ? tail.split(':') : [];
-      const groups = ip.includes('::') ? [...h, ...Array(8 - h.length - t.length).fill('0'), ...t] : h;
+      const halves: string[] = ip.split('::');
+      const h: string[] = halves[0] ? halves[0].split(':') : [];
+      const t: string[] = halves[1] ? halves[1].split(':') : [];
+      const fill: string[] = new Array<string>(Math.max(0, 8 - h.length - t.length)).fill('0');
+      const groups: string[] = halves.length > 1 ? [...h, ...fill, ...t] : h;
       if (groups.length !== 8 || groups.some((g) => g.includes('.'))) throw new Error(`destination "${entry}": IPv6 address not supported in this form`);
       groups.forEach((g, i) => addr.writeUInt16BE(parseInt(g || '0', 16), 2 * i));
     }
@@ -101,7 +104,8 @@ export class HeaderPropagation {
   readonly status: PropagationStatus;
   private readonly obj: BpfObject;
 
-  constructor(obj: BpfObject, opts: PropagationOptions, log: Logger) {
+  /** `refused`: why the kernel refused the injection programs at load, if it did. */
+  constructor(obj: BpfObject, opts: PropagationOptions, log: Logger, refused?: string) {
     this.obj = obj;
     const localLinking = opts.localLinking ?? true;
     this.status = { injection: 'off', localLinking, allow: opts.allow ?? [], deny: opts.deny ?? [] };
@@ -144,6 +148,7 @@ export class HeaderPropagation {
     const cgroup = opts.cgroupPath ?? cgroup2Root();
     this.status.cgroup = cgroup;
     try {
+      if (refused) throw new Error(refused);
       if (!cgroup) throw new Error('no cgroup v2 hierarchy is mounted');
       // the sk_msg program first: a connection entering the sockmap is then
       // handled from its first send

@@ -106,6 +106,7 @@ Agent:
   --inject-allow DEST    only destinations matching a DEST get the header: a CIDR,
                          host name, *.domain or * (repeatable; default: all)
   --inject-deny DEST     destinations that never get the header (repeatable)
+  --no-inject-exe GLOB   traced executables whose requests never get the header
   --no-local-linking     do not link client and server spans of this node by their
                          connection: only a received traceparent links
   --log-level LEVEL      debug, info (default), warn, error
@@ -174,6 +175,7 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
       'no-inject-traceparent': { type: 'boolean' },
       'inject-allow': { type: 'string', multiple: true },
       'inject-deny': { type: 'string', multiple: true },
+      'no-inject-exe': { type: 'string', multiple: true },
       'no-local-linking': { type: 'boolean' },
       'no-default-excludes': { type: 'boolean' },
       kubernetes: { type: 'string' },

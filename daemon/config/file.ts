@@ -117,6 +117,8 @@ export const configFileSchema = z.strictObject({
     allow: z.array(z.string().min(1, 'expected a CIDR, host name, *.domain or *')),
     /** destinations that never get the header (--inject-deny) */
     deny: z.array(z.string().min(1, 'expected a CIDR, host name, *.domain or *')),
+    /** executables traced whose requests get no header (--no-inject-exe) */
+    excludeExe: globs,
     /** false: client and server spans of this node are not linked by connection (--no-local-linking) */
     localLinking: z.boolean({ error: (i) => `expected true or false, got ${describe(i.input)}` }),
   }).partial(),

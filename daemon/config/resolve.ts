@@ -30,6 +30,7 @@ export interface RunFlags {
   'no-inject-traceparent'?: boolean;
   'inject-allow'?: string[];
   'inject-deny'?: string[];
+  'no-inject-exe'?: string[];
   'no-local-linking'?: boolean;
   kubernetes?: string;
   exporter?: string;
@@ -256,6 +257,7 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
     inject: pick('propagation.inject', 'no-inject-traceparent', flags['no-inject-traceparent'] ? false : undefined, file.propagation?.inject) ?? true,
     allow: pick('propagation.allow', 'inject-allow', flags['inject-allow'], file.propagation?.allow) ?? [],
     deny: pick('propagation.deny', 'inject-deny', flags['inject-deny'], file.propagation?.deny) ?? [],
+    excludeExe: pick('propagation.excludeExe', 'no-inject-exe', flags['no-inject-exe'], file.propagation?.excludeExe) ?? [],
     localLinking: pick('propagation.localLinking', 'no-local-linking', flags['no-local-linking'] ? false : undefined, file.propagation?.localLinking) ?? true,
   };
   for (const [flag, list] of [['inject-allow', propagation.allow], ['inject-deny', propagation.deny]] as const) {

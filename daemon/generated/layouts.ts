@@ -434,6 +434,13 @@ export const InjectOutcome = {
   GT_INJECT_OUT_MAX: 16,
 } as const;
 
+/** enum gt_inject_pending_flags */
+export const InjectPendingFlags = {
+  GT_INJECT_PENDING_CIDR_ALLOWED: 1,
+  GT_INJECT_PENDING_HOST_LONG: 2,
+  GT_INJECT_PENDING_HOST_UNREAD: 4,
+} as const;
+
 /** enum gt_inject_proto */
 export const InjectProto = {
   GT_INJECT_PROTO_HTTP1: 1,
@@ -503,6 +510,7 @@ export const ProcessEventLimits = {
 /** enum gt_process_flags */
 export const ProcessFlags = {
   GT_PROCESS_TRACED: 1,
+  GT_PROCESS_NO_INJECT: 2,
 } as const;
 
 /** enum gt_redis_event_flags */
@@ -1750,39 +1758,43 @@ export function encodeInjectHostKey(v: InjectHostKey, buf: Buffer = Buffer.alloc
   return buf;
 }
 
-/** struct gt_inject_pending (56 bytes) */
+/** struct gt_inject_pending (120 bytes) */
 export interface InjectPending {
   span: SpanContext;
   marked_ns: bigint;
   proto: number;
-  reserved: number;
+  flags: number;
+  host: Buffer;
 }
 
-export const INJECT_PENDING_SIZE = 56;
+export const INJECT_PENDING_SIZE = 120;
 export const InjectPendingOffsets = {
   span: 0,
   marked_ns: 40,
   proto: 48,
-  reserved: 52,
+  flags: 52,
+  host: 56,
 } as const;
 
 /** Decodes struct gt_inject_pending at `off`; byte arrays are views into `buf`, not copies. */
 export function decodeInjectPending(buf: Buffer, off = 0): InjectPending {
-  if (off + 56 > buf.length) throw new RangeError(`gt_inject_pending: need 56 bytes at ${off}, have ${buf.length - off}`);
+  if (off + 120 > buf.length) throw new RangeError(`gt_inject_pending: need 120 bytes at ${off}, have ${buf.length - off}`);
   return {
     span: decodeSpanContext(buf, off + 0),
     marked_ns: buf.readBigUInt64LE(off + 40),
     proto: buf.readUInt32LE(off + 48),
-    reserved: buf.readUInt32LE(off + 52),
+    flags: buf.readUInt32LE(off + 52),
+    host: buf.subarray(off + 56, off + 56 + 64),
   };
 }
 
 /** Encodes struct gt_inject_pending into `buf` at `off` (a new zeroed buffer by default). */
-export function encodeInjectPending(v: InjectPending, buf: Buffer = Buffer.alloc(56), off = 0): Buffer {
+export function encodeInjectPending(v: InjectPending, buf: Buffer = Buffer.alloc(120), off = 0): Buffer {
   encodeSpanContext(v.span, buf, off + 0);
   buf.writeBigUInt64LE(v.marked_ns, off + 40);
   buf.writeUInt32LE(v.proto, off + 48);
-  buf.writeUInt32LE(v.reserved, off + 52);
+  buf.writeUInt32LE(v.flags, off + 52);
+  buf.fill(0, off + 56, off + 56 + 64); v.host.copy(buf, off + 56, 0, Math.min(v.host.length, 64));
   return buf;
 }
 

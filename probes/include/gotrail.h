@@ -68,6 +68,9 @@ struct gt_process_info {
 
 enum gt_process_flags {
 	GT_PROCESS_TRACED = 1,
+	/* traced, but its outgoing requests get no traceparent header
+	 * (`--no-inject-exe`; probes/inject/inject.bpf.c) */
+	GT_PROCESS_NO_INJECT = 2,
 };
 
 /* Key of in-flight state: goroutines are the unit of Go concurrency, so

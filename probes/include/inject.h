@@ -18,24 +18,12 @@
 
 #include "go_abi.h"
 
-/* Open-coded iterators (kernel 6.4): the verifier checks a loop body once
- * per distinct state instead of once per iteration, so byte scans of a few
- * KiB stay within its limits. GT_FOR(it, i, n) runs i = 0 … n-1; call
- * bpf_iter_num_destroy(&it) after the loop. */
-extern int bpf_iter_num_new(struct bpf_iter_num *it, int start, int end) __ksym;
-extern int *bpf_iter_num_next(struct bpf_iter_num *it) __ksym;
-extern void bpf_iter_num_destroy(struct bpf_iter_num *it) __ksym;
-
-#define GT_FOR(it, i, n)                                                           \
-	for (int *___ip = (bpf_iter_num_new(&(it), 0, (n)), bpf_iter_num_next(&(it))); \
-	     ___ip && ((i) = *___ip, (i) >= 0 && (i) < (n)); ___ip = bpf_iter_num_next(&(it)))
-
 enum gt_inject_limits {
-	GT_INJECT_HOST_MAX = 64,      /* bytes of a host name compared to host rules */
+	GT_INJECT_HOST_MAX = 64,       /* bytes of a host name compared to host rules */
 	GT_INJECT_HOST_LABELS_MAX = 8, /* parent domains of a host looked up for `*.domain` rules */
 	GT_INJECT_CONNS_MAX = 65536,   /* connections of traced processes in the sockmap */
 	GT_INJECT_PENDING_MAX = 16384,
-	GT_INJECT_RULES_MAX = 1024,   /* CIDRs per list; host rules */
+	GT_INJECT_RULES_MAX = 1024, /* CIDRs per list; host rules */
 };
 
 /* What gt_inject_pending's record is for: the sk_msg program dispatches on
@@ -48,7 +36,17 @@ struct gt_inject_pending {
 	struct gt_span_context span;
 	__u64 marked_ns;
 	__u32 proto; /* enum gt_inject_proto */
-	__u32 reserved;
+	__u32 flags; /* enum gt_inject_pending_flags */
+	/* the request's host as the program named it (URL.Host: "name[:port]"),
+	 * zero-padded, for host rules: matched by the sk_msg program, so that
+	 * client probes need no loops (kernels without open-coded iterators) */
+	char host[GT_INJECT_HOST_MAX];
+};
+
+enum gt_inject_pending_flags {
+	GT_INJECT_PENDING_CIDR_ALLOWED = 1, /* the peer address is on the allow list */
+	GT_INJECT_PENDING_HOST_LONG = 2,    /* URL.Host longer than `host` holds */
+	GT_INJECT_PENDING_HOST_UNREAD = 4,  /* URL.Host could not be read: treated as denied */
 };
 
 /* Node-wide switches (one slot, set by user space). */
@@ -64,8 +62,8 @@ enum gt_inject_flags {
 	GT_INJECT_ALLOW_LIST = 2,
 	/* host rules are configured: the request's URL host is looked up */
 	GT_INJECT_HOST_RULES = 4,
-	/* deny CIDRs are configured (a destination whose address is unknown is
-	 * then denied) */
+	/* deny CIDRs are configured: the bpf_probe_write_user injection
+	 * (probes/write-user/) denies a destination whose address it cannot read */
 	GT_INJECT_DENY_CIDRS = 8,
 };
 
@@ -92,15 +90,17 @@ struct gt_inject_cidr_key {
 /* Outcomes, one counter each (gt_inject_counters, exposed as the metric
  * gotrail_propagation_inject_total{outcome}). */
 enum gt_inject_outcome {
-	GT_INJECT_OUT_INJECTED = 0,      /* header inserted */
-	GT_INJECT_OUT_MARKED = 1,        /* not a loss: a request marked for injection */
-	GT_INJECT_OUT_DENIED = 2,        /* not a loss: destination on the deny list */
-	GT_INJECT_OUT_NOT_ALLOWED = 3,   /* not a loss: destination not on the allow list */
-	GT_INJECT_OUT_NOT_IN_SOCKMAP = 4, /* the connection is not in the sockmap (opened before gotrail, or before its process was traced) */
+	GT_INJECT_OUT_INJECTED = 0,    /* header inserted */
+	GT_INJECT_OUT_MARKED = 1,      /* not a loss: a request marked for injection */
+	GT_INJECT_OUT_DENIED = 2,      /* not a loss: destination on the deny list */
+	GT_INJECT_OUT_NOT_ALLOWED = 3, /* not a loss: destination not on the allow list */
+	GT_INJECT_OUT_NOT_IN_SOCKMAP =
+		4, /* the connection is not in the sockmap (opened before gotrail, or before its process was traced) */
 	GT_INJECT_OUT_STORE_FAILED = 5,  /* pending map full */
 	GT_INJECT_OUT_NOT_A_REQUEST = 6, /* the next send was not an HTTP/1.x request line */
 	GT_INJECT_OUT_PRESENT = 7,       /* not a loss: the request already carries traceparent */
-	GT_INJECT_OUT_HEADER_INCOMPLETE = 8, /* the header block does not end within the first send (or the scan limit) */
+	GT_INJECT_OUT_HEADER_INCOMPLETE =
+		8, /* the header block does not end within the first send (or the scan limit) */
 	GT_INJECT_OUT_PULL_FAILED = 9,   /* bpf_msg_pull_data failed */
 	GT_INJECT_OUT_PUSH_FAILED = 10,  /* bpf_msg_push_data failed (no room) */
 	GT_INJECT_OUT_NOT_SENT = 11,     /* the request ended with its mark never taken by a send */
@@ -176,102 +176,21 @@ static __always_inline __u32 gt_inject_flags(void)
 	return s ? s->flags : 0;
 }
 
-/* The host rules naming `host` (a Go string: URL.Host, "name[:port]"), as
- * enum gt_inject_host_rule bits: the exact name's, and the _SUBDOMAINS bits
- * of its parent domains. A name too long to compare counts as denied (a
- * header never leaks through a limit). */
-static __always_inline __u32 gt_inject_host_rules(__u64 host_ptr, __s64 host_len)
-{
-	/* twice the compared length: a parent domain is read as the 64 bytes
-	 * at its offset, the zeroed tail padding the key */
-	char buf[2 * GT_INJECT_HOST_MAX] = {};
-	struct gt_inject_host_key key;
-	if (host_len <= 0)
-		return 0;
-	/* a longer name may still be short enough once its port is cut */
-	__u32 n = host_len > GT_INJECT_HOST_MAX ? GT_INJECT_HOST_MAX : (__u32)host_len;
-	if (bpf_probe_read_user(buf, n, (void *)host_ptr) < 0)
-		return GT_INJECT_HOST_DENY;
-	if (buf[0] == '[') /* an IPv6 literal: the CIDR rules apply */
-		return 0;
-	/* lower case, and the port (or anything after the name) zeroed */
-	int len = GT_INJECT_HOST_MAX, i;
-	struct bpf_iter_num it0;
-	GT_FOR(it0, i, GT_INJECT_HOST_MAX) {
-		char *c = buf + (i & (GT_INJECT_HOST_MAX - 1));
-		if (len == GT_INJECT_HOST_MAX && (*c == 0 || *c == ':'))
-			len = i;
-		if (len != GT_INJECT_HOST_MAX)
-			*c = 0;
-		else if (*c >= 'A' && *c <= 'Z')
-			*c += 'a' - 'A';
-	}
-	bpf_iter_num_destroy(&it0);
-	if (len >= GT_INJECT_HOST_MAX)
-		return GT_INJECT_HOST_DENY;
-	__u32 bits = 0;
-	__builtin_memcpy(key.name, buf, GT_INJECT_HOST_MAX);
-	__u32 *v = bpf_map_lookup_elem(&gt_inject_hosts, &key);
-	if (v)
-		bits |= *v & (GT_INJECT_HOST_ALLOW | GT_INJECT_HOST_DENY);
-	/* each parent domain: the name after each dot */
-	int labels = 0;
-	struct bpf_iter_num it1;
-	GT_FOR(it1, i, GT_INJECT_HOST_MAX - 1) {
-		if (i >= len)
-			break;
-		if (buf[i & (GT_INJECT_HOST_MAX - 1)] != '.')
-			continue;
-		if (++labels > GT_INJECT_HOST_LABELS_MAX)
-			break;
-		if (bpf_probe_read_kernel(key.name, GT_INJECT_HOST_MAX, buf + ((i + 1) & (GT_INJECT_HOST_MAX - 1))) < 0)
-			break;
-		v = bpf_map_lookup_elem(&gt_inject_hosts, &key);
-		if (v)
-			bits |= *v & (GT_INJECT_HOST_ALLOW_SUBDOMAINS | GT_INJECT_HOST_DENY_SUBDOMAINS);
-	}
-	bpf_iter_num_destroy(&it1);
-	return bits;
-}
-
-/* The destination rules for a request to address `server_ip` (16 bytes,
- * IPv4-mapped; 0: unknown) and URL host `host_ptr`/`host_len`: 0 when it may
- * carry the header, else the outcome that excludes it (DENIED,
- * NOT_ALLOWED). An unknown address matches no CIDR: it is excluded when any
- * CIDR could deny it, so that a header never leaks for want of an address.
- * Shared with the bpf_probe_write_user injection (probes/write-user/).
- * Counts nothing. */
-static __always_inline __u32 gt_inject_excluded(__u32 flags, const __u8 *server_ip, __u64 host_ptr,
-						__s64 host_len)
-{
-	struct gt_inject_cidr_key ck = { .prefixlen = 128 };
-	if (server_ip)
-		__builtin_memcpy(ck.addr, server_ip, 16);
-	__u32 hosts = (flags & GT_INJECT_HOST_RULES) ? gt_inject_host_rules(host_ptr, host_len) : 0;
-	if ((server_ip ? bpf_map_lookup_elem(&gt_inject_deny_cidrs, &ck) != 0
-		       : (flags & GT_INJECT_DENY_CIDRS) != 0) ||
-	    (hosts & (GT_INJECT_HOST_DENY | GT_INJECT_HOST_DENY_SUBDOMAINS)))
-		return GT_INJECT_OUT_DENIED;
-	if ((flags & GT_INJECT_ALLOW_LIST) &&
-	    !(hosts & (GT_INJECT_HOST_ALLOW | GT_INJECT_HOST_ALLOW_SUBDOMAINS)) &&
-	    !(server_ip && bpf_map_lookup_elem(&gt_inject_allow_cidrs, &ck)))
-		return GT_INJECT_OUT_NOT_ALLOWED;
-	return 0;
-}
-
 /* Marks the next request sent on connection `k` (client side's view) to
- * carry `span` as its traceparent, unless the destination is excluded (by
- * its address `k->server_ip`, or its host name: URL.Host at host_ptr,
- * host_len) or the connection is not in the sockmap. True when marked. */
+ * carry `span` as its traceparent, unless the destination is excluded by its
+ * address (`k->server_ip`) or the connection is not in the sockmap. The
+ * host name (URL.Host at host_ptr, host_len) is kept for the host rules,
+ * which the sk_msg program applies. True when marked. */
 static __always_inline bool gt_inject_mark(const struct gt_conn_key *k, const struct gt_span_context *span,
 					   __u32 proto, __u64 host_ptr, __s64 host_len)
 {
 	__u32 flags = gt_inject_flags();
 	if (!(flags & GT_INJECT_ENABLED))
 		return false;
-	__u32 excluded = gt_inject_excluded(flags, k->server_ip, host_ptr, host_len);
-	if (excluded) {
-		gt_inject_count(excluded);
+	struct gt_inject_cidr_key ck = { .prefixlen = 128 };
+	__builtin_memcpy(ck.addr, k->server_ip, 16);
+	if (bpf_map_lookup_elem(&gt_inject_deny_cidrs, &ck)) {
+		gt_inject_count(GT_INJECT_OUT_DENIED);
 		return false;
 	}
 	if (!bpf_map_lookup_elem(&gt_inject_conns, k)) {
@@ -279,6 +198,15 @@ static __always_inline bool gt_inject_mark(const struct gt_conn_key *k, const st
 		return false;
 	}
 	struct gt_inject_pending p = { .span = *span, .marked_ns = bpf_ktime_get_ns(), .proto = proto };
+	if ((flags & GT_INJECT_ALLOW_LIST) && bpf_map_lookup_elem(&gt_inject_allow_cidrs, &ck))
+		p.flags |= GT_INJECT_PENDING_CIDR_ALLOWED;
+	if ((flags & GT_INJECT_HOST_RULES) && host_len > 0) {
+		if (host_len > GT_INJECT_HOST_MAX)
+			p.flags |= GT_INJECT_PENDING_HOST_LONG;
+		__u32 n = host_len > GT_INJECT_HOST_MAX ? GT_INJECT_HOST_MAX : (__u32)host_len;
+		if (bpf_probe_read_user(p.host, n, (void *)host_ptr) < 0)
+			p.flags |= GT_INJECT_PENDING_HOST_UNREAD;
+	}
 	if (bpf_map_update_elem(&gt_inject_pending, k, &p, BPF_ANY) < 0) {
 		gt_inject_count(GT_INJECT_OUT_STORE_FAILED);
 		return false;

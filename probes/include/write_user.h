@@ -45,8 +45,8 @@ enum gt_write_user_result {
 	GT_WU_WOULD_INJECT = 1,
 	GT_WU_HAS_TRACEPARENT = 2, /* the request carries its own traceparent */
 	GT_WU_NO_ROOM = 3,         /* the buffer has fewer than GT_WU_LINE_LEN spare bytes */
-	/* the destination rules exclude it (--inject-allow, --inject-deny; see
-	 * gt_inject_excluded) */
+	/* the destination rules exclude it (--inject-allow, --inject-deny), or
+	 * its process (--no-inject-exe) */
 	GT_WU_EXCLUDED = 4,
 	/* the buffer was flushed while the headers were written: what it holds
 	 * is not this request's header block, which cannot be checked */

@@ -32,6 +32,18 @@
 #include "inject.h"
 #include <bpf/bpf_endian.h>
 
+/* Open-coded iterators (kernel 6.4): the verifier checks a loop body once
+ * per distinct state instead of once per iteration, so byte scans of a few
+ * KiB stay within its limits. GT_FOR(it, i, n) runs i = 0 … n-1; call
+ * bpf_iter_num_destroy(&it) after the loop. */
+extern int bpf_iter_num_new(struct bpf_iter_num *it, int start, int end) __ksym;
+extern int *bpf_iter_num_next(struct bpf_iter_num *it) __ksym;
+extern void bpf_iter_num_destroy(struct bpf_iter_num *it) __ksym;
+
+#define GT_FOR(it, i, n)                                                               \
+	for (int *___ip = (bpf_iter_num_new(&(it), 0, (n)), bpf_iter_num_next(&(it))); \
+	     ___ip && ((i) = *___ip, (i) >= 0 && (i) < (n)); ___ip = bpf_iter_num_next(&(it)))
+
 #define GT_AF_INET_  2
 #define GT_AF_INET6_ 10
 
@@ -39,7 +51,7 @@ enum gt_inject_http1_limits {
 	/* bytes of a send searched for the request line and header block:
 	 * Go's bufio.Writer for a connection holds 4096 */
 	GT_INJECT_SCAN_MAX = 4096,
-	GT_INJECT_LINE_MAX = 2048, /* request line, with the target */
+	GT_INJECT_LINE_MAX = 2048,      /* request line, with the target */
 	GT_INJECT_TRACEPARENT_LEN = 70, /* "traceparent: " + 55 + CRLF */
 };
 
@@ -53,6 +65,7 @@ GT_EXPORT_LAYOUTS(inject,
 	enum gt_inject_flags flags;
 	enum gt_inject_host_rule host_rule;
 	enum gt_inject_outcome outcome;
+	enum gt_inject_pending_flags pending_flags;
 	enum gt_inject_http1_limits http1_limits;
 	enum gt_link_flags link_flags;
 );
@@ -83,26 +96,26 @@ static __always_inline void mapped4(__u8 ip[16], __u32 a)
 /* The connection's key as the client's gt_conn_key_of sees it: local =
  * client. Ports: local in host order, remote in network order in the
  * upper half of the field (as the kernel converts it for both contexts). */
-#define GT_INJECT_KEY_OF(ctx, k)                                                        \
-	({                                                                              \
-		int _r = 0;                                                             \
-		if ((ctx)->family == GT_AF_INET_) {                                     \
-			mapped4((k)->client_ip, (ctx)->local_ip4);                      \
-			mapped4((k)->server_ip, (ctx)->remote_ip4);                     \
-		} else if ((ctx)->family == GT_AF_INET6_) {                             \
-			__u32 _a[4] = { (ctx)->local_ip6[0], (ctx)->local_ip6[1],        \
-					(ctx)->local_ip6[2], (ctx)->local_ip6[3] };      \
-			__u32 _b[4] = { (ctx)->remote_ip6[0], (ctx)->remote_ip6[1],      \
-					(ctx)->remote_ip6[2], (ctx)->remote_ip6[3] };    \
-			__builtin_memcpy((k)->client_ip, _a, 16);                       \
-			__builtin_memcpy((k)->server_ip, _b, 16);                       \
-		} else {                                                                \
-			_r = -1;                                                        \
-		}                                                                       \
-		(k)->client_port = (__u16)(ctx)->local_port;                            \
-		(k)->server_port = (__u16)bpf_ntohl((ctx)->remote_port);                \
-		(k)->stream_id = 0;                                                     \
-		_r;                                                                     \
+#define GT_INJECT_KEY_OF(ctx, k)                                                                          \
+	({                                                                                                \
+		int _r = 0;                                                                               \
+		if ((ctx)->family == GT_AF_INET_) {                                                       \
+			mapped4((k)->client_ip, (ctx)->local_ip4);                                        \
+			mapped4((k)->server_ip, (ctx)->remote_ip4);                                       \
+		} else if ((ctx)->family == GT_AF_INET6_) {                                               \
+			__u32 _a[4] = { (ctx)->local_ip6[0], (ctx)->local_ip6[1], (ctx)->local_ip6[2],    \
+					(ctx)->local_ip6[3] };                                            \
+			__u32 _b[4] = { (ctx)->remote_ip6[0], (ctx)->remote_ip6[1], (ctx)->remote_ip6[2], \
+					(ctx)->remote_ip6[3] };                                           \
+			__builtin_memcpy((k)->client_ip, _a, 16);                                         \
+			__builtin_memcpy((k)->server_ip, _b, 16);                                         \
+		} else {                                                                                  \
+			_r = -1;                                                                          \
+		}                                                                                         \
+		(k)->client_port = (__u16)(ctx)->local_port;                                              \
+		(k)->server_port = (__u16)bpf_ntohl((ctx)->remote_port);                                  \
+		(k)->stream_id = 0;                                                                       \
+		_r;                                                                                       \
 	})
 
 SEC("sockops")
@@ -113,7 +126,8 @@ int gt_inject_sockops(struct bpf_sock_ops *skops)
 		if (!(gt_inject_flags() & GT_INJECT_ENABLED))
 			return 1;
 		__u32 tgid = gt_tgid();
-		if (!gt_process_traced(tgid))
+		struct gt_process_info *proc = bpf_map_lookup_elem(&gt_processes, &tgid);
+		if (!proc || (proc->flags & (GT_PROCESS_TRACED | GT_PROCESS_NO_INJECT)) != GT_PROCESS_TRACED)
 			return 1;
 		__u64 cookie = bpf_get_socket_cookie(skops);
 		bpf_map_update_elem(&gt_inject_connecting, &cookie, &tgid, BPF_ANY);
@@ -144,6 +158,68 @@ int gt_inject_sockops(struct bpf_sock_ops *skops)
 		}
 	}
 	return 1;
+}
+
+/* The host rules naming the marked request's host ("name[:port]", as the
+ * client probe copied it), as enum gt_inject_host_rule bits: the exact
+ * name's, and the _SUBDOMAINS bits of its parent domains. A name too long to
+ * compare counts as denied (a header never leaks through a limit). */
+static __always_inline __u32 host_rules(const struct gt_inject_pending *p)
+{
+	/* twice the compared length: a parent domain is read as the 64 bytes
+	 * at its offset, the zeroed tail padding the key */
+	char buf[2 * GT_INJECT_HOST_MAX] = {};
+	struct gt_inject_host_key key;
+	if (p->flags & GT_INJECT_PENDING_HOST_UNREAD)
+		return GT_INJECT_HOST_DENY;
+	__builtin_memcpy(buf, p->host, GT_INJECT_HOST_MAX);
+	if (buf[0] == 0)
+		return 0;
+	if (buf[0] == '[') /* an IPv6 literal: the CIDR rules apply */
+		return 0;
+	/* lower case, and the port (or anything after the name) zeroed */
+	int len = GT_INJECT_HOST_MAX, i;
+	struct bpf_iter_num it0;
+	GT_FOR(it0, i, GT_INJECT_HOST_MAX)
+	{
+		char *c = buf + (i & (GT_INJECT_HOST_MAX - 1));
+		if (len == GT_INJECT_HOST_MAX && (*c == 0 || *c == ':'))
+			len = i;
+		if (len != GT_INJECT_HOST_MAX)
+			*c = 0;
+		else if (*c >= 'A' && *c <= 'Z')
+			*c += 'a' - 'A';
+	}
+	bpf_iter_num_destroy(&it0);
+	/* a name longer than the copy, unless its port was cut within it */
+	if (len >= GT_INJECT_HOST_MAX ||
+	    ((p->flags & GT_INJECT_PENDING_HOST_LONG) && len == GT_INJECT_HOST_MAX))
+		return GT_INJECT_HOST_DENY;
+	__u32 bits = 0;
+	__builtin_memcpy(key.name, buf, GT_INJECT_HOST_MAX);
+	__u32 *v = bpf_map_lookup_elem(&gt_inject_hosts, &key);
+	if (v)
+		bits |= *v & (GT_INJECT_HOST_ALLOW | GT_INJECT_HOST_DENY);
+	/* each parent domain: the name after each dot */
+	int labels = 0;
+	struct bpf_iter_num it1;
+	GT_FOR(it1, i, GT_INJECT_HOST_MAX - 1)
+	{
+		if (i >= len)
+			break;
+		if (buf[i & (GT_INJECT_HOST_MAX - 1)] != '.')
+			continue;
+		if (++labels > GT_INJECT_HOST_LABELS_MAX)
+			break;
+		if (bpf_probe_read_kernel(key.name, GT_INJECT_HOST_MAX,
+					  buf + ((i + 1) & (GT_INJECT_HOST_MAX - 1))) < 0)
+			break;
+		v = bpf_map_lookup_elem(&gt_inject_hosts, &key);
+		if (v)
+			bits |= *v & (GT_INJECT_HOST_ALLOW_SUBDOMAINS | GT_INJECT_HOST_DENY_SUBDOMAINS);
+	}
+	bpf_iter_num_destroy(&it1);
+	return bits;
 }
 
 static __always_inline char hexdigit(__u8 v)
@@ -178,7 +254,8 @@ static __always_inline void http1_inject(struct sk_msg_md *msg, const struct gt_
 	/* the request line: METHOD SP target SP HTTP/1.x CRLF */
 	int line = 0, i;
 	struct bpf_iter_num it0;
-	GT_FOR(it0, i, GT_INJECT_LINE_MAX) {
+	GT_FOR(it0, i, GT_INJECT_LINE_MAX)
+	{
 		char *c = d + i;
 		if ((void *)(c + 1) > (void *)e)
 			break;
@@ -206,7 +283,8 @@ static __always_inline void http1_inject(struct sk_msg_md *msg, const struct gt_
 	 * itself, in any case: that request is left alone */
 	int end = 0, present = 0;
 	struct bpf_iter_num it1;
-	GT_FOR(it1, i, GT_INJECT_SCAN_MAX) {
+	GT_FOR(it1, i, GT_INJECT_SCAN_MAX)
+	{
 		char *c = d + i;
 		if ((void *)(c + 3) > (void *)e)
 			break;
@@ -285,10 +363,22 @@ int gt_inject_msg(struct sk_msg_md *msg)
 	struct gt_inject_pending *pp = bpf_map_lookup_elem(&gt_inject_pending, &k);
 	if (!pp)
 		return SK_PASS;
-	struct gt_inject_pending p = *pp;
+	struct gt_span_context span = pp->span;
+	__u32 proto = pp->proto, flags = gt_inject_flags();
+	__u32 hosts = (flags & GT_INJECT_HOST_RULES) ? host_rules(pp) : 0;
+	bool allowed = (pp->flags & GT_INJECT_PENDING_CIDR_ALLOWED) ||
+		       (hosts & (GT_INJECT_HOST_ALLOW | GT_INJECT_HOST_ALLOW_SUBDOMAINS));
 	/* the mark is for the next send only, taken whatever becomes of it */
 	bpf_map_delete_elem(&gt_inject_pending, &k);
-	if (p.proto == GT_INJECT_PROTO_HTTP1)
-		http1_inject(msg, &p.span);
+	if (hosts & (GT_INJECT_HOST_DENY | GT_INJECT_HOST_DENY_SUBDOMAINS)) {
+		gt_inject_count(GT_INJECT_OUT_DENIED);
+		return SK_PASS;
+	}
+	if ((flags & GT_INJECT_ALLOW_LIST) && !allowed) {
+		gt_inject_count(GT_INJECT_OUT_NOT_ALLOWED);
+		return SK_PASS;
+	}
+	if (proto == GT_INJECT_PROTO_HTTP1)
+		http1_inject(msg, &span);
 	return SK_PASS;
 }

@@ -21,8 +21,9 @@
  * buf[n] and n is advanced by its length — only when
  *   - the request was marked by the net/http client probe (it has a span)
  *     and is still in flight,
- *   - its destination is not excluded (the socket-level injection's rules,
- *     gt_inject_excluded: --inject-allow, --inject-deny),
+ *   - its process is not excluded from injection (--no-inject-exe) and its
+ *     destination is not (the socket-level injection's rules:
+ *     --inject-allow, --inject-deny; see wu_dest_allowed),
  *   - it is written through the connection's bufio.Writer and the buffer
  *     was not flushed meanwhile (the request line, "METHOD ", is still where
  *     Request.write began and n did not shrink), so that buf[n0..n) is
@@ -39,6 +40,8 @@
  * Header.writeSubset: two traps per request, none for a server's
  * responses (which go through writeSubset too). */
 #include "../go/net/http/client/client.bpf.c"
+/* for its host-rule matching (host_rules) and maps; its programs are not loaded */
+#include "../inject/inject.bpf.c"
 #include "write_user.h"
 
 struct wu_req_key {
@@ -104,6 +107,9 @@ struct {
 struct wu_scratch {
 	char bytes[GT_WU_SCAN_MAX];
 	char line[GT_WU_LINE_LEN + 2];
+	struct gt_inject_pending hp; /* a request's host, as host_rules takes it */
+	struct wu_req req;
+	struct gt_conn_key conn;
 };
 
 struct {
@@ -128,6 +134,28 @@ static __always_inline void wu_count(__u32 result)
 	__u64 *v = bpf_map_lookup_elem(&gt_wu_results, &result);
 	if (v)
 		*v += 1;
+}
+
+/* The socket-level injection's destination rules (probes/inject/): deny
+ * CIDRs (peer address `ip`, 16 bytes IPv4-mapped; 0 when unknown, which is
+ * denied while deny CIDRs exist, so that a header never leaks for want of an
+ * address), host rules (URL.Host in `hp`, matched by host_rules), and the
+ * allow list. */
+static __always_inline bool wu_dest_allowed(__u32 flags, const __u8 *ip, const struct gt_inject_pending *hp)
+{
+	struct gt_inject_cidr_key ck = { .prefixlen = 128 };
+	if (ip)
+		__builtin_memcpy(ck.addr, ip, 16);
+	if (ip ? bpf_map_lookup_elem(&gt_inject_deny_cidrs, &ck) != 0 : (flags & GT_INJECT_DENY_CIDRS) != 0)
+		return false;
+	__u32 hosts = (flags & GT_INJECT_HOST_RULES) ? host_rules(hp) : 0;
+	if (hosts & (GT_INJECT_HOST_DENY | GT_INJECT_HOST_DENY_SUBDOMAINS))
+		return false;
+	if ((flags & GT_INJECT_ALLOW_LIST) &&
+	    !(hosts & (GT_INJECT_HOST_ALLOW | GT_INJECT_HOST_ALLOW_SUBDOMAINS)) &&
+	    !(ip && bpf_map_lookup_elem(&gt_inject_allow_cidrs, &ck)))
+		return false;
+	return true;
 }
 
 static __always_inline char wu_hexdigit(__u8 v)
@@ -206,25 +234,39 @@ int gt_wu_conn(struct pt_regs *ctx)
 	if (!cfg || !(cfg->flags & GT_WU_ENABLED))
 		return 0;
 	struct http_client_inflight *st = bpf_map_lookup_elem(&gt_http_client_inflight, &key);
-	if (!st)
+	__u32 zero = 0;
+	/* the record, the connection and the host are built in per-CPU scratch:
+	 * host_rules needs most of the stack */
+	struct wu_scratch *s = bpf_map_lookup_elem(&gt_wu_scratch, &zero);
+	if (!st || !s)
 		return 0;
-	struct wu_req r = { .span = st->span, .caller = key.goid };
 	struct wu_req_key k = { .tgid = key.tgid };
 	if (go_read_ptr(GO_ARG2(ctx), cfg->treq_request, &k.req) < 0 || !k.req)
 		return 0;
+	s->req.span = st->span;
+	s->req.caller = key.goid;
 	/* the destination rules of the socket-level injection, with the
 	 * connection's peer address (over TLS too) and the URL's host */
 	__u64 conn = 0, tls = 0, url = 0;
-	struct gt_conn_key ck = {};
 	struct go_string host = {};
+	__u32 flags = gt_inject_flags();
+	struct gt_process_info *proc = bpf_map_lookup_elem(&gt_processes, &key.tgid);
 	bool known = go_read_ptr(GO_ARG1(ctx), cfg->pconn_conn + 8, &conn) == 0 &&
 		     go_read_ptr(GO_ARG1(ctx), cfg->pconn_tls, &tls) == 0 &&
 		     gt_conn_key_of(gt_tcp_conn_under(conn, tls != 0, cfg->tls_conn_conn), &cfg->tcp, true,
-				    &ck) == 0;
-	if (go_read_ptr(k.req, cfg->req_url, &url) == 0 && url)
-		bpf_probe_read_user(&host, sizeof(host), (void *)(url + cfg->url_host));
-	r.allowed = !gt_inject_excluded(gt_inject_flags(), known ? ck.server_ip : 0, host.ptr, host.len);
-	bpf_map_update_elem(&gt_wu_reqs, &k, &r, BPF_ANY);
+				    &s->conn) == 0;
+	__builtin_memset(&s->hp, 0, sizeof(s->hp));
+	if ((flags & GT_INJECT_HOST_RULES) && go_read_ptr(k.req, cfg->req_url, &url) == 0 && url &&
+	    bpf_probe_read_user(&host, sizeof(host), (void *)(url + cfg->url_host)) == 0 && host.len > 0) {
+		if (host.len > GT_INJECT_HOST_MAX)
+			s->hp.flags |= GT_INJECT_PENDING_HOST_LONG;
+		__u32 n = host.len > GT_INJECT_HOST_MAX ? GT_INJECT_HOST_MAX : (__u32)host.len;
+		if (bpf_probe_read_user(s->hp.host, n & (2 * GT_INJECT_HOST_MAX - 1), (void *)host.ptr) < 0)
+			s->hp.flags |= GT_INJECT_PENDING_HOST_UNREAD;
+	}
+	s->req.allowed = !(proc && (proc->flags & GT_PROCESS_NO_INJECT)) &&
+			 wu_dest_allowed(flags, known ? s->conn.server_ip : 0, &s->hp);
+	bpf_map_update_elem(&gt_wu_reqs, &k, &s->req, BPF_ANY);
 	return 0;
 }
 

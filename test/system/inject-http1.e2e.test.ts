@@ -7,6 +7,8 @@
  * (inject-peer -mode recorder) that answers with the traceparent values and
  * the body hash it received. All while the machine's cores are busy.
  *
+ * A second client copy matches --no-inject-exe: traced, but never injected.
+ *
  * Addresses are from 198.18.0.0/15 (reserved for network tests), on the
  * test's own veth pair only. B answers on several addresses so that the
  * destination rules can be exercised by one agent:
@@ -38,6 +40,8 @@ const B_DENIED = `198.18.${N}.3`;
 const B_THIRD_PARTY = `198.18.${N}.4`;
 const B_OUTSIDE = `198.19.${N}.2`;
 const COPIES = join(repoRoot, 'build', 'test', 'inject-http1');
+/** Copies traced with injection off for their executable (--no-inject-exe). */
+const COPIES_NO_INJECT = join(repoRoot, 'build', 'test', 'inject-http1-off');
 const PEER = join(repoRoot, 'build', 'go', 'go1.26', 'plain', 'inject-peer');
 const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-0[01]$/;
 
@@ -97,7 +101,7 @@ class Client {
     this.child.stdin.write(`${JSON.stringify(cmd)}\n`);
     const l = await this.lines.next();
     assert.ok(!l.done, `the client answers ${JSON.stringify(cmd)}`);
-    const r = JSON.parse(l.value as string) as Result;
+    const r = JSON.parse(l.value) as Result;
     assert.ok(r.ok, `${JSON.stringify(cmd)}: ${r.error}`);
     return r;
   }
@@ -121,7 +125,7 @@ function onlyTraceparent(r: Received, what: string): { traceId: string; spanId: 
 
 describe('traceparent injected at socket level into HTTP/1.x requests, across two network namespaces, node-local linking off', { skip }, () => {
   const traced = tracedCollector([
-    '--include-exe', `${COPIES}/**`, '--no-local-linking',
+    '--include-exe', `${COPIES}/**`, '--include-exe', `${COPIES_NO_INJECT}/**`, '--no-inject-exe', `${COPIES_NO_INJECT}/**`, '--no-local-linking',
     '--inject-allow', `198.18.${N}.0/24`, '--inject-deny', `${B_DENIED}/32`, '--inject-deny', '*.third-party.example',
   ]);
   let busy: BusyLoad | undefined;
@@ -130,7 +134,11 @@ describe('traceparent injected at socket level into HTTP/1.x requests, across tw
   let client: Client | undefined;
   const rec = `http://${B}:18080`;
 
-  before(() => setupNetwork());
+  before(() => {
+    // also when the run is cut short (an uncaught error, a timeout)
+    process.once('exit', teardownNetwork);
+    setupNetwork();
+  });
   before(async () => {
     recorder = await startGoServer('ip', ['netns', 'exec', NS_B, PEER, '-mode', 'recorder', '-addr', '0.0.0.0:18080', '-raw-addr', '0.0.0.0:18081']);
     server = await startGoServer('ip', ['netns', 'exec', NS_B, freshCopy(COPIES, 'go1.26', 'plain'), '-addr', `${B}:18090`]);
@@ -193,7 +201,7 @@ describe('traceparent injected at socket level into HTTP/1.x requests, across tw
     assert.equal(r.responses?.length, 8);
     const spans = await newClientSpans(8, 'one CLIENT span per request');
     const ids = new Set<string>();
-    r.responses!.forEach((got, i) => {
+    r.responses?.forEach((got, i) => {
       const tp = onlyTraceparent(got, `request ${i}`);
       ids.add(tp.spanId);
       if (i % 2 === 1) assert.equal(got.bodySha256, r.sentSha256, `request ${i}: body hash`);
@@ -225,6 +233,20 @@ describe('traceparent injected at socket level into HTTP/1.x requests, across tw
     assert.ok(await metric('not_allowed') >= 1, 'destinations off the allow list counted');
     assert.ok(await metric('injected') >= 15, 'injections counted');
     assert.equal(await metric('push_failed'), 0);
+  });
+
+  test('a traced executable matching --no-inject-exe sends no header, and its requests are still traced', async () => {
+    const other = new Client(freshCopy(COPIES_NO_INJECT, 'go1.26', 'plain', 'inject-peer'));
+    try {
+      await other.ready();
+      await traced.agent.waitTraced(other.pid);
+      const r = await other.run({ op: 'get', url: `${rec}/no-inject` });
+      assert.equal(r.responses![0]!.status, 200);
+      assert.equal(r.responses![0]!.traceparent, null, 'no traceparent');
+      await traced.spansOf(other.pid, 'CLIENT', 1, 'its request still makes a CLIENT span');
+    } finally {
+      await other.stop();
+    }
   });
 
   test('writev (net.Buffers) and sendfile (io.Copy from a file) sends are not corrupted', async () => {

@@ -228,8 +228,8 @@ Napi::Value BpfObject::AttachSocket(const Napi::CallbackInfo& info) {
   bpf_program* prog = FindProgram(env, "attach socket program " + program, program);
   const enum bpf_prog_type type = bpf_program__type(prog);
   const bool sockops = type == BPF_PROG_TYPE_SOCK_OPS;
-  const std::string op = std::string("attach ") + (sockops ? "sock_ops prog " : "sk_msg prog ") + program +
-                         " to " + (sockops ? "cgroup " : "map ") + target;
+  const std::string op = std::string("attach ") + (sockops ? "sock_ops prog " : "sk_msg prog ") +
+                         program + " to " + (sockops ? "cgroup " : "map ") + target;
   if (!sockops && type != BPF_PROG_TYPE_SK_MSG)
     Throw(env, op, EINVAL, "program " + program + " is neither sock_ops nor sk_msg");
   const int prog_fd = bpf_program__fd(prog);
@@ -244,8 +244,8 @@ Napi::Value BpfObject::AttachSocket(const Napi::CallbackInfo& info) {
     target_fd = LoadedMapFd(env, op, FindMap(env, op, target));
   }
   LibbpfLogCapture log;
-  const int link_fd =
-      bpf_link_create(prog_fd, target_fd, sockops ? BPF_CGROUP_SOCK_OPS : BPF_SK_MSG_VERDICT, nullptr);
+  const int link_fd = bpf_link_create(prog_fd, target_fd,
+                                      sockops ? BPF_CGROUP_SOCK_OPS : BPF_SK_MSG_VERDICT, nullptr);
   const int err = errno;
   if (own_target) close(target_fd);
   if (link_fd < 0) ThrowWithLog(env, op, err, log.Tail(4), "");
