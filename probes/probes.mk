@@ -10,7 +10,14 @@ BPF_OBJ := $(PROBES_OUT)/gotrail.bpf.o
 BPF_CFLAGS := -target bpf -O2 -g -D__TARGET_ARCH_x86 -Wall -Wpadded -Werror \
 	-Wno-unused-function -I$(PROBES_OUT) -I$(PROBES_DIR)/include
 
-probes: $(BPF_OBJ)
+# The bpf_probe_write_user injection: an object of its own, so that a kernel
+# in lockdown refuses it alone; the dry run (no helper call) is the same
+# programs, verified and run up to the write on any kernel.
+WU_SRC := $(PROBES_DIR)/write-user/write_user.bpf.c
+WU_OBJ := $(PROBES_OUT)/gotrail-write-user.bpf.o
+WU_DRY_OBJ := $(PROBES_OUT)/gotrail-write-user-dry-run.bpf.o
+
+probes: $(BPF_OBJ) $(WU_OBJ) $(WU_DRY_OBJ)
 
 $(PROBES_OUT)/vmlinux.h:
 	@mkdir -p $(PROBES_OUT)
@@ -27,3 +34,10 @@ $(PROBES_OUT)/all.bpf.c: $(PROBE_SRCS) $(PROBES_DIR)/probes.mk
 $(BPF_OBJ): $(PROBES_OUT)/all.bpf.c $(PROBE_SRCS) $(PROBE_HDRS) $(PROBES_OUT)/vmlinux.h
 	@echo "[setup] compiling the probes"
 	clang $(BPF_CFLAGS) -c $(PROBES_OUT)/all.bpf.c -o $@
+
+$(WU_OBJ): $(WU_SRC) $(PROBE_SRCS) $(PROBE_HDRS) $(PROBES_OUT)/vmlinux.h
+	@echo "[setup] compiling the bpf_probe_write_user injection"
+	clang $(BPF_CFLAGS) -c $(WU_SRC) -o $@
+
+$(WU_DRY_OBJ): $(WU_SRC) $(PROBE_SRCS) $(PROBE_HDRS) $(PROBES_OUT)/vmlinux.h
+	clang $(BPF_CFLAGS) -DGT_WU_DRY_RUN -c $(WU_SRC) -o $@

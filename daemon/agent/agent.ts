@@ -32,8 +32,11 @@ import { describeSampler, encodeBpfSampler } from '../export/sampler.ts';
 import type { SamplingConfig } from '../config/resolve.ts';
 import { HeaderPropagation, type PropagationOptions } from './propagation.ts';
 import type { Logger } from '../util/log.ts';
+import { WriteUserInjection, type WriteUserOptions, type WriteUserStatus } from './write-user.ts';
 
 export interface AgentOptions {
+  /** Header injection with bpf_probe_write_user where the kernel allows it (see write-user.ts). Default: on. */
+  writeUser?: WriteUserOptions;
   /** Which processes to trace. Default: every Go process except gotrail. */
   selection?: SelectionRules;
   /** Where spans go. */
@@ -204,11 +207,10 @@ export class Agent implements MetricsSource {
       this.log.warn('recording every probe hit (a debugging aid that slows every traced request)', { file: this.opts.debugProbeHitsPath });
     }
     const f = this.rt.features;
-    this.log.info('probes loaded', {
-      uprobeMulti: f.uprobeMulti, lockdown: f.lockdown,
-      headerInjection: f.probeWriteUser ? 'available' : 'unavailable (kernel lockdown); node-local links only',
-    });
-    const usable = this.probes.filter((p) => !this.rt!.disabledProbes.has(p.id));
+    this.log.info('probes loaded', { uprobeMulti: f.uprobeMulti, lockdown: f.lockdown });
+    // after the probes' object, whose maps it shares; a refusal is reported, never thrown
+    this.writeUser = new WriteUserInjection(this.rt, this.log, { ...this.opts.writeUser, enabled: this.opts.propagation?.inject !== false && this.opts.writeUser?.enabled !== false });
+    const usable = [...this.probes.filter((p) => !this.rt!.disabledProbes.has(p.id)), ...(this.writeUser.probe ? [this.writeUser.probe] : [])];
     this.attach = new AttachmentManager(this.rt, usable, this.log, { lingerMs: this.opts.lingerMs, inUse: (inode) => this.discovery.anyProcessRuns(inode) });
     this.watcher = new BinaryWatcher(this.log, (inode) => this.binaryChanged(inode));
     this.batcher = new SpanBatcher(this.opts.exporter, this.log, this.opts.batcher);
@@ -701,6 +703,19 @@ export class Agent implements MetricsSource {
     return this.rt;
   }
 
+  private writeUser: WriteUserInjection | undefined;
+
+  /** The bpf_probe_write_user injection as detected at start, with its requests by outcome. */
+  writeUserReport(): (WriteUserStatus & { outcomes: Record<string, number> }) | undefined {
+    const wu = this.writeUser;
+    return wu ? { ...wu.status, outcomes: wu.results() } : undefined;
+  }
+
+  /** The dry-run injection's last line for process `pid` (tests; undefined unless the dry-run build runs). */
+  writeUserLastLine(pid: number): string | undefined {
+    return this.writeUser?.lastDryRunLine(pid);
+  }
+
   /** Whether a traced process's requests must go without a traceparent header (`--no-inject-exe`). */
   private noInject(exe: string): boolean {
     return (this.opts.propagation?.excludeExe ?? []).some((g) => g === exe || matchesGlob(exe, g));
@@ -733,7 +748,7 @@ export class Agent implements MetricsSource {
       binaries,
       notTraced: this.attach?.notTraced() ?? [],
       disabledProbes: Object.fromEntries(this.rt?.disabledProbes ?? []),
-      propagation: this.propagation?.status,
+      propagation: this.propagation ? { ...this.propagation.status, bpfProbeWriteUser: this.writeUserReport() } : undefined,
       kernel: this.rt?.features,
       overhead: (() => {
         const o = this.overheadNow();
@@ -913,6 +928,7 @@ export class Agent implements MetricsSource {
       offsetDisagreements: this.attach?.stats.offsetDisagreements ?? {},
       probeUnavailable: this.attach?.unavailableByProbe() ?? {},
       execToAttach: this.drainExecToAttach(),
+      writeUser: this.writeUserReport(),
       lifecycle: {
         staleExecs: this.totals.staleExecs, heldProcesses: this.totals.heldProcesses, repairedBytes: this.totals.repairedBytes,
         eventsHeld: rt?.eventStats.held ?? 0, eventsNotSelected: rt?.eventStats.heldNotSelected ?? 0, eventsUndecided: rt?.eventStats.heldExpired ?? 0,
@@ -951,6 +967,7 @@ export class Agent implements MetricsSource {
     if (this.budgetTimer) clearInterval(this.budgetTimer);
     this.budgetTimer = undefined;
     await this.attach?.detachAll();
+    this.writeUser?.close();
     await this.k8s?.stop();
     await this.drainRingBuffer();
     await this.rt?.stop();

@@ -7,6 +7,7 @@
  */
 import { existsSync, statSync } from 'node:fs';
 import type { BpfRuntime } from './bpf-runtime.ts';
+import type { BpfObject } from '../native/index.ts';
 import { FileFlags } from '../generated/layouts.ts';
 import { fileInfoOf, fileKeyOf } from './file-identity.ts';
 import { LruCache } from '../util/lru.ts';
@@ -322,11 +323,11 @@ export class AttachmentManager {
     const probeHandles: AttachedBinary['handles'] = [];
     try {
       for (const s of p.sites) {
-        const handle = this.rt.obj.attachUprobes(s.program, path, s.offsets, s.offsets.map(() => BigInt(b.id)), pid === undefined ? undefined : { pid });
+        const handle = this.rt.objectFor(s.program).attachUprobes(s.program, path, s.offsets, s.offsets.map(() => BigInt(b.id)), pid === undefined ? undefined : { pid });
         probeHandles.push({ probe: p.probe.id, program: s.program, handle, sites: s.offsets.length, ...(pid === undefined ? {} : { pid }) });
       }
     } catch (e) {
-      for (const h of probeHandles) this.safeDetach(h.handle);
+      for (const h of probeHandles) this.safeDetach(h);
       throw e;
     }
     const known = new Set(b.sites);
@@ -400,7 +401,13 @@ export class AttachmentManager {
     const gone = b.handles.filter(which);
     if (!gone.length) return [];
     b.handles = b.handles.filter((h) => !which(h));
-    const done: Promise<void> = this.rt.obj.detachAsync(gone.map((h) => h.handle))
+    const byObject = new Map<BpfObject, number[]>();
+    for (const h of gone) {
+      const o = this.rt.objectFor(h.program);
+      byObject.set(o, [...(byObject.get(o) ?? []), h.handle]);
+    }
+    const done: Promise<void> = Promise.all([...byObject].map(([o, hs]) => o.detachAsync(hs)))
+      .then(() => undefined)
       .catch((e: Error) => this.log.once('detach.failed', 'detaching a probe failed', { error: e.message }))
       .finally(() => {
         this.detaching.delete(done);
@@ -532,9 +539,9 @@ export class AttachmentManager {
     return entry;
   }
 
-  private safeDetach(handle: number): void {
+  private safeDetach(h: { program: string; handle: number }): void {
     try {
-      this.rt.obj.detach(handle);
+      this.rt.objectFor(h.program).detach(h.handle);
     } catch (e) {
       this.log.once('detach.failed', 'detaching a probe failed', { error: (e as Error).message });
     }
@@ -554,6 +561,12 @@ export class AttachmentManager {
     b.linger = undefined;
     const handles = b.handles.map((h) => h.handle);
     const wasAttached = handles.length > 0 || !!b.wasAttached;
+    // link handles are per object (the probes' and any loaded separately)
+    const byObject = new Map<BpfObject, number[]>();
+    for (const h of b.handles) {
+      const o = this.rt.objectFor(h.program);
+      byObject.set(o, [...(byObject.get(o) ?? []), h.handle]);
+    }
     this.rt.debugNote('detaching', { id: b.id, key: b.key, links: handles.length });
     b.handles = [];
     if (this.byKey.get(b.key) === b) this.byKey.delete(b.key);
@@ -571,7 +584,7 @@ export class AttachmentManager {
       }
     }
     const previous = this.detachingInodes.get(b.inode);
-    const done: Promise<void> = (handles.length ? this.rt.obj.detachAsync(handles) : Promise.resolve())
+    const done: Promise<void> = Promise.all([...byObject].map(([o, hs]) => o.detachAsync(hs)))
       .catch((e: Error) => this.log.once('detach.failed', 'detaching a probe failed', { error: e.message }))
       .then(async () => {
         await previous;

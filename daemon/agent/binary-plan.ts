@@ -15,7 +15,7 @@ export const GOID_FIELD = 'runtime.g.goid';
 export interface SiteSet {
   program: string;
   symbol: string;
-  role: 'entry' | 'return';
+  role: 'entry' | 'return' | 'after-call';
   /** file offsets */
   offsets: number[];
 }
@@ -153,6 +153,15 @@ export function planProbe(bin: GoBinary, probe: ProbeDescriptor, inputs: OffsetI
           return plan;
         }
         plan.sites.push({ program: fn.returnProgram, symbol: fn.symbol, role: 'return', offsets: rets });
+      }
+      if (fn.afterCall) {
+        const callee = bin.findFunction(fn.afterCall.callee);
+        const sites = callee ? bin.callReturnSites(f, callee) : [];
+        if (sites.length === 0) {
+          plan.reason = `function ${fn.symbol} has no call of ${fn.afterCall.callee} to probe`;
+          return plan;
+        }
+        plan.sites.push({ program: fn.afterCall.program, symbol: fn.symbol, role: 'after-call', offsets: sites });
       }
     } catch (e) {
       plan.reason = `cannot decode ${fn.symbol}: ${(e as Error).message}`;

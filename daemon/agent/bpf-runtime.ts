@@ -198,11 +198,41 @@ export class BpfRuntime {
   clearBinary(id: number, probes: readonly ProbeDescriptor[]): void {
     this.debugNote('released', { id });
     this.obj.mapUpdate(BpfMaps.gt_binaries, u32key(id), encodeBinaryInfo({ goid_offset: 0, flags: 0 }));
-    for (const p of probes) this.obj.mapUpdate(p.configMap, u32key(id), Buffer.alloc(this.obj.mapInfo(p.configMap).valueSize));
+    for (const p of probes) {
+      const o = this.objectWithMap(p.configMap);
+      o.mapUpdate(p.configMap, u32key(id), Buffer.alloc(o.mapInfo(p.configMap).valueSize));
+    }
   }
 
   setProbeConfig(probe: ProbeDescriptor, id: number, config: Buffer): void {
-    this.obj.mapUpdate(probe.configMap, u32key(id), config);
+    this.objectWithMap(probe.configMap).mapUpdate(probe.configMap, u32key(id), config);
+  }
+
+  /** Objects loaded separately (sharing this one's maps), by program and by map of their own. */
+  private readonly extraPrograms = new Map<string, BpfObject>();
+  private readonly extraMaps = new Map<string, BpfObject>();
+
+  /**
+   * Adds an object loaded separately with `shareMapsFrom: this.obj` (e.g.
+   * one a kernel may refuse, which must not take the probes down): its
+   * programs attach through the attachment manager like the probes', its
+   * own maps are found by name. The caller keeps closing it.
+   */
+  addObject(obj: BpfObject): void {
+    const ours = new Set(this.obj.mapNames());
+    // loaded programs only: an object may carry sections it does not load
+    for (const p of obj.programStats()) this.extraPrograms.set(p.name, obj);
+    for (const m of obj.mapNames()) if (!ours.has(m)) this.extraMaps.set(m, obj);
+  }
+
+  /** The object holding `program`: the probes' or one added with addObject. */
+  objectFor(program: string): BpfObject {
+    return this.extraPrograms.get(program) ?? this.obj;
+  }
+
+  /** The object holding map `name`: the probes' or one added with addObject. */
+  objectWithMap(name: string): BpfObject {
+    return this.extraMaps.get(name) ?? this.obj;
   }
 
   /**

@@ -7,6 +7,7 @@ import { createServer, type Server } from 'node:http';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { BatcherStats } from '../export/batcher.ts';
 import { OverheadEstimator, type HitCostCalibration, type ProcessOverhead } from './overhead.ts';
+import { WRITE_USER_STATES } from './write-user.ts';
 
 export interface MetricsSource {
   collect(): MetricsSnapshot;
@@ -36,6 +37,8 @@ export interface MetricsSnapshot {
   httpRoutesCut?: Record<string, number>;
   /** the Kubernetes pod watcher, when running in a cluster */
   kubernetes?: { pods: number; relists: number; failures: number; events: number };
+  /** the bpf_probe_write_user injection as detected at start, and its requests by outcome */
+  writeUser?: { method: string; state: string; outcomes: Record<string, number> };
   /** process lifecycle: rewritten binaries met at exec, processes held for repair, repaired code bytes, held probe events */
   /** the calibrated uprobe trap cost and each traced process's estimated overhead */
   overhead?: { hitCost: HitCostCalibration | undefined; processes: ProcessOverhead[] };
@@ -67,6 +70,13 @@ export function createMetrics(source: MetricsSource): Registry {
       },
     });
   };
+  gauge('gotrail_propagation_method_state', 'Header injection with bpf_probe_write_user by state, as detected at start (1: the current state): active, dry-run (the build without the helper call), refused (the kernel refuses the helper, e.g. in lockdown) or off', ['method', 'state'], (g, s) => {
+    const m = s.writeUser;
+    if (m) for (const st of WRITE_USER_STATES) g.set({ method: m.method, state: st }, m.state === st ? 1 : 0);
+  });
+  counter('gotrail_propagation_write_user_total', 'Outgoing net/http requests the bpf_probe_write_user injection handled, by outcome (injected; would_inject: dry run; has_traceparent, excluded: not losses; no_room, flushed, too_long, not_buffered, write_failed: the request went out without the header)', ['outcome'], (set, s) => {
+    for (const [o, v] of Object.entries(s.writeUser?.outcomes ?? {})) set({ outcome: o }, v);
+  });
   gauge('gotrail_processes_traced', 'Go processes currently traced', [], (g, s) => g.set(s.processesTraced));
   gauge('gotrail_binaries_attached', 'Distinct binaries with probes attached', [], (g, s) => g.set(s.binariesAttached));
   gauge('gotrail_link_sets', 'Probe link sets currently attached', [], (g, s) => g.set(s.links));

@@ -157,6 +157,13 @@ export class HeaderPropagation {
       k.write(name, 'latin1');
       obj.mapUpdate(BpfMaps.gt_inject_hosts, k, u32(bits));
     }
+    // the rules hold whichever method injects (the socket-level one, or
+    // bpf_probe_write_user where the kernel allows it): set before either
+    const ruleFlags = (allow.length ? InjectFlags.GT_INJECT_ALLOW_LIST : 0) | (hosts.size ? InjectFlags.GT_INJECT_HOST_RULES : 0) |
+      (deny.some((r) => r.kind === 'cidr') ? InjectFlags.GT_INJECT_DENY_CIDRS : 0);
+    const ruleSettings = Buffer.alloc(8);
+    ruleSettings.writeUInt32LE(ruleFlags);
+    obj.mapUpdate(BpfMaps.gt_inject_settings, u32(0), ruleSettings);
     const cgroup = opts.cgroupPath ?? hostCgroup2Root();
     this.status.cgroup = cgroup;
     try {
@@ -172,8 +179,7 @@ export class HeaderPropagation {
       log.warn('traceparent injection unavailable: traces break at calls to other nodes', { reason: this.status.reason });
       return;
     }
-    const flags = InjectFlags.GT_INJECT_ENABLED | (allow.length ? InjectFlags.GT_INJECT_ALLOW_LIST : 0) |
-      (hosts.size ? InjectFlags.GT_INJECT_HOST_RULES : 0);
+    const flags = InjectFlags.GT_INJECT_ENABLED | ruleFlags;
     const settings = Buffer.alloc(8);
     settings.writeUInt32LE(flags);
     obj.mapUpdate(BpfMaps.gt_inject_settings, u32(0), settings);

@@ -15,7 +15,7 @@ import { EM_X86_64, ET_DYN, ET_EXEC, ElfFile } from './elf.ts';
 import { GoBinaryError, hex } from './errors.ts';
 import { FunctionIndex } from './functions.ts';
 import type { FunctionSource, GoFunction } from './functions.ts';
-import { addressAfterStackCheck, stackCheckBranch, retAddresses } from './instructions.ts';
+import { addressAfterStackCheck, callReturnAddresses, stackCheckBranch, retAddresses } from './instructions.ts';
 import { readGoTypes } from './go-types.ts';
 import type { GoTypes } from './go-types.ts';
 import { findPclntab } from './pclntab.ts';
@@ -87,6 +87,8 @@ export interface GoBinary {
   fileOffset(vaddr: number): number;
   /** File offsets (what uprobes take) of every RET instruction in the function. */
   retSites(fn: GoFunction): number[];
+  /** File offsets of the instructions right after each direct call from `fn` to `callee` (where it returns into `fn`). */
+  callReturnSites(fn: GoFunction, callee: GoFunction): number[];
   /**
    * File offset of the first instruction after the stack-growth check, so
    * that a probe there fires once per call; the entry itself for functions
@@ -267,6 +269,13 @@ class AnalysedBinary implements GoBinary {
     return guard(this.path, () => {
       const { code, offset } = this.#code(fn, Number.MAX_SAFE_INTEGER);
       return retAddresses(code, fn.entry).map((a) => offset + (a - fn.entry));
+    });
+  }
+
+  callReturnSites(fn: GoFunction, callee: GoFunction): number[] {
+    return guard(this.path, () => {
+      const { code, offset } = this.#code(fn, Number.MAX_SAFE_INTEGER);
+      return callReturnAddresses(code, fn.entry, callee.entry).map((a) => offset + (a - fn.entry));
     });
   }
 

@@ -19,6 +19,20 @@ export function retAddresses(code: Uint8Array, address: number): number[] {
 }
 
 /**
+ * Addresses of the instructions right after each direct near CALL to
+ * `target` in `code` (decoded linearly from `address`): where the callee
+ * has returned into this function.
+ */
+export function callReturnAddresses(code: Uint8Array, address: number, target: number): number[] {
+  const out: number[] = [];
+  decode(code, address, Number.MAX_SAFE_INTEGER, (ins) => {
+    if (ins.mnemonic === Mnemonic.Call && ins.op0Kind === OpKind.NearBranch64 && Number(ins.nearBranchTarget) === target) out.push(Number(ins.nextIP));
+    return true;
+  });
+  return out;
+}
+
+/**
  * Address of the first instruction after the stack-growth check that Go
  * puts at the top of every function that may grow its stack:
  *

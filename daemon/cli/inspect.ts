@@ -13,6 +13,8 @@ interface KernelView {
   uprobeMulti: boolean;
   lockdown: string;
   headerInjection: boolean;
+  /** The bpf_probe_write_user injection on this kernel: `allowed`, or `refused (<reason>)`. */
+  writeUser: string;
 }
 
 /** What the running kernel allows, when we may ask it (root); undefined otherwise. */
@@ -20,8 +22,10 @@ async function kernelView(): Promise<KernelView | undefined> {
   if (process.getuid?.() !== 0) return undefined;
   try {
     const { kernelFeatures } = await import('../native/index.ts');
+    const { writeUserVerdict } = await import('../agent/write-user.ts');
     const f = kernelFeatures();
-    return { uprobeMulti: f.uprobeMulti, lockdown: f.lockdown, headerInjection: f.probeWriteUser };
+    const v = writeUserVerdict(f);
+    return { uprobeMulti: f.uprobeMulti, lockdown: f.lockdown, headerInjection: f.probeWriteUser, writeUser: v.allowed ? 'allowed' : `refused (${v.reason})` };
   } catch {
     return undefined;
   }
@@ -31,7 +35,7 @@ function kernelLines(k: KernelView | undefined): string[] {
   if (!k) return ['kernel:     not checked (run as root to see what this kernel allows)'];
   return [
     `kernel:     ${k.uprobeMulti ? 'uprobe_multi links (one link per binary and program)' : 'single uprobes (one per site; slow to detach)'}`,
-    `            header injection ${k.headerInjection ? 'available' : `unavailable: bpf_probe_write_user is refused${k.lockdown !== 'unknown' && k.lockdown !== 'none' ? ` (lockdown=${k.lockdown})` : ' (kernel lockdown)'}`}`,
+    `            header injection with bpf_probe_write_user: ${k.writeUser}${k.headerInjection ? '' : '; node-local links need no injection'}`,
   ];
 }
 

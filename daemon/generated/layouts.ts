@@ -300,6 +300,9 @@ export const HitSite = {
   GT_HIT_OTEL_SET_STATUS: 63,
   GT_HIT_OTEL_ADD_EVENT: 64,
   GT_HIT_OTEL_SET_ATTRIBUTES: 65,
+  GT_HIT_WU_CONN: 75,
+  GT_HIT_WU_REQUEST_WRITE: 76,
+  GT_HIT_WU_FIELDS_WRITTEN: 77,
 } as const;
 
 /** enum gt_http_client_event_flags */
@@ -388,6 +391,7 @@ export const InjectFlags = {
   GT_INJECT_ENABLED: 1,
   GT_INJECT_ALLOW_LIST: 2,
   GT_INJECT_HOST_RULES: 4,
+  GT_INJECT_DENY_CIDRS: 8,
 } as const;
 
 /** enum gt_inject_host_rule */
@@ -581,6 +585,32 @@ export const SqlLimits = {
   GT_SQL_QUERY_MAX: 512,
   GT_SQL_INFLIGHT_MAX: 16384,
   GT_SQL_ITAB_FUN0: 24,
+} as const;
+
+/** enum gt_write_user_flags */
+export const WriteUserFlags = {
+  GT_WU_ENABLED: 1,
+} as const;
+
+/** enum gt_write_user_limits */
+export const WriteUserLimits = {
+  GT_WU_LINE_LEN: 70,
+  GT_WU_SCAN_MAX: 2048,
+  GT_WU_PENDING_MAX: 16384,
+} as const;
+
+/** enum gt_write_user_result */
+export const WriteUserResult = {
+  GT_WU_INJECTED: 0,
+  GT_WU_WOULD_INJECT: 1,
+  GT_WU_HAS_TRACEPARENT: 2,
+  GT_WU_NO_ROOM: 3,
+  GT_WU_EXCLUDED: 4,
+  GT_WU_FLUSHED: 5,
+  GT_WU_TOO_LONG: 6,
+  GT_WU_NOT_BUFFERED: 7,
+  GT_WU_WRITE_FAILED: 8,
+  GT_WU_RESULT_MAX: 16,
 } as const;
 
 /** struct gt_binary_info (8 bytes) */
@@ -2688,5 +2718,69 @@ export function encodeTcpOffsets(v: TcpOffsets, buf: Buffer = Buffer.alloc(24), 
   buf.writeUInt32LE(v.tcpaddr_ip, off + 12);
   buf.writeUInt32LE(v.tcpaddr_port, off + 16);
   buf.writeUInt32LE(v.reserved, off + 20);
+  return buf;
+}
+
+/** struct gt_write_user_config (64 bytes) */
+export interface WriteUserConfig {
+  flags: number;
+  treq_request: number;
+  req_method: number;
+  req_url: number;
+  url_host: number;
+  pconn_conn: number;
+  pconn_tls: number;
+  tls_conn_conn: number;
+  bufio_buf: number;
+  bufio_n: number;
+  tcp: TcpOffsets;
+}
+
+export const WRITE_USER_CONFIG_SIZE = 64;
+export const WriteUserConfigOffsets = {
+  flags: 0,
+  treq_request: 4,
+  req_method: 8,
+  req_url: 12,
+  url_host: 16,
+  pconn_conn: 20,
+  pconn_tls: 24,
+  tls_conn_conn: 28,
+  bufio_buf: 32,
+  bufio_n: 36,
+  tcp: 40,
+} as const;
+
+/** Decodes struct gt_write_user_config at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeWriteUserConfig(buf: Buffer, off = 0): WriteUserConfig {
+  if (off + 64 > buf.length) throw new RangeError(`gt_write_user_config: need 64 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    flags: buf.readUInt32LE(off + 0),
+    treq_request: buf.readUInt32LE(off + 4),
+    req_method: buf.readUInt32LE(off + 8),
+    req_url: buf.readUInt32LE(off + 12),
+    url_host: buf.readUInt32LE(off + 16),
+    pconn_conn: buf.readUInt32LE(off + 20),
+    pconn_tls: buf.readUInt32LE(off + 24),
+    tls_conn_conn: buf.readUInt32LE(off + 28),
+    bufio_buf: buf.readUInt32LE(off + 32),
+    bufio_n: buf.readUInt32LE(off + 36),
+    tcp: decodeTcpOffsets(buf, off + 40),
+  };
+}
+
+/** Encodes struct gt_write_user_config into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeWriteUserConfig(v: WriteUserConfig, buf: Buffer = Buffer.alloc(64), off = 0): Buffer {
+  buf.writeUInt32LE(v.flags, off + 0);
+  buf.writeUInt32LE(v.treq_request, off + 4);
+  buf.writeUInt32LE(v.req_method, off + 8);
+  buf.writeUInt32LE(v.req_url, off + 12);
+  buf.writeUInt32LE(v.url_host, off + 16);
+  buf.writeUInt32LE(v.pconn_conn, off + 20);
+  buf.writeUInt32LE(v.pconn_tls, off + 24);
+  buf.writeUInt32LE(v.tls_conn_conn, off + 28);
+  buf.writeUInt32LE(v.bufio_buf, off + 32);
+  buf.writeUInt32LE(v.bufio_n, off + 36);
+  encodeTcpOffsets(v.tcp, buf, off + 40);
   return buf;
 }

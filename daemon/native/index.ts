@@ -43,6 +43,13 @@ export interface OpenOptions {
    * otherwise), false loads them as plain uprobe programs attached with one
    * perf-event link per site. Default: kernelFeatures().uprobeMulti. */
   uprobeMulti?: boolean;
+  /** A loaded object whose maps this one uses instead of creating its own,
+   * for every map of the same name (not the internal .rodata/.bss ones):
+   * programs loaded separately (e.g. ones a kernel in lockdown refuses)
+   * share the probes' state. Give it before mapMaxEntries of shared maps
+   * matter: a shared map keeps the loaded object's size. Throws EINVAL when
+   * not a BpfObject, EBADF when it is not loaded or closed. */
+  shareMapsFrom?: BpfObject;
 }
 
 export interface MapInfo {
@@ -240,7 +247,10 @@ export interface KernelFeatures {
   uprobeMulti: boolean;
   /** Program run counters are being accumulated. */
   bpfStatsEnabled: boolean;
-  /** From /sys/kernel/security/lockdown; 'unknown' when securityfs is not mounted. */
+  /** From /sys/kernel/security/lockdown; where securityfs is not mounted,
+   * inferred from the helpers the verifier accepts (lockdown removes
+   * bpf_probe_write_user at integrity, bpf_probe_read_kernel too at
+   * confidentiality); 'unknown' when the file is unreadable otherwise. */
   lockdown: 'none' | 'integrity' | 'confidentiality' | 'unknown';
   /** The verifier accepts bpf_probe_write_user (refused under lockdown). */
   probeWriteUser: boolean;

@@ -32,6 +32,12 @@ export interface ProbedFunction {
   entryAtStackCheck?: boolean;
   /** Program attached at every RET instruction (a `BpfPrograms` constant). */
   returnProgram?: BpfProgramName;
+  /**
+   * Program attached right after each direct call from this function to
+   * `callee` (where the callee has returned into it): one site instead of
+   * the callee's entry and RETs, which every other caller would hit too.
+   */
+  afterCall?: { callee: string; program: BpfProgramName };
   /** Set when the probe works without this function: what is lost if it is missing. */
   optional?: string;
   /**

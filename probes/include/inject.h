@@ -62,6 +62,9 @@ enum gt_inject_flags {
 	GT_INJECT_ALLOW_LIST = 2,
 	/* host rules are configured: the request's URL host is looked up */
 	GT_INJECT_HOST_RULES = 4,
+	/* deny CIDRs are configured: the bpf_probe_write_user injection
+	 * (probes/write-user/) denies a destination whose address it cannot read */
+	GT_INJECT_DENY_CIDRS = 8,
 };
 
 /* gt_inject_hosts values: which lists name the host, exactly or as a parent

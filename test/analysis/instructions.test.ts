@@ -3,7 +3,7 @@
 // toolchains emit; these also cover older Go's TLS-loaded g).
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { addressAfterStackCheck, retAddresses, stackCheckBranch } from '../../daemon/analysis/instructions.ts';
+import { addressAfterStackCheck, callReturnAddresses, retAddresses, stackCheckBranch } from '../../daemon/analysis/instructions.ts';
 
 const AT = 0x401000;
 const bytes = (...parts: number[][]): Uint8Array => Uint8Array.from(parts.flat());
@@ -87,5 +87,25 @@ describe('RET sites', () => {
     assert.ok(performance.now() - t0 < 2000);
     assert.ok(rets.every((a) => a >= AT && a < AT + 4096));
     assert.deepEqual(retAddresses(new Uint8Array(0), AT), []);
+  });
+});
+
+describe('call-return sites', () => {
+  test('the instruction after each direct CALL to the target, not calls elsewhere or through a register', () => {
+    const call = (from: number, to: number): number[] => {
+      const rel = to - (from + 5);
+      return [0xe8, rel & 0xff, (rel >> 8) & 0xff, (rel >> 16) & 0xff, (rel >>> 24) & 0xff];
+    };
+    const target = AT + 0x1000;
+    const code = bytes(
+      call(AT, target), // AT: call target
+      [0x48, 0x85, 0xc0], // AT+5: test rax, rax
+      call(AT + 8, AT + 0x2000), // AT+8: call elsewhere
+      [0xff, 0xd2], // AT+13: call rdx
+      call(AT + 15, target), // AT+15: call target again
+      RET, // AT+20
+    );
+    assert.deepEqual(callReturnAddresses(code, AT, target), [AT + 5, AT + 20]);
+    assert.deepEqual(callReturnAddresses(code, AT, AT + 0x3000), []);
   });
 });

@@ -29,6 +29,9 @@ bool IsUprobeMultiSection(const char* sec) {
   return std::strncmp(sec, kPrefix, n) == 0 && (sec[n] == '\0' || sec[n] == '/');
 }
 
+// Marks BpfObject instances (napi_type_tag_object).
+const napi_type_tag kBpfObjectTag = {0x6f747261696c4250ULL, 0x466f626a65637431ULL};
+
 }  // namespace
 
 // JS thread, once per environment (main thread or worker) at module load.
@@ -77,6 +80,8 @@ BpfObject::BpfObject(const Napi::CallbackInfo& info) : Napi::ObjectWrap<BpfObjec
 
 void BpfObject::Open(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  // tells a BpfObject given as an option from any other object
+  napi_type_tag_object(env, info.This(), &kBpfObjectTag);
   path_ = StringArg(info, 0, "open BPF object", "path");
   const std::string op = "open BPF object " + path_;
   Napi::Object opts = OptionalObject(info, 1, op, "options");
@@ -130,6 +135,29 @@ void BpfObject::Open(const Napi::CallbackInfo& info) {
   for (const std::string& name : autoload) {
     if (bpf_object__find_program_by_name(obj_, name.c_str()) == nullptr) {
       Throw(env, op, ENOENT, "autoload names unknown program " + name);
+    }
+  }
+
+  // Maps of the same name in an already loaded object are used instead of
+  // new ones (bpf_map__reuse_fd): an object loaded separately — so that a
+  // kernel refusing it refuses nothing else — still sees the probes' state.
+  Napi::Value share = opts.Get("shareMapsFrom");
+  if (!share.IsUndefined()) {
+    const std::string sop = op + ": share maps";
+    bool tagged = false;
+    if (share.IsObject()) napi_check_object_type_tag(env, share, &kBpfObjectTag, &tagged);
+    if (!tagged) Throw(env, sop, EINVAL, "shareMapsFrom must be a BpfObject");
+    BpfObject* from = Napi::ObjectWrap<BpfObject>::Unwrap(share.As<Napi::Object>());
+    if (from->obj_ == nullptr || !from->loaded_) {
+      Throw(env, sop, EBADF, "shareMapsFrom must be a loaded, open BpfObject");
+    }
+    bpf_map* map;
+    bpf_object__for_each_map(map, obj_) {
+      if (bpf_map__is_internal(map)) continue;  // .rodata, .bss: the object's own
+      const bpf_map* theirs = bpf_object__find_map_by_name(from->obj_, bpf_map__name(map));
+      if (theirs == nullptr) continue;
+      int err = bpf_map__reuse_fd(map, bpf_map__fd(theirs));
+      if (err) ThrowWithLog(env, sop + " " + bpf_map__name(map), -err, log.Tail(kLogTailLines));
     }
   }
 

@@ -29,12 +29,21 @@ bool DebugRequested() {
 int LibbpfPrint(enum libbpf_print_level level, const char* fmt, va_list args) {
   static const bool debug = DebugRequested();
   if (level == LIBBPF_DEBUG && !debug) return 0;
-  char buf[2048];
+  char small[2048];
+  char* buf = small;
   va_list copy;
   va_copy(copy, args);
-  int n = std::vsnprintf(buf, sizeof buf, fmt, copy);
+  int n = std::vsnprintf(small, sizeof small, fmt, copy);
   va_end(copy);
   if (n < 0) return 0;
+  // libbpf prints a failed program's whole verifier log in one call, and
+  // its verdict is the last line: a longer message is formatted again whole
+  std::string big;
+  if (static_cast<size_t>(n) >= sizeof small) {
+    big.resize(static_cast<size_t>(n) + 1);
+    std::vsnprintf(big.data(), big.size(), fmt, args);
+    buf = big.data();
+  }
   if (t_capture != nullptr && level != LIBBPF_DEBUG) {
     t_capture->Append(buf);
   } else if (level == LIBBPF_WARN || debug) {

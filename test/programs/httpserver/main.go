@@ -101,10 +101,23 @@ func main() {
 		panic("handler panicked on purpose")
 	})
 
-	// /proxy?to=URL fetches URL with net/http's client and answers with its status
+	// /proxy?to=URL[&traceparent=V][&pad=N] fetches URL with net/http's
+	// client (with a Traceparent header of its own, and an X-Pad header of N
+	// bytes, when given) and answers with its status
 	client := &http.Client{Timeout: 5 * time.Second}
 	mux.HandleFunc("/proxy", func(w http.ResponseWriter, r *http.Request) {
-		resp, err := client.Get(r.URL.Query().Get("to"))
+		req, err := http.NewRequest("GET", r.URL.Query().Get("to"), nil)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		if tp := r.URL.Query().Get("traceparent"); tp != "" {
+			req.Header.Set("Traceparent", tp)
+		}
+		if pad, _ := strconv.Atoi(r.URL.Query().Get("pad")); pad > 0 {
+			req.Header.Set("X-Pad", strings.Repeat("p", pad))
+		}
+		resp, err := client.Do(req)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadGateway)
 			return

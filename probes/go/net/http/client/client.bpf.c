@@ -20,6 +20,9 @@
 #include "go_abi.h"
 #include "ancestry.h"
 #include "inject.h"
+/* the bpf_probe_write_user injection's layouts (its programs are in
+ * probes/write-user/, an object of their own) */
+#include "write_user.h"
 
 enum gt_http_client_limits {
 	GT_HTTP_CLIENT_METHOD_MAX = 16,

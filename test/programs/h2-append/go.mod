@@ -1,0 +1,3 @@
+module example.com/gotrail/h2-append
+
+go 1.24
