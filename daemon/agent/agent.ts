@@ -61,6 +61,8 @@ export interface AgentOptions {
   debugProbeHitsPath?: string;
   /** Database spans carry db.query.text, sanitised (`--db-query-text`). Default false. */
   dbQueryText?: boolean;
+  /** Kafka spans carry messaging.kafka.message.key (`--kafka-message-key`). Default false. */
+  kafkaMessageKey?: boolean;
   /** Compiled probe object. Default: build/probes/gotrail.bpf.o. */
   bpfObjectPath?: string;
   /**
@@ -253,6 +255,9 @@ export class Agent implements MetricsSource {
       // read per event: a configuration reload turns it on or off
       get dbQueryText(): boolean {
         return self.opts.dbQueryText ?? false;
+      },
+      get kafkaMessageKey(): boolean {
+        return self.opts.kafkaMessageKey ?? false;
       },
       resourceOf: (tgid) => this.traced.get(tgid)?.resource ?? this.exited.get(tgid)?.resource,
       emit: (span) => {
@@ -760,6 +765,11 @@ export class Agent implements MetricsSource {
   /** Turns sanitised `db.query.text` on database spans on or off (a configuration reload). */
   setDbQueryText(on: boolean): void {
     this.opts.dbQueryText = on;
+  }
+
+  /** Turns messaging.kafka.message.key on Kafka spans on or off (a configuration reload). */
+  setKafkaMessageKey(on: boolean): void {
+    this.opts.kafkaMessageKey = on;
   }
 
   /**
