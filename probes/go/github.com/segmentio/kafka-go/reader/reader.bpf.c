@@ -150,7 +150,13 @@ static __always_inline bool header_parent(const struct gt_kafka_reader_config *c
 		__u64 h = headers.ptr + (__u64)i * cfg->header_size;
 		if (bpf_probe_read_user(&k, sizeof(k), (void *)(h + cfg->header_key)) < 0 || k.len != 11 || !k.ptr)
 			continue;
-		if (bpf_probe_read_user(name, 11, (void *)k.ptr) < 0 || __builtin_memcmp(name, "traceparent", 11) != 0)
+		if (bpf_probe_read_user(name, 11, (void *)k.ptr) < 0)
+			continue;
+		__u64 head = 0, tail = 0;
+		__builtin_memcpy(&head, name, 8);
+		__builtin_memcpy(&tail, name + 8, 4);
+		/* "traceparent": "tracepar" and "ent\0" read little-endian */
+		if (head != 0x7261706563617274ULL || tail != 0x00746e65ULL)
 			continue;
 		if (bpf_probe_read_user(&v, sizeof(v), (void *)(h + cfg->header_value)) < 0 || v.len < 55 ||
 		    v.len > 64 || !v.ptr)
