@@ -256,8 +256,13 @@ export class BpfRuntime {
       store_failed: sum(KafkaCounter.GT_KAFKA_LINK_STORE_FAILED),
       evicted: 0,
     };
-    const present = links.published > 0 ? this.obj.mapKeys(BpfMaps.gt_kafka_links).length : 0;
-    links.evicted = Math.max(0, links.published - links.expired - present);
+    let present: number | undefined = 0;
+    try {
+      if (links.published > 0) present = this.obj.mapKeys(BpfMaps.gt_kafka_links).length;
+    } catch {
+      present = undefined; // unknown this time: no eviction count rather than a wrong one
+    }
+    if (present !== undefined) links.evicted = Math.max(0, links.published - links.expired - present);
     return { links, untraced: { limit: sum(KafkaCounter.GT_KAFKA_MSGS_UNTRACED), unpaired: sum(KafkaCounter.GT_KAFKA_MSGS_UNPAIRED) } };
   }
 
