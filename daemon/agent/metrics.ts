@@ -39,6 +39,8 @@ export interface MetricsSnapshot {
   kubernetes?: { pods: number; relists: number; failures: number; events: number };
   /** the bpf_probe_write_user injection as detected at start, and its requests by outcome */
   writeUser?: { method: string; state: string; outcomes: Record<string, number> };
+  /** Kafka producer→consumer links by outcome, and Kafka messages not traced by reason */
+  kafka?: { links: Record<string, number>; untraced: Record<string, number> };
   /** process lifecycle: rewritten binaries met at exec, processes held for repair, repaired code bytes, held probe events */
   /** the calibrated uprobe trap cost and each traced process's estimated overhead */
   overhead?: { hitCost: HitCostCalibration | undefined; processes: ProcessOverhead[] };
@@ -103,6 +105,12 @@ export function createMetrics(source: MetricsSource): Registry {
   });
   counter('gotrail_propagation_inject_total', 'Outgoing HTTP/1.x requests and traceparent injection, by outcome (injected; marked: requests marked for injection; denied, not_allowed: destination rules; present: the request carried a traceparent already; not_in_sockmap: connection opened before gotrail or before its process was traced; not_a_request, header_incomplete, pull_failed, push_failed, store_failed, not_sent, sockmap_full: failures, the request went out unchanged)', ['outcome'], (set, s) => {
     for (const [o, v] of Object.entries(s.propagation ?? {})) set({ outcome: o }, v);
+  });
+  counter('gotrail_kafka_links_total', 'Kafka producer→consumer links, by outcome (published: a written message\'s span recorded; found: a read message joined its producer\'s trace; expired: found past its lifetime, not used; not_found: a read message with neither traceparent nor traced producer; evicted: pushed out of the full map unused or before its lifetime; store_failed)', ['outcome'], (set, s) => {
+    for (const [k, v] of Object.entries(s.kafka?.links ?? {})) set({ outcome: k }, v);
+  });
+  counter('gotrail_kafka_messages_untraced_total', 'Kafka messages written without a span, by reason (limit: beyond the 128 traced per WriteMessages call or batch, or a message with neither key nor value; unpaired: its WriteMessages call was not seen, e.g. it began before the process was traced)', ['reason'], (set, s) => {
+    for (const [k, v] of Object.entries(s.kafka?.untraced ?? {})) set({ reason: k }, v);
   });
   counter('gotrail_spans_exported_total', 'Spans handed to the exporter successfully', [], (set, s) => set({}, s.spans.exported));
   counter('gotrail_spans_dropped_total', 'Spans dropped before export, by reason (queue_full: pushed into a full export queue; shutdown: unexported when the agent stopped)', ['reason'], (set, s) => {

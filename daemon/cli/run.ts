@@ -118,6 +118,8 @@ Agent:
   --no-inject-exe GLOB   traced executables whose requests never get the header
   --no-local-linking     do not link client and server spans of this node by their
                          connection: only a received traceparent links
+  --kafka-message-key    Kafka spans carry the message's key (messaging.kafka.message.key;
+                         default off: a key is the program's data)
   --log-level LEVEL      debug, info (default), warn, error
   --debug-probe-hits FILE  debugging aid: write every probe hit (program, process,
                          goroutine, link set, time, CPU) and the agent's attach and
@@ -207,6 +209,7 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
       'db-query-text': { type: 'boolean' },
       'overhead-budget': { type: 'string' },
       'overhead-budget-window': { type: 'string' },
+      'kafka-message-key': { type: 'boolean' },
       duration: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -257,6 +260,7 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
     maxHttpRoutes: cfg.maxHttpRoutes,
     dbQueryText: cfg.dbQueryText,
     overheadBudget: cfg.overheadBudget,
+    kafkaMessageKey: cfg.kafkaMessageKey,
     debugProbeHitsPath: cfg.debugProbeHitsPath,
     propagation: cfg.propagation,
   });
@@ -282,6 +286,7 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
     if (next.logLevel !== running.logLevel) log.level = next.logLevel;
     if (next.dbQueryText !== running.dbQueryText) agent.setDbQueryText(next.dbQueryText);
     if (!same(next.overheadBudget, running.overheadBudget)) agent.setOverheadBudget(next.overheadBudget);
+    if (next.kafkaMessageKey !== running.kafkaMessageKey) agent.setKafkaMessageKey(next.kafkaMessageKey);
     running = next;
     reloader.setSources(next.sources);
     return { pendingRestart: startOnlyChanges(started, next) };

@@ -116,6 +116,8 @@ export const configFileSchema = z.strictObject({
     /** the moving window the estimate is judged over, ms (default 10000) */
     windowMillis: intAtLeast(1000, 'milliseconds'),
   }).partial(),
+  /** the message key in messaging.kafka.message.key on Kafka spans (--kafka-message-key); default false. Hot-reloaded. */
+  kafkaMessageKey: z.boolean({ error: (i) => `expected true or false, got ${describe(i.input)}` }),
   /** debug, info, warn or error (--log-level). Hot-reloaded. */
   logLevel: oneOf(['debug', 'info', 'warn', 'error']),
   /** traceparent injection into outgoing HTTP/1.x requests, and node-local linking. Read at start. */

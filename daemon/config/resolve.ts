@@ -51,6 +51,7 @@ export interface RunFlags {
   'db-query-text'?: boolean;
   'overhead-budget'?: string;
   'overhead-budget-window'?: string;
+  'kafka-message-key'?: boolean;
   'log-level'?: string;
   'debug-probe-hits'?: string;
 }
@@ -90,6 +91,8 @@ export interface RunConfig {
   dbQueryText: boolean;
   /** the overhead budget (--overhead-budget, --overhead-budget-window); undefined: off (default) */
   overheadBudget: BudgetSettings | undefined;
+  /** messaging.kafka.message.key on Kafka spans (--kafka-message-key); default off */
+  kafkaMessageKey: boolean;
   debugProbeHitsPath?: string;
   /** traceparent injection and node-local linking (--no-inject-traceparent, --inject-allow, --inject-deny, --no-local-linking) */
   propagation: PropagationOptions;
@@ -292,6 +295,7 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
   }
   const budgetWindowMs = pick('overheadBudget.windowMillis', 'overhead-budget-window', count('overhead-budget-window', flags['overhead-budget-window'], 1000), file.overheadBudget?.windowMillis) ?? DEFAULT_BUDGET_WINDOW_MS;
   const overheadBudget = budgetFraction === undefined ? undefined : { fraction: budgetFraction, windowMs: budgetWindowMs };
+  const kafkaMessageKey = pick('kafkaMessageKey', 'kafka-message-key', flags['kafka-message-key'] === true ? true : undefined, file.kafkaMessageKey) ?? false;
   const debugProbeHitsPath = pick('debugProbeHitsPath', 'debug-probe-hits', flags['debug-probe-hits'], file.debugProbeHits);
   const propagation: PropagationOptions = {
     inject: pick('propagation.inject', 'no-inject-traceparent', flags['no-inject-traceparent'] ? false : undefined, file.propagation?.inject) ?? true,
@@ -313,7 +317,7 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
   return {
     overheadBudget,
     selection, kubernetes, export: exportConfig, otlp, sampling, metricsAddress,
-    scanIntervalMs, lingerMs, mapSizes, maxHttpRoutes, logLevel, dbQueryText, debugProbeHitsPath, propagation, sources,
+    scanIntervalMs, lingerMs, mapSizes, maxHttpRoutes, logLevel, dbQueryText, kafkaMessageKey, debugProbeHitsPath, propagation, sources,
     ...(warnings.length ? { warnings } : {}),
   };
 }

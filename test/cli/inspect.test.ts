@@ -296,19 +296,40 @@ describe('gotrail inspect', () => {
     assert.match(text.out, /degraded: client\.\*, server\.\* and network\.peer\.\* are not reported, .*http2Server\.conn at v1\.19\.1 .*older than the data \(from 1\.20\.0\)/);
   });
 
+  test('a kafka-go program, stripped: the Writer and Reader probes attach with offsets from the type metadata and from the database alike', () => {
+    for (const tc of ['go1.19', 'go1.27'] as const) {
+      const bin = setupBinary('kafka-client', tc, 'stripped');
+      const r = inspect(bin, '--json');
+      const db = inspect(bin, '--json', '--offsets-from', 'db');
+      assert.deepEqual(r.json.untracedLibraries, []);
+      for (const id of ['github.com/segmentio/kafka-go/writer', 'github.com/segmentio/kafka-go/reader']) {
+        const fromTypes = probe(r.json, id);
+        const fromDb = probe(db.json, id);
+        assert.equal(fromTypes.attachable, true, `${tc} ${id}`);
+        assert.equal(fromDb.attachable, true, `${tc} ${id} from the database`);
+        for (const [field, o] of Object.entries(fromTypes.offsets)) {
+          if (field === 'runtime.g.goid') continue;
+          assert.equal(o.source, 'types', `${field}: from the type metadata`);
+          assert.equal(fromDb.offsets[field]?.offset, o.offset, `${field}: the database agrees`);
+        }
+      }
+    }
+  });
+
   test('a library gotrail has no probe for yet (from the buildinfo module list) is named', () => {
     const modules = [
       { path: 'google.golang.org/grpc', version: 'v1.50.1' },
       { path: 'github.com/segmentio/kafka-go', version: 'v0.4.47' },
+      { path: 'github.com/IBM/sarama', version: 'v1.45.1' },
       { path: 'github.com/redis/go-redis/v9', version: 'v9.5.1' },
       // database/sql drivers: traced through database/sql
       { path: 'github.com/lib/pq', version: 'v1.12.3' },
       { path: 'github.com/go-sql-driver/mysql', version: 'v1.9.3' },
       { path: 'github.com/go-redis/redis/v8', version: 'v8.11.5' },
     ] as GoModule[];
-    // go-redis v9 has its probe; v8 (another module) has none
+    // go-redis v9 and kafka-go have their probes; v8 (another module) and sarama have none
     assert.deepEqual(untracedLibraries(modules, probes), [
-      { module: 'github.com/segmentio/kafka-go', version: 'v0.4.47', calls: 'Kafka messages' },
+      { module: 'github.com/IBM/sarama', version: 'v1.45.1', calls: 'Kafka messages' },
       { module: 'github.com/go-redis/redis/v8', version: 'v8.11.5', calls: 'Redis commands' },
     ]);
   });

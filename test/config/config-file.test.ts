@@ -58,7 +58,7 @@ test('schema errors name the path of every bad key and what was expected', () =>
     'sampling.sampler: expected one of always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off, parentbased_traceidratio, got "parentbased_sometimes"',
     'selection.excludeName: expected a list, got "debug-*"',
     'selection.includeExe[1]: expected a string, got 3',
-    'tracing: unknown key (expected one of selection, kubernetes, exporter, sampling, metricsAddress, scanIntervalMillis, lingerMillis, maps, maxHttpRoutes, dbQueryText, overheadBudget, logLevel, propagation, debugProbeHits)',
+    'tracing: unknown key (expected one of selection, kubernetes, exporter, sampling, metricsAddress, scanIntervalMillis, lingerMillis, maps, maxHttpRoutes, dbQueryText, overheadBudget, kafkaMessageKey, logLevel, propagation, debugProbeHits)',
   ].sort());
 });
 
