@@ -118,6 +118,17 @@ const MODULE_SPECS: readonly ModuleSpec[] = [
       '_, _ = rdb.Pipelined(context.Background(), func(redis.Pipeliner) error { return nil })',
     ],
   },
+  {
+    module: 'github.com/segmentio/kafka-go',
+    // the version the tests build (Go 1.19 builds it too), and the last 0.4
+    // release before it
+    versions: ['0.4.46', '0.4.47'],
+    imports: ['context', 'github.com/segmentio/kafka-go'],
+    keep: [
+      '_ = (&kafka.Writer{}).WriteMessages(context.Background(), kafka.Message{Headers: []kafka.Header{{}}})',
+      '_, _ = kafka.NewReader(kafka.ReaderConfig{}).ReadMessage(context.Background())',
+    ],
+  },
   // the OpenTelemetry API bridge's attributes: the versions the tests build and the first bridged one
   {
     module: 'go.opentelemetry.io/otel',

@@ -61,6 +61,8 @@ export interface AgentOptions {
   debugProbeHitsPath?: string;
   /** Database spans carry db.query.text, sanitised (`--db-query-text`). Default false. */
   dbQueryText?: boolean;
+  /** Kafka spans carry messaging.kafka.message.key (`--kafka-message-key`). Default false. */
+  kafkaMessageKey?: boolean;
   /** Compiled probe object. Default: build/probes/gotrail.bpf.o. */
   bpfObjectPath?: string;
   /**
@@ -253,6 +255,9 @@ export class Agent implements MetricsSource {
       // read per event: a configuration reload turns it on or off
       get dbQueryText(): boolean {
         return self.opts.dbQueryText ?? false;
+      },
+      get kafkaMessageKey(): boolean {
+        return self.opts.kafkaMessageKey ?? false;
       },
       resourceOf: (tgid) => this.traced.get(tgid)?.resource ?? this.exited.get(tgid)?.resource,
       emit: (span) => {
@@ -762,6 +767,11 @@ export class Agent implements MetricsSource {
     this.opts.dbQueryText = on;
   }
 
+  /** Turns messaging.kafka.message.key on Kafka spans on or off (a configuration reload). */
+  setKafkaMessageKey(on: boolean): void {
+    this.opts.kafkaMessageKey = on;
+  }
+
   /**
    * Readiness: the probes are loaded, the first /proc scan is done and the
    * exporter is healthy (its last export did not fail). `detail` names what is missing.
@@ -833,6 +843,7 @@ export class Agent implements MetricsSource {
       events,
       eventsMalformed: malformed,
       bpfCounters: rt?.counters() ?? {},
+      kafka: rt?.kafkaStats(),
       ringBuffer: { droppedRecords: rb?.droppedRecords ?? 0n, droppedBatches: rb?.droppedBatches ?? 0n, records: rb?.records ?? 0n },
       spans: this.batcher?.stats ?? { exported: 0, dropped: { queue_full: 0, shutdown: 0 }, failed: 0, queued: 0 },
       programs: rt?.obj.programStats() ?? [],

@@ -8,7 +8,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BpfObject, enableStats, kernelFeatures } from '../native/index.ts';
 import {
-  BpfMaps, BpfPrograms, BinaryFlags, Counter, DebugFlags, EventType, ProcessFlags, EVENT_HEADER_SIZE,
+  BpfMaps, BpfPrograms, BinaryFlags, Counter, DebugFlags, KafkaCounter, EventType, ProcessFlags, EVENT_HEADER_SIZE,
   decodeFileInfo, encodeBinaryInfo, encodeFileInfo, encodeFileKey, encodeProcessInfo,
   type BpfMapName, type BpfProgramName, type FileInfo, type FileKey,
 } from '../generated/layouts.ts';
@@ -232,6 +232,33 @@ export class BpfRuntime {
       out[name.replace('GT_COUNTER_', '').toLowerCase()] = sum;
     }
     return out;
+  }
+
+  /**
+   * The Kafka producer→consumer links (probes/go/github.com/segmentio/kafka-go/kafka.h)
+   * by outcome, and the messages not traced by reason. `evicted` (links pushed
+   * out of the full LRU map before any lifetime ended) is what was published
+   * and is neither present nor expired; it walks the map's keys (at most
+   * 65536), so it is read at scrape time only.
+   */
+  kafkaStats(): { links: Record<string, number>; untraced: Record<string, number> } {
+    const sum = (idx: number): number => {
+      const v = this.obj.mapLookup(BpfMaps.gt_kafka_counters, u32key(idx));
+      let n = 0n;
+      if (v) for (let o = 0; o + 8 <= v.length; o += 8) n += v.readBigUInt64LE(o);
+      return Number(n);
+    };
+    const links = {
+      published: sum(KafkaCounter.GT_KAFKA_LINK_PUBLISHED),
+      found: sum(KafkaCounter.GT_KAFKA_LINK_FOUND),
+      expired: sum(KafkaCounter.GT_KAFKA_LINK_EXPIRED),
+      not_found: sum(KafkaCounter.GT_KAFKA_LINK_NOT_FOUND),
+      store_failed: sum(KafkaCounter.GT_KAFKA_LINK_STORE_FAILED),
+      evicted: 0,
+    };
+    const present = links.published > 0 ? this.obj.mapKeys(BpfMaps.gt_kafka_links).length : 0;
+    links.evicted = Math.max(0, links.published - links.expired - present);
+    return { links, untraced: { limit: sum(KafkaCounter.GT_KAFKA_MSGS_UNTRACED), unpaired: sum(KafkaCounter.GT_KAFKA_MSGS_UNPAIRED) } };
   }
 
   /** Routes an event type that is not a probe's (process exec/exit) to `fn`. */

@@ -34,6 +34,8 @@ export interface MetricsSnapshot {
   httpRoutesCut?: Record<string, number>;
   /** the Kubernetes pod watcher, when running in a cluster */
   kubernetes?: { pods: number; relists: number; failures: number; events: number };
+  /** Kafka producer→consumer links by outcome, and Kafka messages not traced by reason */
+  kafka?: { links: Record<string, number>; untraced: Record<string, number> };
   /** spans the configured sampler (OTEL_TRACES_SAMPLER) did not keep */
   spansSampledOut?: number;
   /** process lifecycle: rewritten binaries met at exec, processes held for repair, repaired code bytes, held probe events */
@@ -88,6 +90,12 @@ export function createMetrics(source: MetricsSource): Registry {
   counter('gotrail_spans_sampled_out_total', 'Spans the configured sampler (OTEL_TRACES_SAMPLER, or sampling in the configuration file) did not keep', [], (set, s) => set({}, s.spansSampledOut ?? 0));
   counter('gotrail_traceparents_invalid_total', 'Incoming traceparents not used (malformed, or sent more than once): the request started a new trace', [], (set, s) => {
     set({}, Number(s.bpfCounters['traceparent_invalid'] ?? 0n));
+  });
+  counter('gotrail_kafka_links_total', 'Kafka producer→consumer links, by outcome (published: a written message\'s span recorded; found: a read message joined its producer\'s trace; expired: found past its lifetime, not used; not_found: a read message with neither traceparent nor traced producer; evicted: pushed out of the full map unused or before its lifetime; store_failed)', ['outcome'], (set, s) => {
+    for (const [k, v] of Object.entries(s.kafka?.links ?? {})) set({ outcome: k }, v);
+  });
+  counter('gotrail_kafka_messages_untraced_total', 'Kafka messages written without a span, by reason (limit: beyond the 128 traced per WriteMessages call or batch, or a message with neither key nor value; unpaired: its WriteMessages call was not seen, e.g. it began before the process was traced)', ['reason'], (set, s) => {
+    for (const [k, v] of Object.entries(s.kafka?.untraced ?? {})) set({ reason: k }, v);
   });
   counter('gotrail_spans_exported_total', 'Spans handed to the exporter successfully', [], (set, s) => set({}, s.spans.exported));
   counter('gotrail_spans_dropped_total', 'Spans dropped before export, by reason (queue_full: pushed into a full export queue; shutdown: unexported when the agent stopped)', ['reason'], (set, s) => {

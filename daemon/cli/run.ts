@@ -100,6 +100,8 @@ Agent:
   --db-query-text        database spans carry db.query.text, with every literal replaced
                          by ? (default off: no query text leaves the node);
                          env GOTRAIL_DB_QUERY_TEXT=true
+  --kafka-message-key    Kafka spans carry the message's key (messaging.kafka.message.key;
+                         default off: a key is the program's data)
   --log-level LEVEL      debug, info (default), warn, error
   --debug-probe-hits FILE  debugging aid: write every probe hit (program, process,
                          goroutine, link set, time, CPU) and the agent's attach and
@@ -182,6 +184,7 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
       'log-level': { type: 'string' },
       'debug-probe-hits': { type: 'string' },
       'db-query-text': { type: 'boolean' },
+      'kafka-message-key': { type: 'boolean' },
       duration: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -230,6 +233,7 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
     mapSizes: cfg.mapSizes,
     maxHttpRoutes: cfg.maxHttpRoutes,
     dbQueryText: cfg.dbQueryText,
+    kafkaMessageKey: cfg.kafkaMessageKey,
     debugProbeHitsPath: cfg.debugProbeHitsPath,
   });
   try {
@@ -253,6 +257,7 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
     if (!same(next.sampling, running.sampling)) agent.setSpanFilter(createSpanFilter(next.sampling));
     if (next.logLevel !== running.logLevel) log.level = next.logLevel;
     if (next.dbQueryText !== running.dbQueryText) agent.setDbQueryText(next.dbQueryText);
+    if (next.kafkaMessageKey !== running.kafkaMessageKey) agent.setKafkaMessageKey(next.kafkaMessageKey);
     running = next;
     reloader.setSources(next.sources);
     return { pendingRestart: startOnlyChanges(started, next) };

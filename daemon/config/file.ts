@@ -107,6 +107,8 @@ export const configFileSchema = z.strictObject({
   maxHttpRoutes: intAtLeast(0, 'routes'),
   /** sanitised SQL text (every literal replaced by ?) in db.query.text (--db-query-text); default false. Hot-reloaded. */
   dbQueryText: z.boolean({ error: (i) => `expected true or false, got ${describe(i.input)}` }),
+  /** the message key in messaging.kafka.message.key on Kafka spans (--kafka-message-key); default false. Hot-reloaded. */
+  kafkaMessageKey: z.boolean({ error: (i) => `expected true or false, got ${describe(i.input)}` }),
   /** debug, info, warn or error (--log-level). Hot-reloaded. */
   logLevel: oneOf(['debug', 'info', 'warn', 'error']),
   /** debugging aid (--debug-probe-hits). Read at start. */

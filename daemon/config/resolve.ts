@@ -42,6 +42,7 @@ export interface RunFlags {
   'ring-buffer-bytes'?: string;
   'max-http-routes'?: string;
   'db-query-text'?: boolean;
+  'kafka-message-key'?: boolean;
   'log-level'?: string;
   'debug-probe-hits'?: string;
 }
@@ -79,6 +80,8 @@ export interface RunConfig {
   logLevel: LogLevel;
   /** db.query.text (sanitised) on database/sql spans (--db-query-text); default off */
   dbQueryText: boolean;
+  /** messaging.kafka.message.key on Kafka spans (--kafka-message-key); default off */
+  kafkaMessageKey: boolean;
   debugProbeHitsPath?: string;
   /** where each setting came from: a flag, a variable, `config file` or `default` */
   sources: Record<string, string>;
@@ -244,11 +247,12 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
   } else {
     dbQueryText = pick('dbQueryText', 'db-query-text', flags['db-query-text'] === true ? true : undefined, file.dbQueryText) ?? false;
   }
+  const kafkaMessageKey = pick('kafkaMessageKey', 'kafka-message-key', flags['kafka-message-key'] === true ? true : undefined, file.kafkaMessageKey) ?? false;
   const debugProbeHitsPath = pick('debugProbeHitsPath', 'debug-probe-hits', flags['debug-probe-hits'], file.debugProbeHits);
 
   return {
     selection, kubernetes, export: exportConfig, otlp, sampling, metricsAddress,
-    scanIntervalMs, lingerMs, mapSizes, maxHttpRoutes, logLevel, dbQueryText, debugProbeHitsPath, sources,
+    scanIntervalMs, lingerMs, mapSizes, maxHttpRoutes, logLevel, dbQueryText, kafkaMessageKey, debugProbeHitsPath, sources,
   };
 }
 

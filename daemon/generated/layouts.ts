@@ -35,6 +35,15 @@ export const BpfMaps = {
   gt_http_routes: 'gt_http_routes',
   gt_http_server_config: 'gt_http_server_config',
   gt_http_server_inflight: 'gt_http_server_inflight',
+  gt_kafka_batch_calls: 'gt_kafka_batch_calls',
+  gt_kafka_counters: 'gt_kafka_counters',
+  gt_kafka_fetch_calls: 'gt_kafka_fetch_calls',
+  gt_kafka_handling: 'gt_kafka_handling',
+  gt_kafka_links: 'gt_kafka_links',
+  gt_kafka_pending: 'gt_kafka_pending',
+  gt_kafka_reader_config: 'gt_kafka_reader_config',
+  gt_kafka_write_calls: 'gt_kafka_write_calls',
+  gt_kafka_writer_config: 'gt_kafka_writer_config',
   gt_otel_config: 'gt_otel_config',
   gt_otel_spans: 'gt_otel_spans',
   gt_otel_starting: 'gt_otel_starting',
@@ -53,6 +62,9 @@ export const BpfMaps = {
   gt_sql_config: 'gt_sql_config',
   gt_sql_inflight: 'gt_sql_inflight',
   http_map_scratch: 'http_map_scratch',
+  kafka_batch_scratch: 'kafka_batch_scratch',
+  kafka_link_scratch: 'kafka_link_scratch',
+  kafka_reader_scratch: 'kafka_reader_scratch',
   otel_zero: 'otel_zero',
   redis_scratch: 'redis_scratch',
   sql_scratch: 'sql_scratch',
@@ -83,6 +95,12 @@ export const BpfPrograms = {
   gt_http_server_entry: 'gt_http_server_entry',
   gt_http_server_panic: 'gt_http_server_panic',
   gt_http_server_return: 'gt_http_server_return',
+  gt_kafka_batch_entry: 'gt_kafka_batch_entry',
+  gt_kafka_batch_return: 'gt_kafka_batch_return',
+  gt_kafka_fetch_entry: 'gt_kafka_fetch_entry',
+  gt_kafka_fetch_return: 'gt_kafka_fetch_return',
+  gt_kafka_write_entry: 'gt_kafka_write_entry',
+  gt_kafka_write_return: 'gt_kafka_write_return',
   gt_otel_add_event: 'gt_otel_add_event',
   gt_otel_end: 'gt_otel_end',
   gt_otel_set_attributes: 'gt_otel_set_attributes',
@@ -159,6 +177,8 @@ export const EventType = {
   GT_EVENT_SQL: 12,
   GT_EVENT_REDIS: 20,
   GT_EVENT_OTEL_SPAN: 25,
+  GT_EVENT_KAFKA_PRODUCER: 80,
+  GT_EVENT_KAFKA_CONSUMER: 81,
 } as const;
 
 /** enum gt_exec_flags */
@@ -290,6 +310,12 @@ export const HitSite = {
   GT_HIT_OTEL_SET_STATUS: 63,
   GT_HIT_OTEL_ADD_EVENT: 64,
   GT_HIT_OTEL_SET_ATTRIBUTES: 65,
+  GT_HIT_KAFKA_WRITE_ENTRY: 80,
+  GT_HIT_KAFKA_WRITE_RETURN: 81,
+  GT_HIT_KAFKA_BATCH_ENTRY: 82,
+  GT_HIT_KAFKA_BATCH_RETURN: 83,
+  GT_HIT_KAFKA_FETCH_ENTRY: 84,
+  GT_HIT_KAFKA_FETCH_RETURN: 85,
 } as const;
 
 /** enum gt_http_client_event_flags */
@@ -373,6 +399,52 @@ export const HttpServerFlags = {
   GT_HTTP_SERVER_PAT: 2048,
 } as const;
 
+/** enum gt_kafka_counter */
+export const KafkaCounter = {
+  GT_KAFKA_LINK_PUBLISHED: 0,
+  GT_KAFKA_LINK_FOUND: 1,
+  GT_KAFKA_LINK_EXPIRED: 2,
+  GT_KAFKA_LINK_NOT_FOUND: 3,
+  GT_KAFKA_LINK_STORE_FAILED: 4,
+  GT_KAFKA_MSGS_UNTRACED: 5,
+  GT_KAFKA_MSGS_UNPAIRED: 6,
+  GT_KAFKA_COUNTER_MAX: 8,
+} as const;
+
+/** enum gt_kafka_event_flags */
+export const KafkaEventFlags = {
+  GT_KAFKA_EVENT_ERROR: 1,
+  GT_KAFKA_EVENT_OFFSET: 2,
+  GT_KAFKA_EVENT_PARTITION: 4,
+  GT_KAFKA_EVENT_HEADER_LINK: 8,
+  GT_KAFKA_EVENT_MAP_LINK: 16,
+  GT_KAFKA_EVENT_FETCH: 32,
+} as const;
+
+/** enum gt_kafka_limits */
+export const KafkaLimits = {
+  GT_KAFKA_TOPIC_MAX: 128,
+  GT_KAFKA_KEY_MAX: 64,
+  GT_KAFKA_GROUP_MAX: 64,
+  GT_KAFKA_MSGS_MAX: 128,
+  GT_KAFKA_HEADERS_MAX: 8,
+  GT_KAFKA_LINKS_MAX: 65536,
+  GT_KAFKA_INFLIGHT_MAX: 16384,
+  GT_KAFKA_PENDING_MAX: 65536,
+} as const;
+
+/** enum gt_kafka_reader_flags */
+export const KafkaReaderFlags = {
+  GT_KAFKA_READER_ENABLED: 1,
+  GT_KAFKA_READER_HEADERS: 2,
+  GT_KAFKA_READER_GROUP: 4,
+} as const;
+
+/** enum gt_kafka_writer_flags */
+export const KafkaWriterFlags = {
+  GT_KAFKA_WRITER_ENABLED: 1,
+} as const;
+
 /** enum gt_otel_attribute_type */
 export const OtelAttributeType = {
   GT_OTEL_ATTRIBUTE_BOOL: 1,
@@ -417,6 +489,9 @@ export const PairedFunction = {
   GT_PAIRED_SQL: 12,
   GT_PAIRED_REDIS: 20,
   GT_PAIRED_OTEL_START: 25,
+  GT_PAIRED_KAFKA_WRITE: 80,
+  GT_PAIRED_KAFKA_BATCH: 81,
+  GT_PAIRED_KAFKA_FETCH: 82,
 } as const;
 
 /** enum gt_process_event_limits */
@@ -1602,6 +1677,454 @@ export function encodeHttpServerEvent(v: HttpServerEvent, buf: Buffer = Buffer.a
   buf.writeUInt16LE(v.proto_minor, off + 382);
   buf.fill(0, off + 384, off + 384 + 512); v.tracestate.copy(buf, off + 384, 0, Math.min(v.tracestate.length, 512));
   encodeHttpRoute(v.route, buf, off + 896);
+  return buf;
+}
+
+/** struct gt_kafka_batch_call (152 bytes) */
+export interface KafkaBatchCall {
+  batch: bigint;
+  partition: bigint;
+  topic_len: number;
+  reserved: number;
+  topic: Buffer;
+}
+
+export const KAFKA_BATCH_CALL_SIZE = 152;
+export const KafkaBatchCallOffsets = {
+  batch: 0,
+  partition: 8,
+  topic_len: 16,
+  reserved: 20,
+  topic: 24,
+} as const;
+
+/** Decodes struct gt_kafka_batch_call at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeKafkaBatchCall(buf: Buffer, off = 0): KafkaBatchCall {
+  if (off + 152 > buf.length) throw new RangeError(`gt_kafka_batch_call: need 152 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    batch: buf.readBigUInt64LE(off + 0),
+    partition: buf.readBigInt64LE(off + 8),
+    topic_len: buf.readInt32LE(off + 16),
+    reserved: buf.readUInt32LE(off + 20),
+    topic: buf.subarray(off + 24, off + 24 + 128),
+  };
+}
+
+/** Encodes struct gt_kafka_batch_call into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeKafkaBatchCall(v: KafkaBatchCall, buf: Buffer = Buffer.alloc(152), off = 0): Buffer {
+  buf.writeBigUInt64LE(v.batch, off + 0);
+  buf.writeBigInt64LE(v.partition, off + 8);
+  buf.writeInt32LE(v.topic_len, off + 16);
+  buf.writeUInt32LE(v.reserved, off + 20);
+  buf.fill(0, off + 24, off + 24 + 128); v.topic.copy(buf, off + 24, 0, Math.min(v.topic.length, 128));
+  return buf;
+}
+
+/** struct gt_kafka_event (384 bytes) */
+export interface KafkaEvent {
+  hdr: EventHeader;
+  start_ns: bigint;
+  end_ns: bigint;
+  span: SpanContext;
+  partition: bigint;
+  offset: bigint;
+  err_fn: bigint;
+  err_code: bigint;
+  flags: number;
+  topic_len: number;
+  key_len: number;
+  group_len: number;
+  topic: Buffer;
+  key: Buffer;
+  group: Buffer;
+}
+
+export const KAFKA_EVENT_SIZE = 384;
+export const KafkaEventOffsets = {
+  hdr: 0,
+  start_ns: 24,
+  end_ns: 32,
+  span: 40,
+  partition: 80,
+  offset: 88,
+  err_fn: 96,
+  err_code: 104,
+  flags: 112,
+  topic_len: 116,
+  key_len: 120,
+  group_len: 124,
+  topic: 128,
+  key: 256,
+  group: 320,
+} as const;
+
+/** Decodes struct gt_kafka_event at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeKafkaEvent(buf: Buffer, off = 0): KafkaEvent {
+  if (off + 384 > buf.length) throw new RangeError(`gt_kafka_event: need 384 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    hdr: decodeEventHeader(buf, off + 0),
+    start_ns: buf.readBigUInt64LE(off + 24),
+    end_ns: buf.readBigUInt64LE(off + 32),
+    span: decodeSpanContext(buf, off + 40),
+    partition: buf.readBigInt64LE(off + 80),
+    offset: buf.readBigInt64LE(off + 88),
+    err_fn: buf.readBigUInt64LE(off + 96),
+    err_code: buf.readBigInt64LE(off + 104),
+    flags: buf.readUInt32LE(off + 112),
+    topic_len: buf.readInt32LE(off + 116),
+    key_len: buf.readInt32LE(off + 120),
+    group_len: buf.readInt32LE(off + 124),
+    topic: buf.subarray(off + 128, off + 128 + 128),
+    key: buf.subarray(off + 256, off + 256 + 64),
+    group: buf.subarray(off + 320, off + 320 + 64),
+  };
+}
+
+/** Encodes struct gt_kafka_event into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeKafkaEvent(v: KafkaEvent, buf: Buffer = Buffer.alloc(384), off = 0): Buffer {
+  encodeEventHeader(v.hdr, buf, off + 0);
+  buf.writeBigUInt64LE(v.start_ns, off + 24);
+  buf.writeBigUInt64LE(v.end_ns, off + 32);
+  encodeSpanContext(v.span, buf, off + 40);
+  buf.writeBigInt64LE(v.partition, off + 80);
+  buf.writeBigInt64LE(v.offset, off + 88);
+  buf.writeBigUInt64LE(v.err_fn, off + 96);
+  buf.writeBigInt64LE(v.err_code, off + 104);
+  buf.writeUInt32LE(v.flags, off + 112);
+  buf.writeInt32LE(v.topic_len, off + 116);
+  buf.writeInt32LE(v.key_len, off + 120);
+  buf.writeInt32LE(v.group_len, off + 124);
+  buf.fill(0, off + 128, off + 128 + 128); v.topic.copy(buf, off + 128, 0, Math.min(v.topic.length, 128));
+  buf.fill(0, off + 256, off + 256 + 64); v.key.copy(buf, off + 256, 0, Math.min(v.key.length, 64));
+  buf.fill(0, off + 320, off + 320 + 64); v.group.copy(buf, off + 320, 0, Math.min(v.group.length, 64));
+  return buf;
+}
+
+/** struct gt_kafka_fetch_call (16 bytes) */
+export interface KafkaFetchCall {
+  start_ns: bigint;
+  reader: bigint;
+}
+
+export const KAFKA_FETCH_CALL_SIZE = 16;
+export const KafkaFetchCallOffsets = {
+  start_ns: 0,
+  reader: 8,
+} as const;
+
+/** Decodes struct gt_kafka_fetch_call at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeKafkaFetchCall(buf: Buffer, off = 0): KafkaFetchCall {
+  if (off + 16 > buf.length) throw new RangeError(`gt_kafka_fetch_call: need 16 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    start_ns: buf.readBigUInt64LE(off + 0),
+    reader: buf.readBigUInt64LE(off + 8),
+  };
+}
+
+/** Encodes struct gt_kafka_fetch_call into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeKafkaFetchCall(v: KafkaFetchCall, buf: Buffer = Buffer.alloc(16), off = 0): Buffer {
+  buf.writeBigUInt64LE(v.start_ns, off + 0);
+  buf.writeBigUInt64LE(v.reader, off + 8);
+  return buf;
+}
+
+/** struct gt_kafka_link (48 bytes) */
+export interface KafkaLink {
+  span: SpanContext;
+  time_ns: bigint;
+}
+
+export const KAFKA_LINK_SIZE = 48;
+export const KafkaLinkOffsets = {
+  span: 0,
+  time_ns: 40,
+} as const;
+
+/** Decodes struct gt_kafka_link at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeKafkaLink(buf: Buffer, off = 0): KafkaLink {
+  if (off + 48 > buf.length) throw new RangeError(`gt_kafka_link: need 48 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    span: decodeSpanContext(buf, off + 0),
+    time_ns: buf.readBigUInt64LE(off + 40),
+  };
+}
+
+/** Encodes struct gt_kafka_link into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeKafkaLink(v: KafkaLink, buf: Buffer = Buffer.alloc(48), off = 0): Buffer {
+  encodeSpanContext(v.span, buf, off + 0);
+  buf.writeBigUInt64LE(v.time_ns, off + 40);
+  return buf;
+}
+
+/** struct gt_kafka_link_key (144 bytes) */
+export interface KafkaLinkKey {
+  topic: Buffer;
+  partition: bigint;
+  offset: bigint;
+}
+
+export const KAFKA_LINK_KEY_SIZE = 144;
+export const KafkaLinkKeyOffsets = {
+  topic: 0,
+  partition: 128,
+  offset: 136,
+} as const;
+
+/** Decodes struct gt_kafka_link_key at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeKafkaLinkKey(buf: Buffer, off = 0): KafkaLinkKey {
+  if (off + 144 > buf.length) throw new RangeError(`gt_kafka_link_key: need 144 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    topic: buf.subarray(off + 0, off + 0 + 128),
+    partition: buf.readBigInt64LE(off + 128),
+    offset: buf.readBigInt64LE(off + 136),
+  };
+}
+
+/** Encodes struct gt_kafka_link_key into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeKafkaLinkKey(v: KafkaLinkKey, buf: Buffer = Buffer.alloc(144), off = 0): Buffer {
+  buf.fill(0, off + 0, off + 0 + 128); v.topic.copy(buf, off + 0, 0, Math.min(v.topic.length, 128));
+  buf.writeBigInt64LE(v.partition, off + 128);
+  buf.writeBigInt64LE(v.offset, off + 136);
+  return buf;
+}
+
+/** struct gt_kafka_msg_key (24 bytes) */
+export interface KafkaMsgKey {
+  tgid: number;
+  reserved: number;
+  key_ptr: bigint;
+  value_ptr: bigint;
+}
+
+export const KAFKA_MSG_KEY_SIZE = 24;
+export const KafkaMsgKeyOffsets = {
+  tgid: 0,
+  reserved: 4,
+  key_ptr: 8,
+  value_ptr: 16,
+} as const;
+
+/** Decodes struct gt_kafka_msg_key at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeKafkaMsgKey(buf: Buffer, off = 0): KafkaMsgKey {
+  if (off + 24 > buf.length) throw new RangeError(`gt_kafka_msg_key: need 24 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    tgid: buf.readUInt32LE(off + 0),
+    reserved: buf.readUInt32LE(off + 4),
+    key_ptr: buf.readBigUInt64LE(off + 8),
+    value_ptr: buf.readBigUInt64LE(off + 16),
+  };
+}
+
+/** Encodes struct gt_kafka_msg_key into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeKafkaMsgKey(v: KafkaMsgKey, buf: Buffer = Buffer.alloc(24), off = 0): Buffer {
+  buf.writeUInt32LE(v.tgid, off + 0);
+  buf.writeUInt32LE(v.reserved, off + 4);
+  buf.writeBigUInt64LE(v.key_ptr, off + 8);
+  buf.writeBigUInt64LE(v.value_ptr, off + 16);
+  return buf;
+}
+
+/** struct gt_kafka_pending (48 bytes) */
+export interface KafkaPending {
+  span: SpanContext;
+  start_ns: bigint;
+}
+
+export const KAFKA_PENDING_SIZE = 48;
+export const KafkaPendingOffsets = {
+  span: 0,
+  start_ns: 40,
+} as const;
+
+/** Decodes struct gt_kafka_pending at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeKafkaPending(buf: Buffer, off = 0): KafkaPending {
+  if (off + 48 > buf.length) throw new RangeError(`gt_kafka_pending: need 48 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    span: decodeSpanContext(buf, off + 0),
+    start_ns: buf.readBigUInt64LE(off + 40),
+  };
+}
+
+/** Encodes struct gt_kafka_pending into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeKafkaPending(v: KafkaPending, buf: Buffer = Buffer.alloc(48), off = 0): Buffer {
+  encodeSpanContext(v.span, buf, off + 0);
+  buf.writeBigUInt64LE(v.start_ns, off + 40);
+  return buf;
+}
+
+/** struct gt_kafka_reader_config (56 bytes) */
+export interface KafkaReaderConfig {
+  msg_topic: number;
+  msg_partition: number;
+  msg_offset: number;
+  msg_key: number;
+  msg_headers: number;
+  header_key: number;
+  header_value: number;
+  header_size: number;
+  reader_config: number;
+  config_group_id: number;
+  flags: number;
+  reserved: number;
+  link_max_age_ns: bigint;
+}
+
+export const KAFKA_READER_CONFIG_SIZE = 56;
+export const KafkaReaderConfigOffsets = {
+  msg_topic: 0,
+  msg_partition: 4,
+  msg_offset: 8,
+  msg_key: 12,
+  msg_headers: 16,
+  header_key: 20,
+  header_value: 24,
+  header_size: 28,
+  reader_config: 32,
+  config_group_id: 36,
+  flags: 40,
+  reserved: 44,
+  link_max_age_ns: 48,
+} as const;
+
+/** Decodes struct gt_kafka_reader_config at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeKafkaReaderConfig(buf: Buffer, off = 0): KafkaReaderConfig {
+  if (off + 56 > buf.length) throw new RangeError(`gt_kafka_reader_config: need 56 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    msg_topic: buf.readUInt32LE(off + 0),
+    msg_partition: buf.readUInt32LE(off + 4),
+    msg_offset: buf.readUInt32LE(off + 8),
+    msg_key: buf.readUInt32LE(off + 12),
+    msg_headers: buf.readUInt32LE(off + 16),
+    header_key: buf.readUInt32LE(off + 20),
+    header_value: buf.readUInt32LE(off + 24),
+    header_size: buf.readUInt32LE(off + 28),
+    reader_config: buf.readUInt32LE(off + 32),
+    config_group_id: buf.readUInt32LE(off + 36),
+    flags: buf.readUInt32LE(off + 40),
+    reserved: buf.readUInt32LE(off + 44),
+    link_max_age_ns: buf.readBigUInt64LE(off + 48),
+  };
+}
+
+/** Encodes struct gt_kafka_reader_config into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeKafkaReaderConfig(v: KafkaReaderConfig, buf: Buffer = Buffer.alloc(56), off = 0): Buffer {
+  buf.writeUInt32LE(v.msg_topic, off + 0);
+  buf.writeUInt32LE(v.msg_partition, off + 4);
+  buf.writeUInt32LE(v.msg_offset, off + 8);
+  buf.writeUInt32LE(v.msg_key, off + 12);
+  buf.writeUInt32LE(v.msg_headers, off + 16);
+  buf.writeUInt32LE(v.header_key, off + 20);
+  buf.writeUInt32LE(v.header_value, off + 24);
+  buf.writeUInt32LE(v.header_size, off + 28);
+  buf.writeUInt32LE(v.reader_config, off + 32);
+  buf.writeUInt32LE(v.config_group_id, off + 36);
+  buf.writeUInt32LE(v.flags, off + 40);
+  buf.writeUInt32LE(v.reserved, off + 44);
+  buf.writeBigUInt64LE(v.link_max_age_ns, off + 48);
+  return buf;
+}
+
+/** struct gt_kafka_write_call (32 bytes) */
+export interface KafkaWriteCall {
+  start_ns: bigint;
+  writer: bigint;
+  msgs: bigint;
+  count: bigint;
+}
+
+export const KAFKA_WRITE_CALL_SIZE = 32;
+export const KafkaWriteCallOffsets = {
+  start_ns: 0,
+  writer: 8,
+  msgs: 16,
+  count: 24,
+} as const;
+
+/** Decodes struct gt_kafka_write_call at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeKafkaWriteCall(buf: Buffer, off = 0): KafkaWriteCall {
+  if (off + 32 > buf.length) throw new RangeError(`gt_kafka_write_call: need 32 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    start_ns: buf.readBigUInt64LE(off + 0),
+    writer: buf.readBigUInt64LE(off + 8),
+    msgs: buf.readBigUInt64LE(off + 16),
+    count: buf.readBigInt64LE(off + 24),
+  };
+}
+
+/** Encodes struct gt_kafka_write_call into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeKafkaWriteCall(v: KafkaWriteCall, buf: Buffer = Buffer.alloc(32), off = 0): Buffer {
+  buf.writeBigUInt64LE(v.start_ns, off + 0);
+  buf.writeBigUInt64LE(v.writer, off + 8);
+  buf.writeBigUInt64LE(v.msgs, off + 16);
+  buf.writeBigInt64LE(v.count, off + 24);
+  return buf;
+}
+
+/** struct gt_kafka_writer_config (48 bytes) */
+export interface KafkaWriterConfig {
+  msg_topic: number;
+  msg_offset: number;
+  msg_key: number;
+  msg_value: number;
+  msg_size: number;
+  batch_msgs: number;
+  batch_err: number;
+  ptw_meta: number;
+  tp_topic: number;
+  tp_partition: number;
+  writer_topic: number;
+  flags: number;
+}
+
+export const KAFKA_WRITER_CONFIG_SIZE = 48;
+export const KafkaWriterConfigOffsets = {
+  msg_topic: 0,
+  msg_offset: 4,
+  msg_key: 8,
+  msg_value: 12,
+  msg_size: 16,
+  batch_msgs: 20,
+  batch_err: 24,
+  ptw_meta: 28,
+  tp_topic: 32,
+  tp_partition: 36,
+  writer_topic: 40,
+  flags: 44,
+} as const;
+
+/** Decodes struct gt_kafka_writer_config at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeKafkaWriterConfig(buf: Buffer, off = 0): KafkaWriterConfig {
+  if (off + 48 > buf.length) throw new RangeError(`gt_kafka_writer_config: need 48 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    msg_topic: buf.readUInt32LE(off + 0),
+    msg_offset: buf.readUInt32LE(off + 4),
+    msg_key: buf.readUInt32LE(off + 8),
+    msg_value: buf.readUInt32LE(off + 12),
+    msg_size: buf.readUInt32LE(off + 16),
+    batch_msgs: buf.readUInt32LE(off + 20),
+    batch_err: buf.readUInt32LE(off + 24),
+    ptw_meta: buf.readUInt32LE(off + 28),
+    tp_topic: buf.readUInt32LE(off + 32),
+    tp_partition: buf.readUInt32LE(off + 36),
+    writer_topic: buf.readUInt32LE(off + 40),
+    flags: buf.readUInt32LE(off + 44),
+  };
+}
+
+/** Encodes struct gt_kafka_writer_config into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeKafkaWriterConfig(v: KafkaWriterConfig, buf: Buffer = Buffer.alloc(48), off = 0): Buffer {
+  buf.writeUInt32LE(v.msg_topic, off + 0);
+  buf.writeUInt32LE(v.msg_offset, off + 4);
+  buf.writeUInt32LE(v.msg_key, off + 8);
+  buf.writeUInt32LE(v.msg_value, off + 12);
+  buf.writeUInt32LE(v.msg_size, off + 16);
+  buf.writeUInt32LE(v.batch_msgs, off + 20);
+  buf.writeUInt32LE(v.batch_err, off + 24);
+  buf.writeUInt32LE(v.ptw_meta, off + 28);
+  buf.writeUInt32LE(v.tp_topic, off + 32);
+  buf.writeUInt32LE(v.tp_partition, off + 36);
+  buf.writeUInt32LE(v.writer_topic, off + 40);
+  buf.writeUInt32LE(v.flags, off + 44);
   return buf;
 }
 

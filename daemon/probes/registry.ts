@@ -10,11 +10,14 @@ import { ginProbe } from './go/github.com/gin-gonic/gin/descriptor.ts';
 import { otelApiProbe } from './go/go.opentelemetry.io/otel/descriptor.ts';
 
 import { goRedisProbe } from './go/github.com/redis/go-redis/v9/descriptor.ts';
+import { kafkaWriterProbe } from './go/github.com/segmentio/kafka-go/writer/descriptor.ts';
+import { kafkaReaderProbe } from './go/github.com/segmentio/kafka-go/reader/descriptor.ts';
 import { runtimeProbe } from './go/runtime/descriptor.ts';
 import { sqlProbe } from './go/database/sql/descriptor.ts';
 
 export const probes: readonly ProbeDescriptor[] = [
   httpServerProbe, httpClientProbe, grpcServerProbe, grpcClientProbe, sqlProbe, goRedisProbe,
+  kafkaWriterProbe, kafkaReaderProbe,
   // goroutine ancestry: state for the client probes, no spans of its own
   runtimeProbe,
   // routers: http.route of the net/http server's spans

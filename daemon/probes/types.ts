@@ -103,6 +103,8 @@ export interface EventContext {
   routes: HttpRouteBound;
   /** Whether database spans carry db.query.text (always sanitised): `--db-query-text`. Default false; read per event (a reload changes it). */
   dbQueryText?: boolean;
+  /** Whether Kafka spans carry messaging.kafka.message.key: `--kafka-message-key`. Default false; read per event. */
+  kafkaMessageKey?: boolean;
 }
 
 export interface ProbeDescriptor {

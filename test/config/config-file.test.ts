@@ -59,7 +59,7 @@ test('schema errors name the path of every bad key and what was expected', () =>
     'sampling.sampler: expected one of always_on, always_off, traceidratio, parentbased_always_on, got "parentbased_traceidratio"',
     'selection.excludeName: expected a list, got "debug-*"',
     'selection.includeExe[1]: expected a string, got 3',
-    'tracing: unknown key (expected one of selection, kubernetes, exporter, sampling, metricsAddress, scanIntervalMillis, lingerMillis, maps, maxHttpRoutes, dbQueryText, logLevel, debugProbeHits)',
+    'tracing: unknown key (expected one of selection, kubernetes, exporter, sampling, metricsAddress, scanIntervalMillis, lingerMillis, maps, maxHttpRoutes, dbQueryText, kafkaMessageKey, logLevel, debugProbeHits)',
   ].sort());
 });
 

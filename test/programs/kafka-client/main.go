@@ -1,11 +1,24 @@
-// kafka-client: writes and reads messages with segmentio/kafka-go against a
-// broker, for the Kafka tests.
+// kafka-client: an HTTP service that writes and reads Kafka messages with
+// segmentio/kafka-go, for the Kafka probes' tests.
 //
-//	kafka-client BOOTSTRAP TOPIC N
+//	KAFKA_BOOTSTRAP=127.0.0.1:9092 kafka-client
 //
-// creates TOPIC (one partition), writes N messages with a Writer, reads them
-// back with a Reader in a consumer group, then writes one message to a topic
-// that does not exist; prints "written N", "read N" and "missing topic: ERR".
+// GET /create?topic=T            creates topic T (one partition)
+// GET /produce?topic=T&n=N&id=I  writes N messages (keys I-0 … I-(N-1)) in one
+//                                WriteMessages call on the request's goroutine,
+//                                through one Writer per topic shared by all
+//                                requests (their messages share batches);
+//                                &traceparent=TP sets that header on each
+// GET /missing?topic=T           writes one message to T, which does not
+//                                exist; answers with the error
+// GET /consume?topic=T&group=G&n=N[&fetch=1][&call=1]
+//                                reads N messages in consumer group G on a
+//                                goroutine started with the program (not by a
+//                                request): ReadMessage, or with fetch=1
+//                                FetchMessage then CommitMessages; with call=1
+//                                it sends GET /noop to itself while handling
+//                                each message; answers "read N" and the keys
+// GET /noop                      answers 204
 package main
 
 import (
@@ -13,14 +26,19 @@ import (
 	"fmt"
 	"log"
 	"net"
+	"net/http"
 	"os"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/segmentio/kafka-go"
 )
 
-func createTopic(bootstrap, topic string) error {
+var bootstrap = os.Getenv("KAFKA_BOOTSTRAP")
+
+func createTopic(topic string) error {
 	conn, err := kafka.Dial("tcp", bootstrap)
 	if err != nil {
 		return err
@@ -38,50 +56,112 @@ func createTopic(bootstrap, topic string) error {
 	return cc.CreateTopics(kafka.TopicConfig{Topic: topic, NumPartitions: 1, ReplicationFactor: 1})
 }
 
+var (
+	writersMu sync.Mutex
+	writers   = map[string]*kafka.Writer{}
+)
+
+func writer(topic string) *kafka.Writer {
+	writersMu.Lock()
+	defer writersMu.Unlock()
+	w := writers[topic]
+	if w == nil {
+		w = &kafka.Writer{Addr: kafka.TCP(bootstrap), Topic: topic, RequiredAcks: kafka.RequireAll, BatchTimeout: 10 * time.Millisecond}
+		writers[topic] = w
+	}
+	return w
+}
+
+type job struct {
+	topic, group string
+	n            int
+	fetch, call  bool
+	done         chan string
+}
+
+var jobs = make(chan job)
+
+// consumer runs on a goroutine of its own, started by main.
+func consumer(self string) {
+	for j := range jobs {
+		r := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{bootstrap}, Topic: j.topic, GroupID: j.group, MinBytes: 1, MaxBytes: 1 << 20, MaxWait: 100 * time.Millisecond})
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		var keys []string
+		var failure error
+		for i := 0; i < j.n; i++ {
+			var m kafka.Message
+			var err error
+			if j.fetch {
+				if m, err = r.FetchMessage(ctx); err == nil {
+					err = r.CommitMessages(ctx, m)
+				}
+			} else {
+				m, err = r.ReadMessage(ctx)
+			}
+			if err != nil {
+				failure = err
+				break
+			}
+			keys = append(keys, string(m.Key))
+			if j.call {
+				if resp, err := http.Get(self + "/noop"); err == nil {
+					resp.Body.Close()
+				}
+			}
+		}
+		cancel()
+		r.Close()
+		if failure != nil {
+			j.done <- fmt.Sprintf("error after %d: %v", len(keys), failure)
+		} else {
+			j.done <- fmt.Sprintf("read %d\n%s", len(keys), strings.Join(keys, "\n"))
+		}
+	}
+}
+
 func main() {
-	if len(os.Args) != 4 {
-		log.Fatal("usage: kafka-client BOOTSTRAP TOPIC N")
-	}
-	bootstrap, topic := os.Args[1], os.Args[2]
-	n, _ := strconv.Atoi(os.Args[3])
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	if err := createTopic(bootstrap, topic); err != nil {
-		log.Fatalf("create topic: %v", err)
-	}
-	w := &kafka.Writer{Addr: kafka.TCP(bootstrap), Topic: topic, RequiredAcks: kafka.RequireAll, BatchTimeout: 10 * time.Millisecond}
-	msgs := make([]kafka.Message, n)
-	for i := range msgs {
-		msgs[i] = kafka.Message{Key: []byte(fmt.Sprintf("key-%d", i)), Value: []byte(fmt.Sprintf("value-%d", i))}
-	}
-	// the topic's leader may take a moment to be known after its creation
-	var err error
-	for try := 0; try < 50; try++ {
-		if err = w.WriteMessages(ctx, msgs...); err == nil {
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		log.Fatalf("write: %v", err)
+		log.Fatal(err)
 	}
-	w.Close()
-	fmt.Printf("written %d\n", n)
-
-	r := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{bootstrap}, Topic: topic, GroupID: topic + "-group", MinBytes: 1, MaxBytes: 1 << 20})
-	for i := 0; i < n; i++ {
-		m, err := r.ReadMessage(ctx)
-		if err != nil {
-			log.Fatalf("read %d: %v", i, err)
+	self := "http://" + ln.Addr().String()
+	go consumer(self)
+	mux := http.NewServeMux()
+	mux.HandleFunc("/create", func(w http.ResponseWriter, r *http.Request) {
+		if err := createTopic(r.URL.Query().Get("topic")); err != nil {
+			http.Error(w, err.Error(), 500)
 		}
-		if string(m.Key) != fmt.Sprintf("key-%d", i) {
-			log.Fatalf("read %d: key %q", i, m.Key)
+	})
+	mux.HandleFunc("/produce", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		n, _ := strconv.Atoi(q.Get("n"))
+		msgs := make([]kafka.Message, n)
+		for i := range msgs {
+			msgs[i] = kafka.Message{Key: []byte(fmt.Sprintf("%s-%d", q.Get("id"), i)), Value: []byte(fmt.Sprintf("value-%d", i))}
+			if tp := q.Get("traceparent"); tp != "" {
+				msgs[i].Headers = []kafka.Header{{Key: "other", Value: []byte("x")}, {Key: "traceparent", Value: []byte(tp)}}
+			}
 		}
-	}
-	r.Close()
-	fmt.Printf("read %d\n", n)
-
-	missing := &kafka.Writer{Addr: kafka.TCP(bootstrap), Topic: topic + "-missing", MaxAttempts: 1}
-	err = missing.WriteMessages(ctx, kafka.Message{Value: []byte("x")})
-	fmt.Printf("missing topic: %v\n", err)
+		if err := writer(q.Get("topic")).WriteMessages(r.Context(), msgs...); err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+		fmt.Fprintf(w, "written %d", n)
+	})
+	mux.HandleFunc("/missing", func(w http.ResponseWriter, r *http.Request) {
+		missing := &kafka.Writer{Addr: kafka.TCP(bootstrap), Topic: r.URL.Query().Get("topic"), MaxAttempts: 1}
+		defer missing.Close()
+		err := missing.WriteMessages(r.Context(), kafka.Message{Key: []byte("missing-0"), Value: []byte("x")})
+		fmt.Fprintf(w, "missing topic: %v", err)
+	})
+	mux.HandleFunc("/consume", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		n, _ := strconv.Atoi(q.Get("n"))
+		j := job{topic: q.Get("topic"), group: q.Get("group"), n: n, fetch: q.Get("fetch") == "1", call: q.Get("call") == "1", done: make(chan string)}
+		jobs <- j
+		fmt.Fprint(w, <-j.done)
+	})
+	mux.HandleFunc("/noop", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
+	fmt.Printf("listening on %s\n", ln.Addr())
+	log.Fatal(http.Serve(ln, mux))
 }

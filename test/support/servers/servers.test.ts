@@ -11,6 +11,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { repoRoot } from '../agent-process.ts';
+import { httpRequest, startGoServer } from '../go-server.ts';
 import { kafkaSkipReason, startKafka } from './kafka.ts';
 import { startRedis } from './redis.ts';
 
@@ -22,13 +23,22 @@ test('the Kafka broker takes a kafka-go Writer\'s messages, a Reader in a consum
   timeout: 240_000,
 }, async () => {
   const kafka = await startKafka();
+  const client = await startGoServer(KAFKA_CLIENT, [], { KAFKA_BOOTSTRAP: kafka.bootstrap });
   try {
-    const { stdout } = await run(KAFKA_CLIENT, [kafka.bootstrap, 'orders', '20'], { timeout: 120_000 });
-    const lines = stdout.trim().split('\n');
-    assert.equal(lines[0], 'written 20');
-    assert.equal(lines[1], 'read 20');
-    assert.match(lines[2]!, /^missing topic: .*Unknown Topic Or Partition/i);
+    assert.equal((await httpRequest(`${client.url}/create?topic=orders`)).status, 200);
+    // the topic's leader may take a moment to be known after its creation
+    let written = await httpRequest(`${client.url}/produce?topic=orders&n=20&id=k`);
+    for (let i = 0; i < 50 && written.status !== 200; i++) {
+      await new Promise((r) => setTimeout(r, 200));
+      written = await httpRequest(`${client.url}/produce?topic=orders&n=20&id=k`);
+    }
+    assert.equal(written.body, 'written 20');
+    const read = (await httpRequest(`${client.url}/consume?topic=orders&group=orders-group&n=20`)).body.split('\n');
+    assert.equal(read[0], 'read 20');
+    assert.deepEqual(read.slice(1), Array.from({ length: 20 }, (_, i) => `k-${i}`));
+    assert.match((await httpRequest(`${client.url}/missing?topic=orders-missing`)).body, /^missing topic: .*Unknown Topic Or Partition/i);
   } finally {
+    await client.stop();
     await kafka.stop();
   }
 });
