@@ -6,14 +6,14 @@
 //	orders   (-mode orders)   gRPC: Place reads the item from PostgreSQL (pgx
 //	                          stdlib), counts the order in Redis (INCR) and
 //	                          writes the order to Kafka (one message, key N)
-//	consumer (-mode consumer) reads the orders from Kafka and marks each one
-//	                          done in Redis (SET order:N)
+//	consumer (-mode consumer) reads the orders from Kafka, once told to start,
+//	                          and marks each one done in Redis (SET order:N)
 //
 // Flags: -pg URL, -redis ADDR, -kafka BOOTSTRAP, -topic NAME, -orders ADDR
 // (the front's gRPC target). Each mode prints "listening on ADDR" once it
-// serves HTTP (the consumer's / answers the number of orders handled); the
-// orders service then sets up its table and topic and prints "grpc on ADDR"
-// once it takes calls. Nothing here knows of tracing: no header, no
+// serves HTTP (the consumer's /start starts its reading, and every path
+// answers the number of orders handled); the orders service then sets up its
+// table and topic and prints "grpc on ADDR" once it takes calls. Nothing here knows of tracing: no header, no
 // metadata, no SDK.
 package main
 
@@ -28,6 +28,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -138,18 +139,21 @@ func ordersMain() {
 		log.Fatalf("create topic: %v", err)
 	}
 	w := &kafka.Writer{Addr: kafka.TCP(*bootstrap), Topic: *topic, RequiredAcks: kafka.RequireOne, BatchTimeout: 2 * time.Millisecond}
-	// the new topic's leader may take a moment to be known
+	// the new topic's leader may take a moment to be known: wait for it
+	// (rather than write a warm-up message, which the consumer would read)
 	for try := 0; ; try++ {
-		err := w.WriteMessages(ctx, kafka.Message{Key: []byte("warm-up")})
+		conn, err := kafka.DialLeader(ctx, "tcp", *bootstrap, *topic, 0)
 		if err == nil {
+			conn.Close()
 			break
 		}
 		if try == 100 {
-			log.Fatalf("write: %v", err)
+			log.Fatalf("topic leader: %v", err)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	o := &orders{db: db, rdb: redis.NewClient(&redis.Options{Addr: *redisAddr, PoolSize: 32}), w: w}
+	// DisableIndentity: no CLIENT SETINFO on each new connection (servers before Redis 7.2 refuse it)
+	o := &orders{db: db, rdb: redis.NewClient(&redis.Options{Addr: *redisAddr, PoolSize: 32, DisableIndentity: true}), w: w}
 	place := func(srv interface{}, ctx context.Context, dec func(interface{}) error, ic grpc.UnaryServerInterceptor) (interface{}, error) {
 		in := new(wrapperspb.StringValue)
 		if err := dec(in); err != nil {
@@ -199,21 +203,21 @@ func createTopic(bootstrap, topic string) error {
 // ---- consumer ----------------------------------------------------------
 
 func consumer() {
-	rdb := redis.NewClient(&redis.Options{Addr: *redisAddr})
-	// one partition, read from its start: no group to join, so the first
-	// message is read as soon as it is written
+	rdb := redis.NewClient(&redis.Options{Addr: *redisAddr, DisableIndentity: true})
+	// one partition, read from its start: no group to join, so the messages
+	// are read as soon as reading starts
 	r := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{*bootstrap}, Topic: *topic, Partition: 0, MinBytes: 1, MaxBytes: 1 << 20, MaxWait: 100 * time.Millisecond})
 	var handled atomic.Int64
+	start := make(chan struct{})
+	var once sync.Once
 	go func() {
+		<-start
 		ctx := context.Background()
 		for {
 			m, err := r.ReadMessage(ctx)
 			if err != nil {
 				log.Printf("read: %v", err)
 				time.Sleep(100 * time.Millisecond)
-				continue
-			}
-			if string(m.Key) == "warm-up" {
 				continue
 			}
 			if err := rdb.Set(ctx, "order:"+string(m.Key), "done", time.Hour).Err(); err != nil {
@@ -223,6 +227,9 @@ func consumer() {
 		}
 	}()
 	serveHTTP(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/start" {
+			once.Do(func() { close(start) })
+		}
 		fmt.Fprintln(w, handled.Load())
 	}))
 }
