@@ -300,15 +300,16 @@ describe('gotrail inspect', () => {
     const modules = [
       { path: 'google.golang.org/grpc', version: 'v1.50.1' },
       { path: 'github.com/segmentio/kafka-go', version: 'v0.4.47' },
+      { path: 'github.com/IBM/sarama', version: 'v1.45.1' },
       { path: 'github.com/redis/go-redis/v9', version: 'v9.5.1' },
       // database/sql drivers: traced through database/sql
       { path: 'github.com/lib/pq', version: 'v1.12.3' },
       { path: 'github.com/go-sql-driver/mysql', version: 'v1.9.3' },
       { path: 'github.com/go-redis/redis/v8', version: 'v8.11.5' },
     ] as GoModule[];
-    // go-redis v9 has its probe; v8 (another module) has none
+    // go-redis v9 and kafka-go have their probes; v8 (another module) and sarama have none
     assert.deepEqual(untracedLibraries(modules, probes), [
-      { module: 'github.com/segmentio/kafka-go', version: 'v0.4.47', calls: 'Kafka messages' },
+      { module: 'github.com/IBM/sarama', version: 'v1.45.1', calls: 'Kafka messages' },
       { module: 'github.com/go-redis/redis/v8', version: 'v8.11.5', calls: 'Redis commands' },
     ]);
   });

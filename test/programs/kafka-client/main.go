@@ -19,6 +19,12 @@
 //                                it sends GET /noop to itself while handling
 //                                each message; answers "read N" and the keys
 // GET /noop                      answers 204
+// GET /loop?topic=T&n=N          writes N messages one by one, each its own
+//                                WriteMessages call and batch (BatchSize 1);
+//                                answers the nanoseconds it took
+// GET /readloop?topic=T&n=N      reads the first N messages of T (partition 0,
+//                                no group) with FetchMessage; answers the
+//                                nanoseconds it took
 package main
 
 import (
@@ -160,6 +166,40 @@ func main() {
 		j := job{topic: q.Get("topic"), group: q.Get("group"), n: n, fetch: q.Get("fetch") == "1", call: q.Get("call") == "1", done: make(chan string)}
 		jobs <- j
 		fmt.Fprint(w, <-j.done)
+	})
+	mux.HandleFunc("/loop", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		n, _ := strconv.Atoi(q.Get("n"))
+		lw := &kafka.Writer{Addr: kafka.TCP(bootstrap), Topic: q.Get("topic"), RequiredAcks: kafka.RequireOne, BatchSize: 1}
+		defer lw.Close()
+		value := []byte("loop-value")
+		start := time.Now()
+		for i := 0; i < n; i++ {
+			if err := lw.WriteMessages(r.Context(), kafka.Message{Key: []byte(strconv.Itoa(i)), Value: value}); err != nil {
+				http.Error(w, err.Error(), 500)
+				return
+			}
+		}
+		fmt.Fprint(w, time.Since(start).Nanoseconds())
+	})
+	mux.HandleFunc("/readloop", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		n, _ := strconv.Atoi(q.Get("n"))
+		rd := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{bootstrap}, Topic: q.Get("topic"), Partition: 0, MinBytes: 1, MaxBytes: 8 << 20})
+		defer rd.Close()
+		// the first message waits for the connection and the first fetch: not timed
+		if _, err := rd.FetchMessage(r.Context()); err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+		start := time.Now()
+		for i := 1; i < n; i++ {
+			if _, err := rd.FetchMessage(r.Context()); err != nil {
+				http.Error(w, err.Error(), 500)
+				return
+			}
+		}
+		fmt.Fprint(w, time.Since(start).Nanoseconds())
 	})
 	mux.HandleFunc("/noop", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
 	fmt.Printf("listening on %s\n", ln.Addr())

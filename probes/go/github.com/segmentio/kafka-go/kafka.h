@@ -62,13 +62,13 @@ enum gt_event_type_kafka {
 
 /* Outcomes of the producer→consumer link, counted per CPU in gt_kafka_counters. */
 enum gt_kafka_counter {
-	GT_KAFKA_LINK_PUBLISHED = 0,  /* a written message's span context published */
-	GT_KAFKA_LINK_FOUND = 1,      /* a read message found its producer's span */
-	GT_KAFKA_LINK_EXPIRED = 2,    /* found, but older than the lifetime: not used, removed */
-	GT_KAFKA_LINK_NOT_FOUND = 3,  /* a read message without traceparent nor published producer */
+	GT_KAFKA_LINK_PUBLISHED = 0, /* a written message's span context published */
+	GT_KAFKA_LINK_FOUND = 1,     /* a read message found its producer's span */
+	GT_KAFKA_LINK_EXPIRED = 2,   /* found, but older than the lifetime: not used, removed */
+	GT_KAFKA_LINK_NOT_FOUND = 3, /* a read message without traceparent nor published producer */
 	GT_KAFKA_LINK_STORE_FAILED = 4,
-	GT_KAFKA_MSGS_UNTRACED = 5,   /* messages beyond GT_KAFKA_MSGS_MAX of a call or batch */
-	GT_KAFKA_MSGS_UNPAIRED = 6,   /* written messages whose WriteMessages call was not seen */
+	GT_KAFKA_MSGS_UNTRACED = 5, /* messages beyond GT_KAFKA_MSGS_MAX of a call or batch */
+	GT_KAFKA_MSGS_UNPAIRED = 6, /* written messages whose WriteMessages call was not seen */
 	GT_KAFKA_COUNTER_MAX = 8,
 };
 
@@ -140,7 +140,7 @@ static __always_inline void gt_kafka_error(struct gt_kafka_event *ev, __u64 itab
 /* The link key of a message, in the per-CPU scratch (0 when unavailable);
  * `topic` is GT_KAFKA_TOPIC_MAX bytes, zero after the name. */
 static __always_inline struct gt_kafka_link_key *gt_kafka_link_key_of(const char *topic, __s64 partition,
-								     __s64 offset)
+								      __s64 offset)
 {
 	__u32 zero = 0;
 	struct gt_kafka_link_key *k = bpf_map_lookup_elem(&kafka_link_scratch, &zero);

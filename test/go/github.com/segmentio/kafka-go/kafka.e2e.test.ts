@@ -15,7 +15,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import type { ReceivedSpan } from '../../../../support/collector.ts';
+import { attributeText, type ReceivedSpan } from '../../../../support/collector.ts';
 import { skipUnlessBpf } from '../../../../support/privileges.ts';
 import { freshCopy, tracedCollector, type TracedCollector } from '../../../../support/traced-collector.ts';
 import { repoRoot } from '../../../../support/agent-process.ts';
@@ -166,7 +166,7 @@ describe('github.com/segmentio/kafka-go: a PRODUCER span per message written, a 
 
           // while handling a message (ReadMessage, call=1) the consumer's calls are its children
           const readIds = new Set(consumerSpans.filter((c) => c.attributes['messaging.consumer.group.name'] === 'g-read').map((c) => c.spanId));
-          const calls = s.of(consumer.pid, 'CLIENT').filter((c) => c.attributes['url.full'] !== undefined && String(c.attributes['url.full']).endsWith('/noop'));
+          const calls = s.of(consumer.pid, 'CLIENT').filter((c) => attributeText(c.attributes['url.full']).endsWith('/noop'));
           assert.equal(calls.length, written);
           for (const c of calls) assert.ok(readIds.has(c.parentSpanId), 'a call made while handling a message is its child');
           assert.equal(Number(await traced.metric(/^gotrail_kafka_links_total\{outcome="found"\} (\d+)/m) ?? -1) >= 2 * (written - WITH_HEADER), true, 'links found counted');

@@ -148,7 +148,8 @@ static __always_inline bool header_parent(const struct gt_kafka_reader_config *c
 		if ((__s64)i >= headers.len || !headers.ptr)
 			break;
 		__u64 h = headers.ptr + (__u64)i * cfg->header_size;
-		if (bpf_probe_read_user(&k, sizeof(k), (void *)(h + cfg->header_key)) < 0 || k.len != 11 || !k.ptr)
+		if (bpf_probe_read_user(&k, sizeof(k), (void *)(h + cfg->header_key)) < 0 || k.len != 11 ||
+		    !k.ptr)
 			continue;
 		if (bpf_probe_read_user(name, 11, (void *)k.ptr) < 0)
 			continue;
@@ -184,7 +185,8 @@ int gt_kafka_fetch_return(struct pt_regs *ctx)
 	if (!cfg)
 		return 0;
 	struct gt_kafka_fetch_call *c = bpf_map_lookup_elem(&gt_kafka_fetch_calls, &key);
-	gt_debug_hit(ctx, GT_HIT_KAFKA_FETCH_RETURN, c ? GT_HIT_FOUND : GT_HIT_NOT_FOUND, key.tgid, bin_id, key.goid);
+	gt_debug_hit(ctx, GT_HIT_KAFKA_FETCH_RETURN, c ? GT_HIT_FOUND : GT_HIT_NOT_FOUND, key.tgid, bin_id,
+		     key.goid);
 	if (!c) {
 		gt_count_no_entry(&key, GT_PAIRED_KAFKA_FETCH);
 		return 0;
@@ -205,7 +207,8 @@ int gt_kafka_fetch_return(struct pt_regs *ctx)
 	ev->group_len = -1;
 	__u64 msg = PT_REGS_SP(ctx) + 8;
 	ev->topic_len = go_read_string(msg, cfg->msg_topic, ev->topic, GT_KAFKA_TOPIC_MAX);
-	if (bpf_probe_read_user(&ev->partition, sizeof(ev->partition), (void *)(msg + cfg->msg_partition)) == 0)
+	if (bpf_probe_read_user(&ev->partition, sizeof(ev->partition), (void *)(msg + cfg->msg_partition)) ==
+	    0)
 		ev->flags |= GT_KAFKA_EVENT_PARTITION;
 	if (bpf_probe_read_user(&ev->offset, sizeof(ev->offset), (void *)(msg + cfg->msg_offset)) == 0)
 		ev->flags |= GT_KAFKA_EVENT_OFFSET;
@@ -214,7 +217,8 @@ int gt_kafka_fetch_return(struct pt_regs *ctx)
 		ev->key_len = k.len < 0 ? 0 : k.len > 0x7fffffff ? 0x7fffffff : (__s32)k.len;
 		__u32 n = k.len < GT_KAFKA_KEY_MAX ? (__u32)k.len : GT_KAFKA_KEY_MAX;
 		if (k.len > 0 && k.ptr && n > 0)
-			bpf_probe_read_user(ev->key, n & (GT_KAFKA_KEY_MAX | (GT_KAFKA_KEY_MAX - 1)), (void *)k.ptr);
+			bpf_probe_read_user(ev->key, n & (GT_KAFKA_KEY_MAX | (GT_KAFKA_KEY_MAX - 1)),
+					    (void *)k.ptr);
 	}
 	__u64 rcfg = call.reader + cfg->reader_config;
 	if ((cfg->flags & GT_KAFKA_READER_GROUP) && call.reader)

@@ -24,18 +24,18 @@
 #include "ancestry.h"
 
 struct gt_kafka_writer_config {
-	__u32 msg_topic;     /* Message.Topic (string) */
-	__u32 msg_offset;    /* Message.Offset (int64) */
-	__u32 msg_key;       /* Message.Key ([]byte) */
-	__u32 msg_value;     /* Message.Value ([]byte) */
-	__u32 msg_size;      /* sizeof(Message): Message.Time + 24 */
-	__u32 batch_msgs;    /* writeBatch.msgs ([]Message) */
-	__u32 batch_err;     /* writeBatch.err (error) */
-	__u32 ptw_meta;      /* partitionWriter.meta (topicPartition) */
-	__u32 tp_topic;      /* topicPartition.topic (string) */
-	__u32 tp_partition;  /* topicPartition.partition (int32) */
-	__u32 writer_topic;  /* Writer.Topic (string) */
-	__u32 flags;         /* enum gt_kafka_writer_flags */
+	__u32 msg_topic;    /* Message.Topic (string) */
+	__u32 msg_offset;   /* Message.Offset (int64) */
+	__u32 msg_key;      /* Message.Key ([]byte) */
+	__u32 msg_value;    /* Message.Value ([]byte) */
+	__u32 msg_size;     /* sizeof(Message): Message.Time + 24 */
+	__u32 batch_msgs;   /* writeBatch.msgs ([]Message) */
+	__u32 batch_err;    /* writeBatch.err (error) */
+	__u32 ptw_meta;     /* partitionWriter.meta (topicPartition) */
+	__u32 tp_topic;     /* topicPartition.topic (string) */
+	__u32 tp_partition; /* topicPartition.partition (int32) */
+	__u32 writer_topic; /* Writer.Topic (string) */
+	__u32 flags;        /* enum gt_kafka_writer_flags */
 };
 
 enum gt_kafka_writer_flags {
@@ -133,13 +133,15 @@ static __always_inline bool msg_identity(const struct gt_kafka_writer_config *cf
 {
 	k->tgid = tgid;
 	k->reserved = 0;
-	if (go_read_ptr(msg, cfg->msg_key, &k->key_ptr) < 0 || go_read_ptr(msg, cfg->msg_value, &k->value_ptr) < 0)
+	if (go_read_ptr(msg, cfg->msg_key, &k->key_ptr) < 0 ||
+	    go_read_ptr(msg, cfg->msg_value, &k->value_ptr) < 0)
 		return false;
 	return k->key_ptr || k->value_ptr;
 }
 
 /* Reads up to GT_KAFKA_KEY_MAX bytes of the message's key. */
-static __always_inline void read_key(const struct gt_kafka_writer_config *cfg, __u64 msg, struct gt_kafka_event *ev)
+static __always_inline void read_key(const struct gt_kafka_writer_config *cfg, __u64 msg,
+				     struct gt_kafka_event *ev)
 {
 	struct go_slice key = {};
 	ev->key_len = -1;
@@ -148,7 +150,8 @@ static __always_inline void read_key(const struct gt_kafka_writer_config *cfg, _
 	ev->key_len = key.len < 0 ? 0 : key.len > 0x7fffffff ? 0x7fffffff : (__s32)key.len;
 	__u32 n = key.len < GT_KAFKA_KEY_MAX ? (__u32)key.len : GT_KAFKA_KEY_MAX;
 	if (key.len > 0 && key.ptr && n > 0)
-		bpf_probe_read_user(ev->key, n & (GT_KAFKA_KEY_MAX | (GT_KAFKA_KEY_MAX - 1)), (void *)key.ptr);
+		bpf_probe_read_user(ev->key, n & (GT_KAFKA_KEY_MAX | (GT_KAFKA_KEY_MAX - 1)),
+				    (void *)key.ptr);
 }
 
 SEC("uprobe.multi")
@@ -200,8 +203,8 @@ int gt_kafka_write_entry(struct pt_regs *ctx)
 }
 
 /* Sends the event of one message whose pending span is `p`; the caller fills what it knows. */
-static __always_inline struct gt_kafka_event *reserve(const struct gt_kafka_pending *p, __u32 tgid, __u32 bin_id,
-						      __u64 goid)
+static __always_inline struct gt_kafka_event *reserve(const struct gt_kafka_pending *p, __u32 tgid,
+						      __u32 bin_id, __u64 goid)
 {
 	if (!(p->span.flags & GT_SPAN_SAMPLED)) {
 		gt_count(GT_COUNTER_NOT_SAMPLED);
@@ -233,7 +236,8 @@ int gt_kafka_write_return(struct pt_regs *ctx)
 	if (!cfg)
 		return 0;
 	struct gt_kafka_write_call *c = bpf_map_lookup_elem(&gt_kafka_write_calls, &key);
-	gt_debug_hit(ctx, GT_HIT_KAFKA_WRITE_RETURN, c ? GT_HIT_FOUND : GT_HIT_NOT_FOUND, key.tgid, bin_id, key.goid);
+	gt_debug_hit(ctx, GT_HIT_KAFKA_WRITE_RETURN, c ? GT_HIT_FOUND : GT_HIT_NOT_FOUND, key.tgid, bin_id,
+		     key.goid);
 	if (!c) {
 		gt_count_no_entry(&key, GT_PAIRED_KAFKA_WRITE);
 		return 0;
@@ -261,7 +265,8 @@ int gt_kafka_write_return(struct pt_regs *ctx)
 		/* the message's own topic, else the writer's */
 		ev->topic_len = go_read_string(msg, cfg->msg_topic, ev->topic, GT_KAFKA_TOPIC_MAX);
 		if (ev->topic_len <= 0)
-			ev->topic_len = go_read_string(call.writer, cfg->writer_topic, ev->topic, GT_KAFKA_TOPIC_MAX);
+			ev->topic_len = go_read_string(call.writer, cfg->writer_topic, ev->topic,
+						       GT_KAFKA_TOPIC_MAX);
 		read_key(cfg, msg, ev);
 		gt_kafka_error(ev, err_itab, err_data);
 		gt_submit(ev);
@@ -311,7 +316,8 @@ int gt_kafka_batch_return(struct pt_regs *ctx)
 	if (!cfg)
 		return 0;
 	struct gt_kafka_batch_call *b = bpf_map_lookup_elem(&gt_kafka_batch_calls, &key);
-	gt_debug_hit(ctx, GT_HIT_KAFKA_BATCH_RETURN, b ? GT_HIT_FOUND : GT_HIT_NOT_FOUND, key.tgid, bin_id, key.goid);
+	gt_debug_hit(ctx, GT_HIT_KAFKA_BATCH_RETURN, b ? GT_HIT_FOUND : GT_HIT_NOT_FOUND, key.tgid, bin_id,
+		     key.goid);
 	if (!b) {
 		gt_count_no_entry(&key, GT_PAIRED_KAFKA_BATCH);
 		return 0;
@@ -345,7 +351,8 @@ int gt_kafka_batch_return(struct pt_regs *ctx)
 		struct gt_kafka_pending pend = *p;
 		bpf_map_delete_elem(&gt_kafka_pending, &mk);
 		__s64 offset = -1;
-		if (!err.tab && bpf_probe_read_user(&offset, sizeof(offset), (void *)(msg + cfg->msg_offset)) == 0) {
+		if (!err.tab &&
+		    bpf_probe_read_user(&offset, sizeof(offset), (void *)(msg + cfg->msg_offset)) == 0) {
 			struct gt_kafka_link_key *lk = gt_kafka_link_key_of(b->topic, b->partition, offset);
 			struct gt_kafka_link link = { .time_ns = now };
 			__builtin_memcpy(&link.span, &pend.span, sizeof(link.span));

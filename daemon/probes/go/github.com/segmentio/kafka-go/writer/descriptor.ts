@@ -9,7 +9,7 @@
 import {
   BpfMaps, BpfPrograms, EventType, KAFKA_EVENT_SIZE, KafkaWriterFlags, encodeKafkaWriterConfig,
 } from '../../../../../../generated/layouts.ts';
-import { type EventContext, type EventProbe } from '../../../../../types.ts';
+import type { EventContext, EventProbe } from '../../../../../types.ts';
 import { KAFKA_GO, handleKafkaEvent } from '../kafka.ts';
 
 /** A time.Time is three words (wall, ext, loc) in every Go release: the Message ends with it. */
