@@ -91,7 +91,10 @@ function startMode(mode: string, service: string, args: string[], ready: RegExp)
   child.once('exit', () => process.off('exit', kill));
   return new Promise((resolve, reject) => {
     let buf = '';
-    const timer = setTimeout(() => reject(new Error(`${service} was not ready within ${READY_MS / 1000} s`)), READY_MS);
+    const timer = setTimeout(() => {
+      child.kill('SIGTERM');
+      reject(new Error(`${service} was not ready within ${READY_MS / 1000} s`));
+    }, READY_MS);
     child.once('exit', (code) => reject(new Error(`${service} exited early (code ${code})`)));
     child.stdout.on('data', (d: Buffer) => {
       buf += d.toString();

@@ -54,7 +54,11 @@ function startService(role: string, args: string[]): Promise<{ child: ChildProce
   child.once('exit', () => process.off('exit', kill));
   return new Promise((resolve, reject) => {
     let buf = '';
-    const timer = setTimeout(() => reject(new Error(`${role} did not start within 10 s`)), 10_000);
+    const timer = setTimeout(() => {
+      // not left running: the demo knows only the services that started
+      child.kill('SIGTERM');
+      reject(new Error(`${role} did not start within 10 s`));
+    }, 10_000);
     child.once('exit', (code) => reject(new Error(`${role} exited early (code ${code})`)));
     child.stdout.on('data', (d: Buffer) => {
       buf += d.toString();
@@ -130,8 +134,10 @@ export async function runDemo(argv: string[], out: (s: string) => void, opts: De
       opts.onSpan?.(s);
     },
   });
-  // the Kafka broker's JVM takes longest: the servers start while the first part runs
-  const backends = startBackends();
+  // the Kafka broker's JVM takes longest: the servers start while the first
+  // part sends its requests (not while its services start, which must be
+  // up within 10 s on a busy machine)
+  let backends: ReturnType<typeof startBackends> | undefined;
   try {
     out('gotrail demo: starting the agent (console exporter)\n');
     await agent.start();
@@ -150,6 +156,7 @@ export async function runDemo(argv: string[], out: (s: string) => void, opts: De
       if (Date.now() > deadline) throw new CliError('the demo services were not traced within 10 s (run with --log-level info to see why)', EXIT.FAILED);
       await new Promise((r) => setTimeout(r, 100));
     }
+    backends = startBackends();
     out('gotrail demo: all three services traced; sending requests\n\n');
     const calls: Array<[string, Record<string, string>]> = [
       ['/checkout?item=teapot', { traceparent: `00-${newTraceId()}-${newSpanId()}-01` }],
@@ -192,7 +199,7 @@ export async function runDemo(argv: string[], out: (s: string) => void, opts: De
   } finally {
     for (const c of children) c.kill('SIGTERM');
     await agent.stop();
-    await backends.then((b) => ('stop' in b ? b.stop() : undefined), () => undefined);
+    await backends?.then((b) => ('stop' in b ? b.stop() : undefined), () => undefined);
   }
   return EXIT.OK;
 }
