@@ -3,7 +3,8 @@
  * (a WriteMessages call of its own, sent as its own batch and acknowledged
  * by a real broker on loopback) and of reading one (FetchMessage of
  * prefetched messages), each timed inside test/programs/kafka-client
- * (/loop, /readloop), with and without the agent, in the same run; and the
+ * (/loop, /readloop), with and without the agent, in the same run
+ * (alternating rounds of an untraced process and a traced copy); and the
  * BPF programs run per message with their CPU time, from the agent's own
  * metrics.
  *
@@ -14,6 +15,7 @@
  * message and µs per run. Needs root, Java 17 and the broker's jars and the
  * Go toolchains (bash deploy/setup.sh).
  */
+import { copyFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { repoRoot, startAgent } from '../test/support/agent-process.ts';
@@ -41,29 +43,24 @@ async function ok(url: string): Promise<string> {
 }
 
 let topics = 0;
-/** µs per message written and read, per round (the program times its own loops); a fresh topic per round. */
-async function measure(p: GoServer): Promise<{ write: number[]; read: number[] }> {
-  const fresh = async (): Promise<string> => {
-    const topic = `bench-${process.pid}-${topics++}`;
-    await ok(`${p.url}/create?topic=${topic}`);
-    // the new topic's leader may take a moment to be known
-    for (let i = 0; ; i++) {
-      const r = await httpRequest(`${p.url}/loop?topic=${topic}&n=1`);
-      if (r.status === 200) return topic;
-      if (i > 50) throw new Error(`${topic}: ${r.body}`);
-      await new Promise((res) => setTimeout(res, 200));
-    }
-  };
-  const warm = await fresh();
-  await ok(`${p.url}/loop?topic=${warm}&n=${n}`);
-  const write: number[] = [];
-  const read: number[] = [];
-  for (let r = 0; r < rounds; r++) {
-    const topic = await fresh();
-    write.push(Number(await ok(`${p.url}/loop?topic=${topic}&n=${n}`)) / n / 1000);
-    // n + 1 messages in the topic: the first read is not timed
-    read.push(Number(await ok(`${p.url}/readloop?topic=${topic}&n=${n + 1}`)) / n / 1000);
+/** A fresh topic whose leader is known (the first write succeeded: one message). */
+async function fresh(p: GoServer): Promise<string> {
+  const topic = `bench-${process.pid}-${topics++}`;
+  await ok(`${p.url}/create?topic=${topic}`);
+  for (let i = 0; ; i++) {
+    const r = await httpRequest(`${p.url}/loop?topic=${topic}&n=1`);
+    if (r.status === 200) return topic;
+    if (i > 50) throw new Error(`${topic}: ${r.body}`);
+    await new Promise((res) => setTimeout(res, 200));
   }
+}
+
+/** One round on `p`: µs per message written and read (the program times its own loops), on a fresh topic. */
+async function round(p: GoServer): Promise<{ write: number; read: number }> {
+  const topic = await fresh(p);
+  const write = Number(await ok(`${p.url}/loop?topic=${topic}&n=${n}`)) / n / 1000;
+  // n + 1 messages in the topic: the first read is not timed
+  const read = Number(await ok(`${p.url}/readloop?topic=${topic}&n=${n + 1}`)) / n / 1000;
   return { write, read };
 }
 
@@ -71,23 +68,38 @@ const probeStats = (url: string): Promise<ProgramStats> => programStats(url, /^g
 
 const kafka = await startKafka();
 const env = { KAFKA_BOOTSTRAP: kafka.bootstrap };
+// the traced process runs a copy, which the agent selects; the untraced one the original
+const copyDir = join(repoRoot, 'build', 'bench-kafka');
+mkdirSync(copyDir, { recursive: true });
+const copy = join(copyDir, 'kafka-client');
+copyFileSync(binary, copy);
 try {
-  const plain = await startGoServer(binary, [], env);
-  const untraced = await measure(plain);
-  await plain.stop();
-
-  const agent = await startAgent(['--exporter', 'none', '--include-exe', binary]);
+  const agent = await startAgent(['--exporter', 'none', '--include-exe', copy]);
   try {
-    const proc = await startGoServer(binary, [], env);
+    const plain = await startGoServer(binary, [], env);
+    const proc = await startGoServer(copy, [], env);
     await agent.waitTraced(proc.pid);
+    // warm-up: connections, page faults
+    await round(plain);
+    await round(proc);
     const before = await probeStats(await agent.metricsUrl());
-    const traced = await measure(proc);
+    const untraced = { write: [] as number[], read: [] as number[] };
+    const traced = { write: [] as number[], read: [] as number[] };
+    // alternating rounds, each pair in a rotating order: the machine's drift hits both alike
+    for (let r = 0; r < rounds; r++) {
+      for (const [p, out] of r % 2 === 0 ? [[plain, untraced], [proc, traced]] as const : [[proc, traced], [plain, untraced]] as const) {
+        const x = await round(p);
+        out.write.push(x.write);
+        out.read.push(x.read);
+      }
+    }
     const after = await probeStats(await agent.metricsUrl());
+    await plain.stop();
     await proc.stop();
-    // written: per round n + 1 (the readiness probe), plus the warm-up topic's 1 + n; read: n + 1 per round
-    const written = rounds * (n + 1) + n + 1;
+    // written per round: n + 1 (1 to find the leader); read per round: n + 1
+    const written = rounds * (n + 1);
     const read = rounds * (n + 1);
-    console.log(`kafka-go v0.4.47, ${values.go}, ${rounds} rounds of ${n} messages written one by one (each its own batch, acks=1) and read back (FetchMessage, no group), broker on loopback`);
+    console.log(`kafka-go v0.4.47, ${values.go}, ${rounds} alternating rounds of ${n} messages written one by one (each its own batch, acks=1) and read back (FetchMessage, no group), broker on loopback`);
     for (const [what, u, t] of [['write', untraced.write, traced.write], ['read', untraced.read, traced.read]] as const) {
       console.log(`${what} untraced: ${median(u).toFixed(1)} µs/message (rounds: ${u.map((x) => x.toFixed(1)).join(' ')})`);
       console.log(`${what} traced:   ${median(t).toFixed(1)} µs/message (rounds: ${t.map((x) => x.toFixed(1)).join(' ')})`);

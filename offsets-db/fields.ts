@@ -120,9 +120,10 @@ const MODULE_SPECS: readonly ModuleSpec[] = [
   },
   {
     module: 'github.com/segmentio/kafka-go',
-    // the version the tests build (Go 1.19 builds it too), and the last 0.4
-    // release before it
-    versions: ['0.4.46', '0.4.47'],
+    // the version the tests build (Go 1.19 builds it too), the release
+    // before it, and the oldest and newest 0.4 releases the module proxy
+    // lists from 0.4.42 on
+    versions: ['0.4.42', '0.4.46', '0.4.47', '0.4.51'],
     imports: ['context', 'github.com/segmentio/kafka-go'],
     keep: [
       '_ = (&kafka.Writer{}).WriteMessages(context.Background(), kafka.Message{Headers: []kafka.Header{{}}})',

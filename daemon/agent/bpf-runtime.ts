@@ -234,6 +234,9 @@ export class BpfRuntime {
     return out;
   }
 
+  /** The last eviction count of the Kafka links (a counter: never lowered). */
+  private kafkaEvicted = 0;
+
   /**
    * The Kafka producer→consumer links (probes/go/github.com/segmentio/kafka-go/kafka.h)
    * by outcome, and the messages not traced by reason. `evicted` (links pushed
@@ -254,10 +257,15 @@ export class BpfRuntime {
       expired: sum(KafkaCounter.GT_KAFKA_LINK_EXPIRED),
       not_found: sum(KafkaCounter.GT_KAFKA_LINK_NOT_FOUND),
       store_failed: sum(KafkaCounter.GT_KAFKA_LINK_STORE_FAILED),
-      evicted: 0,
+      evicted: this.kafkaEvicted,
     };
-    const present = links.published > 0 ? this.obj.mapKeys(BpfMaps.gt_kafka_links).length : 0;
-    links.evicted = Math.max(0, links.published - links.expired - present);
+    let present: number | undefined = 0;
+    try {
+      if (links.published > 0) present = this.obj.mapKeys(BpfMaps.gt_kafka_links).length;
+    } catch {
+      present = undefined; // unknown this time: no eviction count rather than a wrong one
+    }
+    if (present !== undefined) links.evicted = this.kafkaEvicted = Math.max(this.kafkaEvicted, links.published - links.expired - present);
     return { links, untraced: { limit: sum(KafkaCounter.GT_KAFKA_MSGS_UNTRACED), unpaired: sum(KafkaCounter.GT_KAFKA_MSGS_UNPAIRED) } };
   }
 

@@ -296,6 +296,26 @@ describe('gotrail inspect', () => {
     assert.match(text.out, /degraded: client\.\*, server\.\* and network\.peer\.\* are not reported, .*http2Server\.conn at v1\.19\.1 .*older than the data \(from 1\.20\.0\)/);
   });
 
+  test('a kafka-go program, stripped: the Writer and Reader probes attach with offsets from the type metadata and from the database alike', () => {
+    for (const tc of ['go1.19', 'go1.27'] as const) {
+      const bin = setupBinary('kafka-client', tc, 'stripped');
+      const r = inspect(bin, '--json');
+      const db = inspect(bin, '--json', '--offsets-from', 'db');
+      assert.deepEqual(r.json.untracedLibraries, []);
+      for (const id of ['github.com/segmentio/kafka-go/writer', 'github.com/segmentio/kafka-go/reader']) {
+        const fromTypes = probe(r.json, id);
+        const fromDb = probe(db.json, id);
+        assert.equal(fromTypes.attachable, true, `${tc} ${id}`);
+        assert.equal(fromDb.attachable, true, `${tc} ${id} from the database`);
+        for (const [field, o] of Object.entries(fromTypes.offsets)) {
+          if (field === 'runtime.g.goid') continue;
+          assert.equal(o.source, 'types', `${field}: from the type metadata`);
+          assert.equal(fromDb.offsets[field]?.offset, o.offset, `${field}: the database agrees`);
+        }
+      }
+    }
+  });
+
   test('a library gotrail has no probe for yet (from the buildinfo module list) is named', () => {
     const modules = [
       { path: 'google.golang.org/grpc', version: 'v1.50.1' },

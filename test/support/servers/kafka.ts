@@ -77,7 +77,10 @@ export async function startKafka(): Promise<KafkaBroker> {
   ].join('\n'));
   const cp = `${KAFKA_LIBS}/*`;
   // a KRaft cluster id is 16 random bytes in URL-safe base64 without padding
-  const clusterId = randomBytes(16).toString('base64url');
+  // one that starts with '-' would be read as an option by the storage tool
+  // (1 in 64): drawn again, as Kafka's own Uuid.randomUuid does
+  let clusterId = randomBytes(16).toString('base64url');
+  while (clusterId.startsWith('-')) clusterId = randomBytes(16).toString('base64url');
   execFileSync(JAVA, ['-cp', cp, 'kafka.tools.StorageTool', 'format', '-t', clusterId, '-c', props], { stdio: ['ignore', 'pipe', 'pipe'] });
   const child = spawn(JAVA, ['-Xms128m', '-Xmx512m', '-cp', cp, 'kafka.Kafka', props], { stdio: ['ignore', 'pipe', 'pipe'] });
   const killOnExit = (): void => { child.kill('SIGKILL'); };

@@ -179,6 +179,37 @@ describe('github.com/segmentio/kafka-go: a PRODUCER span per message written, a 
   }
 });
 
+describe('github.com/segmentio/kafka-go: a message whose producer gotrail did not trace', { skip }, () => {
+  const kafka = useKafka();
+  const traced = tracedCollector(['--include-exe', `${copies}/**`]);
+
+  test('go1.26 plain: its CONSUMER span starts a new trace (no false link), counted as not found', async () => {
+    const topic = 'untraced-producer';
+    // the producer runs from set-up's build folder, which the agent does not select
+    const producer = await startGoServer(binPath('go1.26', 'plain'), [], { KAFKA_BOOTSTRAP: kafka().bootstrap });
+    const consumer = await startGoServer(freshCopy(copies, 'go1.26', 'plain', 'kafka-client'), [], { KAFKA_BOOTSTRAP: kafka().bootstrap });
+    try {
+      await traced.agent.waitTraced(consumer.pid);
+      assert.equal((await httpRequest(`${producer.url}/create?topic=${topic}`)).status, 200);
+      await produceUntilReady(producer, topic, 'u', 4);
+      const notFound = async (): Promise<number> => Number(await traced.metric(/^gotrail_kafka_links_total\{outcome="not_found"\} (\d+)/m) ?? 0);
+      const before = await notFound();
+      assert.match((await httpRequest(`${consumer.url}/consume?topic=${topic}&group=g&n=4`)).body, /^read 4\n/);
+      const spans = await traced.spansOf(consumer.pid, 'CONSUMER', 4, 'one CONSUMER span per message read');
+      for (const c of spans) {
+        assert.equal(c.parentSpanId, '', 'a root: nothing to link it to');
+        assertMessaging(c, topic, 'receive');
+      }
+      assert.equal(new Set(spans.map((c) => c.traceId)).size, 4, 'one trace per message');
+      assert.equal((await traced.collector.spans()).filter((x) => x.resource['process.pid'] === producer.pid).length, 0, 'the producer is not traced');
+      assert.equal(await notFound() - before, 4);
+    } finally {
+      await producer.stop();
+      await consumer.stop();
+    }
+  });
+});
+
 describe('github.com/segmentio/kafka-go with --kafka-message-key: the key on both spans', { skip }, () => {
   const kafka = useKafka();
   const traced = tracedCollector(['--include-exe', `${copies}/**`, '--kafka-message-key']);
