@@ -55,6 +55,7 @@ const MODULE_SPECS: readonly ModuleSpec[] = [
     keep: [
       '_ = http.ListenAndServe("", nil)', '_, _ = url.Parse("")', '_, _ = http.Get("")', '_, _ = net.Dial("", "")', '_ = http.ListenAndServeTLS("", "", "", nil)',
       'db, _ := sql.Open("", "")', '_, _ = db.Exec("")', 'st, _ := db.Prepare("")', '_, _ = st.Query()',
+      'cn, _ := db.Conn(nil)', '_, _ = cn.ExecContext(nil, "")', 'tx, _ := db.Begin()', '_, _ = tx.Exec("")',
     ],
   },
   {

@@ -146,8 +146,8 @@ const programNames: readonly string[] = Object.values(BpfPrograms);
 /**
  * The BPF programs whose runs a site's hits are: `gt_<site>` where one
  * program serves the site, else every `gt_<probe>_…_<step>` (one site counted
- * for several functions, e.g. sql_entry: gt_sql_query_dc_entry,
- * gt_sql_exec_dc_entry, …).
+ * for several functions, e.g. sql_entry: gt_sql_query_entry,
+ * gt_sql_exec_entry, …).
  */
 export function siteProgramsOf(site: number): string[] {
   const name = siteName(site);

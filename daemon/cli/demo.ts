@@ -2,8 +2,9 @@
  * `gotrail demo`: a small shop of three sample Go services — an HTTP front
  * end (shop) that calls a gRPC back end (orders), which calls an HTTP service
  * (inventory) — traced by the agent with the console exporter: a few
- * requests, and the traces printed as trees. Needs nothing outside this
- * machine.
+ * requests, and the traces printed as trees; then a system with a database,
+ * a cache and a queue on real PostgreSQL, Redis and Kafka servers
+ * (demo-data.ts). Needs nothing outside this machine.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -19,6 +20,7 @@ import { newSpanId, newTraceId } from '../spans/ids.ts';
 import { createLogger, isLogLevel } from '../util/log.ts';
 import { CliError, EXIT } from './exit-codes.ts';
 import { checkEnvironment } from './run.ts';
+import { DEMO_SHOP_BIN, runDataDemo, startBackends } from './demo-data.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 /** The demo's one Go program; `-role` says which service it plays. */
@@ -28,8 +30,11 @@ export const demoHelp = `Usage: gotrail demo [--log-level LEVEL]
 
 Starts three sample Go services — shop (HTTP), which calls orders over gRPC,
 which calls inventory over HTTP — traces them with gotrail, sends a few
-requests and prints the traces as trees. The services know nothing about
-tracing: every span comes from eBPF probes.
+requests and prints the traces as trees. Then a second system: web (HTTP)
+calls checkout over gRPC, which queries PostgreSQL, counts in Redis and
+writes to Kafka, and fulfilment reads the order from Kafka and writes to
+Redis, on real servers started for the demo. The services know nothing
+about tracing: every span comes from eBPF probes.
 `;
 
 /** Test hooks of {@link runDemo}. */
@@ -49,7 +54,11 @@ function startService(role: string, args: string[]): Promise<{ child: ChildProce
   child.once('exit', () => process.off('exit', kill));
   return new Promise((resolve, reject) => {
     let buf = '';
-    const timer = setTimeout(() => reject(new Error(`${role} did not start within 10 s`)), 10_000);
+    const timer = setTimeout(() => {
+      // not left running: the demo knows only the services that started
+      child.kill('SIGTERM');
+      reject(new Error(`${role} did not start within 10 s`));
+    }, 10_000);
     child.once('exit', (code) => reject(new Error(`${role} exited early (code ${code})`)));
     child.stdout.on('data', (d: Buffer) => {
       buf += d.toString();
@@ -115,7 +124,7 @@ export async function runDemo(argv: string[], out: (s: string) => void, opts: De
   const spans: ReadableSpan[] = [];
   const agent = new Agent(log, {
     exporter: new ConsoleTreeExporter((t) => out(t), 300),
-    selection: { includeExe: [DEMO_SERVICE_BIN] },
+    selection: { includeExe: [DEMO_SERVICE_BIN, DEMO_SHOP_BIN] },
     scanIntervalMs: 200,
     batcher: { scheduledDelayMillis: 200 },
     // the demo's requests come from this very process: they are what is shown
@@ -125,6 +134,10 @@ export async function runDemo(argv: string[], out: (s: string) => void, opts: De
       opts.onSpan?.(s);
     },
   });
+  // the Kafka broker's JVM takes longest: the servers start while the first
+  // part sends its requests (not while its services start, which must be
+  // up within 10 s on a busy machine)
+  let backends: ReturnType<typeof startBackends> | undefined;
   try {
     out('gotrail demo: starting the agent (console exporter)\n');
     await agent.start();
@@ -143,6 +156,7 @@ export async function runDemo(argv: string[], out: (s: string) => void, opts: De
       if (Date.now() > deadline) throw new CliError('the demo services were not traced within 10 s (run with --log-level info to see why)', EXIT.FAILED);
       await new Promise((r) => setTimeout(r, 100));
     }
+    backends = startBackends();
     out('gotrail demo: all three services traced; sending requests\n\n');
     const calls: Array<[string, Record<string, string>]> = [
       ['/checkout?item=teapot', { traceparent: `00-${newTraceId()}-${newSpanId()}-01` }],
@@ -164,10 +178,28 @@ export async function runDemo(argv: string[], out: (s: string) => void, opts: De
     while (spans.length < expected && Date.now() < spansDeadline) await new Promise((r) => setTimeout(r, 50));
     await agent.flush();
     await new Promise((r) => setTimeout(r, 300));
+    out(linkSummary(spans));
+
+    out('\ngotrail demo: part two, a database, a cache and a queue: starting PostgreSQL, Redis and Kafka\n');
+    const b = await backends;
+    if ('skip' in b) {
+      out(`gotrail demo: part two skipped: ${b.skip} (bash deploy/setup.sh installs them)\n`);
+    } else {
+      try {
+        const data = await runDataDemo(b, out, (pids) => pids.every((p) => agent.tracedPids().includes(p)), spans);
+        children.push(...data.children);
+        await agent.flush();
+        await new Promise((r) => setTimeout(r, 300));
+        out(data.summary);
+      } finally {
+        for (const c of children) c.kill('SIGTERM');
+        await b.stop();
+      }
+    }
   } finally {
     for (const c of children) c.kill('SIGTERM');
     await agent.stop();
+    await backends?.then((b) => ('stop' in b ? b.stop() : undefined), () => undefined);
   }
-  out(linkSummary(spans));
   return EXIT.OK;
 }

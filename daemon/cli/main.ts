@@ -15,7 +15,7 @@ Usage: gotrail <command> [options]
 Commands:
   run                 run the agent (trace Go processes, export spans over OTLP)
   inspect <bin|pid>   show what gotrail would trace in a binary, and why not
-  demo                trace two sample Go services and print their traces
+  demo                trace sample Go systems (HTTP, gRPC, PostgreSQL, Redis, Kafka) and print their traces
   version             print the version
 
 Run 'gotrail <command> --help' for a command's options.

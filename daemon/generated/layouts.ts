@@ -129,12 +129,16 @@ export const BpfPrograms = {
   gt_runtime_goexit1: 'gt_runtime_goexit1',
   gt_runtime_newproc1_return: 'gt_runtime_newproc1_return',
   gt_self_sock_state: 'gt_self_sock_state',
-  gt_sql_exec_dc_entry: 'gt_sql_exec_dc_entry',
+  gt_sql_conn_exec_entry: 'gt_sql_conn_exec_entry',
+  gt_sql_conn_query_entry: 'gt_sql_conn_query_entry',
+  gt_sql_exec_entry: 'gt_sql_exec_entry',
   gt_sql_exec_return: 'gt_sql_exec_return',
-  gt_sql_query_dc_entry: 'gt_sql_query_dc_entry',
+  gt_sql_query_entry: 'gt_sql_query_entry',
   gt_sql_query_return: 'gt_sql_query_return',
   gt_sql_stmt_exec_entry: 'gt_sql_stmt_exec_entry',
   gt_sql_stmt_query_entry: 'gt_sql_stmt_query_entry',
+  gt_sql_tx_exec_entry: 'gt_sql_tx_exec_entry',
+  gt_sql_tx_query_entry: 'gt_sql_tx_query_entry',
 } as const;
 export type BpfProgramName = (typeof BpfPrograms)[keyof typeof BpfPrograms];
 
@@ -645,6 +649,8 @@ export const SqlEventFlags = {
   GT_SQL_EVENT_ERROR: 1,
   GT_SQL_EVENT_EXEC: 2,
   GT_SQL_EVENT_STMT: 4,
+  GT_SQL_EVENT_CONN: 8,
+  GT_SQL_EVENT_TX: 16,
 } as const;
 
 /** enum gt_sql_flags */
@@ -653,6 +659,8 @@ export const SqlFlags = {
   GT_SQL_STMT: 2,
   GT_SQL_DRIVER: 4,
   GT_SQL_DSN_DRIVER: 8,
+  GT_SQL_CONN_DB: 16,
+  GT_SQL_TX_DB: 32,
 } as const;
 
 /** enum gt_sql_limits */
@@ -3096,47 +3104,51 @@ export function encodeSpanContext(v: SpanContext, buf: Buffer = Buffer.alloc(40)
   return buf;
 }
 
-/** struct gt_sql_config (24 bytes) */
+/** struct gt_sql_config (28 bytes) */
 export interface SqlConfig {
   db_connector: number;
   stmt_db: number;
   stmt_query: number;
   dsn_driver: number;
   flags: number;
-  reserved: number;
+  conn_db: number;
+  tx_db: number;
 }
 
-export const SQL_CONFIG_SIZE = 24;
+export const SQL_CONFIG_SIZE = 28;
 export const SqlConfigOffsets = {
   db_connector: 0,
   stmt_db: 4,
   stmt_query: 8,
   dsn_driver: 12,
   flags: 16,
-  reserved: 20,
+  conn_db: 20,
+  tx_db: 24,
 } as const;
 
 /** Decodes struct gt_sql_config at `off`; byte arrays are views into `buf`, not copies. */
 export function decodeSqlConfig(buf: Buffer, off = 0): SqlConfig {
-  if (off + 24 > buf.length) throw new RangeError(`gt_sql_config: need 24 bytes at ${off}, have ${buf.length - off}`);
+  if (off + 28 > buf.length) throw new RangeError(`gt_sql_config: need 28 bytes at ${off}, have ${buf.length - off}`);
   return {
     db_connector: buf.readUInt32LE(off + 0),
     stmt_db: buf.readUInt32LE(off + 4),
     stmt_query: buf.readUInt32LE(off + 8),
     dsn_driver: buf.readUInt32LE(off + 12),
     flags: buf.readUInt32LE(off + 16),
-    reserved: buf.readUInt32LE(off + 20),
+    conn_db: buf.readUInt32LE(off + 20),
+    tx_db: buf.readUInt32LE(off + 24),
   };
 }
 
 /** Encodes struct gt_sql_config into `buf` at `off` (a new zeroed buffer by default). */
-export function encodeSqlConfig(v: SqlConfig, buf: Buffer = Buffer.alloc(24), off = 0): Buffer {
+export function encodeSqlConfig(v: SqlConfig, buf: Buffer = Buffer.alloc(28), off = 0): Buffer {
   buf.writeUInt32LE(v.db_connector, off + 0);
   buf.writeUInt32LE(v.stmt_db, off + 4);
   buf.writeUInt32LE(v.stmt_query, off + 8);
   buf.writeUInt32LE(v.dsn_driver, off + 12);
   buf.writeUInt32LE(v.flags, off + 16);
-  buf.writeUInt32LE(v.reserved, off + 20);
+  buf.writeUInt32LE(v.conn_db, off + 20);
+  buf.writeUInt32LE(v.tx_db, off + 24);
   return buf;
 }
 

@@ -1,8 +1,10 @@
 /**
  * `gotrail demo` end to end: the three sample services (shop over HTTP →
- * orders over gRPC → inventory over HTTP) really traced, and every span a
- * user should see printed in the trace trees, with the right kinds, names,
- * statuses and parents.
+ * orders over gRPC → inventory over HTTP) really traced, then the system
+ * with a database, a cache and a queue (web over HTTP → checkout over gRPC →
+ * PostgreSQL, Redis, Kafka → fulfilment → Redis, on real servers), and every
+ * span a user should see printed in the trace trees, with the right kinds,
+ * names, statuses and parents.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -15,7 +17,7 @@ const svc = (s: ReadableSpan): string => String(s.resource.attributes['service.n
 const pid = (s: ReadableSpan): number => Number(s.resource.attributes['process.pid']);
 const describe = (s: ReadableSpan): string => `${svc(s)} ${SpanKind[s.kind]} ${s.name} ${JSON.stringify(s.attributes)}`;
 
-test('the demo prints whole traces of shop → orders (gRPC) → inventory', { skip: skipUnlessBpf(), timeout: 120_000 }, async () => {
+test('the demo prints whole traces of shop → orders (gRPC) → inventory, and of web → checkout → PostgreSQL, Redis, Kafka → fulfilment', { skip: skipUnlessBpf(), timeout: 300_000 }, async () => {
   let printed = '';
   const spans: ReadableSpan[] = [];
   const code = await runDemo([], (s) => (printed += s), { onSpan: (s) => spans.push(s) });
@@ -76,7 +78,35 @@ test('the demo prints whole traces of shop → orders (gRPC) → inventory', { s
   assert.match(printed, line('SERVER', 'OK', 'orders'));
   assert.match(printed, line('SERVER', 'NotFound', 'orders'));
   assert.match(printed, /[├└]─ GET \/stock\/ {2}\/stock\/unicorn {2}SERVER {2}404 /);
-  assert.equal(new Set(spans.map(pid)).size, 3, 'spans from three processes');
+  assert.equal(new Set(spans.filter((s) => ['shop', 'orders', 'inventory'].includes(svc(s))).map(pid)).size, 3, 'the first part: spans from three processes');
   assert.match(printed, /orders' HTTP calls \(CLIENT\) and inventory's requests \(SERVER\): 3 of 3 linked/);
   assert.match(printed, /shop's gRPC calls and orders' RPCs: all 3 linked by their HTTP\/2 connection and stream id/);
+
+  // part two: three orders, each one trace from web's request to fulfilment's Redis call
+  const childrenOf = (p: ReadableSpan, pred: (s: ReadableSpan) => boolean): ReadableSpan[] => spans.filter((s) => parentOf(s) === p && pred(s));
+  const one = (p: ReadableSpan, what: string, pred: (s: ReadableSpan) => boolean): ReadableSpan => {
+    const c = childrenOf(p, pred);
+    assert.equal(c.length, 1, `one ${what} under ${describe(p)}:\n${all}`);
+    return c[0]!;
+  };
+  const orders = spans.filter((s) => svc(s) === 'web' && s.kind === SpanKind.SERVER && s.attributes['url.path'] === '/order');
+  assert.equal(orders.length, 3, `three /order SERVER spans on web:\n${all}`);
+  for (const o of orders) {
+    assert.equal(o.attributes['http.response.status_code'], 200);
+    const call = one(o, 'gRPC CLIENT span', (s) => s.kind === SpanKind.CLIENT && s.name === 'shop.Orders/Place');
+    const rpc = one(call, 'gRPC SERVER span on checkout', (s) => svc(s) === 'checkout' && s.kind === SpanKind.SERVER && s.name === 'shop.Orders/Place');
+    const query = one(rpc, 'SQL query', (s) => s.attributes['db.system.name'] === 'postgresql');
+    assert.equal(query.name, 'SELECT items');
+    assert.equal(query.kind, SpanKind.CLIENT);
+    one(rpc, 'Redis incr', (s) => s.attributes['db.system.name'] === 'redis' && s.attributes['db.operation.name'] === 'incr');
+    const produced = one(rpc, 'Kafka PRODUCER span', (s) => s.kind === SpanKind.PRODUCER);
+    assert.equal(produced.attributes['messaging.destination.name'], 'orders');
+    const consumed = one(produced, 'Kafka CONSUMER span on fulfilment', (s) => svc(s) === 'fulfilment' && s.kind === SpanKind.CONSUMER);
+    one(consumed, 'Redis set', (s) => s.attributes['db.system.name'] === 'redis' && s.attributes['db.operation.name'] === 'set');
+    for (const s of [o, call, rpc, query, produced, consumed]) assert.equal(s.spanContext().traceId, o.spanContext().traceId);
+  }
+  assert.match(printed, /[├└]─ SELECT items {2}CLIENT .*\[checkout pid \d+\]/);
+  assert.match(printed, /[├└]─ send orders {2}PRODUCER .*\[checkout pid \d+\]/);
+  assert.match(printed, /[├└]─ receive orders {2}CONSUMER .*\[fulfilment pid \d+\]/);
+  assert.match(printed, /3 orders, 3 traces; fulfilment's reads \(CONSUMER\) and checkout's writes \(PRODUCER\): 3 of 3 linked/);
 });

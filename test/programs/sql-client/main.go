@@ -4,7 +4,8 @@
 // modernc.org/sqlite ("sqlite").
 //
 // Flags: -pg DSN (a PostgreSQL URL; the pgx and pq drivers use it),
-// -sqlite PATH (the SQLite database file). It prints "listening on ADDR".
+// -refused DSN (a PostgreSQL URL where nothing listens), -sqlite PATH (the
+// SQLite database file). It prints "listening on ADDR".
 // HTTP endpoints, each naming its driver with ?driver=pgx|pq|sqlite:
 //
 //	/setup          (re)creates the table items and fills it
@@ -13,7 +14,11 @@
 //	                (DB.ExecContext), prepared statements (Stmt.QueryRowContext,
 //	                Stmt.ExecContext) and an exec in a transaction (Tx.ExecContext):
 //	                1+5n calls
+//	/conn           a query and an exec on a dedicated connection (Conn) and
+//	                a query in a transaction (Tx.QueryRowContext): 3 calls
 //	/errors         a syntax error (exec) and a missing table (query)
+//	/refused        (pgx and pq) a query and an exec on -refused, whose
+//	                connection is refused: 2 failed calls
 //	/bench?n=       n sequential queries: the median latency in ns
 //
 // Every query carries string, number and list literals that must never leave
@@ -42,7 +47,10 @@ import (
 
 var dbs = map[string]*sql.DB{}
 
-func open(pg, sqlitePath string) error {
+// refusedDbs open connections where nothing listens
+var refusedDbs = map[string]*sql.DB{}
+
+func open(pg, refused, sqlitePath string) error {
 	for name, drv := range map[string]string{"pgx": "pgx", "pq": "postgres"} {
 		db, err := sql.Open(drv, pg)
 		if err != nil {
@@ -50,6 +58,11 @@ func open(pg, sqlitePath string) error {
 		}
 		db.SetMaxOpenConns(8)
 		dbs[name] = db
+		if refused != "" {
+			if refusedDbs[name], err = sql.Open(drv, refused); err != nil {
+				return err
+			}
+		}
 	}
 	db, err := sql.Open("sqlite", sqlitePath+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)")
 	if err != nil {
@@ -162,6 +175,43 @@ func handler(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		fmt.Fprintf(w, "OK=%d\n", 1+5*n)
+	case "/conn":
+		conn, err := db.Conn(ctx)
+		if err != nil {
+			http.Error(w, "conn: "+err.Error(), 500)
+			return
+		}
+		defer conn.Close()
+		var name string
+		if err := conn.QueryRowContext(ctx, "SELECT name FROM items WHERE id = 4242").Scan(&name); err != nil {
+			http.Error(w, "conn query: "+err.Error(), 500)
+			return
+		}
+		if _, err := conn.ExecContext(ctx, "UPDATE items SET name = 'dave' WHERE id = 777"); err != nil {
+			http.Error(w, "conn exec: "+err.Error(), 500)
+			return
+		}
+		tx, err := conn.BeginTx(ctx, nil)
+		if err != nil {
+			http.Error(w, "begin: "+err.Error(), 500)
+			return
+		}
+		defer tx.Rollback()
+		if err := tx.QueryRowContext(ctx, "SELECT name FROM items WHERE id = 4242").Scan(&name); err != nil {
+			http.Error(w, "tx query: "+err.Error(), 500)
+			return
+		}
+		fmt.Fprintln(w, "OK")
+	case "/refused":
+		rdb := refusedDbs[driver]
+		if rdb == nil {
+			http.Error(w, "no refused database for this driver", 400)
+			return
+		}
+		var name string
+		err1 := rdb.QueryRowContext(ctx, "SELECT name FROM refused_items WHERE id = 4242").Scan(&name)
+		_, err2 := rdb.ExecContext(ctx, "UPDATE refused_items SET name = 'bob' WHERE id = 4242")
+		fmt.Fprintf(w, "%t %t\n", err1 != nil, err2 != nil)
 	case "/errors":
 		_, err1 := db.ExecContext(ctx, "SELEC 'alice' FROM items")
 		_, err2 := db.QueryContext(ctx, "SELECT name FROM no_such_table WHERE id = 4242")
@@ -186,9 +236,10 @@ func handler(w http.ResponseWriter, r *http.Request) {
 
 func main() {
 	pg := flag.String("pg", "", "PostgreSQL URL")
+	refused := flag.String("refused", "", "PostgreSQL URL where nothing listens")
 	sqlitePath := flag.String("sqlite", "", "SQLite database file")
 	flag.Parse()
-	if err := open(*pg, *sqlitePath); err != nil {
+	if err := open(*pg, *refused, *sqlitePath); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}

@@ -1,15 +1,22 @@
 /* database/sql: one event per query or exec a program runs through the
- * standard interface, whatever the driver under it.
+ * standard interface, whatever the driver under it, from the call (before
+ * the pool hands out a connection, so a call that cannot connect has its
+ * span too) to its return.
  *
  * Probed:
- *   func (db *DB) queryDC(ctx, txctx context.Context, dc *driverConn,
- *                         releaseConn func(error), query string, args []any) (*Rows, error)
- *     entry: db RAX; ctx RBX, RCX; txctx RDI, RSI; dc R8; releaseConn R9; query R10 (pointer), R11 (length)
- *     (DB.QueryContext, QueryRowContext, Conn.QueryContext and Tx.QueryContext all end here)
- *   func (db *DB) execDC(ctx context.Context, dc *driverConn, release func(error),
- *                        query string, args []any) (res Result, err error)
- *     entry: db RAX; ctx RBX, RCX; dc RDI; release RSI; query R8, R9
- *     (DB.ExecContext, Conn.ExecContext and Tx.ExecContext all end here)
+ *   func (db *DB) query(ctx context.Context, query string, args []any,
+ *                       strategy connReuseStrategy) (*Rows, error)
+ *   func (db *DB) exec(ctx context.Context, query string, args []any,
+ *                      strategy connReuseStrategy) (Result, error)
+ *     entry: db RAX; ctx RBX, RCX; query RDI (pointer), RSI (length)
+ *     (DB.QueryContext, QueryRowContext and ExecContext end here, once per
+ *     attempt: a connection the driver calls bad is retried)
+ *   func (c *Conn) QueryContext(ctx context.Context, query string, args ...any) (*Rows, error)
+ *   func (c *Conn) ExecContext(ctx context.Context, query string, args ...any) (Result, error)
+ *   func (tx *Tx) QueryContext(ctx context.Context, query string, args ...any) (*Rows, error)
+ *   func (tx *Tx) ExecContext(ctx context.Context, query string, args ...any) (Result, error)
+ *     entry: c or tx RAX (its db read through an offset); ctx RBX, RCX; query RDI, RSI
+ *     (the QueryRow variants end here too)
  *   func (s *Stmt) QueryContext(ctx context.Context, args ...any) (*Rows, error)
  *   func (s *Stmt) ExecContext(ctx context.Context, args ...any) (Result, error)
  *     entry: s RAX (its db and query read through offsets)
@@ -40,7 +47,8 @@ struct gt_sql_config {
 	__u32 stmt_query;   /* database/sql.Stmt.query (string) */
 	__u32 dsn_driver;   /* database/sql.dsnConnector.driver (driver.Driver) */
 	__u32 flags;        /* enum gt_sql_flags */
-	__u32 reserved;
+	__u32 conn_db;      /* database/sql.Conn.db (*DB) */
+	__u32 tx_db;        /* database/sql.Tx.db (*DB) */
 };
 
 enum gt_sql_flags {
@@ -48,12 +56,16 @@ enum gt_sql_flags {
 	GT_SQL_STMT = 2,       /* the Stmt offsets are known: Stmt calls are traced */
 	GT_SQL_DRIVER = 4,     /* DB.connector is known */
 	GT_SQL_DSN_DRIVER = 8, /* dsnConnector.driver is known */
+	GT_SQL_CONN_DB = 16,   /* Conn.db is known (else Conn calls name no driver) */
+	GT_SQL_TX_DB = 32,     /* Tx.db is known (else Tx calls name no driver) */
 };
 
 enum gt_sql_event_flags {
 	GT_SQL_EVENT_ERROR = 1, /* the call returned an error */
 	GT_SQL_EVENT_EXEC = 2,  /* an exec (no rows), else a query */
 	GT_SQL_EVENT_STMT = 4,  /* through a prepared statement */
+	GT_SQL_EVENT_CONN = 8,  /* through a Conn: the receiver is a *Conn */
+	GT_SQL_EVENT_TX = 16,   /* through a Tx: the receiver is a *Tx */
 };
 
 struct gt_sql_event {
@@ -154,7 +166,17 @@ static __always_inline void sql_enter(struct pt_regs *ctx, __u64 db, __u64 qptr,
 		gt_new_child(&ev->span, parent);
 	else
 		gt_new_root(&ev->span);
-	if (flags & GT_SQL_EVENT_STMT) {
+	if (flags & GT_SQL_EVENT_CONN) {
+		__u64 c = db;
+		db = 0;
+		if (cfg->flags & GT_SQL_CONN_DB)
+			go_read_ptr(c, cfg->conn_db, &db);
+	} else if (flags & GT_SQL_EVENT_TX) {
+		__u64 tx = db;
+		db = 0;
+		if (cfg->flags & GT_SQL_TX_DB)
+			go_read_ptr(tx, cfg->tx_db, &db);
+	} else if (flags & GT_SQL_EVENT_STMT) {
 		__u64 s = db;
 		struct go_string q = {};
 		db = 0;
@@ -229,16 +251,45 @@ static __always_inline void sql_return(struct pt_regs *ctx, __u64 err_itab)
 }
 
 SEC("uprobe.multi")
-int gt_sql_query_dc_entry(struct pt_regs *ctx)
+int gt_sql_query_entry(struct pt_regs *ctx)
 {
-	sql_enter(ctx, GO_ARG1(ctx), GO_ARG8(ctx), (__s64)GO_ARG9(ctx), 0);
+	sql_enter(ctx, GO_ARG1(ctx), GO_ARG4(ctx), (__s64)GO_ARG5(ctx), 0);
 	return 0;
 }
 
 SEC("uprobe.multi")
-int gt_sql_exec_dc_entry(struct pt_regs *ctx)
+int gt_sql_exec_entry(struct pt_regs *ctx)
 {
-	sql_enter(ctx, GO_ARG1(ctx), GO_ARG6(ctx), (__s64)GO_ARG7(ctx), GT_SQL_EVENT_EXEC);
+	sql_enter(ctx, GO_ARG1(ctx), GO_ARG4(ctx), (__s64)GO_ARG5(ctx), GT_SQL_EVENT_EXEC);
+	return 0;
+}
+
+SEC("uprobe.multi")
+int gt_sql_conn_query_entry(struct pt_regs *ctx)
+{
+	sql_enter(ctx, GO_ARG1(ctx), GO_ARG4(ctx), (__s64)GO_ARG5(ctx), GT_SQL_EVENT_CONN);
+	return 0;
+}
+
+SEC("uprobe.multi")
+int gt_sql_conn_exec_entry(struct pt_regs *ctx)
+{
+	sql_enter(ctx, GO_ARG1(ctx), GO_ARG4(ctx), (__s64)GO_ARG5(ctx),
+		  GT_SQL_EVENT_CONN | GT_SQL_EVENT_EXEC);
+	return 0;
+}
+
+SEC("uprobe.multi")
+int gt_sql_tx_query_entry(struct pt_regs *ctx)
+{
+	sql_enter(ctx, GO_ARG1(ctx), GO_ARG4(ctx), (__s64)GO_ARG5(ctx), GT_SQL_EVENT_TX);
+	return 0;
+}
+
+SEC("uprobe.multi")
+int gt_sql_tx_exec_entry(struct pt_regs *ctx)
+{
+	sql_enter(ctx, GO_ARG1(ctx), GO_ARG4(ctx), (__s64)GO_ARG5(ctx), GT_SQL_EVENT_TX | GT_SQL_EVENT_EXEC);
 	return 0;
 }
 
@@ -256,7 +307,7 @@ int gt_sql_stmt_exec_entry(struct pt_regs *ctx)
 	return 0;
 }
 
-/* RET of queryDC and Stmt.QueryContext: (*Rows, error) */
+/* RET of the query functions: (*Rows, error) */
 SEC("uprobe.multi")
 int gt_sql_query_return(struct pt_regs *ctx)
 {
@@ -264,7 +315,7 @@ int gt_sql_query_return(struct pt_regs *ctx)
 	return 0;
 }
 
-/* RET of execDC and Stmt.ExecContext: (Result, error) */
+/* RET of the exec functions: (Result, error) */
 SEC("uprobe.multi")
 int gt_sql_exec_return(struct pt_regs *ctx)
 {

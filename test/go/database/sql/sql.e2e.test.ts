@@ -1,11 +1,11 @@
 /**
  * End to end: the queries and execs of a real program (test/programs/sql-client)
  * through database/sql with pgx v5 (stdlib), lib/pq against a real PostgreSQL
- * server, and the pure-Go modernc.org/sqlite, built with each Go toolchain that
- * can build the drivers, stripped and not: exactly one CLIENT span per call,
- * 20 goroutines at once (DB, prepared statement and transaction paths), with
- * the conventions' attributes; errors (a syntax error, a missing table) as
- * error spans with the error's type; a call made while the goroutine serves an
+ * server, and the pure-Go modernc.org/sqlite, built with each Go toolchain
+ * (Go 1.19 with the drivers' last versions it builds), stripped and not: exactly one CLIENT span per call,
+ * 20 goroutines at once (DB, prepared statement, Conn and transaction paths),
+ * with the conventions' attributes; errors (a syntax error, a missing table,
+ * a refused connection) as error spans with the error's type; a call made while the goroutine serves an
  * HTTP request is that request's child; and no literal of any query in any
  * span, with db.query.text off (the default) or on (sanitised).
  */
@@ -18,16 +18,19 @@ import { skipUnlessBpf } from '../../../support/privileges.ts';
 import { freshCopy, tracedCollector } from '../../../support/traced-collector.ts';
 import { repoRoot } from '../../../support/agent-process.ts';
 import { postgresBinDir, startPostgres, type PostgresServer } from '../../../support/servers/postgres.ts';
-import { DRIVERS, assertNoLiterals, expectedSpans, runCalls, startSqlClient } from './sql-client.ts';
+import { DRIVERS, assertNoLiterals, driverAt, callsOfRequest, expectedError, expectedSpans, runCalls, startSqlClient } from './sql-client.ts';
 
 const pgBin = postgresBinDir();
 const skip = skipUnlessBpf() || (typeof pgBin !== 'string' && pgBin.skip);
 const WORKERS = 20;
-// the drivers' current versions need Go >= 1.26 (see the program's program.conf)
-const TOOLCHAINS = ['go1.26', 'go1.27'] as const;
+// the drivers' current versions need Go >= 1.26 (see the program's
+// program.conf); Go 1.19 builds the same program with older drivers
+// (sql-client-go119: pgx v5.4.3, lib/pq v1.10.9, modernc.org/sqlite v1.20.4)
+const TOOLCHAINS = ['go1.19', 'go1.26', 'go1.27'] as const;
 const VARIANTS = ['plain', 'stripped'] as const;
 const copies = join(repoRoot, 'build', 'e2e-sql');
-const binPath = (tc: string, v: string): string => join(repoRoot, 'build', 'go', tc, v, 'sql-client');
+const programOf = (tc: string): string => (tc === 'go1.19' ? 'sql-client-go119' : 'sql-client');
+const binPath = (tc: string, v: string): string => join(repoRoot, 'build', 'go', tc, v, programOf(tc));
 
 function usePostgres(): () => PostgresServer {
   let pg: PostgresServer | undefined;
@@ -52,9 +55,9 @@ describe('database/sql: one CLIENT span per query or exec', { skip }, () => {
 
   for (const tc of TOOLCHAINS) {
     for (const v of VARIANTS) {
-      for (const d of DRIVERS) {
+      for (const d of DRIVERS.map((x) => driverAt(x, tc))) {
         test(`${d.driver}, ${tc} ${v}: ${1 + 5 * WORKERS} calls from ${WORKERS} goroutines, errors, parents, no literal`, async () => {
-          const server = await startSqlClient(freshCopy(copies, tc, v, 'sql-client'), pg().url);
+          const server = await startSqlClient(freshCopy(copies, tc, v, programOf(tc)), pg().url);
           try {
             await traced.agent.waitTraced(server.pid);
             await runCalls(server, d, WORKERS);
@@ -74,13 +77,13 @@ describe('database/sql: one CLIENT span per query or exec', { skip }, () => {
                 assert.equal(s.attributes['db.operation.name'], op, `${s.name}: db.operation.name`);
                 assert.equal(s.attributes['db.collection.name'], table, `${s.name}: db.collection.name`);
               }
-              const error = s.name === d.system ? d.syntaxError : s.name === 'SELECT no_such_table' ? d.missingTable : undefined;
+              const error = expectedError(d, s.name);
               assert.equal(s.status.code, error ? 'ERROR' : 'UNSET', `${s.name}: status`);
               assert.equal(s.attributes['error.type'], error, `${s.name}: error.type`);
               assert.ok(s.endTimeUnixNano >= s.startTimeUnixNano);
             }
             // the calls made on a request's goroutine are its children; the workers' are roots
-            for (const [path, n] of [['/setup', 3], ['/run', 1], ['/errors', 2]] as const) {
+            for (const [path, n] of callsOfRequest(d)) {
               const req = request(all, server.pid, path);
               const children = spans.filter((s) => s.parentSpanId === req.spanId);
               assert.equal(children.length, n, `${path}: its calls are its children`);

@@ -1,7 +1,8 @@
 /**
  * database/sql: one CLIENT span per query or exec a program runs through the
- * standard interface — DB, Conn and Tx calls (all through DB.queryDC and
- * DB.execDC, QueryRowContext included) and prepared statements
+ * standard interface — DB calls (DB.query and DB.exec, which take the
+ * connection from the pool: a call that cannot connect has its span too),
+ * Conn and Tx calls (QueryRow variants included) and prepared statements
  * (Stmt.QueryContext, Stmt.ExecContext) — whatever the driver, following the
  * OpenTelemetry database conventions. A call made on a goroutine that is
  * serving a traced request is that request's child (the link is made in BPF).
@@ -27,6 +28,8 @@ const F = {
   stmtDb: `${SQL}.Stmt.db`,
   stmtQuery: `${SQL}.Stmt.query`,
   dsnDriver: `${SQL}.dsnConnector.driver`,
+  connDb: `${SQL}.Conn.db`,
+  txDb: `${SQL}.Tx.db`,
 } as const;
 
 const NO_SYSTEM = 'db.system.name is other_sql';
@@ -55,8 +58,12 @@ export const sqlProbe: EventProbe = {
   goPackage: SQL,
   description: 'SQL queries and execs through database/sql (CLIENT spans)',
   functions: [
-    { symbol: `${SQL}.(*DB).queryDC`, entryProgram: BpfPrograms.gt_sql_query_dc_entry, returnProgram: BpfPrograms.gt_sql_query_return, absentMeans: 'this program never queries through database/sql' },
-    { symbol: `${SQL}.(*DB).execDC`, entryProgram: BpfPrograms.gt_sql_exec_dc_entry, returnProgram: BpfPrograms.gt_sql_exec_return, optional: 'execs (DB.ExecContext, Tx.ExecContext) make no span', absentMeans: 'this program never runs execs through database/sql' },
+    { symbol: `${SQL}.(*DB).query`, entryProgram: BpfPrograms.gt_sql_query_entry, returnProgram: BpfPrograms.gt_sql_query_return, absentMeans: 'this program never queries through database/sql' },
+    { symbol: `${SQL}.(*DB).exec`, entryProgram: BpfPrograms.gt_sql_exec_entry, returnProgram: BpfPrograms.gt_sql_exec_return, optional: 'execs (DB.ExecContext) make no span', absentMeans: 'this program never runs execs through database/sql' },
+    { symbol: `${SQL}.(*Conn).QueryContext`, entryProgram: BpfPrograms.gt_sql_conn_query_entry, returnProgram: BpfPrograms.gt_sql_query_return, optional: 'queries on a dedicated connection (Conn) make no span', absentMeans: 'this program never queries through a Conn' },
+    { symbol: `${SQL}.(*Conn).ExecContext`, entryProgram: BpfPrograms.gt_sql_conn_exec_entry, returnProgram: BpfPrograms.gt_sql_exec_return, optional: 'execs on a dedicated connection (Conn) make no span', absentMeans: 'this program never runs execs through a Conn' },
+    { symbol: `${SQL}.(*Tx).QueryContext`, entryProgram: BpfPrograms.gt_sql_tx_query_entry, returnProgram: BpfPrograms.gt_sql_query_return, optional: 'queries in transactions make no span', absentMeans: 'this program never queries in a transaction' },
+    { symbol: `${SQL}.(*Tx).ExecContext`, entryProgram: BpfPrograms.gt_sql_tx_exec_entry, returnProgram: BpfPrograms.gt_sql_exec_return, optional: 'execs in transactions make no span', absentMeans: 'this program never runs execs in a transaction' },
     { symbol: `${SQL}.(*Stmt).QueryContext`, entryProgram: BpfPrograms.gt_sql_stmt_query_entry, returnProgram: BpfPrograms.gt_sql_query_return, optional: 'queries of prepared statements make no span', absentMeans: 'this program never queries through prepared statements' },
     { symbol: `${SQL}.(*Stmt).ExecContext`, entryProgram: BpfPrograms.gt_sql_stmt_exec_entry, returnProgram: BpfPrograms.gt_sql_exec_return, optional: 'execs of prepared statements make no span', absentMeans: 'this program never runs execs through prepared statements' },
   ],
@@ -65,6 +72,8 @@ export const sqlProbe: EventProbe = {
     [F.dsnDriver]: { reads: 'the driver behind the connector sql.Open makes, for db.system.name', optional: `${NO_SYSTEM} for drivers opened without a connector of their own` },
     [F.stmtDb]: { reads: 'the statement\'s DB, for db.system.name', optional: NO_STMT },
     [F.stmtQuery]: { reads: 'the statement\'s query text', optional: NO_STMT },
+    [F.connDb]: { reads: 'the Conn\'s DB, for db.system.name', optional: `${NO_SYSTEM} for calls through a Conn` },
+    [F.txDb]: { reads: 'the transaction\'s DB, for db.system.name', optional: `${NO_SYSTEM} for calls in a transaction` },
   },
   configMap: BpfMaps.gt_sql_config,
   stateMaps: [BpfMaps.gt_sql_inflight],
@@ -75,11 +84,14 @@ export const sqlProbe: EventProbe = {
       stmt_db: o[F.stmtDb] ?? 0,
       stmt_query: o[F.stmtQuery] ?? 0,
       dsn_driver: o[F.dsnDriver] ?? 0,
+      conn_db: o[F.connDb] ?? 0,
+      tx_db: o[F.txDb] ?? 0,
       flags: SqlFlags.GT_SQL_ENABLED
         | (has(F.stmtDb) && has(F.stmtQuery) ? SqlFlags.GT_SQL_STMT : 0)
         | (has(F.connector) ? SqlFlags.GT_SQL_DRIVER : 0)
-        | (has(F.dsnDriver) ? SqlFlags.GT_SQL_DSN_DRIVER : 0),
-      reserved: 0,
+        | (has(F.dsnDriver) ? SqlFlags.GT_SQL_DSN_DRIVER : 0)
+        | (has(F.connDb) ? SqlFlags.GT_SQL_CONN_DB : 0)
+        | (has(F.txDb) ? SqlFlags.GT_SQL_TX_DB : 0),
     });
   },
   eventType: EventType.GT_EVENT_SQL,

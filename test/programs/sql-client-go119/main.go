@@ -1,0 +1,1 @@
+../sql-client/main.go
