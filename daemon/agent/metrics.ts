@@ -19,7 +19,7 @@ export interface MetricsSnapshot {
   events: Record<string, number>;
   eventsMalformed: number;
   bpfCounters: Record<string, bigint>;
-  ringBuffer: { droppedRecords: bigint; droppedBatches: bigint; records: bigint };
+  ringBuffer: { droppedRecords: bigint; droppedBatches: bigint; records: bigint; /** per ring-buffer map: poll-thread wake-ups */ wakeups?: Record<string, bigint> };
   spans: BatcherStats;
   programs: Array<{ name: string; runCount: bigint; runTimeNs: bigint }>;
   maps: Array<{ name: string; entries: number; capacity: number }>;
@@ -75,6 +75,9 @@ export function createMetrics(source: MetricsSource): Registry {
   counter('gotrail_events_lost_total', 'Events lost before reaching user space, by reason', ['reason'], (set, s) => {
     for (const [r, v] of Object.entries(s.bpfCounters)) if (!r.startsWith(SKIPPED) && !NOT_LOSSES.has(r)) set({ reason: r }, Number(v));
     set({ reason: 'ringbuf_consumer_queue_full' }, Number(s.ringBuffer.droppedRecords));
+  });
+  counter('gotrail_ringbuf_wakeups_total', 'Times the poll thread of each ring buffer woke up (timer tick, kernel wakeup or control signal); an idle agent keeps it still', ['map'], (set, s) => {
+    for (const [m, v] of Object.entries(s.ringBuffer.wakeups ?? {})) set({ map: m }, Number(v));
   });
   counter('gotrail_requests_skipped_total', 'Requests deliberately not traced, by reason (self: sent by gotrail itself, e.g. its OTLP exports to a traced collector)', ['reason'], (set, s) => {
     for (const [r, v] of Object.entries(s.bpfCounters)) if (r.startsWith(SKIPPED)) set({ reason: r.slice(SKIPPED.length) }, Number(v));
