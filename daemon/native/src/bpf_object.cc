@@ -5,6 +5,7 @@
 
 #include <bpf/bpf.h>
 #include <errno.h>
+#include <malloc.h>
 #include <linux/bpf.h>
 
 #include <cstring>
@@ -214,6 +215,10 @@ Napi::Value BpfObject::Load(const Napi::CallbackInfo& info) {
   int err = bpf_object__load(obj_);
   if (err) ThrowWithLog(env, op, -err, log.Tail(kLogTailLines));
   loaded_ = true;
+  // Loading parsed the kernel's BTF for CO-RE (tens of MiB of short-lived
+  // allocations, freed by now): hand the freed heap back to the system
+  // rather than keep it resident for the agent's lifetime.
+  malloc_trim(0);
   return env.Undefined();
 }
 
