@@ -49,7 +49,10 @@ const NOT_LOSSES: ReadonlySet<string> = new Set(['not_sampled', 'traceparent_inv
 
 export function createMetrics(source: MetricsSource): Registry {
   const reg = new Registry();
-  collectDefaultMetrics({ register: reg, prefix: 'gotrail_agent_' });
+  // The event-loop lag is sampled by a timer: at prom-client's default
+  // (every 10 ms) that timer was the idle agent's main source of wake-ups
+  // (~100 per second); once a second keeps the metric at 1 wake-up per second.
+  collectDefaultMetrics({ register: reg, prefix: 'gotrail_agent_', eventLoopMonitoringPrecision: 1000 });
   let snap: MetricsSnapshot | undefined;
   const take = (): MetricsSnapshot => (snap ??= source.collect());
   const gauge = (name: string, help: string, labelNames: string[], fill: (g: Gauge<string>, s: MetricsSnapshot) => void): void => {
