@@ -5,8 +5,8 @@
 
 #include <bpf/bpf.h>
 #include <errno.h>
-#include <malloc.h>
 #include <linux/bpf.h>
+#include <malloc.h>
 
 #include <cstring>
 #include <utility>
