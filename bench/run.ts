@@ -144,7 +144,8 @@ function benchCopy(src: string, name: string): string {
 }
 
 async function startTracing(bin: string, pid: number): Promise<AgentProcess> {
-  const agent = await startAgent(['--include-exe', bin, '--exporter', 'none']);
+  // the default scan interval (the test helper's 200 ms would add a /proc scan five times a second to the idle CPU)
+  const agent = await startAgent(['--include-exe', bin, '--exporter', 'none', '--scan-interval', '5000']);
   await agent.waitTraced(pid, 60_000);
   // the start-up calibration runs probes of its own: let it finish first
   await agent.waitFor(/uprobe hit cost calibrated|calibration failed/, 60_000);
@@ -394,7 +395,7 @@ async function attachScenario(): Promise<{ json: unknown; markdown: string }> {
   try {
     for (let i = 0; i < 100; i++) servers.push(await startGoServer(one));
     const t0 = performance.now();
-    const agent = await startAgent(['--include-exe', one, '--exporter', 'none']);
+    const agent = await startAgent(['--include-exe', one, '--exporter', 'none', '--scan-interval', '5000']);
     try {
       for (const s of servers) await agent.waitTraced(s.pid, 120_000);
       const tracedMs = performance.now() - t0;
