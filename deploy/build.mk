@@ -6,8 +6,8 @@ NODE_BIN := $(shell $(NODE) -p process.execPath)
 NODEDIR := $(abspath $(dir $(NODE_BIN))/..)
 BUILD := $(ROOT)/build
 
-.PHONY: all native probes testprogs demo-programs collector image
-all: native probes demo-programs $(if $(SKIP_TESTS),,testprogs collector deploy-tools)
+.PHONY: all native probes compile-cache testprogs demo-programs collector image
+all: native probes compile-cache demo-programs $(if $(SKIP_TESTS),,testprogs collector deploy-tools)
 
 # --- native addon (node-addon-api over the system libbpf) --------------------
 NATIVE_SRC := $(wildcard $(ROOT)/daemon/native/src/*.cc $(ROOT)/daemon/native/src/*.c $(ROOT)/daemon/native/src/*.h) $(ROOT)/daemon/native/binding.gyp
@@ -16,6 +16,17 @@ native: $(if $(wildcard $(ROOT)/daemon/native/binding.gyp),$(NATIVE_OUT),)
 $(NATIVE_OUT): $(NATIVE_SRC)
 	@echo "[setup] building the native addon"
 	cd $(ROOT)/daemon/native && $(NODE) $(ROOT)/node_modules/node-gyp/bin/node-gyp.js rebuild --nodedir=$(NODEDIR) --loglevel=warn
+	@touch $@
+
+# --- Node's compile cache of the agent (daemon/bin/gotrail) -------------------
+# Holds the agent's modules with their types stripped, so that the running
+# agent need not load Node's TypeScript compiler (~30 MiB resident).
+COMPILE_CACHE := $(BUILD)/compile-cache/.warm
+compile-cache: $(COMPILE_CACHE)
+$(COMPILE_CACHE): $(shell find $(ROOT)/daemon -name '*.ts' -not -path '*/node_modules/*') $(NATIVE_OUT)
+	@echo "[setup] warming Node's compile cache of the agent"
+	@mkdir -p $(dir $@)
+	NODE_COMPILE_CACHE=$(BUILD)/compile-cache $(ROOT)/daemon/bin/gotrail version >/dev/null
 	@touch $@
 
 -include $(ROOT)/probes/probes.mk

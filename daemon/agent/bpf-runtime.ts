@@ -366,12 +366,16 @@ export class BpfRuntime {
     // With wakeups most batches hold a record or two: the bound on batches
     // out to JS must be high for it not to stop consumption long before the
     // kernel ring buffer is full (memory stays bounded by batches × bytes).
-    this.obj.startRingBuffer(BpfMaps.gt_process_events, (batch) => this.dispatch(batch, ctx), { intervalMs: 100, wakeup: true, maxQueuedBatches: 1024, maxBatchBytes: 64 * 1024 });
+    // Every process event is submitted with the kernel's adaptive wakeup
+    // (flags 0: a wakeup whenever the consumer has caught up), so this one
+    // needs no timer at all.
+    this.obj.startRingBuffer(BpfMaps.gt_process_events, (batch) => this.dispatch(batch, ctx), { intervalMs: 0, wakeup: true, maxQueuedBatches: 1024, maxBatchBytes: 64 * 1024 });
     // Few, moderate batches in flight: when the export queue fills, what was
-    // already taken from the kernel (and must be kept) stays small.
-    this.obj.startRingBuffer(BpfMaps.gt_events, (batch) => this.dispatch(batch, ctx), { intervalMs: opts.intervalMs ?? 5, maxQueuedBatches: 8, maxBatchBytes: 256 * 1024 });
-    this.holdTimer = setInterval(() => this.expireHeld(), 250);
-    this.holdTimer.unref();
+    // already taken from the kernel (and must be kept) stays small. Probe
+    // events drain on a timer while they flow; an empty ring puts the poll
+    // thread to sleep until the next event (gt_rb_control), so an idle
+    // agent has no periodic wake-up here.
+    this.obj.startRingBuffer(BpfMaps.gt_events, (batch) => this.dispatch(batch, ctx), { intervalMs: opts.intervalMs ?? 5, maxQueuedBatches: 8, maxBatchBytes: 256 * 1024, wakeControl: BpfMaps.gt_rb_control });
   }
 
   /**
@@ -382,6 +386,19 @@ export class BpfRuntime {
    */
   pauseProbeEvents(paused: boolean): void {
     this.obj.pauseRingBuffer(BpfMaps.gt_events, paused);
+  }
+
+  /** Per ring-buffer map: times its poll thread woke up (see RingBufferStats.wakeups). */
+  ringBufferWakeups(): Record<string, bigint> {
+    const out: Record<string, bigint> = {};
+    for (const m of [BpfMaps.gt_events, BpfMaps.gt_process_events]) {
+      try {
+        out[m] = this.obj.ringBufferStats(m).wakeups;
+      } catch {
+        /* not started */
+      }
+    }
+    return out;
   }
 
   /** The agent decided on process `tgid`: its held events are handled now (traced) or dropped (not). */
@@ -405,6 +422,12 @@ export class BpfRuntime {
   }
 
   private expireHeld(): void {
+    if (!this.heldEvents.size) {
+      // runs only while events are held: an idle agent has no timer here
+      clearInterval(this.holdTimer);
+      this.holdTimer = undefined;
+      return;
+    }
     const now = Date.now();
     for (const [tgid, h] of this.heldEvents) {
       if (now - h.since < HOLD_MS) continue;
@@ -423,6 +446,10 @@ export class BpfRuntime {
     if (!h) {
       h = { since: Date.now(), records: [] };
       this.heldEvents.set(tgid, h);
+      if (!this.holdTimer) {
+        this.holdTimer = setInterval(() => this.expireHeld(), 250);
+        this.holdTimer.unref();
+      }
     }
     h.records.push(Buffer.from(batch.subarray(rec, rec + len)));
     this.heldCount++;

@@ -22,7 +22,7 @@ export interface MetricsSnapshot {
   bpfCounters: Record<string, bigint>;
   /** traceparent injection outcomes by name (see enum gt_inject_outcome) */
   propagation?: Record<string, number>;
-  ringBuffer: { droppedRecords: bigint; droppedBatches: bigint; records: bigint };
+  ringBuffer: { droppedRecords: bigint; droppedBatches: bigint; records: bigint; /** per ring-buffer map: poll-thread wake-ups */ wakeups?: Record<string, bigint> };
   spans: BatcherStats;
   programs: Array<{ name: string; runCount: bigint; runTimeNs: bigint }>;
   maps: Array<{ name: string; entries: number; capacity: number }>;
@@ -56,7 +56,10 @@ const NOT_LOSSES: ReadonlySet<string> = new Set(['not_sampled', 'not_sampled_sam
 
 export function createMetrics(source: MetricsSource): Registry {
   const reg = new Registry();
-  collectDefaultMetrics({ register: reg, prefix: 'gotrail_agent_' });
+  // The event-loop lag is sampled by a timer: at prom-client's default
+  // (every 10 ms) that timer was the idle agent's main source of wake-ups
+  // (~100 per second); once a second keeps the metric at 1 wake-up per second.
+  collectDefaultMetrics({ register: reg, prefix: 'gotrail_agent_', eventLoopMonitoringPrecision: 1000 });
   let snap: MetricsSnapshot | undefined;
   const take = (): MetricsSnapshot => (snap ??= source.collect());
   const gauge = (name: string, help: string, labelNames: string[], fill: (g: Gauge<string>, s: MetricsSnapshot) => void): void => {
@@ -89,6 +92,9 @@ export function createMetrics(source: MetricsSource): Registry {
   counter('gotrail_events_lost_total', 'Events lost before reaching user space, by reason', ['reason'], (set, s) => {
     for (const [r, v] of Object.entries(s.bpfCounters)) if (!r.startsWith(SKIPPED) && !NOT_LOSSES.has(r)) set({ reason: r }, Number(v));
     set({ reason: 'ringbuf_consumer_queue_full' }, Number(s.ringBuffer.droppedRecords));
+  });
+  counter('gotrail_ringbuf_wakeups_total', 'Times the poll thread of each ring buffer woke up (timer tick, kernel wakeup or control signal); an idle agent keeps it still', ['map'], (set, s) => {
+    for (const [m, v] of Object.entries(s.ringBuffer.wakeups ?? {})) set({ map: m }, Number(v));
   });
   counter('gotrail_requests_skipped_total', 'Requests deliberately not traced, by reason (self: sent by gotrail itself, e.g. its OTLP exports to a traced collector)', ['reason'], (set, s) => {
     for (const [r, v] of Object.entries(s.bpfCounters)) if (r.startsWith(SKIPPED)) set({ reason: r.slice(SKIPPED.length) }, Number(v));

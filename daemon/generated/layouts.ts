@@ -60,6 +60,7 @@ export const BpfMaps = {
   gt_probe_hits: 'gt_probe_hits',
   gt_process_events: 'gt_process_events',
   gt_processes: 'gt_processes',
+  gt_rb_control: 'gt_rb_control',
   gt_redis_config: 'gt_redis_config',
   gt_redis_depth: 'gt_redis_depth',
   gt_redis_inflight: 'gt_redis_inflight',
@@ -2841,6 +2842,34 @@ export function encodeProcessInfo(v: ProcessInfo, buf: Buffer = Buffer.alloc(24)
   buf.writeUInt32LE(v.reserved, off + 4);
   buf.writeBigUInt64LE(v.file_dev, off + 8);
   buf.writeBigUInt64LE(v.file_ino, off + 16);
+  return buf;
+}
+
+/** struct gt_rb_control (8 bytes) */
+export interface RbControl {
+  consumer_sleeping: number;
+  wake_bytes: number;
+}
+
+export const RB_CONTROL_SIZE = 8;
+export const RbControlOffsets = {
+  consumer_sleeping: 0,
+  wake_bytes: 4,
+} as const;
+
+/** Decodes struct gt_rb_control at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeRbControl(buf: Buffer, off = 0): RbControl {
+  if (off + 8 > buf.length) throw new RangeError(`gt_rb_control: need 8 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    consumer_sleeping: buf.readUInt32LE(off + 0),
+    wake_bytes: buf.readUInt32LE(off + 4),
+  };
+}
+
+/** Encodes struct gt_rb_control into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeRbControl(v: RbControl, buf: Buffer = Buffer.alloc(8), off = 0): Buffer {
+  buf.writeUInt32LE(v.consumer_sleeping, off + 0);
+  buf.writeUInt32LE(v.wake_bytes, off + 4);
   return buf;
 }
 

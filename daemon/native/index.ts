@@ -81,10 +81,23 @@ export interface UprobeAttachOptions {
 }
 
 export interface RingBufferOptions {
-  /** How often the poll thread drains the ring buffer, in ms (1..60000).
+  /** How often the poll thread drains the ring buffer, in ms (0..60000).
    * Probes submit with BPF_RB_NO_WAKEUP, so in timer mode this is the
-   * delivery latency. Default 5. */
+   * delivery latency. 0: no timer at all, only with `wakeup: true` (the
+   * producers must then always submit with a wakeup). Default 5. */
   intervalMs: number;
+  /** Idle sleep: the name of an mmapable BPF array map whose value starts
+   * with `struct gt_rb_control` ({u32 consumer_sleeping; u32 wake_bytes}).
+   * A poll thread that finds the ring empty twice a tick apart raises
+   * consumer_sleeping and sleeps without a timer until a producer submits
+   * with BPF_RB_FORCE_WAKEUP (gt_wake_flag does while the flag is up), so an
+   * idle agent does not wake up at all; while records flow it drains on
+   * its timer as without. Default none. */
+  wakeControl?: string;
+  /** With wakeControl: producers force a wakeup when this many bytes wait
+   * in the ring (0: never), waking a running poll thread before its next
+   * tick. Default a quarter of the ring. */
+  wakeBytes?: number;
   /** Batches handed to the JS thread and not yet returned from onBatch
    * (1..2^20). When this many are out, the poll thread stops taking records
    * out of the kernel ring buffer until one returns: records wait in the
@@ -122,6 +135,9 @@ export interface RingBufferStats {
   /** Times the poll thread stopped consuming because maxQueuedBatches
    * batches were out to JS (backpressure, not loss). */
   stalls: bigint;
+  /** Times the poll thread woke from its sleep (timer, kernel wakeup or
+   * control signal): what an idle agent should keep at zero. */
+  wakeups: bigint;
   /** Batches out to JS right now (a gauge; summed over maps when no map is
    * named). */
   queuedBatches: number;

@@ -213,11 +213,49 @@ static __always_inline void gt_fill_header(struct gt_event_header *h, __u16 type
 	h->goid = goid;
 }
 
-/* Probes submit without waking user space: a wakeup per event raised the
- * cost of a probe hit by half; user space consumes on a short timer. */
+/* How gt_events wakes its consumer, shared with user space (an mmapped
+ * array of one entry, written by the consumer's poll thread).
+ *
+ * A wakeup per event raised the cost of a probe hit by half, so probes
+ * submit without one while the consumer drains on a short timer. An idle
+ * consumer stops its timer instead of polling an empty ring: it raises
+ * consumer_sleeping, and the next event wakes it (one wakeup per idle
+ * period, not per event). wake_bytes (0: never) wakes a running consumer
+ * early when that much data waits, so that a burst cannot fill the ring
+ * between two of its timer ticks. */
+struct gt_rb_control {
+	__u32 consumer_sleeping;
+	__u32 wake_bytes;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct gt_rb_control);
+} gt_rb_control SEC(".maps");
+
+/* The wakeup flag for a record about to be submitted to gt_events. Read
+ * after the record's reserve, so that a consumer going to sleep either sees
+ * the reserved record or is seen sleeping (user space covers the remaining
+ * store-buffer window by checking once more one timer tick later). */
+static __always_inline __u64 gt_wake_flag(void)
+{
+	__u32 zero = 0;
+	struct gt_rb_control *c = bpf_map_lookup_elem(&gt_rb_control, &zero);
+	if (!c)
+		return BPF_RB_NO_WAKEUP;
+	if (c->consumer_sleeping)
+		return BPF_RB_FORCE_WAKEUP;
+	if (c->wake_bytes && bpf_ringbuf_query(&gt_events, BPF_RB_AVAIL_DATA) >= c->wake_bytes)
+		return BPF_RB_FORCE_WAKEUP;
+	return BPF_RB_NO_WAKEUP;
+}
+
 static __always_inline void gt_submit(void *ev)
 {
-	bpf_ringbuf_submit(ev, BPF_RB_NO_WAKEUP);
+	bpf_ringbuf_submit(ev, gt_wake_flag());
 }
 
 /* Debug switches, off by default: one slot, GT_DEBUG_* bits, set by user

@@ -111,7 +111,11 @@ GT_EXPORT_LAYOUTS(process,
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 4 * 1024 * 1024);
+	/* 1 MiB: thousands of exec/exit events, drained at once (every record
+	 * wakes the consumer). Its pages are mapped into the agent twice (the
+	 * ring's data is mapped back to back), so each MiB here is 2 MiB of the
+	 * agent's RSS. */
+	__uint(max_entries, 1024 * 1024);
 } gt_process_events SEC(".maps");
 
 struct {

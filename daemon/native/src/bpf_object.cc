@@ -6,6 +6,7 @@
 #include <bpf/bpf.h>
 #include <errno.h>
 #include <linux/bpf.h>
+#include <malloc.h>
 
 #include <cstring>
 #include <utility>
@@ -243,6 +244,10 @@ Napi::Value BpfObject::Load(const Napi::CallbackInfo& info) {
   int err = bpf_object__load(obj_);
   if (err) ThrowWithLog(env, op, -err, log.Tail(kLogTailLines));
   loaded_ = true;
+  // Loading parsed the kernel's BTF for CO-RE (tens of MiB of short-lived
+  // allocations, freed by now): hand the freed heap back to the system
+  // rather than keep it resident for the agent's lifetime.
+  malloc_trim(0);
   return env.Undefined();
 }
 
@@ -301,7 +306,7 @@ Napi::Value BpfObject::StartRingBuffer(const Napi::CallbackInfo& info) {
   Napi::Object o = OptionalObject(info, 2, op, "options");
   RingBufferOptions ro;
   ro.interval_ms =
-      static_cast<uint32_t>(IntOption(env, o, "intervalMs", ro.interval_ms, 1, 60000, op));
+      static_cast<uint32_t>(IntOption(env, o, "intervalMs", ro.interval_ms, 0, 60000, op));
   ro.max_queued_batches = static_cast<uint32_t>(
       IntOption(env, o, "maxQueuedBatches", ro.max_queued_batches, 1, 1 << 20, op));
   ro.max_batch_bytes = static_cast<uint32_t>(
@@ -310,6 +315,24 @@ Napi::Value BpfObject::StartRingBuffer(const Napi::CallbackInfo& info) {
   if (!wakeup.IsUndefined()) {
     if (!wakeup.IsBoolean()) Throw(env, op, EINVAL, "wakeup must be a boolean");
     ro.wakeup = wakeup.As<Napi::Boolean>().Value();
+  }
+  if (ro.interval_ms == 0 && !ro.wakeup)
+    Throw(env, op, EINVAL, "intervalMs 0 (no timer) needs wakeup: true");
+  Napi::Value control = o.Get("wakeControl");
+  if (!control.IsUndefined()) {
+    if (!control.IsString()) Throw(env, op, EINVAL, "wakeControl must be a map name");
+    const std::string cname = control.As<Napi::String>().Utf8Value();
+    bpf_map* cmap = FindMap(env, op, cname);
+    if (bpf_map__type(cmap) != BPF_MAP_TYPE_ARRAY ||
+        (bpf_map__map_flags(cmap) & BPF_F_MMAPABLE) == 0 || bpf_map__value_size(cmap) < 8) {
+      Throw(env, op, EINVAL,
+            "wakeControl map " + cname +
+                " must be an mmapable array whose value starts with two u32 (struct "
+                "gt_rb_control)");
+    }
+    ro.wake_control_fd = LoadedMapFd(env, op, cmap);
+    ro.wake_bytes = static_cast<uint32_t>(
+        IntOption(env, o, "wakeBytes", bpf_map__max_entries(map) / 4, 0, UINT32_MAX, op));
   }
   rings_[name] = RingBufferState::Start(env, fd, bpf_map__max_entries(map), name,
                                         info[1].As<Napi::Function>(), ro, this);

@@ -4,7 +4,9 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -42,6 +44,7 @@ RingBufferCounters& RingBufferCounters::operator+=(const RingBufferCounters& o) 
   dropped_batches += o.dropped_batches;
   dropped_records += o.dropped_records;
   stalls += o.stalls;
+  wakeups += o.wakeups;
   queued_batches += o.queued_batches;
   return *this;
 }
@@ -60,6 +63,7 @@ static napi_value CountersToJsOrNull(napi_env env, const RingBufferCounters& c) 
       {"droppedBatches", c.dropped_batches},
       {"droppedRecords", c.dropped_records},
       {"stalls", c.stalls},
+      {"wakeups", c.wakeups},
   };
   napi_value v;
   for (const auto& [key, value] : big) {
@@ -98,6 +102,36 @@ std::shared_ptr<RingBufferState> RingBufferState::Start(
   // draining; the mmap keeps the ring alive, this dup keeps it pollable.
   state->ring_fd_ = fcntl(map_fd, F_DUPFD_CLOEXEC, 0);
   if (state->ring_fd_ < 0) Throw(env, op + ": dup map fd", errno);
+  if (opts.wakeup || opts.wake_control_fd >= 0) {
+    state->epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
+    if (state->epoll_fd_ < 0) Throw(env, op + ": create epoll", errno);
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = state->event_fd_;
+    if (epoll_ctl(state->epoll_fd_, EPOLL_CTL_ADD, state->event_fd_, &ev) < 0)
+      Throw(env, op + ": epoll add eventfd", errno);
+    ev.events = EPOLLIN | EPOLLET;
+    ev.data.fd = state->ring_fd_;
+    if (epoll_ctl(state->epoll_fd_, EPOLL_CTL_ADD, state->ring_fd_, &ev) < 0)
+      Throw(env, op + ": epoll add ring", errno);
+  }
+  if (opts.wake_control_fd >= 0) {
+    state->page_size_ = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    state->control_len_ = state->page_size_;
+    void* c = mmap(nullptr, state->control_len_, PROT_READ | PROT_WRITE, MAP_SHARED,
+                   opts.wake_control_fd, 0);
+    if (c == MAP_FAILED) Throw(env, op + ": mmap wake control map", errno);
+    state->control_ = static_cast<volatile uint32_t*>(c);
+    void* cons = mmap(nullptr, state->page_size_, PROT_READ, MAP_SHARED, state->ring_fd_, 0);
+    if (cons == MAP_FAILED) Throw(env, op + ": mmap consumer position", errno);
+    state->consumer_pos_ = static_cast<const volatile uint64_t*>(cons);
+    void* prod = mmap(nullptr, state->page_size_, PROT_READ, MAP_SHARED, state->ring_fd_,
+                      static_cast<off_t>(state->page_size_));
+    if (prod == MAP_FAILED) Throw(env, op + ": mmap producer position", errno);
+    state->producer_pos_ = static_cast<const volatile uint64_t*>(prod);
+    __atomic_store_n(&state->control_[0], 0u, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&state->control_[1], opts.wake_bytes, __ATOMIC_SEQ_CST);
+  }
   {
     LibbpfLogCapture log;
     state->rb_ =
@@ -137,8 +171,31 @@ std::shared_ptr<RingBufferState> RingBufferState::Start(
 RingBufferState::~RingBufferState() {
   // Only reached after the poll thread was joined (or never started).
   if (rb_ != nullptr) ring_buffer__free(rb_);
+  if (control_ != nullptr) {
+    // no consumer left to wake
+    __atomic_store_n(&control_[0], 0u, __ATOMIC_SEQ_CST);
+    munmap(const_cast<uint32_t*>(control_), control_len_);
+  }
+  if (consumer_pos_ != nullptr) munmap(const_cast<uint64_t*>(consumer_pos_), page_size_);
+  if (producer_pos_ != nullptr) munmap(const_cast<uint64_t*>(producer_pos_), page_size_);
+  if (epoll_fd_ >= 0) close(epoll_fd_);
   if (ring_fd_ >= 0) close(ring_fd_);
   if (event_fd_ >= 0) close(event_fd_);
+}
+
+// Poll thread. Records reserved or committed and not yet consumed.
+bool RingBufferState::RingPending() const {
+  return __atomic_load_n(producer_pos_, __ATOMIC_ACQUIRE) !=
+         __atomic_load_n(consumer_pos_, __ATOMIC_ACQUIRE);
+}
+
+// Poll thread. Raising the flag is a full barrier, so that the drain that
+// follows sees every record reserved before a producer could read it down.
+void RingBufferState::SetSleeping(bool sleeping) {
+  if (control_ == nullptr || sleeping_ == sleeping) return;
+  sleeping_ = sleeping;
+  __atomic_store_n(&control_[0], sleeping ? 1u : 0u, __ATOMIC_SEQ_CST);
+  __atomic_thread_fence(__ATOMIC_SEQ_CST);
 }
 
 // Any thread. An eventfd counts, so a signal sent before the poll thread
@@ -175,6 +232,7 @@ RingBufferCounters RingBufferState::Counters() const {
   c.dropped_batches = dropped_batches_.load(std::memory_order_relaxed);
   c.dropped_records = dropped_records_.load(std::memory_order_relaxed);
   c.stalls = stalls_.load(std::memory_order_relaxed);
+  c.wakeups = wakeups_.load(std::memory_order_relaxed);
   c.queued_batches = in_flight_.load(std::memory_order_relaxed);
   return c;
 }
@@ -197,10 +255,30 @@ void RingBufferState::PollLoop() {
       drain_budget_ = ring_bytes_;
     }
     TrySendFull();
+    bool found_empty = false;
     if (!full_ && (draining_ ? !drained : !paused_.load())) {
       cut_ = Cut::kNone;
+      const uint64_t before = taken_;
       ring_buffer__consume(rb_);
       if (draining_ && (cut_ == Cut::kNone || cut_ == Cut::kBudget)) drained = true;
+      found_empty = taken_ == before && cut_ == Cut::kNone && !draining_;
+    }
+    if (control_ != nullptr) {
+      // Sleep only after two empty drains a tick apart, the first with the
+      // flag already up (see ring_buffer.h); anything else runs the timer.
+      if (found_empty && !RingPending()) {
+        if (++idle_ticks_ == 1) {
+          SetSleeping(true);
+          // records reserved before the flag went up are visible now
+          const uint64_t before = taken_;
+          cut_ = Cut::kNone;
+          ring_buffer__consume(rb_);
+          if (taken_ != before || cut_ != Cut::kNone || RingPending()) idle_ticks_ = 0;
+        }
+      } else {
+        idle_ticks_ = 0;
+      }
+      if (idle_ticks_ == 0) SetSleeping(false);
     }
     // Hand over what was taken without waiting for the batch to fill.
     if (!full_ && cur_ != nullptr && !cur_->data.empty()) {
@@ -228,10 +306,15 @@ void RingBufferState::PollLoop() {
     }
     const auto now = Clock::now();
     if (now >= next_tick) next_tick = now + interval;
+    const bool want_ring = epoll_fd_ >= 0 && full_ == nullptr && !draining_ && !paused_.load();
+    // Stop, pause and credits signal the eventfd: only draining needs a timer.
+    const bool no_timer = opts_.interval_ms == 0 || (want_ring && idle_ticks_ >= 2);
     const auto left =
-        std::chrono::duration_cast<std::chrono::milliseconds>(next_tick - now).count() + 1;
-    const bool want_ring = opts_.wakeup && full_ == nullptr && !draining_ && !paused_.load();
+        no_timer
+            ? -1
+            : std::chrono::duration_cast<std::chrono::milliseconds>(next_tick - now).count() + 1;
     Wait(want_ring, static_cast<int>(left));
+    if (no_timer) next_tick = Clock::now() + interval;
     waiting_credit_.store(false);
   }
   if (abandon_.load()) {
@@ -255,9 +338,18 @@ void RingBufferState::PollLoop() {
 // a record submitted with a wakeup; poll(2) on the map fd also returns at
 // once when records are already waiting.
 void RingBufferState::Wait(bool want_ring, int timeout_ms) {
-  pollfd fds[2] = {{event_fd_, POLLIN, 0}, {ring_fd_, POLLIN, 0}};
-  const int n = poll(fds, want_ring ? 2 : 1, timeout_ms);
-  if (n > 0 && (fds[0].revents & POLLIN) != 0) {
+  bool signalled = false;
+  if (want_ring) {
+    epoll_event evs[2];
+    const int n = epoll_wait(epoll_fd_, evs, 2, timeout_ms);
+    for (int i = 0; i < n; i++) signalled |= evs[i].data.fd == event_fd_;
+  } else {
+    pollfd fds[1] = {{event_fd_, POLLIN, 0}};
+    const int n = poll(fds, 1, timeout_ms);
+    signalled = n > 0 && (fds[0].revents & POLLIN) != 0;
+  }
+  wakeups_.fetch_add(1, std::memory_order_relaxed);
+  if (signalled) {
     uint64_t v;
     ssize_t r = read(event_fd_, &v, sizeof v);
     (void)r;
@@ -318,6 +410,7 @@ int RingBufferState::Append(const void* data, size_t size) {
   std::memcpy(p + 4, data, size);
   cur_->records++;
   cur_->payload_bytes += size;
+  taken_++;
 
   if (abandon_.load(std::memory_order_relaxed)) {
     cut_ = Cut::kAbandon;

@@ -308,7 +308,7 @@ int gt_otel_end(struct pt_regs *ctx)
 		st->ev.hdr.cpu = bpf_get_smp_processor_id();
 		st->ev.end_ns = bpf_ktime_get_ns();
 		/* copied by the helper: the event is too large to copy in BPF */
-		if (bpf_ringbuf_output(&gt_events, &st->ev, sizeof(st->ev), BPF_RB_NO_WAKEUP) < 0)
+		if (bpf_ringbuf_output(&gt_events, &st->ev, sizeof(st->ev), gt_wake_flag()) < 0)
 			gt_count(GT_COUNTER_RINGBUF_FULL);
 	}
 	bpf_map_delete_elem(&gt_otel_spans, &sk);
