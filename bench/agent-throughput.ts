@@ -16,13 +16,13 @@
  *        [--concurrency 1,2,4] [--batch 512,2048]
  */
 import { parseArgs } from 'node:util';
-import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-proto';
+import { OtlpProtoTraceExporter } from '../daemon/export/otlp-exporter.ts';
+import { OtlpTraceEncoder } from '../daemon/export/otlp-proto.ts';
 import { SpanBatcher } from '../daemon/export/batcher.ts';
 import { createLogger } from '../daemon/util/log.ts';
 import { startCollector } from '../test/support/collector.ts';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
-import { ProtobufTraceSerializer } from '@opentelemetry/otlp-transformer';
 import { encodeHttpServerEvent, EventType, HTTP_SERVER_EVENT_SIZE, HttpLimits, HttpRouteLimits, SpanFlags } from '../daemon/generated/layouts.ts';
 import { httpServerProbe } from '../daemon/probes/go/net/http/server/descriptor.ts';
 import { MonotonicClock } from '../daemon/spans/clock.ts';
@@ -91,6 +91,7 @@ function decodeBatch(): void {
 for (let i = 0; i < 50; i++) decodeBatch();
 out.length = 0;
 
+const encoder = new OtlpTraceEncoder();
 const t = process.hrtime.bigint();
 const batches = Math.ceil(total / perBatch);
 let serializeNs = 0n;
@@ -99,7 +100,7 @@ for (let b = 0; b < batches; b++) {
   decodeBatch();
   if (out.length >= 512) {
     const s0 = process.hrtime.bigint();
-    bytes += ProtobufTraceSerializer.serializeRequest(out.splice(0))?.length ?? 0;
+    bytes += encoder.encode(out.splice(0)).length;
     serializeNs += process.hrtime.bigint() - s0;
   }
 }
@@ -129,7 +130,7 @@ if (values.export) {
   try {
     for (const batchSize of values.batch.split(',').map(Number)) {
       for (const concurrency of values.concurrency.split(',').map(Number)) {
-        const exporter = new OTLPTraceExporter({ url: `${collector.otlpHttpEndpoint}/v1/traces` });
+        const exporter = new OtlpProtoTraceExporter({ url: `${collector.otlpHttpEndpoint}/v1/traces` });
         const batcher = new SpanBatcher(exporter, createLogger('warn'), { maxExportBatchSize: batchSize, maxConcurrentExports: concurrency });
         const t0 = process.hrtime.bigint();
         let pushed = 0;
