@@ -235,7 +235,12 @@ export class OtlpTraceEncoder {
     if (t) this.#hrTime(t);
     else {
       const s = this.#current!;
-      this.#buf.writeBigUInt64LE(end ? s.endUnixNano : s.startUnixNano, this.#pos);
+      const ns = end ? s.endUnixNano : s.startUnixNano;
+      const b = this.#buf;
+      const lo = Number(BigInt.asUintN(32, ns));
+      const hi = Number(BigInt.asUintN(32, ns >> 32n));
+      b.writeUInt32LE(lo, this.#pos);
+      b.writeUInt32LE(hi, this.#pos + 4);
       this.#pos += 8;
     }
   }
@@ -384,12 +389,22 @@ export class OtlpTraceEncoder {
   }
 
   #string(field: number, s: string): void {
-    if (s.length <= SHORT_STRING) {
-      this.#ensure(2 + 1 + 3 * s.length);
+    const len = s.length;
+    if (len <= SHORT_STRING) {
+      this.#ensure(2 + 1 + 3 * len);
       this.#writeVarint(tag(field, WIRE_LEN));
-      const n = this.#buf.write(s, this.#pos + 1, 'utf8');
-      this.#buf[this.#pos] = n;
-      this.#pos += 1 + n;
+      // Short ASCII (nearly every key and value) copied here: cheaper than a call into the native writer.
+      const b = this.#buf;
+      const at = this.#pos + 1;
+      let i = 0;
+      for (; i < len; i++) {
+        const c = s.charCodeAt(i);
+        if (c >= 0x80) break;
+        b[at + i] = c;
+      }
+      const n = i === len ? len : b.write(s, at, 'utf8');
+      b[this.#pos] = n;
+      this.#pos = at + n;
       return;
     }
     const n = Buffer.byteLength(s, 'utf8');
