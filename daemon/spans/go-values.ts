@@ -16,6 +16,43 @@ export function stringAt(buf: Buffer, at: number, max: number, len: number): str
 }
 
 /**
+ * {@link stringAt} for a field that mostly repeats (a method, a server's
+ * host, a kept-alive connection's peer): the bytes are compared with the
+ * last string read, which is returned again when they match, so no new
+ * string is made. Also keeps one value derived from the string.
+ */
+export class RepeatedString<T = undefined> {
+  #last = '';
+  #derived: T | undefined;
+  #derive: ((s: string) => T) | undefined;
+
+  constructor(derive?: (s: string) => T) {
+    this.#derive = derive;
+  }
+
+  /** The string at `at` (see {@link stringAt}). */
+  read(buf: Buffer, at: number, max: number, len: number): string {
+    const n = len <= 0 ? 0 : len < max ? len : max;
+    const last = this.#last;
+    if (last.length === n) {
+      let i = 0;
+      // a match by code unit is a match by byte only for ASCII, which `last` then is
+      for (; i < n; i++) if (buf[at + i] !== last.charCodeAt(i) || last.charCodeAt(i) >= 0x80) break;
+      if (i === n) return last;
+    }
+    const s = n === 0 ? '' : buf.toString('utf8', at, at + n);
+    this.#last = s;
+    this.#derived = this.#derive ? this.#derive(s) : undefined;
+    return s;
+  }
+
+  /** The derived value of the string {@link read} returned last. */
+  get derived(): T {
+    return this.#derived as T;
+  }
+}
+
+/**
  * Splits "host:port" / "[v6]:port"; the port is undefined when absent or not
  * numeric. Without regular expressions: it runs twice for every HTTP span.
  */

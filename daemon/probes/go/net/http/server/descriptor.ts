@@ -14,7 +14,7 @@ import {
   HttpServerEventOffsets, HttpServerFlags, HTTP_SERVER_EVENT_SIZE, encodeHttpServerConfig,
 } from '../../../../../generated/layouts.ts';
 import { emitProbeSpan, eventBasics, fieldGroup, type EventContext, type EventProbe, fieldResolved } from '../../../../types.ts';
-import { splitHostPort, stringAt } from '../../../../../spans/go-values.ts';
+import { RepeatedString, splitHostPort, stringAt } from '../../../../../spans/go-values.ts';
 import { rawSpanContextAt } from '../../../../../spans/span-context.ts';
 import { routeTemplate } from '../../../../../spans/http-route.ts';
 import { TCP_FIELDS, TCP_FIELDS_READ, tcpOffsets } from '../tcp-fields.ts';
@@ -211,7 +211,7 @@ export const httpServerProbe: EventProbe = {
   // Read in place (no decoded object, no view per field): the agent's
   // busiest event. bpf-runtime checks the record is HTTP_SERVER_EVENT_SIZE long.
   handleEvent(buf: Buffer, off: number, ctx: EventContext): void {
-    const method = stringAt(buf, off + O.method, HttpLimits.GT_HTTP_METHOD_MAX, buf.readInt32LE(off + O.method_len));
+    const method = methods.read(buf, off + O.method, HttpLimits.GT_HTTP_METHOD_MAX, buf.readInt32LE(off + O.method_len));
     const basics = eventBasics(ctx, 'http server', buf.readUInt32LE(off + EventHeaderOffsets.tgid), method);
     if (!basics) return;
     const { resource } = basics;
@@ -241,10 +241,12 @@ export const httpServerProbe: EventProbe = {
     if (panicked) attributes[ATTR_ERROR_TYPE] = 'panic';
     const version = http2 ? '2' : protocolVersion(buf.readUInt16LE(off + O.proto_major), buf.readUInt16LE(off + O.proto_minor));
     if (version) attributes[ATTR_NETWORK_PROTOCOL_VERSION] = version;
-    const host = splitHostPort(stringAt(buf, off + O.host, HttpLimits.GT_HTTP_HOST_MAX, buf.readInt32LE(off + O.host_len)));
+    hosts.read(buf, off + O.host, HttpLimits.GT_HTTP_HOST_MAX, buf.readInt32LE(off + O.host_len));
+    const host = hosts.derived;
     if (host.host) attributes[ATTR_SERVER_ADDRESS] = host.host;
     if (host.port !== undefined) attributes[ATTR_SERVER_PORT] = host.port;
-    const client = splitHostPort(stringAt(buf, off + O.remote, HttpLimits.GT_HTTP_REMOTE_MAX, buf.readInt32LE(off + O.remote_len)));
+    remotes.read(buf, off + O.remote, HttpLimits.GT_HTTP_REMOTE_MAX, buf.readInt32LE(off + O.remote_len));
+    const client = remotes.derived;
     if (client.host) attributes[ATTR_CLIENT_ADDRESS] = client.host;
     if (client.port !== undefined) attributes[ATTR_CLIENT_PORT] = client.port;
     if (pathLen > HttpLimits.GT_HTTP_PATH_MAX) attributes['gotrail.url.path.truncated'] = true;
@@ -278,6 +280,9 @@ export const httpServerProbe: EventProbe = {
 };
 
 const O = HttpServerEventOffsets;
+const methods = new RepeatedString();
+const hosts = new RepeatedString(splitHostPort);
+const remotes = new RepeatedString(splitHostPort);
 
 /**
  * The incoming tracestate (the first header line, as many bytes as the probe
