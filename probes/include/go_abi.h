@@ -66,6 +66,9 @@ static __always_inline __s64 go_read_string(__u64 base, __u32 off, char *dst, __
 	return s.len;
 }
 
+#define X86_EFLAGS_CF 0x0001
+#define X86_EFLAGS_ZF 0x0040
+
 /* The common start of every uprobe program: is this process traced, which
  * binary fired (the attach cookie), that binary's facts and this probe's
  * config for it, and the goroutine's key. Returns the config, or 0 when the
@@ -73,8 +76,16 @@ static __always_inline __s64 go_read_string(__u64 base, __u32 off, char *dst, __
 static __always_inline void *gt_probe_enter(struct pt_regs *ctx, void *config_map,
 					    struct gt_goroutine_key *key, __u32 *bin_id, __u32 site)
 {
+	__u64 cookie = bpf_get_attach_cookie(ctx);
 	__u32 tgid = gt_tgid();
-	__u32 id = (__u32)bpf_get_attach_cookie(ctx);
+	__u32 id = (__u32)cookie;
+	/* At the stack check's branch, the flags are those of its CMP: JBE
+	 * branches to morestack on CF or ZF. That hit is not a call (nor counted
+	 * as one): the function is entered again, and probed, on the grown
+	 * stack. */
+	if (((cookie >> GT_COOKIE_FLAGS_SHIFT) & GT_COOKIE_AT_STACK_CHECK) &&
+	    (ctx->flags & (X86_EFLAGS_CF | X86_EFLAGS_ZF)))
+		return 0;
 	gt_count_hit(tgid, site);
 	if (!gt_process_traced(tgid)) {
 		if (gt_debug_hits()) {
