@@ -20,6 +20,8 @@
  *   processes: time until all are traced, its CPU and RSS, time to stop;
  * - `pipeline`: the agent's user-space path on one core (decode → span →
  *   OTLP bytes) and end to end into a real collector (bench/agent-throughput.ts).
+ * - `entry-site`: an entry probe's cost after the stack check and on its
+ *   branch, with Go 1.19 and 1.26 (bench/entry-site.ts).
  *
  * The latency scenarios alternate, in one run, rounds without the agent,
  * with gotrail, and with the same probe sites attached to an empty BPF
@@ -42,12 +44,13 @@ import { httpRequest, startGoServer, type GoServer } from '../test/support/go-se
 import { sleep } from '../test/support/wait.ts';
 import { startCollector } from '../test/support/collector.ts';
 import { attachFloor } from './floor.ts';
+import { entrySiteBench, entrySiteMarkdown } from './entry-site.ts';
 import { planBinaryAt } from '../daemon/agent/binary-plan.ts';
 import { DEFAULT_BPF_OBJECT } from '../daemon/agent/bpf-runtime.ts';
 import { BpfObject } from '../daemon/native/index.ts';
 import { probes } from '../daemon/probes/registry.ts';
 
-const SCENARIOS = ['http', 'http-client', 'grpc', 'agent-load', 'attach', 'pipeline'] as const;
+const SCENARIOS = ['http', 'http-client', 'grpc', 'agent-load', 'attach', 'pipeline', 'entry-site'] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 const { values } = parseArgs({
@@ -443,8 +446,21 @@ async function attachScenario(): Promise<{ json: unknown; markdown: string }> {
   return { json: { scenario: 'attach', single, hundred, agent: agentRow }, markdown };
 }
 
+async function entrySiteScenario(): Promise<{ json: unknown; markdown: string }> {
+  const calls = 20000;
+  const rows = await entrySiteBench(['go1.19', 'go1.26'], rounds, calls, log);
+  const markdown = [
+    '### entry-site: one entry probe\'s cost at each site of the prologue (bench/entry-site.ts)',
+    '',
+    entrySiteMarkdown(rows, calls, rounds),
+    '',
+    'The instruction after the stack check is single-stepped by the kernel unless it emulates it (a branch, PUSH, NOP): a second trap per call. gotrail probes the check\'s branch there, and its programs skip a hit whose branch grows the stack.',
+  ].join('\n');
+  return { json: { scenario: 'entry-site', rows }, markdown };
+}
+
 function pipelineScenario(): { json: unknown; markdown: string } {
-  const out = execFileSync(process.execPath, [join(repoRoot, 'bench', 'agent-throughput.ts'), '--events', '50000', '--export', '--concurrency', '1,2', '--batch', '2048'], { encoding: 'utf8', cwd: repoRoot, stdio: ['ignore', 'pipe', 'inherit'], timeout: 600_000 });
+  const out = execFileSync(process.execPath, [join(repoRoot, 'bench', 'agent-throughput.ts'), '--events', '200000', '--export', '--concurrency', '1,2', '--batch', '2048'], { encoding: 'utf8', cwd: repoRoot, stdio: ['ignore', 'pipe', 'inherit'], timeout: 600_000 });
   const markdown = ['### pipeline: the agent\'s user-space path (bench/agent-throughput.ts)', '', out.trim(), '', 'Target: ≥ 300k spans/s per core.'].join('\n');
   return { json: { scenario: 'pipeline', output: out }, markdown };
 }
@@ -459,6 +475,7 @@ for (const s of SCENARIOS) {
   else if (s === 'grpc') run[s] = await grpcScenario();
   else if (s === 'agent-load') run[s] = await agentLoadScenario();
   else if (s === 'attach') run[s] = await attachScenario();
+  else if (s === 'entry-site') run[s] = await entrySiteScenario();
   else run[s] = pipelineScenario();
   process.stdout.write(run[s].markdown + '\n\n');
 }
