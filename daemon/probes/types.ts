@@ -29,6 +29,9 @@ export interface ProbedFunction {
    * kernel emulates a probed branch, where the instruction after the check
    * is single-stepped in Go before 1.21 (a second trap per hit). For
    * programs that a second hit, when the stack grows, does not harm.
+   * Without it, entry programs go on the branch only where the instruction
+   * after the check is single-stepped, and `gt_probe_enter` skips the hit
+   * that grows the stack (`BinaryPlan` site `atStackCheck`).
    */
   entryAtStackCheck?: boolean;
   /** Program attached at every RET instruction (a `BpfPrograms` constant). */
