@@ -59,7 +59,7 @@ export class OtlpTraceEncoder {
     const groups = new Map<Resource, Map<InstrumentationScope, ReadableSpan[]>>();
     for (const span of spans) {
       let scopes = groups.get(span.resource);
-      if (!scopes) groups.set(span.resource, (scopes = new Map()));
+      if (!scopes) groups.set(span.resource, (scopes = new Map<InstrumentationScope, ReadableSpan[]>()));
       const list = scopes.get(span.instrumentationScope);
       if (list) list.push(span);
       else scopes.set(span.instrumentationScope, [span]);

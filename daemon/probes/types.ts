@@ -5,7 +5,7 @@
  */
 import type { Resource } from '@opentelemetry/resources';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
-import { SpanStatusCode, type Attributes, type SpanKind, type SpanStatus, type TraceState } from '@opentelemetry/api';
+import type { Attributes, SpanKind, SpanStatus, TraceState } from '@opentelemetry/api';
 import { nanosToHrTime, type MonotonicClock } from '../spans/clock.ts';
 import { spanRecord, STATUS_ERROR, STATUS_UNSET } from '../spans/span-record.ts';
 import { rawSpanContext, type RawSpanContext } from '../spans/span-context.ts';

@@ -168,19 +168,30 @@ static __always_inline bool gt_conn_any_published(void)
 	return n && *n > 0;
 }
 
-/* Reads one endpoint (a net.Addr holding a *net.TCPAddr) of a netFD. */
-static __always_inline int gt_read_tcp_addr(__u64 fd, __u32 addr_off, const struct gt_tcp_offsets *o,
-					    __u8 ip[16], __u16 *port)
+/* Reads the address and port of a *net.TCPAddr (`addr`). */
+static __always_inline int gt_tcp_addr_at(__u64 addr, const struct gt_tcp_offsets *o, __u8 ip[16],
+					  __u16 *port)
 {
-	__u64 addr = 0;
 	struct go_slice s = {};
 	__s64 p = 0;
-	/* an interface is {itab, data}: the *TCPAddr is the second word */
-	if (bpf_probe_read_user(&addr, sizeof(addr), (void *)(fd + addr_off + 8)) < 0 || !addr)
+	if (!addr)
 		return -1;
-	if (bpf_probe_read_user(&s, sizeof(s), (void *)(addr + o->tcpaddr_ip)) < 0 ||
-	    bpf_probe_read_user(&p, sizeof(p), (void *)(addr + o->tcpaddr_port)) < 0)
+	/* TCPAddr is {IP []byte, Port int, Zone string}: the slice and the
+	 * port in one read where they are next to each other, as in every Go
+	 * version so far */
+	if (o->tcpaddr_port == o->tcpaddr_ip + sizeof(struct go_slice)) {
+		struct {
+			struct go_slice ip;
+			__s64 port;
+		} ip_port;
+		if (bpf_probe_read_user(&ip_port, sizeof(ip_port), (void *)(addr + o->tcpaddr_ip)) < 0)
+			return -1;
+		s = ip_port.ip;
+		p = ip_port.port;
+	} else if (bpf_probe_read_user(&s, sizeof(s), (void *)(addr + o->tcpaddr_ip)) < 0 ||
+		   bpf_probe_read_user(&p, sizeof(p), (void *)(addr + o->tcpaddr_port)) < 0) {
 		return -1;
+	}
 	if (p <= 0 || p > 65535)
 		return -1;
 	__builtin_memset(ip, 0, 16);
@@ -200,20 +211,33 @@ static __always_inline int gt_read_tcp_addr(__u64 fd, __u32 addr_off, const stru
 }
 
 /* The connection key of a *net.TCPConn (`tcpconn`); `client_side` says
- * whether this process is the client (local = client) or the server. */
+ * which end the process is. */
 static __always_inline int gt_conn_key_of(__u64 tcpconn, const struct gt_tcp_offsets *o, bool client_side,
 					  struct gt_conn_key *k)
 {
-	__u64 fd = 0;
+	__u64 fd = 0, laddr = 0, raddr = 0;
 	if (!tcpconn || bpf_probe_read_user(&fd, sizeof(fd), (void *)(tcpconn + o->conn_fd)) < 0 || !fd)
 		return -1;
+	/* netFD.laddr and .raddr are net.Addr interfaces {itab, data}, the
+	 * *TCPAddr in the second word: both in one read where raddr follows
+	 * laddr, as in every Go version so far */
+	if (o->fd_raddr == o->fd_laddr + 16) {
+		__u64 both[4];
+		if (bpf_probe_read_user(both, sizeof(both), (void *)(fd + o->fd_laddr)) < 0)
+			return -1;
+		laddr = both[1];
+		raddr = both[3];
+	} else if (bpf_probe_read_user(&laddr, sizeof(laddr), (void *)(fd + o->fd_laddr + 8)) < 0 ||
+		   bpf_probe_read_user(&raddr, sizeof(raddr), (void *)(fd + o->fd_raddr + 8)) < 0) {
+		return -1;
+	}
 	__u8 *local_ip = client_side ? k->client_ip : k->server_ip;
 	__u8 *remote_ip = client_side ? k->server_ip : k->client_ip;
 	__u16 *local_port = client_side ? &k->client_port : &k->server_port;
 	__u16 *remote_port = client_side ? &k->server_port : &k->client_port;
 	k->stream_id = 0;
-	if (gt_read_tcp_addr(fd, o->fd_laddr, o, local_ip, local_port) < 0 ||
-	    gt_read_tcp_addr(fd, o->fd_raddr, o, remote_ip, remote_port) < 0)
+	if (gt_tcp_addr_at(laddr, o, local_ip, local_port) < 0 ||
+	    gt_tcp_addr_at(raddr, o, remote_ip, remote_port) < 0)
 		return -1;
 	return 0;
 }
