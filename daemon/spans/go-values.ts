@@ -28,6 +28,8 @@ export class RepeatedString<T = undefined> {
 
   constructor(derive?: (s: string) => T) {
     this.#derive = derive;
+    // the empty string may come first: it has its derived value too
+    this.#derived = derive ? derive('') : undefined;
   }
 
   /** The string at `at` (see {@link stringAt}). */
