@@ -46,3 +46,18 @@ test('RepeatedString: same bytes give the same string and derived value; other b
   assert.equal(r.read(field(''), 0, 32, 0), '');
   assert.deepEqual(r.derived, { host: '', port: undefined });
 });
+
+test('MonotonicClock: re-measuring the offset does not move it by a measurement\'s jitter', async () => {
+  const { MonotonicClock } = await import('../../daemon/spans/clock.ts');
+  const clock = new MonotonicClock();
+  const stamp = 123_456_789_000n;
+  const first = clock.toUnixNano(stamp);
+  for (let i = 0; i < 50; i++) {
+    clock.resample();
+    assert.equal(clock.toUnixNano(stamp), first, `after ${i + 1} re-measurements`);
+  }
+  // and the offset is the wall clock's, to within the step
+  const wall = BigInt(Date.now()) * 1_000_000n;
+  const now = clock.toUnixNano(process.hrtime.bigint());
+  assert.ok(now - wall < 3_000_000n && wall - now < 3_000_000n, `${now} vs ${wall}`);
+});
