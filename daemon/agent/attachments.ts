@@ -8,7 +8,7 @@
 import { existsSync, statSync } from 'node:fs';
 import type { BpfRuntime } from './bpf-runtime.ts';
 import type { BpfObject } from '../native/index.ts';
-import { FileFlags } from '../generated/layouts.ts';
+import { CookieFlags, FileFlags } from '../generated/layouts.ts';
 import { fileInfoOf, fileKeyOf } from './file-identity.ts';
 import { LruCache } from '../util/lru.ts';
 import { planBinaryAt, planDisagreements, type BinaryPlan } from './binary-plan.ts';
@@ -323,7 +323,7 @@ export class AttachmentManager {
     const probeHandles: AttachedBinary['handles'] = [];
     try {
       for (const s of p.sites) {
-        const handle = this.rt.objectFor(s.program).attachUprobes(s.program, path, s.offsets, s.offsets.map(() => BigInt(b.id)), pid === undefined ? undefined : { pid });
+        const handle = this.rt.objectFor(s.program).attachUprobes(s.program, path, s.offsets, s.offsets.map(() => attachCookie(b.id, s.atStackCheck ?? false)), pid === undefined ? undefined : { pid });
         probeHandles.push({ probe: p.probe.id, program: s.program, handle, sites: s.offsets.length, ...(pid === undefined ? {} : { pid }) });
       }
     } catch (e) {
@@ -630,4 +630,14 @@ export class AttachmentManager {
     for (const b of [...this.byKey.values()]) this.detachBinary(b);
     await this.settled();
   }
+}
+
+/**
+ * A site's attach cookie: the binary id, and in the upper half the flags
+ * `gt_probe_enter` reads (`CookieFlags`): whether the site is a stack
+ * check's branch, whose hits that grow the stack are skipped.
+ */
+export function attachCookie(binaryId: number, atStackCheck: boolean): bigint {
+  const flags = atStackCheck ? CookieFlags.GT_COOKIE_AT_STACK_CHECK : 0;
+  return BigInt(binaryId) | (BigInt(flags) << BigInt(CookieFlags.GT_COOKIE_FLAGS_SHIFT));
 }

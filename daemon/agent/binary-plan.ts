@@ -18,6 +18,12 @@ export interface SiteSet {
   role: 'entry' | 'return' | 'after-call';
   /** file offsets */
   offsets: number[];
+  /**
+   * The entry site is the stack check's branch, where a hit whose branch is
+   * taken (the stack grows, and the function is entered again) must be
+   * skipped: the attach cookie says so to `gt_probe_enter`.
+   */
+  atStackCheck?: boolean;
 }
 
 export interface ProbePlan {
@@ -145,7 +151,14 @@ export function planProbe(bin: GoBinary, probe: ProbeDescriptor, inputs: OffsetI
       return plan;
     }
     try {
-      if (fn.entryProgram) plan.sites.push({ program: fn.entryProgram, symbol: fn.symbol, role: 'entry', offsets: [fn.entryAtStackCheck ? bin.stackCheckSite(f) : bin.entrySite(f)] });
+      if (fn.entryProgram) {
+        if (fn.entryAtStackCheck) plan.sites.push({ program: fn.entryProgram, symbol: fn.symbol, role: 'entry', offsets: [bin.stackCheckSite(f)] });
+        else {
+          // one trap per call where the instruction after the check would be single-stepped (Go before 1.21)
+          const site = bin.cheapEntrySite(f);
+          plan.sites.push({ program: fn.entryProgram, symbol: fn.symbol, role: 'entry', offsets: [site.offset], ...(site.atStackCheck ? { atStackCheck: true } : {}) });
+        }
+      }
       if (fn.returnProgram) {
         const rets = bin.retSites(f);
         if (rets.length === 0) {

@@ -15,7 +15,7 @@ import { EM_X86_64, ET_DYN, ET_EXEC, ElfFile } from './elf.ts';
 import { GoBinaryError, hex } from './errors.ts';
 import { FunctionIndex } from './functions.ts';
 import type { FunctionSource, GoFunction } from './functions.ts';
-import { addressAfterStackCheck, callReturnAddresses, stackCheckBranch, retAddresses } from './instructions.ts';
+import { addressAfterStackCheck, callReturnAddresses, kernelEmulates, stackCheckBranch, retAddresses } from './instructions.ts';
 import { readGoTypes } from './go-types.ts';
 import type { GoTypes } from './go-types.ts';
 import { findPclntab } from './pclntab.ts';
@@ -101,6 +101,14 @@ export interface GoBinary {
    * of {@link entrySite} for a function without the check.
    */
   stackCheckSite(fn: GoFunction): number;
+  /**
+   * The cheapest site for an entry probe that skips a hit whose stack check
+   * is about to grow the stack (see `gt_probe_enter`): the stack check's
+   * branch (`atStackCheck`) where the instruction after the check is
+   * single-stepped by the kernel (Go before 1.21: `SUB RSP, N`, a second
+   * trap per hit), else {@link entrySite}.
+   */
+  cheapEntrySite(fn: GoFunction): { offset: number; atStackCheck: boolean };
   /**
    * Version of a module as built into the binary: `std` gives the Go
    * version without `go` (`1.26.8`); a module replaced by another module
@@ -291,6 +299,16 @@ class AnalysedBinary implements GoBinary {
       const { code, offset } = this.#code(fn, PROLOGUE_BYTES);
       const branch = stackCheckBranch(code, fn.entry);
       return branch === undefined ? this.entrySite(fn) : offset + (branch - fn.entry);
+    });
+  }
+
+  cheapEntrySite(fn: GoFunction): { offset: number; atStackCheck: boolean } {
+    return guard(this.path, () => {
+      const { code, offset } = this.#code(fn, PROLOGUE_BYTES);
+      const after = addressAfterStackCheck(code, fn.entry);
+      const branch = stackCheckBranch(code, fn.entry);
+      if (branch !== undefined && !kernelEmulates(code.subarray(after - fn.entry), after)) return { offset: offset + (branch - fn.entry), atStackCheck: true };
+      return { offset: offset + (after - fn.entry), atStackCheck: false };
     });
   }
 

@@ -63,6 +63,23 @@ export function stackCheckBranch(code: Uint8Array, address: number): number | un
   return scanStackCheck(code, address).branch;
 }
 
+/**
+ * Whether the kernel's x86 uprobe emulates the instruction at `address`
+ * (branches, calls, returns, PUSH, NOP), so a probe there costs one trap.
+ * Any other instruction (Go before 1.21 follows the stack check with
+ * `SUB RSP, N`) is single-stepped out of line: a second trap per hit.
+ */
+export function kernelEmulates(code: Uint8Array, address: number): boolean {
+  let emulated = false;
+  decode(code, address, 1, (ins) => {
+    emulated = EMULATED.has(ins.mnemonic) || ins.isJccShortOrNear || ins.isJmpShortOrNear || ins.isCallNear;
+    return false;
+  });
+  return emulated;
+}
+
+const EMULATED = new Set<Mnemonic>([Mnemonic.Ret, Mnemonic.Push, Mnemonic.Nop, Mnemonic.Jmp, Mnemonic.Call]);
+
 function scanStackCheck(code: Uint8Array, address: number): { after: number; branch?: number } {
   let branch: number | undefined;
   let state: 'start' | 'compare' | 'branch' = 'start';

@@ -3,7 +3,7 @@
  * OTEL_EXPORTER_OTLP_* variables, read by the OpenTelemetry exporter itself),
  * the console trace-tree printer, or none.
  */
-import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-proto';
+import { OtlpProtoTraceExporter } from './otlp-exporter.ts';
 import type { SpanExporter } from '@opentelemetry/sdk-trace-base';
 import { ConsoleTreeExporter } from './console-tree.ts';
 
@@ -29,7 +29,7 @@ class NoopExporter implements SpanExporter {
 export function createExporter(opts: ExporterOptions): SpanExporter {
   switch (opts.kind) {
     case 'otlp':
-      return new OTLPTraceExporter({
+      return new OtlpProtoTraceExporter({
         ...(opts.endpoint ? { url: opts.endpoint } : {}),
         ...(opts.headers ? { headers: opts.headers } : {}),
         ...(opts.timeoutMillis !== undefined ? { timeoutMillis: opts.timeoutMillis } : {}),

@@ -159,6 +159,12 @@ export const ChiLimits = {
   GT_CHI_PATTERNS_MAX: 4,
 } as const;
 
+/** enum gt_cookie_flags */
+export const CookieFlags = {
+  GT_COOKIE_AT_STACK_CHECK: 1,
+  GT_COOKIE_FLAGS_SHIFT: 32,
+} as const;
+
 /** enum gt_counter */
 export const Counter = {
   GT_COUNTER_RINGBUF_FULL: 0,

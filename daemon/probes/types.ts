@@ -5,10 +5,11 @@
  */
 import type { Resource } from '@opentelemetry/resources';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
-import { SpanStatusCode, type Attributes, type SpanKind, type SpanStatus, type TraceState } from '@opentelemetry/api';
-import type { MonotonicClock } from '../spans/clock.ts';
-import { makeSpan } from '../spans/span-record.ts';
-import { spanContextFrom } from '../spans/span-context.ts';
+import type { Attributes, SpanKind, SpanStatus, TraceState } from '@opentelemetry/api';
+import { nanosToHrTime, type MonotonicClock } from '../spans/clock.ts';
+import { spanRecord, STATUS_ERROR, STATUS_UNSET } from '../spans/span-record.ts';
+import { rawSpanContext, type RawSpanContext } from '../spans/span-context.ts';
+import { SpanFlags } from '../generated/layouts.ts';
 import type { HttpRouteBound } from '../spans/http-route.ts';
 import type { BpfMapName, BpfProgramName, SpanContext as SpanContextLayout } from '../generated/layouts.ts';
 
@@ -28,6 +29,9 @@ export interface ProbedFunction {
    * kernel emulates a probed branch, where the instruction after the check
    * is single-stepped in Go before 1.21 (a second trap per hit). For
    * programs that a second hit, when the stack grows, does not harm.
+   * Without it, entry programs go on the branch only where the instruction
+   * after the check is single-stepped, and `gt_probe_enter` skips the hit
+   * that grows the stack (`BinaryPlan` site `atStackCheck`).
    */
   entryAtStackCheck?: boolean;
   /** Program attached at every RET instruction (a `BpfPrograms` constant). */
@@ -190,7 +194,8 @@ export function eventBasics(ctx: EventContext, what: string, tgid: number, metho
 export interface ProbeSpan {
   name: string;
   kind: SpanKind;
-  span: SpanContextLayout;
+  /** The event's span context: decoded, or read in place (`rawSpanContextAt`). */
+  span: SpanContextLayout | RawSpanContext;
   start_ns: bigint;
   end_ns: bigint;
   attributes: Attributes;
@@ -210,20 +215,24 @@ export interface ProbeSpan {
 
 /** Emits the span of a probe event: ids made in BPF, monotonic stamps turned to wall time. */
 export function emitProbeSpan(ctx: EventContext, s: ProbeSpan): void {
-  ctx.emit(makeSpan({
+  const raw = 'ids' in s.span ? s.span : rawSpanContext(s.span);
+  ctx.emit(spanRecord({
     name: s.name,
     kind: s.kind,
-    ...spanContextFrom(s.span),
+    ids: raw.ids,
+    hasParent: (raw.flags & SpanFlags.GT_SPAN_HAS_PARENT) !== 0,
+    parentRemote: (raw.flags & SpanFlags.GT_SPAN_PARENT_REMOTE) !== 0,
+    sampled: (raw.flags & SpanFlags.GT_SPAN_SAMPLED) !== 0,
     traceState: s.traceState,
     startUnixNano: ctx.clock.toUnixNano(s.start_ns),
     endUnixNano: ctx.clock.toUnixNano(s.end_ns),
     attributes: s.attributes,
-    status: s.status ?? (s.error ? { code: SpanStatusCode.ERROR } : { code: SpanStatusCode.UNSET }),
+    status: s.status ?? (s.error ? STATUS_ERROR : STATUS_UNSET),
     resource: s.resource,
     scope: s.scope,
-    events: s.events?.map((e) => ({ name: e.name, timeUnixNano: ctx.clock.toUnixNano(e.time_ns) })),
-    droppedEvents: s.droppedEvents,
-    droppedAttributes: s.droppedAttributes,
+    events: s.events ? s.events.map((e) => ({ name: e.name, time: nanosToHrTime(ctx.clock.toUnixNano(e.time_ns)) })) : [],
+    droppedEvents: s.droppedEvents ?? 0,
+    droppedAttributes: s.droppedAttributes ?? 0,
   }));
 }
 

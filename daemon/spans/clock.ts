@@ -8,27 +8,42 @@ import type { HrTime } from '@opentelemetry/api';
 export class MonotonicClock {
   private offsetNs = 0n;
   private sampledAt = 0;
+  private calls = 0;
+  private sampled = false;
 
   constructor() {
     this.resample();
   }
 
-  /** Re-measures wall − monotonic; cheap, called at most once a second. */
+  /**
+   * Re-measures wall − monotonic; cheap, called at most once a second. A
+   * measurement is only good to the millisecond (Date.now()): the offset
+   * moves only when the wall clock moved by more than {@link OFFSET_STEP_NS}
+   * (an NTP step, or a slew adding up), so that re-measuring between the
+   * stamps of a parent and its child never reorders them.
+   */
   resample(): void {
     const before = process.hrtime.bigint();
     const wallMs = Date.now();
     const after = process.hrtime.bigint();
     const mono = (before + after) / 2n;
-    this.offsetNs = BigInt(wallMs) * 1_000_000n - mono;
+    const offset = BigInt(wallMs) * 1_000_000n - mono;
+    const moved = offset > this.offsetNs ? offset - this.offsetNs : this.offsetNs - offset;
+    if (!this.sampled || moved > OFFSET_STEP_NS) this.offsetNs = offset;
+    this.sampled = true;
     this.sampledAt = wallMs;
   }
 
   /** Wall-clock nanoseconds since the epoch for a CLOCK_MONOTONIC stamp. */
   toUnixNano(monoNs: bigint): bigint {
-    if (Date.now() - this.sampledAt > 1000) this.resample();
+    // the wall clock looked at once per 256 stamps, not for every one
+    if ((++this.calls & 0xff) === 0 && Date.now() - this.sampledAt > 1000) this.resample();
     return monoNs + this.offsetNs;
   }
 }
+
+/** How far the wall clock must move from the offset in use before it is taken (2 ms: twice a measurement's resolution). */
+const OFFSET_STEP_NS = 2_000_000n;
 
 export function nanosToHrTime(ns: bigint): HrTime {
   return [Number(ns / 1_000_000_000n), Number(ns % 1_000_000_000n)];

@@ -6,10 +6,83 @@ export function goString(bytes: Buffer, len: number): string {
   return bytes.subarray(0, Math.min(len, bytes.length)).toString('utf8');
 }
 
-/** Splits "host:port" / "[v6]:port"; the port is undefined when absent or not numeric. */
+/**
+ * A Go string copied by a probe, read in place: `len` is the Go length, of
+ * which at most `max` bytes (the field's size) were copied to `at`.
+ */
+export function stringAt(buf: Buffer, at: number, max: number, len: number): string {
+  if (len <= 0) return '';
+  return buf.toString('utf8', at, at + (len < max ? len : max));
+}
+
+/**
+ * {@link stringAt} for a field that mostly repeats (a method, a server's
+ * host, a kept-alive connection's peer): the bytes are compared with the
+ * last string read, which is returned again when they match, so no new
+ * string is made. Also keeps one value derived from the string.
+ */
+export class RepeatedString<T = undefined> {
+  #last = '';
+  #derived: T | undefined;
+  #derive: ((s: string) => T) | undefined;
+
+  constructor(derive?: (s: string) => T) {
+    this.#derive = derive;
+    // the empty string may come first: it has its derived value too
+    this.#derived = derive ? derive('') : undefined;
+  }
+
+  /** The string at `at` (see {@link stringAt}). */
+  read(buf: Buffer, at: number, max: number, len: number): string {
+    const n = len <= 0 ? 0 : len < max ? len : max;
+    const last = this.#last;
+    if (last.length === n) {
+      let i = 0;
+      // a match by code unit is a match by byte only for ASCII, which `last` then is
+      for (; i < n; i++) if (buf[at + i] !== last.charCodeAt(i) || last.charCodeAt(i) >= 0x80) break;
+      if (i === n) return last;
+    }
+    const s = n === 0 ? '' : buf.toString('utf8', at, at + n);
+    this.#last = s;
+    this.#derived = this.#derive ? this.#derive(s) : undefined;
+    return s;
+  }
+
+  /** The derived value of the string {@link read} returned last. */
+  get derived(): T {
+    return this.#derived as T;
+  }
+}
+
+/**
+ * Splits "host:port" / "[v6]:port"; the port is undefined when absent or not
+ * numeric. Without regular expressions: it runs twice for every HTTP span.
+ */
 export function splitHostPort(s: string): { host: string; port?: number } {
-  const m = /^\[([^\]]*)\](?::(\d+))?$/.exec(s) ?? /^([^:]*)(?::(\d+))?$/.exec(s);
-  if (!m) return { host: s };
-  const port = m[2] !== undefined ? Number(m[2]) : undefined;
-  return { host: m[1] ?? s, port: port !== undefined && port <= 65535 ? port : undefined };
+  if (s.charCodeAt(0) === 0x5b /* [ */) {
+    const close = s.indexOf(']');
+    if (close >= 0 && (close === s.length - 1 || (s.charCodeAt(close + 1) === 0x3a /* : */ && digitsFrom(s, close + 2)))) {
+      const host = s.slice(1, close);
+      if (host.indexOf(']') < 0) return close === s.length - 1 ? { host, port: undefined } : { host, port: port(s, close + 2) };
+    }
+  }
+  const colon = s.indexOf(':');
+  if (colon < 0) return { host: s, port: undefined };
+  if (s.indexOf(':', colon + 1) >= 0 || !digitsFrom(s, colon + 1)) return { host: s };
+  return { host: s.slice(0, colon), port: port(s, colon + 1) };
+}
+
+/** Whether s has one or more characters from `from` on, all decimal digits. */
+function digitsFrom(s: string, from: number): boolean {
+  if (from >= s.length) return false;
+  for (let i = from; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x30 || c > 0x39) return false;
+  }
+  return true;
+}
+
+function port(s: string, from: number): number | undefined {
+  const p = Number(s.slice(from));
+  return p <= 65535 ? p : undefined;
 }

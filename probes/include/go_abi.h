@@ -66,6 +66,9 @@ static __always_inline __s64 go_read_string(__u64 base, __u32 off, char *dst, __
 	return s.len;
 }
 
+#define X86_EFLAGS_CF 0x0001
+#define X86_EFLAGS_ZF 0x0040
+
 /* The common start of every uprobe program: is this process traced, which
  * binary fired (the attach cookie), that binary's facts and this probe's
  * config for it, and the goroutine's key. Returns the config, or 0 when the
@@ -73,8 +76,16 @@ static __always_inline __s64 go_read_string(__u64 base, __u32 off, char *dst, __
 static __always_inline void *gt_probe_enter(struct pt_regs *ctx, void *config_map,
 					    struct gt_goroutine_key *key, __u32 *bin_id, __u32 site)
 {
+	__u64 cookie = bpf_get_attach_cookie(ctx);
 	__u32 tgid = gt_tgid();
-	__u32 id = (__u32)bpf_get_attach_cookie(ctx);
+	__u32 id = (__u32)cookie;
+	/* At the stack check's branch, the flags are those of its CMP: JBE
+	 * branches to morestack on CF or ZF. That hit is not a call (nor counted
+	 * as one): the function is entered again, and probed, on the grown
+	 * stack. */
+	if (((cookie >> GT_COOKIE_FLAGS_SHIFT) & GT_COOKIE_AT_STACK_CHECK) &&
+	    (ctx->flags & (X86_EFLAGS_CF | X86_EFLAGS_ZF)))
+		return 0;
 	gt_count_hit(tgid, site);
 	if (!gt_process_traced(tgid)) {
 		if (gt_debug_hits()) {
@@ -173,19 +184,30 @@ static __always_inline bool gt_conn_any_published(void)
 	return n && *n > 0 && !(f && (*f & GT_LINK_LOCAL_OFF));
 }
 
-/* Reads one endpoint (a net.Addr holding a *net.TCPAddr) of a netFD. */
-static __always_inline int gt_read_tcp_addr(__u64 fd, __u32 addr_off, const struct gt_tcp_offsets *o,
-					    __u8 ip[16], __u16 *port)
+/* Reads the address and port of a *net.TCPAddr (`addr`). */
+static __always_inline int gt_tcp_addr_at(__u64 addr, const struct gt_tcp_offsets *o, __u8 ip[16],
+					  __u16 *port)
 {
-	__u64 addr = 0;
 	struct go_slice s = {};
 	__s64 p = 0;
-	/* an interface is {itab, data}: the *TCPAddr is the second word */
-	if (bpf_probe_read_user(&addr, sizeof(addr), (void *)(fd + addr_off + 8)) < 0 || !addr)
+	if (!addr)
 		return -1;
-	if (bpf_probe_read_user(&s, sizeof(s), (void *)(addr + o->tcpaddr_ip)) < 0 ||
-	    bpf_probe_read_user(&p, sizeof(p), (void *)(addr + o->tcpaddr_port)) < 0)
+	/* TCPAddr is {IP []byte, Port int, Zone string}: the slice and the
+	 * port in one read where they are next to each other, as in every Go
+	 * version so far */
+	if (o->tcpaddr_port == o->tcpaddr_ip + sizeof(struct go_slice)) {
+		struct {
+			struct go_slice ip;
+			__s64 port;
+		} ip_port;
+		if (bpf_probe_read_user(&ip_port, sizeof(ip_port), (void *)(addr + o->tcpaddr_ip)) < 0)
+			return -1;
+		s = ip_port.ip;
+		p = ip_port.port;
+	} else if (bpf_probe_read_user(&s, sizeof(s), (void *)(addr + o->tcpaddr_ip)) < 0 ||
+		   bpf_probe_read_user(&p, sizeof(p), (void *)(addr + o->tcpaddr_port)) < 0) {
 		return -1;
+	}
 	if (p <= 0 || p > 65535)
 		return -1;
 	__builtin_memset(ip, 0, 16);
@@ -205,20 +227,33 @@ static __always_inline int gt_read_tcp_addr(__u64 fd, __u32 addr_off, const stru
 }
 
 /* The connection key of a *net.TCPConn (`tcpconn`); `client_side` says
- * whether this process is the client (local = client) or the server. */
+ * which end the process is. */
 static __always_inline int gt_conn_key_of(__u64 tcpconn, const struct gt_tcp_offsets *o, bool client_side,
 					  struct gt_conn_key *k)
 {
-	__u64 fd = 0;
+	__u64 fd = 0, laddr = 0, raddr = 0;
 	if (!tcpconn || bpf_probe_read_user(&fd, sizeof(fd), (void *)(tcpconn + o->conn_fd)) < 0 || !fd)
 		return -1;
+	/* netFD.laddr and .raddr are net.Addr interfaces {itab, data}, the
+	 * *TCPAddr in the second word: both in one read where raddr follows
+	 * laddr, as in every Go version so far */
+	if (o->fd_raddr == o->fd_laddr + 16) {
+		__u64 both[4];
+		if (bpf_probe_read_user(both, sizeof(both), (void *)(fd + o->fd_laddr)) < 0)
+			return -1;
+		laddr = both[1];
+		raddr = both[3];
+	} else if (bpf_probe_read_user(&laddr, sizeof(laddr), (void *)(fd + o->fd_laddr + 8)) < 0 ||
+		   bpf_probe_read_user(&raddr, sizeof(raddr), (void *)(fd + o->fd_raddr + 8)) < 0) {
+		return -1;
+	}
 	__u8 *local_ip = client_side ? k->client_ip : k->server_ip;
 	__u8 *remote_ip = client_side ? k->server_ip : k->client_ip;
 	__u16 *local_port = client_side ? &k->client_port : &k->server_port;
 	__u16 *remote_port = client_side ? &k->server_port : &k->client_port;
 	k->stream_id = 0;
-	if (gt_read_tcp_addr(fd, o->fd_laddr, o, local_ip, local_port) < 0 ||
-	    gt_read_tcp_addr(fd, o->fd_raddr, o, remote_ip, remote_port) < 0)
+	if (gt_tcp_addr_at(laddr, o, local_ip, local_port) < 0 ||
+	    gt_tcp_addr_at(raddr, o, remote_ip, remote_port) < 0)
 		return -1;
 	return 0;
 }

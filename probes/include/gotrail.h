@@ -265,6 +265,17 @@ enum gt_debug_flags {
 	GT_DEBUG_PROBE_HITS = 1,
 };
 
+/* An attach cookie is the binary id (low 32 bits) and these flags, shifted
+ * by GT_COOKIE_FLAGS_SHIFT. GT_COOKIE_AT_STACK_CHECK: the site is an entry's
+ * stack-check branch (`JBE morestack`), probed because the kernel emulates
+ * a branch where it single-steps the `SUB RSP` after it (Go before 1.21): a
+ * hit whose branch will be taken is skipped, as the function is entered
+ * again once the stack has grown. */
+enum gt_cookie_flags {
+	GT_COOKIE_AT_STACK_CHECK = 1,
+	GT_COOKIE_FLAGS_SHIFT = 32,
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -352,6 +363,7 @@ GT_EXPORT_LAYOUTS(common,
 	struct gt_probe_hit_event probe_hit;
 	enum gt_debug_flags debug_flags;
 	enum gt_hit_outcome hit_outcome;
+	enum gt_cookie_flags cookie_flags;
 );
 
 /* Goroutines that entered a paired function since their process was traced

@@ -145,6 +145,19 @@ for (const tc of goToolchains()) {
           const wantEntry = name === 'main.leaf' ? fn.entry : lines[jbe + 1]!.address;
           if (name !== 'main.leaf') assert.ok(jbe > 0 && /^CMPQ .*0x10\(R14\)/.test(lines[jbe - 1]!.text), `${name} prologue: ${lines[jbe - 1]?.text}`);
           assert.equal(bin.entrySite(fn), bin.fileOffset(wantEntry), `${name} entry site`);
+          // The cheap entry site: the JBE where the kernel would single-step
+          // what follows it (Go before 1.21: SUBQ), else the same as above.
+          const cheap = bin.cheapEntrySite(fn);
+          const next = name === 'main.leaf' ? undefined : lines[jbe + 1]!.text;
+          if (next !== undefined && /^SUBQ\b/.test(next)) {
+            assert.deepEqual(cheap, { offset: bin.fileOffset(lines[jbe]!.address), atStackCheck: true }, `${name} cheap entry site (${next})`);
+          } else {
+            assert.deepEqual(cheap, { offset: bin.entrySite(fn), atStackCheck: false }, `${name} cheap entry site (${next ?? 'no stack check'})`);
+          }
+        }
+        if (tc.name === 'go1.19') {
+          // Go 1.19 frames start with SUBQ after the check: every probed function with the check gets its branch
+          assert.ok(PROBED.filter((n) => n !== 'main.leaf').every((n) => bin.cheapEntrySite(bin.findFunction(n)!).atStackCheck), 'go1.19: entry probes on the stack check branch');
         }
       });
 

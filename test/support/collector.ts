@@ -391,28 +391,42 @@ class SpanFileReader {
       if (file) {
         try {
           const { size } = await file.stat();
-          if (size > this.offset) {
-            const chunk = Buffer.alloc(size - this.offset);
+          // In bounded chunks, each parsed line by line: what a run of
+          // hundreds of thousands of spans writes exceeds what one string
+          // (or one Buffer read) may hold.
+          while (size > this.offset) {
+            const chunk = Buffer.alloc(Math.min(size - this.offset, READ_CHUNK_BYTES));
             const { bytesRead } = await file.read(chunk, 0, chunk.length, this.offset);
+            if (bytesRead === 0) break;
             this.offset += bytesRead;
-            this.pending = Buffer.concat([this.pending, chunk.subarray(0, bytesRead)]);
+            this.pending = this.pending.length ? Buffer.concat([this.pending, chunk.subarray(0, bytesRead)]) : chunk.subarray(0, bytesRead);
+            this.parseLines();
           }
         } finally {
           await file.close();
-        }
-        const end = this.pending.lastIndexOf(0x0a);
-        if (end >= 0) {
-          const text = this.pending.subarray(0, end).toString('utf8');
-          this.pending = this.pending.subarray(end + 1);
-          for (const line of text.split('\n')) {
-            if (line.trim() !== '') this.parsed.push(...parseExportLine(line));
-          }
         }
       }
     }
     return this.parsed.slice(this.clearedAt);
   }
+
+  /** Parses the complete lines of `pending`, keeping a line still being written. */
+  private parseLines(): void {
+    let start = 0;
+    for (let nl = this.pending.indexOf(0x0a, start); nl >= 0; nl = this.pending.indexOf(0x0a, start)) {
+      const line = this.pending.toString('utf8', start, nl);
+      start = nl + 1;
+      if (line.trim() === '') continue;
+      // one at a time: spreading a large request's spans into push() overflows the stack
+      for (const span of parseExportLine(line)) this.parsed.push(span);
+    }
+    // a copy, so the chunk the remainder came from can be freed
+    this.pending = Buffer.from(this.pending.subarray(start));
+  }
 }
+
+/** How much of the exporter's file one read takes. */
+const READ_CHUNK_BYTES = 16 * 1024 * 1024;
 
 // --- OTLP JSON (as written by the collector's pdata JSON marshaler) ----------
 

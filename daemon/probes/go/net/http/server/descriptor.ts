@@ -10,11 +10,12 @@ import {
   ATTR_URL_SCHEME, HTTP_REQUEST_METHOD_VALUE_OTHER, ATTR_HTTP_ROUTE, ATTR_SERVICE_NAME,
 } from '@opentelemetry/semantic-conventions';
 import {
-  BpfMaps, BpfPrograms, EventType, HttpEventFlags, HttpServerFlags, HTTP_SERVER_EVENT_SIZE,
-  decodeHttpServerEvent, encodeHttpServerConfig,
+  BpfMaps, BpfPrograms, EventHeaderOffsets, EventType, HttpEventFlags, HttpLimits, HttpRouteLimits, HttpRouteOffsets, HttpRouteSource,
+  HttpServerEventOffsets, HttpServerFlags, HTTP_SERVER_EVENT_SIZE, encodeHttpServerConfig,
 } from '../../../../../generated/layouts.ts';
 import { emitProbeSpan, eventBasics, fieldGroup, type EventContext, type EventProbe, fieldResolved } from '../../../../types.ts';
-import { goString, splitHostPort } from '../../../../../spans/go-values.ts';
+import { RepeatedString, splitHostPort, stringAt } from '../../../../../spans/go-values.ts';
+import { rawSpanContextAt } from '../../../../../spans/span-context.ts';
 import { routeTemplate } from '../../../../../spans/http-route.ts';
 import { TCP_FIELDS, TCP_FIELDS_READ, tcpOffsets } from '../tcp-fields.ts';
 
@@ -207,57 +208,69 @@ export const httpServerProbe: EventProbe = {
   },
   eventType: EventType.GT_EVENT_HTTP_SERVER,
   eventSize: HTTP_SERVER_EVENT_SIZE,
+  // Read in place (no decoded object, no view per field): the agent's
+  // busiest event. bpf-runtime checks the record is HTTP_SERVER_EVENT_SIZE long.
   handleEvent(buf: Buffer, off: number, ctx: EventContext): void {
-    const ev = decodeHttpServerEvent(buf, off);
-    const method = goString(ev.method, ev.method_len);
-    const basics = eventBasics(ctx, 'http server', ev.hdr.tgid, method);
+    const method = methods.read(buf, off + O.method, HttpLimits.GT_HTTP_METHOD_MAX, buf.readInt32LE(off + O.method_len));
+    const basics = eventBasics(ctx, 'http server', buf.readUInt32LE(off + EventHeaderOffsets.tgid), method);
     if (!basics) return;
     const { resource } = basics;
-    const path = goString(ev.path, ev.path_len);
-    const panicked = (ev.flags & HttpEventFlags.GT_HTTP_EVENT_PANIC) !== 0;
-    const http2 = (ev.flags & HttpEventFlags.GT_HTTP_EVENT_NOT_HTTP1) !== 0;
-    const hijacked = (ev.flags & HttpEventFlags.GT_HTTP_EVENT_HIJACKED) !== 0;
+    const pathLen = buf.readInt32LE(off + O.path_len);
+    const path = stringAt(buf, off + O.path, HttpLimits.GT_HTTP_PATH_MAX, pathLen);
+    const flags = buf.readUInt32LE(off + O.flags);
+    const rawStatus = buf.readUInt32LE(off + O.status);
+    const panicked = (flags & HttpEventFlags.GT_HTTP_EVENT_PANIC) !== 0;
+    const http2 = (flags & HttpEventFlags.GT_HTTP_EVENT_NOT_HTTP1) !== 0;
+    const hijacked = (flags & HttpEventFlags.GT_HTTP_EVENT_HIJACKED) !== 0;
     // A handler that wrote nothing answered 200 — unless it panicked (nothing
     // was answered), hijacked the connection (it answered, e.g. 101, around
     // the ResponseWriter: semconv sets the status only when one is known to
     // have been sent), or it is HTTP/2 and the status could not be read. 1xx
     // informational responses never reach the recorded status: net/http keeps
     // the final one.
-    const statusKnown = !hijacked && (!http2 || (ev.flags & HttpEventFlags.GT_HTTP_EVENT_H2_STATUS) !== 0);
-    const status = ev.status === 0 ? (panicked || !statusKnown ? undefined : 200) : ev.status;
+    const statusKnown = !hijacked && (!http2 || (flags & HttpEventFlags.GT_HTTP_EVENT_H2_STATUS) !== 0);
+    const status = rawStatus === 0 ? (panicked || !statusKnown ? undefined : 200) : rawStatus;
     const known = KNOWN_METHODS.has(method);
     const attributes: Attributes = {
       [ATTR_HTTP_REQUEST_METHOD]: known ? method : HTTP_REQUEST_METHOD_VALUE_OTHER,
       [ATTR_URL_PATH]: path,
     };
     if (!known) attributes[ATTR_HTTP_REQUEST_METHOD_ORIGINAL] = method;
-    if (ev.flags & HttpEventFlags.GT_HTTP_EVENT_TLS_KNOWN) attributes[ATTR_URL_SCHEME] = ev.flags & HttpEventFlags.GT_HTTP_EVENT_TLS ? 'https' : 'http';
+    if (flags & HttpEventFlags.GT_HTTP_EVENT_TLS_KNOWN) attributes[ATTR_URL_SCHEME] = flags & HttpEventFlags.GT_HTTP_EVENT_TLS ? 'https' : 'http';
     if (status !== undefined) attributes[ATTR_HTTP_RESPONSE_STATUS_CODE] = status;
     if (panicked) attributes[ATTR_ERROR_TYPE] = 'panic';
-    const version = http2 ? '2' : protocolVersion(ev.proto_major, ev.proto_minor);
+    const version = http2 ? '2' : protocolVersion(buf.readUInt16LE(off + O.proto_major), buf.readUInt16LE(off + O.proto_minor));
     if (version) attributes[ATTR_NETWORK_PROTOCOL_VERSION] = version;
-    const host = splitHostPort(goString(ev.host, ev.host_len));
+    hosts.read(buf, off + O.host, HttpLimits.GT_HTTP_HOST_MAX, buf.readInt32LE(off + O.host_len));
+    const host = hosts.derived;
     if (host.host) attributes[ATTR_SERVER_ADDRESS] = host.host;
     if (host.port !== undefined) attributes[ATTR_SERVER_PORT] = host.port;
-    const client = splitHostPort(goString(ev.remote, ev.remote_len));
+    remotes.read(buf, off + O.remote, HttpLimits.GT_HTTP_REMOTE_MAX, buf.readInt32LE(off + O.remote_len));
+    const client = remotes.derived;
     if (client.host) attributes[ATTR_CLIENT_ADDRESS] = client.host;
     if (client.port !== undefined) attributes[ATTR_CLIENT_PORT] = client.port;
-    if (ev.path_len > ev.path.length) attributes['gotrail.url.path.truncated'] = true;
+    if (pathLen > HttpLimits.GT_HTTP_PATH_MAX) attributes['gotrail.url.path.truncated'] = true;
     // more distinct header names than the probe searches, none of those searched a traceparent
-    if (ev.flags & HttpEventFlags.GT_HTTP_EVENT_HEADERS_UNSEARCHED) attributes['gotrail.traceparent.unsearched'] = true;
-    const template = routeTemplate(ev.route.route, ev.route.len, ev.route.source, ctx.routes);
+    if (flags & HttpEventFlags.GT_HTTP_EVENT_HEADERS_UNSEARCHED) attributes['gotrail.traceparent.unsearched'] = true;
+    const routeAt = off + O.route;
+    const routeLen = buf.readInt32LE(routeAt + HttpRouteOffsets.len);
+    const routeSource = buf.readUInt32LE(routeAt + HttpRouteOffsets.source);
+    const template = routeLen <= 0 || routeSource === HttpRouteSource.GT_HTTP_ROUTE_NONE
+      ? undefined
+      : routeTemplate(buf.subarray(routeAt + HttpRouteOffsets.route, routeAt + HttpRouteOffsets.route + HttpRouteLimits.GT_HTTP_ROUTE_MAX), routeLen, routeSource, ctx.routes);
     const route = template === undefined ? undefined : ctx.routes.admit(String(resource.attributes[ATTR_SERVICE_NAME] ?? ''), template);
     if (route !== undefined) attributes[ATTR_HTTP_ROUTE] = route;
+    const tracestateLen = buf.readInt32LE(off + O.tracestate_len);
 
     emitProbeSpan(ctx, {
-      traceState: incomingTraceState(ev.tracestate, ev.tracestate_len),
+      traceState: tracestateLen > 0 ? incomingTraceState(buf.subarray(off + O.tracestate, off + O.tracestate + HttpLimits.GT_HTTP_TRACESTATE_MAX), tracestateLen) : undefined,
       // semconv: "{method} {http.route}" where the route is known, else the
       // method; "HTTP" for methods outside the known set
-      name: `${known ? method : 'HTTP'}${route === undefined ? '' : ` ${route}`}`,
+      name: route === undefined ? (known ? method : 'HTTP') : `${known ? method : 'HTTP'} ${route}`,
       kind: SpanKind.SERVER,
-      span: ev.span,
-      start_ns: ev.start_ns,
-      end_ns: ev.end_ns,
+      span: rawSpanContextAt(buf, off + O.span),
+      start_ns: buf.readBigUInt64LE(off + O.start_ns),
+      end_ns: buf.readBigUInt64LE(off + O.end_ns),
       attributes,
       error: panicked || (status ?? 0) >= 500,
       resource,
@@ -265,6 +278,11 @@ export const httpServerProbe: EventProbe = {
     });
   },
 };
+
+const O = HttpServerEventOffsets;
+const methods = new RepeatedString();
+const hosts = new RepeatedString(splitHostPort);
+const remotes = new RepeatedString(splitHostPort);
 
 /**
  * The incoming tracestate (the first header line, as many bytes as the probe

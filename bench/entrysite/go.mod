@@ -1,0 +1,3 @@
+module gotrail.dev/bench/entrysite
+
+go 1.19

@@ -1,0 +1,37 @@
+/**
+ * The OTLP/HTTP protobuf span exporter: the OpenTelemetry exporter's
+ * transport (its endpoint, headers, timeout, compression and retries from the
+ * OTEL_EXPORTER_OTLP_* variables, its self-observability) with gotrail's
+ * encoder ({@link OtlpTraceEncoder}) in place of the generic serializer.
+ */
+import { OTLPExporterBase } from '@opentelemetry/otlp-exporter-base';
+import { convertLegacyHttpOptions, createOtlpHttpExportDelegate } from '@opentelemetry/otlp-exporter-base/node-http';
+import type { OTLPExporterNodeConfigBase } from '@opentelemetry/otlp-exporter-base';
+import { ProtobufTraceSerializer, TraceExporterMetricsHelper, type ISerializer, type IExportTraceServiceResponse } from '@opentelemetry/otlp-transformer';
+import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-base';
+import { OtlpTraceEncoder } from './otlp-proto.ts';
+
+/** semconv's otel.component.type of an OTLP/HTTP span exporter. */
+const COMPONENT_TYPE = 'otlp_http_span_exporter';
+
+/** Serializes with one encoder per exporter; responses are read by the OpenTelemetry deserializer. */
+export function otlpTraceSerializer(): ISerializer<ReadableSpan[], IExportTraceServiceResponse> {
+  const encoder = new OtlpTraceEncoder();
+  return {
+    serializeRequest: (spans) => encoder.encode(spans),
+    deserializeResponse: (data) => ProtobufTraceSerializer.deserializeResponse(data),
+  };
+}
+
+/** Same options as `OTLPTraceExporter` of `@opentelemetry/exporter-trace-otlp-proto`. */
+export class OtlpProtoTraceExporter extends OTLPExporterBase<ReadableSpan[]> implements SpanExporter {
+  constructor(config: OTLPExporterNodeConfigBase = {}) {
+    super(createOtlpHttpExportDelegate(
+      convertLegacyHttpOptions(config, 'TRACES', 'v1/traces', { 'Content-Type': 'application/x-protobuf' }),
+      otlpTraceSerializer(),
+      COMPONENT_TYPE,
+      TraceExporterMetricsHelper,
+      undefined,
+    ));
+  }
+}

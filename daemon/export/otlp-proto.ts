@@ -1,0 +1,433 @@
+/**
+ * OTLP/protobuf encoding of spans (an ExportTraceServiceRequest), written
+ * straight into one reusable buffer.
+ *
+ * Why not the OpenTelemetry serializer: it sizes every message twice (an
+ * estimating pass, then the writing pass), encodes strings in JavaScript,
+ * turns hex ids back into bytes and `[seconds, nanos]` back into nanoseconds
+ * for every span, and writes each resource's attributes again in every batch.
+ * Here a span record ({@link SpanRecord}) hands over its ids as bytes and its
+ * stamps as nanoseconds, strings go through the native UTF-8 writer, each
+ * length prefix is reserved and fixed up in place, and a resource and a scope
+ * are encoded once and copied thereafter. Other ReadableSpans are encoded too,
+ * through their hex ids and HrTimes. The field order and the fields written
+ * are the OpenTelemetry serializer's, so a collector sees the same request.
+ *
+ * Field numbers: opentelemetry/proto/collector/trace/v1/trace_service.proto,
+ * opentelemetry/proto/trace/v1/trace.proto, opentelemetry/proto/common/v1.
+ */
+import type { Attributes, AttributeValue, HrTime } from '@opentelemetry/api';
+import type { InstrumentationScope } from '@opentelemetry/core';
+import type { Resource } from '@opentelemetry/resources';
+import type { ReadableSpan, TimedEvent } from '@opentelemetry/sdk-trace-base';
+import type { Link } from '@opentelemetry/api';
+import { SpanRecord } from '../spans/span-record.ts';
+
+const WIRE_VARINT = 0;
+const WIRE_FIXED64 = 1;
+const WIRE_LEN = 2;
+const WIRE_FIXED32 = 5;
+const tag = (field: number, wire: number): number => (field << 3) | wire;
+
+// trace.proto Span.flags: the parent's is_remote is known (0x100), and it is remote (0x200)
+const SPAN_FLAGS_HAS_IS_REMOTE = 0x100;
+const SPAN_FLAGS_IS_REMOTE = 0x200;
+
+/** Largest UTF-16 length whose UTF-8 form surely fits a one-byte length prefix (3 bytes per code unit). */
+const SHORT_STRING = 42;
+
+/** Encodes ExportTraceServiceRequests; one per exporter (it keeps its buffer and caches between calls). */
+export class OtlpTraceEncoder {
+  #buf: Buffer;
+  #pos = 0;
+  /** A resource's encoded `Resource` message (field 1 of ResourceSpans, with its tag), by identity. */
+  readonly #resources = new WeakMap<Resource, Buffer>();
+  /** An instrumentation scope's encoded `InstrumentationScope` (field 1 of ScopeSpans, with its tag), by identity. */
+  readonly #scopes = new WeakMap<InstrumentationScope, Buffer>();
+
+  constructor(initialBytes = 1 << 20) {
+    this.#buf = Buffer.allocUnsafe(initialBytes);
+  }
+
+  /**
+   * The request carrying `spans`, grouped by resource and then by scope
+   * (each by identity). Returns a copy, which the caller owns (an exporter
+   * may still be sending it when the next batch is encoded).
+   */
+  encode(spans: readonly ReadableSpan[]): Uint8Array {
+    this.#pos = 0;
+    const groups = new Map<Resource, Map<InstrumentationScope, ReadableSpan[]>>();
+    for (const span of spans) {
+      let scopes = groups.get(span.resource);
+      if (!scopes) groups.set(span.resource, (scopes = new Map<InstrumentationScope, ReadableSpan[]>()));
+      const list = scopes.get(span.instrumentationScope);
+      if (list) list.push(span);
+      else scopes.set(span.instrumentationScope, [span]);
+    }
+    for (const [resource, scopes] of groups) {
+      // ExportTraceServiceRequest.resource_spans = 1
+      const rs = this.#begin(tag(1, WIRE_LEN), 5);
+      this.#raw(this.#resourceBytes(resource));
+      for (const [scope, list] of scopes) {
+        // ResourceSpans.scope_spans = 2
+        const ss = this.#begin(tag(2, WIRE_LEN), 5);
+        this.#raw(this.#scopeBytes(scope));
+        for (const span of list) {
+          if (span instanceof SpanRecord) this.#record(span);
+          else this.#span(span);
+        }
+        // ScopeSpans.schema_url = 3
+        if (scope.schemaUrl) this.#string(3, scope.schemaUrl);
+        this.#end(ss, 5);
+      }
+      // ResourceSpans.schema_url = 3
+      if (resource.schemaUrl) this.#string(3, resource.schemaUrl);
+      this.#end(rs, 5);
+    }
+    return Buffer.from(this.#buf.subarray(0, this.#pos));
+  }
+
+  #resourceBytes(resource: Resource): Buffer {
+    let b = this.#resources.get(resource);
+    // A resource whose detectors have not settled is encoded as it is now, and again next time.
+    if (!b || resource.asyncAttributesPending) {
+      b = this.#detached(() => {
+        // ResourceSpans.resource = 1; Resource.attributes = 1, dropped_attributes_count = 2
+        const r = this.#begin(tag(1, WIRE_LEN), 5);
+        this.#attributes(1, resource.attributes);
+        this.#varintField(2, 0);
+        this.#end(r, 5);
+      });
+      if (!resource.asyncAttributesPending) this.#resources.set(resource, b);
+    }
+    return b;
+  }
+
+  #scopeBytes(scope: InstrumentationScope): Buffer {
+    let b = this.#scopes.get(scope);
+    if (!b) {
+      b = this.#detached(() => {
+        // ScopeSpans.scope = 1; InstrumentationScope.name = 1, version = 2
+        const s = this.#begin(tag(1, WIRE_LEN), 1);
+        this.#string(1, scope.name);
+        if (scope.version) this.#string(2, scope.version);
+        this.#end(s, 1);
+      });
+      this.#scopes.set(scope, b);
+    }
+    return b;
+  }
+
+  /** Runs `write` at the end of the buffer and returns what it wrote as a copy, leaving the buffer as it was. */
+  #detached(write: () => void): Buffer {
+    const at = this.#pos;
+    write();
+    const out = Buffer.from(this.#buf.subarray(at, this.#pos));
+    this.#pos = at;
+    return out;
+  }
+
+  /** A span record: ids and stamps as they are kept. */
+  #record(s: SpanRecord): void {
+    this.#current = s;
+    // ScopeSpans.spans = 2
+    const m = this.#begin(tag(2, WIRE_LEN), 2);
+    this.#ensure(2 + 16 + 2 + 8);
+    const b = this.#buf;
+    let p = this.#pos;
+    // Span.trace_id = 1, span_id = 2
+    b[p++] = tag(1, WIRE_LEN);
+    b[p++] = 16;
+    b.write(s.ids, p, 16, 'latin1');
+    p += 16;
+    b[p++] = tag(2, WIRE_LEN);
+    b[p++] = 8;
+    b.write(s.ids.slice(16, 24), p, 8, 'latin1');
+    this.#pos = p + 8;
+    // Span.trace_state = 3
+    const traceState = s.traceState?.serialize();
+    if (traceState) this.#string(3, traceState);
+    // Span.parent_span_id = 4
+    if (s.hasParent) {
+      this.#ensure(10);
+      this.#buf[this.#pos++] = tag(4, WIRE_LEN);
+      this.#buf[this.#pos++] = 8;
+      this.#buf.write(s.ids.slice(24, 32), this.#pos, 8, 'latin1');
+      this.#pos += 8;
+    }
+    this.#spanBody(s.name, s.kind, s.attributes, s.droppedAttributesCount, s.events, s.droppedEventsCount, s.links, s.droppedLinksCount, s.status);
+    // Span.flags = 16: the trace flags, and whether the parent is remote
+    this.#fixed32Field(16, (s.traceFlags & 0xff) | SPAN_FLAGS_HAS_IS_REMOTE | (s.parentRemote ? SPAN_FLAGS_IS_REMOTE : 0));
+    this.#end(m, 2);
+  }
+
+  /** Any other ReadableSpan, through its hex ids and HrTimes. */
+  #span(s: ReadableSpan): void {
+    const m = this.#begin(tag(2, WIRE_LEN), 2);
+    const ctx = s.spanContext();
+    this.#hexBytes(1, ctx.traceId);
+    this.#hexBytes(2, ctx.spanId);
+    const traceState = ctx.traceState?.serialize();
+    if (traceState) this.#string(3, traceState);
+    const parent = s.parentSpanContext;
+    if (parent?.spanId) this.#hexBytes(4, parent.spanId);
+    this.#spanBodyTimed(s);
+    // Span.flags = 16
+    this.#fixed32Field(16, (ctx.traceFlags & 0xff) | SPAN_FLAGS_HAS_IS_REMOTE | (parent?.isRemote ? SPAN_FLAGS_IS_REMOTE : 0));
+    this.#end(m, 2);
+  }
+
+  #spanBodyTimed(s: ReadableSpan): void {
+    this.#spanBody(s.name, s.kind, s.attributes, s.droppedAttributesCount, s.events, s.droppedEventsCount, s.links, s.droppedLinksCount, s.status, s.startTime, s.endTime);
+  }
+
+  /** Span fields 5 to 15: name, kind, stamps, attributes, events, links, status. */
+  #spanBody(
+    name: string, kind: number, attributes: Attributes, droppedAttributes: number, events: readonly TimedEvent[], droppedEvents: number,
+    links: readonly Link[], droppedLinks: number, status: ReadableSpan['status'], start?: HrTime, end?: HrTime,
+  ): void {
+    this.#string(5, name);
+    // SpanKind is one less than OTLP's (which has UNSPECIFIED = 0)
+    this.#varintField(6, kind + 1);
+    this.#ensure(18);
+    this.#buf[this.#pos++] = tag(7, WIRE_FIXED64);
+    this.#writeStamp(start);
+    this.#buf[this.#pos++] = tag(8, WIRE_FIXED64);
+    this.#writeStamp(end, true);
+    this.#attributes(9, attributes);
+    this.#varintField(10, droppedAttributes);
+    for (const e of events) {
+      // Span.events = 11; Event.time_unix_nano = 1, name = 2, attributes = 3, dropped_attributes_count = 4
+      const em = this.#begin(tag(11, WIRE_LEN), 1);
+      this.#ensure(9);
+      this.#buf[this.#pos++] = tag(1, WIRE_FIXED64);
+      this.#hrTime(e.time);
+      this.#string(2, e.name);
+      if (e.attributes) this.#attributes(3, e.attributes);
+      this.#varintField(4, e.droppedAttributesCount ?? 0);
+      this.#end(em, 1);
+    }
+    this.#varintField(12, droppedEvents);
+    for (const l of links) {
+      // Span.links = 13; Link.trace_id = 1, span_id = 2, trace_state = 3, attributes = 4, dropped_attributes_count = 5, flags = 6
+      const lm = this.#begin(tag(13, WIRE_LEN), 1);
+      this.#hexBytes(1, l.context.traceId);
+      this.#hexBytes(2, l.context.spanId);
+      const ts = l.context.traceState?.serialize();
+      if (ts) this.#string(3, ts);
+      if (l.attributes) this.#attributes(4, l.attributes);
+      this.#varintField(5, l.droppedAttributesCount ?? 0);
+      this.#fixed32Field(6, (l.context.traceFlags & 0xff) | SPAN_FLAGS_HAS_IS_REMOTE | (l.context.isRemote ? SPAN_FLAGS_IS_REMOTE : 0));
+      this.#end(lm, 1);
+    }
+    this.#varintField(14, droppedLinks);
+    // Span.status = 15; Status.message = 2, code = 3
+    const sm = this.#begin(tag(15, WIRE_LEN), 1);
+    if (status.message) this.#string(2, status.message);
+    this.#varintField(3, status.code);
+    this.#end(sm, 1);
+  }
+
+  // The span record being encoded, for #writeStamp (set by #record).
+  #current: SpanRecord | undefined;
+
+  #writeStamp(t: HrTime | undefined, end = false): void {
+    if (t) this.#hrTime(t);
+    else {
+      const s = this.#current!;
+      const ns = end ? s.endUnixNano : s.startUnixNano;
+      const b = this.#buf;
+      const lo = Number(BigInt.asUintN(32, ns));
+      const hi = Number(BigInt.asUintN(32, ns >> 32n));
+      b.writeUInt32LE(lo, this.#pos);
+      b.writeUInt32LE(hi, this.#pos + 4);
+      this.#pos += 8;
+    }
+  }
+
+  /** An HrTime as fixed64 nanoseconds, exactly (seconds × 1e9 exceeds 2^53). */
+  #hrTime(t: HrTime): void {
+    const secLo = t[0] % 0x10000;
+    const secHi = Math.floor(t[0] / 0x10000);
+    // ns = secHi·1e9·2^16 + secLo·1e9 + nanos; each product < 2^53
+    const a = secLo * 1e9 + t[1];
+    const b = secHi * 1e9;
+    const bLo = (b % 0x10000) * 0x10000;
+    const lo = a % 0x100000000 + bLo;
+    const low32 = lo % 0x100000000;
+    const high32 = (Math.floor(a / 0x100000000) + Math.floor(b / 0x10000) + Math.floor(lo / 0x100000000)) >>> 0;
+    this.#buf.writeUInt32LE(low32, this.#pos);
+    this.#buf.writeUInt32LE(high32, this.#pos + 4);
+    this.#pos += 8;
+  }
+
+  #attributes(field: number, attributes: Attributes): void {
+    for (const key in attributes) {
+      if (!Object.prototype.hasOwnProperty.call(attributes, key)) continue;
+      const value = attributes[key];
+      if (value === undefined || value === null) continue;
+      // KeyValue.key = 1, value = 2
+      const kv = this.#begin(tag(field, WIRE_LEN), 1);
+      this.#string(1, key);
+      const v = this.#begin(tag(2, WIRE_LEN), 1);
+      this.#anyValue(value);
+      this.#end(v, 1);
+      this.#end(kv, 1);
+    }
+  }
+
+  /** AnyValue: string_value = 1, bool_value = 2, int_value = 3, double_value = 4, array_value = 5. */
+  #anyValue(value: AttributeValue | null | undefined): void {
+    switch (typeof value) {
+      case 'string':
+        this.#string(1, value);
+        return;
+      case 'boolean':
+        this.#varintField(2, value ? 1 : 0);
+        return;
+      case 'number':
+        if (Number.isInteger(value) && value >= -(2 ** 63) && value < 2 ** 63) this.#int64Field(3, value);
+        else {
+          this.#ensure(9);
+          this.#buf[this.#pos++] = tag(4, WIRE_FIXED64);
+          this.#buf.writeDoubleLE(value, this.#pos);
+          this.#pos += 8;
+        }
+        return;
+      default:
+        if (Array.isArray(value)) {
+          // ArrayValue.values = 1
+          const a = this.#begin(tag(5, WIRE_LEN), 2);
+          for (const item of value as Array<AttributeValue | null | undefined>) {
+            const i = this.#begin(tag(1, WIRE_LEN), 1);
+            if (item !== null && item !== undefined) this.#anyValue(item);
+            this.#end(i, 1);
+          }
+          this.#end(a, 2);
+        }
+    }
+  }
+
+  // --- wire primitives -------------------------------------------------------
+
+  #ensure(n: number): void {
+    if (this.#pos + n <= this.#buf.length) return;
+    let size = this.#buf.length * 2;
+    while (size < this.#pos + n) size *= 2;
+    const next = Buffer.allocUnsafe(size);
+    this.#buf.copy(next, 0, 0, this.#pos);
+    this.#buf = next;
+  }
+
+  #raw(b: Buffer): void {
+    this.#ensure(b.length);
+    b.copy(this.#buf, this.#pos);
+    this.#pos += b.length;
+  }
+
+  /** Writes a field's tag and reserves `reserve` bytes for its length; returns where the body starts. */
+  #begin(tagByte: number, reserve: number): number {
+    this.#ensure(2 + reserve);
+    this.#writeVarint(tagByte);
+    this.#pos += reserve;
+    return this.#pos;
+  }
+
+  /** Writes the length of the message begun at `start` into its reserved bytes, moving the body when it needs more or fewer. */
+  #end(start: number, reserve: number): void {
+    const len = this.#pos - start;
+    const size = varintSize(len);
+    if (size !== reserve) {
+      this.#ensure(size - reserve);
+      this.#buf.copyWithin(start - reserve + size, start, this.#pos);
+      this.#pos += size - reserve;
+    }
+    let p = start - reserve;
+    let v = len;
+    while (v > 0x7f) {
+      this.#buf[p++] = (v & 0x7f) | 0x80;
+      v >>>= 7;
+    }
+    this.#buf[p] = v;
+  }
+
+  #writeVarint(v: number): void {
+    while (v > 0x7f) {
+      this.#buf[this.#pos++] = (v & 0x7f) | 0x80;
+      v >>>= 7;
+    }
+    this.#buf[this.#pos++] = v;
+  }
+
+  #varintField(field: number, v: number): void {
+    this.#ensure(7);
+    this.#writeVarint(tag(field, WIRE_VARINT));
+    this.#writeVarint(v >>> 0);
+  }
+
+  /** An int64 varint field: negatives as their 10-byte two's complement. */
+  #int64Field(field: number, v: number): void {
+    if (v >= 0 && v <= 0xffffffff) {
+      this.#varintField(field, v);
+      return;
+    }
+    this.#ensure(12);
+    this.#writeVarint(tag(field, WIRE_VARINT));
+    let x = BigInt.asUintN(64, BigInt(v));
+    while (x > 0x7fn) {
+      this.#buf[this.#pos++] = Number(x & 0x7fn) | 0x80;
+      x >>= 7n;
+    }
+    this.#buf[this.#pos++] = Number(x);
+  }
+
+  #fixed32Field(field: number, v: number): void {
+    this.#ensure(6);
+    this.#writeVarint(tag(field, WIRE_FIXED32));
+    this.#buf.writeUInt32LE(v >>> 0, this.#pos);
+    this.#pos += 4;
+  }
+
+  #string(field: number, s: string): void {
+    const len = s.length;
+    if (len <= SHORT_STRING) {
+      this.#ensure(2 + 1 + 3 * len);
+      this.#writeVarint(tag(field, WIRE_LEN));
+      // Short ASCII (nearly every key and value) copied here: cheaper than a call into the native writer.
+      const b = this.#buf;
+      const at = this.#pos + 1;
+      let i = 0;
+      for (; i < len; i++) {
+        const c = s.charCodeAt(i);
+        if (c >= 0x80) break;
+        b[at + i] = c;
+      }
+      const n = i === len ? len : b.write(s, at, 'utf8');
+      b[this.#pos] = n;
+      this.#pos = at + n;
+      return;
+    }
+    const n = Buffer.byteLength(s, 'utf8');
+    this.#ensure(2 + 5 + n);
+    this.#writeVarint(tag(field, WIRE_LEN));
+    this.#writeVarint(n);
+    this.#pos += this.#buf.write(s, this.#pos, n, 'utf8');
+  }
+
+  #hexBytes(field: number, hex: string): void {
+    const n = hex.length >>> 1;
+    this.#ensure(2 + 1 + n);
+    this.#writeVarint(tag(field, WIRE_LEN));
+    this.#writeVarint(n);
+    this.#pos += this.#buf.write(hex, this.#pos, n, 'hex');
+  }
+}
+
+function varintSize(v: number): number {
+  let n = 1;
+  while (v > 0x7f) {
+    v >>>= 7;
+    n++;
+  }
+  return n;
+}

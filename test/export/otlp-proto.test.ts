@@ -1,0 +1,94 @@
+/**
+ * gotrail's OTLP protobuf encoder writes, byte for byte, the request the
+ * OpenTelemetry serializer writes for the same spans: span records from
+ * probe events and from hex ids, other ReadableSpans (events, links,
+ * tracestate, every attribute type), several resources and scopes, and
+ * buffers that must grow.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { SpanKind, SpanStatusCode, TraceFlags } from '@opentelemetry/api';
+import { TraceState } from '@opentelemetry/core';
+import { resourceFromAttributes } from '@opentelemetry/resources';
+import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
+import { ProtobufTraceSerializer } from '@opentelemetry/otlp-transformer';
+import { OtlpTraceEncoder } from '../../daemon/export/otlp-proto.ts';
+import { instrumentationScope, makeSpan, spanRecord } from '../../daemon/spans/span-record.ts';
+import { rawSpanContextAt } from '../../daemon/spans/span-context.ts';
+import { encodeSpanContext, SpanFlags } from '../../daemon/generated/layouts.ts';
+
+const resA = resourceFromAttributes({ 'service.name': 'shop', 'process.pid': 41, 'host.arch': 'amd64', 'k8s.pod.labels': ['a', 'b'] });
+const resB = resourceFromAttributes({ 'service.name': 'billing — ünïcødé', 'process.pid': 42 });
+
+function fromHex(i: number, resource = resA, scope = 'net/http'): ReadableSpan {
+  return makeSpan({
+    name: `GET /items/${i}`, kind: SpanKind.SERVER, traceId: (i + 1).toString(16).padStart(32, '0'), spanId: (i + 7).toString(16).padStart(16, 'f'),
+    parentSpanId: i % 2 ? 'abcdef0123456789' : undefined, parentRemote: i % 4 === 1, sampled: i % 3 !== 0,
+    traceState: i % 5 === 0 ? new TraceState('vendor=x,other=y') : undefined,
+    startUnixNano: 1_764_547_200_123_456_789n + BigInt(i), endUnixNano: 1_764_547_200_223_456_789n + BigInt(i * 3),
+    attributes: {
+      'http.request.method': 'GET', 'url.path': `/items/${i}`, 'http.response.status_code': 200 + i, 'server.port': 8080,
+      'gotrail.truncated': i % 2 === 0, 'some.double': 1.5, 'some.negative': -3, 'some.big': 2 ** 40, 'some.list': [1, 2, 3], 'some.unicode': 'çà → ✓',
+      'long.value': 'x'.repeat(300 + i),
+    },
+    status: i % 2 ? { code: SpanStatusCode.ERROR, message: 'boom' } : { code: SpanStatusCode.UNSET },
+    resource, scope,
+    events: i % 3 === 0 ? [{ name: 'exception', timeUnixNano: 1_764_547_200_200_000_000n }] : undefined,
+    droppedAttributes: i % 2, droppedEvents: i % 3,
+  });
+}
+
+function sdkLike(i: number): ReadableSpan {
+  const base = fromHex(i, resB, 'database/sql');
+  const ctx = base.spanContext();
+  return {
+    name: base.name, kind: SpanKind.CLIENT, spanContext: () => ctx, parentSpanContext: base.parentSpanContext,
+    startTime: base.startTime, endTime: base.endTime, status: base.status, attributes: base.attributes,
+    links: [{ context: { traceId: 'ab'.repeat(16), spanId: 'cd'.repeat(8), traceFlags: TraceFlags.SAMPLED, isRemote: true }, attributes: { 'link.kind': 'follows' } }],
+    events: [{ name: 'evt', time: [1_764_547_200, 999_999_999], attributes: { k: 'v' }, droppedAttributesCount: 2 }],
+    duration: base.duration, ended: true, resource: resB, instrumentationScope: instrumentationScope('database/sql'),
+    droppedAttributesCount: 0, droppedEventsCount: 0, droppedLinksCount: 0,
+  };
+}
+
+function same(spans: ReadableSpan[], encoder = new OtlpTraceEncoder()): void {
+  const theirs = ProtobufTraceSerializer.serializeRequest(spans);
+  assert.ok(theirs);
+  const ours = encoder.encode(spans);
+  assert.equal(Buffer.from(ours).toString('hex'), Buffer.from(theirs).toString('hex'));
+}
+
+test('span records from hex ids encode as the OpenTelemetry serializer encodes them', () => {
+  same(Array.from({ length: 40 }, (_, i) => fromHex(i)));
+});
+
+test('several resources and scopes, other ReadableSpans with links and events, one encoder reused', () => {
+  const encoder = new OtlpTraceEncoder(64);
+  for (let round = 0; round < 3; round++) {
+    same([fromHex(1), sdkLike(2), fromHex(3, resB), fromHex(4, resA, 'google.golang.org/grpc'), sdkLike(5), fromHex(6)], encoder);
+  }
+});
+
+test('a span record read in place from event bytes carries the ids, flags and stamps BPF wrote', () => {
+  const buf = Buffer.alloc(64);
+  const ids = { trace_id: Buffer.from('0af7651916cd43dd8448eb211c80319c', 'hex'), span_id: Buffer.from('b7ad6b7169203331', 'hex'), parent_span_id: Buffer.from('00f067aa0ba902b7', 'hex') };
+  encodeSpanContext({ ...ids, flags: SpanFlags.GT_SPAN_SAMPLED | SpanFlags.GT_SPAN_HAS_PARENT | SpanFlags.GT_SPAN_PARENT_REMOTE, reserved: 0 }, buf, 8);
+  const raw = rawSpanContextAt(buf, 8);
+  const span = spanRecord({
+    name: 'GET', kind: SpanKind.SERVER, ids: raw.ids, hasParent: true, parentRemote: true, sampled: true, traceState: undefined,
+    startUnixNano: 1_764_547_200_000_000_001n, endUnixNano: 1_764_547_200_000_000_000n, attributes: { a: 1 }, status: { code: SpanStatusCode.UNSET },
+    resource: resA, scope: 'net/http', events: [], droppedEvents: 0, droppedAttributes: 0,
+  });
+  assert.deepEqual(span.spanContext(), { traceId: '0af7651916cd43dd8448eb211c80319c', spanId: 'b7ad6b7169203331', traceFlags: TraceFlags.SAMPLED, traceState: undefined });
+  assert.deepEqual(span.parentSpanContext, { traceId: '0af7651916cd43dd8448eb211c80319c', spanId: '00f067aa0ba902b7', traceFlags: TraceFlags.SAMPLED, isRemote: true });
+  // an end before the start is clamped to the start
+  assert.deepEqual(span.startTime, [1_764_547_200, 1]);
+  assert.deepEqual(span.endTime, [1_764_547_200, 1]);
+  assert.deepEqual(span.duration, [0, 0]);
+  same([span]);
+});
+
+test('a request larger than the initial buffer grows it', () => {
+  const spans = Array.from({ length: 300 }, (_, i) => fromHex(i));
+  same(spans, new OtlpTraceEncoder(16));
+});

@@ -1,0 +1,63 @@
+/**
+ * Strings read in place from probe events: a repeated value is the same
+ * string (and derived value) again, a changed one is read anew, non-ASCII
+ * bytes are never matched by code unit, and an empty first value has its
+ * derived value too.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { RepeatedString, splitHostPort, stringAt } from '../../daemon/spans/go-values.ts';
+
+function field(s: string, size = 32): Buffer {
+  const b = Buffer.alloc(size);
+  b.write(s, 'utf8');
+  return b;
+}
+
+test('stringAt: the Go length, cut at the field size, empty for a length of 0 or less', () => {
+  const b = field('hello world', 8);
+  assert.equal(stringAt(b, 0, 8, 5), 'hello');
+  assert.equal(stringAt(b, 0, 8, 11), 'hello wo');
+  assert.equal(stringAt(b, 0, 8, 0), '');
+  assert.equal(stringAt(b, 0, 8, -1), '');
+});
+
+test('RepeatedString: same bytes give the same string and derived value; other bytes are read anew', () => {
+  let derived = 0;
+  const r = new RepeatedString((s) => {
+    derived++;
+    return splitHostPort(s);
+  });
+  // an empty first value: its derived value is there without a read
+  assert.equal(r.read(field(''), 0, 32, 0), '');
+  assert.deepEqual(r.derived, { host: '', port: undefined });
+  const a = r.read(field('127.0.0.1:8080'), 0, 32, 14);
+  assert.equal(a, '127.0.0.1:8080');
+  assert.deepEqual(r.derived, { host: '127.0.0.1', port: 8080 });
+  const calls = derived;
+  assert.equal(r.read(field('127.0.0.1:8080'), 0, 32, 14), a);
+  assert.equal(derived, calls, 'a repeated value is not derived again');
+  assert.equal(r.read(field('127.0.0.1:8081'), 0, 32, 14), '127.0.0.1:8081');
+  assert.deepEqual(r.derived, { host: '127.0.0.1', port: 8081 });
+  // same length, non-ASCII: never taken for the previous string
+  const u1 = r.read(field('é:1'), 0, 32, 4);
+  assert.equal(u1, 'é:1');
+  assert.equal(r.read(field('è:1'), 0, 32, 4), 'è:1');
+  assert.equal(r.read(field(''), 0, 32, 0), '');
+  assert.deepEqual(r.derived, { host: '', port: undefined });
+});
+
+test('MonotonicClock: re-measuring the offset does not move it by a measurement\'s jitter', async () => {
+  const { MonotonicClock } = await import('../../daemon/spans/clock.ts');
+  const clock = new MonotonicClock();
+  const stamp = 123_456_789_000n;
+  const first = clock.toUnixNano(stamp);
+  for (let i = 0; i < 50; i++) {
+    clock.resample();
+    assert.equal(clock.toUnixNano(stamp), first, `after ${i + 1} re-measurements`);
+  }
+  // and the offset is the wall clock's, to within the step
+  const wall = BigInt(Date.now()) * 1_000_000n;
+  const now = clock.toUnixNano(process.hrtime.bigint());
+  assert.ok(now - wall < 3_000_000n && wall - now < 3_000_000n, `${now} vs ${wall}`);
+});
