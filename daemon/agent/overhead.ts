@@ -26,6 +26,7 @@ import { BinaryFile } from '../analysis/binary-file.ts';
 import { ElfFile } from '../analysis/elf.ts';
 import { BpfMaps, BpfPrograms, HitSite, decodeHitKey } from '../generated/layouts.ts';
 import type { BpfObject, ProgramStats } from '../native/index.ts';
+import { WRITE_USER_PROGRAMS } from './write-user.ts';
 
 /** The helper program built beside the addon. */
 export const CALIBRATION_HELPER = fileURLToPath(new URL('../native/build/Release/gotrail_calibrate', import.meta.url));
@@ -142,7 +143,8 @@ export async function calibrateUprobeHitCost(obj: BpfObject, opts: { calls?: num
 const siteNames = new Map<number, string>(Object.entries(HitSite).map(([k, v]) => [v, k.replace(/^GT_HIT_/, '').toLowerCase()]));
 export const siteName = (site: number): string => siteNames.get(site) ?? `site_${site}`;
 
-const programNames: readonly string[] = Object.values(BpfPrograms);
+// the probes' object, and the bpf_probe_write_user injection's, loaded separately
+const programNames: readonly string[] = [...Object.values(BpfPrograms), ...WRITE_USER_PROGRAMS];
 /**
  * The BPF programs whose runs a site's hits are: `gt_<site>` where one
  * program serves the site, else every `gt_<probe>_…_<step>` (one site counted

@@ -10,6 +10,7 @@ import { copyFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { processCpuSeconds, siteName, siteProgramsOf } from '../../daemon/agent/overhead.ts';
 import { BpfPrograms, HitSite } from '../../daemon/generated/layouts.ts';
+import { WRITE_USER_PROGRAMS } from '../../daemon/agent/write-user.ts';
 import { repoRoot, startAgent, type AgentProcess } from '../support/agent-process.ts';
 import { startGoServer, httpRequest, type GoServer } from '../support/go-server.ts';
 import { skipUnlessBpf } from '../support/privileges.ts';
@@ -42,7 +43,7 @@ async function scrape(agent: AgentProcess): Promise<string> {
 }
 
 test('every probe site names the BPF program whose run time its hits add', () => {
-  const programs = new Set<string>(Object.values(BpfPrograms));
+  const programs = new Set<string>([...Object.values(BpfPrograms), ...WRITE_USER_PROGRAMS]);
   for (const site of Object.values(HitSite)) {
     const mine = siteProgramsOf(site);
     assert.ok(mine.length > 0 && mine.every((p) => programs.has(p)), `site ${site} (${siteName(site)}): ${mine.join(', ') || 'no program'}`);
