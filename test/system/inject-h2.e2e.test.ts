@@ -196,7 +196,7 @@ describe('traceparent appended to the HEADERS frames of gRPC calls (h2c), across
   test('a traced gRPC server in the other namespace: its span is the child of the client span, linked by the header field alone', async () => {
     await client!.tp(`${B}:${TRACED_PORT}`, 0);
     const spans = await newClientSpans(1, 'one CLIENT span');
-    const [[spanId, traceId]] = [...spans];
+    const [spanId, traceId] = [...spans][0]!;
     const [s] = await traced.serverSpans(server!, 1);
     assert.equal(s!.traceId, traceId, 'one trace across the namespaces');
     assert.equal(s!.parentSpanId, spanId, "the server span's parent is the client span");
