@@ -255,6 +255,32 @@ static __always_inline bool gt_inject_mark(const struct gt_conn_key *k, const st
 	return true;
 }
 
+/* Makes sure HTTP/2 connection `k` (stream id 0) has its
+ * gt_inject_h2_conns entry, so that the sk_msg program follows its frame
+ * boundaries from the first stream on, also when that stream's HEADERS gets
+ * no header (a caller's own traceparent): a later mark then finds every
+ * send walked. NULL when the connection is not followed (injection off,
+ * the connection not in the sockmap, the map full: counted). */
+static __always_inline struct gt_inject_h2_conn *gt_inject_h2_track(const struct gt_conn_key *ck0)
+{
+	if (!(gt_inject_flags() & GT_INJECT_ENABLED))
+		return 0;
+	if (!bpf_map_lookup_elem(&gt_inject_conns, ck0)) {
+		gt_inject_count(GT_INJECT_OUT_NOT_IN_SOCKMAP);
+		return 0;
+	}
+	struct gt_inject_h2_conn *c = bpf_map_lookup_elem(&gt_inject_h2_conns, ck0);
+	if (c)
+		return c;
+	struct gt_inject_h2_conn fresh = {};
+	/* BPF_NOEXIST: another writer may have made it meanwhile */
+	bpf_map_update_elem(&gt_inject_h2_conns, ck0, &fresh, BPF_NOEXIST);
+	c = bpf_map_lookup_elem(&gt_inject_h2_conns, ck0);
+	if (!c)
+		gt_inject_count(GT_INJECT_OUT_H2_CONN_FULL);
+	return c;
+}
+
 /* Marks the HEADERS frame of HTTP/2 stream `k->stream_id` on connection `k`
  * (stream id 0 for the connection) to carry `span`: the sk_msg program looks
  * for the frame in the connection's next sends. `target` (kernel memory,
@@ -275,24 +301,12 @@ static __always_inline bool gt_inject_mark_h2(const struct gt_conn_key *k, const
 		gt_inject_count(GT_INJECT_OUT_DENIED);
 		return false;
 	}
-	if (!bpf_map_lookup_elem(&gt_inject_conns, &ck0)) {
-		gt_inject_count(GT_INJECT_OUT_NOT_IN_SOCKMAP);
+	struct gt_inject_h2_conn *c = gt_inject_h2_track(&ck0);
+	if (!c)
 		return false;
-	}
-	struct gt_inject_h2_conn *c = bpf_map_lookup_elem(&gt_inject_h2_conns, &ck0);
-	if (c && c->lost) {
+	if (c->lost) {
 		gt_inject_count(GT_INJECT_OUT_H2_UNALIGNED);
 		return false;
-	}
-	if (!c) {
-		struct gt_inject_h2_conn fresh = {};
-		/* BPF_NOEXIST: the sk_msg program may have made it meanwhile */
-		bpf_map_update_elem(&gt_inject_h2_conns, &ck0, &fresh, BPF_NOEXIST);
-		c = bpf_map_lookup_elem(&gt_inject_h2_conns, &ck0);
-		if (!c) {
-			gt_inject_count(GT_INJECT_OUT_H2_CONN_FULL);
-			return false;
-		}
 	}
 	struct gt_inject_pending p = { .span = *span, .marked_ns = bpf_ktime_get_ns(), .proto = GT_INJECT_PROTO_HTTP2 };
 	if ((flags & GT_INJECT_ALLOW_LIST) && bpf_map_lookup_elem(&gt_inject_allow_cidrs, &ck))

@@ -502,10 +502,13 @@ int gt_grpc_client_originate(struct pt_regs *ctx)
 	}
 	/* cross-node propagation: the stream's HEADERS frame, written next on
 	 * this goroutine, gets the traceparent field in the kernel's copy */
-	if (l->inject == GRPC_CLIENT_INJECT_PRESENT)
-		gt_inject_count(GT_INJECT_OUT_PRESENT);
-	else if (l->inject == GRPC_CLIENT_INJECT_UNSCANNED)
-		gt_inject_count(GT_INJECT_OUT_H2_UNSCANNED);
+	if (l->inject == GRPC_CLIENT_INJECT_PRESENT || l->inject == GRPC_CLIENT_INJECT_UNSCANNED) {
+		struct gt_conn_key ck0 = conn;
+		ck0.stream_id = 0;
+		if (gt_inject_h2_track(&ck0))
+			gt_inject_count(l->inject == GRPC_CLIENT_INJECT_PRESENT ? GT_INJECT_OUT_PRESENT
+										: GT_INJECT_OUT_H2_UNSCANNED);
+	}
 	else if (l->inject == GRPC_CLIENT_INJECT_YES &&
 		 gt_inject_mark_h2(&conn, &l->span, l->target, l->target_len))
 		l->inject = GRPC_CLIENT_INJECT_MARKED;
