@@ -1851,47 +1851,55 @@ export function encodeInjectCidrKey(v: InjectCidrKey, buf: Buffer = Buffer.alloc
   return buf;
 }
 
-/** struct gt_inject_h2_conn (24 bytes) */
+/** struct gt_inject_h2_conn (32 bytes) */
 export interface InjectH2Conn {
   marks: number;
   carry: number;
   lost: number;
   walk_off: number;
   walk_size: number;
+  hdr_have: number;
+  hdr_len: number;
   reserved: number;
 }
 
-export const INJECT_H2_CONN_SIZE = 24;
+export const INJECT_H2_CONN_SIZE = 32;
 export const InjectH2ConnOffsets = {
   marks: 0,
   carry: 4,
   lost: 8,
   walk_off: 12,
   walk_size: 16,
-  reserved: 20,
+  hdr_have: 20,
+  hdr_len: 24,
+  reserved: 28,
 } as const;
 
 /** Decodes struct gt_inject_h2_conn at `off`; byte arrays are views into `buf`, not copies. */
 export function decodeInjectH2Conn(buf: Buffer, off = 0): InjectH2Conn {
-  if (off + 24 > buf.length) throw new RangeError(`gt_inject_h2_conn: need 24 bytes at ${off}, have ${buf.length - off}`);
+  if (off + 32 > buf.length) throw new RangeError(`gt_inject_h2_conn: need 32 bytes at ${off}, have ${buf.length - off}`);
   return {
     marks: buf.readUInt32LE(off + 0),
     carry: buf.readUInt32LE(off + 4),
     lost: buf.readUInt32LE(off + 8),
     walk_off: buf.readUInt32LE(off + 12),
     walk_size: buf.readUInt32LE(off + 16),
-    reserved: buf.readUInt32LE(off + 20),
+    hdr_have: buf.readUInt32LE(off + 20),
+    hdr_len: buf.readUInt32LE(off + 24),
+    reserved: buf.readUInt32LE(off + 28),
   };
 }
 
 /** Encodes struct gt_inject_h2_conn into `buf` at `off` (a new zeroed buffer by default). */
-export function encodeInjectH2Conn(v: InjectH2Conn, buf: Buffer = Buffer.alloc(24), off = 0): Buffer {
+export function encodeInjectH2Conn(v: InjectH2Conn, buf: Buffer = Buffer.alloc(32), off = 0): Buffer {
   buf.writeUInt32LE(v.marks, off + 0);
   buf.writeUInt32LE(v.carry, off + 4);
   buf.writeUInt32LE(v.lost, off + 8);
   buf.writeUInt32LE(v.walk_off, off + 12);
   buf.writeUInt32LE(v.walk_size, off + 16);
-  buf.writeUInt32LE(v.reserved, off + 20);
+  buf.writeUInt32LE(v.hdr_have, off + 20);
+  buf.writeUInt32LE(v.hdr_len, off + 24);
+  buf.writeUInt32LE(v.reserved, off + 28);
   return buf;
 }
 

@@ -69,6 +69,10 @@ struct gt_inject_h2_conn {
 	 * one state per turn of the loop instead of a precise, growing offset */
 	__u32 walk_off;  /* the current frame's first byte in the send */
 	__u32 walk_size; /* the send's length (grows with each field appended) */
+	/* a frame header cut by the end of the previous send: how many of its
+	 * 9 bytes it had, and the length bytes among them (big-endian, so far) */
+	__u32 hdr_have;
+	__u32 hdr_len;
 	__u32 reserved;
 };
 

@@ -503,6 +503,33 @@ static __noinline void h2_walk(struct sk_msg_md *msg, struct gt_conn_key *k, str
 		return;
 	w->walk_size = msg->size;
 	w->walk_off = c->carry;
+	if (c->hdr_have) {
+		/* the rest of a frame header the previous send cut: its
+		 * length completed, the walk resumes after the frame */
+		__u32 have = c->hdr_have, need = GT_INJECT_H2_FRAME_HEADER - have, size = w->walk_size;
+		__u32 n = need < size ? need : size;
+		if (have >= GT_INJECT_H2_FRAME_HEADER || bpf_msg_pull_data(msg, 0, n, 0) < 0)
+			goto lost;
+		__u8 *d = msg->data, *e = msg->data_end;
+		__u32 len = c->hdr_len;
+#pragma unroll
+		for (__u32 j = 0; j < GT_INJECT_H2_FRAME_HEADER - 1; j++) {
+			if (j >= n)
+				break;
+			if ((void *)(d + j + 1) > (void *)e)
+				goto lost;
+			if (have + j < 3)
+				len = (len << 8) | d[j];
+		}
+		if (n < need) {
+			c->hdr_have = have + n;
+			c->hdr_len = len;
+			return;
+		}
+		c->hdr_have = 0;
+		c->hdr_len = 0;
+		w->walk_off = need + len;
+	}
 	if (w->walk_off >= w->walk_size) {
 		c->carry = w->walk_off - w->walk_size;
 		return;
@@ -513,8 +540,25 @@ static __noinline void h2_walk(struct sk_msg_md *msg, struct gt_conn_key *k, str
 	GT_FOR(it, i, GT_INJECT_H2_FRAMES_MAX)
 	{
 		__u32 off = w->walk_off, size = w->walk_size;
-		if (off + GT_INJECT_H2_FRAME_HEADER > size)
-			break; /* a frame header split across sends */
+		if (off + GT_INJECT_H2_FRAME_HEADER > size) {
+			/* a frame header cut by the end of the send: its first
+			 * bytes kept (the length is in the first three) */
+			__u32 have = size - off, len = 0;
+			if (bpf_msg_pull_data(msg, off, size, 0) < 0)
+				break;
+			__u8 *d = msg->data, *e = msg->data_end;
+			if ((void *)(d + 3) <= (void *)e)
+				len = ((__u32)d[0] << 16) | ((__u32)d[1] << 8) | d[2];
+			else if ((void *)(d + 2) <= (void *)e)
+				len = ((__u32)d[0] << 8) | d[1];
+			else if ((void *)(d + 1) <= (void *)e)
+				len = d[0];
+			c->hdr_have = have;
+			c->hdr_len = len;
+			c->carry = 0;
+			done = true;
+			break;
+		}
 		if (bpf_msg_pull_data(msg, off, off + GT_INJECT_H2_FRAME_HEADER, 0) < 0)
 			break;
 		__u8 *h = msg->data, *e = msg->data_end;
@@ -569,10 +613,11 @@ static __noinline void h2_walk(struct sk_msg_md *msg, struct gt_conn_key *k, str
 		}
 	}
 	bpf_iter_num_destroy(&it);
-	if (!done) {
-		c->lost = 1;
-		gt_inject_count(GT_INJECT_OUT_H2_UNALIGNED);
-	}
+	if (done)
+		return;
+lost:
+	c->lost = 1;
+	gt_inject_count(GT_INJECT_OUT_H2_UNALIGNED);
 }
 
 SEC("sk_msg")

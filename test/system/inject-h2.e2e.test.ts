@@ -116,8 +116,8 @@ class Client {
   }
 
   /** `n` concurrent calls (and one more first) to the echo at `to`: what each call's handler received. */
-  async tp(to: string, n: number, own?: string): Promise<string[][]> {
-    const out = await this.get(`/tp?to=${to}&n=${n}${own ? `&tp=${own}` : ''}`);
+  async tp(to: string, n: number, own?: string, pad = 0, split = false): Promise<string[][]> {
+    const out = await this.get(`/tp?to=${to}&n=${n}&pad=${pad}${own ? `&tp=${own}` : ''}${split ? '&split=1' : ''}`);
     const m = /^OK=(\d+) (.*)$/.exec(out);
     assert.ok(m, `every call succeeds: ${out.slice(0, 300)}`);
     assert.equal(Number(m[1]), n + 1, 'every call succeeds');
@@ -212,6 +212,32 @@ describe('traceparent appended to the HEADERS frames of gRPC calls (h2c), across
     });
     assert.equal(got.size, CONCURRENT + 1, 'a different span id in every call');
     assert.deepEqual([...got].sort(), [...spans].sort(), "each header names its call's CLIENT span and trace");
+  });
+
+  test('calls with 200 kB requests on one connection: the frame boundaries are followed across sends (DATA frames split by the 32 KiB write batches)', async () => {
+    const split0 = await metric('h2_split');
+    const replies = await client!.tp(`${B}:${ECHO_PORT}`, 40, undefined, 200_000);
+    const spans = await newClientSpans(41, 'one CLIENT span per call');
+    const got = new Map<string, string>();
+    replies.forEach((r, i) => {
+      const tp = onlyTraceparent(r, `call ${i}`);
+      got.set(tp.spanId, tp.traceId);
+    });
+    assert.deepEqual([...got].sort(), [...spans].sort(), "each header names its call's CLIENT span and trace");
+    assert.equal(await metric('h2_unaligned'), 0, 'the boundaries were never lost');
+    assert.equal(await metric('h2_split') - split0, 0, 'no HEADERS frame split');
+  });
+
+  test('every DATA frame cut across two sends, in its frame header or in its payload: the boundaries are followed, every call gets its header', async () => {
+    const replies = await client!.tp(`${B}:${ECHO_PORT}`, 20, undefined, 50_000, true);
+    const spans = await newClientSpans(21, 'one CLIENT span per call');
+    const got = new Map<string, string>();
+    replies.forEach((r, i) => {
+      const tp = onlyTraceparent(r, `call ${i}`);
+      got.set(tp.spanId, tp.traceId);
+    });
+    assert.deepEqual([...got].sort(), [...spans].sort(), "each header names its call's CLIENT span and trace");
+    assert.equal(await metric('h2_unaligned'), 0, 'the boundaries were never lost');
   });
 
   test('a call whose metadata already carries traceparent is left unchanged', async () => {
