@@ -61,9 +61,9 @@ enum gt_inject_pending_flags {
  * the frames of every send on it, so that it knows where the next send's
  * first frame starts (a frame may straddle two sends). */
 struct gt_inject_h2_conn {
-	__u32 marks;   /* streams marked and not yet taken (best effort: the walk runs while > 0) */
-	__u32 carry;   /* bytes of the last frame of the previous send that are in the next send(s) */
-	__u32 lost;    /* the frame boundaries are no longer known: no more injection on it */
+	__u32 marks; /* streams marked and not yet taken (best effort: the walk runs while > 0) */
+	__u32 carry; /* bytes of the last frame of the previous send that are in the next send(s) */
+	__u32 lost;  /* the frame boundaries are no longer known: no more injection on it */
 	/* the walk over the current send (a send holds the socket's lock, so
 	 * one at a time): kept here, in a map value, so that the verifier sees
 	 * one state per turn of the loop instead of a precise, growing offset */
@@ -134,14 +134,17 @@ enum gt_inject_outcome {
 	GT_INJECT_OUT_SOCKMAP_FULL = 12, /* adding a traced process's connection to the sockmap failed */
 	/* HTTP/2 (a marked stream's HEADERS frame); 16 on, away from values
 	 * other paths may add */
-	GT_INJECT_OUT_H2_SPLIT = 16,        /* the marked HEADERS frame straddles two sends */
-	GT_INJECT_OUT_H2_CONTINUATION = 17, /* END_HEADERS not set: the block goes on in CONTINUATION frames */
-	GT_INJECT_OUT_H2_PADDED = 18,       /* the frame is PADDED */
-	GT_INJECT_OUT_H2_TOO_LONG = 19,     /* the frame would exceed 16 384 bytes with the field */
-	GT_INJECT_OUT_H2_UNALIGNED = 20,    /* the frame boundaries of the connection are lost (not a frame header, or more frames in one send than walked) */
-	GT_INJECT_OUT_H2_NOT_FOUND = 21,    /* the stream's HEADERS frame was not in the send after the mark */
-	GT_INJECT_OUT_H2_CONN_FULL = 22,    /* gt_inject_h2_conns is full */
-	GT_INJECT_OUT_H2_UNSCANNED = 23,    /* more header fields than the probe looks through for a traceparent */
+	GT_INJECT_OUT_H2_SPLIT = 16, /* the marked HEADERS frame straddles two sends */
+	GT_INJECT_OUT_H2_CONTINUATION =
+		17,                     /* END_HEADERS not set: the block goes on in CONTINUATION frames */
+	GT_INJECT_OUT_H2_PADDED = 18,   /* the frame is PADDED */
+	GT_INJECT_OUT_H2_TOO_LONG = 19, /* the frame would exceed 16 384 bytes with the field */
+	GT_INJECT_OUT_H2_UNALIGNED =
+		20, /* the frame boundaries of the connection are lost (not a frame header, or more frames in one send than walked) */
+	GT_INJECT_OUT_H2_NOT_FOUND = 21, /* the stream's HEADERS frame was not in the send after the mark */
+	GT_INJECT_OUT_H2_CONN_FULL = 22, /* gt_inject_h2_conns is full */
+	GT_INJECT_OUT_H2_UNSCANNED =
+		23, /* more header fields than the probe looks through for a traceparent */
 	GT_INJECT_OUT_MAX = 32,
 };
 
@@ -312,7 +315,9 @@ static __always_inline bool gt_inject_mark_h2(const struct gt_conn_key *k, const
 		gt_inject_count(GT_INJECT_OUT_H2_UNALIGNED);
 		return false;
 	}
-	struct gt_inject_pending p = { .span = *span, .marked_ns = bpf_ktime_get_ns(), .proto = GT_INJECT_PROTO_HTTP2 };
+	struct gt_inject_pending p = { .span = *span,
+				       .marked_ns = bpf_ktime_get_ns(),
+				       .proto = GT_INJECT_PROTO_HTTP2 };
 	if ((flags & GT_INJECT_ALLOW_LIST) && bpf_map_lookup_elem(&gt_inject_allow_cidrs, &ck))
 		p.flags |= GT_INJECT_PENDING_CIDR_ALLOWED;
 	if ((flags & GT_INJECT_HOST_RULES) && target) {

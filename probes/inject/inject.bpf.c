@@ -56,7 +56,7 @@ enum gt_inject_http1_limits {
 };
 
 enum gt_inject_h2_limits {
-	GT_INJECT_H2_FRAMES_MAX = 512,  /* frames walked per send (gRPC batches up to 32 KiB) */
+	GT_INJECT_H2_FRAMES_MAX = 512, /* frames walked per send (gRPC batches up to 32 KiB) */
 	GT_INJECT_H2_FRAME_HEADER = 9,
 	GT_INJECT_H2_PREFACE_LEN = 24,  /* "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" */
 	GT_INJECT_H2_FRAME_MAX = 16384, /* SETTINGS_MAX_FRAME_SIZE's initial value: what every peer takes */

@@ -155,8 +155,8 @@ struct grpc_client_link {
 /* Whether the call's HEADERS frame is to carry a traceparent. */
 enum grpc_client_inject {
 	GRPC_CLIENT_INJECT_YES = 0,
-	GRPC_CLIENT_INJECT_PRESENT = 1, /* the caller's metadata has one */
-	GRPC_CLIENT_INJECT_MARKED = 2,  /* marked for the sk_msg program */
+	GRPC_CLIENT_INJECT_PRESENT = 1,   /* the caller's metadata has one */
+	GRPC_CLIENT_INJECT_MARKED = 2,    /* marked for the sk_msg program */
 	GRPC_CLIENT_INJECT_UNSCANNED = 3, /* more header fields than scanned */
 };
 
@@ -439,7 +439,8 @@ int gt_grpc_client_headers(struct pt_regs *ctx)
 		char b[12] = {};
 		if (i >= nf || l.inject)
 			break;
-		if (bpf_probe_read_user(&name, sizeof(name), (void *)(hf + i * GT_GRPC_CLIENT_FIELD_SIZE)) < 0)
+		if (bpf_probe_read_user(&name, sizeof(name), (void *)(hf + i * GT_GRPC_CLIENT_FIELD_SIZE)) <
+		    0)
 			break;
 		if (name.len != 11 || bpf_probe_read_user(b, 11, (void *)name.ptr) < 0)
 			continue;
@@ -508,9 +509,8 @@ int gt_grpc_client_originate(struct pt_regs *ctx)
 		if (gt_inject_h2_track(&ck0))
 			gt_inject_count(l->inject == GRPC_CLIENT_INJECT_PRESENT ? GT_INJECT_OUT_PRESENT
 										: GT_INJECT_OUT_H2_UNSCANNED);
-	}
-	else if (l->inject == GRPC_CLIENT_INJECT_YES &&
-		 gt_inject_mark_h2(&conn, &l->span, l->target, l->target_len))
+	} else if (l->inject == GRPC_CLIENT_INJECT_YES &&
+		   gt_inject_mark_h2(&conn, &l->span, l->target, l->target_len))
 		l->inject = GRPC_CLIENT_INJECT_MARKED;
 	return 0;
 }
