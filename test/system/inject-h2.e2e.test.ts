@@ -6,7 +6,9 @@
  * (`--no-local-linking`) so that only the header field can link. A traced
  * grpc-echo (grpc v1.64.1, Go 1.26) in namespace A calls, in namespace B, a
  * traced grpc-echo and an untraced copy whose handler answers the
- * traceparent metadata it received. All while the machine's cores are busy.
+ * traceparent metadata it received (clients of grpc v1.50.1 and v1.85.0 too,
+ * whose loopy writers take a stream's headers other ways). All while the
+ * machine's cores are busy.
  *
  * A second client copy matches --no-inject-exe: traced, never injected; the
  * two measure the latency the injection adds per call, in the same run.
@@ -214,7 +216,7 @@ describe('traceparent appended to the HEADERS frames of gRPC calls (h2c), across
     assert.deepEqual([...got].sort(), [...spans].sort(), "each header names its call's CLIENT span and trace");
   });
 
-  test('calls with 200 kB requests on one connection: the frame boundaries are followed across sends (DATA frames split by the 32 KiB write batches)', async () => {
+  test('41 calls with 200 kB requests on one connection: HEADERS frames among many DATA frames, every call gets its header', async () => {
     const split0 = await metric('h2_split');
     const replies = await client!.tp(`${B}:${ECHO_PORT}`, 40, undefined, 200_000);
     const spans = await newClientSpans(41, 'one CLIENT span per call');
@@ -260,6 +262,25 @@ describe('traceparent appended to the HEADERS frames of gRPC calls (h2c), across
     assert.ok(await metric('injected') >= CONCURRENT + 2, 'injections counted');
     for (const o of ['push_failed', 'pull_failed', 'h2_unaligned', 'h2_split', 'h2_not_found', 'h2_too_long']) assert.equal(await metric(o), 0, o);
   });
+
+  for (const version of ['1.50.1', '1.85.0']) {
+    test(`grpc v${version} (the other ways the loopy writer takes a stream's headers): 20 concurrent calls, each with its own traceparent`, async () => {
+      const tc = toolchains().find((t) => t.version.startsWith('go1.26'))!;
+      const b = echoBinary(version, tc, false);
+      assert.ok(!('skip' in b), `grpc v${version} builds with Go 1.26`);
+      const other = new Client(copyOf(b.binary, join(TRACED, `client-v${version}`)));
+      try {
+        await other.ready();
+        await traced.agent.waitTraced(other.pid);
+        const replies = await other.tp(`${B}:${ECHO_PORT}`, 20);
+        const spans = await traced.spansOf(other.pid, 'CLIENT', 21, 'one CLIENT span per call');
+        const got = replies.map((r, i) => onlyTraceparent(r, `call ${i}`));
+        assert.deepEqual(got.map((g) => `${g.traceId}-${g.spanId}`).sort(), spans.map((x) => `${x.traceId}-${x.spanId}`).sort(), "each header names its call's CLIENT span and trace");
+      } finally {
+        await other.stop();
+      }
+    });
+  }
 
   test('latency per call with the injection and without (same run, same busy machine)', async (t) => {
     const other = new Client(copyOf(binary, TRACED_NO_INJECT));
