@@ -404,10 +404,19 @@ export class BpfRuntime {
 
   /** Per ring-buffer map: times its poll thread woke up (see RingBufferStats.wakeups). */
   ringBufferWakeups(): Record<string, bigint> {
+    return this.ringBufferCounter('wakeups');
+  }
+
+  /** Per ring-buffer map: batches handed to the JS thread (see RingBufferStats.batches). */
+  ringBufferBatches(): Record<string, bigint> {
+    return this.ringBufferCounter('batches');
+  }
+
+  private ringBufferCounter(key: 'wakeups' | 'batches'): Record<string, bigint> {
     const out: Record<string, bigint> = {};
     for (const m of [BpfMaps.gt_events, BpfMaps.gt_process_events]) {
       try {
-        out[m] = this.obj.ringBufferStats(m).wakeups;
+        out[m] = this.obj.ringBufferStats(m)[key];
       } catch {
         /* not started */
       }
