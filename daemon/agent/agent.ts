@@ -5,7 +5,7 @@
 import { matchesGlob } from 'node:path';
 import type { Resource } from '@opentelemetry/resources';
 import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-base';
-import { BpfRuntime, type MapSizes } from './bpf-runtime.ts';
+import { BpfRuntime, DEFAULT_CONSUME_INTERVAL_MS, type MapSizes } from './bpf-runtime.ts';
 import { AttachmentManager } from './attachments.ts';
 import { GoProcessProbe, listPids, releaseProcessInfo, type ProcessInfo } from './discovery.ts';
 import { inodeString, keyString, type BinaryKey } from './attachments.ts';
@@ -44,7 +44,7 @@ export interface AgentOptions {
   batcher?: BatcherOptions;
   /** Interval of the /proc reconciliation scan, the safety net behind exec/exit events. Default 5000 ms (1000 ms when exec events are unavailable). */
   scanIntervalMs?: number;
-  /** Ring-buffer consume interval. Default 5 ms. */
+  /** Probe-event consume interval in ms: the longest a probe event waits in the ring buffer before it is handed to the span pipeline (a data-age deadline). Default {@link DEFAULT_CONSUME_INTERVAL_MS}. */
   consumeIntervalMs?: number;
   /** Probes to load. Default: all registered. */
   probes?: readonly ProbeDescriptor[];
@@ -931,7 +931,7 @@ export class Agent implements MetricsSource {
       eventsMalformed: malformed,
       bpfCounters: rt?.counters() ?? {},
       kafka: rt?.kafkaStats(),
-      ringBuffer: { droppedRecords: rb?.droppedRecords ?? 0n, droppedBatches: rb?.droppedBatches ?? 0n, records: rb?.records ?? 0n, wakeups: rt?.ringBufferWakeups() ?? {} },
+      ringBuffer: { droppedRecords: rb?.droppedRecords ?? 0n, droppedBatches: rb?.droppedBatches ?? 0n, records: rb?.records ?? 0n, wakeups: rt?.ringBufferWakeups() ?? {}, batches: rt?.ringBufferBatches() ?? {} },
       spans: this.batcher?.stats ?? { exported: 0, dropped: { queue_full: 0, shutdown: 0 }, failed: 0, queued: 0 },
       programs: rt?.obj.programStats() ?? [],
       maps,
@@ -954,7 +954,7 @@ export class Agent implements MetricsSource {
 
   /** Lets the ring-buffer consumer take what the probes have submitted so far. */
   private async drainRingBuffer(): Promise<void> {
-    await new Promise((r) => setTimeout(r, (this.opts.consumeIntervalMs ?? 5) * 4 + 20));
+    await new Promise((r) => setTimeout(r, (this.opts.consumeIntervalMs ?? DEFAULT_CONSUME_INTERVAL_MS) * 2 + 20));
   }
 
   /** Exports every span produced so far (after consuming what the ring buffer holds). */

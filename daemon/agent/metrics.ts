@@ -22,7 +22,7 @@ export interface MetricsSnapshot {
   bpfCounters: Record<string, bigint>;
   /** traceparent injection outcomes by name (see enum gt_inject_outcome) */
   propagation?: Record<string, number>;
-  ringBuffer: { droppedRecords: bigint; droppedBatches: bigint; records: bigint; /** per ring-buffer map: poll-thread wake-ups */ wakeups?: Record<string, bigint> };
+  ringBuffer: { droppedRecords: bigint; droppedBatches: bigint; records: bigint; /** per ring-buffer map: poll-thread wake-ups */ wakeups?: Record<string, bigint>; /** per ring-buffer map: batches handed to JS */ batches?: Record<string, bigint> };
   spans: BatcherStats;
   programs: Array<{ name: string; runCount: bigint; runTimeNs: bigint }>;
   maps: Array<{ name: string; entries: number; capacity: number }>;
@@ -95,6 +95,9 @@ export function createMetrics(source: MetricsSource): Registry {
   });
   counter('gotrail_ringbuf_wakeups_total', 'Times the poll thread of each ring buffer woke up (timer tick, kernel wakeup or control signal); an idle agent keeps it still', ['map'], (set, s) => {
     for (const [m, v] of Object.entries(s.ringBuffer.wakeups ?? {})) set({ map: m }, Number(v));
+  });
+  counter('gotrail_ringbuf_batches_total', 'Batches of records each ring buffer\'s poll thread handed to the JavaScript thread; each hand-off costs a fixed share of the agent\'s CPU, so while events flow it should grow by about one per consume interval', ['map'], (set, s) => {
+    for (const [m, v] of Object.entries(s.ringBuffer.batches ?? {})) set({ map: m }, Number(v));
   });
   counter('gotrail_requests_skipped_total', 'Requests deliberately not traced, by reason (self: sent by gotrail itself, e.g. its OTLP exports to a traced collector)', ['reason'], (set, s) => {
     for (const [r, v] of Object.entries(s.bpfCounters)) if (r.startsWith(SKIPPED)) set({ reason: r.slice(SKIPPED.length) }, Number(v));

@@ -69,7 +69,7 @@ Export (a flag wins over its environment variable, which wins over the default):
   --max-queue-size N     spans held for export (waiting or being sent) before new ones
                          are dropped, counted in gotrail_spans_dropped_total{reason="queue_full"}
                          (default 65536); env OTEL_BSP_MAX_QUEUE_SIZE
-  --max-export-batch-size N  spans per export; a full batch is sent at once (default 512,
+  --max-export-batch-size N  spans per export; a full batch is sent at once (default 2048,
                          at most the queue size: larger values are clamped with a
                          warning); env OTEL_BSP_MAX_EXPORT_BATCH_SIZE
   --schedule-delay MS    longest wait before a partial batch is sent (default 1000);

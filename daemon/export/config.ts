@@ -7,7 +7,7 @@
  * |----------------------|----------------------------|----------------------------------|---------|
  * | exporter             | --exporter                 | OTEL_TRACES_EXPORTER             | otlp    |
  * | maxQueueSize         | --max-queue-size           | OTEL_BSP_MAX_QUEUE_SIZE          | 65536   |
- * | maxExportBatchSize   | --max-export-batch-size    | OTEL_BSP_MAX_EXPORT_BATCH_SIZE   | 512     |
+ * | maxExportBatchSize   | --max-export-batch-size    | OTEL_BSP_MAX_EXPORT_BATCH_SIZE   | 2048    |
  * | scheduledDelayMillis | --schedule-delay           | OTEL_BSP_SCHEDULE_DELAY          | 1000    |
  * | exportTimeoutMillis  | --export-timeout           | OTEL_BSP_EXPORT_TIMEOUT          | 30000   |
  * | maxConcurrentExports | --max-concurrent-exports   | (none in the specification)      | 2       |

@@ -83,7 +83,9 @@ export interface UprobeAttachOptions {
 export interface RingBufferOptions {
   /** How often the poll thread drains the ring buffer, in ms (0..60000).
    * Probes submit with BPF_RB_NO_WAKEUP, so in timer mode this is the
-   * delivery latency. 0: no timer at all, only with `wakeup: true` (the
+   * delivery latency. With wakeControl it is a data-age deadline: a poll
+   * thread woken from its idle sleep by a record drains one interval later
+   * (or as soon as wakeBytes wait), not at once. 0: no timer at all, only with `wakeup: true` (the
    * producers must then always submit with a wakeup). Default 5. */
   intervalMs: number;
   /** Idle sleep: the name of an mmapable BPF array map whose value starts
@@ -161,7 +163,10 @@ export interface LinkSetInfo {
  * the JS thread; an exception thrown here surfaces as an uncaught exception.
  * The batch counts against maxQueuedBatches until this returns, so a slow
  * callback slows consumption rather than losing records. `stats` are the
- * map's counters including this batch.
+ * map's counters including this batch; they are built (several BigInts per
+ * batch) only for a callback that declares a second parameter
+ * (`onBatch.length >= 2`), so a hot consumer that takes the batch alone
+ * does not pay for them.
  */
 export type BatchCallback = (batch: Buffer, stats: RingBufferStats) => void;
 

@@ -276,7 +276,7 @@ describe('export settings from flags and environment variables', () => {
     assert.equal(c.exporter, 'otlp');
     assert.deepEqual(c.batcher, { ...BATCHER_DEFAULTS });
     assert.equal(c.batcher.maxQueueSize, 65536);
-    assert.equal(c.batcher.maxExportBatchSize, 512);
+    assert.equal(c.batcher.maxExportBatchSize, 2048);
     assert.equal(c.batcher.scheduledDelayMillis, 1000);
     assert.equal(c.batcher.exportTimeoutMillis, 30000);
     assert.equal(c.batcher.maxConcurrentExports, 2);

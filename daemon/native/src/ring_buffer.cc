@@ -142,6 +142,16 @@ std::shared_ptr<RingBufferState> RingBufferState::Start(
     }
   }
 
+  // Building the counters object costs the JS thread several BigInts per
+  // batch: only for a callback that declares the parameter.
+  {
+    napi_value len;
+    uint32_t n = 2;
+    if (napi_get_named_property(env, on_batch, "length", &len) == napi_ok &&
+        napi_get_value_uint32(env, len, &n) == napi_ok) {
+      state->batch_stats_ = n >= 2;
+    }
+  }
   // The finalizer owns one reference so that the state outlives the
   // BpfObject when JS drops the object while batches are still queued.
   auto* holder = new std::shared_ptr<RingBufferState>(state);
@@ -313,7 +323,25 @@ void RingBufferState::PollLoop() {
         no_timer
             ? -1
             : std::chrono::duration_cast<std::chrono::milliseconds>(next_tick - now).count() + 1;
-    Wait(want_ring, static_cast<int>(left));
+    const bool signalled = Wait(want_ring, static_cast<int>(left));
+    if (no_timer && control_ != nullptr && !signalled) {
+      // Woken from the idle sleep by the first record of a busy period:
+      // its age, not its arrival, decides the drain. Lowering the flag
+      // stops the forced wakeups; the batch then fills for one interval
+      // (the data-age deadline) unless wake_bytes are waiting first or a
+      // control signal arrives, so a busy period costs one hand-off per
+      // interval rather than one per record.
+      SetSleeping(false);
+      idle_ticks_ = 0;
+      const auto deadline = Clock::now() + interval;
+      while (!stop_.load() && !paused_.load() && !abandon_.load() && !WakeBytesPending()) {
+        const auto t = Clock::now();
+        if (t >= deadline) break;
+        const auto ms =
+            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - t).count() + 1;
+        if (Wait(true, static_cast<int>(ms))) break;
+      }
+    }
     if (no_timer) next_tick = Clock::now() + interval;
     waiting_credit_.store(false);
   }
@@ -334,10 +362,18 @@ void RingBufferState::PollLoop() {
   tsfn_.Release();
 }
 
+// Poll thread. At least wake_bytes wait in the ring (never with 0).
+bool RingBufferState::WakeBytesPending() const {
+  if (opts_.wake_bytes == 0 || producer_pos_ == nullptr) return false;
+  return __atomic_load_n(producer_pos_, __ATOMIC_ACQUIRE) -
+             __atomic_load_n(consumer_pos_, __ATOMIC_ACQUIRE) >=
+         opts_.wake_bytes;
+}
+
 // Poll thread. Sleeps until the timeout, a control signal, or (want_ring)
-// a record submitted with a wakeup; poll(2) on the map fd also returns at
-// once when records are already waiting.
-void RingBufferState::Wait(bool want_ring, int timeout_ms) {
+// a record submitted with a wakeup. Returns whether a control signal
+// (stop, pause, credit) woke it.
+bool RingBufferState::Wait(bool want_ring, int timeout_ms) {
   bool signalled = false;
   if (want_ring) {
     epoll_event evs[2];
@@ -354,6 +390,7 @@ void RingBufferState::Wait(bool want_ring, int timeout_ms) {
     ssize_t r = read(event_fd_, &v, sizeof v);
     (void)r;
   }
+  return signalled;
 }
 
 // Poll thread: queues the sealed batch to JS if a credit is free.
@@ -459,12 +496,15 @@ void RingBufferState::CallJs(Napi::Env napi_env_wrapper, Napi::Function callback
   if (env == nullptr || callback.IsEmpty()) return drop();
 
   // The stats handed over include this batch.
-  RingBufferCounters snap = state->Counters();
-  snap.batches += 1;
-  snap.records += owned->records;
-  snap.bytes += owned->payload_bytes;
-  napi_value stats = CountersToJsOrNull(env, snap);
-  if (stats == nullptr) return drop();
+  napi_value stats = nullptr;
+  if (state->batch_stats_) {
+    RingBufferCounters snap = state->Counters();
+    snap.batches += 1;
+    snap.records += owned->records;
+    snap.bytes += owned->payload_bytes;
+    stats = CountersToJsOrNull(env, snap);
+    if (stats == nullptr) return drop();
+  }
 
   std::vector<uint8_t>& bytes = owned->data;
   napi_value buf;
@@ -487,7 +527,8 @@ void RingBufferState::CallJs(Napi::Env napi_env_wrapper, Napi::Function callback
   napi_value recv, result;
   napi_get_undefined(env, &recv);
   napi_value argv[2] = {buf, stats};
-  if (napi_call_function(env, recv, callback, 2, argv, &result) != napi_ok) {
+  if (napi_call_function(env, recv, callback, stats != nullptr ? 2 : 1, argv, &result) !=
+      napi_ok) {
     // Left pending, Node would only print a DEP0168 warning for a module of
     // a stable Node-API version and carry on: a failing decoder would go
     // unnoticed. Report it like any other uncaught exception instead. When

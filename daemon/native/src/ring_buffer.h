@@ -32,8 +32,10 @@
 // in epoll on the ring fd (edge-triggered: only real kernel wakeups wake
 // it, never records merely waiting). The producers (gt_wake_flag) submit
 // with BPF_RB_FORCE_WAKEUP while the flag is up, so the first record of a
-// busy period wakes it; it lowers the flag and drains on its timer until
-// the ring is empty again. Producers also force a wakeup when wake_bytes
+// busy period wakes it; it lowers the flag and drains one interval later
+// (the interval is a data-age deadline: the first record waits at most
+// that long, and a busy period costs one JS hand-off per interval rather
+// than one per record), then on its timer until the ring is empty again. Producers also force a wakeup when wake_bytes
 // are waiting, which wakes a running poll thread before its next tick.
 // A reserved record not yet committed keeps the timer running.
 //
@@ -155,13 +157,15 @@ class RingBufferState : public std::enable_shared_from_this<RingBufferState> {
   void PollLoop();
   int Append(const void* data, size_t size);
   void TrySendFull();
-  void Wait(bool want_ring, int timeout_ms);
+  bool Wait(bool want_ring, int timeout_ms);
   bool RingPending() const;
+  bool WakeBytesPending() const;
   void SetSleeping(bool sleeping);
   void Signal();
   void DropHeld();
 
   RingBufferOptions opts_;
+  bool batch_stats_ = true;  // onBatch declares its stats parameter
   std::string map_name_;
   uint32_t ring_bytes_ = 0;
   ring_buffer* rb_ = nullptr;
