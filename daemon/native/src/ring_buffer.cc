@@ -527,8 +527,7 @@ void RingBufferState::CallJs(Napi::Env napi_env_wrapper, Napi::Function callback
   napi_value recv, result;
   napi_get_undefined(env, &recv);
   napi_value argv[2] = {buf, stats};
-  if (napi_call_function(env, recv, callback, stats != nullptr ? 2 : 1, argv, &result) !=
-      napi_ok) {
+  if (napi_call_function(env, recv, callback, stats != nullptr ? 2 : 1, argv, &result) != napi_ok) {
     // Left pending, Node would only print a DEP0168 warning for a module of
     // a stable Node-API version and carry on: a failing decoder would go
     // unnoticed. Report it like any other uncaught exception instead. When

@@ -35,9 +35,9 @@
 // busy period wakes it; it lowers the flag and drains one interval later
 // (the interval is a data-age deadline: the first record waits at most
 // that long, and a busy period costs one JS hand-off per interval rather
-// than one per record), then on its timer until the ring is empty again. Producers also force a wakeup when wake_bytes
-// are waiting, which wakes a running poll thread before its next tick.
-// A reserved record not yet committed keeps the timer running.
+// than one per record), then on its timer until the ring is empty again. Producers also force a
+// wakeup when wake_bytes are waiting, which wakes a running poll thread before its next tick. A
+// reserved record not yet committed keeps the timer running.
 //
 // Control (stop, pause, credits) reaches the poll thread through an
 // eventfd that it polls alongside, so it reacts at once whatever its
