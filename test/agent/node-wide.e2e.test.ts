@@ -117,6 +117,8 @@ describe('node-wide agent', { skip }, () => {
     const fds0 = openFds();
     const rss0 = process.memoryUsage().rss;
     const before = { ...agent.totals };
+    // judged per pid: a node-wide agent traces other processes of its rules meanwhile
+    const acceptedPids = recordAccepted(agent);
     const cycles = 1000;
     const parallel = 24;
     let started = 0;
@@ -139,7 +141,9 @@ describe('node-wide agent', { skip }, () => {
     // the agent may still be reading process events the busy cores delayed
     await until('an exit event for every process, and all released', () => agent.totals.exitEvents - before.exitEvents >= cycles && agent.tracedPids().length === 0, 30_000)
       .catch(() => undefined);
-    const traced = agent.totals.processesTraced - before.processesTraced;
+    acceptedPids.stop();
+    const tracedCycles = acceptedPids.pids.filter((p) => pids.has(p));
+    const traced = new Set(tracedCycles).size;
     agent.scan();
     await agent.attachments()!.detachIdle();
     global.gc?.();
@@ -151,6 +155,7 @@ describe('node-wide agent', { skip }, () => {
     assert.equal(pids.size, cycles);
     assert.equal(lost, 0n, 'no process event lost');
     assert.equal(traced, cycles, `every short-lived process was traced (${traced} of ${cycles})`);
+    assert.equal(tracedCycles.length, cycles, 'each traced once');
     assert.equal(agent.totals.exitEvents - before.exitEvents, cycles, 'an exit event for every traced process');
     assert.equal(rt.obj.linkSets().filter((l) => l.kind !== 'tracepoint' && l.kind !== 'socket').length, 0, 'no uprobe links remain');
     assert.equal(rt.obj.mapCount('gt_processes'), 0, 'no allow-list entries remain');
@@ -208,13 +213,7 @@ describe('node-wide agent', { skip }, () => {
       released.push(pid);
       processExited(pid);
     };
-    const accepted: number[] = [];
-    const accept = agent['accept'].bind(agent);
-    agent['accept'] = (info: Parameters<typeof accept>[0], judgedAtNs?: bigint): void => {
-      const before = agent.totals.processesTraced;
-      accept(info, judgedAtNs);
-      if (agent.totals.processesTraced > before) accepted.push(info.pid);
-    };
+    const accepted = recordAccepted(agent);
     const analysedBefore = agent.attachments()!.stats.binariesAnalysed;
     const child = spawn('env', ['GOTRAIL_TEST=1', bin], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
@@ -226,11 +225,11 @@ describe('node-wide agent', { skip }, () => {
       for (let i = 0; i < 3; i++) await httpRequest(`${url}/hello`);
       await until('spans', () => spans.filter((s) => pidOf(s) === child.pid).length === 3, 10_000);
       assert.ok(!released.includes(child.pid!), 'the process was not released on the second exec');
-      assert.equal(accepted.filter((p) => p === child.pid).length, 1, 'traced exactly once');
+      assert.equal(accepted.pids.filter((p) => p === child.pid).length, 1, 'traced exactly once');
       assert.equal(agent.attachments()!.stats.binariesAnalysed - analysedBefore, 1, 'its binary analysed and attached once');
     } finally {
       agent['processExited'] = processExited;
-      agent['accept'] = accept;
+      accepted.stop();
       child.kill('SIGTERM');
       await new Promise((r) => child.once('exit', r));
     }
@@ -302,3 +301,15 @@ describe('node-wide agent', { skip }, () => {
     }
   });
 });
+
+/** Records the pids the agent starts tracing (each time it does), until stop(). */
+function recordAccepted(agent: Agent): { pids: number[]; stop: () => void } {
+  const pids: number[] = [];
+  const accept = agent['accept'].bind(agent);
+  agent['accept'] = (info: Parameters<typeof accept>[0], judgedAtNs?: bigint): void => {
+    const before = agent.totals.processesTraced;
+    accept(info, judgedAtNs);
+    if (agent.totals.processesTraced > before) pids.push(info.pid);
+  };
+  return { pids, stop: () => void (agent['accept'] = accept) };
+}

@@ -6,6 +6,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"database/sql"
 	"fmt"
 	"net/http"
@@ -15,13 +16,20 @@ import (
 
 func main() {
 	// "-sql DRIVER" runs a query and a prepared statement: links database/sql's
-	// DB, Stmt and the connector sql.Open makes (no driver is linked: it fails)
+	// DB, Stmt, Conn, Tx and the connector sql.Open makes (no driver is linked: it fails)
 	if len(os.Args) > 2 && os.Args[1] == "-sql" {
 		db, err := sql.Open(os.Args[2], "")
 		if err == nil {
 			_, err = db.Exec("SELECT 1")
 			if st, perr := db.Prepare("SELECT 1"); perr == nil {
 				_, _ = st.Query()
+			}
+			// Conn and Tx methods (their db fields)
+			if c, cerr := db.Conn(context.Background()); cerr == nil {
+				_, _ = c.ExecContext(context.Background(), "SELECT 1")
+			}
+			if tx, terr := db.Begin(); terr == nil {
+				_, _ = tx.Exec("SELECT 1")
 			}
 		}
 		fmt.Fprintln(os.Stderr, err)
