@@ -12,7 +12,8 @@
 // GET /missing?topic=T           writes one message to T, which does not
 //                                exist; answers with the error
 // GET /consume?topic=T&group=G&n=N[&fetch=1][&call=1]
-//                                reads N messages in consumer group G on a
+//                                reads N messages in consumer group G (empty:
+//                                no group, partition 0 from its start) on a
 //                                goroutine started with the program (not by a
 //                                request): ReadMessage, or with fetch=1
 //                                FetchMessage then CommitMessages; with call=1
