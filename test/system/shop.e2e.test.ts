@@ -159,6 +159,11 @@ describe('a system with databases, a cache and a queue: HTTP → gRPC → SQL, R
       for (const r of setUp) childOf(r, incrs, 'a Redis connection set-up command');
 
       if (KAFKA_PROBES) {
+        // every read linked to its producer: by offset, or by content when read before the writer had the broker's answer
+        const links = async (outcome: string): Promise<number> => Number(await traced.metric(new RegExp(`^gotrail_kafka_links_total\\{outcome="${outcome}"\\} (\\d+)`, 'm')) ?? 0);
+        const outcomes = Object.fromEntries(await Promise.all(['found', 'found_by_content', 'not_found', 'ambiguous', 'expired'].map(async (o) => [o, await links(o)] as const)));
+        t.diagnostic(`Kafka links: ${JSON.stringify(outcomes)}`);
+        assert.deepEqual({ ...outcomes, linked: outcomes.found! + outcomes.found_by_content! }, { ...outcomes, linked: REQUESTS, not_found: 0, ambiguous: 0, expired: 0 }, 'each order\'s read linked once');
         const produced = of(orders.pid, 'PRODUCER');
         const consumed = of(consumer.pid, 'CONSUMER');
         const marks = of(consumer.pid, 'CLIENT', (s) => s.attributes['db.operation.name'] === 'set');

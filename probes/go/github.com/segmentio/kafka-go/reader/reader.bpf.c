@@ -247,12 +247,17 @@ int gt_kafka_fetch_return(struct pt_regs *ctx)
 	struct gt_kafka_fetch_call *c = bpf_map_lookup_elem(&gt_kafka_fetch_calls, &key);
 	gt_debug_hit(ctx, GT_HIT_KAFKA_FETCH_RETURN, c ? GT_HIT_FOUND : GT_HIT_NOT_FOUND, key.tgid, bin_id,
 		     key.goid);
-	if (!c) {
+	struct gt_kafka_fetch_call call = {};
+	if (c) {
+		call = *c;
+		bpf_map_delete_elem(&gt_kafka_fetch_calls, &key);
+	} else {
+		/* a call made before the process was traced — a consumer
+		 * long-polling from its start returns from it with its first
+		 * message: its span is still made (and linked), from the
+		 * return on (its start is not known, nor its reader: no group) */
 		gt_count_no_entry(&key, GT_PAIRED_KAFKA_FETCH);
-		return 0;
 	}
-	struct gt_kafka_fetch_call call = *c;
-	bpf_map_delete_elem(&gt_kafka_fetch_calls, &key);
 	/* no message: the reader was closed or the context ended; no span */
 	if (GO_ARG1(ctx))
 		return 0;
@@ -261,8 +266,8 @@ int gt_kafka_fetch_return(struct pt_regs *ctx)
 		return 0;
 	__builtin_memset(ev, 0, sizeof(*ev));
 	gt_fill_header(&ev->hdr, GT_EVENT_KAFKA_CONSUMER, sizeof(*ev), key.tgid, bin_id, key.goid);
-	ev->start_ns = call.start_ns;
 	ev->end_ns = bpf_ktime_get_ns();
+	ev->start_ns = call.start_ns ? call.start_ns : ev->end_ns;
 	ev->key_len = -1;
 	ev->group_len = -1;
 	__u64 msg = PT_REGS_SP(ctx) + 8;
