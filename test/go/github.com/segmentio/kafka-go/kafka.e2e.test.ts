@@ -32,6 +32,8 @@ const CONCURRENT = 8;
 const PER_REQUEST = 5;
 /** Messages written with a traceparent header the program set itself. */
 const WITH_HEADER = 3;
+/** Messages of a write held (in its Completion) until they have been read. */
+const HELD = 4;
 const HEADER_TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';
 const HEADER_SPAN = '00f067aa0ba902b7';
 const TRACEPARENT = `00-${HEADER_TRACE}-${HEADER_SPAN}-01`;
@@ -186,6 +188,33 @@ describe('github.com/segmentio/kafka-go: a PRODUCER span per message written, a 
           assert.equal(found + byContent, 3 * (written - WITH_HEADER), 'links found counted, once per read');
           assert.equal(await links('not_found') - linksBefore.notFound, 0, 'no read without its producer');
           assert.equal(await links('ambiguous') - linksBefore.ambiguous, 0, 'no identical messages in flight');
+
+          // a write held in its batch's goroutine (its Completion waits) until
+          // its messages are read: each read before the producer has its
+          // offset, linked by content — every time, not by chance
+          const heldTopic = `${topic}-held`;
+          assert.equal((await httpRequest(`${producer.url}/create?topic=${heldTopic}`)).status, 200);
+          const heldFailed = await produceUntilReady(producer, heldTopic, 'ready', 1);
+          const heldBefore = { found: await links('found'), byContent: await links('found_by_content') };
+          const held = httpRequest(`${producer.url}/held?topic=${heldTopic}&n=${HELD}&id=held`);
+          const heldRead = await httpRequest(`${consumer.url}/consume?topic=${heldTopic}&group=&n=${1 + HELD}`);
+          assert.match(heldRead.body, new RegExp(`^read ${1 + HELD}\n`));
+          assert.equal(await links('found_by_content') - heldBefore.byContent, HELD, 'the held messages: linked by content');
+          assert.equal(await links('found') - heldBefore.found, 1, 'the message written before: by offset');
+          await httpRequest(`${producer.url}/release`);
+          assert.equal((await held).body, `written ${HELD}`);
+          const allProduced = await traced.spansOf(producer.pid, 'PRODUCER', producerSpans.length + heldFailed + 1 + HELD, 'one PRODUCER span per message written');
+          const heldProduced = allProduced.filter((p) => p.name === `send ${heldTopic}` && p.status.code !== 'ERROR');
+          const heldConsumed = (await traced.spansOf(consumer.pid, 'CONSUMER', 3 * written + 1 + HELD, 'one CONSUMER span per message read')).filter((c) => c.name === `receive ${heldTopic}`);
+          assert.equal(heldProduced.length, 1 + HELD);
+          assert.equal(heldConsumed.length, 1 + HELD);
+          for (const c of heldConsumed) {
+            const p = heldProduced.find((x) => x.attributes['messaging.kafka.offset'] === c.attributes['messaging.kafka.offset']);
+            assert.ok(p, `${heldTopic} offset ${attributeText(c.attributes['messaging.kafka.offset'])} was written`);
+            assert.equal(c.traceId, p.traceId, 'the producer\'s trace');
+            assert.equal(c.parentSpanId, p.spanId, 'the producer\'s span is the parent');
+          }
+          assert.equal(await links('not_found') - linksBefore.notFound, 0, 'no read without its producer');
         } finally {
           await producer.stop();
           await consumer.stop();
