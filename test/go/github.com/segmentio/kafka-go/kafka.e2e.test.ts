@@ -23,6 +23,7 @@ import { freshCopy, tracedCollector, type TracedCollector } from '../../../../su
 import { repoRoot } from '../../../../support/agent-process.ts';
 import { httpRequest, startGoServer, type GoServer } from '../../../../support/go-server.ts';
 import { kafkaSkipReason, startKafka, type KafkaBroker } from '../../../../support/servers/kafka.ts';
+import { startBusyLoad } from '../../../../support/busy.ts';
 
 const skip = skipUnlessBpf() || kafkaSkipReason() || false;
 const TOOLCHAINS = ['go1.19', 'go1.26', 'go1.27'] as const;
@@ -92,6 +93,9 @@ describe('github.com/segmentio/kafka-go: a PRODUCER span per message written, a 
         const topic = `orders-${tc.replace('.', '')}-${v}`;
         const producer = await startGoServer(freshCopy(copies, tc, v, 'kafka-client'), [], { KAFKA_BOOTSTRAP: kafka().bootstrap });
         const consumer = await startGoServer(freshCopy(copies, tc, v, 'kafka-client'), [], { KAFKA_BOOTSTRAP: kafka().bootstrap });
+        // the links must hold on a busy machine, where the race between the
+        // consumer's fetch and the producer's answer goes either way
+        const busy = startBusyLoad();
         try {
           await traced.agent.waitTraced(producer.pid);
           await traced.agent.waitTraced(consumer.pid);
@@ -216,6 +220,7 @@ describe('github.com/segmentio/kafka-go: a PRODUCER span per message written, a 
           }
           assert.equal(await links('not_found') - linksBefore.notFound, 0, 'no read without its producer');
         } finally {
+          await busy.stop();
           await producer.stop();
           await consumer.stop();
         }
