@@ -43,8 +43,8 @@ enum gt_kafka_limits {
 	GT_KAFKA_LINKS_MAX = 65536,
 	GT_KAFKA_INFLIGHT_MAX = 16384,
 	GT_KAFKA_PENDING_MAX = 65536,
-	GT_KAFKA_CONTENT_MAX = 16384,   /* messages in flight (in writeBatch) linked by content */
-	GT_KAFKA_CONTENT_PREFIX = 256,  /* bytes of the key, and of the value, hashed */
+	GT_KAFKA_CONTENT_MAX = 16384,  /* messages in flight (in writeBatch) linked by content */
+	GT_KAFKA_CONTENT_PREFIX = 256, /* bytes of the key, and of the value, hashed */
 };
 
 enum gt_kafka_event_flags {
@@ -87,8 +87,8 @@ enum gt_kafka_counter {
 	GT_KAFKA_LINK_EXPIRED = 2,   /* found, but older than the lifetime: not used, removed */
 	GT_KAFKA_LINK_NOT_FOUND = 3, /* a read message without traceparent nor published producer */
 	GT_KAFKA_LINK_STORE_FAILED = 4,
-	GT_KAFKA_MSGS_UNTRACED = 5, /* messages beyond GT_KAFKA_MSGS_MAX of a call or batch */
-	GT_KAFKA_MSGS_UNPAIRED = 6, /* written messages whose WriteMessages call was not seen */
+	GT_KAFKA_MSGS_UNTRACED = 5,         /* messages beyond GT_KAFKA_MSGS_MAX of a call or batch */
+	GT_KAFKA_MSGS_UNPAIRED = 6,         /* written messages whose WriteMessages call was not seen */
 	GT_KAFKA_LINK_FOUND_BY_CONTENT = 7, /* read before its offset was known: found by content */
 	GT_KAFKA_LINK_AMBIGUOUS = 8, /* found by content, but identical messages were in flight: not used */
 	GT_KAFKA_CONTENT_STORE_FAILED = 9, /* a message in flight could not be published by content */
@@ -237,9 +237,8 @@ static __always_inline __s64 gt_kafka_read_prefix(void *dst, const struct go_sli
  * and the consumer's hold the same bytes. The hash mixes each 8-byte word
  * (splitmix64-like multiply-xorshift); lengths are in the key as they are.
  */
-static __always_inline struct gt_kafka_content_key *gt_kafka_content_key_of(const char *topic, __s64 partition,
-									    __u64 msg, __u32 key_off,
-									    __u32 value_off)
+static __always_inline struct gt_kafka_content_key *
+gt_kafka_content_key_of(const char *topic, __s64 partition, __u64 msg, __u32 key_off, __u32 value_off)
 {
 	__u32 zero = 0;
 	struct gt_kafka_content_bytes *b = bpf_map_lookup_elem(&kafka_content_scratch, &zero);

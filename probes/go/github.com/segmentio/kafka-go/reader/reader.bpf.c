@@ -41,7 +41,7 @@ enum gt_kafka_reader_flags {
 	GT_KAFKA_READER_ENABLED = 1,
 	GT_KAFKA_READER_HEADERS = 2, /* Message.Headers and Header's fields are known */
 	GT_KAFKA_READER_GROUP = 4,   /* Reader.config and ReaderConfig.GroupID are known */
-	GT_KAFKA_READER_CONTENT = 8, /* Message.Value is known: a message read before its offset link links by content */
+	GT_KAFKA_READER_CONTENT = 8, /* Message.Value is known: links by content too */
 };
 
 enum gt_hit_site_kafka_reader {
@@ -206,8 +206,8 @@ static __always_inline bool producer_parent(const struct gt_kafka_reader_config 
 {
 	int r = offset_parent(cfg, ev);
 	if (r == 0 && (cfg->flags & GT_KAFKA_READER_CONTENT)) {
-		struct gt_kafka_content_key *ck =
-			gt_kafka_content_key_of(ev->topic, ev->partition, msg, cfg->msg_key, cfg->msg_value);
+		struct gt_kafka_content_key *ck = gt_kafka_content_key_of(ev->topic, ev->partition, msg,
+									  cfg->msg_key, cfg->msg_value);
 		struct gt_kafka_content_link *c = ck ? bpf_map_lookup_elem(&gt_kafka_content_links, ck) : 0;
 		if (c && c->in_flight > 1) {
 			gt_kafka_count(GT_KAFKA_LINK_AMBIGUOUS, 1);

@@ -301,8 +301,8 @@ static __always_inline void publish_contents(const struct gt_kafka_writer_config
 		struct gt_kafka_pending *p = bpf_map_lookup_elem(&gt_kafka_pending, &mk);
 		if (!p)
 			continue; /* counted unpaired at the return */
-		struct gt_kafka_content_key *ck =
-			gt_kafka_content_key_of(b->topic, b->partition, msg, cfg->msg_key, cfg->msg_value);
+		struct gt_kafka_content_key *ck = gt_kafka_content_key_of(b->topic, b->partition, msg,
+									  cfg->msg_key, cfg->msg_value);
 		if (!ck) {
 			gt_kafka_count(GT_KAFKA_CONTENT_STORE_FAILED, 1);
 			continue;
@@ -311,7 +311,8 @@ static __always_inline void publish_contents(const struct gt_kafka_writer_config
 		__builtin_memcpy(&link.span, &p->span, sizeof(link.span));
 		if (bpf_map_update_elem(&gt_kafka_content_links, ck, &link, BPF_NOEXIST) < 0) {
 			/* an identical message in flight: neither can be told apart */
-			struct gt_kafka_content_link *other = bpf_map_lookup_elem(&gt_kafka_content_links, ck);
+			struct gt_kafka_content_link *other = bpf_map_lookup_elem(&gt_kafka_content_links,
+										  ck);
 			if (!other) {
 				gt_kafka_count(GT_KAFKA_CONTENT_STORE_FAILED, 1);
 				continue;
