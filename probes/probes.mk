@@ -5,7 +5,8 @@
 PROBES_DIR := $(ROOT)/probes
 PROBES_OUT := $(BUILD)/probes
 PROBE_SRCS := $(sort $(shell find $(PROBES_DIR)/go $(PROBES_DIR)/inject $(PROBES_DIR)/process $(PROBES_DIR)/self -name '*.bpf.c' 2>/dev/null))
-PROBE_HDRS := $(wildcard $(PROBES_DIR)/include/*.h)
+# a package's own headers (probes/go/…/kafka.h) count too
+PROBE_HDRS := $(wildcard $(PROBES_DIR)/include/*.h) $(shell find $(PROBES_DIR)/go -name '*.h' 2>/dev/null)
 BPF_OBJ := $(PROBES_OUT)/gotrail.bpf.o
 BPF_CFLAGS := -target bpf -O2 -g -D__TARGET_ARCH_x86 -Wall -Wpadded -Werror \
 	-Wno-unused-function -I$(PROBES_OUT) -I$(PROBES_DIR)/include

@@ -314,9 +314,11 @@ export class BpfRuntime {
     const links = {
       published: sum(KafkaCounter.GT_KAFKA_LINK_PUBLISHED),
       found: sum(KafkaCounter.GT_KAFKA_LINK_FOUND),
-      expired: sum(KafkaCounter.GT_KAFKA_LINK_EXPIRED),
+      found_by_content: sum(KafkaCounter.GT_KAFKA_LINK_FOUND_BY_CONTENT),
+      ambiguous: sum(KafkaCounter.GT_KAFKA_LINK_AMBIGUOUS),
+      expired: sum(KafkaCounter.GT_KAFKA_LINK_EXPIRED) + sum(KafkaCounter.GT_KAFKA_CONTENT_EXPIRED),
       not_found: sum(KafkaCounter.GT_KAFKA_LINK_NOT_FOUND),
-      store_failed: sum(KafkaCounter.GT_KAFKA_LINK_STORE_FAILED),
+      store_failed: sum(KafkaCounter.GT_KAFKA_LINK_STORE_FAILED) + sum(KafkaCounter.GT_KAFKA_CONTENT_STORE_FAILED),
       evicted: this.kafkaEvicted,
     };
     let present: number | undefined = 0;
@@ -325,7 +327,7 @@ export class BpfRuntime {
     } catch {
       present = undefined; // unknown this time: no eviction count rather than a wrong one
     }
-    if (present !== undefined) links.evicted = this.kafkaEvicted = Math.max(this.kafkaEvicted, links.published - links.expired - present);
+    if (present !== undefined) links.evicted = this.kafkaEvicted = Math.max(this.kafkaEvicted, links.published - sum(KafkaCounter.GT_KAFKA_LINK_EXPIRED) - present);
     return { links, untraced: { limit: sum(KafkaCounter.GT_KAFKA_MSGS_UNTRACED), unpaired: sum(KafkaCounter.GT_KAFKA_MSGS_UNPAIRED) } };
   }
 

@@ -47,6 +47,7 @@ export const BpfMaps = {
   gt_inject_settings: 'gt_inject_settings',
   gt_inject_socks: 'gt_inject_socks',
   gt_kafka_batch_calls: 'gt_kafka_batch_calls',
+  gt_kafka_content_links: 'gt_kafka_content_links',
   gt_kafka_counters: 'gt_kafka_counters',
   gt_kafka_fetch_calls: 'gt_kafka_fetch_calls',
   gt_kafka_handling: 'gt_kafka_handling',
@@ -77,6 +78,7 @@ export const BpfMaps = {
   gt_sql_inflight: 'gt_sql_inflight',
   http_map_scratch: 'http_map_scratch',
   kafka_batch_scratch: 'kafka_batch_scratch',
+  kafka_content_scratch: 'kafka_content_scratch',
   kafka_link_scratch: 'kafka_link_scratch',
   kafka_reader_scratch: 'kafka_reader_scratch',
   otel_zero: 'otel_zero',
@@ -521,7 +523,11 @@ export const KafkaCounter = {
   GT_KAFKA_LINK_STORE_FAILED: 4,
   GT_KAFKA_MSGS_UNTRACED: 5,
   GT_KAFKA_MSGS_UNPAIRED: 6,
-  GT_KAFKA_COUNTER_MAX: 8,
+  GT_KAFKA_LINK_FOUND_BY_CONTENT: 7,
+  GT_KAFKA_LINK_AMBIGUOUS: 8,
+  GT_KAFKA_CONTENT_STORE_FAILED: 9,
+  GT_KAFKA_CONTENT_EXPIRED: 10,
+  GT_KAFKA_COUNTER_MAX: 12,
 } as const;
 
 /** enum gt_kafka_event_flags */
@@ -544,6 +550,8 @@ export const KafkaLimits = {
   GT_KAFKA_LINKS_MAX: 65536,
   GT_KAFKA_INFLIGHT_MAX: 16384,
   GT_KAFKA_PENDING_MAX: 65536,
+  GT_KAFKA_CONTENT_MAX: 16384,
+  GT_KAFKA_CONTENT_PREFIX: 256,
 } as const;
 
 /** enum gt_kafka_reader_flags */
@@ -551,6 +559,7 @@ export const KafkaReaderFlags = {
   GT_KAFKA_READER_ENABLED: 1,
   GT_KAFKA_READER_HEADERS: 2,
   GT_KAFKA_READER_GROUP: 4,
+  GT_KAFKA_READER_CONTENT: 8,
 } as const;
 
 /** enum gt_kafka_writer_flags */
@@ -2050,6 +2059,110 @@ export function encodeKafkaBatchCall(v: KafkaBatchCall, buf: Buffer = Buffer.all
   return buf;
 }
 
+/** struct gt_kafka_content_bytes (672 bytes) */
+export interface KafkaContentBytes {
+  key: KafkaContentKey;
+  bytes: Buffer;
+}
+
+export const KAFKA_CONTENT_BYTES_SIZE = 672;
+export const KafkaContentBytesOffsets = {
+  key: 0,
+  bytes: 160,
+} as const;
+
+/** Decodes struct gt_kafka_content_bytes at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeKafkaContentBytes(buf: Buffer, off = 0): KafkaContentBytes {
+  if (off + 672 > buf.length) throw new RangeError(`gt_kafka_content_bytes: need 672 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    key: decodeKafkaContentKey(buf, off + 0),
+    bytes: buf.subarray(off + 160, off + 160 + 512),
+  };
+}
+
+/** Encodes struct gt_kafka_content_bytes into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeKafkaContentBytes(v: KafkaContentBytes, buf: Buffer = Buffer.alloc(672), off = 0): Buffer {
+  encodeKafkaContentKey(v.key, buf, off + 0);
+  buf.fill(0, off + 160, off + 160 + 512); v.bytes.copy(buf, off + 160, 0, Math.min(v.bytes.length, 512));
+  return buf;
+}
+
+/** struct gt_kafka_content_key (160 bytes) */
+export interface KafkaContentKey {
+  topic: Buffer;
+  partition: bigint;
+  hash: bigint;
+  key_len: bigint;
+  value_len: bigint;
+}
+
+export const KAFKA_CONTENT_KEY_SIZE = 160;
+export const KafkaContentKeyOffsets = {
+  topic: 0,
+  partition: 128,
+  hash: 136,
+  key_len: 144,
+  value_len: 152,
+} as const;
+
+/** Decodes struct gt_kafka_content_key at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeKafkaContentKey(buf: Buffer, off = 0): KafkaContentKey {
+  if (off + 160 > buf.length) throw new RangeError(`gt_kafka_content_key: need 160 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    topic: buf.subarray(off + 0, off + 0 + 128),
+    partition: buf.readBigInt64LE(off + 128),
+    hash: buf.readBigUInt64LE(off + 136),
+    key_len: buf.readBigInt64LE(off + 144),
+    value_len: buf.readBigInt64LE(off + 152),
+  };
+}
+
+/** Encodes struct gt_kafka_content_key into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeKafkaContentKey(v: KafkaContentKey, buf: Buffer = Buffer.alloc(160), off = 0): Buffer {
+  buf.fill(0, off + 0, off + 0 + 128); v.topic.copy(buf, off + 0, 0, Math.min(v.topic.length, 128));
+  buf.writeBigInt64LE(v.partition, off + 128);
+  buf.writeBigUInt64LE(v.hash, off + 136);
+  buf.writeBigInt64LE(v.key_len, off + 144);
+  buf.writeBigInt64LE(v.value_len, off + 152);
+  return buf;
+}
+
+/** struct gt_kafka_content_link (56 bytes) */
+export interface KafkaContentLink {
+  span: SpanContext;
+  time_ns: bigint;
+  in_flight: number;
+  reserved: number;
+}
+
+export const KAFKA_CONTENT_LINK_SIZE = 56;
+export const KafkaContentLinkOffsets = {
+  span: 0,
+  time_ns: 40,
+  in_flight: 48,
+  reserved: 52,
+} as const;
+
+/** Decodes struct gt_kafka_content_link at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeKafkaContentLink(buf: Buffer, off = 0): KafkaContentLink {
+  if (off + 56 > buf.length) throw new RangeError(`gt_kafka_content_link: need 56 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    span: decodeSpanContext(buf, off + 0),
+    time_ns: buf.readBigUInt64LE(off + 40),
+    in_flight: buf.readUInt32LE(off + 48),
+    reserved: buf.readUInt32LE(off + 52),
+  };
+}
+
+/** Encodes struct gt_kafka_content_link into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeKafkaContentLink(v: KafkaContentLink, buf: Buffer = Buffer.alloc(56), off = 0): Buffer {
+  encodeSpanContext(v.span, buf, off + 0);
+  buf.writeBigUInt64LE(v.time_ns, off + 40);
+  buf.writeUInt32LE(v.in_flight, off + 48);
+  buf.writeUInt32LE(v.reserved, off + 52);
+  return buf;
+}
+
 /** struct gt_kafka_event (384 bytes) */
 export interface KafkaEvent {
   hdr: EventHeader;
@@ -2254,31 +2367,43 @@ export function encodeKafkaMsgKey(v: KafkaMsgKey, buf: Buffer = Buffer.alloc(24)
   return buf;
 }
 
-/** struct gt_kafka_pending (48 bytes) */
+/** struct gt_kafka_pending (72 bytes) */
 export interface KafkaPending {
   span: SpanContext;
   start_ns: bigint;
+  content_hash: bigint;
+  key_len: bigint;
+  value_len: bigint;
 }
 
-export const KAFKA_PENDING_SIZE = 48;
+export const KAFKA_PENDING_SIZE = 72;
 export const KafkaPendingOffsets = {
   span: 0,
   start_ns: 40,
+  content_hash: 48,
+  key_len: 56,
+  value_len: 64,
 } as const;
 
 /** Decodes struct gt_kafka_pending at `off`; byte arrays are views into `buf`, not copies. */
 export function decodeKafkaPending(buf: Buffer, off = 0): KafkaPending {
-  if (off + 48 > buf.length) throw new RangeError(`gt_kafka_pending: need 48 bytes at ${off}, have ${buf.length - off}`);
+  if (off + 72 > buf.length) throw new RangeError(`gt_kafka_pending: need 72 bytes at ${off}, have ${buf.length - off}`);
   return {
     span: decodeSpanContext(buf, off + 0),
     start_ns: buf.readBigUInt64LE(off + 40),
+    content_hash: buf.readBigUInt64LE(off + 48),
+    key_len: buf.readBigInt64LE(off + 56),
+    value_len: buf.readBigInt64LE(off + 64),
   };
 }
 
 /** Encodes struct gt_kafka_pending into `buf` at `off` (a new zeroed buffer by default). */
-export function encodeKafkaPending(v: KafkaPending, buf: Buffer = Buffer.alloc(48), off = 0): Buffer {
+export function encodeKafkaPending(v: KafkaPending, buf: Buffer = Buffer.alloc(72), off = 0): Buffer {
   encodeSpanContext(v.span, buf, off + 0);
   buf.writeBigUInt64LE(v.start_ns, off + 40);
+  buf.writeBigUInt64LE(v.content_hash, off + 48);
+  buf.writeBigInt64LE(v.key_len, off + 56);
+  buf.writeBigInt64LE(v.value_len, off + 64);
   return buf;
 }
 
@@ -2288,6 +2413,7 @@ export interface KafkaReaderConfig {
   msg_partition: number;
   msg_offset: number;
   msg_key: number;
+  msg_value: number;
   msg_headers: number;
   header_key: number;
   header_value: number;
@@ -2295,7 +2421,6 @@ export interface KafkaReaderConfig {
   reader_config: number;
   config_group_id: number;
   flags: number;
-  reserved: number;
   link_max_age_ns: bigint;
 }
 
@@ -2305,14 +2430,14 @@ export const KafkaReaderConfigOffsets = {
   msg_partition: 4,
   msg_offset: 8,
   msg_key: 12,
-  msg_headers: 16,
-  header_key: 20,
-  header_value: 24,
-  header_size: 28,
-  reader_config: 32,
-  config_group_id: 36,
-  flags: 40,
-  reserved: 44,
+  msg_value: 16,
+  msg_headers: 20,
+  header_key: 24,
+  header_value: 28,
+  header_size: 32,
+  reader_config: 36,
+  config_group_id: 40,
+  flags: 44,
   link_max_age_ns: 48,
 } as const;
 
@@ -2324,14 +2449,14 @@ export function decodeKafkaReaderConfig(buf: Buffer, off = 0): KafkaReaderConfig
     msg_partition: buf.readUInt32LE(off + 4),
     msg_offset: buf.readUInt32LE(off + 8),
     msg_key: buf.readUInt32LE(off + 12),
-    msg_headers: buf.readUInt32LE(off + 16),
-    header_key: buf.readUInt32LE(off + 20),
-    header_value: buf.readUInt32LE(off + 24),
-    header_size: buf.readUInt32LE(off + 28),
-    reader_config: buf.readUInt32LE(off + 32),
-    config_group_id: buf.readUInt32LE(off + 36),
-    flags: buf.readUInt32LE(off + 40),
-    reserved: buf.readUInt32LE(off + 44),
+    msg_value: buf.readUInt32LE(off + 16),
+    msg_headers: buf.readUInt32LE(off + 20),
+    header_key: buf.readUInt32LE(off + 24),
+    header_value: buf.readUInt32LE(off + 28),
+    header_size: buf.readUInt32LE(off + 32),
+    reader_config: buf.readUInt32LE(off + 36),
+    config_group_id: buf.readUInt32LE(off + 40),
+    flags: buf.readUInt32LE(off + 44),
     link_max_age_ns: buf.readBigUInt64LE(off + 48),
   };
 }
@@ -2342,14 +2467,14 @@ export function encodeKafkaReaderConfig(v: KafkaReaderConfig, buf: Buffer = Buff
   buf.writeUInt32LE(v.msg_partition, off + 4);
   buf.writeUInt32LE(v.msg_offset, off + 8);
   buf.writeUInt32LE(v.msg_key, off + 12);
-  buf.writeUInt32LE(v.msg_headers, off + 16);
-  buf.writeUInt32LE(v.header_key, off + 20);
-  buf.writeUInt32LE(v.header_value, off + 24);
-  buf.writeUInt32LE(v.header_size, off + 28);
-  buf.writeUInt32LE(v.reader_config, off + 32);
-  buf.writeUInt32LE(v.config_group_id, off + 36);
-  buf.writeUInt32LE(v.flags, off + 40);
-  buf.writeUInt32LE(v.reserved, off + 44);
+  buf.writeUInt32LE(v.msg_value, off + 16);
+  buf.writeUInt32LE(v.msg_headers, off + 20);
+  buf.writeUInt32LE(v.header_key, off + 24);
+  buf.writeUInt32LE(v.header_value, off + 28);
+  buf.writeUInt32LE(v.header_size, off + 32);
+  buf.writeUInt32LE(v.reader_config, off + 36);
+  buf.writeUInt32LE(v.config_group_id, off + 40);
+  buf.writeUInt32LE(v.flags, off + 44);
   buf.writeBigUInt64LE(v.link_max_age_ns, off + 48);
   return buf;
 }

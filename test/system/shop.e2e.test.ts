@@ -13,7 +13,10 @@
  * partition and offset, and nothing is written into any program. Concurrent
  * calls share one gRPC connection, one pool of SQL and Redis connections
  * and one Kafka writer, so a crossed link shows as a wrong parent. The
- * consumer starts reading once the orders are written (see below).
+ * consumer reads concurrently, as a real one does: it long-polls the topic
+ * from before the first order, so it often gets a message before the writer
+ * has the broker's answer (and its offset) — linked then by the message's
+ * content while its batch is in flight.
  *
  * The Kafka spans come from the segmentio/kafka-go probes: without them in
  * the registry, the test asserts the rest and says so.
@@ -96,11 +99,7 @@ describe('a system with databases, a cache and a queue: HTTP → gRPC → SQL, R
 
       const results = await Promise.all(Array.from({ length: REQUESTS }, (_, i) => httpRequest(`${front.url}/order?id=${i}`)));
       for (const r of results) assert.equal(r.status, 200, r.body);
-      // the consumer reads once the orders are written: a read that takes a
-      // message before its writer has the broker's answer finds no producer
-      // span to link to yet (the link is published with the offset)
-      const handled = async (path = '/'): Promise<number> => Number((await httpRequest(consumer.url + path)).body.trim());
-      await handled('/start');
+      const handled = async (): Promise<number> => Number((await httpRequest(consumer.url)).body.trim());
       await waitFor(async () => (await handled()) >= REQUESTS, 30_000, `the consumer handled ${REQUESTS} orders`);
       assert.equal(await handled(), REQUESTS, 'the consumer handled each order once');
 
@@ -160,6 +159,11 @@ describe('a system with databases, a cache and a queue: HTTP → gRPC → SQL, R
       for (const r of setUp) childOf(r, incrs, 'a Redis connection set-up command');
 
       if (KAFKA_PROBES) {
+        // every read linked to its producer: by offset, or by content when read before the writer had the broker's answer
+        const links = async (outcome: string): Promise<number> => Number(await traced.metric(new RegExp(`^gotrail_kafka_links_total\\{outcome="${outcome}"\\} (\\d+)`, 'm')) ?? 0);
+        const outcomes = Object.fromEntries(await Promise.all(['found', 'found_by_content', 'not_found', 'ambiguous', 'expired'].map(async (o) => [o, await links(o)] as const)));
+        t.diagnostic(`Kafka links: ${JSON.stringify(outcomes)}`);
+        assert.deepEqual({ ...outcomes, linked: outcomes.found! + outcomes.found_by_content! }, { ...outcomes, linked: REQUESTS, not_found: 0, ambiguous: 0, expired: 0 }, 'each order\'s read linked once');
         const produced = of(orders.pid, 'PRODUCER');
         const consumed = of(consumer.pid, 'CONSUMER');
         const marks = of(consumer.pid, 'CLIENT', (s) => s.attributes['db.operation.name'] === 'set');

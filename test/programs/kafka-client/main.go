@@ -9,10 +9,19 @@
 //                                through one Writer per topic shared by all
 //                                requests (their messages share batches);
 //                                &traceparent=TP sets that header on each
+// GET /held?topic=T&n=N&id=I     writes N messages like /produce, through a
+//                                Writer of its own whose Completion (called
+//                                by the batch's goroutine once the broker
+//                                answered, before the batch completes) waits
+//                                for GET /release (at most 60 s): the
+//                                messages are in the partition, readable,
+//                                while the write is still in progress
+// GET /release                   lets the held writes complete
 // GET /missing?topic=T           writes one message to T, which does not
 //                                exist; answers with the error
 // GET /consume?topic=T&group=G&n=N[&fetch=1][&call=1]
-//                                reads N messages in consumer group G on a
+//                                reads N messages in consumer group G (empty:
+//                                no group, partition 0 from its start) on a
 //                                goroutine started with the program (not by a
 //                                request): ReadMessage, or with fetch=1
 //                                FetchMessage then CommitMessages; with call=1
@@ -87,6 +96,11 @@ type job struct {
 
 var jobs = make(chan job)
 
+var (
+	releaseOnce sync.Once
+	release     = make(chan struct{})
+)
+
 // consumer runs on a goroutine of its own, started by main.
 func consumer(self string) {
 	for j := range jobs {
@@ -153,6 +167,30 @@ func main() {
 			return
 		}
 		fmt.Fprintf(w, "written %d", n)
+	})
+	mux.HandleFunc("/held", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		n, _ := strconv.Atoi(q.Get("n"))
+		msgs := make([]kafka.Message, n)
+		for i := range msgs {
+			msgs[i] = kafka.Message{Key: []byte(fmt.Sprintf("%s-%d", q.Get("id"), i)), Value: []byte(fmt.Sprintf("held-%d", i))}
+		}
+		hw := &kafka.Writer{Addr: kafka.TCP(bootstrap), Topic: q.Get("topic"), RequiredAcks: kafka.RequireOne, BatchSize: n,
+			Completion: func([]kafka.Message, error) {
+				select {
+				case <-release:
+				case <-time.After(60 * time.Second):
+				}
+			}}
+		defer hw.Close()
+		if err := hw.WriteMessages(r.Context(), msgs...); err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+		fmt.Fprintf(w, "written %d", n)
+	})
+	mux.HandleFunc("/release", func(w http.ResponseWriter, r *http.Request) {
+		releaseOnce.Do(func() { close(release) })
 	})
 	mux.HandleFunc("/missing", func(w http.ResponseWriter, r *http.Request) {
 		missing := &kafka.Writer{Addr: kafka.TCP(bootstrap), Topic: r.URL.Query().Get("topic"), MaxAttempts: 1}

@@ -6,13 +6,15 @@
 //	orders   (-mode orders)   gRPC: Place reads the item from PostgreSQL (pgx
 //	                          stdlib), counts the order in Redis (INCR) and
 //	                          writes the order to Kafka (one message, key N)
-//	consumer (-mode consumer) reads the orders from Kafka, once told to start,
-//	                          and marks each one done in Redis (SET order:N)
+//	consumer (-mode consumer) reads the orders from Kafka from its start (the
+//	                          topic must exist: start it after "grpc on"),
+//	                          long-polling while idle, and marks each one done
+//	                          in Redis (SET order:N)
 //
 // Flags: -pg URL, -redis ADDR, -kafka BOOTSTRAP, -topic NAME, -orders ADDR
 // (the front's gRPC target). Each mode prints "listening on ADDR" once it
-// serves HTTP (the consumer's /start starts its reading, and every path
-// answers the number of orders handled); the orders service then sets up its
+// serves HTTP (every path of the consumer answers the number of orders
+// handled); the orders service then sets up its
 // table and topic and prints "grpc on ADDR" once it takes calls. Nothing here knows of tracing: no header, no
 // metadata, no SDK.
 package main
@@ -28,7 +30,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
-	"sync"
+
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -204,14 +206,12 @@ func createTopic(bootstrap, topic string) error {
 
 func consumer() {
 	rdb := redis.NewClient(&redis.Options{Addr: *redisAddr, DisableIndentity: true})
-	// one partition, read from its start: no group to join, so the messages
-	// are read as soon as reading starts
+	// one partition, read from its start: no group to join, so the reader
+	// long-polls the partition at once and gets each order as soon as the
+	// broker has it — often before the writer has the broker's answer
 	r := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{*bootstrap}, Topic: *topic, Partition: 0, MinBytes: 1, MaxBytes: 1 << 20, MaxWait: 100 * time.Millisecond})
 	var handled atomic.Int64
-	start := make(chan struct{})
-	var once sync.Once
 	go func() {
-		<-start
 		ctx := context.Background()
 		for {
 			m, err := r.ReadMessage(ctx)
@@ -227,9 +227,6 @@ func consumer() {
 		}
 	}()
 	serveHTTP(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/start" {
-			once.Do(func() { close(start) })
-		}
 		fmt.Fprintln(w, handled.Load())
 	}))
 }

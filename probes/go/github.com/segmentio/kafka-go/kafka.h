@@ -11,7 +11,25 @@
  * return and publishes (topic, partition, offset) → span context here. The
  * map is an LRU with an age limit: an entry older than the configured
  * lifetime is expired when a consumer finds it (counted), and entries
- * pushed out by newer ones are counted by user space. */
+ * pushed out by newer ones are counted by user space.
+ *
+ * The offset comes late: the broker appends the batch, then answers the
+ * producer — and a consumer long-polling the partition may be answered
+ * first, reading the message before writeBatch has returned. So writeBatch's
+ * ENTRY also publishes each message under what both sides see before the
+ * offset is known: (topic, partition, a hash of the first
+ * GT_KAFKA_CONTENT_PREFIX bytes of the key and of the value, their lengths)
+ * in gt_kafka_content_links, removed again at writeBatch's return, right
+ * after the offset link is published. A consumer looks up the offset, then
+ * the content, then the offset again: whichever side of the return it reads
+ * on, one of the two is there. (Kafka's record time cannot serve: kafka-go
+ * leaves Message.Time zero and stamps the record while encoding the
+ * request, after writeBatch's entry.) Limits: the content names a message
+ * only among those in flight at once in the partition; identical messages
+ * (same key and value prefix, same lengths) in flight together are
+ * counted and linked to none (`ambiguous`), and an identical message
+ * written meanwhile by a program gotrail does not trace would take the
+ * traced one's span. */
 #pragma once
 
 #include "go_abi.h"
@@ -25,6 +43,8 @@ enum gt_kafka_limits {
 	GT_KAFKA_LINKS_MAX = 65536,
 	GT_KAFKA_INFLIGHT_MAX = 16384,
 	GT_KAFKA_PENDING_MAX = 65536,
+	GT_KAFKA_CONTENT_MAX = 16384,  /* messages in flight (in writeBatch) linked by content */
+	GT_KAFKA_CONTENT_PREFIX = 256, /* bytes of the key, and of the value, hashed */
 };
 
 enum gt_kafka_event_flags {
@@ -67,9 +87,13 @@ enum gt_kafka_counter {
 	GT_KAFKA_LINK_EXPIRED = 2,   /* found, but older than the lifetime: not used, removed */
 	GT_KAFKA_LINK_NOT_FOUND = 3, /* a read message without traceparent nor published producer */
 	GT_KAFKA_LINK_STORE_FAILED = 4,
-	GT_KAFKA_MSGS_UNTRACED = 5, /* messages beyond GT_KAFKA_MSGS_MAX of a call or batch */
-	GT_KAFKA_MSGS_UNPAIRED = 6, /* written messages whose WriteMessages call was not seen */
-	GT_KAFKA_COUNTER_MAX = 8,
+	GT_KAFKA_MSGS_UNTRACED = 5,         /* messages beyond GT_KAFKA_MSGS_MAX of a call or batch */
+	GT_KAFKA_MSGS_UNPAIRED = 6,         /* written messages whose WriteMessages call was not seen */
+	GT_KAFKA_LINK_FOUND_BY_CONTENT = 7, /* read before its offset was known: found by content */
+	GT_KAFKA_LINK_AMBIGUOUS = 8, /* found by content, but identical messages were in flight: not used */
+	GT_KAFKA_CONTENT_STORE_FAILED = 9, /* a message in flight could not be published by content */
+	GT_KAFKA_CONTENT_EXPIRED = 10, /* found by content, but older than the lifetime: not used, removed */
+	GT_KAFKA_COUNTER_MAX = 12,
 };
 
 /* A message, named as producer and consumer both see it. */
@@ -84,10 +108,28 @@ struct gt_kafka_link {
 	__u64 time_ns;               /* when it was published (bpf_ktime_get_ns) */
 };
 
+/* A message in flight, named by what producer and consumer both see before its offset is known. */
+struct gt_kafka_content_key {
+	char topic[GT_KAFKA_TOPIC_MAX]; /* zero-padded */
+	__s64 partition;
+	__u64 hash;      /* gt_kafka_content_hash */
+	__s64 key_len;   /* the key's length */
+	__s64 value_len; /* the value's length */
+};
+
+struct gt_kafka_content_link {
+	struct gt_span_context span; /* the producer's span (of the first in flight) */
+	__u64 time_ns;               /* when it was published */
+	__u32 in_flight;             /* identical messages in flight: more than 1 is ambiguous */
+	__u32 reserved;
+};
+
 GT_EXPORT_LAYOUTS(kafka,
 	struct gt_kafka_event event;
 	struct gt_kafka_link_key link_key;
 	struct gt_kafka_link link;
+	struct gt_kafka_content_key content_key;
+	struct gt_kafka_content_link content_link;
 	enum gt_event_type_kafka event_type;
 	enum gt_kafka_limits limits;
 	enum gt_kafka_event_flags event_flags;
@@ -101,6 +143,15 @@ struct {
 	__type(key, struct gt_kafka_link_key);
 	__type(value, struct gt_kafka_link);
 } gt_kafka_links SEC(".maps");
+
+/* Node-wide, entries live while their batch is in writeBatch (and, should
+ * the producer die there, until pushed out or past the lifetime). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, GT_KAFKA_CONTENT_MAX);
+	__type(key, struct gt_kafka_content_key);
+	__type(value, struct gt_kafka_content_link);
+} gt_kafka_content_links SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -150,4 +201,65 @@ static __always_inline struct gt_kafka_link_key *gt_kafka_link_key_of(const char
 	k->partition = partition;
 	k->offset = offset;
 	return k;
+}
+
+/* The bytes hashed: a key's prefix then a value's, zero-padded. */
+struct gt_kafka_content_bytes {
+	struct gt_kafka_content_key key;
+	char bytes[2 * GT_KAFKA_CONTENT_PREFIX]; /* at an offset of 8 bytes' alignment */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct gt_kafka_content_bytes);
+} kafka_content_scratch SEC(".maps");
+
+/* Up to GT_KAFKA_CONTENT_PREFIX bytes of the []byte `s` into `dst`; its
+ * length (nil and empty alike: a consumer may see one for the other). */
+static __always_inline __s64 gt_kafka_read_prefix(void *dst, const struct go_slice *s)
+{
+	if (!s->ptr || s->len <= 0)
+		return 0;
+	__u64 n = s->len < 0 ? 0 : (__u64)s->len;
+	if (n > GT_KAFKA_CONTENT_PREFIX)
+		n = GT_KAFKA_CONTENT_PREFIX;
+	if (n > 0)
+		bpf_probe_read_user(dst, n, (void *)s->ptr);
+	return s->len;
+}
+
+/*
+ * The content key of the message whose Key and Value slices are at `msg +
+ * key_off` and `msg + value_off`, in the per-CPU scratch (0 when
+ * unreadable). The same function on both sides: the producer's Message
+ * and the consumer's hold the same bytes. The hash mixes each 8-byte word
+ * (splitmix64-like multiply-xorshift); lengths are in the key as they are.
+ */
+static __always_inline struct gt_kafka_content_key *
+gt_kafka_content_key_of(const char *topic, __s64 partition, __u64 msg, __u32 key_off, __u32 value_off)
+{
+	__u32 zero = 0;
+	struct gt_kafka_content_bytes *b = bpf_map_lookup_elem(&kafka_content_scratch, &zero);
+	if (!b)
+		return 0;
+	struct go_slice k = {}, v = {};
+	if (bpf_probe_read_user(&k, sizeof(k), (void *)(msg + key_off)) < 0 ||
+	    bpf_probe_read_user(&v, sizeof(v), (void *)(msg + value_off)) < 0)
+		return 0;
+	__builtin_memset(b->bytes, 0, sizeof(b->bytes));
+	b->key.key_len = gt_kafka_read_prefix(b->bytes, &k);
+	b->key.value_len = gt_kafka_read_prefix(&b->bytes[GT_KAFKA_CONTENT_PREFIX], &v);
+	const __u64 *words = (const __u64 *)b->bytes;
+	__u64 h = 0x6a09e667f3bcc908ULL;
+	for (__u32 i = 0; i < 2 * GT_KAFKA_CONTENT_PREFIX / 8; i++) {
+		h ^= words[i];
+		h *= 0xbf58476d1ce4e5b9ULL;
+		h ^= h >> 31;
+	}
+	__builtin_memcpy(b->key.topic, topic, GT_KAFKA_TOPIC_MAX);
+	b->key.partition = partition;
+	b->key.hash = h | 1; /* never 0: 0 means none */
+	return &b->key;
 }

@@ -7,7 +7,9 @@
  * missing topic an error span; one CONSUMER span per message read, in
  * another process, through ReadMessage and FetchMessage, each continuing
  * the producer's trace — by the message's traceparent header where the
- * program set one, else by the producer's span published by gotrail —; the
+ * program set one, else by the producer's span published by gotrail —,
+ * also for a consumer that long-polls the partition while the messages are
+ * written (it gets many before their writer has the broker's answer); the
  * calls the consumer makes while handling a message its children; the
  * message key only with --kafka-message-key.
  */
@@ -21,6 +23,7 @@ import { freshCopy, tracedCollector, type TracedCollector } from '../../../../su
 import { repoRoot } from '../../../../support/agent-process.ts';
 import { httpRequest, startGoServer, type GoServer } from '../../../../support/go-server.ts';
 import { kafkaSkipReason, startKafka, type KafkaBroker } from '../../../../support/servers/kafka.ts';
+import { startBusyLoad } from '../../../../support/busy.ts';
 
 const skip = skipUnlessBpf() || kafkaSkipReason() || false;
 const TOOLCHAINS = ['go1.19', 'go1.26', 'go1.27'] as const;
@@ -30,6 +33,8 @@ const CONCURRENT = 8;
 const PER_REQUEST = 5;
 /** Messages written with a traceparent header the program set itself. */
 const WITH_HEADER = 3;
+/** Messages of a write held (in its Completion) until they have been read. */
+const HELD = 4;
 const HEADER_TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';
 const HEADER_SPAN = '00f067aa0ba902b7';
 const TRACEPARENT = `00-${HEADER_TRACE}-${HEADER_SPAN}-01`;
@@ -84,20 +89,31 @@ describe('github.com/segmentio/kafka-go: a PRODUCER span per message written, a 
 
   for (const tc of TOOLCHAINS) {
     for (const v of VARIANTS) {
-      test(`${tc} ${v}: ${CONCURRENT}×${PER_REQUEST} messages from concurrent requests, a missing topic, ReadMessage and FetchMessage in another process linked to them`, async () => {
+      test(`${tc} ${v}: ${CONCURRENT}×${PER_REQUEST} messages from concurrent requests, a missing topic, ReadMessage and FetchMessage in another process (one long-polling meanwhile) linked to them`, async (t) => {
         const topic = `orders-${tc.replace('.', '')}-${v}`;
         const producer = await startGoServer(freshCopy(copies, tc, v, 'kafka-client'), [], { KAFKA_BOOTSTRAP: kafka().bootstrap });
         const consumer = await startGoServer(freshCopy(copies, tc, v, 'kafka-client'), [], { KAFKA_BOOTSTRAP: kafka().bootstrap });
+        // the links must hold on a busy machine, where the race between the
+        // consumer's fetch and the producer's answer goes either way
+        const busy = startBusyLoad();
         try {
           await traced.agent.waitTraced(producer.pid);
           await traced.agent.waitTraced(consumer.pid);
           assert.equal((await httpRequest(`${producer.url}/create?topic=${topic}`)).status, 200);
           const failedFirst = await produceUntilReady(producer, topic, 'first', PER_REQUEST);
+          const links = async (outcome: string): Promise<number> => Number(await traced.metric(new RegExp(`^gotrail_kafka_links_total\\{outcome="${outcome}"\\} (\\d+)`, 'm')) ?? 0);
+          const linksBefore = { found: await links('found'), byContent: await links('found_by_content'), notFound: await links('not_found'), ambiguous: await links('ambiguous') };
+          const written = PER_REQUEST + CONCURRENT * PER_REQUEST + WITH_HEADER;
+          // a consumer reading concurrently: a partition reader (no group to
+          // join) that has read the first messages is long-polling when the
+          // others are written
+          const live = httpRequest(`${consumer.url}/consume?topic=${topic}&group=&n=${written}`);
+          await traced.spansOf(consumer.pid, 'CONSUMER', PER_REQUEST, 'the live consumer read the first messages');
           const results = await Promise.all(Array.from({ length: CONCURRENT }, (_, i) => httpRequest(`${producer.url}/produce?topic=${topic}&n=${PER_REQUEST}&id=r${i}`)));
           for (const r of results) assert.equal(r.body, `written ${PER_REQUEST}`);
           assert.equal((await httpRequest(`${producer.url}/produce?topic=${topic}&n=${WITH_HEADER}&id=h&traceparent=${TRACEPARENT}`)).status, 200);
           assert.match((await httpRequest(`${producer.url}/missing?topic=${topic}-missing`)).body, /Unknown Topic Or Partition/i);
-          const written = PER_REQUEST + CONCURRENT * PER_REQUEST + WITH_HEADER;
+          assert.match((await live).body, new RegExp(`^read ${written}\n`));
           const read = await httpRequest(`${consumer.url}/consume?topic=${topic}&group=g-read&n=${written}&call=1`);
           assert.match(read.body, new RegExp(`^read ${written}\n`));
           const fetched = await httpRequest(`${consumer.url}/consume?topic=${topic}&group=g-fetch&n=${written}&fetch=1`);
@@ -105,7 +121,7 @@ describe('github.com/segmentio/kafka-go: a PRODUCER span per message written, a 
 
           // exact counts: every message written (failed attempts included), the missing topic's one; every message read, twice
           const producerSpans = await traced.spansOf(producer.pid, 'PRODUCER', (failedFirst + 1) * PER_REQUEST + CONCURRENT * PER_REQUEST + WITH_HEADER + 1, 'one PRODUCER span per message written');
-          const consumerSpans = await traced.spansOf(consumer.pid, 'CONSUMER', 2 * written, 'one CONSUMER span per message read');
+          const consumerSpans = await traced.spansOf(consumer.pid, 'CONSUMER', 3 * written, 'one CONSUMER span per message read');
           const s = await spansNow(traced);
           const requests = s.of(producer.pid, 'SERVER');
           const requestOf = (span: ReceivedSpan): ReceivedSpan | undefined => requests.find((r) => r.spanId === span.parentSpanId);
@@ -146,7 +162,7 @@ describe('github.com/segmentio/kafka-go: a PRODUCER span per message written, a 
 
           // the consumer: each message read continues the trace of the span that wrote it
           const byOffset = new Map(ok.map((p) => [p.attributes['messaging.kafka.offset'] as number, p]));
-          for (const group of ['g-read', 'g-fetch']) {
+          for (const group of [undefined, 'g-read', 'g-fetch']) {
             const mine = consumerSpans.filter((c) => c.attributes['messaging.consumer.group.name'] === group);
             assert.equal(mine.length, written, `${group}: one span per message`);
             for (const c of mine) {
@@ -169,8 +185,42 @@ describe('github.com/segmentio/kafka-go: a PRODUCER span per message written, a 
           const calls = s.of(consumer.pid, 'CLIENT').filter((c) => attributeText(c.attributes['url.full']).endsWith('/noop'));
           assert.equal(calls.length, written);
           for (const c of calls) assert.ok(readIds.has(c.parentSpanId), 'a call made while handling a message is its child');
-          assert.equal(Number(await traced.metric(/^gotrail_kafka_links_total\{outcome="found"\} (\d+)/m) ?? -1) >= 2 * (written - WITH_HEADER), true, 'links found counted');
+          // every read without a header linked to its producer, by offset or (read before the writer had the offset) by content
+          const found = await links('found') - linksBefore.found;
+          const byContent = await links('found_by_content') - linksBefore.byContent;
+          t.diagnostic(`links: ${found} by offset, ${byContent} by content`);
+          assert.equal(found + byContent, 3 * (written - WITH_HEADER), 'links found counted, once per read');
+          assert.equal(await links('not_found') - linksBefore.notFound, 0, 'no read without its producer');
+          assert.equal(await links('ambiguous') - linksBefore.ambiguous, 0, 'no identical messages in flight');
+
+          // a write held in its batch's goroutine (its Completion waits) until
+          // its messages are read: each read before the producer has its
+          // offset, linked by content — every time, not by chance
+          const heldTopic = `${topic}-held`;
+          assert.equal((await httpRequest(`${producer.url}/create?topic=${heldTopic}`)).status, 200);
+          const heldFailed = await produceUntilReady(producer, heldTopic, 'ready', 1);
+          const heldBefore = { found: await links('found'), byContent: await links('found_by_content') };
+          const held = httpRequest(`${producer.url}/held?topic=${heldTopic}&n=${HELD}&id=held`);
+          const heldRead = await httpRequest(`${consumer.url}/consume?topic=${heldTopic}&group=&n=${1 + HELD}`);
+          assert.match(heldRead.body, new RegExp(`^read ${1 + HELD}\n`));
+          assert.equal(await links('found_by_content') - heldBefore.byContent, HELD, 'the held messages: linked by content');
+          assert.equal(await links('found') - heldBefore.found, 1, 'the message written before: by offset');
+          await httpRequest(`${producer.url}/release`);
+          assert.equal((await held).body, `written ${HELD}`);
+          const allProduced = await traced.spansOf(producer.pid, 'PRODUCER', producerSpans.length + heldFailed + 1 + HELD, 'one PRODUCER span per message written');
+          const heldProduced = allProduced.filter((p) => p.name === `send ${heldTopic}` && p.status.code !== 'ERROR');
+          const heldConsumed = (await traced.spansOf(consumer.pid, 'CONSUMER', 3 * written + 1 + HELD, 'one CONSUMER span per message read')).filter((c) => c.name === `receive ${heldTopic}`);
+          assert.equal(heldProduced.length, 1 + HELD);
+          assert.equal(heldConsumed.length, 1 + HELD);
+          for (const c of heldConsumed) {
+            const p = heldProduced.find((x) => x.attributes['messaging.kafka.offset'] === c.attributes['messaging.kafka.offset']);
+            assert.ok(p, `${heldTopic} offset ${attributeText(c.attributes['messaging.kafka.offset'])} was written`);
+            assert.equal(c.traceId, p.traceId, 'the producer\'s trace');
+            assert.equal(c.parentSpanId, p.spanId, 'the producer\'s span is the parent');
+          }
+          assert.equal(await links('not_found') - linksBefore.notFound, 0, 'no read without its producer');
         } finally {
+          await busy.stop();
           await producer.stop();
           await consumer.stop();
         }

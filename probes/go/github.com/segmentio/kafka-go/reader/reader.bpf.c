@@ -10,7 +10,8 @@
  * this one function sees every message read either way. The span's parent
  * is, in this order: the message's `traceparent` header (read, never
  * written); the producer's span, when a traced program wrote the message
- * (gt_kafka_links, kafka.h); the span active on the goroutine; none.
+ * (gt_kafka_links by offset, else gt_kafka_content_links by content while
+ * its batch is in flight, kafka.h); the span active on the goroutine; none.
  *
  * While the program handles the message — until its goroutine reads the
  * next one — the consumer's span is that goroutine's active span, so the
@@ -25,6 +26,7 @@ struct gt_kafka_reader_config {
 	__u32 msg_partition;   /* Message.Partition (int) */
 	__u32 msg_offset;      /* Message.Offset (int64) */
 	__u32 msg_key;         /* Message.Key ([]byte) */
+	__u32 msg_value;       /* Message.Value ([]byte) */
 	__u32 msg_headers;     /* Message.Headers ([]Header) */
 	__u32 header_key;      /* protocol.Header.Key (string) */
 	__u32 header_value;    /* protocol.Header.Value ([]byte) */
@@ -32,7 +34,6 @@ struct gt_kafka_reader_config {
 	__u32 reader_config;   /* Reader.config (ReaderConfig) */
 	__u32 config_group_id; /* ReaderConfig.GroupID (string) */
 	__u32 flags;           /* enum gt_kafka_reader_flags */
-	__u32 reserved;
 	__u64 link_max_age_ns; /* lifetime of a producer's published span */
 };
 
@@ -40,6 +41,7 @@ enum gt_kafka_reader_flags {
 	GT_KAFKA_READER_ENABLED = 1,
 	GT_KAFKA_READER_HEADERS = 2, /* Message.Headers and Header's fields are known */
 	GT_KAFKA_READER_GROUP = 4,   /* Reader.config and ReaderConfig.GroupID are known */
+	GT_KAFKA_READER_CONTENT = 8, /* Message.Value is known: links by content too */
 };
 
 enum gt_hit_site_kafka_reader {
@@ -175,6 +177,64 @@ static __always_inline bool header_parent(const struct gt_kafka_reader_config *c
 	return false;
 }
 
+/* The producer's span from its offset link; 1 found, 0 none, -1 expired (counted, removed). */
+static __always_inline int offset_parent(const struct gt_kafka_reader_config *cfg, struct gt_kafka_event *ev)
+{
+	struct gt_kafka_link_key *lk = gt_kafka_link_key_of(ev->topic, ev->partition, ev->offset);
+	struct gt_kafka_link *l = lk ? bpf_map_lookup_elem(&gt_kafka_links, lk) : 0;
+	if (!l)
+		return 0;
+	if (ev->end_ns - l->time_ns > cfg->link_max_age_ns) {
+		gt_kafka_count(GT_KAFKA_LINK_EXPIRED, 1);
+		bpf_map_delete_elem(&gt_kafka_links, lk);
+		return -1;
+	}
+	gt_kafka_count(GT_KAFKA_LINK_FOUND, 1);
+	gt_new_child(&ev->span, &l->span);
+	return 1;
+}
+
+/*
+ * The producer's span of the message at `msg`: by its offset; else, read
+ * while its batch is still in the producer's writeBatch, by its content;
+ * else by its offset again — writeBatch's return publishes the offset link
+ * before it removes the content one, so a return between the two lookups
+ * cannot hide both. True when found (every outcome counted).
+ */
+static __always_inline bool producer_parent(const struct gt_kafka_reader_config *cfg, __u64 msg,
+					    struct gt_kafka_event *ev)
+{
+	int r = offset_parent(cfg, ev);
+	if (r == 0 && (cfg->flags & GT_KAFKA_READER_CONTENT)) {
+		struct gt_kafka_content_key *ck = gt_kafka_content_key_of(ev->topic, ev->partition, msg,
+									  cfg->msg_key, cfg->msg_value);
+		struct gt_kafka_content_link *c = ck ? bpf_map_lookup_elem(&gt_kafka_content_links, ck) : 0;
+		if (c && c->in_flight > 1) {
+			gt_kafka_count(GT_KAFKA_LINK_AMBIGUOUS, 1);
+			return false;
+		}
+		if (c && ev->end_ns - c->time_ns > cfg->link_max_age_ns) {
+			gt_kafka_count(GT_KAFKA_CONTENT_EXPIRED, 1);
+			bpf_map_delete_elem(&gt_kafka_content_links, ck);
+			return false;
+		}
+		if (c) {
+			gt_kafka_count(GT_KAFKA_LINK_FOUND_BY_CONTENT, 1);
+			gt_new_child(&ev->span, &c->span);
+			r = 1;
+		} else {
+			r = offset_parent(cfg, ev);
+		}
+	}
+	if (r == 0)
+		gt_kafka_count(GT_KAFKA_LINK_NOT_FOUND, 1);
+	if (r <= 0)
+		return false;
+	ev->span.flags |= GT_SPAN_PARENT_REMOTE;
+	ev->flags |= GT_KAFKA_EVENT_MAP_LINK;
+	return true;
+}
+
 SEC("uprobe.multi")
 int gt_kafka_fetch_return(struct pt_regs *ctx)
 {
@@ -187,12 +247,17 @@ int gt_kafka_fetch_return(struct pt_regs *ctx)
 	struct gt_kafka_fetch_call *c = bpf_map_lookup_elem(&gt_kafka_fetch_calls, &key);
 	gt_debug_hit(ctx, GT_HIT_KAFKA_FETCH_RETURN, c ? GT_HIT_FOUND : GT_HIT_NOT_FOUND, key.tgid, bin_id,
 		     key.goid);
-	if (!c) {
+	struct gt_kafka_fetch_call call = {};
+	if (c) {
+		call = *c;
+		bpf_map_delete_elem(&gt_kafka_fetch_calls, &key);
+	} else {
+		/* a call made before the process was traced — a consumer
+		 * long-polling from its start returns from it with its first
+		 * message: its span is still made (and linked), from the
+		 * return on (its start is not known, nor its reader: no group) */
 		gt_count_no_entry(&key, GT_PAIRED_KAFKA_FETCH);
-		return 0;
 	}
-	struct gt_kafka_fetch_call call = *c;
-	bpf_map_delete_elem(&gt_kafka_fetch_calls, &key);
 	/* no message: the reader was closed or the context ended; no span */
 	if (GO_ARG1(ctx))
 		return 0;
@@ -201,8 +266,8 @@ int gt_kafka_fetch_return(struct pt_regs *ctx)
 		return 0;
 	__builtin_memset(ev, 0, sizeof(*ev));
 	gt_fill_header(&ev->hdr, GT_EVENT_KAFKA_CONSUMER, sizeof(*ev), key.tgid, bin_id, key.goid);
-	ev->start_ns = call.start_ns;
 	ev->end_ns = bpf_ktime_get_ns();
+	ev->start_ns = call.start_ns ? call.start_ns : ev->end_ns;
 	ev->key_len = -1;
 	ev->group_len = -1;
 	__u64 msg = PT_REGS_SP(ctx) + 8;
@@ -229,22 +294,8 @@ int gt_kafka_fetch_return(struct pt_regs *ctx)
 		ev->flags |= GT_KAFKA_EVENT_HEADER_LINK;
 		linked = true;
 	}
-	if (!linked && (ev->flags & GT_KAFKA_EVENT_OFFSET) && ev->topic_len > 0) {
-		struct gt_kafka_link_key *lk = gt_kafka_link_key_of(ev->topic, ev->partition, ev->offset);
-		struct gt_kafka_link *l = lk ? bpf_map_lookup_elem(&gt_kafka_links, lk) : 0;
-		if (l && ev->end_ns - l->time_ns > cfg->link_max_age_ns) {
-			gt_kafka_count(GT_KAFKA_LINK_EXPIRED, 1);
-			bpf_map_delete_elem(&gt_kafka_links, lk);
-		} else if (l) {
-			gt_kafka_count(GT_KAFKA_LINK_FOUND, 1);
-			gt_new_child(&ev->span, &l->span);
-			ev->span.flags |= GT_SPAN_PARENT_REMOTE;
-			ev->flags |= GT_KAFKA_EVENT_MAP_LINK;
-			linked = true;
-		} else {
-			gt_kafka_count(GT_KAFKA_LINK_NOT_FOUND, 1);
-		}
-	}
+	if (!linked && (ev->flags & GT_KAFKA_EVENT_OFFSET) && ev->topic_len > 0)
+		linked = producer_parent(cfg, msg, ev);
 	if (!linked) {
 		struct gt_span_context *parent = gt_active_span(&key);
 		if (parent)

@@ -19,7 +19,12 @@
  * its (topic, partition, offset) published for the consumer. A
  * WriteMessages that fails before its messages reach a batch (a topic that
  * does not exist fails the partition lookup) sends the events of those
- * messages at its own return, with its error. */
+ * messages at its own return, with its error.
+ *
+ * A consumer may read a message before writeBatch returns (see kafka.h):
+ * writeBatch's entry therefore publishes each traced message of the batch
+ * by content too (gt_kafka_content_links), and its return removes it once
+ * the offset link is there. */
 #include "../kafka.h"
 #include "ancestry.h"
 
@@ -53,6 +58,10 @@ struct gt_kafka_msg_key {
 struct gt_kafka_pending {
 	struct gt_span_context span;
 	__u64 start_ns;
+	/* set by writeBatch's entry when published by content (hash 0: not; never 0 else) */
+	__u64 content_hash;
+	__s64 key_len;
+	__s64 value_len;
 };
 
 /* A WriteMessages call in flight (per goroutine). */
@@ -274,6 +283,72 @@ int gt_kafka_write_return(struct pt_regs *ctx)
 	return 0;
 }
 
+/* Publishes every traced message of the batch by content, before the broker has it. */
+static __always_inline void publish_contents(const struct gt_kafka_writer_config *cfg, __u32 tgid,
+					     const struct gt_kafka_batch_call *b)
+{
+	struct go_slice msgs = {};
+	if (bpf_probe_read_user(&msgs, sizeof(msgs), (void *)(b->batch + cfg->batch_msgs)) < 0)
+		return;
+	__u64 now = bpf_ktime_get_ns();
+	for (__u32 i = 0; i < GT_KAFKA_MSGS_MAX; i++) {
+		struct gt_kafka_msg_key mk;
+		if ((__s64)i >= msgs.len || !msgs.ptr)
+			break;
+		__u64 msg = msgs.ptr + (__u64)i * cfg->msg_size;
+		if (!msg_identity(cfg, tgid, msg, &mk))
+			continue;
+		struct gt_kafka_pending *p = bpf_map_lookup_elem(&gt_kafka_pending, &mk);
+		if (!p)
+			continue; /* counted unpaired at the return */
+		struct gt_kafka_content_key *ck = gt_kafka_content_key_of(b->topic, b->partition, msg,
+									  cfg->msg_key, cfg->msg_value);
+		if (!ck) {
+			gt_kafka_count(GT_KAFKA_CONTENT_STORE_FAILED, 1);
+			continue;
+		}
+		struct gt_kafka_content_link link = { .time_ns = now, .in_flight = 1 };
+		__builtin_memcpy(&link.span, &p->span, sizeof(link.span));
+		if (bpf_map_update_elem(&gt_kafka_content_links, ck, &link, BPF_NOEXIST) < 0) {
+			/* an identical message in flight: neither can be told apart */
+			struct gt_kafka_content_link *other = bpf_map_lookup_elem(&gt_kafka_content_links,
+										  ck);
+			if (!other) {
+				gt_kafka_count(GT_KAFKA_CONTENT_STORE_FAILED, 1);
+				continue;
+			}
+			__sync_fetch_and_add(&other->in_flight, 1);
+		}
+		p->key_len = ck->key_len;
+		p->value_len = ck->value_len;
+		p->content_hash = ck->hash;
+	}
+}
+
+/* Removes a message's content link (its offset link is published, or the batch failed). */
+static __always_inline void unpublish_content(const struct gt_kafka_batch_call *b,
+					      const struct gt_kafka_pending *p)
+{
+	__u32 zero = 0;
+	struct gt_kafka_content_bytes *sc = bpf_map_lookup_elem(&kafka_content_scratch, &zero);
+	if (!sc)
+		return;
+	struct gt_kafka_content_key *ck = &sc->key;
+	__builtin_memcpy(ck->topic, b->topic, GT_KAFKA_TOPIC_MAX);
+	ck->partition = b->partition;
+	ck->hash = p->content_hash;
+	ck->key_len = p->key_len;
+	ck->value_len = p->value_len;
+	struct gt_kafka_content_link *l = bpf_map_lookup_elem(&gt_kafka_content_links, ck);
+	if (!l)
+		return;
+	/* (no fetched value on older BPF targets): whoever decrements last reads 0 */
+	__sync_fetch_and_add(&l->in_flight, -1);
+	__u32 left = *(volatile __u32 *)&l->in_flight;
+	if (left == 0 || left > GT_KAFKA_CONTENT_MAX) /* 0, or wrapped below */
+		bpf_map_delete_elem(&gt_kafka_content_links, ck);
+}
+
 SEC("uprobe.multi")
 int gt_kafka_batch_entry(struct pt_regs *ctx)
 {
@@ -296,6 +371,7 @@ int gt_kafka_batch_entry(struct pt_regs *ctx)
 	if (bpf_probe_read_user(&partition, sizeof(partition), (void *)(meta + cfg->tp_partition)) < 0)
 		partition = -1;
 	b->partition = partition;
+	publish_contents(cfg, key.tgid, b);
 	gt_mark_entered(&key, GT_PAIRED_KAFKA_BATCH);
 	if (bpf_map_update_elem(&gt_kafka_batch_calls, &key, b, BPF_ANY) < 0) {
 		gt_count(GT_COUNTER_INFLIGHT_FULL);
@@ -361,6 +437,9 @@ int gt_kafka_batch_return(struct pt_regs *ctx)
 			else
 				gt_kafka_count(GT_KAFKA_LINK_STORE_FAILED, 1);
 		}
+		/* after the offset link: a consumer missing the content finds the offset */
+		if (pend.content_hash)
+			unpublish_content(b, &pend);
 		struct gt_kafka_event *ev = reserve(&pend, key.tgid, bin_id, key.goid);
 		if (!ev)
 			continue;

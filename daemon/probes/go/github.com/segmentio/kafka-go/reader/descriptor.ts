@@ -4,7 +4,9 @@
  * trace: its parent is the message's `traceparent` header where one is set
  * (read only), else the span of the traced program that wrote it
  * (published by the Writer's probe under its topic, partition and offset,
- * for at most `KAFKA_LINK_MAX_AGE_NS`), else the span active on the
+ * for at most `KAFKA_LINK_MAX_AGE_NS`; a message read while its batch is
+ * still awaiting the broker's answer, under its key's and value's content),
+ * else the span active on the
  * goroutine. While the goroutine handles the message (until it reads the
  * next) the span is its active span, so the calls it makes are children.
  * Spans: `handleKafkaEvent` (../kafka.ts).
@@ -30,6 +32,7 @@ const F = {
   msgPartition: `${KAFKA_GO}.Message.Partition`,
   msgOffset: `${KAFKA_GO}.Message.Offset`,
   msgKey: `${KAFKA_GO}.Message.Key`,
+  msgValue: `${KAFKA_GO}.Message.Value`,
   msgHeaders: `${KAFKA_GO}.Message.Headers`,
   headerKey: `${KAFKA_GO}/protocol.Header.Key`,
   headerValue: `${KAFKA_GO}/protocol.Header.Value`,
@@ -38,6 +41,7 @@ const F = {
 } as const;
 
 const NO_HEADERS = 'a message\'s traceparent header is not read: consumers link to traced producers only';
+const NO_CONTENT = 'a message read before its producer learnt its offset (a consumer long-polling) is not linked to its producer';
 const NO_GROUP = 'messaging.consumer.group.name is not reported';
 
 export const kafkaReaderProbe: EventProbe = {
@@ -56,6 +60,7 @@ export const kafkaReaderProbe: EventProbe = {
     [F.msgPartition]: { reads: 'the message\'s partition (messaging.destination.partition.id)' },
     [F.msgOffset]: { reads: 'the message\'s offset (messaging.kafka.offset, and the producer\'s link)' },
     [F.msgKey]: { reads: 'the message\'s key, for the opt-in messaging.kafka.message.key' },
+    [F.msgValue]: { reads: 'the message\'s value: with the key, names a message read before its offset link is published', optional: NO_CONTENT },
     [F.msgHeaders]: { reads: 'the message\'s headers, for traceparent', optional: NO_HEADERS },
     [F.headerKey]: { reads: 'a header\'s name', optional: NO_HEADERS },
     [F.headerValue]: { reads: 'a header\'s value (traceparent); its end is the Header\'s size', optional: NO_HEADERS },
@@ -71,6 +76,7 @@ export const kafkaReaderProbe: EventProbe = {
       msg_partition: o[F.msgPartition] ?? 0,
       msg_offset: o[F.msgOffset] ?? 0,
       msg_key: o[F.msgKey] ?? 0,
+      msg_value: o[F.msgValue] ?? 0,
       msg_headers: o[F.msgHeaders] ?? 0,
       header_key: o[F.headerKey] ?? 0,
       header_value: o[F.headerValue] ?? 0,
@@ -79,8 +85,8 @@ export const kafkaReaderProbe: EventProbe = {
       config_group_id: o[F.groupId] ?? 0,
       flags: KafkaReaderFlags.GT_KAFKA_READER_ENABLED
         | (has(F.msgHeaders) && has(F.headerKey) && has(F.headerValue) ? KafkaReaderFlags.GT_KAFKA_READER_HEADERS : 0)
-        | (has(F.readerConfig) && has(F.groupId) ? KafkaReaderFlags.GT_KAFKA_READER_GROUP : 0),
-      reserved: 0,
+        | (has(F.readerConfig) && has(F.groupId) ? KafkaReaderFlags.GT_KAFKA_READER_GROUP : 0)
+        | (has(F.msgValue) ? KafkaReaderFlags.GT_KAFKA_READER_CONTENT : 0),
       link_max_age_ns: KAFKA_LINK_MAX_AGE_NS,
     });
   },
