@@ -20,13 +20,14 @@ $(NATIVE_OUT): $(NATIVE_SRC)
 
 # --- Node's compile cache of the agent (daemon/bin/gotrail) -------------------
 # Holds the agent's modules with their types stripped, so that the running
-# agent need not load Node's TypeScript compiler (~30 MiB resident).
+# agent need not load Node's TypeScript compiler (~30 MiB resident). Each
+# command loads its modules when run, so each is run once (with --help).
 COMPILE_CACHE := $(BUILD)/compile-cache/.warm
 compile-cache: $(COMPILE_CACHE)
 $(COMPILE_CACHE): $(shell find $(ROOT)/daemon -name '*.ts' -not -path '*/node_modules/*') $(NATIVE_OUT)
 	@echo "[setup] warming Node's compile cache of the agent"
 	@mkdir -p $(dir $@)
-	NODE_COMPILE_CACHE=$(BUILD)/compile-cache $(ROOT)/daemon/bin/gotrail version >/dev/null
+	for c in run inspect demo; do NODE_COMPILE_CACHE=$(BUILD)/compile-cache $(ROOT)/daemon/bin/gotrail $$c --help >/dev/null || exit 1; done
 	@touch $@
 
 -include $(ROOT)/probes/probes.mk

@@ -3,11 +3,16 @@
  * address the operator chooses (loopback by default: metrics reveal which
  * programs run on the node).
  */
-import { createServer, type Server } from 'node:http';
+import type { Server } from 'node:http';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { BatcherStats } from '../export/batcher.ts';
 import { OverheadEstimator, type HitCostCalibration, type ProcessOverhead } from './overhead.ts';
 import { WRITE_USER_STATES } from './write-user.ts';
+
+// node:http through getBuiltinModule, not import: an ES import of node:http
+// evaluates its lazy WebSocket exports, which loads Node's bundled undici
+// (~2 MiB of heap the agent never uses).
+const { createServer } = process.getBuiltinModule('node:http');
 
 export interface MetricsSource {
   collect(): MetricsSnapshot;

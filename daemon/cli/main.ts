@@ -3,9 +3,6 @@
  * gotrail command line: `gotrail run`, `gotrail inspect`, `gotrail demo`.
  */
 import { CliError, EXIT } from './exit-codes.ts';
-import { runAgent } from './run.ts';
-import { runInspect } from './inspect.ts';
-import { runDemo } from './demo.ts';
 import { AGENT_VERSION } from '../spans/resource.ts';
 
 const help = `gotrail ${AGENT_VERSION} — traces every Go program on this host with eBPF, no changes to the programs.
@@ -24,13 +21,15 @@ Run 'gotrail <command> --help' for a command's options.
 async function main(argv: string[]): Promise<number> {
   const out = (s: string): void => void process.stdout.write(s);
   const [cmd, ...rest] = argv;
+  // each command loads its own modules: the agent keeps none of inspect's or
+  // demo's resident (demo's ES import of node:http alone loads Node's undici)
   switch (cmd) {
     case 'run':
-      return runAgent(rest, out);
+      return (await import('./run.ts')).runAgent(rest, out);
     case 'inspect':
-      return runInspect(rest, out);
+      return (await import('./inspect.ts')).runInspect(rest, out);
     case 'demo':
-      return runDemo(rest, out);
+      return (await import('./demo.ts')).runDemo(rest, out);
     case 'version':
     case '--version':
       out(`gotrail ${AGENT_VERSION}\n`);

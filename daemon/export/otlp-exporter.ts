@@ -7,9 +7,20 @@
 import { OTLPExporterBase } from '@opentelemetry/otlp-exporter-base';
 import { convertLegacyHttpOptions, createOtlpHttpExportDelegate } from '@opentelemetry/otlp-exporter-base/node-http';
 import type { OTLPExporterNodeConfigBase } from '@opentelemetry/otlp-exporter-base';
-import { ProtobufTraceSerializer, TraceExporterMetricsHelper, type ISerializer, type IExportTraceServiceResponse } from '@opentelemetry/otlp-transformer';
+import type { IExporterMetricsHelper, ISerializer, IExportTraceServiceResponse } from '@opentelemetry/otlp-transformer';
 import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-base';
+import { createRequire } from 'node:module';
 import { OtlpTraceEncoder } from './otlp-proto.ts';
+
+// The response decoder alone: the transformer's entry point loads its metrics
+// and logs serializers and with them @opentelemetry/sdk-metrics (~100 modules
+// resident in the agent, none used).
+const { deserializeExportTraceServiceResponse } = createRequire(import.meta.url)('@opentelemetry/otlp-transformer/build/src/trace/protobuf/response-deserializer.js') as {
+  deserializeExportTraceServiceResponse: (data: Uint8Array) => IExportTraceServiceResponse;
+};
+
+/** What the exporter's `otel.sdk.exporter.span.*` self-metrics count (the transformer's TraceExporterMetricsHelper). */
+const SPAN_METRICS: IExporterMetricsHelper<ReadableSpan[]> = { name: 'span', countItems: (spans) => spans.length };
 
 /** semconv's otel.component.type of an OTLP/HTTP span exporter. */
 const COMPONENT_TYPE = 'otlp_http_span_exporter';
@@ -19,7 +30,7 @@ export function otlpTraceSerializer(): ISerializer<ReadableSpan[], IExportTraceS
   const encoder = new OtlpTraceEncoder();
   return {
     serializeRequest: (spans) => encoder.encode(spans),
-    deserializeResponse: (data) => ProtobufTraceSerializer.deserializeResponse(data),
+    deserializeResponse: (data) => deserializeExportTraceServiceResponse(data),
   };
 }
 
@@ -30,7 +41,7 @@ export class OtlpProtoTraceExporter extends OTLPExporterBase<ReadableSpan[]> imp
       convertLegacyHttpOptions(config, 'TRACES', 'v1/traces', { 'Content-Type': 'application/x-protobuf' }),
       otlpTraceSerializer(),
       COMPONENT_TYPE,
-      TraceExporterMetricsHelper,
+      SPAN_METRICS,
       undefined,
     ));
   }

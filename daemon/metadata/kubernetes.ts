@@ -27,12 +27,17 @@
  * body larger than its limit aborts the stream instead of buffering it.
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { request as httpRequest, type ClientRequest, type IncomingMessage, type RequestOptions } from 'node:http';
-import { request as httpsRequest } from 'node:https';
+import type { ClientRequest, IncomingMessage, RequestOptions } from 'node:http';
 import { hostname } from 'node:os';
 import type { Logger } from '../util/log.ts';
 import { normalizeContainerId } from './container.ts';
 import { podLookup, toRecord, uidsOf, type PodLookup, type PodObject, type PodRecord } from './kubernetes-attributes.ts';
+
+// node:http through getBuiltinModule, not import: an ES import of node:http
+// evaluates its lazy WebSocket exports, which loads Node's bundled undici
+// (~2 MiB of heap the agent never uses).
+const { request: httpRequest } = process.getBuiltinModule('node:http');
+const { request: httpsRequest } = process.getBuiltinModule('node:https');
 
 export { kubernetesAttributes, ownerAttributes, type PodLookup } from './kubernetes-attributes.ts';
 

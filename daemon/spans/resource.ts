@@ -14,7 +14,7 @@ import { ATTR_SERVICE_NAME, ATTR_TELEMETRY_DISTRO_NAME, ATTR_TELEMETRY_DISTRO_VE
 import {
   ATTR_HOST_NAME, ATTR_PROCESS_EXECUTABLE_NAME, ATTR_PROCESS_EXECUTABLE_PATH, ATTR_PROCESS_PID,
   ATTR_PROCESS_RUNTIME_NAME, ATTR_PROCESS_RUNTIME_VERSION,
-} from '@opentelemetry/semantic-conventions/incubating';
+} from './semconv.ts';
 
 export const AGENT_NAME = 'gotrail';
 export const AGENT_VERSION = '0.1.0';

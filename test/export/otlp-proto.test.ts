@@ -92,3 +92,15 @@ test('a request larger than the initial buffer grows it', () => {
   const spans = Array.from({ length: 300 }, (_, i) => fromHex(i));
   same(spans, new OtlpTraceEncoder(16));
 });
+
+test("the exporter's serializer reads a collector's partial success (rejected spans and the message) from the response", async () => {
+  const { otlpTraceSerializer } = await import('../../daemon/export/otlp-exporter.ts');
+  const message = Buffer.from('3 spans had no name');
+  // ExportTraceServiceResponse{partial_success(1): {rejected_spans(1): 3, error_message(2): ...}}, with an unknown field 9 to skip
+  const inner = Buffer.concat([Buffer.from([0x08, 3, 0x12, message.length]), message]);
+  const body = Buffer.concat([Buffer.from([0x48, 1, 0x0a, inner.length]), inner]);
+  const got = otlpTraceSerializer().deserializeResponse(body);
+  assert.deepEqual({ ...got, partialSuccess: { ...got.partialSuccess, rejectedSpans: Number(got.partialSuccess?.rejectedSpans) } }, { partialSuccess: { rejectedSpans: 3, errorMessage: '3 spans had no name' } });
+  assert.deepEqual(got, ProtobufTraceSerializer.deserializeResponse(body), 'the same as the OpenTelemetry serializer reads');
+  assert.deepEqual(otlpTraceSerializer().deserializeResponse(new Uint8Array(0)), {});
+});

@@ -22,3 +22,11 @@ test("every span's instrumentation scope carries the schema URL", () => {
   });
   assert.deepEqual(span.instrumentationScope, { name: 'gotrail/net/http', version: '0.1.0', schemaUrl: 'https://opentelemetry.io/schemas/1.45.0' });
 });
+
+test('the unstable conventions copied into daemon/spans/semconv.ts equal those of the installed package', async () => {
+  const copied = await import('../../daemon/spans/semconv.ts');
+  const incubating = (await import('@opentelemetry/semantic-conventions/incubating')) as Record<string, unknown>;
+  const names = Object.keys(copied);
+  assert.ok(names.length >= 20);
+  for (const name of names) assert.equal((copied as Record<string, unknown>)[name], incubating[name], name);
+});

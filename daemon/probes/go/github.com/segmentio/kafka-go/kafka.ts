@@ -24,7 +24,7 @@ import {
   ATTR_MESSAGING_KAFKA_MESSAGE_KEY, ATTR_MESSAGING_KAFKA_OFFSET, ATTR_MESSAGING_OPERATION_NAME,
   ATTR_MESSAGING_OPERATION_TYPE, ATTR_MESSAGING_SYSTEM, MESSAGING_OPERATION_TYPE_VALUE_RECEIVE,
   MESSAGING_OPERATION_TYPE_VALUE_SEND, MESSAGING_SYSTEM_VALUE_KAFKA,
-} from '@opentelemetry/semantic-conventions/incubating';
+} from '../../../../../spans/semconv.ts';
 import { SpanKind, type Attributes } from '@opentelemetry/api';
 import { KafkaEventFlags, decodeKafkaEvent } from '../../../../../generated/layouts.ts';
 import { emitProbeSpan, type EventContext } from '../../../../types.ts';

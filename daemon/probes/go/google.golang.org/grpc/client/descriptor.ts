@@ -9,7 +9,7 @@
  */
 import { ATTR_ERROR_TYPE, ATTR_RPC_METHOD, ATTR_SERVER_ADDRESS, ATTR_SERVER_PORT, ERROR_TYPE_VALUE_OTHER } from '@opentelemetry/semantic-conventions';
 // the RPC keys gotrail's spans carry are incubating in this version of the conventions
-import { ATTR_RPC_GRPC_STATUS_CODE, ATTR_RPC_SERVICE, ATTR_RPC_SYSTEM, RPC_SYSTEM_VALUE_GRPC } from '@opentelemetry/semantic-conventions/incubating';
+import { ATTR_RPC_GRPC_STATUS_CODE, ATTR_RPC_SERVICE, ATTR_RPC_SYSTEM, RPC_SYSTEM_VALUE_GRPC } from '../../../../../spans/semconv.ts';
 import { SpanKind, type Attributes } from '@opentelemetry/api';
 import {
   BpfMaps, BpfPrograms, EventType, GrpcClientEventFlags, GrpcClientFlags, GrpcClientHdrWhere, GRPC_CLIENT_EVENT_SIZE,

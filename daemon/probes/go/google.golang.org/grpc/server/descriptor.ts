@@ -9,7 +9,7 @@
  */
 import { ATTR_ERROR_TYPE, ATTR_RPC_METHOD } from '@opentelemetry/semantic-conventions';
 // the RPC keys gotrail's spans carry are incubating in this version of the conventions
-import { ATTR_RPC_GRPC_STATUS_CODE, ATTR_RPC_SERVICE, ATTR_RPC_SYSTEM, RPC_SYSTEM_VALUE_GRPC } from '@opentelemetry/semantic-conventions/incubating';
+import { ATTR_RPC_GRPC_STATUS_CODE, ATTR_RPC_SERVICE, ATTR_RPC_SYSTEM, RPC_SYSTEM_VALUE_GRPC } from '../../../../../spans/semconv.ts';
 import { SpanKind, type Attributes } from '@opentelemetry/api';
 import {
   BpfMaps, BpfPrograms, EventType, GrpcServerEventFlags, GrpcServerFlags, GRPC_SERVER_EVENT_SIZE,

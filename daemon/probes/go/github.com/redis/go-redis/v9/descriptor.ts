@@ -15,7 +15,7 @@ import {
   ERROR_TYPE_VALUE_OTHER,
 } from '@opentelemetry/semantic-conventions';
 // the Redis value of db.system.name is incubating in this version of the conventions
-import { DB_SYSTEM_NAME_VALUE_REDIS } from '@opentelemetry/semantic-conventions/incubating';
+import { DB_SYSTEM_NAME_VALUE_REDIS } from '../../../../../../spans/semconv.ts';
 import { SpanKind, type Attributes } from '@opentelemetry/api';
 import {
   BpfMaps, BpfPrograms, EventType, REDIS_EVENT_SIZE, RedisEventFlags, RedisFlags, RedisLimits,

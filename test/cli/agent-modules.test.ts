@@ -1,0 +1,39 @@
+/**
+ * The running agent keeps resident only the modules it uses: each one loaded
+ * stays in V8's heap for the agent's life (its source, its functions), so a
+ * dependency pulled in for one constant costs megabytes of resident memory.
+ * Loads the agent's entry point (`gotrail run`'s module graph) in a fresh
+ * Node and lists every module it loaded.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+import { repoRoot } from '../support/agent-process.ts';
+
+const probe = `
+import { registerHooks } from 'node:module';
+const urls = [];
+registerHooks({ load(url, context, next) { urls.push(url); return next(url, context); } });
+await import(${JSON.stringify(join(repoRoot, 'daemon', 'cli', 'run.ts'))});
+await import(${JSON.stringify(join(repoRoot, 'daemon', 'export', 'exporters.ts'))});
+await import(${JSON.stringify(join(repoRoot, 'daemon', 'export', 'otlp-exporter.ts'))});
+await import(${JSON.stringify(join(repoRoot, 'daemon', 'analysis', 'instructions.ts'))});
+process.stdout.write(JSON.stringify({ urls, builtins: process.moduleLoadList }));
+`;
+
+test("gotrail run's modules load none of what the agent does not use", () => {
+  const { urls, builtins } = JSON.parse(execFileSync(process.execPath, ['--input-type=module', '-e', probe], { encoding: 'utf8', cwd: repoRoot })) as { urls: string[]; builtins: string[] };
+  assert.ok(urls.some((u) => u.includes('/daemon/agent/agent.ts')), 'the probe loaded the agent');
+  assert.ok(urls.some((u) => u.includes('/iced-x86/iced_x86.js')), 'and the instruction decoder');
+  const unwanted: Array<[RegExp, string]> = [
+    [/semantic-conventions\/.*(experimental|incubating)/, 'the incubating semantic conventions (copy the names into daemon/spans/semconv.ts)'],
+    [/@opentelemetry\/sdk-metrics\//, 'the metrics SDK (loaded by the otlp-transformer entry point)'],
+    [/@opentelemetry\/otlp-transformer\/build\/src\/index\.js/, "the otlp-transformer entry point"],
+    [/\/daemon\/cli\/(demo|demo-data|inspect)\.ts/, "other commands' modules"],
+  ];
+  for (const [re, what] of unwanted) assert.deepEqual(urls.filter((u) => re.test(u)), [], what);
+  assert.deepEqual(builtins.filter((m) => m.includes('internal/deps/undici')), [], "Node's undici (loaded by an ES import of node:http)");
+  // an ES import of a CommonJS module keeps its source twice; iced-x86's is 0.9 MB
+  assert.equal(urls.filter((u) => u.includes('/iced-x86/')).length, 1, 'iced-x86 is required (CommonJS), not imported');
+});
