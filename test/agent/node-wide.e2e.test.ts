@@ -19,6 +19,7 @@ import { startGoServer, httpRequest, type GoServer } from '../support/go-server.
 import { skipUnlessBpf } from '../support/privileges.ts';
 import { startBusyLoad } from '../support/busy.ts';
 import { sleep, until } from '../support/wait.ts';
+import { binaryLinkSets } from '../support/link-sets.ts';
 
 const skip = skipUnlessBpf();
 const goBin = (tc: string, v: string, name = 'httpserver'): string => join(repoRoot, 'build', 'go', tc, v, name);
@@ -80,7 +81,7 @@ describe('node-wide agent', { skip }, () => {
         assert.equal(b.pids.size, 10, 'ten processes share each binary\'s links');
         expectedSets += sites;
       }
-      const uprobeSets = rt.obj.linkSets().filter((l) => l.kind !== 'tracepoint' && l.kind !== 'socket');
+      const uprobeSets = binaryLinkSets(rt.obj);
       assert.equal(uprobeSets.length, expectedSets, 'one uprobe link set per (binary, program), not per process');
       assert.equal(rt.obj.mapCount('gt_processes'), 100, 'all 100 in the BPF allow-list');
 
@@ -95,7 +96,7 @@ describe('node-wide agent', { skip }, () => {
     }
     await until('every process released', () => agent.tracedPids().length === 0);
     assert.equal(agent.attachments()!.lingering().length, 10, 'each binary\'s links linger after its last process, for the next one');
-    await until('links detached once the linger time passed', () => agent.runtime()!.obj.linkSets().filter((l) => l.kind !== 'tracepoint' && l.kind !== 'socket').length === 0, 20_000);
+    await until('links detached once the linger time passed', () => binaryLinkSets(agent.runtime()!.obj).length === 0, 20_000);
   });
 
   test('1,000 start/exit cycles of short-lived Go processes on busy cores: every one traced, nothing left behind', async () => {
@@ -159,7 +160,7 @@ describe('node-wide agent', { skip }, () => {
     // a second time until the next scan: reported, a known defect
     process.stderr.write(`# traced twice: ${tracedCycles.length - traced}\n`);
     assert.equal(agent.totals.exitEvents - before.exitEvents, cycles, 'an exit event for every traced process');
-    assert.equal(rt.obj.linkSets().filter((l) => l.kind !== 'tracepoint' && l.kind !== 'socket').length, 0, 'no uprobe links remain');
+    assert.equal(binaryLinkSets(rt.obj).length, 0, 'no uprobe links remain');
     assert.equal(rt.obj.mapCount('gt_processes'), 0, 'no allow-list entries remain');
     assert.equal(rt.obj.mapCount('gt_binary_files'), 0, 'no attached files remain known to the exec hook');
     assert.equal(rt.obj.mapCount('gt_http_server_inflight'), 0, 'no in-flight entries remain');
