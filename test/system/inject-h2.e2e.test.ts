@@ -22,8 +22,8 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { copyFileSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { copyFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { tracedCollector } from '../support/traced-collector.ts';
@@ -32,16 +32,16 @@ import { skipUnlessBpf } from '../support/privileges.ts';
 import { repoRoot } from '../support/agent-process.ts';
 import { startBusyLoad, type BusyLoad } from '../support/busy.ts';
 import { echoBinary, toolchains } from '../go/google.golang.org/grpc/echo-build.ts';
+import { twoNodes } from '../support/two-nodes.ts';
 
 const skip = skipUnlessBpf();
-const N = 100 + ((process.pid + 77) % 150);
-const NS_A = `gth2${process.pid}a`;
-const NS_B = `gth2${process.pid}b`;
-const A = `198.18.${N}.1`;
-const B = `198.18.${N}.2`;
-const B_DENIED = `198.18.${N}.3`;
-const B_THIRD_PARTY = `198.18.${N}.4`;
-const B_OUTSIDE = `198.19.${N}.2`;
+const NODES = twoNodes('gth2', 100 + ((process.pid + 77) % 150));
+const NS_A = NODES.nsA;
+const NS_B = NODES.nsB;
+const B = NODES.b;
+const B_DENIED = NODES.bOn(3);
+const B_THIRD_PARTY = NODES.bOn(4);
+const B_OUTSIDE = NODES.bOutside;
 const TRACED = join(repoRoot, 'build', 'test', 'inject-h2');
 const TRACED_NO_INJECT = join(repoRoot, 'build', 'test', 'inject-h2-off');
 const UNTRACED = join(repoRoot, 'build', 'test', 'inject-h2-untraced');
@@ -50,37 +50,8 @@ const CONCURRENT = 100;
 const TRACED_PORT = 50051;
 const ECHO_PORT = 50052;
 
-function sh(...args: string[]): void {
-  execFileSync(args[0]!, args.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
-}
 
-function teardownNetwork(): void {
-  for (const ns of [NS_A, NS_B]) {
-    try {
-      sh('ip', 'netns', 'del', ns);
-    } catch {
-      /* not there */
-    }
-    rmSync(join('/etc/netns', ns), { recursive: true, force: true });
-  }
-}
 
-function setupNetwork(): void {
-  teardownNetwork();
-  sh('ip', 'netns', 'add', NS_A);
-  sh('ip', 'netns', 'add', NS_B);
-  sh('ip', 'link', 'add', `${NS_A}v`, 'type', 'veth', 'peer', 'name', `${NS_B}v`);
-  sh('ip', 'link', 'set', `${NS_A}v`, 'netns', NS_A);
-  sh('ip', 'link', 'set', `${NS_B}v`, 'netns', NS_B);
-  for (const [ns, addrs] of [[NS_A, [`${A}/24`, `198.19.${N}.1/24`]], [NS_B, [`${B}/24`, `${B_DENIED}/24`, `${B_THIRD_PARTY}/24`, `${B_OUTSIDE}/24`]]] as const) {
-    for (const a of addrs) sh('ip', '-n', ns, 'addr', 'add', a, 'dev', `${ns}v`);
-    sh('ip', '-n', ns, 'link', 'set', `${ns}v`, 'up');
-    sh('ip', '-n', ns, 'link', 'set', 'lo', 'up');
-  }
-  // `ip netns exec` puts /etc/netns/<ns>/hosts in place of /etc/hosts
-  mkdirSync(join('/etc/netns', NS_A), { recursive: true });
-  writeFileSync(join('/etc/netns', NS_A, 'hosts'), `127.0.0.1 localhost\n${B_THIRD_PARTY} api.third-party.example\n`);
-}
 
 /** A copy of grpc-echo in `dir` (the agent's rules select by path). */
 function copyOf(binary: string, dir: string): string {
@@ -147,7 +118,7 @@ function onlyTraceparent(got: string[], what: string): { traceId: string; spanId
 describe('traceparent appended to the HEADERS frames of gRPC calls (h2c), across two network namespaces, node-local linking off', { skip }, () => {
   const traced = tracedCollector([
     '--include-exe', `${TRACED}/**`, '--include-exe', `${TRACED_NO_INJECT}/**`, '--no-inject-exe', `${TRACED_NO_INJECT}/**`, '--no-local-linking',
-    '--inject-allow', `198.18.${N}.0/24`, '--inject-deny', `${B_DENIED}/32`, '--inject-deny', '*.third-party.example',
+    '--inject-allow', NODES.subnet, '--inject-deny', `${B_DENIED}/32`, '--inject-deny', '*.third-party.example',
   ]);
   let busy: BusyLoad | undefined;
   let server: GoServer | undefined;
@@ -162,8 +133,8 @@ describe('traceparent appended to the HEADERS frames of gRPC calls (h2c), across
     assert.ok(!('skip' in b), 'grpc-echo builds');
     binary = b.binary;
     // also when the run is cut short (an uncaught error, a timeout)
-    process.once('exit', teardownNetwork);
-    setupNetwork();
+    process.once('exit', () => NODES.teardown());
+    NODES.setup({ 'api.third-party.example': B_THIRD_PARTY });
   });
   before(async () => {
     echo = await startGoServer('ip', ['netns', 'exec', NS_B, copyOf(binary, UNTRACED), '-grpc-addr', `0.0.0.0:${ECHO_PORT}`]);
@@ -179,7 +150,7 @@ describe('traceparent appended to the HEADERS frames of gRPC calls (h2c), across
     await client?.stop();
     await server?.stop();
     await echo?.stop();
-    teardownNetwork();
+    NODES.teardown();
   });
 
   const seen = new Set<string>();

@@ -19,8 +19,8 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { freshCopy, tracedCollector } from '../support/traced-collector.ts';
@@ -29,53 +29,24 @@ import { skipUnlessBpf } from '../support/privileges.ts';
 import { repoRoot } from '../support/agent-process.ts';
 import { startBusyLoad, type BusyLoad } from '../support/busy.ts';
 import type { ReceivedSpan } from '../support/collector.ts';
+import { twoNodes } from '../support/two-nodes.ts';
 
 const skip = skipUnlessBpf();
-const N = 100 + (process.pid % 150);
-const NS_A = `gtinj${process.pid}a`;
-const NS_B = `gtinj${process.pid}b`;
-const A = `198.18.${N}.1`;
-const B = `198.18.${N}.2`;
-const B_DENIED = `198.18.${N}.3`;
-const B_THIRD_PARTY = `198.18.${N}.4`;
-const B_OUTSIDE = `198.19.${N}.2`;
+const NODES = twoNodes('gtinj', 100 + (process.pid % 150));
+const NS_A = NODES.nsA;
+const NS_B = NODES.nsB;
+const B = NODES.b;
+const B_DENIED = NODES.bOn(3);
+const B_THIRD_PARTY = NODES.bOn(4);
+const B_OUTSIDE = NODES.bOutside;
 const COPIES = join(repoRoot, 'build', 'test', 'inject-http1');
 /** Copies traced with injection off for their executable (--no-inject-exe). */
 const COPIES_NO_INJECT = join(repoRoot, 'build', 'test', 'inject-http1-off');
 const PEER = join(repoRoot, 'build', 'go', 'go1.26', 'plain', 'inject-peer');
 const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-0[01]$/;
 
-function sh(...args: string[]): void {
-  execFileSync(args[0]!, args.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
-}
 
-function teardownNetwork(): void {
-  for (const ns of [NS_A, NS_B]) {
-    try {
-      sh('ip', 'netns', 'del', ns);
-    } catch {
-      /* not there */
-    }
-    rmSync(join('/etc/netns', ns), { recursive: true, force: true });
-  }
-}
 
-function setupNetwork(): void {
-  teardownNetwork();
-  sh('ip', 'netns', 'add', NS_A);
-  sh('ip', 'netns', 'add', NS_B);
-  sh('ip', 'link', 'add', `${NS_A}v`, 'type', 'veth', 'peer', 'name', `${NS_B}v`);
-  sh('ip', 'link', 'set', `${NS_A}v`, 'netns', NS_A);
-  sh('ip', 'link', 'set', `${NS_B}v`, 'netns', NS_B);
-  for (const [ns, addrs] of [[NS_A, [`${A}/24`, `198.19.${N}.1/24`]], [NS_B, [`${B}/24`, `${B_DENIED}/24`, `${B_THIRD_PARTY}/24`, `${B_OUTSIDE}/24`]]] as const) {
-    for (const a of addrs) sh('ip', '-n', ns, 'addr', 'add', a, 'dev', `${ns}v`);
-    sh('ip', '-n', ns, 'link', 'set', `${ns}v`, 'up');
-    sh('ip', '-n', ns, 'link', 'set', 'lo', 'up');
-  }
-  // `ip netns exec` puts /etc/netns/<ns>/hosts in place of /etc/hosts
-  mkdirSync(join('/etc/netns', NS_A), { recursive: true });
-  writeFileSync(join('/etc/netns', NS_A, 'hosts'), `127.0.0.1 localhost\n${B} allowed.inject.test\n${B_THIRD_PARTY} api.third-party.example\n`);
-}
 
 interface Received { traceparent: string[] | null; bodyLen: number; bodySha256: string; status: number }
 interface Result { ok: boolean; error?: string; sentLen: number; sentSha256: string; responses: Received[] | null; raw?: string }
@@ -126,7 +97,7 @@ function onlyTraceparent(r: Received, what: string): { traceId: string; spanId: 
 describe('traceparent injected at socket level into HTTP/1.x requests, across two network namespaces, node-local linking off', { skip }, () => {
   const traced = tracedCollector([
     '--include-exe', `${COPIES}/**`, '--include-exe', `${COPIES_NO_INJECT}/**`, '--no-inject-exe', `${COPIES_NO_INJECT}/**`, '--no-local-linking',
-    '--inject-allow', `198.18.${N}.0/24`, '--inject-deny', `${B_DENIED}/32`, '--inject-deny', '*.third-party.example',
+    '--inject-allow', NODES.subnet, '--inject-deny', `${B_DENIED}/32`, '--inject-deny', '*.third-party.example',
   ]);
   let busy: BusyLoad | undefined;
   let recorder: GoServer | undefined;
@@ -136,8 +107,8 @@ describe('traceparent injected at socket level into HTTP/1.x requests, across tw
 
   before(() => {
     // also when the run is cut short (an uncaught error, a timeout)
-    process.once('exit', teardownNetwork);
-    setupNetwork();
+    process.once('exit', () => NODES.teardown());
+    NODES.setup({ 'allowed.inject.test': B, 'api.third-party.example': B_THIRD_PARTY });
   });
   before(async () => {
     recorder = await startGoServer('ip', ['netns', 'exec', NS_B, PEER, '-mode', 'recorder', '-addr', '0.0.0.0:18080', '-raw-addr', '0.0.0.0:18081']);
@@ -153,7 +124,7 @@ describe('traceparent injected at socket level into HTTP/1.x requests, across tw
     await client?.stop();
     await server?.stop();
     await recorder?.stop();
-    teardownNetwork();
+    NODES.teardown();
   });
 
   /** The client spans sent since the last call, exactly `n`. */
