@@ -52,6 +52,7 @@ import { planBinaryAt } from '../daemon/agent/binary-plan.ts';
 import { DEFAULT_BPF_OBJECT } from '../daemon/agent/bpf-runtime.ts';
 import { BpfObject } from '../daemon/native/index.ts';
 import { probes } from '../daemon/probes/registry.ts';
+import { metricSum } from '../test/support/metrics.ts';
 
 const SCENARIOS = ['http', 'http-client', 'grpc', 'sampling', 'agent-load', 'attach', 'pipeline', 'entry-site'] as const;
 type Scenario = (typeof SCENARIOS)[number];
@@ -114,14 +115,6 @@ const median = (xs: number[]): number => {
 const f = (x: number, d = 1): string => (Number.isFinite(x) ? x.toFixed(d) : 'n/a');
 const signed = (x: number, d = 1): string => (Number.isFinite(x) ? `${x >= 0 ? '+' : ''}${x.toFixed(d)}` : 'n/a');
 
-function metricSum(text: string, name: string, labels: Record<string, string> = {}): number {
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(name + '{') && !line.startsWith(name + ' ')) continue;
-    if (Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
-  }
-  return sum;
-}
 const UPROBE_PROGRAM = /program="gt_(grpc|http)_/;
 function bpfSeconds(text: string): number {
   let sum = 0;

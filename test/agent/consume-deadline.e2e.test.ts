@@ -10,21 +10,15 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { copyFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { repoRoot, startAgent, type AgentProcess } from '../support/agent-process.ts';
+import { repoRoot, startAgent } from '../support/agent-process.ts';
 import { startGoServer, httpRequest } from '../support/go-server.ts';
 import { skipUnlessBpf } from '../support/privileges.ts';
 import { sleep } from '../support/wait.ts';
+import { metricSum, scrapeMetrics } from '../support/metrics.ts';
 import { DEFAULT_CONSUME_INTERVAL_MS } from '../../daemon/agent/bpf-runtime.ts';
 
-const metric = (text: string, name: string, labels: Record<string, string> = {}): number => {
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(name + '{') && !line.startsWith(name + ' ')) continue;
-    if (Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
-  }
-  return sum;
-};
-const scrape = async (agent: AgentProcess): Promise<string> => (await httpRequest(await agent.metricsUrl())).body;
+const metric = metricSum;
+const scrape = scrapeMetrics;
 const batches = (text: string): number => metric(text, 'gotrail_ringbuf_batches_total', { map: 'gt_events' });
 const spans = (text: string): number => metric(text, 'gotrail_events_total', { type: 'net/http/server' });
 
