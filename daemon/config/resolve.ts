@@ -234,7 +234,21 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
   const set = (name: string): boolean => (env[name] ?? '').trim() !== '';
   const otlp: OtlpConfig = {};
   const fo = file.exporter?.otlp;
+  const warnings: string[] = [];
+  const httpUrl = (v: string): boolean => {
+    try {
+      return /^https?:$/.test(new URL(v).protocol);
+    } catch {
+      return false;
+    }
+  };
+  for (const name of ['OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', 'OTEL_EXPORTER_OTLP_ENDPOINT']) {
+    if (flags['otlp-endpoint'] === undefined && set(name) && !httpUrl(env[name]!.trim())) {
+      warnings.push(`${name}: expected an http:// or https:// URL, got "${env[name]}": the OTLP exporter ignores it`);
+    }
+  }
   if (flags['otlp-endpoint'] !== undefined) {
+    if (!httpUrl(flags['otlp-endpoint'])) throw new RunConfigError(`--otlp-endpoint: expected an http:// or https:// URL, got "${flags['otlp-endpoint']}"`);
     otlp.endpoint = flags['otlp-endpoint'];
     sources['otlp.endpoint'] = '--otlp-endpoint';
   } else if (set('OTEL_EXPORTER_OTLP_TRACES_ENDPOINT') || set('OTEL_EXPORTER_OTLP_ENDPOINT')) {
@@ -248,7 +262,6 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
   if (fo?.headers !== undefined && !set('OTEL_EXPORTER_OTLP_TRACES_HEADERS') && !set('OTEL_EXPORTER_OTLP_HEADERS')) otlp.headers = { ...fo.headers };
   if (fo?.timeoutMillis !== undefined && !set('OTEL_EXPORTER_OTLP_TRACES_TIMEOUT') && !set('OTEL_EXPORTER_OTLP_TIMEOUT')) otlp.timeoutMillis = fo.timeoutMillis;
 
-  const warnings: string[] = [];
   const sampling = parseSampling(env, file.sampling, sources, warnings);
 
   const metricsAddress = pick('metricsAddress', 'metrics-address', flags['metrics-address'], file.metricsAddress) ?? '127.0.0.1:9464';
