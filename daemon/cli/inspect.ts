@@ -145,7 +145,11 @@ export async function runInspect(argv: string[], out: (s: string) => void): Prom
   const path = /^\d+$/.test(target) ? `/proc/${target}/exe` : target;
   if (!existsSync(path)) throw new CliError(/^\d+$/.test(target) ? `no process ${target} (or its executable is not readable)` : `${target}: no such file`, EXIT.FAILED);
   const { plan, error } = planBinaryAt(path, probes, from ? { only: from } : {});
-  if (!plan) throw new CliError(`${target}: ${error?.message ?? 'analysis failed'}`, EXIT.FAILED);
+  if (!plan) {
+    // the analysis's errors name the file already
+    const msg = error?.message ?? 'analysis failed';
+    throw new CliError(msg.startsWith(`${path}:`) ? msg : `${target}: ${msg}`, EXIT.FAILED);
+  }
   const kernel = await kernelView();
   out(values.json ? JSON.stringify(planToJson(plan, kernel), null, 2) + '\n' : renderPlan(plan, kernel));
   return plan.probes.some((p) => p.attachable) ? EXIT.OK : EXIT.NOTHING_ATTACHES;
