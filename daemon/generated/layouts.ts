@@ -40,8 +40,6 @@ export const BpfMaps = {
   gt_inject_conns: 'gt_inject_conns',
   gt_inject_counters: 'gt_inject_counters',
   gt_inject_deny_cidrs: 'gt_inject_deny_cidrs',
-  gt_inject_h2_conns: 'gt_inject_h2_conns',
-  gt_inject_host_scratch: 'gt_inject_host_scratch',
   gt_inject_hosts: 'gt_inject_hosts',
   gt_inject_pending: 'gt_inject_pending',
   gt_inject_settings: 'gt_inject_settings',
@@ -257,8 +255,6 @@ export const GrpcClientLimits = {
   GT_GRPC_CLIENT_METHOD_MAX: 128,
   GT_GRPC_CLIENT_TARGET_MAX: 64,
   GT_GRPC_CLIENT_INFLIGHT_MAX: 16384,
-  GT_GRPC_CLIENT_FIELDS_SCAN: 32,
-  GT_GRPC_CLIENT_FIELD_SIZE: 40,
 } as const;
 
 /** enum gt_grpc_server_event_flags */
@@ -437,19 +433,6 @@ export const InjectFlags = {
   GT_INJECT_DENY_CIDRS: 8,
 } as const;
 
-/** enum gt_inject_h2_limits */
-export const InjectH2Limits = {
-  GT_INJECT_H2_FRAMES_MAX: 512,
-  GT_INJECT_H2_FRAME_HEADER: 9,
-  GT_INJECT_H2_PREFACE_LEN: 24,
-  GT_INJECT_H2_FRAME_MAX: 16384,
-  GT_INJECT_H2_FIELD_LEN: 69,
-  GT_INJECT_H2_HEADERS: 1,
-  GT_INJECT_H2_TYPE_MAX: 9,
-  GT_INJECT_H2_END_HEADERS: 4,
-  GT_INJECT_H2_PADDED: 8,
-} as const;
-
 /** enum gt_inject_host_rule */
 export const InjectHostRule = {
   GT_INJECT_HOST_ALLOW: 1,
@@ -489,15 +472,7 @@ export const InjectOutcome = {
   GT_INJECT_OUT_PUSH_FAILED: 10,
   GT_INJECT_OUT_NOT_SENT: 11,
   GT_INJECT_OUT_SOCKMAP_FULL: 12,
-  GT_INJECT_OUT_H2_SPLIT: 16,
-  GT_INJECT_OUT_H2_CONTINUATION: 17,
-  GT_INJECT_OUT_H2_PADDED: 18,
-  GT_INJECT_OUT_H2_TOO_LONG: 19,
-  GT_INJECT_OUT_H2_UNALIGNED: 20,
-  GT_INJECT_OUT_H2_NOT_FOUND: 21,
-  GT_INJECT_OUT_H2_CONN_FULL: 22,
-  GT_INJECT_OUT_H2_UNSCANNED: 23,
-  GT_INJECT_OUT_MAX: 32,
+  GT_INJECT_OUT_MAX: 16,
 } as const;
 
 /** enum gt_inject_pending_flags */
@@ -505,13 +480,11 @@ export const InjectPendingFlags = {
   GT_INJECT_PENDING_CIDR_ALLOWED: 1,
   GT_INJECT_PENDING_HOST_LONG: 2,
   GT_INJECT_PENDING_HOST_UNREAD: 4,
-  GT_INJECT_PENDING_HOST_TARGET: 8,
 } as const;
 
 /** enum gt_inject_proto */
 export const InjectProto = {
   GT_INJECT_PROTO_HTTP1: 1,
-  GT_INJECT_PROTO_HTTP2: 2,
 } as const;
 
 /** enum gt_kafka_counter */
@@ -1872,58 +1845,6 @@ export function decodeInjectCidrKey(buf: Buffer, off = 0): InjectCidrKey {
 export function encodeInjectCidrKey(v: InjectCidrKey, buf: Buffer = Buffer.alloc(20), off = 0): Buffer {
   buf.writeUInt32LE(v.prefixlen, off + 0);
   buf.fill(0, off + 4, off + 4 + 16); v.addr.copy(buf, off + 4, 0, Math.min(v.addr.length, 16));
-  return buf;
-}
-
-/** struct gt_inject_h2_conn (32 bytes) */
-export interface InjectH2Conn {
-  marks: number;
-  carry: number;
-  lost: number;
-  walk_off: number;
-  walk_size: number;
-  hdr_have: number;
-  hdr_len: number;
-  reserved: number;
-}
-
-export const INJECT_H2_CONN_SIZE = 32;
-export const InjectH2ConnOffsets = {
-  marks: 0,
-  carry: 4,
-  lost: 8,
-  walk_off: 12,
-  walk_size: 16,
-  hdr_have: 20,
-  hdr_len: 24,
-  reserved: 28,
-} as const;
-
-/** Decodes struct gt_inject_h2_conn at `off`; byte arrays are views into `buf`, not copies. */
-export function decodeInjectH2Conn(buf: Buffer, off = 0): InjectH2Conn {
-  if (off + 32 > buf.length) throw new RangeError(`gt_inject_h2_conn: need 32 bytes at ${off}, have ${buf.length - off}`);
-  return {
-    marks: buf.readUInt32LE(off + 0),
-    carry: buf.readUInt32LE(off + 4),
-    lost: buf.readUInt32LE(off + 8),
-    walk_off: buf.readUInt32LE(off + 12),
-    walk_size: buf.readUInt32LE(off + 16),
-    hdr_have: buf.readUInt32LE(off + 20),
-    hdr_len: buf.readUInt32LE(off + 24),
-    reserved: buf.readUInt32LE(off + 28),
-  };
-}
-
-/** Encodes struct gt_inject_h2_conn into `buf` at `off` (a new zeroed buffer by default). */
-export function encodeInjectH2Conn(v: InjectH2Conn, buf: Buffer = Buffer.alloc(32), off = 0): Buffer {
-  buf.writeUInt32LE(v.marks, off + 0);
-  buf.writeUInt32LE(v.carry, off + 4);
-  buf.writeUInt32LE(v.lost, off + 8);
-  buf.writeUInt32LE(v.walk_off, off + 12);
-  buf.writeUInt32LE(v.walk_size, off + 16);
-  buf.writeUInt32LE(v.hdr_have, off + 20);
-  buf.writeUInt32LE(v.hdr_len, off + 24);
-  buf.writeUInt32LE(v.reserved, off + 28);
   return buf;
 }
 

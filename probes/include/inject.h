@@ -30,10 +30,6 @@ enum gt_inject_limits {
  * it (and on the first bytes of the message). */
 enum gt_inject_proto {
 	GT_INJECT_PROTO_HTTP1 = 1,
-	/* an HTTP/2 stream's HEADERS frame: the record is keyed by the
-	 * 4-tuple and the stream id, and the connection has a
-	 * gt_inject_h2_conns entry */
-	GT_INJECT_PROTO_HTTP2 = 2,
 };
 
 struct gt_inject_pending {
@@ -51,29 +47,6 @@ enum gt_inject_pending_flags {
 	GT_INJECT_PENDING_CIDR_ALLOWED = 1, /* the peer address is on the allow list */
 	GT_INJECT_PENDING_HOST_LONG = 2,    /* URL.Host longer than `host` holds */
 	GT_INJECT_PENDING_HOST_UNREAD = 4,  /* URL.Host could not be read: treated as denied */
-	/* `host` is a gRPC target ("scheme:///name:port" or "name:port"): the
-	 * name is what follows its last '/' */
-	GT_INJECT_PENDING_HOST_TARGET = 8,
-};
-
-/* An HTTP/2 connection with marked streams (gt_inject_h2_conns, keyed by the
- * 4-tuple, stream id 0). From its first mark on, the sk_msg program walks
- * the frames of every send on it, so that it knows where the next send's
- * first frame starts (a frame may straddle two sends). */
-struct gt_inject_h2_conn {
-	__u32 marks; /* streams marked and not yet taken (best effort: the walk runs while > 0) */
-	__u32 carry; /* bytes of the last frame of the previous send that are in the next send(s) */
-	__u32 lost;  /* the frame boundaries are no longer known: no more injection on it */
-	/* the walk over the current send (a send holds the socket's lock, so
-	 * one at a time): kept here, in a map value, so that the verifier sees
-	 * one state per turn of the loop instead of a precise, growing offset */
-	__u32 walk_off;  /* the current frame's first byte in the send */
-	__u32 walk_size; /* the send's length (grows with each field appended) */
-	/* a frame header cut by the end of the previous send: how many of its
-	 * 9 bytes it had, and the length bytes among them (big-endian, so far) */
-	__u32 hdr_have;
-	__u32 hdr_len;
-	__u32 reserved;
 };
 
 /* Node-wide switches (one slot, set by user space). */
@@ -132,20 +105,7 @@ enum gt_inject_outcome {
 	GT_INJECT_OUT_PUSH_FAILED = 10,  /* bpf_msg_push_data failed (no room) */
 	GT_INJECT_OUT_NOT_SENT = 11,     /* the request ended with its mark never taken by a send */
 	GT_INJECT_OUT_SOCKMAP_FULL = 12, /* adding a traced process's connection to the sockmap failed */
-	/* HTTP/2 (a marked stream's HEADERS frame); 16 on, away from values
-	 * other paths may add */
-	GT_INJECT_OUT_H2_SPLIT = 16, /* the marked HEADERS frame straddles two sends */
-	GT_INJECT_OUT_H2_CONTINUATION =
-		17,                     /* END_HEADERS not set: the block goes on in CONTINUATION frames */
-	GT_INJECT_OUT_H2_PADDED = 18,   /* the frame is PADDED */
-	GT_INJECT_OUT_H2_TOO_LONG = 19, /* the frame would exceed 16 384 bytes with the field */
-	GT_INJECT_OUT_H2_UNALIGNED =
-		20, /* the frame boundaries of the connection are lost (not a frame header, or more frames in one send than walked) */
-	GT_INJECT_OUT_H2_NOT_FOUND = 21, /* the stream's HEADERS frame was not in the send after the mark */
-	GT_INJECT_OUT_H2_CONN_FULL = 22, /* gt_inject_h2_conns is full */
-	GT_INJECT_OUT_H2_UNSCANNED =
-		23, /* more header fields than the probe looks through for a traceparent */
-	GT_INJECT_OUT_MAX = 32,
+	GT_INJECT_OUT_MAX = 16,
 };
 
 struct {
@@ -178,13 +138,6 @@ struct {
 	__type(key, struct gt_conn_key);
 	__type(value, __u32);
 } gt_inject_conns SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, GT_INJECT_CONNS_MAX);
-	__type(key, struct gt_conn_key);
-	__type(value, struct gt_inject_h2_conn);
-} gt_inject_h2_conns SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -258,81 +211,6 @@ static __always_inline bool gt_inject_mark(const struct gt_conn_key *k, const st
 		gt_inject_count(GT_INJECT_OUT_STORE_FAILED);
 		return false;
 	}
-	gt_inject_count(GT_INJECT_OUT_MARKED);
-	return true;
-}
-
-/* Makes sure HTTP/2 connection `k` (stream id 0) has its
- * gt_inject_h2_conns entry, so that the sk_msg program follows its frame
- * boundaries from the first stream on, also when that stream's HEADERS gets
- * no header (a caller's own traceparent): a later mark then finds every
- * send walked. NULL when the connection is not followed (injection off,
- * the connection not in the sockmap, the map full: counted). */
-static __always_inline struct gt_inject_h2_conn *gt_inject_h2_track(const struct gt_conn_key *ck0)
-{
-	if (!(gt_inject_flags() & GT_INJECT_ENABLED))
-		return 0;
-	if (!bpf_map_lookup_elem(&gt_inject_conns, ck0)) {
-		gt_inject_count(GT_INJECT_OUT_NOT_IN_SOCKMAP);
-		return 0;
-	}
-	struct gt_inject_h2_conn *c = bpf_map_lookup_elem(&gt_inject_h2_conns, ck0);
-	if (c)
-		return c;
-	struct gt_inject_h2_conn fresh = {};
-	/* BPF_NOEXIST: another writer may have made it meanwhile */
-	bpf_map_update_elem(&gt_inject_h2_conns, ck0, &fresh, BPF_NOEXIST);
-	c = bpf_map_lookup_elem(&gt_inject_h2_conns, ck0);
-	if (!c)
-		gt_inject_count(GT_INJECT_OUT_H2_CONN_FULL);
-	return c;
-}
-
-/* Marks the HEADERS frame of HTTP/2 stream `k->stream_id` on connection `k`
- * (stream id 0 for the connection) to carry `span`: the sk_msg program looks
- * for the frame in the connection's next sends. `target` (kernel memory,
- * GT_INJECT_HOST_MAX bytes, zero-padded; NULL: none) is the gRPC target the
- * host rules apply to, `target_len` its full length (< 0: unread). The address rules are applied as for HTTP/1.x. True
- * when marked. */
-static __always_inline bool gt_inject_mark_h2(const struct gt_conn_key *k, const struct gt_span_context *span,
-					      const char *target, __s32 target_len)
-{
-	__u32 flags = gt_inject_flags();
-	if (!(flags & GT_INJECT_ENABLED))
-		return false;
-	struct gt_conn_key ck0 = *k;
-	ck0.stream_id = 0;
-	struct gt_inject_cidr_key ck = { .prefixlen = 128 };
-	__builtin_memcpy(ck.addr, k->server_ip, 16);
-	if (bpf_map_lookup_elem(&gt_inject_deny_cidrs, &ck)) {
-		gt_inject_count(GT_INJECT_OUT_DENIED);
-		return false;
-	}
-	struct gt_inject_h2_conn *c = gt_inject_h2_track(&ck0);
-	if (!c)
-		return false;
-	if (c->lost) {
-		gt_inject_count(GT_INJECT_OUT_H2_UNALIGNED);
-		return false;
-	}
-	struct gt_inject_pending p = { .span = *span,
-				       .marked_ns = bpf_ktime_get_ns(),
-				       .proto = GT_INJECT_PROTO_HTTP2 };
-	if ((flags & GT_INJECT_ALLOW_LIST) && bpf_map_lookup_elem(&gt_inject_allow_cidrs, &ck))
-		p.flags |= GT_INJECT_PENDING_CIDR_ALLOWED;
-	if ((flags & GT_INJECT_HOST_RULES) && target) {
-		__builtin_memcpy(p.host, target, GT_INJECT_HOST_MAX);
-		p.flags |= GT_INJECT_PENDING_HOST_TARGET;
-		if (target_len < 0)
-			p.flags |= GT_INJECT_PENDING_HOST_UNREAD;
-		else if (target_len > GT_INJECT_HOST_MAX)
-			p.flags |= GT_INJECT_PENDING_HOST_LONG;
-	}
-	if (bpf_map_update_elem(&gt_inject_pending, k, &p, BPF_ANY) < 0) {
-		gt_inject_count(GT_INJECT_OUT_STORE_FAILED);
-		return false;
-	}
-	__sync_fetch_and_add(&c->marks, 1);
 	gt_inject_count(GT_INJECT_OUT_MARKED);
 	return true;
 }

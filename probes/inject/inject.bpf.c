@@ -55,18 +55,6 @@ enum gt_inject_http1_limits {
 	GT_INJECT_TRACEPARENT_LEN = 70, /* "traceparent: " + 55 + CRLF */
 };
 
-enum gt_inject_h2_limits {
-	GT_INJECT_H2_FRAMES_MAX = 512, /* frames walked per send (gRPC batches up to 32 KiB) */
-	GT_INJECT_H2_FRAME_HEADER = 9,
-	GT_INJECT_H2_PREFACE_LEN = 24,  /* "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" */
-	GT_INJECT_H2_FRAME_MAX = 16384, /* SETTINGS_MAX_FRAME_SIZE's initial value: what every peer takes */
-	GT_INJECT_H2_FIELD_LEN = 69,    /* 0x00, 11, "traceparent", 55, the value */
-	GT_INJECT_H2_HEADERS = 1,       /* frame type */
-	GT_INJECT_H2_TYPE_MAX = 9,      /* CONTINUATION: the last type RFC 9113 defines */
-	GT_INJECT_H2_END_HEADERS = 4,   /* flags */
-	GT_INJECT_H2_PADDED = 8,
-};
-
 GT_EXPORT_LAYOUTS(inject,
 	struct gt_inject_pending pending;
 	struct gt_inject_settings settings;
@@ -79,8 +67,6 @@ GT_EXPORT_LAYOUTS(inject,
 	enum gt_inject_outcome outcome;
 	enum gt_inject_pending_flags pending_flags;
 	enum gt_inject_http1_limits http1_limits;
-	enum gt_inject_h2_limits h2_limits;
-	struct gt_inject_h2_conn h2_conn;
 	enum gt_link_flags link_flags;
 );
 
@@ -178,61 +164,17 @@ int gt_inject_sockops(struct bpf_sock_ops *skops)
  * client probe copied it), as enum gt_inject_host_rule bits: the exact
  * name's, and the _SUBDOMAINS bits of its parent domains. A name too long to
  * compare counts as denied (a header never leaks through a limit). */
-/* host_rules' working memory, off the stack (the sk_msg program's calls
- * share 512 bytes): one per CPU. */
-struct host_rules_scratch {
+static __always_inline __u32 host_rules(const struct gt_inject_pending *p)
+{
 	/* twice the compared length: a parent domain is read as the 64 bytes
 	 * at its offset, the zeroed tail padding the key */
-	char buf[2 * GT_INJECT_HOST_MAX];
+	char buf[2 * GT_INJECT_HOST_MAX] = {};
 	struct gt_inject_host_key key;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct host_rules_scratch);
-} gt_inject_host_scratch SEC(".maps");
-
-static __noinline __u32 host_rules(const struct gt_inject_pending *p)
-{
-	__u32 zero = 0;
-	struct host_rules_scratch *sc = bpf_map_lookup_elem(&gt_inject_host_scratch, &zero);
-	if (!sc)
-		return GT_INJECT_HOST_DENY;
-	char *buf = sc->buf;
-	struct gt_inject_host_key *kp = &sc->key;
 	if (p->flags & GT_INJECT_PENDING_HOST_UNREAD)
 		return GT_INJECT_HOST_DENY;
-	__builtin_memset(buf + GT_INJECT_HOST_MAX, 0, GT_INJECT_HOST_MAX);
 	__builtin_memcpy(buf, p->host, GT_INJECT_HOST_MAX);
 	if (buf[0] == 0)
 		return 0;
-	if (p->flags & GT_INJECT_PENDING_HOST_TARGET) {
-		/* a gRPC target: a name cut short is never compared by its
-		 * beginning; the name is what follows the last '/' */
-		if (p->flags & GT_INJECT_PENDING_HOST_LONG)
-			return GT_INJECT_HOST_DENY;
-		int slash = -1, j;
-		struct bpf_iter_num its;
-		GT_FOR(its, j, GT_INJECT_HOST_MAX)
-		{
-			char ch = buf[j & (GT_INJECT_HOST_MAX - 1)];
-			if (ch == 0)
-				break;
-			if (ch == '/')
-				slash = j;
-		}
-		bpf_iter_num_destroy(&its);
-		if (slash >= 0) {
-			if (bpf_probe_read_kernel(kp->name, GT_INJECT_HOST_MAX,
-						  buf + ((slash + 1) & (GT_INJECT_HOST_MAX - 1))) < 0)
-				return GT_INJECT_HOST_DENY;
-			__builtin_memcpy(buf, kp->name, GT_INJECT_HOST_MAX);
-		}
-		if (buf[0] == 0)
-			return 0;
-	}
 	if (buf[0] == '[') /* an IPv6 literal: the CIDR rules apply */
 		return 0;
 	/* lower case, and the port (or anything after the name) zeroed */
@@ -254,8 +196,8 @@ static __noinline __u32 host_rules(const struct gt_inject_pending *p)
 	    ((p->flags & GT_INJECT_PENDING_HOST_LONG) && len == GT_INJECT_HOST_MAX))
 		return GT_INJECT_HOST_DENY;
 	__u32 bits = 0;
-	__builtin_memcpy(kp->name, buf, GT_INJECT_HOST_MAX);
-	__u32 *v = bpf_map_lookup_elem(&gt_inject_hosts, kp);
+	__builtin_memcpy(key.name, buf, GT_INJECT_HOST_MAX);
+	__u32 *v = bpf_map_lookup_elem(&gt_inject_hosts, &key);
 	if (v)
 		bits |= *v & (GT_INJECT_HOST_ALLOW | GT_INJECT_HOST_DENY);
 	/* each parent domain: the name after each dot */
@@ -269,10 +211,10 @@ static __noinline __u32 host_rules(const struct gt_inject_pending *p)
 			continue;
 		if (++labels > GT_INJECT_HOST_LABELS_MAX)
 			break;
-		if (bpf_probe_read_kernel(kp->name, GT_INJECT_HOST_MAX,
+		if (bpf_probe_read_kernel(key.name, GT_INJECT_HOST_MAX,
 					  buf + ((i + 1) & (GT_INJECT_HOST_MAX - 1))) < 0)
 			break;
-		v = bpf_map_lookup_elem(&gt_inject_hosts, kp);
+		v = bpf_map_lookup_elem(&gt_inject_hosts, &key);
 		if (v)
 			bits |= *v & (GT_INJECT_HOST_ALLOW_SUBDOMAINS | GT_INJECT_HOST_DENY_SUBDOMAINS);
 	}
@@ -292,7 +234,7 @@ static __always_inline char lower(char c)
 
 /* Inserts the traceparent of `span` after the request line of the HTTP/1.x
  * request that `msg` begins. */
-static __noinline void http1_inject(struct sk_msg_md *msg, const struct gt_span_context *span)
+static __always_inline void http1_inject(struct sk_msg_md *msg, const struct gt_span_context *span)
 {
 	__u32 size = msg->size;
 	__u32 scan = size < GT_INJECT_SCAN_MAX ? size : GT_INJECT_SCAN_MAX;
@@ -412,214 +354,6 @@ static __noinline void http1_inject(struct sk_msg_md *msg, const struct gt_span_
 	gt_inject_count(GT_INJECT_OUT_INJECTED);
 }
 
-/* The destination rules for a marked request whose mark was just taken:
- * true when the header may go. Counted when not. */
-static __always_inline bool rules_allow(const struct gt_inject_pending *pp, __u32 flags)
-{
-	__u32 hosts = (flags & GT_INJECT_HOST_RULES) ? host_rules(pp) : 0;
-	bool allowed = (pp->flags & GT_INJECT_PENDING_CIDR_ALLOWED) ||
-		       (hosts & (GT_INJECT_HOST_ALLOW | GT_INJECT_HOST_ALLOW_SUBDOMAINS));
-	if (hosts & (GT_INJECT_HOST_DENY | GT_INJECT_HOST_DENY_SUBDOMAINS)) {
-		gt_inject_count(GT_INJECT_OUT_DENIED);
-		return false;
-	}
-	if ((flags & GT_INJECT_ALLOW_LIST) && !allowed) {
-		gt_inject_count(GT_INJECT_OUT_NOT_ALLOWED);
-		return false;
-	}
-	return true;
-}
-
-static __always_inline void traceparent_value(char *d, const struct gt_span_context *span)
-{
-	d[0] = '0';
-	d[1] = '0';
-	d[2] = '-';
-#pragma clang loop unroll(disable)
-	for (__u32 i = 0; i < 16; i++) {
-		d[3 + 2 * i] = hexdigit(span->trace_id[i] >> 4);
-		d[4 + 2 * i] = hexdigit(span->trace_id[i] & 15);
-	}
-	d[35] = '-';
-#pragma clang loop unroll(disable)
-	for (__u32 i = 0; i < 8; i++) {
-		d[36 + 2 * i] = hexdigit(span->span_id[i] >> 4);
-		d[37 + 2 * i] = hexdigit(span->span_id[i] & 15);
-	}
-	d[52] = '-';
-	d[53] = '0';
-	d[54] = (span->flags & GT_SPAN_SAMPLED) ? '1' : '0';
-}
-
-/* Appends the traceparent field to the header block of the HEADERS frame
- * at `off` of `msg` (its payload `len` bytes, all in this send) and adds
- * GT_INJECT_H2_FIELD_LEN to its length. True when done; on failure the
- * bytes are as they were. */
-static __always_inline bool h2_append(struct sk_msg_md *msg, __u32 off, __u32 len,
-				      const struct gt_span_context *span)
-{
-	__u32 end = off + GT_INJECT_H2_FRAME_HEADER + len;
-	if (bpf_msg_push_data(msg, end, GT_INJECT_H2_FIELD_LEN, 0) < 0) {
-		gt_inject_count(GT_INJECT_OUT_PUSH_FAILED);
-		return false;
-	}
-	if (bpf_msg_pull_data(msg, end, end + GT_INJECT_H2_FIELD_LEN, 0) < 0)
-		goto undo;
-	char *d = msg->data, *e = msg->data_end;
-	if ((void *)(d + GT_INJECT_H2_FIELD_LEN) > (void *)e)
-		goto undo;
-	/* literal header field without indexing, new name (RFC 7541 6.2.2):
-	 * the dynamic table is left as it is */
-	d[0] = 0x00;
-	d[1] = 11;
-	__builtin_memcpy(d + 2, "traceparent", 11);
-	d[13] = 55;
-	traceparent_value(d + 14, span);
-	if (bpf_msg_pull_data(msg, off, off + GT_INJECT_H2_FRAME_HEADER, 0) < 0)
-		goto undo;
-	d = msg->data;
-	e = msg->data_end;
-	if ((void *)(d + GT_INJECT_H2_FRAME_HEADER) > (void *)e)
-		goto undo;
-	__u32 n = len + GT_INJECT_H2_FIELD_LEN;
-	d[0] = n >> 16;
-	d[1] = n >> 8;
-	d[2] = n;
-	return true;
-undo:
-	bpf_msg_pop_data(msg, end, GT_INJECT_H2_FIELD_LEN, 0);
-	gt_inject_count(GT_INJECT_OUT_PULL_FAILED);
-	return false;
-}
-
-/* Walks the HTTP/2 frames of a send on a connection with marked streams
- * (`c`, its state across sends; `k` its key), and appends the traceparent
- * field to the HEADERS frame of each marked stream. */
-static __noinline void h2_walk(struct sk_msg_md *msg, struct gt_conn_key *k, struct gt_inject_h2_conn *c)
-{
-	__u32 flags = gt_inject_flags();
-	struct gt_inject_h2_conn *w = c;
-	if (c->lost)
-		return;
-	w->walk_size = msg->size;
-	w->walk_off = c->carry;
-	if (c->hdr_have) {
-		/* the rest of a frame header the previous send cut: its
-		 * length completed, the walk resumes after the frame */
-		__u32 have = c->hdr_have, need = GT_INJECT_H2_FRAME_HEADER - have, size = w->walk_size;
-		__u32 n = need < size ? need : size;
-		if (have >= GT_INJECT_H2_FRAME_HEADER || bpf_msg_pull_data(msg, 0, n, 0) < 0)
-			goto lost;
-		__u8 *d = msg->data, *e = msg->data_end;
-		__u32 len = c->hdr_len;
-#pragma unroll
-		for (__u32 j = 0; j < GT_INJECT_H2_FRAME_HEADER - 1; j++) {
-			if (j >= n)
-				break;
-			if ((void *)(d + j + 1) > (void *)e)
-				goto lost;
-			if (have + j < 3)
-				len = (len << 8) | d[j];
-		}
-		if (n < need) {
-			c->hdr_have = have + n;
-			c->hdr_len = len;
-			return;
-		}
-		c->hdr_have = 0;
-		c->hdr_len = 0;
-		w->walk_off = need + len;
-	}
-	if (w->walk_off >= w->walk_size) {
-		c->carry = w->walk_off - w->walk_size;
-		return;
-	}
-	int i;
-	struct bpf_iter_num it;
-	bool done = false;
-	GT_FOR(it, i, GT_INJECT_H2_FRAMES_MAX)
-	{
-		__u32 off = w->walk_off, size = w->walk_size;
-		if (off + GT_INJECT_H2_FRAME_HEADER > size) {
-			/* a frame header cut by the end of the send: its first
-			 * bytes kept (the length is in the first three) */
-			__u32 have = size - off, len = 0;
-			if (bpf_msg_pull_data(msg, off, size, 0) < 0)
-				break;
-			__u8 *d = msg->data, *e = msg->data_end;
-			if ((void *)(d + 3) <= (void *)e)
-				len = ((__u32)d[0] << 16) | ((__u32)d[1] << 8) | d[2];
-			else if ((void *)(d + 2) <= (void *)e)
-				len = ((__u32)d[0] << 8) | d[1];
-			else if ((void *)(d + 1) <= (void *)e)
-				len = d[0];
-			c->hdr_have = have;
-			c->hdr_len = len;
-			c->carry = 0;
-			done = true;
-			break;
-		}
-		if (bpf_msg_pull_data(msg, off, off + GT_INJECT_H2_FRAME_HEADER, 0) < 0)
-			break;
-		__u8 *h = msg->data, *e = msg->data_end;
-		if ((void *)(h + GT_INJECT_H2_FRAME_HEADER) > (void *)e)
-			break;
-		if (off == 0 && h[0] == 'P' && h[1] == 'R' && h[2] == 'I' && h[3] == ' ') {
-			/* the client connection preface */
-			w->walk_off = GT_INJECT_H2_PREFACE_LEN;
-			if (w->walk_off >= size) {
-				c->carry = w->walk_off - size;
-				done = true;
-				break;
-			}
-			continue;
-		}
-		__u32 len = ((__u32)h[0] << 16) | ((__u32)h[1] << 8) | h[2];
-		__u8 type = h[3], fl = h[4];
-		__u32 sid = ((__u32)(h[5] & 0x7f) << 24) | ((__u32)h[6] << 16) | ((__u32)h[7] << 8) | h[8];
-		if (type > GT_INJECT_H2_TYPE_MAX || (h[5] & 0x80))
-			break; /* not a frame header: the boundaries are lost */
-		if (type == GT_INJECT_H2_HEADERS && sid && c->marks) {
-			k->stream_id = sid;
-			struct gt_inject_pending *pp = bpf_map_lookup_elem(&gt_inject_pending, k);
-			if (pp && pp->proto == GT_INJECT_PROTO_HTTP2) {
-				struct gt_span_context span = pp->span;
-				bool go = rules_allow(pp, flags);
-				bpf_map_delete_elem(&gt_inject_pending, k);
-				if (c->marks)
-					__sync_fetch_and_add(&c->marks, -1);
-				if (!go) {
-				} else if (!(fl & GT_INJECT_H2_END_HEADERS)) {
-					gt_inject_count(GT_INJECT_OUT_H2_CONTINUATION);
-				} else if (fl & GT_INJECT_H2_PADDED) {
-					gt_inject_count(GT_INJECT_OUT_H2_PADDED);
-				} else if (len + GT_INJECT_H2_FIELD_LEN > GT_INJECT_H2_FRAME_MAX) {
-					gt_inject_count(GT_INJECT_OUT_H2_TOO_LONG);
-				} else if (off + GT_INJECT_H2_FRAME_HEADER + len > size) {
-					gt_inject_count(GT_INJECT_OUT_H2_SPLIT);
-				} else if (h2_append(msg, off, len, &span)) {
-					gt_inject_count(GT_INJECT_OUT_INJECTED);
-					len += GT_INJECT_H2_FIELD_LEN;
-					w->walk_size = size + GT_INJECT_H2_FIELD_LEN;
-				}
-			}
-			k->stream_id = 0;
-		}
-		w->walk_off = off + GT_INJECT_H2_FRAME_HEADER + len;
-		if (w->walk_off >= w->walk_size) {
-			c->carry = w->walk_off - w->walk_size;
-			done = true;
-			break;
-		}
-	}
-	bpf_iter_num_destroy(&it);
-	if (done)
-		return;
-lost:
-	c->lost = 1;
-	gt_inject_count(GT_INJECT_OUT_H2_UNALIGNED);
-}
-
 SEC("sk_msg")
 int gt_inject_msg(struct sk_msg_md *msg)
 {
@@ -627,12 +361,8 @@ int gt_inject_msg(struct sk_msg_md *msg)
 	if (GT_INJECT_KEY_OF(msg, &k) < 0)
 		return SK_PASS;
 	struct gt_inject_pending *pp = bpf_map_lookup_elem(&gt_inject_pending, &k);
-	if (!pp) {
-		struct gt_inject_h2_conn *c = bpf_map_lookup_elem(&gt_inject_h2_conns, &k);
-		if (c)
-			h2_walk(msg, &k, c);
+	if (!pp)
 		return SK_PASS;
-	}
 	struct gt_span_context span = pp->span;
 	__u32 proto = pp->proto, flags = gt_inject_flags();
 	__u32 hosts = (flags & GT_INJECT_HOST_RULES) ? host_rules(pp) : 0;

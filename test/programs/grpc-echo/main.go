@@ -16,32 +16,20 @@
 //	/items?to=&n=         n concurrent Invoke calls of /demo.Items/Get<i> (one method each)
 //	/stream?to=&n=&msgs=  n concurrent bidirectional streams of /demo.Echo/Chat, msgs messages each
 //	/missing?to=          one call of a method nobody serves (Unimplemented)
-//	/tp?to=&n=&tp=&pad=   n concurrent Invoke calls of /demo.Echo/Unary on one connection, request
-//	                      value "tp" (and pad more bytes): the server answers the traceparent
-//	                      metadata values it received, joined by ","; printed one reply per line
-//	                      (the first the call on the handler's goroutine); with &tp= the calls
-//	                      carry that one; with &split=1 each DATA frame the client sends is cut
-//	                      across two writes (in its header, or in its payload)
 //	/addr                 the gRPC server's address
 //	/bench?to=&n=         n sequential unary calls on one connection: median and p99 latency
-//
-// With -stdin the control endpoints are also served from standard input: one
-// path (with its query) per line, its answer printed as one line (newlines
-// turned into spaces), for a process in another network namespace.
 //
 // Before the concurrent calls, one call is made on the handler's own goroutine
 // (its CLIENT span is the child of the HTTP request's SERVER span).
 package main
 
 import (
-	"bufio"
 	"context"
 	"flag"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/signal"
 	"sort"
@@ -83,10 +71,6 @@ func unary(srv interface{}, ctx context.Context, dec func(interface{}) error, ic
 			return nil, status.Error(codes.Canceled, "cancelled")
 		case "panic":
 			panic("handler panic")
-		}
-		if strings.HasPrefix(v, "tp") {
-			md, _ := metadata.FromIncomingContext(ctx)
-			return wrapperspb.String(strings.Join(md.Get("traceparent"), ",")), nil
 		}
 		if strings.HasPrefix(v, "http://") {
 			req, err := http.NewRequestWithContext(ctx, http.MethodGet, v, nil)
@@ -178,52 +162,6 @@ func dial(to string) (*grpc.ClientConn, error) {
 	return grpc.Dial(to, grpc.WithTransportCredentials(insecure.NewCredentials()))
 }
 
-// splitConn writes every HTTP/2 DATA frame in two writes (two sends): the
-// first cut inside the frame's 9-byte header, the next inside its payload,
-// and so on alternately; other frames go out whole. It has *net.TCPConn's
-// layout (its first field is one), so that probes find the socket as on a
-// plain connection. The writer (grpc's loopy writer) flushes whole frames.
-type splitConn struct {
-	net.TCPConn
-	n int
-}
-
-func (c *splitConn) Write(b []byte) (int, error) {
-	written := 0
-	for off := 0; off+9 <= len(b); {
-		size := 9 + (int(b[off])<<16 | int(b[off+1])<<8 | int(b[off+2]))
-		if b[off+3] != 0 || off+size > len(b) || size < 16 {
-			// not a whole DATA frame: up to the next frame as it is
-			off += size
-			continue
-		}
-		cut := off + 4
-		if c.n++; c.n%2 == 0 {
-			cut = off + 9 + (size-9)/2
-		}
-		n, err := c.TCPConn.Write(b[written:cut])
-		written += n
-		if err != nil {
-			return written, err
-		}
-		off += size
-	}
-	n, err := c.TCPConn.Write(b[written:])
-	return written + n, err
-}
-
-// dialSplit is dial with every DATA frame the client sends cut across two sends.
-func dialSplit(to string) (*grpc.ClientConn, error) {
-	return grpc.Dial(to, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
-			c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
-			if err != nil {
-				return nil, err
-			}
-			return &splitConn{TCPConn: *c.(*net.TCPConn)}, nil
-		}))
-}
-
 // concurrently runs f(i) for i in [0, n) on goroutines of their own, after one
 // call f(-1) on the caller's goroutine.
 func concurrently(n int, f func(i int) error) *result {
@@ -251,7 +189,6 @@ func intParam(r *http.Request, name string, def int) int {
 func main() {
 	grpcAddr := flag.String("grpc-addr", "127.0.0.1:0", "gRPC listen address")
 	httpAddr := flag.String("http-addr", "127.0.0.1:0", "HTTP (control) listen address")
-	stdin := flag.Bool("stdin", false, "also serve the control endpoints from standard input, one path a line")
 	flag.Parse()
 	lis, err := net.Listen("tcp", *grpcAddr)
 	if err != nil {
@@ -376,36 +313,6 @@ func main() {
 		sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
 		fmt.Fprintf(w, "p50_us=%.1f p99_us=%.1f\n", float64(took[n/2].Nanoseconds())/1e3, float64(took[n*99/100].Nanoseconds())/1e3)
 	})
-	mux.HandleFunc("/tp", func(w http.ResponseWriter, r *http.Request) {
-		q := r.URL.Query()
-		d := dial
-		if q.Get("split") != "" {
-			d = dialSplit
-		}
-		cc, err := d(q.Get("to"))
-		if err != nil {
-			http.Error(w, err.Error(), 500)
-			return
-		}
-		defer cc.Close()
-		n := intParam(r, "n", 0)
-		pad := intParam(r, "pad", 0)
-		replies := make([]string, n+1)
-		res := concurrently(n, func(i int) error {
-			ctx := context.Background()
-			if tp := q.Get("tp"); tp != "" {
-				ctx = metadata.AppendToOutgoingContext(ctx, "traceparent", tp)
-			}
-			out := new(wrapperspb.StringValue)
-			err := cc.Invoke(ctx, "/demo.Echo/Unary", wrapperspb.String("tp"+strings.Repeat("x", pad)), out)
-			replies[i+1] = out.Value
-			return err
-		})
-		fmt.Fprintln(w, res)
-		for _, r := range replies {
-			fmt.Fprintf(w, "[%s]\n", r)
-		}
-	})
 	mux.HandleFunc("/addr", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, lis.Addr())
 	})
@@ -416,16 +323,6 @@ func main() {
 	}
 	fmt.Printf("grpc on %s\nlistening on %s\n", lis.Addr(), hl.Addr())
 	go http.Serve(hl, mux)
-	if *stdin {
-		go func() {
-			in := bufio.NewScanner(os.Stdin)
-			for in.Scan() {
-				rec := httptest.NewRecorder()
-				mux.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, in.Text(), nil))
-				fmt.Println(strings.ReplaceAll(strings.TrimSpace(rec.Body.String()), "\n", " "))
-			}
-		}()
-	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	<-sig

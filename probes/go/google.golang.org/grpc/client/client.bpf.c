@@ -37,16 +37,11 @@
  *     server can see the stream. */
 #include "go_abi.h"
 #include "ancestry.h"
-#include "inject.h"
 
 enum gt_grpc_client_limits {
 	GT_GRPC_CLIENT_METHOD_MAX = 128,
 	GT_GRPC_CLIENT_TARGET_MAX = 64,
 	GT_GRPC_CLIENT_INFLIGHT_MAX = 16384,
-	/* header fields looked at for a traceparent the caller set (its
-	 * metadata follows the 8 or so fields gRPC sets itself) */
-	GT_GRPC_CLIENT_FIELDS_SCAN = 32,
-	GT_GRPC_CLIENT_FIELD_SIZE = 40, /* hpack.HeaderField: Name, Value string; Sensitive bool */
 };
 
 struct gt_grpc_client_config {
@@ -144,20 +139,8 @@ struct grpc_client_inflight {
  * pointer, cleared with the process's goroutines). */
 struct grpc_client_link {
 	struct gt_span_context span;
-	struct gt_conn_key conn; /* meaningful when published or marked */
+	struct gt_conn_key conn; /* meaningful when published */
 	__u32 published;         /* conn is in gt_conn_spans */
-	__u32 inject;            /* enum grpc_client_inject */
-	__s32 target_len;
-	__u32 reserved;
-	char target[GT_GRPC_CLIENT_TARGET_MAX]; /* the ClientConn's target, for the host rules */
-};
-
-/* Whether the call's HEADERS frame is to carry a traceparent. */
-enum grpc_client_inject {
-	GRPC_CLIENT_INJECT_YES = 0,
-	GRPC_CLIENT_INJECT_PRESENT = 1,   /* the caller's metadata has one */
-	GRPC_CLIENT_INJECT_MARKED = 2,    /* marked for the sk_msg program */
-	GRPC_CLIENT_INJECT_UNSCANNED = 3, /* more header fields than scanned */
 };
 
 struct {
@@ -222,17 +205,6 @@ static __always_inline void unlink_call(__u32 tgid, struct grpc_client_inflight 
 	__builtin_memcpy(&theirs, l->span.span_id, 8);
 	if (mine != theirs)
 		return;
-	if (l->inject == GRPC_CLIENT_INJECT_MARKED) {
-		/* the mark is gone once the sk_msg program took it */
-		struct gt_inject_pending *p = bpf_map_lookup_elem(&gt_inject_pending, &l->conn);
-		__u64 marked = 0;
-		if (p)
-			__builtin_memcpy(&marked, p->span.span_id, 8);
-		if (p && marked == mine) {
-			bpf_map_delete_elem(&gt_inject_pending, &l->conn);
-			gt_inject_count(GT_INJECT_OUT_H2_NOT_FOUND);
-		}
-	}
 	unpublish(l);
 	bpf_map_delete_elem(&gt_grpc_client_links, &k);
 }
@@ -425,29 +397,6 @@ int gt_grpc_client_headers(struct pt_regs *ctx)
 		unpublish(old); /* the array of a finished call's headers, reused */
 	struct grpc_client_link l = {};
 	l.span = st->ev.span;
-	/* an unknown target is denied by host rules, never let through */
-	l.target_len = (cfg->flags & GT_GRPC_CLIENT_TARGET) ? st->ev.target_len : -1;
-	__builtin_memcpy(l.target, st->ev.target, GT_GRPC_CLIENT_TARGET_MAX);
-	/* a traceparent in the caller's metadata wins: looked for among the
-	 * fields the loopy writer will encode (names are lower case) */
-	__s64 nf = (__s64)GO_ARG2(ctx);
-	if (nf > GT_GRPC_CLIENT_FIELDS_SCAN)
-		l.inject = GRPC_CLIENT_INJECT_UNSCANNED;
-#pragma unroll
-	for (int i = 0; i < GT_GRPC_CLIENT_FIELDS_SCAN; i++) {
-		struct go_string name = {};
-		char b[12] = {};
-		if (i >= nf || l.inject)
-			break;
-		if (bpf_probe_read_user(&name, sizeof(name), (void *)(hf + i * GT_GRPC_CLIENT_FIELD_SIZE)) <
-		    0)
-			break;
-		if (name.len != 11 || bpf_probe_read_user(b, 11, (void *)name.ptr) < 0)
-			continue;
-		if (b[0] == 't' && b[1] == 'r' && b[2] == 'a' && b[3] == 'c' && b[4] == 'e' && b[5] == 'p' &&
-		    b[6] == 'a' && b[7] == 'r' && b[8] == 'e' && b[9] == 'n' && b[10] == 't')
-			l.inject = GRPC_CLIENT_INJECT_PRESENT;
-	}
 	if (bpf_map_update_elem(&gt_grpc_client_links, &k, &l, BPF_ANY) < 0) {
 		gt_count(GT_COUNTER_INFLIGHT_FULL);
 		return 0;
@@ -496,21 +445,10 @@ int gt_grpc_client_originate(struct pt_regs *ctx)
 	    gt_conn_key_of(tcp, &cfg->tcp, true, &conn) < 0)
 		return 0;
 	conn.stream_id = id;
-	l->conn = conn;
 	if (bpf_map_update_elem(&gt_conn_spans, &conn, &l->span, BPF_ANY) == 0) {
+		l->conn = conn;
 		l->published = 1;
 		gt_conn_published_add(1);
 	}
-	/* cross-node propagation: the stream's HEADERS frame, written next on
-	 * this goroutine, gets the traceparent field in the kernel's copy */
-	if (l->inject == GRPC_CLIENT_INJECT_PRESENT || l->inject == GRPC_CLIENT_INJECT_UNSCANNED) {
-		struct gt_conn_key ck0 = conn;
-		ck0.stream_id = 0;
-		if (gt_inject_h2_track(&ck0))
-			gt_inject_count(l->inject == GRPC_CLIENT_INJECT_PRESENT ? GT_INJECT_OUT_PRESENT
-										: GT_INJECT_OUT_H2_UNSCANNED);
-	} else if (l->inject == GRPC_CLIENT_INJECT_YES &&
-		   gt_inject_mark_h2(&conn, &l->span, l->target, l->target_len))
-		l->inject = GRPC_CLIENT_INJECT_MARKED;
 	return 0;
 }
