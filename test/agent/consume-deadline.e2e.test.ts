@@ -17,10 +17,8 @@ import { sleep } from '../support/wait.ts';
 import { metricSum, scrapeMetrics } from '../support/metrics.ts';
 import { DEFAULT_CONSUME_INTERVAL_MS } from '../../daemon/agent/bpf-runtime.ts';
 
-const metric = metricSum;
-const scrape = scrapeMetrics;
-const batches = (text: string): number => metric(text, 'gotrail_ringbuf_batches_total', { map: 'gt_events' });
-const spans = (text: string): number => metric(text, 'gotrail_events_total', { type: 'net/http/server' });
+const batches = (text: string): number => metricSum(text, 'gotrail_ringbuf_batches_total', { map: 'gt_events' });
+const spans = (text: string): number => metricSum(text, 'gotrail_events_total', { type: 'net/http/server' });
 
 test('busy consumer: at most one hand-off to JavaScript per consume interval, nothing lost', { skip: skipUnlessBpf(), timeout: 300_000 }, async () => {
   const dir = join(repoRoot, 'build', 'test-consume-deadline');
@@ -33,21 +31,21 @@ test('busy consumer: at most one hand-off to JavaScript per consume interval, no
     try {
       await agent.waitTraced(server.pid, 60_000);
       await agent.waitFor(/uprobe hit cost calibrated|calibration failed/, 60_000);
-      const before = await scrape(agent);
+      const before = await scrapeMetrics(agent);
       const N = 100;
       const t0 = performance.now();
       for (let i = 0; i < N; i++) {
         assert.equal((await httpRequest(`${server.url}/hello`)).status, 200);
         await sleep(DEFAULT_CONSUME_INTERVAL_MS / 2);
       }
-      let after = await scrape(agent);
-      for (; spans(after) - spans(before) < N; after = await scrape(agent)) {
+      let after = await scrapeMetrics(agent);
+      for (; spans(after) - spans(before) < N; after = await scrapeMetrics(agent)) {
         assert.ok(performance.now() - t0 < 60_000, `only ${spans(after) - spans(before)} of ${N} requests arrived as events`);
         await sleep(DEFAULT_CONSUME_INTERVAL_MS);
       }
       const elapsedMs = performance.now() - t0;
       assert.equal(spans(after) - spans(before), N);
-      assert.equal(metric(after, 'gotrail_events_lost_total') - metric(before, 'gotrail_events_lost_total'), 0);
+      assert.equal(metricSum(after, 'gotrail_events_lost_total') - metricSum(before, 'gotrail_events_lost_total'), 0);
       const handOffs = batches(after) - batches(before);
       // once per interval over the whole period, plus one early drain per
       // change from idle to busy (at most one here: the period is continuous

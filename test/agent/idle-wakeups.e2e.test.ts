@@ -15,10 +15,8 @@ import { skipUnlessBpf } from '../support/privileges.ts';
 import { sleep } from '../support/wait.ts';
 import { metricSum, scrapeMetrics } from '../support/metrics.ts';
 
-const metric = metricSum;
-const scrape = scrapeMetrics;
-const wakeups = (text: string): number => metric(text, 'gotrail_ringbuf_wakeups_total', { map: 'gt_events' });
-const spans = (text: string): number => metric(text, 'gotrail_events_total', { type: 'net/http/server' });
+const wakeups = (text: string): number => metricSum(text, 'gotrail_ringbuf_wakeups_total', { map: 'gt_events' });
+const spans = (text: string): number => metricSum(text, 'gotrail_events_total', { type: 'net/http/server' });
 
 test('idle agent: the probe-event consumer sleeps without a timer and wakes for the next request', { skip: skipUnlessBpf(), timeout: 300_000 }, async () => {
   const dir = join(repoRoot, 'build', 'test-idle-wakeups');
@@ -33,23 +31,23 @@ test('idle agent: the probe-event consumer sleeps without a timer and wakes for 
       await agent.waitFor(/uprobe hit cost calibrated|calibration failed/, 60_000);
       // traffic first, so that the consumer has run its timer and must go back to sleep
       for (let i = 0; i < 20; i++) assert.equal((await httpRequest(`${server.url}/hello`)).status, 200);
-      for (let t = Date.now(); spans(await scrape(agent)) < 20; ) {
+      for (let t = Date.now(); spans(await scrapeMetrics(agent)) < 20; ) {
         assert.ok(Date.now() - t < 10_000, 'the 20 requests did not arrive as events');
         await sleep(100);
       }
       // two timer ticks (5 ms each) let it notice the empty ring and fall
       // asleep; on a busy machine the thread may run late, so wait until its
       // count settles (bounded) before the idle period is measured
-      let before = await scrape(agent);
+      let before = await scrapeMetrics(agent);
       for (let t = Date.now(); ; ) {
         await sleep(300);
-        const next = await scrape(agent);
+        const next = await scrapeMetrics(agent);
         if (wakeups(next) === wakeups(before)) break;
         before = next;
         assert.ok(Date.now() - t < 10_000, 'the probe-event poll thread never fell asleep');
       }
       await sleep(3000);
-      const after = await scrape(agent);
+      const after = await scrapeMetrics(agent);
       assert.equal(wakeups(after) - wakeups(before), 0, 'the probe-event poll thread woke up while nothing happened');
       assert.equal(spans(after), spans(before));
 
@@ -57,7 +55,7 @@ test('idle agent: the probe-event consumer sleeps without a timer and wakes for 
       const t0 = Date.now();
       assert.equal((await httpRequest(`${server.url}/hello`)).status, 200);
       for (;;) {
-        const m = await scrape(agent);
+        const m = await scrapeMetrics(agent);
         if (spans(m) === spans(after) + 1) {
           assert.ok(wakeups(m) > wakeups(after));
           break;
