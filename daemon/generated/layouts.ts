@@ -3264,7 +3264,7 @@ export function encodeSpanContext(v: SpanContext, buf: Buffer = Buffer.alloc(40)
   return buf;
 }
 
-/** struct gt_sql_config (28 bytes) */
+/** struct gt_sql_config (36 bytes) */
 export interface SqlConfig {
   db_connector: number;
   stmt_db: number;
@@ -3273,9 +3273,11 @@ export interface SqlConfig {
   flags: number;
   conn_db: number;
   tx_db: number;
+  sql_dsn: number;
+  pgx_dsn: number;
 }
 
-export const SQL_CONFIG_SIZE = 28;
+export const SQL_CONFIG_SIZE = 36;
 export const SqlConfigOffsets = {
   db_connector: 0,
   stmt_db: 4,
@@ -3284,11 +3286,13 @@ export const SqlConfigOffsets = {
   flags: 16,
   conn_db: 20,
   tx_db: 24,
+  sql_dsn: 28,
+  pgx_dsn: 32,
 } as const;
 
 /** Decodes struct gt_sql_config at `off`; byte arrays are views into `buf`, not copies. */
 export function decodeSqlConfig(buf: Buffer, off = 0): SqlConfig {
-  if (off + 28 > buf.length) throw new RangeError(`gt_sql_config: need 28 bytes at ${off}, have ${buf.length - off}`);
+  if (off + 36 > buf.length) throw new RangeError(`gt_sql_config: need 36 bytes at ${off}, have ${buf.length - off}`);
   return {
     db_connector: buf.readUInt32LE(off + 0),
     stmt_db: buf.readUInt32LE(off + 4),
@@ -3297,11 +3301,13 @@ export function decodeSqlConfig(buf: Buffer, off = 0): SqlConfig {
     flags: buf.readUInt32LE(off + 16),
     conn_db: buf.readUInt32LE(off + 20),
     tx_db: buf.readUInt32LE(off + 24),
+    sql_dsn: buf.readInt32LE(off + 28),
+    pgx_dsn: buf.readInt32LE(off + 32),
   };
 }
 
 /** Encodes struct gt_sql_config into `buf` at `off` (a new zeroed buffer by default). */
-export function encodeSqlConfig(v: SqlConfig, buf: Buffer = Buffer.alloc(28), off = 0): Buffer {
+export function encodeSqlConfig(v: SqlConfig, buf: Buffer = Buffer.alloc(36), off = 0): Buffer {
   buf.writeUInt32LE(v.db_connector, off + 0);
   buf.writeUInt32LE(v.stmt_db, off + 4);
   buf.writeUInt32LE(v.stmt_query, off + 8);
@@ -3309,10 +3315,12 @@ export function encodeSqlConfig(v: SqlConfig, buf: Buffer = Buffer.alloc(28), of
   buf.writeUInt32LE(v.flags, off + 16);
   buf.writeUInt32LE(v.conn_db, off + 20);
   buf.writeUInt32LE(v.tx_db, off + 24);
+  buf.writeInt32LE(v.sql_dsn, off + 28);
+  buf.writeInt32LE(v.pgx_dsn, off + 32);
   return buf;
 }
 
-/** struct gt_sql_event (624 bytes) */
+/** struct gt_sql_event (648 bytes) */
 export interface SqlEvent {
   hdr: EventHeader;
   start_ns: bigint;
@@ -3321,12 +3329,16 @@ export interface SqlEvent {
   connector_fn: bigint;
   driver_fn: bigint;
   error_fn: bigint;
+  db: bigint;
+  connector: bigint;
+  sql_dsn: number;
+  pgx_dsn: number;
   query_len: number;
   flags: number;
   query: Buffer;
 }
 
-export const SQL_EVENT_SIZE = 624;
+export const SQL_EVENT_SIZE = 648;
 export const SqlEventOffsets = {
   hdr: 0,
   start_ns: 24,
@@ -3335,14 +3347,18 @@ export const SqlEventOffsets = {
   connector_fn: 80,
   driver_fn: 88,
   error_fn: 96,
-  query_len: 104,
-  flags: 108,
-  query: 112,
+  db: 104,
+  connector: 112,
+  sql_dsn: 120,
+  pgx_dsn: 124,
+  query_len: 128,
+  flags: 132,
+  query: 136,
 } as const;
 
 /** Decodes struct gt_sql_event at `off`; byte arrays are views into `buf`, not copies. */
 export function decodeSqlEvent(buf: Buffer, off = 0): SqlEvent {
-  if (off + 624 > buf.length) throw new RangeError(`gt_sql_event: need 624 bytes at ${off}, have ${buf.length - off}`);
+  if (off + 648 > buf.length) throw new RangeError(`gt_sql_event: need 648 bytes at ${off}, have ${buf.length - off}`);
   return {
     hdr: decodeEventHeader(buf, off + 0),
     start_ns: buf.readBigUInt64LE(off + 24),
@@ -3351,14 +3367,18 @@ export function decodeSqlEvent(buf: Buffer, off = 0): SqlEvent {
     connector_fn: buf.readBigUInt64LE(off + 80),
     driver_fn: buf.readBigUInt64LE(off + 88),
     error_fn: buf.readBigUInt64LE(off + 96),
-    query_len: buf.readInt32LE(off + 104),
-    flags: buf.readUInt32LE(off + 108),
-    query: buf.subarray(off + 112, off + 112 + 512),
+    db: buf.readBigUInt64LE(off + 104),
+    connector: buf.readBigUInt64LE(off + 112),
+    sql_dsn: buf.readInt32LE(off + 120),
+    pgx_dsn: buf.readInt32LE(off + 124),
+    query_len: buf.readInt32LE(off + 128),
+    flags: buf.readUInt32LE(off + 132),
+    query: buf.subarray(off + 136, off + 136 + 512),
   };
 }
 
 /** Encodes struct gt_sql_event into `buf` at `off` (a new zeroed buffer by default). */
-export function encodeSqlEvent(v: SqlEvent, buf: Buffer = Buffer.alloc(624), off = 0): Buffer {
+export function encodeSqlEvent(v: SqlEvent, buf: Buffer = Buffer.alloc(648), off = 0): Buffer {
   encodeEventHeader(v.hdr, buf, off + 0);
   buf.writeBigUInt64LE(v.start_ns, off + 24);
   buf.writeBigUInt64LE(v.end_ns, off + 32);
@@ -3366,9 +3386,13 @@ export function encodeSqlEvent(v: SqlEvent, buf: Buffer = Buffer.alloc(624), off
   buf.writeBigUInt64LE(v.connector_fn, off + 80);
   buf.writeBigUInt64LE(v.driver_fn, off + 88);
   buf.writeBigUInt64LE(v.error_fn, off + 96);
-  buf.writeInt32LE(v.query_len, off + 104);
-  buf.writeUInt32LE(v.flags, off + 108);
-  buf.fill(0, off + 112, off + 112 + 512); v.query.copy(buf, off + 112, 0, Math.min(v.query.length, 512));
+  buf.writeBigUInt64LE(v.db, off + 104);
+  buf.writeBigUInt64LE(v.connector, off + 112);
+  buf.writeInt32LE(v.sql_dsn, off + 120);
+  buf.writeInt32LE(v.pgx_dsn, off + 124);
+  buf.writeInt32LE(v.query_len, off + 128);
+  buf.writeUInt32LE(v.flags, off + 132);
+  buf.fill(0, off + 136, off + 136 + 512); v.query.copy(buf, off + 136, 0, Math.min(v.query.length, 512));
   return buf;
 }
 

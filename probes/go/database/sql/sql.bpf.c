@@ -30,6 +30,12 @@
  * the query's arguments is read; the query text is sent to user space,
  * which derives names from it and exports it only sanitised and opt-in.
  *
+ * The DB and its connector's addresses travel with the event, and with
+ * them the offsets of the DSN string in the two connector types that hold
+ * one (sql.Open's dsnConnector, pgx stdlib's driverConnector): user space
+ * reads the DSN itself, once per DB, for db.namespace and server.address /
+ * server.port, so a query costs no extra read here.
+ *
  * The span is the child of the span the calling goroutine is serving. */
 #include "go_abi.h"
 
@@ -49,6 +55,9 @@ struct gt_sql_config {
 	__u32 flags;        /* enum gt_sql_flags */
 	__u32 conn_db;      /* database/sql.Conn.db (*DB) */
 	__u32 tx_db;        /* database/sql.Tx.db (*DB) */
+	/* DSN strings, passed on to user space (-1: unknown) */
+	__s32 sql_dsn;      /* database/sql.dsnConnector.dsn (string) */
+	__s32 pgx_dsn;      /* github.com/jackc/pgx/v5/stdlib.driverConnector.name (string) */
 };
 
 enum gt_sql_flags {
@@ -78,6 +87,12 @@ struct gt_sql_event {
 	__u64 connector_fn;
 	__u64 driver_fn;
 	__u64 error_fn;
+	/* the *sql.DB of the call and its connector's data pointer (0: unknown),
+	 * with the binary's DSN offsets (gt_sql_config.sql_dsn, pgx_dsn) */
+	__u64 db;
+	__u64 connector;
+	__s32 sql_dsn;
+	__s32 pgx_dsn;
 	__s32 query_len;
 	__u32 flags; /* enum gt_sql_event_flags */
 	char query[GT_SQL_QUERY_MAX];
@@ -203,6 +218,10 @@ static __always_inline void sql_enter(struct pt_regs *ctx, __u64 db, __u64 qptr,
 		if (go_read_ptr(db, cfg->db_connector, &itab) == 0 &&
 		    go_read_ptr(db, cfg->db_connector + 8, &data) == 0) {
 			ev->connector_fn = itab_fun0(itab);
+			ev->db = db;
+			ev->connector = data;
+			ev->sql_dsn = cfg->sql_dsn;
+			ev->pgx_dsn = cfg->pgx_dsn;
 			/* read as if the connector were sql.Open's dsnConnector: user
 			 * space uses it only when connector_fn says it is */
 			if (data && (cfg->flags & GT_SQL_DSN_DRIVER) &&

@@ -12,14 +12,19 @@
  * driver), and `db.query.text` sanitised (every literal `?`) only when the
  * user turns it on (`EventContext.dbQueryText`, `--db-query-text`).
  */
-import { ATTR_DB_COLLECTION_NAME, ATTR_DB_OPERATION_NAME, ATTR_DB_QUERY_TEXT, ATTR_DB_SYSTEM_NAME, ATTR_ERROR_TYPE, DB_SYSTEM_NAME_VALUE_MYSQL, ERROR_TYPE_VALUE_OTHER } from '@opentelemetry/semantic-conventions';
-import { SpanKind, type Attributes } from '@opentelemetry/api';
 import {
-  BpfMaps, BpfPrograms, EventType, SqlEventFlags, SqlFlags, SQL_EVENT_SIZE, decodeSqlEvent, encodeSqlConfig,
+  ATTR_DB_COLLECTION_NAME, ATTR_DB_NAMESPACE, ATTR_DB_OPERATION_NAME, ATTR_DB_QUERY_TEXT, ATTR_DB_SYSTEM_NAME, ATTR_ERROR_TYPE,
+  ATTR_SERVER_ADDRESS, ATTR_SERVER_PORT, DB_SYSTEM_NAME_VALUE_MYSQL, DB_SYSTEM_NAME_VALUE_POSTGRESQL, ERROR_TYPE_VALUE_OTHER,
+} from '@opentelemetry/semantic-conventions';
+import { SpanKind, type Attributes } from '@opentelemetry/api';
+import type { Resource } from '@opentelemetry/resources';
+import {
+  BpfMaps, BpfPrograms, EventType, SqlEventFlags, SqlFlags, SQL_EVENT_SIZE, decodeSqlEvent, encodeSqlConfig, type SqlEvent,
 } from '../../../../generated/layouts.ts';
 import { emitProbeSpan, type EventContext, type EventProbe, fieldResolved } from '../../../types.ts';
 import { CodeNames, isDsnConnector, receiverType, systemOfFunction } from './drivers.ts';
 import { sanitizeSql, summarizeSql } from './query.ts';
+import { parsePostgresDsn, withGoString, type DbServer } from './dsn.ts';
 
 const SQL = 'database/sql';
 
@@ -30,18 +35,52 @@ const F = {
   dsnDriver: `${SQL}.dsnConnector.driver`,
   connDb: `${SQL}.Conn.db`,
   txDb: `${SQL}.Tx.db`,
+  sqlDsn: `${SQL}.dsnConnector.dsn`,
+  pgxDsn: 'github.com/jackc/pgx/v5/stdlib.driverConnector.name',
 } as const;
 
 const NO_SYSTEM = 'db.system.name is other_sql';
 const NO_STMT = 'prepared statements (Stmt.QueryContext, Stmt.ExecContext) make no span';
+const NO_SERVER = 'db.namespace, server.address and server.port are left out';
 
 
 
 const codeNames = new CodeNames();
 
+/** The servers of the DBs of each traced process (dropped with the process's resource), by `db:connector`. */
+const servers = new WeakMap<Resource, Map<string, DbServer>>();
+const SERVERS_PER_PROCESS = 256;
+
+/**
+ * The server of the DB `db` (connector `connector`, of code `connectorName`)
+ * in process `pid`: its DSN read and parsed the first time the DB is seen,
+ * then remembered for the process's life. Only PostgreSQL DSNs kept by
+ * sql.Open's connector (lib/pq) or pgx stdlib's are read; other drivers and
+ * connectors (sql.OpenDB with a driver's own connector) give {}.
+ */
+function serverOf(ctx: EventContext, resource: Resource, pid: number, ev: SqlEvent, system: string, connectorName: string | undefined): DbServer {
+  if (ev.db === 0n || ev.connector === 0n || system !== DB_SYSTEM_NAME_VALUE_POSTGRESQL || connectorName === undefined) return {};
+  let known = servers.get(resource);
+  if (!known) servers.set(resource, (known = new Map()));
+  const key = `${ev.db}:${ev.connector}`;
+  const seen = known.get(key);
+  if (seen) return seen;
+  const off = isDsnConnector(connectorName) ? ev.sql_dsn : connectorName.startsWith(PGX_CONNECTOR) ? ev.pgx_dsn : -1;
+  let server: DbServer = {};
+  if (off >= 0) {
+    const got = withGoString(pid, ev.connector + BigInt(off), parsePostgresDsn);
+    if (typeof got === 'string') ctx.problem(`database/sql: the DSN of a DB could not be read (${got}): ${NO_SERVER}`);
+    else server = got;
+  }
+  if (known.size >= SERVERS_PER_PROCESS) known.clear();
+  known.set(key, server);
+  return server;
+}
+
+const PGX_CONNECTOR = 'github.com/jackc/pgx/v5/stdlib.(*driverConnector).';
+
 /** db.system.name of a call: from the connector's code, or the driver's behind sql.Open's connector. */
-function systemOf(pid: number, connectorFn: bigint, driverFn: bigint): string {
-  const connector = codeNames.nameAt(pid, connectorFn);
+function systemOf(pid: number, connector: string | undefined, driverFn: bigint): string {
   if (connector !== undefined && isDsnConnector(connector)) return systemOfFunction(codeNames.nameAt(pid, driverFn));
   return systemOfFunction(connector);
 }
@@ -74,6 +113,8 @@ export const sqlProbe: EventProbe = {
     [F.stmtQuery]: { reads: 'the statement\'s query text', optional: NO_STMT },
     [F.connDb]: { reads: 'the Conn\'s DB, for db.system.name', optional: `${NO_SYSTEM} for calls through a Conn` },
     [F.txDb]: { reads: 'the transaction\'s DB, for db.system.name', optional: `${NO_SYSTEM} for calls in a transaction` },
+    [F.sqlDsn]: { reads: 'the DSN sql.Open keeps (lib/pq), for db.namespace and server.address', optional: `${NO_SERVER} for drivers opened through sql.Open's connector` },
+    [F.pgxDsn]: { reads: 'the DSN pgx stdlib keeps, for db.namespace and server.address', optional: `${NO_SERVER} for pgx` },
   },
   configMap: BpfMaps.gt_sql_config,
   stateMaps: [BpfMaps.gt_sql_inflight],
@@ -86,6 +127,8 @@ export const sqlProbe: EventProbe = {
       dsn_driver: o[F.dsnDriver] ?? 0,
       conn_db: o[F.connDb] ?? 0,
       tx_db: o[F.txDb] ?? 0,
+      sql_dsn: has(F.sqlDsn) ? o[F.sqlDsn]! : -1,
+      pgx_dsn: has(F.pgxDsn) ? o[F.pgxDsn]! : -1,
       flags: SqlFlags.GT_SQL_ENABLED
         | (has(F.stmtDb) && has(F.stmtQuery) ? SqlFlags.GT_SQL_STMT : 0)
         | (has(F.connector) ? SqlFlags.GT_SQL_DRIVER : 0)
@@ -104,12 +147,17 @@ export const sqlProbe: EventProbe = {
       return;
     }
     const captured = ev.query_len < 0 ? '' : ev.query.subarray(0, Math.min(ev.query_len, ev.query.length)).toString('utf8');
-    const system = systemOf(ev.hdr.tgid, ev.connector_fn, ev.driver_fn);
+    const connectorName = codeNames.nameAt(ev.hdr.tgid, ev.connector_fn);
+    const system = systemOf(ev.hdr.tgid, connectorName, ev.driver_fn);
+    const server = serverOf(ctx, resource, ev.hdr.tgid, ev, system, connectorName);
     const dialect = system === DB_SYSTEM_NAME_VALUE_MYSQL ? 'mysql' : 'standard';
     // a query cut short names its operation, but its table may be cut off
     const truncated = ev.query_len > ev.query.length;
     const { operation, collection } = summarizeSql(captured, dialect);
     const attributes: Attributes = { [ATTR_DB_SYSTEM_NAME]: system };
+    if (server.namespace !== undefined) attributes[ATTR_DB_NAMESPACE] = server.namespace;
+    if (server.address !== undefined) attributes[ATTR_SERVER_ADDRESS] = server.address;
+    if (server.port !== undefined) attributes[ATTR_SERVER_PORT] = server.port;
     if (operation !== undefined) attributes[ATTR_DB_OPERATION_NAME] = operation;
     if (collection !== undefined && !truncated) attributes[ATTR_DB_COLLECTION_NAME] = collection;
     if (ctx.dbQueryText === true && captured) attributes[ATTR_DB_QUERY_TEXT] = sanitizeSql(captured, dialect);
