@@ -3,10 +3,11 @@
 // through its stdlib package ("pgx"), lib/pq ("postgres") and the pure-Go
 // modernc.org/sqlite ("sqlite").
 //
-// Flags: -pg DSN (a PostgreSQL URL; the pgx and pq drivers use it),
+// Flags: -pg DSN (a PostgreSQL URL; the pgx and pq drivers use it), -pgkw
+// DSN (the same server in keyword form, key=value: drivers pgx-kw and pq-kw),
 // -refused DSN (a PostgreSQL URL where nothing listens), -sqlite PATH (the
 // SQLite database file). It prints "listening on ADDR".
-// HTTP endpoints, each naming its driver with ?driver=pgx|pq|sqlite:
+// HTTP endpoints, each naming its driver with ?driver=pgx|pq|sqlite|pgx-kw|pq-kw:
 //
 //	/setup          (re)creates the table items and fills it
 //	/run?n=         one QueryRowContext on the handler's goroutine, then n
@@ -50,7 +51,7 @@ var dbs = map[string]*sql.DB{}
 // refusedDbs open connections where nothing listens
 var refusedDbs = map[string]*sql.DB{}
 
-func open(pg, refused, sqlitePath string) error {
+func open(pg, pgkw, refused, sqlitePath string) error {
 	for name, drv := range map[string]string{"pgx": "pgx", "pq": "postgres"} {
 		db, err := sql.Open(drv, pg)
 		if err != nil {
@@ -58,6 +59,11 @@ func open(pg, refused, sqlitePath string) error {
 		}
 		db.SetMaxOpenConns(8)
 		dbs[name] = db
+		if pgkw != "" {
+			if dbs[name+"-kw"], err = sql.Open(drv, pgkw); err != nil {
+				return err
+			}
+		}
 		if refused != "" {
 			if refusedDbs[name], err = sql.Open(drv, refused); err != nil {
 				return err
@@ -236,10 +242,11 @@ func handler(w http.ResponseWriter, r *http.Request) {
 
 func main() {
 	pg := flag.String("pg", "", "PostgreSQL URL")
+	pgkw := flag.String("pgkw", "", "PostgreSQL DSN in keyword form")
 	refused := flag.String("refused", "", "PostgreSQL URL where nothing listens")
 	sqlitePath := flag.String("sqlite", "", "SQLite database file")
 	flag.Parse()
-	if err := open(*pg, *refused, *sqlitePath); err != nil {
+	if err := open(*pg, *pgkw, *refused, *sqlitePath); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}

@@ -8,6 +8,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ReceivedSpan } from '../../../support/collector.ts';
+import type { PostgresServer } from '../../../support/servers/postgres.ts';
 import { httpRequest, startGoServer, type GoServer } from '../../../support/go-server.ts';
 
 /**
@@ -46,10 +47,47 @@ export const LITERALS = ["'alice'", 'alice', 'bob', 'carol', 'dave', '4242', '77
 /** A PostgreSQL URL whose connections are refused: port 1 of loopback, where nothing listens. */
 export const REFUSED_URL = 'postgres://postgres@127.0.0.1:1/refused?sslmode=disable&connect_timeout=5';
 
-/** Starts sql-client `binary` on PostgreSQL `pgUrl` (and {@link REFUSED_URL}) and a fresh SQLite file. */
-export function startSqlClient(binary: string, pgUrl: string): Promise<GoServer> {
+/**
+ * The password the program's DSNs carry (the test server's trust
+ * authentication ignores it): it must appear nowhere in what the agent
+ * exports or logs.
+ */
+export const PASSWORD = 'gotrail-Pw-9d31f7';
+
+/** `pg`'s URL with {@link PASSWORD}: `postgres://postgres:PASSWORD@127.0.0.1:PORT/DB?sslmode=disable`. */
+export function passwordUrl(pg: PostgresServer): string {
+  return `postgres://postgres:${PASSWORD}@${pg.host}:${pg.port}/${pg.database}?sslmode=disable`;
+}
+
+/** `pg` as a keyword DSN with {@link PASSWORD}, quoted as libpq quotes values. */
+export function keywordDsn(pg: PostgresServer): string {
+  return `user=postgres password='${PASSWORD}' host=${pg.host} port=${pg.port} dbname=${pg.database} sslmode=disable`;
+}
+
+/**
+ * Starts sql-client `binary` on PostgreSQL `pg` ({@link passwordUrl} for pgx
+ * and pq, {@link keywordDsn} for pgx-kw and pq-kw, and {@link REFUSED_URL})
+ * and a fresh SQLite file.
+ */
+export function startSqlClient(binary: string, pg: PostgresServer): Promise<GoServer> {
   const dir = mkdtempSync(join(tmpdir(), 'gotrail-sqlite-'));
-  return startGoServer(binary, ['-pg', pgUrl, '-refused', REFUSED_URL, '-sqlite', join(dir, 'test.db')]);
+  return startGoServer(binary, ['-pg', passwordUrl(pg), '-pgkw', keywordDsn(pg), '-refused', REFUSED_URL, '-sqlite', join(dir, 'test.db')]);
+}
+
+/**
+ * db.namespace, server.address and server.port the span named `name` (made
+ * by {@link runCalls}) of driver `d` must have: PostgreSQL's from the DSN,
+ * none for SQLite (a file, no server; its DSN names no database).
+ */
+export function expectedServer(d: Driver, pg: PostgresServer, name: string): Record<string, string | number | undefined> {
+  if (d.system !== 'postgresql') return { 'db.namespace': undefined, 'server.address': undefined, 'server.port': undefined };
+  if (name.endsWith(' refused_items')) return { 'db.namespace': 'refused', 'server.address': '127.0.0.1', 'server.port': 1 };
+  return { 'db.namespace': pg.database, 'server.address': pg.host, 'server.port': pg.port };
+}
+
+/** Fails when {@link PASSWORD} appears in `text` (`what`: where it was). */
+export function assertNoPassword(text: string, what: string): void {
+  assert.ok(!text.includes(PASSWORD), `the DSN's password leaked into ${what}`);
 }
 
 async function call(url: string, expect: string): Promise<void> {

@@ -11,14 +11,17 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { attributeText, type ReceivedSpan } from '../../../support/collector.ts';
 import { skipUnlessBpf } from '../../../support/privileges.ts';
 import { freshCopy, tracedCollector } from '../../../support/traced-collector.ts';
 import { repoRoot } from '../../../support/agent-process.ts';
+import { httpRequest } from '../../../support/go-server.ts';
 import { postgresBinDir, startPostgres, type PostgresServer } from '../../../support/servers/postgres.ts';
-import { DRIVERS, assertNoLiterals, driverAt, callsOfRequest, expectedError, expectedSpans, runCalls, startSqlClient } from './sql-client.ts';
+import {
+  DRIVERS, assertNoLiterals, assertNoPassword, driverAt, callsOfRequest, expectedError, expectedServer, expectedSpans, runCalls, startSqlClient,
+} from './sql-client.ts';
 
 const pgBin = postgresBinDir();
 const skip = skipUnlessBpf() || (typeof pgBin !== 'string' && pgBin.skip);
@@ -57,7 +60,7 @@ describe('database/sql: one CLIENT span per query or exec', { skip }, () => {
     for (const v of VARIANTS) {
       for (const d of DRIVERS.map((x) => driverAt(x, tc))) {
         test(`${d.driver}, ${tc} ${v}: ${1 + 5 * WORKERS} calls from ${WORKERS} goroutines, errors, parents, no literal`, async () => {
-          const server = await startSqlClient(freshCopy(copies, tc, v, programOf(tc)), pg().url);
+          const server = await startSqlClient(freshCopy(copies, tc, v, programOf(tc)), pg());
           try {
             await traced.agent.waitTraced(server.pid);
             await runCalls(server, d, WORKERS);
@@ -81,6 +84,7 @@ describe('database/sql: one CLIENT span per query or exec', { skip }, () => {
               assert.equal(s.status.code, error ? 'ERROR' : 'UNSET', `${s.name}: status`);
               assert.equal(s.attributes['error.type'], error, `${s.name}: error.type`);
               assert.ok(s.endTimeUnixNano >= s.startTimeUnixNano);
+              for (const [k, want] of Object.entries(expectedServer(d, pg(), s.name))) assert.equal(s.attributes[k], want, `${s.name}: ${k}`);
             }
             // the calls made on a request's goroutine are its children; the workers' are roots
             for (const [path, n] of callsOfRequest(d)) {
@@ -91,11 +95,34 @@ describe('database/sql: one CLIENT span per query or exec', { skip }, () => {
             }
             assert.equal(spans.filter((s) => s.parentSpanId === '').length, 5 * WORKERS, 'the workers\' calls (no request on their goroutine) are roots');
             assertNoLiterals(all.filter((s) => s.resource['process.pid'] === server.pid));
+            assertNoPassword(readFileSync(traced.collector.outputPath, 'utf8'), 'the collector\'s output');
+            assertNoPassword(traced.agent.log(), 'the agent\'s log');
           } finally {
             await server.stop();
           }
         });
       }
+      test(`keyword DSNs (pgx, lib/pq), ${tc} ${v}: db.namespace, server.address, server.port; no password anywhere`, async () => {
+        const server = await startSqlClient(freshCopy(copies, tc, v, programOf(tc)), pg());
+        try {
+          await traced.agent.waitTraced(server.pid);
+          for (const driver of ['pgx-kw', 'pq-kw']) {
+            const res = await httpRequest(`${server.url}/conn?driver=${driver}`);
+            assert.equal(res.status, 200, `${driver}: ${res.body}`);
+          }
+          const spans = await traced.spansOf(server.pid, 'CLIENT', 6, 'three calls through a Conn per driver');
+          for (const s of spans) {
+            assert.equal(s.attributes['db.system.name'], 'postgresql');
+            assert.equal(s.attributes['db.namespace'], pg().database, `${s.name}: db.namespace`);
+            assert.equal(s.attributes['server.address'], pg().host, `${s.name}: server.address`);
+            assert.equal(s.attributes['server.port'], pg().port, `${s.name}: server.port`);
+          }
+          assertNoPassword(readFileSync(traced.collector.outputPath, 'utf8'), 'the collector\'s output');
+          assertNoPassword(traced.agent.log(), 'the agent\'s log');
+        } finally {
+          await server.stop();
+        }
+      });
     }
   }
 });
@@ -106,7 +133,7 @@ describe('database/sql: db.query.text, turned on, is sanitised', { skip }, () =>
 
   for (const d of DRIVERS) {
     test(`${d.driver}: every literal is ?`, async () => {
-      const server = await startSqlClient(freshCopy(copies, 'go1.26', 'plain', 'sql-client'), pg().url);
+      const server = await startSqlClient(freshCopy(copies, 'go1.26', 'plain', 'sql-client'), pg());
       try {
         await traced.agent.waitTraced(server.pid);
         await runCalls(server, d, 2);
