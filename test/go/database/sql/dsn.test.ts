@@ -30,11 +30,24 @@ test('keyword form, quoted and escaped values', () => {
   assert.deepEqual(parse('dbname=x'), { namespace: 'x' }, 'no host: the driver\'s default, left out');
 });
 
-test('several hosts, bad ports and other strings: only what is certain', () => {
-  assert.deepEqual(parse('postgres://u@h1:5432,h2:5433/d'), { namespace: 'd' });
-  assert.deepEqual(parse('host=h1,h2 dbname=d'), { namespace: 'd' });
-  assert.deepEqual(parse('host=h port=99999 dbname=d'), { namespace: 'd' });
-  assert.deepEqual(parse('host=h port=x'), {});
+test('search_path: db.namespace {database}|{schema}, its first schema, not $user', () => {
+  assert.deepEqual(parse('postgres://h/orders?search_path=sales,public'), { namespace: 'orders|sales', address: 'h' });
+  assert.deepEqual(parse("dbname=orders search_path='\"Sales\", public'"), { namespace: 'orders|Sales' });
+  assert.deepEqual(parse('dbname=orders search_path=$user,public'), { namespace: 'orders' });
+  assert.deepEqual(parse('search_path=sales'), {}, 'a schema without its database names nothing');
+});
+
+test('several hosts: the first configured one, the port only when all share it', () => {
+  assert.deepEqual(parse('postgres://u@h1:5432,h2:5433/d'), { namespace: 'd', address: 'h1' });
+  assert.deepEqual(parse('postgres://u@h1:6000,h2:6000/d'), { namespace: 'd', address: 'h1', port: 6000 });
+  assert.deepEqual(parse('host=h1,h2 port=6000 dbname=d'), { namespace: 'd', address: 'h1', port: 6000 });
+  assert.deepEqual(parse('host=h1,h2 port=6000,6001 dbname=d'), { namespace: 'd', address: 'h1' });
+});
+
+test('bad ports and other strings: only what is certain', () => {
+  assert.deepEqual(parse('host=h port=99999 dbname=d'), { namespace: 'd', address: 'h' });
+  assert.deepEqual(parse('host=h port=x'), { address: 'h' });
+  assert.deepEqual(parse('host=/run/pg port=x'), {}, 'a socket whose name cannot be told');
   assert.deepEqual(parse('registeredConnConfig0'), {}, 'pgx\'s name of a registered ConnConfig');
   assert.deepEqual(parse("host='unterminated"), {});
   assert.deepEqual(parse('user:pass@tcp(127.0.0.1:3306)/db'), {}, 'a MySQL DSN');

@@ -28,17 +28,25 @@ const PG_DEFAULT_PORT = 5432;
 
 /**
  * The server of a PostgreSQL DSN in URL form (`postgres://u:p@host:5432/db?…`,
- * `postgresql://…`, query parameters `host`, `port`, `dbname` overriding) or
- * keyword form (`host=… port=… dbname=…`, values quoted with `'` and escaped
- * with `\` as libpq has them). Leaves out what the DSN does not say: an absent
- * host (the driver's default: a local socket or localhost, or PGHOST), an
- * absent port (5432 or PGPORT: the conventions want server.port only when not
- * the default), an absent database (the user's name or PGDATABASE), and the
- * address and port of a DSN listing several hosts (which one a connection
- * reached is not known). A host starting with `/` is a Unix socket's
- * directory: server.address is the socket's path, `DIR/.s.PGSQL.PORT`, and
- * there is no server.port. Gives {} for anything else (a DSN of another
- * form, pgx's `registeredConnConfigN`). Never throws; does not keep `dsn`.
+ * `postgresql://…`, query parameters `host`, `port`, `dbname`, `search_path`
+ * overriding or adding) or keyword form (`host=… port=… dbname=…`, values
+ * quoted with `'` and escaped with `\` as libpq has them), per the
+ * conventions' PostgreSQL page:
+ *
+ * - db.namespace: the database name, `{database}|{schema}` when the DSN sets
+ *   `search_path` (its first schema; not `$user`, which would need the user's
+ *   name); absent without a database name (the driver then takes the user's
+ *   name or PGDATABASE);
+ * - server.address: the host as configured, the first one of a list (the
+ *   conventions want the configured address, not the one a connection
+ *   reached); a host starting with `/` is a Unix socket's directory and gives
+ *   the socket's path, `DIR/.s.PGSQL.PORT`; absent without a host (the
+ *   driver's default: a local socket or localhost, or PGHOST);
+ * - server.port: beside a network address, when the DSN gives one port for
+ *   every host (absent otherwise: 5432, PGPORT, or several ports).
+ *
+ * Gives {} for anything else (a DSN of another form, pgx's
+ * `registeredConnConfigN`). Never throws; does not keep `dsn`.
  */
 export function parsePostgresDsn(dsn: Uint8Array): DbServer {
   try {
@@ -49,23 +57,30 @@ export function parsePostgresDsn(dsn: Uint8Array): DbServer {
   }
 }
 
-type Settings = Partial<Record<'host' | 'port' | 'dbname', string>>;
+type Settings = Partial<Record<'host' | 'port' | 'dbname' | 'search_path', string>>;
 
-const KEPT = new Set(['host', 'port', 'dbname']);
+const KEPT = new Set(['host', 'port', 'dbname', 'search_path']);
+
+function validPort(p: string): number | undefined {
+  if (!/^\d{1,5}$/.test(p)) return undefined;
+  const n = Number(p);
+  return n >= 1 && n <= 65535 ? n : undefined;
+}
 
 function serverOf(s: Settings): DbServer {
   const out: DbServer = {};
-  if (s.dbname) out.namespace = s.dbname;
-  const host = s.host;
-  if (!host || host.includes(',')) return out;
-  let port: number | undefined;
-  if (s.port !== undefined && s.port !== '') {
-    if (!/^\d{1,5}$/.test(s.port)) return out;
-    port = Number(s.port);
-    if (port < 1 || port > 65535) return out;
-  }
+  const schema = s.search_path?.split(',')[0]?.trim().replace(/^"(.*)"$/, '$1');
+  if (s.dbname) out.namespace = schema && schema !== '$user' ? `${s.dbname}|${schema}` : s.dbname;
+  const hosts = (s.host ?? '').split(',');
+  const host = hosts[0]!;
+  if (host === '') return out;
+  // one port for every host: the port (libpq's rule: a single port applies to all hosts)
+  const ports = (s.port ?? '').split(',').map((p) => p.trim());
+  const allPorts = ports.length === 1 ? ports[0]! : ports.every((p) => p === ports[0]) && ports.length === hosts.length ? ports[0]! : undefined;
+  const port = allPorts ? validPort(allPorts) : undefined;
   if (host.startsWith('/')) {
-    out.address = `${host.replace(/\/+$/, '')}/.s.PGSQL.${port ?? PG_DEFAULT_PORT}`;
+    const own = ports[0] ? validPort(ports[0]) : PG_DEFAULT_PORT;
+    if (own !== undefined) out.address = `${host.replace(/\/+$/, '')}/.s.PGSQL.${own}`;
   } else {
     out.address = host;
     if (port !== undefined) out.port = port;
@@ -114,15 +129,18 @@ function urlSettings(d: Uint8Array): Settings | undefined {
   // the user information ends at the authority's last '@': skipped, never decoded
   let hostStart = i;
   for (let j = i; j < authEnd; j++) if (d[j] === 0x40) hostStart = j + 1;
-  const hosts = percentDecode(d, hostStart, authEnd, false);
-  if (hosts !== '') {
-    if (hosts.includes(',')) s.host = hosts;
-    else {
-      const m = /^\[([^\]]*)\](?::(.*))?$/.exec(hosts) ?? /^([^:]*)(?::(.*))?$/.exec(hosts);
+  const authority = percentDecode(d, hostStart, authEnd, false);
+  if (authority !== '') {
+    const hosts: string[] = [];
+    const ports: string[] = [];
+    for (const h of authority.split(',')) {
+      const m = /^\[([^\]]*)\](?::(.*))?$/.exec(h) ?? /^([^:]*)(?::(.*))?$/.exec(h);
       if (!m) return undefined;
-      if (m[1]) s.host = m[1];
-      if (m[2] !== undefined) s.port = m[2];
+      hosts.push(m[1] ?? '');
+      ports.push(m[2] ?? '');
     }
+    if (hosts.some((h) => h !== '')) s.host = hosts.join(',');
+    if (ports.some((p) => p !== '')) s.port = ports.join(',');
   }
   i = authEnd;
   if (d[i] === 0x2f) {
