@@ -59,9 +59,12 @@ export function passwordUrl(pg: PostgresServer): string {
   return `postgres://postgres:${PASSWORD}@${pg.host}:${pg.port}/${pg.database}?sslmode=disable`;
 }
 
-/** `pg` as a keyword DSN with {@link PASSWORD}, quoted as libpq quotes values. */
+/**
+ * `pg` as a keyword DSN with {@link PASSWORD}, quoted as libpq quotes values,
+ * and the schema `public` first in search_path (db.namespace `DB|public`).
+ */
 export function keywordDsn(pg: PostgresServer): string {
-  return `user=postgres password='${PASSWORD}' host=${pg.host} port=${pg.port} dbname=${pg.database} sslmode=disable`;
+  return `user=postgres password='${PASSWORD}' host=${pg.host} port=${pg.port} dbname=${pg.database} search_path='public' sslmode=disable`;
 }
 
 /**

@@ -102,18 +102,18 @@ describe('database/sql: one CLIENT span per query or exec', { skip }, () => {
           }
         });
       }
-      test(`keyword DSNs (pgx, lib/pq), ${tc} ${v}: db.namespace, server.address, server.port; no password anywhere`, async () => {
+      test(`keyword DSNs with search_path (pgx, lib/pq), ${tc} ${v}: db.namespace, server.address, server.port; no password anywhere`, async () => {
         const server = await startSqlClient(freshCopy(copies, tc, v, programOf(tc)), pg());
         try {
           await traced.agent.waitTraced(server.pid);
-          for (const driver of ['pgx-kw', 'pq-kw']) {
-            const res = await httpRequest(`${server.url}/conn?driver=${driver}`);
-            assert.equal(res.status, 200, `${driver}: ${res.body}`);
+          for (const path of ['/setup?driver=pgx-kw', '/conn?driver=pgx-kw', '/conn?driver=pq-kw']) {
+            const res = await httpRequest(`${server.url}${path}`);
+            assert.equal(res.status, 200, `${path}: ${res.body}`);
           }
-          const spans = await traced.spansOf(server.pid, 'CLIENT', 6, 'three calls through a Conn per driver');
+          const spans = await traced.spansOf(server.pid, 'CLIENT', 9, 'three execs of /setup, three calls through a Conn per driver');
           for (const s of spans) {
             assert.equal(s.attributes['db.system.name'], 'postgresql');
-            assert.equal(s.attributes['db.namespace'], pg().database, `${s.name}: db.namespace`);
+            assert.equal(s.attributes['db.namespace'], `${pg().database}|public`, `${s.name}: db.namespace {database}|{schema}`);
             assert.equal(s.attributes['server.address'], pg().host, `${s.name}: server.address`);
             assert.equal(s.attributes['server.port'], pg().port, `${s.name}: server.port`);
           }
