@@ -130,6 +130,14 @@ const MODULE_SPECS: readonly ModuleSpec[] = [
       '_, _ = kafka.NewReader(kafka.ReaderConfig{}).ReadMessage(context.Background())',
     ],
   },
+  // a database/sql driver's struct (the DSN pgx stdlib's connector keeps): the
+  // versions the tests build (v5.4.3 with Go 1.19); others from type metadata
+  {
+    module: 'github.com/jackc/pgx/v5',
+    versions: ['5.4.3', '5.13.0'],
+    imports: ['database/sql', 'github.com/jackc/pgx/v5/stdlib'],
+    keep: ['db, _ := sql.Open("pgx", "")', '_, _ = db.Exec("")', '_ = stdlib.GetDefaultDriver()'],
+  },
   // the OpenTelemetry API bridge's attributes: the versions the tests build and the first bridged one
   {
     module: 'go.opentelemetry.io/otel',

@@ -183,17 +183,19 @@ export function planProbe(bin: GoBinary, probe: ProbeDescriptor, inputs: OffsetI
   }
   const required = requiredFields(probe);
   const optional = optionalFields(probe);
-  // standard-library fields resolve at the Go version, the others at the probe's module version
+  // standard-library fields resolve at the Go version, a field of another
+  // module (a driver's struct) at that module's version, the others at the
+  // probe's module version
   const wanted = [...required, ...optional];
   const res = resolveOffsets({ module: probe.module, version, fields: wanted.filter((f) => fieldModule(probe, f) === probe.module) }, src);
-  const stdFields = wanted.filter((f) => fieldModule(probe, f) !== probe.module);
-  if (stdFields.length) {
-    const std = resolveOffsets({ module: 'std', version: moduleVersion(bin, 'std') ?? '', fields: stdFields }, src);
-    Object.assign(res.offsets, std.offsets);
-    Object.assign(res.source, std.source);
-    res.missing.push(...std.missing);
-    res.unverified.push(...std.unverified);
-    res.disagreements.push(...std.disagreements);
+  const others = [...new Set(wanted.map((f) => fieldModule(probe, f)))].filter((m) => m !== probe.module);
+  for (const mod of others) {
+    const r = resolveOffsets({ module: mod, version: moduleVersion(bin, mod) ?? '', fields: wanted.filter((f) => fieldModule(probe, f) === mod) }, src);
+    Object.assign(res.offsets, r.offsets);
+    Object.assign(res.source, r.source);
+    res.missing.push(...r.missing);
+    res.unverified.push(...r.unverified);
+    res.disagreements.push(...r.disagreements);
   }
   plan.offsets = res.offsets;
   plan.offsetSources = res.source;
@@ -217,7 +219,12 @@ export function planProbe(bin: GoBinary, probe: ProbeDescriptor, inputs: OffsetI
     const want = since === undefined ? null : parseSemver(`${since}.0`);
     return want !== null && goVersion.ok && compareSemver(release(goVersion.version), want) < 0;
   };
-  const missing = res.missing.filter((m) => !covered.has(m.field) && !predates(m.field));
+  // a field of a library the binary does not link is no loss either
+  const unlinked = (field: string): boolean => {
+    const mod = probe.fields[field]?.module;
+    return mod !== undefined && bin.moduleVersion(mod) === undefined;
+  };
+  const missing = res.missing.filter((m) => !covered.has(m.field) && !predates(m.field) && !unlinked(m.field));
   plan.missingOptional = missing.filter((m) => optional.includes(m.field)).map((m) => m.field);
   for (const m of missing) {
     if (!optional.includes(m.field)) continue;

@@ -68,6 +68,14 @@ export interface ProbeField {
    * older Go loses nothing, so it is not reported as a degradation there.
    */
   goSince?: string;
+  /**
+   * The module of the field's struct when it is neither std nor the probe's
+   * own module (`github.com/jackc/pgx/v5` for a database/sql probe reading a
+   * driver's struct): its offset is taken at the binary's version of that
+   * module, and a binary that does not link the module loses nothing by the
+   * field's absence (not reported as a degradation). Only for an optional field.
+   */
+  module?: string;
 }
 
 /** The fields without which `probe` cannot run. */
@@ -82,12 +90,14 @@ export function optionalFields(probe: Pick<ProbeDescriptor, 'fields'>): string[]
 
 /**
  * The module whose versions select the offset of `field` (`pkg.Struct.field`)
- * read by `probe`: `std` for a standard-library package (no dot in the first
- * element of its import path: `net.netFD.laddr`), else the probe's module. A
- * gRPC probe reading `net.conn.fd` reads it at the binary's Go version, not
- * at its grpc version.
+ * read by `probe`: the field's own `module` when it names one, `std` for a
+ * standard-library package (no dot in the first element of its import path:
+ * `net.netFD.laddr`), else the probe's module. A gRPC probe reading
+ * `net.conn.fd` reads it at the binary's Go version, not at its grpc version.
  */
-export function fieldModule(probe: Pick<ProbeDescriptor, 'module'>, field: string): string {
+export function fieldModule(probe: Pick<ProbeDescriptor, 'module'> & Partial<Pick<ProbeDescriptor, 'fields'>>, field: string): string {
+  const own = probe.fields?.[field]?.module;
+  if (own !== undefined) return own;
   const slash = field.indexOf('/');
   const first = slash >= 0 ? field.slice(0, slash) : field.slice(0, field.indexOf('.'));
   return first.includes('.') ? probe.module : 'std';

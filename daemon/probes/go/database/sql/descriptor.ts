@@ -27,6 +27,7 @@ import { sanitizeSql, summarizeSql } from './query.ts';
 import { parsePostgresDsn, withGoString, type DbServer } from './dsn.ts';
 
 const SQL = 'database/sql';
+const PGX = 'github.com/jackc/pgx/v5';
 
 const F = {
   connector: `${SQL}.DB.connector`,
@@ -36,7 +37,7 @@ const F = {
   connDb: `${SQL}.Conn.db`,
   txDb: `${SQL}.Tx.db`,
   sqlDsn: `${SQL}.dsnConnector.dsn`,
-  pgxDsn: 'github.com/jackc/pgx/v5/stdlib.driverConnector.name',
+  pgxDsn: `${PGX}/stdlib.driverConnector.name`,
 } as const;
 
 const NO_SYSTEM = 'db.system.name is other_sql';
@@ -77,7 +78,7 @@ function serverOf(ctx: EventContext, resource: Resource, pid: number, ev: SqlEve
   return server;
 }
 
-const PGX_CONNECTOR = 'github.com/jackc/pgx/v5/stdlib.(*driverConnector).';
+const PGX_CONNECTOR = `${PGX}/stdlib.(*driverConnector).`;
 
 /** db.system.name of a call: from the connector's code, or the driver's behind sql.Open's connector. */
 function systemOf(pid: number, connector: string | undefined, driverFn: bigint): string {
@@ -95,7 +96,7 @@ export const sqlProbe: EventProbe = {
   id: 'database/sql',
   module: 'std',
   goPackage: SQL,
-  description: 'SQL queries and execs through database/sql (CLIENT spans)',
+  description: 'SQL queries and execs through database/sql (CLIENT spans; db.namespace and server.* for PostgreSQL through pgx stdlib or lib/pq opened with sql.Open)',
   functions: [
     { symbol: `${SQL}.(*DB).query`, entryProgram: BpfPrograms.gt_sql_query_entry, returnProgram: BpfPrograms.gt_sql_query_return, absentMeans: 'this program never queries through database/sql' },
     { symbol: `${SQL}.(*DB).exec`, entryProgram: BpfPrograms.gt_sql_exec_entry, returnProgram: BpfPrograms.gt_sql_exec_return, optional: 'execs (DB.ExecContext) make no span', absentMeans: 'this program never runs execs through database/sql' },
@@ -114,7 +115,7 @@ export const sqlProbe: EventProbe = {
     [F.connDb]: { reads: 'the Conn\'s DB, for db.system.name', optional: `${NO_SYSTEM} for calls through a Conn` },
     [F.txDb]: { reads: 'the transaction\'s DB, for db.system.name', optional: `${NO_SYSTEM} for calls in a transaction` },
     [F.sqlDsn]: { reads: 'the DSN sql.Open keeps (lib/pq), for db.namespace and server.address', optional: `${NO_SERVER} for drivers opened through sql.Open's connector` },
-    [F.pgxDsn]: { reads: 'the DSN pgx stdlib keeps, for db.namespace and server.address', optional: `${NO_SERVER} for pgx` },
+    [F.pgxDsn]: { reads: 'the DSN pgx stdlib keeps, for db.namespace and server.address', optional: `${NO_SERVER} for pgx`, module: PGX },
   },
   configMap: BpfMaps.gt_sql_config,
   stateMaps: [BpfMaps.gt_sql_inflight],
