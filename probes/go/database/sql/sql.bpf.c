@@ -56,8 +56,8 @@ struct gt_sql_config {
 	__u32 conn_db;      /* database/sql.Conn.db (*DB) */
 	__u32 tx_db;        /* database/sql.Tx.db (*DB) */
 	/* DSN strings, passed on to user space (-1: unknown) */
-	__s32 sql_dsn;      /* database/sql.dsnConnector.dsn (string) */
-	__s32 pgx_dsn;      /* github.com/jackc/pgx/v5/stdlib.driverConnector.name (string) */
+	__s32 sql_dsn; /* database/sql.dsnConnector.dsn (string) */
+	__s32 pgx_dsn; /* github.com/jackc/pgx/v5/stdlib.driverConnector.name (string) */
 };
 
 enum gt_sql_flags {

@@ -44,7 +44,8 @@ const NO_SYSTEM = 'db.system.name is other_sql';
 const NO_STMT = 'prepared statements (Stmt.QueryContext, Stmt.ExecContext) make no span';
 const NO_SERVER = 'db.namespace, server.address and server.port are left out';
 
-
+/** The code of pgx stdlib's connector, which keeps the DSN (`name`). */
+const PGX_CONNECTOR = `${PGX}/stdlib.(*driverConnector).`;
 
 const codeNames = new CodeNames();
 
@@ -62,7 +63,7 @@ const SERVERS_PER_PROCESS = 256;
 function serverOf(ctx: EventContext, resource: Resource, pid: number, ev: SqlEvent, system: string, connectorName: string | undefined): DbServer {
   if (ev.db === 0n || ev.connector === 0n || system !== DB_SYSTEM_NAME_VALUE_POSTGRESQL || connectorName === undefined) return {};
   let known = servers.get(resource);
-  if (!known) servers.set(resource, (known = new Map()));
+  if (!known) servers.set(resource, (known = new Map<string, DbServer>()));
   const key = `${ev.db}:${ev.connector}`;
   const seen = known.get(key);
   if (seen) return seen;
@@ -77,8 +78,6 @@ function serverOf(ctx: EventContext, resource: Resource, pid: number, ev: SqlEve
   known.set(key, server);
   return server;
 }
-
-const PGX_CONNECTOR = `${PGX}/stdlib.(*driverConnector).`;
 
 /** db.system.name of a call: from the connector's code, or the driver's behind sql.Open's connector. */
 function systemOf(pid: number, connector: string | undefined, driverFn: bigint): string {
