@@ -119,6 +119,12 @@ describe('database/sql: one CLIENT span per query or exec', { skip }, () => {
           }
           assertNoPassword(readFileSync(traced.collector.outputPath, 'utf8'), 'the collector\'s output');
           assertNoPassword(traced.agent.log(), 'the agent\'s log');
+          const metrics = await traced.agent.metricsUrl();
+          for (const url of [metrics, metrics.replace(/\/metrics$/, '/status')]) {
+            const res = await fetch(url);
+            assert.equal(res.status, 200, url);
+            assertNoPassword(await res.text(), url);
+          }
         } finally {
           await server.stop();
         }
