@@ -1,6 +1,7 @@
 /**
  * End to end, a system of three traced processes on one node with real
- * PostgreSQL, Redis and Kafka servers (test/programs/shop):
+ * PostgreSQL, Redis and Kafka servers (test/programs/shop, built with every
+ * Go toolchain here, stripped and not):
  *
  *   front:    HTTP SERVER → gRPC CLIENT
  *     orders:   gRPC SERVER → SQL CLIENT (pgx), Redis CLIENT (incr), Kafka PRODUCER
@@ -39,13 +40,21 @@ const pgBin = postgresBinDir();
 const skip = skipUnlessBpf() || (typeof pgBin !== 'string' && pgBin.skip) || kafkaSkipReason() || false;
 const REQUESTS = 12;
 /**
- * The builds the system runs as (test/programs/shop/program.conf): Go 1.26
- * and Go 1.27, each with its own runtime and ABI under the probes, plain
- * (every offset from DWARF) and stripped (every offset from the Go type
- * metadata). Go 1.19 cannot build the program's modules (see there).
+ * The builds the system runs as: every toolchain here, each with its own
+ * runtime and ABI under the probes, plain (every offset from DWARF) and
+ * stripped (every offset from the Go type metadata). Go 1.26 and 1.27 build
+ * test/programs/shop; Go 1.19 builds the same code with the newest module
+ * versions it can (test/programs/shop-go119: grpc v1.64.1, pgx v5.4.3).
  * Servers and agent are shared; each build adds 5–10 s.
  */
-const BUILDS = [['go1.26', 'plain'], ['go1.26', 'stripped'], ['go1.27', 'plain'], ['go1.27', 'stripped']] as const;
+const BUILDS = [
+  ['go1.19', 'plain', 'shop-go119'],
+  ['go1.19', 'stripped', 'shop-go119'],
+  ['go1.26', 'plain', 'shop'],
+  ['go1.26', 'stripped', 'shop'],
+  ['go1.27', 'plain', 'shop'],
+  ['go1.27', 'stripped', 'shop'],
+] as const;
 const COPIES = join(repoRoot, 'build', 'test', 'shop');
 /** Whether the registry has the Kafka probes (writer and reader). */
 const KAFKA_PROBES = probes.some((p) => p.goPackage.startsWith('github.com/segmentio/kafka-go'));
@@ -94,9 +103,9 @@ describe('a system with databases, a cache and a queue: HTTP → gRPC → SQL, R
   const LINK_OUTCOMES = ['found', 'found_by_content', 'not_found', 'ambiguous', 'expired'] as const;
   const linkCounts = async (): Promise<Record<string, number>> => Object.fromEntries(await Promise.all(LINK_OUTCOMES.map(async (o) => [o, await links(o)] as const)));
 
-  for (const [toolchain, variant] of BUILDS) test(`${toolchain} ${variant}: ${REQUESTS} concurrent orders on a busy machine: each one trace with every span and correct parents`, async (t) => {
+  for (const [toolchain, variant, program] of BUILDS) test(`${program}, ${toolchain} ${variant}: ${REQUESTS} concurrent orders on a busy machine: each one trace with every span and correct parents`, async (t) => {
     if (!KAFKA_PROBES) t.diagnostic('no Kafka probes in the registry: the PRODUCER and CONSUMER spans and the consumer\'s calls are not asserted');
-    const bin = freshCopy(COPIES, toolchain, variant, 'shop');
+    const bin = freshCopy(COPIES, toolchain, variant, program);
     const topic = `orders-${process.pid}-${toolchain}-${variant}`;
     const linksBefore: Record<string, number> = KAFKA_PROBES ? await linkCounts() : {};
     const common = ['-redis', redis!.addr, '-kafka', kafka!.bootstrap, '-topic', topic];
