@@ -77,6 +77,17 @@ test('set-up builds exactly the programs it owns, with their toolchains and vari
   }
 });
 
+test('a program of older modules for Go 1.19 (name-go119) runs its sibling\'s code: the same main.go', () => {
+  const scan = scanPrograms();
+  const older = scan.programs.filter((p) => p.name.endsWith('-go119'));
+  assert.ok(older.length > 0);
+  for (const p of older) {
+    const sibling = scan.programs.find((q) => q.name === p.name.slice(0, -'-go119'.length));
+    assert.ok(sibling, `${p.name} has no sibling program`);
+    assert.equal(readFileSync(join(p.dir, 'main.go'), 'utf8'), readFileSync(join(sibling.dir, 'main.go'), 'utf8'), `${p.name}/main.go differs from ${sibling.name}/main.go`);
+  }
+});
+
 test('a new folder is built by set-up without a list; a toolchain older than its go.mod is skipped with a note', (t) => {
   const work = mkdtempSync(join(tmpdir(), 'gotrail-programs-'));
   t.after(() => rmSync(work, { recursive: true, force: true }));
