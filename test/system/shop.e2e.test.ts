@@ -171,6 +171,10 @@ describe('a system with databases, a cache and a queue: HTTP → gRPC → SQL, R
       for (const q of queries) {
         assert.equal(q.name, 'SELECT items');
         assert.equal(q.attributes['db.operation.name'], 'SELECT');
+        // read from the DSN the orders service opened its *sql.DB with
+        assert.equal(q.attributes['db.namespace'], pg!.database);
+        assert.equal(q.attributes['server.address'], pg!.host);
+        assert.equal(q.attributes['server.port'], pg!.port);
         assert.equal(q.status.code, 'UNSET');
         childOf(q, served, 'the SQL query');
       }
