@@ -429,6 +429,32 @@ static __always_inline bool parse_traceparent_value(struct http_map_scratch *scr
 	return gt_parse_traceparent((const char *)scr->unit + start, len, span);
 }
 
+/* The header map's own fields the walk needs (runtime.hmap's count, flags,
+ * B, buckets and oldbuckets; maps.Map's used, dirPtr and dirLen) lie in its
+ * first 40 bytes (both are 48 bytes long): one read of that window replaces
+ * a read per field; a field outside it is read on its own. */
+#define GT_HTTP_MAP_WINDOW 40
+
+static __always_inline int map_u64(const __u8 *w, __u64 m, __u32 off, __u64 *out)
+{
+	*out = 0;
+	if (w && off <= GT_HTTP_MAP_WINDOW - 8) {
+		__builtin_memcpy(out, w + off, 8);
+		return 0;
+	}
+	return bpf_probe_read_user(out, sizeof(*out), (void *)(m + off));
+}
+
+static __always_inline int map_u8(const __u8 *w, __u64 m, __u32 off, __u8 *out)
+{
+	*out = 0;
+	if (w && off <= GT_HTTP_MAP_WINDOW - 1) {
+		*out = w[off];
+		return 0;
+	}
+	return bpf_probe_read_user(out, 1, (void *)(m + off));
+}
+
 /* Finds the incoming traceparent (and tracestate) in the header map of the
  * request being served. The map is the request's own: on a connection whose
  * read buffer still holds earlier pipelined requests, or a head larger than
@@ -452,17 +478,20 @@ static __always_inline void read_traceparent(struct gt_http_server_config *cfg, 
 	__builtin_memset(sp, 0, sizeof(*sp));
 	struct header_search s = {};
 	s.slot = 8;
-	__u64 arr = 0, old = 0;
-	if (bpf_probe_read_user(&s.left, sizeof(s.left), (void *)(m + cfg->map_count)) < 0 ||
-	    go_read_ptr(m, cfg->map_buckets, &arr) < 0) {
+	__u64 arr = 0, old = 0, left = 0;
+	/* the window goes where the walk puts its first unit, read later */
+	_Static_assert(GT_GOMAP_SCRATCH >= GT_HTTP_MAP_WINDOW, "the window fits in scratch");
+	const __u8 *mw = bpf_probe_read_user(w.scr->unit, GT_HTTP_MAP_WINDOW, (void *)m) == 0 ? w.scr->unit : 0;
+	if (map_u64(mw, m, cfg->map_count, &left) < 0 || map_u64(mw, m, cfg->map_buckets, &arr) < 0) {
 		st->flags |= GT_HTTP_EVENT_HEAD_UNREADABLE;
 		return;
 	}
+	s.left = (__s64)left;
 	if (s.left <= 0 || !arr)
 		return;
 	if (cfg->flags & GT_HTTP_SERVER_HEADER_SWISS) {
 		__s64 dir_len = 0;
-		if (bpf_probe_read_user(&dir_len, sizeof(dir_len), (void *)(m + cfg->map_dir_len)) < 0)
+		if (map_u64(mw, m, cfg->map_dir_len, (__u64 *)&dir_len) < 0)
 			return;
 		s.swiss = 1;
 		if (dir_len == 0) {
@@ -475,9 +504,8 @@ static __always_inline void read_traceparent(struct gt_http_server_config *cfg, 
 		}
 	} else {
 		__u8 b = 0, mflags = 0;
-		if (bpf_probe_read_user(&b, 1, (void *)(m + cfg->map_b)) < 0 ||
-		    bpf_probe_read_user(&mflags, 1, (void *)(m + cfg->map_flags)) < 0 ||
-		    go_read_ptr(m, cfg->map_oldbuckets, &old) < 0)
+		if (map_u8(mw, m, cfg->map_b, &b) < 0 || map_u8(mw, m, cfg->map_flags, &mflags) < 0 ||
+		    map_u64(mw, m, cfg->map_oldbuckets, &old) < 0)
 			return;
 		if (b > 20)
 			return;
