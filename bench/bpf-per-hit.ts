@@ -5,7 +5,9 @@
  * traceparent header on half of them, from the kernel's program statistics
  * as the agent exports them (gotrail_probe_runs_total and
  * gotrail_probe_run_seconds_total). Prints runs per request and ns per run
- * per program, median over rounds.
+ * of each uprobe program (net/http and the goroutine probes), median over
+ * rounds; the node-wide programs (process, socket) also run for every other
+ * process on the node, so they are left out.
  *
  *   deploy/node bench/bpf-per-hit.ts [--go go1.26] [--rounds 3] [--n 2000]
  */
@@ -25,6 +27,7 @@ const { values } = parseArgs({
   },
 });
 const rounds = Number(values.rounds);
+const UPROBE_PROGRAM = /^gt_(http|runtime)_/;
 const n = Number(values.n);
 const bin = join(mkdtempSync(join(tmpdir(), 'gotrail-bpf-hit-')), 'httpserver');
 copyFileSync(join(repoRoot, 'build', 'go', values.go, 'plain', 'httpserver'), bin);
@@ -39,9 +42,9 @@ try {
   const tp = { traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' };
   for (const path of ['/hello', `/proxy?to=${encodeURIComponent(`${server.url}/hello`)}`]) {
     for (let r = 0; r < rounds; r++) {
-      const before: ProgramStats = await programStats(url, /^gt_/);
+      const before: ProgramStats = await programStats(url, UPROBE_PROGRAM);
       for (let i = 0; i < n; i++) await httpRequest(`${server.url}${path}`, { headers: i % 2 ? tp : {} });
-      const after = await programStats(url, /^gt_/);
+      const after = await programStats(url, UPROBE_PROGRAM);
       for (const [prog, a] of after) {
         const b = before.get(prog) ?? { runs: 0, seconds: 0 };
         const runs = a.runs - b.runs;
