@@ -216,8 +216,16 @@ export interface BpfObject {
    * `linkSets()` at once and the kernel releases them on a pool thread (a
    * uprobe_multi link takes tens of milliseconds to go). Unknown handles
    * throw before anything is detached.
+   *
+   * Each kernel link waits for its own RCU Tasks Trace and SRCU grace
+   * period (uprobe_unregister_sync(), once per link whatever its number of
+   * sites, ~50 ms here); links closed at the same time share those waits, so
+   * every link gets a thread of its own. `opts.threads` (1–1024, default
+   * 1024) caps the closing threads: `threads: 1` closes one link after
+   * another, to measure what one costs. Throws EINVAL for an option out of
+   * range.
    */
-  detachAsync(handles: number[]): Promise<void>;
+  detachAsync(handles: number[], opts?: { threads?: number }): Promise<void>;
   linkSets(): LinkSetInfo[];
   /** Loaded programs only. */
   programStats(): ProgramStats[];

@@ -228,6 +228,18 @@ describe('native addon', { skip, timeout: 120_000 }, () => {
       assert.equal(c.records.length, N + 1, 'no records after detachAsync');
       c.records.splice(N);
 
+      // one closing thread for several links (what one link's close costs,
+      // measured by bench/detach-cost.ts): every one of them goes
+      const hs = [workOffset, otherOffset, workOffset].map((off) => o.attachUprobes('on_work', fx.worker, [off], [COOKIE_WORK], attachOpts));
+      expectError(() => o.detachAsync(hs, { threads: 0 }), 'EINVAL', /^detach$/);
+      expectError(() => o.detachAsync(hs, { threads: 1025 }), 'EINVAL', /^detach$/);
+      assert.equal(o.linkSets().length, 3, 'a bad option detaches nothing');
+      await o.detachAsync(hs, { threads: 1 });
+      assert.deepEqual(o.linkSets(), []);
+      await worker.run(N);
+      await new Promise((resolve) => setTimeout(resolve, 30));
+      assert.equal(c.records.length, N, 'no records after detachAsync with one thread');
+
       const h2 = o.attachUprobes('on_work', fx.worker, [workOffset, otherOffset], [COOKIE_WORK, COOKIE_OTHER], attachOpts);
       assert.equal(o.linkSets()[0]?.sites, 2);
       assert.notEqual(h2, h1);

@@ -281,25 +281,31 @@ Napi::Value BpfObject::Detach(const Napi::CallbackInfo& info) {
 // processes come and go. The sets were already taken out of the object on
 // the JS thread, so nothing else can reach them.
 //
-// Why each close costs ~50 ms and why they run in parallel: releasing a
-// uprobe_multi link (kernel >= 6.12) unregisters its uprobes and then waits
-// in uprobe_unregister_sync() for an RCU Tasks Trace grace period (and an
-// SRCU one), because sleepable uprobe programs may still run; a perf-event
-// uprobe waits likewise per site. The wait is per close(), not per site, and
-// does no work of its own: closed one after another, 700 links took 33 s.
-// Closers waiting at the same time share grace periods, so the sets are
-// closed by up to kMaxDetachThreads short-lived threads at once and the
-// whole batch costs about one or two grace periods.
+// What one close() costs (kernel >= 6.12, kernel/trace/bpf_trace.c): releasing
+// a uprobe_multi link calls uprobe_unregister_nosync() for each of its sites
+// (the breakpoints go at once) and then uprobe_unregister_sync() once for the
+// link, which waits for an RCU Tasks Trace grace period and then an SRCU one
+// (uretprobes_srcu), because a handler may still be running on another CPU.
+// A perf-event uprobe waits likewise, per site. So the wait is per link, not
+// per site, and does no work of its own: one link after another took 46 ms
+// each here (54 ms beside a busy load). Waiters queued when a grace period
+// starts share it, so every link is closed by a thread of its own (up to
+// kMaxDetachThreads) and a batch costs a few grace periods: 378 links
+// (1,008 sites) in 64-120 ms, 146-268 ms beside a busy load
+// (bench/detach-cost.ts). Starting all threads first and releasing them at
+// once was no faster (starting 378 threads takes 7-16 ms, and one more
+// grace period is often already running, from any process on the node).
+// What does help is fewer links: the same sites as one link per binary
+// detached in 28-92 ms, 70-355 ms busy (median 114 against 203 ms).
 class DetachWorker : public Napi::AsyncWorker {
  public:
-  // Each waiting thread costs a few touched stack pages and no CPU. Here,
-  // 360 link sets (960 sites) closed by 360 threads took 58-93 ms, about
-  // two grace periods: those who arrive while one runs wait for the next.
+  // Each waiting thread costs a few touched stack pages and no CPU.
   static constexpr size_t kMaxDetachThreads = 1024;
 
-  DetachWorker(Napi::Env env, std::vector<BpfObject::LinkSet> sets)
+  DetachWorker(Napi::Env env, std::vector<BpfObject::LinkSet> sets, size_t max_threads)
       : Napi::AsyncWorker(env),
         sets_(std::move(sets)),
+        max_threads_(max_threads),
         deferred_(Napi::Promise::Deferred::New(env)) {}
   // Pool thread.
   void Execute() override {
@@ -323,7 +329,7 @@ class DetachWorker : public Napi::AsyncWorker {
       }
     };
     std::vector<std::thread> threads;
-    const size_t n = std::min(items.empty() ? 0 : items.size() - 1, kMaxDetachThreads);
+    const size_t n = std::min(items.empty() ? 0 : items.size() - 1, max_threads_ - 1);
     threads.reserve(n);
     for (size_t t = 0; t < n; t++) {
       try {
@@ -341,16 +347,22 @@ class DetachWorker : public Napi::AsyncWorker {
 
  private:
   std::vector<BpfObject::LinkSet> sets_;
+  size_t max_threads_;
   Napi::Promise::Deferred deferred_;
 };
 
-// JS thread. detachAsync(handles): the link sets disappear from linkSets()
-// at once; the promise resolves when the kernel has let go of them.
+// JS thread. detachAsync(handles, { threads? }): the link sets disappear from
+// linkSets() at once; the promise resolves when the kernel has let go of them.
+// threads: 1 closes one link after another, to measure what one costs.
 Napi::Value BpfObject::DetachAsync(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsArray())
     Throw(env, "detach", EINVAL, "handles must be an array of numbers");
   Napi::Array arr = info[0].As<Napi::Array>();
+  Napi::Object opts = OptionalObject(info, 1, "detach", "options");
+  const int64_t max_threads =
+      IntOption(env, opts, "threads", DetachWorker::kMaxDetachThreads, 1,
+                DetachWorker::kMaxDetachThreads, "detach");
   // all handles are checked before any set is taken, so an error leaves
   // every link where it was
   std::vector<int> handles;
@@ -369,7 +381,7 @@ Napi::Value BpfObject::DetachAsync(const Napi::CallbackInfo& info) {
     sets.push_back(std::move(it->second));
     link_sets_.erase(it);
   }
-  auto* worker = new DetachWorker(env, std::move(sets));
+  auto* worker = new DetachWorker(env, std::move(sets), static_cast<size_t>(max_threads));
   Napi::Promise promise = worker->Promise();
   worker->Queue();
   return promise;

@@ -285,6 +285,46 @@ int gt_http_client_conn(struct pt_regs *ctx)
 	return 0;
 }
 
+/* The span's request fields are two windows of memory: Request.Method and
+ * Request.URL in the first 32 bytes of *http.Request, URL.Scheme, Host and
+ * Path in the first 72 of *url.URL (in every Go version known). One read
+ * per window replaces a read per field; a field outside its window, or a
+ * window that cannot be read, is read on its own. */
+#define GT_HTTP_CLIENT_REQ_WINDOW 32
+#define GT_HTTP_CLIENT_URL_WINDOW 72
+
+/* A string header at `off`: from window `w` (`wlen` bytes read from
+ * `base`, or 0) when it lies inside, else read from `base`. -1: unreadable. */
+static __always_inline int client_string(const __u8 *w, __u32 wlen, __u64 base, __u32 off,
+					 struct go_string *s)
+{
+	s->ptr = 0;
+	s->len = 0;
+	if (w && off <= wlen - sizeof(*s)) {
+		__builtin_memcpy(s, w + off, sizeof(*s));
+		return 0;
+	}
+	if (!base || bpf_probe_read_user(s, sizeof(*s), (void *)(base + off)) < 0)
+		return -1;
+	return 0;
+}
+
+/* As go_read_string, from a string header already read. */
+static __always_inline __s64 client_copy(int hdr, struct go_string s, char *dst, __u32 cap)
+{
+	if (hdr < 0)
+		return -1;
+	if (s.len <= 0 || !s.ptr)
+		return 0;
+	__u32 n = s.len < cap ? (__u32)s.len : cap;
+	n &= (cap - 1) | cap; /* keeps the verifier's bound tight */
+	if (n > cap)
+		n = cap;
+	if (bpf_probe_read_user(dst, n, (void *)s.ptr) < 0)
+		return -1;
+	return s.len;
+}
+
 SEC("uprobe.multi")
 int gt_http_client_return(struct pt_regs *ctx)
 {
@@ -326,11 +366,28 @@ int gt_http_client_return(struct pt_regs *ctx)
 	ev->span = st->span;
 	ev->flags = (err ? GT_HTTP_CLIENT_EVENT_ERROR : 0) | (linked ? GT_HTTP_CLIENT_EVENT_LINKED : 0);
 	__u64 req = st->req, url = 0, status = 0;
-	ev->method_len = go_read_string(req, cfg->req_method, ev->method, GT_HTTP_CLIENT_METHOD_MAX);
-	go_read_ptr(req, cfg->req_url, &url);
-	ev->scheme_len = go_read_string(url, cfg->url_scheme, ev->scheme, GT_HTTP_CLIENT_SCHEME_MAX);
-	ev->host_len = go_read_string(url, cfg->url_host, ev->host, GT_HTTP_CLIENT_HOST_MAX);
-	ev->path_len = go_read_string(url, cfg->url_path, ev->path, GT_HTTP_CLIENT_PATH_MAX);
+	/* both windows live in ev->path until the headers are taken out */
+	_Static_assert(GT_HTTP_CLIENT_PATH_MAX >= GT_HTTP_CLIENT_REQ_WINDOW + GT_HTTP_CLIENT_URL_WINDOW,
+		       "the windows fit in path");
+	const __u8 *rw = 0, *uw = 0;
+	if (req && bpf_probe_read_user(ev->path, GT_HTTP_CLIENT_REQ_WINDOW, (void *)req) == 0)
+		rw = (const __u8 *)ev->path;
+	struct go_string method, scheme, host, path;
+	int method_ok = client_string(rw, GT_HTTP_CLIENT_REQ_WINDOW, req, cfg->req_method, &method);
+	if (rw && cfg->req_url <= GT_HTTP_CLIENT_REQ_WINDOW - 8)
+		__builtin_memcpy(&url, rw + cfg->req_url, 8);
+	else
+		go_read_ptr(req, cfg->req_url, &url);
+	char *uwbuf = ev->path + GT_HTTP_CLIENT_REQ_WINDOW;
+	if (url && bpf_probe_read_user(uwbuf, GT_HTTP_CLIENT_URL_WINDOW, (void *)url) == 0)
+		uw = (const __u8 *)uwbuf;
+	int scheme_ok = client_string(uw, GT_HTTP_CLIENT_URL_WINDOW, url, cfg->url_scheme, &scheme);
+	int host_ok = client_string(uw, GT_HTTP_CLIENT_URL_WINDOW, url, cfg->url_host, &host);
+	int path_ok = client_string(uw, GT_HTTP_CLIENT_URL_WINDOW, url, cfg->url_path, &path);
+	ev->method_len = client_copy(method_ok, method, ev->method, GT_HTTP_CLIENT_METHOD_MAX);
+	ev->scheme_len = client_copy(scheme_ok, scheme, ev->scheme, GT_HTTP_CLIENT_SCHEME_MAX);
+	ev->host_len = client_copy(host_ok, host, ev->host, GT_HTTP_CLIENT_HOST_MAX);
+	ev->path_len = client_copy(path_ok, path, ev->path, GT_HTTP_CLIENT_PATH_MAX);
 	if (resp && !err)
 		bpf_probe_read_user(&status, sizeof(status), (void *)(resp + cfg->resp_status));
 	ev->status = status < 1000 ? (__u32)status : 0;

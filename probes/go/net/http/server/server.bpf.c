@@ -429,6 +429,32 @@ static __always_inline bool parse_traceparent_value(struct http_map_scratch *scr
 	return gt_parse_traceparent((const char *)scr->unit + start, len, span);
 }
 
+/* The header map's own fields the walk needs (runtime.hmap's count, flags,
+ * B, buckets and oldbuckets; maps.Map's used, dirPtr and dirLen) lie in its
+ * first 40 bytes (both are 48 bytes long): one read of that window replaces
+ * a read per field; a field outside it is read on its own. */
+#define GT_HTTP_MAP_WINDOW 40
+
+static __always_inline int map_u64(const __u8 *w, __u64 m, __u32 off, __u64 *out)
+{
+	*out = 0;
+	if (w && off <= GT_HTTP_MAP_WINDOW - 8) {
+		__builtin_memcpy(out, w + off, 8);
+		return 0;
+	}
+	return bpf_probe_read_user(out, sizeof(*out), (void *)(m + off));
+}
+
+static __always_inline int map_u8(const __u8 *w, __u64 m, __u32 off, __u8 *out)
+{
+	*out = 0;
+	if (w && off <= GT_HTTP_MAP_WINDOW - 1) {
+		*out = w[off];
+		return 0;
+	}
+	return bpf_probe_read_user(out, 1, (void *)(m + off));
+}
+
 /* Finds the incoming traceparent (and tracestate) in the header map of the
  * request being served. The map is the request's own: on a connection whose
  * read buffer still holds earlier pipelined requests, or a head larger than
@@ -452,17 +478,20 @@ static __always_inline void read_traceparent(struct gt_http_server_config *cfg, 
 	__builtin_memset(sp, 0, sizeof(*sp));
 	struct header_search s = {};
 	s.slot = 8;
-	__u64 arr = 0, old = 0;
-	if (bpf_probe_read_user(&s.left, sizeof(s.left), (void *)(m + cfg->map_count)) < 0 ||
-	    go_read_ptr(m, cfg->map_buckets, &arr) < 0) {
+	__u64 arr = 0, old = 0, left = 0;
+	/* the window goes where the walk puts its first unit, read later */
+	_Static_assert(GT_GOMAP_SCRATCH >= GT_HTTP_MAP_WINDOW, "the window fits in scratch");
+	const __u8 *mw = bpf_probe_read_user(w.scr->unit, GT_HTTP_MAP_WINDOW, (void *)m) == 0 ? w.scr->unit : 0;
+	if (map_u64(mw, m, cfg->map_count, &left) < 0 || map_u64(mw, m, cfg->map_buckets, &arr) < 0) {
 		st->flags |= GT_HTTP_EVENT_HEAD_UNREADABLE;
 		return;
 	}
+	s.left = (__s64)left;
 	if (s.left <= 0 || !arr)
 		return;
 	if (cfg->flags & GT_HTTP_SERVER_HEADER_SWISS) {
 		__s64 dir_len = 0;
-		if (bpf_probe_read_user(&dir_len, sizeof(dir_len), (void *)(m + cfg->map_dir_len)) < 0)
+		if (map_u64(mw, m, cfg->map_dir_len, (__u64 *)&dir_len) < 0)
 			return;
 		s.swiss = 1;
 		if (dir_len == 0) {
@@ -475,9 +504,8 @@ static __always_inline void read_traceparent(struct gt_http_server_config *cfg, 
 		}
 	} else {
 		__u8 b = 0, mflags = 0;
-		if (bpf_probe_read_user(&b, 1, (void *)(m + cfg->map_b)) < 0 ||
-		    bpf_probe_read_user(&mflags, 1, (void *)(m + cfg->map_flags)) < 0 ||
-		    go_read_ptr(m, cfg->map_oldbuckets, &old) < 0)
+		if (map_u8(mw, m, cfg->map_b, &b) < 0 || map_u8(mw, m, cfg->map_flags, &mflags) < 0 ||
+		    map_u64(mw, m, cfg->map_oldbuckets, &old) < 0)
 			return;
 		if (b > 20)
 			return;
@@ -614,11 +642,64 @@ int gt_http_server_entry(struct pt_regs *ctx)
 	return 0;
 }
 
+/* The *http.Request fields a span needs (Method, URL, ProtoMajor/Minor,
+ * Host, RemoteAddr, TLS, Pattern or pat) all lie in its first 256 bytes in
+ * every Go version gotrail knows (the last, pat, ends at 256 in Go 1.22; a
+ * Request is a 256-byte size class or more, so the window stays within the
+ * object). One read of that window replaces a read per field; a field
+ * outside it, or a window that could not be read, is read on its own. */
+#define GT_HTTP_REQ_WINDOW 256
+
+struct req_window {
+	__u64 req;
+	const __u8 *b; /* the window, or 0: read each field from req */
+};
+
+/* `buf` is record memory that is written only after the window's last use
+ * (not a per-CPU scratch buffer, which a program preempted on another
+ * kernel could share). */
+static __always_inline void req_window_read(struct req_window *w, __u64 req, char buf[GT_HTTP_REQ_WINDOW])
+{
+	w->req = req;
+	w->b = 0;
+	if (req && bpf_probe_read_user(buf, GT_HTTP_REQ_WINDOW, (void *)req) == 0)
+		w->b = (const __u8 *)buf;
+}
+
+static __always_inline int req_u64(const struct req_window *w, __u32 off, __u64 *out)
+{
+	if (w->b && off <= GT_HTTP_REQ_WINDOW - 8) {
+		__builtin_memcpy(out, w->b + off, 8);
+		return 0;
+	}
+	return go_read_ptr(w->req, off, out);
+}
+
+/* As go_read_string, with the string's header taken from the window. */
+static __always_inline __s64 req_string(const struct req_window *w, __u32 off, char *dst, __u32 cap)
+{
+	struct go_string s = {};
+	if (w->b && off <= GT_HTTP_REQ_WINDOW - 16) {
+		__builtin_memcpy(&s, w->b + off, sizeof(s));
+	} else if (!w->req || bpf_probe_read_user(&s, sizeof(s), (void *)(w->req + off)) < 0) {
+		return -1;
+	}
+	if (s.len <= 0 || !s.ptr)
+		return 0;
+	__u32 n = s.len < cap ? (__u32)s.len : cap;
+	n &= (cap - 1) | cap; /* keeps the verifier's bound tight */
+	if (n > cap)
+		n = cap;
+	if (bpf_probe_read_user(dst, n, (void *)s.ptr) < 0)
+		return -1;
+	return s.len;
+}
+
 /* The route the request matched: a router's (probes of routers write it for
  * this goroutine while the handler runs), else the ServeMux pattern set on
  * the request net/http handed to the handler. A router inside a ServeMux is
  * the more precise: it matched the rest of the path. */
-static __always_inline void read_route(struct gt_http_server_config *cfg, __u64 req,
+static __always_inline void read_route(struct gt_http_server_config *cfg, const struct req_window *req,
 				       struct gt_goroutine_key *key, struct gt_http_route *out)
 {
 	struct gt_http_route *r = bpf_map_lookup_elem(&gt_http_routes, key);
@@ -631,10 +712,10 @@ static __always_inline void read_route(struct gt_http_server_config *cfg, __u64 
 	}
 	__s64 n = 0;
 	if (cfg->flags & GT_HTTP_SERVER_PATTERN) {
-		n = go_read_string(req, cfg->req_pattern, out->route, GT_HTTP_ROUTE_MAX);
+		n = req_string(req, cfg->req_pattern, out->route, GT_HTTP_ROUTE_MAX);
 	} else if (cfg->flags & GT_HTTP_SERVER_PAT) {
 		__u64 pat = 0;
-		if (go_read_ptr(req, cfg->req_pat, &pat) == 0 && pat)
+		if (req_u64(req, cfg->req_pat, &pat) == 0 && pat)
 			n = go_read_string(pat, cfg->pattern_str, out->route, GT_HTTP_ROUTE_MAX);
 	}
 	if (n > 0) {
@@ -664,11 +745,16 @@ static __always_inline void finish_request(struct gt_http_server_config *cfg, st
 	ev->flags = st->flags | extra_flags;
 	ev->span = st->span;
 
-	__u64 req = st->req, url = 0, status = 0;
-	ev->method_len = go_read_string(req, cfg->req_method, ev->method, GT_HTTP_METHOD_MAX);
-	ev->host_len = go_read_string(req, cfg->req_host, ev->host, GT_HTTP_HOST_MAX);
-	ev->remote_len = go_read_string(req, cfg->req_remote_addr, ev->remote, GT_HTTP_REMOTE_MAX);
-	go_read_ptr(req, cfg->req_url, &url);
+	__u64 url = 0, status = 0;
+	/* the window lives in ev->tracestate until the route is read: the
+	 * tracestate is copied last */
+	_Static_assert(GT_HTTP_TRACESTATE_MAX >= GT_HTTP_REQ_WINDOW, "the window fits in tracestate");
+	struct req_window req;
+	req_window_read(&req, st->req, ev->tracestate);
+	ev->method_len = req_string(&req, cfg->req_method, ev->method, GT_HTTP_METHOD_MAX);
+	ev->host_len = req_string(&req, cfg->req_host, ev->host, GT_HTTP_HOST_MAX);
+	ev->remote_len = req_string(&req, cfg->req_remote_addr, ev->remote, GT_HTTP_REMOTE_MAX);
+	req_u64(&req, cfg->req_url, &url);
 	ev->path_len = go_read_string(url, cfg->url_path, ev->path, GT_HTTP_PATH_MAX);
 	if (st->resp && !(st->flags & GT_HTTP_EVENT_NOT_HTTP1)) {
 		bpf_probe_read_user(&status, sizeof(status), (void *)(st->resp + cfg->resp_status));
@@ -686,8 +772,8 @@ static __always_inline void finish_request(struct gt_http_server_config *cfg, st
 	ev->proto_minor = 0;
 	if (cfg->flags & GT_HTTP_SERVER_PROTO) {
 		__s64 major = 0, minor = 0;
-		if (bpf_probe_read_user(&major, sizeof(major), (void *)(req + cfg->req_proto_major)) == 0 &&
-		    bpf_probe_read_user(&minor, sizeof(minor), (void *)(req + cfg->req_proto_minor)) == 0 &&
+		if (req_u64(&req, cfg->req_proto_major, (__u64 *)&major) == 0 &&
+		    req_u64(&req, cfg->req_proto_minor, (__u64 *)&minor) == 0 &&
 		    major >= 0 && major < 10 && minor >= 0 && minor < 10) {
 			ev->proto_major = (__u16)major;
 			ev->proto_minor = (__u16)minor;
@@ -695,7 +781,7 @@ static __always_inline void finish_request(struct gt_http_server_config *cfg, st
 	}
 	if (cfg->flags & GT_HTTP_SERVER_TLS) {
 		__u64 tls = 0;
-		if (go_read_ptr(req, cfg->req_tls, &tls) == 0)
+		if (req_u64(&req, cfg->req_tls, &tls) == 0)
 			ev->flags |= GT_HTTP_EVENT_TLS_KNOWN | (tls ? GT_HTTP_EVENT_TLS : 0);
 	}
 	if ((cfg->flags & GT_HTTP_SERVER_HIJACK) && st->resp && !(st->flags & GT_HTTP_EVENT_NOT_HTTP1)) {
@@ -705,11 +791,11 @@ static __always_inline void finish_request(struct gt_http_server_config *cfg, st
 		    bpf_probe_read_user(&hijacked, 1, (void *)(conn + cfg->conn_hijacked)) == 0 && hijacked)
 			ev->flags |= GT_HTTP_EVENT_HIJACKED;
 	}
+	read_route(cfg, &req, key, &ev->route);
 	if (st->tracestate_n > 0) {
 		__s64 n = go_read_string(st->tracestate, 0, ev->tracestate, GT_HTTP_TRACESTATE_MAX);
 		ev->tracestate_len = n > 0x7fffffff ? 0x7fffffff : (__s32)n;
 	}
-	read_route(cfg, req, key, &ev->route);
 	if (ev->method_len < 0 || ev->path_len < 0)
 		gt_count(GT_COUNTER_READ_FAILED);
 
