@@ -33,6 +33,7 @@ import type { SamplingConfig } from '../config/resolve.ts';
 import { HeaderPropagation, type PropagationOptions } from './propagation.ts';
 import type { Logger } from '../util/log.ts';
 import { WriteUserInjection, type WriteUserOptions, type WriteUserStatus } from './write-user.ts';
+import { MemoryTrim } from './memory-trim.ts';
 
 export interface AgentOptions {
   /** Header injection with bpf_probe_write_user where the kernel allows it (see write-user.ts). Default: on. */
@@ -192,6 +193,7 @@ export class Agent implements MetricsSource {
   };
   /** the first /proc scan has run (readiness) */
   private initialScanDone = false;
+  private readonly memoryTrim = new MemoryTrim();
 
   constructor(log: Logger, opts: AgentOptions) {
     this.log = log;
@@ -251,6 +253,7 @@ export class Agent implements MetricsSource {
     this.started = true;
     this.scan();
     this.initialScanDone = true;
+    this.memoryTrim.burst();
     this.scanTimer = setInterval(() => this.scan(), this.opts.scanIntervalMs ?? (events ? 5000 : 1000));
   }
 
@@ -630,6 +633,7 @@ export class Agent implements MetricsSource {
     this.placeBinaries();
     this.watcher?.sync(this.attach!.watchedFiles());
     this.log.info('tracing process', { pid, exe: info.exe, service: String(resource.attributes['service.name']) });
+    this.memoryTrim.burst();
   }
 
   private resourceOf(info: ProcessInfo): Resource {
@@ -974,6 +978,7 @@ export class Agent implements MetricsSource {
     for (const pid of [...this.held]) this.continueHeld(pid, false);
     await this.watcher?.close();
     if (this.scanTimer) clearInterval(this.scanTimer);
+    this.memoryTrim.stop();
     this.scanTimer = undefined;
     if (this.budgetTimer) clearInterval(this.budgetTimer);
     this.budgetTimer = undefined;
