@@ -253,7 +253,7 @@ export class Agent implements MetricsSource {
     this.started = true;
     this.scan();
     this.initialScanDone = true;
-    this.memoryTrim.burst();
+    this.memoryTrim.activity();
     this.scanTimer = setInterval(() => this.scan(), this.opts.scanIntervalMs ?? (events ? 5000 : 1000));
   }
 
@@ -285,6 +285,7 @@ export class Agent implements MetricsSource {
       },
       resourceOf: (tgid) => this.traced.get(tgid)?.resource ?? this.exited.get(tgid)?.resource,
       emit: (span) => {
+        this.memoryTrim.activity();
         this.opts.onSpan?.(span);
         const b = this.batcher;
         if (!b) return;
@@ -633,7 +634,7 @@ export class Agent implements MetricsSource {
     this.placeBinaries();
     this.watcher?.sync(this.attach!.watchedFiles());
     this.log.info('tracing process', { pid, exe: info.exe, service: String(resource.attributes['service.name']) });
-    this.memoryTrim.burst();
+    this.memoryTrim.activity();
   }
 
   private resourceOf(info: ProcessInfo): Resource {
@@ -867,6 +868,7 @@ export class Agent implements MetricsSource {
       return undefined;
     }).finally(() => {
       this.calibrating = undefined;
+      this.memoryTrim.activity();
     });
     return this.calibrating;
   }

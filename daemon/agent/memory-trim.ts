@@ -1,49 +1,94 @@
 /**
- * Gives memory freed after bursts of work back to the kernel. Start-up and
- * each attach (binary analysis, BPF object and link set-up, module loading)
- * allocate tens of MiB through glibc's malloc (V8's compiler zones, libbpf,
- * libelf) and free it again; glibc keeps those pages resident inside its
- * arenas, so without a trim the agent's RSS stays at its start-up peak.
+ * Gives memory back once the agent has gone quiet. Start-up, each attach
+ * (binary analysis, BPF object and link set-up, module loading) and each
+ * stretch of span traffic allocate and free memory in bursts; afterwards
+ * V8 keeps its young generation at its grown size (8 MiB with the
+ * launcher's 4 MiB semi-spaces) and pages of freed large objects, and glibc
+ * keeps the freed pages inside its arenas, so without a reduction the
+ * agent's RSS stays at the peak of its last burst.
+ *
+ * After `quietMs` without activity it runs one memory-reducing full GC
+ * (V8's "last resort" collection, the one behind a low-memory notification:
+ * it also shrinks the young generation and releases empty pages; tens of ms
+ * of CPU, at most once per `minIntervalMs`) when `globalThis.gc` is exposed
+ * (the launcher runs Node with --expose-gc), then malloc_trim. No timer runs
+ * while the agent stays idle: the next activity arms it again.
  */
 import { mallocTrim, type MallocStats } from '../native/index.ts';
 
-/** Quiet time after the last burst before trimming, in ms. */
-export const TRIM_QUIET_MS = 1000;
+/** Quiet time after the last activity before reducing, in ms. */
+export const REDUCE_QUIET_MS = 5000;
+/** Least time between two memory-reducing GCs, in ms (bounds their CPU under bursty traffic). */
+export const REDUCE_MIN_INTERVAL_MS = 60_000;
+
+type GcFunction = (options?: { type?: 'major' | 'minor'; execution?: 'sync' | 'async'; flavor?: 'regular' | 'last-resort' }) => void;
+
+export interface MemoryTrimOptions {
+  /** The trim (default: malloc_trim through the addon). */
+  trim?: () => MallocStats;
+  /** The GC to run before it (default: `globalThis.gc` when exposed, else none). */
+  gc?: GcFunction | undefined;
+  /** Default {@link REDUCE_QUIET_MS}. */
+  quietMs?: number;
+  /** Default {@link REDUCE_MIN_INTERVAL_MS}. */
+  minIntervalMs?: number;
+}
 
 export class MemoryTrim {
   private timer: NodeJS.Timeout | undefined;
-  /** Trims done so far, and what the last one left (for tests and logs). */
-  trims = 0;
+  private activityCount = 0;
+  private armedAt = 0;
+  private lastReductionAt = -Infinity;
+  private readonly trim: () => MallocStats;
+  private readonly gc: GcFunction | undefined;
+  private readonly quietMs: number;
+  private readonly minIntervalMs: number;
+  /** Reductions done so far, and what the last trim left (for tests and logs). */
+  reductions = 0;
   last: MallocStats | undefined;
 
-  private readonly trim: () => MallocStats;
-  private readonly quietMs: number;
-
-  /** @param trim the trim itself (default: malloc_trim through the addon). */
-  constructor(trim: () => MallocStats = mallocTrim, quietMs = TRIM_QUIET_MS) {
-    this.trim = trim;
-    this.quietMs = quietMs;
+  constructor(opts: MemoryTrimOptions = {}) {
+    this.trim = opts.trim ?? mallocTrim;
+    this.gc = 'gc' in opts ? opts.gc : (globalThis as { gc?: GcFunction }).gc;
+    this.quietMs = opts.quietMs ?? REDUCE_QUIET_MS;
+    this.minIntervalMs = opts.minIntervalMs ?? REDUCE_MIN_INTERVAL_MS;
   }
 
-  /** A burst of work happened: trim once it has been quiet for `quietMs`. Never throws. */
-  burst(): void {
-    if (this.timer) this.timer.refresh();
-    else {
-      this.timer = setTimeout(() => {
-        this.timer = undefined;
-        try {
-          this.last = this.trim();
-          this.trims++;
-        } catch {
-          // a trim is an optimisation: without it memory stays resident, nothing else changes
-        }
-      }, this.quietMs);
-      this.timer.unref();
-    }
+  /**
+   * Something allocated (an attach, a span): reduce once it has been quiet.
+   * Cheap enough for every span (a counter and, when no timer is armed, one
+   * timer). Never throws.
+   */
+  activity(): void {
+    this.activityCount++;
+    if (!this.timer) this.arm(this.quietMs);
   }
 
   stop(): void {
     clearTimeout(this.timer);
     this.timer = undefined;
+  }
+
+  private arm(ms: number): void {
+    this.armedAt = this.activityCount;
+    this.timer = setTimeout(() => this.fire(), ms);
+    this.timer.unref();
+  }
+
+  private fire(): void {
+    this.timer = undefined;
+    // activity since arming: not quiet yet (while traffic flows this wakes once per quietMs)
+    if (this.activityCount !== this.armedAt) return this.arm(this.quietMs);
+    const now = performance.now();
+    const wait = this.lastReductionAt + this.minIntervalMs - now;
+    if (wait > 0) return this.arm(wait);
+    this.lastReductionAt = now;
+    try {
+      this.gc?.({ type: 'major', execution: 'sync', flavor: 'last-resort' });
+      this.last = this.trim();
+      this.reductions++;
+    } catch {
+      // an optimisation only: without it memory stays resident, nothing else changes
+    }
   }
 }

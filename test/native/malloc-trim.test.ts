@@ -35,30 +35,57 @@ describe('mallocTrim', () => {
 });
 
 describe('MemoryTrim', () => {
-  it('trims once, after the bursts have been quiet for its quiet time', async () => {
-    let calls = 0;
-    const t = new MemoryTrim(() => (calls++, { heapBytes: 1, freeBytes: 0 }), 1000);
+  const wait = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+  const recorder = (): { calls: string[]; trim: () => { heapBytes: number; freeBytes: number }; gc: () => void } => {
+    const calls: string[] = [];
+    return { calls, trim: () => (calls.push('trim'), { heapBytes: 1, freeBytes: 0 }), gc: () => void calls.push('gc') };
+  };
+
+  it('reduces once, a quiet time after the last activity: a GC, then the trim', async () => {
+    const r = recorder();
+    const t = new MemoryTrim({ trim: r.trim, gc: r.gc, quietMs: 1000, minIntervalMs: 0 });
     for (let i = 0; i < 5; i++) {
-      t.burst();
-      await new Promise((r) => setTimeout(r, 50));
+      t.activity();
+      await wait(50);
     }
-    assert.equal(calls, 0, 'no trim while bursts keep coming');
-    await new Promise((r) => setTimeout(r, 2000));
-    assert.equal(calls, 1);
-    assert.equal(t.trims, 1);
+    assert.deepEqual(r.calls, [], 'nothing while activity keeps coming');
+    await wait(2500);
+    assert.deepEqual(r.calls, ['gc', 'trim']);
+    assert.equal(t.reductions, 1);
     assert.deepEqual(t.last, { heapBytes: 1, freeBytes: 0 });
-    t.burst();
+    await wait(1500);
+    assert.deepEqual(r.calls, ['gc', 'trim'], 'idle: no further reduction without new activity');
+    t.activity();
     t.stop();
-    await new Promise((r) => setTimeout(r, 1500));
-    assert.equal(calls, 1, 'stop() cancels a pending trim');
+    await wait(1500);
+    assert.deepEqual(r.calls, ['gc', 'trim'], 'stop() cancels a pending reduction');
   });
 
-  it('never throws when the trim fails', async () => {
-    const t = new MemoryTrim(() => {
+  it('keeps reductions at least minIntervalMs apart', async () => {
+    const r = recorder();
+    const t = new MemoryTrim({ trim: r.trim, gc: r.gc, quietMs: 100, minIntervalMs: 2000 });
+    t.activity();
+    await wait(600);
+    assert.equal(t.reductions, 1);
+    t.activity();
+    await wait(600);
+    assert.equal(t.reductions, 1, 'the second waits for the interval');
+    await wait(2500);
+    assert.equal(t.reductions, 2);
+    t.stop();
+  });
+
+  it('trims without a GC when none is exposed, and never throws', async () => {
+    const r = recorder();
+    const t = new MemoryTrim({ trim: r.trim, gc: undefined, quietMs: 10 });
+    t.activity();
+    await wait(300);
+    assert.deepEqual(r.calls, ['trim']);
+    const failing = new MemoryTrim({ trim: () => {
       throw new Error('no addon');
-    }, 10);
-    t.burst();
-    await new Promise((r) => setTimeout(r, 60));
-    assert.equal(t.trims, 0);
+    }, gc: undefined, quietMs: 10 });
+    failing.activity();
+    await wait(300);
+    assert.equal(failing.reductions, 0);
   });
 });
