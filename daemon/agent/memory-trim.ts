@@ -10,7 +10,8 @@
  * After `quietMs` without activity it runs one memory-reducing full GC
  * (V8's "last resort" collection, the one behind a low-memory notification:
  * it also shrinks the young generation and releases empty pages; tens of ms
- * of CPU, at most once per `minIntervalMs`) when `globalThis.gc` is exposed
+ * of CPU, and the next waits until they stay under 1% of the time since)
+ * when `globalThis.gc` is exposed
  * (the launcher runs Node with --expose-gc), then malloc_trim. No timer runs
  * while the agent stays idle: the next activity arms it again.
  */
@@ -18,8 +19,8 @@ import { mallocTrim, type MallocStats } from '../native/index.ts';
 
 /** Quiet time after the last activity before reducing, in ms. */
 export const REDUCE_QUIET_MS = 5000;
-/** Least time between two memory-reducing GCs, in ms (bounds their CPU under bursty traffic). */
-export const REDUCE_MIN_INTERVAL_MS = 60_000;
+/** Most of the agent's time reductions may take (bounds their CPU when traffic comes in bursts just over the quiet time apart). */
+export const REDUCE_MAX_TIME_SHARE = 0.01;
 
 type GcFunction = (options?: { type?: 'major' | 'minor'; execution?: 'sync' | 'async'; flavor?: 'regular' | 'last-resort' }) => void;
 
@@ -30,19 +31,19 @@ export interface MemoryTrimOptions {
   gc?: GcFunction | undefined;
   /** Default {@link REDUCE_QUIET_MS}. */
   quietMs?: number;
-  /** Default {@link REDUCE_MIN_INTERVAL_MS}. */
-  minIntervalMs?: number;
+  /** Default {@link REDUCE_MAX_TIME_SHARE}. */
+  maxTimeShare?: number;
 }
 
 export class MemoryTrim {
   private timer: NodeJS.Timeout | undefined;
   private activityCount = 0;
   private armedAt = 0;
-  private lastReductionAt = -Infinity;
+  private nextAllowedAt = -Infinity;
   private readonly trim: () => MallocStats;
   private readonly gc: GcFunction | undefined;
   private readonly quietMs: number;
-  private readonly minIntervalMs: number;
+  private readonly maxTimeShare: number;
   /** Reductions done so far, and what the last trim left (for tests and logs). */
   reductions = 0;
   last: MallocStats | undefined;
@@ -51,7 +52,7 @@ export class MemoryTrim {
     this.trim = opts.trim ?? mallocTrim;
     this.gc = 'gc' in opts ? opts.gc : (globalThis as { gc?: GcFunction }).gc;
     this.quietMs = opts.quietMs ?? REDUCE_QUIET_MS;
-    this.minIntervalMs = opts.minIntervalMs ?? REDUCE_MIN_INTERVAL_MS;
+    this.maxTimeShare = opts.maxTimeShare ?? REDUCE_MAX_TIME_SHARE;
   }
 
   /**
@@ -79,10 +80,8 @@ export class MemoryTrim {
     this.timer = undefined;
     // activity since arming: not quiet yet (while traffic flows this wakes once per quietMs)
     if (this.activityCount !== this.armedAt) return this.arm(this.quietMs);
-    const now = performance.now();
-    const wait = this.lastReductionAt + this.minIntervalMs - now;
-    if (wait > 0) return this.arm(wait);
-    this.lastReductionAt = now;
+    const start = performance.now();
+    if (this.nextAllowedAt > start) return this.arm(this.nextAllowedAt - start);
     try {
       this.gc?.({ type: 'major', execution: 'sync', flavor: 'last-resort' });
       this.last = this.trim();
@@ -90,5 +89,7 @@ export class MemoryTrim {
     } catch {
       // an optimisation only: without it memory stays resident, nothing else changes
     }
+    const end = performance.now();
+    this.nextAllowedAt = end + (end - start) / this.maxTimeShare;
   }
 }
