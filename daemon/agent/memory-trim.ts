@@ -19,6 +19,8 @@ import { mallocTrim, type MallocStats } from '../native/index.ts';
 
 /** Quiet time after the last activity before reducing, in ms. */
 export const REDUCE_QUIET_MS = 5000;
+/** Wait between the GC and the trim, in ms. */
+const TRIM_AFTER_GC_MS = 500;
 /** Most of the agent's time reductions may take (bounds their CPU when traffic comes in bursts just over the quiet time apart). */
 export const REDUCE_MAX_TIME_SHARE = 0.01;
 
@@ -84,12 +86,29 @@ export class MemoryTrim {
     if (this.nextAllowedAt > start) return this.arm(this.nextAllowedAt - start);
     try {
       this.gc?.({ type: 'major', execution: 'sync', flavor: 'last-resort' });
-      this.last = this.trim();
-      this.reductions++;
     } catch {
       // an optimisation only: without it memory stays resident, nothing else changes
     }
     const end = performance.now();
     this.nextAllowedAt = end + (end - start) / this.maxTimeShare;
+    // V8 frees the backing stores of dead ArrayBuffers (malloc'd) after the
+    // GC, on a background task: trim once that is done
+    if (!this.gc) return this.trimNow();
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.trimNow();
+      // activity meanwhile found the timer taken: arm it for that
+      if (this.activityCount !== this.armedAt) this.arm(this.quietMs);
+    }, TRIM_AFTER_GC_MS);
+    this.timer.unref();
+  }
+
+  private trimNow(): void {
+    try {
+      this.last = this.trim();
+      this.reductions++;
+    } catch {
+      // as above
+    }
   }
 }

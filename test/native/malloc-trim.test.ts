@@ -70,7 +70,7 @@ describe('MemoryTrim', () => {
     };
     const t = new MemoryTrim({ trim: () => (reductions++, { heapBytes: 1, freeBytes: 0 }), gc: slowGc, quietMs: 100, maxTimeShare: 0.01 });
     t.activity();
-    await wait(600);
+    await wait(1000);
     assert.equal(reductions, 1);
     t.activity();
     await wait(900);
