@@ -34,6 +34,7 @@ import { HeaderPropagation, type PropagationOptions } from './propagation.ts';
 import type { Logger } from '../util/log.ts';
 import { WriteUserInjection, type WriteUserOptions, type WriteUserStatus } from './write-user.ts';
 import { MemoryTrim } from './memory-trim.ts';
+import { releaseInstructionDecoder } from '../analysis/instructions.ts';
 
 export interface AgentOptions {
   /** Header injection with bpf_probe_write_user where the kernel allows it (see write-user.ts). Default: on. */
@@ -193,7 +194,7 @@ export class Agent implements MetricsSource {
   };
   /** the first /proc scan has run (readiness) */
   private initialScanDone = false;
-  private readonly memoryTrim = new MemoryTrim();
+  private readonly memoryTrim = new MemoryTrim({ release: [releaseInstructionDecoder] });
 
   constructor(log: Logger, opts: AgentOptions) {
     this.log = log;

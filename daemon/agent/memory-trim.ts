@@ -33,6 +33,8 @@ export interface MemoryTrimOptions {
   gc?: GcFunction | undefined;
   /** Default {@link REDUCE_QUIET_MS}. */
   quietMs?: number;
+  /** Called before the GC: drop what only bursts of work use (e.g. the instruction decoder), loaded again when needed. */
+  release?: Array<() => void>;
   /** Default {@link REDUCE_MAX_TIME_SHARE}. */
   maxTimeShare?: number;
 }
@@ -46,6 +48,7 @@ export class MemoryTrim {
   private readonly gc: GcFunction | undefined;
   private readonly quietMs: number;
   private readonly maxTimeShare: number;
+  private readonly release: Array<() => void>;
   /** Reductions done so far, and what the last trim left (for tests and logs). */
   reductions = 0;
   last: MallocStats | undefined;
@@ -55,6 +58,7 @@ export class MemoryTrim {
     this.gc = 'gc' in opts ? opts.gc : (globalThis as { gc?: GcFunction }).gc;
     this.quietMs = opts.quietMs ?? REDUCE_QUIET_MS;
     this.maxTimeShare = opts.maxTimeShare ?? REDUCE_MAX_TIME_SHARE;
+    this.release = opts.release ?? [];
   }
 
   /**
@@ -85,6 +89,7 @@ export class MemoryTrim {
     const start = performance.now();
     if (this.nextAllowedAt > start) return this.arm(this.nextAllowedAt - start);
     try {
+      for (const r of this.release) r();
       this.gc?.({ type: 'major', execution: 'sync', flavor: 'last-resort' });
     } catch {
       // an optimisation only: without it memory stays resident, nothing else changes
