@@ -304,6 +304,9 @@ async function grpcScenario(): Promise<{ json: unknown; markdown: string }> {
   }
 }
 
+/** How long the agent is left quiet before its idle figures are taken, in ms. */
+const IDLE_AFTER_MS = 12_000;
+
 async function agentLoadScenario(): Promise<{ json: unknown; markdown: string }> {
   const bin = benchCopy(join(repoRoot, 'build', 'go', values.go, 'plain', 'httpserver'), 'httpserver');
   const server = await startGoServer(bin);
@@ -317,7 +320,8 @@ async function agentLoadScenario(): Promise<{ json: unknown; markdown: string }>
       // warm-up: the first spans make V8 compile the decode, span and export
       // paths (tens of ms of compiler threads, once); not a cost per span
       runLoadgen(`${server.url}/hello`, 1000, 3);
-      await sleep(3000);
+      // idle: the agent gives memory back 5-10 s after its last activity (daemon/agent/memory-trim.ts)
+      await sleep(IDLE_AFTER_MS);
       rows.push({ rate: 0, achieved: 0, agentCpuPercent: NaN, agentRssMiB: rssMiB(agent.child.pid!), spans: 0, exported: 0, lost: 0, cpuUsPerSpan: NaN, wakeupsPerSecond: NaN });
       const idleBefore = await scrape(agent);
       const c0 = processCpuSeconds(agent.child.pid!)!;
@@ -361,6 +365,7 @@ async function agentLoadScenario(): Promise<{ json: unknown; markdown: string }>
     ...rows.map((r) => `| ${r.rate || 'idle'} | ${f(r.achieved, 0)} | ${r.spans} | ${r.exported} | ${r.lost} | ${f(r.agentCpuPercent, 1)} % | ${r.rate ? `${f(r.cpuUsPerSpan, 1)} µs` : ''} | ${f(r.agentRssMiB, 0)} MiB | ${f(r.wakeupsPerSecond, 1)} |`),
     '',
     'Agent CPU per span: the agent process\'s CPU time (all threads) from the start of a rate until its last span was exported, less its idle CPU over as long, per span exported (decode → span → OTLP bytes → send). Target < 5 µs. Measured after a 3 s warm-up at 1000 requests/s: the first spans make V8 compile the hot path once (tens of ms on its compiler threads), which would otherwise be charged to the first rate.',
+    `Idle: ${IDLE_AFTER_MS / 1000} s after the warm-up's last request (the agent gives freed memory back 5–10 s after its last activity, with one memory-reducing GC); the other rows' RSS is taken right after their load.`,
     'Targets: 0 events lost at 10k spans/s; RSS under 60 MiB idle, under 100 MiB with 100 traced processes (row "agent RSS with 100 processes" of `attach`); no wake-up when idle.',
   ].join('\n');
   return { json: { scenario: 'agent-load', rows }, markdown };
@@ -419,7 +424,7 @@ async function attachScenario(): Promise<{ json: unknown; markdown: string }> {
       for (const s of servers) await agent.waitTraced(s.pid, 120_000);
       const tracedMs = performance.now() - t0;
       await agent.waitFor(/uprobe hit cost calibrated|calibration failed/, 60_000);
-      await sleep(2000);
+      await sleep(IDLE_AFTER_MS);
       const c0 = processCpuSeconds(agent.child.pid!)!;
       await sleep(seconds * 1000);
       const cpuPercent = ((processCpuSeconds(agent.child.pid!)! - c0) / seconds) * 100;
@@ -455,6 +460,8 @@ async function attachScenario(): Promise<{ json: unknown; markdown: string }> {
     'Detach of 1000 sites (target < 100 ms; bench/detach-cost.ts): every probe gotrail plans, attached to 42 copies of the binary, then detached by the agent\'s way (`parallel`); `sequential` shows one link\'s cost alone, `one link per binary` the same sites as fewer links (a kernel experiment, not how gotrail attaches).',
     '',
     detachMarkdown(detach, rounds),
+    '',
+    `Idle CPU and RSS with 100 processes: from ${IDLE_AFTER_MS / 1000} s after the start-up's calibration.`,
   ].join('\n');
   return { json: { scenario: 'attach', single, hundred, agent: agentRow, detach }, markdown };
 }

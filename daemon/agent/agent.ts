@@ -33,6 +33,8 @@ import type { SamplingConfig } from '../config/resolve.ts';
 import { HeaderPropagation, type PropagationOptions } from './propagation.ts';
 import type { Logger } from '../util/log.ts';
 import { WriteUserInjection, type WriteUserOptions, type WriteUserStatus } from './write-user.ts';
+import { MemoryTrim } from './memory-trim.ts';
+import { releaseInstructionDecoder } from '../analysis/instructions.ts';
 
 export interface AgentOptions {
   /** Header injection with bpf_probe_write_user where the kernel allows it (see write-user.ts). Default: on. */
@@ -192,6 +194,7 @@ export class Agent implements MetricsSource {
   };
   /** the first /proc scan has run (readiness) */
   private initialScanDone = false;
+  private readonly memoryTrim = new MemoryTrim({ release: [releaseInstructionDecoder] });
 
   constructor(log: Logger, opts: AgentOptions) {
     this.log = log;
@@ -251,6 +254,7 @@ export class Agent implements MetricsSource {
     this.started = true;
     this.scan();
     this.initialScanDone = true;
+    this.memoryTrim.activity();
     this.scanTimer = setInterval(() => this.scan(), this.opts.scanIntervalMs ?? (events ? 5000 : 1000));
   }
 
@@ -282,6 +286,7 @@ export class Agent implements MetricsSource {
       },
       resourceOf: (tgid) => this.traced.get(tgid)?.resource ?? this.exited.get(tgid)?.resource,
       emit: (span) => {
+        this.memoryTrim.activity();
         this.opts.onSpan?.(span);
         const b = this.batcher;
         if (!b) return;
@@ -630,6 +635,7 @@ export class Agent implements MetricsSource {
     this.placeBinaries();
     this.watcher?.sync(this.attach!.watchedFiles());
     this.log.info('tracing process', { pid, exe: info.exe, service: String(resource.attributes['service.name']) });
+    this.memoryTrim.activity();
   }
 
   private resourceOf(info: ProcessInfo): Resource {
@@ -863,6 +869,7 @@ export class Agent implements MetricsSource {
       return undefined;
     }).finally(() => {
       this.calibrating = undefined;
+      this.memoryTrim.activity();
     });
     return this.calibrating;
   }
@@ -974,6 +981,7 @@ export class Agent implements MetricsSource {
     for (const pid of [...this.held]) this.continueHeld(pid, false);
     await this.watcher?.close();
     if (this.scanTimer) clearInterval(this.scanTimer);
+    this.memoryTrim.stop();
     this.scanTimer = undefined;
     if (this.budgetTimer) clearInterval(this.budgetTimer);
     this.budgetTimer = undefined;

@@ -3,8 +3,26 @@ import type * as Iced from 'iced-x86';
 
 // Loaded by require, not import: importing a CommonJS module from ES modules
 // reads its source twice (once to find its exports) and keeps both copies,
-// 3.6 MiB of heap for iced-x86's 0.9 MB of generated glue.
-const { Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register } = createRequire(import.meta.url)('iced-x86') as typeof Iced;
+// 3.6 MiB of heap for iced-x86's 0.9 MB of generated glue. Loaded when first
+// used and dropped by releaseInstructionDecoder() once the agent is quiet:
+// its source, compiled WebAssembly and WebAssembly memory (~5 MiB resident)
+// serve only binary analysis, which runs in bursts when binaries appear.
+let iced: typeof Iced | undefined;
+function ic(): typeof Iced {
+  return (iced ??= createRequire(import.meta.url)('iced-x86') as typeof Iced);
+}
+
+/**
+ * Lets the instruction decoder (iced-x86) be collected: the next analysis
+ * loads it again (~20-50 ms). Call when no analysis is running; a later GC
+ * frees it.
+ */
+export function releaseInstructionDecoder(): void {
+  if (!iced) return;
+  iced = undefined;
+  const require = createRequire(import.meta.url);
+  for (const k of Object.keys(require.cache)) if (k.includes('/node_modules/iced-x86/')) delete require.cache[k];
+}
 type Instruction = Iced.Instruction;
 type Register = Iced.Register;
 type Mnemonic = Iced.Mnemonic;
@@ -19,6 +37,7 @@ const PROLOGUE_MAX_INSTRUCTIONS = 8;
  * (Go emits no data inside function bodies, so a linear sweep is exact).
  */
 export function retAddresses(code: Uint8Array, address: number): number[] {
+  const { Mnemonic } = ic();
   const out: number[] = [];
   decode(code, address, Number.MAX_SAFE_INTEGER, (ins) => {
     if (ins.mnemonic === Mnemonic.Ret) out.push(Number(ins.ip));
@@ -33,6 +52,7 @@ export function retAddresses(code: Uint8Array, address: number): number[] {
  * has returned into this function.
  */
 export function callReturnAddresses(code: Uint8Array, address: number, target: number): number[] {
+  const { Mnemonic, OpKind } = ic();
   const out: number[] = [];
   decode(code, address, Number.MAX_SAFE_INTEGER, (ins) => {
     if (ins.mnemonic === Mnemonic.Call && ins.op0Kind === OpKind.NearBranch64 && Number(ins.nearBranchTarget) === target) out.push(Number(ins.nextIP));
@@ -79,17 +99,19 @@ export function stackCheckBranch(code: Uint8Array, address: number): number | un
  * `SUB RSP, N`) is single-stepped out of line: a second trap per hit.
  */
 export function kernelEmulates(code: Uint8Array, address: number): boolean {
+  const { Mnemonic } = ic();
   let emulated = false;
   decode(code, address, 1, (ins) => {
-    emulated = EMULATED.has(ins.mnemonic) || ins.isJccShortOrNear || ins.isJmpShortOrNear || ins.isCallNear;
+    const m = ins.mnemonic;
+    emulated = m === Mnemonic.Ret || m === Mnemonic.Push || m === Mnemonic.Nop || m === Mnemonic.Jmp || m === Mnemonic.Call || ins.isJccShortOrNear || ins.isJmpShortOrNear || ins.isCallNear;
     return false;
   });
   return emulated;
 }
 
-const EMULATED = new Set<Mnemonic>([Mnemonic.Ret, Mnemonic.Push, Mnemonic.Nop, Mnemonic.Jmp, Mnemonic.Call]);
 
 function scanStackCheck(code: Uint8Array, address: number): { after: number; branch?: number } {
+  const { Mnemonic, OpKind, Register } = ic();
   let branch: number | undefined;
   let state: 'start' | 'compare' | 'branch' = 'start';
   let g: Register = Register.R14;
@@ -131,6 +153,7 @@ function scanStackCheck(code: Uint8Array, address: number): { after: number; bra
 
 /** Loading g from thread-local storage: `MOV r, FS:[…]`, preceded in PIC code by loading the TLS offset `MOV r, [RIP+…]`. */
 function isTlsLoad(ins: Instruction): boolean {
+  const { Mnemonic, OpKind, Register } = ic();
   return (
     ins.mnemonic === Mnemonic.Mov &&
     ins.op0Kind === OpKind.Register &&
@@ -140,6 +163,7 @@ function isTlsLoad(ins: Instruction): boolean {
 }
 
 function isGuardCompare(ins: Instruction, g: Register, reg: Register): boolean {
+  const { Mnemonic, OpKind, Register } = ic();
   return (
     ins.mnemonic === Mnemonic.Cmp &&
     ins.op0Kind === OpKind.Register &&
@@ -153,6 +177,7 @@ function isGuardCompare(ins: Instruction, g: Register, reg: Register): boolean {
 
 /** Decodes up to `max` instructions, stopping when `visit` returns false. Frees the decoder's memory. */
 function decode(code: Uint8Array, address: number, max: number, visit: (ins: Instruction) => boolean): void {
+  const { Decoder, DecoderOptions, Instruction } = ic();
   const decoder = new Decoder(64, code, DecoderOptions.None);
   const ins = new Instruction();
   try {

@@ -100,7 +100,7 @@ Agent:
   --max-http-routes N    distinct http.route values reported per service; routes beyond
                          are left out of spans and counted in gotrail_http_routes_cut_total
                          (default 1000)
-  --ring-buffer-bytes N  event ring buffer size, a power of two (default 4194304)
+  --ring-buffer-bytes N  event ring buffer size, a power of two (default 2097152)
   --db-query-text        database spans carry db.query.text, with every literal replaced
                          by ? (default off: no query text leaves the node);
                          env GOTRAIL_DB_QUERY_TEXT=true

@@ -310,6 +310,7 @@ interface Addon {
   BpfObject: BpfObjectConstructor;
   kernelFeatures(): KernelFeatures;
   enableStats(): boolean;
+  mallocTrim(): MallocStats;
 }
 
 const addonPath = new URL('./build/Release/gotrail_native.node', import.meta.url);
@@ -347,4 +348,20 @@ export function kernelFeatures(): KernelFeatures {
  */
 export function enableStats(): boolean {
   return addon.enableStats();
+}
+
+/** What {@link mallocTrim} leaves: bytes glibc's malloc holds from the system, and bytes free inside them. */
+export interface MallocStats {
+  heapBytes: number;
+  freeBytes: number;
+}
+
+/**
+ * Gives the pages that are free inside glibc's malloc arenas back to the
+ * kernel (malloc_trim(0)), e.g. after a burst of start-up or attach work
+ * whose memory is freed but would otherwise stay resident. Takes about a
+ * millisecond per hundred MiB of arena; never throws.
+ */
+export function mallocTrim(): MallocStats {
+  return addon.mallocTrim();
 }

@@ -109,3 +109,14 @@ describe('call-return sites', () => {
     assert.deepEqual(callReturnAddresses(code, AT, AT + 0x3000), []);
   });
 });
+
+test('the instruction decoder, once released, is loaded again by the next analysis', async () => {
+  const { retAddresses, releaseInstructionDecoder } = await import('../../daemon/analysis/instructions.ts');
+  const code = new Uint8Array([0x90, 0xc3, 0x90, 0xc3]); // NOP; RET; NOP; RET
+  assert.deepEqual(retAddresses(code, 0x1000), [0x1001, 0x1003]);
+  releaseInstructionDecoder();
+  const { createRequire } = await import('node:module');
+  const cached = Object.keys(createRequire(import.meta.url).cache).filter((k) => k.includes('/node_modules/iced-x86/'));
+  assert.deepEqual(cached, [], 'released: no longer in the require cache');
+  assert.deepEqual(retAddresses(code, 0x1000), [0x1001, 0x1003]);
+});

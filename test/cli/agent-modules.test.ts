@@ -18,7 +18,8 @@ registerHooks({ load(url, context, next) { urls.push(url); return next(url, cont
 await import(${JSON.stringify(join(repoRoot, 'daemon', 'cli', 'run.ts'))});
 await import(${JSON.stringify(join(repoRoot, 'daemon', 'export', 'exporters.ts'))});
 await import(${JSON.stringify(join(repoRoot, 'daemon', 'export', 'otlp-exporter.ts'))});
-await import(${JSON.stringify(join(repoRoot, 'daemon', 'analysis', 'instructions.ts'))});
+const { retAddresses } = await import(${JSON.stringify(join(repoRoot, 'daemon', 'analysis', 'instructions.ts'))});
+retAddresses(new Uint8Array([0xc3]), 0); // the decoder is loaded on first use
 process.stdout.write(JSON.stringify({ urls, builtins: process.moduleLoadList }));
 `;
 
