@@ -25,7 +25,6 @@ export function releaseInstructionDecoder(): void {
 }
 type Instruction = Iced.Instruction;
 type Register = Iced.Register;
-type Mnemonic = Iced.Mnemonic;
 
 /** Offset of g.stackguard0, the bound the stack-growth check compares against. */
 const STACKGUARD0 = 0x10n;

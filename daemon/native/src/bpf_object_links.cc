@@ -360,9 +360,8 @@ Napi::Value BpfObject::DetachAsync(const Napi::CallbackInfo& info) {
     Throw(env, "detach", EINVAL, "handles must be an array of numbers");
   Napi::Array arr = info[0].As<Napi::Array>();
   Napi::Object opts = OptionalObject(info, 1, "detach", "options");
-  const int64_t max_threads =
-      IntOption(env, opts, "threads", DetachWorker::kMaxDetachThreads, 1,
-                DetachWorker::kMaxDetachThreads, "detach");
+  const int64_t max_threads = IntOption(env, opts, "threads", DetachWorker::kMaxDetachThreads, 1,
+                                        DetachWorker::kMaxDetachThreads, "detach");
   // all handles are checked before any set is taken, so an error leaves
   // every link where it was
   std::vector<int> handles;

@@ -481,7 +481,8 @@ static __always_inline void read_traceparent(struct gt_http_server_config *cfg, 
 	__u64 arr = 0, old = 0, left = 0;
 	/* the window goes where the walk puts its first unit, read later */
 	_Static_assert(GT_GOMAP_SCRATCH >= GT_HTTP_MAP_WINDOW, "the window fits in scratch");
-	const __u8 *mw = bpf_probe_read_user(w.scr->unit, GT_HTTP_MAP_WINDOW, (void *)m) == 0 ? w.scr->unit : 0;
+	const __u8 *mw = bpf_probe_read_user(w.scr->unit, GT_HTTP_MAP_WINDOW, (void *)m) == 0 ? w.scr->unit
+											      : 0;
 	if (map_u64(mw, m, cfg->map_count, &left) < 0 || map_u64(mw, m, cfg->map_buckets, &arr) < 0) {
 		st->flags |= GT_HTTP_EVENT_HEAD_UNREADABLE;
 		return;
@@ -773,8 +774,8 @@ static __always_inline void finish_request(struct gt_http_server_config *cfg, st
 	if (cfg->flags & GT_HTTP_SERVER_PROTO) {
 		__s64 major = 0, minor = 0;
 		if (req_u64(&req, cfg->req_proto_major, (__u64 *)&major) == 0 &&
-		    req_u64(&req, cfg->req_proto_minor, (__u64 *)&minor) == 0 &&
-		    major >= 0 && major < 10 && minor >= 0 && minor < 10) {
+		    req_u64(&req, cfg->req_proto_minor, (__u64 *)&minor) == 0 && major >= 0 && major < 10 &&
+		    minor >= 0 && minor < 10) {
 			ev->proto_major = (__u16)major;
 			ev->proto_minor = (__u16)minor;
 		}
