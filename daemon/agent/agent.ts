@@ -159,6 +159,13 @@ export class Agent implements MetricsSource {
   /** pid → start time of processes seen and not traced (non-Go, excluded) */
   private readonly ignored = new Map<number, string>();
   private readonly exited = new Map<number, { resource: Resource; at: number }>();
+  /**
+   * pid → start time of processes whose exit the agent has read, traced or
+   * not (kept as long as {@link exited}): a process judged again after that
+   * (a late look from its exec event, or once a detach in flight is done)
+   * is not traced a second time.
+   */
+  private readonly exitedStarts = new Map<number, { startTime: string; at: number }>();
   /** pid → Go processes the selection rules leave out, with the rule's reason (for /status) */
   private readonly notSelected = new Map<number, { exe: string; reason: string; key?: string }>();
   /** pid → start time of Go processes whose selection waits for their pod */
@@ -234,7 +241,10 @@ export class Agent implements MetricsSource {
     });
     this.rt.onSystemEvent(EventType.GT_EVENT_PROCESS_EXIT, (buf, off) => {
       this.totals.exitEvents++;
-      this.processExited(decodeEventHeader(buf, off).tgid);
+      const ev = decodeProcessEvent(buf, off);
+      // /proc/PID/stat's start time is in clock ticks (USER_HZ = 100)
+      this.exitedStarts.set(ev.hdr.tgid, { startTime: String(ev.start_boottime / 10_000_000n), at: Date.now() });
+      this.processExited(ev.hdr.tgid);
     });
     const events = this.rt.attachProcessEvents();
     this.propagation = new HeaderPropagation(this.rt.obj, this.opts.propagation ?? {}, this.log, this.rt.injectionRefused);
@@ -350,6 +360,7 @@ export class Agent implements MetricsSource {
     this.meta.prune(alive);
     const now = Date.now();
     for (const [pid, e] of this.exited) if (now - e.at > EXITED_GRACE_MS) this.exited.delete(pid);
+    for (const [pid, e] of this.exitedStarts) if (now - e.at > EXITED_GRACE_MS) this.exitedStarts.delete(pid);
     for (const pid of pids) {
       if (this.traced.has(pid) || this.ignored.has(pid)) continue;
       this.consider(pid);
@@ -616,6 +627,20 @@ export class Agent implements MetricsSource {
     }
     this.notSelected.delete(pid);
     const resource = this.resourceOf(info);
+    if (info.startTime !== '' && this.exitedStarts.get(pid)?.startTime === info.startTime) {
+      // Its exit was read already (this is a late look: its exec event, or
+      // the end of a detach it waited for): tracing it now would last until
+      // the next scan. The events it sent before exiting were held for this
+      // decision and become its spans, under the resource it was or would
+      // have been traced with.
+      if (!this.exited.has(pid)) {
+        this.exited.set(pid, { resource, at: Date.now() });
+        this.totals.processesTraced++;
+        this.totals.processesExited++;
+      }
+      this.rt!.decided(pid, true);
+      return;
+    }
     // allow-list first, so that no event of this process is missed once the links exist
     this.rt!.traceProcess(pid, fileKeyOf(info.key), this.noInject(info.exe));
     const b = this.attach!.addProcess(pid, info.key, info.exePath, info.exe);
