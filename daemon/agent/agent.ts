@@ -50,6 +50,14 @@ export interface AgentOptions {
   probes?: readonly ProbeDescriptor[];
   mapSizes?: MapSizes;
   /**
+   * In-flight call state unchanged for this long (ms) is removed from an
+   * in-flight map at least half full: a call whose return never came (a
+   * goroutine that panicked through the traced function, or blocks forever).
+   * Each removal is a lost span, counted in
+   * gotrail_events_lost_total{reason="inflight_expired"}. Default 600000 (10 minutes).
+   */
+  inflightMaxAgeMs?: number;
+  /**
    * Attach with one uprobe_multi link per (binary, program) (true) or one
    * perf-event uprobe per site (false), as kernels before 6.6 require.
    * Default: uprobe_multi where the kernel has it.
@@ -115,6 +123,8 @@ interface TracedProcess {
   judgedAtNs: bigint;
 }
 
+/** AgentOptions.inflightMaxAgeMs's default. */
+const DEFAULT_INFLIGHT_MAX_AGE_MS = 600_000;
 /** How long the resource of an exited process is kept for its last events. */
 const EXITED_GRACE_MS = 10_000;
 /** What the exec hook learnt of a process, for when it is gone before the agent looks. */
@@ -262,6 +272,7 @@ export class Agent implements MetricsSource {
     this.scan();
     this.initialScanDone = true;
     this.scanTimer = setInterval(() => this.scan(), this.opts.scanIntervalMs ?? (events ? 5000 : 1000));
+    this.setInflightMaxAge(this.opts.inflightMaxAgeMs);
   }
 
   private async startKubernetes(): Promise<void> {
@@ -841,6 +852,28 @@ export class Agent implements MetricsSource {
     this.batcher?.reconfigure(exporter, batcher);
   }
 
+  private sweepTimer: NodeJS.Timeout | undefined;
+
+  /**
+   * Sets the age (ms; undefined: the default, 10 minutes) past which
+   * in-flight call state is swept from full in-flight maps (see
+   * {@link AgentOptions.inflightMaxAgeMs}); the sweep runs every quarter of
+   * it, at least every minute and at most four times a second.
+   */
+  setInflightMaxAge(ms: number | undefined): void {
+    this.opts.inflightMaxAgeMs = ms;
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    const age = ms ?? DEFAULT_INFLIGHT_MAX_AGE_MS;
+    this.sweepTimer = setInterval(() => {
+      try {
+        this.rt?.sweepInflight(age);
+      } catch (e) {
+        this.log.once('inflight.sweep', 'sweeping in-flight state failed', { error: (e as Error).message });
+      }
+    }, Math.min(60_000, Math.max(250, age / 4)));
+    this.sweepTimer.unref();
+  }
+
   /** Changes the head sampler (OTEL_TRACES_SAMPLER, a configuration reload): traces starting from now on are decided by it. */
   setSampling(c: SamplingConfig): void {
     this.opts.sampling = c;
@@ -999,6 +1032,7 @@ export class Agent implements MetricsSource {
     for (const pid of [...this.held]) this.continueHeld(pid, false);
     await this.watcher?.close();
     if (this.scanTimer) clearInterval(this.scanTimer);
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
     this.scanTimer = undefined;
     if (this.budgetTimer) clearInterval(this.budgetTimer);
     this.budgetTimer = undefined;
