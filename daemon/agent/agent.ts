@@ -364,7 +364,12 @@ export class Agent implements MetricsSource {
       return;
     }
     const alive = new Set(pids);
-    for (const [pid] of this.traced) if (!alive.has(pid)) this.processExited(pid);
+    for (const [pid, t] of this.traced) {
+      if (alive.has(pid)) continue;
+      // gone before its exit event was read: a late look must not trace it again either
+      this.exitedStarts.set(pid, { startTime: t.info.startTime, at: Date.now() });
+      this.processExited(pid);
+    }
     for (const [pid] of this.ignored) if (!alive.has(pid)) this.ignored.delete(pid);
     for (const [pid] of this.pending) if (!alive.has(pid)) this.pending.delete(pid);
     for (const [pid] of this.notSelected) if (!alive.has(pid)) this.notSelected.delete(pid);
@@ -429,6 +434,9 @@ export class Agent implements MetricsSource {
         this.rt!.decided(pid, true);
         return;
       }
+      // gone already (its exit event not read yet): judged below by the exec
+      // event's facts, it must not be traced a second time
+      if (!now && t.info.startTime === facts.startTime) this.exitedStarts.set(pid, { startTime: t.info.startTime, at: Date.now() });
       this.processExited(pid);
     }
     this.ignored.delete(pid);
