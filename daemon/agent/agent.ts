@@ -20,7 +20,7 @@ import { SpanBatcher, type BatcherOptions } from '../export/batcher.ts';
 import { MonotonicClock } from '../spans/clock.ts';
 import {
   EventType, ExecFlags, PROCESS_EXEC_ARGS_SIZE,
-  decodeEventHeader, decodeProcessEvent, decodeProcessExecArgs, type ProcessEvent,
+  decodeProcessEvent, decodeProcessExecArgs, type ProcessEvent,
 } from '../generated/layouts.ts';
 import { processResource } from '../spans/resource.ts';
 import { inClusterConnection, PodWatcher, type KubernetesConnection, type PodWatcherOptions } from '../metadata/kubernetes.ts';

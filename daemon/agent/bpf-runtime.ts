@@ -99,6 +99,10 @@ const ENTERED_COUNTED = 2;
 /** An in-flight map is swept only from this fill on: below it, old state costs nothing (the maps are preallocated) and a long call keeps its span. */
 const SWEEP_FROM_FILL = 0.5;
 
+const EAGAIN = 11;
+/** Loads cut short by a signal that are tried again before the error counts as a program's refusal. */
+const MAX_INTERRUPTED_LOADS = 3;
+
 function u32key(n: number): Buffer {
   const b = Buffer.alloc(4);
   b.writeUInt32LE(n >>> 0);
@@ -165,13 +169,18 @@ export class BpfRuntime {
     const skipped = new Set<string>();
     let obj = new BpfObject(path, open);
     const all = obj.programNames();
-    for (;;) {
-      if (skipped.size) obj = new BpfObject(path, { ...open, autoload: all.filter((n) => !skipped.has(n)) });
+    let interrupted = 0;
+    for (let first = true; ; first = false) {
+      if (!first) obj = new BpfObject(path, skipped.size ? { ...open, autoload: all.filter((n) => !skipped.has(n)) } : open);
       try {
         obj.load();
         return obj;
       } catch (e) {
         obj.close();
+        // EAGAIN: verification was cut short by a signal (the native load
+        // holds the thread's signals, so this is rare), not a refusal of the
+        // program: load the same set again rather than leave a probe out
+        if ((e as { errno?: number }).errno === EAGAIN && interrupted++ < MAX_INTERRUPTED_LOADS) continue;
         const text = `${(e as Error).message}\n${(e as { log?: string }).log ?? ''}`;
         const prog = /prog '([^']+)': (?:BPF program load failed|failed to load)/.exec(text)?.[1];
         const owner = prog ? probes.find((p) => (programsOf(p) as string[]).includes(prog)) : undefined;
