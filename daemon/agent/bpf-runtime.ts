@@ -3,6 +3,7 @@
  * allow-list, counters), the ring buffer, and the event dispatch to probes.
  * Everything here is policy-free; the attachment manager decides.
  */
+import { hash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -325,7 +326,7 @@ export class BpfRuntime {
 
   /** In-flight state removed by {@link sweepInflight}: calls whose span is lost (counted as inflight_expired). */
   inflightExpired = 0;
-  /** map → key (hex) → the value (hex) first seen unchanged, and when (ms) */
+  /** map → key (base64) → a digest of the value first seen unchanged, and when (ms) */
   private readonly inflightSeen = new Map<string, Map<string, { value: string; since: number }>>();
 
   /**
@@ -354,8 +355,9 @@ export class BpfRuntime {
       for (const k of keys) {
         const v = this.obj.mapLookup(map, k);
         if (!v) continue;
-        const key = k.toString('hex');
-        const value = v.toString('hex');
+        const key = k.toString('base64');
+        // a digest: values run to a kilobyte, and a full map holds thousands
+        const value = hash('sha1', v, 'base64');
         const was = seen.get(key);
         if (!was || was.value !== value) {
           seen.set(key, { value, since: now });
