@@ -20,7 +20,7 @@ import { SpanBatcher, type BatcherOptions } from '../export/batcher.ts';
 import { MonotonicClock } from '../spans/clock.ts';
 import {
   EventType, ExecFlags, PROCESS_EXEC_ARGS_SIZE,
-  decodeEventHeader, decodeProcessEvent, decodeProcessExecArgs, type ProcessEvent,
+  decodeProcessEvent, decodeProcessExecArgs, type ProcessEvent,
 } from '../generated/layouts.ts';
 import { processResource } from '../spans/resource.ts';
 import { inClusterConnection, PodWatcher, type KubernetesConnection, type PodWatcherOptions } from '../metadata/kubernetes.ts';
@@ -51,6 +51,14 @@ export interface AgentOptions {
   /** Probes to load. Default: all registered. */
   probes?: readonly ProbeDescriptor[];
   mapSizes?: MapSizes;
+  /**
+   * In-flight call state unchanged for this long (ms) is removed from an
+   * in-flight map at least half full: a call whose return never came (a
+   * goroutine that panicked through the traced function, or blocks forever).
+   * Each removal is a lost span, counted in
+   * gotrail_events_lost_total{reason="inflight_expired"}. Default 600000 (10 minutes).
+   */
+  inflightMaxAgeMs?: number;
   /**
    * Attach with one uprobe_multi link per (binary, program) (true) or one
    * perf-event uprobe per site (false), as kernels before 6.6 require.
@@ -117,6 +125,8 @@ interface TracedProcess {
   judgedAtNs: bigint;
 }
 
+/** AgentOptions.inflightMaxAgeMs's default. */
+const DEFAULT_INFLIGHT_MAX_AGE_MS = 600_000;
 /** How long the resource of an exited process is kept for its last events. */
 const EXITED_GRACE_MS = 10_000;
 /** What the exec hook learnt of a process, for when it is gone before the agent looks. */
@@ -161,6 +171,13 @@ export class Agent implements MetricsSource {
   /** pid → start time of processes seen and not traced (non-Go, excluded) */
   private readonly ignored = new Map<number, string>();
   private readonly exited = new Map<number, { resource: Resource; at: number }>();
+  /**
+   * pid → start time of processes whose exit the agent has read, traced or
+   * not (kept as long as {@link exited}): a process judged again after that
+   * (a late look from its exec event, or once a detach in flight is done)
+   * is not traced a second time.
+   */
+  private readonly exitedStarts = new Map<number, { startTime: string; at: number }>();
   /** pid → Go processes the selection rules leave out, with the rule's reason (for /status) */
   private readonly notSelected = new Map<number, { exe: string; reason: string; key?: string }>();
   /** pid → start time of Go processes whose selection waits for their pod */
@@ -237,7 +254,10 @@ export class Agent implements MetricsSource {
     });
     this.rt.onSystemEvent(EventType.GT_EVENT_PROCESS_EXIT, (buf, off) => {
       this.totals.exitEvents++;
-      this.processExited(decodeEventHeader(buf, off).tgid);
+      const ev = decodeProcessEvent(buf, off);
+      // /proc/PID/stat's start time is in clock ticks (USER_HZ = 100)
+      this.exitedStarts.set(ev.hdr.tgid, { startTime: String(ev.start_boottime / 10_000_000n), at: Date.now() });
+      this.processExited(ev.hdr.tgid);
     });
     const events = this.rt.attachProcessEvents();
     this.propagation = new HeaderPropagation(this.rt.obj, this.opts.propagation ?? {}, this.log, this.rt.injectionRefused);
@@ -256,6 +276,7 @@ export class Agent implements MetricsSource {
     this.initialScanDone = true;
     this.memoryTrim.activity();
     this.scanTimer = setInterval(() => this.scan(), this.opts.scanIntervalMs ?? (events ? 5000 : 1000));
+    this.setInflightMaxAge(this.opts.inflightMaxAgeMs);
   }
 
   private async startKubernetes(): Promise<void> {
@@ -348,13 +369,19 @@ export class Agent implements MetricsSource {
       return;
     }
     const alive = new Set(pids);
-    for (const [pid] of this.traced) if (!alive.has(pid)) this.processExited(pid);
+    for (const [pid, t] of this.traced) {
+      if (alive.has(pid)) continue;
+      // gone before its exit event was read: a late look must not trace it again either
+      this.exitedStarts.set(pid, { startTime: t.info.startTime, at: Date.now() });
+      this.processExited(pid);
+    }
     for (const [pid] of this.ignored) if (!alive.has(pid)) this.ignored.delete(pid);
     for (const [pid] of this.pending) if (!alive.has(pid)) this.pending.delete(pid);
     for (const [pid] of this.notSelected) if (!alive.has(pid)) this.notSelected.delete(pid);
     this.meta.prune(alive);
     const now = Date.now();
     for (const [pid, e] of this.exited) if (now - e.at > EXITED_GRACE_MS) this.exited.delete(pid);
+    for (const [pid, e] of this.exitedStarts) if (now - e.at > EXITED_GRACE_MS) this.exitedStarts.delete(pid);
     for (const pid of pids) {
       if (this.traced.has(pid) || this.ignored.has(pid)) continue;
       this.consider(pid);
@@ -412,6 +439,9 @@ export class Agent implements MetricsSource {
         this.rt!.decided(pid, true);
         return;
       }
+      // gone already (its exit event not read yet): judged below by the exec
+      // event's facts, it must not be traced a second time
+      if (!now && t.info.startTime === facts.startTime) this.exitedStarts.set(pid, { startTime: t.info.startTime, at: Date.now() });
       this.processExited(pid);
     }
     this.ignored.delete(pid);
@@ -621,6 +651,20 @@ export class Agent implements MetricsSource {
     }
     this.notSelected.delete(pid);
     const resource = this.resourceOf(info);
+    if (info.startTime !== '' && this.exitedStarts.get(pid)?.startTime === info.startTime) {
+      // Its exit was read already (this is a late look: its exec event, or
+      // the end of a detach it waited for): tracing it now would last until
+      // the next scan. The events it sent before exiting were held for this
+      // decision and become its spans, under the resource it was or would
+      // have been traced with.
+      if (!this.exited.has(pid)) {
+        this.exited.set(pid, { resource, at: Date.now() });
+        this.totals.processesTraced++;
+        this.totals.processesExited++;
+      }
+      this.rt!.decided(pid, true);
+      return;
+    }
     // allow-list first, so that no event of this process is missed once the links exist
     this.rt!.traceProcess(pid, fileKeyOf(info.key), this.noInject(info.exe));
     const b = this.attach!.addProcess(pid, info.key, info.exePath, info.exe);
@@ -822,6 +866,28 @@ export class Agent implements MetricsSource {
     this.batcher?.reconfigure(exporter, batcher);
   }
 
+  private sweepTimer: NodeJS.Timeout | undefined;
+
+  /**
+   * Sets the age (ms; undefined: the default, 10 minutes) past which
+   * in-flight call state is swept from full in-flight maps (see
+   * {@link AgentOptions.inflightMaxAgeMs}); the sweep runs every quarter of
+   * it, at least every minute and at most four times a second.
+   */
+  setInflightMaxAge(ms: number | undefined): void {
+    this.opts.inflightMaxAgeMs = ms;
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    const age = ms ?? DEFAULT_INFLIGHT_MAX_AGE_MS;
+    this.sweepTimer = setInterval(() => {
+      try {
+        this.rt?.sweepInflight(age);
+      } catch (e) {
+        this.log.once('inflight.sweep', 'sweeping in-flight state failed', { error: (e as Error).message });
+      }
+    }, Math.min(60_000, Math.max(250, age / 4)));
+    this.sweepTimer.unref();
+  }
+
   /** Changes the head sampler (OTEL_TRACES_SAMPLER, a configuration reload): traces starting from now on are decided by it. */
   setSampling(c: SamplingConfig): void {
     this.opts.sampling = c;
@@ -982,6 +1048,7 @@ export class Agent implements MetricsSource {
     await this.watcher?.close();
     if (this.scanTimer) clearInterval(this.scanTimer);
     this.memoryTrim.stop();
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
     this.scanTimer = undefined;
     if (this.budgetTimer) clearInterval(this.budgetTimer);
     this.budgetTimer = undefined;

@@ -3,12 +3,13 @@
  * allow-list, counters), the ring buffer, and the event dispatch to probes.
  * Everything here is policy-free; the attachment manager decides.
  */
+import { hash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BpfObject, enableStats, kernelFeatures } from '../native/index.ts';
 import {
-  BpfMaps, BpfPrograms, BinaryFlags, Counter, DebugFlags, KafkaCounter, EventType, ProcessFlags, EVENT_HEADER_SIZE,
+  BpfMaps, BpfPrograms, BinaryFlags, Counter, DebugFlags, KafkaCounter, EventType, PairedFunction, ProcessFlags, EVENT_HEADER_SIZE,
   decodeFileInfo, encodeBinaryInfo, encodeFileInfo, encodeFileKey, encodeProcessInfo,
   type BpfMapName, type BpfProgramName, type FileInfo, type FileKey,
 } from '../generated/layouts.ts';
@@ -36,7 +37,7 @@ export const DEFAULT_BPF_OBJECT = join(root, 'build', 'probes', 'gotrail.bpf.o')
 export interface MapSizes {
   /** Binaries tracked at once (array maps indexed by binary id). Fixed by the probes' build: 4096. */
   processes?: number;
-  /** In-flight requests per probe (LRU). Default 16384. */
+  /** In-flight calls per probe (hash maps that refuse, counted, when full). Default 16384. */
   inflight?: number;
   /** Ring buffer bytes (a power of two, multiple of the page size). Default 4 MiB. */
   ringBufferBytes?: number;
@@ -63,6 +64,45 @@ export interface EventStats {
 const HOLD_MS = 2000;
 /** Probe events kept for undecided processes, node-wide. */
 const HOLD_MAX = 16384;
+
+/**
+ * The in-flight maps: plain hash maps, keyed by goroutine (struct
+ * gt_goroutine_key), holding a call's state from its entry to its return. A
+ * full one refuses a new call (counted in BPF as inflight_full) instead of
+ * evicting another call's state, as an LRU map would, silently. State whose
+ * return never comes (a goroutine that panicked through the function, or
+ * blocks forever) is swept by age ({@link BpfRuntime.sweepInflight}). Each
+ * names the paired functions (enum gt_paired_function) whose entries fill it:
+ * the sweep marks their goroutines so that the return, should it come, is not
+ * counted as a second loss.
+ */
+const INFLIGHT_MAPS: ReadonlyMap<BpfMapName, readonly number[]> = new Map<BpfMapName, readonly number[]>([
+  [BpfMaps.gt_http_server_inflight, [PairedFunction.GT_PAIRED_HTTP_SERVER]],
+  [BpfMaps.gt_http_client_inflight, [PairedFunction.GT_PAIRED_HTTP_CLIENT]],
+  [BpfMaps.gt_http_router_objects, [PairedFunction.GT_PAIRED_GIN, PairedFunction.GT_PAIRED_CHI]],
+  [BpfMaps.gt_grpc_server_inflight, [PairedFunction.GT_PAIRED_GRPC_SERVER]],
+  [BpfMaps.gt_grpc_server_incoming, []],
+  [BpfMaps.gt_grpc_client_inflight, [PairedFunction.GT_PAIRED_GRPC_CLIENT]],
+  [BpfMaps.gt_grpc_client_streams, []],
+  [BpfMaps.gt_grpc_client_links, []],
+  [BpfMaps.gt_sql_inflight, [PairedFunction.GT_PAIRED_SQL]],
+  [BpfMaps.gt_redis_inflight, []],
+  [BpfMaps.gt_redis_depth, []],
+  [BpfMaps.gt_otel_starting, [PairedFunction.GT_PAIRED_OTEL_START]],
+  [BpfMaps.gt_otel_spans, []],
+  [BpfMaps.gt_kafka_fetch_calls, [PairedFunction.GT_PAIRED_KAFKA_FETCH]],
+  [BpfMaps.gt_kafka_write_calls, [PairedFunction.GT_PAIRED_KAFKA_WRITE]],
+  [BpfMaps.gt_kafka_batch_calls, [PairedFunction.GT_PAIRED_KAFKA_BATCH]],
+  [BpfMaps.gt_kafka_pending, []],
+]);
+/** enum gt_entered_mark's GT_ENTERED_COUNTED (probes/include/gotrail.h) */
+const ENTERED_COUNTED = 2;
+/** An in-flight map is swept only from this fill on: below it, old state costs nothing (the maps are preallocated) and a long call keeps its span. */
+const SWEEP_FROM_FILL = 0.5;
+
+const EAGAIN = 11;
+/** Loads cut short by a signal that are tried again before the error counts as a program's refusal. */
+const MAX_INTERRUPTED_LOADS = 3;
 
 function u32key(n: number): Buffer {
   const b = Buffer.alloc(4);
@@ -94,7 +134,10 @@ export class BpfRuntime {
     if (opts.mapSizes?.processes) sizes[BpfMaps.gt_processes] = opts.mapSizes.processes;
     if (opts.mapSizes?.inflight) {
       sizes[BpfMaps.gt_goroutine_spans] = opts.mapSizes.inflight;
-      sizes[BpfMaps.gt_goroutines_entered] = opts.mapSizes.inflight;
+      // one mark per goroutine that entered a paired function, kept until its
+      // process exits: never fewer than the build's 16384, however small the
+      // in-flight maps are made (a mark pushed out miscounts a loss's reason)
+      sizes[BpfMaps.gt_goroutines_entered] = Math.max(opts.mapSizes.inflight, 16384);
       for (const p of probes) for (const m of p.stateMaps) sizes[m] = opts.mapSizes.inflight;
     }
     if (opts.mapSizes?.ringBufferBytes) sizes[BpfMaps.gt_events] = opts.mapSizes.ringBufferBytes;
@@ -127,13 +170,18 @@ export class BpfRuntime {
     const skipped = new Set<string>();
     let obj = new BpfObject(path, open);
     const all = obj.programNames();
-    for (;;) {
-      if (skipped.size) obj = new BpfObject(path, { ...open, autoload: all.filter((n) => !skipped.has(n)) });
+    let interrupted = 0;
+    for (let first = true; ; first = false) {
+      if (!first) obj = new BpfObject(path, skipped.size ? { ...open, autoload: all.filter((n) => !skipped.has(n)) } : open);
       try {
         obj.load();
         return obj;
       } catch (e) {
         obj.close();
+        // EAGAIN: verification was cut short by a signal (the native load
+        // holds the thread's signals, so this is rare), not a refusal of the
+        // program: load the same set again rather than leave a probe out
+        if ((e as { errno?: number }).errno === EAGAIN && interrupted++ < MAX_INTERRUPTED_LOADS) continue;
         const text = `${(e as Error).message}\n${(e as { log?: string }).log ?? ''}`;
         const prog = /prog '([^']+)': (?:BPF program load failed|failed to load)/.exec(text)?.[1];
         const owner = prog ? probes.find((p) => (programsOf(p) as string[]).includes(prog)) : undefined;
@@ -276,6 +324,72 @@ export class BpfRuntime {
     return removed;
   }
 
+  /** In-flight state removed by {@link sweepInflight}: calls whose span is lost (counted as inflight_expired). */
+  inflightExpired = 0;
+  /** map → key (base64) → a digest of the value first seen unchanged, and when (ms) */
+  private readonly inflightSeen = new Map<string, Map<string, { value: string; since: number }>>();
+
+  /**
+   * Removes in-flight state that stayed unchanged for `maxAgeMs` or longer,
+   * from the in-flight maps at least half full (see {@link INFLIGHT_MAPS}):
+   * a call whose return never came. Each removal is a lost span, counted
+   * (inflightExpired); the goroutine is marked so that a return coming
+   * after all is not counted again. Walks every entry of those maps (at most
+   * their capacity each): run it seconds apart. Returns the entries removed.
+   */
+  sweepInflight(maxAgeMs: number, now = Date.now()): number {
+    let removed = 0;
+    for (const [map, paired] of INFLIGHT_MAPS) {
+      let keys: Buffer[];
+      let capacity: number;
+      try {
+        capacity = this.obj.mapInfo(map).maxEntries;
+        keys = this.obj.mapKeys(map);
+      } catch {
+        continue; // a map the object does not have (a probe left out)
+      }
+      const seen = this.inflightSeen.get(map) ?? new Map<string, { value: string; since: number }>();
+      this.inflightSeen.set(map, seen);
+      const present = new Set<string>();
+      const sweep = keys.length >= capacity * SWEEP_FROM_FILL;
+      for (const k of keys) {
+        const v = this.obj.mapLookup(map, k);
+        if (!v) continue;
+        const key = k.toString('base64');
+        // a digest: values run to a kilobyte, and a full map holds thousands
+        const value = hash('sha1', v, 'base64');
+        const was = seen.get(key);
+        if (!was || was.value !== value) {
+          seen.set(key, { value, since: now });
+          present.add(key);
+          continue;
+        }
+        if (sweep && now - was.since >= maxAgeMs && this.obj.mapDelete(map, k)) {
+          removed++;
+          seen.delete(key);
+          for (const fn of paired) this.markCounted(k, fn);
+          continue;
+        }
+        present.add(key);
+      }
+      for (const key of seen.keys()) if (!present.has(key)) seen.delete(key);
+    }
+    this.inflightExpired += removed;
+    if (removed) this.log.once('inflight.expired', `in-flight calls older than ${Math.round(maxAgeMs / 1000)} s removed from full in-flight maps: their spans are lost (counted in gotrail_events_lost_total{reason="inflight_expired"})`, { removed });
+    return removed;
+  }
+
+  /** Marks goroutine `key` (a gt_goroutine_key) as having its call of `fn` counted as lost, when it entered `fn` while traced. */
+  private markCounted(key: Buffer, fn: number): void {
+    const k = Buffer.from(key.subarray(0, 16));
+    k.writeUInt32LE(fn, 4);
+    try {
+      if (this.obj.mapLookup(BpfMaps.gt_goroutines_entered, k)) this.obj.mapUpdate(BpfMaps.gt_goroutines_entered, k, u32key(ENTERED_COUNTED));
+    } catch {
+      /* the mark is a refinement: without it a later return counts as no_entry too */
+    }
+  }
+
   /** Maps whose fill the agent reports. */
   trackedMaps(): string[] {
     return [BpfMaps.gt_processes, BpfMaps.gt_self_conns, ...this.stateMaps];
@@ -291,6 +405,8 @@ export class BpfRuntime {
       if (v) for (let o = 0; o + 8 <= v.length; o += 8) sum += v.readBigUInt64LE(o);
       out[name.replace('GT_COUNTER_', '').toLowerCase()] = sum;
     }
+    // counted in user space: in-flight state swept past its age (sweepInflight)
+    out['inflight_expired'] = BigInt(this.inflightExpired);
     return out;
   }
 

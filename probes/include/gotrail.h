@@ -387,14 +387,46 @@ struct {
 	__type(value, __u32);
 } gt_goroutines_entered SEC(".maps");
 
+/* Values of gt_goroutines_entered. */
+enum gt_entered_mark {
+	GT_ENTERED = 1,
+	/* the loss of its last call was counted already: its state was refused
+	 * by a full in-flight map (GT_COUNTER_INFLIGHT_FULL), or removed by
+	 * user space's sweep of calls past their age (inflight_expired); the
+	 * return that finds no entry is no second loss */
+	GT_ENTERED_COUNTED = 2,
+};
+
 /* Marks the goroutine of `key` as having entered `fn` while traced. */
 static __always_inline void gt_mark_entered(const struct gt_goroutine_key *key, __u32 fn)
 {
 	struct gt_goroutine_key k = *key;
-	__u32 one = 1;
+	__u32 one = GT_ENTERED;
 	k.reserved = fn;
-	if (!bpf_map_lookup_elem(&gt_goroutines_entered, &k))
+	__u32 *v = bpf_map_lookup_elem(&gt_goroutines_entered, &k);
+	if (!v)
 		bpf_map_update_elem(&gt_goroutines_entered, &k, &one, BPF_ANY);
+	else if (*v != GT_ENTERED)
+		*v = GT_ENTERED;
+}
+
+/* The in-flight state of `fn`'s call on `key`'s goroutine could not be
+ * stored (the map is full: in-flight maps are plain hash maps, which refuse
+ * rather than evict another call's state): the span is lost, counted here,
+ * once; its return, which will find no entry, is not counted again. Called
+ * after gt_mark_entered. */
+static __always_inline void gt_count_inflight_full(const struct gt_goroutine_key *key, __u32 fn)
+{
+	struct gt_goroutine_key k = *key;
+	__u32 counted = GT_ENTERED_COUNTED;
+	k.reserved = fn;
+	gt_count(GT_COUNTER_INFLIGHT_FULL);
+	/* in place: an LRU map's update takes a new element, and may push out another mark */
+	__u32 *v = bpf_map_lookup_elem(&gt_goroutines_entered, &k);
+	if (v)
+		*v = GT_ENTERED_COUNTED;
+	else
+		bpf_map_update_elem(&gt_goroutines_entered, &k, &counted, BPF_ANY);
 }
 
 /* Counts a return of `fn` that found no entry: as NO_ENTRY_PREATTACH when
@@ -405,8 +437,12 @@ static __always_inline void gt_count_no_entry(const struct gt_goroutine_key *key
 	struct gt_goroutine_key k = *key;
 	__u32 one = 1;
 	k.reserved = fn;
-	if (bpf_map_lookup_elem(&gt_goroutines_entered, &k)) {
-		gt_count(GT_COUNTER_NO_ENTRY);
+	__u32 *v = bpf_map_lookup_elem(&gt_goroutines_entered, &k);
+	if (v) {
+		if (*v == GT_ENTERED_COUNTED)
+			*v = GT_ENTERED; /* counted as inflight_full at its entry */
+		else
+			gt_count(GT_COUNTER_NO_ENTRY);
 		return;
 	}
 	gt_count(GT_COUNTER_NO_ENTRY_PREATTACH);

@@ -51,7 +51,7 @@ struct {
  * and the object goes back to the router's pool right after the request,
  * so it is read before that, on the routing goroutine. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, GT_HTTP_ROUTES_INFLIGHT_MAX);
 	__type(key, struct gt_goroutine_key);
 	__type(value, __u64);

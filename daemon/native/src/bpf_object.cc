@@ -7,6 +7,8 @@
 #include <errno.h>
 #include <linux/bpf.h>
 #include <malloc.h>
+#include <pthread.h>
+#include <signal.h>
 
 #include <cstring>
 #include <utility>
@@ -233,6 +235,36 @@ int BpfObject::LoadedMapFd(Napi::Env env, const std::string& op, bpf_map* map) c
   return fd;
 }
 
+namespace {
+
+// A signal that arrives while the kernel verifies a program makes
+// BPF_PROG_LOAD fail with EAGAIN (the verifier gives up on a pending signal),
+// and libbpf retries only a few times: a profiler that samples the thread
+// every millisecond (node --cpu-prof sends SIGPROF) made every attempt fail,
+// and every probe was left out. The calling thread's asynchronous signals
+// wait until the load is done instead (a process-directed one goes to
+// another thread meanwhile); faults stay deliverable.
+class AsyncSignalsHeld {
+ public:
+  AsyncSignalsHeld() {
+    sigset_t set;
+    sigfillset(&set);
+    for (int s : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT, SIGSYS}) sigdelset(&set, s);
+    held_ = pthread_sigmask(SIG_BLOCK, &set, &old_) == 0;
+  }
+  ~AsyncSignalsHeld() {
+    if (held_) pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+  }
+  AsyncSignalsHeld(const AsyncSignalsHeld&) = delete;
+  AsyncSignalsHeld& operator=(const AsyncSignalsHeld&) = delete;
+
+ private:
+  sigset_t old_;
+  bool held_ = false;
+};
+
+}  // namespace
+
 // JS thread. Blocks for verification; the caller decides when that is
 // acceptable (once per agent start).
 Napi::Value BpfObject::Load(const Napi::CallbackInfo& info) {
@@ -241,7 +273,11 @@ Napi::Value BpfObject::Load(const Napi::CallbackInfo& info) {
   RequireOpen(env, op);
   if (loaded_) Throw(env, op, EALREADY, "already loaded");
   LibbpfLogCapture log;
-  int err = bpf_object__load(obj_);
+  int err;
+  {
+    AsyncSignalsHeld held;
+    err = bpf_object__load(obj_);
+  }
   if (err) ThrowWithLog(env, op, -err, log.Tail(kLogTailLines));
   loaded_ = true;
   // Loading parsed the kernel's BTF for CO-RE (tens of MiB of short-lived

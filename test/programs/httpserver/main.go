@@ -17,9 +17,11 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -62,6 +64,30 @@ func main() {
 		ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
 		time.Sleep(time.Duration(ms) * time.Millisecond)
 		fmt.Fprintln(w, "slept", ms)
+	})
+	// /hold answers once the process receives SIGUSR1, which releases every
+	// call held until then; it prints "held" when a call starts waiting, so
+	// that a test can keep many calls open at once, and know it, without
+	// sending other requests
+	var holdMu sync.Mutex
+	hold := make(chan struct{})
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	go func() {
+		for range usr1 {
+			holdMu.Lock()
+			close(hold)
+			hold = make(chan struct{})
+			holdMu.Unlock()
+		}
+	}()
+	mux.HandleFunc("/hold", func(w http.ResponseWriter, r *http.Request) {
+		holdMu.Lock()
+		ch := hold
+		holdMu.Unlock()
+		fmt.Println("held")
+		<-ch
+		fmt.Fprintln(w, "released")
 	})
 	// /echo reads the whole body, so the connection's read buffer is reused
 	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {

@@ -135,7 +135,7 @@ struct {
 } gt_sql_config SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, GT_SQL_INFLIGHT_MAX);
 	__type(key, struct gt_goroutine_key);
 	__type(value, struct sql_inflight);
@@ -231,7 +231,7 @@ static __always_inline void sql_enter(struct pt_regs *ctx, __u64 db, __u64 qptr,
 	}
 	gt_mark_entered(&key, GT_PAIRED_SQL);
 	if (bpf_map_update_elem(&gt_sql_inflight, &key, st, BPF_ANY) < 0) {
-		gt_count(GT_COUNTER_INFLIGHT_FULL);
+		gt_count_inflight_full(&key, GT_PAIRED_SQL);
 		gt_debug_hit(ctx, GT_HIT_SQL_ENTRY, GT_HIT_STORE_FAILED, key.tgid, bin_id, key.goid);
 	} else {
 		gt_debug_hit(ctx, GT_HIT_SQL_ENTRY, GT_HIT_STORED, key.tgid, bin_id, key.goid);

@@ -177,7 +177,7 @@ struct {
 
 /* Spans being started: keyed by goroutine, from newSpan's entry to its return. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, GT_OTEL_SPANS_MAX);
 	__type(key, struct gt_goroutine_key);
 	__type(value, struct otel_span_state);
@@ -187,7 +187,7 @@ struct {
  * gt_goroutine_key whose goid is the pointer, so the process's state is
  * cleared with its goroutines'). */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, GT_OTEL_SPANS_MAX);
 	__type(key, struct gt_goroutine_key);
 	__type(value, struct otel_span_state);

@@ -53,7 +53,7 @@ int gt_gin_entry(struct pt_regs *ctx)
 	__u64 c = GO_ARG2(ctx);
 	gt_mark_entered(&key, GT_PAIRED_GIN);
 	if (bpf_map_update_elem(&gt_http_router_objects, &key, &c, BPF_ANY) < 0) {
-		gt_count(GT_COUNTER_INFLIGHT_FULL);
+		gt_count_inflight_full(&key, GT_PAIRED_GIN);
 		gt_debug_hit(ctx, GT_HIT_GIN_ENTRY, GT_HIT_STORE_FAILED, key.tgid, bin_id, key.goid);
 		return 0;
 	}

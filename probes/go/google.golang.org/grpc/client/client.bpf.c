@@ -151,14 +151,14 @@ struct {
 } gt_grpc_client_config SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, GT_GRPC_CLIENT_INFLIGHT_MAX);
 	__type(key, struct gt_goroutine_key);
 	__type(value, struct grpc_client_inflight);
 } gt_grpc_client_inflight SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, GT_GRPC_CLIENT_INFLIGHT_MAX);
 	__type(key, struct gt_goroutine_key);
 	__type(value, struct grpc_client_inflight);
@@ -172,7 +172,7 @@ struct {
 } grpc_client_scratch SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, GT_GRPC_CLIENT_INFLIGHT_MAX);
 	__type(key, struct gt_goroutine_key);
 	__type(value, struct grpc_client_link);
@@ -309,7 +309,7 @@ int gt_grpc_client_entry(struct pt_regs *ctx)
 						GT_GRPC_CLIENT_TARGET_MAX);
 	gt_mark_entered(&key, GT_PAIRED_GRPC_CLIENT);
 	if (bpf_map_update_elem(&gt_grpc_client_inflight, &key, st, BPF_ANY) < 0) {
-		gt_count(GT_COUNTER_INFLIGHT_FULL);
+		gt_count_inflight_full(&key, GT_PAIRED_GRPC_CLIENT);
 		gt_debug_hit(ctx, GT_HIT_GRPC_CLIENT_ENTRY, GT_HIT_STORE_FAILED, key.tgid, bin_id, key.goid);
 	} else {
 		gt_debug_hit(ctx, GT_HIT_GRPC_CLIENT_ENTRY, GT_HIT_STORED, key.tgid, bin_id, key.goid);

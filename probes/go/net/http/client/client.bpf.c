@@ -151,7 +151,7 @@ struct {
 } gt_http_client_config SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, GT_HTTP_CLIENT_INFLIGHT_MAX);
 	__type(key, struct gt_goroutine_key);
 	__type(value, struct http_client_inflight);
@@ -237,7 +237,7 @@ int gt_http_client_entry(struct pt_regs *ctx)
 	    st.url)
 		h2_expect(&key, &st);
 	if (bpf_map_update_elem(&gt_http_client_inflight, &key, &st, BPF_ANY) < 0) {
-		gt_count(GT_COUNTER_INFLIGHT_FULL);
+		gt_count_inflight_full(&key, GT_PAIRED_HTTP_CLIENT);
 		gt_debug_hit(ctx, GT_HIT_HTTP_CLIENT_ENTRY, GT_HIT_STORE_FAILED, key.tgid, bin_id, key.goid);
 	} else {
 		gt_debug_hit(ctx, GT_HIT_HTTP_CLIENT_ENTRY, GT_HIT_STORED, key.tgid, bin_id, key.goid);

@@ -187,7 +187,7 @@ struct {
 } gt_http_server_config SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, GT_HTTP_INFLIGHT_MAX);
 	__type(key, struct gt_goroutine_key);
 	__type(value, struct http_server_inflight);
@@ -634,7 +634,7 @@ int gt_http_server_entry(struct pt_regs *ctx)
 	gt_mark_entered(&key, GT_PAIRED_HTTP_SERVER);
 	bpf_map_delete_elem(&gt_http_routes, &key);
 	if (bpf_map_update_elem(&gt_http_server_inflight, &key, &st, BPF_ANY) < 0) {
-		gt_count(GT_COUNTER_INFLIGHT_FULL);
+		gt_count_inflight_full(&key, GT_PAIRED_HTTP_SERVER);
 		gt_debug_hit(ctx, GT_HIT_HTTP_SERVER_ENTRY, GT_HIT_STORE_FAILED, key.tgid, bin_id, key.goid);
 	} else {
 		gt_debug_hit(ctx, GT_HIT_HTTP_SERVER_ENTRY, GT_HIT_STORED, key.tgid, bin_id, key.goid);

@@ -76,7 +76,7 @@ int gt_chi_entry(struct pt_regs *ctx)
 	__u64 rctx = GO_ARG2(ctx);
 	gt_mark_entered(&key, GT_PAIRED_CHI);
 	if (bpf_map_update_elem(&gt_http_router_objects, &key, &rctx, BPF_ANY) < 0) {
-		gt_count(GT_COUNTER_INFLIGHT_FULL);
+		gt_count_inflight_full(&key, GT_PAIRED_CHI);
 		gt_debug_hit(ctx, GT_HIT_CHI_ENTRY, GT_HIT_STORE_FAILED, key.tgid, bin_id, key.goid);
 		return 0;
 	}

@@ -116,7 +116,7 @@ struct {
 
 /* Calls in flight, keyed by goroutine with the nesting depth in `reserved`. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, GT_REDIS_INFLIGHT_MAX);
 	__type(key, struct gt_goroutine_key);
 	__type(value, struct gt_redis_event);
@@ -124,7 +124,7 @@ struct {
 
 /* Calls of a goroutine under way (the depth of the next call). */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, GT_REDIS_INFLIGHT_MAX);
 	__type(key, struct gt_goroutine_key);
 	__type(value, __u32);

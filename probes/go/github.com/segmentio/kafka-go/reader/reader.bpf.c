@@ -73,7 +73,7 @@ struct {
 } gt_kafka_reader_config SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, GT_KAFKA_INFLIGHT_MAX);
 	__type(key, struct gt_goroutine_key);
 	__type(value, struct gt_kafka_fetch_call);
@@ -127,7 +127,7 @@ int gt_kafka_fetch_entry(struct pt_regs *ctx)
 	struct gt_kafka_fetch_call call = { .start_ns = bpf_ktime_get_ns(), .reader = GO_ARG1(ctx) };
 	gt_mark_entered(&key, GT_PAIRED_KAFKA_FETCH);
 	if (bpf_map_update_elem(&gt_kafka_fetch_calls, &key, &call, BPF_ANY) < 0) {
-		gt_count(GT_COUNTER_INFLIGHT_FULL);
+		gt_count_inflight_full(&key, GT_PAIRED_KAFKA_FETCH);
 		gt_debug_hit(ctx, GT_HIT_KAFKA_FETCH_ENTRY, GT_HIT_STORE_FAILED, key.tgid, bin_id, key.goid);
 	} else {
 		gt_debug_hit(ctx, GT_HIT_KAFKA_FETCH_ENTRY, GT_HIT_STORED, key.tgid, bin_id, key.goid);

@@ -109,21 +109,21 @@ struct {
 
 /* Keyed by tgid first, as every state map is: removed when the process exits. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, GT_KAFKA_PENDING_MAX);
 	__type(key, struct gt_kafka_msg_key);
 	__type(value, struct gt_kafka_pending);
 } gt_kafka_pending SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, GT_KAFKA_INFLIGHT_MAX);
 	__type(key, struct gt_goroutine_key);
 	__type(value, struct gt_kafka_write_call);
 } gt_kafka_write_calls SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, GT_KAFKA_INFLIGHT_MAX);
 	__type(key, struct gt_goroutine_key);
 	__type(value, struct gt_kafka_batch_call);
@@ -203,7 +203,7 @@ int gt_kafka_write_entry(struct pt_regs *ctx)
 		gt_kafka_count(GT_KAFKA_MSGS_UNTRACED, call.count - GT_KAFKA_MSGS_MAX);
 	gt_mark_entered(&key, GT_PAIRED_KAFKA_WRITE);
 	if (bpf_map_update_elem(&gt_kafka_write_calls, &key, &call, BPF_ANY) < 0) {
-		gt_count(GT_COUNTER_INFLIGHT_FULL);
+		gt_count_inflight_full(&key, GT_PAIRED_KAFKA_WRITE);
 		gt_debug_hit(ctx, GT_HIT_KAFKA_WRITE_ENTRY, GT_HIT_STORE_FAILED, key.tgid, bin_id, key.goid);
 	} else {
 		gt_debug_hit(ctx, GT_HIT_KAFKA_WRITE_ENTRY, GT_HIT_STORED, key.tgid, bin_id, key.goid);
@@ -374,7 +374,7 @@ int gt_kafka_batch_entry(struct pt_regs *ctx)
 	publish_contents(cfg, key.tgid, b);
 	gt_mark_entered(&key, GT_PAIRED_KAFKA_BATCH);
 	if (bpf_map_update_elem(&gt_kafka_batch_calls, &key, b, BPF_ANY) < 0) {
-		gt_count(GT_COUNTER_INFLIGHT_FULL);
+		gt_count_inflight_full(&key, GT_PAIRED_KAFKA_BATCH);
 		gt_debug_hit(ctx, GT_HIT_KAFKA_BATCH_ENTRY, GT_HIT_STORE_FAILED, key.tgid, bin_id, key.goid);
 	} else {
 		gt_debug_hit(ctx, GT_HIT_KAFKA_BATCH_ENTRY, GT_HIT_STORED, key.tgid, bin_id, key.goid);
