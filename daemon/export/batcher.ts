@@ -30,6 +30,8 @@
 import { ExportResultCode } from '@opentelemetry/core';
 import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-base';
 import type { Logger } from '../util/log.ts';
+import type { PreparingExporter } from './otlp-exporter.ts';
+import { decodeEncodedSpan, EncodedSpan, type QueuedSpan } from './otlp-proto.ts';
 
 /** Why a span was dropped: the label `reason` of `gotrail_spans_dropped_total`. */
 export type DropReason =
@@ -101,8 +103,16 @@ export interface BatcherStats {
 
 const MIN_RETRY_MS = 100;
 
+/** The exporter's `prepare`, bound, when it has one (see PreparingExporter). */
+function preparer(exporter: SpanExporter): ((span: ReadableSpan) => QueuedSpan) | undefined {
+  const p = (exporter as Partial<PreparingExporter>).prepare;
+  return typeof p === 'function' ? p.bind(exporter) : undefined;
+}
+
 export class SpanBatcher {
-  private waiting: ReadableSpan[] = [];
+  private waiting: QueuedSpan[] = [];
+  /** The exporter's `prepare` (see PreparingExporter), applied to each span as it is queued. */
+  private prepare: ((span: ReadableSpan) => QueuedSpan) | undefined;
   private inFlightSpans = 0;
   private readonly exports = new Set<Promise<boolean>>();
   private timer: NodeJS.Timeout | undefined;
@@ -128,6 +138,7 @@ export class SpanBatcher {
   /** @throws Error when an option is not a positive integer (a non-negative one for the delays). */
   constructor(exporter: SpanExporter, log: Logger, opts: BatcherOptions = {}) {
     this.exporter = exporter;
+    this.prepare = preparer(exporter);
     this.log = log;
     this.options = SpanBatcher.checkOptions(opts, log);
   }
@@ -161,6 +172,9 @@ export class SpanBatcher {
     const old = this.exporter;
     const running = [...this.exports];
     this.exporter = exporter;
+    this.prepare = preparer(exporter);
+    // spans prepared for the previous exporter go to one that takes spans as they were
+    if (!this.prepare) this.waiting = this.unprepared(this.waiting);
     this.options = options;
     // the new exporter starts afresh, not in the old one's backoff
     this.backoffMs = 0;
@@ -216,7 +230,7 @@ export class SpanBatcher {
       this.drop('queue_full', 1);
       return;
     }
-    this.waiting.push(span);
+    this.waiting.push(this.prepare ? this.prepare(span) : span);
     if (this.size >= this.options.maxQueueSize) this.wasFull = true;
     if (this.waiting.length >= this.options.maxExportBatchSize) this.schedulePump();
     else if (!this.timer) this.arm(this.options.scheduledDelayMillis);
@@ -293,7 +307,7 @@ export class SpanBatcher {
         } else {
           this.failed++;
           // back at the head: the oldest spans go first once the collector answers
-          this.waiting = batch.concat(this.waiting);
+          this.waiting = (this.prepare ? batch : this.unprepared(batch)).concat(this.waiting);
           const base = Math.max(MIN_RETRY_MS, this.options.scheduledDelayMillis);
           this.backoffMs = Math.min(Math.max(base, this.options.maxBackoffMillis), this.backoffMs ? this.backoffMs * 2 : base);
           this.retryAt = Date.now() + this.backoffMs;
@@ -306,7 +320,7 @@ export class SpanBatcher {
         timeout.unref();
       }
       try {
-        this.exporter.export(batch, (r) => finish(r.code === ExportResultCode.SUCCESS, r.error));
+        this.exporter.export(batch as ReadableSpan[], (r) => finish(r.code === ExportResultCode.SUCCESS, r.error));
       } catch (e) {
         finish(false, e as Error);
       }
@@ -317,6 +331,11 @@ export class SpanBatcher {
       this.afterExport();
     });
     return p;
+  }
+
+  /** `spans` with each prepared one decoded back into a span, for an exporter that does not prepare. */
+  private unprepared(spans: QueuedSpan[]): QueuedSpan[] {
+    return spans.some((s) => s instanceof EncodedSpan) ? spans.map((s) => (s instanceof EncodedSpan ? decodeEncodedSpan(s) : s)) : spans;
   }
 
   private afterExport(): void {

@@ -64,7 +64,8 @@ export interface RawSpanInput {
   attributes: Attributes;
   status: SpanStatus;
   resource: Resource;
-  scope: string;
+  /** the instrumented Go package, or its scope as made by {@link instrumentationScope} */
+  scope: string | InstrumentationScope;
   events: TimedEvent[];
   droppedEvents: number;
   droppedAttributes: number;
@@ -224,7 +225,7 @@ export function spanRecord(s: RawSpanInput): SpanRecord {
   b.writeBigUInt64LE(BigInt.asUintN(64, s.endUnixNano), at + 40);
   clampEnd(b, at);
   return new SpanRecord(s.name, s.kind, b, at, s.hasParent, s.parentRemote, s.sampled, s.traceState, s.attributes, s.status, s.resource,
-    instrumentationScope(s.scope), s.events, s.droppedEvents, s.droppedAttributes);
+    typeof s.scope === 'string' ? instrumentationScope(s.scope) : s.scope, s.events, s.droppedEvents, s.droppedAttributes);
 }
 
 /**
@@ -240,7 +241,7 @@ export function eventSpanRecord(
 ): SpanRecord {
   const at = takeSlot();
   const b = slab;
-  for (let i = 0; i < 32; i += 4) b.writeUInt32LE(event.readUInt32LE(spanAt + i), at + i);
+  for (let i = 0; i < 32; i++) b[at + i] = event[spanAt + i]!;
   clock.copyUnixNano(event, startAt, b, at + 32);
   clock.copyUnixNano(event, endAt, b, at + 40);
   clampEnd(b, at);

@@ -12,7 +12,7 @@ import { TraceState } from '@opentelemetry/core';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { ProtobufTraceSerializer } from '@opentelemetry/otlp-transformer';
-import { OtlpTraceEncoder } from '../../daemon/export/otlp-proto.ts';
+import { decodeEncodedSpan, EncodedSpan, OtlpTraceEncoder } from '../../daemon/export/otlp-proto.ts';
 import { instrumentationScope, makeSpan, spanRecord, type SpanRecord } from '../../daemon/spans/span-record.ts';
 import { rawSpanContextAt } from '../../daemon/spans/span-context.ts';
 import { MonotonicClock } from '../../daemon/spans/clock.ts';
@@ -117,6 +117,38 @@ test('a span record read in place from an event (eventSpanRecord) encodes as the
       assert.equal(Buffer.from(encoder.encode([inPlace])).toString('hex'), Buffer.from(encoder.encode([decoded])).toString('hex'));
       same([inPlace, decoded], encoder);
     }
+  }
+});
+
+test('spans prepared when queued (OtlpTraceEncoder.prepare) encode as they would have at export, mixed with others, across chunks', () => {
+  const encoder = new OtlpTraceEncoder(64);
+  // 1,500 spans of ~1 KiB fill several 256 KiB chunks; a 300 KiB one grows a chunk of its own
+  const spans: ReadableSpan[] = Array.from({ length: 1500 }, (_, i) => fromHex(i, i % 7 ? resA : resB, i % 5 ? 'net/http' : 'database/sql'));
+  spans.splice(700, 0, makeSpan({ name: 'huge', kind: SpanKind.CLIENT, traceId: '1'.repeat(32), spanId: '2'.repeat(16), sampled: true, startUnixNano: 5n, endUnixNano: 6n,
+    attributes: { 'db.query.text': 'y'.repeat(300 * 1024) }, status: { code: SpanStatusCode.UNSET }, resource: resA, scope: 'database/sql' }));
+  spans.push(sdkLike(3));
+  const queued = spans.map((sp, i) => (i % 3 === 2 ? sp : encoder.prepare(sp)));
+  assert.ok(queued.filter((q) => q instanceof EncodedSpan).length > 1000, 'span records are prepared');
+  assert.ok(!(queued.at(-1) instanceof EncodedSpan), 'other ReadableSpans are left as they are');
+  assert.ok(new Set(queued.flatMap((q) => (q instanceof EncodedSpan ? [q.chunk] : []))).size >= 5, 'several chunks');
+  const theirs = ProtobufTraceSerializer.serializeRequest(spans);
+  assert.equal(Buffer.from(encoder.encode(queued)).toString('hex'), Buffer.from(theirs!).toString('hex'));
+  // a batch sent again (after a failed export) encodes the same
+  assert.equal(Buffer.from(encoder.encode(queued)).toString('hex'), Buffer.from(theirs!).toString('hex'));
+});
+
+test('a prepared span decodes back into the span it was made from (decodeEncodedSpan)', () => {
+  const encoder = new OtlpTraceEncoder();
+  for (let i = 0; i < 40; i++) {
+    const original = fromHex(i, i % 2 ? resA : resB, 'google.golang.org/grpc');
+    const decoded = decodeEncodedSpan(encoder.prepare(original) as EncodedSpan);
+    for (const k of ['name', 'kind', 'attributes', 'status', 'events', 'links', 'droppedAttributesCount', 'droppedEventsCount', 'startTime', 'endTime', 'resource', 'instrumentationScope'] as const) {
+      assert.deepEqual(decoded[k], original[k], `${k} of span ${i}`);
+    }
+    const ctx = (sp: ReadableSpan) => ({ ...sp.spanContext(), traceState: sp.spanContext().traceState?.serialize() });
+    assert.deepEqual(ctx(decoded), ctx(original));
+    assert.deepEqual(decoded.parentSpanContext, original.parentSpanContext);
+    same([decoded, original], encoder);
   }
 });
 
