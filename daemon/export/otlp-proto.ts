@@ -37,6 +37,9 @@ const SPAN_FLAGS_IS_REMOTE = 0x200;
 /** Largest UTF-16 length whose UTF-8 form surely fits a one-byte length prefix (3 bytes per code unit). */
 const SHORT_STRING = 42;
 
+/** Attribute keys whose encoding is kept (see OtlpTraceEncoder #key); beyond, keys are encoded each time. */
+const MAX_CACHED_KEYS = 1024;
+
 /** Bytes of the chunks that prepared spans are written into (see {@link OtlpTraceEncoder.prepare}). */
 const CHUNK_BYTES = 256 * 1024;
 /** A chunk with less room left than this is not started on: a span this large or larger grows a chunk of its own. */
@@ -71,6 +74,8 @@ export type QueuedSpan = ReadableSpan | EncodedSpan;
 export class OtlpTraceEncoder {
   #buf: Buffer;
   #pos = 0;
+  /** Attribute keys' encoded KeyValue.key fields (see #key). */
+  readonly #keys = new Map<string, Buffer>();
   /** Where {@link prepare} writes: the current chunk and its first free byte. */
   #chunk: Buffer = Buffer.allocUnsafeSlow(CHUNK_BYTES);
   #chunkPos = 0;
@@ -358,12 +363,35 @@ export class OtlpTraceEncoder {
       if (value === undefined || value === null) continue;
       // KeyValue.key = 1, value = 2
       const kv = this.#begin(tag(field, WIRE_LEN), 1);
-      this.#string(1, key);
+      this.#key(key);
       const v = this.#begin(tag(2, WIRE_LEN), 1);
       this.#anyValue(value);
       this.#end(v, 1);
       this.#end(kv, 1);
     }
+  }
+
+  /**
+   * KeyValue.key = 1: copied from its encoding the first time, for the
+   * first {@link MAX_CACHED_KEYS} keys (attribute keys are few and repeat
+   * in every span).
+   */
+  #key(key: string): void {
+    let k = this.#keys.get(key);
+    if (k === undefined) {
+      if (this.#keys.size >= MAX_CACHED_KEYS) {
+        this.#string(1, key);
+        return;
+      }
+      k = this.#detached(() => this.#string(1, key));
+      this.#keys.set(key, k);
+    }
+    const n = k.length;
+    this.#ensure(n);
+    const b = this.#buf;
+    const p = this.#pos;
+    for (let i = 0; i < n; i++) b[p + i] = k[i]!;
+    this.#pos = p + n;
   }
 
   /** AnyValue: string_value = 1, bool_value = 2, int_value = 3, double_value = 4, array_value = 5. */
