@@ -84,7 +84,7 @@ try {
     for (let off = 0; off + 4 <= batch.length;) {
       const len = batch.readUInt32LE(off);
       if (!len) break;
-      httpServerProbe.handleEvent!(batch, off + 4, ctx);
+      httpServerProbe.handleEvent(batch, off + 4, ctx);
       off = (off + 4 + len + 7) & ~7;
     }
   };

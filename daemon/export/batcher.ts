@@ -24,6 +24,11 @@
  *   is dropped and counted (reason `queue_full`); `push` never blocks or
  *   throws.
  *
+ * - with an exporter that prepares spans (the OTLP one: it encodes a span
+ *   as it is queued, see OtlpTraceEncoder.prepare), the queue holds what it
+ *   prepared, so that spans do not stay in V8's heap until exported; a
+ *   reconfiguration to an exporter that does not prepare decodes them back.
+ *
  * Own code rather than the SDK's BatchSpanProcessor: that one drops failed
  * batches, exports one batch at a time, and offers no backpressure signal.
  */
@@ -47,7 +52,9 @@ export interface BatcherOptions {
    * dropped (reason `queue_full`). Default 65536 (the SDK's 2048 is sized for
    * one process; one agent carries a whole node's spans and must ride out a
    * slow collector for a few seconds at tens of thousands of spans per
-   * second; a span takes about 1 KiB of heap: 64 MiB when full). Env `OTEL_BSP_MAX_QUEUE_SIZE`.
+   * second; with the OTLP exporter a queued span is kept as its encoded
+   * bytes, about 0.3 KiB for an HTTP server span: ~20 MiB when full; with
+   * the console exporter about 1 KiB of heap: 64 MiB). Env `OTEL_BSP_MAX_QUEUE_SIZE`.
    */
   maxQueueSize?: number;
   /**
