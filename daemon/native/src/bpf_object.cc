@@ -7,6 +7,8 @@
 #include <errno.h>
 #include <linux/bpf.h>
 #include <malloc.h>
+#include <pthread.h>
+#include <signal.h>
 
 #include <cstring>
 #include <utility>
@@ -241,7 +243,20 @@ Napi::Value BpfObject::Load(const Napi::CallbackInfo& info) {
   RequireOpen(env, op);
   if (loaded_) Throw(env, op, EALREADY, "already loaded");
   LibbpfLogCapture log;
-  int err = bpf_object__load(obj_);
+  int err;
+  {
+    // The verifier gives up with EAGAIN when a signal is pending, and
+    // libbpf retries a program only a few times: a sampling profiler's
+    // SIGPROF (node --cpu-prof: one every millisecond) interrupted every
+    // attempt at the larger programs, so the probes were disabled. Held
+    // back during the load, the signal is delivered once it is done.
+    sigset_t prof, old;
+    sigemptyset(&prof);
+    sigaddset(&prof, SIGPROF);
+    pthread_sigmask(SIG_BLOCK, &prof, &old);
+    err = bpf_object__load(obj_);
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  }
   if (err) ThrowWithLog(env, op, -err, log.Tail(kLogTailLines));
   loaded_ = true;
   // Loading parsed the kernel's BTF for CO-RE (tens of MiB of short-lived
