@@ -24,12 +24,19 @@
  *   is dropped and counted (reason `queue_full`); `push` never blocks or
  *   throws.
  *
+ * - with an exporter that prepares spans (the OTLP one: it encodes a span
+ *   as it is queued, see OtlpTraceEncoder.prepare), the queue holds what it
+ *   prepared, so that spans do not stay in V8's heap until exported; a
+ *   reconfiguration to an exporter that does not prepare decodes them back.
+ *
  * Own code rather than the SDK's BatchSpanProcessor: that one drops failed
  * batches, exports one batch at a time, and offers no backpressure signal.
  */
 import { ExportResultCode } from '@opentelemetry/core';
 import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-base';
 import type { Logger } from '../util/log.ts';
+import type { PreparingExporter } from './otlp-exporter.ts';
+import { decodeEncodedSpan, EncodedSpan, type QueuedSpan } from './otlp-proto.ts';
 
 /** Why a span was dropped: the label `reason` of `gotrail_spans_dropped_total`. */
 export type DropReason =
@@ -45,7 +52,9 @@ export interface BatcherOptions {
    * dropped (reason `queue_full`). Default 65536 (the SDK's 2048 is sized for
    * one process; one agent carries a whole node's spans and must ride out a
    * slow collector for a few seconds at tens of thousands of spans per
-   * second; a span takes about 1 KiB of heap: 64 MiB when full). Env `OTEL_BSP_MAX_QUEUE_SIZE`.
+   * second; with the OTLP exporter a queued span is kept as its encoded
+   * bytes, about 0.3 KiB for an HTTP server span: ~20 MiB when full; with
+   * the console exporter about 1 KiB of heap: 64 MiB). Env `OTEL_BSP_MAX_QUEUE_SIZE`.
    */
   maxQueueSize?: number;
   /**
@@ -101,8 +110,16 @@ export interface BatcherStats {
 
 const MIN_RETRY_MS = 100;
 
+/** The exporter's `prepare`, bound, when it has one (see PreparingExporter). */
+function preparer(exporter: SpanExporter): ((span: ReadableSpan) => QueuedSpan) | undefined {
+  const p = (exporter as Partial<PreparingExporter>).prepare;
+  return typeof p === 'function' ? p.bind(exporter) : undefined;
+}
+
 export class SpanBatcher {
-  private waiting: ReadableSpan[] = [];
+  private waiting: QueuedSpan[] = [];
+  /** The exporter's `prepare` (see PreparingExporter), applied to each span as it is queued. */
+  private prepare: ((span: ReadableSpan) => QueuedSpan) | undefined;
   private inFlightSpans = 0;
   private readonly exports = new Set<Promise<boolean>>();
   private timer: NodeJS.Timeout | undefined;
@@ -128,6 +145,7 @@ export class SpanBatcher {
   /** @throws Error when an option is not a positive integer (a non-negative one for the delays). */
   constructor(exporter: SpanExporter, log: Logger, opts: BatcherOptions = {}) {
     this.exporter = exporter;
+    this.prepare = preparer(exporter);
     this.log = log;
     this.options = SpanBatcher.checkOptions(opts, log);
   }
@@ -161,6 +179,9 @@ export class SpanBatcher {
     const old = this.exporter;
     const running = [...this.exports];
     this.exporter = exporter;
+    this.prepare = preparer(exporter);
+    // spans prepared for the previous exporter go to one that takes spans as they were
+    if (!this.prepare) this.waiting = this.unprepared(this.waiting);
     this.options = options;
     // the new exporter starts afresh, not in the old one's backoff
     this.backoffMs = 0;
@@ -216,7 +237,7 @@ export class SpanBatcher {
       this.drop('queue_full', 1);
       return;
     }
-    this.waiting.push(span);
+    this.waiting.push(this.prepare ? this.prepare(span) : span);
     if (this.size >= this.options.maxQueueSize) this.wasFull = true;
     if (this.waiting.length >= this.options.maxExportBatchSize) this.schedulePump();
     else if (!this.timer) this.arm(this.options.scheduledDelayMillis);
@@ -293,7 +314,7 @@ export class SpanBatcher {
         } else {
           this.failed++;
           // back at the head: the oldest spans go first once the collector answers
-          this.waiting = batch.concat(this.waiting);
+          this.waiting = (this.prepare ? batch : this.unprepared(batch)).concat(this.waiting);
           const base = Math.max(MIN_RETRY_MS, this.options.scheduledDelayMillis);
           this.backoffMs = Math.min(Math.max(base, this.options.maxBackoffMillis), this.backoffMs ? this.backoffMs * 2 : base);
           this.retryAt = Date.now() + this.backoffMs;
@@ -306,7 +327,7 @@ export class SpanBatcher {
         timeout.unref();
       }
       try {
-        this.exporter.export(batch, (r) => finish(r.code === ExportResultCode.SUCCESS, r.error));
+        this.exporter.export(batch as ReadableSpan[], (r) => finish(r.code === ExportResultCode.SUCCESS, r.error));
       } catch (e) {
         finish(false, e as Error);
       }
@@ -317,6 +338,11 @@ export class SpanBatcher {
       this.afterExport();
     });
     return p;
+  }
+
+  /** `spans` with each prepared one decoded back into a span, for an exporter that does not prepare. */
+  private unprepared(spans: QueuedSpan[]): QueuedSpan[] {
+    return spans.some((s) => s instanceof EncodedSpan) ? spans.map((s) => (s instanceof EncodedSpan ? decodeEncodedSpan(s) : s)) : spans;
   }
 
   private afterExport(): void {

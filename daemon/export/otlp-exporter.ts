@@ -10,7 +10,7 @@ import type { OTLPExporterNodeConfigBase } from '@opentelemetry/otlp-exporter-ba
 import type { IExporterMetricsHelper, ISerializer, IExportTraceServiceResponse } from '@opentelemetry/otlp-transformer';
 import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-base';
 import { createRequire } from 'node:module';
-import { OtlpTraceEncoder } from './otlp-proto.ts';
+import { OtlpTraceEncoder, type QueuedSpan } from './otlp-proto.ts';
 
 // The response decoder alone: the transformer's entry point loads its metrics
 // and logs serializers and with them @opentelemetry/sdk-metrics (~100 modules
@@ -25,24 +25,44 @@ const SPAN_METRICS: IExporterMetricsHelper<ReadableSpan[]> = { name: 'span', cou
 /** semconv's otel.component.type of an OTLP/HTTP span exporter. */
 const COMPONENT_TYPE = 'otlp_http_span_exporter';
 
-/** Serializes with one encoder per exporter; responses are read by the OpenTelemetry deserializer. */
-export function otlpTraceSerializer(): ISerializer<ReadableSpan[], IExportTraceServiceResponse> {
-  const encoder = new OtlpTraceEncoder();
+/** Serializes with one encoder per exporter (`encoder` when given); responses are read by the OpenTelemetry deserializer. */
+export function otlpTraceSerializer(encoder = new OtlpTraceEncoder()): ISerializer<ReadableSpan[], IExportTraceServiceResponse> {
   return {
     serializeRequest: (spans) => encoder.encode(spans),
     deserializeResponse: (data) => deserializeExportTraceServiceResponse(data),
   };
 }
 
-/** Same options as `OTLPTraceExporter` of `@opentelemetry/exporter-trace-otlp-proto`. */
-export class OtlpProtoTraceExporter extends OTLPExporterBase<ReadableSpan[]> implements SpanExporter {
-  constructor(config: OTLPExporterNodeConfigBase = {}) {
+/**
+ * Same options as `OTLPTraceExporter` of `@opentelemetry/exporter-trace-otlp-proto`.
+ * Also takes the spans its {@link prepare} returned (see {@link PreparingExporter}).
+ */
+export class OtlpProtoTraceExporter extends OTLPExporterBase<ReadableSpan[]> implements SpanExporter, PreparingExporter {
+  readonly #encoder: OtlpTraceEncoder;
+
+  constructor(config: OTLPExporterNodeConfigBase = {}, encoder = new OtlpTraceEncoder()) {
     super(createOtlpHttpExportDelegate(
       convertLegacyHttpOptions(config, 'TRACES', 'v1/traces', { 'Content-Type': 'application/x-protobuf' }),
-      otlpTraceSerializer(),
+      otlpTraceSerializer(encoder),
       COMPONENT_TYPE,
       SPAN_METRICS,
       undefined,
     ));
+    this.#encoder = encoder;
   }
+
+  /** See {@link OtlpTraceEncoder.prepare}. */
+  prepare(span: ReadableSpan): QueuedSpan {
+    return this.#encoder.prepare(span);
+  }
+}
+
+/**
+ * An exporter that encodes a span when it is queued (`prepare`) and is then
+ * handed what `prepare` returned, with any other span, in `export`. Every
+ * such exporter takes what any other one prepared (the bytes of the OTLP
+ * protobuf Span message).
+ */
+export interface PreparingExporter {
+  prepare(span: ReadableSpan): QueuedSpan;
 }

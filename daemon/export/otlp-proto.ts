@@ -21,7 +21,8 @@ import type { InstrumentationScope } from '@opentelemetry/core';
 import type { Resource } from '@opentelemetry/resources';
 import type { ReadableSpan, TimedEvent } from '@opentelemetry/sdk-trace-base';
 import type { Link } from '@opentelemetry/api';
-import { SpanRecord } from '../spans/span-record.ts';
+import { TraceState } from '@opentelemetry/core';
+import { SpanRecord, spanRecord } from '../spans/span-record.ts';
 
 const WIRE_VARINT = 0;
 const WIRE_FIXED64 = 1;
@@ -36,10 +37,48 @@ const SPAN_FLAGS_IS_REMOTE = 0x200;
 /** Largest UTF-16 length whose UTF-8 form surely fits a one-byte length prefix (3 bytes per code unit). */
 const SHORT_STRING = 42;
 
+/** Attribute keys whose encoding is kept (see OtlpTraceEncoder #key); beyond, keys are encoded each time. */
+const MAX_CACHED_KEYS = 1024;
+
+/** Bytes of the chunks that prepared spans are written into (see {@link OtlpTraceEncoder.prepare}). */
+const CHUNK_BYTES = 256 * 1024;
+/** A chunk with less room left than this is not started on: a span this large or larger grows a chunk of its own. */
+const CHUNK_SLACK = 4096;
+
+/**
+ * A span record encoded when it was queued ({@link OtlpTraceEncoder.prepare}):
+ * its `ScopeSpans.spans` entry (tag and length included) at `start`..`end` of
+ * `chunk`, a buffer shared with the spans prepared around it, and the
+ * resource and scope it is grouped under.
+ */
+export class EncodedSpan {
+  readonly chunk: Buffer;
+  readonly start: number;
+  readonly end: number;
+  readonly resource: Resource;
+  readonly instrumentationScope: InstrumentationScope;
+
+  constructor(chunk: Buffer, start: number, end: number, resource: Resource, instrumentationScope: InstrumentationScope) {
+    this.chunk = chunk;
+    this.start = start;
+    this.end = end;
+    this.resource = resource;
+    this.instrumentationScope = instrumentationScope;
+  }
+}
+
+/** What an exporter with an {@link OtlpTraceEncoder} may be handed: spans, or spans it prepared. */
+export type QueuedSpan = ReadableSpan | EncodedSpan;
+
 /** Encodes ExportTraceServiceRequests; one per exporter (it keeps its buffer and caches between calls). */
 export class OtlpTraceEncoder {
   #buf: Buffer;
   #pos = 0;
+  /** Attribute keys' encoded KeyValue.key fields (see #key). */
+  readonly #keys = new Map<string, Buffer>();
+  /** Where {@link prepare} writes: the current chunk and its first free byte. */
+  #chunk: Buffer = Buffer.allocUnsafeSlow(CHUNK_BYTES);
+  #chunkPos = 0;
   /** A resource's encoded `Resource` message (field 1 of ResourceSpans, with its tag), by identity. */
   readonly #resources = new WeakMap<Resource, Buffer>();
   /** An instrumentation scope's encoded `InstrumentationScope` (field 1 of ScopeSpans, with its tag), by identity. */
@@ -54,12 +93,12 @@ export class OtlpTraceEncoder {
    * (each by identity). Returns a copy, which the caller owns (an exporter
    * may still be sending it when the next batch is encoded).
    */
-  encode(spans: readonly ReadableSpan[]): Uint8Array {
+  encode(spans: readonly QueuedSpan[]): Uint8Array {
     this.#pos = 0;
-    const groups = new Map<Resource, Map<InstrumentationScope, ReadableSpan[]>>();
+    const groups = new Map<Resource, Map<InstrumentationScope, QueuedSpan[]>>();
     for (const span of spans) {
       let scopes = groups.get(span.resource);
-      if (!scopes) groups.set(span.resource, (scopes = new Map<InstrumentationScope, ReadableSpan[]>()));
+      if (!scopes) groups.set(span.resource, (scopes = new Map<InstrumentationScope, QueuedSpan[]>()));
       const list = scopes.get(span.instrumentationScope);
       if (list) list.push(span);
       else scopes.set(span.instrumentationScope, [span]);
@@ -72,10 +111,28 @@ export class OtlpTraceEncoder {
         // ResourceSpans.scope_spans = 2
         const ss = this.#begin(tag(2, WIRE_LEN), 5);
         this.#raw(this.#scopeBytes(scope));
+        // prepared spans side by side in a chunk are copied as one run
+        let run: Buffer | undefined;
+        let runStart = 0;
+        let runEnd = 0;
         for (const span of list) {
+          if (span instanceof EncodedSpan) {
+            if (span.chunk === run && span.start === runEnd) {
+              runEnd = span.end;
+              continue;
+            }
+            if (run) this.#rawRange(run, runStart, runEnd);
+            run = span.chunk;
+            runStart = span.start;
+            runEnd = span.end;
+            continue;
+          }
+          if (run) this.#rawRange(run, runStart, runEnd);
+          run = undefined;
           if (span instanceof SpanRecord) this.#record(span);
           else this.#span(span);
         }
+        if (run) this.#rawRange(run, runStart, runEnd);
         // ScopeSpans.schema_url = 3
         if (scope.schemaUrl) this.#string(3, scope.schemaUrl);
         this.#end(ss, 5);
@@ -85,6 +142,48 @@ export class OtlpTraceEncoder {
       this.#end(rs, 5);
     }
     return Buffer.from(this.#buf.subarray(0, this.#pos));
+  }
+
+  /**
+   * Encodes a span record now, to be sent later: an exporter's queue that
+   * holds the returned {@link EncodedSpan} (a few dozen bytes of heap and its
+   * share of a chunk) instead of the record lets the record, its attributes
+   * and strings die young, rather than surviving in V8's heap until their
+   * batch is exported (which at thousands of spans per second made them
+   * outlive young-generation collections and fed major ones). Other spans
+   * are returned as they are. Never throws: a span that cannot be encoded
+   * now is returned as it is.
+   */
+  prepare(span: ReadableSpan): QueuedSpan {
+    if (!(span instanceof SpanRecord)) return span;
+    const scratch = this.#buf;
+    const scratchPos = this.#pos;
+    try {
+      if (this.#chunkPos + CHUNK_SLACK > this.#chunk.length) {
+        this.#chunk = Buffer.allocUnsafeSlow(CHUNK_BYTES);
+        this.#chunkPos = 0;
+      }
+      this.#buf = this.#chunk;
+      this.#pos = this.#chunkPos;
+      this.#record(span);
+      // a span larger than the room left grew the chunk into a new buffer, which holds it
+      const chunk = this.#buf;
+      if (chunk !== this.#chunk) this.#chunk = chunk;
+      const e = new EncodedSpan(chunk, this.#chunkPos, this.#pos, span.resource, span.instrumentationScope);
+      this.#chunkPos = this.#pos;
+      return e;
+    } catch {
+      return span;
+    } finally {
+      this.#buf = scratch;
+      this.#pos = scratchPos;
+    }
+  }
+
+  #rawRange(src: Buffer, start: number, end: number): void {
+    this.#ensure(end - start);
+    src.copy(this.#buf, this.#pos, start, end);
+    this.#pos += end - start;
   }
 
   #resourceBytes(resource: Resource): Buffer {
@@ -127,34 +226,38 @@ export class OtlpTraceEncoder {
     return out;
   }
 
-  /** A span record: ids and stamps as they are kept. */
+  /** A span record: ids and stamps copied from its slot, as they are kept. */
   #record(s: SpanRecord): void {
-    this.#current = s;
     // ScopeSpans.spans = 2
     const m = this.#begin(tag(2, WIRE_LEN), 2);
     this.#ensure(2 + 16 + 2 + 8);
     const b = this.#buf;
+    const src = s.bytes;
+    const at = s.at;
     let p = this.#pos;
     // Span.trace_id = 1, span_id = 2
     b[p++] = tag(1, WIRE_LEN);
     b[p++] = 16;
-    b.write(s.ids, p, 16, 'latin1');
-    p += 16;
+    p = copy(src, at, b, p, 16);
     b[p++] = tag(2, WIRE_LEN);
     b[p++] = 8;
-    b.write(s.ids.slice(16, 24), p, 8, 'latin1');
-    this.#pos = p + 8;
+    p = copy(src, at + 16, b, p, 8);
+    this.#pos = p;
     // Span.trace_state = 3
     const traceState = s.traceState?.serialize();
     if (traceState) this.#string(3, traceState);
     // Span.parent_span_id = 4
     if (s.hasParent) {
+      // the trace state may have moved the buffer
       this.#ensure(10);
-      this.#buf[this.#pos++] = tag(4, WIRE_LEN);
-      this.#buf[this.#pos++] = 8;
-      this.#buf.write(s.ids.slice(24, 32), this.#pos, 8, 'latin1');
-      this.#pos += 8;
+      const pb = this.#buf;
+      p = this.#pos;
+      pb[p++] = tag(4, WIRE_LEN);
+      pb[p++] = 8;
+      this.#pos = copy(src, at + 24, pb, p, 8);
     }
+    this.#stamps = src;
+    this.#stampsAt = at + 32;
     this.#spanBody(s.name, s.kind, s.attributes, s.droppedAttributesCount, s.events, s.droppedEventsCount, s.links, s.droppedLinksCount, s.status);
     // Span.flags = 16: the trace flags, and whether the parent is remote
     this.#fixed32Field(16, (s.traceFlags & 0xff) | SPAN_FLAGS_HAS_IS_REMOTE | (s.parentRemote ? SPAN_FLAGS_IS_REMOTE : 0));
@@ -228,21 +331,13 @@ export class OtlpTraceEncoder {
     this.#end(sm, 1);
   }
 
-  // The span record being encoded, for #writeStamp (set by #record).
-  #current: SpanRecord | undefined;
+  // Where the span record being encoded keeps its start and end stamps, for #writeStamp (set by #record).
+  #stamps: Buffer | undefined;
+  #stampsAt = 0;
 
   #writeStamp(t: HrTime | undefined, end = false): void {
     if (t) this.#hrTime(t);
-    else {
-      const s = this.#current!;
-      const ns = end ? s.endUnixNano : s.startUnixNano;
-      const b = this.#buf;
-      const lo = Number(BigInt.asUintN(32, ns));
-      const hi = Number(BigInt.asUintN(32, ns >> 32n));
-      b.writeUInt32LE(lo, this.#pos);
-      b.writeUInt32LE(hi, this.#pos + 4);
-      this.#pos += 8;
-    }
+    else this.#pos = copy(this.#stamps!, this.#stampsAt + (end ? 8 : 0), this.#buf, this.#pos, 8);
   }
 
   /** An HrTime as fixed64 nanoseconds, exactly (seconds × 1e9 exceeds 2^53). */
@@ -268,12 +363,35 @@ export class OtlpTraceEncoder {
       if (value === undefined || value === null) continue;
       // KeyValue.key = 1, value = 2
       const kv = this.#begin(tag(field, WIRE_LEN), 1);
-      this.#string(1, key);
+      this.#key(key);
       const v = this.#begin(tag(2, WIRE_LEN), 1);
       this.#anyValue(value);
       this.#end(v, 1);
       this.#end(kv, 1);
     }
+  }
+
+  /**
+   * KeyValue.key = 1: copied from its encoding the first time, for the
+   * first {@link MAX_CACHED_KEYS} keys (attribute keys are few and repeat
+   * in every span).
+   */
+  #key(key: string): void {
+    let k = this.#keys.get(key);
+    if (k === undefined) {
+      if (this.#keys.size >= MAX_CACHED_KEYS) {
+        this.#string(1, key);
+        return;
+      }
+      k = this.#detached(() => this.#string(1, key));
+      this.#keys.set(key, k);
+    }
+    const n = k.length;
+    this.#ensure(n);
+    const b = this.#buf;
+    const p = this.#pos;
+    for (let i = 0; i < n; i++) b[p + i] = k[i]!;
+    this.#pos = p + n;
   }
 
   /** AnyValue: string_value = 1, bool_value = 2, int_value = 3, double_value = 4, array_value = 5. */
@@ -420,6 +538,206 @@ export class OtlpTraceEncoder {
     this.#writeVarint(tag(field, WIRE_LEN));
     this.#writeVarint(n);
     this.#pos += this.#buf.write(hex, this.#pos, n, 'hex');
+  }
+}
+
+/** Copies `n` bytes from `src` at `from` to `dst` at `to`; returns the end in `dst`. Cheaper than Buffer.copy for ids and stamps. */
+function copy(src: Buffer, from: number, dst: Buffer, to: number, n: number): number {
+  for (let i = 0; i < n; i++) dst[to + i] = src[from + i]!;
+  return to + n;
+}
+
+/**
+ * The span record an {@link EncodedSpan} was made from, decoded from its
+ * bytes: for a queue whose exporter is replaced by one that takes spans, not
+ * bytes (a configuration reload from OTLP to the console). Reads the fields
+ * {@link OtlpTraceEncoder} writes for a span record.
+ */
+export function decodeEncodedSpan(e: EncodedSpan): ReadableSpan {
+  const r = new Reader(e.chunk, e.start, e.end);
+  r.tag();
+  const end = r.len() + r.pos;
+  const ids = Buffer.alloc(32);
+  let hasParent = false;
+  let flags = 0;
+  let traceState: TraceState | undefined;
+  let name = '';
+  let kind = 0;
+  let start = 0n;
+  let stop = 0n;
+  const attributes: Attributes = {};
+  let droppedAttributes = 0;
+  const events: TimedEvent[] = [];
+  let droppedEvents = 0;
+  let status: ReadableSpan['status'] = { code: 0 };
+  while (r.pos < end) {
+    const t = r.tag();
+    switch (t >>> 3) {
+      case 1: r.bytes().copy(ids, 0); break;
+      case 2: r.bytes().copy(ids, 16); break;
+      case 3: traceState = new TraceState(r.string()); break;
+      case 4: r.bytes().copy(ids, 24); hasParent = true; break;
+      case 5: name = r.string(); break;
+      case 6: kind = r.varint() - 1; break;
+      case 7: start = r.fixed64(); break;
+      case 8: stop = r.fixed64(); break;
+      case 9: {
+        const [k, v] = r.keyValue();
+        attributes[k] = v;
+        break;
+      }
+      case 10: droppedAttributes = r.varint(); break;
+      case 11: {
+        const m = r.message();
+        let time = 0n;
+        let evName = '';
+        while (m.pos < m.end) {
+          const et = m.tag();
+          if (et >>> 3 === 1) time = m.fixed64();
+          else if (et >>> 3 === 2) evName = m.string();
+          else m.skip(et);
+        }
+        events.push({ name: evName, time: [Number(time / 1_000_000_000n), Number(time % 1_000_000_000n)] });
+        break;
+      }
+      case 12: droppedEvents = r.varint(); break;
+      case 15: {
+        const m = r.message();
+        let code = 0;
+        let message: string | undefined;
+        while (m.pos < m.end) {
+          const st = m.tag();
+          if (st >>> 3 === 2) message = m.string();
+          else if (st >>> 3 === 3) code = m.varint();
+          else m.skip(st);
+        }
+        status = message === undefined ? { code } : { code, message };
+        break;
+      }
+      case 16: flags = r.fixed32(); break;
+      default: r.skip(t);
+    }
+  }
+  return spanRecord({
+    name, kind, ids: ids.toString('latin1'), hasParent, parentRemote: (flags & SPAN_FLAGS_IS_REMOTE) !== 0, sampled: (flags & 1) !== 0, traceState,
+    startUnixNano: start, endUnixNano: stop, attributes, status, resource: e.resource, scope: e.instrumentationScope, events, droppedEvents, droppedAttributes,
+  });
+}
+
+/** Reads protobuf wire values from `buf` between `pos` and `end`. */
+class Reader {
+  buf: Buffer;
+  pos: number;
+  end: number;
+  constructor(buf: Buffer, pos: number, end: number) {
+    this.buf = buf;
+    this.pos = pos;
+    this.end = end;
+  }
+
+  varint(): number {
+    return Number(this.varint64());
+  }
+
+  varint64(): bigint {
+    let v = 0n;
+    let shift = 0n;
+    for (;;) {
+      const b = this.buf[this.pos++]!;
+      v |= BigInt(b & 0x7f) << shift;
+      if (b < 0x80) return v;
+      shift += 7n;
+    }
+  }
+
+  tag(): number {
+    return this.varint();
+  }
+
+  len(): number {
+    return this.varint();
+  }
+
+  bytes(): Buffer {
+    const n = this.len();
+    const b = this.buf.subarray(this.pos, this.pos + n);
+    this.pos += n;
+    return b;
+  }
+
+  string(): string {
+    return this.bytes().toString('utf8');
+  }
+
+  /** A reader of the embedded message here (length first), which this one skips. */
+  message(): Reader {
+    const n = this.len();
+    const m = new Reader(this.buf, this.pos, this.pos + n);
+    this.pos += n;
+    return m;
+  }
+
+  fixed64(): bigint {
+    const v = this.buf.readBigUInt64LE(this.pos);
+    this.pos += 8;
+    return v;
+  }
+
+  fixed32(): number {
+    const v = this.buf.readUInt32LE(this.pos);
+    this.pos += 4;
+    return v;
+  }
+
+  skip(t: number): void {
+    switch (t & 7) {
+      case WIRE_VARINT: this.varint64(); break;
+      case WIRE_FIXED64: this.pos += 8; break;
+      case WIRE_LEN: this.pos += this.len(); break;
+      case WIRE_FIXED32: this.pos += 4; break;
+    }
+  }
+
+  /** A KeyValue message (length first). */
+  keyValue(): [string, AttributeValue] {
+    const end = this.len() + this.pos;
+    let key = '';
+    let value: AttributeValue = '';
+    while (this.pos < end) {
+      const t = this.tag();
+      if (t >>> 3 === 1) key = this.string();
+      else if (t >>> 3 === 2) value = this.anyValue() ?? '';
+      else this.skip(t);
+    }
+    return [key, value];
+  }
+
+  /** An AnyValue message (length first); undefined when empty (an array's null item). */
+  anyValue(): AttributeValue | undefined {
+    const end = this.len() + this.pos;
+    let value: AttributeValue | undefined;
+    while (this.pos < end) {
+      const t = this.tag();
+      switch (t >>> 3) {
+        case 1: value = this.string(); break;
+        case 2: value = this.varint() !== 0; break;
+        case 3: value = Number(BigInt.asIntN(64, this.varint64())); break;
+        case 4: value = this.buf.readDoubleLE(this.pos); this.pos += 8; break;
+        case 5: {
+          const arrEnd = this.len() + this.pos;
+          const items: Array<string | number | boolean | null | undefined> = [];
+          while (this.pos < arrEnd) {
+            const it = this.tag();
+            if (it >>> 3 === 1) items.push(this.anyValue() as string | number | boolean | undefined ?? null);
+            else this.skip(it);
+          }
+          value = items as AttributeValue;
+          break;
+        }
+        default: this.skip(t);
+      }
+    }
+    return value;
   }
 }
 

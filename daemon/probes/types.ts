@@ -7,8 +7,8 @@ import type { Resource } from '@opentelemetry/resources';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import type { Attributes, SpanKind, SpanStatus, TraceState } from '@opentelemetry/api';
 import { nanosToHrTime, type MonotonicClock } from '../spans/clock.ts';
-import { spanRecord, STATUS_ERROR, STATUS_UNSET } from '../spans/span-record.ts';
-import { rawSpanContext, type RawSpanContext } from '../spans/span-context.ts';
+import { eventSpanRecord, instrumentationScope, spanRecord, STATUS_ERROR, STATUS_UNSET } from '../spans/span-record.ts';
+import { rawSpanContext, rawSpanContextAt, type RawSpanContext } from '../spans/span-context.ts';
 import { SpanFlags } from '../generated/layouts.ts';
 import type { HttpRouteBound } from '../spans/http-route.ts';
 import type { BpfMapName, BpfProgramName, SpanContext as SpanContextLayout } from '../generated/layouts.ts';
@@ -201,13 +201,9 @@ export function eventBasics(ctx: EventContext, what: string, tgid: number, metho
 }
 
 /** What a probe event carries about its span, in the layout every probe event shares. */
-export interface ProbeSpan {
+export interface ProbeSpanFields {
   name: string;
   kind: SpanKind;
-  /** The event's span context: decoded, or read in place (`rawSpanContextAt`). */
-  span: SpanContextLayout | RawSpanContext;
-  start_ns: bigint;
-  end_ns: bigint;
   attributes: Attributes;
   error: boolean;
   resource: Resource;
@@ -223,9 +219,39 @@ export interface ProbeSpan {
   droppedAttributes?: number;
 }
 
+/** The span context and stamps, decoded. */
+export interface ProbeSpanDecoded {
+  /** The event's span context: decoded, or read in place (`rawSpanContextAt`). */
+  span: SpanContextLayout | RawSpanContext;
+  start_ns: bigint;
+  end_ns: bigint;
+}
+
+/**
+ * The span context and stamps, read in place from the event (the cheap way:
+ * no id strings, no BigInts): the struct gt_span_context at `spanAt` of
+ * `event`, the CLOCK_MONOTONIC stamps (u64) at `startAt` and `endAt`.
+ */
+export interface ProbeSpanInPlace {
+  event: Buffer;
+  spanAt: number;
+  startAt: number;
+  endAt: number;
+}
+
+export type ProbeSpan = ProbeSpanFields & (ProbeSpanDecoded | ProbeSpanInPlace);
+
 /** Emits the span of a probe event: ids made in BPF, monotonic stamps turned to wall time. */
 export function emitProbeSpan(ctx: EventContext, s: ProbeSpan): void {
-  const raw = 'ids' in s.span ? s.span : rawSpanContext(s.span);
+  const status = s.status ?? (s.error ? STATUS_ERROR : STATUS_UNSET);
+  if ('event' in s && !s.events?.length && !s.droppedEvents && !s.droppedAttributes) {
+    ctx.emit(eventSpanRecord(s.event, s.spanAt, s.startAt, s.endAt, ctx.clock, s.name, s.kind, s.traceState, s.attributes, status, s.resource, instrumentationScope(s.scope)));
+    return;
+  }
+  const d: ProbeSpanDecoded = 'event' in s
+    ? { span: rawSpanContextAt(s.event, s.spanAt), start_ns: s.event.readBigUInt64LE(s.startAt), end_ns: s.event.readBigUInt64LE(s.endAt) }
+    : s;
+  const raw = 'ids' in d.span ? d.span : rawSpanContext(d.span);
   ctx.emit(spanRecord({
     name: s.name,
     kind: s.kind,
@@ -234,10 +260,10 @@ export function emitProbeSpan(ctx: EventContext, s: ProbeSpan): void {
     parentRemote: (raw.flags & SpanFlags.GT_SPAN_PARENT_REMOTE) !== 0,
     sampled: (raw.flags & SpanFlags.GT_SPAN_SAMPLED) !== 0,
     traceState: s.traceState,
-    startUnixNano: ctx.clock.toUnixNano(s.start_ns),
-    endUnixNano: ctx.clock.toUnixNano(s.end_ns),
+    startUnixNano: ctx.clock.toUnixNano(d.start_ns),
+    endUnixNano: ctx.clock.toUnixNano(d.end_ns),
     attributes: s.attributes,
-    status: s.status ?? (s.error ? STATUS_ERROR : STATUS_UNSET),
+    status,
     resource: s.resource,
     scope: s.scope,
     events: s.events ? s.events.map((e) => ({ name: e.name, time: nanosToHrTime(ctx.clock.toUnixNano(e.time_ns)) })) : [],

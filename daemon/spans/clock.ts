@@ -7,6 +7,9 @@ import type { HrTime } from '@opentelemetry/api';
 
 export class MonotonicClock {
   private offsetNs = 0n;
+  // the offset as the two 32-bit halves of its 64-bit two's complement, for copyUnixNano
+  private offsetLo = 0;
+  private offsetHi = 0;
   private sampledAt = 0;
   private calls = 0;
   private sampled = false;
@@ -29,7 +32,12 @@ export class MonotonicClock {
     const mono = (before + after) / 2n;
     const offset = BigInt(wallMs) * 1_000_000n - mono;
     const moved = offset > this.offsetNs ? offset - this.offsetNs : this.offsetNs - offset;
-    if (!this.sampled || moved > OFFSET_STEP_NS) this.offsetNs = offset;
+    if (!this.sampled || moved > OFFSET_STEP_NS) {
+      this.offsetNs = offset;
+      const u = BigInt.asUintN(64, offset);
+      this.offsetLo = Number(u & 0xffffffffn);
+      this.offsetHi = Number(u >> 32n);
+    }
     this.sampled = true;
     this.sampledAt = wallMs;
   }
@@ -39,6 +47,20 @@ export class MonotonicClock {
     // the wall clock looked at once per 256 stamps, not for every one
     if ((++this.calls & 0xff) === 0 && Date.now() - this.sampledAt > 1000) this.resample();
     return monoNs + this.offsetNs;
+  }
+
+  /**
+   * Writes the wall-clock stamp (u64 little-endian nanoseconds since the
+   * epoch) of the CLOCK_MONOTONIC stamp at `from` (u64 little-endian) to
+   * `to`: {@link toUnixNano} without a BigInt, in 32-bit halves (the hot
+   * path makes two per span, and BigInts are heap objects).
+   */
+  copyUnixNano(from: Buffer, fromAt: number, to: Buffer, toAt: number): void {
+    if ((++this.calls & 0xff) === 0 && Date.now() - this.sampledAt > 1000) this.resample();
+    const lo = from.readUInt32LE(fromAt) + this.offsetLo;
+    const carry = lo > 0xffffffff ? 1 : 0;
+    to.writeUInt32LE(lo - carry * 0x100000000, toAt);
+    to.writeUInt32LE((from.readUInt32LE(fromAt + 4) + this.offsetHi + carry) % 0x100000000, toAt + 4);
   }
 }
 

@@ -15,6 +15,9 @@ import type { Resource } from '@opentelemetry/resources';
 import type { ReadableSpan, TimedEvent } from '@opentelemetry/sdk-trace-base';
 import { nanosToHrTime } from './clock.ts';
 import { AGENT_NAME, AGENT_VERSION, SEMCONV_SCHEMA_URL } from './resource.ts';
+import { SpanContextOffsets, SpanFlags } from '../generated/layouts.ts';
+
+const SPAN_CONTEXT_FLAGS = SpanContextOffsets.flags;
 
 export interface SpanInput {
   name: string;
@@ -61,7 +64,8 @@ export interface RawSpanInput {
   attributes: Attributes;
   status: SpanStatus;
   resource: Resource;
-  scope: string;
+  /** the instrumented Go package, or its scope as made by {@link instrumentationScope} */
+  scope: string | InstrumentationScope;
   events: TimedEvent[];
   droppedEvents: number;
   droppedAttributes: number;
@@ -87,19 +91,53 @@ export function instrumentationScope(scope: string): InstrumentationScope {
   return s;
 }
 
+/**
+ * Where span records keep their ids and stamps: {@link SLOT_BYTES} bytes each
+ * (trace id 16, span id 8, parent span id 8, then start and end as u64
+ * little-endian nanoseconds since the epoch), side by side in slabs shared by
+ * consecutive records. A record costs no string, BigInt or Buffer of its
+ * own; a slab is freed with the last record that uses it.
+ */
+const SLOT_BYTES = 48;
+const SLAB_BYTES = SLOT_BYTES * 1024;
+let slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
+let slabNext = 0;
+
+/** Takes the next slot: returns its offset in `slab` (which it may replace with a fresh one). */
+function takeSlot(): number {
+  if (slabNext + SLOT_BYTES > SLAB_BYTES) {
+    slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
+    slabNext = 0;
+  }
+  const at = slabNext;
+  slabNext += SLOT_BYTES;
+  return at;
+}
+
+/** Makes the end stamp at `at` of `b` no earlier than the start stamp (a span never ends before it starts). */
+function clampEnd(b: Buffer, at: number): void {
+  const sHi = b.readUInt32LE(at + 36);
+  const eHi = b.readUInt32LE(at + 44);
+  if (eHi > sHi || (eHi === sHi && b.readUInt32LE(at + 40) >= b.readUInt32LE(at + 32))) return;
+  b.copy(b, at + 40, at + 32, at + 40);
+}
+
+/** What a clock must offer {@link eventSpanRecord} (MonotonicClock). */
+export interface StampConverter {
+  copyUnixNano(from: Buffer, fromAt: number, to: Buffer, toAt: number): void;
+}
+
 /** A finished span (a ReadableSpan) that keeps its ids as bytes and its stamps as nanoseconds. */
 export class SpanRecord implements ReadableSpan {
   readonly name: string;
   readonly kind: SpanKind;
-  /** See {@link RawSpanInput.ids}. */
-  readonly ids: string;
+  /** The slab holding this record's ids and stamps (see {@link SLOT_BYTES}), at {@link at}. */
+  readonly bytes: Buffer;
+  readonly at: number;
   readonly hasParent: boolean;
   readonly parentRemote: boolean;
   readonly traceFlags: number;
   readonly traceState: TraceState | undefined;
-  /** Wall-clock nanoseconds since the epoch; never before the start. */
-  readonly startUnixNano: bigint;
-  readonly endUnixNano: bigint;
   readonly status: SpanStatus;
   readonly attributes: Attributes;
   readonly links: Link[] = NO_LINKS;
@@ -113,33 +151,51 @@ export class SpanRecord implements ReadableSpan {
   #context: SpanContext | undefined;
   #parent: SpanContext | undefined;
 
-  constructor(s: RawSpanInput) {
-    this.name = s.name;
-    this.kind = s.kind;
-    this.ids = s.ids;
-    this.hasParent = s.hasParent;
-    this.parentRemote = s.parentRemote;
-    this.traceFlags = s.sampled ? TraceFlags.SAMPLED : TraceFlags.NONE;
-    this.traceState = s.traceState;
-    this.startUnixNano = s.startUnixNano;
-    this.endUnixNano = s.endUnixNano >= s.startUnixNano ? s.endUnixNano : s.startUnixNano;
-    this.status = s.status;
-    this.attributes = s.attributes;
-    this.events = s.events.length ? s.events : NO_EVENTS;
-    this.resource = s.resource;
-    this.instrumentationScope = instrumentationScope(s.scope);
-    this.droppedAttributesCount = s.droppedAttributes;
-    this.droppedEventsCount = s.droppedEvents;
+  /** Positional, for the hot path: see {@link spanRecord} and {@link eventSpanRecord}. */
+  constructor(
+    name: string, kind: SpanKind, bytes: Buffer, at: number, hasParent: boolean, parentRemote: boolean, sampled: boolean, traceState: TraceState | undefined,
+    attributes: Attributes, status: SpanStatus, resource: Resource, scope: InstrumentationScope, events: TimedEvent[], droppedEvents: number, droppedAttributes: number,
+  ) {
+    this.name = name;
+    this.kind = kind;
+    this.bytes = bytes;
+    this.at = at;
+    this.hasParent = hasParent;
+    this.parentRemote = parentRemote;
+    this.traceFlags = sampled ? TraceFlags.SAMPLED : TraceFlags.NONE;
+    this.traceState = traceState;
+    this.status = status;
+    this.attributes = attributes;
+    this.events = events.length ? events : NO_EVENTS;
+    this.resource = resource;
+    this.instrumentationScope = scope;
+    this.droppedAttributesCount = droppedAttributes;
+    this.droppedEventsCount = droppedEvents;
+  }
+
+  /** See {@link RawSpanInput.ids}. */
+  get ids(): string {
+    return this.bytes.toString('latin1', this.at, this.at + 32);
+  }
+
+  /** Wall-clock nanoseconds since the epoch. */
+  get startUnixNano(): bigint {
+    return this.bytes.readBigUInt64LE(this.at + 32);
+  }
+
+  /** Wall-clock nanoseconds since the epoch; never before the start. */
+  get endUnixNano(): bigint {
+    return this.bytes.readBigUInt64LE(this.at + 40);
   }
 
   spanContext(): SpanContext {
-    this.#context ??= { traceId: hexOf(this.ids, 0, 16), spanId: hexOf(this.ids, 16, 24), traceFlags: this.traceFlags, traceState: this.traceState };
+    this.#context ??= { traceId: this.#hex(0, 16), spanId: this.#hex(16, 24), traceFlags: this.traceFlags, traceState: this.traceState };
     return this.#context;
   }
 
   get parentSpanContext(): SpanContext | undefined {
     if (!this.hasParent) return undefined;
-    this.#parent ??= { traceId: this.spanContext().traceId, spanId: hexOf(this.ids, 24, 32), traceFlags: this.traceFlags, isRemote: this.parentRemote };
+    this.#parent ??= { traceId: this.spanContext().traceId, spanId: this.#hex(24, 32), traceFlags: this.traceFlags, isRemote: this.parentRemote };
     return this.#parent;
   }
 
@@ -154,15 +210,44 @@ export class SpanRecord implements ReadableSpan {
   get duration(): HrTime {
     return nanosToHrTime(this.endUnixNano - this.startUnixNano);
   }
+
+  #hex(from: number, to: number): string {
+    return this.bytes.toString('hex', this.at + from, this.at + to);
+  }
 }
 
-function hexOf(ids: string, from: number, to: number): string {
-  return Buffer.from(ids.slice(from, to), 'latin1').toString('hex');
-}
-
-/** The span record of a probe's event. */
+/** The span record of a probe's event, from decoded fields. */
 export function spanRecord(s: RawSpanInput): SpanRecord {
-  return new SpanRecord(s);
+  const at = takeSlot();
+  const b = slab;
+  b.write(s.ids, at, 32, 'latin1');
+  b.writeBigUInt64LE(BigInt.asUintN(64, s.startUnixNano), at + 32);
+  b.writeBigUInt64LE(BigInt.asUintN(64, s.endUnixNano), at + 40);
+  clampEnd(b, at);
+  return new SpanRecord(s.name, s.kind, b, at, s.hasParent, s.parentRemote, s.sampled, s.traceState, s.attributes, s.status, s.resource,
+    typeof s.scope === 'string' ? instrumentationScope(s.scope) : s.scope, s.events, s.droppedEvents, s.droppedAttributes);
+}
+
+/**
+ * The span record of a probe's event read in place: the struct
+ * gt_span_context at `spanAt` of `event` (its ids and flags) and the
+ * CLOCK_MONOTONIC stamps (u64 little-endian) at `startAt` and `endAt`,
+ * turned to wall time by `clock`. Copies 48 bytes and allocates nothing but
+ * the record.
+ */
+export function eventSpanRecord(
+  event: Buffer, spanAt: number, startAt: number, endAt: number, clock: StampConverter,
+  name: string, kind: SpanKind, traceState: TraceState | undefined, attributes: Attributes, status: SpanStatus, resource: Resource, scope: InstrumentationScope,
+): SpanRecord {
+  const at = takeSlot();
+  const b = slab;
+  for (let i = 0; i < 32; i++) b[at + i] = event[spanAt + i]!;
+  clock.copyUnixNano(event, startAt, b, at + 32);
+  clock.copyUnixNano(event, endAt, b, at + 40);
+  clampEnd(b, at);
+  const flags = event.readUInt32LE(spanAt + SPAN_CONTEXT_FLAGS);
+  return new SpanRecord(name, kind, b, at, (flags & SpanFlags.GT_SPAN_HAS_PARENT) !== 0, (flags & SpanFlags.GT_SPAN_PARENT_REMOTE) !== 0,
+    (flags & SpanFlags.GT_SPAN_SAMPLED) !== 0, traceState, attributes, status, resource, scope, NO_EVENTS, 0, 0);
 }
 
 /** A span record from hex ids (spans made outside the probes' events, and tests). */
@@ -171,7 +256,7 @@ export function makeSpan(s: SpanInput): ReadableSpan {
   ids.write(s.traceId, 0, 16, 'hex');
   ids.write(s.spanId, 16, 8, 'hex');
   if (s.parentSpanId) ids.write(s.parentSpanId, 24, 8, 'hex');
-  return new SpanRecord({
+  return spanRecord({
     name: s.name,
     kind: s.kind,
     ids: ids.toString('latin1'),

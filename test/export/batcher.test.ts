@@ -351,6 +351,31 @@ describe('SpanBatcher.reconfigure (a configuration reload)', () => {
     assert.deepEqual(b.stats, { queued: 0, exported: 5, failed: 0, dropped: { queue_full: 0, shutdown: 0 } });
   });
 
+  test('spans an OTLP exporter prepared as they were queued reach a new exporter that does not prepare as the spans they were', async () => {
+    const { OtlpProtoTraceExporter } = await import('../../daemon/export/otlp-exporter.ts');
+    const { makeSpan } = await import('../../daemon/spans/span-record.ts');
+    const { resourceFromAttributes } = await import('@opentelemetry/resources');
+    const otlp = new OtlpProtoTraceExporter({ url: 'http://127.0.0.1:9/v1/traces' });
+    const b = new SpanBatcher(otlp, createLogger('info', () => {}), { scheduledDelayMillis: 60_000 });
+    const made = Array.from({ length: 3 }, (_, i) => makeSpan({
+      name: `GET /${i}`, kind: 1, traceId: 'ab'.repeat(16), spanId: `${i}`.repeat(16), parentSpanId: 'cd'.repeat(8), sampled: true,
+      startUnixNano: 1_764_547_200_123_456_789n, endUnixNano: 1_764_547_200_223_456_789n + BigInt(i),
+      attributes: { 'url.path': `/${i}`, 'http.response.status_code': 200 }, status: { code: 0 }, resource: resourceFromAttributes({ 'service.name': 's' }), scope: 'net/http',
+    }));
+    for (const s of made) b.push(s);
+    const next = new MemoryExporter();
+    b.reconfigure(next, { scheduledDelayMillis: 0 });
+    mock.timers.tick(1);
+    await settle();
+    assert.deepEqual(next.delivered, ['GET /0', 'GET /1', 'GET /2']);
+    const got = next.calls[0]!.spans;
+    for (const [i, s] of made.entries()) {
+      assert.deepEqual(got[i]!.attributes, s.attributes);
+      assert.deepEqual(got[i]!.spanContext(), s.spanContext());
+      assert.deepEqual(got[i]!.endTime, s.endTime);
+    }
+  });
+
   test('the new exporter starts without the old one\'s backoff, and readiness follows it; invalid options change nothing', async () => {
     const { exp: old, b } = setup({ scheduledDelayMillis: 100 });
     old.answer = 'fail';

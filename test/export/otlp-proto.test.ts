@@ -12,9 +12,11 @@ import { TraceState } from '@opentelemetry/core';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { ProtobufTraceSerializer } from '@opentelemetry/otlp-transformer';
-import { OtlpTraceEncoder } from '../../daemon/export/otlp-proto.ts';
-import { instrumentationScope, makeSpan, spanRecord } from '../../daemon/spans/span-record.ts';
+import { decodeEncodedSpan, EncodedSpan, OtlpTraceEncoder } from '../../daemon/export/otlp-proto.ts';
+import { instrumentationScope, makeSpan, spanRecord, type SpanRecord } from '../../daemon/spans/span-record.ts';
 import { rawSpanContextAt } from '../../daemon/spans/span-context.ts';
+import { MonotonicClock } from '../../daemon/spans/clock.ts';
+import { emitProbeSpan, type EventContext } from '../../daemon/probes/types.ts';
 import { encodeSpanContext, SpanFlags } from '../../daemon/generated/layouts.ts';
 
 const resA = resourceFromAttributes({ 'service.name': 'shop', 'process.pid': 41, 'host.arch': 'amd64', 'k8s.pod.labels': ['a', 'b'] });
@@ -86,6 +88,68 @@ test('a span record read in place from event bytes carries the ids, flags and st
   assert.deepEqual(span.endTime, [1_764_547_200, 1]);
   assert.deepEqual(span.duration, [0, 0]);
   same([span]);
+});
+
+test('a span record read in place from an event (eventSpanRecord) encodes as the one made from its decoded fields', () => {
+  // stamps whose low halves carry into the high ones once the offset is added, an end before the start, no parent, a trace state
+  const clock = new MonotonicClock();
+  const encoder = new OtlpTraceEncoder(64);
+  const stamps = [0n, 0xffff_ffffn, 0x1_ffff_fff0n, 123_456_789_000n, process.hrtime.bigint(), 0x7fff_ffff_ffff_fff0n];
+  for (const [i, start] of stamps.entries()) {
+    for (const end of [start + 0x1_0000_0010n, start, start > 5n ? start - 5n : start]) {
+      const buf = Buffer.alloc(96);
+      const flags = (i % 2 ? SpanFlags.GT_SPAN_HAS_PARENT : 0) | (i % 3 ? SpanFlags.GT_SPAN_SAMPLED : 0) | (i === 1 ? SpanFlags.GT_SPAN_PARENT_REMOTE : 0);
+      encodeSpanContext({ trace_id: Buffer.alloc(16, i + 1), span_id: Buffer.alloc(8, 0xb0 + i), parent_span_id: Buffer.alloc(8, i % 2 ? 0xc0 : 0), flags, reserved: 0 }, buf, 16);
+      buf.writeBigUInt64LE(start, 72);
+      buf.writeBigUInt64LE(end, 80);
+      const fields = { name: `GET /x/${i}`, kind: SpanKind.SERVER, attributes: { 'url.path': `/x/${i}` }, error: i === 2, resource: resA, scope: 'net/http',
+        traceState: i === 3 ? new TraceState('vendor=x') : undefined };
+      const emitted: ReadableSpan[] = [];
+      const ctx = { clock, emit: (s: ReadableSpan) => emitted.push(s) } as unknown as EventContext;
+      emitProbeSpan(ctx, { ...fields, event: buf, spanAt: 16, startAt: 72, endAt: 80 });
+      emitProbeSpan(ctx, { ...fields, span: rawSpanContextAt(buf, 16), start_ns: start, end_ns: end });
+      const [inPlace, decoded] = emitted as [SpanRecord, SpanRecord];
+      assert.equal(inPlace.startUnixNano, clock.toUnixNano(start));
+      assert.equal(inPlace.endUnixNano, decoded.endUnixNano);
+      assert.ok(inPlace.endUnixNano >= inPlace.startUnixNano, 'never ends before it starts');
+      assert.deepEqual(inPlace.spanContext(), decoded.spanContext());
+      assert.deepEqual(inPlace.parentSpanContext, decoded.parentSpanContext);
+      assert.equal(Buffer.from(encoder.encode([inPlace])).toString('hex'), Buffer.from(encoder.encode([decoded])).toString('hex'));
+      same([inPlace, decoded], encoder);
+    }
+  }
+});
+
+test('spans prepared when queued (OtlpTraceEncoder.prepare) encode as they would have at export, mixed with others, across chunks', () => {
+  const encoder = new OtlpTraceEncoder(64);
+  // 1,500 spans of ~1 KiB fill several 256 KiB chunks; a 300 KiB one grows a chunk of its own
+  const spans: ReadableSpan[] = Array.from({ length: 1500 }, (_, i) => fromHex(i, i % 7 ? resA : resB, i % 5 ? 'net/http' : 'database/sql'));
+  spans.splice(700, 0, makeSpan({ name: 'huge', kind: SpanKind.CLIENT, traceId: '1'.repeat(32), spanId: '2'.repeat(16), sampled: true, startUnixNano: 5n, endUnixNano: 6n,
+    attributes: { 'db.query.text': 'y'.repeat(300 * 1024) }, status: { code: SpanStatusCode.UNSET }, resource: resA, scope: 'database/sql' }));
+  spans.push(sdkLike(3));
+  const queued = spans.map((sp, i) => (i % 3 === 2 ? sp : encoder.prepare(sp)));
+  assert.ok(queued.filter((q) => q instanceof EncodedSpan).length > 1000, 'span records are prepared');
+  assert.ok(!(queued.at(-1) instanceof EncodedSpan), 'other ReadableSpans are left as they are');
+  assert.ok(new Set(queued.flatMap((q) => (q instanceof EncodedSpan ? [q.chunk] : []))).size >= 5, 'several chunks');
+  const theirs = ProtobufTraceSerializer.serializeRequest(spans);
+  assert.equal(Buffer.from(encoder.encode(queued)).toString('hex'), Buffer.from(theirs!).toString('hex'));
+  // a batch sent again (after a failed export) encodes the same
+  assert.equal(Buffer.from(encoder.encode(queued)).toString('hex'), Buffer.from(theirs!).toString('hex'));
+});
+
+test('a prepared span decodes back into the span it was made from (decodeEncodedSpan)', () => {
+  const encoder = new OtlpTraceEncoder();
+  for (let i = 0; i < 40; i++) {
+    const original = fromHex(i, i % 2 ? resA : resB, 'google.golang.org/grpc');
+    const decoded = decodeEncodedSpan(encoder.prepare(original) as EncodedSpan);
+    for (const k of ['name', 'kind', 'attributes', 'status', 'events', 'links', 'droppedAttributesCount', 'droppedEventsCount', 'startTime', 'endTime', 'resource', 'instrumentationScope'] as const) {
+      assert.deepEqual(decoded[k], original[k], `${k} of span ${i}`);
+    }
+    const ctx = (sp: ReadableSpan) => ({ ...sp.spanContext(), traceState: sp.spanContext().traceState?.serialize() });
+    assert.deepEqual(ctx(decoded), ctx(original));
+    assert.deepEqual(decoded.parentSpanContext, original.parentSpanContext);
+    same([decoded, original], encoder);
+  }
 });
 
 test('a request larger than the initial buffer grows it', () => {

@@ -61,3 +61,15 @@ test('MonotonicClock: re-measuring the offset does not move it by a measurement\
   const now = clock.toUnixNano(process.hrtime.bigint());
   assert.ok(now - wall < 3_000_000n && wall - now < 3_000_000n, `${now} vs ${wall}`);
 });
+
+test('MonotonicClock: copyUnixNano writes the stamp toUnixNano gives, carries and wrap-around included', async () => {
+  const { MonotonicClock } = await import('../../daemon/spans/clock.ts');
+  const clock = new MonotonicClock();
+  const from = Buffer.alloc(16);
+  const to = Buffer.alloc(24);
+  for (const stamp of [0n, 1n, 0xffff_ffffn, 0x1_0000_0000n, 0x1_ffff_ffffn, 123_456_789_000n, process.hrtime.bigint(), 0xffff_ffff_ffff_ffffn, 0x8000_0000_0000_0000n]) {
+    from.writeBigUInt64LE(stamp, 4);
+    clock.copyUnixNano(from, 4, to, 8);
+    assert.equal(to.readBigUInt64LE(8), BigInt.asUintN(64, clock.toUnixNano(stamp)), `stamp ${stamp}`);
+  }
+});

@@ -15,7 +15,6 @@ import {
 } from '../../../../../generated/layouts.ts';
 import { emitProbeSpan, eventBasics, fieldGroup, type EventContext, type EventProbe, fieldResolved } from '../../../../types.ts';
 import { RepeatedString, splitHostPort, stringAt } from '../../../../../spans/go-values.ts';
-import { rawSpanContextAt } from '../../../../../spans/span-context.ts';
 import { routeTemplate } from '../../../../../spans/http-route.ts';
 import { TCP_FIELDS, TCP_FIELDS_READ, tcpOffsets } from '../tcp-fields.ts';
 
@@ -268,9 +267,10 @@ export const httpServerProbe: EventProbe = {
       // method; "HTTP" for methods outside the known set
       name: route === undefined ? (known ? method : 'HTTP') : `${known ? method : 'HTTP'} ${route}`,
       kind: SpanKind.SERVER,
-      span: rawSpanContextAt(buf, off + O.span),
-      start_ns: buf.readBigUInt64LE(off + O.start_ns),
-      end_ns: buf.readBigUInt64LE(off + O.end_ns),
+      event: buf,
+      spanAt: off + O.span,
+      startAt: off + O.start_ns,
+      endAt: off + O.end_ns,
       attributes,
       error: panicked || (status ?? 0) >= 500,
       resource,
