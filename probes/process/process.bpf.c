@@ -111,11 +111,13 @@ GT_EXPORT_LAYOUTS(process,
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	/* 1 MiB: thousands of exec/exit events, drained at once (every record
-	 * wakes the consumer). Its pages are mapped into the agent twice (the
-	 * ring's data is mapped back to back), so each MiB here is 2 MiB of the
-	 * agent's RSS. */
-	__uint(max_entries, 1024 * 1024);
+	/* 2 MiB: an exec of a known binary carries its command line and
+	 * environment (~4.7 KiB), so ~440 of them fit while the consumer thread
+	 * waits for a core on a busy node (1 MiB overflowed in bursts of
+	 * short-lived processes there). Its pages are mapped into the agent
+	 * twice (the ring's data is mapped back to back), so each MiB here is
+	 * 2 MiB of the agent's RSS once written. */
+	__uint(max_entries, 2 * 1024 * 1024);
 } gt_process_events SEC(".maps");
 
 struct {
