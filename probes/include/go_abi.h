@@ -47,14 +47,12 @@ static __always_inline int go_read_ptr(__u64 base, __u32 off, __u64 *out)
 	return bpf_probe_read_user(out, sizeof(*out), (void *)(base + off));
 }
 
-/* Copies a Go string field at base+off into dst (size cap, a power of two),
- * returning the string's full length (which may exceed what was copied, so
- * user space can mark truncation), or -1 when the header is unreadable. */
-static __always_inline __s64 go_read_string(__u64 base, __u32 off, char *dst, __u32 cap)
+/* Copies the bytes of a Go string whose header is already read into dst
+ * (size cap, a power of two), returning the string's full length (which may
+ * exceed what was copied, so user space can mark truncation), or -1 when
+ * the bytes are unreadable. */
+static __always_inline __s64 go_copy_string(struct go_string s, char *dst, __u32 cap)
 {
-	struct go_string s = {};
-	if (!base || bpf_probe_read_user(&s, sizeof(s), (void *)(base + off)) < 0)
-		return -1;
 	if (s.len <= 0 || !s.ptr)
 		return 0;
 	__u32 n = s.len < cap ? (__u32)s.len : cap;
@@ -64,6 +62,16 @@ static __always_inline __s64 go_read_string(__u64 base, __u32 off, char *dst, __
 	if (bpf_probe_read_user(dst, n, (void *)s.ptr) < 0)
 		return -1;
 	return s.len;
+}
+
+/* As go_copy_string, for the string field at base+off; -1 also when the
+ * header is unreadable. */
+static __always_inline __s64 go_read_string(__u64 base, __u32 off, char *dst, __u32 cap)
+{
+	struct go_string s = {};
+	if (!base || bpf_probe_read_user(&s, sizeof(s), (void *)(base + off)) < 0)
+		return -1;
+	return go_copy_string(s, dst, cap);
 }
 
 #define X86_EFLAGS_CF 0x0001

@@ -314,15 +314,7 @@ static __always_inline __s64 client_copy(int hdr, struct go_string s, char *dst,
 {
 	if (hdr < 0)
 		return -1;
-	if (s.len <= 0 || !s.ptr)
-		return 0;
-	__u32 n = s.len < cap ? (__u32)s.len : cap;
-	n &= (cap - 1) | cap; /* keeps the verifier's bound tight */
-	if (n > cap)
-		n = cap;
-	if (bpf_probe_read_user(dst, n, (void *)s.ptr) < 0)
-		return -1;
-	return s.len;
+	return go_copy_string(s, dst, cap);
 }
 
 SEC("uprobe.multi")

@@ -685,15 +685,7 @@ static __always_inline __s64 req_string(const struct req_window *w, __u32 off, c
 	} else if (!w->req || bpf_probe_read_user(&s, sizeof(s), (void *)(w->req + off)) < 0) {
 		return -1;
 	}
-	if (s.len <= 0 || !s.ptr)
-		return 0;
-	__u32 n = s.len < cap ? (__u32)s.len : cap;
-	n &= (cap - 1) | cap; /* keeps the verifier's bound tight */
-	if (n > cap)
-		n = cap;
-	if (bpf_probe_read_user(dst, n, (void *)s.ptr) < 0)
-		return -1;
-	return s.len;
+	return go_copy_string(s, dst, cap);
 }
 
 /* The route the request matched: a router's (probes of routers write it for
