@@ -2,7 +2,8 @@
  * `gotrail run`: the agent.
  */
 import { existsSync } from 'node:fs';
-import { parseArgs } from 'node:util';
+import type { Server } from 'node:http';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 import type { SpanExporter } from '@opentelemetry/sdk-trace-base';
 import { Agent } from '../agent/agent.ts';
 import { DEFAULT_BPF_OBJECT } from '../agent/bpf-runtime.ts';
@@ -166,54 +167,108 @@ function exporterOf(cfg: RunConfig): SpanExporter {
 
 const same = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
 
+const RUN_OPTIONS = {
+  config: { type: 'string' },
+  'include-exe': { type: 'string', multiple: true },
+  'exclude-exe': { type: 'string', multiple: true },
+  'include-name': { type: 'string', multiple: true },
+  'exclude-name': { type: 'string', multiple: true },
+  'include-cmdline': { type: 'string', multiple: true },
+  'exclude-cmdline': { type: 'string', multiple: true },
+  'include-container': { type: 'string', multiple: true },
+  'exclude-container': { type: 'string', multiple: true },
+  'include-namespace': { type: 'string', multiple: true },
+  'exclude-namespace': { type: 'string', multiple: true },
+  'include-pod-label': { type: 'string', multiple: true },
+  'exclude-pod-label': { type: 'string', multiple: true },
+  'opt-in-env': { type: 'string' },
+  'no-inject-traceparent': { type: 'boolean' },
+  'inject-allow': { type: 'string', multiple: true },
+  'inject-deny': { type: 'string', multiple: true },
+  'no-inject-exe': { type: 'string', multiple: true },
+  'no-local-linking': { type: 'boolean' },
+  'no-default-excludes': { type: 'boolean' },
+  kubernetes: { type: 'string' },
+  exporter: { type: 'string' },
+  'max-queue-size': { type: 'string' },
+  'max-export-batch-size': { type: 'string' },
+  'schedule-delay': { type: 'string' },
+  'export-timeout': { type: 'string' },
+  'max-concurrent-exports': { type: 'string' },
+  'otlp-endpoint': { type: 'string' },
+  'metrics-address': { type: 'string' },
+  'scan-interval': { type: 'string' },
+  linger: { type: 'string' },
+  'max-processes': { type: 'string' },
+  'max-inflight': { type: 'string' },
+  'max-http-routes': { type: 'string' },
+  'ring-buffer-bytes': { type: 'string' },
+  'log-level': { type: 'string' },
+  'debug-probe-hits': { type: 'string' },
+  'db-query-text': { type: 'boolean' },
+  'overhead-budget': { type: 'string' },
+  'overhead-budget-window': { type: 'string' },
+  'kafka-message-key': { type: 'boolean' },
+  duration: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const satisfies ParseArgsConfig['options'];
+
+/**
+ * `parseArgs` refuses `--flag -1` as ambiguous (the value could be another
+ * flag) with a message that says nothing of what the flag accepts: a
+ * negative number after a flag that takes a value is joined to it
+ * (`--flag=-1`), so that the flag's own check names what it accepts.
+ */
+export function joinNegativeValues(argv: readonly string[], valueFlags: ReadonlySet<string>): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const next = argv[i + 1];
+    if (a === '--') {
+      out.push(...argv.slice(i));
+      break;
+    }
+    if (a.startsWith('--') && valueFlags.has(a.slice(2)) && next !== undefined && /^-[\d.]/.test(next)) {
+      out.push(`${a}=${next}`);
+      i++;
+    } else {
+      out.push(a);
+    }
+  }
+  return out;
+}
+
+/**
+ * Binds the metrics address before anything else starts, so that an address
+ * in use stops the start at once, before the probes load.
+ * @throws CliError naming the address and how to change it.
+ */
+async function reserveMetricsAddress(addr: { host: string; port: number }, text: string, source: string | undefined): Promise<Server> {
+  // loaded on use, as the metrics module does (an ES import of node:http loads more of Node)
+  const server = process.getBuiltinModule('node:http').createServer();
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(addr.port, addr.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    const why = err.code === 'EADDRINUSE' ? 'the address is already in use (another gotrail?)' : err.code === 'EADDRNOTAVAIL' ? 'no interface of this host has that address' : err.message;
+    const how = source === 'config file' ? 'metricsAddress in the configuration file' : '--metrics-address';
+    throw new CliError(`cannot serve metrics on ${text}: ${why}; choose another with ${how} (host:port, or off)`, EXIT.FAILED);
+  }
+  // a start that fails before the server is handed over must not be kept alive by it
+  server.unref();
+  return server;
+}
+
 export async function runAgent(argv: string[], out: (s: string) => void): Promise<number> {
   const { values } = parseArgs({
-    args: argv,
-    options: {
-      config: { type: 'string' },
-      'include-exe': { type: 'string', multiple: true },
-      'exclude-exe': { type: 'string', multiple: true },
-      'include-name': { type: 'string', multiple: true },
-      'exclude-name': { type: 'string', multiple: true },
-      'include-cmdline': { type: 'string', multiple: true },
-      'exclude-cmdline': { type: 'string', multiple: true },
-      'include-container': { type: 'string', multiple: true },
-      'exclude-container': { type: 'string', multiple: true },
-      'include-namespace': { type: 'string', multiple: true },
-      'exclude-namespace': { type: 'string', multiple: true },
-      'include-pod-label': { type: 'string', multiple: true },
-      'exclude-pod-label': { type: 'string', multiple: true },
-      'opt-in-env': { type: 'string' },
-      'no-inject-traceparent': { type: 'boolean' },
-      'inject-allow': { type: 'string', multiple: true },
-      'inject-deny': { type: 'string', multiple: true },
-      'no-inject-exe': { type: 'string', multiple: true },
-      'no-local-linking': { type: 'boolean' },
-      'no-default-excludes': { type: 'boolean' },
-      kubernetes: { type: 'string' },
-      exporter: { type: 'string' },
-      'max-queue-size': { type: 'string' },
-      'max-export-batch-size': { type: 'string' },
-      'schedule-delay': { type: 'string' },
-      'export-timeout': { type: 'string' },
-      'max-concurrent-exports': { type: 'string' },
-      'otlp-endpoint': { type: 'string' },
-      'metrics-address': { type: 'string' },
-      'scan-interval': { type: 'string' },
-      linger: { type: 'string' },
-      'max-processes': { type: 'string' },
-      'max-inflight': { type: 'string' },
-      'max-http-routes': { type: 'string' },
-      'ring-buffer-bytes': { type: 'string' },
-      'log-level': { type: 'string' },
-      'debug-probe-hits': { type: 'string' },
-      'db-query-text': { type: 'boolean' },
-      'overhead-budget': { type: 'string' },
-      'overhead-budget-window': { type: 'string' },
-      'kafka-message-key': { type: 'boolean' },
-      duration: { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
-    },
+    args: joinNegativeValues(argv, new Set(Object.entries(RUN_OPTIONS).filter(([, o]) => o.type === 'string').map(([k]) => k))),
+    options: RUN_OPTIONS,
   });
   if (values.help) {
     out(runHelp);
@@ -231,10 +286,13 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
     if ((configFile && e instanceof configFile.ConfigFileError) || e instanceof RunConfigError) throw new CliError(e.message, EXIT.USAGE);
     throw e;
   }
-  const duration = durationText !== undefined ? Number(durationText) : undefined;
-  if (duration !== undefined && !(duration > 0)) throw new CliError('--duration: expected seconds > 0', EXIT.USAGE);
+  const duration = durationText !== undefined && durationText.trim() !== '' ? Number(durationText) : undefined;
+  if (durationText !== undefined && !(duration !== undefined && Number.isFinite(duration) && duration > 0)) {
+    throw new CliError(`--duration: expected a number of seconds > 0 (leave it out to run until SIGINT/SIGTERM), got "${durationText}"`, EXIT.USAGE);
+  }
   const metricsAddr = cfg.metricsAddress === 'off' ? undefined : parseHostPort(cfg.metricsAddress);
   checkEnvironment();
+  const metricsListener = metricsAddr ? await reserveMetricsAddress(metricsAddr, cfg.metricsAddress, cfg.sources['metricsAddress']) : undefined;
 
   // Signals are taken from here on: one arriving during start-up stops the
   // agent once it has started, instead of killing it half-way (Node's
@@ -297,7 +355,7 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
     try {
       const reg = createMetrics(agent);
       reloader.registerMetrics(reg);
-      metrics = await serveMetrics(reg, metricsAddr.host, metricsAddr.port, () => agent.healthy(), () => ({ config: reloader.status(), ...(agent.status() as object) }), () => agent.ready(), { calibrate: () => agent.calibrate() });
+      metrics = await serveMetrics(reg, metricsAddr.host, metricsAddr.port, () => agent.healthy(), () => ({ config: reloader.status(), ...(agent.status() as object) }), () => agent.ready(), { calibrate: () => agent.calibrate() }, metricsListener);
       log.info('metrics served', { url: `http://${metricsAddr.host}:${metrics.port}/metrics` });
     } catch (e) {
       await agent.stop();

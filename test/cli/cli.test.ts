@@ -32,6 +32,7 @@ test('usage errors exit 2 and name the problem', () => {
   const cases: Array<[string[], RegExp]> = [
     [['frobnicate'], /unknown command "frobnicate"/],
     [['run', '--exporter', 'kafka'], /--exporter: expected otlp, console or none/],
+    [['run', '--duration'], /--duration <value>' argument missing/],
     [['run', '--log-level', 'loud'], /--log-level/],
     [['run', '--metrics-address', 'nowhere'], /--metrics-address: expected host:port/],
     [['run', '--ring-buffer-bytes', '5000'], /--ring-buffer-bytes: expected an integer >= 4096, a power of two/],
@@ -40,6 +41,26 @@ test('usage errors exit 2 and name the problem', () => {
     [['run', '--max-queue-size', '0'], /--max-queue-size: expected an integer >= 1 \(spans\), got "0"/],
     [['run', '--schedule-delay', '1s'], /--schedule-delay: expected an integer >= 0 \(milliseconds\), got "1s"/],
   ];
+  // every numeric flag, given a negative or a non-number: one line naming the flag, the value and what it accepts
+  const numeric: Array<[string, string, RegExp]> = [
+    ['--duration', '-1', /^gotrail: --duration: expected a number of seconds > 0 .*, got "-1"\n$/],
+    ['--duration', '1m', /^gotrail: --duration: expected a number of seconds > 0 .*, got "1m"\n$/],
+    ['--max-queue-size', '-5', /^gotrail: --max-queue-size: expected an integer >= 1 \(spans\), got "-5"\n$/],
+    ['--max-export-batch-size', '-1', /^gotrail: --max-export-batch-size: expected an integer >= 1 \(spans\), got "-1"\n$/],
+    ['--export-timeout', '-1', /^gotrail: --export-timeout: expected an integer >= 0 \(milliseconds \(0: no limit\)\), got "-1"\n$/],
+    ['--max-concurrent-exports', 'two', /^gotrail: --max-concurrent-exports: expected an integer >= 1 \(exports\), got "two"\n$/],
+    ['--scan-interval', '-100', /^gotrail: --scan-interval: expected an integer >= 50 \(milliseconds\), got "-100"\n$/],
+    ['--linger', '-.5', /^gotrail: --linger: expected an integer >= 0 \(milliseconds; 0: detach with the last process\), got "-.5"\n$/],
+    ['--max-processes', '-16', /^gotrail: --max-processes: expected an integer >= 16 \(processes\), got "-16"\n$/],
+    ['--max-inflight', '1e9x', /^gotrail: --max-inflight: expected an integer >= 16 \(requests\), got "1e9x"\n$/],
+    ['--max-http-routes', '-1', /^gotrail: --max-http-routes: expected an integer >= 0 \(routes per service\), got "-1"\n$/],
+    ['--ring-buffer-bytes', '-4096', /^gotrail: --ring-buffer-bytes: expected an integer >= 4096, a power of two \(bytes\), got "-4096"\n$/],
+    ['--overhead-budget', '-2', /^gotrail: --overhead-budget: expected a percentage .* up to 100 \(e\.g\. 2%\), or 0 or off \(no budget\), got "-2"\n$/],
+    ['--overhead-budget-window', '-1000', /^gotrail: --overhead-budget-window: expected an integer >= 1000 \(milliseconds\), got "-1000"\n$/],
+    ['--metrics-address', '-1', /^gotrail: --metrics-address: expected host:port, got "-1"\n$/],
+  ];
+  for (const [flag, value, re] of numeric) cases.push([['run', flag, value], re]);
+  cases.push([['run', '--duration=-1'], numeric[0]![2]]);
   for (const [args, re] of cases) {
     const r = gotrail(...args);
     assert.equal(r.code, 2, `${args.join(' ')} exits 2 (got ${r.code}: ${r.err})`);
