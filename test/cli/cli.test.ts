@@ -110,3 +110,27 @@ test('an invalid configuration file stops the start with exit 2, naming the file
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a metrics address in use stops the start at once, before the probes load, naming the address and the setting to change', async () => {
+  const { createServer } = await import('node:net');
+  const busy = createServer();
+  await new Promise<void>((r) => busy.listen(0, '127.0.0.1', r));
+  const port = (busy.address() as { port: number }).port;
+  const dir = mkdtempSync(join(tmpdir(), 'gotrail-cli-port-'));
+  try {
+    const t0 = Date.now();
+    const r = gotrail('run', '--exporter', 'none', '--metrics-address', `127.0.0.1:${port}`, '--duration', '30');
+    assert.equal(r.code, 1, r.err);
+    assert.equal(r.err, `gotrail: cannot serve metrics on 127.0.0.1:${port}: the address is already in use (another gotrail?); choose another with --metrics-address (host:port, or off)\n`);
+    // nothing was started: no probe loaded, no calibration, no other line
+    assert.ok(Date.now() - t0 < 25_000, `took ${Date.now() - t0} ms`);
+    const file = join(dir, 'config.yaml');
+    writeFileSync(file, `metricsAddress: 127.0.0.1:${port}\nexporter: {kind: none}\n`);
+    const f = gotrail('run', '--config', file, '--duration', '30');
+    assert.equal(f.code, 1, f.err);
+    assert.match(f.err, new RegExp(`^gotrail: cannot serve metrics on 127\\.0\\.0\\.1:${port}: the address is already in use .*; choose another with metricsAddress in the configuration file \\(host:port, or off\\)\\n$`));
+  } finally {
+    busy.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
