@@ -36,13 +36,12 @@ export function otlpTraceSerializer(): ISerializer<ReadableSpan[], IExportTraceS
 
 /** Same options as `OTLPTraceExporter` of `@opentelemetry/exporter-trace-otlp-proto`. */
 export class OtlpProtoTraceExporter extends OTLPExporterBase<ReadableSpan[]> implements SpanExporter {
+  /** The traces URL the exporter sends to, as resolved from the options and the variables (for the log). */
+  readonly destination: string;
+
   constructor(config: OTLPExporterNodeConfigBase = {}) {
-    super(createOtlpHttpExportDelegate(
-      convertLegacyHttpOptions(config, 'TRACES', 'v1/traces', { 'Content-Type': 'application/x-protobuf' }),
-      otlpTraceSerializer(),
-      COMPONENT_TYPE,
-      SPAN_METRICS,
-      undefined,
-    ));
+    const options = convertLegacyHttpOptions(config, 'TRACES', 'v1/traces', { 'Content-Type': 'application/x-protobuf' });
+    super(createOtlpHttpExportDelegate(options, otlpTraceSerializer(), COMPONENT_TYPE, SPAN_METRICS, undefined));
+    this.destination = options.url;
   }
 }
