@@ -121,6 +121,8 @@ export class SpanBatcher {
   /** the shutdown deadline passed: no export starts any more */
   private abandoned = false;
   private lastError: string | undefined;
+  /** a flush after shutdown began left spans unexported: shutdown does not try again */
+  private shutdownFlushFailed = false;
   private exported = 0;
   private failed = 0;
   private readonly dropped: Record<DropReason, number> = { queue_full: 0, shutdown: 0 };
@@ -364,6 +366,8 @@ export class SpanBatcher {
       }
       if (!(await this.settle(round))) break;
     }
+    // once shutdown began, one failed attempt is the last: stopping must not retry a dead collector
+    if (this.shutdownDeadline !== undefined && this.waiting.length > 0) this.shutdownFlushFailed = true;
     await this.exporter.forceFlush?.();
   }
 
@@ -428,7 +432,7 @@ export class SpanBatcher {
       if (this.timer) clearTimeout(this.timer);
       this.timer = undefined;
       const flushed = await this.untilShutdownDeadline((async () => {
-        await this.forceFlush();
+        if (!this.shutdownFlushFailed) await this.forceFlush();
         while (this.exports.size > 0) await Promise.all([...this.exports]);
       })());
       // spans of an export still unanswered at the deadline are not known to have arrived

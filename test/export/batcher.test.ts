@@ -277,6 +277,18 @@ describe('SpanBatcher', () => {
       assert.match(warn[0]!, /WARN  stopping without exporting 3 spans to http:\/\/collector\.invalid:4318\/v1\/traces: dropped, counted in gotrail_spans_dropped_total\{reason="shutdown"\} spans=3 reason=/);
       assert.equal(exp.shutdowns, 1);
     }
+    // a flush during the stop that failed is the last attempt: shutdown does not try the dead collector again
+    const dead = setup({ maxExportBatchSize: 2, scheduledDelayMillis: 60_000 });
+    dead.exp.answer = 'fail';
+    for (let i = 0; i < 3; i++) dead.b.push(span(i));
+    await settle();
+    dead.b.beginShutdown();
+    await dead.b.forceFlush();
+    const attempts = dead.exp.calls.length;
+    await dead.b.shutdown();
+    assert.equal(dead.exp.calls.length, attempts, 'no attempt after the failed flush');
+    assert.equal(dead.b.stats.dropped.shutdown, 3);
+    assert.match(dead.logs.join(''), /WARN  stopping without exporting 3 spans to the exporter: .* reason="the last export failed: collector down"/);
     // nothing queued: nothing said
     const idle = setup();
     await idle.b.shutdown();
