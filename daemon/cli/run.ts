@@ -77,7 +77,9 @@ Export (a flag wins over its environment variable, which wins over the default):
   --schedule-delay MS    longest wait before a partial batch is sent (default 1000);
                          env OTEL_BSP_SCHEDULE_DELAY
   --export-timeout MS    an export taking longer counts as failed and is retried
-                         (default 30000; 0: no limit); env OTEL_BSP_EXPORT_TIMEOUT
+                         (default 30000; 0: no limit); env OTEL_BSP_EXPORT_TIMEOUT;
+                         on stop, what is not exported within it (30 s when 0) is
+                         dropped, logged and counted
   --max-concurrent-exports N  exports in flight at once (default 2)
   While exports fail, spans stay queued and are retried with backoff (up to 30 s).
 Sampling (no flag; decided by the probes at each trace's root span):
@@ -91,7 +93,8 @@ Agent:
                          first scan done, exporter healthy) and /status (what is
                          traced, and why not; the configuration) on host:port (default 127.0.0.1:9464;
                          "off" disables; metrics name the programs on this node, so
-                         bind wider only on purpose)
+                         bind wider only on purpose); bound first: an address in
+                         use stops the start
   --scan-interval MS     /proc reconciliation interval, behind exec/exit events (default 5000)
   --linger MS            keep a binary's probes this long after its last process exits, so
                          restarted and short-lived programs are traced from their first
@@ -108,8 +111,8 @@ Agent:
   --overhead-budget P    keep tracing's estimated cost under P% of each binary's
                          processes' own CPU time (e.g. 2%): over it, probes of that
                          binary are detached, enrichment first, server spans last, and
-                         attached again once well under it (default off);
-                         env GOTRAIL_OVERHEAD_BUDGET
+                         attached again once well under it (default off; 0 or off:
+                         no budget); env GOTRAIL_OVERHEAD_BUDGET
   --overhead-budget-window MS  moving window the budget is judged over (default 10000)
   --no-inject-traceparent  do not add a W3C traceparent header to outgoing HTTP/1.x
                          requests of traced processes (default: added, at socket
