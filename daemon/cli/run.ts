@@ -1,7 +1,7 @@
 /**
  * `gotrail run`: the agent.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import type { SpanExporter } from '@opentelemetry/sdk-trace-base';
@@ -145,7 +145,29 @@ export function parseHostPort(s: string): { host: string; port: number } {
   return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
 }
 
+/**
+ * The effective capability set of this process (`CapEff` of
+ * /proc/self/status), or undefined when it cannot be read.
+ */
+function effectiveCapabilities(): bigint | undefined {
+  try {
+    const m = /^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'));
+    return m ? BigInt(`0x${m[1]}`) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+const CAP_SYS_ADMIN = 21n;
+const CAP_BPF = 39n;
+
 export function checkEnvironment(): void {
+  // Without CAP_BPF (or CAP_SYS_ADMIN, which implies it) nothing loads: say so in one line
+  // rather than through libbpf's messages about a trivial program it could not load.
+  const caps = effectiveCapabilities();
+  if (caps !== undefined && !((caps >> CAP_BPF) & 1n) && !((caps >> CAP_SYS_ADMIN) & 1n)) {
+    throw new CliError('needs root (e.g. sudo), or the capabilities CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE, CAP_KILL, CAP_DAC_READ_SEARCH, CAP_SYS_RESOURCE and CAP_NET_ADMIN: this process has neither CAP_BPF nor CAP_SYS_ADMIN', EXIT.ENVIRONMENT);
+  }
   if (!existsSync('/sys/kernel/btf/vmlinux')) throw new CliError('this kernel has no BTF (/sys/kernel/btf/vmlinux): gotrail needs CONFIG_DEBUG_INFO_BTF', EXIT.ENVIRONMENT);
   if (!existsSync(DEFAULT_BPF_OBJECT)) throw new CliError(`probes not built (${DEFAULT_BPF_OBJECT}): run bash deploy/setup.sh`, EXIT.ENVIRONMENT);
 }

@@ -134,3 +134,10 @@ test('a metrics address in use stops the start at once, before the probes load, 
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('without root or CAP_BPF the start stops with one line saying what is needed (exit 3)', { skip: process.getuid?.() === 0 ? false : 'needs root, to drop every capability' }, () => {
+  // the same user (so the checkout stays readable), without any capability
+  const r = spawnSync('setpriv', ['--bounding-set=-all', '--inh-caps=-all', gotrailBin, 'run', '--exporter', 'none', '--metrics-address', 'off'], { encoding: 'utf8', timeout: 30_000 });
+  assert.equal(r.status, 3, r.stderr);
+  assert.equal(r.stderr, 'gotrail: needs root (e.g. sudo), or the capabilities CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE, CAP_KILL, CAP_DAC_READ_SEARCH, CAP_SYS_RESOURCE and CAP_NET_ADMIN: this process has neither CAP_BPF nor CAP_SYS_ADMIN\n');
+});
