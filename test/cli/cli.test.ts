@@ -37,7 +37,7 @@ test('usage errors exit 2 and name the problem', () => {
     [['run', '--metrics-address', 'nowhere'], /--metrics-address: expected host:port/],
     [['run', '--ring-buffer-bytes', '5000'], /--ring-buffer-bytes: expected an integer >= 4096, a power of two/],
     [['run', '--scan-interval', '1'], /--scan-interval/],
-    [['run', '--no-such-flag'], /Unknown option '--no-such-flag'/],
+    [['run', '--no-such-flag'], /Unknown option '--no-such-flag'.* \('gotrail run --help' lists the options\)\n$/],
     [['run', '--max-queue-size', '0'], /--max-queue-size: expected an integer >= 1 \(spans\), got "0"/],
     [['run', '--schedule-delay', '1s'], /--schedule-delay: expected an integer >= 0 \(milliseconds\), got "1s"/],
   ];

@@ -274,7 +274,7 @@ describe('SpanBatcher', () => {
       assert.equal(b.stats.queued, 0);
       const warn = logs.filter((l) => l.includes('WARN  stopping'));
       assert.equal(warn.length, 1, warn.join(''));
-      assert.match(warn[0]!, /WARN  stopping without exporting 3 spans to http:\/\/collector\.invalid:4318\/v1\/traces: dropped, counted in gotrail_spans_dropped_total\{reason="shutdown"\} spans=3 reason=/);
+      assert.match(warn[0]!, /WARN {2}stopping without exporting 3 spans to http:\/\/collector\.invalid:4318\/v1\/traces: dropped, counted in gotrail_spans_dropped_total\{reason="shutdown"\} spans=3 reason=/);
       assert.equal(exp.shutdowns, 1);
     }
     // a flush during the stop that failed is the last attempt: shutdown does not try the dead collector again
@@ -288,7 +288,7 @@ describe('SpanBatcher', () => {
     await dead.b.shutdown();
     assert.equal(dead.exp.calls.length, attempts, 'no attempt after the failed flush');
     assert.equal(dead.b.stats.dropped.shutdown, 3);
-    assert.match(dead.logs.join(''), /WARN  stopping without exporting 3 spans to the exporter: .* reason="the last export failed: collector down"/);
+    assert.match(dead.logs.join(''), /WARN {2}stopping without exporting 3 spans to the exporter: .* reason="the last export failed: collector down"/);
     // nothing queued: nothing said
     const idle = setup();
     await idle.b.shutdown();

@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { copyFileSync, mkdirSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { startCollector } from '../support/collector.ts';
 import { startAgent, repoRoot } from '../support/agent-process.ts';
@@ -62,7 +62,7 @@ test('stopping with a collector that never answers: the agent says what it flush
   const bin = join(dir, 'httpserver-stop');
   copyFileSync(join(repoRoot, 'build', 'go', 'go1.26', 'plain', 'httpserver'), bin);
   // accepts connections and never answers: every export hangs
-  const sockets: import('node:net').Socket[] = [];
+  const sockets: Socket[] = [];
   const silent = createServer((s) => void sockets.push(s));
   await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
   const port = (silent.address() as { port: number }).port;
@@ -89,11 +89,11 @@ test('stopping with a collector that never answers: the agent says what it flush
   for (const s of sockets) s.destroy();
   assert.equal(code, 0, agent.log().slice(-3000));
   const log = agent.log();
-  const flushing = /INFO  flushing (\d+) spans to (\S+) before stopping \(giving up after 3 s, the export timeout\)/.exec(log);
+  const flushing = /INFO {2}flushing (\d+) spans to (\S+) before stopping \(giving up after 3 s, the export timeout\)/.exec(log);
   assert.ok(flushing, log.slice(-3000));
   assert.ok(Number(flushing[1]) >= 20, `${flushing[1]} spans flushed`);
   assert.equal(flushing[2], `http://127.0.0.1:${port}/v1/traces`);
-  const dropped = /WARN  stopping without exporting (\d+) spans to (\S+): dropped, counted in gotrail_spans_dropped_total\{reason="shutdown"\} spans=\d+ reason="no answer within 3 s/.exec(log);
+  const dropped = /WARN {2}stopping without exporting (\d+) spans to (\S+): dropped, counted in gotrail_spans_dropped_total\{reason="shutdown"\} spans=\d+ reason="no answer within 3 s/.exec(log);
   assert.ok(dropped, log.slice(-3000));
   assert.equal(dropped[1], flushing[1], 'every span it could not deliver is counted');
   // bounded: the 3 s export timeout, the 1 s the exporter gets to shut down, and the rest of the stop on a busy machine
