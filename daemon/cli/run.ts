@@ -139,9 +139,8 @@ BTF, probes not built).
 
 export function parseHostPort(s: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(s) ?? /^()()(\d+)$/.exec(s);
-  if (!m) throw new CliError(`--metrics-address: expected host:port, got "${s}"`, EXIT.USAGE);
-  const port = Number(m[3]);
-  if (port > 65535) throw new CliError(`--metrics-address: port ${port} out of range`, EXIT.USAGE);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw new CliError(`--metrics-address: expected host:port (a port up to 65535) or off, got "${s}"`, EXIT.USAGE);
   return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
 }
 

@@ -57,7 +57,8 @@ test('usage errors exit 2 and name the problem', () => {
     ['--ring-buffer-bytes', '-4096', /^gotrail: --ring-buffer-bytes: expected an integer >= 4096, a power of two \(bytes\), got "-4096"\n$/],
     ['--overhead-budget', '-2', /^gotrail: --overhead-budget: expected a percentage .* up to 100 \(e\.g\. 2%\), or 0 or off \(no budget\), got "-2"\n$/],
     ['--overhead-budget-window', '-1000', /^gotrail: --overhead-budget-window: expected an integer >= 1000 \(milliseconds\), got "-1000"\n$/],
-    ['--metrics-address', '-1', /^gotrail: --metrics-address: expected host:port, got "-1"\n$/],
+    ['--metrics-address', '-1', /^gotrail: --metrics-address: expected host:port \(a port up to 65535\) or off, got "-1"\n$/],
+    ['--metrics-address', '127.0.0.1:70000', /^gotrail: --metrics-address: expected host:port \(a port up to 65535\) or off, got "127\.0\.0\.1:70000"\n$/],
   ];
   for (const [flag, value, re] of numeric) cases.push([['run', flag, value], re]);
   cases.push([['run', '--duration=-1'], numeric[0]![2]]);
