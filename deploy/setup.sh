@@ -97,7 +97,7 @@ export NODE
 # (the demo needs no test program or test tool: SKIP_TESTS builds its two programs only)
 skip_tests="${GOTRAIL_SETUP_SKIP_TESTS:-}${demo}"
 long_step "building what changed: the native addon, the probes, the Go programs${skip_tests:+ of the demo}" \
-  make --no-print-directory -f deploy/build.mk NODE="$NODE" ${skip_tests:+SKIP_TESTS=1}
+  make --no-print-directory -f deploy/build.mk NODE="$NODE" ${skip_tests:+SKIP_TESTS=1} ${demo:+DEMO=1}
 # --- The Kafka broker the tests start: its jars, resolved by Maven (test/support/servers/kafka/pom.xml)
 kafka_pom=test/support/servers/kafka/pom.xml
 if [[ -z "${GOTRAIL_SETUP_SKIP_TESTS:-}" && ( ! -f build/kafka/libs.stamp || "$kafka_pom" -nt build/kafka/libs.stamp ) ]]; then

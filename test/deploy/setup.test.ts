@@ -55,16 +55,21 @@ test('`npm run demo` sets up only what the demo needs: its two Go programs, no t
   const build = mkdtempSync(join(tmpdir(), 'gotrail-setup-plan-'));
   try {
     // what make would build into an empty build directory (-n: nothing is built)
-    const plan = (skipTests: boolean): string => {
-      const r = spawnSync('make', ['-n', '--no-print-directory', '-f', join(repoRoot, 'deploy', 'build.mk'), `BUILD=${build}`, ...(skipTests ? ['SKIP_TESTS=1'] : [])], { encoding: 'utf8', timeout: 120_000 });
+    const plan = (vars: string[]): string => {
+      const r = spawnSync('make', ['-n', '--no-print-directory', '-f', join(repoRoot, 'deploy', 'build.mk'), `BUILD=${build}`, ...vars], { encoding: 'utf8', timeout: 120_000 });
       assert.equal(r.status, 0, r.stderr);
       return r.stdout;
     };
-    const demo = plan(true);
-    const built = [...demo.matchAll(/building test program (\S+) \((\S+), (\S+)\)/g)].map((m) => `${m[1]} ${m[2]} ${m[3]}`);
-    assert.deepEqual(built.sort(), ['demo-service go1.26 plain', 'shop go1.26 plain']);
+    const programs = (out: string): string[] => [...out.matchAll(/building test program (\S+) \((\S+), (\S+)\)/g)].map((m) => `${m[1]} ${m[2]} ${m[3]}`).sort();
+    // what setup.sh --demo asks make for
+    const setupSh = readFileSync(join(repoRoot, 'deploy', 'setup.sh'), 'utf8');
+    assert.match(setupSh, /\$\{skip_tests:\+SKIP_TESTS=1\} \$\{demo:\+DEMO=1\}/);
+    const demo = plan(['SKIP_TESTS=1', 'DEMO=1']);
+    assert.deepEqual(programs(demo), ['demo-service go1.26 plain', 'shop go1.26 plain']);
     assert.doesNotMatch(demo, /OpenTelemetry Collector|deployment validators/);
-    const all = plan(false);
+    // an image or a host install: the demo's first system only
+    assert.deepEqual(programs(plan(['SKIP_TESTS=1'])), ['demo-service go1.26 plain']);
+    const all = plan([]);
     assert.match(all, /building test program httpserver \(go1\.19, plain\)/);
     assert.match(all, /building the OpenTelemetry Collector/);
   } finally {
