@@ -3,7 +3,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
-import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { parseArgs } from 'node:util';
 import type { SpanExporter } from '@opentelemetry/sdk-trace-base';
 import { Agent } from '../agent/agent.ts';
 import { DEFAULT_BPF_OBJECT } from '../agent/bpf-runtime.ts';
@@ -191,59 +191,13 @@ function exporterOf(cfg: RunConfig): SpanExporter {
 
 const same = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
 
-const RUN_OPTIONS = {
-  config: { type: 'string' },
-  'include-exe': { type: 'string', multiple: true },
-  'exclude-exe': { type: 'string', multiple: true },
-  'include-name': { type: 'string', multiple: true },
-  'exclude-name': { type: 'string', multiple: true },
-  'include-cmdline': { type: 'string', multiple: true },
-  'exclude-cmdline': { type: 'string', multiple: true },
-  'include-container': { type: 'string', multiple: true },
-  'exclude-container': { type: 'string', multiple: true },
-  'include-namespace': { type: 'string', multiple: true },
-  'exclude-namespace': { type: 'string', multiple: true },
-  'include-pod-label': { type: 'string', multiple: true },
-  'exclude-pod-label': { type: 'string', multiple: true },
-  'opt-in-env': { type: 'string' },
-  'no-inject-traceparent': { type: 'boolean' },
-  'inject-allow': { type: 'string', multiple: true },
-  'inject-deny': { type: 'string', multiple: true },
-  'no-inject-exe': { type: 'string', multiple: true },
-  'no-local-linking': { type: 'boolean' },
-  'no-default-excludes': { type: 'boolean' },
-  kubernetes: { type: 'string' },
-  exporter: { type: 'string' },
-  'max-queue-size': { type: 'string' },
-  'max-export-batch-size': { type: 'string' },
-  'schedule-delay': { type: 'string' },
-  'export-timeout': { type: 'string' },
-  'max-concurrent-exports': { type: 'string' },
-  'otlp-endpoint': { type: 'string' },
-  'metrics-address': { type: 'string' },
-  'scan-interval': { type: 'string' },
-  linger: { type: 'string' },
-  'max-processes': { type: 'string' },
-  'max-inflight': { type: 'string' },
-  'max-http-routes': { type: 'string' },
-  'ring-buffer-bytes': { type: 'string' },
-  'log-level': { type: 'string' },
-  'debug-probe-hits': { type: 'string' },
-  'db-query-text': { type: 'boolean' },
-  'overhead-budget': { type: 'string' },
-  'overhead-budget-window': { type: 'string' },
-  'kafka-message-key': { type: 'boolean' },
-  duration: { type: 'string' },
-  help: { type: 'boolean', short: 'h' },
-} as const satisfies ParseArgsConfig['options'];
-
 /**
  * `parseArgs` refuses `--flag -1` as ambiguous (the value could be another
  * flag) with a message that says nothing of what the flag accepts: a
- * negative number after a flag that takes a value is joined to it
- * (`--flag=-1`), so that the flag's own check names what it accepts.
+ * negative number after a flag is joined to it (`--flag=-1`), so that the
+ * flag's own check names what it accepts (a flag that takes no value says so).
  */
-export function joinNegativeValues(argv: readonly string[], valueFlags: ReadonlySet<string>): string[] {
+export function joinNegativeValues(argv: readonly string[]): string[] {
   const out: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
@@ -252,7 +206,7 @@ export function joinNegativeValues(argv: readonly string[], valueFlags: Readonly
       out.push(...argv.slice(i));
       break;
     }
-    if (a.startsWith('--') && valueFlags.has(a.slice(2)) && next !== undefined && /^-[\d.]/.test(next)) {
+    if (/^--[a-z]/.test(a) && !a.includes('=') && next !== undefined && /^-[\d.]/.test(next)) {
       out.push(`${a}=${next}`);
       i++;
     } else {
@@ -291,8 +245,52 @@ async function reserveMetricsAddress(addr: { host: string; port: number }, text:
 
 export async function runAgent(argv: string[], out: (s: string) => void): Promise<number> {
   const { values } = parseArgs({
-    args: joinNegativeValues(argv, new Set(Object.entries(RUN_OPTIONS).filter(([, o]) => o.type === 'string').map(([k]) => k))),
-    options: RUN_OPTIONS,
+    args: joinNegativeValues(argv),
+    options: {
+      config: { type: 'string' },
+      'include-exe': { type: 'string', multiple: true },
+      'exclude-exe': { type: 'string', multiple: true },
+      'include-name': { type: 'string', multiple: true },
+      'exclude-name': { type: 'string', multiple: true },
+      'include-cmdline': { type: 'string', multiple: true },
+      'exclude-cmdline': { type: 'string', multiple: true },
+      'include-container': { type: 'string', multiple: true },
+      'exclude-container': { type: 'string', multiple: true },
+      'include-namespace': { type: 'string', multiple: true },
+      'exclude-namespace': { type: 'string', multiple: true },
+      'include-pod-label': { type: 'string', multiple: true },
+      'exclude-pod-label': { type: 'string', multiple: true },
+      'opt-in-env': { type: 'string' },
+      'no-inject-traceparent': { type: 'boolean' },
+      'inject-allow': { type: 'string', multiple: true },
+      'inject-deny': { type: 'string', multiple: true },
+      'no-inject-exe': { type: 'string', multiple: true },
+      'no-local-linking': { type: 'boolean' },
+      'no-default-excludes': { type: 'boolean' },
+      kubernetes: { type: 'string' },
+      exporter: { type: 'string' },
+      'max-queue-size': { type: 'string' },
+      'max-export-batch-size': { type: 'string' },
+      'schedule-delay': { type: 'string' },
+      'export-timeout': { type: 'string' },
+      'max-concurrent-exports': { type: 'string' },
+      'otlp-endpoint': { type: 'string' },
+      'metrics-address': { type: 'string' },
+      'scan-interval': { type: 'string' },
+      linger: { type: 'string' },
+      'max-processes': { type: 'string' },
+      'max-inflight': { type: 'string' },
+      'max-http-routes': { type: 'string' },
+      'ring-buffer-bytes': { type: 'string' },
+      'log-level': { type: 'string' },
+      'debug-probe-hits': { type: 'string' },
+      'db-query-text': { type: 'boolean' },
+      'overhead-budget': { type: 'string' },
+      'overhead-budget-window': { type: 'string' },
+      'kafka-message-key': { type: 'boolean' },
+      duration: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
   });
   if (values.help) {
     out(runHelp);
