@@ -7,7 +7,8 @@ NODEDIR := $(abspath $(dir $(NODE_BIN))/..)
 BUILD := $(ROOT)/build
 
 .PHONY: all native probes compile-cache testprogs demo-programs collector image
-all: native probes compile-cache demo-programs $(if $(SKIP_TESTS),,testprogs collector deploy-tools)
+# SKIP_TESTS=1: no test program or tool (images, hosts); DEMO=1: and the demo's second system (npm run demo)
+all: native probes compile-cache demo-programs $(if $(DEMO),demo-data-programs,) $(if $(SKIP_TESTS),,testprogs collector deploy-tools)
 
 # --- native addon (node-addon-api over the system libbpf) --------------------
 NATIVE_SRC := $(wildcard $(ROOT)/daemon/native/src/*.cc $(ROOT)/daemon/native/src/*.c $(ROOT)/daemon/native/src/*.h) $(ROOT)/daemon/native/binding.gyp
@@ -27,7 +28,7 @@ compile-cache: $(COMPILE_CACHE)
 $(COMPILE_CACHE): $(shell find $(ROOT)/daemon -name '*.ts' -not -path '*/node_modules/*') $(NATIVE_OUT)
 	@echo "[setup] warming Node's compile cache of the agent"
 	@mkdir -p $(dir $@)
-	for c in run inspect demo; do NODE_COMPILE_CACHE=$(BUILD)/compile-cache $(ROOT)/daemon/bin/gotrail $$c --help >/dev/null || exit 1; done
+	@for c in run inspect demo; do NODE_COMPILE_CACHE=$(BUILD)/compile-cache $(ROOT)/daemon/bin/gotrail $$c --help >/dev/null || exit 1; done
 	@touch $@
 
 -include $(ROOT)/probes/probes.mk

@@ -1057,7 +1057,9 @@ export class Agent implements MetricsSource {
     await this.k8s?.stop();
     await this.drainRingBuffer();
     await this.rt?.stop();
-    await this.flush();
+    // the whole flush is bounded by the batcher's shutdown timeout (the export timeout)
+    this.batcher?.beginShutdown(this.overflow.length - this.overflowHead);
+    await this.batcher?.untilShutdownDeadline(this.flush());
     // what still waits could not be exported (a dead collector): the
     // batcher counts it as it refuses it
     for (; this.overflowHead < this.overflow.length; this.overflowHead++) this.batcher?.push(this.overflow[this.overflowHead]!);

@@ -272,9 +272,11 @@ export class AttachmentManager {
     b.plan = plan;
     const attachable = plan.probes.filter((p) => p.attachable);
     for (const p of plan.probes.filter((p) => !p.attachable)) b.failedProbes.push({ probe: p.probe.id, reason: p.reason ?? 'unknown' });
+    const notApplicable = b.failedProbes.length;
     if (attachable.length === 0 || plan.goidOffset === undefined) {
       b.error = plan.reason ?? 'no probe applies to this binary';
-      this.log.info('not tracing binary: no probe attaches', { path: exe, go: plan.goVersion, reasons: b.failedProbes.map((f) => `${f.probe}: ${f.reason}`).join('; ') });
+      this.log.info(`not tracing binary: none of ${b.failedProbes.length} probes applies (gotrail inspect tells why; --log-level debug logs each reason)`, { path: exe, go: plan.goVersion, ...(plan.reason ? { reason: plan.reason } : {}) });
+      this.log.debug('probes not applicable', { path: exe, reasons: b.failedProbes.map((f) => `${f.probe}: ${f.reason}`).join('; ') });
       return b;
     }
     const id = this.allocId();
@@ -298,7 +300,9 @@ export class AttachmentManager {
         this.log.warn(`probe ${p.probe.id} not attached`, { path: exe, reason });
       }
     }
-    for (const f of b.failedProbes) this.log.info(`probe ${f.probe} not attached`, { path: exe, reason: f.reason });
+    // what does not apply is the common case (a binary without gRPC has no gRPC probe): details at debug, a count in the summary below
+    const failedToAttach = b.failedProbes.length - notApplicable;
+    for (const f of b.failedProbes.slice(0, notApplicable)) this.log.debug(`probe ${f.probe} not attached`, { path: exe, reason: f.reason });
     if (b.handles.length) {
       b.wasAttached = true;
       this.retiredSites.delete(b.inode);
@@ -311,10 +315,15 @@ export class AttachmentManager {
       }
     }
     this.rt.debugNote('attached', { id, key, links: b.handles.length });
-    this.log.info('tracing binary', {
+    const attached = [...new Set(b.handles.map((h) => h.probe))];
+    if (!attached.length) {
+      this.log.warn(`not tracing binary: none of ${failedToAttach} applicable probes attached (see the warnings above); ${notApplicable} not applicable`, { path: exe, go: plan.goVersion });
+      return b;
+    }
+    this.log.info(`tracing binary: attached ${attached.length} probe${attached.length === 1 ? '' : 's'} (${attached.join(', ')}); ${notApplicable} not applicable${failedToAttach ? `; ${failedToAttach} failed (see the warnings above)` : ''}`, {
       path: exe, go: plan.goVersion, id,
-      probes: b.handles.map((h) => `${h.probe}:${h.program}x${h.sites}`).join(','),
     });
+    this.log.debug('probe links', { path: exe, id, links: b.handles.map((h) => `${h.probe}:${h.program}x${h.sites}`).join(',') });
     return b;
   }
 

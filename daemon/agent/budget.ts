@@ -273,15 +273,16 @@ export class OverheadBudget {
 }
 
 /**
- * A budget given as `2%`, `2` (percent) or `off`: the fraction, or undefined
- * for off. @throws Error naming what was expected.
+ * A budget given as `2%`, `2` (percent), or `0`, `0%` or `off` (no budget):
+ * the fraction, or undefined for off. @throws Error naming what was expected.
  */
 export function parseBudgetPercent(text: string): number | undefined {
   const t = text.trim();
   if (t === 'off' || t === '0' || t === '0%') return undefined;
   const m = /^(\d+(?:\.\d+)?)\s*%?$/.exec(t);
   const n = m ? Number(m[1]) : NaN;
-  if (!(n > 0 && n <= 100)) throw new Error(`expected a percentage of the traced processes' CPU time above 0 and at most 100 (e.g. 2%), or off, got "${text}"`);
+  if (n === 0) return undefined;
+  if (!(n > 0 && n <= 100)) throw new Error(`expected a percentage of the traced processes' CPU time up to 100 (e.g. 2%), or 0 or off (no budget), got "${text}"`);
   return n / 100;
 }
 

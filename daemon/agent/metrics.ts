@@ -3,7 +3,7 @@
  * address the operator chooses (loopback by default: metrics reveal which
  * programs run on the node).
  */
-import type { Server } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { BatcherStats } from '../export/batcher.ts';
 import { OverheadEstimator, type HitCostCalibration, type ProcessOverhead } from './overhead.ts';
@@ -230,10 +230,11 @@ export interface MetricsServer {
  * (measures the uprobe trap cost again and answers the result): `healthy`
  * decides the liveness answer (/healthz), `ready` the readiness answer
  * (/readyz; 200 or 503 with the reason as text), `status` (JSON) says what is
- * traced and why not.
+ * traced and why not. `bound`: a server already listening (its address is
+ * then not bound again).
  */
-export function serveMetrics(reg: Registry, host: string, port: number, healthy: () => { ok: boolean; detail: string }, status: () => unknown = () => ({}), ready: () => { ok: boolean; detail: string } = healthy, actions: { calibrate?: () => Promise<unknown> } = {}): Promise<MetricsServer> {
-  const server: Server = createServer((req, res) => {
+export function serveMetrics(reg: Registry, host: string, port: number, healthy: () => { ok: boolean; detail: string }, status: () => unknown = () => ({}), ready: () => { ok: boolean; detail: string } = healthy, actions: { calibrate?: () => Promise<unknown> } = {}, bound?: Server): Promise<MetricsServer> {
+  const handler = (req: IncomingMessage, res: ServerResponse): void => {
     if (req.url === '/metrics') {
       reg.metrics().then((text) => {
         res.writeHead(200, { 'content-type': reg.contentType });
@@ -261,7 +262,16 @@ export function serveMetrics(reg: Registry, host: string, port: number, healthy:
       res.writeHead(404);
       res.end('not found: try /metrics, /healthz, /readyz or /status\n');
     }
-  });
+  };
+  const close = (server: Server) => (): Promise<void> => new Promise((r) => server.close(() => r()));
+  if (bound) {
+    // a server the caller bound early (an address in use stops the start before the probes load)
+    bound.on('request', handler);
+    bound.ref();
+    const a = bound.address();
+    return Promise.resolve({ address: host, port: typeof a === 'object' && a ? a.port : port, close: close(bound) });
+  }
+  const server: Server = createServer(handler);
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => {
@@ -269,7 +279,7 @@ export function serveMetrics(reg: Registry, host: string, port: number, healthy:
       resolve({
         address: host,
         port: typeof a === 'object' && a ? a.port : port,
-        close: () => new Promise((r) => server.close(() => r())),
+        close: close(server),
       });
     });
   });

@@ -2,7 +2,7 @@
  * `gotrail inspect <binary|pid>`: everything gotrail knows about one binary
  * and, for every probe, whether it would attach and exactly why not.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readlinkSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { planBinaryAt, planDisagreements, type BinaryPlan } from '../agent/binary-plan.ts';
 import { probes } from '../probes/registry.ts';
@@ -87,9 +87,34 @@ export function planToJson(plan: BinaryPlan, kernel?: KernelView): unknown {
   };
 }
 
-export function renderPlan(plan: BinaryPlan, kernel?: KernelView): string {
+/**
+ * The executable of process `pid` as its /proc/PID/exe link names it: the
+ * real path, and whether the file was deleted or replaced after the process
+ * started (the link then ends in " (deleted)").
+ */
+export function processExecutable(pid: number): { path: string; deleted: boolean } {
+  try {
+    const link = readlinkSync(`/proc/${pid}/exe`);
+    const deleted = link.endsWith(' (deleted)');
+    return { path: deleted ? link.slice(0, -' (deleted)'.length) : link, deleted };
+  } catch {
+    return { path: `/proc/${pid}/exe`, deleted: false };
+  }
+}
+
+export function renderPlan(plan: BinaryPlan, kernel?: KernelView, proc?: { pid: number; deleted: boolean }): string {
   const lines: string[] = [];
-  lines.push(`binary:     ${plan.path}`);
+  if (!proc) {
+    lines.push(`binary:     ${plan.path}`);
+  } else if (!proc.deleted) {
+    lines.push(`binary:     ${plan.path} (run by process ${proc.pid})`);
+  } else {
+    lines.push(`binary:     ${plan.path} (deleted) (run by process ${proc.pid})`);
+    lines.push(`            the file was replaced or removed after the process started: it still runs the old`);
+    lines.push(`            code, read here through /proc/${proc.pid}/exe; the agent traces it there too (probes on the`);
+    lines.push(`            old file, for its processes only), while processes started from ${plan.path} now`);
+    lines.push(`            run the new file, which is analysed and attached on its own`);
+  }
   lines.push(`go:         ${plan.goVersion}`);
   lines.push(`stripped:   ${plan.stripped ? 'yes (functions from pclntab)' : 'no'}`);
   lines.push(`dwarf:      ${plan.hasDwarf ? 'yes (offsets read from it)' : 'no'}`);
@@ -142,15 +167,20 @@ export async function runInspect(argv: string[], out: (s: string) => void): Prom
   }
   if (positionals.length !== 1) throw new CliError(`inspect takes one binary path or pid\n\n${inspectHelp}`, EXIT.USAGE);
   const target = positionals[0]!;
-  const path = /^\d+$/.test(target) ? `/proc/${target}/exe` : target;
-  if (!existsSync(path)) throw new CliError(/^\d+$/.test(target) ? `no process ${target} (or its executable is not readable)` : `${target}: no such file`, EXIT.FAILED);
+  const pid = /^\d+$/.test(target) ? Number(target) : undefined;
+  const path = pid !== undefined ? `/proc/${pid}/exe` : target;
+  if (!existsSync(path)) throw new CliError(pid !== undefined ? `no process ${target} (or its executable is not readable)` : `${target}: no such file`, EXIT.FAILED);
+  const proc = pid !== undefined ? processExecutable(pid) : undefined;
   const { plan, error } = planBinaryAt(path, probes, from ? { only: from } : {});
   if (!plan) {
     // the analysis's errors name the file already
     const msg = error?.message ?? 'analysis failed';
-    throw new CliError(msg.startsWith(`${path}:`) ? msg : `${target}: ${msg}`, EXIT.FAILED);
+    const shown = proc ? `${proc.path} (pid ${pid})` : target;
+    throw new CliError(msg.startsWith(`${path}:`) ? `${shown}: ${msg.slice(path.length + 1).trimStart()}` : `${shown}: ${msg}`, EXIT.FAILED);
   }
+  // the process's executable by its real path (the analysis read it through /proc/PID/exe, which stays valid when the file is gone)
+  if (proc) plan.path = proc.path;
   const kernel = await kernelView();
-  out(values.json ? JSON.stringify(planToJson(plan, kernel), null, 2) + '\n' : renderPlan(plan, kernel));
+  out(values.json ? JSON.stringify({ ...(planToJson(plan, kernel) as object), ...(proc ? { process: { pid, deleted: proc.deleted } } : {}) }, null, 2) + '\n' : renderPlan(plan, kernel, proc && { pid: pid!, deleted: proc.deleted }));
   return plan.probes.some((p) => p.attachable) ? EXIT.OK : EXIT.NOTHING_ATTACHES;
 }

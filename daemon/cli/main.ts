@@ -54,7 +54,8 @@ main(process.argv.slice(2)).then(
       process.stderr.write(`gotrail: ${e.message}\n`);
       process.exitCode = e.exitCode;
     } else if (e instanceof TypeError && (e as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS')) {
-      process.stderr.write(`gotrail: ${e.message}\n`);
+      const cmd = process.argv[2];
+      process.stderr.write(`gotrail: ${e.message}${cmd === 'run' || cmd === 'inspect' || cmd === 'demo' ? ` ('gotrail ${cmd} --help' lists the options)` : ''}\n`);
       process.exitCode = EXIT.USAGE;
     } else {
       process.stderr.write(`gotrail: ${(e as Error)?.stack ?? String(e)}\n`);

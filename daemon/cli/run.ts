@@ -1,7 +1,8 @@
 /**
  * `gotrail run`: the agent.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import type { Server } from 'node:http';
 import { parseArgs } from 'node:util';
 import type { SpanExporter } from '@opentelemetry/sdk-trace-base';
 import { Agent } from '../agent/agent.ts';
@@ -76,7 +77,9 @@ Export (a flag wins over its environment variable, which wins over the default):
   --schedule-delay MS    longest wait before a partial batch is sent (default 1000);
                          env OTEL_BSP_SCHEDULE_DELAY
   --export-timeout MS    an export taking longer counts as failed and is retried
-                         (default 30000; 0: no limit); env OTEL_BSP_EXPORT_TIMEOUT
+                         (default 30000; 0: no limit); env OTEL_BSP_EXPORT_TIMEOUT;
+                         on stop, what is not exported within it (30 s when 0) is
+                         dropped, logged and counted
   --max-concurrent-exports N  exports in flight at once (default 2)
   While exports fail, spans stay queued and are retried with backoff (up to 30 s).
 Sampling (no flag; decided by the probes at each trace's root span):
@@ -90,7 +93,8 @@ Agent:
                          first scan done, exporter healthy) and /status (what is
                          traced, and why not; the configuration) on host:port (default 127.0.0.1:9464;
                          "off" disables; metrics name the programs on this node, so
-                         bind wider only on purpose)
+                         bind wider only on purpose); bound first: an address in
+                         use stops the start
   --scan-interval MS     /proc reconciliation interval, behind exec/exit events (default 5000)
   --linger MS            keep a binary's probes this long after its last process exits, so
                          restarted and short-lived programs are traced from their first
@@ -107,8 +111,8 @@ Agent:
   --overhead-budget P    keep tracing's estimated cost under P% of each binary's
                          processes' own CPU time (e.g. 2%): over it, probes of that
                          binary are detached, enrichment first, server spans last, and
-                         attached again once well under it (default off);
-                         env GOTRAIL_OVERHEAD_BUDGET
+                         attached again once well under it (default off; 0 or off:
+                         no budget); env GOTRAIL_OVERHEAD_BUDGET
   --overhead-budget-window MS  moving window the budget is judged over (default 10000)
   --no-inject-traceparent  do not add a W3C traceparent header to outgoing HTTP/1.x
                          requests of traced processes (default: added, at socket
@@ -135,13 +139,34 @@ BTF, probes not built).
 
 export function parseHostPort(s: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(s) ?? /^()()(\d+)$/.exec(s);
-  if (!m) throw new CliError(`--metrics-address: expected host:port, got "${s}"`, EXIT.USAGE);
-  const port = Number(m[3]);
-  if (port > 65535) throw new CliError(`--metrics-address: port ${port} out of range`, EXIT.USAGE);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw new CliError(`--metrics-address: expected host:port (a port up to 65535) or off, got "${s}"`, EXIT.USAGE);
   return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
 }
 
+/**
+ * The effective capability set of this process (`CapEff` of
+ * /proc/self/status), or undefined when it cannot be read.
+ */
+function effectiveCapabilities(): bigint | undefined {
+  try {
+    const m = /^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'));
+    return m ? BigInt(`0x${m[1]}`) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+const CAP_SYS_ADMIN = 21n;
+const CAP_BPF = 39n;
+
 export function checkEnvironment(): void {
+  // Without CAP_BPF (or CAP_SYS_ADMIN, which implies it) nothing loads: say so in one line
+  // rather than through libbpf's messages about a trivial program it could not load.
+  const caps = effectiveCapabilities();
+  if (caps !== undefined && !((caps >> CAP_BPF) & 1n) && !((caps >> CAP_SYS_ADMIN) & 1n)) {
+    throw new CliError('needs root (e.g. sudo), or the capabilities CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE, CAP_KILL, CAP_DAC_READ_SEARCH, CAP_SYS_RESOURCE and CAP_NET_ADMIN: this process has neither CAP_BPF nor CAP_SYS_ADMIN', EXIT.ENVIRONMENT);
+  }
   if (!existsSync('/sys/kernel/btf/vmlinux')) throw new CliError('this kernel has no BTF (/sys/kernel/btf/vmlinux): gotrail needs CONFIG_DEBUG_INFO_BTF', EXIT.ENVIRONMENT);
   if (!existsSync(DEFAULT_BPF_OBJECT)) throw new CliError(`probes not built (${DEFAULT_BPF_OBJECT}): run bash deploy/setup.sh`, EXIT.ENVIRONMENT);
 }
@@ -166,9 +191,61 @@ function exporterOf(cfg: RunConfig): SpanExporter {
 
 const same = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
 
+/**
+ * `parseArgs` refuses `--flag -1` as ambiguous (the value could be another
+ * flag) with a message that says nothing of what the flag accepts: a
+ * negative number after a flag is joined to it (`--flag=-1`), so that the
+ * flag's own check names what it accepts (a flag that takes no value says so).
+ */
+export function joinNegativeValues(argv: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const next = argv[i + 1];
+    if (a === '--') {
+      out.push(...argv.slice(i));
+      break;
+    }
+    if (/^--[a-z]/.test(a) && !a.includes('=') && next !== undefined && /^-[\d.]/.test(next)) {
+      out.push(`${a}=${next}`);
+      i++;
+    } else {
+      out.push(a);
+    }
+  }
+  return out;
+}
+
+/**
+ * Binds the metrics address before anything else starts, so that an address
+ * in use stops the start at once, before the probes load.
+ * @throws CliError naming the address and how to change it.
+ */
+async function reserveMetricsAddress(addr: { host: string; port: number }, text: string, source: string | undefined): Promise<Server> {
+  // loaded on use, as the metrics module does (an ES import of node:http loads more of Node)
+  const server = process.getBuiltinModule('node:http').createServer();
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(addr.port, addr.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    const why = err.code === 'EADDRINUSE' ? 'the address is already in use (another gotrail?)' : err.code === 'EADDRNOTAVAIL' ? 'no interface of this host has that address' : err.message;
+    const how = source === 'config file' ? 'metricsAddress in the configuration file' : '--metrics-address';
+    throw new CliError(`cannot serve metrics on ${text}: ${why}; choose another with ${how} (host:port, or off)`, EXIT.FAILED);
+  }
+  // a start that fails before the server is handed over must not be kept alive by it
+  server.unref();
+  return server;
+}
+
 export async function runAgent(argv: string[], out: (s: string) => void): Promise<number> {
   const { values } = parseArgs({
-    args: argv,
+    args: joinNegativeValues(argv),
     options: {
       config: { type: 'string' },
       'include-exe': { type: 'string', multiple: true },
@@ -231,10 +308,13 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
     if ((configFile && e instanceof configFile.ConfigFileError) || e instanceof RunConfigError) throw new CliError(e.message, EXIT.USAGE);
     throw e;
   }
-  const duration = durationText !== undefined ? Number(durationText) : undefined;
-  if (duration !== undefined && !(duration > 0)) throw new CliError('--duration: expected seconds > 0', EXIT.USAGE);
+  const duration = durationText !== undefined && durationText.trim() !== '' ? Number(durationText) : undefined;
+  if (durationText !== undefined && !(duration !== undefined && Number.isFinite(duration) && duration > 0)) {
+    throw new CliError(`--duration: expected a number of seconds > 0 (leave it out to run until SIGINT/SIGTERM), got "${durationText}"`, EXIT.USAGE);
+  }
   const metricsAddr = cfg.metricsAddress === 'off' ? undefined : parseHostPort(cfg.metricsAddress);
   checkEnvironment();
+  const metricsListener = metricsAddr ? await reserveMetricsAddress(metricsAddr, cfg.metricsAddress, cfg.sources['metricsAddress']) : undefined;
 
   // Signals are taken from here on: one arriving during start-up stops the
   // agent once it has started, instead of killing it half-way (Node's
@@ -297,7 +377,7 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
     try {
       const reg = createMetrics(agent);
       reloader.registerMetrics(reg);
-      metrics = await serveMetrics(reg, metricsAddr.host, metricsAddr.port, () => agent.healthy(), () => ({ config: reloader.status(), ...(agent.status() as object) }), () => agent.ready(), { calibrate: () => agent.calibrate() });
+      metrics = await serveMetrics(reg, metricsAddr.host, metricsAddr.port, () => agent.healthy(), () => ({ config: reloader.status(), ...(agent.status() as object) }), () => agent.ready(), { calibrate: () => agent.calibrate() }, metricsListener);
       log.info('metrics served', { url: `http://${metricsAddr.host}:${metrics.port}/metrics` });
     } catch (e) {
       await agent.stop();

@@ -109,10 +109,10 @@ export const configFileSchema = z.strictObject({
   dbQueryText: z.boolean({ error: (i) => `expected true or false, got ${describe(i.input)}` }),
   /** the overhead budget (--overhead-budget, GOTRAIL_OVERHEAD_BUDGET; --overhead-budget-window); default off. Hot-reloaded. */
   overheadBudget: z.strictObject({
-    /** percent of the traced processes' own CPU time tracing may cost, above 0 and at most 100 */
-    percent: z.number({ error: (i) => `expected a percentage above 0 and at most 100, got ${describe(i.input)}` })
-      .gt(0, { error: (i) => `expected a percentage above 0 and at most 100, got ${describe(i.input)}` })
-      .max(100, { error: (i) => `expected a percentage above 0 and at most 100, got ${describe(i.input)}` }),
+    /** percent of the traced processes' own CPU time tracing may cost, at most 100; 0: off (as `--overhead-budget 0`) */
+    percent: z.number({ error: (i) => `expected a percentage from 0 (off) to 100, got ${describe(i.input)}` })
+      .min(0, { error: (i) => `expected a percentage from 0 (off) to 100, got ${describe(i.input)}` })
+      .max(100, { error: (i) => `expected a percentage from 0 (off) to 100, got ${describe(i.input)}` }),
     /** the moving window the estimate is judged over, ms (default 10000) */
     windowMillis: intAtLeast(1000, 'milliseconds'),
   }).partial(),

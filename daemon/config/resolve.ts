@@ -122,10 +122,10 @@ const SELECTION_KEYS = [
 /** Settings only read at start: a change in the file is logged and waits for a restart. */
 export const START_ONLY = ['kubernetes', 'metricsAddress', 'scanIntervalMs', 'lingerMs', 'mapSizes', 'maxHttpRoutes', 'debugProbeHitsPath', 'propagation'] as const;
 
-function count(name: string, v: string | undefined, min: number, pow2 = false): number | undefined {
+function count(name: string, v: string | undefined, min: number, unit: string, pow2 = false): number | undefined {
   if (v === undefined) return undefined;
   const n = Number(v);
-  if (!Number.isInteger(n) || n < min || (pow2 && (n & (n - 1)) !== 0)) throw new RunConfigError(`--${name}: expected an integer >= ${min}${pow2 ? ', a power of two' : ''}, got "${v}"`);
+  if (v.trim() === '' || !Number.isSafeInteger(n) || n < min || (pow2 && (n & (n - 1)) !== 0)) throw new RunConfigError(`--${name}: expected an integer >= ${min}${pow2 ? ', a power of two' : ''} (${unit}), got "${v}"`);
   return n;
 }
 
@@ -269,18 +269,18 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
   if (!isLogLevel(logLevel) || logLevel === 'silent') throw new RunConfigError(`--log-level: expected debug, info, warn or error, got "${logLevel}"`);
 
   const scanFlag = flags['scan-interval'] === undefined ? undefined : Number(flags['scan-interval']);
-  if (scanFlag !== undefined && !(Number.isFinite(scanFlag) && scanFlag >= 50)) throw new RunConfigError('--scan-interval: expected milliseconds >= 50');
+  if (scanFlag !== undefined && !(Number.isInteger(scanFlag) && scanFlag >= 50)) throw new RunConfigError(`--scan-interval: expected an integer >= 50 (milliseconds), got "${flags['scan-interval']}"`);
   const scanIntervalMs = pick('scanIntervalMs', 'scan-interval', scanFlag, file.scanIntervalMillis);
   const lingerFlag = flags.linger === undefined ? undefined : Number(flags.linger);
-  if (lingerFlag !== undefined && !(Number.isInteger(lingerFlag) && lingerFlag >= 0)) throw new RunConfigError(`--linger: expected milliseconds >= 0, got "${flags.linger}"`);
+  if (lingerFlag !== undefined && !(Number.isInteger(lingerFlag) && lingerFlag >= 0)) throw new RunConfigError(`--linger: expected an integer >= 0 (milliseconds; 0: detach with the last process), got "${flags.linger}"`);
   const lingerMs = pick('lingerMs', 'linger', lingerFlag, file.lingerMillis);
 
   const mapSizes: MapSizes = {
-    processes: pick('maps.maxProcesses', 'max-processes', count('max-processes', flags['max-processes'], 16), file.maps?.maxProcesses),
-    inflight: pick('maps.maxInflight', 'max-inflight', count('max-inflight', flags['max-inflight'], 16), file.maps?.maxInflight),
-    ringBufferBytes: pick('maps.ringBufferBytes', 'ring-buffer-bytes', count('ring-buffer-bytes', flags['ring-buffer-bytes'], 4096, true), file.maps?.ringBufferBytes),
+    processes: pick('maps.maxProcesses', 'max-processes', count('max-processes', flags['max-processes'], 16, 'processes'), file.maps?.maxProcesses),
+    inflight: pick('maps.maxInflight', 'max-inflight', count('max-inflight', flags['max-inflight'], 16, 'requests'), file.maps?.maxInflight),
+    ringBufferBytes: pick('maps.ringBufferBytes', 'ring-buffer-bytes', count('ring-buffer-bytes', flags['ring-buffer-bytes'], 4096, 'bytes', true), file.maps?.ringBufferBytes),
   };
-  const maxHttpRoutes = pick('maxHttpRoutes', 'max-http-routes', count('max-http-routes', flags['max-http-routes'], 0), file.maxHttpRoutes);
+  const maxHttpRoutes = pick('maxHttpRoutes', 'max-http-routes', count('max-http-routes', flags['max-http-routes'], 0, 'routes per service'), file.maxHttpRoutes);
   let dbQueryText: boolean;
   const dbQueryTextEnv = (env.GOTRAIL_DB_QUERY_TEXT ?? '').trim().toLowerCase();
   if (flags['db-query-text'] !== true && dbQueryTextEnv !== '') {
@@ -300,13 +300,14 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
       budgetFraction = parseBudgetPercent(budgetEnv);
       sources['overheadBudget.percent'] = 'GOTRAIL_OVERHEAD_BUDGET';
     } else {
-      budgetFraction = file.overheadBudget?.percent !== undefined ? file.overheadBudget.percent / 100 : undefined;
+      // 0 is off, as on the command line
+      budgetFraction = file.overheadBudget?.percent ? file.overheadBudget.percent / 100 : undefined;
       sources['overheadBudget.percent'] = file.overheadBudget?.percent !== undefined ? FROM_FILE : 'default';
     }
   } catch (e) {
     throw new RunConfigError(`${flags['overhead-budget'] !== undefined ? '--overhead-budget' : 'GOTRAIL_OVERHEAD_BUDGET'}: ${(e as Error).message}`);
   }
-  const budgetWindowMs = pick('overheadBudget.windowMillis', 'overhead-budget-window', count('overhead-budget-window', flags['overhead-budget-window'], 1000), file.overheadBudget?.windowMillis) ?? DEFAULT_BUDGET_WINDOW_MS;
+  const budgetWindowMs = pick('overheadBudget.windowMillis', 'overhead-budget-window', count('overhead-budget-window', flags['overhead-budget-window'], 1000, 'milliseconds'), file.overheadBudget?.windowMillis) ?? DEFAULT_BUDGET_WINDOW_MS;
   const overheadBudget = budgetFraction === undefined ? undefined : { fraction: budgetFraction, windowMs: budgetWindowMs };
   const kafkaMessageKey = pick('kafkaMessageKey', 'kafka-message-key', flags['kafka-message-key'] === true ? true : undefined, file.kafkaMessageKey) ?? false;
   const debugProbeHitsPath = pick('debugProbeHitsPath', 'debug-probe-hits', flags['debug-probe-hits'], file.debugProbeHits);

@@ -133,6 +133,13 @@ export class SpanBatcher {
   private retryAt = 0;
   private closed = false;
   private shuttingDown: Promise<void> | undefined;
+  /** Date.now() past which shutdown stops waiting for the exporter (set when shutdown begins) */
+  private shutdownDeadline: number | undefined;
+  /** the shutdown deadline passed: no export starts any more */
+  private abandoned = false;
+  private lastError: string | undefined;
+  /** a flush after shutdown began left spans unexported: shutdown does not try again */
+  private shutdownFlushFailed = false;
   private exported = 0;
   private failed = 0;
   private readonly dropped: Record<DropReason, number> = { queue_full: 0, shutdown: 0 };
@@ -305,6 +312,8 @@ export class SpanBatcher {
         if (done) return;
         done = true;
         if (timeout) clearTimeout(timeout);
+        // an answer after shutdown gave up: its spans were counted as dropped then
+        if (this.abandoned) return resolve(ok);
         this.inFlightSpans -= batch.length;
         if (ok) {
           this.exported += batch.length;
@@ -318,7 +327,8 @@ export class SpanBatcher {
           const base = Math.max(MIN_RETRY_MS, this.options.scheduledDelayMillis);
           this.backoffMs = Math.min(Math.max(base, this.options.maxBackoffMillis), this.backoffMs ? this.backoffMs * 2 : base);
           this.retryAt = Date.now() + this.backoffMs;
-          this.log.once('export.failed', 'span export failed: spans kept and retried with backoff (is the collector reachable?)', { error: error?.message ?? 'unknown' });
+          this.lastError = error?.message ?? 'unknown';
+          this.log.once('export.failed', 'span export failed: spans kept and retried with backoff (is the collector reachable?)', { error: this.lastError });
         }
         resolve(ok);
       };
@@ -369,10 +379,10 @@ export class SpanBatcher {
     let budget = Math.ceil(this.size / this.options.maxExportBatchSize) + this.options.maxConcurrentExports;
     // an export already running that fails ends the flush, as one of its own would
     if (!(await this.settle([...this.exports]))) budget = 0;
-    while (this.waiting.length > 0 && budget > 0) {
+    while (this.waiting.length > 0 && budget > 0 && !this.abandoned) {
       const round: Array<Promise<boolean>> = [];
       const failed = this.failed;
-      while (this.failed === failed && this.exports.size < this.options.maxConcurrentExports && this.waiting.length > 0 && budget > 0) {
+      while (this.failed === failed && this.exports.size < this.options.maxConcurrentExports && this.waiting.length > 0 && budget > 0 && !this.abandoned) {
         budget--;
         round.push(this.startExport());
       }
@@ -382,6 +392,8 @@ export class SpanBatcher {
       }
       if (!(await this.settle(round))) break;
     }
+    // once shutdown began, one failed attempt is the last: stopping must not retry a dead collector
+    if (this.shutdownDeadline !== undefined && this.waiting.length > 0) this.shutdownFlushFailed = true;
     await this.exporter.forceFlush?.();
   }
 
@@ -390,24 +402,77 @@ export class SpanBatcher {
   }
 
   /**
-   * Flushes once (as forceFlush), counts what is still unexported as dropped
-   * (reason `shutdown`), then shuts the exporter down. Spans pushed afterwards
-   * are dropped and counted. Idempotent: later calls return the same promise.
+   * How long shutdown waits for the exporter at most, in ms: the export
+   * timeout (`OTEL_BSP_EXPORT_TIMEOUT`, the time one export may take), or
+   * 30 s when that is 0 (no limit), so that a stop is always bounded.
+   */
+  get shutdownTimeoutMillis(): number {
+    return this.options.exportTimeoutMillis > 0 ? this.options.exportTimeoutMillis : 30_000;
+  }
+
+  /**
+   * Starts the shutdown clock (once) and says what is left to send:
+   * `pending` spans held elsewhere that will still be pushed. Called by
+   * {@link shutdown} when not called before.
+   */
+  beginShutdown(pending = 0): void {
+    if (this.shutdownDeadline !== undefined) return;
+    this.shutdownDeadline = Date.now() + this.shutdownTimeoutMillis;
+    const n = this.size + pending;
+    if (n > 0) {
+      this.log.info(`flushing ${n} span${n === 1 ? '' : 's'} to ${this.destination()} before stopping (giving up after ${this.shutdownTimeoutMillis / 1000} s, the export timeout)`);
+    }
+  }
+
+  /** Waits for `work`, at most until the shutdown deadline (started now when not yet). */
+  async untilShutdownDeadline(work: Promise<unknown>): Promise<boolean> {
+    this.beginShutdown();
+    const left = this.shutdownDeadline! - Date.now();
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<boolean>((r) => (timer = setTimeout(() => r(false), Math.max(0, left))));
+    try {
+      const done = await Promise.race([work.then(() => true), expired]);
+      if (!done) this.abandoned = true;
+      return done;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private destination(): string {
+    return (this.exporter as { destination?: string }).destination ?? 'the exporter';
+  }
+
+  /**
+   * Flushes once (as forceFlush) until the shutdown deadline
+   * ({@link shutdownTimeoutMillis} after {@link beginShutdown}), counts what
+   * is still unexported (waiting, or sent without an answer by then) as
+   * dropped (reason `shutdown`) with one log line, then shuts the exporter
+   * down (waiting for it at most 1 s more). Spans pushed afterwards are
+   * dropped and counted. Idempotent: later calls return the same promise.
    */
   shutdown(): Promise<void> {
     this.shuttingDown ??= (async () => {
+      this.beginShutdown();
       this.closed = true;
       if (this.timer) clearTimeout(this.timer);
       this.timer = undefined;
-      await this.forceFlush();
-      while (this.exports.size > 0) await Promise.all([...this.exports]);
-      const left = this.waiting.length;
+      const flushed = await this.untilShutdownDeadline((async () => {
+        if (!this.shutdownFlushFailed) await this.forceFlush();
+        while (this.exports.size > 0) await Promise.all([...this.exports]);
+      })());
+      // spans of an export still unanswered at the deadline are not known to have arrived
+      const left = this.waiting.length + (flushed ? 0 : this.inFlightSpans);
       if (left > 0) {
         this.waiting = [];
+        if (!flushed) this.inFlightSpans = 0;
         this.drop('shutdown', left);
-        this.log.warn('spans not exported at shutdown (the last export failed)', { spans: left });
+        const why = flushed ? `the last export failed: ${this.lastError ?? 'unknown error'}` : `no answer within ${this.shutdownTimeoutMillis / 1000} s${this.lastError ? `; last error: ${this.lastError}` : ''}`;
+        this.log.warn(`stopping without exporting ${left} span${left === 1 ? '' : 's'} to ${this.destination()}: dropped, counted in gotrail_spans_dropped_total{reason="shutdown"}`, { spans: left, reason: why });
       }
-      await this.exporter.shutdown();
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([this.exporter.shutdown(), new Promise<void>((r) => (timer = setTimeout(r, 1000)))]);
+      clearTimeout(timer);
     })();
     return this.shuttingDown;
   }

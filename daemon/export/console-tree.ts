@@ -60,6 +60,8 @@ export function renderTrace(spans: ReadableSpan[]): string {
 }
 
 export class ConsoleTreeExporter implements SpanExporter {
+  /** where the spans go (for the log) */
+  readonly destination = 'stdout';
   private pending = new Map<string, { spans: ReadableSpan[]; timer: NodeJS.Timeout }>();
 
   private readonly write: (text: string) => void;

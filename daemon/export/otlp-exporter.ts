@@ -39,16 +39,14 @@ export function otlpTraceSerializer(encoder = new OtlpTraceEncoder()): ISerializ
  */
 export class OtlpProtoTraceExporter extends OTLPExporterBase<ReadableSpan[]> implements SpanExporter, PreparingExporter {
   readonly #encoder: OtlpTraceEncoder;
+  /** The traces URL the exporter sends to, as resolved from the options and the variables (for the log). */
+  readonly destination: string;
 
   constructor(config: OTLPExporterNodeConfigBase = {}, encoder = new OtlpTraceEncoder()) {
-    super(createOtlpHttpExportDelegate(
-      convertLegacyHttpOptions(config, 'TRACES', 'v1/traces', { 'Content-Type': 'application/x-protobuf' }),
-      otlpTraceSerializer(encoder),
-      COMPONENT_TYPE,
-      SPAN_METRICS,
-      undefined,
-    ));
+    const options = convertLegacyHttpOptions(config, 'TRACES', 'v1/traces', { 'Content-Type': 'application/x-protobuf' });
+    super(createOtlpHttpExportDelegate(options, otlpTraceSerializer(encoder), COMPONENT_TYPE, SPAN_METRICS, undefined));
     this.#encoder = encoder;
+    this.destination = options.url;
   }
 
   /** See {@link OtlpTraceEncoder.prepare}. */

@@ -78,7 +78,7 @@ test('--overhead-budget, GOTRAIL_OVERHEAD_BUDGET and the file: parsed, with prec
   assert.equal(parseBudgetPercent('2%'), 0.02);
   assert.equal(parseBudgetPercent('0.5'), 0.005);
   assert.equal(parseBudgetPercent('off'), undefined);
-  assert.throws(() => parseBudgetPercent('150%'), /at most 100/);
+  assert.throws(() => parseBudgetPercent('150%'), /up to 100 \(e\.g\. 2%\), or 0 or off \(no budget\), got "150%"/);
   assert.equal(resolveRunConfig({}, {}, {}).overheadBudget, undefined, 'off by default');
   const file = parseConfig('overheadBudget: {percent: 3, windowMillis: 4000}\n', 'config.yaml');
   assert.deepEqual(resolveRunConfig({}, {}, file).overheadBudget, { fraction: 0.03, windowMs: 4000 });
@@ -88,5 +88,7 @@ test('--overhead-budget, GOTRAIL_OVERHEAD_BUDGET and the file: parsed, with prec
   assert.equal(flag.sources['overheadBudget.percent'], '--overhead-budget');
   assert.throws(() => resolveRunConfig({ 'overhead-budget': 'lots' }, {}), /--overhead-budget: expected a percentage/);
   assert.throws(() => resolveRunConfig({}, { GOTRAIL_OVERHEAD_BUDGET: '-1' }), /GOTRAIL_OVERHEAD_BUDGET: expected a percentage/);
-  assert.throws(() => parseConfig('overheadBudget: {percent: 0}\n', 'config.yaml'), /overheadBudget\.percent: expected a percentage/);
+  // 0 is off in the file too, as on the command line
+  assert.equal(resolveRunConfig({}, {}, parseConfig('overheadBudget: {percent: 0}\n', 'config.yaml')).overheadBudget, undefined);
+  assert.throws(() => parseConfig('overheadBudget: {percent: -1}\n', 'config.yaml'), /overheadBudget\.percent: expected a percentage from 0 \(off\) to 100/);
 });

@@ -32,14 +32,36 @@ test('usage errors exit 2 and name the problem', () => {
   const cases: Array<[string[], RegExp]> = [
     [['frobnicate'], /unknown command "frobnicate"/],
     [['run', '--exporter', 'kafka'], /--exporter: expected otlp, console or none/],
+    [['run', '--duration'], /--duration <value>' argument missing/],
     [['run', '--log-level', 'loud'], /--log-level/],
     [['run', '--metrics-address', 'nowhere'], /--metrics-address: expected host:port/],
     [['run', '--ring-buffer-bytes', '5000'], /--ring-buffer-bytes: expected an integer >= 4096, a power of two/],
     [['run', '--scan-interval', '1'], /--scan-interval/],
-    [['run', '--no-such-flag'], /Unknown option '--no-such-flag'/],
+    [['run', '--no-such-flag'], /Unknown option '--no-such-flag'.* \('gotrail run --help' lists the options\)\n$/],
     [['run', '--max-queue-size', '0'], /--max-queue-size: expected an integer >= 1 \(spans\), got "0"/],
     [['run', '--schedule-delay', '1s'], /--schedule-delay: expected an integer >= 0 \(milliseconds\), got "1s"/],
   ];
+  // every numeric flag, given a negative or a non-number: one line naming the flag, the value and what it accepts
+  const numeric: Array<[string, string, RegExp]> = [
+    ['--duration', '-1', /^gotrail: --duration: expected a number of seconds > 0 .*, got "-1"\n$/],
+    ['--duration', '1m', /^gotrail: --duration: expected a number of seconds > 0 .*, got "1m"\n$/],
+    ['--max-queue-size', '-5', /^gotrail: --max-queue-size: expected an integer >= 1 \(spans\), got "-5"\n$/],
+    ['--max-export-batch-size', '-1', /^gotrail: --max-export-batch-size: expected an integer >= 1 \(spans\), got "-1"\n$/],
+    ['--export-timeout', '-1', /^gotrail: --export-timeout: expected an integer >= 0 \(milliseconds \(0: no limit\)\), got "-1"\n$/],
+    ['--max-concurrent-exports', 'two', /^gotrail: --max-concurrent-exports: expected an integer >= 1 \(exports\), got "two"\n$/],
+    ['--scan-interval', '-100', /^gotrail: --scan-interval: expected an integer >= 50 \(milliseconds\), got "-100"\n$/],
+    ['--linger', '-.5', /^gotrail: --linger: expected an integer >= 0 \(milliseconds; 0: detach with the last process\), got "-.5"\n$/],
+    ['--max-processes', '-16', /^gotrail: --max-processes: expected an integer >= 16 \(processes\), got "-16"\n$/],
+    ['--max-inflight', '1e9x', /^gotrail: --max-inflight: expected an integer >= 16 \(requests\), got "1e9x"\n$/],
+    ['--max-http-routes', '-1', /^gotrail: --max-http-routes: expected an integer >= 0 \(routes per service\), got "-1"\n$/],
+    ['--ring-buffer-bytes', '-4096', /^gotrail: --ring-buffer-bytes: expected an integer >= 4096, a power of two \(bytes\), got "-4096"\n$/],
+    ['--overhead-budget', '-2', /^gotrail: --overhead-budget: expected a percentage .* up to 100 \(e\.g\. 2%\), or 0 or off \(no budget\), got "-2"\n$/],
+    ['--overhead-budget-window', '-1000', /^gotrail: --overhead-budget-window: expected an integer >= 1000 \(milliseconds\), got "-1000"\n$/],
+    ['--metrics-address', '-1', /^gotrail: --metrics-address: expected host:port \(a port up to 65535\) or off, got "-1"\n$/],
+    ['--metrics-address', '127.0.0.1:70000', /^gotrail: --metrics-address: expected host:port \(a port up to 65535\) or off, got "127\.0\.0\.1:70000"\n$/],
+  ];
+  for (const [flag, value, re] of numeric) cases.push([['run', flag, value], re]);
+  cases.push([['run', '--duration=-1'], numeric[0]![2]]);
   for (const [args, re] of cases) {
     const r = gotrail(...args);
     assert.equal(r.code, 2, `${args.join(' ')} exits 2 (got ${r.code}: ${r.err})`);
@@ -88,4 +110,35 @@ test('an invalid configuration file stops the start with exit 2, naming the file
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('a metrics address in use stops the start at once, before the probes load, naming the address and the setting to change', async () => {
+  const { createServer } = await import('node:net');
+  const busy = createServer();
+  await new Promise<void>((r) => busy.listen(0, '127.0.0.1', r));
+  const port = (busy.address() as { port: number }).port;
+  const dir = mkdtempSync(join(tmpdir(), 'gotrail-cli-port-'));
+  try {
+    const t0 = Date.now();
+    const r = gotrail('run', '--exporter', 'none', '--metrics-address', `127.0.0.1:${port}`, '--duration', '30');
+    assert.equal(r.code, 1, r.err);
+    assert.equal(r.err, `gotrail: cannot serve metrics on 127.0.0.1:${port}: the address is already in use (another gotrail?); choose another with --metrics-address (host:port, or off)\n`);
+    // nothing was started: no probe loaded, no calibration, no other line
+    assert.ok(Date.now() - t0 < 25_000, `took ${Date.now() - t0} ms`);
+    const file = join(dir, 'config.yaml');
+    writeFileSync(file, `metricsAddress: 127.0.0.1:${port}\nexporter: {kind: none}\n`);
+    const f = gotrail('run', '--config', file, '--duration', '30');
+    assert.equal(f.code, 1, f.err);
+    assert.match(f.err, new RegExp(`^gotrail: cannot serve metrics on 127\\.0\\.0\\.1:${port}: the address is already in use .*; choose another with metricsAddress in the configuration file \\(host:port, or off\\)\\n$`));
+  } finally {
+    busy.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('without root or CAP_BPF the start stops with one line saying what is needed (exit 3)', { skip: process.getuid?.() === 0 ? false : 'needs root, to drop every capability' }, () => {
+  // the same user (so the checkout stays readable), without any capability
+  const r = spawnSync('setpriv', ['--bounding-set=-all', '--inh-caps=-all', gotrailBin, 'run', '--exporter', 'none', '--metrics-address', 'off'], { encoding: 'utf8', timeout: 30_000 });
+  assert.equal(r.status, 3, r.stderr);
+  assert.equal(r.stderr, 'gotrail: needs root (e.g. sudo), or the capabilities CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE, CAP_KILL, CAP_DAC_READ_SEARCH, CAP_SYS_RESOURCE and CAP_NET_ADMIN: this process has neither CAP_BPF nor CAP_SYS_ADMIN\n');
 });

@@ -6,7 +6,7 @@
 import { describe, test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gotrailBin, repoRoot } from '../support/agent-process.ts';
 import { startGoServer } from '../support/go-server.ts';
@@ -196,11 +196,37 @@ describe('gotrail inspect', () => {
     try {
       const r = inspect(String(s.pid));
       assert.equal(r.code, 0, r.err);
+      // the executable by its real path, not the /proc link
+      assert.match(r.out, new RegExp(`^binary: +${esc(goBin('go1.27', 'pie'))} \\(run by process ${s.pid}\\)\n`));
       assert.match(r.out, /go:\s+go1\.27\.3/);
       assert.match(r.out, /pie:\s+yes/);
       assert.match(r.out, /✔ net\/http\/server/);
     } finally {
       await s.stop();
+    }
+  });
+
+  test('a live process whose executable was replaced since it started: the path, "(deleted)" and what that means', async () => {
+    const bin = join(work, 'replaced-server');
+    copyFileSync(goBin('go1.26', 'plain'), bin);
+    chmodSync(bin, 0o755);
+    const s = await startGoServer(bin);
+    try {
+      // a deploy that renames a new file over the old one: the process keeps the old, now nameless, file
+      const next = `${bin}.new`;
+      copyFileSync(goBin('go1.26', 'plain'), next);
+      renameSync(next, bin);
+      const r = inspect(String(s.pid));
+      assert.equal(r.code, 0, r.err);
+      assert.match(r.out, new RegExp(`^binary: +${esc(bin)} \\(deleted\\) \\(run by process ${s.pid}\\)\n`));
+      assert.match(r.out, /replaced or removed after the process started: it still runs the old\s+code/);
+      assert.match(r.out, /✔ net\/http\/server/);
+      const j = inspect(String(s.pid), '--json');
+      assert.equal((j.json as unknown as { path: string }).path, bin);
+      assert.deepEqual((j.json as unknown as { process: unknown }).process, { pid: s.pid, deleted: true });
+    } finally {
+      await s.stop();
+      rmSync(bin, { force: true });
     }
   });
 

@@ -142,11 +142,27 @@ test('precedence: flag > environment variable > file > default, per setting', ()
 });
 
 test('invalid variables and flags are refused by name; start-only settings are told apart', () => {
-  assert.throws(() => resolveRunConfig({ 'max-inflight': '3' }), /--max-inflight: expected an integer >= 16, got "3"/);
+  assert.throws(() => resolveRunConfig({ 'max-inflight': '3' }), /--max-inflight: expected an integer >= 16 \(requests\), got "3"/);
   assert.throws(() => resolveRunConfig({}, {}, { selection: { includePodLabel: ['=x'] } }), RunConfigError);
   const a = resolveRunConfig({}, {}, parseConfig('maps: {maxInflight: 1024}\nexporter: {kind: none}', 'c'));
   const b = resolveRunConfig({}, {}, parseConfig('maps: {maxInflight: 2048}\nexporter: {kind: console}\nmetricsAddress: 0.0.0.0:9464', 'c'));
   assert.deepEqual(startOnlyChanges(a, b), ['metricsAddress', 'mapSizes']);
+});
+
+test('an overhead budget of 0 is off in the file, on the command line and in the variable alike', () => {
+  const off = parseConfig('overheadBudget: {percent: 0, windowMillis: 5000}', 'c');
+  assert.equal(resolveRunConfig({}, {}, off).overheadBudget, undefined);
+  for (const v of ['0', '0%', 'off', '0.0']) {
+    assert.equal(resolveRunConfig({ 'overhead-budget': v }).overheadBudget, undefined, `--overhead-budget ${v}`);
+    assert.equal(resolveRunConfig({}, { GOTRAIL_OVERHEAD_BUDGET: v }).overheadBudget, undefined, `GOTRAIL_OVERHEAD_BUDGET=${v}`);
+  }
+  // a flag of 0 turns off the file's budget; the file's 2 (percent) is a budget
+  const on = parseConfig('overheadBudget: {percent: 2}', 'c');
+  assert.equal(resolveRunConfig({ 'overhead-budget': '0' }, {}, on).overheadBudget, undefined);
+  assert.deepEqual(resolveRunConfig({}, {}, on).overheadBudget, { fraction: 0.02, windowMs: 10_000 });
+  assert.deepEqual(problems('overheadBudget: {percent: -1}'), ['overheadBudget.percent: expected a percentage from 0 (off) to 100, got -1']);
+  assert.deepEqual(problems('overheadBudget: {percent: 101}'), ['overheadBudget.percent: expected a percentage from 0 (off) to 100, got 101']);
+  assert.throws(() => resolveRunConfig({ 'overhead-budget': '-1' }), /--overhead-budget: .*0 or off \(no budget\), got "-1"/);
 });
 
 test('a bad OTEL_TRACES_SAMPLER or OTEL_TRACES_SAMPLER_ARG is ignored with a warning (the specification\'s behaviour), the default used', () => {

@@ -253,6 +253,48 @@ describe('SpanBatcher', () => {
     assert.equal(dead.exp.shutdowns, 1);
   });
 
+  test('shutdown is bounded: it says what it flushes and where, gives up at the export timeout (30 s when unlimited), and counts and logs what it dropped', async () => {
+    for (const [exportTimeoutMillis, giveUpMs] of [[0, 30_000], [5_000, 5_000]] as const) {
+      const { exp, b, logs } = setup({ maxExportBatchSize: 2, scheduledDelayMillis: 60_000, exportTimeoutMillis });
+      Object.assign(exp, { destination: 'http://collector.invalid:4318/v1/traces' });
+      exp.answer = 'manual'; // a collector that never answers
+      for (let i = 0; i < 3; i++) b.push(span(i));
+      await settle();
+      let stopped = false;
+      const p = b.shutdown().then(() => (stopped = true));
+      await settle();
+      assert.match(logs.join(''), new RegExp(`INFO  flushing 3 spans to http://collector\\.invalid:4318/v1/traces before stopping \\(giving up after ${giveUpMs / 1000} s, the export timeout\\)`));
+      mock.timers.tick(giveUpMs - 1);
+      await settle();
+      assert.equal(stopped, false, `still flushing ${giveUpMs - 1} ms in`);
+      mock.timers.tick(1);
+      await settle();
+      await p;
+      assert.equal(b.stats.dropped.shutdown, 3, 'the batch in flight and the span waiting are counted');
+      assert.equal(b.stats.queued, 0);
+      const warn = logs.filter((l) => l.includes('WARN  stopping'));
+      assert.equal(warn.length, 1, warn.join(''));
+      assert.match(warn[0]!, /WARN {2}stopping without exporting 3 spans to http:\/\/collector\.invalid:4318\/v1\/traces: dropped, counted in gotrail_spans_dropped_total\{reason="shutdown"\} spans=3 reason=/);
+      assert.equal(exp.shutdowns, 1);
+    }
+    // a flush during the stop that failed is the last attempt: shutdown does not try the dead collector again
+    const dead = setup({ maxExportBatchSize: 2, scheduledDelayMillis: 60_000 });
+    dead.exp.answer = 'fail';
+    for (let i = 0; i < 3; i++) dead.b.push(span(i));
+    await settle();
+    dead.b.beginShutdown();
+    await dead.b.forceFlush();
+    const attempts = dead.exp.calls.length;
+    await dead.b.shutdown();
+    assert.equal(dead.exp.calls.length, attempts, 'no attempt after the failed flush');
+    assert.equal(dead.b.stats.dropped.shutdown, 3);
+    assert.match(dead.logs.join(''), /WARN {2}stopping without exporting 3 spans to the exporter: .* reason="the last export failed: collector down"/);
+    // nothing queued: nothing said
+    const idle = setup();
+    await idle.b.shutdown();
+    assert.deepEqual(idle.logs, []);
+  });
+
   test('forceFlush exports what waits, ignoring the delay, and resolves when it is delivered', async () => {
     const { exp, b } = setup({ maxExportBatchSize: 2, scheduledDelayMillis: 60_000 });
     for (let i = 0; i < 5; i++) b.push(span(i));

@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { copyFileSync, mkdirSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { startCollector } from '../support/collector.ts';
 import { startAgent, repoRoot } from '../support/agent-process.ts';
@@ -54,4 +54,48 @@ test('spans survive a collector that is down, and arrive once it is up', { skip:
     await server.stop();
     assert.equal(await agent.stop(), 0);
   }
+});
+
+test('stopping with a collector that never answers: the agent says what it flushes and where, gives up after the export timeout, and logs and counts what it dropped', { skip: skipUnlessBpf() }, async () => {
+  const dir = join(repoRoot, 'build', 'test-dead-collector');
+  mkdirSync(dir, { recursive: true });
+  const bin = join(dir, 'httpserver-stop');
+  copyFileSync(join(repoRoot, 'build', 'go', 'go1.26', 'plain', 'httpserver'), bin);
+  // accepts connections and never answers: every export hangs
+  const sockets: Socket[] = [];
+  const silent = createServer((s) => void sockets.push(s));
+  await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+  const port = (silent.address() as { port: number }).port;
+  const agent = await startAgent(['--include-exe', bin, '--export-timeout', '3000', '--schedule-delay', '60000'], { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}` });
+  const server = await startGoServer(bin);
+  try {
+    await agent.waitTraced(server.pid);
+    for (let i = 0; i < 20; i++) assert.equal((await httpRequest(`${server.url}/hello?n=${i}`)).status, 200);
+    // every span is made and queued (the schedule delay keeps them waiting)
+    const url = await agent.metricsUrl();
+    for (let t = Date.now(); ; ) {
+      const m = /^gotrail_span_queue_length (\d+)$/m.exec((await httpRequest(url)).body);
+      if (m && Number(m[1]) >= 20) break;
+      assert.ok(Date.now() - t < 20_000, 'spans made');
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  } finally {
+    await server.stop();
+  }
+  const t0 = Date.now();
+  const code = await agent.stop();
+  const took = Date.now() - t0;
+  silent.close();
+  for (const s of sockets) s.destroy();
+  assert.equal(code, 0, agent.log().slice(-3000));
+  const log = agent.log();
+  const flushing = /INFO {2}flushing (\d+) spans to (\S+) before stopping \(giving up after 3 s, the export timeout\)/.exec(log);
+  assert.ok(flushing, log.slice(-3000));
+  assert.ok(Number(flushing[1]) >= 20, `${flushing[1]} spans flushed`);
+  assert.equal(flushing[2], `http://127.0.0.1:${port}/v1/traces`);
+  const dropped = /WARN {2}stopping without exporting (\d+) spans to (\S+): dropped, counted in gotrail_spans_dropped_total\{reason="shutdown"\} spans=\d+ reason="no answer within 3 s/.exec(log);
+  assert.ok(dropped, log.slice(-3000));
+  assert.equal(dropped[1], flushing[1], 'every span it could not deliver is counted');
+  // bounded: the 3 s export timeout, the 1 s the exporter gets to shut down, and the rest of the stop on a busy machine
+  assert.ok(took < 12_000, `stopped in ${took} ms`);
 });

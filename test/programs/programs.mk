@@ -2,7 +2,8 @@
 # a go.mod, found by test/programs/programs.ts (its program.conf, if any, says
 # which toolchains and variants; see there), built per toolchain and variant:
 # build/go/<toolchain>/<variant>/<name>. Programs the tests build themselves
-# (built-by = tests) are left to them. The demo needs only the machine's Go.
+# (built-by = tests) are left to them. The demo needs only the machine's Go,
+# and only demo-service and shop (`demo-programs`, `demo-data-programs`).
 PROGRAMS_DIR := $(ROOT)/test/programs
 GO_OUT := $(BUILD)/go
 PROGRAMS_TS := $(ROOT)/test/programs/programs.ts
@@ -38,8 +39,10 @@ $(PROGRAMS_FRAGMENT): $(PROGRAMS_DIR) $(PROGRAMS_TS) $(wildcard $(PROGRAMS_DIR)/
 $(foreach p,$(SETUP_PROGRAMS),$(foreach t,$(toolchains_$(p)),$(foreach v,$(variants_$(p)),\
   $(eval $(call go_build,$(t),$(v),$(p),$(env_$(t)),$(go_$(t)),$(flags_$(v)))))))
 
-.PHONY: program-notes setup-programs
+.PHONY: program-notes setup-programs demo-programs demo-data-programs testprogs
+# the demo's first system (also in images); its second one (`npm run demo` only)
 demo-programs: $(GO_OUT)/go1.26/plain/demo-service
+demo-data-programs: $(GO_OUT)/go1.26/plain/shop
 setup-programs: program-notes \
 	$(foreach p,$(SETUP_PROGRAMS),$(foreach t,$(toolchains_$(p)),$(foreach v,$(variants_$(p)),$(GO_OUT)/$(t)/$(v)/$(p))))
 testprogs: demo-programs setup-programs
