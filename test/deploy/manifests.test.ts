@@ -9,6 +9,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { repoRoot } from '../support/agent-process.ts';
+import { BATCHER_DEFAULTS } from '../../daemon/export/batcher.ts';
 import { kubeconform, kubernetesVersions, parseYamlStream, run, runOk, skipUnlessTools, tool, type K8sObject } from './tools.ts';
 
 const skip = skipUnlessTools();
@@ -56,9 +57,11 @@ interface Container {
 
 /** What any rendering of the deployment must give the agent, and nothing more. */
 function assertLeastPrivilege(objs: K8sObject[]): void {
-  const ds = find(objs, 'DaemonSet') as unknown as { spec: { template: { spec: { hostPID: boolean; hostNetwork?: boolean; serviceAccountName: string; containers: Container[]; volumes: Array<{ name: string; configMap?: { name: string }; hostPath?: { path: string } }> } } } };
+  const ds = find(objs, 'DaemonSet') as unknown as { spec: { template: { spec: { terminationGracePeriodSeconds: number; hostPID: boolean; hostNetwork?: boolean; serviceAccountName: string; containers: Container[]; volumes: Array<{ name: string; configMap?: { name: string }; hostPath?: { path: string } }> } } } };
   const pod = ds.spec.template.spec;
   assert.equal(pod.hostPID, true, 'every process of the node is visible');
+  // the stop's flush gives up after the export timeout; detaching comes after it
+  assert.ok(pod.terminationGracePeriodSeconds * 1000 >= BATCHER_DEFAULTS.exportTimeoutMillis + 10_000, `grace period ${pod.terminationGracePeriodSeconds} s leaves time to detach after a flush that times out`);
   assert.notEqual(pod.hostNetwork, true);
   assert.equal(pod.containers.length, 1);
   const c = pod.containers[0]!;

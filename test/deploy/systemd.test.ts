@@ -12,6 +12,7 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, openSync, closeSync, readFi
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { repoRoot } from '../support/agent-process.ts';
+import { BATCHER_DEFAULTS } from '../../daemon/export/batcher.ts';
 
 /** The highest exposure accepted (systemd's scale: 0 safest … 10; the unit scores 3.1). */
 const MAX_EXPOSURE = 3.5;
@@ -51,6 +52,10 @@ test('install.sh installs a unit that systemd-analyze verifies, with a sandbox e
   mkdirSync(join(root, 'usr/bin'), { recursive: true });
   cpSync('/usr/bin/kill', join(root, 'usr/bin/kill'));
   symlinkSync('usr/bin', join(root, 'bin'));
+
+  // the stop's flush gives up after the export timeout; detaching comes after it
+  const stopSec = Number(/^TimeoutStopSec=(\d+)$/m.exec(readFileSync(join(root, 'etc/systemd/system/gotrail.service'), 'utf8'))?.[1]);
+  assert.ok(stopSec * 1000 >= BATCHER_DEFAULTS.exportTimeoutMillis + 10_000, `TimeoutStopSec=${stopSec} leaves time to detach after a flush that times out`);
 
   const verify = sh('systemd-analyze', ['verify', `--root=${root}`, 'gotrail.service']);
   assert.equal(verify.status, 0, verify.out);
