@@ -209,7 +209,7 @@ export interface LoadedConfig {
  */
 export function parseConfig(text: string, file: string): ConfigFile {
   const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
-  if (doc.errors.length) throw new ConfigFileError(file, doc.errors.map((e) => `YAML: ${e.message.split('\n')[0]!}`));
+  if (doc.errors.length) throw new ConfigFileError(file, doc.errors.map((e) => `YAML: ${e.message.split('\n')[0]!.replace(/:$/, '')}`));
   const { config, problems } = checkConfig(doc.toJS());
   if (!config) throw new ConfigFileError(file, problems);
   return config;

@@ -247,6 +247,21 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
       warnings.push(`${name}: expected an http:// or https:// URL, got "${env[name]}": the OTLP exporter ignores it`);
     }
   }
+  // The exporter ignores these without a word (its diagnostics go nowhere):
+  // a user who set them expects them to act, so say they do not.
+  for (const name of ['OTEL_EXPORTER_OTLP_TRACES_PROTOCOL', 'OTEL_EXPORTER_OTLP_PROTOCOL']) {
+    if (set(name) && env[name]!.trim() !== 'http/protobuf') {
+      warnings.push(`${name}: gotrail exports OTLP over HTTP with protobuf only (http/protobuf), got "${env[name]}": ignored (a gRPC endpoint, port 4317, does not accept it; use the collector's OTLP/HTTP port, 4318)`);
+    }
+  }
+  for (const name of ['OTEL_EXPORTER_OTLP_TRACES_TIMEOUT', 'OTEL_EXPORTER_OTLP_TIMEOUT']) {
+    const ms = Number(env[name]?.trim());
+    if (set(name) && !(Number.isFinite(ms) && ms > 0)) warnings.push(`${name}: expected a number of milliseconds > 0, got "${env[name]}": the OTLP exporter ignores it`);
+  }
+  for (const name of ['OTEL_EXPORTER_OTLP_TRACES_COMPRESSION', 'OTEL_EXPORTER_OTLP_COMPRESSION']) {
+    const c = env[name]?.trim();
+    if (set(name) && c !== 'none' && c !== 'gzip') warnings.push(`${name}: expected none or gzip, got "${env[name]}": the OTLP exporter ignores it`);
+  }
   if (flags['otlp-endpoint'] !== undefined) {
     if (!httpUrl(flags['otlp-endpoint'])) throw new RunConfigError(`--otlp-endpoint: expected an http:// or https:// URL, got "${flags['otlp-endpoint']}"`);
     otlp.endpoint = flags['otlp-endpoint'];

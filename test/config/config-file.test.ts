@@ -68,7 +68,7 @@ test('the message of a rejected file starts each problem with the file name; YAM
   writeFileSync(f, 'selection: [1]\n');
   assert.throws(() => loadConfigFile(f), { name: 'ConfigFileError', message: `${f}: selection: expected a mapping, got a list` });
   writeFileSync(f, 'selection:\n  includeExe: [/a\nexporter: {kind: none}\n');
-  assert.throws(() => loadConfigFile(f), (e: Error) => e instanceof ConfigFileError && /^.*config\.yaml: YAML: .* at line \d+, column \d+/.test(e.message));
+  assert.throws(() => loadConfigFile(f), (e: Error) => e instanceof ConfigFileError && /^.*config\.yaml: YAML: .* at line \d+, column \d+$/m.test(e.message));
   writeFileSync(f, 'logLevel: info\nlogLevel: debug\n');
   assert.throws(() => loadConfigFile(f), /Map keys must be unique/);
   assert.throws(() => loadConfigFile(join(dir, 'absent.yaml')), /absent\.yaml: cannot read: ENOENT/);
@@ -184,6 +184,27 @@ test('a bad OTEL_TRACES_SAMPLER or OTEL_TRACES_SAMPLER_ARG is ignored with a war
   assert.equal(ok.sources['sampling.ratio'], 'OTEL_TRACES_SAMPLER_ARG');
   // the argument belongs to the ratio samplers only
   assert.equal(resolveRunConfig({}, { OTEL_TRACES_SAMPLER: 'always_on', OTEL_TRACES_SAMPLER_ARG: 'junk' }).warnings, undefined);
+});
+
+test('OTLP variables the exporter would ignore silently (protocol, timeout, compression) are named in a warning', () => {
+  const bad = resolveRunConfig({}, {
+    OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc', OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'http/json',
+    OTEL_EXPORTER_OTLP_TIMEOUT: 'abc', OTEL_EXPORTER_OTLP_TRACES_TIMEOUT: '-5',
+    OTEL_EXPORTER_OTLP_COMPRESSION: 'zstd',
+  });
+  assert.deepEqual(bad.warnings, [
+    'OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: gotrail exports OTLP over HTTP with protobuf only (http/protobuf), got "http/json": ignored (a gRPC endpoint, port 4317, does not accept it; use the collector\'s OTLP/HTTP port, 4318)',
+    'OTEL_EXPORTER_OTLP_PROTOCOL: gotrail exports OTLP over HTTP with protobuf only (http/protobuf), got "grpc": ignored (a gRPC endpoint, port 4317, does not accept it; use the collector\'s OTLP/HTTP port, 4318)',
+    'OTEL_EXPORTER_OTLP_TRACES_TIMEOUT: expected a number of milliseconds > 0, got "-5": the OTLP exporter ignores it',
+    'OTEL_EXPORTER_OTLP_TIMEOUT: expected a number of milliseconds > 0, got "abc": the OTLP exporter ignores it',
+    'OTEL_EXPORTER_OTLP_COMPRESSION: expected none or gzip, got "zstd": the OTLP exporter ignores it',
+  ]);
+  // what the exporter accepts (and empty variables, which count as unset) warns of nothing
+  const ok = resolveRunConfig({}, {
+    OTEL_EXPORTER_OTLP_PROTOCOL: 'http/protobuf', OTEL_EXPORTER_OTLP_TIMEOUT: ' 2500 ', OTEL_EXPORTER_OTLP_TRACES_TIMEOUT: '',
+    OTEL_EXPORTER_OTLP_COMPRESSION: 'gzip', OTEL_EXPORTER_OTLP_TRACES_COMPRESSION: 'none',
+  });
+  assert.equal(ok.warnings, undefined);
 });
 
 test('each sampler becomes the probes\' rule; TraceIdRatioBased thresholds are the specification\'s', () => {
