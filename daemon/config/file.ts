@@ -13,7 +13,7 @@
  * Loaded only with `--config` (the YAML parser and the schema library take
  * about 30 MiB of memory, which an agent configured by flags does not pay).
  */
-import { readFileSync } from 'node:fs';
+import { readConfigBytes } from './read.ts';
 import { createHash } from 'node:crypto';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
@@ -223,7 +223,7 @@ export function parseConfig(text: string, file: string): ConfigFile {
 export function loadConfigFile(path: string): LoadedConfig {
   let bytes: Buffer;
   try {
-    bytes = readFileSync(path);
+    bytes = readConfigBytes(path);
   } catch (e) {
     throw new ConfigFileError(path, [`cannot read: ${(e as Error).message}`]);
   }

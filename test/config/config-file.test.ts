@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { checkConfig, ConfigFileError, configFileSchema, loadConfigFile, parseConfig } from '../../daemon/config/file.ts';
 import { resolveRunConfig, RunConfigError, startOnlyChanges } from '../../daemon/config/resolve.ts';
+import { CONFIG_FILE_MAX_BYTES } from '../../daemon/config/read.ts';
 import { bpfSamplerConfig, describeSampler, ratioThreshold } from '../../daemon/export/sampler.ts';
 import { SamplerFlags, SamplerRoot } from '../../daemon/generated/layouts.ts';
 import { repoRoot } from '../support/agent-process.ts';
@@ -60,6 +61,18 @@ test('schema errors name the path of every bad key and what was expected', () =>
     'selection.includeExe[1]: expected a string, got 3',
     'tracing: unknown key (expected one of selection, kubernetes, exporter, sampling, metricsAddress, scanIntervalMillis, lingerMillis, maps, maxHttpRoutes, dbQueryText, overheadBudget, kafkaMessageKey, logLevel, propagation, debugProbeHits)',
   ].sort());
+});
+
+test('a configuration path that is no configuration file (an endless device, a huge file) is refused after 1 MiB, not read forever', () => {
+  assert.throws(() => loadConfigFile('/dev/zero'), { name: 'ConfigFileError', message: '/dev/zero: cannot read: larger than 1 MiB: not a configuration file?' });
+  const dir = mkdtempSync(join(tmpdir(), 'gotrail-config-'));
+  const f = join(dir, 'config.yaml');
+  // 1 MiB exactly (a comment padding a valid file) is read; one byte more is not
+  const body = 'logLevel: debug\n#';
+  writeFileSync(f, body + 'x'.repeat(CONFIG_FILE_MAX_BYTES - body.length));
+  assert.equal(loadConfigFile(f).config.logLevel, 'debug');
+  writeFileSync(f, body + 'x'.repeat(CONFIG_FILE_MAX_BYTES - body.length + 1));
+  assert.throws(() => loadConfigFile(f), { name: 'ConfigFileError', message: `${f}: cannot read: larger than 1 MiB: not a configuration file?` });
 });
 
 test('the message of a rejected file starts each problem with the file name; YAML syntax errors give the line', () => {
