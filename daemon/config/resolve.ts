@@ -143,7 +143,9 @@ function parseSampling(env: NodeJS.ProcessEnv, file: ConfigFile['sampling'], sou
   };
   let sampler: SamplerName = 'parentbased_always_on';
   sources['sampling.sampler'] = 'default';
-  const es = fromEnv('OTEL_TRACES_SAMPLER');
+  // the specification's enum values are case-insensitive (ALWAYS_OFF is always_off)
+  const esGiven = fromEnv('OTEL_TRACES_SAMPLER');
+  const es = esGiven?.toLowerCase();
   const fileSampler = (): void => {
     if (file?.sampler !== undefined) {
       sampler = file.sampler;
@@ -155,7 +157,7 @@ function parseSampling(env: NodeJS.ProcessEnv, file: ConfigFile['sampling'], sou
     sources['sampling.sampler'] = 'OTEL_TRACES_SAMPLER';
   } else {
     fileSampler();
-    if (es !== undefined) warnings.push(`OTEL_TRACES_SAMPLER: expected one of ${SAMPLERS.join(', ')}, got "${es}": ignored, using ${sampler}`);
+    if (es !== undefined) warnings.push(`OTEL_TRACES_SAMPLER: expected one of ${SAMPLERS.join(', ')}, got "${esGiven}": ignored, using ${sampler}`);
   }
   let ratio = 1;
   sources['sampling.ratio'] = 'default';
@@ -250,7 +252,7 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
   // The exporter ignores these without a word (its diagnostics go nowhere):
   // a user who set them expects them to act, so say they do not.
   for (const name of ['OTEL_EXPORTER_OTLP_TRACES_PROTOCOL', 'OTEL_EXPORTER_OTLP_PROTOCOL']) {
-    if (set(name) && env[name]!.trim() !== 'http/protobuf') {
+    if (set(name) && env[name]!.trim().toLowerCase() !== 'http/protobuf') {
       warnings.push(`${name}: gotrail exports OTLP over HTTP with protobuf only (http/protobuf), got "${env[name]}": ignored (a gRPC endpoint, port 4317, does not accept it; use the collector's OTLP/HTTP port, 4318)`);
     }
   }

@@ -191,6 +191,13 @@ test('a bad OTEL_TRACES_SAMPLER or OTEL_TRACES_SAMPLER_ARG is ignored with a war
     assert.deepEqual(r.sampling, { sampler: 'parentbased_traceidratio', ratio: 1 }, arg);
     assert.deepEqual(r.warnings, [`OTEL_TRACES_SAMPLER_ARG: expected a sampling probability from 0 to 1, got "${arg}": ignored, using the default 1.0`]);
   }
+  // enum values are case-insensitive (the specification's rule for every variable)
+  const upper = resolveRunConfig({}, { OTEL_TRACES_SAMPLER: 'ALWAYS_OFF' });
+  assert.equal(upper.sampling.sampler, 'always_off');
+  assert.equal(upper.sources['sampling.sampler'], 'OTEL_TRACES_SAMPLER');
+  assert.equal(upper.warnings, undefined);
+  assert.equal(resolveRunConfig({}, { OTEL_TRACES_SAMPLER: 'ParentBased_TraceIdRatio', OTEL_TRACES_SAMPLER_ARG: '0.5' }).sampling.ratio, 0.5);
+  assert.deepEqual(resolveRunConfig({}, { OTEL_TRACES_SAMPLER: 'Always_Sometimes' }).warnings, ['OTEL_TRACES_SAMPLER: expected one of always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off, parentbased_traceidratio, got "Always_Sometimes": ignored, using parentbased_always_on']);
   const ok = resolveRunConfig({}, { OTEL_TRACES_SAMPLER: 'traceidratio', OTEL_TRACES_SAMPLER_ARG: ' 0.25 ' });
   assert.deepEqual(ok.sampling, { sampler: 'traceidratio', ratio: 0.25 });
   assert.equal(ok.warnings, undefined);
@@ -214,7 +221,7 @@ test('OTLP variables the exporter would ignore silently (protocol, timeout, comp
   ]);
   // what the exporter accepts (and empty variables, which count as unset) warns of nothing
   const ok = resolveRunConfig({}, {
-    OTEL_EXPORTER_OTLP_PROTOCOL: 'http/protobuf', OTEL_EXPORTER_OTLP_TIMEOUT: ' 2500 ', OTEL_EXPORTER_OTLP_TRACES_TIMEOUT: '',
+    OTEL_EXPORTER_OTLP_PROTOCOL: 'http/protobuf', OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'HTTP/Protobuf', OTEL_EXPORTER_OTLP_TIMEOUT: ' 2500 ', OTEL_EXPORTER_OTLP_TRACES_TIMEOUT: '',
     OTEL_EXPORTER_OTLP_COMPRESSION: 'gzip', OTEL_EXPORTER_OTLP_TRACES_COMPRESSION: 'none',
   });
   assert.equal(ok.warnings, undefined);
