@@ -264,6 +264,27 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
     const c = env[name]?.trim();
     if (set(name) && c !== 'none' && c !== 'gzip') warnings.push(`${name}: expected none or gzip, got "${env[name]}": the OTLP exporter ignores it`);
   }
+  // Headers are parsed as W3C baggage (comma-separated, percent-encoded,
+  // `;` starting properties): an entry the exporter drops or cuts short is
+  // named by its position and key only, as values are often secrets.
+  for (const name of ['OTEL_EXPORTER_OTLP_TRACES_HEADERS', 'OTEL_EXPORTER_OTLP_HEADERS']) {
+    if (!set(name)) continue;
+    env[name]!.split(',').forEach((entry, i) => {
+      if (entry.trim() === '') return;
+      const pair = entry.split(';', 1)[0]!;
+      const eq = pair.indexOf('=');
+      const key = eq > 0 ? pair.slice(0, eq).trim() : '';
+      let usable = key !== '' && pair.slice(eq + 1).trim() !== '';
+      try {
+        if (usable) decodeURIComponent(pair);
+      } catch {
+        usable = false;
+      }
+      const which = `entry ${i + 1}${key ? ` (${JSON.stringify(key)})` : ''}`;
+      if (!usable) warnings.push(`${name}: ${which} is not key=value (percent-encoded, comma-separated): the OTLP exporter ignores it`);
+      else if (entry.includes(';')) warnings.push(`${name}: ${which} has a ";": the OTLP exporter drops what follows it (write it as %3B)`);
+    });
+  }
   if (flags['otlp-endpoint'] !== undefined) {
     if (!httpUrl(flags['otlp-endpoint'])) throw new RunConfigError(`--otlp-endpoint: expected an http:// or https:// URL, got "${flags['otlp-endpoint']}"`);
     otlp.endpoint = flags['otlp-endpoint'];

@@ -219,6 +219,15 @@ test('OTLP variables the exporter would ignore silently (protocol, timeout, comp
     'OTEL_EXPORTER_OTLP_TIMEOUT: expected a number of milliseconds > 0, got "abc": the OTLP exporter ignores it',
     'OTEL_EXPORTER_OTLP_COMPRESSION: expected none or gzip, got "zstd": the OTLP exporter ignores it',
   ]);
+  // header entries the exporter drops or cuts, named without their values (often secrets)
+  assert.deepEqual(resolveRunConfig({}, { OTEL_EXPORTER_OTLP_HEADERS: 'a=b,,=c, d ,authorization=Bearer abc;def,x=%zz,y=' }).warnings, [
+    'OTEL_EXPORTER_OTLP_HEADERS: entry 3 is not key=value (percent-encoded, comma-separated): the OTLP exporter ignores it',
+    'OTEL_EXPORTER_OTLP_HEADERS: entry 4 is not key=value (percent-encoded, comma-separated): the OTLP exporter ignores it',
+    'OTEL_EXPORTER_OTLP_HEADERS: entry 5 ("authorization") has a ";": the OTLP exporter drops what follows it (write it as %3B)',
+    'OTEL_EXPORTER_OTLP_HEADERS: entry 6 ("x") is not key=value (percent-encoded, comma-separated): the OTLP exporter ignores it',
+    'OTEL_EXPORTER_OTLP_HEADERS: entry 7 ("y") is not key=value (percent-encoded, comma-separated): the OTLP exporter ignores it',
+  ]);
+  assert.equal(resolveRunConfig({}, { OTEL_EXPORTER_OTLP_TRACES_HEADERS: 'authorization=Basic%20dXNlcjpwYXNz, x-tenant = a%3Bb ,' }).warnings, undefined);
   // what the exporter accepts (and empty variables, which count as unset) warns of nothing
   const ok = resolveRunConfig({}, {
     OTEL_EXPORTER_OTLP_PROTOCOL: 'http/protobuf', OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'HTTP/Protobuf', OTEL_EXPORTER_OTLP_TIMEOUT: ' 2500 ', OTEL_EXPORTER_OTLP_TRACES_TIMEOUT: '',
