@@ -42,8 +42,12 @@ const oneOf = <T extends readonly [string, ...string[]]>(values: T) =>
   z.enum(values, { error: (i) => `expected one of ${values.join(', ')}, got ${describe(i.input)}` });
 
 /** `host:port` or `off`, checked as the flag is. */
-const metricsAddress = z.string().refine((s) => s === 'off' || /^(?:\[[^\]]+\]|[^:]*):\d+$/.test(s) || /^\d+$/.test(s), {
-  error: (i) => `expected host:port or off, got ${describe(i.input)}`,
+const metricsAddress = z.string().refine((s) => {
+  if (s === 'off') return true;
+  const m = /^(?:\[[^\]]+\]|[^:]*):(\d+)$/.exec(s) ?? /^(\d+)$/.exec(s);
+  return !!m && Number(m[1]) <= 65535;
+}, {
+  error: (i) => `expected host:port (a port up to 65535) or off, got ${describe(i.input)}`,
 });
 
 

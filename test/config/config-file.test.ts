@@ -54,13 +54,19 @@ test('schema errors name the path of every bad key and what was expected', () =>
     'lingerMillis: expected an integer >= 0 (milliseconds), got "30s"',
     'logLevel: expected one of debug, info, warn, error, got "loud"',
     'maps.ringBufferBytes: expected a power of two >= 4096 (bytes), got 5000',
-    'metricsAddress: expected host:port or off, got "everywhere"',
+    'metricsAddress: expected host:port (a port up to 65535) or off, got "everywhere"',
     'sampling.ratio: expected a number from 0 to 1, got 2',
     'sampling.sampler: expected one of always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off, parentbased_traceidratio, got "parentbased_sometimes"',
     'selection.excludeName: expected a list, got "debug-*"',
     'selection.includeExe[1]: expected a string, got 3',
     'tracing: unknown key (expected one of selection, kubernetes, exporter, sampling, metricsAddress, scanIntervalMillis, lingerMillis, maps, maxHttpRoutes, dbQueryText, overheadBudget, kafkaMessageKey, logLevel, propagation, debugProbeHits)',
   ].sort());
+});
+
+test('metricsAddress in the file: a port beyond 65535 is the file\'s error, named by its key', () => {
+  assert.deepEqual(checkConfig({ metricsAddress: '127.0.0.1:99999' }).problems, ['metricsAddress: expected host:port (a port up to 65535) or off, got "127.0.0.1:99999"']);
+  assert.deepEqual(checkConfig({ metricsAddress: '70000' }).problems, ['metricsAddress: expected host:port (a port up to 65535) or off, got "70000"']);
+  for (const ok of ['127.0.0.1:65535', '[::1]:9464', ':0', '9464', 'off']) assert.deepEqual(checkConfig({ metricsAddress: ok }).problems, [], ok);
 });
 
 test('a configuration path that is no configuration file (an endless device, a huge file) is refused after 1 MiB, not read forever', () => {
