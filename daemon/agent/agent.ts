@@ -923,6 +923,9 @@ export class Agent implements MetricsSource {
    * /calibrate); concurrent calls share one run. Resolves undefined (logged)
    * when it cannot run, e.g. without the helper program.
    */
+  /** Set by stop(): what fails because the agent is stopping is not reported as a failure. */
+  private stopping = false;
+
   calibrate(): Promise<HitCostCalibration | undefined> {
     const rt = this.rt;
     if (!rt || !this.overhead) return Promise.resolve(undefined);
@@ -931,7 +934,9 @@ export class Agent implements MetricsSource {
       this.log.info('uprobe hit cost calibrated', { microsecondsPerHit: +(c.secondsPerHit * 1e6).toFixed(2), rounds: c.rounds.map((r) => +(r * 1e6).toFixed(2)) });
       return c;
     }, (e: Error) => {
-      this.log.warn('uprobe hit cost calibration failed: overhead estimates count BPF run time only', { error: e.message });
+      // stopping closes the object under a calibration still running: not a failure worth a warning
+      if (this.stopping) this.log.debug('uprobe hit cost calibration cut short by stopping', { error: e.message });
+      else this.log.warn('uprobe hit cost calibration failed: overhead estimates count BPF run time only', { error: e.message });
       return undefined;
     }).finally(() => {
       this.calibrating = undefined;
@@ -1044,6 +1049,7 @@ export class Agent implements MetricsSource {
   }
 
   async stop(): Promise<void> {
+    this.stopping = true;
     for (const pid of [...this.held]) this.continueHeld(pid, false);
     await this.watcher?.close();
     if (this.scanTimer) clearInterval(this.scanTimer);

@@ -263,10 +263,14 @@ export class AttachmentManager {
 
   private attachBinary(key: string, binaryKey: BinaryKey, path: string, exe: string): AttachedBinary {
     const b: AttachedBinary = { id: 0, key, binaryKey, inode: inodeString(binaryKey), sites: [], path, exe, handles: [], failedProbes: [], pids: new Set() };
+    // A binary nothing attaches to keeps no entry once its last process
+    // exits: a program run again and again (a cron job, a build tool) would
+    // log the same verdict per run. Said once per analysis; again at debug.
+    const analysedBefore = this.planCache.get(key) !== undefined;
     const { plan, error } = this.planFor(key, path, exe);
     if (!plan) {
       b.error = `analysis failed: ${error ?? 'unknown error'}`;
-      this.log.warn('not tracing binary', { path: exe, reason: b.error });
+      this.log[analysedBefore ? 'debug' : 'warn']('not tracing binary', { path: exe, reason: b.error });
       return b;
     }
     b.plan = plan;
@@ -275,7 +279,7 @@ export class AttachmentManager {
     const notApplicable = b.failedProbes.length;
     if (attachable.length === 0 || plan.goidOffset === undefined) {
       b.error = plan.reason ?? 'no probe applies to this binary';
-      this.log.info(`not tracing binary: none of ${b.failedProbes.length} probes applies (gotrail inspect tells why; --log-level debug logs each reason)`, { path: exe, go: plan.goVersion, ...(plan.reason ? { reason: plan.reason } : {}) });
+      this.log[analysedBefore ? 'debug' : 'info'](`not tracing binary: none of ${b.failedProbes.length} probes applies (gotrail inspect tells why; --log-level debug logs each reason)`, { path: exe, go: plan.goVersion, ...(plan.reason ? { reason: plan.reason } : {}) });
       this.log.debug('probes not applicable', { path: exe, reasons: b.failedProbes.map((f) => `${f.probe}: ${f.reason}`).join('; ') });
       return b;
     }

@@ -235,7 +235,9 @@ export interface MetricsServer {
  */
 export function serveMetrics(reg: Registry, host: string, port: number, healthy: () => { ok: boolean; detail: string }, status: () => unknown = () => ({}), ready: () => { ok: boolean; detail: string } = healthy, actions: { calibrate?: () => Promise<unknown> } = {}, bound?: Server): Promise<MetricsServer> {
   const handler = (req: IncomingMessage, res: ServerResponse): void => {
-    if (req.url === '/metrics') {
+    // routed by path alone: a scraper may add a query (Prometheus' `params`), which changes nothing here
+    const path = (req.url ?? '').split('?', 1)[0];
+    if (path === '/metrics') {
       reg.metrics().then((text) => {
         res.writeHead(200, { 'content-type': reg.contentType });
         res.end(text);
@@ -243,10 +245,10 @@ export function serveMetrics(reg: Registry, host: string, port: number, healthy:
         res.writeHead(500);
         res.end(e.message);
       });
-    } else if (req.url === '/status') {
+    } else if (path === '/status') {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify(status(), null, 2) + '\n');
-    } else if (req.url === '/calibrate' && req.method === 'POST' && actions.calibrate) {
+    } else if (path === '/calibrate' && req.method === 'POST' && actions.calibrate) {
       actions.calibrate().then((c) => {
         res.writeHead(c ? 200 : 503, { 'content-type': 'application/json' });
         res.end(JSON.stringify(c ?? { error: 'calibration failed (see the log)' }) + '\n');
@@ -254,8 +256,8 @@ export function serveMetrics(reg: Registry, host: string, port: number, healthy:
         res.writeHead(500);
         res.end();
       });
-    } else if (req.url === '/healthz' || req.url === '/readyz') {
-      const h = req.url === '/healthz' ? healthy() : ready();
+    } else if (path === '/healthz' || path === '/readyz') {
+      const h = path === '/healthz' ? healthy() : ready();
       res.writeHead(h.ok ? 200 : 503, { 'content-type': 'text/plain' });
       res.end(h.detail + '\n');
     } else {

@@ -2,7 +2,7 @@
  * `gotrail inspect <binary|pid>`: everything gotrail knows about one binary
  * and, for every probe, whether it would attach and exactly why not.
  */
-import { existsSync, readlinkSync } from 'node:fs';
+import { existsSync, readFileSync, readlinkSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { planBinaryAt, planDisagreements, type BinaryPlan } from '../agent/binary-plan.ts';
 import { probes } from '../probes/registry.ts';
@@ -102,6 +102,30 @@ export function processExecutable(pid: number): { path: string; deleted: boolean
   }
 }
 
+/**
+ * Why process `pid`'s executable cannot be read, or undefined when it can:
+ * no such process, a process without one (a kernel thread, a zombie), or
+ * no permission (reading another user's /proc/PID/exe takes CAP_SYS_PTRACE).
+ */
+export function unreadableExecutable(pid: number): string | undefined {
+  if (!existsSync(`/proc/${pid}`)) return `no process ${pid}`;
+  try {
+    readlinkSync(`/proc/${pid}/exe`);
+    return undefined;
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    let name = '';
+    try {
+      name = ` (${readFileSync(`/proc/${pid}/comm`, 'utf8').trim()})`;
+    } catch {
+      /* gone meanwhile */
+    }
+    if (code === 'ENOENT') return existsSync(`/proc/${pid}`) ? `process ${pid}${name} has no executable: a kernel thread, or a process that has exited (a zombie)` : `no process ${pid}`;
+    if (code === 'EACCES' || code === 'EPERM') return `cannot read the executable of process ${pid}${name}: permission denied (reading another process's executable takes CAP_SYS_PTRACE)`;
+    return `cannot read the executable of process ${pid}${name}: ${(e as Error).message}`;
+  }
+}
+
 export function renderPlan(plan: BinaryPlan, kernel?: KernelView, proc?: { pid: number; deleted: boolean }): string {
   const lines: string[] = [];
   if (!proc) {
@@ -169,7 +193,12 @@ export async function runInspect(argv: string[], out: (s: string) => void): Prom
   const target = positionals[0]!;
   const pid = /^\d+$/.test(target) ? Number(target) : undefined;
   const path = pid !== undefined ? `/proc/${pid}/exe` : target;
-  if (!existsSync(path)) throw new CliError(pid !== undefined ? `no process ${target} (or its executable is not readable)` : `${target}: no such file`, EXIT.FAILED);
+  if (pid !== undefined) {
+    const why = unreadableExecutable(pid);
+    if (why) throw new CliError(why, EXIT.FAILED);
+  } else if (!existsSync(path)) {
+    throw new CliError(`${target}: no such file`, EXIT.FAILED);
+  }
   const proc = pid !== undefined ? processExecutable(pid) : undefined;
   const { plan, error } = planBinaryAt(path, probes, from ? { only: from } : {});
   if (!plan) {

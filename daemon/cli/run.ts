@@ -6,6 +6,7 @@ import type { Server } from 'node:http';
 import { parseArgs } from 'node:util';
 import type { SpanExporter } from '@opentelemetry/sdk-trace-base';
 import { Agent } from '../agent/agent.ts';
+import { otherAgents } from '../agent/other-agents.ts';
 import { DEFAULT_BPF_OBJECT } from '../agent/bpf-runtime.ts';
 import { createMetrics, serveMetrics, type MetricsServer } from '../agent/metrics.ts';
 import { createExporter } from '../export/exporters.ts';
@@ -345,6 +346,8 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
     debugProbeHitsPath: cfg.debugProbeHitsPath,
     propagation: cfg.propagation,
   });
+  const others = otherAgents();
+  if (others.length) log.warn('another gotrail agent runs on this node: a process both select is traced twice (two traces per request, each probe hit taken twice)', { pids: others.join(',') });
   try {
     await agent.start();
   } catch (e) {

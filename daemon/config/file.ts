@@ -13,7 +13,7 @@
  * Loaded only with `--config` (the YAML parser and the schema library take
  * about 30 MiB of memory, which an agent configured by flags does not pay).
  */
-import { readFileSync } from 'node:fs';
+import { readConfigBytes } from './read.ts';
 import { createHash } from 'node:crypto';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
@@ -42,8 +42,12 @@ const oneOf = <T extends readonly [string, ...string[]]>(values: T) =>
   z.enum(values, { error: (i) => `expected one of ${values.join(', ')}, got ${describe(i.input)}` });
 
 /** `host:port` or `off`, checked as the flag is. */
-const metricsAddress = z.string().refine((s) => s === 'off' || /^(?:\[[^\]]+\]|[^:]*):\d+$/.test(s) || /^\d+$/.test(s), {
-  error: (i) => `expected host:port or off, got ${describe(i.input)}`,
+const metricsAddress = z.string().refine((s) => {
+  if (s === 'off') return true;
+  const m = /^(?:\[[^\]]+\]|[^:]*):(\d+)$/.exec(s) ?? /^(\d+)$/.exec(s);
+  return !!m && Number(m[1]) <= 65535;
+}, {
+  error: (i) => `expected host:port (a port up to 65535) or off, got ${describe(i.input)}`,
 });
 
 
@@ -209,7 +213,7 @@ export interface LoadedConfig {
  */
 export function parseConfig(text: string, file: string): ConfigFile {
   const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
-  if (doc.errors.length) throw new ConfigFileError(file, doc.errors.map((e) => `YAML: ${e.message.split('\n')[0]!}`));
+  if (doc.errors.length) throw new ConfigFileError(file, doc.errors.map((e) => `YAML: ${e.message.split('\n')[0]!.replace(/:$/, '')}`));
   const { config, problems } = checkConfig(doc.toJS());
   if (!config) throw new ConfigFileError(file, problems);
   return config;
@@ -223,7 +227,7 @@ export function parseConfig(text: string, file: string): ConfigFile {
 export function loadConfigFile(path: string): LoadedConfig {
   let bytes: Buffer;
   try {
-    bytes = readFileSync(path);
+    bytes = readConfigBytes(path);
   } catch (e) {
     throw new ConfigFileError(path, [`cannot read: ${(e as Error).message}`]);
   }

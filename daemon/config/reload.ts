@@ -10,11 +10,11 @@
  * running configuration stays.
  */
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { LoadedConfig } from './file.ts';
+import { readConfigBytes } from './read.ts';
 import type { Logger } from '../util/log.ts';
 
 export type ReloadResult = 'applied' | 'rejected' | 'unchanged';
@@ -132,7 +132,7 @@ export class ConfigReloader {
     // a rejected content seen again (a second event of one write) is not reported twice
     let digest: string | undefined;
     try {
-      digest = createHash('sha256').update(readFileSync(path)).digest('hex');
+      digest = createHash('sha256').update(readConfigBytes(path)).digest('hex');
     } catch {
       /* reported by the load below */
     }

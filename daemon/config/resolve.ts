@@ -143,7 +143,9 @@ function parseSampling(env: NodeJS.ProcessEnv, file: ConfigFile['sampling'], sou
   };
   let sampler: SamplerName = 'parentbased_always_on';
   sources['sampling.sampler'] = 'default';
-  const es = fromEnv('OTEL_TRACES_SAMPLER');
+  // the specification's enum values are case-insensitive (ALWAYS_OFF is always_off)
+  const esGiven = fromEnv('OTEL_TRACES_SAMPLER');
+  const es = esGiven?.toLowerCase();
   const fileSampler = (): void => {
     if (file?.sampler !== undefined) {
       sampler = file.sampler;
@@ -155,7 +157,7 @@ function parseSampling(env: NodeJS.ProcessEnv, file: ConfigFile['sampling'], sou
     sources['sampling.sampler'] = 'OTEL_TRACES_SAMPLER';
   } else {
     fileSampler();
-    if (es !== undefined) warnings.push(`OTEL_TRACES_SAMPLER: expected one of ${SAMPLERS.join(', ')}, got "${es}": ignored, using ${sampler}`);
+    if (es !== undefined) warnings.push(`OTEL_TRACES_SAMPLER: expected one of ${SAMPLERS.join(', ')}, got "${esGiven}": ignored, using ${sampler}`);
   }
   let ratio = 1;
   sources['sampling.ratio'] = 'default';
@@ -246,6 +248,42 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
     if (flags['otlp-endpoint'] === undefined && set(name) && !httpUrl(env[name]!.trim())) {
       warnings.push(`${name}: expected an http:// or https:// URL, got "${env[name]}": the OTLP exporter ignores it`);
     }
+  }
+  // The exporter ignores these without a word (its diagnostics go nowhere):
+  // a user who set them expects them to act, so say they do not.
+  for (const name of ['OTEL_EXPORTER_OTLP_TRACES_PROTOCOL', 'OTEL_EXPORTER_OTLP_PROTOCOL']) {
+    if (set(name) && env[name]!.trim().toLowerCase() !== 'http/protobuf') {
+      warnings.push(`${name}: gotrail exports OTLP over HTTP with protobuf only (http/protobuf), got "${env[name]}": ignored (a gRPC endpoint, port 4317, does not accept it; use the collector's OTLP/HTTP port, 4318)`);
+    }
+  }
+  for (const name of ['OTEL_EXPORTER_OTLP_TRACES_TIMEOUT', 'OTEL_EXPORTER_OTLP_TIMEOUT']) {
+    const ms = Number(env[name]?.trim());
+    if (set(name) && !(Number.isFinite(ms) && ms > 0)) warnings.push(`${name}: expected a number of milliseconds > 0, got "${env[name]}": the OTLP exporter ignores it`);
+  }
+  for (const name of ['OTEL_EXPORTER_OTLP_TRACES_COMPRESSION', 'OTEL_EXPORTER_OTLP_COMPRESSION']) {
+    const c = env[name]?.trim();
+    if (set(name) && c !== 'none' && c !== 'gzip') warnings.push(`${name}: expected none or gzip, got "${env[name]}": the OTLP exporter ignores it`);
+  }
+  // Headers are parsed as W3C baggage (comma-separated, percent-encoded,
+  // `;` starting properties): an entry the exporter drops or cuts short is
+  // named by its position and key only, as values are often secrets.
+  for (const name of ['OTEL_EXPORTER_OTLP_TRACES_HEADERS', 'OTEL_EXPORTER_OTLP_HEADERS']) {
+    if (!set(name)) continue;
+    env[name]!.split(',').forEach((entry, i) => {
+      if (entry.trim() === '') return;
+      const pair = entry.split(';', 1)[0]!;
+      const eq = pair.indexOf('=');
+      const key = eq > 0 ? pair.slice(0, eq).trim() : '';
+      let usable = key !== '' && pair.slice(eq + 1).trim() !== '';
+      try {
+        if (usable) decodeURIComponent(pair);
+      } catch {
+        usable = false;
+      }
+      const which = `entry ${i + 1}${key ? ` (${JSON.stringify(key)})` : ''}`;
+      if (!usable) warnings.push(`${name}: ${which} is not key=value (percent-encoded, comma-separated): the OTLP exporter ignores it`);
+      else if (entry.includes(';')) warnings.push(`${name}: ${which} has a ";": the OTLP exporter drops what follows it (write it as %3B)`);
+    });
   }
   if (flags['otlp-endpoint'] !== undefined) {
     if (!httpUrl(flags['otlp-endpoint'])) throw new RunConfigError(`--otlp-endpoint: expected an http:// or https:// URL, got "${flags['otlp-endpoint']}"`);

@@ -5,7 +5,7 @@
  */
 import { describe, test, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, copyFileSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gotrailBin, repoRoot } from '../support/agent-process.ts';
@@ -360,3 +360,28 @@ describe('gotrail inspect', () => {
     ]);
   });
 });
+
+test('a pid that names no readable executable says which case it is: no such process, or one without an executable (a zombie)', async () => {
+  const pidMax = Number(readFileSync('/proc/sys/kernel/pid_max', 'utf8'));
+  const none = inspect(String(pidMax + 1));
+  assert.equal(none.code, 1);
+  assert.equal(none.err, `gotrail: no process ${pidMax + 1}\n`);
+  // a child that exits (after its shell became \`sleep 30\`, which never reaps it) stays a zombie, whose /proc/PID/exe reads ENOENT
+  const parent = spawn('sh', ['-c', 'sleep 0.3 & echo $!; exec sleep 30'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  try {
+    const zombie = Number(await new Promise<string>((r) => parent.stdout.once('data', (d: Buffer) => r(d.toString()))));
+    await until(() => /^\d+ \(\S+\) Z /.test(readFileSync(`/proc/${zombie}/stat`, 'utf8')));
+    const z = inspect(String(zombie));
+    assert.equal(z.code, 1);
+    assert.equal(z.err, `gotrail: process ${zombie} (sleep) has no executable: a kernel thread, or a process that has exited (a zombie)\n`);
+  } finally {
+    parent.kill('SIGKILL');
+  }
+});
+
+async function until(ok: () => boolean, timeoutMs = 10_000): Promise<void> {
+  for (const deadline = Date.now() + timeoutMs; !ok(); ) {
+    if (Date.now() > deadline) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}

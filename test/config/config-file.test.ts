@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { checkConfig, ConfigFileError, configFileSchema, loadConfigFile, parseConfig } from '../../daemon/config/file.ts';
 import { resolveRunConfig, RunConfigError, startOnlyChanges } from '../../daemon/config/resolve.ts';
+import { CONFIG_FILE_MAX_BYTES } from '../../daemon/config/read.ts';
 import { bpfSamplerConfig, describeSampler, ratioThreshold } from '../../daemon/export/sampler.ts';
 import { SamplerFlags, SamplerRoot } from '../../daemon/generated/layouts.ts';
 import { repoRoot } from '../support/agent-process.ts';
@@ -53,7 +54,7 @@ test('schema errors name the path of every bad key and what was expected', () =>
     'lingerMillis: expected an integer >= 0 (milliseconds), got "30s"',
     'logLevel: expected one of debug, info, warn, error, got "loud"',
     'maps.ringBufferBytes: expected a power of two >= 4096 (bytes), got 5000',
-    'metricsAddress: expected host:port or off, got "everywhere"',
+    'metricsAddress: expected host:port (a port up to 65535) or off, got "everywhere"',
     'sampling.ratio: expected a number from 0 to 1, got 2',
     'sampling.sampler: expected one of always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off, parentbased_traceidratio, got "parentbased_sometimes"',
     'selection.excludeName: expected a list, got "debug-*"',
@@ -62,13 +63,31 @@ test('schema errors name the path of every bad key and what was expected', () =>
   ].sort());
 });
 
+test('metricsAddress in the file: a port beyond 65535 is the file\'s error, named by its key', () => {
+  assert.deepEqual(checkConfig({ metricsAddress: '127.0.0.1:99999' }).problems, ['metricsAddress: expected host:port (a port up to 65535) or off, got "127.0.0.1:99999"']);
+  assert.deepEqual(checkConfig({ metricsAddress: '70000' }).problems, ['metricsAddress: expected host:port (a port up to 65535) or off, got "70000"']);
+  for (const ok of ['127.0.0.1:65535', '[::1]:9464', ':0', '9464', 'off']) assert.deepEqual(checkConfig({ metricsAddress: ok }).problems, [], ok);
+});
+
+test('a configuration path that is no configuration file (an endless device, a huge file) is refused after 1 MiB, not read forever', () => {
+  assert.throws(() => loadConfigFile('/dev/zero'), { name: 'ConfigFileError', message: '/dev/zero: cannot read: larger than 1 MiB: not a configuration file?' });
+  const dir = mkdtempSync(join(tmpdir(), 'gotrail-config-'));
+  const f = join(dir, 'config.yaml');
+  // 1 MiB exactly (a comment padding a valid file) is read; one byte more is not
+  const body = 'logLevel: debug\n#';
+  writeFileSync(f, body + 'x'.repeat(CONFIG_FILE_MAX_BYTES - body.length));
+  assert.equal(loadConfigFile(f).config.logLevel, 'debug');
+  writeFileSync(f, body + 'x'.repeat(CONFIG_FILE_MAX_BYTES - body.length + 1));
+  assert.throws(() => loadConfigFile(f), { name: 'ConfigFileError', message: `${f}: cannot read: larger than 1 MiB: not a configuration file?` });
+});
+
 test('the message of a rejected file starts each problem with the file name; YAML syntax errors give the line', () => {
   const dir = mkdtempSync(join(tmpdir(), 'gotrail-config-'));
   const f = join(dir, 'config.yaml');
   writeFileSync(f, 'selection: [1]\n');
   assert.throws(() => loadConfigFile(f), { name: 'ConfigFileError', message: `${f}: selection: expected a mapping, got a list` });
   writeFileSync(f, 'selection:\n  includeExe: [/a\nexporter: {kind: none}\n');
-  assert.throws(() => loadConfigFile(f), (e: Error) => e instanceof ConfigFileError && /^.*config\.yaml: YAML: .* at line \d+, column \d+/.test(e.message));
+  assert.throws(() => loadConfigFile(f), (e: Error) => e instanceof ConfigFileError && /^.*config\.yaml: YAML: .* at line \d+, column \d+$/m.test(e.message));
   writeFileSync(f, 'logLevel: info\nlogLevel: debug\n');
   assert.throws(() => loadConfigFile(f), /Map keys must be unique/);
   assert.throws(() => loadConfigFile(join(dir, 'absent.yaml')), /absent\.yaml: cannot read: ENOENT/);
@@ -178,12 +197,49 @@ test('a bad OTEL_TRACES_SAMPLER or OTEL_TRACES_SAMPLER_ARG is ignored with a war
     assert.deepEqual(r.sampling, { sampler: 'parentbased_traceidratio', ratio: 1 }, arg);
     assert.deepEqual(r.warnings, [`OTEL_TRACES_SAMPLER_ARG: expected a sampling probability from 0 to 1, got "${arg}": ignored, using the default 1.0`]);
   }
+  // enum values are case-insensitive (the specification's rule for every variable)
+  const upper = resolveRunConfig({}, { OTEL_TRACES_SAMPLER: 'ALWAYS_OFF' });
+  assert.equal(upper.sampling.sampler, 'always_off');
+  assert.equal(upper.sources['sampling.sampler'], 'OTEL_TRACES_SAMPLER');
+  assert.equal(upper.warnings, undefined);
+  assert.equal(resolveRunConfig({}, { OTEL_TRACES_SAMPLER: 'ParentBased_TraceIdRatio', OTEL_TRACES_SAMPLER_ARG: '0.5' }).sampling.ratio, 0.5);
+  assert.deepEqual(resolveRunConfig({}, { OTEL_TRACES_SAMPLER: 'Always_Sometimes' }).warnings, ['OTEL_TRACES_SAMPLER: expected one of always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off, parentbased_traceidratio, got "Always_Sometimes": ignored, using parentbased_always_on']);
   const ok = resolveRunConfig({}, { OTEL_TRACES_SAMPLER: 'traceidratio', OTEL_TRACES_SAMPLER_ARG: ' 0.25 ' });
   assert.deepEqual(ok.sampling, { sampler: 'traceidratio', ratio: 0.25 });
   assert.equal(ok.warnings, undefined);
   assert.equal(ok.sources['sampling.ratio'], 'OTEL_TRACES_SAMPLER_ARG');
   // the argument belongs to the ratio samplers only
   assert.equal(resolveRunConfig({}, { OTEL_TRACES_SAMPLER: 'always_on', OTEL_TRACES_SAMPLER_ARG: 'junk' }).warnings, undefined);
+});
+
+test('OTLP variables the exporter would ignore silently (protocol, timeout, compression) are named in a warning', () => {
+  const bad = resolveRunConfig({}, {
+    OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc', OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'http/json',
+    OTEL_EXPORTER_OTLP_TIMEOUT: 'abc', OTEL_EXPORTER_OTLP_TRACES_TIMEOUT: '-5',
+    OTEL_EXPORTER_OTLP_COMPRESSION: 'zstd',
+  });
+  assert.deepEqual(bad.warnings, [
+    'OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: gotrail exports OTLP over HTTP with protobuf only (http/protobuf), got "http/json": ignored (a gRPC endpoint, port 4317, does not accept it; use the collector\'s OTLP/HTTP port, 4318)',
+    'OTEL_EXPORTER_OTLP_PROTOCOL: gotrail exports OTLP over HTTP with protobuf only (http/protobuf), got "grpc": ignored (a gRPC endpoint, port 4317, does not accept it; use the collector\'s OTLP/HTTP port, 4318)',
+    'OTEL_EXPORTER_OTLP_TRACES_TIMEOUT: expected a number of milliseconds > 0, got "-5": the OTLP exporter ignores it',
+    'OTEL_EXPORTER_OTLP_TIMEOUT: expected a number of milliseconds > 0, got "abc": the OTLP exporter ignores it',
+    'OTEL_EXPORTER_OTLP_COMPRESSION: expected none or gzip, got "zstd": the OTLP exporter ignores it',
+  ]);
+  // header entries the exporter drops or cuts, named without their values (often secrets)
+  assert.deepEqual(resolveRunConfig({}, { OTEL_EXPORTER_OTLP_HEADERS: 'a=b,,=c, d ,authorization=Bearer abc;def,x=%zz,y=' }).warnings, [
+    'OTEL_EXPORTER_OTLP_HEADERS: entry 3 is not key=value (percent-encoded, comma-separated): the OTLP exporter ignores it',
+    'OTEL_EXPORTER_OTLP_HEADERS: entry 4 is not key=value (percent-encoded, comma-separated): the OTLP exporter ignores it',
+    'OTEL_EXPORTER_OTLP_HEADERS: entry 5 ("authorization") has a ";": the OTLP exporter drops what follows it (write it as %3B)',
+    'OTEL_EXPORTER_OTLP_HEADERS: entry 6 ("x") is not key=value (percent-encoded, comma-separated): the OTLP exporter ignores it',
+    'OTEL_EXPORTER_OTLP_HEADERS: entry 7 ("y") is not key=value (percent-encoded, comma-separated): the OTLP exporter ignores it',
+  ]);
+  assert.equal(resolveRunConfig({}, { OTEL_EXPORTER_OTLP_TRACES_HEADERS: 'authorization=Basic%20dXNlcjpwYXNz, x-tenant = a%3Bb ,' }).warnings, undefined);
+  // what the exporter accepts (and empty variables, which count as unset) warns of nothing
+  const ok = resolveRunConfig({}, {
+    OTEL_EXPORTER_OTLP_PROTOCOL: 'http/protobuf', OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'HTTP/Protobuf', OTEL_EXPORTER_OTLP_TIMEOUT: ' 2500 ', OTEL_EXPORTER_OTLP_TRACES_TIMEOUT: '',
+    OTEL_EXPORTER_OTLP_COMPRESSION: 'gzip', OTEL_EXPORTER_OTLP_TRACES_COMPRESSION: 'none',
+  });
+  assert.equal(ok.warnings, undefined);
 });
 
 test('each sampler becomes the probes\' rule; TraceIdRatioBased thresholds are the specification\'s', () => {
