@@ -573,6 +573,8 @@ export class Agent implements MetricsSource {
       return;
     }
     if (r.kind === 'not-go') {
+      // once per file (the answer is cached): a Go program may be left untraced
+      if (r.unreadableElf) this.log.warn('cannot read executable, not traced', { pid, exe: r.unreadableElf.exe, reason: r.unreadableElf.reason });
       this.ignored.set(pid, '');
       return;
     }

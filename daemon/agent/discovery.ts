@@ -4,7 +4,7 @@
  * (device + inode of /proc/PID/exe, which resolves inside the process's own
  * mount namespace) is checked for Go once.
  */
-import { type BigIntStats, closeSync, fstatSync, openSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { type BigIntStats, closeSync, fstatSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, statSync } from 'node:fs';
 import { readGoVersion } from '../analysis/go-binary.ts';
 import type { BinaryKey } from './attachments.ts';
 import { inodeString, keyString } from './attachments.ts';
@@ -30,7 +30,10 @@ export interface ProcessInfo {
 
 export type ProbeResult =
   | { kind: 'go'; info: ProcessInfo }
-  | { kind: 'not-go' }
+  /** `unreadableElf`: the first look at a file with an ELF header that could
+   * not be read (a corrupt section table…), with the reason; later looks at
+   * the same file leave it out (the answer is cached). */
+  | { kind: 'not-go'; unreadableElf?: { exe: string; reason: string } }
   | { kind: 'gone' }
   | { kind: 'unreadable'; reason: string };
 
@@ -57,6 +60,23 @@ export function listPids(procRoot = '/proc'): number[] {
     if (Number.isInteger(n) && n > 0) out.push(n);
   }
   return out;
+}
+
+function notGo(exe: string, unreadable: string | undefined): ProbeResult {
+  return unreadable === undefined ? { kind: 'not-go' } : { kind: 'not-go', unreadableElf: { exe, reason: unreadable } };
+}
+
+function hasElfMagic(path: string): boolean {
+  let fd: number | undefined;
+  try {
+    fd = openSync(path, 'r');
+    const b = Buffer.alloc(4);
+    return readSync(fd, b, 0, 4, 0) === 4 && b.readUInt32BE(0) === 0x7f454c46;
+  } catch {
+    return false;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
 }
 
 export class GoProcessProbe {
@@ -86,8 +106,8 @@ export class GoProcessProbe {
       const key = binaryKeyOfStat(fstatSync(fd, { bigint: true }));
       if (keyString(key) !== keyString(expected)) return { kind: 'gone' };
       const exePath = `/proc/self/fd/${fd}`;
-      const goVersion = this.goVersionOf(key, exePath);
-      if (goVersion === null) return { kind: 'not-go' };
+      const { goVersion, unreadable } = this.goVersionOf(key, exePath);
+      if (goVersion === null) return notGo(path, unreadable);
       handedOver = true;
       return { kind: 'go', info: { pid: 0, startTime: '', exe: path, exePath, fd, name: '', key, goVersion } };
     } catch {
@@ -97,18 +117,21 @@ export class GoProcessProbe {
     }
   }
 
-  private goVersionOf(key: BinaryKey, path: string): string | null {
+  private goVersionOf(key: BinaryKey, path: string): { goVersion: string | null; unreadable?: string } {
     const k = keyString(key);
-    let cached = this.binaryCache.get(k);
-    if (cached === undefined) {
-      try {
-        cached = readGoVersion(path)?.goVersion ?? null;
-      } catch {
-        cached = null; // non-ELF (scripts run through binfmt), truncated: not ours
-      }
-      this.binaryCache.set(k, cached);
+    const cached = this.binaryCache.get(k);
+    if (cached !== undefined) return { goVersion: cached };
+    let goVersion: string | null = null;
+    let unreadable: string | undefined;
+    try {
+      goVersion = readGoVersion(path)?.goVersion ?? null;
+    } catch (e) {
+      // scripts run through binfmt are not ours; an ELF file the kernel runs
+      // but the analysis cannot read may be a Go program left untraced
+      if (hasElfMagic(path)) unreadable = (e as Error).message;
     }
-    return cached;
+    this.binaryCache.set(k, goVersion);
+    return unreadable === undefined ? { goVersion } : { goVersion, unreadable };
   }
 
   /** Whether any process runs the file device:inode (`${dev}:${ino}` as stat gives them) now: one stat per process. */
@@ -166,8 +189,8 @@ export class GoProcessProbe {
       const exePath = `/proc/self/fd/${fd}`;
       const startTime = readStartTime(pid, this.procRoot);
       if (startTime === undefined) return { kind: 'gone' };
-      const goVersion = this.goVersionOf(key, exePath);
-      if (goVersion === null) return { kind: 'not-go' };
+      const { goVersion, unreadable } = this.goVersionOf(key, exePath);
+      if (goVersion === null) return notGo(exe, unreadable);
       let name = '';
       try {
         name = readFileSync(`${this.procRoot}/${pid}/comm`, 'utf8').trim();

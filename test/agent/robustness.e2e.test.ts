@@ -7,7 +7,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { copyFileSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, copyFileSync, mkdirSync, openSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { Agent } from '../../daemon/agent/agent.ts';
@@ -107,6 +107,35 @@ describe('agent robustness', { skip: skipUnlessBpf() }, () => {
       a.kill();
       b.kill();
       await go.stop();
+    }
+  });
+
+  test('a Go program whose ELF section table is corrupt runs untraced, with one warning naming the file and the reason', async () => {
+    const bin = join(work, 'corrupt-sections');
+    copyFileSync(goBin('go1.26', 'plain'), bin);
+    // e_shoff (offset 0x28 in a 64-bit ELF header) past the end: the kernel
+    // runs the file by its program headers, section-based reading fails
+    const fd = openSync(bin, 'r+');
+    const shoff = Buffer.alloc(8);
+    shoff.writeBigUInt64LE(0xfffffff0n);
+    writeSync(fd, shoff, 0, 8, 0x28);
+    closeSync(fd);
+    const servers = [await startGoServer(bin), await startGoServer(bin)];
+    try {
+      const warned = (): string[] => logLines.filter((l) => /WARN/.test(l) && l.includes('cannot read executable') && l.includes(bin));
+      await until('a warning for the unreadable executable', () => warned().length > 0);
+      for (const p of servers) {
+        const r = await httpRequest(`${p.url}/hello`);
+        assert.equal(r.status, 200, 'the program serves as before');
+        assert.ok(!agent.tracedPids().includes(p.pid));
+      }
+      agent.scan();
+      await agent.flush();
+      assert.equal(warned().length, 1, `one warning per file, not per process or scan: ${warned().join('\n')}`);
+      assert.match(warned()[0]!, /reason=/);
+      assert.equal(pidSpans(servers[0]!.pid).length + pidSpans(servers[1]!.pid).length, 0);
+    } finally {
+      for (const p of servers) await p.stop();
     }
   });
 
