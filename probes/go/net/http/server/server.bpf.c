@@ -906,12 +906,14 @@ static __always_inline int end_inflight(struct pt_regs *ctx, __u32 extra_flags, 
 		finish_request(cfg, &key, bin_id, st, extra_flags);
 		return 0;
 	}
+	if (!expected)
+		return 0; /* the connection's goroutine ends: nothing to inherit */
 	/* a request not traced (it began before its process was, or was
 	 * gotrail's own): a route its router wrote goes with it, so that the
 	 * next request on this goroutine does not inherit it */
 	if (bpf_map_lookup_elem(&gt_http_routes, &key))
 		bpf_map_delete_elem(&gt_http_routes, &key);
-	if (expected && !gt_self_skip_take(&key))
+	if (!gt_self_skip_take(&key))
 		gt_count_no_entry(&key, GT_PAIRED_HTTP_SERVER);
 	return 0;
 }
