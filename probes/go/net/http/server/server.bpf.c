@@ -722,11 +722,11 @@ int gt_http_server_entry(struct pt_regs *ctx)
 	if (!(st.flags & (GT_HTTP_EVENT_TRACEPARENT | GT_HTTP_EVENT_LINKED)))
 		gt_new_root(&st.span);
 	gt_mark_entered(&key, GT_PAIRED_HTTP_SERVER);
-	/* No look at gt_http_routes here: a route a router wrote on this
-	 * goroutine is taken by the return of the request it was written in,
-	 * traced (read_route) or not (end_inflight), so none is left for this
-	 * request to inherit; a map access per request costs more than the
-	 * rest of the shared start (a cache and TLB miss). */
+	/* a route left by a request whose return was missed: a lookup first,
+	 * as a delete takes the bucket's lock even when nothing is there (the
+	 * lookup also brings in the bucket read_route needs at the return) */
+	if (bpf_map_lookup_elem(&gt_http_routes, &key))
+		bpf_map_delete_elem(&gt_http_routes, &key);
 	if (bpf_map_update_elem(&gt_http_server_inflight, &key, &st, BPF_ANY) < 0) {
 		gt_count_inflight_full(&key, GT_PAIRED_HTTP_SERVER);
 		gt_debug_hit(ctx, GT_HIT_HTTP_SERVER_ENTRY, GT_HIT_STORE_FAILED, key.tgid, bin_id, key.goid);
@@ -902,18 +902,9 @@ static __always_inline int end_inflight(struct pt_regs *ctx, __u32 extra_flags, 
 		return 0;
 	struct http_server_inflight *st = bpf_map_lookup_elem(&gt_http_server_inflight, &key);
 	gt_debug_hit(ctx, site, st ? GT_HIT_FOUND : GT_HIT_NOT_FOUND, key.tgid, bin_id, key.goid);
-	if (st) {
+	if (st)
 		finish_request(cfg, &key, bin_id, st, extra_flags);
-		return 0;
-	}
-	if (!expected)
-		return 0; /* the connection's goroutine ends: nothing to inherit */
-	/* a request not traced (it began before its process was, or was
-	 * gotrail's own): a route its router wrote goes with it, so that the
-	 * next request on this goroutine does not inherit it */
-	if (bpf_map_lookup_elem(&gt_http_routes, &key))
-		bpf_map_delete_elem(&gt_http_routes, &key);
-	if (!gt_self_skip_take(&key))
+	else if (expected && !gt_self_skip_take(&key))
 		gt_count_no_entry(&key, GT_PAIRED_HTTP_SERVER);
 	return 0;
 }
