@@ -455,92 +455,6 @@ static __always_inline int map_u8(const __u8 *w, __u64 m, __u32 off, __u8 *out)
 	return bpf_probe_read_user(out, 1, (void *)(m + off));
 }
 
-/* The slot layout of one bucket (hmap) or group (swiss) held in scratch. */
-static __always_inline bool slot_live(const __u8 *unit, __u32 b, bool swiss)
-{
-	__u8 c = unit[b];
-	return swiss ? !(c & 0x80) : c >= GT_GOMAP_MIN_TOPHASH;
-}
-
-static __always_inline __u32 slot_key(__u32 b, bool swiss)
-{
-	return swiss ? 8 + b * GT_GOMAP_SLOT_SIZE : GT_GOMAP_BUCKET_KEYS + b * 16;
-}
-
-static __always_inline __u32 slot_elem(__u32 b, bool swiss)
-{
-	return swiss ? 8 + b * GT_GOMAP_SLOT_SIZE + 16 : GT_GOMAP_BUCKET_ELEMS + b * 24;
-}
-
-/* Whether the key of slot b (held in scratch) is the 10- or 11-byte
- * canonical key `head`+`tail`: one read of its bytes. */
-static __always_inline bool slot_key_is(const __u8 *unit, __u32 b, bool swiss, __s64 len, __u64 head,
-					__u32 tail)
-{
-	struct go_string key;
-	struct {
-		__u64 head;
-		__u32 tail;
-		__u32 pad;
-	} k = {};
-	__builtin_memcpy(&key, unit + slot_key(b, swiss), sizeof(key));
-	if (key.len != len)
-		return false;
-	if (bpf_probe_read_user(&k, len == 11 ? 11 : 10, (void *)key.ptr) < 0)
-		return false;
-	return k.head == head && k.tail == tail;
-}
-
-/* A header map of at most 8 entries is one bucket (hmap: B = 0, no overflow
- * bucket, not growing) or one group (swiss: dirLen = 0), which a request
- * nearly always is: read in one go and searched without a loop. Only
- * 11-byte keys are read first; the 10-byte ones (User-Agent is one) only
- * once a traceparent was found, as the tracestate matters only then.
- * Returns false when the map is not of that shape (the general walk then
- * searches it), true when searched: s->found and the slices say what. */
-static __always_inline bool search_small_map(struct http_map_scratch *scr, struct header_search *s,
-					     bool swiss)
-{
-	__u32 size = swiss ? GT_GOMAP_GROUP_SIZE : GT_GOMAP_BUCKET_SIZE;
-	if (bpf_probe_read_user(scr->unit, size, (void *)s->arr) < 0)
-		return false;
-	if (!swiss) {
-		__u64 overflow = 0;
-		__builtin_memcpy(&overflow, scr->unit + GT_GOMAP_BUCKET_OVERFLOW, 8);
-		if (overflow)
-			return false;
-	}
-	const __u8 *unit = scr->unit;
-	__u32 len10 = 0;
-#pragma unroll
-	for (__u32 b = 0; b < 8; b++) {
-		if (!slot_live(unit, b, swiss))
-			continue;
-		struct go_string key;
-		__builtin_memcpy(&key, unit + slot_key(b, swiss), sizeof(key));
-		if (key.len == 10)
-			len10 |= 1u << b;
-		else if (!(s->found & HEADER_TRACEPARENT) &&
-			 slot_key_is(unit, b, swiss, 11, KEY_TRACEPAR, KEY_ENT)) {
-			__builtin_memcpy(&s->traceparent, unit + slot_elem(b, swiss), sizeof(s->traceparent));
-			s->found |= HEADER_TRACEPARENT;
-		}
-	}
-	if ((s->found & HEADER_TRACEPARENT) && len10) {
-#pragma unroll
-		for (__u32 b = 0; b < 8; b++) {
-			if (!(len10 & (1u << b)) || (s->found & HEADER_TRACESTATE))
-				continue;
-			if (slot_key_is(unit, b, swiss, 10, KEY_TRACESTA, KEY_TE)) {
-				__builtin_memcpy(&s->tracestate, unit + slot_elem(b, swiss), sizeof(s->tracestate));
-				s->found |= HEADER_TRACESTATE;
-			}
-		}
-	}
-	s->done = 1;
-	return true;
-}
-
 /* Finds the incoming traceparent (and tracestate) in the header map of the
  * request being served. The map is the request's own: on a connection whose
  * read buffer still holds earlier pipelined requests, or a head larger than
@@ -601,13 +515,9 @@ static __always_inline void read_traceparent(struct gt_http_server_config *cfg, 
 		s.old_arr = old;
 		s.old_n = (mflags & GT_GOMAP_SAME_SIZE_GROW) || b == 0 ? s.n : s.n >> 1;
 	}
-	bool small = s.swiss ? s.n == 1 && !s.dir : s.n == 1 && !s.old_arr;
-	if (!small || !search_small_map(w.scr, &s, s.swiss)) {
-		s.found = 0;
-		*sp = s;
-		bpf_loop(GT_HTTP_HEADER_UNITS_MAX * 9, search_headers, &w, 0);
-		s = *sp;
-	}
+	*sp = s;
+	bpf_loop(GT_HTTP_HEADER_UNITS_MAX * 9, search_headers, &w, 0);
+	s = *sp;
 	if (!(s.found & HEADER_TRACEPARENT)) {
 		if (!s.done)
 			st->flags |= GT_HTTP_EVENT_HEADERS_UNSEARCHED;
