@@ -2,14 +2,15 @@
  * BPF time per hit of each gotrail program on a net/http server: GET /hello
  * (server probes) and GET /proxy (a handler making one HTTP client call:
  * server and client probes), `--n` sequential requests per round with a
- * traceparent header on half of them, from the kernel's program statistics
+ * traceparent header on half of them (`--traceparent half`, the default), on
+ * none (`none`) or on all (`all`), from the kernel's program statistics
  * as the agent exports them (gotrail_probe_runs_total and
  * gotrail_probe_run_seconds_total). Prints runs per request and ns per run
  * of each uprobe program (net/http and the goroutine probes), median over
  * rounds; the node-wide programs (process, socket) also run for every other
  * process on the node, so they are left out.
  *
- *   deploy/node bench/bpf-per-hit.ts [--go go1.26] [--rounds 3] [--n 2000]
+ *   deploy/node bench/bpf-per-hit.ts [--go go1.26] [--rounds 3] [--n 2000] [--traceparent half|none|all]
  */
 import { copyFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -24,11 +25,15 @@ const { values } = parseArgs({
     go: { type: 'string', default: 'go1.26' },
     rounds: { type: 'string', default: '3' },
     n: { type: 'string', default: '2000' },
+    traceparent: { type: 'string', default: 'half' },
   },
 });
 const rounds = Number(values.rounds);
 const UPROBE_PROGRAM = /^gt_(http|runtime)_/;
 const n = Number(values.n);
+if (!['half', 'none', 'all'].includes(values.traceparent)) throw new Error(`--traceparent: half, none or all, not ${values.traceparent}`);
+/** whether request i of a round carries a traceparent header */
+const withTraceparent = (i: number): boolean => (values.traceparent === 'half' ? i % 2 === 1 : values.traceparent === 'all');
 const bin = join(mkdtempSync(join(tmpdir(), 'gotrail-bpf-hit-')), 'httpserver');
 copyFileSync(join(repoRoot, 'build', 'go', values.go, 'plain', 'httpserver'), bin);
 
@@ -43,7 +48,7 @@ try {
   for (const path of ['/hello', `/proxy?to=${encodeURIComponent(`${server.url}/hello`)}`]) {
     for (let r = 0; r < rounds; r++) {
       const before: ProgramStats = await programStats(url, UPROBE_PROGRAM);
-      for (let i = 0; i < n; i++) await httpRequest(`${server.url}${path}`, { headers: i % 2 ? tp : {} });
+      for (let i = 0; i < n; i++) await httpRequest(`${server.url}${path}`, { headers: withTraceparent(i) ? tp : {} });
       const after = await programStats(url, UPROBE_PROGRAM);
       for (const [prog, a] of after) {
         const b = before.get(prog) ?? { runs: 0, seconds: 0 };

@@ -632,7 +632,11 @@ int gt_http_server_entry(struct pt_regs *ctx)
 	if (!(st.flags & (GT_HTTP_EVENT_TRACEPARENT | GT_HTTP_EVENT_LINKED)))
 		gt_new_root(&st.span);
 	gt_mark_entered(&key, GT_PAIRED_HTTP_SERVER);
-	bpf_map_delete_elem(&gt_http_routes, &key);
+	/* a route left by a request whose return was missed: a lookup first,
+	 * as a delete takes the bucket's lock even when nothing is there (the
+	 * lookup also brings in the bucket read_route needs at the return) */
+	if (bpf_map_lookup_elem(&gt_http_routes, &key))
+		bpf_map_delete_elem(&gt_http_routes, &key);
 	if (bpf_map_update_elem(&gt_http_server_inflight, &key, &st, BPF_ANY) < 0) {
 		gt_count_inflight_full(&key, GT_PAIRED_HTTP_SERVER);
 		gt_debug_hit(ctx, GT_HIT_HTTP_SERVER_ENTRY, GT_HIT_STORE_FAILED, key.tgid, bin_id, key.goid);
