@@ -56,7 +56,8 @@ test('`npm run demo` sets up only what the demo needs: its two Go programs, no t
   try {
     // what make would build into an empty build directory (-n: nothing is built)
     const plan = (vars: string[]): string => {
-      const r = spawnSync('make', ['-n', '--no-print-directory', '-f', join(repoRoot, 'deploy', 'build.mk'), `BUILD=${build}`, ...vars], { encoding: 'utf8', timeout: 120_000 });
+      // NODE as set-up passes it: under npm the environment's NODE is npm's own Node, which may be too old to run TypeScript
+      const r = spawnSync('make', ['-n', '--no-print-directory', '-f', join(repoRoot, 'deploy', 'build.mk'), `NODE=${join(repoRoot, 'deploy', 'node')}`, `BUILD=${build}`, ...vars], { encoding: 'utf8', timeout: 120_000 });
       assert.equal(r.status, 0, r.stderr);
       return r.stdout;
     };
