@@ -919,15 +919,15 @@ export class Agent implements MetricsSource {
     return missing.length ? { ok: false, detail: `not ready: ${missing.join('; ')}` } : { ok: true, detail: `ready: ${this.traced.size} processes traced` };
   }
 
+  /** Set by stop(): what fails because the agent is stopping is not reported as a failure. */
+  private stopping = false;
+
   /**
    * Measures this host's uprobe trap cost (see overhead.ts) and uses it for
    * the overhead estimates from then on. At start-up and on demand (POST
    * /calibrate); concurrent calls share one run. Resolves undefined (logged)
    * when it cannot run, e.g. without the helper program.
    */
-  /** Set by stop(): what fails because the agent is stopping is not reported as a failure. */
-  private stopping = false;
-
   calibrate(): Promise<HitCostCalibration | undefined> {
     const rt = this.rt;
     if (!rt || !this.overhead) return Promise.resolve(undefined);
