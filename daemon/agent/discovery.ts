@@ -4,8 +4,9 @@
  * (device + inode of /proc/PID/exe, which resolves inside the process's own
  * mount namespace) is checked for Go once.
  */
-import { type BigIntStats, closeSync, fstatSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, statSync } from 'node:fs';
+import { type BigIntStats, closeSync, fstatSync, openSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { readGoVersion } from '../analysis/go-binary.ts';
+import { GoBinaryError } from '../analysis/errors.ts';
 import type { BinaryKey } from './attachments.ts';
 import { inodeString, keyString } from './attachments.ts';
 import { LruCache } from '../util/lru.ts';
@@ -66,19 +67,6 @@ function notGo(exe: string, unreadable: string | undefined): ProbeResult {
   return unreadable === undefined ? { kind: 'not-go' } : { kind: 'not-go', unreadableElf: { exe, reason: unreadable } };
 }
 
-function hasElfMagic(path: string): boolean {
-  let fd: number | undefined;
-  try {
-    fd = openSync(path, 'r');
-    const b = Buffer.alloc(4);
-    return readSync(fd, b, 0, 4, 0) === 4 && b.readUInt32BE(0) === 0x7f454c46;
-  } catch {
-    return false;
-  } finally {
-    if (fd !== undefined) closeSync(fd);
-  }
-}
-
 export class GoProcessProbe {
   /** binary key → Go version, or null for non-Go binaries (most recent binaries only) */
   private readonly binaryCache = new LruCache<string, string | null>(8192);
@@ -126,9 +114,10 @@ export class GoProcessProbe {
     try {
       goVersion = readGoVersion(path)?.goVersion ?? null;
     } catch (e) {
-      // scripts run through binfmt are not ours; an ELF file the kernel runs
-      // but the analysis cannot read may be a Go program left untraced
-      if (hasElfMagic(path)) unreadable = (e as Error).message;
+      // scripts run through binfmt, other architectures and files we may not
+      // read are not ours; an ELF file the kernel runs but whose headers or Go
+      // metadata the analysis finds damaged may be a Go program left untraced
+      if (!(e instanceof GoBinaryError) || e.code === 'CORRUPT' || e.code === 'TRUNCATED') unreadable = (e as Error).message;
     }
     this.binaryCache.set(k, goVersion);
     return unreadable === undefined ? { goVersion } : { goVersion, unreadable };
