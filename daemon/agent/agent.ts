@@ -685,7 +685,10 @@ export class Agent implements MetricsSource {
   }
 
   private resourceOf(info: ProcessInfo): Resource {
-    return processResource({ pid: info.pid, executablePath: info.exe, goVersion: info.goVersion, env: this.meta.env(info.pid), extra: this.meta.resourceAttributes(info.pid) });
+    return processResource({ pid: info.pid, executablePath: info.exe, goVersion: info.goVersion, env: this.meta.env(info.pid), extra: this.meta.resourceAttributes(info.pid) }, (problem) => {
+      // once per executable: every run of a cron job would repeat it; the value is not logged (it may hold secrets)
+      this.log.once(`resource-attributes:${info.exe}`, 'OTEL_RESOURCE_ATTRIBUTES of a traced process is malformed: all of it is ignored, as an OpenTelemetry SDK would', { pid: info.pid, exe: info.exe, problem });
+    });
   }
 
   /**

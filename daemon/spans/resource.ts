@@ -28,22 +28,45 @@ export const AGENT_VERSION = '0.1.0';
  */
 export const SEMCONV_SCHEMA_URL = 'https://opentelemetry.io/schemas/1.45.0';
 
-/** Parses OTEL_RESOURCE_ATTRIBUTES (`k=v,k2=v2`, values percent-encoded). Malformed pairs are skipped, as the SDKs do. */
-export function parseResourceAttributes(value: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const pair of value.split(',')) {
-    const eq = pair.indexOf('=');
-    if (eq <= 0) continue;
-    const key = pair.slice(0, eq).trim();
-    let v = pair.slice(eq + 1).trim();
+/** OTEL_RESOURCE_ATTRIBUTES parsed: its attributes, or why the whole value was discarded. */
+export type ParsedResourceAttributes = { ok: true; attributes: Record<string, string> } | { ok: false; problem: string };
+
+/**
+ * Parses OTEL_RESOURCE_ATTRIBUTES as the OpenTelemetry resource SDK
+ * specification reads it: `key1=value1,key2=value2` (W3C Baggage list
+ * members without properties), whitespace around keys and values trimmed,
+ * keys and values percent-decoded (`,` and `=` in them are written `%2C`,
+ * `%3D`; `+` stays `+`). On any error — a member without `=`, an empty key,
+ * a bad percent-encoding or one that is not UTF-8 — the **whole** value is
+ * discarded (the specification: "the entire environment variable value
+ * SHOULD be discarded and an error SHOULD be reported"), and `problem` names
+ * the member by its position (and its key where that decoded), never a
+ * value, which may be a secret. Empty members (`a=1,,b=2`, a trailing comma)
+ * are skipped. A key given twice keeps its last value.
+ */
+export function parseResourceAttributes(value: string): ParsedResourceAttributes {
+  const attributes: Record<string, string> = {};
+  const members = value.split(',');
+  for (let i = 0; i < members.length; i++) {
+    const member = members[i]!;
+    if (member.trim() === '') continue;
+    const at = `member ${i + 1}`;
+    const eq = member.indexOf('=');
+    if (eq < 0) return { ok: false, problem: `${at} is not key=value (no "=")` };
+    let key: string;
     try {
-      v = decodeURIComponent(v);
+      key = decodeURIComponent(member.slice(0, eq).trim());
     } catch {
-      continue;
+      return { ok: false, problem: `${at}: its key is not valid percent-encoded UTF-8` };
     }
-    if (key) out[key] = v;
+    if (key === '') return { ok: false, problem: `${at} has an empty key` };
+    try {
+      attributes[key] = decodeURIComponent(member.slice(eq + 1).trim());
+    } catch {
+      return { ok: false, problem: `${at} (${JSON.stringify(key)}): its value is not valid percent-encoded UTF-8` };
+    }
   }
-  return out;
+  return { ok: true, attributes };
 }
 
 /** Reads a process's environment; undefined when unreadable (gone, or not ours to read). */
@@ -71,9 +94,17 @@ export interface ProcessFacts {
   extra?: Attributes;
 }
 
-export function processAttributes(p: ProcessFacts): Attributes {
+/**
+ * The resource attributes of a traced process. `onDiscarded` is called with
+ * the problem when the process's OTEL_RESOURCE_ATTRIBUTES is malformed and
+ * therefore left out whole (see {@link parseResourceAttributes}).
+ */
+export function processAttributes(p: ProcessFacts, onDiscarded?: (problem: string) => void): Attributes {
   const fromEnv = p.env?.get('OTEL_RESOURCE_ATTRIBUTES');
-  const attrs: Attributes = fromEnv ? { ...parseResourceAttributes(fromEnv) } : {};
+  const parsed = fromEnv ? parseResourceAttributes(fromEnv) : undefined;
+  if (parsed && !parsed.ok) onDiscarded?.(parsed.problem);
+  const attrs: Attributes = parsed?.ok ? { ...parsed.attributes } : {};
+  // OTEL_SERVICE_NAME wins over service.name in OTEL_RESOURCE_ATTRIBUTES; an empty one counts as unset
   const serviceName = p.env?.get('OTEL_SERVICE_NAME') || (attrs[ATTR_SERVICE_NAME] as string | undefined) || basename(p.executablePath);
   Object.assign(attrs, p.extra ?? {});
   attrs[ATTR_SERVICE_NAME] = serviceName;
@@ -88,6 +119,7 @@ export function processAttributes(p: ProcessFacts): Attributes {
   return attrs;
 }
 
-export function processResource(p: ProcessFacts): Resource {
-  return resourceFromAttributes(processAttributes(p));
+/** The resource of a traced process (see {@link processAttributes}). */
+export function processResource(p: ProcessFacts, onDiscarded?: (problem: string) => void): Resource {
+  return resourceFromAttributes(processAttributes(p, onDiscarded));
 }
