@@ -226,18 +226,25 @@ export interface MetricsServer {
 }
 
 /**
- * Serves /metrics, /healthz, /readyz and /status, and POST /calibrate
- * (measures the uprobe trap cost again and answers the result): `healthy`
- * decides the liveness answer (/healthz), `ready` the readiness answer
- * (/readyz; 200 or 503 with the reason as text), `status` (JSON) says what is
- * traced and why not. `bound`: a server already listening (its address is
- * then not bound again).
+ * Serves /metrics, /healthz, /readyz and /status (GET and HEAD), and POST
+ * /calibrate (measures the uprobe trap cost again and answers the result;
+ * only when `actions.calibrate` is given): `healthy` decides the liveness
+ * answer (/healthz), `ready` the readiness answer (/readyz; 200 or 503 with
+ * the reason as text), `status` (JSON) says what is traced and why not.
+ * Another method on one of these paths is answered 405 with an `Allow`
+ * header (RFC 9110, 15.5.6), any other path 404. `bound`: a server already
+ * listening (its address is then not bound again).
  */
 export function serveMetrics(reg: Registry, host: string, port: number, healthy: () => { ok: boolean; detail: string }, status: () => unknown = () => ({}), ready: () => { ok: boolean; detail: string } = healthy, actions: { calibrate?: () => Promise<unknown> } = {}, bound?: Server): Promise<MetricsServer> {
-  const handler = (req: IncomingMessage, res: ServerResponse): void => {
-    // routed by path alone: a scraper may add a query (Prometheus' `params`), which changes nothing here
-    const path = (req.url ?? '').split('?', 1)[0];
-    if (path === '/metrics') {
+  type Route = (res: ServerResponse) => void;
+  const probe = (answer: () => { ok: boolean; detail: string }): Route => (res) => {
+    const h = answer();
+    res.writeHead(h.ok ? 200 : 503, { 'content-type': 'text/plain' });
+    res.end(h.detail + '\n');
+  };
+  // reads only: HEAD answers as GET does (Node's server leaves the body out)
+  const reads: Record<string, Route> = {
+    '/metrics': (res) => {
       reg.metrics().then((text) => {
         res.writeHead(200, { 'content-type': reg.contentType });
         res.end(text);
@@ -245,24 +252,38 @@ export function serveMetrics(reg: Registry, host: string, port: number, healthy:
         res.writeHead(500);
         res.end(e.message);
       });
-    } else if (path === '/status') {
+    },
+    '/status': (res) => {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify(status(), null, 2) + '\n');
-    } else if (path === '/calibrate' && req.method === 'POST' && actions.calibrate) {
-      actions.calibrate().then((c) => {
+    },
+    '/healthz': probe(healthy),
+    '/readyz': probe(ready),
+  };
+  const calibrate = actions.calibrate;
+  const handler = (req: IncomingMessage, res: ServerResponse): void => {
+    // routed by path alone: a scraper may add a query (Prometheus' `params`), which changes nothing here
+    const path = (req.url ?? '').split('?', 1)[0]!;
+    const method = req.method ?? '';
+    const read = Object.hasOwn(reads, path) ? reads[path] : undefined;
+    if (read && (method === 'GET' || method === 'HEAD')) {
+      read(res);
+    } else if (path === '/calibrate' && calibrate && method === 'POST') {
+      calibrate().then((c) => {
         res.writeHead(c ? 200 : 503, { 'content-type': 'application/json' });
         res.end(JSON.stringify(c ?? { error: 'calibration failed (see the log)' }) + '\n');
       }, () => {
         res.writeHead(500);
         res.end();
       });
-    } else if (path === '/healthz' || path === '/readyz') {
-      const h = path === '/healthz' ? healthy() : ready();
-      res.writeHead(h.ok ? 200 : 503, { 'content-type': 'text/plain' });
-      res.end(h.detail + '\n');
+    } else if (read || (path === '/calibrate' && calibrate)) {
+      // a wrong method changes nothing: a DELETE /status or a POST /metrics is refused, not served
+      const allow = read ? 'GET, HEAD' : 'POST';
+      res.writeHead(405, { allow, 'content-type': 'text/plain' });
+      res.end(`method ${method} not allowed on ${path}: use ${allow}\n`);
     } else {
-      res.writeHead(404);
-      res.end('not found: try /metrics, /healthz, /readyz or /status\n');
+      res.writeHead(404, { 'content-type': 'text/plain' });
+      res.end(`not found: try /metrics, /healthz, /readyz or /status${calibrate ? ' (GET), or POST /calibrate' : ''}\n`);
     }
   };
   const close = (server: Server) => (): Promise<void> => new Promise((r) => server.close(() => r()));
