@@ -17,6 +17,7 @@ import { resolveRunConfig, RunConfigError, startOnlyChanges, type RunConfig } fr
 import { ConfigReloader } from '../config/reload.ts';
 import { createLogger, type Logger } from '../util/log.ts';
 import { CliError, EXIT } from './exit-codes.ts';
+import { holdEarlySignals, releaseEarlySignals } from './early-signals.ts';
 
 export const runHelp = `Usage: gotrail run [options]
 
@@ -245,6 +246,9 @@ async function reserveMetricsAddress(addr: { host: string; port: number }, text:
 }
 
 export async function runAgent(argv: string[], out: (s: string) => void): Promise<number> {
+  // a SIGHUP (a reload asked too early) must not kill the agent while it
+  // starts: counted here unless the launcher's preload already counts them
+  holdEarlySignals();
   const { values } = parseArgs({
     args: joinNegativeValues(argv),
     options: {
@@ -324,9 +328,6 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
   const stopRequested = new Promise<void>((resolve) => (requestStop = resolve));
   process.once('SIGINT', () => requestStop());
   process.once('SIGTERM', () => requestStop());
-  // until the reloader listens, a SIGHUP (a reload asked too early) must not kill the agent
-  const earlyHup = (): void => {};
-  process.on('SIGHUP', earlyHup);
   const log = createLogger(cfg.logLevel);
   for (const w of cfg.warnings ?? []) log.warn(w);
   const bsp = clampBatch(cfg, log);
@@ -387,11 +388,16 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
       throw new CliError(`cannot serve metrics on ${cfg.metricsAddress}: ${(e as Error).message}`, EXIT.FAILED);
     }
   }
-  reloader.start();
-  process.off('SIGHUP', earlyHup);
+  const earlyHups = await releaseEarlySignals(() => reloader.start());
   await reloader.ready();
-  // a change made while the agent was starting, before the watcher was there
-  if (file) reloader.reload('start');
+  if (earlyHups) {
+    // asked while starting: done now, which also takes a change made meanwhile
+    log.info('SIGHUP received while starting: reloading the configuration now', { signals: earlyHups });
+    reloader.reload('SIGHUP');
+  } else if (file) {
+    // a change made while the agent was starting, before the watcher was there
+    reloader.reload('start');
+  }
   log.info('gotrail running', {
     exporter: cfg.export.exporter, pid: process.pid,
     maxQueueSize: bsp.maxQueueSize, maxExportBatchSize: bsp.maxExportBatchSize, scheduledDelayMillis: bsp.scheduledDelayMillis,
@@ -403,6 +409,8 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
   await stopRequested;
   log.info('stopping');
   await reloader.close();
+  // spans still queued are being exported: a SIGHUP now must not end that (Node's default action)
+  process.on('SIGHUP', () => log.info('SIGHUP received while stopping: ignored'));
   await metrics?.close();
   await agent.stop();
   return EXIT.OK;
