@@ -108,6 +108,11 @@ export interface SelectionRules {
    * Default: {@link DEFAULT_TELEMETRY_BACKENDS}.
    */
   defaultExcludes?: readonly string[] | false;
+  /**
+   * When set, no process is traced whatever the other rules say; names why
+   * (e.g. `OTEL_SDK_DISABLED=true`), for logs and `/status`. Default: unset.
+   */
+  disabledBy?: string;
 }
 
 /** The part of a pod the rules look at. */
@@ -257,6 +262,7 @@ const short = (id: string): string => id.slice(0, 12);
 
 export function decide(rules: SelectionRules, p: ProcessIdentity): Decision {
   if (p.pid === process.pid) return no('gotrail itself');
+  if (rules.disabledBy) return no(`tracing is disabled (${rules.disabledBy})`);
   const c = compile(rules);
   const env = once(p.env);
   const cmdline = once(p.cmdline);

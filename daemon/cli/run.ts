@@ -65,7 +65,8 @@ Kubernetes:
                          k8s.* resource attributes and the namespace/label rules
                          (node from K8S_NODE_NAME, else the hostname); off: never
 
-Export (a flag wins over its environment variable, which wins over the default):
+Export (a flag wins over its environment variable, which wins over the default;
+a variable's unusable value is ignored with a warning, a flag's is an error):
   --exporter KIND        otlp (default), console (trace trees on stdout) or none;
                          env OTEL_TRACES_EXPORTER
   --otlp-endpoint URL    OTLP/HTTP traces URL; default from OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
@@ -89,6 +90,8 @@ Sampling (no flag; decided by the probes at each trace's root span):
   (default), parentbased_always_off or parentbased_traceidratio; the ratio
   samplers take OTEL_TRACES_SAMPLER_ARG (0 to 1, default 1). A bad value is
   ignored with a warning
+  OTEL_SDK_DISABLED=true traces no process and exports nothing; the agent runs
+  on, serving its metrics, health and status
 
 Agent:
   --metrics-address A    serve /metrics, /healthz (alive), /readyz (probes loaded,
@@ -330,6 +333,9 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
   process.once('SIGTERM', () => requestStop());
   const log = createLogger(cfg.logLevel);
   for (const w of cfg.warnings ?? []) log.warn(w);
+  if (cfg.sdkDisabled) {
+    log.warn('tracing is disabled by OTEL_SDK_DISABLED=true: no process is traced (no probe attached) and no span exported; metrics, /healthz, /readyz and /status are still served; unset the variable to trace');
+  }
   const bsp = clampBatch(cfg, log);
   const agent = new Agent(log, {
     exporter: exporterOf(cfg),
@@ -403,6 +409,7 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
     maxQueueSize: bsp.maxQueueSize, maxExportBatchSize: bsp.maxExportBatchSize, scheduledDelayMillis: bsp.scheduledDelayMillis,
     exportTimeoutMillis: bsp.exportTimeoutMillis, maxConcurrentExports: bsp.maxConcurrentExports,
     sampler: describeSampler(cfg.sampling),
+    ...(cfg.sdkDisabled ? { tracing: 'disabled (OTEL_SDK_DISABLED)' } : {}),
     ...(file ? { config: file.path } : {}),
   });
   if (duration) setTimeout(requestStop, duration * 1000).unref();

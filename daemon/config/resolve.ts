@@ -96,10 +96,29 @@ export interface RunConfig {
   debugProbeHitsPath?: string;
   /** traceparent injection and node-local linking (--no-inject-traceparent, --inject-allow, --inject-deny, --no-local-linking) */
   propagation: PropagationOptions;
+  /**
+   * OTEL_SDK_DISABLED=true (case-insensitive; any other value is false, with
+   * a warning unless `false`): no process is traced and nothing is exported
+   * (selection.disabledBy set, exporter `none`, no traceparent injection);
+   * the agent keeps serving metrics, /healthz, /readyz and /status.
+   */
+  sdkDisabled: boolean;
   /** where each setting came from: a flag, a variable, `config file` or `default` */
   sources: Record<string, string>;
   /** values ignored with a warning (the OpenTelemetry variables' documented behaviour), to be logged */
   warnings?: string[];
+}
+
+/** The OTLP/HTTP traces URL when nothing sets one (the specification's default). */
+export const DEFAULT_OTLP_TRACES_ENDPOINT = 'http://localhost:4318/v1/traces';
+
+/**
+ * The traces URL of a generic OTEL_EXPORTER_OTLP_ENDPOINT: the
+ * specification's rule, `v1/traces` appended to its path (after a `/` when
+ * the path does not end with one), as the exporter does with the variable.
+ */
+export function withTracesPath(base: string): string {
+  return `${base}${base.endsWith('/') ? '' : '/'}v1/traces`;
 }
 
 /** A setting that cannot be used; the message names the flag, variable or key. */
@@ -236,7 +255,7 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
   const set = (name: string): boolean => (env[name] ?? '').trim() !== '';
   const otlp: OtlpConfig = {};
   const fo = file.exporter?.otlp;
-  const warnings: string[] = [];
+  const warnings: string[] = [...exportConfig.warnings];
   const httpUrl = (v: string): boolean => {
     try {
       return /^https?:$/.test(new URL(v).protocol);
@@ -289,13 +308,29 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
     if (!httpUrl(flags['otlp-endpoint'])) throw new RunConfigError(`--otlp-endpoint: expected an http:// or https:// URL, got "${flags['otlp-endpoint']}"`);
     otlp.endpoint = flags['otlp-endpoint'];
     sources['otlp.endpoint'] = '--otlp-endpoint';
-  } else if (set('OTEL_EXPORTER_OTLP_TRACES_ENDPOINT') || set('OTEL_EXPORTER_OTLP_ENDPOINT')) {
-    sources['otlp.endpoint'] = set('OTEL_EXPORTER_OTLP_TRACES_ENDPOINT') ? 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT' : 'OTEL_EXPORTER_OTLP_ENDPOINT';
-  } else if (fo?.endpoint !== undefined) {
-    otlp.endpoint = fo.endpoint;
-    sources['otlp.endpoint'] = FROM_FILE;
   } else {
-    sources['otlp.endpoint'] = 'default';
+    // The exporter reads the variables itself (the traces one used as is, the
+    // generic one with v1/traces appended, the traces one first), but would
+    // take a value that is no http(s) URL (`collector:4318` parses as a URL
+    // of scheme "collector:") and fail at every export. Such a value is
+    // ignored, as warned above: the next source decides, and is then given
+    // to the exporter explicitly, since the exporter would read the bad one.
+    const traces = set('OTEL_EXPORTER_OTLP_TRACES_ENDPOINT') && httpUrl(env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT!.trim());
+    const generic = set('OTEL_EXPORTER_OTLP_ENDPOINT') && httpUrl(env.OTEL_EXPORTER_OTLP_ENDPOINT!.trim());
+    const badTraces = set('OTEL_EXPORTER_OTLP_TRACES_ENDPOINT') && !traces;
+    const badAny = badTraces || (set('OTEL_EXPORTER_OTLP_ENDPOINT') && !generic);
+    if (traces) {
+      sources['otlp.endpoint'] = 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT';
+    } else if (generic) {
+      sources['otlp.endpoint'] = 'OTEL_EXPORTER_OTLP_ENDPOINT';
+      if (badTraces) otlp.endpoint = withTracesPath(env.OTEL_EXPORTER_OTLP_ENDPOINT!.trim());
+    } else if (fo?.endpoint !== undefined) {
+      otlp.endpoint = fo.endpoint;
+      sources['otlp.endpoint'] = FROM_FILE;
+    } else {
+      sources['otlp.endpoint'] = 'default';
+      if (badAny) otlp.endpoint = DEFAULT_OTLP_TRACES_ENDPOINT;
+    }
   }
   if (fo?.headers !== undefined && !set('OTEL_EXPORTER_OTLP_TRACES_HEADERS') && !set('OTEL_EXPORTER_OTLP_HEADERS')) otlp.headers = { ...fo.headers };
   if (fo?.timeoutMillis !== undefined && !set('OTEL_EXPORTER_OTLP_TRACES_TIMEOUT') && !set('OTEL_EXPORTER_OTLP_TIMEOUT')) otlp.timeoutMillis = fo.timeoutMillis;
@@ -366,7 +401,29 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
     }
   }
 
+  // The specification's Boolean: only "true" (any case) is true; anything
+  // else is false, with a warning unless it is "false" or empty.
+  const sdkDisabledText = (env.OTEL_SDK_DISABLED ?? '').trim();
+  const sdkDisabled = sdkDisabledText.toLowerCase() === 'true';
+  if (sdkDisabledText !== '' && !sdkDisabled && sdkDisabledText.toLowerCase() !== 'false') {
+    warnings.push(`OTEL_SDK_DISABLED: expected true or false, got "${env.OTEL_SDK_DISABLED}": taken as false (tracing stays on)`);
+  }
+  if (sdkDisabled) {
+    // "a no-op SDK for all telemetry signals": for an agent that has one
+    // signal, nothing traced (no probe attached, so the programs pay
+    // nothing) and nothing exported, whatever a flag or the file says
+    const by = `OTEL_SDK_DISABLED=${sdkDisabledText}`;
+    selection.disabledBy = by;
+    exportConfig.exporter = 'none';
+    exportConfig.sources['exporter'] = 'OTEL_SDK_DISABLED';
+    sources['export.exporter'] = 'OTEL_SDK_DISABLED';
+    propagation.inject = false;
+    sources['propagation.inject'] = 'OTEL_SDK_DISABLED';
+    sources['sdkDisabled'] = 'OTEL_SDK_DISABLED';
+  }
+
   return {
+    sdkDisabled,
     overheadBudget,
     selection, kubernetes, export: exportConfig, otlp, sampling, metricsAddress,
     scanIntervalMs, lingerMs, mapSizes, maxHttpRoutes, logLevel, dbQueryText, kafkaMessageKey, debugProbeHitsPath, propagation, sources,

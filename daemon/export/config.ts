@@ -1,7 +1,11 @@
 /**
  * The export settings from the command line and the standard OpenTelemetry
  * environment variables: a flag wins over its variable, a variable over the
- * default. An empty variable counts as unset (as the specification says).
+ * configuration file, the file over the default. An empty variable counts as
+ * unset, and a variable's value that cannot be used (not a number, out of
+ * range, an exporter gotrail does not have) is ignored with a warning, as the
+ * specification's environment variables require ("generate a warning and
+ * gracefully ignore the setting"); a flag's is refused.
  *
  * | setting              | flag                       | variable                         | default |
  * |----------------------|----------------------------|----------------------------------|---------|
@@ -51,6 +55,8 @@ export interface ExportConfig {
   batcher: Required<BatcherOptions>;
   /** Where each setting came from, e.g. `{ maxQueueSize: 'OTEL_BSP_MAX_QUEUE_SIZE' }` or `'config file'` (for the start-up log). */
   sources: Record<string, string>;
+  /** Variables whose value was ignored, one sentence each naming the variable, the value and what is used instead (to be logged). */
+  warnings: string[];
 }
 
 interface NumberSetting {
@@ -78,7 +84,6 @@ function parseCount(where: string, raw: string, min: number, unit: string): numb
 }
 
 function parseExporter(where: string, raw: string): ExporterKind {
-  // the variable is a comma-separated list in the specification; gotrail sends to one exporter
   const names = raw.split(',').map((s) => s.trim().toLowerCase()).filter((s) => s !== '');
   const name = names[0];
   if (names.length !== 1 || !(EXPORTER_KINDS as readonly string[]).includes(name!)) {
@@ -87,17 +92,37 @@ function parseExporter(where: string, raw: string): ExporterKind {
   return name as ExporterKind;
 }
 
+/**
+ * OTEL_TRACES_EXPORTER: a comma-separated list in the specification, whose
+ * values are case-insensitive; gotrail sends to one exporter, so of a list the
+ * first is used and the others named in a warning. An unknown name makes the
+ * whole value ignored with a warning (undefined returned).
+ */
+function exporterFromEnv(raw: string, warnings: string[], fallback: () => ExporterKind): ExporterKind | undefined {
+  const names = raw.split(',').map((s) => s.trim().toLowerCase()).filter((s) => s !== '');
+  const unknown = names.filter((n) => !(EXPORTER_KINDS as readonly string[]).includes(n));
+  if (unknown.length) {
+    warnings.push(`OTEL_TRACES_EXPORTER: expected otlp, console or none, got "${raw}": ignored, using ${fallback()}`);
+    return undefined;
+  }
+  const [first, ...rest] = [...new Set(names)] as ExporterKind[];
+  if (rest.length) warnings.push(`OTEL_TRACES_EXPORTER: gotrail sends spans to one exporter, got "${raw}": using ${first}, not ${rest.join(', ')}`);
+  return first;
+}
+
 /** The source name of a setting taken from the configuration file. */
 export const FROM_FILE = 'config file';
 
 /**
  * Resolves the export settings: flag, else environment variable, else the
  * configuration file's value, else default.
- * @throws ExportConfigError naming the flag or variable when a value is not valid
- *   (the agent refuses to start rather than run with a setting it ignored).
+ * @throws ExportConfigError naming the flag when a flag's value is not valid
+ *   (the agent refuses to start rather than run with a flag it ignored); a
+ *   variable's is ignored and named in `warnings`.
  */
 export function resolveExportConfig(flags: ExportFlags, env: NodeJS.ProcessEnv = process.env, file: ExportFileValues = {}): ExportConfig {
   const sources: Record<string, string> = {};
+  const warnings: string[] = [];
   const fromEnv = (name: string): string | undefined => {
     const v = env[name];
     return v === undefined || v.trim() === '' ? undefined : v;
@@ -109,8 +134,9 @@ export function resolveExportConfig(flags: ExportFlags, env: NodeJS.ProcessEnv =
     sources['exporter'] = '--exporter';
   } else {
     const v = fromEnv('OTEL_TRACES_EXPORTER');
-    if (v !== undefined) {
-      exporter = parseExporter('OTEL_TRACES_EXPORTER', v);
+    const fromVar = v !== undefined ? exporterFromEnv(v, warnings, () => file.exporter ?? exporter) : undefined;
+    if (fromVar !== undefined) {
+      exporter = fromVar;
       sources['exporter'] = 'OTEL_TRACES_EXPORTER';
     } else if (file.exporter !== undefined) {
       exporter = file.exporter;
@@ -127,13 +153,22 @@ export function resolveExportConfig(flags: ExportFlags, env: NodeJS.ProcessEnv =
       continue;
     }
     const v = s.env ? fromEnv(s.env) : undefined;
+    let fromVar: number | undefined;
+    const fromFile = file[s.key as keyof ExportFileValues] as number | undefined;
     if (v !== undefined && s.env) {
-      batcher[s.key] = parseCount(s.env, v, s.min, s.unit);
+      try {
+        fromVar = parseCount(s.env, v, s.min, s.unit);
+      } catch (e) {
+        warnings.push(`${(e as Error).message}: ignored, using ${fromFile ?? batcher[s.key]}${fromFile !== undefined ? ' (configuration file)' : ''}`);
+      }
+    }
+    if (fromVar !== undefined && s.env) {
+      batcher[s.key] = fromVar;
       sources[s.key] = s.env;
-    } else if (file[s.key as keyof ExportFileValues] !== undefined) {
-      batcher[s.key] = file[s.key as keyof ExportFileValues] as number;
+    } else if (fromFile !== undefined) {
+      batcher[s.key] = fromFile;
       sources[s.key] = FROM_FILE;
     }
   }
-  return { exporter, batcher, sources };
+  return { exporter, batcher, sources, warnings };
 }

@@ -15,6 +15,9 @@ import { CONFIG_FILE_MAX_BYTES } from '../../daemon/config/read.ts';
 import { bpfSamplerConfig, describeSampler, ratioThreshold } from '../../daemon/export/sampler.ts';
 import { SamplerFlags, SamplerRoot } from '../../daemon/generated/layouts.ts';
 import { repoRoot } from '../support/agent-process.ts';
+import { decide } from '../../daemon/agent/selection.ts';
+import { createExporter } from '../../daemon/export/exporters.ts';
+import type { OtlpProtoTraceExporter } from '../../daemon/export/otlp-exporter.ts';
 
 function problems(text: string): string[] {
   try {
@@ -212,6 +215,34 @@ test('a bad OTEL_TRACES_SAMPLER or OTEL_TRACES_SAMPLER_ARG is ignored with a war
   assert.equal(resolveRunConfig({}, { OTEL_TRACES_SAMPLER: 'always_on', OTEL_TRACES_SAMPLER_ARG: 'junk' }).warnings, undefined);
 });
 
+test('OTEL_SDK_DISABLED: only "true" (any case) disables: nothing traced, nothing exported, whatever flags and file say; other values are false, with a warning unless "false"', () => {
+  const file = parseConfig('exporter: {kind: console}\nselection: {includeExe: ["/srv/**"]}', 'c');
+  for (const v of ['true', 'TRUE', ' True ']) {
+    const r = resolveRunConfig({ exporter: 'otlp', 'include-name': ['api'] }, { OTEL_SDK_DISABLED: v }, file);
+    assert.equal(r.sdkDisabled, true, v);
+    assert.equal(r.export.exporter, 'none', v);
+    assert.equal(r.sources['export.exporter'], 'OTEL_SDK_DISABLED');
+    assert.equal(r.propagation.inject, false);
+    assert.equal(r.warnings, undefined);
+    assert.deepEqual(decide(r.selection, { pid: 1, exe: '/srv/api', name: 'api' }), { traced: false, reason: `tracing is disabled (OTEL_SDK_DISABLED=${v.trim()})` });
+  }
+  for (const v of ['false', 'FALSE', '', '  ']) {
+    const r = resolveRunConfig({}, { OTEL_SDK_DISABLED: v });
+    assert.equal(r.sdkDisabled, false, JSON.stringify(v));
+    assert.equal(r.export.exporter, 'otlp');
+    assert.equal(r.selection.disabledBy, undefined);
+    assert.equal(r.warnings, undefined, JSON.stringify(v));
+  }
+  for (const v of ['1', 'yes', 'on', 'disabled']) {
+    const r = resolveRunConfig({}, { OTEL_SDK_DISABLED: v });
+    assert.equal(r.sdkDisabled, false, v);
+    assert.equal(r.propagation.inject, true);
+    assert.deepEqual(r.warnings, [`OTEL_SDK_DISABLED: expected true or false, got "${v}": taken as false (tracing stays on)`]);
+    assert.deepEqual(decide(r.selection, { pid: 1, exe: '/srv/api', name: 'api' }).traced, true);
+  }
+  assert.equal(resolveRunConfig({}, {}).sdkDisabled, false);
+});
+
 test('OTLP variables the exporter would ignore silently (protocol, timeout, compression) are named in a warning', () => {
   const bad = resolveRunConfig({}, {
     OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc', OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'http/json',
@@ -240,6 +271,41 @@ test('OTLP variables the exporter would ignore silently (protocol, timeout, comp
     OTEL_EXPORTER_OTLP_COMPRESSION: 'gzip', OTEL_EXPORTER_OTLP_TRACES_COMPRESSION: 'none',
   });
   assert.equal(ok.warnings, undefined);
+});
+
+test('the traces URL: the traces variable as is, the generic one with v1/traces appended, the traces one first; a variable that is no http(s) URL is ignored, the next source used', async () => {
+  const names = ['OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', 'OTEL_EXPORTER_OTLP_ENDPOINT'] as const;
+  const saved = names.map((n) => process.env[n]);
+  // the exporter reads the variables from the process environment when it is made
+  const destination = async (env: Partial<Record<(typeof names)[number], string>>, fileText = ''): Promise<{ url: string; source: string | undefined; warnings: string[] }> => {
+    for (const n of names) {
+      if (env[n] === undefined) delete process.env[n];
+      else process.env[n] = env[n];
+    }
+    const cfg = resolveRunConfig({}, process.env, fileText ? parseConfig(fileText, 'c') : {});
+    const exporter = createExporter({ kind: 'otlp', endpoint: cfg.otlp.endpoint }) as OtlpProtoTraceExporter;
+    await exporter.shutdown();
+    return { url: exporter.destination, source: cfg.sources['otlp.endpoint'], warnings: (cfg.warnings ?? []).map((w) => w.split(':', 1)[0]!) };
+  };
+  const file = 'exporter: {otlp: {endpoint: "http://file:4318/v1/traces"}}';
+  try {
+    assert.deepEqual(await destination({}), { url: 'http://localhost:4318/v1/traces', source: 'default', warnings: [] });
+    assert.deepEqual(await destination({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318' }), { url: 'http://c:4318/v1/traces', source: 'OTEL_EXPORTER_OTLP_ENDPOINT', warnings: [] });
+    assert.deepEqual(await destination({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318/otlp/' }), { url: 'http://c:4318/otlp/v1/traces', source: 'OTEL_EXPORTER_OTLP_ENDPOINT', warnings: [] });
+    assert.deepEqual(await destination({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'http://t:4318/custom' }), { url: 'http://t:4318/custom', source: 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', warnings: [] });
+    assert.deepEqual(await destination({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'http://t:4318/custom', OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318' }, file), { url: 'http://t:4318/custom', source: 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', warnings: [] });
+    assert.deepEqual(await destination({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318' }, file), { url: 'http://c:4318/v1/traces', source: 'OTEL_EXPORTER_OTLP_ENDPOINT', warnings: [] });
+    // unusable values: warned, and the next source decides
+    assert.deepEqual(await destination({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'collector:4318', OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318' }), { url: 'http://c:4318/v1/traces', source: 'OTEL_EXPORTER_OTLP_ENDPOINT', warnings: ['OTEL_EXPORTER_OTLP_TRACES_ENDPOINT'] });
+    assert.deepEqual(await destination({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'collector:4318' }, file), { url: 'http://file:4318/v1/traces', source: 'config file', warnings: ['OTEL_EXPORTER_OTLP_TRACES_ENDPOINT'] });
+    assert.deepEqual(await destination({ OTEL_EXPORTER_OTLP_ENDPOINT: 'grpc://c:4317' }), { url: 'http://localhost:4318/v1/traces', source: 'default', warnings: ['OTEL_EXPORTER_OTLP_ENDPOINT'] });
+    assert.deepEqual(await destination({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'http://t:4318/custom', OTEL_EXPORTER_OTLP_ENDPOINT: 'c:4318' }), { url: 'http://t:4318/custom', source: 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', warnings: ['OTEL_EXPORTER_OTLP_ENDPOINT'] });
+  } finally {
+    names.forEach((n, i) => {
+      if (saved[i] === undefined) delete process.env[n];
+      else process.env[n] = saved[i];
+    });
+  }
 });
 
 test('each sampler becomes the probes\' rule; TraceIdRatioBased thresholds are the specification\'s', () => {

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { ExportResultCode, type ExportResult } from '@opentelemetry/core';
 import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-base';
 import { SpanBatcher, BATCHER_DEFAULTS, type BatcherOptions } from '../../daemon/export/batcher.ts';
-import { resolveExportConfig, ExportConfigError } from '../../daemon/export/config.ts';
+import { resolveExportConfig } from '../../daemon/export/config.ts';
 import { createLogger } from '../../daemon/util/log.ts';
 
 interface Call {
@@ -351,19 +351,37 @@ describe('export settings from flags and environment variables', () => {
     assert.equal(resolveExportConfig({ maxQueueSize: '10' }, { OTEL_BSP_MAX_QUEUE_SIZE: 'many' }).batcher.maxQueueSize, 10);
   });
 
-  test('invalid values are errors naming the variable or flag', () => {
-    const bad: Array<[Record<string, string>, RegExp]> = [
-      [{ OTEL_TRACES_EXPORTER: 'zipkin' }, /^OTEL_TRACES_EXPORTER: expected otlp, console or none, got "zipkin"$/],
-      [{ OTEL_TRACES_EXPORTER: 'otlp,console' }, /^OTEL_TRACES_EXPORTER: .*\(one exporter only\)$/],
-      [{ OTEL_BSP_MAX_QUEUE_SIZE: '0' }, /^OTEL_BSP_MAX_QUEUE_SIZE: expected an integer >= 1 \(spans\), got "0"$/],
-      [{ OTEL_BSP_MAX_QUEUE_SIZE: '1e4' }, /^OTEL_BSP_MAX_QUEUE_SIZE: /],
-      [{ OTEL_BSP_MAX_EXPORT_BATCH_SIZE: 'big' }, /^OTEL_BSP_MAX_EXPORT_BATCH_SIZE: /],
-      [{ OTEL_BSP_SCHEDULE_DELAY: '-1' }, /^OTEL_BSP_SCHEDULE_DELAY: expected an integer >= 0 \(milliseconds\)/],
-      [{ OTEL_BSP_EXPORT_TIMEOUT: '10s' }, /^OTEL_BSP_EXPORT_TIMEOUT: expected an integer >= 0/],
+  test('a variable\'s unusable value is ignored with a warning naming it (the specification\'s rule), the file\'s or default value used; a flag\'s is an error', () => {
+    const ignored: Array<[Record<string, string>, string]> = [
+      [{ OTEL_TRACES_EXPORTER: 'zipkin' }, 'OTEL_TRACES_EXPORTER: expected otlp, console or none, got "zipkin": ignored, using otlp'],
+      [{ OTEL_TRACES_EXPORTER: 'console,jaeger' }, 'OTEL_TRACES_EXPORTER: expected otlp, console or none, got "console,jaeger": ignored, using otlp'],
+      [{ OTEL_BSP_MAX_QUEUE_SIZE: '0' }, 'OTEL_BSP_MAX_QUEUE_SIZE: expected an integer >= 1 (spans), got "0": ignored, using 65536'],
+      [{ OTEL_BSP_MAX_QUEUE_SIZE: '1e4' }, 'OTEL_BSP_MAX_QUEUE_SIZE: expected an integer >= 1 (spans), got "1e4": ignored, using 65536'],
+      [{ OTEL_BSP_MAX_EXPORT_BATCH_SIZE: 'big' }, 'OTEL_BSP_MAX_EXPORT_BATCH_SIZE: expected an integer >= 1 (spans), got "big": ignored, using 2048'],
+      [{ OTEL_BSP_SCHEDULE_DELAY: '-1' }, 'OTEL_BSP_SCHEDULE_DELAY: expected an integer >= 0 (milliseconds), got "-1": ignored, using 1000'],
+      [{ OTEL_BSP_EXPORT_TIMEOUT: '10s' }, 'OTEL_BSP_EXPORT_TIMEOUT: expected an integer >= 0 (milliseconds (0: no limit)), got "10s": ignored, using 30000'],
     ];
-    for (const [env, re] of bad) {
-      assert.throws(() => resolveExportConfig({}, env), (e: Error) => e instanceof ExportConfigError && re.test(e.message), JSON.stringify(env));
+    for (const [env, warning] of ignored) {
+      const c = resolveExportConfig({}, env);
+      assert.deepEqual(c.warnings, [warning], JSON.stringify(env));
+      assert.equal(c.exporter, 'otlp');
+      assert.deepEqual(c.batcher, BATCHER_DEFAULTS);
+      assert.ok(Object.values(c.sources).every((v) => v === 'default'), JSON.stringify(c.sources));
     }
+    // the configuration file's value stands when the variable is unusable
+    const withFile = resolveExportConfig({}, { OTEL_TRACES_EXPORTER: 'zipkin', OTEL_BSP_MAX_QUEUE_SIZE: '-3' }, { exporter: 'console', maxQueueSize: 500 });
+    assert.equal(withFile.exporter, 'console');
+    assert.equal(withFile.batcher.maxQueueSize, 500);
+    assert.deepEqual(withFile.sources, { ...withFile.sources, exporter: 'config file', maxQueueSize: 'config file' });
+    assert.deepEqual(withFile.warnings, [
+      'OTEL_TRACES_EXPORTER: expected otlp, console or none, got "zipkin": ignored, using console',
+      'OTEL_BSP_MAX_QUEUE_SIZE: expected an integer >= 1 (spans), got "-3": ignored, using 500 (configuration file)',
+    ]);
+    // a list: gotrail has one exporter, the first named is used (values are case-insensitive, repeats collapse)
+    const list = resolveExportConfig({}, { OTEL_TRACES_EXPORTER: ' Console , otlp,console' });
+    assert.equal(list.exporter, 'console');
+    assert.deepEqual(list.warnings, ['OTEL_TRACES_EXPORTER: gotrail sends spans to one exporter, got " Console , otlp,console": using console, not otlp']);
+    assert.deepEqual(resolveExportConfig({}, { OTEL_TRACES_EXPORTER: 'none,none', OTEL_BSP_MAX_QUEUE_SIZE: ' 4096 ' }).warnings, []);
     assert.throws(() => resolveExportConfig({ exporter: 'jaeger' }, {}), /^ExportConfigError: --exporter: expected otlp, console or none, got "jaeger"$/);
     assert.throws(() => resolveExportConfig({ maxConcurrentExports: '0' }, {}), /--max-concurrent-exports: expected an integer >= 1/);
   });

@@ -1,8 +1,9 @@
 /**
  * The export settings as a user sets them on `gotrail run`: the standard
  * OTEL_TRACES_EXPORTER and OTEL_BSP_* variables take effect, a flag wins over
- * its variable, and a batch size above the queue size is clamped with a
- * warning.
+ * its variable, a batch size above the queue size is clamped with a
+ * warning, a variable's unusable value is ignored with a warning (the
+ * specification's rule), and OTEL_SDK_DISABLED=true traces nothing.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -46,4 +47,44 @@ test('a flag wins over its variable; a batch size above the queue size is clampe
   } finally {
     assert.equal(await agent.stop(), 0, `gotrail run exits 0 on SIGTERM:\n${agent.log().slice(-3000)}`);
   }
+});
+
+test('unusable OpenTelemetry variables do not stop the start: each is named in a warning and ignored, the default used', { skip: skipUnlessBpf() }, async () => {
+  const agent = await startAgent(['--include-exe', bin], {
+    OTEL_TRACES_EXPORTER: 'zipkin', OTEL_BSP_MAX_QUEUE_SIZE: 'lots', OTEL_BSP_SCHEDULE_DELAY: '2.5', OTEL_SDK_DISABLED: 'yes',
+  });
+  try {
+    const log = agent.log();
+    assert.match(log, /WARN +OTEL_TRACES_EXPORTER: expected otlp, console or none, got "zipkin": ignored, using otlp\n/);
+    assert.match(log, /WARN +OTEL_BSP_MAX_QUEUE_SIZE: expected an integer >= 1 \(spans\), got "lots": ignored, using 65536\n/);
+    assert.match(log, /WARN +OTEL_BSP_SCHEDULE_DELAY: expected an integer >= 0 \(milliseconds\), got "2.5": ignored, using 1000\n/);
+    assert.match(log, /WARN +OTEL_SDK_DISABLED: expected true or false, got "yes": taken as false \(tracing stays on\)\n/);
+    assert.match(log, /gotrail running exporter=otlp .*maxQueueSize=65536 .*scheduledDelayMillis=1000\b/);
+    assert.doesNotMatch(log, /tracing is disabled/);
+  } finally {
+    assert.equal(await agent.stop(), 0, `gotrail run exits 0 on SIGTERM:\n${agent.log().slice(-3000)}`);
+  }
+});
+
+test('OTEL_SDK_DISABLED=true: the agent runs and says so, serves health and status, but traces and exports nothing', { skip: skipUnlessBpf() }, async () => {
+  const agent = await startAgent(['--include-exe', bin, '--exporter', 'console', '--log-level', 'debug'], { OTEL_SDK_DISABLED: 'True', OTEL_BSP_SCHEDULE_DELAY: '100' });
+  const server = await startGoServer(bin, ['-tag', 'settings-disabled'], { OTEL_SERVICE_NAME: 'settings-disabled' });
+  try {
+    assert.match(agent.log(), /WARN +tracing is disabled by OTEL_SDK_DISABLED=true: no process is traced \(no probe attached\) and no span exported/);
+    assert.match(agent.log(), /gotrail running exporter=none .*tracing="disabled \(OTEL_SDK_DISABLED\)"/);
+    const base = (await agent.metricsUrl()).replace(/\/metrics$/, '');
+    // the server is seen, and left out by the variable
+    await agent.waitFor(new RegExp(`process not selected pid=${server.pid} exe=\\S+ reason="tracing is disabled \\(OTEL_SDK_DISABLED=True\\)"`));
+    const status = JSON.parse((await httpRequest(`${base}/status`)).body) as { processesNotSelected?: Array<{ pid: number; reason: string }>; config?: { sources?: Record<string, string> } };
+    assert.deepEqual(status.processesNotSelected?.find((p) => p.pid === server.pid), { pid: server.pid, exe: bin, reason: 'tracing is disabled (OTEL_SDK_DISABLED=True)' });
+    assert.equal(status.config?.sources?.['export.exporter'], 'OTEL_SDK_DISABLED');
+    assert.equal((await httpRequest(`${base}/healthz`)).status, 200);
+    assert.equal((await httpRequest(`${server.url}/hello`)).status, 200);
+    const metrics = (await httpRequest(`${base}/metrics`)).body;
+    assert.match(metrics, /^gotrail_processes_traced 0$/m);
+  } finally {
+    await server.stop();
+    assert.equal(await agent.stop(), 0, `gotrail run exits 0 on SIGTERM:\n${agent.log().slice(-3000)}`);
+  }
+  assert.doesNotMatch(agent.log(), /tracing process|SERVER {2}200/, 'nothing traced, nothing printed');
 });
