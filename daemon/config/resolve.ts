@@ -109,6 +109,9 @@ export interface RunConfig {
   warnings?: string[];
 }
 
+/** OTEL_EXPORTER_OTLP_(TRACES_)TIMEOUT=0, "no limit", as given to the exporter: 2^31 - 1 ms (about 24.8 days). */
+export const OTLP_TIMEOUT_NO_LIMIT = 2 ** 31 - 1;
+
 /** The OTLP/HTTP traces URL when nothing sets one (the specification's default). */
 export const DEFAULT_OTLP_TRACES_ENDPOINT = 'http://localhost:4318/v1/traces';
 
@@ -275,10 +278,17 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
       warnings.push(`${name}: gotrail exports OTLP over HTTP with protobuf only (http/protobuf), got "${env[name]}": ignored (a gRPC endpoint, port 4317, does not accept it; use the collector's OTLP/HTTP port, 4318)`);
     }
   }
-  for (const name of ['OTEL_EXPORTER_OTLP_TRACES_TIMEOUT', 'OTEL_EXPORTER_OTLP_TIMEOUT']) {
-    const ms = Number(env[name]?.trim());
-    if (set(name) && !(Number.isFinite(ms) && ms > 0)) warnings.push(`${name}: expected a number of milliseconds > 0, got "${env[name]}": the OTLP exporter ignores it`);
+  const timeoutNames = ['OTEL_EXPORTER_OTLP_TRACES_TIMEOUT', 'OTEL_EXPORTER_OTLP_TIMEOUT'];
+  const usableTimeout = (name: string): boolean => set(name) && Number.isFinite(Number(env[name]!.trim())) && Number(env[name]!.trim()) >= 0;
+  for (const name of timeoutNames) {
+    if (set(name) && !usableTimeout(name)) warnings.push(`${name}: expected a number of milliseconds >= 0 (0: no limit), got "${env[name]}": the OTLP exporter ignores it`);
   }
+  // The specification's Timeout type: 0 is no limit. The exporter refuses 0
+  // (it wants > 0) and would fall back to its 10 s: the variable that decides
+  // (the traces one first) saying 0 is passed on as the largest 32-bit count
+  // of milliseconds, the stand-in the specification suggests.
+  const timeoutFrom = timeoutNames.find(usableTimeout);
+  const timeoutNoLimit = timeoutFrom !== undefined && Number(env[timeoutFrom]!.trim()) === 0;
   for (const name of ['OTEL_EXPORTER_OTLP_TRACES_COMPRESSION', 'OTEL_EXPORTER_OTLP_COMPRESSION']) {
     const c = env[name]?.trim();
     if (set(name) && c !== 'none' && c !== 'gzip') warnings.push(`${name}: expected none or gzip, got "${env[name]}": the OTLP exporter ignores it`);
@@ -334,6 +344,7 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
   }
   if (fo?.headers !== undefined && !set('OTEL_EXPORTER_OTLP_TRACES_HEADERS') && !set('OTEL_EXPORTER_OTLP_HEADERS')) otlp.headers = { ...fo.headers };
   if (fo?.timeoutMillis !== undefined && !set('OTEL_EXPORTER_OTLP_TRACES_TIMEOUT') && !set('OTEL_EXPORTER_OTLP_TIMEOUT')) otlp.timeoutMillis = fo.timeoutMillis;
+  if (timeoutNoLimit) otlp.timeoutMillis = OTLP_TIMEOUT_NO_LIMIT;
 
   const sampling = parseSampling(env, file.sampling, sources, warnings);
 

@@ -252,8 +252,8 @@ test('OTLP variables the exporter would ignore silently (protocol, timeout, comp
   assert.deepEqual(bad.warnings, [
     'OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: gotrail exports OTLP over HTTP with protobuf only (http/protobuf), got "http/json": ignored (a gRPC endpoint, port 4317, does not accept it; use the collector\'s OTLP/HTTP port, 4318)',
     'OTEL_EXPORTER_OTLP_PROTOCOL: gotrail exports OTLP over HTTP with protobuf only (http/protobuf), got "grpc": ignored (a gRPC endpoint, port 4317, does not accept it; use the collector\'s OTLP/HTTP port, 4318)',
-    'OTEL_EXPORTER_OTLP_TRACES_TIMEOUT: expected a number of milliseconds > 0, got "-5": the OTLP exporter ignores it',
-    'OTEL_EXPORTER_OTLP_TIMEOUT: expected a number of milliseconds > 0, got "abc": the OTLP exporter ignores it',
+    'OTEL_EXPORTER_OTLP_TRACES_TIMEOUT: expected a number of milliseconds >= 0 (0: no limit), got "-5": the OTLP exporter ignores it',
+    'OTEL_EXPORTER_OTLP_TIMEOUT: expected a number of milliseconds >= 0 (0: no limit), got "abc": the OTLP exporter ignores it',
     'OTEL_EXPORTER_OTLP_COMPRESSION: expected none or gzip, got "zstd": the OTLP exporter ignores it',
   ]);
   // header entries the exporter drops or cuts, named without their values (often secrets)
@@ -306,6 +306,32 @@ test('the traces URL: the traces variable as is, the generic one with v1/traces 
       else process.env[n] = saved[i];
     });
   }
+});
+
+test('OTEL_EXPORTER_OTLP_(TRACES_)TIMEOUT=0 is no limit (the specification\'s Timeout), which the exporter would refuse: it gets 2^31 - 1 ms', async () => {
+  const timeoutOf = async (env: Record<string, string>): Promise<{ given: number | undefined; used: number; warnings: string[] | undefined }> => {
+    const cfg = resolveRunConfig({}, env);
+    const names = Object.keys(env);
+    const saved = names.map((n) => process.env[n]);
+    Object.assign(process.env, env);
+    try {
+      // what the exporter makes of the variables and the value given in code
+      const { convertLegacyHttpOptions } = await import('@opentelemetry/otlp-exporter-base/node-http');
+      const used = convertLegacyHttpOptions(cfg.otlp.timeoutMillis !== undefined ? { timeoutMillis: cfg.otlp.timeoutMillis } : {}, 'TRACES', 'v1/traces', {}).timeoutMillis;
+      return { given: cfg.otlp.timeoutMillis, used, warnings: cfg.warnings };
+    } finally {
+      names.forEach((n, i) => {
+        if (saved[i] === undefined) delete process.env[n];
+        else process.env[n] = saved[i];
+      });
+    }
+  };
+  assert.deepEqual(await timeoutOf({ OTEL_EXPORTER_OTLP_TIMEOUT: '0' }), { given: 2147483647, used: 2147483647, warnings: undefined });
+  assert.deepEqual(await timeoutOf({ OTEL_EXPORTER_OTLP_TRACES_TIMEOUT: ' 0 ', OTEL_EXPORTER_OTLP_TIMEOUT: '5000' }), { given: 2147483647, used: 2147483647, warnings: undefined });
+  // the traces variable decides when it is usable
+  assert.deepEqual(await timeoutOf({ OTEL_EXPORTER_OTLP_TRACES_TIMEOUT: '2500', OTEL_EXPORTER_OTLP_TIMEOUT: '0' }), { given: undefined, used: 2500, warnings: undefined });
+  assert.deepEqual(await timeoutOf({ OTEL_EXPORTER_OTLP_TIMEOUT: '2500' }), { given: undefined, used: 2500, warnings: undefined });
+  assert.deepEqual(await timeoutOf({}), { given: undefined, used: 10000, warnings: undefined });
 });
 
 test('each sampler becomes the probes\' rule; TraceIdRatioBased thresholds are the specification\'s', () => {
