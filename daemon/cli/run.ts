@@ -22,8 +22,9 @@ export const runHelp = `Usage: gotrail run [options]
 
 Traces every Go process on this host (or those the rules select) and exports
 one span per operation. Needs root (or CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE,
-CAP_KILL, CAP_DAC_READ_SEARCH, CAP_SYS_RESOURCE, and CAP_NET_ADMIN for header
-injection) and a kernel with BTF.
+CAP_KILL, CAP_DAC_READ_SEARCH, CAP_SYS_RESOURCE, CAP_NET_ADMIN for header
+injection, and CAP_SYS_NICE for prompt detaching on a busy node) and a kernel
+with BTF.
 
 Configuration file:
   --config FILE          read every setting below from a YAML file (see README,
