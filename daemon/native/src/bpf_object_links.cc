@@ -280,8 +280,8 @@ Napi::Value BpfObject::Detach(const Napi::CallbackInfo& info) {
 
 // Destroys link sets on a libuv pool thread: closing a link waits for the
 // kernel to retire it, which must not stall the agent's event loop while
-// processes come and go. The sets were already taken out of the object on
-// the JS thread, so nothing else can reach them.
+// processes come and go. The sets were already taken out of the object on the
+// JS thread, so nothing else can reach them.
 //
 // What one close() costs (kernel >= 6.12, kernel/trace/bpf_trace.c): releasing
 // a uprobe_multi link calls uprobe_unregister_nosync() for each of its sites
@@ -289,25 +289,26 @@ Napi::Value BpfObject::Detach(const Napi::CallbackInfo& info) {
 // Tasks Trace grace period and then an SRCU one (uretprobes_srcu), because a
 // handler may still be running on another CPU. A perf-event uprobe waits
 // likewise, per site. So the wait is per link, not per site, and does no work
-// of its own: one link after another took 46 ms each here (73 ms beside a
-// busy load). Waiters queued when a grace period starts share it, so every
-// link is closed by a thread of its own (up to kMaxDetachThreads) and a batch
-// costs a few grace periods. Starting all threads first and releasing them at
-// once was no faster (starting 378 threads takes 7-16 ms, and one more grace
-// period is often already running, from any process on the node).
+// of its own: one link after another took 46-53 ms each here (73 ms and more
+// beside a busy load). Waiters queued when a grace period starts share it, so
+// every link is closed by a thread of its own (up to kMaxDetachThreads) and a
+// batch costs a few grace periods. Starting all threads first and releasing
+// them at once was no faster (starting 378 threads takes 7-16 ms, and one more
+// grace period is often already running, from any process on the node).
 //
-// The breakpoints go in uprobe_unregister_nosync(): per site, under the
-// global dup_mmap_sem taken for writing, it rewrites the page of every
-// process that maps the file. That lock is handed from one waiting closer to
-// the next, so with hundreds of closers every hand-over waits until the next
-// one gets a CPU; beside a busy load that is a scheduler time slice, and
-// removing 1,008 breakpoints from 42 running processes took 215-370 ms
-// (median) instead of 25 ms. `nice` (the agent asks for -20) lets a woken
-// closer run at once: 49-62 ms beside the same load, no change when quiet
-// (bench/detach-cost.ts). The closers only take the lock, rewrite the pages
-// and sleep in the grace-period wait, so the priority costs the traced
-// programs nothing but the (same) work done sooner. It needs CAP_SYS_NICE
-// (or RLIMIT_NICE); without it the closers run at the caller's priority.
+// The breakpoints go in uprobe_unregister_nosync(): per site, under the global
+// dup_mmap_sem taken for writing, it rewrites the page of every process that
+// maps the file. That lock is handed from one waiting closer to the next, so
+// with hundreds of closers every hand-over waits until the next one gets a CPU;
+// beside a busy load that can be a scheduler time slice, and removing 1,008
+// breakpoints from 42 running processes took 206-332 ms (median) instead of
+// 22-44 ms on a quiet machine. `nice` (the agent asks for -20) lets a woken
+// closer run at once: 64-68 ms beside the same load, and the links were
+// released in 147-194 ms instead of 292-428 ms; no change when quiet
+// (bench/detach-cost.ts). The closers only take the lock, rewrite the pages and
+// sleep in the grace-period wait, so the priority costs the traced programs
+// nothing but the (same) work done sooner. It needs CAP_SYS_NICE (or
+// RLIMIT_NICE); without it the closers run at the caller's priority.
 class DetachWorker : public Napi::AsyncWorker {
  public:
   // Each waiting thread costs a few touched stack pages and no CPU.
