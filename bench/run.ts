@@ -21,8 +21,9 @@
  * - `attach`: planning, attaching and detaching gotrail's programs for one
  *   binary and for 100 binaries (copies), and the agent with 100 traced
  *   processes: time until all are traced, its CPU and RSS, time to stop;
- *   and detach of 1008 sites quiet and beside a busy load, against the
- *   target of 100 ms (bench/detach-cost.ts);
+ *   and detach of 1008 sites in 42 running processes, quiet and beside a
+ *   busy load (traps gone and release), against the target of 100 ms
+ *   (bench/detach-cost.ts);
  * - `pipeline`: the agent's user-space path on one core (decode → span →
  *   OTLP bytes) and end to end into a real collector (bench/agent-throughput.ts).
  * - `entry-site`: an entry probe's cost after the stack check and on its

@@ -21,6 +21,7 @@ import {
   threadNames,
   buildFixtures,
   fixturesDir,
+  repoRoot,
   skipReason,
   symbolFileOffset,
   u32,
@@ -328,6 +329,24 @@ describe('native addon', { skip, timeout: 120_000 }, () => {
       await worker.stop();
       o.close();
     }
+  });
+
+  it('detachAsync where the nice value may not be lowered (no CAP_SYS_NICE): the links go at the caller\'s priority', () => {
+    // a child process of root without CAP_SYS_NICE and with RLIMIT_NICE 0, which allows no lowering
+    const script = `
+      const { BpfObject } = await import(${JSON.stringify(join(repoRoot, 'daemon', 'native', 'index.ts'))});
+      const o = new BpfObject(${JSON.stringify(fx.object)});
+      o.load();
+      const h = o.attachUprobes('on_work', ${JSON.stringify(fx.worker)}, [${workOffset}], [1n]);
+      const r = await o.detachAsync([h], { nice: -20 });
+      console.log(JSON.stringify({ ...r, linkSets: o.linkSets().length }));
+      o.close();`;
+    const r = spawnSync('prlimit', ['--nice=0', '--', 'setpriv', '--bounding-set=-sys_nice', '--inh-caps=-sys_nice', '--', process.execPath, '--input-type=module', '-e', script], {
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout), { reniced: false, linkSets: 0 });
   });
 
   it('attach errors: missing binary, unknown program, gone process, unknown handle', () => {
