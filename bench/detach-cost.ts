@@ -113,7 +113,7 @@ export async function detachBench(bin: string, copies: number, rounds: number, l
     log(`detach: starting ${copies} processes`);
     for (const p of paths) servers.push(await startGoServer(p));
     const addrs = servers.map((s, i) => ({ pid: s.pid, addrs: siteAddresses(s.pid, paths[i]!, allOffsets) }));
-    const once = async (mode: DetachMode, load: DetachRow['load']): Promise<void> => {
+    const once = async (mode: DetachMode, load: DetachRow['load'] | 'warm-up'): Promise<void> => {
       const n = mode === 'sequential' ? 1 : copies;
       const handles: number[] = [];
       let sites = 0;
@@ -143,6 +143,7 @@ export async function detachBench(bin: string, copies: number, rounds: number, l
       const gone = await armed.gone;
       const goneMs = Number(gone.at - t0) / 1e6;
       const resolutionMs = Number(gone.at - gone.lastTrapAt) / 1e6;
+      if (load === 'warm-up') return;
       const key = `${mode}/${load}`;
       const row = rows.get(key) ?? { mode, load, linkSets: handles.length, sites, processes: n, ms: [], goneMs: [], resolutionMs: [] };
       row.ms.push(ms);
@@ -150,6 +151,10 @@ export async function detachBench(bin: string, copies: number, rounds: number, l
       row.resolutionMs.push(resolutionMs);
       rows.set(key, row);
     };
+    // the first detach of a process is slower (thread stacks, code and
+    // kernel caches met for the first time) and would land on one mode
+    log('detach: warm-up');
+    await once('parallel', 'warm-up');
     for (const load of ['quiet', 'busy'] as const) {
       const busy = load === 'busy' ? startBusyLoad() : undefined;
       try {

@@ -39,8 +39,8 @@ export const PER_PROCESS_MAX = 8;
  * Nice value of the threads that close detached links. Removing breakpoints
  * takes a kernel lock that passes from one closing thread to the next, and
  * beside a busy load every hand-over waited for a CPU: traps gone from 42
- * running processes (1,008 sites) in 64–68 ms instead of 206–332 ms (median
- * of 6 rounds, two runs of bench/detach-cost.ts); no change when quiet. Needs CAP_SYS_NICE; without it the closers run at
+ * running processes (1,008 sites) in 38–122 ms instead of 147–460 ms (medians
+ * of six runs of bench/detach-cost.ts); on a quiet machine a few ms later. Needs CAP_SYS_NICE; without it the closers run at
  * the agent's own priority.
  */
 export const DETACH_NICE = -20;

@@ -301,14 +301,15 @@ Napi::Value BpfObject::Detach(const Napi::CallbackInfo& info) {
 // maps the file. That lock is handed from one waiting closer to the next, so
 // with hundreds of closers every hand-over waits until the next one gets a CPU;
 // beside a busy load that can be a scheduler time slice, and removing 1,008
-// breakpoints from 42 running processes took 206-332 ms (median) instead of
-// 22-44 ms on a quiet machine. `nice` (the agent asks for -20) lets a woken
-// closer run at once: 64-68 ms beside the same load, and the links were
-// released in 147-194 ms instead of 292-428 ms; no change when quiet
-// (bench/detach-cost.ts). The closers only take the lock, rewrite the pages and
-// sleep in the grace-period wait, so the priority costs the traced programs
-// nothing but the (same) work done sooner. It needs CAP_SYS_NICE (or
-// RLIMIT_NICE); without it the closers run at the caller's priority.
+// breakpoints from 42 running processes took 147-460 ms (medians of six runs)
+// instead of 18-25 ms on a quiet machine. `nice` (the agent asks for -20) lets
+// a woken closer run at once: 38-122 ms beside the same load, and the links
+// were released in 125-272 ms instead of 230-522 ms. When quiet it costs a few
+// ms instead (bench/detach-cost.ts). The closers only take the lock, rewrite
+// the pages and sleep in the grace-period wait, so the priority costs the
+// traced programs nothing but the (same) work done sooner. It needs
+// CAP_SYS_NICE (or RLIMIT_NICE); without it the closers run at the caller's
+// priority.
 class DetachWorker : public Napi::AsyncWorker {
  public:
   // Each waiting thread costs a few touched stack pages and no CPU.
