@@ -23,8 +23,9 @@ export const runHelp = `Usage: gotrail run [options]
 
 Traces every Go process on this host (or those the rules select) and exports
 one span per operation. Needs root (or CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE,
-CAP_KILL, CAP_DAC_READ_SEARCH, CAP_SYS_RESOURCE, and CAP_NET_ADMIN for header
-injection) and a kernel with BTF.
+CAP_KILL, CAP_DAC_READ_SEARCH, CAP_SYS_RESOURCE, CAP_NET_ADMIN for header
+injection, and CAP_SYS_NICE for prompt detaching on a busy node) and a kernel
+with BTF.
 
 Configuration file:
   --config FILE          read every setting below from a YAML file (see README,
@@ -170,7 +171,7 @@ export function checkEnvironment(): void {
   // rather than through libbpf's messages about a trivial program it could not load.
   const caps = effectiveCapabilities();
   if (caps !== undefined && !((caps >> CAP_BPF) & 1n) && !((caps >> CAP_SYS_ADMIN) & 1n)) {
-    throw new CliError('needs root (e.g. sudo), or the capabilities CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE, CAP_KILL, CAP_DAC_READ_SEARCH, CAP_SYS_RESOURCE and CAP_NET_ADMIN: this process has neither CAP_BPF nor CAP_SYS_ADMIN', EXIT.ENVIRONMENT);
+    throw new CliError('needs root (e.g. sudo), or the capabilities CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE, CAP_KILL, CAP_DAC_READ_SEARCH, CAP_SYS_RESOURCE, CAP_NET_ADMIN and CAP_SYS_NICE: this process has neither CAP_BPF nor CAP_SYS_ADMIN', EXIT.ENVIRONMENT);
   }
   if (!existsSync('/sys/kernel/btf/vmlinux')) throw new CliError('this kernel has no BTF (/sys/kernel/btf/vmlinux): gotrail needs CONFIG_DEBUG_INFO_BTF', EXIT.ENVIRONMENT);
   if (!existsSync(DEFAULT_BPF_OBJECT)) throw new CliError(`probes not built (${DEFAULT_BPF_OBJECT}): run bash deploy/setup.sh`, EXIT.ENVIRONMENT);

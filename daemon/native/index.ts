@@ -215,17 +215,23 @@ export interface BpfObject {
    * Detaches link sets without blocking the event loop: they leave
    * `linkSets()` at once and the kernel releases them on a pool thread (a
    * uprobe_multi link takes tens of milliseconds to go). Unknown handles
-   * throw before anything is detached.
+   * throw before anything is detached. Resolves once the kernel has
+   * released every link (no handler of theirs can run any more).
    *
    * Each kernel link waits for its own RCU Tasks Trace and SRCU grace
    * period (uprobe_unregister_sync(), once per link whatever its number of
    * sites, ~50 ms here); links closed at the same time share those waits, so
    * every link gets a thread of its own. `opts.threads` (1–1024, default
    * 1024) caps the closing threads: `threads: 1` closes one link after
-   * another, to measure what one costs. Throws EINVAL for an option out of
+   * another, to measure what one costs. `opts.nice` (-20–19, default: the
+   * pool thread's) is the closing threads' nice value: removing the
+   * breakpoints passes a kernel lock from closer to closer, and beside a
+   * busy load each hand-over otherwise waits for a CPU. Lowering it needs
+   * CAP_SYS_NICE (or RLIMIT_NICE); where refused the closers keep the
+   * default and `reniced` is false. Throws EINVAL for an option out of
    * range.
    */
-  detachAsync(handles: number[], opts?: { threads?: number }): Promise<void>;
+  detachAsync(handles: number[], opts?: { threads?: number; nice?: number }): Promise<{ reniced: boolean }>;
   linkSets(): LinkSetInfo[];
   /** Loaded programs only. */
   programStats(): ProgramStats[];

@@ -121,5 +121,5 @@ test('without root or CAP_BPF the start stops with one line saying what is neede
   // the same user (so the checkout stays readable), without any capability
   const r = spawnSync('setpriv', ['--bounding-set=-all', '--inh-caps=-all', gotrailBin, 'run', '--exporter', 'none', '--metrics-address', 'off'], { encoding: 'utf8', timeout: 30_000 });
   assert.equal(r.status, 3, r.stderr);
-  assert.equal(r.stderr, 'gotrail: needs root (e.g. sudo), or the capabilities CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE, CAP_KILL, CAP_DAC_READ_SEARCH, CAP_SYS_RESOURCE and CAP_NET_ADMIN: this process has neither CAP_BPF nor CAP_SYS_ADMIN\n');
+  assert.equal(r.stderr, 'gotrail: needs root (e.g. sudo), or the capabilities CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE, CAP_KILL, CAP_DAC_READ_SEARCH, CAP_SYS_RESOURCE, CAP_NET_ADMIN and CAP_SYS_NICE: this process has neither CAP_BPF nor CAP_SYS_ADMIN\n');
 });

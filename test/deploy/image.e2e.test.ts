@@ -75,7 +75,7 @@ test('the engine-less image runs the agent from its root filesystem and a traced
     'mount --rbind /dev "$r/dev"',
     'mount -t tmpfs -o size=16m tmpfs "$r/tmp"',
     'mount -o remount,bind,ro "$r"',
-    'exec chroot "$r" /usr/bin/setpriv --inh-caps=-all --bounding-set=-all,+bpf,+perfmon,+sys_ptrace,+kill,+dac_read_search,+sys_resource,+net_admin -- "$@"',
+    'exec chroot "$r" /usr/bin/setpriv --inh-caps=-all --bounding-set=-all,+bpf,+perfmon,+sys_ptrace,+kill,+dac_read_search,+sys_resource,+net_admin,+sys_nice -- "$@"',
   ].join('\n');
   const collector = await startCollector();
   t.after(() => collector.stop());
@@ -86,15 +86,15 @@ test('the engine-less image runs the agent from its root filesystem and a traced
     command: ['unshare', '--mount', '--propagation', 'private', '--', 'bash', '-c', script, 'image-rootfs', rootfs, entrypoint!],
   });
   try {
-    // the agent really runs from the image (its Node) with the seven capabilities only
+    // the agent really runs from the image (its Node) with the eight capabilities only
     const pid = agent.child.pid!;
     assert.match(readlinkSync(`/proc/${pid}/exe`), /\/opt\/gotrail\/\.tools\/node\/bin\/node$/);
     const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-    const caps = [2, 5, 12, 19, 24, 38, 39].reduce((m, c) => m | (1n << BigInt(c)), 0n); // DAC_READ_SEARCH KILL NET_ADMIN SYS_PTRACE SYS_RESOURCE PERFMON BPF
+    const caps = [2, 5, 12, 19, 23, 24, 38, 39].reduce((m, c) => m | (1n << BigInt(c)), 0n); // DAC_READ_SEARCH KILL NET_ADMIN SYS_PTRACE SYS_NICE SYS_RESOURCE PERFMON BPF
     const capSet = (name: string): bigint => BigInt('0x' + new RegExp(`^${name}:\\s*([0-9a-f]+)$`, 'm').exec(status)![1]!);
-    // exactly the seven, less any the host's own bounding set lacks (setpriv cannot add those)
+    // exactly the eight, less any the host's own bounding set lacks (setpriv cannot add those)
     const hostBnd = BigInt('0x' + /^CapBnd:\s*([0-9a-f]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'))![1]!);
-    assert.equal(capSet('CapBnd'), caps & hostBnd, 'bounding set: the seven capabilities');
+    assert.equal(capSet('CapBnd'), caps & hostBnd, 'bounding set: the eight capabilities');
     assert.equal(capSet('CapEff') & ~caps, 0n, 'no effective capability outside them');
     const bpfPerfmon = (1n << 38n) | (1n << 39n);
     assert.equal(capSet('CapEff') & bpfPerfmon, bpfPerfmon, 'CAP_BPF and CAP_PERFMON effective');

@@ -15,7 +15,7 @@ import { kubeconform, kubernetesVersions, parseYamlStream, run, runOk, skipUnles
 const skip = skipUnlessTools();
 const base = join(repoRoot, 'deploy', 'kubernetes', 'base');
 const chart = join(repoRoot, 'deploy', 'helm', 'gotrail');
-const capabilities = ['BPF', 'PERFMON', 'SYS_PTRACE', 'KILL', 'DAC_READ_SEARCH', 'SYS_RESOURCE', 'NET_ADMIN'];
+const capabilities = ['BPF', 'PERFMON', 'SYS_PTRACE', 'KILL', 'DAC_READ_SEARCH', 'SYS_RESOURCE', 'NET_ADMIN', 'SYS_NICE'];
 
 function renderKustomize(): string {
   return runOk(tool('kustomize'), ['build', base]);

@@ -6,6 +6,7 @@
 
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it, before } from 'node:test';
 import type * as Native from '../../daemon/native/index.ts';
@@ -20,6 +21,7 @@ import {
   threadNames,
   buildFixtures,
   fixturesDir,
+  repoRoot,
   skipReason,
   symbolFileOffset,
   u32,
@@ -29,6 +31,21 @@ import {
 } from './support.ts';
 
 const skip = skipReason();
+/** The nice value of each thread of this process (field 19 of /proc/self/task/TID/stat), by thread id. */
+function threadNices(): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const tid of readdirSync('/proc/self/task')) {
+    try {
+      const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+      // fields after the command name, which is in parentheses and may hold spaces
+      out.set(Number(tid), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]));
+    } catch {
+      // a thread that ended meanwhile
+    }
+  }
+  return out;
+}
+
 const native: typeof Native | undefined = skip ? undefined : await import('../../daemon/native/index.ts');
 
 const COOKIE_WORK = 0x1122334455667788n;
@@ -234,11 +251,25 @@ describe('native addon', { skip, timeout: 120_000 }, () => {
       expectError(() => o.detachAsync(hs, { threads: 0 }), 'EINVAL', /^detach$/);
       expectError(() => o.detachAsync(hs, { threads: 1025 }), 'EINVAL', /^detach$/);
       assert.equal(o.linkSets().length, 3, 'a bad option detaches nothing');
-      await o.detachAsync(hs, { threads: 1 });
+      assert.deepEqual(await o.detachAsync(hs, { threads: 1 }), { reniced: false });
       assert.deepEqual(o.linkSets(), []);
       await worker.run(N);
       await new Promise((resolve) => setTimeout(resolve, 30));
       assert.equal(c.records.length, N, 'no records after detachAsync with one thread');
+
+      // closing threads at a nice value of their own (root may lower it):
+      // every link goes, and every thread of this process keeps its own
+      const niceHs = [workOffset, otherOffset].map((off) => o.attachUprobes('on_work', fx.worker, [off], [COOKIE_WORK], attachOpts));
+      expectError(() => o.detachAsync(niceHs, { nice: -21 }), 'EINVAL', /^detach$/);
+      expectError(() => o.detachAsync(niceHs, { nice: 20 }), 'EINVAL', /^detach$/);
+      assert.equal(o.linkSets().length, 2, 'a bad nice detaches nothing');
+      const ownNice = threadNices().get(process.pid);
+      assert.deepEqual(await o.detachAsync(niceHs, { nice: -20 }), { reniced: true });
+      assert.deepEqual(o.linkSets(), []);
+      assert.deepEqual([...threadNices()].filter(([, n]) => n !== ownNice), [], 'the pool thread is given its nice value back');
+      await worker.run(N);
+      await new Promise((resolve) => setTimeout(resolve, 30));
+      assert.equal(c.records.length, N, 'no records after detachAsync at nice -20');
 
       const h2 = o.attachUprobes('on_work', fx.worker, [workOffset, otherOffset], [COOKIE_WORK, COOKIE_OTHER], attachOpts);
       assert.equal(o.linkSets()[0]?.sites, 2);
@@ -298,6 +329,24 @@ describe('native addon', { skip, timeout: 120_000 }, () => {
       await worker.stop();
       o.close();
     }
+  });
+
+  it('detachAsync where the nice value may not be lowered (no CAP_SYS_NICE): the links go at the caller\'s priority', () => {
+    // a child process of root without CAP_SYS_NICE and with RLIMIT_NICE 0, which allows no lowering
+    const script = `
+      const { BpfObject } = await import(${JSON.stringify(join(repoRoot, 'daemon', 'native', 'index.ts'))});
+      const o = new BpfObject(${JSON.stringify(fx.object)});
+      o.load();
+      const h = o.attachUprobes('on_work', ${JSON.stringify(fx.worker)}, [${workOffset}], [1n]);
+      const r = await o.detachAsync([h], { nice: -20 });
+      console.log(JSON.stringify({ ...r, linkSets: o.linkSets().length }));
+      o.close();`;
+    const r = spawnSync('prlimit', ['--nice=0', '--', 'setpriv', '--bounding-set=-sys_nice', '--inh-caps=-sys_nice', '--', process.execPath, '--input-type=module', '-e', script], {
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout), { reniced: false, linkSets: 0 });
   });
 
   it('attach errors: missing binary, unknown program, gone process, unknown handle', () => {
