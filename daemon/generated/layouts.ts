@@ -662,6 +662,7 @@ export const SpanFlags = {
   GT_SPAN_HAS_PARENT: 2,
   GT_SPAN_PARENT_REMOTE: 4,
   GT_SPAN_SAMPLER_DECIDED: 128,
+  GT_SPAN_ENDED: 256,
 } as const;
 
 /** enum gt_sql_event_flags */

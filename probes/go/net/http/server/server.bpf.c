@@ -639,7 +639,12 @@ int gt_http_server_entry(struct pt_regs *ctx)
 		rec->state = GT_HTTP_INFLIGHT_ACTIVE;
 		gt_debug_hit(ctx, GT_HIT_HTTP_SERVER_ENTRY, GT_HIT_STORED, key.tgid, bin_id, key.goid);
 	}
-	bpf_map_update_elem(&gt_goroutine_spans, &key, &st.span, BPF_ANY);
+	/* in place when the goroutine's previous request left its entry ended */
+	struct gt_span_context *cur = bpf_map_lookup_elem(&gt_goroutine_spans, &key);
+	if (cur)
+		*cur = st.span;
+	else
+		bpf_map_update_elem(&gt_goroutine_spans, &key, &st.span, BPF_ANY);
 	return 0;
 }
 
@@ -792,11 +797,16 @@ static __always_inline void finish_request(struct gt_http_server_config *cfg, st
 		gt_count(GT_COUNTER_READ_FAILED);
 	gt_submit(ev);
 done:
-	if (drop)
+	if (drop) {
 		bpf_map_delete_elem(&gt_http_server_inflight, key);
-	else
-		rec->state = GT_HTTP_INFLIGHT_IDLE;
-	bpf_map_delete_elem(&gt_goroutine_spans, key);
+		bpf_map_delete_elem(&gt_goroutine_spans, key);
+		return;
+	}
+	rec->state = GT_HTTP_INFLIGHT_IDLE;
+	/* the goroutine's span entry is kept too, ended, for its next request */
+	struct gt_span_context *cur = bpf_map_lookup_elem(&gt_goroutine_spans, key);
+	if (cur)
+		cur->flags |= GT_SPAN_ENDED;
 }
 
 /* Ends this goroutine's request, if one is in flight; `expected` says
@@ -821,8 +831,10 @@ static __always_inline int end_inflight(struct pt_regs *ctx, __u32 extra_flags, 
 		finish_request(cfg, &key, bin_id, rec, extra_flags, drop);
 		return 0;
 	}
-	if (rec && ending)
+	if (rec && ending) {
 		bpf_map_delete_elem(&gt_http_server_inflight, &key);
+		bpf_map_delete_elem(&gt_goroutine_spans, &key);
+	}
 	if (expected && !gt_self_skip_take(&key))
 		gt_count_no_entry(&key, GT_PAIRED_HTTP_SERVER);
 	return 0;
