@@ -197,4 +197,32 @@ describe('in-flight maps full', { skip: skipUnlessBpf() }, () => {
     keepAlive.destroy();
     await until('the closed connections\' records removed', () => rt.obj.mapCount('gt_http_server_inflight') === 0, 20_000);
   });
+
+  test('the sweep runs after activity and while a map is at least half full, never on its own while nothing happens', async (t) => {
+    const { server } = await holdingServer('quiet');
+    t.after(() => server.stop());
+    const rt = agent.runtime()!;
+    let passes = 0;
+    const sweep = rt.sweepInflight.bind(rt);
+    rt.sweepInflight = (...a: Parameters<typeof sweep>) => {
+      passes++;
+      return sweep(...a);
+    };
+    t.after(() => {
+      rt.sweepInflight = sweep;
+    });
+    agent.setInflightMaxAge(1000); // a pass 250 ms after activity
+    try {
+      await until('the pass setting the age arms', () => passes >= 1, 10_000);
+      // nothing traced happens (the server is idle, the maps nearly empty): no further pass
+      const quiet = passes;
+      await new Promise((r) => setTimeout(r, 1500));
+      assert.equal(passes, quiet, 'no pass while nothing happened');
+      // a request's span is activity: one pass follows
+      assert.equal(await get(`${server.url}/hello`), 200);
+      await until('a pass after the span', () => passes > quiet, 10_000);
+    } finally {
+      agent.setInflightMaxAge(undefined);
+    }
+  });
 });
