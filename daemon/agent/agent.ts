@@ -274,7 +274,7 @@ export class Agent implements MetricsSource {
     this.started = true;
     this.scan();
     this.initialScanDone = true;
-    this.memoryTrim.activity();
+    this.activity();
     this.scanTimer = setInterval(() => this.scan(), this.opts.scanIntervalMs ?? (events ? 5000 : 1000));
     this.setInflightMaxAge(this.opts.inflightMaxAgeMs);
   }
@@ -307,7 +307,7 @@ export class Agent implements MetricsSource {
       },
       resourceOf: (tgid) => this.traced.get(tgid)?.resource ?? this.exited.get(tgid)?.resource,
       emit: (span) => {
-        this.memoryTrim.activity();
+        this.activity();
         this.opts.onSpan?.(span);
         const b = this.batcher;
         if (!b) return;
@@ -681,7 +681,7 @@ export class Agent implements MetricsSource {
     this.placeBinaries();
     this.watcher?.sync(this.attach!.watchedFiles());
     this.log.info('tracing process', { pid, exe: info.exe, service: String(resource.attributes['service.name']) });
-    this.memoryTrim.activity();
+    this.activity();
   }
 
   private resourceOf(info: ProcessInfo): Resource {
@@ -876,19 +876,39 @@ export class Agent implements MetricsSource {
   /**
    * Sets the age (ms; undefined: the default, 10 minutes) past which
    * in-flight call state is swept from full in-flight maps (see
-   * {@link AgentOptions.inflightMaxAgeMs}); the sweep runs every quarter of
-   * it, at least every minute and at most four times a second.
+   * {@link AgentOptions.inflightMaxAgeMs}). A pass runs a quarter of the age
+   * (at least 250 ms, at most a minute) after activity (spans, processes
+   * traced), and again after that while an in-flight map is at least half
+   * full: an idle agent sets no timer for it.
    */
   setInflightMaxAge(ms: number | undefined): void {
     this.opts.inflightMaxAgeMs = ms;
-    if (this.sweepTimer) clearInterval(this.sweepTimer);
-    const age = ms ?? DEFAULT_INFLIGHT_MAX_AGE_MS;
-    this.sweepTimer = setInterval(() => {
+    clearTimeout(this.sweepTimer);
+    this.sweepTimer = undefined;
+    this.armSweep();
+  }
+
+  /** Something happened (a span, a process traced, an attach): the memory trim and the in-flight sweep follow it. */
+  private activity(): void {
+    this.memoryTrim.activity();
+    this.armSweep();
+  }
+
+  private armSweep(): void {
+    if (this.sweepTimer || this.stopping) return;
+    const age = this.opts.inflightMaxAgeMs ?? DEFAULT_INFLIGHT_MAX_AGE_MS;
+    this.sweepTimer = setTimeout(() => {
+      this.sweepTimer = undefined;
+      let full = false;
       try {
-        this.rt?.sweepInflight(age);
+        full = this.rt?.sweepInflight(age).full ?? false;
       } catch (e) {
         this.log.once('inflight.sweep', 'sweeping in-flight state failed', { error: (e as Error).message });
       }
+      // a half-full map's stale calls and idle records go only at a later
+      // pass, which must come even if nothing else happens (calls refused by
+      // a full map send no events); else the next activity arms it
+      if (full) this.armSweep();
     }, Math.min(60_000, Math.max(250, age / 4)));
     this.sweepTimer.unref();
   }
@@ -945,7 +965,7 @@ export class Agent implements MetricsSource {
       return undefined;
     }).finally(() => {
       this.calibrating = undefined;
-      this.memoryTrim.activity();
+      this.activity();
     });
     return this.calibrating;
   }
@@ -1059,7 +1079,8 @@ export class Agent implements MetricsSource {
     await this.watcher?.close();
     if (this.scanTimer) clearInterval(this.scanTimer);
     this.memoryTrim.stop();
-    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    clearTimeout(this.sweepTimer);
+    this.sweepTimer = undefined;
     this.scanTimer = undefined;
     if (this.budgetTimer) clearInterval(this.budgetTimer);
     this.budgetTimer = undefined;

@@ -9,7 +9,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BpfObject, enableStats, kernelFeatures } from '../native/index.ts';
 import {
-  BpfMaps, BpfPrograms, BinaryFlags, Counter, DebugFlags, KafkaCounter, EventType, PairedFunction, ProcessFlags, EVENT_HEADER_SIZE,
+  BpfMaps, BpfPrograms, BinaryFlags, Counter, DebugFlags, KafkaCounter, EventType, ProcessFlags, EVENT_HEADER_SIZE,
   decodeFileInfo, encodeBinaryInfo, encodeFileInfo, encodeFileKey, encodeProcessInfo,
   type BpfMapName, type BpfProgramName, type FileInfo, type FileKey,
 } from '../generated/layouts.ts';
@@ -66,35 +66,34 @@ const HOLD_MS = 2000;
 const HOLD_MAX = 16384;
 
 /**
- * The in-flight maps: plain hash maps, keyed by goroutine (struct
- * gt_goroutine_key), holding a call's state from its entry to its return. A
- * full one refuses a new call (counted in BPF as inflight_full) instead of
- * evicting another call's state, as an LRU map would, silently. State whose
- * return never comes (a goroutine that panicked through the function, or
- * blocks forever) is swept by age ({@link BpfRuntime.sweepInflight}). Each
- * names the paired functions (enum gt_paired_function) whose entries fill it:
- * the sweep marks their goroutines so that the return, should it come, is not
- * counted as a second loss.
+ * The in-flight maps, as the probes declare them (ProbeDescriptor.inflightMaps):
+ * plain hash maps, keyed by goroutine (struct gt_goroutine_key), holding a
+ * call's state from its entry to its return. A full one refuses a new call
+ * (counted in BPF as inflight_full) instead of evicting another call's state,
+ * as an LRU map would, silently. State whose return never comes (a goroutine
+ * that panicked through the function, or blocks forever) is swept by age
+ * ({@link BpfRuntime.sweepInflight}); a record a probe keeps between calls
+ * (`idle`) is swept once it stayed idle from one pass to the next. A map
+ * shared by several probes sweeps for all of them (their paired functions
+ * merged).
  */
-const INFLIGHT_MAPS: ReadonlyMap<BpfMapName, readonly number[]> = new Map<BpfMapName, readonly number[]>([
-  [BpfMaps.gt_http_server_inflight, [PairedFunction.GT_PAIRED_HTTP_SERVER]],
-  [BpfMaps.gt_http_client_inflight, [PairedFunction.GT_PAIRED_HTTP_CLIENT]],
-  [BpfMaps.gt_http_router_objects, [PairedFunction.GT_PAIRED_GIN, PairedFunction.GT_PAIRED_CHI]],
-  [BpfMaps.gt_grpc_server_inflight, [PairedFunction.GT_PAIRED_GRPC_SERVER]],
-  [BpfMaps.gt_grpc_server_incoming, []],
-  [BpfMaps.gt_grpc_client_inflight, [PairedFunction.GT_PAIRED_GRPC_CLIENT]],
-  [BpfMaps.gt_grpc_client_streams, []],
-  [BpfMaps.gt_grpc_client_links, []],
-  [BpfMaps.gt_sql_inflight, [PairedFunction.GT_PAIRED_SQL]],
-  [BpfMaps.gt_redis_inflight, []],
-  [BpfMaps.gt_redis_depth, []],
-  [BpfMaps.gt_otel_starting, [PairedFunction.GT_PAIRED_OTEL_START]],
-  [BpfMaps.gt_otel_spans, []],
-  [BpfMaps.gt_kafka_fetch_calls, [PairedFunction.GT_PAIRED_KAFKA_FETCH]],
-  [BpfMaps.gt_kafka_write_calls, [PairedFunction.GT_PAIRED_KAFKA_WRITE]],
-  [BpfMaps.gt_kafka_batch_calls, [PairedFunction.GT_PAIRED_KAFKA_BATCH]],
-  [BpfMaps.gt_kafka_pending, []],
-]);
+interface SweptMap {
+  paired: number[];
+  idle: ((value: Buffer) => boolean) | undefined;
+}
+
+function inflightMapsOf(probes: readonly ProbeDescriptor[]): Map<BpfMapName, SweptMap> {
+  const out = new Map<BpfMapName, SweptMap>();
+  for (const p of probes) {
+    for (const m of p.inflightMaps ?? []) {
+      const e = out.get(m.map) ?? { paired: [], idle: undefined };
+      for (const fn of m.paired) if (!e.paired.includes(fn)) e.paired.push(fn);
+      e.idle ??= m.idle;
+      out.set(m.map, e);
+    }
+  }
+  return out;
+}
 /** enum gt_entered_mark's GT_ENTERED_COUNTED (probes/include/gotrail.h) */
 const ENTERED_COUNTED = 2;
 /** An in-flight map is swept only from this fill on: below it, old state costs nothing (the maps are preallocated) and a long call keeps its span. */
@@ -124,6 +123,7 @@ export class BpfRuntime {
   private readonly systemHandlers = new Map<number, (buf: Buffer, off: number) => void>();
   private readonly log: Logger;
   private readonly stateMaps: BpfMapName[];
+  private readonly inflightMaps: Map<BpfMapName, SweptMap>;
 
   constructor(log: Logger, probes: readonly ProbeDescriptor[], opts: { objectPath?: string; mapSizes?: MapSizes; uprobeMulti?: boolean } = {}) {
     this.log = log;
@@ -150,6 +150,7 @@ export class BpfRuntime {
       }
     }
     this.stateMaps = [BpfMaps.gt_goroutine_spans, BpfMaps.gt_goroutines_entered, BpfMaps.gt_self_skipped, BpfMaps.gt_probe_hits, ...usable.flatMap((p) => p.stateMaps)];
+    this.inflightMaps = inflightMapsOf(usable);
   }
 
   /** Probes whose programs the kernel refused, with the reason: the others run without them. */
@@ -326,32 +327,40 @@ export class BpfRuntime {
 
   /** In-flight state removed by {@link sweepInflight}: calls whose span is lost (counted as inflight_expired). */
   inflightExpired = 0;
+  /** Idle records (kept between calls, holding none) removed by {@link sweepInflight}: no loss. */
+  inflightIdleRemoved = 0;
   /** map → key (base64) → a digest of the value first seen unchanged, and when (ms) */
   private readonly inflightSeen = new Map<string, Map<string, { value: string; since: number }>>();
 
   /**
-   * Removes in-flight state that stayed unchanged for `maxAgeMs` or longer,
-   * from the in-flight maps at least half full (see {@link INFLIGHT_MAPS}):
-   * a call whose return never came. Each removal is a lost span, counted
-   * (inflightExpired); the goroutine is marked so that a return coming
-   * after all is not counted again. Walks every entry of those maps (at most
-   * their capacity each): run it seconds apart. Returns the entries removed.
+   * Removes from the in-flight maps at least half full (see
+   * {@link inflightMapsOf}) the state that stayed unchanged for `maxAgeMs` or
+   * longer: a call whose return never came. Each removal is a lost span,
+   * counted (inflightExpired); the goroutine is marked so that a return
+   * coming after all is not counted again. An idle record (a probe's record
+   * kept for its goroutine's next call) is removed, uncounted, once a pass
+   * finds it as the previous pass left it. Walks every entry of those maps
+   * (at most their capacity each): run it seconds apart. Returns the calls
+   * removed, and whether a map was at least half full (a next pass will find
+   * more to remove: the caller keeps sweeping while that holds).
    */
-  sweepInflight(maxAgeMs: number, now = Date.now()): number {
+  sweepInflight(maxAgeMs: number, now = Date.now()): { removed: number; full: boolean } {
     let removed = 0;
-    for (const [map, paired] of INFLIGHT_MAPS) {
+    let full = false;
+    for (const [map, { paired, idle }] of this.inflightMaps) {
       let keys: Buffer[];
       let capacity: number;
       try {
         capacity = this.obj.mapInfo(map).maxEntries;
         keys = this.obj.mapKeys(map);
       } catch {
-        continue; // a map the object does not have (a probe left out)
+        continue; // a map the object does not have
       }
       const seen = this.inflightSeen.get(map) ?? new Map<string, { value: string; since: number }>();
       this.inflightSeen.set(map, seen);
       const present = new Set<string>();
       const sweep = keys.length >= capacity * SWEEP_FROM_FILL;
+      full ||= sweep;
       for (const k of keys) {
         const v = this.obj.mapLookup(map, k);
         if (!v) continue;
@@ -364,7 +373,17 @@ export class BpfRuntime {
           present.add(key);
           continue;
         }
-        if (sweep && now - was.since >= maxAgeMs && this.obj.mapDelete(map, k)) {
+        if (sweep && idle?.(v)) {
+          // looked up again just before: a goroutine whose next call began
+          // since keeps its record (one beginning in between loses its span
+          // to the delete, counted at its return as no_entry)
+          const again = this.obj.mapLookup(map, k);
+          if (again && again.equals(v) && this.obj.mapDelete(map, k)) {
+            this.inflightIdleRemoved++;
+            seen.delete(key);
+            continue;
+          }
+        } else if (sweep && !idle?.(v) && now - was.since >= maxAgeMs && this.obj.mapDelete(map, k)) {
           removed++;
           seen.delete(key);
           for (const fn of paired) this.markCounted(k, fn);
@@ -376,7 +395,7 @@ export class BpfRuntime {
     }
     this.inflightExpired += removed;
     if (removed) this.log.once('inflight.expired', `in-flight calls older than ${Math.round(maxAgeMs / 1000)} s removed from full in-flight maps: their spans are lost (counted in gotrail_events_lost_total{reason="inflight_expired"})`, { removed });
-    return removed;
+    return { removed, full };
   }
 
   /** Marks goroutine `key` (a gt_goroutine_key) as having its call of `fn` counted as lost, when it entered `fn` while traced. */

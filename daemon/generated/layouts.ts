@@ -32,7 +32,6 @@ export const BpfMaps = {
   gt_http_client_h2_reqs: 'gt_http_client_h2_reqs',
   gt_http_client_inflight: 'gt_http_client_inflight',
   gt_http_router_objects: 'gt_http_router_objects',
-  gt_http_routes: 'gt_http_routes',
   gt_http_server_config: 'gt_http_server_config',
   gt_http_server_inflight: 'gt_http_server_inflight',
   gt_inject_allow_cidrs: 'gt_inject_allow_cidrs',
@@ -381,6 +380,12 @@ export const HttpEventFlags = {
   GT_HTTP_EVENT_TLS_KNOWN: 1024,
 } as const;
 
+/** enum gt_http_inflight_state */
+export const HttpInflightState = {
+  GT_HTTP_INFLIGHT_IDLE: 0,
+  GT_HTTP_INFLIGHT_ACTIVE: 1,
+} as const;
+
 /** enum gt_http_limits */
 export const HttpLimits = {
   GT_HTTP_METHOD_MAX: 16,
@@ -391,7 +396,6 @@ export const HttpLimits = {
   GT_HTTP_OWS_MAX: 16,
   GT_HTTP_TRACESTATE_MAX: 512,
   GT_HTTP_HEADER_UNITS_MAX: 256,
-  GT_HTTP_INFLIGHT_MAX: 16384,
 } as const;
 
 /** enum gt_http_route_limits */
@@ -658,6 +662,7 @@ export const SpanFlags = {
   GT_SPAN_HAS_PARENT: 2,
   GT_SPAN_PARENT_REMOTE: 4,
   GT_SPAN_SAMPLER_DECIDED: 128,
+  GT_SPAN_ENDED: 256,
 } as const;
 
 /** enum gt_sql_event_flags */
@@ -1560,6 +1565,58 @@ export function encodeHttpRoute(v: HttpRoute, buf: Buffer = Buffer.alloc(136), o
   return buf;
 }
 
+/** struct gt_http_server_call (88 bytes) */
+export interface HttpServerCall {
+  start_ns: bigint;
+  req: bigint;
+  resp: bigint;
+  tracestate: bigint;
+  tracestate_n: bigint;
+  flags: number;
+  reserved: number;
+  span: SpanContext;
+}
+
+export const HTTP_SERVER_CALL_SIZE = 88;
+export const HttpServerCallOffsets = {
+  start_ns: 0,
+  req: 8,
+  resp: 16,
+  tracestate: 24,
+  tracestate_n: 32,
+  flags: 40,
+  reserved: 44,
+  span: 48,
+} as const;
+
+/** Decodes struct gt_http_server_call at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeHttpServerCall(buf: Buffer, off = 0): HttpServerCall {
+  if (off + 88 > buf.length) throw new RangeError(`gt_http_server_call: need 88 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    start_ns: buf.readBigUInt64LE(off + 0),
+    req: buf.readBigUInt64LE(off + 8),
+    resp: buf.readBigUInt64LE(off + 16),
+    tracestate: buf.readBigUInt64LE(off + 24),
+    tracestate_n: buf.readBigInt64LE(off + 32),
+    flags: buf.readUInt32LE(off + 40),
+    reserved: buf.readUInt32LE(off + 44),
+    span: decodeSpanContext(buf, off + 48),
+  };
+}
+
+/** Encodes struct gt_http_server_call into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeHttpServerCall(v: HttpServerCall, buf: Buffer = Buffer.alloc(88), off = 0): Buffer {
+  buf.writeBigUInt64LE(v.start_ns, off + 0);
+  buf.writeBigUInt64LE(v.req, off + 8);
+  buf.writeBigUInt64LE(v.resp, off + 16);
+  buf.writeBigUInt64LE(v.tracestate, off + 24);
+  buf.writeBigInt64LE(v.tracestate_n, off + 32);
+  buf.writeUInt32LE(v.flags, off + 40);
+  buf.writeUInt32LE(v.reserved, off + 44);
+  encodeSpanContext(v.span, buf, off + 48);
+  return buf;
+}
+
 /** struct gt_http_server_config (164 bytes) */
 export interface HttpServerConfig {
   req_method: number;
@@ -1817,6 +1874,42 @@ export function encodeHttpServerEvent(v: HttpServerEvent, buf: Buffer = Buffer.a
   buf.writeUInt16LE(v.proto_minor, off + 382);
   buf.fill(0, off + 384, off + 384 + 512); v.tracestate.copy(buf, off + 384, 0, Math.min(v.tracestate.length, 512));
   encodeHttpRoute(v.route, buf, off + 896);
+  return buf;
+}
+
+/** struct gt_http_server_inflight (232 bytes) */
+export interface HttpServerInflight {
+  state: number;
+  reserved: number;
+  call: HttpServerCall;
+  route: HttpRoute;
+}
+
+export const HTTP_SERVER_INFLIGHT_SIZE = 232;
+export const HttpServerInflightOffsets = {
+  state: 0,
+  reserved: 4,
+  call: 8,
+  route: 96,
+} as const;
+
+/** Decodes struct gt_http_server_inflight at `off`; byte arrays are views into `buf`, not copies. */
+export function decodeHttpServerInflight(buf: Buffer, off = 0): HttpServerInflight {
+  if (off + 232 > buf.length) throw new RangeError(`gt_http_server_inflight: need 232 bytes at ${off}, have ${buf.length - off}`);
+  return {
+    state: buf.readUInt32LE(off + 0),
+    reserved: buf.readUInt32LE(off + 4),
+    call: decodeHttpServerCall(buf, off + 8),
+    route: decodeHttpRoute(buf, off + 96),
+  };
+}
+
+/** Encodes struct gt_http_server_inflight into `buf` at `off` (a new zeroed buffer by default). */
+export function encodeHttpServerInflight(v: HttpServerInflight, buf: Buffer = Buffer.alloc(232), off = 0): Buffer {
+  buf.writeUInt32LE(v.state, off + 0);
+  buf.writeUInt32LE(v.reserved, off + 4);
+  encodeHttpServerCall(v.call, buf, off + 8);
+  encodeHttpRoute(v.route, buf, off + 96);
   return buf;
 }
 

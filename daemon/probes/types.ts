@@ -127,6 +127,24 @@ export interface EventContext {
   kafkaMessageKey?: boolean;
 }
 
+/** An in-flight map of a probe (ProbeDescriptor.inflightMaps). */
+export interface InflightMap {
+  map: BpfMapName;
+  /**
+   * The paired functions (enum gt_paired_function) whose entries fill it: a
+   * call swept from it marks its goroutine, so that its return, should it
+   * come after all, is not counted as a second loss. Empty for state that
+   * has no return of its own.
+   */
+  paired: readonly number[];
+  /**
+   * For a map whose records outlive their call (kept for the goroutine's next
+   * one): whether the record `value` is idle, i.e. holds no call. An idle
+   * record is no span: the sweep deletes it without counting a loss.
+   */
+  idle?: (value: Buffer) => boolean;
+}
+
 export interface ProbeDescriptor {
   /** Stable id, the Go import path plus role: `net/http/server`. */
   id: string;
@@ -153,6 +171,13 @@ export interface ProbeDescriptor {
   onlyWith?: readonly string[];
   /** BPF maps keyed by gt_goroutine_key holding this probe's in-flight state: cleared for a process that exits. */
   stateMaps: BpfMapName[];
+  /**
+   * Those of `stateMaps` that hold a call's state from its entry to its
+   * return (plain hash maps, which refuse a call when full): the agent sweeps
+   * state whose return never came from them (see BpfRuntime.sweepInflight).
+   * Unset: none.
+   */
+  inflightMaps?: readonly InflightMap[];
   /** BPF array map (indexed by binary id) receiving `encodeConfig`'s bytes. */
   configMap: BpfMapName;
   /**

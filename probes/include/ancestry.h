@@ -42,7 +42,7 @@ struct {
 static __always_inline struct gt_span_context *gt_origin_live(__u32 tgid, struct gt_goroutine_origin *o)
 {
 	struct gt_goroutine_key rk = { .tgid = tgid, .goid = o->root_goid };
-	struct gt_span_context *served = bpf_map_lookup_elem(&gt_goroutine_spans, &rk);
+	struct gt_span_context *served = gt_goroutine_span(&rk);
 	__u64 a, b;
 	if (!served)
 		return 0;
@@ -56,7 +56,7 @@ static __always_inline struct gt_span_context *gt_origin_live(__u32 tgid, struct
  * still being served; 0 for none (a new trace). */
 static __always_inline struct gt_span_context *gt_active_span(const struct gt_goroutine_key *key)
 {
-	struct gt_span_context *s = bpf_map_lookup_elem(&gt_goroutine_spans, key);
+	struct gt_span_context *s = gt_goroutine_span(key);
 	if (s)
 		return s;
 	struct gt_goroutine_origin *o = bpf_map_lookup_elem(&gt_goroutine_origins, key);

@@ -466,6 +466,9 @@ enum gt_span_flags {
 	/* the sampled flag is this node's sampler's decision (sampling.h), not
 	 * an incoming parent's; children inherit it with the decision */
 	GT_SPAN_SAMPLER_DECIDED = 128,
+	/* only in gt_goroutine_spans: the span has ended, its entry is kept in
+	 * place for the goroutine's next one (see gt_goroutine_span) */
+	GT_SPAN_ENDED = 256,
 };
 
 GT_EXPORT_LAYOUTS(span,
@@ -551,10 +554,21 @@ static __always_inline bool gt_parse_traceparent(const char *s, __s64 len, struc
 /* The span a goroutine is serving right now (set by server probes at entry,
  * removed at return): what an outgoing call on the same goroutine becomes a
  * child of. Shared by every probe, so a gRPC server span can parent an HTTP
- * client span. */
+ * client span. A probe may instead mark the entry GT_SPAN_ENDED at the
+ * return and overwrite it in place at the goroutine's next entry (the
+ * net/http server, for a keep-alive connection's goroutine: an LRU map's
+ * insert and delete cost more than the rest of the probe's own work): read
+ * it with gt_goroutine_span, which takes an ended span for none. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, struct gt_goroutine_key);
 	__type(value, struct gt_span_context);
 } gt_goroutine_spans SEC(".maps");
+
+/* The span goroutine `key` serves right now, or 0 when none is. */
+static __always_inline struct gt_span_context *gt_goroutine_span(const struct gt_goroutine_key *key)
+{
+	struct gt_span_context *s = bpf_map_lookup_elem(&gt_goroutine_spans, key);
+	return s && !(s->flags & GT_SPAN_ENDED) ? s : 0;
+}

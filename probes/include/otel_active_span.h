@@ -23,7 +23,7 @@ static __always_inline void gt_otel_push_active(const struct gt_goroutine_key *k
 						const struct gt_span_context *span,
 						struct gt_otel_saved_span *saved)
 {
-	struct gt_span_context *cur = bpf_map_lookup_elem(&gt_goroutine_spans, key);
+	struct gt_span_context *cur = gt_goroutine_span(key);
 	saved->present = 0;
 	if (cur) {
 		__builtin_memcpy(&saved->span, cur, sizeof(saved->span));
@@ -40,7 +40,7 @@ static __always_inline void gt_otel_pop_active(const struct gt_goroutine_key *ke
 					       const struct gt_span_context *span,
 					       const struct gt_otel_saved_span *saved)
 {
-	struct gt_span_context *cur = bpf_map_lookup_elem(&gt_goroutine_spans, key);
+	struct gt_span_context *cur = gt_goroutine_span(key);
 	__u64 a, b;
 	if (!cur)
 		return;

@@ -43,6 +43,8 @@ test('the generated module: every probe has its own event type, and names what i
   for (const p of probes) {
     for (const f of p.functions) for (const prog of [f.entryProgram, f.returnProgram]) if (prog) assert.ok(programs.has(prog), prog);
     for (const m of [p.configMap, ...p.stateMaps]) assert.ok(maps.has(m), m);
+    // an in-flight map is state too: cleared with the process, as well as swept
+    for (const m of p.inflightMaps ?? []) assert.ok(p.stateMaps.includes(m.map), `${p.id}: ${m.map} is one of its stateMaps`);
   }
   assert.ok(![...maps].some((m) => m.startsWith('gt_layouts_')), 'layout anchors are not maps the agent uses');
 });

@@ -71,7 +71,7 @@ int gt_runtime_newproc1_return(struct pt_regs *ctx)
 	    go_read_ptr(curg, bin->goid_offset, &creator.goid) < 0 || !creator.goid)
 		return 0;
 	struct gt_goroutine_origin o = {};
-	struct gt_span_context *served = bpf_map_lookup_elem(&gt_goroutine_spans, &creator);
+	struct gt_span_context *served = gt_goroutine_span(&creator);
 	if (served) {
 		o.span = *served;
 		o.root_goid = creator.goid;

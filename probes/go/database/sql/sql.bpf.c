@@ -176,7 +176,7 @@ static __always_inline void sql_enter(struct pt_regs *ctx, __u64 db, __u64 qptr,
 	gt_fill_header(&ev->hdr, GT_EVENT_SQL, sizeof(*ev), key.tgid, bin_id, key.goid);
 	ev->start_ns = bpf_ktime_get_ns();
 	ev->flags = flags;
-	struct gt_span_context *parent = bpf_map_lookup_elem(&gt_goroutine_spans, &key);
+	struct gt_span_context *parent = gt_goroutine_span(&key);
 	if (parent)
 		gt_new_child(&ev->span, parent);
 	else

@@ -245,7 +245,7 @@ int gt_otel_start(struct pt_regs *ctx)
 	struct gt_otel_span_event *ev = &st->ev;
 	gt_fill_header(&ev->hdr, GT_EVENT_OTEL_SPAN, sizeof(*ev), key.tgid, bin_id, key.goid);
 	ev->start_ns = bpf_ktime_get_ns();
-	struct gt_span_context *parent = bpf_map_lookup_elem(&gt_goroutine_spans, &key);
+	struct gt_span_context *parent = gt_goroutine_span(&key);
 	if (parent)
 		gt_new_child(&ev->span, parent);
 	else

@@ -19,6 +19,7 @@ import {
 import { SpanKind, type Attributes } from '@opentelemetry/api';
 import type { Resource } from '@opentelemetry/resources';
 import {
+  PairedFunction,
   BpfMaps, BpfPrograms, EventType, SqlEventFlags, SqlFlags, SQL_EVENT_SIZE, decodeSqlEvent, encodeSqlConfig, type SqlEvent,
 } from '../../../../generated/layouts.ts';
 import { emitProbeSpan, type EventContext, type EventProbe, fieldResolved } from '../../../types.ts';
@@ -118,6 +119,7 @@ export const sqlProbe: EventProbe = {
   },
   configMap: BpfMaps.gt_sql_config,
   stateMaps: [BpfMaps.gt_sql_inflight],
+  inflightMaps: [{ map: BpfMaps.gt_sql_inflight, paired: [PairedFunction.GT_PAIRED_SQL] }],
   encodeConfig(o, missingOptional) {
     const has = fieldResolved(o, missingOptional);
     return encodeSqlConfig({

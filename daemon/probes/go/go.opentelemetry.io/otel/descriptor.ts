@@ -11,6 +11,7 @@
  */
 import { SpanKind, SpanStatusCode, type Attributes, type AttributeValue, type SpanStatus } from '@opentelemetry/api';
 import {
+  PairedFunction,
   BpfMaps, BpfPrograms, EventType, OtelAttributeType, OtelFlags, OtelLimits, OtelStatusCode, OTEL_SPAN_EVENT_SIZE,
   decodeOtelSpanEvent, encodeOtelConfig, type OtelAttribute,
 } from '../../../../generated/layouts.ts';
@@ -74,6 +75,7 @@ export const otelApiProbe: EventProbe = {
   },
   configMap: BpfMaps.gt_otel_config,
   stateMaps: [BpfMaps.gt_otel_starting, BpfMaps.gt_otel_spans],
+  inflightMaps: [{ map: BpfMaps.gt_otel_starting, paired: [PairedFunction.GT_PAIRED_OTEL_START] }, { map: BpfMaps.gt_otel_spans, paired: [] }],
   encodeConfig(o, missingOptional) {
     const all = Object.values(F).every((f) => o[f] !== undefined && !missingOptional.includes(f));
     return encodeOtelConfig({

@@ -23,7 +23,6 @@ enum gt_http_limits {
 	 * request with more distinct header names (about 1,600) is not searched
 	 * to the end, and its span says so */
 	GT_HTTP_HEADER_UNITS_MAX = 256,
-	GT_HTTP_INFLIGHT_MAX = 16384,
 };
 
 /* Struct-field offsets for one binary, filled by user space from DWARF or
@@ -168,17 +167,6 @@ GT_EXPORT_LAYOUTS(http_server,
 	enum gt_http_event_flags event_flags;
 );
 
-struct http_server_inflight {
-	__u64 start_ns;
-	__u64 req;
-	__u64 resp;
-	__u64 tracestate;   /* the incoming tracestate header's []string: array... */
-	__s64 tracestate_n; /* ...and its length (0: none); read when the request ends */
-	__u32 flags;
-	__u32 reserved;
-	struct gt_span_context span;
-};
-
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, GT_MAX_BINARIES);
@@ -186,12 +174,10 @@ struct {
 	__type(value, struct gt_http_server_config);
 } gt_http_server_config SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, GT_HTTP_INFLIGHT_MAX);
-	__type(key, struct gt_goroutine_key);
-	__type(value, struct http_server_inflight);
-} gt_http_server_inflight SEC(".maps");
+/* What a goroutine's first request inserts (gt_http_server_inflight, in
+ * http_route.h): the entry then fills the record in place, as for every
+ * later request on that goroutine. Never written. */
+static const struct gt_http_server_inflight gt_http_inflight_blank;
 
 /* The layouts of a map[string][]string (net/http.Header): fixed by the Go
  * compiler's map implementation, not by a struct declared in Go source, so
@@ -461,7 +447,7 @@ static __always_inline int map_u8(const __u8 *w, __u64 m, __u32 off, __u8 *out)
  * that buffer (4 KB, reused while the head is parsed), only the parsed
  * header says what this request carried. */
 static __always_inline void read_traceparent(struct gt_http_server_config *cfg, __u64 req,
-					     struct http_server_inflight *st)
+					     struct gt_http_server_call *st)
 {
 	__u64 m = 0;
 	__u32 zero = 0;
@@ -569,7 +555,7 @@ static __always_inline int h2_conn_key_of(struct gt_http_server_config *cfg, __u
 
 /* A client on this node may have published its span for this connection
  * (probes/go/net/http/client): then that span is the parent. */
-static __always_inline void link_local_client(const struct gt_conn_key *k, struct http_server_inflight *st)
+static __always_inline void link_local_client(const struct gt_conn_key *k, struct gt_http_server_call *st)
 {
 	struct gt_span_context *client = bpf_map_lookup_elem(&gt_conn_spans, k);
 	if (!client)
@@ -592,7 +578,7 @@ int gt_http_server_entry(struct pt_regs *ctx)
 		gt_debug_hit(ctx, GT_HIT_HTTP_SERVER_ENTRY, GT_HIT_DISABLED, key.tgid, bin_id, key.goid);
 		return 0;
 	}
-	struct http_server_inflight st = {};
+	struct gt_http_server_call st = {};
 	st.start_ns = bpf_ktime_get_ns();
 	st.resp = GO_ARG3(ctx);
 	st.req = GO_ARG4(ctx);
@@ -631,19 +617,34 @@ int gt_http_server_entry(struct pt_regs *ctx)
 		read_traceparent(cfg, st.req, &st);
 	if (!(st.flags & (GT_HTTP_EVENT_TRACEPARENT | GT_HTTP_EVENT_LINKED)))
 		gt_new_root(&st.span);
-	gt_mark_entered(&key, GT_PAIRED_HTTP_SERVER);
-	/* a route left by a request whose return was missed: a lookup first,
-	 * as a delete takes the bucket's lock even when nothing is there (the
-	 * lookup also brings in the bucket read_route needs at the return) */
-	if (bpf_map_lookup_elem(&gt_http_routes, &key))
-		bpf_map_delete_elem(&gt_http_routes, &key);
-	if (bpf_map_update_elem(&gt_http_server_inflight, &key, &st, BPF_ANY) < 0) {
+	/* The goroutine's record, left idle by its previous request (the
+	 * usual case: a connection's next request), or else inserted blank.
+	 * Only a goroutine that inserts a record is marked as entered: one
+	 * that finds its record has entered already (its mark was set with
+	 * that insert). A record still active is a request whose return was
+	 * missed: it is overwritten, as before. */
+	struct gt_http_server_inflight *rec = bpf_map_lookup_elem(&gt_http_server_inflight, &key);
+	if (!rec) {
+		gt_mark_entered(&key, GT_PAIRED_HTTP_SERVER);
+		bpf_map_update_elem(&gt_http_server_inflight, &key, &gt_http_inflight_blank, BPF_NOEXIST);
+		rec = bpf_map_lookup_elem(&gt_http_server_inflight, &key);
+	}
+	if (!rec) {
 		gt_count_inflight_full(&key, GT_PAIRED_HTTP_SERVER);
 		gt_debug_hit(ctx, GT_HIT_HTTP_SERVER_ENTRY, GT_HIT_STORE_FAILED, key.tgid, bin_id, key.goid);
 	} else {
+		rec->call = st;
+		rec->route.len = 0;
+		rec->route.source = GT_HTTP_ROUTE_NONE;
+		rec->state = GT_HTTP_INFLIGHT_ACTIVE;
 		gt_debug_hit(ctx, GT_HIT_HTTP_SERVER_ENTRY, GT_HIT_STORED, key.tgid, bin_id, key.goid);
 	}
-	bpf_map_update_elem(&gt_goroutine_spans, &key, &st.span, BPF_ANY);
+	/* in place when the goroutine's previous request left its entry ended */
+	struct gt_span_context *cur = bpf_map_lookup_elem(&gt_goroutine_spans, &key);
+	if (cur)
+		*cur = st.span;
+	else
+		bpf_map_update_elem(&gt_goroutine_spans, &key, &st.span, BPF_ANY);
 	return 0;
 }
 
@@ -692,21 +693,19 @@ static __always_inline __s64 req_string(const struct req_window *w, __u32 off, c
 	return go_copy_string(s, dst, cap);
 }
 
-/* The route the request matched: a router's (probes of routers write it for
- * this goroutine while the handler runs), else the ServeMux pattern set on
- * the request net/http handed to the handler. A router inside a ServeMux is
- * the more precise: it matched the rest of the path. */
+/* The route the request matched: a router's (probes of routers write it
+ * into the goroutine's record while the handler runs), else the ServeMux
+ * pattern set on the request net/http handed to the handler. A router
+ * inside a ServeMux is the more precise: it matched the rest of the path. */
 static __always_inline void read_route(struct gt_http_server_config *cfg, const struct req_window *req,
-				       struct gt_goroutine_key *key, struct gt_http_route *out)
+				       const struct gt_http_route *routed, struct gt_http_route *out)
 {
-	struct gt_http_route *r = bpf_map_lookup_elem(&gt_http_routes, key);
-	out->len = 0;
-	out->source = GT_HTTP_ROUTE_NONE;
-	if (r) {
-		__builtin_memcpy(out, r, sizeof(*out));
-		bpf_map_delete_elem(&gt_http_routes, key);
+	if (routed->source != GT_HTTP_ROUTE_NONE) {
+		__builtin_memcpy(out, routed, sizeof(*out));
 		return;
 	}
+	out->len = 0;
+	out->source = GT_HTTP_ROUTE_NONE;
 	__s64 n = 0;
 	if (cfg->flags & GT_HTTP_SERVER_PATTERN) {
 		n = req_string(req, cfg->req_pattern, out->route, GT_HTTP_ROUTE_MAX);
@@ -721,20 +720,21 @@ static __always_inline void read_route(struct gt_http_server_config *cfg, const 
 	}
 }
 
-/* Ends the request in flight on this goroutine: one event, state removed. */
+/* Ends the request of the goroutine's record (active): one event; the
+ * record is left idle for the connection's next request, or deleted when
+ * `drop` (the goroutine ends with the request). */
 static __always_inline void finish_request(struct gt_http_server_config *cfg, struct gt_goroutine_key *key,
-					   __u32 bin_id, struct http_server_inflight *st, __u32 extra_flags)
+					   __u32 bin_id, struct gt_http_server_inflight *rec,
+					   __u32 extra_flags, bool drop)
 {
+	struct gt_http_server_call *st = &rec->call;
 	/* an unsampled incoming parent is honoured: no span (its children on
 	 * this goroutine inherit the flag) */
 	bool sampled = st->span.flags & GT_SPAN_SAMPLED;
 	struct gt_http_server_event *ev = sampled ? bpf_ringbuf_reserve(&gt_events, sizeof(*ev), 0) : 0;
 	if (!ev) {
 		sampled ? gt_count(GT_COUNTER_RINGBUF_FULL) : gt_count_not_sampled(&st->span);
-		bpf_map_delete_elem(&gt_http_server_inflight, key);
-		bpf_map_delete_elem(&gt_goroutine_spans, key);
-		bpf_map_delete_elem(&gt_http_routes, key);
-		return;
+		goto done;
 	}
 	gt_fill_header(&ev->hdr, GT_EVENT_HTTP_SERVER, sizeof(*ev), key->tgid, bin_id, key->goid);
 	ev->start_ns = st->start_ns;
@@ -788,33 +788,54 @@ static __always_inline void finish_request(struct gt_http_server_config *cfg, st
 		    bpf_probe_read_user(&hijacked, 1, (void *)(conn + cfg->conn_hijacked)) == 0 && hijacked)
 			ev->flags |= GT_HTTP_EVENT_HIJACKED;
 	}
-	read_route(cfg, &req, key, &ev->route);
+	read_route(cfg, &req, &rec->route, &ev->route);
 	if (st->tracestate_n > 0) {
 		__s64 n = go_read_string(st->tracestate, 0, ev->tracestate, GT_HTTP_TRACESTATE_MAX);
 		ev->tracestate_len = n > 0x7fffffff ? 0x7fffffff : (__s32)n;
 	}
 	if (ev->method_len < 0 || ev->path_len < 0)
 		gt_count(GT_COUNTER_READ_FAILED);
-
-	bpf_map_delete_elem(&gt_http_server_inflight, key);
-	bpf_map_delete_elem(&gt_goroutine_spans, key);
 	gt_submit(ev);
+done:
+	if (drop) {
+		bpf_map_delete_elem(&gt_http_server_inflight, key);
+		bpf_map_delete_elem(&gt_goroutine_spans, key);
+		return;
+	}
+	rec->state = GT_HTTP_INFLIGHT_IDLE;
+	/* the goroutine's span entry is kept too, ended, for its next request */
+	struct gt_span_context *cur = bpf_map_lookup_elem(&gt_goroutine_spans, key);
+	if (cur)
+		cur->flags |= GT_SPAN_ENDED;
 }
 
 /* Ends this goroutine's request, if one is in flight; `expected` says
- * whether a missing entry is worth counting. */
-static __always_inline int end_inflight(struct pt_regs *ctx, __u32 extra_flags, bool expected, __u32 site)
+ * whether a missing one is worth counting; `ending`: the goroutine ends
+ * here, and its record (active or idle) goes with it. */
+static __always_inline int end_inflight(struct pt_regs *ctx, __u32 extra_flags, bool expected, bool ending,
+					__u32 site)
 {
 	struct gt_goroutine_key key;
 	__u32 bin_id;
 	struct gt_http_server_config *cfg = gt_probe_enter(ctx, &gt_http_server_config, &key, &bin_id, site);
 	if (!cfg)
 		return 0;
-	struct http_server_inflight *st = bpf_map_lookup_elem(&gt_http_server_inflight, &key);
-	gt_debug_hit(ctx, site, st ? GT_HIT_FOUND : GT_HIT_NOT_FOUND, key.tgid, bin_id, key.goid);
-	if (st)
-		finish_request(cfg, &key, bin_id, st, extra_flags);
-	else if (expected && !gt_self_skip_take(&key))
+	struct gt_http_server_inflight *rec = bpf_map_lookup_elem(&gt_http_server_inflight, &key);
+	bool active = rec && rec->state == GT_HTTP_INFLIGHT_ACTIVE;
+	gt_debug_hit(ctx, site, active ? GT_HIT_FOUND : GT_HIT_NOT_FOUND, key.tgid, bin_id, key.goid);
+	if (active) {
+		/* an HTTP/2 request's goroutine ends with it; so may one that is
+		 * not known to be HTTP/1 */
+		bool drop = ending || (rec->call.flags & GT_HTTP_EVENT_NOT_HTTP1) ||
+			    !(cfg->flags & GT_HTTP_SERVER_CHECK_HTTP1);
+		finish_request(cfg, &key, bin_id, rec, extra_flags, drop);
+		return 0;
+	}
+	if (rec && ending) {
+		bpf_map_delete_elem(&gt_http_server_inflight, &key);
+		bpf_map_delete_elem(&gt_goroutine_spans, &key);
+	}
+	if (expected && !gt_self_skip_take(&key))
 		gt_count_no_entry(&key, GT_PAIRED_HTTP_SERVER);
 	return 0;
 }
@@ -822,7 +843,7 @@ static __always_inline int end_inflight(struct pt_regs *ctx, __u32 extra_flags, 
 SEC("uprobe.multi")
 int gt_http_server_return(struct pt_regs *ctx)
 {
-	return end_inflight(ctx, 0, true, GT_HIT_HTTP_SERVER_RETURN);
+	return end_inflight(ctx, 0, true, false, GT_HIT_HTTP_SERVER_RETURN);
 }
 
 /* The deferred recover of func (c *conn) serve(ctx context.Context), i.e.
@@ -830,9 +851,10 @@ int gt_http_server_return(struct pt_regs *ctx)
  * the connection ends, and after a handler panicked. A request still in
  * flight here never returned from ServeHTTP: its handler panicked (or
  * aborted with http.ErrAbortHandler), and without this its span would be
- * lost. One hit per connection, not per request. */
+ * lost. One hit per connection, not per request: the goroutine's record,
+ * idle or not, is deleted here. */
 SEC("uprobe.multi")
 int gt_http_server_panic(struct pt_regs *ctx)
 {
-	return end_inflight(ctx, GT_HTTP_EVENT_PANIC, false, GT_HIT_HTTP_SERVER_PANIC);
+	return end_inflight(ctx, GT_HTTP_EVENT_PANIC, false, true, GT_HIT_HTTP_SERVER_PANIC);
 }

@@ -3,7 +3,7 @@
  * (`Context.FullPath()`) becomes the request's `http.route` (on the net/http
  * SERVER span, which it also names). No span of its own.
  */
-import { BpfMaps, BpfPrograms, GinFlags, encodeGinConfig } from '../../../../../generated/layouts.ts';
+import { PairedFunction, BpfMaps, BpfPrograms, GinFlags, encodeGinConfig } from '../../../../../generated/layouts.ts';
 import type { ProbeDescriptor } from '../../../../types.ts';
 
 const FULL_PATH = 'github.com/gin-gonic/gin.Context.fullPath';
@@ -26,6 +26,7 @@ export const ginProbe: ProbeDescriptor = {
   },
   configMap: BpfMaps.gt_gin_config,
   stateMaps: [BpfMaps.gt_http_router_objects],
+  inflightMaps: [{ map: BpfMaps.gt_http_router_objects, paired: [PairedFunction.GT_PAIRED_GIN] }],
   encodeConfig(o) {
     return encodeGinConfig({ ctx_full_path: o[FULL_PATH] ?? 0, flags: GinFlags.GT_GIN_ENABLED });
   },

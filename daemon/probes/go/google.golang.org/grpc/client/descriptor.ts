@@ -12,6 +12,7 @@ import { ATTR_ERROR_TYPE, ATTR_RPC_METHOD, ATTR_SERVER_ADDRESS, ATTR_SERVER_PORT
 import { ATTR_RPC_GRPC_STATUS_CODE, ATTR_RPC_SERVICE, ATTR_RPC_SYSTEM, RPC_SYSTEM_VALUE_GRPC } from '../../../../../spans/semconv.ts';
 import { SpanKind, type Attributes } from '@opentelemetry/api';
 import {
+  PairedFunction,
   BpfMaps, BpfPrograms, EventType, GrpcClientEventFlags, GrpcClientFlags, GrpcClientHdrWhere, GRPC_CLIENT_EVENT_SIZE,
   decodeGrpcClientEvent, encodeGrpcClientConfig,
 } from '../../../../../generated/layouts.ts';
@@ -120,6 +121,11 @@ export const grpcClientProbe: ProbeDescriptor = {
   alternativeFields: [[F.hdrStreamId, F.frameStreamId], [F.hdrHf, F.frameHf]],
   configMap: BpfMaps.gt_grpc_client_config,
   stateMaps: [BpfMaps.gt_grpc_client_inflight, BpfMaps.gt_grpc_client_streams, BpfMaps.gt_grpc_client_links],
+  inflightMaps: [
+    { map: BpfMaps.gt_grpc_client_inflight, paired: [PairedFunction.GT_PAIRED_GRPC_CLIENT] },
+    { map: BpfMaps.gt_grpc_client_streams, paired: [] },
+    { map: BpfMaps.gt_grpc_client_links, paired: [] },
+  ],
   encodeConfig(o, missingOptional, moduleVersion) {
     const has = fieldResolved(o, missingOptional);
     // one of each pair, whichever this version's loopy writer is given

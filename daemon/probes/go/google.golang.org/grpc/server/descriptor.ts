@@ -12,6 +12,7 @@ import { ATTR_ERROR_TYPE, ATTR_RPC_METHOD } from '@opentelemetry/semantic-conven
 import { ATTR_RPC_GRPC_STATUS_CODE, ATTR_RPC_SERVICE, ATTR_RPC_SYSTEM, RPC_SYSTEM_VALUE_GRPC } from '../../../../../spans/semconv.ts';
 import { SpanKind, type Attributes } from '@opentelemetry/api';
 import {
+  PairedFunction,
   BpfMaps, BpfPrograms, EventType, GrpcServerEventFlags, GrpcServerFlags, GRPC_SERVER_EVENT_SIZE,
   decodeGrpcServerEvent, encodeGrpcServerConfig,
 } from '../../../../../generated/layouts.ts';
@@ -96,6 +97,7 @@ export const grpcServerProbe: ProbeDescriptor = {
   },
   configMap: BpfMaps.gt_grpc_server_config,
   stateMaps: [BpfMaps.gt_grpc_server_inflight, BpfMaps.gt_grpc_server_incoming],
+  inflightMaps: [{ map: BpfMaps.gt_grpc_server_inflight, paired: [PairedFunction.GT_PAIRED_GRPC_SERVER] }, { map: BpfMaps.gt_grpc_server_incoming, paired: [] }],
   encodeConfig(o, missingOptional, moduleVersion) {
     const has = fieldResolved(o, missingOptional);
     const conn = CONN_FIELDS.every(has);

@@ -8,7 +8,7 @@ import { SpanKind, type Attributes } from '@opentelemetry/api';
 import {
   ATTR_ERROR_TYPE, ATTR_HTTP_REQUEST_METHOD, ATTR_HTTP_RESPONSE_STATUS_CODE, ATTR_SERVER_ADDRESS, ATTR_SERVER_PORT, ATTR_URL_FULL,
 } from '@opentelemetry/semantic-conventions';
-import { BpfMaps, BpfPrograms, EventType, HttpClientEventFlags, HttpClientFlags, HTTP_CLIENT_EVENT_SIZE, decodeHttpClientEvent, encodeHttpClientConfig } from '../../../../../generated/layouts.ts';
+import { PairedFunction, BpfMaps, BpfPrograms, EventType, HttpClientEventFlags, HttpClientFlags, HTTP_CLIENT_EVENT_SIZE, decodeHttpClientEvent, encodeHttpClientConfig } from '../../../../../generated/layouts.ts';
 import { goString, splitHostPort } from '../../../../../spans/go-values.ts';
 import { TCP_FIELDS, TCP_FIELDS_READ, tcpOffsets } from '../tcp-fields.ts';
 import { emitProbeSpan, eventBasics, fieldGroup, type EventContext, type ProbeDescriptor, fieldResolved } from '../../../../types.ts';
@@ -85,6 +85,7 @@ export const httpClientProbe: ProbeDescriptor = {
   ],
   configMap: BpfMaps.gt_http_client_config,
   stateMaps: [BpfMaps.gt_http_client_inflight, BpfMaps.gt_http_client_h2_reqs],
+  inflightMaps: [{ map: BpfMaps.gt_http_client_inflight, paired: [PairedFunction.GT_PAIRED_HTTP_CLIENT] }],
   encodeConfig(o, missingOptional) {
     const has = fieldResolved(o, missingOptional);
     const link = LINK_FIELDS.every((f) => !missingOptional.includes(f));

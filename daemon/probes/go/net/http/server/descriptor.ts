@@ -11,7 +11,7 @@ import {
 } from '@opentelemetry/semantic-conventions';
 import {
   BpfMaps, BpfPrograms, EventHeaderOffsets, EventType, HttpEventFlags, HttpLimits, HttpRouteLimits, HttpRouteOffsets, HttpRouteSource,
-  HttpServerEventOffsets, HttpServerFlags, HTTP_SERVER_EVENT_SIZE, encodeHttpServerConfig,
+  HttpServerEventOffsets, HttpServerFlags, HTTP_SERVER_EVENT_SIZE, encodeHttpServerConfig, HttpServerInflightOffsets, HttpInflightState, PairedFunction,
 } from '../../../../../generated/layouts.ts';
 import { emitProbeSpan, eventBasics, fieldGroup, type EventContext, type EventProbe, fieldResolved } from '../../../../types.ts';
 import { RepeatedString, splitHostPort, stringAt } from '../../../../../spans/go-values.ts';
@@ -135,7 +135,13 @@ export const httpServerProbe: EventProbe = {
     [F.pattern, F.pat], [F.pattern, F.patternStr],
   ],
   configMap: BpfMaps.gt_http_server_config,
-  stateMaps: [BpfMaps.gt_http_server_inflight, BpfMaps.gt_http_routes],
+  stateMaps: [BpfMaps.gt_http_server_inflight],
+  // a goroutine's record outlives its request, idle until the connection's next one (probes/include/http_route.h)
+  inflightMaps: [{
+    map: BpfMaps.gt_http_server_inflight,
+    paired: [PairedFunction.GT_PAIRED_HTTP_SERVER],
+    idle: (v) => v.readUInt32LE(HttpServerInflightOffsets.state) === HttpInflightState.GT_HTTP_INFLIGHT_IDLE,
+  }],
   encodeConfig(o, missingOptional) {
     const has = fieldResolved(o, missingOptional);
     const swiss = has(F.header) && SWISS_FIELDS.every(has);

@@ -101,8 +101,10 @@ int gt_chi_return(struct pt_regs *ctx)
 	}
 	__u64 rctx = *saved;
 	bpf_map_delete_elem(&gt_http_router_objects, &key);
+	/* no request in flight on this goroutine: the route would go nowhere */
+	struct gt_http_route *slot = gt_http_route_slot(&key);
 	struct chi_join *j = bpf_map_lookup_elem(&chi_join, &zero);
-	if (!j)
+	if (!slot || !j)
 		return 0;
 	struct go_slice patterns = {};
 	if (!rctx ||
@@ -146,6 +148,6 @@ int gt_chi_return(struct pt_regs *ctx)
 	__builtin_memcpy(j->route.route, j->buf, GT_HTTP_ROUTE_MAX);
 	j->route.len = total > 0x7fffffff ? 0x7fffffff : (__s32)total;
 	j->route.source = GT_HTTP_ROUTE_CHI;
-	bpf_map_update_elem(&gt_http_routes, &key, &j->route, BPF_ANY);
+	__builtin_memcpy(slot, &j->route, sizeof(*slot));
 	return 0;
 }

@@ -203,7 +203,7 @@ static __always_inline int enter(struct pt_regs *ctx, __u32 site, __u32 kind)
 			parent = &o->span;
 	}
 	if (!parent)
-		parent = bpf_map_lookup_elem(&gt_goroutine_spans, &key);
+		parent = gt_goroutine_span(&key);
 	if (parent)
 		gt_new_child(&ev->span, parent);
 	else

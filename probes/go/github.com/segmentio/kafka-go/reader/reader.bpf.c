@@ -100,7 +100,7 @@ static __always_inline void end_handling(const struct gt_goroutine_key *key)
 	__u64 *mine = bpf_map_lookup_elem(&gt_kafka_handling, key);
 	if (!mine)
 		return;
-	struct gt_span_context *cur = bpf_map_lookup_elem(&gt_goroutine_spans, key);
+	struct gt_span_context *cur = gt_goroutine_span(key);
 	__u64 id = 0;
 	if (cur) {
 		__builtin_memcpy(&id, cur->span_id, 8);
@@ -304,7 +304,7 @@ int gt_kafka_fetch_return(struct pt_regs *ctx)
 			gt_new_root(&ev->span);
 	}
 	/* the handling of this message: calls the goroutine makes until its next read are the span's children */
-	if (!bpf_map_lookup_elem(&gt_goroutine_spans, &key)) {
+	if (!gt_goroutine_span(&key)) {
 		__u64 id;
 		__builtin_memcpy(&id, ev->span.span_id, 8);
 		if (bpf_map_update_elem(&gt_goroutine_spans, &key, &ev->span, BPF_ANY) == 0)

@@ -3,7 +3,7 @@
  * (`Context.RoutePattern()`) becomes the request's `http.route` (on the
  * net/http SERVER span, which it also names). No span of its own.
  */
-import { BpfMaps, BpfPrograms, ChiFlags, encodeChiConfig } from '../../../../../../generated/layouts.ts';
+import { PairedFunction, BpfMaps, BpfPrograms, ChiFlags, encodeChiConfig } from '../../../../../../generated/layouts.ts';
 import type { ProbeDescriptor } from '../../../../../types.ts';
 
 const ROUTE_PATTERNS = 'github.com/go-chi/chi/v5.Context.RoutePatterns';
@@ -26,6 +26,7 @@ export const chiProbe: ProbeDescriptor = {
   },
   configMap: BpfMaps.gt_chi_config,
   stateMaps: [BpfMaps.gt_http_router_objects],
+  inflightMaps: [{ map: BpfMaps.gt_http_router_objects, paired: [PairedFunction.GT_PAIRED_CHI] }],
   encodeConfig(o) {
     return encodeChiConfig({ ctx_route_patterns: o[ROUTE_PATTERNS] ?? 0, flags: ChiFlags.GT_CHI_ENABLED });
   },

@@ -116,6 +116,7 @@ export const goRedisProbe: EventProbe = {
   },
   configMap: BpfMaps.gt_redis_config,
   stateMaps: [BpfMaps.gt_redis_inflight, BpfMaps.gt_redis_depth],
+  inflightMaps: [{ map: BpfMaps.gt_redis_inflight, paired: [] }, { map: BpfMaps.gt_redis_depth, paired: [] }],
   encodeConfig(o, missingOptional) {
     const has = fieldResolved(o, missingOptional);
     return encodeRedisConfig({

@@ -12,6 +12,7 @@
  * Spans: `handleKafkaEvent` (../kafka.ts).
  */
 import {
+  PairedFunction,
   BpfMaps, BpfPrograms, EventType, KAFKA_EVENT_SIZE, KafkaReaderFlags, encodeKafkaReaderConfig,
 } from '../../../../../../generated/layouts.ts';
 import { type EventContext, type EventProbe, fieldResolved } from '../../../../../types.ts';
@@ -69,6 +70,7 @@ export const kafkaReaderProbe: EventProbe = {
   },
   configMap: BpfMaps.gt_kafka_reader_config,
   stateMaps: [BpfMaps.gt_kafka_fetch_calls, BpfMaps.gt_kafka_handling],
+  inflightMaps: [{ map: BpfMaps.gt_kafka_fetch_calls, paired: [PairedFunction.GT_PAIRED_KAFKA_FETCH] }],
   encodeConfig(o, missingOptional) {
     const has = fieldResolved(o, missingOptional);
     return encodeKafkaReaderConfig({

@@ -7,6 +7,7 @@
  * Spans: `handleKafkaEvent` (../kafka.ts).
  */
 import {
+  PairedFunction,
   BpfMaps, BpfPrograms, EventType, KAFKA_EVENT_SIZE, KafkaWriterFlags, encodeKafkaWriterConfig,
 } from '../../../../../../generated/layouts.ts';
 import type { EventContext, EventProbe } from '../../../../../types.ts';
@@ -59,6 +60,11 @@ export const kafkaWriterProbe: EventProbe = {
   },
   configMap: BpfMaps.gt_kafka_writer_config,
   stateMaps: [BpfMaps.gt_kafka_pending, BpfMaps.gt_kafka_write_calls, BpfMaps.gt_kafka_batch_calls],
+  inflightMaps: [
+    { map: BpfMaps.gt_kafka_write_calls, paired: [PairedFunction.GT_PAIRED_KAFKA_WRITE] },
+    { map: BpfMaps.gt_kafka_batch_calls, paired: [PairedFunction.GT_PAIRED_KAFKA_BATCH] },
+    { map: BpfMaps.gt_kafka_pending, paired: [] },
+  ],
   encodeConfig(o) {
     return encodeKafkaWriterConfig({
       msg_topic: o[F.msgTopic] ?? 0,
