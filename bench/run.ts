@@ -265,10 +265,13 @@ async function latency(scenario: string, title: string, bin: string, server: GoS
   };
 }
 
+/** gotrail's added latency over the floor's; none when the floor added nothing measurable (the run did not resolve the trap's cost there). */
+const ratio = (gotrail: number, floor: number): string => (floor > 0 ? `${f(gotrail / floor, 2)}×` : 'n/a (floor ≤ 0)');
+
 function latencyMarkdown(r: LatencyResult): string {
   const s = r.summary;
   const row = (k: 'p50' | 'p99', name: string): string =>
-    `| ${name} | ${f(s[k].without)} µs | ${f(s[k].floor)} µs | ${f(s[k].gotrail)} µs | ${signed(s.addedUs[k].floor)} µs | ${signed(s.addedUs[k].gotrail)} µs | ${f(s.addedUs[k].gotrail / s.addedUs[k].floor, 2)}× |`;
+    `| ${name} | ${f(s[k].without)} µs | ${f(s[k].floor)} µs | ${f(s[k].gotrail)} µs | ${signed(s.addedUs[k].floor)} µs | ${signed(s.addedUs[k].gotrail)} µs | ${ratio(s.addedUs[k].gotrail, s.addedUs[k].floor)} |`;
   return [
     `### ${r.scenario}: ${r.title}`,
     '',
@@ -286,7 +289,7 @@ function latencyMarkdown(r: LatencyResult): string {
     `| added per hit, floor (median) | ${signed(s.addedUsPerHit.floor, 2)} µs |`,
     `| BPF program time (kernel statistics) | ${f(r.bpfUsPerRequest, 2)} µs (${f(r.bpfUsPerRequest / r.hitsPerRequest, 2)} µs per hit; target < 1) |`,
     `| calibrated uprobe hit cost (gotrail_uprobe_hit_cost_seconds) | ${f(r.hitCostUs, 2)} µs per hit |`,
-    `| gotrail / floor (median added latency) | ${f(s.ratioToFloor, 2)}× (target ≤ 1.5×, moonshot 1.1×) |`,
+    `| gotrail / floor (median added latency) | ${ratio(s.addedUs.p50.gotrail, s.addedUs.p50.floor)} (target ≤ 1.5×, moonshot 1.1×) |`,
     '',
     `requests traced ${r.requestsTraced}, events lost ${r.eventsLost}; floor: ${r.floorSites} sites with an empty program; ` +
       `added median per round (gotrail): ${r.rounds.gotrail.map((g, i) => signed(g.p50 - (r.rounds.without[i]?.p50 ?? NaN), 1)).join(', ')} µs; ` +
