@@ -14,11 +14,10 @@
  * Scenarios (all by default, in this order):
  * - `http`: a net/http server answering GET /hello (2 probe hits);
  * - `http-client`: a net/http handler that makes an HTTP client call to the
- *   same server (GET /proxy?to=/hello: a server span, a client span and the
- *   called server span);
- * - `http-sql`: a net/http handler that makes an HTTP client call to the same
- *   server and a SQLite query through database/sql before it answers
- *   (test/programs/http-sql, GET /work?to=/hello);
+ *   same server on a kept-alive connection (test/programs/http-sql, GET
+ *   /call?to=/hello: a server span, a client span and the called server span);
+ * - `http-sql`: the same handler making the same call and then a SQLite query
+ *   through database/sql before it answers (GET /work?to=/hello);
  * - `grpc`: unary gRPC calls, client and server in one traced program;
  * - `sampling`: the grpc scenario's calls under OTEL_TRACES_SAMPLER always_on
  *   and always_off (decided in BPF), alternating with rounds without the
@@ -268,6 +267,9 @@ async function latency(scenario: string, title: string, bin: string, server: GoS
 /** gotrail's added latency over the floor's; none when the floor added nothing measurable (the run did not resolve the trap's cost there). */
 const ratio = (gotrail: number, floor: number): string => (floor > 0 ? `${f(gotrail / floor, 2)}×` : 'n/a (floor ≤ 0)');
 
+/** Each round's added median of `mode` over that round's run without the agent, µs. */
+const perRound = (r: LatencyResult, mode: 'gotrail' | 'floor'): string => r.rounds[mode].map((g, i) => signed(g.p50 - (r.rounds.without[i]?.p50 ?? NaN), 1)).join(', ');
+
 function latencyMarkdown(r: LatencyResult): string {
   const s = r.summary;
   const row = (k: 'p50' | 'p99', name: string): string =>
@@ -292,7 +294,7 @@ function latencyMarkdown(r: LatencyResult): string {
     `| gotrail / floor (median added latency) | ${ratio(s.addedUs.p50.gotrail, s.addedUs.p50.floor)} (target ≤ 1.5×, moonshot 1.1×) |`,
     '',
     `requests traced ${r.requestsTraced}, events lost ${r.eventsLost}; floor: ${r.floorSites} sites with an empty program; ` +
-      `added median per round (gotrail): ${r.rounds.gotrail.map((g, i) => signed(g.p50 - (r.rounds.without[i]?.p50 ?? NaN), 1)).join(', ')} µs; ` +
+      `added median per round, gotrail: ${perRound(r, 'gotrail')} µs, floor: ${perRound(r, 'floor')} µs; ` +
       `BPF time per request by program: ${Object.entries(r.bpfUsPerRequestByProgram).map(([p, us]) => `${p} ${f(us, 2)} µs`).join(', ') || 'none'}`,
   ].join('\n');
 }
@@ -300,7 +302,7 @@ function latencyMarkdown(r: LatencyResult): string {
 /** The net/http scenarios: which program, which request (to the same server's /hello where the handler calls out), what it is. */
 const HTTP_SCENARIOS = {
   'http': { program: 'httpserver', path: (_: string) => '/hello', what: 'net/http server, GET /hello' },
-  'http-client': { program: 'httpserver', path: (url: string) => `/proxy?to=${encodeURIComponent(`${url}/hello`)}`, what: 'net/http handler making one HTTP client call' },
+  'http-client': { program: 'http-sql', path: (url: string) => `/call?to=${encodeURIComponent(`${url}/hello`)}`, what: 'net/http handler making one HTTP client call' },
   'http-sql': { program: 'http-sql', path: (url: string) => `/work?to=${encodeURIComponent(`${url}/hello`)}`, what: 'net/http handler making one HTTP client call and one SQLite query (database/sql, modernc.org/sqlite)' },
 } as const;
 

@@ -4,7 +4,8 @@
  * sent by bench/loadgen's closed loop, answers "200 teapot" and gives one
  * trace of four spans: the /work SERVER span, its HTTP CLIENT span and SQL
  * CLIENT span (SELECT items, sqlite), and the /hello SERVER span under the
- * HTTP client span. Built by set-up for Go 1.26 and 1.27.
+ * HTTP client span; GET /call (the http-client scenario's) makes the call
+ * alone. Built by set-up for Go 1.26 and 1.27.
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -27,7 +28,7 @@ describe('http-sql: the benchmark handler with an HTTP call and a SQL query, tra
   const traced = tracedCollector(['--include-exe', `${copies}/**`]);
 
   for (const tc of TOOLCHAINS) {
-    test(`${tc}: ${N} closed-loop requests, each one trace of /work, its HTTP and SQL calls and /hello`, async () => {
+    test(`${tc}: ${N} closed-loop requests, each one trace of /work, its HTTP and SQL calls and /hello; /call without SQL`, async () => {
       const built = join(repoRoot, 'build', 'go', tc, 'plain', 'http-sql');
       assert.ok(existsSync(built), `${built} missing: run bash deploy/setup.sh`);
       mkdirSync(join(repoRoot, 'build', 'bench'), { recursive: true });
@@ -35,7 +36,11 @@ describe('http-sql: the benchmark handler with an HTTP call and a SQL query, tra
       const server = await startGoServer(freshCopy(copies, tc, 'plain', 'http-sql'));
       try {
         await traced.agent.waitTraced(server.pid);
-        const url = `${server.url}/work?to=${encodeURIComponent(`${server.url}/hello`)}`;
+        const to = encodeURIComponent(`${server.url}/hello`);
+        const url = `${server.url}/work?to=${to}`;
+        const alone = await httpRequest(`${server.url}/call?to=${to}`);
+        assert.equal(alone.status, 200, alone.body);
+        assert.equal(alone.body, '200\n');
         const one = await httpRequest(url);
         assert.equal(one.status, 200, one.body);
         assert.equal(one.body, '200 teapot\n');
@@ -43,14 +48,17 @@ describe('http-sql: the benchmark handler with an HTTP call and a SQL query, tra
         const load = JSON.parse(stdout) as { count: number; errors: number; connections: number };
         assert.deepEqual({ count: load.count, errors: load.errors, connections: load.connections }, { count: N - 1, errors: 0, connections: 1 });
 
-        const servers = await traced.serverSpans(server, 2 * N);
+        const servers = await traced.serverSpans(server, 2 * N + 2);
         const all = (await traced.collector.spans()).filter((s) => s.resource['process.pid'] === server.pid);
         const byId = new Map(all.map((s) => [s.spanId, s]));
         const children = (p: ReceivedSpan): ReceivedSpan[] => all.filter((s) => s.parentSpanId === p.spanId && s.traceId === p.traceId);
         const work = servers.filter((s) => s.attributes['url.path'] === '/work');
         const hello = servers.filter((s) => s.attributes['url.path'] === '/hello');
         assert.equal(work.length, N, 'one /work SERVER span per request');
-        assert.equal(hello.length, N, 'one /hello SERVER span per call');
+        assert.equal(hello.length, N + 1, 'one /hello SERVER span per call');
+        const callSpans = servers.filter((s) => s.attributes['url.path'] === '/call');
+        assert.equal(callSpans.length, 1);
+        assert.deepEqual(children(callSpans[0]!).map((s) => [s.kind, s.attributes['http.request.method']]), [['CLIENT', 'GET']], '/call: the HTTP call, no query');
         for (const w of work) {
           assert.equal(w.parentSpanId, '', '/work is a root: loadgen is not traced');
           const kids = children(w);
