@@ -5,13 +5,19 @@
  * of bench/README.md from them — the tables there are never typed by hand.
  *
  *   npm run bench [-- --scenario http,grpc] [--rounds 3] [--seconds 5]
- *                 [--rate 500] [--calls 3000] [--go go1.26] [--grpc 1.85.0]
+ *                 [--calls 3000] [--go go1.26] [--grpc 1.85.0]
+ *
+ * --rounds: rounds per mode of the latency scenarios (and of entry-site and
+ * the detach table); --calls: sequential requests or calls timed per round;
+ * --seconds: time per rate of agent-load and of the idle figures.
  *
  * Scenarios (all by default, in this order):
  * - `http`: a net/http server answering GET /hello (2 probe hits);
  * - `http-client`: a net/http handler that makes an HTTP client call to the
- *   same server (GET /proxy?to=/hello: a server span, a client span and the
- *   called server span);
+ *   same server on a kept-alive connection (test/programs/http-sql, GET
+ *   /call?to=/hello: a server span, a client span and the called server span);
+ * - `http-sql`: the same handler making the same call and then a SQLite query
+ *   through database/sql before it answers (GET /work?to=/hello);
  * - `grpc`: unary gRPC calls, client and server in one traced program;
  * - `sampling`: the grpc scenario's calls under OTEL_TRACES_SAMPLER always_on
  *   and always_off (decided in BPF), alternating with rounds without the
@@ -32,9 +38,13 @@
  * The latency scenarios alternate, in one run, rounds without the agent,
  * with gotrail, and with the same probe sites attached to an empty BPF
  * program (the kernel's floor: the uprobe trap alone); each round rotates
- * which goes first, so the machine's drift hits all three alike. Reported:
- * median and p99 (medians over rounds), added µs per request and per probe
- * hit, and gotrail's added latency as a ratio of the floor's (target ≤ 1.5×).
+ * which goes first, so the machine's drift hits all three alike. Each round
+ * is closed-loop: `--calls` sequential requests (after a warm-up), timed by
+ * the client (bench/loadgen -requests, one keep-alive connection; grpc: by
+ * the program itself), so that no wake-up from idle or queueing hides the
+ * few µs a probe hit adds. Reported: median and p99 (medians over rounds),
+ * added µs per request and per probe hit, and gotrail's added latency as a
+ * ratio of the floor's (target ≤ 1.5×).
  *
  * Needs root (eBPF) and set-up (bash deploy/setup.sh).
  */
@@ -58,8 +68,9 @@ import { DEFAULT_BPF_OBJECT } from '../daemon/agent/bpf-runtime.ts';
 import { BpfObject } from '../daemon/native/index.ts';
 import { probes } from '../daemon/probes/registry.ts';
 import { metricSum } from '../test/support/metrics.ts';
+import { perRequestBpfSeconds } from './lib/program-stats.ts';
 
-const SCENARIOS = ['http', 'http-client', 'grpc', 'sampling', 'agent-load', 'attach', 'pipeline', 'entry-site'] as const;
+const SCENARIOS = ['http', 'http-client', 'http-sql', 'grpc', 'sampling', 'agent-load', 'attach', 'pipeline', 'entry-site'] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 const { values } = parseArgs({
@@ -67,7 +78,6 @@ const { values } = parseArgs({
     scenario: { type: 'string', default: SCENARIOS.join(',') },
     rounds: { type: 'string', default: '3' },
     seconds: { type: 'string', default: '5' },
-    rate: { type: 'string', default: '500' },
     calls: { type: 'string', default: '3000' },
     go: { type: 'string', default: 'go1.26' },
     grpc: { type: 'string', default: '1.85.0' },
@@ -77,9 +87,8 @@ const chosen = values.scenario.split(',').map((s) => s.trim()).filter(Boolean);
 for (const s of chosen) if (!SCENARIOS.includes(s as Scenario)) throw new Error(`--scenario ${s}: one of ${SCENARIOS.join(', ')}`);
 const rounds = Number(values.rounds);
 const seconds = Number(values.seconds);
-const rate = Number(values.rate);
 const calls = Number(values.calls);
-for (const [k, v] of Object.entries({ rounds, seconds, rate, calls })) if (!Number.isInteger(v) || v < 1) throw new Error(`--${k}: a positive integer`);
+for (const [k, v] of Object.entries({ rounds, seconds, calls })) if (!Number.isInteger(v) || v < 1) throw new Error(`--${k}: a positive integer`);
 
 const resultsDir = join(repoRoot, 'bench', 'results');
 const workDir = join(repoRoot, 'build', 'bench');
@@ -120,10 +129,10 @@ const median = (xs: number[]): number => {
 const f = (x: number, d = 1): string => (Number.isFinite(x) ? x.toFixed(d) : 'n/a');
 const signed = (x: number, d = 1): string => (Number.isFinite(x) ? `${x >= 0 ? '+' : ''}${x.toFixed(d)}` : 'n/a');
 
-const UPROBE_PROGRAM = /program="gt_(grpc|http)_/;
-function bpfSeconds(text: string): number {
+/** BPF CPU seconds of the programs that run for traced requests, between two scrapes of /metrics. */
+function bpfSeconds(before: string, after: string): number {
   let sum = 0;
-  for (const line of text.split('\n')) if (line.startsWith('gotrail_probe_run_seconds_total{') && UPROBE_PROGRAM.test(line)) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+  for (const v of perRequestBpfSeconds(before, after).values()) sum += v;
   return sum;
 }
 function rssMiB(pid: number): number {
@@ -133,12 +142,26 @@ function rssMiB(pid: number): number {
 
 const loadgen = join(workDir, 'loadgen');
 let loadgenBuilt = false;
-interface Load { sent: number; ok: number; errors: number; achievedRate: number; p50us: number; p99us: number }
-function runLoadgen(url: string, r: number, secs: number): Load {
+function buildLoadgen(): void {
   if (!loadgenBuilt) execFileSync('go', ['build', '-o', loadgen, '.'], { cwd: join(repoRoot, 'bench', 'loadgen'), stdio: 'inherit' });
   loadgenBuilt = true;
+}
+interface Load { sent: number; ok: number; errors: number; achievedRate: number; p50us: number; p99us: number }
+/** Open loop: `r` GETs a second for `secs` s (the agent-load scenario's load). */
+function runLoadgen(url: string, r: number, secs: number): Load {
+  buildLoadgen();
   return JSON.parse(execFileSync(loadgen, ['-url', url, '-rate', String(r), '-duration', `${secs}s`], { encoding: 'utf8', timeout: (secs + 120) * 1000 })) as Load;
 }
+interface ClosedLoad { count: number; errors: number; connections: number; p50us: number; p99us: number }
+/** Closed loop: `warmup` then `n` sequential GETs on one keep-alive connection, each timed by the client (µs). Throws on any failed request. */
+function runClosedLoop(url: string, n: number, warmup: number): ClosedLoad {
+  buildLoadgen();
+  const l = JSON.parse(execFileSync(loadgen, ['-url', url, '-requests', String(n), '-warmup', String(warmup)], { encoding: 'utf8', timeout: 600_000 })) as ClosedLoad;
+  if (l.errors || l.count !== n) throw new Error(`loadgen ${url}: ${l.errors} of ${n} requests failed`);
+  return l;
+}
+/** Unrecorded requests before each closed-loop round: the connection, the server's goroutines and caches warm. */
+const WARMUP = 200;
 
 /** A copy of a test program under build/bench, so that only the bench's own processes run it. */
 function benchCopy(src: string, name: string): string {
@@ -169,6 +192,8 @@ interface LatencyResult {
   requestsTraced: number;
   hitsPerRequest: number;
   bpfUsPerRequest: number;
+  /** BPF µs per request of each program that ran (the sum is bpfUsPerRequest) */
+  bpfUsPerRequestByProgram: Record<string, number>;
   hitCostUs: number;
   floorSites: number;
   eventsLost: number;
@@ -180,6 +205,7 @@ async function latency(scenario: string, title: string, bin: string, server: GoS
   let requests = 0;
   let hits = 0;
   let bpf = 0;
+  const bpfByProgram = new Map<string, number>();
   let lost = 0;
   let hitCost = NaN;
   let floorSites = 0;
@@ -211,7 +237,10 @@ async function latency(scenario: string, title: string, bin: string, server: GoS
           requests += r.requests;
           hits += d('gotrail_probe_hits_total');
           lost += d('gotrail_events_lost_total');
-          bpf += bpfSeconds(after) - bpfSeconds(before);
+          for (const [prog, secs] of perRequestBpfSeconds(before, after)) {
+            bpf += secs;
+            bpfByProgram.set(prog, (bpfByProgram.get(prog) ?? 0) + secs);
+          }
           hitCost = metricSum(after, 'gotrail_uprobe_hit_cost_seconds') * 1e6;
         } finally {
           await agent.stop();
@@ -225,6 +254,7 @@ async function latency(scenario: string, title: string, bin: string, server: GoS
   const a50 = added('p50');
   return {
     scenario, title, rounds: rs, requestsTraced: requests, hitsPerRequest, bpfUsPerRequest: requests ? (bpf * 1e6) / requests : NaN,
+    bpfUsPerRequestByProgram: Object.fromEntries([...bpfByProgram].sort((a, b) => b[1] - a[1]).map(([p, secs]) => [p, +((secs * 1e6) / requests).toFixed(3)])),
     hitCostUs: hitCost, floorSites, eventsLost: lost,
     summary: {
       p50: { without: m('without', 'p50'), floor: m('floor', 'p50'), gotrail: m('gotrail', 'p50') },
@@ -236,10 +266,16 @@ async function latency(scenario: string, title: string, bin: string, server: GoS
   };
 }
 
+/** gotrail's added latency over the floor's; none when the floor added nothing measurable (the run did not resolve the trap's cost there). */
+const ratio = (gotrail: number, floor: number): string => (floor > 0 ? `${f(gotrail / floor, 2)}×` : 'n/a (floor ≤ 0)');
+
+/** Each round's added median of `mode` over that round's run without the agent, µs. */
+const perRound = (r: LatencyResult, mode: 'gotrail' | 'floor'): string => r.rounds[mode].map((g, i) => signed(g.p50 - (r.rounds.without[i]?.p50 ?? NaN), 1)).join(', ');
+
 function latencyMarkdown(r: LatencyResult): string {
   const s = r.summary;
   const row = (k: 'p50' | 'p99', name: string): string =>
-    `| ${name} | ${f(s[k].without)} µs | ${f(s[k].floor)} µs | ${f(s[k].gotrail)} µs | ${signed(s.addedUs[k].floor)} µs | ${signed(s.addedUs[k].gotrail)} µs | ${f(s.addedUs[k].gotrail / s.addedUs[k].floor, 2)}× |`;
+    `| ${name} | ${f(s[k].without)} µs | ${f(s[k].floor)} µs | ${f(s[k].gotrail)} µs | ${signed(s.addedUs[k].floor)} µs | ${signed(s.addedUs[k].gotrail)} µs | ${ratio(s.addedUs[k].gotrail, s.addedUs[k].floor)} |`;
   return [
     `### ${r.scenario}: ${r.title}`,
     '',
@@ -257,27 +293,34 @@ function latencyMarkdown(r: LatencyResult): string {
     `| added per hit, floor (median) | ${signed(s.addedUsPerHit.floor, 2)} µs |`,
     `| BPF program time (kernel statistics) | ${f(r.bpfUsPerRequest, 2)} µs (${f(r.bpfUsPerRequest / r.hitsPerRequest, 2)} µs per hit; target < 1) |`,
     `| calibrated uprobe hit cost (gotrail_uprobe_hit_cost_seconds) | ${f(r.hitCostUs, 2)} µs per hit |`,
-    `| gotrail / floor (median added latency) | ${f(s.ratioToFloor, 2)}× (target ≤ 1.5×, moonshot 1.1×) |`,
+    `| gotrail / floor (median added latency) | ${ratio(s.addedUs.p50.gotrail, s.addedUs.p50.floor)} (target ≤ 1.5×, moonshot 1.1×) |`,
     '',
     `requests traced ${r.requestsTraced}, events lost ${r.eventsLost}; floor: ${r.floorSites} sites with an empty program; ` +
-      `added median per round (gotrail): ${r.rounds.gotrail.map((g, i) => signed(g.p50 - (r.rounds.without[i]?.p50 ?? NaN), 0)).join(', ')} µs`,
+      `added median per round, gotrail: ${perRound(r, 'gotrail')} µs, floor: ${perRound(r, 'floor')} µs; ` +
+      `BPF time per request by program: ${Object.entries(r.bpfUsPerRequestByProgram).map(([p, us]) => `${p} ${f(us, 2)} µs`).join(', ') || 'none'}`,
   ].join('\n');
 }
 
-async function httpScenario(client: boolean): Promise<{ json: unknown; markdown: string }> {
-  const bin = benchCopy(join(repoRoot, 'build', 'go', values.go, 'plain', 'httpserver'), 'httpserver');
+/** The net/http scenarios: which program, which request (to the same server's /hello where the handler calls out), what it is. */
+const HTTP_SCENARIOS = {
+  'http': { program: 'httpserver', path: (_: string) => '/hello', what: 'net/http server, GET /hello' },
+  'http-client': { program: 'http-sql', path: (url: string) => `/call?to=${encodeURIComponent(`${url}/hello`)}`, what: 'net/http handler making one HTTP client call' },
+  'http-sql': { program: 'http-sql', path: (url: string) => `/work?to=${encodeURIComponent(`${url}/hello`)}`, what: 'net/http handler making one HTTP client call and one SQLite query (database/sql, modernc.org/sqlite)' },
+} as const;
+
+async function httpScenario(scenario: keyof typeof HTTP_SCENARIOS): Promise<{ json: unknown; markdown: string }> {
+  const sc = HTTP_SCENARIOS[scenario];
+  const bin = benchCopy(join(repoRoot, 'build', 'go', values.go, 'plain', sc.program), sc.program);
   const server = await startGoServer(bin);
   try {
-    const url = client ? `${server.url}/proxy?to=${encodeURIComponent(`${server.url}/hello`)}` : `${server.url}/hello`;
+    const url = server.url + sc.path(server.url);
     const measure = (): Promise<Round & { requests: number }> => {
-      const l = runLoadgen(url, rate, seconds);
-      if (l.errors) throw new Error(`loadgen: ${l.errors} errors`);
-      return Promise.resolve({ p50: l.p50us, p99: l.p99us, requests: l.sent });
+      const l = runClosedLoop(url, calls, WARMUP);
+      // the agent sees the warm-up's requests too: they count for the hits and BPF time per request
+      return Promise.resolve({ p50: l.p50us, p99: l.p99us, requests: calls + WARMUP });
     };
-    const title = client
-      ? `net/http handler making one HTTP client call (${values.go}, ${rate} req/s open loop, ${seconds} s per round)`
-      : `net/http server, GET /hello (${values.go}, ${rate} req/s open loop, ${seconds} s per round)`;
-    const r = await latency(client ? 'http-client' : 'http', title, bin, server, measure);
+    const title = `${sc.what} (${values.go}, ${calls} sequential requests per round on one keep-alive connection, timed by the client)`;
+    const r = await latency(scenario, title, bin, server, measure);
     return { json: r, markdown: latencyMarkdown(r) };
   } finally {
     await server.stop();
@@ -532,7 +575,7 @@ async function samplingScenario(): Promise<{ json: unknown; markdown: string }> 
           const after = await scrape(agent);
           const d = (name: string, labels: Record<string, string> = {}): number => metricSum(after, name, labels) - metricSum(before, name, labels);
           per[mode].push({
-            ...r, agentCpuUs: (cpu * 1e6) / calls, bpfUs: ((bpfSeconds(after) - bpfSeconds(before)) * 1e6) / calls,
+            ...r, agentCpuUs: (cpu * 1e6) / calls, bpfUs: (bpfSeconds(before, after) * 1e6) / calls,
             events: (d('gotrail_events_total', { type: 'google.golang.org/grpc/server' }) + d('gotrail_events_total', { type: 'google.golang.org/grpc/client' })) / calls,
             notSampled: d('gotrail_spans_not_sampled_total') / calls,
           });
@@ -568,8 +611,7 @@ const run: Record<string, { json: unknown; markdown: string }> = {};
 for (const s of SCENARIOS) {
   if (!chosen.includes(s)) continue;
   log(`scenario ${s}`);
-  if (s === 'http') run[s] = await httpScenario(false);
-  else if (s === 'http-client') run[s] = await httpScenario(true);
+  if (s === 'http' || s === 'http-client' || s === 'http-sql') run[s] = await httpScenario(s);
   else if (s === 'grpc') run[s] = await grpcScenario();
   else if (s === 'sampling') run[s] = await samplingScenario();
   else if (s === 'agent-load') run[s] = await agentLoadScenario();
@@ -579,7 +621,7 @@ for (const s of SCENARIOS) {
   process.stdout.write(run[s].markdown + '\n\n');
 }
 environment.loadAverageAtEnd = loadavg().map((x) => +x.toFixed(2));
-const options = { rounds, seconds, rate, calls, go: values.go, grpc: values.grpc };
+const options = { rounds, seconds, calls, go: values.go, grpc: values.grpc };
 for (const [s, r] of Object.entries(run)) {
   writeFileSync(join(resultsDir, `${s}.json`), JSON.stringify({ scenario: s, environment, options, result: r.json, markdown: r.markdown }, null, 2) + '\n');
 }
