@@ -9,7 +9,7 @@
  *
  * Per agent run: start, warm-up (3 s at 1000 requests/s: V8 compiles the hot
  * path once), a quiet period long enough for the agent's memory reduction
- * (12 s), the idle CPU over `--idle` seconds, then each rate. CPU is read per
+ * (12 s), the idle CPU over `--idle` seconds (default 10), then each rate. CPU is read per
  * thread from /proc/PID/task/TID/schedstat (nanoseconds on the CPU, unlike
  * the 10 ms ticks of /stat) and grouped by thread name: `main` (the
  * JavaScript thread), `rb` (the ring-buffer poll threads, gotrail-rb-*) and
@@ -49,7 +49,7 @@ const { values } = parseArgs({
     rates: { type: 'string', default: '1000,10000' },
     rounds: { type: 'string', default: '3' },
     seconds: { type: 'string', default: '5' },
-    idle: { type: 'string', default: '5' },
+    idle: { type: 'string', default: '10' },
     go: { type: 'string', default: 'go1.26' },
     threads: { type: 'boolean', default: false },
     json: { type: 'string' },
@@ -140,11 +140,18 @@ interface RateResult { rate: number; achieved: number; spans: number; exported: 
 interface RunResult { side: 'A' | 'B'; round: number; idleCpuPercent: number; idleRssMiB: number; idleSplit: CpuSplit; rates: RateResult[] }
 
 const QUIET_MS = 12_000;
+/**
+ * The /proc reconciliation scan's interval: a minute rather than the default
+ * 5 s, so that no scan falls into the windows. Its cost is fixed, not per
+ * span, and depends on how many processes the host runs (on a shared host,
+ * one scan more or less in the idle window moved the figures by µs per span).
+ */
+const SCAN_MS = 60_000;
 /** After the load: the export queue's delay (1 s) and the export itself. */
 const TAIL_MS = 2_000;
 
 async function runAgent(side: Side, round: number, bin: string, serverPid: number, serverUrl: string, otlp: string): Promise<RunResult> {
-  const agent: AgentProcess = await startAgent(['--include-exe', bin, '--exporter', 'otlp', '--otlp-endpoint', otlp, '--scan-interval', '5000', ...side.args], side.env, { command: [join(side.tree, 'daemon', 'bin', 'gotrail')] });
+  const agent: AgentProcess = await startAgent(['--include-exe', bin, '--exporter', 'otlp', '--otlp-endpoint', otlp, '--scan-interval', String(SCAN_MS), ...side.args], side.env, { command: [join(side.tree, 'daemon', 'bin', 'gotrail')] });
   try {
     await agent.waitTraced(serverPid, 60_000);
     await agent.waitFor(/uprobe hit cost calibrated|calibration failed/, 60_000);
