@@ -1,6 +1,6 @@
 /**
  * The agent's user-space span path at a steady rate, as it runs in the
- * agent: every 20 ms (the consume deadline) one batch of HTTP server events,
+ * agent: every consume interval (DEFAULT_CONSUME_INTERVAL_MS) one batch of HTTP server events,
  * framed as the ring buffer delivers them, is decoded by the probe's
  * handler, and each span goes through the export queue (SpanBatcher, the
  * agent's defaults) and the OTLP/HTTP exporter into a real OpenTelemetry
@@ -23,11 +23,12 @@ import { httpServerProbe } from '../daemon/probes/go/net/http/server/descriptor.
 import { MonotonicClock } from '../daemon/spans/clock.ts';
 import type { EventContext } from '../daemon/probes/types.ts';
 import { HttpRouteBound } from '../daemon/spans/http-route.ts';
+import { DEFAULT_CONSUME_INTERVAL_MS } from '../daemon/agent/bpf-runtime.ts';
 
 const { values } = parseArgs({ options: { rate: { type: 'string', default: '10000' }, seconds: { type: 'string', default: '10' } } });
 const rate = Number(values.rate);
 const seconds = Number(values.seconds);
-const TICK_MS = 20;
+const TICK_MS = DEFAULT_CONSUME_INTERVAL_MS;
 const perTick = Math.max(1, Math.round((rate * TICK_MS) / 1000));
 
 function field(s: string, size: number): Buffer {

@@ -155,6 +155,8 @@ const HOLD_LIMIT_MS = 5000;
 
 /** How long start waits for the first pod list, so that the first processes are named at once. */
 const KUBERNETES_SYNC_WAIT_MS = 3000;
+/** How long a flush waits for the probe events it asked the consumer for (see drainRingBuffer), ms. */
+const DRAIN_WAIT_MS = 60;
 
 export class Agent implements MetricsSource {
   readonly log: Logger;
@@ -1055,9 +1057,15 @@ export class Agent implements MetricsSource {
     };
   }
 
-  /** Lets the ring-buffer consumer take what the probes have submitted so far. */
+  /**
+   * Lets the ring-buffer consumer take what the probes have submitted so
+   * far: asks for a hand-off now and gives it the time two hand-offs of the
+   * former 20 ms interval had (the poll thread answers within a few ms
+   * unless the machine stalls it), never longer than two intervals.
+   */
   private async drainRingBuffer(): Promise<void> {
-    await new Promise((r) => setTimeout(r, (this.opts.consumeIntervalMs ?? DEFAULT_CONSUME_INTERVAL_MS) * 2 + 20));
+    this.rt?.consumeNow();
+    await new Promise((r) => setTimeout(r, Math.min(DRAIN_WAIT_MS, (this.opts.consumeIntervalMs ?? DEFAULT_CONSUME_INTERVAL_MS) * 2 + 20)));
   }
 
   /** Exports every span produced so far (after consuming what the ring buffer holds). */

@@ -24,11 +24,16 @@ const INJECT_PROGRAMS = [BpfPrograms.gt_inject_msg, BpfPrograms.gt_inject_sockop
 /**
  * Default probe-event consume interval, ms: the data-age deadline of the
  * ring-buffer consumer (an event waits at most about this long before the
- * span pipeline gets it). 5 ms cost the running agent one JS hand-off per
- * 5 ms while events flowed (a fixed ~100 µs each, several µs per span);
- * 20 ms keeps spans prompt while a hand-off carries four times as many.
+ * span pipeline gets it, and its span then waits for its export batch, up
+ * to OTEL_BSP_SCHEDULE_DELAY, 1 s by default). Each hand-off to JS costs
+ * the agent a fixed share of CPU, and a small batch runs its path cold: at
+ * 1000 spans/s a 20 ms interval (20 events per hand-off) cost ~30 µs of the
+ * JavaScript thread per span, 200 ms ~10 µs (bench/agent-ab.ts). Busier
+ * rings are handed over sooner, once WAKE_BYTES wait, so the interval binds
+ * only below ~1200 HTTP spans/s: the consumer is rate-adaptive through that
+ * threshold.
  */
-export const DEFAULT_CONSUME_INTERVAL_MS = 20;
+export const DEFAULT_CONSUME_INTERVAL_MS = 200;
 /** Producers wake a consumer that is between ticks once this many bytes wait (at most a quarter of the ring): a burst is taken in batches of about maxBatchBytes instead of filling the ring within one interval. */
 const WAKE_BYTES = 256 * 1024;
 
@@ -524,8 +529,9 @@ export class BpfRuntime {
     // thread to sleep until the next event (gt_rb_control), so an idle
     // agent has no periodic wake-up here. Once woken, the poll thread lets
     // events gather for one interval (or until WAKE_BYTES wait) before it
-    // hands them over: each hand-off to JS costs a fixed ~100 µs of the
-    // agent's CPU, so one per interval rather than one per event.
+    // hands them over: each hand-off to JS has a fixed cost (see
+    // DEFAULT_CONSUME_INTERVAL_MS), so one per interval rather than one per
+    // event.
     this.obj.startRingBuffer(BpfMaps.gt_events, (batch) => this.dispatch(batch, ctx), { intervalMs: opts.intervalMs ?? DEFAULT_CONSUME_INTERVAL_MS, maxQueuedBatches: 8, maxBatchBytes: 256 * 1024, wakeControl: BpfMaps.gt_rb_control, wakeBytes: Math.min(WAKE_BYTES, Math.floor(this.obj.mapInfo(BpfMaps.gt_events).maxEntries / 4)) });
   }
 
@@ -537,6 +543,11 @@ export class BpfRuntime {
    */
   pauseProbeEvents(paused: boolean): void {
     this.obj.pauseRingBuffer(BpfMaps.gt_events, paused);
+  }
+
+  /** Has the probe events in the ring buffer handed over now rather than at the end of the consume interval (a flush). */
+  consumeNow(): void {
+    this.obj.consumeRingBufferNow(BpfMaps.gt_events);
   }
 
   /** Per ring-buffer map: times its poll thread woke up (see RingBufferStats.wakeups). */

@@ -253,6 +253,13 @@ export interface BpfObject {
    * a ring buffer runs on that map (false: nothing to pause). Does not block.
    */
   pauseRingBuffer(mapName: string, paused: boolean): boolean;
+  /**
+   * Makes that map's poll thread take what its ring buffer holds and hand
+   * it over now, instead of at the end of its interval (a flush); nothing
+   * while it is paused or JS holds all its batches. Returns whether a ring
+   * buffer runs on that map. Does not block.
+   */
+  consumeRingBufferNow(mapName: string): boolean;
   /** One map's counters (live, or final after it stopped; zeros when it
    * never ran, ENOENT for an unknown map), or without a name the sum over
    * every ring buffer this object ran. */

@@ -112,7 +112,7 @@ enum gt_counter {
 
 /* 2 MiB: about 2,000 of the largest events (net/http server, ~1 KiB), i.e.
  * 200 ms of 10k spans/s while user space does not consume (a paused export
- * queue, a stalled event loop), against a 20 ms consume deadline. Its data
+ * queue, a stalled event loop), the consumer being woken at 256 KiB. Its data
  * pages are mapped twice, so it shows as 4 MiB of RSS; --ring-buffer-bytes. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);

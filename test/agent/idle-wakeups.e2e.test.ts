@@ -35,7 +35,7 @@ test('idle agent: the probe-event consumer sleeps without a timer and wakes for 
         assert.ok(Date.now() - t < 10_000, 'the 20 requests did not arrive as events');
         await sleep(100);
       }
-      // two timer ticks (5 ms each) let it notice the empty ring and fall
+      // two timer ticks (a consume interval each) let it notice the empty ring and fall
       // asleep; on a busy machine the thread may run late, so wait until its
       // count settles (bounded) before the idle period is measured
       let before = await scrapeMetrics(agent);

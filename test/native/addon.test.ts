@@ -592,6 +592,37 @@ describe('native addon', { skip, timeout: 120_000 }, () => {
     }
   });
 
+  it('consumeRingBufferNow hands over what the ring holds without waiting for the tick', async () => {
+    const INTERVAL = 10_000;
+    const o = new BpfObject(fx.object);
+    const worker = new GoWorker(fx.worker);
+    try {
+      o.load();
+      const c = new Collector();
+      assert.equal(o.consumeRingBufferNow('side'), false, 'nothing runs on that map yet');
+      o.startRingBuffer('side', c.onBatch, { intervalMs: INTERVAL });
+      o.attachUprobes('on_side', fx.worker, [otherOffset], [0n]);
+      await worker.run(0);
+      await sleep(300);
+      assert.equal(c.records.length, 0, 'timer mode waits for its tick');
+      const t0 = performance.now();
+      assert.equal(o.consumeRingBufferNow('side'), true);
+      await c.waitFor(1, 5_000);
+      assert.ok(performance.now() - t0 < 5_000);
+      assert.equal(c.records.length, 1);
+      // and again, from the wait that follows a hand-off
+      await worker.run(0);
+      assert.equal(o.consumeRingBufferNow('side'), true);
+      await c.waitFor(2, 5_000);
+      await o.stopRingBuffer();
+      assert.equal(c.records.length, 2);
+      assert.equal(o.consumeRingBufferNow('side'), false, 'nothing runs after stop');
+    } finally {
+      await worker.stop();
+      o.close();
+    }
+  });
+
   it('stop resolves with a full queue, and while paused, delivering what the ring held', async () => {
     const o = new BpfObject(fx.object);
     const worker = new GoWorker(fx.worker);

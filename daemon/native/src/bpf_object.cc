@@ -61,6 +61,7 @@ Napi::Function BpfObject::Define(Napi::Env env) {
                          InstanceMethod<&BpfObject::RingBufferStats>("ringBufferStats"),
                          InstanceMethod<&BpfObject::StopRingBuffer>("stopRingBuffer"),
                          InstanceMethod<&BpfObject::PauseRingBuffer>("pauseRingBuffer"),
+                         InstanceMethod<&BpfObject::ConsumeRingBufferNow>("consumeRingBufferNow"),
                          InstanceMethod<&BpfObject::Close>("close"),
                          InstanceAccessor<&BpfObject::GetUprobeMulti>("uprobeMulti"),
                          InstanceAccessor<&BpfObject::GetLoaded>("loaded"),
@@ -435,6 +436,17 @@ Napi::Value BpfObject::PauseRingBuffer(const Napi::CallbackInfo& info) {
   auto it = rings_.find(name);
   if (it == rings_.end()) return Napi::Boolean::New(env, false);
   it->second->SetPaused(info[1].As<Napi::Boolean>().Value());
+  return Napi::Boolean::New(env, true);
+}
+
+// JS thread. consumeRingBufferNow(mapName) -> whether a ring buffer runs
+// on that map.
+Napi::Value BpfObject::ConsumeRingBufferNow(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string name = StringArg(info, 0, "consume ring buffer", "map name");
+  auto it = rings_.find(name);
+  if (it == rings_.end()) return Napi::Boolean::New(env, false);
+  it->second->ConsumeNow();
   return Napi::Boolean::New(env, true);
 }
 

@@ -58,6 +58,7 @@ class BpfObject : public Napi::ObjectWrap<BpfObject>, public RingBufferOwner {
   Napi::Value RingBufferStats(const Napi::CallbackInfo& info);
   Napi::Value StopRingBuffer(const Napi::CallbackInfo& info);
   Napi::Value PauseRingBuffer(const Napi::CallbackInfo& info);
+  Napi::Value ConsumeRingBufferNow(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
   Napi::Value GetUprobeMulti(const Napi::CallbackInfo& info);
   Napi::Value GetLoaded(const Napi::CallbackInfo& info);

@@ -227,6 +227,10 @@ void RingBufferState::SetPaused(bool paused) {
   if (paused_.exchange(paused) != paused) Signal();
 }
 
+// JS thread. Any wait of the poll thread ends at a signal and the loop
+// consumes next (unless paused, or waiting for a credit).
+void RingBufferState::ConsumeNow() { Signal(); }
+
 // JS thread.
 void RingBufferState::AddStopWaiter(std::shared_ptr<StopWaiter> waiter) {
   waiters_.push_back(std::move(waiter));

@@ -120,6 +120,9 @@ class RingBufferState : public std::enable_shared_from_this<RingBufferState> {
   // buffer (effective from the next record); batches already taken are
   // still delivered.
   void SetPaused(bool paused);
+  // JS thread. Wakes the poll thread to take what the ring holds and hand
+  // it over now, whatever its interval (a flush).
+  void ConsumeNow();
   bool Paused() const { return paused_.load(); }
 
   // JS thread. Settled by the finalizer once the poll thread has exited.
