@@ -9,8 +9,27 @@ import { convertLegacyHttpOptions, createOtlpHttpExportDelegate } from '@opentel
 import type { OTLPExporterNodeConfigBase } from '@opentelemetry/otlp-exporter-base';
 import type { IExporterMetricsHelper, ISerializer, IExportTraceServiceResponse } from '@opentelemetry/otlp-transformer';
 import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-base';
-import { createRequire } from 'node:module';
+import { createRequire, registerHooks } from 'node:module';
 import { OtlpTraceEncoder, type QueuedSpan } from './otlp-proto.ts';
+
+// The exporter's transport loads its HTTP client with import('http') (or
+// 'https'). An ES import of a Node builtin builds the module's ES facade,
+// which reads every export, among them node:http's lazy WebSocket ones:
+// that loads Node's bundled undici, ~2.4 MiB of heap (its 770 KB source and
+// compiled code) kept for nothing. Those imports, and only the OpenTelemetry
+// exporter's, get a module of the builtin's own exports instead (JavaScript
+// in a data: URL: nothing to strip of types, so Node's TypeScript stripper
+// stays unloaded even where the compile cache lacks it).
+const builtinModule = (name: 'http' | 'https'): string =>
+  `data:text/javascript,const m=process.getBuiltinModule("node:${name}");export default m;export const{Agent,request}=m;`;
+registerHooks({
+  resolve: (specifier, context, next) => {
+    const name = specifier.replace(/^node:/, '');
+    return (name === 'http' || name === 'https') && context.parentURL?.includes('/@opentelemetry/otlp-exporter-base/')
+      ? { url: builtinModule(name), shortCircuit: true }
+      : next(specifier, context);
+  },
+});
 
 // The response decoder alone: the transformer's entry point loads its metrics
 // and logs serializers and with them @opentelemetry/sdk-metrics (~100 modules

@@ -20,11 +20,20 @@ await import(${JSON.stringify(join(repoRoot, 'daemon', 'export', 'exporters.ts')
 await import(${JSON.stringify(join(repoRoot, 'daemon', 'export', 'otlp-exporter.ts'))});
 const { retAddresses } = await import(${JSON.stringify(join(repoRoot, 'daemon', 'analysis', 'instructions.ts'))});
 retAddresses(new Uint8Array([0xc3]), 0); // the decoder is loaded on first use
-process.stdout.write(JSON.stringify({ urls, builtins: process.moduleLoadList }));
+// the OTLP exporter's transport, sending once: it loads node:http only then
+const { createServer } = process.getBuiltinModule('node:http');
+const server = createServer((req, res) => req.resume().on('end', () => res.end())).listen(0, '127.0.0.1');
+await new Promise((r) => server.once('listening', r));
+const { createHttpExporterTransport } = await import(${JSON.stringify(join(repoRoot, 'node_modules', '@opentelemetry', 'otlp-exporter-base', 'build', 'src', 'transport', 'http-exporter-transport.js'))});
+const { httpAgentFactoryFromOptions } = await import('@opentelemetry/otlp-exporter-base/node-http');
+const sent = await createHttpExporterTransport({ url: 'http://127.0.0.1:' + server.address().port + '/v1/traces', headers: async () => ({}), compression: 'none', agentFactory: httpAgentFactoryFromOptions({ keepAlive: false }) }).send(new Uint8Array([0]), 5000);
+server.close();
+process.stdout.write(JSON.stringify({ urls, builtins: process.moduleLoadList, sent: sent.status }));
 `;
 
 test("gotrail run's modules load none of what the agent does not use", () => {
-  const { urls, builtins } = JSON.parse(execFileSync(process.execPath, ['--input-type=module', '-e', probe], { encoding: 'utf8', cwd: repoRoot })) as { urls: string[]; builtins: string[] };
+  const { urls, builtins, sent } = JSON.parse(execFileSync(process.execPath, ['--input-type=module', '-e', probe], { encoding: 'utf8', cwd: repoRoot })) as { urls: string[]; builtins: string[]; sent: string };
+  assert.equal(sent, 'success', "the exporter's transport sent a request");
   assert.ok(urls.some((u) => u.includes('/daemon/agent/agent.ts')), 'the probe loaded the agent');
   assert.ok(urls.some((u) => u.includes('/iced-x86/iced_x86.js')), 'and the instruction decoder');
   const unwanted: Array<[RegExp, string]> = [
@@ -34,6 +43,7 @@ test("gotrail run's modules load none of what the agent does not use", () => {
     [/\/daemon\/cli\/(demo|demo-data|inspect)\.ts/, "other commands' modules"],
   ];
   for (const [re, what] of unwanted) assert.deepEqual(urls.filter((u) => re.test(u)), [], what);
+  // also once the OTLP exporter's transport has imported node:http (daemon/export/otlp-exporter.ts)
   assert.deepEqual(builtins.filter((m) => m.includes('internal/deps/undici')), [], "Node's undici (loaded by an ES import of node:http)");
   // an ES import of a CommonJS module keeps its source twice; iced-x86's is 0.9 MB
   assert.equal(urls.filter((u) => u.includes('/iced-x86/')).length, 1, 'iced-x86 is required (CommonJS), not imported');
