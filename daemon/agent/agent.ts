@@ -213,10 +213,14 @@ export class Agent implements MetricsSource {
   };
   /** the first /proc scan has run (readiness) */
   private initialScanDone = false;
-  private readonly memoryTrim = new MemoryTrim({ release: [releaseInstructionDecoder] });
+  private readonly memoryTrim: MemoryTrim;
 
   constructor(log: Logger, opts: AgentOptions) {
     this.log = log;
+    this.memoryTrim = new MemoryTrim({
+      release: [releaseInstructionDecoder],
+      onPageOut: (r) => log.debug('idle: file pages handed back to the kernel', { ranges: r.advised, ...(r.errno ? { errno: r.errno } : {}) }),
+    });
     this.opts = opts;
     this.probes = opts.probes ?? allProbes;
     this.routes = new HttpRouteBound(opts.maxHttpRoutes);

@@ -324,6 +324,7 @@ interface Addon {
   kernelFeatures(): KernelFeatures;
   enableStats(): boolean;
   mallocTrim(): MallocStats;
+  pageOut(ranges: number[]): PageOutResult;
 }
 
 const addonPath = new URL('./build/Release/gotrail_native.node', import.meta.url);
@@ -377,4 +378,22 @@ export interface MallocStats {
  */
 export function mallocTrim(): MallocStats {
   return addon.mallocTrim();
+}
+
+/** What {@link pageOut} did: ranges the kernel took, and the first refusal's errno (0 when none). */
+export interface PageOutResult {
+  advised: number;
+  errno: number;
+}
+
+/**
+ * Asks the kernel to reclaim the resident pages of ranges of this process
+ * (madvise MADV_PAGEOUT, Linux >= 5.4; older kernels refuse with EINVAL):
+ * clean file pages leave memory and are read from their file again on next
+ * use; pages another process also maps are left alone by the kernel.
+ * `ranges`: flat [start, length, ...], page-aligned. Never throws for a
+ * refused range; a TypeError for a malformed argument.
+ */
+export function pageOut(ranges: number[]): PageOutResult {
+  return addon.pageOut(ranges);
 }

@@ -3,7 +3,8 @@
  * the poll thread of the probe-event ring buffer sleeps without a timer
  * (gotrail_ringbuf_wakeups_total{map="gt_events"} stays still), and the
  * first request after the idle period still reaches the agent at once,
- * because its event wakes the sleeping consumer.
+ * because its event wakes the sleeping consumer. After a longer quiet it
+ * hands its file pages back to the kernel, and tracing goes on as before.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -61,6 +62,37 @@ test('idle agent: the probe-event consumer sleeps without a timer and wakes for 
           break;
         }
         assert.ok(Date.now() - t0 < 2000, 'the request after the idle period did not reach the agent within 2 s');
+        await sleep(20);
+      }
+    } finally {
+      await agent.stop();
+    }
+  } finally {
+    await server.stop();
+  }
+});
+
+test('idle agent: hands its file pages back after a longer quiet, and the next request is still traced at once', { skip: skipUnlessBpf(), timeout: 300_000 }, async () => {
+  const dir = join(repoRoot, 'build', 'test-idle-wakeups');
+  mkdirSync(dir, { recursive: true });
+  const bin = join(dir, 'httpserver-pageout');
+  copyFileSync(join(repoRoot, 'build', 'go', 'go1.26', 'plain', 'httpserver'), bin);
+  const server = await startGoServer(bin);
+  try {
+    const agent = await startAgent(['--include-exe', bin, '--exporter', 'none', '--log-level', 'debug']);
+    try {
+      await agent.waitTraced(server.pid, 60_000);
+      for (let i = 0; i < 20; i++) assert.equal((await httpRequest(`${server.url}/hello`)).status, 200);
+      // 30 s after the last activity (daemon/agent/memory-trim.ts), once
+      const m = await agent.waitFor(/idle: file pages handed back to the kernel ranges=(\d+)(.*)/, 120_000);
+      assert.ok(Number(m[1]) > 0, m[0]);
+      assert.doesNotMatch(m[2]!, /errno=/, 'the kernel refused a range');
+      const before = spans(await scrapeMetrics(agent));
+      const t0 = Date.now();
+      assert.equal((await httpRequest(`${server.url}/hello`)).status, 200);
+      for (;;) {
+        if (spans(await scrapeMetrics(agent)) === before + 1) break;
+        assert.ok(Date.now() - t0 < 2000, 'the request after the page-out did not reach the agent within 2 s');
         await sleep(20);
       }
     } finally {

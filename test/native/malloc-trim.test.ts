@@ -1,14 +1,21 @@
 // mallocTrim gives the free pages inside glibc's arenas back to the kernel:
 // what start-up and attach bursts allocate and free would otherwise stay in
-// the agent's RSS. Needs no root.
+// the agent's RSS; the page-out gives back the file pages (node's code) that
+// the idle agent does not use. Needs no root.
 //
 // Run: deploy/node --expose-gc --test test/native/malloc-trim.test.ts
 
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { chmodSync, closeSync, copyFileSync, fsyncSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { describe, it } from 'node:test';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { mallocTrim } from '../../daemon/native/index.ts';
-import { MemoryTrim } from '../../daemon/agent/memory-trim.ts';
+import { MemoryTrim, readOnlyFileMappings } from '../../daemon/agent/memory-trim.ts';
+
+const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 const rssMiB = (): number => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'latin1'))![1]) / 1024;
 const gc = (globalThis as { gc?: () => void }).gc;
@@ -100,5 +107,88 @@ describe('MemoryTrim', () => {
     failing.activity();
     await wait(300);
     assert.equal(failing.reductions, 0);
+  });
+});
+
+describe('page-out of file pages', () => {
+  const wait = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+  const until = async (done: () => boolean, ms = 10_000): Promise<void> => {
+    for (const end = performance.now() + ms; !done() && performance.now() < end;) await wait(20);
+  };
+
+  it('follows the reduction once the quiet has lasted pageOutQuietMs, once, and waits for new activity', async () => {
+    const calls: string[] = [];
+    const t = new MemoryTrim({
+      trim: () => (calls.push('trim'), { heapBytes: 1, freeBytes: 0 }), gc: () => void calls.push('gc'),
+      pageOut: () => (calls.push('pageOut'), { advised: 3, errno: 0 }), quietMs: 200, pageOutQuietMs: 1500,
+    });
+    t.activity();
+    const lastActivity = performance.now();
+    await until(() => calls.includes('pageOut'));
+    assert.ok(performance.now() - lastActivity >= 1500, 'not before its quiet time');
+    assert.deepEqual(calls, ['gc', 'trim', 'pageOut']);
+    assert.deepEqual(t.lastPageOut, { advised: 3, errno: 0 });
+    await wait(2000);
+    assert.deepEqual(calls, ['gc', 'trim', 'pageOut'], 'idle: nothing more without new activity');
+    // activity between the trim and the page-out: a reduction again, and the page-out only after it
+    calls.length = 0;
+    t.activity();
+    await until(() => calls.includes('trim'));
+    t.activity();
+    const again = performance.now();
+    await until(() => calls.length >= 4);
+    assert.deepEqual(calls, ['gc', 'trim', 'gc', 'trim'], 'activity after the trim: the next reduction comes first');
+    await until(() => calls.includes('pageOut'));
+    assert.ok(performance.now() - again >= 1500, 'the page-out waits its quiet time from the last activity');
+    assert.deepEqual(calls, ['gc', 'trim', 'gc', 'trim', 'pageOut']);
+    t.stop();
+  });
+
+  it('reclaims the resident pages of the node executable when no other process maps them', () => {
+    // a private copy of node (flushed to disk: the kernel reclaims only clean
+    // file pages), so that no other process shares its pages
+    const dir = mkdtempSync(join(tmpdir(), 'gotrail-pageout-'));
+    try {
+      const node = join(dir, 'node');
+      copyFileSync(process.execPath, node);
+      const fd = openSync(node, 'r');
+      fsyncSync(fd);
+      closeSync(fd);
+      chmodSync(node, 0o755);
+      const script = `
+        import { readFileSync } from 'node:fs';
+        import { pageOutFileMappings } from ${JSON.stringify(pathToFileURL(join(repoRoot, 'daemon/agent/memory-trim.ts')).href)};
+        const nodeRss = () => { let kib = 0, on = false;
+          for (const l of readFileSync('/proc/self/smaps', 'latin1').split('\\n')) {
+            if (/^[0-9a-f]+-/.test(l)) on = l.endsWith(${JSON.stringify(node)});
+            else if (on && l.startsWith('Rss:')) kib += Number(l.split(/\\s+/)[1]);
+          }
+          return kib / 1024; };
+        const before = nodeRss();
+        const r = pageOutFileMappings();
+        const after = nodeRss();
+        process.stdout.write(JSON.stringify({ before, after, r }));`;
+      const out = JSON.parse(execFileSync(node, ['--input-type=module', '-e', script], { encoding: 'utf8' })) as { before: number; after: number; r: { advised: number; errno: number } };
+      assert.equal(out.r.errno, 0, `madvise refused: ${JSON.stringify(out)}`);
+      assert.ok(out.r.advised > 0);
+      assert.ok(out.before >= 10, `node's resident pages before: ${out.before.toFixed(1)} MiB`);
+      assert.ok(out.after <= out.before / 2, `node's resident pages ${out.before.toFixed(1)} -> ${out.after.toFixed(1)} MiB`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('reads only read-only file mappings', () => {
+    const maps = [
+      '00400000-0074d000 r--p 00000000 08:01 12 /usr/bin/node',
+      '0074d000-03081000 r-xp 0034d000 08:01 12 /usr/bin/node',
+      '06b87000-06bae000 rw-p 06786000 08:01 12 /usr/bin/node',
+      '7f0000000000-7f0000200000 rw-s 00000000 00:0f 99 anon_inode:bpf-map',
+      '7f0000200000-7f0000300000 rw-p 00000000 00:00 0 ',
+      '7f0000300000-7f0000301000 r--p 00000000 08:01 13 /tmp/x (deleted)',
+      '7f0000400000-7f0000401000 ---p 00000000 08:01 14 /usr/lib/libc.so.6',
+      '7ffd00000000-7ffd00001000 r-xp 00000000 00:00 0 [vdso]',
+    ].join('\n');
+    assert.deepEqual(readOnlyFileMappings(maps), [0x400000, 0x34d000, 0x74d000, 0x3081000 - 0x74d000]);
   });
 });
