@@ -21,7 +21,7 @@
  * threads. Needs root, a built tree (deploy/setup.sh).
  */
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, copyFileSync, fsyncSync, mkdirSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -66,10 +66,15 @@ const variants: Variant[] = (values.variant.length ? values.variant : ['launcher
 const log = (s: string): void => void process.stderr.write(`[agent-memory] ${s}\n`);
 const workDir = join(repoRoot, 'build', 'bench');
 mkdirSync(workDir, { recursive: true });
-// a new file each time: one still running (an earlier run's) cannot be written
+// a new file each time (one still running, an earlier run's, cannot be
+// written), flushed to disk: the kernel reclaims only clean file pages, as
+// those of an installed node are
 function copyFresh(from: string, to: string): void {
   rmSync(to, { force: true });
   copyFileSync(from, to);
+  const fd = openSync(to, 'r');
+  fsyncSync(fd);
+  closeSync(fd);
 }
 
 // the launcher's environment and flags, as daemon/bin/gotrail sets them
@@ -87,8 +92,10 @@ execFileSync('go', ['build', '-o', loadgen, '.'], { cwd: join(repoRoot, 'bench',
 const runLoadgen = (url: string, r: number, secs: number): { achievedRate: number } =>
   JSON.parse(execFileSync(loadgen, ['-url', url, '-rate', String(r), '-duration', `${secs}s`], { encoding: 'utf8' })) as { achievedRate: number };
 
-interface Sample { mem: MemoryBreakdown; v8: Record<string, number>; idleCpuPercent: number; cpuUsPerSpan: number; loadedRssMiB: number; timeline: number[] }
+interface Sample { mem: MemoryBreakdown; v8: Record<string, number>; idleCpuPercent: number; cpuUsPerSpan: number; loadedRssMiB: number; timeline: number[]; loadMajorFaults: number }
 
+/** Major page faults of a process so far (pages read from their file again). */
+const majorFaults = (pid: number): number => Number(readFileSync(`/proc/${pid}/stat`, 'latin1').split(') ')[1]!.split(' ')[9]);
 const rssKiB = (pid: number): number => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'latin1'))?.[1] ?? NaN);
 
 async function round(v: Variant, bin: string, servers: GoServer[], otlp: string): Promise<Sample> {
@@ -126,17 +133,20 @@ async function round(v: Variant, bin: string, servers: GoServer[], otlp: string)
     v8['V8 external (ArrayBuffers etc.)'] = metricSum(text, 'gotrail_agent_nodejs_external_memory_bytes') / 1024;
     let cpuUsPerSpan = NaN;
     let loadedRssMiB = NaN;
+    let loadMajorFaults = NaN;
     if (rate) {
+      const f0 = majorFaults(pid);
       const before = metricSum(text, 'gotrail_spans_exported_total');
       const a0 = processCpuSeconds(pid)!;
       runLoadgen(`${servers[0]!.url}/hello`, rate, seconds);
       loadedRssMiB = breakdown(pid, nodeBinary).totalRssKiB / 1024;
+      loadMajorFaults = majorFaults(pid) - f0;
       await sleep(2500);
       const cpuAll = processCpuSeconds(pid)! - a0;
       const exported = metricSum((await httpRequest(url)).body, 'gotrail_spans_exported_total') - before;
       cpuUsPerSpan = exported ? ((cpuAll - idleCpu * (seconds + 2.5)) * 1e6) / exported : NaN;
     }
-    return { mem, v8, idleCpuPercent: idleCpu * 100, cpuUsPerSpan, loadedRssMiB, timeline };
+    return { mem, v8, idleCpuPercent: idleCpu * 100, cpuUsPerSpan, loadedRssMiB, timeline, loadMajorFaults };
   } finally {
     await agent.stop();
   }
@@ -190,6 +200,7 @@ const lines = [
   ...(rate ? [
     `| CPU per span at ${rate}/s (µs) | ${names.map((n) => cell(n, (s) => s.cpuUsPerSpan).toFixed(1)).join(' | ')} |`,
     `| RSS right after ${rate}/s | ${names.map((n) => cell(n, (s) => s.loadedRssMiB).toFixed(1)).join(' | ')} |`,
+    `| major page faults during ${rate}/s (pages read again) | ${names.map((n) => cell(n, (s) => s.loadMajorFaults).toFixed(0)).join(' | ')} |`,
   ] : []),
   '',
   `Per round, RSS total (MiB): ${names.map((n) => `${n}: ${results.get(n)!.map((s) => mib(s.mem.totalRssKiB)).join(', ')}`).join('; ')}`,
