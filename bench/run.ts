@@ -349,8 +349,13 @@ async function grpcScenario(): Promise<{ json: unknown; markdown: string }> {
   }
 }
 
-/** How long the agent is left quiet before its idle figures are taken, in ms. */
-const IDLE_AFTER_MS = 12_000;
+/**
+ * How long the agent is left quiet before its idle figures are taken, in ms:
+ * past its memory reductions (a GC and malloc_trim 5-10 s after its last
+ * activity, the page-out of its file pages at 30 s; daemon/agent/memory-trim.ts),
+ * and long enough after them that what the idle agent reads again is back.
+ */
+const IDLE_AFTER_MS = 45_000;
 
 async function agentLoadScenario(): Promise<{ json: unknown; markdown: string }> {
   const bin = benchCopy(join(repoRoot, 'build', 'go', values.go, 'plain', 'httpserver'), 'httpserver');
@@ -413,7 +418,7 @@ async function agentLoadScenario(): Promise<{ json: unknown; markdown: string }>
     ...rows.map((r) => `| ${r.rate || 'idle'} | ${f(r.achieved, 0)} | ${r.spans} | ${r.exported} | ${r.lost} | ${f(r.agentCpuPercent, 1)} % | ${r.rate ? `${f(r.cpuUsPerSpan, 1)} µs` : ''} | ${f(r.agentRssMiB, 0)} MiB | ${f(r.wakeupsPerSecond, 1)} |`),
     '',
     'Agent CPU per span: the agent process\'s CPU time (all threads) from the start of a rate until its last span was exported, less its idle CPU over as long, per span exported (decode → span → OTLP bytes → send). Target < 5 µs. The /proc reconciliation scan (every 5 s by default, a fixed cost that follows the host\'s process count) is set to once a minute here, out of the windows; `bench/agent-ab.ts` splits the figure by thread and compares two builds. Measured after a 3 s warm-up at 1000 requests/s: the first spans make V8 compile the hot path once (tens of ms on its compiler threads), which would otherwise be charged to the first rate.',
-    `Idle: ${IDLE_AFTER_MS / 1000} s after the warm-up's last request (the agent gives freed memory back 5–10 s after its last activity, with one memory-reducing GC); the other rows' RSS is taken right after their load.`,
+    `Idle: ${IDLE_AFTER_MS / 1000} s after the warm-up's last request (the agent gives freed memory back 5–10 s after its last activity, with one memory-reducing GC, and hands its file pages back to the kernel at 30 s); the other rows' RSS is taken right after their load.`,
     'Targets: 0 events lost at 10k spans/s; RSS under 60 MiB idle, under 100 MiB with 100 traced processes (row "agent RSS with 100 processes" of `attach`); no wake-up when idle.',
   ].join('\n');
   return { json: { scenario: 'agent-load', rows }, markdown };
