@@ -21,7 +21,7 @@
  * threads. Needs root, a built tree (deploy/setup.sh).
  */
 import { execFileSync } from 'node:child_process';
-import { closeSync, copyFileSync, fsyncSync, mkdirSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -32,6 +32,7 @@ import { httpRequest, startGoServer, type GoServer } from '../test/support/go-se
 import { metricSum } from '../test/support/metrics.ts';
 import { sleep } from '../test/support/wait.ts';
 import { breakdown, type MemoryBreakdown } from './lib/smaps.ts';
+import { copyFresh, launcherOf, privateNode } from './lib/agent-command.ts';
 
 const { values } = parseArgs({
   options: {
@@ -66,26 +67,9 @@ const variants: Variant[] = (values.variant.length ? values.variant : ['launcher
 const log = (s: string): void => void process.stderr.write(`[agent-memory] ${s}\n`);
 const workDir = join(repoRoot, 'build', 'bench');
 mkdirSync(workDir, { recursive: true });
-// a new file each time (one still running, an earlier run's, cannot be
-// written), flushed to disk: the kernel reclaims only clean file pages, as
-// those of an installed node are
-function copyFresh(from: string, to: string): void {
-  rmSync(to, { force: true });
-  copyFileSync(from, to);
-  const fd = openSync(to, 'r');
-  fsyncSync(fd);
-  closeSync(fd);
-}
-
-// the launcher's environment and flags, as daemon/bin/gotrail sets them
-const launcher = readFileSync(join(repoRoot, 'daemon', 'bin', 'gotrail'), 'utf8');
-const launcherEnv: Record<string, string> = { NODE_COMPILE_CACHE: join(repoRoot, 'build', 'compile-cache') };
-for (const m of launcher.matchAll(/^export (\w+)="\$\{\w+:-([^}]*)\}"$/gm)) launcherEnv[m[1]!] = m[2]!;
-const launcherFlags = /^exec "\$here\/deploy\/node" (.*) "\$here\/daemon\/cli\/main.ts" "\$@"$/m.exec(launcher)![1]!.split(' ');
 // a private copy of node: its file pages are the agent's alone, as where it runs on a node
 // by itself (the bench's own node would otherwise share them, and PSS halve them)
-const nodeBinary = values['private-node'] ? join(workDir, 'node-agent') : join(repoRoot, '.tools', 'node', 'bin', 'node');
-if (values['private-node']) copyFresh(join(repoRoot, '.tools', 'node', 'bin', 'node'), nodeBinary);
+const nodeBinary = values['private-node'] ? privateNode(repoRoot, workDir) : join(repoRoot, '.tools', 'node', 'bin', 'node');
 
 const loadgen = join(workDir, 'loadgen');
 execFileSync('go', ['build', '-o', loadgen, '.'], { cwd: join(repoRoot, 'bench', 'loadgen'), stdio: 'inherit' });
@@ -100,8 +84,9 @@ const rssKiB = (pid: number): number => Number(/VmRSS:\s+(\d+) kB/.exec(readFile
 
 async function round(v: Variant, bin: string, servers: GoServer[], otlp: string): Promise<Sample> {
   const args = ['--include-exe', bin, '--exporter', 'otlp', '--otlp-endpoint', otlp, '--scan-interval', '5000'];
-  const command = v.flags || values['private-node'] || v.root !== repoRoot ? [nodeBinary, ...(v.flags ?? launcherFlags), join(v.root, 'daemon', 'cli', 'main.ts')] : undefined;
-  const env = command ? { ...launcherEnv, NODE_COMPILE_CACHE: join(v.root, 'build', 'compile-cache'), ...v.env } : v.env;
+  const launcher = launcherOf(v.root);
+  const command = v.flags || values['private-node'] || v.root !== repoRoot ? [nodeBinary, ...(v.flags ?? launcher.flags), join(v.root, 'daemon', 'cli', 'main.ts')] : undefined;
+  const env = command ? { ...launcher.env, ...v.env } : v.env;
   const agent: AgentProcess = await startAgent(args, env, command ? { command } : {});
   try {
     for (const s of servers) await agent.waitTraced(s.pid, 120_000);

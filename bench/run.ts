@@ -69,6 +69,7 @@ import { BpfObject } from '../daemon/native/index.ts';
 import { probes } from '../daemon/probes/registry.ts';
 import { metricSum } from '../test/support/metrics.ts';
 import { perRequestBpfSeconds } from './lib/program-stats.ts';
+import { agentCommand } from './lib/agent-command.ts';
 
 const SCENARIOS = ['http', 'http-client', 'http-sql', 'grpc', 'sampling', 'agent-load', 'attach', 'pipeline', 'entry-site'] as const;
 type Scenario = (typeof SCENARIOS)[number];
@@ -171,9 +172,9 @@ function benchCopy(src: string, name: string): string {
   return dst;
 }
 
-async function startTracing(bin: string, pid: number, env: Record<string, string> = {}, exporter = ['--exporter', 'none'], scanIntervalMs = 5000): Promise<AgentProcess> {
+async function startTracing(bin: string, pid: number, env: Record<string, string> = {}, exporter = ['--exporter', 'none'], scanIntervalMs = 5000, command?: string[]): Promise<AgentProcess> {
   // the default scan interval (the test helper's 200 ms would add a /proc scan five times a second to the idle CPU)
-  const agent = await startAgent(['--include-exe', bin, ...exporter, '--scan-interval', String(scanIntervalMs)], env);
+  const agent = await startAgent(['--include-exe', bin, ...exporter, '--scan-interval', String(scanIntervalMs)], env, command ? { command } : {});
   await agent.waitTraced(pid, 60_000);
   // the start-up calibration runs probes of its own: let it finish first
   await agent.waitFor(/uprobe hit cost calibrated|calibration failed/, 60_000);
@@ -367,8 +368,10 @@ async function agentLoadScenario(): Promise<{ json: unknown; markdown: string }>
   try {
     // no /proc scan within the windows: its cost is fixed, not per span, and
     // follows the host's process count (on a shared host one scan more or
-    // less in the idle window turned the 1k/s row's figure negative)
-    const agent = await startTracing(bin, server.pid, {}, ['--exporter', 'otlp', '--otlp-endpoint', `${collector.otlpHttpEndpoint}/v1/traces`], 60_000);
+    // less in the idle window turned the 1k/s row's figure negative);
+    // on a node of its own, as where it runs alone (bench/lib/agent-command.ts): its memory figures are its own
+    const own = agentCommand(repoRoot, workDir);
+    const agent = await startTracing(bin, server.pid, own.env, ['--exporter', 'otlp', '--otlp-endpoint', `${collector.otlpHttpEndpoint}/v1/traces`], 60_000, own.command);
     try {
       // warm-up: the first spans make V8 compile the decode, span and export
       // paths (tens of ms of compiler threads, once); not a cost per span
@@ -418,7 +421,7 @@ async function agentLoadScenario(): Promise<{ json: unknown; markdown: string }>
     ...rows.map((r) => `| ${r.rate || 'idle'} | ${f(r.achieved, 0)} | ${r.spans} | ${r.exported} | ${r.lost} | ${f(r.agentCpuPercent, 1)} % | ${r.rate ? `${f(r.cpuUsPerSpan, 1)} µs` : ''} | ${f(r.agentRssMiB, 0)} MiB | ${f(r.wakeupsPerSecond, 1)} |`),
     '',
     'Agent CPU per span: the agent process\'s CPU time (all threads) from the start of a rate until its last span was exported, less its idle CPU over as long, per span exported (decode → span → OTLP bytes → send). Target < 5 µs. The /proc reconciliation scan (every 5 s by default, a fixed cost that follows the host\'s process count) is set to once a minute here, out of the windows; `bench/agent-ab.ts` splits the figure by thread and compares two builds. Measured after a 3 s warm-up at 1000 requests/s: the first spans make V8 compile the hot path once (tens of ms on its compiler threads), which would otherwise be charged to the first rate.',
-    `Idle: ${IDLE_AFTER_MS / 1000} s after the warm-up's last request (the agent gives freed memory back 5–10 s after its last activity, with one memory-reducing GC, and hands its file pages back to the kernel at 30 s); the other rows' RSS is taken right after their load.`,
+    `Idle: ${IDLE_AFTER_MS / 1000} s after the warm-up's last request (the agent gives freed memory back 5–10 s after its last activity, with one memory-reducing GC, and hands its file pages back to the kernel at 30 s); the other rows' RSS is taken right after their load. The agent runs as its launcher runs it, on a copy of \`node\` of its own: the bench's Node would otherwise share its pages.`,
     'Targets: 0 events lost at 10k spans/s; RSS under 60 MiB idle, under 100 MiB with 100 traced processes (row "agent RSS with 100 processes" of `attach`); no wake-up when idle.',
   ].join('\n');
   return { json: { scenario: 'agent-load', rows }, markdown };
@@ -472,7 +475,8 @@ async function attachScenario(): Promise<{ json: unknown; markdown: string }> {
   try {
     for (let i = 0; i < 100; i++) servers.push(await startGoServer(one));
     const t0 = performance.now();
-    const agent = await startAgent(['--include-exe', one, '--exporter', 'none', '--scan-interval', '5000']);
+    const own = agentCommand(repoRoot, workDir);
+    const agent = await startAgent(['--include-exe', one, '--exporter', 'none', '--scan-interval', '5000'], own.env, { command: own.command });
     try {
       for (const s of servers) await agent.waitTraced(s.pid, 120_000);
       const tracedMs = performance.now() - t0;
@@ -514,7 +518,7 @@ async function attachScenario(): Promise<{ json: unknown; markdown: string }> {
     '',
     detachMarkdown(detach, rounds),
     '',
-    `Idle CPU and RSS with 100 processes: from ${IDLE_AFTER_MS / 1000} s after the start-up's calibration.`,
+    `Idle CPU and RSS with 100 processes: from ${IDLE_AFTER_MS / 1000} s after the start-up's calibration, the agent on a copy of \`node\` of its own.`,
   ].join('\n');
   return { json: { scenario: 'attach', single, hundred, agent: agentRow, detach }, markdown };
 }

@@ -1,0 +1,52 @@
+/**
+ * Runs the agent the way its launcher (daemon/bin/gotrail) does, on a copy
+ * of `node` of its own: a bench's own Node process runs the same executable
+ * and would share its file pages, which the kernel then neither counts to
+ * the agent alone nor lets it hand back when idle (daemon/agent/memory-trim.ts);
+ * where the agent runs on a node, nothing else maps its `node`.
+ */
+import { closeSync, copyFileSync, fsyncSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+
+/**
+ * What the launcher of checkout `root` sets: its environment defaults and
+ * its node flags, paths in them (e.g. a preloaded module) taken in that
+ * checkout. Throws when the launcher's exec line has another shape.
+ */
+export function launcherOf(root: string): { env: Record<string, string>; flags: string[] } {
+  const text = readFileSync(join(root, 'daemon', 'bin', 'gotrail'), 'utf8');
+  const env: Record<string, string> = { NODE_COMPILE_CACHE: join(root, 'build', 'compile-cache') };
+  for (const m of text.matchAll(/^export (\w+)="\$\{\w+:-([^}]*)\}"$/gm)) env[m[1]!] = m[2]!;
+  const exec = /^exec "\$here\/deploy\/node" (.*) "\$here\/daemon\/cli\/main.ts" "\$@"$/m.exec(text);
+  if (!exec) throw new Error(`${root}/daemon/bin/gotrail: no exec line of the expected shape`);
+  return { env, flags: exec[1]!.split(' ').map((f) => f.replace(/^"\$here\/(.*)"$/, (_, rest: string) => join(root, rest))) };
+}
+
+/**
+ * Copies `from` to a new file `to` (one still running, an earlier run's,
+ * cannot be written), flushed to disk: the kernel reclaims only clean file
+ * pages, as those of an installed node are.
+ */
+export function copyFresh(from: string, to: string): void {
+  rmSync(to, { force: true });
+  copyFileSync(from, to);
+  const fd = openSync(to, 'r');
+  fsyncSync(fd);
+  closeSync(fd);
+}
+
+/** A private copy of set-up's node under `workDir`, made once per process. */
+let copied: string | undefined;
+export function privateNode(root: string, workDir: string): string {
+  if (!copied) {
+    copied = join(workDir, 'node-agent');
+    copyFresh(join(root, '.tools', 'node', 'bin', 'node'), copied);
+  }
+  return copied;
+}
+
+/** The command and environment that run `gotrail` of checkout `root` as its launcher does, on a private node. */
+export function agentCommand(root: string, workDir: string): { command: string[]; env: Record<string, string> } {
+  const l = launcherOf(root);
+  return { command: [privateNode(root, workDir), ...l.flags, join(root, 'daemon', 'cli', 'main.ts')], env: l.env };
+}
