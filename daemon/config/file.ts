@@ -90,8 +90,8 @@ export const configFileSchema = z.strictObject({
       headers: z.record(z.string(), z.string({ error: (i) => `expected a string header value (quote it), got ${kindOf(i.input)}` }), {
         error: (i) => `expected a mapping of header names to values, got ${kindOf(i.input)}`,
       }),
-      /** ms a request to the collector may take (OTEL_EXPORTER_OTLP_TIMEOUT) */
-      timeoutMillis: intAtLeast(1, 'milliseconds'),
+      /** ms a request to the collector may take, 0: no limit (OTEL_EXPORTER_OTLP_TIMEOUT, whose 0 means the same) */
+      timeoutMillis: intAtLeast(0, 'milliseconds (0: no limit)'),
     }).partial(),
     /** the batch span processor (--max-queue-size …, OTEL_BSP_*) */
     batch: z.strictObject({
