@@ -58,6 +58,7 @@ import { echoBinary, toolchains } from '../test/go/google.golang.org/grpc/echo-b
 import { repoRoot, startAgent, type AgentProcess } from '../test/support/agent-process.ts';
 import { httpRequest, startGoServer, type GoServer } from '../test/support/go-server.ts';
 import { sleep } from '../test/support/wait.ts';
+import { environmentLine, roundsLine, tracedLine, type BenchEnvironment } from './report.ts';
 import { startCollector } from '../test/support/collector.ts';
 import { attachFloor } from './floor.ts';
 import { entrySiteBench, entrySiteMarkdown } from './entry-site.ts';
@@ -105,7 +106,7 @@ const sh = (cmd: string, args: string[]): string => {
     return ((e as { stdout?: string }).stdout ?? '').trim() || 'unknown';
   }
 };
-const environment = {
+const environment: BenchEnvironment = {
   date: new Date().toISOString(),
   kernel: release(),
   cpu: cpus()[0]?.model ?? 'unknown',
@@ -117,7 +118,7 @@ const environment = {
   libbpf: sh('pkg-config', ['--modversion', 'libbpf']),
   gotrail: sh('git', ['-C', repoRoot, 'describe', '--always', '--dirty']),
   loadAverageAtStart: loadavg().map((x) => +x.toFixed(2)),
-  loadAverageAtEnd: [] as number[],
+  loadAverageAtEnd: [],
 };
 
 // --- helpers ----------------------------------------------------------------
@@ -191,6 +192,8 @@ interface LatencyResult {
   title: string;
   rounds: Record<Mode, Round[]>;
   requestsTraced: number;
+  /** what requestsTraced counts, where the scenario knows (its warm-ups) */
+  requestsTracedLine?: string;
   hitsPerRequest: number;
   bpfUsPerRequest: number;
   /** BPF µs per request of each program that ran (the sum is bpfUsPerRequest) */
@@ -280,7 +283,7 @@ function latencyMarkdown(r: LatencyResult): string {
   return [
     `### ${r.scenario}: ${r.title}`,
     '',
-    `${rounds} rounds per mode, alternating in one run (medians over rounds)`,
+    roundsLine(rounds),
     '',
     '| latency per request | without | floor (empty programs) | gotrail | added by floor | added by gotrail | gotrail / floor |',
     '|---|---:|---:|---:|---:|---:|---:|',
@@ -296,7 +299,7 @@ function latencyMarkdown(r: LatencyResult): string {
     `| calibrated uprobe hit cost (gotrail_uprobe_hit_cost_seconds) | ${f(r.hitCostUs, 2)} µs per hit |`,
     `| gotrail / floor (median added latency) | ${ratio(s.addedUs.p50.gotrail, s.addedUs.p50.floor)} (target ≤ 1.5×, moonshot 1.1×) |`,
     '',
-    `requests traced ${r.requestsTraced}, events lost ${r.eventsLost}; floor: ${r.floorSites} sites with an empty program; ` +
+    `${r.requestsTracedLine ?? `requests traced ${r.requestsTraced}`}, events lost ${r.eventsLost}; floor: ${r.floorSites} sites with an empty program; ` +
       `added median per round, gotrail: ${perRound(r, 'gotrail')} µs, floor: ${perRound(r, 'floor')} µs; ` +
       `BPF time per request by program: ${Object.entries(r.bpfUsPerRequestByProgram).map(([p, us]) => `${p} ${f(us, 2)} µs`).join(', ') || 'none'}`,
   ].join('\n');
@@ -322,6 +325,7 @@ async function httpScenario(scenario: keyof typeof HTTP_SCENARIOS): Promise<{ js
     };
     const title = `${sc.what} (${values.go}, ${calls} sequential requests per round on one keep-alive connection, timed by the client)`;
     const r = await latency(scenario, title, bin, server, measure);
+    r.requestsTracedLine = tracedLine(r.requestsTraced, calls, WARMUP, rounds);
     return { json: r, markdown: latencyMarkdown(r) };
   } finally {
     await server.stop();
@@ -633,6 +637,8 @@ for (const s of SCENARIOS) {
   process.stdout.write(run[s].markdown + '\n\n');
 }
 environment.loadAverageAtEnd = loadavg().map((x) => +x.toFixed(2));
+// with the tables, not only in bench/README.md: figures taken on a busy host say little
+process.stdout.write(`ran on: ${environmentLine(environment)}\n`);
 const options = { rounds, seconds, calls, go: values.go, grpc: values.grpc };
 for (const [s, r] of Object.entries(run)) {
   writeFileSync(join(resultsDir, `${s}.json`), JSON.stringify({ scenario: s, environment, options, result: r.json, markdown: r.markdown }, null, 2) + '\n');
@@ -644,8 +650,7 @@ interface Stored { scenario: string; environment: typeof environment; options: t
 const stored = readdirSync(resultsDir).filter((n) => SCENARIOS.includes(n.replace(/\.json$/, '') as Scenario))
   .map((n) => JSON.parse(readFileSync(join(resultsDir, n), 'utf8')) as Stored)
   .sort((a, b) => SCENARIOS.indexOf(a.scenario as Scenario) - SCENARIOS.indexOf(b.scenario as Scenario));
-const envLine = (e: typeof environment): string =>
-  `${e.date} · Linux ${e.kernel} · ${e.cpu} × ${e.cores} · ${e.memoryGiB} GiB · virtualisation: ${e.virtualisation} · Node ${e.node} · ${e.go} · libbpf ${e.libbpf} · gotrail ${e.gotrail} · load average ${e.loadAverageAtStart.join(' ')} at start, ${e.loadAverageAtEnd.join(' ')} at end`;
+const envLine = environmentLine;
 const section = [
   '<!-- bench:results:begin (written by bench/run.ts; do not edit) -->',
   ...stored.flatMap((r) => [r.markdown, '', `<sub>${envLine(r.environment)}; options ${JSON.stringify(r.options)}</sub>`, '']),
@@ -655,4 +660,4 @@ const readme = join(repoRoot, 'bench', 'README.md');
 const text = existsSync(readme) ? readFileSync(readme, 'utf8') : '';
 const re = /<!-- bench:results:begin[^]*?<!-- bench:results:end -->/;
 writeFileSync(readme, re.test(text) ? text.replace(re, section) : `${text.trimEnd()}\n\n## Latest results\n\n${section}\n`);
-log('rewrote the results section of bench/README.md');
+log(`rewrote the results section of bench/README.md with the latest result of each scenario (this run's: ${Object.keys(run).join(', ')}, ${rounds} round${rounds === 1 ? '' : 's'} of ${calls} calls); git diff bench/ shows what it replaced`);

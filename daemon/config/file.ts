@@ -38,6 +38,19 @@ function describe(v: unknown): string {
   return typeof v;
 }
 
+/** What a value is, never the value itself: for settings that may hold credentials (OTLP headers). */
+function kindOf(v: unknown): string {
+  if (v === undefined) return 'nothing';
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'a list';
+  if (typeof v === 'object') return 'a mapping';
+  return `a ${typeof v}`;
+}
+
+/** OTLP headers carry credentials (authorization, API keys): problems under them name keys and types only. */
+const HEADERS_PATH = ['exporter', 'otlp', 'headers'];
+const underHeaders = (path: readonly PropertyKey[]): boolean => HEADERS_PATH.every((k, i) => path[i] === k);
+
 const oneOf = <T extends readonly [string, ...string[]]>(values: T) =>
   z.enum(values, { error: (i) => `expected one of ${values.join(', ')}, got ${describe(i.input)}` });
 
@@ -74,9 +87,11 @@ export const configFileSchema = z.strictObject({
       /** traces URL (--otlp-endpoint, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_ENDPOINT) */
       endpoint: z.url({ protocol: /^https?$/, error: (i) => `expected an http:// or https:// URL, got ${describe(i.input)}` }),
       /** extra request headers (OTEL_EXPORTER_OTLP_HEADERS) */
-      headers: z.record(z.string(), z.string({ error: (i) => `expected a string header value, got ${describe(i.input)}` })),
-      /** ms a request to the collector may take (OTEL_EXPORTER_OTLP_TIMEOUT) */
-      timeoutMillis: intAtLeast(1, 'milliseconds'),
+      headers: z.record(z.string(), z.string({ error: (i) => `expected a string header value (quote it), got ${kindOf(i.input)}` }), {
+        error: (i) => `expected a mapping of header names to values, got ${kindOf(i.input)}`,
+      }),
+      /** ms a request to the collector may take, 0: no limit (OTEL_EXPORTER_OTLP_TIMEOUT, whose 0 means the same) */
+      timeoutMillis: intAtLeast(0, 'milliseconds (0: no limit)'),
     }).partial(),
     /** the batch span processor (--max-queue-size …, OTEL_BSP_*) */
     batch: z.strictObject({
@@ -173,6 +188,7 @@ export function checkConfig(value: unknown): { config?: ConfigFile; problems: st
     if (i.code === 'unrecognized_keys') {
       return i.keys.map((k) => `${pathText([...i.path, k])}: unknown key (expected one of ${knownKeys(i.path).join(', ')})`).join('\n');
     }
+    if (underHeaders(i.path)) return `${pathText(i.path)}: ${i.message}`;
     if (i.code === 'invalid_type' && i.expected === 'object') return `${pathText(i.path)}: expected a mapping, got ${describe(i.input)}`;
     if (i.code === 'invalid_type' && i.expected === 'array') return `${pathText(i.path)}: expected a list, got ${describe(i.input)}`;
     if (i.code === 'invalid_type' && (i.expected === 'string' || i.expected === 'boolean')) return `${pathText(i.path)}: expected a ${i.expected}, got ${describe(i.input)}`;

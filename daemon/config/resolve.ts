@@ -343,7 +343,8 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
     }
   }
   if (fo?.headers !== undefined && !set('OTEL_EXPORTER_OTLP_TRACES_HEADERS') && !set('OTEL_EXPORTER_OTLP_HEADERS')) otlp.headers = { ...fo.headers };
-  if (fo?.timeoutMillis !== undefined && !set('OTEL_EXPORTER_OTLP_TRACES_TIMEOUT') && !set('OTEL_EXPORTER_OTLP_TIMEOUT')) otlp.timeoutMillis = fo.timeoutMillis;
+  // the file's 0 is no limit too, as the variables' is
+  if (fo?.timeoutMillis !== undefined && !set('OTEL_EXPORTER_OTLP_TRACES_TIMEOUT') && !set('OTEL_EXPORTER_OTLP_TIMEOUT')) otlp.timeoutMillis = fo.timeoutMillis === 0 ? OTLP_TIMEOUT_NO_LIMIT : fo.timeoutMillis;
   if (timeoutNoLimit) otlp.timeoutMillis = OTLP_TIMEOUT_NO_LIMIT;
 
   const sampling = parseSampling(env, file.sampling, sources, warnings);

@@ -389,3 +389,22 @@ test('the configuration files gotrail ships (ConfigMap, Helm values, install scr
     assert.deepEqual(problems, [], name);
   }
 });
+
+test('a header of the wrong type is named by its key and the type it has, never by its value (often a credential)', () => {
+  assert.deepEqual(problems('exporter:\n  otlp:\n    headers: {x-api-key: 88392011223344, x-on: true, x-list: [SECRET1], x-none: null}\n'), [
+    'exporter.otlp.headers.x-api-key: expected a string header value (quote it), got a number',
+    'exporter.otlp.headers.x-on: expected a string header value (quote it), got a boolean',
+    'exporter.otlp.headers.x-list: expected a string header value (quote it), got a list',
+    'exporter.otlp.headers.x-none: expected a string header value (quote it), got null',
+  ]);
+  assert.deepEqual(problems('exporter:\n  otlp:\n    headers: "authorization=Bearer SECRET2"\n'), [
+    'exporter.otlp.headers: expected a mapping of header names to values, got a string',
+  ]);
+});
+
+test('exporter.otlp.timeoutMillis: 0 in the file is no limit, as OTEL_EXPORTER_OTLP_TIMEOUT=0 is', () => {
+  const timeout = (text: string): number | undefined => resolveRunConfig({}, {}, parseConfig(text, 'config.yaml')).otlp.timeoutMillis;
+  assert.equal(timeout('exporter:\n  otlp:\n    timeoutMillis: 0\n'), 2 ** 31 - 1, 'the stand-in for no limit the exporter accepts');
+  assert.equal(timeout('exporter:\n  otlp:\n    timeoutMillis: 2500\n'), 2500);
+  assert.deepEqual(problems('exporter:\n  otlp:\n    timeoutMillis: -1\n'), ['exporter.otlp.timeoutMillis: expected an integer >= 0 (milliseconds (0: no limit)), got -1']);
+});

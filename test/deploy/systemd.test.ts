@@ -57,6 +57,14 @@ test('install.sh installs a unit that systemd-analyze verifies, with a sandbox e
   const stopSec = Number(/^TimeoutStopSec=(\d+)$/m.exec(readFileSync(join(root, 'etc/systemd/system/gotrail.service'), 'utf8'))?.[1]);
   assert.ok(stopSec * 1000 >= BATCHER_DEFAULTS.exportTimeoutMillis + 10_000, `TimeoutStopSec=${stopSec} leaves time to detach after a flush that times out`);
 
+  // a reload (SIGHUP) in the first tens of milliseconds of a start, before
+  // Node runs the launcher's preload, ends the agent by its signal: a clean
+  // exit to systemd (SIGHUP is one of its four clean signals), which
+  // Restart=on-failure would leave stopped
+  const unit = readFileSync(join(root, 'etc/systemd/system/gotrail.service'), 'utf8');
+  assert.match(unit, /^Restart=on-failure$/m);
+  assert.match(unit, /^RestartForceExitStatus=(.* )?SIGHUP( .*)?$/m, 'an agent a reload ended while it started is started again');
+
   const verify = sh('systemd-analyze', ['verify', `--root=${root}`, 'gotrail.service']);
   assert.equal(verify.status, 0, verify.out);
   assert.equal(verify.out.trim(), '', 'no warning');

@@ -852,7 +852,11 @@ int gt_http_server_return(struct pt_regs *ctx)
  * flight here never returned from ServeHTTP: its handler panicked (or
  * aborted with http.ErrAbortHandler), and without this its span would be
  * lost. One hit per connection, not per request: the goroutine's record,
- * idle or not, is deleted here. */
+ * idle or not, is deleted here. It is also attached to the HTTP/2 server's
+ * deferred recover, (*serverConn).runHandler.func1, which runs on the
+ * stream's goroutine as its handler ends (one hit per HTTP/2 request): a
+ * record still active there is a handler that panicked, which reset the
+ * stream only, the connection serving on. */
 SEC("uprobe.multi")
 int gt_http_server_panic(struct pt_regs *ctx)
 {

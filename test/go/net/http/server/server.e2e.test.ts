@@ -173,12 +173,25 @@ describe('net/http server probe, end to end', { skip }, () => {
         assert.equal(await h2Status(session, '/hello'), 200);
         assert.equal(await h2Status(session, '/status/503'), 503);
         assert.equal(await h2Status(session, '/status/201'), 201);
+        // a panicking handler resets its stream only (the HTTP/2 server's own
+        // recover): the connection serves the next request
+        await assert.rejects(h2Status(session, '/panic'), 'a panicking handler resets its stream');
+        assert.equal(await h2Status(session, '/status/204'), 204);
         // and HTTP/1.1 over TLS on the same server
         assert.equal(await httpsStatus(`${origin}/status/202`), 202);
-        const spans = await traced.spansOf(server.pid, 'SERVER', 4, 'one span per request, HTTP/2 and HTTP/1.1');
+        const spans = await traced.spansOf(server.pid, 'SERVER', 6, 'one span per request, HTTP/2 and HTTP/1.1');
         const h2spans = spans.filter((s) => s.attributes['network.protocol.version'] === '2');
-        assert.equal(h2spans.length, 3, 'HTTP/2 requests are told apart');
+        assert.equal(h2spans.length, 5, 'HTTP/2 requests are told apart');
         const byPath = new Map(h2spans.map((s) => [s.attributes['url.path'], s]));
+        const panicked = byPath.get('/panic');
+        assert.ok(panicked, 'an HTTP/2 handler that panics still gets its span');
+        assert.equal(panicked.status.code, 'ERROR');
+        assert.equal(panicked.attributes['error.type'], 'panic');
+        assert.equal(panicked.attributes['http.response.status_code'], undefined, 'nothing was answered');
+        const after = byPath.get('/status/204')!;
+        assert.equal(after.attributes['http.response.status_code'], 204, 'the request after the panic keeps its own status');
+        assert.notEqual(after.status.code, 'ERROR');
+        assert.equal(after.attributes['error.type'], undefined, 'nothing of the panic is attributed to the next request');
         assert.equal(byPath.get('/hello')?.attributes['http.response.status_code'], 200, 'a handler that wrote nothing answered 200');
         assert.equal(byPath.get('/status/201')?.attributes['http.response.status_code'], 201);
         assert.equal(byPath.get('/status/503')?.attributes['http.response.status_code'], 503);

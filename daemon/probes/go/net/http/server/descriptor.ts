@@ -93,6 +93,15 @@ export const httpServerProbe: EventProbe = {
     { symbol: 'net/http.serverHandler.ServeHTTP', entryProgram: BpfPrograms.gt_http_server_entry, returnProgram: BpfPrograms.gt_http_server_return, absentMeans: 'this program never serves requests with http.Server' },
     // the connection's deferred recover: ends the span of a handler that panicked
     { symbol: 'net/http.(*conn).serve.func1', entryProgram: BpfPrograms.gt_http_server_panic, optional: 'requests whose handler panics produce no span' },
+    // the HTTP/2 server's own deferred recover, on the stream's goroutine
+    // (which ends with it): ends the span of an HTTP/2 handler that panicked;
+    // after a handler that returned, the request's record is already gone
+    {
+      symbol: 'net/http.(*http2serverConn).runHandler.func1',
+      alternativeSymbols: ['net/http/internal/http2.(*serverConn).runHandler.func1'],
+      entryProgram: BpfPrograms.gt_http_server_panic,
+      optional: 'HTTP/2 requests whose handler panics produce no span',
+    },
   ],
   fields: {
     [F.method]: { reads: 'http.request.method' },
