@@ -378,7 +378,8 @@ export class BpfRuntime {
           present.add(key);
           continue;
         }
-        if (sweep && idle?.(v)) {
+        const isIdle = idle?.(v) ?? false;
+        if (sweep && isIdle) {
           // looked up again just before: a goroutine whose next call began
           // since keeps its record (one beginning in between loses its span
           // to the delete, counted at its return as no_entry)
@@ -388,7 +389,7 @@ export class BpfRuntime {
             seen.delete(key);
             continue;
           }
-        } else if (sweep && !idle?.(v) && now - was.since >= maxAgeMs && this.obj.mapDelete(map, k)) {
+        } else if (sweep && now - was.since >= maxAgeMs && this.obj.mapDelete(map, k)) {
           removed++;
           seen.delete(key);
           for (const fn of paired) this.markCounted(k, fn);
