@@ -164,6 +164,12 @@ function runClosedLoop(url: string, n: number, warmup: number): ClosedLoad {
 }
 /** Unrecorded requests before each closed-loop round: the connection, the server's goroutines and caches warm. */
 const WARMUP = 200;
+/**
+ * After a freshly started agent's untimed round, how long the latency
+ * scenarios wait before timing one (ms): the consume timer's first drains
+ * (DEFAULT_CONSUME_INTERVAL_MS apart) and V8's compilation of what they run.
+ */
+const AGENT_WARMUP_MS = 1000;
 
 /** A copy of a test program under build/bench, so that only the bench's own processes run it. */
 function benchCopy(src: string, name: string): string {
@@ -232,6 +238,12 @@ async function latency(scenario: string, title: string, bin: string, server: GoS
       } else {
         const agent = await startTracing(bin, server.pid);
         try {
+          // A fresh agent compiles its event path (V8's compiler threads) and
+          // grows its heap on its first drains: a start-up cost, paid once per
+          // agent, which would land in the timed requests of every round and
+          // set their p99 (bench/README.md). An untimed round, drained, first.
+          await measure();
+          await sleep(AGENT_WARMUP_MS);
           const before = await scrape(agent);
           const r = await measure();
           rs.gotrail.push(r);
