@@ -86,6 +86,7 @@ export class OtlpTraceEncoder {
    * EncodedSpan alive deoptimizes prepare and its callers (see the agent's
    * lastSpanOfScope). It points into the current chunk, which is kept anyway.
    */
+  // eslint-disable-next-line no-unused-private-class-members -- held, never read: what it keeps alive is the point
   #lastPrepared: EncodedSpan | undefined;
   /** A resource's encoded `Resource` message (field 1 of ResourceSpans, with its tag), by identity. */
   readonly #resources = new WeakMap<Resource, Buffer>();
