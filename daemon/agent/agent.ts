@@ -314,6 +314,7 @@ export class Agent implements MetricsSource {
       resourceOf: (tgid) => this.traced.get(tgid)?.resource ?? this.exited.get(tgid)?.resource,
       emit: (span) => {
         this.activity();
+        this.lastSpanOfScope.set(span.instrumentationScope, span);
         this.opts.onSpan?.(span);
         const b = this.batcher;
         if (!b) return;
@@ -336,6 +337,22 @@ export class Agent implements MetricsSource {
       routes: this.routes,
     };
   }
+
+  /**
+   * The last span of each instrumentation scope (one per instrumented Go
+   * package), kept so that a live object of each shape the span path makes
+   * (the span record, its attributes) survives quiet periods. V8's optimized
+   * code refers weakly to the hidden classes ("maps") it was specialized for,
+   * and a map of which no object is alive dies at a memory-reducing GC (the
+   * one MemoryTrim runs once the agent is quiet, or V8's own memory reducer),
+   * which deoptimizes every function that embeds it: measured here
+   * (--trace-deopt), the whole span path (handleEvent, the span record's
+   * constructor, the OTLP encoder's prepare and #record) was thrown away at
+   * each quiet period and compiled again when spans came back (tens to
+   * hundreds of ms of V8's compiler threads per burst). What it holds: one
+   * span per scope, whose ids slab and attributes are a few KiB at most.
+   */
+  private readonly lastSpanOfScope = new Map<object, ReadableSpan>();
 
   /** Spans taken from the kernel while the export queue was full, oldest first from overflowHead. */
   private overflow: ReadableSpan[] = [];

@@ -123,6 +123,16 @@ export class BpfRuntime {
   private heldCount = 0;
   private holdTimer: NodeJS.Timeout | undefined;
   private ctx: EventContext | undefined;
+  /**
+   * The last batch handed over, kept until the next one: a Buffer made by
+   * the addon has a hidden class of its own (Node gives the typed array
+   * Buffer's prototype after creating it), which dies with the last such
+   * Buffer at a memory-reducing GC and with it the optimized code of the
+   * batch walk (dispatch, handleRecord and the Buffer reads inlined there;
+   * see the agent's lastSpanOfScope). Holds at most one batch's bytes
+   * (maxBatchBytes) while the agent is quiet.
+   */
+  private lastBatch: Buffer | undefined;
   private readonly handlers = new Map<number, { id: string; eventSize: number; handleEvent(buf: Buffer, off: number, ctx: EventContext): void }>();
   /** Handlers of the agent's own events (process lifecycle), by event type. */
   private readonly systemHandlers = new Map<number, (buf: Buffer, off: number) => void>();
@@ -630,6 +640,7 @@ export class BpfRuntime {
 
   /** Walks one batch (u32 length + record, 8-byte aligned) without throwing. */
   dispatch(batch: Buffer, ctx: EventContext): void {
+    this.lastBatch = batch;
     let off = 0;
     while (off + 4 <= batch.length) {
       const len = batch.readUInt32LE(off);

@@ -79,6 +79,15 @@ export class OtlpTraceEncoder {
   /** Where {@link prepare} writes: the current chunk and its first free byte. */
   #chunk: Buffer = Buffer.allocUnsafeSlow(CHUNK_BYTES);
   #chunkPos = 0;
+  /**
+   * The last span prepared, kept alive so that the hidden class of
+   * EncodedSpan survives quiet periods: V8's optimized code holds the maps
+   * it was specialized for weakly, and a memory-reducing GC that finds no
+   * EncodedSpan alive deoptimizes prepare and its callers (see the agent's
+   * lastSpanOfScope). It points into the current chunk, which is kept anyway.
+   */
+  // eslint-disable-next-line no-unused-private-class-members -- held, never read: what it keeps alive is the point
+  #lastPrepared: EncodedSpan | undefined;
   /** A resource's encoded `Resource` message (field 1 of ResourceSpans, with its tag), by identity. */
   readonly #resources = new WeakMap<Resource, Buffer>();
   /** An instrumentation scope's encoded `InstrumentationScope` (field 1 of ScopeSpans, with its tag), by identity. */
@@ -171,6 +180,7 @@ export class OtlpTraceEncoder {
       if (chunk !== this.#chunk) this.#chunk = chunk;
       const e = new EncodedSpan(chunk, this.#chunkPos, this.#pos, span.resource, span.instrumentationScope);
       this.#chunkPos = this.#pos;
+      this.#lastPrepared = e;
       return e;
     } catch {
       return span;
