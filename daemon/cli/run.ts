@@ -328,14 +328,27 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
   checkEnvironment();
   const metricsListener = metricsAddr ? await reserveMetricsAddress(metricsAddr, cfg.metricsAddress, cfg.sources['metricsAddress']) : undefined;
 
+  const log = createLogger(cfg.logLevel);
   // Signals are taken from here on: one arriving during start-up stops the
   // agent once it has started, instead of killing it half-way (Node's
-  // default action when no listener is registered yet).
+  // default action when no listener is registered yet). A second one while the agent stops (an impatient Ctrl-C, a supervisor
+  // asking again) gives up the final export at once, the spans it drops
+  // logged and counted, where Node's default action would have ended the
+  // process with them lost without a word.
   let requestStop = (): void => {};
   const stopRequested = new Promise<void>((resolve) => (requestStop = resolve));
-  process.once('SIGINT', () => requestStop());
-  process.once('SIGTERM', () => requestStop());
-  const log = createLogger(cfg.logLevel);
+  let stopSignals = 0;
+  let giveUpExport = (): void => {};
+  const onStopSignal = (signal: NodeJS.Signals): void => {
+    if (stopSignals++ === 0) {
+      requestStop();
+      return;
+    }
+    log.warn(`${signal} received while stopping: giving up the export now`);
+    giveUpExport();
+  };
+  process.on('SIGINT', onStopSignal);
+  process.on('SIGTERM', onStopSignal);
   for (const w of cfg.warnings ?? []) log.warn(w);
   if (cfg.sdkDisabled) {
     log.warn('tracing is disabled by OTEL_SDK_DISABLED=true: no process is traced (no probe attached) and no span exported; metrics, /healthz, /readyz and /status are still served; unset the variable to trace');
@@ -357,6 +370,7 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
     debugProbeHitsPath: cfg.debugProbeHitsPath,
     propagation: cfg.propagation,
   });
+  giveUpExport = () => agent.giveUpExport('a second stop signal');
   const others = otherAgents();
   if (others.length) log.warn('another gotrail agent runs on this node: a process both select is traced twice (two traces per request, each probe hit taken twice)', { pids: others.join(',') });
   try {
