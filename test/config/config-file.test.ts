@@ -435,3 +435,15 @@ test('a duration a timer cannot wait (beyond 2^31 - 1 ms, about 24.8 days) is re
     `OTEL_BSP_EXPORT_TIMEOUT: ${tooLong} "3000000000": ignored, using 30000`,
   ]);
 });
+
+test('OTEL_TRACES_SAMPLER_ARG is the ratio of a ratio sampler the file chose, as it is of one the variable chose (a variable wins over the file, per setting)', () => {
+  const fileSampler = resolveRunConfig({}, { OTEL_TRACES_SAMPLER_ARG: '0.1' }, parseConfig('sampling: {sampler: traceidratio}', 'c'));
+  assert.deepEqual(fileSampler.sampling, { sampler: 'traceidratio', ratio: 0.1 });
+  assert.equal(fileSampler.sources['sampling.ratio'], 'OTEL_TRACES_SAMPLER_ARG');
+  assert.deepEqual(resolveRunConfig({}, { OTEL_TRACES_SAMPLER_ARG: '0.1' }, parseConfig('sampling: {sampler: parentbased_traceidratio, ratio: 0.5}', 'c')).sampling, { sampler: 'parentbased_traceidratio', ratio: 0.1 });
+  const bad = resolveRunConfig({}, { OTEL_TRACES_SAMPLER_ARG: 'half' }, parseConfig('sampling: {sampler: traceidratio, ratio: 0.5}', 'c'));
+  assert.deepEqual(bad.sampling, { sampler: 'traceidratio', ratio: 0.5 });
+  assert.deepEqual(bad.warnings, ['OTEL_TRACES_SAMPLER_ARG: expected a sampling probability from 0 to 1, got "half": ignored, using 0.5 (configuration file)']);
+  // still no ratio for a sampler that takes none
+  assert.deepEqual(resolveRunConfig({}, { OTEL_TRACES_SAMPLER_ARG: '0.1' }, parseConfig('sampling: {sampler: always_on}', 'c')).sampling, { sampler: 'always_on', ratio: 1 });
+});
