@@ -185,19 +185,27 @@ function parseSampling(env: NodeJS.ProcessEnv, file: ConfigFile['sampling'], sou
   let ratio = 1;
   sources['sampling.ratio'] = 'default';
   const ea = fromEnv('OTEL_TRACES_SAMPLER_ARG');
-  // the variable is only read for the ratio samplers (the specification ignores it otherwise)
+  // the variable is only read for the ratio samplers (the specification
+  // ignores it otherwise), whether the variable or the file chose the sampler:
+  // it wins over the file's ratio, as every variable wins over the file
   const ratioSampler = sampler === 'traceidratio' || sampler === 'parentbased_traceidratio';
-  if (ea !== undefined && sources['sampling.sampler'] === 'OTEL_TRACES_SAMPLER' && ratioSampler) {
+  const fileRatio = (): void => {
+    if (file?.ratio !== undefined) {
+      ratio = file.ratio;
+      sources['sampling.ratio'] = FROM_FILE;
+    }
+  };
+  if (ea !== undefined && ratioSampler) {
     const n = /^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/.test(ea) ? Number(ea) : NaN;
     if (Number.isFinite(n) && n >= 0 && n <= 1) {
       ratio = n;
       sources['sampling.ratio'] = 'OTEL_TRACES_SAMPLER_ARG';
     } else {
-      warnings.push(`OTEL_TRACES_SAMPLER_ARG: expected a sampling probability from 0 to 1, got "${ea}": ignored, using the default 1.0`);
+      fileRatio();
+      warnings.push(`OTEL_TRACES_SAMPLER_ARG: expected a sampling probability from 0 to 1, got "${ea}": ignored, using ${file?.ratio !== undefined ? `${file.ratio} (configuration file)` : 'the default 1.0'}`);
     }
-  } else if (file?.ratio !== undefined) {
-    ratio = file.ratio;
-    sources['sampling.ratio'] = FROM_FILE;
+  } else {
+    fileRatio();
   }
   return { sampler, ratio };
 }
