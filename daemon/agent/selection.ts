@@ -203,6 +203,12 @@ export function validateSelection(rules: SelectionRules): string[] {
   for (const r of [...(rules.includeContainer ?? []), ...(rules.excludeContainer ?? [])]) {
     if (!/^[0-9a-f]{1,64}$/.test(normalizeContainerId(r))) errors.push(`container rule "${r}": expected a prefix of a hex container id`);
   }
+  // executables are matched by their absolute path (/proc/PID/exe): a glob
+  // that starts with neither "/" nor a wildcard matches none, so an include
+  // of it selects nothing and an exclude of it excludes nothing, silently
+  for (const g of [...(rules.includeExe ?? []), ...(rules.excludeExe ?? [])]) {
+    if (!/^[/*?[{]/.test(g)) errors.push(`executable rule "${g}": expected a glob of an absolute path (executables are matched by their absolute path): e.g. "/srv/**", or "**/${g.replace(/^(\.\/)+/, '')}" in any directory`);
+  }
   if (rules.optInEnv !== undefined && !/^[A-Za-z_][A-Za-z0-9_]*$/.test(rules.optInEnv)) errors.push(`opt-in variable "${rules.optInEnv}": expected an environment variable name`);
   return errors;
 }
