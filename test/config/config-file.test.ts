@@ -447,3 +447,8 @@ test('OTEL_TRACES_SAMPLER_ARG is the ratio of a ratio sampler the file chose, as
   // still no ratio for a sampler that takes none
   assert.deepEqual(resolveRunConfig({}, { OTEL_TRACES_SAMPLER_ARG: '0.1' }, parseConfig('sampling: {sampler: always_on}', 'c')).sampling, { sampler: 'always_on', ratio: 1 });
 });
+
+test('--no-inject-exe (propagation.excludeExe) refuses a relative glob, as the selection\'s executable rules do: it would match no executable and exempt nothing', () => {
+  assert.throws(() => resolveRunConfig({ 'no-inject-exe': ['bin/legacy'] }), { message: '--no-inject-exe: "bin/legacy": expected a glob of an absolute path (executables are matched by their absolute path): e.g. "/srv/**", or "**/bin/legacy" in any directory' });
+  assert.deepEqual(resolveRunConfig({ 'no-inject-exe': ['/opt/legacy/**', '**/legacy'] }).propagation.excludeExe, ['/opt/legacy/**', '**/legacy']);
+});
