@@ -8,7 +8,7 @@
  */
 import type { ExporterKind } from '../export/exporters.ts';
 import { ExportConfigError, FROM_FILE, resolveExportConfig, type ExportConfig } from '../export/config.ts';
-import { validateSelection, type SelectionRules } from '../agent/selection.ts';
+import { exeGlobProblem, validateSelection, type SelectionRules } from '../agent/selection.ts';
 import type { MapSizes } from '../agent/bpf-runtime.ts';
 import { DEFAULT_BUDGET_WINDOW_MS, parseBudgetPercent, type BudgetSettings } from '../agent/budget.ts';
 import { isLogLevel, type LogLevel } from '../util/log.ts';
@@ -415,6 +415,10 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
     excludeExe: pick('propagation.excludeExe', 'no-inject-exe', flags['no-inject-exe'], file.propagation?.excludeExe) ?? [],
     localLinking: pick('propagation.localLinking', 'no-local-linking', flags['no-local-linking'] ? false : undefined, file.propagation?.localLinking) ?? true,
   };
+  for (const g of propagation.excludeExe ?? []) {
+    const problem = exeGlobProblem(g);
+    if (problem) throw new RunConfigError(`--no-inject-exe: "${g}": ${problem}`);
+  }
   for (const [flag, list] of [['inject-allow', propagation.allow], ['inject-deny', propagation.deny]] as const) {
     for (const d of list ?? []) {
       try {
