@@ -888,6 +888,15 @@ export class Agent implements MetricsSource {
   }
 
   /** Sends spans from now on through `exporter` with these batch settings; queued spans go to the new exporter. @throws Error on invalid batch settings (nothing changed). */
+  /**
+   * Makes a stop (begun, or to come) stop waiting for the exporter at once:
+   * spans still unexported are dropped, logged with `why` and counted
+   * (`gotrail_spans_dropped_total{reason="shutdown"}`).
+   */
+  giveUpExport(why: string): void {
+    this.batcher?.giveUp(why);
+  }
+
   setExporter(exporter: SpanExporter, batcher: BatcherOptions): void {
     this.opts.exporter = exporter;
     this.opts.batcher = batcher;

@@ -190,6 +190,16 @@ export function parseLabelRule(text: string): LabelRule {
   return eq < 0 ? { text, key } : { text, key, value: textGlob(text.slice(eq + 1)) };
 }
 
+/**
+ * What is wrong with a glob of executables, or undefined: executables are
+ * matched by their absolute path (/proc/PID/exe), so a glob that starts with
+ * neither "/" nor a wildcard (`build/**`, `./app`) matches none.
+ */
+export function exeGlobProblem(glob: string): string | undefined {
+  if (/^[/*?[{]/.test(glob)) return undefined;
+  return `expected a glob of an absolute path (executables are matched by their absolute path): e.g. "/srv/**", or "**/${glob.replace(/^(\.\/)+/, '')}" in any directory`;
+}
+
 /** Problems with the rules, one message per bad rule (empty when all are usable). */
 export function validateSelection(rules: SelectionRules): string[] {
   const errors: string[] = [];
@@ -202,6 +212,13 @@ export function validateSelection(rules: SelectionRules): string[] {
   }
   for (const r of [...(rules.includeContainer ?? []), ...(rules.excludeContainer ?? [])]) {
     if (!/^[0-9a-f]{1,64}$/.test(normalizeContainerId(r))) errors.push(`container rule "${r}": expected a prefix of a hex container id`);
+  }
+  // executables are matched by their absolute path (/proc/PID/exe): a glob
+  // that starts with neither "/" nor a wildcard matches none, so an include
+  // of it selects nothing and an exclude of it excludes nothing, silently
+  for (const g of [...(rules.includeExe ?? []), ...(rules.excludeExe ?? [])]) {
+    const problem = exeGlobProblem(g);
+    if (problem) errors.push(`executable rule "${g}": ${problem}`);
   }
   if (rules.optInEnv !== undefined && !/^[A-Za-z_][A-Za-z0-9_]*$/.test(rules.optInEnv)) errors.push(`opt-in variable "${rules.optInEnv}": expected an environment variable name`);
   return errors;

@@ -18,6 +18,7 @@ import { ConfigReloader } from '../config/reload.ts';
 import { createLogger, type Logger } from '../util/log.ts';
 import { CliError, EXIT } from './exit-codes.ts';
 import { holdEarlySignals, releaseEarlySignals } from './early-signals.ts';
+import { MAX_TIMER_MS } from '../util/timers.ts';
 
 export const runHelp = `Usage: gotrail run [options]
 
@@ -318,21 +319,36 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
     throw e;
   }
   const duration = durationText !== undefined && durationText.trim() !== '' ? Number(durationText) : undefined;
-  if (durationText !== undefined && !(duration !== undefined && Number.isFinite(duration) && duration > 0)) {
-    throw new CliError(`--duration: expected a number of seconds > 0 (leave it out to run until SIGINT/SIGTERM), got "${durationText}"`, EXIT.USAGE);
+  // the stop is a timer, which waits at most 2^31 - 1 ms (beyond, Node fires it after 1 ms)
+  const maxDuration = Math.floor(MAX_TIMER_MS / 1000);
+  if (durationText !== undefined && !(duration !== undefined && Number.isFinite(duration) && duration > 0 && duration <= maxDuration)) {
+    throw new CliError(`--duration: expected a number of seconds > 0${duration !== undefined && duration > maxDuration ? ` and at most ${maxDuration} (about 24.8 days: the longest a timer waits; leave it out to run until SIGINT/SIGTERM)` : ' (leave it out to run until SIGINT/SIGTERM)'}, got "${durationText}"`, EXIT.USAGE);
   }
   const metricsAddr = cfg.metricsAddress === 'off' ? undefined : parseHostPort(cfg.metricsAddress);
   checkEnvironment();
   const metricsListener = metricsAddr ? await reserveMetricsAddress(metricsAddr, cfg.metricsAddress, cfg.sources['metricsAddress']) : undefined;
 
+  const log = createLogger(cfg.logLevel);
   // Signals are taken from here on: one arriving during start-up stops the
   // agent once it has started, instead of killing it half-way (Node's
-  // default action when no listener is registered yet).
+  // default action when no listener is registered yet). A second one while the agent stops (an impatient Ctrl-C, a supervisor
+  // asking again) gives up the final export at once, the spans it drops
+  // logged and counted, where Node's default action would have ended the
+  // process with them lost without a word.
   let requestStop = (): void => {};
   const stopRequested = new Promise<void>((resolve) => (requestStop = resolve));
-  process.once('SIGINT', () => requestStop());
-  process.once('SIGTERM', () => requestStop());
-  const log = createLogger(cfg.logLevel);
+  let stopSignals = 0;
+  let giveUpExport = (): void => {};
+  const onStopSignal = (signal: NodeJS.Signals): void => {
+    if (stopSignals++ === 0) {
+      requestStop();
+      return;
+    }
+    log.warn(`${signal} received while stopping: giving up the export now`);
+    giveUpExport();
+  };
+  process.on('SIGINT', onStopSignal);
+  process.on('SIGTERM', onStopSignal);
   for (const w of cfg.warnings ?? []) log.warn(w);
   if (cfg.sdkDisabled) {
     log.warn('tracing is disabled by OTEL_SDK_DISABLED=true: no process is traced (no probe attached) and no span exported; metrics, /healthz, /readyz and /status are still served; unset the variable to trace');
@@ -354,6 +370,7 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
     debugProbeHitsPath: cfg.debugProbeHitsPath,
     propagation: cfg.propagation,
   });
+  giveUpExport = () => agent.giveUpExport('a second stop signal');
   const others = otherAgents();
   if (others.length) log.warn('another gotrail agent runs on this node: a process both select is traced twice (two traces per request, each probe hit taken twice)', { pids: others.join(',') });
   try {

@@ -18,6 +18,7 @@ import { createHash } from 'node:crypto';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { SAMPLERS } from './resolve.ts';
+import { MAX_TIMER_MS, TIMER_TOO_LONG } from '../util/timers.ts';
 
 const glob = z.string().min(1, 'expected a non-empty glob');
 const globs = z.array(glob);
@@ -25,6 +26,9 @@ const intAtLeast = (min: number, unit: string) =>
   z.number({ error: (i) => `expected an integer >= ${min} (${unit}), got ${describe(i.input)}` })
     .int({ error: (i) => `expected an integer >= ${min} (${unit}), got ${describe(i.input)}` })
     .min(min, { error: (i) => `expected an integer >= ${min} (${unit}), got ${describe(i.input)}` });
+/** A duration that becomes a timer: at most 2^31 - 1 ms, beyond which Node fires it after 1 ms. */
+const timerMillis = (min: number, unit: string) =>
+  intAtLeast(min, unit).max(MAX_TIMER_MS, { error: (i) => `${TIMER_TOO_LONG}, got ${describe(i.input)}` });
 const powerOfTwo = (min: number) =>
   intAtLeast(min, 'bytes, a power of two').refine((n) => (n & (n - 1)) === 0, { error: (i) => `expected a power of two >= ${min} (bytes), got ${describe(i.input)}` });
 
@@ -97,8 +101,8 @@ export const configFileSchema = z.strictObject({
     batch: z.strictObject({
       maxQueueSize: intAtLeast(1, 'spans'),
       maxExportBatchSize: intAtLeast(1, 'spans'),
-      scheduleDelayMillis: intAtLeast(0, 'milliseconds'),
-      exportTimeoutMillis: intAtLeast(0, 'milliseconds (0: no limit)'),
+      scheduleDelayMillis: timerMillis(0, 'milliseconds'),
+      exportTimeoutMillis: timerMillis(0, 'milliseconds (0: no limit)'),
       maxConcurrentExports: intAtLeast(1, 'exports'),
     }).partial(),
   }).partial(),
@@ -113,9 +117,9 @@ export const configFileSchema = z.strictObject({
   /** /metrics, /healthz, /readyz and /status: host:port or off (--metrics-address). Read at start. */
   metricsAddress,
   /** /proc reconciliation interval (--scan-interval). Read at start. */
-  scanIntervalMillis: intAtLeast(50, 'milliseconds'),
+  scanIntervalMillis: timerMillis(50, 'milliseconds'),
   /** keep a binary's probes this long after its last process exits (--linger). Read at start. */
-  lingerMillis: intAtLeast(0, 'milliseconds'),
+  lingerMillis: timerMillis(0, 'milliseconds'),
   /** BPF map sizes (--max-processes, --max-inflight, --ring-buffer-bytes). Read at start. */
   maps: z.strictObject({
     maxProcesses: intAtLeast(16, 'processes'),

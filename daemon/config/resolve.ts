@@ -8,12 +8,13 @@
  */
 import type { ExporterKind } from '../export/exporters.ts';
 import { ExportConfigError, FROM_FILE, resolveExportConfig, type ExportConfig } from '../export/config.ts';
-import { validateSelection, type SelectionRules } from '../agent/selection.ts';
+import { exeGlobProblem, validateSelection, type SelectionRules } from '../agent/selection.ts';
 import type { MapSizes } from '../agent/bpf-runtime.ts';
 import { DEFAULT_BUDGET_WINDOW_MS, parseBudgetPercent, type BudgetSettings } from '../agent/budget.ts';
 import { isLogLevel, type LogLevel } from '../util/log.ts';
 import type { ConfigFile } from './file.ts';
 import { parseDestination, type PropagationOptions } from '../agent/propagation.ts';
+import { MAX_TIMER_MS, TIMER_TOO_LONG } from '../util/timers.ts';
 
 /** The values of OTEL_TRACES_SAMPLER gotrail supports (see export/sampler.ts). */
 export const SAMPLERS = ['always_on', 'always_off', 'traceidratio', 'parentbased_always_on', 'parentbased_always_off', 'parentbased_traceidratio'] as const;
@@ -184,19 +185,27 @@ function parseSampling(env: NodeJS.ProcessEnv, file: ConfigFile['sampling'], sou
   let ratio = 1;
   sources['sampling.ratio'] = 'default';
   const ea = fromEnv('OTEL_TRACES_SAMPLER_ARG');
-  // the variable is only read for the ratio samplers (the specification ignores it otherwise)
+  // the variable is only read for the ratio samplers (the specification
+  // ignores it otherwise), whether the variable or the file chose the sampler:
+  // it wins over the file's ratio, as every variable wins over the file
   const ratioSampler = sampler === 'traceidratio' || sampler === 'parentbased_traceidratio';
-  if (ea !== undefined && sources['sampling.sampler'] === 'OTEL_TRACES_SAMPLER' && ratioSampler) {
+  const fileRatio = (): void => {
+    if (file?.ratio !== undefined) {
+      ratio = file.ratio;
+      sources['sampling.ratio'] = FROM_FILE;
+    }
+  };
+  if (ea !== undefined && ratioSampler) {
     const n = /^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/.test(ea) ? Number(ea) : NaN;
     if (Number.isFinite(n) && n >= 0 && n <= 1) {
       ratio = n;
       sources['sampling.ratio'] = 'OTEL_TRACES_SAMPLER_ARG';
     } else {
-      warnings.push(`OTEL_TRACES_SAMPLER_ARG: expected a sampling probability from 0 to 1, got "${ea}": ignored, using the default 1.0`);
+      fileRatio();
+      warnings.push(`OTEL_TRACES_SAMPLER_ARG: expected a sampling probability from 0 to 1, got "${ea}": ignored, using ${file?.ratio !== undefined ? `${file.ratio} (configuration file)` : 'the default 1.0'}`);
     }
-  } else if (file?.ratio !== undefined) {
-    ratio = file.ratio;
-    sources['sampling.ratio'] = FROM_FILE;
+  } else {
+    fileRatio();
   }
   return { sampler, ratio };
 }
@@ -354,9 +363,12 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
   if (!isLogLevel(logLevel) || logLevel === 'silent') throw new RunConfigError(`--log-level: expected debug, info, warn or error, got "${logLevel}"`);
 
   const scanFlag = flags['scan-interval'] === undefined ? undefined : Number(flags['scan-interval']);
+  // a timer waits at most 2^31 - 1 ms: beyond, Node fires it after 1 ms
+  if (scanFlag !== undefined && scanFlag > MAX_TIMER_MS) throw new RunConfigError(`--scan-interval: ${TIMER_TOO_LONG}, got "${flags['scan-interval']}"`);
   if (scanFlag !== undefined && !(Number.isInteger(scanFlag) && scanFlag >= 50)) throw new RunConfigError(`--scan-interval: expected an integer >= 50 (milliseconds), got "${flags['scan-interval']}"`);
   const scanIntervalMs = pick('scanIntervalMs', 'scan-interval', scanFlag, file.scanIntervalMillis);
   const lingerFlag = flags.linger === undefined ? undefined : Number(flags.linger);
+  if (lingerFlag !== undefined && lingerFlag > MAX_TIMER_MS) throw new RunConfigError(`--linger: ${TIMER_TOO_LONG}, got "${flags.linger}"`);
   if (lingerFlag !== undefined && !(Number.isInteger(lingerFlag) && lingerFlag >= 0)) throw new RunConfigError(`--linger: expected an integer >= 0 (milliseconds; 0: detach with the last process), got "${flags.linger}"`);
   const lingerMs = pick('lingerMs', 'linger', lingerFlag, file.lingerMillis);
 
@@ -403,6 +415,10 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
     excludeExe: pick('propagation.excludeExe', 'no-inject-exe', flags['no-inject-exe'], file.propagation?.excludeExe) ?? [],
     localLinking: pick('propagation.localLinking', 'no-local-linking', flags['no-local-linking'] ? false : undefined, file.propagation?.localLinking) ?? true,
   };
+  for (const g of propagation.excludeExe ?? []) {
+    const problem = exeGlobProblem(g);
+    if (problem) throw new RunConfigError(`--no-inject-exe: "${g}": ${problem}`);
+  }
   for (const [flag, list] of [['inject-allow', propagation.allow], ['inject-deny', propagation.deny]] as const) {
     for (const d of list ?? []) {
       try {

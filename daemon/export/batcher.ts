@@ -137,6 +137,10 @@ export class SpanBatcher {
   private shutdownDeadline: number | undefined;
   /** the shutdown deadline passed: no export starts any more */
   private abandoned = false;
+  /** why shutdown stopped waiting before its deadline ({@link giveUp}) */
+  private givenUp: string | undefined;
+  /** ends the current wait for the shutdown deadline at once */
+  private readonly expireNow = new Set<() => void>();
   private lastError: string | undefined;
   /** a flush after shutdown began left spans unexported: shutdown does not try again */
   private shutdownFlushFailed = false;
@@ -424,19 +428,36 @@ export class SpanBatcher {
     }
   }
 
-  /** Waits for `work`, at most until the shutdown deadline (started now when not yet). */
+  /** Waits for `work`, at most until the shutdown deadline (started now when not yet), or until {@link giveUp}. */
   async untilShutdownDeadline(work: Promise<unknown>): Promise<boolean> {
     this.beginShutdown();
-    const left = this.shutdownDeadline! - Date.now();
+    const left = this.givenUp !== undefined ? 0 : this.shutdownDeadline! - Date.now();
     let timer: NodeJS.Timeout | undefined;
-    const expired = new Promise<boolean>((r) => (timer = setTimeout(() => r(false), Math.max(0, left))));
+    let expire: (() => void) | undefined;
+    const expired = new Promise<boolean>((r) => {
+      expire = () => r(false);
+      timer = setTimeout(expire, Math.max(0, left));
+    });
+    this.expireNow.add(expire!);
     try {
       const done = await Promise.race([work.then(() => true), expired]);
       if (!done) this.abandoned = true;
       return done;
     } finally {
       clearTimeout(timer);
+      this.expireNow.delete(expire!);
     }
+  }
+
+  /**
+   * Stops waiting for the exporter now rather than at the shutdown deadline
+   * (a second stop signal: the user will not wait): what is unexported is
+   * dropped, logged and counted as at the deadline (reason `shutdown`), with
+   * `why` as the log line's reason. Also applies to a shutdown not begun yet.
+   */
+  giveUp(why: string): void {
+    this.givenUp ??= why;
+    for (const expire of this.expireNow) expire();
   }
 
   private destination(): string {
@@ -467,7 +488,7 @@ export class SpanBatcher {
         this.waiting = [];
         if (!flushed) this.inFlightSpans = 0;
         this.drop('shutdown', left);
-        const why = flushed ? `the last export failed: ${this.lastError ?? 'unknown error'}` : `no answer within ${this.shutdownTimeoutMillis / 1000} s${this.lastError ? `; last error: ${this.lastError}` : ''}`;
+        const why = this.givenUp !== undefined ? `given up: ${this.givenUp}` : flushed ? `the last export failed: ${this.lastError ?? 'unknown error'}` : `no answer within ${this.shutdownTimeoutMillis / 1000} s${this.lastError ? `; last error: ${this.lastError}` : ''}`;
         this.log.warn(`stopping without exporting ${left} span${left === 1 ? '' : 's'} to ${this.destination()}: dropped, counted in gotrail_spans_dropped_total{reason="shutdown"}`, { spans: left, reason: why });
       }
       let timer: NodeJS.Timeout | undefined;

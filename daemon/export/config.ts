@@ -18,6 +18,7 @@
  */
 import { BATCHER_DEFAULTS, type BatcherOptions } from './batcher.ts';
 import type { ExporterKind } from './exporters.ts';
+import { MAX_TIMER_MS, TIMER_TOO_LONG } from '../util/timers.ts';
 
 export const EXPORTER_KINDS: readonly ExporterKind[] = ['otlp', 'console', 'none'];
 
@@ -65,21 +66,24 @@ interface NumberSetting {
   flagName: string;
   env?: string;
   min: number;
+  /** the largest value; durations stop at what a timer waits */
+  max?: number;
   unit: string;
 }
 
 const NUMBER_SETTINGS: readonly NumberSetting[] = [
   { key: 'maxQueueSize', flag: 'maxQueueSize', flagName: '--max-queue-size', env: 'OTEL_BSP_MAX_QUEUE_SIZE', min: 1, unit: 'spans' },
   { key: 'maxExportBatchSize', flag: 'maxExportBatchSize', flagName: '--max-export-batch-size', env: 'OTEL_BSP_MAX_EXPORT_BATCH_SIZE', min: 1, unit: 'spans' },
-  { key: 'scheduledDelayMillis', flag: 'scheduleDelay', flagName: '--schedule-delay', env: 'OTEL_BSP_SCHEDULE_DELAY', min: 0, unit: 'milliseconds' },
-  { key: 'exportTimeoutMillis', flag: 'exportTimeout', flagName: '--export-timeout', env: 'OTEL_BSP_EXPORT_TIMEOUT', min: 0, unit: 'milliseconds (0: no limit)' },
+  { key: 'scheduledDelayMillis', flag: 'scheduleDelay', flagName: '--schedule-delay', env: 'OTEL_BSP_SCHEDULE_DELAY', min: 0, max: MAX_TIMER_MS, unit: 'milliseconds' },
+  { key: 'exportTimeoutMillis', flag: 'exportTimeout', flagName: '--export-timeout', env: 'OTEL_BSP_EXPORT_TIMEOUT', min: 0, max: MAX_TIMER_MS, unit: 'milliseconds (0: no limit)' },
   { key: 'maxConcurrentExports', flag: 'maxConcurrentExports', flagName: '--max-concurrent-exports', min: 1, unit: 'exports' },
 ];
 
-function parseCount(where: string, raw: string, min: number, unit: string): number {
+function parseCount(where: string, raw: string, min: number, unit: string, max = Number.MAX_SAFE_INTEGER): number {
   const s = raw.trim();
   const n = /^\d+$/.test(s) ? Number(s) : NaN;
-  if (!Number.isSafeInteger(n) || n < min) throw new ExportConfigError(`${where}: expected an integer >= ${min} (${unit}), got "${raw}"`);
+  if (max === MAX_TIMER_MS && n > max) throw new ExportConfigError(`${where}: ${TIMER_TOO_LONG}, got "${raw}"`);
+  if (!Number.isSafeInteger(n) || n < min || n > max) throw new ExportConfigError(`${where}: expected an integer >= ${min} (${unit}), got "${raw}"`);
   return n;
 }
 
@@ -148,7 +152,7 @@ export function resolveExportConfig(flags: ExportFlags, env: NodeJS.ProcessEnv =
     sources[s.key] = 'default';
     const f = flags[s.flag];
     if (f !== undefined) {
-      batcher[s.key] = parseCount(s.flagName, f, s.min, s.unit);
+      batcher[s.key] = parseCount(s.flagName, f, s.min, s.unit, s.max);
       sources[s.key] = s.flagName;
       continue;
     }
@@ -157,7 +161,7 @@ export function resolveExportConfig(flags: ExportFlags, env: NodeJS.ProcessEnv =
     const fromFile = file[s.key as keyof ExportFileValues] as number | undefined;
     if (v !== undefined && s.env) {
       try {
-        fromVar = parseCount(s.env, v, s.min, s.unit);
+        fromVar = parseCount(s.env, v, s.min, s.unit, s.max);
       } catch (e) {
         warnings.push(`${(e as Error).message}: ignored, using ${fromFile ?? batcher[s.key]}${fromFile !== undefined ? ' (configuration file)' : ''}`);
       }

@@ -261,6 +261,14 @@ describe('precedence and laziness', () => {
     assert.equal(validateSelection({ includeContainer: [''] }).length, 1);
     assert.equal(validateSelection({ optInEnv: 'A-B' }).length, 1);
   });
+  test('an executable rule that can match no executable path (a relative one) is refused, not left to select nothing or exclude nothing', () => {
+    // the rules match /proc/PID/exe, always absolute: "build/go/**" or "./app" never matched, and an exclude of it let the program be traced
+    assert.deepEqual(validateSelection({ includeExe: ['build/go/**'], excludeExe: ['./debug-tool'] }), [
+      'executable rule "build/go/**": expected a glob of an absolute path (executables are matched by their absolute path): e.g. "/srv/**", or "**/build/go/**" in any directory',
+      'executable rule "./debug-tool": expected a glob of an absolute path (executables are matched by their absolute path): e.g. "/srv/**", or "**/debug-tool" in any directory',
+    ]);
+    assert.deepEqual(validateSelection({ includeExe: ['/srv/**', '**/app', '*/x', '{/a,/b}/**', '?srv/app', '[/]srv/**'] }), []);
+  });
   test('usesKubernetes tells whether pod metadata is needed', () => {
     assert.equal(usesKubernetes({ includeExe: ['x'] }), false);
     assert.equal(usesKubernetes({ excludePodLabel: ['a'] }), true);

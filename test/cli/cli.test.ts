@@ -59,6 +59,9 @@ test('usage errors exit 2 and name the problem', () => {
     ['--overhead-budget-window', '-1000', /^gotrail: --overhead-budget-window: expected an integer >= 1000 \(milliseconds\), got "-1000"\n$/],
     ['--metrics-address', '-1', /^gotrail: --metrics-address: expected host:port \(a port up to 65535\) or off, got "-1"\n$/],
     ['--metrics-address', '127.0.0.1:70000', /^gotrail: --metrics-address: expected host:port \(a port up to 65535\) or off, got "127\.0\.0\.1:70000"\n$/],
+    // beyond what a timer waits (Node fires it after 1 ms instead): the agent stopped at once, every export timed out
+    ['--duration', '2147484', /^gotrail: --duration: expected a number of seconds > 0 and at most 2147483 \(about 24\.8 days: the longest a timer waits; leave it out to run until SIGINT\/SIGTERM\), got "2147484"\n$/],
+    ['--export-timeout', '3000000000', /^gotrail: --export-timeout: expected at most 2147483647 \(milliseconds, about 24\.8 days: the longest a timer waits\), got "3000000000"\n$/],
   ];
   for (const [flag, value, re] of numeric) cases.push([['run', flag, value], re]);
   cases.push([['run', '--duration=-1'], numeric[0]![2]]);

@@ -408,3 +408,47 @@ test('exporter.otlp.timeoutMillis: 0 in the file is no limit, as OTEL_EXPORTER_O
   assert.equal(timeout('exporter:\n  otlp:\n    timeoutMillis: 2500\n'), 2500);
   assert.deepEqual(problems('exporter:\n  otlp:\n    timeoutMillis: -1\n'), ['exporter.otlp.timeoutMillis: expected an integer >= 0 (milliseconds (0: no limit)), got -1']);
 });
+
+test('a duration a timer cannot wait (beyond 2^31 - 1 ms, about 24.8 days) is refused by name in the file and on the command line, ignored with a warning in a variable: Node would fire it after 1 ms', () => {
+  const tooLong = 'expected at most 2147483647 (milliseconds, about 24.8 days: the longest a timer waits), got';
+  assert.deepEqual(problems([
+    'exporter:',
+    '  batch: {scheduleDelayMillis: 3000000000, exportTimeoutMillis: 2147483648}',
+    'scanIntervalMillis: 1e10',
+    'lingerMillis: 4294967296',
+  ].join('\n')).sort(), [
+    `exporter.batch.exportTimeoutMillis: ${tooLong} 2147483648`,
+    `exporter.batch.scheduleDelayMillis: ${tooLong} 3000000000`,
+    `lingerMillis: ${tooLong} 4294967296`,
+    `scanIntervalMillis: ${tooLong} 10000000000`,
+  ]);
+  for (const flag of ['schedule-delay', 'export-timeout', 'scan-interval', 'linger'] as const) {
+    assert.throws(() => resolveRunConfig({ [flag]: '3000000000' }), { message: `--${flag}: ${tooLong} "3000000000"` });
+    const max = resolveRunConfig({ [flag]: '2147483647' });
+    assert.equal([max.export.batcher.scheduledDelayMillis, max.export.batcher.exportTimeoutMillis, max.scanIntervalMs, max.lingerMs].filter((v) => v === 2147483647).length, 1, `--${flag} 2147483647 is taken`);
+  }
+  const env = resolveRunConfig({}, { OTEL_BSP_EXPORT_TIMEOUT: '3000000000', OTEL_BSP_SCHEDULE_DELAY: '9999999999' });
+  assert.equal(env.export.batcher.exportTimeoutMillis, 30000);
+  assert.equal(env.export.batcher.scheduledDelayMillis, 1000);
+  assert.deepEqual(env.warnings, [
+    `OTEL_BSP_SCHEDULE_DELAY: ${tooLong} "9999999999": ignored, using 1000`,
+    `OTEL_BSP_EXPORT_TIMEOUT: ${tooLong} "3000000000": ignored, using 30000`,
+  ]);
+});
+
+test('OTEL_TRACES_SAMPLER_ARG is the ratio of a ratio sampler the file chose, as it is of one the variable chose (a variable wins over the file, per setting)', () => {
+  const fileSampler = resolveRunConfig({}, { OTEL_TRACES_SAMPLER_ARG: '0.1' }, parseConfig('sampling: {sampler: traceidratio}', 'c'));
+  assert.deepEqual(fileSampler.sampling, { sampler: 'traceidratio', ratio: 0.1 });
+  assert.equal(fileSampler.sources['sampling.ratio'], 'OTEL_TRACES_SAMPLER_ARG');
+  assert.deepEqual(resolveRunConfig({}, { OTEL_TRACES_SAMPLER_ARG: '0.1' }, parseConfig('sampling: {sampler: parentbased_traceidratio, ratio: 0.5}', 'c')).sampling, { sampler: 'parentbased_traceidratio', ratio: 0.1 });
+  const bad = resolveRunConfig({}, { OTEL_TRACES_SAMPLER_ARG: 'half' }, parseConfig('sampling: {sampler: traceidratio, ratio: 0.5}', 'c'));
+  assert.deepEqual(bad.sampling, { sampler: 'traceidratio', ratio: 0.5 });
+  assert.deepEqual(bad.warnings, ['OTEL_TRACES_SAMPLER_ARG: expected a sampling probability from 0 to 1, got "half": ignored, using 0.5 (configuration file)']);
+  // still no ratio for a sampler that takes none
+  assert.deepEqual(resolveRunConfig({}, { OTEL_TRACES_SAMPLER_ARG: '0.1' }, parseConfig('sampling: {sampler: always_on}', 'c')).sampling, { sampler: 'always_on', ratio: 1 });
+});
+
+test('--no-inject-exe (propagation.excludeExe) refuses a relative glob, as the selection\'s executable rules do: it would match no executable and exempt nothing', () => {
+  assert.throws(() => resolveRunConfig({ 'no-inject-exe': ['bin/legacy'] }), { message: '--no-inject-exe: "bin/legacy": expected a glob of an absolute path (executables are matched by their absolute path): e.g. "/srv/**", or "**/bin/legacy" in any directory' });
+  assert.deepEqual(resolveRunConfig({ 'no-inject-exe': ['/opt/legacy/**', '**/legacy'] }).propagation.excludeExe, ['/opt/legacy/**', '**/legacy']);
+});

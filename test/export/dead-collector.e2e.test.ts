@@ -99,3 +99,48 @@ test('stopping with a collector that never answers: the agent says what it flush
   // bounded: the 3 s export timeout, the 1 s the exporter gets to shut down, and the rest of the stop on a busy machine
   assert.ok(took < 12_000, `stopped in ${took} ms`);
 });
+
+test('a second SIGTERM or SIGINT while the agent flushes gives up the export at once: the agent exits 0 and logs and counts what it dropped (it used to die by the signal, the spans lost without a word)', { skip: skipUnlessBpf() }, async () => {
+  const dir = join(repoRoot, 'build', 'test-dead-collector');
+  mkdirSync(dir, { recursive: true });
+  const bin = join(dir, 'httpserver-second-signal');
+  copyFileSync(join(repoRoot, 'build', 'go', 'go1.26', 'plain', 'httpserver'), bin);
+  // accepts connections and never answers: the flush at stop would wait the whole export timeout
+  const sockets: Socket[] = [];
+  const silent = createServer((s) => void sockets.push(s));
+  await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+  const port = (silent.address() as { port: number }).port;
+  const agent = await startAgent(['--include-exe', bin, '--export-timeout', '600000', '--schedule-delay', '600000'], { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}` });
+  try {
+    const server = await startGoServer(bin);
+    try {
+      await agent.waitTraced(server.pid);
+      for (let i = 0; i < 5; i++) assert.equal((await httpRequest(`${server.url}/hello?n=${i}`)).status, 200);
+      const url = await agent.metricsUrl();
+      for (let t = Date.now(); ; ) {
+        const m = /^gotrail_span_queue_length (\d+)$/m.exec((await httpRequest(url)).body);
+        if (m && Number(m[1]) >= 5) break;
+        assert.ok(Date.now() - t < 20_000, 'spans made');
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    } finally {
+      await server.stop();
+    }
+    // a supervisor's SIGTERM, then an impatient Ctrl-C: the same handling for either signal
+    agent.child.kill('SIGTERM');
+    await agent.waitFor(/INFO {2}flushing \d+ spans to \S+ before stopping/, 20_000);
+    agent.child.kill('SIGINT');
+    const code = await agent.stop();
+    const log = agent.log();
+    assert.equal(code, 0, log.slice(-3000));
+    assert.match(log, /WARN {2}SIGINT received while stopping: giving up the export now/);
+    const flushing = /INFO {2}flushing (\d+) spans/.exec(log)!;
+    const dropped = /WARN {2}stopping without exporting (\d+) spans to \S+: dropped, counted in gotrail_spans_dropped_total\{reason="shutdown"\} spans=\d+ reason="given up: a second stop signal/.exec(log);
+    assert.ok(dropped, log.slice(-3000));
+    assert.equal(dropped[1], flushing[1], 'every span it could not deliver is counted');
+  } finally {
+    await agent.stop();
+    silent.close();
+    for (const s of sockets) s.destroy();
+  }
+});
