@@ -12,7 +12,8 @@
  *
  * A variant without node flags runs the launcher (daemon/bin/gotrail) with
  * the given environment; with flags, Node with exactly those flags and the
- * launcher's environment. --private-node runs the agent on a copy of the node
+ * launcher's environment and entry module (set-up's bundle, build/agent, or
+ * the sources when one is newer: bench/lib/agent-command.ts). --private-node runs the agent on a copy of the node
  * executable (the launcher's flags unless the variant gives its own), so that
  * no other process shares its file pages, as on a node where it runs alone.
  * A variant's fourth field runs the agent of another checkout (built, with
