@@ -8,10 +8,12 @@
  *   deploy/node bench/agent-memory.ts [--rounds 3] [--processes 1|100]
  *     [--rate 5000 --seconds 5]   also the agent's CPU per span at that rate
  *     [--variant 'NAME|ENV=V ENV2=V|--node-flag ...|/other/checkout'] ...
+ *     [--json FILE]               every round's samples
  *
  * A variant without node flags runs the launcher (daemon/bin/gotrail) with
  * the given environment; with flags, Node with exactly those flags and the
- * launcher's environment. --private-node runs the agent on a copy of the node
+ * launcher's environment and entry module (set-up's bundle, build/agent, or
+ * the sources when one is newer: bench/lib/agent-command.ts). --private-node runs the agent on a copy of the node
  * executable (the launcher's flags unless the variant gives its own), so that
  * no other process shares its file pages, as on a node where it runs alone.
  * A variant's fourth field runs the agent of another checkout (built, with
@@ -21,7 +23,7 @@
  * threads. Needs root, a built tree (deploy/setup.sh).
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -45,6 +47,7 @@ const { values } = parseArgs({
     'hold-ms': { type: 'string', default: '0' },
     variant: { type: 'string', multiple: true, default: [] },
     'private-node': { type: 'boolean', default: false },
+    json: { type: 'string' },
   },
 });
 const rounds = Number(values.rounds);
@@ -85,7 +88,7 @@ const rssKiB = (pid: number): number => Number(/VmRSS:\s+(\d+) kB/.exec(readFile
 async function round(v: Variant, bin: string, servers: GoServer[], otlp: string): Promise<Sample> {
   const args = ['--include-exe', bin, '--exporter', 'otlp', '--otlp-endpoint', otlp, '--scan-interval', '5000'];
   const launcher = launcherOf(v.root);
-  const command = v.flags || values['private-node'] || v.root !== repoRoot ? [nodeBinary, ...(v.flags ?? launcher.flags), join(v.root, 'daemon', 'cli', 'main.ts')] : undefined;
+  const command = v.flags || values['private-node'] || v.root !== repoRoot ? [nodeBinary, ...(v.flags ?? launcher.flags), launcher.entry] : undefined;
   const env = command ? { ...launcher.env, ...v.env } : v.env;
   const agent: AgentProcess = await startAgent(args, env, command ? { command } : {});
   try {
@@ -194,3 +197,5 @@ const lines = [
   ...names.flatMap((n) => results.get(n)!.map((s) => `- ${n}: ${s.timeline.map((x) => x.toFixed(1)).join(' ')}`)),
 ];
 process.stdout.write(lines.join('\n') + '\n');
+// every round's samples, for a look at what varies between rounds
+if (values.json) writeFileSync(values.json, JSON.stringify(Object.fromEntries(results), null, 1));

@@ -20,6 +20,11 @@ rm -rf "$dest/daemon/native/build" "$dest/daemon/native/src"
 install -D -m 0644 daemon/native/build/Release/gotrail_native.node "$dest/daemon/native/build/Release/gotrail_native.node"
 install -D -m 0644 build/probes/gotrail.bpf.o "$dest/build/probes/gotrail.bpf.o"
 install -D -m 0755 deploy/node "$dest/deploy/node"
+# the bundle the launcher runs (deploy/bundle.ts) when it is as new as the
+# sources; copied after them, so that none is newer in DEST either
+if [[ -f build/agent/main.mjs && -z "$(find daemon -name '*.ts' -newer build/agent/main.mjs -print -quit)" ]]; then
+  cp -r build/agent "$dest/build/agent"
+fi
 # production dependencies only, exactly as locked, without install scripts
 (cd "$dest" && npm ci --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error)
 rm -f "$dest/package-lock.json"

@@ -24,7 +24,7 @@ fi
 # fixtures and the native addon.
 mapfile -t c_sources < <(git ls-files --cached --others --exclude-standard -- \
   'probes/*.c' 'probes/*.h' 'test/*.bpf.c' 'daemon/native/src/*.cc' 'daemon/native/src/*.h' | sort -u)
-ts_targets=(daemon test probes/codegen 'offsets-db/*.ts' 'bench/*.ts' eslint.config.js)
+ts_targets=(daemon test probes/codegen 'offsets-db/*.ts' 'bench/*.ts' 'deploy/*.ts' eslint.config.js)
 
 status=0
 if ((fix)); then

@@ -5,21 +5,36 @@
  * the agent alone nor lets it hand back when idle (daemon/agent/memory-trim.ts);
  * where the agent runs on a node, nothing else maps its `node`.
  */
-import { closeSync, copyFileSync, fsyncSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, fsyncSync, openSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 
 /**
- * What the launcher of checkout `root` sets: its environment defaults and
- * its node flags, paths in them (e.g. a preloaded module) taken in that
- * checkout. Throws when the launcher's exec line has another shape.
+ * What the launcher of checkout `root` runs: its environment defaults, its
+ * node flags (paths in them, e.g. a preloaded module, taken in that checkout)
+ * and its entry module: set-up's bundle when no source is newer than it, as
+ * the launcher decides, else daemon/cli/main.ts. Reads older launchers too
+ * (flags on the exec line, the sources always). Throws when the launcher has
+ * neither shape.
  */
-export function launcherOf(root: string): { env: Record<string, string>; flags: string[] } {
+export function launcherOf(root: string): { env: Record<string, string>; flags: string[]; entry: string } {
   const text = readFileSync(join(root, 'daemon', 'bin', 'gotrail'), 'utf8');
   const env: Record<string, string> = { NODE_COMPILE_CACHE: join(root, 'build', 'compile-cache') };
   for (const m of text.matchAll(/^export (\w+)="\$\{\w+:-([^}]*)\}"$/gm)) env[m[1]!] = m[2]!;
-  const exec = /^exec "\$here\/deploy\/node" (.*) "\$here\/daemon\/cli\/main.ts" "\$@"$/m.exec(text);
-  if (!exec) throw new Error(`${root}/daemon/bin/gotrail: no exec line of the expected shape`);
-  return { env, flags: exec[1]!.split(' ').map((f) => f.replace(/^"\$here\/(.*)"$/, (_, rest: string) => join(root, rest))) };
+  const paths = (s: string): string[] => s.split(' ').map((f) => f.replace(/^"\$here\/(.*)"$/, (_, rest: string) => join(root, rest)));
+  const sources = join(root, 'daemon', 'cli', 'main.ts');
+  const old = /^exec "\$here\/deploy\/node" (.*) "\$here\/daemon\/cli\/main.ts" "\$@"$/m.exec(text);
+  if (old) return { env, flags: paths(old[1]!), entry: sources };
+  const flags = /^flags=\((.*)\)$/m.exec(text);
+  if (!flags || !text.includes('"$here/build/agent/main.mjs"')) throw new Error(`${root}/daemon/bin/gotrail: no flags or exec line of the expected shape`);
+  const bundle = join(root, 'build', 'agent', 'main.mjs');
+  return existsSync(bundle) && !newerSource(join(root, 'daemon'), statSync(bundle).mtimeMs)
+    ? { env, flags: [...paths(flags[1]!), '--enable-source-maps'], entry: bundle }
+    : { env, flags: paths(flags[1]!), entry: sources };
+}
+
+/** Whether a .ts file under `dir` was modified after `mtimeMs` (the launcher's `find -newer`). */
+function newerSource(dir: string, mtimeMs: number): boolean {
+  return readdirSync(dir, { recursive: true, withFileTypes: true }).some((e) => e.isFile() && e.name.endsWith('.ts') && statSync(join(e.parentPath, e.name)).mtimeMs > mtimeMs);
 }
 
 /**
@@ -48,5 +63,5 @@ export function privateNode(root: string, workDir: string): string {
 /** The command and environment that run `gotrail` of checkout `root` as its launcher does, on a private node. */
 export function agentCommand(root: string, workDir: string): { command: string[]; env: Record<string, string> } {
   const l = launcherOf(root);
-  return { command: [privateNode(root, workDir), ...l.flags, join(root, 'daemon', 'cli', 'main.ts')], env: l.env };
+  return { command: [privateNode(root, workDir), ...l.flags, l.entry], env: l.env };
 }

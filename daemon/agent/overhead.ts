@@ -28,8 +28,8 @@ import { BpfMaps, BpfPrograms, HitSite, decodeHitKey } from '../generated/layout
 import type { BpfObject, ProgramStats } from '../native/index.ts';
 import { WRITE_USER_PROGRAMS } from './write-user.ts';
 
-/** The helper program built beside the addon. */
-export const CALIBRATION_HELPER = fileURLToPath(new URL('../native/build/Release/gotrail_calibrate', import.meta.url));
+/** The helper program built beside the addon (the path from the install root: this module may run bundled, build/agent/, see deploy/bundle.ts). */
+export const CALIBRATION_HELPER = fileURLToPath(new URL('../../daemon/native/build/Release/gotrail_calibrate', import.meta.url));
 const NOOP_SYMBOL = 'gotrail_calibration_noop';
 
 /** Result of one calibration. */

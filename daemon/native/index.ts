@@ -327,7 +327,8 @@ interface Addon {
   pageOut(ranges: number[]): PageOutResult;
 }
 
-const addonPath = new URL('./build/Release/gotrail_native.node', import.meta.url);
+// from the install root: this module may run bundled from build/agent/ (deploy/bundle.ts)
+const addonPath = new URL('../../daemon/native/build/Release/gotrail_native.node', import.meta.url);
 
 function loadAddon(): Addon {
   const require = createRequire(import.meta.url);

@@ -7,8 +7,11 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { repoRoot } from '../support/agent-process.ts';
 
 const probe = `
@@ -47,4 +50,45 @@ test("gotrail run's modules load none of what the agent does not use", () => {
   assert.deepEqual(builtins.filter((m) => m.includes('internal/deps/undici')), [], "Node's undici (loaded by an ES import of node:http)");
   // an ES import of a CommonJS module keeps its source twice; iced-x86's is 0.9 MB
   assert.equal(urls.filter((u) => u.includes('/iced-x86/')).length, 1, 'iced-x86 is required (CommonJS), not imported');
+});
+
+// What the launcher runs once set-up has bundled the agent (deploy/bundle.ts).
+const bundleProbe = `
+import { registerHooks, findSourceMap } from 'node:module';
+import { readFileSync } from 'node:fs';
+const urls = [];
+registerHooks({ load(url, context, next) { urls.push(url); return next(url, context); } });
+process.on('exit', () => {
+  const main = urls.find((u) => u.endsWith('/build/agent/main.mjs'));
+  // where the bundle defines main(): its origin in the sources
+  const lines = main ? readFileSync(new URL(main), 'utf8').split('\\n') : [];
+  const line = lines.findIndex((l) => l.includes('function main('));
+  const origin = main && findSourceMap(main)?.findOrigin(line + 1, lines[line].indexOf('function main(') + 1);
+  process.stderr.write('\\nPROBE' + JSON.stringify({ urls, builtins: process.moduleLoadList, origin }) + '\\n');
+});
+`;
+
+test("the launcher runs set-up's bundle: one copy of each dependency, none of the other commands, stack traces mapped to the sources", () => {
+  const bundle = join(repoRoot, 'build', 'agent', 'main.mjs');
+  assert.ok(existsSync(bundle), `${bundle}: built by deploy/setup.sh`);
+  const dir = mkdtempSync(join(tmpdir(), 'gotrail-bundle-'));
+  try {
+    writeFileSync(join(dir, 'probe.mjs'), bundleProbe);
+    // the run command's modules load with its options parsed (--help exits after)
+    const r = spawnSync(join(repoRoot, 'daemon', 'bin', 'gotrail'), ['run', '--help'], { encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: `--import ${join(dir, 'probe.mjs')}` } });
+    assert.equal(r.status, 0, r.stderr);
+    const { urls, builtins, origin } = JSON.parse(/PROBE(.*)/.exec(r.stderr)![1]!) as { urls: string[]; builtins: string[]; origin: { fileName?: string } | undefined };
+    assert.ok(urls.includes(pathToFileURL(bundle).href), 'the bundle ran');
+    assert.deepEqual(urls.filter((u) => u.endsWith('.ts')), [], 'no TypeScript source (nothing to strip)');
+    // required at run time, not bundled: the OTLP response decoder (daemon/export/otlp-exporter.ts)
+    const decoder = /\/@opentelemetry\/otlp-transformer\/build\/src\/(trace|common)\/protobuf\/[\w-]+\.js$/;
+    assert.deepEqual(urls.filter((u) => u.includes('/node_modules/') && !decoder.test(u)), [], 'no dependency loaded beside the bundle');
+    assert.ok(builtins.includes('NativeModule internal/source_map/source_map_cache'), 'source maps enabled');
+    assert.equal(origin?.fileName, pathToFileURL(join(repoRoot, 'daemon', 'cli', 'main.ts')).href, "the bundle's main() maps to daemon/cli/main.ts");
+    const text = urls.filter((u) => u.startsWith('file:')).map((u) => readFileSync(new URL(u), 'utf8')).join('\n');
+    for (const mod of ['demo', 'inspect']) assert.ok(!text.includes(`daemon/cli/${mod}.ts`), `${mod}'s modules are not loaded`);
+    assert.ok(!builtins.some((m) => m.includes('internal/deps/undici')), "Node's undici is not loaded");
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
