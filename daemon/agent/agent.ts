@@ -1039,6 +1039,7 @@ export class Agent implements MetricsSource {
       events,
       eventsMalformed: malformed,
       bpfCounters: rt?.counters() ?? {},
+      inflightIdleRemoved: rt?.inflightIdleRemoved ?? 0,
       kafka: rt?.kafkaStats(),
       ringBuffer: { droppedRecords: rb?.droppedRecords ?? 0n, droppedBatches: rb?.droppedBatches ?? 0n, records: rb?.records ?? 0n, wakeups: rt?.ringBufferWakeups() ?? {}, batches: rt?.ringBufferBatches() ?? {} },
       spans: this.batcher?.stats ?? { exported: 0, dropped: { queue_full: 0, shutdown: 0 }, failed: 0, queued: 0 },
