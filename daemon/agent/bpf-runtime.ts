@@ -106,6 +106,8 @@ const SWEEP_FROM_FILL = 0.5;
 
 /** Entries of gt_process_hits in the probes' build (GT_PROCESS_HIT_SLOTS, probes/include/gotrail.h): one per traced process, 1 KiB each; processes beyond it count their hits in gt_probe_hits. */
 const PROCESS_HIT_SLOTS = 1024;
+/** Processes whose released slots' counts are kept (as many as gt_probe_hits has keys). */
+const RELEASED_HITS_MAX = 16384;
 /** A slot's value: a u64 count per site. */
 const PROCESS_HITS_BYTES = HitLimits.GT_HIT_SITES_MAX * 8;
 
@@ -368,7 +370,11 @@ export class BpfRuntime {
     } catch {
       /* unreadable: those hits are unknown */
     }
-    if (kept.size) this.releasedHits.set(tgid, kept);
+    if (kept.size) {
+      this.releasedHits.set(tgid, kept);
+      // bounded as gt_probe_hits is: a process released without being forgotten (never attached) ages out
+      if (this.releasedHits.size > RELEASED_HITS_MAX) this.releasedHits.delete(this.releasedHits.keys().next().value!);
+    }
     this.freeHitSlots.push(slot);
   }
 
