@@ -7,14 +7,21 @@
  * as the agent exports them (gotrail_probe_runs_total and
  * gotrail_probe_run_seconds_total). Prints runs per request and ns per run
  * of each uprobe program (net/http and the goroutine probes), median over
- * rounds; the node-wide programs (process, socket) also run for every other
- * process on the node, so they are left out.
+ * rounds, and each request's BPF time per hit; the node-wide programs
+ * (process, socket) also run for every other process on the node, so they
+ * are left out.
+ *
+ * `--a CHECKOUT` compares the agent of another checkout (set up with
+ * deploy/setup.sh) with this one's (or `--b`'s): each round runs both, one
+ * after the other against the same server, rotating which goes first, each
+ * with an agent started for it; their columns come from the same run.
  *
  *   deploy/node bench/bpf-per-hit.ts [--go go1.26] [--rounds 3] [--n 2000] [--traceparent half|none|all]
+ *     [--a ../other-checkout [--b .]]
  */
-import { copyFileSync, mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { copyFileSync, existsSync, mkdtempSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { repoRoot, startAgent } from '../test/support/agent-process.ts';
 import { httpRequest, startGoServer } from '../test/support/go-server.ts';
@@ -26,6 +33,8 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '3' },
     n: { type: 'string', default: '2000' },
     traceparent: { type: 'string', default: 'half' },
+    a: { type: 'string' },
+    b: { type: 'string', default: repoRoot },
   },
 });
 const rounds = Number(values.rounds);
@@ -34,42 +43,87 @@ const n = Number(values.n);
 if (!['half', 'none', 'all'].includes(values.traceparent)) throw new Error(`--traceparent: half, none or all, not ${values.traceparent}`);
 /** whether request i of a round carries a traceparent header */
 const withTraceparent = (i: number): boolean => (values.traceparent === 'half' ? i % 2 === 1 : values.traceparent === 'all');
+const sides = (values.a ? [['A', resolve(values.a)], ['B', resolve(values.b)]] : [['', repoRoot]]).map(([name, tree]) => {
+  const gotrail = join(tree!, 'daemon', 'bin', 'gotrail');
+  if (!existsSync(gotrail) || !existsSync(join(tree!, 'build', 'probes', 'gotrail.bpf.o'))) throw new Error(`${tree}: not a set-up gotrail checkout (run bash deploy/setup.sh there)`);
+  return { name: name!, tree: tree!, command: [gotrail] };
+});
+// each agent started adds an exit listener (the test support's clean-up)
+process.setMaxListeners(0);
 const bin = join(mkdtempSync(join(tmpdir(), 'gotrail-bpf-hit-')), 'httpserver');
 copyFileSync(join(repoRoot, 'build', 'go', values.go, 'plain', 'httpserver'), bin);
 
-const server = await startGoServer(bin);
-const agent = await startAgent(['--include-exe', bin, '--exporter', 'none', '--scan-interval', '5000']);
-const per = new Map<string, { runsPerReq: number[]; nsPerRun: number[] }>();
-try {
-  await agent.waitTraced(server.pid, 60_000);
+type Agent = Awaited<ReturnType<typeof startAgent>>;
+async function startFor(side: (typeof sides)[number], pid: number): Promise<Agent> {
+  const agent = await startAgent(['--include-exe', bin, '--exporter', 'none', '--scan-interval', '5000'], {}, { command: side.command });
+  await agent.waitTraced(pid, 60_000);
   await agent.waitFor(/uprobe hit cost calibrated|calibration failed/, 60_000);
-  const url = await agent.metricsUrl();
-  const tp = { traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' };
-  for (const path of ['/hello', `/proxy?to=${encodeURIComponent(`${server.url}/hello`)}`]) {
-    for (let r = 0; r < rounds; r++) {
-      const before: ProgramStats = await programStats(url, UPROBE_PROGRAM);
-      for (let i = 0; i < n; i++) await httpRequest(`${server.url}${path}`, { headers: withTraceparent(i) ? tp : {} });
-      const after = await programStats(url, UPROBE_PROGRAM);
-      for (const [prog, a] of after) {
-        const b = before.get(prog) ?? { runs: 0, seconds: 0 };
-        const runs = a.runs - b.runs;
-        if (!runs) continue;
-        const key = `${path.startsWith('/proxy') ? 'GET /proxy' : 'GET /hello'} ${prog}`;
-        const e = per.get(key) ?? { runsPerReq: [], nsPerRun: [] };
-        e.runsPerReq.push(runs / n);
-        e.nsPerRun.push(((a.seconds - b.seconds) / runs) * 1e9);
-        per.set(key, e);
+  return agent;
+}
+
+const server = await startGoServer(bin);
+const paths = ['/hello', `/proxy?to=${encodeURIComponent(`${server.url}/hello`)}`];
+const reqName = (path: string): string => (path.startsWith('/proxy') ? 'GET /proxy' : 'GET /hello');
+/** `${side}|${request}|${program}` → per round: runs per request and ns per run */
+const per = new Map<string, { runsPerReq: number[]; nsPerRun: number[] }>();
+/** `${side}|${request}` → per round: BPF ns per hit, all programs */
+const perHit = new Map<string, number[]>();
+const loadStart = loadavg();
+try {
+  for (let r = 0; r < rounds; r++) {
+    const order = sides.map((_, i) => sides[(i + r) % sides.length]!);
+    for (const side of order) {
+      const agent = await startFor(side, server.pid);
+      try {
+        const url = await agent.metricsUrl();
+        const tp = { traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' };
+        for (const path of paths) {
+          const before: ProgramStats = await programStats(url, UPROBE_PROGRAM);
+          for (let i = 0; i < n; i++) await httpRequest(`${server.url}${path}`, { headers: withTraceparent(i) ? tp : {} });
+          const after = await programStats(url, UPROBE_PROGRAM);
+          let runsAll = 0;
+          let secondsAll = 0;
+          for (const [prog, a] of after) {
+            const b = before.get(prog) ?? { runs: 0, seconds: 0 };
+            const runs = a.runs - b.runs;
+            if (!runs) continue;
+            runsAll += runs;
+            secondsAll += a.seconds - b.seconds;
+            const key = `${side.name}|${reqName(path)}|${prog}`;
+            const e = per.get(key) ?? { runsPerReq: [], nsPerRun: [] };
+            e.runsPerReq.push(runs / n);
+            e.nsPerRun.push(((a.seconds - b.seconds) / runs) * 1e9);
+            per.set(key, e);
+          }
+          const k = `${side.name}|${reqName(path)}`;
+          perHit.set(k, [...(perHit.get(k) ?? []), runsAll ? (secondsAll / runsAll) * 1e9 : 0]);
+        }
+      } finally {
+        await agent.stop();
       }
     }
   }
 } finally {
-  await agent.stop();
   await server.stop();
 }
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-console.log('| request | program | runs per request | ns per run (median) | range |');
-console.log('|---|---|---:|---:|---:|');
-for (const [k, e] of [...per].sort()) {
-  const [req, prog] = [k.slice(0, 10), k.slice(11)];
-  console.log(`| ${req} | ${prog} | ${median(e.runsPerReq).toFixed(2)} | ${median(e.nsPerRun).toFixed(0)} | ${Math.min(...e.nsPerRun).toFixed(0)}–${Math.max(...e.nsPerRun).toFixed(0)} |`);
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
+const cell = (xs: number[] | undefined): string => (xs?.length ? `${median(xs).toFixed(0)} (${Math.min(...xs).toFixed(0)}–${Math.max(...xs).toFixed(0)})` : '—');
+const heads = sides.map((s) => (s.name ? `ns per run, ${s.name} (median, range)` : 'ns per run (median, range)'));
+console.log(`| request | program | runs per request | ${heads.join(' | ')} |`);
+console.log(`|---|---|---:|${heads.map(() => '---:').join('|')}|`);
+const rows = new Set([...per.keys()].map((k) => k.slice(k.indexOf('|') + 1)));
+for (const row of [...rows].sort()) {
+  const [req, prog] = row.split('|');
+  const runs = per.get(`${sides.at(-1)!.name}|${row}`)?.runsPerReq ?? per.get(`${sides[0]!.name}|${row}`)?.runsPerReq ?? [];
+  console.log(`| ${req} | ${prog} | ${runs.length ? median(runs).toFixed(2) : '—'} | ${sides.map((s) => cell(per.get(`${s.name}|${row}`)?.nsPerRun)).join(' | ')} |`);
 }
+for (const req of paths.map(reqName)) {
+  console.log(`| ${req} | all, per hit | | ${sides.map((s) => cell(perHit.get(`${s.name}|${req}`))).join(' | ')} |`);
+}
+console.log('');
+if (values.a) console.log(`A: ${sides[0]!.tree}; B: ${sides[1]!.tree}; ${rounds} rounds, sides alternating (rotating which goes first), ${n} requests per round and request, traceparent: ${values.traceparent}`);
+console.log(`load average ${loadStart.map((x) => x.toFixed(2)).join(' ')} at start, ${loadavg().map((x) => x.toFixed(2)).join(' ')} at end`);

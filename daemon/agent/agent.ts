@@ -15,7 +15,7 @@ import { BinaryWatcher } from './binary-watcher.ts';
 import { decide, usesKubernetes, type SelectionRules } from './selection.ts';
 import type { MetricsSnapshot, MetricsSource } from './metrics.ts';
 import { BudgetEnforcer, type BudgetSettings, type ShedCount } from './budget.ts';
-import { OverheadEstimator, calibrateUprobeHitCost, readProbeHits, type HitCostCalibration, type ProcessOverhead } from './overhead.ts';
+import { OverheadEstimator, calibrateUprobeHitCost, type HitCostCalibration, type ProcessOverhead } from './overhead.ts';
 import { SpanBatcher, type BatcherOptions } from '../export/batcher.ts';
 import { MonotonicClock } from '../spans/clock.ts';
 import {
@@ -270,7 +270,7 @@ export class Agent implements MetricsSource {
     // before anything is exported, so that the exporter's first connection is known
     if (this.opts.skipOwnRequests ?? true) this.rt.trackOwnConnections(process.pid);
     this.rt.start(this.eventContext(), { intervalMs: this.opts.consumeIntervalMs });
-    this.overhead = new OverheadEstimator(this.rt.obj);
+    this.overhead = new OverheadEstimator(this.rt);
     // in the background (~0.2 s of a helper's CPU; a failure is logged), so
     // that start-up is not delayed: until it is done, estimates count BPF
     // run time only and gotrail_uprobe_hit_cost_seconds is absent
@@ -808,7 +808,7 @@ export class Agent implements MetricsSource {
   status(): unknown {
     let excludedHits = new Map<number, Map<number, number>>();
     try {
-      if (this.notSelected.size && this.rt) excludedHits = readProbeHits(this.rt.obj, new Set(this.notSelected.keys()));
+      if (this.notSelected.size && this.rt) excludedHits = this.rt.probeHits(new Set(this.notSelected.keys()));
     } catch {
       /* map unreadable: hits unknown (0) */
     }
@@ -1065,6 +1065,7 @@ export class Agent implements MetricsSource {
       events,
       eventsMalformed: malformed,
       bpfCounters: rt?.counters() ?? {},
+      inflightIdleRemoved: rt?.inflightIdleRemoved ?? 0,
       kafka: rt?.kafkaStats(),
       ringBuffer: { droppedRecords: rb?.droppedRecords ?? 0n, droppedBatches: rb?.droppedBatches ?? 0n, records: rb?.records ?? 0n, wakeups: rt?.ringBufferWakeups() ?? {}, batches: rt?.ringBufferBatches() ?? {} },
       spans: this.batcher?.stats ?? { exported: 0, dropped: { queue_full: 0, shutdown: 0 }, failed: 0, queued: 0 },

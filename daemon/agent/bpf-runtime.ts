@@ -10,8 +10,8 @@ import { fileURLToPath } from 'node:url';
 import { BpfObject, enableStats, kernelFeatures } from '../native/index.ts';
 import {
   BpfMaps, BpfPrograms, BinaryFlags, Counter, DebugFlags, KafkaCounter, EventType, ProcessFlags, EVENT_HEADER_SIZE,
-  decodeFileInfo, encodeBinaryInfo, encodeFileInfo, encodeFileKey, encodeProcessInfo,
-  type BpfMapName, type BpfProgramName, type FileInfo, type FileKey,
+  decodeFileInfo, decodeHitKey, encodeBinaryInfo, encodeFileInfo, encodeFileKey, encodeProcessInfo,
+  HitLimits, type BpfMapName, type BpfProgramName, type FileInfo, type FileKey,
 } from '../generated/layouts.ts';
 import { ProbeHitLog } from './probe-hit-log.ts';
 import type { EventContext, ProbeDescriptor } from '../probes/types.ts';
@@ -104,6 +104,13 @@ const ENTERED_COUNTED = 2;
 /** An in-flight map is swept only from this fill on: below it, old state costs nothing (the maps are preallocated) and a long call keeps its span. */
 const SWEEP_FROM_FILL = 0.5;
 
+/** Entries of gt_process_hits in the probes' build (GT_PROCESS_HIT_SLOTS, probes/include/gotrail.h): one per traced process, 1 KiB each; processes beyond it count their hits in gt_probe_hits. */
+const PROCESS_HIT_SLOTS = 1024;
+/** Processes whose released slots' counts are kept (as many as gt_probe_hits has keys). */
+const RELEASED_HITS_MAX = 16384;
+/** A slot's value: a u64 count per site. */
+const PROCESS_HITS_BYTES = HitLimits.GT_HIT_SITES_MAX * 8;
+
 const EAGAIN = 11;
 /** Loads cut short by a signal that are tried again before the error counts as a program's refusal. */
 const MAX_INTERRUPTED_LOADS = 3;
@@ -139,6 +146,8 @@ export class BpfRuntime {
   private readonly log: Logger;
   private readonly stateMaps: BpfMapName[];
   private readonly inflightMaps: Map<BpfMapName, SweptMap>;
+  /** Entries of gt_process_hits (slot 0 included, never assigned). */
+  private readonly hitSlotCount: number;
 
   constructor(log: Logger, probes: readonly ProbeDescriptor[], opts: { objectPath?: string; mapSizes?: MapSizes; uprobeMulti?: boolean } = {}) {
     this.log = log;
@@ -146,7 +155,11 @@ export class BpfRuntime {
     if (!existsSync(path)) throw new Error(`BPF object ${path} not found: run bash deploy/setup.sh to build the probes`);
     this.features = kernelFeatures();
     const sizes: Record<string, number> = {};
-    if (opts.mapSizes?.processes) sizes[BpfMaps.gt_processes] = opts.mapSizes.processes;
+    if (opts.mapSizes?.processes) {
+      sizes[BpfMaps.gt_processes] = opts.mapSizes.processes;
+      // one hit counter slot per traced process (slot 0 is none), up to the build's count
+      if (opts.mapSizes.processes < PROCESS_HIT_SLOTS) sizes[BpfMaps.gt_process_hits] = opts.mapSizes.processes + 1;
+    }
     if (opts.mapSizes?.inflight) {
       sizes[BpfMaps.gt_goroutine_spans] = opts.mapSizes.inflight;
       // one mark per goroutine that entered a paired function, kept until its
@@ -157,6 +170,7 @@ export class BpfRuntime {
     }
     if (opts.mapSizes?.ringBufferBytes) sizes[BpfMaps.gt_events] = opts.mapSizes.ringBufferBytes;
     this.obj = this.loadSparingFailures(path, probes, { mapMaxEntries: sizes, ...(opts.uprobeMulti === undefined ? {} : { uprobeMulti: opts.uprobeMulti }) });
+    this.hitSlotCount = this.obj.mapInfo(BpfMaps.gt_process_hits).maxEntries;
     if (!enableStats()) log.warn('BPF run-time statistics unavailable: probe overhead metrics will read 0');
     const usable = probes.filter((p) => !this.disabledProbes.has(p.id));
     for (const p of usable) {
@@ -319,17 +333,105 @@ export class BpfRuntime {
   traceProcess(tgid: number, file?: FileKey, noInject = false): void {
     this.debugNote('trace', { tgid });
     this.obj.mapUpdate(BpfMaps.gt_processes, u32key(tgid), encodeProcessInfo({
-      flags: ProcessFlags.GT_PROCESS_TRACED | (noInject ? ProcessFlags.GT_PROCESS_NO_INJECT : 0), reserved: 0, file_dev: file?.dev ?? 0n, file_ino: file?.ino ?? 0n,
+      flags: ProcessFlags.GT_PROCESS_TRACED | (noInject ? ProcessFlags.GT_PROCESS_NO_INJECT : 0), hits_slot: this.hitSlotOf(tgid), file_dev: file?.dev ?? 0n, file_ino: file?.ino ?? 0n,
     }));
   }
 
   untraceProcess(tgid: number): boolean {
     this.debugNote('untrace', { tgid });
-    return this.obj.mapDelete(BpfMaps.gt_processes, u32key(tgid));
+    const deleted = this.obj.mapDelete(BpfMaps.gt_processes, u32key(tgid));
+    this.releaseHitSlot(tgid);
+    return deleted;
+  }
+
+  /** tgid → its slot of gt_process_hits (see probes/include/gotrail.h), while traced. */
+  private readonly hitSlots = new Map<number, number>();
+  /** Slots released, reused first-in first-out: a hit that read a process's entry just before it was deleted lands in its old slot, long before the slot is reused. */
+  private readonly freeHitSlots: number[] = [];
+  /** The next slot never used (slot 0 stands for none). */
+  private nextHitSlot = 1;
+  /** Hits counted in a process's released slot, kept until its state is forgotten: tgid → site → hits. */
+  private readonly releasedHits = new Map<number, Map<number, number>>();
+
+  /** The process's hit counter slot, assigned (zeroed) at its first call; 0 when every slot is taken (its hits then go to gt_probe_hits). */
+  private hitSlotOf(tgid: number): number {
+    let slot = this.hitSlots.get(tgid);
+    if (slot !== undefined) return slot;
+    slot = this.freeHitSlots.shift() ?? (this.nextHitSlot < this.hitSlotCount ? this.nextHitSlot++ : 0);
+    if (!slot) return 0;
+    try {
+      this.obj.mapUpdate(BpfMaps.gt_process_hits, u32key(slot), Buffer.alloc(PROCESS_HITS_BYTES));
+    } catch {
+      this.freeHitSlots.push(slot);
+      return 0;
+    }
+    this.hitSlots.set(tgid, slot);
+    return slot;
+  }
+
+  /** Frees the process's slot once its gt_processes entry is gone, keeping what it counted. */
+  private releaseHitSlot(tgid: number): void {
+    const slot = this.hitSlots.get(tgid);
+    if (slot === undefined) return;
+    this.hitSlots.delete(tgid);
+    const kept = this.releasedHits.get(tgid) ?? new Map<number, number>();
+    try {
+      for (const [site, n] of this.slotHits(slot)) kept.set(site, (kept.get(site) ?? 0) + n);
+    } catch {
+      /* unreadable: those hits are unknown */
+    }
+    if (kept.size) {
+      this.releasedHits.set(tgid, kept);
+      // bounded as gt_probe_hits is: a process released without being forgotten (never attached) ages out
+      if (this.releasedHits.size > RELEASED_HITS_MAX) this.releasedHits.delete(this.releasedHits.keys().next().value!);
+    }
+    this.freeHitSlots.push(slot);
+  }
+
+  /** A slot's non-zero counts: site → hits. */
+  private slotHits(slot: number): Map<number, number> {
+    const out = new Map<number, number>();
+    const v = this.obj.mapLookup(BpfMaps.gt_process_hits, u32key(slot));
+    if (v) for (let site = 0; site * 8 + 8 <= v.length; site++) {
+      const n = Number(v.readBigUInt64LE(site * 8));
+      if (n) out.set(site, n);
+    }
+    return out;
+  }
+
+  /**
+   * Probe hits of these processes (all when omitted) since the agent first
+   * saw them, by site (enum gt_hit_site): pid → site → hits. Sums their
+   * slots of gt_process_hits, what slots they left counted, and
+   * gt_probe_hits (hits while not traced or without a slot). Throws when a
+   * map cannot be read.
+   */
+  probeHits(pids?: Set<number>): Map<number, Map<number, number>> {
+    const out = new Map<number, Map<number, number>>();
+    const add = (pid: number, site: number, n: number): void => {
+      if (pids && !pids.has(pid)) return;
+      const m = out.get(pid) ?? new Map<number, number>();
+      m.set(site, (m.get(site) ?? 0) + n);
+      out.set(pid, m);
+    };
+    for (const k of this.obj.mapKeys(BpfMaps.gt_probe_hits)) {
+      const key = decodeHitKey(k);
+      if (pids && !pids.has(key.tgid)) continue;
+      const v = this.obj.mapLookup(BpfMaps.gt_probe_hits, k);
+      if (v) add(key.tgid, key.site, Number(v.readBigUInt64LE(0)));
+    }
+    for (const [pid, kept] of this.releasedHits) for (const [site, n] of kept) add(pid, site, n);
+    for (const [pid, slot] of this.hitSlots) {
+      if (pids && !pids.has(pid)) continue;
+      for (const [site, n] of this.slotHits(slot)) add(pid, site, n);
+    }
+    return out;
   }
 
   /** Removes in-flight goroutine state of a process that exited. */
   forgetProcessState(tgid: number): number {
+    this.releaseHitSlot(tgid);
+    this.releasedHits.delete(tgid);
     let removed = 0;
     for (const map of this.stateMaps) {
       for (const k of this.obj.mapKeys(map)) {

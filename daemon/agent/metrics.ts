@@ -25,6 +25,8 @@ export interface MetricsSnapshot {
   events: Record<string, number>;
   eventsMalformed: number;
   bpfCounters: Record<string, bigint>;
+  /** idle in-flight records (kept for a goroutine's next call, holding none) removed by the sweep of full in-flight maps */
+  inflightIdleRemoved?: number;
   /** traceparent injection outcomes by name (see enum gt_inject_outcome) */
   propagation?: Record<string, number>;
   ringBuffer: { droppedRecords: bigint; droppedBatches: bigint; records: bigint; /** per ring-buffer map: poll-thread wake-ups */ wakeups?: Record<string, bigint>; /** per ring-buffer map: batches handed to JS */ batches?: Record<string, bigint> };
@@ -98,6 +100,7 @@ export function createMetrics(source: MetricsSource): Registry {
     for (const [r, v] of Object.entries(s.bpfCounters)) if (!r.startsWith(SKIPPED) && !NOT_LOSSES.has(r)) set({ reason: r }, Number(v));
     set({ reason: 'ringbuf_consumer_queue_full' }, Number(s.ringBuffer.droppedRecords));
   });
+  counter('gotrail_inflight_idle_records_removed_total', 'Idle in-flight records (kept between a goroutine\'s calls, holding none) removed from in-flight maps at least half full: no span lost; the goroutine\'s next call makes its record again', [], (set, s) => set({}, s.inflightIdleRemoved ?? 0));
   counter('gotrail_ringbuf_wakeups_total', 'Times the poll thread of each ring buffer woke up (timer tick, kernel wakeup or control signal); an idle agent keeps it still', ['map'], (set, s) => {
     for (const [m, v] of Object.entries(s.ringBuffer.wakeups ?? {})) set({ map: m }, Number(v));
   });

@@ -10,7 +10,8 @@
  *   the uprobe lookup, the BPF dispatch).
  * - The BPF programs' own run time per hit comes from the kernel's program
  *   statistics (run_time_ns / run_cnt per program).
- * - Probe hits per process and site are counted in BPF (map gt_probe_hits).
+ * - Probe hits per process and site are counted in BPF (maps gt_process_hits
+ *   and gt_probe_hits; BpfRuntime.probeHits adds them).
  *
  * Estimated overhead of a process over a window = Σ over its sites of
  * hits × (trap cost + mean BPF run time of that site's program); divided by
@@ -24,7 +25,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { BinaryFile } from '../analysis/binary-file.ts';
 import { ElfFile } from '../analysis/elf.ts';
-import { BpfMaps, BpfPrograms, HitSite, decodeHitKey } from '../generated/layouts.ts';
+import { BpfPrograms, HitSite } from '../generated/layouts.ts';
 import type { BpfObject, ProgramStats } from '../native/index.ts';
 import { WRITE_USER_PROGRAMS } from './write-user.ts';
 
@@ -200,6 +201,13 @@ export interface ProcessOverhead {
   cpuSeconds: number | undefined;
 }
 
+/** Where the estimator reads hits and program statistics (a BpfRuntime). */
+export interface HitSource {
+  readonly obj: BpfObject;
+  /** pid → site (enum gt_hit_site) → hits since the process was first seen. */
+  probeHits(pids?: Set<number>): Map<number, Map<number, number>>;
+}
+
 interface ProcState {
   service: string;
   hits: Map<number, number>;
@@ -222,11 +230,11 @@ export class OverheadEstimator {
   /** Seconds per hit measured by the last calibration (undefined until one finished). */
   hitCost: HitCostCalibration | undefined;
 
-  private readonly obj: BpfObject;
+  private readonly source: HitSource;
   private readonly minWindowMs: number;
 
-  constructor(obj: BpfObject, minWindowMs = 1000) {
-    this.obj = obj;
+  constructor(source: HitSource, minWindowMs = 1000) {
+    this.source = source;
     this.minWindowMs = minWindowMs;
   }
 
@@ -252,8 +260,8 @@ export class OverheadEstimator {
     let hits: Map<number, Map<number, number>>;
     let cost: Map<string, number>;
     try {
-      hits = readProbeHits(this.obj, new Set(traced.keys()));
-      cost = this.programCost(this.obj.programStats());
+      hits = this.source.probeHits(new Set(traced.keys()));
+      cost = this.programCost(this.source.obj.programStats());
     } catch {
       return this.result;
     }
@@ -312,19 +320,4 @@ export class OverheadEstimator {
     }
     return out;
   }
-}
-
-/** Hit counts of gt_probe_hits for these processes: pid → site → hits. */
-export function readProbeHits(obj: BpfObject, pids?: Set<number>): Map<number, Map<number, number>> {
-  const out = new Map<number, Map<number, number>>();
-  for (const k of obj.mapKeys(BpfMaps.gt_probe_hits)) {
-    const key = decodeHitKey(k);
-    if (pids && !pids.has(key.tgid)) continue;
-    const v = obj.mapLookup(BpfMaps.gt_probe_hits, k);
-    if (!v) continue;
-    const m = out.get(key.tgid) ?? new Map<number, number>();
-    m.set(key.site, Number(v.readBigUInt64LE(0)));
-    out.set(key.tgid, m);
-  }
-  return out;
 }

@@ -59,6 +59,7 @@ export const BpfMaps = {
   gt_otel_starting: 'gt_otel_starting',
   gt_probe_hits: 'gt_probe_hits',
   gt_process_events: 'gt_process_events',
+  gt_process_hits: 'gt_process_hits',
   gt_processes: 'gt_processes',
   gt_rb_control: 'gt_rb_control',
   gt_redis_config: 'gt_redis_config',
@@ -282,6 +283,11 @@ export const GrpcServerLimits = {
   GT_GRPC_TRACESTATE_MAX: 512,
   GT_GRPC_HEADER_FIELDS_MAX: 64,
   GT_GRPC_HEADER_FIELD_SIZE: 40,
+} as const;
+
+/** enum gt_hit_limits */
+export const HitLimits = {
+  GT_HIT_SITES_MAX: 128,
 } as const;
 
 /** enum gt_hit_outcome */
@@ -3036,7 +3042,7 @@ export function encodeProcessExecArgs(v: ProcessExecArgs, buf: Buffer = Buffer.a
 /** struct gt_process_info (24 bytes) */
 export interface ProcessInfo {
   flags: number;
-  reserved: number;
+  hits_slot: number;
   file_dev: bigint;
   file_ino: bigint;
 }
@@ -3044,7 +3050,7 @@ export interface ProcessInfo {
 export const PROCESS_INFO_SIZE = 24;
 export const ProcessInfoOffsets = {
   flags: 0,
-  reserved: 4,
+  hits_slot: 4,
   file_dev: 8,
   file_ino: 16,
 } as const;
@@ -3054,7 +3060,7 @@ export function decodeProcessInfo(buf: Buffer, off = 0): ProcessInfo {
   if (off + 24 > buf.length) throw new RangeError(`gt_process_info: need 24 bytes at ${off}, have ${buf.length - off}`);
   return {
     flags: buf.readUInt32LE(off + 0),
-    reserved: buf.readUInt32LE(off + 4),
+    hits_slot: buf.readUInt32LE(off + 4),
     file_dev: buf.readBigUInt64LE(off + 8),
     file_ino: buf.readBigUInt64LE(off + 16),
   };
@@ -3063,7 +3069,7 @@ export function decodeProcessInfo(buf: Buffer, off = 0): ProcessInfo {
 /** Encodes struct gt_process_info into `buf` at `off` (a new zeroed buffer by default). */
 export function encodeProcessInfo(v: ProcessInfo, buf: Buffer = Buffer.alloc(24), off = 0): Buffer {
   buf.writeUInt32LE(v.flags, off + 0);
-  buf.writeUInt32LE(v.reserved, off + 4);
+  buf.writeUInt32LE(v.hits_slot, off + 4);
   buf.writeBigUInt64LE(v.file_dev, off + 8);
   buf.writeBigUInt64LE(v.file_ino, off + 16);
   return buf;

@@ -94,8 +94,7 @@ static __always_inline void *gt_probe_enter(struct pt_regs *ctx, void *config_ma
 	if (((cookie >> GT_COOKIE_FLAGS_SHIFT) & GT_COOKIE_AT_STACK_CHECK) &&
 	    (ctx->flags & (X86_EFLAGS_CF | X86_EFLAGS_ZF)))
 		return 0;
-	gt_count_hit(tgid, site);
-	if (!gt_process_traced(tgid)) {
+	if (!gt_hit_traced(tgid, site)) {
 		if (gt_debug_hits()) {
 			struct gt_binary_info *b = bpf_map_lookup_elem(&gt_binaries, &id);
 			gt_debug_hit(ctx, site, GT_HIT_UNTRACED, tgid, id, b ? go_goid(ctx, b) : 0);

@@ -57,7 +57,10 @@ enum gt_binary_flags {
  * by an included and an excluded process traces only the included one. */
 struct gt_process_info {
 	__u32 flags; /* GT_PROCESS_* */
-	__u32 reserved;
+	/* this process's entry of gt_process_hits, assigned by user space and
+	 * kept while it traces the process; 0: none (its hits are counted in
+	 * gt_probe_hits, as are those of processes without an entry) */
+	__u32 hits_slot;
 	/* The executable the decision was made for (s_dev in the kernel's
 	 * encoding, inode; 0 when unknown): the exec hook keeps the decision when
 	 * a process execs that very file, which the /proc scan may have judged
@@ -143,8 +146,16 @@ struct {
 /* Probe hits per process and site (enum gt_hit_site), every process of an
  * attached binary alike, traced or not: each hit costs that process a
  * uprobe trap. User space multiplies them by the calibrated trap cost to
- * estimate each process's overhead, and removes a process's keys when it
- * exits (LRU: processes never seen exiting age out). */
+ * estimate each process's overhead.
+ *
+ * A traced process's hits go to its slot of gt_process_hits, named by its
+ * gt_processes entry: the hit looks that entry up anyway, and an array slot
+ * costs no second hash lookup (on the machines measured, a hash-map lookup
+ * cost more than a read of the traced program's memory). Hits of a process
+ * without an entry or a slot (not traced, not decided yet, more processes
+ * than slots) go to gt_probe_hits, keyed {tgid, site}; user space adds the
+ * two, and removes a process's keys when it exits (LRU: processes never
+ * seen exiting age out). */
 struct gt_hit_key {
 	__u32 tgid;
 	__u32 site;
@@ -157,8 +168,41 @@ struct {
 	__type(value, __u64);
 } gt_probe_hits SEC(".maps");
 
-static __always_inline void gt_count_hit(__u32 tgid, __u32 site)
+enum gt_hit_limits {
+	/* sites a slot counts (enum gt_hit_site values below this); a site at or
+	 * above it is counted in gt_probe_hits */
+	GT_HIT_SITES_MAX = 128,
+};
+
+#ifndef GT_PROCESS_HIT_SLOTS
+#define GT_PROCESS_HIT_SLOTS 1024
+#endif
+
+/* One traced process's hits, by site: 1 KiB per slot. Slot 0 is never
+ * assigned (it stands for none). */
+struct process_hit_counts {
+	__u64 hits[GT_HIT_SITES_MAX];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, GT_PROCESS_HIT_SLOTS);
+	__type(key, __u32);
+	__type(value, struct process_hit_counts);
+} gt_process_hits SEC(".maps");
+
+/* Counts a hit of `site` in process `tgid`, whose gt_processes entry is
+ * `proc` (0: none). */
+static __always_inline void gt_count_hit(__u32 tgid, __u32 site, const struct gt_process_info *proc)
 {
+	__u32 slot = proc ? proc->hits_slot : 0;
+	if (slot && site < GT_HIT_SITES_MAX) {
+		struct process_hit_counts *h = bpf_map_lookup_elem(&gt_process_hits, &slot);
+		if (h) {
+			__sync_fetch_and_add(&h->hits[site], 1);
+			return;
+		}
+	}
 	struct gt_hit_key k = { .tgid = tgid, .site = site };
 	__u64 *v = bpf_map_lookup_elem(&gt_probe_hits, &k);
 	if (v) {
@@ -191,6 +235,15 @@ static __always_inline __u32 gt_tgid(void)
 static __always_inline bool gt_process_traced(__u32 tgid)
 {
 	struct gt_process_info *p = bpf_map_lookup_elem(&gt_processes, &tgid);
+	return p && (p->flags & GT_PROCESS_TRACED);
+}
+
+/* A probe hit's start: counts it, and answers whether the process is traced
+ * (one lookup of gt_processes serves both). */
+static __always_inline bool gt_hit_traced(__u32 tgid, __u32 site)
+{
+	struct gt_process_info *p = bpf_map_lookup_elem(&gt_processes, &tgid);
+	gt_count_hit(tgid, site, p);
 	return p && (p->flags & GT_PROCESS_TRACED);
 }
 
@@ -360,6 +413,7 @@ GT_EXPORT_LAYOUTS(common,
 	struct gt_process_info process;
 	struct gt_goroutine_key goroutine;
 	struct gt_hit_key hit_key;
+	enum gt_hit_limits hit_limits;
 	enum gt_event_type event_type;
 	enum gt_binary_flags binary_flags;
 	enum gt_process_flags process_flags;

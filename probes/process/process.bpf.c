@@ -237,8 +237,13 @@ int BPF_PROG(gt_process_exec, struct task_struct *p, pid_t old_pid, struct linux
 	struct gt_file_info now = {};
 	read_file_identity(BPF_CORE_READ(bprm, file), &key, &now);
 	struct gt_process_info *judged = bpf_map_lookup_elem(&gt_processes, &tgid);
+	/* the hit counter slot stays with a decision that is kept (user space
+	 * assigned it, and frees it only when it stops tracing the process) */
+	__u32 hits_slot = 0;
 	if (judged && !(judged->file_dev == key.dev && judged->file_ino == key.ino))
 		bpf_map_delete_elem(&gt_processes, &tgid);
+	else if (judged)
+		hits_slot = judged->hits_slot;
 	struct gt_file_info *known = bpf_map_lookup_elem(&gt_binary_files, &key);
 	if (!known) {
 		struct gt_process_event *ev = bpf_ringbuf_reserve(&gt_process_events, sizeof(*ev), 0);
@@ -260,7 +265,7 @@ int BPF_PROG(gt_process_exec, struct task_struct *p, pid_t old_pid, struct linux
 		now.binary_id = known->binary_id;
 		if (known->flags & GT_FILE_ALLOW_AT_EXEC) {
 			struct gt_process_info pi = { .flags = GT_PROCESS_TRACED,
-						      .reserved = 0,
+						      .hits_slot = hits_slot,
 						      .file_dev = key.dev,
 						      .file_ino = key.ino };
 			if (bpf_map_update_elem(&gt_processes, &tgid, &pi, BPF_ANY) == 0)

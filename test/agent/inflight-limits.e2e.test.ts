@@ -187,6 +187,7 @@ describe('in-flight maps full', { skip: skipUnlessBpf() }, () => {
       agent.setInflightMaxAge(undefined);
     }
     assert.equal(rt.inflightIdleRemoved - idle0, CONNS);
+    assert.equal(metricSum(await createMetrics(agent).metrics(), 'gotrail_inflight_idle_records_removed_total', {}), idle0 + CONNS, 'exposed as a metric');
     // the connections are still open: their next requests make records again
     for (let i = 0; i < CONNS; i++) assert.equal(await getVia(keepAlive, `${server.url}/hello`), 200);
     await agent.flush();

@@ -57,8 +57,7 @@ int gt_runtime_newproc1_return(struct pt_regs *ctx)
 	__u32 tgid = gt_tgid();
 	/* counted like every probe's hit, so that the overhead estimate and
 	 * budget see the probe that is hit most in goroutine-heavy programs */
-	gt_count_hit(tgid, GT_HIT_RUNTIME_NEWPROC1_RETURN);
-	if (!gt_process_traced(tgid))
+	if (!gt_hit_traced(tgid, GT_HIT_RUNTIME_NEWPROC1_RETURN))
 		return 0;
 	__u32 id = (__u32)bpf_get_attach_cookie(ctx);
 	struct gt_binary_info *bin = gt_binary(id);
@@ -98,14 +97,16 @@ SEC("uprobe.multi")
 int gt_runtime_goexit1(struct pt_regs *ctx)
 {
 	__u32 tgid = gt_tgid();
-	gt_count_hit(tgid, GT_HIT_RUNTIME_GOEXIT1);
-	if (!gt_process_traced(tgid))
+	if (!gt_hit_traced(tgid, GT_HIT_RUNTIME_GOEXIT1))
 		return 0;
 	__u32 id = (__u32)bpf_get_attach_cookie(ctx);
 	struct gt_binary_info *bin = gt_binary(id);
 	if (!bin)
 		return 0;
 	struct gt_goroutine_key key = { .tgid = tgid, .goid = go_goid(ctx, bin) };
-	bpf_map_delete_elem(&gt_goroutine_origins, &key);
+	/* most goroutines end without an origin: a lookup takes no lock, a
+	 * delete locks the bucket whether or not it finds the key */
+	if (bpf_map_lookup_elem(&gt_goroutine_origins, &key))
+		bpf_map_delete_elem(&gt_goroutine_origins, &key);
 	return 0;
 }
