@@ -22,6 +22,7 @@ import { connect } from 'node:http2';
 import { startAgent, repoRoot, type AgentProcess } from '../../../../support/agent-process.ts';
 import { h2Status, startGoServer, httpRequest, type GoServer } from '../../../../support/go-server.ts';
 import { skipUnlessBpf } from '../../../../support/privileges.ts';
+import { until } from '../../../../support/wait.ts';
 import { countByCause, explainMisses, readHits } from '../../../../support/probe-hits.ts';
 
 const skip = skipUnlessBpf();
@@ -137,11 +138,16 @@ describe('return probes find their entries', { skip }, () => {
     const hits = join(dir, 'hits-preattach.jsonl');
     let agent: AgentProcess | undefined;
     try {
-      // in flight before the agent exists: its entry is never seen
-      const slow = httpRequest(`${server.url}/sleep?ms=6000`);
-      await new Promise((r) => setTimeout(r, 200));
+      // in flight before the agent exists: its entry is never seen. /hold
+      // answers at SIGUSR1, sent once the process is traced, so the request
+      // spans the attach however long the agent takes to start
+      let held = 0;
+      server.child.stdout!.on('data', (d: Buffer) => (held += d.toString().split('\n').filter((l) => l === 'held').length));
+      const slow = httpRequest(`${server.url}/hold`);
+      await until('the request held', () => held === 1, 15_000);
       agent = await startAgent(['--exporter', 'none', '--include-exe', join(repoRoot, 'build', 'go', '**'), '--debug-probe-hits', hits]);
       await agent.waitTraced(server.pid);
+      server.child.kill('SIGUSR1');
       assert.equal((await slow).status, 200);
       // the same connection (and goroutine) serves more requests: all paired
       for (let i = 0; i < 5; i++) assert.equal((await httpRequest(`${server.url}/hello`)).status, 200);
