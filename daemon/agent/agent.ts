@@ -60,7 +60,7 @@ export interface AgentOptions {
    */
   inflightMaxAgeMs?: number;
   /**
-   * Attach with one uprobe_multi link per (binary, program) (true) or one
+   * Attach with uprobe_multi links (true; see linkPerBinary) or one
    * perf-event uprobe per site (false), as kernels before 6.6 require.
    * Default: uprobe_multi where the kernel has it.
    */
