@@ -38,7 +38,7 @@ const bin = join(mkdtempSync(join(tmpdir(), 'gotrail-bpf-hit-')), 'httpserver');
 copyFileSync(join(repoRoot, 'build', 'go', values.go, 'plain', 'httpserver'), bin);
 
 const server = await startGoServer(bin);
-const agent = await startAgent(['--include-exe', bin, '--exporter', 'none', '--scan-interval', '5000']);
+const agent = await startAgent(['--include-exe', bin, '--exporter', 'none', '--scan-interval', '5000', '--debug-link-per-program']);
 const per = new Map<string, { runsPerReq: number[]; nsPerRun: number[] }>();
 try {
   await agent.waitTraced(server.pid, 60_000);
