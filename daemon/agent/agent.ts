@@ -243,7 +243,7 @@ export class Agent implements MetricsSource {
       this.log.warn('recording every probe hit (a debugging aid that slows every traced request)', { file: this.opts.debugProbeHitsPath });
     }
     const f = this.rt.features;
-    this.log.info('probes loaded', { uprobeMulti: f.uprobeMulti, lockdown: f.lockdown });
+    this.log.info('probes loaded', { uprobeMulti: f.uprobeMulti, linkPerBinary: this.rt.linkPerBinary, lockdown: f.lockdown });
     // after the probes' object, whose maps it shares; a refusal is reported, never thrown
     this.writeUser = new WriteUserInjection(this.rt, this.log, { ...this.opts.writeUser, enabled: this.opts.propagation?.inject !== false && this.opts.writeUser?.enabled !== false });
     const usable = [...this.probes.filter((p) => !this.rt!.disabledProbes.has(p.id)), ...(this.writeUser.probe ? [this.writeUser.probe] : [])];
