@@ -19,7 +19,7 @@
  *   deploy/node bench/bpf-per-hit.ts [--go go1.26] [--rounds 3] [--n 2000] [--traceparent half|none|all]
  *     [--a ../other-checkout [--b .]]
  */
-import { copyFileSync, existsSync, mkdtempSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -46,7 +46,11 @@ const withTraceparent = (i: number): boolean => (values.traceparent === 'half' ?
 const sides = (values.a ? [['A', resolve(values.a)], ['B', resolve(values.b)]] : [['', repoRoot]]).map(([name, tree]) => {
   const gotrail = join(tree!, 'daemon', 'bin', 'gotrail');
   if (!existsSync(gotrail) || !existsSync(join(tree!, 'build', 'probes', 'gotrail.bpf.o'))) throw new Error(`${tree}: not a set-up gotrail checkout (run bash deploy/setup.sh there)`);
-  return { name: name!, tree: tree!, command: [gotrail] };
+  // each program's own kernel statistics need a link per program (one link
+  // per binary runs them as tail calls of gt_dispatch); a checkout from
+  // before that has no such flag and needs none
+  const linkPerProgram = readFileSync(join(tree!, 'daemon', 'cli', 'run.ts'), 'utf8').includes('debug-link-per-program') ? ['--debug-link-per-program'] : [];
+  return { name: name!, tree: tree!, command: [gotrail], linkPerProgram };
 });
 // each agent started adds an exit listener (the test support's clean-up)
 process.setMaxListeners(0);
@@ -55,7 +59,7 @@ copyFileSync(join(repoRoot, 'build', 'go', values.go, 'plain', 'httpserver'), bi
 
 type Agent = Awaited<ReturnType<typeof startAgent>>;
 async function startFor(side: (typeof sides)[number], pid: number): Promise<Agent> {
-  const agent = await startAgent(['--include-exe', bin, '--exporter', 'none', '--scan-interval', '5000'], {}, { command: side.command });
+  const agent = await startAgent(['--include-exe', bin, '--exporter', 'none', '--scan-interval', '5000', ...side.linkPerProgram], {}, { command: side.command });
   await agent.waitTraced(pid, 60_000);
   await agent.waitFor(/uprobe hit cost calibrated|calibration failed/, 60_000);
   return agent;

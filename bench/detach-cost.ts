@@ -14,19 +14,19 @@
  *   before it reuses a binary id or clears the exec hook.
  *
  * Modes:
- * - `parallel` (the agent's way, `detachAsync` with `nice: DETACH_NICE`):
- *   every probe gotrail plans for a net/http server binary attached to
- *   `copies` copies of it (one link per program and binary), each link
- *   closed by a thread of its own, at nice -20;
- * - `parallel, normal priority`: the same with the closing threads at the
- *   agent's own priority (as without CAP_SYS_NICE);
- * - `sequential`: one copy's links closed one after another (one thread),
- *   which shows what one link costs on its own (the kernel waits for a
- *   grace period per link, see daemon/native/src/bpf_object_links.cc);
- * - `one link per binary`: the same sites of every copy as a single link
- *   of one program per binary, closed like `parallel` (nice -20). Not how gotrail
- *   attaches (one program per probe point): a kernel experiment that shows
- *   what fewer links would gain.
+ * - `link per binary` (the agent's way): every probe gotrail plans for a
+ *   net/http server binary attached to `copies` copies of it, each copy's
+ *   sites as one link of the dispatcher program (gt_dispatch), each link
+ *   closed by a thread of its own (`detachAsync` with `nice: DETACH_NICE`);
+ * - `link per binary, normal priority`: the same with the closing threads
+ *   at the agent's own priority (as without CAP_SYS_NICE);
+ * - `link per program`: the same sites as one link per probe program and
+ *   binary, closed like `link per binary` (how gotrail attached before the
+ *   dispatcher, and still does with `linkPerBinary: false`);
+ * - `sequential`: one copy's links per program closed one after another
+ *   (one thread), which shows what one link costs on its own (the kernel
+ *   waits for a grace period per link, see
+ *   daemon/native/src/bpf_object_links.cc).
  *
  * The plan of the first copy serves the others (same content). Times are
  * wall times from the call.
@@ -39,7 +39,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { DETACH_NICE } from '../daemon/agent/attachments.ts';
 import { planBinaryAt } from '../daemon/agent/binary-plan.ts';
-import { DEFAULT_BPF_OBJECT } from '../daemon/agent/bpf-runtime.ts';
+import { DEFAULT_BPF_OBJECT, DISPATCH_PROGRAM } from '../daemon/agent/bpf-runtime.ts';
 import { BpfObject } from '../daemon/native/index.ts';
 import { probes } from '../daemon/probes/registry.ts';
 import { repoRoot } from '../test/support/agent-process.ts';
@@ -47,7 +47,7 @@ import { startBusyLoad } from '../test/support/busy.ts';
 import { startGoServer, type GoServer } from '../test/support/go-server.ts';
 import { TrapWatch, type ProcessSites } from './trap-watch.ts';
 
-export const DETACH_MODES = ['parallel', 'parallel, normal priority', 'sequential', 'one link per binary'] as const;
+export const DETACH_MODES = ['link per binary', 'link per binary, normal priority', 'link per program', 'sequential'] as const;
 export type DetachMode = (typeof DETACH_MODES)[number];
 
 export interface DetachRow {
@@ -118,8 +118,9 @@ export async function detachBench(bin: string, copies: number, rounds: number, l
       const handles: number[] = [];
       let sites = 0;
       for (const path of paths.slice(0, n)) {
-        if (mode === 'one link per binary') {
-          handles.push(obj.attachUprobes(sets[0]!.program, path, allOffsets, allOffsets.map(() => 0n)));
+        if (mode.startsWith('link per binary')) {
+          // cookie 0: binary id 0, which no probe has facts for (the copies are idle anyway)
+          handles.push(obj.attachUprobes(DISPATCH_PROGRAM, path, allOffsets, allOffsets.map(() => 0n)));
           sites += allOffsets.length;
           continue;
         }
@@ -136,7 +137,7 @@ export async function detachBench(bin: string, copies: number, rounds: number, l
         throw e;
       }
       const t0 = process.hrtime.bigint();
-      const opts = mode === 'sequential' ? { threads: 1 } : mode === 'parallel, normal priority' ? {} : { nice: DETACH_NICE };
+      const opts = mode === 'sequential' ? { threads: 1 } : mode === 'link per binary, normal priority' ? {} : { nice: DETACH_NICE };
       const { reniced } = await obj.detachAsync(handles, opts);
       if ('nice' in opts && !reniced) throw new Error(`detach ${mode}: the closing threads could not take nice ${DETACH_NICE} (run as root)`);
       const ms = Number(process.hrtime.bigint() - t0) / 1e6;
@@ -154,7 +155,7 @@ export async function detachBench(bin: string, copies: number, rounds: number, l
     // the first detach of a process is slower (thread stacks, code and
     // kernel caches met for the first time) and would land on one mode
     log('detach: warm-up');
-    await once('parallel', 'warm-up');
+    await once('link per program', 'warm-up');
     for (const load of ['quiet', 'busy'] as const) {
       const busy = load === 'busy' ? startBusyLoad() : undefined;
       try {

@@ -68,7 +68,7 @@ try {
       process.stderr.write(`round ${round}/${rounds}: ${n} goroutines (${w}) without the agent…\n`);
       without[w].push(await run(server, w));
     }
-    const agent = await startAgent(['--include-exe', bin, '--exporter', 'none']);
+    const agent = await startAgent(['--include-exe', bin, '--exporter', 'none', '--debug-link-per-program']);
     try {
       await agent.waitTraced(server.pid);
       const murl = await agent.metricsUrl();

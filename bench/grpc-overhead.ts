@@ -87,7 +87,7 @@ try {
   process.stderr.write(`warming up…\n`);
   await bench();
   const runWith = async (round: number): Promise<void> => {
-    const agent = await startAgent(['--include-exe', bin, '--exporter', 'none']);
+    const agent = await startAgent(['--include-exe', bin, '--exporter', 'none', '--debug-link-per-program']);
     try {
       await agent.waitTraced(server.pid);
       const murl = await agent.metricsUrl();

@@ -29,7 +29,7 @@ const n = Number(values.n);
 const bin = join(repoRoot, 'build', 'go', values.go, 'plain', 'httpserver');
 
 
-const agent = await startAgent(['--exporter', 'none', '--include-exe', bin]);
+const agent = await startAgent(['--exporter', 'none', '--include-exe', bin, '--debug-link-per-program']);
 const server = await startGoServer(bin, [values.h2c ? '-h2c' : '-tls']);
 const client = await startGoServer(bin);
 try {

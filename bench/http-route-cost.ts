@@ -32,7 +32,7 @@ const servers: Array<{ name: string; bin: string; args: string[]; path: string }
   { name: 'gin', bin: join(dir, 'http-routers'), args: ['-router', 'gin'], path: '/api/v1/items/9' },
 ];
 
-const agent = await startAgent(['--exporter', 'none', '--include-exe', join(dir, '*')]);
+const agent = await startAgent(['--exporter', 'none', '--include-exe', join(dir, '*'), '--debug-link-per-program']);
 try {
   const metrics = await agent.metricsUrl();
   console.log(`${values.go}: ${n} sequential requests per server`);

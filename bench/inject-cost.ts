@@ -36,7 +36,7 @@ interface Latency { meanUs: number; p50Us: number; p90Us: number }
 type Mode = 'on' | 'in-sockmap' | 'off';
 
 async function round(mode: Mode): Promise<{ lat: Latency; msgUs?: number; msgRuns?: number; connUs?: number }> {
-  const agent = await startAgent(['--exporter', 'none', '--include-exe', client, ...(mode === 'off' ? ['--no-inject-traceparent'] : mode === 'in-sockmap' ? ['--inject-deny', '127.0.0.0/8'] : [])]);
+  const agent = await startAgent(['--exporter', 'none', '--include-exe', client, '--debug-link-per-program', ...(mode === 'off' ? ['--no-inject-traceparent'] : mode === 'in-sockmap' ? ['--inject-deny', '127.0.0.0/8'] : [])]);
   const recorder = await startGoServer(peer, ['-mode', 'recorder']);
   const child = spawn(client, ['-mode', 'client']);
   const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();

@@ -74,7 +74,7 @@ mkdirSync(copyDir, { recursive: true });
 const copy = join(copyDir, 'kafka-client');
 copyFileSync(binary, copy);
 try {
-  const agent = await startAgent(['--exporter', 'none', '--include-exe', copy]);
+  const agent = await startAgent(['--exporter', 'none', '--include-exe', copy, '--debug-link-per-program']);
   try {
     const plain = await startGoServer(binary, [], env);
     const proc = await startGoServer(copy, [], env);

@@ -48,7 +48,7 @@ try {
 } finally {
   await plain.stop();
 }
-const agent = await startAgent(['--exporter', 'none', '--include-exe', bin]);
+const agent = await startAgent(['--exporter', 'none', '--include-exe', bin, '--debug-link-per-program']);
 try {
   const metrics = await agent.metricsUrl();
   const server = await startGoServer(bin, []);

@@ -53,7 +53,7 @@ try {
   const untraced = await measure(plain.url);
   await plain.stop();
 
-  const agent = await startAgent(['--exporter', 'none', '--include-exe', built.binary]);
+  const agent = await startAgent(['--exporter', 'none', '--include-exe', built.binary, '--debug-link-per-program']);
   try {
     const proc = await startGoServer(built.binary, [], env);
     await agent.waitTraced(proc.pid);

@@ -65,7 +65,7 @@ import { entrySiteBench, entrySiteMarkdown } from './entry-site.ts';
 import { DETACH_NICE } from '../daemon/agent/attachments.ts';
 import { detachBench, detachMarkdown } from './detach-cost.ts';
 import { planBinaryAt } from '../daemon/agent/binary-plan.ts';
-import { DEFAULT_BPF_OBJECT } from '../daemon/agent/bpf-runtime.ts';
+import { DEFAULT_BPF_OBJECT, DISPATCH_PROGRAM } from '../daemon/agent/bpf-runtime.ts';
 import { BpfObject } from '../daemon/native/index.ts';
 import { probes } from '../daemon/probes/registry.ts';
 import { metricSum } from '../test/support/metrics.ts';
@@ -443,7 +443,7 @@ async function agentLoadScenario(): Promise<{ json: unknown; markdown: string }>
   return { json: { scenario: 'agent-load', rows }, markdown };
 }
 
-/** Attaches every attachable probe of gotrail's plan for each binary with the agent's own programs; ms for plan, attach and detach. */
+/** Attaches every attachable probe of gotrail's plan for each binary as the agent does (one dispatcher link per binary); ms for plan, attach and detach. */
 async function attachTimes(obj: BpfObject, bins: string[]): Promise<{ planMs: number; attachMs: number; detachMs: number; sites: number; linkSets: number }> {
   let t = performance.now();
   const plans = bins.map((b) => {
@@ -456,14 +456,11 @@ async function attachTimes(obj: BpfObject, bins: string[]): Promise<{ planMs: nu
   let sites = 0;
   t = performance.now();
   for (const plan of plans) {
-    for (const p of plan.probes) {
-      if (!p.attachable) continue;
-      for (const set of p.sites) {
-        if (!set.offsets.length) continue;
-        handles.push(obj.attachUprobes(set.program, plan.path, set.offsets, set.offsets.map(() => 0n)));
-        sites += set.offsets.length;
-      }
-    }
+    // as the agent attaches: one link of the dispatcher per binary over all its sites
+    const offsets = plan.probes.filter((p) => p.attachable).flatMap((p) => p.sites.flatMap((set) => set.offsets));
+    if (!offsets.length) continue;
+    handles.push(obj.attachUprobes(DISPATCH_PROGRAM, plan.path, offsets, offsets.map(() => 0n)));
+    sites += offsets.length;
   }
   const attachMs = performance.now() - t;
   t = performance.now();
@@ -530,7 +527,7 @@ async function attachScenario(): Promise<{ json: unknown; markdown: string }> {
     `| agent RSS with 100 processes | ${f(agentRow.rssMiB, 0)} MiB (target < 100 MiB) |`,
     `| agent stop (detach, drain, flush) | ${f(agentRow.stopMs, 0)} ms |`,
     '',
-    'Detach of 1000 sites (target < 100 ms; bench/detach-cost.ts): every probe gotrail plans, attached to 42 running copies of the binary, then detached by the agent\'s way (`parallel`: a thread per link, at nice -20); `parallel, normal priority` is the same without CAP_SYS_NICE, `sequential` shows one link\'s cost alone, `one link per binary` the same sites as fewer links (a kernel experiment, not how gotrail attaches).',
+    'Detach of 1000 sites (target < 100 ms; bench/detach-cost.ts): every probe gotrail plans, attached to 42 running copies of the binary, then detached by the agent\'s way (`link per binary`: one link of the dispatcher program per copy, a thread per link, at nice -20); `link per binary, normal priority` is the same without CAP_SYS_NICE, `link per program` the same sites as one link per probe program and copy (how gotrail attached before its dispatcher), `sequential` shows one such link\'s cost alone.',
     '',
     detachMarkdown(detach, rounds),
     '',

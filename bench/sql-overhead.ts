@@ -49,7 +49,7 @@ async function sqlRuns(url: string): Promise<{ runs: number; seconds: number }> 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 const pg = await startPostgres();
-const agent = await startAgent(['--exporter', 'none', '--include-exe', join(dir, 'traced', '**')]);
+const agent = await startAgent(['--exporter', 'none', '--include-exe', join(dir, 'traced', '**'), '--debug-link-per-program']);
 const traced = await startGoServer(copy('traced'), ['-pg', pg.url, '-sqlite', join(dir, 'traced.db')]);
 const plain = await startGoServer(copy('untraced'), ['-pg', pg.url, '-sqlite', join(dir, 'untraced.db')]);
 try {

@@ -4,7 +4,7 @@
 # is enough for it to be compiled in.
 PROBES_DIR := $(ROOT)/probes
 PROBES_OUT := $(BUILD)/probes
-PROBE_SRCS := $(sort $(shell find $(PROBES_DIR)/go $(PROBES_DIR)/inject $(PROBES_DIR)/process $(PROBES_DIR)/self -name '*.bpf.c' 2>/dev/null))
+PROBE_SRCS := $(sort $(shell find $(PROBES_DIR)/go $(PROBES_DIR)/dispatch $(PROBES_DIR)/inject $(PROBES_DIR)/process $(PROBES_DIR)/self -name '*.bpf.c' 2>/dev/null))
 # a package's own headers (probes/go/…/kafka.h) count too
 PROBE_HDRS := $(wildcard $(PROBES_DIR)/include/*.h) $(shell find $(PROBES_DIR)/go -name '*.h' 2>/dev/null)
 BPF_OBJ := $(PROBES_OUT)/gotrail.bpf.o

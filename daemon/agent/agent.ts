@@ -8,7 +8,7 @@ import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-base';
 import { BpfRuntime, DEFAULT_CONSUME_INTERVAL_MS, type MapSizes } from './bpf-runtime.ts';
 import { AttachmentManager } from './attachments.ts';
 import { GoProcessProbe, listPids, releaseProcessInfo, type ProcessInfo } from './discovery.ts';
-import { inodeString, keyString, type BinaryKey } from './attachments.ts';
+import { inodeString, keyString, linkCount, type BinaryKey } from './attachments.ts';
 import { binaryKeyOf, fileKeyOf } from './file-identity.ts';
 import { repairStaleSites } from './text-repair.ts';
 import { BinaryWatcher } from './binary-watcher.ts';
@@ -60,11 +60,19 @@ export interface AgentOptions {
    */
   inflightMaxAgeMs?: number;
   /**
-   * Attach with one uprobe_multi link per (binary, program) (true) or one
+   * Attach with uprobe_multi links (true; see linkPerBinary) or one
    * perf-event uprobe per site (false), as kernels before 6.6 require.
    * Default: uprobe_multi where the kernel has it.
    */
   uprobeMulti?: boolean;
+  /**
+   * With uprobe_multi links: one link per binary (and per traced process
+   * when attached per process) over all its sites, run by a dispatcher that
+   * tail-calls each site's probe program (true), or one link per (binary,
+   * program) (false). Fewer links are released sooner on detach (the kernel
+   * waits for its grace periods once per link). Default true.
+   */
+  linkPerBinary?: boolean;
   /**
    * How long a binary's links stay after its last process exited (ms), so
    * that restarted and short-lived programs are traced from their first
@@ -228,14 +236,14 @@ export class Agent implements MetricsSource {
   }
 
   async start(): Promise<void> {
-    this.rt = new BpfRuntime(this.log, this.probes, { objectPath: this.opts.bpfObjectPath, mapSizes: this.opts.mapSizes, uprobeMulti: this.opts.uprobeMulti });
+    this.rt = new BpfRuntime(this.log, this.probes, { objectPath: this.opts.bpfObjectPath, mapSizes: this.opts.mapSizes, uprobeMulti: this.opts.uprobeMulti, linkPerBinary: this.opts.linkPerBinary });
     if (this.opts.sampling) this.rt.setSampler(encodeBpfSampler(this.opts.sampling));
     if (this.opts.debugProbeHitsPath) {
       this.rt.enableProbeHitLog(this.opts.debugProbeHitsPath);
       this.log.warn('recording every probe hit (a debugging aid that slows every traced request)', { file: this.opts.debugProbeHitsPath });
     }
     const f = this.rt.features;
-    this.log.info('probes loaded', { uprobeMulti: f.uprobeMulti, lockdown: f.lockdown });
+    this.log.info('probes loaded', { uprobeMulti: f.uprobeMulti, linkPerBinary: this.rt.linkPerBinary, lockdown: f.lockdown });
     // after the probes' object, whose maps it shares; a refusal is reported, never thrown
     this.writeUser = new WriteUserInjection(this.rt, this.log, { ...this.opts.writeUser, enabled: this.opts.propagation?.inject !== false && this.opts.writeUser?.enabled !== false });
     const usable = [...this.probes.filter((p) => !this.rt!.disabledProbes.has(p.id)), ...(this.writeUser.probe ? [this.writeUser.probe] : [])];
@@ -1061,7 +1069,7 @@ export class Agent implements MetricsSource {
     return {
       processesTraced: this.traced.size,
       binariesAttached: binaries.filter((b) => b.handles.length > 0).length,
-      links: binaries.reduce((n, b) => n + b.handles.length, 0),
+      links: binaries.reduce((n, b) => n + linkCount(b), 0),
       events,
       eventsMalformed: malformed,
       bpfCounters: rt?.counters() ?? {},

@@ -1,12 +1,23 @@
 /**
- * Attachment per binary, not per process: one set of links per (binary,
- * probe), shared by every process running that binary and reference-counted;
- * the links go when the last such process exits. Binaries are identified by
- * device + inode, so the same file seen through different paths (or mount
- * namespaces) is analysed and attached once.
+ * Attachment per binary, not per process: links shared by every process
+ * running that binary and reference-counted; they go when the last such
+ * process exits. Binaries are identified by device + inode, so the same file
+ * seen through different paths (or mount namespaces) is analysed and
+ * attached once.
+ *
+ * With uprobe_multi links (BpfRuntime.linkPerBinary), a binary has one link
+ * over all its sites (one per traced process when attached per process),
+ * run by gt_dispatch, which tail-calls each site's probe program: releasing
+ * a link waits for kernel grace periods once per link, whatever its number
+ * of sites, so fewer links release sooner (bench/detach-cost.ts). A change
+ * of the binary's site set (a probe shed or restored, per-process placement)
+ * replaces its links: the new ones are attached under the next link
+ * generation, the binary's live generation is switched to it, and only then
+ * are the old ones closed (see {@link AttachmentManager.relink}). Without
+ * uprobe_multi links each (binary, program) has a link set of its own.
  */
 import { existsSync, statSync } from 'node:fs';
-import type { BpfRuntime } from './bpf-runtime.ts';
+import { DISPATCH_PROGRAM, type BpfRuntime } from './bpf-runtime.ts';
 import type { BpfObject } from '../native/index.ts';
 import { CookieFlags, FileFlags } from '../generated/layouts.ts';
 import { fileInfoOf, fileKeyOf } from './file-identity.ts';
@@ -65,8 +76,16 @@ export interface AttachedBinary {
   plan?: BinaryPlan;
   /** why nothing is attached (analysis failed, or no probe applies) */
   error?: string;
-  /** link sets; `pid`: one process's own (per-process placement), else the whole file's */
-  handles: Array<{ probe: string; program: string; handle: number; sites: number; pid?: number }>;
+  /**
+   * Site sets attached (one per probe program and role), with the link
+   * (`handle`) that holds them; `pid`: one process's own (per-process
+   * placement), else the whole file's. `dispatched`: the link is a
+   * gt_dispatch link of the probes' object, shared by every set of its
+   * (binary, pid); otherwise it is the set's own link of `program`.
+   */
+  handles: SiteSet[];
+  /** the generation (0–255) of its gt_dispatch links that is live (see gt_binary_info) */
+  linkGeneration: number;
   /**
    * Probes attached per traced process (uprobes with a pid filter) rather
    * than per file, because most processes of the binary are excluded: an
@@ -81,6 +100,36 @@ export interface AttachedBinary {
   pids: Set<number>;
   /** probes detached to keep the binary within the overhead budget (budget.ts), attached again on restore */
   shed?: Set<string>;
+}
+
+/** A set of sites of one probe program attached to a binary (see AttachedBinary.handles). */
+export interface SiteSet {
+  probe: string;
+  program: string;
+  handle: number;
+  /** number of sites */
+  sites: number;
+  pid?: number;
+  /** file offsets of the sites */
+  offsets: readonly number[];
+  /** the sites are entries' stack-check branches (see attachCookie) */
+  atStackCheck: boolean;
+  dispatched?: boolean;
+}
+
+/** A site set not attached yet. */
+type SiteSpec = Omit<SiteSet, 'handle'>;
+
+/** The distinct links of these site sets, one site set each. */
+function distinctLinks(sets: readonly SiteSet[]): SiteSet[] {
+  const seen = new Map<string, SiteSet>();
+  for (const h of sets) seen.set(`${h.dispatched ? 'd' : 'p'}${h.handle}`, h);
+  return [...seen.values()];
+}
+
+/** Links held by a binary's site sets (several sets share a gt_dispatch link). */
+export function linkCount(b: AttachedBinary): number {
+  return distinctLinks(b.handles).length;
 }
 
 export interface AttachStats {
@@ -272,7 +321,7 @@ export class AttachmentManager {
   }
 
   private attachBinary(key: string, binaryKey: BinaryKey, path: string, exe: string): AttachedBinary {
-    const b: AttachedBinary = { id: 0, key, binaryKey, inode: inodeString(binaryKey), sites: [], path, exe, handles: [], failedProbes: [], pids: new Set() };
+    const b: AttachedBinary = { id: 0, key, binaryKey, inode: inodeString(binaryKey), sites: [], path, exe, handles: [], linkGeneration: 0, failedProbes: [], pids: new Set() };
     // A binary nothing attaches to keeps no entry once its last process
     // exits: a program run again and again (a cron job, a build tool) would
     // log the same verdict per run. Said once per analysis; again at debug.
@@ -300,8 +349,9 @@ export class AttachmentManager {
       return b;
     }
     b.id = id;
-    this.rt.setBinary(id, plan.goidOffset);
-    for (const p of attachable) {
+    this.rt.setBinary(id, plan.goidOffset, b.linkGeneration);
+    if (this.rt.linkPerBinary) this.attachDispatched(b, attachable, path);
+    else for (const p of attachable) {
       try {
         this.rt.setProbeConfig(p.probe, id, p.probe.encodeConfig(p.offsets, p.missingOptional, p.moduleVersion));
         this.attachProbe(b, p, path);
@@ -347,15 +397,148 @@ export class AttachmentManager {
     try {
       for (const s of p.sites) {
         const handle = this.rt.objectFor(s.program).attachUprobes(s.program, path, s.offsets, s.offsets.map(() => attachCookie(b.id, s.atStackCheck ?? false)), pid === undefined ? undefined : { pid });
-        probeHandles.push({ probe: p.probe.id, program: s.program, handle, sites: s.offsets.length, ...(pid === undefined ? {} : { pid }) });
+        probeHandles.push({ probe: p.probe.id, program: s.program, handle, sites: s.offsets.length, offsets: s.offsets, atStackCheck: s.atStackCheck ?? false, ...(pid === undefined ? {} : { pid }) });
       }
     } catch (e) {
       for (const h of probeHandles) this.safeDetach(h);
       throw e;
     }
-    const known = new Set(b.sites);
-    for (const s of p.sites) for (const o of s.offsets) if (!known.has(o)) b.sites.push(o);
+    this.noteSites(b, probeHandles);
     b.handles.push(...probeHandles);
+  }
+
+  /** Adds the offsets of `sets` to `b.sites` (where stale breakpoints may be found later). */
+  private noteSites(b: AttachedBinary, sets: readonly SiteSpec[]): void {
+    const known = new Set(b.sites);
+    for (const s of sets) {
+      for (const o of s.offsets) {
+        if (known.has(o)) continue;
+        known.add(o);
+        b.sites.push(o);
+      }
+    }
+  }
+
+  /** The site sets of probe `p` on `b` (only in process `pid`, when given), to attach through gt_dispatch. */
+  private specsOf(p: BinaryPlan['probes'][number], pid?: number): SiteSpec[] {
+    return p.sites.map((s) => ({
+      probe: p.probe.id, program: s.program, sites: s.offsets.length, offsets: s.offsets, atStackCheck: s.atStackCheck ?? false, dispatched: true,
+      ...(pid === undefined ? {} : { pid }),
+    }));
+  }
+
+  /**
+   * Attaches `specs` (all of one process `pid`, or of the whole file) as one
+   * gt_dispatch link at link generation `generation`; returns their site
+   * sets. @throws Error of the failing attach (nothing stays attached).
+   */
+  private linkSpecs(b: AttachedBinary, specs: readonly SiteSpec[], path: string, pid: number | undefined, generation: number): SiteSet[] {
+    const offsets: number[] = [];
+    const cookies: bigint[] = [];
+    for (const s of specs) {
+      const program = this.rt.probeProgramIndex(s.program);
+      for (const o of s.offsets) {
+        offsets.push(o);
+        cookies.push(attachCookie(b.id, s.atStackCheck, { program, generation }));
+      }
+    }
+    const handle = this.rt.obj.attachUprobes(DISPATCH_PROGRAM, path, offsets, cookies, pid === undefined ? undefined : { pid });
+    this.noteSites(b, specs);
+    return specs.map((s) => ({ ...s, handle }));
+  }
+
+  /**
+   * A new binary's probes through gt_dispatch: their configs, then one link
+   * over all their sites. When that link fails, each probe is tried on a
+   * link of its own (under a generation that is never live, closed at once)
+   * to find the ones that fail, and the others are attached as one link:
+   * one failing probe never takes down the others.
+   */
+  private attachDispatched(b: AttachedBinary, probes: BinaryPlan['probes'], path: string): void {
+    const failed = (p: BinaryPlan['probes'][number], e: unknown): void => {
+      this.stats.attachFailures++;
+      const reason = (e as Error).message;
+      b.failedProbes.push({ probe: p.probe.id, reason });
+      this.log.warn(`probe ${p.probe.id} not attached`, { path: b.exe, reason });
+    };
+    let ok: BinaryPlan['probes'] = [];
+    for (const p of probes) {
+      try {
+        this.rt.setProbeConfig(p.probe, b.id, p.probe.encodeConfig(p.offsets, p.missingOptional, p.moduleVersion));
+        ok.push(p);
+      } catch (e) {
+        failed(p, e);
+      }
+    }
+    if (!ok.length) return;
+    try {
+      b.handles.push(...this.linkSpecs(b, ok.flatMap((p) => this.specsOf(p)), path, undefined, b.linkGeneration));
+    } catch {
+      const trial = (b.linkGeneration + 128) & 0xff;
+      const good: BinaryPlan['probes'] = [];
+      for (const p of ok) {
+        try {
+          this.closeLinks(b, this.linkSpecs(b, this.specsOf(p), path, undefined, trial));
+          good.push(p);
+        } catch (e) {
+          failed(p, e);
+        }
+      }
+      ok = good;
+      if (ok.length) {
+        try {
+          b.handles.push(...this.linkSpecs(b, ok.flatMap((p) => this.specsOf(p)), path, undefined, b.linkGeneration));
+        } catch (e) {
+          for (const p of ok) failed(p, e);
+          ok = [];
+        }
+      }
+    }
+    for (const p of ok) for (const d of p.degraded) this.log.warn(`probe ${p.probe.id} degraded`, { path: b.exe, reason: d });
+  }
+
+  /**
+   * Replaces every link of `b` by gt_dispatch links for `specs`, one per
+   * process they name (per-process placement) or one for the whole file:
+   * the new links are attached under the next link generation (their hits
+   * are skipped while the old generation is live), the binary's live
+   * generation is switched to it in one map write, and then the old links
+   * are closed in the background. So no hit of a traced process goes unseen
+   * or is seen twice, except one whose trap runs both links' handlers while
+   * the generation switches (a few µs): its entry is then counted as
+   * no_entry at its return, or its return leaves the entry to the in-flight
+   * sweep. A process that exited meanwhile gets no link. All or nothing.
+   * @throws Error of the failing attach (`b` is left as it was)
+   */
+  private relink(b: AttachedBinary, specs: readonly SiteSpec[]): void {
+    const generation = (b.linkGeneration + 1) & 0xff;
+    const byPid = new Map<number | undefined, SiteSpec[]>();
+    for (const s of specs) byPid.set(s.pid, [...(byPid.get(s.pid) ?? []), s]);
+    const made: SiteSet[] = [];
+    try {
+      for (const [pid, group] of byPid) {
+        const path = this.livePath(b, pid === undefined ? b.pids : [pid]);
+        if (!path) {
+          if (pid !== undefined) continue; // exited meanwhile
+          throw new Error('no running process of the binary shows the content it was planned for');
+        }
+        made.push(...this.linkSpecs(b, group, path, pid, generation));
+      }
+    } catch (e) {
+      this.closeLinks(b, made);
+      throw e;
+    }
+    const old = b.handles;
+    b.linkGeneration = generation;
+    try {
+      this.rt.setBinary(b.id, b.plan?.goidOffset ?? 0, generation);
+    } catch (e) {
+      b.linkGeneration = (generation + 255) & 0xff;
+      this.closeLinks(b, made);
+      throw e;
+    }
+    b.handles = made;
+    this.closeLinks(b, old);
   }
 
   /**
@@ -366,7 +549,13 @@ export class AttachmentManager {
    */
   shedProbes(b: AttachedBinary, probes: readonly string[]): string[] {
     const want = new Set(probes);
-    const gone = this.detachHandles(b, (h) => want.has(h.probe));
+    let gone: SiteSet[];
+    try {
+      gone = this.detachHandles(b, (h) => want.has(h.probe));
+    } catch (e) {
+      this.log.warn('shedding probes failed: they stay attached', { path: b.exe, probes: probes.join(','), reason: (e as Error).message });
+      return [];
+    }
     if (!gone.length) return [];
     const shed = [...new Set(gone.map((h) => h.probe))];
     b.shed ??= new Set();
@@ -388,6 +577,7 @@ export class AttachmentManager {
       this.log.once(`restore.no-file.${b.key}`, 'shed probes not restored: no running process of the binary shows its content', { path: b.exe });
       return [];
     }
+    if (this.rt.linkPerBinary) return this.restoreDispatched(b, probes);
     const out: string[] = [];
     for (const id of probes) {
       if (!b.shed.has(id)) continue;
@@ -419,25 +609,54 @@ export class AttachmentManager {
     return out;
   }
 
-  /** Detaches link sets of one object; resolves once the kernel has released them. */
-  private async detachLinks(o: BpfObject, handles: number[]): Promise<void> {
-    const { reniced } = await o.detachAsync(handles, { nice: DETACH_NICE });
-    if (!reniced && !this.detachNiceRefused) {
-      this.detachNiceRefused = true;
-      this.log.info('detached links are closed at the agent\'s own priority (no CAP_SYS_NICE): beside a busy load their breakpoints take longer to go');
+  /**
+   * restoreProbes through gt_dispatch: the binary's links are replaced by
+   * links that also hold the restored probes' sites (all at once; when that
+   * fails, one probe after another, a failing one staying shed).
+   */
+  private restoreDispatched(b: AttachedBinary, probes: readonly string[]): string[] {
+    const plan = b.plan;
+    const shed = b.shed;
+    if (!plan || !shed) return [];
+    const specsFor = (ids: readonly string[]): SiteSpec[] => ids.flatMap((id) => {
+      const p = plan.probes.find((x) => x.probe.id === id);
+      if (!p) return [];
+      return b.perProcess ? [...b.pids].flatMap((pid) => this.specsOf(p, pid)) : this.specsOf(p);
+    });
+    const current = (): SiteSpec[] => b.handles.map(({ handle: _, ...spec }) => spec);
+    const wanted = probes.filter((id) => shed.has(id) && plan.probes.some((x) => x.probe.id === id));
+    if (!wanted.length) return [];
+    const out: string[] = [];
+    try {
+      this.relink(b, [...current(), ...specsFor(wanted)]);
+      out.push(...wanted);
+    } catch {
+      for (const id of wanted) {
+        try {
+          this.relink(b, [...current(), ...specsFor([id])]);
+          out.push(id);
+        } catch (e) {
+          this.stats.attachFailures++;
+          this.log.warn(`probe ${id} not restored`, { path: b.exe, reason: (e as Error).message });
+        }
+      }
     }
+    for (const id of out) shed.delete(id);
+    this.rt.debugNote('restored', { id: b.id, key: b.key, probes: out.join(',') });
+    return out;
   }
 
-  private detachNiceRefused = false;
+  /** The object holding the link of site set `h`. */
+  private linkObject(h: SiteSet): BpfObject {
+    return h.dispatched ? this.rt.obj : this.rt.objectFor(h.program);
+  }
 
-  /** Takes these link sets of `b` off it and detaches them in the background; returns them. */
-  private detachHandles(b: AttachedBinary, which: (h: AttachedBinary['handles'][number]) => boolean): AttachedBinary['handles'] {
-    const gone = b.handles.filter(which);
-    if (!gone.length) return [];
-    b.handles = b.handles.filter((h) => !which(h));
+  /** Closes the links of these site sets of `b` in the background (tracked until the kernel has released them). */
+  private closeLinks(b: AttachedBinary, sets: readonly SiteSet[]): void {
+    if (!sets.length) return;
     const byObject = new Map<BpfObject, number[]>();
-    for (const h of gone) {
-      const o = this.rt.objectFor(h.program);
+    for (const h of distinctLinks(sets)) {
+      const o = this.linkObject(h);
       byObject.set(o, [...(byObject.get(o) ?? []), h.handle]);
     }
     const done: Promise<void> = Promise.all([...byObject].map(([o, hs]) => this.detachLinks(o, hs)))
@@ -449,6 +668,35 @@ export class AttachmentManager {
       });
     this.detaching.add(done);
     (b.partialDetaches ??= new Set()).add(done);
+  }
+
+  /** Detaches link sets of one object; resolves once the kernel has released them. */
+  private async detachLinks(o: BpfObject, handles: number[]): Promise<void> {
+    const { reniced } = await o.detachAsync(handles, { nice: DETACH_NICE });
+    if (!reniced && !this.detachNiceRefused) {
+      this.detachNiceRefused = true;
+      this.log.info('detached links are closed at the agent\'s own priority (no CAP_SYS_NICE): beside a busy load their breakpoints take longer to go');
+    }
+  }
+
+  private detachNiceRefused = false;
+
+  /**
+   * Takes these site sets of `b` off it and detaches them in the background;
+   * returns them. A gt_dispatch link that holds other sets too is replaced
+   * (see {@link relink}). @throws Error when that replacement fails (`b` is
+   * left as it was)
+   */
+  private detachHandles(b: AttachedBinary, which: (h: SiteSet) => boolean): SiteSet[] {
+    const gone = b.handles.filter(which);
+    if (!gone.length) return [];
+    const goneLinks = new Set(gone.filter((h) => h.dispatched).map((h) => h.handle));
+    if (b.handles.some((h) => h.dispatched && goneLinks.has(h.handle) && !which(h))) {
+      this.relink(b, b.handles.filter((h) => !which(h)).map(({ handle: _, ...spec }) => spec));
+      return gone;
+    }
+    b.handles = b.handles.filter((h) => !which(h));
+    this.closeLinks(b, gone);
     return gone;
   }
 
@@ -474,6 +722,11 @@ export class AttachmentManager {
 
   /** Attaches every active probe of `b`, for the whole file or (pid) one process; all or none. @throws Error of the failing attach. */
   private attachActive(b: AttachedBinary, path: string, pid?: number): void {
+    if (this.rt.linkPerBinary) {
+      const specs = this.activeProbes(b).flatMap((p) => this.specsOf(p, pid));
+      if (specs.length) b.handles.push(...this.linkSpecs(b, specs, path, pid, b.linkGeneration));
+      return;
+    }
     const before = b.handles.length;
     try {
       for (const p of this.activeProbes(b)) this.attachProbe(b, p, path, pid);
@@ -502,6 +755,16 @@ export class AttachmentManager {
     if (!b?.plan || !b.id || b.pids.size === 0) return false;
     const perProcess = b.pids.size <= PER_PROCESS_MAX && excluded >= b.pids.size;
     if (perProcess === !!b.perProcess) return false;
+    if (this.rt.linkPerBinary) {
+      const active = this.activeProbes(b);
+      try {
+        this.relink(b, perProcess ? [...b.pids].flatMap((pid) => active.flatMap((p) => this.specsOf(p, pid))) : active.flatMap((p) => this.specsOf(p)));
+      } catch (e) {
+        this.log.warn('changing how a binary is attached failed: it stays as it was', { path: b.exe, perProcess: !perProcess, reason: (e as Error).message });
+        return false;
+      }
+      return this.placed(b, perProcess, excluded);
+    }
     const old = new Set(b.handles.map((h) => h.handle));
     const before = b.handles.length;
     try {
@@ -522,6 +785,10 @@ export class AttachmentManager {
       return false;
     }
     this.detachHandles(b, (h) => old.has(h.handle));
+    return this.placed(b, perProcess, excluded);
+  }
+
+  private placed(b: AttachedBinary, perProcess: boolean, excluded: number): true {
     b.perProcess = perProcess;
     this.rt.debugNote('placed', { id: b.id, key: b.key, perProcess: String(perProcess) });
     this.log.info(perProcess ? 'attaching per traced process: most processes of this binary are excluded, and per-file probes would make them take the trap'
@@ -573,9 +840,9 @@ export class AttachmentManager {
     return entry;
   }
 
-  private safeDetach(h: { program: string; handle: number }): void {
+  private safeDetach(h: SiteSet): void {
     try {
-      this.rt.objectFor(h.program).detach(h.handle);
+      this.linkObject(h).detach(h.handle);
     } catch (e) {
       this.log.once('detach.failed', 'detaching a probe failed', { error: (e as Error).message });
     }
@@ -593,15 +860,15 @@ export class AttachmentManager {
   private detachBinary(b: AttachedBinary): void {
     if (b.linger) clearTimeout(b.linger);
     b.linger = undefined;
-    const handles = b.handles.map((h) => h.handle);
-    const wasAttached = handles.length > 0 || !!b.wasAttached;
+    const links = distinctLinks(b.handles);
+    const wasAttached = links.length > 0 || !!b.wasAttached;
     // link handles are per object (the probes' and any loaded separately)
     const byObject = new Map<BpfObject, number[]>();
-    for (const h of b.handles) {
-      const o = this.rt.objectFor(h.program);
+    for (const h of links) {
+      const o = this.linkObject(h);
       byObject.set(o, [...(byObject.get(o) ?? []), h.handle]);
     }
-    this.rt.debugNote('detaching', { id: b.id, key: b.key, links: handles.length });
+    this.rt.debugNote('detaching', { id: b.id, key: b.key, links: links.length });
     b.handles = [];
     if (this.byKey.get(b.key) === b) this.byKey.delete(b.key);
     if (wasAttached) {
@@ -669,9 +936,15 @@ export class AttachmentManager {
 /**
  * A site's attach cookie: the binary id, and in the upper half the flags
  * `gt_probe_enter` reads (`CookieFlags`): whether the site is a stack
- * check's branch, whose hits that grow the stack are skipped.
+ * check's branch, whose hits that grow the stack are skipped. For a site of
+ * a gt_dispatch link, `dispatch` adds the link's generation (0–255) and the
+ * index of the site's probe program in gt_probe_programs (0–65535).
  */
-export function attachCookie(binaryId: number, atStackCheck: boolean): bigint {
+export function attachCookie(binaryId: number, atStackCheck: boolean, dispatch?: { program: number; generation: number }): bigint {
   const flags = atStackCheck ? CookieFlags.GT_COOKIE_AT_STACK_CHECK : 0;
-  return BigInt(binaryId) | (BigInt(flags) << BigInt(CookieFlags.GT_COOKIE_FLAGS_SHIFT));
+  let cookie = BigInt(binaryId) | (BigInt(flags) << BigInt(CookieFlags.GT_COOKIE_FLAGS_SHIFT));
+  if (dispatch) {
+    cookie |= (BigInt(dispatch.generation & 0xff) << BigInt(CookieFlags.GT_COOKIE_GENERATION_SHIFT)) | (BigInt(dispatch.program & 0xffff) << BigInt(CookieFlags.GT_COOKIE_PROGRAM_SHIFT));
+  }
+  return cookie;
 }

@@ -18,6 +18,8 @@ import type { EventContext, ProbeDescriptor } from '../probes/types.ts';
 import type { Logger } from '../util/log.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+/** The program every gt_dispatch link runs (probes/dispatch/dispatch.bpf.c). */
+export const DISPATCH_PROGRAM = BpfPrograms.gt_dispatch;
 /** The socket-level header injection programs (probes/inject/): optional, left out when the kernel refuses them. */
 const INJECT_PROGRAMS = [BpfPrograms.gt_inject_msg, BpfPrograms.gt_inject_sockops] as const;
 
@@ -149,7 +151,16 @@ export class BpfRuntime {
   /** Entries of gt_process_hits (slot 0 included, never assigned). */
   private readonly hitSlotCount: number;
 
-  constructor(log: Logger, probes: readonly ProbeDescriptor[], opts: { objectPath?: string; mapSizes?: MapSizes; uprobeMulti?: boolean } = {}) {
+  /**
+   * Whether uprobes attach through gt_dispatch (probes/dispatch/), one
+   * uprobe_multi link per binary (and per process, for per-process
+   * placement) over all its sites, each site's cookie naming the probe
+   * program to tail-call; otherwise one link per (binary, program), or one
+   * perf-event uprobe per site where the kernel has no uprobe_multi links.
+   */
+  readonly linkPerBinary: boolean;
+
+  constructor(log: Logger, probes: readonly ProbeDescriptor[], opts: { objectPath?: string; mapSizes?: MapSizes; uprobeMulti?: boolean; linkPerBinary?: boolean } = {}) {
     this.log = log;
     const path = opts.objectPath ?? DEFAULT_BPF_OBJECT;
     if (!existsSync(path)) throw new Error(`BPF object ${path} not found: run bash deploy/setup.sh to build the probes`);
@@ -171,6 +182,7 @@ export class BpfRuntime {
     if (opts.mapSizes?.ringBufferBytes) sizes[BpfMaps.gt_events] = opts.mapSizes.ringBufferBytes;
     this.obj = this.loadSparingFailures(path, probes, { mapMaxEntries: sizes, ...(opts.uprobeMulti === undefined ? {} : { uprobeMulti: opts.uprobeMulti }) });
     this.hitSlotCount = this.obj.mapInfo(BpfMaps.gt_process_hits).maxEntries;
+    this.linkPerBinary = (opts.linkPerBinary ?? true) && this.obj.uprobeMulti && this.obj.programStats().some((p) => p.name === DISPATCH_PROGRAM);
     if (!enableStats()) log.warn('BPF run-time statistics unavailable: probe overhead metrics will read 0');
     const usable = probes.filter((p) => !this.disabledProbes.has(p.id));
     for (const p of usable) {
@@ -257,9 +269,15 @@ export class BpfRuntime {
     this.hitLog?.note(op, fields);
   }
 
-  setBinary(id: number, goidOffset: number): void {
-    this.debugNote('binary', { id });
-    this.obj.mapUpdate(BpfMaps.gt_binaries, u32key(id), encodeBinaryInfo({ goid_offset: goidOffset, flags: BinaryFlags.GT_BINARY_VALID }));
+  /**
+   * Writes binary `id`'s facts. `linkGeneration` (0–255): the generation of
+   * its gt_dispatch links that is live; writing a new one switches the
+   * binary's hits from its old links to its new ones at once (see
+   * AttachmentManager's relink).
+   */
+  setBinary(id: number, goidOffset: number, linkGeneration = 0): void {
+    this.debugNote('binary', { id, linkGeneration });
+    this.obj.mapUpdate(BpfMaps.gt_binaries, u32key(id), encodeBinaryInfo({ goid_offset: goidOffset, flags: BinaryFlags.GT_BINARY_VALID, link_generation: linkGeneration, reserved: 0 }));
   }
 
   /** Tells the exec hook about an attached file (see probes/process/process.bpf.c). */
@@ -281,12 +299,12 @@ export class BpfRuntime {
    */
   releaseBinary(id: number): void {
     this.debugNote('releasing', { id });
-    this.obj.mapUpdate(BpfMaps.gt_binaries, u32key(id), encodeBinaryInfo({ goid_offset: 0, flags: BinaryFlags.GT_BINARY_RELEASED }));
+    this.obj.mapUpdate(BpfMaps.gt_binaries, u32key(id), encodeBinaryInfo({ goid_offset: 0, flags: BinaryFlags.GT_BINARY_RELEASED, link_generation: 0, reserved: 0 }));
   }
 
   clearBinary(id: number, probes: readonly ProbeDescriptor[]): void {
     this.debugNote('released', { id });
-    this.obj.mapUpdate(BpfMaps.gt_binaries, u32key(id), encodeBinaryInfo({ goid_offset: 0, flags: 0 }));
+    this.obj.mapUpdate(BpfMaps.gt_binaries, u32key(id), encodeBinaryInfo({ goid_offset: 0, flags: 0, link_generation: 0, reserved: 0 }));
     for (const p of probes) {
       const o = this.objectWithMap(p.configMap);
       o.mapUpdate(p.configMap, u32key(id), Buffer.alloc(o.mapInfo(p.configMap).valueSize));
@@ -312,6 +330,26 @@ export class BpfRuntime {
     // loaded programs only: an object may carry sections it does not load
     for (const p of obj.programStats()) this.extraPrograms.set(p.name, obj);
     for (const m of obj.mapNames()) if (!ours.has(m)) this.extraMaps.set(m, obj);
+  }
+
+  /** program → its index in gt_probe_programs (the dispatcher's program array) */
+  private readonly programIndexes = new Map<string, number>();
+
+  /**
+   * The index of probe program `program` (of this object or one added with
+   * addObject) in gt_probe_programs, inserting it there on first use: what a
+   * gt_dispatch site's cookie names. @throws Error when the program is not
+   * loaded (e.g. the kernel refused it) or the array is full.
+   */
+  probeProgramIndex(program: string): number {
+    const known = this.programIndexes.get(program);
+    if (known !== undefined) return known;
+    const index = this.programIndexes.size;
+    const capacity = this.obj.mapInfo(BpfMaps.gt_probe_programs).maxEntries;
+    if (index >= capacity) throw new Error(`insert prog ${program} into map ${BpfMaps.gt_probe_programs}: full (${capacity} programs)`);
+    this.obj.mapUpdate(BpfMaps.gt_probe_programs, u32key(index), u32key(this.objectFor(program).programFd(program)));
+    this.programIndexes.set(program, index);
+    return index;
   }
 
   /** The object holding `program`: the probes' or one added with addObject. */

@@ -135,10 +135,10 @@ export function createMetrics(source: MetricsSource): Registry {
   });
   counter('gotrail_export_failures_total', 'Export attempts that failed (their spans are retried)', [], (set, s) => set({}, s.spans.failed));
   gauge('gotrail_span_queue_length', 'Spans held in the export queue (waiting or being exported)', [], (g, s) => g.set(s.spans.queued));
-  counter('gotrail_probe_runs_total', 'Times each BPF program ran', ['program'], (set, s) => {
+  counter('gotrail_probe_runs_total', 'Times each BPF program ran, as the kernel counts it: a probe program that gt_dispatch tail-calls (one uprobe_multi link per binary) is counted, with its run time, under gt_dispatch; gotrail_probe_hits_total gives the hits per probe site', ['program'], (set, s) => {
     for (const p of s.programs) set({ program: p.name }, Number(p.runCount));
   });
-  counter('gotrail_probe_run_seconds_total', 'CPU time spent in each BPF program (excludes the uprobe trap itself)', ['program'], (set, s) => {
+  counter('gotrail_probe_run_seconds_total', 'CPU time spent in each BPF program (excludes the uprobe trap itself); gt_dispatch includes the probe programs it tail-calls', ['program'], (set, s) => {
     for (const p of s.programs) set({ program: p.name }, Number(p.runTimeNs) / 1e9);
   });
   gauge('gotrail_bpf_map_entries', 'Entries in each BPF map', ['map'], (g, s) => {

@@ -162,10 +162,16 @@ export function siteProgramsOf(site: number): string[] {
   return programNames.filter((p) => p.startsWith(`gt_${probe}_`) && p.endsWith(`_${step}`));
 }
 
-/** Mean BPF run time per run of a site's programs, seconds (0 when none ran). */
+/**
+ * Mean BPF run time per run of a site's programs, seconds. A program run by
+ * gt_dispatch's tail call has no statistics of its own (the kernel counts
+ * the whole run, callee included, under gt_dispatch): such a site costs the
+ * dispatcher's mean per run, over every site it serves. 0 when none ran.
+ */
 function siteCost(cost: Map<string, number>, site: number): number {
   const runs = siteProgramsOf(site).map((p) => cost.get(p)).filter((c): c is number => c !== undefined);
-  return runs.length ? runs.reduce((a, b) => a + b, 0) / runs.length : 0;
+  if (runs.length) return runs.reduce((a, b) => a + b, 0) / runs.length;
+  return cost.get(BpfPrograms.gt_dispatch) ?? 0;
 }
 
 /** CPU seconds (user + system) a process has used, from /proc/PID/stat; undefined once it is gone. */

@@ -34,7 +34,7 @@ async function kernelView(): Promise<KernelView | undefined> {
 function kernelLines(k: KernelView | undefined): string[] {
   if (!k) return ['kernel:     not checked (run as root to see what this kernel allows)'];
   return [
-    `kernel:     ${k.uprobeMulti ? 'uprobe_multi links (one link per binary and program)' : 'single uprobes (one per site; slow to detach)'}`,
+    `kernel:     ${k.uprobeMulti ? 'uprobe_multi links (one link per binary, through a dispatcher program)' : 'single uprobes (one per site; slow to detach)'}`,
     `            header injection with bpf_probe_write_user: ${k.writeUser}${k.headerInjection ? '' : '; node-local links need no injection'}`,
   ];
 }

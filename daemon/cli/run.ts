@@ -137,6 +137,11 @@ Agent:
                          goroutine, link set, time, CPU) and the agent's attach and
                          allow-list steps to FILE as JSON lines; slows every
                          traced request (default: off)
+  --debug-link-per-program  measuring aid: attach one uprobe_multi link per (binary,
+                         probe program) instead of one per binary, so that the
+                         kernel's statistics give each program's run time
+                         (gotrail_probe_run_seconds_total{program}); detaching
+                         then waits for more kernel grace periods (default: off)
   --duration S           stop after S seconds (default: run until SIGINT/SIGTERM)
   -h, --help             this help
 
@@ -299,6 +304,7 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
       'overhead-budget-window': { type: 'string' },
       'kafka-message-key': { type: 'boolean' },
       duration: { type: 'string' },
+      'debug-link-per-program': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -306,7 +312,7 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
     out(runHelp);
     return EXIT.OK;
   }
-  const { config: configPath, duration: durationText, help: _help, ...flags } = values;
+  const { config: configPath, duration: durationText, help: _help, 'debug-link-per-program': linkPerProgram, ...flags } = values;
   let file: LoadedConfig | undefined;
   let cfg: RunConfig;
   // the parser and schema library load only when a file is given
@@ -369,6 +375,7 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
     kafkaMessageKey: cfg.kafkaMessageKey,
     debugProbeHitsPath: cfg.debugProbeHitsPath,
     propagation: cfg.propagation,
+    ...(linkPerProgram ? { linkPerBinary: false } : {}),
   });
   giveUpExport = () => agent.giveUpExport('a second stop signal');
   const others = otherAgents();

@@ -58,6 +58,7 @@ export const BpfMaps = {
   gt_otel_spans: 'gt_otel_spans',
   gt_otel_starting: 'gt_otel_starting',
   gt_probe_hits: 'gt_probe_hits',
+  gt_probe_programs: 'gt_probe_programs',
   gt_process_events: 'gt_process_events',
   gt_process_hits: 'gt_process_hits',
   gt_processes: 'gt_processes',
@@ -90,6 +91,7 @@ export const BpfPrograms = {
   gt_calibration_empty: 'gt_calibration_empty',
   gt_chi_entry: 'gt_chi_entry',
   gt_chi_return: 'gt_chi_return',
+  gt_dispatch: 'gt_dispatch',
   gt_gin_entry: 'gt_gin_entry',
   gt_gin_return: 'gt_gin_return',
   gt_gorilla_mux_route: 'gt_gorilla_mux_route',
@@ -165,6 +167,8 @@ export const ChiLimits = {
 export const CookieFlags = {
   GT_COOKIE_AT_STACK_CHECK: 1,
   GT_COOKIE_FLAGS_SHIFT: 32,
+  GT_COOKIE_GENERATION_SHIFT: 40,
+  GT_COOKIE_PROGRAM_SHIFT: 48,
 } as const;
 
 /** enum gt_counter */
@@ -179,6 +183,7 @@ export const Counter = {
   GT_COUNTER_SKIPPED_SELF: 7,
   GT_COUNTER_NOT_SAMPLED: 8,
   GT_COUNTER_TRACEPARENT_INVALID: 9,
+  GT_COUNTER_TAIL_CALL_FAILED: 10,
   GT_COUNTER_NOT_SAMPLED_SAMPLER: 15,
   GT_COUNTER_MAX: 16,
 } as const;
@@ -723,31 +728,39 @@ export const WriteUserResult = {
   GT_WU_RESULT_MAX: 16,
 } as const;
 
-/** struct gt_binary_info (8 bytes) */
+/** struct gt_binary_info (16 bytes) */
 export interface BinaryInfo {
   goid_offset: number;
   flags: number;
+  link_generation: number;
+  reserved: number;
 }
 
-export const BINARY_INFO_SIZE = 8;
+export const BINARY_INFO_SIZE = 16;
 export const BinaryInfoOffsets = {
   goid_offset: 0,
   flags: 4,
+  link_generation: 8,
+  reserved: 12,
 } as const;
 
 /** Decodes struct gt_binary_info at `off`; byte arrays are views into `buf`, not copies. */
 export function decodeBinaryInfo(buf: Buffer, off = 0): BinaryInfo {
-  if (off + 8 > buf.length) throw new RangeError(`gt_binary_info: need 8 bytes at ${off}, have ${buf.length - off}`);
+  if (off + 16 > buf.length) throw new RangeError(`gt_binary_info: need 16 bytes at ${off}, have ${buf.length - off}`);
   return {
     goid_offset: buf.readUInt32LE(off + 0),
     flags: buf.readUInt32LE(off + 4),
+    link_generation: buf.readUInt32LE(off + 8),
+    reserved: buf.readUInt32LE(off + 12),
   };
 }
 
 /** Encodes struct gt_binary_info into `buf` at `off` (a new zeroed buffer by default). */
-export function encodeBinaryInfo(v: BinaryInfo, buf: Buffer = Buffer.alloc(8), off = 0): Buffer {
+export function encodeBinaryInfo(v: BinaryInfo, buf: Buffer = Buffer.alloc(16), off = 0): Buffer {
   buf.writeUInt32LE(v.goid_offset, off + 0);
   buf.writeUInt32LE(v.flags, off + 4);
+  buf.writeUInt32LE(v.link_generation, off + 8);
+  buf.writeUInt32LE(v.reserved, off + 12);
   return buf;
 }
 

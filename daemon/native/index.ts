@@ -236,6 +236,13 @@ export interface BpfObject {
   /** Loaded programs only. */
   programStats(): ProgramStats[];
   /**
+   * The fd of loaded program `name`, owned by this object (valid until
+   * close()): the value a BPF_MAP_TYPE_PROG_ARRAY takes (write it as a u32
+   * with mapUpdate, into any object's map). Throws ENOENT for an unknown
+   * program, EBADF for one not loaded.
+   */
+  programFd(name: string): number;
+  /**
    * Starts consuming a BPF_MAP_TYPE_RINGBUF map on a poll thread of its own
    * (named "gotrail-rb-<n>"); several maps of one object may run at once.
    * onBatch runs on this JS thread, one call per batch, in ring order. While

@@ -43,6 +43,11 @@ struct gt_event_header {
 struct gt_binary_info {
 	__u32 goid_offset; /* offset of runtime.g.goid */
 	__u32 flags;       /* GT_BINARY_* */
+	/* the generation of the binary's links that is live (mod 256): hits of
+	 * a link whose cookie carries another are skipped by gt_dispatch (a link
+	 * replaced by its successor, both attached for a moment) */
+	__u32 link_generation;
+	__u32 reserved;
 };
 
 enum gt_binary_flags {
@@ -103,6 +108,9 @@ enum gt_counter {
 	/* not an event lost: an incoming traceparent that is not used
 	 * (malformed, or sent more than once); the request starts a new trace */
 	GT_COUNTER_TRACEPARENT_INVALID = 9,
+	/* a hit gt_dispatch could not pass on: the program its cookie names is
+	 * not in gt_probe_programs (removed, or never inserted) */
+	GT_COUNTER_TAIL_CALL_FAILED = 10,
 	/* not an event lost: spans not made because this node's sampler
 	 * (OTEL_TRACES_SAMPLER) did not sample their trace (sampling.h) */
 	GT_COUNTER_NOT_SAMPLED_SAMPLER = 15,
@@ -323,7 +331,10 @@ enum gt_debug_flags {
 };
 
 /* An attach cookie is the binary id (low 32 bits) and these flags, shifted
- * by GT_COOKIE_FLAGS_SHIFT. GT_COOKIE_AT_STACK_CHECK: the site is an entry's
+ * by GT_COOKIE_FLAGS_SHIFT; for sites of a gt_dispatch link, also the link's
+ * generation (8 bits at GT_COOKIE_GENERATION_SHIFT) and the index of the
+ * probe program in gt_probe_programs (16 bits at GT_COOKIE_PROGRAM_SHIFT).
+ * GT_COOKIE_AT_STACK_CHECK: the site is an entry's
  * stack-check branch (`JBE morestack`), probed because the kernel emulates
  * a branch where it single-steps the `SUB RSP` after it (Go before 1.21): a
  * hit whose branch will be taken is skipped, as the function is entered
@@ -331,6 +342,8 @@ enum gt_debug_flags {
 enum gt_cookie_flags {
 	GT_COOKIE_AT_STACK_CHECK = 1,
 	GT_COOKIE_FLAGS_SHIFT = 32,
+	GT_COOKIE_GENERATION_SHIFT = 40,
+	GT_COOKIE_PROGRAM_SHIFT = 48,
 };
 
 struct {

@@ -58,7 +58,7 @@ describe('node-wide agent', { skip }, () => {
     await agent?.stop();
   });
 
-  test('100 concurrent processes of 10 binaries: all traced, one link set per (binary, probe)', async () => {
+  test('100 concurrent processes of 10 binaries: all traced, one uprobe link per binary', async () => {
     const binaries: Array<{ path: string; args: string[] }> = [];
     for (const tc of ['go1.19', 'go1.26', 'go1.27']) for (const v of ['plain', 'stripped', 'pie']) binaries.push({ path: goBin(tc, v), args: [] });
     binaries.push({ path: goBin('go1.26', 'plain', 'demo-service'), args: ['-role', 'inventory'] });
@@ -72,17 +72,17 @@ describe('node-wide agent', { skip }, () => {
       const rt = agent.runtime()!;
       const attached = agent.attachments()!.binaries().filter((b) => b.handles.length > 0);
       assert.equal(attached.length, 10, 'ten distinct binaries attached');
-      let expectedSets = 0;
       for (const b of attached) {
-        // one link set per (binary, program): the entry and the RETs of each probed function
-        const sites = b.plan!.probes.filter((p) => p.attachable).flatMap((p) => p.sites).length;
-        assert.ok(sites >= 4, 'server and client probes attached');
-        assert.equal(b.handles.length, sites, `${b.path}: one link set per probed site group`);
-        assert.equal(b.pids.size, 10, 'ten processes share each binary\'s links');
-        expectedSets += sites;
+        // every site group (the entry and the RETs of each probed function) under one link
+        const sites = b.plan!.probes.filter((p) => p.attachable).flatMap((p) => p.sites);
+        assert.ok(sites.length >= 4, 'server and client probes attached');
+        assert.equal(b.handles.length, sites.length, `${b.path}: every probed site group attached`);
+        assert.equal(new Set(b.handles.map((h) => h.handle)).size, 1, `${b.path}: one link for all its sites`);
+        assert.equal(b.pids.size, 10, 'ten processes share each binary\'s link');
       }
       const uprobeSets = binaryLinkSets(rt.obj);
-      assert.equal(uprobeSets.length, expectedSets, 'one uprobe link set per (binary, program), not per process');
+      assert.equal(uprobeSets.length, attached.length, 'one uprobe link per binary, not per process or program');
+      assert.deepEqual(new Set(uprobeSets.map((l) => l.program)), new Set(['gt_dispatch']));
       assert.equal(rt.obj.mapCount('gt_processes'), 100, 'all 100 in the BPF allow-list');
 
       for (const s of servers) await httpRequest(`${s.url}${s.url.includes('inventory') ? '' : ''}/hello`).catch(() => undefined);

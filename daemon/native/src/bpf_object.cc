@@ -57,6 +57,7 @@ Napi::Function BpfObject::Define(Napi::Env env) {
                          InstanceMethod<&BpfObject::DetachAsync>("detachAsync"),
                          InstanceMethod<&BpfObject::LinkSets>("linkSets"),
                          InstanceMethod<&BpfObject::ProgramStats>("programStats"),
+                         InstanceMethod<&BpfObject::ProgramFd>("programFd"),
                          InstanceMethod<&BpfObject::StartRingBuffer>("startRingBuffer"),
                          InstanceMethod<&BpfObject::RingBufferStats>("ringBufferStats"),
                          InstanceMethod<&BpfObject::StopRingBuffer>("stopRingBuffer"),
@@ -301,6 +302,19 @@ Napi::Value BpfObject::ProgramNames(const Napi::CallbackInfo& info) {
 
 // JS thread. run_time_ns only advances while BPF_STATS_RUN_TIME is enabled
 // (enableStats()); run_cnt likewise.
+// JS thread. The fd of a loaded program, owned by this object (valid until
+// close()): what a BPF_MAP_TYPE_PROG_ARRAY takes as a value, in any object's
+// map.
+Napi::Value BpfObject::ProgramFd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string name = StringArg(info, 0, "program fd", "program name");
+  const std::string op = "program fd of " + name;
+  bpf_program* prog = FindProgram(env, op, name);
+  const int fd = bpf_program__fd(prog);
+  if (fd < 0) Throw(env, op, EBADF, "program " + name + " is not loaded");
+  return Napi::Number::New(env, fd);
+}
+
 Napi::Value BpfObject::ProgramStats(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   RequireOpen(env, "read program stats");

@@ -54,6 +54,7 @@ class BpfObject : public Napi::ObjectWrap<BpfObject>, public RingBufferOwner {
   Napi::Value DetachAsync(const Napi::CallbackInfo& info);
   Napi::Value LinkSets(const Napi::CallbackInfo& info);
   Napi::Value ProgramStats(const Napi::CallbackInfo& info);
+  Napi::Value ProgramFd(const Napi::CallbackInfo& info);
   Napi::Value StartRingBuffer(const Napi::CallbackInfo& info);
   Napi::Value RingBufferStats(const Napi::CallbackInfo& info);
   Napi::Value StopRingBuffer(const Napi::CallbackInfo& info);
