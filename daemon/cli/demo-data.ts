@@ -50,7 +50,11 @@ async function missing(): Promise<string | undefined> {
   return kafkaSkipReason();
 }
 
-/** Starts the three servers, or resolves with why it cannot. */
+/**
+ * Starts the three servers; resolves with why it cannot when one is not
+ * installed, and rejects (having stopped the others) naming the server that
+ * did not start and why.
+ */
 export async function startBackends(): Promise<DemoBackends | { skip: string }> {
   const why = await missing();
   if (why !== undefined) return { skip: why };
@@ -58,15 +62,16 @@ export async function startBackends(): Promise<DemoBackends | { skip: string }> 
   const { startRedis } = await import('../../test/support/servers/redis.ts');
   const { startKafka } = await import('../../test/support/servers/kafka.ts');
   const started: Server[] = [];
+  const names = ['PostgreSQL', 'Redis', 'Kafka'];
   const results = await Promise.allSettled([startPostgres(), startRedis(), startKafka()]);
   for (const r of results) if (r.status === 'fulfilled') started.push(r.value);
   let stopping: Promise<void> | undefined;
   // idempotent: the demo stops them when done and again on its way out
   const stop = (): Promise<void> => (stopping ??= Promise.allSettled(started.map((s) => s.stop())).then(() => undefined));
-  const failed = results.find((r) => r.status === 'rejected');
-  if (failed) {
+  const failed = results.flatMap((r, i) => (r.status === 'rejected' ? [`${names[i]}: ${String(r.reason)}`] : []));
+  if (failed.length > 0) {
     await stop();
-    return { skip: `a server did not start: ${String(failed.reason)}` };
+    throw new Error(`a server did not start: ${failed.join('; ')}`);
   }
   const [pg, redis, kafka] = results.map((r) => (r as PromiseFulfilledResult<unknown>).value) as [
     { url: string }, { addr: string }, { bootstrap: string },
@@ -81,11 +86,13 @@ interface Service {
   output(): string;
 }
 
-function startMode(mode: string, service: string, args: string[], ready: RegExp): Promise<Service> {
+function startMode(mode: string, service: string, args: string[], ready: RegExp, children: ChildProcess[]): Promise<Service> {
   const child = spawn(DEMO_SHOP_BIN, ['-mode', mode, ...args], {
     env: { ...process.env, OTEL_SERVICE_NAME: service, OTEL_RESOURCE_ATTRIBUTES: 'deployment.environment.name=demo' },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
+  // the caller's from its start: whatever ends the demo stops it, ready or not
+  children.push(child);
   const kill = (): void => void child.kill('SIGTERM');
   process.once('exit', kill);
   child.once('exit', () => process.off('exit', kill));
@@ -133,46 +140,59 @@ export const SPANS_PER_ORDER = 8;
 
 /**
  * Runs the system on `backends` while the agent traces {@link DEMO_SHOP_BIN}:
- * starts the three services, waits until `traced(pids)` holds, places
- * {@link DEMO_ORDERS} orders, and waits (up to 10 s) until `spans` holds
- * their spans. Returns the services' processes (the caller stops them) and a
- * summary of the links across processes.
+ * starts the three services (each added to `children` as it is spawned; the
+ * caller stops them, whatever happens), waits until `traced(pids)` holds,
+ * places {@link DEMO_ORDERS} orders, and waits (up to 10 s) until `spans`
+ * holds their spans; `onTraced` is called once they are traced. Returns a summary of the links across processes, with
+ * the spans missing when some did not come.
  */
 export async function runDataDemo(
   backends: DemoBackends, out: (s: string) => void, traced: (pids: number[]) => boolean, spans: ReadableSpan[],
-): Promise<{ children: ChildProcess[]; summary: string }> {
-  const children: ChildProcess[] = [];
+  children: ChildProcess[], onTraced?: () => void | Promise<void>,
+): Promise<{ summary: string }> {
   const common = ['-redis', backends.redisAddr, '-kafka', backends.bootstrap, '-topic', 'orders'];
-  try {
-    const checkout = await startMode('orders', 'checkout', ['-pg', backends.pgUrl, ...common], /listening on (\S+)/);
-    children.push(checkout.child);
-    if (!await until(() => /grpc on \S+/.test(checkout.output()), READY_MS)) throw new Error(`checkout was not ready within ${READY_MS / 1000} s`);
-    // checkout has made the topic: fulfilment reads it at once, long-polling while it waits for orders
-    const fulfilment = await startMode('consumer', 'fulfilment', common, /listening on (\S+)/);
-    children.push(fulfilment.child);
-    const grpcAddr = /grpc on (\S+)/.exec(checkout.output())![1]!;
-    const web = await startMode('front', 'web', ['-orders', grpcAddr], /listening on (\S+)/);
-    children.push(web.child);
-    out(`gotrail demo: started web (HTTP, pid ${web.child.pid}), checkout (gRPC, pid ${checkout.child.pid}) on PostgreSQL ${backends.pgUrl.replace(/\/\/[^@]*@/, '//')},\n`);
-    out(`              Redis ${backends.redisAddr} and Kafka ${backends.bootstrap}, and fulfilment (Kafka consumer, pid ${fulfilment.child.pid})\n`);
-    if (!await until(() => traced(children.map((c) => c.pid!)), 10_000)) throw new Error('the services were not traced within 10 s');
-    out('gotrail demo: all three services traced; placing orders\n\n');
-    const from = spans.length;
-    for (let i = 1; i <= DEMO_ORDERS; i++) {
-      const res = await get(`http://${web.addr}/order?id=${i}`);
-      out(`  GET /order?id=${i} → ${res.status} ${res.body.trim()}\n`);
-    }
-    out('\n');
-    const orderTraces = (): Set<string> => new Set(spans.slice(from).filter((s) => s.attributes['url.path'] === '/order').map((s) => s.spanContext().traceId));
-    const orderSpans = (): ReadableSpan[] => spans.slice(from).filter((s) => orderTraces().has(s.spanContext().traceId));
-    await until(() => orderSpans().length >= DEMO_ORDERS * SPANS_PER_ORDER, 10_000);
-    // the orders' reads: in an order's trace, or a root when not linked
-    const consumed = spans.slice(from).filter((s) => s.kind === SpanKind.CONSUMER && (orderTraces().has(s.spanContext().traceId) || s.parentSpanContext === undefined));
-    return { children, summary: dataLinkSummary(orderSpans(), consumed) };
-  } catch (e) {
-    for (const c of children) c.kill('SIGTERM');
-    throw e;
+  const checkout = await startMode('orders', 'checkout', ['-pg', backends.pgUrl, ...common], /listening on (\S+)/, children);
+  if (!await until(() => /grpc on \S+/.test(checkout.output()), READY_MS)) throw new Error(`checkout was not ready within ${READY_MS / 1000} s`);
+  // checkout has made the topic: fulfilment reads it at once, long-polling while it waits for orders
+  const fulfilment = await startMode('consumer', 'fulfilment', common, /listening on (\S+)/, children);
+  const grpcAddr = /grpc on (\S+)/.exec(checkout.output())![1]!;
+  const web = await startMode('front', 'web', ['-orders', grpcAddr], /listening on (\S+)/, children);
+  const pids = [web, checkout, fulfilment].map((s) => s.child.pid!);
+  out(`gotrail demo: started web (HTTP, pid ${web.child.pid}), checkout (gRPC, pid ${checkout.child.pid}) on PostgreSQL ${backends.pgUrl.replace(/\/\/[^@]*@/, '//')},\n`);
+  out(`              Redis ${backends.redisAddr} and Kafka ${backends.bootstrap}, and fulfilment (Kafka consumer, pid ${fulfilment.child.pid})\n`);
+  if (!await until(() => traced(pids), 10_000)) throw new Error('the services were not traced within 10 s (run with --log-level info to see why)');
+  await onTraced?.();
+  out('gotrail demo: all three services traced; placing orders\n\n');
+  const from = spans.length;
+  for (let i = 1; i <= DEMO_ORDERS; i++) {
+    const res = await get(`http://${web.addr}/order?id=${i}`);
+    out(`  GET /order?id=${i} → ${res.status} ${res.body.trim()}\n`);
   }
+  out('\n');
+  const orderTraces = (): Set<string> => new Set(spans.slice(from).filter((s) => s.attributes['url.path'] === '/order').map((s) => s.spanContext().traceId));
+  const orderSpans = (): ReadableSpan[] => spans.slice(from).filter((s) => orderTraces().has(s.spanContext().traceId));
+  const complete = await until(() => orderSpans().length >= DEMO_ORDERS * SPANS_PER_ORDER, 10_000);
+  // the orders' reads: in an order's trace, or a root when not linked
+  const consumed = spans.slice(from).filter((s) => s.kind === SpanKind.CONSUMER && (orderTraces().has(s.spanContext().traceId) || s.parentSpanContext === undefined));
+  let summary = dataLinkSummary(orderSpans(), consumed);
+  if (!complete) summary += missingNote(spans.slice(from));
+  return { summary };
+}
+
+/** Which of the orders' spans did not come, by service and kind: what a short trace lacks. */
+function missingNote(spans: ReadableSpan[]): string {
+  const want: Array<[string, SpanKind, number]> = [
+    ['web', SpanKind.SERVER, 1], ['web', SpanKind.CLIENT, 1],
+    ['checkout', SpanKind.SERVER, 1], ['checkout', SpanKind.CLIENT, 2], ['checkout', SpanKind.PRODUCER, 1],
+    ['fulfilment', SpanKind.CONSUMER, 1], ['fulfilment', SpanKind.CLIENT, 1],
+  ];
+  const svc = (s: ReadableSpan): string => String(s.resource.attributes['service.name']);
+  const short = want.flatMap(([service, kind, per]) => {
+    const got = spans.filter((s) => svc(s) === service && s.kind === kind).length;
+    return got < per * DEMO_ORDERS ? [`${service} ${SpanKind[kind]} ${got} of ${per * DEMO_ORDERS}`] : [];
+  });
+  return `gotrail demo: part two: not every span of the ${DEMO_ORDERS} orders came within 10 s`
+    + `${short.length > 0 ? ` (${short.join(', ')})` : ' (some not in an order\'s trace)'}\n`;
 }
 
 /** What the spans of the orders' traces and the consumer's reads say about the links across processes. */

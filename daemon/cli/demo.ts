@@ -8,6 +8,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { constants as osConstants } from 'node:os';
 import { request } from 'node:http';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -41,13 +42,22 @@ about tracing: every span comes from eBPF probes.
 export interface DemoOptions {
   /** Called with every span the agent makes, before it is printed. */
   onSpan?: (span: ReadableSpan) => void;
+  /**
+   * Called when a stage is reached, its programs and servers running:
+   * 'part-one' (the first system's services traced, the second's servers
+   * starting), 'part-two' (the second system's services traced). What it
+   * throws ends the demo as any failure does.
+   */
+  onStage?: (stage: 'part-one' | 'part-two') => void | Promise<void>;
 }
 
-function startService(role: string, args: string[]): Promise<{ child: ChildProcess; addr: string }> {
+function startService(role: string, args: string[], children: ChildProcess[]): Promise<{ child: ChildProcess; addr: string }> {
   const child = spawn(DEMO_SERVICE_BIN, ['-role', role, ...args], {
     env: { ...process.env, OTEL_SERVICE_NAME: role, OTEL_RESOURCE_ATTRIBUTES: 'deployment.environment.name=demo' },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
+  // the demo's from its start: whatever ends the demo stops it, ready or not
+  children.push(child);
   // however the demo ends (an error, a closed stdout), its services end with it
   const kill = (): void => void child.kill('SIGTERM');
   process.once('exit', kill);
@@ -55,7 +65,6 @@ function startService(role: string, args: string[]): Promise<{ child: ChildProce
   return new Promise((resolve, reject) => {
     let buf = '';
     const timer = setTimeout(() => {
-      // not left running: the demo knows only the services that started
       child.kill('SIGTERM');
       reject(new Error(`${role} did not start within 10 s`));
     }, 10_000);
@@ -81,6 +90,22 @@ function get(url: string, headers: Record<string, string> = {}): Promise<number>
     req.end();
   });
 }
+
+/** Stops `child` (SIGTERM, SIGKILL after 5 s) and resolves once it has exited. */
+function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const hard = setTimeout(() => child.kill('SIGKILL'), 5000);
+    child.once('exit', () => {
+      clearTimeout(hard);
+      resolve();
+    });
+    child.kill('SIGTERM');
+  });
+}
+
+/** The signals that end the demo; each stops what it started first. */
+const STOP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
 
 /** What the spans say about the links between the services (for the closing note). */
 function linkSummary(spans: ReadableSpan[]): string {
@@ -138,15 +163,30 @@ export async function runDemo(argv: string[], out: (s: string) => void, opts: De
   // part sends its requests (not while its services start, which must be
   // up within 10 s on a busy machine)
   let backends: ReturnType<typeof startBackends> | undefined;
+  // however the demo ends — returned, thrown, or a signal — every program
+  // and server it started is stopped, and waited for, before it returns
+  let stopping: Promise<void> | undefined;
+  const stopAll = (): Promise<void> => (stopping ??= (async () => {
+    await Promise.allSettled(children.map(stopChild));
+    await Promise.allSettled([
+      agent.stop(),
+      backends?.then((b) => ('stop' in b ? b.stop() : undefined)),
+    ]);
+  })());
+  const onSignal = (sig: NodeJS.Signals): void => {
+    out(`\ngotrail demo: ${sig}: stopping the services, the servers and the agent\n`);
+    // a server still starting (the broker's JVM) is stopped once up; past
+    // 30 s the servers' exit handlers kill them
+    const cap = new Promise((r) => setTimeout(r, 30_000).unref());
+    void Promise.race([stopAll(), cap]).finally(() => process.exit(128 + (osConstants.signals[sig] ?? 0)));
+  };
+  for (const sig of STOP_SIGNALS) process.on(sig, onSignal);
   try {
     out('gotrail demo: starting the agent (console exporter)\n');
     await agent.start();
-    const inventory = await startService('inventory', []);
-    children.push(inventory.child);
-    const orders = await startService('orders', ['-inventory', `http://${inventory.addr}`]);
-    children.push(orders.child);
-    const shop = await startService('shop', ['-orders', orders.addr]);
-    children.push(shop.child);
+    const inventory = await startService('inventory', [], children);
+    const orders = await startService('orders', ['-inventory', `http://${inventory.addr}`], children);
+    const shop = await startService('shop', ['-orders', orders.addr], children);
     const shopUrl = `http://${shop.addr}`;
     out(`gotrail demo: started inventory (HTTP, pid ${inventory.child.pid}) at ${inventory.addr}, orders (gRPC, pid ${orders.child.pid}) at ${orders.addr}\n`);
     out(`              and shop (HTTP, pid ${shop.child.pid}) at ${shop.addr}: shop → orders → inventory\n`);
@@ -157,6 +197,9 @@ export async function runDemo(argv: string[], out: (s: string) => void, opts: De
       await new Promise((r) => setTimeout(r, 100));
     }
     backends = startBackends();
+    // awaited only after the first part: a server that fails early must not be an unhandled rejection
+    backends.catch(() => undefined);
+    await opts.onStage?.('part-one');
     out('gotrail demo: all three services traced; sending requests\n\n');
     const calls: Array<[string, Record<string, string>]> = [
       ['/checkout?item=teapot', { traceparent: `00-${newTraceId()}-${newSpanId()}-01` }],
@@ -181,25 +224,24 @@ export async function runDemo(argv: string[], out: (s: string) => void, opts: De
     out(linkSummary(spans));
 
     out('\ngotrail demo: part two, a database, a cache and a queue: starting PostgreSQL, Redis and Kafka\n');
-    const b = await backends;
+    const part2 = 'part two (web → checkout → PostgreSQL, Redis, Kafka → fulfilment)';
+    const b = await backends.catch((e: unknown) => {
+      throw new CliError(`${part2}: ${e instanceof Error ? e.message : String(e)}`, EXIT.FAILED);
+    });
     if ('skip' in b) {
       out(`gotrail demo: part two skipped: ${b.skip} (bash deploy/setup.sh installs them)\n`);
     } else {
-      try {
-        const data = await runDataDemo(b, out, (pids) => pids.every((p) => agent.tracedPids().includes(p)), spans);
-        children.push(...data.children);
-        await agent.flush();
-        await new Promise((r) => setTimeout(r, 300));
-        out(data.summary);
-      } finally {
-        for (const c of children) c.kill('SIGTERM');
-        await b.stop();
-      }
+      const traced = (pids: number[]): boolean => pids.every((p) => agent.tracedPids().includes(p));
+      const data = await runDataDemo(b, out, traced, spans, children, () => opts.onStage?.('part-two')).catch((e: unknown) => {
+        throw e instanceof CliError ? e : new CliError(`${part2}: ${e instanceof Error ? e.message : String(e)}`, EXIT.FAILED);
+      });
+      await agent.flush();
+      await new Promise((r) => setTimeout(r, 300));
+      out(data.summary);
     }
   } finally {
-    for (const c of children) c.kill('SIGTERM');
-    await agent.stop();
-    await backends?.then((b) => ('stop' in b ? b.stop() : undefined), () => undefined);
+    for (const sig of STOP_SIGNALS) process.off(sig, onSignal);
+    await stopAll();
   }
   return EXIT.OK;
 }

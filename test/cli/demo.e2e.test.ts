@@ -6,11 +6,15 @@
  * span a user should see printed in the trace trees, with the right kinds,
  * names, statuses and parents.
  */
+import { spawn } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { SpanKind, SpanStatusCode } from '@opentelemetry/api';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { runDemo } from '../../daemon/cli/demo.ts';
+import { repoRoot } from '../support/agent-process.ts';
 import { skipUnlessBpf } from '../support/privileges.ts';
 
 const svc = (s: ReadableSpan): string => String(s.resource.attributes['service.name']);
@@ -22,6 +26,7 @@ test('the demo prints whole traces of shop → orders (gRPC) → inventory, and 
   const spans: ReadableSpan[] = [];
   const code = await runDemo([], (s) => (printed += s), { onSpan: (s) => spans.push(s) });
   assert.equal(code, 0, printed);
+  assert.doesNotMatch(printed, /part two skipped|not every span/, printed);
   const all = spans.map(describe).join('\n');
   const byId = new Map(spans.map((s) => [s.spanContext().spanId, s]));
   const parentOf = (s: ReadableSpan): ReadableSpan | undefined => byId.get(s.parentSpanContext?.spanId ?? '');
@@ -109,4 +114,85 @@ test('the demo prints whole traces of shop → orders (gRPC) → inventory, and 
   assert.match(printed, /[├└]─ send orders {2}PRODUCER .*\[checkout pid \d+\]/);
   assert.match(printed, /[├└]─ receive orders {2}CONSUMER .*\[fulfilment pid \d+\]/);
   assert.match(printed, /3 orders, 3 traces; fulfilment's reads \(CONSUMER\) and checkout's writes \(PRODUCER\): 3 of 3 linked/);
+});
+
+/**
+ * Every process descending from `root` now: its name, and its start time
+ * (/proc/PID/stat field 22) to tell it from a later one with its pid.
+ */
+function descendants(root: number): Map<number, { start: string; comm: string }> {
+  const parent = new Map<number, number>();
+  const start = new Map<number, { start: string; comm: string }>();
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      parent.set(Number(d), Number(f[1]));
+      start.set(Number(d), { start: f[19]!, comm: stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')) });
+    } catch { /* gone meanwhile */ }
+  }
+  const out = new Map<number, { start: string; comm: string }>();
+  const walk = (p: number): void => {
+    for (const [c, pp] of parent) if (pp === p && !out.has(c)) { out.set(c, start.get(c)!); walk(c); }
+  };
+  walk(root);
+  return out;
+}
+
+function stillRunning(procs: Map<number, { start: string }>): string[] {
+  return [...procs].flatMap(([p, { start }]) => {
+    try {
+      const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      // a zombie has ended; a pid with another start time is another process
+      if (f[0] === 'Z' || f[19] !== start) return [];
+      return [`${p} ${readFileSync(`/proc/${p}/cmdline`, 'utf8').replaceAll('\0', ' ').slice(0, 120)}`];
+    } catch {
+      return [];
+    }
+  });
+}
+
+const names = (procs: Map<number, { comm: string }>): string => [...procs.values()].map((p) => p.comm).sort().join(' ');
+
+test('a demo that fails part-way (an error once the second system is traced) stops every program and server it started', { skip: skipUnlessBpf(), timeout: 300_000 }, async () => {
+  let printed = '';
+  let started = new Map<number, { start: string; comm: string }>();
+  await assert.rejects(runDemo([], (s) => (printed += s), {
+    onStage: (stage) => {
+      if (stage !== 'part-two') return;
+      started = descendants(process.pid);
+      throw new Error('failure injected once the second system is traced');
+    },
+  }), /failure injected/);
+  // all of it was running: six Go programs, PostgreSQL, Redis and the broker's JVM
+  const running = names(started);
+  for (const n of ['demo-service', 'shop', 'postgres', 'redis-server', 'java']) assert.ok(running.includes(n), `${n} among the demo's processes: ${running}\n${printed}`);
+  assert.deepEqual(stillRunning(started), [], `nothing the demo started is left running:\n${printed}`);
+});
+
+test('a demo stopped by SIGTERM stops every program and server it started, and exits with 128 + 15', { skip: skipUnlessBpf(), timeout: 300_000 }, async () => {
+  const demo = spawn(join(repoRoot, 'deploy', 'node'), [join(repoRoot, 'daemon', 'cli', 'main.ts'), 'demo'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let printed = '';
+  demo.stderr.on('data', (d: Buffer) => (printed += d.toString()));
+  const exited = new Promise<number | null>((r) => demo.once('exit', (code) => r(code)));
+  let started = new Map<number, { start: string; comm: string }>();
+  await new Promise<void>((resolve, reject) => {
+    demo.stdout.on('data', (d: Buffer) => {
+      printed += d.toString();
+      // part two placing its orders: every program and server is running
+      if (/placing orders/.test(printed) && started.size === 0) {
+        started = descendants(demo.pid!);
+        demo.kill('SIGTERM');
+        resolve();
+      }
+    });
+    void exited.then(() => reject(new Error(`the demo exited before part two:\n${printed}`)));
+  });
+  assert.equal(await exited, 143, printed);
+  const running = names(started);
+  for (const n of ['demo-service', 'shop', 'postgres', 'redis-server', 'java']) assert.ok(running.includes(n), `${n} among the demo's processes: ${running}\n${printed}`);
+  assert.deepEqual(stillRunning(started), [], `nothing the demo started is left running:\n${printed}`);
+  assert.match(printed, /SIGTERM: stopping the services, the servers and the agent/);
 });

@@ -14,11 +14,12 @@
  * await kafka.stop();
  * ```
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
+import { promisify } from 'node:util';
 import { join } from 'node:path';
 import { repoRoot } from '../agent-process.ts';
 import { freePort } from './redis.ts';
@@ -81,36 +82,43 @@ export async function startKafka(): Promise<KafkaBroker> {
   // (1 in 64): drawn again, as Kafka's own Uuid.randomUuid does
   let clusterId = randomBytes(16).toString('base64url');
   while (clusterId.startsWith('-')) clusterId = randomBytes(16).toString('base64url');
-  execFileSync(JAVA, ['-cp', cp, 'kafka.tools.StorageTool', 'format', '-t', clusterId, '-c', props], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // not execFileSync: the storage tool's JVM takes seconds on a busy machine,
+  // during which the caller's loop (other servers' readiness, an agent) would stand still
+  try {
+    await promisify(execFile)(JAVA, ['-cp', cp, 'kafka.tools.StorageTool', 'format', '-t', clusterId, '-c', props]);
+  } catch (e) {
+    rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
   const child = spawn(JAVA, ['-Xms128m', '-Xmx512m', '-cp', cp, 'kafka.Kafka', props], { stdio: ['ignore', 'pipe', 'pipe'] });
   const killOnExit = (): void => { child.kill('SIGKILL'); };
   process.once('exit', killOnExit);
   let log = '';
   child.stdout.on('data', (d: Buffer) => (log = (log + d.toString()).slice(-8000)));
   child.stderr.on('data', (d: Buffer) => (log = (log + d.toString()).slice(-8000)));
+  const stop = async (): Promise<void> => {
+    process.removeListener('exit', killOnExit);
+    if (child.exitCode === null && child.signalCode === null) {
+      await new Promise<void>((r) => {
+        const hard = setTimeout(() => child.kill('SIGKILL'), 20_000);
+        child.once('exit', () => { clearTimeout(hard); r(); });
+        child.kill('SIGTERM');
+      });
+    }
+    rmSync(dir, { recursive: true, force: true });
+  };
   const deadline = Date.now() + START_MS;
   while (!(await portOpen(port))) {
-    if (child.exitCode !== null) throw new Error(`the Kafka broker exited (code ${child.exitCode}):\n${log}`);
+    if (child.exitCode !== null) {
+      await stop();
+      throw new Error(`the Kafka broker exited (code ${child.exitCode}):\n${log}`);
+    }
     if (Date.now() > deadline) {
       child.kill('SIGKILL');
+      await stop();
       throw new Error(`the Kafka broker did not listen on ${port} in ${START_MS / 1000} s:\n${log}`);
     }
     await new Promise((r) => setTimeout(r, 250));
   }
-  return {
-    bootstrap: `127.0.0.1:${port}`,
-    port,
-    child,
-    stop: async () => {
-      process.removeListener('exit', killOnExit);
-      if (child.exitCode === null && child.signalCode === null) {
-        await new Promise<void>((r) => {
-          const hard = setTimeout(() => child.kill('SIGKILL'), 20_000);
-          child.once('exit', () => { clearTimeout(hard); r(); });
-          child.kill('SIGTERM');
-        });
-      }
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
+  return { bootstrap: `127.0.0.1:${port}`, port, child, stop };
 }

@@ -10,11 +10,14 @@
  * try { … pg.url … } finally { await pg.stop(); }
  * ```
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
 
 export interface PostgresServer {
   host: string;
@@ -65,7 +68,14 @@ export async function startPostgres(opts: { database?: string } = {}): Promise<P
   chownSync(dir, ids.uid, ids.gid);
   const data = join(dir, 'data');
   const asPostgres = { uid: ids.uid, gid: ids.gid, cwd: dir, env: { PATH: process.env.PATH ?? '/usr/bin:/bin', LC_ALL: 'C' } };
-  execFileSync(join(bin, 'initdb'), ['-D', data, '-U', 'postgres', '-A', 'trust', '--no-sync', '-E', 'UTF8'], { ...asPostgres, stdio: 'pipe' });
+  // initdb and createdb run asynchronously: they take seconds on a busy
+  // machine, during which the caller's loop (other servers' readiness, an agent) would stand still
+  try {
+    await run(join(bin, 'initdb'), ['-D', data, '-U', 'postgres', '-A', 'trust', '--no-sync', '-E', 'UTF8'], asPostgres);
+  } catch (e) {
+    rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
   const port = await freePort();
   const database = opts.database ?? 'gotrail';
   const child = spawn(join(bin, 'postgres'), [
@@ -93,7 +103,7 @@ export async function startPostgres(opts: { database?: string } = {}): Promise<P
       throw new Error(`postgres exited (code ${child.exitCode}):\n${log}`);
     }
     try {
-      execFileSync(join(bin, 'createdb'), ['-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', database], { ...asPostgres, stdio: 'pipe' });
+      await run(join(bin, 'createdb'), ['-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', database], asPostgres);
       break;
     } catch (e) {
       if (Date.now() > deadline) {

@@ -49,8 +49,11 @@ export async function startRedis(): Promise<RedisServer> {
   const killOnExit = (): void => { child.kill('SIGKILL'); };
   process.once('exit', killOnExit);
   let log = '';
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`redis-server did not start in 10 s:\n${log}`)), 10_000);
+  const ready = new Promise<void>((resolve, reject) => {
+    // the deadline is judged after the loop has read what the server wrote:
+    // a start-up that held the loop past it (another server's synchronous
+    // set-up) must not count a ready server as late
+    const timer = setTimeout(() => setImmediate(() => reject(new Error(`redis-server did not start in 10 s:\n${log}`))), 10_000);
     const onData = (d: Buffer): void => {
       log += d.toString();
       if (/Ready to accept connections/.test(log)) {
@@ -65,19 +68,27 @@ export async function startRedis(): Promise<RedisServer> {
       reject(new Error(`redis-server exited (code ${code}):\n${log}`));
     });
   });
+  const stop = async (): Promise<void> => {
+    process.removeListener('exit', killOnExit);
+    if (child.exitCode === null && child.signalCode === null) {
+      await new Promise<void>((r) => {
+        child.once('exit', () => r());
+        child.kill('SIGTERM');
+      });
+    }
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    await ready;
+  } catch (e) {
+    // not left running: its open pipes would keep the caller's process alive
+    await stop();
+    throw e;
+  }
   return {
     addr: `127.0.0.1:${port}`,
     port,
     child,
-    stop: async () => {
-      process.removeListener('exit', killOnExit);
-      if (child.exitCode === null && child.signalCode === null) {
-        await new Promise<void>((r) => {
-          child.once('exit', () => r());
-          child.kill('SIGTERM');
-        });
-      }
-      rmSync(dir, { recursive: true, force: true });
-    },
+    stop,
   };
 }
