@@ -9,8 +9,9 @@ import { basename } from 'node:path';
 
 /**
  * Pids of other processes running `gotrail run`: Node (`node…` as the
- * command) given `…daemon/cli/main.ts run` (how the launcher, the systemd
- * unit and the image start the agent). Processes
+ * command) given `…daemon/cli/main.ts run` or the bundle set-up builds,
+ * `…build/agent/main.mjs run` (what the launcher, the systemd unit and the
+ * image start, deploy/bundle.ts). Processes
  * that vanish or cannot be read are skipped.
  * @param procRoot  /proc (another root for tests)
  * @param self  this agent's pid, left out
@@ -32,7 +33,7 @@ export function otherAgents(procRoot = '/proc', self = process.pid): number[] {
     } catch {
       continue;
     }
-    const main = args.findIndex((a) => /(^|\/)daemon\/cli\/main\.ts$/.test(a));
+    const main = args.findIndex((a) => /(^|\/)(daemon\/cli\/main\.ts|build\/agent\/main\.mjs)$/.test(a));
     if (main > 0 && /^node/.test(basename(args[0]!)) && args[main + 1] === 'run') found.push(pid);
   }
   return found.sort((a, b) => a - b);

@@ -20,10 +20,12 @@ test('otherAgents lists processes running `gotrail run`, not this one, not `gotr
     cmdline(12, ['/usr/bin/vim', '/srv/gotrail/daemon/cli/main.ts', 'run']);
     cmdline(13, ['/usr/bin/python3', 'run.py']);
     cmdline(14, ['node', 'daemon/cli/main.ts', 'run']); // started from the install directory
+    cmdline(16, ['/opt/gotrail/deploy/node', '--enable-source-maps', '/opt/gotrail/build/agent/main.mjs', 'run']); // the bundle, as the launcher runs it
+    cmdline(17, ['/opt/gotrail/deploy/node', '/opt/gotrail/build/agent/main.mjs', 'inspect', '1234']);
     cmdline(99, ['/opt/gotrail/deploy/node', '/opt/gotrail/daemon/cli/main.ts', 'run']); // "this" agent
     mkdirSync(join(proc, '15')); // gone: no cmdline left
     mkdirSync(join(proc, 'self'));
-    assert.deepEqual(otherAgents(proc, 99), [10, 14]);
+    assert.deepEqual(otherAgents(proc, 99), [10, 14, 16]);
   } finally {
     rmSync(proc, { recursive: true, force: true });
   }

@@ -9,6 +9,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { basename } from 'node:path';
 import { gotrailBin } from '../support/agent-process.ts';
 import { skipUnlessBpf } from '../support/privileges.ts';
 
@@ -48,7 +49,7 @@ test('a SIGHUP while the agent is held reading its configuration is caught, and 
   };
   try {
     // once the shells have become Node (bash, which the launcher also is, catches SIGHUP its own way)
-    const isNode = (): boolean => readFileSync(`/proc/${child.pid}/cmdline`, 'utf8').includes('daemon/cli/main.ts');
+    const isNode = (): boolean => /^node/.test(basename(readFileSync(`/proc/${child.pid}/cmdline`, 'utf8').split('\0')[0]!));
     await until('SIGHUP caught by the agent (SigCgt)', () => isNode() && catches(child.pid!, SIGHUP), 10_000);
     assert.doesNotMatch(log, /gotrail running/, 'still starting');
     child.kill('SIGHUP');
