@@ -106,8 +106,6 @@ const ENTERED_COUNTED = 2;
 /** An in-flight map is swept only from this fill on: below it, old state costs nothing (the maps are preallocated) and a long call keeps its span. */
 const SWEEP_FROM_FILL = 0.5;
 
-/** Entries of gt_process_hits in the probes' build (GT_PROCESS_HIT_SLOTS, probes/include/gotrail.h): one per traced process, 1 KiB each; processes beyond it count their hits in gt_probe_hits. */
-const PROCESS_HIT_SLOTS = 1024;
 /** Processes whose released slots' counts are kept (as many as gt_probe_hits has keys). */
 const RELEASED_HITS_MAX = 16384;
 /** A slot's value: a u64 count per site. */
@@ -168,8 +166,9 @@ export class BpfRuntime {
     const sizes: Record<string, number> = {};
     if (opts.mapSizes?.processes) {
       sizes[BpfMaps.gt_processes] = opts.mapSizes.processes;
-      // one hit counter slot per traced process (slot 0 is none), up to the build's count
-      if (opts.mapSizes.processes < PROCESS_HIT_SLOTS) sizes[BpfMaps.gt_process_hits] = opts.mapSizes.processes + 1;
+      // one hit counter slot per traced process (slot 0 is none), up to the
+      // build's count (1 KiB each); processes beyond it count in gt_probe_hits
+      if (opts.mapSizes.processes < HitLimits.GT_PROCESS_HIT_SLOTS) sizes[BpfMaps.gt_process_hits] = opts.mapSizes.processes + 1;
     }
     if (opts.mapSizes?.inflight) {
       sizes[BpfMaps.gt_goroutine_spans] = opts.mapSizes.inflight;

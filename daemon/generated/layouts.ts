@@ -293,6 +293,7 @@ export const GrpcServerLimits = {
 /** enum gt_hit_limits */
 export const HitLimits = {
   GT_HIT_SITES_MAX: 128,
+  GT_PROCESS_HIT_SLOTS: 1024,
 } as const;
 
 /** enum gt_hit_outcome */

@@ -180,11 +180,10 @@ enum gt_hit_limits {
 	/* sites a slot counts (enum gt_hit_site values below this); a site at or
 	 * above it is counted in gt_probe_hits */
 	GT_HIT_SITES_MAX = 128,
+	/* entries of gt_process_hits as built: one per traced process (slot 0 is
+	 * none); user space makes the map smaller, never larger */
+	GT_PROCESS_HIT_SLOTS = 1024,
 };
-
-#ifndef GT_PROCESS_HIT_SLOTS
-#define GT_PROCESS_HIT_SLOTS 1024
-#endif
 
 /* One traced process's hits, by site: 1 KiB per slot. Slot 0 is never
  * assigned (it stands for none). */
