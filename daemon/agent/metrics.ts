@@ -222,6 +222,25 @@ export function createMetrics(source: MetricsSource): Registry {
   return reg;
 }
 
+/**
+ * The path of a request target, without its query: the origin form
+ * (`/metrics?x=1`) as most clients send it, or the absolute form
+ * (`http://host:9464/metrics`), which a client going through a proxy, or
+ * configured with one, sends and which every HTTP/1.1 server must accept
+ * (RFC 9112, 3.2.2). Node passes the target as it came. Anything else (an
+ * asterisk, a malformed URL) is returned as given, and so answered 404.
+ */
+function requestPath(target: string): string {
+  if (/^https?:\/\//i.test(target)) {
+    try {
+      return new URL(target).pathname;
+    } catch {
+      return target;
+    }
+  }
+  return target.split('?', 1)[0]!;
+}
+
 export interface MetricsServer {
   address: string;
   port: number;
@@ -266,7 +285,7 @@ export function serveMetrics(reg: Registry, host: string, port: number, healthy:
   const calibrate = actions.calibrate;
   const handler = (req: IncomingMessage, res: ServerResponse): void => {
     // routed by path alone: a scraper may add a query (Prometheus' `params`), which changes nothing here
-    const path = (req.url ?? '').split('?', 1)[0]!;
+    const path = requestPath(req.url ?? '');
     const method = req.method ?? '';
     const read = Object.hasOwn(reads, path) ? reads[path] : undefined;
     if (read && (method === 'GET' || method === 'HEAD')) {

@@ -2,6 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
+import { connect } from 'node:net';
 import { Counter, Registry } from 'prom-client';
 import { serveMetrics } from '../../daemon/agent/metrics.ts';
 
@@ -22,6 +23,39 @@ function call(port: number, method: string, path: string): Promise<Answer> {
     });
     req.on('error', reject);
     req.end();
+  });
+}
+
+/**
+ * One request written by hand, its request target as given (an absolute-form
+ * target, as a client sends through a proxy, which node:http cannot send):
+ * the status code and the body.
+ */
+function rawCall(port: number, method: string, target: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const s = connect(port, '127.0.0.1', () => s.end(`${method} ${target} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nConnection: close\r\n\r\n`));
+    let text = '';
+    s.setEncoding('utf8');
+    s.on('data', (c: string) => (text += c));
+    s.on('error', reject);
+    s.on('end', () => {
+      const status = /^HTTP\/1\.1 (\d{3}) /.exec(text);
+      if (!status) return reject(new Error(`no status line in ${JSON.stringify(text.slice(0, 200))}`));
+      const head = text.slice(0, text.indexOf('\r\n\r\n'));
+      let body = text.slice(head.length + 4);
+      if (/^transfer-encoding: chunked$/im.test(head)) {
+        let out = '';
+        for (let at = 0; ;) {
+          const eol = body.indexOf('\r\n', at);
+          const size = parseInt(body.slice(at, eol), 16);
+          if (!(size > 0)) break;
+          out += body.slice(eol + 2, eol + 2 + size);
+          at = eol + 2 + size + 2;
+        }
+        body = out;
+      }
+      resolve({ status: Number(status[1]), body });
+    });
   });
 }
 
@@ -86,5 +120,26 @@ test('HEAD answers as GET without a body; another method on a known path is 405 
         assert.equal(r.allow, undefined, `${method} ${p}`);
       }
     }
+  });
+});
+
+test('an absolute-form request target (http://host:port/path, as sent through a proxy) is served as its path', async () => {
+  await withServer(undefined, async (port) => {
+    const base = `http://127.0.0.1:${port}`;
+    for (const target of [`${base}/metrics`, `${base}/metrics?format=prometheus`, `HTTP://localhost:${port}/metrics`]) {
+      const r = await rawCall(port, 'GET', target);
+      assert.equal(r.status, 200, target);
+      assert.match(r.body, /^gotrail_test_total 3$/m, target);
+    }
+    assert.equal((await rawCall(port, 'GET', `${base}/healthz`)).status, 200);
+    assert.equal((await rawCall(port, 'GET', `${base}/readyz`)).status, 503);
+    assert.deepEqual(JSON.parse((await rawCall(port, 'GET', `${base}/status`)).body), { processesTraced: [] });
+    assert.equal((await rawCall(port, 'POST', `${base}/metrics`)).status, 405);
+    for (const target of [`${base}/`, `${base}/metricsx`, `${base}`, '*', 'http://[/metrics']) {
+      assert.equal((await rawCall(port, 'GET', target)).status, 404, target);
+    }
+    // the origin form is unchanged by it
+    assert.equal((await rawCall(port, 'GET', '/metrics')).status, 200);
+    assert.equal((await rawCall(port, 'GET', '//metrics')).status, 404);
   });
 });
