@@ -18,7 +18,7 @@ import { ConfigReloader } from '../config/reload.ts';
 import { createLogger, type Logger } from '../util/log.ts';
 import { CliError, EXIT } from './exit-codes.ts';
 import { holdEarlySignals, releaseEarlySignals } from './early-signals.ts';
-import { MAX_TIMER_MS } from '../util/timers.ts';
+import { MAX_TIMER_SECONDS } from '../util/timers.ts';
 
 export const runHelp = `Usage: gotrail run [options]
 
@@ -326,7 +326,7 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
   }
   const duration = durationText !== undefined && durationText.trim() !== '' ? Number(durationText) : undefined;
   // the stop is a timer, which waits at most 2^31 - 1 ms (beyond, Node fires it after 1 ms)
-  const maxDuration = Math.floor(MAX_TIMER_MS / 1000);
+  const maxDuration = MAX_TIMER_SECONDS;
   if (durationText !== undefined && !(duration !== undefined && Number.isFinite(duration) && duration > 0 && duration <= maxDuration)) {
     throw new CliError(`--duration: expected a number of seconds > 0${duration !== undefined && duration > maxDuration ? ` and at most ${maxDuration} (about 24.8 days: the longest a timer waits; leave it out to run until SIGINT/SIGTERM)` : ' (leave it out to run until SIGINT/SIGTERM)'}, got "${durationText}"`, EXIT.USAGE);
   }

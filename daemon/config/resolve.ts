@@ -14,7 +14,7 @@ import { DEFAULT_BUDGET_WINDOW_MS, parseBudgetPercent, type BudgetSettings } fro
 import { isLogLevel, type LogLevel } from '../util/log.ts';
 import type { ConfigFile } from './file.ts';
 import { parseDestination, type PropagationOptions } from '../agent/propagation.ts';
-import { MAX_TIMER_MS, TIMER_TOO_LONG } from '../util/timers.ts';
+import { parseTimerMillis } from '../util/timers.ts';
 
 /** The values of OTEL_TRACES_SAMPLER gotrail supports (see export/sampler.ts). */
 export const SAMPLERS = ['always_on', 'always_off', 'traceidratio', 'parentbased_always_on', 'parentbased_always_off', 'parentbased_traceidratio'] as const;
@@ -362,15 +362,15 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
   const logLevel = pick('logLevel', 'log-level', flags['log-level'], file.logLevel) ?? 'info';
   if (!isLogLevel(logLevel) || logLevel === 'silent') throw new RunConfigError(`--log-level: expected debug, info, warn or error, got "${logLevel}"`);
 
-  const scanFlag = flags['scan-interval'] === undefined ? undefined : Number(flags['scan-interval']);
-  // a timer waits at most 2^31 - 1 ms: beyond, Node fires it after 1 ms
-  if (scanFlag !== undefined && scanFlag > MAX_TIMER_MS) throw new RunConfigError(`--scan-interval: ${TIMER_TOO_LONG}, got "${flags['scan-interval']}"`);
-  if (scanFlag !== undefined && !(Number.isInteger(scanFlag) && scanFlag >= 50)) throw new RunConfigError(`--scan-interval: expected an integer >= 50 (milliseconds), got "${flags['scan-interval']}"`);
-  const scanIntervalMs = pick('scanIntervalMs', 'scan-interval', scanFlag, file.scanIntervalMillis);
-  const lingerFlag = flags.linger === undefined ? undefined : Number(flags.linger);
-  if (lingerFlag !== undefined && lingerFlag > MAX_TIMER_MS) throw new RunConfigError(`--linger: ${TIMER_TOO_LONG}, got "${flags.linger}"`);
-  if (lingerFlag !== undefined && !(Number.isInteger(lingerFlag) && lingerFlag >= 0)) throw new RunConfigError(`--linger: expected an integer >= 0 (milliseconds; 0: detach with the last process), got "${flags.linger}"`);
-  const lingerMs = pick('lingerMs', 'linger', lingerFlag, file.lingerMillis);
+  const timerFlag = (name: 'scan-interval' | 'linger', min: number, unit: string): number | undefined => {
+    const raw = flags[name];
+    if (raw === undefined) return undefined;
+    const r = parseTimerMillis(raw, min, unit);
+    if ('problem' in r) throw new RunConfigError(`--${name}: ${r.problem}`);
+    return r.ms;
+  };
+  const scanIntervalMs = pick('scanIntervalMs', 'scan-interval', timerFlag('scan-interval', 50, 'milliseconds'), file.scanIntervalMillis);
+  const lingerMs = pick('lingerMs', 'linger', timerFlag('linger', 0, 'milliseconds; 0: detach with the last process'), file.lingerMillis);
 
   const mapSizes: MapSizes = {
     processes: pick('maps.maxProcesses', 'max-processes', count('max-processes', flags['max-processes'], 16, 'processes'), file.maps?.maxProcesses),

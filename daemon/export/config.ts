@@ -18,7 +18,7 @@
  */
 import { BATCHER_DEFAULTS, type BatcherOptions } from './batcher.ts';
 import type { ExporterKind } from './exporters.ts';
-import { MAX_TIMER_MS, TIMER_TOO_LONG } from '../util/timers.ts';
+import { parseTimerMillis } from '../util/timers.ts';
 
 export const EXPORTER_KINDS: readonly ExporterKind[] = ['otlp', 'console', 'none'];
 
@@ -66,24 +66,28 @@ interface NumberSetting {
   flagName: string;
   env?: string;
   min: number;
-  /** the largest value; durations stop at what a timer waits */
-  max?: number;
+  /** a duration that becomes a timer: at most what a timer waits */
+  timer?: boolean;
   unit: string;
 }
 
 const NUMBER_SETTINGS: readonly NumberSetting[] = [
   { key: 'maxQueueSize', flag: 'maxQueueSize', flagName: '--max-queue-size', env: 'OTEL_BSP_MAX_QUEUE_SIZE', min: 1, unit: 'spans' },
   { key: 'maxExportBatchSize', flag: 'maxExportBatchSize', flagName: '--max-export-batch-size', env: 'OTEL_BSP_MAX_EXPORT_BATCH_SIZE', min: 1, unit: 'spans' },
-  { key: 'scheduledDelayMillis', flag: 'scheduleDelay', flagName: '--schedule-delay', env: 'OTEL_BSP_SCHEDULE_DELAY', min: 0, max: MAX_TIMER_MS, unit: 'milliseconds' },
-  { key: 'exportTimeoutMillis', flag: 'exportTimeout', flagName: '--export-timeout', env: 'OTEL_BSP_EXPORT_TIMEOUT', min: 0, max: MAX_TIMER_MS, unit: 'milliseconds (0: no limit)' },
+  { key: 'scheduledDelayMillis', flag: 'scheduleDelay', flagName: '--schedule-delay', env: 'OTEL_BSP_SCHEDULE_DELAY', min: 0, timer: true, unit: 'milliseconds' },
+  { key: 'exportTimeoutMillis', flag: 'exportTimeout', flagName: '--export-timeout', env: 'OTEL_BSP_EXPORT_TIMEOUT', min: 0, timer: true, unit: 'milliseconds (0: no limit)' },
   { key: 'maxConcurrentExports', flag: 'maxConcurrentExports', flagName: '--max-concurrent-exports', min: 1, unit: 'exports' },
 ];
 
-function parseCount(where: string, raw: string, min: number, unit: string, max = Number.MAX_SAFE_INTEGER): number {
+function parseCount(where: string, raw: string, min: number, unit: string, timer?: boolean): number {
+  if (timer) {
+    const r = parseTimerMillis(raw, min, unit);
+    if ('problem' in r) throw new ExportConfigError(`${where}: ${r.problem}`);
+    return r.ms;
+  }
   const s = raw.trim();
   const n = /^\d+$/.test(s) ? Number(s) : NaN;
-  if (max === MAX_TIMER_MS && n > max) throw new ExportConfigError(`${where}: ${TIMER_TOO_LONG}, got "${raw}"`);
-  if (!Number.isSafeInteger(n) || n < min || n > max) throw new ExportConfigError(`${where}: expected an integer >= ${min} (${unit}), got "${raw}"`);
+  if (!Number.isSafeInteger(n) || n < min) throw new ExportConfigError(`${where}: expected an integer >= ${min} (${unit}), got "${raw}"`);
   return n;
 }
 
@@ -152,7 +156,7 @@ export function resolveExportConfig(flags: ExportFlags, env: NodeJS.ProcessEnv =
     sources[s.key] = 'default';
     const f = flags[s.flag];
     if (f !== undefined) {
-      batcher[s.key] = parseCount(s.flagName, f, s.min, s.unit, s.max);
+      batcher[s.key] = parseCount(s.flagName, f, s.min, s.unit, s.timer);
       sources[s.key] = s.flagName;
       continue;
     }
@@ -161,7 +165,7 @@ export function resolveExportConfig(flags: ExportFlags, env: NodeJS.ProcessEnv =
     const fromFile = file[s.key as keyof ExportFileValues] as number | undefined;
     if (v !== undefined && s.env) {
       try {
-        fromVar = parseCount(s.env, v, s.min, s.unit, s.max);
+        fromVar = parseCount(s.env, v, s.min, s.unit, s.timer);
       } catch (e) {
         warnings.push(`${(e as Error).message}: ignored, using ${fromFile ?? batcher[s.key]}${fromFile !== undefined ? ' (configuration file)' : ''}`);
       }

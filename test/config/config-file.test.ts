@@ -436,6 +436,30 @@ test('a duration a timer cannot wait (beyond 2^31 - 1 ms, about 24.8 days) is re
   ]);
 });
 
+test('every duration flag that becomes a timer reads its text alike: decimal digits only, blanks around them allowed', () => {
+  const units: Record<string, string> = {
+    'schedule-delay': 'milliseconds', 'export-timeout': 'milliseconds (0: no limit)',
+    'scan-interval': 'milliseconds', linger: 'milliseconds; 0: detach with the last process',
+  };
+  const read = (flag: string, v: string): number | undefined => {
+    const c = resolveRunConfig({ [flag]: v });
+    return { 'schedule-delay': c.export.batcher.scheduledDelayMillis, 'export-timeout': c.export.batcher.exportTimeoutMillis, 'scan-interval': c.scanIntervalMs, linger: c.lingerMs }[flag];
+  };
+  for (const [flag, unit] of Object.entries(units)) {
+    const min = flag === 'scan-interval' ? 50 : 0;
+    assert.equal(read(flag, ' 2000 '), 2000, `--${flag} " 2000 "`);
+    // an exponent, hex, a fraction, a sign or nothing at all is no count of
+    // milliseconds (Number() reads "1e3" as 1000, "0x64" as 100 and "" as 0)
+    for (const v of ['1e3', '0x64', '100.0', '+100', '', ' ', '-0', '100ms']) {
+      assert.throws(() => resolveRunConfig({ [flag]: v }), { message: `--${flag}: expected an integer >= ${min} (${unit}), got "${v}"` }, `--${flag} "${v}"`);
+    }
+  }
+  // the variables read their text alike, ignored with a warning
+  const env = resolveRunConfig({}, { OTEL_BSP_SCHEDULE_DELAY: '1e3' });
+  assert.equal(env.export.batcher.scheduledDelayMillis, 1000);
+  assert.deepEqual(env.warnings, ['OTEL_BSP_SCHEDULE_DELAY: expected an integer >= 0 (milliseconds), got "1e3": ignored, using 1000']);
+});
+
 test('OTEL_TRACES_SAMPLER_ARG is the ratio of a ratio sampler the file chose, as it is of one the variable chose (a variable wins over the file, per setting)', () => {
   const fileSampler = resolveRunConfig({}, { OTEL_TRACES_SAMPLER_ARG: '0.1' }, parseConfig('sampling: {sampler: traceidratio}', 'c'));
   assert.deepEqual(fileSampler.sampling, { sampler: 'traceidratio', ratio: 0.1 });
