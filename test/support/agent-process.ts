@@ -19,10 +19,28 @@ export interface AgentProcess {
 }
 
 /**
+ * Agents started and not exited yet: killed should the test process exit
+ * first. One `exit` listener serves them all (one each passed Node's
+ * default of 10 listeners in a long test file, with a warning).
+ */
+const running = new Set<ChildProcess>();
+const killRunning = (): void => {
+  for (const c of running) c.kill('SIGKILL');
+};
+
+/** How long a start may take before the agent is stopped and the start failed (ms). */
+export const DEFAULT_START_TIMEOUT_MS = 30_000;
+
+/**
+ * Starts `gotrail run` and waits for its `gotrail running` line. A start that
+ * fails (the agent exits, or is not running within `opts.startTimeoutMs`)
+ * stops the agent (SIGTERM, SIGKILL 5 s later) before it throws: a test that
+ * fails never leaves an agent behind.
  * @param opts.command  the command that is `gotrail` (default: daemon/bin/gotrail),
  *   e.g. the image's entrypoint run in its root filesystem; `run` and the flags follow it.
+ * @param opts.startTimeoutMs  how long the start may take (default {@link DEFAULT_START_TIMEOUT_MS})
  */
-export async function startAgent(args: string[], env: Record<string, string> = {}, opts: { command?: string[] } = {}): Promise<AgentProcess> {
+export async function startAgent(args: string[], env: Record<string, string> = {}, opts: { command?: string[]; startTimeoutMs?: number } = {}): Promise<AgentProcess> {
   const [exe, ...pre] = opts.command ?? [gotrailBin];
   const child = spawn(exe!, [...pre, 'run', '--metrics-address', '127.0.0.1:0', '--scan-interval', '200', ...args], {
     env: { ...process.env, ...env },
@@ -37,12 +55,14 @@ export async function startAgent(args: string[], env: Record<string, string> = {
   child.stdout.on('data', onData);
   child.stderr.on('data', onData);
   let exited: number | null | undefined;
+  if (!process.listeners('exit').includes(killRunning)) process.on('exit', killRunning);
+  running.add(child);
   const exitP = new Promise<number | null>((r) => child.once('exit', (code) => {
     exited = code;
+    running.delete(child);
     for (const w of waiters.splice(0)) w();
     r(code);
   }));
-  process.once('exit', () => child.kill('SIGKILL'));
   const waitFor = async (re: RegExp, timeoutMs = 15_000): Promise<RegExpExecArray> => {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
@@ -60,19 +80,25 @@ export async function startAgent(args: string[], env: Record<string, string> = {
       });
     }
   };
-  await waitFor(/gotrail running/, 30_000);
+  const stop = async (killAfterMs: number): Promise<number | null> => {
+    if (exited === undefined) child.kill('SIGTERM');
+    const t = setTimeout(() => child.kill('SIGKILL'), killAfterMs);
+    const code = await exitP;
+    clearTimeout(t);
+    return code;
+  };
+  try {
+    await waitFor(/gotrail running/, opts.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS);
+  } catch (e) {
+    await stop(5_000);
+    throw e;
+  }
   return {
     child,
     log: () => text,
     metricsUrl: async () => (await waitFor(/metrics served url=(\S+)/))[1]!,
     waitTraced: async (pid, timeoutMs) => void (await waitFor(new RegExp(`tracing process pid=${pid}\\b`), timeoutMs)),
     waitFor,
-    stop: async () => {
-      if (exited === undefined) child.kill('SIGTERM');
-      const t = setTimeout(() => child.kill('SIGKILL'), 15_000);
-      const code = await exitP;
-      clearTimeout(t);
-      return code;
-    },
+    stop: () => stop(15_000),
   };
 }
