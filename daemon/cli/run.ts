@@ -114,7 +114,7 @@ Agent:
   --ring-buffer-bytes N  event ring buffer size, a power of two (default 2097152)
   --db-query-text        database spans carry db.query.text, with every literal replaced
                          by ? (default off: no query text leaves the node);
-                         env GOTRAIL_DB_QUERY_TEXT=true
+                         env GOTRAIL_DB_QUERY_TEXT=true (or 1)
   --overhead-budget P    keep tracing's estimated cost under P% of each binary's
                          processes' own CPU time (e.g. 2%): over it, probes of that
                          binary are detached, enrichment first, server spans last, and

@@ -379,10 +379,12 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
   };
   const maxHttpRoutes = pick('maxHttpRoutes', 'max-http-routes', count('max-http-routes', flags['max-http-routes'], 0, 'routes per service'), file.maxHttpRoutes);
   let dbQueryText: boolean;
-  const dbQueryTextEnv = (env.GOTRAIL_DB_QUERY_TEXT ?? '').trim().toLowerCase();
+  const dbQueryTextEnv = (env.GOTRAIL_DB_QUERY_TEXT ?? '').trim();
   if (flags['db-query-text'] !== true && dbQueryTextEnv !== '') {
-    if (dbQueryTextEnv !== 'true' && dbQueryTextEnv !== 'false') throw new RunConfigError(`GOTRAIL_DB_QUERY_TEXT: expected true or false, got "${env.GOTRAIL_DB_QUERY_TEXT}"`);
-    dbQueryText = dbQueryTextEnv === 'true';
+    // the words gotrail's other switches take (GOTRAIL_TRACE, the opt-in variable): 1 and 0 too
+    const on = /^(true|1)$/i.test(dbQueryTextEnv);
+    if (!on && !/^(false|0)$/i.test(dbQueryTextEnv)) throw new RunConfigError(`GOTRAIL_DB_QUERY_TEXT: expected true or false (or 1, 0), got "${env.GOTRAIL_DB_QUERY_TEXT}"`);
+    dbQueryText = on;
     sources.dbQueryText = 'GOTRAIL_DB_QUERY_TEXT';
   } else {
     dbQueryText = pick('dbQueryText', 'db-query-text', flags['db-query-text'] === true ? true : undefined, file.dbQueryText) ?? false;

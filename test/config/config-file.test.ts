@@ -460,6 +460,18 @@ test('every duration flag that becomes a timer reads its text alike: decimal dig
   assert.deepEqual(env.warnings, ['OTEL_BSP_SCHEDULE_DELAY: expected an integer >= 0 (milliseconds), got "1e3": ignored, using 1000']);
 });
 
+test('GOTRAIL_DB_QUERY_TEXT takes true and 1, false and 0 (any case), as gotrail\'s other switches do; another value is refused by name', () => {
+  for (const v of ['true', 'TRUE', '1', ' 1 ']) {
+    const c = resolveRunConfig({}, { GOTRAIL_DB_QUERY_TEXT: v });
+    assert.equal(c.dbQueryText, true, v);
+    assert.equal(c.sources.dbQueryText, 'GOTRAIL_DB_QUERY_TEXT', v);
+  }
+  for (const v of ['false', 'False', '0']) assert.equal(resolveRunConfig({}, { GOTRAIL_DB_QUERY_TEXT: v }, parseConfig('dbQueryText: true', 'c')).dbQueryText, false, v);
+  assert.equal(resolveRunConfig({ 'db-query-text': true }, { GOTRAIL_DB_QUERY_TEXT: '0' }).dbQueryText, true, 'the flag wins over the variable');
+  assert.equal(resolveRunConfig({}, { GOTRAIL_DB_QUERY_TEXT: '' }).dbQueryText, false, 'an empty variable is unset');
+  for (const v of ['yes', '2', 'on']) assert.throws(() => resolveRunConfig({}, { GOTRAIL_DB_QUERY_TEXT: v }), { message: `GOTRAIL_DB_QUERY_TEXT: expected true or false (or 1, 0), got "${v}"` });
+});
+
 test('OTEL_TRACES_SAMPLER_ARG is the ratio of a ratio sampler the file chose, as it is of one the variable chose (a variable wins over the file, per setting)', () => {
   const fileSampler = resolveRunConfig({}, { OTEL_TRACES_SAMPLER_ARG: '0.1' }, parseConfig('sampling: {sampler: traceidratio}', 'c'));
   assert.deepEqual(fileSampler.sampling, { sampler: 'traceidratio', ratio: 0.1 });

@@ -48,16 +48,17 @@ export interface TracedCollector {
 /**
  * Registers, in the enclosing `describe`, a `before` hook that starts a
  * collector and `gotrail run --exporter otlp` sending to it (with
- * `agentArgs`, e.g. its `--include-exe` rules), and an `after` hook that
- * stops both and asserts that `gotrail run` exited 0 on SIGTERM.
+ * `agentArgs`, e.g. its `--include-exe` rules, and `agentEnv` added to its
+ * environment), and an `after` hook that stops both and asserts that
+ * `gotrail run` exited 0 on SIGTERM.
  */
-export function tracedCollector(agentArgs: string[]): TracedCollector {
+export function tracedCollector(agentArgs: string[], agentEnv: Record<string, string> = {}): TracedCollector {
   let collector: Collector | undefined;
   let agent: AgentProcess | undefined;
 
   before(async () => {
     collector = await startCollector();
-    agent = await startAgent(['--exporter', 'otlp', '--otlp-endpoint', `${collector.otlpHttpEndpoint}/v1/traces`, ...agentArgs]);
+    agent = await startAgent(['--exporter', 'otlp', '--otlp-endpoint', `${collector.otlpHttpEndpoint}/v1/traces`, ...agentArgs], agentEnv);
   });
 
   after(async () => {
