@@ -18,6 +18,14 @@ import { sleep } from '../support/wait.ts';
 
 const work = join(repoRoot, 'build', 'test-cpu-prof');
 const REQUESTS = 400;
+/**
+ * How long the profiled agent may take to start on busy cores (ms). Most of
+ * it is the kernel verifying the probes, which the profiler's signals and the
+ * busy load slow down: measured here, 17–35 s to `gotrail running` with
+ * twelve more busy processes on the 2 cores (15–27 s of it loading the
+ * probes), over the 30 s an agent is given elsewhere.
+ */
+const START_TIMEOUT_MS = 120_000;
 
 test('under node --cpu-prof on busy cores the agent loads every probe and exports a span per request', { skip: skipUnlessBpf() }, async (t) => {
   rmSync(work, { recursive: true, force: true });
@@ -30,8 +38,10 @@ test('under node --cpu-prof on busy cores the agent loads every probe and export
   const busy = startBusyLoad();
   let agent: Awaited<ReturnType<typeof startAgent>> | undefined;
   try {
+    // a start that times out stops the agent (startAgent): none is orphaned
     agent = await startAgent(['--include-exe', bin, '--exporter', 'none'], {}, {
       command: [join(repoRoot, 'deploy', 'node'), '--cpu-prof', `--cpu-prof-dir=${profiles}`, join(repoRoot, 'daemon', 'cli', 'main.ts')],
+      startTimeoutMs: START_TIMEOUT_MS,
     });
     const started = agent;
     t.after(() => started.stop());
