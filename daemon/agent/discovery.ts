@@ -4,7 +4,7 @@
  * (device + inode of /proc/PID/exe, which resolves inside the process's own
  * mount namespace) is checked for Go once.
  */
-import { type BigIntStats, closeSync, fstatSync, openSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { type BigIntStats, closeSync, constants, fstatSync, openSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { readGoVersion } from '../analysis/go-binary.ts';
 import { GoBinaryError } from '../analysis/errors.ts';
 import type { BinaryKey } from './attachments.ts';
@@ -85,7 +85,9 @@ export class GoProcessProbe {
   probeFile(path: string, expected: BinaryKey): ProbeResult {
     let fd: number;
     try {
-      fd = openSync(path, 'r');
+      // without blocking: the path may name a FIFO by now, whose open would
+      // wait for a writer and stop the agent (the check below refuses it)
+      fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
     } catch {
       return { kind: 'gone' };
     }

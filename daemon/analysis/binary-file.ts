@@ -38,11 +38,16 @@ export class BinaryFile {
     return new BinaryFile(name, undefined, image.length, image);
   }
 
-  /** Opens `path` for reading; throws `IO` if it cannot be opened or is not a regular file. */
+  /**
+   * Opens `path` for reading; throws `IO` if it cannot be opened or is not a
+   * regular file. Opened without blocking: opening a FIFO for reading waits
+   * for a writer, which would hang the thread (`gotrail inspect` given one,
+   * or the agent given a path replaced by one); a regular file ignores it.
+   */
   static open(path: string): BinaryFile {
     let fd: number;
     try {
-      fd = fs.openSync(path, 'r');
+      fd = fs.openSync(path, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
     } catch (err) {
       throw new GoBinaryError('IO', path, `cannot open: ${errorText(err)}`, { cause: err });
     }

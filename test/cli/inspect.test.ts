@@ -251,6 +251,17 @@ describe('gotrail inspect', () => {
     assert.match(missing.err, /no such file/);
   });
 
+  test('a FIFO, a directory or a device: exit 1, not a regular file, at once (a FIFO used to be opened for reading, which waits for a writer forever)', () => {
+    const fifo = join(work, 'fifo');
+    rmSync(fifo, { force: true });
+    assert.equal(spawnSync('mkfifo', [fifo]).status, 0);
+    for (const path of [fifo, work, '/dev/null']) {
+      const r = spawnSync(gotrailBin, ['inspect', path], { encoding: 'utf8', timeout: 30_000 });
+      assert.equal(r.status, 1, `${path}: ${r.error?.message ?? r.stderr}`);
+      assert.equal(r.stderr, `gotrail: ${path}: not a regular file\n`);
+    }
+  });
+
   test('usage errors exit 2, --help exits 0', () => {
     assert.equal(inspect().code, 2);
     assert.equal(inspect('a', 'b').code, 2);
