@@ -95,7 +95,7 @@ export const configFileSchema = z.strictObject({
         error: (i) => `expected a mapping of header names to values, got ${kindOf(i.input)}`,
       }),
       /** ms a request to the collector may take, 0: no limit (OTEL_EXPORTER_OTLP_TIMEOUT, whose 0 means the same) */
-      timeoutMillis: intAtLeast(0, 'milliseconds (0: no limit)'),
+      timeoutMillis: timerMillis(0, 'milliseconds (0: no limit)'),
     }).partial(),
     /** the batch span processor (--max-queue-size …, OTEL_BSP_*) */
     batch: z.strictObject({

@@ -14,7 +14,7 @@ import { DEFAULT_BUDGET_WINDOW_MS, parseBudgetPercent, type BudgetSettings } fro
 import { isLogLevel, type LogLevel } from '../util/log.ts';
 import type { ConfigFile } from './file.ts';
 import { parseDestination, type PropagationOptions } from '../agent/propagation.ts';
-import { parseTimerMillis } from '../util/timers.ts';
+import { MAX_TIMER_MS, parseTimerMillis, TIMER_TOO_LONG } from '../util/timers.ts';
 
 /** The values of OTEL_TRACES_SAMPLER gotrail supports (see export/sampler.ts). */
 export const SAMPLERS = ['always_on', 'always_off', 'traceidratio', 'parentbased_always_on', 'parentbased_always_off', 'parentbased_traceidratio'] as const;
@@ -112,6 +112,9 @@ export interface RunConfig {
 
 /** OTEL_EXPORTER_OTLP_(TRACES_)TIMEOUT=0, "no limit", as given to the exporter: 2^31 - 1 ms (about 24.8 days). */
 export const OTLP_TIMEOUT_NO_LIMIT = 2 ** 31 - 1;
+
+/** The OTLP exporter's timeout when nothing sets one (the specification's default, 10 s), in ms. */
+export const DEFAULT_OTLP_TIMEOUT_MS = 10_000;
 
 /** The OTLP/HTTP traces URL when nothing sets one (the specification's default). */
 export const DEFAULT_OTLP_TRACES_ENDPOINT = 'http://localhost:4318/v1/traces';
@@ -288,9 +291,14 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
     }
   }
   const timeoutNames = ['OTEL_EXPORTER_OTLP_TRACES_TIMEOUT', 'OTEL_EXPORTER_OTLP_TIMEOUT'];
-  const usableTimeout = (name: string): boolean => set(name) && Number.isFinite(Number(env[name]!.trim())) && Number(env[name]!.trim()) >= 0;
+  const timeoutOf = (name: string): number => (set(name) ? Number(env[name]!.trim()) : NaN);
+  // Beyond what a timer waits, the exporter would take the number and Node
+  // warn at each export (`TimeoutOverflowWarning`, outside gotrail's log)
+  const timeoutTooLong = (name: string): boolean => timeoutOf(name) > MAX_TIMER_MS;
+  const usableTimeout = (name: string): boolean => timeoutOf(name) >= 0 && !timeoutTooLong(name);
   for (const name of timeoutNames) {
-    if (set(name) && !usableTimeout(name)) warnings.push(`${name}: expected a number of milliseconds >= 0 (0: no limit), got "${env[name]}": the OTLP exporter ignores it`);
+    if (timeoutTooLong(name)) warnings.push(`${name}: ${TIMER_TOO_LONG}, got "${env[name]}": ignored (0 is no limit)`);
+    else if (set(name) && !usableTimeout(name)) warnings.push(`${name}: expected a number of milliseconds >= 0 (0: no limit), got "${env[name]}": the OTLP exporter ignores it`);
   }
   // The specification's Timeout type: 0 is no limit. The exporter refuses 0
   // (it wants > 0) and would fall back to its 10 s: the variable that decides
@@ -353,8 +361,17 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
   }
   if (fo?.headers !== undefined && !set('OTEL_EXPORTER_OTLP_TRACES_HEADERS') && !set('OTEL_EXPORTER_OTLP_HEADERS')) otlp.headers = { ...fo.headers };
   // the file's 0 is no limit too, as the variables' is
-  if (fo?.timeoutMillis !== undefined && !set('OTEL_EXPORTER_OTLP_TRACES_TIMEOUT') && !set('OTEL_EXPORTER_OTLP_TIMEOUT')) otlp.timeoutMillis = fo.timeoutMillis === 0 ? OTLP_TIMEOUT_NO_LIMIT : fo.timeoutMillis;
-  if (timeoutNoLimit) otlp.timeoutMillis = OTLP_TIMEOUT_NO_LIMIT;
+  // Without a usable variable the file's value decides, else the exporter's
+  // default; given explicitly, as the exporter would otherwise read a
+  // variable that is set but ignored here (a number too long for a timer).
+  if (timeoutFrom === undefined) {
+    if (fo?.timeoutMillis !== undefined) otlp.timeoutMillis = fo.timeoutMillis === 0 ? OTLP_TIMEOUT_NO_LIMIT : fo.timeoutMillis;
+    else if (timeoutNames.some(timeoutTooLong)) otlp.timeoutMillis = DEFAULT_OTLP_TIMEOUT_MS;
+  } else if (timeoutNoLimit) {
+    otlp.timeoutMillis = OTLP_TIMEOUT_NO_LIMIT;
+  } else if (timeoutNames.some(timeoutTooLong)) {
+    otlp.timeoutMillis = timeoutOf(timeoutFrom);
+  }
 
   const sampling = parseSampling(env, file.sampling, sources, warnings);
 

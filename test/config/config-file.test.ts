@@ -309,8 +309,8 @@ test('the traces URL: the traces variable as is, the generic one with v1/traces 
 });
 
 test('OTEL_EXPORTER_OTLP_(TRACES_)TIMEOUT=0 is no limit (the specification\'s Timeout), which the exporter would refuse: it gets 2^31 - 1 ms', async () => {
-  const timeoutOf = async (env: Record<string, string>): Promise<{ given: number | undefined; used: number; warnings: string[] | undefined }> => {
-    const cfg = resolveRunConfig({}, env);
+  const timeoutOf = async (env: Record<string, string>, fileText?: string): Promise<{ given: number | undefined; used: number; warnings: string[] | undefined }> => {
+    const cfg = resolveRunConfig({}, env, fileText === undefined ? undefined : parseConfig(fileText, 'c'));
     const names = Object.keys(env);
     const saved = names.map((n) => process.env[n]);
     Object.assign(process.env, env);
@@ -332,6 +332,18 @@ test('OTEL_EXPORTER_OTLP_(TRACES_)TIMEOUT=0 is no limit (the specification\'s Ti
   assert.deepEqual(await timeoutOf({ OTEL_EXPORTER_OTLP_TRACES_TIMEOUT: '2500', OTEL_EXPORTER_OTLP_TIMEOUT: '0' }), { given: undefined, used: 2500, warnings: undefined });
   assert.deepEqual(await timeoutOf({ OTEL_EXPORTER_OTLP_TIMEOUT: '2500' }), { given: undefined, used: 2500, warnings: undefined });
   assert.deepEqual(await timeoutOf({}), { given: undefined, used: 10000, warnings: undefined });
+  // a number too long for a timer: ignored with a warning, as the other
+  // durations' variables are (the exporter would take it, and Node warn at
+  // every export), the next source given to the exporter instead
+  const tooLong = 'expected at most 2147483647 (milliseconds, about 24.8 days: the longest a timer waits), got "3000000000": ignored (0 is no limit)';
+  assert.deepEqual(await timeoutOf({ OTEL_EXPORTER_OTLP_TIMEOUT: '3000000000' }), { given: 10000, used: 10000, warnings: [`OTEL_EXPORTER_OTLP_TIMEOUT: ${tooLong}`] });
+  assert.deepEqual(await timeoutOf({ OTEL_EXPORTER_OTLP_TRACES_TIMEOUT: '3000000000', OTEL_EXPORTER_OTLP_TIMEOUT: '2500' }), { given: 2500, used: 2500, warnings: [`OTEL_EXPORTER_OTLP_TRACES_TIMEOUT: ${tooLong}`] });
+  assert.deepEqual(await timeoutOf({ OTEL_EXPORTER_OTLP_TIMEOUT: '3000000000' }, 'exporter: {otlp: {timeoutMillis: 4000}}'), { given: 4000, used: 4000, warnings: [`OTEL_EXPORTER_OTLP_TIMEOUT: ${tooLong}`] });
+  // a variable that is ignored leaves the file's value to decide, not the exporter's default
+  assert.deepEqual(await timeoutOf({ OTEL_EXPORTER_OTLP_TIMEOUT: 'abc' }, 'exporter: {otlp: {timeoutMillis: 4000}}'), {
+    given: 4000, used: 4000, warnings: ['OTEL_EXPORTER_OTLP_TIMEOUT: expected a number of milliseconds >= 0 (0: no limit), got "abc": the OTLP exporter ignores it'],
+  });
+  assert.deepEqual(await timeoutOf({ OTEL_EXPORTER_OTLP_TIMEOUT: '2147483647' }), { given: undefined, used: 2147483647, warnings: undefined });
 });
 
 test('each sampler becomes the probes\' rule; TraceIdRatioBased thresholds are the specification\'s', () => {
@@ -407,6 +419,7 @@ test('exporter.otlp.timeoutMillis: 0 in the file is no limit, as OTEL_EXPORTER_O
   assert.equal(timeout('exporter:\n  otlp:\n    timeoutMillis: 0\n'), 2 ** 31 - 1, 'the stand-in for no limit the exporter accepts');
   assert.equal(timeout('exporter:\n  otlp:\n    timeoutMillis: 2500\n'), 2500);
   assert.deepEqual(problems('exporter:\n  otlp:\n    timeoutMillis: -1\n'), ['exporter.otlp.timeoutMillis: expected an integer >= 0 (milliseconds (0: no limit)), got -1']);
+  assert.deepEqual(problems('exporter:\n  otlp:\n    timeoutMillis: 3000000000\n'), ['exporter.otlp.timeoutMillis: expected at most 2147483647 (milliseconds, about 24.8 days: the longest a timer waits), got 3000000000']);
 });
 
 test('a duration a timer cannot wait (beyond 2^31 - 1 ms, about 24.8 days) is refused by name in the file and on the command line, ignored with a warning in a variable: Node would fire it after 1 ms', () => {
