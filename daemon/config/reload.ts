@@ -10,6 +10,7 @@
  * running configuration stays.
  */
 import { createHash } from 'node:crypto';
+import { statSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
 import { Counter, Gauge, type Registry } from 'prom-client';
@@ -56,6 +57,15 @@ export class ConfigReloader {
   private rejectedDigest: string | undefined;
 
   private readonly load: ((path: string) => LoadedConfig) | undefined;
+  /**
+   * What the file was at start when it was no regular file (a pipe, as
+   * `--config <(…)` gives, a FIFO, a device): read once, it cannot be read
+   * again. A pipe read again is empty (an empty file is a valid
+   * configuration: every setting at its default, every selection rule
+   * gone), a FIFO's open waits for a writer; so it is neither watched nor
+   * reloaded.
+   */
+  private readonly readOnce: string | undefined;
 
   /**
    * `initial`: the file the agent started with and `load`, the function that
@@ -66,6 +76,7 @@ export class ConfigReloader {
     this.log = log;
     this.apply = apply;
     this.load = initial?.load;
+    this.readOnce = initial ? notRegular(initial.loaded.path) : undefined;
     this.state = {
       source: initial ? 'file' : 'flags and environment',
       path: initial?.loaded.path,
@@ -81,7 +92,7 @@ export class ConfigReloader {
   start(): void {
     process.on('SIGHUP', this.onHup);
     const path = this.state.path;
-    if (!path) return;
+    if (!path || this.readOnce) return;
     // the directory, not the file: the file's inode changes with every
     // rename-over and ConfigMap swap, which a watch on the file would miss
     // events of the file itself and of a mounted volume's links and
@@ -127,8 +138,20 @@ export class ConfigReloader {
       this.counts.unchanged++;
       return 'unchanged';
     }
+    if (this.readOnce) {
+      if (trigger === 'SIGHUP') this.log.info(`reload asked, but the configuration was read from ${this.readOnce}, which cannot be read again: nothing to reload (restart to change it)`, { file: path, trigger });
+      this.counts.unchanged++;
+      return 'unchanged';
+    }
     let result: ReloadResult;
     let error: string | undefined;
+    // A file become a FIFO would hang the agent in its open (waiting for a
+    // writer), a device be read as an empty configuration: only a regular
+    // file is read again (through its links, as a ConfigMap's are)
+    const now = notRegular(path);
+    if (now) {
+      return this.report('rejected', trigger, `${path}: ${now} now, not a configuration file`);
+    }
     // a rejected content seen again (a second event of one write) is not reported twice
     let digest: string | undefined;
     try {
@@ -157,6 +180,12 @@ export class ConfigReloader {
       const problems = (e as { problems?: unknown }).problems;
       error = Array.isArray(problems) ? problems.join('; ') : (e as Error).message;
     }
+    return this.report(result, trigger, error);
+  }
+
+  /** Counts, records and logs one reload's result. */
+  private report(result: ReloadResult, trigger: string, error?: string): ReloadResult {
+    const path = this.state.path;
     // a watcher event that changed nothing (a touch, the old directory's removal) is not worth a line
     if (result === 'unchanged' && trigger !== 'SIGHUP') return result;
     this.counts[result]++;
@@ -217,4 +246,23 @@ export class ConfigReloader {
     await this.watcher?.close();
     this.watcher = undefined;
   }
+}
+
+/**
+ * What `path` is when it is no regular file (`a pipe`, `a FIFO`, `a
+ * device`, `a directory`, …); undefined for a regular file, and when it
+ * cannot be looked at (the read that follows says why).
+ */
+function notRegular(path: string): string | undefined {
+  let st;
+  try {
+    st = statSync(path);
+  } catch {
+    return undefined;
+  }
+  if (st.isFile()) return undefined;
+  if (st.isFIFO()) return path.startsWith('/dev/fd/') || path.startsWith('/proc/') ? 'a pipe' : 'a FIFO';
+  if (st.isCharacterDevice() || st.isBlockDevice()) return 'a device';
+  if (st.isDirectory()) return 'a directory';
+  return 'no regular file';
 }

@@ -9,11 +9,12 @@
  * Kubernetes probe expects.
  */
 import { test } from 'node:test';
+import { spawn, spawnSync } from 'node:child_process';
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startAgent, repoRoot, type AgentProcess } from '../support/agent-process.ts';
+import { gotrailBin, startAgent, repoRoot, type AgentProcess } from '../support/agent-process.ts';
 import { startGoServer, httpRequest, type GoServer } from '../support/go-server.ts';
 import { startBusyLoad, type BusyLoad } from '../support/busy.ts';
 import { skipUnlessBpf } from '../support/privileges.ts';
@@ -295,5 +296,45 @@ test('without --config, SIGHUP (a service manager\'s reload) leaves the agent ru
     assert.equal((await httpRequest(u.readyz)).status, 200);
   } finally {
     assert.equal(await agent.stop(), 0, `gotrail run exits 0 on SIGTERM after a SIGHUP:\n${agent.log().slice(-3000)}`);
+  }
+});
+
+test('a configuration read from a pipe (--config <(…)) or a FIFO is read once: neither read again at start (a pipe read again is empty, every setting back to its default) nor on SIGHUP', { skip: skipUnlessBpf() }, async () => {
+  const text = 'exporter: {kind: none}\nsampling: {sampler: always_off}\n';
+  const dir = configDir();
+  const fifo = join(dir, 'config.fifo');
+  assert.equal(spawnSync('mkfifo', [fifo]).status, 0);
+  try {
+    for (const how of ['a pipe', 'a FIFO'] as const) {
+      let command: string[];
+      if (how === 'a pipe') {
+        // as a shell gives it: /dev/fd/63, a pipe whose writer has exited by the time the agent runs
+        command = ['bash', '-c', 'exec "$0" "$@" --config <(printf "%s" "$GOTRAIL_TEST_CONFIG")', gotrailBin];
+      } else {
+        // one writer: what the agent reads at start
+        spawn('sh', ['-c', 'printf "%s" "$GOTRAIL_TEST_CONFIG" > "$1"', 'sh', fifo], { env: { ...process.env, GOTRAIL_TEST_CONFIG: text }, stdio: 'ignore' });
+        command = ['bash', '-c', 'exec "$0" "$@" --config "$GOTRAIL_TEST_FIFO"', gotrailBin];
+      }
+      const agent = await startAgent(['--include-exe', '/nonexistent/**'], { GOTRAIL_TEST_CONFIG: text, GOTRAIL_TEST_FIFO: fifo }, { command });
+      try {
+        const u = await urls(agent);
+        const check = async (when: string): Promise<void> => {
+          const s = await status(u.status);
+          assert.equal(s.config.source, 'file', `${how}, ${when}`);
+          assert.equal(s.config.generation, 1, `${how}, ${when}: the configuration read at start is the one running`);
+          assert.equal(s.config.sources['export.exporter'], 'config file', `${how}, ${when}`);
+          assert.equal(s.config.sources['sampling.sampler'], 'config file', `${how}, ${when}`);
+        };
+        await check('at start');
+        agent.child.kill('SIGHUP');
+        await agent.waitFor(new RegExp(`reload asked, but the configuration was read from ${how}, which cannot be read again: nothing to reload \\(restart to change it\\)`), 5000);
+        await check('after SIGHUP');
+        assert.equal((await httpRequest(u.healthz)).status, 200);
+      } finally {
+        assert.equal(await agent.stop(), 0, `${how}: gotrail run exits 0 on SIGTERM:\n${agent.log().slice(-3000)}`);
+      }
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });
