@@ -385,7 +385,7 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
   } catch (e) {
     const err = e as Error & { code?: string };
     if (err.code === 'EPERM' || err.code === 'EACCES') throw new CliError(`${err.message}\ngotrail needs root or CAP_BPF + CAP_PERFMON + CAP_SYS_PTRACE`, EXIT.ENVIRONMENT);
-    throw new CliError(`starting the agent failed: ${err.message}`, EXIT.FAILED);
+    throw new CliError(`starting the agent failed: ${err.message}${mapSizeHint(err.message, cfg)}`, EXIT.FAILED);
   }
 
   // Reload: the file read again, resolved under the same flags and
@@ -446,4 +446,25 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
   await metrics?.close();
   await agent.stop();
   return EXIT.OK;
+}
+
+/**
+ * The map sizes set away from their defaults, named by where they were set,
+ * when a start failed as maps too large for the kernel fail: the error names
+ * the object or an internal map (`resize map gt_goroutine_spans: Invalid
+ * argument`, `Cannot allocate memory`, `Argument list too long`), never the
+ * setting to change. Empty otherwise.
+ */
+function mapSizeHint(message: string, cfg: RunConfig): string {
+  if (!/resize map|Cannot allocate memory|Argument list too long/.test(message)) return '';
+  const sizes: Array<[string, number | undefined]> = [
+    ['maps.maxProcesses', cfg.mapSizes.processes], ['maps.maxInflight', cfg.mapSizes.inflight], ['maps.ringBufferBytes', cfg.mapSizes.ringBufferBytes],
+  ];
+  const set = sizes.flatMap(([key, v]) => {
+    const from = cfg.sources[key];
+    if (v === undefined || from === undefined || from === 'default') return [];
+    // a flag by its name, the file's key with the file named
+    return [from.startsWith('--') ? `${from} ${v}` : `${key}: ${v} (${from})`];
+  });
+  return set.length ? `\nthe BPF maps are sized by ${set.join(', ')}: the maps could not be made at that size: try smaller values` : '';
 }

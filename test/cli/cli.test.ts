@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gotrailBin } from '../support/agent-process.ts';
+import { skipUnlessBpf } from '../support/privileges.ts';
 
 function gotrail(...args: string[]): { code: number | null; out: string; err: string } {
   return gotrailWithEnv({}, ...args);
@@ -125,4 +126,22 @@ test('without root or CAP_BPF the start stops with one line saying what is neede
   const r = spawnSync('setpriv', ['--bounding-set=-all', '--inh-caps=-all', gotrailBin, 'run', '--exporter', 'none', '--metrics-address', 'off'], { encoding: 'utf8', timeout: 30_000 });
   assert.equal(r.status, 3, r.stderr);
   assert.equal(r.stderr, 'gotrail: needs root (e.g. sudo), or the capabilities CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE, CAP_KILL, CAP_DAC_READ_SEARCH, CAP_SYS_RESOURCE, CAP_NET_ADMIN and CAP_SYS_NICE: this process has neither CAP_BPF nor CAP_SYS_ADMIN\n');
+});
+
+test('a map size the maps cannot be made with stops the start naming the setting that sized them, the flag or the file\'s key', { skip: skipUnlessBpf() }, () => {
+  // beyond a map's 32-bit count of entries: refused whatever the machine's memory
+  const r = gotrail('run', '--exporter', 'none', '--metrics-address', 'off', '--include-exe', '/nonexistent/**', '--max-inflight', '4294967296');
+  assert.equal(r.code, 1, r.err);
+  assert.match(r.err, /^gotrail: starting the agent failed: .*resize map \S+: Invalid argument/m);
+  assert.match(r.err, /\nthe BPF maps are sized by --max-inflight 4294967296: the maps could not be made at that size: try smaller values\n$/);
+  const dir = mkdtempSync(join(tmpdir(), 'gotrail-cli-maps-'));
+  try {
+    const file = join(dir, 'config.yaml');
+    writeFileSync(file, 'maps: {maxProcesses: 8589934592}\nexporter: {kind: none}\nmetricsAddress: "off"\n');
+    const f = gotrail('run', '--config', file, '--include-exe', '/nonexistent/**');
+    assert.equal(f.code, 1, f.err);
+    assert.match(f.err, /\nthe BPF maps are sized by maps\.maxProcesses: 8589934592 \(config file\): the maps could not be made at that size: try smaller values\n$/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
