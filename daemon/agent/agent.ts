@@ -653,10 +653,15 @@ export class Agent implements MetricsSource {
       const info: ProcessInfo = { ...r.info, pid, startTime: facts.startTime, name: facts.comm };
       const d = decide(this.opts.selection ?? {}, this.meta.identity(info));
       if (!d.traced) return;
+      const attachedBefore = (this.attach!.get(info.key)?.handles.length ?? 0) > 0;
       const b = this.attach!.addProcess(pid, info.key, info.exePath, info.exe);
       this.attach!.removeProcess(pid, info.key);
       if (b.handles.length) {
-        this.log.info('attached the binary of a process that exited before it was looked at: its next processes are traced from exec', { pid, exe: info.exe });
+        // once per binary: a burst of short-lived runs (a build step, a
+        // cron job's workers) exiting before the agent looks would repeat it
+        // for each process, about a binary already attached
+        const say = attachedBefore ? this.log.debug.bind(this.log) : this.log.info.bind(this.log);
+        say('attached the binary of a process that exited before it was looked at: its next processes are traced from exec', { pid, exe: info.exe });
         this.watcher?.sync(this.attach!.watchedFiles());
       }
     } finally {
