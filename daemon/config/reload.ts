@@ -261,7 +261,8 @@ function notRegular(path: string): string | undefined {
     return undefined;
   }
   if (st.isFile()) return undefined;
-  if (st.isFIFO()) return path.startsWith('/dev/fd/') || path.startsWith('/proc/') ? 'a pipe' : 'a FIFO';
+  // a shell's `<(…)` and standard input are named by a descriptor
+  if (st.isFIFO()) return /^\/(dev\/fd\/|dev\/stdin$|proc\/)/.test(path) ? 'a pipe' : 'a FIFO';
   if (st.isCharacterDevice() || st.isBlockDevice()) return 'a device';
   if (st.isDirectory()) return 'a directory';
   return 'no regular file';
