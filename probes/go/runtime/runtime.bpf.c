@@ -55,9 +55,10 @@ int gt_runtime_newproc1_return(struct pt_regs *ctx)
 	 * common case (a creator serving nothing) costs the process check, two
 	 * array lookups, three reads of user memory and two hash lookups. */
 	__u32 tgid = gt_tgid();
+	struct process_slot *slot;
 	/* counted like every probe's hit, so that the overhead estimate and
 	 * budget see the probe that is hit most in goroutine-heavy programs */
-	if (!gt_hit_traced(tgid, GT_HIT_RUNTIME_NEWPROC1_RETURN))
+	if (!gt_hit_traced_slot(tgid, GT_HIT_RUNTIME_NEWPROC1_RETURN, &slot))
 		return 0;
 	__u32 id = (__u32)bpf_get_attach_cookie(ctx);
 	struct gt_binary_info *bin = gt_binary(id);
@@ -76,6 +77,9 @@ int gt_runtime_newproc1_return(struct pt_regs *ctx)
 		o.root_goid = creator.goid;
 		o.generation = 1;
 	} else {
+		/* a process that never stored an origin has none to inherit */
+		if (slot && !slot->origins_stored)
+			return 0;
 		struct gt_goroutine_origin *inherited = bpf_map_lookup_elem(&gt_goroutine_origins, &creator);
 		if (!inherited || inherited->generation >= GT_GOROUTINE_GENERATIONS_MAX ||
 		    !gt_origin_live(tgid, inherited))
@@ -88,6 +92,10 @@ int gt_runtime_newproc1_return(struct pt_regs *ctx)
 		gt_count(GT_COUNTER_READ_FAILED);
 		return 0;
 	}
+	/* marked before the insert: a goroutine's exit that sees the insert
+	 * sees the mark too (the child runs only after newproc1 returns) */
+	if (slot && !slot->origins_stored)
+		slot->origins_stored = 1;
 	bpf_map_update_elem(&gt_goroutine_origins, &child, &o, BPF_ANY);
 	gt_debug_hit(ctx, GT_HIT_RUNTIME_NEWPROC1_RETURN, GT_HIT_STORED, tgid, id, child.goid);
 	return 0;
@@ -97,11 +105,13 @@ SEC("uprobe.multi")
 int gt_runtime_goexit1(struct pt_regs *ctx)
 {
 	__u32 tgid = gt_tgid();
-	if (!gt_hit_traced(tgid, GT_HIT_RUNTIME_GOEXIT1))
+	struct process_slot *slot;
+	if (!gt_hit_traced_slot(tgid, GT_HIT_RUNTIME_GOEXIT1, &slot))
 		return 0;
 	__u32 id = (__u32)bpf_get_attach_cookie(ctx);
 	struct gt_binary_info *bin = gt_binary(id);
-	if (!bin)
+	/* a process that never stored an origin has none to remove */
+	if (!bin || (slot && !slot->origins_stored))
 		return 0;
 	struct gt_goroutine_key key = { .tgid = tgid, .goid = go_goid(ctx, bin) };
 	/* most goroutines end without an origin: a lookup takes no lock, a
