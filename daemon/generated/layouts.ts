@@ -654,6 +654,7 @@ export const RedisLimits = {
 /** enum gt_runtime_flags */
 export const RuntimeFlags = {
   GT_RUNTIME_ENABLED: 1,
+  GT_RUNTIME_PARENT_GOID: 2,
 } as const;
 
 /** enum gt_sampler_flags */
@@ -3246,7 +3247,7 @@ export interface RuntimeConfig {
   g_m: number;
   m_curg: number;
   flags: number;
-  reserved: number;
+  g_parent_goid: number;
 }
 
 export const RUNTIME_CONFIG_SIZE = 16;
@@ -3254,7 +3255,7 @@ export const RuntimeConfigOffsets = {
   g_m: 0,
   m_curg: 4,
   flags: 8,
-  reserved: 12,
+  g_parent_goid: 12,
 } as const;
 
 /** Decodes struct gt_runtime_config at `off`; byte arrays are views into `buf`, not copies. */
@@ -3264,7 +3265,7 @@ export function decodeRuntimeConfig(buf: Buffer, off = 0): RuntimeConfig {
     g_m: buf.readUInt32LE(off + 0),
     m_curg: buf.readUInt32LE(off + 4),
     flags: buf.readUInt32LE(off + 8),
-    reserved: buf.readUInt32LE(off + 12),
+    g_parent_goid: buf.readUInt32LE(off + 12),
   };
 }
 
@@ -3273,7 +3274,7 @@ export function encodeRuntimeConfig(v: RuntimeConfig, buf: Buffer = Buffer.alloc
   buf.writeUInt32LE(v.g_m, off + 0);
   buf.writeUInt32LE(v.m_curg, off + 4);
   buf.writeUInt32LE(v.flags, off + 8);
-  buf.writeUInt32LE(v.reserved, off + 12);
+  buf.writeUInt32LE(v.g_parent_goid, off + 12);
   return buf;
 }
 

@@ -6,7 +6,8 @@
  *   func newproc1(fn *funcval, callergp *g, callerpc uintptr) *g            (Go 1.19)
  *   func newproc1(fn *funcval, callergp *g, callerpc uintptr, parked bool,
  *                 waitreason waitReason) *g                                  (Go 1.21+)
- *     at every RET: the new goroutine's *g in RAX, its goid assigned. One
+ *     at every RET: the new goroutine's *g in RAX, its goid assigned (and,
+ *     from Go 1.21, its parentGoid: the creator's goid). One
  *     probe hit per `go` statement. newproc1 runs on the system stack (g0,
  *     whose stack never moves, but a return is probed at its RET sites as
  *     everywhere), so R14 is the M's g0 there and the creator is g0.m.curg:
@@ -22,11 +23,15 @@ struct gt_runtime_config {
 	__u32 g_m;    /* runtime.g.m */
 	__u32 m_curg; /* runtime.m.curg */
 	__u32 flags;  /* enum gt_runtime_flags */
-	__u32 reserved;
+	__u32 g_parent_goid; /* runtime.g.parentGoid (with GT_RUNTIME_PARENT_GOID) */
 };
 
 enum gt_runtime_flags {
 	GT_RUNTIME_ENABLED = 1,
+	/* newproc1 sets the new goroutine's parentGoid to its creator's goid
+	 * (Go 1.21 and later; the field exists unset in older ones): the
+	 * creator is read there, one read instead of three through g0's M */
+	GT_RUNTIME_PARENT_GOID = 2,
 };
 
 enum gt_hit_site_runtime {
@@ -67,9 +72,15 @@ int gt_runtime_newproc1_return(struct pt_regs *ctx)
 		return 0;
 	__u64 m = 0, curg = 0, newg = GO_ARG1(ctx);
 	struct gt_goroutine_key creator = { .tgid = tgid };
-	if (!newg || go_read_ptr(GO_G(ctx), cfg->g_m, &m) < 0 || go_read_ptr(m, cfg->m_curg, &curg) < 0 ||
-	    go_read_ptr(curg, bin->goid_offset, &creator.goid) < 0 || !creator.goid)
+	if (!newg)
 		return 0;
+	if (cfg->flags & GT_RUNTIME_PARENT_GOID) {
+		if (go_read_ptr(newg, cfg->g_parent_goid, &creator.goid) < 0 || !creator.goid)
+			return 0;
+	} else if (go_read_ptr(GO_G(ctx), cfg->g_m, &m) < 0 || go_read_ptr(m, cfg->m_curg, &curg) < 0 ||
+		   go_read_ptr(curg, bin->goid_offset, &creator.goid) < 0 || !creator.goid) {
+		return 0;
+	}
 	struct gt_goroutine_origin o = {};
 	struct gt_span_context *served = gt_goroutine_span(&creator);
 	if (served) {
