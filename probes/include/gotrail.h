@@ -209,7 +209,7 @@ struct {
 /* Counts a hit of `site` in process `tgid`, whose gt_processes entry is
  * `proc` (0: none); returns the process's slot when it counted there. */
 static __always_inline struct process_slot *gt_count_hit(__u32 tgid, __u32 site,
-							    const struct gt_process_info *proc)
+							 const struct gt_process_info *proc)
 {
 	__u32 slot = proc ? proc->hits_slot : 0;
 	if (slot && site < GT_HIT_SITES_MAX) {

@@ -20,9 +20,9 @@
 #include "ancestry.h"
 
 struct gt_runtime_config {
-	__u32 g_m;    /* runtime.g.m */
-	__u32 m_curg; /* runtime.m.curg */
-	__u32 flags;  /* enum gt_runtime_flags */
+	__u32 g_m;           /* runtime.g.m */
+	__u32 m_curg;        /* runtime.m.curg */
+	__u32 flags;         /* enum gt_runtime_flags */
 	__u32 g_parent_goid; /* runtime.g.parentGoid (with GT_RUNTIME_PARENT_GOID) */
 };
 

@@ -806,7 +806,8 @@ static __always_inline void finish_request(struct gt_http_server_config *cfg, st
 	if ((cfg->flags & GT_HTTP_SERVER_HIJACK) && st->resp && !(st->flags & GT_HTTP_EVENT_NOT_HTTP1)) {
 		__u64 conn = response_conn(cfg, st->resp, &st->conn);
 		__u8 hijacked = 0;
-		if (conn && bpf_probe_read_user(&hijacked, 1, (void *)(conn + cfg->conn_hijacked)) == 0 && hijacked)
+		if (conn && bpf_probe_read_user(&hijacked, 1, (void *)(conn + cfg->conn_hijacked)) == 0 &&
+		    hijacked)
 			ev->flags |= GT_HTTP_EVENT_HIJACKED;
 	}
 	read_route(cfg, &req, &rec->route, &ev->route);
