@@ -195,7 +195,12 @@ struct process_slot {
 	 * process (ancestry.h): until then its goroutines have none to inherit
 	 * or remove, and its runtime hits skip the lookup of
 	 * gt_goroutine_origins (a miss costs a hash lookup; most programs
-	 * start goroutines outside requests far more often than inside) */
+	 * start goroutines outside requests far more often than inside). Never
+	 * cleared while the slot is the process's: origins removed or evicted
+	 * leave it set, which costs only those lookups. A process untraced and
+	 * traced again gets a zeroed slot while origins stored before may
+	 * remain: they are not inherited, as if evicted, and are removed with
+	 * the process's other state when it exits. */
 	__u64 origins_stored;
 };
 

@@ -58,7 +58,9 @@ int gt_runtime_newproc1_return(struct pt_regs *ctx)
 {
 	/* Every `go` statement of every process of the binary lands here: the
 	 * common case (a creator serving nothing) costs the process check, two
-	 * array lookups, three reads of user memory and two hash lookups. */
+	 * array lookups, one read of user memory (three before Go 1.21) and the
+	 * creator's span entry (a hash lookup; a second for its origin in a
+	 * process that has stored origins). */
 	__u32 tgid = gt_tgid();
 	struct process_slot *slot;
 	/* counted like every probe's hit, so that the overhead estimate and
