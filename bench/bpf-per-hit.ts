@@ -11,13 +11,19 @@
  * (process, socket) also run for every other process on the node, so they
  * are left out.
  *
+ * `--floor` adds, in every round, a pass with no agent and the empty
+ * program (gt_calibration_empty, bench/floor.ts) at the very sites the
+ * agent probes: its run time per hit is what the kernel's statistics
+ * themselves report for a program that does nothing (their own cost), a
+ * floor under every figure above it, not a part to subtract.
+ *
  * `--a CHECKOUT` compares the agent of another checkout (set up with
  * deploy/setup.sh) with this one's (or `--b`'s): each round runs both, one
  * after the other against the same server, rotating which goes first, each
  * with an agent started for it; their columns come from the same run.
  *
  *   deploy/node bench/bpf-per-hit.ts [--go go1.26] [--rounds 3] [--n 2000] [--traceparent half|none|all]
- *     [--a ../other-checkout [--b .]]
+ *     [--floor] [--a ../other-checkout [--b .]]
  */
 import { copyFileSync, existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
@@ -25,6 +31,8 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { repoRoot, startAgent } from '../test/support/agent-process.ts';
 import { httpRequest, startGoServer } from '../test/support/go-server.ts';
+import { enableStats } from '../daemon/native/index.ts';
+import { attachFloor } from './floor.ts';
 import { programStats, type ProgramStats } from './lib/program-stats.ts';
 
 const { values } = parseArgs({
@@ -33,6 +41,7 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '3' },
     n: { type: 'string', default: '2000' },
     traceparent: { type: 'string', default: 'half' },
+    floor: { type: 'boolean', default: false },
     a: { type: 'string' },
     b: { type: 'string', default: repoRoot },
   },
@@ -72,6 +81,7 @@ const reqName = (path: string): string => (path.startsWith('/proxy') ? 'GET /pro
 const per = new Map<string, { runsPerReq: number[]; nsPerRun: number[] }>();
 /** `${side}|${request}` → per round: BPF ns per hit, all programs */
 const perHit = new Map<string, number[]>();
+const tp = { traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' };
 const loadStart = loadavg();
 try {
   for (let r = 0; r < rounds; r++) {
@@ -80,7 +90,6 @@ try {
       const agent = await startFor(side, server.pid);
       try {
         const url = await agent.metricsUrl();
-        const tp = { traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' };
         for (const path of paths) {
           const before: ProgramStats = await programStats(url, UPROBE_PROGRAM);
           for (let i = 0; i < n; i++) await httpRequest(`${server.url}${path}`, { headers: withTraceparent(i) ? tp : {} });
@@ -106,6 +115,22 @@ try {
         await agent.stop();
       }
     }
+    if (values.floor) {
+      if (!enableStats()) throw new Error('--floor: the kernel run-time statistics could not be enabled');
+      const fl = attachFloor(bin);
+      try {
+        for (const path of paths) {
+          const before = fl.stats();
+          for (let i = 0; i < n; i++) await httpRequest(`${server.url}${path}`, { headers: withTraceparent(i) ? tp : {} });
+          const after = fl.stats();
+          const runs = Number(after.runs - before.runs);
+          const k = `floor|${reqName(path)}`;
+          perHit.set(k, [...(perHit.get(k) ?? []), runs ? Number(after.ns - before.ns) / runs : 0]);
+        }
+      } finally {
+        await fl.detach();
+      }
+    }
   }
 } finally {
   await server.stop();
@@ -127,6 +152,9 @@ for (const row of [...rows].sort()) {
 }
 for (const req of paths.map(reqName)) {
   console.log(`| ${req} | all, per hit | | ${sides.map((s) => cell(perHit.get(`${s.name}|${req}`))).join(' | ')} |`);
+}
+if (values.floor) {
+  for (const req of paths.map(reqName)) console.log(`| ${req} | floor: empty program, per hit | | ${sides.map(() => cell(perHit.get(`floor|${req}`))).join(' | ')} |`);
 }
 console.log('');
 if (values.a) console.log(`A: ${sides[0]!.tree}; B: ${sides[1]!.tree}; ${rounds} rounds, sides alternating (rotating which goes first), ${n} requests per round and request, traceparent: ${values.traceparent}`);

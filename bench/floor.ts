@@ -13,6 +13,8 @@ import { probes } from '../daemon/probes/registry.ts';
 export interface Floor {
   /** Sites attached. */
   sites: number;
+  /** The empty program's run count and run time so far (they advance only while the kernel's run-time statistics are enabled). */
+  stats(): { runs: bigint; ns: bigint };
   detach(): Promise<void>;
 }
 
@@ -39,6 +41,10 @@ export function attachFloor(bin: string): Floor {
   }
   return {
     sites,
+    stats: () => {
+      const p = obj.programStats().find((x) => x.name === BpfPrograms.gt_calibration_empty);
+      return { runs: p?.runCount ?? 0n, ns: p?.runTimeNs ?? 0n };
+    },
     detach: async () => {
       await obj.detachAsync(handles);
       obj.close();

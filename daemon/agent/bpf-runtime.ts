@@ -108,7 +108,7 @@ const SWEEP_FROM_FILL = 0.5;
 
 /** Processes whose released slots' counts are kept (as many as gt_probe_hits has keys). */
 const RELEASED_HITS_MAX = 16384;
-/** A slot's value: a u64 count per site. */
+/** Bytes of a slot's counts: a u64 per site (the value goes on with what else probes keep per process, struct process_slot in probes/include/gotrail.h). */
 const PROCESS_HITS_BYTES = HitLimits.GT_HIT_SITES_MAX * 8;
 
 const EAGAIN = 11;
@@ -397,7 +397,7 @@ export class BpfRuntime {
     slot = this.freeHitSlots.shift() ?? (this.nextHitSlot < this.hitSlotCount ? this.nextHitSlot++ : 0);
     if (!slot) return 0;
     try {
-      this.obj.mapUpdate(BpfMaps.gt_process_hits, u32key(slot), Buffer.alloc(PROCESS_HITS_BYTES));
+      this.obj.mapUpdate(BpfMaps.gt_process_hits, u32key(slot), Buffer.alloc(this.obj.mapInfo(BpfMaps.gt_process_hits).valueSize));
     } catch {
       this.freeHitSlots.push(slot);
       return 0;
@@ -429,7 +429,7 @@ export class BpfRuntime {
   private slotHits(slot: number): Map<number, number> {
     const out = new Map<number, number>();
     const v = this.obj.mapLookup(BpfMaps.gt_process_hits, u32key(slot));
-    if (v) for (let site = 0; site * 8 + 8 <= v.length; site++) {
+    if (v) for (let site = 0; site * 8 + 8 <= Math.min(v.length, PROCESS_HITS_BYTES); site++) {
       const n = Number(v.readBigUInt64LE(site * 8));
       if (n) out.set(site, n);
     }

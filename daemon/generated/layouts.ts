@@ -654,6 +654,7 @@ export const RedisLimits = {
 /** enum gt_runtime_flags */
 export const RuntimeFlags = {
   GT_RUNTIME_ENABLED: 1,
+  GT_RUNTIME_PARENT_GOID: 2,
 } as const;
 
 /** enum gt_sampler_flags */
@@ -1585,11 +1586,12 @@ export function encodeHttpRoute(v: HttpRoute, buf: Buffer = Buffer.alloc(136), o
   return buf;
 }
 
-/** struct gt_http_server_call (88 bytes) */
+/** struct gt_http_server_call (96 bytes) */
 export interface HttpServerCall {
   start_ns: bigint;
   req: bigint;
   resp: bigint;
+  conn: bigint;
   tracestate: bigint;
   tracestate_n: bigint;
   flags: number;
@@ -1597,47 +1599,50 @@ export interface HttpServerCall {
   span: SpanContext;
 }
 
-export const HTTP_SERVER_CALL_SIZE = 88;
+export const HTTP_SERVER_CALL_SIZE = 96;
 export const HttpServerCallOffsets = {
   start_ns: 0,
   req: 8,
   resp: 16,
-  tracestate: 24,
-  tracestate_n: 32,
-  flags: 40,
-  reserved: 44,
-  span: 48,
+  conn: 24,
+  tracestate: 32,
+  tracestate_n: 40,
+  flags: 48,
+  reserved: 52,
+  span: 56,
 } as const;
 
 /** Decodes struct gt_http_server_call at `off`; byte arrays are views into `buf`, not copies. */
 export function decodeHttpServerCall(buf: Buffer, off = 0): HttpServerCall {
-  if (off + 88 > buf.length) throw new RangeError(`gt_http_server_call: need 88 bytes at ${off}, have ${buf.length - off}`);
+  if (off + 96 > buf.length) throw new RangeError(`gt_http_server_call: need 96 bytes at ${off}, have ${buf.length - off}`);
   return {
     start_ns: buf.readBigUInt64LE(off + 0),
     req: buf.readBigUInt64LE(off + 8),
     resp: buf.readBigUInt64LE(off + 16),
-    tracestate: buf.readBigUInt64LE(off + 24),
-    tracestate_n: buf.readBigInt64LE(off + 32),
-    flags: buf.readUInt32LE(off + 40),
-    reserved: buf.readUInt32LE(off + 44),
-    span: decodeSpanContext(buf, off + 48),
+    conn: buf.readBigUInt64LE(off + 24),
+    tracestate: buf.readBigUInt64LE(off + 32),
+    tracestate_n: buf.readBigInt64LE(off + 40),
+    flags: buf.readUInt32LE(off + 48),
+    reserved: buf.readUInt32LE(off + 52),
+    span: decodeSpanContext(buf, off + 56),
   };
 }
 
 /** Encodes struct gt_http_server_call into `buf` at `off` (a new zeroed buffer by default). */
-export function encodeHttpServerCall(v: HttpServerCall, buf: Buffer = Buffer.alloc(88), off = 0): Buffer {
+export function encodeHttpServerCall(v: HttpServerCall, buf: Buffer = Buffer.alloc(96), off = 0): Buffer {
   buf.writeBigUInt64LE(v.start_ns, off + 0);
   buf.writeBigUInt64LE(v.req, off + 8);
   buf.writeBigUInt64LE(v.resp, off + 16);
-  buf.writeBigUInt64LE(v.tracestate, off + 24);
-  buf.writeBigInt64LE(v.tracestate_n, off + 32);
-  buf.writeUInt32LE(v.flags, off + 40);
-  buf.writeUInt32LE(v.reserved, off + 44);
-  encodeSpanContext(v.span, buf, off + 48);
+  buf.writeBigUInt64LE(v.conn, off + 24);
+  buf.writeBigUInt64LE(v.tracestate, off + 32);
+  buf.writeBigInt64LE(v.tracestate_n, off + 40);
+  buf.writeUInt32LE(v.flags, off + 48);
+  buf.writeUInt32LE(v.reserved, off + 52);
+  encodeSpanContext(v.span, buf, off + 56);
   return buf;
 }
 
-/** struct gt_http_server_config (164 bytes) */
+/** struct gt_http_server_config (168 bytes) */
 export interface HttpServerConfig {
   req_method: number;
   req_url: number;
@@ -1674,10 +1679,10 @@ export interface HttpServerConfig {
   req_pattern: number;
   req_pat: number;
   pattern_str: number;
-  reserved: number;
+  http1_itab: bigint;
 }
 
-export const HTTP_SERVER_CONFIG_SIZE = 164;
+export const HTTP_SERVER_CONFIG_SIZE = 168;
 export const HttpServerConfigOffsets = {
   req_method: 0,
   req_url: 4,
@@ -1714,12 +1719,12 @@ export const HttpServerConfigOffsets = {
   req_pattern: 148,
   req_pat: 152,
   pattern_str: 156,
-  reserved: 160,
+  http1_itab: 160,
 } as const;
 
 /** Decodes struct gt_http_server_config at `off`; byte arrays are views into `buf`, not copies. */
 export function decodeHttpServerConfig(buf: Buffer, off = 0): HttpServerConfig {
-  if (off + 164 > buf.length) throw new RangeError(`gt_http_server_config: need 164 bytes at ${off}, have ${buf.length - off}`);
+  if (off + 168 > buf.length) throw new RangeError(`gt_http_server_config: need 168 bytes at ${off}, have ${buf.length - off}`);
   return {
     req_method: buf.readUInt32LE(off + 0),
     req_url: buf.readUInt32LE(off + 4),
@@ -1756,12 +1761,12 @@ export function decodeHttpServerConfig(buf: Buffer, off = 0): HttpServerConfig {
     req_pattern: buf.readUInt32LE(off + 148),
     req_pat: buf.readUInt32LE(off + 152),
     pattern_str: buf.readUInt32LE(off + 156),
-    reserved: buf.readUInt32LE(off + 160),
+    http1_itab: buf.readBigUInt64LE(off + 160),
   };
 }
 
 /** Encodes struct gt_http_server_config into `buf` at `off` (a new zeroed buffer by default). */
-export function encodeHttpServerConfig(v: HttpServerConfig, buf: Buffer = Buffer.alloc(164), off = 0): Buffer {
+export function encodeHttpServerConfig(v: HttpServerConfig, buf: Buffer = Buffer.alloc(168), off = 0): Buffer {
   buf.writeUInt32LE(v.req_method, off + 0);
   buf.writeUInt32LE(v.req_url, off + 4);
   buf.writeUInt32LE(v.req_host, off + 8);
@@ -1797,7 +1802,7 @@ export function encodeHttpServerConfig(v: HttpServerConfig, buf: Buffer = Buffer
   buf.writeUInt32LE(v.req_pattern, off + 148);
   buf.writeUInt32LE(v.req_pat, off + 152);
   buf.writeUInt32LE(v.pattern_str, off + 156);
-  buf.writeUInt32LE(v.reserved, off + 160);
+  buf.writeBigUInt64LE(v.http1_itab, off + 160);
   return buf;
 }
 
@@ -1897,7 +1902,7 @@ export function encodeHttpServerEvent(v: HttpServerEvent, buf: Buffer = Buffer.a
   return buf;
 }
 
-/** struct gt_http_server_inflight (232 bytes) */
+/** struct gt_http_server_inflight (240 bytes) */
 export interface HttpServerInflight {
   state: number;
   reserved: number;
@@ -1905,31 +1910,31 @@ export interface HttpServerInflight {
   route: HttpRoute;
 }
 
-export const HTTP_SERVER_INFLIGHT_SIZE = 232;
+export const HTTP_SERVER_INFLIGHT_SIZE = 240;
 export const HttpServerInflightOffsets = {
   state: 0,
   reserved: 4,
   call: 8,
-  route: 96,
+  route: 104,
 } as const;
 
 /** Decodes struct gt_http_server_inflight at `off`; byte arrays are views into `buf`, not copies. */
 export function decodeHttpServerInflight(buf: Buffer, off = 0): HttpServerInflight {
-  if (off + 232 > buf.length) throw new RangeError(`gt_http_server_inflight: need 232 bytes at ${off}, have ${buf.length - off}`);
+  if (off + 240 > buf.length) throw new RangeError(`gt_http_server_inflight: need 240 bytes at ${off}, have ${buf.length - off}`);
   return {
     state: buf.readUInt32LE(off + 0),
     reserved: buf.readUInt32LE(off + 4),
     call: decodeHttpServerCall(buf, off + 8),
-    route: decodeHttpRoute(buf, off + 96),
+    route: decodeHttpRoute(buf, off + 104),
   };
 }
 
 /** Encodes struct gt_http_server_inflight into `buf` at `off` (a new zeroed buffer by default). */
-export function encodeHttpServerInflight(v: HttpServerInflight, buf: Buffer = Buffer.alloc(232), off = 0): Buffer {
+export function encodeHttpServerInflight(v: HttpServerInflight, buf: Buffer = Buffer.alloc(240), off = 0): Buffer {
   buf.writeUInt32LE(v.state, off + 0);
   buf.writeUInt32LE(v.reserved, off + 4);
   encodeHttpServerCall(v.call, buf, off + 8);
-  encodeHttpRoute(v.route, buf, off + 96);
+  encodeHttpRoute(v.route, buf, off + 104);
   return buf;
 }
 
@@ -3242,7 +3247,7 @@ export interface RuntimeConfig {
   g_m: number;
   m_curg: number;
   flags: number;
-  reserved: number;
+  g_parent_goid: number;
 }
 
 export const RUNTIME_CONFIG_SIZE = 16;
@@ -3250,7 +3255,7 @@ export const RuntimeConfigOffsets = {
   g_m: 0,
   m_curg: 4,
   flags: 8,
-  reserved: 12,
+  g_parent_goid: 12,
 } as const;
 
 /** Decodes struct gt_runtime_config at `off`; byte arrays are views into `buf`, not copies. */
@@ -3260,7 +3265,7 @@ export function decodeRuntimeConfig(buf: Buffer, off = 0): RuntimeConfig {
     g_m: buf.readUInt32LE(off + 0),
     m_curg: buf.readUInt32LE(off + 4),
     flags: buf.readUInt32LE(off + 8),
-    reserved: buf.readUInt32LE(off + 12),
+    g_parent_goid: buf.readUInt32LE(off + 12),
   };
 }
 
@@ -3269,7 +3274,7 @@ export function encodeRuntimeConfig(v: RuntimeConfig, buf: Buffer = Buffer.alloc
   buf.writeUInt32LE(v.g_m, off + 0);
   buf.writeUInt32LE(v.m_curg, off + 4);
   buf.writeUInt32LE(v.flags, off + 8);
-  buf.writeUInt32LE(v.reserved, off + 12);
+  buf.writeUInt32LE(v.g_parent_goid, off + 12);
   return buf;
 }
 

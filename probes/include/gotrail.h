@@ -185,29 +185,43 @@ enum gt_hit_limits {
 	GT_PROCESS_HIT_SLOTS = 1024,
 };
 
-/* One traced process's hits, by site: 1 KiB per slot. Slot 0 is never
- * assigned (it stands for none). */
-struct process_hit_counts {
+/* One traced process's hits, by site: 1 KiB per slot, and what else a
+ * hit of the process may want to know without a lookup of its own. Slot 0
+ * is never assigned (it stands for none). User space zeroes a slot when it
+ * assigns it. */
+struct process_slot {
 	__u64 hits[GT_HIT_SITES_MAX];
+	/* non-zero once probes/go/runtime stored a goroutine origin for the
+	 * process (ancestry.h): until then its goroutines have none to inherit
+	 * or remove, and its runtime hits skip the lookup of
+	 * gt_goroutine_origins (a miss costs a hash lookup; most programs
+	 * start goroutines outside requests far more often than inside). Never
+	 * cleared while the slot is the process's: origins removed or evicted
+	 * leave it set, which costs only those lookups. A process untraced and
+	 * traced again gets a zeroed slot while origins stored before may
+	 * remain: they are not inherited, as if evicted, and are removed with
+	 * the process's other state when it exits. */
+	__u64 origins_stored;
 };
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, GT_PROCESS_HIT_SLOTS);
 	__type(key, __u32);
-	__type(value, struct process_hit_counts);
+	__type(value, struct process_slot);
 } gt_process_hits SEC(".maps");
 
 /* Counts a hit of `site` in process `tgid`, whose gt_processes entry is
- * `proc` (0: none). */
-static __always_inline void gt_count_hit(__u32 tgid, __u32 site, const struct gt_process_info *proc)
+ * `proc` (0: none); returns the process's slot when it counted there. */
+static __always_inline struct process_slot *gt_count_hit(__u32 tgid, __u32 site,
+							 const struct gt_process_info *proc)
 {
 	__u32 slot = proc ? proc->hits_slot : 0;
 	if (slot && site < GT_HIT_SITES_MAX) {
-		struct process_hit_counts *h = bpf_map_lookup_elem(&gt_process_hits, &slot);
+		struct process_slot *h = bpf_map_lookup_elem(&gt_process_hits, &slot);
 		if (h) {
 			__sync_fetch_and_add(&h->hits[site], 1);
-			return;
+			return h;
 		}
 	}
 	struct gt_hit_key k = { .tgid = tgid, .site = site };
@@ -223,6 +237,7 @@ static __always_inline void gt_count_hit(__u32 tgid, __u32 site, const struct gt
 				__sync_fetch_and_add(v, 1);
 		}
 	}
+	return 0;
 }
 
 static __always_inline void gt_count(__u32 which)
@@ -251,6 +266,15 @@ static __always_inline bool gt_hit_traced(__u32 tgid, __u32 site)
 {
 	struct gt_process_info *p = bpf_map_lookup_elem(&gt_processes, &tgid);
 	gt_count_hit(tgid, site, p);
+	return p && (p->flags & GT_PROCESS_TRACED);
+}
+
+/* As gt_hit_traced; *slot is the process's slot of gt_process_hits, or 0
+ * when it has none (then nothing is known of it without lookups). */
+static __always_inline bool gt_hit_traced_slot(__u32 tgid, __u32 site, struct process_slot **slot)
+{
+	struct gt_process_info *p = bpf_map_lookup_elem(&gt_processes, &tgid);
+	*slot = gt_count_hit(tgid, site, p);
 	return p && (p->flags & GT_PROCESS_TRACED);
 }
 

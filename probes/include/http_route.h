@@ -51,6 +51,9 @@ struct gt_http_server_call {
 	__u64 start_ns;
 	__u64 req;
 	__u64 resp;
+	/* resp's *http.conn when the entry read it (0: not read): its
+	 * return reads the connection's hijacked flag there */
+	__u64 conn;
 	__u64 tracestate;   /* the incoming tracestate header's []string: array... */
 	__s64 tracestate_n; /* ...and its length (0: none); read when the request ends */
 	__u32 flags;        /* enum gt_http_event_flags (probes/go/net/http/server) */

@@ -6,7 +6,8 @@
  *   func newproc1(fn *funcval, callergp *g, callerpc uintptr) *g            (Go 1.19)
  *   func newproc1(fn *funcval, callergp *g, callerpc uintptr, parked bool,
  *                 waitreason waitReason) *g                                  (Go 1.21+)
- *     at every RET: the new goroutine's *g in RAX, its goid assigned. One
+ *     at every RET: the new goroutine's *g in RAX, its goid assigned (and,
+ *     from Go 1.21, its parentGoid: the creator's goid). One
  *     probe hit per `go` statement. newproc1 runs on the system stack (g0,
  *     whose stack never moves, but a return is probed at its RET sites as
  *     everywhere), so R14 is the M's g0 there and the creator is g0.m.curg:
@@ -19,14 +20,18 @@
 #include "ancestry.h"
 
 struct gt_runtime_config {
-	__u32 g_m;    /* runtime.g.m */
-	__u32 m_curg; /* runtime.m.curg */
-	__u32 flags;  /* enum gt_runtime_flags */
-	__u32 reserved;
+	__u32 g_m;           /* runtime.g.m */
+	__u32 m_curg;        /* runtime.m.curg */
+	__u32 flags;         /* enum gt_runtime_flags */
+	__u32 g_parent_goid; /* runtime.g.parentGoid (with GT_RUNTIME_PARENT_GOID) */
 };
 
 enum gt_runtime_flags {
 	GT_RUNTIME_ENABLED = 1,
+	/* newproc1 sets the new goroutine's parentGoid to its creator's goid
+	 * (Go 1.21 and later; the field exists unset in older ones): the
+	 * creator is read there, one read instead of three through g0's M */
+	GT_RUNTIME_PARENT_GOID = 2,
 };
 
 enum gt_hit_site_runtime {
@@ -53,11 +58,14 @@ int gt_runtime_newproc1_return(struct pt_regs *ctx)
 {
 	/* Every `go` statement of every process of the binary lands here: the
 	 * common case (a creator serving nothing) costs the process check, two
-	 * array lookups, three reads of user memory and two hash lookups. */
+	 * array lookups, one read of user memory (three before Go 1.21) and the
+	 * creator's span entry (a hash lookup; a second for its origin in a
+	 * process that has stored origins). */
 	__u32 tgid = gt_tgid();
+	struct process_slot *slot;
 	/* counted like every probe's hit, so that the overhead estimate and
 	 * budget see the probe that is hit most in goroutine-heavy programs */
-	if (!gt_hit_traced(tgid, GT_HIT_RUNTIME_NEWPROC1_RETURN))
+	if (!gt_hit_traced_slot(tgid, GT_HIT_RUNTIME_NEWPROC1_RETURN, &slot))
 		return 0;
 	__u32 id = (__u32)bpf_get_attach_cookie(ctx);
 	struct gt_binary_info *bin = gt_binary(id);
@@ -66,9 +74,15 @@ int gt_runtime_newproc1_return(struct pt_regs *ctx)
 		return 0;
 	__u64 m = 0, curg = 0, newg = GO_ARG1(ctx);
 	struct gt_goroutine_key creator = { .tgid = tgid };
-	if (!newg || go_read_ptr(GO_G(ctx), cfg->g_m, &m) < 0 || go_read_ptr(m, cfg->m_curg, &curg) < 0 ||
-	    go_read_ptr(curg, bin->goid_offset, &creator.goid) < 0 || !creator.goid)
+	if (!newg)
 		return 0;
+	if (cfg->flags & GT_RUNTIME_PARENT_GOID) {
+		if (go_read_ptr(newg, cfg->g_parent_goid, &creator.goid) < 0 || !creator.goid)
+			return 0;
+	} else if (go_read_ptr(GO_G(ctx), cfg->g_m, &m) < 0 || go_read_ptr(m, cfg->m_curg, &curg) < 0 ||
+		   go_read_ptr(curg, bin->goid_offset, &creator.goid) < 0 || !creator.goid) {
+		return 0;
+	}
 	struct gt_goroutine_origin o = {};
 	struct gt_span_context *served = gt_goroutine_span(&creator);
 	if (served) {
@@ -76,6 +90,9 @@ int gt_runtime_newproc1_return(struct pt_regs *ctx)
 		o.root_goid = creator.goid;
 		o.generation = 1;
 	} else {
+		/* a process that never stored an origin has none to inherit */
+		if (slot && !slot->origins_stored)
+			return 0;
 		struct gt_goroutine_origin *inherited = bpf_map_lookup_elem(&gt_goroutine_origins, &creator);
 		if (!inherited || inherited->generation >= GT_GOROUTINE_GENERATIONS_MAX ||
 		    !gt_origin_live(tgid, inherited))
@@ -88,6 +105,10 @@ int gt_runtime_newproc1_return(struct pt_regs *ctx)
 		gt_count(GT_COUNTER_READ_FAILED);
 		return 0;
 	}
+	/* marked before the insert: a goroutine's exit that sees the insert
+	 * sees the mark too (the child runs only after newproc1 returns) */
+	if (slot && !slot->origins_stored)
+		slot->origins_stored = 1;
 	bpf_map_update_elem(&gt_goroutine_origins, &child, &o, BPF_ANY);
 	gt_debug_hit(ctx, GT_HIT_RUNTIME_NEWPROC1_RETURN, GT_HIT_STORED, tgid, id, child.goid);
 	return 0;
@@ -97,11 +118,13 @@ SEC("uprobe.multi")
 int gt_runtime_goexit1(struct pt_regs *ctx)
 {
 	__u32 tgid = gt_tgid();
-	if (!gt_hit_traced(tgid, GT_HIT_RUNTIME_GOEXIT1))
+	struct process_slot *slot;
+	if (!gt_hit_traced_slot(tgid, GT_HIT_RUNTIME_GOEXIT1, &slot))
 		return 0;
 	__u32 id = (__u32)bpf_get_attach_cookie(ctx);
 	struct gt_binary_info *bin = gt_binary(id);
-	if (!bin)
+	/* a process that never stored an origin has none to remove */
+	if (!bin || (slot && !slot->origins_stored))
 		return 0;
 	struct gt_goroutine_key key = { .tgid = tgid, .goid = go_goid(ctx, bin) };
 	/* most goroutines end without an origin: a lookup takes no lock, a

@@ -7,7 +7,7 @@
  * BPF side is probes/go/runtime/runtime.bpf.c and probes/include/ancestry.h.
  */
 import { BpfMaps, BpfPrograms, RuntimeFlags, encodeRuntimeConfig } from '../../../generated/layouts.ts';
-import type { ProbeDescriptor } from '../../types.ts';
+import { fieldResolved, type ProbeDescriptor } from '../../types.ts';
 
 /** Generations through which a request's span is inherited (GT_GOROUTINE_GENERATIONS_MAX in BPF). */
 export const GOROUTINE_GENERATIONS_MAX = 8;
@@ -15,7 +15,14 @@ export const GOROUTINE_GENERATIONS_MAX = 8;
 const F = {
   gM: 'runtime.g.m',
   mCurg: 'runtime.m.curg',
+  parentGoid: 'runtime.g.parentGoid',
 } as const;
+
+/** Whether newproc1 of Go `version` (`go1.26.8`) sets the new goroutine's parentGoid: from Go 1.21 (the field exists, unset, in older ones). */
+function setsParentGoid(version: string | undefined): boolean {
+  const m = /^(?:go)?1\.(\d+)/.exec(version ?? '');
+  return m !== null && Number(m[1]) >= 21;
+}
 
 export const runtimeProbe: ProbeDescriptor = {
   id: 'runtime/goroutines',
@@ -33,17 +40,19 @@ export const runtimeProbe: ProbeDescriptor = {
   fields: {
     [F.gM]: { reads: 'the M running newproc1 on its g0, whose current goroutine is the creator' },
     [F.mCurg]: { reads: 'the creating goroutine (the M\'s current goroutine while newproc1 runs on g0)' },
+    [F.parentGoid]: { reads: 'the creating goroutine\'s id on the new goroutine (set by newproc1 from Go 1.21)', optional: 'the creator is read through the M (two more reads of memory per go statement)', goSince: '1.21' },
   },
   // ancestry serves the spans of outgoing calls: without a client probe it would only cost
   onlyWith: ['net/http/client', 'google.golang.org/grpc/client'],
   configMap: BpfMaps.gt_runtime_config,
   stateMaps: [BpfMaps.gt_goroutine_origins],
-  encodeConfig(o) {
+  encodeConfig(o, missingOptional, goVersion) {
+    const parent = fieldResolved(o, missingOptional)(F.parentGoid) && setsParentGoid(goVersion);
     return encodeRuntimeConfig({
       g_m: o[F.gM] ?? 0,
       m_curg: o[F.mCurg] ?? 0,
-      flags: RuntimeFlags.GT_RUNTIME_ENABLED,
-      reserved: 0,
+      flags: RuntimeFlags.GT_RUNTIME_ENABLED | (parent ? RuntimeFlags.GT_RUNTIME_PARENT_GOID : 0),
+      g_parent_goid: parent ? o[F.parentGoid] ?? 0 : 0,
     });
   },
 };

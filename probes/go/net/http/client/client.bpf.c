@@ -277,9 +277,9 @@ int gt_http_client_conn(struct pt_regs *ctx)
 	st->conn = k;
 	/* the receiver, on this node or another, traced or not, gets a
 	 * traceparent header; the destination rules see URL.Host */
-	__u64 url = 0;
+	__u64 url = st->url; /* the entry's read of Request.URL, when it made one */
 	struct go_string host = {};
-	if (go_read_ptr(st->req, cfg->req_url, &url) == 0 && url)
+	if ((url || go_read_ptr(st->req, cfg->req_url, &url) == 0) && url)
 		bpf_probe_read_user(&host, sizeof(host), (void *)(url + cfg->url_host));
 	st->marked = gt_inject_mark(&k, &st->span, GT_INJECT_PROTO_HTTP1, host.ptr, host.len);
 	return 0;

@@ -67,7 +67,13 @@ struct gt_http_server_config {
 	__u32 req_pattern;
 	__u32 req_pat;
 	__u32 pattern_str;
-	__u32 reserved;
+	/* Written by the probe, not user space (0 until then): the itab of
+	 * the ResponseWriter interface (RBX at the entry) of a request that
+	 * passed the HTTP/1 check, i.e. that of *http.response. A request with
+	 * the same itab is HTTP/1 without the check's two reads of user memory;
+	 * another (HTTP/2's writer, or *response in another process of a
+	 * position-independent binary) takes the check, which learns it anew. */
+	__u64 http1_itab;
 };
 
 enum gt_http_server_flags {
@@ -524,13 +530,23 @@ static __always_inline void read_traceparent(struct gt_http_server_config *cfg, 
 	}
 }
 
-/* The ends of the request's connection, as its client sees them. */
-static __always_inline int conn_key_of(struct gt_http_server_config *cfg, __u64 resp, struct gt_conn_key *k)
+/* The *http.conn of an HTTP/1 response: `*conn` when already read (the
+ * HTTP/1 check reads it), else read from resp and kept in *conn. */
+static __always_inline __u64 response_conn(struct gt_http_server_config *cfg, __u64 resp, __u64 *conn)
 {
-	__u64 conn = 0, tcpconn = 0;
+	if (!*conn && go_read_ptr(resp, cfg->resp_conn, conn) < 0)
+		*conn = 0;
+	return *conn;
+}
+
+/* The ends of the request's connection, as its client sees them; `conn`:
+ * the response's *http.conn (0: not read yet). */
+static __always_inline int conn_key_of(struct gt_http_server_config *cfg, __u64 resp, __u64 *conn,
+				       struct gt_conn_key *k)
+{
+	__u64 tcpconn = 0;
 	/* conn.rwc is a net.Conn: {itab, data}; data is the *net.TCPConn */
-	if (go_read_ptr(resp, cfg->resp_conn, &conn) < 0 ||
-	    go_read_ptr(conn, cfg->conn_rwc + 8, &tcpconn) < 0)
+	if (go_read_ptr(response_conn(cfg, resp, conn), cfg->conn_rwc + 8, &tcpconn) < 0)
 		return -1;
 	return gt_conn_key_of(tcpconn, &cfg->tcp, false, k);
 }
@@ -586,10 +602,16 @@ int gt_http_server_entry(struct pt_regs *ctx)
 	 * ResponseWriter: an HTTP/1 *response's conn names the server that the
 	 * serverHandler (RAX) carries, an HTTP/2 writer's memory does not. */
 	if (cfg->flags & GT_HTTP_SERVER_CHECK_HTTP1) {
-		__u64 conn = 0, srv = 0;
-		if (go_read_ptr(st.resp, cfg->resp_conn, &conn) < 0 ||
-		    go_read_ptr(conn, cfg->conn_server, &srv) < 0 || srv != GO_ARG1(ctx))
-			st.flags |= GT_HTTP_EVENT_NOT_HTTP1;
+		__u64 itab = GO_ARG2(ctx), srv = 0;
+		if (!itab || itab != cfg->http1_itab) {
+			if (go_read_ptr(st.resp, cfg->resp_conn, &st.conn) < 0 ||
+			    go_read_ptr(st.conn, cfg->conn_server, &srv) < 0 || srv != GO_ARG1(ctx)) {
+				st.flags |= GT_HTTP_EVENT_NOT_HTTP1;
+				st.conn = 0;
+			} else if (itab) {
+				cfg->http1_itab = itab;
+			}
+		}
 	}
 	/* A traced client on this node is the most exact parent (it is the very
 	 * span that sent this request); else an incoming traceparent; else a
@@ -601,7 +623,7 @@ int gt_http_server_entry(struct pt_regs *ctx)
 	bool self_conns = gt_self_any_conn(), published = gt_conn_any_published();
 	struct gt_conn_key conn = {};
 	if (http1 && (cfg->flags & GT_HTTP_SERVER_LINK) && (self_conns || published) &&
-	    conn_key_of(cfg, st.resp, &conn) == 0) {
+	    conn_key_of(cfg, st.resp, &st.conn, &conn) == 0) {
 		if (self_conns && gt_conn_is_own(&conn)) {
 			gt_self_skip_mark(&key);
 			return 0;
@@ -782,10 +804,10 @@ static __always_inline void finish_request(struct gt_http_server_config *cfg, st
 			ev->flags |= GT_HTTP_EVENT_TLS_KNOWN | (tls ? GT_HTTP_EVENT_TLS : 0);
 	}
 	if ((cfg->flags & GT_HTTP_SERVER_HIJACK) && st->resp && !(st->flags & GT_HTTP_EVENT_NOT_HTTP1)) {
-		__u64 conn = 0;
+		__u64 conn = response_conn(cfg, st->resp, &st->conn);
 		__u8 hijacked = 0;
-		if (go_read_ptr(st->resp, cfg->resp_conn, &conn) == 0 && conn &&
-		    bpf_probe_read_user(&hijacked, 1, (void *)(conn + cfg->conn_hijacked)) == 0 && hijacked)
+		if (conn && bpf_probe_read_user(&hijacked, 1, (void *)(conn + cfg->conn_hijacked)) == 0 &&
+		    hijacked)
 			ev->flags |= GT_HTTP_EVENT_HIJACKED;
 	}
 	read_route(cfg, &req, &rec->route, &ev->route);

@@ -217,7 +217,8 @@ export const httpServerProbe: EventProbe = {
       req_pattern: pattern ? o[F.pattern] ?? 0 : 0,
       req_pat: pat ? o[F.pat] ?? 0 : 0,
       pattern_str: pat ? o[F.patternStr] ?? 0 : 0,
-      reserved: 0,
+      // learned by the probe (see gt_http_server_config)
+      http1_itab: 0n,
     });
   },
   eventType: EventType.GT_EVENT_HTTP_SERVER,
