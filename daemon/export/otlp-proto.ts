@@ -37,8 +37,30 @@ const SPAN_FLAGS_IS_REMOTE = 0x200;
 /** Largest UTF-16 length whose UTF-8 form surely fits a one-byte length prefix (3 bytes per code unit). */
 const SHORT_STRING = 42;
 
-/** Attribute keys whose encoding is kept (see OtlpTraceEncoder #key); beyond, keys are encoded each time. */
+/** Attribute keys whose encoding is kept (see OtlpTraceEncoder #keyEntry); beyond, keys are encoded each time. */
 const MAX_CACHED_KEYS = 1024;
+/** Longest KeyValue field kept for reuse (see KeyCache.kv): the values that repeat are short. */
+const MAX_CACHED_KV_BYTES = 256;
+
+/**
+ * What the encoder keeps of an attribute key: its `KeyValue.key` field, and
+ * the last primitive value seen under it with, once that value came twice in
+ * a row, its whole encoded `KeyValue` field (tag, length, key, value) under
+ * the attributes field `field`. Most attributes of a node's spans repeat from
+ * span to span (method, status, scheme, protocol, addresses): those are then
+ * copied as they were encoded instead of being encoded again. The bytes are
+ * the same either way.
+ */
+class KeyCache {
+  readonly key: Buffer;
+  value: string | number | boolean | undefined = undefined;
+  field = 0;
+  kv: Buffer | undefined = undefined;
+
+  constructor(key: Buffer) {
+    this.key = key;
+  }
+}
 
 /** Bytes of the chunks that prepared spans are written into (see {@link OtlpTraceEncoder.prepare}). */
 const CHUNK_BYTES = 256 * 1024;
@@ -74,8 +96,8 @@ export type QueuedSpan = ReadableSpan | EncodedSpan;
 export class OtlpTraceEncoder {
   #buf: Buffer;
   #pos = 0;
-  /** Attribute keys' encoded KeyValue.key fields (see #key). */
-  readonly #keys = new Map<string, Buffer>();
+  /** Per attribute key: its encoded KeyValue.key field and its last value's KeyValue (see #attributes). */
+  readonly #keys = new Map<string, KeyCache>();
   /** Where {@link prepare} writes: the current chunk and its first free byte. */
   #chunk: Buffer = Buffer.allocUnsafeSlow(CHUNK_BYTES);
   #chunkPos = 0;
@@ -371,36 +393,58 @@ export class OtlpTraceEncoder {
       if (!Object.prototype.hasOwnProperty.call(attributes, key)) continue;
       const value = attributes[key];
       if (value === undefined || value === null) continue;
+      const e = this.#keyEntry(key);
+      if (e !== undefined && e.kv !== undefined && e.value === value && e.field === field) {
+        this.#copy(e.kv);
+        continue;
+      }
+      const at = this.#pos;
       // KeyValue.key = 1, value = 2
       const kv = this.#begin(tag(field, WIRE_LEN), 1);
-      this.#key(key);
+      if (e === undefined) this.#string(1, key);
+      else this.#copy(e.key);
       const v = this.#begin(tag(2, WIRE_LEN), 1);
       this.#anyValue(value);
       this.#end(v, 1);
       this.#end(kv, 1);
+      if (e === undefined) continue;
+      if (typeof value === 'object') {
+        // an array may change under the same identity: never reused
+        e.value = undefined;
+        e.kv = undefined;
+      } else if (e.value === value && e.field === field) {
+        // the same value twice in a row: it repeats (a method, a status, an address)
+        if (this.#pos - at <= MAX_CACHED_KV_BYTES) e.kv = Buffer.from(this.#buf.subarray(at, this.#pos));
+      } else {
+        e.value = value;
+        e.field = field;
+        e.kv = undefined;
+      }
     }
   }
 
   /**
-   * KeyValue.key = 1: copied from its encoding the first time, for the
-   * first {@link MAX_CACHED_KEYS} keys (attribute keys are few and repeat
-   * in every span).
+   * The cache entry of an attribute key, made the first time, for the first
+   * {@link MAX_CACHED_KEYS} keys (attribute keys are few and repeat in every
+   * span); undefined beyond.
    */
-  #key(key: string): void {
-    let k = this.#keys.get(key);
-    if (k === undefined) {
-      if (this.#keys.size >= MAX_CACHED_KEYS) {
-        this.#string(1, key);
-        return;
-      }
-      k = this.#detached(() => this.#string(1, key));
-      this.#keys.set(key, k);
+  #keyEntry(key: string): KeyCache | undefined {
+    let e = this.#keys.get(key);
+    if (e === undefined) {
+      if (this.#keys.size >= MAX_CACHED_KEYS) return undefined;
+      e = new KeyCache(this.#detached(() => this.#string(1, key)));
+      this.#keys.set(key, e);
     }
-    const n = k.length;
+    return e;
+  }
+
+  /** Appends `src` (short: copied byte by byte, cheaper here than a call into Buffer.copy). */
+  #copy(src: Buffer): void {
+    const n = src.length;
     this.#ensure(n);
     const b = this.#buf;
     const p = this.#pos;
-    for (let i = 0; i < n; i++) b[p + i] = k[i]!;
+    for (let i = 0; i < n; i++) b[p + i] = src[i]!;
     this.#pos = p + n;
   }
 

@@ -71,6 +71,25 @@ test('several resources and scopes, other ReadableSpans with links and events, o
   }
 });
 
+test('attribute values that repeat, change, change type or are mutated in place encode as the OpenTelemetry serializer encodes them', () => {
+  // the encoder reuses a KeyValue whose value came twice in a row under its key and field
+  const list = [1, 2];
+  const values: Array<string | number | boolean | number[]> = ['GET', 'GET', 'GET', 'POST', 'GET', 'GET', 7, 7, '7', '7', true, true, false, -0, 0, 0, 1.5, 1.5, 'y'.repeat(400), 'y'.repeat(400), 'y'.repeat(400), list, list];
+  const encoder = new OtlpTraceEncoder();
+  const spans = values.map((v, i) => {
+    if (i === values.length - 1) list.push(3);
+    return makeSpan({
+      name: 'n', kind: SpanKind.SERVER, traceId: (i + 1).toString(16).padStart(32, '0'), spanId: (i + 1).toString(16).padStart(16, '0'), sampled: true,
+      startUnixNano: 1_764_547_200_000_000_000n, endUnixNano: 1_764_547_200_000_000_001n,
+      attributes: { k: v, 'service.name': i % 3 ? 'shop' : 'other' }, status: { code: SpanStatusCode.UNSET }, resource: resA, scope: 'net/http',
+    });
+  });
+  same(spans, encoder);
+  same(spans, encoder);
+  const prepared = encoder.encode(spans.map((s) => encoder.prepare(s)));
+  assert.equal(Buffer.from(prepared).toString('hex'), Buffer.from(ProtobufTraceSerializer.serializeRequest(spans)!).toString('hex'), 'prepared when queued');
+});
+
 test('a span record read in place from event bytes carries the ids, flags and stamps BPF wrote', () => {
   const buf = Buffer.alloc(64);
   const ids = { trace_id: Buffer.from('0af7651916cd43dd8448eb211c80319c', 'hex'), span_id: Buffer.from('b7ad6b7169203331', 'hex'), parent_span_id: Buffer.from('00f067aa0ba902b7', 'hex') };

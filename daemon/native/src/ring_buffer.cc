@@ -21,8 +21,8 @@ namespace gotrail {
 
 namespace {
 
-// Small enough that an idle agent does not hold megabytes per ring buffer,
-// large enough that a busy one grows the vector only a few times per batch.
+// The first reservation of a batch of a ring that wakes per record (which
+// mostly carries one): small, grown as records come.
 constexpr size_t kInitialBatchReserve = 64 * 1024;
 
 // The kernel's per-record header (length and flags) in front of each
@@ -436,11 +436,17 @@ int RingBufferState::Append(const void* data, size_t size) {
   }
   if (cur_ == nullptr) {
     cur_.reset(new Batch());
-    cur_->data.reserve(std::min<size_t>(kInitialBatchReserve, opts_.max_batch_bytes));
+    // A timer-driven ring's batches fill up to max_batch_bytes under load:
+    // reserved at once, the vector is never reallocated (growing from 64
+    // KiB copied another 192 KiB per 256 KiB batch). Pages not written are
+    // not touched. A ring that wakes per record mostly carries one.
+    cur_->data.reserve(opts_.wakeup ? std::min<size_t>(kInitialBatchReserve, opts_.max_batch_bytes)
+                                    : opts_.max_batch_bytes);
   }
-  std::vector<uint8_t>& buf = cur_->data;
+  BatchBytes& buf = cur_->data;
   const size_t at = buf.size();
-  buf.resize(at + need, 0);
+  // not zero-filled: every byte is written below
+  buf.resize(at + need);
   uint8_t* p = buf.data() + at;
   const uint32_t len = static_cast<uint32_t>(size);
   // Little-endian by contract, independent of the host.
@@ -449,6 +455,7 @@ int RingBufferState::Append(const void* data, size_t size) {
   p[2] = (len >> 16) & 0xff;
   p[3] = (len >> 24) & 0xff;
   std::memcpy(p + 4, data, size);
+  std::memset(p + 4 + size, 0, need - 4 - size);
   cur_->records++;
   cur_->payload_bytes += size;
   taken_++;
@@ -510,13 +517,12 @@ void RingBufferState::CallJs(Napi::Env napi_env_wrapper, Napi::Function callback
     if (stats == nullptr) return drop();
   }
 
-  std::vector<uint8_t>& bytes = owned->data;
+  BatchBytes& bytes = owned->data;
   napi_value buf;
-  auto* data = new std::vector<uint8_t>(std::move(bytes));
+  auto* data = new BatchBytes(std::move(bytes));
   napi_status st = napi_create_external_buffer(
       env, data->size(), data->data(),
-      [](napi_env, void*, void* hint) { delete static_cast<std::vector<uint8_t>*>(hint); }, data,
-      &buf);
+      [](napi_env, void*, void* hint) { delete static_cast<BatchBytes*>(hint); }, data, &buf);
   if (st != napi_ok) {
     // Runtimes that forbid external buffers (V8 sandbox) get a copy.
     void* copy_at;

@@ -60,9 +60,37 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace gotrail {
+
+// An allocator whose value-less construct leaves the element uninitialised:
+// a vector of it grows by resize() without zero-filling what the caller
+// writes at once (each record's bytes are copied in right after).
+template <typename T, typename A = std::allocator<T>>
+class DefaultInitAllocator : public A {
+  using Traits = std::allocator_traits<A>;
+
+ public:
+  template <typename U>
+  struct rebind {
+    using other = DefaultInitAllocator<U, typename Traits::template rebind_alloc<U>>;
+  };
+  using A::A;
+  template <typename U>
+  void construct(U* p) noexcept(std::is_nothrow_default_constructible<U>::value) {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <typename U, typename... Args>
+  void construct(U* p, Args&&... args) {
+    Traits::construct(static_cast<A&>(*this), p, std::forward<Args>(args)...);
+  }
+};
+
+// The bytes of one batch handed to JS.
+using BatchBytes = std::vector<uint8_t, DefaultInitAllocator<uint8_t>>;
 
 struct RingBufferOptions {
   uint32_t interval_ms = 5;  // 0: no timer (wakeup mode only)
@@ -139,7 +167,7 @@ class RingBufferState : public std::enable_shared_from_this<RingBufferState> {
 
  private:
   struct Batch {
-    std::vector<uint8_t> data;
+    BatchBytes data;
     uint64_t records = 0;
     uint64_t payload_bytes = 0;
     // Set when queued to JS: keeps the counters alive for CallJs, which
