@@ -9,7 +9,8 @@
  *     [--rate 5000 --seconds 5]   also the agent's CPU per span at that rate
  *     [--variant 'NAME|ENV=V ENV2=V|--node-flag ...|/other/checkout'] ...
  *     [--json FILE]               every round's samples
- *     [--churn 20]                processes started per second while idle (each
+ *     [--churn 20 [--churn-seconds 15]]
+ *                                 processes started per second while idle (each
  *                                 lives 2 s), as on a host running builds or
  *                                 short-lived tools: the agent reads each one's
  *                                 exec and exit and its /proc scan looks at them
@@ -53,6 +54,7 @@ const { values } = parseArgs({
     'private-node': { type: 'boolean', default: false },
     json: { type: 'string' },
     churn: { type: 'string', default: '0' },
+    'churn-seconds': { type: 'string' },
   },
 });
 const rounds = Number(values.rounds);
@@ -68,7 +70,11 @@ function startChurn(perSecond: number): () => void {
   const t = setInterval(() => {
     for (let i = 0; i < perSecond / 10; i++) spawn('/bin/sleep', ['2'], { stdio: 'ignore' }).on('error', () => {});
   }, 100);
-  return () => clearInterval(t);
+  const end = values['churn-seconds'] ? setTimeout(() => clearInterval(t), Number(values['churn-seconds']) * 1000) : undefined;
+  return () => {
+    clearInterval(t);
+    clearTimeout(end);
+  };
 }
 
 interface Variant { name: string; env: Record<string, string>; flags: string[] | undefined; root: string }
@@ -196,7 +202,7 @@ const rows = new Set<string>();
 for (const ss of results.values()) for (const s of ss) for (const k of [...Object.keys(s.mem.rssKiB), ...Object.keys(s.v8)]) rows.add(k);
 const cell = (name: string, get: (s: Sample) => number | undefined): number => median(results.get(name)!.map((s) => get(s) ?? 0));
 const lines = [
-  `Agent memory, idle ${idleMs / 1000} s after a 3 s warm-up at 1000 requests/s${churn ? ` (meanwhile ${churn} processes started per second, each living 2 s)` : ''}; ${processes} traced process(es); median of ${rounds} rounds per variant, alternating; load average ${load0.map((x) => x.toFixed(2)).join(' ')} at start, ${loadavg().map((x) => x.toFixed(2)).join(' ')} at end.`,
+  `Agent memory, idle ${idleMs / 1000} s after a 3 s warm-up at 1000 requests/s${churn ? ` (meanwhile ${churn} processes started per second, each living 2 s${values['churn-seconds'] ? `, for its first ${values['churn-seconds']} s` : ''})` : ''}; ${processes} traced process(es); median of ${rounds} rounds per variant, alternating; load average ${load0.map((x) => x.toFixed(2)).join(' ')} at start, ${loadavg().map((x) => x.toFixed(2)).join(' ')} at end.`,
   '',
   `| MiB | ${names.join(' | ')} |`,
   `|---|${names.map(() => '---:').join('|')}|`,

@@ -39,7 +39,9 @@
  * ({@link MemoryTrim.housekeeping}) arms a tidy-up: `tidyAfterMs` later a
  * full GC (~10-20 ms here) and malloc_trim, at most once per `tidyAfterMs`,
  * within the same time share; it leaves the page-out's schedule alone and
- * does nothing while span traffic keeps a reduction pending.
+ * does nothing while span traffic keeps a reduction pending. What that work
+ * read back of the files' pages is paged out again once housekeeping too has
+ * been quiet for `pageOutQuietMs` (after the first page-out only).
  *
  * No timer runs while the agent and its host stay idle: the next activity
  * (or housekeeping) arms it again.
@@ -120,6 +122,8 @@ export class MemoryTrim {
   private readonly onPageOut: ((r: PageOutResult) => void) | undefined;
   private readonly tidyAfterMs: number;
   private tidyTimer: NodeJS.Timeout | undefined;
+  private housekeepingCount = 0;
+  private housekeepingPageOutTimer: NodeJS.Timeout | undefined;
   /** What the armed timer does when it fires. */
   private stage: 'reduce' | 'pageOut' = 'reduce';
   /** Reductions done so far, and what the last trim left (for tests and logs). */
@@ -164,6 +168,7 @@ export class MemoryTrim {
    * one timer). Never throws.
    */
   housekeeping(): void {
+    this.housekeepingCount++;
     if (this.tidyTimer) return;
     this.tidyTimer = setTimeout(() => this.tidy(), this.tidyAfterMs);
     this.tidyTimer.unref();
@@ -174,6 +179,26 @@ export class MemoryTrim {
     this.timer = undefined;
     clearTimeout(this.tidyTimer);
     this.tidyTimer = undefined;
+    clearTimeout(this.housekeepingPageOutTimer);
+    this.housekeepingPageOutTimer = undefined;
+  }
+
+  /**
+   * After a tidy-up: the work for the host read back code pages (a new
+   * binary's analysis reads in V8's parser and compilers), which would stay
+   * resident while the agent stays idle. Once housekeeping too has been
+   * quiet for pageOutQuietMs, page out again; activity's own schedule, when
+   * one is pending, comes first.
+   */
+  private pageOutAfterHousekeeping(): void {
+    if (!this.pageOutFn || !this.pagedOutOnce || this.timer || this.housekeepingPageOutTimer) return;
+    const armedAt = this.housekeepingCount;
+    this.housekeepingPageOutTimer = setTimeout(() => {
+      this.housekeepingPageOutTimer = undefined;
+      if (this.housekeepingCount !== armedAt) return this.pageOutAfterHousekeeping();
+      if (!this.timer) this.pageOutNow();
+    }, this.pageOutQuietMs);
+    this.housekeepingPageOutTimer.unref();
   }
 
   private tidy(): void {
@@ -209,6 +234,7 @@ export class MemoryTrim {
         // as in fire()
       }
       this.tidyTimer = undefined;
+      this.pageOutAfterHousekeeping();
     }, this.gc ? TRIM_AFTER_GC_MS : 0);
     this.tidyTimer.unref();
   }

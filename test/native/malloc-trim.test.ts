@@ -207,6 +207,35 @@ describe('page-out of file pages', () => {
     t.stop();
   });
 
+  it('pages out again once housekeeping after a page-out has been quiet for pageOutQuietMs', async () => {
+    const calls: string[] = [];
+    const t = new MemoryTrim({
+      trim: () => (calls.push('trim'), { heapBytes: 1, freeBytes: 0 }), gc: () => void calls.push('gc'),
+      pageOut: () => (calls.push('pageOut'), { advised: 1, errno: 0 }), quietMs: 100, pageOutQuietMs: 2000, tidyAfterMs: 100,
+    });
+    t.activity();
+    await until(() => t.pageOuts >= 1);
+    calls.length = 0;
+    // exec events for a while: one tidy-up per round, no page-out while they keep coming
+    const end = performance.now() + 3000;
+    let lastHousekeeping = 0;
+    while (performance.now() < end) {
+      lastHousekeeping = performance.now();
+      t.housekeeping();
+      await wait(50);
+    }
+    assert.equal(t.pageOuts, 1, 'not while housekeeping goes on');
+    assert.ok(t.tidies >= 2, `tidies ${t.tidies}`);
+    await until(() => t.pageOuts >= 2);
+    // (a timer fires up to 1 ms early: Node rounds its time down to whole ms)
+    assert.ok(performance.now() - lastHousekeeping >= 2000 - 2, 'after the housekeeping\'s quiet');
+    assert.deepEqual(calls.slice(-1), ['pageOut']);
+    assert.equal(t.reductions, 1, 'housekeeping runs no full reduction');
+    await wait(2500);
+    assert.equal(t.pageOuts, 2, 'once');
+    t.stop();
+  });
+
   it('reclaims the resident pages of the node executable when no other process maps them', () => {
     // a private copy of node (flushed to disk: the kernel reclaims only clean
     // file pages), so that no other process shares its pages
