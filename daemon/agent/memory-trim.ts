@@ -184,9 +184,10 @@ export class MemoryTrim {
   }
 
   /**
-   * After a tidy-up: the work for the host read back code pages (a new
-   * binary's analysis reads in V8's parser and compilers), which would stay
-   * resident while the agent stays idle. Once housekeeping too has been
+   * After a tidy-up: the work for the host read back file pages (idle RSS
+   * rose here in steps of 5-7 MiB of node's code while other programs ran
+   * on the host), which would stay resident while the agent stays idle, as
+   * no activity comes to page them out. Once housekeeping too has been
    * quiet for pageOutQuietMs, page out again; activity's own schedule, when
    * one is pending, comes first.
    */
