@@ -9,6 +9,11 @@
  *     [--rate 5000 --seconds 5]   also the agent's CPU per span at that rate
  *     [--variant 'NAME|ENV=V ENV2=V|--node-flag ...|/other/checkout'] ...
  *     [--json FILE]               every round's samples
+ *     [--churn 20 [--churn-seconds 15]]
+ *                                 processes started per second while idle (each
+ *                                 lives 2 s), as on a host running builds or
+ *                                 short-lived tools: the agent reads each one's
+ *                                 exec and exit and its /proc scan looks at them
  *
  * A variant without node flags runs the launcher (daemon/bin/gotrail) with
  * the given environment; with flags, Node with exactly those flags and the
@@ -22,7 +27,7 @@
  * (bench/lib/smaps.ts), V8's heap spaces (the agent's own metrics) and its
  * threads. Needs root, a built tree (deploy/setup.sh).
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
@@ -48,6 +53,8 @@ const { values } = parseArgs({
     variant: { type: 'string', multiple: true, default: [] },
     'private-node': { type: 'boolean', default: false },
     json: { type: 'string' },
+    churn: { type: 'string', default: '0' },
+    'churn-seconds': { type: 'string' },
   },
 });
 const rounds = Number(values.rounds);
@@ -55,6 +62,20 @@ const processes = Number(values.processes);
 const rate = Number(values.rate);
 const seconds = Number(values.seconds);
 const idleMs = Number(values['idle-ms']);
+const churn = Number(values.churn);
+
+/** Starts `perSecond` short-lived processes a second until the returned stop is called. */
+function startChurn(perSecond: number): () => void {
+  if (!perSecond) return () => {};
+  const t = setInterval(() => {
+    for (let i = 0; i < perSecond / 10; i++) spawn('/bin/sleep', ['2'], { stdio: 'ignore' }).on('error', () => {});
+  }, 100);
+  const end = values['churn-seconds'] ? setTimeout(() => clearInterval(t), Number(values['churn-seconds']) * 1000) : undefined;
+  return () => {
+    clearInterval(t);
+    clearTimeout(end);
+  };
+}
 
 interface Variant { name: string; env: Record<string, string>; flags: string[] | undefined; root: string }
 const variants: Variant[] = (values.variant.length ? values.variant : ['launcher||']).map((s) => {
@@ -98,11 +119,17 @@ async function round(v: Variant, bin: string, servers: GoServer[], otlp: string)
     runLoadgen(`${servers[0]!.url}/hello`, 1000, 3);
     // RSS every 5 s while it goes quiet
     const timeline: number[] = [];
-    for (let t = 0; t < idleMs; t += 5000) {
-      await sleep(Math.min(5000, idleMs - t));
-      timeline.push(rssKiB(pid) / 1024);
+    const stopChurn = startChurn(churn);
+    let mem: MemoryBreakdown;
+    try {
+      for (let t = 0; t < idleMs; t += 5000) {
+        await sleep(Math.min(5000, idleMs - t));
+        timeline.push(rssKiB(pid) / 1024);
+      }
+      mem = breakdown(pid, nodeBinary);
+    } finally {
+      stopChurn();
     }
-    const mem = breakdown(pid, nodeBinary);
     if (Number(values['hold-ms'])) {
       log(`  holding the idle agent pid=${pid} for ${values['hold-ms']} ms`);
       await sleep(Number(values['hold-ms']));
@@ -175,7 +202,7 @@ const rows = new Set<string>();
 for (const ss of results.values()) for (const s of ss) for (const k of [...Object.keys(s.mem.rssKiB), ...Object.keys(s.v8)]) rows.add(k);
 const cell = (name: string, get: (s: Sample) => number | undefined): number => median(results.get(name)!.map((s) => get(s) ?? 0));
 const lines = [
-  `Agent memory, idle ${idleMs / 1000} s after a 3 s warm-up at 1000 requests/s; ${processes} traced process(es); median of ${rounds} rounds per variant, alternating; load average ${load0.map((x) => x.toFixed(2)).join(' ')} at start, ${loadavg().map((x) => x.toFixed(2)).join(' ')} at end.`,
+  `Agent memory, idle ${idleMs / 1000} s after a 3 s warm-up at 1000 requests/s${churn ? ` (meanwhile ${churn} processes started per second, each living 2 s${values['churn-seconds'] ? `, for its first ${values['churn-seconds']} s` : ''})` : ''}; ${processes} traced process(es); median of ${rounds} rounds per variant, alternating; load average ${load0.map((x) => x.toFixed(2)).join(' ')} at start, ${loadavg().map((x) => x.toFixed(2)).join(' ')} at end.`,
   '',
   `| MiB | ${names.join(' | ')} |`,
   `|---|${names.map(() => '---:').join('|')}|`,

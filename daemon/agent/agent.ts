@@ -253,6 +253,7 @@ export class Agent implements MetricsSource {
     this.batcher.onSpace(() => this.exportQueueHasSpace());
     this.rt.onSystemEvent(EventType.GT_EVENT_PROCESS_EXEC, (buf, off) => {
       this.totals.execEvents++;
+      this.memoryTrim.housekeeping();
       const ev = decodeProcessEvent(buf, off);
       let seed: { cmdline?: string; env?: Map<string, string> } | undefined;
       if ((ev.flags & ExecFlags.GT_EXEC_ARGS) && buf.length >= off + PROCESS_EXEC_ARGS_SIZE) {
@@ -268,6 +269,7 @@ export class Agent implements MetricsSource {
     });
     this.rt.onSystemEvent(EventType.GT_EVENT_PROCESS_EXIT, (buf, off) => {
       this.totals.exitEvents++;
+      this.memoryTrim.housekeeping();
       const ev = decodeProcessEvent(buf, off);
       // /proc/PID/stat's start time is in clock ticks (USER_HZ = 100)
       this.exitedStarts.set(ev.hdr.tgid, { startTime: String(ev.start_boottime / 10_000_000n), at: Date.now() });
@@ -415,6 +417,7 @@ export class Agent implements MetricsSource {
     for (const [pid, e] of this.exitedStarts) if (now - e.at > EXITED_GRACE_MS) this.exitedStarts.delete(pid);
     for (const pid of pids) {
       if (this.traced.has(pid) || this.ignored.has(pid)) continue;
+      this.memoryTrim.housekeeping();
       this.consider(pid);
     }
     this.placeBinaries();

@@ -41,7 +41,11 @@ export type ProbeResult =
 /** Field 22 of /proc/PID/stat: start time in clock ticks since boot. */
 export function readStartTime(pid: number, procRoot = '/proc'): string | undefined {
   try {
-    const stat = readFileSync(`${procRoot}/${pid}/stat`, 'latin1');
+    // as UTF-8: Node reads that into a string directly, where another
+    // encoding reads a file of unknown size (all of /proc) into a new 16 KiB
+    // buffer each time, which an idle heap frees late (one per exec on the
+    // host); the fields after the name are ASCII, whatever bytes the name has
+    const stat = readFileSync(`${procRoot}/${pid}/stat`, 'utf8');
     const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     return rest[19];
   } catch {

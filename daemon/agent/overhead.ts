@@ -177,7 +177,8 @@ function siteCost(cost: Map<string, number>, site: number): number {
 /** CPU seconds (user + system) a process has used, from /proc/PID/stat; undefined once it is gone. */
 export function processCpuSeconds(pid: number): number | undefined {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    // UTF-8: no buffer per read (see readStartTime in discovery.ts)
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     return (Number(f[11]) + Number(f[12])) / CLOCK_TICKS;
   } catch {

@@ -54,7 +54,7 @@ describe('MemoryTrim', () => {
 
   it('reduces once, a quiet time after the last activity: a GC, then the trim', async () => {
     const r = recorder();
-    const t = new MemoryTrim({ trim: r.trim, gc: r.gc, quietMs: 1000 });
+    const t = new MemoryTrim({ trim: r.trim, gc: r.gc, quietMs: 1000, pageOut: null });
     for (let i = 0; i < 5; i++) {
       t.activity();
       await wait(50);
@@ -81,7 +81,7 @@ describe('MemoryTrim', () => {
       const end = performance.now() + 20;
       while (performance.now() < end);
     };
-    const t = new MemoryTrim({ trim: () => (reductions++, { heapBytes: 1, freeBytes: 0 }), gc: slowGc, quietMs: 100, maxTimeShare: 0.01 });
+    const t = new MemoryTrim({ trim: () => (reductions++, { heapBytes: 1, freeBytes: 0 }), gc: slowGc, quietMs: 100, maxTimeShare: 0.01, pageOut: null });
     t.activity();
     await until(() => reductions >= 1);
     assert.equal(reductions, 1);
@@ -94,16 +94,59 @@ describe('MemoryTrim', () => {
     t.stop();
   });
 
+  it('tidies up after idle housekeeping: a regular full GC and the trim, once per round, leaving the reduction and page-out alone', async () => {
+    const calls: string[] = [];
+    const t = new MemoryTrim({
+      trim: () => (calls.push('trim'), { heapBytes: 1, freeBytes: 0 }),
+      gc: (o) => void calls.push(`gc:${o?.type ?? 'major'}:${o?.flavor ?? 'regular'}`),
+      pageOut: () => (calls.push('pageOut'), { advised: 1, errno: 0 }),
+      quietMs: 100_000, pageOutQuietMs: 200_000, tidyAfterMs: 300,
+    });
+    // a busy host: exec and exit events keep coming
+    const first = performance.now();
+    for (let i = 0; i < 5; i++) {
+      t.housekeeping();
+      await wait(20);
+    }
+    await until(() => t.tidies >= 1);
+    assert.ok(performance.now() - first >= 300, 'not before tidyAfterMs');
+    assert.deepEqual(calls, ['gc:major:regular', 'trim']);
+    assert.equal(t.reductions, 0, 'housekeeping is not activity: no full reduction');
+    // more housekeeping: another round
+    t.housekeeping();
+    await until(() => t.tidies >= 2);
+    assert.deepEqual(calls, ['gc:major:regular', 'trim', 'gc:major:regular', 'trim']);
+    await wait(600);
+    assert.equal(t.tidies, 2, 'nothing without new housekeeping');
+    assert.equal(t.pageOuts, 0);
+    t.stop();
+  });
+
+  it('does not tidy while span traffic keeps a reduction pending: the reduction does it once quiet', async () => {
+    const calls: string[] = [];
+    const t = new MemoryTrim({
+      trim: () => (calls.push('trim'), { heapBytes: 1, freeBytes: 0 }),
+      gc: (o) => void calls.push(`gc:${o?.type ?? 'major'}:${o?.flavor ?? 'regular'}`),
+      pageOut: null, quietMs: 1500, tidyAfterMs: 100,
+    });
+    t.activity();
+    t.housekeeping();
+    await until(() => t.reductions >= 1);
+    assert.deepEqual(calls, ['gc:major:last-resort', 'trim']);
+    assert.equal(t.tidies, 0);
+    t.stop();
+  });
+
   it('trims without a GC when none is exposed, and never throws', async () => {
     const r = recorder();
-    const t = new MemoryTrim({ trim: r.trim, gc: undefined, quietMs: 10 });
+    const t = new MemoryTrim({ trim: r.trim, gc: undefined, quietMs: 10, pageOut: null });
     t.activity();
     await until(() => r.calls.length >= 1);
     await wait(100);
     assert.deepEqual(r.calls, ['trim']);
     const failing = new MemoryTrim({ trim: () => {
       throw new Error('no addon');
-    }, gc: undefined, quietMs: 10 });
+    }, gc: undefined, quietMs: 10, pageOut: null });
     failing.activity();
     await wait(300);
     assert.equal(failing.reductions, 0);
@@ -120,7 +163,7 @@ describe('page-out of file pages', () => {
     const calls: string[] = [];
     const t = new MemoryTrim({
       trim: () => (calls.push('trim'), { heapBytes: 1, freeBytes: 0 }), gc: () => void calls.push('gc'),
-      pageOut: () => (calls.push('pageOut'), { advised: 3, errno: 0 }), quietMs: 200, pageOutQuietMs: 3000,
+      pageOut: () => (calls.push('pageOut'), { advised: 3, errno: 0 }), quietMs: 200, pageOutQuietMs: 3000, firstPageOutQuietMs: 3000,
     });
     // the test's own steps between a trim and the page-out that follows get
     // 2.3 s (3000 - 200 - the 500 ms between GC and trim): room for a busy machine
@@ -143,6 +186,53 @@ describe('page-out of file pages', () => {
     await until(() => calls.includes('pageOut'));
     assert.ok(performance.now() - again >= 3000, 'the page-out waits its quiet time from the last activity');
     assert.deepEqual(calls, ['gc', 'trim', 'gc', 'trim', 'pageOut']);
+    t.stop();
+  });
+
+  it('pages out after start-up with the first reduction, later ones after pageOutQuietMs', async () => {
+    const calls: string[] = [];
+    const t = new MemoryTrim({
+      trim: () => (calls.push('trim'), { heapBytes: 1, freeBytes: 0 }), gc: () => void calls.push('gc'),
+      pageOut: () => (calls.push('pageOut'), { advised: 1, errno: 0 }), quietMs: 200, pageOutQuietMs: 3000,
+    });
+    t.activity();
+    await until(() => calls.includes('pageOut'));
+    assert.deepEqual(calls, ['gc', 'trim', 'pageOut'], 'start-up: the page-out follows the first trim');
+    calls.length = 0;
+    t.activity();
+    const last = performance.now();
+    await until(() => calls.includes('pageOut'));
+    assert.ok(performance.now() - last >= 3000, 'the next waits its quiet time from the last activity');
+    assert.deepEqual(calls, ['gc', 'trim', 'pageOut']);
+    t.stop();
+  });
+
+  it('pages out again once housekeeping after a page-out has been quiet for pageOutQuietMs', async () => {
+    const calls: string[] = [];
+    const t = new MemoryTrim({
+      trim: () => (calls.push('trim'), { heapBytes: 1, freeBytes: 0 }), gc: () => void calls.push('gc'),
+      pageOut: () => (calls.push('pageOut'), { advised: 1, errno: 0 }), quietMs: 100, pageOutQuietMs: 2000, tidyAfterMs: 100,
+    });
+    t.activity();
+    await until(() => t.pageOuts >= 1);
+    calls.length = 0;
+    // exec events for a while: one tidy-up per round, no page-out while they keep coming
+    const end = performance.now() + 3000;
+    let lastHousekeeping = 0;
+    while (performance.now() < end) {
+      lastHousekeeping = performance.now();
+      t.housekeeping();
+      await wait(50);
+    }
+    assert.equal(t.pageOuts, 1, 'not while housekeeping goes on');
+    assert.ok(t.tidies >= 2, `tidies ${t.tidies}`);
+    await until(() => t.pageOuts >= 2);
+    // (a timer fires up to 1 ms early: Node rounds its time down to whole ms)
+    assert.ok(performance.now() - lastHousekeeping >= 2000 - 2, 'after the housekeeping\'s quiet');
+    assert.deepEqual(calls.slice(-1), ['pageOut']);
+    assert.equal(t.reductions, 1, 'housekeeping runs no full reduction');
+    await wait(2500);
+    assert.equal(t.pageOuts, 2, 'once');
     t.stop();
   });
 
