@@ -11,7 +11,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { copyFileSync, mkdirSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { repoRoot, startAgent, type AgentProcess } from '../support/agent-process.ts';
 import { attributeText, startCollector } from '../support/collector.ts';
@@ -103,11 +103,13 @@ test('a Go job run by a relative path whose parent is gone too: counted by reaso
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
   copyFileSync(goClient, join(dir, 'lostjob'));
+  // a script run by a relative path: its exec event names the interpreter (the file executed), found as such
+  writeFileSync(join(dir, 'lostscript.sh'), '#!/bin/sh\nexit 0\n', { mode: 0o755 });
   const agent = await startAgent(['--include-exe', `${dir}/**`, '--exporter', 'none']);
   t.after(() => agent.stop());
-  /** The job from a shell that exits after it (`; exit`: the shell forks, it does not exec the job). */
+  /** The job (after a script) from a shell that exits after it (`; exit`: the shell forks, it does not exec the job). */
   const runOnce = (): Promise<void> => new Promise((resolve, reject) => {
-    const c = spawn('sh', ['-c', './lostjob -get http://127.0.0.1:1/; exit 0'], { cwd: dir, stdio: 'ignore' });
+    const c = spawn('sh', ['-c', './lostscript.sh; ./lostjob -get http://127.0.0.1:1/; exit 0'], { cwd: dir, stdio: 'ignore' });
     c.once('error', reject);
     c.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`sh exited with ${code}`))));
   });
@@ -120,4 +122,5 @@ test('a Go job run by a relative path whose parent is gone too: counted by reaso
   assert.ok(metricSum(text, 'gotrail_processes_unexamined_total', { reason: 'cwd_gone' }) >= 3, text.split('\n').filter((l) => l.includes('unexamined')).join('\n'));
   assert.equal(agent.log().split('\n').filter((l) => /executable cannot be found.*path=\.\/lostjob/.test(l)).length, 1, 'said once for its path');
   assert.doesNotMatch(agent.log(), /attached the binary of a process that exited/, 'nothing attached');
+  assert.doesNotMatch(agent.log(), /executable cannot be found.*lostscript/, 'a script is found by its interpreter');
 });
