@@ -696,7 +696,7 @@ export class Agent implements MetricsSource {
       not_found: 'its path names no file now, or another file than the one it ran',
       no_path: 'its exec event carried no path',
     }[reason];
-    this.log.info(`a process exited before it was looked at and its executable cannot be found: not traced, nor its binary attached (${why})`, { pid, path, ppid: facts.ppid, comm: facts.comm, reason });
+    this.log.info(`a process exited before it was looked at and its executable cannot be found: if it is a Go program, it was not traced and its binary is not attached for its next processes (${why})`, { pid, path, ppid: facts.ppid, comm: facts.comm, reason });
   }
 
   /** Decides on a Go process and, when selected, attaches its binary and traces it. */

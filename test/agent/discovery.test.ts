@@ -94,3 +94,27 @@ test('probeExited: a non-Go file that is the file executed is not-go, not unreso
   const r = probe.probeExited(deadPid(), process.pid, '/bin/sh', keyOf('/bin/sh'));
   assert.equal(r.kind, 'not-go');
 });
+
+test('probeExited: a file only in the parent\'s mount namespace (a container\'s) is found by a relative path through its cwd and by an absolute one through its root', { skip: process.getuid?.() === 0 ? false : 'needs root (a mount namespace)' }, async (t) => {
+  const dir = join(work, 'namespace');
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  // the parent: a shell in a mount namespace of its own, in a directory whose file the agent's namespace does not see
+  const parent = spawn('unshare', ['-m', '--propagation', 'private', 'sh', '-c', `mount -t tmpfs none ${dir} && cp ${goBinary} ${dir}/job && cd ${dir} && echo ready && exec sleep 600`], { stdio: ['ignore', 'pipe', 'inherit'] });
+  t.after(() => parent.kill());
+  await new Promise<void>((resolve, reject) => {
+    parent.stdout!.on('data', (d: Buffer) => d.toString().includes('ready') && resolve());
+    parent.once('exit', (code) => reject(new Error(`the namespaced parent exited with ${code}`)));
+  });
+  assert.throws(() => statSync(join(dir, 'job')), /ENOENT/, 'not in the agent\'s mount namespace');
+  const key = keyOf(`/proc/${parent.pid}/root${dir}/job`);
+  const probe = new GoProcessProbe();
+  for (const path of ['./job', join(dir, 'job')]) {
+    const r = probe.probeExited(deadPid(), parent.pid!, path, key);
+    assert.equal(r.kind, 'go', path);
+    if (r.kind === 'go') {
+      assert.deepEqual(r.info.key, key);
+      releaseProcessInfo(r.info);
+    }
+  }
+});
