@@ -103,7 +103,7 @@ test('probeExited: a file only in the parent\'s mount namespace (a container\'s)
   const parent = spawn('unshare', ['-m', '--propagation', 'private', 'sh', '-c', `mount -t tmpfs none ${dir} && cp ${goBinary} ${dir}/job && cd ${dir} && echo ready && exec sleep 600`], { stdio: ['ignore', 'pipe', 'inherit'] });
   t.after(() => parent.kill());
   await new Promise<void>((resolve, reject) => {
-    parent.stdout!.on('data', (d: Buffer) => d.toString().includes('ready') && resolve());
+    parent.stdout.on('data', (d: Buffer) => d.toString().includes('ready') && resolve());
     parent.once('exit', (code) => reject(new Error(`the namespaced parent exited with ${code}`)));
   });
   assert.throws(() => statSync(join(dir, 'job')), /ENOENT/, 'not in the agent\'s mount namespace');
