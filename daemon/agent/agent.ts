@@ -651,7 +651,9 @@ export class Agent implements MetricsSource {
    * attached yet: its requests are lost, but the file is attached (when the
    * rules would trace such a process) so that the next process of it is
    * allowed at exec and traced from its first instruction. The file is found
-   * by the path execve was given, checked against the exec event's identity.
+   * by the path execve was given (a relative one through the working
+   * directory of the process or its parent), checked against the exec
+   * event's identity; when it cannot be, that is counted and said.
    */
   private prepareBinary(pid: number, facts: ExecFacts): void {
     const r = this.discovery.probeExited(pid, facts.ppid, facts.filename, facts.key);

@@ -81,10 +81,15 @@ export type ExitedProbeResult = ProbeResult | { kind: 'unresolved'; reason: Unre
  * file turned out to be.
  */
 function openMatching(path: string, expected: BinaryKey): { fd?: number; base: boolean } {
+  const want = keyString(expected);
   let fd: number;
   try {
-    // without blocking: the path may name a FIFO by now, whose open would
-    // wait for a writer and stop the agent (the check below refuses it)
+    // another file is never opened: the path may name a device whose open
+    // acts (a tape rewinds) or a FIFO by now
+    if (keyString(binaryKeyOfStat(statSync(path, { bigint: true }))) !== want) return { base: true };
+    // without blocking: the path may have become a FIFO since the stat,
+    // whose open would wait for a writer and stop the agent (the check
+    // below refuses it)
     fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
   } catch (e) {
     // ENOENT also when the cwd link is gone: tell the two apart by the link
@@ -101,7 +106,7 @@ function openMatching(path: string, expected: BinaryKey): { fd?: number; base: b
     return { base };
   }
   try {
-    if (keyString(binaryKeyOfStat(fstatSync(fd, { bigint: true }))) === keyString(expected)) return { fd, base: true };
+    if (keyString(binaryKeyOfStat(fstatSync(fd, { bigint: true }))) === want) return { fd, base: true };
   } catch {
     /* refused below */
   }
@@ -143,12 +148,12 @@ export class GoProcessProbe {
    * {@link UnresolvedReason}).
    */
   probeExited(pid: number, ppid: number, filename: string, expected: BinaryKey): ExitedProbeResult {
+    if (filename === '') return { kind: 'unresolved', reason: 'no_path' };
     const p = this.procRoot;
     const relative = !filename.startsWith('/');
     const candidates = relative
       ? [`${p}/${pid}/cwd/${filename}`, ...(ppid > 0 ? [`${p}/${ppid}/cwd/${filename}`] : [])]
       : [filename, `${p}/${pid}/root${filename}`, ...(ppid > 0 ? [`${p}/${ppid}/root${filename}`] : [])];
-    if (filename === '') return { kind: 'unresolved', reason: 'no_path' };
     let anyBase = !relative;
     for (const path of candidates) {
       const opened = openMatching(path, expected);
