@@ -143,7 +143,7 @@ export class GoProcessProbe {
    * process's root, then its parent's.
    *
    * The result holds a descriptor like {@link probe}'s (pid 0, no start time
-   * or name); `exe` is the path of the file opened as the agent sees it.
+   * or name); `exe` is the path of the file opened as the agent sees it (an absolute path as given when it led there).
    * `unresolved`: no path led to the file executed, for `reason` (see
    * {@link UnresolvedReason}).
    */
@@ -159,23 +159,22 @@ export class GoProcessProbe {
       const opened = openMatching(path, expected);
       if (opened.base) anyBase = true;
       if (opened.fd === undefined) continue;
-      return this.judgeFile(opened.fd, filename, expected);
+      return this.judgeFile(opened.fd, path === filename ? filename : undefined, expected);
     }
     return { kind: 'unresolved', reason: anyBase ? 'not_found' : 'cwd_gone' };
   }
 
-  /** Looks at the open descriptor `fd` of a file with identity `key`; takes ownership of fd. */
-  private judgeFile(fd: number, given: string, key: BinaryKey): ProbeResult {
+  /**
+   * Looks at the open descriptor `fd` of a file with identity `key`; takes
+   * ownership of fd. `name`: the file's path as the agent sees it, when the
+   * file was opened by it; else the name is read from the descriptor.
+   */
+  private judgeFile(fd: number, name: string | undefined, key: BinaryKey): ProbeResult {
     let handedOver = false;
     try {
       const exePath = `/proc/self/fd/${fd}`;
       // the name of the very file opened, as a live process's exe link gives it
-      let exe = given;
-      try {
-        exe = readlinkSync(exePath).replace(/ \(deleted\)$/, '');
-      } catch {
-        /* keep the path as given */
-      }
+      const exe = name ?? readlinkSync(exePath).replace(/ \(deleted\)$/, '');
       const { goVersion, unreadable } = this.goVersionOf(key, exePath);
       if (goVersion === null) return notGo(exe, unreadable);
       handedOver = true;
