@@ -602,7 +602,23 @@ export class Agent implements MetricsSource {
         this.prepareBinary(pid, facts);
         return;
       }
-      this.accept({ pid, startTime: facts.startTime, exe: known.exe, exePath: facts.filename, fd: -1, name: facts.comm, key: facts.key, goVersion: known.plan.goVersion });
+      const info = { pid, startTime: facts.startTime, exe: known.exe, name: facts.comm, key: facts.key, goVersion: known.plan.goVersion };
+      if (this.attach!.get(facts.key)) {
+        // its links exist: no path is opened
+        this.accept({ ...info, exePath: facts.filename, fd: -1 });
+        return;
+      }
+      // Its links went meanwhile: the ones made now must be made on the
+      // very file it ran, found as a never-seen binary's is (its path as
+      // given may be relative, or name another file by now).
+      const f = this.discovery.probeExited(pid, facts.ppid, facts.filename, facts.key);
+      if (f.kind === 'unresolved') this.unexamined(pid, facts, f.reason);
+      if (f.kind !== 'go') return;
+      try {
+        this.accept({ ...info, exePath: f.info.exePath, fd: -1 });
+      } finally {
+        releaseProcessInfo(f.info);
+      }
       return;
     }
     if (r.kind === 'unreadable') {
