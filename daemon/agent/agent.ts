@@ -7,7 +7,8 @@ import type { Resource } from '@opentelemetry/resources';
 import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-base';
 import { BpfRuntime, DEFAULT_CONSUME_INTERVAL_MS, type MapSizes } from './bpf-runtime.ts';
 import { AttachmentManager } from './attachments.ts';
-import { GoProcessProbe, listPids, releaseProcessInfo, type ProcessInfo } from './discovery.ts';
+import { GoProcessProbe, listPids, releaseProcessInfo, type ProcessInfo, type UnresolvedReason } from './discovery.ts';
+import { LruCache } from '../util/lru.ts';
 import { inodeString, keyString, linkCount, type BinaryKey } from './attachments.ts';
 import { binaryKeyOf, fileKeyOf } from './file-identity.ts';
 import { repairStaleSites } from './text-repair.ts';
@@ -142,8 +143,10 @@ interface ExecFacts {
   key: BinaryKey;
   startTime: string;
   comm: string;
-  /** the path execve was given */
+  /** the path of the file executed, as execve was given it (relative to the process's working directory when not absolute) */
   filename: string;
+  /** the parent at exec (0 when unknown) */
+  ppid: number;
   /** the exec hook allowed it: it ran an attached file, whose events are on their way */
   allowed: boolean;
 }
@@ -218,7 +221,11 @@ export class Agent implements MetricsSource {
     repairedBytes: 0,
     /** times probe events stopped being taken from the kernel because the export queue was full */
     backpressurePauses: 0,
+    /** processes that exited before they were looked at whose executable could not be found, by reason */
+    unexamined: { cwd_gone: 0, not_found: 0, no_path: 0 } satisfies Record<UnresolvedReason, number>,
   };
+  /** paths of unexamined processes said in the log already (recent ones) */
+  private readonly unexaminedSaid = new LruCache<string, boolean>(1024);
   /** the first /proc scan has run (readiness) */
   private initialScanDone = false;
   private readonly memoryTrim: MemoryTrim;
@@ -437,6 +444,7 @@ export class Agent implements MetricsSource {
       startTime: String(ev.start_boottime / 10_000_000n),
       comm: ev.comm.toString('latin1').replace(/\0.*$/s, ''),
       filename: ev.filename.toString('utf8').replace(/\0.*$/s, ''),
+      ppid: ev.ppid,
       allowed: (ev.flags & ExecFlags.GT_EXEC_ALLOWED) !== 0,
     };
     if (this.log.level === 'debug') this.log.debug('exec', { pid, flags: ev.flags, filename: facts.filename });
@@ -597,7 +605,23 @@ export class Agent implements MetricsSource {
         this.prepareBinary(pid, facts);
         return;
       }
-      this.accept({ pid, startTime: facts.startTime, exe: known.exe, exePath: facts.filename, fd: -1, name: facts.comm, key: facts.key, goVersion: known.plan.goVersion });
+      const info = { pid, startTime: facts.startTime, exe: known.exe, name: facts.comm, key: facts.key, goVersion: known.plan.goVersion };
+      if (this.attach!.get(facts.key)) {
+        // its links exist: no path is opened
+        this.accept({ ...info, exePath: facts.filename, fd: -1 });
+        return;
+      }
+      // Its links went meanwhile: the ones made now must be made on the
+      // very file it ran, found as a never-seen binary's is (its path as
+      // given may be relative, or name another file by now).
+      const f = this.discovery.probeExited(pid, facts.ppid, facts.filename, facts.key);
+      if (f.kind === 'unresolved') this.unexamined(pid, facts, f.reason);
+      if (f.kind !== 'go') return;
+      try {
+        this.accept({ ...info, exePath: f.info.exePath, fd: -1 });
+      } finally {
+        releaseProcessInfo(f.info);
+      }
       return;
     }
     if (r.kind === 'unreadable') {
@@ -646,11 +670,16 @@ export class Agent implements MetricsSource {
    * attached yet: its requests are lost, but the file is attached (when the
    * rules would trace such a process) so that the next process of it is
    * allowed at exec and traced from its first instruction. The file is found
-   * by the path execve was given, checked against the exec event's identity.
+   * by the path execve was given (a relative one through the working
+   * directory of the process or its parent), checked against the exec
+   * event's identity; when it cannot be, that is counted and said.
    */
   private prepareBinary(pid: number, facts: ExecFacts): void {
-    if (!facts.filename.startsWith('/')) return;
-    const r = this.discovery.probeFile(facts.filename, facts.key);
+    const r = this.discovery.probeExited(pid, facts.ppid, facts.filename, facts.key);
+    if (r.kind === 'unresolved') {
+      this.unexamined(pid, facts, r.reason);
+      return;
+    }
     if (r.kind !== 'go') return;
     try {
       const info: ProcessInfo = { ...r.info, pid, startTime: facts.startTime, name: facts.comm };
@@ -670,6 +699,25 @@ export class Agent implements MetricsSource {
     } finally {
       releaseProcessInfo(r.info);
     }
+  }
+
+  /**
+   * A process exited before it was looked at and its executable could not
+   * be found: it may have been a Go program, whose binary then stays
+   * unattached for its next processes too. Counted by reason; said once per
+   * path at info level (a cron job repeats the same path).
+   */
+  private unexamined(pid: number, facts: ExecFacts, reason: UnresolvedReason): void {
+    this.totals.unexamined[reason]++;
+    const path = facts.filename;
+    if (this.unexaminedSaid.get(path)) return;
+    this.unexaminedSaid.set(path, true);
+    const why = {
+      cwd_gone: 'it was run by a relative path, and neither it nor its parent was there to resolve the path against',
+      not_found: 'its path names no file now, or another file than the one it ran',
+      no_path: 'its exec event carried no path',
+    }[reason];
+    this.log.info(`a process exited before it was looked at and its executable cannot be found: if it is a Go program, it was not traced and its binary is not attached for its next processes (${why})`, { pid, path, ppid: facts.ppid, comm: facts.comm, reason });
   }
 
   /** Decides on a Go process and, when selected, attaches its binary and traces it. */
@@ -1094,6 +1142,7 @@ export class Agent implements MetricsSource {
       writeUser: this.writeUserReport(),
       lifecycle: {
         staleExecs: this.totals.staleExecs, heldProcesses: this.totals.heldProcesses, repairedBytes: this.totals.repairedBytes,
+        unexamined: { ...this.totals.unexamined },
         eventsHeld: rt?.eventStats.held ?? 0, eventsNotSelected: rt?.eventStats.heldNotSelected ?? 0, eventsUndecided: rt?.eventStats.heldExpired ?? 0,
       },
       httpRoutesCut: { ...this.routes.cut },

@@ -67,6 +67,57 @@ export function listPids(procRoot = '/proc'): number[] {
   return out;
 }
 
+/**
+ * Why the executable of a process that exited before it was looked at could
+ * not be found by its exec event's path: `cwd_gone`, a relative path, and
+ * neither the process nor its parent was there to resolve it against;
+ * `not_found`, every place the path was tried names no file or another file
+ * than the one executed (deleted, replaced, or a parent that changed
+ * directory); `no_path`, the exec event carried no path.
+ */
+export type UnresolvedReason = 'cwd_gone' | 'not_found' | 'no_path';
+
+export type ExitedProbeResult = ProbeResult | { kind: 'unresolved'; reason: UnresolvedReason };
+
+/**
+ * Opens `path` when it is the file `expected`. `base`: the path's directory
+ * part through /proc (a cwd or root link) could be reached, whatever the
+ * file turned out to be.
+ */
+function openMatching(path: string, expected: BinaryKey): { fd?: number; base: boolean } {
+  const want = keyString(expected);
+  let fd: number;
+  try {
+    // another file is never opened: the path may name a device whose open
+    // acts (a tape rewinds) or a FIFO by now
+    if (keyString(binaryKeyOfStat(statSync(path, { bigint: true }))) !== want) return { base: true };
+    // without blocking: the path may have become a FIFO since the stat,
+    // whose open would wait for a writer and stop the agent (the check
+    // below refuses it)
+    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  } catch (e) {
+    // ENOENT also when the cwd link is gone: tell the two apart by the link
+    const m = /^(.*\/\d+\/(?:cwd|root))\//.exec(path);
+    let base = m === null || (e as NodeJS.ErrnoException).code !== 'ENOENT';
+    if (!base) {
+      try {
+        statSync(m![1]!);
+        base = true;
+      } catch {
+        /* gone with its process */
+      }
+    }
+    return { base };
+  }
+  try {
+    if (keyString(binaryKeyOfStat(fstatSync(fd, { bigint: true }))) === want) return { fd, base: true };
+  } catch {
+    /* refused below */
+  }
+  closeSync(fd);
+  return { base: true };
+}
+
 function notGo(exe: string, unreadable: string | undefined): ProbeResult {
   return unreadable === undefined ? { kind: 'not-go' } : { kind: 'not-go', unreadableElf: { exe, reason: unreadable } };
 }
@@ -81,29 +132,57 @@ export class GoProcessProbe {
   }
 
   /**
-   * Looks at an executable by path, for a process that exited before it
-   * could be looked at: `expected` (from its exec event) must match the
-   * file exactly, else the path names another file now. The result holds a
-   * descriptor like {@link probe}'s (pid 0, no start time or name).
+   * Looks at the executable of a process that exited before it could be
+   * looked at, by the path its exec event gives (`filename`, the file
+   * executed: see the exec hook). `expected` (the exec event's identity of
+   * the file) must match exactly: whatever a path resolves to now may be
+   * another file of the same name, which is never looked at.
+   *
+   * A relative path (`./job`, as shells and cron scripts run programs) is
+   * resolved against the process's working directory while it is there,
+   * else its parent's (`ppid`, 0 when unknown): the launching shell usually
+   * still runs, in the directory the process inherited. The /proc cwd and
+   * root links lead into the process's own mount namespace (a container's).
+   * An absolute path is tried as the agent sees it, then under the
+   * process's root, then its parent's.
+   *
+   * The result holds a descriptor like {@link probe}'s (pid 0, no start time
+   * or name); `exe` is the path of the file opened as the agent sees it (an absolute path as given when it led there).
+   * `unresolved`: no path led to the file executed, for `reason` (see
+   * {@link UnresolvedReason}).
    */
-  probeFile(path: string, expected: BinaryKey): ProbeResult {
-    let fd: number;
-    try {
-      // without blocking: the path may name a FIFO by now, whose open would
-      // wait for a writer and stop the agent (the check below refuses it)
-      fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
-    } catch {
-      return { kind: 'gone' };
+  probeExited(pid: number, ppid: number, filename: string, expected: BinaryKey): ExitedProbeResult {
+    if (filename === '') return { kind: 'unresolved', reason: 'no_path' };
+    const p = this.procRoot;
+    const relative = !filename.startsWith('/');
+    const candidates = relative
+      ? [`${p}/${pid}/cwd/${filename}`, ...(ppid > 0 ? [`${p}/${ppid}/cwd/${filename}`] : [])]
+      : [filename, `${p}/${pid}/root${filename}`, ...(ppid > 0 ? [`${p}/${ppid}/root${filename}`] : [])];
+    let anyBase = !relative;
+    for (const path of candidates) {
+      const opened = openMatching(path, expected);
+      if (opened.base) anyBase = true;
+      if (opened.fd === undefined) continue;
+      return this.judgeFile(opened.fd, path === filename ? filename : undefined, expected);
     }
+    return { kind: 'unresolved', reason: anyBase ? 'not_found' : 'cwd_gone' };
+  }
+
+  /**
+   * Looks at the open descriptor `fd` of a file with identity `key`; takes
+   * ownership of fd. `name`: the file's path as the agent sees it, when the
+   * file was opened by it; else the name is read from the descriptor.
+   */
+  private judgeFile(fd: number, name: string | undefined, key: BinaryKey): ProbeResult {
     let handedOver = false;
     try {
-      const key = binaryKeyOfStat(fstatSync(fd, { bigint: true }));
-      if (keyString(key) !== keyString(expected)) return { kind: 'gone' };
       const exePath = `/proc/self/fd/${fd}`;
+      // the name of the very file opened, as a live process's exe link gives it
+      const exe = name ?? readlinkSync(exePath).replace(/ \(deleted\)$/, '');
       const { goVersion, unreadable } = this.goVersionOf(key, exePath);
-      if (goVersion === null) return notGo(path, unreadable);
+      if (goVersion === null) return notGo(exe, unreadable);
       handedOver = true;
-      return { kind: 'go', info: { pid: 0, startTime: '', exe: path, exePath, fd, name: '', key, goVersion } };
+      return { kind: 'go', info: { pid: 0, startTime: '', exe, exePath, fd, name: '', key, goVersion } };
     } catch {
       return { kind: 'gone' };
     } finally {

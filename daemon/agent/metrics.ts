@@ -53,7 +53,7 @@ export interface MetricsSnapshot {
   overhead?: { hitCost: HitCostCalibration | undefined; processes: ProcessOverhead[] };
   /** the overhead budget (undefined while it was never on): probes shed and restored so far, and shed now per service */
   budget?: { shed: Array<{ service: string; level: string; probe: string; count: number }>; restored: Array<{ service: string; level: string; probe: string; count: number }>; shedNow: Map<string, number> };
-  lifecycle?: { staleExecs: number; heldProcesses: number; repairedBytes: number; eventsHeld: number; eventsNotSelected: number; eventsUndecided: number };
+  lifecycle?: { staleExecs: number; heldProcesses: number; repairedBytes: number; eventsHeld: number; eventsNotSelected: number; eventsUndecided: number; /** processes that exited before they were looked at whose executable could not be found, by reason */ unexamined?: Record<string, number> };
 }
 
 /** BPF counters named skipped_<reason> count requests not traced on purpose, not losses. */
@@ -178,6 +178,9 @@ export function createMetrics(source: MetricsSource): Registry {
   counter('gotrail_binary_rewrites_total', 'Processes started on an attached binary rewritten in place (its stale probes were replaced first)', [], (set, s) => set({}, s.lifecycle?.staleExecs ?? 0));
   counter('gotrail_processes_held_total', 'Processes stopped at exec until stale probes of their rewritten binary were gone', [], (set, s) => set({}, s.lifecycle?.heldProcesses ?? 0));
   counter('gotrail_code_bytes_repaired_total', 'Code bytes of such processes the kernel had restored from the old binary, put back to the file\'s content', [], (set, s) => set({}, s.lifecycle?.repairedBytes ?? 0));
+  counter('gotrail_processes_unexamined_total', 'Processes that exited before the agent looked at them and whose executable could not be found by their exec event\'s path, so neither they nor the next processes of that binary are traced if it is a Go program, by reason (cwd_gone: run by a relative path, and neither the process nor its parent was there to resolve it against; not_found: the path names no file now, or another file than the one run; no_path: the exec event had no path); the log says each path once', ['reason'], (set, s) => {
+    for (const [r, v] of Object.entries(s.lifecycle?.unexamined ?? {})) set({ reason: r }, v);
+  });
   counter('gotrail_events_held_total', 'Probe events of processes allowed at exec, kept until the agent decided on the process', [], (set, s) => set({}, s.lifecycle?.eventsHeld ?? 0));
   counter('gotrail_events_dropped_total', 'Probe events dropped in user space, by reason (not_selected: the selection rules excluded the process after the exec hook allowed it; undecided_process: no decision in time)', ['reason'], (set, s) => {
     set({ reason: 'not_selected' }, s.lifecycle?.eventsNotSelected ?? 0);

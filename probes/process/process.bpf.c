@@ -80,7 +80,11 @@ struct gt_process_event {
 	__u32 env_total;             /* the environment's full size */
 	__u32 reserved;
 	char comm[GT_PROCESS_COMM_MAX];
-	char filename[GT_PROCESS_FILENAME_MAX]; /* exec events: the path execve was given */
+	/* exec events: the path of the file executed (bprm->interp): the path
+	 * execve was given, or for a script the interpreter's path from its #!
+	 * line, so that it names the file whose identity is in `file`; relative
+	 * when it was given so (to the process's working directory at exec) */
+	char filename[GT_PROCESS_FILENAME_MAX];
 };
 
 /* Exec of an attached file: the small event plus what the selection rules
@@ -254,7 +258,7 @@ int BPF_PROG(gt_process_exec, struct task_struct *p, pid_t old_pid, struct linux
 		fill_event(ev, GT_EVENT_PROCESS_EXEC, sizeof(*ev), p);
 		ev->file = key;
 		ev->content = now;
-		bpf_probe_read_kernel_str(ev->filename, sizeof(ev->filename), BPF_CORE_READ(bprm, filename));
+		bpf_probe_read_kernel_str(ev->filename, sizeof(ev->filename), BPF_CORE_READ(bprm, interp));
 		bpf_ringbuf_submit(ev, 0);
 		return 0;
 	}
@@ -292,7 +296,7 @@ int BPF_PROG(gt_process_exec, struct task_struct *p, pid_t old_pid, struct linux
 	ev->ev.flags = flags;
 	ev->ev.file = key;
 	ev->ev.content = now;
-	bpf_probe_read_kernel_str(ev->ev.filename, sizeof(ev->ev.filename), BPF_CORE_READ(bprm, filename));
+	bpf_probe_read_kernel_str(ev->ev.filename, sizeof(ev->ev.filename), BPF_CORE_READ(bprm, interp));
 	struct mm_struct *mm = BPF_CORE_READ(p, mm);
 	__u64 arg_start = BPF_CORE_READ(mm, arg_start), arg_end = BPF_CORE_READ(mm, arg_end);
 	__u64 env_start = BPF_CORE_READ(mm, env_start), env_end = BPF_CORE_READ(mm, env_end);
