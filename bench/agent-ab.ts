@@ -136,7 +136,7 @@ function runLoadgen(url: string, r: number, secs: number): { achievedRate: numbe
 }
 
 // --- one agent run ----------------------------------------------------------
-interface RateResult { rate: number; achieved: number; spans: number; exported: number; lost: number; windowSeconds: number; usPerSpan: CpuSplit; grossUsPerSpan: number; rssMiB: number; handOffsPerSecond: number }
+interface RateResult { rate: number; achieved: number; spans: number; exported: number; lost: number; windowSeconds: number; usPerSpan: CpuSplit; grossUsPerSpan: number; rssMiB: number; handOffsPerSecond: number; pollWakeupsPerSecond: number; forcedWakeupsPerSecond: number; bpfNsPerHit: number; bpfUsPerRequest: number }
 interface RunResult { side: 'A' | 'B'; round: number; idleCpuPercent: number; idleRssMiB: number; idleSplit: CpuSplit; rates: RateResult[] }
 
 const QUIET_MS = 12_000;
@@ -149,6 +149,17 @@ const QUIET_MS = 12_000;
 const SCAN_MS = 60_000;
 /** After the load: the export queue's delay (1 s) and the export itself. */
 const TAIL_MS = 2_000;
+
+/**
+ * A counter summed over the uprobe programs (net/http, runtime, and
+ * gt_dispatch, under which the programs it tail-calls count): the node-wide
+ * programs also run for every other process on the node.
+ */
+function uprobeSum(text: string, name: string): number {
+  let sum = 0;
+  for (const m of text.matchAll(new RegExp(`^${name}\\{program="(gt_(?:http|runtime|dispatch)[^"]*)"\\} (\\S+)$`, 'gm'))) sum += Number(m[2]);
+  return sum;
+}
 
 async function runAgent(side: Side, round: number, bin: string, serverPid: number, serverUrl: string, otlp: string): Promise<RunResult> {
   const agent: AgentProcess = await startAgent(['--include-exe', bin, '--exporter', 'otlp', '--otlp-endpoint', otlp, '--scan-interval', String(SCAN_MS), ...side.args], side.env, { command: [join(side.tree, 'daemon', 'bin', 'gotrail')] });
@@ -183,6 +194,11 @@ async function runAgent(side: Side, round: number, bin: string, serverPid: numbe
         rate: r, achieved: l.achievedRate, spans, exported, lost: d('gotrail_events_lost_total'), windowSeconds: window,
         usPerSpan: scale(cpu, 1e6 / exported, out.idleSplit, window), grossUsPerSpan: (cpu.total * 1e6) / exported, rssMiB: rss,
         handOffsPerSecond: d('gotrail_ringbuf_batches_total', { map: 'gt_events' }) / window,
+        pollWakeupsPerSecond: d('gotrail_ringbuf_wakeups_total', { map: 'gt_events' }) / window,
+        // 0 for a build from before the probes counted them
+        forcedWakeupsPerSecond: d('gotrail_ringbuf_forced_wakeups_total', { map: 'gt_events' }) / window,
+        bpfNsPerHit: ((uprobeSum(after, 'gotrail_probe_run_seconds_total') - uprobeSum(before, 'gotrail_probe_run_seconds_total')) * 1e9) / (uprobeSum(after, 'gotrail_probe_runs_total') - uprobeSum(before, 'gotrail_probe_runs_total')),
+        bpfUsPerRequest: ((uprobeSum(after, 'gotrail_probe_run_seconds_total') - uprobeSum(before, 'gotrail_probe_run_seconds_total')) * 1e6) / spans,
       });
     }
     return out;
@@ -225,12 +241,12 @@ const loadAtEnd = loadavg();
 
 const lines: string[] = [];
 lines.push(`A: ${sides[0]!.tree} ${sides[0]!.args.join(' ')} ${JSON.stringify(sides[0]!.env)}`, `B: ${sides[1]!.tree} ${sides[1]!.args.join(' ')} ${JSON.stringify(sides[1]!.env)}`, '');
-lines.push('| rate | side | CPU µs/span (rounds) | median | main | rb | other | gross | hand-offs/s | lost | RSS after |', '|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|');
+lines.push('| rate | side | CPU µs/span (rounds) | median | main | rb | other | gross | hand-offs/s | poll wakeups/s | forced wakeups/s | BPF ns/hit | BPF µs/request | lost | RSS after |', '|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
 for (const r of rates) {
   for (const s of sides) {
     const xs = runs.filter((x) => x.side === s.name).map((x) => x.rates.find((y) => y.rate === r)!);
     const m = (g: (x: RateResult) => number): number => median(xs.map(g));
-    lines.push(`| ${r} | ${s.name} | ${xs.map((x) => f(x.usPerSpan.total, 2)).join(', ')} | ${f(m((x) => x.usPerSpan.total), 2)} | ${f(m((x) => x.usPerSpan.main), 2)} | ${f(m((x) => x.usPerSpan.rb), 2)} | ${f(m((x) => x.usPerSpan.other), 2)} | ${f(m((x) => x.grossUsPerSpan), 2)} | ${f(m((x) => x.handOffsPerSecond), 1)} | ${xs.reduce((a, x) => a + x.lost, 0)} | ${f(m((x) => x.rssMiB), 0)} MiB |`);
+    lines.push(`| ${r} | ${s.name} | ${xs.map((x) => f(x.usPerSpan.total, 2)).join(', ')} | ${f(m((x) => x.usPerSpan.total), 2)} | ${f(m((x) => x.usPerSpan.main), 2)} | ${f(m((x) => x.usPerSpan.rb), 2)} | ${f(m((x) => x.usPerSpan.other), 2)} | ${f(m((x) => x.grossUsPerSpan), 2)} | ${f(m((x) => x.handOffsPerSecond), 1)} | ${f(m((x) => x.pollWakeupsPerSecond), 1)} | ${f(m((x) => x.forcedWakeupsPerSecond), 1)} | ${f(m((x) => x.bpfNsPerHit), 0)} (${xs.map((x) => f(x.bpfNsPerHit, 0)).join(', ')}) | ${f(m((x) => x.bpfUsPerRequest), 2)} | ${xs.reduce((a, x) => a + x.lost, 0)} | ${f(m((x) => x.rssMiB), 0)} MiB |`);
   }
 }
 lines.push('', '| side | idle CPU (rounds) | idle RSS (rounds) |', '|---|---|---|');

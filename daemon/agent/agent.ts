@@ -1131,7 +1131,7 @@ export class Agent implements MetricsSource {
       bpfCounters: rt?.counters() ?? {},
       inflightIdleRemoved: rt?.inflightIdleRemoved ?? 0,
       kafka: rt?.kafkaStats(),
-      ringBuffer: { droppedRecords: rb?.droppedRecords ?? 0n, droppedBatches: rb?.droppedBatches ?? 0n, records: rb?.records ?? 0n, wakeups: rt?.ringBufferWakeups() ?? {}, batches: rt?.ringBufferBatches() ?? {} },
+      ringBuffer: { droppedRecords: rb?.droppedRecords ?? 0n, droppedBatches: rb?.droppedBatches ?? 0n, records: rb?.records ?? 0n, wakeups: rt?.ringBufferWakeups() ?? {}, forcedWakeups: rt?.ringBufferForcedWakeups() ?? {}, batches: rt?.ringBufferBatches() ?? {} },
       spans: this.batcher?.stats ?? { exported: 0, dropped: { queue_full: 0, shutdown: 0 }, failed: 0, queued: 0 },
       programs: rt?.obj.programStats() ?? [],
       maps,

@@ -710,7 +710,12 @@ export class BpfRuntime {
     return this.ringBufferCounter('batches');
   }
 
-  private ringBufferCounter(key: 'wakeups' | 'batches'): Record<string, bigint> {
+  /** Per ring-buffer map: wakeups its producers forced (see RingBufferStats.forcedWakeups). */
+  ringBufferForcedWakeups(): Record<string, bigint> {
+    return this.ringBufferCounter('forcedWakeups');
+  }
+
+  private ringBufferCounter(key: 'wakeups' | 'batches' | 'forcedWakeups'): Record<string, bigint> {
     const out: Record<string, bigint> = {};
     for (const m of [BpfMaps.gt_events, BpfMaps.gt_process_events]) {
       try {

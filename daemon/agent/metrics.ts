@@ -29,7 +29,7 @@ export interface MetricsSnapshot {
   inflightIdleRemoved?: number;
   /** traceparent injection outcomes by name (see enum gt_inject_outcome) */
   propagation?: Record<string, number>;
-  ringBuffer: { droppedRecords: bigint; droppedBatches: bigint; records: bigint; /** per ring-buffer map: poll-thread wake-ups */ wakeups?: Record<string, bigint>; /** per ring-buffer map: batches handed to JS */ batches?: Record<string, bigint> };
+  ringBuffer: { droppedRecords: bigint; droppedBatches: bigint; records: bigint; /** per ring-buffer map: poll-thread wake-ups */ wakeups?: Record<string, bigint>; /** per ring-buffer map: wakeups the probes forced */ forcedWakeups?: Record<string, bigint>; /** per ring-buffer map: batches handed to JS */ batches?: Record<string, bigint> };
   spans: BatcherStats;
   programs: Array<{ name: string; runCount: bigint; runTimeNs: bigint }>;
   maps: Array<{ name: string; entries: number; capacity: number }>;
@@ -103,6 +103,9 @@ export function createMetrics(source: MetricsSource): Registry {
   counter('gotrail_inflight_idle_records_removed_total', 'Idle in-flight records (kept between a goroutine\'s calls, holding none) removed from in-flight maps at least half full: no span lost; the goroutine\'s next call makes its record again', [], (set, s) => set({}, s.inflightIdleRemoved ?? 0));
   counter('gotrail_ringbuf_wakeups_total', 'Times the poll thread of each ring buffer woke up (timer tick, kernel wakeup or control signal); an idle agent keeps it still', ['map'], (set, s) => {
     for (const [m, v] of Object.entries(s.ringBuffer.wakeups ?? {})) set({ map: m }, Number(v));
+  });
+  counter('gotrail_ringbuf_forced_wakeups_total', 'Wakeups the probes forced on each ring buffer with a wake control: the first event after the consumer fell asleep, and one per crossing of the wake threshold while it runs (not one per event)', ['map'], (set, s) => {
+    for (const [m, v] of Object.entries(s.ringBuffer.forcedWakeups ?? {})) set({ map: m }, Number(v));
   });
   counter('gotrail_ringbuf_batches_total', 'Batches of records each ring buffer\'s poll thread handed to the JavaScript thread; each hand-off costs a fixed share of the agent\'s CPU, so while events flow it should grow by about one per consume interval', ['map'], (set, s) => {
     for (const [m, v] of Object.entries(s.ringBuffer.batches ?? {})) set({ map: m }, Number(v));

@@ -3094,31 +3094,43 @@ export function encodeProcessInfo(v: ProcessInfo, buf: Buffer = Buffer.alloc(24)
   return buf;
 }
 
-/** struct gt_rb_control (8 bytes) */
+/** struct gt_rb_control (24 bytes) */
 export interface RbControl {
   consumer_sleeping: number;
   wake_bytes: number;
+  woken: number;
+  reserved: number;
+  forced_wakeups: bigint;
 }
 
-export const RB_CONTROL_SIZE = 8;
+export const RB_CONTROL_SIZE = 24;
 export const RbControlOffsets = {
   consumer_sleeping: 0,
   wake_bytes: 4,
+  woken: 8,
+  reserved: 12,
+  forced_wakeups: 16,
 } as const;
 
 /** Decodes struct gt_rb_control at `off`; byte arrays are views into `buf`, not copies. */
 export function decodeRbControl(buf: Buffer, off = 0): RbControl {
-  if (off + 8 > buf.length) throw new RangeError(`gt_rb_control: need 8 bytes at ${off}, have ${buf.length - off}`);
+  if (off + 24 > buf.length) throw new RangeError(`gt_rb_control: need 24 bytes at ${off}, have ${buf.length - off}`);
   return {
     consumer_sleeping: buf.readUInt32LE(off + 0),
     wake_bytes: buf.readUInt32LE(off + 4),
+    woken: buf.readUInt32LE(off + 8),
+    reserved: buf.readUInt32LE(off + 12),
+    forced_wakeups: buf.readBigUInt64LE(off + 16),
   };
 }
 
 /** Encodes struct gt_rb_control into `buf` at `off` (a new zeroed buffer by default). */
-export function encodeRbControl(v: RbControl, buf: Buffer = Buffer.alloc(8), off = 0): Buffer {
+export function encodeRbControl(v: RbControl, buf: Buffer = Buffer.alloc(24), off = 0): Buffer {
   buf.writeUInt32LE(v.consumer_sleeping, off + 0);
   buf.writeUInt32LE(v.wake_bytes, off + 4);
+  buf.writeUInt32LE(v.woken, off + 8);
+  buf.writeUInt32LE(v.reserved, off + 12);
+  buf.writeBigUInt64LE(v.forced_wakeups, off + 16);
   return buf;
 }
 

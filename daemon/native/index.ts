@@ -89,16 +89,20 @@ export interface RingBufferOptions {
    * producers must then always submit with a wakeup). Default 5. */
   intervalMs: number;
   /** Idle sleep: the name of an mmapable BPF array map whose value starts
-   * with `struct gt_rb_control` ({u32 consumer_sleeping; u32 wake_bytes}).
+   * with `struct gt_rb_control` ({u32 consumer_sleeping; u32 wake_bytes; u32 woken}).
    * A poll thread that finds the ring empty twice a tick apart raises
    * consumer_sleeping and sleeps without a timer until a producer submits
    * with BPF_RB_FORCE_WAKEUP (gt_wake_flag does while the flag is up), so an
    * idle agent does not wake up at all; while records flow it drains on
-   * its timer as without. Default none. */
+   * its timer as without. A producer forcing a wakeup raises woken, which
+   * holds back every other forced wakeup until the poll thread lowers it
+   * (leaving its sleep, or after a drain that emptied the ring). Default
+   * none. */
   wakeControl?: string;
   /** With wakeControl: producers force a wakeup when this many bytes wait
    * in the ring (0: never), waking a running poll thread before its next
-   * tick. Default a quarter of the ring. */
+   * tick: one wakeup per crossing (see woken above), not one per record
+   * until the poll thread drains. Default a quarter of the ring. */
   wakeBytes?: number;
   /** Batches handed to the JS thread and not yet returned from onBatch
    * (1..2^20). When this many are out, the poll thread stops taking records
@@ -140,6 +144,9 @@ export interface RingBufferStats {
   /** Times the poll thread woke from its sleep (timer, kernel wakeup or
    * control signal): what an idle agent should keep at zero. */
   wakeups: bigint;
+  /** With wakeControl: wakeups the producers forced (the first record of a
+   * busy period, and each crossing of wakeBytes); 0 without. */
+  forcedWakeups: bigint;
   /** Batches out to JS right now (a gauge; summed over maps when no map is
    * named). */
   queuedBatches: number;

@@ -310,10 +310,25 @@ static __always_inline void gt_fill_header(struct gt_event_header *h, __u16 type
  * consumer_sleeping, and the next event wakes it (one wakeup per idle
  * period, not per event). wake_bytes (0: never) wakes a running consumer
  * early when that much data waits, so that a burst cannot fill the ring
- * between two of its timer ticks. */
+ * between two of its timer ticks.
+ *
+ * woken: a producer that forces a wakeup raises it, and no producer forces
+ * another while it is up; the consumer lowers it when it leaves its idle
+ * sleep and after each drain that emptied the ring. Without it every
+ * submit past wake_bytes forced a wakeup until the consumer drained (a
+ * seventh of a server return's time at high rates), also while the
+ * consumer waited on JavaScript and could not drain. A record that a
+ * raised flag left without a wakeup is not stranded: the wakeup that
+ * raised it is still to be seen by the consumer or was followed by a
+ * drain, which the consumer's timer repeats (it never sleeps on a ring
+ * that is not empty, and lowers the flag before it looks). */
 struct gt_rb_control {
 	__u32 consumer_sleeping;
 	__u32 wake_bytes;
+	__u32 woken;
+	__u32 reserved;
+	/* wakeups forced (by either rule), for the consumer's statistics */
+	__u64 forced_wakeups;
 };
 
 struct {
@@ -327,17 +342,20 @@ struct {
 /* The wakeup flag for a record about to be submitted to gt_events. Read
  * after the record's reserve, so that a consumer going to sleep either sees
  * the reserved record or is seen sleeping (user space covers the remaining
- * store-buffer window by checking once more one timer tick later). */
+ * store-buffer window by checking once more one timer tick later). Two
+ * producers may both see woken down and both wake: harmless. */
 static __always_inline __u64 gt_wake_flag(void)
 {
 	__u32 zero = 0;
 	struct gt_rb_control *c = bpf_map_lookup_elem(&gt_rb_control, &zero);
-	if (!c)
+	if (!c || c->woken)
 		return BPF_RB_NO_WAKEUP;
-	if (c->consumer_sleeping)
+	if (c->consumer_sleeping ||
+	    (c->wake_bytes && bpf_ringbuf_query(&gt_events, BPF_RB_AVAIL_DATA) >= c->wake_bytes)) {
+		c->woken = 1;
+		__sync_fetch_and_add(&c->forced_wakeups, 1);
 		return BPF_RB_FORCE_WAKEUP;
-	if (c->wake_bytes && bpf_ringbuf_query(&gt_events, BPF_RB_AVAIL_DATA) >= c->wake_bytes)
-		return BPF_RB_FORCE_WAKEUP;
+	}
 	return BPF_RB_NO_WAKEUP;
 }
 

@@ -6,6 +6,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { ExportResultCode, type ExportResult } from '@opentelemetry/core';
 import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-base';
@@ -65,6 +66,11 @@ describe('export queue full', { skip }, () => {
   });
 
   test(`${REQUESTS} requests against a queue of ${QUEUE} that does not drain: consumption pauses, nothing is dropped, all arrive once it drains`, async () => {
+    const ring = (): { wakeups: bigint; forced: bigint } => {
+      const r = agent.collect().ringBuffer;
+      return { wakeups: r.wakeups?.['gt_events'] ?? 0n, forced: r.forcedWakeups?.['gt_events'] ?? 0n };
+    };
+    const ring0 = ring();
     let next = 0;
     await Promise.all(Array.from({ length: 8 }, async () => {
       while (next++ < REQUESTS) assert.equal((await httpRequest(`${server.url}/hello`)).status, 200);
@@ -74,6 +80,12 @@ describe('export queue full', { skip }, () => {
     assert.ok(agent.totals.backpressurePauses >= 1, 'probe events stopped being taken');
     assert.ok(m.spans.queued <= QUEUE, `the export queue stays bounded (${m.spans.queued})`);
     assert.equal(m.spans.dropped.queue_full, 0, 'no span dropped in user space');
+    // Events waiting past the wake threshold while consumption is paused:
+    // the probes force one wakeup per crossing, not one per event; each
+    // drain that empties the ring (at most one per poll-thread wakeup)
+    // re-arms it, and the CPUs may race to it once each.
+    const ring1 = ring();
+    assert.ok(ring1.forced - ring0.forced <= BigInt(availableParallelism()) * (ring1.wakeups - ring0.wakeups + 1n), `forced wakeups ${ring1.forced - ring0.forced} for ${ring1.wakeups - ring0.wakeups} poll-thread wakeups`);
 
     exporter.release();
     await until('every request exported', () => exporter.received.filter((s) => Number(s.resource.attributes['process.pid']) === server.pid).length >= REQUESTS, 20_000).catch(() => undefined);

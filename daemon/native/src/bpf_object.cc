@@ -375,10 +375,10 @@ Napi::Value BpfObject::StartRingBuffer(const Napi::CallbackInfo& info) {
     const std::string cname = control.As<Napi::String>().Utf8Value();
     bpf_map* cmap = FindMap(env, op, cname);
     if (bpf_map__type(cmap) != BPF_MAP_TYPE_ARRAY ||
-        (bpf_map__map_flags(cmap) & BPF_F_MMAPABLE) == 0 || bpf_map__value_size(cmap) < 8) {
+        (bpf_map__map_flags(cmap) & BPF_F_MMAPABLE) == 0 || bpf_map__value_size(cmap) < 24) {
       Throw(env, op, EINVAL,
             "wakeControl map " + cname +
-                " must be an mmapable array whose value starts with two u32 (struct "
+                " must be an mmapable array whose value starts with four u32 and a u64 (struct "
                 "gt_rb_control)");
     }
     ro.wake_control_fd = LoadedMapFd(env, op, cmap);

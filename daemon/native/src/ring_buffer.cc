@@ -45,6 +45,7 @@ RingBufferCounters& RingBufferCounters::operator+=(const RingBufferCounters& o) 
   dropped_records += o.dropped_records;
   stalls += o.stalls;
   wakeups += o.wakeups;
+  forced_wakeups += o.forced_wakeups;
   queued_batches += o.queued_batches;
   return *this;
 }
@@ -64,6 +65,7 @@ static napi_value CountersToJsOrNull(napi_env env, const RingBufferCounters& c) 
       {"droppedRecords", c.dropped_records},
       {"stalls", c.stalls},
       {"wakeups", c.wakeups},
+      {"forcedWakeups", c.forced_wakeups},
   };
   napi_value v;
   for (const auto& [key, value] : big) {
@@ -131,6 +133,8 @@ std::shared_ptr<RingBufferState> RingBufferState::Start(
     state->producer_pos_ = static_cast<const volatile uint64_t*>(prod);
     __atomic_store_n(&state->control_[0], 0u, __ATOMIC_SEQ_CST);
     __atomic_store_n(&state->control_[1], opts.wake_bytes, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&state->control_[2], 0u, __ATOMIC_SEQ_CST);
+    state->forced_base_ = state->ForcedWakeups();
   }
   {
     LibbpfLogCapture log;
@@ -208,6 +212,20 @@ void RingBufferState::SetSleeping(bool sleeping) {
   __atomic_thread_fence(__ATOMIC_SEQ_CST);
 }
 
+// Any thread. The producers' count of forced wakeups (it outlives us).
+uint64_t RingBufferState::ForcedWakeups() const {
+  return __atomic_load_n(reinterpret_cast<const volatile uint64_t*>(control_ + 4),
+                         __ATOMIC_RELAXED);
+}
+
+// Poll thread. Lets producers force a wakeup again (see ring_buffer.h);
+// ordered before the flag and the looks at the ring that follow.
+void RingBufferState::LowerWoken() {
+  if (control_ == nullptr) return;
+  if (__atomic_load_n(&control_[2], __ATOMIC_RELAXED) != 0)
+    __atomic_store_n(&control_[2], 0u, __ATOMIC_SEQ_CST);
+}
+
 // Any thread. An eventfd counts, so a signal sent before the poll thread
 // sleeps is not lost.
 void RingBufferState::Signal() {
@@ -247,6 +265,7 @@ RingBufferCounters RingBufferState::Counters() const {
   c.dropped_records = dropped_records_.load(std::memory_order_relaxed);
   c.stalls = stalls_.load(std::memory_order_relaxed);
   c.wakeups = wakeups_.load(std::memory_order_relaxed);
+  if (control_ != nullptr) c.forced_wakeups = ForcedWakeups() - forced_base_;
   c.queued_batches = in_flight_.load(std::memory_order_relaxed);
   return c;
 }
@@ -276,6 +295,8 @@ void RingBufferState::PollLoop() {
       ring_buffer__consume(rb_);
       if (draining_ && (cut_ == Cut::kNone || cut_ == Cut::kBudget)) drained = true;
       found_empty = taken_ == before && cut_ == Cut::kNone && !draining_;
+      // the ring was emptied: the next crossing of wake_bytes may wake us
+      if (cut_ == Cut::kNone) LowerWoken();
     }
     if (control_ != nullptr) {
       // Sleep only after two empty drains a tick apart, the first with the
@@ -336,6 +357,7 @@ void RingBufferState::PollLoop() {
       // control signal arrives, so a busy period costs one hand-off per
       // interval rather than one per record.
       SetSleeping(false);
+      LowerWoken();
       idle_ticks_ = 0;
       const auto deadline = Clock::now() + interval;
       while (!stop_.load() && !paused_.load() && !abandon_.load() && !WakeBytesPending()) {

@@ -39,6 +39,14 @@
 // wakeup when wake_bytes are waiting, which wakes a running poll thread before its next tick. A
 // reserved record not yet committed keeps the timer running.
 //
+// One wakeup per crossing: a producer that forces a wakeup raises woken in
+// the map and no producer forces another while it is up (otherwise every
+// record past wake_bytes forced one until the next drain, also while the
+// poll thread waited for JS). The poll thread lowers it when it leaves
+// its idle sleep and after every drain that emptied the ring, before it
+// decides to sleep: it never sleeps on records left without a wakeup, and
+// a running poll thread takes those at its next tick.
+//
 // Control (stop, pause, credits) reaches the poll thread through an
 // eventfd that it polls alongside, so it reacts at once whatever its
 // interval.
@@ -98,7 +106,8 @@ struct RingBufferOptions {
   uint32_t max_batch_bytes = 1 << 20;
   bool wakeup = false;
   // Idle sleep: an mmapable BPF array map whose first value is
-  // {u32 consumer_sleeping; u32 wake_bytes} (struct gt_rb_control), -1 for
+  // {u32 consumer_sleeping, wake_bytes, woken, reserved; u64 forced_wakeups}
+  // (struct gt_rb_control), -1 for
   // none. Not owned.
   int wake_control_fd = -1;
   uint32_t wake_bytes = 0;
@@ -112,6 +121,7 @@ struct RingBufferCounters {
   uint64_t dropped_records = 0;
   uint64_t stalls = 0;
   uint64_t wakeups = 0;         // returns of the poll thread from its sleep
+  uint64_t forced_wakeups = 0;  // wake control: wakeups the producers forced
   uint32_t queued_batches = 0;  // a gauge: summing adds the live ones
 
   RingBufferCounters& operator+=(const RingBufferCounters& o);
@@ -192,6 +202,8 @@ class RingBufferState : public std::enable_shared_from_this<RingBufferState> {
   bool RingPending() const;
   bool WakeBytesPending() const;
   void SetSleeping(bool sleeping);
+  void LowerWoken();
+  uint64_t ForcedWakeups() const;
   void Signal();
   void DropHeld();
 
@@ -207,6 +219,7 @@ class RingBufferState : public std::enable_shared_from_this<RingBufferState> {
   // producer positions, mapped read-only by us (libbpf 1.1 exposes neither)
   volatile uint32_t* control_ = nullptr;
   size_t control_len_ = 0;
+  uint64_t forced_base_ = 0;  // forced_wakeups when we started (the map outlives us)
   const volatile uint64_t* consumer_pos_ = nullptr;
   const volatile uint64_t* producer_pos_ = nullptr;
   size_t page_size_ = 0;
