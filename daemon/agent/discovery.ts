@@ -38,19 +38,26 @@ export type ProbeResult =
   | { kind: 'gone' }
   | { kind: 'unreadable'; reason: string };
 
-/** Field 22 of /proc/PID/stat: start time in clock ticks since boot. */
-export function readStartTime(pid: number, procRoot = '/proc'): string | undefined {
+/**
+ * The fields of /proc/PID/stat after the process's name (field 3 onwards:
+ * index 0 is the state); undefined once the process is gone.
+ */
+export function readStatFields(pid: number, procRoot = '/proc'): string[] | undefined {
   try {
     // as UTF-8: Node reads that into a string directly, where another
     // encoding reads a file of unknown size (all of /proc) into a new 16 KiB
     // buffer each time, which an idle heap frees late (one per exec on the
     // host); the fields after the name are ASCII, whatever bytes the name has
     const stat = readFileSync(`${procRoot}/${pid}/stat`, 'utf8');
-    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return rest[19];
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   } catch {
     return undefined;
   }
+}
+
+/** Field 22 of /proc/PID/stat: start time in clock ticks since boot. */
+export function readStartTime(pid: number, procRoot = '/proc'): string | undefined {
+  return readStatFields(pid, procRoot)?.[19];
 }
 
 /** A binary's identity from a (bigint) stat of it: inode and content. */

@@ -21,12 +21,12 @@
  * the probe) it is the fraction of the process's CPU that tracing costs.
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { BinaryFile } from '../analysis/binary-file.ts';
 import { ElfFile } from '../analysis/elf.ts';
 import { BpfPrograms, HitSite } from '../generated/layouts.ts';
 import type { BpfObject, ProgramStats } from '../native/index.ts';
+import { readStatFields } from './discovery.ts';
 import { WRITE_USER_PROGRAMS } from './write-user.ts';
 
 /** The helper program built beside the addon (the path from the install root: this module may run bundled, build/agent/, see deploy/bundle.ts). */
@@ -176,14 +176,8 @@ function siteCost(cost: Map<string, number>, site: number): number {
 
 /** CPU seconds (user + system) a process has used, from /proc/PID/stat; undefined once it is gone. */
 export function processCpuSeconds(pid: number): number | undefined {
-  try {
-    // UTF-8: no buffer per read (see readStartTime in discovery.ts)
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) / CLOCK_TICKS;
-  } catch {
-    return undefined;
-  }
+  const f = readStatFields(pid);
+  return f === undefined ? undefined : (Number(f[11]) + Number(f[12])) / CLOCK_TICKS;
 }
 /** USER_HZ: 100 on every Linux ABI gotrail runs on (x86-64, arm64). */
 const CLOCK_TICKS = 100;
