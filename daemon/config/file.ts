@@ -19,6 +19,7 @@ import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { SAMPLERS } from './resolve.ts';
 import { MAX_TIMER_MS, TIMER_TOO_LONG } from '../util/timers.ts';
+import { withoutCredentials } from '../util/url-credentials.ts';
 
 const glob = z.string().min(1, 'expected a non-empty glob');
 const globs = z.array(glob);
@@ -89,7 +90,7 @@ export const configFileSchema = z.strictObject({
     kind: oneOf(['otlp', 'console', 'none']),
     otlp: z.strictObject({
       /** traces URL (--otlp-endpoint, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_ENDPOINT) */
-      endpoint: z.url({ protocol: /^https?$/, error: (i) => `expected an http:// or https:// URL, got ${describe(i.input)}` }),
+      endpoint: z.url({ protocol: /^https?$/, error: (i) => `expected an http:// or https:// URL, got ${typeof i.input === 'string' ? describe(withoutCredentials(i.input)) : describe(i.input)}` }),
       /** extra request headers (OTEL_EXPORTER_OTLP_HEADERS) */
       headers: z.record(z.string(), z.string({ error: (i) => `expected a string header value (quote it), got ${kindOf(i.input)}` }), {
         error: (i) => `expected a mapping of header names to values, got ${kindOf(i.input)}`,
@@ -234,7 +235,14 @@ export interface LoadedConfig {
 export function parseConfig(text: string, file: string): ConfigFile {
   const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length) throw new ConfigFileError(file, doc.errors.map((e) => `YAML: ${e.message.split('\n')[0]!.replace(/:$/, '')}`));
-  const { config, problems } = checkConfig(doc.toJS());
+  let value: unknown;
+  try {
+    value = doc.toJS();
+  } catch (e) {
+    // what only shows when the tree is built: an alias to no anchor, or aliases expanding past the parser's bound
+    throw new ConfigFileError(file, [`YAML: ${(e as Error).message.split('\n')[0]}`]);
+  }
+  const { config, problems } = checkConfig(value);
   if (!config) throw new ConfigFileError(file, problems);
   return config;
 }

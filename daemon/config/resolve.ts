@@ -15,6 +15,7 @@ import { isLogLevel, type LogLevel } from '../util/log.ts';
 import type { ConfigFile } from './file.ts';
 import { parseDestination, type PropagationOptions } from '../agent/propagation.ts';
 import { MAX_TIMER_MS, parseTimerMillis, TIMER_TOO_LONG } from '../util/timers.ts';
+import { withoutCredentials } from '../util/url-credentials.ts';
 
 /** The values of OTEL_TRACES_SAMPLER gotrail supports (see export/sampler.ts). */
 export const SAMPLERS = ['always_on', 'always_off', 'traceidratio', 'parentbased_always_on', 'parentbased_always_off', 'parentbased_traceidratio'] as const;
@@ -280,7 +281,7 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
   };
   for (const name of ['OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', 'OTEL_EXPORTER_OTLP_ENDPOINT']) {
     if (flags['otlp-endpoint'] === undefined && set(name) && !httpUrl(env[name]!.trim())) {
-      warnings.push(`${name}: expected an http:// or https:// URL, got "${env[name]}": the OTLP exporter ignores it`);
+      warnings.push(`${name}: expected an http:// or https:// URL, got "${withoutCredentials(env[name]!)}": the OTLP exporter ignores it`);
     }
   }
   // The exporter ignores these without a word (its diagnostics go nowhere):
@@ -332,7 +333,7 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
     });
   }
   if (flags['otlp-endpoint'] !== undefined) {
-    if (!httpUrl(flags['otlp-endpoint'])) throw new RunConfigError(`--otlp-endpoint: expected an http:// or https:// URL, got "${flags['otlp-endpoint']}"`);
+    if (!httpUrl(flags['otlp-endpoint'])) throw new RunConfigError(`--otlp-endpoint: expected an http:// or https:// URL, got "${withoutCredentials(flags['otlp-endpoint'])}"`);
     otlp.endpoint = flags['otlp-endpoint'];
     sources['otlp.endpoint'] = '--otlp-endpoint';
   } else {

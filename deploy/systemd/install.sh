@@ -35,7 +35,8 @@ rm -rf "$dest/opt/gotrail.old"
 
 install -D -m 0644 "$src/deploy/systemd/gotrail.service" "$dest/etc/systemd/system/gotrail.service"
 if [[ ! -e $dest/etc/default/gotrail ]]; then
-  install -D -m 0644 /dev/null "$dest/etc/default/gotrail"
+  # 0600: it is where OTEL_EXPORTER_OTLP_HEADERS (collector credentials) go
+  install -D -m 0600 /dev/null "$dest/etc/default/gotrail"
   cat > "$dest/etc/default/gotrail" <<'CONF'
 # Environment of the gotrail service (systemctl restart gotrail after a change).
 # Extra `gotrail run` flags; they win over /etc/gotrail/config.yaml.
@@ -44,7 +45,8 @@ GOTRAIL_ARGS=
 CONF
 fi
 if [[ ! -e $dest/etc/gotrail/config.yaml ]]; then
-  install -D -m 0644 /dev/null "$dest/etc/gotrail/config.yaml"
+  # 0600: its exporter.otlp.headers may carry collector credentials
+  install -D -m 0600 /dev/null "$dest/etc/gotrail/config.yaml"
   cat > "$dest/etc/gotrail/config.yaml" <<'CONF'
 # gotrail's configuration (docs/operations.md); reloaded when it changes.
 exporter:

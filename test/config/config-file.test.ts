@@ -414,6 +414,26 @@ test('a header of the wrong type is named by its key and the type it has, never 
   ]);
 });
 
+test('a user name and password in a traces URL never reach a message: not from the file, the flag or the variables', () => {
+  assert.deepEqual(problems('exporter:\n  otlp:\n    endpoint: "ftp://user:SECRET3@h/v1/traces"\n'), [
+    'exporter.otlp.endpoint: expected an http:// or https:// URL, got "ftp://h/v1/traces"',
+  ]);
+  assert.throws(() => resolveRunConfig({ 'otlp-endpoint': 'htp://user:SECRET4@h:4318' }, {}, {}), { name: 'RunConfigError', message: '--otlp-endpoint: expected an http:// or https:// URL, got "htp://h:4318"' });
+  const cfg = resolveRunConfig({}, { OTEL_EXPORTER_OTLP_ENDPOINT: 'collector://token@h:4318' }, {});
+  assert.deepEqual(cfg.warnings, ['OTEL_EXPORTER_OTLP_ENDPOINT: expected an http:// or https:// URL, got "collector://h:4318": the OTLP exporter ignores it']);
+});
+
+test('YAML errors that only show when the document is built (an alias to no anchor, an alias bomb) are the file\'s errors, not a crash', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'gotrail-config-'));
+  const f = join(dir, 'config.yaml');
+  writeFileSync(f, 'exporter:\n  otlp:\n    headers:\n      authorization: &a Bearer X\n    endpoint: *b\n');
+  assert.throws(() => loadConfigFile(f), { name: 'ConfigFileError', message: `${f}: YAML: Unresolved alias (the anchor must be set before the alias): b` });
+  const bomb = ['a: &a [x, x, x, x, x, x, x, x, x]'];
+  for (let i = 1; i < 10; i++) bomb.push(`${String.fromCharCode(97 + i)}: &${String.fromCharCode(97 + i)} [${Array(9).fill(`*${String.fromCharCode(96 + i)}`).join(', ')}]`);
+  writeFileSync(f, bomb.join('\n') + '\n');
+  assert.throws(() => loadConfigFile(f), (e: Error) => e instanceof ConfigFileError && /^.*config\.yaml: YAML: Excessive alias count/.test(e.message));
+});
+
 test('exporter.otlp.timeoutMillis: 0 in the file is no limit, as OTEL_EXPORTER_OTLP_TIMEOUT=0 is', () => {
   const timeout = (text: string): number | undefined => resolveRunConfig({}, {}, parseConfig(text, 'config.yaml')).otlp.timeoutMillis;
   assert.equal(timeout('exporter:\n  otlp:\n    timeoutMillis: 0\n'), 2 ** 31 - 1, 'the stand-in for no limit the exporter accepts');

@@ -34,7 +34,9 @@ test('install.sh installs a unit that systemd-analyze verifies, with a sandbox e
     assert.ok(existsSync(join(root, f)), `${f} installed`);
   }
   assert.ok(!existsSync(join(root, 'opt/gotrail/node_modules/typescript')), 'no development dependencies');
-  assert.equal(statSync(join(root, 'etc/gotrail/config.yaml')).mode & 0o777, 0o644);
+  // both may hold collector credentials (OTLP headers): no other user reads them
+  assert.equal(statSync(join(root, 'etc/gotrail/config.yaml')).mode & 0o777, 0o600);
+  assert.equal(statSync(join(root, 'etc/default/gotrail')).mode & 0o777, 0o600);
   // the installed Node runs the installed daemon
   const version = sh(join(root, 'opt/gotrail/daemon/bin/gotrail'), ['--version']);
   assert.equal(version.status, 0, version.out);
