@@ -9,7 +9,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BpfObject, enableStats, kernelFeatures } from '../native/index.ts';
 import {
-  BpfMaps, BpfPrograms, BinaryFlags, Counter, DebugFlags, KafkaCounter, EventType, ProcessFlags, EVENT_HEADER_SIZE,
+  BpfMaps, BpfPrograms, BinaryFlags, Counter, DebugFlags, KafkaCounter, EventType, ProcessFlags, ProcessesGenSlot, EVENT_HEADER_SIZE,
   decodeFileInfo, decodeHitKey, encodeBinaryInfo, encodeFileInfo, encodeFileKey, encodeProcessInfo,
   HitLimits, type BpfMapName, type BpfProgramName, type FileInfo, type FileKey,
 } from '../generated/layouts.ts';
@@ -369,16 +369,32 @@ export class BpfRuntime {
    */
   traceProcess(tgid: number, file?: FileKey, noInject = false): void {
     this.debugNote('trace', { tgid });
-    this.obj.mapUpdate(BpfMaps.gt_processes, u32key(tgid), encodeProcessInfo({
-      flags: ProcessFlags.GT_PROCESS_TRACED | (noInject ? ProcessFlags.GT_PROCESS_NO_INJECT : 0), hits_slot: this.hitSlotOf(tgid), file_dev: file?.dev ?? 0n, file_ino: file?.ino ?? 0n,
-    }));
+    try {
+      this.obj.mapUpdate(BpfMaps.gt_processes, u32key(tgid), encodeProcessInfo({
+        flags: ProcessFlags.GT_PROCESS_TRACED | (noInject ? ProcessFlags.GT_PROCESS_NO_INJECT : 0), hits_slot: this.hitSlotOf(tgid), file_dev: file?.dev ?? 0n, file_ino: file?.ino ?? 0n,
+      }));
+    } finally {
+      this.processesChanged();
+    }
   }
 
   untraceProcess(tgid: number): boolean {
     this.debugNote('untrace', { tgid });
     const deleted = this.obj.mapDelete(BpfMaps.gt_processes, u32key(tgid));
+    // before the slot is released: no CPU goes on counting in it from what it remembered
+    this.processesChanged();
     this.releaseHitSlot(tgid);
     return deleted;
+  }
+
+  /** User space's generation of gt_processes (probes/include/gotrail.h): bumped after each change of the map, so that no CPU keeps using what it remembered of an entry. */
+  private processesGen = 0n;
+
+  private processesChanged(): void {
+    this.processesGen++;
+    const v = Buffer.alloc(8);
+    v.writeBigUInt64LE(this.processesGen);
+    this.obj.mapUpdate(BpfMaps.gt_processes_gen, u32key(ProcessesGenSlot.GT_PROCESSES_GEN_USER), v);
   }
 
   /** tgid → its slot of gt_process_hits (see probes/include/gotrail.h), while traced. */

@@ -34,6 +34,7 @@ export const BpfMaps = {
   gt_http_router_objects: 'gt_http_router_objects',
   gt_http_server_config: 'gt_http_server_config',
   gt_http_server_inflight: 'gt_http_server_inflight',
+  gt_id_state: 'gt_id_state',
   gt_inject_allow_cidrs: 'gt_inject_allow_cidrs',
   gt_inject_connecting: 'gt_inject_connecting',
   gt_inject_conns: 'gt_inject_conns',
@@ -61,7 +62,9 @@ export const BpfMaps = {
   gt_probe_programs: 'gt_probe_programs',
   gt_process_events: 'gt_process_events',
   gt_process_hits: 'gt_process_hits',
+  gt_process_memo: 'gt_process_memo',
   gt_processes: 'gt_processes',
+  gt_processes_gen: 'gt_processes_gen',
   gt_rb_control: 'gt_rb_control',
   gt_redis_config: 'gt_redis_config',
   gt_redis_depth: 'gt_redis_depth',
@@ -624,6 +627,12 @@ export const ProcessEventLimits = {
 export const ProcessFlags = {
   GT_PROCESS_TRACED: 1,
   GT_PROCESS_NO_INJECT: 2,
+} as const;
+
+/** enum gt_processes_gen_slot */
+export const ProcessesGenSlot = {
+  GT_PROCESSES_GEN_USER: 0,
+  GT_PROCESSES_GEN_BPF: 1,
 } as const;
 
 /** enum gt_redis_event_flags */

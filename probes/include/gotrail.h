@@ -123,8 +123,9 @@ enum gt_counter {
 
 /* 2 MiB: about 2,000 of the largest events (net/http server, ~1 KiB), i.e.
  * 200 ms of 10k spans/s while user space does not consume (a paused export
- * queue, a stalled event loop), the consumer being woken at 256 KiB. Its data
- * pages are mapped twice, so it shows as 4 MiB of RSS; --ring-buffer-bytes. */
+ * queue, a stalled event loop), the consumer being woken at 256 KiB. The
+ * agent maps its data once (daemon/native/src/ring_buffer.cc), and all of it
+ * counts in RSS from the mmap: 2 MiB; --ring-buffer-bytes. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 2 * 1024 * 1024);
@@ -211,12 +212,10 @@ struct {
 	__type(value, struct process_slot);
 } gt_process_hits SEC(".maps");
 
-/* Counts a hit of `site` in process `tgid`, whose gt_processes entry is
- * `proc` (0: none); returns the process's slot when it counted there. */
-static __always_inline struct process_slot *gt_count_hit(__u32 tgid, __u32 site,
-							 const struct gt_process_info *proc)
+/* Counts a hit of `site` in process `tgid`, whose slot of gt_process_hits
+ * is `slot` (0: none); returns the process's slot when it counted there. */
+static __always_inline struct process_slot *gt_count_hit(__u32 tgid, __u32 site, __u32 slot)
 {
-	__u32 slot = proc ? proc->hits_slot : 0;
 	if (slot && site < GT_HIT_SITES_MAX) {
 		struct process_slot *h = bpf_map_lookup_elem(&gt_process_hits, &slot);
 		if (h) {
@@ -252,30 +251,100 @@ static __always_inline __u32 gt_tgid(void)
 	return bpf_get_current_pid_tgid() >> 32;
 }
 
-/* The process filter: anything not explicitly selected by user space is
- * ignored before any memory is read. */
-static __always_inline bool gt_process_traced(__u32 tgid)
+/* Generations of gt_processes: every change of an entry is followed by a
+ * bump, [0] by user space (the only writer of that slot), [1] by BPF
+ * programs (the exec and exit hooks, with an atomic add). Their sum changes
+ * with every change of the map. */
+enum gt_processes_gen_slot {
+	GT_PROCESSES_GEN_USER = 0,
+	GT_PROCESSES_GEN_BPF = 1,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u64);
+} gt_processes_gen SEC(".maps");
+
+/* For BPF writers of gt_processes: call after each update or delete. */
+static __always_inline void gt_processes_changed(void)
 {
+	__u32 k = GT_PROCESSES_GEN_BPF;
+	__u64 *g = bpf_map_lookup_elem(&gt_processes_gen, &k);
+	if (g)
+		__sync_fetch_and_add(g, 1);
+}
+
+/* What each CPU last learnt from gt_processes, for the process whose hits it
+ * serves (usually the same one hit after hit): a probe hit then reads two
+ * array slots instead of looking the process up in the hash map (on the
+ * machines measured, a hash lookup was a quarter of a runtime probe's time).
+ * One word, so that a program preempted on its CPU by another cannot leave
+ * half of an entry: the generation sum (30 bits) << 34 | tgid (22 bits) << 12
+ * | hits slot (10 bits) << 2 | traced << 1 | 1 (filled; an entry may be
+ * missing: then slot and traced are 0, and so remembered too). A
+ * tgid or slot too large for its bits is not remembered. The word is taken
+ * only while the sum of gt_processes_gen still equals its own: a change of
+ * the map between the sum's read and the lookup leaves a word that the next
+ * hit finds outdated; a hit between a change and its bump sees the map as it
+ * was a moment earlier, as a lookup just before the change would. The sum
+ * comes back to a remembered value after 2^30 changes at the earliest. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} gt_process_memo SEC(".maps");
+
+#define GT_MEMO_TGID_BITS 22
+#define GT_MEMO_GEN_MASK  ((1ULL << 30) - 1)
+
+/* The process filter (anything not explicitly selected by user space is
+ * ignored before any memory is read): whether `tgid` is traced, and its
+ * slot of gt_process_hits in *slot (0: none). */
+static __always_inline bool gt_process_lookup(__u32 tgid, __u32 *slot)
+{
+	__u32 zero = 0, one = 1;
+	__u64 *gu = bpf_map_lookup_elem(&gt_processes_gen, &zero);
+	__u64 *gb = bpf_map_lookup_elem(&gt_processes_gen, &one);
+	__u64 *memo = bpf_map_lookup_elem(&gt_process_memo, &zero);
+	__u64 gen = ((gu ? *gu : 0) + (gb ? *gb : 0)) & GT_MEMO_GEN_MASK;
+	bool cacheable = memo && tgid < (1u << GT_MEMO_TGID_BITS);
+	__u64 tag = gen << 34 | (__u64)tgid << 12;
+	if (cacheable) {
+		__u64 m = *memo;
+		if ((m & ~0xfffULL) == tag && (m & 1)) {
+			*slot = (__u32)(m >> 2) & (GT_PROCESS_HIT_SLOTS - 1);
+			return m & 2;
+		}
+	}
 	struct gt_process_info *p = bpf_map_lookup_elem(&gt_processes, &tgid);
-	return p && (p->flags & GT_PROCESS_TRACED);
+	bool traced = p && (p->flags & GT_PROCESS_TRACED);
+	*slot = p ? p->hits_slot : 0;
+	if (cacheable && *slot < GT_PROCESS_HIT_SLOTS)
+		*memo = tag | (__u64)*slot << 2 | (traced ? 2 : 0) | 1;
+	return traced;
 }
 
 /* A probe hit's start: counts it, and answers whether the process is traced
- * (one lookup of gt_processes serves both). */
+ * (one look at the process serves both). */
 static __always_inline bool gt_hit_traced(__u32 tgid, __u32 site)
 {
-	struct gt_process_info *p = bpf_map_lookup_elem(&gt_processes, &tgid);
-	gt_count_hit(tgid, site, p);
-	return p && (p->flags & GT_PROCESS_TRACED);
+	__u32 slot;
+	bool traced = gt_process_lookup(tgid, &slot);
+	gt_count_hit(tgid, site, slot);
+	return traced;
 }
 
 /* As gt_hit_traced; *slot is the process's slot of gt_process_hits, or 0
  * when it has none (then nothing is known of it without lookups). */
 static __always_inline bool gt_hit_traced_slot(__u32 tgid, __u32 site, struct process_slot **slot)
 {
-	struct gt_process_info *p = bpf_map_lookup_elem(&gt_processes, &tgid);
-	*slot = gt_count_hit(tgid, site, p);
-	return p && (p->flags & GT_PROCESS_TRACED);
+	__u32 n;
+	bool traced = gt_process_lookup(tgid, &n);
+	*slot = gt_count_hit(tgid, site, n);
+	return traced;
 }
 
 static __always_inline struct gt_binary_info *gt_binary(__u32 id)
@@ -468,6 +537,7 @@ GT_EXPORT_LAYOUTS(common,
 	struct gt_goroutine_key goroutine;
 	struct gt_hit_key hit_key;
 	enum gt_hit_limits hit_limits;
+	enum gt_processes_gen_slot processes_gen_slot;
 	enum gt_event_type event_type;
 	enum gt_binary_flags binary_flags;
 	enum gt_process_flags process_flags;
@@ -584,15 +654,72 @@ GT_EXPORT_LAYOUTS(span,
 	enum gt_span_flags flags;
 );
 
-static __always_inline void gt_random_bytes(__u8 *out, int n)
+/* Span and trace ids: SplitMix64 (Steele, Lea and Flood, "Fast splittable
+ * pseudorandom number generators", OOPSLA 2014; Java's SplittableRandom),
+ * one stream per CPU. A stream is a counter stepped by an odd constant (the
+ * golden gamma) and each value passed through a 64-bit mixing function that
+ * is a bijection: a stream repeats no output within 2^64 steps, and its
+ * outputs pass BigCrush. Each CPU's counter starts at a value of
+ * bpf_get_prandom_u32 (the kernel generator the ids came from before, 64
+ * bits of it): two CPUs' streams, like two nodes', meet only if their
+ * starts lie within as many steps of each other as ids were made (for a
+ * pair of streams of 2^33 ids each, a chance of 2^-30). The counter is advanced with one atomic fetch-and-add, so two
+ * programs on one CPU (one preempting the other) never share a value.
+ *
+ * W3C Trace Context asks for random ids (Level 2: at least the trace id's
+ * 7 rightmost bytes, which the ratio sampler reads) and not all zero; this
+ * is as random as the kernel's bpf_get_prandom_u32, which is no
+ * cryptographic generator either, at one map lookup and one atomic add per
+ * span instead of up to six helper calls. Zero, which the mix gives for
+ * counter value 0 alone, is replaced. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} gt_id_state SEC(".maps");
+
+#define GT_ID_GAMMA 0x9e3779b97f4a7c15ULL
+
+static __always_inline __u64 gt_id_mix(__u64 z)
 {
-#pragma unroll
-	for (int i = 0; i < 16; i += 4) {
-		if (i >= n)
-			break;
-		__u32 r = bpf_get_prandom_u32();
-		__builtin_memcpy(out + i, &r, 4);
-	}
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	z ^= z >> 31;
+	return z ? z : GT_ID_GAMMA;
+}
+
+/* Takes n consecutive values of this CPU's stream: returns the counter
+ * before them (the values are mix(c + GAMMA), ..., mix(c + n * GAMMA)). */
+static __always_inline __u64 gt_id_take(__u32 n)
+{
+	__u32 zero = 0;
+	__u64 *s = bpf_map_lookup_elem(&gt_id_state, &zero);
+	if (!s) /* never: a one-slot array */
+		return (__u64)bpf_get_prandom_u32() << 32 | bpf_get_prandom_u32();
+	/* a CPU's first id seeds its stream; two programs racing to seed add
+	 * both seeds, as random as one */
+	if (!*s)
+		__sync_fetch_and_add(s, (__u64)bpf_get_prandom_u32() << 32 | bpf_get_prandom_u32());
+	return __sync_fetch_and_add(s, n * GT_ID_GAMMA);
+}
+
+/* A new span id (8 bytes). */
+static __always_inline void gt_new_span_id(__u8 *out)
+{
+	__u64 v = gt_id_mix(gt_id_take(1) + GT_ID_GAMMA);
+	__builtin_memcpy(out, &v, 8);
+}
+
+/* A new trace id (16 bytes) and span id (8 bytes). */
+static __always_inline void gt_new_trace_and_span_id(__u8 *trace_id, __u8 *span_id)
+{
+	__u64 c = gt_id_take(3);
+	__u64 a = gt_id_mix(c + GT_ID_GAMMA), b = gt_id_mix(c + 2 * GT_ID_GAMMA),
+	      v = gt_id_mix(c + 3 * GT_ID_GAMMA);
+	__builtin_memcpy(trace_id, &a, 8);
+	__builtin_memcpy(trace_id + 8, &b, 8);
+	__builtin_memcpy(span_id, &v, 8);
 }
 
 /* gt_new_root and the sampler's decision */
@@ -603,7 +730,7 @@ static __always_inline void gt_new_child(struct gt_span_context *c, const struct
 {
 	__builtin_memcpy(c->trace_id, parent->trace_id, 16);
 	__builtin_memcpy(c->parent_span_id, parent->span_id, 8);
-	gt_random_bytes(c->span_id, 8);
+	gt_new_span_id(c->span_id);
 	c->flags = GT_SPAN_HAS_PARENT | (parent->flags & (GT_SPAN_SAMPLED | GT_SPAN_SAMPLER_DECIDED));
 }
 
@@ -653,7 +780,7 @@ static __always_inline bool gt_parse_traceparent(const char *s, __s64 len, struc
 		return false;
 	if (gt_parse_hex(s + 53, &flags, 1) < 0)
 		return false;
-	gt_random_bytes(c->span_id, 8);
+	gt_new_span_id(c->span_id);
 	c->flags = GT_SPAN_HAS_PARENT | GT_SPAN_PARENT_REMOTE | ((flags & 1) ? GT_SPAN_SAMPLED : 0);
 	gt_sample_remote_parent(c);
 	return true;

@@ -12,7 +12,7 @@
  * not sent, counted by gt_count_not_sampled.
  *
  * Included by gotrail.h (gt_new_root lives here); needs gt_span_context,
- * gt_random_bytes and gt_count from it. */
+ * gt_new_trace_and_span_id and gt_count from it. */
 #pragma once
 
 /* The root sampler: what decides a span without a parent (and, with
@@ -84,8 +84,7 @@ static __always_inline const struct gt_sampler_config *gt_sampler_config(void)
  * node's, for the count of spans not made). */
 static __always_inline void gt_new_root(struct gt_span_context *c)
 {
-	gt_random_bytes(c->trace_id, 16);
-	gt_random_bytes(c->span_id, 8);
+	gt_new_trace_and_span_id(c->trace_id, c->span_id);
 	const struct gt_sampler_config *s = gt_sampler_config();
 	bool keep = !s || gt_sampler_keeps(s, c->trace_id);
 	c->flags = GT_SPAN_SAMPLER_DECIDED | (keep ? GT_SPAN_SAMPLED : 0);

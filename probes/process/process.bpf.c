@@ -118,9 +118,9 @@ struct {
 	/* 2 MiB: an exec of a known binary carries its command line and
 	 * environment (~4.7 KiB), so ~440 of them fit while the consumer thread
 	 * waits for a core on a busy node (1 MiB overflowed in bursts of
-	 * short-lived processes there). Its pages are mapped into the agent
-	 * twice (the ring's data is mapped back to back), so each MiB here is
-	 * 2 MiB of the agent's RSS once written. */
+	 * short-lived processes there). The agent maps its data once, and the
+	 * kernel puts every page into that mapping at mmap, so each MiB here is
+	 * a MiB of the agent's RSS from the start. */
 	__uint(max_entries, 2 * 1024 * 1024);
 } gt_process_events SEC(".maps");
 
@@ -244,9 +244,10 @@ int BPF_PROG(gt_process_exec, struct task_struct *p, pid_t old_pid, struct linux
 	/* the hit counter slot stays with a decision that is kept (user space
 	 * assigned it, and frees it only when it stops tracing the process) */
 	__u32 hits_slot = 0;
-	if (judged && !(judged->file_dev == key.dev && judged->file_ino == key.ino))
+	if (judged && !(judged->file_dev == key.dev && judged->file_ino == key.ino)) {
 		bpf_map_delete_elem(&gt_processes, &tgid);
-	else if (judged)
+		gt_processes_changed();
+	} else if (judged)
 		hits_slot = judged->hits_slot;
 	struct gt_file_info *known = bpf_map_lookup_elem(&gt_binary_files, &key);
 	if (!known) {
@@ -274,6 +275,7 @@ int BPF_PROG(gt_process_exec, struct task_struct *p, pid_t old_pid, struct linux
 						      .file_ino = key.ino };
 			if (bpf_map_update_elem(&gt_processes, &tgid, &pi, BPF_ANY) == 0)
 				flags |= GT_EXEC_ALLOWED;
+			gt_processes_changed();
 		}
 	} else {
 		flags |= GT_EXEC_STALE;
@@ -287,8 +289,10 @@ int BPF_PROG(gt_process_exec, struct task_struct *p, pid_t old_pid, struct linux
 		 * would stay stopped, so it is not held */
 		if (flags & GT_EXEC_HELD)
 			bpf_send_signal(18 /* SIGCONT */);
-		if (flags & GT_EXEC_ALLOWED)
+		if (flags & GT_EXEC_ALLOWED) {
 			bpf_map_delete_elem(&gt_processes, &tgid);
+			gt_processes_changed();
+		}
 		gt_count(GT_COUNTER_PROCESS_EVENTS_FULL);
 		return 0;
 	}
@@ -320,6 +324,7 @@ int BPF_PROG(gt_process_exit, struct task_struct *p)
 	if (!bpf_map_lookup_elem(&gt_processes, &tgid))
 		return 0;
 	bpf_map_delete_elem(&gt_processes, &tgid);
+	gt_processes_changed();
 	struct gt_process_event *ev = bpf_ringbuf_reserve(&gt_process_events, sizeof(*ev), 0);
 	if (!ev) {
 		gt_count(GT_COUNTER_PROCESS_EVENTS_FULL);

@@ -678,6 +678,11 @@ int gt_http_server_entry(struct pt_regs *ctx)
  * outside it, or a window that could not be read, is read on its own. */
 #define GT_HTTP_REQ_WINDOW 256
 
+/* net/http.response's conn and status lie in its first 136 bytes (conn at
+ * 0, status at 120, 128 from Go 1.27; a response is far larger): the
+ * return reads both at once where it needs both. */
+#define GT_HTTP_RESP_WINDOW 136
+
 struct req_window {
 	__u64 req;
 	const __u8 *b; /* the window, or 0: read each field from req */
@@ -776,7 +781,20 @@ static __always_inline void finish_request(struct gt_http_server_config *cfg, st
 	req_u64(&req, cfg->req_url, &url);
 	ev->path_len = go_read_string(url, cfg->url_path, ev->path, GT_HTTP_PATH_MAX);
 	if (st->resp && !(st->flags & GT_HTTP_EVENT_NOT_HTTP1)) {
-		bpf_probe_read_user(&status, sizeof(status), (void *)(st->resp + cfg->resp_status));
+		/* the hijack check below wants resp.conn too, unless the entry
+		 * read it: both in one read of the response's first bytes */
+		_Static_assert(GT_HTTP_TRACESTATE_MAX >= GT_HTTP_REQ_WINDOW + GT_HTTP_RESP_WINDOW,
+			       "both windows fit in tracestate");
+		char *rw = ev->tracestate + GT_HTTP_REQ_WINDOW;
+		__u32 soff = cfg->resp_status, coff = cfg->resp_conn;
+		if ((cfg->flags & GT_HTTP_SERVER_HIJACK) && !st->conn && soff <= GT_HTTP_RESP_WINDOW - 8 &&
+		    coff <= GT_HTTP_RESP_WINDOW - 8 &&
+		    bpf_probe_read_user(rw, GT_HTTP_RESP_WINDOW, (void *)st->resp) == 0) {
+			__builtin_memcpy(&status, rw + soff, 8);
+			__builtin_memcpy(&st->conn, rw + coff, 8);
+		} else {
+			bpf_probe_read_user(&status, sizeof(status), (void *)(st->resp + cfg->resp_status));
+		}
 	} else if (st->resp && (cfg->flags & GT_HTTP_SERVER_H2_STATUS)) {
 		__u64 rws = 0;
 		if (go_read_ptr(st->resp, cfg->h2_rws, &rws) == 0 && rws &&

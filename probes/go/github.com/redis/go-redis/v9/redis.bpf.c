@@ -194,20 +194,26 @@ static __always_inline int enter(struct pt_regs *ctx, __u32 site, __u32 kind)
 	gt_fill_header(&ev->hdr, GT_EVENT_REDIS, sizeof(*ev), key.tgid, bin_id, key.goid);
 	ev->start_ns = bpf_ktime_get_ns();
 	ev->flags = kind;
-	struct gt_span_context *parent = 0;
+	/* the outer call's span is used inside the null check: taken out as a
+	 * pointer, clang may compute &o->span before the check, which the
+	 * verifier refuses */
+	bool nested = false;
 	if (depth > 0) {
 		struct gt_goroutine_key outer = key;
 		outer.reserved = depth - 1;
 		struct gt_redis_event *o = bpf_map_lookup_elem(&gt_redis_inflight, &outer);
-		if (o)
-			parent = &o->span;
+		if (o) {
+			gt_new_child(&ev->span, &o->span);
+			nested = true;
+		}
 	}
-	if (!parent)
-		parent = gt_goroutine_span(&key);
-	if (parent)
-		gt_new_child(&ev->span, parent);
-	else
-		gt_new_root(&ev->span);
+	if (!nested) {
+		struct gt_span_context *parent = gt_goroutine_span(&key);
+		if (parent)
+			gt_new_child(&ev->span, parent);
+		else
+			gt_new_root(&ev->span);
+	}
 
 	__u64 c = GO_ARG1(ctx), opt = 0;
 	if ((cfg->flags & (GT_REDIS_ADDR | GT_REDIS_DB)) && go_read_ptr(c, cfg->client_opt, &opt) == 0 &&
