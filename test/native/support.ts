@@ -260,6 +260,8 @@ export const Counter = {
   seqSide: 5,
   fullSide: 6,
   hitsEvents: 7,
+  seqOdd: 8,
+  fullOdd: 9,
 } as const;
 
 /** Reads one u64 of the fixture's `counters` map. */

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <string>
 #include <system_error>
 
 #include "errors.h"
@@ -117,33 +118,34 @@ std::shared_ptr<RingBufferState> RingBufferState::Start(
     if (epoll_ctl(state->epoll_fd_, EPOLL_CTL_ADD, state->ring_fd_, &ev) < 0)
       Throw(env, op + ": epoll add ring", errno);
   }
+  // The ring, its data mapped once (see consumer_pos_ in ring_buffer.h).
+  state->page_size_ = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  if (ring_bytes == 0 || (ring_bytes & (ring_bytes - 1)) != 0 ||
+      ring_bytes % state->page_size_ != 0)
+    Throw(env,
+          op + ": ring size " + std::to_string(ring_bytes) +
+              " is not a power-of-2 multiple of the page size",
+          EINVAL);
+  void* cons =
+      mmap(nullptr, state->page_size_, PROT_READ | PROT_WRITE, MAP_SHARED, state->ring_fd_, 0);
+  if (cons == MAP_FAILED) Throw(env, op + ": mmap consumer position", errno);
+  state->consumer_pos_ = static_cast<volatile uint64_t*>(cons);
+  state->ring_map_len_ = state->page_size_ + ring_bytes;
+  void* prod = mmap(nullptr, state->ring_map_len_, PROT_READ, MAP_SHARED, state->ring_fd_,
+                    static_cast<off_t>(state->page_size_));
+  if (prod == MAP_FAILED) Throw(env, op + ": mmap producer position and data", errno);
+  state->producer_pos_ = static_cast<const volatile uint64_t*>(prod);
+  state->data_ = static_cast<const uint8_t*>(prod) + state->page_size_;
   if (opts.wake_control_fd >= 0) {
-    state->page_size_ = static_cast<size_t>(sysconf(_SC_PAGESIZE));
     state->control_len_ = state->page_size_;
     void* c = mmap(nullptr, state->control_len_, PROT_READ | PROT_WRITE, MAP_SHARED,
                    opts.wake_control_fd, 0);
     if (c == MAP_FAILED) Throw(env, op + ": mmap wake control map", errno);
     state->control_ = static_cast<volatile uint32_t*>(c);
-    void* cons = mmap(nullptr, state->page_size_, PROT_READ, MAP_SHARED, state->ring_fd_, 0);
-    if (cons == MAP_FAILED) Throw(env, op + ": mmap consumer position", errno);
-    state->consumer_pos_ = static_cast<const volatile uint64_t*>(cons);
-    void* prod = mmap(nullptr, state->page_size_, PROT_READ, MAP_SHARED, state->ring_fd_,
-                      static_cast<off_t>(state->page_size_));
-    if (prod == MAP_FAILED) Throw(env, op + ": mmap producer position", errno);
-    state->producer_pos_ = static_cast<const volatile uint64_t*>(prod);
     __atomic_store_n(&state->control_[0], 0u, __ATOMIC_SEQ_CST);
     __atomic_store_n(&state->control_[1], opts.wake_bytes, __ATOMIC_SEQ_CST);
     __atomic_store_n(&state->control_[2], 0u, __ATOMIC_SEQ_CST);
     state->forced_base_ = state->ForcedWakeups();
-  }
-  {
-    LibbpfLogCapture log;
-    state->rb_ =
-        ring_buffer__new(state->ring_fd_, &RingBufferState::OnSample, state.get(), nullptr);
-    if (state->rb_ == nullptr) {
-      const int err = errno;
-      ThrowWithLog(env, op, err, log.Tail(40));
-    }
   }
 
   // Building the counters object costs the JS thread several BigInts per
@@ -184,14 +186,13 @@ std::shared_ptr<RingBufferState> RingBufferState::Start(
 
 RingBufferState::~RingBufferState() {
   // Only reached after the poll thread was joined (or never started).
-  if (rb_ != nullptr) ring_buffer__free(rb_);
   if (control_ != nullptr) {
     // no consumer left to wake
     __atomic_store_n(&control_[0], 0u, __ATOMIC_SEQ_CST);
     munmap(const_cast<uint32_t*>(control_), control_len_);
   }
   if (consumer_pos_ != nullptr) munmap(const_cast<uint64_t*>(consumer_pos_), page_size_);
-  if (producer_pos_ != nullptr) munmap(const_cast<uint64_t*>(producer_pos_), page_size_);
+  if (producer_pos_ != nullptr) munmap(const_cast<uint64_t*>(producer_pos_), ring_map_len_);
   if (epoll_fd_ >= 0) close(epoll_fd_);
   if (ring_fd_ >= 0) close(ring_fd_);
   if (event_fd_ >= 0) close(event_fd_);
@@ -292,7 +293,7 @@ void RingBufferState::PollLoop() {
     if (!full_ && (draining_ ? !drained : !paused_.load())) {
       cut_ = Cut::kNone;
       const uint64_t before = taken_;
-      ring_buffer__consume(rb_);
+      Consume();
       if (draining_ && (cut_ == Cut::kNone || cut_ == Cut::kBudget)) drained = true;
       found_empty = taken_ == before && cut_ == Cut::kNone && !draining_;
       // the ring was emptied: the next crossing of wake_bytes may wake us
@@ -307,7 +308,7 @@ void RingBufferState::PollLoop() {
           // records reserved before the flag went up are visible now
           const uint64_t before = taken_;
           cut_ = Cut::kNone;
-          ring_buffer__consume(rb_);
+          Consume();
           if (taken_ != before || cut_ != Cut::kNone || RingPending()) idle_ticks_ = 0;
         }
       } else {
@@ -438,14 +439,50 @@ void RingBufferState::TrySendFull() {
   if (status == napi_closing) abandon_.store(true);
 }
 
-// Poll thread, from inside ring_buffer__consume.
-int RingBufferState::OnSample(void* ctx, void* data, size_t size) {
-  return static_cast<RingBufferState*>(ctx)->Append(data, size);
+// Poll thread. Takes committed records in order until the ring is empty,
+// a record not yet committed (busy) comes next, or Append answers negative,
+// as libbpf's ring_buffer__consume does. Each record's header is 8-byte
+// aligned and never wraps; its sample may wrap past the end of the data
+// area, which libbpf reads through the kernel's second mapping of the data
+// (mmap of 2x the ring's size). We map the data once (half the RSS) and
+// copy a wrapped sample out in two pieces instead.
+void RingBufferState::Consume() {
+  const uint64_t mask = ring_bytes_ - 1;
+  uint64_t cons = __atomic_load_n(consumer_pos_, __ATOMIC_ACQUIRE);
+  bool got_new_data;
+  do {
+    got_new_data = false;
+    const uint64_t prod = __atomic_load_n(producer_pos_, __ATOMIC_ACQUIRE);
+    while (cons < prod) {
+      const auto* hdr = reinterpret_cast<const uint32_t*>(data_ + (cons & mask));
+      const uint32_t len = __atomic_load_n(hdr, __ATOMIC_ACQUIRE);
+      if (len & BPF_RINGBUF_BUSY_BIT) return;
+      got_new_data = true;
+      const uint32_t size = len & ~(BPF_RINGBUF_BUSY_BIT | BPF_RINGBUF_DISCARD_BIT);
+      const size_t at = static_cast<size_t>((cons + kRingbufHeader) & mask);
+      cons += Align8(kRingbufHeader + size);
+      int r = 0;
+      if ((len & BPF_RINGBUF_DISCARD_BIT) == 0) {
+        if (at + size <= ring_bytes_) {
+          r = Append(data_ + at, size);
+        } else {
+          const size_t first = ring_bytes_ - at;
+          wrapped_.resize(size);
+          std::memcpy(wrapped_.data(), data_ + at, first);
+          std::memcpy(wrapped_.data() + first, data_, size - first);
+          r = Append(wrapped_.data(), size);
+        }
+      }
+      // The record is consumed whatever Append answered (it kept it).
+      __atomic_store_n(consumer_pos_, cons, __ATOMIC_RELEASE);
+      if (r < 0) return;
+    }
+  } while (got_new_data);
 }
 
-// Poll thread. The record is already consumed when this runs (libbpf
-// advances the consumer position whatever we answer), so it is always
-// kept; a negative answer only stops ring_buffer__consume before the next.
+// Poll thread. The record is consumed whatever this answers (Consume
+// advances the consumer position past it), so it is always kept; a
+// negative answer only stops Consume before the next.
 int RingBufferState::Append(const void* data, size_t size) {
   const size_t need = Align8(4 + size);
   if (cur_ != nullptr && !cur_->data.empty() && cur_->data.size() + need > opts_.max_batch_bytes &&

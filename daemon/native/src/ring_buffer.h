@@ -14,14 +14,15 @@
 //
 // Timer mode (default): probes submit with BPF_RB_NO_WAKEUP (a wakeup per
 // event costs ~50% more per probe hit), so nothing ever makes the ring
-// buffer readable and the poll thread drains it on a timer with
-// ring_buffer__consume. Wakeup mode additionally sleeps in poll(2) on the
-// ring buffer's fd, which the kernel makes readable when a record is
-// submitted with a wakeup; records submitted either way are seen (the
-// timer still runs). poll(2) on the map fd rather than ring_buffer__poll:
-// the latter sleeps in libbpf's own epoll set, which cannot be woken for
-// stop, resume or a freed credit without registering a foreign fd there
-// (libbpf reads each event's data as a ring index).
+// buffer readable and the poll thread drains it on a timer. Wakeup mode
+// additionally sleeps in epoll/poll on the ring buffer's fd, which the
+// kernel makes readable when a record is submitted with a wakeup; records
+// submitted either way are seen (the timer still runs). The consumer is our
+// own (Consume: the kernel's ring protocol, as libbpf's ring_buffer reads
+// it) rather than libbpf's ring_buffer: that one maps the data area twice
+// (double RSS for the same pages), sleeps in its own epoll set, which
+// cannot be woken for stop, resume or a freed credit, and exposes neither
+// position (libbpf 1.1).
 //
 // Idle sleep (wake control): a timer that drains an empty ring buffer
 // every few milliseconds costs an idle agent ~1-2% of a core for nothing.
@@ -184,7 +185,7 @@ class RingBufferState : public std::enable_shared_from_this<RingBufferState> {
     // Node may run (with a null env) after the finalizer at teardown.
     std::shared_ptr<RingBufferState> state;
   };
-  // Why ring_buffer__consume stopped before the ring was empty.
+  // Why Consume stopped before the ring was empty.
   enum class Cut { kNone, kCredit, kPaused, kBudget, kAbandon };
 
   static void CallJs(Napi::Env env, Napi::Function callback, RingBufferState* context,
@@ -194,8 +195,8 @@ class RingBufferState : public std::enable_shared_from_this<RingBufferState> {
   using Tsfn = Napi::TypedThreadSafeFunction<RingBufferState, Batch, CallJs>;
 
   RingBufferState() = default;
-  static int OnSample(void* ctx, void* data, size_t size);
   void PollLoop();
+  void Consume();
   int Append(const void* data, size_t size);
   void TrySendFull();
   bool Wait(bool want_ring, int timeout_ms);
@@ -211,18 +212,23 @@ class RingBufferState : public std::enable_shared_from_this<RingBufferState> {
   bool batch_stats_ = true;  // onBatch declares its stats parameter
   std::string map_name_;
   uint32_t ring_bytes_ = 0;
-  ring_buffer* rb_ = nullptr;
   int ring_fd_ = -1;   // our own dup of the map fd: close() closes the object's
   int event_fd_ = -1;  // wakes the poll thread: stop, pause, credits
   int epoll_fd_ = -1;  // event_fd_ and ring_fd_ (edge-triggered)
-  // wake control (see above): the map's value, and the ring's consumer and
-  // producer positions, mapped read-only by us (libbpf 1.1 exposes neither)
+  // wake control (see above): the map's value
   volatile uint32_t* control_ = nullptr;
   size_t control_len_ = 0;
   uint64_t forced_base_ = 0;  // forced_wakeups when we started (the map outlives us)
-  const volatile uint64_t* consumer_pos_ = nullptr;
+  // The ring: its consumer page (read-write), and its producer page with
+  // the data area behind it, mapped once (read-only, ring_map_len_ bytes)
+  // rather than twice back to back as libbpf maps it: the kernel inserts
+  // every page at mmap, so each mapping of the data counts in full in RSS.
+  volatile uint64_t* consumer_pos_ = nullptr;
   const volatile uint64_t* producer_pos_ = nullptr;
+  const uint8_t* data_ = nullptr;
+  size_t ring_map_len_ = 0;
   size_t page_size_ = 0;
+  std::vector<uint8_t> wrapped_;  // a sample that wraps, made contiguous
   Tsfn tsfn_;
   std::thread thread_;
   RingBufferOwner* owner_ = nullptr;                  // JS thread only
