@@ -25,9 +25,12 @@
  *   throws.
  *
  * - with an exporter that prepares spans (the OTLP one: it encodes a span
- *   as it is queued, see OtlpTraceEncoder.prepare), the queue holds what it
- *   prepared, so that spans do not stay in V8's heap until exported; a
- *   reconfiguration to an exporter that does not prepare decodes them back.
+ *   as it is queued, see OtlpTraceEncoder.prepareOnto), the queue holds what
+ *   it prepared, so that spans do not stay in V8's heap until exported:
+ *   consecutive spans share one queued run (their bytes side by side), so
+ *   nothing per span survives V8's young-generation collections while it
+ *   waits for its batch; a reconfiguration to an exporter that does not
+ *   prepare decodes them back.
  *
  * Own code rather than the SDK's BatchSpanProcessor: that one drops failed
  * batches, exports one batch at a time, and offers no backpressure signal.
@@ -36,7 +39,7 @@ import { ExportResultCode } from '@opentelemetry/core';
 import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-base';
 import type { Logger } from '../util/log.ts';
 import type { PreparingExporter } from './otlp-exporter.ts';
-import { decodeEncodedSpan, EncodedSpan, type QueuedSpan } from './otlp-proto.ts';
+import { decodeEncodedSpans, EncodedSpan, spanCount, type QueuedSpan } from './otlp-proto.ts';
 
 /** Why a span was dropped: the label `reason` of `gotrail_spans_dropped_total`. */
 export type DropReason =
@@ -110,16 +113,21 @@ export interface BatcherStats {
 
 const MIN_RETRY_MS = 100;
 
-/** The exporter's `prepare`, bound, when it has one (see PreparingExporter). */
-function preparer(exporter: SpanExporter): ((span: ReadableSpan) => QueuedSpan) | undefined {
-  const p = (exporter as Partial<PreparingExporter>).prepare;
+/** The exporter's `prepareOnto`, bound, when it has one (see PreparingExporter). */
+function preparer(exporter: SpanExporter): Preparer | undefined {
+  const p = (exporter as Partial<PreparingExporter>).prepareOnto;
   return typeof p === 'function' ? p.bind(exporter) : undefined;
 }
 
+type Preparer = (tail: QueuedSpan | undefined, span: ReadableSpan) => QueuedSpan;
+
 export class SpanBatcher {
+  /** What waits for export, oldest first: spans, or runs of prepared spans (see spanCount). */
   private waiting: QueuedSpan[] = [];
-  /** The exporter's `prepare` (see PreparingExporter), applied to each span as it is queued. */
-  private prepare: ((span: ReadableSpan) => QueuedSpan) | undefined;
+  /** Spans in {@link waiting}. */
+  private waitingSpans = 0;
+  /** The exporter's `prepareOnto` (see PreparingExporter), applied to each span as it is queued. */
+  private prepare: Preparer | undefined;
   private inFlightSpans = 0;
   private readonly exports = new Set<Promise<boolean>>();
   private timer: NodeJS.Timeout | undefined;
@@ -219,7 +227,7 @@ export class SpanBatcher {
   }
 
   private get size(): number {
-    return this.waiting.length + this.inFlightSpans;
+    return this.waitingSpans + this.inFlightSpans;
   }
 
   /** True while `maxQueueSize` spans are held: a span pushed now would be dropped. */
@@ -248,9 +256,15 @@ export class SpanBatcher {
       this.drop('queue_full', 1);
       return;
     }
-    this.waiting.push(this.prepare ? this.prepare(span) : span);
+    if (this.prepare) {
+      const w = this.waiting;
+      const tail = w.length > 0 ? w[w.length - 1] : undefined;
+      const q = this.prepare(tail, span);
+      if (q !== tail) w.push(q);
+    } else this.waiting.push(span);
+    this.waitingSpans++;
     if (this.size >= this.options.maxQueueSize) this.wasFull = true;
-    if (this.waiting.length >= this.options.maxExportBatchSize) this.schedulePump();
+    if (this.waitingSpans >= this.options.maxExportBatchSize) this.schedulePump();
     else if (!this.timer) this.arm(this.options.scheduledDelayMillis);
   }
 
@@ -293,22 +307,22 @@ export class SpanBatcher {
     const max = this.options.maxExportBatchSize;
     // an exporter may fail synchronously: stop at once, the backoff applies
     const failed = this.failed;
-    while (this.failed === failed && this.exports.size < this.options.maxConcurrentExports && (this.waiting.length >= max || (this.due && this.waiting.length > 0))) {
-      if (this.waiting.length <= max) this.due = false;
+    while (this.failed === failed && this.exports.size < this.options.maxConcurrentExports && (this.waitingSpans >= max || (this.due && this.waitingSpans > 0))) {
+      if (this.waitingSpans <= max) this.due = false;
       void this.startExport();
     }
     if (this.failed !== failed) {
       this.arm(this.retryAt - Date.now());
       return;
     }
-    if (this.waiting.length === 0) this.due = false;
-    if (this.waiting.length > 0 && !this.timer) this.arm(this.options.scheduledDelayMillis);
+    if (this.waitingSpans === 0) this.due = false;
+    if (this.waitingSpans > 0 && !this.timer) this.arm(this.options.scheduledDelayMillis);
   }
 
   /** Exports the batch at the head of the queue; resolves true when the exporter reported success. */
   private startExport(): Promise<boolean> {
-    const batch = this.waiting.splice(0, this.options.maxExportBatchSize);
-    this.inFlightSpans += batch.length;
+    const { batch, spans } = this.takeBatch(this.options.maxExportBatchSize);
+    this.inFlightSpans += spans;
     const p = new Promise<boolean>((resolve) => {
       let done = false;
       let timeout: NodeJS.Timeout | undefined;
@@ -318,9 +332,9 @@ export class SpanBatcher {
         if (timeout) clearTimeout(timeout);
         // an answer after shutdown gave up: its spans were counted as dropped then
         if (this.abandoned) return resolve(ok);
-        this.inFlightSpans -= batch.length;
+        this.inFlightSpans -= spans;
         if (ok) {
-          this.exported += batch.length;
+          this.exported += spans;
           if (this.backoffMs) this.log.info('span export recovered', { queued: this.size });
           this.backoffMs = 0;
           this.retryAt = 0;
@@ -328,6 +342,7 @@ export class SpanBatcher {
           this.failed++;
           // back at the head: the oldest spans go first once the collector answers
           this.waiting = (this.prepare ? batch : this.unprepared(batch)).concat(this.waiting);
+          this.waitingSpans += spans;
           const base = Math.max(MIN_RETRY_MS, this.options.scheduledDelayMillis);
           this.backoffMs = Math.min(Math.max(base, this.options.maxBackoffMillis), this.backoffMs ? this.backoffMs * 2 : base);
           this.retryAt = Date.now() + this.backoffMs;
@@ -354,9 +369,34 @@ export class SpanBatcher {
     return p;
   }
 
-  /** `spans` with each prepared one decoded back into a span, for an exporter that does not prepare. */
+  /**
+   * Takes the first `max` spans (or all when fewer) off the queue: whole
+   * items, and the head of a run that reaches past `max`.
+   */
+  private takeBatch(max: number): { batch: QueuedSpan[]; spans: number } {
+    const w = this.waiting;
+    let i = 0;
+    let spans = 0;
+    while (i < w.length) {
+      const n = spanCount(w[i]!);
+      if (spans + n > max) break;
+      spans += n;
+      i++;
+    }
+    const batch = w.splice(0, i);
+    if (spans < max && w.length > 0) {
+      // only a run counts more than one span
+      const head = (w[0] as EncodedSpan).splitOff(max - spans);
+      batch.push(head);
+      spans += head.count;
+    }
+    this.waitingSpans -= spans;
+    return { batch, spans };
+  }
+
+  /** `spans` with each prepared run decoded back into its spans, for an exporter that does not prepare. */
   private unprepared(spans: QueuedSpan[]): QueuedSpan[] {
-    return spans.some((s) => s instanceof EncodedSpan) ? spans.map((s) => (s instanceof EncodedSpan ? decodeEncodedSpan(s) : s)) : spans;
+    return spans.some((s) => s instanceof EncodedSpan) ? spans.flatMap((s) => (s instanceof EncodedSpan ? decodeEncodedSpans(s) : [s])) : spans;
   }
 
   private afterExport(): void {
@@ -483,9 +523,10 @@ export class SpanBatcher {
         while (this.exports.size > 0) await Promise.all([...this.exports]);
       })());
       // spans of an export still unanswered at the deadline are not known to have arrived
-      const left = this.waiting.length + (flushed ? 0 : this.inFlightSpans);
+      const left = this.waitingSpans + (flushed ? 0 : this.inFlightSpans);
       if (left > 0) {
         this.waiting = [];
+        this.waitingSpans = 0;
         if (!flushed) this.inFlightSpans = 0;
         this.drop('shutdown', left);
         const why = this.givenUp !== undefined ? `given up: ${this.givenUp}` : flushed ? `the last export failed: ${this.lastError ?? 'unknown error'}` : `no answer within ${this.shutdownTimeoutMillis / 1000} s${this.lastError ? `; last error: ${this.lastError}` : ''}`;

@@ -10,7 +10,8 @@ import type { OTLPExporterNodeConfigBase } from '@opentelemetry/otlp-exporter-ba
 import type { IExporterMetricsHelper, ISerializer, IExportTraceServiceResponse } from '@opentelemetry/otlp-transformer';
 import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-base';
 import { createRequire, registerHooks } from 'node:module';
-import { OtlpTraceEncoder, type QueuedSpan } from './otlp-proto.ts';
+import { OtlpTraceEncoder, spanCount, type QueuedSpan } from './otlp-proto.ts';
+import { withoutCredentials } from '../util/url-credentials.ts';
 
 // The exporter's transport loads its HTTP client with import('http') (or
 // 'https'). An ES import of a Node builtin builds the module's ES facade,
@@ -38,8 +39,15 @@ const { deserializeExportTraceServiceResponse } = createRequire(import.meta.url)
   deserializeExportTraceServiceResponse: (data: Uint8Array) => IExportTraceServiceResponse;
 };
 
-/** What the exporter's `otel.sdk.exporter.span.*` self-metrics count (the transformer's TraceExporterMetricsHelper). */
-const SPAN_METRICS: IExporterMetricsHelper<ReadableSpan[]> = { name: 'span', countItems: (spans) => spans.length };
+/** What the exporter's `otel.sdk.exporter.span.*` self-metrics count (the transformer's TraceExporterMetricsHelper): spans, a prepared run counting its spans. */
+const SPAN_METRICS: IExporterMetricsHelper<ReadableSpan[]> = {
+  name: 'span',
+  countItems: (spans) => {
+    let n = 0;
+    for (const s of spans as QueuedSpan[]) n += spanCount(s);
+    return n;
+  },
+};
 
 /** semconv's otel.component.type of an OTLP/HTTP span exporter. */
 const COMPONENT_TYPE = 'otlp_http_span_exporter';
@@ -58,28 +66,40 @@ export function otlpTraceSerializer(encoder = new OtlpTraceEncoder()): ISerializ
  */
 export class OtlpProtoTraceExporter extends OTLPExporterBase<ReadableSpan[]> implements SpanExporter, PreparingExporter {
   readonly #encoder: OtlpTraceEncoder;
-  /** The traces URL the exporter sends to, as resolved from the options and the variables (for the log). */
+  /**
+   * The traces URL the exporter sends to, as resolved from the options and
+   * the variables, for the log: without the user name and password a URL
+   * may carry (`http://user:secret@host/...` logs as `http://host/...`),
+   * since log lines are shipped and read where credentials must not be.
+   */
   readonly destination: string;
 
   constructor(config: OTLPExporterNodeConfigBase = {}, encoder = new OtlpTraceEncoder()) {
     const options = convertLegacyHttpOptions(config, 'TRACES', 'v1/traces', { 'Content-Type': 'application/x-protobuf' });
     super(createOtlpHttpExportDelegate(options, otlpTraceSerializer(encoder), COMPONENT_TYPE, SPAN_METRICS, undefined));
     this.#encoder = encoder;
-    this.destination = options.url;
+    this.destination = withoutCredentials(options.url);
   }
 
   /** See {@link OtlpTraceEncoder.prepare}. */
   prepare(span: ReadableSpan): QueuedSpan {
     return this.#encoder.prepare(span);
   }
+
+  /** See {@link OtlpTraceEncoder.prepareOnto}. */
+  prepareOnto(tail: QueuedSpan | undefined, span: ReadableSpan): QueuedSpan {
+    return this.#encoder.prepareOnto(tail, span);
+  }
 }
 
 /**
- * An exporter that encodes a span when it is queued (`prepare`) and is then
- * handed what `prepare` returned, with any other span, in `export`. Every
- * such exporter takes what any other one prepared (the bytes of the OTLP
- * protobuf Span message).
+ * An exporter that encodes a span when it is queued (`prepare`, or
+ * `prepareOnto` the queue's last item, which may then hold it as well) and
+ * is then handed what those returned, with any other span, in `export`.
+ * Every such exporter takes what any other one prepared (runs of OTLP
+ * protobuf Span messages).
  */
 export interface PreparingExporter {
   prepare(span: ReadableSpan): QueuedSpan;
+  prepareOnto(tail: QueuedSpan | undefined, span: ReadableSpan): QueuedSpan;
 }

@@ -68,25 +68,63 @@ const CHUNK_BYTES = 256 * 1024;
 const CHUNK_SLACK = 4096;
 
 /**
- * A span record encoded when it was queued ({@link OtlpTraceEncoder.prepare}):
- * its `ScopeSpans.spans` entry (tag and length included) at `start`..`end` of
- * `chunk`, a buffer shared with the spans prepared around it, and the
- * resource and scope it is grouped under.
+ * Span records encoded when they were queued ({@link OtlpTraceEncoder.prepare}):
+ * `count` `ScopeSpans.spans` entries (tag and length included) side by side
+ * at `start`..`end` of `chunk`, a buffer shared with the spans prepared
+ * around them, all under the same resource and scope. A queue holds one such
+ * run for many consecutive spans (see {@link OtlpTraceEncoder.prepareOnto}),
+ * so that nothing per span outlives V8's young-generation collections while
+ * spans wait for their batch.
  */
 export class EncodedSpan {
   readonly chunk: Buffer;
-  readonly start: number;
-  readonly end: number;
+  start: number;
+  end: number;
+  /** Spans in the run (at least 1). */
+  count: number;
   readonly resource: Resource;
   readonly instrumentationScope: InstrumentationScope;
 
-  constructor(chunk: Buffer, start: number, end: number, resource: Resource, instrumentationScope: InstrumentationScope) {
+  constructor(chunk: Buffer, start: number, end: number, resource: Resource, instrumentationScope: InstrumentationScope, count = 1) {
     this.chunk = chunk;
     this.start = start;
     this.end = end;
+    this.count = count;
     this.resource = resource;
     this.instrumentationScope = instrumentationScope;
   }
+
+  /**
+   * Takes the first `n` spans (1 ≤ n < count) off this run: returns them as
+   * a run of their own and leaves the rest here. Walks the entries' length
+   * prefixes.
+   */
+  splitOff(n: number): EncodedSpan {
+    const c = this.chunk;
+    let p = this.start;
+    for (let i = 0; i < n; i++) {
+      // the entry's tag (ScopeSpans.spans = 2, one byte), its length, its body
+      p++;
+      let len = 0;
+      let shift = 0;
+      let b: number;
+      do {
+        b = c[p++]!;
+        len += (b & 0x7f) * 2 ** shift;
+        shift += 7;
+      } while (b >= 0x80);
+      p += len;
+    }
+    const head = new EncodedSpan(c, this.start, p, this.resource, this.instrumentationScope, n);
+    this.start = p;
+    this.count -= n;
+    return head;
+  }
+}
+
+/** Spans in a queued item: a run's count, else 1. */
+export function spanCount(q: QueuedSpan): number {
+  return q instanceof EncodedSpan ? q.count : 1;
 }
 
 /** What an exporter with an {@link OtlpTraceEncoder} may be handed: spans, or spans it prepared. */
@@ -177,15 +215,26 @@ export class OtlpTraceEncoder {
 
   /**
    * Encodes a span record now, to be sent later: an exporter's queue that
-   * holds the returned {@link EncodedSpan} (a few dozen bytes of heap and its
-   * share of a chunk) instead of the record lets the record, its attributes
-   * and strings die young, rather than surviving in V8's heap until their
-   * batch is exported (which at thousands of spans per second made them
-   * outlive young-generation collections and fed major ones). Other spans
-   * are returned as they are. Never throws: a span that cannot be encoded
-   * now is returned as it is.
+   * holds the returned {@link EncodedSpan} (its share of a chunk) instead of
+   * the record lets the record, its attributes and strings die young, rather
+   * than surviving in V8's heap until their batch is exported (which at
+   * thousands of spans per second made them outlive young-generation
+   * collections and fed major ones). Other spans are returned as they are.
+   * Never throws: a span that cannot be encoded now is returned as it is.
    */
   prepare(span: ReadableSpan): QueuedSpan {
+    return this.prepareOnto(undefined, span);
+  }
+
+  /**
+   * As {@link prepare}, but when `tail` is the run this encoder prepared
+   * last (the queue's last item: the span lands right after it in the same
+   * chunk, under the same resource and scope), the span is added to that run
+   * and `tail` is returned; otherwise a new run, or the span as it is. A
+   * queue that pushes only what is not `tail` then holds one object per run
+   * of spans instead of one per span (a chunk holds ~900 HTTP server spans).
+   */
+  prepareOnto(tail: QueuedSpan | undefined, span: ReadableSpan): QueuedSpan {
     if (!(span instanceof SpanRecord)) return span;
     const scratch = this.#buf;
     const scratchPos = this.#pos;
@@ -194,14 +243,20 @@ export class OtlpTraceEncoder {
         this.#chunk = Buffer.allocUnsafeSlow(CHUNK_BYTES);
         this.#chunkPos = 0;
       }
+      const start = this.#chunkPos;
       this.#buf = this.#chunk;
-      this.#pos = this.#chunkPos;
+      this.#pos = start;
       this.#record(span);
       // a span larger than the room left grew the chunk into a new buffer, which holds it
       const chunk = this.#buf;
       if (chunk !== this.#chunk) this.#chunk = chunk;
-      const e = new EncodedSpan(chunk, this.#chunkPos, this.#pos, span.resource, span.instrumentationScope);
       this.#chunkPos = this.#pos;
+      if (tail instanceof EncodedSpan && tail.chunk === chunk && tail.end === start && tail.resource === span.resource && tail.instrumentationScope === span.instrumentationScope) {
+        tail.end = this.#pos;
+        tail.count++;
+        return tail;
+      }
+      const e = new EncodedSpan(chunk, start, this.#pos, span.resource, span.instrumentationScope);
       this.#lastPrepared = e;
       return e;
     } catch {
@@ -602,13 +657,20 @@ function copy(src: Buffer, from: number, dst: Buffer, to: number, n: number): nu
 }
 
 /**
- * The span record an {@link EncodedSpan} was made from, decoded from its
+ * The span records an {@link EncodedSpan} run was made from, decoded from its
  * bytes: for a queue whose exporter is replaced by one that takes spans, not
  * bytes (a configuration reload from OTLP to the console). Reads the fields
  * {@link OtlpTraceEncoder} writes for a span record.
  */
-export function decodeEncodedSpan(e: EncodedSpan): ReadableSpan {
+export function decodeEncodedSpans(e: EncodedSpan): ReadableSpan[] {
+  const out: ReadableSpan[] = [];
   const r = new Reader(e.chunk, e.start, e.end);
+  while (r.pos < r.end) out.push(decodeSpanEntry(r, e));
+  return out;
+}
+
+/** The `ScopeSpans.spans` entry at `r`'s position, which `r` then skips. */
+function decodeSpanEntry(r: Reader, e: EncodedSpan): ReadableSpan {
   r.tag();
   const end = r.len() + r.pos;
   const ids = Buffer.alloc(32);

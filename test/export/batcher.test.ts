@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { ExportResultCode, type ExportResult } from '@opentelemetry/core';
 import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-base';
 import { SpanBatcher, BATCHER_DEFAULTS, type BatcherOptions } from '../../daemon/export/batcher.ts';
+import type { QueuedSpan } from '../../daemon/export/otlp-proto.ts';
 import { resolveExportConfig } from '../../daemon/export/config.ts';
 import { createLogger } from '../../daemon/util/log.ts';
 
@@ -303,6 +304,65 @@ describe('SpanBatcher', () => {
     assert.equal(b.stats.queued, 0);
   });
 
+  test('spans an OTLP exporter prepares share queued runs: batches are cut inside runs, counted in spans, and carry the bytes of the spans one by one, also when retried', async () => {
+    const { OtlpTraceEncoder, spanCount } = await import('../../daemon/export/otlp-proto.ts');
+    const { ProtobufTraceSerializer } = await import('@opentelemetry/otlp-transformer');
+    const { makeSpan } = await import('../../daemon/spans/span-record.ts');
+    const { resourceFromAttributes } = await import('@opentelemetry/resources');
+    /** Prepares as the OTLP exporter does; records each export's request bytes and its items. */
+    class EncodingExporter implements SpanExporter {
+      readonly encoder = new OtlpTraceEncoder();
+      answer: 'ok' | 'fail' = 'ok';
+      readonly requests: string[] = [];
+      readonly items: number[] = [];
+      prepare(sp: ReadableSpan) {
+        return this.encoder.prepare(sp);
+      }
+      prepareOnto(tail: QueuedSpan | undefined, sp: ReadableSpan) {
+        return this.encoder.prepareOnto(tail, sp);
+      }
+      readonly counted: number[] = [];
+      export(spans: ReadableSpan[], done: (r: ExportResult) => void): void {
+        this.items.push(spans.length);
+        this.counted.push((spans as QueuedSpan[]).reduce((n, q) => n + spanCount(q), 0));
+        if (this.answer === 'fail') return done({ code: ExportResultCode.FAILED, error: new Error('collector down') });
+        this.requests.push(Buffer.from(this.encoder.encode(spans)).toString('hex'));
+        done(ok);
+      }
+      shutdown(): Promise<void> {
+        return Promise.resolve();
+      }
+    }
+    const exp = new EncodingExporter();
+    const b = new SpanBatcher(exp, createLogger('info', () => {}), { maxExportBatchSize: 100, maxQueueSize: 1000, scheduledDelayMillis: 100 });
+    const resources = [resourceFromAttributes({ 'service.name': 'a' }), resourceFromAttributes({ 'service.name': 'b' })];
+    const made = Array.from({ length: 530 }, (_, i) => makeSpan({
+      name: `GET /${i}`, kind: 1, traceId: (i + 1).toString(16).padStart(32, '0'), spanId: (i + 1).toString(16).padStart(16, '0'), sampled: true,
+      startUnixNano: 1_764_547_200_123_456_789n + BigInt(i), endUnixNano: 1_764_547_200_223_456_789n + BigInt(i),
+      attributes: { 'url.path': `/${i}`, 'http.response.status_code': 200 }, status: { code: 0 }, resource: resources[i < 300 || i >= 310 ? 0 : 1]!, scope: 'net/http',
+    }));
+    exp.answer = 'fail';
+    for (const sp of made.slice(0, 150)) b.push(sp);
+    await settle();
+    assert.equal(exp.items.length, 1, 'the full batch was tried at once');
+    assert.equal(exp.items[0], 1, 'its 100 spans as one run');
+    assert.equal(b.stats.queued, 150, 'counted in spans');
+    exp.answer = 'ok';
+    for (const sp of made.slice(150)) b.push(sp);
+    assert.equal(b.stats.queued, 530);
+    mock.timers.tick(100);
+    await settle();
+    mock.timers.tick(100);
+    await settle();
+    const want = [];
+    for (let i = 0; i < made.length; i += 100) want.push(Buffer.from(ProtobufTraceSerializer.serializeRequest(made.slice(i, i + 100))!).toString('hex'));
+    assert.equal(exp.requests.length, want.length, 'batches of 100 spans: the failed one first, then in order');
+    for (const [i, r] of exp.requests.entries()) assert.equal(r, want[i], `request ${i} as the OpenTelemetry serializer writes its spans`);
+    assert.ok(exp.items.every((n) => n <= 4), `a few items per batch (${exp.items.join(' ')})`);
+    assert.deepEqual(exp.counted, [100, 100, 100, 100, 100, 100, 30], 'spans per export, the failed one and its retry included');
+    assert.deepEqual(b.stats, { queued: 0, exported: 530, failed: 1, dropped: { queue_full: 0, shutdown: 0 } });
+  });
+
   test('a batch size above the queue size is clamped with a warning; bad options throw', () => {
     const { b, logs } = setup({ maxQueueSize: 100, maxExportBatchSize: 512 });
     assert.equal(b.options.maxExportBatchSize, 100);
@@ -417,10 +477,12 @@ describe('SpanBatcher.reconfigure (a configuration reload)', () => {
     const { resourceFromAttributes } = await import('@opentelemetry/resources');
     const otlp = new OtlpProtoTraceExporter({ url: 'http://127.0.0.1:9/v1/traces' });
     const b = new SpanBatcher(otlp, createLogger('info', () => {}), { scheduledDelayMillis: 60_000 });
+    // one resource: the three are queued as one run of prepared spans
+    const resource = resourceFromAttributes({ 'service.name': 's' });
     const made = Array.from({ length: 3 }, (_, i) => makeSpan({
       name: `GET /${i}`, kind: 1, traceId: 'ab'.repeat(16), spanId: `${i}`.repeat(16), parentSpanId: 'cd'.repeat(8), sampled: true,
       startUnixNano: 1_764_547_200_123_456_789n, endUnixNano: 1_764_547_200_223_456_789n + BigInt(i),
-      attributes: { 'url.path': `/${i}`, 'http.response.status_code': 200 }, status: { code: 0 }, resource: resourceFromAttributes({ 'service.name': 's' }), scope: 'net/http',
+      attributes: { 'url.path': `/${i}`, 'http.response.status_code': 200 }, status: { code: 0 }, resource, scope: 'net/http',
     }));
     for (const s of made) b.push(s);
     const next = new MemoryExporter();
@@ -434,6 +496,14 @@ describe('SpanBatcher.reconfigure (a configuration reload)', () => {
       assert.deepEqual(got[i]!.spanContext(), s.spanContext());
       assert.deepEqual(got[i]!.endTime, s.endTime);
     }
+  });
+
+  test('the OTLP exporter\'s destination, which the shutdown lines log, leaves out a user name and password in its URL', async () => {
+    const { OtlpProtoTraceExporter } = await import('../../daemon/export/otlp-exporter.ts');
+    const otlp = new OtlpProtoTraceExporter({ url: 'http://user:s3cret@127.0.0.1:9/v1/traces?tenant=a' });
+    assert.equal(otlp.destination, 'http://127.0.0.1:9/v1/traces?tenant=a');
+    assert.equal(new OtlpProtoTraceExporter({ url: 'https://token@collector.invalid/v1/traces' }).destination, 'https://collector.invalid/v1/traces');
+    assert.equal(new OtlpProtoTraceExporter({ url: 'http://127.0.0.1:9/v1/traces' }).destination, 'http://127.0.0.1:9/v1/traces');
   });
 
   test('the new exporter starts without the old one\'s backoff, and readiness follows it; invalid options change nothing', async () => {

@@ -12,7 +12,7 @@ import { TraceState } from '@opentelemetry/core';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { ProtobufTraceSerializer } from '@opentelemetry/otlp-transformer';
-import { decodeEncodedSpan, EncodedSpan, OtlpTraceEncoder } from '../../daemon/export/otlp-proto.ts';
+import { decodeEncodedSpans, EncodedSpan, OtlpTraceEncoder, spanCount, type QueuedSpan } from '../../daemon/export/otlp-proto.ts';
 import { instrumentationScope, makeSpan, spanRecord, type SpanRecord } from '../../daemon/spans/span-record.ts';
 import { rawSpanContextAt } from '../../daemon/spans/span-context.ts';
 import { MonotonicClock } from '../../daemon/spans/clock.ts';
@@ -156,11 +156,51 @@ test('spans prepared when queued (OtlpTraceEncoder.prepare) encode as they would
   assert.equal(Buffer.from(encoder.encode(queued)).toString('hex'), Buffer.from(theirs!).toString('hex'));
 });
 
-test('a prepared span decodes back into the span it was made from (decodeEncodedSpan)', () => {
+test('spans prepared onto the queue\'s last run (prepareOnto) share runs, split anywhere, and encode and decode as the spans one by one', () => {
+  const encoder = new OtlpTraceEncoder(64);
+  // same resource and scope in stretches, a change of either starts a run; a 300 KiB span grows a chunk of its own
+  const spans: ReadableSpan[] = Array.from({ length: 2500 }, (_, i) => fromHex(i, i % 500 < 480 ? resA : resB, i % 700 < 650 ? 'net/http' : 'database/sql'));
+  spans.splice(1200, 0, makeSpan({ name: 'huge', kind: SpanKind.CLIENT, traceId: '1'.repeat(32), spanId: '2'.repeat(16), sampled: true, startUnixNano: 5n, endUnixNano: 6n,
+    attributes: { 'db.query.text': 'y'.repeat(300 * 1024) }, status: { code: SpanStatusCode.UNSET }, resource: resA, scope: 'net/http' }));
+  spans.splice(1800, 0, sdkLike(3));
+  const queue: QueuedSpan[] = [];
+  for (const sp of spans) {
+    const tail = queue.at(-1);
+    const q = encoder.prepareOnto(tail, sp);
+    if (q !== tail) queue.push(q);
+  }
+  assert.equal(queue.reduce((n, q) => n + spanCount(q), 0), spans.length, 'every span is in one item');
+  assert.ok(queue.length < 40, `a few runs hold the spans (${queue.length} items)`);
+  assert.ok(queue.some((q) => spanCount(q) > 50), 'runs of many spans (one per chunk at most)');
+  const theirs = ProtobufTraceSerializer.serializeRequest(spans);
+  assert.equal(Buffer.from(encoder.encode(queue)).toString('hex'), Buffer.from(theirs!).toString('hex'));
+  // split every run into pieces of 1, 2, 3 ... spans, as batches cut them
+  const pieces: QueuedSpan[] = [];
+  let k = 1;
+  for (const q of queue) {
+    if (!(q instanceof EncodedSpan)) {
+      pieces.push(q);
+      continue;
+    }
+    const rest = new EncodedSpan(q.chunk, q.start, q.end, q.resource, q.instrumentationScope, q.count);
+    while (rest.count > 1) pieces.push(rest.splitOff(Math.min(rest.count - 1, (k++ % 7) + 1)));
+    pieces.push(rest);
+  }
+  assert.ok(pieces.length > 100);
+  assert.equal(pieces.reduce((n, q) => n + spanCount(q), 0), spans.length);
+  assert.equal(Buffer.from(encoder.encode(pieces)).toString('hex'), Buffer.from(theirs!).toString('hex'), 'the pieces encode as the whole');
+  const decoded = pieces.flatMap((q) => (q instanceof EncodedSpan ? decodeEncodedSpans(q) : [q]));
+  assert.deepEqual(decoded.map((d) => d.name), spans.map((sp) => sp.name));
+  assert.equal(Buffer.from(new OtlpTraceEncoder().encode(decoded)).toString('hex'), Buffer.from(theirs!).toString('hex'), 'the decoded spans encode as the originals');
+});
+
+test('a prepared span decodes back into the span it was made from (decodeEncodedSpans)', () => {
   const encoder = new OtlpTraceEncoder();
   for (let i = 0; i < 40; i++) {
     const original = fromHex(i, i % 2 ? resA : resB, 'google.golang.org/grpc');
-    const decoded = decodeEncodedSpan(encoder.prepare(original) as EncodedSpan);
+    const all = decodeEncodedSpans(encoder.prepare(original) as EncodedSpan);
+    assert.equal(all.length, 1, 'one span prepared, one decoded');
+    const decoded = all[0]!;
     for (const k of ['name', 'kind', 'attributes', 'status', 'events', 'links', 'droppedAttributesCount', 'droppedEventsCount', 'startTime', 'endTime', 'resource', 'instrumentationScope'] as const) {
       assert.deepEqual(decoded[k], original[k], `${k} of span ${i}`);
     }

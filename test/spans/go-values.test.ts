@@ -47,6 +47,33 @@ test('RepeatedString: same bytes give the same string and derived value; other b
   assert.deepEqual(r.derived, { host: '', port: undefined });
 });
 
+test('RepeatedString: values that alternate (peers over several connections) are each read once, and never mixed up', () => {
+  let derived = 0;
+  const r = new RepeatedString((s) => {
+    derived++;
+    return splitHostPort(s);
+  });
+  const peers = Array.from({ length: 32 }, (_, i) => `10.0.${i % 3}.7:${51000 + i * 37}`);
+  for (const p of peers) r.read(field(p), 0, 32, p.length);
+  const calls = derived;
+  for (let round = 0; round < 3; round++) {
+    for (const p of peers) {
+      const s = r.read(field(p), 0, 32, p.length);
+      assert.equal(s, p);
+      assert.deepEqual(r.derived, splitHostPort(p), `derived value of ${p}`);
+    }
+  }
+  assert.ok(derived - calls < 24, `most alternating values are not read again (${derived - calls} of ${3 * 32} were)`);
+  // same length and last bytes as a kept value, other bytes: read anew
+  r.read(field('10.0.0.7:51000'), 0, 32, 14);
+  assert.equal(r.read(field('10.9.0.7:51000'), 0, 32, 14), '10.9.0.7:51000');
+  assert.deepEqual(r.derived, { host: '10.9.0.7', port: 51000 });
+  // a kept non-ASCII value is never taken for other bytes of its length
+  r.read(field('é:1'), 0, 32, 4);
+  r.read(field('x:22'), 0, 32, 4);
+  assert.equal(r.read(field('è:1'), 0, 32, 4), 'è:1');
+});
+
 test('MonotonicClock: re-measuring the offset does not move it by a measurement\'s jitter', async () => {
   const { MonotonicClock } = await import('../../daemon/spans/clock.ts');
   const clock = new MonotonicClock();
