@@ -31,14 +31,14 @@ import { execFileSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
+import { benchArgs, usageError } from './lib/args.ts';
 import { repoRoot, startAgent, type AgentProcess } from '../test/support/agent-process.ts';
 import { httpRequest, startGoServer } from '../test/support/go-server.ts';
 import { startCollector } from '../test/support/collector.ts';
 import { metricSum } from '../test/support/metrics.ts';
 import { sleep } from '../test/support/wait.ts';
 
-const { values } = parseArgs({
+const { values } = benchArgs(import.meta.filename, {
   options: {
     a: { type: 'string' },
     b: { type: 'string', default: repoRoot },
@@ -61,7 +61,7 @@ const rounds = Number(values.rounds);
 const seconds = Number(values.seconds);
 const idleSeconds = Number(values.idle);
 for (const [k, v] of Object.entries({ rounds, seconds, idle: idleSeconds, ...Object.fromEntries(rates.map((r, i) => [`rates[${i}]`, r])) })) {
-  if (!Number.isInteger(v) || v < 1) throw new Error(`--${k}: a positive integer`);
+  if (!Number.isInteger(v) || v < 1) usageError(import.meta.filename, `--${k}: a positive integer`);
 }
 
 interface Side { name: 'A' | 'B'; tree: string; env: Record<string, string>; args: string[] }

@@ -31,7 +31,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './lib/args.ts';
 import { processCpuSeconds } from '../daemon/agent/overhead.ts';
 import { repoRoot, startAgent, type AgentProcess } from '../test/support/agent-process.ts';
 import { startCollector } from '../test/support/collector.ts';
@@ -41,7 +41,7 @@ import { sleep } from '../test/support/wait.ts';
 import { breakdown, type MemoryBreakdown } from './lib/smaps.ts';
 import { copyFresh, launcherOf, privateNode } from './lib/agent-command.ts';
 
-const { values } = parseArgs({
+const { values } = benchArgs(import.meta.filename, {
   options: {
     rounds: { type: 'string', default: '3' },
     processes: { type: 'string', default: '1' },

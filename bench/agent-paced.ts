@@ -12,7 +12,7 @@
  *
  *   deploy/node bench/agent-paced.ts [--rate 10000] [--seconds 10]
  */
-import { parseArgs } from 'node:util';
+import { benchArgs } from './lib/args.ts';
 import { OtlpProtoTraceExporter } from '../daemon/export/otlp-exporter.ts';
 import { SpanBatcher } from '../daemon/export/batcher.ts';
 import { createLogger } from '../daemon/util/log.ts';
@@ -25,7 +25,7 @@ import type { EventContext } from '../daemon/probes/types.ts';
 import { HttpRouteBound } from '../daemon/spans/http-route.ts';
 import { DEFAULT_CONSUME_INTERVAL_MS } from '../daemon/agent/bpf-runtime.ts';
 
-const { values } = parseArgs({ options: { rate: { type: 'string', default: '10000' }, seconds: { type: 'string', default: '10' } } });
+const { values } = benchArgs(import.meta.filename, { options: { rate: { type: 'string', default: '10000' }, seconds: { type: 'string', default: '10' } } });
 const rate = Number(values.rate);
 const seconds = Number(values.seconds);
 const TICK_MS = DEFAULT_CONSUME_INTERVAL_MS;

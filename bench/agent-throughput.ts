@@ -15,7 +15,7 @@
  *   deploy/node bench/agent-throughput.ts [--events 200000] [--export]
  *        [--concurrency 1,2,4] [--batch 512,2048]
  */
-import { parseArgs } from 'node:util';
+import { benchArgs } from './lib/args.ts';
 import { OtlpProtoTraceExporter } from '../daemon/export/otlp-exporter.ts';
 import { OtlpTraceEncoder } from '../daemon/export/otlp-proto.ts';
 import { SpanBatcher } from '../daemon/export/batcher.ts';
@@ -29,7 +29,7 @@ import { MonotonicClock } from '../daemon/spans/clock.ts';
 import type { EventContext } from '../daemon/probes/types.ts';
 import { HttpRouteBound } from '../daemon/spans/http-route.ts';
 
-const { values } = parseArgs({
+const { values } = benchArgs(import.meta.filename, {
   options: {
     events: { type: 'string', default: '200000' },
     export: { type: 'boolean', default: false },

@@ -15,11 +15,11 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './lib/args.ts';
 import { planBinaryAt } from '../daemon/agent/binary-plan.ts';
 import { probes } from '../daemon/probes/registry.ts';
 
-const { values, positionals } = parseArgs({
+const { values, positionals } = benchArgs(import.meta.filename, {
   allowPositionals: true,
   options: {
     runs: { type: 'string', default: '10' },

@@ -28,14 +28,14 @@
 import { copyFileSync, existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
+import { benchArgs, usageError } from './lib/args.ts';
 import { repoRoot, startAgent } from '../test/support/agent-process.ts';
 import { httpRequest, startGoServer } from '../test/support/go-server.ts';
 import { enableStats } from '../daemon/native/index.ts';
 import { attachFloor } from './floor.ts';
 import { programStats, type ProgramStats } from './lib/program-stats.ts';
 
-const { values } = parseArgs({
+const { values } = benchArgs(import.meta.filename, {
   options: {
     go: { type: 'string', default: 'go1.26' },
     rounds: { type: 'string', default: '3' },
@@ -49,7 +49,7 @@ const { values } = parseArgs({
 const rounds = Number(values.rounds);
 const UPROBE_PROGRAM = /^gt_(http|runtime)_/;
 const n = Number(values.n);
-if (!['half', 'none', 'all'].includes(values.traceparent)) throw new Error(`--traceparent: half, none or all, not ${values.traceparent}`);
+if (!['half', 'none', 'all'].includes(values.traceparent)) usageError(import.meta.filename, `--traceparent: half, none or all, not ${values.traceparent}`);
 /** whether request i of a round carries a traceparent header */
 const withTraceparent = (i: number): boolean => (values.traceparent === 'half' ? i % 2 === 1 : values.traceparent === 'all');
 const sides = (values.a ? [['A', resolve(values.a)], ['B', resolve(values.b)]] : [['', repoRoot]]).map(([name, tree]) => {

@@ -36,7 +36,7 @@
 import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './lib/args.ts';
 import { DETACH_NICE } from '../daemon/agent/attachments.ts';
 import { planBinaryAt } from '../daemon/agent/binary-plan.ts';
 import { DEFAULT_BPF_OBJECT, DISPATCH_PROGRAM } from '../daemon/agent/bpf-runtime.ts';
@@ -217,7 +217,7 @@ export function detachMarkdown(rows: DetachRow[], rounds: number): string {
 }
 
 if (import.meta.main) {
-  const { values } = parseArgs({
+  const { values } = benchArgs(import.meta.filename, {
     options: {
       copies: { type: 'string', default: '42' },
       rounds: { type: 'string', default: '5' },

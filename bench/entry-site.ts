@@ -13,7 +13,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './lib/args.ts';
 import { DEFAULT_BPF_OBJECT } from '../daemon/agent/bpf-runtime.ts';
 import { openGoBinary } from '../daemon/analysis/go-binary.ts';
 import { BpfPrograms } from '../daemon/generated/layouts.ts';
@@ -115,7 +115,7 @@ function median(xs: number[]): number {
 }
 
 if (import.meta.main) {
-  const { values } = parseArgs({ options: { go: { type: 'string', default: 'go1.19,go1.26' }, rounds: { type: 'string', default: '5' }, calls: { type: 'string', default: '20000' } } });
+  const { values } = benchArgs(import.meta.filename, { options: { go: { type: 'string', default: 'go1.19,go1.26' }, rounds: { type: 'string', default: '5' }, calls: { type: 'string', default: '20000' } } });
   const rows = await entrySiteBench(values.go.split(','), Number(values.rounds), Number(values.calls), (s) => process.stderr.write(`${s}\n`));
   process.stdout.write(entrySiteMarkdown(rows, Number(values.calls), Number(values.rounds)) + '\n');
 }

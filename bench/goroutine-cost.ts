@@ -14,11 +14,11 @@
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './lib/args.ts';
 import { startAgent, repoRoot } from '../test/support/agent-process.ts';
 import { startGoServer, httpRequest, type GoServer } from '../test/support/go-server.ts';
 
-const { values } = parseArgs({
+const { values } = benchArgs(import.meta.filename, {
   options: {
     n: { type: 'string', default: '1000000' },
     rounds: { type: 'string', default: '3' },

@@ -19,12 +19,12 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './lib/args.ts';
 import { echoBinary, toolchains } from '../test/go/google.golang.org/grpc/echo-build.ts';
 import { startAgent, repoRoot } from '../test/support/agent-process.ts';
 import { httpRequest, startGoServer } from '../test/support/go-server.ts';
 
-const { values } = parseArgs({
+const { values } = benchArgs(import.meta.filename, {
   options: {
     calls: { type: 'string', default: '5000' },
     rounds: { type: 'string', default: '5' },

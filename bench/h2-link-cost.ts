@@ -10,13 +10,13 @@
  * Prints, per BPF program, the runs per request and the average time per run.
  * Needs root and built test programs (bash deploy/setup.sh).
  */
-import { parseArgs } from 'node:util';
+import { benchArgs } from './lib/args.ts';
 import { join } from 'node:path';
 import { startAgent, repoRoot } from '../test/support/agent-process.ts';
 import { startGoServer, httpRequest } from '../test/support/go-server.ts';
 import { programStats } from './lib/program-stats.ts';
 
-const { values } = parseArgs({
+const { values } = benchArgs(import.meta.filename, {
   options: {
     go: { type: 'string', default: 'go1.26' },
     rounds: { type: 'string', default: '20' },

@@ -15,14 +15,14 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './lib/args.ts';
 import { startAgent, repoRoot, type AgentProcess } from '../test/support/agent-process.ts';
 import { startCollector, type Collector } from '../test/support/collector.ts';
 import { startGoServer, httpRequest } from '../test/support/go-server.ts';
 
 interface LoadResult { sent: number; ok: number; errors: number; achievedRate: number; p50us: number; p90us: number; p99us: number; maxus: number }
 
-const { values } = parseArgs({
+const { values } = benchArgs(import.meta.filename, {
   options: {
     rate: { type: 'string', default: '1000' },
     seconds: { type: 'string', default: '10' },

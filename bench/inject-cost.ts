@@ -17,12 +17,12 @@ import { spawn } from 'node:child_process';
 import { copyFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './lib/args.ts';
 import { startAgent, repoRoot } from '../test/support/agent-process.ts';
 import { startGoServer } from '../test/support/go-server.ts';
 import { programStats } from './lib/program-stats.ts';
 
-const { values } = parseArgs({ options: { rounds: { type: 'string', default: '3' }, n: { type: 'string', default: '2000' } } });
+const { values } = benchArgs(import.meta.filename, { options: { rounds: { type: 'string', default: '3' }, n: { type: 'string', default: '2000' } } });
 const rounds = Number(values.rounds);
 const n = Number(values.n);
 const peer = join(repoRoot, 'build', 'go', 'go1.26', 'plain', 'inject-peer');

@@ -17,13 +17,13 @@
  */
 import { copyFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './lib/args.ts';
 import { repoRoot, startAgent } from '../test/support/agent-process.ts';
 import { startGoServer, httpRequest, type GoServer } from '../test/support/go-server.ts';
 import { startKafka } from '../test/support/servers/kafka.ts';
 import { programStats, type ProgramStats } from './lib/program-stats.ts';
 
-const { values } = parseArgs({
+const { values } = benchArgs(import.meta.filename, {
   options: {
     go: { type: 'string', default: 'go1.26' },
     rounds: { type: 'string', default: '7' },

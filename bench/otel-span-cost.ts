@@ -14,13 +14,13 @@
  * per span and the average time per run. Needs root and built test programs
  * (bash deploy/setup.sh).
  */
-import { parseArgs } from 'node:util';
+import { benchArgs } from './lib/args.ts';
 import { join } from 'node:path';
 import { startAgent, repoRoot } from '../test/support/agent-process.ts';
 import { startGoServer, httpRequest } from '../test/support/go-server.ts';
 import { programStats } from './lib/program-stats.ts';
 
-const { values } = parseArgs({ options: { go: { type: 'string', default: 'go1.26' }, n: { type: 'string', default: '20000' }, rounds: { type: 'string', default: '5' } } });
+const { values } = benchArgs(import.meta.filename, { options: { go: { type: 'string', default: 'go1.26' }, n: { type: 'string', default: '20000' }, rounds: { type: 'string', default: '5' } } });
 const n = Number(values.n);
 const rounds = Number(values.rounds);
 const bin = join(repoRoot, 'build', 'go', values.go, 'plain', 'otel-api');

@@ -11,14 +11,14 @@
  * difference, and per BPF program the runs per GET and µs per run.
  * Needs root, redis-server and the Go toolchains (bash deploy/setup.sh).
  */
-import { parseArgs } from 'node:util';
+import { benchArgs } from './lib/args.ts';
 import { startAgent } from '../test/support/agent-process.ts';
 import { startGoServer, httpRequest } from '../test/support/go-server.ts';
 import { startRedis } from '../test/support/servers/redis.ts';
 import { GO_REDIS_VERSIONS, redisClientBinary, toolchains } from '../test/go/github.com/redis/go-redis/v9/build.ts';
 import { programStats, type ProgramStats } from './lib/program-stats.ts';
 
-const { values } = parseArgs({
+const { values } = benchArgs(import.meta.filename, {
   options: {
     go: { type: 'string', default: 'go1.26' },
     version: { type: 'string', default: '9.23.0' },

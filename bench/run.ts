@@ -52,7 +52,7 @@ import { execFileSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, release, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { benchArgs, usageError } from './lib/args.ts';
 import { processCpuSeconds } from '../daemon/agent/overhead.ts';
 import { echoBinary, toolchains } from '../test/go/google.golang.org/grpc/echo-build.ts';
 import { repoRoot, startAgent, type AgentProcess } from '../test/support/agent-process.ts';
@@ -75,7 +75,7 @@ import { agentCommand } from './lib/agent-command.ts';
 const SCENARIOS = ['http', 'http-client', 'http-sql', 'grpc', 'sampling', 'agent-load', 'attach', 'pipeline', 'entry-site'] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
-const { values } = parseArgs({
+const { values } = benchArgs(import.meta.filename, {
   options: {
     scenario: { type: 'string', default: SCENARIOS.join(',') },
     rounds: { type: 'string', default: '3' },
@@ -86,11 +86,11 @@ const { values } = parseArgs({
   },
 });
 const chosen = values.scenario.split(',').map((s) => s.trim()).filter(Boolean);
-for (const s of chosen) if (!SCENARIOS.includes(s as Scenario)) throw new Error(`--scenario ${s}: one of ${SCENARIOS.join(', ')}`);
+for (const s of chosen) if (!SCENARIOS.includes(s as Scenario)) usageError(import.meta.filename, `--scenario ${s}: one of ${SCENARIOS.join(', ')}`);
 const rounds = Number(values.rounds);
 const seconds = Number(values.seconds);
 const calls = Number(values.calls);
-for (const [k, v] of Object.entries({ rounds, seconds, calls })) if (!Number.isInteger(v) || v < 1) throw new Error(`--${k}: a positive integer`);
+for (const [k, v] of Object.entries({ rounds, seconds, calls })) if (!Number.isInteger(v) || v < 1) usageError(import.meta.filename, `--${k}: a positive integer`);
 
 const resultsDir = join(repoRoot, 'bench', 'results');
 const workDir = join(repoRoot, 'build', 'bench');

@@ -10,7 +10,7 @@
  *
  * Needs root, Debian's postgresql and built test programs (bash deploy/setup.sh).
  */
-import { parseArgs } from 'node:util';
+import { benchArgs } from './lib/args.ts';
 import { copyFileSync, mkdirSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,7 +19,7 @@ import { httpRequest, startGoServer } from '../test/support/go-server.ts';
 import { startPostgres } from '../test/support/servers/postgres.ts';
 import { programStats } from './lib/program-stats.ts';
 
-const { values } = parseArgs({
+const { values } = benchArgs(import.meta.filename, {
   options: {
     go: { type: 'string', default: 'go1.26' },
     rounds: { type: 'string', default: '5' },
