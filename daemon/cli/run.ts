@@ -383,6 +383,11 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
   try {
     await agent.start();
   } catch (e) {
+    // What did start (the ring buffer's poll thread, timers, links, the
+    // reserved metrics port) would keep the process alive with its error
+    // printed, its SIGTERM handler waiting for a stop nobody awaits
+    await agent.stop().catch((stopError: Error) => log.debug('stopping after a failed start failed too', { error: stopError.message }));
+    metricsListener?.close();
     const err = e as Error & { code?: string };
     if (err.code === 'EPERM' || err.code === 'EACCES') throw new CliError(`${err.message}\ngotrail needs root or CAP_BPF + CAP_PERFMON + CAP_SYS_PTRACE`, EXIT.ENVIRONMENT);
     throw new CliError(`starting the agent failed: ${err.message}${mapSizeHint(err.message, cfg)}`, EXIT.FAILED);
@@ -413,7 +418,7 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
       const reg = createMetrics(agent);
       reloader.registerMetrics(reg);
       metrics = await serveMetrics(reg, metricsAddr.host, metricsAddr.port, () => agent.healthy(), () => ({ config: reloader.status(), ...(agent.status() as object) }), () => agent.ready(), { calibrate: () => agent.calibrate() }, metricsListener);
-      log.info('metrics served', { url: `http://${metricsAddr.host}:${metrics.port}/metrics` });
+      log.info('metrics served', { url: `http://${metricsAddr.host.includes(':') ? `[${metricsAddr.host}]` : metricsAddr.host}:${metrics.port}/metrics` });
     } catch (e) {
       await agent.stop();
       throw new CliError(`cannot serve metrics on ${cfg.metricsAddress}: ${(e as Error).message}`, EXIT.FAILED);
