@@ -902,6 +902,8 @@ export class Agent implements MetricsSource {
         return { uprobeHitCostSeconds: o.hitCost?.secondsPerHit, calibration: o.hitCost, processes: o.processes };
       })(),
       overheadBudget: (this.opts.overheadBudget && this.budget?.status()) ?? { budgetPercent: null },
+      // --debug-probe-hits: lines lost to write failures are counted here
+      ...(this.rt?.probeHitLog ? { debugProbeHits: this.rt.probeHitLog } : {}),
     };
   }
 

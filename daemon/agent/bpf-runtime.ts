@@ -247,10 +247,11 @@ export class BpfRuntime {
   /**
    * Records every probe hit and the agent's steps that change what a hit
    * sees into `path` (JSON lines, see ProbeHitLog). A debugging aid: one
-   * synchronous write per hit. Throws when `path` cannot be opened.
+   * synchronous write per hit. Throws when `path` cannot be opened; a
+   * write that fails later is counted and logged, never thrown.
    */
   enableProbeHitLog(path: string): void {
-    this.hitLog = new ProbeHitLog(path);
+    this.hitLog = new ProbeHitLog(path, this.log);
     const log = this.hitLog;
     this.onSystemEvent(EventType.GT_EVENT_PROBE_HIT, (buf, off) => log.hit(buf, off));
     const v = Buffer.alloc(4);
@@ -261,6 +262,12 @@ export class BpfRuntime {
   /** Sets the head sampler the probes apply (gt_sampler, see probes/include/sampling.h); takes effect at the next root span. */
   setSampler(config: Buffer): void {
     this.obj.mapUpdate(BpfMaps.gt_sampler, u32key(0), config);
+  }
+
+  /** The probe-hit log's file and line counts, when it is on. */
+  get probeHitLog(): { file: string; writtenLines: number; unwrittenLines: number } | undefined {
+    const l = this.hitLog;
+    return l && { file: l.path, writtenLines: l.writtenLines, unwrittenLines: l.unwrittenLines };
   }
 
   /** An agent step for the probe-hit log; nothing when it is off. */

@@ -62,6 +62,12 @@ export interface MetricsSnapshot {
  * (~100 per second); once a second keeps the metric at 1 wake-up per second.
  */
 const EVENT_LOOP_SAMPLE_MS = 1000;
+/**
+ * The event-loop delay histogram's min when it holds no sample: INT64_MAX
+ * nanoseconds (Node's `histogram.min` before the first record), in seconds.
+ * No real delay comes near it (292 years).
+ */
+const EVENT_LOOP_NO_SAMPLE_S = Number(2n ** 63n - 1n) / 1e9;
 
 /** BPF counters named skipped_<reason> count requests not traced on purpose, not losses. */
 const SKIPPED = 'skipped_';
@@ -75,13 +81,27 @@ export function createMetrics(source: MetricsSource): Registry {
   // runs, the sampling interval included: once a second, an idle agent's
   // lag min, mean and p50 read ~1 s. Reported here: the delay beyond the
   // interval, what a lag is (never below 0: the timer may run a little early).
-  for (const stat of ['min', 'max', 'mean', 'p50', 'p90', 'p99']) {
-    const g = reg.getSingleMetric(`gotrail_agent_nodejs_eventloop_lag_${stat}_seconds`) as Gauge<string> | undefined;
+  // Each scrape resets the histogram (prom-client): a scrape within a
+  // second of the previous one finds no sample, where the histogram's min
+  // is its int64 "none" sentinel (~9.2e9 s) and its mean and stddev NaN.
+  // No delay recorded since the last scrape reads 0.
+  const lagGauge = (stat: string): Gauge<string> | undefined => reg.getSingleMetric(`gotrail_agent_nodejs_eventloop_lag_${stat}_seconds`) as Gauge<string> | undefined;
+  const minGauge = lagGauge('min');
+  const rawMin = minGauge?.get.bind(minGauge);
+  const noSample = async (): Promise<boolean> => {
+    const v = (await rawMin?.())?.values[0]?.value;
+    return v === undefined || !(v < EVENT_LOOP_NO_SAMPLE_S);
+  };
+  for (const stat of ['min', 'max', 'mean', 'stddev', 'p50', 'p90', 'p99']) {
+    const g = lagGauge(stat);
     if (!g) continue;
     const get = g.get.bind(g);
+    // stddev does not move with the interval; every other statistic does
+    const shift = stat === 'stddev' ? 0 : EVENT_LOOP_SAMPLE_MS / 1000;
     g.get = async () => {
       const r = await get();
-      return { ...r, values: r.values.map((v) => ({ ...v, value: Math.max(0, v.value - EVENT_LOOP_SAMPLE_MS / 1000) })) };
+      const none = await noSample();
+      return { ...r, values: r.values.map((v) => ({ ...v, value: none ? 0 : Math.max(0, v.value - shift) })) };
     };
   }
   let snap: MetricsSnapshot | undefined;

@@ -8,6 +8,11 @@
  * per uprobe hit, synchronously, which no production agent should do. Pair
  * entries with returns offline with `test/support/probe-hits.ts`.
  *
+ * A line that cannot be written (a full disk, a file system gone
+ * read-only, /dev/full) is counted in `unwrittenLines` and the agent goes on
+ * tracing: the first failure is logged with the file and errno, the count
+ * at close. Later lines are tried again (the space may come back).
+ *
  * Line shapes:
  * - `{"t","hit":site,"outcome","tgid","goid","cookie","cpu","ip","sp","g"}`:
  *   one probe hit (site and outcome: enum gt_hit_site / gt_hit_outcome names
@@ -18,16 +23,33 @@
  */
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { HitOutcome, HitSite, decodeProbeHitEvent } from '../generated/layouts.ts';
+import type { Logger } from '../util/log.ts';
 
 const name = (table: Record<string, number>, prefix: string, v: number): string =>
   Object.entries(table).find(([, n]) => n === v)?.[0].replace(prefix, '') ?? String(v);
 
 export class ProbeHitLog {
   private fd: number | undefined;
+  readonly path: string;
+  private readonly log: Logger;
+  /** Lines written since open. */
+  writtenLines = 0;
+  /** Lines a write failed for (each failure's line is lost, the agent goes on). */
+  unwrittenLines = 0;
 
-  /** Opens (truncates) `path`. Throws when it cannot be written. */
-  constructor(path: string) {
-    this.fd = openSync(path, 'w');
+  /**
+   * Opens (truncates) `path`.
+   * @throws Error naming the file when it cannot be opened for writing.
+   */
+  constructor(path: string, log: Logger) {
+    this.path = path;
+    this.log = log;
+    try {
+      this.fd = openSync(path, 'w');
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      throw Object.assign(new Error(`cannot open the probe-hit log ${path} (--debug-probe-hits): ${err.code ?? err.message}`), { code: err.code });
+    }
   }
 
   /** An agent step, stamped now. */
@@ -49,11 +71,27 @@ export class ProbeHitLog {
 
   private write(o: Record<string, unknown>): void {
     if (this.fd === undefined) return;
-    writeSync(this.fd, JSON.stringify(o, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v)) + '\n');
+    try {
+      writeSync(this.fd, JSON.stringify(o, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v)) + '\n');
+      this.writtenLines++;
+    } catch (e) {
+      // called from attach steps and event batches: a throw here would stop
+      // an attach or the agent's start for the sake of a debugging aid
+      if (this.unwrittenLines++ === 0) {
+        const err = e as NodeJS.ErrnoException;
+        this.log.warn('cannot write the probe-hit log: its lines are lost and counted, tracing goes on', { file: this.path, errno: err.code ?? err.message });
+      }
+    }
   }
 
   close(): void {
-    if (this.fd !== undefined) closeSync(this.fd);
+    if (this.fd === undefined) return;
+    try {
+      closeSync(this.fd);
+    } catch {
+      // nothing left to lose: every line was written or counted
+    }
     this.fd = undefined;
+    if (this.unwrittenLines) this.log.warn('probe-hit log lines not written', { file: this.path, unwritten: this.unwrittenLines, written: this.writtenLines });
   }
 }

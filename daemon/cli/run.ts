@@ -136,7 +136,9 @@ Agent:
   --debug-probe-hits FILE  debugging aid: write every probe hit (program, process,
                          goroutine, link set, time, CPU) and the agent's attach and
                          allow-list steps to FILE as JSON lines; slows every
-                         traced request (default: off)
+                         traced request; lines that cannot be written (a full
+                         disk) are logged once and counted, tracing goes on
+                         (default: off)
   --debug-link-per-program  measuring aid: attach one uprobe_multi link per (binary,
                          probe program) instead of one per binary, so that the
                          kernel's statistics give each program's run time
