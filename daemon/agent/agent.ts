@@ -37,6 +37,11 @@ import { WriteUserInjection, type WriteUserOptions, type WriteUserStatus } from 
 import { MemoryTrim } from './memory-trim.ts';
 import { releaseInstructionDecoder } from '../analysis/instructions.ts';
 
+/** The /proc reconciliation scan's interval when exec/exit events arrive (ms; `--scan-interval`). */
+export const DEFAULT_SCAN_INTERVAL_MS = 5000;
+/** The scan's interval without exec/exit events, when it is the only way to see new processes (ms). */
+const SCAN_INTERVAL_WITHOUT_EVENTS_MS = 1000;
+
 export interface AgentOptions {
   /** Header injection with bpf_probe_write_user where the kernel allows it (see write-user.ts). Default: on. */
   writeUser?: WriteUserOptions;
@@ -45,7 +50,7 @@ export interface AgentOptions {
   /** Where spans go. */
   exporter: SpanExporter;
   batcher?: BatcherOptions;
-  /** Interval of the /proc reconciliation scan, the safety net behind exec/exit events. Default 5000 ms (1000 ms when exec events are unavailable). */
+  /** Interval of the /proc reconciliation scan, the safety net behind exec/exit events. Default {@link DEFAULT_SCAN_INTERVAL_MS} (1000 ms when exec events are unavailable). */
   scanIntervalMs?: number;
   /** Probe-event consume interval in ms: the longest a probe event waits in the ring buffer before it is handed to the span pipeline (a data-age deadline). Default {@link DEFAULT_CONSUME_INTERVAL_MS}. */
   consumeIntervalMs?: number;
@@ -298,7 +303,7 @@ export class Agent implements MetricsSource {
     this.scan();
     this.initialScanDone = true;
     this.activity();
-    this.scanTimer = setInterval(() => this.scan(), this.opts.scanIntervalMs ?? (events ? 5000 : 1000));
+    this.scanTimer = setInterval(() => this.scan(), this.opts.scanIntervalMs ?? (events ? DEFAULT_SCAN_INTERVAL_MS : SCAN_INTERVAL_WITHOUT_EVENTS_MS));
     this.setInflightMaxAge(this.opts.inflightMaxAgeMs);
   }
 

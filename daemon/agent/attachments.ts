@@ -139,6 +139,9 @@ export interface AttachStats {
   offsetDisagreements: Record<string, number>;
 }
 
+/** How long a binary's links stay after its last process exits (ms; `--linger`). */
+export const DEFAULT_LINGER_MS = 30_000;
+
 export interface AttachmentOptions {
   /** Binary ids available (the probes' array maps). Default 4096. */
   maxBinaries?: number;
@@ -185,7 +188,7 @@ export class AttachmentManager {
     this.probes = probes;
     this.log = log;
     this.maxBinaries = opts.maxBinaries ?? 4096;
-    this.lingerMs = opts.lingerMs ?? 30_000;
+    this.lingerMs = opts.lingerMs ?? DEFAULT_LINGER_MS;
     this.inUse = opts.inUse;
   }
 

@@ -42,11 +42,11 @@ const WAKE_BYTES = 256 * 1024;
 export const DEFAULT_BPF_OBJECT = join(root, 'build', 'probes', 'gotrail.bpf.o');
 
 export interface MapSizes {
-  /** Binaries tracked at once (array maps indexed by binary id). Fixed by the probes' build: 4096. */
+  /** Go processes traced at once (the allow-list gt_processes). Default 16384 (the probes' build); at most 2^27 (a hash map's limit). */
   processes?: number;
-  /** In-flight calls per probe (hash maps that refuse, counted, when full). Default 16384. */
+  /** In-flight calls per probe (hash maps that refuse, counted, when full). Default 16384; at most 2^27. */
   inflight?: number;
-  /** Ring buffer bytes (a power of two, multiple of the page size). Default 4 MiB. */
+  /** Ring buffer bytes (a power of two, multiple of the page size, at most 2^31). Default 2 MiB (the probes' build). */
   ringBufferBytes?: number;
 }
 

@@ -273,8 +273,18 @@ export class OverheadBudget {
 }
 
 /**
+ * Why a budget above 100% is refused rather than taken as "no limit": the
+ * cost it bounds (uprobe traps and BPF programs) runs in the traced
+ * process's own context and is counted in its own CPU time, so the cost is
+ * at most 100% of that time and such a budget could never act.
+ */
+export const BUDGET_OVER_100 = "tracing's cost is counted in the traced processes' own CPU time, so it never exceeds 100% of it and a larger budget could never act (for no budget: 0 or off)";
+
+/**
  * A budget given as `2%`, `2` (percent), or `0`, `0%` or `off` (no budget):
- * the fraction, or undefined for off. @throws Error naming what was expected.
+ * the fraction, or undefined for off. Percent of the traced processes' own
+ * CPU time, so at most 100 (see {@link BUDGET_OVER_100}).
+ * @throws Error naming what was expected.
  */
 export function parseBudgetPercent(text: string): number | undefined {
   const t = text.trim();
@@ -282,7 +292,9 @@ export function parseBudgetPercent(text: string): number | undefined {
   const m = /^(\d+(?:\.\d+)?)\s*%?$/.exec(t);
   const n = m ? Number(m[1]) : NaN;
   if (n === 0) return undefined;
-  if (!(n > 0 && n <= 100)) throw new Error(`expected a percentage of the traced processes' CPU time up to 100 (e.g. 2%), or 0 or off (no budget), got "${text}"`);
+  if (!(n > 0 && n <= 100)) {
+    throw new Error(`expected a percentage of the traced processes' CPU time up to 100 (e.g. 2%), or 0 or off (no budget), got "${text}"${n > 100 ? `: ${BUDGET_OVER_100}` : ''}`);
+  }
   return n / 100;
 }
 

@@ -8,6 +8,7 @@ import { planBinaryAt, planDisagreements, type BinaryPlan } from '../agent/binar
 import { probes } from '../probes/registry.ts';
 import { untracedLibraries } from '../probes/untraced.ts';
 import { CliError, EXIT } from './exit-codes.ts';
+import { CAP_SYS_PTRACE, hasCapability } from '../util/capabilities.ts';
 
 interface KernelView {
   uprobeMulti: boolean;
@@ -50,7 +51,8 @@ offsets database — or exactly why it would not. Sources that disagree on an
 offset are listed (the first in that order is used).
 
 Options:
-  --json                  machine-readable output
+  --json                  machine-readable output: one JSON object on stdout,
+                          also for errors: {"error": "<message>", "exitCode": N}
   --offsets-from SOURCE   resolve offsets from this source only: dwarf, types or db
   -h, --help              this help
 
@@ -121,8 +123,32 @@ export function unreadableExecutable(pid: number): string | undefined {
       /* gone meanwhile */
     }
     if (code === 'ENOENT') return existsSync(`/proc/${pid}`) ? `process ${pid}${name} has no executable: a kernel thread, or a process that has exited (a zombie)` : `no process ${pid}`;
-    if (code === 'EACCES' || code === 'EPERM') return `cannot read the executable of process ${pid}${name}: permission denied (reading another process's executable takes CAP_SYS_PTRACE)`;
+    if (code === 'EACCES' || code === 'EPERM') {
+      const ptrace = hasCapability(CAP_SYS_PTRACE);
+      const needs = "reading the executable of another user's process, or of a more privileged one, takes CAP_SYS_PTRACE";
+      const why = ptrace !== false
+        ? 'even with CAP_SYS_PTRACE: the process is protected from this one (it runs in another user namespace, holds capabilities this process lacks in its own namespace, or a security module refuses)'
+        : process.getuid?.() === 0
+          ? `${needs}, which this process lacks although it runs as root (dropped from its capabilities): run it with CAP_SYS_PTRACE`
+          : `${needs} (root has it): run it as root (sudo gotrail inspect ${pid})`;
+      const file = commandLineFile(pid);
+      return `cannot read the executable of process ${pid}${name}: permission denied: ${why}${file ? `, or inspect the file its command line names: gotrail inspect ${file}` : ''}`;
+    }
     return `cannot read the executable of process ${pid}${name}: ${(e as Error).message}`;
+  }
+}
+
+/**
+ * The absolute path process `pid` was started with (its argv[0], from
+ * /proc/PID/cmdline, which needs no privilege), when that names a file here;
+ * the file may differ from what the process runs (replaced since).
+ */
+function commandLineFile(pid: number): string | undefined {
+  try {
+    const argv0 = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')[0] ?? '';
+    return argv0.startsWith('/') && existsSync(argv0) ? argv0 : undefined;
+  } catch {
+    return undefined;
   }
 }
 
@@ -175,7 +201,38 @@ export function renderPlan(plan: BinaryPlan, kernel?: KernelView, proc?: { pid: 
   return lines.join('\n') + '\n';
 }
 
+/**
+ * `gotrail inspect`. With `--json`, every outcome is one JSON object on
+ * stdout: the plan, or on an error `{"error": message, "exitCode": n}`
+ * (exit codes as without --json), so that a script parses every run.
+ */
 export async function runInspect(argv: string[], out: (s: string) => void): Promise<number> {
+  const dashDash = argv.indexOf('--');
+  const json = (dashDash < 0 ? argv : argv.slice(0, dashDash)).includes('--json');
+  try {
+    return await inspect(argv, out);
+  } catch (e) {
+    if (!json) throw e;
+    let exitCode: number = EXIT.FAILED;
+    let message = e instanceof Error ? e.message : String(e);
+    if (e instanceof CliError) exitCode = e.exitCode;
+    else if ((e as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS')) exitCode = EXIT.USAGE;
+    // the help that follows a usage error on a terminal is no part of the error
+    message = message.split('\n\nUsage: ')[0]!;
+    out(JSON.stringify({ error: message, exitCode }, null, 2) + '\n');
+    return exitCode;
+  }
+}
+
+async function inspect(argv: string[], out: (s: string) => void): Promise<number> {
+  // A pid is a whole number from 1: "-1" would otherwise reach the option
+  // parser as an unknown short option, whose message names none of that
+  const dashDash = argv.indexOf('--');
+  for (const a of dashDash < 0 ? argv : argv.slice(0, dashDash)) {
+    if (/^-\d+$/.test(a) || /^0+$/.test(a)) {
+      throw new CliError(`"${a}" is not a process id: a pid is a whole number from 1 (see ps or pgrep); for a file of that name, put it after --: gotrail inspect -- ${a}`, EXIT.USAGE);
+    }
+  }
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,

@@ -1,7 +1,7 @@
 /**
  * `gotrail run`: the agent.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { parseArgs } from 'node:util';
 import type { SpanExporter } from '@opentelemetry/sdk-trace-base';
@@ -19,6 +19,7 @@ import { createLogger, type Logger } from '../util/log.ts';
 import { CliError, EXIT } from './exit-codes.ts';
 import { holdEarlySignals, releaseEarlySignals } from './early-signals.ts';
 import { MAX_TIMER_SECONDS } from '../util/timers.ts';
+import { CAP_BPF, CAP_SYS_ADMIN, effectiveCapabilities } from '../util/capabilities.ts';
 
 export const runHelp = `Usage: gotrail run [options]
 
@@ -106,12 +107,15 @@ Agent:
   --linger MS            keep a binary's probes this long after its last process exits, so
                          restarted and short-lived programs are traced from their first
                          instruction (default 30000; 0: detach with the last process)
-  --max-processes N      BPF allow-list capacity: Go processes traced at once (default 16384)
-  --max-inflight N       in-flight requests tracked per probe, node-wide (default 16384)
+  --max-processes N      BPF allow-list capacity: Go processes traced at once
+                         (default 16384; 16 to 134217728, a BPF hash map's limit)
+  --max-inflight N       in-flight requests tracked per probe, node-wide
+                         (default 16384; 16 to 134217728)
   --max-http-routes N    distinct http.route values reported per service; routes beyond
                          are left out of spans and counted in gotrail_http_routes_cut_total
                          (default 1000)
-  --ring-buffer-bytes N  event ring buffer size, a power of two (default 2097152)
+  --ring-buffer-bytes N  event ring buffer size in bytes, a power of two from 4096
+                         to 2147483648 (default 2097152)
   --db-query-text        database spans carry db.query.text, with every literal replaced
                          by ? (default off: no query text leaves the node);
                          env GOTRAIL_DB_QUERY_TEXT=true (or 1)
@@ -119,7 +123,8 @@ Agent:
                          processes' own CPU time (e.g. 2%): over it, probes of that
                          binary are detached, enrichment first, server spans last, and
                          attached again once well under it (default off; 0 or off:
-                         no budget); env GOTRAIL_OVERHEAD_BUDGET
+                         no budget; at most 100%: the cost is counted in that CPU
+                         time); env GOTRAIL_OVERHEAD_BUDGET
   --overhead-budget-window MS  moving window the budget is judged over (default 10000)
   --no-inject-traceparent  do not add a W3C traceparent header to outgoing HTTP/1.x
                          requests of traced processes (default: added, at socket
@@ -157,22 +162,6 @@ export function parseHostPort(s: string): { host: string; port: number } {
   if (!m || port > 65535) throw new CliError(`--metrics-address: expected host:port (a port up to 65535) or off, got "${s}"`, EXIT.USAGE);
   return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
 }
-
-/**
- * The effective capability set of this process (`CapEff` of
- * /proc/self/status), or undefined when it cannot be read.
- */
-function effectiveCapabilities(): bigint | undefined {
-  try {
-    const m = /^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'));
-    return m ? BigInt(`0x${m[1]}`) : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-const CAP_SYS_ADMIN = 21n;
-const CAP_BPF = 39n;
 
 export function checkEnvironment(): void {
   // Without CAP_BPF (or CAP_SYS_ADMIN, which implies it) nothing loads: say so in one line

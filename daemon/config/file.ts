@@ -17,9 +17,10 @@ import { readConfigBytes } from './read.ts';
 import { createHash } from 'node:crypto';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
-import { SAMPLERS } from './resolve.ts';
+import { countRange, isPowerOfTwo, MAX_HASH_MAP_ENTRIES, MAX_RING_BUFFER_BYTES, SAMPLERS } from './resolve.ts';
 import { MAX_TIMER_MS, TIMER_TOO_LONG } from '../util/timers.ts';
 import { withoutCredentials } from '../util/url-credentials.ts';
+import { BUDGET_OVER_100 } from '../agent/budget.ts';
 
 const glob = z.string().min(1, 'expected a non-empty glob');
 const globs = z.array(glob);
@@ -30,8 +31,12 @@ const intAtLeast = (min: number, unit: string) =>
 /** A duration that becomes a timer: at most 2^31 - 1 ms, beyond which Node fires it after 1 ms. */
 const timerMillis = (min: number, unit: string) =>
   intAtLeast(min, unit).max(MAX_TIMER_MS, { error: (i) => `${TIMER_TOO_LONG}, got ${describe(i.input)}` });
-const powerOfTwo = (min: number) =>
-  intAtLeast(min, 'bytes, a power of two').refine((n) => (n & (n - 1)) === 0, { error: (i) => `expected a power of two >= ${min} (bytes), got ${describe(i.input)}` });
+/** An integer from min to max, refused with the range and unit as the flag refuses it. */
+const intRange = (min: number, max: number, unit: string, pow2 = false) => {
+  const error = (i: { input?: unknown }): string => `expected ${countRange(min, unit, max, pow2)}, got ${describe(i.input)}`;
+  const n = z.number({ error }).int({ error }).min(min, { error }).max(max, { error });
+  return pow2 ? n.refine(isPowerOfTwo, { error }) : n;
+};
 
 function describe(v: unknown): string {
   if (v === undefined) return 'nothing';
@@ -123,9 +128,9 @@ export const configFileSchema = z.strictObject({
   lingerMillis: timerMillis(0, 'milliseconds'),
   /** BPF map sizes (--max-processes, --max-inflight, --ring-buffer-bytes). Read at start. */
   maps: z.strictObject({
-    maxProcesses: intAtLeast(16, 'processes'),
-    maxInflight: intAtLeast(16, 'requests'),
-    ringBufferBytes: powerOfTwo(4096),
+    maxProcesses: intRange(16, MAX_HASH_MAP_ENTRIES, 'processes'),
+    maxInflight: intRange(16, MAX_HASH_MAP_ENTRIES, 'requests'),
+    ringBufferBytes: intRange(4096, MAX_RING_BUFFER_BYTES, 'bytes', true),
   }).partial(),
   /** distinct http.route values reported per service; past it a route is left off and counted (--max-http-routes). Read at start. */
   maxHttpRoutes: intAtLeast(0, 'routes'),
@@ -136,7 +141,7 @@ export const configFileSchema = z.strictObject({
     /** percent of the traced processes' own CPU time tracing may cost, at most 100; 0: off (as `--overhead-budget 0`) */
     percent: z.number({ error: (i) => `expected a percentage from 0 (off) to 100, got ${describe(i.input)}` })
       .min(0, { error: (i) => `expected a percentage from 0 (off) to 100, got ${describe(i.input)}` })
-      .max(100, { error: (i) => `expected a percentage from 0 (off) to 100, got ${describe(i.input)}` }),
+      .max(100, { error: (i) => `expected a percentage from 0 (off) to 100, got ${describe(i.input)}: ${BUDGET_OVER_100}` }),
     /** the moving window the estimate is judged over, ms (default 10000) */
     windowMillis: intAtLeast(1000, 'milliseconds'),
   }).partial(),

@@ -149,10 +149,35 @@ const SELECTION_KEYS = [
 /** Settings only read at start: a change in the file is logged and waits for a restart. */
 export const START_ONLY = ['kubernetes', 'metricsAddress', 'scanIntervalMs', 'lingerMs', 'mapSizes', 'maxHttpRoutes', 'debugProbeHitsPath', 'propagation'] as const;
 
-function count(name: string, v: string | undefined, min: number, unit: string, pow2 = false): number | undefined {
+/**
+ * The most entries the kernel gives a BPF hash or LRU hash map (the maps
+ * `--max-processes` and `--max-inflight` size): it rounds the count up to a
+ * power of two of buckets, 16 bytes each, whose total must fit in 32 bits
+ * (kernel/bpf/hashtab.c, htab_map_alloc: E2BIG beyond). Memory may refuse
+ * far smaller maps; this is the bound no machine passes.
+ */
+export const MAX_HASH_MAP_ENTRIES = 2 ** 27;
+
+/** The largest BPF ring buffer: its size is the map's 32-bit max_entries, a power of two (kernel/bpf/ringbuf.c). */
+export const MAX_RING_BUFFER_BYTES = 2 ** 31;
+
+/** Whether `n` (a safe integer >= 1) is a power of two; arithmetic, as bitwise operators wrap at 2^32. */
+export function isPowerOfTwo(n: number): boolean {
+  return n >= 1 && Number.isInteger(Math.log2(n)) && 2 ** Math.log2(n) === n;
+}
+
+/** What a count accepts, as every message about it says it: `an integer >= 16 (requests)`, `an integer from 16 to 134217728 (requests)`. */
+export function countRange(min: number, unit: string, max?: number, pow2 = false): string {
+  const what = pow2 ? 'a power of two' : 'an integer';
+  return `${what} ${max === undefined ? `>= ${min}` : `from ${min} to ${max}`} (${unit})`;
+}
+
+function count(name: string, v: string | undefined, min: number, unit: string, max?: number, pow2 = false): number | undefined {
   if (v === undefined) return undefined;
   const n = Number(v);
-  if (v.trim() === '' || !Number.isSafeInteger(n) || n < min || (pow2 && (n & (n - 1)) !== 0)) throw new RunConfigError(`--${name}: expected an integer >= ${min}${pow2 ? ', a power of two' : ''} (${unit}), got "${v}"`);
+  if (v.trim() === '' || !Number.isSafeInteger(n) || n < min || (max !== undefined && n > max) || (pow2 && !isPowerOfTwo(n))) {
+    throw new RunConfigError(`--${name}: expected ${countRange(min, unit, max, pow2)}, got "${v}"`);
+  }
   return n;
 }
 
@@ -391,9 +416,9 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
   const lingerMs = pick('lingerMs', 'linger', timerFlag('linger', 0, 'milliseconds; 0: detach with the last process'), file.lingerMillis);
 
   const mapSizes: MapSizes = {
-    processes: pick('maps.maxProcesses', 'max-processes', count('max-processes', flags['max-processes'], 16, 'processes'), file.maps?.maxProcesses),
-    inflight: pick('maps.maxInflight', 'max-inflight', count('max-inflight', flags['max-inflight'], 16, 'requests'), file.maps?.maxInflight),
-    ringBufferBytes: pick('maps.ringBufferBytes', 'ring-buffer-bytes', count('ring-buffer-bytes', flags['ring-buffer-bytes'], 4096, 'bytes', true), file.maps?.ringBufferBytes),
+    processes: pick('maps.maxProcesses', 'max-processes', count('max-processes', flags['max-processes'], 16, 'processes', MAX_HASH_MAP_ENTRIES), file.maps?.maxProcesses),
+    inflight: pick('maps.maxInflight', 'max-inflight', count('max-inflight', flags['max-inflight'], 16, 'requests', MAX_HASH_MAP_ENTRIES), file.maps?.maxInflight),
+    ringBufferBytes: pick('maps.ringBufferBytes', 'ring-buffer-bytes', count('ring-buffer-bytes', flags['ring-buffer-bytes'], 4096, 'bytes', MAX_RING_BUFFER_BYTES, true), file.maps?.ringBufferBytes),
   };
   const maxHttpRoutes = pick('maxHttpRoutes', 'max-http-routes', count('max-http-routes', flags['max-http-routes'], 0, 'routes per service'), file.maxHttpRoutes);
   let dbQueryText: boolean;

@@ -6,7 +6,6 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gotrailBin } from '../support/agent-process.ts';
-import { skipUnlessBpf } from '../support/privileges.ts';
 
 function gotrail(...args: string[]): { code: number | null; out: string; err: string } {
   return gotrailWithEnv({}, ...args);
@@ -36,7 +35,7 @@ test('usage errors exit 2 and name the problem', () => {
     [['run', '--duration'], /--duration <value>' argument missing/],
     [['run', '--log-level', 'loud'], /--log-level/],
     [['run', '--metrics-address', 'nowhere'], /--metrics-address: expected host:port/],
-    [['run', '--ring-buffer-bytes', '5000'], /--ring-buffer-bytes: expected an integer >= 4096, a power of two/],
+    [['run', '--ring-buffer-bytes', '5000'], /--ring-buffer-bytes: expected a power of two from 4096 to 2147483648 \(bytes\), got "5000"/],
     [['run', '--scan-interval', '1'], /--scan-interval/],
     [['run', '--no-such-flag'], /Unknown option '--no-such-flag'.* \('gotrail run --help' lists the options\)\n$/],
     [['run', '--max-queue-size', '0'], /--max-queue-size: expected an integer >= 1 \(spans\), got "0"/],
@@ -52,11 +51,22 @@ test('usage errors exit 2 and name the problem', () => {
     ['--max-concurrent-exports', 'two', /^gotrail: --max-concurrent-exports: expected an integer >= 1 \(exports\), got "two"\n$/],
     ['--scan-interval', '-100', /^gotrail: --scan-interval: expected an integer >= 50 \(milliseconds\), got "-100"\n$/],
     ['--linger', '-.5', /^gotrail: --linger: expected an integer >= 0 \(milliseconds; 0: detach with the last process\), got "-.5"\n$/],
-    ['--max-processes', '-16', /^gotrail: --max-processes: expected an integer >= 16 \(processes\), got "-16"\n$/],
-    ['--max-inflight', '1e9x', /^gotrail: --max-inflight: expected an integer >= 16 \(requests\), got "1e9x"\n$/],
+    ['--max-processes', '-16', /^gotrail: --max-processes: expected an integer from 16 to 134217728 \(processes\), got "-16"\n$/],
+    ['--max-inflight', '1e9x', /^gotrail: --max-inflight: expected an integer from 16 to 134217728 \(requests\), got "1e9x"\n$/],
     ['--max-http-routes', '-1', /^gotrail: --max-http-routes: expected an integer >= 0 \(routes per service\), got "-1"\n$/],
-    ['--ring-buffer-bytes', '-4096', /^gotrail: --ring-buffer-bytes: expected an integer >= 4096, a power of two \(bytes\), got "-4096"\n$/],
+    ['--ring-buffer-bytes', '-4096', /^gotrail: --ring-buffer-bytes: expected a power of two from 4096 to 2147483648 \(bytes\), got "-4096"\n$/],
+    // beyond what the kernel makes: a ring buffer's size is a 32-bit count, a
+    // hash map's buckets (16 bytes each) must fit in 32 bits; these used to
+    // pass the checks and fail at load (12884901888 = 3 * 2^32 even passed as
+    // a power of two: the check's bitwise arithmetic wrapped at 32 bits)
+    ['--ring-buffer-bytes', '4294967296', /^gotrail: --ring-buffer-bytes: expected a power of two from 4096 to 2147483648 \(bytes\), got "4294967296"\n$/],
+    ['--ring-buffer-bytes', '12884901888', /^gotrail: --ring-buffer-bytes: expected a power of two from 4096 to 2147483648 \(bytes\), got "12884901888"\n$/],
+    ['--max-inflight', '134217729', /^gotrail: --max-inflight: expected an integer from 16 to 134217728 \(requests\), got "134217729"\n$/],
+    ['--max-inflight', '9007199254740993', /^gotrail: --max-inflight: expected an integer from 16 to 134217728 \(requests\), got "9007199254740993"\n$/],
+    ['--max-processes', '4294967312', /^gotrail: --max-processes: expected an integer from 16 to 134217728 \(processes\), got "4294967312"\n$/],
     ['--overhead-budget', '-2', /^gotrail: --overhead-budget: expected a percentage .* up to 100 \(e\.g\. 2%\), or 0 or off \(no budget\), got "-2"\n$/],
+    // the cost is counted in the traced processes' own CPU time: more than 100% of it never happens
+    ['--overhead-budget', '500%', /^gotrail: --overhead-budget: expected a percentage .* up to 100 \(e\.g\. 2%\), or 0 or off \(no budget\), got "500%": tracing's cost is counted in the traced processes' own CPU time, so it never exceeds 100% of it and a larger budget could never act \(for no budget: 0 or off\)\n$/],
     ['--overhead-budget-window', '-1000', /^gotrail: --overhead-budget-window: expected an integer >= 1000 \(milliseconds\), got "-1000"\n$/],
     ['--metrics-address', '-1', /^gotrail: --metrics-address: expected host:port \(a port up to 65535\) or off, got "-1"\n$/],
     ['--metrics-address', '127.0.0.1:70000', /^gotrail: --metrics-address: expected host:port \(a port up to 65535\) or off, got "127\.0\.0\.1:70000"\n$/],
@@ -70,6 +80,22 @@ test('usage errors exit 2 and name the problem', () => {
     const r = gotrail(...args);
     assert.equal(r.code, 2, `${args.join(' ')} exits 2 (got ${r.code}: ${r.err})`);
     assert.match(r.err, re);
+  }
+});
+
+test('GOTRAIL_OVERHEAD_BUDGET above 100% is a usage error (exit 2) saying why, as the flag and the file\'s key are', () => {
+  const r = gotrailWithEnv({ GOTRAIL_OVERHEAD_BUDGET: '500%' }, 'run', '--exporter', 'none', '--metrics-address', 'off', '--include-exe', '/nonexistent/**', '--duration', '5');
+  assert.equal(r.code, 2, r.err);
+  assert.match(r.err, /^gotrail: GOTRAIL_OVERHEAD_BUDGET: expected a percentage .* up to 100 .*, got "500%": tracing's cost is counted in the traced processes' own CPU time, so it never exceeds 100% of it/);
+  const dir = mkdtempSync(join(tmpdir(), 'gotrail-cli-budget-'));
+  try {
+    const file = join(dir, 'config.yaml');
+    writeFileSync(file, 'overheadBudget: {percent: 500}\n');
+    const f = gotrail('run', '--config', file);
+    assert.equal(f.code, 2, f.err);
+    assert.match(f.err, new RegExp(`^gotrail: ${file}: overheadBudget\\.percent: expected a percentage from 0 \\(off\\) to 100, got 500: tracing's cost is counted in the traced processes' own CPU time`));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });
 
@@ -87,7 +113,7 @@ test('an invalid configuration file stops the start with exit 2, naming the file
     const r = gotrail('run', '--config', file);
     assert.equal(r.code, 2, r.err);
     assert.match(r.err, new RegExp(`${file}: exporter\\.kind: expected one of otlp, console, none, got "kafka"`));
-    assert.match(r.err, new RegExp(`${file}: maps\\.maxInflight: expected an integer >= 16 \\(requests\\), got 3`));
+    assert.match(r.err, new RegExp(`${file}: maps\\.maxInflight: expected an integer from 16 to 134217728 \\(requests\\), got 3`));
     assert.match(r.err, new RegExp(`${file}: selection\\.includeExe: expected a list, got "/srv"`));
     const missing = gotrail('run', '--config', join(dir, 'absent.yaml'));
     assert.equal(missing.code, 2);
@@ -128,19 +154,19 @@ test('without root or CAP_BPF the start stops with one line saying what is neede
   assert.equal(r.stderr, 'gotrail: needs root (e.g. sudo), or the capabilities CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE, CAP_KILL, CAP_DAC_READ_SEARCH, CAP_SYS_RESOURCE, CAP_NET_ADMIN and CAP_SYS_NICE: this process has neither CAP_BPF nor CAP_SYS_ADMIN\n');
 });
 
-test('a map size the maps cannot be made with stops the start naming the setting that sized them, the flag or the file\'s key', { skip: skipUnlessBpf() }, () => {
-  // beyond a map's 32-bit count of entries: refused whatever the machine's memory
-  const r = gotrail('run', '--exporter', 'none', '--metrics-address', 'off', '--include-exe', '/nonexistent/**', '--max-inflight', '4294967296');
-  assert.equal(r.code, 1, r.err);
-  assert.match(r.err, /^gotrail: starting the agent failed: .*resize map \S+: Invalid argument/m);
-  assert.match(r.err, /\nthe BPF maps are sized by --max-inflight 4294967296: the maps could not be made at that size: try smaller values\n$/);
+test('a map size beyond what the kernel makes is refused before anything loads (exit 2), naming the flag or the file\'s key, the range and the unit', () => {
+  // before, these passed the checks, loaded the probes and failed there
+  // (resize map …: Invalid argument), exit 1
+  const r = gotrail('run', '--exporter', 'none', '--metrics-address', 'off', '--include-exe', '/nonexistent/**', '--max-inflight', '4294967296', '--duration', '5');
+  assert.equal(r.code, 2, r.err);
+  assert.equal(r.err, 'gotrail: --max-inflight: expected an integer from 16 to 134217728 (requests), got "4294967296"\n');
   const dir = mkdtempSync(join(tmpdir(), 'gotrail-cli-maps-'));
   try {
     const file = join(dir, 'config.yaml');
-    writeFileSync(file, 'maps: {maxProcesses: 8589934592}\nexporter: {kind: none}\nmetricsAddress: "off"\n');
-    const f = gotrail('run', '--config', file, '--include-exe', '/nonexistent/**');
-    assert.equal(f.code, 1, f.err);
-    assert.match(f.err, /\nthe BPF maps are sized by maps\.maxProcesses: 8589934592 \(config file\): the maps could not be made at that size: try smaller values\n$/);
+    writeFileSync(file, 'maps: {maxProcesses: 8589934592, ringBufferBytes: 4294967296}\nexporter: {kind: none}\nmetricsAddress: "off"\n');
+    const f = gotrail('run', '--config', file, '--include-exe', '/nonexistent/**', '--duration', '5');
+    assert.equal(f.code, 2, f.err);
+    assert.equal(f.err, `gotrail: ${file}: maps.maxProcesses: expected an integer from 16 to 134217728 (processes), got 8589934592\n${file}: maps.ringBufferBytes: expected a power of two from 4096 to 2147483648 (bytes), got 4294967296\n`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -398,3 +398,63 @@ async function until(ok: () => boolean, timeoutMs = 10_000): Promise<void> {
     await new Promise((r) => setTimeout(r, 20));
   }
 }
+
+test('a pid that is no process id (-1, 0) is a usage error saying what a pid is, not an unknown option', () => {
+  for (const a of ['-1', '0', '-42']) {
+    const r = inspect(a);
+    assert.equal(r.code, 2, r.err);
+    assert.equal(r.err, `gotrail: "${a}" is not a process id: a pid is a whole number from 1 (see ps or pgrep); for a file of that name, put it after --: gotrail inspect -- ${a}\n`);
+  }
+  // after --, a file of that name
+  const file = inspect('--', '-1');
+  assert.equal(file.code, 1);
+  assert.equal(file.err, 'gotrail: -1: no such file\n');
+});
+
+test('a process whose executable this one may not read: says it takes CAP_SYS_PTRACE and what to run instead', { skip: process.getuid?.() === 0 ? false : 'needs root, to start a process another user cannot read and to drop capabilities' }, async () => {
+  // a process of root's, which root without its capabilities, and another user, may not read
+  const sleeper = spawn('/bin/sleep', ['30'], { stdio: 'ignore' });
+  try {
+    const pid = sleeper.pid!;
+    await until(() => readFileSync(`/proc/${pid}/cmdline`, 'utf8').startsWith('/bin/sleep'));
+    const asUser = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', gotrailBin, 'inspect', String(pid)], { encoding: 'utf8', timeout: 30_000 });
+    assert.equal(asUser.status, 1, asUser.stderr);
+    assert.equal(asUser.stderr, `gotrail: cannot read the executable of process ${pid} (sleep): permission denied: reading the executable of another user's process, or of a more privileged one, takes CAP_SYS_PTRACE (root has it): run it as root (sudo gotrail inspect ${pid}), or inspect the file its command line names: gotrail inspect /bin/sleep\n`);
+    const noCaps = spawnSync('setpriv', ['--bounding-set=-all', '--inh-caps=-all', gotrailBin, 'inspect', '--json', String(pid)], { encoding: 'utf8', timeout: 30_000 });
+    assert.equal(noCaps.status, 1, noCaps.stderr);
+    assert.deepEqual(JSON.parse(noCaps.stdout), {
+      error: `cannot read the executable of process ${pid} (sleep): permission denied: reading the executable of another user's process, or of a more privileged one, takes CAP_SYS_PTRACE, which this process lacks although it runs as root (dropped from its capabilities): run it with CAP_SYS_PTRACE, or inspect the file its command line names: gotrail inspect /bin/sleep`,
+      exitCode: 1,
+    });
+  } finally {
+    sleeper.kill('SIGKILL');
+  }
+});
+
+test('with --json every error is one JSON object on stdout, {error, exitCode}, with the exit code it has without --json, and nothing on stderr', () => {
+  const pidMax = Number(readFileSync('/proc/sys/kernel/pid_max', 'utf8'));
+  const cases: Array<[string[], number, string]> = [
+    [['--json'], 2, 'inspect takes one binary path or pid'],
+    [['--json', 'a', 'b'], 2, 'inspect takes one binary path or pid'],
+    [['--json', '-1'], 2, '"-1" is not a process id: a pid is a whole number from 1 (see ps or pgrep); for a file of that name, put it after --: gotrail inspect -- -1'],
+    [['--json', '--offsets-from', 'dwarves', '/bin/true'], 2, '--offsets-from takes dwarf, types or db, not "dwarves"'],
+    [['--bogus', '--json'], 2, 'Unknown option \'--bogus\'. To specify a positional argument starting with a \'-\', place it at the end of the command after \'--\', as in \'-- "--bogus"'],
+    [['--json', String(pidMax + 1)], 1, `no process ${pidMax + 1}`],
+    [['--json', '/nonexistent/gotrail-inspect'], 1, '/nonexistent/gotrail-inspect: no such file'],
+    [['--json', '/dev/null'], 1, '/dev/null: not a regular file'],
+  ];
+  for (const [args, code, error] of cases) {
+    const r = spawnSync(gotrailBin, ['inspect', ...args], { encoding: 'utf8', timeout: 30_000 });
+    assert.equal(r.status, code, `${args.join(' ')}: ${r.stderr}`);
+    assert.equal(r.stderr, '', args.join(' '));
+    assert.deepEqual(JSON.parse(r.stdout), { error, exitCode: code }, args.join(' '));
+    // the same run without --json: the same exit code, the message on stderr
+    const plain = spawnSync(gotrailBin, ['inspect', ...args.filter((a) => a !== '--json')], { encoding: 'utf8', timeout: 30_000 });
+    assert.equal(plain.status, code, `${args.join(' ')} without --json: ${plain.stderr}`);
+    assert.equal(plain.stdout, '');
+  }
+  // not a Go program: the analysis's error, as JSON
+  const notGo = spawnSync(gotrailBin, ['inspect', '--json', '/bin/true'], { encoding: 'utf8', timeout: 30_000 });
+  assert.equal(notGo.status, 1);
+  assert.match((JSON.parse(notGo.stdout) as { error: string }).error, /^\/bin\/true: .*Go/);
+});

@@ -10,12 +10,17 @@ import { readFileSync, writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { checkConfig, ConfigFileError, configFileSchema, loadConfigFile, parseConfig } from '../../daemon/config/file.ts';
-import { resolveRunConfig, RunConfigError, startOnlyChanges } from '../../daemon/config/resolve.ts';
+import { DEFAULT_OTLP_TIMEOUT_MS, DEFAULT_OTLP_TRACES_ENDPOINT, resolveRunConfig, RunConfigError, startOnlyChanges } from '../../daemon/config/resolve.ts';
+import { z } from 'zod';
+import { DEFAULT_SCAN_INTERVAL_MS } from '../../daemon/agent/agent.ts';
+import { DEFAULT_LINGER_MS } from '../../daemon/agent/attachments.ts';
+import { DEFAULT_MAX_HTTP_ROUTES } from '../../daemon/spans/http-route.ts';
 import { CONFIG_FILE_MAX_BYTES } from '../../daemon/config/read.ts';
 import { bpfSamplerConfig, describeSampler, ratioThreshold } from '../../daemon/export/sampler.ts';
 import { SamplerFlags, SamplerRoot } from '../../daemon/generated/layouts.ts';
 import { repoRoot } from '../support/agent-process.ts';
 import { decide } from '../../daemon/agent/selection.ts';
+import { BUDGET_OVER_100, DEFAULT_BUDGET_WINDOW_MS } from '../../daemon/agent/budget.ts';
 import { createExporter } from '../../daemon/export/exporters.ts';
 import type { OtlpProtoTraceExporter } from '../../daemon/export/otlp-exporter.ts';
 
@@ -98,12 +103,87 @@ test('the message of a rejected file starts each problem with the file name; YAM
   assert.deepEqual(loadConfigFile(f).config, {});
 });
 
-test('the example configuration in deploy/ is valid and sets what it says', () => {
-  const { config } = loadConfigFile(join(repoRoot, 'deploy', 'config.example.yaml'));
-  const cfg = resolveRunConfig({}, {}, config);
-  assert.equal(cfg.export.exporter, 'otlp');
-  assert.equal(cfg.sources['export.exporter'], 'config file');
-  assert.ok((cfg.selection.excludeNamespace ?? []).includes('kube-system'));
+/** Every leaf key path of the file's schema (`exporter.batch.maxQueueSize`), a mapping of values (headers) being a leaf. */
+function schemaLeaves(schema: z.ZodType = configFileSchema, prefix = ''): string[] {
+  const s = schema instanceof z.ZodOptional ? (schema.unwrap() as z.ZodType) : schema;
+  if (!(s instanceof z.ZodObject)) return [prefix];
+  return Object.entries(s.shape as Record<string, z.ZodType>).flatMap(([k, v]) => schemaLeaves(v, prefix ? `${prefix}.${k}` : k));
+}
+
+/** The `max_entries` of BPF map `name` as the probes' build declares it (probes/include/gotrail.h, the maps' one source). */
+function builtMapSize(name: string): number {
+  const header = readFileSync(join(repoRoot, 'probes', 'include', 'gotrail.h'), 'utf8');
+  const m = new RegExp(`struct \\{[^}]*__uint\\(max_entries, ([^)]+)\\);[^}]*\\} ${name} SEC\\("\\.maps"\\)`).exec(header);
+  assert.ok(m, `map ${name} in gotrail.h`);
+  // a literal or a product of literals (2 * 1024 * 1024)
+  assert.match(m[1]!, /^[\d\s*]+$/);
+  return m[1]!.split('*').reduce((a, f) => a * Number(f.trim()), 1);
+}
+
+test('the example configuration in deploy/ has every key of the schema, each set to what the agent uses without it', () => {
+  const path = join(repoRoot, 'deploy', 'config.example.yaml');
+  const text = readFileSync(path, 'utf8');
+  const { config } = loadConfigFile(path);
+  const defaults = resolveRunConfig({}, {}, {});
+  // what the agent uses when the key is absent, from where the agent takes it
+  const expected: Record<string, unknown> = {
+    ...Object.fromEntries(['includeExe', 'excludeExe', 'includeName', 'excludeName', 'includeCmdline', 'excludeCmdline', 'includeContainer', 'excludeContainer',
+      'includeNamespace', 'excludeNamespace', 'includePodLabel', 'excludePodLabel'].map((k) => [`selection.${k}`, defaults.selection[k as keyof typeof defaults.selection] ?? []])),
+    'selection.defaultExcludes': defaults.selection.defaultExcludes ?? true,
+    kubernetes: defaults.kubernetes,
+    'exporter.kind': defaults.export.exporter,
+    'exporter.otlp.endpoint': DEFAULT_OTLP_TRACES_ENDPOINT,
+    'exporter.otlp.headers': {},
+    'exporter.otlp.timeoutMillis': DEFAULT_OTLP_TIMEOUT_MS,
+    'exporter.batch.maxQueueSize': defaults.export.batcher.maxQueueSize,
+    'exporter.batch.maxExportBatchSize': defaults.export.batcher.maxExportBatchSize,
+    'exporter.batch.scheduleDelayMillis': defaults.export.batcher.scheduledDelayMillis,
+    'exporter.batch.exportTimeoutMillis': defaults.export.batcher.exportTimeoutMillis,
+    'exporter.batch.maxConcurrentExports': defaults.export.batcher.maxConcurrentExports,
+    'sampling.sampler': defaults.sampling.sampler,
+    'sampling.ratio': defaults.sampling.ratio,
+    metricsAddress: defaults.metricsAddress,
+    scanIntervalMillis: DEFAULT_SCAN_INTERVAL_MS,
+    lingerMillis: DEFAULT_LINGER_MS,
+    'maps.maxProcesses': builtMapSize('gt_processes'),
+    'maps.maxInflight': builtMapSize('gt_goroutine_spans'),
+    'maps.ringBufferBytes': builtMapSize('gt_events'),
+    maxHttpRoutes: DEFAULT_MAX_HTTP_ROUTES,
+    dbQueryText: defaults.dbQueryText,
+    // off: the file's 0 is off, as the flag's
+    'overheadBudget.percent': defaults.overheadBudget === undefined ? 0 : defaults.overheadBudget.fraction * 100,
+    'overheadBudget.windowMillis': DEFAULT_BUDGET_WINDOW_MS,
+    kafkaMessageKey: defaults.kafkaMessageKey,
+    logLevel: defaults.logLevel,
+    'propagation.inject': defaults.propagation.inject,
+    'propagation.allow': defaults.propagation.allow,
+    'propagation.deny': defaults.propagation.deny,
+    'propagation.excludeExe': defaults.propagation.excludeExe,
+    'propagation.localLinking': defaults.propagation.localLinking,
+  };
+  // keys whose absence is their default (no opt-in variable, no probe-hit
+  // log): any value would change something, so they are shown commented out
+  const noDefault = ['selection.optInEnv', 'debugProbeHits'];
+  const leaves = schemaLeaves();
+  assert.deepEqual([...Object.keys(expected), ...noDefault].sort(), [...leaves].sort(), 'the expectations cover the schema, key for key');
+  const at = (key: string): unknown => key.split('.').reduce<unknown>((o, k) => (o as Record<string, unknown> | undefined)?.[k], config);
+  for (const key of leaves) {
+    if (noDefault.includes(key)) {
+      assert.equal(at(key), undefined, `${key} is not set`);
+      const leaf = key.split('.').at(-1)!;
+      assert.match(text, new RegExp(`^\\s*# ${leaf}: \\S`, 'm'), `${key} is shown, commented out`);
+      continue;
+    }
+    assert.deepEqual(at(key), expected[key], `${key} in ${path}`);
+  }
+  // and, resolved, the file changes nothing the agent is given
+  const resolved = resolveRunConfig({}, {}, config);
+  assert.deepEqual(resolved.export.batcher, defaults.export.batcher);
+  assert.deepEqual(resolved.sampling, defaults.sampling);
+  assert.equal(resolved.overheadBudget, undefined);
+  assert.deepEqual(resolved.propagation, defaults.propagation);
+  // the exclusions it used to set (debug-*, kube-system, tracing=off) are gone: a process they matched is traced
+  assert.equal(decide(resolved.selection, { pid: 1, exe: '/srv/app', name: 'debug-app', pod: () => ({ namespace: 'kube-system', labels: { tracing: 'off' } }) }).traced, true);
 });
 
 test('precedence: flag > environment variable > file > default, per setting', () => {
@@ -164,7 +244,7 @@ test('precedence: flag > environment variable > file > default, per setting', ()
 });
 
 test('invalid variables and flags are refused by name; start-only settings are told apart', () => {
-  assert.throws(() => resolveRunConfig({ 'max-inflight': '3' }), /--max-inflight: expected an integer >= 16 \(requests\), got "3"/);
+  assert.throws(() => resolveRunConfig({ 'max-inflight': '3' }), /--max-inflight: expected an integer from 16 to 134217728 \(requests\), got "3"/);
   assert.throws(() => resolveRunConfig({}, {}, { selection: { includePodLabel: ['=x'] } }), RunConfigError);
   const a = resolveRunConfig({}, {}, parseConfig('maps: {maxInflight: 1024}\nexporter: {kind: none}', 'c'));
   const b = resolveRunConfig({}, {}, parseConfig('maps: {maxInflight: 2048}\nexporter: {kind: console}\nmetricsAddress: 0.0.0.0:9464', 'c'));
@@ -183,7 +263,13 @@ test('an overhead budget of 0 is off in the file, on the command line and in the
   assert.equal(resolveRunConfig({ 'overhead-budget': '0' }, {}, on).overheadBudget, undefined);
   assert.deepEqual(resolveRunConfig({}, {}, on).overheadBudget, { fraction: 0.02, windowMs: 10_000 });
   assert.deepEqual(problems('overheadBudget: {percent: -1}'), ['overheadBudget.percent: expected a percentage from 0 (off) to 100, got -1']);
-  assert.deepEqual(problems('overheadBudget: {percent: 101}'), ['overheadBudget.percent: expected a percentage from 0 (off) to 100, got 101']);
+  assert.deepEqual(problems('overheadBudget: {percent: 101}'), [`overheadBudget.percent: expected a percentage from 0 (off) to 100, got 101: ${BUDGET_OVER_100}`]);
+  // a budget is a share of the traced processes' own CPU time, in which tracing's cost is counted: above 100% it could never act
+  for (const v of ['500%', '100.5', '1000']) {
+    assert.throws(() => resolveRunConfig({ 'overhead-budget': v }), (e: Error) => e instanceof RunConfigError && e.message === `--overhead-budget: expected a percentage of the traced processes' CPU time up to 100 (e.g. 2%), or 0 or off (no budget), got "${v}": ${BUDGET_OVER_100}`);
+    assert.throws(() => resolveRunConfig({}, { GOTRAIL_OVERHEAD_BUDGET: v }), (e: Error) => e instanceof RunConfigError && e.message.startsWith('GOTRAIL_OVERHEAD_BUDGET: ') && e.message.endsWith(BUDGET_OVER_100));
+  }
+  assert.deepEqual(resolveRunConfig({ 'overhead-budget': '100%' }).overheadBudget, { fraction: 1, windowMs: 10_000 });
   assert.throws(() => resolveRunConfig({ 'overhead-budget': '-1' }), /--overhead-budget: .*0 or off \(no budget\), got "-1"/);
 });
 
@@ -520,4 +606,25 @@ test('OTEL_TRACES_SAMPLER_ARG is the ratio of a ratio sampler the file chose, as
 test('--no-inject-exe (propagation.excludeExe) refuses a relative glob, as the selection\'s executable rules do: it would match no executable and exempt nothing', () => {
   assert.throws(() => resolveRunConfig({ 'no-inject-exe': ['bin/legacy'] }), { message: '--no-inject-exe: "bin/legacy": expected a glob of an absolute path (executables are matched by their absolute path): e.g. "/srv/**", or "**/bin/legacy" in any directory' });
   assert.deepEqual(resolveRunConfig({ 'no-inject-exe': ['/opt/legacy/**', '**/legacy'] }).propagation.excludeExe, ['/opt/legacy/**', '**/legacy']);
+});
+
+test('map sizes are refused beyond what the kernel makes, alike from a flag and from the file: the range and the unit named, powers of two checked without 32-bit wrap-around', () => {
+  const cases: Array<[string, string, string, string]> = [
+    // [flag, file key, value, what is expected]
+    ['max-processes', 'maxProcesses', '134217729', 'an integer from 16 to 134217728 (processes)'],
+    ['max-processes', 'maxProcesses', '15', 'an integer from 16 to 134217728 (processes)'],
+    ['max-inflight', 'maxInflight', '4294967296', 'an integer from 16 to 134217728 (requests)'],
+    ['ring-buffer-bytes', 'ringBufferBytes', '4294967296', 'a power of two from 4096 to 2147483648 (bytes)'],
+    // 3 * 2^32: its low 32 bits are 0, which a bitwise power-of-two check takes for one
+    ['ring-buffer-bytes', 'ringBufferBytes', '12884901888', 'a power of two from 4096 to 2147483648 (bytes)'],
+    ['ring-buffer-bytes', 'ringBufferBytes', '6144', 'a power of two from 4096 to 2147483648 (bytes)'],
+  ];
+  for (const [flag, key, v, expected] of cases) {
+    assert.throws(() => resolveRunConfig({ [flag]: v }), (e: Error) => e instanceof RunConfigError && e.message === `--${flag}: expected ${expected}, got "${v}"`, `--${flag} ${v}`);
+    assert.deepEqual(problems(`maps: {${key}: ${v}}`), [`maps.${key}: expected ${expected}, got ${v}`], `maps.${key}: ${v}`);
+  }
+  // the bounds themselves are accepted
+  const top = resolveRunConfig({ 'max-processes': '134217728', 'max-inflight': '16', 'ring-buffer-bytes': '2147483648' });
+  assert.deepEqual(top.mapSizes, { processes: 134217728, inflight: 16, ringBufferBytes: 2147483648 });
+  assert.deepEqual(resolveRunConfig({}, {}, parseConfig('maps: {maxProcesses: 16, maxInflight: 134217728, ringBufferBytes: 4096}', 'c')).mapSizes, { processes: 16, inflight: 134217728, ringBufferBytes: 4096 });
 });
