@@ -48,7 +48,8 @@ export class ProbeHitLog {
       this.fd = openSync(path, 'w');
     } catch (e) {
       const err = e as NodeJS.ErrnoException;
-      throw Object.assign(new Error(`cannot open the probe-hit log ${path} (--debug-probe-hits): ${err.code ?? err.message}`), { code: err.code });
+      // no errno code on it: the start's EACCES/EPERM handling means BPF privileges, which this is not
+      throw new Error(`cannot open the probe-hit log ${path} (--debug-probe-hits): ${err.code ?? err.message}`, { cause: e });
     }
   }
 

@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { gotrailBin, repoRoot, startAgent } from '../support/agent-process.ts';
-import { startGoServer } from '../support/go-server.ts';
+import { httpRequest, startGoServer } from '../support/go-server.ts';
 import { skipUnlessBpf } from '../support/privileges.ts';
 import { sleep } from '../support/wait.ts';
 
@@ -71,16 +71,16 @@ test('an IPv6 metrics address is logged as a URL one can fetch (brackets around 
 });
 
 test('a start that fails after the probes loaded ends the process (exit 1) instead of leaving it running', { skip: skipUnlessBpf() }, async () => {
-  // The probe-hit log goes to a device that is always full: the first
-  // attach, in the start's initial scan of a Go process already running,
-  // cannot be written down, and the start fails. Before, the agent printed
-  // that error and stayed: its ring buffer's poll thread and timers ran on,
-  // its metrics port accepted connections and answered none, and a SIGTERM
-  // was taken as a stop request nobody waited for.
+  // The probe-hit log's path names no file that can be opened (its
+  // directory does not exist): the start fails once the probes' object is
+  // loaded. Before, a failed start printed its error and stayed: what had
+  // started (the ring buffer's poll thread, timers, the metrics port) ran
+  // on, and a SIGTERM was taken as a stop request nobody waited for.
+  // (A write failure of that log, later, stops nothing: see below.)
   const bin = join(repoRoot, 'build', 'go', 'go1.26', 'plain', 'httpserver');
   const server = await startGoServer(bin);
   try {
-    const child = spawn(gotrailBin, ['run', '--debug-probe-hits', '/dev/full', '--include-exe', bin, '--exporter', 'none', '--metrics-address', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(gotrailBin, ['run', '--debug-probe-hits', '/nonexistent/gotrail/hits.jsonl', '--include-exe', bin, '--exporter', 'none', '--metrics-address', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] });
     let log = '';
     child.stdout.on('data', (d: Buffer) => (log += d.toString()));
     child.stderr.on('data', (d: Buffer) => (log += d.toString()));
@@ -90,8 +90,43 @@ test('a start that fails after the probes loaded ends the process (exit 1) inste
     const code = await exited;
     clearTimeout(timeout);
     assert.equal(code, 1, log);
-    assert.match(log, /gotrail: starting the agent failed: ENOSPC/);
+    assert.match(log, /gotrail: starting the agent failed: cannot open the probe-hit log \/nonexistent\/gotrail\/hits\.jsonl \(--debug-probe-hits\): ENOENT/);
   } finally {
+    await server.stop();
+  }
+});
+
+test('a probe-hit log that cannot be written (a full device) never stops tracing: the failure is logged once with the file and errno, the lines lost counted', { skip: skipUnlessBpf() }, async () => {
+  // Before, the first line that could not be written (in the start's first
+  // scan, attaching a Go process already running) threw out of the attach,
+  // and the start failed: a debugging aid stopped the tracing it was to help.
+  const bin = join(repoRoot, 'build', 'go', 'go1.26', 'plain', 'httpserver');
+  const server = await startGoServer(bin);
+  let agent: Awaited<ReturnType<typeof startAgent>> | undefined;
+  try {
+    agent = await startAgent(['--debug-probe-hits', '/dev/full', '--include-exe', bin, '--exporter', 'none']);
+    await agent.waitTraced(server.pid);
+    const url = new URL(await agent.metricsUrl());
+    for (let i = 0; i < 5; i++) assert.equal((await httpRequest(`${server.url}/hello`)).status, 200);
+    // the requests' server spans are made and exported: tracing went on
+    const exported = async (): Promise<number> => Number(/^gotrail_spans_exported_total (\S+)$/m.exec(await (await fetch(new URL('/metrics', url))).text())?.[1] ?? 0);
+    for (const deadline = Date.now() + 15_000; (await exported()) < 5; ) {
+      assert.ok(Date.now() < deadline, `spans exported: ${await exported()}\n${agent.log()}`);
+      await sleep(200);
+    }
+    const status = (await (await fetch(new URL('/status', url))).json()) as { debugProbeHits?: { file: string; writtenLines: number; unwrittenLines: number } };
+    assert.equal(status.debugProbeHits?.file, '/dev/full');
+    assert.equal(status.debugProbeHits?.writtenLines, 0);
+    // at least the attach steps and the five requests' entry and return hits
+    assert.ok((status.debugProbeHits?.unwrittenLines ?? 0) >= 10, JSON.stringify(status.debugProbeHits));
+    const failures = agent.log().split('\n').filter((l) => l.includes('cannot write the probe-hit log'));
+    assert.equal(failures.length, 1, agent.log());
+    assert.match(failures[0]!, /file=\/dev\/full errno=ENOSPC/);
+  } finally {
+    if (agent) {
+      assert.equal(await agent.stop(), 0, agent.log());
+      assert.match(agent.log(), /probe-hit log lines not written file=\/dev\/full unwritten=\d+ written=0/);
+    }
     await server.stop();
   }
 });
