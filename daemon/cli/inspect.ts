@@ -126,7 +126,7 @@ export function unreadableExecutable(pid: number): string | undefined {
     if (code === 'EACCES' || code === 'EPERM') {
       const ptrace = hasCapability(CAP_SYS_PTRACE);
       const needs = "reading the executable of another user's process, or of a more privileged one, takes CAP_SYS_PTRACE";
-      const why = ptrace !== false
+      const why = ptrace === true
         ? 'even with CAP_SYS_PTRACE: the process is protected from this one (it runs in another user namespace, holds capabilities this process lacks in its own namespace, or a security module refuses)'
         : process.getuid?.() === 0
           ? `${needs}, which this process lacks although it runs as root (dropped from its capabilities): run it with CAP_SYS_PTRACE`
@@ -228,7 +228,9 @@ async function inspect(argv: string[], out: (s: string) => void): Promise<number
   // A pid is a whole number from 1: "-1" would otherwise reach the option
   // parser as an unknown short option, whose message names none of that
   const dashDash = argv.indexOf('--');
-  for (const a of dashDash < 0 ? argv : argv.slice(0, dashDash)) {
+  const before = dashDash < 0 ? argv : argv.slice(0, dashDash);
+  for (const [i, a] of before.entries()) {
+    if (before[i - 1] === '--offsets-from') continue; // its value, checked below
     if (/^-\d+$/.test(a) || /^0+$/.test(a)) {
       throw new CliError(`"${a}" is not a process id: a pid is a whole number from 1 (see ps or pgrep); for a file of that name, put it after --: gotrail inspect -- ${a}`, EXIT.USAGE);
     }
