@@ -34,8 +34,8 @@ const timerMillis = (min: number, unit: string) =>
 /** An integer from min to max, refused with the range and unit as the flag refuses it. */
 const intRange = (min: number, max: number, unit: string, pow2 = false) => {
   const error = (i: { input?: unknown }): string => `expected ${countRange(min, unit, max, pow2)}, got ${describe(i.input)}`;
-  const n = z.number({ error }).int({ error }).min(min, { error }).max(max, { error });
-  return pow2 ? n.refine(isPowerOfTwo, { error }) : n;
+  // one check, so that one bad value is one problem (zod runs a refinement after a failed bound)
+  return z.number({ error }).refine((n) => Number.isInteger(n) && n >= min && n <= max && (!pow2 || isPowerOfTwo(n)), { error });
 };
 
 function describe(v: unknown): string {

@@ -61,7 +61,7 @@ test('schema errors name the path of every bad key and what was expected', () =>
     'exporter.otlp.headrs: unknown key (expected one of endpoint, headers, timeoutMillis)',
     'lingerMillis: expected an integer >= 0 (milliseconds), got "30s"',
     'logLevel: expected one of debug, info, warn, error, got "loud"',
-    'maps.ringBufferBytes: expected a power of two >= 4096 (bytes), got 5000',
+    'maps.ringBufferBytes: expected a power of two from 4096 to 2147483648 (bytes), got 5000',
     'metricsAddress: expected host:port (a port up to 65535) or off, got "everywhere"',
     'sampling.ratio: expected a number from 0 to 1, got 2',
     'sampling.sampler: expected one of always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off, parentbased_traceidratio, got "parentbased_sometimes"',
