@@ -342,7 +342,7 @@ export function serveMetrics(reg: Registry, host: string, port: number, healthy:
     const method = req.method ?? '';
     const read = Object.hasOwn(reads, path) ? reads[path] : undefined;
     if ((path === '/status' || (path === '/calibrate' && calibrate)) && !anyPeer && !isLoopbackAddress(req.socket.remoteAddress)) {
-      // refused before the method is looked at: such a peer learns nothing of these paths
+      // refused whatever the method: such a peer is shown nothing and runs nothing
       res.writeHead(403, { 'content-type': 'text/plain' });
       res.end(`${path} answers loopback peers only (on the host, or through kubectl port-forward); --admin-access any (adminAccess: any in the configuration file) opens it to every peer\n`);
     } else if (read && (method === 'GET' || method === 'HEAD')) {
