@@ -9,7 +9,8 @@ import { closeSync, copyFileSync, existsSync, fsyncSync, openSync, readdirSync, 
 import { join } from 'node:path';
 
 /**
- * What the launcher of checkout `root` runs: its environment defaults, its
+ * What the launcher of checkout `root` runs: its environment defaults (the
+ * `node_env` lines, or an older launcher's `export NAME="${NAME:-…}"`), its
  * node flags (paths in them, e.g. a preloaded module, taken in that checkout)
  * and its entry module: set-up's bundle when no source is newer than it, as
  * the launcher decides, else daemon/cli/main.ts. Reads older launchers too
@@ -19,8 +20,15 @@ import { join } from 'node:path';
 export function launcherOf(root: string): { env: Record<string, string>; flags: string[]; entry: string } {
   const text = readFileSync(join(root, 'daemon', 'bin', 'gotrail'), 'utf8');
   const env: Record<string, string> = { NODE_COMPILE_CACHE: join(root, 'build', 'compile-cache') };
-  for (const m of text.matchAll(/^export (\w+)="\$\{\w+:-([^}]*)\}"$/gm)) env[m[1]!] = m[2]!;
   const paths = (s: string): string[] => s.split(' ').map((f) => f.replace(/^"\$here\/(.*)"$/, (_, rest: string) => join(root, rest)));
+  // older launchers: `export NAME="${NAME:-default}"`
+  for (const m of text.matchAll(/^export (\w+)="\$\{\w+:-([^}]*)\}"$/gm)) env[m[1]!] = m[2]!;
+  // newer ones: `node_env NAME VALUE`, Node's alone (the preload takes the names in GOTRAIL_NODE_ONLY_ENV out of its environment)
+  const nodeOnly = [...text.matchAll(/^\s*node_env (\w+) (\S+)$/gm)].map((m) => {
+    env[m[1]!] = paths(m[2]!)[0]!;
+    return m[1]!;
+  });
+  if (nodeOnly.length) env['GOTRAIL_NODE_ONLY_ENV'] = nodeOnly.join(' ');
   const sources = join(root, 'daemon', 'cli', 'main.ts');
   const old = /^exec "\$here\/deploy\/node" (.*) "\$here\/daemon\/cli\/main.ts" "\$@"$/m.exec(text);
   if (old) return { env, flags: paths(old[1]!), entry: sources };

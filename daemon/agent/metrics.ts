@@ -4,6 +4,7 @@
  * programs run on the node).
  */
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { BlockList } from 'node:net';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { BatcherStats } from '../export/batcher.ts';
 import { OverheadEstimator, type HitCostCalibration, type ProcessOverhead } from './overhead.ts';
@@ -291,16 +292,44 @@ export interface MetricsServer {
 }
 
 /**
+ * Who may use the operational endpoints, /status (what the node runs and
+ * how the agent is configured) and POST /calibrate (makes the agent measure
+ * again): `loopback`, peers on a loopback address only (127.0.0.0/8, ::1,
+ * and IPv4-mapped 127.x) — a shell on the host, or `kubectl port-forward`,
+ * whose container runtime connects from the pod's own loopback — or `any`,
+ * every peer that reaches the metrics address. /metrics, /healthz and
+ * /readyz answer every peer (scrapers, the kubelet's probes).
+ */
+export type AdminAccess = 'loopback' | 'any';
+
+const LOOPBACK = new BlockList();
+LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4');
+LOOPBACK.addAddress('::1', 'ipv6');
+
+/**
+ * Whether a peer address (`socket.remoteAddress`) is a loopback address;
+ * an IPv4-mapped IPv6 address (`::ffff:127.0.0.1`, as a server bound to
+ * `::` sees IPv4 peers) counts as its IPv4 address. Undefined (a closed
+ * socket): false.
+ */
+export function isLoopbackAddress(address: string | undefined): boolean {
+  if (!address) return false;
+  return LOOPBACK.check(address, address.includes(':') ? 'ipv6' : 'ipv4');
+}
+
+/**
  * Serves /metrics, /healthz, /readyz and /status (GET and HEAD), and POST
  * /calibrate (measures the uprobe trap cost again and answers the result;
- * only when `actions.calibrate` is given): `healthy` decides the liveness
+ * only when `admin.calibrate` is given): `healthy` decides the liveness
  * answer (/healthz), `ready` the readiness answer (/readyz; 200 or 503 with
  * the reason as text), `status` (JSON) says what is traced and why not.
- * Another method on one of these paths is answered 405 with an `Allow`
- * header (RFC 9110, 15.5.6), any other path 404. `bound`: a server already
- * listening (its address is then not bound again).
+ * /status and /calibrate answer the peers `admin.access` admits (default
+ * `loopback`), any other peer 403 whatever the method. Another method on
+ * one of these paths is answered 405 with an `Allow` header (RFC 9110,
+ * 15.5.6), any other path 404. `bound`: a server already listening (its
+ * address is then not bound again).
  */
-export function serveMetrics(reg: Registry, host: string, port: number, healthy: () => { ok: boolean; detail: string }, status: () => unknown = () => ({}), ready: () => { ok: boolean; detail: string } = healthy, actions: { calibrate?: () => Promise<unknown> } = {}, bound?: Server): Promise<MetricsServer> {
+export function serveMetrics(reg: Registry, host: string, port: number, healthy: () => { ok: boolean; detail: string }, status: () => unknown = () => ({}), ready: () => { ok: boolean; detail: string } = healthy, admin: { calibrate?: () => Promise<unknown>; access?: AdminAccess } = {}, bound?: Server): Promise<MetricsServer> {
   type Route = (res: ServerResponse) => void;
   const probe = (answer: () => { ok: boolean; detail: string }): Route => (res) => {
     const h = answer();
@@ -325,13 +354,18 @@ export function serveMetrics(reg: Registry, host: string, port: number, healthy:
     '/healthz': probe(healthy),
     '/readyz': probe(ready),
   };
-  const calibrate = actions.calibrate;
+  const calibrate = admin.calibrate;
+  const anyPeer = (admin.access ?? 'loopback') === 'any';
   const handler = (req: IncomingMessage, res: ServerResponse): void => {
     // routed by path alone: a scraper may add a query (Prometheus' `params`), which changes nothing here
     const path = requestPath(req.url ?? '');
     const method = req.method ?? '';
     const read = Object.hasOwn(reads, path) ? reads[path] : undefined;
-    if (read && (method === 'GET' || method === 'HEAD')) {
+    if ((path === '/status' || (path === '/calibrate' && calibrate)) && !anyPeer && !isLoopbackAddress(req.socket.remoteAddress)) {
+      // refused whatever the method: such a peer is shown nothing and runs nothing
+      res.writeHead(403, { 'content-type': 'text/plain' });
+      res.end(`${path} answers loopback peers only (on the host, or through kubectl port-forward); --admin-access any (adminAccess: any in the configuration file) opens it to every peer\n`);
+    } else if (read && (method === 'GET' || method === 'HEAD')) {
       read(res);
     } else if (path === '/calibrate' && calibrate && method === 'POST') {
       calibrate().then((c) => {

@@ -103,6 +103,11 @@ Agent:
                          "off" disables; metrics name the programs on this node, so
                          bind wider only on purpose); bound first: an address in
                          use stops the start
+  --admin-access W       who may read /status and POST /calibrate on the metrics
+                         address: loopback (default: peers on 127.0.0.0/8 or ::1, i.e.
+                         this host, or kubectl port-forward to the pod) or any (every
+                         peer that reaches it); other peers get 403. /metrics, /healthz
+                         and /readyz answer every peer
   --scan-interval MS     /proc reconciliation interval, behind exec/exit events (default 5000)
   --linger MS            keep a binary's probes this long after its last process exits, so
                          restarted and short-lived programs are traced from their first
@@ -282,6 +287,7 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
       'max-concurrent-exports': { type: 'string' },
       'otlp-endpoint': { type: 'string' },
       'metrics-address': { type: 'string' },
+      'admin-access': { type: 'string' },
       'scan-interval': { type: 'string' },
       linger: { type: 'string' },
       'max-processes': { type: 'string' },
@@ -408,8 +414,8 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
     try {
       const reg = createMetrics(agent);
       reloader.registerMetrics(reg);
-      metrics = await serveMetrics(reg, metricsAddr.host, metricsAddr.port, () => agent.healthy(), () => ({ config: reloader.status(), ...(agent.status() as object) }), () => agent.ready(), { calibrate: () => agent.calibrate() }, metricsListener);
-      log.info('metrics served', { url: `http://${metricsAddr.host.includes(':') ? `[${metricsAddr.host}]` : metricsAddr.host}:${metrics.port}/metrics` });
+      metrics = await serveMetrics(reg, metricsAddr.host, metricsAddr.port, () => agent.healthy(), () => ({ config: reloader.status(), ...(agent.status() as object) }), () => agent.ready(), { calibrate: () => agent.calibrate(), access: cfg.adminAccess }, metricsListener);
+      log.info('metrics served', { url: `http://${metricsAddr.host.includes(':') ? `[${metricsAddr.host}]` : metricsAddr.host}:${metrics.port}/metrics`, status: cfg.adminAccess === 'any' ? 'every peer' : 'loopback peers only' });
     } catch (e) {
       await agent.stop();
       throw new CliError(`cannot serve metrics on ${cfg.metricsAddress}: ${(e as Error).message}`, EXIT.FAILED);

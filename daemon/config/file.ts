@@ -122,6 +122,8 @@ export const configFileSchema = z.strictObject({
   }).partial(),
   /** /metrics, /healthz, /readyz and /status: host:port or off (--metrics-address). Read at start. */
   metricsAddress,
+  /** who may use /status and POST /calibrate: loopback (default) or any peer (--admin-access). Read at start. */
+  adminAccess: oneOf(['loopback', 'any']),
   /** /proc reconciliation interval (--scan-interval). Read at start. */
   scanIntervalMillis: timerMillis(50, 'milliseconds'),
   /** keep a binary's probes this long after its last process exits (--linger). Read at start. */

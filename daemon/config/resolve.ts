@@ -10,6 +10,7 @@ import type { ExporterKind } from '../export/exporters.ts';
 import { ExportConfigError, FROM_FILE, resolveExportConfig, type ExportConfig } from '../export/config.ts';
 import { exeGlobProblem, validateSelection, type SelectionRules } from '../agent/selection.ts';
 import type { MapSizes } from '../agent/bpf-runtime.ts';
+import type { AdminAccess } from '../agent/metrics.ts';
 import { DEFAULT_BUDGET_WINDOW_MS, parseBudgetPercent, type BudgetSettings } from '../agent/budget.ts';
 import { isLogLevel, type LogLevel } from '../util/log.ts';
 import type { ConfigFile } from './file.ts';
@@ -44,6 +45,7 @@ export interface RunFlags {
   'max-concurrent-exports'?: string;
   'otlp-endpoint'?: string;
   'metrics-address'?: string;
+  'admin-access'?: string;
   'scan-interval'?: string;
   linger?: string;
   'max-processes'?: string;
@@ -83,6 +85,8 @@ export interface RunConfig {
   sampling: SamplingConfig;
   /** `host:port`, or `off` */
   metricsAddress: string;
+  /** who may use /status and POST /calibrate on the metrics address (--admin-access); default `loopback` */
+  adminAccess: AdminAccess;
   scanIntervalMs?: number;
   lingerMs?: number;
   mapSizes: MapSizes;
@@ -147,7 +151,7 @@ const SELECTION_KEYS = [
 ] as const;
 
 /** Settings only read at start: a change in the file is logged and waits for a restart. */
-export const START_ONLY = ['kubernetes', 'metricsAddress', 'scanIntervalMs', 'lingerMs', 'mapSizes', 'maxHttpRoutes', 'debugProbeHitsPath', 'propagation'] as const;
+export const START_ONLY = ['kubernetes', 'metricsAddress', 'adminAccess', 'scanIntervalMs', 'lingerMs', 'mapSizes', 'maxHttpRoutes', 'debugProbeHitsPath', 'propagation'] as const;
 
 /**
  * The most entries the kernel gives a BPF hash or LRU hash map (the maps
@@ -402,6 +406,8 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
   const sampling = parseSampling(env, file.sampling, sources, warnings);
 
   const metricsAddress = pick('metricsAddress', 'metrics-address', flags['metrics-address'], file.metricsAddress) ?? '127.0.0.1:9464';
+  const adminAccess = pick('adminAccess', 'admin-access', flags['admin-access'], file.adminAccess) ?? 'loopback';
+  if (adminAccess !== 'loopback' && adminAccess !== 'any') throw new RunConfigError(`--admin-access: expected loopback or any, got "${adminAccess}"`);
   const logLevel = pick('logLevel', 'log-level', flags['log-level'], file.logLevel) ?? 'info';
   if (!isLogLevel(logLevel) || logLevel === 'silent') throw new RunConfigError(`--log-level: expected debug, info, warn or error, got "${logLevel}"`);
 
@@ -498,7 +504,7 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
   return {
     sdkDisabled,
     overheadBudget,
-    selection, kubernetes, export: exportConfig, otlp, sampling, metricsAddress,
+    selection, kubernetes, export: exportConfig, otlp, sampling, metricsAddress, adminAccess,
     scanIntervalMs, lingerMs, mapSizes, maxHttpRoutes, logLevel, dbQueryText, kafkaMessageKey, debugProbeHitsPath, propagation, sources,
     ...(warnings.length ? { warnings } : {}),
   };

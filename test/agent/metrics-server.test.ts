@@ -1,17 +1,18 @@
-/** The metrics server's routes, served without BPF: a query string (as a scraper may add) does not change the answer; a wrong method is refused. */
+/** The metrics server's routes, served without BPF: a query string (as a scraper may add) does not change the answer; a wrong method is refused; /status and /calibrate answer loopback peers only unless opened to all. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
 import { connect } from 'node:net';
+import { networkInterfaces } from 'node:os';
 import { Counter, Registry } from 'prom-client';
-import { serveMetrics } from '../../daemon/agent/metrics.ts';
+import { isLoopbackAddress, serveMetrics, type AdminAccess } from '../../daemon/agent/metrics.ts';
 
 interface Answer { status: number; body: string; allow?: string; contentType?: string }
 
 /** One request with the given method, its answer read whole. */
-function call(port: number, method: string, path: string): Promise<Answer> {
+function call(port: number, method: string, path: string, host = '127.0.0.1'): Promise<Answer> {
   return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, method, path }, (res) => {
+    const req = request({ host, port, method, path }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (c: string) => (body += c));
@@ -59,10 +60,10 @@ function rawCall(port: number, method: string, target: string): Promise<{ status
   });
 }
 
-async function withServer(calibrate: (() => Promise<unknown>) | undefined, body: (port: number) => Promise<void>): Promise<void> {
+async function withServer(calibrate: (() => Promise<unknown>) | undefined, body: (port: number) => Promise<void>, bind = '127.0.0.1', access?: AdminAccess): Promise<void> {
   const reg = new Registry();
   new Counter({ name: 'gotrail_test_total', help: 'a counter', registers: [reg] }).inc(3);
-  const server = await serveMetrics(reg, '127.0.0.1', 0, () => ({ ok: true, detail: 'alive' }), () => ({ processesTraced: [] }), () => ({ ok: false, detail: 'not ready: initial scan not done' }), calibrate ? { calibrate } : {});
+  const server = await serveMetrics(reg, bind, 0, () => ({ ok: true, detail: 'alive' }), () => ({ processesTraced: [] }), () => ({ ok: false, detail: 'not ready: initial scan not done' }), { ...(calibrate ? { calibrate } : {}), ...(access ? { access } : {}) });
   try {
     await body(server.port);
   } finally {
@@ -142,4 +143,47 @@ test('an absolute-form request target (http://host:port/path, as sent through a 
     assert.equal((await rawCall(port, 'GET', '/metrics')).status, 200);
     assert.equal((await rawCall(port, 'GET', '//metrics')).status, 404);
   });
+});
+
+/** An address of this host's own interfaces that is not loopback: connecting to it, a local client is a non-loopback peer. */
+const external = Object.values(networkInterfaces()).flat().find((a) => a && !a.internal && a.family === 'IPv4')?.address;
+
+test('/status and POST /calibrate answer loopback peers only by default: another peer gets 403 whatever the method, while /metrics, /healthz and /readyz answer it', { skip: external ? false : 'no non-loopback IPv4 address on this host' }, async () => {
+  let calibrations = 0;
+  const calibrate = (): Promise<unknown> => Promise.resolve({ run: ++calibrations });
+  for (const bind of ['0.0.0.0', '::']) {
+    calibrations = 0;
+    await withServer(calibrate, async (port) => {
+      for (const [method, path] of [['GET', '/status'], ['HEAD', '/status'], ['GET', '/status?x=1'], ['POST', '/status'], ['POST', '/calibrate'], ['GET', '/calibrate']] as const) {
+        const r = await call(port, method, path, external);
+        assert.equal(r.status, 403, `${method} ${path} from ${external} (server on ${bind})`);
+        if (method !== 'HEAD') assert.match(r.body, /answers loopback peers only .*--admin-access any/);
+        assert.doesNotMatch(r.body, /processesTraced/);
+      }
+      // the absolute form names the path too
+      assert.equal((await call(port, 'GET', `http://${external}:${port}/status`, external)).status, 403);
+      assert.equal(calibrations, 0, 'a refused peer runs nothing');
+      assert.match((await call(port, 'GET', '/metrics', external)).body, /^gotrail_test_total 3$/m);
+      assert.equal((await call(port, 'GET', '/healthz', external)).status, 200);
+      assert.equal((await call(port, 'GET', '/readyz', external)).status, 503);
+      assert.equal((await call(port, 'GET', '/nope', external)).status, 404);
+      // the same server answers a loopback peer (a shell on the host, kubectl port-forward)
+      assert.deepEqual(JSON.parse((await call(port, 'GET', '/status')).body), { processesTraced: [] });
+      assert.equal((await call(port, 'POST', '/calibrate')).status, 200);
+      assert.equal(calibrations, 1);
+      if (bind === '::') assert.equal((await call(port, 'GET', '/status', '::1')).status, 200);
+    }, bind);
+  }
+});
+
+test('--admin-access any: /status and POST /calibrate answer every peer', { skip: external ? false : 'no non-loopback IPv4 address on this host' }, async () => {
+  await withServer(() => Promise.resolve({ ok: 1 }), async (port) => {
+    assert.deepEqual(JSON.parse((await call(port, 'GET', '/status', external)).body), { processesTraced: [] });
+    assert.deepEqual(JSON.parse((await call(port, 'POST', '/calibrate', external)).body), { ok: 1 });
+  }, '0.0.0.0', 'any');
+});
+
+test('loopback peers: 127.0.0.0/8, ::1 and IPv4-mapped 127.x; nothing else', () => {
+  for (const a of ['127.0.0.1', '127.1.2.3', '::1', '::ffff:127.0.0.1', '0:0:0:0:0:0:0:1']) assert.equal(isLoopbackAddress(a), true, a);
+  for (const a of ['10.0.0.1', '192.0.2.2', '128.0.0.1', '::ffff:10.0.0.1', 'fe80::1', '::', '0.0.0.0', '', undefined]) assert.equal(isLoopbackAddress(a), false, String(a));
 });

@@ -67,7 +67,7 @@ test('schema errors name the path of every bad key and what was expected', () =>
     'sampling.sampler: expected one of always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off, parentbased_traceidratio, got "parentbased_sometimes"',
     'selection.excludeName: expected a list, got "debug-*"',
     'selection.includeExe[1]: expected a string, got 3',
-    'tracing: unknown key (expected one of selection, kubernetes, exporter, sampling, metricsAddress, scanIntervalMillis, lingerMillis, maps, maxHttpRoutes, dbQueryText, overheadBudget, kafkaMessageKey, logLevel, propagation, debugProbeHits)',
+    'tracing: unknown key (expected one of selection, kubernetes, exporter, sampling, metricsAddress, adminAccess, scanIntervalMillis, lingerMillis, maps, maxHttpRoutes, dbQueryText, overheadBudget, kafkaMessageKey, logLevel, propagation, debugProbeHits)',
   ].sort());
 });
 
@@ -249,6 +249,18 @@ test('invalid variables and flags are refused by name; start-only settings are t
   const a = resolveRunConfig({}, {}, parseConfig('maps: {maxInflight: 1024}\nexporter: {kind: none}', 'c'));
   const b = resolveRunConfig({}, {}, parseConfig('maps: {maxInflight: 2048}\nexporter: {kind: console}\nmetricsAddress: 0.0.0.0:9464', 'c'));
   assert.deepEqual(startOnlyChanges(a, b), ['metricsAddress', 'mapSizes']);
+});
+
+test('adminAccess: loopback unless the flag or the file opens /status and /calibrate to any peer; another value is refused by name; read at start', () => {
+  assert.equal(resolveRunConfig({}, {}, {}).adminAccess, 'loopback');
+  assert.equal(resolveRunConfig({ 'metrics-address': '0.0.0.0:9464' }, {}, {}).adminAccess, 'loopback', 'a wider metrics address opens nothing more');
+  const file = parseConfig('adminAccess: any', 'c');
+  assert.equal(resolveRunConfig({}, {}, file).adminAccess, 'any');
+  assert.equal(resolveRunConfig({}, {}, file).sources['adminAccess'], 'config file');
+  assert.equal(resolveRunConfig({ 'admin-access': 'loopback' }, {}, file).adminAccess, 'loopback', 'the flag wins');
+  assert.throws(() => resolveRunConfig({ 'admin-access': 'everyone' }), /--admin-access: expected loopback or any, got "everyone"/);
+  assert.deepEqual(checkConfig({ adminAccess: 'all' }).problems, ['adminAccess: expected one of loopback, any, got "all"']);
+  assert.deepEqual(startOnlyChanges(resolveRunConfig({}, {}, {}), resolveRunConfig({}, {}, file)), ['adminAccess']);
 });
 
 test('an overhead budget of 0 is off in the file, on the command line and in the variable alike', () => {

@@ -1,13 +1,15 @@
 /**
  * docs/operations.md lists every metric the agent registers (no more, no
- * fewer), and the Grafana dashboard is valid for its schemaVersion and
+ * fewer), the Helm chart's README every value of its values.yaml (and no
+ * other), and the Grafana dashboard is valid for its schemaVersion and
  * queries only metrics that exist.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, readdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { parse as parseYaml } from 'yaml';
 import { createMetrics } from '../../daemon/agent/metrics.ts';
 import { repoRoot } from '../support/agent-process.ts';
 import { run, skipUnlessTools, tool } from './tools.ts';
@@ -26,6 +28,47 @@ test('docs/operations.md documents every metric of the agent, and only those', (
   assert.deepEqual(documented.filter((n) => n !== 'gotrail_agent_').sort(), [...own].sort());
   assert.match(table, /^\| `gotrail_agent_\*` \|/m, 'the default process metrics are documented as a family');
   for (const n of [...table.matchAll(/`(gotrail_agent_[a-z_]+)`/g)].map((m) => m[1]!)) assert.ok(registered.includes(n), `${n} exists`);
+});
+
+test('the Helm chart\'s README documents every value of values.yaml, and only those; it says how to label the namespace and where OTLP headers belong', () => {
+  const dir = join(repoRoot, 'deploy', 'helm', 'gotrail');
+  const values = parseYaml(readFileSync(join(dir, 'values.yaml'), 'utf8')) as Record<string, unknown>;
+  const readme = readFileSync(join(dir, 'README.md'), 'utf8');
+  const table = readme.slice(readme.indexOf('## Values'));
+  // the first cell of each row names one or more values: `a.b`, `c`
+  const documented = new Set([...table.matchAll(/^\| ([^|]+) \|/gm)].flatMap((m) => [...m[1]!.matchAll(/`([A-Za-z.]+)`/g)].map((n) => n[1]!)));
+  const leaves: string[] = [];
+  const walk = (o: Record<string, unknown>, at: string): void => {
+    for (const [k, v] of Object.entries(o)) {
+      const path = at ? `${at}.${k}` : k;
+      if (v && typeof v === 'object' && !Array.isArray(v) && Object.keys(v).length) walk(v as Record<string, unknown>, path);
+      else leaves.push(path);
+    }
+  };
+  walk(values, '');
+  // a value is documented by its row or its parent's (`resources`, `config` as a whole)
+  for (const leaf of leaves) {
+    const parts = leaf.split('.');
+    assert.ok(parts.some((_, i) => documented.has(parts.slice(0, i + 1).join('.'))), `${leaf} is in the README's table`);
+  }
+  for (const name of documented) {
+    let v: unknown = values;
+    for (const k of name.split('.')) v = v && typeof v === 'object' ? (v as Record<string, unknown>)[k] : undefined;
+    assert.notEqual(v, undefined, `${name} (in the README's table) is a value of values.yaml`);
+  }
+  assert.match(readme, /kubectl label namespace gotrail pod-security\.kubernetes\.io\/enforce=privileged/);
+  assert.match(readme, /otlpHeadersSecret\.name=/);
+});
+
+test('the agent is started through the launcher wherever the docs and npm scripts start it (Node\'s flags, --disable-sigusr1 among them)', () => {
+  const docs = ['README.md', 'deploy/helm/gotrail/README.md', ...readdirSync(join(repoRoot, 'docs')).filter((f) => f.endsWith('.md')).map((f) => `docs/${f}`)];
+  const scripts = (JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts;
+  const texts: Array<[string, string]> = [...docs.map((d): [string, string] => [d, readFileSync(join(repoRoot, d), 'utf8')]), ...Object.entries(scripts).map(([k, v]): [string, string] => [`npm run ${k}`, v])];
+  for (const [where, text] of texts) {
+    // a command line that hands the CLI's entry point to node, not to daemon/bin/gotrail
+    assert.deepEqual(text.match(/\bdaemon\/cli\/main\.ts\s+(run|demo|inspect)\b/g) ?? [], [], `${where} starts gotrail without its launcher`);
+  }
+  assert.match(scripts['demo'] ?? '', /&& daemon\/bin\/gotrail demo$/);
 });
 
 interface Panel { title: string; type: string; targets?: Array<{ expr: string }> }

@@ -3,9 +3,11 @@
  * mmdebstrap + umoci, `make -f deploy/build.mk image`) runs the agent: the
  * OCI image is unpacked with umoci and its entrypoint is run in its root
  * filesystem as the DaemonSet runs it — root file system read-only, a tmpfs
- * /tmp, the host's /proc, /sys (BTF, bpffs) and /dev, only the seven named
- * capabilities (setpriv from the image) — against a traced Go program on the
- * host, and a span of it reaches a real collector.
+ * /tmp, the host's /proc and /dev, a sysfs of its own with the host's
+ * /sys/kernel/btf bound in (the DaemonSet's one host path: no securityfs,
+ * tracefs or debugfs), only the eight named capabilities (setpriv from the
+ * image) — against a traced Go program on the host, and a span of it
+ * reaches a real collector.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -64,14 +66,17 @@ test('the engine-less image runs the agent from its root filesystem and a traced
   const [entrypoint, cmd] = config.process.args;
 
   // As a container runtime would: private mount namespace, the image's root
-  // read-only, /tmp a tmpfs, the host's kernel interfaces bound in, the
-  // DaemonSet's capabilities only (setpriv is the image's).
+  // read-only, /tmp a tmpfs, a read-only sysfs of its own (nothing mounted
+  // under it) with the DaemonSet's host path, /sys/kernel/btf, bound in
+  // read-only, the DaemonSet's capabilities only (setpriv is the image's).
   const script = [
     'set -e',
     'r="$1"; shift',
     'mount --bind "$r" "$r"',
     'mount -t proc proc "$r/proc"',
-    'mount --rbind /sys "$r/sys"',
+    'mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$r/sys"',
+    'mount --bind /sys/kernel/btf "$r/sys/kernel/btf"',
+    'mount -o remount,bind,ro "$r/sys/kernel/btf"',
     'mount --rbind /dev "$r/dev"',
     'mount -t tmpfs -o size=16m tmpfs "$r/tmp"',
     'mount -o remount,bind,ro "$r"',
@@ -99,6 +104,8 @@ test('the engine-less image runs the agent from its root filesystem and a traced
     const bpfPerfmon = (1n << 38n) | (1n << 39n);
     assert.equal(capSet('CapEff') & bpfPerfmon, bpfPerfmon, 'CAP_BPF and CAP_PERFMON effective');
     await agent.waitTraced(server.pid, 60_000);
+    // without securityfs the lockdown mode is inferred from the verifier, not unknown
+    assert.match(agent.log(), /probes loaded .*lockdown=(none|integrity|confidentiality)\b/);
     assert.equal((await httpRequest(`${server.url}/hello`)).status, 200);
     const spans = await collector.waitForSpans((all) => all.some((s) => s.resource['process.pid'] === server.pid && s.kind === 'SERVER'), 30_000);
     const span = spans.find((s) => s.resource['process.pid'] === server.pid && s.kind === 'SERVER')!;

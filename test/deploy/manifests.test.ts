@@ -7,6 +7,8 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { repoRoot } from '../support/agent-process.ts';
 import { BATCHER_DEFAULTS } from '../../daemon/export/batcher.ts';
@@ -41,7 +43,7 @@ function find(objs: K8sObject[], kind: string): K8sObject {
 
 interface Container {
   args: string[];
-  env: Array<{ name: string }>;
+  env: Array<{ name: string; value?: string; valueFrom?: { secretKeyRef?: { name: string; key: string; optional?: boolean }; fieldRef?: unknown } }>;
   ports: Array<{ name: string; containerPort: number }>;
   livenessProbe: { httpGet: { path: string; port: string } };
   readinessProbe: { httpGet: { path: string; port: string } };
@@ -81,10 +83,22 @@ function assertLeastPrivilege(objs: K8sObject[]): void {
   const cm = find(objs, 'ConfigMap');
   assert.equal(pod.volumes.find((v) => v.name === config.name)?.configMap?.name, cm.metadata.name);
   assert.match((cm as unknown as { data: Record<string, string> }).data['config.yaml'] ?? '', /exporter:/);
-  // host paths: only /sys/kernel (BTF), read-only
-  const hostPaths = pod.volumes.filter((v) => v.hostPath).map((v) => v.hostPath!.path);
-  assert.deepEqual(hostPaths, ['/sys/kernel']);
-  assert.ok(c.volumeMounts.find((m) => m.mountPath === '/sys/kernel')?.readOnly);
+  // host paths: only the kernel's BTF, read-only, where the host has it
+  // (not the rest of /sys/kernel: securityfs, debugfs, tracefs)
+  const hostPaths = pod.volumes.filter((v) => v.hostPath).map((v) => v.hostPath!);
+  assert.deepEqual(hostPaths, [{ path: '/sys/kernel/btf', type: 'Directory' }]);
+  const btf = pod.volumes.find((v) => v.hostPath)!.name;
+  assert.deepEqual(c.volumeMounts.filter((m) => m.mountPath.startsWith('/sys')), [{ name: btf, mountPath: '/sys/kernel/btf', readOnly: true }]);
+  // every peer reaches the metrics port (scrapers, probes); /status and /calibrate only loopback ones unless asked
+  const flag = (name: string): string | undefined => {
+    const i = c.args.indexOf(name);
+    return i < 0 ? undefined : c.args[i + 1];
+  };
+  assert.equal(flag('--metrics-address'), `0.0.0.0:${c.ports.find((p) => p.name === 'metrics')!.containerPort}`);
+  assert.ok(['loopback', 'any'].includes(flag('--admin-access') ?? ''), `--admin-access is given: ${c.args.join(' ')}`);
+  // no credential in the ConfigMap or a plain env value
+  assert.doesNotMatch((cm as unknown as { data: Record<string, string> }).data['config.yaml'] ?? '', /headers/);
+  for (const e of c.env) assert.ok(!/HEADERS/.test(e.name) || e.valueFrom?.secretKeyRef, `${e.name} comes from a Secret`);
 
   const role = find(objs, 'ClusterRole') as K8sObject & { rules: Array<{ apiGroups: string[]; resources: string[]; verbs: string[] }> };
   assert.deepEqual(role.rules, [{ apiGroups: [''], resources: ['pods'], verbs: ['get', 'list', 'watch'] }]);
@@ -107,7 +121,15 @@ test('kustomize base: valid for Kubernetes and the PodMonitor CRD, least privile
   for (const o of objs) if (!o.kind.startsWith('Cluster') && o.kind !== 'Namespace') assert.equal(o.metadata.namespace, 'gotrail', `${o.kind} namespace`);
   const pm = find(objs, 'PodMonitor') as unknown as { spec: { podMetricsEndpoints: Array<{ port: string; path: string }> } };
   assert.deepEqual(pm.spec.podMetricsEndpoints.map((e) => `${e.port}${e.path}`), ['metrics/metrics']);
+  const c = containerOf(objs);
+  assert.equal(c.args[c.args.indexOf('--admin-access') + 1], 'loopback');
+  // OTLP headers from a Secret when one is created, none without it
+  assert.deepEqual(c.env.find((e) => e.name === 'OTEL_EXPORTER_OTLP_HEADERS')?.valueFrom, { secretKeyRef: { name: 'gotrail-otlp-headers', key: 'headers', optional: true } });
 });
+
+function containerOf(objs: K8sObject[]): Container & { image: string } {
+  return (find(objs, 'DaemonSet') as unknown as { spec: { template: { spec: { containers: Array<Container & { image: string }> } } } }).spec.template.spec.containers[0]!;
+}
 
 test('Helm chart: helm lint, and the rendered chart is valid and least-privilege with default and non-default values', { skip }, () => {
   const lint = run(tool('helm'), ['lint', '--strict', chart]);
@@ -119,6 +141,10 @@ test('Helm chart: helm lint, and the rendered chart is valid and least-privilege
   const objs = parseYamlStream(defaults);
   assertLeastPrivilege(objs);
   assert.equal(objs.filter((o) => o.kind === 'PodMonitor').length, 0, 'no PodMonitor unless asked (it needs the CRD)');
+  assert.equal(objs.filter((o) => o.kind === 'NetworkPolicy').length, 0, 'no NetworkPolicy unless asked');
+  const d = containerOf(objs);
+  assert.equal(d.args[d.args.indexOf('--admin-access') + 1], 'loopback');
+  assert.equal(d.env.find((e) => e.name === 'OTEL_EXPORTER_OTLP_HEADERS'), undefined, 'no headers variable without a Secret');
 
   const custom = renderChart('metrics.podMonitor.enabled=true', 'metrics.podMonitor.labels.release=prom', 'metrics.port=9500', 'image.tag=1.2.3', 'extraArgs[0]=--log-level=debug');
   assertValid(custom, 'helm template (PodMonitor, port 9500)');
@@ -128,7 +154,54 @@ test('Helm chart: helm lint, and the rendered chart is valid and least-privilege
   const c = (find(objs2, 'DaemonSet') as unknown as { spec: { template: { spec: { containers: Array<Container & { image: string }> } } } }).spec.template.spec.containers[0]!;
   assert.equal(c.image, 'gotrail:1.2.3');
   assert.deepEqual(c.ports.map((p) => p.containerPort), [9500]);
-  assert.deepEqual(c.args.slice(3), ['--metrics-address', '0.0.0.0:9500', '--log-level=debug']);
+  assert.deepEqual(c.args.slice(3), ['--metrics-address', '0.0.0.0:9500', '--admin-access', 'loopback', '--log-level=debug']);
+});
+
+test('Helm chart: /status opened to every peer on request, OTLP headers from a named Secret, a NetworkPolicy that admits the metrics port only', { skip }, () => {
+  const yaml = renderChart('metrics.adminAccess=any', 'metrics.port=9500', 'otlpHeadersSecret.name=otlp-auth', 'otlpHeadersSecret.key=api', 'networkPolicy.enabled=true',
+    'networkPolicy.from[0].namespaceSelector.matchLabels.kubernetes\\.io/metadata\\.name=monitoring', 'networkPolicy.from[0].podSelector.matchLabels.app=prometheus');
+  assertValid(yaml, 'helm template (adminAccess any, headers Secret, NetworkPolicy)');
+  const objs = parseYamlStream(yaml);
+  assertLeastPrivilege(objs);
+  const c = containerOf(objs);
+  assert.equal(c.args[c.args.indexOf('--admin-access') + 1], 'any');
+  assert.deepEqual(c.env.filter((e) => e.name === 'OTEL_EXPORTER_OTLP_HEADERS').map((e) => e.valueFrom), [{ secretKeyRef: { name: 'otlp-auth', key: 'api' } }]);
+  const ds = find(objs, 'DaemonSet') as unknown as { spec: { selector: { matchLabels: Record<string, string> } } };
+  const np = find(objs, 'NetworkPolicy') as unknown as { spec: { podSelector: { matchLabels: Record<string, string> }; policyTypes: string[]; ingress: Array<{ ports: Array<{ port: number; protocol: string }>; from?: unknown[] }>; egress?: unknown } };
+  assert.deepEqual(np.spec.podSelector.matchLabels, ds.spec.selector.matchLabels, 'it selects the agents');
+  assert.deepEqual(np.spec.policyTypes, ['Ingress'], 'egress (OTLP export, the API server) is left alone');
+  assert.deepEqual(np.spec.ingress, [{
+    ports: [{ port: 9500, protocol: 'TCP' }],
+    from: [{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'monitoring' } }, podSelector: { matchLabels: { app: 'prometheus' } } }],
+  }]);
+  // without peers: the metrics port from every source, still nothing else
+  const open = find(parseYamlStream(renderChart('networkPolicy.enabled=true')), 'NetworkPolicy') as unknown as typeof np;
+  assert.deepEqual(open.spec.ingress, [{ ports: [{ port: 9464, protocol: 'TCP' }] }]);
+});
+
+/** The chart's NOTES.txt as Helm renders it after an install (`helm template` leaves notes out: rendered here through a copy of the chart that includes them in a manifest). */
+function renderNotes(...set: string[]): string {
+  const dir = mkdtempSync(join(tmpdir(), 'gotrail-chart-'));
+  try {
+    cpSync(chart, join(dir, 'gotrail'), { recursive: true });
+    const t = join(dir, 'gotrail', 'templates');
+    writeFileSync(join(t, '_notes.tpl'), `{{- define "gotrail.test.notes" -}}\n${readFileSync(join(t, 'NOTES.txt'), 'utf8')}\n{{- end -}}\n`);
+    writeFileSync(join(t, 'notes.yaml'), 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\ndata:\n  notes: {{ include "gotrail.test.notes" . | toJson }}\n');
+    const out = runOk(tool('helm'), ['template', 'gotrail', join(dir, 'gotrail'), '--namespace', 'gotrail', '--show-only', 'templates/notes.yaml', ...set.flatMap((s) => ['--set', s])]);
+    return (parseYamlStream(out)[0] as unknown as { data: { notes: string } }).data.notes;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+test('Helm chart notes: the namespace label the pods need, and /status through port-forward', { skip }, () => {
+  const notes = renderNotes();
+  // no cluster to look the namespace up in: the label is asked for
+  assert.match(notes, /^ {2}kubectl label namespace gotrail pod-security\.kubernetes\.io\/enforce=privileged$/m);
+  assert.match(notes, /^ {2}kubectl -n gotrail port-forward ds\/gotrail 9464$/m);
+  assert.match(notes, /^ {2}curl localhost:9464\/status$/m);
+  assert.match(notes, /loopback peers only/);
+  assert.match(renderNotes('metrics.adminAccess=any', 'metrics.port=9500'), /every peer[^]*port-forward ds\/gotrail 9500$/m);
 });
 
 test('Helm chart: a configuration change changes the ConfigMap only, not the pod template (reloaded, not rolled out)', { skip }, () => {
