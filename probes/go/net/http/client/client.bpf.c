@@ -270,7 +270,7 @@ int gt_http_client_conn(struct pt_regs *ctx)
 	struct gt_conn_key k = {};
 	if (gt_conn_key_of(tcpconn, &cfg->tcp, true, &k) < 0)
 		return 0;
-	if (bpf_map_update_elem(&gt_conn_spans, &k, &st->span, BPF_ANY) == 0) {
+	if (gt_conn_publish(&k, &st->span) == 0) {
 		st->linked = 1;
 		gt_conn_published_add(1);
 	}
@@ -337,7 +337,7 @@ int gt_http_client_return(struct pt_regs *ctx)
 	/* the request is over: the server side has found its span by now */
 	bool linked = st->linked;
 	if (st->linked) {
-		bpf_map_delete_elem(&gt_conn_spans, &st->conn);
+		gt_conn_withdraw(&st->conn, &st->span);
 		gt_conn_published_add(-1);
 	}
 	if (st->marked)
