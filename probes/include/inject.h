@@ -197,7 +197,11 @@ static __always_inline bool gt_inject_mark(const struct gt_conn_key *k, const st
 		gt_inject_count(GT_INJECT_OUT_DENIED);
 		return false;
 	}
-	if (!bpf_map_lookup_elem(&gt_inject_conns, k)) {
+	/* a connection's record (its previous request's) is there only while
+	 * the connection is in the sockmap: the socket's close removes it with
+	 * the connection's gt_inject_conns entry, so it answers that lookup */
+	struct gt_inject_pending *cur = bpf_map_lookup_elem(&gt_inject_pending, k);
+	if (!cur && !bpf_map_lookup_elem(&gt_inject_conns, k)) {
 		gt_inject_count(GT_INJECT_OUT_NOT_IN_SOCKMAP);
 		return false;
 	}
@@ -211,10 +215,9 @@ static __always_inline bool gt_inject_mark(const struct gt_conn_key *k, const st
 		if (bpf_probe_read_user(p.host, n, (void *)host_ptr) < 0)
 			p.flags |= GT_INJECT_PENDING_HOST_UNREAD;
 	}
-	/* in place when the connection has a record (its previous request's):
-	 * the send that takes the mark runs after this program, on the thread
-	 * that sends, so no reader sees the record half written */
-	struct gt_inject_pending *cur = bpf_map_lookup_elem(&gt_inject_pending, k);
+	/* in place when the connection has a record: the send that takes the
+	 * mark runs after this program, on the thread that sends, so no reader
+	 * sees the record half written */
 	if (cur) {
 		*cur = p;
 	} else if (bpf_map_update_elem(&gt_inject_pending, k, &p, BPF_ANY) < 0) {
@@ -226,7 +229,7 @@ static __always_inline bool gt_inject_mark(const struct gt_conn_key *k, const st
 }
 
 /* The request marked on `k` is over: a mark no send took is counted and
- * removed (a later request on the connection must not take it). */
+ * withdrawn (a later request on the connection must not take it). */
 static __always_inline void gt_inject_unmark(const struct gt_conn_key *k, const struct gt_span_context *span)
 {
 	struct gt_inject_pending *p = bpf_map_lookup_elem(&gt_inject_pending, k);

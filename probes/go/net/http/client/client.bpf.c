@@ -276,10 +276,13 @@ int gt_http_client_conn(struct pt_regs *ctx)
 	}
 	st->conn = k;
 	/* the receiver, on this node or another, traced or not, gets a
-	 * traceparent header; the destination rules see URL.Host */
+	 * traceparent header; the destination's host rules, when there are
+	 * any, see URL.Host */
 	__u64 url = st->url; /* the entry's read of Request.URL, when it made one */
 	struct go_string host = {};
-	if ((url || go_read_ptr(st->req, cfg->req_url, &url) == 0) && url)
+	if ((gt_inject_flags() & (GT_INJECT_ENABLED | GT_INJECT_HOST_RULES)) ==
+		    (GT_INJECT_ENABLED | GT_INJECT_HOST_RULES) &&
+	    (url || go_read_ptr(st->req, cfg->req_url, &url) == 0) && url)
 		bpf_probe_read_user(&host, sizeof(host), (void *)(url + cfg->url_host));
 	st->marked = gt_inject_mark(&k, &st->span, GT_INJECT_PROTO_HTTP1, host.ptr, host.len);
 	return 0;
