@@ -148,8 +148,10 @@ struct gt_tcp_offsets {
  * request: its request's end marks it GT_SPAN_ENDED (gt_conn_withdraw) and
  * the connection's next request overwrites it in place (gt_conn_publish), as
  * an LRU map's insert and delete cost more than a lookup each. Read it with
- * gt_conn_span, which takes an ended span for none. A connection's entry
- * stays until the LRU pushes it out: ended, it costs only its slot. */
+ * gt_conn_span, which takes an ended span for none. The socket's close
+ * removes the entry where the injection watches the socket (its socket-ops
+ * program, probes/inject/); elsewhere it stays, ended, until the LRU
+ * pushes it out. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
