@@ -1,7 +1,10 @@
 /**
  * BPF time per hit of each gotrail program on a net/http server: GET /hello
- * (server probes) and GET /proxy (a handler making one HTTP client call:
- * server and client probes), `--n` sequential requests per round with a
+ * (server probes), GET /proxy (a handler making one HTTP client call:
+ * server and client probes; it closes the response body unread, so each
+ * call dials a new connection) and GET /proxy keep-alive (the same, the body
+ * read first: the calls reuse one connection, the common case), `--n`
+ * sequential requests per round with a
  * traceparent header on half of them (`--traceparent half`, the default), on
  * none (`none`) or on all (`all`), from the kernel's program statistics
  * as the agent exports them (gotrail_probe_runs_total and
@@ -75,8 +78,8 @@ async function startFor(side: (typeof sides)[number], pid: number): Promise<Agen
 }
 
 const server = await startGoServer(bin);
-const paths = ['/hello', `/proxy?to=${encodeURIComponent(`${server.url}/hello`)}`];
-const reqName = (path: string): string => (path.startsWith('/proxy') ? 'GET /proxy' : 'GET /hello');
+const paths = ['/hello', `/proxy?to=${encodeURIComponent(`${server.url}/hello`)}`, `/proxy?to=${encodeURIComponent(`${server.url}/hello`)}&drain=1`];
+const reqName = (path: string): string => (path.endsWith('&drain=1') ? 'GET /proxy keep-alive' : path.startsWith('/proxy') ? 'GET /proxy' : 'GET /hello');
 /** `${side}|${request}|${program}` → per round: runs per request and ns per run */
 const per = new Map<string, { runsPerReq: number[]; nsPerRun: number[] }>();
 /** `${side}|${request}` → per round: BPF ns per hit, all programs */

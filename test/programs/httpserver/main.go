@@ -127,9 +127,11 @@ func main() {
 		panic("handler panicked on purpose")
 	})
 
-	// /proxy?to=URL[&traceparent=V][&pad=N] fetches URL with net/http's
-	// client (with a Traceparent header of its own, and an X-Pad header of N
-	// bytes, when given) and answers with its status
+	// /proxy?to=URL[&traceparent=V][&pad=N][&drain=1] fetches URL with
+	// net/http's client (with a Traceparent header of its own, and an X-Pad
+	// header of N bytes, when given) and answers with its status; drain=1
+	// reads the response body before closing it, which keeps the connection
+	// for the next request (a body closed unread closes its connection)
 	client := &http.Client{Timeout: 5 * time.Second}
 	mux.HandleFunc("/proxy", func(w http.ResponseWriter, r *http.Request) {
 		req, err := http.NewRequest("GET", r.URL.Query().Get("to"), nil)
@@ -147,6 +149,9 @@ func main() {
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadGateway)
 			return
+		}
+		if r.URL.Query().Get("drain") == "1" {
+			io.Copy(io.Discard, resp.Body)
 		}
 		resp.Body.Close()
 		w.WriteHeader(resp.StatusCode)
