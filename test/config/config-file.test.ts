@@ -143,6 +143,7 @@ test('the example configuration in deploy/ has every key of the schema, each set
     'sampling.sampler': defaults.sampling.sampler,
     'sampling.ratio': defaults.sampling.ratio,
     metricsAddress: defaults.metricsAddress,
+    adminAccess: defaults.adminAccess,
     scanIntervalMillis: DEFAULT_SCAN_INTERVAL_MS,
     lingerMillis: DEFAULT_LINGER_MS,
     'maps.maxProcesses': builtMapSize('gt_processes'),
