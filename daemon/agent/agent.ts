@@ -198,6 +198,14 @@ export class Agent implements MetricsSource {
   private readonly exitedStarts = new Map<number, { startTime: string; at: number }>();
   /** pid → Go processes the selection rules leave out, with the rule's reason (for /status) */
   private readonly notSelected = new Map<number, { exe: string; reason: string; key?: string }>();
+  /**
+   * pid → selected Go processes left untraced because the allow-list
+   * (gt_processes, `--max-processes`) was full: each scan tries them again
+   * while fewer processes are traced than it holds.
+   */
+  private readonly allowListFull = new Map<number, { startTime: string; exe: string }>();
+  /** the allow-list's being full was logged, and no process has waited since it had room */
+  private allowListFullSaid = false;
   /** pid → start time of Go processes whose selection waits for their pod */
   private readonly pending = new Map<number, string>();
   private readonly meta = new ProcessMetadata();
@@ -228,6 +236,8 @@ export class Agent implements MetricsSource {
     backpressurePauses: 0,
     /** processes that exited before they were looked at whose executable could not be found, by reason */
     unexamined: { cwd_gone: 0, not_found: 0, no_path: 0 } satisfies Record<UnresolvedReason, number>,
+    /** selected Go processes left untraced, by reason (allow_list_full: counted once per process, however often it is tried again) */
+    untraced: { allow_list_full: 0 },
   };
   /** paths of unexamined processes said in the log already (recent ones) */
   private readonly unexaminedSaid = new LruCache<string, boolean>(1024);
@@ -423,16 +433,67 @@ export class Agent implements MetricsSource {
     for (const [pid] of this.ignored) if (!alive.has(pid)) this.ignored.delete(pid);
     for (const [pid] of this.pending) if (!alive.has(pid)) this.pending.delete(pid);
     for (const [pid] of this.notSelected) if (!alive.has(pid)) this.notSelected.delete(pid);
+    for (const [pid] of this.allowListFull) if (!alive.has(pid) || this.traced.has(pid) || this.ignored.has(pid)) this.allowListFull.delete(pid);
+    this.allowListHasRoom();
     this.meta.prune(alive);
     const now = Date.now();
     for (const [pid, e] of this.exited) if (now - e.at > EXITED_GRACE_MS) this.exited.delete(pid);
     for (const [pid, e] of this.exitedStarts) if (now - e.at > EXITED_GRACE_MS) this.exitedStarts.delete(pid);
+    // at least as many entries as traced processes: a waiting one cannot fit yet
+    const full = this.allowListFull.size > 0 && this.traced.size >= this.rt.processCapacity;
     for (const pid of pids) {
       if (this.traced.has(pid) || this.ignored.has(pid)) continue;
+      if (full && this.allowListFull.has(pid)) continue;
       this.memoryTrim.housekeeping();
       this.consider(pid);
     }
     this.placeBinaries();
+  }
+
+  /**
+   * A traced process exec'd the image it is traced on: back on the allow-list
+   * (the exec hook may have taken it off). Should the list have filled up
+   * meanwhile, it is released and waits as a process that did not fit.
+   */
+  private keepTraced(pid: number, t: TracedProcess): void {
+    if (this.rt!.traceProcess(pid, fileKeyOf(t.info.key), this.noInject(t.info.exe))) {
+      this.rt!.decided(pid, true);
+      return;
+    }
+    this.release(pid);
+    this.allowListRefused(t.info);
+    this.rt!.decided(pid, false);
+  }
+
+  /**
+   * A selected process does not fit in the allow-list: it stays untraced
+   * (no links were added for it), counted once, listed in /status, and
+   * tried again by the scans. Logged once per burst: at warn when the list
+   * is first found full, then at debug until no process waits any more.
+   */
+  private allowListRefused(info: ProcessInfo): void {
+    const pid = info.pid;
+    if (this.allowListFull.get(pid)?.startTime !== info.startTime) {
+      this.totals.untraced.allow_list_full++;
+      this.allowListFull.set(pid, { startTime: info.startTime, exe: info.exe });
+    }
+    if (this.allowListFullSaid) {
+      this.log.debug('process not traced: the allow-list is full', { pid, exe: info.exe });
+      return;
+    }
+    this.allowListFullSaid = true;
+    this.log.warn(`${this.allowListFullReason()}: selected Go processes stay untraced until traced ones exit (counted in gotrail_processes_untraced_total{reason="allow_list_full"}, listed in /status; this is said once until all of them are traced or gone)`, { pid, exe: info.exe });
+  }
+
+  /** Once no process waits for the allow-list, its next refusal is logged again. */
+  private allowListHasRoom(): void {
+    if (!this.allowListFullSaid || this.allowListFull.size > 0) return;
+    this.allowListFullSaid = false;
+    this.log.info('no process waits for the allow-list any more');
+  }
+
+  private allowListFullReason(): string {
+    return `the allow-list is full (${this.rt?.processCapacity ?? '?'} processes, --max-processes)`;
   }
 
   /**
@@ -472,8 +533,7 @@ export class Agent implements MetricsSource {
     // consumed: that process is traced already. Releasing and attaching it
     // again would leave it untraced mid-request and its binary attached twice.
     if (t && ev.time_ns < t.judgedAtNs) {
-      this.rt!.traceProcess(pid, fileKeyOf(t.info.key), this.noInject(t.info.exe));
-      this.rt!.decided(pid, true);
+      this.keepTraced(pid, t);
       return;
     }
     if (t) {
@@ -482,8 +542,7 @@ export class Agent implements MetricsSource {
       // stays traced; the exec hook took it off the allow-list.
       const now = this.discovery.currentKey(pid);
       if (now && keyString(now) === keyString(t.info.key)) {
-        this.rt!.traceProcess(pid, fileKeyOf(t.info.key), this.noInject(t.info.exe));
-        this.rt!.decided(pid, true);
+        this.keepTraced(pid, t);
         return;
       }
       // gone already (its exit event not read yet): judged below by the exec
@@ -760,7 +819,10 @@ export class Agent implements MetricsSource {
       return;
     }
     // allow-list first, so that no event of this process is missed once the links exist
-    this.rt!.traceProcess(pid, fileKeyOf(info.key), this.noInject(info.exe));
+    if (!this.rt!.traceProcess(pid, fileKeyOf(info.key), this.noInject(info.exe))) {
+      this.allowListRefused(info);
+      return;
+    }
     const b = this.attach!.addProcess(pid, info.key, info.exePath, info.exe);
     if (b.handles.length === 0 && !b.shed?.size) {
       this.rt!.untraceProcess(pid);
@@ -770,6 +832,7 @@ export class Agent implements MetricsSource {
     }
     this.traced.set(pid, { info, resource, judgedAtNs });
     this.totals.processesTraced++;
+    if (this.allowListFull.delete(pid)) this.allowListHasRoom();
     this.placeBinaries();
     this.watcher?.sync(this.attach!.watchedFiles());
     this.log.info('tracing process', { pid, exe: info.exe, service: String(resource.attributes['service.name']) });
@@ -897,6 +960,8 @@ export class Agent implements MetricsSource {
     return {
       processesTraced: [...this.traced.values()].map((t) => ({ pid: t.info.pid, exe: t.info.exe, service: t.resource.attributes['service.name'] })),
       processesNotSelected: [...this.notSelected].map(([pid, n]) => ({ pid, exe: n.exe, reason: n.reason })),
+      // selected, and waiting for room in the allow-list
+      processesNotTraced: [...this.allowListFull].map(([pid, w]) => ({ pid, exe: w.exe, reason: this.allowListFullReason() })),
       binaries,
       notTraced: this.attach?.notTraced() ?? [],
       disabledProbes: Object.fromEntries(this.rt?.disabledProbes ?? []),
@@ -1150,6 +1215,7 @@ export class Agent implements MetricsSource {
       lifecycle: {
         staleExecs: this.totals.staleExecs, heldProcesses: this.totals.heldProcesses, repairedBytes: this.totals.repairedBytes,
         unexamined: { ...this.totals.unexamined },
+        untraced: { ...this.totals.untraced },
         eventsHeld: rt?.eventStats.held ?? 0, eventsNotSelected: rt?.eventStats.heldNotSelected ?? 0, eventsUndecided: rt?.eventStats.heldExpired ?? 0,
       },
       httpRoutesCut: { ...this.routes.cut },

@@ -7,7 +7,7 @@ import { hash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BpfObject, enableStats, kernelFeatures } from '../native/index.ts';
+import { BpfObject, enableStats, isNativeError, kernelFeatures } from '../native/index.ts';
 import {
   BpfMaps, BpfPrograms, BinaryFlags, Counter, DebugFlags, KafkaCounter, EventType, ProcessFlags, ProcessesGenSlot, EVENT_HEADER_SIZE,
   decodeFileInfo, decodeHitKey, encodeBinaryInfo, encodeFileInfo, encodeFileKey, encodeProcessInfo,
@@ -112,6 +112,8 @@ const RELEASED_HITS_MAX = 16384;
 const PROCESS_HITS_BYTES = HitLimits.GT_HIT_SITES_MAX * 8;
 
 const EAGAIN = 11;
+/** errno of a map update that needs a new entry in a full hash map */
+const E2BIG = 7;
 /** Loads cut short by a signal that are tried again before the error counts as a program's refusal. */
 const MAX_INTERRUPTED_LOADS = 3;
 
@@ -373,16 +375,32 @@ export class BpfRuntime {
    * (kernel encoding, see file-identity.ts), so that the exec hook keeps the
    * decision when the process execs that very file afterwards. `noInject`:
    * its connections never get a traceparent header (`--no-inject-exe`).
+   * Returns false, with nothing changed, when the allow-list is full (the
+   * kernel's E2BIG for a new key of a full hash map; an entry already there
+   * is always updated): the process is not traced.
+   * @throws NativeError on any other failure of the update
    */
-  traceProcess(tgid: number, file?: FileKey, noInject = false): void {
+  traceProcess(tgid: number, file?: FileKey, noInject = false): boolean {
     this.debugNote('trace', { tgid });
+    const hadSlot = this.hitSlots.has(tgid);
     try {
       this.obj.mapUpdate(BpfMaps.gt_processes, u32key(tgid), encodeProcessInfo({
         flags: ProcessFlags.GT_PROCESS_TRACED | (noInject ? ProcessFlags.GT_PROCESS_NO_INJECT : 0), hits_slot: this.hitSlotOf(tgid), file_dev: file?.dev ?? 0n, file_ino: file?.ino ?? 0n,
       }));
+      return true;
+    } catch (e) {
+      if (!isNativeError(e) || e.errno !== E2BIG) throw e;
+      // no entry points at the slot just taken for it
+      if (!hadSlot) this.releaseHitSlot(tgid);
+      return false;
     } finally {
       this.processesChanged();
     }
+  }
+
+  /** How many processes the allow-list (gt_processes) holds at most (`--max-processes`). */
+  get processCapacity(): number {
+    return this.obj.mapInfo(BpfMaps.gt_processes).maxEntries;
   }
 
   untraceProcess(tgid: number): boolean {

@@ -54,7 +54,7 @@ export interface MetricsSnapshot {
   overhead?: { hitCost: HitCostCalibration | undefined; processes: ProcessOverhead[] };
   /** the overhead budget (undefined while it was never on): probes shed and restored so far, and shed now per service */
   budget?: { shed: Array<{ service: string; level: string; probe: string; count: number }>; restored: Array<{ service: string; level: string; probe: string; count: number }>; shedNow: Map<string, number> };
-  lifecycle?: { staleExecs: number; heldProcesses: number; repairedBytes: number; eventsHeld: number; eventsNotSelected: number; eventsUndecided: number; /** processes that exited before they were looked at whose executable could not be found, by reason */ unexamined?: Record<string, number> };
+  lifecycle?: { staleExecs: number; heldProcesses: number; repairedBytes: number; eventsHeld: number; eventsNotSelected: number; eventsUndecided: number; /** processes that exited before they were looked at whose executable could not be found, by reason */ unexamined?: Record<string, number>; /** selected Go processes left untraced, by reason */ untraced?: Record<string, number> };
 }
 
 /**
@@ -223,6 +223,9 @@ export function createMetrics(source: MetricsSource): Registry {
     for (const [r, v] of Object.entries(s.lifecycle?.unexamined ?? {})) set({ reason: r }, v);
   });
   counter('gotrail_events_held_total', 'Probe events of processes allowed at exec, kept until the agent decided on the process', [], (set, s) => set({}, s.lifecycle?.eventsHeld ?? 0));
+  counter('gotrail_processes_untraced_total', 'Go processes the selection rules chose that were left untraced, by reason (allow_list_full: the BPF allow-list held --max-processes processes already; each such process is counted once, tried again by every scan while it waits, and traced once a traced process exits; /status lists those waiting)', ['reason'], (set, s) => {
+    for (const [r, v] of Object.entries(s.lifecycle?.untraced ?? {})) set({ reason: r }, v);
+  });
   counter('gotrail_events_dropped_total', 'Probe events dropped in user space, by reason (not_selected: the selection rules excluded the process after the exec hook allowed it; undecided_process: no decision in time)', ['reason'], (set, s) => {
     set({ reason: 'not_selected' }, s.lifecycle?.eventsNotSelected ?? 0);
     set({ reason: 'undecided_process' }, s.lifecycle?.eventsUndecided ?? 0);

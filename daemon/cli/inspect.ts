@@ -40,7 +40,7 @@ function kernelLines(k: KernelView | undefined): string[] {
   ];
 }
 
-export const inspectHelp = `Usage: gotrail inspect <binary|pid> [--json] [--offsets-from dwarf|types|db]
+export const inspectHelp = `Usage: gotrail inspect <binary|pid> [--json] [--offsets-from dwarf|types|db] [--agent URL]
 
 Analyses a Go executable (or the executable of a running process) and shows
 its Go version, modules, whether it is stripped or has DWARF, and for every
@@ -48,17 +48,54 @@ probe whether it would attach: the functions and sites it would probe, the
 offsets it would use and where they come from — (dwarf) the binary's debug
 information, (types) the Go type metadata every Go binary carries, (db) the
 offsets database — or exactly why it would not. Sources that disagree on an
-offset are listed (the first in that order is used).
+offset are listed (the first in that order is used). For a pid, the agent
+running on this node (its /status, when it answers within a second) says
+whether it traces the process, or why not.
 
 Options:
   --json                  machine-readable output: one JSON object on stdout,
                           also for errors: {"error": "<message>", "exitCode": N}
   --offsets-from SOURCE   resolve offsets from this source only: dwarf, types or db
+  --agent URL             the running agent's metrics address, asked about a pid
+                          (default http://127.0.0.1:9464, the agent's default)
   -h, --help              this help
 
 Exit codes: 0 at least one probe would attach; 1 not a readable Go binary;
 2 usage; 4 a Go binary on which no probe would attach.
 `;
+
+/** What a running agent says of one process: `traced`, or `not traced` with its reason. */
+export interface AgentView {
+  url: string;
+  state: 'traced' | 'not traced';
+  reason?: string;
+}
+
+interface AgentStatus {
+  processesTraced?: Array<{ pid: number }>;
+  processesNotTraced?: Array<{ pid: number; reason: string }>;
+  processesNotSelected?: Array<{ pid: number; reason: string }>;
+}
+
+/** Process `pid` as the agent serving `url` sees it (its /status); undefined when no agent answers there within a second. */
+export async function agentView(url: string, pid: number): Promise<AgentView | undefined> {
+  let s: AgentStatus;
+  try {
+    const res = await fetch(`${url.replace(/\/+$/, '')}/status`, { signal: AbortSignal.timeout(1000) });
+    if (!res.ok) return undefined;
+    s = (await res.json()) as AgentStatus;
+  } catch {
+    return undefined;
+  }
+  if (s.processesTraced?.some((p) => p.pid === pid)) return { url, state: 'traced' };
+  const left = s.processesNotTraced?.find((p) => p.pid === pid) ?? s.processesNotSelected?.find((p) => p.pid === pid);
+  return { url, state: 'not traced', reason: left?.reason ?? 'not a process it traces or has left out: not a Go program it can trace (see below), or not looked at yet' };
+}
+
+function agentLines(a: AgentView | undefined, url: string): string[] {
+  if (!a) return [`agent:      not asked (no agent answered at ${url})`];
+  return [a.state === 'traced' ? `agent:      traced (${a.url})` : `agent:      not traced: ${a.reason} (${a.url})`];
+}
 
 export function planToJson(plan: BinaryPlan, kernel?: KernelView): unknown {
   return {
@@ -238,7 +275,7 @@ async function inspect(argv: string[], out: (s: string) => void): Promise<number
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { json: { type: 'boolean' }, 'offsets-from': { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    options: { json: { type: 'boolean' }, 'offsets-from': { type: 'string' }, agent: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
   });
   if (values.help) {
     out(inspectHelp);
@@ -269,6 +306,10 @@ async function inspect(argv: string[], out: (s: string) => void): Promise<number
   // the process's executable by its real path (the analysis read it through /proc/PID/exe, which stays valid when the file is gone)
   if (proc) plan.path = proc.path;
   const kernel = await kernelView();
-  out(values.json ? JSON.stringify({ ...(planToJson(plan, kernel) as object), ...(proc ? { process: { pid, deleted: proc.deleted } } : {}) }, null, 2) + '\n' : renderPlan(plan, kernel, proc && { pid: pid!, deleted: proc.deleted }));
+  const agentUrl = values.agent ?? 'http://127.0.0.1:9464';
+  const agent = pid !== undefined ? await agentView(agentUrl, pid) : undefined;
+  out(values.json
+    ? JSON.stringify({ ...(planToJson(plan, kernel) as object), ...(proc ? { process: { pid, deleted: proc.deleted }, agent: agent ?? null } : {}) }, null, 2) + '\n'
+    : renderPlan(plan, kernel, proc && { pid: pid!, deleted: proc.deleted }) + (pid !== undefined ? agentLines(agent, agentUrl).join('\n') + '\n' : ''));
   return plan.probes.some((p) => p.attachable) ? EXIT.OK : EXIT.NOTHING_ATTACHES;
 }
