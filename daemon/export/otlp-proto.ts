@@ -100,22 +100,11 @@ export class EncodedSpan {
    * prefixes.
    */
   splitOff(n: number): EncodedSpan {
-    const c = this.chunk;
-    let p = this.start;
-    for (let i = 0; i < n; i++) {
-      // the entry's tag (ScopeSpans.spans = 2, one byte), its length, its body
-      p++;
-      let len = 0;
-      let shift = 0;
-      let b: number;
-      do {
-        b = c[p++]!;
-        len += (b & 0x7f) * 2 ** shift;
-        shift += 7;
-      } while (b >= 0x80);
-      p += len;
-    }
-    const head = new EncodedSpan(c, this.start, p, this.resource, this.instrumentationScope, n);
+    const r = new Reader(this.chunk, this.start, this.end);
+    // each entry: its tag (ScopeSpans.spans = 2), its length, its body
+    for (let i = 0; i < n; i++) r.skip(r.tag());
+    const p = r.pos;
+    const head = new EncodedSpan(this.chunk, this.start, p, this.resource, this.instrumentationScope, n);
     this.start = p;
     this.count -= n;
     return head;
@@ -751,8 +740,16 @@ class Reader {
     this.end = end;
   }
 
+  /** A varint as a number (tags, lengths, enums, counts: exact below 2^53); {@link varint64} for int64 values. */
   varint(): number {
-    return Number(this.varint64());
+    let v = 0;
+    let scale = 1;
+    for (;;) {
+      const b = this.buf[this.pos++]!;
+      v += (b & 0x7f) * scale;
+      if (b < 0x80) return v;
+      scale *= 128;
+    }
   }
 
   varint64(): bigint {
@@ -807,9 +804,14 @@ class Reader {
 
   skip(t: number): void {
     switch (t & 7) {
-      case WIRE_VARINT: this.varint64(); break;
+      case WIRE_VARINT: while (this.buf[this.pos++]! >= 0x80); break;
       case WIRE_FIXED64: this.pos += 8; break;
-      case WIRE_LEN: this.pos += this.len(); break;
+      case WIRE_LEN: {
+        // the length first: `pos += len()` would add it to the position before the length was read
+        const n = this.len();
+        this.pos += n;
+        break;
+      }
       case WIRE_FIXED32: this.pos += 4; break;
     }
   }
