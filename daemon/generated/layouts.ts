@@ -1999,39 +1999,43 @@ export function encodeInjectHostKey(v: InjectHostKey, buf: Buffer = Buffer.alloc
   return buf;
 }
 
-/** struct gt_inject_pending (112 bytes) */
+/** struct gt_inject_pending (120 bytes) */
 export interface InjectPending {
   span: SpanContext;
+  marked_ns: bigint;
   proto: number;
   flags: number;
   host: Buffer;
 }
 
-export const INJECT_PENDING_SIZE = 112;
+export const INJECT_PENDING_SIZE = 120;
 export const InjectPendingOffsets = {
   span: 0,
-  proto: 40,
-  flags: 44,
-  host: 48,
+  marked_ns: 40,
+  proto: 48,
+  flags: 52,
+  host: 56,
 } as const;
 
 /** Decodes struct gt_inject_pending at `off`; byte arrays are views into `buf`, not copies. */
 export function decodeInjectPending(buf: Buffer, off = 0): InjectPending {
-  if (off + 112 > buf.length) throw new RangeError(`gt_inject_pending: need 112 bytes at ${off}, have ${buf.length - off}`);
+  if (off + 120 > buf.length) throw new RangeError(`gt_inject_pending: need 120 bytes at ${off}, have ${buf.length - off}`);
   return {
     span: decodeSpanContext(buf, off + 0),
-    proto: buf.readUInt32LE(off + 40),
-    flags: buf.readUInt32LE(off + 44),
-    host: buf.subarray(off + 48, off + 48 + 64),
+    marked_ns: buf.readBigUInt64LE(off + 40),
+    proto: buf.readUInt32LE(off + 48),
+    flags: buf.readUInt32LE(off + 52),
+    host: buf.subarray(off + 56, off + 56 + 64),
   };
 }
 
 /** Encodes struct gt_inject_pending into `buf` at `off` (a new zeroed buffer by default). */
-export function encodeInjectPending(v: InjectPending, buf: Buffer = Buffer.alloc(112), off = 0): Buffer {
+export function encodeInjectPending(v: InjectPending, buf: Buffer = Buffer.alloc(120), off = 0): Buffer {
   encodeSpanContext(v.span, buf, off + 0);
-  buf.writeUInt32LE(v.proto, off + 40);
-  buf.writeUInt32LE(v.flags, off + 44);
-  buf.fill(0, off + 48, off + 48 + 64); v.host.copy(buf, off + 48, 0, Math.min(v.host.length, 64));
+  buf.writeBigUInt64LE(v.marked_ns, off + 40);
+  buf.writeUInt32LE(v.proto, off + 48);
+  buf.writeUInt32LE(v.flags, off + 52);
+  buf.fill(0, off + 56, off + 56 + 64); v.host.copy(buf, off + 56, 0, Math.min(v.host.length, 64));
   return buf;
 }
 

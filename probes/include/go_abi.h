@@ -142,16 +142,7 @@ struct gt_tcp_offsets {
 /* Client span context by connection: set by the client probe just before a
  * request goes out on a connection, read by the server probe when the
  * request arrives. Both ends on one node link without writing anything
- * into the programs' memory (kernels in lockdown refuse that).
- *
- * An HTTP/1 connection's entry (stream id 0) is kept from request to
- * request: its request's end marks it GT_SPAN_ENDED (gt_conn_withdraw) and
- * the connection's next request overwrites it in place (gt_conn_publish), as
- * an LRU map's insert and delete cost more than a lookup each. Read it with
- * gt_conn_span, which takes an ended span for none. The socket's close
- * removes the entry where the injection watches the socket (its socket-ops
- * program, probes/inject/); elsewhere it stays, ended, until the LRU
- * pushes it out. */
+ * into the programs' memory (kernels in lockdown refuse that). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
@@ -175,40 +166,6 @@ static __always_inline void gt_conn_published_add(__s64 d)
 	__s64 *n = bpf_map_lookup_elem(&gt_conn_published, &zero);
 	if (n)
 		__sync_fetch_and_add(n, d);
-}
-
-/* Publishes `span` as the span of the request about to be sent on
- * connection `k`: in place when the connection has an entry (its previous
- * request's, ended), else inserted. 0 on success, else the insert's error. */
-static __always_inline long gt_conn_publish(const struct gt_conn_key *k, const struct gt_span_context *span)
-{
-	struct gt_span_context *cur = bpf_map_lookup_elem(&gt_conn_spans, k);
-	if (!cur)
-		return bpf_map_update_elem(&gt_conn_spans, k, span, BPF_ANY);
-	*cur = *span;
-	return 0;
-}
-
-/* The request of `span` on connection `k` is over: its entry is marked
- * ended, in place, for the connection's next request (an entry another
- * request published since is left alone). */
-static __always_inline void gt_conn_withdraw(const struct gt_conn_key *k, const struct gt_span_context *span)
-{
-	struct gt_span_context *cur = bpf_map_lookup_elem(&gt_conn_spans, k);
-	__u64 a, b;
-	if (!cur)
-		return;
-	__builtin_memcpy(&a, cur->span_id, 8);
-	__builtin_memcpy(&b, span->span_id, 8);
-	if (a == b)
-		cur->flags |= GT_SPAN_ENDED;
-}
-
-/* The client span published for connection `k` and in flight, or 0. */
-static __always_inline struct gt_span_context *gt_conn_span(const struct gt_conn_key *k)
-{
-	struct gt_span_context *s = bpf_map_lookup_elem(&gt_conn_spans, k);
-	return s && !(s->flags & GT_SPAN_ENDED) ? s : 0;
 }
 
 /* Node-wide linking switches, set by user space (one slot). */

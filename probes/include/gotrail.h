@@ -644,9 +644,8 @@ enum gt_span_flags {
 	/* the sampled flag is this node's sampler's decision (sampling.h), not
 	 * an incoming parent's; children inherit it with the decision */
 	GT_SPAN_SAMPLER_DECIDED = 128,
-	/* only in gt_goroutine_spans and gt_conn_spans: the span has ended, its
-	 * entry is kept in place for the goroutine's or the connection's next
-	 * one (see gt_goroutine_span, gt_conn_span) */
+	/* only in gt_goroutine_spans: the span has ended, its entry is kept in
+	 * place for the goroutine's next one (see gt_goroutine_span) */
 	GT_SPAN_ENDED = 256,
 };
 

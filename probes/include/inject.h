@@ -34,10 +34,8 @@ enum gt_inject_proto {
 
 struct gt_inject_pending {
 	struct gt_span_context span;
-	/* enum gt_inject_proto; 0: no mark (taken by a send, or withdrawn): a
-	 * connection's record is kept from request to request and overwritten
-	 * in place, as an LRU map's insert and delete cost more than a lookup */
-	__u32 proto;
+	__u64 marked_ns;
+	__u32 proto; /* enum gt_inject_proto */
 	__u32 flags; /* enum gt_inject_pending_flags */
 	/* the request's host as the program named it (URL.Host: "name[:port]"),
 	 * zero-padded, for host rules: matched by the sk_msg program, so that
@@ -64,10 +62,8 @@ enum gt_inject_flags {
 	GT_INJECT_ALLOW_LIST = 2,
 	/* host rules are configured: the request's URL host is looked up */
 	GT_INJECT_HOST_RULES = 4,
-	/* deny CIDRs are configured: a client probe looks the destination
-	 * up (without, it skips that lookup); the bpf_probe_write_user
-	 * injection (probes/write-user/) denies a destination whose address it
-	 * cannot read */
+	/* deny CIDRs are configured: the bpf_probe_write_user injection
+	 * (probes/write-user/) denies a destination whose address it cannot read */
 	GT_INJECT_DENY_CIDRS = 8,
 };
 
@@ -193,19 +189,15 @@ static __always_inline bool gt_inject_mark(const struct gt_conn_key *k, const st
 		return false;
 	struct gt_inject_cidr_key ck = { .prefixlen = 128 };
 	__builtin_memcpy(ck.addr, k->server_ip, 16);
-	if ((flags & GT_INJECT_DENY_CIDRS) && bpf_map_lookup_elem(&gt_inject_deny_cidrs, &ck)) {
+	if (bpf_map_lookup_elem(&gt_inject_deny_cidrs, &ck)) {
 		gt_inject_count(GT_INJECT_OUT_DENIED);
 		return false;
 	}
-	/* a connection's record (its previous request's) is there only while
-	 * the connection is in the sockmap: the socket's close removes it with
-	 * the connection's gt_inject_conns entry, so it answers that lookup */
-	struct gt_inject_pending *cur = bpf_map_lookup_elem(&gt_inject_pending, k);
-	if (!cur && !bpf_map_lookup_elem(&gt_inject_conns, k)) {
+	if (!bpf_map_lookup_elem(&gt_inject_conns, k)) {
 		gt_inject_count(GT_INJECT_OUT_NOT_IN_SOCKMAP);
 		return false;
 	}
-	struct gt_inject_pending p = { .span = *span, .proto = proto };
+	struct gt_inject_pending p = { .span = *span, .marked_ns = bpf_ktime_get_ns(), .proto = proto };
 	if ((flags & GT_INJECT_ALLOW_LIST) && bpf_map_lookup_elem(&gt_inject_allow_cidrs, &ck))
 		p.flags |= GT_INJECT_PENDING_CIDR_ALLOWED;
 	if ((flags & GT_INJECT_HOST_RULES) && host_len > 0) {
@@ -215,12 +207,7 @@ static __always_inline bool gt_inject_mark(const struct gt_conn_key *k, const st
 		if (bpf_probe_read_user(p.host, n, (void *)host_ptr) < 0)
 			p.flags |= GT_INJECT_PENDING_HOST_UNREAD;
 	}
-	/* in place when the connection has a record: the send that takes the
-	 * mark runs after this program, on the thread that sends, so no reader
-	 * sees the record half written */
-	if (cur) {
-		*cur = p;
-	} else if (bpf_map_update_elem(&gt_inject_pending, k, &p, BPF_ANY) < 0) {
+	if (bpf_map_update_elem(&gt_inject_pending, k, &p, BPF_ANY) < 0) {
 		gt_inject_count(GT_INJECT_OUT_STORE_FAILED);
 		return false;
 	}
@@ -229,17 +216,17 @@ static __always_inline bool gt_inject_mark(const struct gt_conn_key *k, const st
 }
 
 /* The request marked on `k` is over: a mark no send took is counted and
- * withdrawn (a later request on the connection must not take it). */
+ * removed (a later request on the connection must not take it). */
 static __always_inline void gt_inject_unmark(const struct gt_conn_key *k, const struct gt_span_context *span)
 {
 	struct gt_inject_pending *p = bpf_map_lookup_elem(&gt_inject_pending, k);
 	__u64 a, b;
-	if (!p || !p->proto)
+	if (!p)
 		return;
 	__builtin_memcpy(&a, p->span.span_id, 8);
 	__builtin_memcpy(&b, span->span_id, 8);
 	if (a != b) /* a later request's mark */
 		return;
-	p->proto = 0;
+	bpf_map_delete_elem(&gt_inject_pending, k);
 	gt_inject_count(GT_INJECT_OUT_NOT_SENT);
 }

@@ -155,11 +155,6 @@ int gt_inject_sockops(struct bpf_sock_ops *skops)
 		if (GT_INJECT_KEY_OF(skops, &k) == 0) {
 			bpf_map_delete_elem(&gt_inject_conns, &k);
 			bpf_map_delete_elem(&gt_inject_pending, &k);
-			/* the client span the connection's last request left (ended,
-			 * kept for a next request: gt_conn_withdraw) goes with it, so
-			 * that connections made one per request do not fill the map
-			 * and make each insert evict */
-			bpf_map_delete_elem(&gt_conn_spans, &k);
 		}
 	}
 	return 1;
@@ -366,16 +361,15 @@ int gt_inject_msg(struct sk_msg_md *msg)
 	if (GT_INJECT_KEY_OF(msg, &k) < 0)
 		return SK_PASS;
 	struct gt_inject_pending *pp = bpf_map_lookup_elem(&gt_inject_pending, &k);
-	if (!pp || !pp->proto)
+	if (!pp)
 		return SK_PASS;
 	struct gt_span_context span = pp->span;
 	__u32 proto = pp->proto, flags = gt_inject_flags();
 	__u32 hosts = (flags & GT_INJECT_HOST_RULES) ? host_rules(pp) : 0;
 	bool allowed = (pp->flags & GT_INJECT_PENDING_CIDR_ALLOWED) ||
 		       (hosts & (GT_INJECT_HOST_ALLOW | GT_INJECT_HOST_ALLOW_SUBDOMAINS));
-	/* the mark is for the next send only, taken whatever becomes of it
-	 * (the record stays, unmarked, for the connection's next request) */
-	pp->proto = 0;
+	/* the mark is for the next send only, taken whatever becomes of it */
+	bpf_map_delete_elem(&gt_inject_pending, &k);
 	if (hosts & (GT_INJECT_HOST_DENY | GT_INJECT_HOST_DENY_SUBDOMAINS)) {
 		gt_inject_count(GT_INJECT_OUT_DENIED);
 		return SK_PASS;

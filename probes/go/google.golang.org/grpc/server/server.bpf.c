@@ -268,7 +268,7 @@ int gt_grpc_server_entry(struct pt_regs *ctx)
 	}
 	if ((st->flags & GT_GRPC_SERVER_EVENT_CONN) && (cfg->flags & GT_GRPC_SERVER_LINK) &&
 	    st->conn.stream_id && gt_conn_any_published()) {
-		struct gt_span_context *client = gt_conn_span(&st->conn);
+		struct gt_span_context *client = bpf_map_lookup_elem(&gt_conn_spans, &st->conn);
 		if (client) {
 			gt_new_child(&st->span, client);
 			st->span.flags |= GT_SPAN_PARENT_REMOTE;

@@ -270,19 +270,16 @@ int gt_http_client_conn(struct pt_regs *ctx)
 	struct gt_conn_key k = {};
 	if (gt_conn_key_of(tcpconn, &cfg->tcp, true, &k) < 0)
 		return 0;
-	if (gt_conn_publish(&k, &st->span) == 0) {
+	if (bpf_map_update_elem(&gt_conn_spans, &k, &st->span, BPF_ANY) == 0) {
 		st->linked = 1;
 		gt_conn_published_add(1);
 	}
 	st->conn = k;
 	/* the receiver, on this node or another, traced or not, gets a
-	 * traceparent header; the destination's host rules, when there are
-	 * any, see URL.Host */
+	 * traceparent header; the destination rules see URL.Host */
 	__u64 url = st->url; /* the entry's read of Request.URL, when it made one */
 	struct go_string host = {};
-	if ((gt_inject_flags() & (GT_INJECT_ENABLED | GT_INJECT_HOST_RULES)) ==
-		    (GT_INJECT_ENABLED | GT_INJECT_HOST_RULES) &&
-	    (url || go_read_ptr(st->req, cfg->req_url, &url) == 0) && url)
+	if ((url || go_read_ptr(st->req, cfg->req_url, &url) == 0) && url)
 		bpf_probe_read_user(&host, sizeof(host), (void *)(url + cfg->url_host));
 	st->marked = gt_inject_mark(&k, &st->span, GT_INJECT_PROTO_HTTP1, host.ptr, host.len);
 	return 0;
@@ -340,7 +337,7 @@ int gt_http_client_return(struct pt_regs *ctx)
 	/* the request is over: the server side has found its span by now */
 	bool linked = st->linked;
 	if (st->linked) {
-		gt_conn_withdraw(&st->conn, &st->span);
+		bpf_map_delete_elem(&gt_conn_spans, &st->conn);
 		gt_conn_published_add(-1);
 	}
 	if (st->marked)

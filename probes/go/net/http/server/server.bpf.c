@@ -573,7 +573,7 @@ static __always_inline int h2_conn_key_of(struct gt_http_server_config *cfg, __u
  * (probes/go/net/http/client): then that span is the parent. */
 static __always_inline void link_local_client(const struct gt_conn_key *k, struct gt_http_server_call *st)
 {
-	struct gt_span_context *client = gt_conn_span(k);
+	struct gt_span_context *client = bpf_map_lookup_elem(&gt_conn_spans, k);
 	if (!client)
 		return;
 	gt_new_child(&st->span, client);
