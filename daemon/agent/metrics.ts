@@ -367,7 +367,7 @@ export function serveMetrics(reg: Registry, host: string, port: number, healthy:
     if ((path === '/status' || (path === '/calibrate' && calibrate)) && !anyPeer && !isLoopbackAddress(req.socket.remoteAddress)) {
       // refused whatever the method: such a peer is shown nothing and runs nothing
       res.writeHead(403, { 'content-type': 'text/plain' });
-      res.end(`${path} answers loopback peers only (on the host, or through kubectl port-forward); --admin-access any (adminAccess: any in the configuration file) opens it to every peer\n`);
+      res.end(`${path} answers loopback peers only (on the host, or through kubectl port-forward); --admin-access any opens it to every peer (or adminAccess: any in the configuration file, where no --admin-access flag is given: the Helm chart and the kustomize base give one, set by metrics.adminAccess / their args)\n`);
     } else if (read && (method === 'GET' || method === 'HEAD')) {
       read(res);
     } else if (path === '/calibrate' && calibrate && method === 'POST') {

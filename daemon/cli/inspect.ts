@@ -64,10 +64,10 @@ Exit codes: 0 at least one probe would attach; 1 not a readable Go binary;
 2 usage; 4 a Go binary on which no probe would attach.
 `;
 
-/** What a running agent says of one process: `traced`, or `not traced` with its reason. */
+/** What a running agent says of one process: `traced`, or `not traced` with its reason; `refused` when it answers /status to loopback peers only and this is not one. */
 export interface AgentView {
   url: string;
-  state: 'traced' | 'not traced';
+  state: 'traced' | 'not traced' | 'refused';
   reason?: string;
 }
 
@@ -82,6 +82,8 @@ export async function agentView(url: string, pid: number): Promise<AgentView | u
   let s: AgentStatus;
   try {
     const res = await fetch(`${url.replace(/\/+$/, '')}/status`, { signal: AbortSignal.timeout(1000) });
+    // an agent that answers, but not to this address (--admin-access loopback, its default)
+    if (res.status === 403) return { url, state: 'refused', reason: 'it answers /status to loopback peers only: run inspect on its host (or in its pod), or start it with --admin-access any' };
     if (!res.ok) return undefined;
     s = (await res.json()) as AgentStatus;
   } catch {
@@ -94,6 +96,7 @@ export async function agentView(url: string, pid: number): Promise<AgentView | u
 
 function agentLines(a: AgentView | undefined, url: string): string[] {
   if (!a) return [`agent:      not asked (no agent answered at ${url})`];
+  if (a.state === 'refused') return [`agent:      not asked: ${a.reason} (${a.url})`];
   return [a.state === 'traced' ? `agent:      traced (${a.url})` : `agent:      not traced: ${a.reason} (${a.url})`];
 }
 
