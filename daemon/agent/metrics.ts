@@ -231,7 +231,7 @@ export function createMetrics(source: MetricsSource): Registry {
     set({ reason: 'undecided_process' }, s.lifecycle?.eventsUndecided ?? 0);
   });
   const perService = (s: MetricsSnapshot): ReturnType<typeof OverheadEstimator.byService> => OverheadEstimator.byService(s.overhead?.processes ?? []);
-  gauge('gotrail_uprobe_hit_cost_seconds', 'CPU time one uprobe hit costs the traced thread on this host, besides the BPF program\'s own run time (the trap and the kernel\'s dispatch; calibrated at start-up with an empty program on a helper\'s no-op function; absent until calibrated)', [], (g, s) => {
+  gauge('gotrail_uprobe_hit_cost_seconds', 'CPU time one uprobe hit costs the traced thread on this host, besides the BPF program\'s own run time (the trap and the kernel\'s dispatch; calibrated at start-up with an empty program at the entry and the return of a helper\'s no-op function, per hit the mean of the two; absent until calibrated)', [], (g, s) => {
     if (s.overhead?.hitCost) g.set(s.overhead.hitCost.secondsPerHit);
   });
   counter('gotrail_probe_hits_total', 'Uprobe hits in traced processes, by service and probe site (counted in BPF; processes that exited leave the sum)', ['service', 'site'], (set, s) => {

@@ -5,7 +5,9 @@
  * - The trap cost is calibrated in a helper process (`gotrail_calibrate`,
  *   built with the native addon): it calls a no-op function in a loop, and
  *   the agent compares the helper's thread CPU time per call with and
- *   without an empty BPF program attached there. That is the part of a hit
+ *   without an empty BPF program attached at its entry and at its return
+ *   (per hit: the mean of the two, an emulated and a single-stepped
+ *   instruction, as gotrail's own entry and return sites). That is the part of a hit
  *   that the kernel's program statistics do not see (the breakpoint trap,
  *   the uprobe lookup, the BPF dispatch).
  * - The BPF programs' own run time per hit comes from the kernel's program
@@ -32,10 +34,17 @@ import { WRITE_USER_PROGRAMS } from './write-user.ts';
 /** The helper program built beside the addon (the path from the install root: this module may run bundled, build/agent/, see deploy/bundle.ts). */
 export const CALIBRATION_HELPER = fileURLToPath(new URL('../../daemon/native/build/Release/gotrail_calibrate', import.meta.url));
 const NOOP_SYMBOL = 'gotrail_calibration_noop';
+/** The no-op's RET (a label in its assembly). */
+const NOOP_RET_SYMBOL = 'gotrail_calibration_noop_ret';
 
 /** Result of one calibration. */
 export interface HitCostCalibration {
-  /** Median over rounds of (thread CPU per call with the empty probe − without), seconds. */
+  /**
+   * Median over rounds of (thread CPU per call with the empty probes − without)
+   * per hit, seconds: the mean of an entry hit (on an instruction the kernel
+   * emulates) and a return hit (on a RET, single-stepped), as gotrail's
+   * probes come in entry and return pairs.
+   */
   secondsPerHit: number;
   /** Each round's value, seconds per hit (their spread tells how steady the host was). */
   rounds: number[];
@@ -47,13 +56,22 @@ export interface HitCostCalibration {
   at: number;
 }
 
-/** File offset of the helper's no-op function (where the calibration probe goes). */
-export function calibrationSiteOffset(helper = CALIBRATION_HELPER): number {
+/**
+ * File offsets of the calibration probes in the helper: the no-op's entry (a
+ * PUSH, which the kernel emulates, as at gotrail's entry sites) and its RET
+ * (single-stepped out of line, as at gotrail's return sites).
+ * @throws Error when either symbol is missing from the helper's symbol table.
+ */
+export function calibrationSiteOffsets(helper = CALIBRATION_HELPER): [entry: number, ret: number] {
   const elf = ElfFile.parse(BinaryFile.open(helper));
   try {
-    const vaddr = elf.symbolValues([NOOP_SYMBOL]).get(NOOP_SYMBOL);
-    if (vaddr === undefined) throw new Error(`calibrate uprobe cost: ${NOOP_SYMBOL} not found in the symbol table of ${helper}`);
-    return elf.fileOffset(vaddr, 1, NOOP_SYMBOL);
+    const found = elf.symbolValues([NOOP_SYMBOL, NOOP_RET_SYMBOL]);
+    const at = (name: string): number => {
+      const vaddr = found.get(name);
+      if (vaddr === undefined) throw new Error(`calibrate uprobe cost: ${name} not found in the symbol table of ${helper}`);
+      return elf.fileOffset(vaddr, 1, name);
+    };
+    return [at(NOOP_SYMBOL), at(NOOP_RET_SYMBOL)];
   } finally {
     elf.file.close();
   }
@@ -116,7 +134,7 @@ export async function calibrateUprobeHitCost(obj: BpfObject, opts: { calls?: num
   const calls = opts.calls ?? 2000;
   const rounds = opts.rounds ?? 5;
   const helperPath = opts.helper ?? CALIBRATION_HELPER;
-  const offset = calibrationSiteOffset(helperPath);
+  const offsets = calibrationSiteOffsets(helperPath);
   const helper = new Helper(helperPath);
   const diffs: number[] = [];
   const bases: number[] = [];
@@ -124,7 +142,7 @@ export async function calibrateUprobeHitCost(obj: BpfObject, opts: { calls?: num
     await helper.run(calls); // warm-up: page faults, caches
     for (let r = 0; r < rounds; r++) {
       const without = await helper.run(calls);
-      const handle = obj.attachUprobes(BpfPrograms.gt_calibration_empty, helperPath, [offset], [0n]);
+      const handle = obj.attachUprobes(BpfPrograms.gt_calibration_empty, helperPath, offsets, offsets.map(() => 0n));
       let withProbe: number;
       try {
         withProbe = await helper.run(calls);
@@ -132,7 +150,8 @@ export async function calibrateUprobeHitCost(obj: BpfObject, opts: { calls?: num
         await obj.detachAsync([handle]);
       }
       bases.push(without / calls / 1e9);
-      diffs.push(Math.max(0, withProbe - without) / calls / 1e9);
+      // two hits per call: an emulated entry and a single-stepped return
+      diffs.push(Math.max(0, withProbe - without) / (calls * offsets.length) / 1e9);
     }
   } finally {
     helper.close();
