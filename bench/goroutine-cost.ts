@@ -78,7 +78,7 @@ try {
         withAgent[w].push(await run(server, w));
       }
       const after = (await httpRequest(murl)).body;
-      for (const name of ['gt_runtime_newproc1_return', 'gt_runtime_goexit1']) {
+      for (const name of ['gt_runtime_newproc_runqput', 'gt_runtime_newproc1_return', 'gt_runtime_goexit1']) {
         const d = (re: string): number => metricSum(after, new RegExp(re, 'gm')) - metricSum(before, new RegExp(re, 'gm'));
         const p = bpf.get(name) ?? { runs: 0, secs: 0 };
         bpf.set(name, {

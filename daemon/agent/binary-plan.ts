@@ -8,14 +8,14 @@ import { openGoBinary, type GoBinaryError, type GoBinary } from '../analysis/go-
 import { readStructOffsets } from '../offsets/dwarf.ts';
 import { compareSemver, parseGoVersion, parseSemver, release } from '../offsets/version.ts';
 import { resolveOffsets, type OffsetDisagreement, type OffsetSourceKind } from '../offsets/resolve.ts';
-import { fieldModule, optionalFields, requiredFields, type ProbeDescriptor } from '../probes/types.ts';
+import { fieldModule, optionalFields, requiredFields, type ProbeDescriptor, type ProbedFunction } from '../probes/types.ts';
 
 export const GOID_FIELD = 'runtime.g.goid';
 
 export interface SiteSet {
   program: string;
   symbol: string;
-  role: 'entry' | 'return' | 'after-call';
+  role: 'entry' | 'return' | 'after-call' | 'at-call';
   /** file offsets */
   offsets: number[];
   /**
@@ -122,6 +122,69 @@ function emptyPlan(probe: ProbeDescriptor): ProbePlan {
   return { probe, attachable: false, degraded: [], unverified: [], sites: [], offsets: {}, offsetSources: {}, missingOptional: [], disagreements: [] };
 }
 
+/**
+ * Adds the sites of `probed` to `plan`; false, with `plan.reason` set, when
+ * the probe cannot attach (a required function, RET or call not found, code
+ * that does not decode).
+ */
+function planFunction(bin: GoBinary, plan: ProbePlan, probed: ProbedFunction): boolean {
+  const names = [probed.symbol, ...(probed.alternativeSymbols ?? [])];
+  const symbol = names.find((n) => bin.findFunction(n)) ?? probed.symbol;
+  const fn = { ...probed, symbol };
+  const f = bin.findFunction(symbol);
+  if (!f && fn.optional) {
+    plan.degraded.push(`${fn.optional}: function ${names.join(' or ')} not found`);
+    return true;
+  }
+  if (!f) {
+    plan.reason = packageLinked(bin, plan.probe.goPackage)
+      ? `${plan.probe.goPackage} is linked, but ${fn.absentMeans ?? `nothing in this program calls ${fn.symbol}`} (function ${fn.symbol} not found)`
+      : `${plan.probe.goPackage} is not linked into this program (function ${fn.symbol} not found)`;
+    return false;
+  }
+  try {
+    if (fn.entryProgram) {
+      if (fn.entryAtStackCheck) plan.sites.push({ program: fn.entryProgram, symbol: fn.symbol, role: 'entry', offsets: [bin.stackCheckSite(f)] });
+      else {
+        // one trap per call where the instruction after the check would be single-stepped (Go before 1.21)
+        const site = bin.cheapEntrySite(f);
+        plan.sites.push({ program: fn.entryProgram, symbol: fn.symbol, role: 'entry', offsets: [site.offset], ...(site.atStackCheck ? { atStackCheck: true } : {}) });
+      }
+    }
+    if (fn.returnProgram) {
+      const rets = bin.retSites(f);
+      if (rets.length === 0) {
+        plan.reason = `function ${fn.symbol} has no RET instruction to probe`;
+        return false;
+      }
+      plan.sites.push({ program: fn.returnProgram, symbol: fn.symbol, role: 'return', offsets: rets });
+    }
+    if (fn.afterCall) {
+      const callee = bin.findFunction(fn.afterCall.callee);
+      const sites = callee ? bin.callReturnSites(f, callee) : [];
+      if (sites.length === 0) {
+        plan.reason = `function ${fn.symbol} has no call of ${fn.afterCall.callee} to probe`;
+        return false;
+      }
+      plan.sites.push({ program: fn.afterCall.program, symbol: fn.symbol, role: 'after-call', offsets: sites });
+    }
+    for (const call of fn.atCalls ?? []) {
+      const calleeNames = [call.callee, ...(call.alternativeCallees ?? [])];
+      const callee = calleeNames.map((n) => bin.findFunction(n)).find((c) => c !== undefined);
+      const sites = callee ? bin.callSites(f, callee) : [];
+      if (sites.length === 0) {
+        plan.reason = `function ${fn.symbol} has no call of ${calleeNames.join(' or ')} to probe`;
+        return false;
+      }
+      plan.sites.push({ program: call.program, symbol: fn.symbol, role: 'at-call', offsets: sites });
+    }
+  } catch (e) {
+    plan.reason = `cannot decode ${fn.symbol}: ${(e as Error).message}`;
+    return false;
+  }
+  return true;
+}
+
 export function planProbe(bin: GoBinary, probe: ProbeDescriptor, inputs: OffsetInputs | Map<string, number> | undefined, goidOffset: number | undefined): ProbePlan {
   const plan = emptyPlan(probe);
   const src: OffsetInputs = inputs instanceof Map ? { dwarf: inputs } : (inputs ?? {});
@@ -135,50 +198,20 @@ export function planProbe(bin: GoBinary, probe: ProbeDescriptor, inputs: OffsetI
     plan.reason = `no offset for ${GOID_FIELD} at ${bin.goVersion}: goroutines cannot be told apart`;
     return plan;
   }
-  for (const probed of probe.functions) {
-    const names = [probed.symbol, ...(probed.alternativeSymbols ?? [])];
-    const symbol = names.find((n) => bin.findFunction(n)) ?? probed.symbol;
-    const fn = { ...probed, symbol };
-    const f = bin.findFunction(symbol);
-    if (!f && fn.optional) {
-      plan.degraded.push(`${fn.optional}: function ${names.join(' or ')} not found`);
-      continue;
-    }
-    if (!f) {
-      plan.reason = packageLinked(bin, probe.goPackage)
-        ? `${probe.goPackage} is linked, but ${fn.absentMeans ?? `nothing in this program calls ${fn.symbol}`} (function ${fn.symbol} not found)`
-        : `${probe.goPackage} is not linked into this program (function ${fn.symbol} not found)`;
+  for (const probed of probe.functions) if (!planFunction(bin, plan, probed)) return plan;
+  if (probe.preferredSites) {
+    // planned on a scratch plan: a set whose calls are not all there leaves nothing behind
+    const scratch = emptyPlan(probe);
+    const ok = probe.preferredSites.functions.every((fn) => planFunction(bin, scratch, fn));
+    const chosen = ok ? scratch : emptyPlan(probe);
+    if (!ok) for (const fn of probe.preferredSites.otherwise) if (!planFunction(bin, chosen, fn)) {
+      plan.reason = chosen.reason;
       return plan;
     }
-    try {
-      if (fn.entryProgram) {
-        if (fn.entryAtStackCheck) plan.sites.push({ program: fn.entryProgram, symbol: fn.symbol, role: 'entry', offsets: [bin.stackCheckSite(f)] });
-        else {
-          // one trap per call where the instruction after the check would be single-stepped (Go before 1.21)
-          const site = bin.cheapEntrySite(f);
-          plan.sites.push({ program: fn.entryProgram, symbol: fn.symbol, role: 'entry', offsets: [site.offset], ...(site.atStackCheck ? { atStackCheck: true } : {}) });
-        }
-      }
-      if (fn.returnProgram) {
-        const rets = bin.retSites(f);
-        if (rets.length === 0) {
-          plan.reason = `function ${fn.symbol} has no RET instruction to probe`;
-          return plan;
-        }
-        plan.sites.push({ program: fn.returnProgram, symbol: fn.symbol, role: 'return', offsets: rets });
-      }
-      if (fn.afterCall) {
-        const callee = bin.findFunction(fn.afterCall.callee);
-        const sites = callee ? bin.callReturnSites(f, callee) : [];
-        if (sites.length === 0) {
-          plan.reason = `function ${fn.symbol} has no call of ${fn.afterCall.callee} to probe`;
-          return plan;
-        }
-        plan.sites.push({ program: fn.afterCall.program, symbol: fn.symbol, role: 'after-call', offsets: sites });
-      }
-    } catch (e) {
-      plan.reason = `cannot decode ${fn.symbol}: ${(e as Error).message}`;
-      return plan;
+    plan.degraded.push(...chosen.degraded);
+    for (const site of chosen.sites) {
+      // the same function's sites listed twice (by both sets) are probed once
+      if (!plan.sites.some((s) => s.program === site.program && s.symbol === site.symbol && s.role === site.role)) plan.sites.push(site);
     }
   }
   const required = requiredFields(probe);

@@ -11,7 +11,7 @@
  * but skipped its work in BPF would save only its BPF time.
  *
  * Order, cheapest loss first (SHED_LEVELS):
- *  1. enrichment with no spans of its own: goroutine ancestry (`runtime.newproc1`
+ *  1. enrichment with no spans of its own: goroutine ancestry (`runtime.newproc`
  *     and `goexit1`, a hit per `go` statement and per goroutine exit, the
  *     hottest probes of a program that starts goroutines per request) and the
  *     routers (`http.route`). Spans stay; calls made on other goroutines start

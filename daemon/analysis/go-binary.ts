@@ -15,7 +15,7 @@ import { EM_X86_64, ET_DYN, ET_EXEC, ElfFile } from './elf.ts';
 import { GoBinaryError, hex } from './errors.ts';
 import { FunctionIndex } from './functions.ts';
 import type { FunctionSource, GoFunction } from './functions.ts';
-import { addressAfterStackCheck, callReturnAddresses, kernelEmulates, stackCheckBranch, retAddresses } from './instructions.ts';
+import { addressAfterStackCheck, callAddresses, callReturnAddresses, kernelEmulates, stackCheckBranch, retAddresses } from './instructions.ts';
 import { readGoTypes } from './go-types.ts';
 import type { GoTypes } from './go-types.ts';
 import { findPclntab } from './pclntab.ts';
@@ -89,6 +89,12 @@ export interface GoBinary {
   retSites(fn: GoFunction): number[];
   /** File offsets of the instructions right after each direct call from `fn` to `callee` (where it returns into `fn`). */
   callReturnSites(fn: GoFunction, callee: GoFunction): number[];
+  /**
+   * File offsets of each direct CALL from `fn` to `callee` (the CALL
+   * instruction itself, which the kernel emulates: one trap per hit; the
+   * callee's arguments are in their ABI registers there).
+   */
+  callSites(fn: GoFunction, callee: GoFunction): number[];
   /**
    * File offset of the first instruction after the stack-growth check, so
    * that a probe there fires once per call; the entry itself for functions
@@ -277,6 +283,13 @@ class AnalysedBinary implements GoBinary {
     return guard(this.path, () => {
       const { code, offset } = this.#code(fn, Number.MAX_SAFE_INTEGER);
       return retAddresses(code, fn.entry).map((a) => offset + (a - fn.entry));
+    });
+  }
+
+  callSites(fn: GoFunction, callee: GoFunction): number[] {
+    return guard(this.path, () => {
+      const { code, offset } = this.#code(fn, Number.MAX_SAFE_INTEGER);
+      return callAddresses(code, fn.entry, callee.entry).map((a) => offset + (a - fn.entry));
     });
   }
 

@@ -51,10 +51,24 @@ export function retAddresses(code: Uint8Array, address: number): number[] {
  * has returned into this function.
  */
 export function callReturnAddresses(code: Uint8Array, address: number, target: number): number[] {
+  return directCalls(code, address, target).map((c) => c.next);
+}
+
+/**
+ * Addresses of each direct near CALL (`E8 rel32`) to `target` in `code`
+ * (decoded linearly from `address`). The kernel's x86 uprobe code emulates
+ * such a CALL (one trap per hit, no single-step), and Go's register ABI has
+ * put the callee's arguments in their registers there (RAX, RBX, RCX, ...).
+ */
+export function callAddresses(code: Uint8Array, address: number, target: number): number[] {
+  return directCalls(code, address, target).map((c) => c.at);
+}
+
+function directCalls(code: Uint8Array, address: number, target: number): { at: number; next: number }[] {
   const { Mnemonic, OpKind } = ic();
-  const out: number[] = [];
+  const out: { at: number; next: number }[] = [];
   decode(code, address, Number.MAX_SAFE_INTEGER, (ins) => {
-    if (ins.mnemonic === Mnemonic.Call && ins.op0Kind === OpKind.NearBranch64 && Number(ins.nearBranchTarget) === target) out.push(Number(ins.nextIP));
+    if (ins.mnemonic === Mnemonic.Call && ins.op0Kind === OpKind.NearBranch64 && Number(ins.nearBranchTarget) === target) out.push({ at: Number(ins.ip), next: Number(ins.nextIP) });
     return true;
   });
   return out;

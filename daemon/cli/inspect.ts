@@ -227,7 +227,7 @@ export function renderPlan(plan: BinaryPlan, kernel?: KernelView, proc?: { pid: 
       continue;
     }
     for (const s of p.sites) {
-      lines.push(`      ${s.role.padEnd(6)} ${s.symbol} → ${s.program} at ${s.offsets.map((o) => '0x' + o.toString(16)).join(', ')}`);
+      lines.push(`      ${s.role.padEnd(7)} ${s.symbol} → ${s.program} at ${s.offsets.map((o) => '0x' + o.toString(16)).join(', ')}`);
     }
     for (const [f, o] of Object.entries(p.offsets)) lines.push(`      offset ${f} = ${o} (${p.offsetSources[f] ?? '?'})`);
     for (const d of p.degraded) lines.push(`      degraded: ${d}`);

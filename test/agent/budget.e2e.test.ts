@@ -129,7 +129,7 @@ test('overhead budget: a hot binary over a 1% budget is shed level by level unti
     const after = (await status()).overhead.processes.find((p) => p.pid === server.pid)!.hits;
     assert.equal((after['http_server_entry'] ?? 0) - (before['http_server_entry'] ?? 0), 9);
     assert.equal((after['http_client_entry'] ?? 0) - (before['http_client_entry'] ?? 0), 8);
-    assert.ok((after['runtime_newproc1_return'] ?? 0) - (before['runtime_newproc1_return'] ?? 0) >= 14, `goroutine hits: ${JSON.stringify(before)} → ${JSON.stringify(after)}`);
+    assert.ok((after['runtime_newproc_runqput'] ?? 0) - (before['runtime_newproc_runqput'] ?? 0) >= 14, `goroutine hits: ${JSON.stringify(before)} → ${JSON.stringify(after)}`);
   } finally {
     await agent.stop();
     await server.stop();

@@ -29,7 +29,7 @@ interface InspectProbeJson {
   reason: string | null;
   degraded: string[];
   unverified: string[];
-  sites: { symbol: string; role: string; fileOffsets: string[] }[];
+  sites: { symbol: string; role: string; program: string; fileOffsets: string[] }[];
   offsets: Record<string, { offset: number; source: string }>;
 }
 interface InspectJson {
@@ -95,12 +95,16 @@ describe('gotrail inspect', () => {
       const p = probe(r.json, 'net/http/server');
       assert.equal(p.attachable, true);
       assert.equal(p.offsets['net/http.Request.Method']?.source, 'dwarf');
-      assert.deepEqual(p.sites.map((s) => `${s.role} ${s.symbol}`).sort(), [
-        'entry net/http.(*conn).serve.func1',
-        // HTTP/2's recover: net/http's bundled copy before Go 1.27
-        tc === 'go1.27' ? 'entry net/http/internal/http2.(*serverConn).runHandler.func1' : 'entry net/http.(*http2serverConn).runHandler.func1',
-        'entry net/http.serverHandler.ServeHTTP',
-        'return net/http.serverHandler.ServeHTTP',
+      // requests end at CALLs the kernel emulates, not at RETs
+      // (test/agent/call-sites-plan.test.ts checks their callees)
+      const h2 = tc === 'go1.27' ? 'net/http/internal/http2.(*serverConn).runHandler.func1' : 'net/http.(*http2serverConn).runHandler.func1';
+      assert.deepEqual(p.sites.map((s) => `${s.role} ${s.symbol} ${s.program}`).sort(), [
+        'entry net/http.(*conn).serve.func1 gt_http_server_panic',
+        'entry net/http.serverHandler.ServeHTTP gt_http_server_entry',
+        'at-call net/http.(*conn).serve gt_http_server_return',
+        // HTTP/2's end and recover: net/http's bundled copy before Go 1.27
+        `at-call ${h2} gt_http_server_return`,
+        `at-call ${h2} gt_http_server_panic`,
       ].sort());
       assert.ok(p.sites.every((s) => s.fileOffsets.length > 0));
     });

@@ -14,6 +14,15 @@
  *     `go` switches to g0 with systemstack from the creating goroutine,
  *     which stays the M's curg (callergp). callergp itself (RBX at entry)
  *     is gone by the RET, and an entry probe would double the cost.
+ *   newproc's systemstack closure (runtime.newproc.func1), at its direct
+ *     CALL of runqput(pp *p, gp *g, next bool), which follows newproc1 in
+ *     every Go release from 1.17 to 1.27: the new goroutine's *g in RBX
+ *     (runqput's second argument), the rest as at newproc1's RET. The
+ *     kernel emulates a probed CALL, where it single-steps a probed RET (a
+ *     second trap, 16 against 0.5 µs per hit on a Firecracker VM), so this
+ *     site is preferred; newproc1's RETs are probed only where the call is
+ *     not found. Goroutines that newproc1 makes for coroutines (newcoro,
+ *     iter.Pull, Go 1.23+) do not pass there, and inherit no origin.
  *   func goexit1()
  *     entry, on the exiting goroutine (R14): its origin is removed. */
 #include "go_abi.h"
@@ -37,6 +46,7 @@ enum gt_runtime_flags {
 enum gt_hit_site_runtime {
 	GT_HIT_RUNTIME_NEWPROC1_RETURN = 35,
 	GT_HIT_RUNTIME_GOEXIT1 = 36,
+	GT_HIT_RUNTIME_NEWPROC_RUNQPUT = 37,
 };
 
 GT_EXPORT_LAYOUTS(runtime,
@@ -53,8 +63,7 @@ struct {
 	__type(value, struct gt_runtime_config);
 } gt_runtime_config SEC(".maps");
 
-SEC("uprobe.multi")
-int gt_runtime_newproc1_return(struct pt_regs *ctx)
+static __always_inline int newproc_created(struct pt_regs *ctx, __u64 newg, __u32 site)
 {
 	/* Every `go` statement of every process of the binary lands here: the
 	 * common case (a creator serving nothing) costs the process check, two
@@ -65,14 +74,14 @@ int gt_runtime_newproc1_return(struct pt_regs *ctx)
 	struct process_slot *slot;
 	/* counted like every probe's hit, so that the overhead estimate and
 	 * budget see the probe that is hit most in goroutine-heavy programs */
-	if (!gt_hit_traced_slot(tgid, GT_HIT_RUNTIME_NEWPROC1_RETURN, &slot))
+	if (!gt_hit_traced_slot(tgid, site, &slot))
 		return 0;
 	__u32 id = (__u32)bpf_get_attach_cookie(ctx);
 	struct gt_binary_info *bin = gt_binary(id);
 	struct gt_runtime_config *cfg = bpf_map_lookup_elem(&gt_runtime_config, &id);
 	if (!bin || !cfg || !(cfg->flags & GT_RUNTIME_ENABLED))
 		return 0;
-	__u64 m = 0, curg = 0, newg = GO_ARG1(ctx);
+	__u64 m = 0, curg = 0;
 	struct gt_goroutine_key creator = { .tgid = tgid };
 	if (!newg)
 		return 0;
@@ -110,8 +119,20 @@ int gt_runtime_newproc1_return(struct pt_regs *ctx)
 	if (slot && !slot->origins_stored)
 		slot->origins_stored = 1;
 	bpf_map_update_elem(&gt_goroutine_origins, &child, &o, BPF_ANY);
-	gt_debug_hit(ctx, GT_HIT_RUNTIME_NEWPROC1_RETURN, GT_HIT_STORED, tgid, id, child.goid);
+	gt_debug_hit(ctx, site, GT_HIT_STORED, tgid, id, child.goid);
 	return 0;
+}
+
+SEC("uprobe.multi")
+int gt_runtime_newproc1_return(struct pt_regs *ctx)
+{
+	return newproc_created(ctx, GO_ARG1(ctx), GT_HIT_RUNTIME_NEWPROC1_RETURN);
+}
+
+SEC("uprobe.multi")
+int gt_runtime_newproc_runqput(struct pt_regs *ctx)
+{
+	return newproc_created(ctx, GO_ARG2(ctx), GT_HIT_RUNTIME_NEWPROC_RUNQPUT);
 }
 
 SEC("uprobe.multi")

@@ -30,13 +30,18 @@ export const runtimeProbe: ProbeDescriptor = {
   goPackage: 'runtime',
   description: 'goroutine ancestry (calls made on goroutines started while serving a request join its trace)',
   functions: [
-    // one probe hit per `go` statement: the new goroutine and its creator
-    { symbol: 'runtime.newproc1', returnProgram: BpfPrograms.gt_runtime_newproc1_return },
     // one per goroutine exit: its entry in the ancestry map is removed; on the
     // stack check's branch, which the kernel emulates (Go 1.19's SUBQ after
     // the check is single-stepped: several times the cost; a second delete is harmless)
     { symbol: 'runtime.goexit1', entryProgram: BpfPrograms.gt_runtime_goexit1, entryAtStackCheck: true },
   ],
+  // one probe hit per `go` statement: the new goroutine and its creator, at
+  // newproc's CALL of runqput (emulated by the kernel: one trap), else at
+  // newproc1's RETs (single-stepped: a second trap per `go` statement)
+  preferredSites: {
+    functions: [{ symbol: 'runtime.newproc.func1', atCalls: [{ callee: 'runtime.runqput', program: BpfPrograms.gt_runtime_newproc_runqput }] }],
+    otherwise: [{ symbol: 'runtime.newproc1', returnProgram: BpfPrograms.gt_runtime_newproc1_return }],
+  },
   fields: {
     [F.gM]: { reads: 'the M running newproc1 on its g0, whose current goroutine is the creator' },
     [F.mCurg]: { reads: 'the creating goroutine (the M\'s current goroutine while newproc1 runs on g0)' },

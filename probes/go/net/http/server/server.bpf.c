@@ -5,8 +5,16 @@
  *   rw  (interface: itab, data) RBX, RCX  -- data is *http.response for HTTP/1.x
  *   req (*Request)             RDI
  * Entry: the first instruction after the stack-growth check (the check can
- * jump back to the entry and fire it twice). Exit: a plain uprobe on every
- * RET of the function (uretprobes break Go's stack unwinding). */
+ * jump back to the entry and fire it twice). End (gt_http_server_return),
+ * on the request's goroutine once its handler has returned, at a CALL the
+ * kernel emulates (one trap; a probed RET is single-stepped out of line, a
+ * second trap): HTTP/1, (*conn).serve's CALL of c.hijacked(), right after
+ * ServeHTTP and the request context's cancel; HTTP/2, the stream's deferred
+ * function's CALL of rw.handlerDone() (after a handler that returned; its
+ * CALL of recover(), after one that panicked, runs gt_http_server_panic).
+ * Where a binary lacks one of those calls, a plain uprobe on every RET of
+ * ServeHTTP (uretprobes break Go's stack unwinding). Both read nothing from
+ * registers: the request's record, keyed by goroutine, has what they need. */
 #include "go_abi.h"
 #include "self.h"
 #include "http_route.h"
@@ -892,11 +900,13 @@ int gt_http_server_return(struct pt_regs *ctx)
  * flight here never returned from ServeHTTP: its handler panicked (or
  * aborted with http.ErrAbortHandler), and without this its span would be
  * lost. One hit per connection, not per request: the goroutine's record,
- * idle or not, is deleted here. It is also attached to the HTTP/2 server's
- * deferred recover, (*serverConn).runHandler.func1, which runs on the
- * stream's goroutine as its handler ends (one hit per HTTP/2 request): a
- * record still active there is a handler that panicked, which reset the
- * stream only, the connection serving on. */
+ * idle or not, is deleted here. For HTTP/2 it is attached to the CALL of
+ * recover() in the server's deferred function, (*serverConn).runHandler.func1,
+ * made on the stream's goroutine only after its handler panicked (which
+ * resets the stream only, the connection serving on); where that call is
+ * not found, to the function's entry, one hit per HTTP/2 request, where a
+ * record still active is a handler that panicked (one that returned was
+ * ended at ServeHTTP's RET). */
 SEC("uprobe.multi")
 int gt_http_server_panic(struct pt_regs *ctx)
 {

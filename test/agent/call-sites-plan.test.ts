@@ -1,0 +1,126 @@
+/**
+ * Return sites moved to CALLs the kernel emulates, on the real test binaries
+ * of the three Go versions (plain and stripped): the net/http server ends a
+ * request at `(*conn).serve`'s CALL of `(*conn).hijacked` (HTTP/1) and at
+ * the HTTP/2 stream's deferred CALL of handlerDone (returned) or gorecover
+ * (panicked); goroutine ancestry at newproc's CALL of runqput. Each site is
+ * a direct CALL (E8 rel32) to that very callee, once per function; and where
+ * a binary's code lacks one of the calls, the RET sites are planned instead,
+ * whole.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, openSync, readSync, closeSync } from 'node:fs';
+import { join } from 'node:path';
+import { openGoBinary, type GoBinary } from '../../daemon/analysis/go-binary.ts';
+import { planProbe, GOID_FIELD, type ProbePlan } from '../../daemon/agent/binary-plan.ts';
+import { httpServerProbe } from '../../daemon/probes/go/net/http/server/descriptor.ts';
+import { runtimeProbe } from '../../daemon/probes/go/runtime/descriptor.ts';
+import type { ProbeDescriptor } from '../../daemon/probes/types.ts';
+import { repoRoot } from '../support/agent-process.ts';
+
+const VERSIONS = ['go1.19', 'go1.26', 'go1.27'];
+const bin = (tc: string, kind: string): string => join(repoRoot, 'build', 'go', tc, kind, 'httpserver');
+const skip = VERSIONS.some((tc) => !existsSync(bin(tc, 'stripped')) || !existsSync(bin(tc, 'plain'))) ? 'test programs not built: run bash deploy/setup.sh' : false;
+
+function plan(path: string, probe: ProbeDescriptor): ProbePlan {
+  const b = openGoBinary(path);
+  try {
+    const wanted = [GOID_FIELD, ...Object.keys(probe.fields)];
+    const types = b.goTypes().fieldOffsets(wanted).offsets;
+    return planProbe(b, probe, { types, only: 'types' }, types.get(GOID_FIELD));
+  } finally {
+    b.close();
+  }
+}
+
+/** The target of the E8 rel32 CALL at file offset `offset`, as a file offset. */
+function callTarget(path: string, offset: number): number | undefined {
+  const fd = openSync(path, 'r');
+  try {
+    const b = Buffer.alloc(5);
+    readSync(fd, b, 0, 5, offset);
+    return b[0] === 0xe8 ? offset + 5 + b.readInt32LE(1) : undefined;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** File offset of the entry of the first of `names` found in the binary. */
+function entryOffset(b: GoBinary, names: string[]): number {
+  for (const n of names) {
+    const f = b.findFunction(n);
+    if (f) return b.fileOffset(f.entry);
+  }
+  throw new Error(`none of ${names.join(', ')} found`);
+}
+
+const sitesOf = (p: ProbePlan, program: string): { role: string; symbol: string; offsets: number[] }[] => p.sites.filter((s) => s.program === program);
+
+for (const tc of VERSIONS) {
+  for (const kind of ['plain', 'stripped']) {
+    test(`${tc} ${kind}: the net/http server's requests end at CALLs, once per function, to the right callees`, { skip }, () => {
+      const path = bin(tc, kind);
+      const p = plan(path, httpServerProbe);
+      assert.ok(p.attachable, p.reason);
+      assert.deepEqual(p.degraded, []);
+      assert.equal(p.sites.filter((s) => s.role === 'return').length, 0, 'no RET is probed');
+      const h2 = tc === 'go1.27' ? 'net/http/internal/http2.(*serverConn).runHandler.func1' : 'net/http.(*http2serverConn).runHandler.func1';
+      const done = tc === 'go1.27' ? 'net/http/internal/http2.(*responseWriter).handlerDone' : 'net/http.(*http2responseWriter).handlerDone';
+      const b = openGoBinary(path);
+      try {
+        const ends = sitesOf(p, 'gt_http_server_return');
+        assert.deepEqual(ends.map((s) => [s.role, s.symbol, s.offsets.length]).sort(), [['at-call', 'net/http.(*conn).serve', 1], ['at-call', h2, 1]].sort());
+        const byFn = new Map(ends.map((s) => [s.symbol, s.offsets[0]!]));
+        assert.equal(callTarget(path, byFn.get('net/http.(*conn).serve')!), entryOffset(b, ['net/http.(*conn).hijacked']), 'HTTP/1: the CALL of (*conn).hijacked');
+        assert.equal(callTarget(path, byFn.get(h2)!), entryOffset(b, [done]), 'HTTP/2: the CALL of handlerDone');
+        const panics = sitesOf(p, 'gt_http_server_panic');
+        assert.deepEqual(panics.map((s) => [s.role, s.symbol]).sort(), [['at-call', h2], ['entry', 'net/http.(*conn).serve.func1']].sort());
+        const recover = panics.find((s) => s.role === 'at-call')!;
+        assert.equal(recover.offsets.length, 1);
+        assert.equal(callTarget(path, recover.offsets[0]!), entryOffset(b, ['runtime.gorecover']), 'HTTP/2 panic: the CALL of gorecover');
+      } finally {
+        b.close();
+      }
+    });
+
+    test(`${tc} ${kind}: goroutine ancestry is read at newproc's CALL of runqput, not at newproc1's RETs`, { skip }, () => {
+      const path = bin(tc, kind);
+      const p = plan(path, runtimeProbe);
+      assert.ok(p.attachable, p.reason);
+      assert.deepEqual(sitesOf(p, 'gt_runtime_newproc1_return'), []);
+      const at = sitesOf(p, 'gt_runtime_newproc_runqput');
+      assert.deepEqual(at.map((s) => [s.role, s.symbol, s.offsets.length]), [['at-call', 'runtime.newproc.func1', 1]]);
+      const b = openGoBinary(path);
+      try {
+        assert.equal(callTarget(path, at[0]!.offsets[0]!), entryOffset(b, ['runtime.runqput']));
+      } finally {
+        b.close();
+      }
+    });
+  }
+}
+
+test('a binary without one of the preferred calls gets the RET sites instead, whole', { skip }, () => {
+  const path = bin('go1.26', 'plain');
+  // the same probe, as if Go had inlined (*conn).hijacked away
+  const moved: ProbeDescriptor = {
+    ...httpServerProbe,
+    preferredSites: {
+      ...httpServerProbe.preferredSites!,
+      functions: httpServerProbe.preferredSites!.functions.map((f) =>
+        f.symbol === 'net/http.(*conn).serve' ? { ...f, atCalls: [{ callee: 'net/http.(*conn).noSuchFunction', program: f.atCalls![0]!.program }] } : f,
+      ),
+    },
+  };
+  const p = plan(path, moved);
+  assert.ok(p.attachable, p.reason);
+  assert.deepEqual(p.sites.filter((s) => s.role === 'at-call'), [], 'none of the preferred sites is kept, HTTP/2 ones included');
+  const rets = sitesOf(p, 'gt_http_server_return');
+  assert.deepEqual(rets.map((s) => [s.role, s.symbol]), [['return', 'net/http.serverHandler.ServeHTTP']]);
+  assert.ok(rets[0]!.offsets.length >= 1);
+  const panics = sitesOf(p, 'gt_http_server_panic').map((s) => [s.role, s.symbol]).sort();
+  assert.deepEqual(panics, [['entry', 'net/http.(*conn).serve.func1'], ['entry', 'net/http.(*http2serverConn).runHandler.func1']]);
+  // the entry is planned once, whichever set is chosen
+  assert.equal(sitesOf(p, 'gt_http_server_entry').length, 1);
+});
