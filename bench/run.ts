@@ -266,7 +266,12 @@ async function latency(scenario: string, title: string, bin: string, server: GoS
   }
   const m = (mode: Mode, k: 'p50' | 'p99'): number => median(rs[mode].map((r) => r[k]));
   const hitsPerRequest = requests ? hits / requests : NaN;
-  const added = (k: 'p50' | 'p99'): { gotrail: number; floor: number } => ({ gotrail: m('gotrail', k) - m('without', k), floor: m('floor', k) - m('without', k) });
+  // the median of each round's difference with that round's run without the
+  // agent (the modes of a round run back to back): the host's speed drifts
+  // between rounds by more than the probes cost, which a difference of
+  // medians taken over different rounds would count as the probes'
+  const addedOf = (mode: 'gotrail' | 'floor', k: 'p50' | 'p99'): number => median(rs[mode].map((r, i) => r[k] - (rs.without[i]?.[k] ?? NaN)));
+  const added = (k: 'p50' | 'p99'): { gotrail: number; floor: number } => ({ gotrail: addedOf('gotrail', k), floor: addedOf('floor', k) });
   const a50 = added('p50');
   return {
     scenario, title, rounds: rs, requestsTraced: requests, hitsPerRequest, bpfUsPerRequest: requests ? (bpf * 1e6) / requests : NaN,
@@ -297,7 +302,7 @@ function latencyMarkdown(r: LatencyResult): string {
     '',
     roundsLine(rounds),
     '',
-    '| latency per request | without | floor (empty programs) | gotrail | added by floor | added by gotrail | gotrail / floor |',
+    '| latency per request | without | floor (empty programs) | gotrail | added by floor (per round) | added by gotrail (per round) | gotrail / floor |',
     '|---|---:|---:|---:|---:|---:|---:|',
     row('p50', 'median'),
     row('p99', 'p99'),
