@@ -14,7 +14,7 @@ import {
   HttpServerEventOffsets, HttpServerFlags, HTTP_SERVER_EVENT_SIZE, encodeHttpServerConfig, HttpServerInflightOffsets, HttpInflightState, PairedFunction,
 } from '../../../../../generated/layouts.ts';
 import { emitEventSpan, eventResource, fieldGroup, type EventContext, type EventProbe, fieldResolved } from '../../../../types.ts';
-import { RepeatedString, splitHostPort, stringAt } from '../../../../../spans/go-values.ts';
+import { RepeatedString, splitHostPort } from '../../../../../spans/go-values.ts';
 import { routeTemplate } from '../../../../../spans/http-route.ts';
 import { TCP_FIELDS, TCP_FIELDS_READ, tcpOffsets } from '../tcp-fields.ts';
 
@@ -230,7 +230,7 @@ export const httpServerProbe: EventProbe = {
     const resource = eventResource(ctx, 'http server', buf.readUInt32LE(off + EventHeaderOffsets.tgid), method);
     if (!resource) return;
     const pathLen = buf.readInt32LE(off + O.path_len);
-    const path = stringAt(buf, off + O.path, HttpLimits.GT_HTTP_PATH_MAX, pathLen);
+    const path = paths.read(buf, off + O.path, HttpLimits.GT_HTTP_PATH_MAX, pathLen);
     const flags = buf.readUInt32LE(off + O.flags);
     const rawStatus = buf.readUInt32LE(off + O.status);
     const panicked = (flags & HttpEventFlags.GT_HTTP_EVENT_PANIC) !== 0;
@@ -309,6 +309,8 @@ export const httpServerProbe: EventProbe = {
 
 const O = HttpServerEventOffsets;
 const methods = new RepeatedString();
+// a server's requests mostly go to a few paths (its endpoints, health checks): one string each, and the OTLP encoder's cached field
+const paths = new RepeatedString();
 const hosts = new RepeatedString(splitHostPort);
 const remotes = new RepeatedString(splitHostPort);
 
