@@ -13,7 +13,7 @@ import { SpanKind, SpanStatusCode, TraceFlags, type Attributes, type SpanContext
 import type { InstrumentationScope } from '@opentelemetry/core';
 import type { Resource } from '@opentelemetry/resources';
 import type { ReadableSpan, TimedEvent } from '@opentelemetry/sdk-trace-base';
-import { nanosToHrTime } from './clock.ts';
+import { nanosToHrTime, u32 } from './clock.ts';
 import { AGENT_NAME, AGENT_VERSION, SEMCONV_SCHEMA_URL } from './resource.ts';
 import { SpanContextOffsets, SpanFlags } from '../generated/layouts.ts';
 
@@ -116,9 +116,9 @@ function takeSlot(): number {
 
 /** Makes the end stamp at `at` of `b` no earlier than the start stamp (a span never ends before it starts). */
 function clampEnd(b: Buffer, at: number): void {
-  const sHi = b.readUInt32LE(at + 36);
-  const eHi = b.readUInt32LE(at + 44);
-  if (eHi > sHi || (eHi === sHi && b.readUInt32LE(at + 40) >= b.readUInt32LE(at + 32))) return;
+  const sHi = u32(b, at + 36);
+  const eHi = u32(b, at + 44);
+  if (eHi > sHi || (eHi === sHi && u32(b, at + 40) >= u32(b, at + 32))) return;
   b.copy(b, at + 40, at + 32, at + 40);
 }
 
@@ -274,7 +274,7 @@ export function eventSpanRecord(
   clock.copyUnixNano(event, startAt, b, at + 32);
   clock.copyUnixNano(event, endAt, b, at + 40);
   clampEnd(b, at);
-  const flags = event.readUInt32LE(spanAt + SPAN_CONTEXT_FLAGS);
+  const flags = u32(event, spanAt + SPAN_CONTEXT_FLAGS);
   return new SpanRecord(name, kind, b, at, (flags & SpanFlags.GT_SPAN_HAS_PARENT) !== 0, (flags & SpanFlags.GT_SPAN_PARENT_REMOTE) !== 0,
     (flags & SpanFlags.GT_SPAN_SAMPLED) !== 0, traceState, attributes, status, resource, scope, NO_EVENTS, 0, 0);
 }
