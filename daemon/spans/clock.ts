@@ -57,10 +57,10 @@ export class MonotonicClock {
    */
   copyUnixNano(from: Buffer, fromAt: number, to: Buffer, toAt: number): void {
     if ((++this.calls & 0xff) === 0 && Date.now() - this.sampledAt > 1000) this.resample();
-    const lo = from.readUInt32LE(fromAt) + this.offsetLo;
+    const lo = u32(from, fromAt) + this.offsetLo;
     const carry = lo > 0xffffffff ? 1 : 0;
-    to.writeUInt32LE(lo - carry * 0x100000000, toAt);
-    to.writeUInt32LE((from.readUInt32LE(fromAt + 4) + this.offsetHi + carry) % 0x100000000, toAt + 4);
+    putU32(to, toAt, lo - carry * 0x100000000);
+    putU32(to, toAt + 4, (u32(from, fromAt + 4) + this.offsetHi + carry) % 0x100000000);
   }
 }
 
@@ -69,4 +69,17 @@ const OFFSET_STEP_NS = 2_000_000n;
 
 export function nanosToHrTime(ns: bigint): HrTime {
   return [Number(ns / 1_000_000_000n), Number(ns % 1_000_000_000n)];
+}
+
+/** The u32 little-endian at `at` of `b` (in range: the caller checked), without Buffer.readUInt32LE's checks. */
+export function u32(b: Uint8Array, at: number): number {
+  return (b[at]! | (b[at + 1]! << 8) | (b[at + 2]! << 16) | (b[at + 3]! << 24)) >>> 0;
+}
+
+/** Writes `v` (0 ≤ v < 2^32) as u32 little-endian at `at` of `b`, without Buffer.writeUInt32LE's checks. */
+export function putU32(b: Uint8Array, at: number, v: number): void {
+  b[at] = v;
+  b[at + 1] = v >>> 8;
+  b[at + 2] = v >>> 16;
+  b[at + 3] = v >>> 24;
 }

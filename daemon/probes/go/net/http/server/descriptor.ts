@@ -13,8 +13,8 @@ import {
   BpfMaps, BpfPrograms, EventHeaderOffsets, EventType, HttpEventFlags, HttpLimits, HttpRouteLimits, HttpRouteOffsets, HttpRouteSource,
   HttpServerEventOffsets, HttpServerFlags, HTTP_SERVER_EVENT_SIZE, encodeHttpServerConfig, HttpServerInflightOffsets, HttpInflightState, PairedFunction,
 } from '../../../../../generated/layouts.ts';
-import { emitProbeSpan, eventBasics, fieldGroup, type EventContext, type EventProbe, fieldResolved } from '../../../../types.ts';
-import { RepeatedString, splitHostPort, stringAt } from '../../../../../spans/go-values.ts';
+import { emitEventSpan, eventResource, fieldGroup, type EventContext, type EventProbe, fieldResolved } from '../../../../types.ts';
+import { RepeatedString, splitHostPort } from '../../../../../spans/go-values.ts';
 import { routeTemplate } from '../../../../../spans/http-route.ts';
 import { TCP_FIELDS, TCP_FIELDS_READ, tcpOffsets } from '../tcp-fields.ts';
 
@@ -253,11 +253,10 @@ export const httpServerProbe: EventProbe = {
   // busiest event. bpf-runtime checks the record is HTTP_SERVER_EVENT_SIZE long.
   handleEvent(buf: Buffer, off: number, ctx: EventContext): void {
     const method = methods.read(buf, off + O.method, HttpLimits.GT_HTTP_METHOD_MAX, buf.readInt32LE(off + O.method_len));
-    const basics = eventBasics(ctx, 'http server', buf.readUInt32LE(off + EventHeaderOffsets.tgid), method);
-    if (!basics) return;
-    const { resource } = basics;
+    const resource = eventResource(ctx, 'http server', buf.readUInt32LE(off + EventHeaderOffsets.tgid), method);
+    if (!resource) return;
     const pathLen = buf.readInt32LE(off + O.path_len);
-    const path = stringAt(buf, off + O.path, HttpLimits.GT_HTTP_PATH_MAX, pathLen);
+    const path = paths.read(buf, off + O.path, HttpLimits.GT_HTTP_PATH_MAX, pathLen);
     const flags = buf.readUInt32LE(off + O.flags);
     const rawStatus = buf.readUInt32LE(off + O.status);
     const panicked = (flags & HttpEventFlags.GT_HTTP_EVENT_PANIC) !== 0;
@@ -272,24 +271,43 @@ export const httpServerProbe: EventProbe = {
     const statusKnown = !hijacked && (!http2 || (flags & HttpEventFlags.GT_HTTP_EVENT_H2_STATUS) !== 0);
     const status = rawStatus === 0 ? (panicked || !statusKnown ? undefined : 200) : rawStatus;
     const known = KNOWN_METHODS.has(method);
-    const attributes: Attributes = {
-      [ATTR_HTTP_REQUEST_METHOD]: known ? method : HTTP_REQUEST_METHOD_VALUE_OTHER,
-      [ATTR_URL_PATH]: path,
-    };
-    if (!known) attributes[ATTR_HTTP_REQUEST_METHOD_ORIGINAL] = method;
-    if (flags & HttpEventFlags.GT_HTTP_EVENT_TLS_KNOWN) attributes[ATTR_URL_SCHEME] = flags & HttpEventFlags.GT_HTTP_EVENT_TLS ? 'https' : 'http';
-    if (status !== undefined) attributes[ATTR_HTTP_RESPONSE_STATUS_CODE] = status;
-    if (panicked) attributes[ATTR_ERROR_TYPE] = 'panic';
     const version = http2 ? '2' : protocolVersion(buf.readUInt16LE(off + O.proto_major), buf.readUInt16LE(off + O.proto_minor));
-    if (version) attributes[ATTR_NETWORK_PROTOCOL_VERSION] = version;
     hosts.read(buf, off + O.host, HttpLimits.GT_HTTP_HOST_MAX, buf.readInt32LE(off + O.host_len));
     const host = hosts.derived;
-    if (host.host) attributes[ATTR_SERVER_ADDRESS] = host.host;
-    if (host.port !== undefined) attributes[ATTR_SERVER_PORT] = host.port;
     remotes.read(buf, off + O.remote, HttpLimits.GT_HTTP_REMOTE_MAX, buf.readInt32LE(off + O.remote_len));
     const client = remotes.derived;
-    if (client.host) attributes[ATTR_CLIENT_ADDRESS] = client.host;
-    if (client.port !== undefined) attributes[ATTR_CLIENT_PORT] = client.port;
+    const schemeKnown = (flags & HttpEventFlags.GT_HTTP_EVENT_TLS_KNOWN) !== 0;
+    const scheme = flags & HttpEventFlags.GT_HTTP_EVENT_TLS ? 'https' : 'http';
+    let attributes: Attributes;
+    if (known && !panicked && status !== undefined && version && host.host && host.port !== undefined && client.host && client.port !== undefined) {
+      // Nearly every request: one object literal with its keys written out,
+      // which V8 allocates at its full size at once (~90 bytes); built key by
+      // key, as below, it grew its property store twice (~160 bytes, most of
+      // it garbage at once). Same keys, same order.
+      attributes = schemeKnown
+        ? {
+          'http.request.method': method, 'url.path': path, 'url.scheme': scheme, 'http.response.status_code': status, 'network.protocol.version': version,
+          'server.address': host.host, 'server.port': host.port, 'client.address': client.host, 'client.port': client.port,
+        } satisfies Attributes
+        : {
+          'http.request.method': method, 'url.path': path, 'http.response.status_code': status, 'network.protocol.version': version,
+          'server.address': host.host, 'server.port': host.port, 'client.address': client.host, 'client.port': client.port,
+        } satisfies Attributes;
+    } else {
+      attributes = {
+        [ATTR_HTTP_REQUEST_METHOD]: known ? method : HTTP_REQUEST_METHOD_VALUE_OTHER,
+        [ATTR_URL_PATH]: path,
+      };
+      if (!known) attributes[ATTR_HTTP_REQUEST_METHOD_ORIGINAL] = method;
+      if (schemeKnown) attributes[ATTR_URL_SCHEME] = scheme;
+      if (status !== undefined) attributes[ATTR_HTTP_RESPONSE_STATUS_CODE] = status;
+      if (panicked) attributes[ATTR_ERROR_TYPE] = 'panic';
+      if (version) attributes[ATTR_NETWORK_PROTOCOL_VERSION] = version;
+      if (host.host) attributes[ATTR_SERVER_ADDRESS] = host.host;
+      if (host.port !== undefined) attributes[ATTR_SERVER_PORT] = host.port;
+      if (client.host) attributes[ATTR_CLIENT_ADDRESS] = client.host;
+      if (client.port !== undefined) attributes[ATTR_CLIENT_PORT] = client.port;
+    }
     if (pathLen > HttpLimits.GT_HTTP_PATH_MAX) attributes['gotrail.url.path.truncated'] = true;
     // more distinct header names than the probe searches, none of those searched a traceparent
     if (flags & HttpEventFlags.GT_HTTP_EVENT_HEADERS_UNSEARCHED) attributes['gotrail.traceparent.unsearched'] = true;
@@ -303,26 +321,22 @@ export const httpServerProbe: EventProbe = {
     if (route !== undefined) attributes[ATTR_HTTP_ROUTE] = route;
     const tracestateLen = buf.readInt32LE(off + O.tracestate_len);
 
-    emitProbeSpan(ctx, {
-      traceState: tracestateLen > 0 ? incomingTraceState(buf.subarray(off + O.tracestate, off + O.tracestate + HttpLimits.GT_HTTP_TRACESTATE_MAX), tracestateLen) : undefined,
+    emitEventSpan(
+      ctx, buf, off + O.span, off + O.start_ns, off + O.end_ns,
       // semconv: "{method} {http.route}" where the route is known, else the
       // method; "HTTP" for methods outside the known set
-      name: route === undefined ? (known ? method : 'HTTP') : `${known ? method : 'HTTP'} ${route}`,
-      kind: SpanKind.SERVER,
-      event: buf,
-      spanAt: off + O.span,
-      startAt: off + O.start_ns,
-      endAt: off + O.end_ns,
-      attributes,
-      error: panicked || (status ?? 0) >= 500,
-      resource,
-      scope: 'net/http',
-    });
+      route === undefined ? (known ? method : 'HTTP') : `${known ? method : 'HTTP'} ${route}`,
+      SpanKind.SERVER,
+      tracestateLen > 0 ? incomingTraceState(buf.subarray(off + O.tracestate, off + O.tracestate + HttpLimits.GT_HTTP_TRACESTATE_MAX), tracestateLen) : undefined,
+      attributes, panicked || (status ?? 0) >= 500, resource, 'net/http',
+    );
   },
 };
 
 const O = HttpServerEventOffsets;
 const methods = new RepeatedString();
+// a server's requests mostly go to a few paths (its endpoints, health checks): one string each, and the OTLP encoder's cached field
+const paths = new RepeatedString();
 const hosts = new RepeatedString(splitHostPort);
 const remotes = new RepeatedString(splitHostPort);
 
