@@ -124,3 +124,18 @@ test('a binary without one of the preferred calls gets the RET sites instead, wh
   // the entry is planned once, whichever set is chosen
   assert.equal(sitesOf(p, 'gt_http_server_entry').length, 1);
 });
+
+test('a binary whose HTTP/2 server is not found (nethttpomithttp2) gets the RET sites, which end HTTP/1 and HTTP/2 requests alike', { skip }, () => {
+  const path = bin('go1.27', 'stripped');
+  const renamed: ProbeDescriptor = {
+    ...httpServerProbe,
+    preferredSites: {
+      ...httpServerProbe.preferredSites!,
+      functions: httpServerProbe.preferredSites!.functions.map((f) => (f.symbol.includes('runHandler') ? { ...f, symbol: 'net/http.noSuchHTTP2.func1', alternativeSymbols: [] } : f)),
+    },
+  };
+  const p = plan(path, renamed);
+  assert.ok(p.attachable, p.reason);
+  assert.deepEqual(p.sites.filter((s) => s.role === 'at-call'), []);
+  assert.deepEqual(sitesOf(p, 'gt_http_server_return').map((s) => [s.role, s.symbol]), [['return', 'net/http.serverHandler.ServeHTTP']]);
+});

@@ -113,7 +113,9 @@ export const httpServerProbe: EventProbe = {
           { callee: 'net/http.(*http2responseWriter).handlerDone', alternativeCallees: ['net/http/internal/http2.(*responseWriter).handlerDone'], program: BpfPrograms.gt_http_server_return },
           { callee: 'runtime.gorecover', program: BpfPrograms.gt_http_server_panic },
         ],
-        optional: 'HTTP/2 requests whose handler panics produce no span',
+        // required here: without it (net/http built with nethttpomithttp2,
+        // or a Go whose HTTP/2 server names it otherwise) ServeHTTP's RETs
+        // are probed, which end HTTP/2 requests too, if any
       },
     ],
     otherwise: [
