@@ -29,7 +29,7 @@ interface InspectProbeJson {
   reason: string | null;
   degraded: string[];
   unverified: string[];
-  sites: { symbol: string; role: string; fileOffsets: string[] }[];
+  sites: { symbol: string; role: string; fileOffsets: string[]; trapKinds: string[] | null }[];
   offsets: Record<string, { offset: number; source: string }>;
 }
 interface InspectJson {
@@ -103,6 +103,10 @@ describe('gotrail inspect', () => {
         'return net/http.serverHandler.ServeHTTP',
       ].sort());
       assert.ok(p.sites.every((s) => s.fileOffsets.length > 0));
+      // what a hit costs: the entry past the stack check (a PUSH, or the check's JBE) is emulated, a RET single-stepped
+      assert.ok(p.sites.every((s) => s.trapKinds?.length === s.fileOffsets.length), JSON.stringify(p.sites));
+      assert.deepEqual(p.sites.find((s) => s.role === 'entry' && s.symbol === 'net/http.serverHandler.ServeHTTP')!.trapKinds, ['emulated']);
+      for (const s of p.sites.filter((x) => x.role === 'return')) assert.ok(s.trapKinds!.every((k) => k === 'single_stepped'), JSON.stringify(s));
     });
 
     test(`${tc}: stripped binary — functions from pclntab, offsets from the type metadata, the database agreeing`, () => {
