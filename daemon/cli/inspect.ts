@@ -229,7 +229,11 @@ export function renderPlan(plan: BinaryPlan, kernel?: KernelView, proc?: { pid: 
       continue;
     }
     for (const s of p.sites) {
-      lines.push(`      ${s.role.padEnd(6)} ${s.symbol} → ${s.program} at ${s.offsets.map((o, i) => '0x' + o.toString(16) + (s.trapKinds ? ` (${s.trapKinds[i]!.replace('_', '-')})` : '')).join(', ')}`);
+      // the trap kind once where every site has the same, else after each
+      const kinds = s.trapKinds?.map((k) => k.replace('_', '-'));
+      const same = kinds?.every((k) => k === kinds[0]);
+      const at = s.offsets.map((o, i) => '0x' + o.toString(16) + (kinds && !same ? ` (${kinds[i]})` : '')).join(', ');
+      lines.push(`      ${s.role.padEnd(6)} ${s.symbol} → ${s.program} at ${at}${kinds?.length && same ? ` (${kinds[0]})` : ''}`);
     }
     for (const [f, o] of Object.entries(p.offsets)) lines.push(`      offset ${f} = ${o} (${p.offsetSources[f] ?? '?'})`);
     for (const d of p.degraded) lines.push(`      degraded: ${d}`);
