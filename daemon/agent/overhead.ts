@@ -20,11 +20,11 @@
  *
  * Estimated overhead of a process over a window = Σ over its sites of
  * hits × (trap cost of the site's kind + mean BPF run time of that site's
- * program); divided by
- * the window's length it is seconds per second, divided by the process's
- * own CPU time over the window (utime + stime from /proc/PID/stat, which
- * includes the trap since the kernel charges it to the thread that hits
- * the probe) it is the fraction of the process's CPU that tracing costs.
+ * program); divided by the window's length it is seconds per second,
+ * divided by the process's own CPU time over the window (utime + stime
+ * from /proc/PID/stat, which includes the trap since the kernel charges it
+ * to the thread that hits the probe) it is the fraction of the process's
+ * CPU that tracing costs.
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
