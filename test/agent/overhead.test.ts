@@ -8,7 +8,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { closeSync, openSync, readSync } from 'node:fs';
 import { join } from 'node:path';
-import { estimateHits, hitSiteKinds, siteOfProgram } from '../../daemon/agent/overhead.ts';
+import { CALIBRATION_HELPER, calibrationSiteOffsets, estimateHits, hitSiteKinds, siteOfProgram } from '../../daemon/agent/overhead.ts';
+import { trapKind } from '../../daemon/analysis/instructions.ts';
 import { planBinaryAt } from '../../daemon/agent/binary-plan.ts';
 import { probes } from '../../daemon/probes/registry.ts';
 import { BpfPrograms, HitSite } from '../../daemon/generated/layouts.ts';
@@ -109,4 +110,9 @@ test('real binaries: RET sites are single-stepped, entry sites (a PUSH past the 
       if (mine.every((s) => s.role === 'return')) assert.equal(kinds.get(site), 'single_stepped', `${tc}: site ${site} probed at RETs`);
     }
   }
+});
+
+test('the calibration helper\'s two probe sites are one of each kind', () => {
+  const [entry, ret] = calibrationSiteOffsets();
+  assert.deepEqual([entry, ret].map((o) => trapKind(bytesAt(CALIBRATION_HELPER, o, 15), o)), ['emulated', 'single_stepped']);
 });
