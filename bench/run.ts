@@ -204,7 +204,8 @@ interface LatencyResult {
   bpfUsPerRequest: number;
   /** BPF µs per request of each program that ran (the sum is bpfUsPerRequest) */
   bpfUsPerRequestByProgram: Record<string, number>;
-  hitCostUs: number;
+  /** gotrail_uprobe_hit_cost_seconds of the last agent, µs, per kind of the probed instruction */
+  hitCostUs: { emulated: number; single_stepped: number };
   floorSites: number;
   eventsLost: number;
   summary: Record<'p50' | 'p99', Record<Mode, number>> & { addedUs: Record<'p50' | 'p99', { gotrail: number; floor: number }>; addedUsPerHit: { gotrail: number; floor: number }; ratioToFloor: number };
@@ -217,7 +218,7 @@ async function latency(scenario: string, title: string, bin: string, server: GoS
   let bpf = 0;
   const bpfByProgram = new Map<string, number>();
   let lost = 0;
-  let hitCost = NaN;
+  let hitCost = { emulated: NaN, single_stepped: NaN };
   let floorSites = 0;
   log(`${scenario}: warming up`);
   await measure();
@@ -257,7 +258,8 @@ async function latency(scenario: string, title: string, bin: string, server: GoS
             bpf += secs;
             bpfByProgram.set(prog, (bpfByProgram.get(prog) ?? 0) + secs);
           }
-          hitCost = metricSum(after, 'gotrail_uprobe_hit_cost_seconds') * 1e6;
+          const cost = (kind: string): number => metricSum(after, 'gotrail_uprobe_hit_cost_seconds', { kind }) * 1e6;
+          hitCost = { emulated: cost('emulated'), single_stepped: cost('single_stepped') };
         } finally {
           await agent.stop();
         }
@@ -313,7 +315,7 @@ function latencyMarkdown(r: LatencyResult): string {
     `| added per hit, gotrail (median) | ${signed(s.addedUsPerHit.gotrail, 2)} µs |`,
     `| added per hit, floor (median) | ${signed(s.addedUsPerHit.floor, 2)} µs |`,
     `| BPF program time (kernel statistics) | ${f(r.bpfUsPerRequest, 2)} µs (${f(r.bpfUsPerRequest / r.hitsPerRequest, 2)} µs per hit; target < 1) |`,
-    `| calibrated uprobe hit cost (gotrail_uprobe_hit_cost_seconds) | ${f(r.hitCostUs, 2)} µs per hit |`,
+    `| calibrated uprobe hit cost (gotrail_uprobe_hit_cost_seconds) | ${f(r.hitCostUs.emulated, 2)} µs per hit emulated, ${f(r.hitCostUs.single_stepped, 2)} µs single-stepped |`,
     `| gotrail / floor (median added latency) | ${ratio(s.addedUs.p50.gotrail, s.addedUs.p50.floor)} (target ≤ 1.5×, moonshot 1.1×) |`,
     '',
     `${r.requestsTracedLine ?? `requests traced ${r.requestsTraced}`}, events lost ${r.eventsLost}; floor: ${r.floorSites} sites with an empty program; ` +

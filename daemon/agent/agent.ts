@@ -16,7 +16,8 @@ import { BinaryWatcher } from './binary-watcher.ts';
 import { decide, usesKubernetes, type SelectionRules } from './selection.ts';
 import type { MetricsSnapshot, MetricsSource } from './metrics.ts';
 import { BudgetEnforcer, type BudgetSettings, type ShedCount } from './budget.ts';
-import { OverheadEstimator, calibrateUprobeHitCost, type HitCostCalibration, type ProcessOverhead } from './overhead.ts';
+import { OverheadEstimator, calibrateUprobeHitCost, hitSiteKinds, type HitCostCalibration, type ProcessOverhead } from './overhead.ts';
+import type { TrapKind } from '../analysis/instructions.ts';
 import { SpanBatcher, type BatcherOptions } from '../export/batcher.ts';
 import { MonotonicClock } from '../spans/clock.ts';
 import {
@@ -302,7 +303,7 @@ export class Agent implements MetricsSource {
     // before anything is exported, so that the exporter's first connection is known
     if (this.opts.skipOwnRequests ?? true) this.rt.trackOwnConnections(process.pid);
     this.rt.start(this.eventContext(), { intervalMs: this.opts.consumeIntervalMs });
-    this.overhead = new OverheadEstimator(this.rt);
+    this.overhead = new OverheadEstimator(this.rt, undefined, (pids) => this.siteKinds(pids));
     // in the background (~0.2 s of a helper's CPU; a failure is logged), so
     // that start-up is not delayed: until it is done, estimates count BPF
     // run time only and gotrail_uprobe_hit_cost_seconds is absent
@@ -1124,7 +1125,11 @@ export class Agent implements MetricsSource {
     if (!rt || !this.overhead) return Promise.resolve(undefined);
     this.calibrating ??= calibrateUprobeHitCost(rt.obj).then((c) => {
       if (this.overhead) this.overhead.hitCost = c;
-      this.log.info('uprobe hit cost calibrated', { microsecondsPerHit: +(c.secondsPerHit * 1e6).toFixed(2), rounds: c.rounds.map((r) => +(r * 1e6).toFixed(2)) });
+      const us = (x: number): number => +(x * 1e6).toFixed(2);
+      this.log.info('uprobe hit cost calibrated', {
+        microsecondsPerHitEmulated: us(c.secondsPerHit.emulated), microsecondsPerHitSingleStepped: us(c.secondsPerHit.single_stepped),
+        roundsEmulated: c.rounds.emulated.map(us), roundsSingleStepped: c.rounds.single_stepped.map(us),
+      });
       return c;
     }, (e: Error) => {
       // stopping closes the object under a calibration still running: not a failure worth a warning
@@ -1136,6 +1141,18 @@ export class Agent implements MetricsSource {
       this.activity();
     });
     return this.calibrating;
+  }
+
+  /** pid → hit site → trap kind of these processes, from their binaries' attached site sets. */
+  private siteKinds(pids: ReadonlySet<number>): Map<number, ReadonlyMap<number, TrapKind>> {
+    const out = new Map<number, ReadonlyMap<number, TrapKind>>();
+    for (const b of this.attach?.binaries() ?? []) {
+      const mine = [...b.pids].filter((pid) => pids.has(pid));
+      if (!mine.length) continue;
+      const kinds = hitSiteKinds(b.handles);
+      for (const pid of mine) out.set(pid, kinds);
+    }
+    return out;
   }
 
   /** Per traced process: probe hits and estimated overhead (sampled at most once a second). */

@@ -19,6 +19,7 @@
 import { existsSync, statSync } from 'node:fs';
 import { DISPATCH_PROGRAM, type BpfRuntime } from './bpf-runtime.ts';
 import type { BpfObject } from '../native/index.ts';
+import type { TrapKind } from '../analysis/instructions.ts';
 import { CookieFlags, FileFlags } from '../generated/layouts.ts';
 import { fileInfoOf, fileKeyOf } from './file-identity.ts';
 import { LruCache } from '../util/lru.ts';
@@ -114,6 +115,8 @@ export interface SiteSet {
   offsets: readonly number[];
   /** the sites are entries' stack-check branches (see attachCookie) */
   atStackCheck: boolean;
+  /** per site, whether the kernel emulates or single-steps its instruction (the plan's, see binary-plan.ts) */
+  trapKinds?: readonly TrapKind[];
   dispatched?: boolean;
 }
 
@@ -400,7 +403,7 @@ export class AttachmentManager {
     try {
       for (const s of p.sites) {
         const handle = this.rt.objectFor(s.program).attachUprobes(s.program, path, s.offsets, s.offsets.map(() => attachCookie(b.id, s.atStackCheck ?? false)), pid === undefined ? undefined : { pid });
-        probeHandles.push({ probe: p.probe.id, program: s.program, handle, sites: s.offsets.length, offsets: s.offsets, atStackCheck: s.atStackCheck ?? false, ...(pid === undefined ? {} : { pid }) });
+        probeHandles.push({ probe: p.probe.id, program: s.program, handle, sites: s.offsets.length, offsets: s.offsets, atStackCheck: s.atStackCheck ?? false, ...(s.trapKinds ? { trapKinds: s.trapKinds } : {}), ...(pid === undefined ? {} : { pid }) });
       }
     } catch (e) {
       for (const h of probeHandles) this.safeDetach(h);
@@ -426,6 +429,7 @@ export class AttachmentManager {
   private specsOf(p: BinaryPlan['probes'][number], pid?: number): SiteSpec[] {
     return p.sites.map((s) => ({
       probe: p.probe.id, program: s.program, sites: s.offsets.length, offsets: s.offsets, atStackCheck: s.atStackCheck ?? false, dispatched: true,
+      ...(s.trapKinds ? { trapKinds: s.trapKinds } : {}),
       ...(pid === undefined ? {} : { pid }),
     }));
   }

@@ -4,7 +4,7 @@
  * would use. `gotrail inspect` prints this, the agent executes it, and both
  * use the same reasons.
  */
-import { openGoBinary, type GoBinaryError, type GoBinary } from '../analysis/go-binary.ts';
+import { openGoBinary, type GoBinaryError, type GoBinary, type TrapKind } from '../analysis/go-binary.ts';
 import { readStructOffsets } from '../offsets/dwarf.ts';
 import { compareSemver, parseGoVersion, parseSemver, release } from '../offsets/version.ts';
 import { resolveOffsets, type OffsetDisagreement, type OffsetSourceKind } from '../offsets/resolve.ts';
@@ -24,6 +24,12 @@ export interface SiteSet {
    * skipped: the attach cookie says so to `gt_probe_enter`.
    */
   atStackCheck?: boolean;
+  /**
+   * Per offset, whether the kernel emulates the probed instruction or
+   * single-steps it (see `kernelEmulates`): what a hit there costs, for the
+   * overhead estimate. Absent when the instructions could not be read.
+   */
+  trapKinds?: TrapKind[];
 }
 
 export interface ProbePlan {
@@ -264,6 +270,11 @@ export function planProbe(bin: GoBinary, probe: ProbeDescriptor, inputs: OffsetI
     plan.degraded.push(`${probe.fields[m.field]?.optional ?? 'reduced detail'}: ${m.reason}`);
   }
   plan.degraded = [...new Set(plan.degraded)];
+  try {
+    for (const s of plan.sites) s.trapKinds = bin.trapKinds(s.offsets);
+  } catch {
+    // the sites decoded a moment ago: without their kinds the estimate counts them single-stepped
+  }
   plan.attachable = true;
   return plan;
 }

@@ -231,13 +231,14 @@ export function createMetrics(source: MetricsSource): Registry {
     set({ reason: 'undecided_process' }, s.lifecycle?.eventsUndecided ?? 0);
   });
   const perService = (s: MetricsSnapshot): ReturnType<typeof OverheadEstimator.byService> => OverheadEstimator.byService(s.overhead?.processes ?? []);
-  gauge('gotrail_uprobe_hit_cost_seconds', 'CPU time one uprobe hit costs the traced thread on this host, besides the BPF program\'s own run time (the trap and the kernel\'s dispatch; calibrated at start-up with an empty program at the entry and the return of a helper\'s no-op function, per hit the mean of the two; absent until calibrated)', [], (g, s) => {
-    if (s.overhead?.hitCost) g.set(s.overhead.hitCost.secondsPerHit);
+  gauge('gotrail_uprobe_hit_cost_seconds', 'CPU time one uprobe hit costs the traced thread on this host, besides the BPF program\'s own run time (the trap and the kernel\'s dispatch), by kind of the probed instruction: emulated by the kernel (a branch, a direct CALL, PUSH, NOP) or single-stepped out of line, a second trap (RET, MOV and the rest); calibrated at start-up with an empty program at the entry PUSH (emulated) and at the RET (single_stepped) of a helper\'s no-op function; absent until calibrated', ['kind'], (g, s) => {
+    const c = s.overhead?.hitCost;
+    if (c) for (const kind of ['emulated', 'single_stepped'] as const) g.set({ kind }, c.secondsPerHit[kind]);
   });
   counter('gotrail_probe_hits_total', 'Uprobe hits in traced processes, by service and probe site (counted in BPF; processes that exited leave the sum)', ['service', 'site'], (set, s) => {
     for (const [svc, o] of perService(s)) for (const [site, n] of Object.entries(o.hits)) set({ service: svc, site }, n);
   });
-  counter('gotrail_overhead_estimated_seconds_total', 'Estimated CPU time tracing cost the traced processes, by service: hits × calibrated trap cost + BPF run time', ['service'], (set, s) => {
+  counter('gotrail_overhead_estimated_seconds_total', 'Estimated CPU time tracing cost the traced processes, by service: Σ over probe sites of hits × (calibrated trap cost of the kind of the probed instruction + BPF run time)', ['service'], (set, s) => {
     for (const [svc, o] of perService(s)) set({ service: svc }, o.estimatedSeconds);
   });
   gauge('gotrail_overhead_seconds_per_second', 'Estimated CPU seconds per second tracing costs the traced processes, by service, since the previous sample', ['service'], (g, s) => {

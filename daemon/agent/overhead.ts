@@ -5,26 +5,31 @@
  * - The trap cost is calibrated in a helper process (`gotrail_calibrate`,
  *   built with the native addon): it calls a no-op function in a loop, and
  *   the agent compares the helper's thread CPU time per call with and
- *   without an empty BPF program attached at its entry and at its return
- *   (per hit: the mean of the two, an emulated and a single-stepped
- *   instruction, as gotrail's own entry and return sites). That is the part of a hit
- *   that the kernel's program statistics do not see (the breakpoint trap,
- *   the uprobe lookup, the BPF dispatch).
+ *   without an empty BPF program attached, once at the no-op's entry (a
+ *   PUSH, which the kernel emulates) and once at its RET (which it
+ *   single-steps out of line, a second trap): one cost per {@link TrapKind},
+ *   16 µs against 0.5 µs per hit on an Intel Xeon Firecracker VM. That is
+ *   the part of a hit that the kernel's program statistics do not see (the
+ *   breakpoint trap, the uprobe lookup, the BPF dispatch, the single-step).
+ * - Each probe site's kind comes from the instructions gotrail probes in
+ *   that binary (the plan's `trapKinds`, see `kernelEmulates`).
  * - The BPF programs' own run time per hit comes from the kernel's program
  *   statistics (run_time_ns / run_cnt per program).
  * - Probe hits per process and site are counted in BPF (maps gt_process_hits
  *   and gt_probe_hits; BpfRuntime.probeHits adds them).
  *
  * Estimated overhead of a process over a window = Σ over its sites of
- * hits × (trap cost + mean BPF run time of that site's program); divided by
- * the window's length it is seconds per second, divided by the process's
- * own CPU time over the window (utime + stime from /proc/PID/stat, which
- * includes the trap since the kernel charges it to the thread that hits
- * the probe) it is the fraction of the process's CPU that tracing costs.
+ * hits × (trap cost of the site's kind + mean BPF run time of that site's
+ * program); divided by the window's length it is seconds per second,
+ * divided by the process's own CPU time over the window (utime + stime
+ * from /proc/PID/stat, which includes the trap since the kernel charges it
+ * to the thread that hits the probe) it is the fraction of the process's
+ * CPU that tracing costs.
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { BinaryFile } from '../analysis/binary-file.ts';
+import type { TrapKind } from '../analysis/instructions.ts';
 import { ElfFile } from '../analysis/elf.ts';
 import { BpfPrograms, HitSite } from '../generated/layouts.ts';
 import type { BpfObject, ProgramStats } from '../native/index.ts';
@@ -40,14 +45,14 @@ const NOOP_RET_SYMBOL = 'gotrail_calibration_noop_ret';
 /** Result of one calibration. */
 export interface HitCostCalibration {
   /**
-   * Median over rounds of (thread CPU per call with the empty probes − without)
-   * per hit, seconds: the mean of an entry hit (on an instruction the kernel
-   * emulates) and a return hit (on a RET, single-stepped), as gotrail's
-   * probes come in entry and return pairs.
+   * Per {@link TrapKind}: the median over rounds of (thread CPU per call with
+   * the empty program attached − without), seconds per hit. `emulated`: the
+   * program at the helper's no-op's entry, a PUSH; `single_stepped`: at its
+   * RET.
    */
-  secondsPerHit: number;
-  /** Each round's value, seconds per hit (their spread tells how steady the host was). */
-  rounds: number[];
+  secondsPerHit: Record<TrapKind, number>;
+  /** Each round's value per kind, seconds per hit (their spread tells how steady the host was). */
+  rounds: Record<TrapKind, number[]>;
   /** Thread CPU per call without a probe, seconds (the loop's own cost). */
   baselineSecondsPerCall: number;
   /** Calls per measurement. */
@@ -124,11 +129,12 @@ const median = (xs: number[]): number => {
 };
 
 /**
- * Measures this host's cost of one uprobe hit: `rounds` alternations of
- * `calls` calls without, then with, the empty program attached to the
- * helper's no-op. Takes about rounds × calls × (trap cost) of CPU (with
- * the defaults, 0.06–0.15 s on a host whose trap costs 6–14 µs). Throws (naming
- * the step) when the helper is missing or the attach fails.
+ * Measures this host's cost of one uprobe hit of each {@link TrapKind}:
+ * `rounds` times `calls` calls without a probe, then with the empty program
+ * at the helper's no-op's entry (emulated), then at its RET (single-stepped).
+ * Takes about rounds × calls × (the two costs) of CPU (with the defaults,
+ * 0.17 s on a host whose single-step costs 16 µs). Throws (naming the step)
+ * when the helper is missing or an attach fails.
  */
 export async function calibrateUprobeHitCost(obj: BpfObject, opts: { calls?: number; rounds?: number; helper?: string } = {}): Promise<HitCostCalibration> {
   const calls = opts.calls ?? 2000;
@@ -136,27 +142,33 @@ export async function calibrateUprobeHitCost(obj: BpfObject, opts: { calls?: num
   const helperPath = opts.helper ?? CALIBRATION_HELPER;
   const offsets = calibrationSiteOffsets(helperPath);
   const helper = new Helper(helperPath);
-  const diffs: number[] = [];
+  const diffs: Record<TrapKind, number[]> = { emulated: [], single_stepped: [] };
   const bases: number[] = [];
+  // one hit per call: at the entry's PUSH, or at the RET
+  const sites: Array<[TrapKind, number]> = [['emulated', offsets[0]], ['single_stepped', offsets[1]]];
   try {
     await helper.run(calls); // warm-up: page faults, caches
     for (let r = 0; r < rounds; r++) {
       const without = await helper.run(calls);
-      const handle = obj.attachUprobes(BpfPrograms.gt_calibration_empty, helperPath, offsets, offsets.map(() => 0n));
-      let withProbe: number;
-      try {
-        withProbe = await helper.run(calls);
-      } finally {
-        await obj.detachAsync([handle]);
-      }
       bases.push(without / calls / 1e9);
-      // two hits per call: an emulated entry and a single-stepped return
-      diffs.push(Math.max(0, withProbe - without) / (calls * offsets.length) / 1e9);
+      for (const [kind, offset] of sites) {
+        const handle = obj.attachUprobes(BpfPrograms.gt_calibration_empty, helperPath, [offset], [0n]);
+        let withProbe: number;
+        try {
+          withProbe = await helper.run(calls);
+        } finally {
+          await obj.detachAsync([handle]);
+        }
+        diffs[kind].push(Math.max(0, withProbe - without) / calls / 1e9);
+      }
     }
   } finally {
     helper.close();
   }
-  return { secondsPerHit: median(diffs), rounds: diffs, baselineSecondsPerCall: median(bases), calls, at: Date.now() };
+  return {
+    secondsPerHit: { emulated: median(diffs.emulated), single_stepped: median(diffs.single_stepped) },
+    rounds: diffs, baselineSecondsPerCall: median(bases), calls, at: Date.now(),
+  };
 }
 
 /** enum gt_hit_site value → the probe's BPF program (GT_HIT_HTTP_SERVER_ENTRY → gt_http_server_entry). */
@@ -181,13 +193,72 @@ export function siteProgramsOf(site: number): string[] {
   return programNames.filter((p) => p.startsWith(`gt_${probe}_`) && p.endsWith(`_${step}`));
 }
 
+/** BPF program → the hit site (enum gt_hit_site) its runs count: the inverse of {@link siteProgramsOf}. */
+const programSites = new Map<string, number>(Object.values(HitSite).flatMap((site) => siteProgramsOf(site).map((p): [string, number] => [p, site])));
+
+/** The hit site (enum gt_hit_site) that runs of `program` count, if any. */
+export function siteOfProgram(program: string): number | undefined {
+  return programSites.get(program);
+}
+
+/** Sites of one probe program attached to a binary, as the binary's plan has them. */
+export interface ProbedSites {
+  program: string;
+  offsets: readonly number[];
+  /** Per offset (see `SiteSet.trapKinds` of binary-plan.ts); absent when unknown. */
+  trapKinds?: readonly TrapKind[];
+}
+
+/**
+ * The {@link TrapKind} of each hit site (enum gt_hit_site) of one binary,
+ * from the site sets attached to it: `emulated` where every instruction
+ * that the site's programs are attached at is emulated, else
+ * `single_stepped`. BPF counts hits per site, not per instruction, so where
+ * one site is probed at instructions of both kinds (an after-call site and
+ * a RET, say) its hits cannot be told apart, and all of them are costed as
+ * single-stepped: the estimate errs high there, never low. So are sites
+ * whose instructions are unknown.
+ */
+export function hitSiteKinds(sets: Iterable<ProbedSites>): Map<number, TrapKind> {
+  const out = new Map<number, TrapKind>();
+  for (const set of sets) {
+    const site = siteOfProgram(set.program);
+    if (site === undefined) continue;
+    const all = set.trapKinds !== undefined && set.trapKinds.length === set.offsets.length && set.trapKinds.every((k) => k === 'emulated');
+    out.set(site, all && out.get(site) !== 'single_stepped' ? 'emulated' : 'single_stepped');
+  }
+  return out;
+}
+
+/** Hits per {@link TrapKind}. */
+export type HitsByKind = Record<TrapKind, number>;
+
+/**
+ * Estimated CPU seconds that `hits` (hit site → hits) cost: Σ over sites of
+ * hits × (`trap[kind]` for the site's kind in `kinds`, single-stepped where
+ * it has none, + the mean BPF run time of the site's programs from `bpf`,
+ * program → seconds per run). `trap` undefined (not calibrated yet) counts
+ * BPF run time only. Also returns the hits per kind.
+ */
+export function estimateHits(hits: ReadonlyMap<number, number>, kinds: ReadonlyMap<number, TrapKind> | undefined, trap: Record<TrapKind, number> | undefined, bpf: ReadonlyMap<string, number>): { seconds: number; hits: HitsByKind } {
+  const byKind: HitsByKind = { emulated: 0, single_stepped: 0 };
+  let seconds = 0;
+  for (const [site, n] of hits) {
+    if (n <= 0) continue;
+    const kind = kinds?.get(site) ?? 'single_stepped';
+    byKind[kind] += n;
+    seconds += n * ((trap?.[kind] ?? 0) + siteCost(bpf, site));
+  }
+  return { seconds, hits: byKind };
+}
+
 /**
  * Mean BPF run time per run of a site's programs, seconds. A program run by
  * gt_dispatch's tail call has no statistics of its own (the kernel counts
  * the whole run, callee included, under gt_dispatch): such a site costs the
  * dispatcher's mean per run, over every site it serves. 0 when none ran.
  */
-function siteCost(cost: Map<string, number>, site: number): number {
+function siteCost(cost: ReadonlyMap<string, number>, site: number): number {
   const runs = siteProgramsOf(site).map((p) => cost.get(p)).filter((c): c is number => c !== undefined);
   if (runs.length) return runs.reduce((a, b) => a + b, 0) / runs.length;
   return cost.get(BpfPrograms.gt_dispatch) ?? 0;
@@ -207,6 +278,8 @@ export interface ProcessOverhead {
   service: string;
   /** Probe hits since the process was first seen, by site (e.g. http_server_entry). */
   hits: Record<string, number>;
+  /** The same hits by the kind of trap each cost (see {@link hitSiteKinds}). */
+  hitsByKind: HitsByKind;
   /** Estimated CPU seconds tracing has cost the process since it was first seen. */
   estimatedSeconds: number;
   /** Over the last window: probe hits per second. */
@@ -228,9 +301,15 @@ export interface HitSource {
   probeHits(pids?: Set<number>): Map<number, Map<number, number>>;
 }
 
+/** pid → hit site → trap kind, for the processes asked about (those it knows). */
+export type SiteKindSource = (pids: ReadonlySet<number>) => Map<number, ReadonlyMap<number, TrapKind>>;
+
 interface ProcState {
   service: string;
   hits: Map<number, number>;
+  hitsByKind: HitsByKind;
+  /** The last site kinds known for it (kept when its binary's sets are gone, e.g. while it exits). */
+  kinds: ReadonlyMap<number, TrapKind> | undefined;
   estimated: number;
   cpu: number | undefined;
   last: { hitsPerSecond: number; secondsPerSecond: number; cpuFraction: number | undefined; windowSeconds: number };
@@ -252,10 +331,13 @@ export class OverheadEstimator {
 
   private readonly source: HitSource;
   private readonly minWindowMs: number;
+  private readonly kindsOf: SiteKindSource | undefined;
 
-  constructor(source: HitSource, minWindowMs = 1000) {
+  /** `kindsOf`: each process's hit site kinds (without it, or for a process it does not know, every hit counts as single-stepped). */
+  constructor(source: HitSource, minWindowMs = 1000, kindsOf?: SiteKindSource) {
     this.source = source;
     this.minWindowMs = minWindowMs;
+    this.kindsOf = kindsOf;
   }
 
   /** Mean BPF run time per run of each program over the window, seconds; all-time when the window saw no run. */
@@ -279,32 +361,41 @@ export class OverheadEstimator {
     this.lastAt = now;
     let hits: Map<number, Map<number, number>>;
     let cost: Map<string, number>;
+    let kinds: Map<number, ReadonlyMap<number, TrapKind>>;
     try {
-      hits = this.source.probeHits(new Set(traced.keys()));
+      const pids = new Set(traced.keys());
+      hits = this.source.probeHits(pids);
       cost = this.programCost(this.source.obj.programStats());
+      kinds = this.kindsOf?.(pids) ?? new Map<number, ReadonlyMap<number, TrapKind>>();
     } catch {
       return this.result;
     }
-    const trap = this.hitCost?.secondsPerHit ?? 0;
+    const trap = this.hitCost?.secondsPerHit;
     for (const pid of this.procs.keys()) if (!traced.has(pid)) this.procs.delete(pid);
     const out: ProcessOverhead[] = [];
     for (const [pid, service] of traced) {
       let st = this.procs.get(pid);
       const cpu = processCpuSeconds(pid);
       if (!st) {
-        st = { service, hits: new Map(), estimated: 0, cpu, last: { hitsPerSecond: 0, secondsPerSecond: 0, cpuFraction: undefined, windowSeconds: 0 } };
+        st = { service, hits: new Map(), hitsByKind: { emulated: 0, single_stepped: 0 }, kinds: undefined, estimated: 0, cpu, last: { hitsPerSecond: 0, secondsPerSecond: 0, cpuFraction: undefined, windowSeconds: 0 } };
         this.procs.set(pid, st);
       }
       st.service = service;
-      let dHits = 0;
-      let dEst = 0;
+      // kinds of sets detached since (shed by the budget) still price their last hits
+      const now = kinds.get(pid);
+      if (now) st.kinds = st.kinds ? new Map([...st.kinds, ...now]) : now;
+      const delta = new Map<number, number>();
       for (const [site, n] of hits.get(pid) ?? []) {
         const d = n - (st.hits.get(site) ?? 0);
         if (d <= 0) continue;
-        dHits += d;
-        dEst += d * (trap + siteCost(cost, site));
+        delta.set(site, d);
         st.hits.set(site, n);
       }
+      const e = estimateHits(delta, st.kinds, trap, cost);
+      const dHits = e.hits.emulated + e.hits.single_stepped;
+      const dEst = e.seconds;
+      st.hitsByKind.emulated += e.hits.emulated;
+      st.hitsByKind.single_stepped += e.hits.single_stepped;
       st.estimated += dEst;
       if (window > 0) {
         const dCpu = cpu !== undefined && st.cpu !== undefined ? cpu - st.cpu : undefined;
@@ -314,6 +405,7 @@ export class OverheadEstimator {
       out.push({
         pid, service,
         hits: Object.fromEntries([...st.hits].map(([s, n]) => [siteName(s), n])),
+        hitsByKind: { ...st.hitsByKind },
         estimatedSeconds: st.estimated,
         ...st.last,
         cpuSeconds: cpu,

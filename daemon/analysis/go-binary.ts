@@ -15,7 +15,7 @@ import { EM_X86_64, ET_DYN, ET_EXEC, ElfFile } from './elf.ts';
 import { GoBinaryError, hex } from './errors.ts';
 import { FunctionIndex } from './functions.ts';
 import type { FunctionSource, GoFunction } from './functions.ts';
-import { addressAfterStackCheck, callAddresses, callReturnAddresses, kernelEmulates, stackCheckBranch, retAddresses } from './instructions.ts';
+import { addressAfterStackCheck, callAddresses, callReturnAddresses, kernelEmulates, stackCheckBranch, retAddresses, trapKind, type TrapKind } from './instructions.ts';
 import { readGoTypes } from './go-types.ts';
 import type { GoTypes } from './go-types.ts';
 import { findPclntab } from './pclntab.ts';
@@ -26,11 +26,14 @@ export { GoBinaryError } from './errors.ts';
 export type { GoBinaryErrorCode } from './errors.ts';
 export type { GoModule } from './buildinfo.ts';
 export type { GoFunction, FunctionSource } from './functions.ts';
+export type { TrapKind } from './instructions.ts';
 export { GoTypesError } from './go-types.ts';
 export type { GoTypes, GoStructType, GoStructField, GoTypesErrorCode } from './go-types.ts';
 
 /** Longest function body {@link GoBinary.retSites} will decode; Go's largest functions are a few hundred KiB. */
 const MAX_FUNCTION_SIZE = 64 << 20;
+/** The longest x86-64 instruction. */
+const MAX_INSTRUCTION_BYTES = 15;
 /** Enough bytes to cover the longest stack-check prologue. */
 const PROLOGUE_BYTES = 64;
 /** Message prefix of errors that are really analysis bugs (tests look for it). */
@@ -115,6 +118,12 @@ export interface GoBinary {
    * trap per hit), else {@link entrySite}.
    */
   cheapEntrySite(fn: GoFunction): { offset: number; atStackCheck: boolean };
+  /**
+   * Whether the kernel emulates or single-steps the instruction at each of
+   * these file offsets (instruction starts, e.g. the sites above) under a
+   * uprobe, which sets what a hit there costs (see `kernelEmulates`).
+   */
+  trapKinds(offsets: readonly number[]): TrapKind[];
   /**
    * Version of a module as built into the binary: `std` gives the Go
    * version without `go` (`1.26.8`); a module replaced by another module
@@ -323,6 +332,11 @@ class AnalysedBinary implements GoBinary {
       if (branch !== undefined && !kernelEmulates(code.subarray(after - fn.entry), after)) return { offset: offset + (branch - fn.entry), atStackCheck: true };
       return { offset: offset + (after - fn.entry), atStackCheck: false };
     });
+  }
+
+  trapKinds(offsets: readonly number[]): TrapKind[] {
+    this.#checkOpen();
+    return guard(this.path, () => offsets.map((o) => trapKind(this.#elf.file.readUpTo(o, MAX_INSTRUCTION_BYTES, `instruction at ${hex(o)}`), o)));
   }
 
   moduleVersion(modulePath: string): string | undefined {

@@ -44,7 +44,9 @@ export const inspectHelp = `Usage: gotrail inspect <binary|pid> [--json] [--offs
 
 Analyses a Go executable (or the executable of a running process) and shows
 its Go version, modules, whether it is stripped or has DWARF, and for every
-probe whether it would attach: the functions and sites it would probe, the
+probe whether it would attach: the functions and sites it would probe (each
+emulated or single-stepped: whether the kernel emulates the probed
+instruction, one trap per hit, or single-steps it, a second trap), the
 offsets it would use and where they come from — (dwarf) the binary's debug
 information, (types) the Go type metadata every Go binary carries, (db) the
 offsets database — or exactly why it would not. Sources that disagree on an
@@ -123,7 +125,7 @@ export function planToJson(plan: BinaryPlan, kernel?: KernelView): unknown {
       reason: p.reason ?? null,
       degraded: p.degraded,
       unverified: p.unverified,
-      sites: p.sites.map((s) => ({ symbol: s.symbol, role: s.role, program: s.program, fileOffsets: s.offsets.map((o) => '0x' + o.toString(16)) })),
+      sites: p.sites.map((s) => ({ symbol: s.symbol, role: s.role, program: s.program, fileOffsets: s.offsets.map((o) => '0x' + o.toString(16)), trapKinds: s.trapKinds ?? null })),
       offsets: Object.fromEntries(Object.entries(p.offsets).map(([k, v]) => [k, { offset: v, source: p.offsetSources[k] ?? 'unknown' }])),
     })),
   };
@@ -227,7 +229,11 @@ export function renderPlan(plan: BinaryPlan, kernel?: KernelView, proc?: { pid: 
       continue;
     }
     for (const s of p.sites) {
-      lines.push(`      ${s.role.padEnd(7)} ${s.symbol} → ${s.program} at ${s.offsets.map((o) => '0x' + o.toString(16)).join(', ')}`);
+      // the trap kind once where every site has the same, else after each
+      const kinds = s.trapKinds?.map((k) => k.replace('_', '-'));
+      const same = kinds?.every((k) => k === kinds[0]);
+      const at = s.offsets.map((o, i) => '0x' + o.toString(16) + (kinds && !same ? ` (${kinds[i]})` : '')).join(', ');
+      lines.push(`      ${s.role.padEnd(7)} ${s.symbol} → ${s.program} at ${at}${kinds?.length && same ? ` (${kinds[0]})` : ''}`);
     }
     for (const [f, o] of Object.entries(p.offsets)) lines.push(`      offset ${f} = ${o} (${p.offsetSources[f] ?? '?'})`);
     for (const d of p.degraded) lines.push(`      degraded: ${d}`);

@@ -55,7 +55,7 @@ function entryOffset(b: GoBinary, names: string[]): number {
   throw new Error(`none of ${names.join(', ')} found`);
 }
 
-const sitesOf = (p: ProbePlan, program: string): { role: string; symbol: string; offsets: number[] }[] => p.sites.filter((s) => s.program === program);
+const sitesOf = (p: ProbePlan, program: string): ProbePlan['sites'] => p.sites.filter((s) => s.program === program);
 
 for (const tc of VERSIONS) {
   for (const kind of ['plain', 'stripped']) {
@@ -65,6 +65,7 @@ for (const tc of VERSIONS) {
       assert.ok(p.attachable, p.reason);
       assert.deepEqual(p.degraded, []);
       assert.equal(p.sites.filter((s) => s.role === 'return').length, 0, 'no RET is probed');
+      for (const s of p.sites) assert.ok(s.trapKinds?.every((k) => k === 'emulated'), `${s.symbol} → ${s.program}: ${s.trapKinds?.join(', ')}`);
       const h2 = tc === 'go1.27' ? 'net/http/internal/http2.(*serverConn).runHandler.func1' : 'net/http.(*http2serverConn).runHandler.func1';
       const done = tc === 'go1.27' ? 'net/http/internal/http2.(*responseWriter).handlerDone' : 'net/http.(*http2responseWriter).handlerDone';
       const b = openGoBinary(path);
@@ -90,7 +91,7 @@ for (const tc of VERSIONS) {
       assert.ok(p.attachable, p.reason);
       assert.deepEqual(sitesOf(p, 'gt_runtime_newproc1_return'), []);
       const at = sitesOf(p, 'gt_runtime_newproc_runqput');
-      assert.deepEqual(at.map((s) => [s.role, s.symbol, s.offsets.length]), [['at-call', 'runtime.newproc.func1', 1]]);
+      assert.deepEqual(at.map((s) => [s.role, s.symbol, s.offsets.length, s.trapKinds]), [['at-call', 'runtime.newproc.func1', 1, ['emulated']]]);
       const b = openGoBinary(path);
       try {
         assert.equal(callTarget(path, at[0]!.offsets[0]!), entryOffset(b, ['runtime.runqput']));
@@ -119,6 +120,7 @@ test('a binary without one of the preferred calls gets the RET sites instead, wh
   const rets = sitesOf(p, 'gt_http_server_return');
   assert.deepEqual(rets.map((s) => [s.role, s.symbol]), [['return', 'net/http.serverHandler.ServeHTTP']]);
   assert.ok(rets[0]!.offsets.length >= 1);
+  assert.ok(rets[0]!.trapKinds?.every((k) => k === 'single_stepped'), 'RETs are single-stepped');
   const panics = sitesOf(p, 'gt_http_server_panic').map((s) => [s.role, s.symbol]).sort();
   assert.deepEqual(panics, [['entry', 'net/http.(*conn).serve.func1'], ['entry', 'net/http.(*http2serverConn).runHandler.func1']]);
   // the entry is planned once, whichever set is chosen

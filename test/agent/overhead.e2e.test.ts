@@ -87,25 +87,32 @@ test('overhead: calibrated hit cost, exact hits per request, estimate close to t
         const d = (name: string, labels: Record<string, string>): number => (metric(after, name, labels) ?? 0) - (metric(before, name, labels) ?? 0);
         assert.equal(d('gotrail_probe_hits_total', { ...svc, site: 'http_server_entry' }), N, 'one entry hit per request');
         assert.equal(d('gotrail_probe_hits_total', { ...svc, site: 'http_server_return' }), N, 'one return hit per request');
-        const cost = metric(after, 'gotrail_uprobe_hit_cost_seconds');
-        assert.ok(cost !== undefined && cost > 1e-8 && cost < 1e-3, `calibrated cost ${cost} s per hit`);
+        const cost = { emulated: metric(after, 'gotrail_uprobe_hit_cost_seconds', { kind: 'emulated' }), single_stepped: metric(after, 'gotrail_uprobe_hit_cost_seconds', { kind: 'single_stepped' }) };
+        for (const c of Object.values(cost)) assert.ok(c !== undefined && c > 1e-8 && c < 1e-3, `calibrated costs ${JSON.stringify(cost)} s per hit`);
+        // the single-step is a second trap
+        assert.ok(cost.single_stepped! > cost.emulated!, `calibrated costs ${JSON.stringify(cost)} s per hit`);
         const est = d('gotrail_overhead_estimated_seconds_total', svc);
         const ratio = metric(after, 'gotrail_overhead_cpu_ratio', svc);
         assert.ok(ratio !== undefined && ratio > 0 && ratio < 1, `overhead ratio ${ratio}`);
-        const status = JSON.parse((await httpRequest(`${(await agent.metricsUrl()).replace(/\/metrics$/, '')}/status`)).body) as { overhead: { uprobeHitCostSeconds: number; processes: Array<{ pid: number; hits: Record<string, number>; estimatedSeconds: number }> } };
+        const status = JSON.parse((await httpRequest(`${(await agent.metricsUrl()).replace(/\/metrics$/, '')}/status`)).body) as { overhead: { uprobeHitCostSeconds: Record<string, number>; processes: Array<{ pid: number; hits: Record<string, number>; hitsByKind: Record<string, number>; estimatedSeconds: number }> } };
         const mine = status.overhead.processes.find((p) => p.pid === server.pid);
         assert.ok(mine && mine.hits['http_server_entry']! >= N && mine.estimatedSeconds > 0, 'shown per process in /status');
-        assert.equal(status.overhead.uprobeHitCostSeconds, cost);
+        assert.deepEqual(status.overhead.uprobeHitCostSeconds, cost);
+        // every hit has its kind; the entry site (Go 1.26: the PUSH after the stack check) is emulated
+        const hitSum = Object.values(mine.hits).reduce((a, n) => a + n, 0);
+        assert.equal(mine.hitsByKind['emulated']! + mine.hitsByKind['single_stepped']!, hitSum, `hits by kind ${JSON.stringify(mine.hitsByKind)} of ${JSON.stringify(mine.hits)}`);
+        assert.ok(mine.hitsByKind['emulated']! >= mine.hits['http_server_entry']!, `hits by kind ${JSON.stringify(mine.hitsByKind)} of ${JSON.stringify(mine.hits)}`);
         if (round === 0) {
           const again = await httpRequest(`${(await agent.metricsUrl()).replace(/\/metrics$/, '')}/calibrate`, { method: 'POST' });
           assert.equal(again.status, 200, 'calibrated again on demand');
-          const c = JSON.parse(again.body) as { secondsPerHit: number; rounds: number[] };
-          assert.ok(c.secondsPerHit > 1e-8 && c.rounds.length === 5);
+          const c = JSON.parse(again.body) as { secondsPerHit: Record<string, number>; rounds: Record<string, number[]> };
+          for (const kind of ['emulated', 'single_stepped']) assert.ok(c.secondsPerHit[kind]! > 1e-8 && c.rounds[kind]!.length === 5, `${kind}: ${again.body}`);
         }
         measured.push(traced);
         estimated.push(est);
         console.log(`round ${round}: without ${(without.at(-1)! * 1e6 / N).toFixed(1)} µs/req, with ${(traced * 1e6 / N).toFixed(1)} µs/req; ` +
-          `estimate ${(est * 1e6 / N).toFixed(1)} µs/req (hit cost ${(cost * 1e6).toFixed(2)} µs); ratio ${ratio.toFixed(3)}`);
+          `estimate ${(est * 1e6 / N).toFixed(1)} µs/req (hit cost ${(cost.emulated! * 1e6).toFixed(2)} µs emulated, ${(cost.single_stepped! * 1e6).toFixed(2)} µs single-stepped; ` +
+          `hits ${JSON.stringify(mine.hitsByKind)}); ratio ${ratio.toFixed(3)}`);
       } finally {
         await agent.stop();
       }

@@ -3,7 +3,7 @@
 // toolchains emit; these also cover older Go's TLS-loaded g).
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { addressAfterStackCheck, callReturnAddresses, retAddresses, stackCheckBranch } from '../../daemon/analysis/instructions.ts';
+import { addressAfterStackCheck, callReturnAddresses, kernelEmulates, retAddresses, stackCheckBranch, trapKind, type TrapKind } from '../../daemon/analysis/instructions.ts';
 
 const AT = 0x401000;
 const bytes = (...parts: number[][]): Uint8Array => Uint8Array.from(parts.flat());
@@ -119,4 +119,46 @@ test('the instruction decoder, once released, is loaded again by the next analys
   const cached = Object.keys(createRequire(import.meta.url).cache).filter((k) => k.includes('/node_modules/iced-x86/'));
   assert.deepEqual(cached, [], 'released: no longer in the require cache');
   assert.deepEqual(retAddresses(code, 0x1000), [0x1001, 0x1003]);
+});
+
+describe('whether the kernel emulates a probed instruction (one trap) or single-steps it (two)', () => {
+  const cases: Array<[string, number[], TrapKind]> = [
+    ['RET', [0xc3], 'single_stepped'],
+    ['RET imm16', [0xc2, 0x08, 0x00], 'single_stepped'],
+    ['CALL rel32', [0xe8, 0x10, 0x20, 0x00, 0x00], 'emulated'],
+    ['CALL rcx (indirect through a register)', [0xff, 0xd1], 'single_stepped'],
+    ['CALL [rax+8] (indirect through memory)', [0xff, 0x50, 0x08], 'single_stepped'],
+    ['JMP rdx (indirect)', [0xff, 0xe2], 'single_stepped'],
+    ['JMP rel8', [0xeb, 0x10], 'emulated'],
+    ['JMP rel32', [0xe9, 0x00, 0x01, 0x00, 0x00], 'emulated'],
+    ['JBE rel8', JBE_SHORT, 'emulated'],
+    ['JBE rel32', JBE_NEAR, 'emulated'],
+    ['JB rel32', JB_NEAR, 'emulated'],
+    ['PUSH rbp', PUSH_RBP, 'emulated'],
+    ['PUSH r12', [0x41, 0x54], 'emulated'],
+    ['PUSH imm8', [0x6a, 0x01], 'single_stepped'],
+    ['PUSH [rax]', [0xff, 0x30], 'single_stepped'],
+    ['NOP', [0x90], 'emulated'],
+    ['NOPL [rax+rax*1+0]', [0x0f, 0x1f, 0x44, 0x00, 0x00], 'emulated'],
+    ['NOPW (66 0F 1F 44 00 00)', [0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00], 'emulated'],
+    ['PAUSE (F3 90)', [0xf3, 0x90], 'single_stepped'],
+    ['XCHG r8d, eax (41 90)', [0x41, 0x90], 'single_stepped'],
+    ['MOV rbp, rsp', [0x48, 0x89, 0xe5], 'single_stepped'],
+    ['MOV rax, [rsp+8]', [0x48, 0x8b, 0x44, 0x24, 0x08], 'single_stepped'],
+    ['SUB rsp, 0x18', [0x48, 0x83, 0xec, 0x18], 'single_stepped'],
+    ['CMP rsp, [r14+0x10]', CMP_RSP_G, 'single_stepped'],
+    ['LEA r12, [rsp-0x68]', LEA_R12, 'single_stepped'],
+  ];
+  for (const [name, code, kind] of cases) {
+    test(`${name}: ${kind}`, () => {
+      // trailing bytes must not change the answer: the site is decoded inside its function's code
+      const within = bytes(code, RET, [0xcc, 0xcc]);
+      assert.equal(trapKind(within, AT), kind);
+      assert.equal(kernelEmulates(within, AT), kind === 'emulated');
+    });
+  }
+
+  test('nothing to decode: single-stepped', () => {
+    assert.equal(trapKind(new Uint8Array(0), AT), 'single_stepped');
+  });
 });

@@ -29,7 +29,7 @@ interface InspectProbeJson {
   reason: string | null;
   degraded: string[];
   unverified: string[];
-  sites: { symbol: string; role: string; program: string; fileOffsets: string[] }[];
+  sites: { symbol: string; role: string; program: string; fileOffsets: string[]; trapKinds: string[] | null }[];
   offsets: Record<string, { offset: number; source: string }>;
 }
 interface InspectJson {
@@ -107,6 +107,11 @@ describe('gotrail inspect', () => {
         `at-call ${h2} gt_http_server_panic`,
       ].sort());
       assert.ok(p.sites.every((s) => s.fileOffsets.length > 0));
+      // what a hit costs: the entry past the stack check (a PUSH, or the check's JBE) is emulated, a RET single-stepped
+      assert.ok(p.sites.every((s) => s.trapKinds?.length === s.fileOffsets.length), JSON.stringify(p.sites));
+      assert.deepEqual(p.sites.find((s) => s.role === 'entry' && s.symbol === 'net/http.serverHandler.ServeHTTP')!.trapKinds, ['emulated']);
+      // and so is every site where a request ends: CALLs, no RET
+      for (const s of p.sites) assert.ok(s.trapKinds!.every((k) => k === 'emulated'), JSON.stringify(s));
     });
 
     test(`${tc}: stripped binary — functions from pclntab, offsets from the type metadata, the database agreeing`, () => {

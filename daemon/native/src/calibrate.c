@@ -11,13 +11,15 @@
 #include <stdlib.h>
 #include <time.h>
 
-/* The probed function, probed as gotrail probes a Go function: its entry on
- * an instruction the kernel's x86 uprobe emulates (a PUSH, as Go's PUSHQ BP
- * or the stack check's branch where gotrail's entry probes sit), its return
- * on the RET (gotrail_calibration_noop_ret), which the kernel single-steps
- * out of line. The two cost very differently on some hosts (measured here:
- * 0.5 against 16 µs per hit), so a call takes one hit of each. Written in
- * assembly so that the instructions are these, whatever the compiler. */
+/* The probed function, with one instruction of each kind the kernel's x86
+ * uprobe code treats apart: its entry is a PUSH, which the kernel emulates
+ * (as Go's PUSHQ BP, a branch or a direct CALL where gotrail probes), its
+ * RET (gotrail_calibration_noop_ret) one it single-steps out of line, a
+ * second trap (as at gotrail's return sites). The two cost very differently
+ * on some hosts (measured on a Firecracker VM: 0.5 against 16 µs per hit),
+ * so the agent probes each alone and prices a probe site by its kind.
+ * Written in assembly so that the instructions are these, whatever the
+ * compiler. */
 __attribute__((naked, noinline, used, visibility("default"))) void gotrail_calibration_noop(void)
 {
 	__asm__ volatile("push %rbp\n\t"
