@@ -14,6 +14,12 @@
  * (process, socket) also run for every other process on the node, so they
  * are left out.
  *
+ * `--program http-sql` runs test/programs/http-sql instead, with one
+ * request: GET /work, a handler making one HTTP client call (to the same
+ * server, on a kept-alive connection) and one SQLite query through
+ * database/sql (QueryRowContext): the net/http server and client programs
+ * and the database/sql ones.
+ *
  * `--floor` adds, in every round, a pass with no agent and the empty
  * program (gt_calibration_empty, bench/floor.ts) at the very sites the
  * agent probes: its run time per hit is what the kernel's statistics
@@ -25,7 +31,7 @@
  * after the other against the same server, rotating which goes first, each
  * with an agent started for it; their columns come from the same run.
  *
- *   deploy/node bench/bpf-per-hit.ts [--go go1.26] [--rounds 3] [--n 2000] [--traceparent half|none|all]
+ *   deploy/node bench/bpf-per-hit.ts [--go go1.26] [--program httpserver|http-sql] [--rounds 3] [--n 2000] [--traceparent half|none|all]
  *     [--floor] [--a ../other-checkout [--b .]]
  */
 import { copyFileSync, existsSync, mkdtempSync, readFileSync } from 'node:fs';
@@ -41,6 +47,7 @@ import { programStats, type ProgramStats } from './lib/program-stats.ts';
 const { values } = benchArgs(import.meta.filename, {
   options: {
     go: { type: 'string', default: 'go1.26' },
+    program: { type: 'string', default: 'httpserver' },
     rounds: { type: 'string', default: '3' },
     n: { type: 'string', default: '2000' },
     traceparent: { type: 'string', default: 'half' },
@@ -50,8 +57,9 @@ const { values } = benchArgs(import.meta.filename, {
   },
 });
 const rounds = Number(values.rounds);
-const UPROBE_PROGRAM = /^gt_(http|runtime)_/;
+const UPROBE_PROGRAM = /^gt_(http|runtime|sql)_/;
 const n = Number(values.n);
+if (!['httpserver', 'http-sql'].includes(values.program)) usageError(import.meta.filename, `--program: httpserver or http-sql, not ${values.program}`);
 if (!['half', 'none', 'all'].includes(values.traceparent)) usageError(import.meta.filename, `--traceparent: half, none or all, not ${values.traceparent}`);
 /** whether request i of a round carries a traceparent header */
 const withTraceparent = (i: number): boolean => (values.traceparent === 'half' ? i % 2 === 1 : values.traceparent === 'all');
@@ -66,8 +74,8 @@ const sides = (values.a ? [['A', resolve(values.a)], ['B', resolve(values.b)]] :
 });
 // each agent started adds an exit listener (the test support's clean-up)
 process.setMaxListeners(0);
-const bin = join(mkdtempSync(join(tmpdir(), 'gotrail-bpf-hit-')), 'httpserver');
-copyFileSync(join(repoRoot, 'build', 'go', values.go, 'plain', 'httpserver'), bin);
+const bin = join(mkdtempSync(join(tmpdir(), 'gotrail-bpf-hit-')), values.program);
+copyFileSync(join(repoRoot, 'build', 'go', values.go, 'plain', values.program), bin);
 
 type Agent = Awaited<ReturnType<typeof startAgent>>;
 async function startFor(side: (typeof sides)[number], pid: number): Promise<Agent> {
@@ -78,8 +86,10 @@ async function startFor(side: (typeof sides)[number], pid: number): Promise<Agen
 }
 
 const server = await startGoServer(bin);
-const paths = ['/hello', `/proxy?to=${encodeURIComponent(`${server.url}/hello`)}`, `/proxy?to=${encodeURIComponent(`${server.url}/hello`)}&drain=1`];
-const reqName = (path: string): string => (path.endsWith('&drain=1') ? 'GET /proxy keep-alive' : path.startsWith('/proxy') ? 'GET /proxy' : 'GET /hello');
+const paths = values.program === 'http-sql'
+  ? [`/work?to=${encodeURIComponent(`${server.url}/hello`)}`]
+  : ['/hello', `/proxy?to=${encodeURIComponent(`${server.url}/hello`)}`, `/proxy?to=${encodeURIComponent(`${server.url}/hello`)}&drain=1`];
+const reqName = (path: string): string => (path.startsWith('/work') ? 'GET /work' : path.endsWith('&drain=1') ? 'GET /proxy keep-alive' : path.startsWith('/proxy') ? 'GET /proxy' : 'GET /hello');
 /** `${side}|${request}|${program}` → per round: runs per request and ns per run */
 const per = new Map<string, { runsPerReq: number[]; nsPerRun: number[] }>();
 /** `${side}|${request}` → per round: BPF ns per hit, all programs */

@@ -194,9 +194,25 @@ static __always_inline void sql_enter(struct pt_regs *ctx, __u64 db, __u64 qptr,
 	} else if (flags & GT_SQL_EVENT_STMT) {
 		__u64 s = db;
 		struct go_string q = {};
+		long err;
 		db = 0;
-		go_read_ptr(s, cfg->stmt_db, &db);
-		if (bpf_probe_read_user(&q, sizeof(q), (void *)(s + cfg->stmt_query)) == 0) {
+		if (cfg->stmt_query == cfg->stmt_db + 8) {
+			/* Stmt.db and Stmt.query side by side (every Go version so
+			 * far): both in one read */
+			struct {
+				__u64 db;
+				struct go_string q;
+			} w = {};
+			err = bpf_probe_read_user(&w, sizeof(w), (void *)(s + cfg->stmt_db));
+			if (err == 0) {
+				db = w.db;
+				q = w.q;
+			}
+		} else {
+			go_read_ptr(s, cfg->stmt_db, &db);
+			err = bpf_probe_read_user(&q, sizeof(q), (void *)(s + cfg->stmt_query));
+		}
+		if (err == 0) {
 			qptr = q.ptr;
 			qlen = q.len;
 		} else {
@@ -214,10 +230,14 @@ static __always_inline void sql_enter(struct pt_regs *ctx, __u64 db, __u64 qptr,
 		}
 	}
 	if (db && (cfg->flags & GT_SQL_DRIVER)) {
-		__u64 itab = 0, data = 0;
-		if (go_read_ptr(db, cfg->db_connector, &itab) == 0 &&
-		    go_read_ptr(db, cfg->db_connector + 8, &data) == 0) {
-			ev->connector_fn = itab_fun0(itab);
+		/* the connector interface's itab and data words in one read */
+		struct {
+			__u64 itab;
+			__u64 data;
+		} conn = {};
+		if (bpf_probe_read_user(&conn, sizeof(conn), (void *)(db + cfg->db_connector)) == 0) {
+			__u64 itab, data = conn.data;
+			ev->connector_fn = itab_fun0(conn.itab);
 			ev->db = db;
 			ev->connector = data;
 			ev->sql_dsn = cfg->sql_dsn;
