@@ -138,6 +138,7 @@ function planFunction(bin: GoBinary, plan: ProbePlan, probed: ProbedFunction): b
   const symbol = names.find((n) => bin.findFunction(n)) ?? probed.symbol;
   const fn = { ...probed, symbol };
   const f = bin.findFunction(symbol);
+  if (!f && fn.whenLinked) return true;
   if (!f && fn.optional) {
     plan.degraded.push(`${fn.optional}: function ${names.join(' or ')} not found`);
     return true;
@@ -182,6 +183,11 @@ function planFunction(bin: GoBinary, plan: ProbePlan, probed: ProbedFunction): b
         plan.reason = `function ${fn.symbol} has no call of ${calleeNames.join(' or ')} to probe`;
         return false;
       }
+      if (sites.length > 1) {
+        // one call per run of the function is what the site stands for
+        plan.reason = `function ${fn.symbol} has ${sites.length} calls of ${calleeNames.join(' or ')}, not one`;
+        return false;
+      }
       plan.sites.push({ program: call.program, symbol: fn.symbol, role: 'at-call', offsets: sites });
     }
   } catch (e) {
@@ -208,7 +214,7 @@ export function planProbe(bin: GoBinary, probe: ProbeDescriptor, inputs: OffsetI
   if (probe.preferredSites) {
     // planned on a scratch plan: a set whose calls are not all there leaves nothing behind
     const scratch = emptyPlan(probe);
-    const ok = probe.preferredSites.functions.every((fn) => planFunction(bin, scratch, fn));
+    const ok = !(probe.preferredSites.unless ?? []).some((name) => bin.findFunction(name)) && probe.preferredSites.functions.every((fn) => planFunction(bin, scratch, fn));
     const chosen = ok ? scratch : emptyPlan(probe);
     if (!ok) for (const fn of probe.preferredSites.otherwise) if (!planFunction(bin, chosen, fn)) {
       plan.reason = chosen.reason;

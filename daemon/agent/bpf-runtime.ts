@@ -14,7 +14,7 @@ import {
   HitLimits, type BpfMapName, type BpfProgramName, type FileInfo, type FileKey,
 } from '../generated/layouts.ts';
 import { ProbeHitLog } from './probe-hit-log.ts';
-import type { EventContext, ProbeDescriptor } from '../probes/types.ts';
+import { programsOfProbe, type EventContext, type ProbeDescriptor } from '../probes/types.ts';
 import type { Logger } from '../util/log.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -209,7 +209,7 @@ export class BpfRuntime {
    * process tracepoints' dependencies) still fail the load.
    */
   private loadSparingFailures(path: string, probes: readonly ProbeDescriptor[], open: ConstructorParameters<typeof BpfObject>[1]): BpfObject {
-    const programsOf = (p: ProbeDescriptor): BpfProgramName[] => p.functions.flatMap((f) => [f.entryProgram, f.returnProgram]).filter((x): x is BpfProgramName => !!x);
+    const programsOf = (p: ProbeDescriptor): BpfProgramName[] => programsOfProbe(p);
     const skipped = new Set<string>();
     let obj = new BpfObject(path, open);
     const all = obj.programNames();

@@ -55,6 +55,11 @@ export interface ProbedFunction {
   /** Set when the probe works without this function: what is lost if it is missing. */
   optional?: string;
   /**
+   * Probed where the binary has it; its absence loses nothing and is not
+   * reported (code that only some programs link, e.g. coroutines).
+   */
+  whenLinked?: boolean;
+  /**
    * What it means when the package is linked but this function is not (the
    * linker keeps only what the program can call), e.g. `this program never
    * sends client requests through http.Transport`.
@@ -157,13 +162,27 @@ export interface InflightMap {
 
 /**
  * Cheaper sites (`atCalls`) that replace others when the binary's code has
- * them: when every function of `functions` that the binary links has each of
- * its calls, they are probed; otherwise (another Go version's code, a call
+ * them: when every function of `functions` is found (a `whenLinked` one may
+ * be absent) with exactly one of each of its calls, and none of `unless` is
+ * linked, they are probed; otherwise (another Go version's code, a call
  * inlined away) `otherwise` is, whole, so that the two sets never mix.
  */
 export interface PreferredSites {
   functions: ProbedFunction[];
   otherwise: ProbedFunction[];
+  /**
+   * Functions whose presence means `functions` would miss calls that
+   * `otherwise` catches (another library's HTTP/2 server calling the same
+   * handler): `otherwise` is probed where one of them is linked.
+   */
+  unless?: string[];
+}
+
+/** Every BPF program `probe` may attach, whichever of its sites a binary gets. */
+export function programsOfProbe(probe: Pick<ProbeDescriptor, 'functions' | 'preferredSites'>): BpfProgramName[] {
+  const fns = [...probe.functions, ...(probe.preferredSites?.functions ?? []), ...(probe.preferredSites?.otherwise ?? [])];
+  const progs = fns.flatMap((f) => [f.entryProgram, f.returnProgram, f.afterCall?.program, ...(f.atCalls ?? []).map((c) => c.program)]);
+  return [...new Set(progs.filter((x): x is BpfProgramName => !!x))];
 }
 
 export interface ProbeDescriptor {

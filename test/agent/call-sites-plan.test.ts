@@ -141,3 +141,60 @@ test('a binary whose HTTP/2 server is not found (nethttpomithttp2) gets the RET 
   assert.deepEqual(p.sites.filter((s) => s.role === 'at-call'), []);
   assert.deepEqual(sitesOf(p, 'gt_http_server_return').map((s) => [s.role, s.symbol]), [['return', 'net/http.serverHandler.ServeHTTP']]);
 });
+
+for (const tc of ['go1.26', 'go1.27']) {
+  test(`${tc}: a coroutine's goroutine (iter.Pull) is read right after newcoro's call of newproc1, and newproc's CALL of runqput stays`, { skip }, () => {
+    const path = join(repoRoot, 'build', 'go', tc, 'plain', 'goroutines');
+    const p = plan(path, runtimeProbe);
+    assert.ok(p.attachable, p.reason);
+    assert.deepEqual(p.degraded, []);
+    const after = sitesOf(p, 'gt_runtime_newproc1_return');
+    assert.deepEqual(after.map((s) => [s.role, s.symbol, s.offsets.length]), [['after-call', 'runtime.newcoro.func1', 1]]);
+    assert.deepEqual(sitesOf(p, 'gt_runtime_newproc_runqput').map((s) => [s.role, s.symbol]), [['at-call', 'runtime.newproc.func1']]);
+    // the site follows the CALL of newproc1: its 5 bytes end there
+    const b = openGoBinary(path);
+    try {
+      assert.equal(callTarget(path, after[0]!.offsets[0]! - 5), entryOffset(b, ['runtime.newproc1']));
+    } finally {
+      b.close();
+    }
+  });
+}
+
+test('a preferred call found more than once is no single site: the RET sites are planned instead', { skip }, () => {
+  // newproc.func1 calls runqput once, but wakep's callers are many: ask for a callee called twice in (*conn).serve
+  const b = openGoBinary(bin('go1.26', 'plain'));
+  let twice: string | undefined;
+  try {
+    for (const name of ['net/http.(*conn).setState', 'net/http.(*conn).close', 'runtime.gcWriteBarrier2']) {
+      const serve = b.findFunction('net/http.(*conn).serve')!;
+      const callee = b.findFunction(name);
+      if (callee && b.callSites(serve, callee).length > 1) {
+        twice = name;
+        break;
+      }
+    }
+  } finally {
+    b.close();
+  }
+  assert.ok(twice, 'a callee (*conn).serve calls more than once');
+  const moved: ProbeDescriptor = {
+    ...httpServerProbe,
+    preferredSites: {
+      ...httpServerProbe.preferredSites!,
+      functions: httpServerProbe.preferredSites!.functions.map((f) => (f.symbol === 'net/http.(*conn).serve' ? { ...f, atCalls: [{ callee: twice, program: f.atCalls![0]!.program }] } : f)),
+    },
+  };
+  const p = plan(bin('go1.26', 'plain'), moved);
+  assert.ok(p.attachable, p.reason);
+  assert.deepEqual(p.sites.filter((s) => s.role === 'at-call'), []);
+});
+
+test('a binary that links golang.org/x/net/http2\'s server gets the RET sites, which end its HTTP/2 requests too', { skip }, () => {
+  // stands in for x/net's runHandler: a function every test binary links
+  const p = plan(bin('go1.26', 'stripped'), { ...httpServerProbe, preferredSites: { ...httpServerProbe.preferredSites!, unless: ['net/http.(*conn).hijacked'] } });
+  assert.ok(p.attachable, p.reason);
+  assert.deepEqual(p.sites.filter((s) => s.role === 'at-call'), []);
+  assert.deepEqual(sitesOf(p, 'gt_http_server_return').map((s) => [s.role, s.symbol]), [['return', 'net/http.serverHandler.ServeHTTP']]);
+  assert.deepEqual(httpServerProbe.preferredSites!.unless, ['golang.org/x/net/http2.(*serverConn).runHandler']);
+});

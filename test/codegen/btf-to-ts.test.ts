@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { mergeFamilies } from '../../probes/codegen/btf-to-ts.ts';
 import { BpfMaps, BpfPrograms, EventType, HitSite, PairedFunction } from '../../daemon/generated/layouts.ts';
 import { probes } from '../../daemon/probes/registry.ts';
+import { programsOfProbe } from '../../daemon/probes/types.ts';
 
 const e = (name: string, values: Record<string, number>) => ({ id: 1, kind: 'ENUM', name, values: Object.entries(values).map(([n, val]) => ({ name: n, val })) });
 
@@ -41,7 +42,7 @@ test('the generated module: every probe has its own event type, and names what i
   const programs = new Set<string>(Object.values(BpfPrograms));
   const maps = new Set<string>(Object.values(BpfMaps));
   for (const p of probes) {
-    for (const f of p.functions) for (const prog of [f.entryProgram, f.returnProgram]) if (prog) assert.ok(programs.has(prog), prog);
+    for (const prog of programsOfProbe(p)) assert.ok(programs.has(prog), prog);
     for (const m of [p.configMap, ...p.stateMaps]) assert.ok(maps.has(m), m);
     // an in-flight map is state too: cleared with the process, as well as swept
     for (const m of p.inflightMaps ?? []) assert.ok(p.stateMaps.includes(m.map), `${p.id}: ${m.map} is one of its stateMaps`);

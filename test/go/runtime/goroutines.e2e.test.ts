@@ -51,6 +51,9 @@ describe('runtime: calls made on goroutines a request started join its trace', {
         await get(`${server.url}/chain/toodeep?depth=${GOROUTINE_GENERATIONS_MAX + 1}`);
         for (let i = 0; i < POOL_CALLS; i++) await get(`${server.url}/pool/p${i}`);
         await get(`${server.url}/detached/d`);
+        // a coroutine's goroutine (iter.Pull, from Go 1.23)
+        const coroutines = tc !== 'go1.19';
+        if (coroutines) await get(`${server.url}/pull/c`);
         // many requests at once, each spawning goroutines that call out, on a busy machine
         const busy = startBusyLoad();
         try {
@@ -59,8 +62,8 @@ describe('runtime: calls made on goroutines a request started join its trace', {
           await busy.stop();
         }
 
-        const calls = 8 + 2 + POOL_CALLS + 1 + CONCURRENT * PER_REQUEST;
-        const requests = 1 + 2 + POOL_CALLS + 1 + CONCURRENT;
+        const calls = 8 + 2 + POOL_CALLS + 1 + CONCURRENT * PER_REQUEST + (coroutines ? 1 : 0);
+        const requests = 1 + 2 + POOL_CALLS + 1 + CONCURRENT + (coroutines ? 1 : 0);
         const served = await traced.spansOf(server.pid, 'SERVER', requests + calls, 'one SERVER span per request and per call');
         const sent = await traced.spansOf(server.pid, 'CLIENT', calls, 'one CLIENT span per call');
         const request = new Map(served.map((s) => [pathOf(s), s]));
@@ -94,6 +97,7 @@ describe('runtime: calls made on goroutines a request started join its trace', {
         root('/leaf/toodeep', '/chain/toodeep');
         for (let i = 0; i < POOL_CALLS; i++) root(`/leaf/p${i}`, `/pool/p${i}`);
         root('/leaf/d', '/detached/d');
+        if (coroutines) childOf('/leaf/c', '/pull/c');
         for (let i = 0; i < CONCURRENT; i++) for (let k = 0; k < PER_REQUEST; k++) childOf(`/leaf/s${i}-${k}`, `/spawn/s${i}`);
         assert.deepEqual(wrong, [], 'every call is the child of the request whose goroutines made it, or of none');
         assert.equal(await traced.metric(/^gotrail_events_lost_total\{reason="no_entry"\} (\S+)/m), '0', 'every return found its entry');

@@ -39,7 +39,14 @@ export const runtimeProbe: ProbeDescriptor = {
   // newproc's CALL of runqput (emulated by the kernel: one trap), else at
   // newproc1's RETs (single-stepped: a second trap per `go` statement)
   preferredSites: {
-    functions: [{ symbol: 'runtime.newproc.func1', atCalls: [{ callee: 'runtime.runqput', program: BpfPrograms.gt_runtime_newproc_runqput }] }],
+    functions: [
+      { symbol: 'runtime.newproc.func1', atCalls: [{ callee: 'runtime.runqput', program: BpfPrograms.gt_runtime_newproc_runqput }] },
+      // a coroutine's goroutine (iter.Pull, Go 1.23+) is made by newproc1
+      // from newcoro's closure, not newproc's: right after that call the
+      // new *g is newproc1's result in RAX, as at its RETs (a single-stepped
+      // instruction, but coroutines are rare)
+      { symbol: 'runtime.newcoro.func1', afterCall: { callee: 'runtime.newproc1', program: BpfPrograms.gt_runtime_newproc1_return }, whenLinked: true },
+    ],
     otherwise: [{ symbol: 'runtime.newproc1', returnProgram: BpfPrograms.gt_runtime_newproc1_return }],
   },
   fields: {

@@ -118,6 +118,10 @@ export const httpServerProbe: EventProbe = {
         // are probed, which end HTTP/2 requests too, if any
       },
     ],
+    // golang.org/x/net/http2's server (http2.ConfigureServer) runs its
+    // streams' handlers, ServeHTTP among them, from its own runHandler: its
+    // requests end at ServeHTTP's RETs only
+    unless: ['golang.org/x/net/http2.(*serverConn).runHandler'],
     otherwise: [
       { symbol: 'net/http.serverHandler.ServeHTTP', returnProgram: BpfPrograms.gt_http_server_return, absentMeans: 'this program never serves requests with http.Server' },
       // the HTTP/2 server's own deferred recover, on the stream's goroutine
