@@ -10,7 +10,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, openSync, readSync, closeSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { openGoBinary, type GoBinary } from '../../daemon/analysis/go-binary.ts';
 import { planProbe, GOID_FIELD, type ProbePlan } from '../../daemon/agent/binary-plan.ts';
@@ -18,6 +18,7 @@ import { httpServerProbe } from '../../daemon/probes/go/net/http/server/descript
 import { runtimeProbe } from '../../daemon/probes/go/runtime/descriptor.ts';
 import type { ProbeDescriptor } from '../../daemon/probes/types.ts';
 import { repoRoot } from '../support/agent-process.ts';
+import { bytesAt } from '../support/file-bytes.ts';
 
 const VERSIONS = ['go1.19', 'go1.26', 'go1.27'];
 const bin = (tc: string, kind: string): string => join(repoRoot, 'build', 'go', tc, kind, 'httpserver');
@@ -36,14 +37,8 @@ function plan(path: string, probe: ProbeDescriptor): ProbePlan {
 
 /** The target of the E8 rel32 CALL at file offset `offset`, as a file offset. */
 function callTarget(path: string, offset: number): number | undefined {
-  const fd = openSync(path, 'r');
-  try {
-    const b = Buffer.alloc(5);
-    readSync(fd, b, 0, 5, offset);
-    return b[0] === 0xe8 ? offset + 5 + b.readInt32LE(1) : undefined;
-  } finally {
-    closeSync(fd);
-  }
+  const b = bytesAt(path, offset, 5);
+  return b[0] === 0xe8 ? offset + 5 + b.readInt32LE(1) : undefined;
 }
 
 /** File offset of the entry of the first of `names` found in the binary. */

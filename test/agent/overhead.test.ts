@@ -6,7 +6,6 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { closeSync, openSync, readSync } from 'node:fs';
 import { join } from 'node:path';
 import { CALIBRATION_HELPER, calibrationSiteOffsets, estimateHits, hitSiteKinds, siteOfProgram } from '../../daemon/agent/overhead.ts';
 import { trapKind } from '../../daemon/analysis/instructions.ts';
@@ -14,6 +13,7 @@ import { planBinaryAt } from '../../daemon/agent/binary-plan.ts';
 import { probes } from '../../daemon/probes/registry.ts';
 import { BpfPrograms, HitSite } from '../../daemon/generated/layouts.ts';
 import { repoRoot } from '../support/agent-process.ts';
+import { bytesAt } from '../support/file-bytes.ts';
 
 const ENTRY = HitSite.GT_HIT_HTTP_SERVER_ENTRY;
 const RETURN = HitSite.GT_HIT_HTTP_SERVER_RETURN;
@@ -74,17 +74,6 @@ test('a hit site is emulated only where every instruction its programs are attac
     { program: BpfPrograms.gt_sql_query_entry, offsets: [0x2000], trapKinds: ['emulated'] },
   ]).get(sql), 'single_stepped');
 });
-
-function bytesAt(path: string, offset: number, n: number): Buffer {
-  const fd = openSync(path, 'r');
-  try {
-    const b = Buffer.alloc(n);
-    readSync(fd, b, 0, n, offset);
-    return b;
-  } finally {
-    closeSync(fd);
-  }
-}
 
 test('real binaries: RET sites are single-stepped, entry sites (a PUSH past the stack check, or its JBE) emulated', () => {
   for (const tc of ['go1.19', 'go1.26']) {

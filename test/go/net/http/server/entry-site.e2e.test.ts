@@ -10,7 +10,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, mkdirSync, openSync, readSync, closeSync } from 'node:fs';
+import { copyFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { request } from 'node:http';
 import { planBinaryAt } from '../../../../../daemon/agent/binary-plan.ts';
@@ -19,19 +19,9 @@ import { repoRoot, startAgent } from '../../../../support/agent-process.ts';
 import { startGoServer, httpRequest } from '../../../../support/go-server.ts';
 import { skipUnlessBpf } from '../../../../support/privileges.ts';
 import { sleep } from '../../../../support/wait.ts';
+import { bytesAt } from '../../../../support/file-bytes.ts';
 
 const binPath = (tc: string): string => join(repoRoot, 'build', 'go', tc, 'plain', 'httpserver');
-
-function bytesAt(path: string, offset: number, n: number): Buffer {
-  const fd = openSync(path, 'r');
-  try {
-    const b = Buffer.alloc(n);
-    readSync(fd, b, 0, n, offset);
-    return b;
-  } finally {
-    closeSync(fd);
-  }
-}
 
 /** JBE rel8 (76 cb) or JBE rel32 (0f 86 cd). */
 const isJbe = (b: Buffer): boolean => b[0] === 0x76 || (b[0] === 0x0f && b[1] === 0x86);
