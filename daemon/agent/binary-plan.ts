@@ -211,20 +211,18 @@ export function planProbe(bin: GoBinary, probe: ProbeDescriptor, inputs: OffsetI
     return plan;
   }
   for (const probed of probe.functions) if (!planFunction(bin, plan, probed)) return plan;
-  if (probe.preferredSites) {
-    // planned on a scratch plan: a set whose calls are not all there leaves nothing behind
-    const scratch = emptyPlan(probe);
-    const ok = !(probe.preferredSites.unless ?? []).some((name) => bin.findFunction(name)) && probe.preferredSites.functions.every((fn) => planFunction(bin, scratch, fn));
-    const chosen = ok ? scratch : emptyPlan(probe);
-    if (!ok) for (const fn of probe.preferredSites.otherwise) if (!planFunction(bin, chosen, fn)) {
+  const pref = probe.preferredSites;
+  if (pref) {
+    // planned on a plan of its own: a set whose calls are not all there leaves nothing behind
+    const preferred = emptyPlan(probe);
+    const usable = !(pref.unless ?? []).some((name) => bin.findFunction(name)) && pref.functions.every((fn) => planFunction(bin, preferred, fn));
+    const chosen = usable ? preferred : emptyPlan(probe);
+    if (!usable && !pref.otherwise.every((fn) => planFunction(bin, chosen, fn))) {
       plan.reason = chosen.reason;
       return plan;
     }
     plan.degraded.push(...chosen.degraded);
-    for (const site of chosen.sites) {
-      // the same function's sites listed twice (by both sets) are probed once
-      if (!plan.sites.some((s) => s.program === site.program && s.symbol === site.symbol && s.role === site.role)) plan.sites.push(site);
-    }
+    plan.sites.push(...chosen.sites);
   }
   const required = requiredFields(probe);
   const optional = optionalFields(probe);

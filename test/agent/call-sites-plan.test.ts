@@ -16,7 +16,7 @@ import { openGoBinary, type GoBinary } from '../../daemon/analysis/go-binary.ts'
 import { planProbe, GOID_FIELD, type ProbePlan } from '../../daemon/agent/binary-plan.ts';
 import { httpServerProbe } from '../../daemon/probes/go/net/http/server/descriptor.ts';
 import { runtimeProbe } from '../../daemon/probes/go/runtime/descriptor.ts';
-import type { ProbeDescriptor } from '../../daemon/probes/types.ts';
+import type { ProbeDescriptor, ProbedFunction } from '../../daemon/probes/types.ts';
 import { repoRoot } from '../support/agent-process.ts';
 import { bytesAt } from '../support/file-bytes.ts';
 
@@ -49,6 +49,16 @@ function entryOffset(b: GoBinary, names: string[]): number {
   }
   throw new Error(`none of ${names.join(', ')} found`);
 }
+
+/** The net/http server probe with each preferred function passed through `change` (the code of another Go, simulated). */
+const serverWith = (change: (f: ProbedFunction) => ProbedFunction, unless?: string[]): ProbeDescriptor => ({
+  ...httpServerProbe,
+  preferredSites: { ...httpServerProbe.preferredSites!, functions: httpServerProbe.preferredSites!.functions.map(change), ...(unless ? { unless } : {}) },
+});
+
+/** `f` ending HTTP/1 requests at its call of `callee` instead, when it is (*conn).serve. */
+const serveCalling = (callee: string) => (f: ProbedFunction): ProbedFunction =>
+  f.symbol === 'net/http.(*conn).serve' ? { ...f, atCalls: [{ callee, program: f.atCalls![0]!.program }] } : f;
 
 const sitesOf = (p: ProbePlan, program: string): ProbePlan['sites'] => p.sites.filter((s) => s.program === program);
 
@@ -100,16 +110,7 @@ for (const tc of VERSIONS) {
 test('a binary without one of the preferred calls gets the RET sites instead, whole', { skip }, () => {
   const path = bin('go1.26', 'plain');
   // the same probe, as if Go had inlined (*conn).hijacked away
-  const moved: ProbeDescriptor = {
-    ...httpServerProbe,
-    preferredSites: {
-      ...httpServerProbe.preferredSites!,
-      functions: httpServerProbe.preferredSites!.functions.map((f) =>
-        f.symbol === 'net/http.(*conn).serve' ? { ...f, atCalls: [{ callee: 'net/http.(*conn).noSuchFunction', program: f.atCalls![0]!.program }] } : f,
-      ),
-    },
-  };
-  const p = plan(path, moved);
+  const p = plan(path, serverWith(serveCalling('net/http.(*conn).noSuchFunction')));
   assert.ok(p.attachable, p.reason);
   assert.deepEqual(p.sites.filter((s) => s.role === 'at-call'), [], 'none of the preferred sites is kept, HTTP/2 ones included');
   const rets = sitesOf(p, 'gt_http_server_return');
@@ -124,14 +125,7 @@ test('a binary without one of the preferred calls gets the RET sites instead, wh
 
 test('a binary whose HTTP/2 server is not found (nethttpomithttp2) gets the RET sites, which end HTTP/1 and HTTP/2 requests alike', { skip }, () => {
   const path = bin('go1.27', 'stripped');
-  const renamed: ProbeDescriptor = {
-    ...httpServerProbe,
-    preferredSites: {
-      ...httpServerProbe.preferredSites!,
-      functions: httpServerProbe.preferredSites!.functions.map((f) => (f.symbol.includes('runHandler') ? { ...f, symbol: 'net/http.noSuchHTTP2.func1', alternativeSymbols: [] } : f)),
-    },
-  };
-  const p = plan(path, renamed);
+  const p = plan(path, serverWith((f) => (f.symbol.includes('runHandler') ? { ...f, symbol: 'net/http.noSuchHTTP2.func1', alternativeSymbols: [] } : f)));
   assert.ok(p.attachable, p.reason);
   assert.deepEqual(p.sites.filter((s) => s.role === 'at-call'), []);
   assert.deepEqual(sitesOf(p, 'gt_http_server_return').map((s) => [s.role, s.symbol]), [['return', 'net/http.serverHandler.ServeHTTP']]);
@@ -157,7 +151,7 @@ for (const tc of ['go1.26', 'go1.27']) {
 }
 
 test('a preferred call found more than once is no single site: the RET sites are planned instead', { skip }, () => {
-  // newproc.func1 calls runqput once, but wakep's callers are many: ask for a callee called twice in (*conn).serve
+  // a callee that (*conn).serve calls at more than one place
   const b = openGoBinary(bin('go1.26', 'plain'));
   let twice: string | undefined;
   try {
@@ -173,21 +167,14 @@ test('a preferred call found more than once is no single site: the RET sites are
     b.close();
   }
   assert.ok(twice, 'a callee (*conn).serve calls more than once');
-  const moved: ProbeDescriptor = {
-    ...httpServerProbe,
-    preferredSites: {
-      ...httpServerProbe.preferredSites!,
-      functions: httpServerProbe.preferredSites!.functions.map((f) => (f.symbol === 'net/http.(*conn).serve' ? { ...f, atCalls: [{ callee: twice, program: f.atCalls![0]!.program }] } : f)),
-    },
-  };
-  const p = plan(bin('go1.26', 'plain'), moved);
+  const p = plan(bin('go1.26', 'plain'), serverWith(serveCalling(twice)));
   assert.ok(p.attachable, p.reason);
   assert.deepEqual(p.sites.filter((s) => s.role === 'at-call'), []);
 });
 
 test('a binary that links golang.org/x/net/http2\'s server gets the RET sites, which end its HTTP/2 requests too', { skip }, () => {
   // stands in for x/net's runHandler: a function every test binary links
-  const p = plan(bin('go1.26', 'stripped'), { ...httpServerProbe, preferredSites: { ...httpServerProbe.preferredSites!, unless: ['net/http.(*conn).hijacked'] } });
+  const p = plan(bin('go1.26', 'stripped'), serverWith((f) => f, ['net/http.(*conn).hijacked']));
   assert.ok(p.attachable, p.reason);
   assert.deepEqual(p.sites.filter((s) => s.role === 'at-call'), []);
   assert.deepEqual(sitesOf(p, 'gt_http_server_return').map((s) => [s.role, s.symbol]), [['return', 'net/http.serverHandler.ServeHTTP']]);
