@@ -4,7 +4,7 @@
  * would use. `gotrail inspect` prints this, the agent executes it, and both
  * use the same reasons.
  */
-import { openGoBinary, type GoBinaryError, type GoBinary, type TrapKind } from '../analysis/go-binary.ts';
+import { openGoBinary, type GoBinaryError, type GoBinary, type GoFunction, type TrapKind } from '../analysis/go-binary.ts';
 import { readStructOffsets } from '../offsets/dwarf.ts';
 import { compareSemver, parseGoVersion, parseSemver, release } from '../offsets/version.ts';
 import { resolveOffsets, type OffsetDisagreement, type OffsetSourceKind } from '../offsets/resolve.ts';
@@ -135,7 +135,10 @@ function emptyPlan(probe: ProbeDescriptor): ProbePlan {
  */
 function planFunction(bin: GoBinary, plan: ProbePlan, probed: ProbedFunction): boolean {
   const names = [probed.symbol, ...(probed.alternativeSymbols ?? [])];
-  const symbol = names.find((n) => bin.findFunction(n)) ?? probed.symbol;
+  const present = names.filter((n) => bin.findFunction(n));
+  // calls to probe: the first of the names that makes each of them once
+  // (which closure of a function recovers depends on the Go that compiled it)
+  const symbol = (probed.atCalls && present.length > 1 ? present.find((n) => callsEachOnce(bin, n, probed.atCalls!)) : undefined) ?? present[0] ?? probed.symbol;
   const fn = { ...probed, symbol };
   const f = bin.findFunction(symbol);
   if (!f && fn.whenLinked) return true;
@@ -175,26 +178,45 @@ function planFunction(bin: GoBinary, plan: ProbePlan, probed: ProbedFunction): b
       }
       plan.sites.push({ program: fn.afterCall.program, symbol: fn.symbol, role: 'after-call', offsets: sites });
     }
+    const atCalls: SiteSet[] = [];
     for (const call of fn.atCalls ?? []) {
       const calleeNames = [call.callee, ...(call.alternativeCallees ?? [])];
-      const callee = calleeNames.map((n) => bin.findFunction(n)).find((c) => c !== undefined);
-      const sites = callee ? bin.callSites(f, callee) : [];
-      if (sites.length === 0) {
-        plan.reason = `function ${fn.symbol} has no call of ${calleeNames.join(' or ')} to probe`;
+      const sites = callSitesOf(bin, f, calleeNames);
+      // one call per run of the function is what the site stands for
+      const missing = sites.length === 0 ? `function ${fn.symbol} has no call of ${calleeNames.join(' or ')} to probe`
+        : sites.length > 1 ? `function ${fn.symbol} has ${sites.length} calls of ${calleeNames.join(' or ')}, not one` : undefined;
+      if (missing && fn.optional) {
+        plan.degraded.push(`${fn.optional}: ${missing}`);
+        return true;
+      }
+      if (missing) {
+        plan.reason = missing;
         return false;
       }
-      if (sites.length > 1) {
-        // one call per run of the function is what the site stands for
-        plan.reason = `function ${fn.symbol} has ${sites.length} calls of ${calleeNames.join(' or ')}, not one`;
-        return false;
-      }
-      plan.sites.push({ program: call.program, symbol: fn.symbol, role: 'at-call', offsets: sites });
+      atCalls.push({ program: call.program, symbol: fn.symbol, role: 'at-call', offsets: sites });
     }
+    plan.sites.push(...atCalls);
   } catch (e) {
     plan.reason = `cannot decode ${fn.symbol}: ${(e as Error).message}`;
     return false;
   }
   return true;
+}
+
+/** The direct CALLs in `f` of the first of `calleeNames` the binary has (file offsets). */
+function callSitesOf(bin: GoBinary, f: GoFunction, calleeNames: string[]): number[] {
+  const callee = calleeNames.map((n) => bin.findFunction(n)).find((c) => c !== undefined);
+  return callee ? bin.callSites(f, callee) : [];
+}
+
+/** Whether function `symbol` makes exactly one direct CALL of each of `atCalls`' callees; false where its code does not decode. */
+function callsEachOnce(bin: GoBinary, symbol: string, atCalls: NonNullable<ProbedFunction['atCalls']>): boolean {
+  const f = bin.findFunction(symbol)!;
+  try {
+    return atCalls.every((c) => callSitesOf(bin, f, [c.callee, ...(c.alternativeCallees ?? [])]).length === 1);
+  } catch {
+    return false;
+  }
 }
 
 export function planProbe(bin: GoBinary, probe: ProbeDescriptor, inputs: OffsetInputs | Map<string, number> | undefined, goidOffset: number | undefined): ProbePlan {
@@ -272,6 +294,14 @@ export function planProbe(bin: GoBinary, probe: ProbeDescriptor, inputs: OffsetI
   for (const m of missing) {
     if (!optional.includes(m.field)) continue;
     plan.degraded.push(`${probe.fields[m.field]?.optional ?? 'reduced detail'}: ${m.reason}`);
+  }
+  // fields the probe could misread here: as good as missing, and said why
+  for (const u of probe.unreadWhere ?? []) {
+    if (!bin.findFunction(u.linked)) continue;
+    const dropped = u.fields.filter((f) => plan.offsets[f] !== undefined && !plan.missingOptional.includes(f));
+    if (dropped.length === 0) continue;
+    plan.missingOptional.push(...dropped);
+    plan.degraded.push(u.loses);
   }
   plan.degraded = [...new Set(plan.degraded)];
   try {

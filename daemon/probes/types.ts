@@ -220,6 +220,15 @@ export interface ProbeDescriptor {
    * Unset: none.
    */
   inflightMaps?: readonly InflightMap[];
+  /**
+   * Optional fields left unread in a binary that links function `linked`
+   * (pclntab name): they count as missing (`encodeConfig` sees them in
+   * `missingOptional`) and `loses` is reported as the plan's degradation.
+   * For code that hands the probed functions values of a look-alike type
+   * the probe cannot tell from the one the fields belong to, where reading
+   * them would put wrong values in spans.
+   */
+  unreadWhere?: { linked: string; fields: string[]; loses: string }[];
   /** BPF array map (indexed by binary id) receiving `encodeConfig`'s bytes. */
   configMap: BpfMapName;
   /**

@@ -133,8 +133,26 @@ export const httpServerProbe: EventProbe = {
         entryProgram: BpfPrograms.gt_http_server_panic,
         optional: 'HTTP/2 requests whose handler panics produce no span',
       },
+      // the same for golang.org/x/net/http2's server: its stream's deferred
+      // closure calls recover() after a handler that panicked (func1 or
+      // func2 of runHandler, depending on the Go that compiled it)
+      {
+        symbol: 'golang.org/x/net/http2.(*serverConn).runHandler.func1',
+        alternativeSymbols: ['golang.org/x/net/http2.(*serverConn).runHandler.func2'],
+        atCalls: [{ callee: 'runtime.gorecover', program: BpfPrograms.gt_http_server_panic }],
+        whenLinked: true,
+        optional: 'HTTP/2 requests of golang.org/x/net/http2\'s server whose handler panics produce no span',
+      },
     ],
   },
+  // golang.org/x/net/http2's server hands ServeHTTP response writers of its
+  // own type, which the probe cannot tell from net/http's HTTP/2 writers:
+  // reading them at net/http's offsets would put wrong statuses in spans
+  unreadWhere: [{
+    linked: 'golang.org/x/net/http2.(*serverConn).runHandler',
+    fields: [F.h2RwsBundled, F.h2StatusBundled, F.h2Rws, F.h2Status, ...H2_LINK_BUNDLED, ...H2_LINK_INTERNAL],
+    loses: `${NO_H2_STATUS}, and ${H2_NOT_LINKED}: golang.org/x/net/http2's server is linked, whose response writers reach ServeHTTP too and cannot be told from net/http's`,
+  }],
   fields: {
     [F.method]: { reads: 'http.request.method' },
     [F.url]: { reads: 'the request URL, for url.path' },
@@ -189,8 +207,9 @@ export const httpServerProbe: EventProbe = {
     const hmap = !swiss && has(F.header) && HMAP_FIELDS.every(has);
     const link = LINK_FIELDS.every((f) => !missingOptional.includes(f));
     const check = HTTP1_CHECK_FIELDS.every((f) => !missingOptional.includes(f));
-    const h2Rws = o[F.h2RwsBundled] ?? o[F.h2Rws];
-    const h2Status = o[F.h2StatusBundled] ?? o[F.h2Status];
+    const either = (bundled: string, internalField: string): number | undefined => (has(bundled) ? o[bundled] : has(internalField) ? o[internalField] : undefined);
+    const h2Rws = either(F.h2RwsBundled, F.h2Rws);
+    const h2Status = either(F.h2StatusBundled, F.h2Status);
     const h2 = check && h2Rws !== undefined && h2Status !== undefined;
     const tls = has(F.tls);
     const proto = PROTO_FIELDS.every(has);
