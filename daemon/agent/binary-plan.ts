@@ -152,54 +152,48 @@ function planFunction(bin: GoBinary, plan: ProbePlan, probed: ProbedFunction): b
       : `${plan.probe.goPackage} is not linked into this program (function ${fn.symbol} not found)`;
     return false;
   }
+  // all of the function's sites, or none of them
+  const sites: SiteSet[] = [];
+  const lacks = (why: string): boolean => {
+    if (fn.optional) {
+      plan.degraded.push(`${fn.optional}: ${why}`);
+      return true;
+    }
+    plan.reason = why;
+    return false;
+  };
   try {
     if (fn.entryProgram) {
-      if (fn.entryAtStackCheck) plan.sites.push({ program: fn.entryProgram, symbol: fn.symbol, role: 'entry', offsets: [bin.stackCheckSite(f)] });
+      if (fn.entryAtStackCheck) sites.push({ program: fn.entryProgram, symbol: fn.symbol, role: 'entry', offsets: [bin.stackCheckSite(f)] });
       else {
         // one trap per call where the instruction after the check would be single-stepped (Go before 1.21)
         const site = bin.cheapEntrySite(f);
-        plan.sites.push({ program: fn.entryProgram, symbol: fn.symbol, role: 'entry', offsets: [site.offset], ...(site.atStackCheck ? { atStackCheck: true } : {}) });
+        sites.push({ program: fn.entryProgram, symbol: fn.symbol, role: 'entry', offsets: [site.offset], ...(site.atStackCheck ? { atStackCheck: true } : {}) });
       }
     }
     if (fn.returnProgram) {
       const rets = bin.retSites(f);
-      if (rets.length === 0) {
-        plan.reason = `function ${fn.symbol} has no RET instruction to probe`;
-        return false;
-      }
-      plan.sites.push({ program: fn.returnProgram, symbol: fn.symbol, role: 'return', offsets: rets });
+      if (rets.length === 0) return lacks(`function ${fn.symbol} has no RET instruction to probe`);
+      sites.push({ program: fn.returnProgram, symbol: fn.symbol, role: 'return', offsets: rets });
     }
     if (fn.afterCall) {
       const callee = bin.findFunction(fn.afterCall.callee);
-      const sites = callee ? bin.callReturnSites(f, callee) : [];
-      if (sites.length === 0) {
-        plan.reason = `function ${fn.symbol} has no call of ${fn.afterCall.callee} to probe`;
-        return false;
-      }
-      plan.sites.push({ program: fn.afterCall.program, symbol: fn.symbol, role: 'after-call', offsets: sites });
+      const after = callee ? bin.callReturnSites(f, callee) : [];
+      if (after.length === 0) return lacks(`function ${fn.symbol} has no call of ${fn.afterCall.callee} to probe`);
+      sites.push({ program: fn.afterCall.program, symbol: fn.symbol, role: 'after-call', offsets: after });
     }
-    const atCalls: SiteSet[] = [];
     for (const call of fn.atCalls ?? []) {
       const calleeNames = [call.callee, ...(call.alternativeCallees ?? [])];
-      const sites = callSitesOf(bin, f, calleeNames);
+      const at = callSitesOf(bin, f, calleeNames);
       // one call per run of the function is what the site stands for
-      const missing = sites.length === 0 ? `function ${fn.symbol} has no call of ${calleeNames.join(' or ')} to probe`
-        : sites.length > 1 ? `function ${fn.symbol} has ${sites.length} calls of ${calleeNames.join(' or ')}, not one` : undefined;
-      if (missing && fn.optional) {
-        plan.degraded.push(`${fn.optional}: ${missing}`);
-        return true;
-      }
-      if (missing) {
-        plan.reason = missing;
-        return false;
-      }
-      atCalls.push({ program: call.program, symbol: fn.symbol, role: 'at-call', offsets: sites });
+      if (at.length === 0) return lacks(`function ${fn.symbol} has no call of ${calleeNames.join(' or ')} to probe`);
+      if (at.length > 1) return lacks(`function ${fn.symbol} has ${at.length} calls of ${calleeNames.join(' or ')}, not one`);
+      sites.push({ program: call.program, symbol: fn.symbol, role: 'at-call', offsets: at });
     }
-    plan.sites.push(...atCalls);
   } catch (e) {
-    plan.reason = `cannot decode ${fn.symbol}: ${(e as Error).message}`;
-    return false;
+    return lacks(`cannot decode ${fn.symbol}: ${(e as Error).message}`);
   }
+  plan.sites.push(...sites);
   return true;
 }
 
@@ -237,7 +231,7 @@ export function planProbe(bin: GoBinary, probe: ProbeDescriptor, inputs: OffsetI
   if (pref) {
     // planned on a plan of its own: a set whose calls are not all there leaves nothing behind
     const preferred = emptyPlan(probe);
-    const usable = !(pref.unless ?? []).some((name) => bin.findFunction(name)) && pref.functions.every((fn) => planFunction(bin, preferred, fn));
+    const usable = !(pref.unless ?? []).some((name) => bin.findFunction(name)) && pref.functions.every((fn) => planFunction(bin, preferred, { ...fn, optional: undefined }));
     const chosen = usable ? preferred : emptyPlan(probe);
     if (!usable && !pref.otherwise.every((fn) => planFunction(bin, chosen, fn))) {
       plan.reason = chosen.reason;

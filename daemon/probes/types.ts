@@ -19,7 +19,10 @@ export interface ProbedFunction {
   /**
    * The same function under the names other Go versions give it (HTTP/2 moved
    * from net/http's bundled `http2*` names to `net/http/internal/http2` in Go
-   * 1.27): the first name found in the binary is probed.
+   * 1.27): the first name found in the binary is probed. With `atCalls`, the
+   * names may be different functions of one binary (the closures of one
+   * function, numbered by the compiler): the first found that makes exactly
+   * one of each of the calls is probed.
    */
   alternativeSymbols?: string[];
   /** Program attached past the stack-growth prologue (a `BpfPrograms` constant). */
@@ -52,7 +55,12 @@ export interface ProbedFunction {
    * register ABI has put the callee's arguments in RAX, RBX, RCX, ... there.
    */
   atCalls?: { callee: string; alternativeCallees?: string[]; program: BpfProgramName }[];
-  /** Set when the probe works without this function: what is lost if it is missing. */
+  /**
+   * Set when the probe works without this function: what is lost if it is
+   * missing, or if its code does not decode or lacks one of `atCalls` (then
+   * none of its sites is probed). Ignored in `PreferredSites.functions`,
+   * which are all required.
+   */
   optional?: string;
   /**
    * Probed where the binary has it; its absence loses nothing and is not

@@ -145,13 +145,15 @@ export const httpServerProbe: EventProbe = {
       },
     ],
   },
-  // golang.org/x/net/http2's server hands ServeHTTP response writers of its
-  // own type, which the probe cannot tell from net/http's HTTP/2 writers:
-  // reading them at net/http's offsets would put wrong statuses in spans
+  // golang.org/x/net/http2's server, set up by http2.ConfigureServer, hands
+  // net/http's ServeHTTP response writers of its own type, which the probe
+  // cannot tell from net/http's HTTP/2 writers: reading them at net/http's
+  // offsets would put wrong statuses in spans (h2c.NewHandler's requests
+  // never reach ServeHTTP, and leave net/http's own HTTP/2 alone)
   unreadWhere: [{
-    linked: 'golang.org/x/net/http2.(*serverConn).runHandler',
+    linked: 'golang.org/x/net/http2.ConfigureServer',
     fields: [F.h2RwsBundled, F.h2StatusBundled, F.h2Rws, F.h2Status, ...H2_LINK_BUNDLED, ...H2_LINK_INTERNAL],
-    loses: `${NO_H2_STATUS}, and ${H2_NOT_LINKED}: golang.org/x/net/http2's server is linked, whose response writers reach ServeHTTP too and cannot be told from net/http's`,
+    loses: `${NO_H2_STATUS}, and ${H2_NOT_LINKED}: golang.org/x/net/http2's server is set up with http2.ConfigureServer, whose response writers reach ServeHTTP too and cannot be told from net/http's`,
   }],
   fields: {
     [F.method]: { reads: 'http.request.method' },
@@ -220,7 +222,7 @@ export const httpServerProbe: EventProbe = {
     const h2Link = h2 && TCP_FIELDS.every(has) && has(F.tlsConn) && h2LinkFields.every(has);
     const pattern = has(F.pattern);
     const pat = !pattern && has(F.pat) && has(F.patternStr);
-    const h2o = (bundled: string, internalField: string): number => (internal ? o[internalField] : o[bundled]) ?? 0;
+    const h2o = (bundled: string, internalField: string): number => (has(internal ? internalField : bundled) ? o[internal ? internalField : bundled]! : 0);
     return encodeHttpServerConfig({
       req_method: o[F.method] ?? 0,
       req_url: o[F.url] ?? 0,
