@@ -16,7 +16,7 @@ import { BinaryWatcher } from './binary-watcher.ts';
 import { decide, usesKubernetes, type SelectionRules } from './selection.ts';
 import type { MetricsSnapshot, MetricsSource } from './metrics.ts';
 import { BudgetEnforcer, type BudgetSettings, type ShedCount } from './budget.ts';
-import { OverheadEstimator, calibrateUprobeHitCost, hitSiteKinds, type HitCostCalibration, type ProcessOverhead } from './overhead.ts';
+import { OverheadEstimator, calibrateUprobeHitCost, hitSiteKinds, type GoneOverhead, type HitCostCalibration, type ProcessOverhead } from './overhead.ts';
 import type { TrapKind } from '../analysis/instructions.ts';
 import { SpanBatcher, type BatcherOptions } from '../export/batcher.ts';
 import { MonotonicClock } from '../spans/clock.ts';
@@ -37,6 +37,10 @@ import type { Logger } from '../util/log.ts';
 import { WriteUserInjection, type WriteUserOptions, type WriteUserStatus } from './write-user.ts';
 import { MemoryTrim } from './memory-trim.ts';
 import { releaseInstructionDecoder } from '../analysis/instructions.ts';
+
+/** enum bpf_map_type (include/uapi/linux/bpf.h): maps that evict their least recently used entries when full. */
+const BPF_MAP_TYPE_LRU_HASH = 9;
+const BPF_MAP_TYPE_LRU_PERCPU_HASH = 10;
 
 /** The /proc reconciliation scan's interval when exec/exit events arrive (ms; `--scan-interval`). */
 export const DEFAULT_SCAN_INTERVAL_MS = 5000;
@@ -888,6 +892,8 @@ export class Agent implements MetricsSource {
     if (!t) return undefined;
     this.traced.delete(pid);
     this.exited.set(pid, { resource: t.resource, at: Date.now() });
+    // its last hits, while its counts are still kept
+    this.overhead?.processGone(pid);
     try {
       this.rt?.untraceProcess(pid);
       this.rt?.forgetProcessState(pid);
@@ -1156,10 +1162,11 @@ export class Agent implements MetricsSource {
   }
 
   /** Per traced process: probe hits and estimated overhead (sampled at most once a second). */
-  overheadNow(): { hitCost: HitCostCalibration | undefined; processes: ProcessOverhead[] } {
+  overheadNow(): { hitCost: HitCostCalibration | undefined; processes: ProcessOverhead[]; gone: Map<string, GoneOverhead> } {
     const traced = new Map<number, string>();
     for (const t of this.traced.values()) traced.set(t.info.pid, String(t.resource.attributes['service.name'] ?? 'unknown_service'));
-    return { hitCost: this.overhead?.hitCost, processes: this.overhead?.sample(traced) ?? [] };
+    const processes = this.overhead?.sample(traced) ?? [];
+    return { hitCost: this.overhead?.hitCost, processes, gone: this.overhead?.goneByService() ?? new Map<string, GoneOverhead>() };
   }
 
   /**
@@ -1203,7 +1210,8 @@ export class Agent implements MetricsSource {
     const maps: MetricsSnapshot['maps'] = [];
     for (const name of rt?.trackedMaps() ?? []) {
       try {
-        maps.push({ name, entries: rt?.obj.mapCount(name) ?? 0, capacity: rt?.obj.mapInfo(name).maxEntries ?? 0 });
+        const info = rt?.obj.mapInfo(name);
+        maps.push({ name, entries: rt?.obj.mapCount(name) ?? 0, capacity: info?.maxEntries ?? 0, lru: info?.type === BPF_MAP_TYPE_LRU_HASH || info?.type === BPF_MAP_TYPE_LRU_PERCPU_HASH });
       } catch {
         /* map absent from this build */
       }

@@ -7,7 +7,7 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { BlockList } from 'node:net';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { BatcherStats } from '../export/batcher.ts';
-import { OverheadEstimator, type HitCostCalibration, type ProcessOverhead } from './overhead.ts';
+import { OverheadEstimator, type GoneOverhead, type HitCostCalibration, type ProcessOverhead } from './overhead.ts';
 import { WRITE_USER_STATES } from './write-user.ts';
 
 // node:http through getBuiltinModule, not import: an ES import of node:http
@@ -33,7 +33,8 @@ export interface MetricsSnapshot {
   ringBuffer: { droppedRecords: bigint; droppedBatches: bigint; records: bigint; /** per ring-buffer map: poll-thread wake-ups */ wakeups?: Record<string, bigint>; /** per ring-buffer map: wakeups the probes forced */ forcedWakeups?: Record<string, bigint>; /** per ring-buffer map: batches handed to JS */ batches?: Record<string, bigint> };
   spans: BatcherStats;
   programs: Array<{ name: string; runCount: bigint; runTimeNs: bigint }>;
-  maps: Array<{ name: string; entries: number; capacity: number }>;
+  /** lru: the map evicts its least recently used entries when full (BPF_MAP_TYPE_LRU_HASH), by design */
+  maps: Array<{ name: string; entries: number; capacity: number; lru?: boolean }>;
   attachFailures: number;
   /** per field: binaries whose offset sources (DWARF, type metadata, database) gave different offsets */
   offsetDisagreements?: Record<string, number>;
@@ -51,7 +52,8 @@ export interface MetricsSnapshot {
   kafka?: { links: Record<string, number>; untraced: Record<string, number> };
   /** process lifecycle: rewritten binaries met at exec, processes held for repair, repaired code bytes, held probe events */
   /** the calibrated uprobe trap cost and each traced process's estimated overhead */
-  overhead?: { hitCost: HitCostCalibration | undefined; processes: ProcessOverhead[] };
+  /** processes: those traced now; gone: what those no longer traced counted, by service */
+  overhead?: { hitCost: HitCostCalibration | undefined; processes: ProcessOverhead[]; gone?: ReadonlyMap<string, GoneOverhead> };
   /** the overhead budget (undefined while it was never on): probes shed and restored so far, and shed now per service */
   budget?: { shed: Array<{ service: string; level: string; probe: string; count: number }>; restored: Array<{ service: string; level: string; probe: string; count: number }>; shedNow: Map<string, number> };
   lifecycle?: { staleExecs: number; heldProcesses: number; repairedBytes: number; eventsHeld: number; eventsNotSelected: number; eventsUndecided: number; /** processes that exited before they were looked at whose executable could not be found, by reason */ unexamined?: Record<string, number>; /** selected Go processes left untraced, by reason */ untraced?: Record<string, number> };
@@ -188,8 +190,8 @@ export function createMetrics(source: MetricsSource): Registry {
   gauge('gotrail_bpf_map_capacity', 'Capacity (max entries) of each BPF map', ['map'], (g, s) => {
     for (const m of s.maps) g.set({ map: m.name }, m.capacity);
   });
-  gauge('gotrail_bpf_map_fill_ratio', 'How full each BPF hash map is (entries / capacity)', ['map'], (g, s) => {
-    for (const m of s.maps) g.set({ map: m.name }, m.capacity ? m.entries / m.capacity : 0);
+  gauge('gotrail_bpf_map_fill_ratio', 'How full each BPF hash map that refuses new entries when full is (entries / capacity); LRU maps, which make room by evicting their least recently used entries and run full by design on a busy node, are left out (gotrail_bpf_map_entries has them)', ['map'], (g, s) => {
+    for (const m of s.maps) if (!m.lru) g.set({ map: m.name }, m.capacity ? m.entries / m.capacity : 0);
   });
   counter('gotrail_offset_disagreements_total', 'Binaries analysed whose offset sources (DWARF, Go type metadata, offsets database) gave different offsets for a field (DWARF, then type metadata, is used; the log names the binary)', ['field'], (set, s) => {
     for (const [f, n] of Object.entries(s.offsetDisagreements ?? {})) set({ field: f }, n);
@@ -230,22 +232,28 @@ export function createMetrics(source: MetricsSource): Registry {
     set({ reason: 'not_selected' }, s.lifecycle?.eventsNotSelected ?? 0);
     set({ reason: 'undecided_process' }, s.lifecycle?.eventsUndecided ?? 0);
   });
-  const perService = (s: MetricsSnapshot): ReturnType<typeof OverheadEstimator.byService> => OverheadEstimator.byService(s.overhead?.processes ?? []);
+  const perService = (s: MetricsSnapshot): ReturnType<typeof OverheadEstimator.byService> => OverheadEstimator.byService(s.overhead?.processes ?? [], s.overhead?.gone);
   gauge('gotrail_uprobe_hit_cost_seconds', 'CPU time one uprobe hit costs the traced thread on this host, besides the BPF program\'s own run time (the trap and the kernel\'s dispatch), by kind of the probed instruction: emulated by the kernel (a branch, a direct CALL, PUSH, NOP) or single-stepped out of line, a second trap (RET, MOV and the rest); calibrated at start-up with an empty program at the entry PUSH (emulated) and at the RET (single_stepped) of a helper\'s no-op function; absent until calibrated', ['kind'], (g, s) => {
     const c = s.overhead?.hitCost;
     if (c) for (const kind of ['emulated', 'single_stepped'] as const) g.set({ kind }, c.secondsPerHit[kind]);
   });
-  counter('gotrail_probe_hits_total', 'Uprobe hits in traced processes, by service and probe site (counted in BPF; processes that exited leave the sum)', ['service', 'site'], (set, s) => {
+  counter('gotrail_probe_hits_total', 'Uprobe hits in traced processes, by service and probe site (counted in BPF; what a process counted stays in the sum after it exits)', ['service', 'site'], (set, s) => {
     for (const [svc, o] of perService(s)) for (const [site, n] of Object.entries(o.hits)) set({ service: svc, site }, n);
   });
   counter('gotrail_overhead_estimated_seconds_total', 'Estimated CPU time tracing cost the traced processes, by service: Σ over probe sites of hits × (calibrated trap cost of the kind of the probed instruction + BPF run time)', ['service'], (set, s) => {
     for (const [svc, o] of perService(s)) set({ service: svc }, o.estimatedSeconds);
   });
-  gauge('gotrail_overhead_seconds_per_second', 'Estimated CPU seconds per second tracing costs the traced processes, by service, since the previous sample', ['service'], (g, s) => {
-    for (const [svc, o] of perService(s)) g.set({ service: svc }, o.secondsPerSecond);
+  // only services with traced processes, and a ratio only over a window in which they used CPU
+  const traced = (s: MetricsSnapshot): Set<string> => new Set((s.overhead?.processes ?? []).map((p) => p.service));
+  gauge('gotrail_overhead_seconds_per_second', 'Estimated CPU seconds per second tracing costs the traced processes, by service with traced processes, since the previous sample', ['service'], (g, s) => {
+    g.reset();
+    const now = traced(s);
+    for (const [svc, o] of perService(s)) if (now.has(svc)) g.set({ service: svc }, o.secondsPerSecond);
   });
-  gauge('gotrail_overhead_cpu_ratio', 'Estimated tracing cost as a fraction of the traced processes\' own CPU time (from /proc), by service, since the previous sample', ['service'], (g, s) => {
-    for (const [svc, o] of perService(s)) if (o.cpuFraction !== undefined) g.set({ service: svc }, o.cpuFraction);
+  gauge('gotrail_overhead_cpu_ratio', 'Estimated tracing cost as a fraction of the traced processes\' own CPU time (from /proc), by service, since the previous sample; absent for a service whose processes used no CPU in that window, or that has none traced', ['service'], (g, s) => {
+    g.reset();
+    const now = traced(s);
+    for (const [svc, o] of perService(s)) if (now.has(svc) && o.cpuFraction !== undefined) g.set({ service: svc }, o.cpuFraction);
   });
   counter('gotrail_probes_shed_total', 'Probes detached from a binary to keep its processes within the overhead budget (--overhead-budget), by reason, service, shedding level and probe', ['reason', 'service', 'level', 'probe'], (set, s) => {
     for (const c of s.budget?.shed ?? []) set({ reason: 'overhead_budget', service: c.service, level: c.level, probe: c.probe }, c.count);

@@ -304,6 +304,14 @@ export interface HitSource {
 /** pid → hit site → trap kind, for the processes asked about (those it knows). */
 export type SiteKindSource = (pids: ReadonlySet<number>) => Map<number, ReadonlyMap<number, TrapKind>>;
 
+/** What the processes of a service that are no longer traced counted. */
+export interface GoneOverhead {
+  /** Probe hits by site name. */
+  hits: Record<string, number>;
+  /** Estimated CPU seconds tracing cost them. */
+  estimatedSeconds: number;
+}
+
 interface ProcState {
   service: string;
   hits: Map<number, number>;
@@ -326,6 +334,10 @@ export class OverheadEstimator {
   private lastAt = 0;
   private lastPrograms = new Map<string, { runs: bigint; ns: bigint }>();
   private result: ProcessOverhead[] = [];
+  /** The last sample's BPF run time per program run, seconds: prices a gone process's last hits. */
+  private lastCost = new Map<string, number>();
+  /** What processes no longer traced had counted, by service: kept so that sums over a service never go back. */
+  private readonly gone = new Map<string, { hits: Map<number, number>; estimated: number }>();
   /** Seconds per hit measured by the last calibration (undefined until one finished). */
   hitCost: HitCostCalibration | undefined;
 
@@ -370,8 +382,9 @@ export class OverheadEstimator {
     } catch {
       return this.result;
     }
+    this.lastCost = cost;
     const trap = this.hitCost?.secondsPerHit;
-    for (const pid of this.procs.keys()) if (!traced.has(pid)) this.procs.delete(pid);
+    for (const pid of this.procs.keys()) if (!traced.has(pid)) this.retire(pid);
     const out: ProcessOverhead[] = [];
     for (const [pid, service] of traced) {
       let st = this.procs.get(pid);
@@ -415,9 +428,62 @@ export class OverheadEstimator {
     return out;
   }
 
-  /** Processes summed per service (cpuFraction: the window's estimated seconds over the same processes' CPU seconds). */
-  static byService(procs: ProcessOverhead[]): Map<string, { hits: Record<string, number>; estimatedSeconds: number; secondsPerSecond: number; cpuFraction: number | undefined }> {
+  /**
+   * A traced process is no longer traced (it exited, or was released): its
+   * hits since the last sample are read one last time, while its counts are
+   * still kept (call before BpfRuntime.forgetProcessState), and what it
+   * counted stays in its service's sums (see {@link goneByService}). Never
+   * throws; without a last read, the last sample's counts are kept.
+   */
+  processGone(pid: number): void {
+    const st = this.procs.get(pid);
+    if (!st) return;
+    try {
+      const delta = new Map<number, number>();
+      for (const [site, n] of this.source.probeHits(new Set([pid])).get(pid) ?? []) {
+        const d = n - (st.hits.get(site) ?? 0);
+        if (d <= 0) continue;
+        delta.set(site, d);
+        st.hits.set(site, n);
+      }
+      const e = estimateHits(delta, st.kinds, this.hitCost?.secondsPerHit, this.lastCost);
+      st.hitsByKind.emulated += e.hits.emulated;
+      st.hitsByKind.single_stepped += e.hits.single_stepped;
+      st.estimated += e.seconds;
+    } catch {
+      /* its last hits are unknown: the last sample's counts stay */
+    }
+    this.retire(pid);
+    this.result = this.result.filter((p) => p.pid !== pid);
+  }
+
+  private retire(pid: number): void {
+    const st = this.procs.get(pid);
+    if (!st) return;
+    this.procs.delete(pid);
+    const g = this.gone.get(st.service) ?? { hits: new Map<number, number>(), estimated: 0 };
+    for (const [site, n] of st.hits) g.hits.set(site, (g.hits.get(site) ?? 0) + n);
+    g.estimated += st.estimated;
+    this.gone.set(st.service, g);
+  }
+
+  /** What processes no longer traced counted, by service: hits by site name, estimated CPU seconds. */
+  goneByService(): Map<string, GoneOverhead> {
+    const out = new Map<string, GoneOverhead>();
+    for (const [svc, g] of this.gone) out.set(svc, { hits: Object.fromEntries([...g.hits].map(([s, n]) => [siteName(s), n])), estimatedSeconds: g.estimated });
+    return out;
+  }
+
+  /**
+   * Processes summed per service (cpuFraction: the window's estimated
+   * seconds over the same processes' CPU seconds). With `gone`, the hits
+   * and estimated seconds of processes no longer traced are in the sums
+   * too, so that they never go back when a process exits; rates are the
+   * traced processes' alone.
+   */
+  static byService(procs: ProcessOverhead[], gone?: ReadonlyMap<string, GoneOverhead>): Map<string, { hits: Record<string, number>; estimatedSeconds: number; secondsPerSecond: number; cpuFraction: number | undefined }> {
     const out = new Map<string, { hits: Record<string, number>; estimatedSeconds: number; secondsPerSecond: number; cpuFraction: number | undefined; windowEst: number; windowCpu: number }>();
+    for (const [svc, g] of gone ?? []) out.set(svc, { hits: { ...g.hits }, estimatedSeconds: g.estimatedSeconds, secondsPerSecond: 0, cpuFraction: undefined, windowEst: 0, windowCpu: 0 });
     for (const p of procs) {
       const s = out.get(p.service) ?? { hits: {}, estimatedSeconds: 0, secondsPerSecond: 0, cpuFraction: undefined, windowEst: 0, windowCpu: 0 };
       for (const [k, n] of Object.entries(p.hits)) s.hits[k] = (s.hits[k] ?? 0) + n;

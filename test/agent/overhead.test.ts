@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { CALIBRATION_HELPER, calibrationSiteOffsets, estimateHits, hitSiteKinds, siteOfProgram } from '../../daemon/agent/overhead.ts';
+import { CALIBRATION_HELPER, OverheadEstimator, calibrationSiteOffsets, estimateHits, hitSiteKinds, siteOfProgram, type HitCostCalibration, type HitSource } from '../../daemon/agent/overhead.ts';
 import { trapKind } from '../../daemon/analysis/instructions.ts';
 import { planBinaryAt } from '../../daemon/agent/binary-plan.ts';
 import { probes } from '../../daemon/probes/registry.ts';
@@ -104,4 +104,38 @@ test('real binaries: RET sites are single-stepped, entry sites (a PUSH past the 
 test('the calibration helper\'s two probe sites are one of each kind', () => {
   const [entry, ret] = calibrationSiteOffsets();
   assert.deepEqual([entry, ret].map((o) => trapKind(bytesAt(CALIBRATION_HELPER, o, 15), o)), ['emulated', 'single_stepped']);
+});
+
+test('a service\'s hit and estimate sums never go back when one of its processes stops being traced', () => {
+  // two processes of one service; per-process hit counts as the BPF maps would hold them
+  const counts = new Map<number, Map<number, number>>([[101, new Map([[ENTRY, 4000]])], [102, new Map([[ENTRY, 100]])]]);
+  const source = {
+    obj: { programStats: () => [] },
+    probeHits: (pids?: Set<number>) => new Map([...counts].filter(([pid]) => !pids || pids.has(pid))),
+  } as unknown as HitSource;
+  const est = new OverheadEstimator(source, 0, () => new Map([[101, new Map([[ENTRY, 'emulated' as const]])], [102, new Map([[ENTRY, 'emulated' as const]])]]));
+  est.hitCost = { secondsPerHit: TRAP } as HitCostCalibration;
+  const traced = new Map([[101, 'app'], [102, 'app']]);
+  const sums = () => OverheadEstimator.byService(est.sample(traced, Date.now()), est.goneByService()).get('app')!;
+  const first = sums();
+  assert.equal(first.hits['http_server_entry'], 4100);
+  assert.ok(Math.abs(first.estimatedSeconds - 4100 * 0.5e-6) < 1e-12, `${first.estimatedSeconds}`);
+
+  // the busy one counts 500 more, then exits before the next sample: its last hits are read as it goes
+  counts.get(101)!.set(ENTRY, 4500);
+  est.processGone(101);
+  counts.delete(101);
+  traced.delete(101);
+  counts.get(102)!.set(ENTRY, 150);
+  const after = sums();
+  assert.equal(after.hits['http_server_entry'], 4650, 'what the exited process counted stays in the sum, its last hits included');
+  assert.ok(Math.abs(after.estimatedSeconds - 4650 * 0.5e-6) < 1e-12, `${after.estimatedSeconds}`);
+  assert.equal(after.secondsPerSecond >= 0, true);
+
+  // one that leaves the traced set without processGone keeps what the last sample saw
+  traced.delete(102);
+  counts.delete(102);
+  const none = sums();
+  assert.equal(none.hits['http_server_entry'], 4650);
+  assert.equal(est.sample(traced, Date.now()).length, 0, 'no process traced');
 });

@@ -267,8 +267,8 @@ describe('net/http server probe, end to end', { skip }, () => {
 
   test('the agent reports itself in Prometheus metrics', async () => {
     const url = await traced.agent.metricsUrl();
-    // hits are reported per running process (an exited one leaves the sum):
-    // one server runs while the metrics are read
+    // hits are summed per service, an exited process's included: the
+    // counter never goes back when a process of the service exits
     const server = await startGoServer(binPath('go1.26', 'plain'), [], { OTEL_SERVICE_NAME: 'e2e-metrics' });
     let text: string;
     try {
@@ -285,6 +285,13 @@ describe('net/http server probe, end to end', { skip }, () => {
     } finally {
       await server.stop();
     }
+    await traced.agent.waitFor(new RegExp(`process exited pid=${server.pid}\\b`));
+    const afterExit = (await httpRequest(url)).body;
+    assert.match(afterExit, /^gotrail_probe_hits_total\{service="e2e-metrics",site="http_server_entry"\} 3$/m, 'an exited process\'s hits stay in its service\'s counter');
+    const estimated = /^gotrail_overhead_estimated_seconds_total\{service="e2e-metrics"\} (\S+)$/m.exec(afterExit)?.[1];
+    assert.ok(Number(estimated) > 0, `the exited process's estimated cost stays in the sum: ${estimated}`);
+    assert.doesNotMatch(afterExit, /^gotrail_overhead_seconds_per_second\{service="e2e-metrics"\}/m, 'no rate for a service with no process traced');
+    assert.doesNotMatch(afterExit, /^gotrail_overhead_cpu_ratio\{service="e2e-metrics"\}/m);
     assert.match(text, /^gotrail_processes_traced \d+/m);
     assert.match(text, /^gotrail_events_total\{type="net\/http\/server"\} [1-9]\d*/m);
     // event types without a probe are named too (the Go servers of this file were exec'd)
