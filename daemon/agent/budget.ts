@@ -373,7 +373,7 @@ export class BudgetEnforcer {
     }
   }
 
-  /** Probes currently shed, per service (the gauge gotrail_probes_shed). */
+  /** Probes currently shed, per service (the gauge gotrail_shed_probes). */
   shedByService(procs: readonly ProcessOverhead[]): Map<string, number> {
     const svc = new Map(procs.map((p) => [p.pid, p.service]));
     const out = new Map<string, number>();

@@ -261,7 +261,7 @@ export function createMetrics(source: MetricsSource): Registry {
   counter('gotrail_probes_restored_total', 'Shed probes attached again once the estimate stayed under half the overhead budget, by service, level and probe', ['service', 'level', 'probe'], (set, s) => {
     for (const c of s.budget?.restored ?? []) set({ service: c.service, level: c.level, probe: c.probe }, c.count);
   });
-  gauge('gotrail_probes_shed', 'Probes currently shed by the overhead budget, by service', ['service'], (g, s) => {
+  gauge('gotrail_shed_probes', 'Probes currently shed by the overhead budget, by service', ['service'], (g, s) => {
     g.reset();
     for (const [svc, n] of s.budget?.shedNow ?? []) g.set({ service: svc }, n);
   });

@@ -357,8 +357,9 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
     log.warn('tracing is disabled by OTEL_SDK_DISABLED=true: no process is traced (no probe attached) and no span exported; metrics, /healthz, /readyz and /status are still served; unset the variable to trace');
   }
   const bsp = clampBatch(cfg, log);
+  const exporter = exporterOf(cfg);
   const agent = new Agent(log, {
-    exporter: exporterOf(cfg),
+    exporter,
     batcher: bsp,
     selection: cfg.selection,
     sampling: cfg.sampling,
@@ -431,8 +432,10 @@ export async function runAgent(argv: string[], out: (s: string) => void): Promis
     // a change made while the agent was starting, before the watcher was there
     reloader.reload('start');
   }
+  // where the spans go (credentials left out), so that a wrong endpoint shows at once
+  const destination = (exporter as { destination?: string }).destination;
   log.info('gotrail running', {
-    exporter: cfg.export.exporter, pid: process.pid,
+    exporter: cfg.export.exporter, ...(destination ? { endpoint: destination } : {}), pid: process.pid,
     maxQueueSize: bsp.maxQueueSize, maxExportBatchSize: bsp.maxExportBatchSize, scheduledDelayMillis: bsp.scheduledDelayMillis,
     exportTimeoutMillis: bsp.exportTimeoutMillis, maxConcurrentExports: bsp.maxConcurrentExports,
     sampler: describeSampler(cfg.sampling),

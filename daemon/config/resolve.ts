@@ -310,7 +310,7 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
   };
   for (const name of ['OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', 'OTEL_EXPORTER_OTLP_ENDPOINT']) {
     if (flags['otlp-endpoint'] === undefined && set(name) && !httpUrl(env[name]!.trim())) {
-      warnings.push(`${name}: expected an http:// or https:// URL, got "${withoutCredentials(env[name]!)}": the OTLP exporter ignores it`);
+      warnings.push(`${name}: expected an http:// or https:// URL, got "${withoutCredentials(env[name]!)}": the OTLP exporter ignores it (the start line's endpoint= says where spans go)`);
     }
   }
   // The exporter ignores these without a word (its diagnostics go nowhere):

@@ -89,7 +89,7 @@ test('overhead budget: a hot binary over a 1% budget is shed level by level unti
     assert.ok(served - served1 > 20, `the server kept serving (${served - served1} requests)`);
     assert.equal(hitsOf(s2), hits1, 'no probe hit while every probe is shed');
     const m = (await httpRequest(`${base}/metrics`)).body;
-    assert.equal(metric(m, 'gotrail_probes_shed', { service: 'goroutines' }), 3);
+    assert.equal(metric(m, 'gotrail_shed_probes', { service: 'goroutines' }), 3);
     for (const l of LEVELS) {
       assert.equal(metric(m, 'gotrail_probes_shed_total', { reason: 'overhead_budget', service: 'goroutines', level: l.level, probe: l.probes[0]! }), 1);
     }
@@ -118,7 +118,7 @@ test('overhead budget: a hot binary over a 1% budget is shed level by level unti
     // put the idle server over its 1% budget again, and shedding it then is
     // right
     const m = (await httpRequest(`${base}/metrics`)).body;
-    assert.equal(metric(m, 'gotrail_probes_shed', { service: 'goroutines' }), 0);
+    assert.equal(metric(m, 'gotrail_shed_probes', { service: 'goroutines' }), 0);
     assert.equal(metric(m, 'gotrail_probes_restored_total', { service: 'goroutines', level: 'enrichment', probe: 'runtime/goroutines' }), 1);
     // traced again: one /fanout is 9 requests served (entry and return each)
     await sleep(1100);

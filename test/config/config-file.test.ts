@@ -519,7 +519,7 @@ test('a user name and password in a traces URL never reach a message: not from t
   ]);
   assert.throws(() => resolveRunConfig({ 'otlp-endpoint': 'htp://user:SECRET4@h:4318' }, {}, {}), { name: 'RunConfigError', message: '--otlp-endpoint: expected an http:// or https:// URL, got "htp://h:4318"' });
   const cfg = resolveRunConfig({}, { OTEL_EXPORTER_OTLP_ENDPOINT: 'collector://token@h:4318' }, {});
-  assert.deepEqual(cfg.warnings, ['OTEL_EXPORTER_OTLP_ENDPOINT: expected an http:// or https:// URL, got "collector://h:4318": the OTLP exporter ignores it']);
+  assert.deepEqual(cfg.warnings, ['OTEL_EXPORTER_OTLP_ENDPOINT: expected an http:// or https:// URL, got "collector://h:4318": the OTLP exporter ignores it (the start line\'s endpoint= says where spans go)']);
 });
 
 test('YAML errors that only show when the document is built (an alias to no anchor, an alias bomb) are the file\'s errors, not a crash', () => {
