@@ -171,8 +171,9 @@ const ERR_CHECK_MAX_GAP = 4;
  * interface whose results the join tests alike, e.g. the HTTP/2 round
  * tripper's) with nothing writing RAX or RBX between; the function has no
  * indirect JMP (a jump table hides edges) and no branch into the middle of an
- * instruction; the nil-error edge does not come back to the check, and every
- * RET it reaches is reached through it alone. Reachability follows every
+ * instruction; the nil-error edge does not come back to the check, and it
+ * reaches one RET, reached through it alone. The caller names a call whose
+ * nil error means the function returns success (`return resp, nil`). Reachability follows every
  * direct JMP, Jcc and fall-through (a call that never returns is assumed to
  * return): an over-approximation, which can only keep more RETs probed. A
  * RET that no path from the entry reaches (the landing of a recovered panic,
@@ -257,7 +258,8 @@ export function errCheckAfterCall(code: Uint8Array, address: number, target: num
   if (fromNil.has(test + 1)) return { reason: 'the nil-error path comes back to the test' };
   const rets = [...fromNil].filter((i) => all[i]!.flow === FlowControl.Return);
   if (rets.some((i) => withoutNil.has(i))) return { reason: 'the nil-error path shares a RET with other paths' };
-  if (rets.length === 0) return { reason: 'the nil-error path reaches no RET' };
+  // `return resp, nil`: a nil-error path that branches to RETs of its own may return errors too
+  if (rets.length !== 1) return { reason: `the nil-error path reaches ${rets.length} RETs, not one` };
   return { branch: jcc.ip, successRets: rets.map((i) => all[i]!.ip).sort((a, b) => a - b) };
 }
 
