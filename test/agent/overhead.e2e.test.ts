@@ -167,7 +167,9 @@ test('overhead: calibrated hit cost, exact hits per request, estimate close to t
   // tight calibration loop); on a 2-core VM, the server and the agent
   // pinned apart, it came to 0.71× of the difference (31.6 against 44.6 µs
   // per call: a client RET single-stepped at 16.7–17.0 µs and 11 emulated
-  // hits at 0.5 µs each, plus BPF time). With the traceparent injection on,
+  // hits at 0.5 µs each, plus BPF time); since the client's end moved from
+  // that RET to an emulated branch, to 0.68× (13.8 against 20.2 µs per
+  // call: 12.5 emulated hits at 0.44–0.48 µs, plus BPF time). With the traceparent injection on,
   // which the estimate leaves out, the difference was 53–67 µs per call
   // (0.53–0.63×), and 0.45–0.55× with nothing pinned, the agent's work
   // then sharing the server's CPU.
