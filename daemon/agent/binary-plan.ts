@@ -15,7 +15,11 @@ export const GOID_FIELD = 'runtime.g.goid';
 export interface SiteSet {
   program: string;
   symbol: string;
-  role: 'entry' | 'return' | 'after-call' | 'at-call';
+  /**
+   * `at-err-check`: the branch on a call's error result (`atErrCheck`), which
+   * ends the calls that succeeded.
+   */
+  role: 'entry' | 'return' | 'after-call' | 'at-call' | 'at-err-check';
   /** file offsets */
   offsets: number[];
   /**
@@ -172,8 +176,17 @@ function planFunction(bin: GoBinary, plan: ProbePlan, probed: ProbedFunction): b
       }
     }
     if (fn.returnProgram) {
-      const rets = bin.retSites(f);
+      let rets = bin.retSites(f);
       if (rets.length === 0) return lacks(`function ${fn.symbol} has no RET instruction to probe`);
+      if (fn.atErrCheck) {
+        const callee = bin.findFunction(fn.atErrCheck.callee);
+        const check = callee ? bin.errCheckSite(f, callee) : { reason: 'the callee is not in the binary' };
+        if ('reason' in check) return lacks(`function ${fn.symbol} has no error check of its call of ${fn.atErrCheck.callee} to probe: ${check.reason}`);
+        sites.push({ program: fn.atErrCheck.program, symbol: fn.symbol, role: 'at-err-check', offsets: [check.branch] });
+        // the RETs only a success reaches: the branch has ended those calls
+        rets = rets.filter((r) => !check.successRets.includes(r));
+        if (rets.length === 0) return lacks(`function ${fn.symbol} has no RET left for the calls that fail`);
+      }
       sites.push({ program: fn.returnProgram, symbol: fn.symbol, role: 'return', offsets: rets });
     }
     if (fn.afterCall) {

@@ -15,7 +15,7 @@ import { EM_X86_64, ET_DYN, ET_EXEC, ElfFile } from './elf.ts';
 import { GoBinaryError, hex } from './errors.ts';
 import { FunctionIndex } from './functions.ts';
 import type { FunctionSource, GoFunction } from './functions.ts';
-import { addressAfterStackCheck, callAddresses, callReturnAddresses, kernelEmulates, stackCheckBranch, retAddresses, trapKind, type TrapKind } from './instructions.ts';
+import { addressAfterStackCheck, callAddresses, callReturnAddresses, errCheckAfterCall, kernelEmulates, stackCheckBranch, retAddresses, trapKind, type TrapKind } from './instructions.ts';
 import { readGoTypes } from './go-types.ts';
 import type { GoTypes } from './go-types.ts';
 import { findPclntab } from './pclntab.ts';
@@ -98,6 +98,13 @@ export interface GoBinary {
    * callee's arguments are in their ABI registers there).
    */
   callSites(fn: GoFunction, callee: GoFunction): number[];
+  /**
+   * The conditional branch on the error result of `fn`'s one direct call of
+   * `callee` (`if err == nil` right after it), and the RETs only its nil-error
+   * edge reaches, as file offsets; or why there is no such branch (see
+   * `errCheckAfterCall`).
+   */
+  errCheckSite(fn: GoFunction, callee: GoFunction): { branch: number; successRets: number[] } | { reason: string };
   /**
    * File offset of the first instruction after the stack-growth check, so
    * that a probe there fires once per call; the entry itself for functions
@@ -299,6 +306,15 @@ class AnalysedBinary implements GoBinary {
     return guard(this.path, () => {
       const { code, offset } = this.#code(fn, Number.MAX_SAFE_INTEGER);
       return callAddresses(code, fn.entry, callee.entry).map((a) => offset + (a - fn.entry));
+    });
+  }
+
+  errCheckSite(fn: GoFunction, callee: GoFunction): { branch: number; successRets: number[] } | { reason: string } {
+    return guard(this.path, () => {
+      const { code, offset } = this.#code(fn, Number.MAX_SAFE_INTEGER);
+      const r = errCheckAfterCall(code, fn.entry, callee.entry);
+      if ('reason' in r) return r;
+      return { branch: offset + (r.branch - fn.entry), successRets: r.successRets.map((a) => offset + (a - fn.entry)) };
     });
   }
 

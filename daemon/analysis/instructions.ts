@@ -75,6 +75,195 @@ function directCalls(code: Uint8Array, address: number, target: number): { at: n
 }
 
 /**
+ * The conditional branch on the error result of a function's one direct CALL
+ * of `target` (see {@link errCheckAfterCall}).
+ */
+export interface ErrCheck {
+  /** Address of the `JE`/`JNE` right after `TEST RBX, RBX`. */
+  branch: number;
+  /** Addresses of the RETs reachable from the function's entry only through the branch's nil-error edge. */
+  successRets: number[];
+}
+
+/** Why {@link errCheckAfterCall} found no such branch. */
+export interface NoErrCheck {
+  reason: string;
+}
+
+/** One decoded instruction, as the control-flow analysis needs it. */
+interface FlowInstruction {
+  ip: number;
+  next: number;
+  flow: Iced.FlowControl;
+  mnemonic: Iced.Mnemonic;
+  /** Direct branch or call target. */
+  target?: number;
+  /** Whether it writes RAX or RBX (any part of them). */
+  writesResult: boolean;
+  testsRbx: boolean;
+}
+
+/** Instructions decoded linearly from `address`; undefined when some bytes do not decode. */
+function flowInstructions(code: Uint8Array, address: number): FlowInstruction[] | undefined {
+  const { Code, Decoder, DecoderOptions, FlowControl, Instruction, InstructionInfoFactory, Mnemonic, OpAccess, OpKind, Register, RegisterExt } = ic();
+  const decoder = new Decoder(64, code, DecoderOptions.None);
+  const ins = new Instruction();
+  const infos = new InstructionInfoFactory();
+  const out: FlowInstruction[] = [];
+  const writes = new Set([OpAccess.Write, OpAccess.CondWrite, OpAccess.ReadWrite, OpAccess.ReadCondWrite]);
+  try {
+    decoder.ip = BigInt(address);
+    while (decoder.canDecode) {
+      decoder.decodeOut(ins);
+      if (ins.code === Code.INVALID) return undefined;
+      const info = infos.info(ins);
+      let writesResult = false;
+      try {
+        for (const u of info.usedRegisters() as Iced.UsedRegister[]) {
+          const full = RegisterExt.fullRegister(u.register);
+          if ((full === Register.RAX || full === Register.RBX) && writes.has(u.access)) writesResult = true;
+          u.free();
+        }
+      } finally {
+        info.free();
+      }
+      const direct = ins.flowControl === FlowControl.UnconditionalBranch || ins.flowControl === FlowControl.ConditionalBranch || ins.flowControl === FlowControl.Call;
+      const f: FlowInstruction = {
+        ip: Number(ins.ip),
+        next: Number(ins.nextIP),
+        flow: ins.flowControl,
+        mnemonic: ins.mnemonic,
+        writesResult,
+        testsRbx: ins.mnemonic === Mnemonic.Test && ins.op0Kind === OpKind.Register && ins.op1Kind === OpKind.Register && ins.op0Register === Register.RBX && ins.op1Register === Register.RBX,
+      };
+      if (direct && ins.op0Kind === OpKind.NearBranch64) f.target = Number(ins.nearBranchTarget);
+      out.push(f);
+    }
+  } finally {
+    infos.free();
+    ins.free();
+    decoder.free();
+  }
+  return out;
+}
+
+/** Most instructions between a call and the test of its result (Go puts a NOP for the call's inline mark, no more). */
+const ERR_CHECK_MAX_GAP = 4;
+
+/**
+ * The conditional branch that tests the error result of the one direct CALL
+ * of `target` in `code` (a Go function decoded from `address`), and the RETs
+ * that only its nil-error edge reaches. With Go's register ABI a callee
+ * returning `(*T, error)` leaves the pointer in RAX and the error's itab in
+ * RBX (0: nil error); `if err == nil` right after the call is
+ *
+ *     CALL target; [NOPs]; TEST RBX, RBX; JE nil_error   (or JNE error)
+ *
+ * A uprobe on that Jcc is emulated by the kernel, and there RAX, RBX still
+ * hold the call's results, so a probe there can end a call that succeeded,
+ * and the RETs that only a success reaches need no probe of their own (a RET
+ * is single-stepped, a second trap per hit).
+ *
+ * Found only when every condition holds, else `reason` says which failed:
+ * exactly one direct CALL of `target`; nothing between it and the Jcc writes
+ * RAX or RBX or branches; every other way into that stretch is an
+ * unconditional JMP that follows an indirect CALL (a call through an
+ * interface whose results the join tests alike, e.g. the HTTP/2 round
+ * tripper's) with nothing writing RAX or RBX between; the function has no
+ * indirect JMP (a jump table hides edges) and no branch into the middle of an
+ * instruction; the nil-error edge does not come back to the check, and it
+ * reaches one RET, reached through it alone. The caller names a call whose
+ * nil error means the function returns success (`return resp, nil`). Reachability follows every
+ * direct JMP, Jcc and fall-through (a call that never returns is assumed to
+ * return): an over-approximation, which can only keep more RETs probed. A
+ * RET that no path from the entry reaches (the landing of a recovered panic,
+ * `CALL runtime.deferreturn; ...; RET`) keeps its probe.
+ */
+export function errCheckAfterCall(code: Uint8Array, address: number, target: number): ErrCheck | NoErrCheck {
+  const { FlowControl, Mnemonic } = ic();
+  const all = flowInstructions(code, address);
+  if (!all) return { reason: 'some of its code does not decode' };
+  const at = new Map(all.map((ins, i) => [ins.ip, i]));
+  const end = address + code.length;
+  const inside = (a: number): boolean => a >= address && a < end;
+  // edges, by target: every branch into the function must land on an instruction
+  const jumpsTo = new Map<number, number[]>();
+  for (const [i, ins] of all.entries()) {
+    if (ins.flow === FlowControl.IndirectBranch) return { reason: `an indirect JMP at 0x${ins.ip.toString(16)} (a jump table) hides where it goes` };
+    if ((ins.flow === FlowControl.UnconditionalBranch || ins.flow === FlowControl.ConditionalBranch) && ins.target !== undefined && inside(ins.target)) {
+      const t = at.get(ins.target);
+      if (t === undefined) return { reason: `a branch at 0x${ins.ip.toString(16)} into the middle of an instruction` };
+      jumpsTo.set(t, [...(jumpsTo.get(t) ?? []), i]);
+    }
+  }
+  const calls = all.flatMap((ins, i) => (ins.flow === FlowControl.Call && ins.target === target ? [i] : []));
+  if (calls.length !== 1) return { reason: `${calls.length} direct calls of the callee, not one` };
+  const call = calls[0]!;
+  // the stretch from the call's return to the Jcc: nothing but the test may matter there
+  let test = call + 1;
+  while (test < all.length && !all[test]!.testsRbx) {
+    const ins = all[test]!;
+    if (test - call > ERR_CHECK_MAX_GAP || ins.flow !== FlowControl.Next || ins.writesResult) return { reason: 'the call\'s results are not tested right after it (TEST RBX, RBX)' };
+    test++;
+  }
+  const jcc = all[test + 1];
+  if (test >= all.length || !jcc || (jcc.mnemonic !== Mnemonic.Je && jcc.mnemonic !== Mnemonic.Jne) || jcc.target === undefined || !inside(jcc.target)) {
+    return { reason: 'the test of the call\'s error result is not followed by a JE or JNE' };
+  }
+  if (jumpsTo.has(test + 1)) return { reason: 'a branch arrives at the JE/JNE past its test' };
+  // every other way into the stretch: `CALL reg; [no RAX/RBX write]; JMP` into it
+  for (let i = call + 1; i <= test; i++) {
+    for (const src of jumpsTo.get(i) ?? []) {
+      if (all[src]!.flow !== FlowControl.UnconditionalBranch) return { reason: `a conditional branch at 0x${all[src]!.ip.toString(16)} joins the test` };
+      let j = src;
+      for (;;) {
+        if (jumpsTo.has(j)) return { reason: `the path joining the test at 0x${all[src]!.ip.toString(16)} is itself joined` };
+        const prev = all[j - 1];
+        if (!prev || src - j >= ERR_CHECK_MAX_GAP) return { reason: `the path joining the test at 0x${all[src]!.ip.toString(16)} comes from no call` };
+        if (prev.flow === FlowControl.IndirectCall) break;
+        if (prev.flow !== FlowControl.Next || prev.writesResult) return { reason: `the path joining the test at 0x${all[src]!.ip.toString(16)} comes from no indirect call` };
+        j--;
+      }
+    }
+  }
+  const nilEdge = at.get(jcc.mnemonic === Mnemonic.Je ? jcc.target : jcc.next);
+  const errEdge = at.get(jcc.mnemonic === Mnemonic.Je ? jcc.next : jcc.target);
+  if (nilEdge === undefined || errEdge === undefined || nilEdge === errEdge) return { reason: 'the branch on the error result has no two ways' };
+  const successors = (i: number): number[] => {
+    const ins = all[i]!;
+    const out: number[] = [];
+    if (ins.flow !== FlowControl.UnconditionalBranch && ins.flow !== FlowControl.Return && i + 1 < all.length) out.push(i + 1);
+    if ((ins.flow === FlowControl.UnconditionalBranch || ins.flow === FlowControl.ConditionalBranch) && ins.target !== undefined && inside(ins.target)) out.push(at.get(ins.target)!);
+    return out;
+  };
+  const reach = (from: number, skipNilEdge: boolean): Set<number> => {
+    const seen = new Set([from]);
+    const todo = [from];
+    while (todo.length) {
+      const i = todo.pop()!;
+      for (const s of successors(i)) {
+        if (skipNilEdge && i === test + 1 && s === nilEdge) continue;
+        if (!seen.has(s)) {
+          seen.add(s);
+          todo.push(s);
+        }
+      }
+    }
+    return seen;
+  };
+  const full = reach(0, false);
+  if (!full.has(test + 1)) return { reason: 'the test of the call\'s error result is not reached from the entry' };
+  const withoutNil = reach(0, true);
+  const fromNil = reach(nilEdge, false);
+  if (fromNil.has(test + 1)) return { reason: 'the nil-error path comes back to the test' };
+  const rets = [...fromNil].filter((i) => all[i]!.flow === FlowControl.Return);
+  if (rets.some((i) => withoutNil.has(i))) return { reason: 'the nil-error path shares a RET with other paths' };
+  // `return resp, nil`: a nil-error path that branches to RETs of its own may return errors too
+  if (rets.length !== 1) return { reason: `the nil-error path reaches ${rets.length} RETs, not one` };
+  return { branch: jcc.ip, successRets: rets.map((i) => all[i]!.ip).sort((a, b) => a - b) };
+}
+
+/**
  * Address of the first instruction after the stack-growth check that Go
  * puts at the top of every function that may grow its stack:
  *

@@ -56,6 +56,20 @@ export interface ProbedFunction {
    */
   atCalls?: { callee: string; alternativeCallees?: string[]; program: BpfProgramName }[];
   /**
+   * With `returnProgram`: `program` attached at the conditional branch that
+   * tests the error result of this function's one direct call of `callee`
+   * (`CALL callee; TEST RBX, RBX; JE/JNE`), which the kernel emulates, RAX
+   * and RBX still holding the callee's results there (a pointer and the
+   * error's itab, 0 for nil); and `returnProgram` at every RET but those
+   * reached only through the branch's nil-error edge, which end no call the
+   * branch did not end already. A call that succeeds then costs one emulated
+   * hit instead of a single-stepped RET (0.5 against 16 µs on a Firecracker
+   * VM); one that fails still ends at a RET. Where the code is not exactly
+   * that shape (see `errCheckAfterCall`), the function cannot be planned so:
+   * for {@link PreferredSites}, whose `otherwise` is then probed.
+   */
+  atErrCheck?: { callee: string; program: BpfProgramName };
+  /**
    * Set when the probe works without this function: what is lost if it is
    * missing, or if its code does not decode or lacks one of `atCalls` (then
    * none of its sites is probed). Ignored in `PreferredSites.functions`,
@@ -169,11 +183,12 @@ export interface InflightMap {
 }
 
 /**
- * Cheaper sites (`atCalls`) that replace others when the binary's code has
- * them: when every function of `functions` is found (a `whenLinked` one may
- * be absent) with exactly one of each of its calls, and none of `unless` is
- * linked, they are probed; otherwise (another Go version's code, a call
- * inlined away) `otherwise` is, whole, so that the two sets never mix.
+ * Cheaper sites (`atCalls`, `atErrCheck`) that replace others when the
+ * binary's code has them: when every function of `functions` is found (a
+ * `whenLinked` one may be absent) with exactly one of each of its calls (and
+ * its error check in the expected shape), and none of `unless` is linked,
+ * they are probed; otherwise (another Go version's code, a call inlined
+ * away) `otherwise` is, whole, so that the two sets never mix.
  */
 export interface PreferredSites {
   functions: ProbedFunction[];
@@ -189,7 +204,7 @@ export interface PreferredSites {
 /** Every BPF program `probe` may attach, whichever of its sites a binary gets. */
 export function programsOfProbe(probe: Pick<ProbeDescriptor, 'functions' | 'preferredSites'>): BpfProgramName[] {
   const fns = [...probe.functions, ...(probe.preferredSites?.functions ?? []), ...(probe.preferredSites?.otherwise ?? [])];
-  const progs = fns.flatMap((f) => [f.entryProgram, f.returnProgram, f.afterCall?.program, ...(f.atCalls ?? []).map((c) => c.program)]);
+  const progs = fns.flatMap((f) => [f.entryProgram, f.returnProgram, f.afterCall?.program, f.atErrCheck?.program, ...(f.atCalls ?? []).map((c) => c.program)]);
   return [...new Set(progs.filter((x): x is BpfProgramName => !!x))];
 }
 

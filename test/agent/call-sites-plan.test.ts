@@ -6,7 +6,9 @@
  * (panicked); goroutine ancestry at newproc's CALL of runqput. Each site is
  * a direct CALL (E8 rel32) to that very callee, once per function; and where
  * a binary's code lacks one of the calls, the RET sites are planned instead,
- * whole.
+ * whole. A net/http client request that succeeds ends at Transport.roundTrip's
+ * JE on the error of its call of (*persistConn).roundTrip, a branch the
+ * kernel emulates too, and the RET after it goes unprobed.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -16,6 +18,7 @@ import { openGoBinary, type GoBinary } from '../../daemon/analysis/go-binary.ts'
 import { planProbe, GOID_FIELD, type ProbePlan } from '../../daemon/agent/binary-plan.ts';
 import { httpServerProbe } from '../../daemon/probes/go/net/http/server/descriptor.ts';
 import { runtimeProbe } from '../../daemon/probes/go/runtime/descriptor.ts';
+import { httpClientProbe } from '../../daemon/probes/go/net/http/client/descriptor.ts';
 import type { ProbeDescriptor, ProbedFunction } from '../../daemon/probes/types.ts';
 import { repoRoot } from '../support/agent-process.ts';
 import { bytesAt } from '../support/file-bytes.ts';
@@ -106,6 +109,83 @@ for (const tc of VERSIONS) {
     });
   }
 }
+
+const ROUND_TRIP = 'net/http.(*Transport).roundTrip';
+const PCONN_ROUND_TRIP = 'net/http.(*persistConn).roundTrip';
+
+/** The net/http client probe with its error check after a call of `callee` instead. */
+const clientCheckingAfter = (callee: string): ProbeDescriptor => ({
+  ...httpClientProbe,
+  preferredSites: {
+    ...httpClientProbe.preferredSites!,
+    functions: httpClientProbe.preferredSites!.functions.map((f) => ({ ...f, atErrCheck: { ...f.atErrCheck!, callee } })),
+  },
+});
+
+for (const tc of VERSIONS) {
+  for (const kind of ['plain', 'stripped']) {
+    test(`${tc} ${kind}: a net/http client request that succeeds ends at roundTrip's JE on the error of its call of (*persistConn).roundTrip; the RET only that edge reaches is not probed`, { skip }, () => {
+      const path = bin(tc, kind);
+      const p = plan(path, httpClientProbe);
+      assert.ok(p.attachable, p.reason);
+      assert.deepEqual(p.degraded, []);
+      const done = sitesOf(p, 'gt_http_client_done');
+      assert.deepEqual(done.map((s) => [s.role, s.symbol, s.offsets.length, s.trapKinds]), [['at-err-check', ROUND_TRIP, 1, ['emulated']]]);
+      const at = done[0]!.offsets[0]!;
+      // CALL (*persistConn).roundTrip; NOPW 0(AX)(AX*1); TEST RBX, RBX; JE rel32
+      const b = openGoBinary(path);
+      let rets: number[];
+      try {
+        assert.equal(callTarget(path, at - 14), entryOffset(b, [PCONN_ROUND_TRIP]), 'the CALL of (*persistConn).roundTrip');
+        rets = b.retSites(b.findFunction(ROUND_TRIP)!);
+      } finally {
+        b.close();
+      }
+      assert.deepEqual([...bytesAt(path, at - 9, 11)], [0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00, 0x48, 0x85, 0xdb, 0x0f, 0x84]);
+      // the nil-error edge: JE's target; the first RET after it is `return resp, nil`
+      const success = at + 6 + bytesAt(path, at + 2, 4).readInt32LE(0);
+      const successRet = rets.filter((r) => r > success).sort((x, y) => x - y)[0]!;
+      const returns = sitesOf(p, 'gt_http_client_return');
+      assert.deepEqual(returns.map((s) => s.role), ['return']);
+      assert.deepEqual(rets.filter((r) => !returns[0]!.offsets.includes(r)), [successRet], 'one RET unprobed: the one after the JE\'s target');
+      assert.equal(returns[0]!.offsets.length, rets.length - 1);
+      assert.ok(returns[0]!.offsets.every((o) => bytesAt(path, o, 1)[0] === 0xc3));
+      // the recovered panic's landing (CALL runtime.deferreturn; ...; RET), which no branch reaches, keeps its probe
+      if (tc !== 'go1.19') assert.ok(returns[0]!.offsets.includes(Math.max(...rets)), 'the last RET, after deferreturn, stays probed');
+    });
+  }
+}
+
+test('a client whose error check is not found (the call is not there, or not once) gets every RET of roundTrip, and no done site', { skip }, () => {
+  const path = bin('go1.26', 'plain');
+  const b = openGoBinary(path);
+  let all: number[];
+  let twice: string | undefined;
+  try {
+    const rt = b.findFunction(ROUND_TRIP)!;
+    all = b.retSites(rt);
+    for (const name of ['runtime.newobject', 'runtime.convTstring', 'fmt.Errorf']) {
+      const callee = b.findFunction(name);
+      if (callee && b.callSites(rt, callee).length > 1) {
+        twice = name;
+        break;
+      }
+    }
+  } finally {
+    b.close();
+  }
+  assert.ok(twice, 'a callee roundTrip calls more than once');
+  // removeIdleConn returns a bool (TEST AL, AL); connectMethodForRequest's error is tested later,
+  // not in RBX; getConn's is (TEST RBX, RBX; JNE), but its nil-error path loops back to it (retries)
+  for (const callee of ['net/http.noSuchFunction', twice, 'net/http.(*Transport).removeIdleConn', 'net/http.(*Transport).connectMethodForRequest', 'net/http.(*Transport).getConn']) {
+    const p = plan(path, clientCheckingAfter(callee));
+    assert.ok(p.attachable, `${callee}: ${p.reason}`);
+    assert.deepEqual(sitesOf(p, 'gt_http_client_done'), [], callee);
+    const returns = sitesOf(p, 'gt_http_client_return');
+    assert.deepEqual(returns.map((s) => [s.role, s.symbol, s.offsets]), [['return', ROUND_TRIP, all]], callee);
+    assert.ok(returns[0]!.trapKinds?.every((k) => k === 'single_stepped'));
+  }
+});
 
 test('a binary without one of the preferred calls gets the RET sites instead, whole', { skip }, () => {
   const path = bin('go1.26', 'plain');

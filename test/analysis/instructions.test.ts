@@ -3,7 +3,7 @@
 // toolchains emit; these also cover older Go's TLS-loaded g).
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { addressAfterStackCheck, callReturnAddresses, kernelEmulates, retAddresses, stackCheckBranch, trapKind, type TrapKind } from '../../daemon/analysis/instructions.ts';
+import { addressAfterStackCheck, callReturnAddresses, errCheckAfterCall, kernelEmulates, retAddresses, stackCheckBranch, trapKind, type TrapKind } from '../../daemon/analysis/instructions.ts';
 
 const AT = 0x401000;
 const bytes = (...parts: number[][]): Uint8Array => Uint8Array.from(parts.flat());
@@ -107,6 +107,120 @@ describe('call-return sites', () => {
     );
     assert.deepEqual(callReturnAddresses(code, AT, target), [AT + 5, AT + 20]);
     assert.deepEqual(callReturnAddresses(code, AT, AT + 0x3000), []);
+  });
+});
+
+describe('the branch on a call\'s error result (Transport.roundTrip\'s shape)', () => {
+  const TARGET = AT + 0x10000;
+  /** A tiny assembler: labels, rel32 branches and calls resolved in a second pass. */
+  type Part = number[] | { label: string } | { jmp: string } | { je: string } | { jne: string } | { jl: string } | { call: number };
+  function asm(parts: Part[]): { code: Uint8Array; at: Record<string, number> } {
+    const size = (p: Part): number => (Array.isArray(p) ? p.length : 'label' in p ? 0 : 'jmp' in p || 'call' in p ? 5 : 6);
+    const at: Record<string, number> = {};
+    let a = AT;
+    for (const p of parts) {
+      if (!Array.isArray(p) && 'label' in p) at[p.label] = a;
+      a += size(p);
+    }
+    const out: number[] = [];
+    const rel = (from: number, to: number): number[] => {
+      const r = to - from;
+      return [r & 0xff, (r >> 8) & 0xff, (r >> 16) & 0xff, (r >>> 24) & 0xff];
+    };
+    a = AT;
+    for (const p of parts) {
+      const next = a + size(p);
+      if (Array.isArray(p)) out.push(...p);
+      else if ('jmp' in p) out.push(0xe9, ...rel(next, at[p.jmp]!));
+      else if ('call' in p) out.push(0xe8, ...rel(next, p.call));
+      else if ('je' in p) out.push(0x0f, 0x84, ...rel(next, at[p.je]!));
+      else if ('jne' in p) out.push(0x0f, 0x85, ...rel(next, at[p.jne]!));
+      else if ('jl' in p) out.push(0x0f, 0x8c, ...rel(next, at[p.jl]!));
+      a = next;
+    }
+    return { code: Uint8Array.from(out), at };
+  }
+  const NOPW = [0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00];
+  const TEST_RBX = [0x48, 0x85, 0xdb];
+  const TEST_RAX = [0x48, 0x85, 0xc0];
+  const CALL_RCX = [0xff, 0xd1];
+  const MOV_RBX_RCX = [0x48, 0x89, 0xcb];
+  const MOV_MEM_RBX = [0x48, 0x89, 0x5c, 0x24, 0x60]; // mov [rsp+0x60], rbx: reads RBX only
+  const XOR_EBX = [0x31, 0xdb];
+  const TEST_CL = [0x84, 0xc9];
+  /**
+   * loop: [http2?] JE h1; CALL RCX; JMP join; h1: CALL target; NOPW; join: TEST RBX, RBX; JE ok;
+   * error: TEST CL, CL; JNE loop (retry); RET; ok: RET; [deferreturn landing: RET]
+   */
+  function roundTrip(o: { beforeTest?: number[]; test?: number[]; jcc?: 'je' | 'jne' | 'jl'; h2Tail?: number[]; second?: boolean; okBack?: boolean; okShares?: boolean; okBranches?: boolean; okTwo?: boolean; extra?: Part[] } = {}) {
+    const jcc = o.jcc ?? 'je';
+    // JE ok (falling through to the error path), or JNE error; JMP ok
+    const branch: Part = jcc === 'je' ? { je: 'ok' } : jcc === 'jne' ? { jne: 'error' } : { jl: 'ok' };
+    return asm([
+      { label: 'loop' }, TEST_CL, { je: 'h1' },
+      CALL_RCX, ...(o.h2Tail ? [o.h2Tail] : []), { jmp: 'join' },
+      { label: 'h1' }, { call: TARGET }, NOPW, ...(o.beforeTest ? [o.beforeTest] : []),
+      { label: 'join' }, o.test ?? TEST_RBX, { label: 'branch' }, branch,
+      ...(jcc === 'jne' ? [{ jmp: 'ok' } as Part] : []),
+      { label: 'error' },
+      ...(o.second ? [{ call: TARGET } as Part] : []),
+      TEST_CL, { jne: 'loop' }, { label: 'errret' }, RET,
+      { label: 'ok' }, ...(o.okBack ? [{ jmp: 'loop' } as Part] : []), ...(o.okShares ? [{ jmp: 'errret' } as Part] : []),
+      ...(o.okBranches ? [TEST_CL, { jne: 'errret' } as Part] : []),
+      ...(o.okTwo ? [TEST_CL, { jne: 'okret' } as Part, RET] : []),
+      { label: 'okret' }, RET,
+      ...(o.extra ?? []),
+      { label: 'landing' }, [0x90], RET,
+    ]);
+  }
+
+  test('found: the JE after TEST RBX, RBX; the RET only its taken edge reaches; the HTTP/2 path joining after CALL reg; JMP', () => {
+    const { code, at } = roundTrip();
+    assert.deepEqual(errCheckAfterCall(code, AT, TARGET), { branch: at['branch'], successRets: [at['okret']] });
+    // with a spill of RBX between the indirect call and its JMP (a read, not a write)
+    const spilled = roundTrip({ h2Tail: MOV_MEM_RBX });
+    assert.deepEqual(errCheckAfterCall(spilled.code, AT, TARGET), { branch: spilled.at['branch'], successRets: [spilled.at['okret']] });
+  });
+
+  test('found: JNE, whose fall-through is the nil-error edge', () => {
+    const { code, at } = roundTrip({ jcc: 'jne' });
+    assert.deepEqual(errCheckAfterCall(code, AT, TARGET), { branch: at['branch'], successRets: [at['okret']] });
+  });
+
+  const reasons: Array<[string, Parameters<typeof roundTrip>[0], RegExp]> = [
+    ['no call of the target', {}, /0 direct calls/],
+    ['a second call of the target', { second: true }, /2 direct calls/],
+    ['RBX written between the call and the test', { beforeTest: MOV_RBX_RCX }, /not tested right after/],
+    ['EBX zeroed between the call and the test', { beforeTest: XOR_EBX }, /not tested right after/],
+    ['RAX tested instead of RBX', { test: TEST_RAX }, /not tested right after/],
+    ['a Jcc other than JE or JNE', { jcc: 'jl' }, /not followed by a JE or JNE/],
+    ['the joining path writes RBX after its call', { h2Tail: XOR_EBX }, /comes from no indirect call/],
+    ['the nil-error path loops back', { okBack: true }, /comes back to the test/],
+    ['the nil-error path shares a RET with the error path', { okShares: true }, /shares a RET/],
+    ['the nil-error path branches to a RET of the error path', { okBranches: true }, /shares a RET/],
+    ['the nil-error path branches to two RETs of its own', { okTwo: true }, /reaches 2 RETs, not one/],
+    ['a jump table', { extra: [[0xff, 0xe0]] }, /indirect JMP/], // jmp rax
+    ['a branch straight to the JE, past its test', { extra: [{ jmp: 'branch' }] }, /past its test/],
+    ['a path joining the test from no call', { extra: [XOR_EBX, { jmp: 'join' }] }, /comes from no indirect call/],
+  ];
+  for (const [what, shape, reason] of reasons) {
+    test(`not found: ${what}`, () => {
+      const { code } = roundTrip(shape);
+      const target = what === 'no call of the target' ? TARGET + 0x1000 : TARGET;
+      const r = errCheckAfterCall(code, AT, target);
+      assert.ok('reason' in r, `${what}: ${JSON.stringify(r)}`);
+      assert.match(r.reason, reason);
+    });
+  }
+
+  test('not found: a branch into the middle of an instruction, or bytes that do not decode', () => {
+    const { code } = roundTrip({ extra: [{ jmp: 'join' }] });
+    // retarget that last JMP one byte into the TEST
+    const bad = Uint8Array.from(code);
+    const jmpAt = code.length - 2 - 5;
+    bad[jmpAt + 1] = bad[jmpAt + 1]! + 1;
+    assert.match((errCheckAfterCall(bad, AT, TARGET) as { reason: string }).reason, /middle of an instruction/);
+    assert.match((errCheckAfterCall(Uint8Array.from([...code, 0x0f, 0xff]), AT, TARGET) as { reason: string }).reason, /does not decode/);
   });
 });
 

@@ -92,6 +92,7 @@ enum gt_hit_site_http_client {
 	GT_HIT_HTTP_CLIENT_CONN = 5,
 	GT_HIT_HTTP_CLIENT_RETURN = 6,
 	GT_HIT_HTTP_CLIENT_H2_HEADERS = 7,
+	GT_HIT_HTTP_CLIENT_DONE = 17,
 };
 
 enum gt_paired_function_http_client {
@@ -317,23 +318,19 @@ static __always_inline __s64 client_copy(int hdr, struct go_string s, char *dst,
 	return go_copy_string(s, dst, cap);
 }
 
-SEC("uprobe.multi")
-int gt_http_client_return(struct pt_regs *ctx)
+/* Ends the request in flight on the goroutine: its event, with roundTrip's
+ * results `resp` (*Response) and `err` (the error's itab, 0 for nil). */
+static __always_inline int client_end(struct pt_regs *ctx, struct gt_http_client_config *cfg,
+				      const struct gt_goroutine_key *k, __u32 bin_id, __u32 site, __u64 resp,
+				      __u64 err)
 {
-	struct gt_goroutine_key key;
-	__u32 bin_id;
-	struct gt_http_client_config *cfg = gt_probe_enter(ctx, &gt_http_client_config, &key, &bin_id,
-							   GT_HIT_HTTP_CLIENT_RETURN);
-	if (!cfg)
-		return 0;
+	struct gt_goroutine_key key = *k;
 	struct http_client_inflight *st = bpf_map_lookup_elem(&gt_http_client_inflight, &key);
-	gt_debug_hit(ctx, GT_HIT_HTTP_CLIENT_RETURN, st ? GT_HIT_FOUND : GT_HIT_NOT_FOUND, key.tgid, bin_id,
-		     key.goid);
+	gt_debug_hit(ctx, site, st ? GT_HIT_FOUND : GT_HIT_NOT_FOUND, key.tgid, bin_id, key.goid);
 	if (!st) {
 		gt_count_no_entry(&key, GT_PAIRED_HTTP_CLIENT);
 		return 0;
 	}
-	__u64 resp = GO_ARG1(ctx), err = GO_ARG2(ctx);
 	/* the request is over: the server side has found its span by now */
 	bool linked = st->linked;
 	if (st->linked) {
@@ -388,6 +385,42 @@ int gt_http_client_return(struct pt_regs *ctx)
 	bpf_map_delete_elem(&gt_http_client_inflight, &key);
 	gt_submit(ev);
 	return 0;
+}
+
+/* At every RET of roundTrip but those only a success reaches (see
+ * gt_http_client_done); at all of them where the binary's code is not the
+ * shape that program needs.
+ *   results: *Response RAX, error (itab, data) RBX, RCX */
+SEC("uprobe.multi")
+int gt_http_client_return(struct pt_regs *ctx)
+{
+	struct gt_goroutine_key key;
+	__u32 bin_id;
+	struct gt_http_client_config *cfg = gt_probe_enter(ctx, &gt_http_client_config, &key, &bin_id,
+							   GT_HIT_HTTP_CLIENT_RETURN);
+	if (!cfg)
+		return 0;
+	return client_end(ctx, cfg, &key, bin_id, GT_HIT_HTTP_CLIENT_RETURN, GO_ARG1(ctx), GO_ARG2(ctx));
+}
+
+/* In roundTrip, right after a request was sent and answered:
+ *     resp, err = pconn.roundTrip(treq)    (HTTP/2: pconn.alt.RoundTrip(req))
+ *     if err == nil { ...; return resp, nil }
+ * at the branch of `if err == nil` (TEST RBX, RBX; JE/JNE), where RAX and
+ * RBX still hold the call's *Response and its error's itab. A nil error
+ * ends the request here, and the RETs only that way reaches carry no probe.
+ * A non-nil one may be retried (on another connection) or returned, through
+ * RETs that gt_http_client_return ends: nothing to do here then. */
+SEC("uprobe.multi")
+int gt_http_client_done(struct pt_regs *ctx)
+{
+	struct gt_goroutine_key key;
+	__u32 bin_id;
+	struct gt_http_client_config *cfg = gt_probe_enter(ctx, &gt_http_client_config, &key, &bin_id,
+							   GT_HIT_HTTP_CLIENT_DONE);
+	if (!cfg || GO_ARG2(ctx))
+		return 0;
+	return client_end(ctx, cfg, &key, bin_id, GT_HIT_HTTP_CLIENT_DONE, GO_ARG1(ctx), 0);
 }
 
 /* func (cs *clientStream) encodeAndWriteHeaders(req *Request) error
