@@ -235,7 +235,7 @@ export function createMetrics(source: MetricsSource): Registry {
     const c = s.overhead?.hitCost;
     if (c) for (const kind of ['emulated', 'single_stepped'] as const) g.set({ kind }, c.secondsPerHit[kind]);
   });
-  gauge('gotrail_inject_send_cost_seconds', 'CPU time one send through the traceparent injection\'s sockmap costs the sending process on this host, besides the sk_msg program\'s own run time (the kernel\'s tcp_bpf send path and its receive path for the reply): calibrated at start-up as the difference in thread CPU per request/response exchange of a helper\'s loopback connection in the sockmap and not in it, less the program\'s run time; absent until calibrated or while injection is off', [], (g, s) => {
+  gauge('gotrail_inject_send_cost_seconds', 'CPU time one send through the traceparent injection\'s sockmap costs the sending process on this host, besides the sk_msg program\'s own run time (the kernel\'s tcp_bpf send path and its receive path for the reply): calibrated at start-up as the difference in thread CPU per request/response exchange of a helper\'s loopback connection in the sockmap and not in it, less the program\'s run time; 0 until calibrated and while injection is off', [], (g, s) => {
     const c = s.overhead?.hitCost?.secondsPerInjectSend;
     if (c !== undefined) g.set({}, c);
   });

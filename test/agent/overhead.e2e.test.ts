@@ -133,7 +133,7 @@ async function overheadCase(inject: boolean): Promise<void> {
           assert.ok(sendCost !== undefined && sendCost >= 0 && sendCost < 1e-3, `calibrated send cost ${sendCost} s`);
         } else {
           assert.equal(sends, 0, 'no send through the sockmap with injection off');
-          assert.equal(sendCost, undefined, 'no send cost calibrated with injection off');
+          assert.equal(sendCost, 0, 'no send cost calibrated with injection off');
         }
         // the single-step is a second trap
         assert.ok(cost.single_stepped! > cost.emulated!, `calibrated costs ${JSON.stringify(cost)} s per hit`);
@@ -144,7 +144,7 @@ async function overheadCase(inject: boolean): Promise<void> {
         const mine = status.overhead.processes.find((p) => p.pid === server.pid);
         assert.ok(mine && mine.hits['http_server_entry']! >= 2 * N && mine.estimatedSeconds > 0, 'shown per process in /status');
         assert.deepEqual(status.overhead.uprobeHitCostSeconds, cost);
-        assert.equal(status.overhead.injectSendCostSeconds, sendCost);
+        assert.equal(status.overhead.injectSendCostSeconds ?? 0, sendCost);
         if (inject) assert.ok(mine.injectSends >= sends && mine.injectSeconds > 0 && mine.injectSeconds < mine.estimatedSeconds, `sends shown per process in /status: ${mine.injectSends}, ${mine.injectSeconds} s`);
         // every hit has its kind; the entry site (Go 1.26: the PUSH after the stack check) is emulated
         const hitSum = Object.values(mine.hits).reduce((a, n) => a + n, 0);
@@ -182,10 +182,11 @@ async function overheadCase(inject: boolean): Promise<void> {
   // tight calibration loop); on a 2-core VM, the server and the agent
   // pinned apart, it came to 0.71× of the difference (31.6 against 44.6 µs
   // per call: a client RET single-stepped at 16.7–17.0 µs and 11 emulated
-  // hits at 0.5 µs each, plus BPF time). With the traceparent injection on,
-  // which the estimate leaves out, the difference was 53–67 µs per call
-  // (0.53–0.63×), and 0.45–0.55× with nothing pinned, the agent's work
-  // then sharing the server's CPU.
+  // hits at 0.5 µs each, plus BPF time), and 0.45–0.55× with nothing
+  // pinned, the agent's work then sharing the server's CPU. With the
+  // traceparent injection on, the sockmap sends priced too: 0.60× (35.0
+  // against 58.5 µs per call; 0.67×, 31.0 against 46.5, with it off, the
+  // same hour).
   assert.ok(est > diff * 0.4 && est < diff * 2, `estimate ${est.toFixed(3)} s vs measured ${diff.toFixed(3)} s`);
 }
 
