@@ -162,7 +162,7 @@ async function overheadCase(inject: boolean): Promise<void> {
         estimated.push(est);
         console.log(`round ${round}: without ${(without.at(-1)! * 1e6 / N).toFixed(1)} µs/req, with ${(traced * 1e6 / N).toFixed(1)} µs/req; ` +
           `estimate ${(est * 1e6 / N).toFixed(1)} µs/req (hit cost ${(cost.emulated! * 1e6).toFixed(2)} µs emulated, ${(cost.single_stepped! * 1e6).toFixed(2)} µs single-stepped; ` +
-          `hits ${JSON.stringify(mine.hitsByKind)}${inject ? `; sockmap send ${(sendCost! * 1e6).toFixed(2)} µs, ${sends} sends` : ''}); ratio ${ratio.toFixed(3)}`);
+          `hits ${JSON.stringify(mine.hitsByKind)}${inject ? `; sockmap send ${(sendCost * 1e6).toFixed(2)} µs, ${sends} sends` : ''}); ratio ${ratio.toFixed(3)}`);
       } finally {
         await agent.stop();
       }
