@@ -19,7 +19,8 @@
  * sockmap, so their sends never run the sk_msg program.
  *
  * sk_msg: runs for every send on a socket in the sockmap (sendmsg, writev,
- * sendfile/splice alike), one record lookup when nothing is marked. With a
+ * sendfile/splice alike), the process's send counted (gt_inject_sends)
+ * and one record lookup when nothing is marked. With a
  * mark, the next send is taken as the request's first bytes: the request
  * line is found, the header block must end within the send (Go's
  * net/http writes the request line and headers through a 4 KiB buffer, so
