@@ -21,7 +21,7 @@ import type { TrapKind } from '../analysis/instructions.ts';
 import { SpanBatcher, type BatcherOptions } from '../export/batcher.ts';
 import { MonotonicClock } from '../spans/clock.ts';
 import {
-  EventType, ExecFlags, PROCESS_EXEC_ARGS_SIZE,
+  BpfMaps, EventType, ExecFlags, PROCESS_EXEC_ARGS_SIZE,
   decodeProcessEvent, decodeProcessExecArgs, type ProcessEvent,
 } from '../generated/layouts.ts';
 import { processResource } from '../spans/resource.ts';
@@ -976,7 +976,7 @@ export class Agent implements MetricsSource {
       kernel: this.rt?.features,
       overhead: (() => {
         const o = this.overheadNow();
-        return { uprobeHitCostSeconds: o.hitCost?.secondsPerHit, calibration: o.hitCost, processes: o.processes };
+        return { uprobeHitCostSeconds: o.hitCost?.secondsPerHit, injectSendCostSeconds: o.hitCost?.secondsPerInjectSend, calibration: o.hitCost, processes: o.processes };
       })(),
       overheadBudget: (this.opts.overheadBudget && this.budget?.status()) ?? { budgetPercent: null },
       // --debug-probe-hits: lines lost to write failures are counted here
@@ -1129,13 +1129,17 @@ export class Agent implements MetricsSource {
   calibrate(): Promise<HitCostCalibration | undefined> {
     const rt = this.rt;
     if (!rt || !this.overhead) return Promise.resolve(undefined);
-    this.calibrating ??= calibrateUprobeHitCost(rt.obj).then((c) => {
+    // the sockmap's send cost, where the injection is attached
+    const injectSockmap = this.propagation?.status.injection === 'on' ? BpfMaps.gt_inject_socks : undefined;
+    this.calibrating ??= calibrateUprobeHitCost(rt.obj, { injectSockmap }).then((c) => {
       if (this.overhead) this.overhead.hitCost = c;
       const us = (x: number): number => +(x * 1e6).toFixed(2);
       this.log.info('uprobe hit cost calibrated', {
         microsecondsPerHitEmulated: us(c.secondsPerHit.emulated), microsecondsPerHitSingleStepped: us(c.secondsPerHit.single_stepped),
         roundsEmulated: c.rounds.emulated.map(us), roundsSingleStepped: c.rounds.single_stepped.map(us),
+        ...(c.secondsPerInjectSend !== undefined ? { microsecondsPerInjectSend: us(c.secondsPerInjectSend), roundsInjectSend: c.injectSendRounds?.map(us) } : {}),
       });
+      if (c.injectSendError) this.log.warn('sockmap send cost calibration failed: overhead estimates price the injection\'s sends at the sk_msg program\'s run time only', { error: c.injectSendError });
       return c;
     }, (e: Error) => {
       // stopping closes the object under a calibration still running: not a failure worth a warning

@@ -191,7 +191,7 @@ export class BpfRuntime {
         this.handlers.set(p.eventType, { id: p.id, eventSize: p.eventSize, handleEvent: p.handleEvent.bind(p) });
       }
     }
-    this.stateMaps = [BpfMaps.gt_goroutine_spans, BpfMaps.gt_goroutines_entered, BpfMaps.gt_self_skipped, BpfMaps.gt_probe_hits, ...usable.flatMap((p) => p.stateMaps)];
+    this.stateMaps = [BpfMaps.gt_goroutine_spans, BpfMaps.gt_goroutines_entered, BpfMaps.gt_self_skipped, BpfMaps.gt_probe_hits, BpfMaps.gt_inject_sends, ...usable.flatMap((p) => p.stateMaps)];
     this.inflightMaps = inflightMapsOf(usable);
   }
 
@@ -502,6 +502,22 @@ export class BpfRuntime {
     for (const [pid, slot] of this.hitSlots) {
       if (pids && !pids.has(pid)) continue;
       for (const [site, n] of this.slotHits(slot)) add(pid, site, n);
+    }
+    return out;
+  }
+
+  /**
+   * pid → sends through the injection's sockmap (gt_inject_msg runs) since
+   * the process was first seen, counted in BPF per tgid (gt_inject_sends).
+   * Throws when the map cannot be read.
+   */
+  injectSends(pids?: Set<number>): Map<number, number> {
+    const out = new Map<number, number>();
+    for (const k of this.obj.mapKeys(BpfMaps.gt_inject_sends)) {
+      const pid = k.readUInt32LE(0);
+      if (pids && !pids.has(pid)) continue;
+      const v = this.obj.mapLookup(BpfMaps.gt_inject_sends, k);
+      if (v) out.set(pid, Number(v.readBigUInt64LE(0)));
     }
     return out;
   }

@@ -17,10 +17,21 @@
  *   statistics (run_time_ns / run_cnt per program).
  * - Probe hits per process and site are counted in BPF (maps gt_process_hits
  *   and gt_probe_hits; BpfRuntime.probeHits adds them).
+ * - The socket-level traceparent injection (probes/inject/) puts each TCP
+ *   connection of a traced process in a sockmap, whose send path (the
+ *   kernel's tcp_bpf: a copy into an sk_msg, the sk_msg program, the push
+ *   to TCP; and tcp_bpf's receive) costs more than plain TCP's. Its sends
+ *   are counted per process in BPF (gt_inject_sends), and the same helper
+ *   measures the cost of one: a loopback connection's request/response
+ *   exchanges with its client end in the sockmap and without, the
+ *   difference less the sk_msg program's run time over those sends (the
+ *   program's time is priced from the kernel's statistics, as a probe's
+ *   is).
  *
  * Estimated overhead of a process over a window = Σ over its sites of
  * hits × (trap cost of the site's kind + mean BPF run time of that site's
- * program); divided by the window's length it is seconds per second,
+ * program) + its sockmap sends × (calibrated send cost + mean run time of
+ * gt_inject_msg); divided by the window's length it is seconds per second,
  * divided by the process's own CPU time over the window (utime + stime
  * from /proc/PID/stat, which includes the trap since the kernel charges it
  * to the thread that hits the probe) it is the fraction of the process's
@@ -57,6 +68,21 @@ export interface HitCostCalibration {
   baselineSecondsPerCall: number;
   /** Calls per measurement. */
   calls: number;
+  /**
+   * What one send through the injection's sockmap costs the sending
+   * process besides the sk_msg program's run time: the median over rounds
+   * of (thread CPU per request/response exchange on a loopback connection
+   * in the sockmap − on one that is not) − gt_inject_msg's mean run time
+   * over those sends, seconds. Absent when injection is not attached (or
+   * this part of the calibration failed: see `injectSendError`).
+   */
+  secondsPerInjectSend?: number;
+  /** Each round's value, seconds per send. */
+  injectSendRounds?: number[];
+  /** Exchanges per measurement of the send cost. */
+  injectSends?: number;
+  /** Why the send cost could not be measured, when it could not. */
+  injectSendError?: string;
   /** When it finished (ms since the epoch). */
   at: number;
 }
@@ -103,6 +129,15 @@ class Helper {
 
   /** Thread CPU nanoseconds for `calls` calls of the no-op. */
   run(calls: number): Promise<number> {
+    return this.ask(`${calls}`);
+  }
+
+  /** Thread CPU nanoseconds for `n` loopback request/response exchanges, the client end in the sockhash of id `mapId` (0: none). */
+  send(n: number, mapId: number, keySize: number): Promise<number> {
+    return this.ask(`send ${n} ${mapId} ${keySize}`);
+  }
+
+  private ask(command: string): Promise<number> {
     return new Promise((resolve, reject) => {
       const onExit = (): void => reject(new Error('calibrate uprobe cost: the helper exited'));
       this.child.once('exit', onExit);
@@ -112,7 +147,7 @@ class Helper {
         if (Number.isFinite(n)) resolve(n);
         else reject(new Error(`calibrate uprobe cost: helper answered ${JSON.stringify(line)}`));
       });
-      this.child.stdin.write(`${calls}\n`);
+      this.child.stdin.write(`${command}\n`);
     });
   }
 
@@ -136,7 +171,7 @@ const median = (xs: number[]): number => {
  * 0.17 s on a host whose single-step costs 16 µs). Throws (naming the step)
  * when the helper is missing or an attach fails.
  */
-export async function calibrateUprobeHitCost(obj: BpfObject, opts: { calls?: number; rounds?: number; helper?: string } = {}): Promise<HitCostCalibration> {
+export async function calibrateUprobeHitCost(obj: BpfObject, opts: { calls?: number; rounds?: number; helper?: string; injectSockmap?: string; sends?: number } = {}): Promise<HitCostCalibration> {
   const calls = opts.calls ?? 2000;
   const rounds = opts.rounds ?? 5;
   const helperPath = opts.helper ?? CALIBRATION_HELPER;
@@ -144,6 +179,7 @@ export async function calibrateUprobeHitCost(obj: BpfObject, opts: { calls?: num
   const helper = new Helper(helperPath);
   const diffs: Record<TrapKind, number[]> = { emulated: [], single_stepped: [] };
   const bases: number[] = [];
+  const out = { secondsPerHit: { emulated: 0, single_stepped: 0 }, rounds: diffs, baselineSecondsPerCall: 0, calls, at: 0 } as HitCostCalibration;
   // one hit per call: at the entry's PUSH, or at the RET
   const sites: Array<[TrapKind, number]> = [['emulated', offsets[0]], ['single_stepped', offsets[1]]];
   try {
@@ -162,13 +198,48 @@ export async function calibrateUprobeHitCost(obj: BpfObject, opts: { calls?: num
         diffs[kind].push(Math.max(0, withProbe - without) / calls / 1e9);
       }
     }
+    Object.assign(out, { secondsPerHit: { emulated: median(diffs.emulated), single_stepped: median(diffs.single_stepped) }, baselineSecondsPerCall: median(bases), at: Date.now() });
+    if (opts.injectSockmap) {
+      Object.assign(out, await calibrateSendCost(obj, helper, opts.injectSockmap, opts.sends ?? 2000, rounds));
+      out.at = Date.now();
+    }
   } finally {
     helper.close();
   }
-  return {
-    secondsPerHit: { emulated: median(diffs.emulated), single_stepped: median(diffs.single_stepped) },
-    rounds: diffs, baselineSecondsPerCall: median(bases), calls, at: Date.now(),
-  };
+  return out;
+}
+
+/**
+ * The send-cost part of {@link calibrateUprobeHitCost}: `rounds` times
+ * `sends` exchanges without, then with the helper's connection in the
+ * sockhash `map` (whose sk_msg program then runs once per send, finding no
+ * mark). Never throws: a failure is returned as `injectSendError`.
+ */
+async function calibrateSendCost(obj: BpfObject, helper: Helper, map: string, sends: number, rounds: number): Promise<Pick<HitCostCalibration, 'secondsPerInjectSend' | 'injectSendRounds' | 'injectSends' | 'injectSendError'>> {
+  try {
+    const info = obj.mapInfo(map);
+    if (info.id === undefined) throw new Error(`${map} is not loaded`);
+    const programRun = (): { runs: bigint; ns: bigint } => {
+      const p = obj.programStats().find((s) => s.name === BpfPrograms.gt_inject_msg);
+      return { runs: p?.runCount ?? 0n, ns: p?.runTimeNs ?? 0n };
+    };
+    await helper.send(sends, 0, info.keySize); // warm-up: the connection's buffers, caches
+    const diffs: number[] = [];
+    for (let r = 0; r < rounds; r++) {
+      const without = await helper.send(sends, 0, info.keySize);
+      const p0 = programRun();
+      const withMap = await helper.send(sends, info.id, info.keySize);
+      const p1 = programRun();
+      // the program's runs over the round (other processes' sends may add
+      // to them; their mean per run stands for the helper's)
+      const runs = Number(p1.runs - p0.runs);
+      const programNs = runs > 0 ? (Number(p1.ns - p0.ns) / runs) * sends : 0;
+      diffs.push(Math.max(0, withMap - without - programNs) / sends / 1e9);
+    }
+    return { secondsPerInjectSend: median(diffs), injectSendRounds: diffs, injectSends: sends };
+  } catch (e) {
+    return { injectSendError: (e as Error).message };
+  }
 }
 
 /** enum gt_hit_site value → the probe's BPF program (GT_HIT_HTTP_SERVER_ENTRY → gt_http_server_entry). */
@@ -280,7 +351,11 @@ export interface ProcessOverhead {
   hits: Record<string, number>;
   /** The same hits by the kind of trap each cost (see {@link hitSiteKinds}). */
   hitsByKind: HitsByKind;
-  /** Estimated CPU seconds tracing has cost the process since it was first seen. */
+  /** Sends through the injection's sockmap since the process was first seen (0 when none, or injection is off). */
+  injectSends: number;
+  /** The part of `estimatedSeconds` those sends cost: sends × (calibrated send cost + gt_inject_msg's mean run time). */
+  injectSeconds: number;
+  /** Estimated CPU seconds tracing has cost the process since it was first seen (probe hits and sockmap sends). */
   estimatedSeconds: number;
   /** Over the last window: probe hits per second. */
   hitsPerSecond: number;
@@ -299,6 +374,8 @@ export interface HitSource {
   readonly obj: BpfObject;
   /** pid → site (enum gt_hit_site) → hits since the process was first seen. */
   probeHits(pids?: Set<number>): Map<number, Map<number, number>>;
+  /** pid → sends through the injection's sockmap since the process was first seen (absent: none counted). */
+  injectSends?(pids?: Set<number>): Map<number, number>;
 }
 
 /** pid → hit site → trap kind, for the processes asked about (those it knows). */
@@ -310,6 +387,9 @@ export interface GoneOverhead {
   hits: Record<string, number>;
   /** Estimated CPU seconds tracing cost them. */
   estimatedSeconds: number;
+  /** Sends through the injection's sockmap, and the part of `estimatedSeconds` they cost. */
+  injectSends: number;
+  injectSeconds: number;
 }
 
 interface ProcState {
@@ -319,6 +399,8 @@ interface ProcState {
   /** The last site kinds known for it (kept when its binary's sets are gone, e.g. while it exits). */
   kinds: ReadonlyMap<number, TrapKind> | undefined;
   estimated: number;
+  injectSends: number;
+  injectSeconds: number;
   cpu: number | undefined;
   last: { hitsPerSecond: number; secondsPerSecond: number; cpuFraction: number | undefined; windowSeconds: number };
 }
@@ -337,7 +419,7 @@ export class OverheadEstimator {
   /** The last sample's BPF run time per program run, seconds: prices a gone process's last hits. */
   private lastCost = new Map<string, number>();
   /** What processes no longer traced had counted, by service: kept so that sums over a service never go back. */
-  private readonly gone = new Map<string, { hits: Map<number, number>; estimated: number }>();
+  private readonly gone = new Map<string, { hits: Map<number, number>; estimated: number; injectSends: number; injectSeconds: number }>();
   /** Seconds per hit measured by the last calibration (undefined until one finished). */
   hitCost: HitCostCalibration | undefined;
 
@@ -374,9 +456,11 @@ export class OverheadEstimator {
     let hits: Map<number, Map<number, number>>;
     let cost: Map<string, number>;
     let kinds: Map<number, ReadonlyMap<number, TrapKind>>;
+    let sends: Map<number, number>;
     try {
       const pids = new Set(traced.keys());
       hits = this.source.probeHits(pids);
+      sends = this.source.injectSends?.(pids) ?? new Map<number, number>();
       cost = this.programCost(this.source.obj.programStats());
       kinds = this.kindsOf?.(pids) ?? new Map<number, ReadonlyMap<number, TrapKind>>();
     } catch {
@@ -384,13 +468,15 @@ export class OverheadEstimator {
     }
     this.lastCost = cost;
     const trap = this.hitCost?.secondsPerHit;
+    // per send: the path (calibrated; 0 until then) and the program's own run time
+    const perSend = (this.hitCost?.secondsPerInjectSend ?? 0) + (cost.get(BpfPrograms.gt_inject_msg) ?? 0);
     for (const pid of this.procs.keys()) if (!traced.has(pid)) this.retire(pid);
     const out: ProcessOverhead[] = [];
     for (const [pid, service] of traced) {
       let st = this.procs.get(pid);
       const cpu = processCpuSeconds(pid);
       if (!st) {
-        st = { service, hits: new Map(), hitsByKind: { emulated: 0, single_stepped: 0 }, kinds: undefined, estimated: 0, cpu, last: { hitsPerSecond: 0, secondsPerSecond: 0, cpuFraction: undefined, windowSeconds: 0 } };
+        st = { service, hits: new Map(), hitsByKind: { emulated: 0, single_stepped: 0 }, kinds: undefined, estimated: 0, injectSends: 0, injectSeconds: 0, cpu, last: { hitsPerSecond: 0, secondsPerSecond: 0, cpuFraction: undefined, windowSeconds: 0 } };
         this.procs.set(pid, st);
       }
       st.service = service;
@@ -406,7 +492,10 @@ export class OverheadEstimator {
       }
       const e = estimateHits(delta, st.kinds, trap, cost);
       const dHits = e.hits.emulated + e.hits.single_stepped;
-      const dEst = e.seconds;
+      const dSends = Math.max(0, (sends.get(pid) ?? 0) - st.injectSends);
+      st.injectSends += dSends;
+      st.injectSeconds += dSends * perSend;
+      const dEst = e.seconds + dSends * perSend;
       st.hitsByKind.emulated += e.hits.emulated;
       st.hitsByKind.single_stepped += e.hits.single_stepped;
       st.estimated += dEst;
@@ -419,6 +508,8 @@ export class OverheadEstimator {
         pid, service,
         hits: Object.fromEntries([...st.hits].map(([s, n]) => [siteName(s), n])),
         hitsByKind: { ...st.hitsByKind },
+        injectSends: st.injectSends,
+        injectSeconds: st.injectSeconds,
         estimatedSeconds: st.estimated,
         ...st.last,
         cpuSeconds: cpu,
@@ -450,6 +541,12 @@ export class OverheadEstimator {
       st.hitsByKind.emulated += e.hits.emulated;
       st.hitsByKind.single_stepped += e.hits.single_stepped;
       st.estimated += e.seconds;
+      const sends = this.source.injectSends?.(new Set([pid])).get(pid);
+      const dSends = Math.max(0, (sends ?? 0) - st.injectSends);
+      const dInject = dSends * ((this.hitCost?.secondsPerInjectSend ?? 0) + (this.lastCost.get(BpfPrograms.gt_inject_msg) ?? 0));
+      st.injectSends += dSends;
+      st.injectSeconds += dInject;
+      st.estimated += dInject;
     } catch {
       /* its last hits are unknown: the last sample's counts stay */
     }
@@ -461,16 +558,18 @@ export class OverheadEstimator {
     const st = this.procs.get(pid);
     if (!st) return;
     this.procs.delete(pid);
-    const g = this.gone.get(st.service) ?? { hits: new Map<number, number>(), estimated: 0 };
+    const g = this.gone.get(st.service) ?? { hits: new Map<number, number>(), estimated: 0, injectSends: 0, injectSeconds: 0 };
     for (const [site, n] of st.hits) g.hits.set(site, (g.hits.get(site) ?? 0) + n);
     g.estimated += st.estimated;
+    g.injectSends += st.injectSends;
+    g.injectSeconds += st.injectSeconds;
     this.gone.set(st.service, g);
   }
 
   /** What processes no longer traced counted, by service: hits by site name, estimated CPU seconds. */
   goneByService(): Map<string, GoneOverhead> {
     const out = new Map<string, GoneOverhead>();
-    for (const [svc, g] of this.gone) out.set(svc, { hits: Object.fromEntries([...g.hits].map(([s, n]) => [siteName(s), n])), estimatedSeconds: g.estimated });
+    for (const [svc, g] of this.gone) out.set(svc, { hits: Object.fromEntries([...g.hits].map(([s, n]) => [siteName(s), n])), estimatedSeconds: g.estimated, injectSends: g.injectSends, injectSeconds: g.injectSeconds });
     return out;
   }
 
@@ -481,12 +580,14 @@ export class OverheadEstimator {
    * too, so that they never go back when a process exits; rates are the
    * traced processes' alone.
    */
-  static byService(procs: ProcessOverhead[], gone?: ReadonlyMap<string, GoneOverhead>): Map<string, { hits: Record<string, number>; estimatedSeconds: number; secondsPerSecond: number; cpuFraction: number | undefined }> {
-    const out = new Map<string, { hits: Record<string, number>; estimatedSeconds: number; secondsPerSecond: number; cpuFraction: number | undefined; windowEst: number; windowCpu: number }>();
-    for (const [svc, g] of gone ?? []) out.set(svc, { hits: { ...g.hits }, estimatedSeconds: g.estimatedSeconds, secondsPerSecond: 0, cpuFraction: undefined, windowEst: 0, windowCpu: 0 });
+  static byService(procs: ProcessOverhead[], gone?: ReadonlyMap<string, GoneOverhead>): Map<string, { hits: Record<string, number>; injectSends: number; injectSeconds: number; estimatedSeconds: number; secondsPerSecond: number; cpuFraction: number | undefined }> {
+    const out = new Map<string, { hits: Record<string, number>; injectSends: number; injectSeconds: number; estimatedSeconds: number; secondsPerSecond: number; cpuFraction: number | undefined; windowEst: number; windowCpu: number }>();
+    for (const [svc, g] of gone ?? []) out.set(svc, { hits: { ...g.hits }, injectSends: g.injectSends, injectSeconds: g.injectSeconds, estimatedSeconds: g.estimatedSeconds, secondsPerSecond: 0, cpuFraction: undefined, windowEst: 0, windowCpu: 0 });
     for (const p of procs) {
-      const s = out.get(p.service) ?? { hits: {}, estimatedSeconds: 0, secondsPerSecond: 0, cpuFraction: undefined, windowEst: 0, windowCpu: 0 };
+      const s = out.get(p.service) ?? { hits: {}, injectSends: 0, injectSeconds: 0, estimatedSeconds: 0, secondsPerSecond: 0, cpuFraction: undefined, windowEst: 0, windowCpu: 0 };
       for (const [k, n] of Object.entries(p.hits)) s.hits[k] = (s.hits[k] ?? 0) + n;
+      s.injectSends += p.injectSends;
+      s.injectSeconds += p.injectSeconds;
       s.estimatedSeconds += p.estimatedSeconds;
       s.secondsPerSecond += p.secondsPerSecond;
       if (p.cpuFraction !== undefined && p.cpuFraction > 0) {

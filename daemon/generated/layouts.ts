@@ -42,6 +42,7 @@ export const BpfMaps = {
   gt_inject_deny_cidrs: 'gt_inject_deny_cidrs',
   gt_inject_hosts: 'gt_inject_hosts',
   gt_inject_pending: 'gt_inject_pending',
+  gt_inject_sends: 'gt_inject_sends',
   gt_inject_settings: 'gt_inject_settings',
   gt_inject_socks: 'gt_inject_socks',
   gt_kafka_batch_calls: 'gt_kafka_batch_calls',

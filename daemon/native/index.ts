@@ -60,6 +60,8 @@ export interface MapInfo {
    * slot per possible CPU in mapUpdate/mapLookup. */
   valueSize: number;
   maxEntries: number;
+  /** The kernel's map id, once the object is loaded (absent before). */
+  id?: number;
 }
 
 export interface ProgramStats {

@@ -19,7 +19,8 @@
  * sockmap, so their sends never run the sk_msg program.
  *
  * sk_msg: runs for every send on a socket in the sockmap (sendmsg, writev,
- * sendfile/splice alike), one record lookup when nothing is marked. With a
+ * sendfile/splice alike), the process's send counted (gt_inject_sends)
+ * and one record lookup when nothing is marked. With a
  * mark, the next send is taken as the request's first bytes: the request
  * line is found, the header block must end within the send (Go's
  * net/http writes the request line and headers through a 4 KiB buffer, so
@@ -354,9 +355,39 @@ static __always_inline void http1_inject(struct sk_msg_md *msg, const struct gt_
 	gt_inject_count(GT_INJECT_OUT_INJECTED);
 }
 
+/* Sends through gt_inject_msg per process (tgid): what the sockmap's send
+ * path costs a process is its sends × the per-send cost calibrated at
+ * start-up plus the program's own run time (daemon/agent/overhead.ts). The
+ * kernel runs sk_msg programs in the sending task's context (tcp_bpf's
+ * sendmsg), so the current tgid is the process that pays. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u64);
+} gt_inject_sends SEC(".maps");
+
+static __always_inline void count_send(void)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u64 *v = bpf_map_lookup_elem(&gt_inject_sends, &tgid);
+	if (v) {
+		__sync_fetch_and_add(v, 1);
+		return;
+	}
+	__u64 one = 1;
+	/* two CPUs may race to create the key: the loser adds to the winner's */
+	if (bpf_map_update_elem(&gt_inject_sends, &tgid, &one, BPF_NOEXIST) < 0) {
+		v = bpf_map_lookup_elem(&gt_inject_sends, &tgid);
+		if (v)
+			__sync_fetch_and_add(v, 1);
+	}
+}
+
 SEC("sk_msg")
 int gt_inject_msg(struct sk_msg_md *msg)
 {
+	count_send();
 	struct gt_conn_key k = {};
 	if (GT_INJECT_KEY_OF(msg, &k) < 0)
 		return SK_PASS;

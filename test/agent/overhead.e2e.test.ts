@@ -61,7 +61,13 @@ test('every probe site names the BPF program whose run time its hits add', () =>
   }
 });
 
-test('overhead: calibrated hit cost, exact hits per request, estimate close to the CPU time the server really spent', { skip: skipUnlessBpf(), timeout: 600_000 }, async () => {
+/**
+ * `inject`: with the socket-level traceparent injection on (the default),
+ * each call's request also goes through the kernel's sockmap send path with
+ * a header added, which the estimate prices per send; off
+ * (`--no-inject-traceparent`), probe hits alone.
+ */
+async function overheadCase(inject: boolean): Promise<void> {
   const dir = join(repoRoot, 'build', 'test-overhead');
   mkdirSync(dir, { recursive: true });
   const bin = join(dir, 'httpserver');
@@ -96,14 +102,7 @@ test('overhead: calibrated hit cost, exact hits per request, estimate close to t
     // the agent is compared with the mean of the rounds either side of it
     await baseline();
     for (let round = 0; round < ROUNDS; round++) {
-      const agent = await startAgent([
-        '--include-exe', bin, '--exporter', 'none',
-        // the socket-level traceparent injection puts the client's kept-alive
-        // connection through the kernel's sockmap send path (tcp_bpf), a
-        // cost of its own that the estimate does not price: 10-20 µs more
-        // per call measured here (README, "What tracing costs each process")
-        '--no-inject-traceparent',
-      ]);
+      const agent = await startAgent(['--include-exe', bin, '--exporter', 'none', ...(inject ? [] : ['--no-inject-traceparent'])]);
       try {
         await agent.waitTraced(server.pid);
         await agent.waitFor(/uprobe hit cost calibrated/, 60_000);
@@ -122,15 +121,32 @@ test('overhead: calibrated hit cost, exact hits per request, estimate close to t
         assert.equal(d('gotrail_probe_hits_total', { ...svc, site: 'http_client_return' }), 0, 'no client RET hit: every call succeeded');
         const cost = { emulated: metric(after, 'gotrail_uprobe_hit_cost_seconds', { kind: 'emulated' }), single_stepped: metric(after, 'gotrail_uprobe_hit_cost_seconds', { kind: 'single_stepped' }) };
         for (const c of Object.values(cost)) assert.ok(c !== undefined && c > 1e-8 && c < 1e-3, `calibrated costs ${JSON.stringify(cost)} s per hit`);
+        // each call's request is one send on a kept-alive connection to the
+        // server itself (the only connections it opens), the header added;
+        // except on a connection opened before the agent started (in the
+        // sockmap only those opened since)
+        const sends = d('gotrail_propagation_inject_sends_total', svc);
+        const sendCost = metric(after, 'gotrail_inject_send_cost_seconds');
+        if (inject) {
+          const injected = d('gotrail_propagation_inject_total', { outcome: 'injected' });
+          assert.equal(injected + d('gotrail_propagation_inject_total', { outcome: 'not_in_sockmap' }), N, 'a header added to every call on a connection in the sockmap');
+          assert.equal(sends, injected, 'one send through the sockmap per call on a connection in it');
+          assert.ok(sendCost !== undefined && sendCost >= 0 && sendCost < 1e-3, `calibrated send cost ${sendCost} s`);
+        } else {
+          assert.equal(sends, 0, 'no send through the sockmap with injection off');
+          assert.equal(sendCost, 0, 'no send cost calibrated with injection off');
+        }
         // the single-step is a second trap
         assert.ok(cost.single_stepped! > cost.emulated!, `calibrated costs ${JSON.stringify(cost)} s per hit`);
         const est = d('gotrail_overhead_estimated_seconds_total', svc);
         const ratio = metric(after, 'gotrail_overhead_cpu_ratio', svc);
         assert.ok(ratio !== undefined && ratio > 0 && ratio < 1, `overhead ratio ${ratio}`);
-        const status = JSON.parse((await httpRequest(`${(await agent.metricsUrl()).replace(/\/metrics$/, '')}/status`)).body) as { overhead: { uprobeHitCostSeconds: Record<string, number>; processes: Array<{ pid: number; hits: Record<string, number>; hitsByKind: Record<string, number>; estimatedSeconds: number }> } };
+        const status = JSON.parse((await httpRequest(`${(await agent.metricsUrl()).replace(/\/metrics$/, '')}/status`)).body) as { overhead: { uprobeHitCostSeconds: Record<string, number>; injectSendCostSeconds?: number; processes: Array<{ pid: number; hits: Record<string, number>; hitsByKind: Record<string, number>; injectSends: number; injectSeconds: number; estimatedSeconds: number }> } };
         const mine = status.overhead.processes.find((p) => p.pid === server.pid);
         assert.ok(mine && mine.hits['http_server_entry']! >= 2 * N && mine.estimatedSeconds > 0, 'shown per process in /status');
         assert.deepEqual(status.overhead.uprobeHitCostSeconds, cost);
+        assert.equal(status.overhead.injectSendCostSeconds ?? 0, sendCost);
+        if (inject) assert.ok(mine.injectSends >= sends && mine.injectSeconds > 0 && mine.injectSeconds < mine.estimatedSeconds, `sends shown per process in /status: ${mine.injectSends}, ${mine.injectSeconds} s`);
         // every hit has its kind; the entry site (Go 1.26: the PUSH after the stack check) is emulated
         const hitSum = Object.values(mine.hits).reduce((a, n) => a + n, 0);
         assert.equal(mine.hitsByKind['emulated']! + mine.hitsByKind['single_stepped']!, hitSum, `hits by kind ${JSON.stringify(mine.hitsByKind)} of ${JSON.stringify(mine.hits)}`);
@@ -147,7 +163,7 @@ test('overhead: calibrated hit cost, exact hits per request, estimate close to t
         estimated.push(est);
         console.log(`round ${round}: without ${(without.at(-1)! * 1e6 / N).toFixed(1)} µs/req, with ${(traced * 1e6 / N).toFixed(1)} µs/req; ` +
           `estimate ${(est * 1e6 / N).toFixed(1)} µs/req (hit cost ${(cost.emulated! * 1e6).toFixed(2)} µs emulated, ${(cost.single_stepped! * 1e6).toFixed(2)} µs single-stepped; ` +
-          `hits ${JSON.stringify(mine.hitsByKind)}); ratio ${ratio.toFixed(3)}`);
+          `hits ${JSON.stringify(mine.hitsByKind)}${inject ? `; sockmap send ${(sendCost * 1e6).toFixed(2)} µs, ${sends} sends` : ''}); ratio ${ratio.toFixed(3)}`);
       } finally {
         await agent.stop();
       }
@@ -167,11 +183,16 @@ test('overhead: calibrated hit cost, exact hits per request, estimate close to t
   // tight calibration loop); on a 2-core VM, the server and the agent
   // pinned apart, it came to 0.71× of the difference (31.6 against 44.6 µs
   // per call: a client RET single-stepped at 16.7–17.0 µs and 11 emulated
-  // hits at 0.5 µs each, plus BPF time); since the client's end moved from
-  // that RET to an emulated branch, to 0.68× (13.8 against 20.2 µs per
-  // call: 12.5 emulated hits at 0.44–0.48 µs, plus BPF time). With the traceparent injection on,
-  // which the estimate leaves out, the difference was 53–67 µs per call
-  // (0.53–0.63×), and 0.45–0.55× with nothing pinned, the agent's work
-  // then sharing the server's CPU.
+  // hits at 0.5 µs each, plus BPF time), and 0.45–0.55× with nothing
+  // pinned, the agent's work then sharing the server's CPU; since the
+  // client's end moved from that RET to an emulated branch, 0.68× (13.8
+  // against 20.2 µs per call: 12.5 emulated hits at 0.44–0.48 µs, plus BPF
+  // time). Before that move, both injection cases in one run: with the
+  // traceparent injection on, the sockmap sends priced too, 0.69× (28.4
+  // against 41.3 µs per call); with it off, 0.65× (27.1 against 41.7).
   assert.ok(est > diff * 0.4 && est < diff * 2, `estimate ${est.toFixed(3)} s vs measured ${diff.toFixed(3)} s`);
-});
+}
+
+test('overhead, traceparent injection on: calibrated hit and send costs, exact hits and sends per request, estimate close to the CPU time the server really spent', { skip: skipUnlessBpf(), timeout: 600_000 }, () => overheadCase(true));
+
+test('overhead, traceparent injection off: probe hits alone', { skip: skipUnlessBpf(), timeout: 600_000 }, () => overheadCase(false));

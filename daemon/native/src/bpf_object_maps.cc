@@ -52,6 +52,14 @@ Napi::Value BpfObject::MapInfo(const Napi::CallbackInfo& info) {
   o.Set("keySize", Napi::Number::New(env, bpf_map__key_size(map)));
   o.Set("valueSize", Napi::Number::New(env, bpf_map__value_size(map)));
   o.Set("maxEntries", Napi::Number::New(env, bpf_map__max_entries(map)));
+  // the kernel's id, once loaded: another process of gotrail's (the
+  // calibration helper) opens the map by it (BPF_MAP_GET_FD_BY_ID)
+  const int fd = bpf_map__fd(map);
+  if (fd >= 0) {
+    bpf_map_info mi = {};
+    __u32 len = sizeof(mi);
+    if (bpf_obj_get_info_by_fd(fd, &mi, &len) == 0) o.Set("id", Napi::Number::New(env, mi.id));
+  }
   return o;
 }
 
