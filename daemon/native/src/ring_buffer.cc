@@ -670,6 +670,15 @@ void RingBufferState::CallJs(Napi::Env napi_env_wrapper, Napi::Function callback
     state->dropped_records_.fetch_add(owned->records, std::memory_order_relaxed);
   };
   if (env == nullptr || callback.IsEmpty()) return drop();
+  // Reuse mode: the slot is free again once onBatch returned (before the
+  // credit, so that the poll thread finds it), however this ends. (Above,
+  // at teardown, the batch forgets a slot that JS owns: the Buffer may be
+  // gone already.)
+  struct SlotBack {
+    RingBufferState* s;
+    Batch* b;
+    ~SlotBack() { s->LeaveSlot(b); }
+  } slot_back{state.get(), owned.get()};
 
   // The stats handed over include this batch.
   napi_value stats = nullptr;
@@ -682,13 +691,6 @@ void RingBufferState::CallJs(Napi::Env napi_env_wrapper, Napi::Function callback
     if (stats == nullptr) return drop();
   }
 
-  // Reuse mode: the slot is free again once onBatch returned (before the
-  // credit, so that the poll thread finds it), however this ends.
-  struct SlotBack {
-    RingBufferState* s;
-    Batch* b;
-    ~SlotBack() { s->LeaveSlot(b); }
-  } slot_back{state.get(), owned.get()};
   napi_value buf;
   if (owned->slot != nullptr) {
     buf = state->SlotView(env, owned.get());
