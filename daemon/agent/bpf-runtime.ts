@@ -133,13 +133,15 @@ export class BpfRuntime {
   private holdTimer: NodeJS.Timeout | undefined;
   private ctx: EventContext | undefined;
   /**
-   * The last batch handed over, kept until the next one: a Buffer made by
-   * the addon has a hidden class of its own (Node gives the typed array
-   * Buffer's prototype after creating it), which dies with the last such
-   * Buffer at a memory-reducing GC and with it the optimized code of the
-   * batch walk (dispatch, handleRecord and the Buffer reads inlined there;
-   * see the agent's lastSpanOfScope). Holds at most one batch's bytes
-   * (maxBatchBytes) while the agent is quiet.
+   * The last process-event batch handed over, kept until the next one: a
+   * Buffer made by the addon has a hidden class of its own (Node gives the
+   * typed array Buffer's prototype after creating it), which dies with the
+   * last such Buffer at a memory-reducing GC and with it the optimized code
+   * of the batch walk (dispatch, handleRecord and the Buffer reads inlined
+   * there; see the agent's lastSpanOfScope). Holds at most one batch's
+   * bytes while the agent is quiet. Probe-event batches are views of the
+   * addon's reused buffers (reuseBatches), which are never kept past
+   * dispatch: their bytes are overwritten once it returns.
    */
   private lastBatch: Buffer | undefined;
   private readonly handlers = new Map<number, { id: string; eventSize: number; handleEvent(buf: Buffer, off: number, ctx: EventContext): void }>();
@@ -729,7 +731,10 @@ export class BpfRuntime {
     // Every process event is submitted with the kernel's adaptive wakeup
     // (flags 0: a wakeup whenever the consumer has caught up), so this one
     // needs no timer at all.
-    this.obj.startRingBuffer(BpfMaps.gt_process_events, (batch) => this.dispatch(batch, ctx), { intervalMs: 0, wakeup: true, maxQueuedBatches: 1024, maxBatchBytes: 64 * 1024 });
+    this.obj.startRingBuffer(BpfMaps.gt_process_events, (batch) => {
+      this.lastBatch = batch;
+      this.dispatch(batch, ctx);
+    }, { intervalMs: 0, wakeup: true, maxQueuedBatches: 1024, maxBatchBytes: 64 * 1024 });
     // Few, moderate batches in flight: when the export queue fills, what was
     // already taken from the kernel (and must be kept) stays small. Probe
     // events drain on a timer while they flow; an empty ring puts the poll
@@ -738,8 +743,12 @@ export class BpfRuntime {
     // events gather for one interval (or until WAKE_BYTES wait) before it
     // hands them over: each hand-off to JS has a fixed cost (see
     // DEFAULT_CONSUME_INTERVAL_MS), so one per interval rather than one per
-    // event.
-    this.obj.startRingBuffer(BpfMaps.gt_events, (batch) => this.dispatch(batch, ctx), { intervalMs: opts.intervalMs ?? DEFAULT_CONSUME_INTERVAL_MS, maxQueuedBatches: 8, maxBatchBytes: 256 * 1024, wakeControl: BpfMaps.gt_rb_control, wakeBytes: Math.min(WAKE_BYTES, Math.floor(this.obj.mapInfo(BpfMaps.gt_events).maxEntries / 4)) });
+    // event. The batches are views of a few reused buffers (reuseBatches):
+    // a new buffer per batch was ~10 MB/s of external memory at 10k
+    // requests/s, and V8 answered it with a full garbage collection every
+    // few seconds. Nothing of a batch outlives dispatch: decoders copy
+    // strings and span ids out, and held events are copies.
+    this.obj.startRingBuffer(BpfMaps.gt_events, (batch) => this.dispatch(batch, ctx), { reuseBatches: true, intervalMs: opts.intervalMs ?? DEFAULT_CONSUME_INTERVAL_MS, maxQueuedBatches: 8, maxBatchBytes: 256 * 1024, wakeControl: BpfMaps.gt_rb_control, wakeBytes: Math.min(WAKE_BYTES, Math.floor(this.obj.mapInfo(BpfMaps.gt_events).maxEntries / 4)) });
   }
 
   /**
@@ -841,7 +850,6 @@ export class BpfRuntime {
 
   /** Walks one batch (u32 length + record, 8-byte aligned) without throwing. */
   dispatch(batch: Buffer, ctx: EventContext): void {
-    this.lastBatch = batch;
     let off = 0;
     while (off + 4 <= batch.length) {
       const len = batch.readUInt32LE(off);

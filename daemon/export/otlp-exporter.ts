@@ -9,6 +9,7 @@ import { convertLegacyHttpOptions, createOtlpHttpExportDelegate } from '@opentel
 import type { OTLPExporterNodeConfigBase } from '@opentelemetry/otlp-exporter-base';
 import type { IExporterMetricsHelper, ISerializer, IExportTraceServiceResponse } from '@opentelemetry/otlp-transformer';
 import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-base';
+import { ExportResultCode, type ExportResult } from '@opentelemetry/core';
 import { createRequire, registerHooks } from 'node:module';
 import { OtlpTraceEncoder, spanCount, type QueuedSpan } from './otlp-proto.ts';
 import { withoutCredentials } from '../util/url-credentials.ts';
@@ -52,10 +53,18 @@ const SPAN_METRICS: IExporterMetricsHelper<ReadableSpan[]> = {
 /** semconv's otel.component.type of an OTLP/HTTP span exporter. */
 const COMPONENT_TYPE = 'otlp_http_span_exporter';
 
-/** Serializes with one encoder per exporter (`encoder` when given); responses are read by the OpenTelemetry deserializer. */
-export function otlpTraceSerializer(encoder = new OtlpTraceEncoder()): ISerializer<ReadableSpan[], IExportTraceServiceResponse> {
+/**
+ * Serializes with one encoder per exporter (`encoder` when given); responses
+ * are read by the OpenTelemetry deserializer. `onRequest` is told each
+ * request made.
+ */
+export function otlpTraceSerializer(encoder = new OtlpTraceEncoder(), onRequest?: (request: Uint8Array) => void): ISerializer<ReadableSpan[], IExportTraceServiceResponse> {
   return {
-    serializeRequest: (spans) => encoder.encode(spans),
+    serializeRequest: (spans) => {
+      const request = encoder.encode(spans);
+      onRequest?.(request);
+      return request;
+    },
     deserializeResponse: (data) => deserializeExportTraceServiceResponse(data),
   };
 }
@@ -74,11 +83,38 @@ export class OtlpProtoTraceExporter extends OTLPExporterBase<ReadableSpan[]> imp
    */
   readonly destination: string;
 
+  /** The request the serializer made last (see export). */
+  readonly #made: { request?: Uint8Array | undefined };
+
   constructor(config: OTLPExporterNodeConfigBase = {}, encoder = new OtlpTraceEncoder()) {
     const options = convertLegacyHttpOptions(config, 'TRACES', 'v1/traces', { 'Content-Type': 'application/x-protobuf' });
-    super(createOtlpHttpExportDelegate(options, otlpTraceSerializer(encoder), COMPONENT_TYPE, SPAN_METRICS, undefined));
+    const made: { request?: Uint8Array | undefined } = {};
+    super(createOtlpHttpExportDelegate(options, otlpTraceSerializer(encoder, (r) => {
+      made.request = r;
+    }), COMPONENT_TYPE, SPAN_METRICS, undefined));
+    this.#made = made;
     this.#encoder = encoder;
     this.destination = withoutCredentials(options.url);
+  }
+
+  /**
+   * As the OpenTelemetry exporter's, and the request's buffer goes back to
+   * the encoder once the export succeeded: the collector answered, so the
+   * request was sent whole and its retries are over. After a failure (a
+   * timeout may leave a compression stream or a socket still reading it)
+   * it is left to the garbage collector.
+   */
+  override export(items: ReadableSpan[], resultCallback: (result: ExportResult) => void): void {
+    // the delegate serializes at once and answers later (a refusal before
+    // it serialized may answer at once: nothing to recycle then)
+    const mine: { request?: Uint8Array | undefined } = {};
+    this.#made.request = undefined;
+    super.export(items, (result) => {
+      if (mine.request && result.code === ExportResultCode.SUCCESS) this.#encoder.recycle(mine.request);
+      resultCallback(result);
+    });
+    mine.request = this.#made.request;
+    this.#made.request = undefined;
   }
 
   /** See {@link OtlpTraceEncoder.prepare}. */

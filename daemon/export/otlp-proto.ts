@@ -66,6 +66,12 @@ class KeyCache {
 const CHUNK_BYTES = 256 * 1024;
 /** A chunk with less room left than this is not started on: a span this large or larger grows a chunk of its own. */
 const CHUNK_SLACK = 4096;
+/** Requests' buffers kept for reuse (see {@link OtlpTraceEncoder.recycle}): the exporter's default of two exports at once. */
+const FREE_REQUESTS_MAX = 2;
+/** Smallest request buffer, in bytes (sizes are powers of two from here). */
+const REQUEST_MIN_BYTES = 64 * 1024;
+/** Free request buffers are let go after this long without a request (ms), before the agent's quiet-time memory reduction. */
+const FREE_REQUESTS_IDLE_MS = 2000;
 
 /**
  * Span records encoded when they were queued ({@link OtlpTraceEncoder.prepare}):
@@ -142,14 +148,71 @@ export class OtlpTraceEncoder {
   /** An instrumentation scope's encoded `InstrumentationScope` (field 1 of ScopeSpans, with its tag), by identity. */
   readonly #scopes = new WeakMap<InstrumentationScope, Buffer>();
 
+  /**
+   * Buffers of requests whose export is over ({@link recycle}), for the next
+   * requests: a new buffer per request is external memory to V8, which at
+   * thousands of spans per second hastened its full collections.
+   */
+  readonly #freeRequests: ArrayBuffer[] = [];
+  #requestsSince = 0;
+  #freeTimer: NodeJS.Timeout | undefined;
+
   constructor(initialBytes = 1 << 20) {
     this.#buf = Buffer.allocUnsafe(initialBytes);
   }
 
   /**
+   * Takes back a request that {@link encode} returned once nothing reads it
+   * any more (its export succeeded: the collector answered the whole
+   * request): a later request may be written into its buffer. Anything else
+   * is ignored.
+   */
+  recycle(request: Uint8Array): void {
+    const whole = request.buffer;
+    if (!(whole instanceof ArrayBuffer) || request.byteOffset !== 0 || whole.byteLength < REQUEST_MIN_BYTES || this.#freeRequests.includes(whole)) return;
+    if (this.#freeRequests.length >= FREE_REQUESTS_MAX) return;
+    this.#freeRequests.push(whole);
+    if (!this.#freeTimer) this.#armFreeTimer();
+  }
+
+  /** Lets the free request buffers go once no request was made for {@link FREE_REQUESTS_IDLE_MS}. */
+  #armFreeTimer(): void {
+    const since = this.#requestsSince;
+    this.#freeTimer = setTimeout(() => {
+      this.#freeTimer = undefined;
+      if (this.#requestsSince !== since) this.#armFreeTimer();
+      else this.#freeRequests.length = 0;
+    }, FREE_REQUESTS_IDLE_MS);
+    this.#freeTimer.unref();
+  }
+
+  /** The request's bytes (the buffer's first #pos bytes) in a buffer of their own: a free one when one is large enough. */
+  #request(): Buffer {
+    const n = this.#pos;
+    this.#requestsSince++;
+    const free = this.#freeRequests;
+    let whole: ArrayBuffer | undefined;
+    for (let i = 0; i < free.length; i++) {
+      if (free[i]!.byteLength < n) continue;
+      whole = free[i]!;
+      free.splice(i, 1);
+      break;
+    }
+    if (!whole) {
+      let size = REQUEST_MIN_BYTES;
+      while (size < n) size *= 2;
+      whole = Buffer.allocUnsafeSlow(size).buffer;
+    }
+    const out = Buffer.from(whole, 0, n);
+    this.#buf.copy(out, 0, 0, n);
+    return out;
+  }
+
+  /**
    * The request carrying `spans`, grouped by resource and then by scope
-   * (each by identity). Returns a copy, which the caller owns (an exporter
-   * may still be sending it when the next batch is encoded).
+   * (each by identity). Returns bytes of their own, which the caller owns
+   * (an exporter may still be sending them when the next batch is encoded)
+   * until it hands them back with {@link recycle}.
    */
   encode(spans: readonly QueuedSpan[]): Uint8Array {
     this.#pos = 0;
@@ -199,7 +262,7 @@ export class OtlpTraceEncoder {
       if (resource.schemaUrl) this.#string(3, resource.schemaUrl);
       this.#end(rs, 5);
     }
-    return Buffer.from(this.#buf.subarray(0, this.#pos));
+    return this.#request();
   }
 
   /**

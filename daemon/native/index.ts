@@ -125,6 +125,15 @@ export interface RingBufferOptions {
    * wakeup-mode thread consume continuously; leave it off for data ring
    * buffers. Default false (timer only). */
   wakeup: boolean;
+  /** Batch reuse: each batch is a view of one of a few long-lived buffers
+   * of maxBatchBytes (at most maxQueuedBatches + 2, kept while the ring
+   * buffer runs), which the poll thread fills again only after onBatch
+   * returned from it: onBatch must keep no part of the batch (no Buffer,
+   * no view) past its return, and copies what it keeps. Without it every
+   * batch is a new Buffer of its own, which V8 counts as external memory:
+   * at ~10 MB/s of batches that alone brought a full garbage collection
+   * every few seconds. Default false. */
+  reuseBatches?: boolean;
 }
 
 /** Cumulative since startRingBuffer() of that map. batches/records/bytes

@@ -227,3 +227,98 @@ test("the exporter's serializer reads a collector's partial success (rejected sp
   assert.deepEqual(got, ProtobufTraceSerializer.deserializeResponse(body), 'the same as the OpenTelemetry serializer reads');
   assert.deepEqual(otlpTraceSerializer().deserializeResponse(new Uint8Array(0)), {});
 });
+
+test('a request keeps its bytes until it is recycled; the next request of a fitting size then reuses its buffer', () => {
+  const encoder = new OtlpTraceEncoder();
+  const a = encoder.encode([fromHex(1), fromHex(2)]);
+  const aHex = Buffer.from(a).toString('hex');
+  const b = encoder.encode([fromHex(3)]);
+  assert.notEqual(b.buffer, a.buffer, 'a request not recycled is not written again');
+  assert.equal(Buffer.from(a).toString('hex'), aHex);
+  encoder.recycle(a);
+  const spans = [fromHex(4), fromHex(5), fromHex(6)];
+  const c = encoder.encode(spans);
+  assert.equal(c.buffer, a.buffer, 'the recycled buffer carries the next request');
+  assert.equal(Buffer.from(c).toString('hex'), Buffer.from(ProtobufTraceSerializer.serializeRequest(spans)!).toString('hex'));
+  assert.equal(Buffer.from(b).toString('hex'), Buffer.from(ProtobufTraceSerializer.serializeRequest([fromHex(3)])!).toString('hex'), 'a request still out keeps its bytes');
+  // a request larger than every free buffer gets a buffer of its own
+  encoder.recycle(b);
+  const big = Array.from({ length: 300 }, (_, i) => fromHex(i));
+  const d = encoder.encode(big);
+  assert.notEqual(d.buffer, b.buffer);
+  assert.equal(Buffer.from(d).toString('hex'), Buffer.from(ProtobufTraceSerializer.serializeRequest(big)!).toString('hex'));
+});
+
+test('the exporter reuses a request buffer only after its export succeeded: concurrent, slow and failed exports each send their own bytes', async () => {
+  const { createServer } = await import('node:http');
+  const { OtlpProtoTraceExporter } = await import('../../daemon/export/otlp-exporter.ts');
+  const bodies: string[] = [];
+  const pending: Array<() => void> = [];
+  // the server reads each body whole, then answers when the test says (in arrival order)
+  const server = createServer((req, res) => {
+    const parts: Buffer[] = [];
+    req.on('data', (d: Buffer) => parts.push(d));
+    req.on('end', () => {
+      bodies.push(Buffer.concat(parts).toString('hex'));
+      pending.push(() => {
+        res.statusCode = status;
+        res.end();
+      });
+    });
+  });
+  let status = 200;
+  const answer = (s: number): void => {
+    status = s;
+    pending.shift()?.();
+  };
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as { port: number }).port;
+  const encoder = new OtlpTraceEncoder();
+  let recycled = 0;
+  const recycle = encoder.recycle.bind(encoder);
+  encoder.recycle = (r) => {
+    recycled++;
+    recycle(r);
+  };
+  const exporter = new OtlpProtoTraceExporter({ url: `http://127.0.0.1:${port}/v1/traces`, timeoutMillis: 10_000 }, encoder);
+  const hexOf = (spans: ReadableSpan[]): string => Buffer.from(ProtobufTraceSerializer.serializeRequest(spans)!).toString('hex');
+  const exportOf = (spans: ReadableSpan[]): Promise<number> => new Promise((r) => exporter.export(spans, (x) => r(x.code)));
+  const until = async (f: () => boolean): Promise<void> => {
+    const deadline = Date.now() + 10_000;
+    while (!f()) {
+      if (Date.now() > deadline) throw new Error('timed out');
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  };
+  try {
+    const batches = Array.from({ length: 6 }, (_, k) => Array.from({ length: 3 + k }, (_, i) => fromHex(10 * k + i)));
+    // two at once, both waiting for their answer; then the first succeeds and a third goes while the second still waits
+    const e0 = exportOf(batches[0]!);
+    const e1 = exportOf(batches[1]!);
+    await until(() => pending.length === 2);
+    answer(200);
+    assert.equal(await e0, 0);
+    const e2 = exportOf(batches[2]!);
+    await until(() => pending.length === 2);
+    // the second fails (not recycled), the third succeeds; the next two go on
+    answer(400);
+    assert.equal(await e1, 1);
+    answer(200);
+    assert.equal(await e2, 0);
+    const e3 = exportOf(batches[3]!);
+    const e4 = exportOf(batches[4]!);
+    await until(() => pending.length === 2);
+    answer(200);
+    answer(200);
+    assert.deepEqual([await e3, await e4], [0, 0]);
+    const e5 = exportOf(batches[5]!);
+    await until(() => pending.length === 1);
+    answer(200);
+    assert.equal(await e5, 0);
+    assert.deepEqual(bodies, batches.map(hexOf), 'each request sent the bytes of its own batch');
+    assert.equal(recycled, 5, 'the five that succeeded went back to the encoder');
+  } finally {
+    await exporter.shutdown();
+    server.close();
+  }
+});

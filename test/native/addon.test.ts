@@ -74,10 +74,11 @@ function escape(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
-function runChild(args: string[], opts: { prefix?: string[]; nodeFlags?: string[] } = {}) {
+function runChild(args: string[], opts: { prefix?: string[]; nodeFlags?: string[]; reuseBatches?: boolean } = {}) {
   const node = process.execPath;
   const cmd = [...(opts.prefix ?? []), node, ...(opts.nodeFlags ?? []), join(fixturesDir, 'child.ts'), ...args];
-  return spawnSync(cmd[0]!, cmd.slice(1), { encoding: 'utf8', timeout: 20_000 });
+  const env = { ...process.env, GOTRAIL_TEST_REUSE_BATCHES: opts.reuseBatches ? '1' : '0' };
+  return spawnSync(cmd[0]!, cmd.slice(1), { encoding: 'utf8', timeout: 20_000, env });
 }
 
 describe('native addon', { skip, timeout: 120_000 }, () => {
@@ -491,6 +492,53 @@ describe('native addon', { skip, timeout: 120_000 }, () => {
     }
   });
 
+  it('ring buffer reuseBatches: a few buffers carry every batch, none is written while onBatch reads it, nothing is lost', async () => {
+    const o = new BpfObject(fx.object);
+    const worker = new GoWorker(fx.worker);
+    try {
+      o.load();
+      const N = 20_000;
+      const maxQueuedBatches = 2;
+      const c = new Collector();
+      const buffers = new Set<ArrayBufferLike>();
+      let changed = 0;
+      let blocked = 0;
+      let calls = 0;
+      o.startRingBuffer('events', (batch) => {
+        buffers.add(batch.buffer);
+        const atEntry = Buffer.from(batch);
+        c.onBatch(batch);
+        // Some callbacks hold on while the worker keeps producing: the
+        // poll thread fills every other slot meanwhile (it stalls once
+        // maxQueuedBatches are out), and must not touch this one.
+        if (calls++ % 2 === 0 && blocked < 20) {
+          blocked++;
+          const stalls = o.ringBufferStats('events').stalls;
+          blockUntil(() => o.ringBufferStats('events').stalls > stalls || readCounter(o, Counter.hitsEvents) >= BigInt(N), 'the poll thread to fill the other slots');
+        }
+        if (!batch.equals(atEntry)) changed++;
+      }, { reuseBatches: true, maxQueuedBatches, maxBatchBytes: 4096, intervalMs: 1 });
+      o.attachUprobes('on_work', fx.worker, [workOffset], [1n]);
+      worker.send(N);
+      await worker.done(60_000);
+      const full = readCounter(o, Counter.fullEvents);
+      await c.waitFor(N - Number(full), 30_000);
+      await o.stopRingBuffer();
+      const s = o.ringBufferStats('events');
+      assert.equal(changed, 0, 'a batch changed while onBatch read it');
+      assert.ok(blocked > 0);
+      assert.equal(BigInt(c.records.length) + full, BigInt(N), 'produced == delivered + BPF-side overflow');
+      assert.equal(firstGap(c.records.map((r) => r.seq)), -1, 'every record that left the kernel arrived, in order');
+      assert.equal(s.droppedRecords, 0n);
+      assert.ok(c.batchSizes.length > 50, `only ${c.batchSizes.length} batches`);
+      // the batch being filled, one sealed and waiting, and those out to JS
+      assert.ok(buffers.size <= maxQueuedBatches + 2, `${buffers.size} buffers for ${c.batchSizes.length} batches`);
+    } finally {
+      await worker.stop();
+      o.close();
+    }
+  });
+
   it('ring buffer pause: nothing is delivered while paused, what fitted arrives after resume', async () => {
     const o = new BpfObject(fx.object);
     const worker = new GoWorker(fx.worker);
@@ -706,11 +754,14 @@ describe('native addon', { skip, timeout: 120_000 }, () => {
   });
 
   it('process exit while the poll thread waits for JS exits cleanly', () => {
-    for (const mode of ['exit-with-full-queue', 'worker-exit-with-full-queue']) {
-      const r = runChild([mode, fx.object, fx.worker, String(workOffset)]);
-      assert.equal(r.signal, null, `${mode}: hung or crashed: ${r.stderr}`);
-      assert.equal(r.status, 0, `${mode}: ${r.stdout}${r.stderr}`);
-      assert.match(r.stdout, /exiting with a stalled poll thread/, mode);
+    for (const reuseBatches of [false, true]) {
+      for (const mode of ['exit-with-full-queue', 'worker-exit-with-full-queue']) {
+        const r = runChild([mode, fx.object, fx.worker, String(workOffset)], { reuseBatches });
+        const what = `${mode}${reuseBatches ? ' (reuseBatches)' : ''}`;
+        assert.equal(r.signal, null, `${what}: hung or crashed: ${r.stderr}`);
+        assert.equal(r.status, 0, `${what}: ${r.stdout}${r.stderr}`);
+        assert.match(r.stdout, /exiting with a stalled poll thread/, what);
+      }
     }
   });
 
@@ -782,22 +833,28 @@ describe('native addon', { skip, timeout: 120_000 }, () => {
   });
 
   it('process.exit() with a running ring buffer exits cleanly', () => {
-    const r = runChild(['exit-with-ring', fx.object]);
-    assert.equal(r.signal, null, r.stderr);
-    assert.equal(r.status, 0, r.stderr);
-    assert.match(r.stdout, /exiting/);
+    for (const reuseBatches of [false, true]) {
+      const r = runChild(['exit-with-ring', fx.object], { reuseBatches });
+      assert.equal(r.signal, null, r.stderr);
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stdout, /exiting/);
+    }
   });
 
   it('an exception thrown by onBatch surfaces as an uncaught exception', () => {
-    const r = runChild(['throw-in-callback', fx.object, fx.worker, String(workOffset)]);
-    assert.equal(r.status, 0, r.stdout + r.stderr);
-    assert.match(r.stdout, /uncaught: boom from onBatch/);
+    for (const reuseBatches of [false, true]) {
+      const r = runChild(['throw-in-callback', fx.object, fx.worker, String(workOffset)], { reuseBatches });
+      assert.equal(r.status, 0, r.stdout + r.stderr);
+      assert.match(r.stdout, /uncaught: boom from onBatch/);
+    }
   });
 
   it('garbage collection of an object with a running ring buffer stops it', () => {
-    const r = runChild(['gc', fx.object], { nodeFlags: ['--expose-gc'] });
-    assert.equal(r.signal, null, `hung or crashed: ${r.stderr}`);
-    assert.equal(r.status, 0, r.stderr);
-    assert.match(r.stdout, /exit 0/);
+    for (const reuseBatches of [false, true]) {
+      const r = runChild(['gc', fx.object], { nodeFlags: ['--expose-gc'], reuseBatches });
+      assert.equal(r.signal, null, `hung or crashed: ${r.stderr}`);
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stdout, /exit 0/);
+    }
   });
 });

@@ -367,6 +367,11 @@ Napi::Value BpfObject::StartRingBuffer(const Napi::CallbackInfo& info) {
     if (!wakeup.IsBoolean()) Throw(env, op, EINVAL, "wakeup must be a boolean");
     ro.wakeup = wakeup.As<Napi::Boolean>().Value();
   }
+  Napi::Value reuse = o.Get("reuseBatches");
+  if (!reuse.IsUndefined()) {
+    if (!reuse.IsBoolean()) Throw(env, op, EINVAL, "reuseBatches must be a boolean");
+    ro.reuse_batches = reuse.As<Napi::Boolean>().Value();
+  }
   if (ro.interval_ms == 0 && !ro.wakeup)
     Throw(env, op, EINVAL, "intervalMs 0 (no timer) needs wakeup: true");
   Napi::Value control = o.Get("wakeControl");

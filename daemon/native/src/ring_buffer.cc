@@ -317,7 +317,7 @@ void RingBufferState::PollLoop() {
       if (idle_ticks_ == 0) SetSleeping(false);
     }
     // Hand over what was taken without waiting for the batch to fill.
-    if (!full_ && cur_ != nullptr && !cur_->data.empty()) {
+    if (!full_ && cur_ != nullptr && !cur_->data().empty()) {
       full_ = std::move(cur_);
       TrySendFull();
     }
@@ -345,6 +345,7 @@ void RingBufferState::PollLoop() {
     const bool want_ring = epoll_fd_ >= 0 && full_ == nullptr && !draining_ && !paused_.load();
     // Stop, pause and credits signal the eventfd: only draining needs a timer.
     const bool no_timer = opts_.interval_ms == 0 || (want_ring && idle_ticks_ >= 2);
+    if (no_timer && want_ring && control_ != nullptr) TrimFreeSlots();
     const auto left =
         no_timer
             ? -1
@@ -485,8 +486,8 @@ void RingBufferState::Consume() {
 // negative answer only stops Consume before the next.
 int RingBufferState::Append(const void* data, size_t size) {
   const size_t need = Align8(4 + size);
-  if (cur_ != nullptr && !cur_->data.empty() && cur_->data.size() + need > opts_.max_batch_bytes &&
-      full_ == nullptr) {
+  if (cur_ != nullptr && !cur_->data().empty() &&
+      cur_->data().size() + need > opts_.max_batch_bytes && full_ == nullptr) {
     // Consumption stops as soon as a sealed batch waits for a credit, so
     // there is never a second one to seal; were there, the batch would
     // rather grow past max_batch_bytes than lose the record.
@@ -495,14 +496,26 @@ int RingBufferState::Append(const void* data, size_t size) {
   }
   if (cur_ == nullptr) {
     cur_.reset(new Batch());
-    // A timer-driven ring's batches fill up to max_batch_bytes under load:
-    // reserved at once, the vector is never reallocated (growing from 64
-    // KiB copied another 192 KiB per 256 KiB batch). Pages not written are
-    // not touched. A ring that wakes per record mostly carries one.
-    cur_->data.reserve(opts_.wakeup ? std::min<size_t>(kInitialBatchReserve, opts_.max_batch_bytes)
-                                    : opts_.max_batch_bytes);
+    if (opts_.reuse_batches) {
+      TakeSlot(cur_.get());
+    } else {
+      // A timer-driven ring's batches fill up to max_batch_bytes under load:
+      // reserved at once, the vector is never reallocated (growing from 64
+      // KiB copied another 192 KiB per 256 KiB batch). Pages not written
+      // are not touched. A ring that wakes per record mostly carries one.
+      cur_->own.reserve(opts_.wakeup ? std::min<size_t>(kInitialBatchReserve, opts_.max_batch_bytes)
+                                     : opts_.max_batch_bytes);
+    }
   }
-  BatchBytes& buf = cur_->data;
+  // A slot's bytes never move (JS has a Buffer over them): a batch that
+  // outgrows its slot (a record larger than max_batch_bytes) takes bytes of
+  // its own, as without reuse.
+  if (cur_->slot != nullptr && cur_->slot->bytes.size() + need > cur_->slot->bytes.capacity()) {
+    cur_->own.reserve(cur_->slot->bytes.size() + need);
+    cur_->own.assign(cur_->slot->bytes.begin(), cur_->slot->bytes.end());
+    LeaveSlot(cur_.get());
+  }
+  BatchBytes& buf = cur_->data();
   const size_t at = buf.size();
   // not zero-filled: every byte is written below
   buf.resize(at + need);
@@ -540,6 +553,99 @@ int RingBufferState::Append(const void* data, size_t size) {
   return 0;
 }
 
+// Poll thread. Gives the new batch a free slot, or a new one.
+void RingBufferState::TakeSlot(Batch* batch) {
+  {
+    std::lock_guard<std::mutex> lock(slots_mu_);
+    if (!free_slots_.empty()) {
+      batch->slot = free_slots_.back();
+      batch->js_owned = true;
+      free_slots_.pop_back();
+      batch->slot->bytes.clear();
+      return;
+    }
+  }
+  batch->slot = new BatchSlot();
+  batch->slot->bytes.reserve(opts_.max_batch_bytes);
+}
+
+// Poll thread, going to its idle sleep: the free slots' pages go back to
+// the kernel (the mappings stay; a page written again is a new zero page),
+// so that an idle agent does not keep its last burst's batches resident.
+void RingBufferState::TrimFreeSlots() {
+  std::lock_guard<std::mutex> lock(slots_mu_);
+  for (BatchSlot* slot : free_slots_) {
+    const auto begin = reinterpret_cast<uintptr_t>(slot->bytes.data());
+    const uintptr_t first = (begin + page_size_ - 1) & ~(page_size_ - 1);
+    const uintptr_t last = (begin + slot->bytes.capacity()) & ~(page_size_ - 1);
+    if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+  }
+}
+
+// Poll thread or JS thread: the batch no longer needs its slot, which is
+// free again if JS holds its Buffer and freed otherwise.
+void RingBufferState::LeaveSlot(Batch* batch) {
+  BatchSlot* slot = batch->slot;
+  if (slot == nullptr) return;
+  batch->slot = nullptr;
+  if (!batch->js_owned) {
+    delete slot;
+    return;
+  }
+  batch->js_owned = false;
+  std::lock_guard<std::mutex> lock(slots_mu_);
+  free_slots_.push_back(slot);
+}
+
+// JS thread. The first `size` bytes of Buffer `whole`, as a Buffer
+// (whole.subarray: Node-API makes no Buffer over part of an ArrayBuffer).
+// A view is a small object of V8's heap, not new external memory.
+static napi_value BufferView(napi_env env, napi_value whole, size_t size) {
+  napi_value fn;
+  napi_value args[2];
+  napi_value view;
+  if (napi_get_named_property(env, whole, "subarray", &fn) != napi_ok ||
+      napi_create_uint32(env, 0, &args[0]) != napi_ok ||
+      napi_create_double(env, static_cast<double>(size), &args[1]) != napi_ok ||
+      napi_call_function(env, whole, fn, 2, args, &view) != napi_ok)
+    return nullptr;
+  return view;
+}
+
+// JS thread. The batch's bytes as a Buffer: a view of its slot's Buffer,
+// made (and kept) the first time the slot travels. nullptr on failure
+// (nothing pending).
+napi_value RingBufferState::SlotView(napi_env env, Batch* batch) {
+  BatchSlot* slot = batch->slot;
+  napi_value whole;
+  if (slot->ref == nullptr) {
+    if (napi_create_external_buffer(
+            env, slot->bytes.capacity(), slot->bytes.data(),
+            [](napi_env, void*, void* hint) { delete static_cast<BatchSlot*>(hint); }, slot,
+            &whole) != napi_ok) {
+      // Runtimes that forbid external buffers (V8 sandbox) get a copy; the
+      // slot stays the batch's.
+      void* copy_at;
+      if (napi_create_buffer_copy(env, slot->bytes.size(), slot->bytes.data(), &copy_at, &whole) !=
+          napi_ok)
+        return nullptr;
+      return whole;
+    }
+    // the Buffer owns the slot from here, whatever follows
+    batch->js_owned = true;
+    if (napi_create_reference(env, whole, 1, &slot->ref) != napi_ok) {
+      // the slot dies with this Buffer: not to be reused
+      batch->slot = nullptr;
+      batch->js_owned = false;
+      return BufferView(env, whole, slot->bytes.size());
+    }
+    made_slots_.push_back(slot);
+  } else if (napi_get_reference_value(env, slot->ref, &whole) != napi_ok || whole == nullptr) {
+    return nullptr;
+  }
+  return BufferView(env, whole, slot->bytes.size());
+}
+
 // JS thread. env is null when Node empties the queue of a TSFN that is
 // being destroyed at environment teardown; the batch is then counted as
 // dropped, as it is when the environment can no longer run JS. Plain
@@ -564,6 +670,15 @@ void RingBufferState::CallJs(Napi::Env napi_env_wrapper, Napi::Function callback
     state->dropped_records_.fetch_add(owned->records, std::memory_order_relaxed);
   };
   if (env == nullptr || callback.IsEmpty()) return drop();
+  // Reuse mode: the slot is free again once onBatch returned (before the
+  // credit, so that the poll thread finds it), however this ends. (Above,
+  // at teardown, the batch forgets a slot that JS owns: the Buffer may be
+  // gone already.)
+  struct SlotBack {
+    RingBufferState* s;
+    Batch* b;
+    ~SlotBack() { s->LeaveSlot(b); }
+  } slot_back{state.get(), owned.get()};
 
   // The stats handed over include this batch.
   napi_value stats = nullptr;
@@ -576,18 +691,23 @@ void RingBufferState::CallJs(Napi::Env napi_env_wrapper, Napi::Function callback
     if (stats == nullptr) return drop();
   }
 
-  BatchBytes& bytes = owned->data;
   napi_value buf;
-  auto* data = new BatchBytes(std::move(bytes));
-  napi_status st = napi_create_external_buffer(
-      env, data->size(), data->data(),
-      [](napi_env, void*, void* hint) { delete static_cast<BatchBytes*>(hint); }, data, &buf);
-  if (st != napi_ok) {
-    // Runtimes that forbid external buffers (V8 sandbox) get a copy.
-    void* copy_at;
-    st = napi_create_buffer_copy(env, data->size(), data->data(), &copy_at, &buf);
-    delete data;
-    if (st != napi_ok) return drop();
+  if (owned->slot != nullptr) {
+    buf = state->SlotView(env, owned.get());
+    if (buf == nullptr) return drop();
+  } else {
+    BatchBytes& bytes = owned->own;
+    auto* data = new BatchBytes(std::move(bytes));
+    napi_status st = napi_create_external_buffer(
+        env, data->size(), data->data(),
+        [](napi_env, void*, void* hint) { delete static_cast<BatchBytes*>(hint); }, data, &buf);
+    if (st != napi_ok) {
+      // Runtimes that forbid external buffers (V8 sandbox) get a copy.
+      void* copy_at;
+      st = napi_create_buffer_copy(env, data->size(), data->data(), &copy_at, &buf);
+      delete data;
+      if (st != napi_ok) return drop();
+    }
   }
   state->batches_.fetch_add(1, std::memory_order_relaxed);
   state->records_.fetch_add(owned->records, std::memory_order_relaxed);
@@ -622,6 +742,10 @@ void RingBufferState::Finalize(Napi::Env env, std::shared_ptr<RingBufferState>* 
   state->stop_.store(true);
   state->Signal();
   if (state->thread_.joinable()) state->thread_.join();
+  // Reuse mode: the slots' Buffers may go (and free their slots). A batch
+  // still queued at teardown never touches its slot again (see CallJs).
+  for (BatchSlot* slot : state->made_slots_) napi_delete_reference(env, slot->ref);
+  state->made_slots_.clear();
   if (state->owner_ != nullptr) {
     state->owner_->RingBufferStopped(state, state->Counters());
     state->owner_ = nullptr;

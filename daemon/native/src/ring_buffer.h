@@ -67,6 +67,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <type_traits>
@@ -101,11 +102,31 @@ class DefaultInitAllocator : public A {
 // The bytes of one batch handed to JS.
 using BatchBytes = std::vector<uint8_t, DefaultInitAllocator<uint8_t>>;
 
+// Batch reuse (reuse_batches): a batch's bytes live in a slot of
+// max_batch_bytes that JS first receives as an external Buffer of that
+// size (owning the slot: its finalizer frees it) and afterwards as a view
+// of its first bytes. The state keeps a strong reference to each slot's
+// Buffer, and a slot goes back to the free list only once onBatch returned:
+// a slot is never written while onBatch runs on it. Why: every new external
+// buffer is external memory to V8, and at 10k events/s (~10 MB/s of
+// batches) that churn alone started a full mark-compact every few seconds
+// in an agent whose heap was 13 MB. The price is the contract that onBatch
+// keeps no part of the batch past its return (it copies what it keeps), and
+// up to max_queued_batches + 2 slots stay allocated while the ring runs
+// (with a wake-control map, their pages are handed back while it sleeps).
+struct BatchSlot {
+  BatchBytes bytes;        // capacity max_batch_bytes, never reallocated
+  napi_ref ref = nullptr;  // JS thread: the slot's Buffer, once made
+};
+
 struct RingBufferOptions {
   uint32_t interval_ms = 5;  // 0: no timer (wakeup mode only)
   uint32_t max_queued_batches = 64;
   uint32_t max_batch_bytes = 1 << 20;
   bool wakeup = false;
+  // Batch reuse (see BatchSlot): JS gets views of a few long-lived buffers
+  // instead of a new external buffer per batch.
+  bool reuse_batches = false;
   // Idle sleep: an mmapable BPF array map whose first value is
   // {u32 consumer_sleeping, wake_bytes, woken, reserved; u64 forced_wakeups}
   // (struct gt_rb_control), -1 for
@@ -178,7 +199,16 @@ class RingBufferState : public std::enable_shared_from_this<RingBufferState> {
 
  private:
   struct Batch {
-    BatchBytes data;
+    BatchBytes own;
+    // Reuse mode: the slot holding the bytes. A new slot is the batch's
+    // until JS makes its Buffer; a slot whose Buffer exists (js_owned) is
+    // that Buffer's, and the batch never frees it.
+    BatchSlot* slot = nullptr;
+    bool js_owned = false;
+    BatchBytes& data() { return slot != nullptr ? slot->bytes : own; }
+    ~Batch() {
+      if (slot != nullptr && !js_owned) delete slot;
+    }
     uint64_t records = 0;
     uint64_t payload_bytes = 0;
     // Set when queued to JS: keeps the counters alive for CallJs, which
@@ -207,6 +237,10 @@ class RingBufferState : public std::enable_shared_from_this<RingBufferState> {
   uint64_t ForcedWakeups() const;
   void Signal();
   void DropHeld();
+  void TakeSlot(Batch* batch);
+  void LeaveSlot(Batch* batch);
+  void TrimFreeSlots();
+  napi_value SlotView(napi_env env, Batch* batch);
 
   RingBufferOptions opts_;
   bool batch_stats_ = true;  // onBatch declares its stats parameter
@@ -233,6 +267,11 @@ class RingBufferState : public std::enable_shared_from_this<RingBufferState> {
   std::thread thread_;
   RingBufferOwner* owner_ = nullptr;                  // JS thread only
   std::vector<std::shared_ptr<StopWaiter>> waiters_;  // JS thread only
+  // Reuse mode: slots whose Buffer JS holds (JS thread only), and those
+  // free for the poll thread (under slots_mu_).
+  std::vector<BatchSlot*> made_slots_;
+  std::mutex slots_mu_;
+  std::vector<BatchSlot*> free_slots_;
 
   std::atomic<bool> stop_{false};
   std::atomic<bool> paused_{false};
