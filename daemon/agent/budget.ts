@@ -335,7 +335,8 @@ export class BudgetEnforcer {
       keys.add(b.key);
       const mine = [...b.pids].map((pid) => byPid.get(pid)).filter((p): p is ProcessOverhead => p !== undefined);
       const probes = new Set([...b.handles.map((h) => h.probe), ...(b.shed ?? [])]);
-      const a = this.budget.observe(b.key, mine.map((p) => ({ pid: p.pid, estimatedSeconds: p.estimatedSeconds, cpuSeconds: p.cpuSeconds })), probes, now);
+      // what shedding can lower: the probes' hits, not the injection's sockmap sends (shedding detaches uprobes only)
+      const a = this.budget.observe(b.key, mine.map((p) => ({ pid: p.pid, estimatedSeconds: p.estimatedSeconds - p.injectSeconds, cpuSeconds: p.cpuSeconds })), probes, now);
       if (!a) continue;
       const services = [...new Set(mine.map((p) => p.service))].sort();
       const service = services.join(',') || 'unknown_service';

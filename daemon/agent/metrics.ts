@@ -238,8 +238,7 @@ export function createMetrics(source: MetricsSource): Registry {
     if (c) for (const kind of ['emulated', 'single_stepped'] as const) g.set({ kind }, c.secondsPerHit[kind]);
   });
   gauge('gotrail_inject_send_cost_seconds', 'CPU time one send through the traceparent injection\'s sockmap costs the sending process on this host, besides the sk_msg program\'s own run time (the kernel\'s tcp_bpf send path and its receive path for the reply): calibrated at start-up as the difference in thread CPU per request/response exchange of a helper\'s loopback connection in the sockmap and not in it, less the program\'s run time; 0 until calibrated and while injection is off', [], (g, s) => {
-    const c = s.overhead?.hitCost?.secondsPerInjectSend;
-    if (c !== undefined) g.set({}, c);
+    g.set({}, s.overhead?.hitCost?.secondsPerInjectSend ?? 0);
   });
   counter('gotrail_propagation_inject_sends_total', 'Sends of traced processes through the traceparent injection\'s sockmap (runs of the sk_msg program, counted in BPF per process), by service; each is priced in gotrail_overhead_estimated_seconds_total at gotrail_inject_send_cost_seconds plus the program\'s run time', ['service'], (set, s) => {
     for (const [svc, o] of perService(s)) set({ service: svc }, o.injectSends);

@@ -141,7 +141,15 @@ class Helper {
     return new Promise((resolve, reject) => {
       const onExit = (): void => reject(new Error('calibrate uprobe cost: the helper exited'));
       this.child.once('exit', onExit);
+      // a helper stuck (e.g. a send path that never answers) must not hold the calibration forever
+      const timer = setTimeout(() => {
+        this.child.off('exit', onExit);
+        this.child.kill('SIGKILL');
+        reject(new Error(`calibrate uprobe cost: the helper did not answer "${command}" within ${HELPER_ANSWER_MS / 1000} s`));
+      }, HELPER_ANSWER_MS);
+      timer.unref();
       this.waiters.push((line) => {
+        clearTimeout(timer);
         this.child.off('exit', onExit);
         const n = Number(line);
         if (Number.isFinite(n)) resolve(n);
@@ -156,6 +164,9 @@ class Helper {
     this.child.kill();
   }
 }
+
+/** How long one command of the calibration helper may take (ms): a round takes well under a second. */
+const HELPER_ANSWER_MS = 30_000;
 
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
@@ -230,12 +241,15 @@ async function calibrateSendCost(obj: BpfObject, helper: Helper, map: string, se
       const p0 = programRun();
       const withMap = await helper.send(sends, info.id, info.keySize);
       const p1 = programRun();
-      // the program's runs over the round (other processes' sends may add
-      // to them; their mean per run stands for the helper's)
+      // the program's runs over the round: a round in which other
+      // processes' sends ran it too (a busy node: their sends may carry a
+      // header, several times the helper's cost per run) is left out
       const runs = Number(p1.runs - p0.runs);
+      if (runs > sends * 1.05) continue;
       const programNs = runs > 0 ? (Number(p1.ns - p0.ns) / runs) * sends : 0;
       diffs.push(Math.max(0, withMap - without - programNs) / sends / 1e9);
     }
+    if (diffs.length === 0) throw new Error(`every round of ${rounds} ran gt_inject_msg for other processes' sends too`);
     return { secondsPerInjectSend: median(diffs), injectSendRounds: diffs, injectSends: sends };
   } catch (e) {
     return { injectSendError: (e as Error).message };
