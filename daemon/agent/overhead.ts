@@ -481,9 +481,6 @@ export class OverheadEstimator {
       return this.result;
     }
     this.lastCost = cost;
-    const trap = this.hitCost?.secondsPerHit;
-    // per send: the path (calibrated; 0 until then) and the program's own run time
-    const perSend = (this.hitCost?.secondsPerInjectSend ?? 0) + (cost.get(BpfPrograms.gt_inject_msg) ?? 0);
     for (const pid of this.procs.keys()) if (!traced.has(pid)) this.retire(pid);
     const out: ProcessOverhead[] = [];
     for (const [pid, service] of traced) {
@@ -497,22 +494,7 @@ export class OverheadEstimator {
       // kinds of sets detached since (shed by the budget) still price their last hits
       const now = kinds.get(pid);
       if (now) st.kinds = st.kinds ? new Map([...st.kinds, ...now]) : now;
-      const delta = new Map<number, number>();
-      for (const [site, n] of hits.get(pid) ?? []) {
-        const d = n - (st.hits.get(site) ?? 0);
-        if (d <= 0) continue;
-        delta.set(site, d);
-        st.hits.set(site, n);
-      }
-      const e = estimateHits(delta, st.kinds, trap, cost);
-      const dHits = e.hits.emulated + e.hits.single_stepped;
-      const dSends = Math.max(0, (sends.get(pid) ?? 0) - st.injectSends);
-      st.injectSends += dSends;
-      st.injectSeconds += dSends * perSend;
-      const dEst = e.seconds + dSends * perSend;
-      st.hitsByKind.emulated += e.hits.emulated;
-      st.hitsByKind.single_stepped += e.hits.single_stepped;
-      st.estimated += dEst;
+      const { hits: dHits, seconds: dEst } = this.advance(st, hits.get(pid), sends.get(pid), cost);
       if (window > 0) {
         const dCpu = cpu !== undefined && st.cpu !== undefined ? cpu - st.cpu : undefined;
         st.last = { hitsPerSecond: dHits / window, secondsPerSecond: dEst / window, cpuFraction: dCpu ? dEst / dCpu : undefined, windowSeconds: window };
@@ -544,28 +526,40 @@ export class OverheadEstimator {
     const st = this.procs.get(pid);
     if (!st) return;
     try {
-      const delta = new Map<number, number>();
-      for (const [site, n] of this.source.probeHits(new Set([pid])).get(pid) ?? []) {
-        const d = n - (st.hits.get(site) ?? 0);
-        if (d <= 0) continue;
-        delta.set(site, d);
-        st.hits.set(site, n);
-      }
-      const e = estimateHits(delta, st.kinds, this.hitCost?.secondsPerHit, this.lastCost);
-      st.hitsByKind.emulated += e.hits.emulated;
-      st.hitsByKind.single_stepped += e.hits.single_stepped;
-      st.estimated += e.seconds;
-      const sends = this.source.injectSends?.(new Set([pid])).get(pid);
-      const dSends = Math.max(0, (sends ?? 0) - st.injectSends);
-      const dInject = dSends * ((this.hitCost?.secondsPerInjectSend ?? 0) + (this.lastCost.get(BpfPrograms.gt_inject_msg) ?? 0));
-      st.injectSends += dSends;
-      st.injectSeconds += dInject;
-      st.estimated += dInject;
+      const only = new Set([pid]);
+      this.advance(st, this.source.probeHits(only).get(pid), this.source.injectSends?.(only).get(pid), this.lastCost);
     } catch {
       /* its last hits are unknown: the last sample's counts stay */
     }
     this.retire(pid);
     this.result = this.result.filter((p) => p.pid !== pid);
+  }
+
+  /**
+   * Moves a process's state on to its counts now (`hits`: site → hits,
+   * `sends`: sockmap sends, both since it was first seen), pricing what is
+   * new at the calibrated costs and `cost` (BPF run time per program run);
+   * returns the new hits and their estimated seconds.
+   */
+  private advance(st: ProcState, hits: ReadonlyMap<number, number> | undefined, sends: number | undefined, cost: Map<string, number>): { hits: number; seconds: number } {
+    const delta = new Map<number, number>();
+    for (const [site, n] of hits ?? []) {
+      const d = n - (st.hits.get(site) ?? 0);
+      if (d <= 0) continue;
+      delta.set(site, d);
+      st.hits.set(site, n);
+    }
+    const e = estimateHits(delta, st.kinds, this.hitCost?.secondsPerHit, cost);
+    // per send: the path (calibrated; 0 until then) and the program's own run time
+    const perSend = (this.hitCost?.secondsPerInjectSend ?? 0) + (cost.get(BpfPrograms.gt_inject_msg) ?? 0);
+    const dSends = Math.max(0, (sends ?? 0) - st.injectSends);
+    st.injectSends += dSends;
+    st.injectSeconds += dSends * perSend;
+    st.hitsByKind.emulated += e.hits.emulated;
+    st.hitsByKind.single_stepped += e.hits.single_stepped;
+    const seconds = e.seconds + dSends * perSend;
+    st.estimated += seconds;
+    return { hits: e.hits.emulated + e.hits.single_stepped, seconds };
   }
 
   private retire(pid: number): void {
