@@ -105,17 +105,17 @@ interface FlowInstruction {
 
 /** Instructions decoded linearly from `address`; undefined when some bytes do not decode. */
 function flowInstructions(code: Uint8Array, address: number): FlowInstruction[] | undefined {
-  const { Code, Decoder, DecoderOptions, FlowControl, Instruction, InstructionInfoFactory, Mnemonic, OpAccess, OpKind, Register, RegisterExt } = ic();
-  const decoder = new Decoder(64, code, DecoderOptions.None);
-  const ins = new Instruction();
+  const { Code, FlowControl, InstructionInfoFactory, Mnemonic, OpAccess, OpKind, Register, RegisterExt } = ic();
   const infos = new InstructionInfoFactory();
   const out: FlowInstruction[] = [];
   const writes = new Set([OpAccess.Write, OpAccess.CondWrite, OpAccess.ReadWrite, OpAccess.ReadCondWrite]);
+  let invalid = false;
   try {
-    decoder.ip = BigInt(address);
-    while (decoder.canDecode) {
-      decoder.decodeOut(ins);
-      if (ins.code === Code.INVALID) return undefined;
+    decode(code, address, Number.MAX_SAFE_INTEGER, (ins) => {
+      if (ins.code === Code.INVALID) {
+        invalid = true;
+        return false;
+      }
       const info = infos.info(ins);
       let writesResult = false;
       try {
@@ -138,13 +138,12 @@ function flowInstructions(code: Uint8Array, address: number): FlowInstruction[] 
       };
       if (direct && ins.op0Kind === OpKind.NearBranch64) f.target = Number(ins.nearBranchTarget);
       out.push(f);
-    }
+      return true;
+    });
   } finally {
     infos.free();
-    ins.free();
-    decoder.free();
   }
-  return out;
+  return invalid ? undefined : out;
 }
 
 /** Most instructions between a call and the test of its result (Go puts a NOP for the call's inline mark, no more). */
